@@ -1,0 +1,1 @@
+"""Item-text encoders and the embedding cache (imported as ``interestgym.encoders``)."""

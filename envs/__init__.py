@@ -1,0 +1,1 @@
+"""Replay environments (imported as ``interestgym.envs``)."""

@@ -1,0 +1,84 @@
+"""The ``interestgym`` command line: one subcommand per pipeline stage.
+
+Subcommands are imported only when run, so ``interestgym --help`` is instant and ``prepare`` never
+loads torch. Errors the user can fix (:class:`~interestgym.errors.InterestGymError`) are printed as
+one line and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from interestgym import __version__
+from interestgym.errors import InterestGymError
+
+# name -> (module, attribute, one-line help shown by `interestgym --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "prepare": ("interestgym.data.cli", "prepare", "Raw logs -> a validated, split canonical dataset."),
+    "encode": ("interestgym.encoders.cli", "encode", "Item texts -> cached, L2-normalised embeddings."),
+    "train": ("interestgym.agents.cli", "train", "Train a PPO update policy on the replay env."),
+    "evaluate": ("interestgym.agents.cli", "evaluate", "Compare a trained policy with every baseline on held-out users."),
+    "export": ("interestgym.agents.cli", "export", "Export a trained policy to ONNX + manifest for the runtime."),
+    "report": ("interestgym.agents.cli", "report", "Figures and a summary of a run."),
+    "quickstart": ("interestgym.agents.cli", "quickstart", "The whole pipeline on built-in synthetic data."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._available(name)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Pipeline"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="interestgym")
+def cli() -> None:
+    """interestgym: learn when and how strongly to update user-interest profiles.
+
+    \b
+    prepare -> encode -> train -> evaluate -> export -> runtime
+    Start with `interestgym quickstart`, or see each command's --help.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="interestgym", standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+    except InterestGymError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

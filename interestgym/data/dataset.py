@@ -1,0 +1,309 @@
+"""Reading and writing the canonical dataset directory (see :mod:`interestgym.data.schema`).
+
+``write_dataset`` is the single place where readers' output becomes files: it sorts events with the
+stable tie rule, assigns the seeded user split, writes every table atomically, and records the
+manifest. ``Dataset`` is how every later stage reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from interestgym import __version__
+from interestgym.data.schema import (
+    ACTIONS,
+    DEFAULT_ACTION_WEIGHTS,
+    DEFAULT_POSITIVE_RATING,
+    EVENT_COLUMNS,
+    IMPRESSION_COLUMNS,
+    ITEM_COLUMNS,
+    SCHEMA_VERSION,
+    SPLITS,
+)
+from interestgym.data.validate import RejectLog
+from interestgym.errors import ArtifactError, DataError
+from interestgym.io import atomic_path, save_npy_atomic, sha256_file, write_json_atomic, write_text_atomic
+
+MANIFEST = "manifest.json"
+
+
+# --------------------------------------------------------------------------------------------- split
+@dataclass(frozen=True)
+class SplitSpec:
+    """How users are split. Fractions are of users; the assignment depends only on the seed and the
+    sorted user ids, so it is stable across runs."""
+
+    train: float = 0.6
+    valid: float = 0.2
+    test: float = 0.2
+    seed: int = 0
+    #: If set, each user's events before this fraction of their time span are marked ``late=False``:
+    #: later stages may warm profiles on the early part and score only the late part.
+    time_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("train", "valid", "test"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise DataError(f"split fraction {name}={v}: expected a number in [0, 1]")
+        if abs(self.train + self.valid + self.test - 1.0) > 1e-6:
+            raise DataError(
+                f"split fractions train={self.train} valid={self.valid} test={self.test} sum to "
+                f"{self.train + self.valid + self.test:g}; expected 1"
+            )
+        if self.time_fraction is not None and not 0.0 < self.time_fraction < 1.0:
+            raise DataError(f"time split fraction {self.time_fraction}: expected a number in (0, 1)")
+
+    def assign(self, user_ids: np.ndarray) -> pd.DataFrame:
+        users = np.array(sorted(set(map(str, user_ids))), dtype=object)
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(users))
+        n = len(users)
+        n_train = int(round(self.train * n))
+        n_valid = int(round(self.valid * n))
+        split = np.empty(n, dtype=object)
+        split[order[:n_train]] = "train"
+        split[order[n_train : n_train + n_valid]] = "valid"
+        split[order[n_train + n_valid :]] = "test"
+        return pd.DataFrame({"user_id": users, "split": split})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"by": "user", "fractions": {"train": self.train, "valid": self.valid, "test": self.test},
+                "seed": self.seed, "time_fraction": self.time_fraction}
+
+
+# --------------------------------------------------------------------------------------------- write
+def _check_columns(df: pd.DataFrame, required: tuple[str, ...], table: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise AssertionError(f"reader produced a {table} table without columns {missing}")
+
+
+def _parquet(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_dataset(
+    out: str | Path,
+    *,
+    source_format: str,
+    source_files: list[Path],
+    items: pd.DataFrame,
+    events: pd.DataFrame,
+    rejects: RejectLog,
+    split: SplitSpec,
+    impressions: pd.DataFrame | None = None,
+    truth: np.ndarray | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+    action_weights: dict[str, float] | None = None,
+    max_reject_rate: float | None = None,
+    command: list[str] | None = None,
+    deterministic: bool = False,
+) -> dict[str, Any]:
+    """Write a canonical dataset directory and return its manifest.
+
+    ``events`` need not be sorted: they are sorted here by (user_id, ts, seq). ``truth`` rows must be
+    aligned with ``events`` as given (they are reordered with them). ``deterministic`` leaves the
+    creation time out of the manifest so that two identical runs give identical bytes.
+    """
+    out = Path(out)
+    _check_columns(items, ITEM_COLUMNS, "items")
+    _check_columns(events, EVENT_COLUMNS, "events")
+    if impressions is not None:
+        _check_columns(impressions, IMPRESSION_COLUMNS, "impressions")
+    report = rejects.report()
+    if max_reject_rate is not None:
+        rejects.check_rate(max_reject_rate)
+    if len(events) == 0:
+        raise DataError(f"{', '.join(map(str, source_files))}: no valid events were read; expected at least one")
+    unknown = sorted(set(events["action"].unique()) - set(ACTIONS))
+    if unknown:
+        raise AssertionError(f"reader produced unknown actions {unknown}")
+
+    order = np.lexsort((events["seq"].to_numpy(), events["ts"].to_numpy(), events["user_id"].astype(str).to_numpy()))
+    events = events.iloc[order].reset_index(drop=True)
+    if truth is not None:
+        truth = np.ascontiguousarray(truth[order], dtype=np.float32)
+    users = split.assign(events["user_id"].to_numpy())
+    if split.time_fraction is not None:
+        g = events.groupby("user_id")["ts"]
+        lo, hi = g.transform("min"), g.transform("max")
+        events["late"] = events["ts"] >= lo + split.time_fraction * (hi - lo)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _parquet(items.reset_index(drop=True), out / "items.parquet")
+    _parquet(events, out / "events.parquet")
+    _parquet(users, out / "users.parquet")
+    if impressions is not None:
+        imp = impressions.sort_values(["user_id", "ts", "impression_id"], kind="stable").reset_index(drop=True)
+        _parquet(imp, out / "impressions.parquet")
+    elif (out / "impressions.parquet").exists():
+        (out / "impressions.parquet").unlink()
+    if truth is not None:
+        save_npy_atomic(out / "truth.npy", truth)
+    write_text_atomic(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects.rejects))
+
+    split_counts = users["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "interestgym_version": __version__,
+        "source": {
+            "format": source_format,
+            "files": [
+                {"path": str(p) if not deterministic else p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+                for p in source_files
+            ],
+        },
+        "counts": {
+            "items": int(len(items)),
+            "events": int(len(events)),
+            "users": int(len(users)),
+            "impressions": int(len(impressions)) if impressions is not None else 0,
+            "actions": {k: int(v) for k, v in events["action"].value_counts().sort_index().items()},
+        },
+        "split": {**split.as_dict(), "users": {k: int(v) for k, v in split_counts.items()}},
+        "validation": report,
+        "action_weights": dict(action_weights or DEFAULT_ACTION_WEIGHTS),
+        "positive_rating": DEFAULT_POSITIVE_RATING,
+        "has_truth": truth is not None,
+        "command": " ".join(shlex.quote(a) for a in (command if command is not None else sys.argv)),
+    }
+    if not deterministic:
+        manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if extra_manifest:
+        manifest.update(extra_manifest)
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------- read
+@dataclass
+class Dataset:
+    """A prepared dataset directory, read lazily.
+
+    >>> ds = Dataset.open("runs/data/ml-100k")        # doctest: +SKIP
+    >>> ds.items, ds.events, ds.users_in("test")      # doctest: +SKIP
+    """
+
+    path: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Dataset":
+        path = Path(path)
+        mf = path / MANIFEST
+        if not path.is_dir():
+            raise ArtifactError(f"{path}: no such dataset directory (create one with `interestgym prepare`)")
+        if not mf.is_file():
+            raise ArtifactError(f"{path}: not a dataset directory: {MANIFEST} is missing (create one with `interestgym prepare`)")
+        try:
+            manifest = json.loads(mf.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{mf}: corrupt manifest: {exc}") from None
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ArtifactError(f"{mf}: schema_version {version!r}; this interestgym reads version {SCHEMA_VERSION}")
+        for name in ("items.parquet", "events.parquet", "users.parquet"):
+            if not (path / name).is_file():
+                raise ArtifactError(f"{path / name}: missing from the dataset directory")
+        return cls(path=path, manifest=manifest)
+
+    def _read(self, name: str) -> pd.DataFrame:
+        try:
+            return pd.read_parquet(self.path / name)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise ArtifactError(f"{self.path / name}: cannot be read as Parquet: {exc}") from None
+
+    @cached_property
+    def items(self) -> pd.DataFrame:
+        return self._read("items.parquet")
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        return self._read("events.parquet")
+
+    @cached_property
+    def users(self) -> pd.DataFrame:
+        return self._read("users.parquet")
+
+    @cached_property
+    def impressions(self) -> pd.DataFrame | None:
+        p = self.path / "impressions.parquet"
+        return self._read("impressions.parquet") if p.is_file() else None
+
+    @cached_property
+    def truth(self) -> np.ndarray | None:
+        p = self.path / "truth.npy"
+        return np.load(p, allow_pickle=False) if p.is_file() else None
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        """item_id -> row of ``items`` (and of every embedding matrix)."""
+        return {iid: i for i, iid in enumerate(self.items["item_id"].astype(str))}
+
+    @property
+    def action_weights(self) -> dict[str, float]:
+        return {**DEFAULT_ACTION_WEIGHTS, **self.manifest.get("action_weights", {})}
+
+    @property
+    def positive_rating(self) -> float:
+        return float(self.manifest.get("positive_rating", DEFAULT_POSITIVE_RATING))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def users_in(self, split: str) -> list[str]:
+        if split not in SPLITS:
+            raise DataError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+        return self.users.loc[self.users["split"] == split, "user_id"].astype(str).tolist()
+
+    # ------------------------------------------------------------------ embeddings (written by encode)
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.path / "embeddings"
+
+    def embedding_names(self) -> list[str]:
+        d = self.embeddings_dir
+        return sorted(p.stem for p in d.glob("*.npy") if (d / f"{p.stem}.json").is_file()) if d.is_dir() else []
+
+    def resolve_embeddings(self, name: str | None) -> str:
+        """The embedding name to use: ``name`` if given, else the only one there is."""
+        names = self.embedding_names()
+        if name is not None:
+            if name not in names:
+                listed = ", ".join(names) or "none (run `interestgym encode` first)"
+                raise ArtifactError(f"{self.embeddings_dir}: no embeddings named {name!r}; available: {listed}")
+            return name
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise ArtifactError(f"{self.path}: no embeddings yet; run `interestgym encode {self.path} --encoder minilm` first")
+        raise ArtifactError(f"{self.path}: several embeddings ({', '.join(names)}); choose one with embeddings=NAME")
+
+    def load_embeddings(self, name: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Return (matrix aligned with ``items``, metadata) for the named (or only) embedding."""
+        name = self.resolve_embeddings(name)
+        meta_path = self.embeddings_dir / f"{name}.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            mat = np.load(self.embeddings_dir / f"{name}.npy", allow_pickle=False)
+        except Exception as exc:
+            raise ArtifactError(f"{self.embeddings_dir / name}: corrupt embeddings: {exc}; re-run `interestgym encode`") from None
+        if mat.ndim != 2 or mat.shape[0] != len(self.items) or mat.dtype != np.float32:
+            raise ArtifactError(
+                f"{self.embeddings_dir / name}.npy: shape {mat.shape} dtype {mat.dtype}; expected "
+                f"({len(self.items)}, dim) float32 aligned with items.parquet; re-run `interestgym encode`"
+            )
+        return mat, meta

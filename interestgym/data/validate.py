@@ -1,0 +1,107 @@
+"""Row validation bookkeeping shared by every reader.
+
+Each reader counts, per source file, the rows it read and what became of each: kept, rejected (with
+a reason, written to ``rejects.jsonl``), blank, or duplicate. The counts must add up
+(``kept + rejected + blank + duplicate == read``); :meth:`RejectLog.report` checks that, and
+:meth:`RejectLog.check_rate` fails the command when too many rows were bad.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from interestgym.errors import DataError
+
+#: Default for ``--max-reject-rate``: real logs have a few bad rows; more than 1% means a wrong
+#: format, mapping or encoding, and should stop the run rather than quietly lose data.
+DEFAULT_MAX_REJECT_RATE = 0.01
+
+_RAW_LIMIT = 2000  # characters of a rejected row kept in rejects.jsonl
+
+
+@dataclass
+class FileStats:
+    read: int = 0
+    kept: int = 0
+    rejected: int = 0
+    blank: int = 0
+    duplicate: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.read,
+            "kept": self.kept,
+            "rejected": self.rejected,
+            "blank": self.blank,
+            "duplicate": self.duplicate,
+            "reject_reasons": dict(sorted(self.reasons.items())),
+        }
+
+
+class RejectLog:
+    """Collects rejected rows and per-file counts for one ``prepare`` run."""
+
+    def __init__(self) -> None:
+        self.rejects: list[dict[str, Any]] = []
+        self.files: dict[str, FileStats] = {}
+        self.notes: list[str] = []  # counted, reported facts that are not row rejects
+
+    def stats(self, file: str) -> FileStats:
+        return self.files.setdefault(file, FileStats())
+
+    def read(self, file: str, n: int = 1) -> None:
+        self.stats(file).read += n
+
+    def keep(self, file: str, n: int = 1) -> None:
+        self.stats(file).kept += n
+
+    def blank(self, file: str, n: int = 1) -> None:
+        self.stats(file).blank += n
+
+    def duplicate(self, file: str, line: int, raw: str, n: int = 1) -> None:
+        """A row identical to an earlier one: counted, and listed in the rejects file as such."""
+        self.stats(file).duplicate += n
+        self.rejects.append({"file": file, "line": line, "reason": "duplicate row", "raw": raw[:_RAW_LIMIT], "kind": "duplicate"})
+
+    def reject(self, file: str, line: int, reason: str, raw: str) -> None:
+        st = self.stats(file)
+        st.rejected += 1
+        # Group reasons by their first clause so the report stays short.
+        st.reasons[reason.split(":")[0]] += 1
+        self.rejects.append({"file": file, "line": line, "reason": reason, "raw": raw[:_RAW_LIMIT], "kind": "rejected"})
+
+    def unkeep(self, file: str, line: int, reason: str, raw: str) -> None:
+        """Reject a row that was counted as kept (a check that needs the whole file, e.g. unknown ids)."""
+        self.stats(file).kept -= 1
+        self.reject(file, line, reason, raw)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def report(self) -> dict[str, Any]:
+        for name, st in self.files.items():
+            total = st.kept + st.rejected + st.blank + st.duplicate
+            if total != st.read:  # a reader bug, not a user error: never lose rows silently
+                raise AssertionError(f"{name}: kept+rejected+blank+duplicate = {total} but {st.read} rows were read")
+        return {
+            "files": {name: st.as_dict() for name, st in self.files.items()},
+            "rejected_total": sum(st.rejected for st in self.files.values()),
+            "notes": list(self.notes),
+        }
+
+    def check_rate(self, max_reject_rate: float) -> None:
+        """Raise :class:`DataError` if any file's reject rate is above ``max_reject_rate``."""
+        for name, st in self.files.items():
+            if st.read == 0:
+                continue
+            rate = st.rejected / st.read
+            if rate > max_reject_rate:
+                first = [r for r in self.rejects if r["file"] == name and r["kind"] == "rejected"][:5]
+                lines = "; ".join(f"line {r['line']}: {r['reason']}" for r in first)
+                raise DataError(
+                    f"{name}: {st.rejected} of {st.read} rows rejected ({rate:.1%}, above --max-reject-rate "
+                    f"{max_reject_rate:.1%}). First bad lines: {lines}"
+                )

@@ -1,0 +1,55 @@
+"""The package installs under one namespace and its CLI explains itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from interestgym.cli import COMMANDS, cli
+
+
+def test_pillars_import_under_the_namespace_only():
+    import interestgym.agents
+    import interestgym.encoders
+    import interestgym.envs  # noqa: F401
+
+    for bare in ("agents", "envs", "encoders"):
+        spec = importlib.util.find_spec(bare)
+        # Another installed package may legitimately own the bare name; ours must not.
+        assert spec is None or "interestgym" not in str(spec.origin or spec.submodule_search_locations)
+
+
+def test_help_lists_every_available_stage():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0, result.output
+    for name in cli.list_commands(None):
+        assert name in result.output
+
+
+def test_every_subcommand_has_help():
+    runner = CliRunner()
+    names = cli.list_commands(None)
+    assert "prepare" in names
+    for name in names:
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage:" in result.output and len(result.output.splitlines()) > 4, name
+
+
+def test_console_script_reports_user_errors_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "from interestgym.cli import main; main()", "prepare", "nosuchformat", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "nosuchformat" in proc.stderr
+
+
+def test_commands_table_points_at_real_modules():
+    for name, (module, attr, _) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            assert hasattr(importlib.import_module(module), attr), name
