@@ -106,6 +106,7 @@ def write_dataset(
     impressions: pd.DataFrame | None = None,
     truth: np.ndarray | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    extra_counts: dict[str, Any] | None = None,
     action_weights: dict[str, float] | None = None,
     max_reject_rate: float | None = None,
     command: list[str] | None = None,
@@ -116,6 +117,8 @@ def write_dataset(
     ``events`` need not be sorted: they are sorted here by (user_id, ts, seq). ``truth`` rows must be
     aligned with ``events`` as given (they are reordered with them). ``deterministic`` leaves the
     creation time out of the manifest so that two identical runs give identical bytes.
+    ``extra_counts`` (a reader's own counts, e.g. MIND candidates without a news row) are merged into
+    ``manifest["counts"]``; ``extra_manifest`` adds top-level keys.
     """
     out = Path(out)
     _check_columns(items, ITEM_COLUMNS, "items")
@@ -131,7 +134,9 @@ def write_dataset(
     if unknown:
         raise AssertionError(f"reader produced unknown actions {unknown}")
 
-    order = np.lexsort((events["seq"].to_numpy(), events["ts"].to_numpy(), events["user_id"].astype(str).to_numpy()))
+    # Sorting integer codes (factorize sorts the user ids as strings) is much faster than comparing strings.
+    user_codes, _ = pd.factorize(events["user_id"].astype(str), sort=True)
+    order = np.lexsort((events["seq"].to_numpy(), events["ts"].to_numpy(), user_codes))
     events = events.iloc[order].reset_index(drop=True)
     if truth is not None:
         truth = np.ascontiguousarray(truth[order], dtype=np.float32)
@@ -171,6 +176,7 @@ def write_dataset(
             "users": int(len(users)),
             "impressions": int(len(impressions)) if impressions is not None else 0,
             "actions": {k: int(v) for k, v in events["action"].value_counts().sort_index().items()},
+            **(extra_counts or {}),
         },
         "split": {**split.as_dict(), "users": {k: int(v) for k, v in split_counts.items()}},
         "validation": report,
@@ -185,6 +191,18 @@ def write_dataset(
         manifest.update(extra_manifest)
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
+
+
+def item_ids_sha256(item_ids: Any) -> str:
+    """sha256 of an item-id list in order (the JSON list of the ids as strings).
+
+    ``encode`` stores it in each embedding's metadata; :meth:`Dataset.load_embeddings` compares it
+    with the dataset's items, so embeddings made for another item list are refused, not misaligned.
+    """
+    import hashlib
+
+    ids = [str(i) for i in item_ids]
+    return hashlib.sha256(json.dumps(ids, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- read
@@ -301,9 +319,29 @@ class Dataset:
             mat = np.load(self.embeddings_dir / f"{name}.npy", allow_pickle=False)
         except Exception as exc:
             raise ArtifactError(f"{self.embeddings_dir / name}: corrupt embeddings: {exc}; re-run `interestgym encode`") from None
+        rerun = f"re-run `interestgym encode {self.path} --encoder {meta.get('encoder', 'ENCODER') if isinstance(meta, dict) else 'ENCODER'} --name {name}`"
         if mat.ndim != 2 or mat.shape[0] != len(self.items) or mat.dtype != np.float32:
             raise ArtifactError(
                 f"{self.embeddings_dir / name}.npy: shape {mat.shape} dtype {mat.dtype}; expected "
-                f"({len(self.items)}, dim) float32 aligned with items.parquet; re-run `interestgym encode`"
+                f"({len(self.items)}, dim) float32 aligned with items.parquet; {rerun}"
+            )
+        if not isinstance(meta, dict):
+            raise ArtifactError(f"{meta_path}: expected a JSON object of embedding metadata; {rerun}")
+        if meta.get("dim") is not None and meta["dim"] != mat.shape[1]:
+            raise ArtifactError(f"{meta_path}: field dim is {meta['dim']} but {name}.npy has {mat.shape[1]} columns; {rerun}")
+        # Same row count is not enough: the items may have been re-prepared in another order or with
+        # other ids. The item-id hash written by `encode` says which item list the rows belong to.
+        stored = meta.get("item_ids_sha256")
+        if stored is None:
+            raise ArtifactError(f"{meta_path}: field item_ids_sha256 is missing; expected the hash of the item ids the rows belong to; {rerun}")
+        if stored != self.item_ids_sha256:
+            raise ArtifactError(
+                f"{meta_path}: field item_ids_sha256 is {str(stored)[:12]}..., but items.parquet's item ids hash to "
+                f"{self.item_ids_sha256[:12]}... (the items changed since these embeddings were made); {rerun}"
             )
         return mat, meta
+
+    @cached_property
+    def item_ids_sha256(self) -> str:
+        """Hash of the item-id list in row order (see :func:`item_ids_sha256`)."""
+        return item_ids_sha256(self.items["item_id"])

@@ -99,9 +99,28 @@ class RejectLog:
                 continue
             rate = st.rejected / st.read
             if rate > max_reject_rate:
-                first = [r for r in self.rejects if r["file"] == name and r["kind"] == "rejected"][:5]
-                lines = "; ".join(f"line {r['line']}: {r['reason']}" for r in first)
+                kinds = ", ".join(f"{k} {v}" for k, v in st.reasons.most_common())
                 raise DataError(
                     f"{name}: {st.rejected} of {st.read} rows rejected ({rate:.1%}, above --max-reject-rate "
-                    f"{max_reject_rate:.1%}). First bad lines: {lines}"
+                    f"{max_reject_rate:.1%}; {kinds}). First bad lines: {self.first_bad_lines(name)}"
                 )
+
+    def first_bad_lines(self, file: str, limit: int = 5) -> str:
+        """The first rejected lines of ``file`` with their reasons; lines sharing a reason are listed together."""
+        first = [r for r in self.rejects if r["file"] == file and r["kind"] == "rejected"][:limit]
+        by_reason: dict[str, list[int]] = {}
+        for r in first:
+            by_reason.setdefault(r["reason"], []).append(r["line"])
+        return "; ".join(
+            f"line{'s' if len(nums) > 1 else ''} {', '.join(map(str, nums))}: {reason}" for reason, nums in by_reason.items()
+        )
+
+    def nothing_valid(self, file: str, expected: str) -> DataError:
+        """The error for a file that gave no usable row: empty, blank, or every row bad (with the first reasons)."""
+        st = self.stats(file)
+        if st.read == 0:
+            return DataError(f"{file}: no rows (empty file, or a header only); expected {expected}")
+        if st.rejected == 0:
+            return DataError(f"{file}: no valid rows ({st.blank} blank, {st.duplicate} duplicate of {st.read}); expected {expected}")
+        return DataError(f"{file}: no valid rows: {st.rejected} of {st.read} rejected; expected {expected}. "
+                         f"First bad lines: {self.first_bad_lines(file)}")

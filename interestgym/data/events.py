@@ -1,0 +1,635 @@
+"""Generic event-log reader: your own behaviour logs in CSV, TSV, JSONL or Parquet.
+
+Files
+    The events file (and the optional items file) may be CSV (RFC-4180, quoted fields allowed),
+    TSV (tab-separated, no quoting), JSONL (one JSON object per line) or Parquet, optionally
+    ``.gz``-compressed (text formats). The format comes from the extension (``.csv``, ``.tsv``/``.tab``,
+    ``.jsonl``/``.ndjson``/``.json``, ``.parquet``/``.pq``), else from the content, or from
+    ``input_format``. Text files are UTF-8; a byte-order mark is ignored; a line that is not UTF-8 is
+    rejected. In Parquet files the "line" of a row is its 1-based row number.
+
+Columns
+    A CSV/TSV file has a header line unless ``columns`` names its columns by position
+    (``user_id,item_id,category,action,ts``; ``-`` skips a column); ``header=True`` together with
+    ``columns`` replaces an existing header. ``rename`` (``--map NEW=OLD,...``) renames columns of
+    both files, e.g. ``ts=timestamp,user_id=uid``. After renaming, these names mean:
+
+    ============  =====================================================================
+    user_id       required
+    item_id       required
+    ts            required; unix seconds, unix milliseconds, ISO-8601 or a strptime
+                  pattern (``time_format``; ``auto`` decides on the first row)
+    action        the behaviour; canonical names (click, view, like, share, comment,
+                  search, add_to_cart, purchase, rate, impression) or names mapped with
+                  ``actions`` (``--actions pv=view,cart=add_to_cart``); without the
+                  column every row gets ``default_action``
+    value         optional number (rating, quantity); 1.0 when the column is absent
+    text          optional item text (items built from events)
+    category      optional item category (items built from events)
+    subcategory   optional item sub-category (items built from events)
+    other         context columns (device, channel ...), kept in ``events`` as strings;
+                  ``context`` chooses which (default: all of them)
+    ============  =====================================================================
+
+Items
+    With ``items`` (a file with ``item_id``, ``text``, optional ``category``, ``subcategory`` and any
+    extra columns, same formats and header rule, ``items_columns`` for a headerless one) every event
+    item must be in it (else the event is rejected as "unknown item"), and the items file is the
+    catalogue. Without it, items are built from the events: one per distinct ``item_id``, with the
+    ``text``, ``category`` and ``subcategory`` of the item's first row. An item whose category
+    changes between rows keeps its first category; the rows that disagree are counted, not rejected
+    (a log is not wrong because a shop moved an item), and reported in the validation notes.
+
+Item text
+    ``item_text`` is a template over the item's columns (items file row, or the item's first event
+    row: e.g. ``"category {category}"``) for logs that carry ids only; it overrides a ``text``
+    column. One of ``text`` (events or items file) or ``item_text`` is required.
+
+Rows
+    Events keep their file order as ``seq`` (the line number). Identical rows are duplicates;
+    rows with a missing or empty required field, a bad time, an unknown action, a bad value or an
+    unknown item are rejected with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interestgym.data.dataset import SplitSpec
+from interestgym.data.readers import (
+    EventTable,
+    ReaderOutput,
+    Source,
+    TimeParser,
+    accepted_actions,
+    delimited_records,
+    first_line,
+    items_frame,
+    line_digest,
+    require_file,
+    split_csv_line,
+    text_lines,
+    write_reader_output,
+)
+from interestgym.data.schema import ACTIONS
+from interestgym.data.validate import RejectLog
+from interestgym.errors import DataError
+
+INPUT_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+EVENT_FIELDS = ("user_id", "item_id", "ts", "action", "value")
+ITEM_FIELDS = ("text", "category", "subcategory")
+#: Columns interestgym computes; a context column may not take these names.
+RESERVED = ("hour", "weekday", "seq", "late")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+               ".parquet": "parquet", ".pq": "parquet"}
+_PARQUET_BATCH = 65536
+
+
+@dataclass
+class EventsOptions:
+    """How to read a generic event log (see the module docstring); every field has a default."""
+
+    #: csv, tsv, jsonl or parquet; None: from the extension, else the content.
+    input_format: str | None = None
+    #: Names of the file's columns by position ("-" skips one); implies no header unless ``header``.
+    columns: list[str] | None = None
+    #: Whether a CSV/TSV file starts with a header line; None: yes unless ``columns`` is given.
+    header: bool | None = None
+    #: Column renames, old name -> new name (``--map ts=timestamp`` is ``{"timestamp": "ts"}``), applied
+    #: to the events and the items file; two old names may get one new name (one per file).
+    rename: dict[str, str] = field(default_factory=dict)
+    #: Source action name -> canonical action (``--actions pv=view``).
+    actions: dict[str, str] = field(default_factory=dict)
+    #: Action of every row when the log has no action column.
+    default_action: str | None = None
+    #: auto, unix, unix_ms, iso, or a strptime pattern.
+    time_format: str = "auto"
+    #: Optional items file (the catalogue).
+    items: Path | None = None
+    #: Names of the items file's columns by position (headerless items file).
+    items_columns: list[str] | None = None
+    #: Template for the item text over item / first-event columns, e.g. "category {category}".
+    item_text: str | None = None
+    #: Context columns to keep in events; None: every column that is not an event or item field.
+    context: list[str] | None = None
+
+
+# ------------------------------------------------------------------------------------------ tables
+def detect_format(source: Source, given: str | None) -> str:
+    """The file's format: ``given``, else its extension, else a look at its first bytes."""
+    if given:
+        if given not in INPUT_FORMATS:
+            raise DataError(f"--input-format {given!r}: expected one of {', '.join(INPUT_FORMATS)}")
+        return given
+    path = source.path
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in _EXTENSIONS:
+        return _EXTENSIONS[suffixes[-1]]
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PAR1":
+            return "parquet"
+    found = first_line(source)
+    if found is None:
+        raise DataError(f"{source.name}: empty file; expected events, one per line")
+    text = found[0].lstrip()
+    if text.startswith("{"):
+        return "jsonl"
+    if "\t" in text:
+        return "tsv"
+    if "," in text:
+        return "csv"
+    raise DataError(f"{source.name}: cannot tell the format from the extension or the first line; give --input-format (one of {', '.join(INPUT_FORMATS)})")
+
+
+@dataclass
+class _Table:
+    """One input file, its format and the (renamed) names of its columns."""
+
+    source: Source
+    fmt: str
+    what: str                          # "events" or "items", for messages
+    names: list[str | None] | None     # CSV/TSV/Parquet: renamed column names in order (None = skipped)
+    skip: int = 0                      # header lines
+    rename_old_to_new: dict[str, str] = field(default_factory=dict)
+    header_found: list[str] | None = None  # the header line's names (CSV/TSV) or the schema's (Parquet)
+    base_names: set[str] = field(default_factory=set)  # names before renaming; JSONL: keys seen so far
+
+    @property
+    def delimiter(self) -> str:
+        return "\t" if self.fmt == "tsv" else ","
+
+    def known_names(self) -> list[str] | None:
+        return [n for n in self.names if n] if self.names is not None else None
+
+
+def _check_names(names: list[str], source: Source, where: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen and n != "-":
+            raise DataError(f"{source.name}: column {n!r} appears twice in the {where}; expected distinct names (rename with --map NEW=OLD)")
+        seen.add(n)
+
+
+def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None, header: bool | None,
+               rename: dict[str, str]) -> _Table:
+    """Open an events or items file: detect its format and resolve its column names."""
+    require_file(path, f"an {what} file (CSV, TSV, JSONL or Parquet)" if what == "items" else "an events file (CSV, TSV, JSONL or Parquet)")
+    source = Source(path)
+    fmt = detect_format(source, fmt)
+    old_to_new = dict(rename)
+    table = _Table(source, fmt, what, names=None, rename_old_to_new=old_to_new)
+    if fmt in ("csv", "tsv"):
+        has_header = header if header is not None else columns is None
+        found_names: list[str] | None = None
+        if has_header:
+            found = first_line(source)
+            if found is None:
+                raise DataError(f"{source.name}: empty file; expected a header line and {what}")
+            text, lineno = found
+            table.skip = lineno
+            try:
+                found_names = [n.strip() for n in (split_csv_line(text) if fmt == "csv" else text.split("\t"))]
+            except csv.Error as exc:
+                raise DataError(f"{source.name} line {lineno}: header {text!r} cannot be parsed ({exc})") from None
+            table.header_found = found_names
+        if columns is not None:
+            if found_names is not None and len(columns) != len(found_names):
+                raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns names {len(columns)} columns but the header has {len(found_names)}: {','.join(found_names)}")
+            base = list(columns)
+        elif found_names is not None:
+            base = found_names
+        else:
+            raise DataError(f"{source.name}: no header (--no-header) and no column names; name the columns with --{'items-' if what == 'items' else ''}columns, e.g. user_id,item_id,action,ts")
+        _check_names(base, source, "column names")
+        table.base_names = set(base) - {"-"}
+        names = [None if n == "-" else old_to_new.get(n, n) for n in base]
+        _check_names([n for n in names if n], source, "renamed columns")
+        table.names = names
+    elif fmt == "parquet":
+        if columns is not None:
+            raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns is for headerless CSV/TSV files; a Parquet file names its columns (rename with --map NEW=OLD)")
+        try:
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+            raise DataError(f"{source.name}: cannot be read as Parquet ({exc})") from None
+        names = [old_to_new.get(n, n) for n in schema.names]
+        _check_names(names, source, "renamed columns")
+        table.header_found = list(schema.names)
+        table.base_names = set(schema.names)
+        table.names = names
+    else:  # jsonl: keys are known row by row
+        found = first_line(source)
+        if found is not None and found[0].lstrip().startswith("["):
+            raise DataError(f"{source.name} line {found[1]}: a JSON array; expected JSON Lines, one object per line "
+                            "(convert it with `jq -c '.[]'`)")
+        if columns is not None:
+            raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns is for headerless CSV/TSV files; JSONL rows name their fields (rename with --map NEW=OLD)")
+    return table
+
+
+def _looks_like_data(name: str) -> bool:
+    """A header name that is a number is most likely the first data row of a headerless file."""
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _cell(value: Any) -> Any:
+    """Normalise a cell: strings stripped, missing (None / NaN) -> None, integral floats -> int."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    return value
+
+
+def _text(value: Any) -> str:
+    """A cell as text for ids and context columns (nested JSON stays JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def table_rows(table: _Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Yield ``(line, raw, {name: cell})`` for every row worth validating; account for the others."""
+    src = table.source
+    name = src.name
+    if table.fmt in ("csv", "tsv"):
+        names = table.names
+        assert names is not None
+        n = len(names)
+        sep = "comma" if table.fmt == "csv" else "tab"
+        listed = ", ".join(n_ or "-" for n_ in names)
+        for lineno, text, fields in delimited_records(src, log, delimiter=table.delimiter, quoted=table.fmt == "csv", skip_lines=table.skip):
+            if len(fields) != n:
+                log.reject(name, lineno, f"wrong field count: expected {n} {sep}-separated fields ({listed}), found {len(fields)}", text)
+                continue
+            yield lineno, text, {k: _cell(v) for k, v in zip(names, fields) if k}
+    elif table.fmt == "jsonl":
+        old_to_new = table.rename_old_to_new
+        for lineno, text in text_lines(src, log):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                log.reject(name, lineno, f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text)
+                continue
+            if not isinstance(obj, dict):
+                log.reject(name, lineno, f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", text)
+                continue
+            table.base_names.update(obj)
+            yield lineno, text, {old_to_new.get(k, k): _cell(v) for k, v in obj.items()}
+    else:
+        yield from _parquet_rows(table, log)
+
+
+def _parquet_rows(table: _Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    src = table.source
+    name = src.name
+    stats = log.stats(name)
+    names = table.names
+    assert names is not None
+    seen: set[bytes] = set()
+    pf = pq.ParquetFile(src.path)
+    lineno = 0
+    with tqdm(total=pf.metadata.num_rows, unit="row", desc=src.basename, disable=None, leave=False) as bar:
+        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
+            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            for values in zip(*columns):
+                lineno += 1
+                stats.read += 1
+                raw = json.dumps(dict(zip(table.header_found or names, values)), default=str, ensure_ascii=False)
+                key = line_digest(raw.encode("utf-8"))
+                if key in seen:
+                    log.duplicate(name, lineno, raw)
+                    continue
+                seen.add(key)
+                yield lineno, raw, {k: _cell(v) for k, v in zip(names, values)}
+            bar.update(batch.num_rows)
+
+
+# -------------------------------------------------------------------------------------------- items
+def _template_fields(template: str) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise DataError(f"--item-text {template!r}: {exc}; expected a template such as 'category {{category}}'") from None
+    names = [f for _, f, _, _ in parsed if f is not None]
+    for f in names:
+        if not f.isidentifier():
+            raise DataError(f"--item-text {template!r}: field {{{f}}}: expected a column name such as {{category}}")
+    if not names:
+        raise DataError(f"--item-text {template!r}: no {{column}} field; expected a template such as 'category {{category}}'")
+    return names
+
+
+class _Fields(dict):
+    """Template fields; a missing one renders as "" (a JSONL row may lack a key)."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _render(template: str, row: dict[str, Any]) -> str:
+    return template.format_map(_Fields({k: _text(v) for k, v in row.items()})).strip()
+
+
+def _check_template_fields(template: str | None, available: list[str] | None, where: str) -> None:
+    if template is None or available is None:
+        return
+    missing = [f for f in _template_fields(template) if f not in available]
+    if missing:
+        raise DataError(f"--item-text {template!r}: no column {', '.join(missing)} in {where}; available: {', '.join(available)}")
+
+
+def read_items_file(table: _Table, log: RejectLog, template: str | None) -> tuple[dict[str, list[str]], set[str]]:
+    """Read the catalogue: columns item_id, text (or the template), category, subcategory, extras."""
+    name = table.source.name
+    known = table.known_names()
+    if known is not None:
+        if "item_id" not in known:
+            raise DataError(f"{name}: no item_id column (columns: {', '.join(known)}); expected item_id,text,category,subcategory (rename with --map item_id=OLD)")
+        if template is None and "text" not in known:
+            raise DataError(f"{name}: no text column (columns: {', '.join(known)}); rename one with --map text=OLD or build it with --item-text")
+        _check_template_fields(template, known, name)
+    rows: dict[str, list[str]] = {"item_id": [], "text": [], "category": [], "subcategory": []}
+    first: dict[str, int] = {}
+    stats = log.stats(name)
+    for lineno, raw, row in table_rows(table, log):
+        item = _text(row.get("item_id"))
+        if not item:
+            log.reject(name, lineno, "missing item_id: expected an item id", raw)
+            continue
+        if item in first:
+            log.reject(name, lineno, f"duplicate item id: {item} (first at line {first[item]})", raw)
+            continue
+        text = _render(template, row) if template else _text(row.get("text")).strip()
+        if not text:
+            log.reject(name, lineno, f"empty text: item {item} has no text" + (f" from --item-text {template!r}" if template else "") + "; expected text", raw)
+            continue
+        first[item] = lineno
+        stats.kept += 1
+        n = len(rows["item_id"])
+        values = {"item_id": item, "text": text, "category": _text(row.get("category")), "subcategory": _text(row.get("subcategory"))}
+        for key, value in row.items():
+            if key not in values:
+                values[key] = _text(value)
+                if key not in rows:
+                    rows[key] = [""] * n
+        for key, column in rows.items():
+            column.append(values.get(key, ""))
+    if not rows["item_id"]:
+        raise log.nothing_valid(name, "item rows with an item_id and a text")
+    return rows, set(first)
+
+
+# ------------------------------------------------------------------------------------------- events
+class _ItemsFromEvents:
+    """The catalogue of a log without an items file: one item per id, from its first row."""
+
+    def __init__(self, template: str | None) -> None:
+        self.template = template
+        self.rows: dict[str, list[str]] = {"item_id": [], "text": [], "category": [], "subcategory": []}
+        self.index: dict[str, int] = {}
+        self.line: dict[str, int] = {}
+        self.conflicts: dict[str, int] = {}  # item -> rows whose category differs from the first row's
+        self.first_conflict: str | None = None
+
+    def add(self, item: str, row: dict[str, Any], lineno: int) -> str | None:
+        """Record the item of a valid event row; return a reject reason if its first row has no text."""
+        category = _text(row.get("category"))
+        index = self.index.get(item)
+        if index is not None:
+            known = self.rows["category"][index]
+            if category and category != known:
+                # A shop may move an item: keep the first category, count the disagreement.
+                self.conflicts[item] = self.conflicts.get(item, 0) + 1
+                if self.first_conflict is None:
+                    self.first_conflict = f"item {item}: category {known!r} at line {self.line[item]}, {category!r} at line {lineno}"
+            return None
+        text = _render(self.template, row) if self.template else _text(row.get("text"))
+        if not text:
+            source = f"text from --item-text {self.template!r}" if self.template else "text"
+            return f"empty item text: first row of item {item!r} has no {source}; expected text"
+        self.index[item] = len(self.rows["item_id"])
+        self.line[item] = lineno
+        for key, value in (("item_id", item), ("text", text), ("category", category), ("subcategory", _text(row.get("subcategory")))):
+            self.rows[key].append(value)
+        return None
+
+    def note(self, log: RejectLog, name: str) -> None:
+        if self.conflicts:
+            n_items, n_rows = len(self.conflicts), sum(self.conflicts.values())
+            log.note(f"{name}: {n_items:,} item{'s' if n_items > 1 else ''} changed category between rows ({n_rows:,} "
+                     f"row{'s' if n_rows > 1 else ''} disagreeing with the item's first row; first category kept), e.g. {self.first_conflict}")
+
+
+def _reserved_clash(name: str, column: str, where: str) -> DataError:
+    return DataError(f"{where}: {name} {column!r} clashes with a column interestgym computes ({', '.join(RESERVED)}); "
+                     f"rename it with --map NEW={column} or leave it out with --context")
+
+
+def _check_before_reading(opts: EventsOptions, events_table: _Table, items_table: _Table | None) -> None:
+    """Fail fast on what the header (or schema) already shows: required columns, options that name columns."""
+    for source_name, canonical in opts.actions.items():
+        if canonical not in ACTIONS:
+            raise DataError(f"--actions {source_name}={canonical}: {canonical!r} is not an action; expected one of {', '.join(ACTIONS)}")
+    if opts.default_action is not None and opts.default_action not in ACTIONS:
+        raise DataError(f"--default-action {opts.default_action!r}: expected one of {', '.join(ACTIONS)}")
+    name = events_table.source.name
+    names = events_table.known_names()
+    if names is not None:  # CSV / TSV / Parquet; JSONL rows are checked as they come
+        for required in ("user_id", "item_id", "ts"):
+            if required not in names:
+                hint = ""
+                if events_table.header_found is not None and opts.columns is None and any(_looks_like_data(n) for n in events_table.header_found):
+                    hint = " (its first line looks like data: if the file has no header, name its columns with --columns)"
+                raise DataError(f"{name}: no {required} column (columns: {', '.join(names)}){hint}; name it with --columns or rename one with --map {required}=OLD")
+        if "action" not in names and opts.default_action is None:
+            raise DataError(f"{name}: no action column (columns: {', '.join(names)}); rename one with --map action=OLD or give --default-action (e.g. click)")
+        clash = [n for n in names if n in RESERVED and (opts.context is None or n in opts.context)]
+        if clash:
+            raise _reserved_clash("column", clash[0], name)
+        if opts.context is not None:
+            missing = [c for c in opts.context if c and c not in names]
+            if missing:
+                raise DataError(f"--context {','.join(opts.context)}: no column {', '.join(missing)} in {name}; columns: {', '.join(names)}")
+        if items_table is None:
+            if opts.item_text is None and "text" not in names:
+                raise DataError(
+                    f"{name}: no item text: the events have no text column and there is no items file; give --items FILE "
+                    "with a text column, rename a column with --map text=OLD, or build text with --item-text (e.g. 'category {category}')"
+                )
+            _check_template_fields(opts.item_text, names, name)
+    tables = [events_table] + ([items_table] if items_table else [])
+    if all(t.fmt != "jsonl" for t in tables):
+        _check_rename(opts.rename, tables)
+
+
+def _parse_value(row: dict[str, Any]) -> tuple[float, str | None]:
+    if "value" not in row:
+        return 1.0, None
+    cell = row["value"]
+    try:
+        value = float(cell) if cell not in (None, "") else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        return value, f"bad value: {cell!r}; expected a finite number"
+    return value, None
+
+
+def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None = None) -> ReaderOutput:
+    """Read a generic event log (and optional items file) into the canonical tables.
+
+    Checks run in this order, the first failing one is the row's reject reason: field count (CSV /
+    TSV), user_id, item_id, ts, action, value, item (known in the items file, or text for a new one).
+    """
+    opts = options or EventsOptions()
+    if opts.item_text is not None:
+        _template_fields(opts.item_text)
+    times = TimeParser(opts.time_format)
+    events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename)
+    items_table = open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename) if opts.items else None
+    tables = [events_table] + ([items_table] if items_table else [])
+    _check_before_reading(opts, events_table, items_table)
+    name = events_table.source.name
+
+    catalogue: dict[str, list[str]] | None = None
+    known_items: set[str] = set()
+    if items_table is not None:
+        catalogue, known_items = read_items_file(items_table, log, opts.item_text)
+    built = _ItemsFromEvents(opts.item_text)
+
+    context_filter = None if opts.context is None else {c for c in opts.context if c}
+    not_context = set(EVENT_FIELDS) | set(ITEM_FIELDS)
+    accepted = accepted_actions(opts.actions)
+    events = EventTable()
+    stats = log.stats(name)
+    seen_keys: set[str] = set()
+    for lineno, raw, row in table_rows(events_table, log):
+        seen_keys.update(row)
+        user, item = _text(row.get("user_id")), _text(row.get("item_id"))
+        ts, reason = None, None
+        if not user:
+            reason = "missing user_id: expected a user id"
+        elif not item:
+            reason = "missing item_id: expected an item id"
+        else:
+            ts, reason = times.parse(row.get("ts"))
+        if reason is None:
+            action_text = _text(row.get("action"))
+            if not action_text:
+                action = opts.default_action
+                if action is None:
+                    reason = f"missing action: expected one of {accepted}"
+            else:
+                action = opts.actions.get(action_text, action_text)
+                if action not in ACTIONS:
+                    reason = f"unknown action: {action_text!r}; expected one of {accepted} (map names with --actions NAME=ACTION)"
+        if reason is None:
+            value, reason = _parse_value(row)
+        if reason is None:
+            if catalogue is not None:
+                if item not in known_items:
+                    reason = f"unknown item: {item!r} is not in the items file {items_table.source.name}"  # type: ignore[union-attr]
+            else:
+                reason = built.add(item, row, lineno)
+        if reason is not None:
+            log.reject(name, lineno, reason, raw)
+            continue
+        context = {k: _text(v) for k, v in row.items() if k not in not_context and (context_filter is None or k in context_filter)}
+        clash = [k for k in context if k in RESERVED]
+        if clash:  # only JSONL gets here: the other formats' columns were checked before reading
+            raise _reserved_clash("field", clash[0], f"{name} line {lineno}")
+        stats.kept += 1
+        events.add(user, ts, item, action, value, lineno, **context)  # type: ignore[arg-type]
+
+    if stats.kept == 0:
+        raise log.nothing_valid(name, "events with user_id, item_id, ts" + (", action" if opts.default_action is None else ""))
+    if any(t.fmt == "jsonl" for t in tables):  # JSONL: check against the keys the rows held
+        _check_rename(opts.rename, tables)
+        if catalogue is None and opts.item_text is None and "text" not in seen_keys:
+            raise DataError(f"{name}: no item text: the events have no text field and there is no items file; give --items FILE, "
+                            "--map text=OLD, or --item-text (e.g. 'category {category}')")
+
+    if catalogue is not None:
+        items = catalogue
+        ignored = [c for c in ITEM_FIELDS if c in seen_keys]
+        if ignored:
+            log.note(f"{name}: event column(s) {', '.join(ignored)} not used: items come from {items_table.source.name}")  # type: ignore[union-attr]
+    else:
+        items = built.rows
+        built.note(log, name)
+    if times.fmt == "auto" and times.detected:
+        log.note(f"{name}: times read as {times.detected} (auto-detected from the first row)")
+
+    reader: dict[str, Any] = {
+        "input_format": events_table.fmt,
+        "header": events_table.header_found if events_table.fmt in ("csv", "tsv") else None,
+        "columns": events_table.names,
+        "rename": [f"{new}={old}" for old, new in opts.rename.items()],
+        "actions": dict(opts.actions),
+        "default_action": opts.default_action,
+        "time_format": times.detected or opts.time_format,
+        "items_file": str(opts.items) if opts.items else None,
+        "item_text": opts.item_text or ("text column of the items file" if catalogue is not None else "text column of the events"),
+        "context_columns": sorted(events.context),
+    }
+    counts: dict[str, Any] = {"items_changing_category": len(built.conflicts),
+                              "rows_disagreeing_with_item_category": sum(built.conflicts.values())}
+    files = [t.source.path for t in tables]
+    return ReaderOutput(items=items_frame(items), events=events.frame(), source_files=files, counts=counts, reader=reader)
+
+
+def _check_rename(rename: dict[str, str], tables: list[_Table]) -> None:
+    """Every --map OLD name must be a column of the events or the items file."""
+    present: set[str] = set().union(*(t.base_names for t in tables))
+    missing = [f"{new}={old}" for old, new in rename.items() if old not in present]
+    if missing:
+        where = " or ".join(t.source.name for t in tables)
+        raise DataError(f"--map {','.join(missing)}: no such column in {where}")
+
+
+def prepare_events(
+    path: str | Path,
+    out: str | Path,
+    *,
+    options: EventsOptions | None = None,
+    split: SplitSpec | None = None,
+    max_reject_rate: float | None = None,
+    command: list[str] | None = None,
+    tz_offset_hours: float = 0.0,
+    deterministic: bool = False,
+) -> dict[str, Any]:
+    """Read a generic event log and write the canonical dataset to ``out``; return the manifest."""
+    log = RejectLog()
+    data = read_events(path, log, options)
+    return write_reader_output(
+        out, "events", data, log, split=split, max_reject_rate=max_reject_rate, command=command,
+        tz_offset_hours=tz_offset_hours, deterministic=deterministic,
+    )
+

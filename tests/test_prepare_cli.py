@@ -1,0 +1,174 @@
+"""`interestgym prepare`: argument plumbing, one-line errors, exit codes, output folder, summary."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from interestgym.cli import main
+
+GENRES = ["unknown", "Action", "Comedy"]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture()
+def movielens(tmp_path: Path) -> Path:
+    """A small ml-100k-style folder: 30 users, 4 movies, one rating each per movie."""
+    d = tmp_path / "ml"
+    d.mkdir()
+    (d / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(GENRES)))
+    (d / "u.item").write_text("\n".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x|0|{m % 2}|{1 - m % 2}" for m in range(1, 5)) + "\n")
+    rows = [f"{u}\t{m}\t{1 + (u + m) % 5}\t{880000000 + 1000 * u + m}" for u in range(1, 31) for m in range(1, 5)]
+    (d / "u.data").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def test_movielens_end_to_end_summary_manifest_and_command(movielens: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    code, stdout, stderr = run(["prepare", "movielens", str(movielens), "--out", str(out), "--split", "0.5,0.25,0.25", "--split-seed", "3"], capsys)
+    assert code == 0, stderr
+    assert re.search(r"\n  events +120  \(rate 120\)\n", stdout)
+    assert re.search(r"\n  users +30  \(train 15 / valid 8 / test 7; split seed 3\)\n", stdout)
+    assert f"{movielens / 'u.data'}: 120 rows read, 120 kept, 0 rejected, 0 blank, 0 duplicate" in stdout
+    assert stdout.rstrip().endswith(f"Next: interestgym encode {out} --encoder minilm")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"]["fractions"] == {"train": 0.5, "valid": 0.25, "test": 0.25} and manifest["split"]["seed"] == 3
+    assert manifest["command"] == f"interestgym prepare movielens {movielens} --out {out} --split 0.5,0.25,0.25 --split-seed 3"
+    assert manifest["source"]["format"] == "movielens"
+
+    # The split depends only on the seed and the user ids: a second run gives the same users.parquet.
+    again = tmp_path / "again"
+    assert run(["prepare", "movielens", str(movielens), "--out", str(again), "--split", "0.5,0.25,0.25", "--split-seed", "3"], capsys)[0] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "users.parquet"), pd.read_parquet(again / "users.parquet"))
+
+
+def test_out_folder_rules(movielens: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    assert run(["prepare", "movielens", str(movielens), "--out", str(out)], capsys)[0] == 0
+    code, _, err = run(["prepare", "movielens", str(movielens), "--out", str(out)], capsys)
+    assert code == 2 and err == f"error: --out {out}: holds a dataset; choose another folder or pass --overwrite\n"
+
+    (out / "embeddings").mkdir()
+    (out / "embeddings" / "minilm.json").write_text("{}")
+    (out / "cache").mkdir()
+    (out / "cache" / "keep.txt").write_text("cache keyed by text stays valid")
+    (out / "truth.npy").write_bytes(b"from an older synthetic dataset")
+    code, _, err = run(["prepare", "movielens", str(movielens), "--out", str(out), "--overwrite", "--time-split", "0.5"], capsys)
+    assert code == 0, err
+    assert (out / "embeddings" / "minilm.json").is_file() and (out / "cache" / "keep.txt").is_file()
+    assert not (out / "truth.npy").exists()  # a table of the old dataset does not survive
+    events = pd.read_parquet(out / "events.parquet")
+    # --time-split 0.5: events in the second half of each user's time span are late.
+    span = events.groupby("user_id")["ts"].agg(["min", "max"])
+    lo, hi = events["user_id"].map(span["min"]), events["user_id"].map(span["max"])
+    assert (events["late"] == (events["ts"] >= lo + 0.5 * (hi - lo))).all() and events["late"].any() and not events["late"].all()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, err = run(["prepare", "movielens", str(movielens), "--out", str(other), "--overwrite"], capsys)
+    assert code == 2 and "is not empty and holds no dataset (no manifest.json); refusing to write into it" in err
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["prepare", "nosuchformat", "x"], "error: format 'nosuchformat': expected one of mind, movielens, events, synthetic\n"),
+        (["prepare", "movielen", "x"], "error: format 'movielen': expected one of mind, movielens, events, synthetic (did you mean movielens?)\n"),
+        (["prepare", "mind"], "error: prepare mind: INPUT is missing; expected a MIND folder or zip\n"),
+        (["prepare", "synthetic", "somefile"], "error: prepare synthetic takes no INPUT (found 'somefile'); use --out DIR and generator options\n"),
+        (["prepare", "synthetic", "--tz-offset", "8"], "error: --tz-offset does not apply to `prepare synthetic`\n"),
+        (["prepare", "movielens", "x", "--columns", "a,b"], "error: --columns applies to `prepare events` only, not to `prepare movielens`\n"),
+        (["prepare", "events", "x", "--no-tags"], "error: --tags applies to `prepare movielens` only, not to `prepare events`\n"),
+        (["prepare", "mind", "x", "--users", "5"], "error: --users applies to `prepare synthetic` only, not to `prepare mind`\n"),
+        (["prepare", "movielens", "x", "--split", "0.6,0.4"], "error: --split '0.6,0.4': expected three fractions TRAIN,VALID,TEST such as 0.6,0.2,0.2\n"),
+        (["prepare", "movielens", "x", "--split", "0.5,0.5,0.5"], "error: split fractions train=0.5 valid=0.5 test=0.5 sum to 1.5; expected 1\n"),
+        (["prepare", "movielens", "x", "--max-reject-rate", "2"], "error: --max-reject-rate 2: expected a fraction in [0, 1]\n"),
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run([*args, "--out", str(tmp_path / "o")], capsys)
+    assert (code, out, err) == (2, "", expected)
+    assert not (tmp_path / "o").exists()
+
+
+def test_input_file_problems_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("x")
+    cases = [
+        (["events", str(tmp_path / "missing.csv")], f"error: {tmp_path / 'missing.csv'}: no such file; expected an events file (CSV, TSV, JSONL or Parquet)\n"),
+        (["events", str(empty)], f"error: {empty}: empty file (0 bytes); expected an events file (CSV, TSV, JSONL or Parquet)\n"),
+        (["movielens", str(tmp_path / "nope")], f"error: {tmp_path / 'nope'}: no such file or folder\n"),
+        (["movielens", str(folder)], f"error: {folder}: not a MovieLens folder: expected u.data + u.item (ml-100k), ratings.dat + movies.dat "
+                                     "(ml-1m, ml-10m) or ratings.csv + movies.csv (ml-latest, ml-20m, ml-25m); found: readme.txt\n"),
+        (["mind", str(folder)], f"error: {folder}: not a MIND folder: expected behaviors.tsv + news.tsv, sub-folders (train/, dev/) holding "
+                                "them, or MIND zips (MINDsmall_train.zip ...); found: readme.txt\n"),
+    ]
+    for args, expected in cases:
+        code, out, err = run(["prepare", *args, "--out", str(tmp_path / "o")], capsys)
+        assert (code, out, err) == (2, "", expected), args
+
+
+def test_reject_rate_limit(movielens: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with open(movielens / "u.data", "a") as fh:
+        fh.write("31\t1\t7\t880000000\n31\t9\t4\t880000000\n")  # lines 121, 122: 2 bad of 122 rows = 1.6%
+    code, out, err = run(["prepare", "movielens", str(movielens), "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and out == ""
+    assert err == (f"error: {movielens / 'u.data'}: 2 of 122 rows rejected (1.6%, above --max-reject-rate 1.0%; bad rating 1, unknown item 1). "
+                   "First bad lines: line 121: bad rating: '7'; expected a number from 0.5 to 5 in steps of 0.5; "
+                   "line 122: unknown item: movie '9' is not in u.item\n")
+    code, out, err = run(["prepare", "movielens", str(movielens), "--out", str(tmp_path / "b"), "--max-reject-rate", "0.02"], capsys)
+    assert code == 0, err
+    assert re.search(r"\n  rejected +2  \(details: ", out)
+    rejects = [json.loads(x) for x in (tmp_path / "b" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["raw"]) for r in rejects] == [(121, "31\t1\t7\t880000000"), (122, "31\t9\t4\t880000000")]
+
+
+def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "log.csv"
+    src.write_text("1,100,10,pv,1511544070\n1,101,11,buy,1511544080\n2,100,10,fav,1511544090\n")
+    out = tmp_path / "tb"
+    code, stdout, err = run(["prepare", "events", str(src), "--out", str(out), "--columns", "user_id,item_id,category,action,ts",
+                             "--actions", "pv=view,cart=add_to_cart,fav=like,buy=purchase", "--item-text", "category {category}",
+                             "--tz-offset", "8"], capsys)
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["actions"] == {"like": 1, "purchase": 1, "view": 1}
+    assert manifest["reader"]["columns"] == ["user_id", "item_id", "category", "action", "ts"]
+    assert manifest["reader"]["tz_offset_hours"] == 8
+    assert "--item-text 'category {category}'" in manifest["command"]
+    items = pd.read_parquet(out / "items.parquet")
+    assert list(items["text"]) == ["category 10", "category 11"]
+
+
+def test_bad_action_mapping_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "log.csv"
+    src.write_text("1,100,pv,1511544070\n")
+    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "o"), "--columns", "user_id,item_id,action,ts",
+                          "--actions", "pv", "--item-text", "{item_id}"], capsys)
+    assert (code, err) == (2, "error: --actions entry 'pv': expected NAME=ACTION, e.g. --actions pv=view,buy=purchase\n")
+
+
+def test_help_names_every_format_and_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["prepare", "--help"], capsys)
+    assert code == 0
+    for word in ("mind", "movielens", "events", "synthetic", "--split", "--max-reject-rate", "--mind-text", "--tags", "--columns",
+                 "--map", "--actions", "--time-format", "--items", "--item-text", "--users", "--tz-offset", "--overwrite"):
+        assert word in out, word

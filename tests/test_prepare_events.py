@@ -1,0 +1,313 @@
+"""Generic event-log reader: CSV / TSV / JSONL / Parquet, mappings, times, items, exact rejects."""
+
+from __future__ import annotations
+
+import calendar
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interestgym.data.dataset import Dataset
+from interestgym.data.events import EventsOptions, prepare_events, read_events
+from interestgym.data.readers import TimeParser, parse_actions, parse_renames
+from interestgym.data.validate import RejectLog
+from interestgym.errors import DataError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TAOBAO_ACTIONS = {"pv": "view", "cart": "add_to_cart", "fav": "like", "buy": "purchase"}
+ACCEPTED = "impression, click, view, like, share, comment, search, add_to_cart, purchase, rate"
+
+
+def _rejects(out_or_log: Path | RejectLog) -> list[tuple[str, int, str]]:
+    if isinstance(out_or_log, RejectLog):
+        rows = out_or_log.rejects
+    else:
+        rows = [json.loads(line) for line in (out_or_log / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [(Path(r["file"]).name, r["line"], r["reason"]) for r in rows]
+
+
+def _taobao_like(path: Path) -> Path:
+    rows = [
+        "1,100,10,pv,1511544070",      # 1 ok (after a byte-order mark)
+        "1,101,11,cart,1511544080",    # 2 ok
+        "1,100,12,buy,1511544090",     # 3 ok; item 100 changes category 10 -> 12 (counted, first kept)
+        "2,100,10,clik,1511544100",    # 4 unknown action
+        "2,102,13,pv,1511544070000",   # 5 milliseconds in a file of seconds: out of range
+        "2,103,13,pv,",                # 6 empty time
+        "1,100,10,pv,1511544070",      # 7 duplicate of line 1
+        ",104,13,pv,1511544070",       # 8 missing user
+        "3,105,13,pv",                 # 9 four fields
+        "",                            # 10 blank
+        "3,106,13,fav,1511544200",     # 11 ok
+    ]
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(rows) + "\n").encode() + b"3,10\xc3\x287,13,pv,1511544300\n")  # 12 invalid UTF-8
+    return path
+
+
+def test_headerless_csv_with_columns_actions_and_template(tmp_path: Path) -> None:
+    src = _taobao_like(tmp_path / "log.csv")
+    opts = EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"], actions=TAOBAO_ACTIONS,
+                         item_text="category {category}")
+    out = tmp_path / "out"
+    manifest = prepare_events(src, out, options=opts, max_reject_rate=1.0, deterministic=True)
+    assert _rejects(out) == [
+        ("log.csv", 4, f"unknown action: 'clik'; expected one of {ACCEPTED}, pv, cart, fav, buy (map names with --actions NAME=ACTION)"),
+        ("log.csv", 5, "time out of range: 1511544070000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC (milliseconds? use --time-format unix_ms)"),
+        ("log.csv", 6, "bad time: ''; expected unix seconds"),
+        ("log.csv", 7, "duplicate row"),
+        ("log.csv", 8, "missing user_id: expected a user id"),
+        ("log.csv", 9, "wrong field count: expected 5 comma-separated fields (user_id, item_id, category, action, ts), found 4"),
+        ("log.csv", 12, "invalid UTF-8: byte 0xc3 at column 5; expected UTF-8 text"),
+    ]
+    st = manifest["validation"]["files"][str(src)]
+    assert (st["rows_read"], st["kept"], st["rejected"], st["blank"], st["duplicate"]) == (12, 4, 6, 1, 1)
+    ds = Dataset.open(out)
+    ev = ds.events
+    assert list(zip(ev["user_id"], ev["item_id"], ev["action"], ev["ts"], ev["seq"])) == [
+        ("1", "100", "view", 1511544070, 1), ("1", "101", "add_to_cart", 1511544080, 2),
+        ("1", "100", "purchase", 1511544090, 3), ("3", "106", "like", 1511544200, 11)]
+    assert set(ev["value"]) == {1.0}
+    items = ds.items.set_index("item_id")
+    assert items.loc["100", ["text", "category"]].tolist() == ["category 10", "10"]
+    assert list(ds.items["item_id"]) == ["100", "101", "106"]
+    assert manifest["counts"]["items_changing_category"] == 1
+    assert any("item 100: category '10' at line 1, '12' at line 3" in n for n in manifest["validation"]["notes"])
+    assert manifest["reader"]["time_format"] == "unix"
+    assert "category" not in ev.columns  # an item field, not a context column
+
+
+def test_tsv_header_map_iso_times_value_context_and_items_file(tmp_path: Path) -> None:
+    items = tmp_path / "items.csv"
+    items.write_text(
+        "sku,title,cat,brand\n"
+        'A,"Red shoes, size 42",shoes,Acme\n'
+        'B,"Blue\nshirt",shirts,Bco\n'       # lines 3-4: one record
+        "A,dup id,shoes,Acme\n"              # 5 duplicate id
+        "C,,hats,X\n"                        # 6 empty text
+        'D,"bad"quote,hats,X\n'              # 7 malformed quoting
+        "E,Green hat,hats,X\n",              # 8
+        encoding="utf-8")
+    log = tmp_path / "events.tsv"
+    log.write_text(
+        "uid\titem\ttime\tevent\tqty\tdevice\n"
+        "u1\tA\t2019-11-12T14:14:46Z\tbuy\t2\tmobile\n"
+        "u1\tB\t2019-11-12T15:00:00+08:00\tview\t1\tdesktop\n"
+        "u2\tZ\t2019-11-12T15:00:00\tview\t1\tmobile\n"       # 4 unknown item
+        "u2\tE\tnot a time\tview\t1\tmobile\n"                # 5 bad time
+        "u2\tE\t2019-11-12 16:00:00\tview\tx\tmobile\n"       # 6 bad value
+        "u2\tE\t2019-11-12 16:00:00\tview\t3\n"               # 7 five fields
+        "u2\tE\t2019-11-12 16:00:00\tpurchase\t1.5\ttv\n",    # 8 ok
+        encoding="utf-8")
+    opts = EventsOptions(
+        rename=parse_renames("user_id=uid,item_id=item,item_id=sku,ts=time,action=event,value=qty,text=title,category=cat"),
+        actions={"buy": "purchase"}, items=items)
+    out = tmp_path / "out"
+    manifest = prepare_events(log, out, options=opts, max_reject_rate=1.0, deterministic=True)
+    assert _rejects(out) == [
+        ("items.csv", 5, "duplicate item id: A (first at line 2)"),
+        ("items.csv", 6, "empty text: item C has no text; expected text"),
+        ("items.csv", 7, "malformed CSV quoting: ',' expected after '\"'; expected RFC-4180 quoted fields"),
+        ("events.tsv", 4, f"unknown item: 'Z' is not in the items file {items}"),
+        ("events.tsv", 5, "bad time: 'not a time'; expected an ISO-8601 time such as 2019-11-12T14:14:46Z"),
+        ("events.tsv", 6, "bad value: 'x'; expected a finite number"),
+        ("events.tsv", 7, "wrong field count: expected 6 tab-separated fields (user_id, item_id, ts, action, value, device), found 5"),
+    ]
+    ds = Dataset.open(out)
+    assert list(ds.items["item_id"]) == ["A", "B", "E"]
+    assert ds.items.set_index("item_id").loc["B", "text"] == "Blue\nshirt"
+    assert ds.items.set_index("item_id").loc["A", ["text", "category", "brand"]].tolist() == ["Red shoes, size 42", "shoes", "Acme"]
+    ev = ds.events
+    utc = calendar.timegm((2019, 11, 12, 14, 14, 46))
+    # Sorted by (user, ts): B at 15:00+08:00 = 07:00 UTC comes before A at 14:14:46 UTC.
+    assert list(zip(ev["user_id"], ev["item_id"], ev["action"], ev["ts"], ev["value"], ev["device"])) == [
+        ("u1", "B", "view", calendar.timegm((2019, 11, 12, 7, 0, 0)), 1.0, "desktop"),
+        ("u1", "A", "purchase", utc, 2.0, "mobile"),
+        ("u2", "E", "purchase", calendar.timegm((2019, 11, 12, 16, 0, 0)), 1.5, "tv")]
+    assert manifest["reader"]["time_format"] == "iso"
+    items_stats = manifest["validation"]["files"][str(items)]
+    assert (items_stats["rows_read"], items_stats["kept"], items_stats["rejected"]) == (6, 3, 3)
+
+
+def test_jsonl_ms_times_nested_context_missing_fields(tmp_path: Path) -> None:
+    lines = [
+        {"user": "u1", "item_id": "A", "ts": 1573568086000, "action": "click", "device": {"os": "ios"}, "text": "Alpha"},
+        {"user": "u1", "item_id": "B", "ts": 1573568087500, "action": "click", "text": "Beta"},
+        "not json",
+        [1, 2],
+        {"user": "u2", "item_id": "A", "ts": 1573568088000},
+        {"user": "u2", "item_id": "C", "ts": 1573568089000, "action": "like", "text": ""},
+        {"user": "u2", "item_id": "A", "ts": 1573568090000, "action": "like", "text": "Alpha v2", "hourly": 3},
+    ]
+    src = tmp_path / "log.jsonl"
+    src.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    log = RejectLog()
+    data = read_events(src, log, EventsOptions(rename={"user": "user_id"}))
+    assert _rejects(log) == [
+        ("log.jsonl", 3, "invalid JSON: Expecting value at column 1; expected one JSON object per line"),
+        ("log.jsonl", 4, "not a JSON object: found list; expected one JSON object per line"),
+        ("log.jsonl", 5, f"missing action: expected one of {ACCEPTED}"),
+        ("log.jsonl", 6, "empty item text: first row of item 'C' has no text; expected text"),
+    ]
+    ev = data.events
+    assert list(ev["ts"]) == [1573568086, 1573568087, 1573568090]  # milliseconds floored to seconds
+    assert list(ev["device"]) == ['{"os": "ios"}', "", ""] and list(ev["hourly"]) == ["", "", "3"]
+    assert dict(zip(data.items["item_id"], data.items["text"])) == {"A": "Alpha", "B": "Beta"}  # first text kept
+
+
+def test_parquet_typed_columns_duplicates_and_template(tmp_path: Path) -> None:
+    df = pd.DataFrame({
+        "user_id": [7, 7, 7, 8, None],
+        "item_id": [1, 2, 2, 1, 3],
+        "ts": pd.to_datetime(["2020-01-01 10:00", "2020-01-01 11:00", "2020-01-01 11:00", "2020-01-02 09:30", "2020-01-03 00:00"], utc=True),
+        "category": ["books", "toys", "toys", "books", "toys"],
+        "rating": [5.0, 3.5, 3.5, 4.0, 1.0],
+    })
+    src = tmp_path / "log.parquet"
+    df.to_parquet(src, index=False)
+    log = RejectLog()
+    data = read_events(src, log, EventsOptions(rename={"rating": "value"}, default_action="rate", item_text="{category} #{item_id}"))
+    assert _rejects(log) == [("log.parquet", 3, "duplicate row"), ("log.parquet", 5, "missing user_id: expected a user id")]
+    ev = data.events
+    assert list(ev["user_id"]) == ["7", "7", "8"] and list(ev["item_id"]) == ["1", "2", "1"]
+    assert list(ev["ts"]) == [calendar.timegm((2020, 1, 1, 10, 0, 0)), calendar.timegm((2020, 1, 1, 11, 0, 0)), calendar.timegm((2020, 1, 2, 9, 30, 0))]
+    assert list(ev["value"]) == [5.0, 3.5, 4.0] and set(ev["action"]) == {"rate"}
+    assert dict(zip(data.items["item_id"], data.items["text"])) == {"1": "books #1", "2": "toys #2"}
+
+
+def test_time_parser_modes() -> None:
+    assert TimeParser("unix").parse("1511544070.9") == (1511544070, None)
+    assert TimeParser("unix_ms").parse(1511544070999) == (1511544070, None)
+    assert TimeParser("iso").parse("2017-11-24T17:21:10+08:00") == (calendar.timegm((2017, 11, 24, 9, 21, 10)), None)
+    assert TimeParser("%d.%m.%Y %H:%M").parse("24.11.2017 17:21") == (calendar.timegm((2017, 11, 24, 17, 21, 0)), None)
+    auto = TimeParser()
+    assert auto.parse("12")[1] == "time out of range: 12 is neither unix seconds nor milliseconds in 1990..2100"
+    assert auto.detected is None  # undecided after an out-of-range first value
+    assert auto.parse("1511544070000") == (1511544070, None) and auto.detected == "unix_ms"
+    assert auto.parse("1511544070")[1] == "time out of range: 1511544070 is 1970-01-18; expected 1990-01-01 .. 2100-01-01 UTC"
+    with pytest.raises(DataError, match="--time-format 'epoch': expected one of auto, unix, unix_ms, iso or a strptime pattern"):
+        TimeParser("epoch")
+
+
+def _log(tmp_path: Path, text: str, name: str = "log.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "opts", "message"),
+    [
+        ("user_id,item_id,ts,action\n1,2,1511544070,click\n", EventsOptions(rename={"timestamp": "ts"}, item_text="x {item_id}"),
+         r"--map ts=timestamp: no such column in .*log.csv"),
+        ("uid,item_id,ts,action,text\n1,2,1511544070,click,t\n", EventsOptions(),
+         r"log.csv: no user_id column \(columns: uid, item_id, ts, action, text\); name it with --columns or rename one with --map user_id=OLD"),
+        ("user_id,item_id,ts\n1,2,1511544070\n", EventsOptions(item_text="x {item_id}"),
+         r"log.csv: no action column .* give --default-action"),
+        ("user_id,item_id,ts,action\n1,2,1511544070,click\n", EventsOptions(),
+         r"log.csv: no item text: the events have no text column and there is no items file"),
+        ("user_id,item_id,ts,action,hour\n1,2,1511544070,click,3\n", EventsOptions(item_text="{item_id}"),
+         r"column 'hour' clashes with a column interestgym computes"),
+        ("user_id,item_id,ts,action\n1,2,1511544070,click\n", EventsOptions(item_text="{title}"),
+         r"--item-text '\{title\}': no column title in .*log.csv; available: user_id, item_id, ts, action"),
+        ("user_id,item_id,ts,action\n1,2,1511544070,click\n", EventsOptions(item_text="x {item_id}", actions={"pv": "viewing"}),
+         r"--actions pv=viewing: 'viewing' is not an action"),
+        ("user_id,item_id,ts,action\n1,2,1511544070,click\n", EventsOptions(item_text="x {item_id}", context=["device"]),
+         r"--context device: no column device in .*log.csv"),
+        ("user_id,item_id,ts,action\n", EventsOptions(item_text="x {item_id}"),
+         r"log.csv: no rows \(empty file, or a header only\); expected events"),
+        ("\n\n", EventsOptions(item_text="x {item_id}"), r"log.csv: empty file; expected a header line and events"),
+        ("1,2,1511544070,click\n", EventsOptions(item_text="x {item_id}"),
+         r"its first line looks like data: if the file has no header, name its columns with --columns"),
+    ],
+)
+def test_configuration_errors_are_one_clear_message(tmp_path: Path, text: str, opts: EventsOptions, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_events(_log(tmp_path, text), RejectLog(), opts)
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nope.csv: no such file; expected an events file"):
+        read_events(tmp_path / "nope.csv", RejectLog())
+    with pytest.raises(DataError, match=r"empty.csv: empty file \(0 bytes\)"):
+        read_events(_log(tmp_path, "", "empty.csv"), RejectLog())
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes("user_id,item_id,ts,action\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"u16.csv: UTF-16 encoded; expected UTF-8"):
+        read_events(utf16, RejectLog())
+    array = _log(tmp_path, '[{"user_id": 1},\n {"user_id": 2}]\n', "log.json")
+    with pytest.raises(DataError, match=r"log.json line 1: a JSON array; expected JSON Lines"):
+        read_events(array, RejectLog())
+    odd = _log(tmp_path, "a b c\n", "log.dat")
+    with pytest.raises(DataError, match=r"log.dat: cannot tell the format .* give --input-format"):
+        read_events(odd, RejectLog())
+
+
+def test_every_row_bad_names_the_reasons(tmp_path: Path) -> None:
+    src = _log(tmp_path, "user_id,item_id,ts,action,text\n1,2,1511544070,clik,t\n1,3,1511544071,clik,t\n")
+    with pytest.raises(DataError, match=r"log.csv: no valid rows: 2 of 2 rejected; .* First bad lines: lines 2, 3: unknown action: 'clik'"):
+        read_events(src, RejectLog())
+
+
+def test_headerless_default_action_context_selection_and_header_override(tmp_path: Path) -> None:
+    src = _log(tmp_path, "id,item,when,dev,chan\n1,2,1511544070,ios,web\n", "log.csv")
+    data = read_events(src, RejectLog(), EventsOptions(columns=["user_id", "item_id", "ts", "device", "-"], header=True,
+                                                       default_action="click", item_text="item {item_id}", context=["device"]))
+    ev = data.events
+    assert list(ev.columns) == ["user_id", "ts", "item_id", "action", "value", "hour", "weekday", "seq", "device"]
+    assert ev.iloc[0][["user_id", "item_id", "action", "device", "seq"]].tolist() == ["1", "2", "click", "ios", 2]
+
+
+def test_option_parsers() -> None:
+    assert parse_renames("ts=timestamp, user_id=uid") == {"timestamp": "ts", "uid": "user_id"}
+    with pytest.raises(DataError, match="--map entry 'ts': expected NEW=OLD"):
+        parse_renames("ts")
+    with pytest.raises(DataError, match="column 'a' is renamed twice"):
+        parse_renames("x=a,y=a")
+    assert parse_actions("pv=view,buy=purchase") == {"pv": "view", "buy": "purchase"}
+    with pytest.raises(DataError, match="--actions: 'pv' is mapped twice"):
+        parse_actions("pv=view,pv=click")
+
+
+def test_hour_and_weekday_follow_the_timezone_offset(tmp_path: Path) -> None:
+    src = _log(tmp_path, "user_id,item_id,ts,action,text\n1,2,2017-11-25T20:30:00Z,click,t\n")
+    out8 = tmp_path / "o8"
+    prepare_events(src, out8, tz_offset_hours=8, deterministic=True)
+    ev = Dataset.open(out8).events
+    # 2017-11-25 20:30 UTC is Saturday; in UTC+8 it is Sunday 04:30. ts stays UTC.
+    assert (int(ev["hour"][0]), int(ev["weekday"][0]), int(ev["ts"][0])) == (4, 6, calendar.timegm((2017, 11, 25, 20, 30, 0)))
+    assert Dataset.open(out8).manifest["reader"]["tz_offset_hours"] == 8
+
+
+@pytest.mark.skipif(not (SHARED / "taobao-userbehavior-sample" / "UserBehavior_sample.csv").is_file(),
+                    reason="shared data ../shared/data/taobao-userbehavior-sample absent")
+def test_real_taobao_sample(tmp_path: Path) -> None:
+    src = SHARED / "taobao-userbehavior-sample" / "UserBehavior_sample.csv"
+    opts = EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"], actions=TAOBAO_ACTIONS, item_text="category {category}")
+    manifest = prepare_events(src, tmp_path / "tb", options=opts, tz_offset_hours=8)
+    raw = pd.read_csv(src, header=None, names=["u", "i", "c", "b", "t"])
+    assert manifest["counts"]["events"] == len(raw) == 43_411
+    assert manifest["counts"]["users"] == raw["u"].nunique() == 407
+    assert manifest["counts"]["items"] == raw["i"].nunique()
+    assert manifest["validation"]["rejected_total"] == 0
+    expected = raw["b"].map(TAOBAO_ACTIONS).value_counts().sort_index().to_dict()
+    assert manifest["counts"]["actions"] == expected
+    ev = Dataset.open(tmp_path / "tb").events
+    assert np.array_equal(np.sort(ev["ts"].to_numpy()), np.sort(raw["t"].to_numpy()))
+
+
+def test_gzip_bom_header_and_jsonl_map_checked_after_reading(tmp_path: Path) -> None:
+    import gzip
+
+    src = tmp_path / "log.tsv.gz"
+    with gzip.open(src, "wt", encoding="utf-8-sig") as fh:  # a BOM before the header
+        fh.write("user_id\titem_id\tts\taction\ttext\n1\t2\t1511544070\tclick\tHello\n")
+    data = read_events(src, RejectLog())
+    assert data.events.iloc[0][["user_id", "item_id", "ts"]].tolist() == ["1", "2", 1511544070]
+    assert data.reader["input_format"] == "tsv" and data.reader["header"] == ["user_id", "item_id", "ts", "action", "text"]
+
+    jsonl = _log(tmp_path, '{"user_id": "1", "item_id": "2", "ts": 1511544070, "action": "click", "text": "t"}\n', "log.jsonl")
+    with pytest.raises(DataError, match=r"--map ts=time: no such column in .*log.jsonl"):
+        read_events(jsonl, RejectLog(), EventsOptions(rename={"time": "ts"}))
