@@ -16,7 +16,7 @@ FORMATS = ("mind", "movielens", "events", "synthetic")
 
 #: Files of a dataset directory that ``--overwrite`` replaces (see interestgym.data.schema).
 _DATASET_FILES = ("manifest.json", "items.parquet", "events.parquet", "impressions.parquet", "users.parquet",
-                  "truth.npy", "rejects.jsonl")
+                  "truth.npy", "rejects.jsonl", "synthetic_users.parquet")
 
 #: Which options belong to which format; options not listed are common to the readers.
 _FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
