@@ -1,0 +1,7 @@
+"""The maths, pure numpy, shared by the env, the batched evaluator and the runtime.
+
+* :mod:`interestgym.core.interest`: profile update and candidate scoring (:class:`ScoringConfig`).
+* :mod:`interestgym.core.features`: the observation's FEATURES table and its encoding / decoding.
+* :mod:`interestgym.core.metrics`: ranking metrics per scoring point (expected value over tie orders).
+* :mod:`interestgym.core.protocol`: action mapping, item popularity, seeded negative sampling.
+"""

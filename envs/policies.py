@@ -1,0 +1,141 @@
+"""The Policy protocol and a few simple update rules.
+
+A policy maps a batch of observations (n, N_FEATURES) to actions (n, 4) in the env's action box
+[-1, 1]^4 (see :func:`~interestgym.core.protocol.action_to_strengths`: the action u encodes the
+strength ``(u + 1) / 2`` in [0, 1]). It may carry a fixed :class:`~interestgym.core.interest.ScoringConfig`
+(Bayesian category term, time-of-day context term, a fixed popularity weight), which the env / evaluator
+applies to the policy's own replayed state. Policies are **stateless**: everything a rule needs is in
+the observation (:class:`~interestgym.core.features.FeatureView` decodes gaps, counts, hours, streaks),
+so one policy object serves any number of users at once.
+
+Writing a baseline::
+
+    class TimeDecayPolicy:
+        name = "time_decay"
+        scoring = ScoringConfig()
+
+        def __init__(self, half_life_s: float = 86400.0) -> None:
+            self.half_life_s = half_life_s
+
+        def act(self, observations):
+            view = FeatureView(observations)
+            a = 1.0 - 0.5 ** (view.decision_gap_seconds / self.half_life_s)   # long gap -> big step
+            a = np.where(view["long_empty"] > 0, 1.0, np.clip(a, 0.05, 1.0))
+            return strengths_to_action(np.stack([a, np.ones_like(a), np.full_like(a, 0.3), np.zeros_like(a)], 1))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from interestgym.core.features import FeatureView
+from interestgym.core.interest import ScoringConfig
+from interestgym.core.protocol import action_to_strengths, strengths_to_action
+
+__all__ = [
+    "Policy", "ConstantPolicy", "FixedEMAPolicy", "StaticPolicy", "AlwaysReplacePolicy", "ModelPolicy",
+    "action_to_strengths", "strengths_to_action",
+]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the env's reference rule, the vector env's evaluator and the baselines share."""
+
+    #: Short name used in result tables.
+    name: str
+    #: Fixed scoring configuration applied to this policy's replayed state.
+    scoring: ScoringConfig
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """Actions (n, 4) float32 in [-1, 1] for observations (n, N_FEATURES)."""
+        ...
+
+
+def _actions(a_long: np.ndarray, a_short: np.ndarray, w: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return strengths_to_action(np.stack(np.broadcast_arrays(a_long, a_short, w, p), axis=1))
+
+
+class ConstantPolicy:
+    """The same strengths (a_L, a_S, w, p) in [0, 1] at every decision."""
+
+    def __init__(self, long_strength: float, short_strength: float, short_weight: float = 0.5,
+                 popularity_weight: float = 0.0, *, name: str = "constant", scoring: ScoringConfig | None = None) -> None:
+        self.strengths = np.array([long_strength, short_strength, short_weight, popularity_weight], dtype=np.float64)
+        if np.any((self.strengths < 0) | (self.strengths > 1)):
+            raise ValueError(f"strengths {self.strengths.tolist()}: expected numbers in [0, 1]")
+        self.name = name
+        self.scoring = scoring or ScoringConfig()
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        n = np.asarray(observations).reshape(-1, np.shape(observations)[-1]).shape[0]
+        return np.tile(strengths_to_action(self.strengths), (n, 1))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}: {self.strengths.tolist()})"
+
+
+class FixedEMAPolicy(ConstantPolicy):
+    """Exponential moving averages with fixed rates: L slow, S fast, fixed mix.
+
+    :param long_rate: a_L at every decision.
+    :param short_rate: a_S at every decision.
+    :param short_weight: w, weight of S in the score.
+    """
+
+    def __init__(self, long_rate: float = 0.1, short_rate: float = 0.5, short_weight: float = 0.5, popularity_weight: float = 0.0) -> None:
+        super().__init__(long_rate, short_rate, short_weight, popularity_weight, name="fixed_ema")
+
+
+class AlwaysReplacePolicy(ConstantPolicy):
+    """Both profiles become the last positive item; rank by similarity to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, 1.0, 1.0, 0.0, name="always_replace")
+
+
+class StaticPolicy:
+    """Interest assumed static: L is the equal-weight mean of all positives so far (a_L = 1 / (n + 1),
+    n = previous decisions, decoded from the observation); S is never used (w = 0)."""
+
+    name = "static"
+
+    def __init__(self) -> None:
+        self.scoring = ScoringConfig()
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        view = FeatureView(observations)
+        a = 1.0 / (view.n_decisions + 1.0)
+        zero = np.zeros_like(a)
+        return _actions(a, zero, zero, zero)
+
+
+class ModelPolicy:
+    """Adapter: anything with SB3's ``predict(obs, deterministic=...)`` (a PPO model) as a Policy.
+
+    :param model: e.g. ``stable_baselines3.PPO``.
+    :param deterministic: use the mean action (evaluation).
+    :param obs_transform: optional callable applied to observations first (e.g. frozen VecNormalize).
+    """
+
+    def __init__(self, model: Any, *, deterministic: bool = True, obs_transform: Any = None, name: str = "ppo",
+                 scoring: ScoringConfig | None = None) -> None:
+        self.model = model
+        self.deterministic = deterministic
+        self.obs_transform = obs_transform
+        self.name = name
+        self.scoring = scoring or ScoringConfig()
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        obs = np.asarray(observations, dtype=np.float32)
+        if self.obs_transform is not None:
+            obs = self.obs_transform(obs)
+        actions, _ = self.model.predict(obs, deterministic=self.deterministic)
+        return np.clip(np.asarray(actions, dtype=np.float32).reshape(len(obs), 4), -1.0, 1.0)
+
+
+def strengths_of(policy: Policy, observations: np.ndarray) -> np.ndarray:
+    """The (a_L, a_S, w, p) strengths in [0, 1] a policy chooses (for plots and tests)."""
+    return action_to_strengths(policy.act(observations))

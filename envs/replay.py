@@ -1,0 +1,230 @@
+"""The replay environment: one user's logged history as a sequence of profile-update decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from interestgym.core.features import FEATURE_HIGH, FEATURE_LOW, FEATURES, N_FEATURES
+from interestgym.core.interest import ScoringConfig
+from interestgym.core.protocol import ACTION_NAMES
+from interestgym.data.dataset import Dataset
+from interestgym.envs.engine import ReplayEngine
+from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
+from interestgym.errors import InterestGymError
+
+ENV_ID = "interestgym/InterestReplay-v0"
+
+
+def _observation_table() -> str:
+    rows = [f"    | {i:<3} | {f.name:<22} | {f.definition:<92} | {f.low:>4g} | {f.high:>3g} |" for i, f in enumerate(FEATURES)]
+    head = f"    | {'#':<3} | {'feature':<22} | {'definition':<92} | {'min':>4} | {'max':>3} |"
+    sep = f"    |{'-' * 5}|{'-' * 24}|{'-' * 94}|{'-' * 6}|{'-' * 5}|"
+    return "\n".join([head, sep, *rows])
+
+
+class InterestReplayEnv(gym.Env):
+    """Replay of one user's behaviour log, where the agent decides when and how strongly to update the
+    user's interest profiles.
+
+    ## Description
+
+    An episode is one user of the chosen split, drawn with the env's seeded generator. The user's log
+    is replayed in time order (events by (ts, seq); an impression logged at the same ts as events is
+    replayed *before* them, so the clicks it produced cannot update the profiles before it is scored).
+    **Decision points** are the positive feedback events: action weight > 0 in the dataset's
+    ``action_weights`` (impression 0, view 0.5, click 1, purchase 3 ...) and, for ``rate`` events, a
+    value >= the dataset's ``positive_rating`` (4.0 by default); events whose item has no row in the
+    items table are not decisions (counted). Non-positive events are replayed too: they feed the
+    observation (time since the last event, event counts) but are not decisions.
+
+    The user carries a long-term profile L and a short-term profile S (unit vectors in the encoder's
+    space; the zero vector means "no interest known"). At each decision the agent sees the observation
+    and sets the update strengths; the profiles are updated toward the event's item vector x; then every
+    **scoring point** up to the next decision is ranked with the updated profiles:
+
+    * datasets with impressions: each logged impression (its candidates and click labels; candidates
+      without an item row are dropped and counted, impressions left with no click or no non-click are
+      counted and not scored, impressions before the user's first decision are counted and not scored);
+    * otherwise: the *next* positive item plus ``n_negatives`` sampled negatives (uniform or
+      popularity-weighted, never an item of the user's log, seeded per user).
+
+    Candidate sets are precomputed once per (dataset, embeddings, split, protocol, seed), so every
+    policy, this env and the batched evaluator see exactly the same candidates.
+
+    ## Action Space
+
+    ``Box(-1, 1, (4,), float32)``. Each component u encodes a number ``(u + 1) / 2`` in [0, 1] (a
+    symmetric box is what SB3's PPO expects: its Gaussian starts at mean 0, i.e. 0.5 here):
+
+    | # | name              | meaning                                                         |
+    |---|-------------------|-----------------------------------------------------------------|
+    | 0 | long_strength     | a_L: ``L <- normalise((1 - a_L) L + a_L x)``; 0 = do not update |
+    | 1 | short_strength    | a_S: the same for S                                             |
+    | 2 | short_weight      | w: weight of S against L in the score                           |
+    | 3 | popularity_weight | p: weight of the popularity prior (fixed if ``scoring`` says so)|
+
+    The score of a candidate c is
+    ``(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) [+ beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot, c)]``
+    where pop(c) in [0, 1] is the item's log-popularity among *training* users' positive events
+    (normalised by the max; valid / test users' own events never enter it, train episodes do see their
+    own events in it). The optional terms come from ``scoring`` (see ScoringConfig). The action type
+    is not folded into the strength (no gain g): it is in the observation (``action_weight``), so the
+    agent can learn its own per-type strengths and a rule can use it explicitly.
+
+    ## Observation Space
+
+    ``Box(low, high, ({n_features},), float32)``, decision-time features computed from the past only
+    (``interestgym.core.features.FEATURES``; rules can decode them with ``FeatureView``):
+
+{table}
+
+    ## Rewards
+
+    The reward of a step is the ranking metric (``metric``, nDCG@10 by default; auc, mrr, hit@K,
+    click@K, precision@K, recall@K, f1@K, ndcg@K) averaged over the scoring points between this decision
+    and the next, with expected values over random orders of tied candidates (empty profiles tie
+    everything: worth a random ranking). A step without scoring points gives 0 and
+    ``info["scored"] = False``. With ``reward_baseline`` (a Policy), the same metric of that reference
+    rule, replayed alongside on its own state and the same scoring points, is subtracted.
+    ``info["metrics"]`` holds every metric of the step (and ``info["baseline_metrics"]``).
+
+    ## Starting State
+
+    L, S and every running statistic are zero; the episode starts at the user's first decision.
+
+    ## Episode End
+
+    Terminated after the user's last decision (the observation returned then is a placeholder: the last
+    decision's features with the updated profiles). Truncated after ``max_events`` decisions if set.
+
+    ## Arguments
+
+    * ``dataset``: a prepared dataset directory (or an open ``Dataset``).
+    * ``embeddings``: the embedding name (may be left out when the dataset holds exactly one).
+    * ``split``: ``"train"`` (default), ``"valid"`` or ``"test"``.
+    * ``metric``: reward metric, default ``"ndcg@10"``.
+    * ``protocol``: ``"auto"`` (impressions if present, else next positive), ``"impressions"``, ``"next_positive"``.
+    * ``n_negatives`` (99), ``negatives`` (``"uniform"`` | ``"popularity"``), ``exclude`` (``"log"``: never an
+      item of the user's whole log, the standard protocol | ``"past"``: only items seen up to the scoring
+      point, strictly causal), ``protocol_seed`` (0): the next-positive protocol.
+    * ``max_events``: truncate episodes after this many decisions (None = whole histories).
+    * ``reward_baseline``: a Policy whose metric is subtracted from the reward.
+    * ``scoring``: a fixed ScoringConfig for the agent's scoring (default: p from the action, no extra terms).
+
+    ## Example
+
+    >>> import gymnasium as gym, interestgym.envs                       # doctest: +SKIP
+    >>> env = gym.make("interestgym/InterestReplay-v0", dataset="runs/data/ml-100k", split="train")  # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0)                                    # doctest: +SKIP
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())  # doctest: +SKIP
+    >>> info["metrics"]["ndcg@10"], info["scored"]                       # doctest: +SKIP
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        dataset: str | Path | Dataset,
+        embeddings: str | None = None,
+        split: str = "train",
+        metric: str = "ndcg@10",
+        protocol: str = "auto",
+        n_negatives: int = 99,
+        negatives: str = "uniform",
+        exclude: str = "log",
+        protocol_seed: int = 0,
+        max_events: int | None = None,
+        reward_baseline: Any = None,
+        scoring: ScoringConfig | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None:
+            raise InterestGymError(f"render_mode={render_mode!r}: this env does not render; expected None")
+        if max_events is not None and max_events < 1:
+            raise InterestGymError(f"max_events={max_events}: expected None or an integer >= 1")
+        spec = ProtocolSpec(split=split, protocol=protocol, n_negatives=n_negatives, negatives=negatives,
+                            exclude=exclude, seed=protocol_seed)
+        self.data: ReplayData = load_replay_data(dataset, embeddings, spec)
+        if self.data.n_users == 0:
+            raise InterestGymError(f"{self.data.dataset_path}: split {split!r} has no user with a positive event; nothing to replay")
+        self.render_mode = None
+        self.max_events = max_events
+        self.reward_baseline = reward_baseline
+        self.scoring = scoring or ScoringConfig()
+        self.engine = ReplayEngine(self.data, 2 if reward_baseline is not None else 1, metric=metric)
+        self.engine.set_scoring(slice(0, 1), self.scoring)
+        if reward_baseline is not None:
+            self.engine.set_scoring(slice(1, 2), reward_baseline.scoring)
+        self.metric = self.engine.metric
+        self.observation_space = spaces.Box(FEATURE_LOW.copy(), FEATURE_HIGH.copy(), (N_FEATURES,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (len(ACTION_NAMES),), dtype=np.float32)
+        self._rows = np.arange(self.engine.n_rows)
+        self._steps = 0
+        self._user = -1
+        self._done = True
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start a new user (``options={"user_id": ...}`` picks one; otherwise drawn from ``np_random``)."""
+        super().reset(seed=seed)
+        options = options or {}
+        if "user_id" in options:
+            hits = np.nonzero(self.data.user_ids == str(options["user_id"]))[0]
+            if len(hits) == 0:
+                raise InterestGymError(f"reset option user_id={options['user_id']!r}: no such user with decisions in split {self.data.spec.split!r}")
+            user = int(hits[0])
+        else:
+            user = int(self.np_random.integers(self.data.n_users))
+        self._user = user
+        self._steps = 0
+        self._done = False
+        self.engine.start(self._rows, np.full(len(self._rows), user))
+        obs = self.engine.observe(self._rows[:1])[0]
+        info = {"user_id": str(self.data.user_ids[user]),
+                "n_decisions": int(self.data.user_decision_end[user] - self.data.user_decision_start[user])}
+        return obs, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._done:
+            raise InterestGymError("step() called on a finished episode; call reset() first")
+        action = np.asarray(action, dtype=np.float32).reshape(1, -1)
+        if action.shape[1] != 4:
+            raise InterestGymError(f"action of shape {action.shape[1:]}: expected (4,) in [-1, 1]")
+        if self.reward_baseline is not None:
+            ref_action = np.asarray(self.reward_baseline.act(self.engine.observe(self._rows[1:])), dtype=np.float32).reshape(1, 4)
+            action = np.concatenate([action, ref_action])
+        out = self.engine.step(self._rows, action)
+        self._steps += 1
+        terminated = bool(out.done[0])
+        truncated = bool(not terminated and self.max_events is not None and self._steps >= self.max_events)
+        self._done = terminated or truncated
+        scored = bool(out.scored[0])
+        metrics = {k: float(v[0]) for k, v in out.metrics.items()} if scored else {}
+        reward = metrics.get(self.metric, 0.0)
+        info: dict[str, Any] = {
+            "user_id": str(self.data.user_ids[self._user]),
+            "decision": int(out.decision[0] - self.data.user_decision_start[self._user]),
+            "ts": int(self.data.decision_ts[out.decision[0]]),
+            "scored": scored,
+            "n_points": int(out.n_points[0]),
+            "metrics": metrics,
+            "strengths": out.strengths[0].copy(),
+            "point_index": out.point_index[out.point_row == 0],
+            "point_metrics": {k: v[out.point_row == 0] for k, v in out.point_metrics.items()},
+        }
+        if self.reward_baseline is not None:
+            base = {k: float(v[1]) for k, v in out.metrics.items()} if scored else {}
+            info["baseline_metrics"] = base
+            reward -= base.get(self.metric, 0.0)
+        obs = self.engine.observe(self._rows[:1], terminal=terminated)[0]
+        return obs, float(reward), terminated, truncated, info
+
+    def render(self) -> None:
+        return None
+
+
+InterestReplayEnv.__doc__ = (InterestReplayEnv.__doc__ or "").replace("{table}", _observation_table()).replace("{n_features}", str(N_FEATURES))

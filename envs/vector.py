@@ -1,0 +1,326 @@
+"""Many users replayed at once: the SB3 vector env for training and the batched evaluator.
+
+Both drive one :class:`~interestgym.envs.engine.ReplayEngine` over all their users in lock-step, so
+per decision and per scoring point they compute exactly what :class:`InterestReplayEnv` computes for one
+user (same candidates, same maths, and per-row results that do not depend on the batch).
+
+* :class:`InterestReplayVecEnv` is a native ``stable_baselines3`` ``VecEnv``: ``n_envs`` slots, each
+  replaying a user drawn from the split; a finished slot restarts at once with the next drawn user
+  (SB3 conventions: the returned observation is the new user's first one, ``info["terminal_observation"]``
+  the finished one, ``info["TimeLimit.truncated"]`` marks ``max_events`` truncation).
+* :func:`evaluate_policy` replays every user of a split exactly once with a :class:`Policy` and returns
+  per-scoring-point metrics with user ids (for per-user means, bootstrap CIs and paired differences)
+  and per-decision actions and features (for plots).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from tqdm.auto import tqdm
+
+from interestgym.core.features import FEATURE_HIGH, FEATURE_LOW, FEATURE_NAMES, N_FEATURES
+from interestgym.core.interest import ScoringConfig
+from interestgym.core.protocol import ACTION_NAMES
+from interestgym.data.dataset import Dataset
+from interestgym.envs.engine import ReplayEngine
+from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
+from interestgym.errors import InterestGymError
+
+
+def _replay_data(dataset: str | Path | Dataset | ReplayData, embeddings: str | None, spec: ProtocolSpec) -> ReplayData:
+    if isinstance(dataset, ReplayData):
+        return dataset
+    return load_replay_data(dataset, embeddings, spec)
+
+
+class InterestReplayVecEnv(VecEnv):
+    """``n_envs`` users replayed in lock-step: the env SB3 trains on (same arguments as the single env).
+
+    :param dataset: dataset directory, open Dataset, or precomputed ReplayData.
+    :param n_envs: number of parallel slots.
+    :param seed: seed of the user draws (``VecEnv.seed`` overrides it at the next reset).
+    Other arguments: see :class:`~interestgym.envs.replay.InterestReplayEnv`.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Path | Dataset | ReplayData,
+        n_envs: int = 8,
+        *,
+        embeddings: str | None = None,
+        split: str = "train",
+        metric: str = "ndcg@10",
+        protocol: str = "auto",
+        n_negatives: int = 99,
+        negatives: str = "uniform",
+        exclude: str = "log",
+        protocol_seed: int = 0,
+        max_events: int | None = None,
+        reward_baseline: Any = None,
+        scoring: ScoringConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if n_envs < 1:
+            raise InterestGymError(f"n_envs={n_envs}: expected an integer >= 1")
+        spec = ProtocolSpec(split=split, protocol=protocol, n_negatives=n_negatives, negatives=negatives,
+                            exclude=exclude, seed=protocol_seed)
+        self.data = _replay_data(dataset, embeddings, spec)
+        if self.data.n_users == 0:
+            raise InterestGymError(f"{self.data.dataset_path}: split {split!r} has no user with a positive event; nothing to replay")
+        self.render_mode = None
+        self.max_events = max_events
+        self.reward_baseline = reward_baseline
+        self.scoring = scoring or ScoringConfig()
+        n_rows = n_envs * (2 if reward_baseline is not None else 1)
+        self.engine = ReplayEngine(self.data, n_rows, metric=metric)
+        self.engine.set_scoring(slice(0, n_envs), self.scoring)
+        if reward_baseline is not None:
+            self.engine.set_scoring(slice(n_envs, 2 * n_envs), reward_baseline.scoring)
+        self.metric = self.engine.metric
+        self._agent_rows = np.arange(n_envs)
+        self._ref_rows = np.arange(n_envs, 2 * n_envs) if reward_baseline is not None else np.zeros(0, np.int64)
+        self._rng = np.random.default_rng(seed)
+        self._steps = np.zeros(n_envs, dtype=np.int64)
+        self._actions: np.ndarray | None = None
+        self._started = False
+        super().__init__(
+            n_envs,
+            spaces.Box(FEATURE_LOW.copy(), FEATURE_HIGH.copy(), (N_FEATURES,), dtype=np.float32),
+            spaces.Box(-1.0, 1.0, (len(ACTION_NAMES),), dtype=np.float32),
+        )
+
+    @property
+    def current_user_ids(self) -> list[str]:
+        """The user each slot is replaying now."""
+        return [str(self.data.user_ids[u]) for u in self.engine.user[self._agent_rows]]
+
+    # ---------------------------------------------------------------------------------- episodes
+    def _start(self, slots: np.ndarray) -> None:
+        users = self._rng.integers(self.data.n_users, size=len(slots))
+        self.engine.start(slots, users)
+        if len(self._ref_rows):
+            self.engine.start(self._ref_rows[slots], users)
+        self._steps[slots] = 0
+
+    def reset(self) -> np.ndarray:
+        if self._seeds[0] is not None:
+            self._rng = np.random.default_rng(self._seeds[0])
+        self._reset_seeds()
+        self._reset_options()
+        self._start(self._agent_rows)
+        self._started = True
+        self.reset_infos = [{"user_id": str(self.data.user_ids[u])} for u in self.engine.user[self._agent_rows]]
+        return self.engine.observe(self._agent_rows)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, 4)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if not self._started or self._actions is None:
+            raise InterestGymError("step() before reset(): call reset() first")
+        actions = self._actions
+        rows = self._agent_rows
+        if len(self._ref_rows):
+            ref_actions = np.asarray(self.reward_baseline.act(self.engine.observe(self._ref_rows)), dtype=np.float32)
+            out = self.engine.step(np.concatenate([rows, self._ref_rows]), np.concatenate([actions, ref_actions]))
+        else:
+            out = self.engine.step(rows, actions)
+        n = self.num_envs
+        main = out.metrics[self.metric]
+        scored = out.scored[:n]
+        rewards = np.where(scored, main[:n], 0.0)
+        if len(self._ref_rows):
+            rewards = rewards - np.where(scored, main[n:], 0.0)
+        self._steps += 1
+        terminated = out.done[:n]
+        truncated = ~terminated & (self.max_events is not None) & (self._steps >= (self.max_events or 0))
+        dones = terminated | truncated
+        infos: list[dict[str, Any]] = [{"scored": bool(s)} for s in scored]
+        finished = np.nonzero(dones)[0]
+        if len(finished):
+            fin_term = finished[terminated[finished]]
+            fin_trunc = finished[~terminated[finished]]
+            last = {}
+            if len(fin_term):
+                for slot, o in zip(fin_term, self.engine.observe(fin_term, terminal=True)):
+                    last[int(slot)] = o
+            if len(fin_trunc):
+                # A truncated user has a real next decision: its observation is the true next state.
+                for slot, o in zip(fin_trunc, self.engine.observe(fin_trunc)):
+                    last[int(slot)] = o
+            for slot in finished:
+                infos[slot]["terminal_observation"] = last[int(slot)]
+                infos[slot]["TimeLimit.truncated"] = bool(truncated[slot])
+                infos[slot]["user_id"] = str(self.data.user_ids[self.engine.user[slot]])
+            self._start(finished)
+        obs = self.engine.observe(rows)
+        self._actions = None
+        return obs, rewards.astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------- VecEnv attribute plumbing
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+# ------------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_policy` returns.
+
+    ``points``: one row per scoring point: ``user_id``, ``point_key`` (impression id or "user:k"),
+    ``decision`` (0-based decision of the user the point follows), then one column per metric.
+    ``decisions``: one row per decision: ``user_id``, ``decision``, ``ts``, ``scored``, ``n_points``,
+    ``reward`` (the step's reward metric, NaN when unscored), the chosen strengths ``long_strength``,
+    ``short_strength``, ``short_weight``, ``popularity_weight`` (in [0, 1]) and one column per metric
+    (step means). ``features``: (n_decisions, N_FEATURES) float32 observations aligned with
+    ``decisions`` (None if not recorded). ``protocol``: the replay's description.
+    """
+
+    policy: str
+    metric: str
+    metrics: tuple[str, ...]
+    protocol: dict[str, Any]
+    points: pd.DataFrame
+    decisions: pd.DataFrame
+    features: np.ndarray | None = None
+    feature_names: tuple[str, ...] = field(default=FEATURE_NAMES)
+
+    def per_user(self) -> pd.DataFrame:
+        """Mean of every metric over each user's scoring points (index: user_id)."""
+        return self.points.groupby("user_id", sort=False)[list(self.metrics)].mean()
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{metric: {"mean_over_users": ..., "mean_over_points": ...}}``."""
+        per_user = self.per_user()
+        return {m: {"mean_over_users": float(per_user[m].mean()), "mean_over_points": float(self.points[m].mean())}
+                for m in self.metrics}
+
+
+def evaluate_policy(
+    dataset: str | Path | Dataset | ReplayData,
+    policy: Any,
+    *,
+    embeddings: str | None = None,
+    split: str = "test",
+    metric: str = "ndcg@10",
+    protocol: str = "auto",
+    n_negatives: int = 99,
+    negatives: str = "uniform",
+    exclude: str = "log",
+    protocol_seed: int = 0,
+    batch_size: int = 1024,
+    users: Sequence[str] | None = None,
+    record_features: bool = True,
+    progress: bool | None = None,
+) -> EvaluationResult:
+    """Replay every user of ``split`` (or ``users``) once with ``policy``, many users at a time.
+
+    :param dataset: dataset directory, open Dataset, or precomputed ReplayData (then the protocol
+        arguments are ignored: the data already fixes them).
+    :param policy: a :class:`~interestgym.envs.policies.Policy` (``act(obs) -> actions``, ``scoring``).
+    :param batch_size: users replayed at once (a finished user's slot takes the next user).
+    :param users: restrict to these user ids (default: every user of the split with a decision).
+    :param record_features: keep every decision's observation in the result.
+    :param progress: tqdm bar over decisions (None: only on a terminal).
+    """
+    spec = ProtocolSpec(split=split, protocol=protocol, n_negatives=n_negatives, negatives=negatives,
+                        exclude=exclude, seed=protocol_seed)
+    data = _replay_data(dataset, embeddings, spec)
+    if users is None:
+        queue = np.arange(data.n_users)
+    else:
+        index = {u: i for i, u in enumerate(data.user_ids)}
+        missing = [u for u in users if str(u) not in index]
+        if missing:
+            raise InterestGymError(f"evaluate_policy users: {missing[:5]} have no decision in split {data.spec.split!r}")
+        queue = np.array([index[str(u)] for u in users], dtype=np.int64)
+    n_slots = int(max(1, min(batch_size, len(queue))))
+    engine = ReplayEngine(data, n_slots, metric=metric)
+    engine.set_scoring(slice(0, n_slots), getattr(policy, "scoring", None) or ScoringConfig())
+    names = engine.metric_names
+
+    active = np.arange(min(n_slots, len(queue)))
+    engine.start(active, queue[: len(active)])
+    next_user = len(active)
+    total = int((data.user_decision_end[queue] - data.user_decision_start[queue]).sum())
+    dec_parts: list[dict[str, np.ndarray]] = []
+    pt_parts: list[dict[str, np.ndarray]] = []
+    feat_parts: list[np.ndarray] = []
+    with tqdm(total=total, desc=f"evaluating {getattr(policy, 'name', 'policy')}", unit="decision", disable=None if progress is None else not progress) as bar:
+        while len(active):
+            obs = engine.observe(active)
+            actions = np.asarray(policy.act(obs), dtype=np.float32).reshape(len(active), 4)
+            out = engine.step(active, actions)
+            dec_parts.append({"decision": out.decision, "scored": out.scored, "n_points": out.n_points,
+                              "strengths": out.strengths, **{f"m:{k}": v for k, v in out.metrics.items()}})
+            pt_parts.append({"point": out.point_index, "decision": out.decision[out.point_row],
+                             **{f"m:{k}": v for k, v in out.point_metrics.items()}})
+            if record_features:
+                feat_parts.append(obs)
+            bar.update(len(active))
+            finished = active[out.done]
+            active = active[~out.done]
+            if len(finished) and next_user < len(queue):
+                take = finished[: len(queue) - next_user]
+                engine.start(take, queue[next_user: next_user + len(take)])
+                next_user += len(take)
+                active = np.concatenate([active, take])
+
+    def cat(parts: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+        return np.concatenate([p[key] for p in parts]) if parts else np.zeros(0)
+
+    decision = cat(dec_parts, "decision").astype(np.int64)
+    order = np.argsort(decision, kind="stable")
+    decision = decision[order]
+    user_idx = data.decision_user[decision]
+    strengths = np.concatenate([p["strengths"] for p in dec_parts])[order] if dec_parts else np.zeros((0, 4))
+    decisions = pd.DataFrame({
+        "user_id": data.user_ids[user_idx],
+        "decision": decision - data.user_decision_start[user_idx],
+        "ts": data.decision_ts[decision],
+        "scored": cat(dec_parts, "scored")[order].astype(bool),
+        "n_points": cat(dec_parts, "n_points")[order].astype(np.int64),
+        "reward": cat(dec_parts, f"m:{engine.metric}")[order],
+        **{name: strengths[:, k] for k, name in enumerate(ACTION_NAMES)},
+        **{m: cat(dec_parts, f"m:{m}")[order] for m in names},
+    })
+    point = cat(pt_parts, "point").astype(np.int64)
+    porder = np.argsort(point, kind="stable")
+    point = point[porder]
+    pdec = cat(pt_parts, "decision").astype(np.int64)[porder]
+    puser = data.decision_user[pdec]
+    points = pd.DataFrame({
+        "user_id": data.user_ids[puser],
+        "point_key": data.point_key[point],
+        "decision": pdec - data.user_decision_start[puser],
+        **{m: cat(pt_parts, f"m:{m}")[porder] for m in names},
+    })
+    features = np.concatenate(feat_parts)[order] if record_features and feat_parts else None
+    return EvaluationResult(policy=str(getattr(policy, "name", type(policy).__name__)), metric=engine.metric,
+                            metrics=tuple(names), protocol=data.describe(), points=points, decisions=decisions,
+                            features=features)
+
+
+def evaluate_policies(dataset: str | Path | Dataset | ReplayData, policies: Iterable[Any], **kwargs: Any) -> dict[str, EvaluationResult]:
+    """:func:`evaluate_policy` for several policies on the same replay data (paired by construction)."""
+    return {getattr(p, "name", type(p).__name__): evaluate_policy(dataset, p, **kwargs) for p in policies}

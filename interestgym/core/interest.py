@@ -1,0 +1,191 @@
+"""The user-interest model: profile update and candidate scoring, batched over users (pure numpy).
+
+One implementation shared by the replay env (batch of 1), the batched evaluator / vector env and the
+production runtime.
+
+* A **profile** is a unit vector in the encoder's space, or the zero vector meaning "no interest known"
+  (cosine with it is 0 for every candidate, so every candidate ties).
+* **Update** (:func:`update_profile`): ``P <- normalise((1 - a) P + a x)`` for the event's item vector x
+  and strength a in [0, 1]; a = 0 leaves P unchanged (the "when"), a = 1 replaces it by x, and the first
+  update with any a > 0 of a zero profile sets it to x.
+* **Score** (:func:`combine_scores`) of candidate c::
+
+      score(c) = (1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c)
+                 + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)
+
+  with L / S the long- / short-term profiles, w the short-term weight, p the popularity weight, pop(c) in
+  [0, 1] the item's normalised log-popularity, P(cat | user) a Dirichlet-smoothed category distribution
+  from counts with forgetting (:func:`category_log_prob`) and T_slot the profile of the time-of-day slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from interestgym.errors import InterestGymError
+
+#: Time-of-day slots of the context profiles: 4 slots of 6 hours (night, morning, afternoon, evening).
+N_TIME_SLOTS = 4
+
+
+def time_slot(hour: np.ndarray | int) -> np.ndarray:
+    """Slot index (0..N_TIME_SLOTS-1) of an hour of the day (0-23)."""
+    return (np.asarray(hour, dtype=np.int64) % 24) * N_TIME_SLOTS // 24
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Fixed parts of a policy's scoring and state bookkeeping (the action sets the rest).
+
+    :param popularity_weight: fixed p in [0, 1]; ``None`` takes p from the action.
+    :param beta_cat: weight of log P(cat(c) | user) in the score (0 = off).
+    :param category_forgetting: factor in (0, 1] the category counts are multiplied by at every decision
+        before the new count is added (1 = never forget).
+    :param category_prior: Dirichlet pseudo-count per category (> 0).
+    :param beta_ctx: weight of cos(T_slot(now), c) in the score (0 = off).
+    :param context_rate: update strength of the current time slot's profile at every decision.
+    """
+
+    popularity_weight: float | None = None
+    beta_cat: float = 0.0
+    category_forgetting: float = 1.0
+    category_prior: float = 1.0
+    beta_ctx: float = 0.0
+    context_rate: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.popularity_weight is not None and not 0.0 <= self.popularity_weight <= 1.0:
+            raise InterestGymError(f"ScoringConfig.popularity_weight={self.popularity_weight}: expected None or a number in [0, 1]")
+        if not 0.0 < self.category_forgetting <= 1.0:
+            raise InterestGymError(f"ScoringConfig.category_forgetting={self.category_forgetting}: expected a number in (0, 1]")
+        if not self.category_prior > 0.0:
+            raise InterestGymError(f"ScoringConfig.category_prior={self.category_prior}: expected a number > 0")
+        if not 0.0 <= self.context_rate <= 1.0:
+            raise InterestGymError(f"ScoringConfig.context_rate={self.context_rate}: expected a number in [0, 1]")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows stay zero ("no interest known")."""
+    norm = np.sqrt(np.einsum("...d,...d->...", vectors, vectors))[..., None]
+    return np.where(norm > 0, vectors / np.where(norm > 0, norm, 1), 0).astype(vectors.dtype, copy=False)
+
+
+def update_profile(profile: np.ndarray, item: np.ndarray, strength: np.ndarray | float) -> np.ndarray:
+    """``normalise((1 - a) P + a x)`` row by row.
+
+    :param profile: (B, d) current profiles (unit or zero rows).
+    :param item: (B, d) item vectors of the events (unit rows).
+    :param strength: (B,) or scalar update strengths a in [0, 1].
+    :return: new (B, d) profiles (float32 when the inputs are).
+    """
+    a = np.asarray(strength, dtype=profile.dtype)
+    if a.ndim:
+        a = a[:, None]
+    # a = 0 must leave the profile bit-for-bit unchanged (re-normalising would drift it by rounding).
+    return np.where(a == 0, profile, normalise_rows((1 - a) * profile + a * item))
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of unit-or-zero vectors (their cosine, 0 for a zero vector)."""
+    return np.einsum("bd,bd->b", a, b)
+
+
+def candidate_similarities(profiles: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """cos(profile_k, c) for stacked profiles.
+
+    :param profiles: (B, K, d) K profiles per user (e.g. long- and short-term).
+    :param candidates: (B, C, d) candidate vectors.
+    :return: (B, C, K) similarities. Computed element by element (einsum, not BLAS), so a row's result
+        does not depend on the batch around it.
+    """
+    return np.einsum("bcd,bkd->bck", candidates, profiles)
+
+
+def category_log_prob(counts: np.ndarray, candidate_category: np.ndarray, prior: float | np.ndarray) -> np.ndarray:
+    """log P(cat(c) | user) under a Dirichlet(prior) posterior from (forgetful) category counts.
+
+    :param counts: (B, n_categories) counts.
+    :param candidate_category: (B, C) category index of every candidate.
+    :param prior: pseudo-count per category (scalar or (B,)).
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    prior_col = prior[:, None] if prior.ndim else prior
+    total = counts.sum(axis=1, dtype=np.float64)[:, None] + prior_col * counts.shape[1]
+    picked = np.take_along_axis(counts, candidate_category, axis=1).astype(np.float64)
+    return np.log((picked + prior_col) / total)
+
+
+def combine_scores(
+    cos_long: np.ndarray,
+    cos_short: np.ndarray,
+    short_weight: np.ndarray,
+    popularity_weight: np.ndarray,
+    popularity: np.ndarray,
+    *,
+    category_term: np.ndarray | None = None,
+    beta_cat: np.ndarray | float = 0.0,
+    context_term: np.ndarray | None = None,
+    beta_ctx: np.ndarray | float = 0.0,
+) -> np.ndarray:
+    """The score of every candidate (see the module docstring); all (B, C) arrays, weights (B,)."""
+    w = _column(short_weight)
+    p = _column(popularity_weight)
+    score = (1 - p) * (w * cos_short + (1 - w) * cos_long) + p * popularity
+    if category_term is not None:
+        score = score + _column(beta_cat) * category_term
+    if context_term is not None:
+        score = score + _column(beta_ctx) * context_term
+    return score
+
+
+def _column(weight: np.ndarray | float) -> np.ndarray:
+    """A per-user weight (B,) as a (B, 1) column; a scalar stays a scalar."""
+    weight = np.asarray(weight)
+    return weight[:, None] if weight.ndim else weight
+
+
+def score_candidates(
+    long_term: np.ndarray,
+    short_term: np.ndarray,
+    candidates: np.ndarray,
+    short_weight: np.ndarray,
+    popularity_weight: np.ndarray,
+    popularity: np.ndarray,
+    *,
+    category_counts: np.ndarray | None = None,
+    candidate_category: np.ndarray | None = None,
+    category_prior: float | np.ndarray = 1.0,
+    beta_cat: np.ndarray | float = 0.0,
+    context_profile: np.ndarray | None = None,
+    beta_ctx: np.ndarray | float = 0.0,
+) -> np.ndarray:
+    """Score candidate sets for a batch of users: the one function the env, evaluator and runtime use.
+
+    :param long_term: (B, d) long-term profiles L.
+    :param short_term: (B, d) short-term profiles S.
+    :param candidates: (B, C, d) candidate item vectors.
+    :param short_weight: (B,) w, weight of S against L.
+    :param popularity_weight: (B,) p, weight of the popularity prior.
+    :param popularity: (B, C) pop(c) in [0, 1].
+    :param category_counts: (B, n_categories) forgetful category counts (with ``candidate_category``
+        (B, C) enables the Bayesian term).
+    :param context_profile: (B, d) profile of the current time-of-day slot (enables the context term).
+    :return: (B, C) scores.
+    """
+    sims = candidate_similarities(np.stack([long_term, short_term], axis=1), candidates)
+    category_term = None
+    if category_counts is not None and candidate_category is not None:
+        category_term = category_log_prob(category_counts, candidate_category, category_prior)
+    context_term = None
+    if context_profile is not None:
+        context_term = np.einsum("bcd,bd->bc", candidates, context_profile)
+    return combine_scores(
+        sims[..., 0], sims[..., 1], short_weight, popularity_weight, popularity,
+        category_term=category_term, beta_cat=beta_cat, context_term=context_term, beta_ctx=beta_ctx,
+    )

@@ -1,0 +1,181 @@
+"""Ranking metrics for one scoring point (a candidate set with click labels), batched.
+
+Every function takes ``scores`` (P, C) and ``labels`` (P, C) for P scoring points of up to C candidates;
+``labels`` is 1 for a clicked candidate, 0 for an unclicked one and -1 for padding (rows of different
+lengths are padded to C; padding never counts). Each row must hold at least one clicked and one unclicked
+candidate (the protocol guarantees it and counts the rows it could not score).
+
+**Tie rule: expected value over random tie orders.** Candidates with equal scores are ranked in a
+uniformly random order and every metric is its exact expectation over those orders. This is the value
+a random tie-breaker achieves on average, and it is what AUC's usual "ties count one half" already is.
+It matters because empty (zero) profiles give every candidate the same score: such a ranking is then
+worth exactly what a random ranking is worth, neither better (optimistic rule) nor worse (pessimistic).
+
+Metric names (:func:`parse_metric`): ``auc``, ``mrr``, and ``ndcg@K``, ``hit@K``, ``click@K`` (alias of
+``hit@K``: the user clicks something among the top K), ``precision@K``, ``recall@K``, ``f1@K``.
+
+The computation never sorts: for each clicked candidate it counts the candidates scored strictly higher
+and the candidates tied with it (integer counts, exact), so a row's result does not depend on how much
+padding the batch around it has: the single env and the batched evaluator agree to the last bit.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Iterable
+
+import numpy as np
+
+from interestgym.errors import InterestGymError
+
+#: The metrics every scoring point reports (MIND's official set + the seed's precision / recall / F1).
+DEFAULT_METRICS: tuple[str, ...] = (
+    "auc", "mrr", "ndcg@5", "ndcg@10", "hit@10", "precision@10", "recall@10", "f1@10",
+)
+
+_METRIC_RE = re.compile(r"^(?:(auc|mrr)|(ndcg|hit|click|precision|recall|f1)@([1-9][0-9]*))$")
+
+
+@lru_cache(maxsize=256)
+def parse_metric(name: str) -> tuple[str, int | None]:
+    """Split a metric name into (kind, k): ``"ndcg@10" -> ("ndcg", 10)``, ``"auc" -> ("auc", None)``.
+
+    :raises InterestGymError: for an unknown name.
+    """
+    m = _METRIC_RE.match(name.strip().lower())
+    if m is None:
+        raise InterestGymError(
+            f"metric {name!r}: expected auc, mrr, or one of ndcg, hit, click, precision, recall, f1 "
+            "followed by @K (e.g. ndcg@10)"
+        )
+    if m.group(1):
+        return m.group(1), None
+    return m.group(2), int(m.group(3))
+
+
+def metric_names(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """:data:`DEFAULT_METRICS` plus any ``extra`` names (validated, normalised, no duplicates)."""
+    names = list(DEFAULT_METRICS)
+    for name in extra:
+        parse_metric(name)
+        name = name.strip().lower()
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+@lru_cache(maxsize=256)
+def _discount_cumsum(k: int, length: int) -> np.ndarray:
+    """cum[i] = sum of the DCG discounts 1/log2(j+2) of positions j < i, truncated at k (float64)."""
+    pos = np.arange(length, dtype=np.float64)
+    disc = np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)
+    cum = np.concatenate([[0.0], np.cumsum(disc)])
+    cum.flags.writeable = False  # shared through the cache
+    return cum
+
+
+def ranking_metrics(scores: np.ndarray, labels: np.ndarray, names: Iterable[str] = DEFAULT_METRICS) -> dict[str, np.ndarray]:
+    """Each named metric for every row, as float64 arrays of shape (P,).
+
+    :param scores: (P, C) candidate scores; higher ranks first.
+    :param labels: (P, C) int, 1 = clicked, 0 = not clicked, -1 = padding.
+    :param names: metric names (see :func:`parse_metric`).
+    :return: ``{name: values}``; values are expectations over random orders of tied candidates.
+    """
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    n_points, n_cand = scores.shape
+    names = [n.strip().lower() for n in names]
+    kinds = {name: parse_metric(name) for name in names}
+    if n_points == 0:
+        return {name: np.zeros(0, dtype=np.float64) for name in names}
+
+    valid = labels >= 0
+    clicked = labels == 1
+    unclicked = labels == 0
+    n_pos = np.count_nonzero(clicked, axis=1)
+    n_neg = np.count_nonzero(unclicked, axis=1)
+    if np.any(n_pos == 0) or np.any(n_neg == 0):
+        raise ValueError("every scoring point needs at least one clicked and one unclicked candidate")
+
+    # Pack the clicked candidates' scores to the front of a (P, K) matrix; K = most clicks in a row.
+    k_max = int(n_pos.max())
+    if k_max == 1:  # one click per row (the next-positive protocol): no packing needed
+        pos_scores = scores[np.arange(n_points), np.argmax(clicked, axis=1)][:, None]
+    else:
+        rows, cols = np.nonzero(clicked)
+        slot = np.arange(len(rows)) - np.repeat(np.concatenate([[0], np.cumsum(n_pos)[:-1]]), n_pos)
+        pos_scores = np.zeros((n_points, k_max), dtype=scores.dtype)
+        pos_scores[rows, slot] = scores[rows, cols]
+    pos_valid = np.arange(k_max)[None, :] < n_pos[:, None]
+
+    # For every clicked candidate: how many valid candidates score strictly higher (its group starts
+    # there) and how many tie with it (itself included); the same counted among unclicked ones.
+    s3 = scores[:, None, :]
+    p3 = pos_scores[:, :, None]
+    higher = (s3 > p3) & valid[:, None, :]
+    tied = (s3 == p3) & valid[:, None, :]
+    start = np.count_nonzero(higher, axis=2)
+    group = np.count_nonzero(tied, axis=2)
+    neg_higher = np.count_nonzero(higher & unclicked[:, None, :], axis=2)
+    neg_tied = np.count_nonzero(tied & unclicked[:, None, :], axis=2)
+    # Padding slots get a harmless in-range group (start 0, size 1); they are masked out below.
+    start = np.where(pos_valid, start, 0)
+    group = np.where(pos_valid, group, 1)
+
+    def over_clicked(values: np.ndarray) -> np.ndarray:
+        # Sequential sum over the packed clicked slots (padding slots are exact zeros), so the result
+        # does not depend on how many padding slots the batch has.
+        return np.cumsum(np.where(pos_valid, values, 0.0), axis=1)[:, -1]
+
+    out: dict[str, np.ndarray] = {}
+    cache: dict[tuple[str, int | None], np.ndarray] = {}
+
+    def expected_hits(k: int) -> np.ndarray:
+        key = ("hits", k)
+        if key not in cache:
+            cache[key] = over_clicked(np.clip(k - start, 0, group) / group)
+        return cache[key]
+
+    # First (best) tie group holding a click: its start s0, size g0 and the clicks m0 inside it. The
+    # rank of the first click inside the group is J (1-based) with P(J > j) = prod_{i<j} (g0-m0-i)/(g0-i).
+    survive: np.ndarray | None = None
+    if any(kind in ("mrr", "hit", "click") for kind, _ in kinds.values()):
+        best = np.argmax(np.where(pos_valid, pos_scores, -np.inf), axis=1)
+        ridx = np.arange(n_points)
+        s0 = start[ridx, best]
+        g0 = group[ridx, best]
+        best_score = pos_scores[ridx, best]
+        m0 = np.count_nonzero((pos_scores == best_score[:, None]) & pos_valid, axis=1)
+        i = np.arange(n_cand, dtype=np.float64)[None, :]
+        ratio = np.where(i < g0[:, None], np.maximum(g0[:, None] - m0[:, None] - i, 0.0) / np.maximum(g0[:, None] - i, 1.0), 0.0)
+        survive = np.concatenate([np.ones((n_points, 1)), np.cumprod(ratio, axis=1)], axis=1)  # (P, C+1)
+
+    for name, (kind, k) in kinds.items():
+        if kind == "auc":
+            # Unclicked candidates ranked below a click, ties counting one half (Mann-Whitney U).
+            below = n_neg[:, None] - neg_higher - neg_tied
+            out[name] = over_clicked(below + 0.5 * neg_tied) / (n_pos * n_neg)
+        elif kind == "ndcg":
+            cum = _discount_cumsum(k, n_cand)
+            dcg = over_clicked((cum[start + group] - cum[start]) / group)
+            idcg = cum[np.minimum(n_pos, n_cand)]
+            out[name] = dcg / idcg
+        elif kind in ("hit", "click"):
+            assert survive is not None
+            t = np.clip(k - s0, 0, g0)
+            out[name] = 1.0 - survive[ridx, t]
+        elif kind == "mrr":
+            assert survive is not None
+            p_first = survive[:, :-1] - survive[:, 1:]  # P(J = j), j = 1..C
+            j = np.arange(1, n_cand + 1, dtype=np.float64)[None, :]
+            out[name] = np.cumsum(p_first / (s0[:, None] + j), axis=1)[:, -1]
+        elif kind == "precision":
+            out[name] = expected_hits(k) / k
+        elif kind == "recall":
+            out[name] = expected_hits(k) / n_pos
+        elif kind == "f1":
+            # F1@k = 2 h / (k + n_pos) is linear in the hit count h, so its expectation is exact.
+            out[name] = 2.0 * expected_hits(k) / (k + n_pos)
+    return out

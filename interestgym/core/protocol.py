@@ -1,0 +1,87 @@
+"""The scoring protocol's numpy parts: item popularity, seeded negative sampling, and action mapping.
+
+Negatives are drawn **without replacement** with probability proportional to a weight per item
+(all 1 for ``uniform``; training popularity + 1 for ``popularity``), by the exponential-race trick: each
+item gets the key E / weight with E ~ Exp(1) and the N smallest keys win; this is exactly sequential
+weighted sampling without replacement, and it is vectorised over all of a user's scoring points.
+Keys are drawn row after row from one generator per user, so the negatives of a user's k-th scoring
+point depend only on (seed, user, k, the exclusion set) — never on later events of the log.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+#: Names of the four action components, in order (the env's action vector).
+ACTION_NAMES: tuple[str, ...] = ("long_strength", "short_strength", "short_weight", "popularity_weight")
+
+
+def action_to_strengths(action: np.ndarray) -> np.ndarray:
+    """Map env actions in [-1, 1]^4 to (a_L, a_S, w, p) in [0, 1]^4: ``(clip(u, -1, 1) + 1) / 2``."""
+    return (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+
+
+def strengths_to_action(strengths: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`action_to_strengths`: (a_L, a_S, w, p) in [0, 1] -> env actions (float32)."""
+    return (2.0 * np.clip(np.asarray(strengths, dtype=np.float64), 0.0, 1.0) - 1.0).astype(np.float32)
+
+
+def item_popularity(positive_counts: np.ndarray) -> np.ndarray:
+    """pop(c) = log1p(count) / max log1p(count), in [0, 1] (all 0 when no item has a count)."""
+    logc = np.log1p(np.asarray(positive_counts, dtype=np.float64))
+    top = logc.max() if logc.size else 0.0
+    return (logc / top if top > 0 else np.zeros_like(logc)).astype(np.float32)
+
+
+def user_rng(seed: int, user_id: str) -> np.random.Generator:
+    """The generator of one user's negatives: depends on the seed and the user id only."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(str(user_id).encode("utf-8"))])
+
+
+def sample_negatives(
+    rng: np.random.Generator,
+    n_negatives: int,
+    weights: np.ndarray,
+    first_seen: np.ndarray,
+    cutoff: np.ndarray,
+    *,
+    max_block: int = 1 << 21,
+) -> np.ndarray:
+    """Negatives for a user's scoring points.
+
+    :param rng: the user's generator (:func:`user_rng`).
+    :param n_negatives: N per scoring point.
+    :param weights: (n_items,) sampling weight per item; 0 = never sampled.
+    :param first_seen: (n_items,) position of the user's first event with the item (int64; a value larger
+        than every cutoff, e.g. ``np.iinfo(np.int64).max``, for items the user never touched).
+    :param cutoff: (n_points,) items with ``first_seen <= cutoff`` are excluded from that point's
+        negatives (``cutoff = max int`` excludes the user's whole log; the target's own position
+        excludes only items seen up to it).
+    :return: (n_points, N) item indices, sorted ascending per row; -1 pads rows with fewer than N
+        eligible items.
+    """
+    n_items = len(weights)
+    n_points = len(cutoff)
+    out = np.full((n_points, n_negatives), -1, dtype=np.int32)
+    if n_points == 0 or n_negatives == 0:
+        return out
+    inv_w = np.where(weights > 0, 1.0 / np.where(weights > 0, weights, 1.0), np.inf)
+    touched = np.nonzero(first_seen < np.iinfo(np.int64).max)[0]
+    block = max(1, max_block // max(n_items, 1))
+    take = min(n_negatives, n_items)
+    for lo in range(0, n_points, block):
+        hi = min(n_points, lo + block)
+        keys = rng.standard_exponential((hi - lo, n_items)) * inv_w
+        # Exclude the user's items (only the few it touched need masking).
+        excl = first_seen[touched][None, :] <= cutoff[lo:hi, None]
+        sub = keys[:, touched]
+        sub[excl] = np.inf
+        keys[:, touched] = sub
+        part = np.argpartition(keys, take - 1, axis=1)[:, :take] if take < n_items else np.tile(np.arange(n_items), (hi - lo, 1))
+        chosen_keys = np.take_along_axis(keys, part, axis=1)
+        part = np.where(np.isfinite(chosen_keys), part, n_items)  # excluded / zero-weight -> pad
+        part.sort(axis=1)
+        out[lo:hi, :take] = np.where(part < n_items, part, -1)
+    return out

@@ -1,0 +1,70 @@
+"""Observation features: bounded, complete, and decodable by rules."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from interestgym.core.features import (
+    FEATURE_HIGH,
+    FEATURE_LOW,
+    FEATURE_NAMES,
+    FEATURES,
+    LOG_FEATURES,
+    SHADOW_STRENGTHS,
+    STATE_FEATURES,
+    FeatureView,
+    encode_features,
+)
+
+
+def raw_batch(rng, n):
+    return {
+        "cos_item_long": rng.uniform(-1.2, 1.2, n), "cos_item_short": rng.uniform(-1, 1, n),
+        "cos_long_short": rng.uniform(-1, 1, n), "long_empty": rng.integers(0, 2, n),
+        "action_weight": rng.uniform(0, 3, n), "value": rng.uniform(0, 7, n),
+        "gap_event": rng.integers(0, 10**9, n), "gap_decision": rng.integers(0, 10**6, n),
+        "hour": rng.integers(0, 24, n), "weekday": rng.integers(0, 7, n),
+        "n_events": rng.integers(0, 20000, n), "n_decisions": rng.integers(0, 5000, n),
+        "category_count": rng.integers(0, 5, n), "categories_seen": rng.integers(0, 5, n),
+        "category_streak": rng.integers(0, 40, n), "reward_ema": rng.random(n), "drift_ema": rng.uniform(-1, 1, n),
+        "short_long_ema": rng.uniform(-2, 2, n), "long_metric_ema": rng.random(n), "short_metric_ema": rng.random(n),
+        "shadow_cos_ema": rng.uniform(-1, 1, (n, len(SHADOW_STRENGTHS))),
+    }
+
+
+def test_table_is_consistent():
+    assert len(set(FEATURE_NAMES)) == len(FEATURES)
+    assert set(LOG_FEATURES) | set(STATE_FEATURES) == set(FEATURE_NAMES)
+    assert not set(LOG_FEATURES) & set(STATE_FEATURES)
+    assert np.all(FEATURE_LOW < FEATURE_HIGH)
+
+
+def test_features_stay_inside_their_declared_bounds():
+    obs = encode_features(raw_batch(np.random.default_rng(0), 2000), max_action_weight=3.0)
+    assert obs.dtype == np.float32 and obs.shape == (2000, len(FEATURES))
+    assert np.all(obs >= FEATURE_LOW) and np.all(obs <= FEATURE_HIGH)
+
+
+def test_rules_can_decode_gaps_counts_hours_and_streaks():
+    rng = np.random.default_rng(1)
+    raw = raw_batch(rng, 500)
+    raw["gap_event"] = rng.integers(0, 300 * 86400, 500)
+    raw["n_decisions"] = rng.integers(0, 9999, 500)
+    raw["category_streak"] = rng.integers(0, 20, 500)
+    view = FeatureView(encode_features(raw, max_action_weight=3.0))
+    assert np.allclose(view.gap_seconds, raw["gap_event"], rtol=1e-4, atol=1.0)
+    assert np.array_equal(view.n_decisions, raw["n_decisions"])
+    assert np.array_equal(view.n_events, np.minimum(raw["n_events"], 10000))
+    assert np.array_equal(view.hour, raw["hour"])
+    assert np.array_equal(view.weekday, raw["weekday"])
+    assert np.array_equal(view.category_streak, raw["category_streak"])
+    assert np.allclose(view["action_weight"], raw["action_weight"] / 3.0, atol=1e-6)
+
+
+def test_category_features_follow_their_definitions():
+    raw = raw_batch(np.random.default_rng(2), 3)
+    raw.update(category_count=np.array([0, 2, 3]), n_decisions=np.array([0, 4, 3]), categories_seen=np.array([0, 2, 1]))
+    view = FeatureView(encode_features(raw))
+    assert view["category_new"].tolist() == [1, 0, 0]
+    assert np.allclose(view["category_fraction"], [0, 0.5, 1.0])
+    assert np.allclose(view["category_diversity"], [0, 0.5, 1 / 3])

@@ -1,0 +1,170 @@
+"""The batched evaluator and the SB3 vector env agree exactly with the single env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from env_fixtures import make_dataset
+
+from interestgym.core.features import FEATURE_NAMES
+from interestgym.core.interest import ScoringConfig
+from interestgym.core.metrics import DEFAULT_METRICS
+from interestgym.envs.policies import AlwaysReplacePolicy, ConstantPolicy, FixedEMAPolicy, ModelPolicy, StaticPolicy
+from interestgym.envs.replay import InterestReplayEnv
+from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
+from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
+
+BAYES_CTX = ConstantPolicy(0.3, 0.8, 0.4, 0.0, name="bayes_ctx",
+                           scoring=ScoringConfig(popularity_weight=0.2, beta_cat=0.5, category_forgetting=0.9, beta_ctx=0.3))
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("vector")
+    return {
+        # 150 items: the 99 sampled negatives are a real random draw
+        "next_positive": make_dataset(root / "np", seed=4, n_users=30, n_items=150),
+        "impressions": make_dataset(root / "imp", seed=5, n_users=30, impressions=True),
+    }
+
+
+def single_env_replay(path: Path, policy, split: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    env = InterestReplayEnv(path, split=split, scoring=policy.scoring)
+    dec_rows, pt_rows, feats = [], [], []
+    for user in env.data.user_ids:
+        obs, _ = env.reset(options={"user_id": user})
+        while True:
+            feats.append(obs)
+            obs, reward, terminated, truncated, info = env.step(policy.act(obs[None])[0])
+            dec_rows.append({"user_id": user, "decision": info["decision"], "reward": reward, "scored": info["scored"],
+                             **{m: info["metrics"].get(m, np.nan) for m in DEFAULT_METRICS},
+                             "strengths": tuple(info["strengths"])})
+            for k, idx in enumerate(info["point_index"]):
+                pt_rows.append({"user_id": user, "point_key": env.data.point_key[idx],
+                                **{m: info["point_metrics"][m][k] for m in DEFAULT_METRICS}})
+            if terminated or truncated:
+                break
+    return pd.DataFrame(dec_rows), pd.DataFrame(pt_rows), np.array(feats)
+
+
+@pytest.mark.parametrize("kind", ["next_positive", "impressions"])
+@pytest.mark.parametrize("policy", [FixedEMAPolicy(), StaticPolicy(), AlwaysReplacePolicy(), BAYES_CTX], ids=lambda p: p.name)
+def test_batched_evaluator_equals_the_single_env_exactly(datasets, kind, policy):
+    decisions, points, feats = single_env_replay(datasets[kind], policy, split="valid")
+    for batch_size in (1, 4, 1024):
+        res = evaluate_policy(datasets[kind], policy, split="valid", batch_size=batch_size, progress=False)
+        assert len(res.decisions) == len(decisions) and len(res.points) == len(points) > 0
+        assert res.decisions["user_id"].tolist() == decisions["user_id"].tolist()
+        assert res.decisions["decision"].tolist() == decisions["decision"].tolist()
+        assert res.decisions["scored"].tolist() == decisions["scored"].tolist()
+        for m in DEFAULT_METRICS:
+            # exact equality, NaN for unscored steps in both
+            assert np.array_equal(res.decisions[m].to_numpy(), decisions[m].to_numpy(), equal_nan=True), m
+            assert np.array_equal(res.points[m].to_numpy(), points[m].to_numpy()), m
+        rewards = np.where(decisions["scored"], decisions["reward"], np.nan)
+        assert np.array_equal(res.decisions["reward"].to_numpy(), rewards, equal_nan=True)
+        assert res.points["point_key"].tolist() == points["point_key"].tolist()
+        assert np.array_equal(res.features, feats)
+        strengths = res.decisions[["long_strength", "short_strength", "short_weight", "popularity_weight"]].to_numpy()
+        assert np.array_equal(strengths, np.array(decisions["strengths"].tolist()))
+
+
+def test_evaluation_result_format(datasets):
+    res = evaluate_policy(datasets["impressions"], FixedEMAPolicy(), split="test", progress=False)
+    assert list(res.points.columns) == ["user_id", "point_key", "decision", *DEFAULT_METRICS]
+    assert {"user_id", "decision", "ts", "scored", "n_points", "reward", "long_strength"} <= set(res.decisions.columns)
+    assert res.features.shape == (len(res.decisions), len(FEATURE_NAMES))
+    assert res.decisions["n_points"].sum() == len(res.points) == res.protocol["scoring_points"]
+    per_user = res.per_user()
+    assert per_user.index.is_unique and set(per_user.index) == set(res.points["user_id"])
+    summary = res.summary()
+    assert summary["auc"]["mean_over_points"] == pytest.approx(res.points["auc"].mean())
+    assert summary["auc"]["mean_over_users"] == pytest.approx(res.points.groupby("user_id")["auc"].mean().mean())
+    some = list(res.decisions["user_id"].unique()[:2])
+    sub = evaluate_policy(datasets["impressions"], FixedEMAPolicy(), split="test", users=some, progress=False)
+    assert set(sub.decisions["user_id"]) == set(some)
+    pd.testing.assert_frame_equal(sub.points.reset_index(drop=True),
+                                  res.points[res.points["user_id"].isin(some)].reset_index(drop=True))
+
+
+def test_every_policy_sees_the_same_candidates(datasets):
+    a = load_replay_data(datasets["next_positive"], None, ProtocolSpec(split="test"))
+    b = load_replay_data(datasets["next_positive"], None, ProtocolSpec(split="test"))
+    assert a is b  # cached per (dataset, embeddings, protocol)
+    from interestgym.envs.replay_data import build_replay_data
+    from interestgym.data.dataset import Dataset
+
+    c = build_replay_data(Dataset.open(datasets["next_positive"]), None, ProtocolSpec(split="test"))
+    assert np.array_equal(a.point_candidates, c.point_candidates) and np.array_equal(a.point_offsets, c.point_offsets)
+    d = build_replay_data(Dataset.open(datasets["next_positive"]), None, ProtocolSpec(split="test", seed=1))
+    assert not np.array_equal(a.point_candidates, d.point_candidates)
+
+
+def test_vector_env_follows_sb3_conventions_and_matches_the_single_env(datasets):
+    path = datasets["impressions"]
+    policy = ConstantPolicy(0.3, 0.9, 0.5, 0.1)
+    venv = InterestReplayVecEnv(path, n_envs=3, seed=0)
+    venv.seed(7)
+    obs = venv.reset()
+    assert obs.shape == (3, len(FEATURE_NAMES)) and obs.dtype == np.float32
+    users = [info["user_id"] for info in venv.reset_infos]
+    rewards: list[list[float]] = [[], [], []]
+    first_obs = [obs[i] for i in range(3)]
+    finished = []
+    single = InterestReplayEnv(path, split="train")
+    for _ in range(150):
+        obs, rew, dones, infos = venv.step(policy.act(obs))
+        assert venv.observation_space.contains(obs[0])
+        for i in range(3):
+            rewards[i].append(float(rew[i]))
+            if dones[i]:
+                assert "terminal_observation" in infos[i] and infos[i]["TimeLimit.truncated"] is False
+                assert infos[i]["user_id"] == users[i]
+                finished.append((users[i], rewards[i], first_obs[i]))
+                users[i] = venv.current_user_ids[i]
+                rewards[i] = []
+                first_obs[i] = obs[i]
+                # the returned observation is the new user's first one
+                assert np.array_equal(obs[i], single.reset(options={"user_id": users[i]})[0])
+    assert len(finished) >= 3
+    for user, rs, o0 in finished:
+        obs_s, _ = single.reset(options={"user_id": user})
+        assert np.array_equal(obs_s, o0)
+        want = []
+        while True:
+            obs_s, r, term, trunc, _ = single.step(policy.act(obs_s[None])[0])
+            want.append(np.float32(r))
+            if term or trunc:
+                break
+        assert rs == [float(w) for w in want]
+
+
+def test_vector_env_truncation_and_reference_rule(datasets):
+    venv = InterestReplayVecEnv(datasets["next_positive"], n_envs=2, seed=1, max_events=2, reward_baseline=FixedEMAPolicy())
+    obs = venv.reset()
+    policy = FixedEMAPolicy()
+    obs, rew, dones, infos = venv.step(policy.act(obs))
+    assert np.all(rew == 0)  # same rule as reference
+    obs, rew, dones, infos = venv.step(policy.act(obs))
+    assert dones.all()
+    for info in infos:
+        u = list(venv.data.user_ids).index(info["user_id"])
+        n_decisions = venv.data.user_decision_end[u] - venv.data.user_decision_start[u]
+        assert info["TimeLimit.truncated"] == (n_decisions > 2)
+        assert info["terminal_observation"].shape == (len(FEATURE_NAMES),)
+
+
+def test_ppo_trains_on_the_vector_env_and_evaluates_through_the_adapter(datasets, tmp_path, monkeypatch):
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))  # SB3 otherwise leaves a folder in /tmp
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(InterestReplayVecEnv(datasets["next_positive"], n_envs=4, seed=0))
+    model = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, verbose=0)
+    model.learn(total_timesteps=128)
+    policy = ModelPolicy(model, obs_transform=venv.normalize_obs)
+    res = evaluate_policy(datasets["next_positive"], policy, split="test", progress=False)
+    assert len(res.decisions) > 0 and res.decisions["long_strength"].between(0, 1).all()
