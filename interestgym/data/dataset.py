@@ -319,7 +319,8 @@ class Dataset:
             mat = np.load(self.embeddings_dir / f"{name}.npy", allow_pickle=False)
         except Exception as exc:
             raise ArtifactError(f"{self.embeddings_dir / name}: corrupt embeddings: {exc}; re-run `interestgym encode`") from None
-        rerun = f"re-run `interestgym encode {self.path} --encoder {meta.get('encoder', 'ENCODER') if isinstance(meta, dict) else 'ENCODER'} --name {name}`"
+        encoder = meta.get("encoder", "ENCODER") if isinstance(meta, dict) else "ENCODER"
+        rerun = f"re-run `interestgym encode {self.path} --encoder {encoder} --name {name}`"
         if mat.ndim != 2 or mat.shape[0] != len(self.items) or mat.dtype != np.float32:
             raise ArtifactError(
                 f"{self.embeddings_dir / name}.npy: shape {mat.shape} dtype {mat.dtype}; expected "
@@ -333,7 +334,9 @@ class Dataset:
         # other ids. The item-id hash written by `encode` says which item list the rows belong to.
         stored = meta.get("item_ids_sha256")
         if stored is None:
-            raise ArtifactError(f"{meta_path}: field item_ids_sha256 is missing; expected the hash of the item ids the rows belong to; {rerun}")
+            raise ArtifactError(
+                f"{meta_path}: field item_ids_sha256 is missing; expected the hash of the item ids the rows belong to; {rerun}"
+            )
         if stored != self.item_ids_sha256:
             raise ArtifactError(
                 f"{meta_path}: field item_ids_sha256 is {str(stored)[:12]}..., but items.parquet's item ids hash to "

@@ -1,0 +1,163 @@
+"""``--backend onnx``: run a BERT encoder with onnxruntime on CPU.
+
+The model, with pooling and L2 normalisation folded in, is exported once with ``torch.onnx.export``
+(the dynamo exporter: the legacy tracer bakes shape-dependent branches of transformers' attention
+masks into the graph and gives wrong vectors for other batch shapes) into
+``DATASET/cache/onnx/<name>-<fingerprint>.onnx``, checked against torch on a probe batch, and
+reused by later runs. onnxruntime fuses attention and layer norms, which on a small CPU is faster
+than eager torch (see ``benchmarks/encode.py``); the vectors match torch to ~1e-6, so the backend
+is not part of the fingerprint and both share one cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from interestgym.errors import ArtifactError, InterestGymError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from interestgym.encoders.bert import BertEncoder
+
+_EXPORT_VERSION = 1
+_OUTPUT = "pooled_unit"  # not "embedding": that name clashes with a node inside BERT's graph
+_MAX_PROTO_BYTES = 2_000_000_000  # one-file ONNX (protobuf) limit
+_PROBE = ["interest tracking replays behaviour logs", "a", "短期兴趣与长期兴趣"]
+
+
+def onnx_model_path(encoder: "BertEncoder", onnx_dir: Path) -> Path:
+    return Path(onnx_dir) / f"{encoder.name}-{encoder.fingerprint[:32]}-v{_EXPORT_VERSION}.onnx"
+
+
+def _wrapper(encoder: "BertEncoder", model: Any) -> Any:
+    import torch
+
+    from interestgym.encoders.bert import pool_hidden_states
+
+    class PooledEncoder(torch.nn.Module):
+        """token ids -> unit-norm pooled vectors (what BertEncoder computes in torch)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            hidden = self.model(**kwargs).last_hidden_state
+            pooled = pool_hidden_states(hidden, attention_mask, encoder.pooling)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    return PooledEncoder().eval()
+
+
+def _input_names(encoder: "BertEncoder", model: Any) -> list[str]:
+    import inspect
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    produced = set(encoder._tokenizer(["probe"]).keys())
+    # Positional order of PooledEncoder.forward.
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in produced]
+    if "input_ids" not in names or "attention_mask" not in names:
+        raise ArtifactError(f"{encoder.folder.path}: --backend onnx needs a model taking input_ids and attention_mask; use --backend torch")
+    return names
+
+
+def export_onnx(encoder: "BertEncoder", path: Path) -> None:
+    """Export ``encoder``'s model + pooling + normalisation to ``path`` and check it against torch."""
+    import importlib.util
+
+    import torch
+
+    for package in ("onnxscript", "onnxruntime"):  # the dynamo exporter needs onnxscript
+        if importlib.util.find_spec(package) is None:
+            raise InterestGymError(f"--backend onnx needs the package {package}: pip install {package}; or use --backend torch")
+    model = encoder.load_torch_model()
+    if sum(p.numel() * p.element_size() for p in model.parameters()) > _MAX_PROTO_BYTES:
+        raise InterestGymError(
+            f"{encoder.folder.path}: the model is over 2 GB; --backend onnx supports smaller models, use --backend torch"
+        )
+    names = _input_names(encoder, model)
+    wrapper = _wrapper(encoder, model)
+    # Example shapes must differ from each other and from 1, or the exporter specialises on them.
+    example = encoder._tokenizer(["an example text for export", "short one"], padding="max_length", max_length=7,
+                                 truncation=True, return_tensors="pt")
+    args = tuple(example[n] for n in names)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max(encoder.max_length, 8))
+    print(f"exporting {encoder.name} to ONNX once: {path}", file=sys.stderr)
+    # The exporter prints its steps to stdout and warns about unused axis names: keep stdout for
+    # results and the warnings out of the user's way.
+    # torch.onnx also logs a warning per missing optional package (torchvision ops): not our business.
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        _export_and_check(encoder, wrapper, args, names, path, dynamic_shapes=tuple({0: batch, 1: seq} for _ in names))
+    finally:
+        onnx_logger.setLevel(level)
+
+
+def _export_and_check(encoder: "BertEncoder", wrapper: Any, args: tuple, names: list[str], path: Path, dynamic_shapes: tuple) -> None:
+    import torch
+
+    from interestgym.io import atomic_path
+
+    # The exporter prints its steps to stdout and warns about unused axis names: keep stdout for
+    # results and the warnings out of the user's way.
+    with atomic_path(path) as tmp, contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, args, str(tmp), input_names=names, output_names=[_OUTPUT],
+            dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False,
+        )
+        session = _session(tmp)
+        probe = encoder._tokenizer(_PROBE, padding=True, truncation=True, max_length=encoder.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            expected = wrapper(*(probe[n] for n in names)).numpy()
+        got = session.run(None, {n: probe[n].numpy().astype(np.int64) for n in names})[0]
+        if not np.allclose(got, expected, atol=1e-4):
+            raise ArtifactError(
+                f"{encoder.folder.path}: the ONNX export differs from torch by {np.abs(got - expected).max():.2e} "
+                "on a probe batch; expected < 1e-4. Use --backend torch"
+            )
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    from interestgym.encoders.bert import available_cpus
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = available_cpus()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_onnx_session(encoder: "BertEncoder", onnx_dir: Path | None) -> Any:
+    """The onnxruntime session for ``encoder``, exporting the model first if needed."""
+    if onnx_dir is None:
+        raise InterestGymError("--backend onnx needs a folder to keep the exported model (onnx_dir)")
+    path = onnx_model_path(encoder, onnx_dir)
+    if path.is_file():
+        try:
+            return _session(path)
+        except Exception as exc:  # truncated / damaged file
+            print(f"{path}: cannot be loaded by onnxruntime ({type(exc).__name__}); exporting it again", file=sys.stderr)
+            os.unlink(path)
+    export_onnx(encoder, path)
+    return _session(path)
+
+
+def run_onnx_batch(session: Any, tokenizer: Any, features: dict[str, list[list[int]]]) -> np.ndarray:
+    """One padded batch through the session -> float32 unit rows."""
+    padded = tokenizer.pad(features, padding="longest", return_tensors="np")
+    feeds = {i.name: np.asarray(padded[i.name], dtype=np.int64) for i in session.get_inputs()}
+    return np.asarray(session.run(None, feeds)[0], dtype=np.float32)

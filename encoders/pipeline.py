@@ -1,0 +1,177 @@
+"""The encode stage: a dataset's items -> ``DATASET/embeddings/NAME.npy`` + ``NAME.json``, via the cache.
+
+Contract with the env (see :mod:`interestgym.data.schema`): ``NAME.npy`` is float32, shape
+(n_items, dim), row i = row i of ``items.parquet``, every row of unit L2 norm; ``NAME.json`` is its
+metadata (encoder, kind, fingerprint, dim, n_items, the item-id list's hash, options, counts).
+:meth:`interestgym.data.dataset.Dataset.load_embeddings` checks the hash, so embeddings computed
+before the items changed are refused with a message to re-run ``encode``.
+
+Only inputs that are not in the cache (new or changed texts) go through the encoder; identical
+texts are encoded once.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from interestgym import __version__
+from interestgym.data.dataset import Dataset, item_ids_sha256
+from interestgym.encoders.base import Encoder
+from interestgym.encoders.cache import EmbeddingCache, cache_dir, input_key
+from interestgym.errors import InterestGymError
+from interestgym.io import save_npy_atomic, write_json_atomic
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Rows must have unit norm to within this (float32 rounding of a normalised vector is ~1e-7).
+_NORM_TOLERANCE = 1e-3
+
+
+@dataclass
+class EncodeResult:
+    """What :func:`encode_dataset` wrote and how much work it did."""
+
+    name: str
+    matrix_path: Path
+    meta_path: Path
+    matrix: np.ndarray
+    meta: dict[str, Any]
+    #: Distinct inputs that went through the encoder this run.
+    encoded: int
+    #: Distinct inputs whose vectors came from the cache.
+    from_cache: int
+
+    def summary(self) -> str:
+        n, d = self.matrix.shape
+        return (f"encoded {self.encoded} texts ({self.from_cache} from cache) with {self.meta['encoder']} "
+                f"-> {self.matrix_path} ({n} x {d} float32)")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def check_embedding_name(name: str) -> str:
+    if not _SAFE_NAME.fullmatch(name):
+        raise InterestGymError(f"--name {name!r}: expected letters, digits, '.', '_' or '-' (a file name), not starting with '.' or '-'")
+    return name
+
+
+def encode_dataset(
+    dataset: Dataset | str | Path,
+    encoder: Encoder,
+    *,
+    name: str | None = None,
+    encoder_spec: str | None = None,
+    use_cache: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = _stderr,
+) -> EncodeResult:
+    """Encode every item of ``dataset`` and write its embedding matrix and metadata.
+
+    :param dataset: a :class:`Dataset` or its directory.
+    :param encoder: from :func:`interestgym.encoders.registry.build_encoder` (fitted here if it needs it).
+    :param name: embedding name (default: the encoder's short name).
+    :param encoder_spec: what the user asked for (``--encoder``), recorded in the metadata.
+    :param use_cache: read and update ``DATASET/cache/embeddings``; False encodes everything.
+    :param progress: progress bar on stderr (None: only on a terminal).
+    :param log: where one-line notes go (fit reports, empty texts, cache rebuilds); None = silent.
+    """
+    ds = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
+    say = log or (lambda message: None)
+    name = check_embedding_name(name or encoder.name)
+    items = ds.items
+
+    if encoder.needs_fit:
+        encoder.fit_dataset(ds)
+        for line in encoder.fit_report():
+            say(line)
+    inputs = encoder.inputs(items)
+    empty = 0
+    if encoder.kind != "cooc":
+        empty = sum(1 for t in inputs if not t.strip())
+        if empty:
+            hint = "; for items without text use --encoder cooc" if empty * 2 > len(inputs) else ""
+            say(f"{ds.path / 'items.parquet'}: {empty} of {len(inputs)} items have an empty text; "
+                f"they all get the vector of the empty text{hint}")
+
+    keys = [input_key(t) for t in inputs]
+    first_row: dict[bytes, int] = {}
+    for i, k in enumerate(keys):
+        first_row.setdefault(k, i)
+
+    dim, fingerprint = encoder.dim, encoder.fingerprint
+    cache = EmbeddingCache(cache_dir(ds.path), encoder.name, fingerprint, dim, warn=say) if use_cache else None
+    todo = [k for k in first_row if cache is None or k not in cache]
+    started = time.perf_counter()
+    fresh = encoder.encode([inputs[first_row[k]] for k in todo], progress=progress) if todo else np.empty((0, dim), np.float32)
+    seconds = time.perf_counter() - started
+    _check_vectors(fresh, [inputs[first_row[k]] for k in todo], dim, encoder)
+
+    if cache is not None:
+        cache.add(todo, fresh)
+        cache.save()
+        matrix = cache.get_many(keys)
+    else:
+        row_of = {k: j for j, k in enumerate(todo)}
+        matrix = fresh[[row_of[k] for k in keys]] if keys else np.empty((0, dim), np.float32)
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+
+    bert = encoder.metadata()
+    meta: dict[str, Any] = {
+        "name": name,
+        "encoder": encoder_spec or encoder.name,
+        "kind": encoder.kind,
+        "fingerprint": fingerprint,
+        "dim": int(dim),
+        "n_items": int(len(items)),
+        "item_ids_sha256": item_ids_sha256(items["item_id"]),
+        "input": "item_id" if encoder.kind == "cooc" else "text",
+        "pooling": bert.get("pooling"),
+        "max_length": bert.get("max_length"),
+        "device": bert.get("device", "cpu"),
+        "normalisation": "l2",
+        "unique_texts": len(first_row),
+        "empty_texts": empty,
+        "texts_encoded": len(todo),
+        "texts_from_cache": len(first_row) - len(todo),
+        "encode_seconds": round(seconds, 3),  # time in the encoder this run, model loading included
+        "cache_file": str(cache.path.relative_to(ds.path)) if cache is not None else None,
+        "encoder_details": bert,
+        "interestgym_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out_dir = ds.embeddings_dir
+    matrix_path, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
+    # Metadata last, and the old metadata removed first: an interrupted run leaves a matrix without
+    # metadata (ignored by Dataset.embedding_names), never new metadata beside an old matrix.
+    meta_path.unlink(missing_ok=True)
+    save_npy_atomic(matrix_path, matrix)
+    write_json_atomic(meta_path, meta)
+    return EncodeResult(name=name, matrix_path=matrix_path, meta_path=meta_path, matrix=matrix, meta=meta,
+                        encoded=len(todo), from_cache=len(first_row) - len(todo))
+
+
+def _check_vectors(vectors: np.ndarray, texts: list[str], dim: int, encoder: Encoder) -> None:
+    """Refuse to cache or write vectors that break the contract (finite, unit rows, right shape)."""
+    if vectors.shape != (len(texts), dim) or vectors.dtype != np.float32:
+        raise AssertionError(f"{type(encoder).__name__} returned {vectors.shape} {vectors.dtype}; expected ({len(texts)}, {dim}) float32")
+    if not len(texts):
+        return
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        first = texts[int(np.flatnonzero(bad)[0])][:80]
+        hint = " (half precision overflowed: try --precision bf16 or fp32)" if getattr(encoder, "precision", "fp32") == "fp16" else ""
+        raise InterestGymError(f"encoder {encoder.name}: {int(bad.sum())} texts gave non-finite vectors, first: {first!r}{hint}")
+    norms = np.linalg.norm(vectors, axis=1)
+    off = np.abs(norms - 1.0) > _NORM_TOLERANCE
+    if off.any():
+        raise AssertionError(
+            f"{type(encoder).__name__} returned {int(off.sum())} rows that are not unit vectors (e.g. norm {norms[off][0]:.4f})"
+        )

@@ -1,0 +1,265 @@
+"""The encode stage end to end (with the fast ``hashing`` encoder): outputs, metadata, the cache,
+its incremental updates and corruption handling, the CLI, and the env-side checks in
+``Dataset.load_embeddings``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from interestgym.data.dataset import Dataset, SplitSpec, item_ids_sha256, write_dataset
+from interestgym.data.validate import RejectLog
+from interestgym.encoders.cache import EmbeddingCache, cache_dir, input_key
+from interestgym.encoders.cli import encode
+from interestgym.encoders.hashing import HashingEncoder
+from interestgym.encoders.pipeline import encode_dataset
+from interestgym.encoders.registry import build_encoder
+from interestgym.errors import ArtifactError, InterestGymError
+
+TITLES = ["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)", "Get Shorty (1995)", "Copycat (1995)",
+          "Toy Story (1995)"]  # the last is a duplicate text: encoded once
+
+
+def make_dataset(path: Path, texts: list[str], item_ids: list[str] | None = None) -> Path:
+    ids = item_ids or [f"i{k}" for k in range(len(texts))]
+    items = pd.DataFrame({"item_id": ids, "text": texts, "category": "c", "subcategory": ""})
+    events = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "ts": np.array([1, 2, 3], dtype="int64"),
+                           "item_id": [ids[0], ids[1], ids[0]], "action": "click", "value": np.float32(1.0),
+                           "hour": np.int8(0), "weekday": np.int8(0), "seq": np.arange(3, dtype="int64")})
+    write_dataset(path, source_format="test", source_files=[], items=items, events=events,
+                  rejects=RejectLog(), split=SplitSpec(), command=["test"], deterministic=True)
+    return path
+
+
+def edit_items(path: Path, texts: list[str], item_ids: list[str] | None = None) -> None:
+    """Rewrite items.parquet in place (as a re-run of `prepare` on changed source data would)."""
+    ids = item_ids or [f"i{k}" for k in range(len(texts))]
+    pd.DataFrame({"item_id": ids, "text": texts, "category": "c", "subcategory": ""}).to_parquet(path / "items.parquet", index=False)
+
+
+class CountingEncoder(HashingEncoder):
+    """A hashing encoder that records which texts it was asked to encode."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=32)
+        self.seen: list[str] = []
+
+    def encode(self, inputs, *, progress=None):
+        self.seen.extend(inputs)
+        return super().encode(inputs, progress=progress)
+
+
+# ------------------------------------------------------------------------------------------ output
+def test_encode_writes_aligned_unit_matrix_and_metadata(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    result = encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    mat = np.load(ds_path / "embeddings" / "hashing.npy")
+    meta = json.loads((ds_path / "embeddings" / "hashing.json").read_text())
+    assert mat.dtype == np.float32 and mat.shape == (6, 32)
+    np.testing.assert_allclose(np.linalg.norm(mat, axis=1), 1.0, atol=1e-6)
+    # Row i is item i's text, encoded on its own (computed independently of the pipeline).
+    np.testing.assert_array_equal(mat, HashingEncoder(dim=32).encode(TITLES))
+    assert meta["name"] == "hashing" and meta["kind"] == "hashing" and meta["dim"] == 32 and meta["n_items"] == 6
+    assert meta["fingerprint"] == HashingEncoder(dim=32).fingerprint
+    assert meta["item_ids_sha256"] == item_ids_sha256([f"i{k}" for k in range(6)])
+    assert meta["texts_encoded"] == 5 and meta["texts_from_cache"] == 0 and meta["unique_texts"] == 5
+    assert {"pooling", "max_length", "device", "created"} <= set(meta)
+    assert result.encoded == 5 and result.from_cache == 0
+    assert "encoded 5 texts (0 from cache)" in result.summary()
+
+
+def test_env_side_loader_reads_it_back(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), name="h32", log=None)
+    ds = Dataset.open(ds_path)
+    assert ds.embedding_names() == ["h32"]
+    mat, meta = ds.load_embeddings()
+    assert mat.shape == (6, 32) and meta["name"] == "h32"
+
+
+def test_loader_refuses_embeddings_made_for_other_items(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    # Same number of items, different ids (e.g. re-prepared from another source file).
+    edit_items(ds_path, TITLES, item_ids=[f"x{k}" for k in range(6)])
+    with pytest.raises(ArtifactError, match="item_ids_sha256.*re-run `interestgym encode"):
+        Dataset.open(ds_path).load_embeddings("hashing")
+
+
+def test_loader_refuses_metadata_without_item_hash_or_wrong_dim(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    meta_path = ds_path / "embeddings" / "hashing.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "dim": 16}))
+    with pytest.raises(ArtifactError, match="dim is 16"):
+        Dataset.open(ds_path).load_embeddings()
+    del meta["item_ids_sha256"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="item_ids_sha256 is missing"):
+        Dataset.open(ds_path).load_embeddings()
+
+
+def test_empty_texts_are_counted_and_reported(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", ["", "  ", "Toy Story"])
+    messages: list[str] = []
+    result = encode_dataset(ds_path, HashingEncoder(dim=32), log=messages.append)
+    assert result.meta["empty_texts"] == 2
+    assert any("2 of 3 items have an empty text" in m for m in messages)
+    np.testing.assert_allclose(np.linalg.norm(result.matrix, axis=1), 1.0, atol=1e-6)
+
+
+def test_bad_embedding_name_is_refused(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    with pytest.raises(InterestGymError, match="--name '../x'"):
+        encode_dataset(ds_path, HashingEncoder(dim=32), name="../x", log=None)
+
+
+# ------------------------------------------------------------------------------------------- cache
+def test_second_run_encodes_nothing_and_an_edit_encodes_only_that_text(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    first = CountingEncoder()
+    encode_dataset(ds_path, first, log=None)
+    assert sorted(first.seen) == sorted(set(TITLES))
+
+    second = CountingEncoder()
+    result = encode_dataset(ds_path, second, log=None)
+    assert second.seen == [] and result.encoded == 0 and result.from_cache == 5
+
+    edited = list(TITLES)
+    edited[2] = "Four Rooms (1995), director's cut"
+    edit_items(ds_path, edited + ["Heat (1995)"])  # one text changed, one item added
+    third = CountingEncoder()
+    result = encode_dataset(ds_path, third, log=None)
+    assert sorted(third.seen) == ["Four Rooms (1995), director's cut", "Heat (1995)"]
+    assert result.encoded == 2 and result.from_cache == 4  # 5 distinct texts before, one of them edited
+    np.testing.assert_array_equal(result.matrix, HashingEncoder(dim=32).encode(edited + ["Heat (1995)"]))
+
+
+def test_no_cache_encodes_everything_and_leaves_no_cache(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    enc = CountingEncoder()
+    result = encode_dataset(ds_path, enc, use_cache=False, log=None)
+    assert result.encoded == 5 and not cache_dir(ds_path).exists()
+
+
+def test_different_fingerprints_use_different_cache_files(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    r = encode_dataset(ds_path, HashingEncoder(dim=64), log=None)
+    assert r.encoded == 5 and r.matrix.shape == (6, 64)
+    assert len(list(cache_dir(ds_path).glob("*.npz"))) == 2
+
+
+def _cache_file(ds_path: Path) -> Path:
+    (path,) = cache_dir(ds_path).glob("*.npz")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "flip_vector", "wrong_fingerprint"])
+def test_damaged_cache_is_detected_reported_and_rebuilt(tmp_path, damage):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    path = _cache_file(ds_path)
+    if damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        with np.load(path) as npz:
+            keys, vectors, meta = npz["keys"], npz["vectors"].copy(), json.loads(str(npz["meta"]))
+        if damage == "flip_vector":
+            vectors[0, 0] += 0.5  # altered values, meta untouched: only the checksum can tell
+        else:
+            meta["fingerprint"] = "0" * 64
+        with open(path, "wb") as fh:
+            np.savez(fh, keys=keys, vectors=vectors, meta=np.array(json.dumps(meta)))
+
+    messages: list[str] = []
+    result = encode_dataset(ds_path, HashingEncoder(dim=32), log=messages.append)
+    assert result.encoded == 5 and result.from_cache == 0
+    assert any("rebuilding" in m and str(path) in m for m in messages), messages
+    np.testing.assert_array_equal(result.matrix, HashingEncoder(dim=32).encode(TITLES))
+    # The rebuilt file is healthy: the next run takes everything from it, silently.
+    messages.clear()
+    assert encode_dataset(ds_path, HashingEncoder(dim=32), log=messages.append).encoded == 0
+    assert messages == []
+
+
+def test_cache_class_round_trip(tmp_path):
+    keys = [input_key(t) for t in ("a", "b", "c")]
+    vectors = np.eye(3, 4, dtype=np.float32)
+    cache = EmbeddingCache(tmp_path, "k", "f" * 64, 4)
+    cache.add(keys[:2], vectors[:2])
+    cache.add(keys[1:], vectors[1:])  # "b" twice: stored once
+    cache.save()
+    again = EmbeddingCache(tmp_path, "k", "f" * 64, 4)
+    assert len(again) == 3 and keys[2] in again and input_key("d") not in again
+    np.testing.assert_array_equal(again.get_many([keys[2], keys[0]]), vectors[[2, 0]])
+    # Same fingerprint, other dim: mismatched, rebuilt empty.
+    warned: list[str] = []
+    other = EmbeddingCache(tmp_path, "k", "f" * 64, 8, warn=warned.append)
+    assert len(other) == 0 and "expected (3, 8)" in warned[0]
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def test_cli_encode_prints_counts_and_writes_files(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    runner = CliRunner()
+    first = runner.invoke(encode, [str(ds_path), "--encoder", "hashing", "--dim", "16"])
+    assert first.exit_code == 0, first.output
+    assert "encoded 5 texts (0 from cache)" in first.output
+    second = runner.invoke(encode, [str(ds_path), "--encoder", "hashing", "--dim", "16", "--name", "h"])
+    assert "encoded 0 texts (5 from cache)" in second.output
+    assert np.load(ds_path / "embeddings" / "h.npy").shape == (6, 16)
+
+
+def test_cli_rejects_options_that_do_not_apply(tmp_path):
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    with pytest.raises(InterestGymError, match="--pooling do not apply to a hashing encoder"):
+        CliRunner().invoke(encode, [str(ds_path), "--encoder", "hashing", "--pooling", "cls"], catch_exceptions=False)
+
+
+def test_unknown_encoder_name_lists_the_choices():
+    with pytest.raises(InterestGymError, match="not a built-in encoder \\(minilm, hashing, tfidf, cooc\\)"):
+        build_encoder("no-such-encoder")
+
+
+def test_cli_on_missing_dataset_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "from interestgym.cli import main; main()", "encode", str(tmp_path / "nope"),
+                           "--encoder", "hashing"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no such dataset directory" in proc.stderr
+
+
+@pytest.mark.parametrize(("spec", "dim"), [("hashing", "256"), ("tfidf", "4")])
+def test_chinese_titles_through_the_cli(tmp_path, spec, dim):
+    titles = ["国足世界杯预选赛主场战胜对手", "足球联赛：国足队长伤愈复出", "世界杯足球赛国足名单公布",
+              "股市收盘：沪指上涨银行股领涨", "A股市场成交量放大沪指反弹", "沪指震荡银行股回调股市观望"]
+    ds_path = make_dataset(tmp_path / "ds", titles)
+    result = CliRunner().invoke(encode, [str(ds_path), "--encoder", spec, "--dim", dim])
+    assert result.exit_code == 0, result.output
+    assert "encoded 6 texts (0 from cache)" in result.output
+    mat, meta = Dataset.open(ds_path).load_embeddings(spec)
+    np.testing.assert_allclose(np.linalg.norm(mat, axis=1), 1.0, atol=1e-5)
+    sims = mat @ mat.T
+    within = (sims[:3, :3].sum() - 3 + sims[3:, 3:].sum() - 3) / 12
+    assert within > sims[:3, 3:].mean(), (spec, sims)
+
+
+def test_tfidf_through_the_pipeline_reencodes_all_after_an_edit(tmp_path):
+    texts = ["jazz guitar lessons", "guitar chords fast", "classical guitar concert",
+             "stock market falls", "market rally lifts banks", "bank stocks slide"]
+    ds_path = make_dataset(tmp_path / "ds", texts)
+    assert encode_dataset(ds_path, build_encoder("tfidf", dim=3), log=None).encoded == 6
+    assert encode_dataset(ds_path, build_encoder("tfidf", dim=3), log=None).encoded == 0
+    edit_items(ds_path, texts[:-1] + ["bank stocks slide again"])
+    assert encode_dataset(ds_path, build_encoder("tfidf", dim=3), log=None).encoded == 6
