@@ -1,0 +1,49 @@
+"""``interestgym export``: a trained run's policy -> ONNX + manifest for the runtime.
+
+Heavy imports (torch, stable-baselines3) happen inside the command, so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Export directory to write (replaced atomically if it holds a previous export).")
+@click.option("--model", "which_model", type=click.Choice(["best", "final"]), default="best", show_default=True,
+              help="Which saved model of the run to export.")
+@click.option("--verify-observations", type=int, default=1000, show_default=True,
+              help="Check the ONNX actions against SB3's on this many recorded observations before writing (0: skip).")
+@click.option("--verify-split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True,
+              help="Users whose replayed decisions give the verification observations.")
+def export(run_dir: Path, out: Path, which_model: str, verify_observations: int, verify_split: str) -> None:
+    """Export RUN_DIR's trained policy to ONNX + manifest (for `interestgym.runtime`).
+
+    \b
+    Writes into OUT:
+      policy.onnx      raw observation -> action; VecNormalize statistics and clipping baked in
+      manifest.json    format version, features, action / update / scoring formulas and parameters,
+                       encoder (name, dim, fingerprint), dataset and run, evaluation metrics,
+                       sha256 of every file
+      item_ids.json, popularity.npy, categories.json   what the score needs besides the graph
+    Serve it with numpy + onnxruntime only:
+      from interestgym.runtime import load_policy
+      policy = load_policy("OUT")
+    Example:
+      interestgym export runs/syn --out runs/syn/export --model best
+    """
+    from interestgym.agents.export import export_run
+
+    result = export_run(run_dir, out, which=which_model, verify_observations=verify_observations, verify_split=verify_split)
+    m = result.manifest
+    click.echo(f"exported {which_model} model of {run_dir} to {result.out}")
+    click.echo(f"  encoder {m['encoder']['name']} (dim {m['encoder']['dim']}, fingerprint {str(m['encoder']['fingerprint'])[:12]}...)")
+    click.echo(f"  verified on {result.n_verified} {verify_split} observations: max |ONNX - SB3| = {result.max_abs_action_diff:.2e}")
+    for name, entry in m["files"].items():
+        click.echo(f"  {name:<16} {entry['bytes']:>10,} bytes  sha256 {entry['sha256'][:16]}...")
+    if m.get("evaluation") is None:
+        click.echo(f"  (no evaluation.json in the run: run `interestgym evaluate {run_dir}` first to record metrics in the manifest)")

@@ -1,0 +1,251 @@
+"""Runtime latency and throughput against the SB3 policy called in-process, measured in one run.
+
+What is timed, on the same stream of real events (the test users' logs, in time order):
+
+* **policy call** per decision: the exported ONNX graph (``ExportedPolicy.act``, VecNormalize baked
+  in) against ``model.predict(vecnormalize.normalize_obs(obs), deterministic=True)``;
+* **event update** per event (decisions and non-decisions as they come): ``ExportedPolicy.update``
+  (features + policy + profile update) against the same update with the SB3 call in place of the
+  graph;
+* **batched updates**: ``update_batch`` over ``--batch`` users at once (one policy call per batch),
+  events/s, with the graph and with SB3.
+
+Then (unless ``--no-parity``) the test users are replayed through the runtime event by event and
+their scoring points compared with ``evaluate_policy`` running the SB3 model (identical = bit-equal).
+
+Latencies are p50 / p99 over single calls (``time.perf_counter_ns``); ratios are SB3 / runtime (> 1:
+the runtime is faster). Usage::
+
+    python benchmarks/runtime.py                       # ml-100k (../shared/data) + a short PPO run
+    python benchmarks/runtime.py --run runs/ml --dataset-dir runs/data/ml-100k
+
+Without ``--run`` it prepares ml-100k (hashing embeddings) into a temporary folder and trains a short
+PPO run (a few thousand steps: the network's size, not its quality, sets the speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
+
+
+def _prepare(workdir: Path) -> Path:
+    from interestgym.cli import main
+
+    dataset = workdir / "ml-100k"
+    if not SHARED_ML100K.is_dir():
+        sys.exit(f"benchmark: {SHARED_ML100K} is missing; pass --run RUN (a trained run directory)")
+    for argv in (["prepare", "movielens", str(SHARED_ML100K), "--out", str(dataset)], ["encode", str(dataset), "--encoder", "hashing"]):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            if exc.code:
+                raise
+    return dataset
+
+
+def _train(dataset: Path, run_dir: Path, timesteps: int) -> None:
+    from interestgym.agents.train import TrainConfig, train_run
+
+    config = TrainConfig(dataset=str(dataset), run_dir=str(run_dir), timesteps=timesteps, n_envs=16, n_steps=64,
+                         batch_size=256, n_epochs=2, eval_every=0, checkpoint_every=0, eval_users=50,
+                         progress_bar=False, reward_baseline=None)
+    train_run(config)
+
+
+def _event_stream(dataset, data, n_events: int):
+    """(user index, Event) pairs of the test users' logs, users interleaved round-robin."""
+    from interestgym.runtime import Event
+
+    events = dataset.events
+    items = dataset.items
+    index = {iid: i for i, iid in enumerate(items["item_id"].astype(str))}
+    cats = items["category"].fillna("").astype(str).to_numpy()
+    users = set(map(str, data.user_ids))
+    ev = events[events["user_id"].astype(str).isin(users)]
+    per_user: dict[str, list] = {}
+    for row in ev.itertuples(index=False):
+        item = index.get(str(row.item_id), -1)
+        per_user.setdefault(str(row.user_id), []).append(Event(
+            ts=int(row.ts), action=str(row.action), item_vector=data.embeddings[item] if item >= 0 else None,
+            value=float(row.value), category=str(cats[item]) if item >= 0 else "", hour=int(row.hour), weekday=int(row.weekday)))
+    streams = list(per_user.values())
+    out = []
+    k = 0
+    while len(out) < n_events and any(streams):
+        for u, s in enumerate(streams):
+            if k < len(s):
+                out.append((u, s[k]))
+        k += 1
+    return out[:n_events], len(streams)
+
+
+def _percentiles(ns: list[int]) -> tuple[float, float]:
+    arr = np.asarray(ns, dtype=np.float64) / 1000.0
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=None, help="trained run directory (default: train a short one on ml-100k)")
+    parser.add_argument("--model", default="final", choices=["best", "final"])
+    parser.add_argument("--timesteps", type=int, default=4096, help="steps of the short run trained without --run")
+    parser.add_argument("--events", type=int, default=5000, help="events replayed for the per-event latencies")
+    parser.add_argument("--batch", type=int, default=256, help="users per update_batch call")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the batched measurement (best is kept)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (dataset, run, export) and print its path")
+    parser.add_argument("--no-parity", action="store_true", help="skip replaying the test users through the runtime vs the evaluator")
+    parser.add_argument("--threads", type=int, default=1, help="threads of torch (SB3) and of onnxruntime, the same for both")
+    args = parser.parse_args()
+
+    import torch
+
+    # Same thread budget for both sides; with more threads than free cores torch's intra-op pool
+    # stalls (measured 50x slower batched predict on a busy 2-core machine), which is not the comparison.
+    torch.set_num_threads(args.threads)
+
+    workdir = Path(tempfile.mkdtemp(prefix="interestgym-bench-runtime-"))
+    try:
+        _measure(args, workdir)
+    finally:
+        if args.keep:
+            print(f"kept {workdir} (reuse its run with --run {workdir / 'run'})", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, workdir: Path) -> None:
+    from interestgym.agents.export import export_run, load_trained_run
+    from interestgym.agents.train import TrainConfig, protocol_spec
+    from interestgym.envs.replay_data import load_replay_data
+
+    from interestgym.data.dataset import Dataset
+    from interestgym.runtime import ExportedPolicy, load_policy
+
+    run_dir = args.run
+    if run_dir is None:
+        dataset_dir = _prepare(workdir)
+        run_dir = workdir / "run"
+        t0 = time.perf_counter()
+        _train(dataset_dir, run_dir, args.timesteps)
+        print(f"trained a {args.timesteps}-step PPO run on {dataset_dir.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    export_dir = workdir / "export"
+    export_run(run_dir, export_dir, which=args.model, verify_observations=1000)
+    run = load_trained_run(run_dir, args.model)
+    config = TrainConfig.from_dict(run.config["config"])
+    dataset = Dataset.open(config.dataset)
+    data = load_replay_data(dataset, config.embeddings, protocol_spec(config, "test"))
+    policy = load_policy(export_dir, threads=args.threads)
+    model, vecnorm = run.model, run.vecnormalize
+
+    class SB3InPlace(ExportedPolicy):
+        """The runtime with SB3's in-process predict in place of the ONNX graph (the reference)."""
+
+        def act(self, observations: np.ndarray) -> np.ndarray:
+            obs = vecnorm.normalize_obs(np.asarray(observations, dtype=np.float32)) if vecnorm is not None else observations
+            actions, _ = model.predict(obs, deterministic=True)
+            return np.clip(actions, -1.0, 1.0).astype(np.float32)
+
+    reference = SB3InPlace(policy.directory, policy.manifest, policy._session, policy.item_ids, policy.popularity, policy.categories)
+    stream, n_users = _event_stream(dataset, data, args.events)
+    n_dec = sum(1 for _, e in stream if policy._is_decision(e))
+    print(f"data: {dataset.name}, encoder {policy.encoder['name']} d={policy.dim}, {len(stream)} events of {n_users} test users "
+          f"({n_dec} decisions), network {policy.manifest['policy']['network']['net_arch']}, {args.threads} thread(s) each")
+
+    # The benchmark process holds torch, SB3 and pandas (~10^6 objects): a full cyclic-GC pass over
+    # them costs milliseconds and lands on random events, a cost a runtime-only service (numpy +
+    # onnxruntime) does not have. Freeze what exists now so both sides are timed without it.
+    gc.collect()
+    gc.freeze()
+
+    # ------------------------------------------------------------------ per-event update latency
+    results = {}
+    observations = []
+    for name, pol in (("runtime", policy), ("sb3", reference)):
+        states = [pol.new_state() for _ in range(n_users)]
+        lat_all, lat_dec = [], []
+        for u, event in stream:
+            decision = pol._is_decision(event)
+            if decision and name == "runtime":
+                observations.append(pol.observe(states[u], event))
+            t = time.perf_counter_ns()
+            states[u] = pol.update(states[u], event)
+            dt = time.perf_counter_ns() - t
+            lat_all.append(dt)
+            if decision:
+                lat_dec.append(dt)
+        results[name] = {"update_all": _percentiles(lat_all), "update_decision": _percentiles(lat_dec)}
+
+    # ------------------------------------------------------------------ policy call only
+    obs = np.stack(observations).astype(np.float32)
+    for name, fn in (("runtime", policy.act), ("sb3", reference.act)):
+        lat = []
+        for i in range(len(obs)):
+            t = time.perf_counter_ns()
+            fn(obs[i : i + 1])
+            lat.append(time.perf_counter_ns() - t)
+        results[name]["policy_call"] = _percentiles(lat)
+    max_diff = float(np.max(np.abs(policy.act(obs) - reference.act(obs))))
+
+    # ------------------------------------------------------------------ batched updates
+    b = min(args.batch, n_users)
+    decisions_only = [e for _, e in stream if policy._is_decision(e)]
+    n_rounds = max(1, len(decisions_only) // b)
+    batches = []
+    for r in range(n_rounds):
+        # fresh timestamps per round keep every user's events in time order
+        batches.append([type(e)(ts=r, action=e.action, item_vector=e.item_vector, value=e.value, category=e.category,
+                                hour=e.hour, weekday=e.weekday) for e in decisions_only[r * b : (r + 1) * b]])
+    sides = (("runtime", policy), ("sb3", reference))
+    for name, _ in sides:
+        results[name]["batched_events_per_s"] = results[name]["batched_policy_per_s"] = 0.0
+    for _ in range(args.repeats):  # the two sides alternate, so machine load hits both alike
+        for name, pol in sides:
+            states = [pol.new_state() for _ in range(b)]
+            t = time.perf_counter()
+            for events in batches:
+                states[: len(events)] = pol.update_batch(states[: len(events)], events)
+            rate = n_rounds * b / (time.perf_counter() - t)
+            results[name]["batched_events_per_s"] = max(results[name]["batched_events_per_s"], rate)
+            t = time.perf_counter()
+            for r in range(max(1, len(obs) // b)):
+                pol.act(obs[r * b : (r + 1) * b])
+            rate = max(1, len(obs) // b) * b / (time.perf_counter() - t)
+            results[name]["batched_policy_per_s"] = max(results[name]["batched_policy_per_s"], rate)
+
+    rt, sb = results["runtime"], results["sb3"]
+    print(f"max |ONNX - SB3| action difference on {len(obs)} observations: {max_diff:.2e}")
+    print(f"{'measure':<34}{'runtime':>14}{'SB3 in-process':>16}{'ratio SB3/runtime':>20}")
+    for key, label in (("policy_call", "policy call, 1 obs (us)"), ("update_decision", "update, decision event (us)"),
+                       ("update_all", "update, any event (us)")):
+        for i, q in enumerate(("p50", "p99")):
+            print(f"{label + ' ' + q:<34}{rt[key][i]:>14.1f}{sb[key][i]:>16.1f}{sb[key][i] / rt[key][i]:>19.2f}x")
+    print(f"{'batched updates (events/s, B=' + str(b) + ')':<34}{rt['batched_events_per_s']:>14,.0f}{sb['batched_events_per_s']:>16,.0f}"
+          f"{rt['batched_events_per_s'] / sb['batched_events_per_s']:>19.2f}x")
+    print(f"{'batched policy calls (obs/s)':<34}{rt['batched_policy_per_s']:>14,.0f}{sb['batched_policy_per_s']:>16,.0f}"
+          f"{rt['batched_policy_per_s'] / sb['batched_policy_per_s']:>19.2f}x")
+
+    if not args.no_parity:
+        from interestgym.agents.export import replay_through_runtime
+        from interestgym.agents.sb3_policy import load_run_policy
+        from interestgym.envs.vector import evaluate_policy
+
+        reference_points = evaluate_policy(data, load_run_policy(run_dir, args.model), metric=config.reward, progress=False).points
+        runtime_points = replay_through_runtime(load_policy(export_dir), dataset, data)
+        same = {m: int((runtime_points[m].to_numpy() == reference_points[m].to_numpy()).sum()) for m in ("auc", "ndcg@10", "mrr")}
+        print(f"replay parity, test users through the runtime vs evaluate_policy with SB3: "
+              f"{', '.join(f'{m} {k}/{len(reference_points)}' for m, k in same.items())} scoring points identical")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The per-decision state transition, batched over rows (pure numpy).
+
+One implementation for the replay engine (``interestgym.envs.engine``) and the production runtime
+(``interestgym.runtime.policy``). At a decision (a positive event with item vector x, strengths
+(a_L, a_S, w, p) chosen by the policy) a row's state moves as follows:
+
+1. running statistics measured BEFORE the update, i.e. what the profiles predicted about x:
+   ``drift_ema <- ema(cos(x, L))``, ``short_long_ema <- ema(cos(x, S) - cos(x, L))``,
+   ``shadow_cos_ema <- ema(cos(x, H_a))`` (:func:`decision_transition`);
+2. the profile updates: L with a_L, S with a_S (:func:`~interestgym.core.interest.update_profile`;
+   0 = no update), the shadow profiles H_a with the fixed :data:`SHADOW_STRENGTHS`;
+3. the optional score-term state: forgetful category counts (:func:`update_category_counts`) and the
+   profile of the event's time slot (``update_profile`` with the context rate; the caller gathers and
+   scatters the slot row, as its storage differs).
+
+The scoring points between a decision and the next are scored with the updated state; their metric
+sums then move reward_ema / long_metric_ema / short_metric_ema (:func:`fold_outcomes`), before the
+next observation.
+
+Everything is row-wise (element-wise maths, row-wise einsum), so a row's numbers do not depend on the
+other rows of the batch: the engine's batches and the runtime's single users agree to the bit.
+Profiles are float32; running statistics float64 (cosines are computed in float32, then widened).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS
+from interestgym.core.interest import cosine_rows, update_profile
+
+_SHADOW_RATES = np.array(SHADOW_STRENGTHS)
+
+
+class DecisionState(NamedTuple):
+    """The part of B rows' state that every decision moves (stacked arrays, one row per user).
+
+    The field names are the replay engine's attribute names.
+    """
+
+    long_term: np.ndarray  #: (B, d) float32
+    short_term: np.ndarray  #: (B, d) float32
+    shadow: np.ndarray  #: (B, len(SHADOW_STRENGTHS), d) float32
+    drift_ema: np.ndarray  #: (B,) float64
+    short_long_ema: np.ndarray  #: (B,) float64
+    shadow_cos_ema: np.ndarray  #: (B, len(SHADOW_STRENGTHS)) float64
+
+
+def ema(mean: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """One step of every running mean of the observation: ``m + EMA_RATE (v - m)``."""
+    return mean + EMA_RATE * (value - mean)
+
+
+def decision_transition(state: DecisionState, x: np.ndarray, strengths: np.ndarray) -> DecisionState:
+    """The rows' state after a decision on items ``x`` (B, d) float32 with ``strengths`` (B, 4).
+
+    Only a_L = ``strengths[:, 0]`` and a_S = ``strengths[:, 1]`` act here (w and p score candidates).
+    Returns new arrays (the three profiles are views into one new block); ``state`` is not modified.
+    """
+    cos_long = cosine_rows(x, state.long_term).astype(np.float64)
+    cos_short = cosine_rows(x, state.short_term).astype(np.float64)
+    cos_shadow = np.einsum("bkd,bd->bk", state.shadow, x).astype(np.float64)
+    # L, S and the shadow profiles go through update_profile in ONE call: it is row-wise, so this equals
+    # separate calls to the bit, with less per-call overhead (measured ~36 vs ~50 us for one user, d=384).
+    b, k, d = state.shadow.shape
+    profiles = np.concatenate([state.long_term[:, None], state.short_term[:, None], state.shadow], axis=1)
+    rates = np.concatenate([strengths[:, :2], np.broadcast_to(_SHADOW_RATES, (b, k))], axis=1)
+    moved = update_profile(profiles.reshape(-1, d), np.repeat(x, 2 + k, axis=0), rates.reshape(-1)).reshape(b, 2 + k, d)
+    return DecisionState(
+        long_term=moved[:, 0],
+        short_term=moved[:, 1],
+        shadow=moved[:, 2:],
+        drift_ema=ema(state.drift_ema, cos_long),
+        short_long_ema=ema(state.short_long_ema, cos_short - cos_long),
+        shadow_cos_ema=ema(state.shadow_cos_ema, cos_shadow),
+    )
+
+
+def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
+    """Forgetful category counts after a decision: ``counts * forgetting``, then +1 in the event's column.
+
+    :param counts: (B, n_categories) float64 counts.
+    :param category: (B,) column of each row's event; -1 = no column (only the forgetting applies).
+    :param forgetting: scalar or (B,) factor in (0, 1].
+    :return: new (B, n_categories) counts.
+    """
+    out = counts * (forgetting[:, None] if np.ndim(forgetting) else forgetting)
+    known = category >= 0
+    out[known, category[known]] += 1.0
+    return out
+
+
+def fold_outcomes(means: np.ndarray, sums: np.ndarray, n_points: np.ndarray) -> np.ndarray:
+    """Running means after a step's scoring points: ``m <- ema(m, sum / n)`` per column.
+
+    :param means: (B, M) float64 running means (the engine and runtime fold M = 3: reward metric,
+        L-only metric, S-only metric).
+    :param sums: (B, M) sums of the step's scoring points' values, added in point order.
+    :param n_points: (B,) scoring points per row; rows with none keep their means.
+    :return: new (B, M) means.
+    """
+    scored = n_points > 0
+    step_mean = sums / np.where(scored, n_points, 1)[:, None]
+    return np.where(scored[:, None], ema(means, step_mean), means)

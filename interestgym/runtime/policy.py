@@ -1,0 +1,466 @@
+"""Serve an exported update policy: observe, update and score per-user interest state.
+
+Only numpy, onnxruntime and ``interestgym.core`` (pure numpy) are imported: no torch, no
+stable-baselines3, no pandas. Every formula is the replay engine's, through the same core functions:
+
+* observation features: :func:`interestgym.core.features.encode_features` on the same raw quantities
+  (cosines of the event's item with L / S, running means, counts, gaps, category statistics);
+* action -> strengths: :func:`interestgym.core.protocol.action_to_strengths` on the graph's action;
+* state transition at a decision (running statistics, profile updates, category counts) and the
+  folding of scoring points into the running means: :mod:`interestgym.core.transition`;
+* score: :func:`interestgym.core.interest.combine_scores` (+ ``category_log_prob``);
+* outcome metrics: :func:`interestgym.core.metrics.ranking_metrics`.
+
+A service's loop for one user::
+
+    policy = load_policy("runs/ppo/export")
+    state = policy.new_state()                                  # or UserState.from_bytes(blob)
+    scores = policy.score(state, vectors, candidate_ids=ids)    # rank what to show
+    state, metrics = policy.record_outcome(state, vectors, clicked, candidate_ids=ids)  # what was clicked
+    state = policy.update(state, Event(ts, "click", item_vector=x, category="sports"))
+    blob = state.to_bytes()
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interestgym.core.features import FEATURE_NAMES, N_FEATURES, encode_features
+from interestgym.core.interest import (
+    category_log_prob,
+    combine_scores,
+    cosine_rows,
+    time_slot,
+    update_profile,
+)
+from interestgym.core.metrics import metric_names, ranking_metrics
+from interestgym.core.protocol import action_to_strengths
+from interestgym.core.transition import (
+    DecisionState,
+    decision_transition,
+    fold_outcomes,
+    update_category_counts,
+)
+from interestgym.errors import InterestGymError
+from interestgym.runtime.manifest import (
+    EmbeddingDimensionError,
+    EncoderMismatchError,
+    ExportFileCorruptError,
+    read_verified_manifest,
+)
+from interestgym.runtime.state import COUNTERS, PENDING, RUNNING_MEANS, Event, UserState
+
+_C = {name: i for i, name in enumerate(COUNTERS)}
+_M = {name: i for i, name in enumerate(RUNNING_MEANS)}
+_P = {name: i for i, name in enumerate(PENDING)}
+#: The running means the scoring points' sums (PENDING, in that order) are folded into.
+_FOLDED = np.array([_M[name] for name in ("reward_ema", "long_metric_ema", "short_metric_ema")])
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """np.stack, without its overhead for the one-user case (a service's usual call)."""
+    return arrays[0][None].copy() if len(arrays) == 1 else np.stack(arrays)
+
+POLICY_FILE = "policy.onnx"
+ITEMS_FILE = "item_ids.json"
+POPULARITY_FILE = "popularity.npy"
+CATEGORIES_FILE = "categories.json"
+REQUIRED_FILES = (POLICY_FILE, ITEMS_FILE, POPULARITY_FILE, CATEGORIES_FILE)
+
+
+class ExportedPolicy:
+    """A loaded export directory (use :func:`load_policy`).
+
+    Attributes read from the manifest: ``dim`` (encoder dimension), ``encoder`` (name, fingerprint),
+    ``action_weights``, ``positive_rating``, ``reward_metric``, ``scoring`` (the fixed ScoringConfig
+    fields), ``manifest`` (everything).
+    """
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], session: Any, item_ids: list[str],
+                 popularity: np.ndarray, categories: list[str]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.item_ids = item_ids
+        self._item_index = {iid: i for i, iid in enumerate(item_ids)}
+        self.popularity = popularity
+        self.categories = categories
+        self._category_index = {c: i for i, c in enumerate(categories)}
+        enc = manifest["encoder"]
+        self.dim = int(enc["dim"])
+        self.encoder = enc
+        weights = manifest["replay"]["action_weights"]
+        self.action_weights = {str(k): float(v) for k, v in weights.items()}
+        self.max_action_weight = float(manifest["replay"]["max_action_weight"])
+        self.positive_rating = float(manifest["replay"]["positive_rating"])
+        self.reward_metric = str(manifest["replay"]["reward_metric"])
+        self.scoring = dict(manifest["scoring"]["config"])
+        p = self.scoring.get("popularity_weight")
+        self._fixed_p = None if p is None else float(p)
+        self._beta_cat = float(self.scoring.get("beta_cat", 0.0))
+        self._beta_ctx = float(self.scoring.get("beta_ctx", 0.0))
+
+    # -------------------------------------------------------------------------------- basics
+    def __repr__(self) -> str:
+        return f"ExportedPolicy({str(self.directory)!r}, encoder={self.encoder.get('name')!r}, dim={self.dim})"
+
+    def new_state(self) -> UserState:
+        """The state of a user with no history."""
+        return UserState.empty(self.dim, len(self.categories) if self._beta_cat != 0 else None, with_slots=self._beta_ctx != 0)
+
+    def check_encoder(self, fingerprint: str) -> None:
+        """Raise :class:`EncoderMismatchError` unless ``fingerprint`` is the policy's encoder's."""
+        expected = self.encoder.get("fingerprint")
+        if fingerprint != expected:
+            raise EncoderMismatchError(
+                f"{self.directory / 'manifest.json'}: encoder fingerprint {str(fingerprint)[:16]}... given; the policy was "
+                f"trained with {self.encoder.get('name')!r} fingerprint {str(expected)[:16]}... (vectors from another "
+                "encoder live in another space)"
+            )
+
+    def _vectors(self, vectors: Any, what: str, ndim: int) -> np.ndarray:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim != ndim or arr.shape[-1] != self.dim:
+            raise EmbeddingDimensionError(
+                f"{what} of shape {arr.shape}; expected {ndim} dims with the last of size {self.dim} "
+                f"(the dimension of encoder {self.encoder.get('name')!r})"
+            )
+        # Profiles, features and scores assume the encoder's unit rows (zero rows: no text); a raw,
+        # unnormalised vector would silently skew every cosine.
+        norms = np.sqrt(np.einsum("...d,...d->...", arr, arr, dtype=np.float64))
+        bad = ~((np.abs(norms - 1.0) <= 1e-3) | (norms == 0.0))
+        if bad.any():
+            found = norms[bad].reshape(-1)[0]
+            raise InterestGymError(f"{what}: a vector of L2 norm {found:.4g}; expected L2-normalised rows (norm 1, or 0 for no text) as the encoder writes them")
+        return arr
+
+    # -------------------------------------------------------------------------------- policy
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """The ONNX graph: observations (n, N_FEATURES) -> env actions (n, 4) float32 in [-1, 1]."""
+        obs = np.ascontiguousarray(observations, dtype=np.float32)
+        if obs.ndim != 2 or obs.shape[1] != N_FEATURES:
+            raise InterestGymError(f"observations of shape {obs.shape}; expected (n, {N_FEATURES})")
+        return self._session.run(["action"], {self._input: obs})[0]
+
+    def strengths(self, observations: np.ndarray) -> np.ndarray:
+        """(a_L, a_S, w, p) in [0, 1] (float64, as the env computes them), fixed p applied."""
+        s = action_to_strengths(self.act(observations))
+        if self._fixed_p is not None:
+            s[:, 3] = self._fixed_p
+        return s
+
+    # ---------------------------------------------------------------------------- observation
+    def _is_decision(self, event: Event) -> bool:
+        if event.action not in self.action_weights:
+            raise InterestGymError(f"event action {event.action!r}: expected one of {', '.join(sorted(self.action_weights))}")
+        weight = self.action_weights[event.action]
+        positive = weight > 0 and (event.action != "rate" or float(event.value) >= self.positive_rating)
+        return positive and event.item_vector is not None
+
+    @staticmethod
+    def _fold_pending(state: UserState) -> None:
+        """Scoring points recorded since the last decision -> running means (the engine does this at
+        the end of the step that scored them, i.e. before the next observation)."""
+        n = state.counters[_C["pending_points"]]
+        if n > 0:
+            state.running_means[_FOLDED] = fold_outcomes(state.running_means[_FOLDED][None], state.pending_sums[None], np.array([n]))[0]
+            state.pending_sums[:] = 0.0
+            state.counters[_C["pending_points"]] = 0
+
+    def _observations(self, states: list[UserState], events: list[Event], x: np.ndarray, long_term: np.ndarray,
+                      short_term: np.ndarray, means: np.ndarray, shadow_cos_ema: np.ndarray) -> np.ndarray:
+        """Observations (n, N_FEATURES) of decision events from the stacked state arrays (pending
+        outcomes already folded in)."""
+        n = len(states)
+        raw_state = {
+            "cos_item_long": cosine_rows(x, long_term),
+            "cos_item_short": cosine_rows(x, short_term),
+            "cos_long_short": cosine_rows(long_term, short_term),
+            "long_empty": ~np.any(long_term != 0, axis=1),
+            "reward_ema": means[:, _M["reward_ema"]],
+            "drift_ema": means[:, _M["drift_ema"]],
+            "short_long_ema": means[:, _M["short_long_ema"]],
+            "long_metric_ema": means[:, _M["long_metric_ema"]],
+            "short_metric_ema": means[:, _M["short_metric_ema"]],
+            "shadow_cos_ema": shadow_cos_ema,
+        }
+        ints = np.zeros((9, n), dtype=np.int64)  # the integer raw quantities of the log features
+        action_weight = np.empty(n)
+        value = np.empty(n)
+        for i, (s, e) in enumerate(zip(states, events)):
+            c = s.counters
+            hour, weekday = e.hour_weekday()
+            n_events, n_decisions = c[_C["n_events"]], c[_C["n_decisions"]]
+            cat = s.categories.index(e.category) if e.category in s.categories else -1
+            action_weight[i] = self.action_weights[e.action]
+            value[i] = float(e.value)
+            ints[:, i] = (
+                int(e.ts) - c[_C["last_event_ts"]] if n_events > 0 else 0,
+                int(e.ts) - c[_C["last_decision_ts"]] if n_decisions > 0 else 0,
+                hour, weekday, n_events, n_decisions,
+                s.category_decisions[cat] if cat >= 0 else 0,
+                len(s.categories),
+                c[_C["category_run"]] if cat >= 0 and c[_C["last_category"]] == cat else 0,
+            )
+        log = {"action_weight": action_weight, "value": value, "gap_event": ints[0], "gap_decision": ints[1], "hour": ints[2],
+               "weekday": ints[3], "n_events": ints[4], "n_decisions": ints[5], "category_count": ints[6],
+               "categories_seen": ints[7], "category_streak": ints[8]}
+        # One call for all columns: each column is computed on its own, so this equals the engine's
+        # two calls (state features, precomputed log features) to the bit.
+        return encode_features({**raw_state, **log}, FEATURE_NAMES, max_action_weight=self.max_action_weight)
+
+    def observe(self, state: UserState, event: Event) -> np.ndarray | None:
+        """The observation the policy sees for ``event`` (None if the event is not a decision)."""
+        if not self._is_decision(event):
+            return None
+        s = state.copy()
+        self._fold_pending(s)
+        x = self._vectors(event.item_vector, "event item_vector", 1)[None, :]
+        return self._observations([s], [event], x, s.long_term[None], s.short_term[None], s.running_means[None],
+                                  s.shadow_cos_ema[None])[0]
+
+    # -------------------------------------------------------------------------------- update
+    def update(self, state: UserState, event: Event) -> UserState:
+        """The user's state after ``event`` (a new object; ``state`` is left unchanged)."""
+        return self.update_batch([state], [event])[0]
+
+    def update_batch(self, states: Sequence[UserState], events: Sequence[Event]) -> list[UserState]:
+        """:meth:`update` for many users at once (one ONNX call for all their decisions)."""
+        if len(states) != len(events):
+            raise InterestGymError(f"update_batch got {len(states)} states and {len(events)} events; expected one event per state")
+        for s, e in zip(states, events):
+            if s.dim != self.dim:
+                raise EmbeddingDimensionError(f"user state of dimension {s.dim}; the policy's encoder has dimension {self.dim}")
+            if s.counters[_C["n_events"]] > 0 and int(e.ts) < s.counters[_C["last_event_ts"]]:
+                raise InterestGymError(
+                    f"event ts {int(e.ts)} is before the user's previous event ({s.counters[_C['last_event_ts']]}); "
+                    "expected events in time order"
+                )
+        new = [s.copy() for s in states]
+        dec = [i for i, e in enumerate(events) if self._is_decision(e)]
+        if dec:
+            self._decide([new[i] for i in dec], [events[i] for i in dec])
+        for s, e in zip(new, events):
+            # every event (decision or not) counts, after the decision's features used the old values
+            ts = int(e.ts)
+            s.counters[_C["n_events"]] += 1
+            s.counters[_C["last_event_ts"]] = ts
+        return new
+
+    def _decide(self, states: list[UserState], events: list[Event]) -> None:
+        """Apply decision events to (copies of) states, in place: the engine's ``step`` for these rows."""
+        x = self._vectors(np.stack([np.asarray(e.item_vector, dtype=np.float32) for e in events]), "event item_vector", 2)
+        for s in states:
+            self._fold_pending(s)
+        long_term = _stack([s.long_term for s in states])
+        short_term = _stack([s.short_term for s in states])
+        shadow = _stack([s.shadow for s in states])
+        means = _stack([s.running_means for s in states])
+        shadow_cos_ema = _stack([s.shadow_cos_ema for s in states])
+        strengths = self.strengths(self._observations(states, events, x, long_term, short_term, means, shadow_cos_ema))
+        drift, short_long = _M["drift_ema"], _M["short_long_ema"]
+        after = decision_transition(DecisionState(long_term, short_term, shadow, means[:, drift], means[:, short_long], shadow_cos_ema), x, strengths)
+        means[:, drift], means[:, short_long] = after.drift_ema, after.short_long_ema
+        slots = time_slot(np.array([e.hour_weekday()[0] for e in events])) if self._beta_ctx != 0 else None
+        forgetting = float(self.scoring.get("category_forgetting", 1.0))
+        context_rate = float(self.scoring.get("context_rate", 0.0))
+        for i, (s, e) in enumerate(zip(states, events)):
+            # copies: a stored state must not keep the whole batch's arrays alive
+            s.long_term, s.short_term, s.shadow = after.long_term[i].copy(), after.short_term[i].copy(), after.shadow[i].copy()
+            s.running_means, s.shadow_cos_ema, s.strengths = means[i].copy(), after.shadow_cos_ema[i].copy(), strengths[i].copy()
+            if s.category_counts is not None:
+                # a category unknown to the export has no column (-1): its count stays implicit 0
+                column = self._category_index.get(e.category, -1)
+                s.category_counts = update_category_counts(s.category_counts[None], np.array([column]), forgetting)[0]
+            if s.slot_profiles is not None and slots is not None:
+                s.slot_profiles[slots[i]] = update_profile(s.slot_profiles[slots[i]][None, :], x[i][None, :], context_rate)[0]
+            # log-feature counters
+            c = s.counters
+            if e.category in s.categories:
+                cat = s.categories.index(e.category)
+            else:
+                s.categories.append(e.category)
+                s.category_decisions = np.append(s.category_decisions, np.int64(0))
+                cat = len(s.categories) - 1
+            c[_C["category_run"]] = c[_C["category_run"]] + 1 if c[_C["last_category"]] == cat else 1
+            c[_C["last_category"]] = cat
+            s.category_decisions[cat] += 1
+            c[_C["n_decisions"]] += 1
+            c[_C["last_decision_ts"]] = int(e.ts)
+
+    # -------------------------------------------------------------------------------- scoring
+    def _popularity(self, candidate_ids: Any, popularity: Any, shape: tuple[int, ...]) -> np.ndarray:
+        if popularity is not None:
+            pop = np.asarray(popularity, dtype=np.float32)
+            if pop.shape != shape:
+                raise InterestGymError(f"popularity of shape {pop.shape}; expected {shape} (one value per candidate)")
+            return pop
+        if candidate_ids is None:
+            if self._fixed_p == 0.0:
+                return np.zeros(shape, dtype=np.float32)
+            raise InterestGymError("score needs candidate_ids (or popularity=): the policy's score uses the items' popularity")
+        ids = np.asarray(candidate_ids, dtype=object)
+        if ids.shape != shape:
+            raise InterestGymError(f"candidate_ids of shape {ids.shape}; expected {shape} (one id per candidate vector)")
+        # An item the export does not know had no positive event among training users: count 0, pop 0.
+        idx = np.fromiter((self._item_index.get(str(i), -1) for i in ids.reshape(-1)), dtype=np.int64, count=ids.size).reshape(shape)
+        return np.where(idx >= 0, self.popularity[np.maximum(idx, 0)], np.float32(0.0)).astype(np.float32)
+
+    def _category_term(self, states: list[UserState], categories: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+        if self._beta_cat == 0:
+            return None
+        if categories is None:
+            raise InterestGymError("score needs candidate_categories: the policy's score uses the category model (beta_cat)")
+        cats = np.asarray(categories, dtype=object)
+        if cats.shape != shape:
+            raise InterestGymError(f"candidate_categories of shape {cats.shape}; expected {shape}")
+        n_known = len(self.categories)
+        # unknown categories share one extra zero-count column
+        idx = np.fromiter((self._category_index.get(str(c), n_known) for c in cats.reshape(-1)), dtype=np.int64, count=cats.size).reshape(shape)
+        counts = np.stack([np.append(s.category_counts, 0.0) for s in states])  # type: ignore[arg-type]
+        prior = float(self.scoring.get("category_prior", 1.0))
+        # The prior's total must cover the dataset's categories only, as in the engine.
+        total = counts[:, :n_known].sum(axis=1, dtype=np.float64)[:, None] + prior * max(n_known, 1)
+        picked = np.take_along_axis(counts, idx, axis=1)
+        if not (idx == n_known).any():
+            return category_log_prob(counts[:, : max(n_known, 1)], idx, prior)
+        return np.log((picked + prior) / total)
+
+    def _scores(self, states: list[UserState], cand: np.ndarray, candidate_ids: Any, popularity: Any,
+                candidate_categories: Any, hour: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        b, c, _ = cand.shape
+        long_term = np.stack([s.long_term for s in states])
+        short_term = np.stack([s.short_term for s in states])
+        strengths = np.stack([s.strengths for s in states])
+        if self._fixed_p is not None:
+            strengths[:, 3] = self._fixed_p
+        # Same contraction as the engine (einsum over d per candidate): identical float32 cosines.
+        cos_long = np.einsum("pcd,pd->pc", cand, long_term)
+        cos_short = np.einsum("pcd,pd->pc", cand, short_term)
+        pop = self._popularity(candidate_ids, popularity, (b, c))
+        context = None
+        if self._beta_ctx != 0:
+            if hour is None:
+                raise InterestGymError("score needs hour= (the hour of the ranking): the policy's score uses time-of-day profiles (beta_ctx)")
+            hours = np.broadcast_to(np.asarray(hour), (b,))
+            slots = time_slot(hours)
+            ctx_prof = np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
+            context = np.einsum("pcd,pd->pc", cand, ctx_prof)
+        scores = combine_scores(
+            cos_long, cos_short, strengths[:, 2], strengths[:, 3], pop,
+            category_term=self._category_term(states, candidate_categories, (b, c)), beta_cat=np.full(b, self._beta_cat),
+            context_term=context, beta_ctx=np.full(b, self._beta_ctx),
+        )
+        return scores, cos_long, cos_short
+
+    def score(self, state: UserState, candidate_vectors: Any, candidate_ids: Sequence[str] | None = None, *,
+              popularity: Any = None, candidate_categories: Sequence[str] | None = None, hour: int | None = None) -> np.ndarray:
+        """Scores (C,) float64 of candidates (C, d) for one user: higher = show first.
+
+        :param candidate_ids: item ids (for the popularity prior; ids unknown to the export count as
+            never-clicked items, pop 0).
+        :param popularity: pop(c) in [0, 1] given directly instead of ``candidate_ids``.
+        :param candidate_categories: needed only if the policy scores with the category model.
+        :param hour: hour of the ranking (only for the time-of-day context term).
+        """
+        cand = self._vectors(candidate_vectors, "candidate_vectors", 2)[None]
+        ids = None if candidate_ids is None else [list(candidate_ids)]
+        pop = None if popularity is None else np.asarray(popularity)[None]
+        cats = None if candidate_categories is None else [list(candidate_categories)]
+        return self._scores([state], cand, ids, pop, cats, None if hour is None else [hour])[0][0]
+
+    def score_batch(self, states: Sequence[UserState], candidate_vectors: Any, candidate_ids: Any = None, *,
+                    popularity: Any = None, candidate_categories: Any = None, hours: Any = None) -> np.ndarray:
+        """Scores (B, C) for B users with C candidates each (``candidate_vectors``: (B, C, d))."""
+        cand = self._vectors(candidate_vectors, "candidate_vectors", 3)
+        if cand.shape[0] != len(states):
+            raise InterestGymError(f"candidate_vectors for {cand.shape[0]} users; expected {len(states)} (one set per state)")
+        return self._scores(list(states), cand, candidate_ids, popularity, candidate_categories, hours)[0]
+
+    # -------------------------------------------------------------------------------- outcomes
+    def record_outcome(self, state: UserState, candidate_vectors: Any, labels: Sequence[int],
+                       candidate_ids: Sequence[str] | None = None, *, popularity: Any = None,
+                       candidate_categories: Sequence[str] | None = None, hour: int | None = None
+                       ) -> tuple[UserState, dict[str, float] | None]:
+        """Record what the user clicked among ranked candidates; returns (new state, metrics).
+
+        The ranking quality of the current profiles feeds the observation's running means (own metric,
+        L-only and S-only metric) at the next decision. As in the replay protocol, an outcome is not
+        scored (metrics ``None``, state unchanged) before the user's first decision, or when it has no
+        clicked or no unclicked candidate.
+        """
+        lab = np.asarray(labels, dtype=np.int8)
+        cand = self._vectors(candidate_vectors, "candidate_vectors", 2)
+        if lab.shape != (cand.shape[0],):
+            raise InterestGymError(f"labels of shape {lab.shape}; expected ({cand.shape[0]},), one per candidate")
+        if state.counters[_C["n_decisions"]] == 0 or not (lab == 1).any() or not (lab == 0).any():
+            return state, None
+        ids = None if candidate_ids is None else [list(candidate_ids)]
+        pop = None if popularity is None else np.asarray(popularity)[None]
+        cats = None if candidate_categories is None else [list(candidate_categories)]
+        scores, cos_long, cos_short = self._scores([state], cand[None], ids, pop, cats, None if hour is None else [hour])
+        metrics = ranking_metrics(scores, lab[None], metric_names([self.reward_metric]))
+        new = state.copy()
+        new.pending_sums[_P["metric"]] += metrics[self.reward_metric][0]
+        new.pending_sums[_P["long_only"]] += ranking_metrics(cos_long, lab[None], [self.reward_metric])[self.reward_metric][0]
+        new.pending_sums[_P["short_only"]] += ranking_metrics(cos_short, lab[None], [self.reward_metric])[self.reward_metric][0]
+        new.counters[_C["pending_points"]] += 1
+        return new, {k: float(v[0]) for k, v in metrics.items()}
+
+
+def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None, threads: int = 1) -> ExportedPolicy:
+    """Load and verify an export directory (written by ``interestgym export``).
+
+    :param encoder_fingerprint: the fingerprint of the encoder the caller embeds items with; a
+        mismatch raises :class:`EncoderMismatchError` (``None``: not checked).
+    :param threads: onnxruntime intra-op threads (1 is fastest for this small network per call).
+    :raises ExportError: (an ArtifactError) naming the file and what is wrong.
+    """
+    import onnxruntime
+
+    directory = Path(directory)
+    manifest = read_verified_manifest(directory, REQUIRED_FILES)
+    try:
+        features = [f["name"] for f in manifest["observation"]["features"]]
+        _ = manifest["encoder"]["dim"], manifest["replay"]["action_weights"], manifest["scoring"]["config"]
+    except (KeyError, TypeError) as exc:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: missing field {exc}; expected the fields written by `interestgym export`") from None
+    if tuple(features) != FEATURE_NAMES:
+        raise ExportFileCorruptError(
+            f"{directory / 'manifest.json'}: observation features {features} differ from this interestgym's "
+            f"{list(FEATURE_NAMES)}; export the policy again with this version"
+        )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(str(directory / POLICY_FILE), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for a damaged graph
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 2 or shape[1] != N_FEATURES:
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {N_FEATURES}]")
+    try:
+        item_ids = json.loads((directory / ITEMS_FILE).read_text(encoding="utf-8"))
+        categories = json.loads((directory / CATEGORIES_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportFileCorruptError(f"{directory}: {ITEMS_FILE} / {CATEGORIES_FILE} is not valid JSON ({exc})") from None
+    try:
+        popularity = np.load(directory / POPULARITY_FILE, allow_pickle=False)
+    except ValueError as exc:
+        raise ExportFileCorruptError(f"{directory / POPULARITY_FILE}: not a plain .npy array ({exc})") from None
+    if not isinstance(item_ids, list) or popularity.shape != (len(item_ids),) or popularity.dtype != np.float32:
+        raise ExportFileCorruptError(
+            f"{directory / POPULARITY_FILE}: shape {popularity.shape} dtype {popularity.dtype}; expected "
+            f"({len(item_ids) if isinstance(item_ids, list) else '?'},) float32 aligned with {ITEMS_FILE}"
+        )
+    policy = ExportedPolicy(directory, manifest, session, [str(i) for i in item_ids], popularity, [str(c) for c in categories])
+    if encoder_fingerprint is not None:
+        policy.check_encoder(encoder_fingerprint)
+    return policy

@@ -1,0 +1,226 @@
+"""Per-user interest state kept by a service between events, and the events it is updated with.
+
+:class:`UserState` holds exactly what the replay engine (``interestgym.envs.engine.ReplayEngine``)
+keeps per user, so that the runtime's observations, updates and scores are the env's:
+
+* the long- and short-term profiles L and S and the policy-independent shadow profiles (float32);
+* the running means the observation reads (reward, drift, short-vs-long, L-only / S-only metric,
+  shadow cosines; float64 like the engine's);
+* the counters behind the log features (events and decisions so far, their last timestamps, the
+  decisions per category, the same-category streak);
+* the strengths chosen at the last decision (w and p score candidates until the next decision);
+* the scoring points recorded since the last decision (their metric sums feed the running means
+  at the next decision, as the engine folds a step's scoring points in at the end of the step);
+* optional state of the extra score terms: forgetful category counts (``beta_cat``) and
+  time-of-day slot profiles (``beta_ctx``).
+
+It serialises to bytes (:meth:`UserState.to_bytes`, a small header + little-endian arrays + CRC, see
+:mod:`interestgym.runtime.codec`) and to JSON (:meth:`UserState.to_json`); neither uses pickle.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from interestgym.core.features import SHADOW_STRENGTHS
+from interestgym.core.interest import N_TIME_SLOTS
+from interestgym.runtime.codec import (
+    StateFormatError,
+    decode_bytes,
+    decode_json,
+    encode_bytes,
+    encode_json,
+)
+
+#: Version of the state layout below (stored in every blob's meta; bumped on any change).
+STATE_VERSION = 1
+_N_SHADOW = len(SHADOW_STRENGTHS)
+
+#: float64 running means, in this order, in the ``running_means`` field.
+RUNNING_MEANS: tuple[str, ...] = ("reward_ema", "drift_ema", "short_long_ema", "long_metric_ema", "short_metric_ema")
+#: int64 counters, in this order, in the ``counters`` field. ``last_*_ts`` are meaningless while the
+#: matching count is 0.
+#: ``last_category`` indexes ``UserState.categories`` (-1 before the first decision) and
+#: ``category_run`` counts the decisions in a row, up to the last one, in that category.
+COUNTERS: tuple[str, ...] = (
+    "n_events", "n_decisions", "last_event_ts", "last_decision_ts", "last_category", "category_run", "pending_points",
+)
+#: float64 sums of the scoring points recorded since the last decision, in the ``pending_sums`` field.
+PENDING: tuple[str, ...] = ("metric", "long_only", "short_only")
+
+
+@dataclass(eq=False)  # holds an array: compare fields explicitly
+class Event:
+    """One behaviour event of a user, as a service sees it.
+
+    :param ts: UTC unix seconds. Events of a user must arrive in time order.
+    :param action: the action type (one of :data:`interestgym.data.schema.ACTIONS`, e.g. ``"click"``).
+    :param item_vector: the item's embedding (unit float32 vector of the encoder's dimension), or
+        ``None`` when the item has no embedding (the event is then counted but is not a decision).
+    :param value: rating / quantity / 1.0.
+    :param category: the item's category ("" if unknown).
+    :param hour: hour of the day (0-23) in the dataset's convention; ``None`` = from ``ts`` in UTC.
+    :param weekday: 0 = Monday; ``None`` = from ``ts`` in UTC.
+    """
+
+    ts: int
+    action: str
+    item_vector: np.ndarray | None = None
+    value: float = 1.0
+    category: str = ""
+    hour: int | None = None
+    weekday: int | None = None
+
+    def hour_weekday(self) -> tuple[int, int]:
+        if self.hour is not None and self.weekday is not None:
+            return int(self.hour), int(self.weekday)
+        moment = _dt.datetime.fromtimestamp(int(self.ts), tz=_dt.timezone.utc)
+        return (moment.hour if self.hour is None else int(self.hour),
+                moment.weekday() if self.weekday is None else int(self.weekday))
+
+
+@dataclass
+class UserState:
+    """One user's interest state (see the module docstring). Create with ``ExportedPolicy.new_state()``."""
+
+    long_term: np.ndarray
+    short_term: np.ndarray
+    shadow: np.ndarray
+    running_means: np.ndarray
+    shadow_cos_ema: np.ndarray
+    counters: np.ndarray
+    strengths: np.ndarray
+    pending_sums: np.ndarray
+    #: categories in order of first decision, and the user's decisions per category (aligned)
+    categories: list[str] = field(default_factory=list)
+    category_decisions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: forgetful counts over the export's category list (only when the policy scores with beta_cat)
+    category_counts: np.ndarray | None = None
+    #: time-of-day slot profiles (only when the policy scores with beta_ctx)
+    slot_profiles: np.ndarray | None = None
+
+    # -------------------------------------------------------------------------------- creation
+    @classmethod
+    def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False) -> UserState:
+        """The state before any event: zero profiles ("no interest known") and zero statistics."""
+        return cls(
+            long_term=np.zeros(dim, dtype=np.float32),
+            short_term=np.zeros(dim, dtype=np.float32),
+            shadow=np.zeros((_N_SHADOW, dim), dtype=np.float32),
+            running_means=np.zeros(len(RUNNING_MEANS)),
+            shadow_cos_ema=np.zeros(_N_SHADOW),
+            counters=np.where(np.array(COUNTERS) == "last_category", -1, 0).astype(np.int64),
+            strengths=np.zeros(4),
+            pending_sums=np.zeros(len(PENDING)),
+            category_counts=None if n_categories is None else np.zeros(max(n_categories, 1)),
+            slot_profiles=np.zeros((N_TIME_SLOTS, dim), dtype=np.float32) if with_slots else None,
+        )
+
+    @property
+    def dim(self) -> int:
+        return int(self.long_term.shape[0])
+
+    def counter(self, name: str) -> int:
+        return int(self.counters[COUNTERS.index(name)])
+
+    def running_mean(self, name: str) -> float:
+        return float(self.running_means[RUNNING_MEANS.index(name)])
+
+    def copy(self) -> UserState:
+        return UserState(
+            long_term=self.long_term.copy(), short_term=self.short_term.copy(), shadow=self.shadow.copy(),
+            running_means=self.running_means.copy(), shadow_cos_ema=self.shadow_cos_ema.copy(),
+            counters=self.counters.copy(), strengths=self.strengths.copy(), pending_sums=self.pending_sums.copy(),
+            categories=list(self.categories), category_decisions=self.category_decisions.copy(),
+            category_counts=None if self.category_counts is None else self.category_counts.copy(),
+            slot_profiles=None if self.slot_profiles is None else self.slot_profiles.copy(),
+        )
+
+    # ----------------------------------------------------------------------------- serialisation
+    def _fields(self) -> dict[str, np.ndarray]:
+        fields = {
+            "long_term": self.long_term, "short_term": self.short_term, "shadow": self.shadow,
+            "running_means": self.running_means, "shadow_cos_ema": self.shadow_cos_ema,
+            "counters": self.counters, "strengths": self.strengths, "pending_sums": self.pending_sums,
+            "category_decisions": self.category_decisions,
+        }
+        if self.category_counts is not None:
+            fields["category_counts"] = self.category_counts
+        if self.slot_profiles is not None:
+            fields["slot_profiles"] = self.slot_profiles
+        return fields
+
+    def _meta(self) -> dict[str, Any]:
+        return {"state_version": STATE_VERSION, "categories": list(self.categories)}
+
+    def to_bytes(self) -> bytes:
+        """Compact binary form (header + float32 / float64 / int64 arrays + CRC-32); no pickle."""
+        return encode_bytes(self._fields(), self._meta())
+
+    def to_json(self) -> str:
+        """JSON form: ``{"codec", "meta", "fields": {name: {dtype, shape, data}}}``; exact round trip."""
+        return encode_json(self._fields(), self._meta())
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, dim: int | None = None) -> UserState:
+        """Inverse of :meth:`to_bytes`; ``dim`` (the policy's encoder dimension) is checked if given."""
+        return cls._from_fields(*decode_bytes(data), dim=dim)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, dim: int | None = None) -> UserState:
+        """Inverse of :meth:`to_json`."""
+        return cls._from_fields(*decode_json(text), dim=dim)
+
+    @classmethod
+    def _from_fields(cls, fields: dict[str, np.ndarray], meta: dict[str, Any], dim: int | None) -> UserState:
+        version = meta.get("state_version")
+        if version != STATE_VERSION:
+            raise StateFormatError(f"user state version {version!r}; this interestgym reads version {STATE_VERSION}")
+        required = {
+            "long_term": ("<f4", 1), "short_term": ("<f4", 1), "shadow": ("<f4", 2), "running_means": ("<f8", 1),
+            "shadow_cos_ema": ("<f8", 1), "counters": ("<i8", 1), "strengths": ("<f8", 1), "pending_sums": ("<f8", 1),
+            "category_decisions": ("<i8", 1),
+        }
+        for name, (dtype, ndim) in required.items():
+            if name not in fields:
+                raise StateFormatError(f"user state field {name!r} is missing; expected fields {', '.join(required)}")
+            arr = fields[name]
+            if arr.dtype.str != dtype or arr.ndim != ndim:
+                raise StateFormatError(f"user state field {name!r} has dtype {arr.dtype.str} and {arr.ndim} dims; expected {dtype} with {ndim}")
+        d = fields["long_term"].shape[0]
+        expected_shapes = {
+            "short_term": (d,), "shadow": (_N_SHADOW, d), "running_means": (len(RUNNING_MEANS),),
+            "shadow_cos_ema": (_N_SHADOW,), "counters": (len(COUNTERS),), "strengths": (4,), "pending_sums": (len(PENDING),),
+        }
+        for name, shape in expected_shapes.items():
+            if fields[name].shape != shape:
+                raise StateFormatError(f"user state field {name!r} has shape {fields[name].shape}; expected {shape}")
+        if dim is not None and d != dim:
+            raise StateFormatError(f"user state has profiles of dimension {d}; the policy's encoder has dimension {dim}")
+        categories = meta.get("categories", [])
+        if not isinstance(categories, list) or len(categories) != len(fields["category_decisions"]):
+            raise StateFormatError(
+                f"user state lists {len(categories) if isinstance(categories, list) else categories!r} categories "
+                f"but {len(fields['category_decisions'])} category counts; expected one count per category"
+            )
+        slots = fields.get("slot_profiles")
+        if slots is not None and slots.shape != (N_TIME_SLOTS, d):
+            raise StateFormatError(f"user state field 'slot_profiles' has shape {slots.shape}; expected {(N_TIME_SLOTS, d)}")
+        return cls(
+            long_term=fields["long_term"], short_term=fields["short_term"], shadow=fields["shadow"],
+            running_means=fields["running_means"], shadow_cos_ema=fields["shadow_cos_ema"], counters=fields["counters"],
+            strengths=fields["strengths"], pending_sums=fields["pending_sums"], categories=[str(c) for c in categories],
+            category_decisions=fields["category_decisions"], category_counts=fields.get("category_counts"),
+            slot_profiles=slots,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserState):
+            return NotImplemented
+        a, b = self._fields(), other._fields()
+        return (self.categories == other.categories and a.keys() == b.keys()
+                and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a))

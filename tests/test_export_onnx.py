@@ -1,0 +1,119 @@
+"""The ONNX actor reproduces SB3's deterministic predict (with VecNormalize) and is written atomically."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import onnxruntime
+import pytest
+from interestgym.agents.export import build_actor, export_onnx, write_export_directory
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from interestgym.errors import ArtifactError
+from interestgym.runtime.manifest import MANIFEST_KIND, read_verified_manifest
+
+
+class _BoxEnv(gym.Env):
+    """Observations far from N(0, 1) so that VecNormalize's statistics matter in the parity check."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(-50.0, 50.0, (6,), np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (4,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def _obs(self) -> np.ndarray:
+        return (self.np_random.normal(3.0, 8.0, 6)).astype(np.float32)
+
+    def step(self, action):
+        return self._obs(), float(-np.sum((action - 0.7) ** 2)), False, False, {}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    venv = VecNormalize(DummyVecEnv([_BoxEnv, _BoxEnv]), norm_obs=True, norm_reward=False, clip_obs=3.0)
+    venv.seed(0)
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=2, seed=0, policy_kwargs={"net_arch": [32, 32]}, device="cpu")
+    model.learn(128)
+    venv.training = False
+    return model, venv
+
+
+def test_onnx_actor_matches_sb3_deterministic_predict(trained, tmp_path):
+    model, venv = trained
+    path = tmp_path / "policy.onnx"
+    export_onnx(build_actor(model, venv), 6, path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # wide range: some observations fall outside ±clip_obs after normalisation and some actions
+    # outside [0, 1] before clipping, so both baked-in clips are exercised
+    obs = np.random.default_rng(0).normal(3.0, 30.0, (1000, 6)).astype(np.float32)
+    expected, _ = model.predict(venv.normalize_obs(obs), deterministic=True)
+    got = session.run(None, {"observation": obs})[0]
+    assert got.shape == (1000, 4) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    assert (got == 0.0).any()  # some Gaussian means fell below the box and were clipped
+    z = (obs - venv.obs_rms.mean) / np.sqrt(venv.obs_rms.var + venv.epsilon)
+    assert (np.abs(z) > venv.clip_obs).any()
+    # a batch of one and the batch give the same row: the batch axis is dynamic
+    np.testing.assert_array_equal(session.run(None, {"observation": obs[3:4]})[0][0], got[3])
+
+
+def test_without_vecnormalize_the_graph_is_the_raw_policy(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "raw.onnx"
+    export_onnx(build_actor(model, None), 6, path)
+    obs = np.random.default_rng(1).normal(0.0, 1.0, (50, 6)).astype(np.float32)
+    expected, _ = model.predict(obs, deterministic=True)
+    got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"observation": obs})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def _writer(payload: bytes):
+    def write(tmp):
+        (tmp / "blob.bin").write_bytes(payload)
+    return write
+
+
+def test_export_directory_is_replaced_whole_and_checksummed(tmp_path):
+    out = tmp_path / "export"
+    write_export_directory(out, _writer(b"first"), {"kind": MANIFEST_KIND, "format_version": 1})
+    manifest = read_verified_manifest(out)
+    assert set(manifest["files"]) == {"blob.bin"}
+    write_export_directory(out, _writer(b"second"), {"kind": MANIFEST_KIND, "format_version": 1})
+    assert (out / "blob.bin").read_bytes() == b"second"
+    read_verified_manifest(out)
+    # no temporary or set-aside directories are left next to the export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_failed_export_leaves_the_previous_one_intact(tmp_path):
+    out = tmp_path / "export"
+    write_export_directory(out, _writer(b"good"), {"kind": MANIFEST_KIND, "format_version": 1})
+
+    def broken(tmp):
+        (tmp / "blob.bin").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_export_directory(out, broken, {"kind": MANIFEST_KIND, "format_version": 1})
+    assert (out / "blob.bin").read_bytes() == b"good"
+    read_verified_manifest(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_a_foreign_directory_is_never_replaced(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(ArtifactError, match="not an interestgym export"):
+        write_export_directory(out, _writer(b"x"), {"kind": MANIFEST_KIND, "format_version": 1})
+    assert (out / "notes.txt").read_text() == "keep me"
+    (out / "manifest.json").write_text(json.dumps({"kind": "something-else"}))
+    with pytest.raises(ArtifactError):
+        write_export_directory(out, _writer(b"x"), {"kind": MANIFEST_KIND, "format_version": 1})

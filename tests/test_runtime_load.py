@@ -1,0 +1,152 @@
+"""Loading an export refuses anything damaged, newer or mismatched, with an error naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from export_fixtures import trained_export
+
+from interestgym.errors import ArtifactError
+from interestgym.runtime import (
+    ChecksumMismatchError,
+    EmbeddingDimensionError,
+    EncoderMismatchError,
+    Event,
+    ExportFileCorruptError,
+    ExportFileMissingError,
+    FormatVersionError,
+    UserState,
+    load_policy,
+)
+from interestgym.runtime.manifest import CONTENT_DIGEST_FIELD, manifest_digest
+
+
+@pytest.fixture()
+def export_copy(tmp_path_factory, tmp_path):
+    fx = trained_export(tmp_path_factory, "next_positive")
+    target = tmp_path / "export"
+    shutil.copytree(fx.export, target)
+    return target
+
+
+def _rewrite_manifest(directory, change) -> None:
+    """Edit the manifest and re-seal its content digest (a well-formed but different manifest)."""
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    manifest[CONTENT_DIGEST_FIELD] = manifest_digest(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_intact_export_loads(export_copy):
+    policy = load_policy(export_copy)
+    assert policy.dim == 16
+    assert isinstance(policy.new_state(), UserState)
+
+
+def test_every_exported_file_is_covered_by_a_checksum(export_copy):
+    names = sorted(p.name for p in export_copy.iterdir())
+    assert {"manifest.json", "policy.onnx", "popularity.npy", "item_ids.json", "categories.json"} <= set(names)
+    for name in names:
+        target = export_copy.parent / f"tampered-{name}"
+        shutil.copytree(export_copy, target)
+        data = bytearray((target / name).read_bytes())
+        middle = len(data) // 2
+        data[middle] = (data[middle] + 1) % 256  # one changed byte, same size
+        (target / name).write_bytes(bytes(data))
+        # a changed byte fails the checksum (or, in the manifest, may already break its JSON)
+        with pytest.raises((ChecksumMismatchError, ExportFileCorruptError)) as info:
+            load_policy(target)
+        assert name in str(info.value), str(info.value)
+
+
+def test_edited_manifest_values_are_detected(export_copy):
+    path = export_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["scoring"]["config"]["beta_cat"] = 0.5  # a plausible edit, valid JSON
+    path.write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(ChecksumMismatchError, match="manifest.json"):
+        load_policy(export_copy)
+
+
+def test_missing_file_is_named(export_copy):
+    (export_copy / "popularity.npy").unlink()
+    with pytest.raises(ExportFileMissingError, match="popularity.npy"):
+        load_policy(export_copy)
+    (export_copy / "manifest.json").unlink()
+    with pytest.raises(ExportFileMissingError, match="manifest.json"):
+        load_policy(export_copy)
+
+
+def test_file_dropped_from_the_manifest_is_refused(export_copy):
+    _rewrite_manifest(export_copy, lambda m: m["files"].pop("item_ids.json"))
+    with pytest.raises(ExportFileCorruptError, match="item_ids.json"):
+        load_policy(export_copy)
+
+
+def test_newer_format_version_asks_for_an_upgrade(export_copy):
+    _rewrite_manifest(export_copy, lambda m: m.update(format_version=99))
+    with pytest.raises(FormatVersionError, match="format_version 99.*upgrade"):
+        load_policy(export_copy)
+
+
+def test_corrupt_but_consistently_checksummed_files_are_refused(export_copy):
+    from interestgym.io import sha256_file
+
+    (export_copy / "popularity.npy").write_bytes(b"not an npy file")
+
+    def reseal(m):
+        m["files"]["popularity.npy"] = {"sha256": sha256_file(export_copy / "popularity.npy"), "bytes": 15}
+
+    _rewrite_manifest(export_copy, reseal)
+    with pytest.raises(ExportFileCorruptError, match="popularity.npy"):
+        load_policy(export_copy)
+    (export_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(ExportFileCorruptError, match="manifest.json"):
+        load_policy(export_copy)
+
+
+def test_not_an_export_directory(tmp_path):
+    with pytest.raises(ExportFileMissingError, match="no such export directory"):
+        load_policy(tmp_path / "nowhere")
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1}))  # e.g. a dataset directory
+    with pytest.raises(ExportFileCorruptError, match="kind"):
+        load_policy(tmp_path)
+
+
+def test_encoder_fingerprint_and_dimension_are_checked(export_copy):
+    _rewrite_manifest(export_copy, lambda m: m["encoder"].update(fingerprint="a" * 64))
+    with pytest.raises(EncoderMismatchError, match="fingerprint"):
+        load_policy(export_copy, encoder_fingerprint="b" * 64)
+    policy = load_policy(export_copy, encoder_fingerprint="a" * 64)
+    state = policy.new_state()
+    with pytest.raises(EmbeddingDimensionError, match="16"):
+        policy.update(state, Event(ts=1, action="click", item_vector=np.ones(8, np.float32) / np.sqrt(8)))
+    with pytest.raises(EmbeddingDimensionError, match="16"):
+        policy.score(state, np.ones((5, 384), np.float32), candidate_ids=["i1"] * 5)
+    with pytest.raises(ArtifactError):  # every runtime error is an ArtifactError the CLI prints in one line
+        policy.score(state, np.ones((5, 17), np.float32), candidate_ids=["i1"] * 5)
+
+
+def test_runtime_imports_neither_torch_nor_stable_baselines3(export_copy):
+    code = f"""
+import sys
+import numpy as np
+import interestgym.runtime as rt
+policy = rt.load_policy({str(export_copy)!r})
+state = policy.new_state()
+x = np.ones(policy.dim, np.float32) / np.sqrt(policy.dim)
+state = policy.update(state, rt.Event(ts=100, action="click", item_vector=x, category="c1"))
+scores = policy.score(state, np.stack([x, -x]), candidate_ids=["i1", "i2"])
+assert scores[0] > scores[1], scores
+heavy = sorted(m for m in ("torch", "stable_baselines3", "pandas", "gymnasium", "sklearn", "pyarrow") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout, proc.stdout

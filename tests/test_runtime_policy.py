@@ -1,0 +1,147 @@
+"""The runtime's update / score / outcome bookkeeping against independently written formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from export_fixtures import trained_export
+
+from interestgym.core.features import FeatureView
+from interestgym.errors import InterestGymError
+from interestgym.runtime import Event, UserState, load_policy
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    return load_policy(trained_export(tmp_path_factory, "next_positive").export)
+
+
+def _unit(rng, d=16):
+    v = rng.standard_normal(d).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _expected_update(profile: np.ndarray, x: np.ndarray, a: float) -> np.ndarray:
+    v = (1 - np.float32(a)) * profile.astype(np.float64) + np.float32(a) * x.astype(np.float64)
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else v
+
+
+def test_update_moves_profiles_by_the_policys_strengths(policy):
+    rng = np.random.default_rng(0)
+    state = policy.new_state()
+    x1, x2 = _unit(rng), _unit(rng)
+    e1 = Event(ts=1_000, action="click", item_vector=x1, category="c1", hour=9, weekday=2)
+    s1 = policy.update(state, e1)
+    a = policy.strengths(policy.observe(state, e1)[None])[0]
+    # from the zero profile, any positive strength lands exactly on the item
+    assert a[0] > 0
+    np.testing.assert_allclose(s1.long_term, x1, atol=1e-6)
+    e2 = Event(ts=4_600, action="purchase", item_vector=x2, category="c2", hour=10, weekday=2)
+    obs = policy.observe(s1, e2)
+    b = policy.strengths(obs[None])[0]
+    s2 = policy.update(s1, e2)
+    np.testing.assert_allclose(s2.long_term, _expected_update(s1.long_term, x2, b[0]), atol=1e-6)
+    np.testing.assert_allclose(s2.short_term, _expected_update(s1.short_term, x2, b[1]), atol=1e-6)
+    np.testing.assert_allclose(s2.strengths, b)
+    # the observation of e2 saw the past correctly: one previous event 3,600 s before, cos with L
+    view = FeatureView(obs[None])
+    assert view.n_events[0] == 1 and view.n_decisions[0] == 1
+    assert view.gap_seconds[0] == pytest.approx(3600, rel=1e-4)
+    assert view["cos_item_long"][0] == pytest.approx(float(x2 @ s1.long_term), abs=1e-6)
+    assert view["category_new"][0] == 1.0
+    assert state == policy.new_state()  # update never mutates its input
+
+
+def test_non_decisions_only_advance_counters(policy):
+    rng = np.random.default_rng(1)
+    s = policy.update(policy.new_state(), Event(ts=10, action="click", item_vector=_unit(rng), category="c1"))
+    before = s.copy()
+    for event in (
+        Event(ts=20, action="impression", item_vector=_unit(rng)),          # weight 0
+        Event(ts=30, action="rate", value=2.0, item_vector=_unit(rng)),     # rating below 4
+        Event(ts=40, action="click", item_vector=None),                     # item without embedding
+    ):
+        s = policy.update(s, event)
+    np.testing.assert_array_equal(s.long_term, before.long_term)
+    np.testing.assert_array_equal(s.short_term, before.short_term)
+    assert s.counter("n_events") == 4 and s.counter("n_decisions") == 1 and s.counter("last_event_ts") == 40
+
+
+def test_score_is_the_documented_formula(policy):
+    rng = np.random.default_rng(2)
+    s = policy.new_state()
+    for t in range(3):
+        s = policy.update(s, Event(ts=100 * (t + 1), action="click", item_vector=_unit(rng), category=f"c{t}"))
+    cands = np.stack([_unit(rng) for _ in range(7)])
+    ids = ["i0", "i5", "i17", "unknown-item", "i3", "i8", "i2"]
+    got = policy.score(s, cands, candidate_ids=ids)
+    _, _, w, p = s.strengths
+    pop = np.array([policy.popularity[int(i[1:])] if i != "unknown-item" else 0.0 for i in ids])
+    expected = (1 - p) * (w * (cands @ s.short_term) + (1 - w) * (cands @ s.long_term)) + p * pop
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(InterestGymError, match="candidate_ids"):
+        policy.score(s, cands)
+
+
+def test_batched_forms_equal_one_user_at_a_time(policy):
+    rng = np.random.default_rng(3)
+    states = [policy.new_state() for _ in range(5)]
+    for t in range(4):
+        events = [Event(ts=1000 * t + u, action=("click", "view", "impression", "purchase", "click")[(t + u) % 5],
+                        item_vector=_unit(rng), category=f"c{(t * u) % 3}") for u in range(5)]
+        one_by_one = [policy.update(s, e) for s, e in zip(states, events)]
+        batched = policy.update_batch(states, events)
+        assert all(a == b for a, b in zip(one_by_one, batched))
+        states = batched
+    cands = np.stack([np.stack([_unit(rng) for _ in range(6)]) for _ in range(5)])
+    ids = np.array([[f"i{k}" for k in range(6)]] * 5)
+    batch_scores = policy.score_batch(states, cands, ids)
+    for u in range(5):
+        np.testing.assert_array_equal(batch_scores[u], policy.score(states[u], cands[u], candidate_ids=ids[u]))
+
+
+def test_outcomes_feed_the_running_means_at_the_next_decision(policy):
+    rng = np.random.default_rng(4)
+    s = policy.update(policy.new_state(), Event(ts=10, action="click", item_vector=_unit(rng), category="c1"))
+    cands = np.stack([s.long_term, -s.long_term, _unit(rng)])  # the click is the best-scored by L
+    s, m = policy.record_outcome(s, cands, [1, 0, 0], candidate_ids=["i1", "i2", "i3"])
+    assert m is not None and 0.0 <= m["ndcg@10"] <= 1.0
+    unchanged, none = policy.record_outcome(s, cands, [0, 0, 0], candidate_ids=["i1", "i2", "i3"])
+    assert none is None and unchanged is s  # no click: not a scoring point
+    s = policy.update(s, Event(ts=20, action="click", item_vector=_unit(rng), category="c1"))
+    # running mean from 0 with rate 0.2: 0.2 * (the point's metric)
+    assert s.running_mean("reward_ema") == pytest.approx(0.2 * m[policy.reward_metric])
+    assert s.running_mean("long_metric_ema") == pytest.approx(0.2 * 1.0)  # L ranks the click first
+
+
+def test_bad_events_are_refused(policy):
+    rng = np.random.default_rng(5)
+    s = policy.update(policy.new_state(), Event(ts=100, action="click", item_vector=_unit(rng)))
+    with pytest.raises(InterestGymError, match="time order"):
+        policy.update(s, Event(ts=50, action="click", item_vector=_unit(rng)))
+    with pytest.raises(InterestGymError, match="'tap'"):
+        policy.update(s, Event(ts=150, action="tap", item_vector=_unit(rng)))
+
+
+def test_state_round_trips_after_real_updates(policy):
+    rng = np.random.default_rng(6)
+    s = policy.new_state()
+    for t in range(5):
+        s = policy.update(s, Event(ts=100 * t, action="click", item_vector=_unit(rng), category=f"c{t % 2}"))
+    assert UserState.from_bytes(s.to_bytes(), dim=16) == s
+    assert UserState.from_json(s.to_json(), dim=16) == s
+    with pytest.raises(InterestGymError, match="dimension 16"):
+        UserState.from_bytes(s.to_bytes(), dim=384)
+    assert len(s.to_bytes()) < 1200  # d=16: profiles + statistics, a few hundred bytes
+
+
+def test_unnormalised_or_broken_vectors_are_refused(policy):
+    rng = np.random.default_rng(7)
+    s = policy.new_state()
+    with pytest.raises(InterestGymError, match="L2 norm 3"):
+        policy.update(s, Event(ts=1, action="click", item_vector=3.0 * _unit(rng)))
+    with pytest.raises(InterestGymError, match="L2-normalised"):
+        policy.score(s, np.full((2, 16), np.nan, np.float32), candidate_ids=["i1", "i2"])
+    zero_text = np.zeros((1, 16), np.float32)  # items without text encode to zero rows: allowed
+    assert policy.score(s, zero_text, candidate_ids=["i1"]).shape == (1,)
