@@ -1,0 +1,249 @@
+"""`interestgym report`: figures (non-empty PNGs of plausible size), summary numbers = evaluation.json."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_synthetic
+from interestgym.agents.evaluate import evaluate_run
+from interestgym.agents.report import (
+    UserTimeline,
+    build_report,
+    can_render,
+    choose_timeline_users,
+    implied_mix,
+    plot_timeline,
+    read_scalars,
+)
+from interestgym.agents.train import TrainConfig, replay_data, train_run
+
+from interestgym.cli import cli
+
+BASELINES = "ema,static,mean_history"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the PNG header, checking the signature (independent of matplotlib)."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def assert_plausible_png(path: Path, min_bytes: int = 15_000) -> None:
+    assert path.is_file(), path
+    size = path.stat().st_size
+    width, height = png_size(path)
+    assert size >= min_bytes, f"{path.name}: only {size} bytes"
+    assert 500 <= width <= 3000 and 300 <= height <= 3000, (path.name, width, height)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("report")
+    data = tiny_synthetic(root / "tiny")
+    config = TrainConfig(dataset=str(data), run_dir=str(root / "run"), timesteps=256, n_envs=4, n_steps=16,
+                         batch_size=32, n_epochs=2, eval_every=64, checkpoint_every=0, eval_users=None,
+                         progress_bar=False, reward_baseline="ema", net_arch=[16, 16])
+    train_run(config)
+    evaluate_run(root / "run", baselines=BASELINES, n_boot=300, progress=False)
+    return root / "run", data
+
+
+@pytest.fixture(scope="module")
+def report(run):
+    run_dir, _ = run
+    return build_report(run_dir, timeline_users=2, progress=False)
+
+
+def _md_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The first pipe table of a Markdown text: (header cells, body rows)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    split = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+    assert set("".join(split[1])) <= set("-:"), "second table line must be the rule"
+    return split[0], split[2:]
+
+
+def _interval(cell: str) -> tuple[float, float]:
+    lo, hi = re.fullmatch(r"\[([-+0-9.]+), ([-+0-9.]+)\]", cell).groups()
+    return float(lo), float(hi)
+
+
+def test_report_writes_every_figure_as_a_real_png(run, report):
+    run_dir, _ = run
+    out = run_dir / "report"
+    assert report.out == out
+    names = {p.name for p in report.figures.values()}
+    assert {"learning_curves.png", "policies.png", "actions.png"} <= names
+    timelines = sorted(out.glob("timeline_*.png"))
+    assert len(timelines) == 2
+    for path in report.figures.values():
+        assert_plausible_png(path)
+    assert report.skipped == []
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
+    md = report.markdown.read_text()
+    html = report.html.read_text()
+    for path in report.figures.values():  # every figure is shown by both summaries
+        assert f"]({path.name})" in md
+        assert f'src="{path.name}"' in html
+
+
+def test_summary_table_numbers_match_evaluation_json(run, report):
+    run_dir, _ = run
+    doc = json.loads((run_dir / "evaluation.json").read_text())
+    summary = doc["summary"]
+    metric = doc["header"]["selection_metric"]
+    ref = summary["reference"]
+    header, rows = _md_table(report.markdown.read_text())
+    col = {h: i for i, h in enumerate(header)}
+    assert [r[0] for r in rows] == list(summary["policies"])  # every policy, in the evaluation's order
+    for row in rows:
+        entry = summary["policies"][row[col["policy"]]]
+        ci = entry["metrics"][metric]
+        assert float(row[col[metric]]) == pytest.approx(ci["mean"], abs=5e-5)
+        lo, hi = _interval(row[col["95% CI"]])
+        assert (lo, hi) == (pytest.approx(ci["lo"], abs=5e-5), pytest.approx(ci["hi"], abs=5e-5))
+        assert float(row[col["AUC"]]) == pytest.approx(entry["metrics"]["auc"]["mean"], abs=5e-5)
+        assert float(row[col["MRR"]]) == pytest.approx(entry["metrics"]["mrr"]["mean"], abs=5e-5)
+        diff_cell = row[col[f"diff vs {ref}"]]
+        if row[0] == ref:
+            assert diff_cell == "-" and row[col["kind"]] == "reference"
+        else:
+            d = entry["diff_vs_reference"][metric]
+            assert float(diff_cell.rstrip("*")) == pytest.approx(d["mean"], abs=5e-5)
+            assert diff_cell.endswith("*") == (d["lo"] > 0 or d["hi"] < 0)
+            dlo, dhi = _interval(row[col["diff 95% CI"]])
+            assert (dlo, dhi) == (pytest.approx(d["lo"], abs=5e-5), pytest.approx(d["hi"], abs=5e-5))
+        frac = entry["fraction_of_oracle"][metric]
+        assert float(row[col[f"% of oracle {metric}"]]) == pytest.approx(100 * frac, abs=0.05)
+        track = entry["extra"].get("tracking_error")
+        cell = row[col["tracking error"]]
+        assert cell == "-" if track is None else float(cell) == pytest.approx(track["mean"], abs=5e-5)
+    # the independent check of the per-user values: the learned policy's mean is the mean over users
+    ppo_mean = float(np.mean(doc["per_user"]["ppo"][metric]))
+    assert float(rows[0][col[metric]]) == pytest.approx(ppo_mean, abs=5e-5)
+
+    # the HTML carries the same table
+    html = report.html.read_text()
+    cells = re.findall(r"<tr class=\"(\w+)\">(.*?)</tr>", html)
+    assert [re.findall(r"<td>(.*?)</td>", body) for _, body in cells] == rows
+
+
+def test_report_cli_prints_the_table(run, tmp_path):
+    run_dir, _ = run
+    result = CliRunner().invoke(cli, ["report", str(run_dir), "--out", str(tmp_path / "rep"), "--timeline-users", "1"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "| ppo " in result.output and "report.html" in result.output
+    assert len(list((tmp_path / "rep").glob("timeline_*.png"))) == 1
+
+
+def test_report_without_evaluation_draws_the_rest_and_says_why(tmp_path):
+    data = tiny_synthetic(tmp_path / "tiny", users=24, events_per_user=16)
+    config = TrainConfig(dataset=str(data), run_dir=str(tmp_path / "run"), timesteps=64, n_envs=2, n_steps=16,
+                         batch_size=16, n_epochs=1, eval_every=32, checkpoint_every=0, eval_users=None,
+                         progress_bar=False, reward_baseline=None, net_arch=[8])
+    train_run(config)
+    result = build_report(tmp_path / "run", timeline_users=1, progress=False)
+    assert "policies" not in result.figures and result.table == []
+    assert len(result.skipped) == 1 and "interestgym evaluate" in result.skipped[0]
+    assert {"learning_curves", "actions"} <= set(result.figures)
+    assert "## Not drawn" in result.markdown.read_text()
+
+
+def test_read_scalars_orders_steps_and_keeps_the_resumed_value(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    first = SummaryWriter(str(tmp_path), filename_suffix=".a")
+    for step, value in ((0, 1.0), (10, 2.0), (20, 3.0)):
+        first.add_scalar("charts/mean_reward", value, step)
+    first.close()
+    resumed = SummaryWriter(str(tmp_path), filename_suffix=".b")  # a resumed run appends a second file
+    for step, value in ((20, 30.0), (30, 40.0)):
+        resumed.add_scalar("charts/mean_reward", value, step)
+    resumed.close()
+    steps, values = read_scalars(tmp_path)["charts/mean_reward"]
+    assert steps.tolist() == [0, 10, 20, 30]
+    assert values.tolist() == [1.0, 2.0, 30.0, 40.0]
+
+
+def test_latin_labels_render_with_the_default_font():
+    assert can_render(["politics", "Children's", "(none)", "sci-fi 2"])
+
+
+def test_implied_mix_is_the_normalised_positive_cosine():
+    centroids = np.eye(3)
+    direction = np.array([[0.6, 0.8, 0.0], [0.6, -0.8, 0.0], [0.0, 0.0, 0.0]])
+    mix = implied_mix(direction, centroids)
+    np.testing.assert_allclose(mix[0], [0.6 / 1.4, 0.8 / 1.4, 0.0])
+    np.testing.assert_allclose(mix[1], [1.0, 0.0, 0.0])  # negative cosines count as no interest
+    np.testing.assert_allclose(mix[2], [0.0, 0.0, 0.0])  # an empty profile implies nothing
+
+
+def test_timeline_users_one_per_synthetic_type_longest_first(run):
+    _, data_dir = run
+    config = TrainConfig(dataset=str(data_dir), run_dir="")
+    data = replay_data(config, "test")
+    import pandas as pd
+
+    types = pd.read_parquet(data_dir / "synthetic_users.parquet")
+    user_types = dict(zip(types["user_id"].astype(str), types["user_type"].astype(str)))
+    chosen = choose_timeline_users(data, 3, user_types)
+    lengths = dict(zip(map(str, data.user_ids), data.user_decision_end - data.user_decision_start))
+    present = [t for t in ("switcher", "drifting", "bursty", "context", "noisy", "stable")
+               if any(user_types.get(str(u)) == t and lengths[str(u)] > 1 for u in data.user_ids)]
+    assert [label for _, label in chosen][: min(3, len(present))] == [f"{t} user" for t in present[:3]]
+    for uid, label in chosen:
+        t = label.split()[0]
+        same_type = [lengths[str(u)] for u in data.user_ids if user_types.get(str(u)) == t]
+        assert lengths[uid] == max(same_type)  # the longest history of its type
+    assert choose_timeline_users(data, 3, user_types) == chosen  # deterministic
+
+
+def test_category_timeline_for_real_data(tmp_path):
+    rng = np.random.default_rng(0)
+    n, t = 30, 5
+    clicked = rng.integers(0, t, n)
+    observed = np.zeros((n, t))
+    observed[np.arange(n), clicked] = 1.0
+    tl = UserTimeline(user_id="u/1", label="", topic_names=[f"cat{k}" for k in range(t)], observed=observed,
+                      observed_kind="categories", implied=rng.dirichlet(np.ones(t), n), strengths=rng.random((n, 4)),
+                      ts=np.arange(n) * 3600, clicked=clicked, step_metric=rng.random(n))
+    path = plot_timeline(tl, tmp_path / "timeline.png")
+    assert_plausible_png(path)
+
+
+def test_report_of_a_run_on_real_style_data_uses_categories(tmp_path, monkeypatch):
+    """No truth.npy, no impressions (next positive + sampled negatives): category timelines, no oracle column;
+    category names no installed font can draw are numbered in the figures and listed in the summary."""
+    from env_fixtures import make_dataset
+
+    data = make_dataset(tmp_path / "logs", n_users=24, n_items=60, n_categories=5)
+    config = TrainConfig(dataset=str(data), run_dir=str(tmp_path / "run"), timesteps=64, n_envs=2, n_steps=16,
+                         batch_size=16, n_epochs=1, eval_every=32, checkpoint_every=0, eval_users=None,
+                         progress_bar=False, reward_baseline=None, net_arch=[8], n_negatives=20)
+    train_run(config)
+    evaluate_run(tmp_path / "run", baselines="ema,static", n_boot=200, progress=False)
+    import interestgym.agents.report as report_module
+
+    monkeypatch.setattr(report_module, "can_render", lambda labels: False)
+    result = build_report(tmp_path / "run", timeline_users=1, progress=False)
+    assert result.skipped == []
+    assert any("#0 = c0" in n and "#4 = c4" in n for n in result.notes)
+    assert "#0 = c0" in result.markdown.read_text() and "#0 = c0" in result.html.read_text()
+    timeline = [p for k, p in result.figures.items() if k.startswith("timeline_")]
+    assert len(timeline) == 1
+    for path in result.figures.values():
+        assert_plausible_png(path)
+    header, rows = _md_table(result.markdown.read_text())
+    assert not any("oracle" in h or "tracking" in h for h in header)
+    assert sorted(r[0] for r in rows) == ["ema", "ppo", "static"]
