@@ -39,6 +39,9 @@ def trained():
     venv = VecNormalize(DummyVecEnv([_BoxEnv, _BoxEnv]), norm_obs=True, norm_reward=False, clip_obs=3.0)
     venv.seed(0)
     model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=2, seed=0, policy_kwargs={"net_arch": [32, 32]}, device="cpu")
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(None, []))  # SB3 would otherwise leave a folder in /tmp
     model.learn(128)
     venv.training = False
     return model, venv

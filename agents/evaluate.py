@@ -1,0 +1,363 @@
+"""``interestgym evaluate``: every policy on the same held-out users, with uncertainty.
+
+Protocol (printed above every table and stored in ``evaluation.json``):
+
+1. The tunable baselines are tuned on **validation** users (grid search, :mod:`interestgym.agents.baselines`)
+   with the selection metric (the run's reward metric, nDCG@10 by default). A run's ``baselines.json``
+   is reused when it was tuned with the same metric and protocol.
+2. The trained policy (a run's ``best`` or ``final`` model, deterministic) and every baseline replay the
+   users of ``--split`` (test by default) through the batched evaluator: identical users, identical
+   candidate sets, so every comparison is paired.
+3. Every metric is averaged per user, then over users; 95% CIs by the percentile bootstrap over users;
+   paired differences against the **reference** = the non-oracle baseline with the best validation
+   score (the best tuned rule; ``--reference NAME`` picks another), with the paired bootstrap over
+   users.
+4. Synthetic data (``truth.npy``): the **oracle** ranks candidates by the user's true interest in the
+   candidate's topic at the last event before the scoring point (it knows what the generator knows;
+   candidates of one topic tie), and every policy's metrics are also given as a fraction of the
+   oracle's (ratio of means). **Tracking error** of a policy at a decision (after its update) is
+   ``1 - cos(v, theta)``, where theta is the true topic distribution at that event and v the topic
+   profile implied by the policy's scoring direction u = normalise(w S + (1 - w) L):
+   ``v_k = max(0, cos(u, c_k))`` with c_k the normalised mean embedding of topic k's items. 0 = the
+   profile points at the true mixture's topics in the right proportions; 1 = orthogonal (an empty
+   profile scores 1). It is averaged per user, then over users.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from interestgym.agents.report_tables import PolicyScores, markdown_tables, summarise
+from interestgym.agents.stats import per_user_means
+
+from interestgym.errors import InterestGymError
+from interestgym.io import write_json_atomic, write_text_atomic
+
+TABLE_METRICS = ["auc", "mrr", "ndcg@5", "ndcg@10", "precision@10", "recall@10", "f1@10", "hit@10"]
+
+
+# ------------------------------------------------------------------------------------------- oracle
+def oracle_point_metrics(data: Any, truth: np.ndarray, item_topic: np.ndarray, metrics: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Metrics of the oracle at every scoring point of ``data``.
+
+    :param data: ReplayData of the evaluated split.
+    :param truth: (n_events, n_topics) true interest per events.parquet row.
+    :param item_topic: (n_items,) topic index of every item.
+    :return: (user index of every point, {metric: (n_points,) values}).
+    """
+    from interestgym.core.metrics import ranking_metrics
+
+    n_points = data.n_points
+    counts = data.decision_point_end - data.decision_point_start
+    point_decision = np.repeat(np.arange(data.n_decisions), counts)
+    assert len(point_decision) == n_points
+    lo = data.point_offsets[:-1]
+    length = np.diff(data.point_offsets)
+    width = int(length.max()) if n_points else 0
+    col = np.arange(width)
+    mask = col[None, :] < length[:, None]
+    flat = np.where(mask, lo[:, None] + col[None, :], 0)
+    cand = np.where(mask, data.point_candidates[flat], 0)
+    labels = np.where(mask, data.point_labels[flat], -1).astype(np.int8)
+    theta = truth[data.decision_event_row[point_decision]]  # (P, T)
+    scores = np.take_along_axis(theta, item_topic[cand], axis=1).astype(np.float64)
+    return data.decision_user[point_decision], ranking_metrics(scores, labels, metrics)
+
+
+def topic_centroids(embeddings: np.ndarray, item_topic: np.ndarray, n_topics: int) -> np.ndarray:
+    """(n_topics, d) normalised mean embedding of each topic's items (zero row for an empty topic)."""
+    sums = np.zeros((n_topics, embeddings.shape[1]), dtype=np.float64)
+    np.add.at(sums, item_topic, embeddings.astype(np.float64))
+    norm = np.linalg.norm(sums, axis=1, keepdims=True)
+    return np.where(norm > 0, sums / np.where(norm > 0, norm, 1.0), 0.0)
+
+
+def tracking_errors(data: Any, policy: Any, truth: np.ndarray, centroids: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Per-decision tracking error of ``policy`` (see the module docstring), aligned with decisions.
+
+    Drives the env's :class:`~interestgym.envs.engine.ReplayEngine` the way the batched evaluator does
+    and reads the profiles after every update.
+    """
+    from interestgym.envs.engine import ReplayEngine
+
+    from interestgym.core.interest import ScoringConfig, normalise_rows
+
+    out = np.full(data.n_decisions, np.nan)
+    n_slots = max(1, min(batch_size, data.n_users))
+    engine = ReplayEngine(data, n_slots)
+    engine.set_scoring(slice(0, n_slots), getattr(policy, "scoring", None) or ScoringConfig())
+    queue = np.arange(data.n_users)
+    active = np.arange(min(n_slots, len(queue)))
+    engine.start(active, queue[: len(active)])
+    next_user = len(active)
+    theta_all = truth / np.maximum(np.linalg.norm(truth, axis=1, keepdims=True), 1e-12)
+    while len(active):
+        obs = engine.observe(active)
+        step = engine.step(active, np.asarray(policy.act(obs), dtype=np.float32).reshape(len(active), 4))
+        w = step.strengths[:, 2:3]
+        u = normalise_rows((w * engine.short_term[active] + (1 - w) * engine.long_term[active]).astype(np.float64))
+        v = np.maximum(u @ centroids.T, 0.0)
+        v_norm = np.linalg.norm(v, axis=1)
+        theta = theta_all[data.decision_event_row[step.decision]]
+        cos = np.where(v_norm > 0, np.einsum("bt,bt->b", v, theta) / np.where(v_norm > 0, v_norm, 1.0), 0.0)
+        out[step.decision] = 1.0 - cos
+        finished = active[step.done]
+        active = active[~step.done]
+        if len(finished) and next_user < len(queue):
+            take = finished[: len(queue) - next_user]
+            engine.start(take, queue[next_user: next_user + len(take)])
+            next_user += len(take)
+            active = np.concatenate([active, take])
+    return out
+
+
+# ------------------------------------------------------------------------------------- evaluation
+def _is_run(path: Path) -> bool:
+    return (path / "config.json").is_file() and not (path / "manifest.json").is_file()
+
+
+def _load_tuned(path: Path, metric: str, valid_protocol: dict[str, Any], names: list[str], tune_users: int | None) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if saved.get("metric") != metric or saved.get("protocol") != valid_protocol or saved.get("tune_users") != tune_users:
+        return None
+    tuned = saved.get("baselines", {})
+    if not all(n in tuned for n in names):
+        return None
+    return tuned
+
+
+def evaluate_run(
+    run_or_dataset: str | Path,
+    *,
+    split: str = "test",
+    which_model: str = "best",
+    out: str | Path | None = None,
+    embeddings: str | None = None,
+    negatives: str | None = None,
+    n_negatives: int | None = None,
+    seed: int | None = None,
+    select_metric: str | None = None,
+    n_boot: int = 2000,
+    baselines: str = "all",
+    reference: str = "best",
+    progress: bool | None = None,
+) -> str:
+    """Evaluate a run (its policy and every baseline) or a dataset (baselines only); returns the
+    printed text and writes ``evaluation.json`` + ``evaluation.md`` into ``out`` (default: the run)."""
+    from interestgym.agents.baselines import (
+        BASELINE_NAMES,
+        best_baseline,
+        make_baseline,
+        tune_baselines,
+    )
+    from interestgym.agents.train import (
+        TrainConfig,
+        replay_data,
+        subsample_users,
+        validation_scorer,
+    )
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.core.metrics import parse_metric
+    from interestgym.data.dataset import Dataset
+
+    t0 = time.perf_counter()
+    path = Path(run_or_dataset)
+    if _is_run(path):
+        import torch
+
+        torch.set_num_threads(1)  # tiny MLP inference: one thread is fastest (see TrainConfig.torch_threads)
+    run_dir: Path | None = None
+    if _is_run(path):
+        run_dir = path
+        saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = TrainConfig.from_dict(saved["config"])
+    elif (path / "manifest.json").is_file():
+        config = TrainConfig(dataset=str(path), run_dir="")
+        if out is None:
+            raise InterestGymError(f"{path}: a dataset directory; give --out DIR for evaluation.json / evaluation.md")
+    else:
+        raise InterestGymError(f"{path}: neither a training run (config.json) nor a dataset (manifest.json)")
+    changed = False
+    for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("protocol_seed", seed)):
+        if value is not None and getattr(config, key) != value:
+            setattr(config, key, value)
+            changed = True
+    metric = (select_metric or config.reward).strip().lower()
+    parse_metric(metric)
+    out_dir = Path(out) if out is not None else run_dir
+    assert out_dir is not None
+    names = list(BASELINE_NAMES) if baselines.strip() == "all" else [b.strip() for b in baselines.split(",") if b.strip()]
+    for n in names:
+        make_baseline(n)  # validates the name
+
+    dataset = Dataset.open(config.dataset)
+    valid = replay_data(config, "valid")
+    test = replay_data(config, split)
+    if test.n_users == 0:
+        raise InterestGymError(f"{config.dataset}: split {split!r} has no user with a positive event; nothing to evaluate")
+
+    tuned = None
+    if run_dir is not None and not changed:
+        tuned = _load_tuned(run_dir / "baselines.json", metric, valid.describe(), names, config.tune_users)
+    if tuned is None:
+        tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
+        tuned = tune_baselines(validation_scorer(valid, metric, tune_users), names)
+        write_json_atomic(out_dir / "baselines.json", {"metric": metric, "split": "valid", "tune_users": config.tune_users,
+                                                       "protocol": valid.describe(), "baselines": tuned})
+    if reference == "best":
+        reference = best_baseline({n: tuned[n] for n in names})
+    elif reference not in names:
+        raise InterestGymError(f"--reference {reference!r}: expected best or one of the evaluated baselines ({', '.join(names)})")
+
+    policies: list[tuple[Any, str, dict[str, Any], float | None]] = []
+    if run_dir is not None:
+        from interestgym.agents.sb3_policy import load_run_policy
+
+        ppo = load_run_policy(run_dir, which_model, device=config.device)
+        policies.append((ppo, "learned", {"model": which_model, "scoring": ppo.scoring.as_dict()}, None))
+    for n in names:
+        pol = make_baseline(n, **tuned[n]["params"])
+        policies.append((pol, "baseline", tuned[n]["params"], tuned[n]["valid_score"]))
+
+    truth = dataset.truth
+    centroids = item_topic = None
+    if truth is not None:
+        items = dataset.items
+        topic_names = list(dataset.manifest.get("synthetic", {}).get("topics", [])) or sorted(items["category"].astype(str).unique())
+        topic_col = items["true_topic"] if "true_topic" in items.columns else items["category"]
+        index = {t: i for i, t in enumerate(topic_names)}
+        item_topic = np.array([index.get(str(t), -1) for t in topic_col], dtype=np.int64)
+        if truth.shape[1] != len(topic_names) or (item_topic < 0).any():
+            truth = None  # not the synthetic generator's layout: no oracle
+        else:
+            centroids = topic_centroids(test.embeddings, item_topic, len(topic_names))
+
+    results: list[PolicyScores] = []
+    users_ref: np.ndarray | None = None
+    protocol = test.describe()
+    for pol, kind, params, vscore in policies:
+        res = evaluate_policy(test, pol, metric=metric, record_features=False, progress=progress)
+        users, _ = per_user_means(res.points["user_id"].to_numpy(), res.points[metric].to_numpy())
+        per_user = {m: per_user_means(res.points["user_id"].to_numpy(), res.points[m].to_numpy())[1] for m in res.metrics}
+        extra: dict[str, np.ndarray] = {}
+        if truth is not None and centroids is not None:
+            err = tracking_errors(test, pol, truth, centroids)
+            extra["tracking_error"] = per_user_means(test.user_ids[test.decision_user], err)[1]
+            # tracking users are every user with a decision: align with the scored users
+            tu = np.unique(test.user_ids[test.decision_user])
+            extra["tracking_error"] = extra["tracking_error"][np.searchsorted(tu, users)]
+        results.append(PolicyScores(name=pol.name, kind=kind, users=users, per_user=per_user, params=params,
+                                    valid_score=vscore, extra=extra, n_points=len(res.points)))
+        users_ref = users if users_ref is None else users_ref
+        if not np.array_equal(users, users_ref):
+            raise AssertionError("policies were scored on different users")
+    all_metrics = list(dict.fromkeys([*TABLE_METRICS, metric]))
+    oracle_name = None
+    if truth is not None and item_topic is not None:
+        puser, pm = oracle_point_metrics(test, truth, item_topic, all_metrics)
+        uid = test.user_ids[puser]
+        users, _ = per_user_means(uid, pm[metric])
+        results.append(PolicyScores(name="oracle", kind="oracle", users=users,
+                                    per_user={m: per_user_means(uid, v)[1] for m, v in pm.items()},
+                                    params={"score": "true interest of the candidate's topic"}, n_points=len(puser)))
+        oracle_name = "oracle"
+
+    summary = summarise(results, all_metrics, reference=reference, oracle=oracle_name, n_boot=n_boot, seed=0)
+    summary["reference_reason"] = ("the best tuned non-oracle baseline on validation users"
+                                   if reference == best_baseline({n: tuned[n] for n in names}) else "chosen with --reference")
+    header = {
+        "data": str(config.dataset),
+        "split": split,
+        "encoder": test.embeddings_name,
+        "dim": test.dim,
+        "protocol": test.protocol,
+        "candidates": ("logged impressions" if test.protocol == "impressions" else
+                       f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: user's log)"),
+        "protocol_seed": config.protocol_seed,
+        "train_seed": config.seed if run_dir is not None else None,
+        "users": len(users_ref) if users_ref is not None else 0,
+        "scoring_points": int(results[0].n_points),
+        "selection_metric": metric,
+        "tuned_on": f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)",
+        "reference": reference,
+        "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
+        "run": str(run_dir) if run_dir is not None else None,
+        "model": which_model if run_dir is not None else None,
+    }
+    order = [r.name for r in results]
+    by_type = _by_user_type(dataset, results, metric)
+    if by_type:
+        summary["by_user_type"] = by_type
+    md = _markdown(header, summary, order, metric, protocol)
+    per_user_json = {r.name: {m: [None if np.isnan(x) else float(x) for x in v] for m, v in {**r.per_user, **r.extra}.items()}
+                     for r in results}
+    doc = {
+        "header": header,
+        "protocol": protocol,
+        "summary": summary,
+        "users": [str(u) for u in (users_ref if users_ref is not None else [])],
+        "per_user": per_user_json,
+        "tuned_baselines": {n: {"params": tuned[n]["params"], "valid_score": tuned[n]["valid_score"]} for n in names},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json_atomic(out_dir / "evaluation.json", doc)
+    write_text_atomic(out_dir / "evaluation.md", md)
+    return md + f"\nwrote {out_dir / 'evaluation.json'} and {out_dir / 'evaluation.md'}"
+
+
+def _by_user_type(dataset: Any, results: list[PolicyScores], metric: str) -> dict[str, Any] | None:
+    """Synthetic data: mean of ``metric`` per user type (events column ``user_type``) and policy."""
+    if "user_type" not in dataset.events.columns or not results:
+        return None
+    types = dataset.events.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
+    user_type = types.reindex([str(u) for u in results[0].users]).to_numpy()
+    out: dict[str, Any] = {"metric": metric, "users": {t: int((user_type == t).sum()) for t in sorted(set(user_type))}, "policies": {}}
+    for r in results:
+        out["policies"][r.name] = {t: float(np.nanmean(r.per_user[metric][user_type == t])) for t in out["users"]}
+    return out
+
+
+def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
+    lines = ["# Evaluation", "", "Protocol:", ""]
+    for key in ("data", "split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
+                "scoring_points", "selection_metric", "tuned_on", "reference", "run", "model"):
+        if header.get(key) is not None:
+            lines.append(f"- {key}: {header[key]}")
+    lines.append(f"- bootstrap: {header['bootstrap']['resamples']} resamples of users, 95% percentile intervals")
+    lines.append("")
+    lines.append("Mean over users [95% CI]:")
+    lines.append("")
+    text = "\n".join(lines) + "\n" + markdown_tables(summary, main_metrics=TABLE_METRICS, order=order)
+    by_type = summary.get("by_user_type")
+    if by_type:
+        types = list(by_type["users"])
+        rows = [f"\n{by_type['metric']} by user type (synthetic ground truth; users per type: "
+                + ", ".join(f"{t} {n}" for t, n in by_type["users"].items()) + "):\n",
+                "| policy | " + " | ".join(types) + " |", "|" + "---|" * (len(types) + 1)]
+        for n in order:
+            rows.append(f"| {n} | " + " | ".join(f"{by_type['policies'][n][t]:.4f}" for t in types) + " |")
+        text += "\n".join(rows) + "\n"
+    ref = summary["reference"]
+    learned = [n for n in order if summary["policies"][n]["kind"] == "learned"]
+    verdicts = []
+    for n in learned:
+        d = summary["policies"][n]["diff_vs_reference"].get(metric)
+        if d:
+            verdict = "beats" if d["lo"] > 0 else ("is worse than" if d["hi"] < 0 else "is not distinguishable from")
+            verdicts.append(f"- `{n}` {verdict} `{ref}` on {metric}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] (paired, over users)")
+            frac = summary["policies"][n]["fraction_of_oracle"].get(metric)
+            if frac is not None:
+                verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
+    if verdicts:
+        text += "\n" + "\n".join(verdicts) + "\n"
+    return text

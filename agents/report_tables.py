@@ -1,0 +1,136 @@
+"""Result tables: per-policy means with bootstrap CIs, paired differences, as text / Markdown / JSON.
+
+Input is one :class:`PolicyScores` per policy, all evaluated on the same users and the same scoring
+points (the batched evaluator guarantees identical candidate sets), so paired differences are
+well defined. Everything here is plain numpy (see :mod:`interestgym.agents.stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from interestgym.agents.stats import bootstrap_mean_ci, paired_bootstrap_diff
+
+
+@dataclass
+class PolicyScores:
+    """One policy's per-user results.
+
+    :param name: policy name as shown in tables (e.g. ``ppo``, ``ema_two_profile``).
+    :param kind: ``learned``, ``baseline``, ``oracle`` or ``reference``.
+    :param users: (n_users,) sorted user ids (the same array for every policy of one evaluation).
+    :param per_user: metric name -> (n_users,) mean over that user's scoring points.
+    :param params: the policy's parameters (tuned values for baselines).
+    :param valid_score: the selection metric on validation users (baselines; None if not tuned).
+    :param extra: additional per-user series (e.g. ``tracking_error``), same layout as ``per_user``.
+    """
+
+    name: str
+    kind: str
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+    params: dict[str, Any] = field(default_factory=dict)
+    valid_score: float | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    n_points: int = 0
+
+
+def summarise(
+    results: list[PolicyScores],
+    metrics: Iterable[str],
+    *,
+    reference: str | None,
+    oracle: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Means + CIs for every policy and metric, paired differences against ``reference``, fraction of oracle.
+
+    :return: a JSON-ready dict ``{"policies": {name: {...}}, "reference": ..., "oracle": ...}``.
+    """
+    metrics = list(metrics)
+    by_name = {r.name: r for r in results}
+    ref = by_name.get(reference) if reference else None
+    orc = by_name.get(oracle) if oracle else None
+    out: dict[str, Any] = {"reference": reference, "oracle": oracle, "metrics": metrics, "policies": {}}
+    for r in results:
+        entry: dict[str, Any] = {
+            "kind": r.kind,
+            "params": r.params,
+            "valid_score": r.valid_score,
+            "n_users": len(r.users),
+            "n_points": int(r.n_points),
+            "metrics": {},
+            "diff_vs_reference": {},
+            "fraction_of_oracle": {},
+            "extra": {},
+        }
+        for m in metrics:
+            entry["metrics"][m] = bootstrap_mean_ci(r.per_user[m], n_boot=n_boot, seed=seed).as_dict()
+            if ref is not None and r.name != ref.name:
+                _check_same_users(r, ref)
+                entry["diff_vs_reference"][m] = paired_bootstrap_diff(r.per_user[m], ref.per_user[m], n_boot=n_boot, seed=seed).as_dict()
+            if orc is not None:
+                denom = float(np.nanmean(orc.per_user[m]))
+                entry["fraction_of_oracle"][m] = float(np.nanmean(r.per_user[m]) / denom) if denom else None
+        for key, values in r.extra.items():
+            entry["extra"][key] = bootstrap_mean_ci(values, n_boot=n_boot, seed=seed).as_dict()
+        out["policies"][r.name] = entry
+    return out
+
+
+def _check_same_users(a: PolicyScores, b: PolicyScores) -> None:
+    if len(a.users) != len(b.users) or not np.array_equal(a.users, b.users):
+        raise ValueError(f"policies {a.name} and {b.name} were evaluated on different users; cannot pair them")
+
+
+def _fmt(ci: dict[str, Any] | None, digits: int = 4) -> str:
+    if ci is None or ci.get("mean") is None or not np.isfinite(ci["mean"]):
+        return "-"
+    return f"{ci['mean']:.{digits}f} [{ci['lo']:.{digits}f}, {ci['hi']:.{digits}f}]"
+
+
+def _fmt_diff(ci: dict[str, Any] | None, digits: int = 4) -> str:
+    if ci is None:
+        return "-"
+    mark = "*" if (ci["lo"] > 0 or ci["hi"] < 0) else ""
+    return f"{ci['mean']:+.{digits}f} [{ci['lo']:+.{digits}f}, {ci['hi']:+.{digits}f}]{mark}"
+
+
+def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None = None, order: list[str] | None = None) -> str:
+    """Three Markdown tables: metrics with CIs; paired differences vs the reference; extras."""
+    metrics = main_metrics or summary["metrics"]
+    names = order or list(summary["policies"])
+    pol = summary["policies"]
+    lines = ["| policy | kind | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+    for n in names:
+        e = pol[n]
+        lines.append(f"| {n} | {e['kind']} | " + " | ".join(_fmt(e["metrics"].get(m)) for m in metrics) + " |")
+    text = "\n".join(lines)
+    ref = summary.get("reference")
+    if ref:
+        lines = [f"\nPaired difference against `{ref}` ({summary.get('reference_reason', 'the reference')}); "
+                 "mean over users [95% CI], * = CI excludes 0:\n",
+                 "| policy | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+        for n in names:
+            if n == ref:
+                continue
+            lines.append(f"| {n} | " + " | ".join(_fmt_diff(pol[n]["diff_vs_reference"].get(m)) for m in metrics) + " |")
+        text += "\n" + "\n".join(lines)
+    if summary.get("oracle"):
+        lines = [f"\nFraction of the oracle (`{summary['oracle']}`), ratio of means:\n",
+                 "| policy | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+        for n in names:
+            vals = pol[n]["fraction_of_oracle"]
+            lines.append(f"| {n} | " + " | ".join("-" if vals.get(m) is None else f"{vals[m]:.3f}" for m in metrics) + " |")
+        text += "\n" + "\n".join(lines)
+    extra_keys = sorted({k for n in names for k in pol[n]["extra"]})
+    if extra_keys:
+        lines = ["\n| policy | " + " | ".join(extra_keys) + " |", "|" + "---|" * (len(extra_keys) + 1)]
+        for n in names:
+            lines.append(f"| {n} | " + " | ".join(_fmt(pol[n]["extra"].get(k)) for k in extra_keys) + " |")
+        text += "\n" + "\n".join(lines)
+    return text + "\n"

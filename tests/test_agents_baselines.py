@@ -1,0 +1,109 @@
+"""Baselines act as documented on real replay observations; tuning picks the validation-best grid point."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_synthetic
+from interestgym.agents.baselines import (
+    BASELINE_NAMES,
+    GRIDS,
+    EMAPolicy,
+    best_baseline,
+    grid_search,
+    make_baseline,
+    tune_baselines,
+)
+from interestgym.agents.train import (
+    TrainConfig,
+    mean_over_users,
+    replay_data,
+    validation_scorer,
+)
+from interestgym.envs.policies import Policy
+from interestgym.envs.vector import evaluate_policy
+
+from interestgym.errors import InterestGymError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tiny_synthetic(tmp_path_factory.mktemp("data") / "tiny")
+    config = TrainConfig(dataset=str(path), run_dir="")
+    return replay_data(config, "valid")
+
+
+def _run(data, policy):
+    return evaluate_policy(data, policy, metric="ndcg@10", record_features=True, progress=False)
+
+
+def test_every_baseline_is_a_policy_with_actions_in_the_box(data):
+    for name in BASELINE_NAMES:
+        policy = make_baseline(name)
+        assert isinstance(policy, Policy)
+        res = _run(data, policy)
+        strengths = res.decisions[["long_strength", "short_strength", "short_weight", "popularity_weight"]].to_numpy()
+        assert np.all((strengths >= 0) & (strengths <= 1)), name
+    with pytest.raises(InterestGymError, match="expected one of"):
+        make_baseline("nope")
+
+
+def test_rules_choose_the_documented_strengths(data):
+    d = _run(data, make_baseline("static")).decisions
+    np.testing.assert_array_equal(d["long_strength"], np.where(d["decision"] == 0, 1.0, 0.0))
+
+    d = _run(data, make_baseline("mean_history")).decisions
+    np.testing.assert_allclose(d["long_strength"], 1.0 / (d["decision"] + 1.0), rtol=1e-6)
+
+    d = _run(data, make_baseline("always_replace")).decisions
+    assert (d["long_strength"] == 1).all() and (d["short_strength"] == 1).all()
+
+    rule = make_baseline("time_decay", half_life_hours=2.0, min_rate=0.1)
+    d = _run(data, rule).decisions
+    gap_h = d.groupby("user_id")["ts"].diff().to_numpy() / 3600.0
+    expected = np.where(d["decision"] == 0, 1.0, np.maximum(1 - 0.5 ** (gap_h / 2.0), 0.1))
+    np.testing.assert_allclose(d["long_strength"], expected, rtol=1e-4, atol=1e-5)
+
+    rule = make_baseline("behaviour_rule", streak=2, burst_weight=0.9, long_rate=0.1, short_rate=0.3, short_weight=0.2)
+    res = _run(data, rule)
+    cat = data.decision_category[np.concatenate([np.arange(s, e) for s, e in zip(data.user_decision_start, data.user_decision_end)])]
+    same_as_previous = np.r_[False, cat[1:] == cat[:-1]] & (res.decisions["decision"].to_numpy() > 0)
+    np.testing.assert_allclose(res.decisions["short_strength"], np.where(same_as_previous, 1.0, 0.3), atol=1e-6)
+    np.testing.assert_allclose(res.decisions["short_weight"], np.where(same_as_previous, 0.9, 0.2), atol=1e-6)
+
+
+def test_grid_search_matches_brute_force(data):
+    rates = GRIDS["ema"]["rate"]
+    brute = [mean_over_users(evaluate_policy(data, EMAPolicy(rate=r), metric="mrr", record_features=False, progress=False), "mrr")
+             for r in rates]
+    found = grid_search(lambda p: EMAPolicy(**p), {"rate": rates}, validation_scorer(data, "mrr"))
+    assert found.best_params == {"rate": rates[int(np.argmax(brute))]}
+    assert found.best_score == pytest.approx(max(brute))
+    assert [row["score"] for row in found.table] == pytest.approx(brute)
+
+
+def test_tune_baselines_keeps_each_rules_best_point_and_picks_the_best_rule(data):
+    tuned = tune_baselines(validation_scorer(data, "ndcg@10"), ["ema", "static", "popularity"])
+    assert set(tuned) == {"ema", "static", "popularity"}
+    scores = [row["score"] for row in tuned["ema"]["grid"]]
+    assert tuned["ema"]["valid_score"] == pytest.approx(max(scores))
+    best = max(tuned, key=lambda n: tuned[n]["valid_score"])
+    assert best_baseline(tuned) == best
+    # the stored score is what the tuned policy really gets on validation users
+    again = mean_over_users(evaluate_policy(data, make_baseline("ema", **tuned["ema"]["params"]), metric="ndcg@10",
+                                            record_features=False, progress=False), "ndcg@10")
+    assert again == pytest.approx(tuned["ema"]["valid_score"])
+
+
+def test_rules_with_extra_score_terms_inherit_and_retune_the_two_profile_rule(data):
+    tuned = tune_baselines(validation_scorer(data, "ndcg@10"), ["bayesian_category"], rounds=1)
+    two = tuned["ema_two_profile"]["params"]
+    bayes = tuned["bayesian_category"]["params"]
+    assert {k: bayes[k] for k in two} == two  # one round: inherited as tuned
+    assert bayes["beta_cat"] in GRIDS["bayesian_category"]["beta_cat"]
+    assert make_baseline("bayesian_category", **bayes).scoring.beta_cat == bayes["beta_cat"]

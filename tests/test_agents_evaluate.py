@@ -1,0 +1,117 @@
+"""`interestgym evaluate`: protocol header, per-policy CIs, paired differences, oracle and JSON contents."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_synthetic
+from interestgym.agents.evaluate import oracle_point_metrics
+from interestgym.agents.train import TrainConfig, replay_data, train_run
+
+from interestgym.cli import cli
+from interestgym.data.dataset import Dataset
+
+BASELINES = "ema,static,mean_history,popularity"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = tiny_synthetic(root / "tiny")
+    config = TrainConfig(dataset=str(data), run_dir=str(root / "run"), timesteps=128, n_envs=4, n_steps=16,
+                         batch_size=32, n_epochs=2, eval_every=64, checkpoint_every=0, eval_users=None,
+                         progress_bar=False, reward_baseline="ema", net_arch=[16, 16])
+    train_run(config)
+    return root / "run", data
+
+
+def test_evaluate_run_writes_tables_and_paired_differences(run):
+    run_dir, data = run
+    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--baselines", BASELINES, "--n-boot", "500"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for word in ("split: test", "encoder: topic16", "candidates: logged impressions", "reference:", "ppo", "oracle",
+                 "Paired difference", "tracking_error"):
+        assert word in out, word
+
+    doc = json.loads((run_dir / "evaluation.json").read_text())
+    assert (run_dir / "evaluation.md").read_text().startswith("# Evaluation")
+    header, summary = doc["header"], doc["summary"]
+    assert header["split"] == "test" and header["users"] == len(doc["users"]) > 0
+    names = set(summary["policies"])
+    assert names == {"ppo", "oracle", *BASELINES.split(",")}
+    # the reference is the non-oracle baseline with the best validation score
+    valid = {n: doc["tuned_baselines"][n]["valid_score"] for n in BASELINES.split(",")}
+    assert summary["reference"] == header["reference"] == max(valid, key=valid.get)
+
+    # means, paired differences and oracle fractions agree with the stored per-user values
+    ref = summary["reference"]
+    per_user = doc["per_user"]
+    for name in ("ppo", "ema", "oracle"):
+        values = np.array(per_user[name]["ndcg@10"], dtype=float)
+        entry = summary["policies"][name]
+        assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(np.nanmean(values))
+        assert entry["metrics"]["ndcg@10"]["lo"] <= entry["metrics"]["ndcg@10"]["mean"] <= entry["metrics"]["ndcg@10"]["hi"]
+        if name != ref:
+            diff = values - np.array(per_user[ref]["ndcg@10"], dtype=float)
+            assert entry["diff_vs_reference"]["ndcg@10"]["mean"] == pytest.approx(np.nanmean(diff))
+        oracle_mean = np.nanmean(np.array(per_user["oracle"]["ndcg@10"], dtype=float))
+        assert entry["fraction_of_oracle"]["ndcg@10"] == pytest.approx(np.nanmean(values) / oracle_mean)
+    assert "tracking_error" in per_user["ppo"] and "tracking_error" not in per_user["oracle"]
+    by_type = summary["by_user_type"]
+    assert sum(by_type["users"].values()) == len(doc["users"])
+    import pandas as pd
+
+    types = pd.read_parquet(data / "events.parquet").drop_duplicates("user_id").set_index("user_id")["user_type"]
+    t0 = next(iter(by_type["users"]))
+    mask = types.reindex(doc["users"]).to_numpy() == t0
+    assert by_type["policies"]["ema"][t0] == pytest.approx(np.nanmean(np.array(per_user["ema"]["ndcg@10"], dtype=float)[mask]))
+    errs = np.array(per_user["static"]["tracking_error"], dtype=float)
+    assert np.all((errs >= 0) & (errs <= 1))
+
+
+def test_oracle_ranks_by_the_true_topic_interest(run):
+    _, data = run
+    ds = Dataset.open(data)
+    rd = replay_data(TrainConfig(dataset=str(data), run_dir=""), "test")
+    topics = ds.manifest["synthetic"]["topics"]
+    item_topic = np.array([topics.index(t) for t in ds.items["category"]])
+    users, m = oracle_point_metrics(rd, ds.truth, item_topic, ["auc"])
+    # independent loop over scoring points
+    point_decision = np.repeat(np.arange(rd.n_decisions), rd.decision_point_end - rd.decision_point_start)
+    for p in range(0, rd.n_points, 7):
+        cand = rd.point_candidates[rd.point_offsets[p]:rd.point_offsets[p + 1]]
+        lab = rd.point_labels[rd.point_offsets[p]:rd.point_offsets[p + 1]]
+        theta = ds.truth[rd.decision_event_row[point_decision[p]]]
+        s = theta[item_topic[cand]]
+        pos, neg = s[lab == 1], s[lab == 0]
+        auc = np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
+        assert m["auc"][p] == pytest.approx(auc)
+    assert len(users) == rd.n_points
+
+
+def test_evaluate_a_dataset_needs_out_and_compares_baselines(run, tmp_path):
+    _, data = run
+    runner = CliRunner()
+    result = runner.invoke(cli, ["evaluate", str(data), "--baselines", "ema,static", "--n-boot", "200"])
+    assert result.exit_code != 0 and "--out" in str(result.exception or result.output)
+    result = runner.invoke(cli, ["evaluate", str(data), "--baselines", "ema,static", "--n-boot", "200", "--out", str(tmp_path / "o")],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "o" / "evaluation.json").read_text())
+    assert set(doc["summary"]["policies"]) == {"ema", "static", "oracle"}
+    result = runner.invoke(cli, ["evaluate", str(data), "--baselines", "ema,static", "--n-boot", "200", "--out", str(tmp_path / "o"),
+                                 "--reference", "static"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "o" / "evaluation.json").read_text())
+    assert doc["summary"]["reference"] == "static" and "chosen with --reference" in result.output
+    assert doc["summary"]["policies"]["ema"]["diff_vs_reference"]["ndcg@10"]["mean"] == pytest.approx(
+        np.nanmean(np.array(doc["per_user"]["ema"]["ndcg@10"], float) - np.array(doc["per_user"]["static"]["ndcg@10"], float)))

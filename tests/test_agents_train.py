@@ -1,0 +1,135 @@
+"""`interestgym train`: run-directory layout, TensorBoard scalars, checkpoints, best / final models, resume."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_synthetic
+from interestgym.agents.train import TrainConfig, train_run
+
+from interestgym.cli import cli
+from interestgym.errors import InterestGymError
+
+CUSTOM_SCALARS = (
+    "charts/mean_reward", "charts/update_rate", "charts/mean_a_long", "charts/mean_a_short",
+    "charts/mean_mix_weight", "charts/mean_pop_weight", "charts/steps_per_second", "charts/scored_fraction",
+    "eval/ndcg@10", "eval/auc", "eval/best_ndcg@10",
+)
+
+
+def _scalars(tb_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return tiny_synthetic(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
+    base = dict(dataset=str(dataset), run_dir=str(run_dir), timesteps=256, n_envs=4, n_steps=16, batch_size=32,
+                n_epochs=2, eval_every=128, checkpoint_every=128, eval_users=None, progress_bar=False,
+                reward_baseline=None, net_arch=[16, 16])
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_cli_train_writes_config_tensorboard_checkpoints_best_and_final(dataset, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", str(dataset), "--run-dir", str(run), "--timesteps", "256", "--n-envs", "4", "--n-steps", "16",
+        "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128", "--checkpoint-every", "128",
+        "--reward-baseline", "ema", "--net-arch", "16,16", "--no-progress", "--seed", "3",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "trained 256 steps" in result.output
+
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["config"]["seed"] == 3 and conf["config"]["timesteps"] == 256 and conf["config"]["net_arch"] == [16, 16]
+    assert conf["reference"]["name"] == "ema"
+    tuned = json.loads((run / "baselines.json").read_text())
+    assert tuned["baselines"]["ema"]["params"] == conf["reference"]["params"]
+
+    for folder in ("best", "final"):
+        assert (run / folder / "model.zip").stat().st_size > 0
+        assert (run / folder / "vecnormalize.pkl").stat().st_size > 0
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["num_timesteps"] == 256
+    assert (run / "checkpoints" / state["model"]).is_file() and (run / "checkpoints" / state["vecnormalize"]).is_file()
+    assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+    acc = _scalars(run / "tb")
+    tags = set(acc.Tags()["scalars"])
+    missing = [t for t in CUSTOM_SCALARS if t not in tags]
+    assert not missing, missing
+    assert "train/approx_kl" in tags  # SB3's own scalars go to the same run
+    assert "hyperparameters/text_summary" in acc.Tags()["tensors"]
+    text = acc.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "|learning_rate|0.0003|" in text and "|seed|3|" in text
+    rate = [e.value for e in acc.Scalars("charts/update_rate")]
+    assert all(0.0 <= v <= 1.0 for v in rate)
+    info = json.loads((run / "best" / "info.json").read_text())
+    evals = {e.step: e.value for e in acc.Scalars("eval/ndcg@10")}
+    assert info["step"] in evals and info["value"] == pytest.approx(max(evals.values()), abs=1e-6)
+
+
+def test_best_model_reproduces_its_validation_score(dataset, tmp_path):
+    from interestgym.agents.sb3_policy import load_run_policy
+    from interestgym.agents.train import mean_over_users, replay_data
+    from interestgym.envs.vector import evaluate_policy
+
+    config = _config(dataset, tmp_path / "run", reward_baseline=None, eval_users=None)
+    summary = train_run(config)
+    policy = load_run_policy(tmp_path / "run", "best")
+    res = evaluate_policy(replay_data(config, "valid"), policy, metric="ndcg@10", record_features=False, progress=False)
+    assert mean_over_users(res, "ndcg@10") == pytest.approx(summary["best_value"], abs=1e-9)
+
+
+def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path):
+    full = _config(dataset, tmp_path / "full", timesteps=256)
+    assert train_run(full)["num_timesteps"] == 256
+
+    part = _config(dataset, tmp_path / "part", timesteps=128)
+    assert train_run(part)["num_timesteps"] == 128  # the "interrupted" run
+    resumed = train_run(_config(dataset, tmp_path / "part", timesteps=256), resume=True)
+    assert resumed["num_timesteps"] == 256
+
+    steps_full = [e.step for e in _scalars(tmp_path / "full" / "tb").Scalars("charts/mean_reward")]
+    steps_part = [e.step for e in _scalars(tmp_path / "part" / "tb").Scalars("charts/mean_reward")]
+    assert steps_part == steps_full  # same rollouts, one step axis, no restart at 0
+    assert steps_part == sorted(set(steps_part)) and steps_part[-1] == 256
+    state = json.loads((tmp_path / "part" / "checkpoints" / "state.json").read_text())
+    assert state["num_timesteps"] == 256
+    # the resumed run kept the normalisation statistics: more observations than the second half alone
+    from interestgym.agents.sb3_policy import load_vecnormalize
+
+    norm = load_vecnormalize(tmp_path / "part" / "final" / "vecnormalize.pkl")
+    assert norm.obs_rms.count > 256
+
+
+def test_fresh_train_refuses_an_existing_run_and_resume_needs_one(dataset, tmp_path):
+    config = _config(dataset, tmp_path / "run", timesteps=64, eval_every=0, checkpoint_every=0, reward_baseline=None)
+    train_run(config)
+    with pytest.raises(InterestGymError, match="--resume"):
+        train_run(config)
+    with pytest.raises(InterestGymError, match="config.json"):
+        train_run(_config(dataset, tmp_path / "nothing"), resume=True)
+
+
+def test_bad_options_are_reported(dataset, tmp_path):
+    with pytest.raises(InterestGymError, match="batch-size"):
+        train_run(_config(dataset, tmp_path / "r", batch_size=10_000))
+    with pytest.raises(InterestGymError, match="reward-baseline"):
+        train_run(_config(dataset, tmp_path / "r3", reward_baseline="nosuchrule"))
+    with pytest.raises(InterestGymError, match="metric"):
+        train_run(_config(dataset, tmp_path / "r2", reward="ndcg@x"))
