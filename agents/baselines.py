@@ -31,8 +31,9 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
                              every decision and added to the score with beta_ctx (tuned); L, S, w as the
                              tuned two-profile rule.
 ``bayesian_category``        Dirichlet category counts with forgetting; beta_cat log P(cat(c) | user) in
-                             the score; beta_cat and the forgetting factor tuned; L, S, w as the tuned
-                             two-profile rule.
+                             the score; beta_cat and the forgetting tuned: a fixed factor f, or ``None``
+                             = tied to the rule's long-term strength (f = 1 - a_L, the mode a learned
+                             policy gets: see ScoringConfig); L, S, w as the tuned two-profile rule.
 ``popularity``               rank by training popularity only (p = 1): the reference a personalised
                              rule must beat.
 ==========================  ===========================================================================
@@ -208,11 +209,15 @@ class ContextRulePolicy(TwoProfileEMAPolicy):
 
 
 class BayesianCategoryPolicy(TwoProfileEMAPolicy):
-    """Dirichlet category counts with forgetting, beta_cat log P(cat(c) | user) in the score."""
+    """Dirichlet category counts with forgetting, beta_cat log P(cat(c) | user) in the score.
+
+    ``forgetting``: the counts' factor in (0, 1], or ``None`` = ``1 - a_L`` with the rule's (fixed)
+    ``long_rate`` as a_L: the same tied mode the learned policy uses.
+    """
 
     name = "bayesian_category"
 
-    def __init__(self, beta_cat: float = 0.1, forgetting: float = 0.9, prior: float = 1.0, long_rate: float = 0.1,
+    def __init__(self, beta_cat: float = 0.1, forgetting: float | None = 0.9, prior: float = 1.0, long_rate: float = 0.1,
                  short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0) -> None:
         super().__init__(long_rate, short_rate, short_weight, popularity_weight,
                          scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior))
@@ -248,7 +253,8 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "recsim_saturating": {"base_rate": [0.1, 0.2, 0.4, 0.7, 1.0]},
     "behaviour_rule": {"streak": [2, 3, 4], "burst_weight": [0.5, 0.7, 0.9]},
     "context_rule": {"beta_ctx": [0.1, 0.3, 0.6], "context_rate": [0.1, 0.3]},
-    "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0]},
+    # forgetting None = 1 - long_rate (tied; the coordinate ascent's long_rate grid then tunes it too)
+    "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None]},
 }
 #: popularity weights tried for ema_two_profile once its other parameters are tuned.
 POPULARITY_GRID = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]

@@ -40,7 +40,7 @@ def _d(name: str):
 @click.option("--reward-baseline", default=_d("reward_baseline"), show_default=True, help="Rule whose metric at the same scoring points is subtracted from the reward: 'best' (every baseline is tuned on validation users, the best one is used), a baseline name, or 'none' for the raw metric.")
 @click.option("--tune-users", type=int, default=_d("tune_users"), show_default=True, help="Validation users the baselines are tuned on (seeded subsample; 0: all).")
 @click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None, help="Reuse a baselines.json (same metric and protocol) instead of tuning again.")
-@click.option("--agent-scoring", type=click.Choice(["reference", "plain"]), default=_d("agent_scoring"), show_default=True, help="The agent's fixed score terms: the reference rule's (e.g. its Bayesian category term) or none.")
+@click.option("--agent-scoring", type=click.Choice(["reference", "reference-fixed", "plain"]), default=_d("agent_scoring"), show_default=True, help="The agent's fixed score terms: 'reference' = the reference rule's (e.g. its Bayesian category term), with the category counts forgetting by 1 - a_L of the agent's action (so the agent decides when to forget; its a_L starts at 1 - the rule's forgetting); 'reference-fixed' = the rule's terms with its fixed forgetting; 'plain' = none.")
 @click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default=_d("negatives"), show_default=True, help="Negative sampling for logs without impressions.")
 @click.option("--n-negatives", type=int, default=_d("n_negatives"), show_default=True)
 @click.option("--max-events", type=int, default=None, help="Cut histories into episodes of at most this many decisions.")

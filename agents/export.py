@@ -532,6 +532,9 @@ def export_run(
             "shadow_strengths": list(SHADOW_STRENGTHS),
             "ema_rate": float(EMA_RATE),
             "running_means": "m <- m + ema_rate (v - m) at every decision (metrics: at the decision after their scoring points)",
+            "category_counts": ("counts <- f counts, then +1 in the event's category column, at every decision (when beta_cat != 0); "
+                                "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null"),
+            "category_forgetting": "1 - a_L (tied to the action)" if scoring.category_forgetting is None else float(scoring.category_forgetting),
         },
         "scoring": {
             "formula": "(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)",

@@ -40,6 +40,8 @@ from interestgym.io import write_json_atomic
 
 CONFIG_FILE = "config.json"
 BASELINES_FILE = "baselines.json"
+#: Values of ``TrainConfig.agent_scoring`` (see :func:`agent_scoring_config`).
+AGENT_SCORING_MODES = ("reference", "reference-fixed", "plain")
 
 
 @dataclass
@@ -72,7 +74,11 @@ class TrainConfig:
     only when its metric and validation protocol match this run's)."""
     agent_scoring: str = "reference"
     """Fixed scoring terms of the agent: ``reference`` (the reward baseline's ScoringConfig, e.g. the
-    tuned Bayesian category term, so the agent competes on the update decisions) or ``plain``."""
+    tuned Bayesian category term, so the agent competes on the update decisions; when that includes
+    the category term (beta_cat > 0) the agent's category counts forget with ``1 - a_L`` of ITS
+    action, ``category_forgetting=None``, whatever the rule's forgetting: otherwise the agent could
+    not touch the state that decides the ranking), ``reference-fixed`` (exactly the reference's
+    ScoringConfig, its forgetting included) or ``plain`` (profiles and p only)."""
     negatives: str = "uniform"
     """Negative sampling for logs without impressions: ``uniform`` or ``popularity``."""
     n_negatives: int = 99
@@ -154,8 +160,8 @@ class TrainConfig:
 
         if self.reward_baseline is not None and self.reward_baseline not in ("best", *BASELINE_NAMES):
             raise InterestGymError(f"--reward-baseline {self.reward_baseline!r}: expected best, none or one of {', '.join(BASELINE_NAMES)}")
-        if self.agent_scoring not in ("reference", "plain"):
-            raise InterestGymError(f"--agent-scoring {self.agent_scoring!r}: expected reference or plain")
+        if self.agent_scoring not in AGENT_SCORING_MODES:
+            raise InterestGymError(f"--agent-scoring {self.agent_scoring!r}: expected one of {', '.join(AGENT_SCORING_MODES)}")
 
 
 # ------------------------------------------------------------------------------------ replay data
@@ -207,6 +213,23 @@ def subsample_users(user_ids: np.ndarray, n: int | None, seed: int) -> list[str]
         return None
     rng = np.random.default_rng(seed)
     return sorted(map(str, rng.choice(np.asarray(user_ids), size=n, replace=False)))
+
+
+def agent_scoring_config(mode: str, reference: Any) -> Any:
+    """The agent's fixed ScoringConfig for ``--agent-scoring mode`` and the reference rule (or None).
+
+    ``reference``: the rule's config, with the category counts' forgetting tied to the agent's a_L
+    (``category_forgetting=None``) when the rule scores with the category term; ``reference-fixed``:
+    the rule's config as it is; ``plain`` (or no reference): the default ScoringConfig.
+    """
+    from interestgym.core.interest import ScoringConfig
+
+    if reference is None or mode == "plain":
+        return ScoringConfig()
+    scoring = reference.scoring
+    if mode == "reference" and scoring.beta_cat != 0:
+        return dataclasses.replace(scoring, category_forgetting=None)
+    return scoring
 
 
 def centre_on_reference(model: Any, reference: Any, data: Any, n_users: int = 64) -> np.ndarray:
@@ -287,8 +310,6 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from interestgym.core.interest import ScoringConfig
-
     run_dir = Path(config.run_dir)
     state_path = run_dir / "checkpoints" / "state.json"
     saved: dict[str, Any] = {}
@@ -323,7 +344,12 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if config.reward_baseline and reference is None:
         reference, tuned = tune_reference(config, valid_data)
     reference_policy = make_baseline(reference["name"], **reference["params"]) if reference else None
-    agent_scoring = reference_policy.scoring if (reference_policy is not None and config.agent_scoring == "reference") else ScoringConfig()
+    agent_scoring = agent_scoring_config(config.agent_scoring, reference_policy)
+    if "agent_scoring" in saved:
+        # a resumed run keeps the scoring it was trained with (runs from before the tied mode included)
+        from interestgym.core.interest import ScoringConfig
+
+        agent_scoring = ScoringConfig(**saved["agent_scoring"])
 
     eval_users = subsample_users(valid_data.user_ids, config.eval_users, config.seed)
     reference_valid = None
@@ -371,6 +397,16 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         )
     if not resume and reference_policy is not None and config.init_from_reference:
         init_action = centre_on_reference(model, reference_policy, train_data)
+        fixed_forgetting = reference_policy.scoring.category_forgetting
+        if agent_scoring.ties_category_forgetting and fixed_forgetting is not None:
+            # The rule forgets with a fixed f, the agent with 1 - a_L: start a_L at 1 - f, so that the
+            # untrained agent forgets the category counts like the rule (the category term dominates
+            # the score; its profile L then moves at 1 - f instead of the rule's a_L).
+            import torch
+
+            init_action[0] = 2.0 * (1.0 - fixed_forgetting) - 1.0
+            with torch.no_grad():
+                model.policy.action_net.bias[0] = float(init_action[0])
     else:
         init_action = None
     # One TensorBoard folder for the whole run: a resumed run appends a new event file to it and,

@@ -36,6 +36,7 @@ from interestgym.core.metrics import metric_names, parse_metric, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     DecisionState,
+    category_forgetting_factor,
     decision_transition,
     fold_outcomes,
     update_category_counts,
@@ -103,7 +104,7 @@ class ReplayEngine:
         # Per-row fixed scoring configuration (a policy's ScoringConfig).
         self.fixed_p = np.full(r, np.nan)
         self.beta_cat = np.zeros(r)
-        self.cat_forgetting = np.ones(r)
+        self.cat_forgetting = np.ones(r)  # NaN = tied to the action: 1 - a_L
         self.cat_prior = np.ones(r)
         self.beta_ctx = np.zeros(r)
         self.ctx_rate = np.zeros(r)
@@ -115,7 +116,7 @@ class ReplayEngine:
         """Give ``rows`` a policy's fixed scoring configuration."""
         self.fixed_p[rows] = np.nan if config.popularity_weight is None else config.popularity_weight
         self.beta_cat[rows] = config.beta_cat
-        self.cat_forgetting[rows] = config.category_forgetting
+        self.cat_forgetting[rows] = np.nan if config.category_forgetting is None else config.category_forgetting
         self.cat_prior[rows] = config.category_prior
         self.beta_ctx[rows] = config.beta_ctx
         self.ctx_rate[rows] = config.context_rate
@@ -185,7 +186,8 @@ class ReplayEngine:
             getattr(self, name)[rows] = value
         if self.category_counts is not None:
             self.category_counts[rows] = update_category_counts(
-                self.category_counts[rows], data.decision_category[dec], self.cat_forgetting[rows])
+                self.category_counts[rows], data.decision_category[dec],
+                category_forgetting_factor(self.cat_forgetting[rows], strengths))
         if self.slot_profiles is not None:
             slot = data.decision_slot[dec].astype(np.int64)
             self.slot_profiles[rows, slot] = update_profile(self.slot_profiles[rows, slot], x, self.ctx_rate[rows])

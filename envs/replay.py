@@ -68,6 +68,9 @@ class InterestReplayEnv(gym.Env):
     | 2 | short_weight      | w: weight of S against L in the score                           |
     | 3 | popularity_weight | p: weight of the popularity prior (fixed if ``scoring`` says so)|
 
+    With ``ScoringConfig(category_forgetting=None)`` a_L also sets the category counts' forgetting,
+    ``1 - a_L`` (see ``scoring`` below).
+
     The score of a candidate c is
     ``(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) [+ beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot, c)]``
     where pop(c) in [0, 1] is the item's log-popularity among *training* users' positive events
@@ -115,6 +118,9 @@ class InterestReplayEnv(gym.Env):
     * ``max_events``: truncate episodes after this many decisions (None = whole histories).
     * ``reward_baseline``: a Policy whose metric is subtracted from the reward.
     * ``scoring``: a fixed ScoringConfig for the agent's scoring (default: p from the action, no extra terms).
+      With ``beta_cat > 0`` the category counts forget at every decision by ``category_forgetting``
+      (``counts <- f counts + onehot(cat(x))``); ``category_forgetting=None`` ties f to the action:
+      ``f = 1 - a_L``, so the agent decides when the category history is forgotten.
 
     ## Example
 

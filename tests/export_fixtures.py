@@ -7,6 +7,7 @@ real ``write_dataset`` (tests/env_fixtures.py), so the export reads exactly the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from interestgym.core.interest import ScoringConfig
 #: Non-default scoring terms for the impressions run: exercises the category model, the time-of-day
 #: context profiles and forgetting in the runtime (p stays with the action).
 EXTRA_SCORING = ScoringConfig(beta_cat=0.3, category_forgetting=0.9, beta_ctx=0.2, context_rate=0.4)
+#: The same with the category counts forgetting by 1 - a_L of each decision (the tied mode).
+TIED_SCORING = dataclasses.replace(EXTRA_SCORING, category_forgetting=None)
 
 
 @dataclass
@@ -33,14 +36,15 @@ _CACHE: dict[str, Fixture] = {}
 def trained_export(tmp_path_factory, variant: str = "next_positive") -> Fixture:
     """``next_positive``: a log without impressions (1 positive + sampled negatives per scoring point),
     default scoring. ``impressions``: logged impressions, and the run's agent scoring replaced by
-    :data:`EXTRA_SCORING` before export (evaluation reads the same config, so parity still holds)."""
+    :data:`EXTRA_SCORING` before export (evaluation reads the same config, so parity still holds).
+    ``impressions_tied``: the same with :data:`TIED_SCORING` (category forgetting = 1 - a_L)."""
     if variant in _CACHE:
         return _CACHE[variant]
     from interestgym.agents.export import export_run
     from interestgym.agents.train import TrainConfig, train_run
 
     root = tmp_path_factory.mktemp(f"export-{variant}")
-    impressions = variant == "impressions"
+    impressions = variant in ("impressions", "impressions_tied")
     dataset = make_dataset(root / "dataset", n_users=100, n_items=90, dim=16, seed=3, impressions=impressions)
     run = root / "run"
     config = TrainConfig(
@@ -51,7 +55,7 @@ def trained_export(tmp_path_factory, variant: str = "next_positive") -> Fixture:
     if impressions:
         conf_path = run / "config.json"
         conf = json.loads(conf_path.read_text())
-        conf["agent_scoring"] = EXTRA_SCORING.as_dict()
+        conf["agent_scoring"] = (TIED_SCORING if variant == "impressions_tied" else EXTRA_SCORING).as_dict()
         conf_path.write_text(json.dumps(conf))
     export = root / "export"
     export_run(run, export, which="best", verify_observations=200)

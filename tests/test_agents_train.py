@@ -133,3 +133,23 @@ def test_bad_options_are_reported(dataset, tmp_path):
         train_run(_config(dataset, tmp_path / "r3", reward_baseline="nosuchrule"))
     with pytest.raises(InterestGymError, match="metric"):
         train_run(_config(dataset, tmp_path / "r2", reward="ndcg@x"))
+
+
+def test_agent_scoring_ties_the_category_forgetting_to_the_agents_long_strength():
+    from interestgym.agents.baselines import make_baseline
+    from interestgym.agents.train import agent_scoring_config
+
+    from interestgym.core.interest import ScoringConfig
+
+    bayes = make_baseline("bayesian_category", beta_cat=3.0, forgetting=0.9, popularity_weight=0.8)
+    tied = agent_scoring_config("reference", bayes)
+    assert tied.category_forgetting is None and tied.ties_category_forgetting
+    assert (tied.beta_cat, tied.category_prior) == (3.0, bayes.scoring.category_prior)
+    assert agent_scoring_config("reference-fixed", bayes) == bayes.scoring
+    assert agent_scoring_config("plain", bayes) == ScoringConfig()
+    assert agent_scoring_config("reference", None) == ScoringConfig()
+    # without the category term there is nothing to tie
+    context = make_baseline("context_rule", beta_ctx=0.3)
+    assert agent_scoring_config("reference", context) == context.scoring
+    with pytest.raises(InterestGymError, match="agent-scoring"):
+        TrainConfig(dataset="d", run_dir="r", agent_scoring="bogus").validate()

@@ -78,3 +78,10 @@ def test_time_slots_are_six_hour_blocks():
 def test_scoring_config_rejects_out_of_range_values(kwargs):
     with pytest.raises(InterestGymError, match="ScoringConfig"):
         ScoringConfig(**kwargs)
+
+
+def test_category_forgetting_none_means_tied_and_round_trips():
+    tied = ScoringConfig(beta_cat=1.0, category_forgetting=None)
+    assert tied.ties_category_forgetting and not ScoringConfig().ties_category_forgetting
+    assert ScoringConfig(**tied.as_dict()) == tied
+    assert ScoringConfig().category_forgetting == 1.0  # the default is unchanged: never forget

@@ -8,6 +8,7 @@ import pytest
 from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS
 from interestgym.core.transition import (
     DecisionState,
+    category_forgetting_factor,
     decision_transition,
     fold_outcomes,
     update_category_counts,
@@ -97,6 +98,17 @@ def test_category_counts_forget_then_count_the_event(forgetting):
         want = [counts[i, j] * f[i] + (1.0 if j == category[i] else 0.0) for j in range(3)]
         assert got[i].tolist() == want
     assert counts[0, 2] == 0.0  # input untouched
+
+
+def test_category_forgetting_factor_is_fixed_or_one_minus_long_strength():
+    strengths = np.array([[0.2, 0.5, 0.5, 0.5], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+    assert category_forgetting_factor(None, strengths).tolist() == [0.8, 0.0, 1.0]
+    assert category_forgetting_factor(0.9, strengths).tolist() == [0.9, 0.9, 0.9]
+    # per row: NaN = tied (the engine's storage of ScoringConfig(category_forgetting=None))
+    assert category_forgetting_factor(np.array([0.95, np.nan, np.nan]), strengths).tolist() == [0.95, 0.0, 1.0]
+    # a_L = 1 with the tied mode keeps only the event's category
+    counts = update_category_counts(np.array([[3.0, 1.0]]), np.array([1]), category_forgetting_factor(None, strengths[1:2]))
+    assert counts.tolist() == [[0.0, 1.0]]
 
 
 def test_fold_outcomes_moves_scored_rows_by_their_point_mean():

@@ -168,3 +168,15 @@ def test_ppo_trains_on_the_vector_env_and_evaluates_through_the_adapter(datasets
     policy = ModelPolicy(model, obs_transform=venv.normalize_obs)
     res = evaluate_policy(datasets["next_positive"], policy, split="test", progress=False)
     assert len(res.decisions) > 0 and res.decisions["long_strength"].between(0, 1).all()
+
+
+def test_tied_category_forgetting_is_one_minus_the_long_strength(datasets):
+    """category_forgetting=None forgets with 1 - a_L: with a constant a_L = 0.25 it equals the fixed 0.75."""
+    def run(forgetting):
+        policy = ConstantPolicy(0.25, 0.8, 0.4, 0.0, name="bayes",
+                                scoring=ScoringConfig(popularity_weight=0.2, beta_cat=2.0, category_forgetting=forgetting))
+        return evaluate_policy(datasets["impressions"], policy, split="valid", progress=False).points["ndcg@10"].to_numpy()
+
+    tied = run(None)
+    assert np.array_equal(tied, run(0.75))
+    assert not np.array_equal(tied, run(1.0))  # the forgetting matters on this fixture

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from export_fixtures import EXTRA_SCORING, trained_export
+from export_fixtures import EXTRA_SCORING, TIED_SCORING, trained_export
 from interestgym.agents.export import replay_through_runtime
 from interestgym.agents.sb3_policy import load_run_policy
 from interestgym.agents.train import TrainConfig, protocol_spec
@@ -56,7 +56,7 @@ def test_runtime_actions_equal_sb3_deterministic_actions(tmp_path_factory, varia
     assert strengths.min() >= 0.0 and strengths.max() <= 1.0
 
 
-@pytest.mark.parametrize("variant,serialise", [("next_positive", "json"), ("impressions", "bytes")])
+@pytest.mark.parametrize("variant,serialise", [("next_positive", "json"), ("impressions", "bytes"), ("impressions_tied", "json")])
 def test_replaying_test_users_through_the_runtime_reproduces_evaluation_exactly(tmp_path_factory, variant, serialise):
     fx = trained_export(tmp_path_factory, variant)
     config = _run_config(fx)
@@ -100,6 +100,15 @@ def test_manifest_describes_features_actions_scoring_encoder_and_provenance(tmp_
     data = load_replay_data(fx.dataset, None, protocol_spec(_run_config(fx), "test"))
     np.testing.assert_array_equal(np.load(fx.export / "popularity.npy"), data.item_popularity)
     assert json.loads((fx.export / "item_ids.json").read_text()) == Dataset.open(fx.dataset).items["item_id"].tolist()
+
+
+def test_manifest_records_category_forgetting_tied_to_the_action(tmp_path_factory):
+    fx = trained_export(tmp_path_factory, "impressions_tied")
+    manifest = json.loads((fx.export / "manifest.json").read_text())
+    assert manifest["scoring"]["config"] == TIED_SCORING.as_dict()
+    assert manifest["scoring"]["config"]["category_forgetting"] is None
+    assert manifest["update"]["category_forgetting"] == "1 - a_L (tied to the action)"
+    assert load_policy(fx.export).scoring["category_forgetting"] is None
 
 
 def test_evaluation_metrics_of_the_run_go_into_the_manifest(tmp_path_factory, tmp_path):

@@ -16,6 +16,10 @@ production runtime.
   with L / S the long- / short-term profiles, w the short-term weight, p the popularity weight, pop(c) in
   [0, 1] the item's normalised log-popularity, P(cat | user) a Dirichlet-smoothed category distribution
   from counts with forgetting (:func:`category_log_prob`) and T_slot the profile of the time-of-day slot.
+  The counts forget with a fixed factor f (``counts <- f counts + onehot(cat(x))``) or, with
+  ``ScoringConfig(category_forgetting=None)``, with ``1 - a_L`` of the decision: the policy's long-term
+  strength then also decides how much of the category history it keeps (a_L = 0: keep all; a_L = 1:
+  only the event's category).
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ class ScoringConfig:
     :param popularity_weight: fixed p in [0, 1]; ``None`` takes p from the action.
     :param beta_cat: weight of log P(cat(c) | user) in the score (0 = off).
     :param category_forgetting: factor in (0, 1] the category counts are multiplied by at every decision
-        before the new count is added (1 = never forget).
+        before the new count is added (1 = never forget); ``None`` ties it to the decision's action:
+        forgetting = ``1 - a_L`` (a_L the long-term strength in [0, 1], after the action's [-1, 1] ->
+        [0, 1] map), so the policy chooses when to forget the category history (a_L = 1 keeps only the
+        event's category).
     :param category_prior: Dirichlet pseudo-count per category (> 0).
     :param beta_ctx: weight of cos(T_slot(now), c) in the score (0 = off).
     :param context_rate: update strength of the current time slot's profile at every decision.
@@ -51,7 +58,7 @@ class ScoringConfig:
 
     popularity_weight: float | None = None
     beta_cat: float = 0.0
-    category_forgetting: float = 1.0
+    category_forgetting: float | None = 1.0
     category_prior: float = 1.0
     beta_ctx: float = 0.0
     context_rate: float = 0.3
@@ -59,12 +66,17 @@ class ScoringConfig:
     def __post_init__(self) -> None:
         if self.popularity_weight is not None and not 0.0 <= self.popularity_weight <= 1.0:
             raise InterestGymError(f"ScoringConfig.popularity_weight={self.popularity_weight}: expected None or a number in [0, 1]")
-        if not 0.0 < self.category_forgetting <= 1.0:
-            raise InterestGymError(f"ScoringConfig.category_forgetting={self.category_forgetting}: expected a number in (0, 1]")
+        if self.category_forgetting is not None and not 0.0 < self.category_forgetting <= 1.0:
+            raise InterestGymError(f"ScoringConfig.category_forgetting={self.category_forgetting}: expected None (1 - a_L) or a number in (0, 1]")
         if not self.category_prior > 0.0:
             raise InterestGymError(f"ScoringConfig.category_prior={self.category_prior}: expected a number > 0")
         if not 0.0 <= self.context_rate <= 1.0:
             raise InterestGymError(f"ScoringConfig.context_rate={self.context_rate}: expected a number in [0, 1]")
+
+    @property
+    def ties_category_forgetting(self) -> bool:
+        """True when the category counts forget with ``1 - a_L`` of each decision (``category_forgetting=None``)."""
+        return self.category_forgetting is None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

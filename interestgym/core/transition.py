@@ -9,7 +9,8 @@ One implementation for the replay engine (``interestgym.envs.engine``) and the p
    ``shadow_cos_ema <- ema(cos(x, H_a))`` (:func:`decision_transition`);
 2. the profile updates: L with a_L, S with a_S (:func:`~interestgym.core.interest.update_profile`;
    0 = no update), the shadow profiles H_a with the fixed :data:`SHADOW_STRENGTHS`;
-3. the optional score-term state: forgetful category counts (:func:`update_category_counts`) and the
+3. the optional score-term state: forgetful category counts (:func:`update_category_counts`, with a fixed
+   factor or ``1 - a_L``: :func:`category_forgetting_factor`) and the
    profile of the event's time slot (``update_profile`` with the context rate; the caller gathers and
    scatters the slot row, as its storage differs).
 
@@ -78,12 +79,27 @@ def decision_transition(state: DecisionState, x: np.ndarray, strengths: np.ndarr
     )
 
 
+def category_forgetting_factor(fixed: np.ndarray | float | None, strengths: np.ndarray) -> np.ndarray:
+    """Per-row forgetting factor of the category counts at a decision.
+
+    :param fixed: the rows' ``ScoringConfig.category_forgetting``: a scalar, ``None`` or a (B,) array in
+        which NaN stands for ``None``; ``None`` / NaN = tied to the action: ``1 - a_L``.
+    :param strengths: (B, 4) the decision's strengths (a_L, a_S, w, p) in [0, 1].
+    :return: (B,) float64 factors in [0, 1].
+    """
+    tied = 1.0 - np.asarray(strengths, dtype=np.float64)[:, 0]
+    if fixed is None:
+        return tied
+    fixed = np.broadcast_to(np.asarray(fixed, dtype=np.float64), tied.shape)
+    return np.where(np.isnan(fixed), tied, fixed)
+
+
 def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
     """Forgetful category counts after a decision: ``counts * forgetting``, then +1 in the event's column.
 
     :param counts: (B, n_categories) float64 counts.
     :param category: (B,) column of each row's event; -1 = no column (only the forgetting applies).
-    :param forgetting: scalar or (B,) factor in (0, 1].
+    :param forgetting: scalar or (B,) factor in [0, 1] (per row: e.g. :func:`category_forgetting_factor`).
     :return: new (B, n_categories) counts.
     """
     out = counts * (forgetting[:, None] if np.ndim(forgetting) else forgetting)

@@ -42,6 +42,7 @@ from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     DecisionState,
+    category_forgetting_factor,
     decision_transition,
     fold_outcomes,
     update_category_counts,
@@ -268,7 +269,9 @@ class ExportedPolicy:
         after = decision_transition(DecisionState(long_term, short_term, shadow, means[:, drift], means[:, short_long], shadow_cos_ema), x, strengths)
         means[:, drift], means[:, short_long] = after.drift_ema, after.short_long_ema
         slots = time_slot(np.array([e.hour_weekday()[0] for e in events])) if self._beta_ctx != 0 else None
-        forgetting = float(self.scoring.get("category_forgetting", 1.0))
+        # None in the manifest = tied to the action (1 - a_L), as in the engine
+        fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
+        forgetting = category_forgetting_factor(None if fixed_forgetting is None else float(fixed_forgetting), strengths)
         context_rate = float(self.scoring.get("context_rate", 0.0))
         for i, (s, e) in enumerate(zip(states, events)):
             # copies: a stored state must not keep the whole batch's arrays alive
@@ -277,7 +280,7 @@ class ExportedPolicy:
             if s.category_counts is not None:
                 # a category unknown to the export has no column (-1): its count stays implicit 0
                 column = self._category_index.get(e.category, -1)
-                s.category_counts = update_category_counts(s.category_counts[None], np.array([column]), forgetting)[0]
+                s.category_counts = update_category_counts(s.category_counts[None], np.array([column]), forgetting[i:i + 1])[0]
             if s.slot_profiles is not None and slots is not None:
                 s.slot_profiles[slots[i]] = update_profile(s.slot_profiles[slots[i]][None, :], x[i][None, :], context_rate)[0]
             # log-feature counters
