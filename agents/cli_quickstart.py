@@ -20,7 +20,7 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/quickstart"), show_default=True,
               help="Folder for everything: OUT/data, OUT/run (with evaluation and report), OUT/export.")
 @click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True, help="Language of the synthetic titles.")
-@click.option("--users", type=click.IntRange(min=10), default=200, show_default=True, help="Synthetic users (60/20/20% train/valid/test).")
+@click.option("--users", type=click.IntRange(min=10), default=1000, show_default=True, help="Synthetic users (60/20/20% train/valid/test).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, its split and the training run.")
 @click.option("--drift", type=click.Choice(["none", "mild", "strong"]), default="strong", show_default=True,
               help="Interest dynamics of the synthetic users.")

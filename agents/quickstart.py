@@ -57,7 +57,7 @@ class QuickstartConfig:
     """Folder of everything the quick start writes (data/, run/, export/)."""
     lang: str = "en"
     """Language of the synthetic titles: en or zh."""
-    users: int = 200
+    users: int = 1000
     """Synthetic users (60% train, 20% valid, 20% test)."""
     seed: int = 0
     """Seed of the data generator, its split and the training run."""
