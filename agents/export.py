@@ -547,6 +547,9 @@ def export_run(
             "action_weights": dataset.action_weights,
             "max_action_weight": float(data.max_action_weight),
             "positive_rating": dataset.positive_rating,
+            # The dataset's hour / weekday columns are UTC shifted by this (prepare --tz-offset); the
+            # runtime applies it to events that come without an explicit hour / weekday.
+            "tz_offset_hours": float(dataset.manifest.get("reader", {}).get("tz_offset_hours", 0.0)),
             "reward_metric": config.reward,
             "verified_on": {k: v for k, v in data.describe().items() if k not in ("counts",)},
         },

@@ -101,6 +101,7 @@ class ExportedPolicy:
         self.max_action_weight = float(manifest["replay"]["max_action_weight"])
         self.positive_rating = float(manifest["replay"]["positive_rating"])
         self.reward_metric = str(manifest["replay"]["reward_metric"])
+        self.tz_offset_hours = float(manifest["replay"].get("tz_offset_hours", 0.0))
         self.scoring = dict(manifest["scoring"]["config"])
         p = self.scoring.get("popularity_weight")
         self._fixed_p = None if p is None else float(p)
@@ -196,7 +197,7 @@ class ExportedPolicy:
         value = np.empty(n)
         for i, (s, e) in enumerate(zip(states, events)):
             c = s.counters
-            hour, weekday = e.hour_weekday()
+            hour, weekday = e.hour_weekday(self.tz_offset_hours)
             n_events, n_decisions = c[_C["n_events"]], c[_C["n_decisions"]]
             cat = s.categories.index(e.category) if e.category in s.categories else -1
             action_weight[i] = self.action_weights[e.action]
@@ -268,7 +269,7 @@ class ExportedPolicy:
         drift, short_long = _M["drift_ema"], _M["short_long_ema"]
         after = decision_transition(DecisionState(long_term, short_term, shadow, means[:, drift], means[:, short_long], shadow_cos_ema), x, strengths)
         means[:, drift], means[:, short_long] = after.drift_ema, after.short_long_ema
-        slots = time_slot(np.array([e.hour_weekday()[0] for e in events])) if self._beta_ctx != 0 else None
+        slots = time_slot(np.array([e.hour_weekday(self.tz_offset_hours)[0] for e in events])) if self._beta_ctx != 0 else None
         # None in the manifest = tied to the action (1 - a_L), as in the engine
         fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
         forgetting = category_forgetting_factor(None if fixed_forgetting is None else float(fixed_forgetting), strengths)

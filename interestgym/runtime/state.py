@@ -63,8 +63,9 @@ class Event:
         ``None`` when the item has no embedding (the event is then counted but is not a decision).
     :param value: rating / quantity / 1.0.
     :param category: the item's category ("" if unknown).
-    :param hour: hour of the day (0-23) in the dataset's convention; ``None`` = from ``ts`` in UTC.
-    :param weekday: 0 = Monday; ``None`` = from ``ts`` in UTC.
+    :param hour: hour of the day (0-23) in the dataset's convention; ``None`` = from ``ts`` in the
+        dataset's clock (UTC shifted by the export's ``replay.tz_offset_hours``, as at training).
+    :param weekday: 0 = Monday; ``None`` = from ``ts``, likewise.
     """
 
     ts: int
@@ -75,10 +76,11 @@ class Event:
     hour: int | None = None
     weekday: int | None = None
 
-    def hour_weekday(self) -> tuple[int, int]:
+    def hour_weekday(self, tz_offset_hours: float = 0.0) -> tuple[int, int]:
+        """(hour, weekday) of the event on the dataset's clock: UTC shifted by ``tz_offset_hours``."""
         if self.hour is not None and self.weekday is not None:
             return int(self.hour), int(self.weekday)
-        moment = _dt.datetime.fromtimestamp(int(self.ts), tz=_dt.timezone.utc)
+        moment = _dt.datetime.fromtimestamp(int(self.ts) + round(tz_offset_hours * 3600), tz=_dt.timezone.utc)
         return (moment.hour if self.hour is None else int(self.hour),
                 moment.weekday() if self.weekday is None else int(self.weekday))
 
