@@ -10,7 +10,7 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 ==========================  ===========================================================================
 ``static``                   L = the user's first positive item, never updated again (a_L = 1 while L is
                              empty, else 0); w = 0.
-``always_replace``           L = S = the latest positive item (a_L = a_S = 1).
+``always_replace``           L = S = the latest positive item (a_L = a_S = 1, w = 1).
 ``mean_history``             L = running mean of the positives' directions: a_L = 1 / (n + 1) after n
                              decisions (each step renormalises, so it is the mean of directions up to
                              renormalisation); w = 0.
@@ -23,25 +23,28 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 ``recsim_saturating``        RecSim-style saturating step: a = a0 (1 - max(cos(x, L), 0)): an item the
                              profile already explains moves it little, a novel one moves it a lot (the
                              interest-evolution model's step that shrinks as interest saturates); a0
-                             tuned; S as the tuned two-profile rule.
-``behaviour_rule``           the seed's behaviour rule: after k consecutive decisions in one category
-                             the short-term profile jumps to the item (a_S = 1) and takes weight w_burst
-                             in the score; otherwise the tuned two-profile rule; k, w_burst tuned.
-``context_rule``             the seed's context rule: time-of-day profiles (4 slots of 6 h) updated at
-                             every decision and added to the score with beta_ctx (tuned); L, S, w as the
-                             tuned two-profile rule.
+                             tuned; S, w, p as the tuned two-profile rule.
+``behaviour_rule``           the seed's behaviour rule: at the k-th consecutive decision in one category
+                             (this one included) and after, the short-term profile jumps to the item
+                             (a_S = 1) and takes weight w_burst in the score; otherwise the tuned
+                             two-profile rule; k, w_burst tuned.
+``context_rule``             the seed's context rule: time-of-day profiles (4 slots of 6 h), the current
+                             slot's updated at every decision with strength context_rate, added to the
+                             score with beta_ctx (both tuned); L, S, w, p as the tuned two-profile rule.
 ``bayesian_category``        Dirichlet category counts with forgetting; beta_cat log P(cat(c) | user) in
                              the score; beta_cat and the forgetting tuned: a fixed factor f, or ``None``
                              = tied to the rule's long-term strength (f = 1 - a_L, the mode a learned
-                             policy gets: see ScoringConfig); L, S, w as the tuned two-profile rule.
+                             policy gets: see ScoringConfig); L, S, w, p as the tuned two-profile rule.
 ``popularity``               rank by training popularity only (p = 1): the reference a personalised
                              rule must beat.
 ==========================  ===========================================================================
 
 Tuning (:func:`tune_baselines`): every tunable rule is scored on **validation** users with the batched
 evaluator for each point of a small grid (:data:`GRIDS`), and the best point by the selection metric
-(mean over users) is kept. Rules built on top of ``ema_two_profile`` reuse its tuned (a_L, a_S, w, p)
-and tune only their own parameters (a coordinate-wise search keeps the grid small).
+(mean over users) is kept. ``ema_two_profile`` is tuned first ((a_L, a_S, w), then p over
+:data:`POPULARITY_GRID`). Rules built on top of it start from its tuned values and are tuned by
+coordinate ascent (a coordinate-wise search keeps the grid small): their own parameters, then the
+inherited strengths and p with their own fixed, then their own again (``rounds=2``).
 """
 
 from __future__ import annotations

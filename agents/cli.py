@@ -43,7 +43,7 @@ def _d(name: str):
 @click.option("--agent-scoring", type=click.Choice(["reference", "reference-fixed", "plain"]), default=_d("agent_scoring"), show_default=True, help="The agent's fixed score terms: 'reference' = the reference rule's (e.g. its Bayesian category term), with the category counts forgetting by 1 - a_L of the agent's action (so the agent decides when to forget; its a_L starts at 1 - the rule's forgetting); 'reference-fixed' = the rule's terms with its fixed forgetting; 'plain' = none.")
 @click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default=_d("negatives"), show_default=True, help="Negative sampling for logs without impressions.")
 @click.option("--n-negatives", type=int, default=_d("n_negatives"), show_default=True)
-@click.option("--max-events", type=int, default=None, help="Cut histories into episodes of at most this many decisions.")
+@click.option("--max-events", type=int, default=None, help="Truncate episodes after this many decisions (a user's later decisions are not replayed).")
 @click.option("--learning-rate", type=float, default=_d("learning_rate"), show_default=True)
 @click.option("--n-steps", type=int, default=_d("n_steps"), show_default=True, help="Steps per env per PPO rollout.")
 @click.option("--batch-size", type=int, default=_d("batch_size"), show_default=True)
@@ -66,8 +66,8 @@ def train(dataset: Path, run_dir: Path, resume: bool, progress: bool, net_arch: 
     """Train a PPO profile-update policy on DATASET's training users.
 
     \b
-    Writes into RUN_DIR: config.json, tb/ (TensorBoard: `tensorboard --logdir RUN_DIR/tb`),
-    checkpoints/, best/ (best validation metric), final/.
+    Writes into --run-dir: config.json, baselines.json (the tuned baselines), tb/ (TensorBoard:
+    `tensorboard --logdir RUN_DIR/tb`), checkpoints/, best/ (best validation metric), final/.
     Example:
       interestgym prepare synthetic --out data/syn --drift strong
       interestgym encode data/syn --encoder hashing
@@ -86,10 +86,37 @@ def train(dataset: Path, run_dir: Path, resume: bool, progress: bool, net_arch: 
         reward_baseline=None if baseline in (None, "", "none") else baseline,
         eval_users=eval_users or None, tune_users=tune_users or None, **options,
     )
+    if resume:
+        _refuse_changed_options_on_resume(click.get_current_context(), dataset, run_dir, config)
     result = train_run(config, resume=resume)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']}")
     click.echo(f"run directory: {run_dir}  (evaluate with: interestgym evaluate {run_dir})")
+
+
+def _refuse_changed_options_on_resume(ctx: click.Context, dataset: Path, run_dir: Path, config) -> None:
+    """--resume trains on with the run's own options: refuse ones given on the command line that differ
+    (they would otherwise be ignored without a word)."""
+    from click.core import ParameterSource
+    from interestgym.agents.train import CONFIG_FILE, _read_config
+
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        return  # train_run says what is missing
+    saved = _read_config(Path(run_dir))["config"]
+    differ = []
+    if Path(str(saved.get("dataset", ""))).resolve() != Path(dataset).resolve():
+        differ.append(f"DATASET {dataset} (the run's: {saved.get('dataset')})")
+    for param in ctx.command.params:
+        name = param.name
+        if name in ("timesteps", "device", "progress", "resume", "run_dir", "dataset") or name not in saved:
+            continue
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        if getattr(config, name) != saved[name]:
+            differ.append(f"--{name.replace('_', '-')} {getattr(config, name)!r} (the run's: {saved[name]!r})")
+    if differ:
+        raise InterestGymError(f"--resume continues {run_dir} with its own options, but {'; '.join(differ)}; "
+                               "drop them (only --timesteps, --device and --progress may change), or train a new --run-dir")
 
 
 @click.command("evaluate")

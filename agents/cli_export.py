@@ -16,7 +16,7 @@ import click
               help="Export directory to write (replaced atomically if it holds a previous export).")
 @click.option("--model", "which_model", type=click.Choice(["best", "final"]), default="best", show_default=True,
               help="Which saved model of the run to export.")
-@click.option("--verify-observations", type=int, default=1000, show_default=True,
+@click.option("--verify-observations", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Check the ONNX actions against SB3's on this many recorded observations before writing (0: skip).")
 @click.option("--verify-split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True,
               help="Users whose replayed decisions give the verification observations.")

@@ -40,7 +40,7 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--reward-baseline", default=None,
               help="Rule subtracted from the reward: a baseline name, best, or none (default: `interestgym train`'s).")
 @click.option("--net-arch", default=None, help="Hidden layer sizes, comma-separated (e.g. 64,64).")
-@click.option("--max-events", type=click.IntRange(min=1), default=None, help="Cut histories into episodes of at most this many decisions.")
+@click.option("--max-events", type=click.IntRange(min=1), default=None, help="Truncate training episodes after this many decisions (a user's later decisions are not replayed).")
 @click.option("--eval-every", type=click.IntRange(min=0), default=None, help="Validate every N training steps.")
 @click.option("--eval-users", type=click.IntRange(min=0), default=None, help="Validation users for periodic validation (0: all).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Checkpoint every N training steps.")

@@ -125,7 +125,9 @@ def _load_tuned(path: Path, metric: str, valid_protocol: dict[str, Any], names: 
         return None
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # a damaged cache of the tuning: tune again (and rewrite it)
+    if not isinstance(saved, dict):
         return None
     if saved.get("metric") != metric or saved.get("protocol") != valid_protocol or saved.get("tune_users") != tune_users:
         return None
@@ -179,8 +181,13 @@ def evaluate_run(
     run_dir: Path | None = None
     if _is_run(path):
         run_dir = path
-        saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        from interestgym.agents.train import _read_config
+
+        saved = _read_config(path)
         config = TrainConfig.from_dict(saved["config"])
+        if config.embeddings is None:
+            # runs whose config.json predates storing the resolved name: the protocol records it
+            config.embeddings = (saved.get("protocol") or {}).get("train", {}).get("embeddings")
     elif (path / "manifest.json").is_file():
         config = TrainConfig(dataset=str(path), run_dir="")
         if out is None:
@@ -197,8 +204,12 @@ def evaluate_run(
     out_dir = Path(out) if out is not None else run_dir
     assert out_dir is not None
     names = list(BASELINE_NAMES) if baselines.strip() == "all" else [b.strip() for b in baselines.split(",") if b.strip()]
+    if not names:
+        raise InterestGymError(f"--baselines {baselines!r}: expected comma-separated baseline names or 'all'")
     for n in names:
         make_baseline(n)  # validates the name
+    if n_boot < 1:
+        raise InterestGymError(f"--n-boot {n_boot}: expected an integer >= 1 (bootstrap resamples)")
 
     dataset = Dataset.open(config.dataset)
     valid = replay_data(config, "valid")

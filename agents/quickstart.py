@@ -322,6 +322,20 @@ def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print)
     if out.exists() and not out.is_dir():
         raise InterestGymError(f"--out {out}: is a file; expected a folder")
     data_dir, run_dir, export_dir = out / DATA_DIR, out / RUN_DIR, out / EXPORT_DIR
+    # Check the training and evaluation options now, not after minutes of preparing and training.
+    from interestgym.agents.baselines import make_baseline
+    from interestgym.agents.train import TrainConfig
+
+    from interestgym.core.metrics import parse_metric
+
+    early = TrainConfig(dataset=str(data_dir), run_dir=str(run_dir), **cfg.train_options)
+    early.validate()
+    parse_metric(early.reward)
+    wanted = [] if cfg.baselines.strip() == "all" else [b.strip() for b in cfg.baselines.split(",") if b.strip()]
+    if cfg.baselines.strip() != "all" and not wanted:
+        raise InterestGymError(f"--baselines {cfg.baselines!r}: expected comma-separated baseline names or 'all'")
+    for baseline in wanted:
+        make_baseline(baseline)  # validates the name
     spec, why = choose_encoder(cfg.encoder, cfg.lang)
     name = embedding_name(spec)
     stages: dict[str, str] = {}

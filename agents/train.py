@@ -1,9 +1,10 @@
 """PPO training of the profile-update policy on the replay env: one readable file, top to bottom.
 
-``train(config)`` is what ``interestgym train`` runs:
+``train_run(config)`` is what ``interestgym train`` runs:
 
 1. resolve the dataset, embeddings and env options (:class:`TrainConfig`: every field documented);
-2. tune the reference rule for the baseline-subtracted reward on validation users (if asked for);
+2. tune the reference rule for the baseline-subtracted reward on validation users (if asked for;
+   a seeded subsample of ``tune_users`` of them);
 3. build the native vector env (many training users replayed in lock-step) wrapped in VecNormalize
    (observation normalisation; reward normalisation optional);
 4. create PPO (or load the last checkpoint with ``resume``) and learn with
@@ -13,12 +14,13 @@
 
 Run directory layout::
 
-    RUN/config.json                 resolved configuration (+ tuned reference rule, protocol)
+    RUN/config.json                 resolved configuration (+ tuned reference rule, agent scoring, protocol)
+    RUN/baselines.json              the baselines tuned on validation users (when the reward has a baseline)
     RUN/tb/                         TensorBoard event files (one run; a resumed run appends to it)
     RUN/checkpoints/state.json      the last complete checkpoint: step, file names, callback state
     RUN/checkpoints/model_<step>.zip, vecnormalize_<step>.pkl
     RUN/best/model.zip, vecnormalize.pkl, info.json   best validation metric so far
-    RUN/final/model.zip, vecnormalize.pkl             end of training
+    RUN/final/model.zip, vecnormalize.pkl, info.json  end of training
 
 Seeding is in one place (:func:`seed_everything`): PPO's torch / numpy seeds and the env's user
 sampling all derive from ``config.seed``.
@@ -39,6 +41,7 @@ from interestgym.errors import InterestGymError
 from interestgym.io import write_json_atomic
 
 CONFIG_FILE = "config.json"
+DATASET_MANIFEST = "manifest.json"  # interestgym.data.dataset.MANIFEST: marks a dataset folder
 BASELINES_FILE = "baselines.json"
 #: Values of ``TrainConfig.agent_scoring`` (see :func:`agent_scoring_config`).
 AGENT_SCORING_MODES = ("reference", "reference-fixed", "plain")
@@ -61,7 +64,7 @@ class TrainConfig:
     seed: int = 0
     """Seed of PPO (torch, numpy) and of the env's user sampling."""
     reward: str = "ndcg@10"
-    """Reward metric at the scoring points: ndcg@K, click@K, mrr, auc, f1@K, hit@K, precision@K."""
+    """Reward metric at the scoring points: ndcg@K, click@K, mrr, auc, f1@K, hit@K, precision@K, recall@K."""
     reward_baseline: str | None = "best"
     """Rule whose metric on the same scoring points is subtracted from the reward (variance
     reduction; tuned on validation users first): a baseline name, ``best`` (every baseline is tuned
@@ -70,8 +73,8 @@ class TrainConfig:
     """Validation users the baselines are tuned on (a seeded subsample; ``None``: all). Tuning replays
     every grid point, so this bounds its cost on large datasets."""
     tuned_baselines: str | None = None
-    """A ``baselines.json`` from an earlier run / evaluation to reuse instead of tuning again (used
-    only when its metric and validation protocol match this run's)."""
+    """A ``baselines.json`` from an earlier run / evaluation to reuse instead of tuning again (its
+    metric, validation protocol, ``tune_users`` and baselines must match this run's; otherwise an error)."""
     agent_scoring: str = "reference"
     """Fixed scoring terms of the agent: ``reference`` (the reward baseline's ScoringConfig, e.g. the
     tuned Bayesian category term, so the agent competes on the update decisions; when that includes
@@ -86,7 +89,9 @@ class TrainConfig:
     protocol_seed: int = 0
     """Seed of the scoring protocol (sampled negatives); part of the protocol, not of the learner."""
     max_events: int | None = None
-    """Cut long histories into episodes of at most this many decisions (``None``: whole history)."""
+    """Truncate every episode after this many decisions; the next episode starts a newly drawn user
+    at their first decision, so later decisions of longer histories are never replayed in training
+    (``None``: whole histories)."""
     learning_rate: float = 3e-4
     """Adam learning rate of PPO."""
     n_steps: int = 64
@@ -112,7 +117,9 @@ class TrainConfig:
     0.18 in strength units)."""
     init_from_reference: bool = True
     """Start the policy's mean action at the reference rule's mean action (residual learning: the
-    untrained policy already acts like the tuned rule, PPO learns when to deviate from it)."""
+    untrained policy already acts like the tuned rule, PPO learns when to deviate from it). When the
+    agent's category forgetting is tied to its a_L and the rule's is a fixed f, a_L starts at 1 - f
+    instead, so that the untrained agent forgets the category counts like the rule."""
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the actor and of the critic (separate networks)."""
     norm_reward: bool = True
@@ -154,6 +161,26 @@ class TrainConfig:
             )
         if not 0.0 < self.gamma <= 1.0:
             raise InterestGymError(f"--gamma {self.gamma}: expected a number in (0, 1]")
+        if not self.learning_rate > 0.0:
+            raise InterestGymError(f"--learning-rate {self.learning_rate}: expected a positive number")
+        if self.n_epochs < 1:
+            raise InterestGymError(f"--n-epochs {self.n_epochs}: expected an integer >= 1")
+        for flag, value in (("--tune-users", self.tune_users), ("--eval-users", self.eval_users), ("--max-events", self.max_events)):
+            # None means "all users" / "no cut"; the CLI maps 0 users to None, so what is left must be >= 1.
+            if value is not None and value < 1:
+                expected = "an integer >= 1" if flag == "--max-events" else "an integer >= 1, or 0 for all"
+                raise InterestGymError(f"{flag} {value}: expected {expected}")
+        for flag, value in (("--eval-every", self.eval_every), ("--checkpoint-every", self.checkpoint_every)):
+            if value < 0:
+                raise InterestGymError(f"{flag} {value}: expected an integer >= 0 (0: at the end only)")
+        if not self.net_arch or any(size < 1 for size in self.net_arch):
+            raise InterestGymError(f"--net-arch {','.join(map(str, self.net_arch))!r}: expected positive layer sizes, e.g. 64,64")
+        import torch
+
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise InterestGymError(f"--device {self.device!r}: expected a torch device such as cpu, cuda or cuda:0") from None
         if self.negatives not in ("uniform", "popularity"):
             raise InterestGymError(f"--negatives {self.negatives!r}: expected uniform or popularity")
         from interestgym.agents.baselines import BASELINE_NAMES
@@ -254,11 +281,14 @@ def centre_on_reference(model: Any, reference: Any, data: Any, n_users: int = 64
 def _read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InterestGymError(f"{path}: missing; --resume needs a run directory written by `interestgym train`") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InterestGymError(f"{path}: corrupt run configuration: {exc}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise InterestGymError(f"{path}: no 'config' object; expected the config.json written by `interestgym train`")
+    return saved
 
 
 def tune_reference(config: TrainConfig, valid_data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -278,8 +308,10 @@ def tune_reference(config: TrainConfig, valid_data: Any) -> tuple[dict[str, Any]
         path = Path(config.tuned_baselines)
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InterestGymError(f"{path}: cannot read tuned baselines: {exc}") from None
+        if not isinstance(saved, dict) or not isinstance(saved.get("baselines"), dict):
+            raise InterestGymError(f"{path}: no 'baselines' object; expected a baselines.json written by `interestgym train` or `evaluate`")
         if saved.get("metric") == config.reward and saved.get("protocol") == valid_data.describe() and saved.get(
                 "tune_users") == config.tune_users and all(
                 n in saved.get("baselines", {}) for n in names):
@@ -315,13 +347,25 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     saved: dict[str, Any] = {}
     if resume:
         saved = _read_config(run_dir)
-        if not state_path.is_file():
-            raise InterestGymError(f"{state_path}: no checkpoint to resume from; start the run without --resume")
         # The run's own configuration wins; only the target and the presentation may change.
         config = TrainConfig.from_dict({**saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
                                         "device": config.device, "run_dir": str(run_dir)})
+        if not state_path.is_file():
+            # Stopped (Ctrl-C, crash) before its first checkpoint: there is nothing to continue, and a
+            # plain `train` refuses the folder because config.json is there, so start the same run
+            # again from step 0 (like quickstart does); its partial TensorBoard logs would overlap.
+            import shutil
+            import sys
+
+            sys.stderr.write(f"note: {run_dir} has no checkpoint yet ({state_path} missing); starting the run again from "
+                             f"step 0 with its saved configuration (its partial TensorBoard logs in {run_dir / 'tb'} are replaced)\n")
+            shutil.rmtree(run_dir / "tb", ignore_errors=True)
+            resume = False
     elif (run_dir / CONFIG_FILE).exists() or state_path.exists():
         raise InterestGymError(f"{run_dir}: already holds a training run; continue it with --resume or choose a new --run-dir")
+    elif (run_dir / DATASET_MANIFEST).exists():
+        # A run written into a dataset folder would mix run files with the dataset's own.
+        raise InterestGymError(f"--run-dir {run_dir}: is a dataset directory ({DATASET_MANIFEST} found); expected a new or empty folder for the run")
     config.validate()
     # Absolute, so that `evaluate RUN` works from any working directory.
     config.dataset = str(Path(config.dataset).resolve())
@@ -359,6 +403,10 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
                                 reward_baseline=reference_policy, scoring=agent_scoring, seed=config.seed)
+    if config.embeddings is None:
+        # Store the name the dataset's only embedding resolved to, so that evaluate / export of this
+        # run still find it after another embedding is added to the dataset.
+        config.embeddings = train_data.describe().get("embeddings")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_json_atomic(run_dir / CONFIG_FILE, {

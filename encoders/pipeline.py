@@ -85,7 +85,7 @@ def encode_dataset(
     """
     ds = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
     say = log or (lambda message: None)
-    name = check_embedding_name(name or encoder.name)
+    name = check_embedding_name(encoder.name if name is None else name)
     items = ds.items
 
     if encoder.needs_fit:

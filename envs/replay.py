@@ -128,7 +128,7 @@ class InterestReplayEnv(gym.Env):
     >>> env = gym.make("interestgym/InterestReplay-v0", dataset="runs/data/ml-100k", split="train")  # doctest: +SKIP
     >>> obs, info = env.reset(seed=0)                                    # doctest: +SKIP
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())  # doctest: +SKIP
-    >>> info["metrics"]["ndcg@10"], info["scored"]                       # doctest: +SKIP
+    >>> info["scored"], info["metrics"].get("ndcg@10")                   # doctest: +SKIP
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -200,6 +200,9 @@ class InterestReplayEnv(gym.Env):
         action = np.asarray(action, dtype=np.float32).reshape(1, -1)
         if action.shape[1] != 4:
             raise InterestGymError(f"action of shape {action.shape[1:]}: expected (4,) in [-1, 1]")
+        if not np.isfinite(action).all():
+            # a NaN would silently poison the profiles, the reward and every later observation
+            raise InterestGymError(f"action {action[0].tolist()}: expected 4 finite numbers in [-1, 1]")
         if self.reward_baseline is not None:
             ref_action = np.asarray(self.reward_baseline.act(self.engine.observe(self._rows[1:])), dtype=np.float32).reshape(1, 4)
             action = np.concatenate([action, ref_action])

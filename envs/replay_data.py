@@ -31,6 +31,7 @@ from interestgym.core.features import LOG_FEATURES, encode_features
 from interestgym.core.interest import time_slot
 from interestgym.core.protocol import item_popularity, sample_negatives, user_rng
 from interestgym.data.dataset import Dataset
+from interestgym.data.schema import SPLITS
 from interestgym.errors import DataError, InterestGymError
 
 PROTOCOLS = ("auto", "impressions", "next_positive")
@@ -61,6 +62,8 @@ class ProtocolSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise InterestGymError(f"split={self.split!r}: expected one of {', '.join(SPLITS)}")
         if self.protocol not in PROTOCOLS:
             raise InterestGymError(f"protocol={self.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
         if self.negatives not in NEGATIVE_SAMPLERS:

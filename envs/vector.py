@@ -122,6 +122,10 @@ class InterestReplayVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, 4)
+        if not np.isfinite(self._actions).all():
+            # a NaN would silently poison the profiles, the rewards and every later observation
+            raise InterestGymError(f"actions: {int((~np.isfinite(self._actions)).any(axis=1).sum())} of {self.num_envs} envs got a "
+                                   "non-finite action; expected finite numbers in [-1, 1] (a diverged policy?)")
 
     def step_wait(self) -> VecEnvStepReturn:
         if not self._started or self._actions is None:

@@ -241,7 +241,8 @@ class Dataset:
         try:
             return pd.read_parquet(self.path / name)
         except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise ArtifactError(f"{self.path / name}: cannot be read as Parquet: {exc}") from None
+            # pyarrow's messages can span lines; the error stays one line
+            raise ArtifactError(f"{self.path / name}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
 
     @cached_property
     def items(self) -> pd.DataFrame:
@@ -263,7 +264,15 @@ class Dataset:
     @cached_property
     def truth(self) -> np.ndarray | None:
         p = self.path / "truth.npy"
-        return np.load(p, allow_pickle=False) if p.is_file() else None
+        if not p.is_file():
+            return None
+        try:
+            truth = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # truncated / overwritten file
+            raise ArtifactError(f"{p}: cannot be read as a .npy array: {' '.join(str(exc).split())}; prepare the dataset again") from None
+        if truth.ndim != 2:
+            raise ArtifactError(f"{p}: shape {truth.shape}; expected a 2-d array (one row per event, one column per topic)")
+        return truth
 
     @cached_property
     def item_index(self) -> dict[str, int]:

@@ -1,0 +1,207 @@
+"""Bad input found in a user's-eye review: each gives a one-line InterestGymError (exit status 2 from
+the CLI) naming the file or option, what was found and what was expected; never a traceback, nothing
+silently dropped."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+import interestgym.envs  # noqa: F401  (registers the env id)
+from agents_fixtures import tiny_synthetic
+from env_fixtures import make_dataset
+from interestgym.agents.evaluate import _load_tuned, evaluate_run
+from interestgym.agents.train import TrainConfig, train_run
+from interestgym.envs.replay import InterestReplayEnv
+from interestgym.envs.replay_data import ProtocolSpec
+from interestgym.envs.vector import InterestReplayVecEnv
+
+from interestgym.cli import cli
+from interestgym.data.dataset import Dataset
+from interestgym.errors import ArtifactError, InterestGymError
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return tiny_synthetic(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
+    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 128, "n_envs": 4, "n_steps": 16, "batch_size": 32,
+                "n_epochs": 1, "eval_every": 0, "checkpoint_every": 64, "eval_users": None, "progress_bar": False,
+                "reward_baseline": None, "net_arch": [8]}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("learning_rate", -1.0, r"--learning-rate -1.0: expected a positive number"),
+    ("n_epochs", 0, r"--n-epochs 0: expected an integer >= 1"),
+    ("eval_users", -3, r"--eval-users -3: expected an integer >= 1, or 0 for all"),
+    ("tune_users", -1, r"--tune-users -1: expected an integer >= 1, or 0 for all"),
+    ("max_events", 0, r"--max-events 0: expected an integer >= 1"),
+    ("eval_every", -1, r"--eval-every -1: expected an integer >= 0"),
+    ("checkpoint_every", -5, r"--checkpoint-every -5: expected an integer >= 0"),
+    ("net_arch", [0, -3], r"--net-arch '0,-3': expected positive layer sizes"),
+    ("device", "gpu", r"--device 'gpu': expected a torch device"),
+])
+def test_bad_training_options_are_refused_before_anything_is_written(tmp_path, option, value, message):
+    run = tmp_path / "run"
+    with pytest.raises(InterestGymError, match=message):
+        train_run(_config(tmp_path / "no-data-needed", run, **{option: value}))
+    assert not run.exists()
+
+
+def test_training_into_a_dataset_directory_is_refused(dataset):
+    before = sorted(p.name for p in dataset.iterdir())
+    with pytest.raises(InterestGymError, match=r"--run-dir .*: is a dataset directory \(manifest.json found\)"):
+        train_run(_config(dataset, dataset))
+    assert sorted(p.name for p in dataset.iterdir()) == before
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, checkpoint_every=0))
+    conf = json.loads((run / "config.json").read_text())
+    # the dataset's only embedding is stored by name, so adding another one later cannot make it ambiguous
+    assert conf["config"]["embeddings"] == "topic16"
+    # what Ctrl-C before the first checkpoint leaves: config.json (and tb/, best/) but no checkpoint
+    shutil.rmtree(run / "checkpoints")
+    shutil.rmtree(run / "final")
+    with pytest.raises(InterestGymError, match="already holds a training run; continue it with --resume"):
+        train_run(_config(dataset, run))
+    result = train_run(_config(dataset, run), resume=True)
+    assert "has no checkpoint yet" in capsys.readouterr().err
+    assert result["num_timesteps"] == 128
+    assert (run / "checkpoints" / "state.json").is_file() and (run / "final" / "model.zip").is_file()
+
+
+def test_a_config_json_without_its_config_object_is_refused(dataset, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[1, 2]")
+    with pytest.raises(InterestGymError, match=r"config.json: no 'config' object"):
+        train_run(_config(dataset, run), resume=True)
+    (run / "config.json").write_bytes(b"\x00garbage\xff")
+    with pytest.raises(InterestGymError, match=r"config.json: corrupt run configuration"):
+        train_run(_config(dataset, run), resume=True)
+
+
+def test_tuned_baselines_must_be_a_baselines_file(dataset, tmp_path):
+    with pytest.raises(InterestGymError, match=r"manifest.json: no 'baselines' object; expected a baselines.json"):
+        train_run(_config(dataset, tmp_path / "run", reward_baseline="ema", tuned_baselines=str(dataset / "manifest.json")))
+    garbage = tmp_path / "baselines.json"
+    garbage.write_bytes(b"\x00garbage\xff")
+    with pytest.raises(InterestGymError, match=r"baselines.json: cannot read tuned baselines"):
+        train_run(_config(dataset, tmp_path / "run2", reward_baseline="ema", tuned_baselines=str(garbage)))
+
+
+def test_a_damaged_tuning_cache_is_tuned_again_not_a_crash(tmp_path):
+    path = tmp_path / "baselines.json"
+    path.write_bytes(b"\x00garbage\xff" * 4)
+    assert _load_tuned(path, "ndcg@10", {}, ["ema"], None) is None
+    path.write_text("[]")
+    assert _load_tuned(path, "ndcg@10", {}, ["ema"], None) is None
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"n_boot": 0}, r"--n-boot 0: expected an integer >= 1"),
+    ({"n_boot": -1}, r"--n-boot -1: expected an integer >= 1"),
+    ({"baselines": ""}, r"--baselines '': expected comma-separated baseline names or 'all'"),
+])
+def test_bad_evaluation_options(dataset, tmp_path, options, message):
+    with pytest.raises(InterestGymError, match=message):
+        evaluate_run(dataset, out=tmp_path / "ev", **options)
+
+
+def test_a_damaged_truth_file_names_the_file(tmp_path):
+    path = tiny_synthetic(tmp_path / "tiny", users=10, events_per_user=6)
+    raw = (path / "truth.npy").read_bytes()
+    (path / "truth.npy").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ArtifactError, match=r"truth.npy: cannot be read as a .npy array: .*prepare the dataset again"):
+        _ = Dataset.open(path).truth
+
+
+def test_a_damaged_parquet_file_gives_a_one_line_error(tmp_path):
+    path = tiny_synthetic(tmp_path / "tiny", users=10, events_per_user=6)
+    raw = (path / "events.parquet").read_bytes()
+    (path / "events.parquet").write_bytes(b"\x00garbage\xff" * 8 + raw[80:])
+    with pytest.raises(ArtifactError, match=r"events.parquet: cannot be read as Parquet") as info:
+        _ = Dataset.open(path).events
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_split_is_named(tmp_path):
+    with pytest.raises(InterestGymError, match=r"split='train,valid': expected one of train, valid, test"):
+        ProtocolSpec(split="train,valid")
+    ds = make_dataset(tmp_path / "ds", seed=0)
+    with pytest.raises(InterestGymError, match=r"split='foo': expected one of train, valid, test"):
+        InterestReplayEnv(ds, split="foo")
+
+
+def test_non_finite_actions_are_refused_not_replayed(tmp_path):
+    ds = make_dataset(tmp_path / "ds", seed=0)
+    env = InterestReplayEnv(ds)
+    env.reset(seed=0)
+    with pytest.raises(InterestGymError, match=r"action \[nan, 0.0, 0.0, 0.0\]: expected 4 finite numbers"):
+        env.step(np.array([np.nan, 0.0, 0.0, 0.0], dtype=np.float32))
+    venv = InterestReplayVecEnv(ds, n_envs=2, seed=0)
+    venv.reset()
+    with pytest.raises(InterestGymError, match=r"1 of 2 envs got a non-finite action"):
+        venv.step_async(np.array([[0.0, 0.0, 0.0, 0.0], [np.inf, 0.0, 0.0, 0.0]], dtype=np.float32))
+
+
+def test_export_refuses_a_negative_verification_count(tmp_path):
+    result = CliRunner().invoke(cli, ["export", str(tmp_path), "--out", str(tmp_path / "x"), "--verify-observations", "-5"])
+    assert result.exit_code == 2 and "-5 is not in the range x>=0" in result.output
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--baselines", "foo"], r"baseline 'foo': expected one of"),
+    (["--reward", "ndcg@0"], r"metric 'ndcg@0': expected"),
+    (["--n-epochs", "1", "--learning-rate", "-1"], r"--learning-rate -1.0: expected a positive number"),
+])
+def test_quickstart_checks_its_options_before_preparing_anything(tmp_path, capsys, option, message):
+    from interestgym.cli import main
+
+    out = tmp_path / "qs"
+    with pytest.raises(SystemExit) as info:
+        main(["quickstart", "--out", str(out), "--users", "20", "--encoder", "hashing", "--no-progress", *option])
+    assert info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_an_empty_embedding_name_is_refused_not_replaced_by_the_default(dataset):
+    from interestgym.encoders.hashing import HashingEncoder
+    from interestgym.encoders.pipeline import encode_dataset
+
+    before = sorted(p.name for p in (dataset / "embeddings").iterdir())
+    with pytest.raises(InterestGymError, match=r"--name '': expected letters, digits"):
+        encode_dataset(dataset, HashingEncoder(dim=8), name="", log=None)
+    assert sorted(p.name for p in (dataset / "embeddings").iterdir()) == before
+
+
+def test_resume_refuses_options_that_differ_from_the_run_instead_of_ignoring_them(dataset, tmp_path, capsys):
+    from interestgym.cli import main
+
+    run = tmp_path / "run"
+    common = ["--run-dir", str(run), "--n-envs", "4", "--n-steps", "16", "--batch-size", "32", "--n-epochs", "1",
+              "--eval-every", "0", "--reward-baseline", "none", "--net-arch", "8", "--no-progress"]
+    main(["train", str(dataset), "--timesteps", "64", *common])
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(dataset), "--timesteps", "128", "--resume", *common, "--n-envs", "8", "--reward", "mrr"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--n-envs 8 (the run's: 4)" in err and "--reward 'mrr' (the run's: 'ndcg@10')" in err
+    # the same options again (a longer target) continue the run
+    main(["train", str(dataset), "--timesteps", "128", "--resume", *common])
+    assert json.loads((run / "final" / "info.json").read_text())["step"] == 128
