@@ -188,6 +188,10 @@ def evaluate_run(
         if config.embeddings is None:
             # runs whose config.json predates storing the resolved name: the protocol records it
             config.embeddings = (saved.get("protocol") or {}).get("train", {}).get("embeddings")
+        if embeddings is None or embeddings == config.embeddings:
+            from interestgym.agents.train import check_run_embedding
+
+            check_run_embedding(path, saved, config)
     elif (path / "manifest.json").is_file():
         config = TrainConfig(dataset=str(path), run_dir="")
         if out is None:

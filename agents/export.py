@@ -418,7 +418,7 @@ def export_run(
 
     import onnxruntime
     from interestgym.agents.sb3_policy import policy_from_model
-    from interestgym.agents.train import TrainConfig, protocol_spec
+    from interestgym.agents.train import TrainConfig, check_run_embedding, protocol_spec
     from interestgym.envs.replay_data import load_replay_data
 
     from interestgym import __version__
@@ -444,6 +444,7 @@ def export_run(
     config = TrainConfig.from_dict(run.config.get("config", {}))
     if not config.dataset:
         raise ArtifactError(f"{run.run_dir / 'config.json'}: field config.dataset is empty; expected the training dataset's path")
+    check_run_embedding(run.run_dir, run.config, config)
     dataset = Dataset.open(config.dataset)
     emb_name = dataset.resolve_embeddings(config.embeddings)
     _, emb_meta = dataset.load_embeddings(emb_name)

@@ -291,6 +291,32 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     return saved
 
 
+def embedding_identity(config: TrainConfig) -> dict[str, Any]:
+    """Name, fingerprint and dimension of the embedding a run uses (recorded in ``config.json``)."""
+    from interestgym.data.dataset import Dataset
+
+    dataset = Dataset.open(config.dataset)
+    name = dataset.resolve_embeddings(config.embeddings)
+    matrix, meta = dataset.load_embeddings(name)
+    return {"name": name, "fingerprint": meta.get("fingerprint"), "dim": int(matrix.shape[1])}
+
+
+def check_run_embedding(run_dir: Path, saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to evaluate / export a run whose embedding was re-encoded differently after training:
+    its policy would see vectors from another space without any other sign of it."""
+    recorded = saved.get("embedding")
+    if not recorded:
+        return  # runs from before the identity was recorded
+    now = embedding_identity(config)
+    if (now["fingerprint"], now["dim"]) != (recorded.get("fingerprint"), recorded.get("dim")):
+        raise InterestGymError(
+            f"{run_dir / CONFIG_FILE}: the run was trained on embeddings {recorded.get('name')!r} with fingerprint "
+            f"{str(recorded.get('fingerprint'))[:16]}... (dim {recorded.get('dim')}); the dataset's {now['name']!r} now has "
+            f"fingerprint {str(now['fingerprint'])[:16]}... (dim {now['dim']}): it was re-encoded after training. "
+            "Re-encode with the original options, or train again"
+        )
+
+
 def tune_reference(config: TrainConfig, valid_data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tune the reward-baseline rule(s) on validation users.
 
@@ -414,6 +440,7 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             "reference": reference,
             "agent_scoring": agent_scoring.as_dict(),
             "protocol": {"train": train_data.describe(), "valid": valid_data.describe()},
+            "embedding": embedding_identity(config),
             "action_space": {"box": [-1.0, 1.0], "strength": "(clip(u, -1, 1) + 1) / 2",
                              "names": ["long_strength", "short_strength", "short_weight", "popularity_weight"]},
             "observation_normalisation": {"kind": "VecNormalize", "clip_obs": config.clip_obs, "norm_reward": config.norm_reward},

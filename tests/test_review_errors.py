@@ -205,3 +205,23 @@ def test_resume_refuses_options_that_differ_from_the_run_instead_of_ignoring_the
     # the same options again (a longer target) continue the run
     main(["train", str(dataset), "--timesteps", "128", "--resume", *common])
     assert json.loads((run / "final" / "info.json").read_text())["step"] == 128
+
+
+def test_a_run_whose_embedding_was_re_encoded_differently_is_refused(tmp_path):
+    """evaluate and export check the embedding fingerprint and dimension recorded at training."""
+    from interestgym.agents.export import export_run
+
+    data = tiny_synthetic(tmp_path / "data")
+    run = tmp_path / "run"
+    train_run(_config(data, run))
+    recorded = json.loads((run / "config.json").read_text())["embedding"]
+    assert recorded["name"] == "topic16" and recorded["dim"] == 16
+    # the same name re-written with other vectors (another encoder / options): a different fingerprint
+    meta_path = data / "embeddings" / "topic16.json"
+    meta = json.loads(meta_path.read_text())
+    meta["fingerprint"] = "something-else"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(InterestGymError, match=r"re-encoded after training"):
+        evaluate_run(run, n_boot=10, progress=False)
+    with pytest.raises(InterestGymError, match=r"re-encoded after training"):
+        export_run(run, tmp_path / "export")
