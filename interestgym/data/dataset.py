@@ -317,7 +317,7 @@ class Dataset:
             return names[0]
         if not names:
             raise ArtifactError(f"{self.path}: no embeddings yet; run `interestgym encode {self.path} --encoder minilm` first")
-        raise ArtifactError(f"{self.path}: several embeddings ({', '.join(names)}); choose one with embeddings=NAME")
+        raise ArtifactError(f"{self.path}: several embeddings ({', '.join(names)}); choose one with --embeddings NAME (embeddings=NAME in Python)")
 
     def load_embeddings(self, name: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Return (matrix aligned with ``items``, metadata) for the named (or only) embedding."""
