@@ -98,11 +98,11 @@ def _refuse_changed_options_on_resume(ctx: click.Context, dataset: Path, run_dir
     """--resume trains on with the run's own options: refuse ones given on the command line that differ
     (they would otherwise be ignored without a word)."""
     from click.core import ParameterSource
-    from interestgym.agents.train import CONFIG_FILE, _read_config
+    from interestgym.agents.train import CONFIG_FILE, read_run_config
 
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         return  # train_run says what is missing
-    saved = _read_config(Path(run_dir))["config"]
+    saved = read_run_config(Path(run_dir))["config"]
     differ = []
     if Path(str(saved.get("dataset", ""))).resolve() != Path(dataset).resolve():
         differ.append(f"DATASET {dataset} (the run's: {saved.get('dataset')})")

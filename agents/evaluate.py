@@ -181,9 +181,9 @@ def evaluate_run(
     run_dir: Path | None = None
     if _is_run(path):
         run_dir = path
-        from interestgym.agents.train import _read_config
+        from interestgym.agents.train import read_run_config
 
-        saved = _read_config(path)
+        saved = read_run_config(path)
         config = TrainConfig.from_dict(saved["config"])
         if config.embeddings is None:
             # runs whose config.json predates storing the resolved name: the protocol records it

@@ -321,23 +321,18 @@ class TrainedRun:
 def load_trained_run(run_dir: str | Path, which: str = "best") -> TrainedRun:
     """Load ``RUN/<which>/model.zip`` (+ ``vecnormalize.pkl``) and ``RUN/config.json``.
 
-    :raises ArtifactError: naming the missing or unreadable file.
+    :raises InterestGymError: naming the missing or unreadable file (ArtifactError for the model files).
     """
     import json
 
     from interestgym.agents.sb3_policy import load_vecnormalize
+    from interestgym.agents.train import read_run_config
     from stable_baselines3 import PPO
 
     run_dir = Path(run_dir)
     if which not in ("best", "final"):
         raise ArtifactError(f"--model {which!r}: expected best or final")
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise ArtifactError(f"{config_path}: missing; expected a run directory written by `interestgym train`")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{config_path}: not valid JSON ({exc})") from None
+    config = read_run_config(run_dir)
     folder = run_dir / which
     model_path = folder / "model.zip"
     if not model_path.is_file():

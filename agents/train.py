@@ -278,12 +278,14 @@ def centre_on_reference(model: Any, reference: Any, data: Any, n_users: int = 64
 
 
 # ------------------------------------------------------------------------------------------ train
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG_FILE
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """``RUN/config.json`` as written by :func:`train_run` (the one reader of it: train --resume,
+    evaluate and export)."""
+    path = Path(run_dir) / CONFIG_FILE
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InterestGymError(f"{path}: missing; --resume needs a run directory written by `interestgym train`") from None
+        raise InterestGymError(f"{path}: missing; expected a run directory written by `interestgym train`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InterestGymError(f"{path}: corrupt run configuration: {exc}") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
@@ -372,7 +374,7 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     state_path = run_dir / "checkpoints" / "state.json"
     saved: dict[str, Any] = {}
     if resume:
-        saved = _read_config(run_dir)
+        saved = read_run_config(run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
         config = TrainConfig.from_dict({**saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
                                         "device": config.device, "run_dir": str(run_dir)})
