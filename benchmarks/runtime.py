@@ -125,8 +125,9 @@ def main() -> None:
 
 
 def _measure(args: argparse.Namespace, workdir: Path) -> None:
-    from interestgym.agents.export import export_run, load_trained_run
-    from interestgym.agents.train import TrainConfig, protocol_spec
+    from interestgym.agents.run_folder import load_model
+    from interestgym.export.run import export_run
+    from interestgym.agents.config import TrainConfig
     from interestgym.envs.replay_data import load_replay_data
 
     from interestgym.data.dataset import Dataset
@@ -141,10 +142,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
         print(f"trained a {args.timesteps}-step PPO run on {dataset_dir.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     export_dir = workdir / "export"
     export_run(run_dir, export_dir, which=args.model, verify_observations=1000)
-    run = load_trained_run(run_dir, args.model)
+    run = load_model(run_dir, args.model)
     config = TrainConfig.from_dict(run.config["config"])
     dataset = Dataset.open(config.dataset)
-    data = load_replay_data(dataset, config.embeddings, protocol_spec(config, "test"))
+    data = load_replay_data(dataset, config.embeddings, config.protocol_spec("test"))
     policy = load_policy(export_dir, threads=args.threads)
     model, vecnorm = run.model, run.vecnormalize
 
@@ -236,8 +237,8 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
           f"{rt['batched_policy_per_s'] / sb['batched_policy_per_s']:>19.2f}x")
 
     if not args.no_parity:
-        from interestgym.agents.export import replay_through_runtime
-        from interestgym.agents.sb3_policy import load_run_policy
+        from interestgym.export.run import replay_through_runtime
+        from interestgym.agents.run_folder import load_run_policy
         from interestgym.envs.vector import evaluate_policy
 
         reference_points = evaluate_policy(data, load_run_policy(run_dir, args.model), metric=config.reward, progress=False).points

@@ -21,10 +21,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "prepare": ("interestgym.data.cli", "prepare", "Raw logs -> a validated, split canonical dataset."),
     "encode": ("interestgym.encoders.cli", "encode", "Item texts -> cached, L2-normalised embeddings."),
     "train": ("interestgym.agents.cli", "train", "Train a PPO update policy on the replay env."),
-    "evaluate": ("interestgym.agents.cli", "evaluate", "Compare a trained policy with every baseline on held-out users."),
-    "export": ("interestgym.agents.cli_export", "export", "Export a trained policy to ONNX + manifest for the runtime."),
-    "report": ("interestgym.agents.cli_report", "report", "Figures and a summary of a run."),
-    "quickstart": ("interestgym.agents.cli_quickstart", "quickstart", "The whole pipeline on built-in synthetic data."),
+    "evaluate": ("interestgym.evaluation.cli", "evaluate", "Compare a trained policy with every baseline on held-out users."),
+    "export": ("interestgym.export.cli", "export", "Export a trained policy to ONNX + manifest for the runtime."),
+    "report": ("interestgym.report.cli", "report", "Figures and a summary of a run."),
+    "quickstart": ("interestgym.quickstart.cli", "quickstart", "The whole pipeline on built-in synthetic data."),
 }
 
 

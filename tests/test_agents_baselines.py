@@ -10,21 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic
-from interestgym.agents.baselines import (
-    BASELINE_NAMES,
-    GRIDS,
-    EMAPolicy,
-    best_baseline,
-    grid_search,
-    make_baseline,
-    tune_baselines,
-)
-from interestgym.agents.train import (
-    TrainConfig,
-    mean_over_users,
-    replay_data,
-    validation_scorer,
-)
+from interestgym.agents.rules import BASELINE_NAMES, GRIDS, EMAPolicy, make_baseline
+from interestgym.agents.tuning import best_baseline, grid_search, tune_baselines
+from interestgym.agents.config import TrainConfig
+from interestgym.agents.tuning import mean_over_users, validation_scorer
 from interestgym.envs.policies import Policy
 from interestgym.envs.vector import evaluate_policy
 
@@ -35,7 +24,7 @@ from interestgym.errors import InterestGymError
 def data(tmp_path_factory):
     path = tiny_synthetic(tmp_path_factory.mktemp("data") / "tiny")
     config = TrainConfig(dataset=str(path), run_dir="")
-    return replay_data(config, "valid")
+    return config.replay_data("valid")
 
 
 def _run(data, policy):

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic
-from interestgym.agents.evaluate import oracle_point_metrics
-from interestgym.agents.train import TrainConfig, replay_data, train_run
+from interestgym.evaluation.run import oracle_point_metrics
+from interestgym.agents.train import TrainConfig, train_run
 
 from interestgym.cli import cli
 from interestgym.data.dataset import Dataset
@@ -81,7 +81,7 @@ def test_evaluate_run_writes_tables_and_paired_differences(run):
 def test_oracle_ranks_by_the_true_topic_interest(run):
     _, data = run
     ds = Dataset.open(data)
-    rd = replay_data(TrainConfig(dataset=str(data), run_dir=""), "test")
+    rd = TrainConfig(dataset=str(data), run_dir="").replay_data("test")
     topics = ds.manifest["synthetic"]["topics"]
     item_topic = np.array([topics.index(t) for t in ds.items["category"]])
     users, m = oracle_point_metrics(rd, ds.truth, item_topic, ["auc"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from interestgym.agents.stats import (
+from interestgym.evaluation.stats import (
     align_users,
     bootstrap_mean_ci,
     paired_bootstrap_diff,

@@ -84,14 +84,14 @@ def test_cli_train_writes_config_tensorboard_checkpoints_best_and_final(dataset,
 
 
 def test_best_model_reproduces_its_validation_score(dataset, tmp_path):
-    from interestgym.agents.sb3_policy import load_run_policy
-    from interestgym.agents.train import mean_over_users, replay_data
+    from interestgym.agents.run_folder import load_run_policy
+    from interestgym.agents.tuning import mean_over_users
     from interestgym.envs.vector import evaluate_policy
 
     config = _config(dataset, tmp_path / "run", reward_baseline=None, eval_users=None)
     summary = train_run(config)
     policy = load_run_policy(tmp_path / "run", "best")
-    res = evaluate_policy(replay_data(config, "valid"), policy, metric="ndcg@10", record_features=False, progress=False)
+    res = evaluate_policy(config.replay_data("valid"), policy, metric="ndcg@10", record_features=False, progress=False)
     assert mean_over_users(res, "ndcg@10") == pytest.approx(summary["best_value"], abs=1e-9)
 
 
@@ -111,7 +111,7 @@ def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path
     state = json.loads((tmp_path / "part" / "checkpoints" / "state.json").read_text())
     assert state["num_timesteps"] == 256
     # the resumed run kept the normalisation statistics: more observations than the second half alone
-    from interestgym.agents.sb3_policy import load_vecnormalize
+    from interestgym.agents.run_folder import load_vecnormalize
 
     norm = load_vecnormalize(tmp_path / "part" / "final" / "vecnormalize.pkl")
     assert norm.obs_rms.count > 256
@@ -136,7 +136,7 @@ def test_bad_options_are_reported(dataset, tmp_path):
 
 
 def test_agent_scoring_ties_the_category_forgetting_to_the_agents_long_strength():
-    from interestgym.agents.baselines import make_baseline
+    from interestgym.agents.rules import make_baseline
     from interestgym.agents.train import agent_scoring_config
 
     from interestgym.core.interest import ScoringConfig

@@ -12,7 +12,7 @@ import pytest
 from env_fixtures import make_dataset, make_events, make_impressions, random_unit, write_embeddings
 
 import interestgym.envs  # noqa: F401  (registers the env id)
-from interestgym.core.features import FEATURE_INDEX, FeatureView
+from interestgym.core.features import FeatureView
 from interestgym.data.dataset import SplitSpec, write_dataset
 from interestgym.data.validate import RejectLog
 from interestgym.envs.policies import AlwaysReplacePolicy, ConstantPolicy, FixedEMAPolicy, StaticPolicy

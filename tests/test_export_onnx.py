@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import onnxruntime
 import pytest
-from interestgym.agents.export import build_actor, export_onnx, write_export_directory
+from interestgym.export.run import build_actor, export_onnx, write_export_directory
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 

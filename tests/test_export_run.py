@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from export_fixtures import EXTRA_SCORING, TIED_SCORING, trained_export
-from interestgym.agents.export import replay_through_runtime
-from interestgym.agents.sb3_policy import load_run_policy
-from interestgym.agents.train import TrainConfig, protocol_spec
+from interestgym.export.run import replay_through_runtime
+from interestgym.agents.run_folder import load_run_policy
+from interestgym.agents.config import TrainConfig
 from interestgym.envs.replay_data import load_replay_data
 from interestgym.envs.vector import evaluate_policy
 
@@ -33,7 +33,7 @@ def _recorded_observations(fx, n: int) -> np.ndarray:
     config = _run_config(fx)
     parts = []
     for split in ("train", "valid", "test"):
-        data = load_replay_data(config.dataset, None, protocol_spec(config, split))
+        data = load_replay_data(config.dataset, None, config.protocol_spec(split))
         res = evaluate_policy(data, load_run_policy(fx.run), metric=config.reward, progress=False)
         parts.append(res.features)
     obs = np.concatenate(parts)
@@ -61,7 +61,7 @@ def test_replaying_test_users_through_the_runtime_reproduces_evaluation_exactly(
     fx = trained_export(tmp_path_factory, variant)
     config = _run_config(fx)
     dataset = Dataset.open(config.dataset)
-    data = load_replay_data(dataset, None, protocol_spec(config, "test"))
+    data = load_replay_data(dataset, None, config.protocol_spec("test"))
     reference = evaluate_policy(data, load_run_policy(fx.run), metric=config.reward, progress=False)
     # the state goes through bytes / JSON after every event, as a service storing it would do
     got = replay_through_runtime(load_policy(fx.export), dataset, data, serialise=serialise)
@@ -97,7 +97,7 @@ def test_manifest_describes_features_actions_scoring_encoder_and_provenance(tmp_
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == sha256_file(fx.export / name)
     # the popularity vector is the env's, aligned with the dataset's items
-    data = load_replay_data(fx.dataset, None, protocol_spec(_run_config(fx), "test"))
+    data = load_replay_data(fx.dataset, None, _run_config(fx).protocol_spec("test"))
     np.testing.assert_array_equal(np.load(fx.export / "popularity.npy"), data.item_popularity)
     assert json.loads((fx.export / "item_ids.json").read_text()) == Dataset.open(fx.dataset).items["item_id"].tolist()
 
@@ -112,7 +112,7 @@ def test_manifest_records_category_forgetting_tied_to_the_action(tmp_path_factor
 
 
 def test_evaluation_metrics_of_the_run_go_into_the_manifest(tmp_path_factory, tmp_path):
-    from interestgym.agents.export import export_run
+    from interestgym.export.run import export_run
 
     fx = trained_export(tmp_path_factory, "next_positive")
     evaluation = {"protocol": {"split": "test"}, "policies": {"ppo": {"ndcg@10": {"mean": 0.42}}},
@@ -157,15 +157,15 @@ def test_export_of_a_run_without_the_model_names_the_file(tmp_path, capsys):
 
 def test_runtime_replay_reproduces_interestgym_evaluate_per_user_metrics(tmp_path_factory, tmp_path):
     """The numbers `interestgym evaluate RUN` writes for the trained policy, recomputed by the runtime."""
-    from interestgym.agents.evaluate import evaluate_run
-    from interestgym.agents.stats import per_user_means
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.evaluation.stats import per_user_means
 
     fx = trained_export(tmp_path_factory, "impressions")
     evaluate_run(fx.run, out=tmp_path, baselines="static", n_boot=20, progress=False)
     doc = json.loads((tmp_path / "evaluation.json").read_text())
     config = _run_config(fx)
     dataset = Dataset.open(config.dataset)
-    data = load_replay_data(dataset, None, protocol_spec(config, "test"))
+    data = load_replay_data(dataset, None, config.protocol_spec("test"))
     got = replay_through_runtime(load_policy(fx.export), dataset, data)
     recorded = doc["per_user"]["ppo"]
     checked = 0

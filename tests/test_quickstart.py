@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from interestgym.agents import quickstart as qs
+from interestgym.quickstart import pipeline as qs
 
 from interestgym.cli import cli
 from interestgym.errors import InterestGymError

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic
-from interestgym.agents.evaluate import evaluate_run
-from interestgym.agents.report import (
+from interestgym.evaluation.run import evaluate_run
+from interestgym.report.build import (
     UserTimeline,
     build_report,
     can_render,
@@ -24,7 +24,7 @@ from interestgym.agents.report import (
     plot_timeline,
     read_scalars,
 )
-from interestgym.agents.train import TrainConfig, replay_data, train_run
+from interestgym.agents.train import TrainConfig, train_run
 
 from interestgym.cli import cli
 
@@ -192,7 +192,7 @@ def test_implied_mix_is_the_normalised_positive_cosine():
 def test_timeline_users_one_per_synthetic_type_longest_first(run):
     _, data_dir = run
     config = TrainConfig(dataset=str(data_dir), run_dir="")
-    data = replay_data(config, "test")
+    data = config.replay_data("test")
     import pandas as pd
 
     types = pd.read_parquet(data_dir / "synthetic_users.parquet")
@@ -233,7 +233,7 @@ def test_report_of_a_run_on_real_style_data_uses_categories(tmp_path, monkeypatc
                          progress_bar=False, reward_baseline=None, net_arch=[8], n_negatives=20)
     train_run(config)
     evaluate_run(tmp_path / "run", baselines="ema,static", n_boot=200, progress=False)
-    import interestgym.agents.report as report_module
+    import interestgym.report.build as report_module
 
     monkeypatch.setattr(report_module, "can_render", lambda labels: False)
     result = build_report(tmp_path / "run", timeline_users=1, progress=False)

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import interestgym.envs  # noqa: F401  (registers the env id)
 from agents_fixtures import tiny_synthetic
 from env_fixtures import make_dataset
-from interestgym.agents.evaluate import _load_tuned, evaluate_run
+from interestgym.agents.run_folder import read_tuned_baselines
+from interestgym.evaluation.run import evaluate_run
 from interestgym.agents.train import TrainConfig, train_run
 from interestgym.envs.replay import InterestReplayEnv
 from interestgym.envs.replay_data import ProtocolSpec
@@ -91,7 +92,7 @@ def test_a_config_json_without_its_config_object_is_refused(dataset, tmp_path):
     with pytest.raises(InterestGymError, match=r"config.json: no 'config' object"):
         train_run(_config(dataset, run), resume=True)
     (run / "config.json").write_bytes(b"\x00garbage\xff")
-    with pytest.raises(InterestGymError, match=r"config.json: corrupt run configuration"):
+    with pytest.raises(InterestGymError, match=r"config.json: not valid JSON"):
         train_run(_config(dataset, run), resume=True)
 
 
@@ -107,9 +108,9 @@ def test_tuned_baselines_must_be_a_baselines_file(dataset, tmp_path):
 def test_a_damaged_tuning_cache_is_tuned_again_not_a_crash(tmp_path):
     path = tmp_path / "baselines.json"
     path.write_bytes(b"\x00garbage\xff" * 4)
-    assert _load_tuned(path, "ndcg@10", {}, ["ema"], None) is None
+    assert read_tuned_baselines(path, metric="ndcg@10", protocol={}, names=["ema"], tune_users=None) is None
     path.write_text("[]")
-    assert _load_tuned(path, "ndcg@10", {}, ["ema"], None) is None
+    assert read_tuned_baselines(path, metric="ndcg@10", protocol={}, names=["ema"], tune_users=None) is None
 
 
 @pytest.mark.parametrize("options, message", [
@@ -209,7 +210,7 @@ def test_resume_refuses_options_that_differ_from_the_run_instead_of_ignoring_the
 
 def test_a_run_whose_embedding_was_re_encoded_differently_is_refused(tmp_path):
     """evaluate and export check the embedding fingerprint and dimension recorded at training."""
-    from interestgym.agents.export import export_run
+    from interestgym.export.run import export_run
 
     data = tiny_synthetic(tmp_path / "data")
     run = tmp_path / "run"

@@ -2,7 +2,7 @@
 
 Input is one :class:`PolicyScores` per policy, all evaluated on the same users and the same scoring
 points (the batched evaluator guarantees identical candidate sets), so paired differences are
-well defined. Everything here is plain numpy (see :mod:`interestgym.agents.stats`).
+well defined. Everything here is plain numpy (see :mod:`interestgym.evaluation.stats`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from interestgym.agents.stats import bootstrap_mean_ci, paired_bootstrap_diff
+from interestgym.evaluation.stats import bootstrap_mean_ci, paired_bootstrap_diff
 
 
 @dataclass

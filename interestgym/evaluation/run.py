@@ -2,7 +2,7 @@
 
 Protocol (printed above every table and stored in ``evaluation.json``):
 
-1. The tunable baselines are tuned on **validation** users (grid search, :mod:`interestgym.agents.baselines`)
+1. The tunable baselines are tuned on **validation** users (grid search, :mod:`interestgym.agents.rules`)
    with the selection metric (the run's reward metric, nDCG@10 by default). A run's ``baselines.json``
    is reused when it was tuned with the same metric and protocol.
 2. The trained policy (a run's ``best`` or ``final`` model, deterministic) and every baseline replay the
@@ -25,14 +25,13 @@ Protocol (printed above every table and stored in ``evaluation.json``):
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from interestgym.agents.report_tables import PolicyScores, markdown_tables, summarise
-from interestgym.agents.stats import per_user_means
+from interestgym.evaluation.tables import PolicyScores, markdown_tables, summarise
+from interestgym.evaluation.stats import per_user_means
 
 from interestgym.errors import InterestGymError
 from interestgym.io import write_json_atomic, write_text_atomic
@@ -116,27 +115,6 @@ def tracking_errors(data: Any, policy: Any, truth: np.ndarray, centroids: np.nda
 
 
 # ------------------------------------------------------------------------------------- evaluation
-def _is_run(path: Path) -> bool:
-    return (path / "config.json").is_file() and not (path / "manifest.json").is_file()
-
-
-def _load_tuned(path: Path, metric: str, valid_protocol: dict[str, Any], names: list[str], tune_users: int | None) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # a damaged cache of the tuning: tune again (and rewrite it)
-    if not isinstance(saved, dict):
-        return None
-    if saved.get("metric") != metric or saved.get("protocol") != valid_protocol or saved.get("tune_users") != tune_users:
-        return None
-    tuned = saved.get("baselines", {})
-    if not all(n in tuned for n in names):
-        return None
-    return tuned
-
-
 def evaluate_run(
     run_or_dataset: str | Path,
     *,
@@ -155,18 +133,10 @@ def evaluate_run(
 ) -> str:
     """Evaluate a run (its policy and every baseline) or a dataset (baselines only); returns the
     printed text and writes ``evaluation.json`` + ``evaluation.md`` into ``out`` (default: the run)."""
-    from interestgym.agents.baselines import (
-        BASELINE_NAMES,
-        best_baseline,
-        make_baseline,
-        tune_baselines,
-    )
-    from interestgym.agents.train import (
-        TrainConfig,
-        replay_data,
-        subsample_users,
-        validation_scorer,
-    )
+    from interestgym.agents import run_folder
+    from interestgym.agents.config import TrainConfig
+    from interestgym.agents.rules import BASELINE_NAMES, make_baseline
+    from interestgym.agents.tuning import best_baseline, subsample_users, tune_baselines, validation_scorer
     from interestgym.envs.vector import evaluate_policy
 
     from interestgym.core.metrics import parse_metric
@@ -174,24 +144,16 @@ def evaluate_run(
 
     t0 = time.perf_counter()
     path = Path(run_or_dataset)
-    if _is_run(path):
+    run_dir: Path | None = None
+    if run_folder.is_run_dir(path):
         import torch
 
         torch.set_num_threads(1)  # tiny MLP inference: one thread is fastest (see TrainConfig.torch_threads)
-    run_dir: Path | None = None
-    if _is_run(path):
         run_dir = path
-        from interestgym.agents.train import read_run_config
-
-        saved = read_run_config(path)
-        config = TrainConfig.from_dict(saved["config"])
-        if config.embeddings is None:
-            # runs whose config.json predates storing the resolved name: the protocol records it
-            config.embeddings = (saved.get("protocol") or {}).get("train", {}).get("embeddings")
+        saved = run_folder.read_run_config(path)
+        config = run_folder.run_train_config(path, saved)
         if embeddings is None or embeddings == config.embeddings:
-            from interestgym.agents.train import check_run_embedding
-
-            check_run_embedding(path, saved, config)
+            run_folder.check_run_embedding(path, saved, config)
     elif (path / "manifest.json").is_file():
         config = TrainConfig(dataset=str(path), run_dir="")
         if out is None:
@@ -216,19 +178,20 @@ def evaluate_run(
         raise InterestGymError(f"--n-boot {n_boot}: expected an integer >= 1 (bootstrap resamples)")
 
     dataset = Dataset.open(config.dataset)
-    valid = replay_data(config, "valid")
-    test = replay_data(config, split)
+    valid = config.replay_data("valid")
+    test = config.replay_data(split)
     if test.n_users == 0:
         raise InterestGymError(f"{config.dataset}: split {split!r} has no user with a positive event; nothing to evaluate")
 
     tuned = None
     if run_dir is not None and not changed:
-        tuned = _load_tuned(run_dir / "baselines.json", metric, valid.describe(), names, config.tune_users)
+        tuned = run_folder.read_tuned_baselines(run_dir / run_folder.BASELINES_FILE, metric=metric, protocol=valid.describe(),
+                                                names=names, tune_users=config.tune_users)
     if tuned is None:
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
         tuned = tune_baselines(validation_scorer(valid, metric, tune_users), names)
-        write_json_atomic(out_dir / "baselines.json", {"metric": metric, "split": "valid", "tune_users": config.tune_users,
-                                                       "protocol": valid.describe(), "baselines": tuned})
+        run_folder.write_tuned_baselines(out_dir / run_folder.BASELINES_FILE, metric=metric, tune_users=config.tune_users,
+                                         protocol=valid.describe(), baselines=tuned)
     if reference == "best":
         reference = best_baseline({n: tuned[n] for n in names})
     elif reference not in names:
@@ -236,9 +199,7 @@ def evaluate_run(
 
     policies: list[tuple[Any, str, dict[str, Any], float | None]] = []
     if run_dir is not None:
-        from interestgym.agents.sb3_policy import load_run_policy
-
-        ppo = load_run_policy(run_dir, which_model, device=config.device)
+        ppo = run_folder.load_run_policy(run_dir, which_model, device=config.device)
         policies.append((ppo, "learned", {"model": which_model, "scoring": ppo.scoring.as_dict()}, None))
     for n in names:
         pol = make_baseline(n, **tuned[n]["params"])

@@ -305,56 +305,6 @@ def write_export_directory(out: str | Path, write_files: Any, manifest: dict[str
     return out
 
 
-# ------------------------------------------------------------------------------------ from a run
-@dataclass
-class TrainedRun:
-    """What export needs from a training run directory (``interestgym train --run-dir RUN``)."""
-
-    run_dir: Path
-    which: str
-    model: Any
-    vecnormalize: Any | None
-    config: dict[str, Any]
-    step: int | None
-
-
-def load_trained_run(run_dir: str | Path, which: str = "best") -> TrainedRun:
-    """Load ``RUN/<which>/model.zip`` (+ ``vecnormalize.pkl``) and ``RUN/config.json``.
-
-    :raises InterestGymError: naming the missing or unreadable file (ArtifactError for the model files).
-    """
-    import json
-
-    from interestgym.agents.sb3_policy import load_vecnormalize
-    from interestgym.agents.train import read_run_config
-    from stable_baselines3 import PPO
-
-    run_dir = Path(run_dir)
-    if which not in ("best", "final"):
-        raise ArtifactError(f"--model {which!r}: expected best or final")
-    config = read_run_config(run_dir)
-    folder = run_dir / which
-    model_path = folder / "model.zip"
-    if not model_path.is_file():
-        other = "final" if which == "best" else "best"
-        hint = f" (the run has a {other} model: --model {other})" if (run_dir / other / "model.zip").is_file() else ""
-        raise ArtifactError(f"{model_path}: missing; no {which} model in this run{hint}")
-    try:
-        model = PPO.load(str(model_path), device="cpu")
-    except Exception as exc:  # noqa: BLE001 - zip / pickle / torch errors of a damaged file all mean the same
-        raise ArtifactError(f"{model_path}: cannot load the PPO model ({exc})") from None
-    norm_path = folder / "vecnormalize.pkl"
-    vecnormalize = load_vecnormalize(norm_path) if norm_path.is_file() else None
-    step = None
-    info_path = folder / "info.json"
-    if info_path.is_file():
-        try:
-            step = int(json.loads(info_path.read_text(encoding="utf-8")).get("step"))
-        except (ValueError, TypeError, json.JSONDecodeError):
-            step = None
-    return TrainedRun(run_dir=run_dir, which=which, model=model, vecnormalize=vecnormalize, config=config, step=step)
-
-
 def _small(value: Any, max_list: int = 64) -> Any:
     """A copy of a JSON value without long lists (per-user arrays): the manifest keeps summaries."""
     if isinstance(value, dict):
@@ -413,7 +363,7 @@ def export_run(
 
     import onnxruntime
     from interestgym.agents.sb3_policy import policy_from_model
-    from interestgym.agents.train import TrainConfig, check_run_embedding, protocol_spec
+    from interestgym.agents.run_folder import check_run_embedding, load_model, run_scoring, run_train_config
     from interestgym.envs.replay_data import load_replay_data
 
     from interestgym import __version__
@@ -423,7 +373,6 @@ def export_run(
         N_FEATURES,
         SHADOW_STRENGTHS,
     )
-    from interestgym.core.interest import ScoringConfig
     from interestgym.core.protocol import ACTION_NAMES
     from interestgym.data.dataset import Dataset
     from interestgym.io import sha256_file
@@ -435,16 +384,16 @@ def export_run(
         POPULARITY_FILE,
     )
 
-    run = load_trained_run(run_dir, which)
-    config = TrainConfig.from_dict(run.config.get("config", {}))
+    run = load_model(run_dir, which)
+    config = run_train_config(run.run_dir, run.config)
     if not config.dataset:
         raise ArtifactError(f"{run.run_dir / 'config.json'}: field config.dataset is empty; expected the training dataset's path")
     check_run_embedding(run.run_dir, run.config, config)
     dataset = Dataset.open(config.dataset)
     emb_name = dataset.resolve_embeddings(config.embeddings)
     _, emb_meta = dataset.load_embeddings(emb_name)
-    scoring = ScoringConfig(**run.config.get("agent_scoring", {}))
-    data = load_replay_data(dataset, emb_name, protocol_spec(config, verify_split))
+    scoring = run_scoring(run.run_dir, run.config)
+    data = load_replay_data(dataset, emb_name, config.protocol_spec(verify_split))
     policy_box = run.model.policy.action_space
     if policy_box.shape != (len(ACTION_NAMES),) or not (np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
         raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's)")

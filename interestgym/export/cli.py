@@ -36,7 +36,7 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
     Example:
       interestgym export runs/syn --out runs/syn/export --model best
     """
-    from interestgym.agents.export import export_run
+    from interestgym.export.run import export_run
 
     result = export_run(run_dir, out, which=which_model, verify_observations=verify_observations, verify_split=verify_split)
     m = result.manifest

@@ -1,4 +1,4 @@
-"""Hand-written profile-update rules (the baselines) and their tuning on validation users.
+"""Hand-written profile-update rules (the baselines) and their parameter grids: the one home of every rule.
 
 Every baseline is a :class:`~interestgym.envs.policies.Policy`: a stateless map from observations to
 actions in the env's [-1, 1]^4 box (strengths (a_L, a_S, w, p) in [0, 1] through
@@ -39,21 +39,13 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
                              rule must beat.
 ==========================  ===========================================================================
 
-Tuning (:func:`tune_baselines`): every tunable rule is scored on **validation** users with the batched
-evaluator for each point of a small grid (:data:`GRIDS`), and the best point by the selection metric
-(mean over users) is kept. ``ema_two_profile`` is tuned first ((a_L, a_S, w), then p over
-:data:`POPULARITY_GRID`). Rules built on top of it start from its tuned values and are tuned by
-coordinate ascent (a coordinate-wise search keeps the grid small): their own parameters, then the
-inherited strengths and p with their own fixed, then their own again (``rounds=2``).
+Each rule's grid of tunable parameters is :data:`GRIDS`; :mod:`interestgym.agents.tuning` searches it on
+validation users.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -292,126 +284,3 @@ def make_baseline(name: str, **params: Any) -> RulePolicy:
     if name not in CLASSES:
         raise InterestGymError(f"baseline {name!r}: expected one of {', '.join(CLASSES)}")
     return CLASSES[name](**params)
-
-
-# -------------------------------------------------------------------------------------------- tuning
-@dataclass
-class GridResult:
-    """Outcome of a grid search: the best point, its score, and every point tried."""
-
-    best_params: dict[str, Any]
-    best_score: float
-    table: list[dict[str, Any]] = field(default_factory=list)
-
-
-def grid_search(
-    make_policy: Callable[[dict[str, Any]], Any],
-    grid: dict[str, Iterable[Any]],
-    score: Callable[[list[Any]], list[float]],
-    *,
-    fixed: dict[str, Any] | None = None,
-) -> GridResult:
-    """Exhaustive search over the Cartesian product of ``grid``.
-
-    :param make_policy: parameters -> policy.
-    :param grid: parameter name -> values to try.
-    :param score: policies -> one score each (higher is better); called once with every policy so
-        that the evaluator can replay them together.
-    :param fixed: parameters passed to every point besides the grid's.
-    :return: the best point (first one in grid order on ties) and the table of all points.
-    """
-    fixed = dict(fixed or {})
-    names = list(grid)
-    points = [dict(zip(names, values)) for values in itertools.product(*(list(grid[n]) for n in names))] or [{}]
-    policies = [make_policy({**fixed, **pt}) for pt in points]
-    scores = [float(s) for s in score(policies)]
-    table = [{**pt, "score": s} for pt, s in zip(points, scores)]
-    best = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
-    return GridResult(best_params={**fixed, **points[best]}, best_score=scores[best], table=table)
-
-
-def tune_baselines(
-    score: Callable[[list[Any]], list[float]],
-    names: Iterable[str] = BASELINE_NAMES,
-    *,
-    rounds: int = 2,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Tune every named baseline with ``score`` (validation users) and return
-    ``{name: {"params": ..., "valid_score": ..., "grid": [...], "seconds": ...}}``.
-
-    ``ema_two_profile`` is tuned first (its a_L, a_S, w grid, then p). A rule built on it starts from
-    its tuned values, tunes its own parameters, then (coordinate ascent, ``rounds`` rounds in all)
-    re-tunes the inherited (a_L, a_S, w) grid and p with its own parameters fixed, and its own again:
-    an extra score term (category, context) changes the best strengths, and the reference an agent
-    must beat has to be tuned as well as the grid allows.
-    """
-    from tqdm.auto import tqdm
-
-    names = list(names)
-    order = sorted(names, key=lambda n: 0 if n == "ema_two_profile" else 1)
-    if any(n in _INHERITS_TWO_PROFILE for n in names) and "ema_two_profile" not in order:
-        order.insert(0, "ema_two_profile")
-    # One bar over every grid point replayed (the total depends on the coordinate-ascent rounds).
-    bar = tqdm(desc="tuning baselines on validation users", unit="policy", disable=None, leave=False)
-    raw_score = score
-
-    def score(policies: list[Any]) -> list[float]:
-        values: list[float] = []
-        for policy in policies:
-            bar.set_postfix_str(getattr(policy, "name", ""), refresh=False)
-            values.extend(raw_score([policy]))
-            bar.update(1)
-        return values
-
-    out: dict[str, dict[str, Any]] = {}
-    two: dict[str, Any] = {}
-    two_grid = GRIDS["ema_two_profile"]
-    for name in order:
-        t0 = time.perf_counter()
-        if progress:
-            progress(name)
-        cls = CLASSES[name]
-        def make(params: dict[str, Any], cls: type[RulePolicy] = cls) -> RulePolicy:
-            return cls(**params)
-
-        table: list[dict[str, Any]] = []
-        if name == "ema_two_profile":
-            first = grid_search(make, two_grid, score)
-            res = grid_search(make, {"popularity_weight": POPULARITY_GRID}, score,
-                              fixed={k: v for k, v in first.best_params.items() if k != "popularity_weight"})
-            table = first.table + res.table
-            two = res.best_params
-        else:
-            inherited = _INHERITS_TWO_PROFILE.get(name, ())
-            res = grid_search(make, GRIDS[name], score, fixed={k: two[k] for k in inherited})
-            table = list(res.table)
-            for _ in range(max(rounds, 1) - 1):
-                if not inherited or not GRIDS[name]:
-                    break
-                own = {k: v for k, v in res.best_params.items() if k not in inherited}
-                inner = {k: v for k, v in two_grid.items() if k in inherited}
-                step = grid_search(make, inner, score, fixed={**own, "popularity_weight": res.best_params["popularity_weight"]})
-                step = grid_search(make, {"popularity_weight": POPULARITY_GRID}, score,
-                                   fixed={k: v for k, v in step.best_params.items() if k != "popularity_weight"})
-                again = grid_search(make, GRIDS[name], score,
-                                    fixed={k: v for k, v in step.best_params.items() if k in inherited})
-                table += step.table + again.table
-                if again.best_score <= res.best_score:
-                    break
-                res = again
-        out[name] = {"params": res.best_params, "valid_score": res.best_score, "grid": table,
-                     "seconds": round(time.perf_counter() - t0, 3)}
-    bar.close()
-    return {n: out[n] for n in order if n in names or n == "ema_two_profile"}
-
-
-#: Baselines that are references rather than candidates for "the best tuned rule".
-NOT_COMPETING: frozenset[str] = frozenset({"oracle"})
-
-
-def best_baseline(tuned: dict[str, dict[str, Any]]) -> str:
-    """Name of the tuned baseline with the highest validation score (first in order on ties; never the oracle)."""
-    names = [n for n in tuned if n not in NOT_COMPETING]
-    scores = np.array([tuned[n]["valid_score"] for n in names], dtype=np.float64)
-    return names[int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))]

@@ -42,7 +42,8 @@ def report(run_dir: Path, out: Path | None, which_model: str | None, split: str 
     Example:
       interestgym evaluate runs/syn && interestgym report runs/syn
     """
-    from interestgym.agents.report import build_report, read_evaluation, results_table
+    from interestgym.agents.run_folder import read_evaluation
+    from interestgym.report.build import build_report, results_table
 
     result = build_report(run_dir, out=out, timeline_users=timeline_users, users=list(users) or None,
                           which_model=which_model, split=split, evaluation_path=evaluation_path,

@@ -67,7 +67,7 @@ def quickstart(out: Path, lang: str, users: int, seed: int, drift: str, events_p
       interestgym quickstart --out runs/qs-zh --lang zh
       interestgym quickstart --out /tmp/qs-tiny --users 60 --timesteps 2048 --encoder hashing
     """
-    from interestgym.agents.quickstart import (
+    from interestgym.quickstart.pipeline import (
         QuickstartConfig,
         closing_text,
         run_quickstart,

@@ -3,8 +3,8 @@
 prepare -> encode -> train -> evaluate -> export -> report, each stage through the same Python
 function its own command runs (:func:`~interestgym.data.synthetic.prepare_synthetic`,
 :func:`~interestgym.encoders.pipeline.encode_dataset`, :func:`~interestgym.agents.train.train_run`,
-:func:`~interestgym.agents.evaluate.evaluate_run`, :func:`~interestgym.agents.export.export_run`,
-:func:`~interestgym.agents.report.build_report`), into one folder::
+:func:`~interestgym.evaluation.run.evaluate_run`, :func:`~interestgym.export.run.export_run`,
+:func:`~interestgym.report.build.build_report`), into one folder::
 
     OUT/data/      the synthetic dataset (+ embeddings/NAME.npy and the encoder cache)
     OUT/run/       the training run: config.json, tb/, checkpoints/, best/, final/,
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interestgym.agents.run_folder import model_step, read_json_or_none
 from interestgym.errors import ArtifactError, InterestGymError
 
 DATA_DIR = "data"
@@ -133,13 +134,6 @@ def _newest_mtime(paths: list[Path]) -> float:
     return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
 def stage_prepare(cfg: QuickstartConfig, data_dir: Path, say: Callable[[str], None]) -> str:
     from interestgym.data.dataset import Dataset, SplitSpec
     from interestgym.data.synthetic import SyntheticConfig, prepare_synthetic
@@ -196,14 +190,6 @@ def stage_encode(cfg: QuickstartConfig, data_dir: Path, spec: str, name: str, sa
     return "ran"
 
 
-def _final_step(run_dir: Path) -> int | None:
-    if not (run_dir / "final" / "model.zip").is_file():
-        return None
-    info = _read_json(run_dir / "final" / "info.json") or {}
-    step = info.get("step")
-    return int(step) if isinstance(step, int) else None
-
-
 def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str, say: Callable[[str], None]) -> str:
     from interestgym.agents.train import TrainConfig, train_run
 
@@ -219,7 +205,7 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
     status = "ran"
     resume = False
     if (run_dir / "config.json").is_file():
-        saved = (_read_json(run_dir / "config.json") or {}).get("config", {})
+        saved = (read_json_or_none(run_dir / "config.json") or {}).get("config", {})
         if saved.get("embeddings") != name or Path(str(saved.get("dataset", ""))).resolve() != data_dir.resolve():
             raise InterestGymError(f"{run_dir / 'config.json'}: the run there was trained on {saved.get('dataset')} with embeddings "
                                    f"{saved.get('embeddings')!r}, not {name!r}; pass --retrain to train again, or choose another --out")
@@ -228,12 +214,12 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
                   if k not in ("timesteps", "progress_bar") and k in saved and saved.get(k) != v]
         if differ:
             say(f"note: {run_dir} was trained with {', '.join(differ)}; pass --retrain to train with the new options")
-        step = _final_step(run_dir)
+        step = model_step(run_dir, "final")
         if step is not None and step >= config.timesteps:
             say(f"reusing trained model {run_dir} ({step:,} steps; --retrain trains again)")
             return "reused"
         if (run_dir / "checkpoints" / "state.json").is_file():
-            state = _read_json(run_dir / "checkpoints" / "state.json") or {}
+            state = read_json_or_none(run_dir / "checkpoints" / "state.json") or {}
             say(f"resuming training {run_dir} from step {state.get('num_timesteps', '?')} to {config.timesteps:,}")
             resume, status = True, "resumed"
         else:
@@ -246,9 +232,9 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
 
 
 def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], None], *, refresh: bool = False) -> str:
-    from interestgym.agents.baselines import BASELINE_NAMES
-    from interestgym.agents.evaluate import evaluate_run
-    from interestgym.agents.report import read_evaluation
+    from interestgym.agents.rules import BASELINE_NAMES
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.agents.run_folder import read_evaluation
 
     path = run_dir / "evaluation.json"
     wanted = list(BASELINE_NAMES) if cfg.baselines.strip() == "all" else [b.strip() for b in cfg.baselines.split(",") if b.strip()]
@@ -270,7 +256,7 @@ def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], No
 
 def stage_export(cfg: QuickstartConfig, run_dir: Path, export_dir: Path, say: Callable[[str], None], *,
                  refresh: bool = False) -> str:
-    from interestgym.agents.export import export_run
+    from interestgym.export.run import export_run
 
     from interestgym.io import sha256_file
     from interestgym.runtime.manifest import read_verified_manifest
@@ -283,7 +269,7 @@ def stage_export(cfg: QuickstartConfig, run_dir: Path, export_dir: Path, say: Ca
             say(f"export {export_dir} cannot be reused ({exc}); exporting again")
         if manifest is not None:
             run = manifest.get("provenance", {}).get("run", {})
-            info = _read_json(run_dir / cfg.model / "info.json") or {}
+            info = read_json_or_none(run_dir / cfg.model / "info.json") or {}
             evaluation = manifest.get("evaluation") or {}
             eval_path = run_dir / "evaluation.json"
             same_eval = eval_path.is_file() and evaluation.get("sha256") == sha256_file(eval_path)
@@ -297,7 +283,7 @@ def stage_export(cfg: QuickstartConfig, run_dir: Path, export_dir: Path, say: Ca
 
 
 def stage_report(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], None], *, refresh: bool = False) -> str:
-    from interestgym.agents.report import MARKDOWN_FILE, REPORT_DIR, build_report
+    from interestgym.report.build import MARKDOWN_FILE, REPORT_DIR, build_report
 
     md = run_dir / REPORT_DIR / MARKDOWN_FILE
     inputs = [run_dir / "evaluation.json", run_dir / cfg.model / "model.zip", *(run_dir / "tb").glob("events.out.tfevents.*")]
@@ -312,7 +298,8 @@ def stage_report(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], None
 # ---------------------------------------------------------------------------------------- pipeline
 def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print) -> QuickstartResult:
     """Run (or reuse) every stage; returns what happened and where everything is."""
-    from interestgym.agents.report import read_evaluation, results_table
+    from interestgym.agents.run_folder import read_evaluation
+    from interestgym.report.build import results_table
 
     if cfg.lang not in LANGUAGES:
         raise InterestGymError(f"--lang {cfg.lang!r}: expected one of {', '.join(LANGUAGES)}")
@@ -323,8 +310,8 @@ def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print)
         raise InterestGymError(f"--out {out}: is a file; expected a folder")
     data_dir, run_dir, export_dir = out / DATA_DIR, out / RUN_DIR, out / EXPORT_DIR
     # Check the training and evaluation options now, not after minutes of preparing and training.
-    from interestgym.agents.baselines import make_baseline
-    from interestgym.agents.train import TrainConfig
+    from interestgym.agents.rules import make_baseline
+    from interestgym.agents.config import TrainConfig
 
     from interestgym.core.metrics import parse_metric
 
@@ -367,7 +354,7 @@ def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print)
 
 def closing_text(result: QuickstartResult) -> str:
     """The results table, the verdict and where everything is (what the command prints at the end)."""
-    from interestgym.agents.report import protocol_lines, verdict_lines
+    from interestgym.report.build import protocol_lines, verdict_lines
 
     ev = result.evaluation
     h = ev["header"]

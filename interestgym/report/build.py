@@ -25,7 +25,7 @@ evaluated model (``best`` or ``final``, as recorded in evaluation.json).
 **Implied topic mix.** A profile direction u (the scoring direction ``normalise(w S + (1 - w) L)``)
 implies the mix ``v_k = max(0, cos(u, c_k)) / sum_j max(0, cos(u, c_j))`` over topics (categories),
 with c_k the normalised mean embedding of the items of topic k: the quantity whose distance to the
-true interest is ``interestgym evaluate``'s tracking error (:mod:`interestgym.agents.evaluate`).
+true interest is ``interestgym evaluate``'s tracking error (:mod:`interestgym.evaluation.run`).
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the non-interactive Agg
 canvas: no pyplot, no display and no global figure registry (nothing leaks across many reports).
@@ -45,13 +45,12 @@ from typing import Any
 
 import numpy as np
 
+from interestgym.agents.run_folder import EVALUATION_FILE, EVALUATION_MARKDOWN, REPORT_DIR, read_evaluation, read_run_config
 from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.io import write_bytes_atomic, write_text_atomic
 
-REPORT_DIR = "report"
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
-EVALUATION_FILE = "evaluation.json"
 #: Synthetic user types shown first in the timelines (the ones where the update decision matters most).
 TIMELINE_TYPE_ORDER = ("switcher", "drifting", "bursty", "context", "noisy", "stable")
 #: Topics / categories drawn individually in a timeline; the rest are summed into "other".
@@ -94,34 +93,6 @@ class ReportResult:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def read_evaluation(run_dir: str | Path, path: str | Path | None = None) -> dict[str, Any] | None:
-    """``RUN/evaluation.json``, or the evaluation file ``path`` (None if absent).
-
-    :raises ArtifactError: when it exists but is not the JSON ``interestgym evaluate`` writes.
-    """
-    path = Path(path) if path is not None else Path(run_dir) / EVALUATION_FILE
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc}); re-run `interestgym evaluate {run_dir}`") from None
-    for key in ("header", "summary"):
-        if not isinstance(doc, dict) or key not in doc:
-            raise ArtifactError(f"{path}: field {key!r} is missing; expected the output of `interestgym evaluate`")
-    return doc
-
-
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing; expected a run directory written by `interestgym train`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
-
-
 def read_scalars(tb_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every scalar series of a TensorBoard log directory: ``tag -> (steps, values)``.
 
@@ -470,7 +441,7 @@ def replay_timelines(data: Any, policy: Any, users: Sequence[str], topic_of_item
     :param topic_of_item: (n_items,) topic / category index of every item (the centroids' grouping).
     :param metric: the step metric recorded per decision.
     """
-    from interestgym.agents.evaluate import topic_centroids
+    from interestgym.evaluation.run import topic_centroids
     from interestgym.envs.engine import ReplayEngine
 
     from interestgym.core.interest import ScoringConfig, normalise_rows
@@ -777,19 +748,19 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
                        users: Sequence[str] | None, progress: bool | None,
                        say: Callable[[str], None]) -> tuple[list[tuple[str, str, Path]], int]:
     import torch
-    from interestgym.agents.sb3_policy import load_run_policy
-    from interestgym.agents.train import TrainConfig, protocol_spec
+    from interestgym.agents.run_folder import load_run_policy
+    from interestgym.agents.run_folder import run_train_config
     from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
     from interestgym.envs.vector import evaluate_policy
 
     from interestgym.data.dataset import Dataset
 
     torch.set_num_threads(1)  # tiny MLP inference: one thread is fastest (see TrainConfig.torch_threads)
-    config = TrainConfig.from_dict(conf.get("config", {}))
+    config = run_train_config(run_dir, conf)
     # The evaluated protocol (embeddings, negatives, seed) wins over the run's, so the figures show
     # the same replay as the table.
     proto = (evaluation or {}).get("protocol", {})
-    base = protocol_spec(config, split)
+    base = config.protocol_spec(split)
     spec = ProtocolSpec(split=split, n_negatives=int(proto.get("n_negatives", base.n_negatives)),
                         negatives=str(proto.get("negatives", base.negatives)), exclude=str(proto.get("exclude", base.exclude)),
                         seed=int(proto.get("seed", base.seed)))
@@ -922,7 +893,7 @@ def _markdown(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | 
         lines += [f"- {p}" for p in protocol_lines(evaluation)]
         lines += ["", results_table(evaluation), ""]
         lines += [f"- {v}" for v in verdict_lines(evaluation)]
-        lines += ["", f"Full tables (every metric): `{run_dir / 'evaluation.md'}`; numbers: `{run_dir / EVALUATION_FILE}`.", ""]
+        lines += ["", f"Full tables (every metric): `{run_dir / EVALUATION_MARKDOWN}`; numbers: `{run_dir / EVALUATION_FILE}`.", ""]
     for key in ("learning_curves", "policies", "actions"):
         if key in figures:
             title, text = _FIGURE_TEXT[key]

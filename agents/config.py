@@ -1,0 +1,174 @@
+"""The configuration of a training run: every setting in one dataclass, documented field by field.
+
+:class:`TrainConfig` is written to ``RUN/config.json`` (see :mod:`interestgym.agents.run_folder`); the
+``train`` command's options and ``--config FILE`` (TOML or YAML) both fill it, and unknown keys are
+refused rather than dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from interestgym.errors import InterestGymError
+
+#: Values of ``TrainConfig.agent_scoring`` (see :func:`interestgym.agents.train.agent_scoring_config`).
+AGENT_SCORING_MODES = ("reference", "reference-fixed", "plain")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (written to ``RUN/config.json``)."""
+
+    dataset: str
+    """Path of a prepared dataset directory (``interestgym prepare``)."""
+    run_dir: str
+    """Output directory of the run."""
+    embeddings: str | None = None
+    """Embedding name in the dataset (``None``: the only one there is)."""
+    timesteps: int = 300_000
+    """Total env steps (decisions) of the run; a resumed run continues up to this total."""
+    n_envs: int = 64
+    """Users replayed in lock-step by the vector env (one PPO rollout = n_envs x n_steps decisions)."""
+    seed: int = 0
+    """Seed of PPO (torch, numpy) and of the env's user sampling."""
+    reward: str = "ndcg@10"
+    """Reward metric at the scoring points: ndcg@K, click@K, mrr, auc, f1@K, hit@K, precision@K, recall@K."""
+    reward_baseline: str | None = "best"
+    """Rule whose metric on the same scoring points is subtracted from the reward (variance
+    reduction; tuned on validation users first): a baseline name, ``best`` (every baseline is tuned
+    and the best on validation users is used), or ``None`` for the raw metric."""
+    tune_users: int | None = 100
+    """Validation users the baselines are tuned on (a seeded subsample; ``None``: all). Tuning replays
+    every grid point, so this bounds its cost on large datasets."""
+    tuned_baselines: str | None = None
+    """A ``baselines.json`` from an earlier run / evaluation to reuse instead of tuning again (its
+    metric, validation protocol, ``tune_users`` and baselines must match this run's; otherwise an error)."""
+    agent_scoring: str = "reference"
+    """Fixed scoring terms of the agent: ``reference`` (the reward baseline's ScoringConfig, e.g. the
+    tuned Bayesian category term, so the agent competes on the update decisions; when that includes
+    the category term (beta_cat > 0) the agent's category counts forget with ``1 - a_L`` of ITS
+    action, ``category_forgetting=None``, whatever the rule's forgetting: otherwise the agent could
+    not touch the state that decides the ranking), ``reference-fixed`` (exactly the reference's
+    ScoringConfig, its forgetting included) or ``plain`` (profiles and p only)."""
+    negatives: str = "uniform"
+    """Negative sampling for logs without impressions: ``uniform`` or ``popularity``."""
+    n_negatives: int = 99
+    """Sampled negatives per scoring point (logs without impressions)."""
+    protocol_seed: int = 0
+    """Seed of the scoring protocol (sampled negatives); part of the protocol, not of the learner."""
+    max_events: int | None = None
+    """Truncate every episode after this many decisions; the next episode starts a newly drawn user
+    at their first decision, so later decisions of longer histories are never replayed in training
+    (``None``: whole histories)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of PPO."""
+    n_steps: int = 64
+    """Steps per env per rollout."""
+    batch_size: int = 512
+    """PPO minibatch size."""
+    n_epochs: int = 10
+    """PPO epochs over each rollout."""
+    gamma: float = 0.9
+    """Discount: an update mostly matters for the next few scoring points."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO clip range."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value-loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping."""
+    log_std_init: float = -1.0
+    """Initial log standard deviation of the Gaussian policy (exp(-1) = 0.37 in action units, i.e.
+    0.18 in strength units)."""
+    init_from_reference: bool = True
+    """Start the policy's mean action at the reference rule's mean action (residual learning: the
+    untrained policy already acts like the tuned rule, PPO learns when to deviate from it). When the
+    agent's category forgetting is tied to its a_L and the rule's is a fixed f, a_L starts at 1 - f
+    instead, so that the untrained agent forgets the category counts like the rule."""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layers of the actor and of the critic (separate networks)."""
+    norm_reward: bool = True
+    """Also normalise rewards by VecNormalize (the baseline-subtracted reward is small: ~0.01)."""
+    clip_obs: float = 10.0
+    """VecNormalize's clip of normalised observations."""
+    eval_every: int = 50_000
+    """Validate on held-out users every this many steps (0: only at the end)."""
+    eval_users: int | None = 300
+    """Validation users used for periodic validation (``None``: all)."""
+    checkpoint_every: int = 50_000
+    """Checkpoint every this many steps (always at the end too)."""
+    update_threshold: float = 0.05
+    """A decision counts as an update (``charts/update_rate``) when a_L or a_S exceeds this."""
+    device: str = "cpu"
+    """Torch device for PPO (an MLP this small is fastest on the CPU)."""
+    torch_threads: int = 1
+    """Torch CPU threads. One is fastest for a 64x64 MLP: measured 3,300 steps/s with 1 thread and
+    450 with 2 on a busy 2-core machine (threads of tiny ops spin and contend)."""
+    progress_bar: bool = True
+    """Show a progress bar (SB3's, rich / tqdm)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def validate(self) -> None:
+        if self.timesteps <= 0:
+            raise InterestGymError(f"--timesteps {self.timesteps}: expected a positive number of steps")
+        if self.n_envs <= 0 or self.n_steps <= 1:
+            raise InterestGymError(f"--n-envs {self.n_envs} / --n-steps {self.n_steps}: expected n_envs >= 1 and n_steps >= 2")
+        if self.batch_size <= 1 or self.batch_size > self.n_envs * self.n_steps:
+            raise InterestGymError(
+                f"--batch-size {self.batch_size}: expected 2..n_envs*n_steps ({self.n_envs * self.n_steps})"
+            )
+        if not 0.0 < self.gamma <= 1.0:
+            raise InterestGymError(f"--gamma {self.gamma}: expected a number in (0, 1]")
+        if not self.learning_rate > 0.0:
+            raise InterestGymError(f"--learning-rate {self.learning_rate}: expected a positive number")
+        if self.n_epochs < 1:
+            raise InterestGymError(f"--n-epochs {self.n_epochs}: expected an integer >= 1")
+        for flag, value in (("--tune-users", self.tune_users), ("--eval-users", self.eval_users), ("--max-events", self.max_events)):
+            # None means "all users" / "no cut"; the CLI maps 0 users to None, so what is left must be >= 1.
+            if value is not None and value < 1:
+                expected = "an integer >= 1" if flag == "--max-events" else "an integer >= 1, or 0 for all"
+                raise InterestGymError(f"{flag} {value}: expected {expected}")
+        for flag, value in (("--eval-every", self.eval_every), ("--checkpoint-every", self.checkpoint_every)):
+            if value < 0:
+                raise InterestGymError(f"{flag} {value}: expected an integer >= 0 (0: at the end only)")
+        if not self.net_arch or any(size < 1 for size in self.net_arch):
+            raise InterestGymError(f"--net-arch {','.join(map(str, self.net_arch))!r}: expected positive layer sizes, e.g. 64,64")
+        import torch
+
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise InterestGymError(f"--device {self.device!r}: expected a torch device such as cpu, cuda or cuda:0") from None
+        if self.negatives not in ("uniform", "popularity"):
+            raise InterestGymError(f"--negatives {self.negatives!r}: expected uniform or popularity")
+        from interestgym.agents.rules import BASELINE_NAMES
+
+        if self.reward_baseline is not None and self.reward_baseline not in ("best", *BASELINE_NAMES):
+            raise InterestGymError(f"--reward-baseline {self.reward_baseline!r}: expected best, none or one of {', '.join(BASELINE_NAMES)}")
+        if self.agent_scoring not in AGENT_SCORING_MODES:
+            raise InterestGymError(f"--agent-scoring {self.agent_scoring!r}: expected one of {', '.join(AGENT_SCORING_MODES)}")
+
+    # ------------------------------------------------------------------------------ protocol
+    def protocol_spec(self, split: str):
+        """The scoring protocol of ``split`` under the run's options (one object, passed whole)."""
+        from interestgym.envs.replay_data import ProtocolSpec
+
+        return ProtocolSpec(split=split, n_negatives=self.n_negatives, negatives=self.negatives, seed=self.protocol_seed)
+
+    def replay_data(self, split: str):
+        """Precomputed replay arrays of ``split`` (cached per process by the env package)."""
+        from interestgym.envs.replay_data import load_replay_data
+
+        return load_replay_data(self.dataset, self.embeddings, self.protocol_spec(split))
