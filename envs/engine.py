@@ -16,22 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from interestgym.core.clock import N_TIME_SLOTS
 from interestgym.core.features import (
     FEATURE_INDEX,
     LOG_FEATURES,
     N_FEATURES,
+    RUNNING_MEAN_NAMES,
     SHADOW_STRENGTHS,
     STATE_FEATURES,
     encode_features,
+    state_quantities,
 )
-from interestgym.core.interest import (
-    N_TIME_SLOTS,
-    ScoringConfig,
-    category_log_prob,
-    combine_scores,
-    cosine_rows,
-    update_profile,
-)
+from interestgym.core.interest import ScoringConfig, score_candidates, update_profile
 from interestgym.core.metrics import metric_names, parse_metric, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
@@ -151,18 +147,8 @@ class ReplayEngine:
         dec = self.cursor[rows] - (1 if terminal else 0)
         x = self.data.embeddings[self.data.decision_item[dec]]
         long_term, short_term = self.long_term[rows], self.short_term[rows]
-        raw = {
-            "cos_item_long": cosine_rows(x, long_term),
-            "cos_item_short": cosine_rows(x, short_term),
-            "cos_long_short": cosine_rows(long_term, short_term),
-            "long_empty": ~np.any(long_term != 0, axis=1),
-            "reward_ema": self.reward_ema[rows],
-            "drift_ema": self.drift_ema[rows],
-            "short_long_ema": self.short_long_ema[rows],
-            "long_metric_ema": self.long_metric_ema[rows],
-            "short_metric_ema": self.short_metric_ema[rows],
-            "shadow_cos_ema": self.shadow_cos_ema[rows],
-        }
+        means = {name: getattr(self, name)[rows] for name in RUNNING_MEAN_NAMES}
+        raw = state_quantities(x, long_term, short_term, means, self.shadow_cos_ema[rows])
         obs = np.empty((len(rows), N_FEATURES), dtype=np.float32)
         obs[:, _STATE_IDX] = encode_features(raw, STATE_FEATURES, max_action_weight=self.data.max_action_weight)
         obs[:, _LOG_IDX] = self.data.decision_log_features[dec]
@@ -262,13 +248,11 @@ class ReplayEngine:
         cos_long, cos_short = sims[..., 0], sims[..., 1]
         cos_ctx = sims[..., 2] if use_ctx else None
 
-        category_term = None
-        beta_cat = self.beta_cat[prow]
-        if self.category_counts is not None and np.any(beta_cat != 0):
-            category_term = category_log_prob(self.category_counts[prow], data.item_category[cand], self.cat_prior[prow])
-        scores = combine_scores(
-            cos_long, cos_short, strengths[point_row, 2], strengths[point_row, 3], data.item_popularity[cand],
-            category_term=category_term, beta_cat=beta_cat, context_term=cos_ctx, beta_ctx=self.beta_ctx[prow],
+        counts = self.category_counts[prow] if self.category_counts is not None else None
+        scores = score_candidates(
+            cos_long, cos_short, strengths[point_row], data.item_popularity[cand],
+            beta_cat=self.beta_cat[prow], category_counts=counts, candidate_category=data.item_category[cand],
+            category_prior=self.cat_prior[prow], cos_context=cos_ctx, beta_ctx=self.beta_ctx[prow],
         )
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the
         # single env): one call on the stacked rows saves Python overhead; many points: only the reward

@@ -28,7 +28,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from interestgym.core.features import LOG_FEATURES, encode_features
-from interestgym.core.interest import time_slot
+from interestgym.core.clock import time_slot, time_slot_of
+from interestgym.core.log_features import RATING_ACTION, group_starts, is_decision, log_quantities, position_in_run
 from interestgym.core.protocol import item_popularity, sample_negatives, user_rng
 from interestgym.data.dataset import Dataset
 from interestgym.data.schema import SPLITS
@@ -105,6 +106,7 @@ class ReplayData:
     point_slot: np.ndarray  # (n_points,) int8 time-of-day slot of the scoring point
     point_key: np.ndarray  # (n_points,) str: impression id, or "user:k" for the k-th next positive
     counts: dict[str, int] = field(default_factory=dict)
+    tz_offset_hours: float = 0.0  # the dataset's clock (prepare --tz-offset): hours, slots
 
     @property
     def n_users(self) -> int:
@@ -145,27 +147,12 @@ class ReplayData:
         return out
 
 
-def _positive_mask(events: pd.DataFrame, dataset: Dataset, known_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    weights = dataset.action_weights
-    w = events["action"].map(weights).fillna(0.0).to_numpy(dtype=np.float64)
-    is_rate = (events["action"] == "rate").to_numpy()
-    value = events["value"].to_numpy(dtype=np.float64)
-    positive = (w > 0) & (~is_rate | (value >= dataset.positive_rating))
+def _decision_mask(events: pd.DataFrame, dataset: Dataset, known_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(decisions, positive events whose item is unknown) under the core decision rule."""
+    weight = events["action"].map(dataset.action_weights).fillna(0.0).to_numpy(dtype=np.float64)
+    is_rating = (events["action"] == RATING_ACTION).to_numpy()
+    positive = is_decision(weight, is_rating, events["value"].to_numpy(dtype=np.float64), dataset.positive_rating)
     return positive & known_item, positive & ~known_item
-
-
-def _group_starts(codes: np.ndarray) -> np.ndarray:
-    """True where a new run of equal codes starts."""
-    new = np.ones(len(codes), dtype=bool)
-    new[1:] = codes[1:] != codes[:-1]
-    return new
-
-
-def _cumcount(codes: np.ndarray) -> np.ndarray:
-    """Position within runs of equal consecutive codes (0, 1, 2, ... restarting at every new run)."""
-    idx = np.arange(len(codes))
-    start = np.maximum.accumulate(np.where(_group_starts(codes), idx, 0)) if len(codes) else idx
-    return idx - start
 
 
 def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSpec) -> ReplayData:
@@ -174,6 +161,8 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
     emb, _meta = dataset.load_embeddings(emb_name)
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     items = dataset.items
+    check_embeddings(emb, dataset.embeddings_dir / f"{emb_name}.npy", items["item_id"].astype(str).to_numpy())
+    tz_offset_hours = float((dataset.manifest.get("reader") or {}).get("tz_offset_hours", 0.0) or 0.0)
     n_items = len(items)
     item_ids = pd.Index(items["item_id"].astype(str))
     categories = items["category"].fillna("").astype(str)
@@ -187,7 +176,7 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
     train_users = set(users_tab.loc[users_tab["split"] == "train", "user_id"].astype(str))
     ev_user_all = events_all["user_id"].astype(str).to_numpy()
     ev_item_all = item_ids.get_indexer(events_all["item_id"].astype(str))
-    pos_all, _ = _positive_mask(events_all, dataset, ev_item_all >= 0)
+    pos_all, _ = _decision_mask(events_all, dataset, ev_item_all >= 0)
 
     # pop(c): log-popularity among TRAINING users' positive events only, so that valid / test users'
     # own events never leak into their scores (train episodes do see their own future in it: a mild,
@@ -207,7 +196,7 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
     rows, ev, ev_user, ts = rows[order], ev.iloc[order], ev_user[order], ts[order]
     user_codes, user_names = pd.factorize(ev_user, sort=False)
     ev_item = ev_item_all[rows]
-    positive, positive_unknown = _positive_mask(ev, dataset, ev_item >= 0)
+    positive, positive_unknown = _decision_mask(ev, dataset, ev_item >= 0)
     counts["events"] = int(len(ev))
     counts["decisions"] = int(positive.sum())
     counts["positive_events_without_item"] = int(positive_unknown.sum())
@@ -215,48 +204,20 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
 
     weights_map = dataset.action_weights
     max_action_weight = max(max(weights_map.values()), 1e-12)
-    n_events_before = _cumcount(user_codes)
-    prev_ts = np.empty_like(ts)
-    prev_ts[0:1] = ts[0:1]
-    prev_ts[1:] = ts[:-1]
-    first_event = _group_starts(user_codes)
-    gap_event = np.where(first_event, 0, ts - prev_ts)
 
     # ---------------------------------------------------------------- decisions (positive events)
     d_idx = np.nonzero(positive)[0]
-    d_user_code = user_codes[d_idx]
     d_ts = ts[d_idx]
     d_item = ev_item[d_idx].astype(np.int32)
     d_cat = item_category[d_item] if len(d_item) else np.zeros(0, np.int32)
-    d_first = _group_starts(d_user_code)
-    n_dec_before = _cumcount(d_user_code)
-    prev_dts = np.concatenate([d_ts[:1], d_ts[:-1]])
-    gap_decision = np.where(d_first, 0, d_ts - prev_dts)
-    # previous decisions of the user in the same category
-    user_cat = d_user_code.astype(np.int64) * (len(cat_names) + 1) + d_cat
-    order_uc = np.argsort(user_cat, kind="stable")
-    cat_count = np.empty(len(d_idx), dtype=np.int64)
-    cat_count[order_uc] = _cumcount(user_cat[order_uc])
-    first_in_cat = (cat_count == 0).astype(np.int64)
-    csum = np.cumsum(first_in_cat)
-    user_base = np.maximum.accumulate(np.where(d_first, csum - first_in_cat, 0)) if len(d_idx) else csum
-    categories_seen = csum - first_in_cat - user_base
-    run_codes = np.cumsum(_group_starts(d_user_code) | _group_starts(d_cat.astype(np.int64)))
-    streak = _cumcount(run_codes)
-    raw = {
-        "action_weight": ev["action"].to_numpy()[d_idx],
-        "value": ev["value"].to_numpy(dtype=np.float64)[d_idx],
-        "gap_event": gap_event[d_idx],
-        "gap_decision": gap_decision,
-        "hour": ev["hour"].to_numpy(dtype=np.int64)[d_idx],
-        "weekday": ev["weekday"].to_numpy(dtype=np.int64)[d_idx],
-        "n_events": n_events_before[d_idx],
-        "n_decisions": n_dec_before,
-        "category_count": cat_count,
-        "categories_seen": categories_seen,
-        "category_streak": streak,
-    }
-    raw["action_weight"] = pd.Series(raw["action_weight"]).map(weights_map).fillna(0.0).to_numpy(dtype=np.float64)
+    d_user_code = user_codes[d_idx]
+    raw = log_quantities(user_codes, ts, positive, d_cat, len(cat_names))
+    raw.update(
+        action_weight=ev["action"].map(weights_map).fillna(0.0).to_numpy(dtype=np.float64)[d_idx],
+        value=ev["value"].to_numpy(dtype=np.float64)[d_idx],
+        hour=ev["hour"].to_numpy(dtype=np.int64)[d_idx],
+        weekday=ev["weekday"].to_numpy(dtype=np.int64)[d_idx],
+    )
     log_features = encode_features(raw, LOG_FEATURES, max_action_weight=max_action_weight) if len(d_idx) else np.zeros((0, len(LOG_FEATURES)), np.float32)
 
     # users with at least one decision, in replay order
@@ -278,7 +239,8 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
     if protocol == "impressions":
         if dataset.impressions is None:
             raise DataError(f"{dataset.path}: protocol='impressions' but the dataset has no impressions.parquet; use protocol='next_positive'")
-        pts = _impression_points(dataset, item_ids, split_users, user_ids, dec_user_start, dec_user_end, d_ts, counts)
+        pts = _impression_points(dataset, item_ids, split_users, user_ids, dec_user_start, dec_user_end, d_ts, counts,
+                                 tz_offset_hours)
     else:
         pts = _next_positive_points(
             spec, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
@@ -301,15 +263,31 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
         decision_event_row=rows[d_idx].astype(np.int64), decision_log_features=log_features,
         decision_point_start=dec_point_start, decision_point_end=dec_point_end,
         point_offsets=offsets, point_candidates=cand, point_labels=labels, point_slot=slot,
-        point_key=keys, counts=counts,
+        point_key=keys, counts=counts, tz_offset_hours=tz_offset_hours,
     )
+
+
+def check_embeddings(emb: np.ndarray, path: Path, item_ids: np.ndarray) -> None:
+    """Refuse embeddings a policy cannot use: NaN / inf values, or rows that are neither unit length nor
+    zero (the encoders write L2-normalised rows, zero for an item without text; every cosine assumes it)."""
+    finite = np.isfinite(emb).all(axis=1)
+    if not finite.all():
+        row = int(np.nonzero(~finite)[0][0])
+        raise DataError(f"{path}: row {row} (item {item_ids[row]!r}) holds NaN or inf; expected finite L2-normalised "
+                        f"vectors ({int((~finite).sum())} such rows): re-run `interestgym encode`")
+    norms = np.sqrt(np.einsum("ij,ij->i", emb, emb, dtype=np.float64))
+    bad = ~((np.abs(norms - 1.0) <= 1e-3) | (norms == 0.0))
+    if bad.any():
+        row = int(np.nonzero(bad)[0][0])
+        raise DataError(f"{path}: row {row} (item {item_ids[row]!r}) has L2 norm {norms[row]:.4g}; expected 1 (or 0 for an "
+                        f"item without text) as `interestgym encode` writes them ({int(bad.sum())} such rows)")
 
 
 def _pack(lengths: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
-def _impression_points(dataset, item_ids, split_users, user_ids, dec_user_start, dec_user_end, d_ts, counts):
+def _impression_points(dataset, item_ids, split_users, user_ids, dec_user_start, dec_user_end, d_ts, counts, tz_offset_hours):
     imp = dataset.impressions
     imp_user = imp["user_id"].astype(str).to_numpy()
     keep = pd.Series(imp_user).isin(split_users).to_numpy()
@@ -374,7 +352,8 @@ def _impression_points(dataset, item_ids, split_users, user_ids, dec_user_start,
     cand = flat_items[sel_flat].astype(np.int32)
     labels = flat_labels[sel_flat].astype(np.int8)
     offsets = _pack(n_known[use_idx])
-    slot = time_slot((imp_ts[use_idx] // 3600) % 24).astype(np.int8)
+    # the impression's slot on the dataset's clock, like its decisions' (prepare's --tz-offset)
+    slot = time_slot_of(imp_ts[use_idx], tz_offset_hours).astype(np.int8)
     keys = imp["impression_id"].astype(str).to_numpy()[use_idx]
     return point_decision[use_idx], offsets, cand, labels, slot, keys
 
@@ -383,8 +362,8 @@ def _next_positive_points(spec, d_item, d_idx, decision_user, dec_user_start, de
                           dec_users_codes, ev_item, ev_hour, train_counts, n_items, counts):
     weights = np.ones(n_items) if spec.negatives == "uniform" else train_counts.astype(np.float64) + 1.0
     # event position of each decision within its user's events
-    ev_pos = _cumcount(user_codes)
-    ev_user_start = np.nonzero(_group_starts(user_codes))[0] if len(user_codes) else np.zeros(0, np.int64)
+    ev_pos = position_in_run(user_codes)
+    ev_user_start = np.nonzero(group_starts(user_codes))[0] if len(user_codes) else np.zeros(0, np.int64)
     n_users = len(user_ids)
     cand_rows, point_dec, slots, keys = [], [], [], []
     n_short = 0

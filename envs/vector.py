@@ -24,13 +24,15 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
-from tqdm.auto import tqdm
+
 
 from interestgym.core.features import FEATURE_HIGH, FEATURE_LOW, FEATURE_NAMES, N_FEATURES
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.data.dataset import Dataset
+from interestgym.core.metrics import metric_names
 from interestgym.envs.engine import ReplayEngine
+from interestgym.envs.rollout import replay_users
 from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
 from interestgym.errors import InterestGymError
 
@@ -250,45 +252,21 @@ def evaluate_policy(
     spec = ProtocolSpec(split=split, protocol=protocol, n_negatives=n_negatives, negatives=negatives,
                         exclude=exclude, seed=protocol_seed)
     data = _replay_data(dataset, embeddings, spec)
-    if users is None:
-        queue = np.arange(data.n_users)
-    else:
-        index = {u: i for i, u in enumerate(data.user_ids)}
-        missing = [u for u in users if str(u) not in index]
-        if missing:
-            raise InterestGymError(f"evaluate_policy users: {missing[:5]} have no decision in split {data.spec.split!r}")
-        queue = np.array([index[str(u)] for u in users], dtype=np.int64)
-    n_slots = int(max(1, min(batch_size, len(queue))))
-    engine = ReplayEngine(data, n_slots, metric=metric)
-    engine.set_scoring(slice(0, n_slots), getattr(policy, "scoring", None) or ScoringConfig())
-    names = engine.metric_names
-
-    active = np.arange(min(n_slots, len(queue)))
-    engine.start(active, queue[: len(active)])
-    next_user = len(active)
-    total = int((data.user_decision_end[queue] - data.user_decision_start[queue]).sum())
+    names = metric_names([metric.strip().lower()])
     dec_parts: list[dict[str, np.ndarray]] = []
     pt_parts: list[dict[str, np.ndarray]] = []
     feat_parts: list[np.ndarray] = []
-    with tqdm(total=total, desc=f"evaluating {getattr(policy, 'name', 'policy')}", unit="decision", disable=None if progress is None else not progress) as bar:
-        while len(active):
-            obs = engine.observe(active)
-            actions = np.asarray(policy.act(obs), dtype=np.float32).reshape(len(active), 4)
-            out = engine.step(active, actions)
-            dec_parts.append({"decision": out.decision, "scored": out.scored, "n_points": out.n_points,
-                              "strengths": out.strengths, **{f"m:{k}": v for k, v in out.metrics.items()}})
-            pt_parts.append({"point": out.point_index, "decision": out.decision[out.point_row],
-                             **{f"m:{k}": v for k, v in out.point_metrics.items()}})
-            if record_features:
-                feat_parts.append(obs)
-            bar.update(len(active))
-            finished = active[out.done]
-            active = active[~out.done]
-            if len(finished) and next_user < len(queue):
-                take = finished[: len(queue) - next_user]
-                engine.start(take, queue[next_user: next_user + len(take)])
-                next_user += len(take)
-                active = np.concatenate([active, take])
+    engine = None
+    for step in replay_users(data, policy, users=users, batch_size=batch_size, metric=metric, progress=progress,
+                             desc=f"evaluating {getattr(policy, 'name', 'policy')}"):
+        out, engine = step.output, step.engine
+        dec_parts.append({"decision": out.decision, "scored": out.scored, "n_points": out.n_points,
+                          "strengths": out.strengths, **{f"m:{k}": v for k, v in out.metrics.items()}})
+        pt_parts.append({"point": out.point_index, "decision": out.decision[out.point_row],
+                         **{f"m:{k}": v for k, v in out.point_metrics.items()}})
+        if record_features:
+            feat_parts.append(step.observations)
+    reward_metric = engine.metric if engine is not None else metric.strip().lower()
 
     def cat(parts: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
         return np.concatenate([p[key] for p in parts]) if parts else np.zeros(0)
@@ -304,7 +282,7 @@ def evaluate_policy(
         "ts": data.decision_ts[decision],
         "scored": cat(dec_parts, "scored")[order].astype(bool),
         "n_points": cat(dec_parts, "n_points")[order].astype(np.int64),
-        "reward": cat(dec_parts, f"m:{engine.metric}")[order],
+        "reward": cat(dec_parts, f"m:{reward_metric}")[order],
         **{name: strengths[:, k] for k, name in enumerate(ACTION_NAMES)},
         **{m: cat(dec_parts, f"m:{m}")[order] for m in names},
     })
@@ -320,7 +298,7 @@ def evaluate_policy(
         **{m: cat(pt_parts, f"m:{m}")[porder] for m in names},
     })
     features = np.concatenate(feat_parts)[order] if record_features and feat_parts else None
-    return EvaluationResult(policy=str(getattr(policy, "name", type(policy).__name__)), metric=engine.metric,
+    return EvaluationResult(policy=str(getattr(policy, "name", type(policy).__name__)), metric=reward_metric,
                             metrics=tuple(names), protocol=data.describe(), points=points, decisions=decisions,
                             features=features)
 

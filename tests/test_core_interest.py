@@ -49,8 +49,10 @@ def test_scores_match_the_written_formula():
     counts = rng.random((b, n_cat)) * 5
     cand_cat = rng.integers(0, n_cat, (b, c))
     prior, beta_cat, beta_ctx = 0.5, 0.7, 0.2
-    got = score_candidates(long_term, short_term, cands, w, p, pop, category_counts=counts, candidate_category=cand_cat,
-                           category_prior=prior, beta_cat=beta_cat, context_profile=ctx, beta_ctx=beta_ctx)
+    strengths = np.stack([np.zeros(b), np.zeros(b), w, p], axis=1)
+    cos_long, cos_short, cos_ctx = (np.einsum("bcd,bd->bc", cands, prof) for prof in (long_term, short_term, ctx))
+    got = score_candidates(cos_long, cos_short, strengths, pop, category_counts=counts, candidate_category=cand_cat,
+                           category_prior=prior, beta_cat=beta_cat, cos_context=cos_ctx, beta_ctx=beta_ctx)
     for i in range(b):
         for j in range(c):
             x = cands[i, j].astype(np.float64)
@@ -64,6 +66,9 @@ def test_per_user_weights_and_category_probabilities_sum_to_one():
     counts = np.array([[2.0, 0.0, 1.0]])
     lp = category_log_prob(counts, np.array([[0, 1, 2]]), 1.0)
     assert np.exp(lp).sum() == pytest.approx(1.0)
+    # a category the counts do not know (index past the columns) counts 0, like an empty known one
+    unknown = category_log_prob(counts, np.array([[3, 1]]), 1.0)
+    assert unknown[0, 0] == pytest.approx(np.log(1.0 / 6.0)) and unknown[0, 0] == unknown[0, 1]
     s = combine_scores(np.ones((2, 3)), np.zeros((2, 3)), np.array([0.0, 1.0]), np.array([0.0, 0.0]), np.zeros((2, 3)),
                        category_term=np.ones((2, 3)), beta_cat=np.array([0.0, 2.0]))
     assert np.allclose(s, [[1, 1, 1], [2, 2, 2]])

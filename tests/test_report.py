@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import struct
@@ -14,19 +15,18 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic
-from interestgym.evaluation.run import evaluate_run
-from interestgym.report.build import (
-    UserTimeline,
-    build_report,
-    can_render,
-    choose_timeline_users,
-    implied_mix,
-    plot_timeline,
-    read_scalars,
-)
 from interestgym.agents.train import TrainConfig, train_run
 
 from interestgym.cli import cli
+from interestgym.evaluation.run import evaluate_run
+from interestgym.report.build import build_report
+from interestgym.report.figures import can_render, plot_timeline
+from interestgym.report.scalars import read_scalars
+from interestgym.report.timelines import (
+    UserTimeline,
+    choose_timeline_users,
+    implied_mix,
+)
 
 BASELINES = "ema,static,mean_history"
 
@@ -92,9 +92,22 @@ def test_report_writes_every_figure_as_a_real_png(run, report):
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
     md = report.markdown.read_text()
     html = report.html.read_text()
-    for path in report.figures.values():  # every figure is shown by both summaries
+    for path in report.figures.values():  # every figure is shown by both summaries (the HTML embeds it)
         assert f"]({path.name})" in md
-        assert f'src="{path.name}"' in html
+    assert html.count('src="data:image/png;base64,') == len(report.figures)
+
+
+def test_html_report_is_self_contained_with_the_written_pngs(run, report):
+    """report.html embeds every figure as a data URI (no link to a PNG file); the embedded bytes are the PNGs on disk."""
+    html = report.html.read_text()
+    assert "data:image/png;base64," in html
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and not [s for s in sources if not s.startswith("data:")]
+    assert not re.search(r'src="[^"]*\.png"', html)
+    embedded = [base64.b64decode(s.removeprefix("data:image/png;base64,"), validate=True) for s in sources]
+    first = next(iter(report.figures.values()))  # the summary shows the figures in report.figures' order
+    assert embedded[0] == first.read_bytes()
+    assert embedded == [p.read_bytes() for p in report.figures.values()]
 
 
 def test_summary_table_numbers_match_evaluation_json(run, report):

@@ -40,6 +40,8 @@ from typing import Mapping
 
 import numpy as np
 
+from interestgym.core.interest import cosine_rows
+
 #: Scale of the log-gap features: gaps of a year or more map to 1.
 GAP_MAX_SECONDS = 365.0 * 24 * 3600
 #: Scale of the log-count features: 10,000 or more events map to 1.
@@ -112,6 +114,29 @@ LOG_FEATURES: tuple[str, ...] = (
 )
 #: Features that depend on the policy's state.
 STATE_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in LOG_FEATURES)
+
+
+def state_quantities(x: np.ndarray, long_term: np.ndarray, short_term: np.ndarray, running_means: Mapping[str, np.ndarray],
+                     shadow_cos_ema: np.ndarray) -> dict[str, np.ndarray]:
+    """The raw quantities of :data:`STATE_FEATURES` for B decisions: what the policy's own state says.
+
+    :param x: (B, d) the decisions' item vectors; ``long_term`` / ``short_term``: (B, d) profiles L, S.
+    :param running_means: ``reward_ema``, ``drift_ema``, ``short_long_ema``, ``long_metric_ema``,
+        ``short_metric_ema``, each (B,).
+    :param shadow_cos_ema: (B, len(SHADOW_STRENGTHS)).
+    """
+    return {
+        "cos_item_long": cosine_rows(x, long_term),
+        "cos_item_short": cosine_rows(x, short_term),
+        "cos_long_short": cosine_rows(long_term, short_term),
+        "long_empty": ~np.any(long_term != 0, axis=1),
+        **{name: running_means[name] for name in RUNNING_MEAN_NAMES},
+        "shadow_cos_ema": shadow_cos_ema,
+    }
+
+
+#: The running means of the observation, by their raw-quantity names (state kept by engine and runtime).
+RUNNING_MEAN_NAMES: tuple[str, ...] = ("reward_ema", "drift_ema", "short_long_ema", "long_metric_ema", "short_metric_ema")
 
 
 def _log_scaled(x: np.ndarray, log_max: float) -> np.ndarray:

@@ -8,7 +8,7 @@ production runtime.
 * **Update** (:func:`update_profile`): ``P <- normalise((1 - a) P + a x)`` for the event's item vector x
   and strength a in [0, 1]; a = 0 leaves P unchanged (the "when"), a = 1 replaces it by x, and the first
   update with any a > 0 of a zero profile sets it to x.
-* **Score** (:func:`combine_scores`) of candidate c::
+* **Score** (:func:`score_candidates`) of candidate c::
 
       score(c) = (1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c)
                  + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)
@@ -29,16 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from interestgym.core.clock import N_TIME_SLOTS, time_slot  # noqa: F401  (re-exported: the slot of the context term)
 from interestgym.errors import InterestGymError
-
-#: Time-of-day slots of the context profiles: 4 slots of 6 hours (night, morning, afternoon, evening).
-N_TIME_SLOTS = 4
-
-
-def time_slot(hour: np.ndarray | int) -> np.ndarray:
-    """Slot index (0..N_TIME_SLOTS-1) of an hour of the day (0-23)."""
-    return (np.asarray(hour, dtype=np.int64) % 24) * N_TIME_SLOTS // 24
-
 
 @dataclass(frozen=True)
 class ScoringConfig:
@@ -123,14 +115,17 @@ def category_log_prob(counts: np.ndarray, candidate_category: np.ndarray, prior:
     """log P(cat(c) | user) under a Dirichlet(prior) posterior from (forgetful) category counts.
 
     :param counts: (B, n_categories) counts.
-    :param candidate_category: (B, C) category index of every candidate.
+    :param candidate_category: (B, C) category index of every candidate; an index outside the counts'
+        columns (a category the counts do not know, e.g. new in a serving catalogue) counts 0.
     :param prior: pseudo-count per category (scalar or (B,)).
     """
     prior = np.asarray(prior, dtype=np.float64)
     prior_col = prior[:, None] if prior.ndim else prior
-    total = counts.sum(axis=1, dtype=np.float64)[:, None] + prior_col * counts.shape[1]
-    picked = np.take_along_axis(counts, candidate_category, axis=1).astype(np.float64)
-    return np.log((picked + prior_col) / total)
+    n_columns = counts.shape[1]
+    total = counts.sum(axis=1, dtype=np.float64)[:, None] + prior_col * n_columns
+    known = (candidate_category >= 0) & (candidate_category < n_columns)
+    picked = np.take_along_axis(counts, np.where(known, candidate_category, 0), axis=1).astype(np.float64)
+    return np.log((np.where(known, picked, 0.0) + prior_col) / total)
 
 
 def combine_scores(
@@ -163,41 +158,41 @@ def _column(weight: np.ndarray | float) -> np.ndarray:
 
 
 def score_candidates(
-    long_term: np.ndarray,
-    short_term: np.ndarray,
-    candidates: np.ndarray,
-    short_weight: np.ndarray,
-    popularity_weight: np.ndarray,
+    cos_long: np.ndarray,
+    cos_short: np.ndarray,
+    strengths: np.ndarray,
     popularity: np.ndarray,
     *,
+    beta_cat: np.ndarray | float = 0.0,
     category_counts: np.ndarray | None = None,
     candidate_category: np.ndarray | None = None,
     category_prior: float | np.ndarray = 1.0,
-    beta_cat: np.ndarray | float = 0.0,
-    context_profile: np.ndarray | None = None,
+    cos_context: np.ndarray | None = None,
     beta_ctx: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """Score candidate sets for a batch of users: the one function the env, evaluator and runtime use.
+    """Score candidate sets from their similarities to the profiles: the one scoring function of the
+    replay engine, the evaluator and the runtime (each computes the cosines its own fastest way).
 
-    :param long_term: (B, d) long-term profiles L.
-    :param short_term: (B, d) short-term profiles S.
-    :param candidates: (B, C, d) candidate item vectors.
-    :param short_weight: (B,) w, weight of S against L.
-    :param popularity_weight: (B,) p, weight of the popularity prior.
+    :param cos_long: (B, C) cos(L, c); ``cos_short``: (B, C) cos(S, c).
+    :param strengths: (B, 4) the decision's (a_L, a_S, w, p): w weighs S against L, p the popularity.
     :param popularity: (B, C) pop(c) in [0, 1].
-    :param category_counts: (B, n_categories) forgetful category counts (with ``candidate_category``
-        (B, C) enables the Bayesian term).
-    :param context_profile: (B, d) profile of the current time-of-day slot (enables the context term).
+    :param beta_cat: weight(s) of the category term; it is computed only when some is non-zero and
+        ``category_counts`` (B, n_categories) and ``candidate_category`` (B, C) are given.
+    :param cos_context: (B, C) cos(T_slot, c) with the current time slot's profile (or None).
     :return: (B, C) scores.
     """
-    sims = candidate_similarities(np.stack([long_term, short_term], axis=1), candidates)
     category_term = None
-    if category_counts is not None and candidate_category is not None:
+    if category_counts is not None and candidate_category is not None and np.any(np.asarray(beta_cat) != 0):
         category_term = category_log_prob(category_counts, candidate_category, category_prior)
-    context_term = None
-    if context_profile is not None:
-        context_term = np.einsum("bcd,bd->bc", candidates, context_profile)
-    return combine_scores(
-        sims[..., 0], sims[..., 1], short_weight, popularity_weight, popularity,
-        category_term=category_term, beta_cat=beta_cat, context_term=context_term, beta_ctx=beta_ctx,
-    )
+    return combine_scores(cos_long, cos_short, strengths[:, 2], strengths[:, 3], popularity,
+                          category_term=category_term, beta_cat=beta_cat, context_term=cos_context, beta_ctx=beta_ctx)
+
+
+def scoring_direction(long_term: np.ndarray, short_term: np.ndarray, short_weight: np.ndarray) -> np.ndarray:
+    """u = normalise(w S + (1 - w) L): the direction the profiles rank candidates along (float64).
+
+    The profile part of the score is ``cos(u', c)`` for ``u' = w S + (1 - w) L``; its direction is what
+    the tracking error and the report's implied topic mix read.
+    """
+    w = np.asarray(short_weight, dtype=np.float64).reshape(-1, 1)
+    return normalise_rows((w * short_term + (1 - w) * long_term).astype(np.float64))

@@ -81,36 +81,19 @@ def tracking_errors(data: Any, policy: Any, truth: np.ndarray, centroids: np.nda
     Drives the env's :class:`~interestgym.envs.engine.ReplayEngine` the way the batched evaluator does
     and reads the profiles after every update.
     """
-    from interestgym.envs.engine import ReplayEngine
-
-    from interestgym.core.interest import ScoringConfig, normalise_rows
+    from interestgym.core.interest import scoring_direction
+    from interestgym.envs.rollout import replay_users
 
     out = np.full(data.n_decisions, np.nan)
-    n_slots = max(1, min(batch_size, data.n_users))
-    engine = ReplayEngine(data, n_slots)
-    engine.set_scoring(slice(0, n_slots), getattr(policy, "scoring", None) or ScoringConfig())
-    queue = np.arange(data.n_users)
-    active = np.arange(min(n_slots, len(queue)))
-    engine.start(active, queue[: len(active)])
-    next_user = len(active)
     theta_all = truth / np.maximum(np.linalg.norm(truth, axis=1, keepdims=True), 1e-12)
-    while len(active):
-        obs = engine.observe(active)
-        step = engine.step(active, np.asarray(policy.act(obs), dtype=np.float32).reshape(len(active), 4))
-        w = step.strengths[:, 2:3]
-        u = normalise_rows((w * engine.short_term[active] + (1 - w) * engine.long_term[active]).astype(np.float64))
+    for step in replay_users(data, policy, batch_size=batch_size, progress=False):
+        rows, engine, strengths = step.rows, step.engine, step.output.strengths
+        u = scoring_direction(engine.long_term[rows], engine.short_term[rows], strengths[:, 2])
         v = np.maximum(u @ centroids.T, 0.0)
         v_norm = np.linalg.norm(v, axis=1)
-        theta = theta_all[data.decision_event_row[step.decision]]
+        theta = theta_all[data.decision_event_row[step.output.decision]]
         cos = np.where(v_norm > 0, np.einsum("bt,bt->b", v, theta) / np.where(v_norm > 0, v_norm, 1.0), 0.0)
-        out[step.decision] = 1.0 - cos
-        finished = active[step.done]
-        active = active[~step.done]
-        if len(finished) and next_user < len(queue):
-            take = finished[: len(queue) - next_user]
-            engine.start(take, queue[next_user: next_user + len(take)])
-            next_user += len(take)
-            active = np.concatenate([active, take])
+        out[step.output.decision] = 1.0 - cos
     return out
 
 

@@ -299,7 +299,7 @@ def stage_report(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], None
 def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print) -> QuickstartResult:
     """Run (or reuse) every stage; returns what happened and where everything is."""
     from interestgym.agents.run_folder import read_evaluation
-    from interestgym.report.build import results_table
+    from interestgym.report.tables import results_table
 
     if cfg.lang not in LANGUAGES:
         raise InterestGymError(f"--lang {cfg.lang!r}: expected one of {', '.join(LANGUAGES)}")
@@ -354,7 +354,7 @@ def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print)
 
 def closing_text(result: QuickstartResult) -> str:
     """The results table, the verdict and where everything is (what the command prints at the end)."""
-    from interestgym.report.build import protocol_lines, verdict_lines
+    from interestgym.report.tables import protocol_lines, verdict_lines
 
     ev = result.evaluation
     h = ev["header"]

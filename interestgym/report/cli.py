@@ -43,7 +43,8 @@ def report(run_dir: Path, out: Path | None, which_model: str | None, split: str 
       interestgym evaluate runs/syn && interestgym report runs/syn
     """
     from interestgym.agents.run_folder import read_evaluation
-    from interestgym.report.build import build_report, results_table
+    from interestgym.report.build import build_report
+    from interestgym.report.tables import results_table
 
     result = build_report(run_dir, out=out, timeline_users=timeline_users, users=list(users) or None,
                           which_model=which_model, split=split, evaluation_path=evaluation_path,

@@ -8,7 +8,8 @@ stable-baselines3, no pandas. Every formula is the replay engine's, through the 
 * action -> strengths: :func:`interestgym.core.protocol.action_to_strengths` on the graph's action;
 * state transition at a decision (running statistics, profile updates, category counts) and the
   folding of scoring points into the running means: :mod:`interestgym.core.transition`;
-* score: :func:`interestgym.core.interest.combine_scores` (+ ``category_log_prob``);
+* decision rule and log features: :mod:`interestgym.core.log_features` (online form);
+* score: :func:`interestgym.core.interest.score_candidates`;
 * outcome metrics: :func:`interestgym.core.metrics.ranking_metrics`.
 
 A service's loop for one user::
@@ -30,14 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from interestgym.core.features import FEATURE_NAMES, N_FEATURES, encode_features
-from interestgym.core.interest import (
-    category_log_prob,
-    combine_scores,
-    cosine_rows,
-    time_slot,
-    update_profile,
-)
+from interestgym.core.clock import time_slot
+from interestgym.core.features import FEATURE_NAMES, N_FEATURES, encode_features, state_quantities
+from interestgym.core.interest import score_candidates, update_profile
+from interestgym.core.log_features import RATING_ACTION, is_decision, next_category_run, online_log_quantities
 from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
@@ -161,9 +158,8 @@ class ExportedPolicy:
     def _is_decision(self, event: Event) -> bool:
         if event.action not in self.action_weights:
             raise InterestGymError(f"event action {event.action!r}: expected one of {', '.join(sorted(self.action_weights))}")
-        weight = self.action_weights[event.action]
-        positive = weight > 0 and (event.action != "rate" or float(event.value) >= self.positive_rating)
-        return positive and event.item_vector is not None
+        return bool(is_decision(self.action_weights[event.action], event.action == RATING_ACTION, float(event.value),
+                                self.positive_rating, event.item_vector is not None))
 
     @staticmethod
     def _fold_pending(state: UserState) -> None:
@@ -178,41 +174,26 @@ class ExportedPolicy:
     def _observations(self, states: list[UserState], events: list[Event], x: np.ndarray, long_term: np.ndarray,
                       short_term: np.ndarray, means: np.ndarray, shadow_cos_ema: np.ndarray) -> np.ndarray:
         """Observations (n, N_FEATURES) of decision events from the stacked state arrays (pending
-        outcomes already folded in)."""
+        outcomes already folded in): the core's state and online log quantities, encoded once."""
         n = len(states)
-        raw_state = {
-            "cos_item_long": cosine_rows(x, long_term),
-            "cos_item_short": cosine_rows(x, short_term),
-            "cos_long_short": cosine_rows(long_term, short_term),
-            "long_empty": ~np.any(long_term != 0, axis=1),
-            "reward_ema": means[:, _M["reward_ema"]],
-            "drift_ema": means[:, _M["drift_ema"]],
-            "short_long_ema": means[:, _M["short_long_ema"]],
-            "long_metric_ema": means[:, _M["long_metric_ema"]],
-            "short_metric_ema": means[:, _M["short_metric_ema"]],
-            "shadow_cos_ema": shadow_cos_ema,
-        }
-        ints = np.zeros((9, n), dtype=np.int64)  # the integer raw quantities of the log features
-        action_weight = np.empty(n)
-        value = np.empty(n)
+        raw_state = state_quantities(x, long_term, short_term, {name: means[:, i] for i, name in enumerate(RUNNING_MEANS)},
+                                     shadow_cos_ema)
+        counters = np.stack([s.counters for s in states])
+        category_count = np.zeros(n, dtype=np.int64)
+        same_category = np.zeros(n, dtype=bool)
         for i, (s, e) in enumerate(zip(states, events)):
-            c = s.counters
-            hour, weekday = e.hour_weekday(self.tz_offset_hours)
-            n_events, n_decisions = c[_C["n_events"]], c[_C["n_decisions"]]
-            cat = s.categories.index(e.category) if e.category in s.categories else -1
-            action_weight[i] = self.action_weights[e.action]
-            value[i] = float(e.value)
-            ints[:, i] = (
-                int(e.ts) - c[_C["last_event_ts"]] if n_events > 0 else 0,
-                int(e.ts) - c[_C["last_decision_ts"]] if n_decisions > 0 else 0,
-                hour, weekday, n_events, n_decisions,
-                s.category_decisions[cat] if cat >= 0 else 0,
-                len(s.categories),
-                c[_C["category_run"]] if cat >= 0 and c[_C["last_category"]] == cat else 0,
-            )
-        log = {"action_weight": action_weight, "value": value, "gap_event": ints[0], "gap_decision": ints[1], "hour": ints[2],
-               "weekday": ints[3], "n_events": ints[4], "n_decisions": ints[5], "category_count": ints[6],
-               "categories_seen": ints[7], "category_streak": ints[8]}
+            if e.category in s.categories:
+                cat = s.categories.index(e.category)
+                category_count[i] = s.category_decisions[cat]
+                same_category[i] = counters[i, _C["last_category"]] == cat
+        log = online_log_quantities(
+            np.array([int(e.ts) for e in events], dtype=np.int64), counters[:, _C["n_events"]], counters[:, _C["last_event_ts"]],
+            counters[:, _C["n_decisions"]], counters[:, _C["last_decision_ts"]], category_count,
+            np.array([len(s.categories) for s in states], dtype=np.int64), same_category, counters[:, _C["category_run"]],
+        )
+        clock = np.array([e.hour_weekday(self.tz_offset_hours) for e in events], dtype=np.int64).reshape(n, 2)
+        log.update(action_weight=np.array([self.action_weights[e.action] for e in events]),
+                   value=np.array([float(e.value) for e in events]), hour=clock[:, 0], weekday=clock[:, 1])
         # One call for all columns: each column is computed on its own, so this equals the engine's
         # two calls (state features, precomputed log features) to the bit.
         return encode_features({**raw_state, **log}, FEATURE_NAMES, max_action_weight=self.max_action_weight)
@@ -292,7 +273,7 @@ class ExportedPolicy:
                 s.categories.append(e.category)
                 s.category_decisions = np.append(s.category_decisions, np.int64(0))
                 cat = len(s.categories) - 1
-            c[_C["category_run"]] = c[_C["category_run"]] + 1 if c[_C["last_category"]] == cat else 1
+            c[_C["category_run"]] = next_category_run(c[_C["last_category"]], c[_C["category_run"]], cat)
             c[_C["last_category"]] = cat
             s.category_decisions[cat] += 1
             c[_C["n_decisions"]] += 1
@@ -316,25 +297,21 @@ class ExportedPolicy:
         idx = np.fromiter((self._item_index.get(str(i), -1) for i in ids.reshape(-1)), dtype=np.int64, count=ids.size).reshape(shape)
         return np.where(idx >= 0, self.popularity[np.maximum(idx, 0)], np.float32(0.0)).astype(np.float32)
 
-    def _category_term(self, states: list[UserState], categories: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    def _category_inputs(self, states: list[UserState], categories: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(counts (B, n_categories), candidates' category columns (B, C)) for the category term, or
+        (None, None) when the policy does not score with it. A category unknown to the export gets a
+        column past the counts', which the core scores as a zero count."""
         if self._beta_cat == 0:
-            return None
+            return None, None
         if categories is None:
             raise InterestGymError("score needs candidate_categories: the policy's score uses the category model (beta_cat)")
         cats = np.asarray(categories, dtype=object)
         if cats.shape != shape:
             raise InterestGymError(f"candidate_categories of shape {cats.shape}; expected {shape}")
-        n_known = len(self.categories)
-        # unknown categories share one extra zero-count column
-        idx = np.fromiter((self._category_index.get(str(c), n_known) for c in cats.reshape(-1)), dtype=np.int64, count=cats.size).reshape(shape)
-        counts = np.stack([np.append(s.category_counts, 0.0) for s in states])  # type: ignore[arg-type]
-        prior = float(self.scoring.get("category_prior", 1.0))
-        # The prior's total must cover the dataset's categories only, as in the engine.
-        total = counts[:, :n_known].sum(axis=1, dtype=np.float64)[:, None] + prior * max(n_known, 1)
-        picked = np.take_along_axis(counts, idx, axis=1)
-        if not (idx == n_known).any():
-            return category_log_prob(counts[:, : max(n_known, 1)], idx, prior)
-        return np.log((picked + prior) / total)
+        unknown = len(self.categories)
+        idx = np.fromiter((self._category_index.get(str(c), unknown) for c in cats.reshape(-1)), dtype=np.int64, count=cats.size).reshape(shape)
+        counts = np.stack([s.category_counts for s in states])  # type: ignore[misc]
+        return counts, idx
 
     def _scores(self, states: list[UserState], cand: np.ndarray, candidate_ids: Any, popularity: Any,
                 candidate_categories: Any, hour: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -356,10 +333,11 @@ class ExportedPolicy:
             slots = time_slot(hours)
             ctx_prof = np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
             context = np.einsum("pcd,pd->pc", cand, ctx_prof)
-        scores = combine_scores(
-            cos_long, cos_short, strengths[:, 2], strengths[:, 3], pop,
-            category_term=self._category_term(states, candidate_categories, (b, c)), beta_cat=np.full(b, self._beta_cat),
-            context_term=context, beta_ctx=np.full(b, self._beta_ctx),
+        counts, cand_category = self._category_inputs(states, candidate_categories, (b, c))
+        scores = score_candidates(
+            cos_long, cos_short, strengths, pop, beta_cat=np.full(b, self._beta_cat), category_counts=counts,
+            candidate_category=cand_category, category_prior=float(self.scoring.get("category_prior", 1.0)),
+            cos_context=context, beta_ctx=np.full(b, self._beta_ctx),
         )
         return scores, cos_long, cos_short
 

@@ -20,14 +20,13 @@ It serialises to bytes (:meth:`UserState.to_bytes`, a small header + little-endi
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from interestgym.core.features import SHADOW_STRENGTHS
-from interestgym.core.interest import N_TIME_SLOTS
+from interestgym.core.clock import N_TIME_SLOTS, hour_weekday
+from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
 from interestgym.runtime.codec import (
     StateFormatError,
     decode_bytes,
@@ -41,7 +40,7 @@ STATE_VERSION = 1
 _N_SHADOW = len(SHADOW_STRENGTHS)
 
 #: float64 running means, in this order, in the ``running_means`` field.
-RUNNING_MEANS: tuple[str, ...] = ("reward_ema", "drift_ema", "short_long_ema", "long_metric_ema", "short_metric_ema")
+RUNNING_MEANS: tuple[str, ...] = RUNNING_MEAN_NAMES
 #: int64 counters, in this order, in the ``counters`` field. ``last_*_ts`` are meaningless while the
 #: matching count is 0.
 #: ``last_category`` indexes ``UserState.categories`` (-1 before the first decision) and
@@ -80,9 +79,9 @@ class Event:
         """(hour, weekday) of the event on the dataset's clock: UTC shifted by ``tz_offset_hours``."""
         if self.hour is not None and self.weekday is not None:
             return int(self.hour), int(self.weekday)
-        moment = _dt.datetime.fromtimestamp(int(self.ts) + round(tz_offset_hours * 3600), tz=_dt.timezone.utc)
-        return (moment.hour if self.hour is None else int(self.hour),
-                moment.weekday() if self.weekday is None else int(self.weekday))
+        hour, weekday = hour_weekday(int(self.ts), tz_offset_hours)
+        return (int(hour) if self.hour is None else int(self.hour),
+                int(weekday) if self.weekday is None else int(self.weekday))
 
 
 @dataclass

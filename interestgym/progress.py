@@ -1,0 +1,113 @@
+"""Progress of long work: a tqdm bar on a terminal, plain log lines everywhere else.
+
+tqdm's ``disable=None`` goes silent when stderr is not a terminal, so a job under ``nohup`` or a batch
+scheduler showed nothing for minutes of tuning. :func:`progress_bar` keeps the bar on a terminal and,
+when output goes to a file or pipe, writes a line such as
+``tuning baselines: 1,200/4,780 policy (25%), 41 s, ~2 min left`` every :data:`LOG_EVERY_SECONDS`
+(and a closing line for work that lasted that long), so logs show progress without drowning in it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+#: Seconds between two log lines when the output is not a terminal.
+LOG_EVERY_SECONDS = 15.0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class LogProgress:
+    """tqdm's small API (update, set_postfix_str, set_description, close, total) as periodic log lines."""
+
+    def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", *, stream: TextIO | None = None,
+                 every: float = LOG_EVERY_SECONDS) -> None:
+        self.total = total
+        self.desc = desc
+        self.unit = unit
+        self.n = 0
+        self.postfix = ""
+        self._stream = stream
+        self._every = every
+        self._start = time.monotonic()
+        self._last = self._start
+        self._logged = False
+
+    def _line(self, final: bool = False) -> str:
+        elapsed = time.monotonic() - self._start
+        count = f"{self.n:,}" + (f"/{self.total:,}" if self.total else "")
+        parts = [f"{self.desc}: {count} {self.unit}"]
+        if self.total:
+            parts[0] += f" ({100.0 * self.n / self.total:.0f}%)"
+        parts.append(_duration(elapsed))
+        if not final and self.total and 0 < self.n < self.total:
+            parts.append(f"~{_duration(elapsed * (self.total - self.n) / self.n)} left")
+        if final:
+            parts.append("done")
+        text = ", ".join(parts)
+        return text + (f" [{self.postfix}]" if self.postfix and not final else "")
+
+    def _write(self, text: str) -> None:
+        stream = self._stream or sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
+        self._logged = True
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n)
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self._write(self._line())
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:  # noqa: ARG002 - tqdm's signature
+        self.postfix = str(s)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:  # noqa: ARG002
+        self.desc = desc or ""
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        # a closing line only for work that was long enough to be logged at all
+        if self._logged or time.monotonic() - self._start >= self._every:
+            self._write(self._line(final=True))
+            self._logged = False
+        self._every = float("inf")
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _Silent(LogProgress):
+    def _write(self, text: str) -> None:
+        pass
+
+
+def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", *, enabled: bool | None = None,
+                 leave: bool = False, stream: TextIO | None = None) -> Any:
+    """A progress reporter with tqdm's API.
+
+    :param enabled: True: a tqdm bar; False: nothing; None (the default): a tqdm bar when stderr is a
+        terminal, otherwise :class:`LogProgress` lines.
+    """
+    if enabled is False:
+        return _Silent(total, desc, unit)
+    out = stream or sys.stderr
+    if enabled or (hasattr(out, "isatty") and out.isatty()):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, leave=leave, file=out)
+    return LogProgress(total, desc, unit, stream=stream)

@@ -1,0 +1,160 @@
+"""The summary's Markdown (``report.md``) and HTML (``report.html``).
+
+The HTML embeds every figure as a base64 ``data:`` URI, so the one file shows the whole report (mail it,
+attach it, open it anywhere); the PNG files beside it are the same images, for the Markdown and reuse.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from interestgym.agents.run_folder import EVALUATION_FILE, EVALUATION_MARKDOWN
+from interestgym.report.tables import (
+    protocol_lines,
+    results_rows,
+    results_table,
+    table_cells,
+    verdict_lines,
+)
+
+
+def _run_facts(run_dir: Path, conf: dict[str, Any], which: str) -> list[str]:
+    c = conf.get("config", {})
+    facts = [f"dataset `{c.get('dataset')}`, embeddings `{c.get('embeddings') or 'the only one'}`"]
+    steps = None
+    info = run_dir / "final" / "info.json"
+    if info.is_file():
+        try:
+            steps = json.loads(info.read_text(encoding="utf-8")).get("step")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            steps = None
+    best = run_dir / "best" / "info.json"
+    best_info = {}
+    if best.is_file():
+        try:
+            best_info = json.loads(best.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            best_info = {}
+    def count(v: Any) -> str:
+        return f"{v:,}" if isinstance(v, int) else "?"
+
+    facts.append(f"PPO, {count(steps)} steps trained (asked {count(c.get('timesteps'))}), {c.get('n_envs')} users in "
+                 f"lock-step, seed {c.get('seed')}; reward {c.get('reward')}"
+                 + (f" minus the tuned `{conf['reference']['name']}` rule's" if conf.get("reference") else ""))
+    if best_info:
+        facts.append(f"best validation {best_info.get('metric')} {best_info.get('value', float('nan')):.4f} at step "
+                     f"{count(best_info.get('step'))}; this report shows the **{which}** model")
+    facts.append(f"TensorBoard: `tensorboard --logdir {run_dir / 'tb'}`")
+    return facts
+
+
+_FIGURE_TEXT = {
+    "learning_curves": ("Learning curves", ("Training reward (baseline-subtracted when the run uses a reference rule), "
+                        "the validation metric of the deterministic policy against the reference rule on the same "
+                        "validation users, the update rate and the mean actions, over environment steps.")),
+    "policies": ("Policy vs baselines", ("Mean over test users with bootstrap 95% CIs (left) and the paired "
+                 "difference to the best tuned rule (right; a CI right of 0 = better on the same users).")),
+    "actions": ("Actions against features", ("Each point is a decision of a test user; black: mean (± sd) of the "
+                "action in equal-count bins of the feature.")),
+}
+
+
+def _markdown(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | None, which: str, figures: dict[str, Path],
+              timeline_figs: list[tuple[str, str, Path]], skipped: list[str], notes: list[str], out_dir: Path) -> str:
+    lines = [f"# Report: {run_dir.name}", ""]
+    lines += [f"- {f}" for f in _run_facts(run_dir, conf, which)]
+    lines.append("")
+    if evaluation is not None:
+        lines += ["## Results", ""]
+        lines += [f"- {p}" for p in protocol_lines(evaluation)]
+        lines += ["", results_table(evaluation), ""]
+        lines += [f"- {v}" for v in verdict_lines(evaluation)]
+        lines += ["", f"Full tables (every metric): `{run_dir / EVALUATION_MARKDOWN}`; numbers: `{run_dir / EVALUATION_FILE}`.", ""]
+    for key in ("learning_curves", "policies", "actions"):
+        if key in figures:
+            title, text = _FIGURE_TEXT[key]
+            lines += [f"## {title}", "", text, "", f"![{title}]({_rel(figures[key], out_dir)})", ""]
+    if timeline_figs:
+        lines += ["## Timelines of test users", "",
+                  ("Top: the true interest over topics (synthetic data) or the recently clicked categories (real data); "
+                   "middle: the mix the policy's scoring profile implies; bottom: the policy's actions at every event."), ""]
+        for uid, label, path in timeline_figs:
+            lines += [f"![user {uid}{f' ({label})' if label else ''}]({_rel(path, out_dir)})", ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    if skipped:
+        lines += ["## Not drawn", ""] + [f"- {s}" for s in skipped] + [""]
+    return "\n".join(lines)
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _md_inline(text: str) -> str:
+    """Minimal inline Markdown -> HTML (code spans and bold) for the few sentences of the summary."""
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
+th:nth-child(-n+2), td:nth-child(-n+2) { text-align: left; }
+tr.learned td { background: #fdecec; font-weight: 600; } tr.reference td { background: #e8eef8; } tr.oracle td { color: #666; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0 1em; }
+code { background: #f4f4f4; padding: 0 0.25em; border-radius: 3px; }
+.note { color: #555; font-size: 0.92em; }
+"""
+
+
+def _data_uri(path: Path) -> str:
+    """The PNG at ``path`` as a ``data:`` URI (base64), so that report.html carries its figures."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _html(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | None, which: str, figures: dict[str, Path],
+          timeline_figs: list[tuple[str, str, Path]], skipped: list[str], notes: list[str]) -> str:
+    esc = html.escape
+    parts = [(f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Report: {esc(run_dir.name)}</title>"
+              f"<style>{_CSS}</style></head><body>"), f"<h1>Report: {esc(run_dir.name)}</h1>", "<ul>"]
+    parts += [f"<li>{_md_inline(f)}</li>" for f in _run_facts(run_dir, conf, which)]
+    parts.append("</ul>")
+    if evaluation is not None:
+        parts += ["<h2>Results</h2>", "<ul>"] + [f"<li>{_md_inline(p)}</li>" for p in protocol_lines(evaluation)] + ["</ul>"]
+        header, rows = table_cells(evaluation)
+        kinds = [r["kind"] for r in results_rows(evaluation)]
+        parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        for kind, row in zip(kinds, rows):
+            parts.append(f"<tr class=\"{esc(kind)}\">" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
+        parts.append("</tbody></table>")
+        parts += [f"<p>{_md_inline(v)}</p>" for v in verdict_lines(evaluation)]
+        parts.append(f"<p class=\"note\">Full tables: <code>{esc(str(run_dir / 'evaluation.md'))}</code>.</p>")
+    for key in ("learning_curves", "policies", "actions"):
+        if key in figures:
+            title, text = _FIGURE_TEXT[key]
+            parts += [f"<h2>{esc(title)}</h2>", f"<p class=\"note\">{esc(text)}</p>",
+                      f"<img src=\"{_data_uri(figures[key])}\" alt=\"{esc(title)}\">"]
+    if timeline_figs:
+        parts += ["<h2>Timelines of test users</h2>",
+                  ("<p class=\"note\">Top: true interest (synthetic) or recently clicked categories (real data); middle: the "
+                   "mix the policy's scoring profile implies; bottom: the policy's actions at every event.</p>")]
+        for uid, label, path in timeline_figs:
+            parts.append(f"<img src=\"{_data_uri(path)}\" alt=\"user {esc(uid)} {esc(label)}\">")
+    if notes:
+        parts += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{_md_inline(n)}</li>" for n in notes] + ["</ul>"]
+    if skipped:
+        parts += ["<h2>Not drawn</h2>", "<ul>"] + [f"<li>{esc(s)}</li>" for s in skipped] + ["</ul>"]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
