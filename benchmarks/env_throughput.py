@@ -108,12 +108,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    from stable_baselines3 import PPO
-
-    from interestgym.envs.policies import FixedEMAPolicy
+    from interestgym.agents.rules import make_baseline
     from interestgym.envs.replay import InterestReplayEnv
     from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
     from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
+    from stable_baselines3 import PPO
 
     ds, emb = prepare(args.data, args.work, args.encoder)
     t0 = time.perf_counter()
@@ -145,7 +144,7 @@ def main() -> None:
 
     # batched evaluator
     with Timer() as t_eval:
-        res = evaluate_policy(data, FixedEMAPolicy(), batch_size=1024, progress=False)
+        res = evaluate_policy(data, make_baseline("ema_two_profile", long_rate=0.1, short_rate=0.5, short_weight=0.5), batch_size=1024, progress=False)
 
     # PPO's consumption rate on the vector env it would train on
     ppo_env = InterestReplayVecEnv(data, n_envs=args.ppo_envs, seed=0)

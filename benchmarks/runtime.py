@@ -125,12 +125,12 @@ def main() -> None:
 
 
 def _measure(args: argparse.Namespace, workdir: Path) -> None:
-    from interestgym.agents.run_folder import load_model
-    from interestgym.export.run import export_run
     from interestgym.agents.config import TrainConfig
+    from interestgym.agents.run_folder import load_model
     from interestgym.envs.replay_data import load_replay_data
 
     from interestgym.data.dataset import Dataset
+    from interestgym.export.run import export_run
     from interestgym.runtime import ExportedPolicy, load_policy
 
     run_dir = args.run
@@ -237,9 +237,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
           f"{rt['batched_policy_per_s'] / sb['batched_policy_per_s']:>19.2f}x")
 
     if not args.no_parity:
-        from interestgym.export.run import replay_through_runtime
         from interestgym.agents.run_folder import load_run_policy
         from interestgym.envs.vector import evaluate_policy
+
+        from interestgym.export.parity import replay_through_runtime
 
         reference_points = evaluate_policy(data, load_run_policy(run_dir, args.model), metric=config.reward, progress=False).points
         runtime_points = replay_through_runtime(load_policy(export_dir), dataset, data)

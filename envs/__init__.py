@@ -1,10 +1,12 @@
 """Replay environments (imported as ``interestgym.envs``).
 
-Importing this package registers ``interestgym/InterestReplay-v0`` with Gymnasium::
+``import interestgym`` registers ``interestgym/InterestReplay-v0`` with Gymnasium (see
+:func:`interestgym.register_envs`), with a ``vector_entry_point`` for ``gymnasium.make_vec``::
 
     import gymnasium as gym
-    import interestgym.envs  # noqa: F401
+    import interestgym
     env = gym.make("interestgym/InterestReplay-v0", dataset="runs/data/ml-100k", split="train")
+    envs = gym.make_vec("interestgym/InterestReplay-v0", num_envs=64, dataset="runs/data/ml-100k")
 
 Public names (imported lazily so that ``import interestgym.envs`` stays light; the vector env and
 evaluator load stable-baselines3 and torch only when used):
@@ -12,7 +14,8 @@ evaluator load stable-baselines3 and torch only when used):
 * :class:`InterestReplayEnv` (``interestgym.envs.replay``): the single-user Gymnasium env.
 * :class:`InterestReplayVecEnv`, :func:`evaluate_policy`, :class:`EvaluationResult`
   (``interestgym.envs.vector``): many users in lock-step, for SB3 training and batched evaluation.
-* :class:`Policy` and simple rules (``interestgym.envs.policies``).
+* :class:`Policy`, :class:`ConstantPolicy`, :class:`ModelPolicy` (``interestgym.envs.policies``); the named
+  rules live in :mod:`interestgym.agents.rules`.
 * :func:`load_replay_data`, :class:`ProtocolSpec` (``interestgym.envs.replay_data``): the precomputed
   replay arrays and candidate sets.
 """
@@ -22,23 +25,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-import gymnasium as gym
+from interestgym import ENV_ID, register_envs
 
-ENV_ID = "interestgym/InterestReplay-v0"
-
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="interestgym.envs.replay:InterestReplayEnv")
+register_envs()
 
 _LAZY = {
     "InterestReplayEnv": "interestgym.envs.replay",
     "InterestReplayVecEnv": "interestgym.envs.vector",
+    "InterestReplayVectorEnv": "interestgym.envs.gym_vector",
+    "replay_users": "interestgym.envs.rollout",
     "evaluate_policy": "interestgym.envs.vector",
     "EvaluationResult": "interestgym.envs.vector",
     "Policy": "interestgym.envs.policies",
     "ConstantPolicy": "interestgym.envs.policies",
-    "FixedEMAPolicy": "interestgym.envs.policies",
-    "StaticPolicy": "interestgym.envs.policies",
-    "AlwaysReplacePolicy": "interestgym.envs.policies",
     "ModelPolicy": "interestgym.envs.policies",
     "load_replay_data": "interestgym.envs.replay_data",
     "ProtocolSpec": "interestgym.envs.replay_data",

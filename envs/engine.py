@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from interestgym.envs.replay_data import ReplayData
 
 from interestgym.core.clock import N_TIME_SLOTS
 from interestgym.core.features import (
@@ -37,7 +38,6 @@ from interestgym.core.transition import (
     fold_outcomes,
     update_category_counts,
 )
-from interestgym.envs.replay_data import ReplayData
 
 _LOG_IDX = np.array([FEATURE_INDEX[n] for n in LOG_FEATURES])
 _STATE_IDX = np.array([FEATURE_INDEX[n] for n in STATE_FEATURES])

@@ -1,4 +1,6 @@
-"""The Policy protocol and a few simple update rules.
+"""The Policy protocol and two adapters (constant strengths, an SB3 model).
+
+The named update rules (the baselines, with their grids) live in one place: :mod:`interestgym.agents.rules`.
 
 A policy maps a batch of observations (n, N_FEATURES) to actions (n, 4) in the env's action box
 [-1, 1]^4 (see :func:`~interestgym.core.protocol.action_to_strengths`: the action u encodes the
@@ -30,14 +32,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from interestgym.core.features import FeatureView
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import action_to_strengths, strengths_to_action
 
-__all__ = [
-    "Policy", "ConstantPolicy", "FixedEMAPolicy", "StaticPolicy", "AlwaysReplacePolicy", "ModelPolicy",
-    "action_to_strengths", "strengths_to_action",
-]
+__all__ = ["Policy", "ConstantPolicy", "ModelPolicy", "action_to_strengths", "strengths_to_action"]
 
 
 @runtime_checkable
@@ -52,10 +50,6 @@ class Policy(Protocol):
     def act(self, observations: np.ndarray) -> np.ndarray:
         """Actions (n, 4) float32 in [-1, 1] for observations (n, N_FEATURES)."""
         ...
-
-
-def _actions(a_long: np.ndarray, a_short: np.ndarray, w: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return strengths_to_action(np.stack(np.broadcast_arrays(a_long, a_short, w, p), axis=1))
 
 
 class ConstantPolicy:
@@ -75,41 +69,6 @@ class ConstantPolicy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}: {self.strengths.tolist()})"
-
-
-class FixedEMAPolicy(ConstantPolicy):
-    """Exponential moving averages with fixed rates: L slow, S fast, fixed mix.
-
-    :param long_rate: a_L at every decision.
-    :param short_rate: a_S at every decision.
-    :param short_weight: w, weight of S in the score.
-    """
-
-    def __init__(self, long_rate: float = 0.1, short_rate: float = 0.5, short_weight: float = 0.5, popularity_weight: float = 0.0) -> None:
-        super().__init__(long_rate, short_rate, short_weight, popularity_weight, name="fixed_ema")
-
-
-class AlwaysReplacePolicy(ConstantPolicy):
-    """Both profiles become the last positive item; rank by similarity to it."""
-
-    def __init__(self) -> None:
-        super().__init__(1.0, 1.0, 1.0, 0.0, name="always_replace")
-
-
-class StaticPolicy:
-    """Interest assumed static: L is the equal-weight mean of all positives so far (a_L = 1 / (n + 1),
-    n = previous decisions, decoded from the observation); S is never used (w = 0)."""
-
-    name = "static"
-
-    def __init__(self) -> None:
-        self.scoring = ScoringConfig()
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        view = FeatureView(observations)
-        a = 1.0 / (view.n_decisions + 1.0)
-        zero = np.zeros_like(a)
-        return _actions(a, zero, zero, zero)
 
 
 class ModelPolicy:

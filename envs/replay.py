@@ -8,13 +8,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from interestgym.envs.engine import ReplayEngine
+from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
 
 from interestgym.core.features import FEATURE_HIGH, FEATURE_LOW, FEATURES, N_FEATURES
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.data.dataset import Dataset
-from interestgym.envs.engine import ReplayEngine
-from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
 from interestgym.errors import InterestGymError
 
 ENV_ID = "interestgym/InterestReplay-v0"
@@ -25,6 +25,16 @@ def _observation_table() -> str:
     head = f"    | {'#':<3} | {'feature':<22} | {'definition':<92} | {'min':>4} | {'max':>3} |"
     sep = f"    |{'-' * 5}|{'-' * 24}|{'-' * 94}|{'-' * 6}|{'-' * 5}|"
     return "\n".join([head, sep, *rows])
+
+
+class RenderModeError(InterestGymError, TypeError):
+    """A render mode was asked for; the env has none. A TypeError too, as Gymnasium's convention for an
+    unsupported keyword: SB3's ``make_vec_env`` (which asks for ``rgb_array``) then retries without it."""
+
+
+def reject_render_mode(render_mode: str | None) -> None:
+    if render_mode is not None:
+        raise RenderModeError(f"render_mode={render_mode!r}: this env does not render; expected None")
 
 
 class InterestReplayEnv(gym.Env):
@@ -109,12 +119,13 @@ class InterestReplayEnv(gym.Env):
 
     * ``dataset``: a prepared dataset directory (or an open ``Dataset``).
     * ``embeddings``: the embedding name (may be left out when the dataset holds exactly one).
-    * ``split``: ``"train"`` (default), ``"valid"`` or ``"test"``.
+    * ``split``: ``"train"``, ``"valid"`` or ``"test"`` (default: the protocol's, ``"train"``).
     * ``metric``: reward metric, default ``"ndcg@10"``.
-    * ``protocol``: ``"auto"`` (impressions if present, else next positive), ``"impressions"``, ``"next_positive"``.
-    * ``n_negatives`` (99), ``negatives`` (``"uniform"`` | ``"popularity"``), ``exclude`` (``"log"``: never an
-      item of the user's whole log, the standard protocol | ``"past"``: only items seen up to the scoring
-      point, strictly causal), ``protocol_seed`` (0): the next-positive protocol.
+    * ``protocol``: the scoring protocol as ONE object, a :class:`ProtocolSpec` (or a dict of its fields,
+      or just a protocol name): ``protocol`` (``"auto"``: impressions if present, else next positive |
+      ``"impressions"`` | ``"next_positive"``), ``n_negatives`` (99), ``negatives`` (``"uniform"`` |
+      ``"popularity"``), ``exclude`` (``"log"``: never an item of the user's whole log, the standard
+      protocol | ``"past"``: only items seen up to the scoring point, strictly causal), ``seed`` (0).
     * ``max_events``: truncate episodes after this many decisions (None = whole histories).
     * ``reward_baseline``: a Policy whose metric is subtracted from the reward.
     * ``scoring``: a fixed ScoringConfig for the agent's scoring (default: p from the action, no extra terms).
@@ -137,27 +148,21 @@ class InterestReplayEnv(gym.Env):
         self,
         dataset: str | Path | Dataset,
         embeddings: str | None = None,
-        split: str = "train",
+        split: str | None = None,
         metric: str = "ndcg@10",
-        protocol: str = "auto",
-        n_negatives: int = 99,
-        negatives: str = "uniform",
-        exclude: str = "log",
-        protocol_seed: int = 0,
+        protocol: ProtocolSpec | dict[str, Any] | str | None = None,
         max_events: int | None = None,
         reward_baseline: Any = None,
         scoring: ScoringConfig | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None:
-            raise InterestGymError(f"render_mode={render_mode!r}: this env does not render; expected None")
+        reject_render_mode(render_mode)
         if max_events is not None and max_events < 1:
             raise InterestGymError(f"max_events={max_events}: expected None or an integer >= 1")
-        spec = ProtocolSpec(split=split, protocol=protocol, n_negatives=n_negatives, negatives=negatives,
-                            exclude=exclude, seed=protocol_seed)
+        spec = ProtocolSpec.resolve(protocol, split)
         self.data: ReplayData = load_replay_data(dataset, embeddings, spec)
         if self.data.n_users == 0:
-            raise InterestGymError(f"{self.data.dataset_path}: split {split!r} has no user with a positive event; nothing to replay")
+            raise InterestGymError(f"{self.data.dataset_path}: split {self.data.spec.split!r} has no user with a positive event; nothing to replay")
         self.render_mode = None
         self.max_events = max_events
         self.reward_baseline = reward_baseline

@@ -17,6 +17,7 @@ Replay order within a user: events by (ts, seq); an impression at the same ts as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,9 +28,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from interestgym.core.features import LOG_FEATURES, encode_features
 from interestgym.core.clock import time_slot, time_slot_of
-from interestgym.core.log_features import RATING_ACTION, group_starts, is_decision, log_quantities, position_in_run
+from interestgym.core.features import LOG_FEATURES, encode_features
+from interestgym.core.log_features import (
+    RATING_ACTION,
+    group_starts,
+    is_decision,
+    log_quantities,
+    position_in_run,
+)
 from interestgym.core.protocol import item_popularity, sample_negatives, user_rng
 from interestgym.data.dataset import Dataset
 from interestgym.data.schema import SPLITS
@@ -73,6 +80,27 @@ class ProtocolSpec:
             raise InterestGymError(f"exclude={self.exclude!r}: expected one of {', '.join(EXCLUSIONS)}")
         if not (isinstance(self.n_negatives, (int, np.integer)) and self.n_negatives >= 1):
             raise InterestGymError(f"n_negatives={self.n_negatives!r}: expected an integer >= 1")
+
+    @classmethod
+    def resolve(cls, protocol: ProtocolSpec | dict[str, Any] | str | None, split: str | None = None) -> ProtocolSpec:
+        """The one protocol object from what a caller gave: a ProtocolSpec, a dict of its fields (a
+        config file), a protocol name (``auto`` / ``impressions`` / ``next_positive``) or None (the
+        defaults); ``split``, when given, picks the users."""
+        if protocol is None:
+            spec = cls()
+        elif isinstance(protocol, cls):
+            spec = protocol
+        elif isinstance(protocol, str):
+            spec = cls(protocol=protocol)
+        elif isinstance(protocol, dict):
+            unknown = sorted(set(protocol) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise InterestGymError(f"protocol {protocol!r}: unknown field(s) {', '.join(unknown)}; expected "
+                                       f"{', '.join(f.name for f in dataclasses.fields(cls))}")
+            spec = cls(**protocol)
+        else:
+            raise InterestGymError(f"protocol={protocol!r}: expected a ProtocolSpec, a dict of its fields or a protocol name")
+        return dataclasses.replace(spec, split=split) if split is not None and split != spec.split else spec  # None: the spec's
 
 
 @dataclass

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from interestgym.core.interest import ScoringConfig
 from interestgym.envs.engine import ReplayEngine, StepOutput
 from interestgym.envs.replay_data import ReplayData
+
+from interestgym.core.interest import ScoringConfig
 from interestgym.errors import InterestGymError
 from interestgym.progress import progress_bar
 

@@ -23,17 +23,25 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 from gymnasium import spaces
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from interestgym.envs.engine import ReplayEngine
+from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
+from interestgym.envs.rollout import replay_users
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvStepReturn,
+)
 
-
-from interestgym.core.features import FEATURE_HIGH, FEATURE_LOW, FEATURE_NAMES, N_FEATURES
+from interestgym.core.features import (
+    FEATURE_HIGH,
+    FEATURE_LOW,
+    FEATURE_NAMES,
+    N_FEATURES,
+)
 from interestgym.core.interest import ScoringConfig
+from interestgym.core.metrics import metric_names
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.data.dataset import Dataset
-from interestgym.core.metrics import metric_names
-from interestgym.envs.engine import ReplayEngine
-from interestgym.envs.rollout import replay_users
-from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
 from interestgym.errors import InterestGymError
 
 
@@ -58,13 +66,9 @@ class InterestReplayVecEnv(VecEnv):
         n_envs: int = 8,
         *,
         embeddings: str | None = None,
-        split: str = "train",
+        split: str | None = None,
         metric: str = "ndcg@10",
-        protocol: str = "auto",
-        n_negatives: int = 99,
-        negatives: str = "uniform",
-        exclude: str = "log",
-        protocol_seed: int = 0,
+        protocol: ProtocolSpec | dict[str, Any] | str | None = None,
         max_events: int | None = None,
         reward_baseline: Any = None,
         scoring: ScoringConfig | None = None,
@@ -72,11 +76,10 @@ class InterestReplayVecEnv(VecEnv):
     ) -> None:
         if n_envs < 1:
             raise InterestGymError(f"n_envs={n_envs}: expected an integer >= 1")
-        spec = ProtocolSpec(split=split, protocol=protocol, n_negatives=n_negatives, negatives=negatives,
-                            exclude=exclude, seed=protocol_seed)
+        spec = ProtocolSpec.resolve(protocol, split)
         self.data = _replay_data(dataset, embeddings, spec)
         if self.data.n_users == 0:
-            raise InterestGymError(f"{self.data.dataset_path}: split {split!r} has no user with a positive event; nothing to replay")
+            raise InterestGymError(f"{self.data.dataset_path}: split {self.data.spec.split!r} has no user with a positive event; nothing to replay")
         self.render_mode = None
         self.max_events = max_events
         self.reward_baseline = reward_baseline
@@ -227,13 +230,9 @@ def evaluate_policy(
     policy: Any,
     *,
     embeddings: str | None = None,
-    split: str = "test",
+    split: str | None = None,
     metric: str = "ndcg@10",
-    protocol: str = "auto",
-    n_negatives: int = 99,
-    negatives: str = "uniform",
-    exclude: str = "log",
-    protocol_seed: int = 0,
+    protocol: ProtocolSpec | dict[str, Any] | str | None = None,
     batch_size: int = 1024,
     users: Sequence[str] | None = None,
     record_features: bool = True,
@@ -249,8 +248,9 @@ def evaluate_policy(
     :param record_features: keep every decision's observation in the result.
     :param progress: tqdm bar over decisions (None: only on a terminal).
     """
-    spec = ProtocolSpec(split=split, protocol=protocol, n_negatives=n_negatives, negatives=negatives,
-                        exclude=exclude, seed=protocol_seed)
+    # the evaluator's default users are the test split's (the env's are the training users')
+    default_split = "test" if protocol is None or isinstance(protocol, str) else None
+    spec = ProtocolSpec.resolve(protocol, split or default_split)
     data = _replay_data(dataset, embeddings, spec)
     names = metric_names([metric.strip().lower()])
     dec_parts: list[dict[str, np.ndarray]] = []

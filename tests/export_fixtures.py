@@ -40,8 +40,9 @@ def trained_export(tmp_path_factory, variant: str = "next_positive") -> Fixture:
     ``impressions_tied``: the same with :data:`TIED_SCORING` (category forgetting = 1 - a_L)."""
     if variant in _CACHE:
         return _CACHE[variant]
-    from interestgym.export.run import export_run
     from interestgym.agents.train import TrainConfig, train_run
+
+    from interestgym.export.run import export_run
 
     root = tmp_path_factory.mktemp(f"export-{variant}")
     impressions = variant in ("impressions", "impressions_tied")

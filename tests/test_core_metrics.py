@@ -11,7 +11,7 @@ from sklearn.metrics import ndcg_score, roc_auc_score
 from interestgym.core.metrics import DEFAULT_METRICS, metric_names, parse_metric, ranking_metrics
 from interestgym.errors import InterestGymError
 
-ALL = ("auc", "mrr", "ndcg@3", "ndcg@10", "hit@1", "hit@3", "click@2", "precision@3", "recall@2", "f1@3")
+ALL = ("auc", "mrr", "first_click_rr", "ndcg@3", "ndcg@10", "hit@1", "hit@3", "click@2", "precision@3", "recall@2", "f1@3")
 
 
 def brute_force(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -33,7 +33,8 @@ def brute_force(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         hits = {k: ranked[:k].sum() for k in (1, 2, 3)}
         pairs = [(i, j) for i in range(n) for j in range(n) if ranked[i] == 1 and ranked[j] == 0]
         sums["auc"] += np.mean([1.0 if i < j else 0.0 for i, j in pairs])  # order-based; ties averaged by perms
-        sums["mrr"] += 1.0 / first
+        sums["mrr"] += np.mean([1.0 / (i + 1) for i in range(n) if ranked[i] == 1])  # MIND's mrr_score
+        sums["first_click_rr"] += 1.0 / first
         sums["ndcg@3"] += dcg(3) / ideal(3)
         sums["ndcg@10"] += dcg(10) / ideal(10)
         sums["hit@1"] += float(hits[1] > 0)
@@ -142,5 +143,17 @@ def test_metric_names_parse_and_reject():
     assert parse_metric("auc") == ("auc", None)
     assert metric_names(["hit@5", "auc"])[-1] == "hit@5"
     for bad in ("ndcg", "ndcg@0", "map@10", "f1@x"):
-        with pytest.raises(InterestGymError, match="expected auc, mrr"):
+        with pytest.raises(InterestGymError, match="expected auc, mrr, first_click_rr"):
             parse_metric(bad)
+
+
+def test_mrr_is_minds_definition_and_the_first_click_one_has_its_own_name():
+    # MIND's mrr_score on two clicks ranked 1st and 3rd of 4: (1/1 + 1/3) / 2; the first click alone: 1.
+    scores = np.array([[4.0, 3.0, 2.0, 1.0]])
+    labels = np.array([[1, 0, 1, 0]], dtype=np.int8)
+    m = ranking_metrics(scores, labels, ["mrr", "first_click_rr"])
+    assert m["mrr"][0] == pytest.approx((1.0 + 1.0 / 3.0) / 2.0)
+    assert m["first_click_rr"][0] == pytest.approx(1.0)
+    # one click: the two agree
+    one = ranking_metrics(scores, np.array([[0, 0, 1, 0]], dtype=np.int8), ["mrr", "first_click_rr"])
+    assert one["mrr"][0] == pytest.approx(one["first_click_rr"][0]) == pytest.approx(1.0 / 3.0)

@@ -10,11 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from env_fixtures import random_unit, write_embeddings
-
-from interestgym.data.dataset import Dataset
-from interestgym.envs.policies import FixedEMAPolicy
+from interestgym.agents.rules import make_baseline
 from interestgym.envs.replay import InterestReplayEnv
 from interestgym.envs.vector import evaluate_policy
+
+from interestgym.data.dataset import Dataset
+
+
+def two_profile_ema():
+    """Fixed strengths a_L 0.1, a_S 0.5, w 0.5 (the tuned-rule family, untuned)."""
+    return make_baseline("ema_two_profile", long_rate=0.1, short_rate=0.5, short_weight=0.5)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
@@ -47,7 +52,7 @@ def test_ml100k_decisions_and_scoring_points_follow_the_ratings(ml100k):
 def test_ml100k_evaluator_matches_single_env(ml100k):
     env = InterestReplayEnv(ml100k, split="test")
     users = list(env.data.user_ids[:12])
-    policy = FixedEMAPolicy()
+    policy = two_profile_ema()
     res = evaluate_policy(ml100k, policy, split="test", users=users, progress=False)
     got = res.decisions["reward"].to_numpy()
     want = []

@@ -6,18 +6,33 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
+import interestgym.envs  # noqa: F401  (registers the env id)
 import numpy as np
 import pandas as pd
 import pytest
-from env_fixtures import make_dataset, make_events, make_impressions, random_unit, write_embeddings
+from env_fixtures import (
+    make_dataset,
+    make_events,
+    make_impressions,
+    random_unit,
+    write_embeddings,
+)
+from interestgym.agents.rules import make_baseline
+from interestgym.envs.policies import (
+    ConstantPolicy,
+)
+from interestgym.envs.replay import ENV_ID, InterestReplayEnv
+from interestgym.envs.replay_data import ProtocolSpec
 
-import interestgym.envs  # noqa: F401  (registers the env id)
 from interestgym.core.features import FeatureView
 from interestgym.data.dataset import SplitSpec, write_dataset
 from interestgym.data.validate import RejectLog
-from interestgym.envs.policies import AlwaysReplacePolicy, ConstantPolicy, FixedEMAPolicy, StaticPolicy
-from interestgym.envs.replay import ENV_ID, InterestReplayEnv
 from interestgym.errors import InterestGymError
+
+
+def two_profile_ema():
+    """Fixed strengths a_L 0.1, a_S 0.5, w 0.5 (the tuned-rule family, untuned)."""
+    return make_baseline("ema_two_profile", long_rate=0.1, short_rate=0.5, short_weight=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +153,7 @@ def test_hand_computed_episode(tmp_path):
     counts = env.data.counts
     assert counts["decisions"] == 3 and counts["positive_events_without_item"] == 1
     assert counts["impressions_before_first_decision"] == 1 and counts["candidates_without_item"] == 1
-    obs_list, rewards, infos = episode(env, AlwaysReplacePolicy())
+    obs_list, rewards, infos = episode(env, make_baseline("always_replace"))
     assert len(rewards) == 3
     # B (t=300) is scored BEFORE the click on i1 at t=300: L = S = i0, so i1 and i2 tie at 0 (i5 at -1):
     # the click is at rank 1 or 2 with equal chance.
@@ -159,11 +174,11 @@ def test_hand_computed_episode(tmp_path):
 
 
 def test_reference_rule_is_subtracted(datasets):
-    env = InterestReplayEnv(datasets["impressions"], split="train", reward_baseline=FixedEMAPolicy())
-    _, rewards, infos = episode(env, FixedEMAPolicy(), seed=0)
+    env = InterestReplayEnv(datasets["impressions"], split="train", reward_baseline=two_profile_ema())
+    _, rewards, infos = episode(env, two_profile_ema(), seed=0)
     assert all(r == 0.0 for r in rewards)  # the same rule as its own reference: exactly 0
-    env = InterestReplayEnv(datasets["impressions"], split="train", reward_baseline=StaticPolicy())
-    _, rewards, infos = episode(env, AlwaysReplacePolicy(), seed=0)
+    env = InterestReplayEnv(datasets["impressions"], split="train", reward_baseline=make_baseline("mean_history"))
+    _, rewards, infos = episode(env, make_baseline("always_replace"), seed=0)
     for r, info in zip(rewards, infos):
         if info["scored"]:
             assert r == pytest.approx(info["metrics"]["ndcg@10"] - info["baseline_metrics"]["ndcg@10"])
@@ -183,7 +198,8 @@ def test_max_events_truncates(datasets):
 
 def test_bad_arguments_are_explained(datasets):
     for kwargs, match in (({"metric": "map@3"}, "metric"), ({"split": "dev"}, "split"), ({"protocol": "x"}, "protocol"),
-                          ({"negatives": "hard"}, "negatives"), ({"n_negatives": 0}, "n_negatives"),
+                          ({"protocol": {"negatives": "hard"}}, "negatives"), ({"protocol": {"n_negatives": 0}}, "n_negatives"),
+                          ({"protocol": {"negative": "uniform"}}, "unknown field"), ({"protocol": 3}, "ProtocolSpec"),
                           ({"embeddings": "nope"}, "no embeddings named"), ({"max_events": 0}, "max_events")):
         with pytest.raises(InterestGymError, match=match):
             InterestReplayEnv(datasets["next_positive"], **kwargs)
@@ -254,7 +270,7 @@ def test_changing_the_future_leaves_the_past_unchanged(tmp_path, protocol, exclu
     imps = make_impressions(events, 60, rng) if protocol == "impressions" else None
     emb = random_unit(60, 16, rng)
     base = make_dataset(tmp_path / "a", events=events, impressions_df=imps, embeddings=emb, impressions=imps is not None)
-    env_a = InterestReplayEnv(base, split="test", protocol=protocol, exclude=exclude, scoring=ObsDrivenPolicy().scoring)
+    env_a = InterestReplayEnv(base, split="test", protocol=ProtocolSpec(protocol=protocol, exclude=exclude), scoring=ObsDrivenPolicy().scoring)
     policy = ObsDrivenPolicy()
     checked = 0
     for user in env_a.data.user_ids:
@@ -269,7 +285,7 @@ def test_changing_the_future_leaves_the_past_unchanged(tmp_path, protocol, exclu
         pool = own_items if exclude == "log" else [f"i{k}" for k in range(60)]
         changed = rewrite_future(events, user, after_ts, rng, pool, keep_item_set=exclude == "log")
         other = make_dataset(tmp_path / f"b-{user}", events=changed, impressions_df=imps, embeddings=emb, impressions=imps is not None)
-        env_b = InterestReplayEnv(other, split="test", protocol=protocol, exclude=exclude, scoring=policy.scoring)
+        env_b = InterestReplayEnv(other, split="test", protocol=ProtocolSpec(protocol=protocol, exclude=exclude), scoring=policy.scoring)
         obs_b, rew_b, _ = episode(env_b, policy, options={"user_id": user})
         for k in range(t + 1):
             assert np.array_equal(obs_a[k], obs_b[k]), (user, k)

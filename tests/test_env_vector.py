@@ -8,14 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from env_fixtures import make_dataset
+from interestgym.agents.rules import make_baseline
+from interestgym.envs.policies import ConstantPolicy, ModelPolicy
+from interestgym.envs.replay import InterestReplayEnv
+from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
+from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
 
 from interestgym.core.features import FEATURE_NAMES
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.metrics import DEFAULT_METRICS
-from interestgym.envs.policies import AlwaysReplacePolicy, ConstantPolicy, FixedEMAPolicy, ModelPolicy, StaticPolicy
-from interestgym.envs.replay import InterestReplayEnv
-from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
-from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
+
+
+def two_profile_ema():
+    """Fixed strengths a_L 0.1, a_S 0.5, w 0.5 (the tuned-rule family, untuned)."""
+    return make_baseline("ema_two_profile", long_rate=0.1, short_rate=0.5, short_weight=0.5)
 
 BAYES_CTX = ConstantPolicy(0.3, 0.8, 0.4, 0.0, name="bayes_ctx",
                            scoring=ScoringConfig(popularity_weight=0.2, beta_cat=0.5, category_forgetting=0.9, beta_ctx=0.3))
@@ -51,7 +57,7 @@ def single_env_replay(path: Path, policy, split: str) -> tuple[pd.DataFrame, pd.
 
 
 @pytest.mark.parametrize("kind", ["next_positive", "impressions"])
-@pytest.mark.parametrize("policy", [FixedEMAPolicy(), StaticPolicy(), AlwaysReplacePolicy(), BAYES_CTX], ids=lambda p: p.name)
+@pytest.mark.parametrize("policy", [two_profile_ema(), make_baseline("mean_history"), make_baseline("always_replace"), BAYES_CTX], ids=lambda p: p.name)
 def test_batched_evaluator_equals_the_single_env_exactly(datasets, kind, policy):
     decisions, points, feats = single_env_replay(datasets[kind], policy, split="valid")
     for batch_size in (1, 4, 1024):
@@ -73,7 +79,7 @@ def test_batched_evaluator_equals_the_single_env_exactly(datasets, kind, policy)
 
 
 def test_evaluation_result_format(datasets):
-    res = evaluate_policy(datasets["impressions"], FixedEMAPolicy(), split="test", progress=False)
+    res = evaluate_policy(datasets["impressions"], two_profile_ema(), split="test", progress=False)
     assert list(res.points.columns) == ["user_id", "point_key", "decision", *DEFAULT_METRICS]
     assert {"user_id", "decision", "ts", "scored", "n_points", "reward", "long_strength"} <= set(res.decisions.columns)
     assert res.features.shape == (len(res.decisions), len(FEATURE_NAMES))
@@ -84,7 +90,7 @@ def test_evaluation_result_format(datasets):
     assert summary["auc"]["mean_over_points"] == pytest.approx(res.points["auc"].mean())
     assert summary["auc"]["mean_over_users"] == pytest.approx(res.points.groupby("user_id")["auc"].mean().mean())
     some = list(res.decisions["user_id"].unique()[:2])
-    sub = evaluate_policy(datasets["impressions"], FixedEMAPolicy(), split="test", users=some, progress=False)
+    sub = evaluate_policy(datasets["impressions"], two_profile_ema(), split="test", users=some, progress=False)
     assert set(sub.decisions["user_id"]) == set(some)
     pd.testing.assert_frame_equal(sub.points.reset_index(drop=True),
                                   res.points[res.points["user_id"].isin(some)].reset_index(drop=True))
@@ -95,6 +101,7 @@ def test_every_policy_sees_the_same_candidates(datasets):
     b = load_replay_data(datasets["next_positive"], None, ProtocolSpec(split="test"))
     assert a is b  # cached per (dataset, embeddings, protocol)
     from interestgym.envs.replay_data import build_replay_data
+
     from interestgym.data.dataset import Dataset
 
     c = build_replay_data(Dataset.open(datasets["next_positive"]), None, ProtocolSpec(split="test"))
@@ -143,9 +150,9 @@ def test_vector_env_follows_sb3_conventions_and_matches_the_single_env(datasets)
 
 
 def test_vector_env_truncation_and_reference_rule(datasets):
-    venv = InterestReplayVecEnv(datasets["next_positive"], n_envs=2, seed=1, max_events=2, reward_baseline=FixedEMAPolicy())
+    venv = InterestReplayVecEnv(datasets["next_positive"], n_envs=2, seed=1, max_events=2, reward_baseline=two_profile_ema())
     obs = venv.reset()
-    policy = FixedEMAPolicy()
+    policy = two_profile_ema()
     obs, rew, dones, infos = venv.step(policy.act(obs))
     assert np.all(rew == 0)  # same rule as reference
     obs, rew, dones, infos = venv.step(policy.act(obs))

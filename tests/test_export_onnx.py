@@ -8,11 +8,12 @@ import gymnasium as gym
 import numpy as np
 import onnxruntime
 import pytest
-from interestgym.export.run import build_actor, export_onnx, write_export_directory
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from interestgym.errors import ArtifactError
+from interestgym.export.actor import build_actor, export_onnx
+from interestgym.export.writer import write_export_directory
 from interestgym.runtime.manifest import MANIFEST_KIND, read_verified_manifest
 
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from export_fixtures import EXTRA_SCORING, TIED_SCORING, trained_export
-from interestgym.export.run import replay_through_runtime
-from interestgym.agents.run_folder import load_run_policy
 from interestgym.agents.config import TrainConfig
+from interestgym.agents.run_folder import load_run_policy
 from interestgym.envs.replay_data import load_replay_data
 from interestgym.envs.vector import evaluate_policy
 
 from interestgym.core.features import FEATURE_NAMES, FEATURES
 from interestgym.data.dataset import Dataset
+from interestgym.export.parity import replay_through_runtime
 from interestgym.io import sha256_file
 from interestgym.runtime import load_policy
 
@@ -115,7 +115,7 @@ def test_evaluation_metrics_of_the_run_go_into_the_manifest(tmp_path_factory, tm
     from interestgym.export.run import export_run
 
     fx = trained_export(tmp_path_factory, "next_positive")
-    evaluation = {"protocol": {"split": "test"}, "policies": {"ppo": {"ndcg@10": {"mean": 0.42}}},
+    evaluation = {"header": {"split": "test"}, "summary": {"ppo": {"ndcg@10": {"mean": 0.42}}},
                   "per_user": {"ppo": list(range(500))}}
     (fx.run / "evaluation.json").write_text(json.dumps(evaluation))
     try:
@@ -123,7 +123,7 @@ def test_evaluation_metrics_of_the_run_go_into_the_manifest(tmp_path_factory, tm
     finally:
         (fx.run / "evaluation.json").unlink()
     recorded = result.manifest["evaluation"]
-    assert recorded["results"]["policies"]["ppo"]["ndcg@10"]["mean"] == 0.42
+    assert recorded["results"]["summary"]["ppo"]["ndcg@10"]["mean"] == 0.42
     assert "per_user" not in recorded["results"] or "ppo" not in recorded["results"]["per_user"]  # long arrays left out
     assert len(recorded["sha256"]) == 64
 

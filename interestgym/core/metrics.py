@@ -11,8 +11,11 @@ a random tie-breaker achieves on average, and it is what AUC's usual "ties count
 It matters because empty (zero) profiles give every candidate the same score: such a ranking is then
 worth exactly what a random ranking is worth, neither better (optimistic rule) nor worse (pessimistic).
 
-Metric names (:func:`parse_metric`): ``auc``, ``mrr``, and ``ndcg@K``, ``hit@K``, ``click@K`` (alias of
-``hit@K``: the user clicks something among the top K), ``precision@K``, ``recall@K``, ``f1@K``.
+Metric names (:func:`parse_metric`): ``auc``, ``mrr``, ``first_click_rr``, and ``ndcg@K``, ``hit@K``,
+``click@K`` (alias of ``hit@K``: the user clicks something among the top K), ``precision@K``,
+``recall@K``, ``f1@K``. ``mrr`` is MIND's: the mean over an impression's clicks of 1 / rank of each click
+(its official ``mrr_score``); ``first_click_rr`` is 1 / rank of the best-ranked click only. They agree on
+scoring points with one click (the next-positive protocol) and differ when several were clicked.
 
 The computation never sorts: for each clicked candidate it counts the candidates scored strictly higher
 and the candidates tied with it (integer counts, exact), so a row's result does not depend on how much
@@ -34,7 +37,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "auc", "mrr", "ndcg@5", "ndcg@10", "hit@10", "precision@10", "recall@10", "f1@10",
 )
 
-_METRIC_RE = re.compile(r"^(?:(auc|mrr)|(ndcg|hit|click|precision|recall|f1)@([1-9][0-9]*))$")
+_METRIC_RE = re.compile(r"^(?:(auc|mrr|first_click_rr)|(ndcg|hit|click|precision|recall|f1)@([1-9][0-9]*))$")
 
 
 @lru_cache(maxsize=256)
@@ -46,7 +49,7 @@ def parse_metric(name: str) -> tuple[str, int | None]:
     m = _METRIC_RE.match(name.strip().lower())
     if m is None:
         raise InterestGymError(
-            f"metric {name!r}: expected auc, mrr, or one of ndcg, hit, click, precision, recall, f1 "
+            f"metric {name!r}: expected auc, mrr, first_click_rr, or one of ndcg, hit, click, precision, recall, f1 "
             "followed by @K (e.g. ndcg@10)"
         )
     if m.group(1):
@@ -63,6 +66,14 @@ def metric_names(extra: Iterable[str] = ()) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+@lru_cache(maxsize=256)
+def _harmonic_cumsum(length: int) -> np.ndarray:
+    """cum[i] = sum of 1 / (j + 1) for positions j < i (the harmonic number H_i, float64)."""
+    cum = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, length + 1, dtype=np.float64))])
+    cum.flags.writeable = False  # shared through the cache
+    return cum
 
 
 @lru_cache(maxsize=256)
@@ -141,7 +152,7 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray, names: Iterable[str]
     # First (best) tie group holding a click: its start s0, size g0 and the clicks m0 inside it. The
     # rank of the first click inside the group is J (1-based) with P(J > j) = prod_{i<j} (g0-m0-i)/(g0-i).
     survive: np.ndarray | None = None
-    if any(kind in ("mrr", "hit", "click") for kind, _ in kinds.values()):
+    if any(kind in ("first_click_rr", "hit", "click") for kind, _ in kinds.values()):
         best = np.argmax(np.where(pos_valid, pos_scores, -np.inf), axis=1)
         ridx = np.arange(n_points)
         s0 = start[ridx, best]
@@ -167,6 +178,11 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray, names: Iterable[str]
             t = np.clip(k - s0, 0, g0)
             out[name] = 1.0 - survive[ridx, t]
         elif kind == "mrr":
+            # MIND's: every click's reciprocal rank, averaged over the clicks. A click in a tie group
+            # (start s, size g) takes each of the ranks s+1..s+g with probability 1/g.
+            harmonic = _harmonic_cumsum(n_cand)
+            out[name] = over_clicked((harmonic[start + group] - harmonic[start]) / group) / n_pos
+        elif kind == "first_click_rr":
             assert survive is not None
             p_first = survive[:, :-1] - survive[:, 1:]  # P(J = j), j = 1..C
             j = np.arange(1, n_cand + 1, dtype=np.float64)[None, :]

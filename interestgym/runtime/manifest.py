@@ -13,16 +13,27 @@ are missing, unlisted-but-required, or do not match their recorded sha256. Each 
 :class:`~interestgym.errors.ArtifactError` subclass whose message names the file, what was found and
 what was expected.
 
-Only the standard library is imported here: the runtime must load without torch or pandas.
+The writer side lives here too, so that both sides spell every field the same way:
+:func:`build_manifest` makes the manifest's content (format version, features, action / update /
+scoring formulas and parameters, encoder, provenance, evaluation) from plain values, and
+:func:`seal_manifest` adds the sha256 of every file and the content digest
+(``interestgym.export.writer`` calls it while it writes the directory).
+
+Only the standard library, numpy and ``interestgym.core`` are imported here: the runtime must load
+without torch, stable-baselines3, gymnasium or pandas.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from interestgym.core.features import EMA_RATE, FEATURES, N_FEATURES, SHADOW_STRENGTHS
+from interestgym.core.protocol import ACTION_NAMES
 from interestgym.errors import ArtifactError
 
 #: Version of the export layout written by this code. A reader accepts this version and older ones
@@ -33,6 +44,16 @@ READABLE_FORMAT_VERSIONS = frozenset({1})
 MANIFEST_NAME = "manifest.json"
 #: The ``kind`` field of the manifest: guards against pointing the runtime at a dataset or run dir.
 MANIFEST_KIND = "interestgym-policy-export"
+
+#: The files of an export besides the manifest.
+POLICY_FILE = "policy.onnx"
+ITEMS_FILE = "item_ids.json"
+POPULARITY_FILE = "popularity.npy"
+CATEGORIES_FILE = "categories.json"
+#: The graph's input and outputs (``interestgym.export.actor`` writes them, the runtime feeds / reads them).
+INPUT_NAME = "observation"
+OUTPUT_NAME = "action"
+STRENGTHS_NAME = "strengths"
 
 
 class ExportError(ArtifactError):
@@ -153,3 +174,172 @@ def read_verified_manifest(directory: str | Path, required: tuple[str, ...] = ()
     manifest = read_manifest(directory)
     verify_files(directory, manifest, required)
     return manifest
+
+
+# ------------------------------------------------------------------------------------ writing
+def build_manifest(
+    *,
+    interestgym_version: str,
+    onnx_opset: int,
+    normalisation: Mapping[str, Any] | None,
+    algorithm: str,
+    net_arch: Any,
+    activation: str | None,
+    verified: int,
+    verify_split: str,
+    max_abs_action_diff: float,
+    scoring_config: Mapping[str, Any],
+    action_weights: Mapping[str, float],
+    max_action_weight: float,
+    positive_rating: float | None,
+    tz_offset_hours: float,
+    reward_metric: str,
+    verified_on: Mapping[str, Any],
+    encoder: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    run: Mapping[str, Any],
+    evaluation: tuple[Path, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """The manifest's content, every field but ``files`` and the digest (:func:`seal_manifest` adds them).
+
+    :param onnx_opset: the opset the graph was exported with.
+    :param normalisation: VecNormalize's ``mean``, ``var``, ``epsilon`` and ``clip_obs`` (baked into
+        the graph; recorded for reference), ``None`` when observations were not normalised.
+    :param algorithm: class name of the trained model; ``net_arch`` and ``activation`` its network.
+    :param verified: how many ``verify_split`` observations the graph was checked on, with the largest
+        difference ``max_abs_action_diff`` from SB3's deterministic ``predict``.
+    :param scoring_config: ``ScoringConfig.as_dict()`` of the agent's fixed scoring terms.
+    :param action_weights: the replay's weights per event action; ``max_action_weight``,
+        ``positive_rating``, ``tz_offset_hours`` (the dataset's ``prepare --tz-offset``), the reward
+        metric and ``verified_on`` (the replay data's description) complete the replay semantics.
+    :param encoder: ``name``, ``kind``, ``embeddings`` (the dataset's embedding name), ``dim``, ``fingerprint``.
+    :param dataset: ``path``, ``name``, ``manifest`` (its manifest.json, checksummed here), ``source_format``.
+    :param run: ``path``, ``model`` (best / final), ``step``, ``config``, ``reference`` of the trained run.
+    :param evaluation: the run's evaluation file and its content (``None``: not evaluated); the
+        manifest keeps its checksum and the results without per-user arrays.
+    """
+    forgetting = scoring_config.get("category_forgetting")
+    return {
+        "kind": MANIFEST_KIND,
+        "format_version": FORMAT_VERSION,
+        "interestgym_version": interestgym_version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "policy": {
+            "file": POLICY_FILE,
+            "onnx_opset": onnx_opset,
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", N_FEATURES],
+                      "meaning": "raw observation (features below, in order); normalisation is inside the graph"},
+            "outputs": {
+                OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", 4], "box": [-1.0, 1.0],
+                              "meaning": "the env action: the Gaussian mean (deterministic), clipped to the box"},
+                STRENGTHS_NAME: {"dtype": "float32", "shape": ["batch", 4], "box": [0.0, 1.0],
+                                 "meaning": "(action + 1) / 2: (a_L, a_S, w, p), see 'action'"},
+            },
+            "observation_normalisation": None if normalisation is None else {
+                "kind": "VecNormalize (baked into the graph)",
+                "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs), in float64, then float32",
+                "mean": [float(v) for v in normalisation["mean"]], "var": [float(v) for v in normalisation["var"]],
+                "epsilon": float(normalisation["epsilon"]), "clip_obs": float(normalisation["clip_obs"]),
+            },
+            "network": {"algorithm": algorithm, "net_arch": net_arch, "activation": activation},
+            "verification": {"observations": verified, "split": verify_split, "max_abs_action_diff": max_abs_action_diff,
+                             "reference": "model.predict(VecNormalize.normalize_obs(obs), deterministic=True)"},
+        },
+        "observation": {
+            "source": "interestgym.core.features.FEATURES",
+            "n_features": N_FEATURES,
+            "features": [{"index": i, "name": f.name, "definition": f.definition, "low": f.low, "high": f.high} for i, f in enumerate(FEATURES)],
+        },
+        "action": {
+            "names": list(ACTION_NAMES),
+            "box": [-1.0, 1.0],
+            "to_strength": "(clip(u, -1, 1) + 1) / 2 (interestgym.core.protocol.action_to_strengths)",
+            "meaning": {
+                "long_strength": "a_L: L <- normalise((1 - a_L) L + a_L x); 0 = do not update",
+                "short_strength": "a_S: S <- normalise((1 - a_S) S + a_S x)",
+                "short_weight": "w: weight of S against L in the score",
+                "popularity_weight": "p: weight of the popularity prior in the score (overridden by scoring.config.popularity_weight if set)",
+            },
+        },
+        "update": {
+            "formula": "P <- normalise((1 - a) P + a x) for P in (L, S); a zero profile means no interest known",
+            "decision": "a positive event: action weight > 0 and, for 'rate', value >= positive_rating; with an item vector",
+            "shadow_strengths": list(SHADOW_STRENGTHS),
+            "ema_rate": float(EMA_RATE),
+            "running_means": "m <- m + ema_rate (v - m) at every decision (metrics: at the decision after their scoring points)",
+            "category_counts": ("counts <- f counts, then +1 in the event's category column, at every decision (when beta_cat != 0); "
+                                "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null"),
+            "category_forgetting": "1 - a_L (tied to the action)" if forgetting is None else float(forgetting),
+        },
+        "scoring": {
+            "formula": "(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)",
+            "config": dict(scoring_config),
+            "popularity": {"file": POPULARITY_FILE, "item_ids": ITEMS_FILE,
+                           "definition": "log1p(positive events among training users) / max, float32 aligned with item_ids"},
+            "categories": {"file": CATEGORIES_FILE, "definition": "the dataset's item categories (index of the category model)"},
+        },
+        "replay": {
+            "action_weights": action_weights,
+            "max_action_weight": float(max_action_weight),
+            "positive_rating": positive_rating,
+            # The dataset's hour / weekday columns are UTC shifted by this (prepare --tz-offset); the
+            # runtime applies it to events that come without an explicit hour / weekday.
+            "tz_offset_hours": float(tz_offset_hours),
+            "reward_metric": reward_metric,
+            "verified_on": {k: v for k, v in verified_on.items() if k not in ("counts",)},
+        },
+        "encoder": {
+            "name": encoder["name"], "kind": encoder["kind"], "embeddings": encoder["embeddings"],
+            "dim": int(encoder["dim"]), "fingerprint": encoder["fingerprint"],
+        },
+        "provenance": {
+            "dataset": {"path": str(dataset["path"]), "name": dataset["name"],
+                        "manifest_sha256": sha256_of_file(dataset["manifest"]),
+                        "source_format": dataset["source_format"]},
+            "run": {"path": str(run["path"]), "model": run["model"], "step": run["step"], "config": run["config"],
+                    "reference": run["reference"]},
+        },
+        "evaluation": None if evaluation is None else {
+            "source": str(evaluation[0]), "sha256": sha256_of_file(evaluation[0]), "results": _small(evaluation[1]),
+        },
+    }
+
+
+def _small(value: Any, max_list: int = 64) -> Any:
+    """A copy of a JSON value without long lists (per-user arrays): the manifest keeps summaries."""
+    if isinstance(value, dict):
+        return {k: _small(v, max_list) for k, v in value.items() if not (isinstance(v, list) and len(v) > max_list)}
+    if isinstance(value, list):
+        return [_small(v, max_list) for v in value]
+    return value
+
+
+def seal_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` with ``files`` (the sha256 and size of every file in ``directory``) and the content
+    digest added: what :func:`read_verified_manifest` checks."""
+    files = {}
+    for path in sorted(Path(directory).iterdir()):
+        if path.name == MANIFEST_NAME:
+            raise AssertionError("the export's files must not include the manifest itself")
+        files[path.name] = {"sha256": sha256_of_file(path), "bytes": path.stat().st_size}
+    sealed = {**manifest, "files": files}
+    sealed[CONTENT_DIGEST_FIELD] = manifest_digest(sealed)
+    return sealed
+
+
+def write_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``DIR/manifest.json`` (indented, UTF-8) and return its path."""
+    path = Path(directory) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def is_export_manifest(path: str | Path) -> bool:
+    """Whether ``path`` is a readable manifest of an export (its ``kind``), without checking anything else."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == MANIFEST_KIND
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return False

@@ -32,9 +32,19 @@ from typing import Any
 import numpy as np
 
 from interestgym.core.clock import time_slot
-from interestgym.core.features import FEATURE_NAMES, N_FEATURES, encode_features, state_quantities
+from interestgym.core.features import (
+    FEATURE_NAMES,
+    N_FEATURES,
+    encode_features,
+    state_quantities,
+)
 from interestgym.core.interest import score_candidates, update_profile
-from interestgym.core.log_features import RATING_ACTION, is_decision, next_category_run, online_log_quantities
+from interestgym.core.log_features import (
+    RATING_ACTION,
+    is_decision,
+    next_category_run,
+    online_log_quantities,
+)
 from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
@@ -46,6 +56,10 @@ from interestgym.core.transition import (
 )
 from interestgym.errors import InterestGymError
 from interestgym.runtime.manifest import (
+    CATEGORIES_FILE,
+    ITEMS_FILE,
+    POLICY_FILE,
+    POPULARITY_FILE,
     EmbeddingDimensionError,
     EncoderMismatchError,
     ExportFileCorruptError,
@@ -64,10 +78,6 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     """np.stack, without its overhead for the one-user case (a service's usual call)."""
     return arrays[0][None].copy() if len(arrays) == 1 else np.stack(arrays)
 
-POLICY_FILE = "policy.onnx"
-ITEMS_FILE = "item_ids.json"
-POPULARITY_FILE = "popularity.npy"
-CATEGORIES_FILE = "categories.json"
 REQUIRED_FILES = (POLICY_FILE, ITEMS_FILE, POPULARITY_FILE, CATEGORIES_FILE)
 
 

@@ -1,0 +1,69 @@
+"""The native vector env as a Gymnasium ``VectorEnv``: ``gymnasium.make_vec`` reaches the fast path.
+
+``gymnasium.make_vec("interestgym/InterestReplay-v0", num_envs=64, dataset=...)`` (the registered
+``vector_entry_point``) returns :class:`InterestReplayVectorEnv`: the same lock-step replay on numpy
+arrays that PPO trains on (:class:`~interestgym.envs.vector.InterestReplayVecEnv`), with Gymnasium's
+vector API. Autoreset is ``SAME_STEP``: when a user's history ends, ``step`` returns the next user's
+first observation and puts the finished one's last observation in ``infos["final_obs"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from interestgym.envs.vector import InterestReplayVecEnv
+
+
+class InterestReplayVectorEnv(VectorEnv):
+    """``num_envs`` users of a split replayed in lock-step (Gymnasium's vector API).
+
+    :param num_envs: users replayed at once.
+    Other arguments: those of :class:`~interestgym.envs.replay.InterestReplayEnv` (``dataset``,
+    ``split``, ``protocol``, ``metric``, ``max_events``, ``reward_baseline``, ``scoring``, ...).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 8, *, render_mode: str | None = None, **kwargs: Any) -> None:
+        from interestgym.envs.replay import reject_render_mode
+
+        reject_render_mode(render_mode)
+        self._vec = InterestReplayVecEnv(n_envs=num_envs, **kwargs)
+        self.num_envs = num_envs
+        self.render_mode = None
+        self.single_observation_space = self._vec.observation_space
+        self.single_action_space = self._vec.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+    @property
+    def data(self) -> Any:
+        """The precomputed replay arrays (:class:`~interestgym.envs.replay_data.ReplayData`)."""
+        return self._vec.data
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw a user for every slot (``seed`` seeds the draws) and return their first observations."""
+        if seed is not None:
+            self._vec.seed(seed if isinstance(seed, int) else int(seed[0]))
+        obs = self._vec.reset()
+        user_ids = np.array([info["user_id"] for info in self._vec.reset_infos], dtype=object)
+        return obs, {"user_id": user_ids, "_user_id": np.ones(self.num_envs, dtype=bool)}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """One decision for every slot; finished users are replaced in the same step (SAME_STEP)."""
+        obs, rewards, dones, infos = self._vec.step(np.asarray(actions, dtype=np.float32))
+        truncated = np.array([bool(i.get("TimeLimit.truncated", False)) for i in infos])
+        terminated = dones & ~truncated
+        out: dict[str, Any] = {"scored": np.array([bool(i["scored"]) for i in infos]), "_scored": np.ones(self.num_envs, dtype=bool)}
+        if dones.any():
+            final_obs = np.empty(self.num_envs, dtype=object)
+            for k in np.nonzero(dones)[0]:
+                final_obs[k] = infos[k]["terminal_observation"]
+            out["final_obs"], out["_final_obs"] = final_obs, dones.copy()
+        return obs, rewards.astype(np.float64), terminated, truncated, out
+
+    def close(self, **kwargs: Any) -> None:
+        self._vec.close()

@@ -1,0 +1,77 @@
+"""Writing an export directory atomically: build it beside the target, swap it in, remove the old one.
+
+What the files and the manifest hold is not decided here: the caller writes the payload files, and
+the manifest is sealed (checksums, content digest) and written by :mod:`interestgym.runtime.manifest`,
+the module that reads it back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from interestgym.errors import ArtifactError
+from interestgym.runtime.manifest import (
+    MANIFEST_NAME,
+    is_export_manifest,
+    seal_manifest,
+    write_manifest,
+)
+
+
+def write_export_directory(out: str | Path, write_files: Callable[[Path], Any], manifest: Mapping[str, Any]) -> Path:
+    """Write an export directory atomically and return its path.
+
+    ``write_files(tmp_dir)`` writes every payload file into a fresh temporary directory next to
+    ``out``; then the sha256 and size of each file go into ``manifest["files"]``, ``manifest.json`` is
+    written last, and the directory is renamed onto ``out``. An existing export at ``out`` is first
+    renamed aside and removed only after the new one is in place, so a reader finds the old complete
+    export or the new complete one, never a mixture (between the two renames the path is absent for
+    an instant: a loader then fails cleanly with "no such export directory" and can retry). If the
+    second rename fails, the old export is put back. A non-empty ``out`` that is not an export is
+    refused rather than deleted.
+    """
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ArtifactError(f"{out}: exists and is not a directory; expected a new or previous export directory")
+        if any(out.iterdir()) and not is_export_manifest(out / MANIFEST_NAME):
+            raise ArtifactError(f"{out}: a non-empty directory that is not an interestgym export; refusing to replace it (choose another --out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make a shared export unreadable to its service
+    try:
+        write_files(tmp)
+        write_manifest(tmp, seal_manifest(tmp, manifest))
+        for path in tmp.iterdir():  # durable before the rename makes it visible
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Rename ``new`` onto ``out``; a previous ``out`` is set aside first and removed once ``new`` is
+    in place (put back if the rename fails)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        old.rmdir()
+        os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except OSError:
+        if old is not None:  # put the previous export back rather than leave nothing at `out`
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

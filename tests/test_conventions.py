@@ -1,0 +1,101 @@
+"""The ecosystem's conventions a practitioner relies on (issue: house in order), one test each.
+
+Training-side conventions (TensorBoard tags, ``--config``) are tested in ``test_train_conventions.py``;
+MIND's MRR in ``test_core_metrics.py``; the self-contained HTML report in ``test_report.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from env_fixtures import make_dataset, make_events, random_unit
+
+from interestgym.progress import LogProgress, progress_bar
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    events = make_events(30, 40, rng, min_events=6, max_events=12)
+    return make_dataset(tmp_path_factory.mktemp("conv") / "ds", events=events, n_items=40, embeddings=random_unit(40, 8, rng))
+
+
+@pytest.mark.parametrize("order", ["interestgym first", "gymnasium first"])
+def test_import_interestgym_registers_the_env_in_either_order_without_importing_gymnasium_itself(order):
+    first, second = ("interestgym", "gymnasium") if order == "interestgym first" else ("gymnasium", "interestgym")
+    code = (
+        f"import sys, {first}\n"
+        "light = 'gymnasium' not in sys.modules\n"
+        f"import {second}\n"
+        "import gymnasium\n"
+        "print(light, 'interestgym/InterestReplay-v0' in gymnasium.registry)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "True"
+    if order == "interestgym first":
+        assert out[0] == "True"  # the runtime's import stays free of gymnasium
+
+
+def test_gymnasium_make_after_import_interestgym(dataset):
+    import gymnasium as gym
+
+    import interestgym  # noqa: F401
+
+    env = gym.make("interestgym/InterestReplay-v0", dataset=str(dataset), split="train")
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and "user_id" in info
+
+
+def test_sb3_make_vec_env_builds_the_registered_env(dataset):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("interestgym/InterestReplay-v0", n_envs=2, seed=0, env_kwargs={"dataset": str(dataset)})
+    obs = venv.reset()
+    assert obs.shape == (2, venv.observation_space.shape[0])
+    obs, rewards, dones, infos = venv.step(np.zeros((2, 4), dtype=np.float32))
+    assert rewards.shape == (2,) and len(infos) == 2
+
+
+def test_gymnasium_make_vec_reaches_the_native_vector_env(dataset):
+    import gymnasium as gym
+    from gymnasium.vector import VectorEnv
+
+    import interestgym  # noqa: F401
+    from interestgym.envs.gym_vector import InterestReplayVectorEnv
+
+    envs = gym.make_vec("interestgym/InterestReplay-v0", num_envs=3, vectorization_mode="vector_entry_point",
+                        dataset=str(dataset), split="train")
+    assert isinstance(envs.unwrapped, InterestReplayVectorEnv) and isinstance(envs.unwrapped, VectorEnv)
+    obs, info = envs.reset(seed=1)
+    assert obs.shape == (3, envs.single_observation_space.shape[0]) and envs.observation_space.contains(obs)
+    ended = 0
+    for _ in range(40):
+        obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
+        assert rewards.shape == (3,) and terminated.dtype == bool and envs.observation_space.contains(obs)
+        if terminated.any():
+            ended += int(terminated.sum())
+            assert info["_final_obs"][terminated].all()
+            assert all(o is not None and o.shape == obs.shape[1:] for o in info["final_obs"][terminated])
+    assert ended > 0  # users of 6-12 events end within 40 steps
+
+
+def test_progress_is_plain_log_lines_when_not_a_terminal(capsys):
+    import io
+
+    stream = io.StringIO()
+    bar = progress_bar(total=10, desc="tuning", unit="policy", stream=stream)
+    assert isinstance(bar, LogProgress)  # a StringIO is no terminal
+    bar._every = 0.0  # log every update
+    for _ in range(10):
+        bar.update(1)
+    bar.close()
+    lines = stream.getvalue().strip().splitlines()
+    assert lines[0].startswith("tuning: 1/10 policy (10%)") and lines[-1].endswith("done")
+    assert "10/10 policy (100%)" in lines[-1]
+    silent = progress_bar(total=3, desc="x", enabled=False, stream=stream)
+    silent.update(3)
+    silent.close()
+    assert "x:" not in stream.getvalue()
