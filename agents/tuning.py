@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from interestgym.agents.rules import BASELINE_NAMES, CLASSES, GRIDS, POPULARITY_GRID, RulePolicy, _INHERITS_TWO_PROFILE
+from interestgym.agents.rules import (
+    _INHERITS_TWO_PROFILE,
+    BASELINE_NAMES,
+    CLASSES,
+    GRIDS,
+    POPULARITY_GRID,
+    RulePolicy,
+)
 
 
 def mean_over_users(result: Any, metric: str) -> float:
@@ -96,14 +102,14 @@ def tune_baselines(
     an extra score term (category, context) changes the best strengths, and the reference an agent
     must beat has to be tuned as well as the grid allows.
     """
-    from tqdm.auto import tqdm
+    from interestgym.progress import progress_bar
 
     names = list(names)
     order = sorted(names, key=lambda n: 0 if n == "ema_two_profile" else 1)
     if any(n in _INHERITS_TWO_PROFILE for n in names) and "ema_two_profile" not in order:
         order.insert(0, "ema_two_profile")
     # One bar over every grid point replayed (the total depends on the coordinate-ascent rounds).
-    bar = tqdm(desc="tuning baselines on validation users", unit="policy", disable=None, leave=False)
+    bar = progress_bar(desc="tuning baselines on validation users", unit="policy")
     raw_score = score
 
     def score(policies: list[Any]) -> list[float]:

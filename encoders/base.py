@@ -58,7 +58,7 @@ class Encoder(ABC):
         """Encode ``inputs`` to a float32 (len(inputs), dim) matrix with unit rows.
 
         :param inputs: what :meth:`inputs` returned for the items to encode (texts, or item ids).
-        :param progress: show a tqdm bar on stderr (``None``: only when stderr is a terminal).
+        :param progress: show progress on stderr (``None``: a bar on a terminal, log lines otherwise).
         """
 
     def inputs(self, items: "pd.DataFrame") -> list[str]:

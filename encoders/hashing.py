@@ -14,9 +14,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-
 from interestgym.encoders.base import Encoder, fingerprint_of, l2_normalise_rows
-from interestgym.encoders.tokenize import TOKENIZER_VERSION, jieba_version, stop_words_sha256, weighted_features
+from interestgym.encoders.tokenize import (
+    TOKENIZER_VERSION,
+    jieba_version,
+    stop_words_sha256,
+    weighted_features,
+)
 
 DEFAULT_HASHING_DIM = 512
 
@@ -60,11 +64,12 @@ class HashingEncoder(Encoder):
 
     def encode(self, inputs: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         from sklearn.feature_extraction import FeatureHasher
-        from tqdm.auto import tqdm
+
+        from interestgym.progress import progress_bar
 
         hasher = FeatureHasher(n_features=self._dim, input_type="dict", alternate_sign=True, dtype=np.float32)
         out = np.empty((len(inputs), self._dim), dtype=np.float32)
-        with tqdm(total=len(inputs), desc="hashing", unit="text", disable=None if progress is None else not progress) as bar:
+        with progress_bar(total=len(inputs), desc="hashing", unit="text", enabled=progress) as bar:
             for start in range(0, len(inputs), _CHUNK):
                 chunk = inputs[start : start + _CHUNK]
                 sparse = hasher.transform(weighted_features(t) for t in chunk)

@@ -38,7 +38,6 @@ def onnx_model_path(encoder: "BertEncoder", onnx_dir: Path) -> Path:
 
 def _wrapper(encoder: "BertEncoder", model: Any) -> Any:
     import torch
-
     from interestgym.encoders.bert import pool_hidden_states
 
     class PooledEncoder(torch.nn.Module):
@@ -132,7 +131,6 @@ def _export_and_check(encoder: "BertEncoder", wrapper: Any, args: tuple, names: 
 
 def _session(path: Path) -> Any:
     import onnxruntime as ort
-
     from interestgym.encoders.bert import available_cpus
 
     options = ort.SessionOptions()

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from interestgym.encoders.base import Encoder
+from interestgym.encoders.cache import EmbeddingCache, cache_dir, input_key
 
 from interestgym import __version__
 from interestgym.data.dataset import Dataset, item_ids_sha256
-from interestgym.encoders.base import Encoder
-from interestgym.encoders.cache import EmbeddingCache, cache_dir, input_key
 from interestgym.errors import InterestGymError
 from interestgym.io import save_npy_atomic, write_json_atomic
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from interestgym.encoders.base import Encoder
+
 from interestgym.errors import InterestGymError
 
 BUILTIN_ENCODERS = ("minilm", "hashing", "tfidf", "cooc")
@@ -70,7 +71,11 @@ def build_encoder(
 
         return TfidfEncoder(dim=dim or DEFAULT_TFIDF_DIM)
     if kind == "cooc":
-        from interestgym.encoders.cooc import DEFAULT_COOC_DIM, DEFAULT_COOC_WINDOW, CoocEncoder
+        from interestgym.encoders.cooc import (
+            DEFAULT_COOC_DIM,
+            DEFAULT_COOC_WINDOW,
+            CoocEncoder,
+        )
 
         return CoocEncoder(dim=dim or DEFAULT_COOC_DIM, window=window or DEFAULT_COOC_WINDOW)
 

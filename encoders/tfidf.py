@@ -16,9 +16,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+from interestgym.encoders.base import (
+    Encoder,
+    fingerprint_of,
+    hashed_unit_vectors,
+    l2_normalise_rows,
+    texts_sha256,
+)
+from interestgym.encoders.tokenize import (
+    TOKENIZER_VERSION,
+    features,
+    jieba_version,
+    stop_words_sha256,
+)
 
-from interestgym.encoders.base import Encoder, fingerprint_of, hashed_unit_vectors, l2_normalise_rows, texts_sha256
-from interestgym.encoders.tokenize import TOKENIZER_VERSION, features, jieba_version, stop_words_sha256
 from interestgym.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,12 +141,12 @@ class TfidfEncoder(Encoder):
         return lines
 
     def encode(self, inputs: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from interestgym.progress import progress_bar
 
         self._require_fit()
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         step = 8192
-        with tqdm(total=len(inputs), desc="tfidf", unit="text", disable=None if progress is None else not progress) as bar:
+        with progress_bar(total=len(inputs), desc="tfidf", unit="text", enabled=progress) as bar:
             for start in range(0, len(inputs), step):
                 chunk = list(inputs[start : start + step])
                 out[start : start + len(chunk)] = self._svd.transform(self._vectorizer.transform(chunk))

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from interestgym.core.clock import time_slot, time_slot_of
 from interestgym.core.features import LOG_FEATURES, encode_features
@@ -41,6 +40,7 @@ from interestgym.core.protocol import item_popularity, sample_negatives, user_rn
 from interestgym.data.dataset import Dataset
 from interestgym.data.schema import SPLITS
 from interestgym.errors import DataError, InterestGymError
+from interestgym.progress import progress_bar
 
 PROTOCOLS = ("auto", "impressions", "next_positive")
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
@@ -395,7 +395,9 @@ def _next_positive_points(spec, d_item, d_idx, decision_user, dec_user_start, de
     n_users = len(user_ids)
     cand_rows, point_dec, slots, keys = [], [], [], []
     n_short = 0
-    for u in tqdm(range(n_users), desc="sampling negatives", unit="user", disable=None, leave=False):
+    bar = progress_bar(total=n_users, desc="sampling negatives", unit="user")
+    for u in range(n_users):
+        bar.update(1)
         lo, hi = int(dec_user_start[u]), int(dec_user_end[u])
         if hi - lo < 2:
             continue
@@ -418,6 +420,7 @@ def _next_positive_points(spec, d_item, d_idx, decision_user, dec_user_start, de
         point_dec.append(targets - 1)
         slots.append(time_slot(ev_hour[d_idx[targets]]))
         keys.append(np.char.add(f"{user_ids[u]}:", np.arange(1, hi - lo).astype(str)))
+    bar.close()
     counts["points_with_fewer_negatives"] = n_short
     if not cand_rows:
         z = np.zeros(0, np.int64)

@@ -246,7 +246,7 @@ def evaluate_policy(
     :param batch_size: users replayed at once (a finished user's slot takes the next user).
     :param users: restrict to these user ids (default: every user of the split with a decision).
     :param record_features: keep every decision's observation in the result.
-    :param progress: tqdm bar over decisions (None: only on a terminal).
+    :param progress: a bar over decisions (None: a bar on a terminal, log lines otherwise; False: silent).
     """
     # the evaluator's default users are the test split's (the env's are the training users')
     default_split = "test" if protocol is None or isinstance(protocol, str) else None

@@ -2,7 +2,8 @@
 
 Subcommands are imported only when run, so ``interestgym --help`` is instant and ``prepare`` never
 loads torch. Errors the user can fix (:class:`~interestgym.errors.InterestGymError`) are printed as
-one line and exit with status 2; anything else is a bug and keeps its traceback.
+one line and exit with status 2, as does a permission error (a read-only output folder); anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(rv)
     except InterestGymError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except PermissionError as exc:
+        # A read-only output folder (or an unreadable input) is the user's to fix: one line, no traceback.
+        where = exc.filename or "a file"
+        click.echo(f"error: {where}: permission denied ({exc.strerror or exc}); expected a location this user can "
+                   "read and write (check the folder's permissions, or choose another --out / --run-dir)", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -99,3 +99,20 @@ def test_progress_is_plain_log_lines_when_not_a_terminal(capsys):
     silent.update(3)
     silent.close()
     assert "x:" not in stream.getvalue()
+
+
+def test_a_permission_error_is_one_line_naming_the_path_not_a_traceback(tmp_path, capsys, monkeypatch):
+    # CI runs as root, which writes into read-only folders, so the OS error is raised where the dataset
+    # writer would meet it (the handler in interestgym.cli is what is under test).
+    import interestgym.data.synthetic as dataset_module
+    from interestgym.cli import main
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked" / "data"))
+
+    monkeypatch.setattr(dataset_module, "write_dataset", refuse)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "synthetic", "--out", str(tmp_path / "locked" / "data"), "--users", "12"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "locked/data: permission denied" in err[0] and "Traceback" not in err[0]
