@@ -10,13 +10,10 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from interestgym.data.swap import STAGE_FOLDERS, check_out, is_dataset_file, recover
 from interestgym.errors import DataError, InterestGymError
 
 FORMATS = ("mind", "movielens", "events", "synthetic")
-
-#: Files of a dataset directory that ``--overwrite`` replaces (see interestgym.data.schema).
-_DATASET_FILES = ("manifest.json", "items.parquet", "events.parquet", "impressions.parquet", "users.parquet",
-                  "truth.npy", "rejects.jsonl", "synthetic_users.parquet")
 
 #: Which options belong to which format; options not listed are common to the readers.
 _FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -75,23 +72,29 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    """Refuse to mix a new dataset with other files; with ``overwrite`` clear an old dataset."""
+    """Refuse to mix a new dataset with other files; a dataset is replaced only with ``overwrite``.
+
+    Nothing is removed here: the new dataset is built beside ``out`` and swapped in when complete
+    (:func:`interestgym.data.swap.replacing_dir`), keeping ``embeddings/``, ``cache/`` and any
+    other entry that is not a file of the old dataset. So a failed or killed run leaves the old
+    dataset as it was.
+    """
+    check_out(out)  # before the (long) reading: a folder that cannot be swapped is refused now
+    for note in recover(out):  # a leftover of a killed run must not block this one
+        click.echo(f"note: {note}", err=True)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: is a file; expected a folder for the dataset")
     if not out.exists() or not any(out.iterdir()):
         return
     is_dataset = (out / "manifest.json").is_file()
+    # Only dataset files (and encode's folders) but no manifest: the remains of a prepare killed by
+    # an interestgym that wrote in place. Replaceable like a dataset.
+    incomplete = not is_dataset and all(is_dataset_file(p) or (p.name in STAGE_FOLDERS and p.is_dir()) for p in out.iterdir())
     if not overwrite:
-        what = "holds a dataset" if is_dataset else "is not empty"
-        raise DataError(f"--out {out}: {what}; choose another folder" + (" or pass --overwrite" if is_dataset else ""))
-    if not is_dataset:
+        what = "holds a dataset" if is_dataset else "holds an incomplete dataset (no manifest.json)" if incomplete else "is not empty"
+        raise DataError(f"--out {out}: {what}; choose another folder" + (" or pass --overwrite" if is_dataset or incomplete else ""))
+    if not is_dataset and not incomplete:
         raise DataError(f"--out {out}: is not empty and holds no dataset (no manifest.json); refusing to write into it")
-    for path in out.iterdir():
-        # The dataset's own files (tables, truth, manifest, rejects). embeddings/ and cache/ stay: an
-        # embedding records the hash of the item ids it was made for and is refused if the items changed,
-        # and the encoder's cache is keyed by text, so unchanged items need no new encoding.
-        if path.is_file() and (path.name in _DATASET_FILES or path.suffix in (".parquet", ".npy")):
-            path.unlink()
 
 
 def _summary(manifest: dict[str, Any], out: Path, fmt: str) -> str:

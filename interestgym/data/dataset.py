@@ -1,8 +1,10 @@
 """Reading and writing the canonical dataset directory (see :mod:`interestgym.data.schema`).
 
 ``write_dataset`` is the single place where readers' output becomes files: it sorts events with the
-stable tie rule, assigns the seeded user split, writes every table atomically, and records the
-manifest. ``Dataset`` is how every later stage reads it back.
+stable tie rule, assigns the seeded user split, writes every table into a folder beside the target
+and swaps that folder in (:mod:`interestgym.data.swap`), so a killed run leaves the old dataset or
+the new one, never a mix, and records the manifest. ``Dataset`` is how every later stage reads it
+back; opening one checks its manifest (:mod:`interestgym.data.manifest`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from interestgym import __version__
+from interestgym.data.manifest import read_manifest
 from interestgym.data.schema import (
     ACTIONS,
     DEFAULT_ACTION_WEIGHTS,
@@ -30,9 +33,16 @@ from interestgym.data.schema import (
     SCHEMA_VERSION,
     SPLITS,
 )
+from interestgym.data.swap import leftovers, replacing_dir
 from interestgym.data.validate import RejectLog
 from interestgym.errors import ArtifactError, DataError
-from interestgym.io import atomic_path, save_npy_atomic, sha256_file, write_json_atomic, write_text_atomic
+from interestgym.io import (
+    atomic_path,
+    save_npy_atomic,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 MANIFEST = "manifest.json"
 
@@ -69,8 +79,8 @@ class SplitSpec:
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(users))
         n = len(users)
-        n_train = int(round(self.train * n))
-        n_valid = int(round(self.valid * n))
+        n_train = round(self.train * n)
+        n_valid = round(self.valid * n)
         split = np.empty(n, dtype=object)
         split[order[:n_train]] = "train"
         split[order[n_train : n_train + n_valid]] = "valid"
@@ -107,6 +117,7 @@ def write_dataset(
     truth: np.ndarray | None = None,
     extra_manifest: dict[str, Any] | None = None,
     extra_counts: dict[str, Any] | None = None,
+    extra_tables: dict[str, pd.DataFrame] | None = None,
     action_weights: dict[str, float] | None = None,
     max_reject_rate: float | None = None,
     command: list[str] | None = None,
@@ -118,7 +129,13 @@ def write_dataset(
     aligned with ``events`` as given (they are reordered with them). ``deterministic`` leaves the
     creation time out of the manifest so that two identical runs give identical bytes.
     ``extra_counts`` (a reader's own counts, e.g. MIND candidates without a news row) are merged into
-    ``manifest["counts"]``; ``extra_manifest`` adds top-level keys.
+    ``manifest["counts"]``; ``extra_manifest`` adds top-level keys; ``extra_tables`` are more Parquet
+    files of the dataset, by file name (``synthetic_users.parquet``).
+
+    The files are written into a new folder beside ``out`` that then replaces ``out`` in one swap;
+    what ``out`` held besides an old dataset's files (``embeddings/``, ``cache/`` ...) is carried
+    over (see :mod:`interestgym.data.swap`). Deciding whether ``out`` may be replaced at all is the
+    caller's business (``prepare`` asks for ``--overwrite``).
     """
     out = Path(out)
     _check_columns(items, ITEM_COLUMNS, "items")
@@ -146,19 +163,6 @@ def write_dataset(
         lo, hi = g.transform("min"), g.transform("max")
         events["late"] = events["ts"] >= lo + split.time_fraction * (hi - lo)
 
-    out.mkdir(parents=True, exist_ok=True)
-    _parquet(items.reset_index(drop=True), out / "items.parquet")
-    _parquet(events, out / "events.parquet")
-    _parquet(users, out / "users.parquet")
-    if impressions is not None:
-        imp = impressions.sort_values(["user_id", "ts", "impression_id"], kind="stable").reset_index(drop=True)
-        _parquet(imp, out / "impressions.parquet")
-    elif (out / "impressions.parquet").exists():
-        (out / "impressions.parquet").unlink()
-    if truth is not None:
-        save_npy_atomic(out / "truth.npy", truth)
-    write_text_atomic(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects.rejects))
-
     split_counts = users["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -171,10 +175,10 @@ def write_dataset(
             ],
         },
         "counts": {
-            "items": int(len(items)),
-            "events": int(len(events)),
-            "users": int(len(users)),
-            "impressions": int(len(impressions)) if impressions is not None else 0,
+            "items": len(items),
+            "events": len(events),
+            "users": len(users),
+            "impressions": len(impressions) if impressions is not None else 0,
             "actions": {k: int(v) for k, v in events["action"].value_counts().sort_index().items()},
             **(extra_counts or {}),
         },
@@ -189,7 +193,20 @@ def write_dataset(
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if extra_manifest:
         manifest.update(extra_manifest)
-    write_json_atomic(out / MANIFEST, manifest)
+
+    with replacing_dir(out) as new:
+        _parquet(items.reset_index(drop=True), new / "items.parquet")
+        _parquet(events, new / "events.parquet")
+        _parquet(users, new / "users.parquet")
+        if impressions is not None:
+            imp = impressions.sort_values(["user_id", "ts", "impression_id"], kind="stable").reset_index(drop=True)
+            _parquet(imp, new / "impressions.parquet")
+        for name, table in (extra_tables or {}).items():
+            _parquet(table, new / name)
+        if truth is not None:
+            save_npy_atomic(new / "truth.npy", truth)
+        write_text_atomic(new / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects.rejects))
+        write_json_atomic(new / MANIFEST, manifest)  # last: a folder with a manifest is a whole dataset
     return manifest
 
 
@@ -218,20 +235,19 @@ class Dataset:
     manifest: dict[str, Any] = field(repr=False)
 
     @classmethod
-    def open(cls, path: str | Path) -> "Dataset":
+    def open(cls, path: str | Path) -> Dataset:
+        """Open a dataset folder; its manifest is checked (:func:`~interestgym.data.manifest.read_manifest`)."""
         path = Path(path)
         mf = path / MANIFEST
         if not path.is_dir():
-            raise ArtifactError(f"{path}: no such dataset directory (create one with `interestgym prepare`)")
+            hint = ""
+            old = [p for kind, _, p in leftovers(path) if kind == "old"]
+            if old:  # a prepare --overwrite was killed between the two renames of its swap
+                hint = f"; the previous dataset is in {old[0]} (re-run the same `interestgym prepare`, which puts it back)"
+            raise ArtifactError(f"{path}: no such dataset directory (create one with `interestgym prepare`){hint}")
         if not mf.is_file():
             raise ArtifactError(f"{path}: not a dataset directory: {MANIFEST} is missing (create one with `interestgym prepare`)")
-        try:
-            manifest = json.loads(mf.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{mf}: corrupt manifest: {exc}") from None
-        version = manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ArtifactError(f"{mf}: schema_version {version!r}; this interestgym reads version {SCHEMA_VERSION}")
+        manifest = read_manifest(mf)
         for name in ("items.parquet", "events.parquet", "users.parquet"):
             if not (path / name).is_file():
                 raise ArtifactError(f"{path / name}: missing from the dataset directory")
@@ -240,7 +256,7 @@ class Dataset:
     def _read(self, name: str) -> pd.DataFrame:
         try:
             return pd.read_parquet(self.path / name)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
+        except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
             # pyarrow's messages can span lines; the error stays one line
             raise ArtifactError(f"{self.path / name}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
 
@@ -281,7 +297,8 @@ class Dataset:
 
     @property
     def action_weights(self) -> dict[str, float]:
-        return {**DEFAULT_ACTION_WEIGHTS, **self.manifest.get("action_weights", {})}
+        """Weight of each action: the manifest's (checked when opened: numbers >= 0) over the defaults."""
+        return {**DEFAULT_ACTION_WEIGHTS, **{k: float(v) for k, v in self.manifest.get("action_weights", {}).items()}}
 
     @property
     def positive_rating(self) -> float:
@@ -326,7 +343,7 @@ class Dataset:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             mat = np.load(self.embeddings_dir / f"{name}.npy", allow_pickle=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (json, numpy and the OS raise many types for a damaged file)
             raise ArtifactError(f"{self.embeddings_dir / name}: corrupt embeddings: {exc}; re-run `interestgym encode`") from None
         encoder = meta.get("encoder", "ENCODER") if isinstance(meta, dict) else "ENCODER"
         rerun = f"re-run `interestgym encode {self.path} --encoder {encoder} --name {name}`"

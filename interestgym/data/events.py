@@ -12,13 +12,19 @@ Columns
     A CSV/TSV file has a header line unless ``columns`` names its columns by position
     (``user_id,item_id,category,action,ts``; ``-`` skips a column); ``header=True`` together with
     ``columns`` replaces an existing header. ``rename`` (``--map NEW=OLD,...``) renames columns of
-    both files, e.g. ``ts=timestamp,user_id=uid``. After renaming, these names mean:
+    both files, e.g. ``ts=timestamp,user_id=uid``. A required column missing under its own name is
+    taken under a common name (``timestamp``, ``time``, ``date`` ... for ``ts``; ``user``, ``userId``
+    for ``user_id``; ``item``, ``itemId``, ``movieId`` for ``item_id``; ``behavior_type``, ``event``
+    for ``action``; see :mod:`interestgym.data.columns`), and the validation notes say so; two
+    candidates for one field are an error. After renaming, these names mean:
 
     ============  =====================================================================
-    user_id       required
-    item_id       required
+    user_id       required; text without control characters (a NUL in an id is a
+                  damaged row, rejected)
+    item_id       required; same rule
     ts            required; unix seconds, unix milliseconds, ISO-8601 or a strptime
-                  pattern (``time_format``; ``auto`` decides on the first row)
+                  pattern (``time_format``; ``auto`` looks at each value: numbers are
+                  unix time, in the unit of the first one, other text is ISO-8601)
     action        the behaviour; canonical names (click, view, like, share, comment,
                   search, add_to_cart, purchase, rate, impression) or names mapped with
                   ``actions`` (``--actions pv=view,cart=add_to_cart``); without the
@@ -32,8 +38,8 @@ Columns
     ============  =====================================================================
 
 Items
-    With ``items`` (a file with ``item_id``, ``text``, optional ``category``, ``subcategory`` and any
-    extra columns, same formats and header rule, ``items_columns`` for a headerless one) every event
+    With ``items`` (a file with ``item_id`` (or a common name for it, such as ``itemId``), ``text``,
+    optional ``category``, ``subcategory`` and any extra columns, same formats and header rule, ``items_columns`` for a headerless one) every event
     item must be in it (else the event is rejected as "unknown item"), and the items file is the
     catalogue. Without it, items are built from the events: one per distinct ``item_id``, with the
     ``text``, ``category`` and ``subcategory`` of the item's first row. An item whose category
@@ -53,43 +59,42 @@ Rows
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import string
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interestgym.data.columns import ITEM_FILE_FIELDS, expected_names, id_reason
 from interestgym.data.dataset import SplitSpec
 from interestgym.data.readers import (
     EventTable,
     ReaderOutput,
-    Source,
-    TimeParser,
     accepted_actions,
-    delimited_records,
-    first_line,
     items_frame,
-    line_digest,
-    require_file,
-    split_csv_line,
-    text_lines,
     write_reader_output,
 )
 from interestgym.data.schema import ACTIONS
+from interestgym.data.tables import (
+    INPUT_FORMATS,
+    Table,
+    cell_text,
+    check_rename,
+    looks_like_data,
+    open_table,
+    table_rows,
+)
+from interestgym.data.times import TimeParser
 from interestgym.data.validate import RejectLog
 from interestgym.errors import DataError
 
-INPUT_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+# INPUT_FORMATS moved to interestgym.data.tables with the file handling; still importable from here.
+__all__ = ["INPUT_FORMATS", "EventsOptions", "prepare_events", "read_events"]
+
 EVENT_FIELDS = ("user_id", "item_id", "ts", "action", "value")
 ITEM_FIELDS = ("text", "category", "subcategory")
 #: Columns interestgym computes; a context column may not take these names.
 RESERVED = ("hour", "weekday", "seq", "late")
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-               ".parquet": "parquet", ".pq": "parquet"}
-_PARQUET_BATCH = 65536
 
 
 @dataclass
@@ -121,216 +126,6 @@ class EventsOptions:
     context: list[str] | None = None
 
 
-# ------------------------------------------------------------------------------------------ tables
-def detect_format(source: Source, given: str | None) -> str:
-    """The file's format: ``given``, else its extension, else a look at its first bytes."""
-    if given:
-        if given not in INPUT_FORMATS:
-            raise DataError(f"--input-format {given!r}: expected one of {', '.join(INPUT_FORMATS)}")
-        return given
-    path = source.path
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    if suffixes and suffixes[-1] in _EXTENSIONS:
-        return _EXTENSIONS[suffixes[-1]]
-    with open(path, "rb") as fh:
-        if fh.read(4) == b"PAR1":
-            return "parquet"
-    found = first_line(source)
-    if found is None:
-        raise DataError(f"{source.name}: empty file; expected events, one per line")
-    text = found[0].lstrip()
-    if text.startswith("{"):
-        return "jsonl"
-    if "\t" in text:
-        return "tsv"
-    if "," in text:
-        return "csv"
-    raise DataError(f"{source.name}: cannot tell the format from the extension or the first line; give --input-format (one of {', '.join(INPUT_FORMATS)})")
-
-
-@dataclass
-class _Table:
-    """One input file, its format and the (renamed) names of its columns."""
-
-    source: Source
-    fmt: str
-    what: str                          # "events" or "items", for messages
-    names: list[str | None] | None     # CSV/TSV/Parquet: renamed column names in order (None = skipped)
-    skip: int = 0                      # header lines
-    rename_old_to_new: dict[str, str] = field(default_factory=dict)
-    header_found: list[str] | None = None  # the header line's names (CSV/TSV) or the schema's (Parquet)
-    base_names: set[str] = field(default_factory=set)  # names before renaming; JSONL: keys seen so far
-
-    @property
-    def delimiter(self) -> str:
-        return "\t" if self.fmt == "tsv" else ","
-
-    def known_names(self) -> list[str] | None:
-        return [n for n in self.names if n] if self.names is not None else None
-
-
-def _check_names(names: list[str], source: Source, where: str) -> None:
-    seen: set[str] = set()
-    for n in names:
-        if n in seen and n != "-":
-            raise DataError(f"{source.name}: column {n!r} appears twice in the {where}; expected distinct names (rename with --map NEW=OLD)")
-        seen.add(n)
-
-
-def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None, header: bool | None,
-               rename: dict[str, str]) -> _Table:
-    """Open an events or items file: detect its format and resolve its column names."""
-    require_file(path, f"an {what} file (CSV, TSV, JSONL or Parquet)" if what == "items" else "an events file (CSV, TSV, JSONL or Parquet)")
-    source = Source(path)
-    fmt = detect_format(source, fmt)
-    old_to_new = dict(rename)
-    table = _Table(source, fmt, what, names=None, rename_old_to_new=old_to_new)
-    if fmt in ("csv", "tsv"):
-        has_header = header if header is not None else columns is None
-        found_names: list[str] | None = None
-        if has_header:
-            found = first_line(source)
-            if found is None:
-                raise DataError(f"{source.name}: empty file; expected a header line and {what}")
-            text, lineno = found
-            table.skip = lineno
-            try:
-                found_names = [n.strip() for n in (split_csv_line(text) if fmt == "csv" else text.split("\t"))]
-            except csv.Error as exc:
-                raise DataError(f"{source.name} line {lineno}: header {text!r} cannot be parsed ({exc})") from None
-            table.header_found = found_names
-        if columns is not None:
-            if found_names is not None and len(columns) != len(found_names):
-                raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns names {len(columns)} columns but the header has {len(found_names)}: {','.join(found_names)}")
-            base = list(columns)
-        elif found_names is not None:
-            base = found_names
-        else:
-            raise DataError(f"{source.name}: no header (--no-header) and no column names; name the columns with --{'items-' if what == 'items' else ''}columns, e.g. user_id,item_id,action,ts")
-        _check_names(base, source, "column names")
-        table.base_names = set(base) - {"-"}
-        names = [None if n == "-" else old_to_new.get(n, n) for n in base]
-        _check_names([n for n in names if n], source, "renamed columns")
-        table.names = names
-    elif fmt == "parquet":
-        if columns is not None:
-            raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns is for headerless CSV/TSV files; a Parquet file names its columns (rename with --map NEW=OLD)")
-        try:
-            import pyarrow.parquet as pq
-
-            schema = pq.read_schema(path)
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
-            raise DataError(f"{source.name}: cannot be read as Parquet ({exc})") from None
-        names = [old_to_new.get(n, n) for n in schema.names]
-        _check_names(names, source, "renamed columns")
-        table.header_found = list(schema.names)
-        table.base_names = set(schema.names)
-        table.names = names
-    else:  # jsonl: keys are known row by row
-        found = first_line(source)
-        if found is not None and found[0].lstrip().startswith("["):
-            raise DataError(f"{source.name} line {found[1]}: a JSON array; expected JSON Lines, one object per line "
-                            "(convert it with `jq -c '.[]'`)")
-        if columns is not None:
-            raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns is for headerless CSV/TSV files; JSONL rows name their fields (rename with --map NEW=OLD)")
-    return table
-
-
-def _looks_like_data(name: str) -> bool:
-    """A header name that is a number is most likely the first data row of a headerless file."""
-    try:
-        float(name)
-    except ValueError:
-        return False
-    return True
-
-
-def _cell(value: Any) -> Any:
-    """Normalise a cell: strings stripped, missing (None / NaN) -> None, integral floats -> int."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    return value
-
-
-def _text(value: Any) -> str:
-    """A cell as text for ids and context columns (nested JSON stays JSON)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
-
-
-def table_rows(table: _Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """Yield ``(line, raw, {name: cell})`` for every row worth validating; account for the others."""
-    src = table.source
-    name = src.name
-    if table.fmt in ("csv", "tsv"):
-        names = table.names
-        assert names is not None
-        n = len(names)
-        sep = "comma" if table.fmt == "csv" else "tab"
-        listed = ", ".join(n_ or "-" for n_ in names)
-        for lineno, text, fields in delimited_records(src, log, delimiter=table.delimiter, quoted=table.fmt == "csv", skip_lines=table.skip):
-            if len(fields) != n:
-                log.reject(name, lineno, f"wrong field count: expected {n} {sep}-separated fields ({listed}), found {len(fields)}", text)
-                continue
-            yield lineno, text, {k: _cell(v) for k, v in zip(names, fields) if k}
-    elif table.fmt == "jsonl":
-        old_to_new = table.rename_old_to_new
-        for lineno, text in text_lines(src, log):
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                log.reject(name, lineno, f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text)
-                continue
-            if not isinstance(obj, dict):
-                log.reject(name, lineno, f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", text)
-                continue
-            table.base_names.update(obj)
-            yield lineno, text, {old_to_new.get(k, k): _cell(v) for k, v in obj.items()}
-    else:
-        yield from _parquet_rows(table, log)
-
-
-def _parquet_rows(table: _Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    import pyarrow.parquet as pq
-    from tqdm import tqdm
-
-    src = table.source
-    name = src.name
-    stats = log.stats(name)
-    names = table.names
-    assert names is not None
-    seen: set[bytes] = set()
-    pf = pq.ParquetFile(src.path)
-    lineno = 0
-    with tqdm(total=pf.metadata.num_rows, unit="row", desc=src.basename, disable=None, leave=False) as bar:
-        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
-            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-            for values in zip(*columns):
-                lineno += 1
-                stats.read += 1
-                raw = json.dumps(dict(zip(table.header_found or names, values)), default=str, ensure_ascii=False)
-                key = line_digest(raw.encode("utf-8"))
-                if key in seen:
-                    log.duplicate(name, lineno, raw)
-                    continue
-                seen.add(key)
-                yield lineno, raw, {k: _cell(v) for k, v in zip(names, values)}
-            bar.update(batch.num_rows)
-
-
 # -------------------------------------------------------------------------------------------- items
 def _template_fields(template: str) -> list[str]:
     try:
@@ -354,7 +149,7 @@ class _Fields(dict):
 
 
 def _render(template: str, row: dict[str, Any]) -> str:
-    return template.format_map(_Fields({k: _text(v) for k, v in row.items()})).strip()
+    return template.format_map(_Fields({k: cell_text(v) for k, v in row.items()})).strip()
 
 
 def _check_template_fields(template: str | None, available: list[str] | None, where: str) -> None:
@@ -365,7 +160,7 @@ def _check_template_fields(template: str | None, available: list[str] | None, wh
         raise DataError(f"--item-text {template!r}: no column {', '.join(missing)} in {where}; available: {', '.join(available)}")
 
 
-def read_items_file(table: _Table, log: RejectLog, template: str | None) -> tuple[dict[str, list[str]], set[str]]:
+def read_items_file(table: Table, log: RejectLog, template: str | None) -> tuple[dict[str, list[str]], set[str]]:
     """Read the catalogue: columns item_id, text (or the template), category, subcategory, extras."""
     name = table.source.name
     known = table.known_names()
@@ -379,24 +174,27 @@ def read_items_file(table: _Table, log: RejectLog, template: str | None) -> tupl
     first: dict[str, int] = {}
     stats = log.stats(name)
     for lineno, raw, row in table_rows(table, log):
-        item = _text(row.get("item_id"))
+        item = cell_text(row.get("item_id"))
         if not item:
             log.reject(name, lineno, "missing item_id: expected an item id", raw)
+            continue
+        if (reason := id_reason(item, "item_id")) is not None:
+            log.reject(name, lineno, reason, raw)
             continue
         if item in first:
             log.reject(name, lineno, f"duplicate item id: {item} (first at line {first[item]})", raw)
             continue
-        text = _render(template, row) if template else _text(row.get("text")).strip()
+        text = _render(template, row) if template else cell_text(row.get("text")).strip()
         if not text:
             log.reject(name, lineno, f"empty text: item {item} has no text" + (f" from --item-text {template!r}" if template else "") + "; expected text", raw)
             continue
         first[item] = lineno
         stats.kept += 1
         n = len(rows["item_id"])
-        values = {"item_id": item, "text": text, "category": _text(row.get("category")), "subcategory": _text(row.get("subcategory"))}
+        values = {"item_id": item, "text": text, "category": cell_text(row.get("category")), "subcategory": cell_text(row.get("subcategory"))}
         for key, value in row.items():
             if key not in values:
-                values[key] = _text(value)
+                values[key] = cell_text(value)
                 if key not in rows:
                     rows[key] = [""] * n
         for key, column in rows.items():
@@ -420,7 +218,7 @@ class _ItemsFromEvents:
 
     def add(self, item: str, row: dict[str, Any], lineno: int) -> str | None:
         """Record the item of a valid event row; return a reject reason if its first row has no text."""
-        category = _text(row.get("category"))
+        category = cell_text(row.get("category"))
         index = self.index.get(item)
         if index is not None:
             known = self.rows["category"][index]
@@ -430,13 +228,13 @@ class _ItemsFromEvents:
                 if self.first_conflict is None:
                     self.first_conflict = f"item {item}: category {known!r} at line {self.line[item]}, {category!r} at line {lineno}"
             return None
-        text = _render(self.template, row) if self.template else _text(row.get("text"))
+        text = _render(self.template, row) if self.template else cell_text(row.get("text"))
         if not text:
             source = f"text from --item-text {self.template!r}" if self.template else "text"
             return f"empty item text: first row of item {item!r} has no {source}; expected text"
         self.index[item] = len(self.rows["item_id"])
         self.line[item] = lineno
-        for key, value in (("item_id", item), ("text", text), ("category", category), ("subcategory", _text(row.get("subcategory")))):
+        for key, value in (("item_id", item), ("text", text), ("category", category), ("subcategory", cell_text(row.get("subcategory")))):
             self.rows[key].append(value)
         return None
 
@@ -452,7 +250,7 @@ def _reserved_clash(name: str, column: str, where: str) -> DataError:
                      f"rename it with --map NEW={column} or leave it out with --context")
 
 
-def _check_before_reading(opts: EventsOptions, events_table: _Table, items_table: _Table | None) -> None:
+def _check_before_reading(opts: EventsOptions, events_table: Table, items_table: Table | None) -> None:
     """Fail fast on what the header (or schema) already shows: required columns, options that name columns."""
     for source_name, canonical in opts.actions.items():
         if canonical not in ACTIONS:
@@ -465,11 +263,13 @@ def _check_before_reading(opts: EventsOptions, events_table: _Table, items_table
         for required in ("user_id", "item_id", "ts"):
             if required not in names:
                 hint = ""
-                if events_table.header_found is not None and opts.columns is None and any(_looks_like_data(n) for n in events_table.header_found):
+                if events_table.header_found is not None and opts.columns is None and any(looks_like_data(n) for n in events_table.header_found):
                     hint = " (its first line looks like data: if the file has no header, name its columns with --columns)"
-                raise DataError(f"{name}: no {required} column (columns: {', '.join(names)}){hint}; name it with --columns or rename one with --map {required}=OLD")
+                raise DataError(f"{name}: no {required} column (columns: {', '.join(names)}){hint}; name it with --columns or "
+                                f"rename one with --map {required}=OLD; expected a column named {expected_names(required)}")
         if "action" not in names and opts.default_action is None:
-            raise DataError(f"{name}: no action column (columns: {', '.join(names)}); rename one with --map action=OLD or give --default-action (e.g. click)")
+            raise DataError(f"{name}: no action column (columns: {', '.join(names)}; expected a column named {expected_names('action')}); "
+                            "rename one with --map action=OLD or give --default-action (e.g. click)")
         clash = [n for n in names if n in RESERVED and (opts.context is None or n in opts.context)]
         if clash:
             raise _reserved_clash("column", clash[0], name)
@@ -486,7 +286,7 @@ def _check_before_reading(opts: EventsOptions, events_table: _Table, items_table
             _check_template_fields(opts.item_text, names, name)
     tables = [events_table] + ([items_table] if items_table else [])
     if all(t.fmt != "jsonl" for t in tables):
-        _check_rename(opts.rename, tables)
+        check_rename(opts.rename, tables)
 
 
 def _parse_value(row: dict[str, Any]) -> tuple[float, str | None]:
@@ -512,8 +312,11 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     if opts.item_text is not None:
         _template_fields(opts.item_text)
     times = TimeParser(opts.time_format)
-    events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename)
-    items_table = open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename) if opts.items else None
+    # --default-action says the log has no action column: then no column is taken for one.
+    required = ("user_id", "item_id", "ts") + (("action",) if opts.default_action is None else ())
+    events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename, alias_fields=required)
+    items_table = (open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename, alias_fields=ITEM_FILE_FIELDS)
+                   if opts.items else None)
     tables = [events_table] + ([items_table] if items_table else [])
     _check_before_reading(opts, events_table, items_table)
     name = events_table.source.name
@@ -532,16 +335,18 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     seen_keys: set[str] = set()
     for lineno, raw, row in table_rows(events_table, log):
         seen_keys.update(row)
-        user, item = _text(row.get("user_id")), _text(row.get("item_id"))
+        user, item = cell_text(row.get("user_id")), cell_text(row.get("item_id"))
         ts, reason = None, None
         if not user:
             reason = "missing user_id: expected a user id"
         elif not item:
             reason = "missing item_id: expected an item id"
         else:
-            ts, reason = times.parse(row.get("ts"))
+            reason = id_reason(user, "user_id") or id_reason(item, "item_id")
+            if reason is None:
+                ts, reason = times.parse(row.get("ts"))
         if reason is None:
-            action_text = _text(row.get("action"))
+            action_text = cell_text(row.get("action"))
             if not action_text:
                 action = opts.default_action
                 if action is None:
@@ -561,17 +366,19 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         if reason is not None:
             log.reject(name, lineno, reason, raw)
             continue
-        context = {k: _text(v) for k, v in row.items() if k not in not_context and (context_filter is None or k in context_filter)}
+        context = {k: cell_text(v) for k, v in row.items() if k not in not_context and (context_filter is None or k in context_filter)}
         clash = [k for k in context if k in RESERVED]
         if clash:  # only JSONL gets here: the other formats' columns were checked before reading
             raise _reserved_clash("field", clash[0], f"{name} line {lineno}")
         stats.kept += 1
         events.add(user, ts, item, action, value, lineno, **context)  # type: ignore[arg-type]
 
+    if events_table.fmt == "jsonl" and seen_keys:
+        _check_jsonl_fields(events_table, seen_keys, required)
     if stats.kept == 0:
         raise log.nothing_valid(name, "events with user_id, item_id, ts" + (", action" if opts.default_action is None else ""))
     if any(t.fmt == "jsonl" for t in tables):  # JSONL: check against the keys the rows held
-        _check_rename(opts.rename, tables)
+        check_rename(opts.rename, tables)
         if catalogue is None and opts.item_text is None and "text" not in seen_keys:
             raise DataError(f"{name}: no item text: the events have no text field and there is no items file; give --items FILE, "
                             "--map text=OLD, or --item-text (e.g. 'category {category}')")
@@ -584,8 +391,11 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     else:
         items = built.rows
         built.note(log, name)
-    if times.fmt == "auto" and times.detected:
-        log.note(f"{name}: times read as {times.detected} (auto-detected from the first row)")
+    for table in tables:
+        if (note := table.alias_note()) is not None:
+            log.note(note)
+    if times.fmt == "auto" and times.counts:
+        log.note(f"{name}: times auto-detected per value: {times.describe()}")
 
     reader: dict[str, Any] = {
         "input_format": events_table.fmt,
@@ -594,7 +404,9 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         "rename": [f"{new}={old}" for old, new in opts.rename.items()],
         "actions": dict(opts.actions),
         "default_action": opts.default_action,
-        "time_format": times.detected or opts.time_format,
+        "time_format": times.detected or opts.time_format,  # "auto" when the log mixes formats
+        "times_read_as": dict(times.counts),
+        "common_names": {t.what: dict(t.aliases) for t in tables if t.aliases},
         "items_file": str(opts.items) if opts.items else None,
         "item_text": opts.item_text or ("text column of the items file" if catalogue is not None else "text column of the events"),
         "context_columns": sorted(events.context),
@@ -605,13 +417,18 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     return ReaderOutput(items=items_frame(items), events=events.frame(), source_files=files, counts=counts, reader=reader)
 
 
-def _check_rename(rename: dict[str, str], tables: list[_Table]) -> None:
-    """Every --map OLD name must be a column of the events or the items file."""
-    present: set[str] = set().union(*(t.base_names for t in tables))
-    missing = [f"{new}={old}" for old, new in rename.items() if old not in present]
+def _check_jsonl_fields(table: Table, seen_keys: set[str], required: tuple[str, ...]) -> None:
+    """One clear error for a JSONL log in which no row holds a required field.
+
+    Each row was rejected for it already; a field missing from *every* row is a mapping problem,
+    better said once than a thousand times.
+    """
+    missing = [f for f in required if f not in seen_keys]
     if missing:
-        where = " or ".join(t.source.name for t in tables)
-        raise DataError(f"--map {','.join(missing)}: no such column in {where}")
+        expected = "; and ".join(expected_names(f) for f in missing)
+        raise DataError(f"{table.source.name}: no {', '.join(missing)} field in any row (fields found: "
+                        f"{', '.join(sorted(table.base_names))}); expected {expected}; rename one with --map {missing[0]}=OLD"
+                        + ("" if "action" not in missing else " or give --default-action (e.g. click)"))
 
 
 def prepare_events(

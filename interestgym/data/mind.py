@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interestgym.data.columns import id_reason
 from interestgym.data.dataset import SplitSpec
 from interestgym.data.readers import (
     Container,
@@ -181,6 +182,9 @@ def _read_news(part: MindPart, news: _News, log: RejectLog) -> None:
         if not news_id:
             log.reject(src.name, lineno, "empty news id: expected an id such as N12345", text)
             continue
+        if (reason := id_reason(news_id, "news id")) is not None:
+            log.reject(src.name, lineno, reason, text)
+            continue
         if news_id in first_line:
             log.reject(src.name, lineno, f"duplicate news id: {news_id} (first at line {first_line[news_id]})", text)
             continue
@@ -239,6 +243,9 @@ def _read_behaviors(part: MindPart, prefix: str, data: _Behaviors, log: RejectLo
             continue
         if not user:
             log.reject(name, lineno, "empty user id: expected an id such as U12345", text)
+            continue
+        if (reason := id_reason(user, "user id")) is not None:  # a NUL would make a new, unseen user
+            log.reject(name, lineno, reason, text)
             continue
         ts = time_cache.get(time_text)
         if ts is None:

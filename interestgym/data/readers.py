@@ -8,8 +8,9 @@ with its file and 1-based line number, and every row is accounted for in the
 * :class:`Container` is a folder or a zip archive in which a reader looks for a data set's files.
 * :func:`text_lines` yields decoded, non-blank, non-duplicate lines; :func:`delimited_records` adds
   quoted-CSV parsing (multi-line quoted fields included) on top of the same bookkeeping.
-* :class:`TimeParser` turns unix seconds / milliseconds / ISO-8601 / ``strptime`` strings into UTC
-  unix seconds and checks the sane range (1990-01-01 .. 2100-01-01).
+* :class:`~interestgym.data.times.TimeParser` (re-exported here with the other time helpers) turns
+  unix seconds / milliseconds / ISO-8601 / ``strptime`` strings into UTC unix seconds and checks the
+  sane range (1990-01-01 .. 2100-01-01).
 * :class:`EventTable` collects events and builds the canonical ``events`` frame (dtypes, hour, weekday).
 
 Reject reasons are written ``"kind: details"``: the report groups reasons by ``kind``.
@@ -17,19 +18,17 @@ Reject reasons are written ``"kind: details"``: the report groups reasons by ``k
 
 from __future__ import annotations
 
-import calendar
 import csv
 import gzip
 import hashlib
 import io
-import math
 import os
 import zipfile
+import zlib
 from array import array
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,12 +37,17 @@ import pandas as pd
 from tqdm import tqdm
 
 from interestgym.data.schema import ACTIONS
+from interestgym.data.times import (  # noqa: F401  (re-exported: the readers and tests import them from here)
+    TIME_FORMATS,
+    TS_MAX,
+    TS_MIN,
+    TimeParser,
+    civil_to_ts,
+    hour_weekday,
+    ts_range_reason,
+)
 from interestgym.data.validate import RejectLog
 from interestgym.errors import DataError
-
-#: Sane range for event times: anything outside is a unit or parsing mistake, not a real event.
-TS_MIN = calendar.timegm((1990, 1, 1, 0, 0, 0))
-TS_MAX = calendar.timegm((2100, 1, 1, 0, 0, 0))
 
 _BOM = b"\xef\xbb\xbf"
 _PROGRESS_EVERY = 16384  # lines between progress-bar updates (a per-line update costs more than the parsing)
@@ -171,29 +175,52 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
     """Yield ``(line_number, bytes)`` for every line, 1-based, without the line terminator.
 
     A UTF-8 byte-order mark at the start is dropped. A progress bar (tqdm, stderr, off when not a
-    terminal) follows the bytes read.
+    terminal) follows the bytes read. A ``.gz`` file or zip member whose compressed data is cut
+    short or damaged raises a :class:`DataError` naming the file, the cause and the last line read:
+    the rows after the damage are lost, so the file cannot be taken as complete.
     """
     total = source.size()
-    with source.open() as fh, tqdm(
-        total=total, unit="B", unit_scale=True, desc=desc or source.basename, disable=None, leave=False
-    ) as bar:
-        first = fh.readline()
-        if first[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            raise DataError(f"{source.name}: UTF-16 encoded; expected UTF-8 (convert it, e.g. `iconv -f UTF-16 -t UTF-8`)")
-        fh_iter = _prepend(first, fh)
-        pending = 0
-        lineno = 0
-        for lineno, raw in enumerate(fh_iter, 1):
-            pending += len(raw)
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            if raw.endswith(b"\n"):
-                raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-            if lineno % _PROGRESS_EVERY == 0:
-                bar.update(pending)
-                pending = 0
-            yield lineno, raw
-        bar.update(pending)
+    lineno = 0
+    try:
+        with source.open() as fh, tqdm(
+            total=total, unit="B", unit_scale=True, desc=desc or source.basename, disable=None, leave=False
+        ) as bar:
+            first = fh.readline()
+            if first[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                raise DataError(f"{source.name}: UTF-16 encoded; expected UTF-8 (convert it, e.g. `iconv -f UTF-16 -t UTF-8`)")
+            fh_iter = _prepend(first, fh)
+            pending = 0
+            for lineno, raw in enumerate(fh_iter, 1):
+                pending += len(raw)
+                if lineno == 1 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM):]
+                if raw.endswith(b"\n"):
+                    raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+                if lineno % _PROGRESS_EVERY == 0:
+                    bar.update(pending)
+                    pending = 0
+                yield lineno, raw
+            bar.update(pending)
+    except _DECOMPRESSION_ERRORS as exc:
+        # Left alone, an EOFError reaches click, which turns it into a bare "Aborted!".
+        raise DataError(_damaged_reason(source, exc, lineno)) from None
+
+
+#: What gzip / zlib / zipfile raise for compressed data that is cut short or damaged.
+_DECOMPRESSION_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile)
+
+
+def _damaged_reason(source: Source, exc: BaseException, lineno: int) -> str:
+    """One line for a damaged compressed file: which file, what is wrong, how far reading got."""
+    kind = "zip member" if source.member else "gzip file"
+    where = f"reading stopped after line {lineno:,}" if lineno else "no line could be read"
+    if isinstance(exc, EOFError):
+        cause = f"truncated {kind}: the compressed data ends before its end marker"
+    elif isinstance(exc, gzip.BadGzipFile) and "Not a gzipped file" in str(exc):
+        cause = "not gzip data although the name ends in .gz"
+    else:
+        cause = f"corrupt {kind}: {' '.join(str(exc).split()) or type(exc).__name__}"
+    return f"{source.name}: {cause} ({where}); expected a complete, undamaged {kind} (copy or download it again)"
 
 
 def _prepend(first: bytes, fh: IO[bytes]) -> Iterator[bytes]:
@@ -366,119 +393,6 @@ def delimited_records(
             continue
         seen.add(key)
         yield lineno, text, fields
-
-
-# -------------------------------------------------------------------------------------------- times
-def ts_range_reason(ts: int, shown: object) -> str | None:
-    """Reject reason for a time outside 1990..2100, else None."""
-    if TS_MIN <= ts < TS_MAX:
-        return None
-    try:
-        when = datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
-    except (OverflowError, ValueError, OSError):
-        when = f"in the year {1970 + ts // 31556952}"
-    return f"time out of range: {shown!s} is {when}; expected 1990-01-01 .. 2100-01-01 UTC"
-
-
-TIME_FORMATS = ("auto", "unix", "unix_ms", "iso")
-
-
-class TimeParser:
-    """Parse event times into UTC unix seconds.
-
-    ``fmt`` is ``unix`` (seconds, decimals allowed and floored), ``unix_ms`` (milliseconds), ``iso``
-    (ISO-8601; a time without an offset is taken as UTC), a ``strptime`` pattern (contains ``%``;
-    UTC unless it has ``%z``), or ``auto``: the first value that parses decides for the whole file —
-    a number in the sane range of seconds is ``unix``, one in the range of milliseconds is
-    ``unix_ms``, anything else must be ISO-8601. :attr:`detected` says what was chosen.
-    """
-
-    def __init__(self, fmt: str = "auto") -> None:
-        if fmt not in TIME_FORMATS and "%" not in fmt:
-            raise DataError(f"--time-format {fmt!r}: expected one of {', '.join(TIME_FORMATS)} or a strptime pattern such as '%Y-%m-%d %H:%M:%S'")
-        self.fmt = fmt
-        self.detected: str | None = None if fmt == "auto" else fmt
-
-    def expected(self) -> str:
-        mode = self.detected or "auto"
-        return {
-            "unix": "unix seconds",
-            "unix_ms": "unix milliseconds",
-            "iso": "an ISO-8601 time such as 2019-11-12T14:14:46Z",
-            "auto": "unix seconds, unix milliseconds or ISO-8601",
-        }.get(mode, f"a time matching {mode!r}")
-
-    def parse(self, value: Any) -> tuple[int | None, str | None]:
-        """Return ``(ts, None)`` or ``(None, reject_reason)``."""
-        if isinstance(value, datetime):
-            ts = _datetime_to_ts(value)
-            return ts, ts_range_reason(ts, value.isoformat())
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return None, f"bad time: missing; expected {self.expected()}"
-        mode = self.detected
-        if mode is None:
-            return self._detect(value)
-        try:
-            if mode == "unix":
-                ts = math.floor(float(value))
-            elif mode == "unix_ms":
-                ts = math.floor(float(value) / 1000.0)
-            elif mode == "iso":
-                ts = _datetime_to_ts(datetime.fromisoformat(str(value).strip()))
-            else:
-                ts = _datetime_to_ts(datetime.strptime(str(value).strip(), mode))
-        except (ValueError, OverflowError, TypeError):
-            return None, f"bad time: {value!r}; expected {self.expected()}"
-        reason = ts_range_reason(ts, value)
-        if reason and mode == "unix" and TS_MIN <= ts / 1000 < TS_MAX:
-            reason += " (milliseconds? use --time-format unix_ms)"
-        return (None, reason) if reason else (ts, None)
-
-    def _detect(self, value: Any) -> tuple[int | None, str | None]:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = None
-        if number is not None and math.isfinite(number):
-            if TS_MIN <= number < TS_MAX:
-                self.detected = "unix"
-            elif TS_MIN * 1000 <= number < TS_MAX * 1000:
-                self.detected = "unix_ms"
-            else:
-                # Undecidable from an out-of-range number: reject it and decide on a later row.
-                return None, f"time out of range: {value!s} is neither unix seconds nor milliseconds in 1990..2100"
-            return self.parse(value)
-        try:
-            datetime.fromisoformat(str(value).strip())
-        except (TypeError, ValueError):
-            return None, f"bad time: {value!r}; expected {self.expected()}"
-        self.detected = "iso"
-        return self.parse(value)
-
-
-def _datetime_to_ts(value: datetime) -> int:
-    if value.tzinfo is None:
-        return calendar.timegm(value.timetuple())
-    return math.floor(value.timestamp())
-
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-def civil_to_ts(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
-    """UTC unix seconds of a calendar time; raises ValueError for an impossible date or time."""
-    if not (0 <= hour < 24 and 0 <= minute < 60 and 0 <= second < 60):
-        raise ValueError("time of day out of range")
-    days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
-    return days * 86400 + hour * 3600 + minute * 60 + second
-
-
-def hour_weekday(ts: np.ndarray, offset_seconds: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Hour of day (0-23) and weekday (0 = Monday) of UTC unix seconds shifted by ``offset_seconds``."""
-    local = np.asarray(ts, dtype=np.int64) + int(offset_seconds)
-    hour = (local // 3600) % 24
-    weekday = (local // 86400 + 3) % 7  # 1970-01-01 was a Thursday (weekday 3)
-    return hour.astype(np.int8), weekday.astype(np.int8)
 
 
 # ------------------------------------------------------------------------------------------- values

@@ -144,10 +144,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from interestgym.data.dataset import SplitSpec, write_dataset
-from interestgym.data.synthetic_vocab import EVENING_TOPICS, LANGUAGES, MORNING_TOPICS, TOPIC_KEYS, TOPIC_WORD_PROB, LanguageVocab
+from interestgym.data.synthetic_vocab import (
+    EVENING_TOPICS,
+    LANGUAGES,
+    MORNING_TOPICS,
+    TOPIC_KEYS,
+    TOPIC_WORD_PROB,
+    LanguageVocab,
+)
 from interestgym.data.validate import RejectLog
 from interestgym.errors import InterestGymError
-from interestgym.io import atomic_path
 
 #: Version of the generative model; bump it when the same config would give different data.
 GENERATOR_VERSION = 1
@@ -705,10 +711,6 @@ def prepare_synthetic(
     rejects.note(f"synthetic data: generated {cfg.users} users with drift={cfg.drift!r}, lang={cfg.lang!r}, "
                  f"seed={cfg.seed}; every impression has at least one click, so no user is dropped")
 
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / SYNTHETIC_USERS_FILE) as tmp:  # before write_dataset: the manifest comes last
-        data.users.to_parquet(tmp, index=False)
-
     preset = cfg.preset
     type_counts = data.users["user_type"].value_counts()
     extra = {
@@ -740,6 +742,7 @@ def prepare_synthetic(
         rejects=rejects,
         split=split,
         extra_manifest=extra,
+        extra_tables={SYNTHETIC_USERS_FILE: data.users},
         command=command,
         deterministic=deterministic,
     )

@@ -1,0 +1,293 @@
+"""Opening an event log or items file: its format, its column names, and its rows as dicts.
+
+:func:`open_table` detects a file's format (CSV, TSV, JSONL, Parquet; from ``--input-format``, the
+extension or the content), reads its header or schema, applies ``--map`` renames and then the
+common column names of :mod:`interestgym.data.columns` (``timestamp`` -> ``ts`` ...). :func:`table_rows`
+yields every row worth validating as ``(line, raw text, {column: cell})`` and accounts for the
+others (blank, duplicate, wrong field count, invalid JSON) in the :class:`RejectLog`. What the
+columns *mean* is the business of :mod:`interestgym.data.events`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interestgym.data.columns import alias_note, resolve_aliases
+from interestgym.data.readers import (
+    Source,
+    delimited_records,
+    first_line,
+    line_digest,
+    require_file,
+    split_csv_line,
+    text_lines,
+)
+from interestgym.data.validate import RejectLog
+from interestgym.errors import DataError
+
+INPUT_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+               ".parquet": "parquet", ".pq": "parquet"}
+_PARQUET_BATCH = 65536
+
+
+def detect_format(source: Source, given: str | None) -> str:
+    """The file's format: ``given``, else its extension, else a look at its first bytes."""
+    if given:
+        if given not in INPUT_FORMATS:
+            raise DataError(f"--input-format {given!r}: expected one of {', '.join(INPUT_FORMATS)}")
+        return given
+    path = source.path
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in _EXTENSIONS:
+        return _EXTENSIONS[suffixes[-1]]
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PAR1":
+            return "parquet"
+    found = first_line(source)
+    if found is None:
+        raise DataError(f"{source.name}: empty file; expected events, one per line")
+    text = found[0].lstrip()
+    if text.startswith("{"):
+        return "jsonl"
+    if "\t" in text:
+        return "tsv"
+    if "," in text:
+        return "csv"
+    raise DataError(f"{source.name}: cannot tell the format from the extension or the first line; give --input-format (one of {', '.join(INPUT_FORMATS)})")
+
+
+@dataclass
+class Table:
+    """One input file, its format and the (renamed) names of its columns."""
+
+    source: Source
+    fmt: str
+    what: str                          # "events" or "items", for messages
+    names: list[str | None] | None     # CSV/TSV/Parquet: renamed column names in order (None = skipped)
+    skip: int = 0                      # header lines
+    rename_old_to_new: dict[str, str] = field(default_factory=dict)
+    header_found: list[str] | None = None  # the header line's names (CSV/TSV) or the schema's (Parquet)
+    base_names: set[str] = field(default_factory=set)  # names before renaming; JSONL: keys seen so far
+    #: Canonical fields that may be found under a common name (``timestamp`` for ``ts``).
+    alias_fields: tuple[str, ...] = ()
+    #: Columns taken by their common name: name (after --map) -> canonical field. JSONL: decided
+    #: on the first object row.
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def alias_note(self) -> str | None:
+        """The validation note naming the columns taken by a common name, if any."""
+        return alias_note(self.source.name, self.aliases) if self.aliases else None
+
+    @property
+    def delimiter(self) -> str:
+        return "\t" if self.fmt == "tsv" else ","
+
+    def known_names(self) -> list[str] | None:
+        return [n for n in self.names if n] if self.names is not None else None
+
+
+def _check_names(names: list[str], source: Source, where: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen and n != "-":
+            raise DataError(f"{source.name}: column {n!r} appears twice in the {where}; expected distinct names (rename with --map NEW=OLD)")
+        seen.add(n)
+
+
+def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None, header: bool | None,
+               rename: dict[str, str], alias_fields: Iterable[str] = ()) -> Table:
+    """Open an events or items file: detect its format and resolve its column names.
+
+    ``alias_fields`` are the canonical fields that, when no column has their name, may be found
+    under a common name (:func:`~interestgym.data.columns.resolve_aliases`).
+    """
+    require_file(path, f"an {what} file (CSV, TSV, JSONL or Parquet)" if what == "items" else "an events file (CSV, TSV, JSONL or Parquet)")
+    source = Source(path)
+    fmt = detect_format(source, fmt)
+    old_to_new = dict(rename)
+    table = Table(source, fmt, what, names=None, rename_old_to_new=old_to_new, alias_fields=tuple(alias_fields))
+    if fmt in ("csv", "tsv"):
+        has_header = header if header is not None else columns is None
+        found_names: list[str] | None = None
+        if has_header:
+            found = first_line(source)
+            if found is None:
+                raise DataError(f"{source.name}: empty file; expected a header line and {what}")
+            text, lineno = found
+            table.skip = lineno
+            try:
+                found_names = [n.strip() for n in (split_csv_line(text) if fmt == "csv" else text.split("\t"))]
+            except csv.Error as exc:
+                raise DataError(f"{source.name} line {lineno}: header {text!r} cannot be parsed ({exc})") from None
+            table.header_found = found_names
+        if columns is not None:
+            if found_names is not None and len(columns) != len(found_names):
+                raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns names {len(columns)} columns but the header has {len(found_names)}: {','.join(found_names)}")
+            base = list(columns)
+        elif found_names is not None:
+            base = found_names
+        else:
+            raise DataError(f"{source.name}: no header (--no-header) and no column names; name the columns with --{'items-' if what == 'items' else ''}columns, e.g. user_id,item_id,action,ts")
+        _check_names(base, source, "column names")
+        table.base_names = set(base) - {"-"}
+        names = [None if n == "-" else old_to_new.get(n, n) for n in base]
+        _check_names([n for n in names if n], source, "renamed columns")
+        table.names = _apply_aliases(table, names)
+    elif fmt == "parquet":
+        if columns is not None:
+            raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns is for headerless CSV/TSV files; a Parquet file names its columns (rename with --map NEW=OLD)")
+        try:
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+            raise DataError(f"{source.name}: cannot be read as Parquet ({exc})") from None
+        names = [old_to_new.get(n, n) for n in schema.names]
+        _check_names(names, source, "renamed columns")
+        table.header_found = list(schema.names)
+        table.base_names = set(schema.names)
+        table.names = _apply_aliases(table, names)
+    else:  # jsonl: keys are known row by row
+        found = first_line(source)
+        if found is not None and found[0].lstrip().startswith("["):
+            raise DataError(f"{source.name} line {found[1]}: a JSON array; expected JSON Lines, one object per line "
+                            "(convert it with `jq -c '.[]'`)")
+        if columns is not None:
+            raise DataError(f"{source.name}: --{'items-' if what == 'items' else ''}columns is for headerless CSV/TSV files; JSONL rows name their fields (rename with --map NEW=OLD)")
+    return table
+
+
+def _apply_aliases(table: Table, names: list[str | None]) -> list[str | None]:
+    """``names`` with the columns found under a common name renamed to their canonical field."""
+    known = [n for n in names if n]
+    table.aliases = resolve_aliases(known, table.source.name, table.alias_fields, fixed=table.rename_old_to_new.values())
+    return [table.aliases.get(n, n) if n else n for n in names]
+
+
+def looks_like_data(name: str) -> bool:
+    """A header name that is a number is most likely the first data row of a headerless file."""
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
+
+
+def cell(value: Any) -> Any:
+    """Normalise a cell: strings stripped, missing (None / NaN) -> None, integral floats -> int."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    return value
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text for ids and context columns (nested JSON stays JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def table_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Yield ``(line, raw, {name: cell})`` for every row worth validating; account for the others."""
+    src = table.source
+    name = src.name
+    if table.fmt in ("csv", "tsv"):
+        names = table.names
+        assert names is not None
+        n = len(names)
+        sep = "comma" if table.fmt == "csv" else "tab"
+        listed = ", ".join(n_ or "-" for n_ in names)
+        for lineno, text, fields in delimited_records(src, log, delimiter=table.delimiter, quoted=table.fmt == "csv", skip_lines=table.skip):
+            if len(fields) != n:
+                log.reject(name, lineno, f"wrong field count: expected {n} {sep}-separated fields ({listed}), found {len(fields)}", text)
+                continue
+            yield lineno, text, {k: cell(v) for k, v in zip(names, fields) if k}
+    elif table.fmt == "jsonl":
+        old_to_new = table.rename_old_to_new
+        keymap: dict[str, str] = {}  # key in the file -> name after --map and common names
+        decided = False
+        for lineno, text in text_lines(src, log):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                log.reject(name, lineno, f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text)
+                continue
+            if not isinstance(obj, dict):
+                log.reject(name, lineno, f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", text)
+                continue
+            if not decided:
+                # JSONL has no header: the first object's keys decide which common names stand for
+                # which field, for every row (a file keeps its keys).
+                decided = True
+                table.aliases = resolve_aliases([old_to_new.get(k, k) for k in obj], f"{name} line {lineno}",
+                                                table.alias_fields, fixed=old_to_new.values())
+            table.base_names.update(obj)
+            row = {}
+            for k, v in obj.items():
+                new = keymap.get(k)
+                if new is None:
+                    new = old_to_new.get(k, k)
+                    new = keymap[k] = table.aliases.get(new, new)
+                row[new] = cell(v)
+            yield lineno, text, row
+    else:
+        yield from _parquet_rows(table, log)
+
+
+def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    src = table.source
+    name = src.name
+    stats = log.stats(name)
+    names = table.names
+    assert names is not None
+    seen: set[bytes] = set()
+    pf = pq.ParquetFile(src.path)
+    lineno = 0
+    with tqdm(total=pf.metadata.num_rows, unit="row", desc=src.basename, disable=None, leave=False) as bar:
+        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
+            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            for values in zip(*columns):
+                lineno += 1
+                stats.read += 1
+                raw = json.dumps(dict(zip(table.header_found or names, values)), default=str, ensure_ascii=False)
+                key = line_digest(raw.encode("utf-8"))
+                if key in seen:
+                    log.duplicate(name, lineno, raw)
+                    continue
+                seen.add(key)
+                yield lineno, raw, {k: cell(v) for k, v in zip(names, values)}
+            bar.update(batch.num_rows)
+
+
+
+def check_rename(rename: dict[str, str], tables: list[Table]) -> None:
+    """Every --map OLD name must be a column of the events or the items file."""
+    present: set[str] = set().union(*(t.base_names for t in tables))
+    missing = [f"{new}={old}" for old, new in rename.items() if old not in present]
+    if missing:
+        where = " or ".join(t.source.name for t in tables)
+        raise DataError(f"--map {','.join(missing)}: no such column in {where}")
+
+
