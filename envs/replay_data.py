@@ -44,7 +44,7 @@ from interestgym.progress import progress_bar
 
 PROTOCOLS = ("auto", "impressions", "next_positive")
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
-EXCLUSIONS = ("log", "past")
+EXCLUSIONS = ("auto", "target", "log", "past")
 _NEVER = np.iinfo(np.int64).max
 
 
@@ -57,8 +57,12 @@ class ProtocolSpec:
         ``impressions`` or ``next_positive``.
     :param n_negatives: sampled negatives per next-positive scoring point.
     :param negatives: ``uniform`` or ``popularity`` (weight = training popularity + 1).
-    :param exclude: negatives never include items the user touched anywhere in their log (``log``,
-        the standard protocol) or up to the scoring point only (``past``: strictly causal).
+    :param exclude: which items a scoring point's negatives leave out: ``target`` (only the target and
+        the items the user engages with at that same moment: a user's own past and future items can be
+        negatives, the honest protocol for logs with repeat consumption), ``log`` (every item of the
+        user's whole log: the classic protocol, where any item seen before can only be the target),
+        ``past`` (items seen up to the scoring point) or ``auto`` (``target`` when the log has repeats,
+        i.e. a user engages with one item more than once; else ``log``).
     :param seed: seed of the negatives.
     """
 
@@ -66,7 +70,7 @@ class ProtocolSpec:
     protocol: str = "auto"
     n_negatives: int = 99
     negatives: str = "uniform"
-    exclude: str = "log"
+    exclude: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -133,8 +137,10 @@ class ReplayData:
     point_labels: np.ndarray  # flat int8 (1 clicked, 0 not)
     point_slot: np.ndarray  # (n_points,) int8 time-of-day slot of the scoring point
     point_key: np.ndarray  # (n_points,) str: impression id, or "user:k" for the k-th next positive
+    point_repeat: np.ndarray  # (n_points,) bool: the target is an item the user engaged with before
     counts: dict[str, int] = field(default_factory=dict)
     tz_offset_hours: float = 0.0  # the dataset's clock (prepare --tz-offset): hours, slots
+    exclude: str = "log"  # the spec's ``exclude`` as resolved for this log (``auto`` -> target / log)
 
     @property
     def n_users(self) -> int:
@@ -170,7 +176,7 @@ class ReplayData:
         }
         if self.protocol == "next_positive":
             out.update(n_negatives=self.spec.n_negatives, negatives=self.spec.negatives,
-                       exclude=self.spec.exclude, seed=self.spec.seed)
+                       exclude=self.exclude, seed=self.spec.seed)
         out["counts"] = dict(self.counts)
         return out
 
@@ -262,6 +268,7 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
 
     # ---------------------------------------------------------------- scoring points
     protocol = spec.protocol
+    exclude = "log"  # recorded only for next-positive points (impressions carry their own negatives)
     if protocol == "auto":
         protocol = "impressions" if dataset.impressions is not None and len(dataset.impressions) else "next_positive"
     if protocol == "impressions":
@@ -270,11 +277,13 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
         pts = _impression_points(dataset, item_ids, split_users, user_ids, dec_user_start, dec_user_end, d_ts, counts,
                                  tz_offset_hours)
     else:
+        # decided on the whole log (every split), so train, valid and test share one protocol
+        exclude = resolve_exclusion(spec.exclude, pd.factorize(ev_user_all)[0], ev_item_all)
         pts = _next_positive_points(
-            spec, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
-            dec_users_codes, ev_item, ev["hour"].to_numpy(dtype=np.int64), train_counts, n_items, counts,
+            spec, exclude, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
+            dec_users_codes, ev_item, ts, ev["hour"].to_numpy(dtype=np.int64), train_counts, n_items, counts,
         )
-    point_decision, offsets, cand, labels, slot, keys = pts
+    point_decision, offsets, cand, labels, slot, keys, repeat = pts
     # points sorted by the decision they follow (stable keeps their time order)
     n_dec = len(d_idx)
     dec_point_start = np.searchsorted(point_decision, np.arange(n_dec), side="left").astype(np.int64)
@@ -291,7 +300,7 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
         decision_event_row=rows[d_idx].astype(np.int64), decision_log_features=log_features,
         decision_point_start=dec_point_start, decision_point_end=dec_point_end,
         point_offsets=offsets, point_candidates=cand, point_labels=labels, point_slot=slot,
-        point_key=keys, counts=counts, tz_offset_hours=tz_offset_hours,
+        point_key=keys, point_repeat=repeat, counts=counts, tz_offset_hours=tz_offset_hours, exclude=exclude,
     )
 
 
@@ -383,17 +392,42 @@ def _impression_points(dataset, item_ids, split_users, user_ids, dec_user_start,
     # the impression's slot on the dataset's clock, like its decisions' (prepare's --tz-offset)
     slot = time_slot_of(imp_ts[use_idx], tz_offset_hours).astype(np.int8)
     keys = imp["impression_id"].astype(str).to_numpy()[use_idx]
-    return point_decision[use_idx], offsets, cand, labels, slot, keys
+    # Logged impressions: repeat targets are not told apart (their negatives are the log's own).
+    return point_decision[use_idx], offsets, cand, labels, slot, keys, np.zeros(len(use_idx), dtype=bool)
 
 
-def _next_positive_points(spec, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
-                          dec_users_codes, ev_item, ev_hour, train_counts, n_items, counts):
+def resolve_exclusion(exclude: str, user_codes: np.ndarray, ev_item: np.ndarray) -> str:
+    """``auto`` -> ``target`` when the log has repeats (a user engages with one item in more than one
+    event), else ``log``; other values as they are."""
+    if exclude != "auto":
+        return exclude
+    known = ev_item >= 0
+    pairs = user_codes[known].astype(np.int64) * (int(ev_item.max(initial=0)) + 1) + ev_item[known]
+    return "target" if len(np.unique(pairs)) < len(pairs) else "log"
+
+
+def _same_moment_items(ts_u: np.ndarray, items_u: np.ndarray, target_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(point, item) pairs: for every target (its event position in the user's events), the items of the
+    user's events at the target's own timestamp (the target included)."""
+    target_ts = ts_u[target_pos]
+    start = np.searchsorted(ts_u, target_ts, side="left")
+    stop = np.searchsorted(ts_u, target_ts, side="right")
+    width = stop - start
+    point = np.repeat(np.arange(len(target_pos)), width)
+    offset = np.arange(int(width.sum())) - np.repeat(np.cumsum(width) - width, width)
+    items = items_u[np.repeat(start, width) + offset]
+    keep = items >= 0
+    return point[keep], items[keep]
+
+
+def _next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
+                          dec_users_codes, ev_item, ts, ev_hour, train_counts, n_items, counts):
     weights = np.ones(n_items) if spec.negatives == "uniform" else train_counts.astype(np.float64) + 1.0
     # event position of each decision within its user's events
     ev_pos = position_in_run(user_codes)
     ev_user_start = np.nonzero(group_starts(user_codes))[0] if len(user_codes) else np.zeros(0, np.int64)
     n_users = len(user_ids)
-    cand_rows, point_dec, slots, keys = [], [], [], []
+    cand_rows, point_dec, slots, keys, repeats = [], [], [], [], []
     n_short = 0
     bar = progress_bar(total=n_users, desc="sampling negatives", unit="user")
     for u in range(n_users):
@@ -410,11 +444,18 @@ def _next_positive_points(spec, d_item, d_idx, decision_user, dec_user_start, de
         known = items_u >= 0
         np.minimum.at(first_seen, items_u[known], pos_u[known])
         targets = np.arange(lo + 1, hi)  # decision d is the scoring target of step d - 1
-        if spec.exclude == "log":
+        target_pos = ev_pos[d_idx[targets]]
+        also = None
+        if exclude == "log":
             cutoff = np.full(len(targets), _NEVER - 1, dtype=np.int64)
-        else:
-            cutoff = ev_pos[d_idx[targets]]
-        neg = sample_negatives(user_rng(spec.seed, user_ids[u]), spec.n_negatives, weights, first_seen, cutoff)
+        elif exclude == "past":
+            cutoff = target_pos
+        else:  # target: only the target and what the user engages with at that moment
+            cutoff = np.full(len(targets), -1, dtype=np.int64)
+            also = _same_moment_items(ts[e_lo:e_hi], items_u, target_pos)
+        neg = sample_negatives(user_rng(spec.seed, user_ids[u]), spec.n_negatives, weights, first_seen, cutoff,
+                               also_exclude=also)
+        repeats.append(first_seen[d_item[targets]] < target_pos)
         n_short += int((neg < 0).any(axis=1).sum())
         cand_rows.append(np.concatenate([d_item[targets][:, None], neg], axis=1))
         point_dec.append(targets - 1)
@@ -424,14 +465,14 @@ def _next_positive_points(spec, d_item, d_idx, decision_user, dec_user_start, de
     counts["points_with_fewer_negatives"] = n_short
     if not cand_rows:
         z = np.zeros(0, np.int64)
-        return z, np.zeros(1, np.int64), z.astype(np.int32), z.astype(np.int8), z.astype(np.int8), z.astype(str)
+        return z, np.zeros(1, np.int64), z.astype(np.int32), z.astype(np.int8), z.astype(np.int8), z.astype(str), z.astype(bool)
     mat = np.concatenate(cand_rows)
     valid = mat >= 0
     labels = np.zeros(mat.shape, dtype=np.int8)
     labels[:, 0] = 1
     offsets = _pack(valid.sum(axis=1))
     return (np.concatenate(point_dec).astype(np.int64), offsets, mat[valid].astype(np.int32), labels[valid],
-            np.concatenate(slots).astype(np.int8), np.concatenate(keys))
+            np.concatenate(slots).astype(np.int8), np.concatenate(keys), np.concatenate(repeats))
 
 
 # ------------------------------------------------------------------------------------------- cache

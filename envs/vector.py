@@ -197,6 +197,7 @@ class EvaluationResult:
     """What :func:`evaluate_policy` returns.
 
     ``points``: one row per scoring point: ``user_id``, ``point_key`` (impression id or "user:k"),
+    ``repeat`` (the target is an item the user engaged with before),
     ``decision`` (0-based decision of the user the point follows), then one column per metric.
     ``decisions``: one row per decision: ``user_id``, ``decision``, ``ts``, ``scored``, ``n_points``,
     ``reward`` (the step's reward metric, NaN when unscored), the chosen strengths ``long_strength``,
@@ -294,6 +295,7 @@ def evaluate_policy(
     points = pd.DataFrame({
         "user_id": data.user_ids[puser],
         "point_key": data.point_key[point],
+        "repeat": data.point_repeat[point],
         "decision": pdec - data.user_decision_start[puser],
         **{m: cat(pt_parts, f"m:{m}")[porder] for m in names},
     })

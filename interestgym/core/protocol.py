@@ -47,6 +47,7 @@ def sample_negatives(
     first_seen: np.ndarray,
     cutoff: np.ndarray,
     *,
+    also_exclude: tuple[np.ndarray, np.ndarray] | None = None,
     max_block: int = 1 << 21,
 ) -> np.ndarray:
     """Negatives for a user's scoring points.
@@ -58,7 +59,9 @@ def sample_negatives(
         than every cutoff, e.g. ``np.iinfo(np.int64).max``, for items the user never touched).
     :param cutoff: (n_points,) items with ``first_seen <= cutoff`` are excluded from that point's
         negatives (``cutoff = max int`` excludes the user's whole log; the target's own position
-        excludes only items seen up to it).
+        excludes only items seen up to it; ``cutoff = -1`` excludes nothing this way).
+    :param also_exclude: (point indices, item indices) pairs: items excluded from those points'
+        negatives besides the cutoff rule (e.g. the target and the items engaged with at its moment).
     :return: (n_points, N) item indices, sorted ascending per row; -1 pads rows with fewer than N
         eligible items.
     """
@@ -79,6 +82,9 @@ def sample_negatives(
         sub = keys[:, touched]
         sub[excl] = np.inf
         keys[:, touched] = sub
+        if also_exclude is not None:
+            in_block = (also_exclude[0] >= lo) & (also_exclude[0] < hi)
+            keys[also_exclude[0][in_block] - lo, also_exclude[1][in_block]] = np.inf
         part = np.argpartition(keys, take - 1, axis=1)[:, :take] if take < n_items else np.tile(np.arange(n_items), (hi - lo, 1))
         chosen_keys = np.take_along_axis(keys, part, axis=1)
         part = np.where(np.isfinite(chosen_keys), part, n_items)  # excluded / zero-weight -> pad

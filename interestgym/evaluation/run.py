@@ -36,6 +36,12 @@ from interestgym.evaluation.stats import per_user_means
 from interestgym.errors import InterestGymError
 from interestgym.io import write_json_atomic, write_text_atomic
 
+#: How each negative-exclusion rule reads in the protocol header.
+EXCLUDE_TEXT = {
+    "target": "the target and the user's items of that moment only; past items can be negatives",
+    "log": "every item of the user's log",
+    "past": "the user's items up to the scoring point",
+}
 TABLE_METRICS = ["auc", "mrr", "ndcg@5", "ndcg@10", "precision@10", "recall@10", "f1@10", "hit@10"]
 
 
@@ -202,10 +208,15 @@ def evaluate_run(
             centroids = topic_centroids(test.embeddings, item_topic, len(topic_names))
 
     results: list[PolicyScores] = []
+    by_target_results: dict[str, list[PolicyScores]] = {"repeat": [], "new": []}
     users_ref: np.ndarray | None = None
     protocol = test.describe()
     for pol, kind, params, vscore in policies:
         res = evaluate_policy(test, pol, metric=metric, record_features=False, progress=progress)
+        for target, mask in (("repeat", res.points["repeat"].to_numpy()), ("new", ~res.points["repeat"].to_numpy())):
+            sub_users, sub_means = per_user_means(res.points["user_id"].to_numpy()[mask], res.points[metric].to_numpy()[mask])
+            by_target_results[target].append(PolicyScores(name=pol.name, kind=kind, users=sub_users, per_user={metric: sub_means},
+                                                           params=params, n_points=int(mask.sum())))
         users, _ = per_user_means(res.points["user_id"].to_numpy(), res.points[metric].to_numpy())
         per_user = {m: per_user_means(res.points["user_id"].to_numpy(), res.points[m].to_numpy())[1] for m in res.metrics}
         extra: dict[str, np.ndarray] = {}
@@ -241,7 +252,7 @@ def evaluate_run(
         "dim": test.dim,
         "protocol": test.protocol,
         "candidates": ("logged impressions" if test.protocol == "impressions" else
-                       f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: user's log)"),
+                       f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: {EXCLUDE_TEXT[test.exclude]})"),
         "protocol_seed": config.protocol_seed,
         "train_seed": config.seed if run_dir is not None else None,
         "users": len(users_ref) if users_ref is not None else 0,
@@ -254,6 +265,11 @@ def evaluate_run(
         "model": which_model if run_dir is not None else None,
     }
     order = [r.name for r in results]
+    if by_target_results["repeat"] and by_target_results["repeat"][0].n_points:
+        # Logs with repeat consumption: a target the user engaged with before is a different problem
+        # ("show it again") from a new one; report both, each over the users that have such targets.
+        summary["by_target"] = {target: summarise(rows, [metric], reference=reference, n_boot=n_boot, seed=0)
+                                for target, rows in by_target_results.items() if rows and rows[0].n_points}
     by_type = _by_user_type(dataset, results, metric)
     if by_type:
         summary["by_user_type"] = by_type
@@ -305,6 +321,23 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                 "| policy | " + " | ".join(types) + " |", "|" + "---|" * (len(types) + 1)]
         for n in order:
             rows.append(f"| {n} | " + " | ".join(f"{by_type['policies'][n][t]:.4f}" for t in types) + " |")
+        text += "\n".join(rows) + "\n"
+    by_target = summary.get("by_target")
+    if by_target:
+        rows = [f"\n{metric} by target (repeat = the user engaged with the target item before; mean over the users "
+                "with such targets [95% CI], paired difference vs the reference):\n",
+                "| policy | " + " | ".join(f"{t} ({by_target[t]['policies'][order[0]]['n_points']} points) | {t}: diff" for t in by_target) + " |",
+                "|" + "---|" * (2 * len(by_target) + 1)]
+        for n in order:
+            if n not in next(iter(by_target.values()))["policies"]:
+                continue
+            cells = []
+            for t in by_target:
+                entry = by_target[t]["policies"][n]
+                ci, d = entry["metrics"][metric], entry["diff_vs_reference"].get(metric)
+                cells.append(f"{ci['mean']:.4f} [{ci['lo']:.4f}, {ci['hi']:.4f}]")
+                cells.append("-" if not d else f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
+            rows.append(f"| {n} | " + " | ".join(cells) + " |")
         text += "\n".join(rows) + "\n"
     ref = summary["reference"]
     learned = [n for n in order if summary["policies"][n]["kind"] == "learned"]
