@@ -80,7 +80,7 @@ def test_batched_evaluator_equals_the_single_env_exactly(datasets, kind, policy)
 
 def test_evaluation_result_format(datasets):
     res = evaluate_policy(datasets["impressions"], two_profile_ema(), split="test", progress=False)
-    assert list(res.points.columns) == ["user_id", "point_key", "decision", *DEFAULT_METRICS]
+    assert list(res.points.columns) == ["user_id", "point_key", "repeat", "decision", *DEFAULT_METRICS]
     assert {"user_id", "decision", "ts", "scored", "n_points", "reward", "long_strength"} <= set(res.decisions.columns)
     assert res.features.shape == (len(res.decisions), len(FEATURE_NAMES))
     assert res.decisions["n_points"].sum() == len(res.points) == res.protocol["scoring_points"]
