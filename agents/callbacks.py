@@ -1,45 +1,60 @@
 """Training callbacks: TensorBoard scalars of the product, periodic validation, checkpoints.
 
-SB3 writes its own scalars (``rollout/``, ``train/``, ``time/``); these callbacks add the product's,
-under stable names (CleanRL style), all on the step axis ``num_timesteps`` so that a resumed run
-continues the same curves:
+SB3 writes its own scalars (``rollout/``, ``train/``, ``time/``) once per rollout at the step the
+rollout ended (``train/*`` of an update at the next rollout's step; the last update's are not
+written, as in plain SB3); these callbacks add the product's, under stable names (CleanRL style),
+all on the step axis ``num_timesteps`` so that a resumed run continues the same curves. Every tag
+has at most one point per step:
 
-==============================  =================================================================
-``charts/mean_reward``          mean raw (un-normalised) env reward over the last rollout
-``charts/mean_metric``          mean of the reward metric (e.g. nDCG@10) at scored steps
-``charts/scored_fraction``      fraction of decisions followed by at least one scoring point
-``charts/update_rate``          fraction of decisions with a_L or a_S above ``update_threshold``
-``charts/mean_a_long``          mean long-term update strength a_L in [0, 1] (as applied)
-``charts/mean_a_short``         mean short-term update strength a_S
-``charts/mean_mix_weight``      mean weight w of the short-term profile in the score
-``charts/mean_pop_weight``      mean popularity weight p
-``charts/steps_per_second``     env steps per wall-clock second over the last rollout + update
-``eval/<metric>``               validation-user metric of the deterministic policy (mean over users)
-``eval/best_<metric>``          best validation value so far (the model saved as ``best_model``)
-==============================  =================================================================
+======================================  ===========================================================
+``charts/mean_reward``                  mean raw (un-normalised) env reward over the last rollout
+``charts/mean_metric``                  mean of the reward metric (e.g. nDCG@10) at scored steps
+                                        (runs without ``--reward-baseline``, or an env that reports
+                                        ``info["metric"]``)
+``charts/mean_metric_minus_reference``  with a reward baseline: mean of the reward (metric minus the
+                                        reference rule's) at scored steps
+``charts/scored_fraction``              fraction of decisions followed by at least one scoring point
+``charts/update_rate``                  fraction of decisions with a_L or a_S above ``update_threshold``
+``charts/mean_a_long``                  mean long-term update strength a_L in [0, 1] (as applied)
+``charts/mean_a_short``                 mean short-term update strength a_S
+``charts/mean_mix_weight``              mean weight w of the short-term profile in the score
+``charts/mean_pop_weight``              mean popularity weight p
+``charts/steps_per_second``             env steps per wall-clock second over the last rollout + update
+``rollout/ep_rew_mean``, ``ep_len_mean``  SB3's: summed raw reward and length of the last 100 finished
+                                        users (episodes), from the VecMonitor the env is wrapped in
+``eval/<metric>``                       validation-user metric of the deterministic policy (mean over users)
+``eval/best_<metric>``                  best validation value so far (the model saved in ``best/``)
+======================================  ===========================================================
 
-Checkpoints (model + VecNormalize statistics + callback state) are written at rollout boundaries
-(after the PPO update), so a resumed run restarts exactly where the saved model's step counter
-says, and written atomically (temporary file, then ``os.replace``).
+plus the hyper-parameters, as a text table (``hyperparameters``) and in the HParams plugin (with
+``eval/<metric>`` as its metric), at the start of a fresh run.
+
+Validation values are written straight to the event file at the step of the model they measured:
+dumping SB3's logger there (as before) also wrote the pending ``train/*`` values, which SB3 then
+wrote again at its own dump of that step.
+
+Checkpoints (model + normalisation statistics + callback state, :func:`~interestgym.agents.run_folder.write_checkpoint`)
+are written at rollout boundaries (after the PPO update), so a resumed run restarts exactly where
+the saved model's step counter says; the event file is flushed first, so everything logged up to a
+checkpoint's step is on disk when the checkpoint names that step. A resumed run drops the points
+after its checkpoint (:func:`truncate_tensorboard`) before logging again.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from interestgym.agents.run_folder import write_checkpoint, write_model_folder
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import TensorBoardOutputFormat
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.logger import HParam, TensorBoardOutputFormat
 
 from interestgym.core.protocol import action_to_strengths
-from interestgym.io import write_bytes_atomic, write_json_atomic
+from interestgym.io import atomic_path
 
 ACTION_NAMES = ("a_long", "a_short", "mix_weight", "pop_weight")
 
@@ -50,6 +65,19 @@ def hyperparameter_markdown(params: dict[str, Any]) -> str:
     return "|param|value|\n|-|-|\n" + rows
 
 
+def hparam_values(params: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """``params`` as the HParams plugin takes them: numbers, bools and strings (lists as JSON, None as "none")."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in params.items():
+        if value is None:
+            out[key] = "none"
+        elif isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        else:
+            out[key] = json.dumps(value)
+    return out
+
+
 def tensorboard_writer(logger: Any):
     """The SummaryWriter behind SB3's logger, or None when TensorBoard output is off."""
     for fmt in getattr(logger, "output_formats", []):
@@ -58,31 +86,48 @@ def tensorboard_writer(logger: Any):
     return None
 
 
-def save_model_atomic(model: Any, path: Path) -> None:
-    """``model.save`` into memory, then one atomic write (no half-written zip on a kill)."""
-    buf = io.BytesIO()
-    model.save(buf)
-    write_bytes_atomic(path, buf.getvalue())
+def truncate_tensorboard(tb_dir: str | Path, step: int) -> int:
+    """Drop every event logged after ``step`` from the event files in ``tb_dir`` (each file rewritten
+    atomically, only when it has such events); returns the number of events dropped.
 
+    A run killed between a log and its checkpoint has points past the checkpoint it resumes from;
+    the resumed run logs those steps again, so without this TensorBoard would show both. (TensorBoard's
+    own ``purge_step`` marker is not honoured by every reader; removing the points is.)
+    """
+    from tensorboard.backend.event_processing.event_file_loader import (
+        RawEventFileLoader,
+    )
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
-def save_vecnormalize_atomic(vecnorm: VecNormalize | None, path: Path) -> None:
-    if vecnorm is None:
-        return
-    # VecNormalize.__getstate__ leaves out the wrapped env; VecNormalize.load re-attaches one.
-    write_bytes_atomic(path, pickle.dumps(vecnorm))
+    dropped = 0
+    for path in sorted(Path(tb_dir).glob("events.out.tfevents.*")):
+        # a kill can cut the last record short: the loader stops there, and the rewrite leaves it out
+        records = list(RawEventFileLoader(str(path)).Load())
+        keep = [r for r in records if Event.FromString(r).step <= step]
+        if len(keep) == len(records) and path.stat().st_size == sum(len(r) + 16 for r in records):
+            continue
+        dropped += len(records) - len(keep)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            writer = RecordWriter(fh)
+            for record in keep:
+                writer.write(record)
+    return dropped
 
 
 class InterestTrainingCallback(BaseCallback):
     """Logs the product's rollout scalars, validates periodically, keeps best / periodic checkpoints.
 
-    :param run_dir: the run directory (``checkpoints/``, ``best/`` and ``state.json`` go there).
+    :param run_dir: the run directory (``checkpoints/``, ``best/`` go there).
     :param validate: callable returning ``{metric_name: value}`` for the current model on validation
         users (None: no validation).
     :param select_metric: key of ``validate``'s result that decides the best model.
     :param eval_every: validate every this many env steps (checked at rollout boundaries).
     :param checkpoint_every: checkpoint every this many env steps (checked at rollout boundaries).
-    :param hyperparameters: written once as a text table at the start of a fresh run.
+    :param hyperparameters: written once (text table + HParams) at the start of a fresh run.
     :param update_threshold: a decision counts as an update when a_L or a_S exceeds this.
+    :param reward_is_metric: the env's reward is the metric itself (no reward baseline), so the
+        reward at scored steps gives ``charts/mean_metric``.
     :param state: callback state restored from a checkpoint (best value, last eval / checkpoint step).
     :param keep_checkpoints: numbered checkpoints kept on disk (older ones are deleted).
     """
@@ -97,6 +142,7 @@ class InterestTrainingCallback(BaseCallback):
         checkpoint_every: int = 0,
         hyperparameters: dict[str, Any] | None = None,
         update_threshold: float = 0.05,
+        reward_is_metric: bool = False,
         state: dict[str, Any] | None = None,
         keep_checkpoints: int = 3,
         verbose: int = 0,
@@ -109,13 +155,16 @@ class InterestTrainingCallback(BaseCallback):
         self.checkpoint_every = int(checkpoint_every)
         self.hyperparameters = hyperparameters
         self.update_threshold = update_threshold
+        self.reward_is_metric = reward_is_metric
         self.keep_checkpoints = max(1, int(keep_checkpoints))
         state = state or {}
-        self.best_value: float = float(state.get("best_value", -np.inf))
+        best = state.get("best_value")
+        self.best_value: float = float(best) if best is not None else -np.inf
         self.best_step: int | None = state.get("best_step")
         self.last_eval_step: int = int(state.get("last_eval_step", 0))
         self.last_checkpoint_step: int = int(state.get("last_checkpoint_step", 0))
         self.eval_history: list[dict[str, Any]] = list(state.get("eval_history", []))
+        self._pending_scalars: dict[str, float] = dict(state.get("pending_scalars") or {})
         self._reset_rollout_stats()
         self._t_rollout = time.perf_counter()
         self._steps_at_rollout = 0
@@ -128,6 +177,10 @@ class InterestTrainingCallback(BaseCallback):
             "last_eval_step": self.last_eval_step,
             "last_checkpoint_step": self.last_checkpoint_step,
             "eval_history": self.eval_history,
+            # SB3 records an update's train/* after its dump and writes them at the next one: keep
+            # them with the checkpoint, so that a resumed run writes them where an uninterrupted one would
+            "pending_scalars": {k: float(v) for k, v in getattr(self.logger, "name_to_value", {}).items()
+                                if k.startswith("train/") and "tensorboard" not in self.logger.name_to_excluded.get(k, ())},
         }
 
     # ------------------------------------------------------------------ rollout statistics
@@ -135,6 +188,7 @@ class InterestTrainingCallback(BaseCallback):
         self._actions: list[np.ndarray] = []
         self._rewards: list[np.ndarray] = []
         self._metric: list[float] = []
+        self._metric_minus_reference: list[float] = []
         self._scored = 0
         self._decisions = 0
 
@@ -142,7 +196,14 @@ class InterestTrainingCallback(BaseCallback):
         writer = tensorboard_writer(self.logger)
         if writer is not None and self.hyperparameters is not None and self.num_timesteps == 0:
             writer.add_text("hyperparameters", hyperparameter_markdown(self.hyperparameters), 0)
-            writer.flush()
+            # The HParams plugin: the run's settings next to its validation metric (tags logged below).
+            metrics = {f"eval/{self.select_metric}": 0.0, f"eval/best_{self.select_metric}": 0.0, "rollout/ep_rew_mean": 0.0}
+            self.logger.record("hparams", HParam(hparam_values(self.hyperparameters), metrics),
+                               exclude=("stdout", "log", "json", "csv"))
+            self.logger.dump(step=0)  # nothing else is pending before the first rollout
+        if self.num_timesteps > 0:
+            for key, value in self._pending_scalars.items():
+                self.logger.record(key, value)  # written at the first dump of the resumed run
         self._t_rollout = time.perf_counter()
         self._steps_at_rollout = self.num_timesteps
         if self.num_timesteps == 0 and self.validate is not None and self.eval_every:
@@ -163,23 +224,24 @@ class InterestTrainingCallback(BaseCallback):
         actions = self.locals.get("clipped_actions")
         if actions is not None:
             self._actions.append(action_to_strengths(actions))
-        infos = self.locals.get("infos", [])
-        raw = []
-        for info in infos:
+        vecnorm = self.model.get_vec_normalize_env()
+        # the env's own reward (VecNormalize hands PPO a normalised one)
+        raw = vecnorm.get_original_reward() if vecnorm is not None else self.locals.get("rewards")
+        if raw is None:
+            return True
+        raw = np.asarray(raw, dtype=np.float64)
+        self._rewards.append(raw)
+        for i, info in enumerate(self.locals.get("infos", [])):
             self._decisions += 1
-            if "raw_reward" in info:
-                raw.append(info["raw_reward"])
-            if info.get("scored"):
-                self._scored += 1
-                metric = info.get("metric")
-                if metric is not None:
-                    self._metric.append(float(metric))
-        if raw:
-            self._rewards.append(np.asarray(raw, dtype=np.float64))
-        elif "rewards" in self.locals and self.locals["rewards"] is not None:
-            vecnorm = self.model.get_vec_normalize_env()
-            rew = vecnorm.get_original_reward() if vecnorm is not None else self.locals["rewards"]
-            self._rewards.append(np.asarray(rew, dtype=np.float64))
+            if not info.get("scored"):
+                continue
+            self._scored += 1
+            if info.get("metric") is not None:
+                self._metric.append(float(info["metric"]))
+            elif self.reward_is_metric:
+                self._metric.append(float(raw[i]))  # unscored steps have reward 0; scored ones the metric
+            if not self.reward_is_metric:
+                self._metric_minus_reference.append(float(raw[i]))
         return True
 
     def _on_rollout_end(self) -> None:
@@ -193,6 +255,8 @@ class InterestTrainingCallback(BaseCallback):
             self.logger.record("charts/mean_reward", float(np.concatenate(self._rewards).mean()))
         if self._metric:
             self.logger.record("charts/mean_metric", float(np.mean(self._metric)))
+        if self._metric_minus_reference:
+            self.logger.record("charts/mean_metric_minus_reference", float(np.mean(self._metric_minus_reference)))
         if self._decisions:
             self.logger.record("charts/scored_fraction", self._scored / self._decisions)
         now = time.perf_counter()
@@ -203,14 +267,26 @@ class InterestTrainingCallback(BaseCallback):
         self._t_rollout = now
         self._steps_at_rollout = self.num_timesteps
         self._reset_rollout_stats()
+        # SB3 dumps the logger right after this (one point per tag at this step)
 
     def _on_training_end(self) -> None:
         self._maybe_validate(force=True)
         self.save_checkpoint()
-        # the final values must reach TensorBoard although no rollout follows
-        self.logger.dump(step=self.num_timesteps)
+        # No logger.dump here: SB3 has dumped this step already after the last rollout; what is left
+        # (the last update's train/*) would repeat it.
 
     # ------------------------------------------------------------------ validation / saving
+    def _write_scalars(self, values: dict[str, float]) -> None:
+        """Scalars at the current step, straight into the event file (see the module docstring)."""
+        writer = tensorboard_writer(self.logger)
+        if writer is None:
+            for key, value in values.items():
+                self.logger.record(key, value)
+            return
+        for key, value in values.items():
+            writer.add_scalar(key, value, self.num_timesteps)
+        writer.flush()
+
     def _maybe_validate(self, force: bool = False, at_start: bool = False) -> None:
         if self.validate is None or not self.eval_every:
             return
@@ -219,37 +295,25 @@ class InterestTrainingCallback(BaseCallback):
             return
         self.last_eval_step = self.num_timesteps
         results = self.validate(self.model)
-        for key, value in results.items():
-            self.logger.record(f"eval/{key}", float(value))
         value = float(results[self.select_metric])
         self.eval_history.append({"step": int(self.num_timesteps), **{k: float(v) for k, v in results.items()}})
         if value > self.best_value:
             self.best_value = value
             self.best_step = int(self.num_timesteps)
-            best = self.run_dir / "best"
-            save_model_atomic(self.model, best / "model.zip")
-            save_vecnormalize_atomic(self.model.get_vec_normalize_env(), best / "vecnormalize.pkl")
-            write_json_atomic(best / "info.json", {"step": self.best_step, "metric": self.select_metric, "value": value})
-        self.logger.record(f"eval/best_{self.select_metric}", self.best_value)
-        # Dump now so that the validation values sit at the step of the model they measured.
-        self.logger.dump(step=self.num_timesteps)
+            write_model_folder(self.run_dir / "best", self.model, self.model.get_vec_normalize_env(),
+                               {"step": self.best_step, "metric": self.select_metric, "value": value})
+        self._write_scalars({**{f"eval/{k}": float(v) for k, v in results.items()},
+                             f"eval/best_{self.select_metric}": self.best_value})
         if self.verbose:
             print(f"step {self.num_timesteps}: validation {self.select_metric}={value:.4f} (best {self.best_value:.4f})")
 
     def save_checkpoint(self) -> None:
-        """Write ``checkpoints/last`` (model, VecNormalize, state.json) atomically; keep a numbered copy."""
+        """Write the numbered checkpoint and state.json (:func:`~interestgym.agents.run_folder.write_checkpoint`)."""
         self.last_checkpoint_step = int(self.num_timesteps)
-        ck = self.run_dir / "checkpoints"
-        save_model_atomic(self.model, ck / f"model_{self.num_timesteps}.zip")
-        save_vecnormalize_atomic(self.model.get_vec_normalize_env(), ck / f"vecnormalize_{self.num_timesteps}.pkl")
-        # state.json is written last: it names the checkpoint, so a kill between files leaves the
-        # previous complete checkpoint in charge.
-        write_json_atomic(ck / "state.json", {"num_timesteps": int(self.num_timesteps),
-                                              "model": f"model_{self.num_timesteps}.zip",
-                                              "vecnormalize": f"vecnormalize_{self.num_timesteps}.pkl",
-                                              "callback": self.state_dict()})
-        # keep the newest `keep_checkpoints` numbered checkpoints
-        steps = sorted(int(p.stem.split("_")[1]) for p in ck.glob("model_*.zip") if p.stem.split("_")[1].isdigit())
-        for old in steps[: max(0, len(steps) - self.keep_checkpoints)]:
-            for name in (f"model_{old}.zip", f"vecnormalize_{old}.pkl"):
-                (ck / name).unlink(missing_ok=True)
+        writer = tensorboard_writer(self.logger)
+        if writer is not None:
+            writer.flush()  # every point up to this step on disk before a checkpoint names the step
+        # SB3's window of finished episodes (rollout/ep_rew_mean), so a resumed run continues it
+        episodes = [{"r": float(e["r"]), "l": int(e["l"]), "t": float(e["t"])} for e in (self.model.ep_info_buffer or [])]
+        write_checkpoint(self.run_dir, self.last_checkpoint_step, self.model, self.model.get_vec_normalize_env(),
+                         {"callback": self.state_dict(), "episodes": episodes}, keep=self.keep_checkpoints)

@@ -30,19 +30,21 @@ def _d(name: str):
 
 
 @click.command("train")
-@click.argument("dataset", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory of the run (config, TensorBoard logs, checkpoints, models).")
+@click.argument("dataset", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A TOML file (or YAML, with PyYAML installed) of settings, named as the options (or as in RUN/config.json): e.g. `clip_range = 0.1`; paths in it are relative to the file. Options given on the command line win; unknown keys are refused.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output directory of the run (config, TensorBoard logs, checkpoints, models). Required (here or in --config).")
 @click.option("--embeddings", default=None, help="Embedding name in the dataset (default: the only one).")
-@click.option("--timesteps", type=int, default=_d("timesteps"), show_default=True, help="Total env steps (decisions) of the run; with --resume, the total to reach.")
+@click.option("--timesteps", type=int, default=_d("timesteps"), show_default=True, help="Total env steps (decisions) of the run; with --resume, the total to reach. PPO collects whole rollouts (n-envs x n-steps), so it rounds up to the next multiple.")
 @click.option("--n-envs", type=int, default=_d("n_envs"), show_default=True, help="Users replayed in lock-step.")
-@click.option("--seed", type=int, default=_d("seed"), show_default=True)
+@click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of PPO and of the env's user draws.")
 @click.option("--reward", default=_d("reward"), show_default=True, help="Reward metric: ndcg@K, click@K, mrr, auc, f1@K, hit@K, precision@K.")
 @click.option("--reward-baseline", default=_d("reward_baseline"), show_default=True, help="Rule whose metric at the same scoring points is subtracted from the reward: 'best' (every baseline is tuned on validation users, the best one is used), a baseline name, or 'none' for the raw metric.")
 @click.option("--tune-users", type=int, default=_d("tune_users"), show_default=True, help="Validation users the baselines are tuned on (seeded subsample; 0: all).")
 @click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None, help="Reuse a baselines.json (same metric and protocol) instead of tuning again.")
 @click.option("--agent-scoring", type=click.Choice(["reference", "reference-fixed", "plain"]), default=_d("agent_scoring"), show_default=True, help="The agent's fixed score terms: 'reference' = the reference rule's (e.g. its Bayesian category term), with the category counts forgetting by 1 - a_L of the agent's action (so the agent decides when to forget; its a_L starts at 1 - the rule's forgetting); 'reference-fixed' = the rule's terms with its fixed forgetting; 'plain' = none.")
 @click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default=_d("negatives"), show_default=True, help="Negative sampling for logs without impressions.")
-@click.option("--n-negatives", type=int, default=_d("n_negatives"), show_default=True)
+@click.option("--n-negatives", type=int, default=_d("n_negatives"), show_default=True, help="Sampled negatives per scoring point (logs without impressions).")
+@click.option("--protocol-seed", type=int, default=_d("protocol_seed"), show_default=True, help="Seed of the scoring protocol's sampled negatives (part of the protocol, not of the learner).")
 @click.option("--max-events", type=int, default=None, help="Truncate episodes after this many decisions (a user's later decisions are not replayed).")
 @click.option("--learning-rate", type=float, default=_d("learning_rate"), show_default=True)
 @click.option("--n-steps", type=int, default=_d("n_steps"), show_default=True, help="Steps per env per PPO rollout.")
@@ -50,24 +52,30 @@ def _d(name: str):
 @click.option("--n-epochs", type=int, default=_d("n_epochs"), show_default=True)
 @click.option("--gamma", type=float, default=_d("gamma"), show_default=True)
 @click.option("--gae-lambda", type=float, default=_d("gae_lambda"), show_default=True)
+@click.option("--clip-range", type=float, default=_d("clip_range"), show_default=True, help="PPO's clip range of the policy ratio.")
 @click.option("--ent-coef", type=float, default=_d("ent_coef"), show_default=True)
+@click.option("--vf-coef", type=float, default=_d("vf_coef"), show_default=True, help="Weight of the value loss.")
+@click.option("--max-grad-norm", type=float, default=_d("max_grad_norm"), show_default=True, help="Gradient clipping norm.")
 @click.option("--log-std-init", type=float, default=_d("log_std_init"), show_default=True)
 @click.option("--init-from-reference/--no-init-from-reference", default=_d("init_from_reference"), show_default=True, help="Start the policy at the reference rule's mean action (residual learning).")
 @click.option("--net-arch", default=",".join(map(str, _d("net_arch"))), show_default=True, help="Hidden layer sizes, comma-separated.")
 @click.option("--norm-reward/--no-norm-reward", default=_d("norm_reward"), show_default=True, help="Normalise rewards with VecNormalize (observations are always normalised).")
+@click.option("--clip-obs", type=float, default=_d("clip_obs"), show_default=True, help="VecNormalize's clip of normalised observations.")
 @click.option("--eval-every", type=int, default=_d("eval_every"), show_default=True, help="Validate every N steps (0: at the end only).")
 @click.option("--eval-users", type=int, default=_d("eval_users"), show_default=True, help="Validation users for periodic validation (0: all).")
 @click.option("--checkpoint-every", type=int, default=_d("checkpoint_every"), show_default=True)
+@click.option("--update-threshold", type=float, default=_d("update_threshold"), show_default=True, help="A decision counts as an update (charts/update_rate) when a_L or a_S exceeds this.")
 @click.option("--device", default=_d("device"), show_default=True, help="Torch device (cpu is fastest for this MLP).")
 @click.option("--torch-threads", type=int, default=_d("torch_threads"), show_default=True, help="Torch CPU threads (1 is fastest for this small MLP).")
-@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint (step counter, normalisation and TensorBoard curves continue).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
-def train(dataset: Path, run_dir: Path, resume: bool, progress: bool, net_arch: str, eval_users: int, tune_users: int, **options) -> None:
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last intact checkpoint (step counter, normalisation and TensorBoard curves continue).")
+@click.option("--progress/--no-progress", "progress_bar", default=_d("progress_bar"), show_default=True, help="Progress bar.")
+def train(config_file: Path | None, resume: bool, **options) -> None:
     """Train a PPO profile-update policy on DATASET's training users.
 
     \b
     Writes into --run-dir: config.json, baselines.json (the tuned baselines), tb/ (TensorBoard:
     `tensorboard --logdir RUN_DIR/tb`), checkpoints/, best/ (best validation metric), final/.
+    Every setting can also come from --config FILE (the command line wins).
     Example:
       interestgym prepare synthetic --out data/syn --drift strong
       interestgym encode data/syn --encoder hashing
@@ -76,44 +84,65 @@ def train(dataset: Path, run_dir: Path, resume: bool, progress: bool, net_arch: 
     """
     from interestgym.agents.train import TrainConfig, train_run
 
-    try:
-        arch = [int(x) for x in net_arch.split(",") if x.strip()]
-    except ValueError:
-        raise InterestGymError(f"--net-arch {net_arch!r}: expected comma-separated layer sizes, e.g. 64,64") from None
-    baseline = options.pop("reward_baseline")
-    config = TrainConfig(
-        dataset=str(dataset), run_dir=str(run_dir), net_arch=arch, progress_bar=progress,
-        reward_baseline=None if baseline in (None, "", "none") else baseline,
-        eval_users=eval_users or None, tune_users=tune_users or None, **options,
-    )
+    ctx = click.get_current_context()
+    given = settings_given(ctx, config_file)
+    for name, flag in (("dataset", "DATASET"), ("run_dir", "--run-dir")):
+        if given.get(name, (None, ""))[0] in (None, ""):
+            raise InterestGymError(f"{flag}: missing; give it on the command line or as `{name}` in --config FILE")
+    config = TrainConfig(**{name: value for name, (value, _) in given.items()})
     if resume:
-        _refuse_changed_options_on_resume(click.get_current_context(), dataset, run_dir, config)
+        _refuse_changed_options_on_resume(config, given)
     result = train_run(config, resume=resume)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']}")
-    click.echo(f"run directory: {run_dir}  (evaluate with: interestgym evaluate {run_dir})")
+    click.echo(f"run directory: {config.run_dir}  (evaluate with: interestgym evaluate {config.run_dir})")
 
 
-def _refuse_changed_options_on_resume(ctx: click.Context, dataset: Path, run_dir: Path, config) -> None:
-    """--resume trains on with the run's own options: refuse ones given on the command line that differ
-    (they would otherwise be ignored without a word)."""
+def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tuple[object, str]]:
+    """The TrainConfig settings given for this command, each with where it came from: the
+    ``--config`` file's, then every option given on the command line over them. Settings given
+    nowhere are left out (TrainConfig's default applies)."""
     from click.core import ParameterSource
-    from interestgym.agents.train import CONFIG_FILE, read_run_config
+    from interestgym.agents.config import (
+        coerce_setting,
+        read_config_file,
+        setting_names,
+    )
 
-    if not (Path(run_dir) / CONFIG_FILE).is_file():
+    names = setting_names()
+    given: dict[str, tuple[object, str]] = {}
+    if config_file is not None:
+        given.update({name: (value, f"{config_file}") for name, value in read_config_file(config_file).items()})
+    for name, value in ctx.params.items():
+        if name not in names or ctx.get_parameter_source(name) in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            continue
+        flag = "DATASET" if name == "dataset" else f"--{name.replace('_', '-')}"
+        if name == "progress_bar":
+            flag = "--progress"
+        if name in ("dataset", "run_dir") and value is not None:
+            value = str(value)
+        given[name] = (coerce_setting(name, value, flag), flag)
+    return given
+
+
+def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str]]) -> None:
+    """--resume trains on with the run's own options: refuse ones given (command line or --config)
+    that differ (they would otherwise be ignored without a word)."""
+    from interestgym.agents.run_folder import CONFIG_FILE, read_run_config
+
+    run_dir = Path(config.run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
         return  # train_run says what is missing
-    saved = read_run_config(Path(run_dir))["config"]
+    saved = read_run_config(run_dir)["config"]
     differ = []
-    if Path(str(saved.get("dataset", ""))).resolve() != Path(dataset).resolve():
-        differ.append(f"DATASET {dataset} (the run's: {saved.get('dataset')})")
-    for param in ctx.command.params:
-        name = param.name
-        if name in ("timesteps", "device", "progress", "resume", "run_dir", "dataset") or name not in saved:
+    if "dataset" in given and Path(str(saved.get("dataset", ""))).resolve() != Path(config.dataset).resolve():
+        differ.append(f"DATASET {config.dataset} (the run's: {saved.get('dataset')})")
+    for name, (value, source) in given.items():
+        if name in ("timesteps", "device", "progress_bar", "run_dir", "dataset") or name not in saved:
             continue
-        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
-            continue
-        if getattr(config, name) != saved[name]:
-            differ.append(f"--{name.replace('_', '-')} {getattr(config, name)!r} (the run's: {saved[name]!r})")
+        if value != saved[name]:
+            where = f" in {source}" if not source.startswith(("--", "DATASET")) else ""
+            differ.append(f"--{name.replace('_', '-')} {value!r}{where} (the run's: {saved[name]!r})")
     if differ:
         raise InterestGymError(f"--resume continues {run_dir} with its own options, but {'; '.join(differ)}; "
                                "drop them (only --timesteps, --device and --progress may change), or train a new --run-dir")

@@ -1,14 +1,19 @@
 """The configuration of a training run: every setting in one dataclass, documented field by field.
 
 :class:`TrainConfig` is written to ``RUN/config.json`` (see :mod:`interestgym.agents.run_folder`); the
-``train`` command's options and ``--config FILE`` (TOML or YAML) both fill it, and unknown keys are
-refused rather than dropped.
+``train`` command's options and ``--config FILE`` (TOML, or YAML with PyYAML installed) both fill it
+(:func:`read_config_file`, :func:`coerce_setting`), and unknown keys are refused rather than dropped.
+A config file uses the field names below (``clip_range = 0.1``; dashes work too), the command line's
+conventions for "all" and "none" (``eval_users = 0``, ``reward_baseline = "none"``), and paths
+relative to the file's folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from interestgym.errors import InterestGymError
@@ -117,8 +122,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        """The inverse of :meth:`as_dict` (a run's ``config.json``). Unknown keys are refused, not
+        dropped: a setting silently ignored is a run that differs from what its file says.
+
+        :raises InterestGymError: naming the unknown or missing keys.
+        """
+        names = setting_names()
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise InterestGymError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                                   f"expected TrainConfig settings ({', '.join(names)})")
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+        if missing:
+            raise InterestGymError(f"setting{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} missing")
+        return cls(**values)
 
     def validate(self) -> None:
         if self.timesteps <= 0:
@@ -135,6 +153,17 @@ class TrainConfig:
             raise InterestGymError(f"--learning-rate {self.learning_rate}: expected a positive number")
         if self.n_epochs < 1:
             raise InterestGymError(f"--n-epochs {self.n_epochs}: expected an integer >= 1")
+        for flag, value, low, high in (("--gae-lambda", self.gae_lambda, 0.0, 1.0), ("--update-threshold", self.update_threshold, 0.0, 1.0)):
+            if not low <= value <= high:
+                raise InterestGymError(f"{flag} {value}: expected a number in [{low:g}, {high:g}]")
+        for flag, value in (("--clip-range", self.clip_range), ("--max-grad-norm", self.max_grad_norm), ("--clip-obs", self.clip_obs)):
+            if not value > 0.0:
+                raise InterestGymError(f"{flag} {value}: expected a positive number")
+        for flag, value in (("--vf-coef", self.vf_coef), ("--ent-coef", self.ent_coef)):
+            if not value >= 0.0:
+                raise InterestGymError(f"{flag} {value}: expected a number >= 0")
+        if self.n_negatives < 1:
+            raise InterestGymError(f"--n-negatives {self.n_negatives}: expected an integer >= 1")
         for flag, value in (("--tune-users", self.tune_users), ("--eval-users", self.eval_users), ("--max-events", self.max_events)):
             # None means "all users" / "no cut"; the CLI maps 0 users to None, so what is left must be >= 1.
             if value is not None and value < 1:
@@ -172,3 +201,113 @@ class TrainConfig:
         from interestgym.envs.replay_data import load_replay_data
 
         return load_replay_data(self.dataset, self.embeddings, self.protocol_spec(split))
+
+
+# ---------------------------------------------------------------------------------- config files
+def setting_names() -> tuple[str, ...]:
+    """Every TrainConfig setting, in the dataclass's order."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+#: Settings that are paths: relative ones in a config file are taken from the file's folder.
+PATH_SETTINGS = ("dataset", "run_dir", "tuned_baselines")
+
+
+def coerce_setting(name: str, value: Any, where: str) -> Any:
+    """``value`` for setting ``name`` as TrainConfig holds it, with the command line's conventions:
+    ``0`` users means all (None), ``"none"`` means no reward baseline, ``"64,64"`` is a layer list.
+
+    :param where: the file or option it came from, for the message.
+    :raises InterestGymError: for a value of the wrong type.
+    """
+    hint = typing.get_type_hints(TrainConfig)[name]
+    optional = type(None) in typing.get_args(hint)
+    base = next((t for t in typing.get_args(hint) if t is not type(None)), hint) if optional else hint
+
+    def wrong(expected: str) -> InterestGymError:
+        return InterestGymError(f"{where}: {name} = {value!r}: expected {expected}")
+
+    if name == "reward_baseline" and value in (None, "", "none"):
+        return None
+    if name in ("eval_users", "tune_users") and value == 0 and not isinstance(value, bool):
+        return None
+    if value is None:
+        if optional:
+            return None
+        raise wrong(f"a value (it cannot be empty for {name})")
+    if base is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    # net_arch: a list of layer sizes, or the command line's "64,64"
+    if isinstance(value, str):
+        try:
+            value = [int(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            raise wrong("comma-separated layer sizes, e.g. 64,64") from None
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise wrong("a list of layer sizes, e.g. [64, 64]")
+    return list(value)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a ``--config`` file (TOML; YAML when PyYAML is installed), checked and coerced.
+
+    :raises InterestGymError: naming the file and the key for an unknown key or a bad value, and for
+        a file that cannot be read or parsed.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InterestGymError(f"--config {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ImportError:
+                raise InterestGymError(f"--config {path}: reading TOML needs Python >= 3.11 or the tomli package") from None
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InterestGymError(f"{path}: not valid TOML ({exc})") from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise InterestGymError(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); or write the file as TOML") from None
+        try:
+            values = yaml.safe_load(text)  # plain data only: no Python objects from the file
+        except yaml.YAMLError as exc:
+            raise InterestGymError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        values = {} if values is None else values
+    else:
+        raise InterestGymError(f"--config {path}: expected a .toml, .yaml or .yml file")
+    if not isinstance(values, dict):
+        raise InterestGymError(f"{path}: expected a table of settings (key = value), found a {type(values).__name__}")
+    names = setting_names()
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise InterestGymError(f"{path}: unknown setting {key!r}; expected one of {', '.join(names)}")
+        value = coerce_setting(name, value, str(path))
+        if name in PATH_SETTINGS and value is not None:
+            value = str(path.parent / Path(value).expanduser())
+        out[name] = value
+    return out

@@ -1,4 +1,4 @@
-"""A training run's folder: its file names, and the one reader of each file.
+"""A training run's folder: its file names, and the one reader (and writer) of each file.
 
 ``train`` writes a run; ``evaluate``, ``report``, ``export`` and ``quickstart`` read it through this
 module only, so no stage imports another to find its way around a run folder::
@@ -6,25 +6,42 @@ module only, so no stage imports another to find its way around a run folder::
     RUN/config.json                 resolved TrainConfig + reference rule, agent scoring, protocol, embedding
     RUN/baselines.json              the baselines tuned on validation users (reused while the protocol holds)
     RUN/evaluation.json, .md        written by ``interestgym evaluate``
-    RUN/tb/                         TensorBoard event files (one run; a resumed run appends to it)
-    RUN/checkpoints/state.json      names the last complete checkpoint (step, files, callback state)
-    RUN/checkpoints/model_<step>.zip, vecnormalize_<step>.pkl
-    RUN/best/model.zip, vecnormalize.pkl, info.json   best validation metric so far
-    RUN/final/model.zip, vecnormalize.pkl, info.json  end of training
+    RUN/.lock                       flock of the training process (its pid, host, start time)
+    RUN/tb/                         TensorBoard event files (a resumed run first drops the points logged
+                                    after its checkpoint, then adds a file)
+    RUN/checkpoints/checkpoint_<step>.json   record of a checkpoint: step, files + sha256, callback state
+    RUN/checkpoints/model_<step>.zip, normaliser_<step>.npz
+    RUN/checkpoints/state.json      copy of the newest record (written last: names the last complete checkpoint)
+    RUN/best/model.zip, normaliser.npz, info.json    best validation metric so far (info: step, value, sha256s)
+    RUN/final/model.zip, normaliser.npz, info.json   end of training
     RUN/report/                     written by ``interestgym report``
+
+Nothing in a run folder is unpickled (run folders get shared, and a pickle runs code when loaded):
+``normaliser.npz`` holds VecNormalize's statistics as plain arrays
+(:class:`~interestgym.agents.sb3_policy.Normaliser`), ``model.zip`` is SB3's zip read without
+unpickling (:func:`~interestgym.agents.sb3_policy.load_ppo`), and ``info.json`` / the checkpoint
+records hold the sha256 of both, checked before loading. A model folder (``best/``, ``final/``) is
+replaced whole (built beside it, then renamed into place); one holding any other file (e.g. an older
+interestgym's ``vecnormalize.pkl``) is refused.
 
 Heavy libraries (torch, stable-baselines3) are imported only by the functions that load models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from interestgym.errors import ArtifactError, InterestGymError
-from interestgym.io import write_json_atomic
+from interestgym.io import write_bytes_atomic, write_json_atomic
 
 CONFIG_FILE = "config.json"
 BASELINES_FILE = "baselines.json"
@@ -32,15 +49,22 @@ EVALUATION_FILE = "evaluation.json"
 EVALUATION_MARKDOWN = "evaluation.md"
 #: Marks a dataset folder (``interestgym.data.dataset.MANIFEST``): a run never goes into one.
 DATASET_MANIFEST = "manifest.json"
+LOCK_FILE = ".lock"
 TENSORBOARD_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_STATE = "state.json"
 MODEL_FILE = "model.zip"
-NORMALISER_FILE = "vecnormalize.pkl"
+NORMALISER_FILE = "normaliser.npz"
 INFO_FILE = "info.json"
+#: What a model folder holds; anything else in it is refused.
+MODEL_FOLDER_FILES = (MODEL_FILE, NORMALISER_FILE, INFO_FILE)
+#: The pickled VecNormalize of runs written before normaliser.npz (never loaded).
+LEGACY_NORMALISER_FILE = "vecnormalize.pkl"
 REPORT_DIR = "report"
 #: The saved models a run has (``--model``).
 MODEL_CHOICES = ("best", "final")
+#: Numbered checkpoints kept on disk (older ones are deleted).
+KEEP_CHECKPOINTS = 3
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -183,7 +207,100 @@ def read_evaluation(run_dir: str | Path, path: str | Path | None = None) -> dict
     return doc
 
 
+# ------------------------------------------------------------------------------------------ lock
+class RunLock:
+    """One training process per run folder: an exclusive ``flock`` on ``RUN/.lock``.
+
+    The file holds the holder's pid, host and start time, for the message a second process gets.
+    The OS releases a flock when its process dies, so a lock file left by a killed run does not block
+    (the next holder overwrites its contents). Creates ``run_dir``; if it created it and nothing but
+    the lock file is there on release (a run that failed before writing anything), removes it again.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._fd: int | None = None
+        self._created = False
+
+    def __enter__(self):
+        try:
+            self._created = not self.run_dir.exists()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InterestGymError(f"--run-dir {self.run_dir}: cannot create or write into it ({exc.strerror or exc}: "
+                                   f"{exc.filename or self.run_dir}); choose a folder you can write to") from None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (one process per run folder is then up to the user)
+            self._fd = fd
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise InterestGymError(f"{self.run_dir}: another `interestgym train` is writing this run ({describe_holder(holder)}; "
+                                   f"lock {self.path}); wait for it to end, or choose another --run-dir") from None
+        except OSError as exc:  # e.g. a file system without locks
+            os.close(fd)
+            raise InterestGymError(f"{self.path}: cannot lock it ({exc.strerror or exc}); expected a local folder that "
+                                   "supports file locks (one training process per run folder)") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)  # no holder any more
+        except OSError:
+            pass
+        os.close(self._fd)  # closing releases the flock
+        self._fd = None
+        if self._created and [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def describe_holder(text: str) -> str:
+    """``pid 123 on host h since 2025-...`` from a lock file's contents."""
+    try:
+        holder = json.loads(text)
+        return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}"
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return "holder unknown"
+
+
 # -------------------------------------------------------------------------------------- models
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_verified(path: Path, expected_sha: Any, named_by: Path) -> bytes:
+    """The bytes of ``path`` if its sha256 is the one recorded in ``named_by``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing (named by {named_by})") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(expected_sha, str):
+        raise ArtifactError(f"{named_by}: records no checksum of {path.name}; expected one per file (written by `interestgym train`)")
+    if _sha256(data) != expected_sha:
+        raise ArtifactError(f"{path}: damaged (its sha256 differs from the one recorded in {named_by.name} when it was written)")
+    return data
+
+
+def _legacy(path: Path) -> ArtifactError:
+    return ArtifactError(f"{path}: a pickled VecNormalize written by an older interestgym; this version never unpickles "
+                         "run files (a pickle can run code when loaded). Re-train the run with this version "
+                         "(`interestgym train`); there is no converter, since converting would mean unpickling it")
+
+
 def model_step(run_dir: str | Path, which: str) -> int | None:
     """The training step of the run's ``best`` / ``final`` model (None when absent or unrecorded)."""
     folder = Path(run_dir) / which
@@ -193,18 +310,59 @@ def model_step(run_dir: str | Path, which: str) -> int | None:
     return int(step) if isinstance(step, int) else None
 
 
-def load_vecnormalize(path: str | Path) -> Any:
-    """A VecNormalize pickle (written by training) without an env attached, frozen for inference."""
-    import pickle
+def write_model_folder(folder: str | Path, model: Any, vecnorm: Any | None, info: dict[str, Any]) -> None:
+    """Write ``best/`` or ``final/``: model.zip, normaliser.npz and info.json (``info`` + the files'
+    sha256), replacing the folder whole: it is built beside (``.best.new``) and renamed into place,
+    so a kill leaves either the old folder or the new one, never a mix."""
+    from interestgym.agents.sb3_policy import Normaliser, model_bytes
 
-    try:
-        with open(path, "rb") as fh:
-            norm = pickle.load(fh)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise ArtifactError(f"{path}: cannot read the VecNormalize statistics: {exc}") from None
-    norm.training = False
-    norm.norm_reward = False
-    return norm
+    folder = Path(folder)
+    files = {MODEL_FILE: model_bytes(model)}
+    if vecnorm is not None:
+        files[NORMALISER_FILE] = Normaliser.from_vecnormalize(vecnorm).to_bytes()
+    new, old = folder.with_name(f".{folder.name}.new"), folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    for name, data in files.items():
+        (new / name).write_bytes(data)
+    write_json_atomic(new / INFO_FILE, {**info, "files": {name: _sha256(data) for name, data in files.items()}})
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def settle_model_folders(run_dir: str | Path) -> None:
+    """Finish a model-folder swap a kill interrupted (between its two renames), and drop leftovers.
+    Called by ``train`` (under the run's lock) before it writes."""
+    run_dir = Path(run_dir)
+    for which in MODEL_CHOICES:
+        folder, new, old = run_dir / which, run_dir / f".{which}.new", run_dir / f".{which}.old"
+        if not folder.exists() and (new / INFO_FILE).is_file():
+            os.rename(new, folder)
+        elif not folder.exists() and old.is_dir():
+            os.rename(old, folder)
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_normaliser(path: str | Path, expected_sha: str | None = None, named_by: Path | None = None):
+    """A normaliser ``.npz`` as a frozen :class:`~interestgym.agents.sb3_policy.Normaliser` (checked
+    against ``expected_sha`` when given)."""
+    from interestgym.agents.sb3_policy import Normaliser
+
+    path = Path(path)
+    if path.name.endswith(".pkl"):
+        raise _legacy(path)
+    if expected_sha is not None:
+        data = _read_verified(path, expected_sha, named_by or path)
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return Normaliser.from_bytes(data, path)
 
 
 @dataclass
@@ -219,12 +377,29 @@ class TrainedModel:
     step: int | None
 
 
-def load_model(run_dir: str | Path, which: str = "best", *, device: str = "cpu") -> TrainedModel:
-    """Load ``RUN/<which>/model.zip`` (+ its normaliser) and ``RUN/config.json``.
+def _check_model_folder(folder: Path) -> dict[str, Any]:
+    """The folder's info.json, after refusing a folder that holds anything but the model's files."""
+    names = sorted(p.name for p in folder.iterdir())
+    if LEGACY_NORMALISER_FILE in names:
+        raise _legacy(folder / LEGACY_NORMALISER_FILE)
+    unexpected = [n for n in names if n not in MODEL_FOLDER_FILES]
+    if unexpected:
+        raise ArtifactError(f"{folder / unexpected[0]}: unexpected file in a model folder; it holds only {', '.join(MODEL_FOLDER_FILES)} "
+                            "and nothing else is loaded or trusted (remove it, or re-train the run)")
+    info = read_json_or_none(folder / INFO_FILE)
+    if not isinstance(info, dict) or not isinstance(info.get("files"), dict) or MODEL_FILE not in info["files"]:
+        raise ArtifactError(f"{folder / INFO_FILE}: missing, damaged or without the files' checksums; expected the info.json "
+                            "`interestgym train` writes with the model (an older run: re-train it)")
+    return info
 
-    :raises ArtifactError: naming the missing or unreadable file.
+
+def load_model(run_dir: str | Path, which: str = "best", *, device: str = "cpu") -> TrainedModel:
+    """Load ``RUN/<which>/model.zip`` (+ its normaliser) and ``RUN/config.json``, checking both files
+    against the checksums in ``info.json``; nothing is unpickled.
+
+    :raises ArtifactError: naming the missing, damaged, unexpected or unreadable file.
     """
-    from stable_baselines3 import PPO
+    from interestgym.agents.sb3_policy import Normaliser, load_ppo
 
     run_dir = Path(run_dir)
     if which not in MODEL_CHOICES:
@@ -235,17 +410,123 @@ def load_model(run_dir: str | Path, which: str = "best", *, device: str = "cpu")
     if not model_path.is_file():
         other = "final" if which == "best" else "best"
         hint = f" (the run has a {other} model: --model {other})" if (run_dir / other / MODEL_FILE).is_file() else ""
+        if (run_dir / f".{which}.new").is_dir() or (run_dir / f".{which}.old").is_dir():
+            hint = f" (a kill interrupted its replacement: `interestgym train {config['config'].get('dataset', 'DATASET')} --run-dir {run_dir} --resume` repairs it)"
         raise ArtifactError(f"{model_path}: missing; no {which} model in this run{hint}")
-    try:
-        model = PPO.load(str(model_path), device=device)
-    except Exception as exc:  # noqa: BLE001 - zip / pickle / torch errors of a damaged file all mean the same
-        raise ArtifactError(f"{model_path}: cannot load the PPO model ({exc})") from None
-    norm_path = folder / NORMALISER_FILE
-    vecnormalize = load_vecnormalize(norm_path) if norm_path.is_file() else None
+    info = _check_model_folder(folder)
+    files = info["files"]
+    vecnormalize = None
+    if NORMALISER_FILE in files or (folder / NORMALISER_FILE).exists():
+        raw = _read_verified(folder / NORMALISER_FILE, files.get(NORMALISER_FILE), folder / INFO_FILE)
+        vecnormalize = Normaliser.from_bytes(raw, folder / NORMALISER_FILE)
+    clip_range = (config.get("config") or {}).get("clip_range", 0.2)
+    model = load_ppo(_read_verified(model_path, files.get(MODEL_FILE), folder / INFO_FILE), model_path, device=device,
+                     clip_range=clip_range if isinstance(clip_range, (int, float)) else 0.2)
+    step = info.get("step")
     return TrainedModel(run_dir=run_dir, which=which, model=model, vecnormalize=vecnormalize, config=config,
-                        step=model_step(run_dir, which))
+                        step=int(step) if isinstance(step, int) else None)
 
 
+# ---------------------------------------------------------------------------------- checkpoints
+def _checkpoint_record(step: int) -> str:
+    return f"checkpoint_{step}.json"
+
+
+def _record_steps(folder: Path) -> list[int]:
+    """Steps of the checkpoint records in ``folder``, newest first."""
+    steps = []
+    for p in folder.glob("checkpoint_*.json"):
+        tail = p.stem.split("_", 1)[1]
+        if tail.isdigit():
+            steps.append(int(tail))
+    return sorted(steps, reverse=True)
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """True when the run has a checkpoint to resume from (state.json or a numbered record)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    return (folder / CHECKPOINT_STATE).is_file() or bool(_record_steps(folder))
+
+
+def write_checkpoint(run_dir: str | Path, step: int, model: Any, vecnorm: Any | None, state: dict[str, Any],
+                     keep: int = KEEP_CHECKPOINTS) -> None:
+    """Write checkpoint ``step``: model, normaliser, its record (files + sha256 + ``state``), then
+    state.json, each atomically; the record comes after the files it names and state.json last, so a
+    kill at any point leaves the previous complete checkpoint in charge. Keeps the newest ``keep``."""
+    from interestgym.agents.sb3_policy import Normaliser, model_bytes
+
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    files = {f"model_{step}.zip": model_bytes(model)}
+    if vecnorm is not None:
+        files[f"normaliser_{step}.npz"] = Normaliser.from_vecnormalize(vecnorm).to_bytes()
+    for name, data in files.items():
+        write_bytes_atomic(folder / name, data)
+    record = {"num_timesteps": int(step), "model": f"model_{step}.zip",
+              "normaliser": f"normaliser_{step}.npz" if vecnorm is not None else None,
+              "files": {name: _sha256(data) for name, data in files.items()}, **state}
+    write_json_atomic(folder / _checkpoint_record(step), record)
+    write_json_atomic(folder / CHECKPOINT_STATE, record)
+    kept = set(_record_steps(folder)[: max(1, keep)]) | {int(step)}
+    for p in folder.iterdir():
+        # numbered files of older checkpoints, and of ones a kill left without a record
+        stem = p.name.split(".", 1)[0]
+        prefix, _, tail = stem.rpartition("_")
+        if prefix in ("model", "normaliser", "checkpoint", "vecnormalize") and tail.isdigit() and int(tail) not in kept:
+            p.unlink(missing_ok=True)
+
+
+def _load_checkpoint_record(folder: Path, record_path: Path, venv: Any, device: str, clip_range: float) -> tuple[Any, dict[str, Any]]:
+    from interestgym.agents.sb3_policy import Normaliser, load_ppo
+
+    record = read_json_or_none(record_path)
+    if not isinstance(record, dict) or not isinstance(record.get("num_timesteps"), int) or not isinstance(record.get("model"), str):
+        raise ArtifactError(f"{record_path}: missing or damaged (not a checkpoint record)")
+    if str(record.get("vecnormalize", "")).endswith(".pkl"):
+        raise _legacy(folder / record["vecnormalize"])
+    files = record.get("files") if isinstance(record.get("files"), dict) else {}
+    env = venv
+    if record.get("normaliser"):
+        name = str(record["normaliser"])
+        env = Normaliser.from_bytes(_read_verified(folder / name, files.get(name), record_path), folder / name).to_vecnormalize(venv)
+    name = record["model"]
+    model = load_ppo(_read_verified(folder / name, files.get(name), record_path), folder / name, env=env, device=device,
+                     clip_range=clip_range)
+    return model, record
+
+
+def load_checkpoint(run_dir: str | Path, venv: Any, *, device: str = "cpu", clip_range: float = 0.2,
+                    note: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The model (on ``venv`` wrapped in the checkpoint's VecNormalize) and record of the checkpoint
+    to resume from: the one state.json names if intact, else the newest intact numbered one, with a
+    one-line ``note`` per damaged checkpoint passed over. Checksums recorded at writing are checked
+    before anything is loaded.
+
+    :raises ArtifactError: when no checkpoint is intact (naming what is wrong with each).
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    candidates = [folder / CHECKPOINT_STATE] + [folder / _checkpoint_record(s) for s in _record_steps(folder)]
+    problems: list[str] = []
+    tried: set[Any] = set()
+    for path in candidates:
+        record = read_json_or_none(path)
+        key = (record.get("num_timesteps"), json.dumps(record.get("files"), sort_keys=True)) if isinstance(record, dict) else path
+        if key in tried:
+            continue  # state.json and the newest record name the same files
+        tried.add(key)
+        try:
+            model, record = _load_checkpoint_record(folder, path, venv, device, clip_range)
+        except ArtifactError as exc:
+            problems.append(str(exc))
+            continue
+        for problem in problems:
+            if note is not None:
+                note(f"note: {problem}; resuming from the newest intact checkpoint, step {record['num_timesteps']}")
+        return model, record
+    raise ArtifactError(f"{folder}: no intact checkpoint to resume from ({'; '.join(problems) or 'none written'}); "
+                        "train into a new --run-dir (or delete this one and train again)")
+
+
+# -------------------------------------------------------------------------------------- policies
 def run_scoring(run_dir: str | Path, saved: dict[str, Any] | None = None):
     """The agent's fixed ScoringConfig recorded in a run's config.json (plain scoring if absent)."""
     from interestgym.core.interest import ScoringConfig

@@ -5,12 +5,14 @@
 1. resolve the dataset, embeddings and env options (:class:`TrainConfig`: every field documented);
 2. tune the reference rule for the baseline-subtracted reward on validation users (if asked for;
    a seeded subsample of ``tune_users`` of them);
-3. build the native vector env (many training users replayed in lock-step) wrapped in VecNormalize
-   (observation normalisation; reward normalisation optional);
-4. create PPO (or load the last checkpoint with ``resume``) and learn with
+3. build the native vector env (many training users replayed in lock-step) wrapped in VecMonitor
+   (SB3's episode statistics) and VecNormalize (observation normalisation; reward normalisation optional);
+4. create PPO (or load the last intact checkpoint with ``resume``) and learn with
    :class:`~interestgym.agents.callbacks.InterestTrainingCallback`: TensorBoard scalars, validation
    on held-out users with the deterministic policy, best model, periodic checkpoints;
 5. save the final model.
+
+Everything from the first write to the last happens under the run folder's lock (one process per run).
 
 The run folder's layout and readers: :mod:`interestgym.agents.run_folder`.
 
@@ -21,13 +23,13 @@ sampling all derive from ``config.seed``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.run_folder import (
     BASELINES_FILE,
@@ -35,15 +37,22 @@ from interestgym.agents.run_folder import (
     CHECKPOINT_STATE,
     CONFIG_FILE,
     DATASET_MANIFEST,
+    INFO_FILE,
     TENSORBOARD_DIR,
+    RunLock,
     embedding_identity,
+    has_checkpoint,
+    load_checkpoint,
+    read_json_or_none,
     read_run_config,
+    settle_model_folders,
+    write_model_folder,
     write_tuned_baselines,
 )
 from interestgym.agents.tuning import mean_over_users, subsample_users, tune_reference
-from interestgym.errors import InterestGymError
-from interestgym.io import write_json_atomic
 
+from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.io import write_json_atomic
 
 
 def seed_everything(seed: int) -> None:
@@ -94,40 +103,32 @@ def centre_on_reference(model: Any, reference: Any, data: Any, n_users: int = 64
 
 
 # ------------------------------------------------------------------------------------------ train
+def steps_to_run(remaining: int, n_envs: int, n_steps: int) -> int:
+    """The env steps PPO takes to do at least ``remaining``: it collects whole rollouts of
+    ``n_envs * n_steps`` steps, so the target rounds up (the progress bar's total, e.g. 4,096 for 3,000)."""
+    rollout = n_envs * n_steps
+    return -(-max(0, remaining) // rollout) * rollout
+
+
 def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Train (or resume) a PPO run; returns a summary (steps, seconds, best validation value)."""
-    from interestgym.agents.rules import make_baseline
-    from interestgym.agents.callbacks import (
-        InterestTrainingCallback,
-        save_model_atomic,
-        save_vecnormalize_atomic,
-    )
-    from interestgym.agents.sb3_policy import policy_from_model
-    from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import VecNormalize
+    """Train (or resume) a PPO run; returns a summary (steps, seconds, best validation value).
+
+    One process per run folder: the run's lock (:class:`~interestgym.agents.run_folder.RunLock`) is
+    held from the first write to the last.
+    """
+    import sys
 
     run_dir = Path(config.run_dir)
-    state_path = run_dir / CHECKPOINT_DIR / CHECKPOINT_STATE
     saved: dict[str, Any] = {}
     if resume:
         saved = read_run_config(run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
-        config = TrainConfig.from_dict({**saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
-                                        "device": config.device, "run_dir": str(run_dir)})
-        if not state_path.is_file():
-            # Stopped (Ctrl-C, crash) before its first checkpoint: there is nothing to continue, and a
-            # plain `train` refuses the folder because config.json is there, so start the same run
-            # again from step 0 (like quickstart does); its partial TensorBoard logs would overlap.
-            import shutil
-            import sys
-
-            sys.stderr.write(f"note: {run_dir} has no checkpoint yet ({state_path} missing); starting the run again from "
-                             f"step 0 with its saved configuration (its partial TensorBoard logs in {run_dir / TENSORBOARD_DIR} are replaced)\n")
-            shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
-            resume = False
-    elif (run_dir / CONFIG_FILE).exists() or state_path.exists():
+        try:
+            config = TrainConfig.from_dict({**saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
+                                            "device": config.device, "run_dir": str(run_dir)})
+        except InterestGymError as exc:
+            raise ArtifactError(f"{run_dir / CONFIG_FILE}: {exc}") from None
+    elif (run_dir / CONFIG_FILE).exists() or has_checkpoint(run_dir):
         raise InterestGymError(f"{run_dir}: already holds a training run; continue it with --resume or choose a new --run-dir")
     elif (run_dir / DATASET_MANIFEST).exists():
         # A run written into a dataset folder would mix run files with the dataset's own.
@@ -138,6 +139,48 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     from interestgym.core.metrics import parse_metric
 
     parse_metric(config.reward)
+    with RunLock(run_dir):
+        # Checked again under the lock: another process may have written the run meanwhile.
+        if not resume and ((run_dir / CONFIG_FILE).exists() or has_checkpoint(run_dir)):
+            raise InterestGymError(f"{run_dir}: already holds a training run; continue it with --resume or choose a new --run-dir")
+        if resume and not has_checkpoint(run_dir):
+            # Stopped (Ctrl-C, crash) before its first checkpoint: there is nothing to continue, and a
+            # plain `train` refuses the folder because config.json is there, so start the same run
+            # again from step 0 (like quickstart does); its partial TensorBoard logs would overlap.
+            import shutil
+
+            sys.stderr.write(f"note: {run_dir} has no checkpoint yet ({run_dir / CHECKPOINT_DIR / CHECKPOINT_STATE} missing); starting "
+                             f"the run again from step 0 with its saved configuration (its partial TensorBoard logs in "
+                             f"{run_dir / TENSORBOARD_DIR} are replaced)\n")
+            shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
+            resume = False
+        try:
+            return _train_locked(config, saved, resume)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise
+            # a folder made read-only or a full disk during the run: one line naming the file
+            raise InterestGymError(f"{exc.filename or run_dir}: cannot write it ({exc.strerror}); the run in {run_dir} "
+                                   "stopped there (continue it with --resume once the folder is writable)") from None
+
+
+def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """The body of :func:`train_run`, under the run's lock."""
+    import sys
+
+    from interestgym.agents.callbacks import (
+        InterestTrainingCallback,
+        truncate_tensorboard,
+    )
+    from interestgym.agents.rules import make_baseline
+    from interestgym.agents.sb3_policy import policy_from_model
+    from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    run_dir = Path(config.run_dir)
+    settle_model_folders(run_dir)
     seed_everything(config.seed)
     import torch
 
@@ -169,11 +212,13 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
                                 reward_baseline=reference_policy, scoring=agent_scoring, seed=config.seed)
+    # SB3's episode statistics (rollout/ep_rew_mean, ep_len_mean) on the raw reward: one episode is one
+    # user's replay. Inside VecNormalize, so it sums the env's rewards, not the normalised ones.
+    venv = VecMonitor(venv)
     if config.embeddings is None:
         # Store the name the dataset's only embedding resolved to, so that evaluate / export of this
         # run still find it after another embedding is added to the dataset.
         config.embeddings = train_data.describe().get("embeddings")
-    run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_json_atomic(run_dir / CONFIG_FILE, {
             "config": config.as_dict(),
@@ -185,7 +230,8 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                              "names": ["long_strength", "short_strength", "short_weight", "popularity_weight"]},
             "observation_normalisation": {"kind": "VecNormalize", "clip_obs": config.clip_obs, "norm_reward": config.norm_reward},
             "baselines": "baselines.json: every baseline tuned on validation users",
-            "files": {"best": "best/model.zip + best/vecnormalize.pkl", "final": "final/model.zip + final/vecnormalize.pkl",
+            "files": {"best": "best/model.zip + best/normaliser.npz (sha256 in best/info.json)",
+                      "final": "final/model.zip + final/normaliser.npz (sha256 in final/info.json)",
                       "checkpoints": "checkpoints/state.json names the last complete checkpoint", "tensorboard": "tb/"},
         })
 
@@ -195,11 +241,18 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 
     callback_state = None
     if resume:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        venv = VecNormalize.load(str(run_dir / CHECKPOINT_DIR / state["vecnormalize"]), venv)
-        venv.training = True
-        model = PPO.load(str(run_dir / CHECKPOINT_DIR / state["model"]), env=venv, device=config.device)
-        callback_state = state.get("callback")
+        model, record = load_checkpoint(run_dir, venv, device=config.device, clip_range=config.clip_range,
+                                        note=lambda line: sys.stderr.write(line + "\n"))
+        callback_state = dict(record.get("callback") or {})
+        # SB3's window of finished episodes continues (rollout/ep_rew_mean)
+        model.ep_info_buffer.extend(record.get("episodes") or [])
+        best = read_json_or_none(run_dir / "best" / INFO_FILE) or {}
+        if isinstance(best.get("value"), (int, float)) and (callback_state.get("best_value") is None or best["value"] > callback_state["best_value"]):
+            # resumed from an older checkpoint than best/ (a later one was damaged): best/ stays the best
+            callback_state.update(best_value=float(best["value"]), best_step=best.get("step"))
+        # Points logged after the checkpoint (a kill between a log and the next checkpoint) would be
+        # logged again from here: drop them first.
+        truncate_tensorboard(run_dir / TENSORBOARD_DIR, int(model.num_timesteps))
     else:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=config.norm_reward, clip_obs=config.clip_obs, gamma=config.gamma)
         model = PPO(
@@ -217,15 +270,13 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             # The rule forgets with a fixed f, the agent with 1 - a_L: start a_L at 1 - f, so that the
             # untrained agent forgets the category counts like the rule (the category term dominates
             # the score; its profile L then moves at 1 - f instead of the rule's a_L).
-            import torch
-
             init_action[0] = 2.0 * (1.0 - fixed_forgetting) - 1.0
             with torch.no_grad():
                 model.policy.action_net.bias[0] = float(init_action[0])
     else:
         init_action = None
-    # One TensorBoard folder for the whole run: a resumed run appends a new event file to it and,
-    # with reset_num_timesteps=False, continues the same step axis.
+    # One TensorBoard folder for the whole run: a resumed run adds a new event file to it and, with
+    # reset_num_timesteps=False, continues the same step axis.
     model.set_logger(configure(str(run_dir / TENSORBOARD_DIR), ["tensorboard"]))
 
     def validate(current_model: Any) -> dict[str, float]:
@@ -245,18 +296,16 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     callback = InterestTrainingCallback(
         run_dir, validate=validate, select_metric=config.reward, eval_every=config.eval_every or config.timesteps,
         checkpoint_every=config.checkpoint_every, hyperparameters=hyper, update_threshold=config.update_threshold,
-        state=callback_state,
+        reward_is_metric=reference_policy is None, state=callback_state,
     )
     remaining = config.timesteps - model.num_timesteps
     if remaining > 0:
-        model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=not resume,
-                    progress_bar=config.progress_bar)
+        # whole rollouts: the real number of steps, so the progress bar's total is what will run
+        model.learn(total_timesteps=steps_to_run(remaining, config.n_envs, config.n_steps), callback=callback,
+                    reset_num_timesteps=not resume, progress_bar=config.progress_bar)
     else:
         callback.init_callback(model)
-    final = run_dir / "final"
-    save_model_atomic(model, final / "model.zip")
-    save_vecnormalize_atomic(model.get_vec_normalize_env(), final / "vecnormalize.pkl")
-    write_json_atomic(final / "info.json", {"step": int(model.num_timesteps)})
+    write_model_folder(run_dir / "final", model, model.get_vec_normalize_env(), {"step": int(model.num_timesteps)})
     for fmt in model.logger.output_formats:
         fmt.close()
     return {

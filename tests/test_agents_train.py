@@ -37,9 +37,9 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
-    base = dict(dataset=str(dataset), run_dir=str(run_dir), timesteps=256, n_envs=4, n_steps=16, batch_size=32,
-                n_epochs=2, eval_every=128, checkpoint_every=128, eval_users=None, progress_bar=False,
-                reward_baseline=None, net_arch=[16, 16])
+    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 256, "n_envs": 4, "n_steps": 16, "batch_size": 32,
+            "n_epochs": 2, "eval_every": 128, "checkpoint_every": 128, "eval_users": None, "progress_bar": False,
+            "reward_baseline": None, "net_arch": [16, 16]}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -62,10 +62,12 @@ def test_cli_train_writes_config_tensorboard_checkpoints_best_and_final(dataset,
 
     for folder in ("best", "final"):
         assert (run / folder / "model.zip").stat().st_size > 0
-        assert (run / folder / "vecnormalize.pkl").stat().st_size > 0
+        assert (run / folder / "normaliser.npz").stat().st_size > 0
+        assert sorted(p.name for p in (run / folder).iterdir()) == ["info.json", "model.zip", "normaliser.npz"]
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["num_timesteps"] == 256
-    assert (run / "checkpoints" / state["model"]).is_file() and (run / "checkpoints" / state["vecnormalize"]).is_file()
+    assert (run / "checkpoints" / state["model"]).is_file() and (run / "checkpoints" / state["normaliser"]).is_file()
+    assert not list(run.rglob("*.pkl"))  # nothing pickled in a run folder
     assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
 
     acc = _scalars(run / "tb")
@@ -111,9 +113,9 @@ def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path
     state = json.loads((tmp_path / "part" / "checkpoints" / "state.json").read_text())
     assert state["num_timesteps"] == 256
     # the resumed run kept the normalisation statistics: more observations than the second half alone
-    from interestgym.agents.run_folder import load_vecnormalize
+    from interestgym.agents.run_folder import load_normaliser
 
-    norm = load_vecnormalize(tmp_path / "part" / "final" / "vecnormalize.pkl")
+    norm = load_normaliser(tmp_path / "part" / "final" / "normaliser.npz")
     assert norm.obs_rms.count > 256
 
 

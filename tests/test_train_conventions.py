@@ -1,0 +1,256 @@
+"""The ecosystem's conventions for training (issue 10, 11.12): TensorBoard tags written once per step
+(also across a resume after a kill), ``charts/mean_metric`` and ``rollout/ep_rew_mean`` written, the
+hyper-parameters in the HParams plugin; every TrainConfig setting reachable by a flag and by
+``--config FILE`` (TOML / YAML), unknown keys refused; the progress bar's total is what runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_synthetic
+from interestgym.agents.config import TrainConfig
+from interestgym.agents.train import train_run
+
+from interestgym.cli import cli, main
+from interestgym.errors import InterestGymError
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return tiny_synthetic(tmp_path_factory.mktemp("data") / "tiny", users=30, events_per_user=16)
+
+
+def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
+    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 256, "n_envs": 4, "n_steps": 16, "batch_size": 32,
+            "n_epochs": 1, "eval_every": 128, "checkpoint_every": 128, "eval_users": None, "progress_bar": False,
+            "reward_baseline": None, "net_arch": [8]}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _events(tb_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _steps(tb_dir: Path) -> dict[str, list[int]]:
+    acc = _events(tb_dir)
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _repeated(steps: dict[str, list[int]]) -> dict[str, list[int]]:
+    return {tag: s for tag, s in steps.items() if len(s) != len(set(s))}
+
+
+@pytest.fixture(scope="module")
+def straight(dataset, tmp_path_factory) -> Path:
+    """An uninterrupted 256-step run (validation and checkpoints every 128 steps)."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    train_run(_config(dataset, run))
+    return run
+
+
+# ----------------------------------------------------------------------------------- TensorBoard
+def test_every_tag_once_per_step_with_the_documented_scalars_and_hparams(straight):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    steps = _steps(straight / "tb")
+    assert not _repeated(steps)  # train/* used to appear twice at every validation step
+    for tag in ("charts/mean_metric", "rollout/ep_rew_mean", "rollout/ep_len_mean", "eval/ndcg@10", "train/approx_kl"):
+        assert steps.get(tag), tag
+    assert steps["eval/ndcg@10"] == [0, 128, 256] and steps["charts/mean_metric"][-1] == 256
+    content = _events(straight / "tb").PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert "eval/ndcg@10" in {m.name.tag for m in experiment.metric_infos}
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+    assert hparams["clip_range"].number_value == 0.2 and hparams["net_arch"].string_value == "[8]"
+
+
+def test_with_a_reward_baseline_the_reward_over_the_reference_is_charted(dataset, tmp_path):
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=64, eval_every=0, checkpoint_every=0, reward_baseline="ema", tune_users=10))
+    steps = _steps(run / "tb")
+    assert steps.get("charts/mean_metric_minus_reference") and steps.get("rollout/ep_rew_mean")
+    assert not _repeated(steps)
+
+
+def test_a_resume_after_a_kill_between_log_and_checkpoint_repeats_no_step(dataset, straight, tmp_path):
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=128))
+    saved_checkpoints = shutil.copytree(run / "checkpoints", tmp_path / "checkpoints-at-128")
+    train_run(_config(dataset, run, timesteps=256), resume=True)
+    # a kill after the points up to 256 were logged, before the checkpoint at 256 was recorded
+    shutil.rmtree(run / "checkpoints")
+    shutil.copytree(saved_checkpoints, run / "checkpoints")
+    train_run(_config(dataset, run, timesteps=256), resume=True)
+
+    steps = _steps(run / "tb")
+    assert not _repeated(steps)
+    assert steps == _steps(straight / "tb")  # the same points as a run never interrupted
+
+
+# ---------------------------------------------------------------------------------- settings
+def _option_names() -> dict[str, str]:
+    """TrainConfig setting -> its command-line flag (or argument)."""
+    from interestgym.agents.cli import train
+
+    return {p.name: (p.opts[0] if p.opts else p.name) for p in train.params}
+
+
+def test_every_train_config_setting_has_a_flag():
+    options = _option_names()
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in options]
+    assert not missing, f"TrainConfig settings without a flag: {missing}"
+
+
+def _non_default_settings(tmp_path: Path) -> dict:
+    """A value other than the default for every TrainConfig setting."""
+    default = TrainConfig(dataset="", run_dir="")
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(default, f.name)
+        if f.name in ("dataset", "run_dir", "tuned_baselines"):
+            values[f.name] = str(tmp_path / f.name)
+        elif f.name == "embeddings":
+            values[f.name] = "topic16"
+        elif f.name in ("reward", "reward_baseline", "agent_scoring", "negatives", "device"):
+            values[f.name] = {"reward": "mrr", "reward_baseline": "ema", "agent_scoring": "plain", "negatives": "popularity",
+                              "device": "cuda:1"}[f.name]
+        elif isinstance(value, bool):
+            values[f.name] = not value
+        elif f.name == "net_arch":
+            values[f.name] = [7, 5]
+        elif f.name in ("max_events",) or isinstance(value, int):
+            values[f.name] = (value or 0) + 3
+        else:
+            values[f.name] = value + 0.125
+    return values
+
+
+def _trained_config(monkeypatch, argv: list[str]) -> tuple[TrainConfig | None, object]:
+    """The TrainConfig `interestgym train ARGV` would train (train_run replaced)."""
+    import interestgym.agents.train as train_module
+
+    seen: list[TrainConfig] = []
+
+    def fake(config, *, resume=False):
+        seen.append(config)
+        return {"num_timesteps": 0, "seconds": 0.0, "select_metric": config.reward, "best_value": 0.0, "best_step": 0}
+
+    monkeypatch.setattr(train_module, "train_run", fake)
+    result = CliRunner().invoke(cli, ["train", *argv])
+    return (seen[0] if seen else None), result
+
+
+def _toml(values: dict) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+
+
+def test_a_config_file_sets_every_setting_and_the_command_line_wins(monkeypatch, tmp_path):
+    values = _non_default_settings(tmp_path)
+    path = tmp_path / "train.toml"
+    path.write_text(_toml(values))
+    config, result = _trained_config(monkeypatch, ["--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert config.as_dict() == values
+
+    config, result = _trained_config(monkeypatch, ["--config", str(path), "--clip-range", "0.05", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert config.clip_range == 0.05 and config.progress_bar is False and config.vf_coef == values["vf_coef"]
+
+    # YAML (PyYAML is installed here); relative paths are the file's
+    pytest.importorskip("yaml")
+    (tmp_path / "sub").mkdir()
+    yaml_path = tmp_path / "sub" / "train.yaml"
+    yaml_path.write_text("dataset: ../data\nrun-dir: runs/a\nclip_range: 0.3\neval_users: 0\nreward_baseline: none\nnet_arch: 32,32\n")
+    config, result = _trained_config(monkeypatch, ["--config", str(yaml_path)])
+    assert result.exit_code == 0, result.output
+    assert (config.dataset, config.run_dir) == (str(tmp_path / "sub" / "../data"), str(tmp_path / "sub" / "runs/a"))
+    assert (config.clip_range, config.eval_users, config.reward_baseline, config.net_arch) == (0.3, None, None, [32, 32])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("clip_rnage = 0.1\n", r"train.toml: unknown setting 'clip_rnage'; expected one of dataset, run_dir"),
+    ("n_envs = 'many'\n", r"train.toml: n_envs = 'many': expected an integer"),
+    ("clip_range = [1\n", r"train.toml: not valid TOML"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_file_and_key(tmp_path, capsys, text, message):
+    import re
+
+    path = tmp_path / "train.toml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(tmp_path), "--run-dir", str(tmp_path / "run"), "--config", str(path)])
+    assert info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_without_pyyaml_and_other_suffixes_are_refused(tmp_path, monkeypatch):
+    from interestgym.agents.config import read_config_file
+
+    path = tmp_path / "train.yaml"
+    path.write_text("seed: 1\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` fails as if not installed
+    with pytest.raises(InterestGymError, match=r"reading YAML needs PyYAML"):
+        read_config_file(path)
+    (tmp_path / "train.ini").write_text("seed = 1\n")
+    with pytest.raises(InterestGymError, match=r"expected a .toml, .yaml or .yml file"):
+        read_config_file(tmp_path / "train.ini")
+
+
+def test_from_dict_refuses_unknown_keys_instead_of_dropping_them():
+    values = TrainConfig(dataset="d", run_dir="r").as_dict()
+    assert TrainConfig.from_dict(values).as_dict() == values  # config.json round-trips
+    with pytest.raises(InterestGymError, match=r"unknown setting 'clip_rnage'"):
+        TrainConfig.from_dict({**values, "clip_rnage": 0.1})
+
+
+def test_new_flags_are_checked(tmp_path):
+    for option, value, message in (("clip_range", 0.0, r"--clip-range 0.0: expected a positive number"),
+                                   ("update_threshold", 1.5, r"--update-threshold 1.5: expected a number in \[0, 1\]"),
+                                   ("vf_coef", -1.0, r"--vf-coef -1.0: expected a number >= 0")):
+        with pytest.raises(InterestGymError, match=message):
+            train_run(_config(tmp_path, tmp_path / "run", **{option: value}))
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------- progress bar
+def test_the_progress_bar_total_is_the_steps_that_run(dataset, tmp_path, monkeypatch):
+    import stable_baselines3.common.callbacks as sb3_callbacks
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def refresh(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sb3_callbacks, "tqdm", Bar)
+    result = train_run(_config(dataset, tmp_path / "run", timesteps=100, eval_every=0, checkpoint_every=0, progress_bar=True))
+    assert result["num_timesteps"] == 128  # two whole rollouts of 4 x 16
+    assert [(b.total, b.n) for b in bars] == [(128, 128)]  # not "128/100"
+
+    from interestgym.agents.train import steps_to_run
+
+    assert steps_to_run(3000, 64, 64) == 4096 and steps_to_run(4096, 64, 64) == 4096 and steps_to_run(0, 4, 16) == 0
