@@ -317,3 +317,21 @@ class InterestTrainingCallback(BaseCallback):
         episodes = [{"r": float(e["r"]), "l": int(e["l"]), "t": float(e["t"])} for e in (self.model.ep_info_buffer or [])]
         write_checkpoint(self.run_dir, self.last_checkpoint_step, self.model, self.model.get_vec_normalize_env(),
                          {"callback": self.state_dict(), "episodes": episodes}, keep=self.keep_checkpoints)
+
+
+class LogProgressCallback(BaseCallback):
+    """Training progress as plain log lines (:class:`interestgym.progress.LogProgress`) when the output is
+    not a terminal: SB3's bar goes to a terminal only, and a job under nohup would show nothing."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        from interestgym.progress import LogProgress
+
+        self.bar = LogProgress(total, desc="training", unit="step")
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()

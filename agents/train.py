@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ from interestgym.agents.run_folder import (
     DATASET_MANIFEST,
     INFO_FILE,
     TENSORBOARD_DIR,
-    RunLock,
     embedding_identity,
     has_checkpoint,
     load_checkpoint,
@@ -49,6 +49,7 @@ from interestgym.agents.run_folder import (
     write_model_folder,
     write_tuned_baselines,
 )
+from interestgym.agents.run_lock import RunLock
 from interestgym.agents.tuning import mean_over_users, subsample_users, tune_reference
 
 from interestgym.errors import ArtifactError, InterestGymError
@@ -113,10 +114,9 @@ def steps_to_run(remaining: int, n_envs: int, n_steps: int) -> int:
 def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) a PPO run; returns a summary (steps, seconds, best validation value).
 
-    One process per run folder: the run's lock (:class:`~interestgym.agents.run_folder.RunLock`) is
+    One process per run folder: the run's lock (:class:`~interestgym.agents.run_lock.RunLock`) is
     held from the first write to the last.
     """
-    import sys
 
     run_dir = Path(config.run_dir)
     saved: dict[str, Any] = {}
@@ -166,10 +166,10 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 
 def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> dict[str, Any]:
     """The body of :func:`train_run`, under the run's lock."""
-    import sys
 
     from interestgym.agents.callbacks import (
         InterestTrainingCallback,
+        LogProgressCallback,
         truncate_tensorboard,
     )
     from interestgym.agents.rules import make_baseline
@@ -301,8 +301,12 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
     remaining = config.timesteps - model.num_timesteps
     if remaining > 0:
         # whole rollouts: the real number of steps, so the progress bar's total is what will run
-        model.learn(total_timesteps=steps_to_run(remaining, config.n_envs, config.n_steps), callback=callback,
-                    reset_num_timesteps=not resume, progress_bar=config.progress_bar)
+        total = steps_to_run(remaining, config.n_envs, config.n_steps)
+        # SB3's bar on a terminal; plain log lines when the output goes to a file (nohup, batch jobs)
+        on_terminal = sys.stderr.isatty()
+        callbacks = [callback] + ([LogProgressCallback(total)] if config.progress_bar and not on_terminal else [])
+        model.learn(total_timesteps=total, callback=callbacks, reset_num_timesteps=not resume,
+                    progress_bar=config.progress_bar and on_terminal)
     else:
         callback.init_callback(model)
     write_model_folder(run_dir / "final", model, model.get_vec_normalize_env(), {"step": int(model.num_timesteps)})

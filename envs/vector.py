@@ -152,7 +152,9 @@ class InterestReplayVecEnv(VecEnv):
         terminated = out.done[:n]
         truncated = ~terminated & (self.max_events is not None) & (self._steps >= (self.max_events or 0))
         dones = terminated | truncated
-        infos: list[dict[str, Any]] = [{"scored": bool(s)} for s in scored]
+        # the agent's own metric at a scored step (the reward may be baseline-subtracted)
+        infos: list[dict[str, Any]] = [{"scored": bool(s), "metric": float(m)} if s else {"scored": False}
+                                       for s, m in zip(scored, main[:n])]
         finished = np.nonzero(dones)[0]
         if len(finished):
             fin_term = finished[terminated[finished]]

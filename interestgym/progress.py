@@ -29,14 +29,14 @@ class LogProgress:
     """tqdm's small API (update, set_postfix_str, set_description, close, total) as periodic log lines."""
 
     def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", *, stream: TextIO | None = None,
-                 every: float = LOG_EVERY_SECONDS) -> None:
+                 every: float | None = None) -> None:
         self.total = total
         self.desc = desc
         self.unit = unit
         self.n = 0
         self.postfix = ""
         self._stream = stream
-        self._every = every
+        self._every = LOG_EVERY_SECONDS if every is None else every
         self._start = time.monotonic()
         self._last = self._start
         self._logged = False

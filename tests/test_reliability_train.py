@@ -201,7 +201,7 @@ def test_resume_with_no_intact_checkpoint_is_one_clear_error(dataset, trained, t
 
 
 # ------------------------------------------------------------------ 11.11: one process per run
-_HOLD = ("import sys, time\nfrom interestgym.agents.run_folder import RunLock\n"
+_HOLD = ("import sys, time\nfrom interestgym.agents.run_lock import RunLock\n"
          "with RunLock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
 
 

@@ -46,7 +46,8 @@ def _events(tb_dir: Path):
 
 def _steps(tb_dir: Path) -> dict[str, list[int]]:
     acc = _events(tb_dir)
-    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    # sorted: event files of runs in one test process may sort out of write order by name (their counter)
+    return {tag: sorted(e.step for e in acc.Scalars(tag)) for tag in acc.Tags()["scalars"]}
 
 
 def _repeated(steps: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -227,7 +228,7 @@ def test_new_flags_are_checked(tmp_path):
 
 
 # ------------------------------------------------------------------------------- progress bar
-def test_the_progress_bar_total_is_the_steps_that_run(dataset, tmp_path, monkeypatch):
+def test_the_progress_bar_total_is_the_steps_that_run(dataset, tmp_path, monkeypatch, capsys):
     import stable_baselines3.common.callbacks as sb3_callbacks
 
     bars = []
@@ -246,10 +247,21 @@ def test_the_progress_bar_total_is_the_steps_that_run(dataset, tmp_path, monkeyp
         def close(self):
             pass
 
+    import sys
+
+    import interestgym.progress
+
     monkeypatch.setattr(sb3_callbacks, "tqdm", Bar)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # SB3's bar is for a terminal
     result = train_run(_config(dataset, tmp_path / "run", timesteps=100, eval_every=0, checkpoint_every=0, progress_bar=True))
     assert result["num_timesteps"] == 128  # two whole rollouts of 4 x 16
     assert [(b.total, b.n) for b in bars] == [(128, 128)]  # not "128/100"
+    # Off a terminal: no bar, log lines with the same total.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
+    train_run(_config(dataset, tmp_path / "run2", timesteps=100, eval_every=0, checkpoint_every=0, progress_bar=True))
+    assert len(bars) == 1
+    assert "training: 128/128 step (100%)" in capsys.readouterr().err
 
     from interestgym.agents.train import steps_to_run
 

@@ -41,7 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interestgym.agents.run_folder import model_step, read_json_or_none
+from interestgym.agents.run_folder import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_STATE,
+    has_checkpoint,
+    model_step,
+    read_json_or_none,
+)
 from interestgym.errors import ArtifactError, InterestGymError
 
 DATA_DIR = "data"
@@ -169,10 +175,9 @@ def stage_prepare(cfg: QuickstartConfig, data_dir: Path, say: Callable[[str], No
 
 
 def stage_encode(cfg: QuickstartConfig, data_dir: Path, spec: str, name: str, say: Callable[[str], None]) -> str:
+    from interestgym.data.dataset import Dataset
     from interestgym.encoders.pipeline import encode_dataset
     from interestgym.encoders.registry import build_encoder
-
-    from interestgym.data.dataset import Dataset
 
     ds = Dataset.open(data_dir)
     if name in ds.embedding_names():
@@ -218,8 +223,8 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
         if step is not None and step >= config.timesteps:
             say(f"reusing trained model {run_dir} ({step:,} steps; --retrain trains again)")
             return "reused"
-        if (run_dir / "checkpoints" / "state.json").is_file():
-            state = read_json_or_none(run_dir / "checkpoints" / "state.json") or {}
+        if has_checkpoint(run_dir):
+            state = read_json_or_none(run_dir / CHECKPOINT_DIR / CHECKPOINT_STATE) or {}
             say(f"resuming training {run_dir} from step {state.get('num_timesteps', '?')} to {config.timesteps:,}")
             resume, status = True, "resumed"
         else:
@@ -233,8 +238,8 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
 
 def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], None], *, refresh: bool = False) -> str:
     from interestgym.agents.rules import BASELINE_NAMES
-    from interestgym.evaluation.run import evaluate_run
     from interestgym.agents.run_folder import read_evaluation
+    from interestgym.evaluation.run import evaluate_run
 
     path = run_dir / "evaluation.json"
     wanted = list(BASELINE_NAMES) if cfg.baselines.strip() == "all" else [b.strip() for b in cfg.baselines.split(",") if b.strip()]
@@ -257,7 +262,6 @@ def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], No
 def stage_export(cfg: QuickstartConfig, run_dir: Path, export_dir: Path, say: Callable[[str], None], *,
                  refresh: bool = False) -> str:
     from interestgym.export.run import export_run
-
     from interestgym.io import sha256_file
     from interestgym.runtime.manifest import read_verified_manifest
 
@@ -310,9 +314,8 @@ def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print)
         raise InterestGymError(f"--out {out}: is a file; expected a folder")
     data_dir, run_dir, export_dir = out / DATA_DIR, out / RUN_DIR, out / EXPORT_DIR
     # Check the training and evaluation options now, not after minutes of preparing and training.
-    from interestgym.agents.rules import make_baseline
     from interestgym.agents.config import TrainConfig
-
+    from interestgym.agents.rules import make_baseline
     from interestgym.core.metrics import parse_metric
 
     early = TrainConfig(dataset=str(data_dir), run_dir=str(run_dir), **cfg.train_options)
