@@ -20,6 +20,8 @@ from interestgym.errors import InterestGymError
 
 #: Values of ``TrainConfig.agent_scoring`` (see :func:`interestgym.agents.train.agent_scoring_config`).
 AGENT_SCORING_MODES = ("reference", "reference-fixed", "plain")
+#: Values of ``TrainConfig.policy_form``.
+POLICY_FORMS = ("residual", "absolute")
 
 
 @dataclass
@@ -61,6 +63,11 @@ class TrainConfig:
     """Negative sampling for logs without impressions: ``uniform`` or ``popularity``."""
     n_negatives: int = 99
     """Sampled negatives per scoring point (logs without impressions)."""
+    exclude: str = "auto"
+    """Which items a scoring point's negatives leave out (logs without impressions): ``target`` (the
+    target and the user's items of that moment only: the honest protocol for logs with repeats),
+    ``log`` (every item of the user's log: the classic protocol), ``past``, or ``auto`` (``target``
+    when the log has repeats, else ``log``)."""
     protocol_seed: int = 0
     """Seed of the scoring protocol (sampled negatives); part of the protocol, not of the learner."""
     max_events: int | None = None
@@ -90,6 +97,17 @@ class TrainConfig:
     log_std_init: float = -1.0
     """Initial log standard deviation of the Gaussian policy (exp(-1) = 0.37 in action units, i.e.
     0.18 in strength units)."""
+    policy_form: str = "residual"
+    """How the agent acts: ``residual`` (the default) adds a learned change to the reference rule's
+    action, plus a fifth component that changes the rule's category keep factor; the change starts at
+    exactly zero, so the untrained agent IS the tuned reference rule, to the bit, on every split, and
+    it scores with the rule's own terms (``agent_scoring`` does not apply). ``absolute``: the agent
+    outputs the action itself (``init_from_reference`` centres it on the rule's mean action: close to
+    the rule, not equal)."""
+    ship_threshold: float = 0.0
+    """At the end of training the run ships the learned policy only if the lower end of the paired
+    95% CI of its gain over the reference on validation users (``reward`` metric, mean over users)
+    exceeds this; otherwise it ships the reference rule itself (``RUN/shipped.json`` says which and why)."""
     init_from_reference: bool = True
     """Start the policy's mean action at the reference rule's mean action (residual learning: the
     untrained policy already acts like the tuned rule, PPO learns when to deviate from it). When the
@@ -180,6 +198,10 @@ class TrainConfig:
             torch.device(self.device)
         except (RuntimeError, ValueError):
             raise InterestGymError(f"--device {self.device!r}: expected a torch device such as cpu, cuda or cuda:0") from None
+        if self.policy_form not in POLICY_FORMS:
+            raise InterestGymError(f"--policy-form {self.policy_form!r}: expected one of {', '.join(POLICY_FORMS)}")
+        if self.exclude not in ("auto", "target", "log", "past"):
+            raise InterestGymError(f"--exclude {self.exclude!r}: expected auto, target, log or past")
         if self.negatives not in ("uniform", "popularity"):
             raise InterestGymError(f"--negatives {self.negatives!r}: expected uniform or popularity")
         from interestgym.agents.rules import BASELINE_NAMES
@@ -194,7 +216,8 @@ class TrainConfig:
         """The scoring protocol of ``split`` under the run's options (one object, passed whole)."""
         from interestgym.envs.replay_data import ProtocolSpec
 
-        return ProtocolSpec(split=split, n_negatives=self.n_negatives, negatives=self.negatives, seed=self.protocol_seed)
+        return ProtocolSpec(split=split, n_negatives=self.n_negatives, negatives=self.negatives, exclude=self.exclude,
+                            seed=self.protocol_seed)
 
     def replay_data(self, split: str):
         """Precomputed replay arrays of ``split`` (cached per process by the env package)."""

@@ -59,6 +59,8 @@ MODEL_FOLDER_FILES = (MODEL_FILE, NORMALISER_FILE, INFO_FILE)
 #: The pickled VecNormalize of runs written before normaliser.npz (never loaded).
 LEGACY_NORMALISER_FILE = "vecnormalize.pkl"
 REPORT_DIR = "report"
+#: Which policy the run ships (learned or its reference rule) and why.
+SHIPPED_FILE = "shipped.json"
 #: The saved models a run has (``--model``).
 MODEL_CHOICES = ("best", "final")
 #: Numbered checkpoints kept on disk (older ones are deleted).
@@ -468,9 +470,54 @@ def run_scoring(run_dir: str | Path, saved: dict[str, Any] | None = None):
         raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: agent_scoring: {exc}") from None
 
 
+def run_reference(saved: dict[str, Any]):
+    """The run's tuned reference rule (None for a run without one)."""
+    from interestgym.core.rules import make_rule
+
+    reference = saved.get("reference")
+    return make_rule(reference["name"], **reference["params"]) if reference else None
+
+
 def load_run_policy(run_dir: str | Path, which: str = "best", *, device: str = "cpu", name: str = "ppo"):
-    """The ``best`` or ``final`` model of a run as a Policy (with the run's fixed scoring terms)."""
+    """The ``best`` or ``final`` model of a run as a Policy (with the run's fixed scoring terms; a
+    residual run's model is composed with its reference rule, as in training)."""
     from interestgym.agents.sb3_policy import policy_from_model
+    from interestgym.envs.policies import ResidualPolicy
 
     trained = load_model(run_dir, which, device=device)
-    return policy_from_model(trained.model, trained.vecnormalize, name=name, scoring=run_scoring(run_dir, trained.config))
+    learned = policy_from_model(trained.model, trained.vecnormalize, name=name, scoring=run_scoring(run_dir, trained.config))
+    if (trained.config.get("config") or {}).get("policy_form") == "residual" and trained.config.get("reference"):
+        return ResidualPolicy(run_reference(trained.config), learned, name=name)
+    return learned
+
+
+# ------------------------------------------------------------------------------------ shipping
+def best_or_final(run_dir: str | Path) -> str:
+    """``best`` when the run has a best model (validation ran), else ``final``."""
+    return "best" if (Path(run_dir) / "best" / MODEL_FILE).is_file() else "final"
+
+
+def write_shipped(run_dir: str | Path, decision: dict[str, Any]) -> None:
+    """Record which policy the run ships (learned or the reference rule) and why."""
+    write_json_atomic(Path(run_dir) / SHIPPED_FILE, decision)
+
+
+def read_shipped(run_dir: str | Path) -> dict[str, Any] | None:
+    """``RUN/shipped.json`` (None for a run that has not finished training)."""
+    path = Path(run_dir) / SHIPPED_FILE
+    if not path.is_file():
+        return None
+    doc = _read_json(path, "the shipping decision written by `interestgym train`")
+    if not isinstance(doc, dict) or doc.get("policy") not in ("learned", "rule"):
+        raise ArtifactError(f"{path}: field 'policy' is {doc.get('policy') if isinstance(doc, dict) else doc!r}; expected learned or rule")
+    return doc
+
+
+def load_shipped_policy(run_dir: str | Path, *, device: str = "cpu"):
+    """The policy the run ships: its learned model, or its reference rule (named after the rule)."""
+    decision = read_shipped(run_dir)
+    if decision is None:
+        raise ArtifactError(f"{Path(run_dir) / SHIPPED_FILE}: missing; the run has not finished training (or predates shipping decisions)")
+    if decision["policy"] == "rule":
+        return run_reference(read_run_config(run_dir))
+    return load_run_policy(run_dir, decision.get("model") or "best", device=device)

@@ -52,6 +52,7 @@ from interestgym.agents.run_folder import (
 from interestgym.agents.run_lock import RunLock
 from interestgym.agents.tuning import mean_over_users, subsample_users, tune_reference
 
+from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
 from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.io import write_json_atomic
 
@@ -101,6 +102,98 @@ def centre_on_reference(model: Any, reference: Any, data: Any, n_users: int = 64
     with torch.no_grad():
         model.policy.action_net.bias.copy_(torch.as_tensor(mean_action, dtype=model.policy.action_net.bias.dtype))
     return mean_action
+
+
+def new_agent(config: TrainConfig, venv: Any, residual_to: Any, centre_on: Any, train_data: Any, agent_scoring: Any) -> tuple[Any, Any]:
+    """A fresh PPO agent on ``venv`` (wrapped in VecNormalize here) and its initial mean action.
+
+    With ``residual_to`` (a rule; ``venv`` composes the agent's change with it) the action net starts
+    at exactly zero: the untrained agent is that rule. Otherwise, with ``centre_on``, the action net's
+    bias is the rule's mean action (the absolute form).
+    """
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(venv, norm_obs=True, norm_reward=config.norm_reward, clip_obs=config.clip_obs, gamma=config.gamma)
+    model = PPO(
+        "MlpPolicy", venv, learning_rate=config.learning_rate, n_steps=config.n_steps, batch_size=config.batch_size,
+        n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip_range,
+        ent_coef=config.ent_coef, vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm, seed=config.seed,
+        device=config.device, verbose=0,
+        policy_kwargs={"net_arch": {"pi": list(config.net_arch), "vf": list(config.net_arch)},
+                       "log_std_init": config.log_std_init},
+    )
+    if residual_to is not None:
+        # a change of exactly zero (PPO's Gaussian mean is the action net's output; its initial weights
+        # are tiny, not zero): the untrained agent is the reference rule, to the bit
+        with torch.no_grad():
+            model.policy.action_net.weight.zero_()
+            model.policy.action_net.bias.zero_()
+        return model, np.zeros(venv.action_space.shape[0])
+    if centre_on is None:
+        return model, None
+    init_action = centre_on_reference(model, centre_on, train_data)
+    fixed_forgetting = centre_on.scoring.category_forgetting
+    if agent_scoring.ties_category_forgetting and fixed_forgetting is not None:
+        # The rule forgets with a fixed f, the agent with 1 - a_L: start a_L at 1 - f, so that the
+        # untrained agent forgets the category counts like the rule (the category term dominates
+        # the score; its profile L then moves at 1 - f instead of the rule's a_L).
+        init_action[0] = 2.0 * (1.0 - fixed_forgetting) - 1.0
+        with torch.no_grad():
+            model.policy.action_net.bias[0] = float(init_action[0])
+    return model, init_action
+
+
+# ---------------------------------------------------------------------------------------- shipping
+def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, reference: Any) -> dict[str, Any]:
+    """Ship the learned policy only when it is proven on validation users; else ship the rule.
+
+    The run's best model and the reference rule replay every validation user (the same users and
+    candidates); the learned policy ships when the lower end of the paired 95% bootstrap CI of its
+    per-user gain in the reward metric exceeds ``config.ship_threshold``. The decision, with its
+    numbers and reason, goes to ``RUN/shipped.json`` (read by evaluate, report and export).
+    """
+    from interestgym.agents.run_folder import (
+        best_or_final,
+        load_run_policy,
+        write_shipped,
+    )
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.evaluation.stats import paired_bootstrap_diff, per_user_means
+
+    metric = config.reward
+    if reference is None:
+        decision = {"policy": "learned", "model": best_or_final(run_dir),
+                    "reason": "no reference rule (--reward-baseline none): nothing to compare with"}
+        write_shipped(run_dir, decision)
+        return decision
+    which = best_or_final(run_dir)
+    learned = load_run_policy(run_dir, which, device=config.device)
+
+    def per_user(policy: Any) -> tuple[np.ndarray, np.ndarray]:
+        res = evaluate_policy(valid_data, policy, metric=metric, record_features=False, progress=False)
+        return per_user_means(res.points["user_id"].to_numpy(), res.points[metric].to_numpy())
+
+    users, ours = per_user(learned)
+    ref_users, theirs = per_user(reference)
+    assert np.array_equal(users, ref_users)
+    diff = paired_bootstrap_diff(ours, theirs, seed=config.seed).as_dict()
+    proven = diff["lo"] > config.ship_threshold
+    decision = {
+        "policy": "learned" if proven else "rule",
+        "model": which if proven else None,
+        "rule": {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()},
+        "metric": metric,
+        "validation": {"users": int(len(users)), "learned": float(np.nanmean(ours)), "rule": float(np.nanmean(theirs)),
+                       "diff": diff, "threshold": config.ship_threshold},
+        "reason": (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
+                   f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
+                   + ("above" if proven else "not above") + f" the threshold {config.ship_threshold:g}"),
+    }
+    write_shipped(run_dir, decision)
+    return decision
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -174,10 +267,10 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
     )
     from interestgym.agents.rules import make_baseline
     from interestgym.agents.sb3_policy import policy_from_model
+    from interestgym.envs.policies import ResidualPolicy
     from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
-    from stable_baselines3 import PPO
     from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+    from stable_baselines3.common.vec_env import VecMonitor
 
     run_dir = Path(config.run_dir)
     settle_model_folders(run_dir)
@@ -197,7 +290,9 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
     if config.reward_baseline and reference is None:
         reference, tuned = tune_reference(config, valid_data)
     reference_policy = make_baseline(reference["name"], **reference["params"]) if reference else None
-    agent_scoring = agent_scoring_config(config.agent_scoring, reference_policy)
+    # residual form: the agent changes the rule's action and scores with the rule's own terms
+    residual = config.policy_form == "residual" and reference_policy is not None
+    agent_scoring = reference_policy.scoring if residual else agent_scoring_config(config.agent_scoring, reference_policy)
     if "agent_scoring" in saved:
         # a resumed run keeps the scoring it was trained with (runs from before the tied mode included)
         from interestgym.core.interest import ScoringConfig
@@ -211,7 +306,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         reference_valid = mean_over_users(res, config.reward)
 
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
-                                reward_baseline=reference_policy, scoring=agent_scoring, seed=config.seed)
+                                reward_baseline=reference_policy, scoring=agent_scoring,
+                                residual_to=reference_policy if residual else None, seed=config.seed)
     # SB3's episode statistics (rollout/ep_rew_mean, ep_len_mean) on the raw reward: one episode is one
     # user's replay. Inside VecNormalize, so it sums the env's rewards, not the normalised ones.
     venv = VecMonitor(venv)
@@ -226,8 +322,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
             "agent_scoring": agent_scoring.as_dict(),
             "protocol": {"train": train_data.describe(), "valid": valid_data.describe()},
             "embedding": embedding_identity(config),
-            "action_space": {"box": [-1.0, 1.0], "strength": "(clip(u, -1, 1) + 1) / 2",
-                             "names": ["long_strength", "short_strength", "short_weight", "popularity_weight"]},
+            "action_space": {"box": [-1.0, 1.0], "strength": "(clip(u, -1, 1) + 1) / 2", "form": config.policy_form if residual else "absolute",
+                             "names": list(RESIDUAL_ACTION_NAMES if residual else ACTION_NAMES)},
             "observation_normalisation": {"kind": "VecNormalize", "clip_obs": config.clip_obs, "norm_reward": config.norm_reward},
             "baselines": "baselines.json: every baseline tuned on validation users",
             "files": {"best": "best/model.zip + best/normaliser.npz (sha256 in best/info.json)",
@@ -240,6 +336,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
                               protocol=valid_data.describe(), baselines=tuned)
 
     callback_state = None
+    init_action = None
     if resume:
         model, record = load_checkpoint(run_dir, venv, device=config.device, clip_range=config.clip_range,
                                         note=lambda line: sys.stderr.write(line + "\n"))
@@ -254,33 +351,18 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         # logged again from here: drop them first.
         truncate_tensorboard(run_dir / TENSORBOARD_DIR, int(model.num_timesteps))
     else:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=config.norm_reward, clip_obs=config.clip_obs, gamma=config.gamma)
-        model = PPO(
-            "MlpPolicy", venv, learning_rate=config.learning_rate, n_steps=config.n_steps, batch_size=config.batch_size,
-            n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip_range,
-            ent_coef=config.ent_coef, vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm, seed=config.seed,
-            device=config.device, verbose=0,
-            policy_kwargs={"net_arch": {"pi": list(config.net_arch), "vf": list(config.net_arch)},
-                           "log_std_init": config.log_std_init},
-        )
-    if not resume and reference_policy is not None and config.init_from_reference:
-        init_action = centre_on_reference(model, reference_policy, train_data)
-        fixed_forgetting = reference_policy.scoring.category_forgetting
-        if agent_scoring.ties_category_forgetting and fixed_forgetting is not None:
-            # The rule forgets with a fixed f, the agent with 1 - a_L: start a_L at 1 - f, so that the
-            # untrained agent forgets the category counts like the rule (the category term dominates
-            # the score; its profile L then moves at 1 - f instead of the rule's a_L).
-            init_action[0] = 2.0 * (1.0 - fixed_forgetting) - 1.0
-            with torch.no_grad():
-                model.policy.action_net.bias[0] = float(init_action[0])
-    else:
-        init_action = None
+        model, init_action = new_agent(config, venv, reference_policy if residual else None,
+                                       reference_policy if config.init_from_reference else None, train_data, agent_scoring)
     # One TensorBoard folder for the whole run: a resumed run adds a new event file to it and, with
     # reset_num_timesteps=False, continues the same step axis.
     model.set_logger(configure(str(run_dir / TENSORBOARD_DIR), ["tensorboard"]))
 
+    def as_policy(current_model: Any) -> Any:
+        learned = policy_from_model(current_model, current_model.get_vec_normalize_env(), scoring=agent_scoring)
+        return ResidualPolicy(reference_policy, learned) if residual else learned
+
     def validate(current_model: Any) -> dict[str, float]:
-        policy = policy_from_model(current_model, current_model.get_vec_normalize_env(), scoring=agent_scoring)
+        policy = as_policy(current_model)
         res = evaluate_policy(valid_data, policy, metric=config.reward, users=eval_users, record_features=False, progress=False)
         per_user = res.per_user()
         out = {m: float(per_user[m].mean()) for m in res.metrics}
@@ -312,6 +394,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
     write_model_folder(run_dir / "final", model, model.get_vec_normalize_env(), {"step": int(model.num_timesteps)})
     for fmt in model.logger.output_formats:
         fmt.close()
+    shipped = decide_shipping(run_dir, config, valid_data, reference_policy)
     return {
         "num_timesteps": int(model.num_timesteps),
         "seconds": time.perf_counter() - t_start,
@@ -319,5 +402,6 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         "best_value": callback.best_value,
         "best_step": callback.best_step,
         "reference_valid": reference_valid,
+        "shipped": shipped,
         "run_dir": str(run_dir),
     }

@@ -33,6 +33,7 @@ from interestgym.core.metrics import metric_names, parse_metric, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     DecisionState,
+    apply_keep_change,
     category_forgetting_factor,
     decision_transition,
     fold_outcomes,
@@ -156,11 +157,15 @@ class ReplayEngine:
 
     # ------------------------------------------------------------------------------------- step
     def step(self, rows: np.ndarray, actions: np.ndarray) -> StepOutput:
-        """Apply ``actions`` (n, 4) in the env's [-1, 1] box to ``rows`` and advance them one decision."""
+        """Apply ``actions`` (n, 4) in the env's [-1, 1] box to ``rows`` and advance them one decision
+        ((n, 5) for a residual policy: the fifth changes the category keep factor)."""
         data = self.data
         rows = np.asarray(rows, dtype=np.int64)
         n = len(rows)
-        strengths = action_to_strengths(np.asarray(actions).reshape(n, 4))
+        actions = np.asarray(actions).reshape(n, -1)
+        # a residual policy's fifth component changes the category counts' keep factor (see core.transition)
+        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
+        strengths = action_to_strengths(actions[:, :4])
         fixed = self.fixed_p[rows]
         strengths[:, 3] = np.where(np.isnan(fixed), strengths[:, 3], fixed)
         dec = self.cursor[rows].copy()
@@ -173,7 +178,7 @@ class ReplayEngine:
         if self.category_counts is not None:
             self.category_counts[rows] = update_category_counts(
                 self.category_counts[rows], data.decision_category[dec],
-                category_forgetting_factor(self.cat_forgetting[rows], strengths))
+                apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change))
         if self.slot_profiles is not None:
             slot = data.decision_slot[dec].astype(np.int64)
             self.slot_profiles[rows, slot] = update_profile(self.slot_profiles[rows, slot], x, self.ctx_rate[rows])

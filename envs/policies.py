@@ -34,8 +34,9 @@ import numpy as np
 
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import action_to_strengths, strengths_to_action
+from interestgym.core.rules import compose_residual
 
-__all__ = ["Policy", "ConstantPolicy", "ModelPolicy", "action_to_strengths", "strengths_to_action"]
+__all__ = ["Policy", "ConstantPolicy", "ModelPolicy", "ResidualPolicy", "action_to_strengths", "strengths_to_action"]
 
 
 @runtime_checkable
@@ -92,9 +93,40 @@ class ModelPolicy:
         if self.obs_transform is not None:
             obs = self.obs_transform(obs)
         actions, _ = self.model.predict(obs, deterministic=self.deterministic)
-        return np.clip(np.asarray(actions, dtype=np.float32).reshape(len(obs), 4), -1.0, 1.0)
+        return np.clip(np.asarray(actions, dtype=np.float32).reshape(len(obs), -1), -1.0, 1.0)
 
 
 def strengths_of(policy: Policy, observations: np.ndarray) -> np.ndarray:
     """The (a_L, a_S, w, p) strengths in [0, 1] a policy chooses (for plots and tests)."""
     return action_to_strengths(policy.act(observations))
+
+
+class ResidualPolicy:
+    """A reference rule plus a learned change: the form PPO trains in by default.
+
+    ``act(obs)`` = ``[clip(reference.act(obs) + change[:, :4], -1, 1), change[:, 4]]``: the first four
+    components move the rule's (a_L, a_S, w, p), the fifth changes the category counts' keep factor
+    (:func:`interestgym.core.transition.apply_keep_change`). A zero change is the rule itself, to the
+    bit (``x + 0 == x``; the rule's own scoring configuration is kept): the untrained agent starts
+    exactly at the tuned reference and learns when to deviate from it.
+
+    :param reference: the rule (``act``, ``scoring``, ``name``).
+    :param change: the learned part: anything with ``act(obs) -> (n, 5)`` in [-1, 1] (a ModelPolicy),
+        or None for a zero change.
+    """
+
+    def __init__(self, reference: Any, change: Any = None, *, name: str = "ppo") -> None:
+        self.reference = reference
+        self.change = change
+        self.name = name
+        self.scoring = reference.scoring
+
+    def compose(self, observations: np.ndarray, change: np.ndarray) -> np.ndarray:
+        """The env action (n, 5) for the learned ``change`` (n, 5) at ``observations``."""
+        return compose_residual(self.reference.act(observations), change)
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        obs = np.asarray(observations, dtype=np.float32)
+        obs = obs[None, :] if obs.ndim == 1 else obs
+        change = np.zeros((len(obs), 5), dtype=np.float32) if self.change is None else self.change.act(obs)
+        return self.compose(obs, change)

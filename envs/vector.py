@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 from interestgym.envs.engine import ReplayEngine
+from interestgym.envs.policies import ResidualPolicy
 from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
 from interestgym.envs.rollout import replay_users
 from stable_baselines3.common.vec_env.base_vec_env import (
@@ -40,7 +41,7 @@ from interestgym.core.features import (
 )
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.metrics import metric_names
-from interestgym.core.protocol import ACTION_NAMES
+from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
 from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
@@ -72,6 +73,7 @@ class InterestReplayVecEnv(VecEnv):
         max_events: int | None = None,
         reward_baseline: Any = None,
         scoring: ScoringConfig | None = None,
+        residual_to: Any = None,
         seed: int | None = None,
     ) -> None:
         if n_envs < 1:
@@ -83,7 +85,10 @@ class InterestReplayVecEnv(VecEnv):
         self.render_mode = None
         self.max_events = max_events
         self.reward_baseline = reward_baseline
-        self.scoring = scoring or ScoringConfig()
+        # With ``residual_to`` (a rule) the agent acts by changing the rule's action (ResidualPolicy):
+        # its action space gets the fifth, keep-factor component, and it scores like the rule.
+        self.residual = ResidualPolicy(residual_to) if residual_to is not None else None
+        self.scoring = self.residual.scoring if self.residual is not None else (scoring or ScoringConfig())
         n_rows = n_envs * (2 if reward_baseline is not None else 1)
         self.engine = ReplayEngine(self.data, n_rows, metric=metric)
         self.engine.set_scoring(slice(0, n_envs), self.scoring)
@@ -95,11 +100,13 @@ class InterestReplayVecEnv(VecEnv):
         self._rng = np.random.default_rng(seed)
         self._steps = np.zeros(n_envs, dtype=np.int64)
         self._actions: np.ndarray | None = None
+        self._obs: np.ndarray | None = None
         self._started = False
+        n_actions = len(RESIDUAL_ACTION_NAMES) if self.residual is not None else len(ACTION_NAMES)
         super().__init__(
             n_envs,
             spaces.Box(FEATURE_LOW.copy(), FEATURE_HIGH.copy(), (N_FEATURES,), dtype=np.float32),
-            spaces.Box(-1.0, 1.0, (len(ACTION_NAMES),), dtype=np.float32),
+            spaces.Box(-1.0, 1.0, (n_actions,), dtype=np.float32),
         )
 
     @property
@@ -123,10 +130,11 @@ class InterestReplayVecEnv(VecEnv):
         self._start(self._agent_rows)
         self._started = True
         self.reset_infos = [{"user_id": str(self.data.user_ids[u])} for u in self.engine.user[self._agent_rows]]
-        return self.engine.observe(self._agent_rows)
+        self._obs = self.engine.observe(self._agent_rows)
+        return self._obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, 4)
+        self._actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.action_space.shape[0])
         if not np.isfinite(self._actions).all():
             # a NaN would silently poison the profiles, the rewards and every later observation
             raise InterestGymError(f"actions: {int((~np.isfinite(self._actions)).any(axis=1).sum())} of {self.num_envs} envs got a "
@@ -135,10 +143,12 @@ class InterestReplayVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         if not self._started or self._actions is None:
             raise InterestGymError("step() before reset(): call reset() first")
-        actions = self._actions
+        actions = self._actions if self.residual is None else self.residual.compose(self._obs, self._actions)
         rows = self._agent_rows
         if len(self._ref_rows):
             ref_actions = np.asarray(self.reward_baseline.act(self.engine.observe(self._ref_rows)), dtype=np.float32)
+            if actions.shape[1] == 5:  # a zero keep change leaves the reference's forgetting as it is
+                ref_actions = np.concatenate([ref_actions, np.zeros((len(ref_actions), 1), np.float32)], axis=1)
             out = self.engine.step(np.concatenate([rows, self._ref_rows]), np.concatenate([actions, ref_actions]))
         else:
             out = self.engine.step(rows, actions)
@@ -173,6 +183,7 @@ class InterestReplayVecEnv(VecEnv):
                 infos[slot]["user_id"] = str(self.data.user_ids[self.engine.user[slot]])
             self._start(finished)
         obs = self.engine.observe(rows)
+        self._obs = obs
         self._actions = None
         return obs, rewards.astype(np.float32), dones, infos
 

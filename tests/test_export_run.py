@@ -147,12 +147,13 @@ def test_export_of_a_run_without_the_model_names_the_file(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"config": {}}))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(run), "--out", str(tmp_path / "x")])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "best/model.zip" in err  # one line naming the file
-    assert not (tmp_path / "x").exists()
+    for args, named in (([], "shipped.json"), (["--model", "best"], "best/model.zip")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", str(run), "--out", str(tmp_path / "x"), *args])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and named in err  # one line naming the file
+        assert not (tmp_path / "x").exists()
 
 
 def test_runtime_replay_reproduces_interestgym_evaluate_per_user_metrics(tmp_path_factory, tmp_path):

@@ -32,7 +32,6 @@ def _outputs(out: Path) -> dict[str, Path]:
         "model": out / "run" / "best" / "model.zip",
         "final": out / "run" / "final" / "model.zip",
         "evaluation": out / "run" / "evaluation.json",
-        "onnx": out / "export" / "policy.onnx",
         "export_manifest": out / "export" / "manifest.json",
         "report_md": out / "run" / "report" / "report.md",
         "report_html": out / "run" / "report" / "report.html",
@@ -53,6 +52,11 @@ def test_quickstart_runs_every_stage_and_prints_the_table(first_run):
     paths = _outputs(out)
     for name, path in paths.items():
         assert path.is_file() and path.stat().st_size > 0, name
+    # the export holds what the run ships: a learned model's graph, or no graph for its reference rule
+    shipped = json.loads((out / "run" / "shipped.json").read_text())
+    assert (out / "export" / "policy.onnx").is_file() == (shipped["policy"] == "learned")
+    assert json.loads(paths["export_manifest"].read_text())["provenance"]["run"]["shipped"] == shipped
+    assert "The run ships" in text
     assert len(list((out / "run" / "report").glob("timeline_*.png"))) == 1
 
     # the printed table holds evaluation.json's numbers
@@ -70,7 +74,7 @@ def test_quickstart_runs_every_stage_and_prints_the_table(first_run):
 
     load_policy(out / "export")
     manifest = json.loads(paths["export_manifest"].read_text())
-    assert manifest["provenance"]["run"]["model"] == "best"
+    assert manifest["provenance"]["run"]["model"] == ("rule" if shipped["policy"] == "rule" else shipped["model"])
     assert manifest["encoder"]["embeddings"] == "hashing"
 
 

@@ -125,9 +125,9 @@ def _non_default_settings(tmp_path: Path) -> dict:
             values[f.name] = str(tmp_path / f.name)
         elif f.name == "embeddings":
             values[f.name] = "topic16"
-        elif f.name in ("reward", "reward_baseline", "agent_scoring", "negatives", "device"):
+        elif f.name in ("reward", "reward_baseline", "agent_scoring", "negatives", "device", "exclude", "policy_form"):
             values[f.name] = {"reward": "mrr", "reward_baseline": "ema", "agent_scoring": "plain", "negatives": "popularity",
-                              "device": "cuda:1"}[f.name]
+                              "device": "cuda:1", "exclude": "past", "policy_form": "absolute"}[f.name]
         elif isinstance(value, bool):
             values[f.name] = not value
         elif f.name == "net_arch":

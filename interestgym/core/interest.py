@@ -32,6 +32,7 @@ import numpy as np
 from interestgym.core.clock import N_TIME_SLOTS, time_slot  # noqa: F401  (re-exported: the slot of the context term)
 from interestgym.errors import InterestGymError
 
+
 @dataclass(frozen=True)
 class ScoringConfig:
     """Fixed parts of a policy's scoring and state bookkeeping (the action sets the rest).

@@ -16,6 +16,9 @@ import numpy as np
 
 #: Names of the four action components, in order (the env's action vector).
 ACTION_NAMES: tuple[str, ...] = ("long_strength", "short_strength", "short_weight", "popularity_weight")
+#: A residual policy's action (:class:`interestgym.envs.policies.ResidualPolicy`) has a fifth component:
+#: a change of the category counts' keep factor, added to the reference's factor (0 = the reference's).
+RESIDUAL_ACTION_NAMES: tuple[str, ...] = (*ACTION_NAMES, "keep_change")
 
 
 def action_to_strengths(action: np.ndarray) -> np.ndarray:

@@ -94,6 +94,15 @@ def category_forgetting_factor(fixed: np.ndarray | float | None, strengths: np.n
     return np.where(np.isnan(fixed), tied, fixed)
 
 
+def apply_keep_change(factor: np.ndarray, keep_change: np.ndarray | None) -> np.ndarray:
+    """The keep factor after a residual policy's change: ``clip(factor + change, 0, 1)``; ``None`` or a
+    zero change leaves ``factor`` exactly as it is (so an untrained residual policy forgets like its
+    reference rule, to the bit)."""
+    if keep_change is None:
+        return factor
+    return np.where(keep_change == 0, factor, np.clip(factor + keep_change, 0.0, 1.0))
+
+
 def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
     """Forgetful category counts after a decision: ``counts * forgetting``, then +1 in the event's column.
 

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from interestgym.evaluation.tables import PolicyScores, markdown_tables, summarise
-from interestgym.evaluation.stats import per_user_means
 
 from interestgym.errors import InterestGymError
+from interestgym.evaluation.stats import per_user_means
+from interestgym.evaluation.tables import PolicyScores, markdown_tables, summarise
 from interestgym.io import write_json_atomic, write_text_atomic
 
 #: How each negative-exclusion rule reads in the protocol header.
@@ -125,11 +125,15 @@ def evaluate_run(
     from interestgym.agents import run_folder
     from interestgym.agents.config import TrainConfig
     from interestgym.agents.rules import BASELINE_NAMES, make_baseline
-    from interestgym.agents.tuning import best_baseline, subsample_users, tune_baselines, validation_scorer
-    from interestgym.envs.vector import evaluate_policy
-
+    from interestgym.agents.tuning import (
+        best_baseline,
+        subsample_users,
+        tune_baselines,
+        validation_scorer,
+    )
     from interestgym.core.metrics import parse_metric
     from interestgym.data.dataset import Dataset
+    from interestgym.envs.vector import evaluate_policy
 
     t0 = time.perf_counter()
     path = Path(run_or_dataset)
@@ -263,6 +267,7 @@ def evaluate_run(
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
         "run": str(run_dir) if run_dir is not None else None,
         "model": which_model if run_dir is not None else None,
+        "shipped": run_folder.read_shipped(run_dir) if run_dir is not None else None,
     }
     order = [r.name for r in results]
     if by_target_results["repeat"] and by_target_results["repeat"][0].n_points:
@@ -350,6 +355,10 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             frac = summary["policies"][n]["fraction_of_oracle"].get(metric)
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
+    shipped = header.get("shipped")
+    if shipped:
+        what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
+        verdicts.append(f"- the run ships {what}: {shipped['reason']}")
     if verdicts:
         text += "\n" + "\n".join(verdicts) + "\n"
     return text

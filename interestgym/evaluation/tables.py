@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from interestgym.evaluation.stats import bootstrap_mean_ci, paired_bootstrap_diff
 
 

@@ -14,8 +14,9 @@ import click
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Export directory to write (replaced atomically if it holds a previous export).")
-@click.option("--model", "which_model", type=click.Choice(["best", "final"]), default="best", show_default=True,
-              help="Which saved model of the run to export.")
+@click.option("--model", "which_model", type=click.Choice(["shipped", "best", "final"]), default="shipped", show_default=True,
+              help="What to export: the policy the run ships (its learned model, or its reference rule when the model "
+                   "was not proven better on validation: see RUN/shipped.json), or a saved model.")
 @click.option("--verify-observations", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Check the ONNX actions against SB3's on this many recorded observations before writing (0: skip).")
 @click.option("--verify-split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True,
@@ -25,7 +26,8 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
 
     \b
     Writes into OUT:
-      policy.onnx      raw observation -> action; VecNormalize statistics and clipping baked in
+      policy.onnx      raw observation -> action (a residual run: the change to its reference rule);
+                       normalisation and clipping baked in; absent when the run ships its rule
       manifest.json    format version, features, action / update / scoring formulas and parameters,
                        encoder (name, dim, fingerprint), dataset and run, evaluation metrics,
                        sha256 of every file
@@ -34,15 +36,22 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
       from interestgym.runtime import load_policy
       policy = load_policy("OUT")
     Example:
-      interestgym export runs/syn --out runs/syn/export --model best
+      interestgym export runs/syn --out runs/syn/export
     """
     from interestgym.export.run import export_run
 
     result = export_run(run_dir, out, which=which_model, verify_observations=verify_observations, verify_split=verify_split)
     m = result.manifest
-    click.echo(f"exported {which_model} model of {run_dir} to {result.out}")
+    policy = m["policy"]
+    what = (f"reference rule {policy['rule']['name']}" if policy["form"] == "rule" else
+            f"{m['provenance']['run']['model']} model ({policy['form']}" + (f" on {policy['rule']['name']})" if policy["form"] == "residual" else ")"))
+    click.echo(f"exported the {what} of {run_dir} to {result.out}")
+    shipped = m["provenance"]["run"].get("shipped")
+    if shipped:
+        click.echo(f"  shipped because: {shipped['reason']}")
     click.echo(f"  encoder {m['encoder']['name']} (dim {m['encoder']['dim']}, fingerprint {str(m['encoder']['fingerprint'])[:12]}...)")
-    click.echo(f"  verified on {result.n_verified} {verify_split} observations: max |ONNX - SB3| = {result.max_abs_action_diff:.2e}")
+    if policy["form"] != "rule":
+        click.echo(f"  verified on {result.n_verified} {verify_split} observations: max |ONNX - SB3| = {result.max_abs_action_diff:.2e}")
     for name, entry in m["files"].items():
         click.echo(f"  {name:<16} {entry['bytes']:>10,} bytes  sha256 {entry['sha256'][:16]}...")
     if m.get("evaluation") is None:

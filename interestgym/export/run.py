@@ -27,17 +27,22 @@ from interestgym import __version__
 from interestgym.agents.run_folder import (
     CONFIG_FILE,
     EVALUATION_FILE,
+    SHIPPED_FILE,
     check_run_embedding,
     load_model,
     read_evaluation,
+    read_run_config,
+    read_shipped,
+    run_reference,
     run_scoring,
     run_train_config,
 )
 from interestgym.agents.sb3_policy import policy_from_model
 from interestgym.core.features import FEATURES, N_FEATURES
-from interestgym.core.protocol import ACTION_NAMES
+from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
 from interestgym.data.dataset import MANIFEST as DATASET_MANIFEST
 from interestgym.data.dataset import Dataset
+from interestgym.envs.policies import ResidualPolicy
 from interestgym.envs.replay_data import load_replay_data
 from interestgym.errors import ArtifactError
 from interestgym.export.actor import ONNX_OPSET, build_actor, export_onnx
@@ -67,60 +72,92 @@ def export_run(
     run_dir: str | Path,
     out: str | Path,
     *,
-    which: str = "best",
+    which: str = "shipped",
     verify_observations: int = 1000,
     verify_split: str = "test",
 ) -> ExportResult:
-    """Export a trained run's policy to ``out`` (atomically; see
+    """Export a run's policy to ``out`` (atomically; see
     :func:`~interestgym.export.writer.write_export_directory`).
 
-    The graph is checked before anything is written: on up to ``verify_observations`` observations
-    recorded by replaying ``verify_split`` users with the trained policy, its actions must equal SB3's
-    deterministic ``predict`` (with VecNormalize) within 1e-5; the largest difference goes into the
-    manifest.
+    :param which: ``shipped`` (default: what ``RUN/shipped.json`` says the run ships: its learned
+        model, or its reference rule, which exports without a graph), ``best`` or ``final`` (that model).
+
+    A learned model's graph is checked before anything is written: on up to ``verify_observations``
+    observations recorded by replaying ``verify_split`` users with the trained policy, its outputs must
+    equal SB3's deterministic ``predict`` (with the normaliser) within 1e-5; the largest difference
+    goes into the manifest. A residual run's graph holds the learned change; the manifest names the
+    reference rule the runtime adds it to.
 
     :raises ArtifactError: for a missing / unreadable run, a mismatching graph, or an unsafe ``out``.
     """
-    run = load_model(run_dir, which)
-    config = run_train_config(run.run_dir, run.config)
+    run_dir = Path(run_dir)
+    saved = read_run_config(run_dir)
+    shipped = None
+    if which == "shipped":
+        shipped = read_shipped(run_dir)
+        if shipped is None:
+            raise ArtifactError(f"{run_dir / SHIPPED_FILE}: missing; the run has not finished training (or predates shipping "
+                                "decisions): export a model with --model best or --model final")
+        which = "rule" if shipped["policy"] == "rule" else (shipped.get("model") or "best")
+    run = load_model(run_dir, which) if which != "rule" else None  # names a missing or damaged model file first
+    config = run_train_config(run_dir, saved)
     if not config.dataset:
-        raise ArtifactError(f"{run.run_dir / CONFIG_FILE}: field config.dataset is empty; expected the training dataset's path")
-    check_run_embedding(run.run_dir, run.config, config)
+        raise ArtifactError(f"{run_dir / CONFIG_FILE}: field config.dataset is empty; expected the training dataset's path")
+    check_run_embedding(run_dir, saved, config)
     dataset = Dataset.open(config.dataset)
     emb_name = dataset.resolve_embeddings(config.embeddings)
     _, emb_meta = dataset.load_embeddings(emb_name)
-    scoring = run_scoring(run.run_dir, run.config)
     data = load_replay_data(dataset, emb_name, config.protocol_spec(verify_split))
-    _check_replay_spaces(run)
-    actor = build_actor(run.model, run.vecnormalize, strength_box=(0.0, 1.0))
+    reference = run_reference(saved)
+    rule = None if reference is None else {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()}
 
-    # Observations to verify on: the verify split's decisions, replayed with the trained policy.
-    sb3_policy = policy_from_model(run.model, run.vecnormalize, scoring=scoring)
-    obs = recorded_observations(data, sb3_policy, config.reward, verify_observations)
-    expected = sb3_policy.act(obs) if len(obs) else np.zeros((0, 4), np.float32)
-    with tempfile.TemporaryDirectory(prefix="interestgym-export-") as scratch:
-        graph = Path(scratch) / POLICY_FILE
-        export_onnx(actor, N_FEATURES, graph)
-        diff = graph_action_diff(graph, obs, expected)
-        graph_bytes = graph.read_bytes()
+    if which == "rule":
+        form, scoring, graph_bytes, graph_facts = "rule", reference.scoring, None, {}
+        diff, n_verified, step = 0.0, 0, None
+    else:
+        assert run is not None
+        _check_replay_spaces(run)
+        form = "residual" if run.model.policy.action_space.shape == (len(RESIDUAL_ACTION_NAMES),) else "absolute"
+        if form == "residual" and reference is None:
+            raise ArtifactError(f"{run_dir / CONFIG_FILE}: a residual model without a reference rule; expected the run's 'reference'")
+        scoring = reference.scoring if form == "residual" else run_scoring(run_dir, saved)
+        actor = build_actor(run.model, run.vecnormalize, strength_box=(0.0, 1.0))
+        # Observations to verify on: the verify split's decisions, replayed with the trained policy;
+        # the graph must give the model's own output (the change, for a residual model).
+        model_policy = policy_from_model(run.model, run.vecnormalize, scoring=scoring)
+        replayed = ResidualPolicy(reference, model_policy) if form == "residual" else model_policy
+        obs = recorded_observations(data, replayed, config.reward, verify_observations)
+        expected = model_policy.act(obs) if len(obs) else np.zeros((0, run.model.policy.action_space.shape[0]), np.float32)
+        with tempfile.TemporaryDirectory(prefix="interestgym-export-") as scratch:
+            graph = Path(scratch) / POLICY_FILE
+            export_onnx(actor, N_FEATURES, graph)
+            diff = graph_action_diff(graph, obs, expected)
+            graph_bytes = graph.read_bytes()
+        norm = run.vecnormalize
+        rms = getattr(norm, "obs_rms", None) if norm is not None and norm.norm_obs else None
+        graph_facts = {
+            "normalisation": None if rms is None else {"mean": rms.mean, "var": rms.var, "epsilon": norm.epsilon, "clip_obs": norm.clip_obs},
+            "algorithm": type(run.model).__name__,
+            "activation": type(run.model.policy.activation_fn()).__name__ if hasattr(run.model.policy, "activation_fn") else None,
+        }
+        n_verified, step = len(obs), run.step
 
     def write_files(tmp: Path) -> None:
-        (tmp / POLICY_FILE).write_bytes(graph_bytes)
+        if graph_bytes is not None:
+            (tmp / POLICY_FILE).write_bytes(graph_bytes)
         (tmp / ITEMS_FILE).write_text(json.dumps([str(i) for i in dataset.items["item_id"].astype(str)], ensure_ascii=False), encoding="utf-8")
         (tmp / CATEGORIES_FILE).write_text(json.dumps(list(data.category_names), ensure_ascii=False), encoding="utf-8")
         np.save(tmp / POPULARITY_FILE, np.ascontiguousarray(data.item_popularity, dtype=np.float32), allow_pickle=False)
 
-    norm = run.vecnormalize
-    rms = getattr(norm, "obs_rms", None) if norm is not None and norm.norm_obs else None
-    evaluation = read_evaluation(run.run_dir)
+    evaluation = read_evaluation(run_dir)
     manifest = build_manifest(
         interestgym_version=__version__,
         onnx_opset=ONNX_OPSET,
-        normalisation=None if rms is None else {"mean": rms.mean, "var": rms.var, "epsilon": norm.epsilon, "clip_obs": norm.clip_obs},
-        algorithm=type(run.model).__name__,
-        net_arch=run.config.get("config", {}).get("net_arch"),
-        activation=type(run.model.policy.activation_fn()).__name__ if hasattr(run.model.policy, "activation_fn") else None,
-        verified=len(obs),
+        normalisation=graph_facts.get("normalisation"),
+        algorithm=graph_facts.get("algorithm", "rule"),
+        net_arch=None if form == "rule" else saved.get("config", {}).get("net_arch"),
+        activation=graph_facts.get("activation"),
+        verified=n_verified,
         verify_split=verify_split,
         max_abs_action_diff=diff,
         scoring_config=scoring.as_dict(),
@@ -134,19 +171,23 @@ def export_run(
                  "dim": data.dim, "fingerprint": emb_meta.get("fingerprint")},
         dataset={"path": dataset.path, "name": dataset.name, "manifest": dataset.path / DATASET_MANIFEST,
                  "source_format": dataset.manifest.get("source", {}).get("format")},
-        run={"path": run.run_dir, "model": which, "step": run.step, "config": run.config.get("config"),
-             "reference": run.config.get("reference")},
-        evaluation=None if evaluation is None else (run.run_dir / EVALUATION_FILE, evaluation),
+        run={"path": run_dir, "model": which, "step": step, "config": saved.get("config"),
+             "reference": saved.get("reference"), "shipped": shipped},
+        evaluation=None if evaluation is None else (run_dir / EVALUATION_FILE, evaluation),
+        form=form,
+        rule=rule if form in ("residual", "rule") else None,
     )
     write_export_directory(out, write_files, manifest)
-    return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=len(obs))
+    return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified)
 
 
 def _check_replay_spaces(run: Any) -> None:
     """The model must act in the replay env's action box and observe this interestgym's features."""
     policy_box = run.model.policy.action_space
-    if policy_box.shape != (len(ACTION_NAMES),) or not (np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
-        raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's)")
+    if policy_box.shape not in ((len(ACTION_NAMES),), (len(RESIDUAL_ACTION_NAMES),)) or not (
+            np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
+        raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's) "
+                            "or Box(-1, 1, (5,)) (a residual policy's)")
     if run.model.policy.observation_space.shape != (N_FEATURES,):
         raise ArtifactError(
             f"{run.run_dir}: the model observes {run.model.policy.observation_space.shape} features; this interestgym "

@@ -47,6 +47,7 @@ from interestgym.agents.run_folder import (
     has_checkpoint,
     model_step,
     read_json_or_none,
+    read_shipped,
 )
 from interestgym.errors import ArtifactError, InterestGymError
 
@@ -273,16 +274,20 @@ def stage_export(cfg: QuickstartConfig, run_dir: Path, export_dir: Path, say: Ca
             say(f"export {export_dir} cannot be reused ({exc}); exporting again")
         if manifest is not None:
             run = manifest.get("provenance", {}).get("run", {})
-            info = read_json_or_none(run_dir / cfg.model / "info.json") or {}
             evaluation = manifest.get("evaluation") or {}
             eval_path = run_dir / "evaluation.json"
             same_eval = eval_path.is_file() and evaluation.get("sha256") == sha256_file(eval_path)
-            if run.get("model") == cfg.model and run.get("step") == info.get("step") and same_eval:
-                say(f"reusing export {export_dir} ({cfg.model} model, step {run.get('step')})")
+            if run.get("shipped") == read_shipped(run_dir) and same_eval:
+                say(f"reusing export {export_dir} (the shipped {run.get('model')} policy)")
                 return "reused"
-    result = export_run(run_dir, export_dir, which=cfg.model)
-    say(f"exported the {cfg.model} model -> {export_dir} (policy.onnx + manifest.json; ONNX vs SB3 on "
-        f"{result.n_verified} observations: max |diff| {result.max_abs_action_diff:.1e})")
+    # the policy the run ships: its learned model, or its reference rule when validation did not prove the model
+    result = export_run(run_dir, export_dir, which="shipped")
+    policy = result.manifest["policy"]
+    if policy["form"] == "rule":
+        say(f"exported the shipped reference rule {policy['rule']['name']} -> {export_dir} (manifest.json; no graph)")
+    else:
+        say(f"exported the shipped {result.manifest['provenance']['run']['model']} model -> {export_dir} (policy.onnx + "
+            f"manifest.json; ONNX vs SB3 on {result.n_verified} observations: max |diff| {result.max_abs_action_diff:.1e})")
     return "ran"
 
 

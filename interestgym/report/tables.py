@@ -130,6 +130,10 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
         frac = entry.get("fraction_of_oracle", {}).get(metric)
         if frac is not None:
             out.append(f"`{name}` reaches {100 * frac:.1f}% of the oracle's {metric} (the oracle knows the true interest).")
+    shipped = evaluation["header"].get("shipped")
+    if shipped:
+        what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
+        out.append(f"The run ships {what}: {shipped['reason']}.")
     return out
 
 

@@ -54,6 +54,9 @@ CATEGORIES_FILE = "categories.json"
 INPUT_NAME = "observation"
 OUTPUT_NAME = "action"
 STRENGTHS_NAME = "strengths"
+#: How ``popularity.npy`` is computed (the manifest's ``scoring.popularity.definition``): a service
+#: that takes popularity from its own item table compares its table's definition with this text.
+POPULARITY_DEFINITION = "log1p(positive events among training users) / max, float32 aligned with item_ids"
 
 
 class ExportError(ArtifactError):
@@ -199,6 +202,8 @@ def build_manifest(
     dataset: Mapping[str, Any],
     run: Mapping[str, Any],
     evaluation: tuple[Path, Mapping[str, Any]] | None,
+    form: str = "absolute",
+    rule: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest's content, every field but ``files`` and the digest (:func:`seal_manifest` adds them).
 
@@ -214,24 +219,34 @@ def build_manifest(
         metric and ``verified_on`` (the replay data's description) complete the replay semantics.
     :param encoder: ``name``, ``kind``, ``embeddings`` (the dataset's embedding name), ``dim``, ``fingerprint``.
     :param dataset: ``path``, ``name``, ``manifest`` (its manifest.json, checksummed here), ``source_format``.
-    :param run: ``path``, ``model`` (best / final), ``step``, ``config``, ``reference`` of the trained run.
+    :param run: ``path``, ``model`` (best / final / rule), ``step``, ``config``, ``reference`` of the trained run and the
+        ``shipped`` decision (RUN/shipped.json) when the export is what the run ships.
     :param evaluation: the run's evaluation file and its content (``None``: not evaluated); the
         manifest keeps its checksum and the results without per-user arrays.
+    :param form: ``absolute`` (the graph's action), ``residual`` (the reference ``rule``'s action plus
+        the graph's change; five outputs, the fifth changing the category keep factor) or ``rule`` (the
+        run shipped its reference ``rule``: no graph).
+    :param rule: ``name``, ``params`` (and ``scoring``) of the rule, for the residual and rule forms.
     """
     forgetting = scoring_config.get("category_forgetting")
-    return {
+    manifest = {
         "kind": MANIFEST_KIND,
         "format_version": FORMAT_VERSION,
         "interestgym_version": interestgym_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "policy": {
-            "file": POLICY_FILE,
+            "form": form,
+            "rule": None if rule is None else dict(rule),
+            "file": None if form == "rule" else POLICY_FILE,
             "onnx_opset": onnx_opset,
             "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", N_FEATURES],
                       "meaning": "raw observation (features below, in order); normalisation is inside the graph"},
             "outputs": {
-                OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", 4], "box": [-1.0, 1.0],
-                              "meaning": "the env action: the Gaussian mean (deterministic), clipped to the box"},
+                OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", 5 if form == "residual" else 4], "box": [-1.0, 1.0],
+                              "meaning": ("the change added to the rule's action (first four, then clipped to the box; the "
+                                          "fifth is added to the category keep factor): interestgym.core.rules.compose_residual"
+                                          if form == "residual" else
+                                          "the env action: the Gaussian mean (deterministic), clipped to the box")},
                 STRENGTHS_NAME: {"dtype": "float32", "shape": ["batch", 4], "box": [0.0, 1.0],
                                  "meaning": "(action + 1) / 2: (a_L, a_S, w, p), see 'action'"},
             },
@@ -275,7 +290,7 @@ def build_manifest(
             "formula": "(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)",
             "config": dict(scoring_config),
             "popularity": {"file": POPULARITY_FILE, "item_ids": ITEMS_FILE,
-                           "definition": "log1p(positive events among training users) / max, float32 aligned with item_ids"},
+                           "definition": POPULARITY_DEFINITION},
             "categories": {"file": CATEGORIES_FILE, "definition": "the dataset's item categories (index of the category model)"},
         },
         "replay": {
@@ -297,12 +312,17 @@ def build_manifest(
                         "manifest_sha256": sha256_of_file(dataset["manifest"]),
                         "source_format": dataset["source_format"]},
             "run": {"path": str(run["path"]), "model": run["model"], "step": run["step"], "config": run["config"],
-                    "reference": run["reference"]},
+                    "reference": run["reference"], "shipped": run.get("shipped")},
         },
         "evaluation": None if evaluation is None else {
             "source": str(evaluation[0]), "sha256": sha256_of_file(evaluation[0]), "results": _small(evaluation[1]),
         },
     }
+    if form == "rule":
+        # the run shipped its reference rule: no graph, no network; the runtime runs the rule itself
+        manifest["policy"].update(onnx_opset=None, input=None, outputs=None, observation_normalisation=None, network=None,
+                                  verification=None)
+    return manifest
 
 
 def _small(value: Any, max_list: int = 64) -> Any:

@@ -47,8 +47,10 @@ from interestgym.core.log_features import (
 )
 from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
+from interestgym.core.rules import RULES, compose_residual, make_rule
 from interestgym.core.transition import (
     DecisionState,
+    apply_keep_change,
     category_forgetting_factor,
     decision_transition,
     fold_outcomes,
@@ -79,6 +81,11 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     return arrays[0][None].copy() if len(arrays) == 1 else np.stack(arrays)
 
 REQUIRED_FILES = (POLICY_FILE, ITEMS_FILE, POPULARITY_FILE, CATEGORIES_FILE)
+#: The files every export has; a learned policy adds its graph (POLICY_FILE), a shipped rule has none.
+DATA_FILES = (ITEMS_FILE, POPULARITY_FILE, CATEGORIES_FILE)
+#: ``policy.form`` of an export: the graph's action (absolute), the rule plus the graph's change
+#: (residual), or the rule alone (rule).
+POLICY_FORMS = ("absolute", "residual", "rule")
 
 
 class ExportedPolicy:
@@ -94,7 +101,13 @@ class ExportedPolicy:
         self.directory = directory
         self.manifest = manifest
         self._session = session
-        self._input = session.get_inputs()[0].name
+        self._input = session.get_inputs()[0].name if session is not None else None
+        # What acts: the graph alone (absolute), the reference rule plus the graph's change (residual),
+        # or the rule alone (a run that shipped its reference rule).
+        policy_info = manifest.get("policy") or {}
+        self.form = str(policy_info.get("form", "absolute"))
+        rule = policy_info.get("rule")
+        self.rule = make_rule(rule["name"], **rule["params"]) if self.form in ("residual", "rule") else None
         self.item_ids = item_ids
         self._item_index = {iid: i for i, iid in enumerate(item_ids)}
         self.popularity = popularity
@@ -151,15 +164,25 @@ class ExportedPolicy:
 
     # -------------------------------------------------------------------------------- policy
     def act(self, observations: np.ndarray) -> np.ndarray:
-        """The ONNX graph: observations (n, N_FEATURES) -> env actions (n, 4) float32 in [-1, 1]."""
+        """Observations (n, N_FEATURES) -> env actions float32 in [-1, 1]: (n, 4) from the ONNX graph or
+        the shipped rule; (n, 5) for a residual policy (the rule's action plus the graph's change, the
+        fifth component changing the category keep factor; :func:`interestgym.core.rules.compose_residual`)."""
         obs = np.ascontiguousarray(observations, dtype=np.float32)
         if obs.ndim != 2 or obs.shape[1] != N_FEATURES:
             raise InterestGymError(f"observations of shape {obs.shape}; expected (n, {N_FEATURES})")
-        return self._session.run(["action"], {self._input: obs})[0]
+        if self.form == "rule":
+            return np.asarray(self.rule.act(obs), dtype=np.float32)  # type: ignore[union-attr]
+        graph = self._session.run(["action"], {self._input: obs})[0]
+        if self.form == "residual":
+            return compose_residual(self.rule.act(obs), graph)  # type: ignore[union-attr]
+        return graph
 
     def strengths(self, observations: np.ndarray) -> np.ndarray:
         """(a_L, a_S, w, p) in [0, 1] (float64, as the env computes them), fixed p applied."""
-        s = action_to_strengths(self.act(observations))
+        return self._strengths(self.act(observations))
+
+    def _strengths(self, actions: np.ndarray) -> np.ndarray:
+        s = action_to_strengths(actions[:, :4])
         if self._fixed_p is not None:
             s[:, 3] = self._fixed_p
         return s
@@ -256,14 +279,17 @@ class ExportedPolicy:
         shadow = _stack([s.shadow for s in states])
         means = _stack([s.running_means for s in states])
         shadow_cos_ema = _stack([s.shadow_cos_ema for s in states])
-        strengths = self.strengths(self._observations(states, events, x, long_term, short_term, means, shadow_cos_ema))
+        actions = self.act(self._observations(states, events, x, long_term, short_term, means, shadow_cos_ema))
+        strengths = self._strengths(actions)
+        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
         drift, short_long = _M["drift_ema"], _M["short_long_ema"]
         after = decision_transition(DecisionState(long_term, short_term, shadow, means[:, drift], means[:, short_long], shadow_cos_ema), x, strengths)
         means[:, drift], means[:, short_long] = after.drift_ema, after.short_long_ema
         slots = time_slot(np.array([e.hour_weekday(self.tz_offset_hours)[0] for e in events])) if self._beta_ctx != 0 else None
         # None in the manifest = tied to the action (1 - a_L), as in the engine
         fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
-        forgetting = category_forgetting_factor(None if fixed_forgetting is None else float(fixed_forgetting), strengths)
+        forgetting = apply_keep_change(
+            category_forgetting_factor(None if fixed_forgetting is None else float(fixed_forgetting), strengths), keep_change)
         context_rate = float(self.scoring.get("context_rate", 0.0))
         for i, (s, e) in enumerate(zip(states, events)):
             # copies: a stored state must not keep the whole batch's arrays alive
@@ -414,10 +440,17 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
     :param threads: onnxruntime intra-op threads (1 is fastest for this small network per call).
     :raises ExportError: (an ArtifactError) naming the file and what is wrong.
     """
-    import onnxruntime
 
     directory = Path(directory)
-    manifest = read_verified_manifest(directory, REQUIRED_FILES)
+    manifest = read_verified_manifest(directory, DATA_FILES)
+    form = str((manifest.get("policy") or {}).get("form", "absolute")) if isinstance(manifest.get("policy"), dict) else "absolute"
+    if form not in POLICY_FORMS:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.form {form!r}; expected one of {', '.join(POLICY_FORMS)}")
+    if form in ("residual", "rule"):
+        rule = manifest["policy"].get("rule")
+        if not isinstance(rule, dict) or not isinstance(rule.get("params"), dict) or rule.get("name") not in RULES:
+            raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule {rule!r}; expected a rule name "
+                                         f"({', '.join(RULES)}) and its params")
     try:
         features = [f["name"] for f in manifest["observation"]["features"]]
         _ = manifest["encoder"]["dim"], manifest["replay"]["action_weights"], manifest["scoring"]["config"]
@@ -428,16 +461,7 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
             f"{directory / 'manifest.json'}: observation features {features} differ from this interestgym's "
             f"{list(FEATURE_NAMES)}; export the policy again with this version"
         )
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    try:
-        session = onnxruntime.InferenceSession(str(directory / POLICY_FILE), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for a damaged graph
-        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
-    shape = session.get_inputs()[0].shape
-    if len(shape) != 2 or shape[1] != N_FEATURES:
-        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {N_FEATURES}]")
+    session = None if form == "rule" else _load_graph(directory, manifest, threads)
     try:
         item_ids = json.loads((directory / ITEMS_FILE).read_text(encoding="utf-8"))
         categories = json.loads((directory / CATEGORIES_FILE).read_text(encoding="utf-8"))
@@ -456,3 +480,23 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
     if encoder_fingerprint is not None:
         policy.check_encoder(encoder_fingerprint)
     return policy
+
+
+def _load_graph(directory: Path, manifest: dict[str, Any], threads: int) -> Any:
+    """The export's ONNX graph in an onnxruntime session (checked against the manifest's checksums)."""
+    import onnxruntime
+
+    if POLICY_FILE not in (manifest.get("files") or {}):
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: not in the manifest's files; a learned policy's export "
+                                     "carries its graph (re-export the run)")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(str(directory / POLICY_FILE), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for a damaged graph
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 2 or shape[1] != N_FEATURES:
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {N_FEATURES}]")
+    return session

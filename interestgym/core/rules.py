@@ -1,0 +1,273 @@
+"""Hand-written profile-update rules (the baselines): their formulas, pure numpy.
+
+Shared by the evaluator, training (the reference a learned policy starts from) and the production
+runtime (a shipped rule, or the reference under a learned residual). Their tuning grids are in
+:mod:`interestgym.agents.rules`.
+
+Every baseline is a :class:`~interestgym.envs.policies.Policy`: a stateless map from observations to
+actions in the env's [-1, 1]^4 box (strengths (a_L, a_S, w, p) in [0, 1] through
+:func:`~interestgym.core.protocol.strengths_to_action`), plus a fixed
+:class:`~interestgym.core.interest.ScoringConfig` for the rules that add a score term. What a rule
+needs from the past (gap, counts, streak, hour, similarity of the item to the profiles) it reads from
+the observation with :class:`~interestgym.core.features.FeatureView`.
+
+==========================  ===========================================================================
+``static``                   L = the user's first positive item, never updated again (a_L = 1 while L is
+                             empty, else 0); w = 0.
+``always_replace``           L = S = the latest positive item (a_L = a_S = 1, w = 1).
+``mean_history``             L = running mean of the positives' directions: a_L = 1 / (n + 1) after n
+                             decisions (each step renormalises, so it is the mean of directions up to
+                             renormalisation); w = 0.
+``ema``                      one profile, fixed strength a (tuned); w = 0.
+``ema_two_profile``          L with a_L, S with a_S, fixed mix w and popularity weight p (all tuned): the
+                             "best tuned fixed rule" of the acceptance test.
+``time_decay``               one profile, a = 1 - 2^(-gap / half_life) with gap = time since the
+                             previous decision (a long absence makes the old profile stale); half-life
+                             tuned; a >= a_min (tuned) so that bursts still move it.
+``recsim_saturating``        RecSim-style saturating step: a = a0 (1 - max(cos(x, L), 0)): an item the
+                             profile already explains moves it little, a novel one moves it a lot (the
+                             interest-evolution model's step that shrinks as interest saturates); a0
+                             tuned; S, w, p as the tuned two-profile rule.
+``behaviour_rule``           the seed's behaviour rule: at the k-th consecutive decision in one category
+                             (this one included) and after, the short-term profile jumps to the item
+                             (a_S = 1) and takes weight w_burst in the score; otherwise the tuned
+                             two-profile rule; k, w_burst tuned.
+``context_rule``             the seed's context rule: time-of-day profiles (4 slots of 6 h), the current
+                             slot's updated at every decision with strength context_rate, added to the
+                             score with beta_ctx (both tuned); L, S, w, p as the tuned two-profile rule.
+``bayesian_category``        Dirichlet category counts with forgetting; beta_cat log P(cat(c) | user) in
+                             the score; beta_cat and the forgetting tuned: a fixed factor f, or ``None``
+                             = tied to the rule's long-term strength (f = 1 - a_L, the mode a learned
+                             policy gets: see ScoringConfig); L, S, w, p as the tuned two-profile rule.
+``popularity``               rank by training popularity only (p = 1): the reference a personalised
+                             rule must beat.
+==========================  ===========================================================================
+
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from interestgym.core.features import FeatureView
+from interestgym.core.interest import ScoringConfig
+from interestgym.core.protocol import strengths_to_action
+
+LN2 = float(np.log(2.0))
+
+
+def _action(a_long, a_short, w, p) -> np.ndarray:
+    return strengths_to_action(np.stack(np.broadcast_arrays(
+        np.asarray(a_long, np.float64), np.asarray(a_short, np.float64),
+        np.asarray(w, np.float64), np.asarray(p, np.float64)), axis=1))
+
+
+class RulePolicy:
+    """Base class of the baselines: ``name``, ``params`` (JSON-able), ``scoring`` and ``strengths``."""
+
+    name = "rule"
+
+    def __init__(self, scoring: ScoringConfig | None = None, **params: Any) -> None:
+        self.params = dict(params)
+        self.scoring = scoring or ScoringConfig()
+
+    def strengths(self, view: FeatureView) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        view = FeatureView(observations)
+        a_long, a_short, w, p = self.strengths(view)
+        n = view.obs.shape[0]
+        return _action(*(np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in (a_long, a_short, w, p)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "scoring": self.scoring.as_dict()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({json.dumps(self.params)})"
+
+
+class StaticFirstPolicy(RulePolicy):
+    name = "static"
+
+    def strengths(self, view):
+        empty = view["long_empty"] > 0
+        a = np.where(empty, 1.0, 0.0)
+        return a, 0.0, 0.0, 0.0
+
+
+class AlwaysReplaceRule(RulePolicy):
+    name = "always_replace"
+
+    def strengths(self, view):
+        return 1.0, 1.0, 1.0, 0.0
+
+
+class MeanHistoryPolicy(RulePolicy):
+    name = "mean_history"
+
+    def strengths(self, view):
+        return 1.0 / (view.n_decisions + 1.0), 0.0, 0.0, 0.0
+
+
+class EMAPolicy(RulePolicy):
+    """One profile with a fixed strength ``rate``."""
+
+    name = "ema"
+
+    def __init__(self, rate: float = 0.2, popularity_weight: float = 0.0) -> None:
+        super().__init__(rate=rate, popularity_weight=popularity_weight)
+
+    def strengths(self, view):
+        return self.params["rate"], 0.0, 0.0, self.params["popularity_weight"]
+
+
+class TwoProfileEMAPolicy(RulePolicy):
+    """L and S with fixed strengths, fixed mixing weight and popularity weight."""
+
+    name = "ema_two_profile"
+
+    def __init__(self, long_rate: float = 0.1, short_rate: float = 0.6, short_weight: float = 0.5,
+                 popularity_weight: float = 0.0, scoring: ScoringConfig | None = None) -> None:
+        super().__init__(scoring, long_rate=long_rate, short_rate=short_rate, short_weight=short_weight,
+                         popularity_weight=popularity_weight)
+
+    def strengths(self, view):
+        p = self.params
+        return p["long_rate"], p["short_rate"], p["short_weight"], p["popularity_weight"]
+
+
+class TimeDecayPolicy(RulePolicy):
+    """a = max(a_min, 1 - 2^(-gap / half_life)), gap = seconds since the previous decision."""
+
+    name = "time_decay"
+
+    def __init__(self, half_life_hours: float = 24.0, min_rate: float = 0.05, popularity_weight: float = 0.0) -> None:
+        super().__init__(half_life_hours=half_life_hours, min_rate=min_rate, popularity_weight=popularity_weight)
+
+    def strengths(self, view):
+        gap_h = view.decision_gap_seconds / 3600.0
+        a = -np.expm1(-LN2 * gap_h / self.params["half_life_hours"])
+        a = np.maximum(a, self.params["min_rate"])
+        a = np.where(view["long_empty"] > 0, 1.0, a)
+        return a, 0.0, 0.0, self.params["popularity_weight"]
+
+
+class RecSimSaturatingPolicy(TwoProfileEMAPolicy):
+    """a_L = a0 (1 - max(cos(x, L), 0)); S, w, p as the two-profile rule."""
+
+    name = "recsim_saturating"
+
+    def __init__(self, base_rate: float = 0.3, short_rate: float = 0.6, short_weight: float = 0.5,
+                 popularity_weight: float = 0.0) -> None:
+        super().__init__(0.0, short_rate, short_weight, popularity_weight)
+        self.params = {"base_rate": base_rate, **{k: v for k, v in self.params.items() if k != "long_rate"}}
+
+    def strengths(self, view):
+        p = self.params
+        a = p["base_rate"] * (1.0 - np.clip(view["cos_item_long"], 0.0, 1.0))
+        a = np.where(view["long_empty"] > 0, 1.0, a)
+        return a, p["short_rate"], p["short_weight"], p["popularity_weight"]
+
+
+class BehaviourRulePolicy(TwoProfileEMAPolicy):
+    """After ``streak`` consecutive decisions in one category, S jumps to the item and gets weight
+    ``burst_weight``; otherwise the two-profile rule."""
+
+    name = "behaviour_rule"
+
+    def __init__(self, streak: int = 3, burst_weight: float = 0.8, long_rate: float = 0.1, short_rate: float = 0.6,
+                 short_weight: float = 0.5, popularity_weight: float = 0.0) -> None:
+        super().__init__(long_rate, short_rate, short_weight, popularity_weight)
+        self.params.update(streak=int(streak), burst_weight=burst_weight)
+
+    def strengths(self, view):
+        p = self.params
+        # category_streak counts previous decisions in a row in this category: this one makes streak+1.
+        burst = view.category_streak + 1 >= p["streak"]
+        a_s = np.where(burst, 1.0, p["short_rate"])
+        w = np.where(burst, p["burst_weight"], p["short_weight"])
+        return p["long_rate"], a_s, w, p["popularity_weight"]
+
+
+class ContextRulePolicy(TwoProfileEMAPolicy):
+    """Time-of-day slot profiles added to the score (ScoringConfig.beta_ctx / context_rate)."""
+
+    name = "context_rule"
+
+    def __init__(self, beta_ctx: float = 0.3, context_rate: float = 0.3, long_rate: float = 0.1, short_rate: float = 0.6,
+                 short_weight: float = 0.5, popularity_weight: float = 0.0) -> None:
+        super().__init__(long_rate, short_rate, short_weight, popularity_weight,
+                         scoring=ScoringConfig(beta_ctx=beta_ctx, context_rate=context_rate))
+        self.params.update(beta_ctx=beta_ctx, context_rate=context_rate)
+
+
+class BayesianCategoryPolicy(TwoProfileEMAPolicy):
+    """Dirichlet category counts with forgetting, beta_cat log P(cat(c) | user) in the score.
+
+    ``forgetting``: the counts' factor in (0, 1], or ``None`` = ``1 - a_L`` with the rule's (fixed)
+    ``long_rate`` as a_L: the same tied mode the learned policy uses.
+    """
+
+    name = "bayesian_category"
+
+    def __init__(self, beta_cat: float = 0.1, forgetting: float | None = 0.9, prior: float = 1.0, long_rate: float = 0.1,
+                 short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0) -> None:
+        super().__init__(long_rate, short_rate, short_weight, popularity_weight,
+                         scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior))
+        self.params.update(beta_cat=beta_cat, forgetting=forgetting, prior=prior)
+
+
+class PopularityPolicy(RulePolicy):
+    """Rank by training popularity only (p = 1); the profiles are kept but do not enter the score."""
+
+    name = "popularity"
+
+    def __init__(self) -> None:
+        super().__init__(ScoringConfig(popularity_weight=1.0))
+
+    def strengths(self, view):
+        return 0.2, 0.0, 0.0, 1.0
+
+
+#: name -> class of every rule.
+RULES: dict[str, type[RulePolicy]] = {
+    "static": StaticFirstPolicy,
+    "always_replace": AlwaysReplaceRule,
+    "mean_history": MeanHistoryPolicy,
+    "popularity": PopularityPolicy,
+    "ema": EMAPolicy,
+    "ema_two_profile": TwoProfileEMAPolicy,
+    "time_decay": TimeDecayPolicy,
+    "recsim_saturating": RecSimSaturatingPolicy,
+    "behaviour_rule": BehaviourRulePolicy,
+    "context_rule": ContextRulePolicy,
+    "bayesian_category": BayesianCategoryPolicy,
+}
+
+
+def make_rule(name: str, **params: Any) -> RulePolicy:
+    """A baseline by name with the given parameters (unknown name -> InterestGymError)."""
+    from interestgym.errors import InterestGymError
+
+    if name not in RULES:
+        raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(RULES)}")
+    return RULES[name](**params)
+
+
+def compose_residual(base_actions: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """A residual policy's env action (n, 5): ``[clip(base + change[:, :4], -1, 1), change[:, 4]]``.
+
+    ``base_actions``: (n, 4) the reference rule's actions; ``change``: (n, 5) the learned change (the
+    fifth component changes the category keep factor). A zero change returns the rule's actions
+    exactly (``x + 0 == x``), which is why an untrained residual agent is its reference rule.
+    """
+    base = np.asarray(base_actions, dtype=np.float32)
+    change = np.asarray(change, dtype=np.float32).reshape(len(base), -1)
+    out = np.empty((len(base), 5), dtype=np.float32)
+    out[:, :4] = np.clip(base + change[:, :4], -1.0, 1.0)
+    out[:, 4] = np.clip(change[:, 4], -1.0, 1.0)
+    return out

@@ -1,0 +1,124 @@
+"""A learned policy starts exactly at the reference rule, and a run ships only what validation proves.
+
+* The untrained residual agent (its change is exactly zero) ranks every user of every split exactly
+  as the tuned reference rule does: per-user metrics compared with ``==``, not a tolerance.
+* At the end of training, ``RUN/shipped.json`` says whether the learned policy or the rule ships, with
+  the validation numbers behind it; ``load_shipped_policy`` returns that policy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from agents_fixtures import tiny_synthetic
+
+from interestgym.agents.config import TrainConfig
+from interestgym.agents.rules import make_baseline
+from interestgym.agents.run_folder import load_run_policy, load_shipped_policy, read_shipped
+from interestgym.agents.sb3_policy import policy_from_model
+from interestgym.agents.train import new_agent, train_run
+from interestgym.envs.policies import ResidualPolicy
+from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
+
+# A rule with every kind of state: both profiles, the category counts with a fixed forgetting, and
+# time-of-day slot profiles would be context_rule's; bayesian_category exercises the keep factor.
+REFERENCE = make_baseline("bayesian_category", beta_cat=1.0, forgetting=0.9, long_rate=0.2, short_rate=0.7,
+                          short_weight=0.4, popularity_weight=0.1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return tiny_synthetic(tmp_path_factory.mktemp("ship") / "tiny", users=40)
+
+
+def _config(dataset, run_dir, **kw) -> TrainConfig:
+    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 256, "n_envs": 4, "n_steps": 16, "batch_size": 32,
+            "n_epochs": 2, "eval_every": 128, "checkpoint_every": 128, "eval_users": None, "progress_bar": False,
+            "net_arch": [16, 16], "reward_baseline": "bayesian_category", "tune_users": 5}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _per_user(data, policy) -> dict[str, np.ndarray]:
+    res = evaluate_policy(data, policy, record_features=False, progress=False)
+    return {m: res.per_user()[m].to_numpy() for m in res.metrics}
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_the_untrained_residual_agent_is_the_reference_rule_to_the_bit(dataset, tmp_path, split):
+    config = _config(dataset, tmp_path / "unused")
+    data = config.replay_data(split)
+    venv = InterestReplayVecEnv(config.replay_data("train"), n_envs=4, reward_baseline=REFERENCE, residual_to=REFERENCE, seed=0)
+    model, init = new_agent(config, venv, REFERENCE, None, config.replay_data("train"), REFERENCE.scoring)
+    assert init.tolist() == [0.0] * 5 and model.action_space.shape == (5,)
+    agent = ResidualPolicy(REFERENCE, policy_from_model(model, model.get_vec_normalize_env(), scoring=REFERENCE.scoring))
+    ours, theirs = _per_user(data, agent), _per_user(data, REFERENCE)
+    for metric in theirs:
+        assert np.array_equal(ours[metric], theirs[metric], equal_nan=True), metric
+
+
+def test_a_nonzero_keep_change_moves_the_category_counts(dataset, tmp_path):
+    """The fifth component is wired: forgetting everything at every decision changes the rankings."""
+    data = _config(dataset, tmp_path / "unused").replay_data("valid")
+
+    class ForgetAll:
+        def act(self, obs):
+            change = np.zeros((len(obs), 5), np.float32)
+            change[:, 4] = -1.0  # keep factor 0.9 - 1 -> 0: only the last category counts
+            return change
+
+    moved = _per_user(data, ResidualPolicy(REFERENCE, ForgetAll()))["ndcg@10"]
+    assert not np.array_equal(moved, _per_user(data, REFERENCE)["ndcg@10"])
+
+
+@pytest.mark.parametrize("threshold, shipped", [(1.0, "rule"), (-1.0, "learned")])
+def test_the_run_ships_the_learned_policy_only_when_validation_proves_it(dataset, tmp_path, threshold, shipped):
+    run = tmp_path / "run"
+    result = train_run(_config(dataset, run, ship_threshold=threshold))
+    decision = read_shipped(run)
+    assert result["shipped"] == decision and decision["policy"] == shipped
+    # the recorded validation numbers are the two policies' means over every validation user
+    valid = _config(dataset, run).replay_data("valid")
+    reference = make_baseline(decision["rule"]["name"], **decision["rule"]["params"])
+    learned = load_run_policy(run, decision.get("model") or "best")
+    metric = decision["metric"]
+    ours = evaluate_policy(valid, learned, metric=metric, progress=False).per_user()[metric].to_numpy()
+    theirs = evaluate_policy(valid, reference, metric=metric, progress=False).per_user()[metric].to_numpy()
+    assert decision["validation"]["learned"] == pytest.approx(float(np.mean(ours)))
+    assert decision["validation"]["rule"] == pytest.approx(float(np.mean(theirs)))
+    assert decision["validation"]["diff"]["mean"] == pytest.approx(float(np.mean(ours - theirs)))
+    lo_above = decision["validation"]["diff"]["lo"] > threshold
+    assert (decision["policy"] == "learned") == lo_above
+    assert ("not above" in decision["reason"]) == (not lo_above)
+    policy = load_shipped_policy(run)
+    if shipped == "rule":
+        assert policy.name == decision["rule"]["name"] and json.dumps(policy.params) == json.dumps(decision["rule"]["params"])
+    else:
+        assert isinstance(policy, ResidualPolicy)
+
+
+@pytest.mark.parametrize("threshold", [1.0, -1.0], ids=["ships the rule", "ships the residual model"])
+def test_the_shipped_policy_exports_and_the_runtime_reproduces_evaluate(dataset, tmp_path, threshold):
+    """A shipped rule exports without a graph, a residual model with its change graph; either way the
+    runtime, replaying test users event by event, gives exactly the evaluator's metrics."""
+    from interestgym.agents.run_folder import load_shipped_policy
+    from interestgym.data.dataset import Dataset
+    from interestgym.export.parity import replay_through_runtime
+    from interestgym.export.run import export_run
+    from interestgym.runtime import load_policy
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, ship_threshold=threshold))
+    decision = read_shipped(run)
+    export_run(run, tmp_path / "export", verify_observations=100)
+    policy = load_policy(tmp_path / "export")
+    assert policy.form == ("rule" if decision["policy"] == "rule" else "residual")
+    assert (tmp_path / "export" / "policy.onnx").is_file() == (decision["policy"] == "learned")
+    data = _config(dataset, run).replay_data("test")
+    expected = evaluate_policy(data, load_shipped_policy(run), progress=False)
+    got = replay_through_runtime(policy, Dataset.open(dataset), data, serialise="bytes")
+    assert list(got["point_key"]) == list(expected.points["point_key"])
+    for metric in expected.metrics:
+        np.testing.assert_array_equal(got[metric].to_numpy(), expected.points[metric].to_numpy(), err_msg=metric)
