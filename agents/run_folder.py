@@ -521,3 +521,20 @@ def load_shipped_policy(run_dir: str | Path, *, device: str = "cpu"):
     if decision["policy"] == "rule":
         return run_reference(read_run_config(run_dir))
     return load_run_policy(run_dir, decision.get("model") or "best", device=device)
+
+
+def load_run_choice(run_dir: str | Path, which: str, *, device: str = "cpu"):
+    """``shipped`` (what the run ships: its learned model or its reference rule), ``best`` or ``final``."""
+    if which == "shipped":
+        policy = load_shipped_policy(run_dir, device=device)
+        decision = read_shipped(run_dir) or {}
+        policy.name = "ppo" if decision.get("policy") == "learned" else f"shipped:{policy.name}"
+        return policy
+    return load_run_policy(run_dir, which, device=device)
+
+
+def has_policy(run_dir: str | Path, which: str) -> bool:
+    """Whether the run has that policy (``shipped``: a shipping decision; else the model file)."""
+    if which == "shipped":
+        return (Path(run_dir) / SHIPPED_FILE).is_file()
+    return (Path(run_dir) / which / MODEL_FILE).is_file()

@@ -34,7 +34,7 @@ def run(tmp_path_factory):
 
 def test_evaluate_run_writes_tables_and_paired_differences(run):
     run_dir, data = run
-    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--baselines", BASELINES, "--n-boot", "500"],
+    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--model", "best", "--baselines", BASELINES, "--n-boot", "500"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     out = result.output

@@ -62,8 +62,11 @@ def test_quickstart_runs_every_stage_and_prints_the_table(first_run):
     # the printed table holds evaluation.json's numbers
     doc = json.loads(paths["evaluation"].read_text())
     metric = doc["header"]["selection_metric"]
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (\w+)\s+\| \w+\s+\|\s+([0-9.]+) \|", text, re.MULTILINE)}
-    assert set(rows) == set(doc["summary"]["policies"]) == {"ppo", "ema", "static", "oracle"}
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([\w:]+)\s+\| \w+\s+\|\s+([0-9.]+) \|", text, re.MULTILINE)}
+    shipped = json.loads((out / "run" / "shipped.json").read_text())
+    # the evaluated learned row is what the run ships: its model ("ppo") or its reference rule
+    learned_row = "ppo" if shipped["policy"] == "learned" else f"shipped:{shipped['rule']['name']}"
+    assert set(rows) == set(doc["summary"]["policies"]) == {learned_row, "ema", "static", "oracle"}
     for name, cell in rows.items():
         assert float(cell) == pytest.approx(doc["summary"]["policies"][name]["metrics"][metric]["mean"], abs=5e-5)
     for where in ("tensorboard --logdir", str(out / "export"), "report.html", str(out / "run")):
@@ -86,7 +89,8 @@ def test_second_run_reuses_every_stage_and_more_steps_resume(first_run):
     for line in ("reusing dataset", "reusing embeddings", "reusing trained model", "reusing evaluation",
                  "reusing export", "reusing report"):
         assert line in text, line
-    assert "| ppo " in text
+    shipped = json.loads((out / "run" / "shipped.json").read_text())
+    assert ("| ppo " if shipped["policy"] == "learned" else f"| shipped:{shipped['rule']['name']} ") in text
     assert {name: p.stat().st_mtime_ns for name, p in paths.items()} == before  # nothing rewritten
 
     # asking for more steps continues the run from its checkpoint (and refreshes what depends on it)

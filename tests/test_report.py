@@ -55,7 +55,7 @@ def run(tmp_path_factory) -> tuple[Path, Path]:
                          batch_size=32, n_epochs=2, eval_every=64, checkpoint_every=0, eval_users=None,
                          progress_bar=False, reward_baseline="ema", net_arch=[16, 16])
     train_run(config)
-    evaluate_run(root / "run", baselines=BASELINES, n_boot=300, progress=False)
+    evaluate_run(root / "run", baselines=BASELINES, n_boot=300, progress=False, which_model="best")
     return root / "run", data
 
 

@@ -108,11 +108,12 @@ def evaluate_run(
     run_or_dataset: str | Path,
     *,
     split: str = "test",
-    which_model: str = "best",
+    which_model: str = "shipped",
     out: str | Path | None = None,
     embeddings: str | None = None,
     negatives: str | None = None,
     n_negatives: int | None = None,
+    exclude: str | None = None,
     seed: int | None = None,
     select_metric: str | None = None,
     n_boot: int = 2000,
@@ -154,7 +155,8 @@ def evaluate_run(
     else:
         raise InterestGymError(f"{path}: neither a training run (config.json) nor a dataset (manifest.json)")
     changed = False
-    for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("protocol_seed", seed)):
+    for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("exclude", exclude),
+                       ("protocol_seed", seed)):
         if value is not None and getattr(config, key) != value:
             setattr(config, key, value)
             changed = True
@@ -192,7 +194,9 @@ def evaluate_run(
 
     policies: list[tuple[Any, str, dict[str, Any], float | None]] = []
     if run_dir is not None:
-        ppo = run_folder.load_run_policy(run_dir, which_model, device=config.device)
+        if which_model == "shipped" and run_folder.read_shipped(run_dir) is None:
+            which_model = "best"  # a run from before shipping decisions, or still training
+        ppo = run_folder.load_run_choice(run_dir, which_model, device=config.device)
         policies.append((ppo, "learned", {"model": which_model, "scoring": ppo.scoring.as_dict()}, None))
     for n in names:
         pol = make_baseline(n, **tuned[n]["params"])

@@ -45,8 +45,8 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--eval-users", type=click.IntRange(min=0), default=None, help="Validation users for periodic validation (0: all).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Checkpoint every N training steps.")
 @click.option("--retrain", is_flag=True, help="Train again from scratch even if OUT/run holds a trained model.")
-@click.option("--model", "which_model", type=click.Choice(["best", "final"]), default="best", show_default=True,
-              help="Model that is evaluated, exported and reported.")
+@click.option("--model", "which_model", type=click.Choice(["shipped", "best", "final"]), default="shipped", show_default=True,
+              help="What of the run is evaluated and reported: the policy it ships (its learned model or its reference rule), or a saved model; the export is always the shipped policy.")
 @click.option("--baselines", default="all", show_default=True, help="Baselines to evaluate: comma-separated names, or all.")
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option("--timeline-users", type=click.IntRange(min=0), default=3, show_default=True, help="Users with a timeline figure.")

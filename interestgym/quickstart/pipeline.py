@@ -44,6 +44,7 @@ from typing import Any
 from interestgym.agents.run_folder import (
     CHECKPOINT_DIR,
     CHECKPOINT_STATE,
+    SHIPPED_FILE,
     has_checkpoint,
     model_step,
     read_json_or_none,
@@ -75,8 +76,9 @@ class QuickstartConfig:
     """Mean events per synthetic user (None: the generator's default)."""
     encoder: str | None = None
     """Encoder name or model folder (None: MiniLM when installed and lang is en, else hashing)."""
-    model: str = "best"
-    """Which model of the run is evaluated, exported and reported: best or final."""
+    model: str = "shipped"
+    """What of the run is evaluated and reported: ``shipped`` (its learned model or its reference rule,
+    whichever validation chose), ``best`` or ``final``. The export is always the shipped policy."""
     baselines: str = "all"
     """Baselines to evaluate (comma-separated names or all)."""
     n_boot: int = 2000
@@ -244,7 +246,7 @@ def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], No
 
     path = run_dir / "evaluation.json"
     wanted = list(BASELINE_NAMES) if cfg.baselines.strip() == "all" else [b.strip() for b in cfg.baselines.split(",") if b.strip()]
-    model = run_dir / cfg.model / "model.zip"
+    model = run_dir / (SHIPPED_FILE if cfg.model == "shipped" else f"{cfg.model}/model.zip")
     if not refresh and path.is_file() and model.is_file() and path.stat().st_mtime >= model.stat().st_mtime:
         try:
             doc = read_evaluation(run_dir)
@@ -256,7 +258,7 @@ def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], No
             return "reused"
     evaluate_run(run_dir, split="test", which_model=cfg.model, baselines=cfg.baselines, n_boot=cfg.n_boot,
                  progress=cfg.progress)
-    say(f"evaluated the {cfg.model} model and {len(wanted)} baselines on test users -> {path}, {run_dir / 'evaluation.md'}")
+    say(f"evaluated the {cfg.model} policy and {len(wanted)} baselines on test users -> {path}, {run_dir / 'evaluation.md'}")
     return "ran"
 
 
@@ -295,7 +297,8 @@ def stage_report(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], None
     from interestgym.report.build import MARKDOWN_FILE, REPORT_DIR, build_report
 
     md = run_dir / REPORT_DIR / MARKDOWN_FILE
-    inputs = [run_dir / "evaluation.json", run_dir / cfg.model / "model.zip", *(run_dir / "tb").glob("events.out.tfevents.*")]
+    inputs = [run_dir / "evaluation.json", run_dir / (SHIPPED_FILE if cfg.model == "shipped" else f"{cfg.model}/model.zip"),
+              *(run_dir / "tb").glob("events.out.tfevents.*")]
     if not refresh and md.is_file() and (run_dir / REPORT_DIR / "report.html").is_file() and md.stat().st_mtime >= _newest_mtime(inputs):
         say(f"reusing report {run_dir / REPORT_DIR}")
         return "reused"
@@ -312,8 +315,8 @@ def run_quickstart(cfg: QuickstartConfig, *, say: Callable[[str], None] = print)
 
     if cfg.lang not in LANGUAGES:
         raise InterestGymError(f"--lang {cfg.lang!r}: expected one of {', '.join(LANGUAGES)}")
-    if cfg.model not in ("best", "final"):
-        raise InterestGymError(f"--model {cfg.model!r}: expected best or final")
+    if cfg.model not in ("shipped", "best", "final"):
+        raise InterestGymError(f"--model {cfg.model!r}: expected shipped, best or final")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise InterestGymError(f"--out {out}: is a file; expected a folder")

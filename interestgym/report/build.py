@@ -42,6 +42,7 @@ import numpy as np
 from interestgym.agents.run_folder import (
     EVALUATION_FILE,
     REPORT_DIR,
+    has_policy,
     read_evaluation,
     read_run_config,
 )
@@ -162,9 +163,8 @@ def build_report(
     # 3 + 4. the policy's behaviour: replay the split with the evaluated model
     timeline_figs: list[tuple[str, str, Path]] = []
     n_left_out = 0
-    model_path = run_dir / which / "model.zip"
-    if not model_path.is_file():
-        skipped.append(f"timelines and actions: {model_path} is missing")
+    if not has_policy(run_dir, which):
+        skipped.append(f"timelines and actions: the run has no {which} policy ({run_dir / which})")
     else:
         timeline_figs, n_left_out = _behaviour_figures(run_dir, conf, evaluation, which, split, out_dir, figures,
                                                        skipped, notes, timeline_users, users, progress, say)
@@ -189,7 +189,7 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
                        say: Callable[[str], None]) -> tuple[list[tuple[str, str, Path]], int]:
     import torch
 
-    from interestgym.agents.run_folder import load_run_policy, run_train_config
+    from interestgym.agents.run_folder import load_run_choice, run_train_config
     from interestgym.data.dataset import Dataset
     from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
     from interestgym.envs.vector import evaluate_policy
@@ -208,7 +208,7 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     if data.n_users == 0:
         skipped.append(f"timelines and actions: split {split!r} of {config.dataset} has no user with a decision")
         return [], 0
-    policy = load_run_policy(run_dir, which, device="cpu")
+    policy = load_run_choice(run_dir, which, device="cpu")
 
     # Actions vs features: every decision of the split.
     res = evaluate_policy(data, policy, metric=config.reward, record_features=True, progress=progress)

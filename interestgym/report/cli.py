@@ -14,7 +14,7 @@ import click
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory (default: RUN_DIR/report).")
-@click.option("--model", "which_model", type=click.Choice(["best", "final"]), default=None,
+@click.option("--model", "which_model", type=click.Choice(["shipped", "best", "final"]), default=None,
               help="Model whose behaviour the figures replay (default: the one evaluation.json evaluated, else best).")
 @click.option("--split", type=click.Choice(["test", "valid", "train"]), default=None,
               help="Users replayed for the timelines and the actions figure (default: evaluation.json's split, else test).")
