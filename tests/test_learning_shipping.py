@@ -122,3 +122,29 @@ def test_the_shipped_policy_exports_and_the_runtime_reproduces_evaluate(dataset,
     assert list(got["point_key"]) == list(expected.points["point_key"])
     for metric in expected.metrics:
         np.testing.assert_array_equal(got[metric].to_numpy(), expected.points[metric].to_numpy(), err_msg=metric)
+
+
+def test_a_run_transfers_to_another_dataset_and_refuses_what_cannot(dataset, tmp_path):
+    from interestgym.evaluation.run import evaluate_run
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=128))
+    other = tiny_synthetic(tmp_path / "other", users=40, seed=1)
+    evaluate_run(run, dataset=other, out=tmp_path / "transfer", baselines="ema,static", n_boot=50, progress=False)
+    doc = json.loads((tmp_path / "transfer" / "evaluation.json").read_text())
+    assert doc["header"]["data"] == str(other.resolve()) and doc["header"]["trained_on"] == str(dataset.resolve())
+    assert doc["summary"]["reference"] in ("ema", "static")  # the other dataset's own tuned rules
+    assert not (run / "evaluation.json").exists()  # the run's own evaluation is not touched
+
+    meta = json.loads((other / "embeddings" / "topic16.json").read_text())
+    (other / "embeddings" / "topic16.json").write_text(json.dumps({**meta, "fingerprint": "fitted-on-other-data"}))
+    with pytest.raises(Exception, match="fingerprint fitted-on-other"):
+        evaluate_run(run, dataset=other, out=tmp_path / "t2", baselines="ema", n_boot=20, progress=False)
+    with pytest.raises(Exception, match="give --out"):
+        evaluate_run(run, dataset=other, baselines="ema", n_boot=20, progress=False)
+    (other / "embeddings" / "topic16.json").write_text(json.dumps(meta))
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["action_weights"] = {**manifest["action_weights"], "click": 2.5}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="action weights"):
+        evaluate_run(run, dataset=other, out=tmp_path / "t3", baselines="ema", n_boot=20, progress=False)

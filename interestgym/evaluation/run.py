@@ -104,6 +104,40 @@ def tracking_errors(data: Any, policy: Any, truth: np.ndarray, centroids: np.nda
 
 
 # ------------------------------------------------------------------------------------- evaluation
+def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, embeddings: str | None,
+                out: str | Path | None) -> None:
+    """Point ``config`` at ``other`` for evaluating the run's policy there, refusing what cannot transfer.
+
+    The policy observes action weights and ranks in its encoder's space: ``other`` must give the same
+    action weights and positive rating, and an embedding from the same encoder (same fingerprint and
+    dimension; an encoder fitted on data, such as tfidf or cooc, has a fingerprint of its data and does
+    not transfer). The results go to ``out``, never into the run's own evaluation.json.
+    """
+    from interestgym.agents import run_folder
+    from interestgym.data.dataset import Dataset
+
+    if out is None:
+        raise InterestGymError(f"--dataset {other}: give --out DIR for the transfer's evaluation.json (the run's own stays as it is)")
+    if not (other / "manifest.json").is_file():
+        raise InterestGymError(f"--dataset {other}: no manifest.json; expected a dataset prepared by `interestgym prepare`")
+    source, target = Dataset.open(config.dataset), Dataset.open(other)
+    if source.action_weights != target.action_weights or source.positive_rating != target.positive_rating:
+        raise InterestGymError(
+            f"--dataset {other}: its action weights {target.action_weights} / positive rating {target.positive_rating} differ "
+            f"from the training data's {source.action_weights} / {source.positive_rating}: the policy's observations and "
+            "decisions would mean something else; prepare it with the same actions")
+    recorded = saved.get("embedding") or {}
+    config.dataset = str(other.resolve())
+    config.embeddings = embeddings or target.resolve_embeddings(None)
+    now = run_folder.embedding_identity(config)
+    if (now["fingerprint"], now["dim"]) != (recorded.get("fingerprint"), recorded.get("dim")):
+        raise InterestGymError(
+            f"--dataset {other}: embeddings {now['name']!r} have fingerprint {str(now['fingerprint'])[:16]}... (dim {now['dim']}); "
+            f"the run was trained on {recorded.get('name')!r} with {str(recorded.get('fingerprint'))[:16]}... (dim {recorded.get('dim')}): "
+            "another encoder, or one fitted on other data (tfidf, cooc), puts items in another space; encode the dataset "
+            "with the run's encoder (a pretrained one such as minilm transfers)")
+
+
 def evaluate_run(
     run_or_dataset: str | Path,
     *,
@@ -115,6 +149,7 @@ def evaluate_run(
     n_negatives: int | None = None,
     exclude: str | None = None,
     seed: int | None = None,
+    dataset: str | Path | None = None,
     select_metric: str | None = None,
     n_boot: int = 2000,
     baselines: str = "all",
@@ -146,15 +181,20 @@ def evaluate_run(
         run_dir = path
         saved = run_folder.read_run_config(path)
         config = run_folder.run_train_config(path, saved)
-        if embeddings is None or embeddings == config.embeddings:
+        if dataset is not None:
+            # transfer: the run's policy on another prepared dataset, against that dataset's own tuned rules
+            transfer_to(path, saved, config, Path(dataset), embeddings, out)
+        elif embeddings is None or embeddings == config.embeddings:
             run_folder.check_run_embedding(path, saved, config)
     elif (path / "manifest.json").is_file():
+        if dataset is not None:
+            raise InterestGymError(f"--dataset {dataset}: only a training run transfers to another dataset; {path} is a dataset")
         config = TrainConfig(dataset=str(path), run_dir="")
         if out is None:
             raise InterestGymError(f"{path}: a dataset directory; give --out DIR for evaluation.json / evaluation.md")
     else:
         raise InterestGymError(f"{path}: neither a training run (config.json) nor a dataset (manifest.json)")
-    changed = False
+    changed = dataset is not None  # a transfer never reuses the run's tuned baselines
     for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("exclude", exclude),
                        ("protocol_seed", seed)):
         if value is not None and getattr(config, key) != value:
@@ -172,6 +212,7 @@ def evaluate_run(
     if n_boot < 1:
         raise InterestGymError(f"--n-boot {n_boot}: expected an integer >= 1 (bootstrap resamples)")
 
+    trained_on = saved.get("config", {}).get("dataset") if run_dir is not None else None
     dataset = Dataset.open(config.dataset)
     valid = config.replay_data("valid")
     test = config.replay_data(split)
@@ -270,6 +311,7 @@ def evaluate_run(
         "reference": reference,
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
         "run": str(run_dir) if run_dir is not None else None,
+        "trained_on": trained_on if trained_on and str(Path(trained_on).resolve()) != str(Path(config.dataset).resolve()) else None,
         "model": which_model if run_dir is not None else None,
         "shipped": run_folder.read_shipped(run_dir) if run_dir is not None else None,
     }
@@ -313,7 +355,7 @@ def _by_user_type(dataset: Any, results: list[PolicyScores], metric: str) -> dic
 
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
     lines = ["# Evaluation", "", "Protocol:", ""]
-    for key in ("data", "split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
+    for key in ("data", "trained_on", "split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
                 "scoring_points", "selection_metric", "tuned_on", "reference", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
