@@ -115,3 +115,14 @@ def test_evaluate_a_dataset_needs_out_and_compares_baselines(run, tmp_path):
     assert doc["summary"]["reference"] == "static" and "chosen with --reference" in result.output
     assert doc["summary"]["policies"]["ema"]["diff_vs_reference"]["ndcg@10"]["mean"] == pytest.approx(
         np.nanmean(np.array(doc["per_user"]["ema"]["ndcg@10"], float) - np.array(doc["per_user"]["static"]["ndcg@10"], float)))
+
+
+def test_the_two_user_groups_partition_the_evaluated_users(run):
+    """The halves' paired differences are those of a split of the same users: their user counts add
+    up and their means, weighted by users, give the overall paired mean."""
+    run_dir, _ = run
+    doc = json.loads((run_dir / "evaluation.json").read_text())
+    overall = doc["summary"]["policies"]["ppo"]["diff_vs_reference"]["ndcg@10"]
+    halves = doc["summary"]["user_groups"]["policies"]["ppo"].values()
+    assert sum(h["n"] for h in halves) == overall["n"] == len(doc["users"])
+    assert sum(h["mean"] * h["n"] for h in halves) / overall["n"] == pytest.approx(overall["mean"], abs=1e-12)

@@ -292,6 +292,7 @@ def evaluate_run(
         oracle_name = "oracle"
 
     summary = summarise(results, all_metrics, reference=reference, oracle=oracle_name, n_boot=n_boot, seed=0)
+    summary["user_groups"] = user_group_diffs(results, reference, metric, n_boot)
     summary["reference_reason"] = ("the best tuned non-oracle baseline on validation users"
                                    if reference == best_baseline({n: tuned[n] for n in names}) else "chosen with --reference")
     header = {
@@ -339,6 +340,30 @@ def evaluate_run(
     write_json_atomic(out_dir / "evaluation.json", doc)
     write_text_atomic(out_dir / "evaluation.md", md)
     return md + f"\nwrote {out_dir / 'evaluation.json'} and {out_dir / 'evaluation.md'}"
+
+
+def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n_boot: int) -> dict[str, Any]:
+    """The learned policies' paired difference to the reference in two seeded halves of the evaluated
+    users (by a hash of the user id): two groups that played no part in training or selection, so a
+    selection that overfit validation would show a sign flip between them."""
+    import zlib
+
+    from interestgym.evaluation.stats import paired_bootstrap_diff
+
+    by_name = {r.name: r for r in results}
+    ref = by_name.get(reference)
+    out: dict[str, Any] = {"split": "users by crc32(user_id) % 2", "metric": metric, "policies": {}}
+    if ref is None:
+        return out
+    group = np.array([zlib.crc32(str(u).encode("utf-8")) % 2 for u in ref.users])
+    for r in results:
+        if r.kind != "learned":
+            continue
+        out["policies"][r.name] = {
+            f"group {g}": paired_bootstrap_diff(r.per_user[metric][group == g], ref.per_user[metric][group == g],
+                                                n_boot=n_boot, seed=0).as_dict()
+            for g in (0, 1)}
+    return out
 
 
 def _by_user_type(dataset: Any, results: list[PolicyScores], metric: str) -> dict[str, Any] | None:
@@ -401,6 +426,10 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             frac = summary["policies"][n]["fraction_of_oracle"].get(metric)
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
+    groups = summary.get("user_groups", {}).get("policies", {})
+    for n, halves in groups.items():
+        cells = "; ".join(f"{g}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] ({d['n']} users)" for g, d in halves.items())
+        verdicts.append(f"- `{n}` vs `{ref}` in two halves of the users (untouched by training and selection): {cells}")
     shipped = header.get("shipped")
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
