@@ -148,3 +148,23 @@ def test_a_run_transfers_to_another_dataset_and_refuses_what_cannot(dataset, tmp
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="action weights"):
         evaluate_run(run, dataset=other, out=tmp_path / "t3", baselines="ema", n_boot=20, progress=False)
+
+
+def test_the_report_says_what_the_policy_does_differently_from_the_rule(dataset, tmp_path):
+    from interestgym.data.dataset import Dataset
+    from interestgym.report.build import differences_from_rule
+
+    class Change:  # a_L always 0.1 higher (in strength: +0.2 in action units), keep factor 0.3 lower
+        def act(self, obs):
+            change = np.zeros((len(obs), 5), np.float32)
+            change[:, 0], change[:, 4] = 0.2, -0.3
+            return change
+
+    data = _config(dataset, tmp_path / "unused").replay_data("valid")
+    policy = ResidualPolicy(REFERENCE, Change())
+    res = evaluate_policy(data, policy, record_features=True, progress=False)
+    lines = differences_from_rule(policy, REFERENCE, res, Dataset.open(dataset))
+    # REFERENCE moves L with 0.2 (action -0.6): the policy with 0.3 (action -0.4); keep 0.9 -> 0.6
+    assert "a_L 0.300 vs 0.200 (+0.100)" in lines[0] and "keep 0.600 vs 0.900 (-0.300)" in lines[0]
+    assert "a_S 0.700 vs 0.700 (+0.000)" in lines[0]
+    assert any(line.strip().startswith(("drifting", "stable", "switcher", "bursty", "context", "noisy")) for line in lines[1:])

@@ -91,6 +91,41 @@ class ReportResult:
     notes: list[str] = field(default_factory=list)
 
 
+def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -> list[str]:
+    """What the learned policy does differently from its reference rule, in sentences: each action
+    component's mean on the same decisions (the rule acting on the policy's own observations), overall
+    and, on synthetic data, per user type. The keep factor is the category counts' (a residual policy's
+    fifth component changes it)."""
+    from interestgym.core.protocol import action_to_strengths
+    from interestgym.core.transition import category_forgetting_factor
+
+    obs = res.features
+    ours_actions = np.asarray(policy.act(obs), dtype=np.float64)
+    ours = action_to_strengths(ours_actions[:, :4])
+    theirs = action_to_strengths(np.asarray(reference.act(obs), dtype=np.float64))
+    names = ["a_L", "a_S", "w", "p"]
+    columns = {n: (ours[:, j], theirs[:, j]) for j, n in enumerate(names)}
+    if reference.scoring.beta_cat != 0:
+        fixed = reference.scoring.category_forgetting
+        base_ours, base_theirs = category_forgetting_factor(fixed, ours), category_forgetting_factor(fixed, theirs)
+        change = ours_actions[:, 4] if ours_actions.shape[1] == 5 else np.zeros(len(obs))
+        columns["keep"] = (np.clip(base_ours + change, 0.0, 1.0), base_theirs)
+
+    def sentence(mask: np.ndarray) -> str:
+        return ", ".join(f"{n} {a[mask].mean():.3f} vs {b[mask].mean():.3f} ({a[mask].mean() - b[mask].mean():+.3f})"
+                         for n, (a, b) in columns.items())
+
+    everyone = np.ones(len(obs), dtype=bool)
+    lines = [f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
+             f"{len(obs):,} decisions, policy vs rule): {sentence(everyone)}."]
+    if "user_type" in dataset.events.columns:
+        types = dataset.events.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
+        user_type = types.reindex(res.decisions["user_id"].astype(str)).to_numpy()
+        for t in sorted(set(user_type)):
+            lines.append(f"  {t} users: {sentence(user_type == t)}.")
+    return lines
+
+
 def _safe_name(user_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", user_id)[:60] or "user"
 
@@ -189,7 +224,11 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
                        say: Callable[[str], None]) -> tuple[list[tuple[str, str, Path]], int]:
     import torch
 
-    from interestgym.agents.run_folder import load_run_choice, run_train_config
+    from interestgym.agents.run_folder import (
+        load_run_choice,
+        run_reference,
+        run_train_config,
+    )
     from interestgym.data.dataset import Dataset
     from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
     from interestgym.envs.vector import evaluate_policy
@@ -215,6 +254,9 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     figures["actions"], n_left_out = plot_actions(
         res.decisions, res.features, res.feature_names, out_dir / "actions.png",
         title=f"The {which} policy's actions against the features that drive them ({split} users)")
+    reference = run_reference(conf)
+    if reference is not None and getattr(policy, "name", "") != reference.name and len(res.features):
+        notes.extend(differences_from_rule(policy, reference, res, dataset))
 
     # Timelines: topics (synthetic truth) or categories (real data).
     timeline_figs: list[tuple[str, str, Path]] = []
