@@ -59,6 +59,8 @@ def _d(name: str):
 @click.option("--max-grad-norm", type=float, default=_d("max_grad_norm"), show_default=True, help="Gradient clipping norm.")
 @click.option("--log-std-init", type=float, default=_d("log_std_init"), show_default=True)
 @click.option("--policy-form", type=click.Choice(["residual", "absolute"]), default=_d("policy_form"), show_default=True, help="'residual': the agent changes the reference rule's action (and its category keep factor), starting at exactly the rule; 'absolute': the agent outputs the action itself.")
+@click.option("--change-penalty", type=float, default=_d("change_penalty"), show_default=True, help="Residual form: reward minus this times the mean squared change to the rule's action (keeps the agent near the rule unless the ranking pays).")
+@click.option("--window", type=int, default=0, show_default=True, help="Residual form: episodes are random windows of this many decisions (the earlier ones replayed with the rule); 0: whole histories.")
 @click.option("--ship-threshold", type=float, default=_d("ship_threshold"), show_default=True, help="Ship the learned policy only if the paired 95% CI of its validation gain over the reference has its lower end above this; else ship the rule.")
 @click.option("--init-from-reference/--no-init-from-reference", default=_d("init_from_reference"), show_default=True, help="Start the policy at the reference rule's mean action (residual learning).")
 @click.option("--net-arch", default=",".join(map(str, _d("net_arch"))), show_default=True, help="Hidden layer sizes, comma-separated.")

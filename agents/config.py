@@ -104,6 +104,13 @@ class TrainConfig:
     it scores with the rule's own terms (``agent_scoring`` does not apply). ``absolute``: the agent
     outputs the action itself (``init_from_reference`` centres it on the rule's mean action: close to
     the rule, not equal)."""
+    change_penalty: float = 0.0
+    """Residual form: the reward pays ``change_penalty * mean(change^2)`` per decision, so the agent
+    leaves its reference rule only where the ranking gain pays for it (0: no penalty)."""
+    window: int | None = None
+    """Residual form: episodes are random windows of this many decisions of a user's history, the
+    decisions before the window replayed with the reference rule (``None``: whole histories from the
+    first decision). More varied starting states from the same few training users."""
     ship_threshold: float = 0.0
     """At the end of training the run ships the learned policy only if the lower end of the paired
     95% CI of its gain over the reference on validation users (``reward`` metric, mean over users)
@@ -198,6 +205,10 @@ class TrainConfig:
             torch.device(self.device)
         except (RuntimeError, ValueError):
             raise InterestGymError(f"--device {self.device!r}: expected a torch device such as cpu, cuda or cuda:0") from None
+        if self.change_penalty < 0:
+            raise InterestGymError(f"--change-penalty {self.change_penalty}: expected a number >= 0")
+        if self.window is not None and self.window < 1:
+            raise InterestGymError(f"--window {self.window}: expected an integer >= 1, or 0 for whole histories")
         if self.policy_form not in POLICY_FORMS:
             raise InterestGymError(f"--policy-form {self.policy_form!r}: expected one of {', '.join(POLICY_FORMS)}")
         if self.exclude not in ("auto", "target", "log", "past"):
@@ -238,7 +249,8 @@ PATH_SETTINGS = ("dataset", "run_dir", "tuned_baselines")
 
 def coerce_setting(name: str, value: Any, where: str) -> Any:
     """``value`` for setting ``name`` as TrainConfig holds it, with the command line's conventions:
-    ``0`` users means all (None), ``"none"`` means no reward baseline, ``"64,64"`` is a layer list.
+    ``0`` users means all (None), a ``0`` window whole histories (None), ``"none"`` means no reward
+    baseline, ``"64,64"`` is a layer list.
 
     :param where: the file or option it came from, for the message.
     :raises InterestGymError: for a value of the wrong type.
@@ -252,7 +264,7 @@ def coerce_setting(name: str, value: Any, where: str) -> Any:
 
     if name == "reward_baseline" and value in (None, "", "none"):
         return None
-    if name in ("eval_users", "tune_users") and value == 0 and not isinstance(value, bool):
+    if name in ("eval_users", "tune_users", "window") and value == 0 and not isinstance(value, bool):
         return None
     if value is None:
         if optional:

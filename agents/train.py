@@ -307,7 +307,9 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
 
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
                                 reward_baseline=reference_policy, scoring=agent_scoring,
-                                residual_to=reference_policy if residual else None, seed=config.seed)
+                                residual_to=reference_policy if residual else None,
+                                change_penalty=config.change_penalty if residual else 0.0,
+                                window=config.window if residual else None, seed=config.seed)
     # SB3's episode statistics (rollout/ep_rew_mean, ep_len_mean) on the raw reward: one episode is one
     # user's replay. Inside VecNormalize, so it sums the env's rewards, not the normalised ones.
     venv = VecMonitor(venv)

@@ -1,8 +1,9 @@
 """Tuning the baseline rules on validation users, and picking the reference a policy must beat.
 
-Tuning (:func:`tune_baselines`): every tunable rule is scored on **validation** users with the batched
-evaluator for each point of a small grid (:data:`GRIDS`), and the best point by the selection metric
-(mean over users) is kept. ``ema_two_profile`` is tuned first ((a_L, a_S, w), then p over
+Tuning (:func:`tune_baselines`): every tunable rule is scored on **validation** users for each point
+of a small grid (:data:`GRIDS`), the whole grid in one batched replay (:func:`validation_scorer`:
+rows = users x grid points, numbers identical to one replay per point), and the best point by the
+selection metric (mean over users) is kept. ``ema_two_profile`` is tuned first ((a_L, a_S, w), then p over
 :data:`POPULARITY_GRID`). Rules built on top of it start from its tuned values and are tuned by
 coordinate ascent (a coordinate-wise search keeps the grid small): their own parameters, then the
 inherited strengths and p with their own fixed, then their own again (``rounds=2``).
@@ -11,6 +12,7 @@ inherited strengths and p with their own fixed, then their own again (``rounds=2
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,15 +34,91 @@ def mean_over_users(result: Any, metric: str) -> float:
     return float(result.per_user()[metric].mean())
 
 
-def validation_scorer(data: Any, metric: str, users: list[str] | None = None) -> Any:
-    """``policies -> [mean over validation users of metric]``: the objective of baseline tuning."""
+def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *, batched: bool = True,
+                      max_rows: int = 1024) -> Any:
+    """``policies -> [mean over validation users of metric]``: the objective of baseline tuning.
+
+    ``batched`` (the default) scores all the policies of one call in one replay
+    (:func:`~interestgym.envs.rollout.replay_users_many`: rows = users x policies); the numbers are
+    identical, bit for bit, to :func:`~interestgym.envs.vector.evaluate_policy` one policy at a time
+    (``batched=False``), whose per-user means they reproduce step by step.
+    """
     from interestgym.envs.vector import evaluate_policy
 
+    if not batched:
+        def score_each(policies: list[Any]) -> list[float]:
+            return [mean_over_users(evaluate_policy(data, p, metric=metric, users=users, record_features=False, progress=False), metric)
+                    for p in policies]
+
+        return score_each
+
     def score(policies: list[Any]) -> list[float]:
-        return [mean_over_users(evaluate_policy(data, p, metric=metric, users=users, record_features=False, progress=False), metric)
-                for p in policies]
+        return score_policies(data, policies, metric, users, max_rows=max_rows)
 
     return score
+
+
+def score_policies(data: Any, policies: list[Any], metric: str, users: list[str] | None = None, *,
+                   max_rows: int = 1024) -> list[float]:
+    """Mean over users of ``metric`` for each policy, from one batched replay of ``users`` (all when None).
+
+    Same arithmetic as ``mean_over_users(evaluate_policy(...))``: each policy's scoring points in
+    point order, pandas' per-user mean (grouped in order of appearance), then the mean over users.
+    """
+    if not policies:
+        return []
+    return mean_over_users_many(data, len(policies), [replay_points(data, policies, metric, users, max_rows=max_rows)], metric)
+
+
+def replay_points(data: Any, policies: list[Any], metric: str, users: list[str] | None = None, *,
+                  max_rows: int = 1024) -> dict[str, np.ndarray]:
+    """Every scoring point of ``users`` replayed with every policy: ``policy`` (index), ``point`` (global
+    scoring-point index) and ``value`` (``metric`` there), in replay order. A shard of users gives its
+    own points; :func:`mean_over_users_many` combines shards as if they were replayed together."""
+    from interestgym.envs.rollout import replay_users_many
+
+    key = metric.strip().lower()
+    parts_policy, parts_point, parts_value = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    for step in replay_users_many(data, policies, users=users, metric=metric, max_rows=max_rows, progress=False):
+        out = step.output
+        parts_policy.append(step.policy[out.point_row])
+        parts_point.append(out.point_index.astype(np.int64))
+        parts_value.append(out.point_metrics[key])
+    return {"policy": np.concatenate(parts_policy).astype(np.int64), "point": np.concatenate(parts_point),
+            "value": np.concatenate(parts_value)}
+
+
+def mean_over_users_many(data: Any, n_policies: int, parts: list[dict[str, np.ndarray]], metric: str) -> list[float]:
+    """:func:`mean_over_users` of each policy from :func:`replay_points` outputs (one, or one per shard)."""
+    import pandas as pd
+
+    key = metric.strip().lower()
+    policy = np.concatenate([p["policy"] for p in parts])
+    point = np.concatenate([p["point"] for p in parts])
+    value = np.concatenate([p["value"] for p in parts])
+    if not len(point):
+        return [float("nan")] * n_policies
+    # policy-major, then point order (evaluate_policy sorts each policy's points by index)
+    order = np.lexsort((point, policy))
+    policy, point, value = policy[order], point[order], value[order]
+    counts = data.decision_point_end - data.decision_point_start
+    point_user = np.repeat(data.decision_user.astype(np.int64), counts)
+    n_users = max(int(data.n_users), 1)
+    # one group per (policy, user): a group's mean is computed from its own values in order
+    group = policy * n_users + point_user[point]
+    per_user = pd.DataFrame({"g": group, key: value}).groupby("g", sort=False)[[key]].mean()[key]
+    group_policy = per_user.index.to_numpy() // n_users
+    values = per_user.to_numpy()
+    cuts = np.searchsorted(group_policy, np.arange(n_policies + 1))
+    return [float(pd.Series(values[cuts[k]: cuts[k + 1]].copy()).mean()) for k in range(n_policies)]
+
+
+def _policy_key(policy: Any) -> str | None:
+    """A rule's identity for reusing its score: class, parameters and scoring (None: not a rule)."""
+    describe = getattr(policy, "describe", None)
+    if not callable(describe):
+        return None
+    return f"{type(policy).__module__}.{type(policy).__qualname__}:" + json.dumps(describe(), sort_keys=True, default=repr)
 
 
 def subsample_users(user_ids: np.ndarray, n: int | None, seed: int) -> list[str] | None:
@@ -112,12 +190,24 @@ def tune_baselines(
     bar = progress_bar(desc="tuning baselines on validation users", unit="policy")
     raw_score = score
 
+    known: dict[str, float] = {}  # coordinate ascent revisits points: a policy's score is a pure function of it
+
     def score(policies: list[Any]) -> list[float]:
-        values: list[float] = []
-        for policy in policies:
-            bar.set_postfix_str(getattr(policy, "name", ""), refresh=False)
-            values.extend(raw_score([policy]))
-            bar.update(1)
+        # the whole grid in one call: a batched scorer replays it at once
+        if policies:
+            bar.set_postfix_str(getattr(policies[0], "name", ""), refresh=False)
+        keys = [_policy_key(p) for p in policies]
+        fresh: list[int] = []
+        for i, k in enumerate(keys):
+            if k is None or (k not in known and all(keys[j] != k for j in fresh)):
+                fresh.append(i)
+        values: list[float | None] = [None] * len(policies)
+        for i, value in zip(fresh, raw_score([policies[i] for i in fresh]) if fresh else []):
+            values[i] = float(value)
+            if keys[i] is not None:
+                known[keys[i]] = float(value)  # type: ignore[index]
+        values = [known[k] if v is None else v for v, k in zip(values, keys)]  # type: ignore[index]
+        bar.update(len(policies))
         return values
 
     out: dict[str, dict[str, Any]] = {}

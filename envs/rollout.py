@@ -5,6 +5,10 @@ the tracking error of ``evaluate`` and the report's user timelines iterate over.
 observes its current decision, the policy acts on all rows at once, the engine steps them, and a row
 whose user is finished takes the next user in the queue, until the queue is empty. Rows are
 independent (see the engine), so the numbers do not depend on the batch size.
+
+:func:`replay_users_many` replays the same users with many policies at once (rows = policies x
+users, each policy acting on its own rows): baseline tuning scores a whole grid in one replay, with
+per-policy numbers identical to :func:`replay_users` one policy at a time.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None =
     with progress_bar(total=total, desc=label, unit="decision", enabled=progress) as bar:
         while len(active):
             obs = engine.observe(active)
-            actions = np.asarray(policy.act(obs), dtype=np.float32).reshape(len(active), 4)
+            actions = np.asarray(policy.act(obs), dtype=np.float32).reshape(len(active), -1)
             out = engine.step(active, actions)
             yield ReplayStep(active, obs, out, engine)
             bar.update(len(active))
@@ -78,3 +82,98 @@ def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None =
                 engine.start(take, queue[next_user: next_user + len(take)])
                 next_user += len(take)
                 active = np.concatenate([active, take])
+
+
+class ManyStep(NamedTuple):
+    """One lock-step of :func:`replay_users_many`: like :class:`ReplayStep`, plus ``policy`` (the index
+    into the policies of every stepped row, aligned with ``rows``)."""
+
+    rows: np.ndarray
+    policy: np.ndarray
+    observations: np.ndarray
+    output: StepOutput
+    engine: ReplayEngine
+
+
+def engine_signature(scoring: ScoringConfig | None) -> tuple[bool, bool]:
+    """Which optional engine state a policy's scoring needs (category counts, time-slot profiles).
+
+    Policies are batched in one engine only when they need the same state: an engine scores with the
+    optional terms as soon as one of its rows uses them (a third profile in the similarity product),
+    so mixing would change how the other rows' cosines are computed, if not their value.
+    """
+    scoring = scoring or ScoringConfig()
+    return (scoring.beta_cat != 0, scoring.beta_ctx != 0)
+
+
+def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,
+                      metric: str = "ndcg@10", max_rows: int = 1024, progress: bool | None = None,
+                      desc: str | None = None) -> Iterator[ManyStep]:
+    """Replay ``users`` once with each of ``policies``, all in lock-step: one engine row per (policy, user).
+
+    Each policy acts on its own rows only (one ``act`` call per policy and step, on all its active
+    rows, as :func:`replay_users` calls it), and every row carries its policy's scoring configuration.
+    Rows are independent in the engine, so every policy's numbers are exactly those of
+    :func:`replay_users` with that policy alone, for policies whose ``act`` is row-wise (every
+    baseline rule is). Policies needing different optional engine state (:func:`engine_signature`)
+    run in separate engines, and at most ``max_rows`` rows are replayed at once (a policy's users
+    are queued when one policy alone has more).
+
+    :yield: one :class:`ManyStep` per lock-step and engine.
+    """
+    policies = list(policies)
+    queue = user_queue(data, users)
+    if not policies or not len(queue):
+        return
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for k, policy in enumerate(policies):
+        groups.setdefault(engine_signature(getattr(policy, "scoring", None)), []).append(k)
+    max_rows = max(1, int(max_rows))
+    slots = int(min(len(queue), max_rows))  # rows per policy
+    per_engine = max(1, max_rows // slots)  # policies per engine
+    total = int((data.user_decision_end[queue] - data.user_decision_start[queue]).sum()) * len(policies)
+    label = desc or f"replaying {len(policies)} policies"
+    with progress_bar(total=total, desc=label, unit="decision", enabled=progress) as bar:
+        for members in groups.values():
+            for lo in range(0, len(members), per_engine):
+                chunk = members[lo: lo + per_engine]
+                for step in _replay_block(data, [policies[k] for k in chunk], queue, slots, metric):
+                    bar.update(len(step.rows))
+                    yield step._replace(policy=np.asarray(chunk, dtype=np.int64)[step.policy])
+
+
+def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slots: int, metric: str) -> Iterator[ManyStep]:
+    """Rows ``k * slots ... (k + 1) * slots - 1`` replay ``queue`` with ``policies[k]`` (policy indices local)."""
+    n_pol = len(policies)
+    engine = ReplayEngine(data, n_pol * slots, metric=metric)
+    for k, policy in enumerate(policies):
+        engine.set_scoring(slice(k * slots, (k + 1) * slots), getattr(policy, "scoring", None) or ScoringConfig())
+    first = min(slots, len(queue))
+    active = (np.arange(n_pol)[:, None] * slots + np.arange(first)[None, :]).ravel()
+    engine.start(active, np.tile(queue[:first], n_pol))
+    next_user = np.full(n_pol, first, dtype=np.int64)  # every policy's position in the user queue
+    while len(active):
+        owner = active // slots
+        obs = engine.observe(active)
+        actions = np.empty((len(active), 4), dtype=np.float32)
+        # active stays sorted, so each policy's rows are one contiguous run
+        cuts = np.searchsorted(owner, np.arange(n_pol + 1))
+        for k in range(n_pol):
+            a, b = cuts[k], cuts[k + 1]
+            if b > a:
+                actions[a:b] = np.asarray(policies[k].act(obs[a:b]), dtype=np.float32).reshape(b - a, 4)
+        out = engine.step(active, actions)
+        yield ManyStep(active, owner, obs, out, engine)
+        finished = active[out.done]
+        active = active[~out.done]
+        if len(finished) and (next_user < len(queue)).any():
+            take_rows, take_users = [], []
+            for k in np.unique(finished // slots):
+                free = finished[finished // slots == k][: len(queue) - next_user[k]]
+                take_rows.append(free)
+                take_users.append(queue[next_user[k]: next_user[k] + len(free)])
+                next_user[k] += len(free)
+            rows = np.concatenate(take_rows)
+            if len(rows):
+                engine.start(rows, np.concatenate(take_users))
+                active = np.sort(np.concatenate([active, rows]))

@@ -74,6 +74,8 @@ class InterestReplayVecEnv(VecEnv):
         reward_baseline: Any = None,
         scoring: ScoringConfig | None = None,
         residual_to: Any = None,
+        change_penalty: float = 0.0,
+        window: int | None = None,
         seed: int | None = None,
     ) -> None:
         if n_envs < 1:
@@ -88,6 +90,15 @@ class InterestReplayVecEnv(VecEnv):
         # With ``residual_to`` (a rule) the agent acts by changing the rule's action (ResidualPolicy):
         # its action space gets the fifth, keep-factor component, and it scores like the rule.
         self.residual = ResidualPolicy(residual_to) if residual_to is not None else None
+        # A residual agent pays change_penalty * mean(change^2) per decision: it leaves the rule only
+        # where the reward pays for it. With ``window``, an episode is a random window of that many
+        # decisions of a user's history; the decisions before it are replayed with the reference rule
+        # (no reward), so the agent starts from a realistic state and sees more varied situations.
+        self.change_penalty = float(change_penalty)
+        if window is not None and (residual_to is None or window < 1):
+            raise InterestGymError(f"window={window}: expected an integer >= 1, with a reference rule (residual_to) to replay "
+                                   "the decisions before the window")
+        self.window = window
         self.scoring = self.residual.scoring if self.residual is not None else (scoring or ScoringConfig())
         n_rows = n_envs * (2 if reward_baseline is not None else 1)
         self.engine = ReplayEngine(self.data, n_rows, metric=metric)
@@ -121,6 +132,22 @@ class InterestReplayVecEnv(VecEnv):
         if len(self._ref_rows):
             self.engine.start(self._ref_rows[slots], users)
         self._steps[slots] = 0
+        if self.window is not None:
+            self._fast_forward(slots, users)
+
+    def _fast_forward(self, slots: np.ndarray, users: np.ndarray) -> None:
+        """Replay each slot's user with the reference rule up to a random start, so that the episode is
+        a window of ``window`` decisions (the agent row and its reference row move together)."""
+        n_dec = self.data.user_decision_end[users] - self.data.user_decision_start[users]
+        skip = np.floor(self._rng.random(len(slots)) * np.maximum(n_dec - 1, 1)).astype(np.int64)
+        remaining = skip.copy()
+        rule = self.residual.reference  # type: ignore[union-attr]
+        while (remaining > 0).any():
+            rows = slots[remaining > 0]
+            pair = np.concatenate([rows, self._ref_rows[rows]]) if len(self._ref_rows) else rows
+            actions = np.asarray(rule.act(self.engine.observe(pair)), dtype=np.float32)
+            self.engine.step(pair, actions)
+            remaining[remaining > 0] -= 1
 
     def reset(self) -> np.ndarray:
         if self._seeds[0] is not None:
@@ -158,9 +185,12 @@ class InterestReplayVecEnv(VecEnv):
         rewards = np.where(scored, main[:n], 0.0)
         if len(self._ref_rows):
             rewards = rewards - np.where(scored, main[n:], 0.0)
+        if self.residual is not None and self.change_penalty:
+            rewards = rewards - self.change_penalty * np.mean(np.square(self._actions), axis=1)
         self._steps += 1
         terminated = out.done[:n]
-        truncated = ~terminated & (self.max_events is not None) & (self._steps >= (self.max_events or 0))
+        limit = self.window if self.window is not None else self.max_events
+        truncated = ~terminated & (limit is not None) & (self._steps >= (limit or 0))
         dones = terminated | truncated
         # the agent's own metric at a scored step (the reward may be baseline-subtracted)
         infos: list[dict[str, Any]] = [{"scored": bool(s), "metric": float(m)} if s else {"scored": False}

@@ -168,3 +168,26 @@ def test_the_report_says_what_the_policy_does_differently_from_the_rule(dataset,
     assert "a_L 0.300 vs 0.200 (+0.100)" in lines[0] and "keep 0.600 vs 0.900 (-0.300)" in lines[0]
     assert "a_S 0.700 vs 0.700 (+0.000)" in lines[0]
     assert any(line.strip().startswith(("drifting", "stable", "switcher", "bursty", "context", "noisy")) for line in lines[1:])
+
+
+def test_windows_start_mid_history_and_the_penalty_prices_a_change(dataset, tmp_path):
+    data = _config(dataset, tmp_path / "unused").replay_data("train")
+    plain = InterestReplayVecEnv(data, n_envs=4, reward_baseline=REFERENCE, residual_to=REFERENCE, seed=3)
+    priced = InterestReplayVecEnv(data, n_envs=4, reward_baseline=REFERENCE, residual_to=REFERENCE, change_penalty=0.5, seed=3)
+    plain.reset(), priced.reset()
+    change = np.full((4, 5), 0.2, np.float32)
+    for _ in range(5):
+        plain.step_async(change), priced.step_async(change)
+        (_, r_plain, _, _), (_, r_priced, _, _) = plain.step_wait(), priced.step_wait()
+        np.testing.assert_allclose(r_plain - r_priced, 0.5 * 0.04, rtol=1e-5)  # 0.5 * mean(0.2^2)
+
+    windowed = InterestReplayVecEnv(data, n_envs=8, reward_baseline=REFERENCE, residual_to=REFERENCE, window=3, seed=0)
+    windowed.reset()
+    starts = windowed.engine.cursor[:8] - data.user_decision_start[windowed.engine.user[:8]]
+    assert (starts > 0).any()  # some episodes start mid-history
+    ended = np.zeros(8, bool)
+    for _ in range(3):
+        windowed.step_async(np.zeros((8, 5), np.float32))
+        _, _, dones, _ = windowed.step_wait()
+        ended |= dones
+    assert ended.all()  # every episode is over within its window of 3 decisions

@@ -132,6 +132,8 @@ def _non_default_settings(tmp_path: Path) -> dict:
             values[f.name] = not value
         elif f.name == "net_arch":
             values[f.name] = [7, 5]
+        elif f.name == "window":
+            values[f.name] = 6
         elif f.name in ("max_events",) or isinstance(value, int):
             values[f.name] = (value or 0) + 3
         else:

@@ -1,0 +1,132 @@
+"""``SequenceConfig``: every setting of ``interestgym train-sequence``, with its default and meaning."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from interestgym.errors import InterestGymError
+
+#: The tracker networks (:mod:`interestgym.agents.sequence.models`).
+MODELS = ("gru", "sasrec")
+
+#: Defaults that differ between the two models (reference shapes, CPU-friendly sizes).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gru": {"layers": 1, "heads": 1, "dropout": 0.3},
+    "sasrec": {"layers": 2, "heads": 2, "dropout": 0.3},
+}
+
+
+@dataclass
+class SequenceConfig:
+    """Settings of one tracker training run (``RUN_DIR/sequence.json`` keeps them)."""
+
+    dataset: str
+    """Dataset directory (prepared and encoded)."""
+    run_dir: str
+    """Output folder of the run."""
+    model: str = "sasrec"
+    """``gru`` (GRU4Rec-style) or ``sasrec`` (SASRec-style causal Transformer)."""
+    name: str | None = None
+    """Name in result tables (default: the model's name)."""
+    embeddings: str | None = None
+    """Embedding name in the dataset (default: the only one)."""
+    window: int = 50
+    """k: the tracker's state is the user's last k decisions."""
+    hidden: int = 64
+    """Width of item representations and states."""
+    layers: int | None = None
+    """Transformer blocks / GRU layers (default: sasrec 2, gru 1)."""
+    heads: int | None = None
+    """Attention heads of sasrec (default 2)."""
+    dropout: float | None = None
+    """Dropout (default 0.3)."""
+    item_ids: str = "auto"
+    """Learned item-id embeddings: ``on``, ``off`` or ``auto`` (on when most validation decisions are on
+    items that training users decided on, i.e. ids recur)."""
+    text: bool = True
+    """Add the projected encoder vector to every item's representation."""
+    learning_rate: float = 1e-3
+    """Adam's learning rate."""
+    weight_decay: float = 0.0
+    """AdamW's weight decay."""
+    batch_size: int = 128
+    """Training chunks (windows) per batch."""
+    max_epochs: int = 200
+    """Most passes over the training users."""
+    patience: int = 5
+    """Stop after this many validations without a better validation metric."""
+    max_minutes: float | None = None
+    """Stop training after this many minutes (the best model so far is kept)."""
+    loss: str = "auto"
+    """``full`` softmax over the catalogue, ``sampled`` (shared uniform negatives per batch), or ``auto``
+    (full up to 50,000 items)."""
+    train_negatives: int = 1024
+    """Shared negatives per batch with ``loss = sampled``."""
+    metric: str = "ndcg@10"
+    """Validation metric for early stopping and the best model (mean over validation users)."""
+    negatives: str = "uniform"
+    """Negatives of validation scoring points (logs without impressions), as ``interestgym train``."""
+    n_negatives: int = 99
+    """Sampled negatives per validation scoring point."""
+    protocol_seed: int = 0
+    """Seed of the scoring protocol's negatives."""
+    eval_users: int | None = None
+    """Validation users scored for early stopping (seeded subsample; None: all)."""
+    seed: int = 0
+    """Seed of initialisation, dropout and chunk offsets."""
+    device: str = "auto"
+    """Torch device: ``auto`` (CUDA when available), ``cpu``, ``cuda``."""
+    torch_threads: int | None = 1
+    """Torch CPU threads (None: torch's default). One is fastest for these small models on a shared
+    2-core machine (several threads spin against each other under load: 10x slower measured)."""
+    progress_bar: bool = True
+    """Progress bar (log lines when output is not a terminal)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise InterestGymError(f"--model {self.model!r}: expected one of {', '.join(MODELS)}")
+        for key, value in MODEL_DEFAULTS[self.model].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.item_ids not in ("auto", "on", "off"):
+            raise InterestGymError(f"--item-ids {self.item_ids!r}: expected auto, on or off")
+        if self.loss not in ("auto", "full", "sampled"):
+            raise InterestGymError(f"--loss {self.loss!r}: expected auto, full or sampled")
+        for key in ("window", "hidden", "batch_size", "max_epochs", "patience", "train_negatives", "n_negatives"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise InterestGymError(f"--{key.replace('_', '-')} {value!r}: expected an integer >= 1")
+        if not self.learning_rate > 0:
+            raise InterestGymError(f"--learning-rate {self.learning_rate!r}: expected a number > 0")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise InterestGymError(f"--max-minutes {self.max_minutes!r}: expected a number > 0")
+        if self.negatives not in ("uniform", "popularity"):
+            raise InterestGymError(f"--negatives {self.negatives!r}: expected uniform or popularity")
+        if self.name is None:
+            self.name = self.model
+        if self.eval_users is not None and self.eval_users < 1:
+            self.eval_users = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str) -> SequenceConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise InterestGymError(f"{where}: unknown setting(s) {', '.join(unknown)}; expected {', '.join(sorted(names))}")
+        return cls(**values)
+
+    def protocol_spec(self, split: str):
+        """The scoring protocol of ``split``, as ``interestgym train`` / ``evaluate`` build it."""
+        from interestgym.envs.replay_data import ProtocolSpec
+
+        return ProtocolSpec(split=split, n_negatives=self.n_negatives, negatives=self.negatives, seed=self.protocol_seed)
+
+    def replay_data(self, split: str):
+        from interestgym.envs.replay_data import load_replay_data
+
+        return load_replay_data(self.dataset, self.embeddings, self.protocol_spec(split))

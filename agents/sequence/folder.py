@@ -1,0 +1,123 @@
+"""A tracker run folder: its file names and the one reader and writer of each.
+
+::
+
+    RUN_DIR/sequence.json          format, settings (SequenceConfig), model spec, the dataset it was
+                                   trained on (path, item-id sha256, embedding name + sha256), seconds
+    RUN_DIR/best/model.pt          state_dict of the best validation epoch (torch tensors only)
+    RUN_DIR/best/info.json         epoch, validation metric, sha256 of model.pt
+    RUN_DIR/final/...              the same for the last epoch trained
+    RUN_DIR/checkpoints/last/      model.pt + optimizer.pt + state.json (epoch, best so far, history):
+                                   what ``--resume`` continues from
+    RUN_DIR/tb/                    TensorBoard scalars
+
+No pickle anywhere: weights are tensors saved with ``torch.save`` and read with ``weights_only=True``,
+everything else is JSON. Every file is written atomically (a temporary file renamed into place), and
+``info.json`` / ``state.json``, written last, hold the sha256 of the tensors they describe: a folder
+whose files do not match is refused (a checkpoint: skipped, with a note) rather than half-read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from interestgym.agents.sequence.config import SequenceConfig
+from interestgym.agents.sequence.models import ModelSpec
+
+from interestgym.errors import ArtifactError
+from interestgym.io import atomic_path, sha256_file, write_json_atomic
+
+FORMAT = 1
+CONFIG_FILE = "sequence.json"
+MODEL_FILE = "model.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+INFO_FILE = "info.json"
+STATE_FILE = "state.json"
+TENSORBOARD_DIR = "tb"
+CHECKPOINT_DIR = "checkpoints/last"
+MODELS = ("best", "final")
+
+
+def is_sequence_run(path: str | Path) -> bool:
+    """True for a folder written by ``interestgym train-sequence``."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing; expected {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+
+
+def write_run_config(run_dir: Path, config: SequenceConfig, spec: ModelSpec, dataset: dict[str, Any], **extra: Any) -> None:
+    write_json_atomic(run_dir / CONFIG_FILE, {"format": FORMAT, "config": config.as_dict(), "spec": spec.as_dict(),
+                                              "dataset": dataset, **extra})
+
+
+def read_run_config(run_dir: str | Path) -> tuple[SequenceConfig, ModelSpec, dict[str, Any]]:
+    """(settings, model spec, the whole document) of a tracker run."""
+    path = Path(run_dir) / CONFIG_FILE
+    doc = _read_json(path, "the settings of an `interestgym train-sequence` run")
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("spec"), dict):
+        raise ArtifactError(f"{path}: fields config / spec missing; expected a file written by `interestgym train-sequence`")
+    if doc.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: format {doc.get('format')!r}; this interestgym reads format {FORMAT} (re-train the tracker)")
+    return (SequenceConfig.from_dict(doc["config"], str(path)), ModelSpec.from_dict(doc["spec"], str(path)), doc)
+
+
+def save_tensors(path: Path, tensors: dict[str, Any]) -> str:
+    """Write a dict of tensors (a state_dict) atomically; returns its sha256."""
+    with atomic_path(path) as tmp:
+        torch.save(tensors, tmp)
+    return sha256_file(path)
+
+
+def load_tensors(path: Path, sha256: str | None) -> dict[str, Any]:
+    """Read tensors written by :func:`save_tensors` (checksum checked, no unpickling of objects)."""
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; expected saved tracker weights")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise ArtifactError(f"{path}: sha256 does not match the one recorded beside it (damaged or replaced file)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged or foreign file
+        raise ArtifactError(f"{path}: cannot be read as tensors ({' '.join(str(exc).split())[:200]})") from None
+
+
+def save_model(folder: Path, model: torch.nn.Module, info: dict[str, Any]) -> None:
+    """``folder/model.pt`` then ``folder/info.json`` (with the weights' sha256)."""
+    sha = save_tensors(folder / MODEL_FILE, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    write_json_atomic(folder / INFO_FILE, {**info, "format": FORMAT, "sha256": {MODEL_FILE: sha}})
+
+
+def load_model_state(run_dir: str | Path, which: str = "best") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state_dict, info) of a run's ``best`` or ``final`` model."""
+    if which not in MODELS:
+        raise ArtifactError(f"model {which!r}: expected one of {', '.join(MODELS)}")
+    folder = Path(run_dir) / which
+    info = _read_json(folder / INFO_FILE, f"the description of the {which} tracker model")
+    return load_tensors(folder / MODEL_FILE, (info.get("sha256") or {}).get(MODEL_FILE)), info
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    folder = run_dir / CHECKPOINT_DIR
+    shas = {MODEL_FILE: save_tensors(folder / MODEL_FILE, {k: v.detach().cpu() for k, v in model.state_dict().items()}),
+            OPTIMIZER_FILE: save_tensors(folder / OPTIMIZER_FILE, optimizer.state_dict())}
+    write_json_atomic(folder / STATE_FILE, {**state, "format": FORMAT, "sha256": shas})
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """(model state, optimizer state, training state) of the last intact checkpoint, or None."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not (folder / STATE_FILE).is_file():
+        return None
+    state = _read_json(folder / STATE_FILE, "a tracker checkpoint's state")
+    shas = state.get("sha256") or {}
+    return (load_tensors(folder / MODEL_FILE, shas.get(MODEL_FILE)), load_tensors(folder / OPTIMIZER_FILE, shas.get(OPTIMIZER_FILE)),
+            state)

@@ -1,0 +1,276 @@
+"""A trained tracker on the product's scoring points: the same users, candidates, metrics and tie rule.
+
+:func:`score_replay` ranks the candidates of every scoring point of a
+:class:`~interestgym.envs.replay_data.ReplayData` with a tracker and returns one row per point,
+aligned with :func:`interestgym.envs.vector.evaluate_policy`'s ``points`` (same columns: ``user_id``,
+``point_key``, ``repeat``, ``decision``, then one column per metric; same order: by scoring point), so
+``evaluate`` can put a tracker in its table beside the rules and PPO with the same bootstrap and
+paired differences. The point after decision d is scored with the window of the user's decisions up
+to and including d (causal); metrics come from :func:`interestgym.core.metrics.ranking_metrics`
+(ties count as their expected value over random orders).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from interestgym.agents.sequence.data import (
+    DecisionSequences,
+    Windows,
+    decision_sequences,
+    windows_ending_at,
+)
+from interestgym.agents.sequence.folder import load_model_state, read_run_config
+from interestgym.agents.sequence.models import ModelSpec, SequenceTracker, build_model
+
+from interestgym.core.metrics import metric_names, ranking_metrics
+from interestgym.errors import ArtifactError
+
+
+def embeddings_sha256(embeddings: np.ndarray) -> str:
+    """Fingerprint of an embedding matrix as the tracker reads it (float32, C order)."""
+    return hashlib.sha256(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()).hexdigest()
+
+
+def dataset_fingerprint(data: Any) -> dict[str, Any]:
+    """What a tracker must be used with: the dataset's item ids and the embedding matrix."""
+    from interestgym.data.dataset import Dataset
+
+    return {"path": str(data.dataset_path), "item_ids_sha256": Dataset.open(data.dataset_path).item_ids_sha256,
+            "embeddings": data.embeddings_name, "embeddings_sha256": embeddings_sha256(data.embeddings),
+            "n_items": int(data.embeddings.shape[0]), "dim": int(data.dim)}
+
+
+def _tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.long, device=device)
+
+
+@torch.inference_mode()
+def window_states(model: SequenceTracker, windows: Windows, batch_size: int = 1024) -> np.ndarray:
+    """(B, hidden) float32 state of every window (the model in eval mode)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(windows.length), model.spec.hidden), dtype=np.float32)
+    for s in range(0, len(windows.length), batch_size):
+        sl = slice(s, s + batch_size)
+        width = int(windows.length[sl].max())  # trailing padding never changes a causal output: drop it
+        h = model.states(_tensor(windows.item[sl, :width], device), _tensor(windows.action[sl, :width], device),
+                         _tensor(windows.gap[sl, :width], device), _tensor(windows.length[sl], device))
+        out[sl] = h.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@torch.inference_mode()
+def decision_states(model: SequenceTracker, seqs: DecisionSequences, decisions: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """(len(decisions), hidden) state after each decision: the model's output for the window of the user's
+    last ``k`` decisions up to and including it.
+
+    Equal to ``window_states(model, windows_ending_at(seqs, decisions, k))`` (the runtime's way: one
+    window per decision), computed with less work: a decision among its user's first k has as window
+    the user's first decisions up to it, so one causal pass over the user's first k decisions gives
+    all of them (the output at position t reads positions 0..t only); later decisions each get their
+    own window.
+    """
+    decisions = np.asarray(decisions, dtype=np.int64)
+    k = model.spec.window
+    out = np.zeros((len(decisions), model.spec.hidden), dtype=np.float32)
+    early = seqs.position[decisions] < k
+    if (~early).any():
+        out[~early] = window_states(model, windows_ending_at(seqs, decisions[~early], k), batch_size)
+    if early.any():
+        first = decisions[early] - seqs.position[decisions[early]]  # the user's first decision
+        starts, slot = np.unique(first, return_inverse=True)
+        # the window ending at each user's k-th decision (or last one) holds every early window's inputs
+        user_of_start = np.searchsorted(seqs.start, starts)
+        last = np.minimum(starts + k, seqs.end[user_of_start]) - 1
+        prefix = windows_ending_at(seqs, last, k)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        position = seqs.position[decisions[early]]
+        rows = np.nonzero(early)[0]
+        for s in range(0, len(starts), batch_size):
+            sl = slice(s, s + batch_size)
+            width = int(prefix.length[sl].max())
+            enc = model.encode(_tensor(prefix.item[sl, :width], device), _tensor(prefix.action[sl, :width], device),
+                               _tensor(prefix.gap[sl, :width], device)).float().cpu().numpy()
+            members = np.nonzero((slot >= s) & (slot < s + batch_size))[0]
+            out[rows[members]] = enc[slot[members] - s, position[members]]
+        model.train(was_training)
+    return out
+
+
+@torch.inference_mode()
+def item_table(model: SequenceTracker) -> np.ndarray:
+    """(n_items, hidden) float32: every item's representation (the candidate vectors)."""
+    was_training = model.training
+    model.eval()
+    out = model.items.all_items().float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class SequenceResult:
+    """What :func:`score_replay` returns: ``points`` as ``EvaluationResult.points`` (plus ``scores``
+    when asked: (n_points, C) candidate scores, padding NaN)."""
+
+    policy: str
+    metric: str
+    metrics: tuple[str, ...]
+    protocol: dict[str, Any]
+    points: pd.DataFrame
+    scores: np.ndarray | None = None
+
+    def per_user(self) -> pd.DataFrame:
+        return self.points.groupby("user_id", sort=False)[list(self.metrics)].mean()
+
+
+def score_replay(data: Any, model: SequenceTracker, *, name: str = "tracker", metric: str = "ndcg@10",
+                 seqs: DecisionSequences | None = None, users: list[str] | None = None, batch_size: int = 1024,
+                 keep_scores: bool = False) -> SequenceResult:
+    """Score every scoring point of ``data`` (or of ``users``) with ``model``; see the module docstring.
+
+    :param data: ReplayData of the evaluated split (its embeddings must be the model's item vectors:
+        :meth:`Tracker.bind` / :func:`load_tracker` check that).
+    :param seqs: the split's decision sequences (built from ``data`` when None).
+    :param keep_scores: also return every candidate's score (tests, parity checks).
+    """
+    names = metric_names([metric.strip().lower()])
+    seqs = seqs if seqs is not None else decision_sequences(data)
+    counts = data.decision_point_end - data.decision_point_start
+    point_decision = np.repeat(np.arange(data.n_decisions), counts)
+    point = np.arange(data.n_points)
+    if users is not None:
+        keep = np.isin(data.user_ids[data.decision_user[point_decision]], np.asarray(users, dtype=str))
+        point, point_decision = point[keep], point_decision[keep]
+    decisions, inverse = np.unique(point_decision, return_inverse=True)
+    states = decision_states(model, seqs, decisions)
+    table = item_table(model)
+    lo = data.point_offsets[point]
+    length = data.point_offsets[point + 1] - lo
+    width = int(length.max()) if len(point) else 0
+    col = np.arange(width)
+    mask = col[None, :] < length[:, None]
+    flat = np.where(mask, lo[:, None] + col[None, :], 0)
+    cand = np.where(mask, data.point_candidates[flat], 0)
+    labels = np.where(mask, data.point_labels[flat], -1).astype(np.int8)
+    scores = np.empty((len(point), width), dtype=np.float32)
+    for s in range(0, len(point), batch_size):
+        sl = slice(s, s + batch_size)
+        # one (C, hidden) @ (hidden,) product per point: a point's scores do not depend on the batch
+        scores[sl] = np.einsum("pch,ph->pc", table[cand[sl]], states[inverse[sl]])
+    values = ranking_metrics(scores, labels, names)
+    user = data.decision_user[point_decision]
+    points = pd.DataFrame({
+        "user_id": data.user_ids[user],
+        "point_key": data.point_key[point],
+        "repeat": data.point_repeat[point],
+        "decision": point_decision - data.user_decision_start[user],
+        **{m: values[m] for m in names},
+    })
+    return SequenceResult(policy=name, metric=metric.strip().lower(), metrics=tuple(names), protocol=data.describe(),
+                          points=points, scores=np.where(mask, scores, np.nan) if keep_scores else None)
+
+
+def point_scores(data: Any, model: SequenceTracker, seqs: DecisionSequences | None = None) -> np.ndarray:
+    """The tracker's score of every candidate of every scoring point, flat and aligned with
+    ``data.point_candidates`` (float32): what the engine needs to add the tracker as a score term."""
+    res = score_replay(data, model, seqs=seqs, keep_scores=True)
+    assert res.scores is not None
+    length = np.diff(data.point_offsets)
+    return res.scores[np.arange(res.scores.shape[1])[None, :] < length[:, None]].astype(np.float32)
+
+
+@torch.inference_mode()
+def decision_confidence(data: Any, model: SequenceTracker, seqs: DecisionSequences | None = None,
+                        batch_size: int = 2048) -> dict[str, np.ndarray]:
+    """How sure the tracker is after every decision, from its softmax over the whole catalogue:
+    ``top1_prob`` (the most likely next item's probability) and ``entropy`` (divided by log(n_items),
+    so in [0, 1]); (n_decisions,) float32 each. Observations for an agent that decides how much to
+    trust the tracker (issue 13, item 3)."""
+    seqs = seqs if seqs is not None else decision_sequences(data)
+    states = decision_states(model, seqs, np.arange(data.n_decisions))
+    table = torch.as_tensor(item_table(model))
+    top1 = np.empty(data.n_decisions, dtype=np.float32)
+    entropy = np.empty(data.n_decisions, dtype=np.float32)
+    for s in range(0, data.n_decisions, batch_size):
+        logp = torch.log_softmax(torch.as_tensor(states[s: s + batch_size]) @ table.T, dim=1)
+        top1[s: s + batch_size] = logp.max(dim=1).values.exp().numpy()
+        entropy[s: s + batch_size] = (-(logp.exp() * logp).sum(dim=1) / np.log(table.shape[0])).numpy()
+    return {"top1_prob": top1, "entropy": entropy}
+
+
+class Tracker:
+    """A trained tracker loaded from its run folder, ready to score a dataset's replay data.
+
+    ``name``: its name in result tables; ``kind``: ``sequence``; ``model``: the torch module (eval
+    mode); ``config`` / ``spec`` / ``info``: what the run folder says.
+    """
+
+    kind = "sequence"
+
+    def __init__(self, model: SequenceTracker, config: Any, spec: ModelSpec, dataset: dict[str, Any], info: dict[str, Any],
+                 run_dir: Path) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.spec = spec
+        self.dataset = dataset
+        self.info = info
+        self.run_dir = run_dir
+        self.name = str(config.name or spec.model)
+        self._bound: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """What a results table shows about the tracker."""
+        return {"model": self.spec.model, "window": self.spec.window, "hidden": self.spec.hidden, "layers": self.spec.layers,
+                "item_ids": self.spec.use_ids, "text": self.spec.use_text, "run": str(self.run_dir),
+                "epoch": self.info.get("epoch"), "valid_score": self.info.get("valid_score")}
+
+    def bind(self, data: Any) -> None:
+        """Give the model ``data``'s item vectors, refusing data it was not trained for."""
+        from interestgym.data.dataset import Dataset
+
+        sha = embeddings_sha256(data.embeddings)
+        if self._bound == sha:
+            return
+        where = self.run_dir / "sequence.json"
+        items = Dataset.open(data.dataset_path).item_ids_sha256
+        if items != self.dataset.get("item_ids_sha256"):
+            raise ArtifactError(f"{where}: the tracker was trained on items with id hash {str(self.dataset.get('item_ids_sha256'))[:12]}... "
+                                f"({self.dataset.get('path')}), but {data.dataset_path} has {items[:12]}...; expected the same dataset")
+        if sha != self.dataset.get("embeddings_sha256"):
+            raise ArtifactError(f"{where}: the tracker was trained with embeddings {self.dataset.get('embeddings')!r} "
+                                f"(sha256 {str(self.dataset.get('embeddings_sha256'))[:12]}...), but the replay data's "
+                                f"{data.embeddings_name!r} hash to {sha[:12]}...; evaluate with the same embeddings")
+        if self.spec.use_text:
+            self.model.items.set_text_vectors(data.embeddings)
+        self._bound = sha
+
+    def score(self, data: Any, *, metric: str = "ndcg@10", users: list[str] | None = None, keep_scores: bool = False) -> SequenceResult:
+        """:func:`score_replay` of this tracker on ``data`` (checked with :meth:`bind`)."""
+        self.bind(data)
+        return score_replay(data, self.model, name=self.name, metric=metric, users=users, keep_scores=keep_scores)
+
+
+def load_tracker(run_dir: str | Path, which: str = "best", device: str = "cpu") -> Tracker:
+    """A trained tracker from ``run_dir`` (``best`` or ``final`` model)."""
+    run_dir = Path(run_dir)
+    config, spec, doc = read_run_config(run_dir)
+    state, info = load_model_state(run_dir, which)
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{run_dir / which}: weights do not fit the model spec in sequence.json ({str(exc).splitlines()[0]})") from None
+    model.to(torch.device(device))
+    return Tracker(model, config, spec, doc.get("dataset") or {}, info, run_dir)

@@ -1,0 +1,264 @@
+"""Training a sequence tracker, top to bottom (CleanRL style): data, model, loop, early stopping.
+
+1. **Data**: the decision sequences of the dataset's *training* users (:mod:`.data`); *validation*
+   users' scoring points (the product's protocol: the same candidates ``evaluate`` uses on them) for
+   early stopping. Test users are never read.
+2. **Model**: :mod:`.models` (``gru`` or ``sasrec``); item-id embeddings where ids recur.
+3. **Loop**: each epoch cuts every training user's sequence into chunks of ``window`` decisions (a
+   random offset per user and epoch), shuffles them, and minimises the cross-entropy of the next
+   decision's item at every chunk position: a softmax over the whole catalogue (``loss = full``) or
+   over the target plus shared uniform negatives (``sampled``, for catalogues over 50,000 items).
+   After every epoch the model scores the validation users' scoring points
+   (:func:`~interestgym.agents.sequence.scoring.score_replay`); a better mean over users of
+   ``metric`` saves ``best/``; ``patience`` epochs without one stop the run.
+
+TensorBoard (``RUN_DIR/tb``), one point per epoch on the epoch axis:
+
+=====================================  ==========================================================
+``losses/train``                       mean training cross-entropy of the epoch
+``eval/<metric>``                      validation users' mean of the metric (e.g. ``eval/ndcg@10``)
+``eval/best_<metric>``                 best validation value so far (the model in ``best/``)
+``charts/epoch_seconds``               wall-clock seconds of the epoch's training (validation excluded)
+``charts/targets_per_second``          training targets (next items) per second
+``charts/learning_rate``               the optimiser's learning rate
+=====================================  ==========================================================
+
+plus the settings as a text table (``hyperparameters``). Every epoch ends with a checkpoint
+(``checkpoints/last``: weights, optimiser, epoch, history): ``--resume`` continues from it with
+the same curves (points logged after it by a killed run are dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from interestgym.agents.sequence.config import SequenceConfig
+from interestgym.agents.sequence.data import (
+    DecisionSequences,
+    TrainingChunks,
+    decision_sequences,
+    ids_recur,
+    item_id_rows,
+    training_chunks,
+)
+from interestgym.agents.sequence.folder import (
+    CONFIG_FILE,
+    TENSORBOARD_DIR,
+    load_checkpoint,
+    read_run_config,
+    save_checkpoint,
+    save_model,
+    write_run_config,
+)
+from interestgym.agents.sequence.models import (
+    ModelSpec,
+    SequenceTracker,
+    build_model,
+    pick_device,
+)
+from interestgym.agents.sequence.scoring import dataset_fingerprint, score_replay
+
+from interestgym.errors import InterestGymError
+from interestgym.progress import progress_bar
+
+#: Largest catalogue trained with a full softmax under ``loss = auto``.
+FULL_SOFTMAX_MAX_ITEMS = 50_000
+
+
+def chunk_loss(model: SequenceTracker, chunks: TrainingChunks, index: np.ndarray, device: torch.device, *, sampled: int | None,
+               rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy of the next item at every position of the chunks ``index``; (loss, targets)."""
+    w = chunks.windows
+    width = int(w.length[index].max())
+    as_long = lambda x: torch.as_tensor(np.ascontiguousarray(x[index, :width]), dtype=torch.long, device=device)
+    states = model.encode(as_long(w.item), as_long(w.action), as_long(w.gap))
+    target = as_long(chunks.target)
+    valid = target >= 0
+    h = states[valid]
+    y = target[valid]
+    if sampled is None:
+        logits = h @ model.items.all_items().T
+        return F.cross_entropy(logits, y), len(y)
+    negatives = torch.as_tensor(rng.integers(0, model.spec.n_items, sampled), dtype=torch.long, device=device)
+    pos = (h * model.items(y)).sum(-1, keepdim=True)
+    neg = h @ model.items(negatives).T
+    neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))  # a target drawn as a negative
+    logits = torch.cat([pos, neg], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=device)), len(y)
+
+
+def validation_users(user_ids: np.ndarray, n: int | None, seed: int) -> list[str] | None:
+    if n is None or n >= len(user_ids):
+        return None
+    rng = np.random.default_rng(seed)
+    return sorted(map(str, rng.choice(np.asarray(user_ids), size=n, replace=False)))
+
+
+def _hyperparameter_markdown(params: dict[str, Any]) -> str:
+    return "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in params.items())
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if (run_dir / "manifest.json").exists():
+        raise InterestGymError(f"{run_dir}: is a dataset directory; choose another --run-dir for the tracker")
+    if resume:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise InterestGymError(f"{run_dir}: --resume but no tracker run there ({CONFIG_FILE} missing); start one without --resume")
+    elif (run_dir / CONFIG_FILE).exists():
+        raise InterestGymError(f"{run_dir}: already holds a tracker run; continue it with --resume or choose a new --run-dir")
+    elif (run_dir / "config.json").exists():
+        raise InterestGymError(f"{run_dir}: holds a PPO training run; choose a new --run-dir for the tracker")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = print) -> dict[str, Any]:
+    """Train (or, with ``resume``, continue) a tracker; returns a summary (best epoch and score, seconds)."""
+    t_start = time.perf_counter()
+    run_dir = Path(config.run_dir)
+    from interestgym.data.dataset import Dataset
+
+    dataset = Dataset.open(config.dataset)  # a missing or broken dataset fails before the run folder is made
+    _prepare_run_dir(run_dir, resume)
+    if resume:
+        saved, _, _ = read_run_config(run_dir)
+        # the run's settings win, except how long and how verbosely to go on
+        config = SequenceConfig.from_dict({**saved.as_dict(), **{k: getattr(config, k) for k in
+                                           ("max_epochs", "patience", "max_minutes", "progress_bar", "device", "torch_threads")}},
+                                          str(run_dir / CONFIG_FILE))
+    if config.torch_threads:
+        torch.set_num_threads(int(config.torch_threads))
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+
+    # ---------------------------------------------------------------- data: training and validation users
+    train_data = config.replay_data("train")
+    valid_data = config.replay_data("valid")
+    events = dataset.events
+    train_seqs: DecisionSequences = decision_sequences(train_data, events)
+    valid_seqs = decision_sequences(valid_data, events)
+    if train_seqs.n_decisions - len(train_seqs.start) < 1:
+        raise InterestGymError(f"{config.dataset}: training users have no user with two decisions; nothing to learn from")
+    if valid_data.n_points == 0:
+        raise InterestGymError(f"{config.dataset}: validation users have no scoring point; early stopping needs some")
+    n_items = int(train_data.embeddings.shape[0])
+    use_ids = config.item_ids == "on" or (config.item_ids == "auto" and ids_recur(train_seqs, valid_seqs))
+    id_rows = item_id_rows(train_seqs, n_items) if use_ids else np.zeros(n_items, dtype=np.int64)
+    spec = ModelSpec(model=config.model, n_items=n_items, n_id_rows=int(id_rows.max()) + 1, text_dim=train_data.dim if config.text else 0,
+                     window=config.window, hidden=config.hidden, layers=int(config.layers), heads=int(config.heads),
+                     dropout=float(config.dropout), use_ids=use_ids, use_text=config.text)
+    sampled = None
+    if config.loss == "sampled" or (config.loss == "auto" and n_items > FULL_SOFTMAX_MAX_ITEMS):
+        sampled = int(config.train_negatives)
+    eval_users = validation_users(valid_data.user_ids, config.eval_users, config.seed)
+
+    # ---------------------------------------------------------------- model, optimiser, run folder
+    model = build_model(spec)
+    model.items.set_id_rows(id_rows)
+    model.to(device)
+    if spec.use_text:
+        model.items.set_text_vectors(train_data.embeddings)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    fingerprint = dataset_fingerprint(train_data)
+    if resume:
+        _, saved_spec, doc = read_run_config(run_dir)
+        if saved_spec != spec or doc.get("dataset", {}).get("embeddings_sha256") != fingerprint["embeddings_sha256"]:
+            raise InterestGymError(f"{run_dir / CONFIG_FILE}: the dataset or model spec changed since this run started; "
+                                   "start a new --run-dir")
+    write_run_config(run_dir, config, spec, fingerprint, validation=valid_data.describe(), loss="sampled" if sampled else "full")
+
+    metric = config.metric.strip().lower()
+    epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
+    from torch.utils.tensorboard import SummaryWriter
+
+    if resume:
+        checkpoint = load_checkpoint(run_dir)
+        if checkpoint is not None:
+            model_state, optim_state, state = checkpoint
+            model.load_state_dict(model_state)
+            optimizer.load_state_dict(optim_state)
+            epoch, best, best_epoch, bad = int(state["epoch"]), float(state["best"]), int(state["best_epoch"]), int(state["bad"])
+            history = list(state.get("history", []))
+            from interestgym.agents.callbacks import truncate_tensorboard
+
+            truncate_tensorboard(run_dir / TENSORBOARD_DIR, epoch)
+            log(f"resuming {run_dir} after epoch {epoch} (best {metric} {best:.4f} at epoch {best_epoch})")
+    writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+    if epoch == 0:
+        writer.add_text("hyperparameters", _hyperparameter_markdown({**config.as_dict(), **spec.as_dict(),
+                                                                      "loss": "sampled" if sampled else "full"}), 0)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{config.name}: {spec.model}, window {spec.window}, hidden {spec.hidden}, {spec.layers} layer(s), item ids "
+        f"{'on' if use_ids else 'off'}, {n_params:,} parameters, {'sampled' if sampled else 'full'} softmax over {n_items:,} items; "
+        f"{len(train_seqs.start):,} training users ({train_seqs.n_decisions:,} decisions), "
+        f"{len(eval_users) if eval_users else valid_data.n_users:,} validation users ({valid_data.n_points:,} scoring points) on {device}")
+
+    n_targets_epoch = train_seqs.n_decisions - len(train_seqs.start)
+    batches_per_epoch = math.ceil(len(training_chunks(train_seqs, spec.window)) / config.batch_size)
+    stop_reason = "max_epochs"
+    bar = progress_bar(total=config.max_epochs * batches_per_epoch, desc=f"training {config.name}", unit="batch",
+                       enabled=None if config.progress_bar else False)
+    bar.update(epoch * batches_per_epoch)
+    deadline = None if config.max_minutes is None else time.perf_counter() + 60.0 * config.max_minutes
+    try:
+        while epoch < config.max_epochs:
+            if bad >= config.patience:
+                stop_reason = "early_stopping"
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                stop_reason = "max_minutes"
+                break
+            rng = np.random.default_rng([config.seed, epoch])
+            torch.manual_seed(config.seed * 100_003 + epoch)
+            chunks = training_chunks(train_seqs, spec.window, rng)
+            order = rng.permutation(len(chunks))
+            model.train()
+            t0 = time.perf_counter()
+            total, count = 0.0, 0
+            for s in range(0, len(order), config.batch_size):
+                loss, n = chunk_loss(model, chunks, order[s: s + config.batch_size], device, sampled=sampled, rng=rng)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * n
+                count += n
+                bar.update(1)
+            seconds = time.perf_counter() - t0
+            epoch += 1
+            score = float(score_replay(valid_data, model, metric=metric, seqs=valid_seqs, users=eval_users)
+                          .per_user()[metric].mean())
+            improved = score > best
+            if improved:
+                best, best_epoch, bad = score, epoch, 0
+                save_model(run_dir / "best", model, {"epoch": epoch, "valid_metric": metric, "valid_score": score})
+            else:
+                bad += 1
+            train_loss = total / max(count, 1)
+            history.append({"epoch": epoch, "loss": train_loss, "valid": score, "seconds": round(seconds, 3)})
+            for tag, value in (("losses/train", train_loss), (f"eval/{metric}", score), (f"eval/best_{metric}", best),
+                               ("charts/epoch_seconds", seconds), ("charts/targets_per_second", n_targets_epoch / max(seconds, 1e-9)),
+                               ("charts/learning_rate", optimizer.param_groups[0]["lr"])):
+                writer.add_scalar(tag, value, epoch)
+            writer.flush()
+            save_checkpoint(run_dir, model, optimizer, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                                                        "history": history})
+            bar.set_postfix_str(f"epoch {epoch}, loss {train_loss:.3f}, valid {metric} {score:.4f}, best {best:.4f} @ {best_epoch}")
+    finally:
+        bar.close()
+        writer.close()
+    save_model(run_dir / "final", model, {"epoch": epoch, "valid_metric": metric,
+                                          "valid_score": history[-1]["valid"] if history else None})
+    summary = {"epochs": epoch, "best_epoch": best_epoch, "best_valid": best, "metric": metric, "stopped": stop_reason,
+               "seconds": round(time.perf_counter() - t_start, 1),
+               "train_seconds": round(sum(h["seconds"] for h in history), 1),
+               "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 3) if history else None}
+    write_run_config(run_dir, config, spec, fingerprint, validation=valid_data.describe(), loss="sampled" if sampled else "full",
+                     summary=summary)
+    log(f"{config.name}: stopped after epoch {epoch} ({stop_reason}); best validation {metric} {best:.4f} at epoch {best_epoch}; "
+        f"{summary['seconds']} s in all, {summary['seconds_per_epoch']} s per epoch of training; wrote {run_dir}")
+    return summary
