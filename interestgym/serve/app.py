@@ -1,0 +1,213 @@
+"""The HTTP API (FastAPI): thin handlers over :class:`~interestgym.serve.service.InterestService`.
+
+=========================  ================================================================================
+``POST /v1/events``        a batch of events and outcomes (``{"events": [...]}``), applied whole or not at all
+``POST /v1/rank``          a user + candidate item ids -> scores, best first
+``GET /v1/users/{id}``     the user's state in words (counters, last strengths, categories, nearest items)
+``DELETE /v1/users/{id}``  forget the user (state and applied event ids)
+``PUT /v1/items``          add or replace items (vectors, or text encoded with the catalogue's encoder)
+``GET /v1/admin/policy``   the active export; ``POST`` ``{"path": DIR}`` swaps to another one
+``GET /healthz``           store reachable, active policy, catalogue and how it was computed
+``GET /metrics``           Prometheus text (see :mod:`interestgym.serve.metrics`)
+``GET /docs``              the OpenAPI page
+=========================  ================================================================================
+
+Errors are JSON ``{"error": CODE, "message": TEXT, "detail": ...}``: 422 ``invalid_request`` (the
+body, a field, an unknown action, a vector of the wrong size), 404 ``not_found``, 409
+``out_of_order`` / ``policy_mismatch`` / ``catalogue_mismatch``, 403 ``forbidden`` (admin without the
+token), 503 ``store_unavailable`` / ``policy_unavailable`` (the store's active export cannot be loaded
+here); anything else is 500 ``internal_error`` with the traceback in the
+server's log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from interestgym import __version__
+from interestgym.errors import InterestGymError
+from interestgym.serve.schemas import (
+    ErrorBody,
+    EventsRequest,
+    EventsResponse,
+    ItemsRequest,
+    ItemsResponse,
+    PolicySwapRequest,
+    RankRequest,
+    RankResponse,
+)
+from interestgym.serve.service import (
+    ForbiddenError,
+    InterestService,
+    ServeConfig,
+    ServeError,
+)
+from interestgym.serve.stores import StoreUnavailableError
+
+log = logging.getLogger("interestgym.serve")
+#: Environment variable carrying the JSON :class:`ServeConfig` to uvicorn's worker processes.
+CONFIG_ENV = "INTERESTGYM_SERVE_CONFIG"
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (403, 404, 409, 422, 503)}
+
+
+def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, "detail": detail}, status_code=status)
+
+
+class _RequestMetrics:
+    """Pure ASGI middleware: request counts and latency per route template (not per raw path)."""
+
+    def __init__(self, app: Any, service: InterestService) -> None:
+        self.app = app
+        self.metrics = service.metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.request_seconds.labels(scope["method"], path).observe(time.perf_counter() - start)
+
+
+def create_app(service: InterestService) -> FastAPI:
+    """The FastAPI app serving ``service`` (closed when the app shuts down)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="interestgym serve",
+        version=__version__,
+        lifespan=lifespan,
+        description=("Per-user interest state updated by an exported interestgym policy. Events and outcomes go to "
+                     "`POST /v1/events` (idempotent by event id; a user's events in time order), rankings come from "
+                     "`POST /v1/rank`. Items, popularity and categories come from the service's own catalogue."),
+    )
+    app.state.service = service
+    app.add_middleware(_RequestMetrics, service=service)
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
+        return _error(exc.status, exc.code, str(exc), exc.detail)
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_error(_: Request, exc: StoreUnavailableError) -> JSONResponse:
+        return _error(503, "store_unavailable", str(exc))
+
+    @app.exception_handler(InterestGymError)
+    async def _input_error(_: Request, exc: InterestGymError) -> JSONResponse:
+        # the runtime's and the catalogue's refusals of what the request carried
+        return _error(422, "invalid_request", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return _error(422, "invalid_request", f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                      errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal_error", "internal error; the server's log has the details")
+
+    def _admin(authorization: str | None) -> None:
+        token = service.config.admin_token
+        if token and authorization != f"Bearer {token}":
+            raise ForbiddenError("admin endpoints need the header 'Authorization: Bearer TOKEN' (the --admin-token the service was started with)")
+
+    @app.post("/v1/events", response_model=EventsResponse, response_model_exclude_none=True, responses=_ERRORS, tags=["events"])
+    def post_events(body: EventsRequest) -> dict[str, Any]:
+        """Apply events (what users did) and outcomes (what they were shown and clicked), whole or not at all.
+
+        Idempotent by `event_id` per user: an id applied before is reported `duplicate` and changes nothing.
+        A user's events must come in time order: an event older than the user's last applied one refuses the
+        batch with 409 `out_of_order` (nothing applied)."""
+        return service.apply(body.events)
+
+    @app.post("/v1/rank", response_model=RankResponse, responses=_ERRORS, tags=["rank"])
+    def post_rank(body: RankRequest) -> dict[str, Any]:
+        """Score candidate items for a user with the policy's score, best first."""
+        return service.rank(body.user_id, body.candidates, hour=body.hour, ts=body.ts, top_k=body.top_k)
+
+    @app.get("/v1/users/{user_id:path}", responses=_ERRORS, tags=["users"])
+    def get_user(user_id: str, top: int = Query(5, ge=0, le=100, description="Nearest catalogue items per profile.")) -> dict[str, Any]:
+        """The user's state in words."""
+        return service.user_summary(user_id, top)
+
+    @app.delete("/v1/users/{user_id:path}", status_code=204, responses=_ERRORS, tags=["users"])
+    def delete_user(user_id: str) -> Response:
+        """Forget the user: state and applied event ids (a re-sent old event would then apply again)."""
+        service.forget(user_id)
+        return Response(status_code=204)
+
+    @app.put("/v1/items", response_model=ItemsResponse, responses=_ERRORS, tags=["items"])
+    def put_items(body: ItemsRequest) -> dict[str, int]:
+        """Add or replace items. A new item's popularity is 0 (no positive event among training users)."""
+        return service.put_items(body.items)
+
+    @app.get("/v1/admin/policy", responses=_ERRORS, tags=["admin"])
+    def get_policy(authorization: str | None = Header(None)) -> dict[str, Any]:
+        """The store's active export (path, manifest sha256, generation)."""
+        _admin(authorization)
+        return service.active_policy()
+
+    @app.post("/v1/admin/policy", responses=_ERRORS, tags=["admin"])
+    def post_policy(body: PolicySwapRequest, authorization: str | None = Header(None)) -> dict[str, Any]:
+        """Swap to another export, atomically for every worker; refused (409) if its encoder, feature table
+        or state layout differ from the stored states', or the catalogue does not meet its expectations."""
+        _admin(authorization)
+        return service.swap_policy(body.path)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        """200 when the store answers; the active policy and the catalogue's provenance."""
+        return service.health()
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory in each worker: the config from the environment; follows the store's policy."""
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise RuntimeError(f"{CONFIG_ENV} is not set; start the service with `interestgym serve`")
+    return create_app(InterestService.open(ServeConfig.from_json(text), install=False))

@@ -1,0 +1,96 @@
+"""``interestgym serve EXPORT``: the HTTP service (FastAPI + uvicorn) over a store.
+
+FastAPI, uvicorn and the store clients are imported inside the command, so ``interestgym --help``
+stays instant; they come with ``pip install 'interestgym[serve]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+
+@click.command("serve")
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--store", "store_url", default="sqlite:///interestgym-serve.db", show_default=True,
+              help="sqlite:///relative.db | sqlite:////absolute.db | redis://HOST:PORT/DB | memory://")
+@click.option("--items", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Item table: a dataset folder (prepare + encode) or a catalogue folder. Default: the export's training dataset.")
+@click.option("--embeddings", default=None, help="Which embeddings of a dataset folder (default: the only one).")
+@click.option("--save-catalogue", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the item table (vectors, popularity, categories, how they were computed) as a catalogue folder.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="uvicorn worker processes sharing the store (sqlite: one file on a local disk; redis).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime threads per worker.")
+@click.option("--admin-token", envvar="INTERESTGYM_ADMIN_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on /v1/admin/* (env INTERESTGYM_ADMIN_TOKEN).")
+@click.option("--text-encoder", default=None,
+              help="Encoder for items added as text (minilm, hashing or a model folder); default: rebuilt from the catalogue's encoder when possible.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
+def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str | None, save_catalogue: Path | None, host: str,
+          port: int, workers: int, threads: int, admin_token: str | None, text_encoder: str | None, log_level: str) -> None:
+    """Serve EXPORT_DIR's policy over HTTP, with user states in a store.
+
+    \b
+    POST   /v1/events        events and outcomes; idempotent by event id; a user's events in time order
+    POST   /v1/rank          a user + candidate item ids -> scores, best first
+    GET    /v1/users/ID      the user's state in words;  DELETE forgets the user
+    PUT    /v1/items         add items (vectors, or text with the catalogue's encoder)
+    POST   /v1/admin/policy  {"path": DIR}: swap to another export (same encoder and features)
+    GET    /healthz  /metrics (Prometheus)  /docs (OpenAPI)
+
+    \b
+    Events: a batch is applied whole or not at all, and acknowledged once it is durable in the store
+    (a killed server loses no acknowledged event); an event id applied before is answered
+    'duplicate' and changes nothing, so clients may retry. An event older than the user's last one
+    refuses its batch with 409 out_of_order, naming both times.
+    Items, popularity and categories come from --items, never from the export's tables; an export
+    whose encoder, popularity definition or category list the items do not match is refused.
+    Starting makes EXPORT_DIR the store's active policy; a store whose states were written with
+    another encoder or feature table is refused.
+    Example:
+      interestgym serve runs/quickstart/export --store sqlite:///runs/serve.db --port 8000
+    """
+    try:
+        import uvicorn
+
+        from interestgym.serve.app import CONFIG_ENV, create_app
+        from interestgym.serve.service import InterestService, ServeConfig
+    except ImportError as exc:
+        raise click.ClickException(f"serving needs {exc.name}: pip install 'interestgym[serve]'") from None
+
+    config = ServeConfig(export=str(export_dir.resolve()), store=store_url, items=None if items is None else str(Path(items).resolve()),
+                         embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder)
+    service = InterestService.open(config, install=True)
+    record = service.policy_record
+    cat = service.catalogue
+    click.echo(f"store    {service.store.describe()}")
+    click.echo(f"policy   {record['path']} (manifest {record['manifest_sha256'][:16]}..., generation {record['generation']})")
+    click.echo(f"items    {len(cat):,} from {cat.source} (encoder {cat.encoder.get('name')!r}, dim {cat.dim}; "
+               f"{cat.n_added} added through the API)")
+    for note in service.notes:
+        click.echo(f"note     {note}")
+    if save_catalogue is not None:
+        service.catalogue.save(save_catalogue)
+        click.echo(f"catalogue written to {save_catalogue}")
+    click.echo(f"serving  http://{host}:{port}  (docs: /docs, metrics: /metrics)")
+    if workers == 1:
+        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+        return
+    service.close()
+    os.environ[CONFIG_ENV] = config.to_json()
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="interestgym-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        uvicorn.run("interestgym.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)

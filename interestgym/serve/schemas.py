@@ -1,0 +1,147 @@
+"""Request and response bodies of the HTTP API (pydantic: validation, and the OpenAPI page at /docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+MAX_BATCH = 1000
+MAX_CANDIDATES = 10_000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class BehaviourEvent(_Body):
+    """Something the user did with an item: updates the user's interest state through the policy."""
+
+    kind: Literal["event"] = "event"
+    event_id: Id = Field(description="Unique per user: a retried event with the same id is applied once.")
+    user_id: Id
+    ts: int = Field(ge=0, description="UTC unix seconds. A user's events must arrive in time order (equal times are fine).")
+    action: str = Field(description="One of the export's actions (click, view, rate, purchase, ...).")
+    item_id: str | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
+    value: float = Field(1.0, description="Rating / quantity (ratings >= the export's positive_rating are positive).")
+    hour: int | None = Field(None, ge=0, le=23, description="Hour on the dataset's clock; default: from ts.")
+    weekday: int | None = Field(None, ge=0, le=6, description="0 = Monday; default: from ts.")
+
+
+class Outcome(_Body):
+    """What the user was shown and clicked: feeds the policy's running ranking statistics (and returns
+    the ranking metrics of the user's current profiles on it)."""
+
+    kind: Literal["outcome"]
+    event_id: Id
+    user_id: Id
+    candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown.")
+    labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(None, description="1 = clicked, one per candidate.")
+    clicked: list[str] | None = Field(None, description="The clicked candidates (instead of labels).")
+    ts: int | None = Field(None, ge=0, description="When it was shown (for the hour, if the score uses time of day).")
+    hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
+
+    @model_validator(mode="after")
+    def _labels_or_clicked(self) -> Outcome:
+        if (self.labels is None) == (self.clicked is None):
+            raise ValueError("give exactly one of labels (one 0/1 per candidate) or clicked (item ids)")
+        if self.labels is not None and len(self.labels) != len(self.candidates):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.candidates)} candidates; expected one per candidate")
+        if self.clicked is not None:
+            missing = sorted(set(self.clicked) - set(self.candidates))
+            if missing:
+                raise ValueError(f"clicked items {missing[:5]} are not among the candidates")
+        return self
+
+    def label_list(self) -> list[int]:
+        if self.labels is not None:
+            return list(self.labels)
+        clicked = set(self.clicked or ())
+        return [int(c in clicked) for c in self.candidates]
+
+
+def _kind(value: Any) -> str:
+    kind = value.get("kind", "event") if isinstance(value, dict) else getattr(value, "kind", "event")
+    return kind if kind in ("event", "outcome") else "event"
+
+
+AnyEvent = Annotated[Annotated[BehaviourEvent, Tag("event")] | Annotated[Outcome, Tag("outcome")], Discriminator(_kind)]
+
+
+class EventsRequest(_Body):
+    events: list[AnyEvent] = Field(min_length=1, max_length=MAX_BATCH,
+                                   description="Applied whole or not at all, in order per user.")
+
+
+class EventResult(BaseModel):
+    event_id: str
+    user_id: str
+    kind: Literal["event", "outcome"]
+    status: Literal["applied", "duplicate"] = Field(description="duplicate: this event id was applied before; nothing changed.")
+    decision: bool | None = Field(None, description="Event: the policy updated the profiles.")
+    item_known: bool | None = Field(None, description="Event: the item is in the catalogue.")
+    scored: bool | None = Field(None, description="Outcome: it had a clicked and an unclicked known candidate after the user's first decision.")
+    unknown_candidates: int | None = Field(None, description="Outcome: candidates the catalogue does not hold (left out).")
+    metrics: dict[str, float] | None = Field(None, description="Outcome: ranking metrics of the profiles before it.")
+
+
+class EventsResponse(BaseModel):
+    applied: int
+    duplicates: int
+    policy: str = Field(description="sha256 (first 16) of the manifest of the policy that applied them.")
+    results: list[EventResult]
+
+
+class RankRequest(_Body):
+    user_id: Id
+    candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
+    ts: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=1, description="Return only the best k.")
+
+
+class RankedItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RankResponse(BaseModel):
+    user_id: str
+    known_user: bool = Field(description="False: no state yet (a cold start: profiles are empty).")
+    ranking: list[RankedItem] = Field(description="Best first; ties keep the request's order.")
+    unknown_items: list[str] = Field(description="Candidates the catalogue does not hold (not ranked).")
+    policy: str
+
+
+class ItemIn(_Body):
+    item_id: Id
+    vector: list[float] | None = Field(None, description="L2-normalised, of the catalogue's dimension.")
+    text: str | None = Field(None, description="Encoded with the catalogue's encoder (when it can run here).")
+    category: str = ""
+
+    @model_validator(mode="after")
+    def _vector_or_text(self) -> ItemIn:
+        if (self.vector is None) == (self.text is None):
+            raise ValueError("give exactly one of vector or text")
+        return self
+
+
+class ItemsRequest(_Body):
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_CANDIDATES)
+
+
+class ItemsResponse(BaseModel):
+    added: int
+    replaced: int
+    n_items: int
+
+
+class PolicySwapRequest(_Body):
+    path: str = Field(min_length=1, description="An export directory readable by every worker.")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    detail: Any = None

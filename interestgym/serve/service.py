@@ -1,0 +1,644 @@
+"""The service behind the HTTP API: policy + catalogue + store, no HTTP in it.
+
+Every per-user computation is the runtime's (:meth:`ExportedPolicy.update_batch`, ``score``,
+``record_outcome``, ``UserState.to_bytes`` / ``from_bytes``); this module decides what is read,
+what is written, and what is refused.
+
+**Events** (``apply``): a batch is applied whole or not at all, in one store transaction holding the
+users' states and the applied event ids. Per user the events are applied in the order given; across
+users, the k-th events of every user go through the policy in one ``update_batch`` call.
+
+* An event id the store has already applied for that user (or met earlier in the batch) is a
+  *duplicate*: skipped, reported, never an error (that is what makes retries safe).
+* **Out of order**: the runtime refuses an event older than the user's last one. The service refuses
+  the whole batch with 409 ``out_of_order``, naming the event, its time and the user's last time;
+  nothing is applied (the client re-sends the batch without it, or with a corrected time). Equal
+  times are in order.
+* An event whose item the catalogue does not hold (or without an item) is applied as the runtime
+  applies an item-less event: it counts (event counters, time gaps) but is not a decision.
+* An outcome's candidates the catalogue does not hold are left out (as the replay protocol leaves
+  them out of logged impressions). Outcomes are not ordered by time (the runtime defines no order
+  for them): each is scored with the user's state when it is applied; its ``ts`` / ``hour`` only
+  set the hour of the time-of-day term.
+
+**Policy**: the store records the state contract its states were written under (encoder, feature
+table, state layout) and the active export (path, manifest sha256, generation). Every transaction
+reads that record and a worker that finds a newer one loads it before applying anything, so a swap
+(``swap_policy``) is atomic across workers: no event is applied with the old policy after the swap
+committed. A swap to an export whose contract differs from the stored states' is refused, naming
+the difference; so is one whose expectations the catalogue does not meet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interestgym.core.features import RUNNING_MEAN_NAMES
+from interestgym.core.protocol import ACTION_NAMES
+from interestgym.errors import InterestGymError
+from interestgym.runtime import Event, ExportedPolicy, UserState, load_policy
+from interestgym.runtime.codec import decode_bytes, encode_bytes
+from interestgym.runtime.state import STATE_VERSION
+from interestgym.serve.catalogue import (
+    Catalogue,
+    CatalogueError,
+    check_catalogue,
+    check_unit_vectors,
+    load_catalogue,
+)
+from interestgym.serve.metrics import ServeMetrics
+from interestgym.serve.schemas import BehaviourEvent, ItemIn, Outcome
+from interestgym.serve.stores import Snapshot, Store, StoreError, UserWrite, open_store
+
+log = logging.getLogger("interestgym.serve")
+
+
+# ------------------------------------------------------------------------------------ errors
+class ServeError(InterestGymError):
+    """A request the service refuses: ``status`` (HTTP), ``code`` (the JSON ``error`` field), ``detail``."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class InvalidRequestError(ServeError):
+    status, code = 422, "invalid_request"
+
+
+class NotFoundError(ServeError):
+    status, code = 404, "not_found"
+
+
+class OutOfOrderError(ServeError):
+    status, code = 409, "out_of_order"
+
+
+class PolicyMismatchError(ServeError):
+    status, code = 409, "policy_mismatch"
+
+
+class CatalogueRefusedError(ServeError):
+    status, code = 409, "catalogue_mismatch"
+
+
+class ForbiddenError(ServeError):
+    status, code = 403, "forbidden"
+
+
+class PolicyUnavailableError(ServeError):
+    """The store's active policy (swapped by another worker) cannot be served by this worker."""
+
+    status, code = 503, "policy_unavailable"
+
+
+class _Stale(Exception):
+    """Raised inside a transaction or read when the store's active policy or items are newer than the
+    worker's: nothing is written, the worker catches up and runs the request again."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``interestgym serve`` starts with (JSON-able: it travels to uvicorn's workers)."""
+
+    export: str
+    store: str = "sqlite:///interestgym-serve.db"
+    items: str | None = None
+    embeddings: str | None = None
+    threads: int = 1
+    admin_token: str | None = None
+    text_encoder: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))
+
+
+def state_contract(policy: ExportedPolicy) -> dict[str, Any]:
+    """What stored states depend on: a policy with another contract cannot read or extend them."""
+    features = policy.manifest["observation"]["features"]
+    canonical = json.dumps(features, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {
+        "state_version": STATE_VERSION,
+        "encoder": {"name": policy.encoder.get("name"), "fingerprint": policy.encoder.get("fingerprint"), "dim": policy.dim},
+        "features_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        "category_columns": list(policy.categories) if float(policy.scoring.get("beta_cat", 0.0)) != 0 else None,
+        "slot_profiles": float(policy.scoring.get("beta_ctx", 0.0)) != 0,
+    }
+
+
+def contract_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Each field where ``new`` differs from ``stored``, in words."""
+    out = []
+    if stored.get("encoder") != new.get("encoder"):
+        a, b = stored.get("encoder") or {}, new.get("encoder") or {}
+        out.append(f"encoder {b.get('name')!r} fingerprint {str(b.get('fingerprint'))[:16]}... dim {b.get('dim')} differs from the "
+                   f"stored states' {a.get('name')!r} fingerprint {str(a.get('fingerprint'))[:16]}... dim {a.get('dim')}")
+    if stored.get("features_sha256") != new.get("features_sha256"):
+        out.append(f"feature table sha256 {str(new.get('features_sha256'))[:16]}... differs from the stored states' "
+                   f"{str(stored.get('features_sha256'))[:16]}...")
+    if stored.get("category_columns") != new.get("category_columns"):
+        out.append(f"category model columns {new.get('category_columns')} differ from the stored states' {stored.get('category_columns')}")
+    if stored.get("slot_profiles") != new.get("slot_profiles"):
+        out.append(f"time-of-day profiles {'used' if new.get('slot_profiles') else 'not used'}; the stored states "
+                   f"{'have' if stored.get('slot_profiles') else 'do not have'} them")
+    if stored.get("state_version") != new.get("state_version"):
+        out.append(f"state version {new.get('state_version')} differs from the stored states' {stored.get('state_version')}")
+    return out
+
+
+def _policy_record(policy: ExportedPolicy, generation: int) -> dict[str, Any]:
+    return {"path": str(Path(policy.directory).resolve()), "manifest_sha256": policy.manifest["manifest_sha256"],
+            "generation": generation, "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+@dataclass(frozen=True)
+class _Active:
+    policy: ExportedPolicy
+    record_text: str
+    record: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------ service
+class InterestService:
+    """Policy + catalogue + store. Build with :meth:`open`."""
+
+    def __init__(self, config: ServeConfig, store: Store, base_catalogue: Catalogue, active: _Active,
+                 metrics: ServeMetrics | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics or ServeMetrics()
+        self.started = time.time()
+        self._base = base_catalogue
+        #: (items version, catalogue with the store's added items), replaced as one
+        self._items: tuple[int, Catalogue] = (-1, base_catalogue)
+        self._active = active
+        self._lock = threading.Lock()
+        self._encoder: Any = None
+        self._encoder_lock = threading.Lock()
+        self.notes: list[str] = []
+        store.on_conflict = lambda: self.metrics.store_conflicts.labels(store.kind).inc()
+        self.metrics.policy_generation.set(active.record.get("generation", 0))
+        self._refresh_items()
+
+    # ------------------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, config: ServeConfig, *, install: bool = True, metrics: ServeMetrics | None = None) -> InterestService:
+        """Open the store, the export and the items.
+
+        :param install: make ``config.export`` the store's active policy (what ``interestgym serve``
+            does once, before its workers start); False: follow the store's active policy if it has
+            one (a worker, which must not undo a swap when it restarts).
+        :raises InterestGymError: the export, the items or the store refused, naming why.
+        """
+        store = open_store(config.store)
+        try:
+            policy = load_policy(config.export, threads=config.threads)
+            catalogue = load_catalogue(cls.items_source(config, policy), config.embeddings)
+            notes = check_catalogue(catalogue, policy)
+            if install:
+                meta = install_policy(store, policy)
+            else:
+                meta = store.update_meta(lambda m: {} if m.get("policy") else _install_fn(policy)(m))
+                record = json.loads(meta["policy"])
+                if record["manifest_sha256"] != policy.manifest["manifest_sha256"]:
+                    policy = _load_recorded(record, config.threads)
+                    notes += check_catalogue(catalogue, policy)
+            active = _Active(policy, meta["policy"], json.loads(meta["policy"]))
+        except BaseException:
+            store.close()
+            raise
+        service = cls(config, store, catalogue, active, metrics)
+        service.notes = notes
+        for note in notes:
+            log.warning(note)
+        return service
+
+    @staticmethod
+    def items_source(config: ServeConfig, policy: ExportedPolicy) -> str:
+        """``--items``, else the export's training dataset (from its manifest) when it is still there."""
+        if config.items:
+            return config.items
+        dataset = policy.manifest.get("provenance", {}).get("dataset", {}).get("path")
+        if dataset and Path(dataset).is_dir():
+            return dataset
+        raise CatalogueError(f"export {policy.directory}: no --items given and its training dataset {dataset!r} is not there; "
+                             "pass --items DATASET_DIR or a catalogue folder")
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------------------ policy
+    @property
+    def policy(self) -> ExportedPolicy:
+        return self._active.policy
+
+    @property
+    def policy_record(self) -> dict[str, Any]:
+        """The active export as the store records it: path, manifest_sha256, generation, installed_at."""
+        return dict(self._active.record)
+
+    @property
+    def policy_id(self) -> str:
+        return self._active.record["manifest_sha256"][:16]
+
+    def _current(self, snapshot: Snapshot, active: _Active, items_version: int) -> None:
+        """Raise :class:`_Stale` unless the worker's policy and items are the snapshot's."""
+        if (snapshot.policy is not None and snapshot.policy != active.record_text) or snapshot.items_version != items_version:
+            raise _Stale(snapshot)
+
+    def _run_current(self, run: Any) -> Any:
+        """``run(active, (items version, catalogue))``, again after catching up while it raises :class:`_Stale`."""
+        for _ in range(5):
+            try:
+                return run(self._active, self._items)
+            except _Stale as stale:
+                if stale.snapshot.policy is not None and stale.snapshot.policy != self._active.record_text:
+                    self._follow(stale.snapshot.policy)
+                if stale.snapshot.items_version != self._items[0]:
+                    self._refresh_items()
+        raise ServeError("the active policy or the items changed five times during one request; retry")
+
+    def _follow(self, record_text: str) -> None:
+        """Load the store's active policy (another worker swapped it)."""
+        with self._lock:
+            if self._active.record_text == record_text:
+                return
+            record = json.loads(record_text)
+            if record["manifest_sha256"] == self._active.record["manifest_sha256"]:
+                policy = self._active.policy
+            else:
+                policy = _load_recorded(record, self.config.threads)
+                try:
+                    check_catalogue(self.catalogue, policy)
+                except CatalogueError as exc:
+                    raise PolicyUnavailableError(f"the store's active policy {record['path']} does not fit this worker's items: {exc}") from None
+            log.warning("following the store's active policy: %s (generation %s)", record["path"], record.get("generation"))
+            self._active = _Active(policy, record_text, record)
+            self.metrics.policy_generation.set(record.get("generation", 0))
+
+    def swap_policy(self, path: str) -> dict[str, Any]:
+        """Make the export at ``path`` the store's active policy, or refuse (409) naming why."""
+        try:
+            new = load_policy(path, threads=self.config.threads)
+        except InterestGymError as exc:
+            self.metrics.policy_swaps.labels("refused").inc()
+            raise InvalidRequestError(f"cannot load the export: {exc}") from None
+        try:
+            check_catalogue(self.catalogue, new)
+        except CatalogueError as exc:
+            self.metrics.policy_swaps.labels("refused").inc()
+            raise CatalogueRefusedError(str(exc)) from None
+        previous = self._active.record
+        try:
+            meta = install_policy(self.store, new)
+        except PolicyMismatchError:
+            self.metrics.policy_swaps.labels("refused").inc()
+            raise
+        record = json.loads(meta["policy"])
+        with self._lock:
+            self._active = _Active(new, meta["policy"], record)
+        self.metrics.policy_generation.set(record["generation"])
+        self.metrics.policy_swaps.labels("swapped").inc()
+        log.warning("policy swapped to %s (generation %s)", record["path"], record["generation"])
+        return {"previous": previous, "active": record}
+
+    def active_policy(self) -> dict[str, Any]:
+        def run(active: _Active, items: tuple[int, Catalogue]) -> dict[str, Any]:
+            self._current(self._timed("read", lambda: self.store.read([])), active, items[0])
+            return dict(active.record)
+
+        return self._run_current(run)
+
+    # ------------------------------------------------------------------------------ items
+    @property
+    def catalogue(self) -> Catalogue:
+        return self._items[1]
+
+    def _refresh_items(self) -> None:
+        """Re-read the items added through the API (by any worker) when the store's version moved."""
+        version, stored = self._timed("read items", self.store.items)
+        with self._lock:
+            if version != self._items[0]:
+                added = {iid: _decode_item(blob) for iid, blob in stored.items()}
+                self._items = (version, self._base.with_items(added))
+        self.metrics.catalogue_items.set(len(self._items[1]))
+
+    def put_items(self, items: Sequence[ItemIn]) -> dict[str, int]:
+        """Add or replace items (vectors, or texts encoded with the catalogue's encoder)."""
+        cat = self.catalogue
+        policy = self.policy
+        known_categories = set(policy.categories) if float(policy.scoring.get("beta_cat", 0.0)) != 0 else None
+        vectors = np.zeros((len(items), cat.dim), np.float32)
+        texts = [(i, it.text) for i, it in enumerate(items) if it.text is not None]
+        for i, it in enumerate(items):
+            if it.vector is not None:
+                if len(it.vector) != cat.dim:
+                    raise InvalidRequestError(f"items[{i}] ({it.item_id!r}): vector of length {len(it.vector)}; expected {cat.dim} "
+                                              f"(the dimension of encoder {cat.encoder.get('name')!r})")
+                vectors[i] = it.vector
+            if known_categories is not None and it.category not in known_categories:
+                raise InvalidRequestError(f"items[{i}] ({it.item_id!r}): category {it.category!r} is not in the export's category "
+                                          f"model ({', '.join(map(repr, policy.categories[:8]))}{', ...' if len(policy.categories) > 8 else ''})")
+        if texts:
+            vectors[[i for i, _ in texts]] = self._encode([t for _, t in texts])
+        for i, it in enumerate(items):
+            try:
+                check_unit_vectors(vectors[i:i + 1], f"items[{i}] ({it.item_id!r}).vector")
+            except CatalogueError as exc:
+                raise InvalidRequestError(str(exc).replace(": row 0 has", " has")) from None
+        records = {it.item_id: encode_bytes({"vector": vectors[i]}, {"category": it.category}) for i, it in enumerate(items)}
+        replaced = int((cat.rows(list(records)) >= 0).sum())
+        self._timed("put items", lambda: self.store.put_items(records))
+        self._refresh_items()
+        return {"added": len(records) - replaced, "replaced": replaced, "n_items": len(self.catalogue)}
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Texts -> vectors with the catalogue's encoder, if it can run here and has its fingerprint."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = self._build_encoder()
+            return self._encoder.encode(texts, progress=False)
+
+    def _build_encoder(self) -> Any:
+        enc = self.catalogue.encoder
+        spec = self.config.text_encoder or {"hashing": "hashing"}.get(str(enc.get("kind"))) or (
+            "minilm" if enc.get("name") == "minilm" else None)
+        if spec is None:
+            raise InvalidRequestError(f"items given as text need the encoder {enc.get('name')!r} ({enc.get('kind')}); it cannot be "
+                                      "rebuilt here (start the service with --text-encoder PATH, or send vectors)")
+        try:
+            from interestgym.encoders.registry import build_encoder
+
+            encoder = build_encoder(spec, dim=enc.get("dim") if spec == "hashing" else None)
+            fingerprint = encoder.fingerprint
+        except (ImportError, InterestGymError, OSError) as exc:
+            raise InvalidRequestError(f"items given as text: encoder {spec!r} cannot be loaded here ({exc}); send vectors") from None
+        if fingerprint != enc.get("fingerprint"):
+            raise InvalidRequestError(f"items given as text: encoder {spec!r} here has fingerprint {fingerprint[:16]}...; the "
+                                      f"catalogue's vectors come from {str(enc.get('fingerprint'))[:16]}... (send vectors)")
+        return encoder
+
+    # ------------------------------------------------------------------------------ events
+    def apply(self, events: Sequence[BehaviourEvent | Outcome]) -> dict[str, Any]:
+        """Apply a batch (see the module docstring); returns the per-event results."""
+        ids = [e.item_id for e in events if isinstance(e, BehaviourEvent) and e.item_id is not None]
+        ids += [c for e in events if isinstance(e, Outcome) for c in e.candidates]
+        by_user: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            by_user.setdefault(e.user_id, []).append(i)
+        event_ids = {u: [events[i].event_id for i in idx] for u, idx in by_user.items()}
+        results: list[dict[str, Any]] = []
+
+        def run(active: _Active, items: tuple[int, Catalogue]) -> str:
+            version, cat = items
+            row_of = dict(zip(ids, cat.rows(ids).tolist()))
+
+            def compute(snapshot: Snapshot) -> dict[str, UserWrite]:
+                self._current(snapshot, active, version)
+                writes, results[:] = _apply_batch(active.policy, cat, row_of, events, by_user, snapshot)
+                return writes
+
+            self._timed("transaction", lambda: self.store.transact(event_ids, compute))
+            return active.record["manifest_sha256"][:16]
+
+        try:
+            policy_id = self._run_current(run)
+        except OutOfOrderError:
+            self.metrics.refused.labels("out_of_order").inc()
+            raise
+        except InvalidRequestError:
+            self.metrics.refused.labels("invalid").inc()
+            raise
+        applied = sum(r["status"] == "applied" for r in results)
+        for r in results:
+            self.metrics.events.labels(r["kind"], r["status"]).inc()
+            if r.get("decision"):
+                self.metrics.decisions.inc()
+            if r.get("item_known") is False and r["status"] == "applied":
+                self.metrics.unknown_items.inc()
+        return {"applied": applied, "duplicates": len(results) - applied, "policy": policy_id, "results": results}
+
+    # ------------------------------------------------------------------------------ reads
+    def rank(self, user_id: str, candidates: list[str], *, hour: int | None = None, ts: int | None = None,
+             top_k: int | None = None) -> dict[str, Any]:
+        """Scores of the known candidates for the user, best first (ties keep the request's order)."""
+
+        def run(active: _Active, items: tuple[int, Catalogue]) -> tuple[_Active, Catalogue, bytes | None]:
+            snapshot = self._timed("read", lambda: self.store.read([user_id]))
+            self._current(snapshot, active, items[0])
+            return active, items[1], snapshot.users[user_id].state
+
+        active, cat, blob = self._run_current(run)
+        policy = active.policy
+        state = _decode_state(blob, policy, user_id)
+        rows = cat.rows(candidates)
+        known = rows >= 0
+        r = rows[known]
+        ranking: list[dict[str, Any]] = []
+        if len(r):
+            scores = policy.score(state, cat.vectors[r], popularity=cat.popularity[r],
+                                  candidate_categories=[cat.categories[j] for j in r], hour=_hour(policy, hour, ts))
+            order = np.argsort(-scores, kind="stable")[: top_k or None]
+            names = [c for c, k in zip(candidates, known) if k]
+            ranking = [{"item_id": names[j], "score": float(scores[j])} for j in order]
+        return {"user_id": user_id, "known_user": blob is not None, "ranking": ranking,
+                "unknown_items": [c for c, k in zip(candidates, known) if not k], "policy": active.record["manifest_sha256"][:16]}
+
+    def user_summary(self, user_id: str, top: int = 5) -> dict[str, Any]:
+        """The state in words: counters, last strengths, running means, categories, nearest items."""
+        blob, n_applied = self._timed("read", lambda: self.store.user_info(user_id))
+        if blob is None:
+            raise NotFoundError(f"user {user_id!r} has no state (no event applied yet, or forgotten)")
+        policy = self.policy
+        state = _decode_state(blob, policy, user_id)
+        cat = self.catalogue
+        profiles = {}
+        for name, vec in (("long_term", state.long_term), ("short_term", state.short_term)):
+            norm = float(np.linalg.norm(vec))
+            nearest = []
+            if norm > 0 and top > 0 and len(cat):
+                cos = cat.vectors @ vec
+                best = np.argsort(-cos, kind="stable")[:top]
+                nearest = [{"item_id": cat.item_ids[j], "cosine": float(cos[j]), "category": cat.categories[j]} for j in best]
+            profiles[name] = {"empty": norm == 0, "nearest_items": nearest}
+        has_decision = state.counter("n_decisions") > 0
+        return {
+            "user_id": user_id,
+            "events": state.counter("n_events"),
+            "decisions": state.counter("n_decisions"),
+            "last_event_ts": state.counter("last_event_ts") if state.counter("n_events") else None,
+            "last_decision_ts": state.counter("last_decision_ts") if has_decision else None,
+            "applied_event_ids": n_applied,
+            "last_strengths": dict(zip(ACTION_NAMES, map(float, state.strengths))) if has_decision else None,
+            "running_means": dict(zip(RUNNING_MEAN_NAMES, map(float, state.running_means))),
+            "categories": [{"category": c, "decisions": int(n)} for c, n in zip(state.categories, state.category_decisions)],
+            "profiles": profiles,
+            "state_bytes": len(blob),
+            "policy": self.policy_id,
+        }
+
+    def forget(self, user_id: str) -> None:
+        if not self._timed("delete", lambda: self.store.delete_user(user_id)):
+            raise NotFoundError(f"user {user_id!r} has no state to forget")
+
+    def health(self) -> dict[str, Any]:
+        self._timed("ping", self.store.ping)
+        return {"status": "ok", "store": self.store.describe(), "policy": self._active.record,
+                "encoder": self.policy.encoder, "catalogue": self.catalogue.describe(), "notes": self.notes,
+                "uptime_s": round(time.time() - self.started, 1)}
+
+    # ------------------------------------------------------------------------------ helpers
+    def _timed(self, op: str, run: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return run()
+        except StoreError:
+            self.metrics.store_errors.labels(self.store.kind, op).inc()
+            raise
+        finally:
+            self.metrics.store_seconds.labels(self.store.kind, op).observe(time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _install_fn(policy: ExportedPolicy) -> Any:
+    contract = state_contract(policy)
+
+    def fn(meta: dict[str, str | None]) -> dict[str, str]:
+        if meta.get("contract"):
+            stored = json.loads(meta["contract"])  # type: ignore[arg-type]
+            diffs = contract_differences(stored, contract)
+            if diffs:
+                raise PolicyMismatchError(
+                    f"export {policy.directory} cannot serve this store's states: " + "; ".join(diffs)
+                    + " (use a new store, or an export trained with the same encoder and features)",
+                    detail={"stored": stored, "export": contract})
+        record = json.loads(meta["policy"]) if meta.get("policy") else None
+        if record and record["manifest_sha256"] == policy.manifest["manifest_sha256"] and record["path"] == str(Path(policy.directory).resolve()):
+            return {} if meta.get("contract") else {"contract": json.dumps(contract)}
+        generation = (record or {}).get("generation", 0) + 1
+        return {"contract": json.dumps(contract), "policy": json.dumps(_policy_record(policy, generation))}
+
+    return fn
+
+
+def install_policy(store: Store, policy: ExportedPolicy) -> dict[str, str | None]:
+    """Make ``policy`` the store's active one (a no-op if it already is); refuse
+    (:class:`PolicyMismatchError`) one whose state contract differs from the stored states'."""
+    return store.update_meta(_install_fn(policy))
+
+
+def _load_recorded(record: dict[str, Any], threads: int) -> ExportedPolicy:
+    try:
+        policy = load_policy(record["path"], threads=threads)
+    except InterestGymError as exc:
+        raise PolicyUnavailableError(f"the store's active policy {record['path']} cannot be loaded by this worker: {exc}") from None
+    if policy.manifest["manifest_sha256"] != record["manifest_sha256"]:
+        raise PolicyUnavailableError(f"the store's active policy {record['path']} has manifest sha256 {policy.manifest['manifest_sha256'][:16]}...; "
+                         f"the store records {record['manifest_sha256'][:16]}... (the export was replaced in place)")
+    return policy
+
+
+def _decode_state(blob: bytes | None, policy: ExportedPolicy, user_id: str) -> UserState:
+    if blob is None:
+        return policy.new_state()
+    try:
+        return UserState.from_bytes(blob, dim=policy.dim)
+    except InterestGymError as exc:
+        raise ServeError(f"user {user_id!r}: the stored state cannot be read ({exc})") from None
+
+
+def _decode_item(blob: bytes) -> tuple[np.ndarray, str]:
+    fields, meta = decode_bytes(blob)
+    return np.asarray(fields["vector"], np.float32), str(meta.get("category", ""))
+
+
+def _hour(policy: ExportedPolicy, hour: int | None, ts: int | None) -> int:
+    """The hour of a ranking: given, else from ts (or now) on the export's clock (the runtime's)."""
+    if hour is not None:
+        return int(hour)
+    return Event(ts=int(time.time()) if ts is None else int(ts), action="").hour_weekday(policy.tz_offset_hours)[0]
+
+
+def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int], events: Sequence[BehaviourEvent | Outcome],
+                 by_user: dict[str, list[int]], snapshot: Snapshot) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
+    """The transaction's computation: pure in its inputs (it may run more than once)."""
+    for i, e in enumerate(events):
+        if isinstance(e, BehaviourEvent) and e.action not in policy.action_weights:
+            raise InvalidRequestError(f"events[{i}].action is {e.action!r}; expected one of {', '.join(sorted(policy.action_weights))}",
+                                      detail={"index": i, "event_id": e.event_id})
+    states = {u: _decode_state(snapshot.users[u].state, policy, u) for u in by_user}
+    seen = {u: set(snapshot.users[u].applied) for u in by_user}
+    queues = {u: deque(idx) for u, idx in by_user.items()}
+    new_ids: dict[str, list[str]] = {u: [] for u in by_user}
+    results: list[dict[str, Any] | None] = [None] * len(events)
+    while any(queues.values()):
+        round_events: list[tuple[str, int]] = []
+        round_outcomes: list[tuple[str, int]] = []
+        for u, q in queues.items():
+            while q and events[q[0]].event_id in seen[u]:
+                i = q.popleft()
+                results[i] = {"event_id": events[i].event_id, "user_id": u, "kind": events[i].kind, "status": "duplicate"}
+            if q:
+                i = q.popleft()
+                seen[u].add(events[i].event_id)
+                new_ids[u].append(events[i].event_id)
+                (round_events if isinstance(events[i], BehaviourEvent) else round_outcomes).append((u, i))
+        if round_events:
+            runtime_events = []
+            for u, i in round_events:
+                e = events[i]
+                st = states[u]
+                if st.counter("n_events") > 0 and e.ts < st.counter("last_event_ts"):
+                    raise OutOfOrderError(
+                        f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before the user's last applied event at ts "
+                        f"{st.counter('last_event_ts')}; a user's events must arrive in time order (nothing in this batch was applied)",
+                        detail={"index": i, "event_id": e.event_id, "user_id": u, "ts": e.ts, "last_event_ts": st.counter("last_event_ts")})
+                row = row_of.get(e.item_id, -1) if e.item_id is not None else -1
+                runtime_events.append(Event(ts=e.ts, action=e.action, item_vector=cat.vectors[row] if row >= 0 else None, value=e.value,
+                                            category=cat.categories[row] if row >= 0 else "", hour=e.hour, weekday=e.weekday))
+            updated = policy.update_batch([states[u] for u, _ in round_events], runtime_events)
+            for (u, i), new in zip(round_events, updated):
+                decided = new.counter("n_decisions") > states[u].counter("n_decisions")
+                states[u] = new
+                e = events[i]
+                results[i] = {"event_id": e.event_id, "user_id": u, "kind": "event", "status": "applied", "decision": decided,
+                              "item_known": e.item_id is not None and row_of.get(e.item_id, -1) >= 0}
+        for u, i in round_outcomes:
+            o = events[i]
+            assert isinstance(o, Outcome)
+            labels = np.asarray(o.label_list(), np.int8)
+            r = np.array([row_of.get(c, -1) for c in o.candidates], dtype=np.int64)
+            known = r >= 0
+            r, labels = r[known], labels[known]
+            metrics = None
+            if len(r):
+                states[u], metrics = policy.record_outcome(
+                    states[u], cat.vectors[r], labels, popularity=cat.popularity[r],
+                    candidate_categories=[cat.categories[j] for j in r], hour=_hour(policy, o.hour, o.ts))
+            results[i] = {"event_id": o.event_id, "user_id": u, "kind": "outcome", "status": "applied", "scored": metrics is not None,
+                          "unknown_candidates": int((~known).sum()), "metrics": metrics}
+    writes = {u: UserWrite(states[u].to_bytes(), ids) for u, ids in new_ids.items() if ids}
+    return writes, [r for r in results if r is not None]

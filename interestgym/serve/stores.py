@@ -1,0 +1,538 @@
+"""Where the service keeps user states, applied event ids, the active policy and added items.
+
+One small interface (:class:`Store`), three implementations chosen by URL (:func:`open_store`):
+
+=====================================  ==========================================================
+``memory://``                          a dict in the process (tests; lost on exit)
+``sqlite:///relative.db``,             one SQLite file in WAL mode (SQLAlchemy's URL convention:
+``sqlite:////absolute/path.db``        three slashes + a relative path, four for an absolute one);
+                                       ``?synchronous=normal`` trades power-loss durability for speed
+``redis://host:port/db``               a Redis server; ``?prefix=ig:`` namespaces the keys
+=====================================  ==========================================================
+
+**The one write path** is :meth:`Store.transact`: it reads the users' states, which of the batch's
+event ids were already applied, and the active-policy record; calls ``compute`` with that snapshot;
+and writes the new states *together with* the newly applied event ids in one atomic step. So a
+retried event is applied once, and an event is acknowledged only after the step that applied it is
+durable: a killed server loses no acknowledged event and applies none twice.
+
+* SQLite: ``BEGIN IMMEDIATE`` (the database's write lock, taken before reading: every writer in
+  every process is serialised, hence every user too), one transaction per batch, ``COMMIT`` before
+  the reply. Tables ``user_states``, ``applied_events`` (user_id, event_id), ``meta``, ``items``.
+* Redis: optimistic ``WATCH`` of the batch's user hashes and the meta hash, reads, ``compute``, then
+  ``MULTI`` / ``EXEC`` of every write; a concurrent write to any watched key aborts the ``EXEC`` and
+  the whole step is retried with fresh reads (``compute`` may therefore run more than once and must
+  not have side effects). Keys: ``{prefix}user:{id}`` (hash: ``state`` -> bytes, ``ev:{event id}``
+  -> 1), ``{prefix}meta`` (hash), ``{prefix}items`` (hash: item id -> bytes). Durability is the
+  server's (``appendonly yes`` + ``appendfsync always`` for the SQLite guarantee).
+* memory: one lock.
+
+Everything stored is bytes in :mod:`interestgym.runtime.codec`'s format or JSON text; nothing is
+pickled. Applied event ids are kept as long as their user (``DELETE /v1/users/{id}`` forgets both).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+from interestgym.errors import InterestGymError
+
+#: meta keys: the state contract the stored states were written under, and the active policy.
+META_KEYS = ("contract", "policy")
+SQLITE_SCHEMA_VERSION = "1"
+
+
+class StoreError(InterestGymError):
+    """A store URL is malformed or a store is not what the service expects."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached or did not answer (the request may be retried)."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One user as a transaction reads it: the state bytes (None: a new user) and which of the
+    batch's event ids the store has already applied for this user."""
+
+    state: bytes | None
+    applied: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    users: dict[str, UserRecord]
+    #: the store's active-policy record (JSON text), None before any policy was installed
+    policy: str | None
+    #: bumped by every :meth:`Store.put_items`: a worker whose items are older re-reads them
+    items_version: int = 0
+
+
+@dataclass(frozen=True)
+class UserWrite:
+    state: bytes
+    event_ids: list[str]
+
+
+Compute = Callable[[Snapshot], Mapping[str, UserWrite]]
+
+
+class Store(ABC):
+    """The interface every store implements (see the module docstring)."""
+
+    kind: str = ""
+
+    def __init__(self) -> None:
+        #: called on every optimistic-concurrency conflict (Redis), for the metrics
+        self.on_conflict: Callable[[], None] = lambda: None
+
+    @abstractmethod
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
+        """Atomically: read the users of ``event_ids`` (user -> the batch's event ids), call ``compute``
+        on the snapshot and write what it returns. An exception from ``compute`` writes nothing."""
+
+    @abstractmethod
+    def read(self, user_ids: Sequence[str]) -> Snapshot:
+        """The users' states and the policy record (no event ids), as one consistent read."""
+
+    @abstractmethod
+    def user_info(self, user_id: str) -> tuple[bytes | None, int]:
+        """(state bytes or None, number of applied event ids kept for the user)."""
+
+    @abstractmethod
+    def delete_user(self, user_id: str) -> bool:
+        """Forget the user's state and applied event ids; False if there was nothing to forget."""
+
+    @abstractmethod
+    def update_meta(self, fn: Callable[[dict[str, str | None]], Mapping[str, str]]) -> dict[str, str | None]:
+        """Atomically read the meta record (``contract``, ``policy``), call ``fn`` and write the keys it
+        returns; returns the record as written. ``fn`` may raise to write nothing (and may be re-run)."""
+
+    @abstractmethod
+    def items(self) -> tuple[int, dict[str, bytes]]:
+        """(items version, items added through the API: item id -> record bytes), one consistent read."""
+
+    @abstractmethod
+    def put_items(self, records: Mapping[str, bytes]) -> None:
+        """Add or replace item records and bump the items version, atomically."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` if the store does not answer."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The store's URL, without a password."""
+
+
+# ------------------------------------------------------------------------------------ memory
+class MemoryStore(Store):
+    """Everything in dicts behind one lock (for tests and trials)."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.RLock()
+        self._states: dict[str, bytes] = {}
+        self._applied: dict[str, set[str]] = {}
+        self._meta: dict[str, str] = {}
+        self._items: dict[str, bytes] = {}
+        self._items_version = 0
+
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
+        with self._lock:
+            users = {u: UserRecord(self._states.get(u), frozenset(set(ids) & self._applied.get(u, set())))
+                     for u, ids in event_ids.items()}
+            writes = compute(Snapshot(users, self._meta.get("policy"), self._items_version))
+            for u, w in writes.items():
+                self._states[u] = w.state
+                self._applied.setdefault(u, set()).update(w.event_ids)
+
+    def read(self, user_ids: Sequence[str]) -> Snapshot:
+        with self._lock:
+            return Snapshot({u: UserRecord(self._states.get(u), frozenset()) for u in user_ids}, self._meta.get("policy"),
+                            self._items_version)
+
+    def user_info(self, user_id: str) -> tuple[bytes | None, int]:
+        with self._lock:
+            return self._states.get(user_id), len(self._applied.get(user_id, ()))
+
+    def delete_user(self, user_id: str) -> bool:
+        with self._lock:
+            found = user_id in self._states or user_id in self._applied
+            self._states.pop(user_id, None)
+            self._applied.pop(user_id, None)
+            return found
+
+    def update_meta(self, fn: Callable[[dict[str, str | None]], Mapping[str, str]]) -> dict[str, str | None]:
+        with self._lock:
+            current: dict[str, str | None] = {k: self._meta.get(k) for k in META_KEYS}
+            self._meta.update(fn(dict(current)))
+            return {k: self._meta.get(k) for k in META_KEYS}
+
+    def items(self) -> tuple[int, dict[str, bytes]]:
+        with self._lock:
+            return self._items_version, dict(self._items)
+
+    def put_items(self, records: Mapping[str, bytes]) -> None:
+        with self._lock:
+            self._items.update(records)
+            self._items_version += 1
+
+    def ping(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "memory://"
+
+
+# ------------------------------------------------------------------------------------ sqlite
+_SQLITE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS user_states (user_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, event_id)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID",
+)
+_IN_CHUNK = 500  # bound parameters per IN (...) query
+
+
+class SqliteStore(Store):
+    """One SQLite file, WAL mode, one connection per thread, ``BEGIN IMMEDIATE`` per write."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path, *, synchronous: str = "full", busy_timeout_s: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path).resolve()
+        if synchronous.lower() not in ("full", "normal"):
+            raise StoreError(f"sqlite store {self.path}: synchronous={synchronous!r}; expected full or normal")
+        self._synchronous = synchronous.upper()
+        self._timeout = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        if not self.path.parent.is_dir():
+            raise StoreError(f"sqlite store {self.path}: folder {self.path.parent} does not exist")
+        conn = self._conn()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"sqlite store {self.path}: journal_mode is {mode!r}; expected wal (a network file system?)")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SQLITE_SCHEMA:
+                conn.execute(stmt)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SQLITE_SCHEMA_VERSION,))
+            elif row[0] != SQLITE_SCHEMA_VERSION:
+                raise StoreError(f"sqlite store {self.path}: schema version {row[0]!r}; this interestgym reads {SQLITE_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store {self.path}: cannot be opened as a database ({exc})") from None
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _write(self, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+                return result
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"sqlite store {self.path}: {op} failed ({exc})") from None
+
+    def _read(self, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN")  # one snapshot for every SELECT of the read
+            try:
+                return body(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"sqlite store {self.path}: {op} failed ({exc})") from None
+
+    @staticmethod
+    def _versions(conn: sqlite3.Connection) -> tuple[str | None, int]:
+        """(policy record, items version)."""
+        rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('policy', 'items_version')").fetchall())
+        return rows.get("policy"), int(rows.get("items_version", 0))
+
+    @staticmethod
+    def _state(conn: sqlite3.Connection, user_id: str) -> bytes | None:
+        row = conn.execute("SELECT state FROM user_states WHERE user_id = ?", (user_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            users = {}
+            for u, ids in event_ids.items():
+                ids = list(ids)
+                applied: set[str] = set()
+                for i in range(0, len(ids), _IN_CHUNK):
+                    chunk = ids[i:i + _IN_CHUNK]
+                    rows = conn.execute(
+                        f"SELECT event_id FROM applied_events WHERE user_id = ? AND event_id IN ({','.join('?' * len(chunk))})",
+                        (u, *chunk)).fetchall()
+                    applied.update(r[0] for r in rows)
+                users[u] = UserRecord(self._state(conn, u), frozenset(applied))
+            writes = compute(Snapshot(users, *self._versions(conn)))
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO user_states VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at", [(u, w.state, now) for u, w in writes.items()])
+            conn.executemany("INSERT INTO applied_events VALUES (?, ?)", [(u, e) for u, w in writes.items() for e in w.event_ids])
+
+        self._write(body, "transaction")
+
+    def read(self, user_ids: Sequence[str]) -> Snapshot:
+        return self._read(lambda c: Snapshot({u: UserRecord(self._state(c, u), frozenset()) for u in user_ids}, *self._versions(c)), "read")
+
+    def user_info(self, user_id: str) -> tuple[bytes | None, int]:
+        def body(conn: sqlite3.Connection) -> tuple[bytes | None, int]:
+            n = conn.execute("SELECT COUNT(*) FROM applied_events WHERE user_id = ?", (user_id,)).fetchone()[0]
+            return self._state(conn, user_id), int(n)
+
+        return self._read(body, "read")
+
+    def delete_user(self, user_id: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            a = conn.execute("DELETE FROM user_states WHERE user_id = ?", (user_id,)).rowcount
+            b = conn.execute("DELETE FROM applied_events WHERE user_id = ?", (user_id,)).rowcount
+            return bool(a or b)
+
+        return self._write(body, "delete")
+
+    def update_meta(self, fn: Callable[[dict[str, str | None]], Mapping[str, str]]) -> dict[str, str | None]:
+        def body(conn: sqlite3.Connection) -> dict[str, str | None]:
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            current: dict[str, str | None] = {k: rows.get(k) for k in META_KEYS}
+            new = dict(fn(dict(current)))
+            conn.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", list(new.items()))
+            return {**current, **new}
+
+        return self._write(body, "meta update")
+
+    def items(self) -> tuple[int, dict[str, bytes]]:
+        return self._read(lambda c: (self._versions(c)[1], {r[0]: bytes(r[1]) for r in c.execute("SELECT item_id, record FROM items")}),
+                          "read items")
+
+    def put_items(self, records: Mapping[str, bytes]) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO items VALUES (?, ?) ON CONFLICT (item_id) DO UPDATE SET record = excluded.record",
+                             list(records.items()))
+            conn.execute("INSERT INTO meta VALUES ('items_version', '1') ON CONFLICT (key) DO UPDATE SET "
+                         "value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+
+        self._write(body, "put items")
+
+    def ping(self) -> None:
+        self._read(lambda c: c.execute("SELECT 1").fetchone(), "ping")
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"  # an absolute path: four slashes
+
+
+# ------------------------------------------------------------------------------------ redis
+class RedisStore(Store):
+    """A Redis server: per-user hashes updated with WATCH / MULTI / EXEC (see the module docstring)."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "ig:", max_retries: int = 100, timeout_s: float = 10.0) -> None:
+        super().__init__()
+        try:
+            import redis
+        except ImportError:
+            raise StoreError("a redis:// store needs the redis package: pip install 'interestgym[serve]'") from None
+        self._redis_mod = redis
+        self.url = url
+        self.prefix = prefix
+        self.max_retries = max_retries
+        self._r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                       health_check_interval=30)
+        self._meta_key = f"{prefix}meta"
+        self._items_key = f"{prefix}items"
+
+    def _user_key(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}"
+
+    def _guard(self, op: str, body: Callable[[], Any]) -> Any:
+        try:
+            return body()
+        except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as exc:
+            raise StoreUnavailableError(f"redis store {self.describe()}: {op} failed ({exc})") from None
+
+    def _optimistic(self, keys: list[str], step: Callable[[Any], Callable[[Any], None]], op: str) -> None:
+        """WATCH keys; ``step(pipe)`` reads (immediate mode) and returns the writer, queued after MULTI."""
+        watch_error = self._redis_mod.WatchError
+
+        def run() -> None:
+            with self._r.pipeline(transaction=True) as pipe:
+                for _ in range(self.max_retries):
+                    try:
+                        pipe.watch(*keys)
+                        writer = step(pipe)
+                        pipe.multi()
+                        writer(pipe)
+                        pipe.execute()
+                        return
+                    except watch_error:
+                        self.on_conflict()
+                raise StoreUnavailableError(f"redis store {self.describe()}: {op} lost {self.max_retries} races in a row "
+                                            "(the same users are updated concurrently); retry")
+
+        self._guard(op, run)
+
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
+        users = list(event_ids)
+        keys = [self._user_key(u) for u in users]
+
+        def step(pipe: Any) -> Callable[[Any], None]:
+            policy, items_version = pipe.hmget(self._meta_key, ["policy", "items_version"])
+            records = {}
+            for u, key in zip(users, keys):
+                ids = list(event_ids[u])
+                values = pipe.hmget(key, ["state", *(f"ev:{e}" for e in ids)])
+                records[u] = UserRecord(values[0], frozenset(e for e, v in zip(ids, values[1:]) if v is not None))
+            writes = compute(Snapshot(records, None if policy is None else policy.decode("utf-8"), int(items_version or 0)))
+
+            def writer(p: Any) -> None:
+                for u, w in writes.items():
+                    p.hset(self._user_key(u), mapping={"state": w.state, **{f"ev:{e}": b"1" for e in w.event_ids}})
+
+            return writer
+
+        self._optimistic([self._meta_key, *keys], step, "transaction")
+
+    def read(self, user_ids: Sequence[str]) -> Snapshot:
+        def body() -> Snapshot:
+            pipe = self._r.pipeline(transaction=True)  # MULTI / EXEC: one consistent read
+            pipe.hmget(self._meta_key, ["policy", "items_version"])
+            for u in user_ids:
+                pipe.hget(self._user_key(u), "state")
+            (policy, items_version), *states = pipe.execute()
+            return Snapshot({u: UserRecord(s, frozenset()) for u, s in zip(user_ids, states)},
+                            None if policy is None else policy.decode("utf-8"), int(items_version or 0))
+
+        return self._guard("read", body)
+
+    def user_info(self, user_id: str) -> tuple[bytes | None, int]:
+        def body() -> tuple[bytes | None, int]:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hget(self._user_key(user_id), "state")
+            pipe.hlen(self._user_key(user_id))
+            state, n = pipe.execute()
+            return state, max(int(n) - (state is not None), 0)
+
+        return self._guard("read", body)
+
+    def delete_user(self, user_id: str) -> bool:
+        return bool(self._guard("delete", lambda: self._r.delete(self._user_key(user_id))))
+
+    def update_meta(self, fn: Callable[[dict[str, str | None]], Mapping[str, str]]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+
+        def step(pipe: Any) -> Callable[[Any], None]:
+            values = pipe.hmget(self._meta_key, list(META_KEYS))
+            current: dict[str, str | None] = {k: None if v is None else v.decode("utf-8") for k, v in zip(META_KEYS, values)}
+            new = dict(fn(dict(current)))
+            out.clear()
+            out.update({**current, **new})
+            return lambda p: p.hset(self._meta_key, mapping=new) if new else None
+
+        self._optimistic([self._meta_key], step, "meta update")
+        return out
+
+    def items(self) -> tuple[int, dict[str, bytes]]:
+        def body() -> tuple[int, dict[str, bytes]]:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hget(self._meta_key, "items_version")
+            pipe.hgetall(self._items_key)
+            version, records = pipe.execute()
+            return int(version or 0), {k.decode("utf-8"): v for k, v in records.items()}
+
+        return self._guard("read items", body)
+
+    def put_items(self, records: Mapping[str, bytes]) -> None:
+        def body() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self._items_key, mapping=dict(records))
+            pipe.hincrby(self._meta_key, "items_version", 1)
+            pipe.execute()
+
+        if records:
+            self._guard("put items", body)
+
+    def ping(self) -> None:
+        self._guard("ping", self._r.ping)
+
+    def close(self) -> None:
+        self._r.close()
+
+    def describe(self) -> str:
+        parts = urlparse(self.url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunparse(parts._replace(netloc=netloc, query=""))
+
+
+# ------------------------------------------------------------------------------------ URLs
+def open_store(url: str) -> Store:
+    """``memory://``, ``sqlite:///relative.db`` / ``sqlite:////absolute.db`` (``?synchronous=normal``),
+    ``redis://[:password@]host:port/db`` (``?prefix=ig:``)."""
+    parts = urlparse(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "memory":
+        return MemoryStore()
+    if parts.scheme == "sqlite":
+        if parts.netloc or not parts.path or parts.path == "/":
+            raise StoreError(f"store {url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        unknown = set(query) - {"synchronous"}
+        if unknown:
+            raise StoreError(f"store {url!r}: unknown option(s) {', '.join(sorted(unknown))}; sqlite takes synchronous=full|normal")
+        return SqliteStore(parts.path[1:], synchronous=query.get("synchronous", "full"))
+    if parts.scheme in ("redis", "rediss"):
+        prefix = query.pop("prefix", "ig:")
+        return RedisStore(urlunparse(parts._replace(query=urlencode(query))), prefix=prefix)
+    raise StoreError(f"store {url!r}: unknown scheme {parts.scheme!r}; expected memory://, sqlite:///PATH or redis://HOST:PORT/DB")

@@ -1,0 +1,533 @@
+"""`interestgym serve`: the HTTP service over SQLite and a real Redis server.
+
+The export is a real trained run (tests/export_fixtures.py, the "impressions" variant: category model,
+time-of-day profiles and popularity all in the score); the Redis server is a real `redis-server`
+started on a free loopback port (the Redis tests skip, saying why, only when the binary is absent).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_fixtures import trained_export
+
+fastapi = pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+from fastapi.testclient import TestClient
+
+from interestgym.runtime import Event, UserState, load_policy
+from interestgym.runtime.manifest import read_manifest, seal_manifest, write_manifest
+from interestgym.serve.app import create_app
+from interestgym.serve.catalogue import (
+    Catalogue,
+    CatalogueMismatchError,
+    catalogue_from_dataset,
+    load_catalogue,
+)
+from interestgym.serve.loadgen import ServerProcess, free_port, send_streams
+from interestgym.serve.service import InterestService, PolicyMismatchError, ServeConfig
+from interestgym.serve.stores import open_store
+
+STORES = ["sqlite", "redis"]
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free loopback port, for the whole session."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not on PATH, so the Redis store cannot be tested against a real server "
+                    "(CI installs it: apt-get install redis-server)")
+    folder = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    else:
+        proc.kill()
+        pytest.fail(f"redis-server on port {port} did not answer")
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def store_url(request, tmp_path):
+    """A fresh, empty store of the parametrised kind (a Redis key prefix per test)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'serve.db'}"
+    if kind == "memory":
+        return "memory://"
+    base = request.getfixturevalue("redis_server")
+    return f"{base}?prefix=t{time.monotonic_ns()}:"
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return trained_export(tmp_path_factory, "impressions")
+
+
+@pytest.fixture(scope="module")
+def catalogue_dir(fx, tmp_path_factory):
+    """The dataset's items as a catalogue folder: a server process starts faster from it (no pandas)."""
+    return catalogue_from_dataset(fx.dataset).save(tmp_path_factory.mktemp("catalogue") / "items")
+
+
+def _service(fx, store: str, **kw) -> InterestService:
+    return InterestService.open(ServeConfig(export=str(fx.export), store=store, items=kw.pop("items", str(fx.dataset)), **kw))
+
+
+def _client(service: InterestService) -> TestClient:
+    return TestClient(create_app(service), raise_server_exceptions=False)
+
+
+def _event(eid: str, user: str, ts: int, item: str = "i3", action: str = "click", **kw) -> dict:
+    return {"event_id": eid, "user_id": user, "ts": ts, "action": action, "item_id": item, **kw}
+
+
+# ------------------------------------------------------------------------------------ parity
+def _replay_requests(dataset, data) -> dict[str, list[dict]]:
+    """Per test user, the events and outcomes a service receives when its log is replayed (what
+    `replay_through_runtime` feeds the runtime): every event in time order, and after each decision
+    the outcomes of the scoring points that follow it (event id = the point's key)."""
+    events = dataset.events
+    items = dataset.items
+    item_ids = items["item_id"].astype(str).to_numpy()
+    users = set(map(str, data.user_ids))
+    decision_of_row = {int(r): d for d, r in enumerate(data.decision_event_row)}
+    out: dict[str, list[dict]] = {u: [] for u in map(str, data.user_ids)}
+    for row, e in enumerate(events.itertuples(index=False)):
+        user = str(e.user_id)
+        if user not in users:
+            continue
+        out[user].append({"event_id": f"row{row}", "user_id": user, "ts": int(e.ts), "action": str(e.action),
+                          "item_id": str(e.item_id), "value": float(e.value), "hour": int(e.hour), "weekday": int(e.weekday)})
+        d = decision_of_row.get(row)
+        if d is None:
+            continue
+        for point in range(int(data.decision_point_start[d]), int(data.decision_point_end[d])):
+            a, b = int(data.point_offsets[point]), int(data.point_offsets[point + 1])
+            cand = data.point_candidates[a:b]
+            out[user].append({"kind": "outcome", "event_id": str(data.point_key[point]), "user_id": user,
+                              "candidates": item_ids[cand].tolist(), "labels": data.point_labels[a:b].astype(int).tolist(),
+                              "hour": int(data.point_slot[point]) * 6})
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(fx, tmp_path_factory):
+    """`interestgym evaluate`'s numbers for the trained policy, and the per-point reference."""
+    from interestgym.agents.config import TrainConfig
+    from interestgym.agents.run_folder import load_run_policy
+    from interestgym.envs.replay_data import load_replay_data
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.data.dataset import Dataset
+    from interestgym.evaluation.run import evaluate_run
+
+    out = tmp_path_factory.mktemp("evaluation")
+    evaluate_run(fx.run, out=out, baselines="static", n_boot=20, progress=False)
+    doc = json.loads((out / "evaluation.json").read_text())
+    config = TrainConfig.from_dict(json.loads((fx.run / "config.json").read_text())["config"])
+    dataset = Dataset.open(config.dataset)
+    data = load_replay_data(dataset, None, config.protocol_spec("test"))
+    points = evaluate_policy(data, load_run_policy(fx.run), metric=config.reward, progress=False).points
+    return doc, points, _replay_requests(dataset, data)
+
+
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_replaying_test_users_over_http_gives_exactly_the_metrics_of_interestgym_evaluate(fx, evaluated, store_url):
+    from interestgym.evaluation.stats import per_user_means
+
+    doc, reference, requests = evaluated
+    users = list(requests)
+    got: dict[str, dict] = {}
+    with _client(_service(fx, store_url)) as client:
+        for k in range(0, len(users), 4):  # several users per batch: their k-th events go through one policy call
+            batch = [e for u in users[k:k + 4] for e in requests[u]]
+            response = client.post("/v1/events", json={"events": batch})
+            assert response.status_code == 200, response.text
+            got.update({r["event_id"]: r for r in response.json()["results"] if r["kind"] == "outcome"})
+    assert len(reference) > 20
+    assert all(got[str(key)]["scored"] for key in reference["point_key"])
+    for metric in ("auc", "mrr", "ndcg@5", "ndcg@10", "f1@10", "hit@10"):
+        served = np.array([got[str(key)]["metrics"][metric] for key in reference["point_key"]])
+        np.testing.assert_array_equal(served, reference[metric].to_numpy(), err_msg=metric)  # per scoring point, to the bit
+        user_ids, means = per_user_means(reference["user_id"].to_numpy(), served)
+        assert [str(u) for u in user_ids] == doc["users"]
+        np.testing.assert_array_equal(means, np.array(doc["per_user"]["ppo"][metric]), err_msg=metric)  # evaluation.json's
+
+
+# ------------------------------------------------------------------------------------ events
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_a_retried_event_is_applied_once(fx, store_url):
+    policy = load_policy(fx.export)
+    cat = catalogue_from_dataset(fx.dataset)
+    batch = [_event("a", "u1", 1_000_000, "i3"), _event("b", "u1", 1_000_100, "i7"), _event("a", "u1", 1_000_100, "i9")]
+    with _client(_service(fx, store_url)) as client:
+        first = client.post("/v1/events", json={"events": batch}).json()
+        assert [r["status"] for r in first["results"]] == ["applied", "applied", "duplicate"]  # a repeat within the batch too
+        again = client.post("/v1/events", json={"events": batch[:2]}).json()  # the client retries: nothing changes
+        assert (again["applied"], again["duplicates"]) == (0, 2)
+        assert client.get("/v1/users/u1").json()["events"] == 2
+    blob, n_ids = open_store(store_url).user_info("u1")
+    expected = policy.new_state()
+    for e in batch[:2]:
+        row = cat.rows([e["item_id"]])[0]
+        expected = policy.update(expected, Event(e["ts"], "click", item_vector=cat.vectors[row], category=cat.categories[row]))
+    assert UserState.from_bytes(blob) == expected and n_ids == 2
+
+
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_an_event_older_than_the_users_last_refuses_the_batch_with_409_and_applies_nothing(fx, store_url):
+    with _client(_service(fx, store_url)) as client:
+        assert client.post("/v1/events", json={"events": [_event("a", "u1", 2_000_000)]}).status_code == 200
+        late = [_event("x", "u2", 1_000_000), _event("b", "u1", 2_000_000), _event("c", "u1", 1_999_999)]
+        response = client.post("/v1/events", json={"events": late})
+        assert response.status_code == 409
+        body = response.json()
+        assert body["error"] == "out_of_order"
+        assert "1999999" in body["message"] and "2000000" in body["message"] and "'c'" in body["message"]
+        assert body["detail"] == {"index": 2, "event_id": "c", "user_id": "u1", "ts": 1_999_999, "last_event_ts": 2_000_000}
+        assert client.get("/v1/users/u1").json()["events"] == 1  # nothing of the batch was applied, not even u2's
+        assert client.get("/v1/users/u2").status_code == 404
+        # equal times are in order; the batch without the late event goes through
+        assert client.post("/v1/events", json={"events": late[:2]}).json()["applied"] == 2
+        metrics = client.get("/metrics").text
+        assert 'interestgym_events_refused_total{reason="out_of_order"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_two_workers_on_one_store_serialise_updates_of_one_user(fx, store_url):
+    """Two services (as two worker processes would) hammer the same user: no update is lost."""
+    services = [_service(fx, store_url), _service(fx, store_url)]
+    n = 30
+
+    def send(k: int) -> None:
+        with _client(services[k]) as client:
+            for i in range(n):
+                r = client.post("/v1/events", json={"events": [_event(f"w{k}-{i}", "hot", 1_000_000, f"i{(i * 7 + k) % 90}")]})
+                assert r.status_code == 200, r.text
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    blob, n_ids = open_store(store_url).user_info("hot")
+    state = UserState.from_bytes(blob)
+    assert state.counter("n_events") == 2 * n == n_ids
+
+
+# ------------------------------------------------------------------------------------ catalogue
+def test_items_that_do_not_meet_the_exports_expectations_are_refused_naming_the_cause(fx, tmp_path):
+    policy = load_policy(fx.export)
+    base = catalogue_from_dataset(fx.dataset)
+
+    def variant(name: str, **change) -> Path:
+        meta = json.loads(json.dumps(base.meta))
+        for key, value in change.pop("meta", {}).items():
+            meta[key] = {**meta[key], **value}
+        cat = Catalogue(list(base.item_ids), change.get("vectors", base.vectors), base.popularity,
+                        change.get("categories", list(base.categories)), meta, name)
+        return cat.save(tmp_path / name)
+
+    cases = {
+        "other-encoder": (variant("other-encoder", meta={"encoder": {"fingerprint": "f" * 64}}), "encoder fingerprint ffffffffffffffff"),
+        "raw-counts": (variant("raw-counts", meta={"popularity": {"definition": "raw positive counts"}}), "popularity defined as 'raw positive counts'"),
+        "other-genres": (variant("other-genres", categories=["Drama"] * 45 + ["c1"] * 45), "'Drama': 45 items"),
+    }
+    for name, (folder, cause) in cases.items():
+        with pytest.raises(CatalogueMismatchError) as info:
+            _service(fx, "memory://", items=str(folder))
+        assert cause in str(info.value), name
+        assert str(folder) in str(info.value)
+    # a catalogue folder that matches loads, and records how its columns were computed
+    ok = load_catalogue(variant("same", meta={}))
+    assert ok.meta["popularity"]["definition"] == policy.manifest["scoring"]["popularity"]["definition"]
+    assert ok.meta["categories"]["list"] == policy.categories
+
+
+def test_ranking_uses_the_catalogues_popularity_not_the_exports_table(fx, tmp_path):
+    """The silent mismatch of an export served on another catalogue whose ids overlap: the service
+    ranks with the catalogue's popularity, whatever the export's table says for the same ids."""
+    policy = load_policy(fx.export)
+    base = catalogue_from_dataset(fx.dataset)
+    other_pop = base.popularity[::-1].copy()  # same ids, another release's popularity
+    other = Catalogue(list(base.item_ids), base.vectors, other_pop, list(base.categories), base.meta, "other-release")
+    folder = other.save(tmp_path / "other")
+    cands = [f"i{k}" for k in range(0, 90, 3)]
+    rows = base.rows(cands)
+    with _client(_service(fx, "memory://", items=str(folder))) as client:
+        client.post("/v1/events", json={"events": [_event("a", "u", 1_000_000, "i4"), _event("b", "u", 1_000_050, "i8")]})
+        ranked = client.post("/v1/rank", json={"user_id": "u", "candidates": cands, "hour": 9}).json()["ranking"]
+        state = UserState.from_bytes(client.app.state.service.store.user_info("u")[0])
+    got = {r["item_id"]: r["score"] for r in ranked}
+    cats = [base.categories[j] for j in rows]
+    right = policy.score(state, base.vectors[rows], popularity=other_pop[rows], candidate_categories=cats, hour=9)
+    wrong = policy.score(state, base.vectors[rows], candidate_ids=cands, candidate_categories=cats, hour=9)  # the export's table
+    assert [got[c] for c in cands] == right.tolist()
+    assert not np.allclose(right, wrong)
+
+
+# ------------------------------------------------------------------------------------ policy swap
+def _copy_export(fx, dest: Path, edit=None) -> Path:
+    """A copy of the export (a "newer" one: its manifest says so), optionally with the manifest edited."""
+    shutil.copytree(fx.export, dest)
+    manifest = read_manifest(dest)
+    manifest["created"] = "2099-01-01T00:00:00Z"
+    if edit:
+        edit(manifest)
+    body = {k: v for k, v in manifest.items() if k not in ("files", "manifest_sha256")}
+    (dest / "manifest.json").unlink()
+    write_manifest(dest, seal_manifest(dest, body))
+    return dest
+
+
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_a_policy_swap_is_atomic_for_every_worker_and_refuses_another_feature_table(fx, store_url, tmp_path):
+    newer = _copy_export(fx, tmp_path / "newer")
+    other_features = _copy_export(fx, tmp_path / "other-features",
+                                  lambda m: m["observation"]["features"][0].update(definition="something else"))
+    first, second = _service(fx, store_url), _service(fx, store_url)
+    with _client(first) as a, _client(second) as b:
+        before = a.get("/v1/admin/policy").json()
+        response = a.post("/v1/admin/policy", json={"path": str(newer)})
+        assert response.status_code == 200, response.text
+        assert response.json()["active"]["generation"] == before["generation"] + 1
+        # the other worker follows the store before applying anything
+        assert b.post("/v1/events", json={"events": [_event("a", "u", 1_000_000)]}).json()["policy"] == response.json()["active"]["manifest_sha256"][:16]
+        assert second.policy.directory == newer
+        refused = a.post("/v1/admin/policy", json={"path": str(other_features)})
+        assert refused.status_code == 409 and refused.json()["error"] == "policy_mismatch"
+        assert "feature table" in refused.json()["message"]
+        assert a.get("/v1/admin/policy").json()["path"] == str(newer)
+        missing = a.post("/v1/admin/policy", json={"path": str(tmp_path / "nowhere")})
+        assert missing.status_code == 422 and "nowhere" in missing.json()["message"]
+        assert 'interestgym_policy_swaps_total{result="refused"} 2.0' in a.get("/metrics").text
+    # a store whose states were written under another contract refuses to start with this export
+    with pytest.raises(PolicyMismatchError, match="feature table"):
+        InterestService.open(ServeConfig(export=str(other_features), store=store_url, items=str(fx.dataset)))
+
+
+def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path):
+    other = _copy_export(fx, tmp_path / "other-encoder", lambda m: m["encoder"].update(fingerprint="e" * 64))
+    with _client(_service(fx, "memory://")) as client:
+        response = client.post("/v1/admin/policy", json={"path": str(other)})
+    assert response.status_code == 409 and response.json()["error"] == "catalogue_mismatch"
+    assert "encoder fingerprint" in response.json()["message"]
+
+
+def test_admin_endpoints_need_the_token_when_one_is_set(fx):
+    with _client(_service(fx, "memory://", admin_token="s3cret")) as client:
+        assert client.get("/v1/admin/policy").status_code == 403
+        assert client.get("/v1/admin/policy", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+# ------------------------------------------------------------------------------------ API
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_items_added_through_the_api_are_ranked_and_seen_by_every_worker(fx, store_url):
+    rng = np.random.default_rng(0)
+    vec = rng.standard_normal(16)
+    vec /= np.linalg.norm(vec)
+    base = catalogue_from_dataset(fx.dataset)
+    popular = base.item_ids[int(np.argmax(base.popularity))]
+    first, second = _service(fx, store_url), _service(fx, store_url)
+    with _client(first) as a, _client(second) as b:
+        response = a.put("/v1/items", json={"items": [{"item_id": "new-1", "vector": vec.tolist(), "category": "c2"},
+                                                      {"item_id": popular, "vector": vec.tolist(), "category": "c2"}]})
+        assert response.json() == {"added": 1, "replaced": 1, "n_items": 91}
+        b.post("/v1/events", json={"events": [_event("a", "u", 1_000_000, "i5")]})
+        ranked = b.post("/v1/rank", json={"user_id": "u", "candidates": ["new-1", popular, "nope"]}).json()
+        # the other worker knows both; same vector and category, so only the popularity term differs:
+        # the replaced item keeps its popularity, the new one has 0
+        assert [r["item_id"] for r in ranked["ranking"]] == [popular, "new-1"]
+        assert ranked["unknown_items"] == ["nope"] and ranked["known_user"] is True
+        bad = a.put("/v1/items", json={"items": [{"item_id": "x", "vector": [1.0] * 16, "category": "c2"}]})
+        assert bad.status_code == 422 and "L2 norm 4" in bad.json()["message"]
+        wrong_dim = a.put("/v1/items", json={"items": [{"item_id": "x", "vector": [1.0, 0.0], "category": "c2"}]})
+        assert wrong_dim.status_code == 422 and "expected 16" in wrong_dim.json()["message"]
+        unknown_cat = a.put("/v1/items", json={"items": [{"item_id": "x", "vector": vec.tolist(), "category": "Drama"}]})
+        assert unknown_cat.status_code == 422 and "'Drama'" in unknown_cat.json()["message"]
+        text = a.put("/v1/items", json={"items": [{"item_id": "x", "text": "a film", "category": "c2"}]})
+        assert text.status_code == 422 and "'random'" in text.json()["message"]  # the fixture's encoder cannot run here
+
+
+def test_requests_are_validated_with_clear_json_errors_and_no_traceback(fx):
+    service = _service(fx, "memory://")
+    with _client(service) as client:
+        r = client.post("/v1/events", json={"events": [{"event_id": "a", "user_id": "u", "ts": "soon", "action": "click"}]})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request" and "events.0.event.ts" in r.json()["message"]
+        r = client.post("/v1/events", json={"events": [_event("a", "u", 1, action="teleport")]})
+        assert r.status_code == 422 and "'teleport'" in r.json()["message"] and "click" in r.json()["message"]
+        r = client.post("/v1/events", json={"events": [{"kind": "outcome", "event_id": "o", "user_id": "u", "candidates": ["i1"], "clicked": ["i2"]}]})
+        assert r.status_code == 422 and "not among the candidates" in r.json()["message"]
+        assert client.post("/v1/events", json={"events": []}).status_code == 422
+        assert client.get("/v1/users/ghost").json()["error"] == "not_found"
+        assert client.delete("/v1/users/ghost").status_code == 404
+
+        def boom(*a, **k):
+            raise RuntimeError("secret internals")
+
+        service.rank = boom
+        r = client.post("/v1/rank", json={"user_id": "u", "candidates": ["i1"]})
+        assert r.status_code == 500 and r.json() == {"error": "internal_error", "message": "internal error; the server's log has the details",
+                                                     "detail": None}
+        assert "secret" not in r.text and "Traceback" not in r.text
+        assert client.get("/docs").status_code == 200 and "/v1/events" in client.get("/openapi.json").text
+
+
+def test_user_summary_forget_health_and_metrics(fx):
+    with _client(_service(fx, "memory://")) as client:
+        client.post("/v1/events", json={"events": [_event("a", "u", 1_000_000, "i3"), _event("b", "u", 1_000_010, "i4", action="impression"),
+                                                   _event("c", "u", 1_000_020, "unknown-item")]})
+        user = client.get("/v1/users/u", params={"top": 3}).json()
+        assert (user["events"], user["decisions"], user["applied_event_ids"]) == (3, 1, 3)
+        assert user["categories"] == [{"category": "c3", "decisions": 1}]
+        assert user["profiles"]["long_term"]["nearest_items"][0]["item_id"] == "i3"  # L moved toward i3 only
+        assert set(user["last_strengths"]) == {"long_strength", "short_strength", "short_weight", "popularity_weight"}
+        health = client.get("/healthz").json()
+        assert health["status"] == "ok" and health["catalogue"]["popularity"]["definition"].startswith("log1p")
+        text = client.get("/metrics").text
+        for line in ('interestgym_events_total{kind="event",result="applied"} 3.0', "interestgym_decisions_total 1.0",
+                     "interestgym_events_unknown_item_total 1.0", 'interestgym_http_requests_total{method="POST",route="/v1/events",status="200"} 1.0',
+                     'interestgym_http_request_seconds_bucket{le="0.5",method="GET",route="/v1/users/{user_id:path}"}',
+                     "interestgym_store_seconds_count", "interestgym_catalogue_items 90.0"):
+            assert line in text, line
+        assert client.delete("/v1/users/u").status_code == 204
+        assert client.get("/v1/users/u").status_code == 404
+
+
+def test_serve_command_refuses_mismatched_items_in_one_line(fx, tmp_path, capsys):
+    from interestgym.cli import main
+
+    base = catalogue_from_dataset(fx.dataset)
+    meta = {**base.meta, "encoder": {**base.meta["encoder"], "dim": 8}}
+    folder = Catalogue(base.item_ids, base.vectors[:, :8] / np.linalg.norm(base.vectors[:, :8], axis=1, keepdims=True),
+                       base.popularity, base.categories, meta, "x").save(tmp_path / "dim8")
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(fx.export), "--store", "memory://", "--items", str(folder)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "dimension 8" in err and "dimension 16" in err
+
+
+# ------------------------------------------------------------------------------------ kill -9
+# A real `interestgym serve` process under a bounded loopback load, killed with SIGKILL and restarted
+# (a smaller run of `benchmarks/serve.py`'s crash check).
+def _streams(dataset, users: int, per_user: int) -> dict[str, list[dict]]:
+    """The first ``per_user`` events of ``users`` users of the dataset, in time order, as request items."""
+    events = dataset.events
+    out: dict[str, list[dict]] = {}
+    for row, e in enumerate(events.itertuples(index=False)):
+        user = str(e.user_id)
+        if user not in out and len(out) == users:
+            continue
+        mine = out.setdefault(user, [])
+        if len(mine) < per_user:
+            mine.append({"event_id": f"r{row}", "user_id": user, "ts": int(e.ts), "action": str(e.action), "item_id": str(e.item_id),
+                         "value": float(e.value), "hour": int(e.hour), "weekday": int(e.weekday)})
+    return out
+
+
+def expected_states(policy, catalogue, streams) -> dict[str, UserState]:
+    """Each user's state after its events, computed by the runtime in-process, once each."""
+    out = {}
+    for user, events in streams.items():
+        state = policy.new_state()
+        for e in events:
+            row = catalogue.rows([e["item_id"]])[0]
+            state = policy.update(state, Event(e["ts"], e["action"], item_vector=catalogue.vectors[row] if row >= 0 else None,
+                                               value=e["value"], category=catalogue.categories[row] if row >= 0 else "",
+                                               hour=e["hour"], weekday=e["weekday"]))
+        out[user] = state
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_kill_9_during_load_then_restart_loses_no_acknowledged_event_and_applies_none_twice(fx, catalogue_dir, kind, tmp_path, request):
+    from interestgym.data.dataset import Dataset
+
+    store = f"sqlite:///{tmp_path / 'serve.db'}" if kind == "sqlite" else request.getfixturevalue("redis_server") + "?prefix=kill:"
+    streams = _streams(Dataset.open(fx.dataset), users=12, per_user=25)
+    total = sum(map(len, streams.values()))
+    server = ServerProcess(fx.export, store, args=["--items", str(catalogue_dir)], log=tmp_path / "server.log").start()
+    kill_at = threading.Event()
+    try:
+        def killer() -> None:
+            kill_at.wait()
+            server.kill9()  # mid-load: requests in flight are lost with the process
+            server.start()
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        result = send_streams(server.url, streams, clients=3, deadline_s=120,
+                              on_ack=lambda n: kill_at.set() if n >= total // 3 else None)
+        thread.join()
+    finally:
+        server.stop()
+    assert not result.errors, result.errors[:3]
+    assert result.acked == total  # every event was eventually acknowledged (applied, or duplicate of an applied one)
+    assert result.failed_attempts > 0  # the kill did hit requests
+    policy = load_policy(fx.export)
+    expected = expected_states(policy, catalogue_from_dataset(fx.dataset), streams)
+    reopened = open_store(store)
+    for user, events in streams.items():
+        blob, n_ids = reopened.user_info(user)
+        state = UserState.from_bytes(blob)
+        assert state.counter("n_events") == len(events) == n_ids, user  # none lost, none twice
+        assert state == expected[user], user  # and the very state of applying each event once, in order
+
+
+def test_several_worker_processes_share_the_store_the_policy_swap_and_the_metrics(fx, catalogue_dir, tmp_path):
+    import httpx
+
+    newer = _copy_export(fx, tmp_path / "newer")
+    server = ServerProcess(fx.export, f"sqlite:///{tmp_path / 'serve.db'}", args=["--items", str(catalogue_dir), "--workers", "2"],
+                           log=tmp_path / "server.log").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            swapped = http.post("/v1/admin/policy", json={"path": str(newer)}).json()["active"]["manifest_sha256"][:16]
+            # whichever worker answers, it applies with the swapped policy
+            for i in range(12):
+                body = http.post("/v1/events", json={"events": [_event(f"e{i}", "u", 1_000_000 + i)]}).json()
+                assert body["policy"] == swapped and body["applied"] == 1
+            assert http.get("/v1/users/u").json()["events"] == 12
+            metrics = http.get("/metrics").text  # the workers' counters, summed
+            assert 'interestgym_http_requests_total{method="POST",route="/v1/events",status="200"} 12.0' in metrics
+    finally:
+        server.stop()
+
+
+def test_items_given_as_text_are_encoded_with_the_catalogues_encoder(fx, tmp_path):
+    from interestgym.encoders.registry import build_encoder
+
+    encoder = build_encoder("hashing", dim=16)
+    described = {"name": "hashing", "kind": "hashing", "embeddings": "hashing", "dim": 16, "fingerprint": encoder.fingerprint}
+    export = _copy_export(fx, tmp_path / "hashing-export", lambda m: m["encoder"].update(described))
+    base = catalogue_from_dataset(fx.dataset)
+    folder = Catalogue(base.item_ids, encoder.encode([f"item {i}" for i in range(len(base))], progress=False), base.popularity,
+                       base.categories, {**base.meta, "encoder": described}, "hashed").save(tmp_path / "hashed")
+    service = InterestService.open(ServeConfig(export=str(export), store="memory://", items=str(folder)))
+    with _client(service) as client:
+        response = client.put("/v1/items", json={"items": [{"item_id": "new", "text": "a brand new item", "category": "c1"}]})
+        assert response.status_code == 200, response.text
+    row = service.catalogue.rows(["new"])[0]
+    np.testing.assert_array_equal(service.catalogue.vectors[row], encoder.encode(["a brand new item"], progress=False)[0])
