@@ -155,6 +155,7 @@ def evaluate_run(
     baselines: str = "all",
     reference: str = "best",
     progress: bool | None = None,
+    sequence_runs: tuple[str | Path, ...] = (),
 ) -> str:
     """Evaluate a run (its policy and every baseline) or a dataset (baselines only); returns the
     printed text and writes ``evaluation.json`` + ``evaluation.md`` into ``out`` (default: the run)."""
@@ -242,6 +243,11 @@ def evaluate_run(
     for n in names:
         pol = make_baseline(n, **tuned[n]["params"])
         policies.append((pol, "baseline", tuned[n]["params"], tuned[n]["valid_score"]))
+    for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
+        from interestgym.agents.sequence.scoring import load_tracker
+
+        tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
+        policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
 
     truth = dataset.truth
     centroids = item_topic = None
@@ -261,7 +267,8 @@ def evaluate_run(
     users_ref: np.ndarray | None = None
     protocol = test.describe()
     for pol, kind, params, vscore in policies:
-        res = evaluate_policy(test, pol, metric=metric, record_features=False, progress=progress)
+        res = (pol.score(test, metric=metric) if kind == "sequence" else
+               evaluate_policy(test, pol, metric=metric, record_features=False, progress=progress))
         for target, mask in (("repeat", res.points["repeat"].to_numpy()), ("new", ~res.points["repeat"].to_numpy())):
             sub_users, sub_means = per_user_means(res.points["user_id"].to_numpy()[mask], res.points[metric].to_numpy()[mask])
             by_target_results[target].append(PolicyScores(name=pol.name, kind=kind, users=sub_users, per_user={metric: sub_means},
@@ -269,7 +276,7 @@ def evaluate_run(
         users, _ = per_user_means(res.points["user_id"].to_numpy(), res.points[metric].to_numpy())
         per_user = {m: per_user_means(res.points["user_id"].to_numpy(), res.points[m].to_numpy())[1] for m in res.metrics}
         extra: dict[str, np.ndarray] = {}
-        if truth is not None and centroids is not None:
+        if truth is not None and centroids is not None and kind != "sequence":  # a tracker has no profile
             err = tracking_errors(test, pol, truth, centroids)
             extra["tracking_error"] = per_user_means(test.user_ids[test.decision_user], err)[1]
             # tracking users are every user with a decision: align with the scored users

@@ -1,0 +1,172 @@
+"""Training a tracker on a fixture dataset: the run folder, TensorBoard scalars, save / load round trip,
+resume, refusal of damaged or mismatched artifacts, and the comparison table beside `evaluate`'s."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_synthetic
+from env_fixtures import make_dataset
+from interestgym.agents.sequence.config import SequenceConfig
+from interestgym.agents.sequence.folder import CHECKPOINT_DIR, CONFIG_FILE
+from interestgym.agents.sequence.scoring import load_tracker, score_replay
+from interestgym.agents.sequence.train import train_sequence
+from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
+
+from interestgym.errors import ArtifactError, InterestGymError
+
+
+def _config(data: Path, run: Path, **kw) -> SequenceConfig:
+    base = {"dataset": str(data), "run_dir": str(run), "window": 8, "hidden": 16, "max_epochs": 2, "batch_size": 16,
+            "n_negatives": 15, "progress_bar": False}
+    return SequenceConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seqtrain")
+    data = make_dataset(root / "ds", n_users=24, n_items=40, dim=8)
+    run = root / "sasrec"
+    summary = train_sequence(_config(data, run, model="sasrec"), log=lambda _: None)
+    return data, run, summary
+
+
+def test_training_writes_the_run_folder_without_pickles(trained):
+    _, run, summary = trained
+    assert summary["epochs"] == 2 and summary["best_epoch"] in (1, 2)
+    for rel in (CONFIG_FILE, "best/model.pt", "best/info.json", "final/model.pt", "final/info.json",
+                f"{CHECKPOINT_DIR}/model.pt", f"{CHECKPOINT_DIR}/optimizer.pt", f"{CHECKPOINT_DIR}/state.json"):
+        assert (run / rel).is_file(), rel
+    doc = json.loads((run / CONFIG_FILE).read_text())
+    assert doc["spec"]["model"] == "sasrec" and doc["dataset"]["embeddings"] == "rand" and doc["summary"]["epochs"] == 2
+    import torch
+
+    state = torch.load(run / "best" / "model.pt", weights_only=True)  # plain tensors: loads with weights_only
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.pickle"))
+
+
+def test_tensorboard_has_one_point_per_epoch_under_the_documented_tags(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run, _ = trained
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {"losses/train", "eval/ndcg@10", "eval/best_ndcg@10", "charts/epoch_seconds", "charts/targets_per_second",
+                "charts/learning_rate"}
+    assert expected <= tags
+    assert [e.step for e in acc.Scalars("eval/ndcg@10")] == [1, 2]
+
+
+def test_save_load_round_trip_scores_exactly_as_the_trained_model(trained):
+    data, run, _ = trained
+    tracker = load_tracker(run, "best")
+    test = load_replay_data(data, None, ProtocolSpec(split="test", n_negatives=15))
+    res = tracker.score(test, keep_scores=True)
+    again = load_tracker(run, "best").score(test, keep_scores=True)
+    np.testing.assert_array_equal(res.scores, again.scores)
+    info = json.loads((run / "best" / "info.json").read_text())
+    valid = load_replay_data(data, None, ProtocolSpec(split="valid", n_negatives=15))
+    # the saved best validation score is the loaded model's score on validation users
+    assert tracker.score(valid).per_user()["ndcg@10"].mean() == pytest.approx(info["valid_score"], abs=1e-12)
+    assert tracker.kind == "sequence" and tracker.name == "sasrec"
+
+
+def test_a_damaged_or_mismatched_artifact_is_refused(trained, tmp_path):
+    _, run, _ = trained
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    with open(copy / "best" / "model.pt", "ab") as fh:
+        fh.write(b"junk")
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_tracker(copy, "best")
+    other = make_dataset(tmp_path / "other", n_users=24, n_items=40, dim=8, seed=5)
+    test = load_replay_data(other, None, ProtocolSpec(split="test", n_negatives=15))
+    with pytest.raises(ArtifactError, match="embeddings"):
+        load_tracker(run, "final").score(test)
+    (copy / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        load_tracker(copy)
+
+
+def test_resume_continues_from_the_checkpoint_and_a_second_start_is_refused(trained, tmp_path):
+    data, run, _ = trained
+    import shutil
+
+    copy = tmp_path / "resume"
+    shutil.copytree(run, copy)
+    with pytest.raises(InterestGymError, match="already holds a tracker run"):
+        train_sequence(_config(data, copy), log=lambda _: None)
+    summary = train_sequence(_config(data, copy, max_epochs=3), resume=True, log=lambda _: None)
+    assert summary["epochs"] == 3
+    state = json.loads((copy / CHECKPOINT_DIR / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+
+
+def test_gru_on_logged_impressions_trains_and_scores_every_point(tmp_path):
+    data = tiny_synthetic(tmp_path / "tiny")
+    run = tmp_path / "gru"
+    train_sequence(_config(data, run, model="gru", max_epochs=1, item_ids="auto"), log=lambda _: None)
+    tracker = load_tracker(run)
+    test = load_replay_data(data, None, ProtocolSpec(split="test"))
+    assert test.protocol == "impressions"
+    res = tracker.score(test)
+    assert len(res.points) == test.n_points and np.isfinite(res.points["ndcg@10"]).all()
+
+
+def test_compare_adds_tracker_rows_to_an_evaluation_with_paired_differences(trained, tmp_path):
+    from interestgym.agents.rules import make_baseline
+    from interestgym.agents.sequence.compare import compare
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.evaluation.stats import per_user_means
+    from interestgym.evaluation.tables import PolicyScores, summarise
+
+    data, run, _ = trained
+    test = load_replay_data(data, None, ProtocolSpec(split="test", n_negatives=15))
+    res = evaluate_policy(test, make_baseline("popularity"), record_features=False, progress=False)
+    uid = res.points["user_id"].to_numpy()
+    users, _ = per_user_means(uid, res.points["ndcg@10"].to_numpy())
+    per_user = {m: per_user_means(uid, res.points[m].to_numpy())[1] for m in res.metrics}
+    row = PolicyScores(name="popularity", kind="baseline", users=users, per_user=per_user, n_points=len(res.points))
+    summary = summarise([row], list(res.metrics), reference="popularity", n_boot=100)
+    doc = {"header": {"selection_metric": "ndcg@10", "data": str(data), "split": "test"}, "protocol": test.describe(),
+           "summary": summary, "users": [str(u) for u in users],
+           "per_user": {"popularity": {m: v.tolist() for m, v in per_user.items()}}}
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(doc))
+    text, out = compare(path, [run], n_boot=100)
+    assert "| sasrec | sequence |" in text
+    mine = score_replay(test, _bound(run, test), name="sasrec")
+    assert out["policies"]["sasrec"]["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean())
+    assert "ndcg@10" in out["policies"]["sasrec"]["diff_vs_reference"]
+
+
+def _bound(run, data):
+    tracker = load_tracker(run)
+    tracker.bind(data)
+    return tracker.model
+
+
+def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
+    """`interestgym evaluate DATASET --sequence RUN`: the tracker on the same users and scoring points
+    as the rules, its per-user numbers those of scoring the replay data directly."""
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run, _ = trained
+    evaluate_run(data, out=tmp_path / "ev", baselines="popularity,ema", n_boot=50, progress=False, sequence_runs=(run,))
+    doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    entry = doc["summary"]["policies"]["sasrec"]
+    assert entry["kind"] == "sequence" and "ndcg@10" in entry["diff_vs_reference"]
+    test = load_replay_data(data, None, ProtocolSpec(split="test"))
+    mine = score_replay(test, _bound(run, test), name="sasrec")
+    assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean(), abs=1e-12)
