@@ -13,6 +13,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -271,6 +272,33 @@ class Dataset:
     @cached_property
     def users(self) -> pd.DataFrame:
         return self._read("users.parquet")
+
+    def read_events(self, columns: list[str] | None = None, users: Iterable[str] | None = None) -> pd.DataFrame:
+        """Only ``columns`` of the events (all when None) of only ``users`` (all when None), read with
+        Parquet column projection and a pyarrow filter: what a stage needs, not the whole log. Rows keep
+        the file's order (user, time, source order)."""
+        import pyarrow.parquet as pq
+
+        path = self.path / "events.parquet"
+        filters = None if users is None else [("user_id", "in", sorted({str(u) for u in users}))]
+        try:
+            table = pq.read_table(path, columns=columns, filters=filters)
+        except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file or a bad column)
+            raise ArtifactError(f"{path}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
+        return table.to_pandas()
+
+    def scan_events(self, columns: list[str] | None = None, batch_size: int = 1 << 18) -> Iterator[pd.DataFrame]:
+        """The events in batches of ``batch_size`` rows (``columns`` only), in file order: a pass over a log
+        larger than memory (counts, popularity) holds one batch at a time."""
+        import pyarrow.parquet as pq
+
+        path = self.path / "events.parquet"
+        try:
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+                yield batch.to_pandas()
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
 
     @cached_property
     def impressions(self) -> pd.DataFrame | None:

@@ -124,6 +124,10 @@ class EventsOptions:
     item_text: str | None = None
     #: Context columns to keep in events; None: every column that is not an event or item field.
     context: list[str] | None = None
+    #: ``auto``: the columnar reader (:mod:`interestgym.data.fast_events`) where it applies, else the
+    #: line reader; ``lines``: the line reader only; ``columnar``: columnar even for a small file.
+    #: Both give identical datasets and rejects.
+    reader: str = "auto"
 
 
 # -------------------------------------------------------------------------------------------- items
@@ -302,6 +306,74 @@ def _parse_value(row: dict[str, Any]) -> tuple[float, str | None]:
     return value, None
 
 
+class _RowChecker:
+    """The checks of one event row, in order, and what a valid row adds (the ``prepare events`` row loop).
+
+    The line reader calls :meth:`check` for every row; the columnar reader
+    (:mod:`interestgym.data.fast_events`) does the same checks on whole columns and calls it only for the
+    rows of the chunks it hands back to the line reader, so both share this state.
+    """
+
+    def __init__(self, opts: EventsOptions, times: TimeParser, name: str, log: RejectLog,
+                 catalogue: dict[str, list[str]] | None, known_items: set[str], built: _ItemsFromEvents,
+                 items_table: Table | None) -> None:
+        self.opts, self.times, self.name, self.log = opts, times, name, log
+        self.catalogue, self.known_items, self.built, self.items_table = catalogue, known_items, built, items_table
+        self.context_filter = None if opts.context is None else {c for c in opts.context if c}
+        self.not_context = set(EVENT_FIELDS) | set(ITEM_FIELDS)
+        self.accepted = accepted_actions(opts.actions)
+        self.events: Any = EventTable()
+        self.stats = log.stats(name)
+        self.seen_keys: set[str] = set()
+
+    def check(self, lineno: int, raw: str, row: dict[str, Any]) -> None:
+        """Keep the row or reject it with the first failing check's reason."""
+        log, name = self.log, self.name
+        self.seen_keys.update(row)
+        user, item = cell_text(row.get("user_id")), cell_text(row.get("item_id"))
+        ts, reason = None, None
+        if not user:
+            reason = "missing user_id: expected a user id"
+        elif not item:
+            reason = "missing item_id: expected an item id"
+        else:
+            reason = id_reason(user, "user_id") or id_reason(item, "item_id")
+            if reason is None:
+                ts, reason = self.times.parse(row.get("ts"))
+        if reason is None:
+            reason, action = self.action_of(row.get("action"))
+        if reason is None:
+            value, reason = _parse_value(row)
+        if reason is None:
+            if self.catalogue is not None:
+                if item not in self.known_items:
+                    reason = f"unknown item: {item!r} is not in the items file {self.items_table.source.name}"  # type: ignore[union-attr]
+            else:
+                reason = self.built.add(item, row, lineno)
+        if reason is not None:
+            log.reject(name, lineno, reason, raw)
+            return
+        context = {k: cell_text(v) for k, v in row.items() if k not in self.not_context and (self.context_filter is None or k in self.context_filter)}
+        clash = [k for k in context if k in RESERVED]
+        if clash:  # only JSONL gets here: the other formats' columns were checked before reading
+            raise _reserved_clash("field", clash[0], f"{name} line {lineno}")
+        self.stats.kept += 1
+        self.events.add(user, ts, item, action, value, lineno, **context)  # type: ignore[arg-type]
+
+    def action_of(self, cell_value: Any) -> tuple[str | None, str | None]:
+        """(reject reason, canonical action) of an action cell."""
+        opts = self.opts
+        action_text = cell_text(cell_value)
+        if not action_text:
+            if opts.default_action is None:
+                return f"missing action: expected one of {self.accepted}", None
+            return None, opts.default_action
+        action = opts.actions.get(action_text, action_text)
+        if action not in ACTIONS:
+            return f"unknown action: {action_text!r}; expected one of {self.accepted} (map names with --actions NAME=ACTION)", None
+        return None, action
+
+
 def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None = None) -> ReaderOutput:
     """Read a generic event log (and optional items file) into the canonical tables.
 
@@ -309,6 +381,8 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     TSV), user_id, item_id, ts, action, value, item (known in the items file, or text for a new one).
     """
     opts = options or EventsOptions()
+    if opts.reader not in ("auto", "lines", "columnar"):
+        raise DataError(f"--reader {opts.reader!r}: expected auto, lines or columnar")
     if opts.item_text is not None:
         _template_fields(opts.item_text)
     times = TimeParser(opts.time_format)
@@ -327,51 +401,13 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         catalogue, known_items = read_items_file(items_table, log, opts.item_text)
     built = _ItemsFromEvents(opts.item_text)
 
-    context_filter = None if opts.context is None else {c for c in opts.context if c}
-    not_context = set(EVENT_FIELDS) | set(ITEM_FIELDS)
-    accepted = accepted_actions(opts.actions)
-    events = EventTable()
-    stats = log.stats(name)
-    seen_keys: set[str] = set()
-    for lineno, raw, row in table_rows(events_table, log):
-        seen_keys.update(row)
-        user, item = cell_text(row.get("user_id")), cell_text(row.get("item_id"))
-        ts, reason = None, None
-        if not user:
-            reason = "missing user_id: expected a user id"
-        elif not item:
-            reason = "missing item_id: expected an item id"
-        else:
-            reason = id_reason(user, "user_id") or id_reason(item, "item_id")
-            if reason is None:
-                ts, reason = times.parse(row.get("ts"))
-        if reason is None:
-            action_text = cell_text(row.get("action"))
-            if not action_text:
-                action = opts.default_action
-                if action is None:
-                    reason = f"missing action: expected one of {accepted}"
-            else:
-                action = opts.actions.get(action_text, action_text)
-                if action not in ACTIONS:
-                    reason = f"unknown action: {action_text!r}; expected one of {accepted} (map names with --actions NAME=ACTION)"
-        if reason is None:
-            value, reason = _parse_value(row)
-        if reason is None:
-            if catalogue is not None:
-                if item not in known_items:
-                    reason = f"unknown item: {item!r} is not in the items file {items_table.source.name}"  # type: ignore[union-attr]
-            else:
-                reason = built.add(item, row, lineno)
-        if reason is not None:
-            log.reject(name, lineno, reason, raw)
-            continue
-        context = {k: cell_text(v) for k, v in row.items() if k not in not_context and (context_filter is None or k in context_filter)}
-        clash = [k for k in context if k in RESERVED]
-        if clash:  # only JSONL gets here: the other formats' columns were checked before reading
-            raise _reserved_clash("field", clash[0], f"{name} line {lineno}")
-        stats.kept += 1
-        events.add(user, ts, item, action, value, lineno, **context)  # type: ignore[arg-type]
+    rows = _RowChecker(opts, times, name, log, catalogue, known_items, built, items_table)
+    from interestgym.data.fast_events import columnar_rows
+
+    if not (opts.reader != "lines" and columnar_rows(events_table, log, rows, force=opts.reader == "columnar")):
+        for lineno, raw, row in table_rows(events_table, log):
+            rows.check(lineno, raw, row)
+    events, stats, seen_keys = rows.events, rows.stats, rows.seen_keys
 
     if events_table.fmt == "jsonl" and seen_keys:
         _check_jsonl_fields(events_table, seen_keys, required)

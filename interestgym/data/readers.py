@@ -249,6 +249,26 @@ def line_digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+class SeenRecords:
+    """The records of a file read so far, for duplicate detection: 16-byte digests of their raw bytes.
+
+    :meth:`first_time` is asked once per non-blank, decodable record; the columnar reader
+    (:mod:`interestgym.data.fast_events`) passes its own, which knows the lines it has read itself.
+    """
+
+    def __init__(self) -> None:
+        self._digests: set[bytes] = set()
+
+    def first_time(self, lineno: int, raw: bytes, n_lines: int = 1) -> bool:
+        """True the first time a record with these bytes is seen (``lineno``: its first line; ``n_lines``:
+        how many lines it spans)."""
+        key = line_digest(raw)
+        if key in self._digests:
+            return False
+        self._digests.add(key)
+        return True
+
+
 def text_lines(
     source: Source,
     log: RejectLog,
@@ -256,6 +276,8 @@ def text_lines(
     encoding: str = "utf-8",
     skip_lines: int = 0,
     dedupe: bool = True,
+    lines: Iterator[tuple[int, bytes]] | None = None,
+    seen: SeenRecords | None = None,
 ) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for every line that is worth parsing, and account for the rest.
 
@@ -265,9 +287,9 @@ def text_lines(
     Every yielded line has been counted as read; the caller must then keep or reject it.
     """
     name = source.name
-    seen: set[bytes] = set()
+    seen = seen if seen is not None else SeenRecords()
     stats = log.stats(name)
-    for lineno, raw in raw_lines(source):
+    for lineno, raw in (lines if lines is not None else raw_lines(source)):
         if lineno <= skip_lines:
             continue
         stats.read += 1
@@ -279,12 +301,9 @@ def text_lines(
         except UnicodeDecodeError as exc:
             log.reject(name, lineno, utf8_reason(exc), raw.decode("utf-8", "replace"))
             continue
-        if dedupe:
-            key = line_digest(raw)
-            if key in seen:
-                log.duplicate(name, lineno, text)
-                continue
-            seen.add(key)
+        if dedupe and not seen.first_time(lineno, raw):
+            log.duplicate(name, lineno, text)
+            continue
         yield lineno, text
 
 
@@ -312,6 +331,9 @@ def delimited_records(
     quoted: bool,
     skip_lines: int = 0,
     encoding: str = "utf-8",
+    lines: Iterator[tuple[int, bytes]] | None = None,
+    seen: SeenRecords | None = None,
+    stop_before: int | None = None,
 ) -> Iterator[tuple[int, str, list[str]]]:
     """Yield ``(first_line_number, raw_text, fields)`` for each record of a delimited file.
 
@@ -320,27 +342,36 @@ def delimited_records(
     first line). Lines without a quote, the vast majority, are split directly, which keeps big files
     fast. Without ``quoted`` (TSV) every line is one record split on the delimiter. Bookkeeping is
     that of :func:`text_lines`; a malformed quoted record is rejected with the csv module's reason.
+
+    ``lines`` replaces the file's lines (``(line number, raw bytes)``, as :func:`raw_lines` gives them)
+    and ``seen`` the duplicate bookkeeping (the columnar reader hands chunks back this way); with
+    ``stop_before`` no record starts at or after that line (``lines`` then needs a ``next_lineno``
+    attribute: the number of the line it gives next), though a quoted one may run past it.
     """
     if not quoted:
-        for lineno, text in text_lines(source, log, encoding=encoding, skip_lines=skip_lines):
+        for lineno, text in text_lines(source, log, encoding=encoding, skip_lines=skip_lines, lines=lines, seen=seen):
+            if stop_before is not None and lineno >= stop_before:
+                raise AssertionError(f"{source.name}: line {lineno} read past the chunk end {stop_before}")
             yield lineno, text, text.split(delimiter)
         return
 
     name = source.name
     stats = log.stats(name)
-    seen: set[bytes] = set()
-    lines: deque[tuple[int, bytes]] = deque()
-    source_lines = raw_lines(source)
+    seen = seen if seen is not None else SeenRecords()
+    pending: deque[tuple[int, bytes]] = deque()
+    source_lines = lines if lines is not None else raw_lines(source)
 
-    def next_line() -> tuple[int, bytes] | None:
-        if lines:
-            return lines.popleft()
+    def next_line(record_start: bool = False) -> tuple[int, bytes] | None:
+        if pending:
+            return pending.popleft()
+        if record_start and stop_before is not None and source_lines.next_lineno >= stop_before:  # type: ignore[union-attr]
+            return None
         for lineno, raw in source_lines:
             if lineno > skip_lines:
                 return lineno, raw
         return None
 
-    while (item := next_line()) is not None:
+    while (item := next_line(record_start=True)) is not None:
         lineno, raw = item
         stats.read += 1
         if not raw.strip():
@@ -352,6 +383,7 @@ def delimited_records(
             log.reject(name, lineno, utf8_reason(exc), raw.decode("utf-8", "replace"))
             continue
         record_raw = raw
+        n_lines = 1
         if '"' not in text:
             fields = text.split(delimiter)
         else:
@@ -382,16 +414,15 @@ def delimited_records(
                     break
             if fields is None:
                 # Give the gathered lines back: they are rows of their own once this one is rejected.
-                lines.extendleft(reversed(taken))
+                pending.extendleft(reversed(taken))
                 log.reject(name, lineno, f"malformed CSV quoting: {error}; expected RFC-4180 quoted fields", text)
                 continue
             record_raw = joined.encode("utf-8")
             text = joined
-        key = line_digest(record_raw)
-        if key in seen:
+            n_lines = 1 + len(taken)
+        if not seen.first_time(lineno, record_raw, n_lines):
             log.duplicate(name, lineno, text)
             continue
-        seen.add(key)
         yield lineno, text, fields
 
 

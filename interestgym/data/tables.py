@@ -206,19 +206,31 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def table_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """Yield ``(line, raw, {name: cell})`` for every row worth validating; account for the others."""
+def wrong_field_count(table: Table, found: int) -> str:
+    """The reject reason of a CSV / TSV record with ``found`` fields."""
+    names = table.names
+    assert names is not None
+    sep = "comma" if table.fmt == "csv" else "tab"
+    listed = ", ".join(n_ or "-" for n_ in names)
+    return f"wrong field count: expected {len(names)} {sep}-separated fields ({listed}), found {found}"
+
+
+def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Yield ``(line, raw, {name: cell})`` for every row worth validating; account for the others.
+
+    ``chunk``: for CSV / TSV, :func:`~interestgym.data.readers.delimited_records`' ``lines``, ``seen`` and
+    ``stop_before`` (the columnar reader hands a chunk of lines back to this reader).
+    """
     src = table.source
     name = src.name
     if table.fmt in ("csv", "tsv"):
         names = table.names
         assert names is not None
         n = len(names)
-        sep = "comma" if table.fmt == "csv" else "tab"
-        listed = ", ".join(n_ or "-" for n_ in names)
-        for lineno, text, fields in delimited_records(src, log, delimiter=table.delimiter, quoted=table.fmt == "csv", skip_lines=table.skip):
+        for lineno, text, fields in delimited_records(src, log, delimiter=table.delimiter, quoted=table.fmt == "csv",
+                                                      skip_lines=table.skip, **chunk):
             if len(fields) != n:
-                log.reject(name, lineno, f"wrong field count: expected {n} {sep}-separated fields ({listed}), found {len(fields)}", text)
+                log.reject(name, lineno, wrong_field_count(table, len(fields)), text)
                 continue
             yield lineno, text, {k: cell(v) for k, v in zip(names, fields) if k}
     elif table.fmt == "jsonl":

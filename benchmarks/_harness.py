@@ -1,0 +1,62 @@
+"""What every benchmark here shares: pinned threads, the machine's load, interleaved timings.
+
+On a shared machine, other jobs slow whatever runs at the same time. A benchmark therefore (1) pins
+the thread pools (torch, BLAS, Arrow) so that the compared sides use the same cores, (2) prints the
+load average before and after, and (3) times the compared sides alternately, ``repeats`` rounds, and
+reports medians and the ratio of medians: load that comes and goes hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def pin_threads(n: int = 1) -> int:
+    """Pin torch, BLAS / OpenMP and Arrow to ``n`` threads (call before heavy imports); return ``n``."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    try:
+        import pyarrow as pa
+
+        pa.set_cpu_count(max(n, 1))
+        pa.set_io_thread_count(max(n, 1))
+    except ImportError:
+        pass
+    return n
+
+
+def load_line(label: str = "load average") -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{label}: {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} cores"
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], repeats: int = 3, *, clock: Callable[[], float] = time.perf_counter,
+                ) -> dict[str, list[float]]:
+    """Run every case once per round, ``repeats`` rounds, in turn; return each case's seconds."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t0 = clock()
+            fn()
+            times[name].append(clock() - t0)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio_line(name: str, seconds: list[float], reference: str, ref_seconds: list[float]) -> str:
+    r = median(seconds) / median(ref_seconds)
+    return (f"{name:<34} median {median(seconds):8.3f} s  ({', '.join(f'{s:.3f}' for s in seconds)})  "
+            f"= {r:6.2f}x {reference}")

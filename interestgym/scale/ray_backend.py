@@ -1,0 +1,234 @@
+"""The Ray backend (optional: ``pip install 'interestgym[ray]'``): evaluation and tuning sharded by
+user, encoding sharded by text, with results identical to the single process.
+
+:func:`connect` joins a cluster (``auto``: the one ``ray start`` runs on this machine; ``ADDRESS``:
+``ray://host:10001`` or ``host:6379``) or starts one on this machine (``local`` or ``local:N`` CPUs).
+The replay data are put in Ray's object store once per call and read by every worker without a copy
+(numpy arrays); each task replays one contiguous shard of users (:mod:`interestgym.scale.shards`),
+and the driver merges the shards in replay order before anything is averaged, so the numbers are
+the single process's to the bit.
+
+Drop-in functions, same signatures as the single-process ones plus ``backend``:
+
+* :func:`evaluate_policy` for :func:`interestgym.envs.vector.evaluate_policy`;
+* :func:`validation_scorer` for :func:`interestgym.agents.tuning.validation_scorer` (tuning: every
+  grid point of every shard in one task per shard);
+* :func:`sharded_encoder` wraps an encoder so that ``encode_dataset`` encodes on the cluster.
+
+:func:`scaled` bundles them for a command that gained ``--ray`` (:func:`ray_option`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from interestgym.errors import InterestGymError
+from interestgym.scale.shards import (
+    encode_chunk,
+    merge_evaluations,
+    text_shards,
+    user_shards,
+)
+
+INSTALL_HINT = "Ray is not installed: pip install 'interestgym[ray]' (or pip install ray)"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InterestGymError(f"--ray: {INSTALL_HINT}") from None
+    return ray
+
+
+@dataclass
+class RayBackend:
+    """A connection to a Ray cluster and how many shards a job is cut into."""
+
+    address: str
+    shards: int
+    #: torch threads in each task (the driver's by default): thread counts can change float results.
+    threads: int = 1
+
+    @property
+    def ray(self) -> Any:
+        return _ray()
+
+    def run(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
+        """``fn(*args)`` for every ``args`` of ``calls`` as Ray tasks; results in the order of ``calls``."""
+        ray = self.ray
+        task = ray.remote(num_cpus=1)(_with_threads)
+        return ray.get([task.remote(self.threads, fn, *args) for args in calls])
+
+    def put(self, value: Any) -> Any:
+        """``value`` in the object store, once per object (the replay data of many calls go once)."""
+        refs = self.__dict__.setdefault("_refs", {})
+        if id(value) not in refs:
+            refs[id(value)] = (value, self.ray.put(value))  # the value kept: its id stays its own
+        return refs[id(value)][1]
+
+
+def _with_threads(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    return fn(*args)
+
+
+def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
+    """Connect to (or start) a Ray cluster.
+
+    :param address: ``auto`` (a cluster running on this machine, as ``ray start --head`` leaves it),
+        ``local`` / ``local:N`` (start one here with N CPUs; default: all), or a cluster address.
+    :param shards: tasks per job (default: the cluster's CPUs).
+    """
+    ray = _ray()
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address.startswith("local"):
+            _, _, n = address.partition(":")
+            if n and not n.isdigit():
+                raise InterestGymError(f"--ray {address!r}: expected auto, local, local:N or a cluster address")
+            ray.init(num_cpus=int(n) if n else None, **kwargs)
+        else:
+            try:
+                ray.init(address=address, **kwargs)
+            except ConnectionError as exc:
+                raise InterestGymError(f"--ray {address}: no Ray cluster there ({exc}); start one with `ray start --head` "
+                                       "or use --ray local") from None
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = 1
+    return RayBackend(address=address, shards=max(1, shards or cpus), threads=threads)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+def _evaluate_shard(data: Any, policy: Any, users: list[str], kwargs: dict[str, Any]) -> Any:
+    from interestgym.envs.vector import evaluate_policy as evaluate
+
+    return evaluate(data, policy, users=users, **kwargs)
+
+
+def evaluate_policy(dataset: Any, policy: Any, *, backend: RayBackend, users: list[str] | None = None,
+                    embeddings: str | None = None, split: str | None = None, protocol: Any = None, **kwargs: Any) -> Any:
+    """:func:`interestgym.envs.vector.evaluate_policy` with the users cut into ``backend.shards`` shards."""
+    from interestgym.envs.replay_data import ProtocolSpec
+    from interestgym.envs.vector import _replay_data
+
+    default_split = "test" if protocol is None or isinstance(protocol, str) else None
+    data = _replay_data(dataset, embeddings, ProtocolSpec.resolve(protocol, split or default_split))
+    shards = user_shards(data, backend.shards, users)
+    if not shards:
+        from interestgym.envs.vector import evaluate_policy as evaluate
+
+        return evaluate(data, policy, users=users, **kwargs)
+    kwargs = {**kwargs, "progress": False}
+    ref = backend.put(data)
+    return merge_evaluations(backend.run(_evaluate_shard, [(ref, policy, shard, kwargs) for shard in shards]))
+
+
+# ---------------------------------------------------------------------------------------- tuning
+def _score_shard(data: Any, policies: list[Any], metric: str, users: list[str], max_rows: int) -> dict[str, np.ndarray]:
+    from interestgym.agents.tuning import replay_points
+
+    return replay_points(data, policies, metric, users, max_rows=max_rows)
+
+
+def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *, backend: RayBackend,
+                      max_rows: int = 1024) -> Callable[[list[Any]], list[float]]:
+    """:func:`interestgym.agents.tuning.validation_scorer` with each grid replayed shard by shard on Ray."""
+    from interestgym.agents.tuning import mean_over_users_many
+
+    shards = user_shards(data, backend.shards, users)
+    ref = backend.put(data)
+
+    def score(policies: list[Any]) -> list[float]:
+        if not policies:
+            return []
+        parts = backend.run(_score_shard, [(ref, list(policies), metric, shard, max_rows) for shard in shards])
+        return mean_over_users_many(data, len(policies), parts, metric)
+
+    return score
+
+
+# -------------------------------------------------------------------------------------- encoding
+def _encode_shard(encoder: Any, texts: list[str]) -> np.ndarray:
+    return encoder.encode(texts, progress=False)
+
+
+class _ShardedEncoder:
+    """An encoder whose ``encode`` runs on Ray in text shards cut at the encoder's own batching
+    (:func:`~interestgym.scale.shards.encode_chunk`); every other attribute is the encoder's."""
+
+    def __init__(self, encoder: Any, backend: RayBackend) -> None:
+        self._encoder = encoder
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def encode(self, inputs: Any, *, progress: bool | None = None) -> np.ndarray:
+        texts = list(inputs)
+        shards = text_shards(len(texts), self._backend.shards, encode_chunk(self._encoder))
+        if len(shards) <= 1:
+            return self._encoder.encode(texts, progress=progress)
+        ref = self._backend.put(self._encoder)
+        parts = self._backend.run(_encode_shard, [(ref, texts[a:b]) for a, b in shards])
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def sharded_encoder(encoder: Any, backend: RayBackend) -> Any:
+    """``encoder`` encoding on the cluster (fit it first if it needs fitting: the fitted state travels)."""
+    return _ShardedEncoder(encoder, backend)
+
+
+# ------------------------------------------------------------------------------------- commands
+@dataclass
+class Scaled:
+    """What a command swaps in when it runs with ``--ray``."""
+
+    backend: RayBackend | None
+
+    def evaluate_policy(self, *args: Any, **kwargs: Any) -> Any:
+        from interestgym.envs.vector import evaluate_policy as local
+
+        return local(*args, **kwargs) if self.backend is None else evaluate_policy(*args, backend=self.backend, **kwargs)
+
+    def validation_scorer(self, data: Any, metric: str, users: list[str] | None = None) -> Any:
+        from interestgym.agents.tuning import validation_scorer as local
+
+        return local(data, metric, users) if self.backend is None else validation_scorer(data, metric, users, backend=self.backend)
+
+    def encoder(self, encoder: Any) -> Any:
+        return encoder if self.backend is None else sharded_encoder(encoder, self.backend)
+
+
+def scaled(ray_address: str | None) -> Scaled:
+    """The single-process functions (``None``) or their Ray versions on the cluster at ``ray_address``."""
+    return Scaled(None if not ray_address else connect(ray_address))
+
+
+def ray_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--ray auto|local[:N]|ADDRESS`` click option (passed to the command as ``ray``)."""
+    import click
+
+    return click.option("--ray", "ray", default=None, metavar="auto|local[:N]|ADDRESS",
+                        help="Shard the work by user (evaluation, tuning) or text (encoding) over a Ray cluster: "
+                             "'auto' = the cluster `ray start` runs here, 'local[:N]' = start one here, or its address. "
+                             "Results are identical to one process. Needs pip install 'interestgym[ray]'.")(fn)
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
