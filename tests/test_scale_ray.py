@@ -87,3 +87,16 @@ def test_ray_encoding_is_identical(backend):
     sharded = ray_backend.sharded_encoder(encoder, backend)
     assert sharded.dim == encoder.dim and sharded.name == encoder.name
     np.testing.assert_array_equal(sharded.encode(texts), encoder.encode(texts))
+
+
+def test_evaluate_with_ray_writes_the_same_table(data, backend, tmp_path):
+    """`interestgym evaluate DATASET --ray ...`: the same evaluation.json numbers as one process."""
+    import json
+
+    from interestgym.evaluation.run import evaluate_run
+
+    dataset = data.dataset_path
+    evaluate_run(dataset, out=tmp_path / "one", baselines="static,context_rule", n_boot=50, progress=False)
+    evaluate_run(dataset, out=tmp_path / "ray", baselines="static,context_rule", n_boot=50, progress=False, ray="auto")
+    one, sharded = (json.loads((tmp_path / d / "evaluation.json").read_text()) for d in ("one", "ray"))
+    assert one["per_user"] == sharded["per_user"] and one["summary"]["policies"] == sharded["summary"]["policies"]

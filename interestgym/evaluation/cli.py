@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from interestgym.scale.ray_backend import ray_option
+
 
 @click.command("evaluate")
 @click.argument("run_or_dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -22,6 +24,7 @@ import click
 @click.option("--select-metric", default=None, help="Metric that picks the best tuned baseline on validation users (default: the run's reward, else ndcg@10).")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Transfer: evaluate the run's policy on this other prepared dataset (its own tuned rules are the reference; needs --out; refused when the encoder or the action table does not match).")
 @click.option("--sequence", "sequence_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="A tracker run folder (`interestgym train-sequence`) to list as a row of kind sequence, on the same users and candidates; repeat for several.")
+@ray_option
 @click.option("--n-boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where evaluation.json / .md go (default: the run directory; required for a dataset).")
 @click.option("--baselines", default="all", show_default=True, help="Comma-separated baseline names, or 'all'.")

@@ -156,6 +156,7 @@ def evaluate_run(
     reference: str = "best",
     progress: bool | None = None,
     sequence_runs: tuple[str | Path, ...] = (),
+    ray: str | None = None,
 ) -> str:
     """Evaluate a run (its policy and every baseline) or a dataset (baselines only); returns the
     printed text and writes ``evaluation.json`` + ``evaluation.md`` into ``out`` (default: the run)."""
@@ -174,6 +175,12 @@ def evaluate_run(
 
     t0 = time.perf_counter()
     path = Path(run_or_dataset)
+    if ray:
+        # sharded by user on a Ray cluster: the same numbers as one process (interestgym.scale)
+        from interestgym.scale.ray_backend import scaled
+
+        sharded = scaled(ray)
+        evaluate_policy, validation_scorer = sharded.evaluate_policy, sharded.validation_scorer  # noqa: F811
     run_dir: Path | None = None
     if run_folder.is_run_dir(path):
         import torch
