@@ -21,11 +21,14 @@ from interestgym.errors import InterestGymError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "prepare": ("interestgym.data.cli", "prepare", "Raw logs -> a validated, split canonical dataset."),
     "encode": ("interestgym.encoders.cli", "encode", "Item texts -> cached, L2-normalised embeddings."),
+    "finetune": ("interestgym.encoders.cli_finetune", "finetune", "Fine-tune a BERT encoder on training users' co-engagement pairs."),
     "train": ("interestgym.agents.cli", "train", "Train a PPO update policy on the replay env."),
+    "train-sequence": ("interestgym.agents.sequence.cli", "train_sequence", "Train a GRU / SASRec sequence tracker (a baseline) on training users."),
     "evaluate": ("interestgym.evaluation.cli", "evaluate", "Compare a trained policy with every baseline on held-out users."),
     "export": ("interestgym.export.cli", "export", "Export a trained policy to ONNX + manifest for the runtime."),
     "report": ("interestgym.report.cli", "report", "Figures and a summary of a run."),
     "quickstart": ("interestgym.quickstart.cli", "quickstart", "The whole pipeline on built-in synthetic data."),
+    "serve": ("interestgym.serve.cli", "serve", "Serve an export over HTTP with user states in SQLite or Redis."),
 }
 
 
