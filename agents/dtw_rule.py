@@ -22,17 +22,14 @@ the two-profile rule's numbers (``tests/test_dtw.py`` checks it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from interestgym.agents.rules import TwoProfileEMAPolicy
 
 from interestgym.core.dtw import sequence_drift
 from interestgym.core.features import FEATURE_INDEX, FeatureView
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.metrics import metric_names
 from interestgym.core.protocol import strengths_to_action
 from interestgym.errors import InterestGymError
 
@@ -82,68 +79,32 @@ class DTWRefreshRule(TwoProfileEMAPolicy):
         return self.act_with_drift(observations, view["dtw_drift"])
 
 
-@dataclass
-class SignalReplayResult:
-    """``points`` as :class:`~interestgym.envs.vector.EvaluationResult`'s (same columns and order)."""
+class _RuleWithSignal:
+    """``rule`` acting with ``signal[decision]``: the replay loop passes each row's decision index."""
 
-    policy: str
-    metric: str
-    metrics: tuple[str, ...]
-    points: pd.DataFrame
+    def __init__(self, rule: DTWRefreshRule, signal: np.ndarray) -> None:
+        self.rule, self.signal = rule, signal
+        self.name, self.scoring = rule.name, rule.scoring
 
-    def per_user(self) -> pd.DataFrame:
-        return self.points.groupby("user_id", sort=False)[list(self.metrics)].mean()
+    def act_at(self, observations: np.ndarray, decisions: np.ndarray) -> np.ndarray:
+        return self.rule.act_with_drift(observations, self.signal[decisions])
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        raise InterestGymError("dtw_refresh acts with its decisions' drift: replay it with replay_with_signal")
 
 
 def replay_with_signal(data: Any, rule: DTWRefreshRule, signal: np.ndarray, *, metric: str = "ndcg@10",
-                       users: list[str] | None = None, batch_size: int = 1024) -> SignalReplayResult:
+                       users: list[str] | None = None, batch_size: int = 1024) -> Any:
     """Replay ``users`` (default all of ``data``) with ``rule``, which gets ``signal[decision]`` with
-    every observation; per-point metrics aligned with ``evaluate_policy(data, ...).points``.
-
-    The loop is :func:`interestgym.envs.rollout.replay_users`'s, with the rule called through
-    ``act_with_drift``; the engine is used as it is.
-    """
-    from interestgym.envs.engine import ReplayEngine
-    from interestgym.envs.rollout import user_queue
-
-    from interestgym.core.interest import ScoringConfig as _Scoring
+    every observation: the batched evaluator's one loop (:func:`interestgym.envs.rollout.replay_users`),
+    so the result is an :class:`~interestgym.envs.vector.EvaluationResult` like any policy's."""
+    from interestgym.envs.vector import evaluate_policy
 
     signal = np.asarray(signal, dtype=np.float64)
     if signal.shape != (data.n_decisions,):
         raise InterestGymError(f"signal of shape {signal.shape}; expected one value per decision ({data.n_decisions},)")
-    names = metric_names([metric.strip().lower()])
-    queue = user_queue(data, users)
-    n_slots = int(max(1, min(batch_size, len(queue))))
-    engine = ReplayEngine(data, n_slots, metric=metric)
-    engine.set_scoring(slice(0, n_slots), getattr(rule, "scoring", None) or _Scoring())
-    active = np.arange(min(n_slots, len(queue)))
-    engine.start(active, queue[: len(active)])
-    next_user = len(active)
-    parts: list[dict[str, np.ndarray]] = []
-    while len(active):
-        obs = engine.observe(active)
-        actions = np.asarray(rule.act_with_drift(obs, signal[engine.cursor[active]]), dtype=np.float32).reshape(len(active), 4)
-        out = engine.step(active, actions)
-        parts.append({"point": out.point_index, "decision": out.decision[out.point_row], **out.point_metrics})
-        finished = active[out.done]
-        active = active[~out.done]
-        if len(finished) and next_user < len(queue):
-            take = finished[: len(queue) - next_user]
-            engine.start(take, queue[next_user: next_user + len(take)])
-            next_user += len(take)
-            active = np.concatenate([active, take])
-    point = np.concatenate([p["point"] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-    order = np.argsort(point, kind="stable")
-    pdec = np.concatenate([p["decision"] for p in parts]).astype(np.int64)[order] if parts else np.zeros(0, np.int64)
-    puser = data.decision_user[pdec]
-    points = pd.DataFrame({
-        "user_id": data.user_ids[puser],
-        "point_key": data.point_key[point[order]],
-        "repeat": data.point_repeat[point[order]],
-        "decision": pdec - data.user_decision_start[puser],
-        **{m: np.concatenate([p[m] for p in parts])[order] if parts else np.zeros(0) for m in names},
-    })
-    return SignalReplayResult(policy=rule.name, metric=metric.strip().lower(), metrics=tuple(names), points=points)
+    return evaluate_policy(data, _RuleWithSignal(rule, signal), metric=metric, users=users, batch_size=batch_size,
+                           record_features=False, progress=False)
 
 
 def tune_dtw_rule(valid: Any, two_profile: dict[str, Any], *, metric: str = "ndcg@10", users: list[str] | None = None,

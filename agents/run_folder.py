@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from interestgym.errors import ArtifactError, InterestGymError
-from interestgym.io import write_bytes_atomic, write_json_atomic
+from interestgym.io import read_json_artifact, write_bytes_atomic, write_json_atomic
 
 CONFIG_FILE = "config.json"
 BASELINES_FILE = "baselines.json"
@@ -73,17 +73,6 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / CONFIG_FILE).is_file() and not (path / DATASET_MANIFEST).is_file()
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing; expected {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc}); expected {what}") from None
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc}); expected {what}") from None
-
-
 def read_json_or_none(path: str | Path) -> Any:
     """A small JSON file of a run (info.json, state.json), or None when it is absent or damaged
     (callers treat such a file as "not there yet")."""
@@ -100,7 +89,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     :raises ArtifactError: when it is missing, not JSON, or has no ``config`` object.
     """
     path = Path(run_dir) / CONFIG_FILE
-    saved = _read_json(path, "a run directory written by `interestgym train`")
+    saved = read_json_artifact(path, "a run directory written by `interestgym train`")
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise ArtifactError(f"{path}: no 'config' object; expected the config.json written by `interestgym train`")
     return saved
@@ -507,7 +496,7 @@ def read_shipped(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / SHIPPED_FILE
     if not path.is_file():
         return None
-    doc = _read_json(path, "the shipping decision written by `interestgym train`")
+    doc = read_json_artifact(path, "the shipping decision written by `interestgym train`")
     if not isinstance(doc, dict) or doc.get("policy") not in ("learned", "rule"):
         raise ArtifactError(f"{path}: field 'policy' is {doc.get('policy') if isinstance(doc, dict) else doc!r}; expected learned or rule")
     return doc

@@ -54,7 +54,9 @@ def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None =
                  metric: str = "ndcg@10", progress: bool | None = None, desc: str | None = None) -> Iterator[ReplayStep]:
     """Replay ``users`` (default: all of ``data``) once with ``policy``, ``batch_size`` users at a time.
 
-    :param policy: ``act(observations) -> actions`` in [-1, 1]^4, with an optional fixed ``scoring``.
+    :param policy: ``act(observations) -> actions`` in [-1, 1]^4, with an optional fixed ``scoring``; a
+        policy with ``act_at(observations, decisions)`` is called that way instead (``decisions``: the
+        global decision index of every row, for policies that read a per-decision signal).
     :param metric: the engine's reward metric (its step mean is ``output.metrics[metric]``).
     :param progress: a bar over decisions (None: on a terminal a bar, otherwise log lines).
     :yield: one :class:`ReplayStep` per lock-step.
@@ -68,10 +70,13 @@ def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None =
     next_user = len(active)
     total = int((data.user_decision_end[queue] - data.user_decision_start[queue]).sum())
     label = desc or f"replaying {getattr(policy, 'name', 'policy')}"
+    act_at = getattr(policy, "act_at", None)
     with progress_bar(total=total, desc=label, unit="decision", enabled=progress) as bar:
         while len(active):
             obs = engine.observe(active)
-            actions = np.asarray(policy.act(obs), dtype=np.float32).reshape(len(active), -1)
+            # a policy that needs more than the observation (e.g. a per-decision signal) gets the decisions
+            raw = act_at(obs, engine.cursor[active]) if act_at is not None else policy.act(obs)
+            actions = np.asarray(raw, dtype=np.float32).reshape(len(active), -1)
             out = engine.step(active, actions)
             yield ReplayStep(active, obs, out, engine)
             bar.update(len(active))

@@ -66,3 +66,18 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_json_artifact(path: str | os.PathLike[str], what: str) -> Any:
+    """A JSON file a stage wrote, or one ArtifactError naming the file and what was expected there."""
+    from interestgym.errors import ArtifactError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing; expected {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc}); expected {what}") from None

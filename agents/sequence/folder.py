@@ -19,7 +19,6 @@ whose files do not match is refused (a checkpoint: skipped, with a note) rather 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,12 @@ from interestgym.agents.sequence.config import SequenceConfig
 from interestgym.agents.sequence.models import ModelSpec
 
 from interestgym.errors import ArtifactError
-from interestgym.io import atomic_path, sha256_file, write_json_atomic
+from interestgym.io import (
+    atomic_path,
+    read_json_artifact,
+    sha256_file,
+    write_json_atomic,
+)
 
 FORMAT = 1
 CONFIG_FILE = "sequence.json"
@@ -46,15 +50,6 @@ def is_sequence_run(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing; expected {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc}); expected {what}") from None
-
-
 def write_run_config(run_dir: Path, config: SequenceConfig, spec: ModelSpec, dataset: dict[str, Any], **extra: Any) -> None:
     write_json_atomic(run_dir / CONFIG_FILE, {"format": FORMAT, "config": config.as_dict(), "spec": spec.as_dict(),
                                               "dataset": dataset, **extra})
@@ -63,7 +58,7 @@ def write_run_config(run_dir: Path, config: SequenceConfig, spec: ModelSpec, dat
 def read_run_config(run_dir: str | Path) -> tuple[SequenceConfig, ModelSpec, dict[str, Any]]:
     """(settings, model spec, the whole document) of a tracker run."""
     path = Path(run_dir) / CONFIG_FILE
-    doc = _read_json(path, "the settings of an `interestgym train-sequence` run")
+    doc = read_json_artifact(path, "the settings of an `interestgym train-sequence` run")
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("spec"), dict):
         raise ArtifactError(f"{path}: fields config / spec missing; expected a file written by `interestgym train-sequence`")
     if doc.get("format") != FORMAT:
@@ -101,7 +96,7 @@ def load_model_state(run_dir: str | Path, which: str = "best") -> tuple[dict[str
     if which not in MODELS:
         raise ArtifactError(f"model {which!r}: expected one of {', '.join(MODELS)}")
     folder = Path(run_dir) / which
-    info = _read_json(folder / INFO_FILE, f"the description of the {which} tracker model")
+    info = read_json_artifact(folder / INFO_FILE, f"the description of the {which} tracker model")
     return load_tensors(folder / MODEL_FILE, (info.get("sha256") or {}).get(MODEL_FILE)), info
 
 
@@ -117,7 +112,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict
     folder = run_dir / CHECKPOINT_DIR
     if not (folder / STATE_FILE).is_file():
         return None
-    state = _read_json(folder / STATE_FILE, "a tracker checkpoint's state")
+    state = read_json_artifact(folder / STATE_FILE, "a tracker checkpoint's state")
     shas = state.get("sha256") or {}
     return (load_tensors(folder / MODEL_FILE, shas.get(MODEL_FILE)), load_tensors(folder / OPTIMIZER_FILE, shas.get(OPTIMIZER_FILE)),
             state)
