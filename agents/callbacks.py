@@ -33,7 +33,7 @@ Validation values are written straight to the event file at the step of the mode
 dumping SB3's logger there (as before) also wrote the pending ``train/*`` values, which SB3 then
 wrote again at its own dump of that step.
 
-Checkpoints (model + normalisation statistics + callback state, :func:`~interestgym.agents.run_folder.write_checkpoint`)
+Checkpoints (model + normalisation statistics + callback state, :func:`~interestgym.agents.run_checkpoints.write_checkpoint`)
 are written at rollout boundaries (after the PPO update), so a resumed run restarts exactly where
 the saved model's step counter says; the event file is flushed first, so everything logged up to a
 checkpoint's step is on disk when the checkpoint names that step. A resumed run drops the points
@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from interestgym.agents.run_folder import write_checkpoint, write_model_folder
+from interestgym.agents.run_checkpoints import write_checkpoint
+from interestgym.agents.run_folder import write_model_folder
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, TensorBoardOutputFormat
 
@@ -308,7 +309,7 @@ class InterestTrainingCallback(BaseCallback):
             print(f"step {self.num_timesteps}: validation {self.select_metric}={value:.4f} (best {self.best_value:.4f})")
 
     def save_checkpoint(self) -> None:
-        """Write the numbered checkpoint and state.json (:func:`~interestgym.agents.run_folder.write_checkpoint`)."""
+        """Write the numbered checkpoint and state.json (:func:`~interestgym.agents.run_checkpoints.write_checkpoint`)."""
         self.last_checkpoint_step = int(self.num_timesteps)
         writer = tensorboard_writer(self.logger)
         if writer is not None:

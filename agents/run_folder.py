@@ -33,13 +33,12 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from interestgym.errors import ArtifactError, InterestGymError
-from interestgym.io import read_json_artifact, write_bytes_atomic, write_json_atomic
+from interestgym.io import read_json_artifact, write_json_atomic
 
 CONFIG_FILE = "config.json"
 BASELINES_FILE = "baselines.json"
@@ -197,11 +196,11 @@ def read_evaluation(run_dir: str | Path, path: str | Path | None = None) -> dict
 
 
 # -------------------------------------------------------------------------------------- models
-def _sha256(data: bytes) -> str:
+def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_verified(path: Path, expected_sha: Any, named_by: Path) -> bytes:
+def read_verified(path: Path, expected_sha: Any, named_by: Path) -> bytes:
     """The bytes of ``path`` if its sha256 is the one recorded in ``named_by``."""
     try:
         data = path.read_bytes()
@@ -211,12 +210,12 @@ def _read_verified(path: Path, expected_sha: Any, named_by: Path) -> bytes:
         raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if not isinstance(expected_sha, str):
         raise ArtifactError(f"{named_by}: records no checksum of {path.name}; expected one per file (written by `interestgym train`)")
-    if _sha256(data) != expected_sha:
+    if sha256_bytes(data) != expected_sha:
         raise ArtifactError(f"{path}: damaged (its sha256 differs from the one recorded in {named_by.name} when it was written)")
     return data
 
 
-def _legacy(path: Path) -> ArtifactError:
+def legacy_file_error(path: Path) -> ArtifactError:
     return ArtifactError(f"{path}: a pickled VecNormalize written by an older interestgym; this version never unpickles "
                          "run files (a pickle can run code when loaded). Re-train the run with this version "
                          "(`interestgym train`); there is no converter, since converting would mean unpickling it")
@@ -246,7 +245,7 @@ def write_model_folder(folder: str | Path, model: Any, vecnorm: Any | None, info
     new.mkdir(parents=True)
     for name, data in files.items():
         (new / name).write_bytes(data)
-    write_json_atomic(new / INFO_FILE, {**info, "files": {name: _sha256(data) for name, data in files.items()}})
+    write_json_atomic(new / INFO_FILE, {**info, "files": {name: sha256_bytes(data) for name, data in files.items()}})
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         os.rename(folder, old)
@@ -275,9 +274,9 @@ def load_normaliser(path: str | Path, expected_sha: str | None = None, named_by:
 
     path = Path(path)
     if path.name.endswith(".pkl"):
-        raise _legacy(path)
+        raise legacy_file_error(path)
     if expected_sha is not None:
-        data = _read_verified(path, expected_sha, named_by or path)
+        data = read_verified(path, expected_sha, named_by or path)
     else:
         try:
             data = path.read_bytes()
@@ -302,7 +301,7 @@ def _check_model_folder(folder: Path) -> dict[str, Any]:
     """The folder's info.json, after refusing a folder that holds anything but the model's files."""
     names = sorted(p.name for p in folder.iterdir())
     if LEGACY_NORMALISER_FILE in names:
-        raise _legacy(folder / LEGACY_NORMALISER_FILE)
+        raise legacy_file_error(folder / LEGACY_NORMALISER_FILE)
     unexpected = [n for n in names if n not in MODEL_FOLDER_FILES]
     if unexpected:
         raise ArtifactError(f"{folder / unexpected[0]}: unexpected file in a model folder; it holds only {', '.join(MODEL_FOLDER_FILES)} "
@@ -338,113 +337,14 @@ def load_model(run_dir: str | Path, which: str = "best", *, device: str = "cpu")
     files = info["files"]
     vecnormalize = None
     if NORMALISER_FILE in files or (folder / NORMALISER_FILE).exists():
-        raw = _read_verified(folder / NORMALISER_FILE, files.get(NORMALISER_FILE), folder / INFO_FILE)
+        raw = read_verified(folder / NORMALISER_FILE, files.get(NORMALISER_FILE), folder / INFO_FILE)
         vecnormalize = Normaliser.from_bytes(raw, folder / NORMALISER_FILE)
     clip_range = (config.get("config") or {}).get("clip_range", 0.2)
-    model = load_ppo(_read_verified(model_path, files.get(MODEL_FILE), folder / INFO_FILE), model_path, device=device,
+    model = load_ppo(read_verified(model_path, files.get(MODEL_FILE), folder / INFO_FILE), model_path, device=device,
                      clip_range=clip_range if isinstance(clip_range, (int, float)) else 0.2)
     step = info.get("step")
     return TrainedModel(run_dir=run_dir, which=which, model=model, vecnormalize=vecnormalize, config=config,
                         step=int(step) if isinstance(step, int) else None)
-
-
-# ---------------------------------------------------------------------------------- checkpoints
-def _checkpoint_record(step: int) -> str:
-    return f"checkpoint_{step}.json"
-
-
-def _record_steps(folder: Path) -> list[int]:
-    """Steps of the checkpoint records in ``folder``, newest first."""
-    steps = []
-    for p in folder.glob("checkpoint_*.json"):
-        tail = p.stem.split("_", 1)[1]
-        if tail.isdigit():
-            steps.append(int(tail))
-    return sorted(steps, reverse=True)
-
-
-def has_checkpoint(run_dir: str | Path) -> bool:
-    """True when the run has a checkpoint to resume from (state.json or a numbered record)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    return (folder / CHECKPOINT_STATE).is_file() or bool(_record_steps(folder))
-
-
-def write_checkpoint(run_dir: str | Path, step: int, model: Any, vecnorm: Any | None, state: dict[str, Any],
-                     keep: int = KEEP_CHECKPOINTS) -> None:
-    """Write checkpoint ``step``: model, normaliser, its record (files + sha256 + ``state``), then
-    state.json, each atomically; the record comes after the files it names and state.json last, so a
-    kill at any point leaves the previous complete checkpoint in charge. Keeps the newest ``keep``."""
-    from interestgym.agents.sb3_policy import Normaliser, model_bytes
-
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    files = {f"model_{step}.zip": model_bytes(model)}
-    if vecnorm is not None:
-        files[f"normaliser_{step}.npz"] = Normaliser.from_vecnormalize(vecnorm).to_bytes()
-    for name, data in files.items():
-        write_bytes_atomic(folder / name, data)
-    record = {"num_timesteps": int(step), "model": f"model_{step}.zip",
-              "normaliser": f"normaliser_{step}.npz" if vecnorm is not None else None,
-              "files": {name: _sha256(data) for name, data in files.items()}, **state}
-    write_json_atomic(folder / _checkpoint_record(step), record)
-    write_json_atomic(folder / CHECKPOINT_STATE, record)
-    kept = set(_record_steps(folder)[: max(1, keep)]) | {int(step)}
-    for p in folder.iterdir():
-        # numbered files of older checkpoints, and of ones a kill left without a record
-        stem = p.name.split(".", 1)[0]
-        prefix, _, tail = stem.rpartition("_")
-        if prefix in ("model", "normaliser", "checkpoint", "vecnormalize") and tail.isdigit() and int(tail) not in kept:
-            p.unlink(missing_ok=True)
-
-
-def _load_checkpoint_record(folder: Path, record_path: Path, venv: Any, device: str, clip_range: float) -> tuple[Any, dict[str, Any]]:
-    from interestgym.agents.sb3_policy import Normaliser, load_ppo
-
-    record = read_json_or_none(record_path)
-    if not isinstance(record, dict) or not isinstance(record.get("num_timesteps"), int) or not isinstance(record.get("model"), str):
-        raise ArtifactError(f"{record_path}: missing or damaged (not a checkpoint record)")
-    if str(record.get("vecnormalize", "")).endswith(".pkl"):
-        raise _legacy(folder / record["vecnormalize"])
-    files = record.get("files") if isinstance(record.get("files"), dict) else {}
-    env = venv
-    if record.get("normaliser"):
-        name = str(record["normaliser"])
-        env = Normaliser.from_bytes(_read_verified(folder / name, files.get(name), record_path), folder / name).to_vecnormalize(venv)
-    name = record["model"]
-    model = load_ppo(_read_verified(folder / name, files.get(name), record_path), folder / name, env=env, device=device,
-                     clip_range=clip_range)
-    return model, record
-
-
-def load_checkpoint(run_dir: str | Path, venv: Any, *, device: str = "cpu", clip_range: float = 0.2,
-                    note: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
-    """The model (on ``venv`` wrapped in the checkpoint's VecNormalize) and record of the checkpoint
-    to resume from: the one state.json names if intact, else the newest intact numbered one, with a
-    one-line ``note`` per damaged checkpoint passed over. Checksums recorded at writing are checked
-    before anything is loaded.
-
-    :raises ArtifactError: when no checkpoint is intact (naming what is wrong with each).
-    """
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    candidates = [folder / CHECKPOINT_STATE] + [folder / _checkpoint_record(s) for s in _record_steps(folder)]
-    problems: list[str] = []
-    tried: set[Any] = set()
-    for path in candidates:
-        record = read_json_or_none(path)
-        key = (record.get("num_timesteps"), json.dumps(record.get("files"), sort_keys=True)) if isinstance(record, dict) else path
-        if key in tried:
-            continue  # state.json and the newest record name the same files
-        tried.add(key)
-        try:
-            model, record = _load_checkpoint_record(folder, path, venv, device, clip_range)
-        except ArtifactError as exc:
-            problems.append(str(exc))
-            continue
-        for problem in problems:
-            if note is not None:
-                note(f"note: {problem}; resuming from the newest intact checkpoint, step {record['num_timesteps']}")
-        return model, record
-    raise ArtifactError(f"{folder}: no intact checkpoint to resume from ({'; '.join(problems) or 'none written'}); "
-                        "train into a new --run-dir (or delete this one and train again)")
 
 
 # -------------------------------------------------------------------------------------- policies

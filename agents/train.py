@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from interestgym.agents.config import TrainConfig
+from interestgym.agents.run_checkpoints import has_checkpoint, load_checkpoint
 from interestgym.agents.run_folder import (
     BASELINES_FILE,
     CHECKPOINT_DIR,
@@ -41,8 +42,6 @@ from interestgym.agents.run_folder import (
     INFO_FILE,
     TENSORBOARD_DIR,
     embedding_identity,
-    has_checkpoint,
-    load_checkpoint,
     read_json_or_none,
     read_run_config,
     settle_model_folders,

@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interestgym.agents.run_checkpoints import has_checkpoint
 from interestgym.agents.run_folder import (
     CHECKPOINT_DIR,
     CHECKPOINT_STATE,
     SHIPPED_FILE,
-    has_checkpoint,
     model_step,
     read_json_or_none,
     read_shipped,
