@@ -13,17 +13,33 @@ Measured in one run, on the same machine, so only the ratios matter:
 3. with ``--onnx``: the ONNX Runtime backend against the torch product path (export time printed
    separately; it is paid once per model and dataset).
 
+Two comparisons run on their own (without 1-3):
+
+4. ``--quantize int8``: the int8-quantised ONNX model against the float32 ONNX model (both exported
+   once into a temporary folder, excluded from the timings), with the same pinned thread count
+   (``--threads``), alternated ``--repeats`` times, medians compared; plus the cosine of every int8
+   vector with its float32 vector (mean, 1st percentile, min). The load average is printed before
+   and after: on a shared machine, other work moves both sides, which is why they alternate.
+5. ``--device cuda``: the product path on the GPU (bf16 / fp16 as ``auto`` picks, batch sized from
+   free memory unless ``--batch-size`` is given) against the product path on the CPU, alternated,
+   texts/s of each and the ratio, plus the cosine of the GPU's half-precision vectors with the CPU's
+   float32 ones. ``--tile K`` repeats the texts K times (a GPU needs more than 1,682 titles to be
+   busy; the CPU side then takes K times as long).
+
 Texts: the 1,682 MovieLens-100K titles from ``../shared/data/ml-100k/u.item`` when present, else
 seeded synthetic titles of similar length.
 
     python benchmarks/encode.py                 # MiniLM, batch 64
     python benchmarks/encode.py --onnx --repeats 5
     python benchmarks/encode.py --model /models/bert-base-chinese --batch-size 32
+    python benchmarks/encode.py --quantize int8 --threads 2 --repeats 5
+    python benchmarks/encode.py --device cuda --tile 20
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -73,6 +89,82 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def load_average() -> str:
+    try:
+        return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:  # pragma: no cover - not Unix
+        return "load average unavailable"
+
+
+def alternate(first, second, repeats: int) -> tuple[list[float], list[float], object, object]:
+    """Time ``first`` and ``second`` alternately ``repeats`` times; return both lists of seconds and the last outputs."""
+    times_a, times_b, out_a, out_b = [], [], None, None
+    for _ in range(repeats):
+        t, out_a = timed(first)
+        times_a.append(t)
+        t, out_b = timed(second)
+        times_b.append(t)
+    return times_a, times_b, out_a, out_b
+
+
+def cosine_report(a: np.ndarray, b: np.ndarray) -> str:
+    cos = (a.astype(np.float64) * b).sum(axis=1)  # rows are unit vectors
+    return f"cosine mean {cos.mean():.4f}, 1st percentile {np.percentile(cos, 1):.4f}, min {cos.min():.4f} over {len(cos)} texts"
+
+
+def compare_quantized(model_path: Path, texts: list[str], args: argparse.Namespace) -> None:
+    """int8 ONNX vs float32 ONNX: same texts, threads and batch size, alternated."""
+    from interestgym.encoders.bert import BertEncoder
+
+    print(load_average() + " (before)")
+    with tempfile.TemporaryDirectory() as onnx_dir:
+        fp32 = BertEncoder(model_path, device="cpu", batch_size=args.batch_size, backend="onnx", onnx_dir=onnx_dir,
+                           threads=args.threads)
+        int8 = BertEncoder(model_path, device="cpu", batch_size=args.batch_size, backend="onnx", onnx_dir=onnx_dir,
+                           quantize=args.quantize, threads=args.threads)
+        export_s, _ = timed(fp32.load)
+        quantize_s, _ = timed(int8.load)
+        for enc in (fp32, int8):  # warm-up
+            enc.encode(texts[: args.batch_size], progress=False)
+        fp32_times, int8_times, full, quantised = alternate(lambda: fp32.encode(texts, progress=False),
+                                                            lambda: int8.encode(texts, progress=False), args.repeats)
+    fp32_s, int8_s = statistics.median(fp32_times), statistics.median(int8_times)
+    runs = lambda times: ", ".join(f"{x:.2f}" for x in times)  # noqa: E731
+    print(f"onnx float32            : {len(texts) / fp32_s:8.1f} texts/s  (median {fp32_s:.2f} s; runs {runs(fp32_times)}; "
+          f"one-off export {export_s:.1f} s)")
+    print(f"onnx {args.quantize:<19}: {len(texts) / int8_s:8.1f} texts/s  (median {int8_s:.2f} s; runs {runs(int8_times)}; "
+          f"one-off quantisation {quantize_s:.1f} s)")
+    print(f"ratio {args.quantize} / float32    : {fp32_s / int8_s:.2f}x faster")
+    print(f"agreement with float32  : {cosine_report(quantised, full)}")
+    print(load_average() + " (after)")
+
+
+def compare_cuda(model_path: Path, texts: list[str], args: argparse.Namespace) -> None:
+    """The product path on CUDA vs on CPU: texts/s and the ratio."""
+    from interestgym.encoders.bert import BertEncoder
+
+    print(load_average() + " (before)")
+    gpu = BertEncoder(model_path, device="cuda", precision=args.precision, batch_size=args.cuda_batch_size)
+    cpu = BertEncoder(model_path, device="cpu", batch_size=args.batch_size, threads=args.threads)
+    gpu.load()
+    cpu.load()
+    import torch
+
+    print(f"GPU: {torch.cuda.get_device_name(0)}; precision {gpu.precision}; batch size {gpu.batch_size}"
+          f"{' (from free memory)' if gpu.batch_size_from_memory else ''}; CPU: {cpu.threads} threads, batch {cpu.batch_size}")
+    for enc in (gpu, cpu):
+        enc.encode(texts[:512], progress=False)
+    torch.cuda.synchronize()
+    gpu_times, cpu_times, on_gpu, on_cpu = alternate(lambda: gpu.encode(texts, progress=False),
+                                                     lambda: cpu.encode(texts, progress=False), args.repeats)
+    gpu_s, cpu_s = statistics.median(gpu_times), statistics.median(cpu_times)
+    print(f"cuda {gpu.precision:<19}: {len(texts) / gpu_s:8.1f} texts/s  (median {gpu_s:.2f} s)")
+    print(f"cpu float32             : {len(texts) / cpu_s:8.1f} texts/s  (median {cpu_s:.2f} s)")
+    print(f"ratio cuda / cpu        : {cpu_s / gpu_s:.1f}x")
+    print(f"agreement with cpu fp32 : {cosine_report(on_gpu, on_cpu)}")
+    print(load_average() + " (after)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="minilm", help="minilm or a local model folder")
@@ -80,6 +172,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating timed runs of each path (median used)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N texts")
     parser.add_argument("--onnx", action="store_true", help="also time the ONNX Runtime backend")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="only compare the quantised ONNX model with the float32 one (speed and cosine)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: only compare the product path on the GPU with the CPU one")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of torch / onnxruntime (default: every CPU)")
+    parser.add_argument("--tile", type=int, default=1, help="repeat the texts this many times")
+    parser.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto", help="GPU precision")
+    parser.add_argument("--cuda-batch-size", type=int, default=None, help="GPU batch size (default: from free memory)")
     args = parser.parse_args()
 
     import torch
@@ -91,8 +191,22 @@ def main() -> None:
     from interestgym.encoders.pipeline import encode_dataset
 
     texts, source = load_texts(args.limit)
+    texts = texts * max(1, args.tile)
     model_path = minilm_path() if args.model == "minilm" else Path(args.model)
-    product = BertEncoder(model_path, device="cpu", batch_size=args.batch_size)
+    args.threads = args.threads or available_cpus()
+    torch.set_num_threads(args.threads)
+    if args.quantize or args.device == "cuda":
+        print(f"== encode benchmark: {'--quantize ' + args.quantize if args.quantize else '--device cuda'} ==")
+        print(f"texts: {len(texts)} {source}{f' x {args.tile}' if args.tile > 1 else ''}; model {model_path}; "
+              f"batch size {args.batch_size}; {args.threads} threads (pinned) on {available_cpus()} CPUs; repeats {args.repeats}")
+        if args.quantize:
+            compare_quantized(model_path, texts, args)
+        if args.device == "cuda":
+            if not torch.cuda.is_available():
+                sys.exit("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)")
+            compare_cuda(model_path, texts, args)
+        return
+    product = BertEncoder(model_path, device="cpu", batch_size=args.batch_size, threads=args.threads)
     product.load()  # sets torch threads; loading is excluded from the timings
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
     model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()

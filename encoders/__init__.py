@@ -12,6 +12,9 @@ unit rows aligned with ``items.parquet``) + ``NAME.json``, through a cache keyed
 * :mod:`~interestgym.encoders.cache`     the embedding cache
 * :mod:`~interestgym.encoders.registry`  ``--encoder NAME_OR_PATH`` -> encoder
 * :mod:`~interestgym.encoders.pipeline`  :func:`encode_dataset`, used by ``interestgym encode``
+* :mod:`~interestgym.encoders.onnx_backend`  ``--backend onnx`` (and ``--quantize int8``)
+* :mod:`~interestgym.encoders.pairs`     co-engagement pairs of one split's users (training users for fine-tuning)
+* :mod:`~interestgym.encoders.finetune`  contrastive fine-tuning of a BERT encoder, used by ``interestgym finetune``
 
 >>> from interestgym.encoders import build_encoder, encode_dataset   # doctest: +SKIP
 >>> encode_dataset("runs/data/ml-100k", build_encoder("minilm")).matrix.shape   # doctest: +SKIP

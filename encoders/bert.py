@@ -16,13 +16,21 @@ How texts become vectors, and why:
   or ``last`` (last real token: decoder-style LLM embedding models). The default comes from a
   sentence-transformers ``1_Pooling/config.json`` when the folder has one, else ``mean``.
 * Rows are L2-normalised in float32.
-* On CUDA: half precision (bf16 where the GPU supports it, else fp16) and large batches (512);
-  pooling and normalisation still run in float32.
+* On CUDA: half precision (bf16 where the GPU supports it, else fp16); pooling and normalisation
+  still run in float32. Without ``--batch-size``, the batch is sized from the GPU's free memory once
+  the model is loaded (:func:`cuda_batch_size`: an estimate of one layer's working set per text at
+  the max length); a batch that still runs out of memory is split in two and retried
+  (:func:`split_on_oom`), and later batches keep the smaller size.
+* ``--backend onnx --quantize int8``: the exported ONNX model with dynamic int8 quantisation
+  (:mod:`interestgym.encoders.onnx_backend`). The vectors differ from float32 ones (cosine ~0.95-0.99),
+  so the quantisation is part of the fingerprint (its own cache) and of the default name
+  (``minilm-int8``), and ``encode`` refuses to write them under a name that holds float32 vectors.
 
 The fingerprint (cache key) hashes config.json, the tokenizer files, the weight files (in full up
 to 1 GiB each, about 0.06 s for MiniLM's 90 MB; larger files by size and 48 MiB of samples), the
-pooling, the max length, the compute precision and the normalisation. The device and the backend
-(torch / onnx) are not part of it: they compute the same float32 function.
+pooling, the max length, the compute precision, the quantisation (when there is one) and the
+normalisation. The device, batch size and the backend (torch / onnx) are not part of it: they compute
+the same float32 function.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import hashlib
 import inspect
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,6 +54,7 @@ POOLINGS = ("mean", "cls", "last")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("torch", "onnx")
+QUANTIZATIONS = ("none", "int8")
 
 #: Default texts per forward pass. CPU: measured on MiniLM with titles, larger batches gain nothing
 #: (and sorted batches keep padding low anyway); CUDA: big batches keep the GPU busy.
@@ -264,6 +274,74 @@ def torch_dtype(precision: str) -> Any:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def cuda_batch_size(
+    free_bytes: int,
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_heads: int,
+    max_length: int,
+    bytes_per_value: int,
+    fraction: float = 0.5,
+    smallest: int = 8,
+    largest: int = 4096,
+) -> int:
+    """Texts per batch that fit ``fraction`` of ``free_bytes`` of GPU memory (after the weights are loaded).
+
+    Inference keeps no activations between layers, so the peak is one layer's working set per text,
+    at the max length: the residual stream, Q, K, V, the attention output and the layer output
+    (6 x hidden), the feed-forward's input and activation (2 x intermediate), and the attention
+    scores and their softmax (2 x heads x length), each ``length`` tokens long in the compute
+    precision; plus the float32 hidden states kept for pooling. The result is a power of two in
+    [``smallest``, ``largest``] (a GPU gains little from batches above a few thousand short texts).
+    """
+    if free_bytes <= 0 or max_length < 1:
+        return smallest
+    per_token = bytes_per_value * (6 * hidden_size + 2 * intermediate_size + 2 * num_heads * max_length) + 4 * hidden_size
+    per_text = per_token * max_length
+    fit = int(fraction * free_bytes // per_text)
+    if fit < smallest:
+        return smallest
+    return int(min(largest, 1 << (fit.bit_length() - 1)))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a GPU out-of-memory error (torch's, or a CUDA runtime error saying so)."""
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):  # pragma: no cover - torch is a dependency
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def split_on_oom(encode_rows: Any, rows: np.ndarray, *, on_split: Any = None) -> np.ndarray:
+    """``encode_rows(rows)``; on an out-of-memory error, the two halves of ``rows`` one after the other.
+
+    :param encode_rows: rows (indices) -> (len(rows), dim) float32.
+    :param on_split: called with the new batch size after a split (to keep it for later batches).
+    """
+    try:
+        return encode_rows(rows)
+    except Exception as exc:  # only out-of-memory errors are handled; the others are raised again
+        if not is_out_of_memory(exc) or len(rows) <= 1:
+            raise
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+    half = len(rows) // 2
+    if on_split is not None:
+        on_split(len(rows) - half)  # the larger half: the size that is tried next
+    return np.concatenate([split_on_oom(encode_rows, rows[:half], on_split=on_split),
+                           split_on_oom(encode_rows, rows[half:], on_split=on_split)])
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (respects taskset / cgroup affinity, unlike os.cpu_count)."""
     try:
@@ -310,6 +388,8 @@ class BertEncoder(Encoder):
     :param batch_size: texts per forward pass (default 64 on CPU, 512 on CUDA).
     :param backend: ``torch``, or ``onnx`` (CPU; the model is exported once into ``onnx_dir``).
     :param onnx_dir: where the ONNX export is kept (required for ``backend="onnx"``).
+    :param quantize: ``none`` or ``int8`` (``backend="onnx"`` only: dynamic int8 quantisation).
+    :param threads: CPU threads of torch / onnxruntime (default: every CPU this process may use).
     """
 
     kind = "bert"
@@ -326,9 +406,21 @@ class BertEncoder(Encoder):
         batch_size: int | None = None,
         backend: str = "torch",
         onnx_dir: str | os.PathLike[str] | None = None,
+        quantize: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.folder = ModelFolder.inspect(model)
-        self.name = name or self.folder.path.resolve().name
+        self.quantize = quantize or "none"
+        if self.quantize not in QUANTIZATIONS:
+            raise InterestGymError(f"--quantize {self.quantize!r}: expected one of {', '.join(QUANTIZATIONS)}")
+        if self.quantize != "none" and backend != "onnx":
+            raise InterestGymError(f"--quantize {self.quantize}: needs --backend onnx (onnxruntime dynamic quantisation); "
+                                   f"found --backend {backend}")
+        #: The name without the quantisation suffix (names the float32 ONNX export, shared by both).
+        self.base_name = name or self.folder.path.resolve().name
+        self.name = self.base_name
+        if self.quantize != "none" and not self.name.endswith(f"-{self.quantize}"):
+            self.name = f"{self.name}-{self.quantize}"  # the default embedding name never collides with float32 vectors
         self.pooling = pooling or self.folder.default_pooling()
         if self.pooling not in POOLINGS:
             raise InterestGymError(f"--pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
@@ -356,6 +448,11 @@ class BertEncoder(Encoder):
         self.batch_size = int(batch_size) if batch_size is not None else DEFAULT_BATCH_SIZE[self.device]
         if self.batch_size < 1:
             raise InterestGymError(f"--batch-size {self.batch_size}: expected at least 1")
+        #: On CUDA without --batch-size, the batch is sized from free GPU memory at load time.
+        self.batch_size_from_memory = batch_size is None and self.device == "cuda"
+        if threads is not None and int(threads) < 1:
+            raise InterestGymError(f"threads {threads}: expected at least 1")
+        self.threads = int(threads) if threads is not None else available_cpus()
         self._dim = self.folder.hidden_size
         self._fingerprint: str | None = None
         self._tokenizer = None
@@ -370,21 +467,30 @@ class BertEncoder(Encoder):
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = fingerprint_of(
-                {
-                    "kind": self.kind,
-                    "version": _VERSION,
-                    "files": self.folder.content_hashes(),
-                    "pooling": self.pooling,
-                    "max_length": self.max_length,
-                    "precision": self.precision,
-                    "normalisation": "l2",
-                }
-            )
+            parts = self._function_parts()
+            if self.quantize != "none":  # absent for float32, so float32 fingerprints (and caches) stay as they were
+                parts["quantize"] = self.quantize
+            self._fingerprint = fingerprint_of(parts)
         return self._fingerprint
 
-    def metadata(self) -> dict[str, Any]:
+    def _function_parts(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
+            "version": _VERSION,
+            "files": self.folder.content_hashes(),
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "precision": self.precision,
+            "normalisation": "l2",
+        }
+
+    @property
+    def float_fingerprint(self) -> str:
+        """The fingerprint of the float32 (unquantised) function: names the exported ONNX model."""
+        return fingerprint_of(self._function_parts())
+
+    def metadata(self) -> dict[str, Any]:
+        meta = {
             "model_path": str(self.folder.path.resolve()),
             "model_type": self.folder.config.get("model_type"),
             "pooling": self.pooling,
@@ -393,8 +499,15 @@ class BertEncoder(Encoder):
             "precision": self.precision,
             "batch_size": self.batch_size,
             "backend": self.backend,
+            "quantization": self.quantize,
             "normalisation": "l2",
         }
+        from interestgym.encoders.finetune import provenance_summary
+
+        finetuned = provenance_summary(self.folder.path)
+        if finetuned is not None:
+            meta["finetuned"] = finetuned
+        return meta
 
     # ------------------------------------------------------------------------------------ loading
     def load(self) -> None:
@@ -420,7 +533,7 @@ class BertEncoder(Encoder):
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizer = tokenizer
         if self.device == "cpu":
-            torch.set_num_threads(available_cpus())
+            torch.set_num_threads(self.threads)
         if self.backend == "onnx":
             from interestgym.encoders.onnx_backend import load_onnx_session
 
@@ -433,6 +546,14 @@ class BertEncoder(Encoder):
         model.eval()
         self._model = model.to(self.device)
         self._forward_args = set(inspect.signature(self._model.forward).parameters)
+        if self.batch_size_from_memory:
+            free, _total = torch.cuda.mem_get_info()
+            self.batch_size = cuda_batch_size(
+                free, hidden_size=self.folder.hidden_size,
+                intermediate_size=int(self.folder.config.get("intermediate_size") or 4 * self.folder.hidden_size),
+                num_heads=int(self.folder.config.get("num_attention_heads") or 12), max_length=self.max_length,
+                bytes_per_value=torch.finfo(torch_dtype(self.precision)).bits // 8,
+            )
 
     def load_torch_model(self) -> Any:
         """The float32 torch model on CPU (used to export ONNX)."""
@@ -467,11 +588,19 @@ class BertEncoder(Encoder):
                 part = texts[start : start + chunk]
                 enc = self._tokenizer(part, truncation=True, max_length=self.max_length, padding=False)
                 lengths = [len(ids) for ids in enc["input_ids"]]
+                def encode_rows(rows: np.ndarray, enc: Any = enc) -> np.ndarray:
+                    return self._encode_batch({k: [enc[k][i] for i in rows] for k in enc})
+
                 for batch in length_sorted_batches(lengths, self.batch_size):
-                    features = {k: [enc[k][i] for i in batch] for k in enc.keys()}
-                    out[start + batch] = self._encode_batch(features)
+                    out[start + batch] = split_on_oom(encode_rows, batch, on_split=self._shrink_batch)
                     bar.update(len(batch))
         return out
+
+    def _shrink_batch(self, size: int) -> None:
+        """After an out-of-memory error: later batches use ``size`` texts (said once per size)."""
+        if size < self.batch_size:
+            print(f"encoding ({self.name}): out of GPU memory at batch size {self.batch_size}; using {size}", file=sys.stderr)
+            self.batch_size = size
 
     def _encode_batch(self, features: dict[str, list[list[int]]]) -> np.ndarray:
         if self._onnx_session is not None:

@@ -7,6 +7,16 @@ masks into the graph and gives wrong vectors for other batch shapes) into
 reused by later runs. onnxruntime fuses attention and layer norms, which on a small CPU is faster
 than eager torch (see ``benchmarks/encode.py``); the vectors match torch to ~1e-6, so the backend
 is not part of the fingerprint and both share one cache.
+
+``--quantize int8``: the exported float32 model is quantised once with onnxruntime's
+``quantize_dynamic`` (weights of every MatMul / Gemm stored as int8, activations quantised to uint8
+per batch at run time) into ``...-int8.onnx`` beside it, and checked on a probe batch: each probe
+vector must keep a cosine >= :data:`MIN_PROBE_COSINE` with its float32 vector, else the command
+stops. Int8 vectors are not float32 vectors (cosine ~0.95-0.99): the quantisation is part of the
+encoder's fingerprint (its own cache), of its default name and of the embedding's metadata
+(``benchmarks/encode.py --quantize int8`` measures the agreement and the speed). Activations are
+quantised with one scale per batch, so a text's int8 vector moves by ~1e-4 with the other texts of
+its batch: reproducible for the same texts and batch size, not bit-identical across batchings.
 """
 
 from __future__ import annotations
@@ -30,10 +40,17 @@ _EXPORT_VERSION = 1
 _OUTPUT = "pooled_unit"  # not "embedding": that name clashes with a node inside BERT's graph
 _MAX_PROTO_BYTES = 2_000_000_000  # one-file ONNX (protobuf) limit
 _PROBE = ["interest tracking replays behaviour logs", "a", "短期兴趣与长期兴趣"]
+#: A quantised model whose probe vectors fall below this cosine with the float32 ones is refused.
+MIN_PROBE_COSINE = 0.9
 
 
 def onnx_model_path(encoder: "BertEncoder", onnx_dir: Path) -> Path:
-    return Path(onnx_dir) / f"{encoder.name}-{encoder.fingerprint[:32]}-v{_EXPORT_VERSION}.onnx"
+    """The float32 export (shared by the float32 and the quantised encoder of one model)."""
+    return Path(onnx_dir) / f"{encoder.base_name}-{encoder.float_fingerprint[:32]}-v{_EXPORT_VERSION}.onnx"
+
+
+def quantized_model_path(encoder: "BertEncoder", onnx_dir: Path) -> Path:
+    return onnx_model_path(encoder, onnx_dir).with_suffix(f".{encoder.quantize}.onnx")
 
 
 def _wrapper(encoder: "BertEncoder", model: Any) -> Any:
@@ -129,12 +146,12 @@ def _export_and_check(encoder: "BertEncoder", wrapper: Any, args: tuple, names: 
             )
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path, threads: int | None = None) -> Any:
     import onnxruntime as ort
     from interestgym.encoders.bert import available_cpus
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = available_cpus()
+    options.intra_op_num_threads = threads or available_cpus()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -144,14 +161,64 @@ def load_onnx_session(encoder: "BertEncoder", onnx_dir: Path | None) -> Any:
     if onnx_dir is None:
         raise InterestGymError("--backend onnx needs a folder to keep the exported model (onnx_dir)")
     path = onnx_model_path(encoder, onnx_dir)
+    threads = getattr(encoder, "threads", None)
+    if encoder.quantize != "none":
+        qpath = quantized_model_path(encoder, onnx_dir)
+        if qpath.is_file():
+            try:
+                return _session(qpath, threads)
+            except Exception as exc:  # truncated / damaged file
+                print(f"{qpath}: cannot be loaded by onnxruntime ({type(exc).__name__}); quantising again", file=sys.stderr)
+                os.unlink(qpath)
     if path.is_file():
         try:
-            return _session(path)
+            session = _session(path, threads)
         except Exception as exc:  # truncated / damaged file
             print(f"{path}: cannot be loaded by onnxruntime ({type(exc).__name__}); exporting it again", file=sys.stderr)
             os.unlink(path)
-    export_onnx(encoder, path)
-    return _session(path)
+            export_onnx(encoder, path)
+            session = _session(path, threads)
+    else:
+        export_onnx(encoder, path)
+        session = _session(path, threads)
+    if encoder.quantize == "none":
+        return session
+    quantize_model(encoder, path, qpath, session)
+    return _session(qpath, threads)
+
+
+def quantize_model(encoder: "BertEncoder", source: Path, target: Path, float_session: Any) -> None:
+    """Dynamic int8 quantisation of ``source`` into ``target``, checked against ``float_session`` on a probe batch."""
+    import importlib.util
+
+    from interestgym.io import atomic_path
+
+    if encoder.quantize != "int8":  # pragma: no cover - BertEncoder checks the choice
+        raise InterestGymError(f"--quantize {encoder.quantize!r}: expected int8")
+    if importlib.util.find_spec("onnxruntime.quantization") is None:  # pragma: no cover - part of onnxruntime
+        raise InterestGymError("--quantize int8 needs onnxruntime.quantization: pip install onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    print(f"quantising {encoder.base_name} to {encoder.quantize} once: {target}", file=sys.stderr)
+    onnx_logger = logging.getLogger()  # the quantiser logs a warning per model without pre-processing
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        with atomic_path(target) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+            probe = encoder._tokenizer(_PROBE, padding=True, truncation=True, max_length=encoder.max_length, return_tensors="np")
+            feeds = {i.name: np.asarray(probe[i.name], dtype=np.int64) for i in float_session.get_inputs()}
+            expected = float_session.run(None, feeds)[0]
+            got = _session(tmp, getattr(encoder, "threads", None)).run(None, feeds)[0]
+            cosine = (np.asarray(got, np.float64) * expected).sum(axis=1) / np.maximum(np.linalg.norm(got, axis=1), 1e-12)
+            if not np.all(cosine >= MIN_PROBE_COSINE):
+                raise ArtifactError(
+                    f"{encoder.folder.path}: the int8-quantised model's probe vectors have cosine {cosine.min():.3f} with "
+                    f"the float32 ones; expected >= {MIN_PROBE_COSINE}. Encode this model without --quantize"
+                )
+    finally:
+        onnx_logger.setLevel(level)
 
 
 def run_onnx_batch(session: Any, tokenizer: Any, features: dict[str, list[list[int]]]) -> np.ndarray:

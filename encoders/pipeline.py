@@ -106,6 +106,11 @@ def encode_dataset(
     for i, k in enumerate(keys):
         first_row.setdefault(k, i)
 
+    bert = encoder.metadata()
+    quantization = bert.get("quantization", "none")
+    out_dir = ds.embeddings_dir
+    check_same_quantization(out_dir / f"{name}.json", name, quantization)
+
     dim, fingerprint = encoder.dim, encoder.fingerprint
     cache = EmbeddingCache(cache_dir(ds.path), encoder.name, fingerprint, dim, warn=say) if use_cache else None
     todo = [k for k in first_row if cache is None or k not in cache]
@@ -123,7 +128,7 @@ def encode_dataset(
         matrix = fresh[[row_of[k] for k in keys]] if keys else np.empty((0, dim), np.float32)
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
 
-    bert = encoder.metadata()
+    bert = encoder.metadata()  # again: the batch size may have been set when the model loaded
     meta: dict[str, Any] = {
         "name": name,
         "encoder": encoder_spec or encoder.name,
@@ -136,6 +141,7 @@ def encode_dataset(
         "pooling": bert.get("pooling"),
         "max_length": bert.get("max_length"),
         "device": bert.get("device", "cpu"),
+        "quantization": quantization,
         "normalisation": "l2",
         "unique_texts": len(first_row),
         "empty_texts": empty,
@@ -147,7 +153,6 @@ def encode_dataset(
         "interestgym_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out_dir = ds.embeddings_dir
     matrix_path, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     # Metadata last, and the old metadata removed first: an interrupted run leaves a matrix without
     # metadata (ignored by Dataset.embedding_names), never new metadata beside an old matrix.
@@ -156,6 +161,29 @@ def encode_dataset(
     write_json_atomic(meta_path, meta)
     return EncodeResult(name=name, matrix_path=matrix_path, meta_path=meta_path, matrix=matrix, meta=meta,
                         encoded=len(todo), from_cache=len(first_row) - len(todo))
+
+
+def check_same_quantization(meta_path: Path, name: str, quantization: str) -> None:
+    """Refuse to write ``quantization`` vectors under a name whose existing vectors have another one.
+
+    A policy trained on float32 vectors must not silently be served int8 ones (or the reverse) under
+    the name it was trained with. Metadata written before quantisation existed counts as ``none``.
+    """
+    if not meta_path.is_file():
+        return
+    try:
+        import json
+
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a damaged metadata file is simply replaced
+    found = old.get("quantization", "none") if isinstance(old, dict) else "none"
+    if found != quantization:
+        suggestion = f"{name}-{quantization}" if quantization != "none" else f"{name}-fp32"
+        raise InterestGymError(
+            f"{meta_path}: field quantization is {found!r}, but this encoder makes {quantization!r} vectors; expected the same "
+            f"quantisation under one embedding name: pass --name {suggestion} (or delete {meta_path.name} and {name}.npy first)"
+        )
 
 
 def _check_vectors(vectors: np.ndarray, texts: list[str], dim: int, encoder: Encoder) -> None:

@@ -25,6 +25,7 @@ _OPTION_KINDS = {
     "precision": {"bert"},
     "batch_size": {"bert"},
     "backend": {"bert"},
+    "quantize": {"bert"},
     "dim": {"hashing", "tfidf", "cooc"},
     "window": {"cooc"},
 }
@@ -44,6 +45,7 @@ def build_encoder(
     precision: str | None = None,
     batch_size: int | None = None,
     backend: str | None = None,
+    quantize: str | None = None,
     onnx_dir: str | os.PathLike[str] | None = None,
     dim: int | None = None,
     window: int | None = None,
@@ -52,10 +54,11 @@ def build_encoder(
 
     :param spec: a built-in name (``minilm``, ``hashing``, ``tfidf``, ``cooc``) or a model folder path.
     :param onnx_dir: where ``backend="onnx"`` keeps its exported model.
+    :param quantize: ``none`` or ``int8`` (with ``backend="onnx"``).
     """
     kind = encoder_kind(spec)
     given = {"pooling": pooling, "max_length": max_length, "device": device, "precision": precision,
-             "batch_size": batch_size, "backend": backend, "dim": dim, "window": window}
+             "batch_size": batch_size, "backend": backend, "quantize": quantize, "dim": dim, "window": window}
     wrong = [k for k, v in given.items() if v is not None and kind not in _OPTION_KINDS[k]]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
@@ -99,4 +102,5 @@ def build_encoder(
         batch_size=batch_size,
         backend=backend or "torch",
         onnx_dir=onnx_dir,
+        quantize=quantize,
     )
