@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_encoder", "encode_dataset", "Encoder", "EncodeResult"]
+__all__ = ["EncodeResult", "Encoder", "build_encoder", "encode_dataset"]
 
 
 def __getattr__(name: str) -> Any:  # lazy re-exports (PEP 562)

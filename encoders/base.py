@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,14 +62,14 @@ class Encoder(ABC):
         :param progress: show progress on stderr (``None``: a bar on a terminal, log lines otherwise).
         """
 
-    def inputs(self, items: "pd.DataFrame") -> list[str]:
+    def inputs(self, items: pd.DataFrame) -> list[str]:
         """The string each item is encoded from (and cached by): its text, by default.
 
         Missing texts (None/NaN) become "" here; the caller counts and reports empty texts.
         """
         return items["text"].fillna("").astype(str).tolist()
 
-    def fit_dataset(self, dataset: "Dataset") -> None:
+    def fit_dataset(self, dataset: Dataset) -> None:
         """Learn from the dataset before encoding (only encoders with ``needs_fit``)."""
 
     def metadata(self) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def hashed_unit_vectors(keys: Sequence[str], dim: int, salt: str) -> np.ndarray:
     """
     out = np.empty((len(keys), dim), dtype=np.float32)
     for i, key in enumerate(keys):
-        seed = int.from_bytes(hashlib.sha256(f"{salt}\x1f{key}".encode("utf-8")).digest()[:8], "little")
+        seed = int.from_bytes(hashlib.sha256(f"{salt}\x1f{key}".encode()).digest()[:8], "little")
         v = np.random.default_rng(seed).standard_normal(dim)
         out[i] = v / np.linalg.norm(v)
     return out

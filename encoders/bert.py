@@ -22,7 +22,7 @@ How texts become vectors, and why:
   the max length); a batch that still runs out of memory is split in two and retried
   (:func:`split_on_oom`), and later batches keep the smaller size.
 * ``--backend onnx --quantize int8``: the exported ONNX model with dynamic int8 quantisation
-  (:mod:`interestgym.encoders.onnx_backend`). The vectors differ from float32 ones (cosine ~0.95-0.99),
+  (:mod:`interestgym.encoders.onnx_backend`). The vectors differ from float32 ones (cosine ~0.99),
   so the quantisation is part of the fingerprint (its own cache) and of the default name
   (``minilm-int8``), and ``encode`` refuses to write them under a name that holds float32 vectors.
 
@@ -40,9 +40,10 @@ import inspect
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from interestgym.encoders.base import Encoder, fingerprint_of
@@ -71,6 +72,7 @@ _TOKENIZER_EXTRA = ("tokenizer_config.json", "special_tokens_map.json", "added_t
 _FULL_HASH_LIMIT = 1 << 30  # bytes: files above this are fingerprinted by samples
 _SAMPLE = 16 << 20
 _VERSION = 1
+_QUANTIZE_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------ model folders
@@ -97,7 +99,7 @@ class ModelFolder:
     tokenizer_files: tuple[Path, ...]
 
     @classmethod
-    def inspect(cls, path: str | os.PathLike[str]) -> "ModelFolder":
+    def inspect(cls, path: str | os.PathLike[str]) -> ModelFolder:
         """Check that ``path`` is a usable model folder; raise :class:`ArtifactError` saying what is missing."""
         path = Path(path)
         expected = "a Hugging Face model folder with config.json, weights (model.safetensors or pytorch_model.bin) and tokenizer files"
@@ -121,7 +123,7 @@ class ModelFolder:
             if index.is_file():
                 try:
                     shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - bad JSON, a missing key or a non-dict: all "unreadable"
                     raise ArtifactError(f"{index}: cannot read field 'weight_map' ({exc}); expected a sharded-weights index") from None
                 missing = [s for s in shards if not (path / s).is_file()]
                 if missing:
@@ -469,7 +471,8 @@ class BertEncoder(Encoder):
         if self._fingerprint is None:
             parts = self._function_parts()
             if self.quantize != "none":  # absent for float32, so float32 fingerprints (and caches) stay as they were
-                parts["quantize"] = self.quantize
+                parts["quantize"] = {"type": self.quantize, "method": "onnxruntime quantize_dynamic, per-channel weights",
+                                     "version": _QUANTIZE_VERSION}
             self._fingerprint = fingerprint_of(parts)
         return self._fingerprint
 
@@ -525,7 +528,7 @@ class BertEncoder(Encoder):
         path = str(self.folder.path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for a folder it cannot load
             raise ArtifactError(f"{path}: the tokenizer cannot be loaded with transformers AutoTokenizer: {exc}") from None
         if tokenizer.pad_token is None:  # decoder-style models: pad with EOS (masked out anyway)
             if tokenizer.eos_token is None:
@@ -541,7 +544,7 @@ class BertEncoder(Encoder):
             return
         try:
             model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch_dtype(self.precision))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for a folder it cannot load
             raise ArtifactError(f"{path}: the model cannot be loaded with transformers AutoModel: {exc}") from None
         model.eval()
         self._model = model.to(self.device)
@@ -562,7 +565,7 @@ class BertEncoder(Encoder):
 
         try:
             model = AutoModel.from_pretrained(str(self.folder.path), local_files_only=True, dtype=torch.float32)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for a folder it cannot load
             raise ArtifactError(f"{self.folder.path}: the model cannot be loaded with transformers AutoModel: {exc}") from None
         return model.eval()
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class EmbeddingCache:
                     return f"is incomplete (arrays {sorted(names)}; expected keys, vectors, meta)"
                 keys, vectors = npz["keys"], npz["vectors"]
                 meta = json.loads(str(npz["meta"]))
-        except Exception as exc:  # zip/CRC errors, truncated arrays, bad JSON: all mean "corrupt"
+        except Exception as exc:  # noqa: BLE001 - zip/CRC errors, truncated arrays, bad JSON: all mean "corrupt"
             return f"is corrupt ({type(exc).__name__}: {exc})"
         if meta.get("format") != CACHE_FORMAT:
             return f"has format {meta.get('format')!r}; expected {CACHE_FORMAT}"
@@ -160,10 +160,9 @@ class EmbeddingCache:
             "fingerprint": self.fingerprint,
             "kind": self.kind,
             "dim": self.dim,
-            "count": int(len(self._keys)),
+            "count": len(self._keys),
             "sha256": _checksum(self._keys, self._vectors),
         }
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, keys=self._keys, vectors=self._vectors, meta=np.array(json.dumps(meta)))
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, keys=self._keys, vectors=self._vectors, meta=np.array(json.dumps(meta)))
         self.rebuilt_because = None

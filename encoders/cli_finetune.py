@@ -68,7 +68,7 @@ def finetune(dataset: Path, base: str, out: Path, epochs: int, batch_size: int, 
     losses), written atomically. Encode with it like with any local model folder.
 
     \b
-    Example (ml-100k, about 10 minutes on 2 CPU cores):
+    Example (ml-100k: about 8 minutes on 2 idle CPU cores, 20+ when they are busy):
       interestgym finetune runs/data/ml-100k --base minilm --out runs/models/minilm-ml100k
       interestgym encode runs/data/ml-100k --encoder runs/models/minilm-ml100k
     """

@@ -22,7 +22,8 @@ events, of the split and of the item/category table: a different log re-encodes 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -82,10 +83,10 @@ class CoocEncoder(Encoder):
         return items["item_id"].astype(str).tolist()
 
     # ------------------------------------------------------------------------------------- fitting
-    def fit_dataset(self, dataset: "Dataset") -> None:
+    def fit_dataset(self, dataset: Dataset) -> None:
         self.fit(dataset.items, dataset.events, dataset.users)
 
-    def fit(self, items: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame) -> "CoocEncoder":
+    def fit(self, items: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame) -> CoocEncoder:
         """Learn vectors for every row of ``items`` from the training users' ``events``.
 
         :param items: item table (item_id, category).
@@ -178,7 +179,7 @@ class CoocEncoder(Encoder):
         }
         self.counts = {
             "train_users": len(train_users),
-            "train_events": int(len(ev)),
+            "train_events": len(ev),
             "train_events_unknown_item": unknown,
             "items": n_items,
             "items_trained": int(trained.sum()),
@@ -223,9 +224,9 @@ class CoocEncoder(Encoder):
         self._require_fit()
         c = self.counts
         lines = [
-            f"cooc: learned from {c['train_events']} events of {c['train_users']} training users; "
-            f"{c['items_trained']} of {c['items']} items trained, {c['items_category_fallback']} use their "
-            f"category's mean vector, {c['items_random_fallback']} a hashed random vector"
+            (f"cooc: learned from {c['train_events']} events of {c['train_users']} training users; "
+             f"{c['items_trained']} of {c['items']} items trained, {c['items_category_fallback']} use their "
+             f"category's mean vector, {c['items_random_fallback']} a hashed random vector")
         ]
         if c["train_events_unknown_item"]:
             lines.append(f"cooc: {c['train_events_unknown_item']} training events name an item that is not in items.parquet (ignored)")

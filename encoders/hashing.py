@@ -11,7 +11,8 @@ texts that changed.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from interestgym.encoders.base import Encoder, fingerprint_of, l2_normalise_rows

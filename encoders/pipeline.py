@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from interestgym.encoders.base import Encoder
@@ -135,7 +136,7 @@ def encode_dataset(
         "kind": encoder.kind,
         "fingerprint": fingerprint,
         "dim": int(dim),
-        "n_items": int(len(items)),
+        "n_items": len(items),
         "item_ids_sha256": item_ids_sha256(items["item_id"]),
         "input": "item_id" if encoder.kind == "cooc" else "text",
         "pooling": bert.get("pooling"),

@@ -13,7 +13,8 @@ the fitted corpus) gets a deterministic hashed random unit vector instead of a z
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from interestgym.encoders.base import (
@@ -62,10 +63,10 @@ class TfidfEncoder(Encoder):
         self._n_features = 0
 
     # ------------------------------------------------------------------------------------- fitting
-    def fit_dataset(self, dataset: "Dataset") -> None:
+    def fit_dataset(self, dataset: Dataset) -> None:
         self.fit(self.inputs(dataset.items))
 
-    def fit(self, corpus: Sequence[str]) -> "TfidfEncoder":
+    def fit(self, corpus: Sequence[str]) -> TfidfEncoder:
         """Fit the vocabulary, IDF and SVD basis on ``corpus`` (in order: the order is hashed)."""
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -133,8 +134,8 @@ class TfidfEncoder(Encoder):
     def fit_report(self) -> list[str]:
         self._require_fit()
         lines = [
-            f"tfidf: fitted on {self._n_corpus} texts, {self._n_features} features, {self.dim} SVD components "
-            f"({self._svd.explained_variance_ratio_.sum():.0%} of the variance)"
+            (f"tfidf: fitted on {self._n_corpus} texts, {self._n_features} features, {self.dim} SVD components "
+             f"({self._svd.explained_variance_ratio_.sum():.0%} of the variance)")
         ]
         if self.dim < self.requested_dim:
             lines.append(f"tfidf: --dim {self.requested_dim} asked, but the corpus supports only {self.dim} components")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,9 @@ def test_tiny_bert_finetunes_saves_and_loads_back_through_encode(tiny_dataset, t
                  "finetune.json"):
         assert (out / name).is_file(), name
     assert not list(tmp_path.glob(".tuned.*"))  # the sibling build folder is gone
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not 0600
     provenance = json.loads((out / "finetune.json").read_text())
     assert provenance["base"]["spec"] == str(tiny_bert) and provenance["seed"] == 0
     assert provenance["pairs"]["train"]["kept"] == len(expected_pairs(tiny_dataset, "train", WINDOW))
