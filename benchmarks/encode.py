@@ -59,7 +59,7 @@ def load_texts(limit: int | None) -> tuple[list[str], str]:
         texts, source = titles.tolist(), f"ml-100k titles ({ML100K_ITEMS})"
     else:
         rng = np.random.default_rng(0)
-        vocab = ("love story night man woman city war dead life house return king american time girl day "
+        vocab = ("love story night man woman city war dead life house return king american time girl day "  # noqa: SIM905
                  "dark blue last world dream the of in a lost secret island summer winter murder").split()
         texts = [" ".join(rng.choice(vocab, size=rng.integers(1, 7))).title() + f" ({rng.integers(1930, 1999)})"
                  for _ in range(1682)]
@@ -129,7 +129,7 @@ def compare_quantized(model_path: Path, texts: list[str], args: argparse.Namespa
         fp32_times, int8_times, full, quantised = alternate(lambda: fp32.encode(texts, progress=False),
                                                             lambda: int8.encode(texts, progress=False), args.repeats)
     fp32_s, int8_s = statistics.median(fp32_times), statistics.median(int8_times)
-    runs = lambda times: ", ".join(f"{x:.2f}" for x in times)  # noqa: E731
+    runs = lambda times: ", ".join(f"{x:.2f}" for x in times)
     print(f"onnx float32            : {len(texts) / fp32_s:8.1f} texts/s  (median {fp32_s:.2f} s; runs {runs(fp32_times)}; "
           f"one-off export {export_s:.1f} s)")
     print(f"onnx {args.quantize:<19}: {len(texts) / int8_s:8.1f} texts/s  (median {int8_s:.2f} s; runs {runs(int8_times)}; "
@@ -183,12 +183,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from interestgym.encoders.bert import BertEncoder, available_cpus, minilm_path
+    from interestgym.encoders.pipeline import encode_dataset
     from transformers import AutoModel, AutoTokenizer
 
     from interestgym.data.dataset import SplitSpec, write_dataset
     from interestgym.data.validate import RejectLog
-    from interestgym.encoders.bert import BertEncoder, available_cpus, minilm_path
-    from interestgym.encoders.pipeline import encode_dataset
 
     texts, source = load_texts(args.limit)
     texts = texts * max(1, args.tile)
@@ -227,7 +227,7 @@ def main() -> None:
         t, ours = timed(lambda: product.encode(texts, progress=False))
         product_times.append(t)
     plain_s, product_s = statistics.median(plain_times), statistics.median(product_times)
-    runs = lambda times: ", ".join(f"{x:.2f}" for x in times)  # noqa: E731
+    runs = lambda times: ", ".join(f"{x:.2f}" for x in times)
     print(f"plain transformers loop : {len(texts) / plain_s:8.1f} texts/s  (median {plain_s:.2f} s; runs {runs(plain_times)})")
     print(f"interestgym BertEncoder : {len(texts) / product_s:8.1f} texts/s  (median {product_s:.2f} s; runs {runs(product_times)})")
     print(f"ratio product / plain   : {plain_s / product_s:.2f}x   (max |difference| of vectors {np.abs(ours - reference).max():.1e})")

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from interestgym.encoders.bert import (  # noqa: E402
+from interestgym.encoders.bert import (
     DEFAULT_BATCH_SIZE,
     BertEncoder,
     choose_precision,
@@ -22,10 +22,11 @@ from interestgym.encoders.bert import (  # noqa: E402
     pool_hidden_states,
     resolve_device,
 )
-from interestgym.encoders.registry import build_encoder  # noqa: E402
-from interestgym.errors import ArtifactError, InterestGymError  # noqa: E402
+from interestgym.encoders.registry import build_encoder
 
-WORDS = "the a man woman plays sings guitar piano stock market bank falls rises today news film".split()
+from interestgym.errors import ArtifactError, InterestGymError
+
+WORDS = ["the", "a", "man", "woman", "plays", "sings", "guitar", "piano", "stock", "market", "bank", "falls", "rises", "today", "news", "film"]
 TEXTS = [
     "the man plays guitar",
     "a woman sings",
@@ -220,7 +221,7 @@ def test_precision_choice():
 
 def test_cuda_settings_when_a_gpu_is_present(tiny_bert, monkeypatch):
     """What auto picks on a GPU machine (not run on a GPU here: the choice logic only)."""
-    import interestgym.encoders.bert as bert
+    from interestgym.encoders import bert
 
     monkeypatch.setattr(bert, "_cuda_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -269,7 +270,7 @@ def test_onnx_backend_matches_torch_and_reuses_its_export(tiny_bert, tmp_path, c
     vectors = BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir, batch_size=3).encode(TEXTS)
     np.testing.assert_allclose(vectors, plain_forward(tiny_bert, TEXTS, "mean"), atol=1e-5)
     assert "exporting tiny-bert to ONNX once" in capsys.readouterr().err
-    (exported,) = onnx_dir.glob("*.onnx")
+    (_exported,) = onnx_dir.glob("*.onnx")  # exactly one file
     again = BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).encode(TEXTS[:2])
     np.testing.assert_allclose(again, vectors[:2], atol=1e-6)
     assert "exporting" not in capsys.readouterr().err

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-
-from interestgym.data.dataset import Dataset, SplitSpec, item_ids_sha256, write_dataset
-from interestgym.data.validate import RejectLog
 from interestgym.encoders.cache import EmbeddingCache, cache_dir, input_key
 from interestgym.encoders.cli import encode
 from interestgym.encoders.hashing import HashingEncoder
 from interestgym.encoders.pipeline import encode_dataset
 from interestgym.encoders.registry import build_encoder
+
+from interestgym.data.dataset import Dataset, SplitSpec, item_ids_sha256, write_dataset
+from interestgym.data.validate import RejectLog
 from interestgym.errors import ArtifactError, InterestGymError
 
 TITLES = ["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)", "Get Shorty (1995)", "Copycat (1995)",
@@ -235,7 +235,7 @@ def test_cli_on_missing_dataset_is_a_one_line_error(tmp_path):
     import sys
 
     proc = subprocess.run([sys.executable, "-c", "from interestgym.cli import main; main()", "encode", str(tmp_path / "nope"),
-                           "--encoder", "hashing"], capture_output=True, text=True)
+                           "--encoder", "hashing"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no such dataset directory" in proc.stderr
 
@@ -248,7 +248,7 @@ def test_chinese_titles_through_the_cli(tmp_path, spec, dim):
     result = CliRunner().invoke(encode, [str(ds_path), "--encoder", spec, "--dim", dim])
     assert result.exit_code == 0, result.output
     assert "encoded 6 texts (0 from cache)" in result.output
-    mat, meta = Dataset.open(ds_path).load_embeddings(spec)
+    mat, _meta = Dataset.open(ds_path).load_embeddings(spec)
     np.testing.assert_allclose(np.linalg.norm(mat, axis=1), 1.0, atol=1e-5)
     sims = mat @ mat.T
     within = (sims[:3, :3].sum() - 3 + sims[3:, 3:].sum() - 3) / 12

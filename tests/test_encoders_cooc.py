@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from interestgym.encoders.cooc import CoocEncoder
+from interestgym.encoders.pipeline import encode_dataset
 
 from interestgym.data.dataset import Dataset, SplitSpec, write_dataset
 from interestgym.data.validate import RejectLog
-from interestgym.encoders.cooc import CoocEncoder
-from interestgym.encoders.pipeline import encode_dataset
 from interestgym.errors import DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -137,7 +137,7 @@ def test_cooc_through_the_pipeline_caches_by_item_id(tmp_path):
     assert first.meta["encoder_details"]["fit"]["items"] == 15
     assert any(m.startswith("cooc: learned from") for m in messages)
     assert encode_dataset(tmp_path / "ds", CoocEncoder(dim=4), log=None).encoded == 0
-    mat, meta = Dataset.open(tmp_path / "ds").load_embeddings("cooc")
+    mat, _meta = Dataset.open(tmp_path / "ds").load_embeddings("cooc")
     np.testing.assert_array_equal(mat, first.matrix)
 
 

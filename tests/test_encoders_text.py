@@ -7,10 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from interestgym.encoders.hashing import HashingEncoder
 from interestgym.encoders.tfidf import TfidfEncoder
-from interestgym.encoders.tokenize import features, normalise_text, weighted_features, words
+from interestgym.encoders.tokenize import (
+    features,
+    normalise_text,
+    weighted_features,
+    words,
+)
+
 from interestgym.errors import DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
