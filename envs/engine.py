@@ -220,14 +220,8 @@ class ReplayEngine:
             empty["_long_only"] = np.zeros(0)
             empty["_short_only"] = np.zeros(0)
             return empty
-        lo = data.point_offsets[point_index]
-        length = data.point_offsets[point_index + 1] - lo
-        width = int(length.max())
-        col = np.arange(width)
-        mask = col[None, :] < length[:, None]
-        flat = np.where(mask, lo[:, None] + col[None, :], 0)
-        cand = np.where(mask, data.point_candidates[flat], 0)
-        labels = np.where(mask, data.point_labels[flat], -1).astype(np.int8)
+        cand, labels, length = data.padded_points(point_index)
+        width = cand.shape[1]
 
         prow = rows[point_row]
         long_term = self.long_term[prow]

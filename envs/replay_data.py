@@ -162,6 +162,24 @@ class ReplayData:
     def n_categories(self) -> int:
         return len(self.category_names)
 
+    def padded_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates and labels of scoring points as (P, C) matrices padded to the longest point.
+
+        :param points: (P,) scoring-point indices.
+        :return: (candidates (P, C) item indices, 0 in padding; labels (P, C) int8, -1 in padding;
+            lengths (P,)).
+        """
+        points = np.asarray(points, dtype=np.int64)
+        lo = self.point_offsets[points]
+        length = self.point_offsets[points + 1] - lo
+        width = int(length.max()) if len(points) else 0
+        col = np.arange(width)
+        mask = col[None, :] < length[:, None]
+        flat = np.where(mask, lo[:, None] + col[None, :], 0)
+        cand = np.where(mask, self.point_candidates[flat], 0)
+        labels = np.where(mask, self.point_labels[flat], -1).astype(np.int8)
+        return cand, labels, length
+
     def describe(self) -> dict[str, Any]:
         """The protocol, to print above every results table."""
         out: dict[str, Any] = {

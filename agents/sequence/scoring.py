@@ -155,15 +155,9 @@ def score_replay(data: Any, model: SequenceTracker, *, name: str = "tracker", me
     decisions, inverse = np.unique(point_decision, return_inverse=True)
     states = decision_states(model, seqs, decisions)
     table = item_table(model)
-    lo = data.point_offsets[point]
-    length = data.point_offsets[point + 1] - lo
-    width = int(length.max()) if len(point) else 0
-    col = np.arange(width)
-    mask = col[None, :] < length[:, None]
-    flat = np.where(mask, lo[:, None] + col[None, :], 0)
-    cand = np.where(mask, data.point_candidates[flat], 0)
-    labels = np.where(mask, data.point_labels[flat], -1).astype(np.int8)
-    scores = np.empty((len(point), width), dtype=np.float32)
+    cand, labels, _ = data.padded_points(point)
+    mask = labels >= 0
+    scores = np.empty(cand.shape, dtype=np.float32)
     for s in range(0, len(point), batch_size):
         sl = slice(s, s + batch_size)
         # one (C, hidden) @ (hidden,) product per point: a point's scores do not depend on the batch

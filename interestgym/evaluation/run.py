@@ -60,14 +60,7 @@ def oracle_point_metrics(data: Any, truth: np.ndarray, item_topic: np.ndarray, m
     counts = data.decision_point_end - data.decision_point_start
     point_decision = np.repeat(np.arange(data.n_decisions), counts)
     assert len(point_decision) == n_points
-    lo = data.point_offsets[:-1]
-    length = np.diff(data.point_offsets)
-    width = int(length.max()) if n_points else 0
-    col = np.arange(width)
-    mask = col[None, :] < length[:, None]
-    flat = np.where(mask, lo[:, None] + col[None, :], 0)
-    cand = np.where(mask, data.point_candidates[flat], 0)
-    labels = np.where(mask, data.point_labels[flat], -1).astype(np.int8)
+    cand, labels, _ = data.padded_points(np.arange(n_points))
     theta = truth[data.decision_event_row[point_decision]]  # (P, T)
     scores = np.take_along_axis(theta, item_topic[cand], axis=1).astype(np.float64)
     return data.decision_user[point_decision], ranking_metrics(scores, labels, metrics)
