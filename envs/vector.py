@@ -269,6 +269,22 @@ class EvaluationResult:
                 for m in self.metrics}
 
 
+def point_table(data: ReplayData, point: np.ndarray, decision: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The per-point table every scorer returns (:attr:`EvaluationResult.points`'s columns): user id,
+    point key, repeat flag, the user's decision the point follows, then one column per metric.
+
+    :param point: (P,) scoring-point indices; ``decision``: (P,) the global decision each follows.
+    """
+    user = data.decision_user[decision]
+    return pd.DataFrame({
+        "user_id": data.user_ids[user],
+        "point_key": data.point_key[point],
+        "repeat": data.point_repeat[point],
+        "decision": decision - data.user_decision_start[user],
+        **values,
+    })
+
+
 def evaluate_policy(
     dataset: str | Path | Dataset | ReplayData,
     policy: Any,
@@ -334,14 +350,7 @@ def evaluate_policy(
     porder = np.argsort(point, kind="stable")
     point = point[porder]
     pdec = cat(pt_parts, "decision").astype(np.int64)[porder]
-    puser = data.decision_user[pdec]
-    points = pd.DataFrame({
-        "user_id": data.user_ids[puser],
-        "point_key": data.point_key[point],
-        "repeat": data.point_repeat[point],
-        "decision": pdec - data.user_decision_start[puser],
-        **{m: cat(pt_parts, f"m:{m}")[porder] for m in names},
-    })
+    points = point_table(data, point, pdec, {m: cat(pt_parts, f"m:{m}")[porder] for m in names})
     features = np.concatenate(feat_parts)[order] if record_features and feat_parts else None
     return EvaluationResult(policy=str(getattr(policy, "name", type(policy).__name__)), metric=reward_metric,
                             metrics=tuple(names), protocol=data.describe(), points=points, decisions=decisions,

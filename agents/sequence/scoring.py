@@ -163,14 +163,9 @@ def score_replay(data: Any, model: SequenceTracker, *, name: str = "tracker", me
         # one (C, hidden) @ (hidden,) product per point: a point's scores do not depend on the batch
         scores[sl] = np.einsum("pch,ph->pc", table[cand[sl]], states[inverse[sl]])
     values = ranking_metrics(scores, labels, names)
-    user = data.decision_user[point_decision]
-    points = pd.DataFrame({
-        "user_id": data.user_ids[user],
-        "point_key": data.point_key[point],
-        "repeat": data.point_repeat[point],
-        "decision": point_decision - data.user_decision_start[user],
-        **{m: values[m] for m in names},
-    })
+    from interestgym.envs.vector import point_table
+
+    points = point_table(data, point, point_decision, {m: values[m] for m in names})
     return SequenceResult(policy=name, metric=metric.strip().lower(), metrics=tuple(names), protocol=data.describe(),
                           points=points, scores=np.where(mask, scores, np.nan) if keep_scores else None)
 

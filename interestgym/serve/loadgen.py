@@ -104,7 +104,13 @@ def send_streams(base_url: str, streams: dict[str, Sequence[dict[str, Any]]], cl
                         first = False
                         time.sleep(retry_sleep_s)
 
-    threads = [threading.Thread(target=client, args=(users[k::clients],), daemon=True) for k in range(clients)]
+    return _run_clients(client, users, clients, result, start)
+
+
+def _run_clients(client: Any, work: Sequence[Any], clients: int, result: LoadResult, start: float) -> LoadResult:
+    """Run ``client`` on ``clients`` threads, each with every ``clients``-th item of ``work``; wait for
+    all and record the wall time since ``start``."""
+    threads = [threading.Thread(target=client, args=(work[k::clients],), daemon=True) for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -138,13 +144,7 @@ def post_many(base_url: str, path: str, bodies: Sequence[dict[str, Any]], client
                     else:
                         result.errors.append(why)
 
-    threads = [threading.Thread(target=client, args=(bodies[k::clients],), daemon=True) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    result.seconds = time.perf_counter() - start
-    return result
+    return _run_clients(client, bodies, clients, result, start)
 
 
 class ServerProcess:
