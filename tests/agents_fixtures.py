@@ -30,3 +30,14 @@ def tiny_synthetic(out: Path, *, users: int = 40, events_per_user: int = 24, dim
     meta = {"encoder": "test-topic", "dim": dim, "item_ids_sha256": ds.item_ids_sha256}
     (out / "embeddings" / "topic16.json").write_text(json.dumps(meta))
     return out
+
+
+def small_train_config(dataset: Path, run_dir: Path, **overrides):
+    """A TrainConfig that trains in seconds on :func:`tiny_synthetic` data (4 envs x 16 steps, an 8-unit
+    network, no reward baseline); ``overrides`` change any setting."""
+    from interestgym.agents.config import TrainConfig
+
+    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 128, "n_envs": 4, "n_steps": 16,
+            "batch_size": 32, "n_epochs": 1, "eval_every": 64, "checkpoint_every": 64, "eval_users": None,
+            "progress_bar": False, "reward_baseline": None, "net_arch": [8]}
+    return TrainConfig(**{**base, **overrides})

@@ -10,10 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic
-from interestgym.agents.rules import BASELINE_NAMES, GRIDS, EMAPolicy, make_baseline
-from interestgym.agents.tuning import best_baseline, grid_search, tune_baselines
 from interestgym.agents.config import TrainConfig
-from interestgym.agents.tuning import mean_over_users, validation_scorer
+from interestgym.agents.rules import BASELINE_NAMES, GRIDS, EMAPolicy, make_baseline
+from interestgym.agents.tuning import (
+    best_baseline,
+    grid_search,
+    mean_over_users,
+    tune_baselines,
+    validation_scorer,
+)
 from interestgym.envs.policies import Policy
 from interestgym.envs.vector import evaluate_policy
 

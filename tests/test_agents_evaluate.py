@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic
-from interestgym.evaluation.run import oracle_point_metrics
 from interestgym.agents.train import TrainConfig, train_run
 
 from interestgym.cli import cli
 from interestgym.data.dataset import Dataset
+from interestgym.evaluation.run import oracle_point_metrics
 
 BASELINES = "ema,static,mean_history,popularity"
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats as sps
+
 from interestgym.evaluation.stats import (
     align_users,
     bootstrap_mean_ci,
     paired_bootstrap_diff,
     per_user_means,
 )
-from scipy import stats as sps
 
 
 def test_per_user_means_match_a_python_groupby():

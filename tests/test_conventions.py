@@ -62,9 +62,9 @@ def test_sb3_make_vec_env_builds_the_registered_env(dataset):
 def test_gymnasium_make_vec_reaches_the_native_vector_env(dataset):
     import gymnasium as gym
     from gymnasium.vector import VectorEnv
+    from interestgym.envs.gym_vector import InterestReplayVectorEnv
 
     import interestgym  # noqa: F401
-    from interestgym.envs.gym_vector import InterestReplayVectorEnv
 
     envs = gym.make_vec("interestgym/InterestReplay-v0", num_envs=3, vectorization_mode="vector_entry_point",
                         dataset=str(dataset), split="train")

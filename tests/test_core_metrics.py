@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from interestgym.core.metrics import DEFAULT_METRICS, metric_names, parse_metric, ranking_metrics
+from interestgym.core.metrics import (
+    DEFAULT_METRICS,
+    metric_names,
+    parse_metric,
+    ranking_metrics,
+)
 from interestgym.errors import InterestGymError
 
 ALL = ("auc", "mrr", "first_click_rr", "ndcg@3", "ndcg@10", "hit@1", "hit@3", "click@2", "precision@3", "recall@2", "f1@3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from interestgym.core.protocol import (
     action_to_strengths,
     item_popularity,

@@ -13,10 +13,13 @@ import json
 import numpy as np
 import pytest
 from agents_fixtures import tiny_synthetic
-
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import make_baseline
-from interestgym.agents.run_folder import load_run_policy, load_shipped_policy, read_shipped
+from interestgym.agents.run_folder import (
+    load_run_policy,
+    load_shipped_policy,
+    read_shipped,
+)
 from interestgym.agents.sb3_policy import policy_from_model
 from interestgym.agents.train import new_agent, train_run
 from interestgym.envs.policies import ResidualPolicy
@@ -104,6 +107,7 @@ def test_the_shipped_policy_exports_and_the_runtime_reproduces_evaluate(dataset,
     """A shipped rule exports without a graph, a residual model with its change graph; either way the
     runtime, replaying test users event by event, gives exactly the evaluator's metrics."""
     from interestgym.agents.run_folder import load_shipped_policy
+
     from interestgym.data.dataset import Dataset
     from interestgym.export.parity import replay_through_runtime
     from interestgym.export.run import export_run

@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from interestgym.cli import main
+from cli_fixtures import run
 
 GENRES = ["unknown", "Action", "Comedy"]
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from interestgym.quickstart import pipeline as qs
 
 from interestgym.cli import cli
 from interestgym.errors import InterestGymError
+from interestgym.quickstart import pipeline as qs
 
 TINY = ["--users", "60", "--timesteps", "512", "--encoder", "hashing", "--n-envs", "8", "--n-steps", "32",
         "--batch-size", "64", "--n-epochs", "2", "--eval-every", "256", "--reward-baseline", "ema",

@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from cli_fixtures import run
 
-from interestgym.cli import main
 from interestgym.data.dataset import Dataset
 from interestgym.data.events import EventsOptions, prepare_events, read_events
 from interestgym.data.swap import leftovers
@@ -39,14 +39,6 @@ from interestgym.errors import ArtifactError, DataError
 T0 = 1709280800  # 2024-03-01T08:13:20Z
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _write(path: Path, text: str) -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from agents_fixtures import tiny_synthetic
+from agents_fixtures import small_train_config, tiny_synthetic
 from interestgym.agents.run_folder import load_model, load_run_policy
 from interestgym.agents.train import TrainConfig, train_run
 
@@ -32,11 +32,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
-    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 128, "n_envs": 4, "n_steps": 16, "batch_size": 32,
-            "n_epochs": 1, "eval_every": 64, "checkpoint_every": 64, "eval_users": None, "progress_bar": False,
-            "reward_baseline": None, "net_arch": [8]}
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_train_config(dataset, run_dir, **kw)
 
 
 @pytest.fixture(scope="module")

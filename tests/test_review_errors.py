@@ -19,7 +19,6 @@ import interestgym.envs  # noqa: F401  (registers the env id)
 from agents_fixtures import tiny_synthetic
 from env_fixtures import make_dataset
 from interestgym.agents.run_folder import read_tuned_baselines
-from interestgym.evaluation.run import evaluate_run
 from interestgym.agents.train import TrainConfig, train_run
 from interestgym.envs.replay import InterestReplayEnv
 from interestgym.envs.replay_data import ProtocolSpec
@@ -28,6 +27,7 @@ from interestgym.envs.vector import InterestReplayVecEnv
 from interestgym.cli import cli
 from interestgym.data.dataset import Dataset
 from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.evaluation.run import evaluate_run
 
 
 @pytest.fixture(scope="module")

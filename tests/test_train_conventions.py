@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from agents_fixtures import tiny_synthetic
+from agents_fixtures import small_train_config, tiny_synthetic
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.train import train_run
 
@@ -29,11 +29,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
-    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 256, "n_envs": 4, "n_steps": 16, "batch_size": 32,
-            "n_epochs": 1, "eval_every": 128, "checkpoint_every": 128, "eval_users": None, "progress_bar": False,
-            "reward_baseline": None, "net_arch": [8]}
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_train_config(dataset, run_dir, **{"timesteps": 256, "eval_every": 128, "checkpoint_every": 128, **kw})
 
 
 def _events(tb_dir: Path):
