@@ -73,17 +73,16 @@ def score_policies(data: Any, policies: list[Any], metric: str, users: list[str]
 def replay_points(data: Any, policies: list[Any], metric: str, users: list[str] | None = None, *,
                   max_rows: int = 1024) -> dict[str, np.ndarray]:
     """Every scoring point of ``users`` replayed with every policy: ``policy`` (index), ``point`` (global
-    scoring-point index) and ``value`` (``metric`` there), in replay order. A shard of users gives its
-    own points; :func:`mean_over_users_many` combines shards as if they were replayed together."""
-    from interestgym.envs.rollout import replay_users_many
+    scoring-point index) and ``value`` (``metric`` there). Rules that move the state alike share one
+    replay (:func:`~interestgym.envs.rollout.replay_shared`). A shard of users gives its own points;
+    :func:`mean_over_users_many` combines shards as if they were replayed together."""
+    from interestgym.envs.rollout import replay_shared
 
-    key = metric.strip().lower()
     parts_policy, parts_point, parts_value = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-    for step in replay_users_many(data, policies, users=users, metric=metric, max_rows=max_rows, progress=False):
-        out = step.output
-        parts_policy.append(step.policy[out.point_row])
-        parts_point.append(out.point_index.astype(np.int64))
-        parts_value.append(out.point_metrics[key])
+    for step in replay_shared(data, policies, users=users, metric=metric, max_rows=max_rows, progress=False):
+        parts_policy.append(step.policy)
+        parts_point.append(step.point_index.astype(np.int64))
+        parts_value.append(step.value)
     return {"policy": np.concatenate(parts_policy).astype(np.int64), "point": np.concatenate(parts_point),
             "value": np.concatenate(parts_value)}
 

@@ -6,8 +6,10 @@ One run, one machine, threads pinned, load average printed, the two scorers alte
 
 * **per point**: ``validation_scorer(..., batched=False)``: one ``evaluate_policy`` per grid point
   (the scorer ``train`` used before);
-* **batched**: ``validation_scorer(...)``: every grid in one replay (rows = users x grid points),
-  coordinate-ascent points scored once.
+* **batched**: ``validation_scorer(...)``: every grid in one lean replay, one row per user and
+  *interest state* (grid points that differ only in score weights, e.g. w and p, share a row and are
+  ranked from the same similarities: ``envs.rollout.replay_shared``), coordinate-ascent points scored
+  once.
 
 Both tune every baseline on the run's validation users (``tune_users`` of them) and must return the
 same tuned parameters, validation scores and grid tables (checked). Then ``interestgym train`` runs

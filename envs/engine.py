@@ -49,6 +49,25 @@ _POINT_BLOCK = 16
 _STACK_METRICS_BELOW = 32
 
 
+#: Observation features a lean engine does not compute (NaN): diagnostics no rule reads, and the
+#: policy's own running reward (rows sharing one state score with several rules' weights).
+LEAN_SKIPPED_FEATURES: tuple[str, ...] = (
+    "reward_ema", "long_metric_ema", "short_metric_ema", *(n for n in STATE_FEATURES if n.startswith("shadow_")))
+_LEAN_SKIPPED_IDX = np.array([FEATURE_INDEX[n] for n in LEAN_SKIPPED_FEATURES])
+
+
+@dataclass
+class PointScores:
+    """What :meth:`ReplayEngine.step` computed at its scoring points before ranking them, kept so that
+    :meth:`ReplayEngine.rescore` can rank the same points with other score weights."""
+
+    point_row: np.ndarray  #: (P,) position of each point's row among the stepped rows
+    prow: np.ndarray  #: (P,) engine row of each point
+    candidates: np.ndarray  #: (P, C) item indices (padded)
+    labels: np.ndarray  #: (P, C) 1 clicked, 0 not, -1 padding
+    similarities: np.ndarray  #: (P, C, K) cos with L, S (and the time-slot profile when used)
+
+
 @dataclass
 class StepOutput:
     """What one :meth:`ReplayEngine.step` produced, for the stepped rows (in the order given).
@@ -68,6 +87,7 @@ class StepOutput:
     point_row: np.ndarray
     point_index: np.ndarray
     point_metrics: dict[str, np.ndarray]
+    points: PointScores | None = None
 
 
 class ReplayEngine:
@@ -76,25 +96,31 @@ class ReplayEngine:
     :param data: the precomputed replay arrays.
     :param n_rows: number of rows (users replayed at once).
     :param metric: the reward metric (its step mean is the reward; see :mod:`interestgym.core.metrics`).
+    :param lean: keep only what rules need, for tuning them: no shadow profiles, no L-only / S-only
+        rankings, no running reward, and only ``metric`` at the scoring points. The features of
+        :data:`LEAN_SKIPPED_FEATURES` are NaN in the observation (a policy reading them acts NaN), every
+        other feature, the profiles and ``metric`` are exactly those of a full engine.
     """
 
-    def __init__(self, data: ReplayData, n_rows: int, metric: str = "ndcg@10") -> None:
+    def __init__(self, data: ReplayData, n_rows: int, metric: str = "ndcg@10", *, lean: bool = False) -> None:
         parse_metric(metric)
         self.data = data
         self.n_rows = int(n_rows)
         self.metric = metric.strip().lower()
-        self.metric_names = metric_names([self.metric])
+        self.lean = bool(lean)
+        self.metric_names = (self.metric,) if self.lean else metric_names([self.metric])
         d = data.dim
         r = self.n_rows
+        n_shadow = 0 if self.lean else len(SHADOW_STRENGTHS)
         self.long_term = np.zeros((r, d), dtype=np.float32)
         self.short_term = np.zeros((r, d), dtype=np.float32)
-        self.shadow = np.zeros((r, len(SHADOW_STRENGTHS), d), dtype=np.float32)
+        self.shadow = np.zeros((r, n_shadow, d), dtype=np.float32)
         self.reward_ema = np.zeros(r)
         self.drift_ema = np.zeros(r)
         self.short_long_ema = np.zeros(r)
         self.long_metric_ema = np.zeros(r)
         self.short_metric_ema = np.zeros(r)
-        self.shadow_cos_ema = np.zeros((r, len(SHADOW_STRENGTHS)))
+        self.shadow_cos_ema = np.zeros((r, n_shadow))
         self.cursor = np.zeros(r, dtype=np.int64)
         self.end = np.zeros(r, dtype=np.int64)
         self.user = np.full(r, -1, dtype=np.int64)
@@ -149,10 +175,13 @@ class ReplayEngine:
         x = self.data.embeddings[self.data.decision_item[dec]]
         long_term, short_term = self.long_term[rows], self.short_term[rows]
         means = {name: getattr(self, name)[rows] for name in RUNNING_MEAN_NAMES}
-        raw = state_quantities(x, long_term, short_term, means, self.shadow_cos_ema[rows])
+        shadow_cos = np.zeros((len(rows), len(SHADOW_STRENGTHS))) if self.lean else self.shadow_cos_ema[rows]
+        raw = state_quantities(x, long_term, short_term, means, shadow_cos)
         obs = np.empty((len(rows), N_FEATURES), dtype=np.float32)
         obs[:, _STATE_IDX] = encode_features(raw, STATE_FEATURES, max_action_weight=self.data.max_action_weight)
         obs[:, _LOG_IDX] = self.data.decision_log_features[dec]
+        if self.lean:
+            obs[:, _LEAN_SKIPPED_IDX] = np.nan
         return obs
 
     # ------------------------------------------------------------------------------------- step
@@ -189,7 +218,7 @@ class ReplayEngine:
         point_row = np.repeat(np.arange(n), p_count)
         first = np.concatenate([[0], np.cumsum(p_count)[:-1]]) if n else np.zeros(0, np.int64)
         point_index = np.repeat(p_start, p_count) + (np.arange(len(point_row)) - np.repeat(first, p_count))
-        point_metrics = self._score_points(rows, point_row, point_index, strengths)
+        point_metrics, points = self._score_points(rows, point_row, point_index, strengths)
 
         n_points = p_count.astype(np.int64)
         scored = n_points > 0
@@ -197,11 +226,12 @@ class ReplayEngine:
         # bincount adds each row's points in order: a row's sums do not depend on other rows.
         sums = {name: np.bincount(point_row, weights=values, minlength=n) for name, values in point_metrics.items()}
         step_metrics = {name: np.where(scored, total / denom, np.nan) for name, total in sums.items()}
-        folded = (self.reward_ema, self.long_metric_ema, self.short_metric_ema)
-        means = fold_outcomes(np.stack([m[rows] for m in folded], axis=1),
-                              np.stack([sums[self.metric], sums["_long_only"], sums["_short_only"]], axis=1), n_points)
-        for m, column in zip(folded, means.T):
-            m[rows] = column
+        if not self.lean:
+            folded = (self.reward_ema, self.long_metric_ema, self.short_metric_ema)
+            means = fold_outcomes(np.stack([m[rows] for m in folded], axis=1),
+                                  np.stack([sums[self.metric], sums["_long_only"], sums["_short_only"]], axis=1), n_points)
+            for m, column in zip(folded, means.T):
+                m[rows] = column
         self.cursor[rows] += 1
         done = self.cursor[rows] >= self.end[rows]
         return StepOutput(
@@ -209,17 +239,20 @@ class ReplayEngine:
             scored=scored, n_points=n_points, done=done, strengths=strengths,
             point_row=point_row, point_index=point_index,
             point_metrics={k: v for k, v in point_metrics.items() if not k.startswith("_")},
+            points=points,
         )
 
-    def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray) -> dict[str, np.ndarray]:
+    def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray,
+                      strengths: np.ndarray) -> tuple[dict[str, np.ndarray], PointScores | None]:
         data = self.data
         n_pts = len(point_index)
         names = list(self.metric_names)
         if n_pts == 0:
             empty = {name: np.zeros(0) for name in names}
-            empty["_long_only"] = np.zeros(0)
-            empty["_short_only"] = np.zeros(0)
-            return empty
+            if not self.lean:
+                empty["_long_only"] = np.zeros(0)
+                empty["_short_only"] = np.zeros(0)
+            return empty, None
         cand, labels, length = data.padded_points(point_index)
         width = cand.shape[1]
 
@@ -244,15 +277,12 @@ class ReplayEngine:
                 block = buf[: len(idx)]
                 np.take(emb, cand[idx, :size], axis=0, out=block)
                 sims[idx, :size] = np.matmul(block, profiles[idx])
+        points = PointScores(point_row=point_row, prow=prow, candidates=cand, labels=labels, similarities=sims)
         cos_long, cos_short = sims[..., 0], sims[..., 1]
-        cos_ctx = sims[..., 2] if use_ctx else None
-
-        counts = self.category_counts[prow] if self.category_counts is not None else None
-        scores = score_candidates(
-            cos_long, cos_short, strengths[point_row], data.item_popularity[cand],
-            beta_cat=self.beta_cat[prow], category_counts=counts, candidate_category=data.item_category[cand],
-            category_prior=self.cat_prior[prow], cos_context=cos_ctx, beta_ctx=self.beta_ctx[prow],
-        )
+        scores = self._scores(points, np.ones(n_pts, dtype=bool), strengths[point_row], self.beta_cat[prow],
+                              self.cat_prior[prow], self.beta_ctx[prow])
+        if self.lean:
+            return ranking_metrics(scores, labels, names), points
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the
         # single env): one call on the stacked rows saves Python overhead; many points: only the reward
         # metric for the extra rankings. Rows are independent, so both paths give identical numbers.
@@ -261,8 +291,62 @@ class ReplayEngine:
             out = {name: v[:n_pts] for name, v in stacked.items()}
             out["_long_only"] = stacked[self.metric][n_pts: 2 * n_pts]
             out["_short_only"] = stacked[self.metric][2 * n_pts:]
-            return out
+            return out, points
         out = ranking_metrics(scores, labels, names)
         out["_long_only"] = ranking_metrics(cos_long, labels, [self.metric])[self.metric]
         out["_short_only"] = ranking_metrics(cos_short, labels, [self.metric])[self.metric]
-        return out
+        return out, points
+
+    def _scores(self, points: PointScores, selected: np.ndarray, strengths: np.ndarray, beta_cat: np.ndarray,
+                category_prior: np.ndarray, beta_ctx: np.ndarray) -> np.ndarray:
+        """Candidate scores of the ``selected`` points (bool mask over ``points``) with per-point weights."""
+        if selected.all():  # the step's own scoring: no copies
+            prow, sims, cand = points.prow, points.similarities, points.candidates
+        else:
+            prow, sims, cand = points.prow[selected], points.similarities[selected], points.candidates[selected]
+        counts = self.category_counts[prow] if self.category_counts is not None else None
+        return score_candidates(
+            sims[..., 0], sims[..., 1], strengths, self.data.item_popularity[cand],
+            beta_cat=beta_cat, category_counts=counts, candidate_category=self.data.item_category[cand],
+            category_prior=category_prior, cos_context=sims[..., 2] if sims.shape[2] > 2 else None, beta_ctx=beta_ctx,
+        )
+
+    def rescore(self, out: StepOutput, jobs: list[tuple[np.ndarray, np.ndarray, ScoringConfig]]) -> list[np.ndarray]:
+        """``metric`` at the scoring points of some stepped rows, had they ranked with other policies' score
+        weights over the same state. A job is ``(selected, actions, config)``: ``selected`` (n,) bool over
+        the stepped rows, ``actions`` (n_selected, 4) whose w and p score (their a_L, a_S must be the ones
+        the rows stepped with), ``config`` the policy's fixed score terms.
+
+        Several rules that move the state alike but weigh their score terms differently (a tuning grid over
+        w, p, beta_cat ...) thus share one replay; each one's numbers equal its own replay's to the bit (the
+        same similarities, the same element-wise scoring). All jobs are ranked in one call. Call it before
+        the engine steps again.
+
+        :param out: the engine's last :class:`StepOutput`.
+        :return: per job, the values at the selected rows' points, in ``out.point_index`` order.
+        """
+        points = out.points
+        if points is None:
+            return [np.zeros(0) for _ in jobs]
+        take, strengths, beta_cat, prior, beta_ctx = [], [], [], [], []
+        for selected, actions, config in jobs:
+            selected = np.asarray(selected, dtype=bool)
+            if config.beta_cat != 0 and self.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3:
+                raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles this scoring needs")
+            row_strengths = action_to_strengths(np.asarray(actions).reshape(int(selected.sum()), -1)[:, :4])
+            if config.popularity_weight is not None:
+                row_strengths[:, 3] = config.popularity_weight
+            full = np.zeros((len(selected), 4), dtype=row_strengths.dtype)
+            full[selected] = row_strengths
+            picked = np.nonzero(selected[points.point_row])[0]
+            take.append(picked)
+            strengths.append(full[points.point_row[picked]])
+            for out_list, value in ((beta_cat, config.beta_cat), (prior, config.category_prior), (beta_ctx, config.beta_ctx)):
+                out_list.append(np.full(len(picked), value, dtype=np.float64))
+        idx = np.concatenate(take)
+        gathered = PointScores(point_row=points.point_row[idx], prow=points.prow[idx], candidates=points.candidates[idx],
+                               labels=points.labels[idx], similarities=points.similarities[idx])
+        scores = self._scores(gathered, np.ones(len(idx), dtype=bool), np.concatenate(strengths), np.concatenate(beta_cat),
+                              np.concatenate(prior), np.concatenate(beta_ctx))
+        values = ranking_metrics(scores, gathered.labels, [self.metric])[self.metric]
+        return np.split(values, np.cumsum([len(t) for t in take])[:-1])

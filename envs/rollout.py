@@ -21,6 +21,7 @@ from interestgym.envs.engine import ReplayEngine, StepOutput
 from interestgym.envs.replay_data import ReplayData
 
 from interestgym.core.interest import ScoringConfig
+from interestgym.core.protocol import action_to_strengths
 from interestgym.errors import InterestGymError
 from interestgym.progress import progress_bar
 
@@ -113,7 +114,7 @@ def engine_signature(scoring: ScoringConfig | None) -> tuple[bool, bool]:
 
 def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,
                       metric: str = "ndcg@10", max_rows: int = 1024, progress: bool | None = None,
-                      desc: str | None = None) -> Iterator[ManyStep]:
+                      desc: str | None = None, lean: bool = False) -> Iterator[ManyStep]:
     """Replay ``users`` once with each of ``policies``, all in lock-step: one engine row per (policy, user).
 
     Each policy acts on its own rows only (one ``act`` call per policy and step, on all its active
@@ -122,7 +123,8 @@ def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Seque
     :func:`replay_users` with that policy alone, for policies whose ``act`` is row-wise (every
     baseline rule is). Policies needing different optional engine state (:func:`engine_signature`)
     run in separate engines, and at most ``max_rows`` rows are replayed at once (a policy's users
-    are queued when one policy alone has more).
+    are queued when one policy alone has more). ``lean``: lean engines (see
+    :class:`~interestgym.envs.engine.ReplayEngine`), for policies that read no skipped feature.
 
     :yield: one :class:`ManyStep` per lock-step and engine.
     """
@@ -142,15 +144,16 @@ def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Seque
         for members in groups.values():
             for lo in range(0, len(members), per_engine):
                 chunk = members[lo: lo + per_engine]
-                for step in _replay_block(data, [policies[k] for k in chunk], queue, slots, metric):
+                for step in _replay_block(data, [policies[k] for k in chunk], queue, slots, metric, lean):
                     bar.update(len(step.rows))
                     yield step._replace(policy=np.asarray(chunk, dtype=np.int64)[step.policy])
 
 
-def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slots: int, metric: str) -> Iterator[ManyStep]:
+def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slots: int, metric: str,
+                  lean: bool = False) -> Iterator[ManyStep]:
     """Rows ``k * slots ... (k + 1) * slots - 1`` replay ``queue`` with ``policies[k]`` (policy indices local)."""
     n_pol = len(policies)
-    engine = ReplayEngine(data, n_pol * slots, metric=metric)
+    engine = ReplayEngine(data, n_pol * slots, metric=metric, lean=lean)
     for k, policy in enumerate(policies):
         engine.set_scoring(slice(k * slots, (k + 1) * slots), getattr(policy, "scoring", None) or ScoringConfig())
     first = min(slots, len(queue))
@@ -182,3 +185,69 @@ def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slot
             if len(rows):
                 engine.start(rows, np.concatenate(take_users))
                 active = np.sort(np.concatenate([active, rows]))
+
+
+class SharedStep(NamedTuple):
+    """The scoring points one lock-step of :func:`replay_shared` scored: ``policy`` (index into the
+    policies), ``point_index`` (global scoring-point index) and ``value`` (the metric there), aligned."""
+
+    policy: np.ndarray
+    point_index: np.ndarray
+    value: np.ndarray
+
+
+def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,
+                  metric: str = "ndcg@10", max_rows: int = 1024, progress: bool | None = None,
+                  desc: str | None = None) -> Iterator[SharedStep]:
+    """:func:`replay_users_many` for a grid of rules, replaying each distinct interest state once.
+
+    Rules with equal ``state_key()`` (e.g. a grid over w and p at fixed a_L, a_S) move the state alike:
+    one lean engine row per (state, user) is stepped with the first of them, and every other one
+    ranks the same scoring points with its own weights (:meth:`ReplayEngine.rescore`). Each rule's
+    values equal its own :func:`replay_users` replay's to the bit. That the members of a state do move
+    it alike is checked at every decision: a rule whose a_L or a_S differs from its state's, or whose
+    action reads a feature the lean engine skips (NaN), raises :class:`InterestGymError`. Policies
+    without ``state_key`` get a state of their own.
+
+    :yield: one :class:`SharedStep` per lock-step and engine.
+    """
+    policies = list(policies)
+    states: dict[Any, list[int]] = {}
+    for k, policy in enumerate(policies):
+        key = policy.state_key() if callable(getattr(policy, "state_key", None)) else ("policy", k)
+        states.setdefault(key, []).append(k)
+    members = list(states.values())
+    first = np.array([m[0] for m in members], dtype=np.int64)  # the policy that steps each state
+    key = metric.strip().lower()
+    label = desc or f"replaying {len(policies)} policies ({len(members)} states)"
+    for step in replay_users_many(data, [policies[m[0]] for m in members], users=users, metric=metric,
+                                  max_rows=max_rows, progress=progress, desc=label, lean=True):
+        out = step.output
+        if np.isnan(out.strengths).any():
+            raise InterestGymError(f"{_who(policies[first[step.policy[np.isnan(out.strengths).any(axis=1)][0]]])} "
+                                   "acts on a feature a lean replay does not compute; tune it with the full engine")
+        parts_policy = [first[step.policy[out.point_row]]]
+        parts_point, parts_value = [out.point_index], [out.point_metrics[key]]
+        jobs: list[tuple[np.ndarray, np.ndarray, ScoringConfig]] = []
+        for g in np.unique(step.policy):
+            if len(members[g]) == 1:
+                continue
+            selected = step.policy == g
+            moved = out.strengths[selected, :2]
+            for k in members[g][1:]:
+                actions = np.asarray(policies[k].act(step.observations[selected]), dtype=np.float32).reshape(int(selected.sum()), -1)
+                if np.isnan(actions).any():
+                    raise InterestGymError(f"{_who(policies[k])} acts on a feature a lean replay does not compute; "
+                                           "tune it with the full engine")
+                if not np.array_equal(action_to_strengths(actions[:, :2]), moved):
+                    raise InterestGymError(f"{_who(policies[k])} and {_who(policies[members[g][0]])} share a state_key "
+                                           "but update the profiles with different strengths")
+                jobs.append((selected, actions, getattr(policies[k], "scoring", None) or ScoringConfig()))
+                parts_policy.append(np.full(int(selected[out.point_row].sum()), k, dtype=np.int64))
+                parts_point.append(out.point_index[selected[out.point_row]])
+        parts_value += step.engine.rescore(out, jobs) if jobs else []
+        yield SharedStep(np.concatenate(parts_policy), np.concatenate(parts_point), np.concatenate(parts_value))
+
+
+def _who(policy: Any) -> str:
+    return repr(policy) if hasattr(policy, "params") else getattr(policy, "name", type(policy).__name__)

@@ -1,4 +1,5 @@
-"""Tuning as one batched replay: every grid scored at once gives exactly the per-policy numbers."""
+"""Tuning as one batched replay: every grid scored at once, each interest state replayed once, gives
+exactly the per-policy numbers."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from env_fixtures import make_dataset
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import CLASSES, GRIDS, POPULARITY_GRID
 from interestgym.agents.tuning import tune_baselines, validation_scorer
+from interestgym.envs.engine import LEAN_SKIPPED_FEATURES, ReplayEngine
 from interestgym.envs.policies import ConstantPolicy
 from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
-from interestgym.envs.rollout import replay_users_many
+from interestgym.envs.rollout import replay_shared, replay_users_many
 from interestgym.envs.vector import evaluate_policy
 
+from interestgym.core.features import FEATURE_INDEX, N_FEATURES
 from interestgym.core.interest import ScoringConfig
+from interestgym.errors import InterestGymError
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,70 @@ def test_revisited_grid_points_are_scored_once(synthetic):
     tune_baselines(recording, ["recsim_saturating"], rounds=2)
     # the coordinate ascent comes back to its best points (p grid, inner grid, own grid again)
     assert len(scored) == len(set(scored)) > 100
+
+
+# ---------------------------------------------------------------- one replay per interest state
+def test_a_grid_over_score_weights_replays_one_state_per_strength_pair(synthetic):
+    grid = every_grid_point("ema_two_profile")
+    keys = {p.state_key() for p in grid}
+    # only (long_rate, short_rate) move the profiles: w is a score weight
+    assert len(keys) == len(GRIDS["ema_two_profile"]["long_rate"]) * len(GRIDS["ema_two_profile"]["short_rate"])
+    bayes = every_grid_point("bayesian_category")
+    assert len({p.state_key() for p in bayes}) == len(GRIDS["bayesian_category"]["forgetting"])  # beta_cat scores only
+    # a rule that is not its state's first one is ranked by rescoring: still its own replay's numbers
+    policies = bayes[:6]
+    got: dict[int, dict[int, float]] = {k: {} for k in range(len(policies))}
+    for step in replay_shared(synthetic, policies, max_rows=40):
+        for k, point, value in zip(step.policy, step.point_index, step.value):
+            got[int(k)][int(point)] = float(value)
+    for k in (1, 5):  # beta_cat 1.0 (rescored) and forgetting 0.9 with beta_cat 0.3 (steps its own state)
+        res = evaluate_policy(synthetic, policies[k], record_features=False, progress=False)
+        np.testing.assert_array_equal([got[k][p] for p in sorted(got[k])], res.points["ndcg@10"].to_numpy())
+
+
+class _MisdeclaredRule(CLASSES["ema_two_profile"]):
+    """Claims that every instance moves the state alike, whatever its long_rate."""
+
+    def state_key(self) -> str:
+        return "one state"
+
+
+class _ReadsRunningReward(CLASSES["ema_two_profile"]):
+    """Weighs S by its own running reward: a feature a lean replay does not compute."""
+
+    def strengths(self, view):
+        return 0.2, 0.5, view["reward_ema"], 0.0
+
+
+def test_rules_that_share_a_state_key_but_move_the_state_differently_are_refused(synthetic):
+    with pytest.raises(InterestGymError, match="share a state_key"):
+        list(replay_shared(synthetic, [_MisdeclaredRule(long_rate=0.1), _MisdeclaredRule(long_rate=0.5)]))
+
+
+def test_a_rule_reading_a_feature_the_lean_replay_skips_is_refused(synthetic):
+    with pytest.raises(InterestGymError, match="lean replay"):
+        list(replay_shared(synthetic, [CLASSES["ema_two_profile"](), _ReadsRunningReward()]))
+
+
+def test_a_lean_engine_replays_the_same_state_and_metric(synthetic):
+    """Lean skips diagnostics, not maths: profiles, every other feature and the metric are the full engine's."""
+    rng = np.random.default_rng(3)
+    rows = np.arange(6)
+    users = np.arange(6)
+    full, lean = ReplayEngine(synthetic, 6), ReplayEngine(synthetic, 6, lean=True)
+    for engine in (full, lean):
+        engine.start(rows, users)
+    skipped = [FEATURE_INDEX[n] for n in LEAN_SKIPPED_FEATURES]
+    kept = [i for i in range(N_FEATURES) if i not in skipped]
+    active = rows
+    while len(active):
+        obs_full, obs_lean = full.observe(active), lean.observe(active)
+        np.testing.assert_array_equal(obs_full[:, kept], obs_lean[:, kept])
+        assert np.isnan(obs_lean[:, skipped]).all()
+        actions = rng.uniform(-1, 1, size=(len(active), 4)).astype(np.float32)
+        out_full, out_lean = full.step(active, actions), lean.step(active, actions)
+        np.testing.assert_array_equal(out_full.point_metrics["ndcg@10"], out_lean.point_metrics["ndcg@10"])
+        np.testing.assert_array_equal(full.long_term, lean.long_term)
+        np.testing.assert_array_equal(full.short_term, lean.short_term)
+        active = active[~out_full.done]
+    assert set(lean.metric_names) == {"ndcg@10"} and lean.shadow.shape[1] == 0

@@ -65,6 +65,11 @@ def _action(a_long, a_short, w, p) -> np.ndarray:
         np.asarray(w, np.float64), np.asarray(p, np.float64)), axis=1))
 
 
+#: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior): rules
+#: that differ only in them move every profile, count and slot alike (see :meth:`RulePolicy.state_key`).
+SCORE_ONLY_PARAMS: frozenset[str] = frozenset({"short_weight", "popularity_weight", "burst_weight", "beta_cat", "beta_ctx", "prior"})
+
+
 class RulePolicy:
     """Base class of the baselines: ``name``, ``params`` (JSON-able), ``scoring`` and ``strengths``."""
 
@@ -85,6 +90,18 @@ class RulePolicy:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params, "scoring": self.scoring.as_dict()}
+
+    def state_key(self) -> str:
+        """What the interest state under this rule depends on: its class, its parameters but the
+        :data:`SCORE_ONLY_PARAMS`, and the state its score terms keep (category counts and their
+        forgetting, time-slot profiles and their rate). Rules with equal keys replay one shared state in
+        tuning (:func:`interestgym.envs.rollout.replay_shared`, which checks that their a_L and a_S agree
+        at every decision)."""
+        sc = self.scoring
+        state = {"category_counts": sc.beta_cat != 0, "category_forgetting": sc.category_forgetting,
+                 "slot_profiles": sc.beta_ctx != 0, "context_rate": sc.context_rate}
+        params = {k: v for k, v in self.params.items() if k not in SCORE_ONLY_PARAMS}
+        return json.dumps([f"{type(self).__module__}.{type(self).__qualname__}", params, state], sort_keys=True, default=repr)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.params)})"

@@ -67,7 +67,7 @@ def decision_transition(state: DecisionState, x: np.ndarray, strengths: np.ndarr
     # separate calls to the bit, with less per-call overhead (measured ~36 vs ~50 us for one user, d=384).
     b, k, d = state.shadow.shape
     profiles = np.concatenate([state.long_term[:, None], state.short_term[:, None], state.shadow], axis=1)
-    rates = np.concatenate([strengths[:, :2], np.broadcast_to(_SHADOW_RATES, (b, k))], axis=1)
+    rates = np.concatenate([strengths[:, :2], np.broadcast_to(_SHADOW_RATES[:k], (b, k))], axis=1)  # k = 0: a lean engine
     moved = update_profile(profiles.reshape(-1, d), np.repeat(x, 2 + k, axis=0), rates.reshape(-1)).reshape(b, 2 + k, d)
     return DecisionState(
         long_term=moved[:, 0],
