@@ -78,22 +78,31 @@ class ScoringConfig:
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; zero rows stay zero ("no interest known")."""
     norm = np.sqrt(np.einsum("...d,...d->...", vectors, vectors))[..., None]
-    return np.where(norm > 0, vectors / np.where(norm > 0, norm, 1), 0).astype(vectors.dtype, copy=False)
+    # one division, only where the norm is positive, into a zeroed output: the values of
+    # where(norm > 0, v / norm, 0) without its temporaries (this runs at every decision of every row)
+    out = np.zeros(vectors.shape, dtype=np.result_type(vectors, norm))
+    np.divide(vectors, norm, out=out, where=norm > 0)
+    return out.astype(vectors.dtype, copy=False)
 
 
 def update_profile(profile: np.ndarray, item: np.ndarray, strength: np.ndarray | float) -> np.ndarray:
     """``normalise((1 - a) P + a x)`` row by row.
 
-    :param profile: (B, d) current profiles (unit or zero rows).
-    :param item: (B, d) item vectors of the events (unit rows).
-    :param strength: (B,) or scalar update strengths a in [0, 1].
-    :return: new (B, d) profiles (float32 when the inputs are).
+    :param profile: (..., d) current profiles (unit or zero rows), e.g. (B, d) or (B, K, d).
+    :param item: item vectors of the events (unit rows), broadcast against ``profile`` (e.g. (B, 1, d)
+        for K profiles of one user moved by the same item).
+    :param strength: update strengths a in [0, 1] of shape ``profile.shape[:-1]`` (or scalar).
+    :return: new profiles of ``profile``'s shape (float32 when the inputs are).
     """
     a = np.asarray(strength, dtype=profile.dtype)
     if a.ndim:
-        a = a[:, None]
+        a = a[..., None]
+    moved = normalise_rows((1 - a) * profile + a * item)
     # a = 0 must leave the profile bit-for-bit unchanged (re-normalising would drift it by rounding).
-    return np.where(a == 0, profile, normalise_rows((1 - a) * profile + a * item))
+    keep = np.broadcast_to(a == 0, moved.shape[:-1] + (1,))[..., 0]
+    if keep.any():
+        moved[keep] = np.broadcast_to(profile, moved.shape)[keep]
+    return moved
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -59,12 +59,6 @@ from interestgym.core.protocol import strengths_to_action
 LN2 = float(np.log(2.0))
 
 
-def _action(a_long, a_short, w, p) -> np.ndarray:
-    return strengths_to_action(np.stack(np.broadcast_arrays(
-        np.asarray(a_long, np.float64), np.asarray(a_short, np.float64),
-        np.asarray(w, np.float64), np.asarray(p, np.float64)), axis=1))
-
-
 #: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior): rules
 #: that differ only in them move every profile, count and slot alike (see :meth:`RulePolicy.state_key`).
 SCORE_ONLY_PARAMS: frozenset[str] = frozenset({"short_weight", "popularity_weight", "burst_weight", "beta_cat", "beta_ctx", "prior"})
@@ -84,9 +78,11 @@ class RulePolicy:
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         view = FeatureView(observations)
-        a_long, a_short, w, p = self.strengths(view)
         n = view.obs.shape[0]
-        return _action(*(np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in (a_long, a_short, w, p)))
+        strengths = np.empty((n, 4), dtype=np.float64)
+        for column, value in enumerate(self.strengths(view)):
+            strengths[:, column] = value  # a scalar or (n,) array: broadcast into its column
+        return strengths_to_action(strengths)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params, "scoring": self.scoring.as_dict()}
