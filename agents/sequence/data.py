@@ -7,7 +7,7 @@ policy of the product follows). Per decision it reads
 
 * the item (row of items.parquet): its encoder vector, and a learned item-id embedding when ids recur;
 * the action (``click``, ``rate``, ``purchase`` ... as a code of :data:`interestgym.data.schema.ACTIONS`);
-* the gap since the user's previous decision, in log2 buckets (:func:`gap_buckets`).
+* the gap since the user's previous decision, in log2 buckets (:func:`~interestgym.core.tokens.gap_buckets`).
 
 **Windows.** The tracker's only state is the window of the user's last ``k`` decisions. The input of
 one window is laid out from its oldest decision at position 0 to the newest at position ``length - 1``
@@ -27,28 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from interestgym.data.schema import ACTION_INDEX, ACTIONS
+from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS, action_codes, gap_buckets
 
-#: Gap buckets: 0 = the user's first decision, 1 = same second, 2 + floor(log2(gap in s)) above,
-#: capped (2 + 30 is about 34 years).
-N_GAP_BUCKETS = 33
-#: Action codes: one per :data:`ACTIONS` entry plus one for an action the schema does not know.
-N_ACTIONS = len(ACTIONS) + 1
-
-
-def gap_buckets(gaps_s: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Bucket of every gap: 0 where ``first`` (no previous decision), 1 for a gap of 0 s (the same
-    second: a batch of ratings), else ``2 + floor(log2(gap))``, capped at ``N_GAP_BUCKETS - 1``."""
-    gaps = np.maximum(np.asarray(gaps_s, dtype=np.float64), 0.0)
-    with np.errstate(divide="ignore"):
-        log = np.floor(np.log2(np.where(gaps >= 1.0, gaps, 1.0)))
-    bucket = np.where(gaps < 1.0, 1, 2 + log.astype(np.int64))
-    return np.where(np.asarray(first, dtype=bool), 0, np.minimum(bucket, N_GAP_BUCKETS - 1)).astype(np.int64)
-
-
-def action_codes(actions: pd.Series | np.ndarray) -> np.ndarray:
-    """Code of every action name (unknown names share the last code)."""
-    return np.array([ACTION_INDEX.get(str(a), len(ACTIONS)) for a in actions], dtype=np.int64)
+__all__ = ["N_ACTIONS", "N_GAP_BUCKETS", "DecisionSequences", "Windows", "action_codes", "decision_sequences", "gap_buckets",
+           "training_chunks", "windows_ending_at"]
 
 
 @dataclass

@@ -35,9 +35,16 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
     Serve it with numpy + onnxruntime only:
       from interestgym.runtime import load_policy
       policy = load_policy("OUT")
+    A sequence tracker's run folder (`interestgym train-sequence`) exports as tracker.onnx + items.npy +
+    item_ids.json + tracker.json, served by `interestgym.runtime.tracker` (see docs/sequence.md).
     Example:
       interestgym export runs/syn --out runs/syn/export
     """
+    from interestgym.agents.sequence.folder import is_sequence_run
+
+    if is_sequence_run(run_dir):
+        _export_tracker(run_dir, out, "best" if which_model == "shipped" else which_model, verify_observations)
+        return
     from interestgym.export.run import export_run
 
     result = export_run(run_dir, out, which=which_model, verify_observations=verify_observations, verify_split=verify_split)
@@ -56,3 +63,15 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
         click.echo(f"  {name:<16} {entry['bytes']:>10,} bytes  sha256 {entry['sha256'][:16]}...")
     if m.get("evaluation") is None:
         click.echo(f"  (no evaluation.json in the run: run `interestgym evaluate {run_dir}` first to record metrics in the manifest)")
+
+
+def _export_tracker(run_dir: Path, out: Path, which: str, verify: int) -> None:
+    from interestgym.export.tracker import export_tracker
+
+    result = export_tracker(run_dir, out, which=which, verify_windows=verify)
+    m = result.manifest
+    click.echo(f"exported the {m['model']['model']} tracker ({which} weights, window {m['window']}, hidden {m['hidden']}) "
+               f"of {run_dir} to {result.out}")
+    click.echo(f"  verified on {m['verification']['windows']} random windows: max |ONNX - torch| state = {result.max_abs_state_diff:.2e}")
+    for name, entry in m["files"].items():
+        click.echo(f"  {name:<16} {entry['bytes']:>10,} bytes  sha256 {entry['sha256'][:16]}...")

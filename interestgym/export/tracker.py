@@ -1,0 +1,205 @@
+"""Export a sequence tracker (``interestgym train-sequence``) for the runtime: ONNX + item table + manifest.
+
+What production needs to run a tracker without torch (:mod:`interestgym.runtime.tracker`):
+
+* ``tracker.onnx``: a window of the user's last ``k`` decisions -> the user's state ``h``. Inputs
+  ``item_reps`` (B, k, hidden) float32 (the items' representations, looked up in the item table),
+  ``action`` and ``gap`` (B, k) int64 (:mod:`interestgym.core.tokens`), ``length`` (B,) int64 (the window
+  is laid out oldest first and right-padded; the model is causal, so padding never changes the state).
+* ``items.npy``: (n_items, hidden) float32, every catalogue item's representation ``id_emb[id_row(i)] +
+  W x_i``, computed once here with the encoder's vectors: the candidates' vectors and the window's inputs.
+* ``item_ids.json``: the catalogue's item ids, row by row.
+* ``tracker.json`` (written last): format, model spec, the decision rule (which events a tracker reads),
+  the dataset and embeddings it was trained with, the ONNX-vs-torch check, sha256 of every file.
+
+The score of a candidate is ``h . items[c]``, as :func:`interestgym.agents.sequence.scoring.score_replay`
+computes it. The folder is written beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from interestgym.errors import ArtifactError, InterestGymError
+
+TRACKER_FORMAT = "interestgym-tracker/1"
+TRACKER_MANIFEST = "tracker.json"
+INPUTS = ("item_reps", "action", "gap", "length")
+OUTPUT = "state"
+ONNX_OPSET = 18
+
+
+class _StateGraph(nn.Module):
+    """The exported computation: item representations + tokens of a window -> the newest decision's state."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_reps: torch.Tensor, action: torch.Tensor, gap: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        out = self.model.encode_reps(item_reps, action, gap)
+        return out[torch.arange(out.shape[0]), length - 1]
+
+
+@dataclass
+class TrackerExport:
+    """What :func:`export_tracker` wrote: the folder, its manifest, and the ONNX-vs-torch check."""
+
+    out: Path
+    manifest: dict[str, Any]
+    max_abs_state_diff: float
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _export_onnx(graph: _StateGraph, window: int, hidden: int, path: Path) -> None:
+    example = (torch.zeros(2, window, hidden), torch.zeros(2, window, dtype=torch.long),
+               torch.zeros(2, window, dtype=torch.long), torch.ones(2, dtype=torch.long))
+    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration_log.level
+    registration_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # the exporters' own FutureWarnings / DeprecationWarnings are not the user's to act on
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # tracing notes (shape checks become constants: the window width is fixed) and the GRU's
+            # batch-size note (the graph is checked below on a batch of another size)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            # The TorchScript exporter: it writes nn.GRU as the ONNX GRU operator (the torch.export one
+            # unrolls it), and a window has a fixed width k, so no dynamic shape but the batch is needed.
+            torch.onnx.export(graph, example, str(path), input_names=list(INPUTS), output_names=[OUTPUT],
+                              dynamic_axes={**{name: {0: "batch"} for name in INPUTS}, OUTPUT: {0: "batch"}},
+                              opset_version=17, dynamo=False)
+    finally:
+        registration_log.setLevel(level)
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def export_tracker(run_dir: str | Path, out: str | Path, *, which: str = "best", dataset: str | Path | None = None,
+                   verify_windows: int = 256, seed: int = 0) -> TrackerExport:
+    """Export the tracker of ``run_dir`` (its ``best`` or ``final`` weights) into ``out``.
+
+    :param dataset: the prepared dataset whose item vectors the tracker reads (default: the one it was
+        trained on, as recorded in its ``sequence.json``); refused if its items or embeddings differ.
+    :param verify_windows: random windows on which the ONNX states must match torch's (max |diff| <= 1e-4).
+    """
+    from interestgym.agents.sequence.scoring import (
+        embeddings_sha256,
+        item_table,
+        load_tracker,
+    )
+    from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS
+    from interestgym.data.dataset import Dataset
+    from interestgym.data.schema import ACTIONS
+
+    run_dir, out = Path(run_dir), Path(out)
+    tracker = load_tracker(run_dir, which)
+    recorded = tracker.dataset
+    ds = Dataset.open(Path(dataset) if dataset is not None else Path(str(recorded.get("path"))))
+    embeddings, _ = ds.load_embeddings(recorded.get("embeddings"))
+
+    class _Replay:  # what Tracker.bind reads of a replay: the dataset, its embeddings and their name
+        dataset_path = ds.path
+        embeddings_name = recorded.get("embeddings")
+
+    _Replay.embeddings = embeddings
+    tracker.bind(_Replay)  # refuses other items or other vectors
+    model, spec = tracker.model.eval(), tracker.spec
+    table = item_table(model)
+    graph = _StateGraph(model).eval()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(tmp / "items.npy", table)
+        item_ids = [str(i) for i in ds.items["item_id"].tolist()]
+        (tmp / "item_ids.json").write_text(json.dumps(item_ids), encoding="utf-8")
+        _export_onnx(graph, spec.window, spec.hidden, tmp / "tracker.onnx")
+        diff = _verify(graph, tmp / "tracker.onnx", table, spec.window, verify_windows, seed)
+        if diff > 1e-4:
+            raise ArtifactError(f"{tmp / 'tracker.onnx'}: ONNX states differ from torch's by up to {diff:.2e}; expected <= 1e-4")
+        files = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+                 for name in ("tracker.onnx", "items.npy", "item_ids.json")}
+        manifest = {
+            "format": TRACKER_FORMAT,
+            "model": spec.as_dict(),
+            "window": spec.window,
+            "hidden": spec.hidden,
+            "inputs": list(INPUTS),
+            "output": OUTPUT,
+            "score": "h . items[c]: the state of the window ending at the user's last decision, dotted with the candidate's row",
+            "tokens": {"actions": list(ACTIONS), "n_actions": N_ACTIONS, "n_gap_buckets": N_GAP_BUCKETS,
+                       "gap": "0 first decision, 1 same second, else 2 + floor(log2(seconds since the previous decision)), capped"},
+            "decisions": {"action_weights": ds.action_weights, "positive_rating": ds.positive_rating,
+                          "rule": "action weight > 0, and for ratings value >= positive_rating, on a catalogue item"},
+            "dataset": {"path": str(ds.path), "item_ids_sha256": ds.item_ids_sha256,
+                        "embeddings": recorded.get("embeddings"), "embeddings_sha256": embeddings_sha256(embeddings)},
+            "run": {"dir": str(run_dir), "which": which, "epoch": tracker.info.get("epoch"),
+                    "valid_score": tracker.info.get("valid_score")},
+            "verification": {"windows": int(verify_windows), "max_abs_state_diff": diff},
+            "files": files,
+        }
+        (tmp / TRACKER_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TrackerExport(out=out, manifest=manifest, max_abs_state_diff=diff)
+
+
+def _verify(graph: _StateGraph, path: Path, table: np.ndarray, window: int, n: int, seed: int) -> float:
+    """Largest |ONNX - torch| state over ``n`` random windows of random lengths (0.0 when n = 0)."""
+    if n <= 0:
+        return 0.0
+    import onnxruntime
+
+    from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS
+
+    rng = np.random.default_rng(seed)
+    length = rng.integers(1, window + 1, size=n)
+    valid = np.arange(window)[None, :] < length[:, None]
+    items = np.where(valid, rng.integers(0, len(table), size=(n, window)), 0)
+    reps = np.where(valid[..., None], table[items], table[0]).astype(np.float32)
+    action = np.where(valid, rng.integers(0, N_ACTIONS, size=(n, window)), 0)
+    gap = np.where(valid, rng.integers(0, N_GAP_BUCKETS, size=(n, window)), 0)
+    with torch.inference_mode():
+        expected = graph(*(torch.as_tensor(a) for a in (reps, action, gap, length))).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT], dict(zip(INPUTS, (reps, action, gap, length))))[0]
+    return float(np.abs(got - expected).max())
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` folder to ``out``; an existing ``out`` must be a tracker export (replaced)."""
+    if out.exists():
+        if not (out / TRACKER_MANIFEST).is_file():
+            raise InterestGymError(f"{out}: exists and is not a tracker export (no {TRACKER_MANIFEST}); choose another --out")
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

@@ -1,0 +1,191 @@
+"""A sequence tracker in production: numpy + onnxruntime, no torch.
+
+Load a folder written by ``interestgym export SEQUENCE_RUN`` (:mod:`interestgym.export.tracker`)::
+
+    from interestgym.runtime.tracker import load_tracker_runtime
+    tracker = load_tracker_runtime("exports/sasrec")
+    window = tracker.new_window()                        # a user's state: the last k decisions
+    window = tracker.update(window, item_id="i42", action="click", timestamp=1_700_000_000)
+    scores = tracker.score(window, ["i1", "i7", "i42"])  # h . items[c]; higher ranks first
+    blob = window.to_bytes()                             # for a profile store; TrackerWindow.from_bytes
+
+A window holds the item rows, action codes and gap buckets of the user's last ``k`` decisions (oldest
+first) and the time of the last one. An event that is not a decision (the dataset's rule, recorded in
+the manifest: action weight > 0, ratings only from the positive threshold, a catalogue item) leaves the
+window unchanged. The state ``h`` is the ONNX graph's output on the window; a candidate's score is
+``h . items[c]``, the replay's scoring (:func:`interestgym.agents.sequence.scoring.score_replay`) to
+float32 rounding (the parity test holds scores to 1e-5 and metrics exactly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interestgym.core.log_features import RATING_ACTION, is_decision
+from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS, action_codes, gap_buckets
+from interestgym.errors import ArtifactError, InterestGymError
+
+TRACKER_FORMAT = "interestgym-tracker/1"
+TRACKER_MANIFEST = "tracker.json"
+_CODEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrackerWindow:
+    """One user's tracker state: the last ``k`` decisions (oldest first) and the last decision's time.
+
+    ``items``: rows of the tracker's item table; ``actions``: action codes; ``gaps``: gap buckets
+    (:mod:`interestgym.core.tokens`); all int64 of equal length <= k. ``last_ts``: seconds, None before
+    the first decision.
+    """
+
+    items: np.ndarray
+    actions: np.ndarray
+    gaps: np.ndarray
+    last_ts: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to_bytes(self) -> bytes:
+        """A compact JSON encoding (for a profile store)."""
+        return json.dumps({"v": _CODEC_VERSION, "items": self.items.tolist(), "actions": self.actions.tolist(),
+                           "gaps": self.gaps.tolist(), "last_ts": self.last_ts}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, *, window: int | None = None, n_items: int | None = None) -> TrackerWindow:
+        """Decode :meth:`to_bytes`; a damaged or foreign blob raises :class:`ArtifactError` naming the field."""
+        try:
+            doc = json.loads(blob)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"tracker window: not a JSON document ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("v") != _CODEC_VERSION:
+            raise ArtifactError(f"tracker window: codec version {doc.get('v') if isinstance(doc, dict) else None!r}; expected {_CODEC_VERSION}")
+        arrays = {}
+        for name, high in (("items", n_items), ("actions", N_ACTIONS), ("gaps", N_GAP_BUCKETS)):
+            values = doc.get(name)
+            if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise ArtifactError(f"tracker window: field {name!r} is {type(values).__name__}; expected a list of integers")
+            arr = np.asarray(values, dtype=np.int64)
+            if len(arr) and (arr.min() < 0 or (high is not None and arr.max() >= high)):
+                raise ArtifactError(f"tracker window: field {name!r} has values outside [0, {high})")
+            arrays[name] = arr
+        if len({len(a) for a in arrays.values()}) != 1 or (window is not None and len(arrays["items"]) > window):
+            raise ArtifactError(f"tracker window: items / actions / gaps of lengths {[len(a) for a in arrays.values()]}; "
+                                f"expected equal lengths <= {window}")
+        last_ts = doc.get("last_ts")
+        if last_ts is not None and not isinstance(last_ts, int):
+            raise ArtifactError(f"tracker window: field 'last_ts' is {last_ts!r}; expected an integer or null")
+        return cls(arrays["items"], arrays["actions"], arrays["gaps"], last_ts)
+
+
+class TrackerRuntime:
+    """An exported tracker, ready to update windows and score candidates (see the module docstring)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        import onnxruntime
+
+        self.folder = Path(folder)
+        self.manifest = _read_manifest(self.folder)
+        m = self.manifest
+        self.window = int(m["window"])
+        self.hidden = int(m["hidden"])
+        self.items = np.load(self.folder / "items.npy", allow_pickle=False)
+        ids = json.loads((self.folder / "item_ids.json").read_text(encoding="utf-8"))
+        if self.items.shape != (len(ids), self.hidden) or self.items.dtype != np.float32:
+            raise ArtifactError(f"{self.folder / 'items.npy'}: shape {self.items.shape} {self.items.dtype}; "
+                                f"expected ({len(ids)}, {self.hidden}) float32 (one row per item id)")
+        self.item_ids: list[str] = [str(i) for i in ids]
+        self.row = {item: i for i, item in enumerate(self.item_ids)}
+        decisions = m["decisions"]
+        self._weights = {str(k): float(v) for k, v in decisions["action_weights"].items()}
+        self._positive_rating = float(decisions["positive_rating"])
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # one user's window is a small graph: threads only contend
+        self._session = onnxruntime.InferenceSession(str(self.folder / "tracker.onnx"), options, providers=["CPUExecutionProvider"])
+
+    # ------------------------------------------------------------------------------------ state
+    def new_window(self) -> TrackerWindow:
+        """The window of a user without decisions."""
+        empty = np.zeros(0, dtype=np.int64)
+        return TrackerWindow(empty, empty, empty, None)
+
+    def is_decision(self, item_id: str, action: str, value: float = 1.0) -> bool:
+        """Whether the event enters the window (the dataset's decision rule, :func:`core.log_features.is_decision`)."""
+        weight = self._weights.get(str(action), 0.0)
+        return bool(is_decision(np.array([weight]), np.array([str(action) == RATING_ACTION]), np.array([value]),
+                                self._positive_rating, np.array([str(item_id) in self.row]))[0])
+
+    def update(self, window: TrackerWindow, item_id: str, action: str, timestamp: int, value: float = 1.0) -> TrackerWindow:
+        """The window after one event (unchanged when the event is not a decision)."""
+        if not self.is_decision(item_id, action, value):
+            return window
+        first = window.last_ts is None
+        gap = gap_buckets(np.array([0 if first else int(timestamp) - int(window.last_ts)]), np.array([first]))
+        keep = slice(max(len(window) + 1 - self.window, 0), None)
+        return TrackerWindow(
+            items=np.append(window.items, self.row[str(item_id)])[keep],
+            actions=np.append(window.actions, action_codes([action]))[keep],
+            gaps=np.append(window.gaps, gap)[keep],
+            last_ts=int(timestamp),
+        )
+
+    # ---------------------------------------------------------------------------------- scoring
+    def states(self, windows: Sequence[TrackerWindow]) -> np.ndarray:
+        """(len(windows), hidden) float32 states; a window without decisions has no state (refused)."""
+        n, k = len(windows), self.window
+        if any(len(w) == 0 for w in windows):
+            raise InterestGymError("a window without decisions has no tracker state; score it with a fallback (e.g. popularity)")
+        items = np.zeros((n, k), dtype=np.int64)
+        actions = np.zeros((n, k), dtype=np.int64)
+        gaps = np.zeros((n, k), dtype=np.int64)
+        length = np.array([len(w) for w in windows], dtype=np.int64)
+        for i, w in enumerate(windows):
+            items[i, : len(w)], actions[i, : len(w)], gaps[i, : len(w)] = w.items, w.actions, w.gaps
+        feeds = {"item_reps": self.items[items], "action": actions, "gap": gaps, "length": length}
+        return self._session.run(["state"], feeds)[0]
+
+    def score_rows(self, window: TrackerWindow, rows: np.ndarray) -> np.ndarray:
+        """Scores of the item-table ``rows`` for one window (float32)."""
+        h = self.states([window])[0]
+        return np.einsum("ch,h->c", self.items[np.asarray(rows, dtype=np.int64)], h)
+
+    def score(self, window: TrackerWindow, candidate_ids: Sequence[str]) -> np.ndarray:
+        """Scores of the candidates (item ids; an id outside the catalogue raises, naming it)."""
+        missing = [c for c in candidate_ids if str(c) not in self.row]
+        if missing:
+            raise InterestGymError(f"candidate item ids {missing[:5]} are not in the tracker's catalogue ({len(self.row)} items)")
+        return self.score_rows(window, np.array([self.row[str(c)] for c in candidate_ids], dtype=np.int64))
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / TRACKER_MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no tracker manifest; export the tracker with `interestgym export SEQUENCE_RUN --out DIR`") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != TRACKER_FORMAT:
+        raise ArtifactError(f"{path}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}; expected {TRACKER_FORMAT!r}")
+    for name, entry in manifest.get("files", {}).items():
+        file = folder / name
+        if not file.is_file():
+            raise ArtifactError(f"{file}: missing (listed in {TRACKER_MANIFEST})")
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        if digest != entry.get("sha256"):
+            raise ArtifactError(f"{file}: sha256 {digest[:12]}... does not match the manifest's {str(entry.get('sha256'))[:12]}...; "
+                                "the export is damaged or was edited: export it again")
+    return manifest
+
+
+def load_tracker_runtime(folder: str | Path) -> TrackerRuntime:
+    """An exported tracker (checked: format, every file's sha256, shapes)."""
+    return TrackerRuntime(folder)
