@@ -16,7 +16,9 @@ training users' decisions), so the ratios hold on whatever machine runs it:
   batched numpy DTW and with dtaidistance (one C call per pair), time and largest difference;
 * ``--latency``: one user's tracker step in torch eager, one thread (window of 50 -> state, scores of
   100 candidates), p50 / p99, against the product's per-event numpy work (profile update + two-profile
-  cosine scores of the same 100 candidates): a preview for the runtime (issue 13, item 5).
+  cosine scores of the same 100 candidates); then the same with each tracker exported
+  (``interestgym export SEQUENCE_RUN``, one training epoch) and run by ``interestgym.runtime.tracker``
+  (numpy + onnxruntime: window update, state, 100 scores).
 
 Wall-clock and CPU seconds are both printed: on a shared machine wall-clock times grow with the load.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -177,10 +180,10 @@ def main() -> None:
                   f"largest difference {diff:.2e}")
 
     if args.latency:
-        latency(train)
+        latency(train, dataset, Path(args.work))
 
 
-def latency(train) -> None:
+def latency(train, dataset: Path, work: Path) -> None:
     import torch
     from interestgym.agents.sequence.models import ModelSpec, build_model
 
@@ -231,6 +234,40 @@ def latency(train) -> None:
         lat = timed(step, 500)
         print(f"  {kind:<7} window 50 -> state + 100 scores (torch eager): {np.median(lat):.0f} / {np.percentile(lat, 99):.0f} µs "
               f"= {np.median(lat) / np.median(base):.0f}x / {np.percentile(lat, 99) / np.percentile(base, 99):.0f}x the product's")
+    exported_latency(dataset, work, base, timed)
+
+
+
+def exported_latency(dataset: Path, work: Path, base: np.ndarray, timed) -> None:
+    """Per event in production: the exported tracker (numpy + onnxruntime) updating a user's window and
+    scoring 100 candidates, after a one-epoch training run of each model (its speed, not its quality)."""
+    from interestgym.agents.sequence.config import SequenceConfig
+    from interestgym.agents.sequence.train import train_sequence
+    from interestgym.export.tracker import export_tracker
+    from interestgym.runtime.tracker import load_tracker_runtime
+
+    rng = np.random.default_rng(1)
+    for kind in ("gru", "sasrec"):
+        run = Path(tempfile.mkdtemp(prefix=f"latency-{kind}-", dir=work))
+        train_sequence(SequenceConfig(dataset=str(dataset), run_dir=str(run / "run"), model=kind, max_epochs=1, progress_bar=False),
+                       log=lambda _: None)
+        tracker = load_tracker_runtime(export_tracker(run / "run", run / "export").out)
+        ids = tracker.item_ids
+        window = tracker.new_window()
+        for t in range(tracker.window):
+            window = tracker.update(window, ids[rng.integers(len(ids))], "rate", t * 60, 5.0)
+        cand = [ids[i] for i in rng.integers(0, len(ids), 100)]
+        state = {"window": window, "t": tracker.window * 60}
+
+        def event(tracker=tracker, state=state, cand=cand) -> None:
+            state["t"] += 60
+            state["window"] = tracker.update(state["window"], ids[rng.integers(len(ids))], "rate", state["t"], 5.0)
+            tracker.score(state["window"], cand)
+
+        lat = timed(event, 1000)
+        print(f"  {kind:<7} exported (onnxruntime, window {tracker.window}): update + state + 100 scores "
+              f"{np.median(lat):.0f} / {np.percentile(lat, 99):.0f} µs = {np.median(lat) / np.median(base):.1f}x / "
+              f"{np.percentile(lat, 99) / np.percentile(base, 99):.1f}x the product's")
 
 
 if __name__ == "__main__":
