@@ -12,6 +12,10 @@ stable-baselines3, no pandas. Every formula is the replay engine's, through the 
 * score: :func:`interestgym.core.interest.score_candidates`;
 * outcome metrics: :func:`interestgym.core.metrics.ranking_metrics`.
 
+The per-event update lives in :mod:`interestgym.runtime.update`: a one-event path (a service's usual
+call, ~40 us of which ~7 us is the graph) and a batched path (stacked users, the core's batched
+functions); tests pin them together to the bit, and the replay-parity tests pin them to the evaluator.
+
 A service's loop for one user::
 
     policy = load_policy("runs/ppo/export")
@@ -32,30 +36,13 @@ from typing import Any
 import numpy as np
 
 from interestgym.core.clock import time_slot
-from interestgym.core.features import (
-    FEATURE_NAMES,
-    N_FEATURES,
-    encode_features,
-    state_quantities,
-)
-from interestgym.core.interest import score_candidates, update_profile
-from interestgym.core.log_features import (
-    RATING_ACTION,
-    is_decision,
-    next_category_run,
-    online_log_quantities,
-)
+from interestgym.core.features import FEATURE_NAMES, N_FEATURES
+from interestgym.core.interest import score_candidates
+from interestgym.core.log_features import RATING_ACTION, is_decision
 from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.rules import RULES, compose_residual, make_rule
-from interestgym.core.transition import (
-    DecisionState,
-    apply_keep_change,
-    category_forgetting_factor,
-    decision_transition,
-    fold_outcomes,
-    update_category_counts,
-)
+from interestgym.core.transition import apply_keep_change, category_forgetting_factor
 from interestgym.errors import InterestGymError
 from interestgym.runtime.manifest import (
     CATEGORIES_FILE,
@@ -67,18 +54,15 @@ from interestgym.runtime.manifest import (
     ExportFileCorruptError,
     read_verified_manifest,
 )
-from interestgym.runtime.state import COUNTERS, PENDING, RUNNING_MEANS, Event, UserState
+from interestgym.runtime.rowfeatures import RowEncoder
+from interestgym.runtime.state import COUNTERS, PENDING, Event, UserState
+from interestgym.runtime.update import observe_one, update_many, update_one
 
 _C = {name: i for i, name in enumerate(COUNTERS)}
-_M = {name: i for i, name in enumerate(RUNNING_MEANS)}
 _P = {name: i for i, name in enumerate(PENDING)}
-#: The running means the scoring points' sums (PENDING, in that order) are folded into.
-_FOLDED = np.array([_M[name] for name in ("reward_ema", "long_metric_ema", "short_metric_ema")])
-
-
-def _stack(arrays: list[np.ndarray]) -> np.ndarray:
-    """np.stack, without its overhead for the one-user case (a service's usual call)."""
-    return arrays[0][None].copy() if len(arrays) == 1 else np.stack(arrays)
+#: Distinct (action, value, has item) decision outcomes remembered per policy (a bound: values are
+#: usually a few ratings / quantities, but a caller could send arbitrary floats).
+_DECISION_MEMO_SIZE = 4096
 
 REQUIRED_FILES = (POLICY_FILE, ITEMS_FILE, POPULARITY_FILE, CATEGORIES_FILE)
 #: The files every export has; a learned policy adds its graph (POLICY_FILE), a shipped rule has none.
@@ -127,6 +111,16 @@ class ExportedPolicy:
         self._fixed_p = None if p is None else float(p)
         self._beta_cat = float(self.scoring.get("beta_cat", 0.0))
         self._beta_ctx = float(self.scoring.get("beta_ctx", 0.0))
+        self._context_rate = float(self.scoring.get("context_rate", 0.0))
+        # None in the manifest = tied to the action (1 - a_L), as in the engine
+        fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
+        self._fixed_forgetting = None if fixed_forgetting is None else float(fixed_forgetting)
+        # The one-event path's helpers: the observation encoder (the core's features to the bit, see
+        # runtime.rowfeatures), the time slot of every hour and the decision rule's outcomes, both
+        # computed by the core once instead of with numpy calls per event.
+        self._row_encoder = RowEncoder(self.max_action_weight, self.action_weights)
+        self._slots = {h: int(s) for h, s in enumerate(time_slot(np.arange(24)).tolist())}
+        self._decision_memo: dict[tuple[Any, ...], bool] = {}
 
     # -------------------------------------------------------------------------------- basics
     def __repr__(self) -> str:
@@ -194,126 +188,57 @@ class ExportedPolicy:
         return bool(is_decision(self.action_weights[event.action], event.action == RATING_ACTION, float(event.value),
                                 self.positive_rating, event.item_vector is not None))
 
-    @staticmethod
-    def _fold_pending(state: UserState) -> None:
-        """Scoring points recorded since the last decision -> running means (the engine does this at
-        the end of the step that scored them, i.e. before the next observation)."""
-        n = state.counters[_C["pending_points"]]
-        if n > 0:
-            state.running_means[_FOLDED] = fold_outcomes(state.running_means[_FOLDED][None], state.pending_sums[None], np.array([n]))[0]
-            state.pending_sums[:] = 0.0
-            state.counters[_C["pending_points"]] = 0
+    def _decision(self, event: Event) -> bool:
+        """:meth:`_is_decision`, remembered per (action, value, has item): the core's rule on arrays
+        costs ~5 numpy calls, the outcome depends on these three only."""
+        try:
+            key = (event.action, event.value, event.item_vector is not None)
+            known = self._decision_memo.get(key)
+        except TypeError:  # an unhashable value (e.g. an array): ask the rule every time
+            return self._is_decision(event)
+        if known is None:
+            known = self._is_decision(event)  # raises for an unknown action, which is never remembered
+            if len(self._decision_memo) < _DECISION_MEMO_SIZE:
+                self._decision_memo[key] = known
+        return known
 
-    def _observations(self, states: list[UserState], events: list[Event], x: np.ndarray, long_term: np.ndarray,
-                      short_term: np.ndarray, means: np.ndarray, shadow_cos_ema: np.ndarray) -> np.ndarray:
-        """Observations (n, N_FEATURES) of decision events from the stacked state arrays (pending
-        outcomes already folded in): the core's state and online log quantities, encoded once."""
-        n = len(states)
-        raw_state = state_quantities(x, long_term, short_term, {name: means[:, i] for i, name in enumerate(RUNNING_MEANS)},
-                                     shadow_cos_ema)
-        counters = np.stack([s.counters for s in states])
-        category_count = np.zeros(n, dtype=np.int64)
-        same_category = np.zeros(n, dtype=bool)
-        for i, (s, e) in enumerate(zip(states, events)):
-            if e.category in s.categories:
-                cat = s.categories.index(e.category)
-                category_count[i] = s.category_decisions[cat]
-                same_category[i] = counters[i, _C["last_category"]] == cat
-        log = online_log_quantities(
-            np.array([int(e.ts) for e in events], dtype=np.int64), counters[:, _C["n_events"]], counters[:, _C["last_event_ts"]],
-            counters[:, _C["n_decisions"]], counters[:, _C["last_decision_ts"]], category_count,
-            np.array([len(s.categories) for s in states], dtype=np.int64), same_category, counters[:, _C["category_run"]],
-        )
-        clock = np.array([e.hour_weekday(self.tz_offset_hours) for e in events], dtype=np.int64).reshape(n, 2)
-        log.update(action_weight=np.array([self.action_weights[e.action] for e in events]),
-                   value=np.array([float(e.value) for e in events]), hour=clock[:, 0], weekday=clock[:, 1])
-        # One call for all columns: each column is computed on its own, so this equals the engine's
-        # two calls (state features, precomputed log features) to the bit.
-        return encode_features({**raw_state, **log}, FEATURE_NAMES, max_action_weight=self.max_action_weight)
+    def _item_vector(self, vector: Any) -> np.ndarray:
+        """One event's item vector as (d,) float32, checked like :meth:`_vectors` (which gives the
+        error message) with a float32 dot product for the norm: its ~1e-7 error is far inside the
+        1e-3 tolerance, and it is one call instead of five."""
+        arr = np.asarray(vector, dtype=np.float32)
+        if arr.shape == (self.dim,):
+            sq = float(arr @ arr)
+            if abs(sq - 1.0) <= 1e-3:  # |norm - 1| <= 1e-3 holds for every such sq (norm within 5e-4)
+                return arr
+        return self._vectors(arr[None], "event item_vector", 2)[0]
+
+    def _slot_of_hour(self, hour: int) -> int:
+        """The time-of-day slot of an hour (``core.clock.time_slot``, tabulated for 0-23)."""
+        slot = self._slots.get(hour)
+        return int(time_slot(hour)) if slot is None else slot
+
+    def _forgetting(self, strengths: np.ndarray, keep_change: np.ndarray | None) -> np.ndarray:
+        """(n,) keep factors of the category counts at decisions with ``strengths`` (the engine's)."""
+        return apply_keep_change(category_forgetting_factor(self._fixed_forgetting, strengths), keep_change)
 
     def observe(self, state: UserState, event: Event) -> np.ndarray | None:
         """The observation the policy sees for ``event`` (None if the event is not a decision)."""
-        if not self._is_decision(event):
+        if not self._decision(event):
             return None
-        s = state.copy()
-        self._fold_pending(s)
-        x = self._vectors(event.item_vector, "event item_vector", 1)[None, :]
-        return self._observations([s], [event], x, s.long_term[None], s.short_term[None], s.running_means[None],
-                                  s.shadow_cos_ema[None])[0]
+        return observe_one(self, state, event)[0][0]
 
     # -------------------------------------------------------------------------------- update
     def update(self, state: UserState, event: Event) -> UserState:
         """The user's state after ``event`` (a new object; ``state`` is left unchanged)."""
-        return self.update_batch([state], [event])[0]
+        return update_one(self, state, event)
 
     def update_batch(self, states: Sequence[UserState], events: Sequence[Event]) -> list[UserState]:
-        """:meth:`update` for many users at once (one ONNX call for all their decisions)."""
-        if len(states) != len(events):
-            raise InterestGymError(f"update_batch got {len(states)} states and {len(events)} events; expected one event per state")
-        for s, e in zip(states, events):
-            if s.dim != self.dim:
-                raise EmbeddingDimensionError(f"user state of dimension {s.dim}; the policy's encoder has dimension {self.dim}")
-            if s.counters[_C["n_events"]] > 0 and int(e.ts) < s.counters[_C["last_event_ts"]]:
-                raise InterestGymError(
-                    f"event ts {int(e.ts)} is before the user's previous event ({s.counters[_C['last_event_ts']]}); "
-                    "expected events in time order"
-                )
-        new = [s.copy() for s in states]
-        dec = [i for i, e in enumerate(events) if self._is_decision(e)]
-        if dec:
-            self._decide([new[i] for i in dec], [events[i] for i in dec])
-        for s, e in zip(new, events):
-            # every event (decision or not) counts, after the decision's features used the old values
-            ts = int(e.ts)
-            s.counters[_C["n_events"]] += 1
-            s.counters[_C["last_event_ts"]] = ts
-        return new
-
-    def _decide(self, states: list[UserState], events: list[Event]) -> None:
-        """Apply decision events to (copies of) states, in place: the engine's ``step`` for these rows."""
-        x = self._vectors(np.stack([np.asarray(e.item_vector, dtype=np.float32) for e in events]), "event item_vector", 2)
-        for s in states:
-            self._fold_pending(s)
-        long_term = _stack([s.long_term for s in states])
-        short_term = _stack([s.short_term for s in states])
-        shadow = _stack([s.shadow for s in states])
-        means = _stack([s.running_means for s in states])
-        shadow_cos_ema = _stack([s.shadow_cos_ema for s in states])
-        actions = self.act(self._observations(states, events, x, long_term, short_term, means, shadow_cos_ema))
-        strengths = self._strengths(actions)
-        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
-        drift, short_long = _M["drift_ema"], _M["short_long_ema"]
-        after = decision_transition(DecisionState(long_term, short_term, shadow, means[:, drift], means[:, short_long], shadow_cos_ema), x, strengths)
-        means[:, drift], means[:, short_long] = after.drift_ema, after.short_long_ema
-        slots = time_slot(np.array([e.hour_weekday(self.tz_offset_hours)[0] for e in events])) if self._beta_ctx != 0 else None
-        # None in the manifest = tied to the action (1 - a_L), as in the engine
-        fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
-        forgetting = apply_keep_change(
-            category_forgetting_factor(None if fixed_forgetting is None else float(fixed_forgetting), strengths), keep_change)
-        context_rate = float(self.scoring.get("context_rate", 0.0))
-        for i, (s, e) in enumerate(zip(states, events)):
-            # copies: a stored state must not keep the whole batch's arrays alive
-            s.long_term, s.short_term, s.shadow = after.long_term[i].copy(), after.short_term[i].copy(), after.shadow[i].copy()
-            s.running_means, s.shadow_cos_ema, s.strengths = means[i].copy(), after.shadow_cos_ema[i].copy(), strengths[i].copy()
-            if s.category_counts is not None:
-                # a category unknown to the export has no column (-1): its count stays implicit 0
-                column = self._category_index.get(e.category, -1)
-                s.category_counts = update_category_counts(s.category_counts[None], np.array([column]), forgetting[i:i + 1])[0]
-            if s.slot_profiles is not None and slots is not None:
-                s.slot_profiles[slots[i]] = update_profile(s.slot_profiles[slots[i]][None, :], x[i][None, :], context_rate)[0]
-            # log-feature counters
-            c = s.counters
-            if e.category in s.categories:
-                cat = s.categories.index(e.category)
-            else:
-                s.categories.append(e.category)
-                s.category_decisions = np.append(s.category_decisions, np.int64(0))
-                cat = len(s.categories) - 1
-            c[_C["category_run"]] = next_category_run(c[_C["last_category"]], c[_C["category_run"]], cat)
-            c[_C["last_category"]] = cat
-            s.category_decisions[cat] += 1
-            c[_C["n_decisions"]] += 1
-            c[_C["last_decision_ts"]] = int(e.ts)
+        """:meth:`update` for many users at once (one ONNX call for all their decisions); equal to the
+        one-event updates to the bit."""
+        if len(states) == 1 and len(events) == 1:
+            return [update_one(self, states[0], events[0])]
+        return update_many(self, states, events)
 
     # -------------------------------------------------------------------------------- scoring
     def _popularity(self, candidate_ids: Any, popularity: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -20,7 +20,7 @@ It serialises to bytes (:meth:`UserState.to_bytes`, a small header + little-endi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ COUNTERS: tuple[str, ...] = (
 )
 #: float64 sums of the scoring points recorded since the last decision, in the ``pending_sums`` field.
 PENDING: tuple[str, ...] = ("metric", "long_only", "short_only")
+_EMPTY_COUNTERS = np.where(np.array(COUNTERS) == "last_category", -1, 0).astype(np.int64)
 
 
 @dataclass(eq=False)  # holds an array: compare fields explicitly
@@ -84,62 +85,167 @@ class Event:
                 int(weekday) if self.weekday is None else int(self.weekday))
 
 
-@dataclass
-class UserState:
-    """One user's interest state (see the module docstring). Create with ``ExportedPolicy.new_state()``."""
+#: Rows of ``UserState.profiles``: L, S, then the shadow profiles H_a in SHADOW_STRENGTHS order.
+PROFILE_ROWS: tuple[str, ...] = ("long_term", "short_term", *(f"shadow_{a:g}" for a in SHADOW_STRENGTHS))
+#: Slices of ``UserState.stats`` (one float64 vector): the running means, the shadow cosines' running
+#: means, the last decision's strengths (a_L, a_S, w, p) and the pending scoring points' sums.
+MEANS_SLICE = slice(0, len(RUNNING_MEANS))
+SHADOW_COS_SLICE = slice(MEANS_SLICE.stop, MEANS_SLICE.stop + _N_SHADOW)
+STRENGTHS_SLICE = slice(SHADOW_COS_SLICE.stop, SHADOW_COS_SLICE.stop + 4)
+PENDING_SLICE = slice(STRENGTHS_SLICE.stop, STRENGTHS_SLICE.stop + len(PENDING))
+N_STATS = PENDING_SLICE.stop
 
-    long_term: np.ndarray
-    short_term: np.ndarray
-    shadow: np.ndarray
-    running_means: np.ndarray
-    shadow_cos_ema: np.ndarray
-    counters: np.ndarray
-    strengths: np.ndarray
-    pending_sums: np.ndarray
-    #: categories in order of first decision, and the user's decisions per category (aligned)
-    categories: list[str] = field(default_factory=list)
-    category_decisions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    #: forgetful counts over the export's category list (only when the policy scores with beta_cat)
-    category_counts: np.ndarray | None = None
-    #: time-of-day slot profiles (only when the policy scores with beta_ctx)
-    slot_profiles: np.ndarray | None = None
+
+class UserState:
+    """One user's interest state (see the module docstring). Create with ``ExportedPolicy.new_state()``.
+
+    Storage is three blocks, so that an update copies, stacks and moves a user's state in a few
+    array operations instead of one per field (the per-call overhead of small numpy arrays is what a
+    one-event update spends its time on):
+
+    * ``profiles`` (2 + len(SHADOW_STRENGTHS), d) float32: L, S and the shadow profiles
+      (:data:`PROFILE_ROWS`); the profile update moves them in one call;
+    * ``stats`` (:data:`N_STATS`,) float64: running means, shadow cosines' means, strengths, pending sums;
+    * ``counters`` int64 (:data:`COUNTERS`).
+
+    The named fields of the serialised form (``long_term``, ``short_term``, ``shadow``,
+    ``running_means``, ``shadow_cos_ema``, ``strengths``, ``pending_sums``) are views into these blocks:
+    reading them costs nothing, writing into them writes the state, and assigning one copies the
+    values into the block. The byte / JSON layout is unchanged (same field names, dtypes and shapes).
+
+    :param long_term: (d,) float32 L; ``short_term`` (d,) S; ``shadow`` (len(SHADOW_STRENGTHS), d).
+    :param running_means: (len(RUNNING_MEANS),) float64; ``shadow_cos_ema`` (len(SHADOW_STRENGTHS),).
+    :param counters: (len(COUNTERS),) int64; ``strengths`` (4,) float64; ``pending_sums`` (len(PENDING),).
+    :param categories: categories in order of first decision; ``category_decisions`` the user's
+        decisions per category (aligned).
+    :param category_counts: forgetful counts over the export's category list (only when the policy
+        scores with beta_cat).
+    :param slot_profiles: time-of-day slot profiles (only when the policy scores with beta_ctx).
+    """
+
+    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "profiles", "slot_profiles", "stats")
+
+    def __init__(self, long_term: np.ndarray, short_term: np.ndarray, shadow: np.ndarray, running_means: np.ndarray,
+                 shadow_cos_ema: np.ndarray, counters: np.ndarray, strengths: np.ndarray, pending_sums: np.ndarray,
+                 categories: list[str] | None = None, category_decisions: np.ndarray | None = None,
+                 category_counts: np.ndarray | None = None, slot_profiles: np.ndarray | None = None) -> None:
+        d = int(np.shape(long_term)[0])
+        profiles = np.empty((2 + _N_SHADOW, d), dtype=np.float32)
+        profiles[0], profiles[1], profiles[2:] = long_term, short_term, shadow
+        stats = np.empty(N_STATS)
+        stats[MEANS_SLICE], stats[SHADOW_COS_SLICE] = running_means, shadow_cos_ema
+        stats[STRENGTHS_SLICE], stats[PENDING_SLICE] = strengths, pending_sums
+        self.profiles = profiles
+        self.stats = stats
+        self.counters = np.asarray(counters, dtype=np.int64)
+        self.categories = list(categories) if categories is not None else []
+        self.category_decisions = (np.zeros(0, dtype=np.int64) if category_decisions is None
+                                   else np.asarray(category_decisions, dtype=np.int64))
+        self.category_counts = category_counts
+        self.slot_profiles = slot_profiles
+
+    @classmethod
+    def _of_blocks(cls, profiles: np.ndarray, stats: np.ndarray, counters: np.ndarray, categories: list[str],
+                   category_decisions: np.ndarray, category_counts: np.ndarray | None,
+                   slot_profiles: np.ndarray | None) -> UserState:
+        """A state owning the given blocks as they are (no copy, no check): the update paths' constructor.
+
+        :param profiles: ((2 + len(SHADOW_STRENGTHS)), d) float32; ``stats`` (N_STATS,) float64;
+            ``counters`` int64; the rest as in the constructor.
+        """
+        state = object.__new__(cls)
+        state.profiles, state.stats, state.counters = profiles, stats, counters
+        state.categories, state.category_decisions = categories, category_decisions
+        state.category_counts, state.slot_profiles = category_counts, slot_profiles
+        return state
 
     # -------------------------------------------------------------------------------- creation
     @classmethod
     def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False) -> UserState:
         """The state before any event: zero profiles ("no interest known") and zero statistics."""
-        return cls(
-            long_term=np.zeros(dim, dtype=np.float32),
-            short_term=np.zeros(dim, dtype=np.float32),
-            shadow=np.zeros((_N_SHADOW, dim), dtype=np.float32),
-            running_means=np.zeros(len(RUNNING_MEANS)),
-            shadow_cos_ema=np.zeros(_N_SHADOW),
-            counters=np.where(np.array(COUNTERS) == "last_category", -1, 0).astype(np.int64),
-            strengths=np.zeros(4),
-            pending_sums=np.zeros(len(PENDING)),
-            category_counts=None if n_categories is None else np.zeros(max(n_categories, 1)),
-            slot_profiles=np.zeros((N_TIME_SLOTS, dim), dtype=np.float32) if with_slots else None,
+        return cls._of_blocks(
+            np.zeros((2 + _N_SHADOW, dim), dtype=np.float32), np.zeros(N_STATS), _EMPTY_COUNTERS.copy(), [],
+            np.zeros(0, dtype=np.int64), None if n_categories is None else np.zeros(max(n_categories, 1)),
+            np.zeros((N_TIME_SLOTS, dim), dtype=np.float32) if with_slots else None,
         )
+
+    # ------------------------------------------------------------------ the named fields (views)
+    @property
+    def long_term(self) -> np.ndarray:
+        return self.profiles[0]
+
+    @long_term.setter
+    def long_term(self, value: np.ndarray) -> None:
+        self.profiles[0] = value
+
+    @property
+    def short_term(self) -> np.ndarray:
+        return self.profiles[1]
+
+    @short_term.setter
+    def short_term(self, value: np.ndarray) -> None:
+        self.profiles[1] = value
+
+    @property
+    def shadow(self) -> np.ndarray:
+        return self.profiles[2:]
+
+    @shadow.setter
+    def shadow(self, value: np.ndarray) -> None:
+        self.profiles[2:] = value
+
+    @property
+    def running_means(self) -> np.ndarray:
+        return self.stats[MEANS_SLICE]
+
+    @running_means.setter
+    def running_means(self, value: np.ndarray) -> None:
+        self.stats[MEANS_SLICE] = value
+
+    @property
+    def shadow_cos_ema(self) -> np.ndarray:
+        return self.stats[SHADOW_COS_SLICE]
+
+    @shadow_cos_ema.setter
+    def shadow_cos_ema(self, value: np.ndarray) -> None:
+        self.stats[SHADOW_COS_SLICE] = value
+
+    @property
+    def strengths(self) -> np.ndarray:
+        return self.stats[STRENGTHS_SLICE]
+
+    @strengths.setter
+    def strengths(self, value: np.ndarray) -> None:
+        self.stats[STRENGTHS_SLICE] = value
+
+    @property
+    def pending_sums(self) -> np.ndarray:
+        return self.stats[PENDING_SLICE]
+
+    @pending_sums.setter
+    def pending_sums(self, value: np.ndarray) -> None:
+        self.stats[PENDING_SLICE] = value
 
     @property
     def dim(self) -> int:
-        return int(self.long_term.shape[0])
+        return int(self.profiles.shape[1])
 
     def counter(self, name: str) -> int:
         return int(self.counters[COUNTERS.index(name)])
 
     def running_mean(self, name: str) -> float:
-        return float(self.running_means[RUNNING_MEANS.index(name)])
+        return float(self.stats[RUNNING_MEANS.index(name)])
 
     def copy(self) -> UserState:
-        return UserState(
-            long_term=self.long_term.copy(), short_term=self.short_term.copy(), shadow=self.shadow.copy(),
-            running_means=self.running_means.copy(), shadow_cos_ema=self.shadow_cos_ema.copy(),
-            counters=self.counters.copy(), strengths=self.strengths.copy(), pending_sums=self.pending_sums.copy(),
-            categories=list(self.categories), category_decisions=self.category_decisions.copy(),
-            category_counts=None if self.category_counts is None else self.category_counts.copy(),
-            slot_profiles=None if self.slot_profiles is None else self.slot_profiles.copy(),
+        return UserState._of_blocks(
+            self.profiles.copy(), self.stats.copy(), self.counters.copy(), list(self.categories),
+            self.category_decisions.copy(), None if self.category_counts is None else self.category_counts.copy(),
+            None if self.slot_profiles is None else self.slot_profiles.copy(),
         )
+
+    def __repr__(self) -> str:
+        return (f"UserState(dim={self.dim}, n_events={self.counter('n_events')}, n_decisions={self.counter('n_decisions')}, "
+                f"categories={len(self.categories)})")
 
     # ----------------------------------------------------------------------------- serialisation
     def _fields(self) -> dict[str, np.ndarray]:

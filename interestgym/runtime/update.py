@@ -1,0 +1,302 @@
+"""The runtime's per-event state update: one event (:func:`update_one`) and many users (:func:`update_many`).
+
+Both are the replay engine's ``observe`` + ``step`` for the users concerned, through the same core
+functions; they differ only in how the work is laid out:
+
+* :func:`update_many` stacks the users' state blocks and calls the batched core functions once for all
+  decisions (``state_quantities``, ``online_log_quantities``, ``encode_features``,
+  ``decision_transition``, ``update_category_counts``, ``update_profile``): numpy's per-call overhead
+  is paid once per batch, not once per user.
+* :func:`update_one` is a service's usual call (one user, one event), where that per-call overhead is
+  the whole cost. It reads the counters as Python ints, encodes the observation with
+  :class:`~interestgym.runtime.rowfeatures.RowEncoder` (the core's features to the bit, in a handful of
+  calls), computes the five cosines of the decision (x with L, S and the shadows) in ONE
+  ``cosine_rows`` call over the state's profile block, uses them for both the observation and the
+  running statistics, and moves all five profiles with ONE ``update_profile`` call: the operations of
+  ``decision_transition``, element for element, without its concatenations.
+
+Bit-equality of the two paths (and so of the one-event path with the engine) is what
+``tests/test_runtime_fastpath.py`` checks on random streams, next to the replay-parity tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from interestgym.core.features import (
+    FEATURE_NAMES,
+    RUNNING_MEAN_NAMES,
+    SHADOW_STRENGTHS,
+    encode_features,
+    state_quantities,
+)
+from interestgym.core.interest import cosine_rows, update_profile
+from interestgym.core.log_features import next_category_run, online_log_quantities
+from interestgym.core.transition import (
+    DecisionState,
+    decision_transition,
+    ema,
+    fold_outcomes,
+    update_category_counts,
+)
+from interestgym.errors import InterestGymError
+from interestgym.runtime.manifest import EmbeddingDimensionError
+from interestgym.runtime.state import (
+    COUNTERS,
+    MEANS_SLICE,
+    PENDING_SLICE,
+    RUNNING_MEANS,
+    SHADOW_COS_SLICE,
+    STRENGTHS_SLICE,
+    Event,
+    UserState,
+)
+
+if TYPE_CHECKING:
+    from interestgym.runtime.policy import ExportedPolicy
+
+# Counter positions (COUNTERS order).
+_N_EVENTS, _N_DECISIONS, _LAST_EVENT_TS, _LAST_DECISION_TS, _LAST_CATEGORY, _CATEGORY_RUN, _PENDING_POINTS = (
+    COUNTERS.index(name) for name in (
+        "n_events", "n_decisions", "last_event_ts", "last_decision_ts", "last_category", "category_run", "pending_points"))
+_M = {name: MEANS_SLICE.start + i for i, name in enumerate(RUNNING_MEANS)}
+#: The running means the scoring points' sums (PENDING, in that order) are folded into (stats positions).
+_FOLDED = np.array([_M[name] for name in ("reward_ema", "long_metric_ema", "short_metric_ema")])
+#: Stats positions of the running statistics a decision moves, in the order of the cosines they take:
+#: drift_ema <- cos(x, L), short_long_ema <- cos(x, S) - cos(x, L), shadow_cos_ema[k] <- cos(x, H_k).
+_MOVED = np.array([_M["drift_ema"], _M["short_long_ema"], *range(SHADOW_COS_SLICE.start, SHADOW_COS_SLICE.stop)])
+#: update_profile strengths of the profile block's rows: a_L, a_S (set per decision), then the shadows'.
+_RATES = np.array([0.0, 0.0, *SHADOW_STRENGTHS])
+
+
+def _check_order(state: UserState, ts: int, n_events: int, last_event_ts: int, dim: int) -> None:
+    if state.profiles.shape[1] != dim:
+        raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has dimension {dim}")
+    if n_events > 0 and ts < last_event_ts:
+        raise InterestGymError(f"event ts {ts} is before the user's previous event ({last_event_ts}); expected events in time order")
+
+
+def _category_of(state: UserState, category: str, last_category: int) -> tuple[int, int, bool]:
+    """(index in the user's categories or -1, previous decisions in it, the previous decision had it)."""
+    try:
+        cat = state.categories.index(category)
+    except ValueError:
+        return -1, 0, False
+    return cat, int(state.category_decisions[cat]), last_category == cat
+
+
+# -------------------------------------------------------------------------------- one event
+def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
+                counters: list[int] | None = None) -> tuple[np.ndarray, tuple]:
+    """The observation (1, N_FEATURES) of a decision event, and what :func:`update_one` reuses of it.
+
+    Pending scoring points are folded into a copy of the stats (the engine folds them at the end of the
+    step that scored them, i.e. before this observation); ``state`` is not modified.
+
+    :param counters: ``state.counters`` as a list the caller already has (it is updated in place).
+    """
+    counters = state.counters.tolist() if counters is None else counters
+    ts = int(event.ts)
+    x = policy._item_vector(event.item_vector)
+    stats = state.stats.copy()
+    pending = counters[_PENDING_POINTS]
+    if pending > 0:
+        stats[_FOLDED] = fold_outcomes(stats[_FOLDED][None], stats[PENDING_SLICE][None], np.array([pending]))[0]
+        stats[PENDING_SLICE] = 0.0
+        counters[_PENDING_POINTS] = 0
+    profiles = state.profiles
+    # cos(x, L), cos(x, S), cos(x, H_k) in one call (row-wise: each equals the engine's own call).
+    # (x repeated: a real array is ~5x cheaper to make than np.broadcast_to's view; same numbers)
+    cos = cosine_rows(profiles, x[None].repeat(profiles.shape[0], axis=0))
+    cos_long_short = cosine_rows(profiles[0:1], profiles[1:2])
+    cat, category_count, same = _category_of(state, event.category, counters[_LAST_CATEGORY])
+    n_events, n_decisions = counters[_N_EVENTS], counters[_N_DECISIONS]
+    hour, weekday = event.hour_weekday(policy.tz_offset_hours)
+    values = stats.tolist()
+    cos_values = cos.tolist()
+    obs = policy._row_encoder.encode(
+        cos_values[0], cos_values[1], float(cos_long_short[0]), not profiles[0].any(), values[MEANS_SLICE],
+        values[SHADOW_COS_SLICE], policy.action_weights[event.action], float(event.value),
+        ts - counters[_LAST_EVENT_TS] if n_events > 0 else 0, ts - counters[_LAST_DECISION_TS] if n_decisions > 0 else 0,
+        hour, weekday, n_events, n_decisions, category_count, len(state.categories), counters[_CATEGORY_RUN] if same else 0,
+    )
+    return obs, (x, stats, counters, cos, cat, hour)
+
+
+def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserState:
+    """``state`` after ``event`` (a new state; ``state`` is not modified): the single-event path."""
+    ts = int(event.ts)
+    counters = state.counters.tolist()
+    _check_order(state, ts, counters[_N_EVENTS], counters[_LAST_EVENT_TS], policy.dim)
+    if not policy._decision(event):
+        # every event counts (n_events, last_event_ts); nothing else moves
+        counters[_N_EVENTS] += 1
+        counters[_LAST_EVENT_TS] = ts
+        new = state.copy()
+        new.counters = np.array(counters, dtype=np.int64)
+        return new
+    obs, (x, stats, counters, cos, cat, hour) = observe_one(policy, state, event, counters)
+    actions = policy.act(obs)
+    strengths = policy._strengths(actions)
+    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
+
+    # decision_transition, element for element: the running statistics from the cosines measured
+    # before the update, then L, S and the shadows moved in one update_profile call.
+    moved = cos.astype(np.float64)
+    moved[1] -= moved[0]  # cos(x, S) - cos(x, L), in float64 as the core subtracts the widened cosines
+    stats[_MOVED] = ema(stats[_MOVED], moved)
+    stats[STRENGTHS_SLICE] = strengths[0]
+    rates = _RATES.copy()
+    rates[:2] = strengths[0, :2]
+    # x (d,) broadcasts against the (rows, d) block inside update_profile's element-wise maths
+    profiles = update_profile(state.profiles, x, rates)
+
+    counts = state.category_counts
+    if counts is not None:
+        # a category unknown to the export has no column (-1): its count stays implicit 0
+        column = policy._category_index.get(event.category, -1)
+        counts = update_category_counts(counts[None], np.array([column]), policy._forgetting(strengths, keep_change))[0]
+    slots = state.slot_profiles
+    if slots is not None and policy._beta_ctx != 0:
+        slot = policy._slot_of_hour(hour)
+        slots = slots.copy()
+        slots[slot] = update_profile(slots[slot][None], x[None], policy._context_rate)[0]
+    elif slots is not None:
+        slots = slots.copy()
+
+    categories = list(state.categories)
+    if cat < 0:
+        categories.append(event.category)
+        cat = len(categories) - 1
+        decisions = np.append(state.category_decisions, np.int64(1))
+    else:
+        decisions = state.category_decisions.copy()
+        decisions[cat] += 1
+    counters[_CATEGORY_RUN] = next_category_run(counters[_LAST_CATEGORY], counters[_CATEGORY_RUN], cat)
+    counters[_LAST_CATEGORY] = cat
+    counters[_N_DECISIONS] += 1
+    counters[_LAST_DECISION_TS] = ts
+    counters[_N_EVENTS] += 1
+    counters[_LAST_EVENT_TS] = ts
+    return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots)
+
+
+# -------------------------------------------------------------------------------- many users
+def update_many(policy: ExportedPolicy, states: Sequence[UserState], events: Sequence[Event]) -> list[UserState]:
+    """The users' states after one event each (new states; the inputs are not modified): one
+    vectorised pass over all their decisions, one policy call."""
+    if len(states) != len(events):
+        raise InterestGymError(f"update_batch got {len(states)} states and {len(events)} events; expected one event per state")
+    counters = np.stack([s.counters for s in states]) if states else np.zeros((0, len(COUNTERS)), np.int64)
+    ts = np.array([int(e.ts) for e in events], dtype=np.int64)
+    for s, e, c, t in zip(states, events, counters.tolist(), ts.tolist()):
+        _check_order(s, t, c[_N_EVENTS], c[_LAST_EVENT_TS], policy.dim)
+    decision = np.array([policy._decision(e) for e in events], dtype=bool)
+    dec = np.flatnonzero(decision)
+    out: list[UserState] = [None] * len(states)  # type: ignore[list-item]
+    if len(dec):
+        for i, new in zip(dec.tolist(), _decide_many(policy, [states[i] for i in dec], [events[i] for i in dec],
+                                                     counters[dec], ts[dec])):
+            out[i] = new
+    for i in np.flatnonzero(~decision).tolist():
+        c = counters[i].copy()
+        c[_N_EVENTS] += 1
+        c[_LAST_EVENT_TS] = ts[i]
+        new = states[i].copy()
+        new.counters = c
+        out[i] = new
+    return out
+
+
+def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[Event], counters: np.ndarray,
+                 ts: np.ndarray) -> list[UserState]:
+    """New states of users whose event is a decision: the engine's observe + step for these rows."""
+    n = len(states)
+    x = policy._vectors(np.stack([np.asarray(e.item_vector, dtype=np.float32) for e in events]), "event item_vector", 2)
+    profiles = np.stack([s.profiles for s in states])
+    stats = np.stack([s.stats for s in states])
+    # scoring points recorded since each user's last decision -> running means (rows without keep theirs)
+    pending = counters[:, _PENDING_POINTS]
+    if pending.any():
+        stats[:, _FOLDED] = fold_outcomes(stats[:, _FOLDED], stats[:, PENDING_SLICE], pending)
+        stats[pending > 0, PENDING_SLICE] = 0.0
+        counters[:, _PENDING_POINTS] = 0
+
+    # the log counters' per-user part (the categories are a short list per user)
+    cats = np.empty(n, dtype=np.int64)
+    category_count = np.zeros(n, dtype=np.int64)
+    same_category = np.zeros(n, dtype=bool)
+    for i, (s, e, last) in enumerate(zip(states, events, counters[:, _LAST_CATEGORY].tolist())):
+        cats[i], category_count[i], same_category[i] = _category_of(s, e.category, last)
+    long_term, short_term = profiles[:, 0], profiles[:, 1]
+    raw = state_quantities(x, long_term, short_term, {name: stats[:, _M[name]] for name in RUNNING_MEAN_NAMES},
+                           stats[:, SHADOW_COS_SLICE])
+    log = online_log_quantities(
+        ts, counters[:, _N_EVENTS], counters[:, _LAST_EVENT_TS], counters[:, _N_DECISIONS], counters[:, _LAST_DECISION_TS],
+        category_count, np.array([len(s.categories) for s in states], dtype=np.int64), same_category, counters[:, _CATEGORY_RUN],
+    )
+    clock = np.array([e.hour_weekday(policy.tz_offset_hours) for e in events], dtype=np.int64).reshape(n, 2)
+    log.update(action_weight=np.array([policy.action_weights[e.action] for e in events]),
+               value=np.array([float(e.value) for e in events]), hour=clock[:, 0], weekday=clock[:, 1])
+    # One call for all columns: each column is computed on its own, so this equals the engine's two
+    # calls (state features, precomputed log features) to the bit.
+    obs = encode_features({**raw, **log}, FEATURE_NAMES, max_action_weight=policy.max_action_weight)
+    actions = policy.act(obs)
+    strengths = policy._strengths(actions)
+    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
+
+    drift, short_long = _M["drift_ema"], _M["short_long_ema"]
+    after = decision_transition(DecisionState(long_term, short_term, profiles[:, 2:], stats[:, drift], stats[:, short_long],
+                                              stats[:, SHADOW_COS_SLICE]), x, strengths)
+    new_profiles = np.concatenate([after.long_term[:, None], after.short_term[:, None], after.shadow], axis=1)
+    stats[:, drift], stats[:, short_long], stats[:, SHADOW_COS_SLICE] = after.drift_ema, after.short_long_ema, after.shadow_cos_ema
+    stats[:, STRENGTHS_SLICE] = strengths
+
+    # The extra score terms' state, for the users whose state has it (all of them, for states made by
+    # this policy's new_state; a foreign state without them keeps none, as in the one-event path).
+    counts: list[np.ndarray | None] = [None] * n
+    rows = [i for i, s in enumerate(states) if s.category_counts is not None]
+    if rows:
+        # a category unknown to the export has no column (-1): its count stays implicit 0
+        column = np.array([policy._category_index.get(events[i].category, -1) for i in rows], dtype=np.int64)
+        moved = update_category_counts(np.stack([states[i].category_counts for i in rows]), column,  # type: ignore[misc]
+                                       policy._forgetting(strengths[rows], None if keep_change is None else keep_change[rows]))
+        for i, row in zip(rows, moved):
+            counts[i] = row
+    slots: list[np.ndarray | None] = [None] * n
+    rows = [i for i, s in enumerate(states) if s.slot_profiles is not None]
+    if rows:
+        block = np.stack([states[i].slot_profiles for i in rows])  # type: ignore[misc]
+        if policy._beta_ctx != 0:
+            slot = np.array([policy._slot_of_hour(int(clock[i, 0])) for i in rows], dtype=np.int64)
+            at = np.arange(len(rows))
+            block[at, slot] = update_profile(block[at, slot], x[rows], policy._context_rate)
+        for i, row in zip(rows, block):
+            slots[i] = row
+
+    # the log counters after the decision
+    counters[:, _N_DECISIONS] += 1
+    counters[:, _LAST_DECISION_TS] = ts
+    counters[:, _N_EVENTS] += 1
+    counters[:, _LAST_EVENT_TS] = ts
+    out = []
+    # copies: a stored state must not keep the whole batch's arrays alive
+    for i, (s, e, c) in enumerate(zip(states, events, counters.tolist())):
+        categories = list(s.categories)
+        cat = int(cats[i])
+        if cat < 0:
+            categories.append(e.category)
+            cat = len(categories) - 1
+            decisions = np.append(s.category_decisions, np.int64(1))
+        else:
+            decisions = s.category_decisions.copy()
+            decisions[cat] += 1
+        c[_CATEGORY_RUN] = next_category_run(c[_LAST_CATEGORY], c[_CATEGORY_RUN], cat)
+        c[_LAST_CATEGORY] = cat
+        out.append(UserState._of_blocks(
+            new_profiles[i].copy(), stats[i].copy(), np.array(c, dtype=np.int64), categories, decisions,
+            None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy()))  # type: ignore[union-attr]
+    return out
