@@ -18,8 +18,9 @@ interleaved, ``--rounds`` rounds of one slice each, so load that comes and goes 
 the ratios ("x PPO") are ratios of the medians over rounds, given per wall-clock second and per
 second of this process's CPU time.
 
-Public anchor (not measured here): RecSim's interest-evolution env runs ~3,500 steps/s with 10
-candidates and ~1,400 with 50 on this kind of machine.
+RecSim is not quoted here: ``benchmarks/recsim_side_by_side.py`` measures RecSim's interest-evolution
+env next to the single and vector envs in one run (at 10 candidates). The public anchor this script
+used to print (~3,500 steps/s) undersold RecSim several times over on the development machine.
 
 Usage::
 
@@ -39,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RECSIM_ANCHOR = {"10 candidates": 3500, "50 candidates": 1400}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -239,8 +239,7 @@ def main() -> None:
     print(f"target env >= 10x PPO (wall): single env {single / ppo_wall:.1f}x, vector env {vec / ppo_wall:.1f}x")
     print(f"target evaluator >= 20,000 events/s: {events[0]:,.0f} per wall s ({events[0] / 20000:.2f}x), "
           f"{events[1]:,.0f} per CPU s ({events[1] / 20000:.2f}x); decisions {med('batched evaluator: decisions', 0):,.0f} per wall s")
-    print(f"public anchor (not measured here): RecSim interest evolution ~{RECSIM_ANCHOR['10 candidates']:,} steps/s "
-          f"(10 candidates), ~{RECSIM_ANCHOR['50 candidates']:,} (50 candidates)")
+    print("RecSim side by side (measured, 10 candidates): python benchmarks/recsim_side_by_side.py --recsim-python ...")
     print(load_line("load after"))
 
 

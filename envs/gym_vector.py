@@ -9,7 +9,7 @@ first observation and puts the finished one's last observation in ``infos["final
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -25,7 +25,7 @@ class InterestReplayVectorEnv(VectorEnv):
     ``split``, ``protocol``, ``metric``, ``max_events``, ``reward_baseline``, ``scoring``, ...).
     """
 
-    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int = 8, *, render_mode: str | None = None, **kwargs: Any) -> None:
         from interestgym.envs.replay import reject_render_mode

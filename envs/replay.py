@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -142,7 +142,7 @@ class InterestReplayEnv(gym.Env):
     >>> info["scored"], info["metrics"].get("ndcg@10")                   # doctest: +SKIP
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self,
@@ -175,8 +175,11 @@ class InterestReplayEnv(gym.Env):
         self.observation_space = spaces.Box(FEATURE_LOW.copy(), FEATURE_HIGH.copy(), (N_FEATURES,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (len(ACTION_NAMES),), dtype=np.float32)
         self._rows = np.arange(self.engine.n_rows)
+        self._agent_row = self._rows[:1]  # the agent's row (row 1 replays the reference rule, if any)
         self._steps = 0
         self._user = -1
+        self._user_id = ""  # str of the episode's user id, made once per episode (not at every step)
+        self._first_decision = 0
         self._done = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -191,15 +194,19 @@ class InterestReplayEnv(gym.Env):
         else:
             user = int(self.np_random.integers(self.data.n_users))
         self._user = user
+        self._user_id = str(self.data.user_ids[user])
+        self._first_decision = int(self.data.user_decision_start[user])
         self._steps = 0
         self._done = False
         self.engine.start(self._rows, np.full(len(self._rows), user))
-        obs = self.engine.observe(self._rows[:1])[0]
-        info = {"user_id": str(self.data.user_ids[user]),
-                "n_decisions": int(self.data.user_decision_end[user] - self.data.user_decision_start[user])}
+        obs = self.engine.observe(self._agent_row)[0]
+        info = {"user_id": self._user_id, "n_decisions": int(self.data.user_decision_end[user]) - self._first_decision}
         return obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        # A step is a few hundred microseconds of numpy on tiny arrays, so the per-step Python around
+        # the engine is kept lean: the checks are one call each, the info dict is built from scalars
+        # read once, and without a reference rule every scoring point is the agent's (no masks).
         if self._done:
             raise InterestGymError("step() called on a finished episode; call reset() first")
         action = np.asarray(action, dtype=np.float32).reshape(1, -1)
@@ -208,33 +215,41 @@ class InterestReplayEnv(gym.Env):
         if not np.isfinite(action).all():
             # a NaN would silently poison the profiles, the reward and every later observation
             raise InterestGymError(f"action {action[0].tolist()}: expected 4 finite numbers in [-1, 1]")
-        if self.reward_baseline is not None:
-            ref_action = np.asarray(self.reward_baseline.act(self.engine.observe(self._rows[1:])), dtype=np.float32).reshape(1, 4)
+        baseline = self.reward_baseline
+        if baseline is not None:
+            ref_action = np.asarray(baseline.act(self.engine.observe(self._rows[1:])), dtype=np.float32).reshape(1, 4)
             action = np.concatenate([action, ref_action])
         out = self.engine.step(self._rows, action)
         self._steps += 1
         terminated = bool(out.done[0])
-        truncated = bool(not terminated and self.max_events is not None and self._steps >= self.max_events)
+        truncated = not terminated and self.max_events is not None and self._steps >= self.max_events
         self._done = terminated or truncated
         scored = bool(out.scored[0])
         metrics = {k: float(v[0]) for k, v in out.metrics.items()} if scored else {}
         reward = metrics.get(self.metric, 0.0)
+        if baseline is None:
+            # one row stepped: the step's scoring points are all the agent's (fresh arrays every step)
+            point_index, point_metrics = out.point_index, out.point_metrics
+        else:
+            mine = out.point_row == 0
+            point_index, point_metrics = out.point_index[mine], {k: v[mine] for k, v in out.point_metrics.items()}
+        decision = int(out.decision[0])
         info: dict[str, Any] = {
-            "user_id": str(self.data.user_ids[self._user]),
-            "decision": int(out.decision[0] - self.data.user_decision_start[self._user]),
-            "ts": int(self.data.decision_ts[out.decision[0]]),
+            "user_id": self._user_id,
+            "decision": decision - self._first_decision,
+            "ts": int(self.data.decision_ts[decision]),
             "scored": scored,
             "n_points": int(out.n_points[0]),
             "metrics": metrics,
             "strengths": out.strengths[0].copy(),
-            "point_index": out.point_index[out.point_row == 0],
-            "point_metrics": {k: v[out.point_row == 0] for k, v in out.point_metrics.items()},
+            "point_index": point_index,
+            "point_metrics": point_metrics,
         }
-        if self.reward_baseline is not None:
+        if baseline is not None:
             base = {k: float(v[1]) for k, v in out.metrics.items()} if scored else {}
             info["baseline_metrics"] = base
             reward -= base.get(self.metric, 0.0)
-        obs = self.engine.observe(self._rows[:1], terminal=terminated)[0]
+        obs = self.engine.observe(self._agent_row, terminal=terminated)[0]
         return obs, float(reward), terminated, truncated, info
 
     def render(self) -> None:

@@ -20,13 +20,20 @@ scoring points with one click (the next-positive protocol) and differ when sever
 The computation never sorts: for each clicked candidate it counts the candidates scored strictly higher
 and the candidates tied with it (integer counts, exact), so a row's result does not depend on how much
 padding the batch around it has: the single env and the batched evaluator agree to the last bit.
+
+A few rows with one click each (the single env and the runtime: one scoring point, ranked by the agent's
+score and by L and S alone) take a scalar path, :func:`_one_click_metrics`: the same integer counts
+(counted in Python for tiny inputs), then the same float64 operations in the same order on Python
+floats (IEEE-754 ``+ - * /`` round alike in numpy and Python), for a fraction of the general path's
+~80 numpy calls. Both paths give bit-identical results (``tests/test_metrics_fast_path.py``).
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 import numpy as np
 
@@ -86,6 +93,128 @@ def _discount_cumsum(k: int, length: int) -> np.ndarray:
     return cum
 
 
+#: Up to this many rows with one click each, :func:`ranking_metrics` takes the scalar path (per-row
+#: Python work grows with the rows; the general path's numpy calls do not). The single env scores 3
+#: rows a step (the agent's ranking, L alone, S alone).
+_SCALAR_ROWS = 8
+#: Up to this many cells (rows x candidates) the scalar path also counts in Python, from ``tolist()``:
+#: cheaper than a dozen numpy calls on tiny arrays (10 candidates x 3 rankings); above it, numpy counts.
+_PYTHON_CELLS = 64
+
+#: One row's integer counts: (start, group, neg_higher, neg_tied, n_neg): valid candidates scored above
+#: the click, valid candidates tied with it (itself included), the same two among unclicked candidates,
+#: and the row's unclicked candidates.
+_Counts = tuple[int, int, int, int, int]
+
+
+@lru_cache(maxsize=256)
+def _table_list(kind: str, k: int, length: int) -> list[float]:
+    """The cached float64 tables as Python floats (exact: a float64 is a Python float), for the scalar path."""
+    return (_harmonic_cumsum(length) if kind == "harmonic" else _discount_cumsum(k, length)).tolist()
+
+
+def _python_counts(scores: np.ndarray, labels: np.ndarray) -> list[_Counts] | None:
+    """Every row's counts, in Python, when every row has exactly one click with a non-NaN score; else None.
+
+    Comparisons of the ``tolist()`` floats equal numpy's (float32 and float64 widen to Python floats
+    exactly); a NaN score on an unclicked candidate compares False both ways, as in numpy.
+    :raises ValueError: a row without a click or without an unclicked candidate (the general path's).
+    """
+    out = []
+    for srow, lrow in zip(scores.tolist(), labels.tolist()):
+        n_pos = lrow.count(1)
+        n_neg = lrow.count(0)
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError("every scoring point needs at least one clicked and one unclicked candidate")
+        if n_pos != 1:
+            return None
+        pos = srow[lrow.index(1)]
+        if math.isnan(pos):  # NaN click score: the general path's NaN behaviour
+            return None
+        start = group = neg_higher = neg_tied = 0
+        for score, label in zip(srow, lrow):
+            if label >= 0:
+                if score > pos:
+                    start += 1
+                    neg_higher += label == 0
+                elif score == pos:
+                    group += 1
+                    neg_tied += label == 0
+        out.append((start, group, neg_higher, neg_tied, n_neg))
+    return out
+
+
+def _numpy_counts(scores: np.ndarray, valid: np.ndarray, clicked: np.ndarray, unclicked: np.ndarray,
+                  n_neg: np.ndarray) -> list[_Counts]:
+    """Every row's counts (one click per row), with the general path's comparisons, counted in one call."""
+    n_points = len(scores)
+    pos = scores[clicked][:, None]  # one click per row: the clicked scores in row order
+    higher = scores > pos
+    tied = scores == pos
+    counts = np.count_nonzero(np.concatenate([higher & valid, tied & valid, higher & unclicked, tied & unclicked]), axis=1).tolist()
+    return list(zip(counts[:n_points], counts[n_points: 2 * n_points], counts[2 * n_points: 3 * n_points], counts[3 * n_points:],
+                    n_neg.tolist()))
+
+
+def _one_click_metrics(rows: list[_Counts], n_cand: int, kinds: dict[str, tuple[str, int | None]]) -> dict[str, np.ndarray]:
+    """:func:`ranking_metrics` of rows with exactly one click each, from their counts, bit-identical to the
+    general path.
+
+    Every metric is the general path's float64 expression, evaluated on Python floats in the same order.
+    With one click per row the general path's sums over clicked slots are sums of one term
+    (``0 + v = v``) and n_pos = 1. The first click's tie group (start s, size g) holds m0 = 1 click, so
+    the general path's survival ratios ``max(g - m0 - i, 0) / max(g - i, 1)`` are ``(g - 1 - i) / (g - i)``
+    for i < g (exact integers, one correctly rounded division either way), and ``survive[t]`` is their
+    sequential product for i < t, as ``np.cumprod`` takes it (t <= g: the ratios past g are never read).
+    """
+    flat: list[float] = []
+    for kind, k in kinds.values():
+        if kind == "auc":
+            flat += [((neg - nh - nt) + 0.5 * nt) / neg for _, _, nh, nt, neg in rows]
+        elif kind == "ndcg":
+            cum = _table_list("discount", k or 0, n_cand)
+            flat += [((cum[s + g] - cum[s]) / g) / cum[1] for s, g, _, _, _ in rows]
+        elif kind == "mrr":
+            harmonic = _table_list("harmonic", 0, n_cand)
+            flat += [((harmonic[s + g] - harmonic[s]) / g) / 1 for s, g, _, _, _ in rows]
+        elif kind in ("hit", "click"):
+            for s, g, _, _, _ in rows:
+                survive = 1.0
+                for i in range(min(max((k or 0) - s, 0), g)):
+                    survive *= (g - 1 - i) / (g - i)
+                flat.append(1.0 - survive)
+        elif kind == "first_click_rr":
+            for s, g, _, _, _ in rows:
+                # sum over j of P(first click at rank j of the group) / (s + j); the terms past the group
+                # are 0.0 / (s + j) = 0.0 and leave the general path's sequential sum as it is
+                total, survive = 0.0, 1.0
+                for j in range(1, g + 1):
+                    after = survive * ((g - j) / (g - j + 1))
+                    total += (survive - after) / float(s + j)
+                    survive = after
+                flat.append(total)
+        else:  # precision, recall, f1 of the expected hit count in the top k
+            k = k or 0
+            hits = [min(max(k - s, 0), g) / g for s, g, _, _, _ in rows]
+            if kind == "precision":
+                flat += [h / k for h in hits]
+            elif kind == "recall":
+                flat += [h / 1 for h in hits]
+            else:
+                flat += [2.0 * h / (k + 1) for h in hits]
+    # one array for every metric (one row each): a numpy call per metric costs more than its values here
+    table = np.array(flat, dtype=np.float64).reshape(len(kinds), len(rows))
+    return dict(zip(kinds, table))
+
+
+@lru_cache(maxsize=256)
+def _parse_names(names: tuple[str, ...]) -> tuple[list[str], dict[str, tuple[str, int | None]]]:
+    """Normalised names and their (kind, k), cached per names tuple (the engine asks for the same set at
+    every step). Internal: callers must not modify the returned list or dict."""
+    normalised = [n.strip().lower() for n in names]
+    return normalised, {name: parse_metric(name) for name in normalised}
+
+
 def ranking_metrics(scores: np.ndarray, labels: np.ndarray, names: Iterable[str] = DEFAULT_METRICS) -> dict[str, np.ndarray]:
     """Each named metric for every row, as float64 arrays of shape (P,).
 
@@ -97,21 +226,28 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray, names: Iterable[str]
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     n_points, n_cand = scores.shape
-    names = [n.strip().lower() for n in names]
-    kinds = {name: parse_metric(name) for name in names}
+    names, kinds = _parse_names(tuple(names))
     if n_points == 0:
         return {name: np.zeros(0, dtype=np.float64) for name in names}
+    if n_points * n_cand <= _PYTHON_CELLS and n_points <= _SCALAR_ROWS:
+        counted = _python_counts(scores, labels)
+        if counted is not None:
+            return _one_click_metrics(counted, n_cand, kinds)
 
     valid = labels >= 0
     clicked = labels == 1
     unclicked = labels == 0
-    n_pos = np.count_nonzero(clicked, axis=1)
-    n_neg = np.count_nonzero(unclicked, axis=1)
-    if np.any(n_pos == 0) or np.any(n_neg == 0):
+    # Both counts in one call (this prelude runs at every single-env step: a few numpy calls fewer matter).
+    n_both = np.count_nonzero(np.concatenate([clicked, unclicked]), axis=1)
+    n_pos, n_neg = n_both[:n_points], n_both[n_points:]
+    if not n_both.all():
         raise ValueError("every scoring point needs at least one clicked and one unclicked candidate")
 
     # Pack the clicked candidates' scores to the front of a (P, K) matrix; K = most clicks in a row.
     k_max = int(n_pos.max())
+    if k_max == 1 and n_points <= _SCALAR_ROWS and not np.isnan(scores).any():
+        # NaN scores (never produced by finite profiles) keep the general path's exact NaN behaviour.
+        return _one_click_metrics(_numpy_counts(scores, valid, clicked, unclicked, n_neg), n_cand, kinds)
     if k_max == 1:  # one click per row (the next-positive protocol): no packing needed
         pos_scores = scores[np.arange(n_points), np.argmax(clicked, axis=1)][:, None]
     else:
