@@ -52,6 +52,11 @@ class TrainConfig:
     tuned_baselines: str | None = None
     """A ``baselines.json`` from an earlier run / evaluation to reuse instead of tuning again (its
     metric, validation protocol, ``tune_users`` and baselines must match this run's; otherwise an error)."""
+    sequence: str | None = None
+    """A sequence tracker's run folder (``interestgym train-sequence`` on the same dataset and embeddings):
+    its standardised score becomes a score term (``ScoringConfig.tracker_weight``). The best tuned rule
+    mixed with it at the weight tuned on the same validation users (``<rule>+tracker``) competes as a
+    baseline, so it is the reference when it is better, and the agent then scores with that term too."""
     agent_scoring: str = "reference"
     """Fixed scoring terms of the agent: ``reference`` (the reward baseline's ScoringConfig, e.g. the
     tuned Bayesian category term, so the agent competes on the update decisions; when that includes
@@ -234,7 +239,12 @@ class TrainConfig:
         """Precomputed replay arrays of ``split`` (cached per process by the env package)."""
         from interestgym.envs.replay_data import load_replay_data
 
-        return load_replay_data(self.dataset, self.embeddings, self.protocol_spec(split))
+        data = load_replay_data(self.dataset, self.embeddings, self.protocol_spec(split))
+        if self.sequence:
+            from interestgym.agents.sequence.term import attach_tracker, cached_tracker
+
+            data = attach_tracker(data, cached_tracker(self.sequence))
+        return data
 
 
 # ---------------------------------------------------------------------------------- config files
@@ -244,7 +254,7 @@ def setting_names() -> tuple[str, ...]:
 
 
 #: Settings that are paths: relative ones in a config file are taken from the file's folder.
-PATH_SETTINGS = ("dataset", "run_dir", "tuned_baselines")
+PATH_SETTINGS = ("dataset", "run_dir", "tuned_baselines", "sequence")
 
 
 def coerce_setting(name: str, value: Any, where: str) -> Any:

@@ -39,6 +39,7 @@ from interestgym.core.transition import (
     fold_outcomes,
     update_category_counts,
 )
+from interestgym.errors import InterestGymError
 
 _LOG_IDX = np.array([FEATURE_INDEX[n] for n in LOG_FEATURES])
 _STATE_IDX = np.array([FEATURE_INDEX[n] for n in STATE_FEATURES])
@@ -66,6 +67,7 @@ class PointScores:
     candidates: np.ndarray  #: (P, C) item indices (padded)
     labels: np.ndarray  #: (P, C) 1 clicked, 0 not, -1 padding
     similarities: np.ndarray  #: (P, C, K) cos with L, S (and the time-slot profile when used)
+    tracker_z: np.ndarray | None = None  #: (P, C) the tracker's standardised scores, when some row weighs them
 
 
 @dataclass
@@ -131,6 +133,7 @@ class ReplayEngine:
         self.cat_prior = np.ones(r)
         self.beta_ctx = np.zeros(r)
         self.ctx_rate = np.zeros(r)
+        self.beta_trk = np.zeros(r)
         self.category_counts: np.ndarray | None = None  # (R, n_categories), allocated when used
         self.slot_profiles: np.ndarray | None = None  # (R, N_TIME_SLOTS, d), allocated when used
 
@@ -143,6 +146,10 @@ class ReplayEngine:
         self.cat_prior[rows] = config.category_prior
         self.beta_ctx[rows] = config.beta_ctx
         self.ctx_rate[rows] = config.context_rate
+        if config.tracker_weight != 0 and self.data.point_tracker_z is None:
+            raise InterestGymError(f"a scoring with tracker_weight={config.tracker_weight} needs replay data with a sequence "
+                                   "tracker attached (agents.sequence.term.attach_tracker; `--sequence RUN` on the command line)")
+        self.beta_trk[rows] = config.tracker_weight
         if config.beta_cat != 0 and self.category_counts is None:
             self.category_counts = np.zeros((self.n_rows, max(self.data.n_categories, 1)))
         if config.beta_ctx != 0 and self.slot_profiles is None:
@@ -277,10 +284,17 @@ class ReplayEngine:
                 block = buf[: len(idx)]
                 np.take(emb, cand[idx, :size], axis=0, out=block)
                 sims[idx, :size] = np.matmul(block, profiles[idx])
-        points = PointScores(point_row=point_row, prow=prow, candidates=cand, labels=labels, similarities=sims)
+        tracker_z = None
+        if data.point_tracker_z is not None:  # kept even when no row weighs it: a rescore may
+            lo = data.point_offsets[point_index]
+            col = np.arange(width)[None, :]
+            valid = col < length[:, None]
+            tracker_z = np.where(valid, data.point_tracker_z[np.where(valid, lo[:, None] + col, 0)], 0.0).astype(np.float32)
+        points = PointScores(point_row=point_row, prow=prow, candidates=cand, labels=labels, similarities=sims,
+                             tracker_z=tracker_z)
         cos_long, cos_short = sims[..., 0], sims[..., 1]
         scores = self._scores(points, np.ones(n_pts, dtype=bool), strengths[point_row], self.beta_cat[prow],
-                              self.cat_prior[prow], self.beta_ctx[prow])
+                              self.cat_prior[prow], self.beta_ctx[prow], self.beta_trk[prow])
         if self.lean:
             return ranking_metrics(scores, labels, names), points
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the
@@ -298,17 +312,20 @@ class ReplayEngine:
         return out, points
 
     def _scores(self, points: PointScores, selected: np.ndarray, strengths: np.ndarray, beta_cat: np.ndarray,
-                category_prior: np.ndarray, beta_ctx: np.ndarray) -> np.ndarray:
+                category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray) -> np.ndarray:
         """Candidate scores of the ``selected`` points (bool mask over ``points``) with per-point weights."""
+        tracker_z = points.tracker_z
         if selected.all():  # the step's own scoring: no copies
             prow, sims, cand = points.prow, points.similarities, points.candidates
         else:
             prow, sims, cand = points.prow[selected], points.similarities[selected], points.candidates[selected]
+            tracker_z = tracker_z[selected] if tracker_z is not None else None
         counts = self.category_counts[prow] if self.category_counts is not None else None
         return score_candidates(
             sims[..., 0], sims[..., 1], strengths, self.data.item_popularity[cand],
             beta_cat=beta_cat, category_counts=counts, candidate_category=self.data.item_category[cand],
             category_prior=category_prior, cos_context=sims[..., 2] if sims.shape[2] > 2 else None, beta_ctx=beta_ctx,
+            tracker_z=tracker_z, beta_trk=beta_trk,
         )
 
     def rescore(self, out: StepOutput, jobs: list[tuple[np.ndarray, np.ndarray, ScoringConfig]]) -> list[np.ndarray]:
@@ -328,11 +345,13 @@ class ReplayEngine:
         points = out.points
         if points is None:
             return [np.zeros(0) for _ in jobs]
-        take, strengths, beta_cat, prior, beta_ctx = [], [], [], [], []
+        take, strengths, beta_cat, prior, beta_ctx, beta_trk = [], [], [], [], [], []
         for selected, actions, config in jobs:
             selected = np.asarray(selected, dtype=bool)
-            if config.beta_cat != 0 and self.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3:
-                raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles this scoring needs")
+            if (config.beta_cat != 0 and self.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3
+                    or config.tracker_weight != 0 and points.tracker_z is None):
+                raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker scores "
+                                 "this scoring needs")
             row_strengths = action_to_strengths(np.asarray(actions).reshape(int(selected.sum()), -1)[:, :4])
             if config.popularity_weight is not None:
                 row_strengths[:, 3] = config.popularity_weight
@@ -341,12 +360,14 @@ class ReplayEngine:
             picked = np.nonzero(selected[points.point_row])[0]
             take.append(picked)
             strengths.append(full[points.point_row[picked]])
-            for out_list, value in ((beta_cat, config.beta_cat), (prior, config.category_prior), (beta_ctx, config.beta_ctx)):
+            for out_list, value in ((beta_cat, config.beta_cat), (prior, config.category_prior), (beta_ctx, config.beta_ctx),
+                                    (beta_trk, config.tracker_weight)):
                 out_list.append(np.full(len(picked), value, dtype=np.float64))
         idx = np.concatenate(take)
         gathered = PointScores(point_row=points.point_row[idx], prow=points.prow[idx], candidates=points.candidates[idx],
-                               labels=points.labels[idx], similarities=points.similarities[idx])
+                               labels=points.labels[idx], similarities=points.similarities[idx],
+                               tracker_z=points.tracker_z[idx] if points.tracker_z is not None else None)
         scores = self._scores(gathered, np.ones(len(idx), dtype=bool), np.concatenate(strengths), np.concatenate(beta_cat),
-                              np.concatenate(prior), np.concatenate(beta_ctx))
+                              np.concatenate(prior), np.concatenate(beta_ctx), np.concatenate(beta_trk))
         values = ranking_metrics(scores, gathered.labels, [self.metric])[self.metric]
         return np.split(values, np.cumsum([len(t) for t in take])[:-1])

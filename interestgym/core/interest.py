@@ -11,7 +11,7 @@ production runtime.
 * **Score** (:func:`score_candidates`) of candidate c::
 
       score(c) = (1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c)
-                 + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)
+                 + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c) + beta_trk z_trk(c)
 
   with L / S the long- / short-term profiles, w the short-term weight, p the popularity weight, pop(c) in
   [0, 1] the item's normalised log-popularity, P(cat | user) a Dirichlet-smoothed category distribution
@@ -19,7 +19,8 @@ production runtime.
   The counts forget with a fixed factor f (``counts <- f counts + onehot(cat(x))``) or, with
   ``ScoringConfig(category_forgetting=None)``, with ``1 - a_L`` of the decision: the policy's long-term
   strength then also decides how much of the category history it keeps (a_L = 0: keep all; a_L = 1:
-  only the event's category).
+  only the event's category). z_trk(c) is a sequence tracker's score of c standardised over the
+  point's candidates (:func:`standardise_scores`; mean 0, sd 1, since raw dot products are unbounded).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class ScoringConfig:
     :param category_prior: Dirichlet pseudo-count per category (> 0).
     :param beta_ctx: weight of cos(T_slot(now), c) in the score (0 = off).
     :param context_rate: update strength of the current time slot's profile at every decision.
+    :param tracker_weight: weight beta_trk >= 0 of a sequence tracker's standardised score in the score
+        (0 = off; needs replay data with a tracker attached: ``agents.sequence.term.attach_tracker``).
     """
 
     popularity_weight: float | None = None
@@ -55,6 +58,7 @@ class ScoringConfig:
     category_prior: float = 1.0
     beta_ctx: float = 0.0
     context_rate: float = 0.3
+    tracker_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.popularity_weight is not None and not 0.0 <= self.popularity_weight <= 1.0:
@@ -65,6 +69,8 @@ class ScoringConfig:
             raise InterestGymError(f"ScoringConfig.category_prior={self.category_prior}: expected a number > 0")
         if not 0.0 <= self.context_rate <= 1.0:
             raise InterestGymError(f"ScoringConfig.context_rate={self.context_rate}: expected a number in [0, 1]")
+        if not self.tracker_weight >= 0.0:
+            raise InterestGymError(f"ScoringConfig.tracker_weight={self.tracker_weight}: expected a number >= 0")
 
     @property
     def ties_category_forgetting(self) -> bool:
@@ -72,7 +78,12 @@ class ScoringConfig:
         return self.category_forgetting is None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, without ``tracker_weight`` when it is off (so configurations, manifests and tuned
+        baselines written before the tracker term existed read the same)."""
+        out = asdict(self)
+        if not self.tracker_weight:
+            del out["tracker_weight"]
+        return out
 
 
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
@@ -149,6 +160,8 @@ def combine_scores(
     beta_cat: np.ndarray | float = 0.0,
     context_term: np.ndarray | None = None,
     beta_ctx: np.ndarray | float = 0.0,
+    tracker_term: np.ndarray | None = None,
+    beta_trk: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """The score of every candidate (see the module docstring); all (B, C) arrays, weights (B,)."""
     w = _column(short_weight)
@@ -158,7 +171,24 @@ def combine_scores(
         score = score + _column(beta_cat) * category_term
     if context_term is not None:
         score = score + _column(beta_ctx) * context_term
+    if tracker_term is not None:
+        score = score + _column(beta_trk) * tracker_term
     return score
+
+
+def standardise_scores(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Scores standardised over each row's valid entries: (s - mean) / sd (float32; 0 where the sd is 0
+    and in invalid entries). A tracker's raw dot products have no fixed scale; standardised, one
+    weight beta_trk means the same at every scoring point.
+
+    :param scores: (P, C) raw scores; ``valid``: (P, C) bool (False = padding).
+    """
+    s = np.where(valid, np.asarray(scores, dtype=np.float64), 0.0)
+    n = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    mean = s.sum(axis=1, keepdims=True) / n
+    sd = np.sqrt(np.where(valid, (s - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n)
+    z = np.where(valid & (sd > 0), (s - mean) / np.where(sd > 0, sd, 1.0), 0.0)
+    return z.astype(np.float32)
 
 
 def _column(weight: np.ndarray | float) -> np.ndarray:
@@ -179,6 +209,8 @@ def score_candidates(
     category_prior: float | np.ndarray = 1.0,
     cos_context: np.ndarray | None = None,
     beta_ctx: np.ndarray | float = 0.0,
+    tracker_z: np.ndarray | None = None,
+    beta_trk: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Score candidate sets from their similarities to the profiles: the one scoring function of the
     replay engine, the evaluator and the runtime (each computes the cosines its own fastest way).
@@ -189,13 +221,17 @@ def score_candidates(
     :param beta_cat: weight(s) of the category term; it is computed only when some is non-zero and
         ``category_counts`` (B, n_categories) and ``candidate_category`` (B, C) are given.
     :param cos_context: (B, C) cos(T_slot, c) with the current time slot's profile (or None).
+    :param tracker_z: (B, C) a sequence tracker's standardised scores (or None); the term is added only
+        when some ``beta_trk`` is non-zero, so without one the score is exactly what it was before.
     :return: (B, C) scores.
     """
     category_term = None
     if category_counts is not None and candidate_category is not None and np.any(np.asarray(beta_cat) != 0):
         category_term = category_log_prob(category_counts, candidate_category, category_prior)
+    use_tracker = tracker_z is not None and np.any(np.asarray(beta_trk) != 0)
     return combine_scores(cos_long, cos_short, strengths[:, 2], strengths[:, 3], popularity,
-                          category_term=category_term, beta_cat=beta_cat, context_term=cos_context, beta_ctx=beta_ctx)
+                          category_term=category_term, beta_cat=beta_cat, context_term=cos_context, beta_ctx=beta_ctx,
+                          tracker_term=tracker_z if use_tracker else None, beta_trk=beta_trk)
 
 
 def scoring_direction(long_term: np.ndarray, short_term: np.ndarray, short_weight: np.ndarray) -> np.ndarray:

@@ -262,10 +262,40 @@ RULES: dict[str, type[RulePolicy]] = {
 }
 
 
+class TrackerMixRule(RulePolicy):
+    """``base`` (a tuned rule) with a sequence tracker's standardised score added to its score at the fixed
+    weight ``tracker_weight`` (``ScoringConfig.tracker_weight``): the tracker/profile mixture. Named
+    ``"<base>+tracker"``; :func:`make_rule` rebuilds it from that name and its parameters. Its replay data
+    must carry the tracker's scores (``agents.sequence.term.attach_tracker``)."""
+
+    SUFFIX = "+tracker"
+
+    def __init__(self, base: RulePolicy, tracker_weight: float) -> None:
+        from dataclasses import replace
+
+        super().__init__(replace(base.scoring, tracker_weight=float(tracker_weight)), **base.params,
+                         tracker_weight=float(tracker_weight))
+        self.base = base
+        self.name = base.name + self.SUFFIX
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return self.base.act(observations)
+
+    def state_key(self) -> str:
+        return self.base.state_key()  # the tracker term is score-only
+
+
 def make_rule(name: str, **params: Any) -> RulePolicy:
-    """A baseline by name with the given parameters (unknown name -> InterestGymError)."""
+    """A baseline by name with the given parameters (unknown name -> InterestGymError); ``"<rule>+tracker"``
+    with a ``tracker_weight`` parameter is that rule mixed with a tracker (:class:`TrackerMixRule`)."""
     from interestgym.errors import InterestGymError
 
+    if name.endswith(TrackerMixRule.SUFFIX):
+        params = dict(params)
+        weight = params.pop("tracker_weight", None)
+        if weight is None:
+            raise InterestGymError(f"rule {name!r}: expected a tracker_weight parameter")
+        return TrackerMixRule(make_rule(name[: -len(TrackerMixRule.SUFFIX)], **params), float(weight))
     if name not in RULES:
         raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(RULES)}")
     return RULES[name](**params)

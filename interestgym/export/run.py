@@ -44,7 +44,7 @@ from interestgym.data.dataset import MANIFEST as DATASET_MANIFEST
 from interestgym.data.dataset import Dataset
 from interestgym.envs.policies import ResidualPolicy
 from interestgym.envs.replay_data import load_replay_data
-from interestgym.errors import ArtifactError
+from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.export.actor import ONNX_OPSET, build_actor, export_onnx
 from interestgym.export.parity import graph_action_diff, recorded_observations
 from interestgym.export.writer import write_export_directory
@@ -109,6 +109,11 @@ def export_run(
     _, emb_meta = dataset.load_embeddings(emb_name)
     data = load_replay_data(dataset, emb_name, config.protocol_spec(verify_split))
     reference = run_reference(saved)
+    if reference is not None and reference.scoring.tracker_weight:
+        raise InterestGymError(f"{run_dir}: its reference `{reference.name}` scores with a sequence tracker "
+                               f"(tracker_weight {reference.scoring.tracker_weight}); the runtime cannot run a policy with a "
+                               "tracker term yet. Export the tracker itself with `interestgym export SEQUENCE_RUN`, or train "
+                               "without --sequence")
     rule = None if reference is None else {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()}
 
     if which == "rule":

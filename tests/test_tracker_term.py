@@ -1,0 +1,152 @@
+"""A sequence tracker's score as a term of the profiles' score, and the fixed tracker/profile mixture."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from env_fixtures import make_dataset
+from interestgym.agents.rules import make_baseline
+from interestgym.agents.sequence.config import SequenceConfig
+from interestgym.agents.sequence.scoring import load_tracker
+from interestgym.agents.sequence.term import (
+    TrackerMixRule,
+    attach_tracker,
+    tune_tracker_weight,
+)
+from interestgym.agents.sequence.train import train_sequence
+from interestgym.agents.tuning import validation_scorer
+from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
+from interestgym.envs.vector import evaluate_policy
+
+from interestgym.core.interest import ScoringConfig, standardise_scores
+from interestgym.errors import InterestGymError
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    """A fixture dataset and a GRU tracker trained on it."""
+    root = tmp_path_factory.mktemp("term")
+    data = make_dataset(root / "ds", n_users=24, n_items=40, dim=8)
+    run = root / "run"
+    train_sequence(SequenceConfig(dataset=str(data), run_dir=str(run), model="gru", window=6, hidden=16, max_epochs=2,
+                                  batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
+    return data, run
+
+
+@pytest.fixture(scope="module")
+def setup(paths):
+    data, run = paths
+    tracker = load_tracker(run)
+    valid = load_replay_data(data, None, ProtocolSpec(split="valid"))
+    return tracker, valid, attach_tracker(valid, tracker)
+
+
+def test_standardised_scores_have_mean_zero_and_unit_sd_over_each_points_candidates():
+    scores = np.array([[1.0, 2.0, 3.0, 99.0], [5.0, 5.0, 0.0, 0.0]])
+    valid = np.array([[True, True, True, False], [True, True, False, False]])
+    z = standardise_scores(scores, valid)
+    sd = np.sqrt(2.0 / 3.0)
+    np.testing.assert_allclose(z[0], [-1 / sd, 0.0, 1 / sd, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(z[1], [0.0, 0.0, 0.0, 0.0])  # no spread: no information, no term
+
+
+def test_the_attached_scores_are_the_trackers_own_ranking(setup):
+    tracker, valid, attached = setup
+    assert valid.point_tracker_z is None and attached.tracker["model"] == "gru"
+    res = tracker.score(valid, keep_scores=True)
+    _, _, length = valid.padded_points(np.arange(valid.n_points))
+    for p in range(0, valid.n_points, 7):
+        z = attached.point_tracker_z[valid.point_offsets[p]: valid.point_offsets[p + 1]]
+        raw = res.scores[p, : length[p]]
+        # standardising is increasing: the same order of candidates
+        np.testing.assert_array_equal(np.argsort(z, kind="stable"), np.argsort(raw, kind="stable"))
+
+
+def test_weight_zero_is_the_rule_and_a_huge_weight_is_the_tracker(setup):
+    tracker, valid, attached = setup
+    rule = make_baseline("ema_two_profile", long_rate=0.2, short_rate=0.5, short_weight=0.4)
+    alone = evaluate_policy(valid, rule, record_features=False, progress=False)
+    mixed0 = evaluate_policy(attached, TrackerMixRule(rule, 0.0), record_features=False, progress=False)
+    np.testing.assert_array_equal(mixed0.points["ndcg@10"].to_numpy(), alone.points["ndcg@10"].to_numpy())
+    dominated = evaluate_policy(attached, TrackerMixRule(rule, 1e6), record_features=False, progress=False)
+    own = tracker.score(valid)
+    np.testing.assert_array_equal(dominated.points["ndcg@10"].to_numpy(), own.points["ndcg@10"].to_numpy())
+
+
+def test_the_weight_grid_is_one_shared_replay_with_every_points_own_numbers(setup):
+    _, _, attached = setup
+    rule = make_baseline("bayesian_category", beta_cat=1.0, forgetting=0.9)
+    best, table = tune_tracker_weight(attached, rule)
+    rules = [TrackerMixRule(rule, row["tracker_weight"]) for row in table]
+    one_by_one = validation_scorer(attached, "ndcg@10", batched=False)(rules)
+    assert [row["score"] for row in table] == one_by_one
+    assert best.params["tracker_weight"] == table[int(np.argmax(one_by_one))]["tracker_weight"]
+    assert len({r.state_key() for r in rules}) == 1
+
+
+def test_a_tracker_weight_without_an_attached_tracker_is_refused(setup):
+    _, valid, _ = setup
+    rule = make_baseline("ema_two_profile")
+    with pytest.raises(InterestGymError, match="tracker attached"):
+        evaluate_policy(valid, TrackerMixRule(rule, 0.5), record_features=False, progress=False)
+    assert "tracker_weight" not in ScoringConfig().as_dict()  # files written before the term read the same
+
+
+def test_a_mixture_is_rebuilt_from_its_name_and_parameters():
+    from interestgym.core.rules import make_rule
+
+    mix = TrackerMixRule(make_baseline("context_rule", beta_ctx=0.3, context_rate=0.1), 0.35)
+    again = make_rule(mix.name, **mix.params)
+    assert mix.name == "context_rule+tracker" and again.describe() == mix.describe()
+    assert again.scoring.tracker_weight == 0.35 and again.scoring.beta_ctx == 0.3
+    with pytest.raises(InterestGymError, match="tracker_weight"):
+        make_rule("context_rule+tracker", beta_ctx=0.3)
+
+
+def test_train_with_a_tracker_tunes_the_mixture_beside_the_rules(paths, tmp_path):
+    """`interestgym train --sequence RUN`: the best rule mixed with the tracker competes as a baseline,
+    tuned on the same validation users; the reference is the best of all on validation."""
+    import json
+
+    from agents_fixtures import small_train_config
+    from interestgym.agents.sequence.term import TRACKER_WEIGHTS
+    from interestgym.agents.train import train_run
+
+    data, run = paths
+    config = small_train_config(data, tmp_path / "ppo", reward_baseline="best", sequence=str(run), tune_users=None)
+    assert config.replay_data("valid").point_tracker_z is not None
+    train_run(config)
+    tuned = json.loads((tmp_path / "ppo" / "baselines.json").read_text())["baselines"]
+    mixes = [n for n in tuned if n.endswith("+tracker")]
+    assert len(mixes) == 1
+    base = mixes[0].removesuffix("+tracker")
+    grid = tuned[mixes[0]]["grid"]
+    assert [row["tracker_weight"] for row in grid] == list(TRACKER_WEIGHTS)
+    assert grid[0]["score"] == tuned[base]["valid_score"]  # weight 0 is the rule, to the bit
+    assert tuned[mixes[0]]["valid_score"] == max(row["score"] for row in grid)
+    saved = json.loads((tmp_path / "ppo" / "config.json").read_text())
+    competing = {n: v["valid_score"] for n, v in tuned.items() if n != "oracle"}
+    assert saved["reference"]["name"] == max(competing, key=lambda n: (competing[n], -list(competing).index(n)))
+
+
+def test_a_run_whose_reference_weighs_a_tracker_is_not_exported(paths, tmp_path):
+    import json
+
+    from agents_fixtures import small_train_config
+    from interestgym.agents.train import train_run
+
+    from interestgym.export.run import export_run
+
+    data, _ = paths
+    train_run(small_train_config(data, tmp_path / "ppo", reward_baseline="ema_two_profile"))
+    path = tmp_path / "ppo" / "config.json"
+    saved = json.loads(path.read_text())
+    saved["reference"] = {"name": "ema_two_profile+tracker", "params": {**saved["reference"]["params"], "tracker_weight": 0.5}}
+    path.write_text(json.dumps(saved))
+    with pytest.raises(InterestGymError, match="tracker term"):
+        export_run(tmp_path / "ppo", tmp_path / "export", which="rule")
