@@ -117,7 +117,7 @@ def _non_default_settings(tmp_path: Path) -> dict:
     values = {}
     for f in dataclasses.fields(TrainConfig):
         value = getattr(default, f.name)
-        if f.name in ("dataset", "run_dir", "tuned_baselines"):
+        if f.name in ("dataset", "run_dir", "tuned_baselines", "sequence"):
             values[f.name] = str(tmp_path / f.name)
         elif f.name == "embeddings":
             values[f.name] = "topic16"
