@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from interestgym.io import (
     write_json_atomic,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MANIFEST = "manifest.json"
 
@@ -211,6 +214,26 @@ def write_dataset(
     return manifest
 
 
+def _row_groups_overlapping(pf: Any, column: str, lo: str, hi: str) -> list[int]:
+    """Row groups of ParquetFile ``pf`` whose ``column`` min / max statistics overlap [lo, hi] (a row
+    group without statistics is kept: it may hold such rows). Parquet orders strings by their UTF-8
+    bytes, which is Python's code-point order."""
+    meta = pf.metadata
+    keep = []
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        stats = next((rg.column(j).statistics for j in range(rg.num_columns) if rg.column(j).path_in_schema == column), None)
+        if stats is None or not stats.has_min_max:
+            keep.append(i)
+            continue
+        mn, mx = stats.min, stats.max
+        mn = mn.decode("utf-8", "replace") if isinstance(mn, bytes) else str(mn)
+        mx = mx.decode("utf-8", "replace") if isinstance(mx, bytes) else str(mx)
+        if not (mx < lo or mn > hi):
+            keep.append(i)
+    return keep
+
+
 def item_ids_sha256(item_ids: Any) -> str:
     """sha256 of an item-id list in order (the JSON list of the ids as strings).
 
@@ -300,6 +323,82 @@ class Dataset:
         except OSError as exc:
             raise ArtifactError(f"{path}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
 
+    def iter_user_rows(self, name: str, users: Iterable[str] | None, columns: list[str] | None = None, *,
+                       batch_size: int = 1 << 16) -> Iterator[pa.Table]:
+        """The rows of table ``name`` (``events.parquet``, ``impressions.parquet``) whose ``user_id`` is one
+        of ``users`` (every row when None), ``columns`` only, in file order, a batch at a time, each with an
+        int64 column ``__row__``: the row's position in the file (what ``decision_event_row`` and
+        ``truth.npy`` index).
+
+        Reads only what it needs: Parquet column projection, row groups skipped by their ``user_id``
+        min / max statistics (the writer sorts rows by user, so a range of users is a few row groups),
+        and each remaining row group decoded ``batch_size`` rows at a time and filtered there, so memory
+        holds one batch plus the kept rows, never the table.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = self.path / name
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
+            raise ArtifactError(f"{path}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
+        names = pf.schema_arrow.names
+        wanted = list(names) if columns is None else list(columns)
+        missing = [c for c in ["user_id", *wanted] if c not in names]
+        if missing:
+            raise ArtifactError(f"{path}: no column(s) {', '.join(missing)}; it has {', '.join(names)}")
+        read_cols = list(dict.fromkeys(["user_id", *wanted]))
+        user_type = pf.schema_arrow.field("user_id").type
+        stringy = pa.types.is_string(user_type) or pa.types.is_large_string(user_type)
+        value_set = None
+        row_groups = list(range(pf.metadata.num_row_groups))
+        if users is not None:
+            wanted_users = sorted({str(u) for u in users})
+            if not wanted_users:
+                return
+            value_set = pa.array(wanted_users, type=user_type if stringy else pa.string())
+            if stringy:
+                row_groups = _row_groups_overlapping(pf, "user_id", wanted_users[0], wanted_users[-1])
+        starts = np.concatenate([[0], np.cumsum([pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)])])
+        try:
+            for rg in row_groups:
+                pos = int(starts[rg])
+                for batch in pf.iter_batches(batch_size=batch_size, row_groups=[rg], columns=read_cols):
+                    n = batch.num_rows
+                    table = pa.Table.from_batches([batch])
+                    row = pa.array(np.arange(pos, pos + n, dtype=np.int64))
+                    pos += n
+                    if value_set is not None:
+                        user_col = table.column("user_id") if stringy else pc.cast(table.column("user_id"), pa.string())
+                        keep = pc.is_in(user_col, value_set=value_set)
+                        if not pc.any(keep).as_py():
+                            continue
+                        table, row = table.filter(keep), row.filter(keep.combine_chunks())
+                    yield table.select(wanted).append_column("__row__", row)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ArtifactError(f"{path}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
+
+    def read_user_rows(self, name: str, users: Iterable[str] | None, columns: list[str] | None = None) -> pa.Table:
+        """:meth:`iter_user_rows` gathered into one Arrow table (only the kept rows are ever held)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = list(self.iter_user_rows(name, users, columns))
+        if tables:
+            return pa.concat_tables(tables)
+        schema = pq.read_schema(self.path / name)
+        cols = list(schema.names) if columns is None else list(columns)
+        return pa.schema([schema.field(c) for c in cols] + [pa.field("__row__", pa.int64())]).empty_table()
+
+    def has_column(self, name: str, column: str) -> bool:
+        """Whether table ``name`` (``events.parquet`` ...) has ``column`` (reads the footer only)."""
+        import pyarrow.parquet as pq
+
+        path = self.path / name
+        return path.is_file() and column in pq.read_schema(path).names
+
     @cached_property
     def impressions(self) -> pd.DataFrame | None:
         p = self.path / "impressions.parquet"
@@ -312,6 +411,38 @@ class Dataset:
             return None
         try:
             truth = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # truncated / overwritten file
+            raise ArtifactError(f"{p}: cannot be read as a .npy array: {' '.join(str(exc).split())}; prepare the dataset again") from None
+        if truth.ndim != 2:
+            raise ArtifactError(f"{p}: shape {truth.shape}; expected a 2-d array (one row per event, one column per topic)")
+        return truth
+
+    @property
+    def truth_shape(self) -> tuple[int, ...] | None:
+        """Shape of ``truth.npy`` (None when there is none), read from its header only."""
+        truth = self._truth_map()
+        return None if truth is None else tuple(truth.shape)
+
+    def truth_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of ``truth.npy`` (float32), read through a memory map that is closed again, so
+        the process holds the rows asked for, not the file (``truth`` loads all of it)."""
+        truth = self._truth_map()
+        if truth is None:
+            raise ArtifactError(f"{self.path / 'truth.npy'}: no such file; only synthetic datasets have the true interests")
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= truth.shape[0]):
+            raise ArtifactError(f"{self.path / 'truth.npy'}: {truth.shape[0]} rows, asked for row {int(rows.max())}; "
+                                "prepare the dataset again (truth.npy and events.parquet disagree)")
+        out = np.array(truth[rows], dtype=np.float32)
+        del truth  # unmaps the file: the pages read leave the process's resident memory
+        return out
+
+    def _truth_map(self) -> np.ndarray | None:
+        p = self.path / "truth.npy"
+        if not p.is_file():
+            return None
+        try:
+            truth = np.load(p, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:  # truncated / overwritten file
             raise ArtifactError(f"{p}: cannot be read as a .npy array: {' '.join(str(exc).split())}; prepare the dataset again") from None
         if truth.ndim != 2:

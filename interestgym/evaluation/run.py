@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from interestgym.errors import InterestGymError
 from interestgym.evaluation.stats import per_user_means
+from interestgym.evaluation.stream import UserScores
 from interestgym.evaluation.tables import PolicyScores, markdown_tables, summarise
 from interestgym.io import write_json_atomic, write_text_atomic
 
@@ -46,22 +48,29 @@ TABLE_METRICS = ["auc", "mrr", "ndcg@5", "ndcg@10", "precision@10", "recall@10",
 
 
 # ------------------------------------------------------------------------------------------- oracle
-def oracle_point_metrics(data: Any, truth: np.ndarray, item_topic: np.ndarray, metrics: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def oracle_point_metrics(data: Any, truth: np.ndarray | None, item_topic: np.ndarray, metrics: list[str], *,
+                         decision_truth: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Metrics of the oracle at every scoring point of ``data``.
 
-    :param data: ReplayData of the evaluated split.
-    :param truth: (n_events, n_topics) true interest per events.parquet row.
+    :param data: ReplayData of the evaluated split (or of a chunk of its users).
+    :param truth: (n_events, n_topics) true interest per events.parquet row (None with ``decision_truth``).
     :param item_topic: (n_items,) topic index of every item.
+    :param decision_truth: (n_decisions, n_topics) the true interest at each of ``data``'s decisions
+        (``truth[data.decision_event_row]``, read for these rows only: :meth:`Dataset.truth_rows`).
     :return: (user index of every point, {metric: (n_points,) values}).
     """
     from interestgym.core.metrics import ranking_metrics
 
+    if decision_truth is None:
+        if truth is None:
+            raise InterestGymError("oracle_point_metrics: give truth (every event's row) or decision_truth (the decisions' rows)")
+        decision_truth = truth[data.decision_event_row]
     n_points = data.n_points
     counts = data.decision_point_end - data.decision_point_start
     point_decision = np.repeat(np.arange(data.n_decisions), counts)
     assert len(point_decision) == n_points
     cand, labels, _ = data.padded_points(np.arange(n_points))
-    theta = truth[data.decision_event_row[point_decision]]  # (P, T)
+    theta = decision_truth[point_decision]  # (P, T)
     scores = np.take_along_axis(theta, item_topic[cand], axis=1).astype(np.float64)
     return data.decision_user[point_decision], ranking_metrics(scores, labels, metrics)
 
@@ -74,23 +83,32 @@ def topic_centroids(embeddings: np.ndarray, item_topic: np.ndarray, n_topics: in
     return np.where(norm > 0, sums / np.where(norm > 0, norm, 1.0), 0.0)
 
 
-def tracking_errors(data: Any, policy: Any, truth: np.ndarray, centroids: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def tracking_errors(data: Any, policy: Any, truth: np.ndarray | None, centroids: np.ndarray, batch_size: int = 1024, *,
+                    decision_truth: np.ndarray | None = None) -> np.ndarray:
     """Per-decision tracking error of ``policy`` (see the module docstring), aligned with decisions.
 
     Drives the env's :class:`~interestgym.envs.engine.ReplayEngine` the way the batched evaluator does
-    and reads the profiles after every update.
+    and reads the profiles after every update. ``truth``: (n_events, n_topics) per events.parquet row,
+    or ``decision_truth``: (n_decisions, n_topics), its rows at ``data``'s decisions.
     """
     from interestgym.core.interest import scoring_direction
     from interestgym.envs.rollout import replay_users
 
+    if decision_truth is None:
+        if truth is None:
+            raise InterestGymError("tracking_errors: give truth (every event's row) or decision_truth (the decisions' rows)")
+        decision_truth = truth[data.decision_event_row]
     out = np.full(data.n_decisions, np.nan)
-    theta_all = truth / np.maximum(np.linalg.norm(truth, axis=1, keepdims=True), 1e-12)
+    # row-wise, so normalising the decisions' rows gives what normalising every event's row gave
+    theta_dec = decision_truth / np.maximum(np.linalg.norm(decision_truth, axis=1, keepdims=True), 1e-12)
     for step in replay_users(data, policy, batch_size=batch_size, progress=False):
         rows, engine, strengths = step.rows, step.engine, step.output.strengths
         u = scoring_direction(engine.long_term[rows], engine.short_term[rows], strengths[:, 2])
-        v = np.maximum(u @ centroids.T, 0.0)
+        # einsum, not BLAS: a BLAS product's rows depend on how many rows it multiplies (the lock-step's
+        # active users), einsum's do not, so a user's error is the same in any batch or chunk
+        v = np.maximum(np.einsum("bd,td->bt", u, centroids), 0.0)
         v_norm = np.linalg.norm(v, axis=1)
-        theta = theta_all[data.decision_event_row[step.output.decision]]
+        theta = theta_dec[step.output.decision]
         cos = np.where(v_norm > 0, np.einsum("bt,bt->b", v, theta) / np.where(v_norm > 0, v_norm, 1.0), 0.0)
         out[step.output.decision] = 1.0 - cos
     return out
@@ -150,9 +168,15 @@ def evaluate_run(
     progress: bool | None = None,
     sequence_runs: tuple[str | Path, ...] = (),
     ray: str | None = None,
+    chunk_users: int | None = None,
 ) -> str:
     """Evaluate a run (its policy and every baseline) or a dataset (baselines only); returns the
-    printed text and writes ``evaluation.json`` + ``evaluation.md`` into ``out`` (default: the run)."""
+    printed text and writes ``evaluation.json`` + ``evaluation.md`` into ``out`` (default: the run).
+
+    The evaluated split's users are replayed ``chunk_users`` at a time (default
+    :data:`~interestgym.envs.replay_build.DEFAULT_CHUNK_USERS`): memory holds one chunk's replay arrays
+    and every policy's per-user means, not the split's; the results do not depend on the chunk size
+    (:mod:`interestgym.evaluation.stream`)."""
     from interestgym.agents import run_folder
     from interestgym.agents.config import TrainConfig
     from interestgym.agents.rules import BASELINE_NAMES, make_baseline
@@ -164,6 +188,13 @@ def evaluate_run(
     )
     from interestgym.core.metrics import parse_metric
     from interestgym.data.dataset import Dataset
+    from interestgym.envs.replay_build import (
+        DEFAULT_CHUNK_USERS,
+        SplitSummary,
+        chunk_user_lists,
+        iter_replay_chunks,
+    )
+    from interestgym.envs.replay_data import build_replay_data
     from interestgym.envs.vector import evaluate_policy
 
     t0 = time.perf_counter()
@@ -173,7 +204,7 @@ def evaluate_run(
         from interestgym.scale.ray_backend import scaled
 
         sharded = scaled(ray)
-        evaluate_policy, validation_scorer = sharded.evaluate_policy, sharded.validation_scorer  # noqa: F811
+        evaluate_policy, validation_scorer = sharded.evaluate_policy, sharded.validation_scorer
     run_dir: Path | None = None
     if run_folder.is_run_dir(path):
         import torch
@@ -215,10 +246,14 @@ def evaluate_run(
 
     trained_on = saved.get("config", {}).get("dataset") if run_dir is not None else None
     dataset = Dataset.open(config.dataset)
-    valid = config.replay_data("valid")
-    test = config.replay_data(split)
-    if test.n_users == 0:
-        raise InterestGymError(f"{config.dataset}: split {split!r} has no user with a positive event; nothing to evaluate")
+    chunk_users = DEFAULT_CHUNK_USERS if chunk_users is None else chunk_users
+    chunk_user_lists(np.zeros(0, dtype=str), chunk_users)  # validates chunk_users before any work
+    valid_spec, test_spec = config.protocol_spec("valid"), config.protocol_spec(split)
+    # The validation split's protocol and users, chunk by chunk (the tuned baselines are keyed on it);
+    # only the users tuning replays are built whole.
+    valid = SplitSummary()
+    for k, chunk in enumerate(iter_replay_chunks(dataset, config.embeddings, valid_spec, chunk_users=chunk_users, progress=progress)):
+        valid.add(_with_tracker(chunk, config) if k == 0 else chunk)  # the first chunk's describe() names the tracker
 
     tuned = None
     if run_dir is not None and not changed:
@@ -226,7 +261,9 @@ def evaluate_run(
                                                 names=names, tune_users=config.tune_users)
     if tuned is None:
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
-        tuned = tune_baselines(validation_scorer(valid, metric, tune_users), names)
+        tune_data = _with_tracker(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
+        tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names)
+        del tune_data
         run_folder.write_tuned_baselines(out_dir / run_folder.BASELINES_FILE, metric=metric, tune_users=config.tune_users,
                                          protocol=valid.describe(), baselines=tuned)
     if reference == "best":
@@ -249,53 +286,67 @@ def evaluate_run(
         tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
         policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
 
-    truth = dataset.truth
-    centroids = item_topic = None
-    if truth is not None:
-        items = dataset.items
-        topic_names = list(dataset.manifest.get("synthetic", {}).get("topics", [])) or sorted(items["category"].astype(str).unique())
-        topic_col = items["true_topic"] if "true_topic" in items.columns else items["category"]
-        index = {t: i for i, t in enumerate(topic_names)}
-        item_topic = np.array([index.get(str(t), -1) for t in topic_col], dtype=np.int64)
-        if truth.shape[1] != len(topic_names) or (item_topic < 0).any():
-            truth = None  # not the synthetic generator's layout: no oracle
-        else:
-            centroids = topic_centroids(test.embeddings, item_topic, len(topic_names))
+    item_topic, topic_names = _synthetic_topics(dataset)
+    all_metrics = list(dict.fromkeys([*TABLE_METRICS, metric]))
+    has_user_type = dataset.has_column("events.parquet", "user_type")
+    # The test users, chunk by chunk: every policy (and the oracle) scores a chunk, only per-user
+    # means are kept (interestgym.evaluation.stream); the chunks' counts add up to the split's protocol.
+    scores = [UserScores(metric=metric) for _ in policies]
+    oracle_scores = UserScores(metric=metric)
+    test = SplitSummary()
+    centroids = None
+    user_types: list[np.ndarray] = []
+    for chunk in iter_replay_chunks(dataset, config.embeddings, test_spec, chunk_users=chunk_users, progress=progress):
+        chunk = _with_tracker(chunk, config)
+        test.add(chunk)
+        if chunk.n_users == 0:
+            continue
+        decision_truth = dataset.truth_rows(chunk.decision_event_row) if item_topic is not None else None
+        if item_topic is not None and centroids is None:
+            centroids = topic_centroids(chunk.embeddings, item_topic, len(topic_names))
+        chunk_users_ref = None
+        for (pol, kind, _params, _vscore), acc in zip(policies, scores):
+            res = (pol.score(chunk, metric=metric) if kind == "sequence" else
+                   evaluate_policy(chunk, pol, metric=metric, record_features=False, progress=False))
+            users = acc.add_points(res.points, res.metrics)
+            if decision_truth is not None and centroids is not None and kind != "sequence":  # a tracker has no profile
+                err = tracking_errors(chunk, pol, None, centroids, decision_truth=decision_truth)
+                per_user_err = per_user_means(chunk.user_ids[chunk.decision_user], err)[1]
+                # tracking users are every user with a decision: align with the scored users
+                tu = np.unique(chunk.user_ids[chunk.decision_user])
+                acc.add_extra("tracking_error", per_user_err[np.searchsorted(tu, users)])
+            chunk_users_ref = users if chunk_users_ref is None else chunk_users_ref
+        if decision_truth is not None:
+            puser, pm = oracle_point_metrics(chunk, None, item_topic, all_metrics, decision_truth=decision_truth)
+            uid = chunk.user_ids[puser]
+            users, _ = per_user_means(uid, pm[metric])
+            oracle_scores.add_user_values(users, {m: per_user_means(uid, v)[1] for m, v in pm.items()})
+            oracle_scores.n_points += len(puser)
+        if has_user_type and chunk_users_ref is not None:
+            user_types.append(_user_types(dataset, chunk_users_ref))
+        del chunk, decision_truth
+    if test.n_users == 0:
+        raise InterestGymError(f"{config.dataset}: split {split!r} has no user with a positive event; nothing to evaluate")
 
     results: list[PolicyScores] = []
     by_target_results: dict[str, list[PolicyScores]] = {"repeat": [], "new": []}
     users_ref: np.ndarray | None = None
     protocol = test.describe()
-    for pol, kind, params, vscore in policies:
-        res = (pol.score(test, metric=metric) if kind == "sequence" else
-               evaluate_policy(test, pol, metric=metric, record_features=False, progress=progress))
-        for target, mask in (("repeat", res.points["repeat"].to_numpy()), ("new", ~res.points["repeat"].to_numpy())):
-            sub_users, sub_means = per_user_means(res.points["user_id"].to_numpy()[mask], res.points[metric].to_numpy()[mask])
+    for (pol, kind, params, vscore), acc in zip(policies, scores):
+        for target in ("repeat", "new"):
+            sub_users, sub_means, n_sub = acc.by_target(target)
             by_target_results[target].append(PolicyScores(name=pol.name, kind=kind, users=sub_users, per_user={metric: sub_means},
-                                                           params=params, n_points=int(mask.sum())))
-        users, _ = per_user_means(res.points["user_id"].to_numpy(), res.points[metric].to_numpy())
-        per_user = {m: per_user_means(res.points["user_id"].to_numpy(), res.points[m].to_numpy())[1] for m in res.metrics}
-        extra: dict[str, np.ndarray] = {}
-        if truth is not None and centroids is not None and kind != "sequence":  # a tracker has no profile
-            err = tracking_errors(test, pol, truth, centroids)
-            extra["tracking_error"] = per_user_means(test.user_ids[test.decision_user], err)[1]
-            # tracking users are every user with a decision: align with the scored users
-            tu = np.unique(test.user_ids[test.decision_user])
-            extra["tracking_error"] = extra["tracking_error"][np.searchsorted(tu, users)]
-        results.append(PolicyScores(name=pol.name, kind=kind, users=users, per_user=per_user, params=params,
-                                    valid_score=vscore, extra=extra, n_points=len(res.points)))
+                                                          params=params, n_points=n_sub))
+        users = acc.users
+        results.append(PolicyScores(name=pol.name, kind=kind, users=users, per_user=acc.per_user, params=params,
+                                    valid_score=vscore, extra=acc.extra, n_points=acc.n_points))
         users_ref = users if users_ref is None else users_ref
         if not np.array_equal(users, users_ref):
             raise AssertionError("policies were scored on different users")
-    all_metrics = list(dict.fromkeys([*TABLE_METRICS, metric]))
     oracle_name = None
-    if truth is not None and item_topic is not None:
-        puser, pm = oracle_point_metrics(test, truth, item_topic, all_metrics)
-        uid = test.user_ids[puser]
-        users, _ = per_user_means(uid, pm[metric])
-        results.append(PolicyScores(name="oracle", kind="oracle", users=users,
-                                    per_user={m: per_user_means(uid, v)[1] for m, v in pm.items()},
-                                    params={"score": "true interest of the candidate's topic"}, n_points=len(puser)))
+    if item_topic is not None:
+        results.append(PolicyScores(name="oracle", kind="oracle", users=oracle_scores.users, per_user=oracle_scores.per_user,
+                                    params={"score": "true interest of the candidate's topic"}, n_points=oracle_scores.n_points))
         oracle_name = "oracle"
 
     summary = summarise(results, all_metrics, reference=reference, oracle=oracle_name, n_boot=n_boot, seed=0)
@@ -305,11 +356,11 @@ def evaluate_run(
     header = {
         "data": str(config.dataset),
         "split": split,
-        "encoder": test.embeddings_name,
-        "dim": test.dim,
-        "protocol": test.protocol,
-        "candidates": ("logged impressions" if test.protocol == "impressions" else
-                       f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: {EXCLUDE_TEXT[test.exclude]})"),
+        "encoder": protocol["embeddings"],
+        "dim": protocol["dim"],
+        "protocol": protocol["protocol"],
+        "candidates": ("logged impressions" if protocol["protocol"] == "impressions" else
+                       f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: {EXCLUDE_TEXT[protocol['exclude']]})"),
         "protocol_seed": config.protocol_seed,
         "train_seed": config.seed if run_dir is not None else None,
         "users": len(users_ref) if users_ref is not None else 0,
@@ -329,7 +380,7 @@ def evaluate_run(
         # ("show it again") from a new one; report both, each over the users that have such targets.
         summary["by_target"] = {target: summarise(rows, [metric], reference=reference, n_boot=n_boot, seed=0)
                                 for target, rows in by_target_results.items() if rows and rows[0].n_points}
-    by_type = _by_user_type(dataset, results, metric)
+    by_type = _by_user_type(np.concatenate(user_types) if user_types else None, results, metric)
     if by_type:
         summary["by_user_type"] = by_type
     md = _markdown(header, summary, order, metric, protocol)
@@ -347,6 +398,17 @@ def evaluate_run(
     write_json_atomic(out_dir / "evaluation.json", doc)
     write_text_atomic(out_dir / "evaluation.md", md)
     return md + f"\nwrote {out_dir / 'evaluation.json'} and {out_dir / 'evaluation.md'}"
+
+
+def _with_tracker(data: Any, config: Any) -> Any:
+    """``data`` with the run's sequence tracker attached when it was trained with one (``--sequence``), as
+    ``TrainConfig.replay_data`` gives it: a tracker's scores of a user's points depend on that user only,
+    so attaching it chunk by chunk gives the whole split's scores."""
+    if not getattr(config, "sequence", None):
+        return data
+    from interestgym.agents.sequence.term import attach_tracker, cached_tracker
+
+    return attach_tracker(data, cached_tracker(config.sequence))
 
 
 def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n_boot: int) -> dict[str, Any]:
@@ -373,16 +435,42 @@ def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n
     return out
 
 
-def _by_user_type(dataset: Any, results: list[PolicyScores], metric: str) -> dict[str, Any] | None:
-    """Synthetic data: mean of ``metric`` per user type (events column ``user_type``) and policy."""
-    if "user_type" not in dataset.events.columns or not results:
+def _by_user_type(user_type: np.ndarray | None, results: list[PolicyScores], metric: str) -> dict[str, Any] | None:
+    """Synthetic data: mean of ``metric`` per user type (events column ``user_type``; ``user_type`` aligned
+    with the evaluated users) and policy."""
+    if user_type is None or not results:
         return None
-    types = dataset.events.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
-    user_type = types.reindex([str(u) for u in results[0].users]).to_numpy()
     out: dict[str, Any] = {"metric": metric, "users": {t: int((user_type == t).sum()) for t in sorted(set(user_type))}, "policies": {}}
     for r in results:
         out["policies"][r.name] = {t: float(np.nanmean(r.per_user[metric][user_type == t])) for t in out["users"]}
     return out
+
+
+def _user_types(dataset: Any, users: np.ndarray) -> np.ndarray:
+    """The ``user_type`` of each of ``users`` (sorted ids): the value on the user's first event (events
+    column ``user_type``, synthetic data), read for these users only."""
+    table = dataset.read_user_rows("events.parquet", users.tolist(), ["user_id", "user_type"])
+    frame = pd.DataFrame({"user_id": table.column("user_id").to_numpy(), "user_type": table.column("user_type").to_numpy(),
+                          "row": table.column("__row__").to_numpy()}).sort_values("row", kind="stable")
+    first = frame.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
+    first.index = first.index.astype(str)
+    return first.reindex([str(u) for u in users]).to_numpy()
+
+
+def _synthetic_topics(dataset: Any) -> tuple[np.ndarray | None, list[str]]:
+    """(topic index of every item, topic names) when ``truth.npy`` follows the synthetic generator's
+    layout (one column per topic, every item's topic known); (None, []) otherwise: no oracle."""
+    shape = dataset.truth_shape
+    if shape is None:
+        return None, []
+    items = dataset.items
+    topic_names = list(dataset.manifest.get("synthetic", {}).get("topics", [])) or sorted(items["category"].astype(str).unique())
+    topic_col = items["true_topic"] if "true_topic" in items.columns else items["category"]
+    index = {t: i for i, t in enumerate(topic_names)}
+    item_topic = np.array([index.get(str(t), -1) for t in topic_col], dtype=np.int64)
+    if shape[1] != len(topic_names) or (item_topic < 0).any():
+        return None, []
+    return item_topic, topic_names
 
 
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
@@ -407,8 +495,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
         text += "\n".join(rows) + "\n"
     by_target = summary.get("by_target")
     if by_target:
-        rows = [f"\n{metric} by target (repeat = the user engaged with the target item before; mean over the users "
-                "with such targets [95% CI], paired difference vs the reference):\n",
+        rows = [(f"\n{metric} by target (repeat = the user engaged with the target item before; mean over the users "
+                "with such targets [95% CI], paired difference vs the reference):\n"),
                 "| policy | " + " | ".join(f"{t} ({by_target[t]['policies'][order[0]]['n_points']} points) | {t}: diff" for t in by_target) + " |",
                 "|" + "---|" * (2 * len(by_target) + 1)]
         for n in order:

@@ -113,8 +113,8 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
     text = "\n".join(lines)
     ref = summary.get("reference")
     if ref:
-        lines = [f"\nPaired difference against `{ref}` ({summary.get('reference_reason', 'the reference')}); "
-                 "mean over users [95% CI], * = CI excludes 0:\n",
+        lines = [(f"\nPaired difference against `{ref}` ({summary.get('reference_reason', 'the reference')}); "
+                 "mean over users [95% CI], * = CI excludes 0:\n"),
                  "| policy | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
         for n in names:
             if n == ref:
