@@ -278,25 +278,25 @@ def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[s
         users = subsample_users(valid_data.user_ids, config.tune_users, config.seed)
         tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names)
         if getattr(config, "sequence", None):
-            tuned.update(tune_tracker_mixture(valid_data, tuned, config, users))
+            base = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
+            tuned.update(tune_tracker_mixture(valid_data, tuned, base, config.reward, users))
     name = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
     entry = tuned[name]
     reference = {"name": name, "params": entry["params"], "valid_score": entry["valid_score"], "metric": config.reward}
     return reference, tuned
 
 
-def tune_tracker_mixture(valid_data: Any, tuned: dict[str, dict[str, Any]], config: Any,
+def tune_tracker_mixture(valid_data: Any, tuned: dict[str, dict[str, Any]], base_name: str, metric: str,
                          users: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``{"<rule>+tracker": entry}``: the reference rule (the best tuned one for ``reward_baseline =
-    best``) mixed with the attached tracker at the weight tuned on the same validation users, as a
-    :func:`tune_baselines` entry (its grid: one row per weight)."""
+    """``{"<base>+tracker": entry}``: the tuned rule ``base_name`` mixed with the tracker attached to
+    ``valid_data`` at the weight tuned on ``users``, as a :func:`tune_baselines` entry (its grid: one row
+    per weight)."""
     from interestgym.agents.rules import make_baseline
     from interestgym.agents.sequence.term import tune_tracker_weight
 
     t0 = time.perf_counter()
-    base_name = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
     base = make_baseline(base_name, **tuned[base_name]["params"])
-    mix, table = tune_tracker_weight(valid_data, base, config.reward, users)
+    mix, table = tune_tracker_weight(valid_data, base, metric, users)
     best = max(table, key=lambda row: row["score"])
     return {mix.name: {"params": mix.params, "valid_score": best["score"], "grid": table,
                        "seconds": round(time.perf_counter() - t0, 3)}}

@@ -150,3 +150,29 @@ def test_a_run_whose_reference_weighs_a_tracker_is_not_exported(paths, tmp_path)
     path.write_text(json.dumps(saved))
     with pytest.raises(InterestGymError, match="tracker term"):
         export_run(tmp_path / "ppo", tmp_path / "export", which="rule")
+
+
+def test_evaluate_with_a_tracker_lists_it_and_its_mixture_with_the_best_rule(paths, tmp_path):
+    """`interestgym evaluate DATASET --sequence RUN`: the tracker's row and `<best rule>+<tracker>`, its
+    weight tuned on the validation users the rules were tuned on; `--reference` may name either."""
+    import json
+
+    from interestgym.core.rules import make_rule
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run = paths
+    evaluate_run(data, out=tmp_path / "ev", baselines="popularity,ema_two_profile", n_boot=50, progress=False,
+                 sequence_runs=(run,), reference="gru")
+    doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    rows = doc["summary"]["policies"]
+    best = max(("popularity", "ema_two_profile"), key=lambda n: doc["tuned_baselines"][n]["valid_score"])
+    mix = rows[f"{best}+gru"]
+    assert mix["kind"] == "baseline" and doc["header"]["reference"] == "gru"
+    weight = mix["params"]["tracker_weight"]
+    assert weight == max(mix["params"]["weight_grid"], key=lambda r: r["score"])["tracker_weight"]
+    # independently: the same mixture replayed on the whole test split with the tracker attached
+    test = attach_tracker(load_replay_data(data, None, ProtocolSpec(split="test")), load_tracker(run))
+    rule = make_rule(f"{best}+tracker", **{k: v for k, v in mix["params"].items() if k not in ("tracker", "weight_grid")})
+    res = evaluate_policy(test, rule, record_features=False, progress=False)
+    assert mix["metrics"]["ndcg@10"]["mean"] == pytest.approx(res.per_user()["ndcg@10"].mean(), abs=1e-12)
+    assert "ndcg@10" in mix["diff_vs_reference"]

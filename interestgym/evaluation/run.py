@@ -184,6 +184,7 @@ def evaluate_run(
         best_baseline,
         subsample_users,
         tune_baselines,
+        tune_tracker_mixture,
         validation_scorer,
     )
     from interestgym.core.metrics import parse_metric
@@ -263,12 +264,16 @@ def evaluate_run(
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
         tune_data = _with_tracker(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
         tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names)
+        if config.sequence:  # a run trained with a tracker: its rule + tracker mixture, as train tunes it
+            tuned.update(tune_tracker_mixture(tune_data, tuned, best_baseline({n: tuned[n] for n in names}), metric, tune_users))
         del tune_data
         run_folder.write_tuned_baselines(out_dir / run_folder.BASELINES_FILE, metric=metric, tune_users=config.tune_users,
                                          protocol=valid.describe(), baselines=tuned)
+    if config.sequence:
+        names += [n for n in tuned if n.endswith("+tracker") and n not in names]
     if reference == "best":
         reference = best_baseline({n: tuned[n] for n in names})
-    elif reference not in names:
+    elif reference not in names and reference not in _sequence_row_names(sequence_runs, names, tuned):
         raise InterestGymError(f"--reference {reference!r}: expected best or one of the evaluated baselines ({', '.join(names)})")
 
     policies: list[tuple[Any, str, dict[str, Any], float | None]] = []
@@ -280,11 +285,26 @@ def evaluate_run(
     for n in names:
         pol = make_baseline(n, **tuned[n]["params"])
         policies.append((pol, "baseline", tuned[n]["params"], tuned[n]["valid_score"]))
-    for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
+    # the data each policy replays: the chunk, or the chunk with a --sequence tracker's scores attached
+    attach: list[Any] = [None] * len(policies)
+    if sequence_runs:
         from interestgym.agents.sequence.scoring import load_tracker
+        from interestgym.agents.sequence.term import attach_tracker, tune_tracker_weight
 
+        tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
+        tune_data = build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users)
+        base_name = best_baseline({n: tuned[n] for n in names if not n.endswith("+tracker")})
+    for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
         tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
         policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
+        # and the best tuned rule mixed with it, the weight tuned on the same validation users
+        mix, table = tune_tracker_weight(attach_tracker(tune_data, tracker), make_baseline(base_name, **tuned[base_name]["params"]),
+                                         metric, tune_users)
+        mix.name = f"{base_name}+{tracker.name}"
+        policies.append((mix, "baseline", {**mix.params, "tracker": tracker.name, "weight_grid": table},
+                         max(row["score"] for row in table)))
+        attach += [None, tracker]
+    attach += [None] * (len(policies) - len(attach))
 
     item_topic, topic_names = _synthetic_topics(dataset)
     all_metrics = list(dict.fromkeys([*TABLE_METRICS, metric]))
@@ -305,12 +325,13 @@ def evaluate_run(
         if item_topic is not None and centroids is None:
             centroids = topic_centroids(chunk.embeddings, item_topic, len(topic_names))
         chunk_users_ref = None
-        for (pol, kind, _params, _vscore), acc in zip(policies, scores):
-            res = (pol.score(chunk, metric=metric) if kind == "sequence" else
-                   evaluate_policy(chunk, pol, metric=metric, record_features=False, progress=False))
+        for (pol, kind, _params, _vscore), acc, tracker in zip(policies, scores, attach):
+            data = chunk if tracker is None else attach_tracker(chunk, tracker)
+            res = (pol.score(data, metric=metric) if kind == "sequence" else
+                   evaluate_policy(data, pol, metric=metric, record_features=False, progress=False))
             users = acc.add_points(res.points, res.metrics)
             if decision_truth is not None and centroids is not None and kind != "sequence":  # a tracker has no profile
-                err = tracking_errors(chunk, pol, None, centroids, decision_truth=decision_truth)
+                err = tracking_errors(data, pol, None, centroids, decision_truth=decision_truth)
                 per_user_err = per_user_means(chunk.user_ids[chunk.decision_user], err)[1]
                 # tracking users are every user with a decision: align with the scored users
                 tu = np.unique(chunk.user_ids[chunk.decision_user])
@@ -532,3 +553,19 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if verdicts:
         text += "\n" + "\n".join(verdicts) + "\n"
     return text
+
+
+def _sequence_row_names(sequence_runs: Any, names: list[str], tuned: dict[str, Any]) -> set[str]:
+    """Names ``--reference`` may also take with ``--sequence``: the trackers' rows and their mixtures."""
+    if not sequence_runs:
+        return set()
+    from interestgym.agents.sequence.folder import read_run_config
+    from interestgym.agents.tuning import best_baseline
+
+    base = best_baseline({n: tuned[n] for n in names if not n.endswith("+tracker")})
+    out = set()
+    for run in sequence_runs:
+        config, spec, _ = read_run_config(run)
+        name = str(config.name or spec.model)
+        out |= {name, f"{base}+{name}"}
+    return out
