@@ -167,14 +167,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     elif slots is not None:
         slots = slots.copy()
 
-    categories = list(state.categories)
-    if cat < 0:
-        categories.append(event.category)
-        cat = len(categories) - 1
-        decisions = np.append(state.category_decisions, np.int64(1))
-    else:
-        decisions = state.category_decisions.copy()
-        decisions[cat] += 1
+    categories, decisions, cat = _count_category(state, event, cat)
     counters[_CATEGORY_RUN] = next_category_run(counters[_LAST_CATEGORY], counters[_CATEGORY_RUN], cat)
     counters[_LAST_CATEGORY] = cat
     counters[_N_DECISIONS] += 1
@@ -285,18 +278,22 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     out = []
     # copies: a stored state must not keep the whole batch's arrays alive
     for i, (s, e, c) in enumerate(zip(states, events, counters.tolist())):
-        categories = list(s.categories)
-        cat = int(cats[i])
-        if cat < 0:
-            categories.append(e.category)
-            cat = len(categories) - 1
-            decisions = np.append(s.category_decisions, np.int64(1))
-        else:
-            decisions = s.category_decisions.copy()
-            decisions[cat] += 1
+        categories, decisions, cat = _count_category(s, e, int(cats[i]))
         c[_CATEGORY_RUN] = next_category_run(c[_LAST_CATEGORY], c[_CATEGORY_RUN], cat)
         c[_LAST_CATEGORY] = cat
         out.append(UserState._of_blocks(
             new_profiles[i].copy(), stats[i].copy(), np.array(c, dtype=np.int64), categories, decisions,
             None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy()))  # type: ignore[union-attr]
     return out
+
+
+def _count_category(state: UserState, event: Event, cat: int) -> tuple[list[str], np.ndarray, int]:
+    """The state's categories and per-category decision counts after a decision in column ``cat``
+    (-1: the event's category is new to the user, appended); new lists / arrays, and the column."""
+    categories = list(state.categories)
+    if cat < 0:
+        categories.append(event.category)
+        return categories, np.append(state.category_decisions, np.int64(1)), len(categories) - 1
+    decisions = state.category_decisions.copy()
+    decisions[cat] += 1
+    return categories, decisions, cat
