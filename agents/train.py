@@ -51,7 +51,11 @@ from interestgym.agents.run_folder import (
 from interestgym.agents.run_lock import RunLock
 from interestgym.agents.tuning import mean_over_users, subsample_users, tune_reference
 
-from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
+from interestgym.core.protocol import (
+    ACTION_NAMES,
+    RESIDUAL_ACTION_NAMES,
+    TRACKER_ACTION_NAMES,
+)
 from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.io import write_json_atomic
 
@@ -185,7 +189,7 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
         "model": which if proven else None,
         "rule": {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()},
         "metric": metric,
-        "validation": {"users": int(len(users)), "learned": float(np.nanmean(ours)), "rule": float(np.nanmean(theirs)),
+        "validation": {"users": len(users), "learned": float(np.nanmean(ours)), "rule": float(np.nanmean(theirs)),
                        "diff": diff, "threshold": config.ship_threshold},
         "reason": (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
                    f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
@@ -324,7 +328,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
             "protocol": {"train": train_data.describe(), "valid": valid_data.describe()},
             "embedding": embedding_identity(config),
             "action_space": {"box": [-1.0, 1.0], "strength": "(clip(u, -1, 1) + 1) / 2", "form": config.policy_form if residual else "absolute",
-                             "names": list(RESIDUAL_ACTION_NAMES if residual else ACTION_NAMES)},
+                             "names": list(ACTION_NAMES if not residual else TRACKER_ACTION_NAMES if config.sequence
+                                           else RESIDUAL_ACTION_NAMES)},
             "observation_normalisation": {"kind": "VecNormalize", "clip_obs": config.clip_obs, "norm_reward": config.norm_reward},
             "baselines": "baselines.json: every baseline tuned on validation users",
             "files": {"best": "best/model.zip + best/normaliser.npz (sha256 in best/info.json)",
@@ -360,7 +365,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
 
     def as_policy(current_model: Any) -> Any:
         learned = policy_from_model(current_model, current_model.get_vec_normalize_env(), scoring=agent_scoring)
-        return ResidualPolicy(reference_policy, learned) if residual else learned
+        return ResidualPolicy(reference_policy, learned, n_changes=venv.action_space.shape[0]) if residual else learned
 
     def validate(current_model: Any) -> dict[str, float]:
         policy = as_policy(current_model)

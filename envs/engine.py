@@ -34,6 +34,7 @@ from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     DecisionState,
     apply_keep_change,
+    apply_tracker_change,
     category_forgetting_factor,
     decision_transition,
     fold_outcomes,
@@ -194,13 +195,16 @@ class ReplayEngine:
     # ------------------------------------------------------------------------------------- step
     def step(self, rows: np.ndarray, actions: np.ndarray) -> StepOutput:
         """Apply ``actions`` (n, 4) in the env's [-1, 1] box to ``rows`` and advance them one decision
-        ((n, 5) for a residual policy: the fifth changes the category keep factor)."""
+        ((n, 5) for a residual policy: the fifth changes the category keep factor; (n, 6) with a tracker:
+        the sixth changes the tracker's weight at this decision)."""
         data = self.data
         rows = np.asarray(rows, dtype=np.int64)
         n = len(rows)
         actions = np.asarray(actions).reshape(n, -1)
         # a residual policy's fifth component changes the category counts' keep factor (see core.transition)
-        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
+        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
+        # with a tracker, a sixth component changes the tracker's weight in this decision's scoring
+        tracker_change = np.clip(actions[:, 5].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 6 else None
         strengths = action_to_strengths(actions[:, :4])
         fixed = self.fixed_p[rows]
         strengths[:, 3] = np.where(np.isnan(fixed), strengths[:, 3], fixed)
@@ -225,7 +229,8 @@ class ReplayEngine:
         point_row = np.repeat(np.arange(n), p_count)
         first = np.concatenate([[0], np.cumsum(p_count)[:-1]]) if n else np.zeros(0, np.int64)
         point_index = np.repeat(p_start, p_count) + (np.arange(len(point_row)) - np.repeat(first, p_count))
-        point_metrics, points = self._score_points(rows, point_row, point_index, strengths)
+        beta_trk = apply_tracker_change(self.beta_trk[rows], tracker_change)
+        point_metrics, points = self._score_points(rows, point_row, point_index, strengths, beta_trk)
 
         n_points = p_count.astype(np.int64)
         scored = n_points > 0
@@ -249,8 +254,8 @@ class ReplayEngine:
             points=points,
         )
 
-    def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray,
-                      strengths: np.ndarray) -> tuple[dict[str, np.ndarray], PointScores | None]:
+    def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray,
+                      beta_trk: np.ndarray) -> tuple[dict[str, np.ndarray], PointScores | None]:
         data = self.data
         n_pts = len(point_index)
         names = list(self.metric_names)
@@ -294,7 +299,7 @@ class ReplayEngine:
                              tracker_z=tracker_z)
         cos_long, cos_short = sims[..., 0], sims[..., 1]
         scores = self._scores(points, np.ones(n_pts, dtype=bool), strengths[point_row], self.beta_cat[prow],
-                              self.cat_prior[prow], self.beta_ctx[prow], self.beta_trk[prow])
+                              self.cat_prior[prow], self.beta_ctx[prow], beta_trk[point_row])
         if self.lean:
             return ranking_metrics(scores, labels, names), points
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the

@@ -36,7 +36,7 @@ from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import action_to_strengths, strengths_to_action
 from interestgym.core.rules import compose_residual
 
-__all__ = ["Policy", "ConstantPolicy", "ModelPolicy", "ResidualPolicy", "action_to_strengths", "strengths_to_action"]
+__all__ = ["ConstantPolicy", "ModelPolicy", "Policy", "ResidualPolicy", "action_to_strengths", "strengths_to_action"]
 
 
 @runtime_checkable
@@ -111,22 +111,24 @@ class ResidualPolicy:
     exactly at the tuned reference and learns when to deviate from it.
 
     :param reference: the rule (``act``, ``scoring``, ``name``).
-    :param change: the learned part: anything with ``act(obs) -> (n, 5)`` in [-1, 1] (a ModelPolicy),
-        or None for a zero change.
+    :param change: the learned part: anything with ``act(obs) -> (n, 5)`` in [-1, 1] (a ModelPolicy;
+        (n, 6) with a sequence tracker: the sixth changes the tracker's weight), or None for a zero change.
+    :param n_changes: width of a zero change (``change=None``): 5, or 6 with a tracker lever.
     """
 
-    def __init__(self, reference: Any, change: Any = None, *, name: str = "ppo") -> None:
+    def __init__(self, reference: Any, change: Any = None, *, name: str = "ppo", n_changes: int = 5) -> None:
         self.reference = reference
         self.change = change
         self.name = name
         self.scoring = reference.scoring
+        self.n_changes = n_changes
 
     def compose(self, observations: np.ndarray, change: np.ndarray) -> np.ndarray:
-        """The env action (n, 5) for the learned ``change`` (n, 5) at ``observations``."""
+        """The env action (n, 5 or 6) for the learned ``change`` (n, 5 or 6) at ``observations``."""
         return compose_residual(self.reference.act(observations), change)
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         obs = np.asarray(observations, dtype=np.float32)
         obs = obs[None, :] if obs.ndim == 1 else obs
-        change = np.zeros((len(obs), 5), dtype=np.float32) if self.change is None else self.change.act(obs)
+        change = np.zeros((len(obs), self.n_changes), dtype=np.float32) if self.change is None else self.change.act(obs)
         return self.compose(obs, change)

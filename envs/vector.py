@@ -15,9 +15,10 @@ user (same candidates, same maths, and per-row results that do not depend on the
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -41,7 +42,11 @@ from interestgym.core.features import (
 )
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.metrics import metric_names
-from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
+from interestgym.core.protocol import (
+    ACTION_NAMES,
+    RESIDUAL_ACTION_NAMES,
+    TRACKER_ACTION_NAMES,
+)
 from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
@@ -113,7 +118,9 @@ class InterestReplayVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self._obs: np.ndarray | None = None
         self._started = False
-        n_actions = len(RESIDUAL_ACTION_NAMES) if self.residual is not None else len(ACTION_NAMES)
+        # a residual agent with a tracker attached also sets the tracker's weight per decision
+        n_actions = (len(ACTION_NAMES) if self.residual is None else
+                     len(TRACKER_ACTION_NAMES) if self.data.point_tracker_z is not None else len(RESIDUAL_ACTION_NAMES))
         super().__init__(
             n_envs,
             spaces.Box(FEATURE_LOW.copy(), FEATURE_HIGH.copy(), (N_FEATURES,), dtype=np.float32),
@@ -174,8 +181,8 @@ class InterestReplayVecEnv(VecEnv):
         rows = self._agent_rows
         if len(self._ref_rows):
             ref_actions = np.asarray(self.reward_baseline.act(self.engine.observe(self._ref_rows)), dtype=np.float32)
-            if actions.shape[1] == 5:  # a zero keep change leaves the reference's forgetting as it is
-                ref_actions = np.concatenate([ref_actions, np.zeros((len(ref_actions), 1), np.float32)], axis=1)
+            if actions.shape[1] > 4:  # zero keep / tracker changes leave the reference's own as they are
+                ref_actions = np.concatenate([ref_actions, np.zeros((len(ref_actions), actions.shape[1] - 4), np.float32)], axis=1)
             out = self.engine.step(np.concatenate([rows, self._ref_rows]), np.concatenate([actions, ref_actions]))
         else:
             out = self.engine.step(rows, actions)

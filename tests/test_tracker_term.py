@@ -176,3 +176,50 @@ def test_evaluate_with_a_tracker_lists_it_and_its_mixture_with_the_best_rule(pat
     res = evaluate_policy(test, rule, record_features=False, progress=False)
     assert mix["metrics"]["ndcg@10"]["mean"] == pytest.approx(res.per_user()["ndcg@10"].mean(), abs=1e-12)
     assert "ndcg@10" in mix["diff_vs_reference"]
+
+
+class _ConstantChange:
+    """A learned change that is the same at every decision (columns: a_L, a_S, w, p, keep, tracker)."""
+
+    def __init__(self, change: list[float]) -> None:
+        self.change = np.asarray(change, dtype=np.float32)
+
+    def act(self, observations):
+        return np.tile(self.change, (len(np.atleast_2d(observations)), 1))
+
+
+def test_the_agents_sixth_component_sets_the_trackers_weight_per_decision(setup):
+    """With a tracker, a residual action's sixth component moves the tracker's weight at that decision:
+    zero is the reference's weight to the bit, u is weight + u (within [0, 3])."""
+    from interestgym.envs.policies import ResidualPolicy
+
+    _, _, attached = setup
+    rule = make_baseline("ema_two_profile", long_rate=0.2, short_rate=0.5, short_weight=0.4)
+    reference = TrackerMixRule(rule, 0.5)
+
+    def metric(policy):
+        return evaluate_policy(attached, policy, record_features=False, progress=False).points["ndcg@10"].to_numpy()
+
+    np.testing.assert_array_equal(metric(ResidualPolicy(reference, None, n_changes=6)), metric(reference))
+    np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, 0.25]))),
+                                  metric(TrackerMixRule(rule, 0.75)))
+    np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, -1.0]))),
+                                  metric(rule))  # 0.5 - 1 clips at 0: the rule alone
+
+
+def test_training_with_a_tracker_gives_the_agent_the_tracker_lever(paths, tmp_path):
+    import json
+
+    from agents_fixtures import small_train_config
+    from interestgym.agents.train import train_run
+
+    data, run = paths
+    train_run(small_train_config(data, tmp_path / "ppo", reward_baseline="ema_two_profile", sequence=str(run)))
+    saved = json.loads((tmp_path / "ppo" / "config.json").read_text())
+    assert saved["action_space"]["names"][-2:] == ["keep_change", "tracker_change"]
+    from interestgym.agents.run_folder import load_run_choice
+
+    policy = load_run_choice(tmp_path / "ppo", "final")
+    from interestgym.core.features import N_FEATURES
+
+    assert policy.act(np.zeros((3, N_FEATURES), np.float32)).shape == (3, 6)

@@ -302,15 +302,17 @@ def make_rule(name: str, **params: Any) -> RulePolicy:
 
 
 def compose_residual(base_actions: np.ndarray, change: np.ndarray) -> np.ndarray:
-    """A residual policy's env action (n, 5): ``[clip(base + change[:, :4], -1, 1), change[:, 4]]``.
+    """A residual policy's env action (n, 5) or (n, 6): ``[clip(base + change[:, :4], -1, 1),
+    clip(change[:, 4:], -1, 1)]``.
 
     ``base_actions``: (n, 4) the reference rule's actions; ``change``: (n, 5) the learned change (the
-    fifth component changes the category keep factor). A zero change returns the rule's actions
-    exactly (``x + 0 == x``), which is why an untrained residual agent is its reference rule.
+    fifth component changes the category keep factor; a sixth, with a tracker, the tracker's weight).
+    A zero change returns the rule's actions exactly (``x + 0 == x``), which is why an untrained
+    residual agent is its reference rule.
     """
     base = np.asarray(base_actions, dtype=np.float32)
     change = np.asarray(change, dtype=np.float32).reshape(len(base), -1)
-    out = np.empty((len(base), 5), dtype=np.float32)
+    out = np.empty((len(base), change.shape[1]), dtype=np.float32)
     out[:, :4] = np.clip(base + change[:, :4], -1.0, 1.0)
-    out[:, 4] = np.clip(change[:, 4], -1.0, 1.0)
+    out[:, 4:] = np.clip(change[:, 4:], -1.0, 1.0)
     return out

@@ -104,6 +104,22 @@ def apply_keep_change(factor: np.ndarray, keep_change: np.ndarray | None) -> np.
     return np.where(keep_change == 0, factor, np.clip(factor + keep_change, 0.0, 1.0))
 
 
+#: A tracker change of u in [-1, 1] moves the tracker's weight by u * TRACKER_CHANGE_SCALE ...
+TRACKER_CHANGE_SCALE = 1.0
+#: ... within [0, TRACKER_WEIGHT_MAX].
+TRACKER_WEIGHT_MAX = 3.0
+
+
+def apply_tracker_change(weight: np.ndarray, tracker_change: np.ndarray | None) -> np.ndarray:
+    """The tracker's weight at a decision after a residual policy's change:
+    ``clip(weight + TRACKER_CHANGE_SCALE * change, 0, TRACKER_WEIGHT_MAX)``; ``None`` or a zero change leaves
+    ``weight`` exactly as it is (an untrained agent weighs the tracker as its reference rule does)."""
+    if tracker_change is None:
+        return weight
+    moved = np.clip(weight + TRACKER_CHANGE_SCALE * tracker_change, 0.0, TRACKER_WEIGHT_MAX)
+    return np.where(tracker_change == 0, weight, moved)
+
+
 def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
     """Forgetful category counts after a decision: ``counts * forgetting``, then +1 in the event's column.
 

@@ -109,11 +109,12 @@ def export_run(
     _, emb_meta = dataset.load_embeddings(emb_name)
     data = load_replay_data(dataset, emb_name, config.protocol_spec(verify_split))
     reference = run_reference(saved)
-    if reference is not None and reference.scoring.tracker_weight:
-        raise InterestGymError(f"{run_dir}: its reference `{reference.name}` scores with a sequence tracker "
-                               f"(tracker_weight {reference.scoring.tracker_weight}); the runtime cannot run a policy with a "
-                               "tracker term yet. Export the tracker itself with `interestgym export SEQUENCE_RUN`, or train "
-                               "without --sequence")
+    if config.sequence or reference is not None and reference.scoring.tracker_weight:
+        what = (f"its reference `{reference.name}` scores with a sequence tracker (tracker_weight "
+                f"{reference.scoring.tracker_weight})" if reference is not None and reference.scoring.tracker_weight
+                else f"it was trained with the sequence tracker {config.sequence} (its agent sets the tracker's weight)")
+        raise InterestGymError(f"{run_dir}: {what}; the runtime cannot run a policy with a tracker term yet. Export the "
+                               "tracker itself with `interestgym export SEQUENCE_RUN`, or train without --sequence")
     rule = None if reference is None else {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()}
 
     if which == "rule":

@@ -108,7 +108,7 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
     if reference.scoring.beta_cat != 0:
         fixed = reference.scoring.category_forgetting
         base_ours, base_theirs = category_forgetting_factor(fixed, ours), category_forgetting_factor(fixed, theirs)
-        change = ours_actions[:, 4] if ours_actions.shape[1] == 5 else np.zeros(len(obs))
+        change = ours_actions[:, 4] if ours_actions.shape[1] >= 5 else np.zeros(len(obs))
         columns["keep"] = (np.clip(base_ours + change, 0.0, 1.0), base_theirs)
 
     def sentence(mask: np.ndarray) -> str:
