@@ -56,6 +56,8 @@ _STACK_METRICS_BELOW = 32
 LEAN_SKIPPED_FEATURES: tuple[str, ...] = (
     "reward_ema", "long_metric_ema", "short_metric_ema", *(n for n in STATE_FEATURES if n.startswith("shadow_")))
 _LEAN_SKIPPED_IDX = np.array([FEATURE_INDEX[n] for n in LEAN_SKIPPED_FEATURES])
+_LEAN_STATE_FEATURES = tuple(n for n in STATE_FEATURES if n not in LEAN_SKIPPED_FEATURES)
+_LEAN_STATE_IDX = np.array([FEATURE_INDEX[n] for n in _LEAN_STATE_FEATURES])
 
 
 @dataclass
@@ -186,10 +188,12 @@ class ReplayEngine:
         shadow_cos = np.zeros((len(rows), len(SHADOW_STRENGTHS))) if self.lean else self.shadow_cos_ema[rows]
         raw = state_quantities(x, long_term, short_term, means, shadow_cos)
         obs = np.empty((len(rows), N_FEATURES), dtype=np.float32)
-        obs[:, _STATE_IDX] = encode_features(raw, STATE_FEATURES, max_action_weight=self.data.max_action_weight)
-        obs[:, _LOG_IDX] = self.data.decision_log_features[dec]
-        if self.lean:
+        if self.lean:  # only the features a lean engine keeps: each column is encoded alone, so the same values
+            obs[:, _LEAN_STATE_IDX] = encode_features(raw, _LEAN_STATE_FEATURES, max_action_weight=self.data.max_action_weight)
             obs[:, _LEAN_SKIPPED_IDX] = np.nan
+        else:
+            obs[:, _STATE_IDX] = encode_features(raw, STATE_FEATURES, max_action_weight=self.data.max_action_weight)
+        obs[:, _LOG_IDX] = self.data.decision_log_features[dec]
         return obs
 
     # ------------------------------------------------------------------------------------- step

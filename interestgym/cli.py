@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "finetune": ("interestgym.encoders.cli_finetune", "finetune", "Fine-tune a BERT encoder on training users' co-engagement pairs."),
     "train": ("interestgym.agents.cli", "train", "Train a PPO update policy on the replay env."),
     "train-sequence": ("interestgym.agents.sequence.cli", "train_sequence", "Train a GRU / SASRec sequence tracker (a baseline) on training users."),
+    "search": ("interestgym.agents.search", "search", "Budgeted hyper-parameter search of PPO settings, picked on validation users."),
     "evaluate": ("interestgym.evaluation.cli", "evaluate", "Compare a trained policy with every baseline on held-out users."),
     "export": ("interestgym.export.cli", "export", "Export a trained policy to ONNX + manifest for the runtime."),
     "report": ("interestgym.report.cli", "report", "Figures and a summary of a run."),

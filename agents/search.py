@@ -1,0 +1,516 @@
+"""``interestgym search``: a budgeted hyper-parameter search of PPO settings, picked on validation users only.
+
+Each trial is an ordinary ``interestgym train`` run (``DIR/trial-NNN``) of ``--budget-steps`` steps with
+one configuration drawn from :data:`SPACE` by a seeded sampler; trial 0 is always the base configuration
+(the defaults, or ``--config FILE``), so the table says whether the search beat it. All trials share the
+baselines tuned once on validation users (``trial-000/baselines.json``, or ``--tuned-baselines``), so they
+compete against the same reference rule on the same users.
+
+A trial's score is the validation metric (the run's reward metric, nDCG@10 by default) of the model the
+run selects (its best model, itself chosen by periodic validation), replayed on every validation user: the
+number ``RUN/shipped.json`` records, with the paired 95% CI of its gain over the reference rule, and the
+paired 95% CI of its per-user gain over trial 0 (the base) on the same validation users. The pick
+(``--pick``): ``beats-base`` (default) = the highest-scoring trial whose gain over the base has a CI above
+0, else the base itself; ``best`` = the highest score. Nothing here opens the test split: test users are
+left for ``interestgym evaluate`` on a run trained with the picked configuration. The winner's own
+validation score is optimistic (it was picked as the maximum of noisy scores), so it is not an estimate of
+its test gain.
+
+Samplers: ``random`` (default; numpy, seeded: trial ``i`` draws from ``default_rng([seed, i])``, so a trial's
+configuration does not depend on the others) and ``tpe`` (Optuna's TPE sampler, seeded, when Optuna is
+installed; like Optuna's default it draws its first 10 trials at random).
+
+Writes into ``DIR``: ``search.json`` (settings, every trial, the pick; rewritten after each trial, so an
+interrupted search continues where it stopped when run again with the same settings), ``trials.csv`` and
+``trials.md`` (the table) and ``best.toml`` (the picked settings, for ``interestgym train --config``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from interestgym.errors import InterestGymError
+
+SEARCH_FILE = "search.json"
+TABLE_CSV = "trials.csv"
+TABLE_MD = "trials.md"
+BEST_TOML = "best.toml"
+SAMPLERS = ("random", "tpe")
+PICKS = ("beats-base", "best")
+#: A trial's per-user validation values of its selected model (users, values), for the paired test against the base.
+VALID_FILE = "search_valid.npz"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched setting: ``kind`` is ``log`` (log-uniform in [low, high]), ``float`` (uniform) or
+    ``choice`` (one of ``choices``, each equally likely). Values are written as a config file writes them
+    (``net_arch`` as ``"64,64"``, ``window`` 0 = whole histories) and read through the same coercion."""
+
+    name: str
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[Any, ...] = ()
+
+    def draw(self, rng: np.random.Generator) -> Any:
+        if self.kind == "log":
+            return _round(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        if self.kind == "float":
+            return _round(rng.uniform(self.low, self.high))
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.choices
+        return self.low <= value <= self.high
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+#: The default search space: the PPO settings issue 12 names (learning rate, network size, change
+#: penalty, window, gamma, initial log-std) plus PPO's clip range and epochs.
+SPACE: tuple[Param, ...] = (
+    Param("learning_rate", "log", 1e-4, 3e-3),
+    Param("net_arch", "choice", choices=("32,32", "64,64", "128,128", "256,256")),
+    Param("gamma", "choice", choices=(0.5, 0.8, 0.9, 0.95, 0.99)),
+    Param("change_penalty", "choice", choices=(0.0, 0.01, 0.03, 0.1)),
+    Param("window", "choice", choices=(0, 10, 20, 50)),
+    Param("log_std_init", "float", -2.0, -0.5),
+    Param("clip_range", "choice", choices=(0.1, 0.2, 0.3)),
+    Param("n_epochs", "choice", choices=(5, 10, 20)),
+)
+SPACE_NAMES = tuple(p.name for p in SPACE)
+
+#: Settings a search fixes for its trials (so they are not taken from the base into best.toml).
+TRIAL_SETTINGS = ("run_dir", "timesteps", "eval_every", "checkpoint_every", "progress_bar", "tuned_baselines")
+
+
+def select_space(names: Sequence[str] | None) -> tuple[Param, ...]:
+    """The searched parameters: all of :data:`SPACE`, or those named (in SPACE's order)."""
+    if not names:
+        return SPACE
+    unknown = [n for n in names if n not in SPACE_NAMES]
+    if unknown:
+        raise InterestGymError(f"--params {','.join(names)}: unknown {', '.join(map(repr, unknown))}; expected names from "
+                               f"{', '.join(SPACE_NAMES)}")
+    return tuple(p for p in SPACE if p.name in names)
+
+
+# ------------------------------------------------------------------------------------- samplers
+def random_params(space: Sequence[Param], seed: int, trial: int) -> dict[str, Any]:
+    """Trial ``trial``'s draw of the seeded random sampler (independent of every other trial's)."""
+    rng = np.random.default_rng([seed, trial])
+    return {p.name: p.draw(rng) for p in space}
+
+
+class RandomSampler:
+    def __init__(self, space: Sequence[Param], seed: int):
+        self.space, self.seed = tuple(space), seed
+
+    def ask(self, trial: int, base: dict[str, Any]) -> dict[str, Any]:
+        return dict(base) if trial == 0 else random_params(self.space, self.seed, trial)
+
+    def tell(self, trial: int, params: dict[str, Any], score: float) -> None:
+        pass
+
+
+class TpeSampler:
+    """Optuna's TPE sampler through its ask / tell interface; trial 0 is the base configuration."""
+
+    def __init__(self, space: Sequence[Param], seed: int):
+        try:
+            import optuna
+        except ImportError:
+            raise InterestGymError("--sampler tpe needs Optuna (pip install optuna); or use --sampler random") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        self.space = tuple(space)
+        self.study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        self.open: dict[int, Any] = {}
+
+    def _distributions(self) -> dict[str, Any]:
+        d = self.optuna.distributions
+        return {p.name: (d.FloatDistribution(p.low, p.high, log=p.kind == "log") if p.kind != "choice"
+                         else d.CategoricalDistribution(list(p.choices))) for p in self.space}
+
+    def ask(self, trial: int, base: dict[str, Any]) -> dict[str, Any]:
+        if trial == 0:
+            # the base may lie outside the space (a --config value): enqueue only what fits
+            self.study.enqueue_trial({k: v for k, v in base.items() if _param(self.space, k).contains(v)})
+        t = self.study.ask(self._distributions())
+        self.open[trial] = t
+        params = {p.name: (t.params[p.name] if p.kind == "choice" else _round(t.params[p.name])) for p in self.space}
+        return dict(base) if trial == 0 else params
+
+    def tell(self, trial: int, params: dict[str, Any], score: float) -> None:
+        t = self.open.pop(trial)
+        if math.isfinite(score):
+            self.study.tell(t, score)
+        else:
+            self.study.tell(t, state=self.optuna.trial.TrialState.FAIL)
+
+
+def _param(space: Sequence[Param], name: str) -> Param:
+    return next(p for p in space if p.name == name)
+
+
+def make_sampler(kind: str, space: Sequence[Param], seed: int):
+    if kind == "random":
+        return RandomSampler(space, seed)
+    if kind == "tpe":
+        return TpeSampler(space, seed)
+    raise InterestGymError(f"--sampler {kind!r}: expected one of {', '.join(SAMPLERS)}")
+
+
+# --------------------------------------------------------------------------------------- search
+def base_values(base: dict[str, Any], space: Sequence[Param]) -> dict[str, Any]:
+    """The base configuration's value of every searched parameter, as a config file writes it."""
+    from interestgym.agents.config import TrainConfig
+
+    config = TrainConfig(**{"dataset": "", "run_dir": "", **base})
+    out = {}
+    for p in space:
+        value = getattr(config, p.name)
+        if p.name == "net_arch":
+            value = ",".join(map(str, value))
+        elif p.name == "window" and value is None:
+            value = 0
+        out[p.name] = value
+    return out
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any], *, run_dir: Path, budget_steps: int,
+                 tuned_baselines: str | None):
+    """The TrainConfig of one trial: the base settings, the trial's parameters, the budget."""
+    from interestgym.agents.config import TrainConfig, coerce_setting
+
+    values = dict(base)
+    for name, value in params.items():
+        values[name] = coerce_setting(name, value, f"search parameter {name}")
+    values.update(run_dir=str(run_dir), timesteps=budget_steps, progress_bar=False, tuned_baselines=tuned_baselines,
+                  eval_every=max(1, budget_steps // 4), checkpoint_every=0)
+    return TrainConfig(**values)
+
+
+def trial_score(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """What a finished trial is ranked by: its selected model's validation score (all validation users,
+    from ``shipped.json``) and its paired gain over the reference; without a reference rule the best
+    periodic validation value, which :func:`run_search` replaces by the mean over every validation user."""
+    from interestgym.agents.run_folder import SHIPPED_FILE, read_json_or_none
+
+    shipped = read_json_or_none(run_dir / SHIPPED_FILE) or {}
+    valid = shipped.get("validation")
+    if valid:
+        diff = valid["diff"]
+        return {"score": float(valid["learned"]), "rule": float(valid["rule"]), "diff": float(diff["mean"]),
+                "diff_lo": float(diff["lo"]), "diff_hi": float(diff["hi"]), "valid_users": int(valid["users"]),
+                "ships": shipped.get("policy"), "reference": shipped.get("rule", {}).get("name")}
+    best = result.get("best_value")
+    return {"score": float(best) if best is not None else float("nan"), "rule": None, "diff": None, "diff_lo": None,
+            "diff_hi": None, "valid_users": None, "ships": shipped.get("policy"), "reference": None}
+
+
+def replay_valid(config: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user validation values (reward metric) of the model a trial's run selects: the same replay as
+    the run's shipping decision, so their mean is the trial's score."""
+    from interestgym.agents.run_folder import best_or_final, load_run_policy
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.evaluation.stats import per_user_means
+
+    data = config.replay_data("valid")
+    policy = load_run_policy(run_dir, best_or_final(run_dir), device=config.device)
+    res = evaluate_policy(data, policy, metric=config.reward, record_features=False, progress=False)
+    return per_user_means(res.points["user_id"].to_numpy(), res.points[config.reward].to_numpy())
+
+
+def pick_trial(records: list[dict[str, Any]], pick: str) -> int:
+    """``best``: the highest score (the earlier of equal ones); ``beats-base``: the highest score among the
+    trials whose paired gain over trial 0 has a 95% CI lower end above 0, else trial 0."""
+    scores = [r["score"] if math.isfinite(r["score"]) else -math.inf for r in records]
+    if pick == "best":
+        return int(np.argmax(scores))
+    proven = [i for i, r in enumerate(records) if i > 0 and r["vs_base"] is not None and r["vs_base"]["lo"] > 0]
+    return max(proven, key=lambda i: (scores[i], -i)) if proven else 0
+
+
+def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_steps: int, sampler: str = "random",
+               sampler_seed: int = 0, params: Sequence[str] | None = None, base: dict[str, Any] | None = None,
+               tuned_baselines: str | None = None, pick: str = "beats-base", echo: Callable[[str], None] = print,
+               train: Callable[..., dict[str, Any]] | None = None,
+               replay: Callable[[Any, Path], tuple[np.ndarray, np.ndarray]] = replay_valid) -> dict[str, Any]:
+    """Run (or continue) a search; returns the ``search.json`` document.
+
+    :param base: TrainConfig settings every trial starts from (e.g. a ``--config`` file's).
+    :param pick: ``beats-base`` or ``best`` (see the module's docstring).
+    :param train: the training function (``train_run``); a parameter so that tests can watch it.
+    :param replay: per-user validation values of a finished trial (:func:`replay_valid`); likewise.
+    """
+    from interestgym.agents.config import TrainConfig
+
+    from interestgym.evaluation.stats import align_users, paired_bootstrap_diff
+    from interestgym.io import write_json_atomic
+
+    if trials < 1:
+        raise InterestGymError(f"--trials {trials}: expected an integer >= 1")
+    if pick not in PICKS:
+        raise InterestGymError(f"--pick {pick!r}: expected one of {', '.join(PICKS)}")
+    if budget_steps < 1:
+        raise InterestGymError(f"--budget-steps {budget_steps}: expected a positive number of steps")
+    if train is None:
+        from interestgym.agents.train import train_run as train
+    base = dict(base or {})
+    if dataset is not None:
+        base["dataset"] = str(dataset)
+    if not base.get("dataset"):
+        raise InterestGymError("DATASET: missing; give it on the command line or as `dataset` in --config")
+    base["dataset"] = str(Path(base["dataset"]).resolve())
+    for name in TRIAL_SETTINGS:
+        base.pop(name, None)
+    # check the base configuration once, before any training
+    TrainConfig(**{**base, "run_dir": str(out_dir), "timesteps": budget_steps}).validate()
+    space = select_space(params)
+    out_dir = Path(out_dir)
+    settings = {"dataset": base["dataset"], "trials": trials, "budget_steps": budget_steps, "sampler": sampler,
+                "sampler_seed": sampler_seed, "params": [p.name for p in space],
+                "space": [{"name": p.name, "kind": p.kind, **({"choices": list(p.choices)} if p.kind == "choice" else
+                                                               {"low": p.low, "high": p.high})} for p in space],
+                "base": {k: v for k, v in base.items()},
+                "tuned_baselines": str(Path(tuned_baselines).resolve()) if tuned_baselines else None,
+                "selection": "validation users only (the trial's selected model replayed on every validation user); "
+                             "the test split is never opened"}
+    doc_path = out_dir / SEARCH_FILE
+    done: dict[int, dict[str, Any]] = {}
+    if doc_path.is_file():
+        previous = json.loads(doc_path.read_text(encoding="utf-8"))
+        old = {k: v for k, v in previous.get("settings", {}).items() if k != "trials"}
+        if old != {k: v for k, v in settings.items() if k != "trials"}:
+            differ = sorted(k for k in set(old) | set(settings) if k != "trials" and old.get(k) != settings.get(k))
+            raise InterestGymError(f"{doc_path}: a search with other settings ({', '.join(differ)}) is in this folder; "
+                                   "run it again with its own settings to continue it, or choose another --run-dir")
+        done = {int(t["trial"]): t for t in previous.get("trials", []) if t.get("status") == "done"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    smp = make_sampler(sampler, space, sampler_seed)
+    start_values = base_values(base, space)
+    records: list[dict[str, Any]] = []
+    base_valid: tuple[np.ndarray, np.ndarray] | None = None
+    shared = settings["tuned_baselines"]
+    for i in range(trials):
+        params_i = smp.ask(i, start_values)
+        run_dir = out_dir / f"trial-{i:03d}"
+        if i in done and done[i]["params"] == params_i:
+            record = done[i]
+            echo(f"trial {i}: reusing {run_dir} (score {record['score']:.4f})")
+        else:
+            if run_dir.exists():
+                # left by an interrupted search (its record was never written): start that trial again
+                echo(f"trial {i}: {run_dir} is from an unfinished trial; training it again")
+                shutil.rmtree(run_dir)
+            config = trial_config(base, params_i, run_dir=run_dir, budget_steps=budget_steps, tuned_baselines=shared)
+            t0 = time.perf_counter()
+            result = train(config)
+            users, values = replay(config, run_dir)
+            np.savez(run_dir / VALID_FILE, users=np.asarray(users, dtype=str), values=np.asarray(values, dtype=np.float64))
+            record = {"trial": i, "status": "done", "params": params_i, "run_dir": str(run_dir),
+                      **trial_score(run_dir, result), "best_step": result.get("best_step"),
+                      "seconds": round(time.perf_counter() - t0, 1)}
+            if record["diff"] is None:  # no reference rule: the same replay on every validation user scores it
+                record["score"] = float(np.nanmean(values))
+            echo(f"trial {i}: {_describe(params_i)} -> valid {record['score']:.4f}"
+                 + (f" ({record['diff']:+.4f} vs {record['reference']})" if record["diff"] is not None else "")
+                 + f", {record['seconds']:.0f} s")
+        if not (run_dir / VALID_FILE).is_file():  # a trial finished by a search without this file
+            users, values = replay(trial_config(base, params_i, run_dir=run_dir, budget_steps=budget_steps,
+                                                tuned_baselines=shared), run_dir)
+            np.savez(run_dir / VALID_FILE, users=np.asarray(users, dtype=str), values=np.asarray(values, dtype=np.float64))
+        with np.load(run_dir / VALID_FILE) as z:
+            valid_i = (z["users"], z["values"])
+        if i == 0:
+            base_valid = valid_i
+        _common, ours, theirs = align_users(valid_i[0], valid_i[1], base_valid[0], base_valid[1])
+        record["vs_base"] = None if i == 0 else paired_bootstrap_diff(ours, theirs, seed=sampler_seed).as_dict()
+        if shared is None and (run_dir / "baselines.json").is_file():
+            shared = str((run_dir / "baselines.json").resolve())  # every later trial reuses trial 0's tuning
+        smp.tell(i, params_i, record["score"])
+        records.append(record)
+        doc = _document(settings, records, shared, pick)
+        write_json_atomic(doc_path, doc)
+    write_outputs(out_dir, doc, base)
+    return doc
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _document(settings: dict[str, Any], records: list[dict[str, Any]], shared: str | None, pick: str) -> dict[str, Any]:
+    return {"settings": settings, "tuned_baselines_used": shared, "trials": records, "pick": pick,
+            "best_trial": pick_trial(records, pick)}
+
+
+# --------------------------------------------------------------------------------------- outputs
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string
+
+
+def best_toml(doc: dict[str, Any], base: dict[str, Any]) -> str:
+    """``best.toml``: the base settings and the picked trial's parameters, as ``train --config`` reads them."""
+    from interestgym.agents.config import TrainConfig
+
+    best = doc["trials"][doc["best_trial"]]
+    settings = doc["settings"]
+    defaults = TrainConfig(dataset="", run_dir="")
+    lines = [(f"# interestgym search {settings['sampler']} (seed {settings['sampler_seed']}): trial {best['trial']} of "
+              f"{len(doc['trials'])}, {settings['budget_steps']} steps per trial"),
+             f"# validation score {best['score']:.4f}"
+             + (f", {best['diff']:+.4f} over {best['reference']} [{best['diff_lo']:+.4f}, {best['diff_hi']:+.4f}] "
+                f"on {best['valid_users']} validation users"
+                + (f" (picked from {len(doc['trials'])} trials: optimistic)" if best["trial"] else "")
+                if best["diff"] is not None else ""),
+             ("# the base configuration (no trial's paired validation gain over it had a CI above 0)" if best["trial"] == 0
+              and doc.get("pick") == "beats-base" else
+              f"# gain over the base (trial 0) on validation users: {best['vs_base']['mean']:+.4f} "
+              f"[{best['vs_base']['lo']:+.4f}, {best['vs_base']['hi']:+.4f}] (pick: {doc.get('pick')})" if best.get("vs_base")
+              else f"# pick: {doc.get('pick')}"),
+             "# picked on validation users only; the test split was never opened. Train and evaluate it with:",
+             "#   interestgym train --config best.toml --run-dir RUN && interestgym evaluate RUN",
+             "# (timesteps is the TrainConfig default unless given here or on the command line)"]
+    values: dict[str, Any] = {"dataset": settings["dataset"]}
+    if doc.get("tuned_baselines_used"):
+        values["tuned_baselines"] = doc["tuned_baselines_used"]
+    for name, value in base.items():
+        if name in ("dataset", *TRIAL_SETTINGS):
+            continue
+        if value is None:
+            value = {"reward_baseline": "none", "window": 0, "tune_users": 0, "eval_users": 0}.get(name)
+            if value is None:
+                continue
+        values[name] = value
+    values.update(best["params"])
+    for name in list(values):
+        if name in SPACE_NAMES and name not in best["params"] and values[name] == getattr(defaults, name):
+            del values[name]
+    return "\n".join(lines + [f"{k} = {_toml_value(v)}" for k, v in values.items()]) + "\n"
+
+
+def table_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for r in doc["trials"]:
+        row = {"trial": r["trial"], **{f"{k}": v for k, v in r["params"].items()}, "valid_score": r["score"],
+               "rule": r["rule"], "gain": r["diff"], "gain_lo": r["diff_lo"], "gain_hi": r["diff_hi"],
+               **{f"vs_base{k}": (r.get("vs_base") or {}).get(m) for k, m in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))},
+               "best_step": r["best_step"], "ships": r["ships"], "seconds": r["seconds"]}
+        rows.append(row)
+    return rows
+
+
+def markdown_table(doc: dict[str, Any]) -> str:
+    rows = table_rows(doc)
+    names = doc["settings"]["params"]
+    best = doc["best_trial"]
+
+    def num(x: Any, sign: bool = False) -> str:
+        return "-" if x is None else (f"{x:+.4f}" if sign else f"{x:.4f}")
+
+    head = ["trial", *names, "valid score", "gain over rule [95% CI]", "gain over base [95% CI]", "best step", "ships", "s"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        gain = "-" if row["gain"] is None else f"{row['gain']:+.4f} [{row['gain_lo']:+.4f}, {row['gain_hi']:+.4f}]"
+        mark = " (picked)" if row["trial"] == best else (" (base)" if row["trial"] == 0 else "")
+        vs_base = "-" if row["vs_base"] is None else f"{row['vs_base']:+.4f} [{row['vs_base_lo']:+.4f}, {row['vs_base_hi']:+.4f}]"
+        cells = [f"{row['trial']}{mark}", *[str(row[n]) for n in names], num(row["valid_score"]), gain, vs_base,
+                 str(row["best_step"]), str(row["ships"]), f"{row['seconds']:.0f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    s = doc["settings"]
+    rule = ("the best trial whose paired gain over the base has a 95% CI above 0, else the base" if doc.get("pick") == "beats-base"
+            else "the highest validation score")
+    return (f"# Search: {len(rows)} trials x {s['budget_steps']} steps, sampler {s['sampler']} (seed {s['sampler_seed']})\n\n"
+            f"Data: {s['dataset']}. Scored and picked on validation users only; test users never replayed. "
+            f"Pick: {rule}.\n\n"
+            + "\n".join(out) + "\n")
+
+
+def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any]) -> None:
+    from interestgym.io import write_text_atomic
+
+    rows = table_rows(doc)
+    buf = io.StringIO()
+    fields = list(rows[0])
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out_dir / TABLE_CSV, buf.getvalue())
+    write_text_atomic(out_dir / TABLE_MD, markdown_table(doc))
+    write_text_atomic(out_dir / BEST_TOML, best_toml(doc, base))
+
+
+# ------------------------------------------------------------------------------------------- CLI
+@click.command("search")
+@click.argument("dataset", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder of the search: trial-NNN/ runs, search.json, trials.csv / .md, best.toml.")
+@click.option("--trials", type=int, default=12, show_default=True, help="Configurations to train (trial 0 = the base configuration).")
+@click.option("--budget-steps", type=int, default=100_000, show_default=True, help="Env steps of each trial's training.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="random", show_default=True,
+              help="'random': seeded random search (numpy); 'tpe': Optuna's TPE (needs `pip install optuna`).")
+@click.option("--sampler-seed", type=int, default=0, show_default=True, help="Seed of the sampler.")
+@click.option("--params", default=None, help=f"Comma-separated settings to search (default: all of {','.join(SPACE_NAMES)}).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A train --config file of base settings every trial starts from (seed, reward, protocol, ...).")
+@click.option("--pick", type=click.Choice(PICKS), default="beats-base", show_default=True,
+              help="'beats-base': the best trial whose paired validation gain over trial 0 (the base) has a 95% CI above 0, "
+                   "else the base; 'best': the highest validation score.")
+@click.option("--seed", type=int, default=None, help="Seed of PPO and of the env in every trial (default: the base's, 0).")
+@click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None,
+              help="Reuse a baselines.json (same metric and protocol); otherwise trial 0 tunes them and every later trial reuses its.")
+def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, sampler: str, sampler_seed: int,
+           params: str | None, config_file: Path | None, pick: str, seed: int | None, tuned_baselines: str | None) -> None:
+    """Budgeted hyper-parameter search of PPO settings, scored and picked on VALIDATION users only.
+
+    \b
+    Trains --trials short runs (--budget-steps each) in --run-dir/trial-NNN, each with settings drawn
+    by a seeded sampler (learning rate, network size, gamma, change penalty, window, initial log-std,
+    clip range, epochs), scores each by its selected model's validation metric, and writes the table
+    (trials.md, trials.csv) and the best settings as best.toml. Running it again continues an
+    interrupted search. Example:
+      interestgym search data/syn --run-dir runs/search --trials 12 --budget-steps 100000
+      interestgym train --config runs/search/best.toml --run-dir runs/syn-best
+      interestgym evaluate runs/syn-best
+    """
+    from interestgym.agents.config import read_config_file
+
+    base = read_config_file(config_file) if config_file is not None else {}
+    if seed is not None:
+        base["seed"] = seed
+    names = [n.strip() for n in params.split(",") if n.strip()] if params else None
+    doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
+                     sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,
+                     tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True))
+    click.echo(markdown_table(doc))
+    best = doc["trials"][doc["best_trial"]]
+    click.echo(f"picked trial {best['trial']} on validation users: {_describe(best['params'])}")
+    click.echo(f"settings: {run_dir / BEST_TOML}  (interestgym train --config {run_dir / BEST_TOML} --run-dir RUN)")
+    sys.stdout.flush()

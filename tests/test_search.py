@@ -1,0 +1,257 @@
+"""`interestgym search`: a budgeted hyper-parameter search picked on validation users only."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_synthetic
+from cli_fixtures import run as run_cli
+from interestgym.agents import search as S
+from interestgym.agents.config import TrainConfig, read_config_file
+
+from interestgym.errors import InterestGymError
+
+BASE_TOML = ('n_envs = 4\nn_steps = 16\nbatch_size = 32\nn_epochs = 1\neval_users = 0\nreward_baseline = "ema"\n'
+             "net_arch = [8]\ntune_users = 0\n")
+SEARCHED = "learning_rate,net_arch,gamma,window,log_std_init"
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A 3-trial search of 128 steps per trial on tiny synthetic data, recording the split and the users of
+    every replay it loaded (training and validation read their splits through load_replay_data)."""
+    from click.testing import CliRunner
+    from interestgym.envs import replay_data
+
+    from interestgym.cli import cli
+
+    root = tmp_path_factory.mktemp("search")
+    data = tiny_synthetic(root / "tiny")
+    (root / "base.toml").write_text(BASE_TOML)
+    seen: list[tuple[str, list[str]]] = []
+    original = replay_data.load_replay_data
+
+    def recording(dataset, embeddings=None, spec=None):
+        loaded = original(dataset, embeddings, spec)
+        seen.append((spec.split, [str(u) for u in loaded.user_ids]))
+        return loaded
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(replay_data, "load_replay_data", recording)
+        result = CliRunner().invoke(cli, ["search", str(data), "--run-dir", str(root / "s"), "--trials", "3", "--budget-steps", "128",
+                                          "--config", str(root / "base.toml"), "--params", SEARCHED], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return root, data, root / "s", seen, result.output
+
+
+def test_search_never_replays_a_test_user(searched):
+    _root, data, _out, seen, _ = searched
+    users = pd.read_parquet(data / "users.parquet")
+    test_users = set(users.loc[users["split"] == "test", "user_id"].astype(str))
+    assert test_users and seen
+    assert {split for split, _ in seen} <= {"train", "valid"}
+    replayed = {u for _, us in seen for u in us}
+    assert not replayed & test_users
+    valid_users = set(users.loc[users["split"] == "valid", "user_id"].astype(str))
+    assert valid_users & replayed  # validation users were what scored the trials
+
+
+def test_each_trial_is_scored_by_its_models_validation_metric_and_the_best_is_picked(searched, capsys):
+    root, _data, out, _, output = searched
+    doc = json.loads((out / S.SEARCH_FILE).read_text())
+    trials = doc["trials"]
+    assert [t["trial"] for t in trials] == [0, 1, 2]
+    for t in trials:
+        # recomputed independently by `evaluate` on the validation split (the evaluator's own replay)
+        code, _, err = run_cli(["evaluate", t["run_dir"], "--split", "valid", "--model", "best", "--baselines", "ema",
+                                "--out", str(root / f"eval-{t['trial']}"), "--n-boot", "200"], capsys)
+        assert code == 0, err
+        ev = json.loads((root / f"eval-{t['trial']}" / "evaluation.json").read_text())
+        ppo = np.nanmean(np.array(ev["per_user"]["ppo"]["ndcg@10"], dtype=float))
+        ema = np.nanmean(np.array(ev["per_user"]["ema"]["ndcg@10"], dtype=float))
+        assert t["score"] == pytest.approx(ppo, abs=1e-9)
+        assert t["rule"] == pytest.approx(ema, abs=1e-9)
+        assert t["diff"] == pytest.approx(ppo - ema, abs=1e-9)
+        assert t["diff_lo"] <= t["diff"] <= t["diff_hi"]
+        assert t["reference"] == "ema" and t["valid_users"] == ev["header"]["users"]
+        # the paired gain over the base (trial 0) is the per-user difference of the two evaluations
+        ev0 = json.loads((root / "eval-0" / "evaluation.json").read_text()) if t["trial"] else ev
+        base = np.array(ev0["per_user"]["ppo"]["ndcg@10"], dtype=float)
+        assert ev0["users"] == ev["users"]
+        mine = np.array(ev["per_user"]["ppo"]["ndcg@10"], dtype=float)
+        if t["trial"] == 0:
+            assert t["vs_base"] is None
+        else:
+            assert t["vs_base"]["mean"] == pytest.approx(np.nanmean(mine - base), abs=1e-9)
+            assert t["vs_base"]["lo"] <= t["vs_base"]["mean"] <= t["vs_base"]["hi"]
+        with np.load(Path(t["run_dir"]) / S.VALID_FILE) as z:
+            assert np.nanmean(z["values"]) == pytest.approx(t["score"], abs=1e-12)
+    # the default pick: the best score among trials whose gain over the base has a CI above 0, else the base
+    proven = [t for t in trials[1:] if t["vs_base"]["lo"] > 0]
+    expected = max(proven, key=lambda t: t["score"])["trial"] if proven else 0
+    assert doc["pick"] == "beats-base" and doc["best_trial"] == expected
+    assert f"picked trial {doc['best_trial']}" in output
+
+
+def test_trials_run_the_drawn_settings_on_the_budget_and_share_one_tuning(searched):
+    _, _, out, _, _ = searched
+    doc = json.loads((out / S.SEARCH_FILE).read_text())
+    trials = doc["trials"]
+    # trial 0 is the base configuration: TrainConfig's defaults plus the base file's net_arch
+    d = TrainConfig(dataset="", run_dir="")
+    assert trials[0]["params"] == {"learning_rate": d.learning_rate, "net_arch": "8", "gamma": d.gamma, "window": 0,
+                                   "log_std_init": d.log_std_init}
+    space = S.select_space(SEARCHED.split(","))
+    for t in trials[1:]:
+        assert t["params"] == S.random_params(space, 0, t["trial"])
+    first_baselines = str((out / "trial-000" / "baselines.json").resolve())
+    for t in trials:
+        saved = json.loads((Path(t["run_dir"]) / "config.json").read_text())["config"]
+        p = t["params"]
+        assert saved["timesteps"] == 128 and saved["n_envs"] == 4 and saved["reward_baseline"] == "ema"
+        assert saved["learning_rate"] == p["learning_rate"] and saved["gamma"] == p["gamma"]
+        assert saved["net_arch"] == [int(x) for x in p["net_arch"].split(",")]
+        assert saved["window"] == (p["window"] or None) and saved["log_std_init"] == p["log_std_init"]
+        assert saved["tuned_baselines"] == (None if t["trial"] == 0 else first_baselines)
+    with open(out / S.TABLE_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["trial"]) for r in rows] == [0, 1, 2]
+    assert [float(r["valid_score"]) for r in rows] == pytest.approx([t["score"] for t in trials])
+    assert "(picked)" in (out / S.TABLE_MD).read_text()
+
+
+def test_best_toml_trains_the_picked_settings(searched, capsys):
+    root, data, out, _, _ = searched
+    doc = json.loads((out / S.SEARCH_FILE).read_text())
+    best = doc["trials"][doc["best_trial"]]
+    values = read_config_file(out / S.BEST_TOML)
+    assert Path(values["dataset"]) == data.resolve()
+    for name, value in best["params"].items():
+        expected = [int(x) for x in value.split(",")] if name == "net_arch" else (value or None) if name == "window" else value
+        assert values[name] == expected, name
+    code, _, err = run_cli(["train", "--config", str(out / S.BEST_TOML), "--run-dir", str(root / "final"), "--timesteps", "64",
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    saved = json.loads((root / "final" / "config.json").read_text())["config"]
+    assert saved["learning_rate"] == best["params"]["learning_rate"] and saved["n_steps"] == 16
+
+
+def test_random_sampler_is_seeded_and_draws_from_the_declared_distributions():
+    space = S.SPACE
+    assert S.random_params(space, 3, 5) == S.random_params(space, 3, 5)
+    assert S.random_params(space, 3, 5) != S.random_params(space, 4, 5)
+    draws = [S.random_params(space, 0, i) for i in range(1, 3001)]
+    for p in space:
+        values = [d[p.name] for d in draws]
+        assert all(p.contains(v) for v in values), p.name
+        if p.kind == "choice":
+            freq = np.array([values.count(c) for c in p.choices]) / len(values)
+            assert np.all(np.abs(freq - 1 / len(p.choices)) < 0.04), (p.name, freq)
+        elif p.kind == "log":
+            # log-uniform: the median is the geometric mean of the bounds, a quarter of the draws below lo^(3/4) hi^(1/4)
+            assert np.median(values) == pytest.approx(math.sqrt(p.low * p.high), rel=0.1)
+            q = p.low ** 0.75 * p.high ** 0.25
+            assert np.mean(np.array(values) < q) == pytest.approx(0.25, abs=0.03)
+        else:
+            assert np.mean(values) == pytest.approx((p.low + p.high) / 2, abs=0.03)
+    with pytest.raises(InterestGymError, match="nosuch"):
+        S.select_space(["gamma", "nosuch"])
+
+
+def _fake_train(calls):
+    """A stand-in for train_run that scores a configuration by a known function of its settings."""
+
+    def train(config):
+        calls.append(config)
+        run = Path(config.run_dir)
+        run.mkdir(parents=True)
+        score = 0.5 - (math.log10(config.learning_rate) + 3.2) ** 2 - 0.1 * abs(config.gamma - 0.95)
+        (run / "shipped.json").write_text(json.dumps({
+            "policy": "learned", "rule": {"name": "ema"},
+            "validation": {"users": 10, "learned": score, "rule": 0.4,
+                           "diff": {"mean": score - 0.4, "lo": score - 0.41, "hi": score - 0.39, "n": 10}}}))
+        return {"best_value": score, "best_step": config.timesteps}
+
+    return train
+
+
+def _fake_replay(config, run_dir):
+    """Per-user validation values: the trial's score plus the same user effects for every trial, so that
+    every paired gain over the base is exactly the difference of the scores (a CI of zero width)."""
+    score = json.loads((Path(run_dir) / "shipped.json").read_text())["validation"]["learned"]
+    users = np.array([f"u{i}" for i in range(10)])
+    return users, score + 0.01 * (np.arange(10) - 4.5)
+
+
+def expected_pick(scores, pick):
+    if pick == "best":
+        return int(np.argmax(scores))
+    proven = [i for i in range(1, len(scores)) if scores[i] - scores[0] > 1e-12]
+    return max(proven, key=lambda i: scores[i]) if proven else 0
+
+
+def expected_score(params):
+    return 0.5 - (math.log10(params["learning_rate"]) + 3.2) ** 2 - 0.1 * abs(params["gamma"] - 0.95)
+
+
+def test_an_interrupted_search_continues_where_it_stopped_and_refuses_other_settings(tmp_path):
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    calls: list = []
+    doc = S.run_search(str(data), tmp_path / "s", trials=5, budget_steps=256, params=["learning_rate", "gamma"],
+                       echo=lambda _: None, train=_fake_train(calls), replay=_fake_replay, pick="best")
+    assert len(calls) == 5 and all(c.timesteps == 256 for c in calls)
+    params = [t["params"] for t in doc["trials"]]
+    assert params[1:] == [S.random_params(S.select_space(["learning_rate", "gamma"]), 0, i) for i in range(1, 5)]
+    scores = [expected_score(p) for p in params]
+    assert doc["best_trial"] == expected_pick(scores, "best")
+    for t, score in zip(doc["trials"][1:], scores[1:]):
+        assert t["vs_base"]["mean"] == pytest.approx(score - scores[0], abs=1e-12)
+        assert t["vs_base"]["lo"] == pytest.approx(score - scores[0], abs=1e-12)
+    # a killed run left trial-005 half written: it is trained again; trials 0-4 are reused
+    (tmp_path / "s" / "trial-005").mkdir()
+    calls.clear()
+    doc = S.run_search(str(data), tmp_path / "s", trials=7, budget_steps=256, params=["learning_rate", "gamma"],
+                       echo=lambda _: None, train=_fake_train(calls), replay=_fake_replay)
+    assert [Path(c.run_dir).name for c in calls] == ["trial-005", "trial-006"]
+    assert [t["params"] for t in doc["trials"][:5]] == params
+    scores = [expected_score(t["params"]) for t in doc["trials"]]
+    assert doc["best_trial"] == expected_pick(scores, "beats-base")
+    with pytest.raises(InterestGymError, match="budget_steps"):
+        S.run_search(str(data), tmp_path / "s", trials=7, budget_steps=512, params=["learning_rate", "gamma"],
+                     echo=lambda _: None, train=_fake_train(calls), replay=_fake_replay)
+
+
+def test_tpe_sampler_is_seeded_and_stays_in_the_space(tmp_path):
+    pytest.importorskip("optuna")
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    runs = []
+    for name in ("a", "b"):
+        doc = S.run_search(str(data), tmp_path / name, trials=14, budget_steps=64, sampler="tpe", sampler_seed=1,
+                           params=["learning_rate", "gamma", "net_arch"], echo=lambda _: None, train=_fake_train([]),
+                           replay=_fake_replay)
+        runs.append([t["params"] for t in doc["trials"]])
+    assert runs[0] == runs[1]
+    space = S.select_space(["learning_rate", "gamma", "net_arch"])
+    assert runs[0][0] == {"learning_rate": 3e-4, "gamma": 0.9, "net_arch": "64,64"}
+    for params in runs[0]:
+        assert all(p.contains(params[p.name]) for p in space)
+
+
+def test_the_default_pick_keeps_the_base_unless_a_trial_beats_it_on_validation():
+    def record(i, score, lo):
+        return {"trial": i, "score": score, "vs_base": None if i == 0 else {"mean": score - 0.5, "lo": lo, "hi": lo + 0.02}}
+
+    # trial 2 scores highest but its gain over the base is not proven; trial 1's is
+    records = [record(0, 0.5, None), record(1, 0.52, 0.001), record(2, 0.53, -0.004)]
+    assert S.pick_trial(records, "best") == 2
+    assert S.pick_trial(records, "beats-base") == 1
+    assert S.pick_trial(records[:1] + records[2:], "beats-base") == 0
