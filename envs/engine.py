@@ -337,46 +337,49 @@ class ReplayEngine:
             tracker_z=tracker_z, beta_trk=beta_trk,
         )
 
-    def rescore(self, out: StepOutput, jobs: list[tuple[np.ndarray, np.ndarray, ScoringConfig]]) -> list[np.ndarray]:
+    def rescore(self, out: StepOutput,
+                groups: list[tuple[np.ndarray, list[tuple[np.ndarray, ScoringConfig]]]]) -> list[np.ndarray]:
         """``metric`` at the scoring points of some stepped rows, had they ranked with other policies' score
-        weights over the same state. A job is ``(selected, actions, config)``: ``selected`` (n,) bool over
-        the stepped rows, ``actions`` (n_selected, 4) whose w and p score (their a_L, a_S must be the ones
-        the rows stepped with), ``config`` the policy's fixed score terms.
+        weights over the same state. A group is ``(selected, members)``: ``selected`` (n,) bool over the
+        stepped rows, and per member ``(actions, config)``: ``actions`` (n_selected, 4+) whose w and p score
+        (their a_L, a_S must be the ones the rows stepped with), ``config`` the policy's fixed score terms.
 
         Several rules that move the state alike but weigh their score terms differently (a tuning grid over
         w, p, beta_cat ...) thus share one replay; each one's numbers equal its own replay's to the bit (the
-        same similarities, the same element-wise scoring). All jobs are ranked in one call. Call it before
-        the engine steps again.
+        same similarities, the same element-wise scoring). All members are ranked in one call. Call it
+        before the engine steps again.
 
         :param out: the engine's last :class:`StepOutput`.
-        :return: per job, the values at the selected rows' points, in ``out.point_index`` order.
+        :return: per member (groups in order), the values at the selected rows' points, in
+            ``out.point_index`` order.
         """
         points = out.points
+        n_members = sum(len(members) for _, members in groups)
         if points is None:
-            return [np.zeros(0) for _ in jobs]
-        take, strengths, beta_cat, prior, beta_ctx, beta_trk = [], [], [], [], [], []
-        for selected, actions, config in jobs:
-            selected = np.asarray(selected, dtype=bool)
-            if (config.beta_cat != 0 and self.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3
-                    or config.tracker_weight != 0 and points.tracker_z is None):
-                raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker scores "
-                                 "this scoring needs")
-            row_strengths = action_to_strengths(np.asarray(actions).reshape(int(selected.sum()), -1)[:, :4])
-            if config.popularity_weight is not None:
-                row_strengths[:, 3] = config.popularity_weight
-            full = np.zeros((len(selected), 4), dtype=row_strengths.dtype)
-            full[selected] = row_strengths
+            return [np.zeros(0) for _ in range(n_members)]
+        take, strengths, weights, counts = [], [], [], []
+        for selected, members in groups:
             picked = np.nonzero(selected[points.point_row])[0]
-            take.append(picked)
-            strengths.append(full[points.point_row[picked]])
-            for out_list, value in ((beta_cat, config.beta_cat), (prior, config.category_prior), (beta_ctx, config.beta_ctx),
-                                    (beta_trk, config.tracker_weight)):
-                out_list.append(np.full(len(picked), value, dtype=np.float64))
+            # each picked point's row, as a position among the selected rows (the members' action rows)
+            position = (np.cumsum(selected) - 1)[points.point_row[picked]]
+            for actions, config in members:
+                if (config.beta_cat != 0 and self.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3
+                        or config.tracker_weight != 0 and points.tracker_z is None):
+                    raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker "
+                                     "scores this scoring needs")
+                row_strengths = action_to_strengths(np.asarray(actions)[:, :4])
+                if config.popularity_weight is not None:
+                    row_strengths[:, 3] = config.popularity_weight
+                take.append(picked)
+                strengths.append(row_strengths[position])
+                weights.append((config.beta_cat, config.category_prior, config.beta_ctx, config.tracker_weight))
+                counts.append(len(picked))
         idx = np.concatenate(take)
+        beta_cat, prior, beta_ctx, beta_trk = np.repeat(np.asarray(weights, dtype=np.float64), counts, axis=0).T
         gathered = PointScores(point_row=points.point_row[idx], prow=points.prow[idx], candidates=points.candidates[idx],
                                labels=points.labels[idx], similarities=points.similarities[idx],
                                tracker_z=points.tracker_z[idx] if points.tracker_z is not None else None)
-        scores = self._scores(gathered, np.ones(len(idx), dtype=bool), np.concatenate(strengths), np.concatenate(beta_cat),
-                              np.concatenate(prior), np.concatenate(beta_ctx), np.concatenate(beta_trk))
+        scores = self._scores(gathered, np.ones(len(idx), dtype=bool), np.concatenate(strengths), beta_cat, prior, beta_ctx,
+                              beta_trk)
         values = ranking_metrics(scores, gathered.labels, [self.metric])[self.metric]
-        return np.split(values, np.cumsum([len(t) for t in take])[:-1])
+        return np.split(values, np.cumsum(counts)[:-1])

@@ -228,24 +228,28 @@ def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[
                                    "acts on a feature a lean replay does not compute; tune it with the full engine")
         parts_policy = [first[step.policy[out.point_row]]]
         parts_point, parts_value = [out.point_index], [out.point_metrics[key]]
-        jobs: list[tuple[np.ndarray, np.ndarray, ScoringConfig]] = []
+        groups: list[tuple[np.ndarray, list[tuple[np.ndarray, ScoringConfig]]]] = []
         for g in np.unique(step.policy):
             if len(members[g]) == 1:
                 continue
             selected = step.policy == g
+            obs = step.observations[selected]
             moved = out.strengths[selected, :2]
+            point_index = out.point_index[selected[out.point_row]]
+            jobs = []
             for k in members[g][1:]:
-                actions = np.asarray(policies[k].act(step.observations[selected]), dtype=np.float32).reshape(int(selected.sum()), -1)
+                actions = np.asarray(policies[k].act(obs), dtype=np.float32).reshape(len(obs), -1)
                 if np.isnan(actions).any():
                     raise InterestGymError(f"{_who(policies[k])} acts on a feature a lean replay does not compute; "
                                            "tune it with the full engine")
                 if not np.array_equal(action_to_strengths(actions[:, :2]), moved):
                     raise InterestGymError(f"{_who(policies[k])} and {_who(policies[members[g][0]])} share a state_key "
                                            "but update the profiles with different strengths")
-                jobs.append((selected, actions, getattr(policies[k], "scoring", None) or ScoringConfig()))
-                parts_policy.append(np.full(int(selected[out.point_row].sum()), k, dtype=np.int64))
-                parts_point.append(out.point_index[selected[out.point_row]])
-        parts_value += step.engine.rescore(out, jobs) if jobs else []
+                jobs.append((actions, getattr(policies[k], "scoring", None) or ScoringConfig()))
+                parts_policy.append(np.full(len(point_index), k, dtype=np.int64))
+                parts_point.append(point_index)
+            groups.append((selected, jobs))
+        parts_value += step.engine.rescore(out, groups) if groups else []
         yield SharedStep(np.concatenate(parts_policy), np.concatenate(parts_point), np.concatenate(parts_value))
 
 
