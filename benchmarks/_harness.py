@@ -60,3 +60,24 @@ def ratio_line(name: str, seconds: list[float], reference: str, ref_seconds: lis
     r = median(seconds) / median(ref_seconds)
     return (f"{name:<34} median {median(seconds):8.3f} s  ({', '.join(f'{s:.3f}' for s in seconds)})  "
             f"= {r:6.2f}x {reference}")
+
+
+def ml100k_arguments(parser: Any, *, encoder: str) -> None:
+    """The options every MovieLens-100K benchmark takes: ``--data``, ``--work``, ``--encoder``, ``--threads``."""
+    from pathlib import Path
+
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/interestgym-bench"))
+    parser.add_argument("--encoder", choices=["minilm", "hashing", "random"], default=encoder,
+                        help="item vectors (d = 384 for all three; the speed does not depend on what they mean)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS / OpenMP / torch / Arrow threads (pinned, both sides)")
+
+
+def ml100k_ready(args: Any) -> None:
+    """Exit with a message when ``--data`` is not MovieLens 100K; pin the threads; print the load."""
+    import sys
+
+    if not (args.data / "u.data").is_file():
+        sys.exit(f"{args.data}: MovieLens 100K not found (expected u.data there)")
+    pin_threads(args.threads)
+    print(f"threads pinned to {args.threads}; {load_line('load before')}")

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -144,10 +143,11 @@ class NullVecEnv:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _harness import ml100k_arguments, ml100k_ready
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ml-100k")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/interestgym-bench"))
-    parser.add_argument("--encoder", choices=["minilm", "hashing", "random"], default="minilm")
+    ml100k_arguments(parser, encoder="minilm")
     parser.add_argument("--single-steps", type=int, default=5000, help="single-env steps (over all rounds)")
     parser.add_argument("--vec-envs", type=int, default=64)
     parser.add_argument("--vec-steps", type=int, default=300, help="vector steps (each n_envs env steps; over all rounds)")
@@ -155,22 +155,15 @@ def main() -> None:
     parser.add_argument("--ppo-n-steps", type=int, default=128)
     parser.add_argument("--ppo-steps", type=int, default=4096, help="PPO env steps per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch / BLAS / Arrow threads (pinned)")
     args = parser.parse_args()
-    if not (args.data / "u.data").is_file():
-        sys.exit(f"{args.data}: MovieLens 100K not found (expected u.data there)")
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _harness import load_line, pin_threads
-
-    pin_threads(args.threads)
+    ml100k_ready(args)
+    from _harness import load_line
     from interestgym.agents.rules import make_baseline
     from interestgym.envs.replay import InterestReplayEnv
     from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
     from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
     from stable_baselines3 import PPO
 
-    print(f"threads pinned to {args.threads}; {load_line('load before')}")
     ds, emb = prepare(args.data, args.work, args.encoder)
     t0 = time.perf_counter()
     data = load_replay_data(ds, emb, ProtocolSpec(split="train"))

@@ -66,7 +66,6 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 N_CANDIDATES = 10
 
 #: The RecSim worker: builds the env once, then answers one JSON line per request ``{"steps": n}`` with
@@ -178,31 +177,23 @@ def vector_env_loop(venv: Any, rng: np.random.Generator) -> Callable[[int], tupl
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _harness import load_line, ml100k_arguments, ml100k_ready
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recsim-python", required=True, help="python of a venv with recsim-no-tf (see the docstring)")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ml-100k")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/interestgym-bench"))
-    parser.add_argument("--encoder", choices=["minilm", "hashing", "random"], default="hashing",
-                        help="item vectors (d = 384 for all three; the speed does not depend on what they mean)")
+    ml100k_arguments(parser, encoder="hashing")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slice", type=float, default=1.5, help="seconds per side per round (sized at warm-up)")
     parser.add_argument("--vec-envs", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="BLAS / OpenMP / torch / Arrow threads (pinned, both sides)")
     args = parser.parse_args()
-    if not (args.data / "u.data").is_file():
-        sys.exit(f"{args.data}: MovieLens 100K not found (expected u.data there)")
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _harness import load_line, pin_threads
-
-    pin_threads(args.threads)
+    ml100k_ready(args)
     import gymnasium
     from env_throughput import prepare
     from interestgym.envs.replay import ENV_ID, InterestReplayEnv
 
     import interestgym  # noqa: F401  (registers interestgym/InterestReplay-v0)
 
-    print(f"threads pinned to {args.threads}; {load_line('load before')}")
     recsim = RecSimWorker(args.recsim_python, args.threads)
     print(f"RecSim: recsim-no-tf {recsim.info['recsim']}, gym {recsim.info['gym']}, numpy {recsim.info['numpy']}, "
           f"python {recsim.info['python']} ({args.recsim_python})")
