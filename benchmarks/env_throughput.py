@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "from interestgym.cli import main; main()", *args], check=False, capture_output=True, text=True)
 

@@ -243,6 +243,7 @@ def exported_latency(dataset: Path, work: Path, base: np.ndarray, timed) -> None
     scoring 100 candidates, after a one-epoch training run of each model (its speed, not its quality)."""
     from interestgym.agents.sequence.config import SequenceConfig
     from interestgym.agents.sequence.train import train_sequence
+
     from interestgym.export.tracker import export_tracker
     from interestgym.runtime.tracker import load_tracker_runtime
 
@@ -259,7 +260,7 @@ def exported_latency(dataset: Path, work: Path, base: np.ndarray, timed) -> None
         cand = [ids[i] for i in rng.integers(0, len(ids), 100)]
         state = {"window": window, "t": tracker.window * 60}
 
-        def event(tracker=tracker, state=state, cand=cand) -> None:
+        def event(tracker=tracker, state=state, cand=cand, ids=ids) -> None:
             state["t"] += 60
             state["window"] = tracker.update(state["window"], ids[rng.integers(len(ids))], "rate", state["t"], 5.0)
             tracker.score(state["window"], cand)
