@@ -138,5 +138,7 @@ def test_interestgym_export_of_a_sequence_run_writes_a_tracker(exported, tmp_pat
     # a second export replaces the first atomically; a folder that is not an export is never overwritten
     assert run(["export", str(run_dir), "--out", str(tmp_path / "cli")], capsys)[0] == 0
     (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
     code, _, err = run(["export", str(run_dir), "--out", str(tmp_path / "other")], capsys)
     assert code != 0 and "not a tracker export" in err
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"

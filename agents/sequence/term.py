@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from interestgym.core.interest import ScoringConfig, standardise_scores
+from interestgym.core.interest import standardise_scores
 from interestgym.core.rules import RulePolicy, TrackerMixRule
 
 #: Tracker weights tried on top of a tuned rule (0 = the rule itself).
@@ -67,8 +67,3 @@ def tune_tracker_weight(data: Any, base: RulePolicy, metric: str = "ndcg@10", us
     scores = score_policies(data, rules, metric, users)
     best = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
     return rules[best], [{"tracker_weight": w, "score": s} for w, s in zip(weights, scores)]
-
-
-def no_tracker(scoring: ScoringConfig | None) -> bool:
-    """True when a scoring does not weigh a tracker (what an export without a tracker can serve)."""
-    return scoring is None or not scoring.tracker_weight

@@ -13,16 +13,13 @@ What production needs to run a tracker without torch (:mod:`interestgym.runtime.
   the dataset and embeddings it was trained with, the ONNX-vs-torch check, sha256 of every file.
 
 The score of a candidate is ``h . items[c]``, as :func:`interestgym.agents.sequence.scoring.score_replay`
-computes it. The folder is written beside the target and renamed into place.
+computes it. The folder is written beside the target and swapped in (:func:`interestgym.export.writer.write_atomic_directory`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.errors import ArtifactError
+from interestgym.export.writer import write_atomic_directory
+from interestgym.io import sha256_file
+from interestgym.runtime.tracker import TRACKER_FORMAT, TRACKER_MANIFEST
 
-TRACKER_FORMAT = "interestgym-tracker/1"
-TRACKER_MANIFEST = "tracker.json"
 INPUTS = ("item_reps", "action", "gap", "length")
 OUTPUT = "state"
 ONNX_OPSET = 18
@@ -60,14 +58,6 @@ class TrackerExport:
     out: Path
     manifest: dict[str, Any]
     max_abs_state_diff: float
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _export_onnx(graph: _StateGraph, window: int, hidden: int, path: Path) -> None:
@@ -130,9 +120,9 @@ def export_tracker(run_dir: str | Path, out: str | Path, *, which: str = "best",
     table = item_table(model)
     graph = _StateGraph(model).eval()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    written: dict[str, Any] = {}
+
+    def write_all(tmp: Path) -> None:
         np.save(tmp / "items.npy", table)
         item_ids = [str(i) for i in ds.items["item_id"].tolist()]
         (tmp / "item_ids.json").write_text(json.dumps(item_ids), encoding="utf-8")
@@ -140,9 +130,10 @@ def export_tracker(run_dir: str | Path, out: str | Path, *, which: str = "best",
         diff = _verify(graph, tmp / "tracker.onnx", table, spec.window, verify_windows, seed)
         if diff > 1e-4:
             raise ArtifactError(f"{tmp / 'tracker.onnx'}: ONNX states differ from torch's by up to {diff:.2e}; expected <= 1e-4")
-        files = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+        files = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
                  for name in ("tracker.onnx", "items.npy", "item_ids.json")}
-        manifest = {
+        written["diff"] = diff
+        written["manifest"] = {
             "format": TRACKER_FORMAT,
             "model": spec.as_dict(),
             "window": spec.window,
@@ -161,11 +152,10 @@ def export_tracker(run_dir: str | Path, out: str | Path, *, which: str = "best",
             "verification": {"windows": int(verify_windows), "max_abs_state_diff": diff},
             "files": files,
         }
-        (tmp / TRACKER_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / TRACKER_MANIFEST).write_text(json.dumps(written["manifest"], indent=2, default=str), encoding="utf-8")
+
+    write_atomic_directory(out, write_all, lambda d: (d / TRACKER_MANIFEST).is_file(), "a tracker export")
+    manifest, diff = written["manifest"], written["diff"]
     return TrackerExport(out=out, manifest=manifest, max_abs_state_diff=diff)
 
 
@@ -189,17 +179,3 @@ def _verify(graph: _StateGraph, path: Path, table: np.ndarray, window: int, n: i
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT], dict(zip(INPUTS, (reps, action, gap, length))))[0]
     return float(np.abs(got - expected).max())
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` folder to ``out``; an existing ``out`` must be a tracker export (replaced)."""
-    if out.exists():
-        if not (out / TRACKER_MANIFEST).is_file():
-            raise InterestGymError(f"{out}: exists and is not a tracker export (no {TRACKER_MANIFEST}); choose another --out")
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)

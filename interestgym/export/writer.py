@@ -35,20 +35,32 @@ def write_export_directory(out: str | Path, write_files: Callable[[Path], Any], 
     second rename fails, the old export is put back. A non-empty ``out`` that is not an export is
     refused rather than deleted.
     """
+    def write_all(tmp: Path) -> None:
+        write_files(tmp)
+        write_manifest(tmp, seal_manifest(tmp, manifest))
+
+    return write_atomic_directory(out, write_all, lambda d: is_export_manifest(d / MANIFEST_NAME), "an interestgym export")
+
+
+def write_atomic_directory(out: str | Path, write_all: Callable[[Path], Any], recognised: Callable[[Path], bool],
+                           what: str) -> Path:
+    """The mechanism behind :func:`write_export_directory`, for any folder an export stage writes:
+    ``write_all(tmp_dir)`` fills a fresh temporary directory next to ``out`` (its manifest last), every
+    file is made durable, and the directory is swapped in (:func:`_swap_in`). A non-empty ``out`` that
+    ``recognised(out)`` does not accept as ``what`` is refused rather than deleted."""
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise ArtifactError(f"{out}: exists and is not a directory; expected a new or previous export directory")
-        if any(out.iterdir()) and not is_export_manifest(out / MANIFEST_NAME):
-            raise ArtifactError(f"{out}: a non-empty directory that is not an interestgym export; refusing to replace it (choose another --out)")
+            raise ArtifactError(f"{out}: exists and is not a directory; expected a new directory or {what}")
+        if any(out.iterdir()) and not recognised(out):
+            raise ArtifactError(f"{out}: a non-empty directory that is not {what}; refusing to replace it (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make a shared export unreadable to its service
     try:
-        write_files(tmp)
-        write_manifest(tmp, seal_manifest(tmp, manifest))
+        write_all(tmp)
         for path in tmp.iterdir():  # durable before the rename makes it visible
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -19,7 +19,6 @@ float32 rounding (the parity test holds scores to 1e-5 and metrics exactly).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 from interestgym.core.log_features import RATING_ACTION, is_decision
 from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS, action_codes, gap_buckets
 from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.io import sha256_file
 
 TRACKER_FORMAT = "interestgym-tracker/1"
 TRACKER_MANIFEST = "tracker.json"
@@ -179,7 +179,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         file = folder / name
         if not file.is_file():
             raise ArtifactError(f"{file}: missing (listed in {TRACKER_MANIFEST})")
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        digest = sha256_file(file)
         if digest != entry.get("sha256"):
             raise ArtifactError(f"{file}: sha256 {digest[:12]}... does not match the manifest's {str(entry.get('sha256'))[:12]}...; "
                                 "the export is damaged or was edited: export it again")
