@@ -223,3 +223,12 @@ def test_training_with_a_tracker_gives_the_agent_the_tracker_lever(paths, tmp_pa
     from interestgym.core.features import N_FEATURES
 
     assert policy.act(np.zeros((3, N_FEATURES), np.float32)).shape == (3, 6)
+
+
+def test_an_unknown_reference_is_refused_naming_the_rows(paths, tmp_path):
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run = paths
+    with pytest.raises(InterestGymError, match=r"--reference 'nope'.*popularity.*gru"):
+        evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=10, progress=False,
+                     sequence_runs=(run,), reference="nope")

@@ -273,8 +273,6 @@ def evaluate_run(
         names += [n for n in tuned if n.endswith("+tracker") and n not in names]
     if reference == "best":
         reference = best_baseline({n: tuned[n] for n in names})
-    elif reference not in names and reference not in _sequence_row_names(sequence_runs, names, tuned):
-        raise InterestGymError(f"--reference {reference!r}: expected best or one of the evaluated baselines ({', '.join(names)})")
 
     policies: list[tuple[Any, str, dict[str, Any], float | None]] = []
     if run_dir is not None:
@@ -305,6 +303,9 @@ def evaluate_run(
                          max(row["score"] for row in table)))
         attach += [None, tracker]
     attach += [None] * (len(policies) - len(attach))
+    rows = [pol.name for pol, kind, _, _ in policies if kind != "learned"]
+    if reference not in rows:  # a baseline, or with --sequence a tracker or its mixture
+        raise InterestGymError(f"--reference {reference!r}: expected best or one of the evaluated rows ({', '.join(rows)})")
 
     item_topic, topic_names = _synthetic_topics(dataset)
     all_metrics = list(dict.fromkeys([*TABLE_METRICS, metric]))
@@ -553,19 +554,3 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if verdicts:
         text += "\n" + "\n".join(verdicts) + "\n"
     return text
-
-
-def _sequence_row_names(sequence_runs: Any, names: list[str], tuned: dict[str, Any]) -> set[str]:
-    """Names ``--reference`` may also take with ``--sequence``: the trackers' rows and their mixtures."""
-    if not sequence_runs:
-        return set()
-    from interestgym.agents.sequence.folder import read_run_config
-    from interestgym.agents.tuning import best_baseline
-
-    base = best_baseline({n: tuned[n] for n in names if not n.endswith("+tracker")})
-    out = set()
-    for run in sequence_runs:
-        config, spec, _ = read_run_config(run)
-        name = str(config.name or spec.model)
-        out |= {name, f"{base}+{name}"}
-    return out
