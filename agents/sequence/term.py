@@ -29,14 +29,15 @@ from interestgym.core.rules import RulePolicy, TrackerMixRule
 TRACKER_WEIGHTS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0)
 
 
-def attach_tracker(data: Any, tracker: Any) -> Any:
+def attach_tracker(data: Any, tracker: Any, result: Any = None) -> Any:
     """A copy of ``data`` with ``point_tracker_z`` (flat float32, aligned with ``point_candidates``) and
     ``tracker`` (which tracker: its run and weights) set; ``data`` itself is not modified.
 
     :param tracker: a loaded :class:`~interestgym.agents.sequence.scoring.Tracker` (checked against the
         data's items and embeddings).
+    :param result: ``tracker.score(data, keep_scores=True)`` when the caller has it already.
     """
-    res = tracker.score(data, keep_scores=True)
+    res = result if result is not None and result.scores is not None else tracker.score(data, keep_scores=True)
     scores = res.scores
     assert scores is not None
     valid = np.isfinite(scores)

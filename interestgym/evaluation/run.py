@@ -326,10 +326,15 @@ def evaluate_run(
         if item_topic is not None and centroids is None:
             centroids = topic_centroids(chunk.embeddings, item_topic, len(topic_names))
         chunk_users_ref = None
+        with_tracker: dict[int, Any] = {}  # the chunk with a tracker's scores, from that tracker's own row
         for (pol, kind, _params, _vscore), acc, tracker in zip(policies, scores, attach):
-            data = chunk if tracker is None else attach_tracker(chunk, tracker)
-            res = (pol.score(data, metric=metric) if kind == "sequence" else
-                   evaluate_policy(data, pol, metric=metric, record_features=False, progress=False))
+            if kind == "sequence":
+                res = pol.score(chunk, metric=metric, keep_scores=True)
+                with_tracker[id(pol)] = attach_tracker(chunk, pol, res)
+                data = chunk
+            else:
+                data = chunk if tracker is None else with_tracker.get(id(tracker)) or attach_tracker(chunk, tracker)
+                res = evaluate_policy(data, pol, metric=metric, record_features=False, progress=False)
             users = acc.add_points(res.points, res.metrics)
             if decision_truth is not None and centroids is not None and kind != "sequence":  # a tracker has no profile
                 err = tracking_errors(data, pol, None, centroids, decision_truth=decision_truth)
