@@ -134,24 +134,6 @@ def test_train_with_a_tracker_tunes_the_mixture_beside_the_rules(paths, tmp_path
     assert saved["reference"]["name"] == max(competing, key=lambda n: (competing[n], -list(competing).index(n)))
 
 
-def test_a_run_whose_reference_weighs_a_tracker_is_not_exported(paths, tmp_path):
-    import json
-
-    from agents_fixtures import small_train_config
-    from interestgym.agents.train import train_run
-
-    from interestgym.export.run import export_run
-
-    data, _ = paths
-    train_run(small_train_config(data, tmp_path / "ppo", reward_baseline="ema_two_profile"))
-    path = tmp_path / "ppo" / "config.json"
-    saved = json.loads(path.read_text())
-    saved["reference"] = {"name": "ema_two_profile+tracker", "params": {**saved["reference"]["params"], "tracker_weight": 0.5}}
-    path.write_text(json.dumps(saved))
-    with pytest.raises(InterestGymError, match="tracker term"):
-        export_run(tmp_path / "ppo", tmp_path / "export", which="rule")
-
-
 def test_evaluate_with_a_tracker_lists_it_and_its_mixture_with_the_best_rule(paths, tmp_path):
     """`interestgym evaluate DATASET --sequence RUN`: the tracker's row and `<best rule>+<tracker>`, its
     weight tuned on the validation users the rules were tuned on; `--reference` may name either."""

@@ -108,7 +108,7 @@ def replay_through_runtime(policy: Any, dataset: Any, data: Any, users: list[str
             item = index.get(item_col[row], -1)
             event = Event(ts=int(ts_col[row]), action=str(action_col[row]), item_vector=emb[item] if item >= 0 else None,
                           value=float(value_col[row]), category=str(item_cat[item]) if item >= 0 else "",
-                          hour=int(hour_col[row]), weekday=int(weekday_col[row]))
+                          hour=int(hour_col[row]), weekday=int(weekday_col[row]), item_id=str(item_col[row]))
             n_before = state.counter("n_decisions")
             state = store(policy.update(state, event))
             is_decision = state.counter("n_decisions") > n_before

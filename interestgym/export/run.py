@@ -9,6 +9,9 @@
     DIR/item_ids.json    the dataset's item ids, in embedding-row order
     DIR/popularity.npy   pop(c) of those items (float32; training users' positives only)
     DIR/categories.json  the dataset's categories (index of the category model)
+    DIR/tracker/         only when the score weighs a sequence tracker (a tracker/profile mixture
+                         reference, or an agent trained with ``--sequence``): the tracker's own export
+                         (:mod:`~interestgym.export.tracker`), whose tracker.json sha256 the manifest records
     DIR/manifest.json    format version, features, action / update / scoring semantics and
                          parameters, encoder, provenance, evaluation, sha256 of every file
 """
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +43,21 @@ from interestgym.agents.run_folder import (
 )
 from interestgym.agents.sb3_policy import policy_from_model
 from interestgym.core.features import FEATURES, N_FEATURES
-from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
+from interestgym.core.protocol import (
+    ACTION_NAMES,
+    RESIDUAL_ACTION_NAMES,
+    TRACKER_ACTION_NAMES,
+)
 from interestgym.data.dataset import MANIFEST as DATASET_MANIFEST
 from interestgym.data.dataset import Dataset
 from interestgym.envs.policies import ResidualPolicy
 from interestgym.envs.replay_data import load_replay_data
-from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.errors import ArtifactError
 from interestgym.export.actor import ONNX_OPSET, build_actor, export_onnx
 from interestgym.export.parity import graph_action_diff, recorded_observations
+from interestgym.export.tracker import write_tracker_files
 from interestgym.export.writer import write_export_directory
+from interestgym.io import sha256_file
 from interestgym.runtime.manifest import (
     CATEGORIES_FILE,
     ITEMS_FILE,
@@ -56,6 +66,10 @@ from interestgym.runtime.manifest import (
     build_manifest,
     read_verified_manifest,
 )
+from interestgym.runtime.tracker import TRACKER_MANIFEST
+
+#: The export's sub-folder holding the sequence tracker a policy's score weighs.
+TRACKER_FOLDER = "tracker"
 
 
 @dataclass
@@ -109,12 +123,17 @@ def export_run(
     _, emb_meta = dataset.load_embeddings(emb_name)
     data = load_replay_data(dataset, emb_name, config.protocol_spec(verify_split))
     reference = run_reference(saved)
-    if config.sequence or reference is not None and reference.scoring.tracker_weight:
-        what = (f"its reference `{reference.name}` scores with a sequence tracker (tracker_weight "
-                f"{reference.scoring.tracker_weight})" if reference is not None and reference.scoring.tracker_weight
-                else f"it was trained with the sequence tracker {config.sequence} (its agent sets the tracker's weight)")
-        raise InterestGymError(f"{run_dir}: {what}; the runtime cannot run a policy with a tracker term yet. Export the "
-                               "tracker itself with `interestgym export SEQUENCE_RUN`, or train without --sequence")
+    # A score that weighs a sequence tracker (a mixture reference, or an agent trained with `--sequence`,
+    # whose sixth action component moves the weight) exports the tracker beside the policy: the replay
+    # below scores with it as training did, and the runtime keeps each user's window.
+    tracker_run = config.sequence or None
+    if tracker_run is None and reference is not None and reference.scoring.tracker_weight:
+        raise ArtifactError(f"{run_dir / CONFIG_FILE}: the reference `{reference.name}` weighs a sequence tracker but "
+                            "config.sequence names none; expected the tracker run the run was trained with")
+    if tracker_run is not None:
+        from interestgym.agents.sequence.term import attach_tracker, cached_tracker
+
+        data = attach_tracker(data, cached_tracker(str(tracker_run)))
     rule = None if reference is None else {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()}
 
     if which == "rule":
@@ -123,7 +142,8 @@ def export_run(
     else:
         assert run is not None
         _check_replay_spaces(run)
-        form = "residual" if run.model.policy.action_space.shape == (len(RESIDUAL_ACTION_NAMES),) else "absolute"
+        width = run.model.policy.action_space.shape[0]
+        form = "residual" if width >= len(RESIDUAL_ACTION_NAMES) else "absolute"
         if form == "residual" and reference is None:
             raise ArtifactError(f"{run_dir / CONFIG_FILE}: a residual model without a reference rule; expected the run's 'reference'")
         scoring = reference.scoring if form == "residual" else run_scoring(run_dir, saved)
@@ -148,52 +168,64 @@ def export_run(
         }
         n_verified, step = len(obs), run.step
 
-    def write_files(tmp: Path) -> None:
-        if graph_bytes is not None:
-            (tmp / POLICY_FILE).write_bytes(graph_bytes)
-        (tmp / ITEMS_FILE).write_text(json.dumps([str(i) for i in dataset.items["item_id"].astype(str)], ensure_ascii=False), encoding="utf-8")
-        (tmp / CATEGORIES_FILE).write_text(json.dumps(list(data.category_names), ensure_ascii=False), encoding="utf-8")
-        np.save(tmp / POPULARITY_FILE, np.ascontiguousarray(data.item_popularity, dtype=np.float32), allow_pickle=False)
+    with tempfile.TemporaryDirectory(prefix="interestgym-export-tracker-") as scratch_name:
+        scratch = Path(scratch_name)
+        tracker = None
+        if tracker_run is not None:  # written first: the policy manifest records its manifest's sha256
+            (scratch / TRACKER_FOLDER).mkdir()
+            write_tracker_files(scratch / TRACKER_FOLDER, tracker_run, which="best", dataset=dataset.path)
+            tracker = {"folder": TRACKER_FOLDER, "manifest_sha256": sha256_file(scratch / TRACKER_FOLDER / TRACKER_MANIFEST)}
 
-    evaluation = read_evaluation(run_dir)
-    manifest = build_manifest(
-        interestgym_version=__version__,
-        onnx_opset=ONNX_OPSET,
-        normalisation=graph_facts.get("normalisation"),
-        algorithm=graph_facts.get("algorithm", "rule"),
-        net_arch=None if form == "rule" else saved.get("config", {}).get("net_arch"),
-        activation=graph_facts.get("activation"),
-        verified=n_verified,
-        verify_split=verify_split,
-        max_abs_action_diff=diff,
-        scoring_config=scoring.as_dict(),
-        action_weights=dataset.action_weights,
-        max_action_weight=data.max_action_weight,
-        positive_rating=dataset.positive_rating,
-        tz_offset_hours=dataset.manifest.get("reader", {}).get("tz_offset_hours", 0.0),
-        reward_metric=config.reward,
-        verified_on=data.describe(),
-        encoder={"name": emb_meta.get("encoder", emb_name), "kind": emb_meta.get("kind"), "embeddings": emb_name,
-                 "dim": data.dim, "fingerprint": emb_meta.get("fingerprint")},
-        dataset={"path": dataset.path, "name": dataset.name, "manifest": dataset.path / DATASET_MANIFEST,
-                 "source_format": dataset.manifest.get("source", {}).get("format")},
-        run={"path": run_dir, "model": which, "step": step, "config": saved.get("config"),
-             "reference": saved.get("reference"), "shipped": shipped},
-        evaluation=None if evaluation is None else (run_dir / EVALUATION_FILE, evaluation),
-        form=form,
-        rule=rule if form in ("residual", "rule") else None,
-    )
-    write_export_directory(out, write_files, manifest)
+        def write_files(tmp: Path) -> None:
+            if graph_bytes is not None:
+                (tmp / POLICY_FILE).write_bytes(graph_bytes)
+            if tracker is not None:
+                shutil.copytree(scratch / TRACKER_FOLDER, tmp / TRACKER_FOLDER)
+            (tmp / ITEMS_FILE).write_text(json.dumps([str(i) for i in dataset.items["item_id"].astype(str)], ensure_ascii=False), encoding="utf-8")
+            (tmp / CATEGORIES_FILE).write_text(json.dumps(list(data.category_names), ensure_ascii=False), encoding="utf-8")
+            np.save(tmp / POPULARITY_FILE, np.ascontiguousarray(data.item_popularity, dtype=np.float32), allow_pickle=False)
+
+        evaluation = read_evaluation(run_dir)
+        manifest = build_manifest(
+            interestgym_version=__version__,
+            onnx_opset=ONNX_OPSET,
+            normalisation=graph_facts.get("normalisation"),
+            algorithm=graph_facts.get("algorithm", "rule"),
+            net_arch=None if form == "rule" else saved.get("config", {}).get("net_arch"),
+            activation=graph_facts.get("activation"),
+            verified=n_verified,
+            verify_split=verify_split,
+            max_abs_action_diff=diff,
+            scoring_config=scoring.as_dict(),
+            action_weights=dataset.action_weights,
+            max_action_weight=data.max_action_weight,
+            positive_rating=dataset.positive_rating,
+            tz_offset_hours=dataset.manifest.get("reader", {}).get("tz_offset_hours", 0.0),
+            reward_metric=config.reward,
+            verified_on=data.describe(),
+            encoder={"name": emb_meta.get("encoder", emb_name), "kind": emb_meta.get("kind"), "embeddings": emb_name,
+                     "dim": data.dim, "fingerprint": emb_meta.get("fingerprint")},
+            dataset={"path": dataset.path, "name": dataset.name, "manifest": dataset.path / DATASET_MANIFEST,
+                     "source_format": dataset.manifest.get("source", {}).get("format")},
+            run={"path": run_dir, "model": which, "step": step, "config": saved.get("config"),
+                 "reference": saved.get("reference"), "shipped": shipped},
+            evaluation=None if evaluation is None else (run_dir / EVALUATION_FILE, evaluation),
+            form=form,
+            rule=rule if form in ("residual", "rule") else None,
+            n_outputs=None if form == "rule" else width,
+            tracker=tracker,
+        )
+        write_export_directory(out, write_files, manifest)
     return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified)
 
 
 def _check_replay_spaces(run: Any) -> None:
     """The model must act in the replay env's action box and observe this interestgym's features."""
     policy_box = run.model.policy.action_space
-    if policy_box.shape not in ((len(ACTION_NAMES),), (len(RESIDUAL_ACTION_NAMES),)) or not (
+    if policy_box.shape not in ((len(ACTION_NAMES),), (len(RESIDUAL_ACTION_NAMES),), (len(TRACKER_ACTION_NAMES),)) or not (
             np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
         raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's) "
-                            "or Box(-1, 1, (5,)) (a residual policy's)")
+                            "or Box(-1, 1, (5,)) / (6,) (a residual policy's, without / with a tracker)")
     if run.model.policy.observation_space.shape != (N_FEATURES,):
         raise ArtifactError(
             f"{run.run_dir}: the model observes {run.model.policy.observation_space.shape} features; this interestgym "

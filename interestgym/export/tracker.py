@@ -89,12 +89,29 @@ def _export_onnx(graph: _StateGraph, window: int, hidden: int, path: Path) -> No
 
 def export_tracker(run_dir: str | Path, out: str | Path, *, which: str = "best", dataset: str | Path | None = None,
                    verify_windows: int = 256, seed: int = 0) -> TrackerExport:
-    """Export the tracker of ``run_dir`` (its ``best`` or ``final`` weights) into ``out``.
+    """Export the tracker of ``run_dir`` (its ``best`` or ``final`` weights) into ``out``, atomically
+    (:func:`write_tracker_files` into a fresh folder, swapped in).
 
     :param dataset: the prepared dataset whose item vectors the tracker reads (default: the one it was
         trained on, as recorded in its ``sequence.json``); refused if its items or embeddings differ.
     :param verify_windows: random windows on which the ONNX states must match torch's (max |diff| <= 1e-4).
     """
+    out = Path(out)
+    written: dict[str, Any] = {}
+
+    def write_all(tmp: Path) -> None:
+        written["manifest"], written["diff"] = write_tracker_files(tmp, run_dir, which=which, dataset=dataset,
+                                                                   verify_windows=verify_windows, seed=seed)
+
+    write_atomic_directory(out, write_all, lambda d: (d / TRACKER_MANIFEST).is_file(), "a tracker export")
+    return TrackerExport(out=out, manifest=written["manifest"], max_abs_state_diff=written["diff"])
+
+
+def write_tracker_files(folder: Path, run_dir: str | Path, *, which: str = "best", dataset: str | Path | None = None,
+                        verify_windows: int = 256, seed: int = 0) -> tuple[dict[str, Any], float]:
+    """Write the tracker of ``run_dir`` into the existing, empty ``folder`` (the files above, its
+    manifest last) and return (the manifest, the largest ONNX-vs-torch state difference). Used by
+    :func:`export_tracker`, and by a policy export whose score weighs the tracker (a sub-folder)."""
     from interestgym.agents.sequence.scoring import (
         embeddings_sha256,
         item_table,
@@ -104,7 +121,7 @@ def export_tracker(run_dir: str | Path, out: str | Path, *, which: str = "best",
     from interestgym.data.dataset import Dataset
     from interestgym.data.schema import ACTIONS
 
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, folder = Path(run_dir), Path(folder)
     tracker = load_tracker(run_dir, which)
     recorded = tracker.dataset
     ds = Dataset.open(Path(dataset) if dataset is not None else Path(str(recorded.get("path"))))
@@ -120,43 +137,36 @@ def export_tracker(run_dir: str | Path, out: str | Path, *, which: str = "best",
     table = item_table(model)
     graph = _StateGraph(model).eval()
 
-    written: dict[str, Any] = {}
-
-    def write_all(tmp: Path) -> None:
-        np.save(tmp / "items.npy", table)
-        item_ids = [str(i) for i in ds.items["item_id"].tolist()]
-        (tmp / "item_ids.json").write_text(json.dumps(item_ids), encoding="utf-8")
-        _export_onnx(graph, spec.window, spec.hidden, tmp / "tracker.onnx")
-        diff = _verify(graph, tmp / "tracker.onnx", table, spec.window, verify_windows, seed)
-        if diff > 1e-4:
-            raise ArtifactError(f"{tmp / 'tracker.onnx'}: ONNX states differ from torch's by up to {diff:.2e}; expected <= 1e-4")
-        files = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                 for name in ("tracker.onnx", "items.npy", "item_ids.json")}
-        written["diff"] = diff
-        written["manifest"] = {
-            "format": TRACKER_FORMAT,
-            "model": spec.as_dict(),
-            "window": spec.window,
-            "hidden": spec.hidden,
-            "inputs": list(INPUTS),
-            "output": OUTPUT,
-            "score": "h . items[c]: the state of the window ending at the user's last decision, dotted with the candidate's row",
-            "tokens": {"actions": list(ACTIONS), "n_actions": N_ACTIONS, "n_gap_buckets": N_GAP_BUCKETS,
-                       "gap": "0 first decision, 1 same second, else 2 + floor(log2(seconds since the previous decision)), capped"},
-            "decisions": {"action_weights": ds.action_weights, "positive_rating": ds.positive_rating,
-                          "rule": "action weight > 0, and for ratings value >= positive_rating, on a catalogue item"},
-            "dataset": {"path": str(ds.path), "item_ids_sha256": ds.item_ids_sha256,
-                        "embeddings": recorded.get("embeddings"), "embeddings_sha256": embeddings_sha256(embeddings)},
-            "run": {"dir": str(run_dir), "which": which, "epoch": tracker.info.get("epoch"),
-                    "valid_score": tracker.info.get("valid_score")},
-            "verification": {"windows": int(verify_windows), "max_abs_state_diff": diff},
-            "files": files,
-        }
-        (tmp / TRACKER_MANIFEST).write_text(json.dumps(written["manifest"], indent=2, default=str), encoding="utf-8")
-
-    write_atomic_directory(out, write_all, lambda d: (d / TRACKER_MANIFEST).is_file(), "a tracker export")
-    manifest, diff = written["manifest"], written["diff"]
-    return TrackerExport(out=out, manifest=manifest, max_abs_state_diff=diff)
+    np.save(folder / "items.npy", table)
+    item_ids = [str(i) for i in ds.items["item_id"].tolist()]
+    (folder / "item_ids.json").write_text(json.dumps(item_ids), encoding="utf-8")
+    _export_onnx(graph, spec.window, spec.hidden, folder / "tracker.onnx")
+    diff = _verify(graph, folder / "tracker.onnx", table, spec.window, verify_windows, seed)
+    if diff > 1e-4:
+        raise ArtifactError(f"{folder / 'tracker.onnx'}: ONNX states differ from torch's by up to {diff:.2e}; expected <= 1e-4")
+    files = {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+             for name in ("tracker.onnx", "items.npy", "item_ids.json")}
+    manifest = {
+        "format": TRACKER_FORMAT,
+        "model": spec.as_dict(),
+        "window": spec.window,
+        "hidden": spec.hidden,
+        "inputs": list(INPUTS),
+        "output": OUTPUT,
+        "score": "h . items[c]: the state of the window ending at the user's last decision, dotted with the candidate's row",
+        "tokens": {"actions": list(ACTIONS), "n_actions": N_ACTIONS, "n_gap_buckets": N_GAP_BUCKETS,
+                   "gap": "0 first decision, 1 same second, else 2 + floor(log2(seconds since the previous decision)), capped"},
+        "decisions": {"action_weights": ds.action_weights, "positive_rating": ds.positive_rating,
+                      "rule": "action weight > 0, and for ratings value >= positive_rating, on a catalogue item"},
+        "dataset": {"path": str(ds.path), "item_ids_sha256": ds.item_ids_sha256,
+                    "embeddings": recorded.get("embeddings"), "embeddings_sha256": embeddings_sha256(embeddings)},
+        "run": {"dir": str(run_dir), "which": which, "epoch": tracker.info.get("epoch"),
+                "valid_score": tracker.info.get("valid_score")},
+        "verification": {"windows": int(verify_windows), "max_abs_state_diff": diff},
+        "files": files,
+    }
+    (folder / TRACKER_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    return manifest, diff
 
 
 def _verify(graph: _StateGraph, path: Path, table: np.ndarray, window: int, n: int, seed: int) -> float:

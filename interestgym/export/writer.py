@@ -61,9 +61,10 @@ def write_atomic_directory(out: str | Path, write_all: Callable[[Path], Any], re
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make a shared export unreadable to its service
     try:
         write_all(tmp)
-        for path in tmp.iterdir():  # durable before the rename makes it visible
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
+        for path in sorted(tmp.rglob("*")):  # durable before the rename makes it visible
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
         _swap_in(tmp, out)
     finally:
         if tmp.exists():

@@ -204,6 +204,8 @@ def build_manifest(
     evaluation: tuple[Path, Mapping[str, Any]] | None,
     form: str = "absolute",
     rule: Mapping[str, Any] | None = None,
+    n_outputs: int | None = None,
+    tracker: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest's content, every field but ``files`` and the digest (:func:`seal_manifest` adds them).
 
@@ -227,7 +229,12 @@ def build_manifest(
         the graph's change; five outputs, the fifth changing the category keep factor) or ``rule`` (the
         run shipped its reference ``rule``: no graph).
     :param rule: ``name``, ``params`` (and ``scoring``) of the rule, for the residual and rule forms.
+    :param n_outputs: the graph's action width (default 5 for a residual graph, else 4; a residual graph
+        trained with a tracker has a sixth output that changes the tracker's weight).
+    :param tracker: ``folder`` (a sub-folder of the export written by :mod:`interestgym.export.tracker`)
+        and ``manifest_sha256`` (of its ``tracker.json``), when the score weighs a sequence tracker.
     """
+    width = n_outputs if n_outputs is not None else (5 if form == "residual" else 4)
     forgetting = scoring_config.get("category_forgetting")
     manifest = {
         "kind": MANIFEST_KIND,
@@ -242,9 +249,10 @@ def build_manifest(
             "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", N_FEATURES],
                       "meaning": "raw observation (features below, in order); normalisation is inside the graph"},
             "outputs": {
-                OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", 5 if form == "residual" else 4], "box": [-1.0, 1.0],
+                OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", width], "box": [-1.0, 1.0],
                               "meaning": ("the change added to the rule's action (first four, then clipped to the box; the "
-                                          "fifth is added to the category keep factor): interestgym.core.rules.compose_residual"
+                                          "fifth is added to the category keep factor; a sixth changes the tracker's weight: "
+                                          "interestgym.core.transition.apply_tracker_change): interestgym.core.rules.compose_residual"
                                           if form == "residual" else
                                           "the env action: the Gaussian mean (deterministic), clipped to the box")},
                 STRENGTHS_NAME: {"dtype": "float32", "shape": ["batch", 4], "box": [0.0, 1.0],
@@ -287,7 +295,8 @@ def build_manifest(
             "category_forgetting": "1 - a_L (tied to the action)" if forgetting is None else float(forgetting),
         },
         "scoring": {
-            "formula": "(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)",
+            "formula": ("(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)"
+                        " + beta_trk z_trk(c) (z_trk: the tracker's scores standardised over the candidates)"),
             "config": dict(scoring_config),
             "popularity": {"file": POPULARITY_FILE, "item_ids": ITEMS_FILE,
                            "definition": POPULARITY_DEFINITION},
@@ -318,6 +327,13 @@ def build_manifest(
             "source": str(evaluation[0]), "sha256": sha256_of_file(evaluation[0]), "results": _small(evaluation[1]),
         },
     }
+    if tracker is not None:
+        manifest["tracker"] = {
+            "folder": str(tracker["folder"]), "manifest_sha256": str(tracker["manifest_sha256"]),
+            "weight": float(scoring_config.get("tracker_weight", 0.0) or 0.0),
+            "state": "each user's window of the last k decisions (item ids, action codes, gap buckets) and the weight set at "
+                     "the last decision: UserState.tracker; events need item_id",
+        }
     if form == "rule":
         # the run shipped its reference rule: no graph, no network; the runtime runs the rule itself
         manifest["policy"].update(onnx_opset=None, input=None, outputs=None, observation_normalisation=None, network=None,
@@ -338,7 +354,12 @@ def seal_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> dict[st
     """``manifest`` with ``files`` (the sha256 and size of every file in ``directory``) and the content
     digest added: what :func:`read_verified_manifest` checks."""
     files = {}
+    folders = {manifest["tracker"]["folder"]} if manifest.get("tracker") else set()
     for path in sorted(Path(directory).iterdir()):
+        if path.is_dir():
+            if path.name not in folders:
+                raise AssertionError(f"{path}: a folder in the export that the manifest does not declare")
+            continue  # a declared sub-folder (the tracker) is sealed by its own manifest, whose sha256 is recorded
         if path.name == MANIFEST_NAME:
             raise AssertionError("the export's files must not include the manifest itself")
         files[path.name] = {"sha256": sha256_of_file(path), "bytes": path.stat().st_size}

@@ -41,9 +41,14 @@ from interestgym.core.interest import score_candidates
 from interestgym.core.log_features import RATING_ACTION, is_decision
 from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
-from interestgym.core.rules import RULES, compose_residual, make_rule
-from interestgym.core.transition import apply_keep_change, category_forgetting_factor
+from interestgym.core.rules import RULES, TrackerMixRule, compose_residual, make_rule
+from interestgym.core.transition import (
+    apply_keep_change,
+    apply_tracker_change,
+    category_forgetting_factor,
+)
 from interestgym.errors import InterestGymError
+from interestgym.io import sha256_file
 from interestgym.runtime.manifest import (
     CATEGORIES_FILE,
     ITEMS_FILE,
@@ -56,6 +61,7 @@ from interestgym.runtime.manifest import (
 )
 from interestgym.runtime.rowfeatures import RowEncoder
 from interestgym.runtime.state import COUNTERS, PENDING, Event, UserState
+from interestgym.runtime.tracker import TRACKER_MANIFEST, TrackerRuntime, TrackerTerm
 from interestgym.runtime.update import observe_one, update_many, update_one
 
 _C = {name: i for i, name in enumerate(COUNTERS)}
@@ -81,10 +87,12 @@ class ExportedPolicy:
     """
 
     def __init__(self, directory: Path, manifest: dict[str, Any], session: Any, item_ids: list[str],
-                 popularity: np.ndarray, categories: list[str]) -> None:
+                 popularity: np.ndarray, categories: list[str], tracker: TrackerRuntime | None = None) -> None:
         self.directory = directory
         self.manifest = manifest
         self._session = session
+        #: the sequence tracker the score weighs (``beta_trk * z(tracker)``), or None
+        self.tracker = tracker
         self._input = session.get_inputs()[0].name if session is not None else None
         # What acts: the graph alone (absolute), the reference rule plus the graph's change (residual),
         # or the rule alone (a run that shipped its reference rule).
@@ -113,6 +121,7 @@ class ExportedPolicy:
         self._beta_ctx = float(self.scoring.get("beta_ctx", 0.0))
         self._context_rate = float(self.scoring.get("context_rate", 0.0))
         # None in the manifest = tied to the action (1 - a_L), as in the engine
+        self._beta_trk = float(self.scoring.get("tracker_weight", 0.0) or 0.0)
         fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
         self._fixed_forgetting = None if fixed_forgetting is None else float(fixed_forgetting)
         # The one-event path's helpers: the observation encoder (the core's features to the bit, see
@@ -128,7 +137,8 @@ class ExportedPolicy:
 
     def new_state(self) -> UserState:
         """The state of a user with no history."""
-        return UserState.empty(self.dim, len(self.categories) if self._beta_cat != 0 else None, with_slots=self._beta_ctx != 0)
+        return UserState.empty(self.dim, len(self.categories) if self._beta_cat != 0 else None, with_slots=self._beta_ctx != 0,
+                               tracker_weight=self._beta_trk if self.tracker is not None else None)
 
     def check_encoder(self, fingerprint: str) -> None:
         """Raise :class:`EncoderMismatchError` unless ``fingerprint`` is the policy's encoder's."""
@@ -218,6 +228,23 @@ class ExportedPolicy:
         slot = self._slots.get(hour)
         return int(time_slot(hour)) if slot is None else slot
 
+    def _tracker_after(self, term: TrackerTerm | None, event: Event, actions: np.ndarray) -> TrackerTerm | None:
+        """The tracker term after a decision with env ``actions`` (1, n): the event's item joins the
+        window, and the weight is the export's, moved by a sixth action component when the policy has one
+        (:func:`interestgym.core.transition.apply_tracker_change`, as the engine moves it)."""
+        if self.tracker is None:
+            return term
+        if term is None:
+            raise InterestGymError("a user state without the tracker's window: the policy scores with a sequence tracker; "
+                                   "start users with policy.new_state()")
+        if event.item_id is None:
+            raise InterestGymError("an event without item_id: the policy scores with a sequence tracker, whose window "
+                                   "holds the ids of the user's last decisions; expected Event(..., item_id=...)")
+        window = self.tracker.append(term.window, str(event.item_id), event.action, int(event.ts))
+        change = np.clip(actions[:, 5].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 6 else None
+        weight = float(apply_tracker_change(np.array([self._beta_trk]), change)[0])
+        return TrackerTerm(window, weight)
+
     def _forgetting(self, strengths: np.ndarray, keep_change: np.ndarray | None) -> np.ndarray:
         """(n,) keep factors of the category counts at decisions with ``strengths`` (the engine's)."""
         return apply_keep_change(category_forgetting_factor(self._fixed_forgetting, strengths), keep_change)
@@ -274,6 +301,25 @@ class ExportedPolicy:
         counts = np.stack([s.category_counts for s in states])  # type: ignore[misc]
         return counts, idx
 
+    def _tracker_inputs(self, states: list[UserState], candidate_ids: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, Any]:
+        """(the tracker's standardised scores (B, C), the users' tracker weights (B,)) for the tracker
+        term, or (None, 0.0) when the policy does not score with one or every weight is 0."""
+        if self.tracker is None:
+            return None, 0.0
+        terms = [s.tracker for s in states]
+        if any(t is None for t in terms):
+            raise InterestGymError("a user state without the tracker's window: the policy scores with a sequence tracker; "
+                                   "start users with policy.new_state()")
+        weights = np.array([t.weight for t in terms], dtype=np.float64)  # type: ignore[union-attr]
+        if not weights.any():
+            return None, 0.0
+        if candidate_ids is None:
+            raise InterestGymError("score needs candidate_ids: the policy's score uses a sequence tracker (it scores item ids)")
+        ids = np.asarray(candidate_ids, dtype=object)
+        if ids.shape != shape:
+            raise InterestGymError(f"candidate_ids of shape {ids.shape}; expected {shape} (one id per candidate vector)")
+        return self.tracker.standardised_scores([t.window for t in terms], ids), weights  # type: ignore[union-attr]
+
     def _scores(self, states: list[UserState], cand: np.ndarray, candidate_ids: Any, popularity: Any,
                 candidate_categories: Any, hour: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b, c, _ = cand.shape
@@ -295,10 +341,11 @@ class ExportedPolicy:
             ctx_prof = np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
             context = np.einsum("pcd,pd->pc", cand, ctx_prof)
         counts, cand_category = self._category_inputs(states, candidate_categories, (b, c))
+        tracker_z, beta_trk = self._tracker_inputs(states, candidate_ids, (b, c))
         scores = score_candidates(
             cos_long, cos_short, strengths, pop, beta_cat=np.full(b, self._beta_cat), category_counts=counts,
             candidate_category=cand_category, category_prior=float(self.scoring.get("category_prior", 1.0)),
-            cos_context=context, beta_ctx=np.full(b, self._beta_ctx),
+            cos_context=context, beta_ctx=np.full(b, self._beta_ctx), tracker_z=tracker_z, beta_trk=beta_trk,
         )
         return scores, cos_long, cos_short
 
@@ -373,7 +420,7 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.form {form!r}; expected one of {', '.join(POLICY_FORMS)}")
     if form in ("residual", "rule"):
         rule = manifest["policy"].get("rule")
-        if not isinstance(rule, dict) or not isinstance(rule.get("params"), dict) or rule.get("name") not in RULES:
+        if not isinstance(rule, dict) or not isinstance(rule.get("params"), dict) or _base_rule(rule.get("name")) not in RULES:
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule {rule!r}; expected a rule name "
                                          f"({', '.join(RULES)}) and its params")
     try:
@@ -401,10 +448,48 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
             f"{directory / POPULARITY_FILE}: shape {popularity.shape} dtype {popularity.dtype}; expected "
             f"({len(item_ids) if isinstance(item_ids, list) else '?'},) float32 aligned with {ITEMS_FILE}"
         )
-    policy = ExportedPolicy(directory, manifest, session, [str(i) for i in item_ids], popularity, [str(c) for c in categories])
+    item_ids = [str(i) for i in item_ids]
+    tracker = _load_tracker(directory, manifest, item_ids)
+    policy = ExportedPolicy(directory, manifest, session, item_ids, popularity, [str(c) for c in categories], tracker)
     if encoder_fingerprint is not None:
         policy.check_encoder(encoder_fingerprint)
     return policy
+
+
+def _base_rule(name: Any) -> Any:
+    """The rule a mixture rule (``"<rule>+tracker"``) is built on; any other name as it is."""
+    suffix = TrackerMixRule.SUFFIX
+    return name[: -len(suffix)] if isinstance(name, str) and name.endswith(suffix) else name
+
+
+def _load_tracker(directory: Path, manifest: dict[str, Any], item_ids: list[str]) -> TrackerRuntime | None:
+    """The export's sequence tracker (its folder's manifest checked against the policy manifest's
+    sha256, then every tracker file against the tracker manifest), or None when the policy has none.
+
+    A policy whose score weighs a tracker (``scoring.config.tracker_weight``, or a graph with the sixth,
+    tracker-weight output) must carry one, over the export's own item ids."""
+    info = manifest.get("tracker")
+    weight = float((manifest.get("scoring") or {}).get("config", {}).get("tracker_weight", 0.0) or 0.0)
+    if info is None:
+        if weight != 0:
+            raise ExportFileCorruptError(f"{directory / 'manifest.json'}: scoring.config.tracker_weight {weight} but no 'tracker' "
+                                         "section; expected the tracker folder the score weighs (re-export the run)")
+        return None
+    folder_name = info.get("folder") if isinstance(info, dict) else None
+    if not isinstance(folder_name, str) or Path(folder_name).name != folder_name or folder_name in ("", ".", ".."):
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: tracker.folder {folder_name!r}; expected a folder name inside the export")
+    folder = directory / folder_name
+    found = sha256_file(folder / TRACKER_MANIFEST) if (folder / TRACKER_MANIFEST).is_file() else None
+    if found is None:
+        raise ExportFileCorruptError(f"{folder / TRACKER_MANIFEST}: missing; the policy manifest names this tracker folder")
+    if found != info.get("manifest_sha256"):
+        raise ExportFileCorruptError(f"{folder / TRACKER_MANIFEST}: sha256 {found[:16]}...; the policy manifest records "
+                                     f"{str(info.get('manifest_sha256'))[:16]}... (the tracker was changed after export)")
+    tracker = TrackerRuntime(folder)
+    if tracker.item_ids != item_ids:
+        raise ExportFileCorruptError(f"{folder / 'item_ids.json'}: {len(tracker.item_ids)} item ids that differ from the export's "
+                                     f"{ITEMS_FILE} ({len(item_ids)}); expected the same catalogue, row by row")
+    return tracker
 
 
 def _load_graph(directory: Path, manifest: dict[str, Any], threads: int) -> Any:

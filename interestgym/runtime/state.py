@@ -11,8 +11,10 @@ keeps per user, so that the runtime's observations, updates and scores are the e
 * the strengths chosen at the last decision (w and p score candidates until the next decision);
 * the scoring points recorded since the last decision (their metric sums feed the running means
   at the next decision, as the engine folds a step's scoring points in at the end of the step);
-* optional state of the extra score terms: forgetful category counts (``beta_cat``) and
-  time-of-day slot profiles (``beta_ctx``).
+* optional state of the extra score terms: forgetful category counts (``beta_cat``),
+  time-of-day slot profiles (``beta_ctx``) and, for a policy that scores with a sequence tracker, the
+  tracker's window of the last decisions and the tracker weight set at the last decision
+  (:class:`~interestgym.runtime.tracker.TrackerTerm`).
 
 It serialises to bytes (:meth:`UserState.to_bytes`, a small header + little-endian arrays + CRC, see
 :mod:`interestgym.runtime.codec`) and to JSON (:meth:`UserState.to_json`); neither uses pickle.
@@ -34,9 +36,12 @@ from interestgym.runtime.codec import (
     encode_bytes,
     encode_json,
 )
+from interestgym.runtime.tracker import TrackerTerm, TrackerWindow
 
-#: Version of the state layout below (stored in every blob's meta; bumped on any change).
-STATE_VERSION = 1
+#: Version of the state layout below (stored in every blob's meta; bumped on any change). Version 2
+#: added the optional tracker fields; a version-1 blob (never has them) still reads.
+STATE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _N_SHADOW = len(SHADOW_STRENGTHS)
 
 #: float64 running means, in this order, in the ``running_means`` field.
@@ -66,6 +71,8 @@ class Event:
     :param hour: hour of the day (0-23) in the dataset's convention; ``None`` = from ``ts`` in the
         dataset's clock (UTC shifted by the export's ``replay.tz_offset_hours``, as at training).
     :param weekday: 0 = Monday; ``None`` = from ``ts``, likewise.
+    :param item_id: the item's id; needed only by a policy that scores with a sequence tracker (its
+        window holds the ids of the user's last decisions).
     """
 
     ts: int
@@ -75,6 +82,7 @@ class Event:
     category: str = ""
     hour: int | None = None
     weekday: int | None = None
+    item_id: str | None = None
 
     def hour_weekday(self, tz_offset_hours: float = 0.0) -> tuple[int, int]:
         """(hour, weekday) of the event on the dataset's clock: UTC shifted by ``tz_offset_hours``."""
@@ -121,14 +129,17 @@ class UserState:
     :param category_counts: forgetful counts over the export's category list (only when the policy
         scores with beta_cat).
     :param slot_profiles: time-of-day slot profiles (only when the policy scores with beta_ctx).
+    :param tracker: the tracker's window and weight (only when the policy scores with a tracker term).
     """
 
-    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "profiles", "slot_profiles", "stats")
+    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "profiles", "slot_profiles", "stats",
+                 "tracker")
 
     def __init__(self, long_term: np.ndarray, short_term: np.ndarray, shadow: np.ndarray, running_means: np.ndarray,
                  shadow_cos_ema: np.ndarray, counters: np.ndarray, strengths: np.ndarray, pending_sums: np.ndarray,
                  categories: list[str] | None = None, category_decisions: np.ndarray | None = None,
-                 category_counts: np.ndarray | None = None, slot_profiles: np.ndarray | None = None) -> None:
+                 category_counts: np.ndarray | None = None, slot_profiles: np.ndarray | None = None,
+                 tracker: TrackerTerm | None = None) -> None:
         d = int(np.shape(long_term)[0])
         profiles = np.empty((2 + _N_SHADOW, d), dtype=np.float32)
         profiles[0], profiles[1], profiles[2:] = long_term, short_term, shadow
@@ -143,11 +154,12 @@ class UserState:
                                    else np.asarray(category_decisions, dtype=np.int64))
         self.category_counts = category_counts
         self.slot_profiles = slot_profiles
+        self.tracker = tracker
 
     @classmethod
     def _of_blocks(cls, profiles: np.ndarray, stats: np.ndarray, counters: np.ndarray, categories: list[str],
                    category_decisions: np.ndarray, category_counts: np.ndarray | None,
-                   slot_profiles: np.ndarray | None) -> UserState:
+                   slot_profiles: np.ndarray | None, tracker: TrackerTerm | None = None) -> UserState:
         """A state owning the given blocks as they are (no copy, no check): the update paths' constructor.
 
         :param profiles: ((2 + len(SHADOW_STRENGTHS)), d) float32; ``stats`` (N_STATS,) float64;
@@ -157,16 +169,21 @@ class UserState:
         state.profiles, state.stats, state.counters = profiles, stats, counters
         state.categories, state.category_decisions = categories, category_decisions
         state.category_counts, state.slot_profiles = category_counts, slot_profiles
+        state.tracker = tracker
         return state
 
     # -------------------------------------------------------------------------------- creation
     @classmethod
-    def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False) -> UserState:
-        """The state before any event: zero profiles ("no interest known") and zero statistics."""
+    def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False,
+              tracker_weight: float | None = None) -> UserState:
+        """The state before any event: zero profiles ("no interest known") and zero statistics (and an
+        empty tracker window at ``tracker_weight``, when given)."""
+        empty = np.zeros(0, dtype=np.int64)
         return cls._of_blocks(
             np.zeros((2 + _N_SHADOW, dim), dtype=np.float32), np.zeros(N_STATS), _EMPTY_COUNTERS.copy(), [],
             np.zeros(0, dtype=np.int64), None if n_categories is None else np.zeros(max(n_categories, 1)),
             np.zeros((N_TIME_SLOTS, dim), dtype=np.float32) if with_slots else None,
+            None if tracker_weight is None else TrackerTerm(TrackerWindow(empty, empty, empty, None), float(tracker_weight)),
         )
 
     # ------------------------------------------------------------------ the named fields (views)
@@ -240,7 +257,7 @@ class UserState:
         return UserState._of_blocks(
             self.profiles.copy(), self.stats.copy(), self.counters.copy(), list(self.categories),
             self.category_decisions.copy(), None if self.category_counts is None else self.category_counts.copy(),
-            None if self.slot_profiles is None else self.slot_profiles.copy(),
+            None if self.slot_profiles is None else self.slot_profiles.copy(), self.tracker,  # immutable: shared
         )
 
     def __repr__(self) -> str:
@@ -259,6 +276,11 @@ class UserState:
             fields["category_counts"] = self.category_counts
         if self.slot_profiles is not None:
             fields["slot_profiles"] = self.slot_profiles
+        if self.tracker is not None:
+            w = self.tracker.window
+            fields["tracker_window"] = np.stack([w.items, w.actions, w.gaps]).astype(np.int64).reshape(3, -1)
+            fields["tracker_last_ts"] = np.array([w.last_ts is not None, w.last_ts or 0], dtype=np.int64)
+            fields["tracker_weight"] = np.array([self.tracker.weight], dtype=np.float64)
         return fields
 
     def _meta(self) -> dict[str, Any]:
@@ -285,8 +307,9 @@ class UserState:
     @classmethod
     def _from_fields(cls, fields: dict[str, np.ndarray], meta: dict[str, Any], dim: int | None) -> UserState:
         version = meta.get("state_version")
-        if version != STATE_VERSION:
-            raise StateFormatError(f"user state version {version!r}; this interestgym reads version {STATE_VERSION}")
+        if version not in _READABLE_VERSIONS:
+            raise StateFormatError(f"user state version {version!r}; this interestgym reads versions "
+                                   f"{', '.join(map(str, _READABLE_VERSIONS))}")
         required = {
             "long_term": ("<f4", 1), "short_term": ("<f4", 1), "shadow": ("<f4", 2), "running_means": ("<f8", 1),
             "shadow_cos_ema": ("<f8", 1), "counters": ("<i8", 1), "strengths": ("<f8", 1), "pending_sums": ("<f8", 1),
@@ -322,12 +345,36 @@ class UserState:
             running_means=fields["running_means"], shadow_cos_ema=fields["shadow_cos_ema"], counters=fields["counters"],
             strengths=fields["strengths"], pending_sums=fields["pending_sums"], categories=[str(c) for c in categories],
             category_decisions=fields["category_decisions"], category_counts=fields.get("category_counts"),
-            slot_profiles=slots,
+            slot_profiles=slots, tracker=_tracker_of_fields(fields),
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, UserState):
             return NotImplemented
-        a, b = self._fields(), other._fields()
+        a, b = self._fields(), other._fields()  # the tracker's window and weight are fields too
         return (self.categories == other.categories and a.keys() == b.keys()
                 and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a))
+
+
+_TRACKER_FIELDS = {"tracker_window": ("<i8", 2), "tracker_last_ts": ("<i8", 1), "tracker_weight": ("<f8", 1)}
+
+
+def _tracker_of_fields(fields: dict[str, np.ndarray]) -> TrackerTerm | None:
+    """The tracker term of a decoded state (None when it has none; all three fields or none)."""
+    present = [name for name in _TRACKER_FIELDS if name in fields]
+    if not present:
+        return None
+    if len(present) != len(_TRACKER_FIELDS):
+        raise StateFormatError(f"user state has tracker fields {present}; expected all of {', '.join(_TRACKER_FIELDS)} or none")
+    for name, (dtype, ndim) in _TRACKER_FIELDS.items():
+        arr = fields[name]
+        if arr.dtype.str != dtype or arr.ndim != ndim:
+            raise StateFormatError(f"user state field {name!r} has dtype {arr.dtype.str} and {arr.ndim} dims; expected {dtype} with {ndim}")
+    window, last, weight = fields["tracker_window"], fields["tracker_last_ts"], fields["tracker_weight"]
+    if window.shape[0] != 3 or last.shape != (2,) or weight.shape != (1,):
+        raise StateFormatError(f"user state tracker fields of shapes {window.shape}, {last.shape}, {weight.shape}; "
+                               "expected (3, k), (2,) and (1,)")
+    if (window < 0).any() or not np.isfinite(weight[0]):
+        raise StateFormatError("user state field 'tracker_window' / 'tracker_weight': negative codes or a non-finite weight")
+    last_ts = int(last[1]) if last[0] else None
+    return TrackerTerm(TrackerWindow(window[0].copy(), window[1].copy(), window[2].copy(), last_ts), float(weight[0]))

@@ -86,6 +86,16 @@ class TrackerWindow:
         return cls(arrays["items"], arrays["actions"], arrays["gaps"], last_ts)
 
 
+@dataclass(frozen=True)
+class TrackerTerm:
+    """The tracker part of a user's state under a policy that scores with a tracker term
+    (``score += weight * z(tracker scores)``): the user's window and the weight set at the last decision
+    (a residual agent's sixth action component changes it per decision; a mixture rule keeps its own)."""
+
+    window: TrackerWindow
+    weight: float
+
+
 class TrackerRuntime:
     """An exported tracker, ready to update windows and score candidates (see the module docstring)."""
 
@@ -127,11 +137,20 @@ class TrackerRuntime:
         """The window after one event (unchanged when the event is not a decision)."""
         if not self.is_decision(item_id, action, value):
             return window
+        return self.append(window, item_id, action, timestamp)
+
+    def append(self, window: TrackerWindow, item_id: str, action: str, timestamp: int) -> TrackerWindow:
+        """The window after a decision on ``item_id`` (a caller that applies the decision rule itself,
+        e.g. an update policy whose score has a tracker term; an id outside the catalogue raises)."""
+        row = self.row.get(str(item_id))
+        if row is None:
+            raise InterestGymError(f"item id {item_id!r} is not in the tracker's catalogue ({len(self.row)} items); "
+                                   "expected an item of the dataset the tracker was exported with")
         first = window.last_ts is None
         gap = gap_buckets(np.array([0 if first else int(timestamp) - int(window.last_ts)]), np.array([first]))
         keep = slice(max(len(window) + 1 - self.window, 0), None)
         return TrackerWindow(
-            items=np.append(window.items, self.row[str(item_id)])[keep],
+            items=np.append(window.items, row)[keep],
             actions=np.append(window.actions, action_codes([action]))[keep],
             gaps=np.append(window.gaps, gap)[keep],
             last_ts=int(timestamp),
@@ -156,6 +175,23 @@ class TrackerRuntime:
         """Scores of the item-table ``rows`` for one window (float32)."""
         h = self.states([window])[0]
         return np.einsum("ch,h->c", self.items[np.asarray(rows, dtype=np.int64)], h)
+
+    def standardised_scores(self, windows: Sequence[TrackerWindow], candidate_ids: np.ndarray) -> np.ndarray:
+        """(B, C) float32: each user's scores of their candidates standardised over the candidates
+        (:func:`interestgym.core.interest.standardise_scores`, as the replay's tracker term is), for the
+        ids (B, C). An id outside the catalogue, and every candidate of a window without decisions, gets 0
+        (no evidence either way) and is left out of the mean and spread."""
+        from interestgym.core.interest import standardise_scores
+
+        ids = np.asarray(candidate_ids, dtype=object)
+        rows = np.fromiter((self.row.get(str(i), -1) for i in ids.reshape(-1)), dtype=np.int64, count=ids.size).reshape(ids.shape)
+        has = np.array([len(w) > 0 for w in windows], dtype=bool)
+        valid = (rows >= 0) & has[:, None]
+        scores = np.zeros(ids.shape, dtype=np.float32)
+        if has.any():
+            h = self.states([w for w, ok in zip(windows, has) if ok])
+            scores[has] = np.einsum("bch,bh->bc", self.items[np.maximum(rows[has], 0)], h)
+        return standardise_scores(np.where(valid, scores, np.float32(0.0)), valid)
 
     def score(self, window: TrackerWindow, candidate_ids: Sequence[str]) -> np.ndarray:
         """Scores of the candidates (item ids; an id outside the catalogue raises, naming it)."""

@@ -141,7 +141,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     obs, (x, stats, counters, cos, cat, hour) = observe_one(policy, state, event, counters)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
-    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
+    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
 
     # decision_transition, element for element: the running statistics from the cosines measured
     # before the update, then L, S and the shadows moved in one update_profile call.
@@ -174,7 +174,9 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     counters[_LAST_DECISION_TS] = ts
     counters[_N_EVENTS] += 1
     counters[_LAST_EVENT_TS] = ts
-    return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots)
+    tracker = policy._tracker_after(state.tracker, event, actions)
+    return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots,
+                                tracker)
 
 
 # -------------------------------------------------------------------------------- many users
@@ -239,7 +241,7 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     obs = encode_features({**raw, **log}, FEATURE_NAMES, max_action_weight=policy.max_action_weight)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
-    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] == 5 else None
+    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
 
     drift, short_long = _M["drift_ema"], _M["short_long_ema"]
     after = decision_transition(DecisionState(long_term, short_term, profiles[:, 2:], stats[:, drift], stats[:, short_long],
@@ -283,7 +285,8 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         c[_LAST_CATEGORY] = cat
         out.append(UserState._of_blocks(
             new_profiles[i].copy(), stats[i].copy(), np.array(c, dtype=np.int64), categories, decisions,
-            None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy()))  # type: ignore[union-attr]
+            None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy(),  # type: ignore[union-attr]
+            policy._tracker_after(s.tracker, e, actions[i: i + 1])))
     return out
 
 

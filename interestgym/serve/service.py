@@ -459,10 +459,11 @@ class InterestService:
         r = rows[known]
         ranking: list[dict[str, Any]] = []
         if len(r):
-            scores = policy.score(state, cat.vectors[r], popularity=cat.popularity[r],
+            names = [c for c, k in zip(candidates, known) if k]
+            # the ids are read only by a policy that scores with a sequence tracker
+            scores = policy.score(state, cat.vectors[r], names, popularity=cat.popularity[r],
                                   candidate_categories=[cat.categories[j] for j in r], hour=_hour(policy, hour, ts))
             order = np.argsort(-scores, kind="stable")[: top_k or None]
-            names = [c for c, k in zip(candidates, known) if k]
             ranking = [{"item_id": names[j], "score": float(scores[j])} for j in order]
         return {"user_id": user_id, "known_user": blob is not None, "ranking": ranking,
                 "unknown_items": [c for c, k in zip(candidates, known) if not k], "policy": active.record["manifest_sha256"][:16]}
@@ -618,7 +619,8 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                         detail={"index": i, "event_id": e.event_id, "user_id": u, "ts": e.ts, "last_event_ts": st.counter("last_event_ts")})
                 row = row_of.get(e.item_id, -1) if e.item_id is not None else -1
                 runtime_events.append(Event(ts=e.ts, action=e.action, item_vector=cat.vectors[row] if row >= 0 else None, value=e.value,
-                                            category=cat.categories[row] if row >= 0 else "", hour=e.hour, weekday=e.weekday))
+                                            category=cat.categories[row] if row >= 0 else "", hour=e.hour, weekday=e.weekday,
+                                            item_id=e.item_id))
             updated = policy.update_batch([states[u] for u, _ in round_events], runtime_events)
             for (u, i), new in zip(round_events, updated):
                 decided = new.counter("n_decisions") > states[u].counter("n_decisions")
@@ -636,7 +638,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             metrics = None
             if len(r):
                 states[u], metrics = policy.record_outcome(
-                    states[u], cat.vectors[r], labels, popularity=cat.popularity[r],
+                    states[u], cat.vectors[r], labels, [c for c, k in zip(o.candidates, known) if k], popularity=cat.popularity[r],
                     candidate_categories=[cat.categories[j] for j in r], hour=_hour(policy, o.hour, o.ts))
             results[i] = {"event_id": o.event_id, "user_id": u, "kind": "outcome", "status": "applied", "scored": metrics is not None,
                           "unknown_candidates": int((~known).sum()), "metrics": metrics}

@@ -1,0 +1,169 @@
+"""A policy whose score weighs a sequence tracker, in production: export (tracker sub-folder), load,
+per-user window in the state, and parity with the evaluator on test users."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import small_train_config
+from env_fixtures import make_dataset
+from interestgym.agents.sequence.config import SequenceConfig
+from interestgym.agents.sequence.scoring import load_tracker
+from interestgym.agents.sequence.term import attach_tracker
+from interestgym.agents.sequence.train import train_sequence
+from interestgym.agents.train import train_run
+from interestgym.envs.replay_data import load_replay_data
+from interestgym.envs.vector import evaluate_policy
+
+from interestgym.data.dataset import Dataset
+from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.export.parity import replay_through_runtime
+from interestgym.export.run import export_run
+from interestgym.runtime import Event, UserState, load_policy
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A fixture dataset, a GRU tracker trained on it, and a short PPO run trained with that tracker
+    (its reference forced to the tracker/profile mixture, so that both forms weigh the tracker)."""
+    root = tmp_path_factory.mktemp("trkpol")
+    data = make_dataset(root / "ds", n_users=24, n_items=40, dim=8)
+    seq = root / "seq"
+    train_sequence(SequenceConfig(dataset=str(data), run_dir=str(seq), model="gru", window=6, hidden=16, max_epochs=2,
+                                  batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
+    run = root / "ppo"
+    train_run(small_train_config(data, run, reward_baseline="ema_two_profile", sequence=str(seq)))
+    path = run / "config.json"
+    saved = json.loads(path.read_text())
+    if not saved["reference"]["name"].endswith("+tracker"):  # the fixture's tuning may prefer weight 0
+        saved["reference"] = {"name": "ema_two_profile+tracker",
+                              "params": {**saved["reference"]["params"], "tracker_weight": 0.5}}
+        path.write_text(json.dumps(saved))
+    return data, seq, run
+
+
+def _evaluated(run: Path, which: str):
+    """(dataset, test replay data with the tracker attached, the evaluator's per-point table) for the
+    run's rule (``which="rule"``) or its model."""
+    from interestgym.agents.run_folder import (
+        load_run_choice,
+        read_run_config,
+        run_reference,
+        run_train_config,
+    )
+
+    saved = read_run_config(run)
+    config = run_train_config(run, saved)
+    dataset = Dataset.open(config.dataset)
+    data = attach_tracker(load_replay_data(dataset, None, config.protocol_spec("test")), load_tracker(config.sequence))
+    policy = run_reference(saved) if which == "rule" else load_run_choice(run, which)
+    return dataset, data, evaluate_policy(data, policy, metric=config.reward, progress=False)
+
+
+@pytest.mark.parametrize("which,serialise", [("rule", "bytes"), ("final", "json")])
+def test_a_policy_with_a_tracker_term_replays_through_the_runtime_as_evaluated(trained, tmp_path, which, serialise):
+    """Both forms (the mixture rule; the agent whose sixth component moves the weight) export with the
+    tracker and reproduce the evaluator's per-point metrics on test users, state stored after every event."""
+    _, _, run = trained
+    out = tmp_path / "export"
+    result = export_run(run, out, which=which)
+    assert (out / "tracker" / "tracker.json").is_file() and result.manifest["tracker"]["folder"] == "tracker"
+    if which == "final":
+        assert result.manifest["policy"]["outputs"]["action"]["shape"] == ["batch", 6]
+    dataset, data, reference = _evaluated(run, which)
+    policy = load_policy(out)
+    assert policy.tracker is not None and policy.new_state().tracker is not None
+    got = replay_through_runtime(policy, dataset, data, serialise=serialise)
+    assert len(reference.points) > 20
+    assert list(got["point_key"]) == list(reference.points["point_key"])
+    for metric in ("ndcg@10", "mrr", "hit@10", "auc"):
+        # the tracker's ONNX scores differ from torch's in the last float32 bits; no ranking changes here
+        np.testing.assert_array_equal(got[metric].to_numpy(), reference.points[metric].to_numpy(), err_msg=metric)
+
+
+def test_the_agents_weight_changes_per_decision_in_the_runtime(trained, tmp_path):
+    """The runtime's tracker weight after a decision is the export's weight moved by the graph's sixth
+    output (apply_tracker_change), recomputed here from the graph's own action."""
+    from interestgym.core.transition import apply_tracker_change
+
+    data_path, _, run = trained
+    export_run(run, tmp_path / "export", which="final")
+    policy = load_policy(tmp_path / "export")
+    dataset = Dataset.open(data_path)
+    emb, _ = dataset.load_embeddings(None)
+    item = str(dataset.items["item_id"].iloc[3])
+    state = policy.new_state()
+    event = Event(ts=1_700_000_000, action="click", item_vector=emb[3], category=str(dataset.items["category"].iloc[3]), item_id=item)
+    obs = policy.observe(state, event)
+    after = policy.update(state, event)
+    change = np.clip(policy.act(obs[None]).astype(np.float64)[:, 5], -1.0, 1.0)
+    expected = float(apply_tracker_change(np.array([policy._beta_trk]), change)[0])
+    assert after.tracker.weight == expected
+    assert after.tracker.window.items.tolist() == [policy.tracker.row[item]]
+    assert state.tracker.window.items.tolist() == []  # the input state is not modified
+
+
+def test_tracker_policy_errors_name_what_is_missing(trained, tmp_path):
+    data_path, _, run = trained
+    out = tmp_path / "export"
+    export_run(run, out, which="rule")
+    policy = load_policy(out)
+    dataset = Dataset.open(data_path)
+    emb, _ = dataset.load_embeddings(None)
+    with pytest.raises(InterestGymError, match="item_id"):
+        policy.update(policy.new_state(), Event(ts=1, action="click", item_vector=emb[0]))
+    no_window = UserState.empty(policy.dim, len(policy.categories), with_slots=True)
+    with pytest.raises(InterestGymError, match="new_state"):
+        policy.score(no_window, emb[:3], [str(i) for i in dataset.items["item_id"].iloc[:3]])
+    with pytest.raises(InterestGymError, match="candidate_ids"):
+        policy.score(policy.new_state(), emb[:3], popularity=np.zeros(3))
+
+    # an edited tracker manifest is refused, naming the file
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    doc = json.loads((broken / "tracker" / "tracker.json").read_text())
+    doc["window"] = 99
+    (broken / "tracker" / "tracker.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"tracker\.json.*changed after export"):
+        load_policy(broken)
+    # a manifest whose score weighs a tracker it does not carry is refused
+    shutil.rmtree(broken)
+    shutil.copytree(out, broken)
+    shutil.rmtree(broken / "tracker")
+    with pytest.raises(ArtifactError, match="tracker"):
+        load_policy(broken)
+
+
+def test_a_reference_that_weighs_a_tracker_without_a_tracker_run_is_refused(trained, tmp_path):
+    _, _, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    saved["config"]["sequence"] = None
+    (copy / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ArtifactError, match="config.sequence names none"):
+        export_run(copy, tmp_path / "export", which="rule")
+
+
+def test_a_state_with_a_tracker_window_round_trips_through_bytes_and_json(trained, tmp_path):
+    data_path, _, run = trained
+    export_run(run, tmp_path / "export", which="rule")
+    policy = load_policy(tmp_path / "export")
+    dataset = Dataset.open(data_path)
+    emb, _ = dataset.load_embeddings(None)
+    state = policy.new_state()
+    for i in range(9):  # more decisions than the window (6): the oldest fall out
+        state = policy.update(state, Event(ts=1_700_000_000 + 60 * i * i, action="click", item_vector=emb[i],
+                                           category=str(dataset.items["category"].iloc[i]), item_id=str(dataset.items["item_id"].iloc[i])))
+    assert len(state.tracker.window) == 6
+    for back in (UserState.from_bytes(state.to_bytes(), dim=policy.dim), UserState.from_json(state.to_json(), dim=policy.dim)):
+        assert back == state  # every field, the tracker's window, last time and weight included
+        assert back.tracker.window.items.tolist() == state.tracker.window.items.tolist()
+        assert (back.tracker.window.last_ts, back.tracker.weight) == (state.tracker.window.last_ts, state.tracker.weight)
