@@ -39,10 +39,13 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
     """``policies -> [mean over validation users of metric]``: the objective of baseline tuning.
 
     ``batched`` (the default) scores all the policies of one call in one replay
-    (:func:`~interestgym.envs.rollout.replay_users_many`: rows = users x policies); the numbers are
+    (:func:`~interestgym.envs.rollout.replay_shared`: rows = users x interest states); the numbers are
     identical, bit for bit, to :func:`~interestgym.envs.vector.evaluate_policy` one policy at a time
-    (``batched=False``), whose per-user means they reproduce step by step.
+    (``batched=False``), whose per-user means they reproduce step by step. The scorer keeps the interest
+    states it replayed (:class:`~interestgym.envs.rollout.StateCache`): a later call (the coordinate
+    ascent comes back to states) ranks a known state's rules without replaying it.
     """
+    from interestgym.envs.rollout import StateCache
     from interestgym.envs.vector import evaluate_policy
 
     if not batched:
@@ -52,26 +55,30 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
 
         return score_each
 
+    cache = StateCache()
+
     def score(policies: list[Any]) -> list[float]:
-        return score_policies(data, policies, metric, users, max_rows=max_rows)
+        return score_policies(data, policies, metric, users, max_rows=max_rows, cache=cache)
 
     return score
 
 
 def score_policies(data: Any, policies: list[Any], metric: str, users: list[str] | None = None, *,
-                   max_rows: int = 1024) -> list[float]:
+                   max_rows: int = 1024, cache: Any = None) -> list[float]:
     """Mean over users of ``metric`` for each policy, from one batched replay of ``users`` (all when None).
 
     Same arithmetic as ``mean_over_users(evaluate_policy(...))``: each policy's scoring points in
     point order, pandas' per-user mean (grouped in order of appearance), then the mean over users.
+    ``cache``: a :class:`~interestgym.envs.rollout.StateCache` of states replayed on ``data`` and ``users``.
     """
     if not policies:
         return []
-    return mean_over_users_many(data, len(policies), [replay_points(data, policies, metric, users, max_rows=max_rows)], metric)
+    parts = [replay_points(data, policies, metric, users, max_rows=max_rows, cache=cache)]
+    return mean_over_users_many(data, len(policies), parts, metric)
 
 
 def replay_points(data: Any, policies: list[Any], metric: str, users: list[str] | None = None, *,
-                  max_rows: int = 1024) -> dict[str, np.ndarray]:
+                  max_rows: int = 1024, cache: Any = None) -> dict[str, np.ndarray]:
     """Every scoring point of ``users`` replayed with every policy: ``policy`` (index), ``point`` (global
     scoring-point index) and ``value`` (``metric`` there). Rules that move the state alike share one
     replay (:func:`~interestgym.envs.rollout.replay_shared`). A shard of users gives its own points;
@@ -79,7 +86,7 @@ def replay_points(data: Any, policies: list[Any], metric: str, users: list[str] 
     from interestgym.envs.rollout import replay_shared
 
     parts_policy, parts_point, parts_value = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-    for step in replay_shared(data, policies, users=users, metric=metric, max_rows=max_rows, progress=False):
+    for step in replay_shared(data, policies, users=users, metric=metric, max_rows=max_rows, progress=False, cache=cache):
         parts_policy.append(step.policy)
         parts_point.append(step.point_index.astype(np.int64))
         parts_value.append(step.value)

@@ -9,7 +9,7 @@ One run, one machine, threads pinned, load average printed, the two scorers alte
 * **batched**: ``validation_scorer(...)``: every grid in one lean replay, one row per user and
   *interest state* (grid points that differ only in score weights, e.g. w and p, share a row and are
   ranked from the same similarities: ``envs.rollout.replay_shared``), coordinate-ascent points scored
-  once.
+  once, and interest states an earlier grid replayed ranked from the scorer's ``StateCache``.
 
 Both tune every baseline on the run's validation users (``tune_users`` of them) and must return the
 same tuned parameters, validation scores and grid tables (checked). Then ``interestgym train`` runs

@@ -47,6 +47,11 @@ _STATE_IDX = np.array([FEATURE_INDEX[n] for n in STATE_FEATURES])
 #: Scoring points gathered per block: small enough that the (block, C, d) candidate tensor stays in
 #: cache (measured fastest at 8-16 points on ml-100k with d = 384).
 _POINT_BLOCK = 16
+#: Rows per block when several rows score the same points (:func:`_shared_points`): their candidates
+#: are gathered once, so a block can hold more rows.
+_SHARED_BLOCK = 64
+#: Rows that score the same point, at least, for the gather to be shared.
+_SHARED_MIN = 4
 #: Below this many scoring points per step, the three rankings are scored in one metrics call.
 _STACK_METRICS_BELOW = 32
 
@@ -63,7 +68,9 @@ _LEAN_STATE_IDX = np.array([FEATURE_INDEX[n] for n in _LEAN_STATE_FEATURES])
 @dataclass
 class PointScores:
     """What :meth:`ReplayEngine.step` computed at its scoring points before ranking them, kept so that
-    :meth:`ReplayEngine.rescore` can rank the same points with other score weights."""
+    :meth:`ReplayEngine.rescore` (or :func:`rank_points`, later) can rank the same points with other score
+    weights. Everything a point's scores read is here (no live engine state): several steps' points can
+    be concatenated (:meth:`concatenate`) and ranked together."""
 
     point_row: np.ndarray  #: (P,) position of each point's row among the stepped rows
     prow: np.ndarray  #: (P,) engine row of each point
@@ -71,6 +78,80 @@ class PointScores:
     labels: np.ndarray  #: (P, C) 1 clicked, 0 not, -1 padding
     similarities: np.ndarray  #: (P, C, K) cos with L, S (and the time-slot profile when used)
     tracker_z: np.ndarray | None = None  #: (P, C) the tracker's standardised scores, when some row weighs them
+    category_counts: np.ndarray | None = None  #: (P, n_categories) the point's row's counts, when the engine keeps them
+
+    def take(self, index: np.ndarray) -> PointScores:
+        """The points ``index`` (positions or a bool mask), fields as they are."""
+        return PointScores(point_row=self.point_row[index], prow=self.prow[index], candidates=self.candidates[index],
+                           labels=self.labels[index], similarities=self.similarities[index],
+                           tracker_z=None if self.tracker_z is None else self.tracker_z[index],
+                           category_counts=None if self.category_counts is None else self.category_counts[index])
+
+    @staticmethod
+    def concatenate(parts: list[PointScores], row_offsets: np.ndarray | list[int]) -> PointScores:
+        """The points of ``parts`` in order, ``point_row`` shifted by each part's ``row_offsets``; candidate
+        axes padded to the widest part (candidate 0, label -1, similarity and tracker score 0: what a
+        step's own padding holds, so the ranked values do not change)."""
+        width = max(p.candidates.shape[1] for p in parts)
+
+        def pad(a: np.ndarray, value: float) -> np.ndarray:
+            if a.shape[1] == width:
+                return a
+            return np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=value)
+
+        optional = {name: None if any(getattr(p, name) is None for p in parts) else
+                    np.concatenate([pad(getattr(p, name), 0) if name == "tracker_z" else getattr(p, name) for p in parts])
+                    for name in ("tracker_z", "category_counts")}
+        return PointScores(
+            point_row=np.concatenate([p.point_row + off for p, off in zip(parts, row_offsets)]),
+            prow=np.concatenate([p.prow for p in parts]),
+            candidates=np.concatenate([pad(p.candidates, 0) for p in parts]),
+            labels=np.concatenate([pad(p.labels, -1) for p in parts]),
+            similarities=np.concatenate([pad(p.similarities, 0) for p in parts]), **optional)
+
+
+def _shared_points(point_index: np.ndarray) -> np.ndarray | None:
+    """When every point of ``point_index`` occurs the same number m >= :data:`_SHARED_MIN` of times (the
+    rows of m rules replaying the same users in lock-step): a (U, m) array of positions, one row per
+    distinct point; otherwise None."""
+    if len(point_index) < 2 * _SHARED_MIN:
+        return None
+    order = np.argsort(point_index, kind="stable")
+    ordered = point_index[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    m = len(point_index) // len(starts)
+    if m < _SHARED_MIN or m * len(starts) != len(point_index) or not (np.diff(starts) == m).all():
+        return None
+    return order.reshape(len(starts), m)
+
+
+def point_scores(data: ReplayData, points: PointScores, strengths: np.ndarray, beta_cat: np.ndarray,
+                 category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray) -> np.ndarray:
+    """Candidate scores (P, C) of ``points`` with per-point strengths (P, 4) and score weights (P,):
+    :func:`~interestgym.core.interest.score_candidates` on what the points keep."""
+    sims, cand = points.similarities, points.candidates
+    return score_candidates(
+        sims[..., 0], sims[..., 1], strengths, data.item_popularity[cand],
+        beta_cat=beta_cat, category_counts=points.category_counts, candidate_category=data.item_category[cand],
+        category_prior=category_prior, cos_context=sims[..., 2] if sims.shape[2] > 2 else None, beta_ctx=beta_ctx,
+        tracker_z=points.tracker_z, beta_trk=beta_trk,
+    )
+
+
+def rank_points(data: ReplayData, metric: str, points: PointScores, strengths: np.ndarray, beta_cat: np.ndarray,
+                category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray) -> np.ndarray:
+    """``metric`` (P,) at ``points`` ranked with per-point strengths and score weights (see :func:`point_scores`).
+    Row-wise: a point's value does not depend on the other points ranked with it."""
+    scores = point_scores(data, points, strengths, beta_cat, category_prior, beta_ctx, beta_trk)
+    return ranking_metrics(scores, points.labels, [metric])[metric]
+
+
+def check_scoring_kept(points: PointScores, config: ScoringConfig) -> None:
+    """ValueError unless ``points`` keep the state ``config``'s score terms read."""
+    if (config.beta_cat != 0 and points.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3
+            or config.tracker_weight != 0 and points.tracker_z is None):
+        raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker "
+                         "scores this scoring needs")
 
 
 @dataclass
@@ -197,10 +278,16 @@ class ReplayEngine:
         return obs
 
     # ------------------------------------------------------------------------------------- step
-    def step(self, rows: np.ndarray, actions: np.ndarray) -> StepOutput:
+    def step(self, rows: np.ndarray, actions: np.ndarray, *, rank: bool = True) -> StepOutput:
         """Apply ``actions`` (n, 4) in the env's [-1, 1] box to ``rows`` and advance them one decision
         ((n, 5) for a residual policy: the fifth changes the category keep factor; (n, 6) with a tracker:
-        the sixth changes the tracker's weight at this decision)."""
+        the sixth changes the tracker's weight at this decision).
+
+        ``rank=False`` (lean engines only): the scoring points' similarities are computed and kept
+        (``output.points``) but not ranked: ``metrics`` and ``point_metrics`` are empty, for a caller that
+        ranks them later (:func:`rank_points`, e.g. many steps' points at once)."""
+        if not rank and not self.lean:
+            raise ValueError("step(rank=False) needs a lean engine: a full engine folds the metric into its state")
         data = self.data
         rows = np.asarray(rows, dtype=np.int64)
         n = len(rows)
@@ -234,7 +321,7 @@ class ReplayEngine:
         first = np.concatenate([[0], np.cumsum(p_count)[:-1]]) if n else np.zeros(0, np.int64)
         point_index = np.repeat(p_start, p_count) + (np.arange(len(point_row)) - np.repeat(first, p_count))
         beta_trk = apply_tracker_change(self.beta_trk[rows], tracker_change)
-        point_metrics, points = self._score_points(rows, point_row, point_index, strengths, beta_trk)
+        point_metrics, points = self._score_points(rows, point_row, point_index, strengths, beta_trk, rank)
 
         n_points = p_count.astype(np.int64)
         scored = n_points > 0
@@ -259,10 +346,10 @@ class ReplayEngine:
         )
 
     def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray,
-                      beta_trk: np.ndarray) -> tuple[dict[str, np.ndarray], PointScores | None]:
+                      beta_trk: np.ndarray, rank: bool = True) -> tuple[dict[str, np.ndarray], PointScores | None]:
         data = self.data
         n_pts = len(point_index)
-        names = list(self.metric_names)
+        names = list(self.metric_names) if rank else []
         if n_pts == 0:
             empty = {name: np.zeros(0) for name in names}
             if not self.lean:
@@ -287,6 +374,22 @@ class ReplayEngine:
         for g, size in enumerate(lengths):
             members = np.nonzero(groups == g)[0]
             size = int(size)
+            shared = _shared_points(point_index[members])
+            if shared is not None:
+                # Rows scoring the same points (e.g. many rules replaying the same users in lock-step): each
+                # point's candidates are gathered once and multiplied with each row's profiles, one product
+                # of the same (n_candidates x d) @ (d x K) shape per row, as below.
+                grid = members[shared]  # (U, m): the m rows of each distinct point
+                per_block = max(1, _SHARED_BLOCK // grid.shape[1])
+                buf = np.empty((min(per_block, len(grid)), size, data.dim), dtype=np.float32)
+                for s in range(0, len(grid), per_block):
+                    idx = grid[s:s + per_block]
+                    block = buf[: len(idx)]
+                    np.take(emb, cand[idx[:, 0], :size], axis=0, out=block)
+                    flat = idx.ravel()
+                    product = np.matmul(block[:, None], profiles[flat].reshape(idx.shape + profiles.shape[1:]))
+                    sims[flat, :size] = product.reshape((len(flat),) + product.shape[2:])
+                continue
             buf = np.empty((min(_POINT_BLOCK, len(members)), size, data.dim), dtype=np.float32)
             for s in range(0, len(members), _POINT_BLOCK):
                 idx = members[s:s + _POINT_BLOCK]
@@ -299,11 +402,14 @@ class ReplayEngine:
             col = np.arange(width)[None, :]
             valid = col < length[:, None]
             tracker_z = np.where(valid, data.point_tracker_z[np.where(valid, lo[:, None] + col, 0)], 0.0).astype(np.float32)
+        counts = self.category_counts[prow] if self.category_counts is not None else None
         points = PointScores(point_row=point_row, prow=prow, candidates=cand, labels=labels, similarities=sims,
-                             tracker_z=tracker_z)
+                             tracker_z=tracker_z, category_counts=counts)
+        if not rank:
+            return {}, points
         cos_long, cos_short = sims[..., 0], sims[..., 1]
-        scores = self._scores(points, np.ones(n_pts, dtype=bool), strengths[point_row], self.beta_cat[prow],
-                              self.cat_prior[prow], self.beta_ctx[prow], beta_trk[point_row])
+        scores = point_scores(data, points, strengths[point_row], self.beta_cat[prow], self.cat_prior[prow],
+                              self.beta_ctx[prow], beta_trk[point_row])
         if self.lean:
             return ranking_metrics(scores, labels, names), points
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the
@@ -320,23 +426,6 @@ class ReplayEngine:
         out["_short_only"] = ranking_metrics(cos_short, labels, [self.metric])[self.metric]
         return out, points
 
-    def _scores(self, points: PointScores, selected: np.ndarray, strengths: np.ndarray, beta_cat: np.ndarray,
-                category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray) -> np.ndarray:
-        """Candidate scores of the ``selected`` points (bool mask over ``points``) with per-point weights."""
-        tracker_z = points.tracker_z
-        if selected.all():  # the step's own scoring: no copies
-            prow, sims, cand = points.prow, points.similarities, points.candidates
-        else:
-            prow, sims, cand = points.prow[selected], points.similarities[selected], points.candidates[selected]
-            tracker_z = tracker_z[selected] if tracker_z is not None else None
-        counts = self.category_counts[prow] if self.category_counts is not None else None
-        return score_candidates(
-            sims[..., 0], sims[..., 1], strengths, self.data.item_popularity[cand],
-            beta_cat=beta_cat, category_counts=counts, candidate_category=self.data.item_category[cand],
-            category_prior=category_prior, cos_context=sims[..., 2] if sims.shape[2] > 2 else None, beta_ctx=beta_ctx,
-            tracker_z=tracker_z, beta_trk=beta_trk,
-        )
-
     def rescore(self, out: StepOutput,
                 groups: list[tuple[np.ndarray, list[tuple[np.ndarray, ScoringConfig]]]]) -> list[np.ndarray]:
         """``metric`` at the scoring points of some stepped rows, had they ranked with other policies' score
@@ -346,10 +435,10 @@ class ReplayEngine:
 
         Several rules that move the state alike but weigh their score terms differently (a tuning grid over
         w, p, beta_cat ...) thus share one replay; each one's numbers equal its own replay's to the bit (the
-        same similarities, the same element-wise scoring). All members are ranked in one call. Call it
-        before the engine steps again.
+        same similarities, the same element-wise scoring). All members are ranked in one call
+        (:func:`rank_points`, which reads only ``out.points``: it may run after later steps too).
 
-        :param out: the engine's last :class:`StepOutput`.
+        :param out: the engine's :class:`StepOutput` (a ``rank=False`` step's as well).
         :return: per member (groups in order), the values at the selected rows' points, in
             ``out.point_index`` order.
         """
@@ -363,23 +452,29 @@ class ReplayEngine:
             # each picked point's row, as a position among the selected rows (the members' action rows)
             position = (np.cumsum(selected) - 1)[points.point_row[picked]]
             for actions, config in members:
-                if (config.beta_cat != 0 and self.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3
-                        or config.tracker_weight != 0 and points.tracker_z is None):
-                    raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker "
-                                     "scores this scoring needs")
-                row_strengths = action_to_strengths(np.asarray(actions)[:, :4])
-                if config.popularity_weight is not None:
-                    row_strengths[:, 3] = config.popularity_weight
+                check_scoring_kept(points, config)
+                row_strengths = member_strengths(actions, config)
                 take.append(picked)
                 strengths.append(row_strengths[position])
-                weights.append((config.beta_cat, config.category_prior, config.beta_ctx, config.tracker_weight))
+                weights.append(score_weights(config))
                 counts.append(len(picked))
         idx = np.concatenate(take)
         beta_cat, prior, beta_ctx, beta_trk = np.repeat(np.asarray(weights, dtype=np.float64), counts, axis=0).T
-        gathered = PointScores(point_row=points.point_row[idx], prow=points.prow[idx], candidates=points.candidates[idx],
-                               labels=points.labels[idx], similarities=points.similarities[idx],
-                               tracker_z=points.tracker_z[idx] if points.tracker_z is not None else None)
-        scores = self._scores(gathered, np.ones(len(idx), dtype=bool), np.concatenate(strengths), beta_cat, prior, beta_ctx,
-                              beta_trk)
-        values = ranking_metrics(scores, gathered.labels, [self.metric])[self.metric]
+        values = rank_points(self.data, self.metric, points.take(idx), np.concatenate(strengths), beta_cat, prior,
+                             beta_ctx, beta_trk)
         return np.split(values, np.cumsum(counts)[:-1])
+
+
+def member_strengths(actions: np.ndarray, config: ScoringConfig) -> np.ndarray:
+    """(n, 4) strengths a rule with fixed scoring ``config`` scores with, from its ``actions`` (n, 4+): what
+    :meth:`ReplayEngine.step` does with a row's actions and its fixed popularity weight."""
+    strengths = action_to_strengths(np.asarray(actions)[:, :4])
+    if config.popularity_weight is not None:
+        strengths[:, 3] = config.popularity_weight
+    return strengths
+
+
+def score_weights(config: ScoringConfig) -> tuple[float, float, float, float]:
+    """A scoring's fixed score-term weights as :func:`rank_points` takes them: (beta_cat, category_prior,
+    beta_ctx, tracker_weight)."""
+    return (config.beta_cat, config.category_prior, config.beta_ctx, config.tracker_weight)

@@ -13,11 +13,21 @@ per-policy numbers identical to :func:`replay_users` one policy at a time.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from interestgym.envs.engine import ReplayEngine, StepOutput
+from interestgym.envs.engine import (
+    PointScores,
+    ReplayEngine,
+    StepOutput,
+    check_scoring_kept,
+    member_strengths,
+    rank_points,
+    score_weights,
+)
 from interestgym.envs.replay_data import ReplayData
 
 from interestgym.core.interest import ScoringConfig
@@ -114,7 +124,7 @@ def engine_signature(scoring: ScoringConfig | None) -> tuple[bool, bool]:
 
 def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,
                       metric: str = "ndcg@10", max_rows: int = 1024, progress: bool | None = None,
-                      desc: str | None = None, lean: bool = False) -> Iterator[ManyStep]:
+                      desc: str | None = None, lean: bool = False, rank: bool = True) -> Iterator[ManyStep]:
     """Replay ``users`` once with each of ``policies``, all in lock-step: one engine row per (policy, user).
 
     Each policy acts on its own rows only (one ``act`` call per policy and step, on all its active
@@ -124,7 +134,9 @@ def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Seque
     baseline rule is). Policies needing different optional engine state (:func:`engine_signature`)
     run in separate engines, and at most ``max_rows`` rows are replayed at once (a policy's users
     are queued when one policy alone has more). ``lean``: lean engines (see
-    :class:`~interestgym.envs.engine.ReplayEngine`), for policies that read no skipped feature.
+    :class:`~interestgym.envs.engine.ReplayEngine`), for policies that read no skipped feature;
+    ``rank=False`` (lean only): the scoring points are kept unranked (``output.points``, see
+    :meth:`~interestgym.envs.engine.ReplayEngine.step`).
 
     :yield: one :class:`ManyStep` per lock-step and engine.
     """
@@ -144,13 +156,13 @@ def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Seque
         for members in groups.values():
             for lo in range(0, len(members), per_engine):
                 chunk = members[lo: lo + per_engine]
-                for step in _replay_block(data, [policies[k] for k in chunk], queue, slots, metric, lean):
+                for step in _replay_block(data, [policies[k] for k in chunk], queue, slots, metric, lean, rank):
                     bar.update(len(step.rows))
                     yield step._replace(policy=np.asarray(chunk, dtype=np.int64)[step.policy])
 
 
 def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slots: int, metric: str,
-                  lean: bool = False) -> Iterator[ManyStep]:
+                  lean: bool = False, rank: bool = True) -> Iterator[ManyStep]:
     """Rows ``k * slots ... (k + 1) * slots - 1`` replay ``queue`` with ``policies[k]`` (policy indices local)."""
     n_pol = len(policies)
     engine = ReplayEngine(data, n_pol * slots, metric=metric, lean=lean)
@@ -170,7 +182,7 @@ def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slot
             a, b = cuts[k], cuts[k + 1]
             if b > a:
                 actions[a:b] = np.asarray(policies[k].act(obs[a:b]), dtype=np.float32).reshape(b - a, 4)
-        out = engine.step(active, actions)
+        out = engine.step(active, actions, rank=rank)
         yield ManyStep(active, owner, obs, out, engine)
         finished = active[out.done]
         active = active[~out.done]
@@ -188,69 +200,229 @@ def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slot
 
 
 class SharedStep(NamedTuple):
-    """The scoring points one lock-step of :func:`replay_shared` scored: ``policy`` (index into the
-    policies), ``point_index`` (global scoring-point index) and ``value`` (the metric there), aligned."""
+    """Scoring points :func:`replay_shared` ranked: ``policy`` (index into the policies),
+    ``point_index`` (global scoring-point index) and ``value`` (the metric there), aligned."""
 
     policy: np.ndarray
     point_index: np.ndarray
     value: np.ndarray
 
 
+@dataclass
+class StateRecord:
+    """Decisions of one interest state's replay, kept to rank any rule that shares the state: the
+    observations its rows saw, the strengths the state's stepping rule stepped with, and the scoring
+    points of those decisions (``points.point_row``: position among these decisions)."""
+
+    observations: np.ndarray  #: (n, N_FEATURES) float32
+    strengths: np.ndarray  #: (n, 4) the stepped (a_L, a_S, w, p)
+    points: PointScores | None  #: None: no scoring point among the decisions
+    point_index: np.ndarray  #: (P,) global scoring-point index of each point
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.observations, self.strengths, self.point_index]
+        if self.points is not None:
+            arrays += [a for a in vars(self.points).values() if a is not None]
+        return int(sum(a.nbytes for a in arrays))
+
+
+class StateCache:
+    """Interest states already replayed (``state_key -> [StateRecord]``) on one replay data and user set,
+    for :func:`replay_shared` to rank a rule that shares one without replaying it again (the coordinate
+    ascent of :func:`interestgym.agents.tuning.tune_baselines` comes back to states it replayed).
+    Least recently used states are dropped beyond ``max_bytes``; a cache used with other data or users
+    starts empty."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._entries: OrderedDict[str, tuple[list[StateRecord], int]] = OrderedDict()
+        self._scope: tuple[Any, tuple[str, ...] | None] | None = None
+
+    def bind(self, data: ReplayData, users: Sequence[str] | None) -> None:
+        scope = (data, None if users is None else tuple(map(str, users)))
+        if self._scope is None or self._scope[0] is not scope[0] or self._scope[1] != scope[1]:
+            self._entries.clear()
+            self.nbytes = 0
+            self._scope = scope
+
+    def get(self, key: str) -> list[StateRecord] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: str, records: list[StateRecord]) -> None:
+        size = sum(r.nbytes for r in records)
+        if size > self.max_bytes or key in self._entries:
+            return
+        while self._entries and self.nbytes + size > self.max_bytes:
+            self.nbytes -= self._entries.popitem(last=False)[1][1]
+        self._entries[key] = (records, size)
+        self.nbytes += size
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,
                   metric: str = "ndcg@10", max_rows: int = 1024, progress: bool | None = None,
-                  desc: str | None = None) -> Iterator[SharedStep]:
+                  desc: str | None = None, cache: StateCache | None = None,
+                  flush_rows: int = 1 << 15) -> Iterator[SharedStep]:
     """:func:`replay_users_many` for a grid of rules, replaying each distinct interest state once.
 
     Rules with equal ``state_key()`` (e.g. a grid over w and p at fixed a_L, a_S) move the state alike:
-    one lean engine row per (state, user) is stepped with the first of them, and every other one
-    ranks the same scoring points with its own weights (:meth:`ReplayEngine.rescore`). Each rule's
-    values equal its own :func:`replay_users` replay's to the bit. That the members of a state do move
-    it alike is checked at every decision: a rule whose a_L or a_S differs from its state's, or whose
-    action reads a feature the lean engine skips (NaN), raises :class:`InterestGymError`. Policies
-    without ``state_key`` get a state of their own.
+    one lean engine row per (state, user) is stepped with the first of them, its scoring points'
+    similarities are kept unranked, and every rule of the state ranks them with its own weights
+    (:func:`~interestgym.envs.engine.rank_points`), its actions taken on the state's observations: one
+    ``act`` call per rule and up to ``flush_rows`` stepped rows, one ranking for all of them. Each rule's
+    values equal its own :func:`replay_users` replay's to the bit (rules act row by row; scoring and
+    ranking are row-wise). That the members of a state do move it alike is checked at every decision: a
+    rule whose a_L or a_S differs from its state's, or whose action reads a feature the lean engine
+    skips (NaN), raises :class:`InterestGymError`. Policies without ``state_key`` get a state of their own.
 
-    :yield: one :class:`SharedStep` per lock-step and engine.
+    :param cache: states replayed by earlier calls on the same data and users (a state found there is
+        not replayed; the states replayed here are added).
+    :yield: :class:`SharedStep` parts (every policy's value at every scoring point of ``users``, once).
     """
     policies = list(policies)
     states: dict[Any, list[int]] = {}
     for k, policy in enumerate(policies):
         key = policy.state_key() if callable(getattr(policy, "state_key", None)) else ("policy", k)
         states.setdefault(key, []).append(k)
-    members = list(states.values())
-    first = np.array([m[0] for m in members], dtype=np.int64)  # the policy that steps each state
+    keys, members = list(states), list(states.values())
     key = metric.strip().lower()
-    label = desc or f"replaying {len(policies)} policies ({len(members)} states)"
-    for step in replay_users_many(data, [policies[m[0]] for m in members], users=users, metric=metric,
-                                  max_rows=max_rows, progress=progress, desc=label, lean=True):
-        out = step.output
-        if np.isnan(out.strengths).any():
-            raise InterestGymError(f"{_who(policies[first[step.policy[np.isnan(out.strengths).any(axis=1)][0]]])} "
+    if cache is not None:
+        cache.bind(data, users)
+    known = {g: cache.get(keys[g]) for g in range(len(keys)) if cache is not None and isinstance(keys[g], str)}
+    known = {g: records for g, records in known.items() if records is not None}
+    if known:
+        yield from _rank_states(data, key, policies, [(records, members[g], None) for g, records in known.items()])
+    todo = np.array([g for g in range(len(members)) if g not in known], dtype=np.int64)
+    if not len(todo):
+        return
+    first = np.array([members[g][0] for g in todo], dtype=np.int64)  # the policy that steps each state
+    kept: dict[int, list[StateRecord]] = {int(g): [] for g in todo if cache is not None and isinstance(keys[g], str)}
+    label = desc or f"replaying {len(policies)} policies ({len(todo)} states)"
+    buffer: list[ManyStep] = []
+    buffered = 0
+
+    def flush() -> Iterator[SharedStep]:
+        records = _state_records(buffer, todo)
+        for g, record in records.items():
+            if g in kept:
+                kept[g].append(record)
+        yield from _rank_states(data, key, policies, [(record, members[g], members[g][0]) for g, record in records.items()])
+
+    for step in replay_users_many(data, [policies[k] for k in first], users=users, metric=metric, max_rows=max_rows,
+                                  progress=progress, desc=label, lean=True, rank=False):
+        bad = np.isnan(step.output.strengths).any(axis=1)
+        if bad.any():
+            raise InterestGymError(f"{_who(policies[first[step.policy[bad][0]]])} "
                                    "acts on a feature a lean replay does not compute; tune it with the full engine")
-        parts_policy = [first[step.policy[out.point_row]]]
-        parts_point, parts_value = [out.point_index], [out.point_metrics[key]]
-        groups: list[tuple[np.ndarray, list[tuple[np.ndarray, ScoringConfig]]]] = []
-        for g in np.unique(step.policy):
-            if len(members[g]) == 1:
+        buffer.append(step)
+        buffered += len(step.rows)
+        if buffered >= flush_rows:
+            yield from flush()
+            buffer, buffered = [], 0
+    if buffer:
+        yield from flush()
+    if cache is not None:
+        for g, records in kept.items():
+            cache.put(keys[g], records)
+
+
+def _state_records(steps: list[ManyStep], todo: np.ndarray) -> dict[int, StateRecord]:
+    """The buffered lock-steps of :func:`replay_shared`, one :class:`StateRecord` per state (``todo[policy]``)."""
+    sizes = np.array([len(s.rows) for s in steps], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    state = todo[np.concatenate([s.policy for s in steps])]
+    observations = np.concatenate([s.observations for s in steps])
+    strengths = np.concatenate([s.output.strengths for s in steps])
+    # steps' points by the state they keep (time-slot similarities, category counts: engines differ, and
+    # a state's points all come from its engine), concatenated per kind
+    by_k: dict[tuple[int, bool], list[int]] = {}
+    for k, s in enumerate(steps):
+        if s.output.points is not None:
+            by_k.setdefault(_kind(s.output.points), []).append(k)
+    merged = [(PointScores.concatenate([steps[k].output.points for k in ks], offsets[ks]),  # type: ignore[misc]
+               np.concatenate([steps[k].output.point_index for k in ks])) for ks in by_k.values()]
+    out: dict[int, StateRecord] = {}
+    for g in np.unique(state):
+        selected = state == g
+        out[int(g)] = StateRecord(observations[selected], strengths[selected], None, np.zeros(0, np.int64))
+        for points, point_index in merged:
+            picked = selected[points.point_row]
+            if not picked.any():
                 continue
-            selected = step.policy == g
-            obs = step.observations[selected]
-            moved = out.strengths[selected, :2]
-            point_index = out.point_index[selected[out.point_row]]
-            jobs = []
-            for k in members[g][1:]:
-                actions = np.asarray(policies[k].act(obs), dtype=np.float32).reshape(len(obs), -1)
-                if np.isnan(actions).any():
-                    raise InterestGymError(f"{_who(policies[k])} acts on a feature a lean replay does not compute; "
-                                           "tune it with the full engine")
-                if not np.array_equal(action_to_strengths(actions[:, :2]), moved):
-                    raise InterestGymError(f"{_who(policies[k])} and {_who(policies[members[g][0]])} share a state_key "
-                                           "but update the profiles with different strengths")
-                jobs.append((actions, getattr(policies[k], "scoring", None) or ScoringConfig()))
-                parts_policy.append(np.full(len(point_index), k, dtype=np.int64))
-                parts_point.append(point_index)
-            groups.append((selected, jobs))
-        parts_value += step.engine.rescore(out, groups) if groups else []
-        yield SharedStep(np.concatenate(parts_policy), np.concatenate(parts_point), np.concatenate(parts_value))
+            mine = points.take(picked)
+            mine.point_row = (np.cumsum(selected) - 1)[mine.point_row]
+            mine.prow = mine.point_row
+            out[int(g)] = StateRecord(observations[selected], strengths[selected], mine, point_index[picked])
+            break
+    return out
+
+
+def _kind(points: PointScores) -> tuple[int, bool]:
+    """What engine state ``points`` keep: similarity columns (K), category counts or not. Only points of
+    one kind are concatenated."""
+    return (points.similarities.shape[2], points.category_counts is not None)
+
+
+#: Scoring points ranked per :func:`~interestgym.envs.engine.rank_points` call in :func:`replay_shared`.
+_RANK_CHUNK = 1 << 12
+
+
+def _rank_states(data: ReplayData, metric: str, policies: list[Any],
+                 states: list[tuple[StateRecord | list[StateRecord], list[int], int | None]]) -> Iterator[SharedStep]:
+    """Every member's values at its state's scoring points: ``states`` = (record(s), member policy
+    indices, the member that stepped the record, whose strengths are the stepped ones, or None)."""
+    jobs: list[tuple[StateRecord, int, np.ndarray, tuple[float, float, float, float]]] = []
+    for records, group, stepper in states:
+        for record in records if isinstance(records, list) else [records]:
+            for k in group:
+                config = getattr(policies[k], "scoring", None) or ScoringConfig()
+                if k == stepper:
+                    strengths = record.strengths
+                else:
+                    strengths = _member_strengths(policies[k], record, policies[group[0]], config)
+                if record.points is None or not len(record.point_index):
+                    continue
+                check_scoring_kept(record.points, config)
+                jobs.append((record, k, strengths[record.points.point_row], score_weights(config)))
+    # a chunk holds points of one kind (see _kind)
+    jobs.sort(key=lambda job: _kind(job[0].points))  # type: ignore[arg-type]
+    start = 0
+    while start < len(jobs):
+        stop, n_points = start, 0
+        kind = _kind(jobs[start][0].points)  # type: ignore[arg-type]
+        while stop < len(jobs) and _kind(jobs[stop][0].points) == kind and (  # type: ignore[arg-type]
+                stop == start or n_points + len(jobs[stop][0].point_index) <= _RANK_CHUNK):
+            n_points += len(jobs[stop][0].point_index)
+            stop += 1
+        chunk = jobs[start:stop]
+        counts = [len(record.point_index) for record, *_ in chunk]
+        points = PointScores.concatenate([record.points for record, *_ in chunk], [0] * len(chunk))  # type: ignore[misc]
+        beta_cat, prior, beta_ctx, beta_trk = np.repeat(np.asarray([w for *_, w in chunk], dtype=np.float64), counts, axis=0).T
+        values = rank_points(data, metric, points, np.concatenate([s for _, _, s, _ in chunk]), beta_cat, prior, beta_ctx,
+                             beta_trk)
+        for (record, k, _, _), part in zip(chunk, np.split(values, np.cumsum(counts)[:-1])):
+            yield SharedStep(np.full(len(part), k, dtype=np.int64), record.point_index, part)
+        start = stop
+
+
+def _member_strengths(policy: Any, record: StateRecord, stepper: Any, config: ScoringConfig) -> np.ndarray:
+    """A rule's strengths at a state's decisions, checked to move the state as the state's stepping rule did."""
+    actions = np.asarray(policy.act(record.observations), dtype=np.float32).reshape(len(record.observations), -1)
+    if np.isnan(actions).any():
+        raise InterestGymError(f"{_who(policy)} acts on a feature a lean replay does not compute; "
+                               "tune it with the full engine")
+    if not np.array_equal(action_to_strengths(actions[:, :2]), record.strengths[:, :2]):
+        raise InterestGymError(f"{_who(policy)} and {_who(stepper)} share a state_key "
+                               "but update the profiles with different strengths")
+    return member_strengths(actions, config)
 
 
 def _who(policy: Any) -> str:

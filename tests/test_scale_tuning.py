@@ -181,3 +181,35 @@ def test_a_lean_engine_replays_the_same_state_and_metric(synthetic):
         np.testing.assert_array_equal(full.short_term, lean.short_term)
         active = active[~out_full.done]
     assert set(lean.metric_names) == {"ndcg@10"} and lean.shadow.shape[1] == 0
+
+
+def test_a_state_cache_ranks_known_states_without_replaying_them(synthetic, monkeypatch):
+    """States replayed by an earlier call (the coordinate ascent comes back to them) are ranked from the
+    cache: the same numbers, no engine step."""
+    from interestgym.envs import rollout
+    from interestgym.envs.rollout import StateCache
+
+    grid = every_grid_point("bayesian_category")
+    cache = StateCache()
+    first = validation_scorer(synthetic, "ndcg@10", batched=False)(grid)
+    from interestgym.agents.tuning import score_policies
+
+    assert score_policies(synthetic, grid[:7], "ndcg@10", cache=cache) == first[:7]
+    assert len(cache) == len({p.state_key() for p in grid[:7]})
+    steps = []
+    real = rollout.replay_users_many
+    monkeypatch.setattr(rollout, "replay_users_many", lambda *a, **k: (steps.append(1) or s for s in real(*a, **k)))
+    known = [p for p in grid if p.state_key() in {q.state_key() for q in grid[:7]}]
+    assert score_policies(synthetic, known, "ndcg@10", cache=cache) == [first[grid.index(p)] for p in known]
+    assert not steps
+    # other users: the cache starts empty
+    users = [str(u) for u in synthetic.user_ids[::2]]
+    assert score_policies(synthetic, grid[:3], "ndcg@10", users, cache=cache) == \
+        validation_scorer(synthetic, "ndcg@10", users, batched=False)(grid[:3])
+
+
+def test_only_a_lean_engine_steps_without_ranking(synthetic):
+    engine = ReplayEngine(synthetic, 2)
+    engine.start(np.arange(2), np.arange(2))
+    with pytest.raises(ValueError, match="lean"):
+        engine.step(np.arange(2), np.zeros((2, 4), dtype=np.float32), rank=False)
