@@ -57,6 +57,13 @@ class TrainConfig:
     its standardised score becomes a score term (``ScoringConfig.tracker_weight``). The best tuned rule
     mixed with it at the weight tuned on the same validation users (``<rule>+tracker``) competes as a
     baseline, so it is the reference when it is better, and the agent then scores with that term too."""
+    tracker_observations: bool = True
+    """With ``sequence``: the agent also observes the tracker (``core.features.TRACKER_FEATURE_NAMES``: its
+    recent ranking quality for the user, its top-1 probability and entropy), so that it can learn when to
+    trust it. A run saved before this setting existed observed without them (``False``)."""
+    dtw_observation: bool = False
+    """The agent also observes the DTW drift of the user's last k decision items from the k before
+    (``core.features`` ``dtw_drift``; the ``dtw_refresh`` rule's signal)."""
     agent_scoring: str = "reference"
     """Fixed scoring terms of the agent: ``reference`` (the reward baseline's ScoringConfig, e.g. the
     tuned Bayesian category term, so the agent competes on the update decisions; when that includes
@@ -239,11 +246,20 @@ class TrainConfig:
         """Precomputed replay arrays of ``split`` (cached per process by the env package)."""
         from interestgym.envs.replay_data import load_replay_data
 
-        data = load_replay_data(self.dataset, self.embeddings, self.protocol_spec(split))
+        return self.attach_extras(load_replay_data(self.dataset, self.embeddings, self.protocol_spec(split)))
+
+    def attach_extras(self, data):
+        """``data`` with what the run's agent scores with and observes: its sequence tracker's scores
+        (``--sequence``) and the extra observations it was trained with (tracker observations, DTW drift).
+        Each depends on a user's own log only, so it can be attached chunk by chunk of users."""
         if self.sequence:
             from interestgym.agents.sequence.term import attach_tracker, cached_tracker
 
-            data = attach_tracker(data, cached_tracker(self.sequence))
+            data = attach_tracker(data, cached_tracker(self.sequence), observe=self.reward if self.tracker_observations else None)
+        if self.dtw_observation:
+            from interestgym.agents.dtw_rule import attach_drift
+
+            data = attach_drift(data)
         return data
 
 

@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 from interestgym.agents.rules import TwoProfileEMAPolicy
 
-from interestgym.core.dtw import sequence_drift
+from interestgym.core.dtw import DRIFT_WINDOW, sequence_drift
 from interestgym.core.features import FEATURE_INDEX, FeatureView
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import strengths_to_action
 from interestgym.errors import InterestGymError
 
 #: k: drift compares the last k decision items with the k before them.
-DTW_WINDOW = 5
+DTW_WINDOW = DRIFT_WINDOW
 #: refresh weights tried by :func:`tune_dtw_rule` (besides the two-profile rule's own w).
 REFRESH_WEIGHTS = (0.5, 0.7, 0.9)
 #: quantiles of the validation users' drift tried as tau.
@@ -44,6 +44,12 @@ TAU_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 def decision_drift(data: Any, k: int = DTW_WINDOW) -> np.ndarray:
     """(n_decisions,) drift at every decision of a ReplayData (NaN before a user's 2k-th decision)."""
     return sequence_drift(data.embeddings[data.decision_item], data.decision_user, k)
+
+
+def attach_drift(data: Any, k: int = DTW_WINDOW) -> Any:
+    """A copy of ``data`` whose extra observations include ``dtw_drift`` (:func:`decision_drift`, 0 where
+    the user has fewer than 2k decisions: no evidence of drift yet)."""
+    return data.with_extra_observations({"dtw_drift": np.clip(np.nan_to_num(decision_drift(data, k), nan=0.0), 0.0, 1.0)})
 
 
 class DTWRefreshRule(TwoProfileEMAPolicy):

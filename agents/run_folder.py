@@ -99,8 +99,10 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
     from interestgym.agents.config import TrainConfig
 
     saved = saved if saved is not None else read_run_config(run_dir)
+    values = dict(saved["config"])
+    values.setdefault("tracker_observations", False)  # runs saved before the setting observed without them
     try:
-        config = TrainConfig.from_dict(saved["config"])
+        config = TrainConfig.from_dict(values)
     except InterestGymError as exc:
         raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: {exc}") from None
     if config.embeddings is None:

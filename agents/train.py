@@ -220,7 +220,8 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         saved = read_run_config(run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
         try:
-            config = TrainConfig.from_dict({**saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
+            config = TrainConfig.from_dict({"tracker_observations": False,  # runs saved before the setting observed without them
+                                            **saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
                                             "device": config.device, "run_dir": str(run_dir)})
         except InterestGymError as exc:
             raise ArtifactError(f"{run_dir / CONFIG_FILE}: {exc}") from None

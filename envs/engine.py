@@ -256,7 +256,7 @@ class ReplayEngine:
 
     # ------------------------------------------------------------------------------- observation
     def observe(self, rows: np.ndarray, *, terminal: bool = False) -> np.ndarray:
-        """Observations (n, N_FEATURES) float32 at the rows' current decisions.
+        """Observations (n, N_FEATURES + the data's extra observations) float32 at the rows' current decisions.
 
         ``terminal=True`` describes the row's last stepped decision with the state after its update:
         the placeholder observation returned at the end of an episode.
@@ -268,13 +268,16 @@ class ReplayEngine:
         means = {name: getattr(self, name)[rows] for name in RUNNING_MEAN_NAMES}
         shadow_cos = np.zeros((len(rows), len(SHADOW_STRENGTHS))) if self.lean else self.shadow_cos_ema[rows]
         raw = state_quantities(x, long_term, short_term, means, shadow_cos)
-        obs = np.empty((len(rows), N_FEATURES), dtype=np.float32)
+        extra = self.data.decision_extra_obs  # optional observations after FEATURES (core.features.EXTRA_FEATURES)
+        obs = np.empty((len(rows), N_FEATURES + (0 if extra is None else extra.shape[1])), dtype=np.float32)
         if self.lean:  # only the features a lean engine keeps: each column is encoded alone, so the same values
             obs[:, _LEAN_STATE_IDX] = encode_features(raw, _LEAN_STATE_FEATURES, max_action_weight=self.data.max_action_weight)
             obs[:, _LEAN_SKIPPED_IDX] = np.nan
         else:
             obs[:, _STATE_IDX] = encode_features(raw, STATE_FEATURES, max_action_weight=self.data.max_action_weight)
         obs[:, _LOG_IDX] = self.data.decision_log_features[dec]
+        if extra is not None:
+            obs[:, N_FEATURES:] = extra[dec]
         return obs
 
     # ------------------------------------------------------------------------------------- step

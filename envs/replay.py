@@ -11,7 +11,11 @@ from gymnasium import spaces
 from interestgym.envs.engine import ReplayEngine
 from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
 
-from interestgym.core.features import FEATURE_HIGH, FEATURE_LOW, FEATURES, N_FEATURES
+from interestgym.core.features import (
+    FEATURES,
+    N_FEATURES,
+    observation_bounds,
+)
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.data.dataset import Dataset
@@ -172,7 +176,7 @@ class InterestReplayEnv(gym.Env):
         if reward_baseline is not None:
             self.engine.set_scoring(slice(1, 2), reward_baseline.scoring)
         self.metric = self.engine.metric
-        self.observation_space = spaces.Box(FEATURE_LOW.copy(), FEATURE_HIGH.copy(), (N_FEATURES,), dtype=np.float32)
+        self.observation_space = spaces.Box(*observation_bounds(self.data.extra_obs), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (len(ACTION_NAMES),), dtype=np.float32)
         self._rows = np.arange(self.engine.n_rows)
         self._agent_row = self._rows[:1]  # the agent's row (row 1 replays the reference rule, if any)

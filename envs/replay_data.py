@@ -136,6 +136,11 @@ class ReplayData:
     # which tracker it is: set by agents.sequence.term.attach_tracker for the ScoringConfig.tracker_weight term.
     point_tracker_z: np.ndarray | None = None
     tracker: dict[str, Any] | None = None
+    # Optional observations of every decision after the FEATURES ones (core.features.EXTRA_FEATURES):
+    # their names, and (n_dec, len(extra_obs)) float32 values; set by with_extra_observations (e.g.
+    # attach_tracker(..., observe=metric), attach_drift). The engine appends them to every observation.
+    extra_obs: tuple[str, ...] = ()
+    decision_extra_obs: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -156,6 +161,23 @@ class ReplayData:
     @property
     def n_categories(self) -> int:
         return len(self.category_names)
+
+    def with_extra_observations(self, columns: dict[str, np.ndarray]) -> ReplayData:
+        """A copy with ``columns`` (name -> (n_dec,) values in the feature's bounds) added to the extra
+        observations, kept in :data:`~interestgym.core.features.EXTRA_FEATURES` order; ``self`` is not modified."""
+        from interestgym.core.features import EXTRA_FEATURES
+
+        have = dict(zip(self.extra_obs, self.decision_extra_obs.T)) if self.decision_extra_obs is not None else {}
+        for name, values in columns.items():
+            values = np.asarray(values, dtype=np.float32)
+            if values.shape != (self.n_decisions,):
+                raise ValueError(f"extra observation {name!r} of shape {values.shape}; expected ({self.n_decisions},)")
+            have[name] = values
+        names = tuple(f.name for f in EXTRA_FEATURES if f.name in have)
+        unknown = set(have) - set(names)
+        if unknown:
+            raise KeyError(f"extra observations {sorted(unknown)}: not in core.features.EXTRA_FEATURES")
+        return dataclasses.replace(self, extra_obs=names, decision_extra_obs=np.stack([have[n] for n in names], axis=1))
 
     def padded_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates and labels of scoring points as (P, C) matrices padded to the longest point.

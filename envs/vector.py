@@ -35,10 +35,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from interestgym.core.features import (
-    FEATURE_HIGH,
-    FEATURE_LOW,
     FEATURE_NAMES,
-    N_FEATURES,
+    observation_bounds,
 )
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.metrics import metric_names
@@ -123,7 +121,7 @@ class InterestReplayVecEnv(VecEnv):
                      len(TRACKER_ACTION_NAMES) if self.data.point_tracker_z is not None else len(RESIDUAL_ACTION_NAMES))
         super().__init__(
             n_envs,
-            spaces.Box(FEATURE_LOW.copy(), FEATURE_HIGH.copy(), (N_FEATURES,), dtype=np.float32),
+            spaces.Box(*observation_bounds(self.data.extra_obs), dtype=np.float32),
             spaces.Box(-1.0, 1.0, (n_actions,), dtype=np.float32),
         )
 
@@ -252,7 +250,7 @@ class EvaluationResult:
     ``decisions``: one row per decision: ``user_id``, ``decision``, ``ts``, ``scored``, ``n_points``,
     ``reward`` (the step's reward metric, NaN when unscored), the chosen strengths ``long_strength``,
     ``short_strength``, ``short_weight``, ``popularity_weight`` (in [0, 1]) and one column per metric
-    (step means). ``features``: (n_decisions, N_FEATURES) float32 observations aligned with
+    (step means). ``features``: (n_decisions, len(feature_names)) float32 observations aligned with
     ``decisions`` (None if not recorded). ``protocol``: the replay's description.
     """
 
@@ -361,7 +359,7 @@ def evaluate_policy(
     features = np.concatenate(feat_parts)[order] if record_features and feat_parts else None
     return EvaluationResult(policy=str(getattr(policy, "name", type(policy).__name__)), metric=reward_metric,
                             metrics=tuple(names), protocol=data.describe(), points=points, decisions=decisions,
-                            features=features)
+                            features=features, feature_names=FEATURE_NAMES + tuple(data.extra_obs))
 
 
 def evaluate_policies(dataset: str | Path | Dataset | ReplayData, policies: Iterable[Any], **kwargs: Any) -> dict[str, EvaluationResult]:

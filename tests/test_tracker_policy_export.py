@@ -15,8 +15,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import small_train_config
 from env_fixtures import make_dataset
 from interestgym.agents.sequence.config import SequenceConfig
-from interestgym.agents.sequence.scoring import load_tracker
-from interestgym.agents.sequence.term import attach_tracker
 from interestgym.agents.sequence.train import train_sequence
 from interestgym.agents.train import train_run
 from interestgym.envs.replay_data import load_replay_data
@@ -39,7 +37,7 @@ def trained(tmp_path_factory):
     train_sequence(SequenceConfig(dataset=str(data), run_dir=str(seq), model="gru", window=6, hidden=16, max_epochs=2,
                                   batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
     run = root / "ppo"
-    train_run(small_train_config(data, run, reward_baseline="ema_two_profile", sequence=str(seq)))
+    train_run(small_train_config(data, run, reward_baseline="ema_two_profile", sequence=str(seq), tracker_observations=False))
     path = run / "config.json"
     saved = json.loads(path.read_text())
     if not saved["reference"]["name"].endswith("+tracker"):  # the fixture's tuning may prefer weight 0
@@ -62,7 +60,8 @@ def _evaluated(run: Path, which: str):
     saved = read_run_config(run)
     config = run_train_config(run, saved)
     dataset = Dataset.open(config.dataset)
-    data = attach_tracker(load_replay_data(dataset, None, config.protocol_spec("test")), load_tracker(config.sequence))
+    data = config.attach_extras(load_replay_data(dataset, None, config.protocol_spec("test")))  # as `evaluate` does
+    assert data.point_tracker_z is not None
     policy = run_reference(saved) if which == "rule" else load_run_choice(run, which)
     return dataset, data, evaluate_policy(data, policy, metric=config.reward, progress=False)
 
@@ -167,3 +166,73 @@ def test_a_state_with_a_tracker_window_round_trips_through_bytes_and_json(traine
         assert back == state  # every field, the tracker's window, last time and weight included
         assert back.tracker.window.items.tolist() == state.tracker.window.items.tolist()
         assert (back.tracker.window.last_ts, back.tracker.weight) == (state.tracker.window.last_ts, state.tracker.weight)
+
+
+@pytest.fixture(scope="module")
+def observing(trained, tmp_path_factory):
+    """A short PPO run whose agent observes the tracker and the DTW drift (EXTRA_FEATURES) besides FEATURES."""
+    data, seq, _ = trained
+    run = tmp_path_factory.mktemp("observing") / "ppo"
+    train_run(small_train_config(data, run, reward_baseline="ema_two_profile", sequence=str(seq), tracker_observations=True,
+                                 dtw_observation=True))
+    return data, seq, run
+
+
+def test_an_agent_that_observes_the_tracker_and_the_drift_sees_them_after_the_features(observing):
+    from interestgym.agents.run_folder import load_run_choice
+
+    from interestgym.core.features import EXTRA_FEATURES, N_FEATURES
+
+    _, _, run = observing
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["tracker_observations"] and saved["config"]["dtw_observation"]
+    policy = load_run_choice(run, "final")
+    assert policy.act(np.zeros((2, N_FEATURES + len(EXTRA_FEATURES)), np.float32)).shape == (2, 6)
+    _, data, _ = _evaluated(run, "final")
+    assert data.extra_obs == tuple(f.name for f in EXTRA_FEATURES)
+    recorded = evaluate_policy(data, load_run_choice(run, "final"), record_features=True, progress=False)
+    np.testing.assert_array_equal(recorded.features[:, N_FEATURES:], data.decision_extra_obs)  # decisions in replay order
+    assert recorded.feature_names[N_FEATURES:] == data.extra_obs
+
+
+def test_an_agent_that_observes_the_tracker_and_the_drift_replays_through_the_runtime(observing, tmp_path):
+    """The runtime computes the extra observations online (the tracker's running mean from its own
+    rankings, its softmax confidence, the DTW drift of the last 2k items) and reproduces the evaluator."""
+    _, _, run = observing
+    result = export_run(run, tmp_path / "export", which="final")
+    assert result.manifest["observation"]["extra"] == ["tracker_metric_ema", "tracker_top1_prob", "tracker_entropy", "dtw_drift"]
+    dataset, data, reference = _evaluated(run, "final")
+    policy = load_policy(tmp_path / "export")
+    assert policy.n_obs == len(result.manifest["observation"]["features"])
+    got = replay_through_runtime(policy, dataset, data, serialise="bytes")
+    assert list(got["point_key"]) == list(reference.points["point_key"])
+    for metric in ("ndcg@10", "mrr", "hit@10", "auc"):
+        np.testing.assert_array_equal(got[metric].to_numpy(), reference.points[metric].to_numpy(), err_msg=metric)
+
+
+def test_the_runtimes_drift_observation_is_the_dtw_of_the_last_2k_items(observing, tmp_path):
+    """Before the 2k-th decision the drift observation is 0; from then on it is the DTW distance of the
+    older k item vectors from the newest k (the current one included), scaled by 2 sqrt(k)."""
+    from interestgym.core.dtw import DRIFT_WINDOW, dtw_distance
+
+    data_path, _, run = observing
+    export_run(run, tmp_path / "export", which="final")
+    policy = load_policy(tmp_path / "export")
+    dataset = Dataset.open(data_path)
+    emb, _ = dataset.load_embeddings(None)
+    ids = dataset.items["item_id"].astype(str).tolist()
+    k = DRIFT_WINDOW
+    order = np.random.default_rng(3).permutation(len(ids))[: 2 * k + 3]
+    state = policy.new_state()
+    for n, i in enumerate(order):
+        event = Event(ts=1_700_000_000 + 3600 * n, action="click", item_vector=emb[i], item_id=ids[i],
+                      category=str(dataset.items["category"].iloc[i]))
+        drift = float(policy.observe(state, event)[-1])
+        if n + 1 < 2 * k:
+            assert drift == 0.0
+        else:
+            last = emb[order[n + 1 - 2 * k: n + 1]].astype(np.float64)
+            assert drift == pytest.approx(dtw_distance(last[:k], last[k:]) / (2 * np.sqrt(k)), abs=1e-6)
+            assert drift > 0.1  # random items: far from each other
+        state = policy.update(state, event)
+    assert state.drift_window.shape == (2 * k, policy.dim)

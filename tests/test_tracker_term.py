@@ -202,9 +202,11 @@ def test_training_with_a_tracker_gives_the_agent_the_tracker_lever(paths, tmp_pa
     from interestgym.agents.run_folder import load_run_choice
 
     policy = load_run_choice(tmp_path / "ppo", "final")
-    from interestgym.core.features import N_FEATURES
+    from interestgym.core.features import N_FEATURES, TRACKER_FEATURE_NAMES
 
-    assert policy.act(np.zeros((3, N_FEATURES), np.float32)).shape == (3, 6)
+    # by default the agent also observes the tracker, after the FEATURES
+    assert saved["config"]["tracker_observations"] is True
+    assert policy.act(np.zeros((3, N_FEATURES + len(TRACKER_FEATURE_NAMES)), np.float32)).shape == (3, 6)
 
 
 def test_an_unknown_reference_is_refused_naming_the_rows(paths, tmp_path):
@@ -214,3 +216,41 @@ def test_an_unknown_reference_is_refused_naming_the_rows(paths, tmp_path):
     with pytest.raises(InterestGymError, match=r"--reference 'nope'.*popularity.*gru"):
         evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=10, progress=False,
                      sequence_runs=(run,), reference="nope")
+
+
+def test_tracker_observations_follow_the_trackers_own_ranking_and_confidence(setup):
+    """The agent's tracker observations, recomputed independently: the step metric of the mixture at a
+    weight so large that the tracker alone ranks (the engine's scoring path), folded per user with the
+    observation's running-mean rate; the confidence from a softmax over the catalogue in numpy."""
+    from interestgym.agents.sequence.scoring import (
+        decision_sequences,
+        decision_states,
+        item_table,
+    )
+
+    from interestgym.core.features import EMA_RATE, TRACKER_FEATURE_NAMES
+
+    tracker, valid, _ = setup
+    attached = attach_tracker(valid, tracker, observe="ndcg@10")
+    obs = attached.decision_extra_obs
+    assert attached.extra_obs == TRACKER_FEATURE_NAMES
+    assert obs.shape == (valid.n_decisions, len(TRACKER_FEATURE_NAMES)) and obs.dtype == np.float32
+    rule = make_baseline("ema_two_profile", long_rate=0.2, short_rate=0.5, short_weight=0.4)
+    alone = evaluate_policy(attached, TrackerMixRule(rule, 1e9), record_features=False, progress=False)
+    steps = alone.points.groupby(["user_id", "decision"], sort=False)["ndcg@10"].mean()
+    expected = np.zeros(valid.n_decisions)
+    for u, user in enumerate(valid.user_ids):
+        mean = 0.0
+        for k, d in enumerate(range(int(valid.user_decision_start[u]), int(valid.user_decision_end[u]))):
+            expected[d] = mean
+            if (str(user), k) in steps.index:
+                mean = mean + EMA_RATE * (steps[(str(user), k)] - mean)
+    np.testing.assert_allclose(obs[:, 0], expected, atol=1e-6)
+    assert (obs[:, 0] > 0).any()
+
+    states = decision_states(tracker.model, decision_sequences(valid), np.arange(valid.n_decisions))
+    logits = states.astype(np.float64) @ item_table(tracker.model).astype(np.float64).T
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(obs[:, 1], p.max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(obs[:, 2], -(p * np.log(p)).sum(axis=1) / np.log(p.shape[1]), atol=1e-5)

@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: k of the drift signal (the ``dtw_refresh`` rule's and the ``dtw_drift`` observation's): the last k
+#: decision items against the k before them.
+DRIFT_WINDOW = 5
 #: Pairs processed per block in :func:`dtw_distances` (bounds the (block, n, m) cost matrix).
 _BLOCK = 4096
 

@@ -105,6 +105,43 @@ N_FEATURES = len(FEATURES)
 FEATURE_LOW = np.array([f.low for f in FEATURES], dtype=np.float32)
 FEATURE_HIGH = np.array([f.high for f in FEATURES], dtype=np.float32)
 
+#: Optional observations an agent may see after :data:`FEATURES`, in this order when several are on. They
+#: read only the log (and a sequence tracker), never the policy's profiles, so the replay precomputes them
+#: once per decision (``ReplayData.decision_extra_obs``):
+#:
+#: * with a sequence tracker (``train --sequence RUN``, unless ``--no-tracker-observations``): how the
+#:   tracker has ranked for this user lately and how sure it is now, so the agent can learn when to trust
+#:   it (``agents.sequence.term.tracker_observations``);
+#: * with ``--dtw-observation``: the DTW drift of the user's last k decision items from the k before
+#:   (``core.dtw``; the ``dtw_refresh`` rule's signal).
+EXTRA_FEATURES: tuple[Feature, ...] = (
+    Feature("tracker_metric_ema", "running mean of the step metric ranking by the sequence tracker only", 0.0, 1.0),
+    Feature("tracker_top1_prob", "the tracker's probability of its most likely next item (softmax over the catalogue), "
+            "after this decision", 0.0, 1.0),
+    Feature("tracker_entropy", "entropy of that softmax / log(catalogue size)", 0.0, 1.0),
+    Feature("dtw_drift", "DTW distance of the last k decision items from the k before, / (2 sqrt(k)); 0 before the "
+            "user's 2k-th decision", 0.0, 1.0),
+)
+TRACKER_FEATURE_NAMES: tuple[str, ...] = ("tracker_metric_ema", "tracker_top1_prob", "tracker_entropy")
+DRIFT_FEATURE_NAMES: tuple[str, ...] = ("dtw_drift",)
+_EXTRA_BY_NAME = {f.name: f for f in EXTRA_FEATURES}
+
+
+def observation_features(extra: tuple[str, ...] = ()) -> tuple[Feature, ...]:
+    """An agent's observation table: :data:`FEATURES`, then the ``extra`` ones (names of
+    :data:`EXTRA_FEATURES`, in that table's order; anything else raises KeyError)."""
+    order = [f.name for f in EXTRA_FEATURES]
+    if list(extra) != sorted(extra, key=order.index):
+        raise ValueError(f"extra observations {list(extra)}: expected them in the order {order}")
+    return FEATURES + tuple(_EXTRA_BY_NAME[name] for name in extra)
+
+
+def observation_bounds(extra: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) float32 of :func:`observation_features` (an env's observation box)."""
+    table = observation_features(extra)
+    return (np.array([f.low for f in table], dtype=np.float32), np.array([f.high for f in table], dtype=np.float32))
+
+
 #: Features that depend only on the log (the event and the user's past events), not on the policy's
 #: profiles: the replay precomputes them once per decision.
 LOG_FEATURES: tuple[str, ...] = (

@@ -254,7 +254,7 @@ def evaluate_run(
     # only the users tuning replays are built whole.
     valid = SplitSummary()
     for k, chunk in enumerate(iter_replay_chunks(dataset, config.embeddings, valid_spec, chunk_users=chunk_users, progress=progress)):
-        valid.add(_with_tracker(chunk, config) if k == 0 else chunk)  # the first chunk's describe() names the tracker
+        valid.add(_with_extras(chunk, config) if k == 0 else chunk)  # the first chunk's describe() names the tracker
 
     tuned = None
     if run_dir is not None and not changed:
@@ -262,7 +262,7 @@ def evaluate_run(
                                                 names=names, tune_users=config.tune_users)
     if tuned is None:
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
-        tune_data = _with_tracker(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
+        tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
         tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names)
         if config.sequence:  # a run trained with a tracker: its rule + tracker mixture, as train tunes it
             tuned.update(tune_tracker_mixture(tune_data, tuned, best_baseline({n: tuned[n] for n in names}), metric, tune_users))
@@ -318,7 +318,7 @@ def evaluate_run(
     centroids = None
     user_types: list[np.ndarray] = []
     for chunk in iter_replay_chunks(dataset, config.embeddings, test_spec, chunk_users=chunk_users, progress=progress):
-        chunk = _with_tracker(chunk, config)
+        chunk = _with_extras(chunk, config)
         test.add(chunk)
         if chunk.n_users == 0:
             continue
@@ -427,15 +427,11 @@ def evaluate_run(
     return md + f"\nwrote {out_dir / 'evaluation.json'} and {out_dir / 'evaluation.md'}"
 
 
-def _with_tracker(data: Any, config: Any) -> Any:
-    """``data`` with the run's sequence tracker attached when it was trained with one (``--sequence``), as
-    ``TrainConfig.replay_data`` gives it: a tracker's scores of a user's points depend on that user only,
-    so attaching it chunk by chunk gives the whole split's scores."""
-    if not getattr(config, "sequence", None):
-        return data
-    from interestgym.agents.sequence.term import attach_tracker, cached_tracker
-
-    return attach_tracker(data, cached_tracker(config.sequence))
+def _with_extras(data: Any, config: Any) -> Any:
+    """``data`` with the run's sequence tracker and extra observations attached, as
+    ``TrainConfig.replay_data`` gives them (``TrainConfig.attach_extras``): each depends on a user's own
+    log only, so attaching them chunk by chunk gives the whole split's values."""
+    return config.attach_extras(data)
 
 
 def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n_boot: int) -> dict[str, Any]:

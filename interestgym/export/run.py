@@ -130,10 +130,9 @@ def export_run(
     if tracker_run is None and reference is not None and reference.scoring.tracker_weight:
         raise ArtifactError(f"{run_dir / CONFIG_FILE}: the reference `{reference.name}` weighs a sequence tracker but "
                             "config.sequence names none; expected the tracker run the run was trained with")
-    if tracker_run is not None:
-        from interestgym.agents.sequence.term import attach_tracker, cached_tracker
-
-        data = attach_tracker(data, cached_tracker(str(tracker_run)))
+    # the replay below scores and observes as training did (tracker term, extra observations)
+    data = config.attach_extras(data)
+    extra_obs = data.extra_obs if which != "rule" else ()
     rule = None if reference is None else {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()}
 
     if which == "rule":
@@ -141,7 +140,7 @@ def export_run(
         diff, n_verified, step = 0.0, 0, None
     else:
         assert run is not None
-        _check_replay_spaces(run)
+        _check_replay_spaces(run, N_FEATURES + len(extra_obs))
         width = run.model.policy.action_space.shape[0]
         form = "residual" if width >= len(RESIDUAL_ACTION_NAMES) else "absolute"
         if form == "residual" and reference is None:
@@ -156,7 +155,7 @@ def export_run(
         expected = model_policy.act(obs) if len(obs) else np.zeros((0, run.model.policy.action_space.shape[0]), np.float32)
         with tempfile.TemporaryDirectory(prefix="interestgym-export-") as scratch:
             graph = Path(scratch) / POLICY_FILE
-            export_onnx(actor, N_FEATURES, graph)
+            export_onnx(actor, N_FEATURES + len(extra_obs), graph)
             diff = graph_action_diff(graph, obs, expected)
             graph_bytes = graph.read_bytes()
         norm = run.vecnormalize
@@ -214,20 +213,21 @@ def export_run(
             rule=rule if form in ("residual", "rule") else None,
             n_outputs=None if form == "rule" else width,
             tracker=tracker,
+            extra_obs=extra_obs,
         )
         write_export_directory(out, write_files, manifest)
     return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified)
 
 
-def _check_replay_spaces(run: Any) -> None:
+def _check_replay_spaces(run: Any, n_obs: int) -> None:
     """The model must act in the replay env's action box and observe this interestgym's features."""
     policy_box = run.model.policy.action_space
     if policy_box.shape not in ((len(ACTION_NAMES),), (len(RESIDUAL_ACTION_NAMES),), (len(TRACKER_ACTION_NAMES),)) or not (
             np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
         raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's) "
                             "or Box(-1, 1, (5,)) / (6,) (a residual policy's, without / with a tracker)")
-    if run.model.policy.observation_space.shape != (N_FEATURES,):
+    if run.model.policy.observation_space.shape != (n_obs,):
         raise ArtifactError(
             f"{run.run_dir}: the model observes {run.model.policy.observation_space.shape} features; this interestgym "
-            f"computes {N_FEATURES} ({', '.join(f.name for f in FEATURES[:3])}, ...): export with the version that trained it"
+            f"computes {n_obs} for its settings ({', '.join(f.name for f in FEATURES[:3])}, ...): export with the version that trained it"
         )

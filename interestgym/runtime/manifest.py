@@ -32,7 +32,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from interestgym.core.features import EMA_RATE, FEATURES, N_FEATURES, SHADOW_STRENGTHS
+from interestgym.core.dtw import DRIFT_WINDOW
+from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS, observation_features
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.errors import ArtifactError
 
@@ -206,6 +207,7 @@ def build_manifest(
     rule: Mapping[str, Any] | None = None,
     n_outputs: int | None = None,
     tracker: Mapping[str, Any] | None = None,
+    extra_obs: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The manifest's content, every field but ``files`` and the digest (:func:`seal_manifest` adds them).
 
@@ -233,8 +235,11 @@ def build_manifest(
         trained with a tracker has a sixth output that changes the tracker's weight).
     :param tracker: ``folder`` (a sub-folder of the export written by :mod:`interestgym.export.tracker`)
         and ``manifest_sha256`` (of its ``tracker.json``), when the score weighs a sequence tracker.
+    :param extra_obs: observations the graph reads after the FEATURES ones (names of
+        ``core.features.EXTRA_FEATURES``: the tracker's, the DTW drift).
     """
     width = n_outputs if n_outputs is not None else (5 if form == "residual" else 4)
+    features = observation_features(tuple(extra_obs))
     forgetting = scoring_config.get("category_forgetting")
     manifest = {
         "kind": MANIFEST_KIND,
@@ -246,7 +251,7 @@ def build_manifest(
             "rule": None if rule is None else dict(rule),
             "file": None if form == "rule" else POLICY_FILE,
             "onnx_opset": onnx_opset,
-            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", N_FEATURES],
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", len(features)],
                       "meaning": "raw observation (features below, in order); normalisation is inside the graph"},
             "outputs": {
                 OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", width], "box": [-1.0, 1.0],
@@ -270,8 +275,10 @@ def build_manifest(
         },
         "observation": {
             "source": "interestgym.core.features.FEATURES",
-            "n_features": N_FEATURES,
-            "features": [{"index": i, "name": f.name, "definition": f.definition, "low": f.low, "high": f.high} for i, f in enumerate(FEATURES)],
+            "n_features": len(features),
+            "features": [{"index": i, "name": f.name, "definition": f.definition, "low": f.low, "high": f.high} for i, f in enumerate(features)],
+            "extra": list(extra_obs),
+            **({"drift_window": DRIFT_WINDOW} if "dtw_drift" in extra_obs else {}),
         },
         "action": {
             "names": list(ACTION_NAMES),

@@ -28,6 +28,7 @@ A service's loop for one user::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from interestgym.core.clock import time_slot
-from interestgym.core.features import FEATURE_NAMES, N_FEATURES
+from interestgym.core.dtw import DRIFT_WINDOW
+from interestgym.core.features import (
+    EXTRA_FEATURES,
+    N_FEATURES,
+    TRACKER_FEATURE_NAMES,
+    observation_features,
+)
 from interestgym.core.interest import score_candidates
 from interestgym.core.log_features import RATING_ACTION, is_decision
 from interestgym.core.metrics import metric_names, ranking_metrics
@@ -122,6 +129,13 @@ class ExportedPolicy:
         self._context_rate = float(self.scoring.get("context_rate", 0.0))
         # None in the manifest = tied to the action (1 - a_L), as in the engine
         self._beta_trk = float(self.scoring.get("tracker_weight", 0.0) or 0.0)
+        # Observations after FEATURES (core.features.EXTRA_FEATURES) the graph reads: the tracker's, the DTW drift
+        observation = manifest.get("observation") or {}
+        self.extra_obs: tuple[str, ...] = tuple(observation.get("extra") or ())
+        self.n_obs = N_FEATURES + len(self.extra_obs)
+        self.observes_tracker = any(name in TRACKER_FEATURE_NAMES for name in self.extra_obs)
+        self.observes_drift = "dtw_drift" in self.extra_obs
+        self.drift_k = int(observation.get("drift_window") or DRIFT_WINDOW)
         fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
         self._fixed_forgetting = None if fixed_forgetting is None else float(fixed_forgetting)
         # The one-event path's helpers: the observation encoder (the core's features to the bit, see
@@ -138,7 +152,7 @@ class ExportedPolicy:
     def new_state(self) -> UserState:
         """The state of a user with no history."""
         return UserState.empty(self.dim, len(self.categories) if self._beta_cat != 0 else None, with_slots=self._beta_ctx != 0,
-                               tracker_weight=self._beta_trk if self.tracker is not None else None)
+                               tracker_weight=self._beta_trk if self.tracker is not None else None, with_drift=self.observes_drift)
 
     def check_encoder(self, fingerprint: str) -> None:
         """Raise :class:`EncoderMismatchError` unless ``fingerprint`` is the policy's encoder's."""
@@ -168,12 +182,12 @@ class ExportedPolicy:
 
     # -------------------------------------------------------------------------------- policy
     def act(self, observations: np.ndarray) -> np.ndarray:
-        """Observations (n, N_FEATURES) -> env actions float32 in [-1, 1]: (n, 4) from the ONNX graph or
+        """Observations (n, n_obs) -> env actions float32 in [-1, 1]: (n, 4) from the ONNX graph or
         the shipped rule; (n, 5) for a residual policy (the rule's action plus the graph's change, the
         fifth component changing the category keep factor; :func:`interestgym.core.rules.compose_residual`)."""
         obs = np.ascontiguousarray(observations, dtype=np.float32)
-        if obs.ndim != 2 or obs.shape[1] != N_FEATURES:
-            raise InterestGymError(f"observations of shape {obs.shape}; expected (n, {N_FEATURES})")
+        if obs.ndim != 2 or obs.shape[1] != self.n_obs:
+            raise InterestGymError(f"observations of shape {obs.shape}; expected (n, {self.n_obs})")
         if self.form == "rule":
             return np.asarray(self.rule.act(obs), dtype=np.float32)  # type: ignore[union-attr]
         graph = self._session.run(["action"], {self._input: obs})[0]
@@ -228,22 +242,16 @@ class ExportedPolicy:
         slot = self._slots.get(hour)
         return int(time_slot(hour)) if slot is None else slot
 
-    def _tracker_after(self, term: TrackerTerm | None, event: Event, actions: np.ndarray) -> TrackerTerm | None:
-        """The tracker term after a decision with env ``actions`` (1, n): the event's item joins the
-        window, and the weight is the export's, moved by a sixth action component when the policy has one
+    def _tracker_weighted(self, term: TrackerTerm | None, actions: np.ndarray) -> TrackerTerm | None:
+        """The tracker term after a decision with env ``actions`` (1, n) (its window and running mean
+        already moved by :func:`~interestgym.runtime.update.decision_extras`): the weight is the export's,
+        moved by a sixth action component when the policy has one
         (:func:`interestgym.core.transition.apply_tracker_change`, as the engine moves it)."""
-        if self.tracker is None:
+        if self.tracker is None or term is None:
             return term
-        if term is None:
-            raise InterestGymError("a user state without the tracker's window: the policy scores with a sequence tracker; "
-                                   "start users with policy.new_state()")
-        if event.item_id is None:
-            raise InterestGymError("an event without item_id: the policy scores with a sequence tracker, whose window "
-                                   "holds the ids of the user's last decisions; expected Event(..., item_id=...)")
-        window = self.tracker.append(term.window, str(event.item_id), event.action, int(event.ts))
         change = np.clip(actions[:, 5].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 6 else None
         weight = float(apply_tracker_change(np.array([self._beta_trk]), change)[0])
-        return TrackerTerm(window, weight)
+        return dataclasses.replace(term, weight=weight)
 
     def _forgetting(self, strengths: np.ndarray, keep_change: np.ndarray | None) -> np.ndarray:
         """(n,) keep factors of the category counts at decisions with ``strengths`` (the engine's)."""
@@ -303,7 +311,8 @@ class ExportedPolicy:
 
     def _tracker_inputs(self, states: list[UserState], candidate_ids: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, Any]:
         """(the tracker's standardised scores (B, C), the users' tracker weights (B,)) for the tracker
-        term, or (None, 0.0) when the policy does not score with one or every weight is 0."""
+        term, or (None, 0.0) when the policy does not score with one or every weight is 0 (and it does not
+        observe the tracker, whose running mean ranks by the tracker alone)."""
         if self.tracker is None:
             return None, 0.0
         terms = [s.tracker for s in states]
@@ -311,7 +320,7 @@ class ExportedPolicy:
             raise InterestGymError("a user state without the tracker's window: the policy scores with a sequence tracker; "
                                    "start users with policy.new_state()")
         weights = np.array([t.weight for t in terms], dtype=np.float64)  # type: ignore[union-attr]
-        if not weights.any():
+        if not weights.any() and not self.observes_tracker:
             return None, 0.0
         if candidate_ids is None:
             raise InterestGymError("score needs candidate_ids: the policy's score uses a sequence tracker (it scores item ids)")
@@ -347,7 +356,7 @@ class ExportedPolicy:
             candidate_category=cand_category, category_prior=float(self.scoring.get("category_prior", 1.0)),
             cos_context=context, beta_ctx=np.full(b, self._beta_ctx), tracker_z=tracker_z, beta_trk=beta_trk,
         )
-        return scores, cos_long, cos_short
+        return scores, cos_long, cos_short, tracker_z
 
     def score(self, state: UserState, candidate_vectors: Any, candidate_ids: Sequence[str] | None = None, *,
               popularity: Any = None, candidate_categories: Sequence[str] | None = None, hour: int | None = None) -> np.ndarray:
@@ -394,12 +403,15 @@ class ExportedPolicy:
         ids = None if candidate_ids is None else [list(candidate_ids)]
         pop = None if popularity is None else np.asarray(popularity)[None]
         cats = None if candidate_categories is None else [list(candidate_categories)]
-        scores, cos_long, cos_short = self._scores([state], cand[None], ids, pop, cats, None if hour is None else [hour])
+        scores, cos_long, cos_short, tracker_z = self._scores([state], cand[None], ids, pop, cats, None if hour is None else [hour])
         metrics = ranking_metrics(scores, lab[None], metric_names([self.reward_metric]))
         new = state.copy()
         new.pending_sums[_P["metric"]] += metrics[self.reward_metric][0]
         new.pending_sums[_P["long_only"]] += ranking_metrics(cos_long, lab[None], [self.reward_metric])[self.reward_metric][0]
         new.pending_sums[_P["short_only"]] += ranking_metrics(cos_short, lab[None], [self.reward_metric])[self.reward_metric][0]
+        if self.observes_tracker:  # the tracker's ranking alone, for its running mean (tracker_metric_ema)
+            alone = ranking_metrics(tracker_z, lab[None], [self.reward_metric])[self.reward_metric][0]
+            new.tracker = dataclasses.replace(new.tracker, pending=new.tracker.pending + alone)  # type: ignore[arg-type]
         new.counters[_C["pending_points"]] += 1
         return new, {k: float(v[0]) for k, v in metrics.items()}
 
@@ -428,12 +440,21 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         _ = manifest["encoder"]["dim"], manifest["replay"]["action_weights"], manifest["scoring"]["config"]
     except (KeyError, TypeError) as exc:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: missing field {exc}; expected the fields written by `interestgym export`") from None
-    if tuple(features) != FEATURE_NAMES:
+    extra = manifest["observation"].get("extra") or []
+    try:
+        expected = [f.name for f in observation_features(tuple(extra))]
+    except (KeyError, ValueError, TypeError):
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: observation.extra {extra!r}; expected names of "
+                                     f"{[f.name for f in EXTRA_FEATURES]}, in that order") from None
+    if features != expected:
         raise ExportFileCorruptError(
             f"{directory / 'manifest.json'}: observation features {features} differ from this interestgym's "
-            f"{list(FEATURE_NAMES)}; export the policy again with this version"
+            f"{expected}; export the policy again with this version"
         )
-    session = None if form == "rule" else _load_graph(directory, manifest, threads)
+    if any(name in TRACKER_FEATURE_NAMES for name in extra) and manifest.get("tracker") is None:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: the policy observes a tracker but has no 'tracker' section; "
+                                     "expected the tracker folder (re-export the run)")
+    session = None if form == "rule" else _load_graph(directory, manifest, threads, N_FEATURES + len(extra))
     try:
         item_ids = json.loads((directory / ITEMS_FILE).read_text(encoding="utf-8"))
         categories = json.loads((directory / CATEGORIES_FILE).read_text(encoding="utf-8"))
@@ -492,7 +513,7 @@ def _load_tracker(directory: Path, manifest: dict[str, Any], item_ids: list[str]
     return tracker
 
 
-def _load_graph(directory: Path, manifest: dict[str, Any], threads: int) -> Any:
+def _load_graph(directory: Path, manifest: dict[str, Any], threads: int, n_obs: int) -> Any:
     """The export's ONNX graph in an onnxruntime session (checked against the manifest's checksums)."""
     import onnxruntime
 
@@ -507,6 +528,6 @@ def _load_graph(directory: Path, manifest: dict[str, Any], threads: int) -> Any:
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for a damaged graph
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
     shape = session.get_inputs()[0].shape
-    if len(shape) != 2 or shape[1] != N_FEATURES:
-        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {N_FEATURES}]")
+    if len(shape) != 2 or shape[1] != n_obs:
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {n_obs}]")
     return session

@@ -130,16 +130,18 @@ class UserState:
         scores with beta_cat).
     :param slot_profiles: time-of-day slot profiles (only when the policy scores with beta_ctx).
     :param tracker: the tracker's window and weight (only when the policy scores with a tracker term).
+    :param drift_window: (m, d) float32, the item vectors of the user's last m <= 2k decisions, oldest
+        first (only when the policy observes the DTW drift).
     """
 
-    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "profiles", "slot_profiles", "stats",
-                 "tracker")
+    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "drift_window", "profiles", "slot_profiles",
+                 "stats", "tracker")
 
     def __init__(self, long_term: np.ndarray, short_term: np.ndarray, shadow: np.ndarray, running_means: np.ndarray,
                  shadow_cos_ema: np.ndarray, counters: np.ndarray, strengths: np.ndarray, pending_sums: np.ndarray,
                  categories: list[str] | None = None, category_decisions: np.ndarray | None = None,
                  category_counts: np.ndarray | None = None, slot_profiles: np.ndarray | None = None,
-                 tracker: TrackerTerm | None = None) -> None:
+                 tracker: TrackerTerm | None = None, drift_window: np.ndarray | None = None) -> None:
         d = int(np.shape(long_term)[0])
         profiles = np.empty((2 + _N_SHADOW, d), dtype=np.float32)
         profiles[0], profiles[1], profiles[2:] = long_term, short_term, shadow
@@ -155,11 +157,13 @@ class UserState:
         self.category_counts = category_counts
         self.slot_profiles = slot_profiles
         self.tracker = tracker
+        self.drift_window = drift_window
 
     @classmethod
     def _of_blocks(cls, profiles: np.ndarray, stats: np.ndarray, counters: np.ndarray, categories: list[str],
                    category_decisions: np.ndarray, category_counts: np.ndarray | None,
-                   slot_profiles: np.ndarray | None, tracker: TrackerTerm | None = None) -> UserState:
+                   slot_profiles: np.ndarray | None, tracker: TrackerTerm | None = None,
+                   drift_window: np.ndarray | None = None) -> UserState:
         """A state owning the given blocks as they are (no copy, no check): the update paths' constructor.
 
         :param profiles: ((2 + len(SHADOW_STRENGTHS)), d) float32; ``stats`` (N_STATS,) float64;
@@ -169,21 +173,22 @@ class UserState:
         state.profiles, state.stats, state.counters = profiles, stats, counters
         state.categories, state.category_decisions = categories, category_decisions
         state.category_counts, state.slot_profiles = category_counts, slot_profiles
-        state.tracker = tracker
+        state.tracker, state.drift_window = tracker, drift_window
         return state
 
     # -------------------------------------------------------------------------------- creation
     @classmethod
     def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False,
-              tracker_weight: float | None = None) -> UserState:
+              tracker_weight: float | None = None, with_drift: bool = False) -> UserState:
         """The state before any event: zero profiles ("no interest known") and zero statistics (and an
-        empty tracker window at ``tracker_weight``, when given)."""
+        empty tracker window at ``tracker_weight``, when given; an empty drift window with ``with_drift``)."""
         empty = np.zeros(0, dtype=np.int64)
         return cls._of_blocks(
             np.zeros((2 + _N_SHADOW, dim), dtype=np.float32), np.zeros(N_STATS), _EMPTY_COUNTERS.copy(), [],
             np.zeros(0, dtype=np.int64), None if n_categories is None else np.zeros(max(n_categories, 1)),
             np.zeros((N_TIME_SLOTS, dim), dtype=np.float32) if with_slots else None,
             None if tracker_weight is None else TrackerTerm(TrackerWindow(empty, empty, empty, None), float(tracker_weight)),
+            np.zeros((0, dim), dtype=np.float32) if with_drift else None,
         )
 
     # ------------------------------------------------------------------ the named fields (views)
@@ -258,6 +263,7 @@ class UserState:
             self.profiles.copy(), self.stats.copy(), self.counters.copy(), list(self.categories),
             self.category_decisions.copy(), None if self.category_counts is None else self.category_counts.copy(),
             None if self.slot_profiles is None else self.slot_profiles.copy(), self.tracker,  # immutable: shared
+            None if self.drift_window is None else self.drift_window.copy(),
         )
 
     def __repr__(self) -> str:
@@ -280,7 +286,9 @@ class UserState:
             w = self.tracker.window
             fields["tracker_window"] = np.stack([w.items, w.actions, w.gaps]).astype(np.int64).reshape(3, -1)
             fields["tracker_last_ts"] = np.array([w.last_ts is not None, w.last_ts or 0], dtype=np.int64)
-            fields["tracker_weight"] = np.array([self.tracker.weight], dtype=np.float64)
+            fields["tracker_stats"] = np.array([self.tracker.weight, self.tracker.metric_ema, self.tracker.pending], dtype=np.float64)
+        if self.drift_window is not None:
+            fields["drift_window"] = self.drift_window
         return fields
 
     def _meta(self) -> dict[str, Any]:
@@ -345,7 +353,7 @@ class UserState:
             running_means=fields["running_means"], shadow_cos_ema=fields["shadow_cos_ema"], counters=fields["counters"],
             strengths=fields["strengths"], pending_sums=fields["pending_sums"], categories=[str(c) for c in categories],
             category_decisions=fields["category_decisions"], category_counts=fields.get("category_counts"),
-            slot_profiles=slots, tracker=_tracker_of_fields(fields),
+            slot_profiles=slots, tracker=_tracker_of_fields(fields), drift_window=_drift_of_fields(fields, d),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -356,7 +364,7 @@ class UserState:
                 and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a))
 
 
-_TRACKER_FIELDS = {"tracker_window": ("<i8", 2), "tracker_last_ts": ("<i8", 1), "tracker_weight": ("<f8", 1)}
+_TRACKER_FIELDS = {"tracker_window": ("<i8", 2), "tracker_last_ts": ("<i8", 1), "tracker_stats": ("<f8", 1)}
 
 
 def _tracker_of_fields(fields: dict[str, np.ndarray]) -> TrackerTerm | None:
@@ -370,11 +378,23 @@ def _tracker_of_fields(fields: dict[str, np.ndarray]) -> TrackerTerm | None:
         arr = fields[name]
         if arr.dtype.str != dtype or arr.ndim != ndim:
             raise StateFormatError(f"user state field {name!r} has dtype {arr.dtype.str} and {arr.ndim} dims; expected {dtype} with {ndim}")
-    window, last, weight = fields["tracker_window"], fields["tracker_last_ts"], fields["tracker_weight"]
-    if window.shape[0] != 3 or last.shape != (2,) or weight.shape != (1,):
-        raise StateFormatError(f"user state tracker fields of shapes {window.shape}, {last.shape}, {weight.shape}; "
-                               "expected (3, k), (2,) and (1,)")
-    if (window < 0).any() or not np.isfinite(weight[0]):
-        raise StateFormatError("user state field 'tracker_window' / 'tracker_weight': negative codes or a non-finite weight")
+    window, last, stats = fields["tracker_window"], fields["tracker_last_ts"], fields["tracker_stats"]
+    if window.shape[0] != 3 or last.shape != (2,) or stats.shape != (3,):
+        raise StateFormatError(f"user state tracker fields of shapes {window.shape}, {last.shape}, {stats.shape}; "
+                               "expected (3, k), (2,) and (3,)")
+    if (window < 0).any() or not np.isfinite(stats).all():
+        raise StateFormatError("user state field 'tracker_window' / 'tracker_stats': negative codes or a non-finite value")
     last_ts = int(last[1]) if last[0] else None
-    return TrackerTerm(TrackerWindow(window[0].copy(), window[1].copy(), window[2].copy(), last_ts), float(weight[0]))
+    return TrackerTerm(TrackerWindow(window[0].copy(), window[1].copy(), window[2].copy(), last_ts),
+                       float(stats[0]), float(stats[1]), float(stats[2]))
+
+
+def _drift_of_fields(fields: dict[str, np.ndarray], dim: int) -> np.ndarray | None:
+    """The drift window of a decoded state (None when it has none)."""
+    window = fields.get("drift_window")
+    if window is None:
+        return None
+    if window.dtype.str != "<f4" or window.ndim != 2 or window.shape[1] != dim:
+        raise StateFormatError(f"user state field 'drift_window' has dtype {window.dtype.str} and shape {window.shape}; "
+                               f"expected <f4 of shape (m, {dim})")
+    return window

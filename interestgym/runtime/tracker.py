@@ -90,10 +90,17 @@ class TrackerWindow:
 class TrackerTerm:
     """The tracker part of a user's state under a policy that scores with a tracker term
     (``score += weight * z(tracker scores)``): the user's window and the weight set at the last decision
-    (a residual agent's sixth action component changes it per decision; a mixture rule keeps its own)."""
+    (a residual agent's sixth action component changes it per decision; a mixture rule keeps its own).
+
+    For an agent that observes the tracker, also ``metric_ema``, the running mean of the step metric of
+    the tracker's ranking alone (the ``tracker_metric_ema`` observation), and ``pending``, the sum of that
+    metric over the scoring points recorded since the last decision (folded in at the next one, with the
+    state's ``pending_points`` count, as the other running means are)."""
 
     window: TrackerWindow
     weight: float
+    metric_ema: float = 0.0
+    pending: float = 0.0
 
 
 class TrackerRuntime:
@@ -170,6 +177,16 @@ class TrackerRuntime:
             items[i, : len(w)], actions[i, : len(w)], gaps[i, : len(w)] = w.items, w.actions, w.gaps
         feeds = {"item_reps": self.items[items], "action": actions, "gap": gaps, "length": length}
         return self._session.run(["state"], feeds)[0]
+
+    def confidence(self, window: TrackerWindow) -> tuple[float, float]:
+        """(top-1 probability, entropy / log(n_items)) of the softmax over the whole catalogue after the
+        window's last decision, in float32 as :func:`interestgym.agents.sequence.scoring.decision_confidence`
+        computes them (the ``tracker_top1_prob`` and ``tracker_entropy`` observations)."""
+        logits = self.items @ self.states([window])[0]
+        shifted = logits - logits.max()
+        logp = shifted - np.log(np.exp(shifted).sum(dtype=np.float32))
+        p = np.exp(logp)
+        return float(p.max()), float(-(p * logp).sum(dtype=np.float32) / np.float32(np.log(len(self.items))))
 
     def score_rows(self, window: TrackerWindow, rows: np.ndarray) -> np.ndarray:
         """Scores of the item-table ``rows`` for one window (float32)."""

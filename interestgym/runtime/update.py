@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from interestgym.core.dtw import window_drift
 from interestgym.core.features import (
     FEATURE_NAMES,
     RUNNING_MEAN_NAMES,
@@ -54,6 +55,7 @@ from interestgym.runtime.state import (
     Event,
     UserState,
 )
+from interestgym.runtime.tracker import TrackerTerm
 
 if TYPE_CHECKING:
     from interestgym.runtime.policy import ExportedPolicy
@@ -102,7 +104,7 @@ def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
     ts = int(event.ts)
     x = policy._item_vector(event.item_vector)
     stats = state.stats.copy()
-    pending = counters[_PENDING_POINTS]
+    pending = counters[_PENDING_POINTS]  # read before the fold zeroes it: decision_extras folds with it too
     if pending > 0:
         stats[_FOLDED] = fold_outcomes(stats[_FOLDED][None], stats[PENDING_SLICE][None], np.array([pending]))[0]
         stats[PENDING_SLICE] = 0.0
@@ -123,7 +125,50 @@ def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
         ts - counters[_LAST_EVENT_TS] if n_events > 0 else 0, ts - counters[_LAST_DECISION_TS] if n_decisions > 0 else 0,
         hour, weekday, n_events, n_decisions, category_count, len(state.categories), counters[_CATEGORY_RUN] if same else 0,
     )
-    return obs, (x, stats, counters, cos, cat, hour)
+    extra, tracker, drift = decision_extras(policy, state, event, x, pending)
+    if extra is not None:
+        obs = np.concatenate([obs, extra[None]], axis=1)
+    return obs, (x, stats, counters, cos, cat, hour, tracker, drift)
+
+
+def decision_extras(policy: ExportedPolicy, state: UserState, event: Event, x: np.ndarray, pending_points: int
+                    ) -> tuple[np.ndarray | None, TrackerTerm | None, np.ndarray | None]:
+    """A decision's extra observations (``policy.extra_obs``, float32, or None when it has none) and the
+    user's tracker term and drift window after it: the event's item joins the tracker's window (the
+    weight is set after the policy acts) and the drift window; the tracker-only metric of the scoring
+    points since the last decision is folded into its running mean, as the replay folds it
+    (``agents.sequence.term.tracker_observations``).
+
+    :param pending_points: the state's scoring points since the last decision (before they are folded).
+    """
+    values: dict[str, float] = {}
+    term = state.tracker
+    if policy.tracker is not None:
+        if term is None:
+            raise InterestGymError("a user state without the tracker's window: the policy scores with a sequence tracker; "
+                                   "start users with policy.new_state()")
+        if event.item_id is None:
+            raise InterestGymError("an event without item_id: the policy scores with a sequence tracker, whose window "
+                                   "holds the ids of the user's last decisions; expected Event(..., item_id=...)")
+        window = policy.tracker.append(term.window, str(event.item_id), event.action, int(event.ts))
+        metric = term.metric_ema
+        if policy.observes_tracker:
+            metric = float(fold_outcomes(np.array([[term.metric_ema]]), np.array([[term.pending]]), np.array([pending_points]))[0, 0])
+            top1, entropy = policy.tracker.confidence(window)
+            values.update(tracker_metric_ema=metric, tracker_top1_prob=top1, tracker_entropy=entropy)
+        term = TrackerTerm(window, term.weight, metric, 0.0)
+    drift = state.drift_window
+    if policy.observes_drift:
+        if drift is None:
+            raise InterestGymError("a user state without the drift window: the policy observes the DTW drift; "
+                                   "start users with policy.new_state()")
+        k = policy.drift_k
+        drift = np.concatenate([drift, x[None].astype(np.float32)])[-2 * k:]
+        values["dtw_drift"] = float(window_drift(drift[None])[0]) if len(drift) == 2 * k else 0.0
+    if not policy.extra_obs:
+        return None, term, drift
+    extra = np.clip(np.array([values[name] for name in policy.extra_obs], dtype=np.float64), 0.0, 1.0).astype(np.float32)
+    return extra, term, drift
 
 
 def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserState:
@@ -138,7 +183,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
         new = state.copy()
         new.counters = np.array(counters, dtype=np.int64)
         return new
-    obs, (x, stats, counters, cos, cat, hour) = observe_one(policy, state, event, counters)
+    obs, (x, stats, counters, cos, cat, hour, tracker, drift) = observe_one(policy, state, event, counters)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
     keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
@@ -174,9 +219,8 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     counters[_LAST_DECISION_TS] = ts
     counters[_N_EVENTS] += 1
     counters[_LAST_EVENT_TS] = ts
-    tracker = policy._tracker_after(state.tracker, event, actions)
     return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots,
-                                tracker)
+                                policy._tracker_weighted(tracker, actions), drift)
 
 
 # -------------------------------------------------------------------------------- many users
@@ -214,7 +258,7 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     profiles = np.stack([s.profiles for s in states])
     stats = np.stack([s.stats for s in states])
     # scoring points recorded since each user's last decision -> running means (rows without keep theirs)
-    pending = counters[:, _PENDING_POINTS]
+    pending = counters[:, _PENDING_POINTS].copy()  # a copy: the fold below zeroes the counters, the extras fold too
     if pending.any():
         stats[:, _FOLDED] = fold_outcomes(stats[:, _FOLDED], stats[:, PENDING_SLICE], pending)
         stats[pending > 0, PENDING_SLICE] = 0.0
@@ -239,6 +283,9 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     # One call for all columns: each column is computed on its own, so this equals the engine's two
     # calls (state features, precomputed log features) to the bit.
     obs = encode_features({**raw, **log}, FEATURE_NAMES, max_action_weight=policy.max_action_weight)
+    extras = [decision_extras(policy, s, e, x[i], int(pending[i])) for i, (s, e) in enumerate(zip(states, events))]
+    if policy.extra_obs:
+        obs = np.concatenate([obs, np.stack([extra for extra, _, _ in extras])], axis=1)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
     keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
@@ -286,7 +333,7 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         out.append(UserState._of_blocks(
             new_profiles[i].copy(), stats[i].copy(), np.array(c, dtype=np.int64), categories, decisions,
             None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy(),  # type: ignore[union-attr]
-            policy._tracker_after(s.tracker, e, actions[i: i + 1])))
+            policy._tracker_weighted(extras[i][1], actions[i: i + 1]), extras[i][2]))
     return out
 
 

@@ -1,0 +1,100 @@
+"""Benchmark: per-event cost in production of a policy whose score weighs a sequence tracker, against the
+same policy without the tracker term, in one run (interleaved).
+
+Takes an export written by ``interestgym export RUN`` for a run whose shipped policy weighs a tracker
+(e.g. the tracker/profile mixture ``context_rule+tracker`` on MovieLens-100K) and the dataset it was
+trained on. Per event, one user: ``policy.update(state, event)`` (a decision: profiles, statistics, the
+tracker's window) then ``policy.score(state, 100 candidates)`` (profiles + popularity + the tracker's
+state and scores, standardised). The reference is the same export with the tracker detached (the rule
+alone: today's runtime path), timed in alternating blocks so that machine load hits both sides alike.
+Prints p50 / p99 in µs and their ratios, the load average, threads pinned to one.
+
+    interestgym export RUN --out /tmp/mix-export
+    python benchmarks/tracker_policy.py /tmp/mix-export runs/data/ml-100k [--events 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import load_line, pin_threads
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("export", type=Path)
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("--events", type=int, default=2000, help="timed events per side")
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--block", type=int, default=100, help="events per alternating block")
+    args = ap.parse_args()
+    pin_threads(1)
+    print(f"threads pinned to 1; {load_line('load before')}")
+
+    from interestgym.data.dataset import Dataset
+    from interestgym.runtime import Event, load_policy
+
+    with_tracker = load_policy(args.export)
+    if with_tracker.tracker is None:
+        sys.exit(f"{args.export}: this export's score weighs no tracker; expected one (e.g. a `<rule>+tracker` mixture)")
+    without = copy.copy(with_tracker)
+    without.tracker = None  # the same rule, scoring, encoder and data files; no tracker term, no window
+    dataset = Dataset.open(args.dataset)
+    emb, _ = dataset.load_embeddings(with_tracker.encoder.get("embeddings"))
+    ids = dataset.items["item_id"].astype(str).tolist()
+    cats = dataset.items["category"].fillna("").astype(str).tolist()
+    rng = np.random.default_rng(0)
+    n = len(ids)
+
+    def warm_state(policy):
+        state = policy.new_state()
+        for t in range(60):  # a user with history: a full tracker window (50 by default)
+            i = int(rng.integers(n))
+            state = policy.update(state, Event(ts=1_000_000 + 60 * t, action="rate", value=5.0, item_vector=emb[i],
+                                               category=cats[i], item_id=ids[i]))
+        return state
+
+    sides = {"with tracker": [with_tracker, warm_state(with_tracker), []], "without": [without, warm_state(without), []]}
+    clock = {"t": 1_000_000 + 3600}
+
+    def one_event(side) -> float:
+        policy, state, _ = side
+        i = int(rng.integers(n))
+        cand = rng.integers(0, n, args.candidates)
+        clock["t"] += 60
+        event = Event(ts=clock["t"], action="rate", value=5.0, item_vector=emb[i], category=cats[i], item_id=ids[i])
+        t0 = time.perf_counter()
+        state = policy.update(state, event)
+        policy.score(state, emb[cand], [ids[c] for c in cand], candidate_categories=[cats[c] for c in cand], hour=12)
+        elapsed = time.perf_counter() - t0
+        side[1] = state
+        return elapsed
+
+    for side in sides.values():  # warm-up
+        for _ in range(50):
+            one_event(side)
+    done = 0
+    while done < args.events:
+        for side in sides.values():
+            side[2].extend(one_event(side) for _ in range(args.block))
+        done += args.block
+    print(f"{args.events} events per side, update + score of {args.candidates} candidates, one user, alternating blocks of {args.block}")
+    stats = {}
+    for name, (_, _, times) in sides.items():
+        us = np.array(times) * 1e6
+        stats[name] = (np.median(us), np.percentile(us, 99))
+        print(f"  {name:<13} p50 {stats[name][0]:7.1f} µs   p99 {stats[name][1]:7.1f} µs")
+    a, b = stats["with tracker"], stats["without"]
+    print(f"ratio with / without the tracker: p50 {a[0] / b[0]:.2f}x, p99 {a[1] / b[1]:.2f}x")
+    print(load_line("load after"))
+
+
+if __name__ == "__main__":
+    main()
