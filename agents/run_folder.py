@@ -173,9 +173,28 @@ def read_tuned_baselines(path: str | Path, *, metric: str, protocol: dict[str, A
     if fits:
         return tuned
     if strict:
-        raise InterestGymError(f"{path}: tuned with another metric, protocol or set of baselines than this run "
-                               f"(metric {saved.get('metric')!r}, expected {metric!r}); tune again without --tuned-baselines")
+        raise InterestGymError(f"{path}: tuned for another setting than this run: {_what_differs(saved, tuned, metric, protocol, tune_users, names)}; "
+                               "tune again without --tuned-baselines")
     return None
+
+
+def _what_differs(saved: dict[str, Any], tuned: dict[str, Any], metric: str, protocol: Any, tune_users: Any,
+                  names: Any) -> str:
+    """The first fields of a saved tuning that do not match the run's, as 'field X, expected Y'."""
+    out = []
+    if saved.get("metric") != metric:
+        out.append(f"metric {saved.get('metric')!r}, expected {metric!r}")
+    if saved.get("tune_users") != tune_users:
+        out.append(f"tune_users {saved.get('tune_users')!r}, expected {tune_users!r}")
+    if saved.get("protocol") != protocol:
+        theirs, ours = saved.get("protocol") or {}, protocol or {}
+        keys = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)] if isinstance(theirs, dict) and isinstance(ours, dict) else []
+        out.append("validation protocol " + (", ".join(f"{k} {theirs.get(k)!r} (expected {ours.get(k)!r})" for k in keys[:3])
+                                             if keys else f"{theirs!r}, expected {ours!r}"))
+    missing = [n for n in names if n not in tuned]
+    if missing:
+        out.append(f"no tuning of {', '.join(missing[:5])}")
+    return "; ".join(out) or "unknown difference"
 
 
 # ---------------------------------------------------------------------------------- evaluation

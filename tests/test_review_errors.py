@@ -113,6 +113,18 @@ def test_a_damaged_tuning_cache_is_tuned_again_not_a_crash(tmp_path):
     assert read_tuned_baselines(path, metric="ndcg@10", protocol={}, names=["ema"], tune_users=None) is None
 
 
+def test_a_tuning_for_other_settings_names_what_differs(tmp_path):
+    import json
+
+    path = tmp_path / "baselines.json"
+    path.write_text(json.dumps({"metric": "ndcg@10", "tune_users": 50, "protocol": {"split": "valid", "n_negatives": 49},
+                                "baselines": {"ema": {"params": {}}}}))
+    kwargs = {"metric": "ndcg@10", "protocol": {"split": "valid", "n_negatives": 99}, "tune_users": 100, "strict": True}
+    with pytest.raises(InterestGymError, match=r"tune_users 50, expected 100; validation protocol n_negatives 49 \(expected 99\); "
+                                               r"no tuning of bayesian_category; tune again"):
+        read_tuned_baselines(path, names=["ema", "bayesian_category"], **kwargs)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"n_boot": 0}, r"--n-boot 0: expected an integer >= 1"),
     ({"n_boot": -1}, r"--n-boot -1: expected an integer >= 1"),

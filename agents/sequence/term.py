@@ -53,7 +53,6 @@ def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str 
     attached = dataclasses.replace(data, point_tracker_z=flat.astype(np.float32), tracker=info)
     if observe is not None:
         obs = tracker_observations(attached, tracker, observe)
-        attached = dataclasses.replace(attached, tracker={**info, "observations": observe})
         attached = attached.with_extra_observations(dict(zip(TRACKER_FEATURE_NAMES, obs.T)))
     return attached
 
