@@ -16,6 +16,7 @@ functions as the training env, so served behaviour cannot drift from what was ev
 from __future__ import annotations
 
 from interestgym.runtime.codec import StateFormatError
+from interestgym.runtime.load import load_policy
 from interestgym.runtime.manifest import (
     FORMAT_VERSION,
     ChecksumMismatchError,
@@ -26,7 +27,7 @@ from interestgym.runtime.manifest import (
     ExportFileMissingError,
     FormatVersionError,
 )
-from interestgym.runtime.policy import ExportedPolicy, load_policy
+from interestgym.runtime.policy import ExportedPolicy
 from interestgym.runtime.state import Event, UserState
 
 __all__ = [

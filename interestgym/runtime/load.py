@@ -1,0 +1,146 @@
+"""Load and verify an export directory: :func:`load_policy` (the manifest and every file's checksum, the
+policy's form and rule, the observation table, the ONNX graph, and the sequence tracker a score weighs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interestgym.core.features import (
+    EXTRA_FEATURES,
+    N_FEATURES,
+    TRACKER_FEATURE_NAMES,
+    observation_features,
+)
+from interestgym.core.rules import RULES, TrackerMixRule
+from interestgym.io import sha256_file
+from interestgym.runtime.manifest import (
+    CATEGORIES_FILE,
+    ITEMS_FILE,
+    POLICY_FILE,
+    POPULARITY_FILE,
+    ExportFileCorruptError,
+    read_verified_manifest,
+)
+from interestgym.runtime.policy import DATA_FILES, POLICY_FORMS, ExportedPolicy
+from interestgym.runtime.tracker import TRACKER_MANIFEST, TrackerRuntime
+
+
+def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None, threads: int = 1) -> ExportedPolicy:
+    """Load and verify an export directory (written by ``interestgym export``).
+
+    :param encoder_fingerprint: the fingerprint of the encoder the caller embeds items with; a
+        mismatch raises :class:`EncoderMismatchError` (``None``: not checked).
+    :param threads: onnxruntime intra-op threads (1 is fastest for this small network per call).
+    :raises ExportError: (an ArtifactError) naming the file and what is wrong.
+    """
+
+    directory = Path(directory)
+    manifest = read_verified_manifest(directory, DATA_FILES)
+    form = str((manifest.get("policy") or {}).get("form", "absolute")) if isinstance(manifest.get("policy"), dict) else "absolute"
+    if form not in POLICY_FORMS:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.form {form!r}; expected one of {', '.join(POLICY_FORMS)}")
+    if form in ("residual", "rule"):
+        rule = manifest["policy"].get("rule")
+        if not isinstance(rule, dict) or not isinstance(rule.get("params"), dict) or _base_rule(rule.get("name")) not in RULES:
+            raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule {rule!r}; expected a rule name "
+                                         f"({', '.join(RULES)}) and its params")
+    try:
+        features = [f["name"] for f in manifest["observation"]["features"]]
+        _ = manifest["encoder"]["dim"], manifest["replay"]["action_weights"], manifest["scoring"]["config"]
+    except (KeyError, TypeError) as exc:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: missing field {exc}; expected the fields written by `interestgym export`") from None
+    extra = manifest["observation"].get("extra") or []
+    try:
+        expected = [f.name for f in observation_features(tuple(extra))]
+    except (KeyError, ValueError, TypeError):
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: observation.extra {extra!r}; expected names of "
+                                     f"{[f.name for f in EXTRA_FEATURES]}, in that order") from None
+    if features != expected:
+        raise ExportFileCorruptError(
+            f"{directory / 'manifest.json'}: observation features {features} differ from this interestgym's "
+            f"{expected}; export the policy again with this version"
+        )
+    if any(name in TRACKER_FEATURE_NAMES for name in extra) and manifest.get("tracker") is None:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: the policy observes a tracker but has no 'tracker' section; "
+                                     "expected the tracker folder (re-export the run)")
+    session = None if form == "rule" else _load_graph(directory, manifest, threads, N_FEATURES + len(extra))
+    try:
+        item_ids = json.loads((directory / ITEMS_FILE).read_text(encoding="utf-8"))
+        categories = json.loads((directory / CATEGORIES_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportFileCorruptError(f"{directory}: {ITEMS_FILE} / {CATEGORIES_FILE} is not valid JSON ({exc})") from None
+    try:
+        popularity = np.load(directory / POPULARITY_FILE, allow_pickle=False)
+    except ValueError as exc:
+        raise ExportFileCorruptError(f"{directory / POPULARITY_FILE}: not a plain .npy array ({exc})") from None
+    if not isinstance(item_ids, list) or popularity.shape != (len(item_ids),) or popularity.dtype != np.float32:
+        raise ExportFileCorruptError(
+            f"{directory / POPULARITY_FILE}: shape {popularity.shape} dtype {popularity.dtype}; expected "
+            f"({len(item_ids) if isinstance(item_ids, list) else '?'},) float32 aligned with {ITEMS_FILE}"
+        )
+    item_ids = [str(i) for i in item_ids]
+    tracker = _load_tracker(directory, manifest, item_ids)
+    policy = ExportedPolicy(directory, manifest, session, item_ids, popularity, [str(c) for c in categories], tracker)
+    if encoder_fingerprint is not None:
+        policy.check_encoder(encoder_fingerprint)
+    return policy
+
+
+def _base_rule(name: Any) -> Any:
+    """The rule a mixture rule (``"<rule>+tracker"``) is built on; any other name as it is."""
+    suffix = TrackerMixRule.SUFFIX
+    return name[: -len(suffix)] if isinstance(name, str) and name.endswith(suffix) else name
+
+
+def _load_tracker(directory: Path, manifest: dict[str, Any], item_ids: list[str]) -> TrackerRuntime | None:
+    """The export's sequence tracker (its folder's manifest checked against the policy manifest's
+    sha256, then every tracker file against the tracker manifest), or None when the policy has none.
+
+    A policy whose score weighs a tracker (``scoring.config.tracker_weight``, or a graph with the sixth,
+    tracker-weight output) must carry one, over the export's own item ids."""
+    info = manifest.get("tracker")
+    weight = float((manifest.get("scoring") or {}).get("config", {}).get("tracker_weight", 0.0) or 0.0)
+    if info is None:
+        if weight != 0:
+            raise ExportFileCorruptError(f"{directory / 'manifest.json'}: scoring.config.tracker_weight {weight} but no 'tracker' "
+                                         "section; expected the tracker folder the score weighs (re-export the run)")
+        return None
+    folder_name = info.get("folder") if isinstance(info, dict) else None
+    if not isinstance(folder_name, str) or Path(folder_name).name != folder_name or folder_name in ("", ".", ".."):
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: tracker.folder {folder_name!r}; expected a folder name inside the export")
+    folder = directory / folder_name
+    found = sha256_file(folder / TRACKER_MANIFEST) if (folder / TRACKER_MANIFEST).is_file() else None
+    if found is None:
+        raise ExportFileCorruptError(f"{folder / TRACKER_MANIFEST}: missing; the policy manifest names this tracker folder")
+    if found != info.get("manifest_sha256"):
+        raise ExportFileCorruptError(f"{folder / TRACKER_MANIFEST}: sha256 {found[:16]}...; the policy manifest records "
+                                     f"{str(info.get('manifest_sha256'))[:16]}... (the tracker was changed after export)")
+    tracker = TrackerRuntime(folder)
+    if tracker.item_ids != item_ids:
+        raise ExportFileCorruptError(f"{folder / 'item_ids.json'}: {len(tracker.item_ids)} item ids that differ from the export's "
+                                     f"{ITEMS_FILE} ({len(item_ids)}); expected the same catalogue, row by row")
+    return tracker
+
+
+def _load_graph(directory: Path, manifest: dict[str, Any], threads: int, n_obs: int) -> Any:
+    """The export's ONNX graph in an onnxruntime session (checked against the manifest's checksums)."""
+    import onnxruntime
+
+    if POLICY_FILE not in (manifest.get("files") or {}):
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: not in the manifest's files; a learned policy's export "
+                                     "carries its graph (re-export the run)")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(str(directory / POLICY_FILE), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for a damaged graph
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 2 or shape[1] != n_obs:
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {n_obs}]")
+    return session
