@@ -236,3 +236,13 @@ def test_the_runtimes_drift_observation_is_the_dtw_of_the_last_2k_items(observin
             assert drift > 0.1  # random items: far from each other
         state = policy.update(state, event)
     assert state.drift_window.shape == (2 * k, policy.dim)
+
+
+def test_the_report_replays_a_run_with_a_tracker_and_extra_observations(observing, tmp_path):
+    """`interestgym report` attaches the run's tracker and extras as train and evaluate do (it failed with
+    'a scoring with tracker_weight ... needs replay data with a sequence tracker attached')."""
+    from interestgym.report.build import build_report
+
+    _, _, run = observing
+    build_report(run, out=tmp_path / "report", timeline_users=1, which_model="final", progress=False)
+    assert (tmp_path / "report" / "actions.png").is_file() and (tmp_path / "report" / "report.md").is_file()

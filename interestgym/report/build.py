@@ -243,7 +243,8 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
                         negatives=str(proto.get("negatives", base.negatives)), exclude=str(proto.get("exclude", base.exclude)),
                         seed=int(proto.get("seed", base.seed)))
     dataset = Dataset.open(config.dataset)
-    data = load_replay_data(dataset, proto.get("embeddings") or config.embeddings, spec)
+    # with the run's tracker and extra observations, as train and evaluate replay it
+    data = config.attach_extras(load_replay_data(dataset, proto.get("embeddings") or config.embeddings, spec))
     if data.n_users == 0:
         skipped.append(f"timelines and actions: split {split!r} of {config.dataset} has no user with a decision")
         return [], 0
