@@ -6,7 +6,8 @@ Takes an export written by ``interestgym export RUN`` for a run whose shipped po
 trained on. Per event, one user: ``policy.update(state, event)`` (a decision: profiles, statistics, the
 tracker's window) then ``policy.score(state, 100 candidates)`` (profiles + popularity + the tracker's
 state and scores, standardised). The reference is the same export with the tracker detached (the rule
-alone: today's runtime path), timed in alternating blocks so that machine load hits both sides alike.
+alone: today's runtime path), or ``--reference EXPORT`` (for an agent that observes the tracker, which
+cannot run without it), timed in alternating blocks so that machine load hits both sides alike.
 Prints p50 / p99 in µs and their ratios, the load average, threads pinned to one.
 
     interestgym export RUN --out /tmp/mix-export
@@ -34,6 +35,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=2000, help="timed events per side")
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--block", type=int, default=100, help="events per alternating block")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="another export to compare with (default: EXPORT with its tracker detached, which needs an "
+                         "export that does not observe the tracker)")
     args = ap.parse_args()
     pin_threads(1)
     print(f"threads pinned to 1; {load_line('load before')}")
@@ -44,8 +48,14 @@ def main() -> None:
     with_tracker = load_policy(args.export)
     if with_tracker.tracker is None:
         sys.exit(f"{args.export}: this export's score weighs no tracker; expected one (e.g. a `<rule>+tracker` mixture)")
-    without = copy.copy(with_tracker)
-    without.tracker = None  # the same rule, scoring, encoder and data files; no tracker term, no window
+    if args.reference is not None:
+        without = load_policy(args.reference)
+    elif with_tracker.extra_obs:
+        sys.exit(f"{args.export}: this policy observes the tracker, so it cannot run with the tracker detached; "
+                 "give --reference EXPORT (e.g. the same run's rule, exported without a tracker)")
+    else:
+        without = copy.copy(with_tracker)
+        without.tracker = None  # the same rule, scoring, encoder and data files; no tracker term, no window
     dataset = Dataset.open(args.dataset)
     emb, _ = dataset.load_embeddings(with_tracker.encoder.get("embeddings"))
     ids = dataset.items["item_id"].astype(str).tolist()
@@ -61,7 +71,7 @@ def main() -> None:
                                                category=cats[i], item_id=ids[i]))
         return state
 
-    sides = {"with tracker": [with_tracker, warm_state(with_tracker), []], "without": [without, warm_state(without), []]}
+    sides = {"with tracker": [with_tracker, warm_state(with_tracker), []], "reference": [without, warm_state(without), []]}
     clock = {"t": 1_000_000 + 3600}
 
     def one_event(side) -> float:
@@ -91,8 +101,8 @@ def main() -> None:
         us = np.array(times) * 1e6
         stats[name] = (np.median(us), np.percentile(us, 99))
         print(f"  {name:<13} p50 {stats[name][0]:7.1f} µs   p99 {stats[name][1]:7.1f} µs")
-    a, b = stats["with tracker"], stats["without"]
-    print(f"ratio with / without the tracker: p50 {a[0] / b[0]:.2f}x, p99 {a[1] / b[1]:.2f}x")
+    a, b = stats["with tracker"], stats["reference"]
+    print(f"ratio with the tracker / reference: p50 {a[0] / b[0]:.2f}x, p99 {a[1] / b[1]:.2f}x")
     print(load_line("load after"))
 
 
