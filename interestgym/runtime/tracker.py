@@ -178,11 +178,20 @@ class TrackerRuntime:
         feeds = {"item_reps": self.items[items], "action": actions, "gap": gaps, "length": length}
         return self._session.run(["state"], feeds)[0]
 
+    def state(self, window: TrackerWindow) -> np.ndarray:
+        """(hidden,) the state of one window, computed once per window object: a window is immutable, so
+        the state is kept on it (an update's observation and the scores that follow share one graph call)."""
+        h = window.__dict__.get("_state")
+        if h is None:
+            h = self.states([window])[0]
+            object.__setattr__(window, "_state", h)  # a cache of a value derived from the frozen fields
+        return h
+
     def confidence(self, window: TrackerWindow) -> tuple[float, float]:
         """(top-1 probability, entropy / log(n_items)) of the softmax over the whole catalogue after the
         window's last decision, in float32 as :func:`interestgym.agents.sequence.scoring.decision_confidence`
         computes them (the ``tracker_top1_prob`` and ``tracker_entropy`` observations)."""
-        logits = self.items @ self.states([window])[0]
+        logits = self.items @ self.state(window)
         shifted = logits - logits.max()
         logp = shifted - np.log(np.exp(shifted).sum(dtype=np.float32))
         p = np.exp(logp)
@@ -190,8 +199,7 @@ class TrackerRuntime:
 
     def score_rows(self, window: TrackerWindow, rows: np.ndarray) -> np.ndarray:
         """Scores of the item-table ``rows`` for one window (float32)."""
-        h = self.states([window])[0]
-        return np.einsum("ch,h->c", self.items[np.asarray(rows, dtype=np.int64)], h)
+        return np.einsum("ch,h->c", self.items[np.asarray(rows, dtype=np.int64)], self.state(window))
 
     def standardised_scores(self, windows: Sequence[TrackerWindow], candidate_ids: np.ndarray) -> np.ndarray:
         """(B, C) float32: each user's scores of their candidates standardised over the candidates
@@ -206,7 +214,7 @@ class TrackerRuntime:
         valid = (rows >= 0) & has[:, None]
         scores = np.zeros(ids.shape, dtype=np.float32)
         if has.any():
-            h = self.states([w for w, ok in zip(windows, has) if ok])
+            h = np.stack([self.state(w) for w, ok in zip(windows, has) if ok])
             scores[has] = np.einsum("bch,bh->bc", self.items[np.maximum(rows[has], 0)], h)
         return standardise_scores(np.where(valid, scores, np.float32(0.0)), valid)
 
