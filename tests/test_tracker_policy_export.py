@@ -245,4 +245,7 @@ def test_the_report_replays_a_run_with_a_tracker_and_extra_observations(observin
 
     _, _, run = observing
     build_report(run, out=tmp_path / "report", timeline_users=1, which_model="final", progress=False)
-    assert (tmp_path / "report" / "actions.png").is_file() and (tmp_path / "report" / "report.md").is_file()
+    assert (tmp_path / "report" / "actions.png").is_file()
+    text = (tmp_path / "report" / "report.md").read_text()
+    # what the agent does with the tracker's weight, and when (by the tracker's recent ranking quality)
+    assert "tracker weight" in text and "top third of tracker_metric_ema" in text

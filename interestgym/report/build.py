@@ -110,6 +110,20 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
         base_ours, base_theirs = category_forgetting_factor(fixed, ours), category_forgetting_factor(fixed, theirs)
         change = ours_actions[:, 4] if ours_actions.shape[1] >= 5 else np.zeros(len(obs))
         columns["keep"] = (np.clip(base_ours + change, 0.0, 1.0), base_theirs)
+    tracker_note = None
+    if ours_actions.shape[1] >= 6:  # the tracker's weight, moved by the sixth component (as the engine moves it)
+        from interestgym.core.transition import apply_tracker_change
+
+        base = np.full(len(obs), float(reference.scoring.tracker_weight))
+        weight = apply_tracker_change(base, np.clip(ours_actions[:, 5], -1.0, 1.0))
+        columns["tracker weight"] = (weight, base)
+        names_seen = list(res.feature_names)
+        if "tracker_metric_ema" in names_seen and len(obs) >= 3:
+            ema = obs[:, names_seen.index("tracker_metric_ema")]
+            low, high = np.quantile(ema, [1 / 3, 2 / 3])
+            tracker_note = (f"The tracker weight averages {weight[ema >= high].mean():.3f} where the tracker has ranked well for "
+                            f"the user lately (top third of tracker_metric_ema) and {weight[ema <= low].mean():.3f} where it "
+                            f"has ranked badly (bottom third); the reference keeps {base[0]:g}.")
 
     def sentence(mask: np.ndarray) -> str:
         return ", ".join(f"{n} {a[mask].mean():.3f} vs {b[mask].mean():.3f} ({a[mask].mean() - b[mask].mean():+.3f})"
@@ -118,6 +132,8 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
     everyone = np.ones(len(obs), dtype=bool)
     lines = [f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
              f"{len(obs):,} decisions, policy vs rule): {sentence(everyone)}."]
+    if tracker_note:
+        lines.append(tracker_note)
     if "user_type" in dataset.events.columns:
         types = dataset.events.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
         user_type = types.reindex(res.decisions["user_id"].astype(str)).to_numpy()
