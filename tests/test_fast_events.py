@@ -55,7 +55,11 @@ def test_first_equal_stays_exact_when_keys_and_hashes_collide(monkeypatch: pytes
     assert first_equal(pa.array(values, pa.binary()), rows).tolist() == _expected_first([values[r] for r in rows])
 
 
-def test_lines_match_raw_lines_blank_and_utf8(tmp_path: Path) -> None:
+# scan blocks of 7 bytes (lines and rare bytes across block edges); a UTF-8 check by line or of the whole file
+@pytest.mark.parametrize(("block", "decode_lines"), [(1 << 22, 20000), (7, 0)])
+def test_lines_match_raw_lines_blank_and_utf8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, decode_lines: int) -> None:
+    monkeypatch.setattr(fast_lines, "_SCAN_BLOCK", block)
+    monkeypatch.setattr(fast_lines, "_DECODE_LINES", decode_lines)
     data = (b"\xef\xbb\xbfa,b\r\n\r\n  \t\nx\r\r\ny\rz\n\xc3\x28bad\n\xe2\x82\xacok\n \x0b\n" + b"last,no,newline")
     path = tmp_path / "f.csv"
     path.write_bytes(data)
@@ -72,11 +76,25 @@ def test_lines_match_raw_lines_blank_and_utf8(tmp_path: Path) -> None:
             return True
 
     assert L.bad_utf8.tolist() == [bad(raw) for _, raw in want]
+    for byte in (9, 13, ord('"'), ord("x")):
+        assert L.has_byte(byte).tolist() == [bytes([byte]) in raw for _, raw in want]
 
 
-@pytest.mark.parametrize("loop", [4096, 0])  # bytes.find loop; numpy pass
-def test_attention_flags_exactly_the_lines_python_rules_may_change(monkeypatch: pytest.MonkeyPatch, loop: int) -> None:
+@pytest.mark.parametrize("longest", [7, 8, 40])  # packed words; first_equal's index
+def test_identity_is_exact(longest: int) -> None:
+    rng = random.Random(longest)
+    pool = [bytes(rng.randrange(256) for _ in range(rng.randint(0, longest))) for _ in range(50)]
+    pool += [p + b"\0" for p in pool[:10] if len(p) < longest] + [b""]
+    values = [rng.choice(pool) for _ in range(500)]
+    ids = fast_lines.identity(pa.array(values, pa.binary())).tolist()
+    assert [ids[i] == ids[j] for i in range(0, 500, 7) for j in range(0, 500, 11)] == \
+        [values[i] == values[j] for i in range(0, 500, 7) for j in range(0, 500, 11)]
+
+
+@pytest.mark.parametrize(("loop", "block"), [(4096, 1 << 22), (0, 1 << 22), (4096, 5)])  # bytes.find loop; numpy pass; small scan blocks
+def test_attention_flags_exactly_the_lines_python_rules_may_change(monkeypatch: pytest.MonkeyPatch, loop: int, block: int) -> None:
     monkeypatch.setattr(fast_lines, "_FIND_LOOP", loop)
+    monkeypatch.setattr(fast_lines, "_SCAN_BLOCK", block)
     lines = [b"a,b,c", b" a,b", b"a ,b", b"a, b", b"a,b ", b"a b,c", b"a\x00,b", b"a,\x7f", b"a\xc2\xa0,b", b"\xe3\x80\x80x",
              b"plain,text", b"", b" ", b"a,\tb", b"a\x1fb", b"x,y"]
     L = Lines(b"\n".join(lines) + b"\n")
@@ -87,6 +105,12 @@ def test_attention_flags_exactly_the_lines_python_rules_may_change(monkeypatch: 
         return any(b in special for b in line) or any(f != f.strip(b" ") for f in line.split(b","))
 
     assert L.attention(ord(",")).tolist() == [needs(line) for line in lines]
+    tab_special = special - {9}  # a TSV: the tab is the delimiter
+
+    def needs_tab(line: bytes) -> bool:
+        return any(b in tab_special for b in line) or any(f != f.strip(b" ") for f in line.split(b"\t"))
+
+    assert L.attention(9).tolist() == [needs_tab(line) for line in lines]
 
 
 @pytest.mark.parametrize("few", [2048, 0])  # slices; Arrow's replace / take

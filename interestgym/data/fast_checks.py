@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from interestgym.data.columns import id_reason
-from interestgym.data.fast_lines import first_equal
+from interestgym.data.fast_lines import first_equal, identity
 from interestgym.data.tables import cell
 from interestgym.data.times import TS_MAX, TS_MIN, TimeParser
 
@@ -154,8 +154,11 @@ class Template:
         self.parts = list(string.Formatter().parse(template))
         self.simple = all(conv is None and not spec for _, f, spec, conv in self.parts if f is not None)
 
-    def render(self, rows: np.ndarray, columns: dict[str, Column]) -> pa.Array:
-        """The item text of each row in ``rows``, as :func:`~interestgym.data.events._render` gives it."""
+    def render(self, rows: np.ndarray, columns: dict[str, Column], taken: dict[str, pa.Array] | None = None) -> pa.Array:
+        """The item text of each row in ``rows``, as :func:`~interestgym.data.events._render` gives it.
+
+        :param taken: where the cells of ``rows`` taken from a column are kept by its name (for the caller to reuse).
+        """
         from interestgym.data.events import _render
 
         if not self.simple:
@@ -170,7 +173,14 @@ class Template:
                 pieces.append(pa.scalar(literal, pa.large_string()))
             if field is not None:
                 col = columns.get(field)
-                pieces.append(take(col.stripped, rows) if col is not None else pa.scalar("", pa.large_string()))
+                if col is None:
+                    pieces.append(pa.scalar("", pa.large_string()))
+                    continue
+                if taken is None or field not in taken:
+                    cells = take(col.stripped, rows)
+                    if taken is not None:
+                        taken[field] = cells
+                pieces.append(taken[field] if taken is not None else cells)
         if not any(isinstance(p, pa.Array) for p in pieces):
             text = "".join(p.as_py() for p in pieces).strip()
             return pa.array([text] * len(rows), pa.large_string())
@@ -232,9 +242,19 @@ def _first(mask: np.ndarray, default: int) -> int:
     return int(hits[0]) if len(hits) else default
 
 
-def _present(codes: np.ndarray) -> np.ndarray:
-    """The distinct values of small non-negative codes (a count per code: no sort)."""
-    return np.flatnonzero(np.bincount(codes)) if len(codes) else np.zeros(0, np.int64)
+def _first_fit(values: np.ndarray) -> tuple[int, bool]:
+    """The first of ``values`` in the range of unix seconds or of milliseconds (``len(values)``: none),
+    and whether in seconds. A short prefix is looked at first: in most logs the first number decides."""
+    lo, step = 0, 1024
+    while lo < len(values):
+        part = values[lo: lo + step]
+        fits_s = (part >= TS_MIN) & (part < TS_MAX)
+        fits = fits_s | ((part >= TS_MIN * 1000) & (part < TS_MAX * 1000))
+        k = _first(fits, len(part))
+        if k < len(part):
+            return lo + k, bool(fits_s[k])
+        lo, step = lo + step, step * 16
+    return len(values), False
 
 
 def _number(value: Any) -> float | None:
@@ -273,45 +293,54 @@ class TimeCheck:
         plain = (np.asarray(pc.fill_null(pc.and_(pc.ascii_is_decimal(ts_raw), pc.less_equal(pc.binary_length(ts_raw), 15)), False))
                  if ts_raw is not None and times.fmt in ("auto", "unix", "unix_ms") else np.zeros(n, dtype=bool))
         plain &= reach
-        number = np.zeros(n, dtype=np.float64)
-        if plain.any():
-            number[plain] = np.asarray(pc.cast(ts_raw.filter(pa.array(plain)), pa.int64())).astype(np.float64)
+        # the plain integers (at most 15 digits: exact as floats, so TimeParser's floor(float(v)) is v itself)
+        plain_rows = np.flatnonzero(plain)
+        plain_values = (np.asarray(pc.cast(ts_raw if len(plain_rows) == n else ts_raw.filter(pa.array(plain)), pa.int64()))
+                        if len(plain_rows) else np.zeros(0, np.int64))
         others = np.flatnonzero(reach & ~plain)
         other_cells = self.cells(others)
         neither = np.zeros(n, dtype=bool)
         if times.fmt == "auto" and self.unit is None:
             # The first number in the range of seconds or milliseconds decides the unit; numbers before it
             # decide nothing and are rejected ("neither"), as TimeParser does while its unit is None.
-            numeric = plain.copy()
-            for i, v in zip(others, other_cells):
-                got = _number(v)
-                if got is not None:
-                    numeric[i], number[i] = True, got
-            at = np.flatnonzero(numeric)
-            values = number[at]
-            fits_s = (values >= TS_MIN) & (values < TS_MAX)
-            fits_ms = (values >= TS_MIN * 1000) & (values < TS_MAX * 1000)
-            k = _first(fits_s | fits_ms, len(at))
-            if k < len(at):
-                self.unit = "unix" if fits_s[k] else "unix_ms"
-                self.decided_at = int(at[k])
-            neither[at[:k]] = True
+            numbers = [(int(i), got) for i, v in zip(others, other_cells) if (got := _number(v)) is not None]
+            k, in_seconds = _first_fit(plain_values)
+            decided = int(plain_rows[k]) if k < len(plain_rows) else n
+            for i, got in numbers:  # a number among the other cells (few) may come first
+                if i >= decided:
+                    break
+                fits_s = TS_MIN <= got < TS_MAX
+                if fits_s or TS_MIN * 1000 <= got < TS_MAX * 1000:
+                    decided, in_seconds = i, fits_s
+                    break
+            if decided < n:
+                self.unit = "unix" if in_seconds else "unix_ms"
+                self.decided_at = decided
+            before = int(np.searchsorted(plain_rows, decided))  # the plain rows before it: a prefix
+            at = np.sort(np.concatenate([plain_rows[:before], np.array([i for i, _ in numbers if i < decided], dtype=np.int64)]))
+            neither[at] = True
+            plain_rows, plain_values = plain_rows[before:], plain_values[before:]
             cell_of = dict(zip(others.tolist(), other_cells))
             reasons.reject(neither, {int(i): f"time out of range: {cell_of.get(int(i), ts_raw[int(i)].as_py() if ts_raw is not None else None)!s} "
-                                     "is neither unix seconds nor milliseconds in 1990..2100" for i in at[:k]})
+                                     "is neither unix seconds nor milliseconds in 1990..2100" for i in at})
         unit = self.unit
         fmt = times.fmt if times.fmt != "auto" else unit
         keep_other = ~neither[others]
         others, other_cells = others[keep_other], [c for c, k in zip(other_cells, keep_other) if k]
-        plain &= ~neither
-        if plain.any() and fmt in ("unix", "unix_ms"):
-            got = np.floor(number) if fmt == "unix" else np.floor(number / 1000.0)
-            fast = plain & (got >= TS_MIN) & (got < TS_MAX)
-            ts[fast] = got[fast].astype(np.int64)
-            mode[fast] = modes.index(fmt)
-            slow = np.flatnonzero(plain & ~fast)  # out of range: TimeParser words the reason
-            others = np.concatenate([others, slow])
-            other_cells = other_cells + self.cells(slow)
+        if len(plain_rows) and fmt in ("unix", "unix_ms"):
+            # floor(v / 1000.0) is v // 1000 for integers under 2**53 / 1000 * 1000 (the quotient is exact enough)
+            got = plain_values if fmt == "unix" else plain_values // 1000
+            fits = (got >= TS_MIN) & (got < TS_MAX)
+            rows = plain_rows
+            if not fits.all():
+                rows, got, slow = rows[fits], got[fits], rows[~fits]  # out of range: TimeParser words the reason
+                others = np.concatenate([others, slow])
+                other_cells = other_cells + self.cells(slow)
+            ts[rows] = got
+            mode[rows] = modes.index(fmt)
+        elif len(plain_rows):  # iso or a pattern (not reached: plain is only looked for with numeric formats)
+            others = np.concatenate([others, plain_rows])
+            other_cells = other_cells + self.cells(plain_rows)
         scratch = TimeParser(times.fmt)
         scratch.unit = unit
         parsed: dict[Any, tuple[int | None, str | None, str | None]] = {}
@@ -330,8 +359,7 @@ class TimeCheck:
         if why:
             # A reason names the formats the file used so far ("expected unix seconds or ..."): parse each
             # rejected time again with the parser's state as the line reader would have it at that row.
-            succeeded = mode >= 0
-            first_of_mode = {int(m): _first(succeeded & (mode == m), n) for m in _present(mode[succeeded])}
+            first_of_mode = {m: first for m, (first, _) in self.modes_read().items()}
             cells_of = dict(zip(others.tolist(), other_cells))
             for i in sorted(why):
                 used = set(times.counts) | {modes[m] for m, f in first_of_mode.items() if f < i}
@@ -345,14 +373,16 @@ class TimeCheck:
     def commit(self) -> None:
         """Update the reader's parser as parsing every row in order would have: the unit, and the counts
         per format (in the order each format was first read)."""
-        times, mode = self.times, self.mode
+        times = self.times
         if times.fmt == "auto" and times.unit is None and self.unit is not None:
             times.unit = self.unit
-        done = mode >= 0
-        if done.any():
-            firsts = sorted((_first(mode == m, self.n), int(m)) for m in _present(mode[done]))
-            for _, m in firsts:
-                times.counts[self.modes[m]] += int((mode == m).sum())
+        for m, (_, count) in sorted(self.modes_read().items(), key=lambda e: e[1][0]):
+            times.counts[self.modes[m]] += count
+
+    def modes_read(self) -> dict[int, tuple[int, int]]:
+        """For each format (index into ``modes``) a time was read in so far: (its first row, its count)."""
+        counts = np.bincount(self.mode + 1, minlength=len(self.modes) + 1)[1:]  # mode -1 (not read) to bin 0
+        return {m: (int(np.argmax(self.mode == m)), int(c)) for m, c in enumerate(counts.tolist()) if c}
 
 
 def check_actions(rows: _RowChecker, col: Column | None, n: int, reasons: Reasons) -> tuple[np.ndarray, list[str | None]]:
@@ -409,10 +439,10 @@ class ItemsFromRows:
         self.conflicts: dict[str, int] = {}
         self.first_conflict: str | None = None
 
-    def texts(self, rows: np.ndarray, columns: dict[str, Column]) -> pa.Array:
-        """The item text of each row in ``rows``."""
+    def texts(self, rows: np.ndarray, columns: dict[str, Column], taken: dict[str, pa.Array] | None = None) -> pa.Array:
+        """The item text of each row in ``rows`` (``taken``: as :meth:`Template.render`'s)."""
         if self.template is not None:
-            return self.template.render(rows, columns)
+            return self.template.render(rows, columns, taken)
         col = columns.get("text")
         return take(col.stripped, rows) if col is not None else blank_strings(len(rows))
 
@@ -429,9 +459,11 @@ class ItemsFromRows:
         first = first_equal(item.stripped, valid)
         heads = np.flatnonzero(first == np.arange(len(valid)))  # ascending: items in order of first row
         reg = valid[heads]  # each item's registering row (its first valid row), per item
-        texts = self.texts(reg, columns)
+        taken: dict[str, pa.Array] = {}  # columns' cells of the rows ``reg``
+        texts = self.texts(reg, columns, taken)
         empty = np.asarray(pc.equal(pc.binary_length(texts), 0))
-        if empty.any():
+        late = bool(empty.any())  # some item is registered by a later row than its first
+        if late:
             # items whose first row has no text: their first valid row with text registers them (n: none does),
             # and their valid rows before it are rejected, as the line reader rejects each in turn
             no_text = np.zeros(len(valid), dtype=bool)
@@ -460,21 +492,30 @@ class ItemsFromRows:
         in_head_order = order is registered and len(registered) == len(reg)  # every item registered, none moved
         self.text = texts if in_head_order else take(texts, order)
         cat, sub_col = columns.get("category"), columns.get("subcategory")
-        self.category = take(cat.stripped, reg_rows) if cat is not None else blank_strings(len(reg_rows))
-        self.subcategory = take(sub_col.stripped, reg_rows) if sub_col is not None else blank_strings(len(reg_rows))
+
+        def cells(name: str, col: Column | None) -> pa.Array:
+            if col is None:
+                return blank_strings(len(reg_rows))
+            return taken[name] if in_head_order and name in taken else take(col.stripped, reg_rows)
+
+        self.category, self.subcategory = cells("category", cat), cells("subcategory", sub_col)
         if cat is None:
             return
         # category changes: a valid row after its item's registering row, with a category, a different one
-        reg_of_head = np.zeros(len(valid), dtype=np.int64)
-        reg_of_head[heads] = reg
-        still = np.flatnonzero(reasons.ok()[valid])
-        rows, ref = valid[still], reg_of_head[first[still]]
-        later = rows != ref
-        rows, ref = rows[later], ref[later]
+        if late:  # rows were rejected, items registered by later rows: the rows still valid, but those
+            reg_of_head = np.zeros(len(valid), dtype=np.int64)
+            reg_of_head[heads] = reg
+            still = np.flatnonzero(reasons.ok()[valid])
+            rows, ref = valid[still], reg_of_head[first[still]]
+            later = rows != ref
+            rows, ref = rows[later], ref[later]
+        else:  # every valid row still is, and each item's first row registers it: the rows after the first
+            still = np.flatnonzero(first != np.arange(len(valid)))
+            rows, ref = valid[still], valid[first[still]]
         if not len(rows):
             return
-        row_cat = take(cat.stripped, rows)
-        differs = np.asarray(pc.and_(pc.greater(pc.binary_length(row_cat), 0), pc.not_equal(row_cat, take(cat.stripped, ref))))
+        same = identity(cat.stripped)  # exact: equal numbers for equal categories
+        differs = (same[rows] != same[ref]) & (np.asarray(pc.binary_length(cat.stripped))[rows] > 0)
         rows, ref = rows[differs], ref[differs]
         items = take(item.stripped, rows).to_pylist()
         for it in items:  # one entry per item, in the order of its first change (a dict, as the line reader's)
