@@ -249,3 +249,30 @@ def test_the_report_replays_a_run_with_a_tracker_and_extra_observations(observin
     text = (tmp_path / "report" / "report.md").read_text()
     # what the agent does with the tracker's weight, and when (by the tracker's recent ranking quality)
     assert "tracker weight" in text and "top third of tracker_metric_ema" in text
+
+
+def test_the_service_serves_an_agent_that_weighs_and_observes_a_tracker_as_evaluated(observing, tmp_path):
+    """`interestgym serve` passes item ids to the runtime (events, rankings, outcomes): replaying the test
+    users over HTTP gives the evaluator's metrics at every scoring point."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+    from test_serve import _client, _replay_requests
+
+    from interestgym.serve.service import InterestService, ServeConfig
+
+    data_path, _, run = observing
+    export_run(run, tmp_path / "export", which="final")
+    dataset, data, reference = _evaluated(run, "final")
+    requests = _replay_requests(dataset, data)
+    service = InterestService.open(ServeConfig(export=str(tmp_path / "export"), store="memory://", items=str(data_path)))
+    got: dict[str, dict] = {}
+    with _client(service) as client:
+        users = list(requests)
+        for k in range(0, len(users), 4):
+            response = client.post("/v1/events", json={"events": [e for u in users[k:k + 4] for e in requests[u]]})
+            assert response.status_code == 200, response.text
+            got.update({r["event_id"]: r for r in response.json()["results"] if r["kind"] == "outcome"})
+        ranked = client.post("/v1/rank", json={"user_id": users[0], "candidates": dataset.items["item_id"].astype(str).tolist()[:5]})
+        assert ranked.status_code == 200 and len(ranked.json()["ranking"]) == 5
+    for metric in ("auc", "mrr", "ndcg@10", "hit@10"):
+        served = np.array([got[str(key)]["metrics"][metric] for key in reference.points["point_key"]])
+        np.testing.assert_array_equal(served, reference.points[metric].to_numpy(), err_msg=metric)
