@@ -41,3 +41,13 @@ def small_train_config(dataset: Path, run_dir: Path, **overrides):
             "batch_size": 32, "n_epochs": 1, "eval_every": 64, "checkpoint_every": 64, "eval_users": None,
             "progress_bar": False, "reward_baseline": None, "net_arch": [8]}
     return TrainConfig(**{**base, **overrides})
+
+
+def tiny_tracker(data: Path, run_dir: Path, model: str = "gru") -> Path:
+    """Train a tiny sequence tracker (window 6, hidden 16, 2 epochs: seconds) on ``data`` into ``run_dir``."""
+    from interestgym.agents.sequence.config import SequenceConfig
+    from interestgym.agents.sequence.train import train_sequence
+
+    train_sequence(SequenceConfig(dataset=str(data), run_dir=str(run_dir), model=model, window=6, hidden=16, max_epochs=2,
+                                  batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
+    return run_dir

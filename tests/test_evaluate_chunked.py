@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from agents_fixtures import tiny_synthetic
+from agents_fixtures import tiny_synthetic, tiny_tracker
 from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
 
 from interestgym.data.dataset import Dataset
@@ -85,14 +85,11 @@ def test_a_run_trained_with_a_tracker_evaluates_chunk_by_chunk(tmp_path):
     whose rows depend on the batch at float32 rounding, so its numbers are compared to 1e-6."""
     from agents_fixtures import small_train_config
     from env_fixtures import make_dataset
-    from interestgym.agents.sequence.config import SequenceConfig
-    from interestgym.agents.sequence.train import train_sequence
     from interestgym.agents.train import train_run
 
     data = make_dataset(tmp_path / "ds", n_users=24, n_items=40, dim=8)
     tracker = tmp_path / "tracker"
-    train_sequence(SequenceConfig(dataset=str(data), run_dir=str(tracker), model="gru", window=6, hidden=16, max_epochs=2,
-                                  batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
+    tiny_tracker(data, tracker)
     run = tmp_path / "ppo"
     train_run(small_train_config(data, run, reward_baseline="best", sequence=str(tracker), tune_users=None))
     baselines = (run / "baselines.json").read_text()

@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from agents_fixtures import small_train_config
+from agents_fixtures import small_train_config, tiny_tracker
 from env_fixtures import make_dataset
-from interestgym.agents.sequence.config import SequenceConfig
-from interestgym.agents.sequence.train import train_sequence
 from interestgym.agents.train import train_run
 from interestgym.envs.replay_data import load_replay_data
 from interestgym.envs.vector import evaluate_policy
@@ -34,8 +32,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trkpol")
     data = make_dataset(root / "ds", n_users=24, n_items=40, dim=8)
     seq = root / "seq"
-    train_sequence(SequenceConfig(dataset=str(data), run_dir=str(seq), model="gru", window=6, hidden=16, max_epochs=2,
-                                  batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
+    tiny_tracker(data, seq)
     run = root / "ppo"
     train_run(small_train_config(data, run, reward_baseline="ema_two_profile", sequence=str(seq), tracker_observations=False))
     path = run / "config.json"

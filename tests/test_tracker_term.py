@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from agents_fixtures import tiny_tracker
 from env_fixtures import make_dataset
 from interestgym.agents.rules import make_baseline
-from interestgym.agents.sequence.config import SequenceConfig
 from interestgym.agents.sequence.scoring import load_tracker
 from interestgym.agents.sequence.term import (
     TrackerMixRule,
     attach_tracker,
     tune_tracker_weight,
 )
-from interestgym.agents.sequence.train import train_sequence
 from interestgym.agents.tuning import validation_scorer
 from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
 from interestgym.envs.vector import evaluate_policy
@@ -33,8 +32,7 @@ def paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("term")
     data = make_dataset(root / "ds", n_users=24, n_items=40, dim=8)
     run = root / "run"
-    train_sequence(SequenceConfig(dataset=str(data), run_dir=str(run), model="gru", window=6, hidden=16, max_epochs=2,
-                                  batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
+    tiny_tracker(data, run)
     return data, run
 
 
