@@ -273,3 +273,21 @@ def test_the_service_serves_an_agent_that_weighs_and_observes_a_tracker_as_evalu
     for metric in ("auc", "mrr", "ndcg@10", "hit@10"):
         served = np.array([got[str(key)]["metrics"][metric] for key in reference.points["point_key"]])
         np.testing.assert_array_equal(served, reference.points[metric].to_numpy(), err_msg=metric)
+
+
+def test_evaluating_a_run_with_its_own_tracker_lists_its_mixture_once(trained, observing, tmp_path):
+    """`interestgym evaluate RUN --sequence TRACKER`: one mixture row of the best rule with that tracker.
+    When the run's own tuned `<rule>+tracker` is a row (its reference), evaluate adds no second,
+    identical `<rule>+<tracker name>`; otherwise it tunes and adds that mixture."""
+    from interestgym.evaluation.run import evaluate_run
+
+    for k, (_, seq, run) in enumerate((trained, observing)):
+        evaluate_run(run, out=tmp_path / f"ev{k}", n_boot=20, progress=False, sequence_runs=(seq,))
+        doc = json.loads((tmp_path / f"ev{k}" / "evaluation.json").read_text())
+        rows = doc["summary"]["policies"]
+        mixes = [n for n in rows if n.endswith(("+tracker", "+gru")) and rows[n]["kind"] == "baseline"]
+        assert len(mixes) == 1, mixes
+        assert "gru" in rows
+        tuned = json.loads((run / "baselines.json").read_text())["baselines"]
+        if any(n.endswith("+tracker") for n in tuned):  # the run tuned its own mixture: that is the row
+            assert mixes[0].endswith("+tracker")

@@ -295,6 +295,10 @@ def evaluate_run(
     for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
         tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
         policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
+        if f"{base_name}+tracker" in names and getattr(config, "sequence", None) and \
+                Path(config.sequence).resolve() == Path(seq_dir).resolve():
+            attach.append(None)  # the run's own mixture of this rule and tracker is a row already (its baselines.json)
+            continue
         # and the best tuned rule mixed with it, the weight tuned on the same validation users
         mix, table = tune_tracker_weight(attach_tracker(tune_data, tracker), make_baseline(base_name, **tuned[base_name]["params"]),
                                          metric, tune_users)
