@@ -89,3 +89,32 @@ def test_unsupported_dtype_is_refused():
         encode_bytes({"s": np.array(["a"])})
     with pytest.raises(StateFormatError, match="values"):
         decode_json(json.dumps({"codec": 1, "fields": {"x": {"dtype": "<f4", "shape": [3], "data": [1.0]}}}))
+
+
+def _tracker_state_json() -> dict:
+    from interestgym.runtime.state import UserState
+
+    return json.loads(UserState.empty(4, tracker_weight=0.5, with_drift=True).to_json())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.pop("tracker_stats"), r"tracker fields \['tracker_window', 'tracker_last_ts'\]; expected all of"),
+    (lambda f: f["tracker_stats"].update(shape=[2], data=[0.5, 0.0]), r"tracker fields of shapes .*expected \(3, k\), \(2,\) and \(3,\)"),
+    (lambda f: f["tracker_stats"].update(data=[float("nan"), 0.0, 0.0]), r"'tracker_stats': negative codes or a non-finite value"),
+    (lambda f: f["drift_window"].update(dtype="<f8"), r"'drift_window' has dtype <f8 and shape \(0, 4\); expected <f4 of shape \(m, 4\)"),
+])
+def test_a_damaged_tracker_or_drift_field_is_refused_naming_it(edit, message):
+    """A state whose tracker window / statistics or drift window is damaged is refused, naming the field,
+    and a version-1 state (no such fields) still reads."""
+    from interestgym.runtime.state import UserState
+
+    doc = _tracker_state_json()
+    edit(doc["fields"])
+    with pytest.raises(StateFormatError, match=message):
+        UserState.from_json(json.dumps(doc))
+    old = _tracker_state_json()
+    for name in ("tracker_window", "tracker_last_ts", "tracker_stats", "drift_window"):
+        old["fields"].pop(name)
+    old["meta"]["state_version"] = 1
+    state = UserState.from_json(json.dumps(old))
+    assert state.tracker is None and state.drift_window is None
