@@ -191,6 +191,9 @@ def decision_confidence(data: Any, model: SequenceTracker, seqs: DecisionSequenc
     table = torch.as_tensor(item_table(model))
     top1 = np.empty(data.n_decisions, dtype=np.float32)
     entropy = np.empty(data.n_decisions, dtype=np.float32)
+    # a batch holds (rows x catalogue) logits and two temporaries: at most 2^24 floats each (64 MB), so a
+    # large catalogue gets fewer rows per batch rather than gigabytes of logits
+    batch_size = max(1, min(batch_size, (1 << 24) // max(int(table.shape[0]), 1)))
     for s in range(0, data.n_decisions, batch_size):
         logp = torch.log_softmax(torch.as_tensor(states[s: s + batch_size]) @ table.T, dim=1)
         top1[s: s + batch_size] = logp.max(dim=1).values.exp().numpy()
