@@ -121,7 +121,6 @@ class ExportedPolicy:
         self._beta_cat = float(self.scoring.get("beta_cat", 0.0))
         self._beta_ctx = float(self.scoring.get("beta_ctx", 0.0))
         self._context_rate = float(self.scoring.get("context_rate", 0.0))
-        # None in the manifest = tied to the action (1 - a_L), as in the engine
         self._beta_trk = float(self.scoring.get("tracker_weight", 0.0) or 0.0)
         # Observations after FEATURES (core.features.EXTRA_FEATURES) the graph reads: the tracker's, the DTW drift
         observation = manifest.get("observation") or {}
@@ -130,6 +129,7 @@ class ExportedPolicy:
         self.observes_tracker = any(name in TRACKER_FEATURE_NAMES for name in self.extra_obs)
         self.observes_drift = "dtw_drift" in self.extra_obs
         self.drift_k = int(observation.get("drift_window") or DRIFT_WINDOW)
+        # None in the manifest = tied to the action (1 - a_L), as in the engine
         fixed_forgetting = self.scoring.get("category_forgetting", 1.0)
         self._fixed_forgetting = None if fixed_forgetting is None else float(fixed_forgetting)
         # The one-event path's helpers: the observation encoder (the core's features to the bit, see
@@ -178,7 +178,8 @@ class ExportedPolicy:
     def act(self, observations: np.ndarray) -> np.ndarray:
         """Observations (n, n_obs) -> env actions float32 in [-1, 1]: (n, 4) from the ONNX graph or
         the shipped rule; (n, 5) for a residual policy (the rule's action plus the graph's change, the
-        fifth component changing the category keep factor; :func:`interestgym.core.rules.compose_residual`)."""
+        fifth component changing the category keep factor; :func:`interestgym.core.rules.compose_residual`),
+        (n, 6) for one trained with a tracker (the sixth changes the tracker's weight)."""
         obs = np.ascontiguousarray(observations, dtype=np.float32)
         if obs.ndim != 2 or obs.shape[1] != self.n_obs:
             raise InterestGymError(f"observations of shape {obs.shape}; expected (n, {self.n_obs})")
@@ -324,7 +325,8 @@ class ExportedPolicy:
         return self.tracker.standardised_scores([t.window for t in terms], ids), weights  # type: ignore[union-attr]
 
     def _scores(self, states: list[UserState], cand: np.ndarray, candidate_ids: Any, popularity: Any,
-                candidate_categories: Any, hour: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                candidate_categories: Any, hour: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(scores, cos(L, c), cos(S, c), the tracker's standardised scores or None), each (B, C)."""
         b, c, _ = cand.shape
         long_term = np.stack([s.long_term for s in states])
         short_term = np.stack([s.short_term for s in states])
