@@ -93,7 +93,8 @@ def _category_of(state: UserState, category: str, last_category: int) -> tuple[i
 # -------------------------------------------------------------------------------- one event
 def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
                 counters: list[int] | None = None) -> tuple[np.ndarray, tuple]:
-    """The observation (1, N_FEATURES) of a decision event, and what :func:`update_one` reuses of it.
+    """The observation (1, policy.n_obs) of a decision event (the features, then the policy's extra
+    observations, :func:`decision_extras`), and what :func:`update_one` reuses of it.
 
     Pending scoring points are folded into a copy of the stats (the engine folds them at the end of the
     step that scored them, i.e. before this observation); ``state`` is not modified.
