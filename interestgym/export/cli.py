@@ -61,6 +61,13 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
         click.echo(f"  verified on {result.n_verified} {verify_split} observations: max |ONNX - SB3| = {result.max_abs_action_diff:.2e}")
     for name, entry in m["files"].items():
         click.echo(f"  {name:<16} {entry['bytes']:>10,} bytes  sha256 {entry['sha256'][:16]}...")
+    tracker = m.get("tracker")
+    if tracker:
+        click.echo(f"  {tracker['folder'] + '/':<16} the sequence tracker the score weighs (weight {tracker['weight']:g}; "
+                   f"tracker.json sha256 {tracker['manifest_sha256'][:16]}...): events need item_id")
+    extra = m["observation"].get("extra") or []
+    if extra and policy["form"] != "rule":
+        click.echo(f"  observes, after the {len(m['observation']['features']) - len(extra)} features: {', '.join(extra)}")
     if m.get("evaluation") is None:
         click.echo(f"  (no evaluation.json in the run: run `interestgym evaluate {run_dir}` first to record metrics in the manifest)")
 
