@@ -187,6 +187,7 @@ class InterestTrainingCallback(BaseCallback):
     # ------------------------------------------------------------------ rollout statistics
     def _reset_rollout_stats(self) -> None:
         self._actions: list[np.ndarray] = []
+        self._tracker_weights: list[float] = []
         self._rewards: list[np.ndarray] = []
         self._metric: list[float] = []
         self._metric_minus_reference: list[float] = []
@@ -222,9 +223,16 @@ class InterestTrainingCallback(BaseCallback):
             self.save_checkpoint()
 
     def _on_step(self) -> bool:
-        actions = self.locals.get("clipped_actions")
-        if actions is not None:
-            self._actions.append(action_to_strengths(actions))
+        infos = self.locals.get("infos") or []
+        if infos and all("strengths" in info for info in infos):
+            # the strengths the env applied (for a residual agent, the rule's action plus the learned change)
+            self._actions.append(np.stack([info["strengths"] for info in infos]))
+            if all("tracker_weight" in info for info in infos):
+                self._tracker_weights.extend(info["tracker_weight"] for info in infos)
+        else:
+            actions = self.locals.get("clipped_actions")
+            if actions is not None:
+                self._actions.append(action_to_strengths(actions))
         vecnorm = self.model.get_vec_normalize_env()
         # the env's own reward (VecNormalize hands PPO a normalised one)
         raw = vecnorm.get_original_reward() if vecnorm is not None else self.locals.get("rewards")
@@ -252,6 +260,8 @@ class InterestTrainingCallback(BaseCallback):
             self.logger.record("charts/update_rate", float(updated.mean()))
             for j, name in enumerate(ACTION_NAMES[: acts.shape[1]]):
                 self.logger.record(f"charts/mean_{name}", float(acts[:, j].mean()))
+        if self._tracker_weights:
+            self.logger.record("charts/mean_tracker_weight", float(np.mean(self._tracker_weights)))
         if self._rewards:
             self.logger.record("charts/mean_reward", float(np.concatenate(self._rewards).mean()))
         if self._metric:

@@ -174,6 +174,8 @@ class StepOutput:
     point_index: np.ndarray
     point_metrics: dict[str, np.ndarray]
     points: PointScores | None = None
+    #: (n,) the tracker's weight in each row's scoring at this decision (the data has a tracker attached), else None
+    tracker_weight: np.ndarray | None = None
 
 
 class ReplayEngine:
@@ -345,7 +347,7 @@ class ReplayEngine:
             scored=scored, n_points=n_points, done=done, strengths=strengths,
             point_row=point_row, point_index=point_index,
             point_metrics={k: v for k, v in point_metrics.items() if not k.startswith("_")},
-            points=points,
+            points=points, tracker_weight=beta_trk if data.point_tracker_z is not None else None,
         )
 
     def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray,

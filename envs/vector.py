@@ -200,6 +200,12 @@ class InterestReplayVecEnv(VecEnv):
         # the agent's own metric at a scored step (the reward may be baseline-subtracted)
         infos: list[dict[str, Any]] = [{"scored": bool(s), "metric": float(m)} if s else {"scored": False}
                                        for s, m in zip(scored, main[:n])]
+        # what was applied (a residual agent's action is a change; these are the strengths it led to)
+        for i, applied in enumerate(out.strengths[:n]):
+            infos[i]["strengths"] = applied
+        if out.tracker_weight is not None:
+            for i, weight in enumerate(out.tracker_weight[:n].tolist()):
+                infos[i]["tracker_weight"] = weight
         finished = np.nonzero(dones)[0]
         if len(finished):
             fin_term = finished[terminated[finished]]

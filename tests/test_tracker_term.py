@@ -205,6 +205,12 @@ def test_training_with_a_tracker_gives_the_agent_the_tracker_lever(paths, tmp_pa
     # by default the agent also observes the tracker, after the FEATURES
     assert saved["config"]["tracker_observations"] is True
     assert policy.act(np.zeros((3, N_FEATURES + len(TRACKER_FEATURE_NAMES)), np.float32)).shape == (3, 6)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "ppo" / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    weights = [e.value for e in acc.Scalars("charts/mean_tracker_weight")]  # the lever, watched in TensorBoard
+    assert weights and all(0.0 <= w <= 3.0 for w in weights)
 
 
 def test_an_unknown_reference_is_refused_naming_the_rows(paths, tmp_path):
@@ -252,3 +258,22 @@ def test_tracker_observations_follow_the_trackers_own_ranking_and_confidence(set
     p /= p.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(obs[:, 1], p.max(axis=1), atol=1e-5)
     np.testing.assert_allclose(obs[:, 2], -(p * np.log(p)).sum(axis=1) / np.log(p.shape[1]), atol=1e-5)
+
+
+def test_the_vector_env_reports_the_applied_strengths_and_tracker_weight(setup):
+    """A residual agent acts with a change: the env's infos carry what was applied (the strengths and,
+    with a tracker, its weight), which the training charts average. A zero change applies the rule's."""
+    from interestgym.core.protocol import action_to_strengths
+    from interestgym.envs.vector import InterestReplayVecEnv
+
+    _, _, attached = setup
+    rule = make_baseline("ema_two_profile", long_rate=0.2, short_rate=0.5, short_weight=0.4)
+    venv = InterestReplayVecEnv(attached, n_envs=3, seed=0, residual_to=TrackerMixRule(rule, 0.5), scoring=TrackerMixRule(rule, 0.5).scoring)
+    obs = venv.reset()
+    for change in (0.0, 0.4):
+        venv.step_async(np.tile(np.array([0, 0, 0, 0, 0, change], np.float32), (3, 1)))
+        expected = action_to_strengths(rule.act(obs))
+        obs, _, _, infos = venv.step_wait()
+        np.testing.assert_array_equal(np.stack([i["strengths"] for i in infos]), expected)
+        # clip(weight + TRACKER_CHANGE_SCALE * change, 0, 3), the scale being 1
+        assert [i["tracker_weight"] for i in infos] == [0.5 + float(np.float32(change))] * 3
