@@ -263,8 +263,9 @@ def test_tracker_observations_follow_the_trackers_own_ranking_and_confidence(set
 def test_the_vector_env_reports_the_applied_strengths_and_tracker_weight(setup):
     """A residual agent acts with a change: the env's infos carry what was applied (the strengths and,
     with a tracker, its weight), which the training charts average. A zero change applies the rule's."""
-    from interestgym.core.protocol import action_to_strengths
     from interestgym.envs.vector import InterestReplayVecEnv
+
+    from interestgym.core.protocol import action_to_strengths
 
     _, _, attached = setup
     rule = make_baseline("ema_two_profile", long_rate=0.2, short_rate=0.5, short_weight=0.4)
