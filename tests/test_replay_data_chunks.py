@@ -18,9 +18,9 @@ from interestgym.envs.replay_build import (
     _RepeatCheck,
     chunk_user_lists,
     iter_replay_chunks,
-    resolve_exclusion,
 )
 from interestgym.envs.replay_data import ProtocolSpec, build_replay_data
+from interestgym.envs.replay_points import resolve_exclusion
 
 from interestgym.data.dataset import Dataset, _row_groups_overlapping
 from interestgym.errors import ArtifactError, InterestGymError
