@@ -40,9 +40,10 @@ def trained():
     venv = VecNormalize(DummyVecEnv([_BoxEnv, _BoxEnv]), norm_obs=True, norm_reward=False, clip_obs=3.0)
     venv.seed(0)
     model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=2, seed=0, policy_kwargs={"net_arch": [32, 32]}, device="cpu")
-    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.logger import Logger
 
-    model.set_logger(configure(None, []))  # SB3 would otherwise leave a folder in /tmp
+    # no output at all (SB3's configure(None, ...) still makes a folder in /tmp for every call)
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(128)
     venv.training = False
     return model, venv
