@@ -291,3 +291,15 @@ def test_evaluating_a_run_with_its_own_tracker_lists_its_mixture_once(trained, o
         tuned = json.loads((run / "baselines.json").read_text())["baselines"]
         if any(n.endswith("+tracker") for n in tuned):  # the run tuned its own mixture: that is the row
             assert mixes[0].endswith("+tracker")
+
+
+def test_a_decision_on_an_item_the_tracker_does_not_know_leaves_its_window(trained, tmp_path):
+    """An item added to a service after the export has a vector but no tracker row: the profiles move,
+    the tracker's window stays (as TrackerRuntime.update treats an item outside its catalogue)."""
+    data_path, _, run = trained
+    export_run(run, tmp_path / "export", which="rule")
+    policy = load_policy(tmp_path / "export")
+    emb, _ = Dataset.open(data_path).load_embeddings(None)
+    state = policy.update(policy.new_state(), Event(ts=10, action="click", item_vector=emb[0], item_id=policy.item_ids[0]))
+    after = policy.update(state, Event(ts=20, action="click", item_vector=emb[1], item_id="added-later"))
+    assert after.counter("n_decisions") == 2 and after.tracker.window.items.tolist() == state.tracker.window.items.tolist()

@@ -151,7 +151,10 @@ def decision_extras(policy: ExportedPolicy, state: UserState, event: Event, x: n
         if event.item_id is None:
             raise InterestGymError("an event without item_id: the policy scores with a sequence tracker, whose window "
                                    "holds the ids of the user's last decisions; expected Event(..., item_id=...)")
-        window = policy.tracker.append(term.window, str(event.item_id), event.action, int(event.ts))
+        # an item outside the tracker's catalogue (e.g. added to a service after the export) is not one
+        # the tracker can read: its window stays as it is, as TrackerRuntime.update leaves it
+        item = str(event.item_id)
+        window = policy.tracker.append(term.window, item, event.action, int(event.ts)) if item in policy.tracker.row else term.window
         metric = term.metric_ema
         if policy.observes_tracker:
             metric = float(fold_outcomes(np.array([[term.metric_ema]]), np.array([[term.pending]]), np.array([pending_points]))[0, 0])
