@@ -137,6 +137,25 @@ def check_run_embedding(run_dir: str | Path, saved: dict[str, Any], config: Any)
         )
 
 
+def check_run_tracker(run_dir: str | Path, saved: dict[str, Any], config: Any) -> None:
+    """Refuse a run whose sequence tracker (``config.sequence``) holds other weights than the ones it was
+    trained with (retrained in place): its scores and observations would come from another model."""
+    if not getattr(config, "sequence", None):
+        return
+    recorded = (((saved.get("protocol") or {}).get("train") or {}).get("tracker") or {}).get("sha256")
+    if not recorded:
+        return  # runs from before the tracker's identity was recorded
+    from interestgym.agents.sequence.term import cached_tracker
+
+    now = cached_tracker(str(config.sequence)).info.get("sha256")
+    if now != recorded:
+        raise ArtifactError(
+            f"{Path(run_dir) / CONFIG_FILE}: the run was trained with the tracker {config.sequence} whose weights had "
+            f"sha256 {recorded}; that folder now holds {now}: it was retrained after this run. Train the run again, "
+            "or point config.sequence at the tracker it was trained with"
+        )
+
+
 # ------------------------------------------------------------------------------ tuned baselines
 def write_tuned_baselines(path: str | Path, *, metric: str, tune_users: int | None, protocol: dict[str, Any],
                           baselines: dict[str, Any]) -> None:

@@ -128,8 +128,7 @@ def main() -> None:
 
 
 def _measure(args: argparse.Namespace, workdir: Path) -> None:
-    from interestgym.agents.config import TrainConfig
-    from interestgym.agents.run_folder import load_model
+    from interestgym.agents.run_folder import load_model, run_train_config
     from interestgym.envs.replay_data import load_replay_data
 
     from interestgym.data.dataset import Dataset
@@ -146,9 +145,9 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     export_dir = workdir / "export"
     export_run(run_dir, export_dir, which=args.model, verify_observations=1000)
     run = load_model(run_dir, args.model)
-    config = TrainConfig.from_dict(run.config["config"])
+    config = run_train_config(run_dir, run.config)  # the run's settings, as evaluate reads them (old runs too)
     dataset = Dataset.open(config.dataset)
-    data = load_replay_data(dataset, config.embeddings, config.protocol_spec("test"))
+    data = config.attach_extras(load_replay_data(dataset, config.embeddings, config.protocol_spec("test")))
     policy = load_policy(export_dir, threads=args.threads)
     model, vecnorm = run.model, run.vecnormalize
 

@@ -39,7 +39,8 @@ from interestgym.progress import progress_bar
 class ReplayStep(NamedTuple):
     """One lock-step of :func:`replay_users`.
 
-    ``rows``: the engine rows that stepped; ``observations``: what the policy saw (len(rows), N_FEATURES);
+    ``rows``: the engine rows that stepped; ``observations``: what the policy saw (len(rows), N_FEATURES + the
+    data's extra observations);
     ``output``: the engine's :class:`StepOutput` (aligned with ``rows``); ``engine``: the engine, whose
     state arrays (``long_term[rows]`` ...) hold the rows' state after this step's update.
     """
@@ -214,7 +215,7 @@ class StateRecord:
     observations its rows saw, the strengths the state's stepping rule stepped with, and the scoring
     points of those decisions (``points.point_row``: position among these decisions)."""
 
-    observations: np.ndarray  #: (n, N_FEATURES) float32
+    observations: np.ndarray  #: (n, N_FEATURES + the data's extra observations) float32
     strengths: np.ndarray  #: (n, 4) the stepped (a_L, a_S, w, p)
     points: PointScores | None  #: None: no scoring point among the decisions
     point_index: np.ndarray  #: (P,) global scoring-point index of each point

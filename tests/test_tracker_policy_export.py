@@ -303,3 +303,106 @@ def test_a_decision_on_an_item_the_tracker_does_not_know_leaves_its_window(train
     state = policy.update(policy.new_state(), Event(ts=10, action="click", item_vector=emb[0], item_id=policy.item_ids[0]))
     after = policy.update(state, Event(ts=20, action="click", item_vector=emb[1], item_id="added-later"))
     assert after.counter("n_decisions") == 2 and after.tracker.window.items.tolist() == state.tracker.window.items.tolist()
+
+
+def test_a_new_users_first_decision_on_an_unknown_item_under_an_observing_policy(observing, tmp_path):
+    """The tracker has no state for an empty window: its confidence is taken as a uniform softmax."""
+    data_path, _, run = observing
+    export_run(run, tmp_path / "export", which="final")
+    policy = load_policy(tmp_path / "export")
+    emb, _ = Dataset.open(data_path).load_embeddings(None)
+    event = Event(ts=10, action="click", item_vector=emb[0], item_id="added-later")
+    extra = dict(zip(policy.extra_obs, policy.observe(policy.new_state(), event)[-len(policy.extra_obs):]))
+    assert extra["tracker_top1_prob"] == np.float32(1.0 / len(policy.tracker.items))
+    assert extra["tracker_entropy"] == np.float32(1.0)
+    after = policy.update(policy.new_state(), event)
+    assert after.counter("n_decisions") == 1 and len(after.tracker.window) == 0
+
+
+def test_a_windows_cached_state_belongs_to_the_tracker_that_computed_it(trained, tmp_path):
+    """Two trackers reading one window (an A/B test, a re-export): each scores with its own state."""
+    from agents_fixtures import tiny_tracker
+
+    from interestgym.export.tracker import export_tracker
+    from interestgym.runtime.tracker import load_tracker_runtime
+
+    data_path, seq, _ = trained
+    other = tiny_tracker(data_path, tmp_path / "sasrec", model="sasrec")
+    a = load_tracker_runtime(export_tracker(seq, tmp_path / "a").out)
+    b = load_tracker_runtime(export_tracker(other, tmp_path / "b").out)
+    window = a.new_window()
+    for t, item in enumerate(a.item_ids[:4]):
+        window = a.update(window, item, "click", 100 * t)
+    ids = a.item_ids[5:10]
+    scored_by_a = a.score(window, ids)
+    fresh = type(window)(window.items.copy(), window.actions.copy(), window.gaps.copy(), window.last_ts)
+    np.testing.assert_array_equal(b.score(window, ids), b.score(fresh, ids))
+    assert not np.array_equal(b.score(window, ids), scored_by_a)
+
+
+def test_export_refuses_a_run_whose_tracker_was_retrained_after_it(trained, tmp_path):
+    _, _, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    saved["protocol"]["train"]["tracker"]["sha256"] = {"model.pt": "0" * 64}  # the weights it was trained with
+    (copy / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ArtifactError, match=r"config.json: the run was trained with the tracker .* retrained after this run"):
+        export_run(copy, tmp_path / "export", which="rule")
+
+
+def test_states_that_do_not_fit_the_policys_tracker_are_refused_naming_the_field(observing, tmp_path):
+    from interestgym.runtime import StateFormatError
+
+    data_path, _, run = observing
+    export_run(run, tmp_path / "export", which="final")
+    policy = load_policy(tmp_path / "export")
+    emb, _ = Dataset.open(data_path).load_embeddings(None)
+    state = policy.new_state()
+    for i in range(3):
+        state = policy.update(state, Event(ts=10 * i, action="click", item_vector=emb[i], item_id=policy.item_ids[i]))
+    event = Event(ts=100, action="click", item_vector=emb[5], item_id=policy.item_ids[5])
+
+    def edited(edit):
+        doc = json.loads(state.to_json())
+        edit(doc["fields"])
+        return json.dumps(doc)
+
+    def window_item(f):  # an item row past the catalogue (a state stored under another export)
+        f["tracker_window"]["data"][0] = 10**6
+
+    def window_action(f):  # an action code past the tokens
+        f["tracker_window"]["data"][len(f["tracker_window"]["data"]) // 3] = 99
+
+    def drift_nan(f):
+        f["drift_window"]["data"][0] = float("nan")
+
+    with pytest.raises(InterestGymError, match=r"'tracker_window': items outside \[0, "):
+        policy.update(UserState.from_json(edited(window_item)), event)
+    with pytest.raises(StateFormatError, match=r"'tracker_window': action codes up to 99"):
+        UserState.from_json(edited(window_action))
+    with pytest.raises(StateFormatError, match=r"'drift_window' holds a non-finite value"):
+        UserState.from_json(edited(drift_nan))
+    # a plain state (no tracker, no drift) is written as version 1: a reader from before still reads it
+    assert json.loads(UserState.empty(4).to_json())["meta"]["state_version"] == 1
+    assert json.loads(state.to_json())["meta"]["state_version"] == 2
+
+
+def test_a_graph_with_a_tracker_output_but_no_tracker_is_refused(trained, tmp_path):
+    from interestgym.runtime.manifest import (
+        read_manifest,
+        seal_manifest,
+        write_manifest,
+    )
+
+    _, _, run = trained
+    out = tmp_path / "export"
+    export_run(run, out, which="final")
+    manifest = read_manifest(out)
+    manifest.pop("tracker")
+    manifest["scoring"]["config"]["tracker_weight"] = 0.0
+    shutil.rmtree(out / "tracker")
+    (out / "manifest.json").unlink()  # re-sealed below over the remaining files, as an edited export would be
+    write_manifest(out, seal_manifest(out, {k: v for k, v in manifest.items() if k not in ("files", "manifest_sha256")}))
+    with pytest.raises(ArtifactError, match=r"policy.onnx: the graph's action has 6 components.*no 'tracker' section"):
+        load_policy(out)

@@ -219,6 +219,7 @@ def evaluate_run(
             transfer_to(path, saved, config, Path(dataset), embeddings, out)
         elif embeddings is None or embeddings == config.embeddings:
             run_folder.check_run_embedding(path, saved, config)
+            run_folder.check_run_tracker(path, saved, config)
     elif (path / "manifest.json").is_file():
         if dataset is not None:
             raise InterestGymError(f"--dataset {dataset}: only a training run transfers to another dataset; {path} is a dataset")
@@ -295,8 +296,8 @@ def evaluate_run(
     for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
         tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
         policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
-        if f"{base_name}+tracker" in names and getattr(config, "sequence", None) and \
-                Path(config.sequence).resolve() == Path(seq_dir).resolve():
+        if f"{base_name}+tracker" in names and getattr(config, "sequence", None) and which_model in ("best", "shipped") and \
+                Path(config.sequence).resolve() == Path(seq_dir).resolve():  # the run's mixture uses the best weights too
             attach.append(None)  # the run's own mixture of this rule and tracker is a row already (its baselines.json)
             continue
         # and the best tuned rule mixed with it, the weight tuned on the same validation users

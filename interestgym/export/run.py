@@ -33,6 +33,7 @@ from interestgym.agents.run_folder import (
     EVALUATION_FILE,
     SHIPPED_FILE,
     check_run_embedding,
+    check_run_tracker,
     load_model,
     read_evaluation,
     read_run_config,
@@ -118,6 +119,7 @@ def export_run(
     if not config.dataset:
         raise ArtifactError(f"{run_dir / CONFIG_FILE}: field config.dataset is empty; expected the training dataset's path")
     check_run_embedding(run_dir, saved, config)
+    check_run_tracker(run_dir, saved, config)
     dataset = Dataset.open(config.dataset)
     emb_name = dataset.resolve_embeddings(config.embeddings)
     _, emb_meta = dataset.load_embeddings(emb_name)

@@ -130,8 +130,8 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
                          for n, (a, b) in columns.items())
 
     everyone = np.ones(len(obs), dtype=bool)
-    lines = [f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
-             f"{len(obs):,} decisions, policy vs rule): {sentence(everyone)}."]
+    lines = [(f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
+              f"{len(obs):,} decisions, policy vs rule): {sentence(everyone)}.")]
     if tracker_note:
         lines.append(tracker_note)
     if "user_type" in dataset.events.columns:
@@ -241,6 +241,7 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     import torch
 
     from interestgym.agents.run_folder import (
+        check_run_tracker,
         load_run_choice,
         run_reference,
         run_train_config,
@@ -251,6 +252,7 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
 
     torch.set_num_threads(1)  # tiny MLP inference: one thread is fastest (see TrainConfig.torch_threads)
     config = run_train_config(run_dir, conf)
+    check_run_tracker(run_dir, conf, config)
     # The evaluated protocol (embeddings, negatives, seed) wins over the run's, so the figures show
     # the same replay as the table.
     proto = (evaluation or {}).get("protocol", {})

@@ -84,6 +84,11 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         )
     item_ids = [str(i) for i in item_ids]
     tracker = _load_tracker(directory, manifest, item_ids)
+    if session is not None and tracker is None:
+        width = next((o.shape[1] for o in session.get_outputs() if o.name == "action" and len(o.shape) == 2), None)
+        if isinstance(width, int) and width >= 6:
+            raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components, the sixth "
+                                         "moving a tracker's weight, but the manifest has no 'tracker' section; re-export the run")
     policy = ExportedPolicy(directory, manifest, session, item_ids, popularity, [str(c) for c in categories], tracker)
     if encoder_fingerprint is not None:
         policy.check_encoder(encoder_fingerprint)

@@ -322,6 +322,8 @@ class ExportedPolicy:
         ids = np.asarray(candidate_ids, dtype=object)
         if ids.shape != shape:
             raise InterestGymError(f"candidate_ids of shape {ids.shape}; expected {shape} (one id per candidate vector)")
+        for t in terms:
+            self.tracker.check_window(t.window, "user state field 'tracker_window'")  # type: ignore[union-attr]
         return self.tracker.standardised_scores([t.window for t in terms], ids), weights  # type: ignore[union-attr]
 
     def _scores(self, states: list[UserState], cand: np.ndarray, candidate_ids: Any, popularity: Any,

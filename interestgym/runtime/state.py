@@ -29,6 +29,7 @@ import numpy as np
 
 from interestgym.core.clock import N_TIME_SLOTS, hour_weekday
 from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
+from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS
 from interestgym.runtime.codec import (
     StateFormatError,
     decode_bytes,
@@ -292,7 +293,10 @@ class UserState:
         return fields
 
     def _meta(self) -> dict[str, Any]:
-        return {"state_version": STATE_VERSION, "categories": list(self.categories)}
+        # version 1 when none of version 2's fields is present: a reader of version 1 (before the upgrade,
+        # e.g. after a rollback) still reads what it can represent
+        version = STATE_VERSION if self.tracker is not None or self.drift_window is not None else 1
+        return {"state_version": version, "categories": list(self.categories)}
 
     def to_bytes(self) -> bytes:
         """Compact binary form (header + float32 / float64 / int64 arrays + CRC-32); no pickle."""
@@ -384,6 +388,9 @@ def _tracker_of_fields(fields: dict[str, np.ndarray]) -> TrackerTerm | None:
                                "expected (3, k), (2,) and (3,)")
     if (window < 0).any() or not np.isfinite(stats).all():
         raise StateFormatError("user state field 'tracker_window' / 'tracker_stats': negative codes or a non-finite value")
+    for row, name, high in ((1, "action codes", N_ACTIONS), (2, "gap buckets", N_GAP_BUCKETS)):
+        if window.shape[1] and window[row].max() >= high:
+            raise StateFormatError(f"user state field 'tracker_window': {name} up to {int(window[row].max())}; expected < {high}")
     last_ts = int(last[1]) if last[0] else None
     return TrackerTerm(TrackerWindow(window[0].copy(), window[1].copy(), window[2].copy(), last_ts),
                        float(stats[0]), float(stats[1]), float(stats[2]))
@@ -397,4 +404,6 @@ def _drift_of_fields(fields: dict[str, np.ndarray], dim: int) -> np.ndarray | No
     if window.dtype.str != "<f4" or window.ndim != 2 or window.shape[1] != dim:
         raise StateFormatError(f"user state field 'drift_window' has dtype {window.dtype.str} and shape {window.shape}; "
                                f"expected <f4 of shape (m, {dim})")
+    if not np.isfinite(window).all():
+        raise StateFormatError("user state field 'drift_window' holds a non-finite value; expected item vectors")
     return window

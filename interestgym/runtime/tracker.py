@@ -181,16 +181,31 @@ class TrackerRuntime:
     def state(self, window: TrackerWindow) -> np.ndarray:
         """(hidden,) the state of one window, computed once per window object: a window is immutable, so
         the state is kept on it (an update's observation and the scores that follow share one graph call)."""
-        h = window.__dict__.get("_state")
-        if h is None:
-            h = self.states([window])[0]
-            object.__setattr__(window, "_state", h)  # a cache of a value derived from the frozen fields
+        cached = window.__dict__.get("_state")
+        if cached is not None and cached[0] is self:  # computed by this tracker (another one has other weights)
+            return cached[1]
+        h = self.states([window])[0]
+        object.__setattr__(window, "_state", (self, h))  # a cache of a value derived from the frozen fields
         return h
+
+    def check_window(self, window: TrackerWindow, where: str = "tracker window") -> None:
+        """Refuse a window this tracker cannot read (e.g. a stored state from another export): more than
+        ``k`` decisions, or item rows, action codes or gap buckets out of range; the error names them."""
+        if len(window) > self.window:
+            raise InterestGymError(f"{where}: {len(window)} decisions; this tracker reads at most {self.window} "
+                                   "(a state stored under another export?)")
+        for name, values, high in (("items", window.items, len(self.item_ids)), ("actions", window.actions, N_ACTIONS),
+                                   ("gaps", window.gaps, N_GAP_BUCKETS)):
+            if len(values) and (values.min() < 0 or values.max() >= high):
+                raise InterestGymError(f"{where}: {name} outside [0, {high}) (a state stored under another export?)")
 
     def confidence(self, window: TrackerWindow) -> tuple[float, float]:
         """(top-1 probability, entropy / log(n_items)) of the softmax over the whole catalogue after the
         window's last decision, in float32 as :func:`interestgym.agents.sequence.scoring.decision_confidence`
-        computes them (the ``tracker_top1_prob`` and ``tracker_entropy`` observations)."""
+        computes them (the ``tracker_top1_prob`` and ``tracker_entropy`` observations). A window without
+        decisions has no state: the softmax is taken as uniform (1 / n_items, entropy 1), no evidence."""
+        if len(window) == 0:
+            return 1.0 / len(self.items), 1.0
         logits = self.items @ self.state(window)
         shifted = logits - logits.max()
         logp = shifted - np.log(np.exp(shifted).sum(dtype=np.float32))

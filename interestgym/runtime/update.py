@@ -154,6 +154,7 @@ def decision_extras(policy: ExportedPolicy, state: UserState, event: Event, x: n
         # an item outside the tracker's catalogue (e.g. added to a service after the export) is not one
         # the tracker can read: its window stays as it is, as TrackerRuntime.update leaves it
         item = str(event.item_id)
+        policy.tracker.check_window(term.window, "user state field 'tracker_window'")
         window = policy.tracker.append(term.window, item, event.action, int(event.ts)) if item in policy.tracker.row else term.window
         metric = term.metric_ema
         if policy.observes_tracker:
@@ -167,6 +168,9 @@ def decision_extras(policy: ExportedPolicy, state: UserState, event: Event, x: n
             raise InterestGymError("a user state without the drift window: the policy observes the DTW drift; "
                                    "start users with policy.new_state()")
         k = policy.drift_k
+        if len(drift) > 2 * k or not np.isfinite(drift).all():
+            raise InterestGymError(f"user state field 'drift_window': {len(drift)} rows, finite: {bool(np.isfinite(drift).all())}; "
+                                   f"expected at most {2 * k} finite item vectors (a state stored under another export?)")
         drift = np.concatenate([drift, x[None].astype(np.float32)])[-2 * k:]
         values["dtw_drift"] = float(window_drift(drift[None])[0]) if len(drift) == 2 * k else 0.0
     if not policy.extra_obs:
