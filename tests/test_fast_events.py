@@ -262,3 +262,34 @@ def test_headerless_log_with_skipped_columns(tmp_path: Path) -> None:
                          item_text="category {category}")
     assert_same_read(path, opts)
     assert_same_dataset(path, opts, tmp_path)
+
+
+def test_an_item_registered_by_a_later_row_keeps_that_rows_category_in_a_template(tmp_path: Path) -> None:
+    """The first row of `a` renders no text: a later row registers the item, with its own category."""
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,ts,action,category\n"
+                    "1,a,1511544070,click,\n"
+                    "1,a,1511544071,click,c2\n"
+                    "1,b,1511544072,click,c3\n", encoding="utf-8")
+    opts = EventsOptions(item_text="{category}")
+    assert_same_read(path, opts)
+    assert_same_dataset(path, opts, tmp_path)
+
+
+def test_a_bom_at_the_start_of_a_later_line_stays_in_its_cell(tmp_path: Path) -> None:
+    """Only the file's first BOM is removed; one starting a later line is part of the cell (Arrow's CSV
+    parser would drop it when the line starts the buffer it is given)."""
+    path = tmp_path / "log.csv"
+    path.write_bytes("user_id,item_id,ts,action,text\n\ufeff1,a,1511544070,click,x\n2,b,1511544071,click,y\n".encode())
+    assert_same_read(path, EventsOptions())
+    assert_same_dataset(path, EventsOptions(), tmp_path)
+    quirky = tmp_path / "quirky.csv"
+    quirky.write_bytes(b"user_id,item_id,ts,action,text\r\n\xef\xbb\xbf1.5e9,view\r\n")
+    assert_same_read(quirky, EventsOptions())
+
+
+def test_a_file_that_is_only_a_bom_is_one_blank_line(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"\xef\xbb\xbf")
+    assert_same_read(path, EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"],
+                                         actions={"pv": "view"}))

@@ -489,7 +489,8 @@ class ItemsFromRows:
             order = registered[np.argsort(reg[registered], kind="stable")]  # items in the order of their registering rows
         reg_rows = reg[order]
         self.item = take(item.stripped, reg_rows)
-        in_head_order = order is registered and len(registered) == len(reg)  # every item registered, none moved
+        # every item registered by its first valid row (none moved to a later row, none left out)
+        in_head_order = not late and order is registered and len(registered) == len(reg)
         self.text = texts if in_head_order else take(texts, order)
         cat, sub_col = columns.get("category"), columns.get("subcategory")
 

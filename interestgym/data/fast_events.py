@@ -224,11 +224,13 @@ class _ColumnarReader:
         asked[np.array(seen.registered, dtype=np.int64)] = True
         dup = plain & live & _later_copies(same, asked)
         fed = np.flatnonzero(plain & live & ~dup)
-        has_cr = L.has_byte(13)[fed]
+        # split in Python, not by Arrow: lines with a \r (Arrow would take it for a line break) and lines
+        # that start with a BOM (Arrow would drop it)
+        in_python = (L.has_byte(13) | L.starts_with_bom())[fed]
 
         # 3. the rows: fields, checks
         entries: list[tuple[int, str, str, str]] = []  # (line, kind: "duplicate" or "rejected", reason, raw)
-        kept = self.check_rows(fed[~has_cr], fed[has_cr], side_rows, entries)
+        kept = self.check_rows(fed[~in_python], fed[in_python], side_rows, entries)
 
         # 4. counts and the log, in line order
         st = rows.stats

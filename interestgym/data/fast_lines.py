@@ -52,6 +52,8 @@ class Lines:
     """
 
     def __init__(self, data: bytes) -> None:
+        if data == _BOM:
+            data = b"\n"  # a file that is only a BOM is one blank line to the line reader
         data = data.removeprefix(_BOM)
         if b"\r" in data and b"\r\n" in data:  # memchr for \r first: a search for "\r\n" stops at every \n
             # raw_lines drops one \r before each \n; bytes.replace scans left to right, so "\r\r\n" keeps one \r
@@ -163,6 +165,13 @@ class Lines:
                 edge = (before == 10) | (before == delimiter) | (after == 10) | (after == delimiter)
             out[self.line_of(space[edge])] = True
         return out
+
+    def starts_with_bom(self) -> np.ndarray:
+        """Lines that start with a BOM (any line but the file's first, whose BOM is removed): Arrow's CSV
+        parser drops a BOM at the start of the buffer it is given, the line reader keeps it in the cell."""
+        head = np.frombuffer(self.padded, dtype=np.uint8)  # 8 zero bytes after the data: start + 2 stays inside
+        s0 = self.starts
+        return (head[s0] == _BOM[0]) & (head[s0 + 1] == _BOM[1]) & (head[s0 + 2] == _BOM[2])
 
     def has_byte(self, byte: int) -> np.ndarray:
         """Lines holding ``byte`` at least once."""
