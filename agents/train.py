@@ -231,6 +231,10 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         # A run written into a dataset folder would mix run files with the dataset's own.
         raise InterestGymError(f"--run-dir {run_dir}: is a dataset directory ({DATASET_MANIFEST} found); expected a new or empty folder for the run")
     config.validate()
+    if config.sequence and not resume:  # its best weights must not change under the run (checked again at export)
+        from interestgym.agents.sequence.folder import check_finished
+
+        check_finished(config.sequence, "`train --sequence`")
     # Absolute, so that `evaluate RUN` works from any working directory.
     config.dataset = str(Path(config.dataset).resolve())
     from interestgym.core.metrics import parse_metric

@@ -406,3 +406,32 @@ def test_a_graph_with_a_tracker_output_but_no_tracker_is_refused(trained, tmp_pa
     write_manifest(out, seal_manifest(out, {k: v for k, v in manifest.items() if k not in ("files", "manifest_sha256")}))
     with pytest.raises(ArtifactError, match=r"policy.onnx: the graph's action has 6 components.*no 'tracker' section"):
         load_policy(out)
+
+
+def test_a_tracker_is_refused_on_another_user_split_or_before_it_finished(trained, tmp_path):
+    """A tracker trained on one split's training users has seen another split's test users: using it
+    there is refused. A tracker still training (no summary yet) cannot be trained with or exported."""
+    from interestgym.envs.replay_data import ProtocolSpec
+
+    data_path, seq, _ = trained
+    other = tmp_path / "resplit"
+    shutil.copytree(data_path, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["split"] = {**manifest["split"], "seed": manifest["split"]["seed"] + 1}  # as `prepare --split-seed 1` records it
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    from interestgym.agents.sequence.scoring import load_tracker
+
+    with pytest.raises(ArtifactError, match=r"sequence.json: the tracker was trained on the training users of the split"):
+        load_tracker(seq).score(load_replay_data(other, None, ProtocolSpec(split="test")))
+
+    unfinished = tmp_path / "seq"
+    shutil.copytree(seq, unfinished)
+    doc = json.loads((unfinished / "sequence.json").read_text())
+    doc.pop("summary")
+    (unfinished / "sequence.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"no summary: the tracker has not finished training"):
+        train_run(small_train_config(data_path, tmp_path / "ppo", sequence=str(unfinished)))
+    from interestgym.export.tracker import export_tracker
+
+    with pytest.raises(ArtifactError, match=r"an export needs a finished tracker"):
+        export_tracker(unfinished, tmp_path / "export")

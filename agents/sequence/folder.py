@@ -66,6 +66,15 @@ def read_run_config(run_dir: str | Path) -> tuple[SequenceConfig, ModelSpec, dic
     return (SequenceConfig.from_dict(doc["config"], str(path)), ModelSpec.from_dict(doc["spec"], str(path)), doc)
 
 
+def check_finished(run_dir: str | Path, what: str) -> None:
+    """Refuse a tracker run that has not finished training (its ``sequence.json`` has no summary yet): its
+    best weights may still change, and whatever used them would no longer match."""
+    _, _, doc = read_run_config(run_dir)
+    if not isinstance(doc.get("summary"), dict):
+        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: no summary: the tracker has not finished training (or was "
+                            f"interrupted); {what} needs a finished tracker. Wait for `train-sequence`, or finish it with --resume")
+
+
 def save_tensors(path: Path, tensors: dict[str, Any]) -> str:
     """Write a dict of tensors (a state_dict) atomically; returns its sha256."""
     with atomic_path(path) as tmp:

@@ -39,12 +39,14 @@ def embeddings_sha256(embeddings: np.ndarray) -> str:
 
 
 def dataset_fingerprint(data: Any) -> dict[str, Any]:
-    """What a tracker must be used with: the dataset's item ids and the embedding matrix."""
+    """What a tracker must be used with: the dataset's item ids, the embedding matrix, and the user split
+    (a tracker trained on one split's training users has seen another split's test users)."""
     from interestgym.data.dataset import Dataset
 
-    return {"path": str(data.dataset_path), "item_ids_sha256": Dataset.open(data.dataset_path).item_ids_sha256,
+    ds = Dataset.open(data.dataset_path)
+    return {"path": str(data.dataset_path), "item_ids_sha256": ds.item_ids_sha256,
             "embeddings": data.embeddings_name, "embeddings_sha256": embeddings_sha256(data.embeddings),
-            "n_items": int(data.embeddings.shape[0]), "dim": int(data.dim)}
+            "n_items": int(data.embeddings.shape[0]), "dim": int(data.dim), "split": ds.manifest.get("split")}
 
 
 def _tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -236,7 +238,13 @@ class Tracker:
         if self._bound == sha:
             return
         where = self.run_dir / "sequence.json"
-        items = Dataset.open(data.dataset_path).item_ids_sha256
+        ds = Dataset.open(data.dataset_path)
+        items = ds.item_ids_sha256
+        recorded_split = self.dataset.get("split")  # trackers trained before it was recorded: not checked
+        if recorded_split is not None and recorded_split != ds.manifest.get("split"):
+            raise ArtifactError(f"{where}: the tracker was trained on the training users of the split {recorded_split}, but "
+                                f"{data.dataset_path} is split {ds.manifest.get('split')}: its validation and test users "
+                                "include users the tracker trained on. Train the tracker on this dataset")
         if items != self.dataset.get("item_ids_sha256"):
             raise ArtifactError(f"{where}: the tracker was trained on items with id hash {str(self.dataset.get('item_ids_sha256'))[:12]}... "
                                 f"({self.dataset.get('path')}), but {data.dataset_path} has {items[:12]}...; expected the same dataset")

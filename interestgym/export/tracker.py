@@ -112,6 +112,7 @@ def write_tracker_files(folder: Path, run_dir: str | Path, *, which: str = "best
     """Write the tracker of ``run_dir`` into the existing, empty ``folder`` (the files above, its
     manifest last) and return (the manifest, the largest ONNX-vs-torch state difference). Used by
     :func:`export_tracker`, and by a policy export whose score weighs the tracker (a sub-folder)."""
+    from interestgym.agents.sequence.folder import check_finished
     from interestgym.agents.sequence.scoring import (
         embeddings_sha256,
         item_table,
@@ -122,6 +123,7 @@ def write_tracker_files(folder: Path, run_dir: str | Path, *, which: str = "best
     from interestgym.data.schema import ACTIONS
 
     run_dir, folder = Path(run_dir), Path(folder)
+    check_finished(run_dir, "an export")
     tracker = load_tracker(run_dir, which)
     recorded = tracker.dataset
     ds = Dataset.open(Path(dataset) if dataset is not None else Path(str(recorded.get("path"))))

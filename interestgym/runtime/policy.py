@@ -280,7 +280,8 @@ class ExportedPolicy:
         if candidate_ids is None:
             if self._fixed_p == 0.0:
                 return np.zeros(shape, dtype=np.float32)
-            raise InterestGymError("score needs candidate_ids (or popularity=): the policy's score uses the items' popularity")
+            raise InterestGymError("score needs candidate_ids (or popularity=): the policy's score uses the items' popularity"
+                                   + (" and a sequence tracker, which needs the ids" if self.tracker is not None else ""))
         ids = np.asarray(candidate_ids, dtype=object)
         if ids.shape != shape:
             raise InterestGymError(f"candidate_ids of shape {ids.shape}; expected {shape} (one id per candidate vector)")
