@@ -188,18 +188,18 @@ def decision_confidence(data: Any, model: SequenceTracker, seqs: DecisionSequenc
     ``top1_prob`` (the most likely next item's probability) and ``entropy`` (divided by log(n_items),
     so in [0, 1]); (n_decisions,) float32 each. Observations for an agent that decides how much to
     trust the tracker (issue 13, item 3)."""
+    from interestgym.core.features import tracker_confidence
+
     seqs = seqs if seqs is not None else decision_sequences(data)
     states = decision_states(model, seqs, np.arange(data.n_decisions))
-    table = torch.as_tensor(item_table(model))
+    table = np.ascontiguousarray(item_table(model), dtype=np.float32)
     top1 = np.empty(data.n_decisions, dtype=np.float32)
     entropy = np.empty(data.n_decisions, dtype=np.float32)
     # a batch holds (rows x catalogue) logits and two temporaries: at most 2^24 floats each (64 MB), so a
     # large catalogue gets fewer rows per batch rather than gigabytes of logits
     batch_size = max(1, min(batch_size, (1 << 24) // max(int(table.shape[0]), 1)))
     for s in range(0, data.n_decisions, batch_size):
-        logp = torch.log_softmax(torch.as_tensor(states[s: s + batch_size]) @ table.T, dim=1)
-        top1[s: s + batch_size] = logp.max(dim=1).values.exp().numpy()
-        entropy[s: s + batch_size] = (-(logp.exp() * logp).sum(dim=1) / np.log(table.shape[0])).numpy()
+        top1[s: s + batch_size], entropy[s: s + batch_size] = tracker_confidence(states[s: s + batch_size] @ table.T)
     return {"top1_prob": top1, "entropy": entropy}
 
 

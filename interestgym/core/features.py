@@ -35,8 +35,8 @@ Raw quantities (the keys of the ``raw`` mapping):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -134,6 +134,18 @@ def observation_features(extra: tuple[str, ...] = ()) -> tuple[Feature, ...]:
     if list(extra) != sorted(extra, key=order.index):
         raise ValueError(f"extra observations {list(extra)}: expected them in the order {order}")
     return FEATURES + tuple(_EXTRA_BY_NAME[name] for name in extra)
+
+
+def tracker_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``tracker_top1_prob`` and ``tracker_entropy`` from a tracker's logits over the whole catalogue,
+    (B, n_items) -> two (B,) float32: the softmax's top probability and its entropy / log(n_items). The
+    one formula of the replay (``agents.sequence.scoring.decision_confidence``) and the runtime
+    (``TrackerRuntime.confidence``)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True, dtype=np.float32))
+    p = np.exp(logp)
+    return p.max(axis=1), -(p * logp).sum(axis=1, dtype=np.float32) / np.float32(np.log(logits.shape[1]))
 
 
 def observation_bounds(extra: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
