@@ -377,9 +377,9 @@ def test_states_that_do_not_fit_the_policys_tracker_are_refused_naming_the_field
     def drift_nan(f):
         f["drift_window"]["data"][0] = float("nan")
 
-    with pytest.raises(InterestGymError, match=r"'tracker_window': items outside \[0, "):
+    with pytest.raises(InterestGymError, match=r"'tracker_window': field 'items' has values outside \[0, "):
         policy.update(UserState.from_json(edited(window_item)), event)
-    with pytest.raises(StateFormatError, match=r"'tracker_window': action codes up to 99"):
+    with pytest.raises(StateFormatError, match=r"'tracker_window': field 'actions' has values outside \[0, \d+\) \(found \d+\.\.99\)"):
         UserState.from_json(edited(window_action))
     with pytest.raises(StateFormatError, match=r"'drift_window' holds a non-finite value"):
         UserState.from_json(edited(drift_nan))

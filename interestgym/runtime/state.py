@@ -29,7 +29,6 @@ import numpy as np
 
 from interestgym.core.clock import N_TIME_SLOTS, hour_weekday
 from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
-from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS
 from interestgym.runtime.codec import (
     StateFormatError,
     decode_bytes,
@@ -37,7 +36,7 @@ from interestgym.runtime.codec import (
     encode_bytes,
     encode_json,
 )
-from interestgym.runtime.tracker import TrackerTerm, TrackerWindow
+from interestgym.runtime.tracker import TrackerTerm, TrackerWindow, window_problem
 
 #: Version of the state layout below (stored in every blob's meta; bumped on any change). Version 2
 #: added the optional tracker fields; a version-1 blob (never has them) still reads.
@@ -386,11 +385,11 @@ def _tracker_of_fields(fields: dict[str, np.ndarray]) -> TrackerTerm | None:
     if window.shape[0] != 3 or last.shape != (2,) or stats.shape != (3,):
         raise StateFormatError(f"user state tracker fields of shapes {window.shape}, {last.shape}, {stats.shape}; "
                                "expected (3, k), (2,) and (3,)")
-    if (window < 0).any() or not np.isfinite(stats).all():
-        raise StateFormatError("user state field 'tracker_window' / 'tracker_stats': negative codes or a non-finite value")
-    for row, name, high in ((1, "action codes", N_ACTIONS), (2, "gap buckets", N_GAP_BUCKETS)):
-        if window.shape[1] and window[row].max() >= high:
-            raise StateFormatError(f"user state field 'tracker_window': {name} up to {int(window[row].max())}; expected < {high}")
+    if not np.isfinite(stats).all():
+        raise StateFormatError("user state field 'tracker_stats': a non-finite value")
+    problem = window_problem(window[0], window[1], window[2])  # rows and k: checked by the tracker that reads it
+    if problem:
+        raise StateFormatError(f"user state field 'tracker_window': {problem}")
     last_ts = int(last[1]) if last[0] else None
     return TrackerTerm(TrackerWindow(window[0].copy(), window[1].copy(), window[2].copy(), last_ts),
                        float(stats[0]), float(stats[1]), float(stats[2]))

@@ -69,21 +69,33 @@ class TrackerWindow:
         if not isinstance(doc, dict) or doc.get("v") != _CODEC_VERSION:
             raise ArtifactError(f"tracker window: codec version {doc.get('v') if isinstance(doc, dict) else None!r}; expected {_CODEC_VERSION}")
         arrays = {}
-        for name, high in (("items", n_items), ("actions", N_ACTIONS), ("gaps", N_GAP_BUCKETS)):
+        for name in ("items", "actions", "gaps"):
             values = doc.get(name)
             if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 raise ArtifactError(f"tracker window: field {name!r} is {type(values).__name__}; expected a list of integers")
-            arr = np.asarray(values, dtype=np.int64)
-            if len(arr) and (arr.min() < 0 or (high is not None and arr.max() >= high)):
-                raise ArtifactError(f"tracker window: field {name!r} has values outside [0, {high})")
-            arrays[name] = arr
-        if len({len(a) for a in arrays.values()}) != 1 or (window is not None and len(arrays["items"]) > window):
-            raise ArtifactError(f"tracker window: items / actions / gaps of lengths {[len(a) for a in arrays.values()]}; "
-                                f"expected equal lengths <= {window}")
+            arrays[name] = np.asarray(values, dtype=np.int64)
+        problem = window_problem(arrays["items"], arrays["actions"], arrays["gaps"], k=window, n_items=n_items)
+        if problem:
+            raise ArtifactError(f"tracker window: {problem}")
         last_ts = doc.get("last_ts")
         if last_ts is not None and not isinstance(last_ts, int):
             raise ArtifactError(f"tracker window: field 'last_ts' is {last_ts!r}; expected an integer or null")
         return cls(arrays["items"], arrays["actions"], arrays["gaps"], last_ts)
+
+
+def window_problem(items: np.ndarray, actions: np.ndarray, gaps: np.ndarray, *, k: int | None = None,
+                   n_items: int | None = None) -> str | None:
+    """What is wrong with a window's arrays (None: nothing): unequal lengths, more than ``k`` decisions,
+    or item rows (when ``n_items`` is known), action codes or gap buckets outside their range. The one
+    check of a window read from a blob, from a stored user state and by the tracker that reads it."""
+    for name, values, high in (("items", items, n_items), ("actions", actions, N_ACTIONS), ("gaps", gaps, N_GAP_BUCKETS)):
+        if len(values) and (values.min() < 0 or (high is not None and values.max() >= high)):
+            return f"field {name!r} has values outside [0, {high}) (found {int(values.min())}..{int(values.max())})"
+    if not len(items) == len(actions) == len(gaps):
+        return f"items / actions / gaps of lengths {[len(items), len(actions), len(gaps)]}; expected equal lengths"
+    if k is not None and len(items) > k:
+        return f"{len(items)} decisions; the tracker reads at most {k}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -191,26 +203,21 @@ class TrackerRuntime:
     def check_window(self, window: TrackerWindow, where: str = "tracker window") -> None:
         """Refuse a window this tracker cannot read (e.g. a stored state from another export): more than
         ``k`` decisions, or item rows, action codes or gap buckets out of range; the error names them."""
-        if len(window) > self.window:
-            raise InterestGymError(f"{where}: {len(window)} decisions; this tracker reads at most {self.window} "
-                                   "(a state stored under another export?)")
-        for name, values, high in (("items", window.items, len(self.item_ids)), ("actions", window.actions, N_ACTIONS),
-                                   ("gaps", window.gaps, N_GAP_BUCKETS)):
-            if len(values) and (values.min() < 0 or values.max() >= high):
-                raise InterestGymError(f"{where}: {name} outside [0, {high}) (a state stored under another export?)")
+        problem = window_problem(window.items, window.actions, window.gaps, k=self.window, n_items=len(self.item_ids))
+        if problem:
+            raise InterestGymError(f"{where}: {problem} (a state stored under another export?)")
 
     def confidence(self, window: TrackerWindow) -> tuple[float, float]:
         """(top-1 probability, entropy / log(n_items)) of the softmax over the whole catalogue after the
         window's last decision, in float32 as :func:`interestgym.agents.sequence.scoring.decision_confidence`
         computes them (the ``tracker_top1_prob`` and ``tracker_entropy`` observations). A window without
         decisions has no state: the softmax is taken as uniform (1 / n_items, entropy 1), no evidence."""
+        from interestgym.core.features import tracker_confidence
+
         if len(window) == 0:
             return 1.0 / len(self.items), 1.0
-        logits = self.items @ self.state(window)
-        shifted = logits - logits.max()
-        logp = shifted - np.log(np.exp(shifted).sum(dtype=np.float32))
-        p = np.exp(logp)
-        return float(p.max()), float(-(p * logp).sum(dtype=np.float32) / np.float32(np.log(len(self.items))))
+        top1, entropy = tracker_confidence((self.items @ self.state(window))[None])
+        return float(top1[0]), float(entropy[0])
 
     def score_rows(self, window: TrackerWindow, rows: np.ndarray) -> np.ndarray:
         """Scores of the item-table ``rows`` for one window (float32)."""
