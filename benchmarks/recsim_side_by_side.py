@@ -26,6 +26,17 @@ What each env computes per step (so that a reader can judge the ratio):
   builds the 30-feature observation and an ``info`` dict with the step's metrics. Resets included.
 * the vector env: ``gymnasium.make_vec("interestgym/InterestReplay-v0", num_envs=...)``: the same replay
   for ``num_envs`` users in lock-step (numpy over the batch); steps/s counts env steps (calls x envs).
+  Measured at every size of ``--vec-envs`` (default 64, 256, 1024).
+
+The embedding dimension (``--dims``, default ``384,20``): RecSim's documents (and its user interest
+vector) are 20-dimensional, ours are d = 384 with the product's default encoder, and most of a replay
+step's arithmetic is over d. Our envs are therefore measured at each dimension given, in the same
+interleaved rounds as RecSim: d = 384 is the headline (the product's default; its embeddings come from
+``--encoder``), and d = 20, labelled "at RecSim's document dimension (20)", uses the product's hashing
+encoder at 20 dimensions (``interestgym encode DATASET --encoder hashing --dim 20 --name hashing20``,
+run by this script when missing). Any other dimension N uses ``hashingN`` the same way. The targets
+are printed for each dimension; the d = 20 lines say how fast the same replay is on vectors as small as
+RecSim's, not how fast the product is by default.
 
 Both sides get actions drawn before the timed loop (random slates of 2 distinct documents for RecSim,
 uniform actions in [-1, 1]^4 for ours), so policy cost is not in either number.
@@ -49,7 +60,10 @@ Usage::
 
     python benchmarks/recsim_side_by_side.py --recsim-python /tmp/recsim-venv/bin/python \\
         [--data ../shared/data/ml-100k] [--work /tmp/interestgym-bench] [--encoder hashing] \\
-        [--rounds 5] [--slice 1.5] [--vec-envs 64] [--threads 1]
+        [--dims 384,20] [--vec-envs 64,256,1024] [--rounds 5] [--slice 1.0] [--threads 1]
+
+With the defaults (2 dimensions x (2 single-env rows + 3 vector sizes) + RecSim = 11 sides, 5 rounds of
+~1 s each) a run takes about 70 s.
 """
 
 from __future__ import annotations
@@ -67,6 +81,8 @@ from typing import Any
 import numpy as np
 
 N_CANDIDATES = 10
+#: The product's default encoder dimension (the headline) and RecSim's document dimension.
+PRODUCT_DIM, RECSIM_DIM = 384, 20
 
 #: The RecSim worker: builds the env once, then answers one JSON line per request ``{"steps": n}`` with
 #: the wall and CPU seconds of n steps (resets included). Actions are drawn before the timed loop.
@@ -176,6 +192,56 @@ def vector_env_loop(venv: Any, rng: np.random.Generator) -> Callable[[int], tupl
     return run
 
 
+def int_list(text: str) -> list[int]:
+    """``"384,20"`` -> ``[384, 20]`` (positive integers, order kept, duplicates dropped)."""
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated by commas")
+    return list(dict.fromkeys(values))
+
+
+def dim_label(dim: int, emb: str) -> str:
+    if dim == PRODUCT_DIM:
+        return f"d={dim}, the product's default encoder dimension; embeddings {emb}"
+    if dim == RECSIM_DIM:
+        return f"d={dim}, at RecSim's document dimension ({RECSIM_DIM}); embeddings {emb}"
+    return f"d={dim}; embeddings {emb}"
+
+
+def embeddings_at(data: Path, work: Path, encoder: str, dims: list[int]) -> tuple[Path, dict[int, str]]:
+    """The dataset and an embedding name per dimension: ``--encoder`` for d = 384 (``env_throughput.prepare``),
+    the product's hashing encoder at d dimensions (``hashing{d}``) for any other d, encoded when missing."""
+    from env_throughput import prepare, run_cli
+
+    from interestgym.data.dataset import Dataset
+
+    ds, emb384 = prepare(data, work, encoder if PRODUCT_DIM in dims else "hashing")
+    names = {PRODUCT_DIM: emb384} if PRODUCT_DIM in dims else {}
+    have = set(Dataset.open(ds).embedding_names())
+    for dim in dims:
+        if dim == PRODUCT_DIM:
+            continue
+        name = f"hashing{dim}"
+        if name not in have:
+            proc = run_cli("encode", str(ds), "--encoder", "hashing", "--dim", str(dim), "--name", name)
+            if proc.returncode != 0:
+                sys.exit(f"encoding {name} failed: {proc.stderr.strip()[-500:]}")
+            print(f"encoded {ds}/embeddings/{name} (hashing, d={dim})")
+        names[dim] = name
+    return ds, names
+
+
+def slice_calls(run: Callable[[int], tuple[float, float]], seconds: float) -> int:
+    """Warm up, then the number of calls that take about ``seconds`` (probed by doubling to >= 0.15 s)."""
+    run(2)
+    n = 2
+    while True:
+        wall, _ = run(n)
+        if wall >= 0.15 or n >= 1 << 22:
+            return max(2, int(seconds * n / max(wall, 1e-9)))
+        n = max(2 * n, int(n * 0.2 / max(wall, 1e-9)))
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _harness import load_line, ml100k_arguments, ml100k_ready
@@ -183,48 +249,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recsim-python", required=True, help="python of a venv with recsim-no-tf (see the docstring)")
     ml100k_arguments(parser, encoder="hashing")
+    parser.add_argument("--dims", type=int_list, default=[PRODUCT_DIM, RECSIM_DIM],
+                        help="embedding dimensions of our envs, the first is the headline (default 384,20: the product's "
+                             "default and RecSim's document dimension); d != 384 uses hashing{d}")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--slice", type=float, default=1.5, help="seconds per side per round (sized at warm-up)")
-    parser.add_argument("--vec-envs", type=int, default=64)
+    parser.add_argument("--slice", type=float, default=1.0, help="seconds per side per round (sized at warm-up)")
+    parser.add_argument("--vec-envs", type=int_list, default=[64, 256, 1024], help="vector env sizes (default 64,256,1024)")
     args = parser.parse_args()
     ml100k_ready(args)
     import gymnasium
-    from env_throughput import prepare
     from interestgym.envs.replay import ENV_ID, InterestReplayEnv
 
     import interestgym  # noqa: F401  (registers interestgym/InterestReplay-v0)
 
     recsim = RecSimWorker(args.recsim_python, args.threads)
     print(f"RecSim: recsim-no-tf {recsim.info['recsim']}, gym {recsim.info['gym']}, numpy {recsim.info['numpy']}, "
-          f"python {recsim.info['python']} ({args.recsim_python})")
+          f"python {recsim.info['python']} ({args.recsim_python}); documents d={RECSIM_DIM}")
     print(f"interestgym: gymnasium {gymnasium.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}")
 
-    ds, emb = prepare(args.data, args.work, args.encoder)
+    ds, embs = embeddings_at(args.data, args.work, args.encoder, args.dims)
     protocol = {"protocol": "next_positive", "n_negatives": N_CANDIDATES - 1}
-    single = InterestReplayEnv(ds, embeddings=emb, split="train", protocol=protocol)
-    made = gymnasium.make(ENV_ID, dataset=ds, embeddings=emb, split="train", protocol=protocol)
-    venv = gymnasium.make_vec(ENV_ID, num_envs=args.vec_envs, dataset=ds, embeddings=emb, split="train", protocol=protocol)
-    data = single.data
-    width = np.diff(data.point_offsets)
-    print(f"data: {ds} embeddings={emb} d={data.dim} split=train users={data.n_users} decisions={data.n_decisions} "
-          f"scoring points={data.n_points} (candidates per point: {int(width.min())}-{int(width.max())})")
-    single.reset(seed=0)
-    made.reset(seed=0)
-    venv.reset(seed=0)
     rng = np.random.default_rng(0)
+    recsim_name = f"RecSim interest_evolution ({N_CANDIDATES} candidates, slate 2, d={RECSIM_DIM})"
+    # name -> (run n calls, env steps per call); groups: dimension -> its rows' names (kind, n_envs, name)
+    cases: dict[str, tuple[Callable[[int], tuple[float, float]], int]] = {recsim_name: (recsim.run, 1)}
+    groups: dict[int, list[tuple[str, int, str]]] = {}
+    for dim in args.dims:
+        emb = embs[dim]
+        single = InterestReplayEnv(ds, embeddings=emb, split="train", protocol=protocol)
+        made = gymnasium.make(ENV_ID, dataset=ds, embeddings=emb, split="train", protocol=protocol)
+        data = single.data
+        width = np.diff(data.point_offsets)
+        print(f"data: {ds} embeddings={emb} d={data.dim} split=train users={data.n_users} decisions={data.n_decisions} "
+              f"scoring points={data.n_points} (candidates per point: {int(width.min())}-{int(width.max())})")
+        if data.dim != dim:
+            sys.exit(f"embeddings {emb} have d={data.dim}, expected {dim}")
+        single.reset(seed=0)
+        made.reset(seed=0)
+        rows = [("single", 1, f"[d={dim}] single env (InterestReplayEnv)"),
+                ("single", 1, f"[d={dim}] single env (gymnasium.make, checker wrappers)")]
+        cases[rows[0][2]] = (single_env_loop(single, rng), 1)
+        cases[rows[1][2]] = (single_env_loop(made, rng), 1)
+        for n_envs in args.vec_envs:
+            venv = gymnasium.make_vec(ENV_ID, num_envs=n_envs, dataset=ds, embeddings=emb, split="train", protocol=protocol)
+            venv.reset(seed=0)
+            name = f"[d={dim}] vector env (gymnasium.make_vec, {n_envs} envs)"
+            cases[name] = (vector_env_loop(venv, rng), n_envs)
+            rows.append(("vector", n_envs, name))
+        groups[dim] = rows
 
-    cases: dict[str, tuple[Callable[[int], tuple[float, float]], int]] = {
-        "RecSim interest_evolution (10 candidates, slate 2)": (recsim.run, 1),
-        "interestgym single env (InterestReplayEnv)": (single_env_loop(single, rng), 1),
-        "interestgym single env (gymnasium.make, checker wrappers)": (single_env_loop(made, rng), 1),
-        f"interestgym vector env (gymnasium.make_vec, {args.vec_envs} envs)": (vector_env_loop(venv, rng), args.vec_envs),
-    }
     # Warm-up, then size every side's slice to about --slice seconds (env steps = calls x per_call).
-    calls: dict[str, int] = {}
-    for name, (run, _) in cases.items():
-        run(20)
-        wall, _ = run(200)
-        calls[name] = max(20, int(args.slice * 200 / max(wall, 1e-9)))
+    calls = {name: slice_calls(run, args.slice) for name, (run, _) in cases.items()}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, (run, per_call) in cases.items():
@@ -235,19 +310,36 @@ def main() -> None:
     def med(name: str, k: int) -> float:
         return float(np.median([s[k] for s in samples[name]]))
 
-    ref = next(iter(cases))
-    print()
-    print(f"medians over {args.rounds} interleaved rounds of ~{args.slice:g} s per side")
-    print(f"{'env':<64} {'steps/wall s':>13} {'x RecSim':>9} {'steps/CPU s':>12} {'x RecSim':>9}   wall steps/s per round")
-    for name in cases:
+    ref_wall, ref_cpu = med(recsim_name, 0), med(recsim_name, 1)
+
+    def row(name: str, label: str) -> str:
         wall, cpu = med(name, 0), med(name, 1)
         spread = ", ".join(f"{s[0]:,.0f}" for s in samples[name])
-        print(f"{name:<64} {wall:>13,.0f} {wall / med(ref, 0):>9.2f} {cpu:>12,.0f} {cpu / med(ref, 1):>9.2f}   ({spread})")
-    names = list(cases)
+        return f"{label:<64} {wall:>13,.0f} {wall / ref_wall:>9.2f} {cpu:>12,.0f} {cpu / ref_cpu:>9.2f}   ({spread})"
+
     print()
-    print(f"target single env >= 1x RecSim: {med(names[1], 0) / med(ref, 0):.2f}x (raw env), "
-          f"{med(names[2], 0) / med(ref, 0):.2f}x (through gymnasium.make)")
-    print(f"target vector env >= 20x RecSim: {med(names[3], 0) / med(ref, 0):.1f}x")
+    print(f"medians over {args.rounds} interleaved rounds of ~{args.slice:g} s per side ({len(cases)} sides)")
+    print(f"{'env':<64} {'steps/wall s':>13} {'x RecSim':>9} {'steps/CPU s':>12} {'x RecSim':>9}   wall steps/s per round")
+    print(row(recsim_name, recsim_name))
+    for dim, rows in groups.items():
+        print(f"-- interestgym at {dim_label(dim, embs[dim])}")
+        for _, _, name in rows:
+            print(row(name, "   " + name.split("] ", 1)[1]))
+
+    def verdict(ratio: float, target: float) -> str:
+        return "met" if ratio >= target else "NOT met"
+
+    print()
+    for k, (dim, rows) in enumerate(groups.items()):
+        head = "the headline" if k == 0 else "not the product's default" if dim != PRODUCT_DIM else ""
+        print(f"targets at {dim_label(dim, embs[dim])}" + (f" ({head})" if head else "") + ":")
+        raw, made = (med(rows[0][2], 0) / ref_wall, med(rows[1][2], 0) / ref_wall)
+        print(f"  single env >= 1x RecSim: {raw:.2f}x (raw env), {made:.2f}x (through gymnasium.make): {verdict(raw, 1.0)}")
+        vec = [(n, med(name, 0) / ref_wall) for kind, n, name in rows if kind == "vector"]
+        best_n, best = max(vec, key=lambda v: v[1])
+        met = [n for n, r in vec if r >= 20.0]
+        print(f"  vector env >= 20x RecSim: {', '.join(f'{n} envs {r:.1f}x' for n, r in vec)}: "
+              + (f"met at {', '.join(map(str, met))} envs" if met else f"NOT met at any size (best {best:.1f}x at {best_n} envs)"))
     print(load_line("load after"))
 
 
