@@ -188,6 +188,7 @@ class InterestTrainingCallback(BaseCallback):
     def _reset_rollout_stats(self) -> None:
         self._actions: list[np.ndarray] = []
         self._tracker_weights: list[float] = []
+        self._count_gains: list[float] = []
         self._rewards: list[np.ndarray] = []
         self._metric: list[float] = []
         self._metric_minus_reference: list[float] = []
@@ -229,6 +230,8 @@ class InterestTrainingCallback(BaseCallback):
             self._actions.append(np.stack([info["strengths"] for info in infos]))
             if all("tracker_weight" in info for info in infos):
                 self._tracker_weights.extend(info["tracker_weight"] for info in infos)
+            if all("count_gain" in info for info in infos):
+                self._count_gains.extend(info["count_gain"] for info in infos)
         else:
             actions = self.locals.get("clipped_actions")
             if actions is not None:
@@ -262,6 +265,8 @@ class InterestTrainingCallback(BaseCallback):
                 self.logger.record(f"charts/mean_{name}", float(acts[:, j].mean()))
         if self._tracker_weights:
             self.logger.record("charts/mean_tracker_weight", float(np.mean(self._tracker_weights)))
+        if self._count_gains:
+            self.logger.record("charts/mean_count_gain", float(np.mean(self._count_gains)))
         if self._rewards:
             self.logger.record("charts/mean_reward", float(np.concatenate(self._rewards).mean()))
         if self._metric:

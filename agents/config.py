@@ -61,6 +61,11 @@ class TrainConfig:
     """With ``sequence``: the agent also observes the tracker (``core.features.TRACKER_FEATURE_NAMES``: its
     recent ranking quality for the user, its top-1 probability and entropy), so that it can learn when to
     trust it. A run saved before this setting existed observed without them (``False``)."""
+    category_gain: bool = True
+    """Residual form, when the reference scores with the category counts (beta_cat > 0): the agent also
+    changes the weight each decision's event adds to its category's count (``gain_change``: 1 for the
+    rule, 0 = not counted, up to 2), e.g. to leave out a click the user barely read. A run saved before
+    this setting existed had no such component (``False``)."""
     dtw_observation: bool = False
     """The agent also observes the DTW drift of the user's last k decision items from the k before
     (``core.features`` ``dtw_drift``; the ``dtw_refresh`` rule's signal)."""

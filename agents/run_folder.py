@@ -101,6 +101,7 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
     saved = saved if saved is not None else read_run_config(run_dir)
     values = dict(saved["config"])
     values.setdefault("tracker_observations", False)  # runs saved before the setting observed without them
+    values.setdefault("category_gain", False)  # ... and had no gain component
     try:
         config = TrainConfig.from_dict(values)
     except InterestGymError as exc:
@@ -416,8 +417,25 @@ def load_run_policy(run_dir: str | Path, which: str = "best", *, device: str = "
     trained = load_model(run_dir, which, device=device)
     learned = policy_from_model(trained.model, trained.vecnormalize, name=name, scoring=run_scoring(run_dir, trained.config))
     if (trained.config.get("config") or {}).get("policy_form") == "residual" and trained.config.get("reference"):
-        return ResidualPolicy(run_reference(trained.config), learned, name=name)
+        names = run_change_names(run_dir, trained.config, trained.model.policy.action_space.shape[0])
+        return ResidualPolicy(run_reference(trained.config), learned, name=name, names=names)
     return learned
+
+
+def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> tuple[str, ...]:
+    """The components of a residual run's learned change (``config.json``'s ``action_space.names``; runs
+    that predate the gain lever are read from the model's width and whether a tracker is attached).
+
+    :raises ArtifactError: when the recorded names do not match the model's width.
+    """
+    from interestgym.core.protocol import residual_names_for_width
+
+    recorded = (saved.get("action_space") or {}).get("names")
+    derived = residual_names_for_width(width, tracker=bool((saved.get("config") or {}).get("sequence")))
+    if derived is None or (recorded is not None and len(recorded) == width and tuple(recorded) != derived):
+        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded} for a residual model with {width} "
+                            f"outputs; expected {derived or 'one of the residual layouts (5, 6 or 7 components)'}")
+    return derived
 
 
 # ------------------------------------------------------------------------------------ shipping

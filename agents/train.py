@@ -51,11 +51,7 @@ from interestgym.agents.run_folder import (
 from interestgym.agents.run_lock import RunLock
 from interestgym.agents.tuning import mean_over_users, subsample_users, tune_reference
 
-from interestgym.core.protocol import (
-    ACTION_NAMES,
-    RESIDUAL_ACTION_NAMES,
-    TRACKER_ACTION_NAMES,
-)
+from interestgym.core.protocol import ACTION_NAMES
 from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.io import write_json_atomic
 
@@ -220,7 +216,7 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         saved = read_run_config(run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
         try:
-            config = TrainConfig.from_dict({"tracker_observations": False,  # runs saved before the setting observed without them
+            config = TrainConfig.from_dict({"tracker_observations": False, "category_gain": False,  # runs saved before these settings
                                             **saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
                                             "device": config.device, "run_dir": str(run_dir)})
         except InterestGymError as exc:
@@ -313,13 +309,16 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         res = evaluate_policy(valid_data, reference_policy, metric=config.reward, users=eval_users, record_features=False, progress=False)
         reference_valid = mean_over_users(res, config.reward)
 
+    # the gain lever only where the reference counts categories (elsewhere the component would move nothing)
+    gain_lever = residual and config.category_gain and bool(reference_policy.scoring.beta_cat)
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
                                 reward_baseline=reference_policy, scoring=agent_scoring,
-                                residual_to=reference_policy if residual else None,
+                                residual_to=reference_policy if residual else None, gain_lever=gain_lever,
                                 change_penalty=config.change_penalty if residual else 0.0,
                                 window=config.window if residual else None, seed=config.seed)
     # SB3's episode statistics (rollout/ep_rew_mean, ep_len_mean) on the raw reward: one episode is one
     # user's replay. Inside VecNormalize, so it sums the env's rewards, not the normalised ones.
+    change_names = venv.residual.names if venv.residual is not None else None  # the learned change's components
     venv = VecMonitor(venv)
     if config.embeddings is None:
         # Store the name the dataset's only embedding resolved to, so that evaluate / export of this
@@ -333,8 +332,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
             "protocol": {"train": train_data.describe(), "valid": valid_data.describe()},
             "embedding": embedding_identity(config),
             "action_space": {"box": [-1.0, 1.0], "strength": "(clip(u, -1, 1) + 1) / 2", "form": config.policy_form if residual else "absolute",
-                             "names": list(ACTION_NAMES if not residual else TRACKER_ACTION_NAMES if config.sequence
-                                           else RESIDUAL_ACTION_NAMES)},
+                             "names": list(ACTION_NAMES if change_names is None else change_names)},
             "observation_normalisation": {"kind": "VecNormalize", "clip_obs": config.clip_obs, "norm_reward": config.norm_reward},
             "baselines": "baselines.json: every baseline tuned on validation users",
             "files": {"best": "best/model.zip + best/normaliser.npz (sha256 in best/info.json)",
@@ -370,7 +368,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
 
     def as_policy(current_model: Any) -> Any:
         learned = policy_from_model(current_model, current_model.get_vec_normalize_env(), scoring=agent_scoring)
-        return ResidualPolicy(reference_policy, learned, n_changes=venv.action_space.shape[0]) if residual else learned
+        return ResidualPolicy(reference_policy, learned, names=change_names) if residual else learned
 
     def validate(current_model: Any) -> dict[str, float]:
         policy = as_policy(current_model)

@@ -33,6 +33,7 @@ from interestgym.core.metrics import metric_names, parse_metric, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     DecisionState,
+    apply_gain_change,
     apply_keep_change,
     apply_tracker_change,
     category_forgetting_factor,
@@ -176,6 +177,8 @@ class StepOutput:
     points: PointScores | None = None
     #: (n,) the tracker's weight in each row's scoring at this decision (the data has a tracker attached), else None
     tracker_weight: np.ndarray | None = None
+    #: (n,) what each row's event added to its category's count (the action has a gain column), else None
+    count_gain: np.ndarray | None = None
 
 
 class ReplayEngine:
@@ -286,7 +289,9 @@ class ReplayEngine:
     def step(self, rows: np.ndarray, actions: np.ndarray, *, rank: bool = True) -> StepOutput:
         """Apply ``actions`` (n, 4) in the env's [-1, 1] box to ``rows`` and advance them one decision
         ((n, 5) for a residual policy: the fifth changes the category keep factor; (n, 6) with a tracker:
-        the sixth changes the tracker's weight at this decision).
+        the sixth changes the tracker's weight at this decision; (n, 7): the seventh changes the weight the
+        event adds to its category's count. Columns in :data:`~interestgym.core.protocol.ENV_ACTION_NAMES`
+        order, zeros for what a policy does not change).
 
         ``rank=False`` (lean engines only): the scoring points' similarities are computed and kept
         (``output.points``) but not ranked: ``metrics`` and ``point_metrics`` are empty, for a caller that
@@ -301,6 +306,8 @@ class ReplayEngine:
         keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
         # with a tracker, a sixth component changes the tracker's weight in this decision's scoring
         tracker_change = np.clip(actions[:, 5].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 6 else None
+        # a seventh changes what the decision's event adds to its category's count (core.protocol.ENV_ACTION_NAMES)
+        gain = apply_gain_change(np.clip(actions[:, 6].astype(np.float64), -1.0, 1.0)) if actions.shape[1] >= 7 else None
         strengths = action_to_strengths(actions[:, :4])
         fixed = self.fixed_p[rows]
         strengths[:, 3] = np.where(np.isnan(fixed), strengths[:, 3], fixed)
@@ -314,7 +321,7 @@ class ReplayEngine:
         if self.category_counts is not None:
             self.category_counts[rows] = update_category_counts(
                 self.category_counts[rows], data.decision_category[dec],
-                apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change))
+                apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change), gain)
         if self.slot_profiles is not None:
             slot = data.decision_slot[dec].astype(np.int64)
             self.slot_profiles[rows, slot] = update_profile(self.slot_profiles[rows, slot], x, self.ctx_rate[rows])
@@ -347,7 +354,7 @@ class ReplayEngine:
             scored=scored, n_points=n_points, done=done, strengths=strengths,
             point_row=point_row, point_index=point_index,
             point_metrics={k: v for k, v in point_metrics.items() if not k.startswith("_")},
-            points=points, tracker_weight=beta_trk if data.point_tracker_z is not None else None,
+            points=points, tracker_weight=beta_trk if data.point_tracker_z is not None else None, count_gain=gain,
         )
 
     def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray,

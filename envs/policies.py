@@ -33,7 +33,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.protocol import action_to_strengths, strengths_to_action
+from interestgym.core.protocol import (
+    RESIDUAL_ACTION_NAMES,
+    action_to_strengths,
+    strengths_to_action,
+)
 from interestgym.core.rules import compose_residual
 
 __all__ = ["ConstantPolicy", "ModelPolicy", "Policy", "ResidualPolicy", "action_to_strengths", "strengths_to_action"]
@@ -111,21 +115,26 @@ class ResidualPolicy:
     exactly at the tuned reference and learns when to deviate from it.
 
     :param reference: the rule (``act``, ``scoring``, ``name``).
-    :param change: the learned part: anything with ``act(obs) -> (n, 5)`` in [-1, 1] (a ModelPolicy;
-        (n, 6) with a sequence tracker: the sixth changes the tracker's weight), or None for a zero change.
-    :param n_changes: width of a zero change (``change=None``): 5, or 6 with a tracker lever.
+    :param change: the learned part: anything with ``act(obs) -> (n, len(names))`` in [-1, 1] (a
+        ModelPolicy), or None for a zero change.
+    :param names: the change's components (:func:`interestgym.core.protocol.residual_action_names`):
+        (a_L, a_S, w, p, keep_change), then ``tracker_change`` with a sequence tracker (the tracker's
+        weight) and ``gain_change`` with the category gain lever (what an event adds to its category's count).
     """
 
-    def __init__(self, reference: Any, change: Any = None, *, name: str = "ppo", n_changes: int = 5) -> None:
+    def __init__(self, reference: Any, change: Any = None, *, name: str = "ppo",
+                 names: tuple[str, ...] = RESIDUAL_ACTION_NAMES) -> None:
         self.reference = reference
         self.change = change
         self.name = name
         self.scoring = reference.scoring
-        self.n_changes = n_changes
+        self.names = tuple(names)
+        self.n_changes = len(self.names)
 
     def compose(self, observations: np.ndarray, change: np.ndarray) -> np.ndarray:
-        """The env action (n, 5 or 6) for the learned ``change`` (n, 5 or 6) at ``observations``."""
-        return compose_residual(self.reference.act(observations), change)
+        """The env action (engine layout: :data:`~interestgym.core.protocol.ENV_ACTION_NAMES`) for the
+        learned ``change`` (n, len(names)) at ``observations``."""
+        return compose_residual(self.reference.act(observations), change, self.names)
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         obs = np.asarray(observations, dtype=np.float32)

@@ -40,11 +40,7 @@ from interestgym.core.features import (
 )
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.metrics import metric_names
-from interestgym.core.protocol import (
-    ACTION_NAMES,
-    RESIDUAL_ACTION_NAMES,
-    TRACKER_ACTION_NAMES,
-)
+from interestgym.core.protocol import ACTION_NAMES, residual_action_names
 from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
@@ -77,6 +73,7 @@ class InterestReplayVecEnv(VecEnv):
         reward_baseline: Any = None,
         scoring: ScoringConfig | None = None,
         residual_to: Any = None,
+        gain_lever: bool = False,
         change_penalty: float = 0.0,
         window: int | None = None,
         seed: int | None = None,
@@ -92,7 +89,12 @@ class InterestReplayVecEnv(VecEnv):
         self.reward_baseline = reward_baseline
         # With ``residual_to`` (a rule) the agent acts by changing the rule's action (ResidualPolicy):
         # its action space gets the fifth, keep-factor component, and it scores like the rule.
-        self.residual = ResidualPolicy(residual_to) if residual_to is not None else None
+        # With ``gain_lever`` (and a reference that scores with the category counts) it also changes the
+        # weight each event adds to its category's count.
+        if gain_lever and (residual_to is None or not residual_to.scoring.beta_cat):
+            raise InterestGymError("gain_lever: expected a residual reference rule that scores with the category counts (beta_cat > 0)")
+        self.residual = None if residual_to is None else ResidualPolicy(
+            residual_to, names=residual_action_names(tracker=self.data.point_tracker_z is not None, gain=gain_lever))
         # A residual agent pays change_penalty * mean(change^2) per decision: it leaves the rule only
         # where the reward pays for it. With ``window``, an episode is a random window of that many
         # decisions of a user's history; the decisions before it are replayed with the reference rule
@@ -117,8 +119,7 @@ class InterestReplayVecEnv(VecEnv):
         self._obs: np.ndarray | None = None
         self._started = False
         # a residual agent with a tracker attached also sets the tracker's weight per decision
-        n_actions = (len(ACTION_NAMES) if self.residual is None else
-                     len(TRACKER_ACTION_NAMES) if self.data.point_tracker_z is not None else len(RESIDUAL_ACTION_NAMES))
+        n_actions = len(ACTION_NAMES) if self.residual is None else self.residual.n_changes
         super().__init__(
             n_envs,
             spaces.Box(*observation_bounds(self.data.extra_obs), dtype=np.float32),
@@ -206,6 +207,9 @@ class InterestReplayVecEnv(VecEnv):
         if out.tracker_weight is not None:
             for i, weight in enumerate(out.tracker_weight[:n].tolist()):
                 infos[i]["tracker_weight"] = weight
+        if out.count_gain is not None:
+            for i, gain in enumerate(out.count_gain[:n].tolist()):
+                infos[i]["count_gain"] = gain
         finished = np.nonzero(dones)[0]
         if len(finished):
             fin_term = finished[terminated[finished]]

@@ -102,10 +102,12 @@ def test_the_run_ships_the_learned_policy_only_when_validation_proves_it(dataset
         assert isinstance(policy, ResidualPolicy)
 
 
-@pytest.mark.parametrize("threshold", [1.0, -1.0], ids=["ships the rule", "ships the residual model"])
-def test_the_shipped_policy_exports_and_the_runtime_reproduces_evaluate(dataset, tmp_path, threshold):
-    """A shipped rule exports without a graph, a residual model with its change graph; either way the
-    runtime, replaying test users event by event, gives exactly the evaluator's metrics."""
+@pytest.mark.parametrize("threshold, gain", [(1.0, True), (-1.0, True), (-1.0, False)],
+                         ids=["ships the rule", "ships the residual model", "ships the residual model without the gain lever"])
+def test_the_shipped_policy_exports_and_the_runtime_reproduces_evaluate(dataset, tmp_path, threshold, gain):
+    """A shipped rule exports without a graph, a residual model with its change graph (with the category
+    gain component, and without); either way the runtime, replaying test users event by event, gives
+    exactly the evaluator's metrics."""
     from interestgym.agents.run_folder import load_shipped_policy
 
     from interestgym.data.dataset import Dataset
@@ -114,7 +116,7 @@ def test_the_shipped_policy_exports_and_the_runtime_reproduces_evaluate(dataset,
     from interestgym.runtime import load_policy
 
     run = tmp_path / "run"
-    train_run(_config(dataset, run, ship_threshold=threshold))
+    train_run(_config(dataset, run, ship_threshold=threshold, category_gain=gain))
     decision = read_shipped(run)
     export_run(run, tmp_path / "export", verify_observations=100)
     policy = load_policy(tmp_path / "export")

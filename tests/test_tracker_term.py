@@ -173,6 +173,8 @@ def test_the_agents_sixth_component_sets_the_trackers_weight_per_decision(setup)
     zero is the reference's weight to the bit, u is weight + u (within [0, 3])."""
     from interestgym.envs.policies import ResidualPolicy
 
+    from interestgym.core.protocol import TRACKER_ACTION_NAMES
+
     _, _, attached = setup
     rule = make_baseline("ema_two_profile", long_rate=0.2, short_rate=0.5, short_weight=0.4)
     reference = TrackerMixRule(rule, 0.5)
@@ -180,7 +182,7 @@ def test_the_agents_sixth_component_sets_the_trackers_weight_per_decision(setup)
     def metric(policy):
         return evaluate_policy(attached, policy, record_features=False, progress=False).points["ndcg@10"].to_numpy()
 
-    np.testing.assert_array_equal(metric(ResidualPolicy(reference, None, n_changes=6)), metric(reference))
+    np.testing.assert_array_equal(metric(ResidualPolicy(reference, None, names=TRACKER_ACTION_NAMES)), metric(reference))
     np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, 0.25]))),
                                   metric(TrackerMixRule(rule, 0.75)))
     np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, -1.0]))),

@@ -22,6 +22,45 @@ RESIDUAL_ACTION_NAMES: tuple[str, ...] = (*ACTION_NAMES, "keep_change")
 #: With a sequence tracker attached (``train --sequence``), a residual action has a sixth component: a
 #: change of the tracker's weight in the score at this decision (:func:`interestgym.core.transition.apply_tracker_change`).
 TRACKER_ACTION_NAMES: tuple[str, ...] = (*RESIDUAL_ACTION_NAMES, "tracker_change")
+#: When the reference scores with the category counts, a residual action also has a ``gain_change``: a change
+#: of the weight the decision's event adds to its category's count (1 for the rule; 0 = the event is not
+#: counted: :func:`interestgym.core.transition.apply_gain_change`).
+GAIN_CHANGE = "gain_change"
+#: The engine's action layout: every component any policy can set, in this order. A policy's action is
+#: either a prefix of it or placed into it by name (:func:`env_action_layout`), absent changes as zeros.
+ENV_ACTION_NAMES: tuple[str, ...] = (*TRACKER_ACTION_NAMES, GAIN_CHANGE)
+
+
+def residual_action_names(*, tracker: bool, gain: bool) -> tuple[str, ...]:
+    """A residual policy's change components: (a_L, a_S, w, p, keep_change), then ``tracker_change``
+    with a tracker and ``gain_change`` with the category gain lever."""
+    return (*RESIDUAL_ACTION_NAMES, *(("tracker_change",) if tracker else ()), *((GAIN_CHANGE,) if gain else ()))
+
+
+def residual_names_for_width(width: int, *, tracker: bool) -> tuple[str, ...] | None:
+    """The change components of a saved residual model with ``width`` outputs (runs and exports record
+    the width; whether a tracker is attached tells 6 = keep + tracker from 6 = keep + gain). None when
+    no layout has that width."""
+    for gain in (False, True):
+        names = residual_action_names(tracker=tracker, gain=gain)
+        if len(names) == width:
+            return names
+    return None
+
+
+def env_action_layout(names: tuple[str, ...] | list[str]) -> np.ndarray | None:
+    """Where each of ``names`` goes in :data:`ENV_ACTION_NAMES`: None when the names are a prefix of it
+    (the action is already in the engine's layout), else the column of each name.
+
+    :raises ValueError: for a name that is not an action component.
+    """
+    names = tuple(names)
+    if names == ENV_ACTION_NAMES[: len(names)]:
+        return None
+    unknown = [n for n in names if n not in ENV_ACTION_NAMES]
+    if unknown:
+        raise ValueError(f"action components {unknown}: expected names from {ENV_ACTION_NAMES}")
+    return np.array([ENV_ACTION_NAMES.index(n) for n in names], dtype=np.int64)
 
 
 def action_to_strengths(action: np.ndarray) -> np.ndarray:

@@ -54,7 +54,7 @@ import numpy as np
 
 from interestgym.core.features import FeatureView
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.protocol import strengths_to_action
+from interestgym.core.protocol import env_action_layout, strengths_to_action
 
 LN2 = float(np.log(2.0))
 
@@ -301,18 +301,24 @@ def make_rule(name: str, **params: Any) -> RulePolicy:
     return RULES[name](**params)
 
 
-def compose_residual(base_actions: np.ndarray, change: np.ndarray) -> np.ndarray:
-    """A residual policy's env action (n, 5) or (n, 6): ``[clip(base + change[:, :4], -1, 1),
-    clip(change[:, 4:], -1, 1)]``.
+def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
+    """A residual policy's env action: ``[clip(base + change[:, :4], -1, 1), clip(change[:, 4:], -1, 1)]``,
+    in the engine's layout (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`).
 
-    ``base_actions``: (n, 4) the reference rule's actions; ``change``: (n, 5) the learned change (the
-    fifth component changes the category keep factor; a sixth, with a tracker, the tracker's weight).
-    A zero change returns the rule's actions exactly (``x + 0 == x``), which is why an untrained
-    residual agent is its reference rule.
+    ``base_actions``: (n, 4) the reference rule's actions; ``change``: (n, k) the learned change, whose
+    components are ``names`` (default: the engine's own order; the fifth changes the category keep factor,
+    then the tracker's weight, then the category gain). Components a policy does not have are zeros in
+    the env action, which leaves the rule's own. A zero change returns the rule's actions exactly
+    (``x + 0 == x``), which is why an untrained residual agent is its reference rule.
     """
     base = np.asarray(base_actions, dtype=np.float32)
     change = np.asarray(change, dtype=np.float32).reshape(len(base), -1)
-    out = np.empty((len(base), change.shape[1]), dtype=np.float32)
+    columns = None if names is None else env_action_layout(names)
+    width = change.shape[1] if columns is None else int(columns.max()) + 1
+    out = np.zeros((len(base), width), dtype=np.float32)
     out[:, :4] = np.clip(base + change[:, :4], -1.0, 1.0)
-    out[:, 4:] = np.clip(change[:, 4:], -1.0, 1.0)
+    if columns is None:
+        out[:, 4:] = np.clip(change[:, 4:], -1.0, 1.0)
+    else:
+        out[:, columns[4:]] = np.clip(change[:, 4:], -1.0, 1.0)
     return out

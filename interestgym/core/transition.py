@@ -120,17 +120,34 @@ def apply_tracker_change(weight: np.ndarray, tracker_change: np.ndarray | None) 
     return np.where(tracker_change == 0, weight, moved)
 
 
-def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
-    """Forgetful category counts after a decision: ``counts * forgetting``, then +1 in the event's column.
+#: The gain a residual policy's gain change can reach: ``clip(1 + change, 0, GAIN_MAX)``.
+GAIN_MAX = 2.0
+
+
+def apply_gain_change(gain_change: np.ndarray | None) -> np.ndarray | None:
+    """The weight a decision's event adds to its category's count after a residual policy's change:
+    ``clip(1 + change, 0, GAIN_MAX)`` (0 = the event is not counted, e.g. a click the user barely read;
+    2 = it counts twice). ``None`` stays None, and a zero change gives exactly 1 (the rule's +1)."""
+    if gain_change is None:
+        return None
+    change = np.asarray(gain_change, dtype=np.float64)
+    return np.where(change == 0, 1.0, np.clip(1.0 + change, 0.0, GAIN_MAX))
+
+
+def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float,
+                           gain: np.ndarray | None = None) -> np.ndarray:
+    """Forgetful category counts after a decision: ``counts * forgetting``, then + gain (1 by default) in
+    the event's column.
 
     :param counts: (B, n_categories) float64 counts.
     :param category: (B,) column of each row's event; -1 = no column (only the forgetting applies).
     :param forgetting: scalar or (B,) factor in [0, 1] (per row: e.g. :func:`category_forgetting_factor`).
+    :param gain: (B,) weight of each row's event (:func:`apply_gain_change`), or None for 1.
     :return: new (B, n_categories) counts.
     """
     out = counts * (forgetting[:, None] if np.ndim(forgetting) else forgetting)
     known = category >= 0
-    out[known, category[known]] += 1.0
+    out[known, category[known]] += 1.0 if gain is None else gain[known]
     return out
 
 

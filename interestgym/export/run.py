@@ -38,17 +38,14 @@ from interestgym.agents.run_folder import (
     read_evaluation,
     read_run_config,
     read_shipped,
+    run_change_names,
     run_reference,
     run_scoring,
     run_train_config,
 )
 from interestgym.agents.sb3_policy import policy_from_model
 from interestgym.core.features import FEATURES, N_FEATURES
-from interestgym.core.protocol import (
-    ACTION_NAMES,
-    RESIDUAL_ACTION_NAMES,
-    TRACKER_ACTION_NAMES,
-)
+from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
 from interestgym.data.dataset import MANIFEST as DATASET_MANIFEST
 from interestgym.data.dataset import Dataset
 from interestgym.envs.policies import ResidualPolicy
@@ -138,7 +135,7 @@ def export_run(
     rule = None if reference is None else {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()}
 
     if which == "rule":
-        form, scoring, graph_bytes, graph_facts = "rule", reference.scoring, None, {}
+        form, scoring, graph_bytes, graph_facts, change_names = "rule", reference.scoring, None, {}, None
         diff, n_verified, step = 0.0, 0, None
     else:
         assert run is not None
@@ -147,12 +144,13 @@ def export_run(
         form = "residual" if width >= len(RESIDUAL_ACTION_NAMES) else "absolute"
         if form == "residual" and reference is None:
             raise ArtifactError(f"{run_dir / CONFIG_FILE}: a residual model without a reference rule; expected the run's 'reference'")
+        change_names = run_change_names(run_dir, saved, width) if form == "residual" else None
         scoring = reference.scoring if form == "residual" else run_scoring(run_dir, saved)
         actor = build_actor(run.model, run.vecnormalize, strength_box=(0.0, 1.0))
         # Observations to verify on: the verify split's decisions, replayed with the trained policy;
         # the graph must give the model's own output (the change, for a residual model).
         model_policy = policy_from_model(run.model, run.vecnormalize, scoring=scoring)
-        replayed = ResidualPolicy(reference, model_policy) if form == "residual" else model_policy
+        replayed = ResidualPolicy(reference, model_policy, names=change_names) if form == "residual" else model_policy
         obs = recorded_observations(data, replayed, config.reward, verify_observations)
         expected = model_policy.act(obs) if len(obs) else np.zeros((0, run.model.policy.action_space.shape[0]), np.float32)
         with tempfile.TemporaryDirectory(prefix="interestgym-export-") as scratch:
@@ -216,6 +214,7 @@ def export_run(
             n_outputs=None if form == "rule" else width,
             tracker=tracker,
             extra_obs=extra_obs,
+            change_names=change_names,
         )
         write_export_directory(out, write_files, manifest)
     return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified)
@@ -224,10 +223,10 @@ def export_run(
 def _check_replay_spaces(run: Any, n_obs: int) -> None:
     """The model must act in the replay env's action box and observe this interestgym's features."""
     policy_box = run.model.policy.action_space
-    if policy_box.shape not in ((len(ACTION_NAMES),), (len(RESIDUAL_ACTION_NAMES),), (len(TRACKER_ACTION_NAMES),)) or not (
+    if policy_box.shape not in ((len(ACTION_NAMES),), (5,), (6,), (7,)) or not (
             np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
         raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's) "
-                            "or Box(-1, 1, (5,)) / (6,) (a residual policy's, without / with a tracker)")
+                            "or Box(-1, 1, (5,)) .. (7,) (a residual policy's: keep, then tracker and gain changes)")
     if run.model.policy.observation_space.shape != (n_obs,):
         raise ArtifactError(
             f"{run.run_dir}: the model observes {run.model.policy.observation_space.shape} features; this interestgym "

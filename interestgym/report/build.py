@@ -95,7 +95,8 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
     """What the learned policy does differently from its reference rule, in sentences: each action
     component's mean on the same decisions (the rule acting on the policy's own observations), overall
     and, on synthetic data, per user type. The keep factor is the category counts' (a residual policy's
-    fifth component changes it)."""
+    fifth component changes it); the count gain is what each event adds to its category's count (the gain
+    lever's component)."""
     from interestgym.core.protocol import action_to_strengths
     from interestgym.core.transition import category_forgetting_factor
 
@@ -110,8 +111,21 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
         base_ours, base_theirs = category_forgetting_factor(fixed, ours), category_forgetting_factor(fixed, theirs)
         change = ours_actions[:, 4] if ours_actions.shape[1] >= 5 else np.zeros(len(obs))
         columns["keep"] = (np.clip(base_ours + change, 0.0, 1.0), base_theirs)
-    tracker_note = None
-    if ours_actions.shape[1] >= 6:  # the tracker's weight, moved by the sixth component (as the engine moves it)
+    tracker_note = gain_note = None
+    components = getattr(policy, "names", ())
+    if "gain_change" in components:  # what each event adds to its category's count (the seventh env column)
+        from interestgym.core.transition import apply_gain_change
+
+        gain = apply_gain_change(np.clip(ours_actions[:, 6], -1.0, 1.0))
+        columns["count gain"] = (gain, np.ones(len(obs)))
+        value = obs[:, list(res.feature_names).index("feedback_value")]
+        low, high = np.quantile(value, [1 / 3, 2 / 3]) if len(obs) >= 3 else (0.0, 0.0)
+        if high > low:
+            gain_note = (f"The count gain averages {gain[value <= low].mean():.3f} for the events with the lowest feedback value "
+                         f"(bottom third of feedback_value: e.g. the shortest reads) and {gain[value >= high].mean():.3f} for the "
+                         "highest (top third); the reference adds 1 for every event.")
+    if ours_actions.shape[1] >= 6 and (not components or "tracker_change" in components):
+        # the tracker's weight, moved by the sixth component (as the engine moves it)
         from interestgym.core.transition import apply_tracker_change
 
         base = np.full(len(obs), float(reference.scoring.tracker_weight))
@@ -132,8 +146,7 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
     everyone = np.ones(len(obs), dtype=bool)
     lines = [(f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
               f"{len(obs):,} decisions, policy vs rule): {sentence(everyone)}.")]
-    if tracker_note:
-        lines.append(tracker_note)
+    lines += [note for note in (tracker_note, gain_note) if note]
     if "user_type" in dataset.events.columns:
         types = dataset.events.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
         user_type = types.reindex(res.decisions["user_id"].astype(str)).to_numpy()

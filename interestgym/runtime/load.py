@@ -15,6 +15,7 @@ from interestgym.core.features import (
     TRACKER_FEATURE_NAMES,
     observation_features,
 )
+from interestgym.core.protocol import residual_action_names, residual_names_for_width
 from interestgym.core.rules import RULES, TrackerMixRule
 from interestgym.io import sha256_file
 from interestgym.runtime.manifest import (
@@ -84,15 +85,38 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         )
     item_ids = [str(i) for i in item_ids]
     tracker = _load_tracker(directory, manifest, item_ids)
-    if session is not None and tracker is None:
-        width = next((o.shape[1] for o in session.get_outputs() if o.name == "action" and len(o.shape) == 2), None)
-        if isinstance(width, int) and width >= 6:
-            raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components, the sixth "
-                                         "moving a tracker's weight, but the manifest has no 'tracker' section; re-export the run")
-    policy = ExportedPolicy(directory, manifest, session, item_ids, popularity, [str(c) for c in categories], tracker)
+    change_names = _change_names(directory, manifest, session, tracker) if form == "residual" else None
+    policy = ExportedPolicy(directory, manifest, session, item_ids, popularity, [str(c) for c in categories], tracker,
+                            change_names=change_names)
     if encoder_fingerprint is not None:
         policy.check_encoder(encoder_fingerprint)
     return policy
+
+
+def _change_names(directory: Path, manifest: dict[str, Any], session: Any, tracker: TrackerRuntime | None) -> tuple[str, ...]:
+    """A residual graph's output components: ``policy.outputs.action.names`` (exports that predate it:
+    from the graph's width and whether a tracker is attached), checked against the graph's width and the
+    tracker section."""
+    width = next((o.shape[1] for o in session.get_outputs() if o.name == "action" and len(o.shape) == 2), None)
+    outputs = (manifest.get("policy") or {}).get("outputs") or {}
+    recorded = (outputs.get("action") or {}).get("names") if isinstance(outputs.get("action"), dict) else None
+    if recorded is not None:
+        names = tuple(str(n) for n in recorded) if isinstance(recorded, list) else None
+        if names not in {residual_action_names(tracker=t, gain=g) for t in (False, True) for g in (False, True)}:
+            raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.outputs.action.names {recorded!r}; expected the "
+                                         "residual components (long_strength .. keep_change[, tracker_change][, gain_change])")
+    else:  # exports from before the names were recorded had no gain component: 5, or 6 with a tracker's weight
+        names = residual_names_for_width(width, tracker=True) if width in (5, 6) else None
+        if names is None:
+            raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components and the manifest "
+                                         "names none; expected a residual graph's 5, or 6 with a tracker")
+    if isinstance(width, int) and width != len(names):
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components; the manifest "
+                                     f"names {len(names)} ({', '.join(names)})")
+    if "tracker_change" in names and tracker is None:
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components, one moving a "
+                                     "tracker's weight, but the manifest has no 'tracker' section; re-export the run")
+    return names
 
 
 def _base_rule(name: Any) -> Any:

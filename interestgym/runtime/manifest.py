@@ -208,6 +208,7 @@ def build_manifest(
     n_outputs: int | None = None,
     tracker: Mapping[str, Any] | None = None,
     extra_obs: tuple[str, ...] = (),
+    change_names: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """The manifest's content, every field but ``files`` and the digest (:func:`seal_manifest` adds them).
 
@@ -237,6 +238,8 @@ def build_manifest(
         and ``manifest_sha256`` (of its ``tracker.json``), when the score weighs a sequence tracker.
     :param extra_obs: observations the graph reads after the FEATURES ones (names of
         ``core.features.EXTRA_FEATURES``: the tracker's, the DTW drift).
+    :param change_names: a residual graph's output components
+        (:func:`interestgym.core.protocol.residual_action_names`), recorded as ``outputs.action.names``.
     """
     width = n_outputs if n_outputs is not None else (5 if form == "residual" else 4)
     features = observation_features(tuple(extra_obs))
@@ -255,9 +258,12 @@ def build_manifest(
                       "meaning": "raw observation (features below, in order); normalisation is inside the graph"},
             "outputs": {
                 OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", width], "box": [-1.0, 1.0],
-                              "meaning": ("the change added to the rule's action (first four, then clipped to the box; the "
-                                          "fifth is added to the category keep factor; a sixth changes the tracker's weight: "
-                                          "interestgym.core.transition.apply_tracker_change): interestgym.core.rules.compose_residual"
+                              **({"names": list(change_names)} if form == "residual" and change_names else {}),
+                              "meaning": ("the change added to the rule's action (first four, then clipped to the box; "
+                                          "keep_change is added to the category keep factor; tracker_change changes the "
+                                          "tracker's weight: interestgym.core.transition.apply_tracker_change; gain_change "
+                                          "what the event adds to its category's count: apply_gain_change): "
+                                          "interestgym.core.rules.compose_residual"
                                           if form == "residual" else
                                           "the env action: the Gaussian mean (deterministic), clipped to the box")},
                 STRENGTHS_NAME: {"dtype": "float32", "shape": ["batch", 4], "box": [0.0, 1.0],
@@ -297,8 +303,9 @@ def build_manifest(
             "shadow_strengths": list(SHADOW_STRENGTHS),
             "ema_rate": float(EMA_RATE),
             "running_means": "m <- m + ema_rate (v - m) at every decision (metrics: at the decision after their scoring points)",
-            "category_counts": ("counts <- f counts, then +1 in the event's category column, at every decision (when beta_cat != 0); "
-                                "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null"),
+            "category_counts": ("counts <- f counts, then + g in the event's category column, at every decision (when beta_cat != 0); "
+                                "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null, then moved "
+                                "by a residual graph's keep_change; g = 1, or clip(1 + gain_change, 0, 2) for a graph with a gain_change"),
             "category_forgetting": "1 - a_L (tied to the action)" if forgetting is None else float(forgetting),
         },
         "scoring": {

@@ -47,6 +47,7 @@ from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.rules import compose_residual, make_rule
 from interestgym.core.transition import (
+    apply_gain_change,
     apply_keep_change,
     apply_tracker_change,
     category_forgetting_factor,
@@ -88,7 +89,8 @@ class ExportedPolicy:
     """
 
     def __init__(self, directory: Path, manifest: dict[str, Any], session: Any, item_ids: list[str],
-                 popularity: np.ndarray, categories: list[str], tracker: TrackerRuntime | None = None) -> None:
+                 popularity: np.ndarray, categories: list[str], tracker: TrackerRuntime | None = None, *,
+                 change_names: tuple[str, ...] | None = None) -> None:
         self.directory = directory
         self.manifest = manifest
         self._session = session
@@ -101,6 +103,9 @@ class ExportedPolicy:
         self.form = str(policy_info.get("form", "absolute"))
         rule = policy_info.get("rule")
         self.rule = make_rule(rule["name"], **rule["params"]) if self.form in ("residual", "rule") else None
+        #: a residual graph's output components (core.protocol.residual_action_names), placed into the
+        #: engine's action layout by compose_residual
+        self.change_names = change_names
         self.item_ids = item_ids
         self._item_index = {iid: i for i, iid in enumerate(item_ids)}
         self.popularity = popularity
@@ -187,7 +192,7 @@ class ExportedPolicy:
             return np.asarray(self.rule.act(obs), dtype=np.float32)  # type: ignore[union-attr]
         graph = self._session.run(["action"], {self._input: obs})[0]
         if self.form == "residual":
-            return compose_residual(self.rule.act(obs), graph)  # type: ignore[union-attr]
+            return compose_residual(self.rule.act(obs), graph, self.change_names)  # type: ignore[union-attr]
         return graph
 
     def strengths(self, observations: np.ndarray) -> np.ndarray:
@@ -251,6 +256,15 @@ class ExportedPolicy:
     def _forgetting(self, strengths: np.ndarray, keep_change: np.ndarray | None) -> np.ndarray:
         """(n,) keep factors of the category counts at decisions with ``strengths`` (the engine's)."""
         return apply_keep_change(category_forgetting_factor(self._fixed_forgetting, strengths), keep_change)
+
+    @staticmethod
+    def _count_changes(actions: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The keep-factor change and the category gain of env ``actions`` (engine layout), as the engine
+        reads them: None where the policy has no such component."""
+        width = actions.shape[1]
+        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if width >= 5 else None
+        gain = apply_gain_change(np.clip(actions[:, 6].astype(np.float64), -1.0, 1.0)) if width >= 7 else None
+        return keep_change, gain
 
     def observe(self, state: UserState, event: Event) -> np.ndarray | None:
         """The observation the policy sees for ``event`` (None if the event is not a decision)."""

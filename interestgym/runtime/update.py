@@ -194,7 +194,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     obs, (x, stats, counters, cos, cat, hour, tracker, drift) = observe_one(policy, state, event, counters)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
-    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
+    keep_change, gain = policy._count_changes(actions)
 
     # decision_transition, element for element: the running statistics from the cosines measured
     # before the update, then L, S and the shadows moved in one update_profile call.
@@ -211,7 +211,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     if counts is not None:
         # a category unknown to the export has no column (-1): its count stays implicit 0
         column = policy._category_index.get(event.category, -1)
-        counts = update_category_counts(counts[None], np.array([column]), policy._forgetting(strengths, keep_change))[0]
+        counts = update_category_counts(counts[None], np.array([column]), policy._forgetting(strengths, keep_change), gain)[0]
     slots = state.slot_profiles
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
@@ -296,7 +296,7 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         obs = np.concatenate([obs, np.stack([extra for extra, _, _ in extras])], axis=1)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
-    keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
+    keep_change, gain = policy._count_changes(actions)
 
     drift, short_long = _M["drift_ema"], _M["short_long_ema"]
     after = decision_transition(DecisionState(long_term, short_term, profiles[:, 2:], stats[:, drift], stats[:, short_long],
@@ -313,7 +313,8 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         # a category unknown to the export has no column (-1): its count stays implicit 0
         column = np.array([policy._category_index.get(events[i].category, -1) for i in rows], dtype=np.int64)
         moved = update_category_counts(np.stack([states[i].category_counts for i in rows]), column,  # type: ignore[misc]
-                                       policy._forgetting(strengths[rows], None if keep_change is None else keep_change[rows]))
+                                       policy._forgetting(strengths[rows], None if keep_change is None else keep_change[rows]),
+                                       None if gain is None else gain[rows])
         for i, row in zip(rows, moved):
             counts[i] = row
     slots: list[np.ndarray | None] = [None] * n

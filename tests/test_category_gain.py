@@ -1,0 +1,221 @@
+"""The category gain lever: a residual agent also sets what each event adds to its category's count.
+
+* The maths (``core.transition``): a zero change adds exactly 1, as the rule does; the gain is
+  ``clip(1 + change, 0, 2)``; the counts move as a hand computation says.
+* The layout (``core.protocol``): a (keep, gain) change lands in the engine's columns 4 and 6, with a
+  zero tracker column, and old layouts stay as they were.
+* The agent: untrained, it ranks every user exactly as the rule does; a gain of 0 on every event leaves
+  the counts empty, i.e. the ranking of the same rule without its category term.
+* The run, its export and the runtime: the gain component is recorded by name and the runtime replays a
+  gain agent exactly as the evaluator does (``test_learning_shipping``'s parity test runs both layouts).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from agents_fixtures import tiny_synthetic
+from interestgym.agents.config import TrainConfig
+from interestgym.agents.rules import make_baseline
+from interestgym.agents.sb3_policy import policy_from_model
+from interestgym.agents.train import new_agent, train_run
+from interestgym.envs.policies import ResidualPolicy
+from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
+
+from interestgym.core.features import N_FEATURES
+from interestgym.core.protocol import (
+    ENV_ACTION_NAMES,
+    RESIDUAL_ACTION_NAMES,
+    TRACKER_ACTION_NAMES,
+    env_action_layout,
+    residual_action_names,
+    residual_names_for_width,
+)
+from interestgym.core.rules import compose_residual
+from interestgym.core.transition import (
+    GAIN_MAX,
+    apply_gain_change,
+    update_category_counts,
+)
+from interestgym.errors import InterestGymError
+
+REFERENCE = make_baseline("bayesian_category", beta_cat=1.0, forgetting=0.9, long_rate=0.2, short_rate=0.7,
+                          short_weight=0.4, popularity_weight=0.1)
+GAIN_NAMES = residual_action_names(tracker=False, gain=True)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return tiny_synthetic(tmp_path_factory.mktemp("gain") / "tiny", users=40)
+
+
+def _config(dataset, run_dir, **kw) -> TrainConfig:
+    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 256, "n_envs": 4, "n_steps": 16, "batch_size": 32,
+            "n_epochs": 2, "eval_every": 128, "checkpoint_every": 128, "eval_users": None, "progress_bar": False,
+            "net_arch": [16, 16], "reward_baseline": "bayesian_category", "tune_users": 5}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _per_user(data, policy) -> dict[str, np.ndarray]:
+    res = evaluate_policy(data, policy, record_features=False, progress=False)
+    return {m: res.per_user()[m].to_numpy() for m in res.metrics}
+
+
+class Change:
+    """A fixed learned change: ``values`` by component name, 0 elsewhere."""
+
+    def __init__(self, names, **values):
+        self.row = np.array([values.get(n, 0.0) for n in names], dtype=np.float32)
+
+    def act(self, obs):
+        return np.tile(self.row, (len(obs), 1))
+
+
+# ------------------------------------------------------------------------------------------ maths
+def test_the_gain_is_one_plus_the_change_clipped_and_exactly_one_for_no_change():
+    change = np.array([0.0, -1.0, -0.25, 0.5, 1.0, -3.0, 5.0])
+    assert apply_gain_change(change).tolist() == [1.0, 0.0, 0.75, 1.5, 2.0, 0.0, GAIN_MAX]
+    assert apply_gain_change(None) is None
+
+
+def test_the_counts_forget_then_add_each_rows_gain_in_its_events_column():
+    counts = np.array([[2.0, 1.0, 0.0], [0.5, 0.5, 4.0], [1.0, 1.0, 1.0]])
+    category = np.array([1, 2, -1])  # the third event has no known category: only the forgetting applies
+    forgetting = np.array([0.5, 1.0, 0.8])
+    gain = np.array([0.25, 0.0, 2.0])
+    expected = [[1.0, 0.5 + 0.25, 0.0], [0.5, 0.5, 4.0], [0.8, 0.8, 0.8]]
+    assert update_category_counts(counts, category, forgetting, gain).tolist() == expected
+    # a gain of exactly 1 is the rule's +1, to the bit
+    assert np.array_equal(update_category_counts(counts, category, forgetting, np.ones(3)),
+                          update_category_counts(counts, category, forgetting))
+
+
+# ----------------------------------------------------------------------------------------- layout
+def test_a_keep_and_gain_change_lands_in_the_engines_columns_with_a_zero_tracker_column():
+    base = np.array([[0.1, -0.2, 0.3, 0.9], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    change = np.array([[0.1, 0.1, 0.1, 0.5, -0.5, -0.75], [0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    out = compose_residual(base, change, GAIN_NAMES)
+    assert out.shape == (2, len(ENV_ACTION_NAMES))
+    np.testing.assert_array_equal(out[0], np.array([0.2, -0.1, 0.4, 1.0, -0.5, 0.0, -0.75], dtype=np.float32))
+    assert out[1].tolist() == [0.0] * 7
+    # the older layouts are prefixes of the engine's: their actions are what they were
+    assert env_action_layout(RESIDUAL_ACTION_NAMES) is None and env_action_layout(TRACKER_ACTION_NAMES) is None
+    five = compose_residual(base, change[:, :5], RESIDUAL_ACTION_NAMES)
+    np.testing.assert_array_equal(five, compose_residual(base, change[:, :5]))
+    assert five.shape == (2, 5)
+
+
+def test_saved_widths_map_to_their_components():
+    assert residual_names_for_width(5, tracker=False) == RESIDUAL_ACTION_NAMES
+    assert residual_names_for_width(6, tracker=True) == TRACKER_ACTION_NAMES
+    assert residual_names_for_width(6, tracker=False) == GAIN_NAMES
+    assert residual_names_for_width(7, tracker=True) == ENV_ACTION_NAMES
+    assert residual_names_for_width(7, tracker=False) is None
+    with pytest.raises(ValueError, match="bogus"):
+        env_action_layout(("long_strength", "bogus"))
+
+
+# ------------------------------------------------------------------------------------------ agent
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_the_untrained_agent_with_the_gain_lever_is_the_reference_rule_to_the_bit(dataset, tmp_path, split):
+    config = _config(dataset, tmp_path / "unused")
+    data = config.replay_data(split)
+    venv = InterestReplayVecEnv(config.replay_data("train"), n_envs=4, reward_baseline=REFERENCE, residual_to=REFERENCE,
+                                gain_lever=True, seed=0)
+    assert venv.action_space.shape == (6,) and venv.residual.names == GAIN_NAMES
+    model, init = new_agent(config, venv, REFERENCE, None, config.replay_data("train"), REFERENCE.scoring)
+    assert init.tolist() == [0.0] * 6
+    agent = ResidualPolicy(REFERENCE, policy_from_model(model, model.get_vec_normalize_env(), scoring=REFERENCE.scoring),
+                           names=GAIN_NAMES)
+    ours, theirs = _per_user(data, agent), _per_user(data, REFERENCE)
+    for metric in theirs:
+        assert np.array_equal(ours[metric], theirs[metric], equal_nan=True), metric
+
+
+def test_a_gain_of_zero_on_every_event_ranks_as_the_rule_without_its_category_term(dataset, tmp_path):
+    """Never counted, the counts stay 0: the category term is the same constant for every candidate."""
+    data = _config(dataset, tmp_path / "unused").replay_data("valid")
+    never = _per_user(data, ResidualPolicy(REFERENCE, Change(GAIN_NAMES, gain_change=-1.0), names=GAIN_NAMES))
+    params = {**REFERENCE.params, "beta_cat": 0.0}
+    without = _per_user(data, make_baseline("bayesian_category", **params))
+    counted = _per_user(data, REFERENCE)
+    np.testing.assert_allclose(never["ndcg@10"], without["ndcg@10"], rtol=0, atol=1e-12)
+    assert not np.allclose(never["ndcg@10"], counted["ndcg@10"])  # the lever is wired: counting matters here
+
+
+def test_the_gain_lever_needs_a_reference_that_counts_categories(dataset):
+    plain = make_baseline("ema_two_profile", long_rate=0.2, short_rate=0.7, short_weight=0.4, popularity_weight=0.1)
+    with pytest.raises(InterestGymError, match="beta_cat"):
+        InterestReplayVecEnv(str(dataset), n_envs=2, split="train", residual_to=plain, gain_lever=True)
+
+
+# -------------------------------------------------------------------------------- run and export
+@pytest.mark.parametrize("gain, width", [(True, 6), (False, 5)])
+def test_a_run_records_its_change_components(dataset, tmp_path, gain, width):
+    from interestgym.agents.run_folder import load_run_policy
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, category_gain=gain, timesteps=64, eval_every=64, checkpoint_every=64))
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["category_gain"] is gain
+    assert saved["action_space"]["names"] == list(GAIN_NAMES if gain else RESIDUAL_ACTION_NAMES)
+    policy = load_run_policy(run, "final")
+    assert policy.names == tuple(saved["action_space"]["names"]) and policy.change.act(np.zeros((1, N_FEATURES), np.float32)).shape == (1, width)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    gains = [e.value for e in acc.Scalars("charts/mean_count_gain")] if "charts/mean_count_gain" in acc.Tags()["scalars"] else []
+    assert bool(gains) is gain and all(0.0 <= g <= GAIN_MAX for g in gains)  # the lever, watched in TensorBoard
+
+
+def test_a_run_whose_recorded_components_disagree_with_its_model_is_refused(dataset, tmp_path):
+    from interestgym.agents.run_folder import load_run_policy
+
+    from interestgym.errors import ArtifactError
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=64, eval_every=64, checkpoint_every=64))
+    saved = json.loads((run / "config.json").read_text())
+    saved["action_space"]["names"] = list(TRACKER_ACTION_NAMES)  # 6 names, but no tracker and a gain model
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ArtifactError, match="action_space.names"):
+        load_run_policy(run, "final")
+
+
+def test_the_export_names_the_gain_component_and_a_damaged_manifest_is_refused(dataset, tmp_path):
+    import shutil
+
+    from interestgym.export.run import export_run
+    from interestgym.runtime import load_policy
+    from interestgym.runtime.manifest import (
+        ExportFileCorruptError,
+        read_manifest,
+        seal_manifest,
+        write_manifest,
+    )
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, ship_threshold=-1.0, timesteps=64, eval_every=64, checkpoint_every=64))
+    export_run(run, tmp_path / "export", which="final", verify_observations=50)
+    manifest = read_manifest(tmp_path / "export")
+    assert manifest["policy"]["outputs"]["action"]["names"] == list(GAIN_NAMES)
+    assert load_policy(tmp_path / "export").change_names == GAIN_NAMES
+
+    def damaged(edit, name):
+        out = tmp_path / name
+        shutil.copytree(tmp_path / "export", out)
+        m = read_manifest(out)
+        edit(m["policy"]["outputs"]["action"])
+        (out / "manifest.json").unlink()  # re-sealed over the same files, as an edited export would be
+        write_manifest(out, seal_manifest(out, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
+        return out
+
+    # an export written before the names were recorded had no gain: 6 outputs there meant a tracker's weight
+    with pytest.raises(ExportFileCorruptError, match="no 'tracker' section"):
+        load_policy(damaged(lambda a: a.pop("names"), "old-style"))
+    with pytest.raises(ExportFileCorruptError, match="names"):
+        load_policy(damaged(lambda a: a.update(names=["long_strength", "x"]), "bad-names"))
