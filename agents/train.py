@@ -145,13 +145,19 @@ def new_agent(config: TrainConfig, venv: Any, residual_to: Any, centre_on: Any, 
 
 
 # ---------------------------------------------------------------------------------------- shipping
+#: Metrics the learned policy must not be proven worse on (paired 95% CI entirely below 0 on validation
+#: users) to ship, besides its gain in the reward metric: a top-heavy gain must not hide a loss there.
+GUARD_METRICS: tuple[str, ...] = ("auc", "mrr", "hit@10")
+
+
 def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, reference: Any) -> dict[str, Any]:
     """Ship the learned policy only when it is proven on validation users; else ship the rule.
 
     The run's best model and the reference rule replay every validation user (the same users and
     candidates); the learned policy ships when the lower end of the paired 95% bootstrap CI of its
-    per-user gain in the reward metric exceeds ``config.ship_threshold``. The decision, with its
-    numbers and reason, goes to ``RUN/shipped.json`` (read by evaluate, report and export).
+    per-user gain in the reward metric exceeds ``config.ship_threshold`` and no :data:`GUARD_METRICS`
+    metric has its CI entirely below 0. The decision, with its numbers and reason, goes to
+    ``RUN/shipped.json`` (read by evaluate, report and export).
     """
     from interestgym.agents.run_folder import (
         best_or_final,
@@ -171,25 +177,34 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     which = best_or_final(run_dir)
     learned = load_run_policy(run_dir, which, device=config.device)
 
-    def per_user(policy: Any) -> tuple[np.ndarray, np.ndarray]:
+    def per_user(policy: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         res = evaluate_policy(valid_data, policy, metric=metric, record_features=False, progress=False)
-        return per_user_means(res.points["user_id"].to_numpy(), res.points[metric].to_numpy())
+        user_ids = res.points["user_id"].to_numpy()
+        wanted = [metric] + [m for m in GUARD_METRICS if m != metric and m in res.points.columns]
+        means = {m: per_user_means(user_ids, res.points[m].to_numpy()) for m in wanted}
+        return means[metric][0], {m: values for m, (_, values) in means.items()}
 
     users, ours = per_user(learned)
     ref_users, theirs = per_user(reference)
     assert np.array_equal(users, ref_users)
-    diff = paired_bootstrap_diff(ours, theirs, seed=config.seed).as_dict()
-    proven = diff["lo"] > config.ship_threshold
+    diff = paired_bootstrap_diff(ours[metric], theirs[metric], seed=config.seed).as_dict()
+    guards = {m: paired_bootstrap_diff(ours[m], theirs[m], seed=config.seed).as_dict() for m in ours if m != metric}
+    worse = [m for m, d in guards.items() if d["hi"] < 0]
+    proven = diff["lo"] > config.ship_threshold and not worse
+    reason = (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
+              f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
+              + ("above" if diff["lo"] > config.ship_threshold else "not above") + f" the threshold {config.ship_threshold:g}")
+    if worse:
+        reason += "; but it is worse on " + ", ".join(
+            f"{m} ({guards[m]['mean']:+.4f} [{guards[m]['lo']:+.4f}, {guards[m]['hi']:+.4f}])" for m in worse)
     decision = {
         "policy": "learned" if proven else "rule",
         "model": which if proven else None,
         "rule": {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()},
         "metric": metric,
-        "validation": {"users": len(users), "learned": float(np.nanmean(ours)), "rule": float(np.nanmean(theirs)),
-                       "diff": diff, "threshold": config.ship_threshold},
-        "reason": (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
-                   f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
-                   + ("above" if proven else "not above") + f" the threshold {config.ship_threshold:g}"),
+        "validation": {"users": len(users), "learned": float(np.nanmean(ours[metric])), "rule": float(np.nanmean(theirs[metric])),
+                       "diff": diff, "threshold": config.ship_threshold, "guards": guards},
+        "reason": reason,
     }
     write_shipped(run_dir, decision)
     return decision

@@ -93,13 +93,49 @@ def test_the_run_ships_the_learned_policy_only_when_validation_proves_it(dataset
     assert decision["validation"]["rule"] == pytest.approx(float(np.mean(theirs)))
     assert decision["validation"]["diff"]["mean"] == pytest.approx(float(np.mean(ours - theirs)))
     lo_above = decision["validation"]["diff"]["lo"] > threshold
-    assert (decision["policy"] == "learned") == lo_above
+    worse = [m for m, d in decision["validation"]["guards"].items() if d["hi"] < 0]
+    assert sorted(decision["validation"]["guards"]) == ["auc", "hit@10", "mrr"]
+    assert (decision["policy"] == "learned") == (lo_above and not worse)
     assert ("not above" in decision["reason"]) == (not lo_above)
     policy = load_shipped_policy(run)
     if shipped == "rule":
         assert policy.name == decision["rule"]["name"] and json.dumps(policy.params) == json.dumps(decision["rule"]["params"])
     else:
         assert isinstance(policy, ResidualPolicy)
+
+
+def test_a_model_proven_worse_on_a_guard_metric_ships_the_rule_even_past_the_threshold(dataset, tmp_path, monkeypatch):
+    """A gain in the reward metric does not ship a policy that validation proves worse on AUC, MRR or
+    hit@10: here the threshold lets any reward change pass, and the 'learned' policy ranks by popularity
+    alone (p = 1, no event ever counted), far below the rule."""
+    from interestgym.agents import run_folder
+    from interestgym.agents.train import decide_shipping
+
+    from interestgym.core.protocol import residual_action_names
+
+    run = tmp_path / "run"
+    config = _config(dataset, run, ship_threshold=-1.0)
+    train_run(config)
+    reference = make_baseline(read_shipped(run)["rule"]["name"], **read_shipped(run)["rule"]["params"])
+    names = residual_action_names(tracker=False, gain=True)
+
+    class PopularityOnly:
+        def act(self, obs):
+            change = np.zeros((len(obs), len(names)), np.float32)
+            change[:, 3], change[:, 5] = 2.0, -1.0  # p -> 1 (clipped), gain 0
+            return change
+
+    worse_policy = ResidualPolicy(reference, PopularityOnly(), names=names)
+    monkeypatch.setattr(run_folder, "load_run_policy", lambda *a, **k: worse_policy)
+    valid = config.replay_data("valid")
+    decision = decide_shipping(run, config, valid, reference)
+    assert decision["policy"] == "rule" and "but it is worse on" in decision["reason"]
+    named = [m for m in ("auc", "mrr", "hit@10") if f" {m} (" in decision["reason"]]
+    assert named
+    for m in named:  # each named metric is lower for the policy on these users, computed here on its own
+        ours = evaluate_policy(valid, worse_policy, progress=False).per_user()[m].mean()
+        theirs = evaluate_policy(valid, reference, progress=False).per_user()[m].mean()
+        assert ours < theirs and decision["validation"]["guards"][m]["hi"] < 0
 
 
 @pytest.mark.parametrize("threshold, gain", [(1.0, True), (-1.0, True), (-1.0, False)],
