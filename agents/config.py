@@ -34,7 +34,7 @@ class TrainConfig:
     """Output directory of the run."""
     embeddings: str | None = None
     """Embedding name in the dataset (``None``: the only one there is)."""
-    timesteps: int = 300_000
+    timesteps: int = 600_000
     """Total env steps (decisions) of the run; a resumed run continues up to this total."""
     n_envs: int = 64
     """Users replayed in lock-step by the vector env (one PPO rollout = n_envs x n_steps decisions)."""
