@@ -66,6 +66,10 @@ class TrainConfig:
     changes the weight each decision's event adds to its category's count (``gain_change``: 1 for the
     rule, 0 = not counted, up to 2), e.g. to leave out a click the user barely read. A run saved before
     this setting existed had no such component (``False``)."""
+    context_lever: bool = True
+    """Residual form, when the reference scores with the time-slot profiles (beta_ctx > 0): the agent also
+    changes the rate at which the event's slot profile moves (``context_change``, added to the rule's
+    ``context_rate`` within [0, 1]). A run saved before this setting existed had no such component."""
     dtw_observation: bool = False
     """The agent also observes the DTW drift of the user's last k decision items from the k before
     (``core.features`` ``dtw_drift``; the ``dtw_refresh`` rule's signal)."""

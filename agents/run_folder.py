@@ -102,6 +102,7 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
     values = dict(saved["config"])
     values.setdefault("tracker_observations", False)  # runs saved before the setting observed without them
     values.setdefault("category_gain", False)  # ... and had no gain component
+    values.setdefault("context_lever", False)  # ... nor a context one
     try:
         config = TrainConfig.from_dict(values)
     except InterestGymError as exc:
@@ -423,19 +424,25 @@ def load_run_policy(run_dir: str | Path, which: str = "best", *, device: str = "
 
 
 def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> tuple[str, ...]:
-    """The components of a residual run's learned change (``config.json``'s ``action_space.names``; runs
-    that predate the gain lever are read from the model's width and whether a tracker is attached).
+    """The components of a residual run's learned change: ``config.json``'s ``action_space.names`` (runs
+    that recorded other names, from before the residual form's extra components, are read from the
+    model's width and whether a tracker is attached).
 
-    :raises ArtifactError: when the recorded names do not match the model's width.
+    :raises ArtifactError: when the names are not a residual layout of the model's width, or the run
+        has a tracker component but no tracker.
     """
-    from interestgym.core.protocol import residual_names_for_width
+    from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
 
     recorded = (saved.get("action_space") or {}).get("names")
-    derived = residual_names_for_width(width, tracker=bool((saved.get("config") or {}).get("sequence")))
-    if derived is None or (recorded is not None and len(recorded) == width and tuple(recorded) != derived):
+    tracker = bool((saved.get("config") or {}).get("sequence"))
+    names = tuple(recorded) if isinstance(recorded, list) and len(recorded) == width else None
+    if names is None:
+        names = residual_names_for_width(width, tracker=tracker)
+    if names is None or names not in RESIDUAL_LAYOUTS or ("tracker_change" in names) != tracker:
         raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded} for a residual model with {width} "
-                            f"outputs; expected {derived or 'one of the residual layouts (5, 6 or 7 components)'}")
-    return derived
+                            f"outputs{' and a tracker' if tracker else ''}; expected a residual layout of that width "
+                            "(long_strength .. keep_change[, tracker_change][, gain_change][, context_change])")
+    return names
 
 
 # ------------------------------------------------------------------------------------ shipping

@@ -231,7 +231,7 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         saved = read_run_config(run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
         try:
-            config = TrainConfig.from_dict({"tracker_observations": False, "category_gain": False,  # runs saved before these settings
+            config = TrainConfig.from_dict({"tracker_observations": False, "category_gain": False, "context_lever": False,  # runs saved before these settings
                                             **saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
                                             "device": config.device, "run_dir": str(run_dir)})
         except InterestGymError as exc:
@@ -326,9 +326,10 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
 
     # the gain lever only where the reference counts categories (elsewhere the component would move nothing)
     gain_lever = residual and config.category_gain and bool(reference_policy.scoring.beta_cat)
+    context_lever = residual and config.context_lever and bool(reference_policy.scoring.beta_ctx)
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
                                 reward_baseline=reference_policy, scoring=agent_scoring,
-                                residual_to=reference_policy if residual else None, gain_lever=gain_lever,
+                                residual_to=reference_policy if residual else None, gain_lever=gain_lever, context_lever=context_lever,
                                 change_penalty=config.change_penalty if residual else 0.0,
                                 window=config.window if residual else None, seed=config.seed)
     # SB3's episode statistics (rollout/ep_rew_mean, ep_len_mean) on the raw reward: one episode is one

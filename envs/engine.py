@@ -35,6 +35,7 @@ from interestgym.core.transition import (
     DecisionState,
     apply_gain_change,
     apply_keep_change,
+    apply_rate_change,
     apply_tracker_change,
     category_forgetting_factor,
     decision_transition,
@@ -290,7 +291,7 @@ class ReplayEngine:
         """Apply ``actions`` (n, 4) in the env's [-1, 1] box to ``rows`` and advance them one decision
         ((n, 5) for a residual policy: the fifth changes the category keep factor; (n, 6) with a tracker:
         the sixth changes the tracker's weight at this decision; (n, 7): the seventh changes the weight the
-        event adds to its category's count. Columns in :data:`~interestgym.core.protocol.ENV_ACTION_NAMES`
+        event adds to its category's count; (n, 8): the eighth changes the time-slot profile's update rate. Columns in :data:`~interestgym.core.protocol.ENV_ACTION_NAMES`
         order, zeros for what a policy does not change).
 
         ``rank=False`` (lean engines only): the scoring points' similarities are computed and kept
@@ -308,6 +309,8 @@ class ReplayEngine:
         tracker_change = np.clip(actions[:, 5].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 6 else None
         # a seventh changes what the decision's event adds to its category's count (core.protocol.ENV_ACTION_NAMES)
         gain = apply_gain_change(np.clip(actions[:, 6].astype(np.float64), -1.0, 1.0)) if actions.shape[1] >= 7 else None
+        # an eighth changes the rate of the time-slot profile's update
+        context_change = np.clip(actions[:, 7].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 8 else None
         strengths = action_to_strengths(actions[:, :4])
         fixed = self.fixed_p[rows]
         strengths[:, 3] = np.where(np.isnan(fixed), strengths[:, 3], fixed)
@@ -324,7 +327,8 @@ class ReplayEngine:
                 apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change), gain)
         if self.slot_profiles is not None:
             slot = data.decision_slot[dec].astype(np.int64)
-            self.slot_profiles[rows, slot] = update_profile(self.slot_profiles[rows, slot], x, self.ctx_rate[rows])
+            rate = apply_rate_change(self.ctx_rate[rows], context_change)
+            self.slot_profiles[rows, slot] = update_profile(self.slot_profiles[rows, slot], x, rate)
 
         # Scoring points between this decision and the next, scored with the updated state.
         p_start = data.decision_point_start[dec]

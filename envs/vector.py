@@ -74,6 +74,7 @@ class InterestReplayVecEnv(VecEnv):
         scoring: ScoringConfig | None = None,
         residual_to: Any = None,
         gain_lever: bool = False,
+        context_lever: bool = False,
         change_penalty: float = 0.0,
         window: int | None = None,
         seed: int | None = None,
@@ -91,10 +92,15 @@ class InterestReplayVecEnv(VecEnv):
         # its action space gets the fifth, keep-factor component, and it scores like the rule.
         # With ``gain_lever`` (and a reference that scores with the category counts) it also changes the
         # weight each event adds to its category's count.
+        # With ``context_lever`` (a reference that scores with the time-slot profiles) it also changes the
+        # rate at which the event's slot profile moves.
         if gain_lever and (residual_to is None or not residual_to.scoring.beta_cat):
             raise InterestGymError("gain_lever: expected a residual reference rule that scores with the category counts (beta_cat > 0)")
+        if context_lever and (residual_to is None or not residual_to.scoring.beta_ctx):
+            raise InterestGymError("context_lever: expected a residual reference rule that scores with the time-slot profiles (beta_ctx > 0)")
         self.residual = None if residual_to is None else ResidualPolicy(
-            residual_to, names=residual_action_names(tracker=self.data.point_tracker_z is not None, gain=gain_lever))
+            residual_to, names=residual_action_names(tracker=self.data.point_tracker_z is not None, gain=gain_lever,
+                                                     context=context_lever))
         # A residual agent pays change_penalty * mean(change^2) per decision: it leaves the rule only
         # where the reward pays for it. With ``window``, an episode is a random window of that many
         # decisions of a user's history; the decisions before it are replayed with the reference rule

@@ -1,4 +1,5 @@
-"""The category gain lever: a residual agent also sets what each event adds to its category's count.
+"""The state levers: a residual agent also sets what each event adds to its category's count (gain) and
+how fast the event's time-slot profile moves (context rate).
 
 * The maths (``core.transition``): a zero change adds exactly 1, as the rule does; the gain is
   ``clip(1 + change, 0, 2)``; the counts move as a hand computation says.
@@ -8,6 +9,8 @@
   the counts empty, i.e. the ranking of the same rule without its category term.
 * The run, its export and the runtime: the gain component is recorded by name and the runtime replays a
   gain agent exactly as the evaluator does (``test_learning_shipping``'s parity test runs both layouts).
+* The context rate lever, likewise: untrained it is ``context_rule`` to the bit, a rate of 0 freezes the
+  slot profiles (the rule without its context term), and the runtime replays it exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from interestgym.core.features import N_FEATURES
 from interestgym.core.protocol import (
     ENV_ACTION_NAMES,
     RESIDUAL_ACTION_NAMES,
+    RESIDUAL_LAYOUTS,
     TRACKER_ACTION_NAMES,
     env_action_layout,
     residual_action_names,
@@ -37,6 +41,7 @@ from interestgym.core.rules import compose_residual
 from interestgym.core.transition import (
     GAIN_MAX,
     apply_gain_change,
+    apply_rate_change,
     update_category_counts,
 )
 from interestgym.errors import InterestGymError
@@ -98,7 +103,7 @@ def test_a_keep_and_gain_change_lands_in_the_engines_columns_with_a_zero_tracker
     base = np.array([[0.1, -0.2, 0.3, 0.9], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     change = np.array([[0.1, 0.1, 0.1, 0.5, -0.5, -0.75], [0, 0, 0, 0, 0, 0]], dtype=np.float32)
     out = compose_residual(base, change, GAIN_NAMES)
-    assert out.shape == (2, len(ENV_ACTION_NAMES))
+    assert out.shape == (2, ENV_ACTION_NAMES.index("gain_change") + 1)
     np.testing.assert_array_equal(out[0], np.array([0.2, -0.1, 0.4, 1.0, -0.5, 0.0, -0.75], dtype=np.float32))
     assert out[1].tolist() == [0.0] * 7
     # the older layouts are prefixes of the engine's: their actions are what they were
@@ -109,11 +114,11 @@ def test_a_keep_and_gain_change_lands_in_the_engines_columns_with_a_zero_tracker
 
 
 def test_saved_widths_map_to_their_components():
+    """Runs and exports record their components by name; those saved before that had 5, or 6 with a tracker."""
     assert residual_names_for_width(5, tracker=False) == RESIDUAL_ACTION_NAMES
     assert residual_names_for_width(6, tracker=True) == TRACKER_ACTION_NAMES
-    assert residual_names_for_width(6, tracker=False) == GAIN_NAMES
-    assert residual_names_for_width(7, tracker=True) == ENV_ACTION_NAMES
-    assert residual_names_for_width(7, tracker=False) is None
+    assert residual_names_for_width(6, tracker=False) is None and residual_names_for_width(7, tracker=True) is None
+    assert GAIN_NAMES in RESIDUAL_LAYOUTS and residual_action_names(tracker=True, gain=True, context=True) == ENV_ACTION_NAMES
     with pytest.raises(ValueError, match="bogus"):
         env_action_layout(("long_strength", "bogus"))
 
@@ -219,3 +224,65 @@ def test_the_export_names_the_gain_component_and_a_damaged_manifest_is_refused(d
         load_policy(damaged(lambda a: a.pop("names"), "old-style"))
     with pytest.raises(ExportFileCorruptError, match="names"):
         load_policy(damaged(lambda a: a.update(names=["long_strength", "x"]), "bad-names"))
+
+
+# ------------------------------------------------------------------------- the context rate lever
+CONTEXT_REFERENCE = make_baseline("context_rule", beta_ctx=0.6, context_rate=0.3, long_rate=0.2, short_rate=0.7,
+                                  short_weight=0.4, popularity_weight=0.1)
+CONTEXT_NAMES = residual_action_names(tracker=False, gain=False, context=True)
+
+
+def test_a_rate_change_is_added_and_clipped_and_no_change_is_the_rate_itself():
+    change = np.array([0.0, -1.0, 0.25, 1.0])
+    assert apply_rate_change(0.3, change).tolist() == [0.3, 0.0, 0.55, 1.0]
+    assert apply_rate_change(0.3, None) == 0.3
+    rates = np.array([0.1, 0.2, 0.3, 0.4])
+    assert apply_rate_change(rates, np.zeros(4)).tolist() == rates.tolist()
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_the_untrained_agent_with_the_context_lever_is_the_context_rule_to_the_bit(dataset, tmp_path, split):
+    config = _config(dataset, tmp_path / "unused")
+    venv = InterestReplayVecEnv(config.replay_data("train"), n_envs=4, reward_baseline=CONTEXT_REFERENCE,
+                                residual_to=CONTEXT_REFERENCE, context_lever=True, seed=0)
+    assert venv.residual.names == CONTEXT_NAMES and venv.action_space.shape == (6,)
+    model, _ = new_agent(config, venv, CONTEXT_REFERENCE, None, config.replay_data("train"), CONTEXT_REFERENCE.scoring)
+    agent = ResidualPolicy(CONTEXT_REFERENCE, policy_from_model(model, model.get_vec_normalize_env(),
+                                                                scoring=CONTEXT_REFERENCE.scoring), names=CONTEXT_NAMES)
+    data = config.replay_data(split)
+    ours, theirs = _per_user(data, agent), _per_user(data, CONTEXT_REFERENCE)
+    for metric in theirs:
+        assert np.array_equal(ours[metric], theirs[metric], equal_nan=True), metric
+
+
+def test_a_context_rate_of_zero_ranks_as_the_rule_without_its_context_term(dataset, tmp_path):
+    """Never moved, the slot profiles stay zero: cos(T, c) = 0 adds nothing to any score."""
+    data = _config(dataset, tmp_path / "unused").replay_data("valid")
+    frozen = _per_user(data, ResidualPolicy(CONTEXT_REFERENCE, Change(CONTEXT_NAMES, context_change=-1.0), names=CONTEXT_NAMES))
+    without = _per_user(data, make_baseline("context_rule", **{**CONTEXT_REFERENCE.params, "beta_ctx": 0.0}))
+    moving = _per_user(data, CONTEXT_REFERENCE)
+    for metric in without:
+        assert np.array_equal(frozen[metric], without[metric], equal_nan=True), metric
+    assert not np.array_equal(frozen["ndcg@10"], moving["ndcg@10"])  # the lever is wired
+
+
+def test_a_context_lever_agent_exports_and_the_runtime_reproduces_evaluate(dataset, tmp_path):
+    from interestgym.agents.run_folder import load_shipped_policy, read_shipped
+
+    from interestgym.data.dataset import Dataset
+    from interestgym.export.parity import replay_through_runtime
+    from interestgym.export.run import export_run
+    from interestgym.runtime import load_policy
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, reward_baseline="context_rule", ship_threshold=-1.0))
+    assert read_shipped(run)["policy"] == "learned"
+    assert json.loads((run / "config.json").read_text())["action_space"]["names"] == list(CONTEXT_NAMES)
+    export_run(run, tmp_path / "export", verify_observations=100)
+    policy = load_policy(tmp_path / "export")
+    assert policy.change_names == CONTEXT_NAMES
+    data = _config(dataset, run).replay_data("test")
+    expected = evaluate_policy(data, load_shipped_policy(run), progress=False)
+    got = replay_through_runtime(policy, Dataset.open(dataset), data, serialise="bytes")
+    for metric in expected.metrics:
+        np.testing.assert_array_equal(got[metric].to_numpy(), expected.points[metric].to_numpy(), err_msg=metric)

@@ -26,26 +26,32 @@ TRACKER_ACTION_NAMES: tuple[str, ...] = (*RESIDUAL_ACTION_NAMES, "tracker_change
 #: of the weight the decision's event adds to its category's count (1 for the rule; 0 = the event is not
 #: counted: :func:`interestgym.core.transition.apply_gain_change`).
 GAIN_CHANGE = "gain_change"
+#: When the reference scores with the time-slot profiles (beta_ctx > 0), a ``context_change`` moves the rate
+#: at which the event's slot profile is updated (the rule's ``context_rate``; :func:`interestgym.core.transition.apply_rate_change`).
+CONTEXT_CHANGE = "context_change"
 #: The engine's action layout: every component any policy can set, in this order. A policy's action is
 #: either a prefix of it or placed into it by name (:func:`env_action_layout`), absent changes as zeros.
-ENV_ACTION_NAMES: tuple[str, ...] = (*TRACKER_ACTION_NAMES, GAIN_CHANGE)
+ENV_ACTION_NAMES: tuple[str, ...] = (*TRACKER_ACTION_NAMES, GAIN_CHANGE, CONTEXT_CHANGE)
 
 
-def residual_action_names(*, tracker: bool, gain: bool) -> tuple[str, ...]:
+def residual_action_names(*, tracker: bool, gain: bool, context: bool = False) -> tuple[str, ...]:
     """A residual policy's change components: (a_L, a_S, w, p, keep_change), then ``tracker_change``
-    with a tracker and ``gain_change`` with the category gain lever."""
-    return (*RESIDUAL_ACTION_NAMES, *(("tracker_change",) if tracker else ()), *((GAIN_CHANGE,) if gain else ()))
+    with a tracker, ``gain_change`` with the category gain lever and ``context_change`` with the context
+    rate lever."""
+    return (*RESIDUAL_ACTION_NAMES, *(("tracker_change",) if tracker else ()), *((GAIN_CHANGE,) if gain else ()),
+            *((CONTEXT_CHANGE,) if context else ()))
+
+
+#: Every residual layout a run or an export may hold.
+RESIDUAL_LAYOUTS: frozenset[tuple[str, ...]] = frozenset(
+    residual_action_names(tracker=t, gain=g, context=c) for t in (False, True) for g in (False, True) for c in (False, True))
 
 
 def residual_names_for_width(width: int, *, tracker: bool) -> tuple[str, ...] | None:
-    """The change components of a saved residual model with ``width`` outputs (runs and exports record
-    the width; whether a tracker is attached tells 6 = keep + tracker from 6 = keep + gain). None when
-    no layout has that width."""
-    for gain in (False, True):
-        names = residual_action_names(tracker=tracker, gain=gain)
-        if len(names) == width:
-            return names
-    return None
+    """The change components of a residual model saved before runs and exports recorded them by name:
+    5 (keep), or 6 with a tracker (keep, tracker). None for any other width."""
+    names = residual_action_names(tracker=tracker, gain=False)
+    return names if len(names) == width else None
 
 
 def env_action_layout(names: tuple[str, ...] | list[str]) -> np.ndarray | None:

@@ -134,6 +134,15 @@ def apply_gain_change(gain_change: np.ndarray | None) -> np.ndarray | None:
     return np.where(change == 0, 1.0, np.clip(1.0 + change, 0.0, GAIN_MAX))
 
 
+def apply_rate_change(rate: np.ndarray | float, change: np.ndarray | None) -> np.ndarray | float:
+    """An update rate after a residual policy's change: ``clip(rate + change, 0, 1)`` (the time-slot
+    profile's ``context_rate``); ``None`` or a zero change leaves ``rate`` exactly as it is."""
+    if change is None:
+        return rate
+    rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), np.shape(change))
+    return np.where(change == 0, rate, np.clip(rate + change, 0.0, 1.0))
+
+
 def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float,
                            gain: np.ndarray | None = None) -> np.ndarray:
     """Forgetful category counts after a decision: ``counts * forgetting``, then + gain (1 by default) in

@@ -124,6 +124,12 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
             gain_note = (f"The count gain averages {gain[value <= low].mean():.3f} for the events with the lowest feedback value "
                          f"(bottom third of feedback_value: e.g. the shortest reads) and {gain[value >= high].mean():.3f} for the "
                          "highest (top third); the reference adds 1 for every event.")
+    if "context_change" in components:  # the time-slot profile's update rate (the eighth env column)
+        from interestgym.core.transition import apply_rate_change
+
+        rate = float(reference.scoring.context_rate)
+        columns["context rate"] = (apply_rate_change(np.full(len(obs), rate), np.clip(ours_actions[:, 7], -1.0, 1.0)),
+                                   np.full(len(obs), rate))
     if ours_actions.shape[1] >= 6 and (not components or "tracker_change" in components):
         # the tracker's weight, moved by the sixth component (as the engine moves it)
         from interestgym.core.transition import apply_tracker_change

@@ -15,7 +15,7 @@ from interestgym.core.features import (
     TRACKER_FEATURE_NAMES,
     observation_features,
 )
-from interestgym.core.protocol import residual_action_names, residual_names_for_width
+from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
 from interestgym.core.rules import RULES, TrackerMixRule
 from interestgym.io import sha256_file
 from interestgym.runtime.manifest import (
@@ -102,9 +102,10 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
     recorded = (outputs.get("action") or {}).get("names") if isinstance(outputs.get("action"), dict) else None
     if recorded is not None:
         names = tuple(str(n) for n in recorded) if isinstance(recorded, list) else None
-        if names not in {residual_action_names(tracker=t, gain=g) for t in (False, True) for g in (False, True)}:
+        if names not in RESIDUAL_LAYOUTS:
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.outputs.action.names {recorded!r}; expected the "
-                                         "residual components (long_strength .. keep_change[, tracker_change][, gain_change])")
+                                         "residual components (long_strength .. keep_change[, tracker_change][, gain_change]"
+                                         "[, context_change])")
     else:  # exports from before the names were recorded had no gain component: 5, or 6 with a tracker's weight
         names = residual_names_for_width(width, tracker=True) if width in (5, 6) else None
         if names is None:

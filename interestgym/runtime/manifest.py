@@ -262,7 +262,8 @@ def build_manifest(
                               "meaning": ("the change added to the rule's action (first four, then clipped to the box; "
                                           "keep_change is added to the category keep factor; tracker_change changes the "
                                           "tracker's weight: interestgym.core.transition.apply_tracker_change; gain_change "
-                                          "what the event adds to its category's count: apply_gain_change): "
+                                          "what the event adds to its category's count: apply_gain_change; "
+                                          "context_change the time-slot profile's update rate: apply_rate_change): "
                                           "interestgym.core.rules.compose_residual"
                                           if form == "residual" else
                                           "the env action: the Gaussian mean (deterministic), clipped to the box")},
@@ -307,6 +308,8 @@ def build_manifest(
                                 "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null, then moved "
                                 "by a residual graph's keep_change; g = 1, or clip(1 + gain_change, 0, 2) for a graph with a gain_change"),
             "category_forgetting": "1 - a_L (tied to the action)" if forgetting is None else float(forgetting),
+            "slot_profiles": ("T_slot(event) <- normalise((1 - r) T + r x) at every decision (when beta_ctx != 0); r = "
+                              "scoring.config.context_rate, or clip(r + context_change, 0, 1) for a graph with a context_change"),
         },
         "scoring": {
             "formula": ("(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)"

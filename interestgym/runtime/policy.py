@@ -49,6 +49,7 @@ from interestgym.core.rules import compose_residual, make_rule
 from interestgym.core.transition import (
     apply_gain_change,
     apply_keep_change,
+    apply_rate_change,
     apply_tracker_change,
     category_forgetting_factor,
 )
@@ -265,6 +266,12 @@ class ExportedPolicy:
         keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if width >= 5 else None
         gain = apply_gain_change(np.clip(actions[:, 6].astype(np.float64), -1.0, 1.0)) if width >= 7 else None
         return keep_change, gain
+
+    def _context_rates(self, actions: np.ndarray) -> np.ndarray | float:
+        """(n,) rates of the time-slot profiles' update at decisions with env ``actions``: the export's
+        ``context_rate``, moved by a context change when the policy has one (as the engine moves it)."""
+        change = np.clip(actions[:, 7].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 8 else None
+        return apply_rate_change(np.full(len(actions), self._context_rate), change) if change is not None else self._context_rate
 
     def observe(self, state: UserState, event: Event) -> np.ndarray | None:
         """The observation the policy sees for ``event`` (None if the event is not a decision)."""

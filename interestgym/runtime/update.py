@@ -216,7 +216,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
         slots = slots.copy()
-        slots[slot] = update_profile(slots[slot][None], x[None], policy._context_rate)[0]
+        slots[slot] = update_profile(slots[slot][None], x[None], policy._context_rates(actions))[0]
     elif slots is not None:
         slots = slots.copy()
 
@@ -324,7 +324,8 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         if policy._beta_ctx != 0:
             slot = np.array([policy._slot_of_hour(int(clock[i, 0])) for i in rows], dtype=np.int64)
             at = np.arange(len(rows))
-            block[at, slot] = update_profile(block[at, slot], x[rows], policy._context_rate)
+            rates = policy._context_rates(actions)
+            block[at, slot] = update_profile(block[at, slot], x[rows], rates if np.ndim(rates) == 0 else rates[rows])
         for i, row in zip(rows, block):
             slots[i] = row
 
