@@ -84,6 +84,26 @@ def test_score_is_the_documented_formula(policy):
         policy.score(s, cands)
 
 
+def test_a_user_without_a_decision_is_ranked_by_popularity(policy):
+    """Cold start: no profile and no strengths yet, so the score is the popularity prior alone (it was 0
+    for every candidate); after a first decision the policy's own strengths take over."""
+    rng = np.random.default_rng(5)
+    cands = np.stack([_unit(rng) for _ in range(6)])
+    ids = ["i4", "i0", "i9", "unknown-item", "i2", "i7"]
+    pop = np.array([policy.popularity[int(i[1:])] if i != "unknown-item" else 0.0 for i in ids])
+    cold = policy.new_state()
+    got = policy.score(cold, cands, candidate_ids=ids)
+    np.testing.assert_allclose(got, pop, atol=1e-6)
+    assert len(set(np.round(got, 6))) > 1  # not every candidate alike
+    # an event that is not a decision leaves the user cold
+    cold = policy.update(cold, Event(ts=5, action="impression", item_vector=_unit(rng)))
+    np.testing.assert_allclose(policy.score(cold, cands, candidate_ids=ids), pop, atol=1e-6)
+    warm = policy.update(cold, Event(ts=10, action="click", item_vector=cands[0], category="c1"))
+    _, _, w, p = warm.strengths
+    expected = (1 - p) * (w * (cands @ warm.short_term) + (1 - w) * (cands @ warm.long_term)) + p * pop
+    np.testing.assert_allclose(policy.score(warm, cands, candidate_ids=ids), expected, atol=1e-6)
+
+
 def test_batched_forms_equal_one_user_at_a_time(policy):
     rng = np.random.default_rng(3)
     states = [policy.new_state() for _ in range(5)]

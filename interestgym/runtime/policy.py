@@ -357,6 +357,12 @@ class ExportedPolicy:
         strengths = np.stack([s.strengths for s in states])
         if self._fixed_p is not None:
             strengths[:, 3] = self._fixed_p
+        # A user without a decision yet has no profile and no strengths (p = 0 would score every candidate
+        # alike): rank by popularity, the cold-start default. The replay never scores before a user's first
+        # decision, so this changes nothing the evaluator measures.
+        cold = np.array([s.counters[_C["n_decisions"]] == 0 for s in states])
+        if cold.any():
+            strengths[cold, 3] = 1.0
         # Same contraction as the engine (einsum over d per candidate): identical float32 cosines.
         cos_long = np.einsum("pcd,pd->pc", cand, long_term)
         cos_short = np.einsum("pcd,pd->pc", cand, short_term)
