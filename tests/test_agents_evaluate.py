@@ -126,3 +126,18 @@ def test_the_two_user_groups_partition_the_evaluated_users(run):
     halves = doc["summary"]["user_groups"]["policies"]["ppo"].values()
     assert sum(h["n"] for h in halves) == overall["n"] == len(doc["users"])
     assert sum(h["mean"] * h["n"] for h in halves) / overall["n"] == pytest.approx(overall["mean"], abs=1e-12)
+
+
+def test_no_progress_reaches_the_evaluation(run, tmp_path, monkeypatch):
+    """--no-progress turns the bars and log lines off (progress=False); by default they follow the
+    terminal (None: a bar on a terminal, log lines otherwise)."""
+    import interestgym.evaluation.run as evaluation_run
+
+    seen = []
+    monkeypatch.setattr(evaluation_run, "evaluate_run", lambda *a, **k: seen.append(k["progress"]) or "ok")
+    _, data = run
+    args = ["evaluate", str(data), "--out", str(tmp_path / "o")]
+    for extra in ([], ["--no-progress"], ["--progress"]):
+        result = CliRunner().invoke(cli, [*args, *extra], catch_exceptions=False)
+        assert result.exit_code == 0 and result.output.strip() == "ok"
+    assert seen == [None, False, None]

@@ -29,8 +29,9 @@ from interestgym.scale.ray_backend import ray_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where evaluation.json / .md go (default: the run directory; required for a dataset).")
 @click.option("--baselines", default="all", show_default=True, help="Comma-separated baseline names, or 'all'.")
 @click.option("--reference", default="best", show_default=True, help="Baseline the paired differences are taken against: 'best' (best tuned on validation users) or a name.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on a terminal, plain log lines otherwise (the default); --no-progress: none.")
 @click.option("--chunk-users", type=click.IntRange(min=1), default=None, help="Users replayed per chunk (default 5000): memory holds one chunk's replay arrays, not the split's; the results do not depend on it.")
-def evaluate(run_or_dataset: Path, split: str, which_model: str, out: Path | None, **options) -> None:
+def evaluate(run_or_dataset: Path, split: str, which_model: str, out: Path | None, progress: bool | None, **options) -> None:
     """Compare a trained policy (RUN dir) and every baseline on held-out users.
 
     \b
@@ -42,5 +43,7 @@ def evaluate(run_or_dataset: Path, split: str, which_model: str, out: Path | Non
     """
     from interestgym.evaluation.run import evaluate_run
 
-    text = evaluate_run(run_or_dataset, split=split, which_model=which_model, out=out, **options)
+    # --progress keeps the default (None: a bar on a terminal, log lines otherwise); --no-progress silences them
+    text = evaluate_run(run_or_dataset, split=split, which_model=which_model, out=out,
+                        progress=False if progress is False else None, **options)
     click.echo(text)
