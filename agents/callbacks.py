@@ -19,6 +19,8 @@ has at most one point per step:
 ``charts/mean_a_short``                 mean short-term update strength a_S
 ``charts/mean_mix_weight``              mean weight w of the short-term profile in the score
 ``charts/mean_pop_weight``              mean popularity weight p
+``charts/mean_tracker_weight``          with ``--sequence``: mean weight of the tracker's term in the score
+``charts/mean_count_gain``              with the gain lever: mean of what an event adds to its category's count
 ``charts/steps_per_second``             env steps per wall-clock second over the last rollout + update
 ``rollout/ep_rew_mean``, ``ep_len_mean``  SB3's: summed raw reward and length of the last 100 finished
                                         users (episodes), from the VecMonitor the env is wrapped in

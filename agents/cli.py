@@ -66,7 +66,7 @@ def _d(name: str):
 @click.option("--policy-form", type=click.Choice(["residual", "absolute"]), default=_d("policy_form"), show_default=True, help="'residual': the agent changes the reference rule's action (and its category keep factor), starting at exactly the rule; 'absolute': the agent outputs the action itself.")
 @click.option("--change-penalty", type=float, default=_d("change_penalty"), show_default=True, help="Residual form: reward minus this times the mean squared change to the rule's action (keeps the agent near the rule unless the ranking pays).")
 @click.option("--window", type=int, default=0, show_default=True, help="Residual form: episodes are random windows of this many decisions (the earlier ones replayed with the rule); 0: whole histories.")
-@click.option("--ship-threshold", type=float, default=_d("ship_threshold"), show_default=True, help="Ship the learned policy only if the paired 95% CI of its validation gain over the reference has its lower end above this; else ship the rule.")
+@click.option("--ship-threshold", type=float, default=_d("ship_threshold"), show_default=True, help="Ship the learned policy only if the paired 95% CI of its validation gain over the reference has its lower end above this (and it is not proven worse on AUC, MRR or hit@10); else ship the rule.")
 @click.option("--init-from-reference/--no-init-from-reference", default=_d("init_from_reference"), show_default=True, help="Start the policy at the reference rule's mean action (residual learning).")
 @click.option("--net-arch", default=",".join(map(str, _d("net_arch"))), show_default=True, help="Hidden layer sizes, comma-separated.")
 @click.option("--norm-reward/--no-norm-reward", default=_d("norm_reward"), show_default=True, help="Normalise rewards with VecNormalize (observations are always normalised).")
@@ -143,7 +143,9 @@ def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str
     run_dir = Path(config.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         return  # train_run says what is missing
-    saved = read_run_config(run_dir)["config"]
+    from interestgym.agents.config import LEGACY_SETTINGS
+
+    saved = {**LEGACY_SETTINGS, **read_run_config(run_dir)["config"]}  # what an old run did without a setting
     differ = []
     if "dataset" in given and Path(str(saved.get("dataset", ""))).resolve() != Path(config.dataset).resolve():
         differ.append(f"DATASET {config.dataset} (the run's: {saved.get('dataset')})")

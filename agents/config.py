@@ -22,6 +22,9 @@ from interestgym.errors import InterestGymError
 AGENT_SCORING_MODES = ("reference", "reference-fixed", "plain")
 #: Values of ``TrainConfig.policy_form``.
 POLICY_FORMS = ("residual", "absolute")
+#: What a run saved before a setting existed did, for the settings added since runs were first saved (a
+#: missing key in an old ``config.json`` means this, not today's default).
+LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False}
 
 
 @dataclass
@@ -135,7 +138,8 @@ class TrainConfig:
     ship_threshold: float = 0.0
     """At the end of training the run ships the learned policy only if the lower end of the paired
     95% CI of its gain over the reference on validation users (``reward`` metric, mean over users)
-    exceeds this; otherwise it ships the reference rule itself (``RUN/shipped.json`` says which and why)."""
+    exceeds this, and no guard metric (``agents.train.GUARD_METRICS``: AUC, MRR, hit@10) has its CI
+    entirely below 0; otherwise it ships the reference rule itself (``RUN/shipped.json`` says which and why)."""
     init_from_reference: bool = True
     """Start the policy's mean action at the reference rule's mean action (residual learning: the
     untrained policy already acts like the tuned rule, PPO learns when to deviate from it). When the

@@ -99,10 +99,9 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
     from interestgym.agents.config import TrainConfig
 
     saved = saved if saved is not None else read_run_config(run_dir)
-    values = dict(saved["config"])
-    values.setdefault("tracker_observations", False)  # runs saved before the setting observed without them
-    values.setdefault("category_gain", False)  # ... and had no gain component
-    values.setdefault("context_lever", False)  # ... nor a context one
+    from interestgym.agents.config import LEGACY_SETTINGS
+
+    values = {**LEGACY_SETTINGS, **saved["config"]}  # runs saved before a setting existed did without it
     try:
         config = TrainConfig.from_dict(values)
     except InterestGymError as exc:
@@ -435,13 +434,16 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
 
     recorded = (saved.get("action_space") or {}).get("names")
     tracker = bool((saved.get("config") or {}).get("sequence"))
-    names = tuple(recorded) if isinstance(recorded, list) and len(recorded) == width else None
-    if names is None:
+    where = f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded}"
+    names = tuple(recorded) if isinstance(recorded, list) else None
+    if names not in RESIDUAL_LAYOUTS:  # runs from before the residual components were recorded by name
         names = residual_names_for_width(width, tracker=tracker)
-    if names is None or names not in RESIDUAL_LAYOUTS or ("tracker_change" in names) != tracker:
-        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded} for a residual model with {width} "
-                            f"outputs{' and a tracker' if tracker else ''}; expected a residual layout of that width "
+    if names is None or len(names) != width:
+        raise ArtifactError(f"{where} for a residual model with {width} outputs; expected a residual layout of that width "
                             "(long_strength .. keep_change[, tracker_change][, gain_change][, context_change])")
+    if ("tracker_change" in names) != tracker:
+        raise ArtifactError(f"{where}: " + ("a tracker_change, but the run has no tracker (config.sequence is null)" if not tracker
+                                            else "no tracker_change, but the run has a tracker (config.sequence)"))
     return names
 
 

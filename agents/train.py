@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from interestgym.agents.config import TrainConfig
+from interestgym.agents.config import LEGACY_SETTINGS, TrainConfig
 from interestgym.agents.run_checkpoints import has_checkpoint, load_checkpoint
 from interestgym.agents.run_folder import (
     BASELINES_FILE,
@@ -188,15 +188,24 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     ref_users, theirs = per_user(reference)
     assert np.array_equal(users, ref_users)
     diff = paired_bootstrap_diff(ours[metric], theirs[metric], seed=config.seed).as_dict()
-    guards = {m: paired_bootstrap_diff(ours[m], theirs[m], seed=config.seed).as_dict() for m in ours if m != metric}
-    worse = [m for m, d in guards.items() if d["hi"] < 0]
-    proven = diff["lo"] > config.ship_threshold and not worse
+    guards: dict[str, dict[str, Any] | None] = {}
+    for m in ours:
+        if m != metric:
+            d = paired_bootstrap_diff(ours[m], theirs[m], seed=config.seed).as_dict()
+            # a metric undefined for every user (NaN) cannot be checked: recorded as null, named in the reason
+            guards[m] = d if d["n"] and all(np.isfinite([d["mean"], d["lo"], d["hi"]])) else None
+    worse = [m for m, d in guards.items() if d is not None and d["hi"] < 0]
+    undefined = [m for m, d in guards.items() if d is None]
+    passes = diff["lo"] > config.ship_threshold
+    proven = passes and not worse
     reason = (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
               f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
-              + ("above" if diff["lo"] > config.ship_threshold else "not above") + f" the threshold {config.ship_threshold:g}")
+              + ("above" if passes else "not above") + f" the threshold {config.ship_threshold:g}")
     if worse:
-        reason += "; but it is worse on " + ", ".join(
-            f"{m} ({guards[m]['mean']:+.4f} [{guards[m]['lo']:+.4f}, {guards[m]['hi']:+.4f}])" for m in worse)
+        reason += ("; but it is worse on " if passes else "; and it is worse on ") + ", ".join(
+            f"{m} ({guards[m]['mean']:+.4f} [{guards[m]['lo']:+.4f}, {guards[m]['hi']:+.4f}])" for m in worse)  # type: ignore[index]
+    if undefined:
+        reason += f"; {', '.join(undefined)} undefined on these users (not checked)"
     decision = {
         "policy": "learned" if proven else "rule",
         "model": which if proven else None,
@@ -231,7 +240,7 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         saved = read_run_config(run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
         try:
-            config = TrainConfig.from_dict({"tracker_observations": False, "category_gain": False, "context_lever": False,  # runs saved before these settings
+            config = TrainConfig.from_dict({**LEGACY_SETTINGS,  # runs saved before a setting existed did without it
                                             **saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
                                             "device": config.device, "run_dir": str(run_dir)})
         except InterestGymError as exc:

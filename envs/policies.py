@@ -119,7 +119,8 @@ class ResidualPolicy:
         ModelPolicy), or None for a zero change.
     :param names: the change's components (:func:`interestgym.core.protocol.residual_action_names`):
         (a_L, a_S, w, p, keep_change), then ``tracker_change`` with a sequence tracker (the tracker's
-        weight) and ``gain_change`` with the category gain lever (what an event adds to its category's count).
+        weight), ``gain_change`` with the category gain lever (what an event adds to its category's count)
+        and ``context_change`` with the context lever (the time-slot profile's update rate).
     """
 
     def __init__(self, reference: Any, change: Any = None, *, name: str = "ppo",

@@ -40,7 +40,7 @@ from interestgym.core.features import (
 )
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.metrics import metric_names
-from interestgym.core.protocol import ACTION_NAMES, residual_action_names
+from interestgym.core.protocol import ACTION_NAMES, GAIN_CHANGE, residual_action_names
 from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
@@ -213,7 +213,7 @@ class InterestReplayVecEnv(VecEnv):
         if out.tracker_weight is not None:
             for i, weight in enumerate(out.tracker_weight[:n].tolist()):
                 infos[i]["tracker_weight"] = weight
-        if out.count_gain is not None:
+        if out.count_gain is not None and GAIN_CHANGE in self.residual.names:  # (a context lever's action is as wide)
             for i, gain in enumerate(out.count_gain[:n].tolist()):
                 infos[i]["count_gain"] = gain
         finished = np.nonzero(dones)[0]

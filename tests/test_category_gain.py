@@ -286,3 +286,59 @@ def test_a_context_lever_agent_exports_and_the_runtime_reproduces_evaluate(datas
     got = replay_through_runtime(policy, Dataset.open(dataset), data, serialise="bytes")
     for metric in expected.metrics:
         np.testing.assert_array_equal(got[metric].to_numpy(), expected.points[metric].to_numpy(), err_msg=metric)
+
+
+def test_an_export_from_before_the_names_were_recorded_still_loads(dataset, tmp_path):
+    """A 5-wide residual export written before ``outputs.action.names`` existed reads as (a_L .. keep_change)."""
+    import shutil
+
+    from interestgym.export.run import export_run
+    from interestgym.runtime import load_policy
+    from interestgym.runtime.manifest import (
+        read_manifest,
+        seal_manifest,
+        write_manifest,
+    )
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, ship_threshold=-1.0, category_gain=False, timesteps=64, eval_every=64, checkpoint_every=64))
+    export_run(run, tmp_path / "export", which="final", verify_observations=20)
+    out = tmp_path / "old"
+    shutil.copytree(tmp_path / "export", out)
+    m = read_manifest(out)
+    m["policy"]["outputs"]["action"].pop("names")
+    (out / "manifest.json").unlink()
+    write_manifest(out, seal_manifest(out, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
+    assert load_policy(out).change_names == RESIDUAL_ACTION_NAMES == load_policy(tmp_path / "export").change_names
+
+
+def test_a_context_lever_run_does_not_chart_a_count_gain(dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, reward_baseline="context_rule", timesteps=64, eval_every=64, checkpoint_every=64))
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert "charts/mean_count_gain" not in acc.Tags()["scalars"] and "charts/mean_a_long" in acc.Tags()["scalars"]
+
+
+def test_recorded_names_that_do_not_fit_the_model_or_its_tracker_are_refused(dataset, tmp_path):
+    from interestgym.agents.run_folder import run_change_names
+
+    from interestgym.errors import ArtifactError
+
+    saved = {"config": {"sequence": None}, "action_space": {"names": list(ENV_ACTION_NAMES[:7])}}
+    with pytest.raises(ArtifactError, match="residual model with 6 outputs"):
+        run_change_names(tmp_path, saved, 6)  # a known layout, but of another width
+    saved["action_space"]["names"] = list(TRACKER_ACTION_NAMES)
+    with pytest.raises(ArtifactError, match=r"a tracker_change, but the run has no tracker \(config.sequence is null\)"):
+        run_change_names(tmp_path, saved, 6)
+    saved["action_space"]["names"] = list(GAIN_NAMES)
+    assert run_change_names(tmp_path, saved, 6) == GAIN_NAMES
+    saved["action_space"]["names"] = ["long_strength", "short_strength", "short_weight", "popularity_weight"]  # pre-names runs
+    assert run_change_names(tmp_path, saved, 5) == RESIDUAL_ACTION_NAMES
+
+
+def test_compose_refuses_a_change_of_another_width_than_its_names():
+    with pytest.raises(ValueError, match="5 components for the 6 names"):
+        compose_residual(np.zeros((2, 4), np.float32), np.full((2, 5), 0.5, np.float32), GAIN_NAMES)

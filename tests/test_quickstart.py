@@ -136,3 +136,17 @@ def test_chinese_data_prepares_and_encodes_with_hashing(tmp_path):
     matrix, _ = ds.load_embeddings("hashing")
     assert matrix.shape[0] == len(ds.items)
     assert qs.stage_encode(cfg, tmp_path / "data", spec, "hashing", said.append) == "reused"
+
+
+def test_a_run_finished_at_its_own_total_is_reused_when_the_default_has_grown(first_run):
+    """Without --timesteps, a run trained to the total it was asked for (e.g. an older default) is
+    reused as it is, with a note, not resumed to today's default under its old settings."""
+    out, _ = first_run
+    step = json.loads((out / "run" / "final" / "info.json").read_text())["step"]
+    i = TINY.index("--timesteps")
+    args = TINY[:i] + TINY[i + 2:]
+    result = CliRunner().invoke(cli, ["quickstart", "--out", str(out), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"reusing trained model {out / 'run'} ({step:,} steps; trained to its own" in result.output
+    assert "resuming training" not in result.output
+    assert json.loads((out / "run" / "final" / "info.json").read_text())["step"] == step

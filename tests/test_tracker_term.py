@@ -183,9 +183,9 @@ def test_the_agents_sixth_component_sets_the_trackers_weight_per_decision(setup)
         return evaluate_policy(attached, policy, record_features=False, progress=False).points["ndcg@10"].to_numpy()
 
     np.testing.assert_array_equal(metric(ResidualPolicy(reference, None, names=TRACKER_ACTION_NAMES)), metric(reference))
-    np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, 0.25]))),
+    np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, 0.25]), names=TRACKER_ACTION_NAMES)),
                                   metric(TrackerMixRule(rule, 0.75)))
-    np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, -1.0]))),
+    np.testing.assert_array_equal(metric(ResidualPolicy(reference, _ConstantChange([0, 0, 0, 0, 0, -1.0]), names=TRACKER_ACTION_NAMES)),
                                   metric(rule))  # 0.5 - 1 clips at 0: the rule alone
 
 

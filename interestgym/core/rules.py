@@ -307,12 +307,14 @@ def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[
 
     ``base_actions``: (n, 4) the reference rule's actions; ``change``: (n, k) the learned change, whose
     components are ``names`` (default: the engine's own order; the fifth changes the category keep factor,
-    then the tracker's weight, then the category gain). Components a policy does not have are zeros in
-    the env action, which leaves the rule's own. A zero change returns the rule's actions exactly
+    then the tracker's weight, the category gain and the time-slot profile's rate). Components a policy does
+    not have are zeros in the env action, which leaves the rule's own. A zero change returns the rule's actions exactly
     (``x + 0 == x``), which is why an untrained residual agent is its reference rule.
     """
     base = np.asarray(base_actions, dtype=np.float32)
     change = np.asarray(change, dtype=np.float32).reshape(len(base), -1)
+    if names is not None and change.shape[1] != len(names):
+        raise ValueError(f"a residual change of {change.shape[1]} components for the {len(names)} names {list(names)}")
     columns = None if names is None else env_action_layout(names)
     width = change.shape[1] if columns is None else int(columns.max()) + 1
     out = np.zeros((len(base), width), dtype=np.float32)

@@ -45,7 +45,11 @@ from interestgym.agents.run_folder import (
 )
 from interestgym.agents.sb3_policy import policy_from_model
 from interestgym.core.features import FEATURES, N_FEATURES
-from interestgym.core.protocol import ACTION_NAMES, RESIDUAL_ACTION_NAMES
+from interestgym.core.protocol import (
+    ACTION_NAMES,
+    ENV_ACTION_NAMES,
+    RESIDUAL_ACTION_NAMES,
+)
 from interestgym.data.dataset import MANIFEST as DATASET_MANIFEST
 from interestgym.data.dataset import Dataset
 from interestgym.envs.policies import ResidualPolicy
@@ -223,10 +227,12 @@ def export_run(
 def _check_replay_spaces(run: Any, n_obs: int) -> None:
     """The model must act in the replay env's action box and observe this interestgym's features."""
     policy_box = run.model.policy.action_space
-    if policy_box.shape not in ((len(ACTION_NAMES),), (5,), (6,), (7,)) or not (
+    width = policy_box.shape[0] if len(policy_box.shape) == 1 else None
+    if width is None or not (width == len(ACTION_NAMES) or len(RESIDUAL_ACTION_NAMES) <= width <= len(ENV_ACTION_NAMES)) or not (
             np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
         raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's) "
-                            "or Box(-1, 1, (5,)) .. (7,) (a residual policy's: keep, then tracker and gain changes)")
+                            f"or Box(-1, 1, (5,)) .. ({len(ENV_ACTION_NAMES)},) (a residual policy's: keep, then tracker, gain and "
+                            "context changes)")
     if run.model.policy.observation_space.shape != (n_obs,):
         raise ArtifactError(
             f"{run.run_dir}: the model observes {run.model.policy.observation_space.shape} features; this interestgym "

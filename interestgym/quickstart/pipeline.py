@@ -223,8 +223,13 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
         if differ:
             say(f"note: {run_dir} was trained with {', '.join(differ)}; pass --retrain to train with the new options")
         step = model_step(run_dir, "final")
-        if step is not None and step >= config.timesteps:
-            say(f"reusing trained model {run_dir} ({step:,} steps; --retrain trains again)")
+        # A run finished at its own total is reused when --timesteps was not asked for, even if the default
+        # has grown since (resuming it would give neither its result nor the new default's).
+        own_total = int(saved.get("timesteps") or 0)
+        if step is not None and (step >= config.timesteps or ("timesteps" not in options and step >= own_total > 0)):
+            older = (f"; trained to its own {own_total:,} steps, the default when it ran (now {config.timesteps:,})"
+                     if step < config.timesteps else "")
+            say(f"reusing trained model {run_dir} ({step:,} steps{older}; --retrain trains again)")
             return "reused"
         if has_checkpoint(run_dir):
             state = read_json_or_none(run_dir / CHECKPOINT_DIR / CHECKPOINT_STATE) or {}

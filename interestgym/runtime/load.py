@@ -107,7 +107,7 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
                                          "residual components (long_strength .. keep_change[, tracker_change][, gain_change]"
                                          "[, context_change])")
     else:  # exports from before the names were recorded had no gain component: 5, or 6 with a tracker's weight
-        names = residual_names_for_width(width, tracker=True) if width in (5, 6) else None
+        names = residual_names_for_width(width, tracker=width == 6) if width in (5, 6) else None
         if names is None:
             raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components and the manifest "
                                          "names none; expected a residual graph's 5, or 6 with a tracker")
