@@ -43,6 +43,23 @@ def small_train_config(dataset: Path, run_dir: Path, **overrides):
     return TrainConfig(**{**base, **overrides})
 
 
+def shipping_config(dataset: Path, run_dir: Path, **overrides):
+    """:func:`small_train_config` for the residual agent's tests: 256 steps, a 16x16 network, validation
+    every 128 steps on every validation user, ``bayesian_category`` as the reward baseline (tuned on 5
+    users)."""
+    return small_train_config(dataset, run_dir, **{
+        "timesteps": 256, "n_epochs": 2, "eval_every": 128, "checkpoint_every": 128, "net_arch": [16, 16],
+        "reward_baseline": "bayesian_category", "tune_users": 5, **overrides})
+
+
+def per_user_metrics(data, policy) -> dict:
+    """Every metric's per-user means of ``policy`` replayed on ``data`` (numpy arrays by metric name)."""
+    from interestgym.envs.vector import evaluate_policy
+
+    res = evaluate_policy(data, policy, record_features=False, progress=False)
+    return {m: res.per_user()[m].to_numpy() for m in res.metrics}
+
+
 def tiny_tracker(data: Path, run_dir: Path, model: str = "gru") -> Path:
     """Train a tiny sequence tracker (window 6, hidden 16, 2 epochs: seconds) on ``data`` into ``run_dir``."""
     from interestgym.agents.sequence.config import SequenceConfig

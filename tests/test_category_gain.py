@@ -19,7 +19,7 @@ import json
 
 import numpy as np
 import pytest
-from agents_fixtures import tiny_synthetic
+from agents_fixtures import per_user_metrics, shipping_config, tiny_synthetic
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import make_baseline
 from interestgym.agents.sb3_policy import policy_from_model
@@ -49,6 +49,9 @@ from interestgym.errors import InterestGymError
 REFERENCE = make_baseline("bayesian_category", beta_cat=1.0, forgetting=0.9, long_rate=0.2, short_rate=0.7,
                           short_weight=0.4, popularity_weight=0.1)
 GAIN_NAMES = residual_action_names(tracker=False, gain=True)
+CONTEXT_REFERENCE = make_baseline("context_rule", beta_ctx=0.6, context_rate=0.3, long_rate=0.2, short_rate=0.7,
+                                  short_weight=0.4, popularity_weight=0.1)
+CONTEXT_NAMES = residual_action_names(tracker=False, gain=False, context=True)
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +60,11 @@ def dataset(tmp_path_factory):
 
 
 def _config(dataset, run_dir, **kw) -> TrainConfig:
-    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 256, "n_envs": 4, "n_steps": 16, "batch_size": 32,
-            "n_epochs": 2, "eval_every": 128, "checkpoint_every": 128, "eval_users": None, "progress_bar": False,
-            "net_arch": [16, 16], "reward_baseline": "bayesian_category", "tune_users": 5}
-    base.update(kw)
-    return TrainConfig(**base)
+    return shipping_config(dataset, run_dir, **kw)
 
 
 def _per_user(data, policy) -> dict[str, np.ndarray]:
-    res = evaluate_policy(data, policy, record_features=False, progress=False)
-    return {m: res.per_user()[m].to_numpy() for m in res.metrics}
+    return per_user_metrics(data, policy)
 
 
 class Change:
@@ -125,17 +123,19 @@ def test_saved_widths_map_to_their_components():
 
 # ------------------------------------------------------------------------------------------ agent
 @pytest.mark.parametrize("split", ["train", "valid", "test"])
-def test_the_untrained_agent_with_the_gain_lever_is_the_reference_rule_to_the_bit(dataset, tmp_path, split):
+@pytest.mark.parametrize("lever", ["gain", "context"])
+def test_the_untrained_agent_with_a_lever_is_its_reference_rule_to_the_bit(dataset, tmp_path, split, lever):
+    reference, names = (REFERENCE, GAIN_NAMES) if lever == "gain" else (CONTEXT_REFERENCE, CONTEXT_NAMES)
     config = _config(dataset, tmp_path / "unused")
-    data = config.replay_data(split)
-    venv = InterestReplayVecEnv(config.replay_data("train"), n_envs=4, reward_baseline=REFERENCE, residual_to=REFERENCE,
-                                gain_lever=True, seed=0)
-    assert venv.action_space.shape == (6,) and venv.residual.names == GAIN_NAMES
-    model, init = new_agent(config, venv, REFERENCE, None, config.replay_data("train"), REFERENCE.scoring)
+    venv = InterestReplayVecEnv(config.replay_data("train"), n_envs=4, reward_baseline=reference, residual_to=reference,
+                                gain_lever=lever == "gain", context_lever=lever == "context", seed=0)
+    assert venv.action_space.shape == (6,) and venv.residual.names == names
+    model, init = new_agent(config, venv, reference, None, config.replay_data("train"), reference.scoring)
     assert init.tolist() == [0.0] * 6
-    agent = ResidualPolicy(REFERENCE, policy_from_model(model, model.get_vec_normalize_env(), scoring=REFERENCE.scoring),
-                           names=GAIN_NAMES)
-    ours, theirs = _per_user(data, agent), _per_user(data, REFERENCE)
+    agent = ResidualPolicy(reference, policy_from_model(model, model.get_vec_normalize_env(), scoring=reference.scoring),
+                           names=names)
+    data = config.replay_data(split)
+    ours, theirs = _per_user(data, agent), _per_user(data, reference)
     for metric in theirs:
         assert np.array_equal(ours[metric], theirs[metric], equal_nan=True), metric
 
@@ -227,9 +227,6 @@ def test_the_export_names_the_gain_component_and_a_damaged_manifest_is_refused(d
 
 
 # ------------------------------------------------------------------------- the context rate lever
-CONTEXT_REFERENCE = make_baseline("context_rule", beta_ctx=0.6, context_rate=0.3, long_rate=0.2, short_rate=0.7,
-                                  short_weight=0.4, popularity_weight=0.1)
-CONTEXT_NAMES = residual_action_names(tracker=False, gain=False, context=True)
 
 
 def test_a_rate_change_is_added_and_clipped_and_no_change_is_the_rate_itself():
@@ -238,21 +235,6 @@ def test_a_rate_change_is_added_and_clipped_and_no_change_is_the_rate_itself():
     assert apply_rate_change(0.3, None) == 0.3
     rates = np.array([0.1, 0.2, 0.3, 0.4])
     assert apply_rate_change(rates, np.zeros(4)).tolist() == rates.tolist()
-
-
-@pytest.mark.parametrize("split", ["valid", "test"])
-def test_the_untrained_agent_with_the_context_lever_is_the_context_rule_to_the_bit(dataset, tmp_path, split):
-    config = _config(dataset, tmp_path / "unused")
-    venv = InterestReplayVecEnv(config.replay_data("train"), n_envs=4, reward_baseline=CONTEXT_REFERENCE,
-                                residual_to=CONTEXT_REFERENCE, context_lever=True, seed=0)
-    assert venv.residual.names == CONTEXT_NAMES and venv.action_space.shape == (6,)
-    model, _ = new_agent(config, venv, CONTEXT_REFERENCE, None, config.replay_data("train"), CONTEXT_REFERENCE.scoring)
-    agent = ResidualPolicy(CONTEXT_REFERENCE, policy_from_model(model, model.get_vec_normalize_env(),
-                                                                scoring=CONTEXT_REFERENCE.scoring), names=CONTEXT_NAMES)
-    data = config.replay_data(split)
-    ours, theirs = _per_user(data, agent), _per_user(data, CONTEXT_REFERENCE)
-    for metric in theirs:
-        assert np.array_equal(ours[metric], theirs[metric], equal_nan=True), metric
 
 
 def test_a_context_rate_of_zero_ranks_as_the_rule_without_its_context_term(dataset, tmp_path):

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from agents_fixtures import tiny_synthetic
+from agents_fixtures import per_user_metrics, shipping_config, tiny_synthetic
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import make_baseline
 from interestgym.agents.run_folder import (
@@ -37,16 +37,11 @@ def dataset(tmp_path_factory):
 
 
 def _config(dataset, run_dir, **kw) -> TrainConfig:
-    base = {"dataset": str(dataset), "run_dir": str(run_dir), "timesteps": 256, "n_envs": 4, "n_steps": 16, "batch_size": 32,
-            "n_epochs": 2, "eval_every": 128, "checkpoint_every": 128, "eval_users": None, "progress_bar": False,
-            "net_arch": [16, 16], "reward_baseline": "bayesian_category", "tune_users": 5}
-    base.update(kw)
-    return TrainConfig(**base)
+    return shipping_config(dataset, run_dir, **kw)
 
 
 def _per_user(data, policy) -> dict[str, np.ndarray]:
-    res = evaluate_policy(data, policy, record_features=False, progress=False)
-    return {m: res.per_user()[m].to_numpy() for m in res.metrics}
+    return per_user_metrics(data, policy)
 
 
 @pytest.mark.parametrize("split", ["train", "valid", "test"])
