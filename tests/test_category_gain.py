@@ -324,3 +324,21 @@ def test_recorded_names_that_do_not_fit_the_model_or_its_tracker_are_refused(dat
 def test_compose_refuses_a_change_of_another_width_than_its_names():
     with pytest.raises(ValueError, match="5 components for the 6 names"):
         compose_residual(np.zeros((2, 4), np.float32), np.full((2, 5), 0.5, np.float32), GAIN_NAMES)
+
+
+def test_the_report_states_and_draws_every_component_the_levers_included(dataset, tmp_path):
+    from interestgym.data.dataset import Dataset
+    from interestgym.report.build import action_components, differences_from_rule
+    from interestgym.report.figures import plot_components
+
+    data = _config(dataset, tmp_path / "unused").replay_data("valid")
+    policy = ResidualPolicy(REFERENCE, Change(GAIN_NAMES, gain_change=-0.5, keep_change=-0.3), names=GAIN_NAMES)
+    res = evaluate_policy(data, policy, record_features=True, progress=False)
+    columns, _ = action_components(policy, REFERENCE, res)
+    assert list(columns) == ["a_L", "a_S", "w", "p", "keep", "count gain"]
+    assert np.allclose(columns["count gain"][0], 0.5) and np.allclose(columns["keep"][0], 0.6)
+    lines = differences_from_rule(policy, REFERENCE, res, Dataset.open(dataset))
+    assert "count gain 0.500 vs 1.000 (-0.500)" in lines[0] and "keep 0.600 vs 0.900 (-0.300)" in lines[0]
+    path = plot_components(columns, res.features, res.feature_names, tmp_path / "components.png",
+                           groups=np.array(["a", "b"] * (len(res.features) // 2) + ["a"] * (len(res.features) % 2)))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000

@@ -7,6 +7,7 @@ import json
 import re
 import struct
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,8 @@ def test_report_writes_every_figure_as_a_real_png(run, report):
     out = run_dir / "report"
     assert report.out == out
     names = {p.name for p in report.figures.values()}
-    assert {"learning_curves.png", "policies.png", "actions.png"} <= names
+    # a learned residual policy differs from its rule: its components are drawn too
+    assert {"learning_curves.png", "policies.png", "actions.png", "components.png"} <= names
     timelines = sorted(out.glob("timeline_*.png"))
     assert len(timelines) == 2
     for path in report.figures.values():
@@ -180,6 +182,10 @@ def test_read_scalars_orders_steps_and_keeps_the_resumed_value(tmp_path):
     for step, value in ((0, 1.0), (10, 2.0), (20, 3.0)):
         first.add_scalar("charts/mean_reward", value, step)
     first.close()
+    # Event files are read in name order: <seconds>.<host>.<pid>.<a per-process counter><suffix>. In one
+    # process within one second the counter decides, unpadded ("...10.b" sorts before "...9.a") after
+    # other tests' writers: start the resumed file in the next second, as a resumed run (a new process) does.
+    time.sleep(1.05 - time.time() % 1.0)
     resumed = SummaryWriter(str(tmp_path), filename_suffix=".b")  # a resumed run appends a second file
     for step, value in ((20, 30.0), (30, 40.0)):
         resumed.add_scalar("charts/mean_reward", value, step)

@@ -16,6 +16,10 @@ replays a few test users with the trained policy; it writes, atomically::
     RUN/report/actions.png             the policy's actions against the features that drive them
                                        (a_L vs cos(x, L), a_S vs cos(x, S), w vs the short-vs-long
                                        signal) and the distribution of the actions, on test users
+    RUN/report/components.png          a learned policy's every action component (p, the keep factor,
+                                       the count gain, the context rate, the tracker weight included)
+                                       against the feature that drives it, per user type on synthetic
+                                       data, with the reference rule's mean
     RUN/report/report.md, report.html  the summary: protocol, results table, verdict, the figures
 
 The HTML embeds the figures (base64 ``data:`` URIs), so ``report.html`` alone is the whole report.
@@ -51,6 +55,7 @@ from interestgym.io import write_text_atomic
 from interestgym.report.figures import (
     can_render,
     plot_actions,
+    plot_components,
     plot_learning_curves,
     plot_policies,
     plot_timeline,
@@ -91,12 +96,40 @@ class ReportResult:
     notes: list[str] = field(default_factory=list)
 
 
+def decision_user_types(dataset: Any, res: Any) -> np.ndarray | None:
+    """The synthetic user type of every recorded decision (None on data without types)."""
+    if "user_type" not in dataset.events.columns:
+        return None
+    types = dataset.events.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
+    return types.reindex(res.decisions["user_id"].astype(str)).to_numpy()
+
+
 def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -> list[str]:
     """What the learned policy does differently from its reference rule, in sentences: each action
-    component's mean on the same decisions (the rule acting on the policy's own observations), overall
-    and, on synthetic data, per user type. The keep factor is the category counts' (a residual policy's
-    fifth component changes it); the count gain is what each event adds to its category's count (the gain
-    lever's component)."""
+    component's mean on the same decisions (:func:`action_components`), overall and, on synthetic data,
+    per user type."""
+    columns, notes = action_components(policy, reference, res)
+
+    def sentence(mask: np.ndarray) -> str:
+        return ", ".join(f"{n} {a[mask].mean():.3f} vs {b[mask].mean():.3f} ({a[mask].mean() - b[mask].mean():+.3f})"
+                         for n, (a, b) in columns.items())
+
+    everyone = np.ones(len(res.features), dtype=bool)
+    lines = [(f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
+              f"{len(res.features):,} decisions, policy vs rule): {sentence(everyone)}.")] + notes
+    user_type = decision_user_types(dataset, res)
+    if user_type is not None:
+        for t in sorted(set(user_type)):
+            lines.append(f"  {t} users: {sentence(user_type == t)}.")
+    return lines
+
+
+def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Every action component of the policy and of its reference rule on the same decisions (the rule
+    acting on the policy's own observations): name -> (policy's, rule's), as the engine applies them,
+    and sentences on how the levers follow their signals. The keep factor is the category counts' (a
+    residual policy's fifth component changes it); the count gain is what each event adds to its
+    category's count; the context rate the time-slot profile's update rate; the tracker weight its term's."""
     from interestgym.core.protocol import action_to_strengths
     from interestgym.core.transition import category_forgetting_factor
 
@@ -145,20 +178,7 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
                             f"the user lately (top third of tracker_metric_ema) and {weight[ema <= low].mean():.3f} where it "
                             f"has ranked badly (bottom third); the reference keeps {base[0]:g}.")
 
-    def sentence(mask: np.ndarray) -> str:
-        return ", ".join(f"{n} {a[mask].mean():.3f} vs {b[mask].mean():.3f} ({a[mask].mean() - b[mask].mean():+.3f})"
-                         for n, (a, b) in columns.items())
-
-    everyone = np.ones(len(obs), dtype=bool)
-    lines = [(f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
-              f"{len(obs):,} decisions, policy vs rule): {sentence(everyone)}.")]
-    lines += [note for note in (tracker_note, gain_note) if note]
-    if "user_type" in dataset.events.columns:
-        types = dataset.events.drop_duplicates("user_id").set_index("user_id")["user_type"].astype(str)
-        user_type = types.reindex(res.decisions["user_id"].astype(str)).to_numpy()
-        for t in sorted(set(user_type)):
-            lines.append(f"  {t} users: {sentence(user_type == t)}.")
-    return lines
+    return columns, [note for note in (tracker_note, gain_note) if note]
 
 
 def _safe_name(user_id: str) -> str:
@@ -295,6 +315,10 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     reference = run_reference(conf)
     if reference is not None and getattr(policy, "name", "") != reference.name and len(res.features):
         notes.extend(differences_from_rule(policy, reference, res, dataset))
+        columns, _ = action_components(policy, reference, res)
+        figures["components"] = plot_components(
+            columns, res.features, res.feature_names, out_dir / "components.png", decision_user_types(dataset, res),
+            title=f"The {which} policy's action components against the features that drive them ({split} users)")
 
     # Timelines: topics (synthetic truth) or categories (real data).
     timeline_figs: list[tuple[str, str, Path]] = []

@@ -38,6 +38,8 @@ def report(run_dir: Path, out: Path | None, which_model: str | None, split: str 
                             the mix the policy's profile implies, and its actions at every event
       actions.png           the policy's actions against cos(x, L), cos(x, S) and the short-vs-long
                             signal, and the distribution of the actions
+      components.png        a learned policy's every action component (p, keep factor, count gain,
+                            context rate, tracker weight) against its driver, per user type, vs the rule
       report.md, report.html  protocol, results table (numbers from evaluation.json), verdict, figures
     Example:
       interestgym evaluate runs/syn && interestgym report runs/syn

@@ -330,3 +330,46 @@ def plot_actions(decisions: Any, features: np.ndarray, feature_names: Sequence[s
         fig.suptitle(f"{title}\n{int(keep.sum()):,} decisions"
                      + (f"; {n_left_out:,} first decisions (empty profile) left out of the scatter plots" if n_left_out else ""))
         return save_figure(fig, path), n_left_out
+
+
+#: The feature each action component is drawn against (the signal a policy would most plausibly read for it).
+COMPONENT_DRIVERS = {
+    "a_L": "cos_item_long", "a_S": "cos_item_short", "w": "short_long_ema", "p": "log_decisions",
+    "keep": "category_fraction", "count gain": "feedback_value", "context rate": "log_gap_event",
+    "tracker weight": "tracker_metric_ema",
+}
+
+
+def plot_components(columns: dict[str, tuple[np.ndarray, np.ndarray]], features: np.ndarray, feature_names: Sequence[str],
+                    path: Path, groups: np.ndarray | None = None,
+                    title: str = "Every action component against the feature that drives it") -> Path:
+    """One panel per action component (``columns``: name -> (the policy's values, the rule's) on the same
+    decisions): the policy's mean in equal-count bins of the component's driver (:data:`COMPONENT_DRIVERS`),
+    one line per group (e.g. the synthetic user types) or one for all, and the rule's mean, dashed."""
+    fi = {n: i for i, n in enumerate(feature_names)}
+    shown = [(name, values) for name, values in columns.items() if COMPONENT_DRIVERS.get(name) in fi]
+    group_names = sorted(set(groups.tolist())) if groups is not None else []
+    n_cols = min(4, max(1, len(shown)))
+    n_rows = -(-len(shown) // n_cols)
+    with _style():
+        fig = _figure(3.6 * n_cols, 3.1 * n_rows + 0.6, layout="constrained")
+        axes = np.atleast_1d(fig.subplots(n_rows, n_cols)).ravel()
+        for ax, (name, (ours, theirs)) in zip(axes, shown):
+            driver = COMPONENT_DRIVERS[name]
+            x = features[:, fi[driver]].astype(np.float64)
+            for g in group_names or [None]:
+                sel = np.ones(len(x), bool) if g is None else groups == g
+                cx, my, _ = _binned_means(x[sel], np.asarray(ours, np.float64)[sel], bins=8)
+                ax.plot(cx, my, marker="o", ms=3, lw=1.4, label="all decisions" if g is None else str(g))
+            ax.axhline(float(np.mean(theirs)), color="black", ls="--", lw=1.1, label="the rule (mean)")
+            ax.set_xlabel(driver)
+            ax.set_ylabel(name)
+            ax.set_title(name, fontsize=10)
+        for ax in axes[len(shown):]:
+            ax.set_visible(False)
+        if shown:
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=8)
+        fig.suptitle(f"{title}\n{len(features):,} decisions; binned means of the policy, by "
+                     + ("user type" if group_names else "all decisions") + "; dashed: the reference rule")
+        return save_figure(fig, path)

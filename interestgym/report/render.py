@@ -61,6 +61,9 @@ _FIGURE_TEXT = {
                  "difference to the best tuned rule (right; a CI right of 0 = better on the same users).")),
     "actions": ("Actions against features", ("Each point is a decision of a test user; black: mean (± sd) of the "
                 "action in equal-count bins of the feature.")),
+    "components": ("Every action component against its driver", ("The learned policy's mean of each component in "
+                   "equal-count bins of the feature it most plausibly reads (per user type on synthetic data); dashed: "
+                   "the reference rule's mean on the same decisions.")),
 }
 
 
@@ -75,7 +78,7 @@ def _markdown(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | 
         lines += ["", results_table(evaluation), ""]
         lines += [f"- {v}" for v in verdict_lines(evaluation)]
         lines += ["", f"Full tables (every metric): `{run_dir / EVALUATION_MARKDOWN}`; numbers: `{run_dir / EVALUATION_FILE}`.", ""]
-    for key in ("learning_curves", "policies", "actions"):
+    for key in ("learning_curves", "policies", "actions", "components"):
         if key in figures:
             title, text = _FIGURE_TEXT[key]
             lines += [f"## {title}", "", text, "", f"![{title}]({_rel(figures[key], out_dir)})", ""]
@@ -141,7 +144,7 @@ def _html(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | None
         parts.append("</tbody></table>")
         parts += [f"<p>{_md_inline(v)}</p>" for v in verdict_lines(evaluation)]
         parts.append(f"<p class=\"note\">Full tables: <code>{esc(str(run_dir / 'evaluation.md'))}</code>.</p>")
-    for key in ("learning_curves", "policies", "actions"):
+    for key in ("learning_curves", "policies", "actions", "components"):
         if key in figures:
             title, text = _FIGURE_TEXT[key]
             parts += [f"<h2>{esc(title)}</h2>", f"<p class=\"note\">{esc(text)}</p>",
