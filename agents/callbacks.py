@@ -21,6 +21,7 @@ has at most one point per step:
 ``charts/mean_pop_weight``              mean popularity weight p
 ``charts/mean_tracker_weight``          with ``--sequence``: mean weight of the tracker's term in the score
 ``charts/mean_count_gain``              with the gain lever: mean of what an event adds to its category's count
+``charts/mean_context_rate``            with the context lever: mean rate of the time-slot profile's update
 ``charts/steps_per_second``             env steps per wall-clock second over the last rollout + update
 ``rollout/ep_rew_mean``, ``ep_len_mean``  SB3's: summed raw reward and length of the last 100 finished
                                         users (episodes), from the VecMonitor the env is wrapped in
@@ -191,6 +192,7 @@ class InterestTrainingCallback(BaseCallback):
         self._actions: list[np.ndarray] = []
         self._tracker_weights: list[float] = []
         self._count_gains: list[float] = []
+        self._context_rates: list[float] = []
         self._rewards: list[np.ndarray] = []
         self._metric: list[float] = []
         self._metric_minus_reference: list[float] = []
@@ -234,6 +236,8 @@ class InterestTrainingCallback(BaseCallback):
                 self._tracker_weights.extend(info["tracker_weight"] for info in infos)
             if all("count_gain" in info for info in infos):
                 self._count_gains.extend(info["count_gain"] for info in infos)
+            if all("context_rate" in info for info in infos):
+                self._context_rates.extend(info["context_rate"] for info in infos)
         else:
             actions = self.locals.get("clipped_actions")
             if actions is not None:
@@ -269,6 +273,8 @@ class InterestTrainingCallback(BaseCallback):
             self.logger.record("charts/mean_tracker_weight", float(np.mean(self._tracker_weights)))
         if self._count_gains:
             self.logger.record("charts/mean_count_gain", float(np.mean(self._count_gains)))
+        if self._context_rates:
+            self.logger.record("charts/mean_context_rate", float(np.mean(self._context_rates)))
         if self._rewards:
             self.logger.record("charts/mean_reward", float(np.concatenate(self._rewards).mean()))
         if self._metric:

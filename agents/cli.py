@@ -105,6 +105,10 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
     result = train_run(config, resume=resume)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']}")
+    shipped = result.get("shipped") or {}
+    if shipped:
+        what = "its learned model" if shipped.get("policy") == "learned" else f"its reference rule `{(shipped.get('rule') or {}).get('name')}`"
+        click.echo(f"the run ships {what}: {shipped.get('reason')}")
     click.echo(f"run directory: {config.run_dir}  (evaluate with: interestgym evaluate {config.run_dir})")
 
 
@@ -154,7 +158,10 @@ def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str
             continue
         if value != saved[name]:
             where = f" in {source}" if not source.startswith(("--", "DATASET")) else ""
-            differ.append(f"--{name.replace('_', '-')} {value!r}{where} (the run's: {saved[name]!r})")
+            flag = name.replace("_", "-")
+            # a switch reads as the flag that was given (--no-category-gain), not as "--category-gain False"
+            asked = (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value!r}"
+            differ.append(f"{asked}{where} (the run's: {saved[name]!r})")
     if differ:
         raise InterestGymError(f"--resume continues {run_dir} with its own options, but {'; '.join(differ)}; "
                                "drop them (only --timesteps, --device and --progress may change), or train a new --run-dir")

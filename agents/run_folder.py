@@ -427,23 +427,36 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
     that recorded other names, from before the residual form's extra components, are read from the
     model's width and whether a tracker is attached).
 
-    :raises ArtifactError: when the names are not a residual layout of the model's width, or the run
-        has a tracker component but no tracker.
+    :raises ArtifactError: when they are not exactly what the run's settings give (a tracker component
+        with ``sequence``, a gain with ``category_gain`` and a reference that counts categories, a context
+        change with ``context_lever`` and a reference with time-slot profiles) or not ``width`` long.
     """
-    from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
+    from interestgym.agents.config import LEGACY_SETTINGS
+
+    from interestgym.core.protocol import (
+        RESIDUAL_LAYOUTS,
+        residual_action_names,
+        residual_names_for_width,
+    )
 
     recorded = (saved.get("action_space") or {}).get("names")
-    tracker = bool((saved.get("config") or {}).get("sequence"))
-    where = f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded}"
+    config = {**LEGACY_SETTINGS, **(saved.get("config") or {})}
+    tracker = bool(config.get("sequence"))
+    # a lever belongs to the run exactly when its setting was on and the reference scores with its term
+    reference = run_reference(saved)
+    scoring = getattr(reference, "scoring", None)
+    gain = bool(config["category_gain"]) and bool(getattr(scoring, "beta_cat", 0.0))
+    context = bool(config["context_lever"]) and bool(getattr(scoring, "beta_ctx", 0.0))
+    expected = residual_action_names(tracker=tracker, gain=gain, context=context)
     names = tuple(recorded) if isinstance(recorded, list) else None
     if names not in RESIDUAL_LAYOUTS:  # runs from before the residual components were recorded by name
         names = residual_names_for_width(width, tracker=tracker)
-    if names is None or len(names) != width:
-        raise ArtifactError(f"{where} for a residual model with {width} outputs; expected a residual layout of that width "
-                            "(long_strength .. keep_change[, tracker_change][, gain_change][, context_change])")
-    if ("tracker_change" in names) != tracker:
-        raise ArtifactError(f"{where}: " + ("a tracker_change, but the run has no tracker (config.sequence is null)" if not tracker
-                                            else "no tracker_change, but the run has a tracker (config.sequence)"))
+    if names != expected or len(expected) != width:
+        raise ArtifactError(
+            f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded} for a residual model with {width} outputs; expected "
+            f"{list(expected)} (sequence {config.get('sequence')!r}, category_gain {config['category_gain']}, context_lever "
+            f"{config['context_lever']}, reference `{getattr(reference, 'name', None)}` with beta_cat "
+            f"{getattr(scoring, 'beta_cat', None)} and beta_ctx {getattr(scoring, 'beta_ctx', None)})")
     return names
 
 

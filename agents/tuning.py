@@ -193,7 +193,7 @@ def tune_baselines(
     if any(n in _INHERITS_TWO_PROFILE for n in names) and "ema_two_profile" not in order:
         order.insert(0, "ema_two_profile")
     # One bar over every grid point replayed (the total depends on the coordinate-ascent rounds).
-    bar = progress_bar(desc="tuning baselines on validation users", unit="policy")
+    bar = progress_bar(desc="tuning baselines on validation users", unit="grid point")
     raw_score = score
 
     known: dict[str, float] = {}  # coordinate ascent revisits points: a policy's score is a pure function of it

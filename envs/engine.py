@@ -180,6 +180,8 @@ class StepOutput:
     tracker_weight: np.ndarray | None = None
     #: (n,) what each row's event added to its category's count (the action has a gain column), else None
     count_gain: np.ndarray | None = None
+    #: (n,) the rate each row's time-slot profile moved at (the engine keeps slot profiles), else None
+    context_rate: np.ndarray | None = None
 
 
 class ReplayEngine:
@@ -325,10 +327,11 @@ class ReplayEngine:
             self.category_counts[rows] = update_category_counts(
                 self.category_counts[rows], data.decision_category[dec],
                 apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change), gain)
+        context_rate = None
         if self.slot_profiles is not None:
             slot = data.decision_slot[dec].astype(np.int64)
-            rate = apply_rate_change(self.ctx_rate[rows], context_change)
-            self.slot_profiles[rows, slot] = update_profile(self.slot_profiles[rows, slot], x, rate)
+            context_rate = apply_rate_change(self.ctx_rate[rows], context_change)
+            self.slot_profiles[rows, slot] = update_profile(self.slot_profiles[rows, slot], x, context_rate)
 
         # Scoring points between this decision and the next, scored with the updated state.
         p_start = data.decision_point_start[dec]
@@ -359,6 +362,7 @@ class ReplayEngine:
             point_row=point_row, point_index=point_index,
             point_metrics={k: v for k, v in point_metrics.items() if not k.startswith("_")},
             points=points, tracker_weight=beta_trk if data.point_tracker_z is not None else None, count_gain=gain,
+            context_rate=None if context_rate is None else np.broadcast_to(context_rate, (n,)),
         )
 
     def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray,

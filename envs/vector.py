@@ -40,7 +40,12 @@ from interestgym.core.features import (
 )
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.metrics import metric_names
-from interestgym.core.protocol import ACTION_NAMES, GAIN_CHANGE, residual_action_names
+from interestgym.core.protocol import (
+    ACTION_NAMES,
+    CONTEXT_CHANGE,
+    GAIN_CHANGE,
+    residual_action_names,
+)
 from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
@@ -216,6 +221,9 @@ class InterestReplayVecEnv(VecEnv):
         if out.count_gain is not None and GAIN_CHANGE in self.residual.names:  # (a context lever's action is as wide)
             for i, gain in enumerate(out.count_gain[:n].tolist()):
                 infos[i]["count_gain"] = gain
+        if out.context_rate is not None and self.residual is not None and CONTEXT_CHANGE in self.residual.names:
+            for i, rate in enumerate(out.context_rate[:n].tolist()):
+                infos[i]["context_rate"] = rate
         finished = np.nonzero(dones)[0]
         if len(finished):
             fin_term = finished[terminated[finished]]

@@ -224,6 +224,9 @@ def test_the_export_names_the_gain_component_and_a_damaged_manifest_is_refused(d
         load_policy(damaged(lambda a: a.pop("names"), "old-style"))
     with pytest.raises(ExportFileCorruptError, match="names"):
         load_policy(damaged(lambda a: a.update(names=["long_strength", "x"]), "bad-names"))
+    # a lever the policy's scoring does not have (same width): the context rate on a rule without slot profiles
+    with pytest.raises(ExportFileCorruptError, match=r"context_change, but scoring.config.beta_ctx is 0.0"):
+        load_policy(damaged(lambda a: a.update(names=list(CONTEXT_NAMES)), "swapped-lever"))
 
 
 # ------------------------------------------------------------------------- the context rate lever
@@ -294,7 +297,7 @@ def test_an_export_from_before_the_names_were_recorded_still_loads(dataset, tmp_
     assert load_policy(out).change_names == RESIDUAL_ACTION_NAMES == load_policy(tmp_path / "export").change_names
 
 
-def test_a_context_lever_run_does_not_chart_a_count_gain(dataset, tmp_path):
+def test_a_context_lever_run_charts_its_rate_and_no_count_gain(dataset, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
@@ -302,23 +305,38 @@ def test_a_context_lever_run_does_not_chart_a_count_gain(dataset, tmp_path):
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     assert "charts/mean_count_gain" not in acc.Tags()["scalars"] and "charts/mean_a_long" in acc.Tags()["scalars"]
+    rates = [e.value for e in acc.Scalars("charts/mean_context_rate")]  # its own lever, watched in TensorBoard
+    assert rates and all(0.0 <= r <= 1.0 for r in rates)
 
 
-def test_recorded_names_that_do_not_fit_the_model_or_its_tracker_are_refused(dataset, tmp_path):
+def test_recorded_names_that_do_not_fit_the_model_its_settings_or_its_reference_are_refused(tmp_path):
     from interestgym.agents.run_folder import run_change_names
 
     from interestgym.errors import ArtifactError
 
-    saved = {"config": {"sequence": None}, "action_space": {"names": list(ENV_ACTION_NAMES[:7])}}
-    with pytest.raises(ArtifactError, match="residual model with 6 outputs"):
-        run_change_names(tmp_path, saved, 6)  # a known layout, but of another width
-    saved["action_space"]["names"] = list(TRACKER_ACTION_NAMES)
-    with pytest.raises(ArtifactError, match=r"a tracker_change, but the run has no tracker \(config.sequence is null\)"):
-        run_change_names(tmp_path, saved, 6)
-    saved["action_space"]["names"] = list(GAIN_NAMES)
-    assert run_change_names(tmp_path, saved, 6) == GAIN_NAMES
-    saved["action_space"]["names"] = ["long_strength", "short_strength", "short_weight", "popularity_weight"]  # pre-names runs
-    assert run_change_names(tmp_path, saved, 5) == RESIDUAL_ACTION_NAMES
+    def saved(names, reference=REFERENCE, **config):
+        return {"config": {"sequence": None, "category_gain": True, "context_lever": True, **config},
+                "reference": {"name": reference.name, "params": reference.params}, "action_space": {"names": list(names)}}
+
+    assert run_change_names(tmp_path, saved(GAIN_NAMES), 6) == GAIN_NAMES
+    assert run_change_names(tmp_path, saved(CONTEXT_NAMES, CONTEXT_REFERENCE), 6) == CONTEXT_NAMES
+    bad = [
+        (saved(ENV_ACTION_NAMES[:7]), 6),  # a known layout, but of another width
+        (saved(TRACKER_ACTION_NAMES), 6),  # a tracker component, but no tracker
+        (saved(CONTEXT_NAMES), 6),  # a context lever on a reference without time-slot profiles
+        (saved(GAIN_NAMES, CONTEXT_REFERENCE), 6),  # a gain on a reference without category counts
+        (saved(GAIN_NAMES, category_gain=False), 6),  # a gain the run did not train with
+    ]
+    for case, width in bad:
+        with pytest.raises(ArtifactError, match=r"action_space.names .* expected \["):
+            run_change_names(tmp_path, case, width)
+    with pytest.raises(ArtifactError, match=r"expected \['long_strength', 'short_strength', 'short_weight', "
+                       r"'popularity_weight', 'keep_change', 'gain_change'\] \(sequence None, category_gain True"):
+        run_change_names(tmp_path, saved(CONTEXT_NAMES), 6)
+    # runs from before the names were recorded: read from the width (and without the levers)
+    old = saved(["long_strength", "short_strength", "short_weight", "popularity_weight"])
+    del old["config"]["category_gain"], old["config"]["context_lever"]
+    assert run_change_names(tmp_path, old, 5) == RESIDUAL_ACTION_NAMES
 
 
 def test_compose_refuses_a_change_of_another_width_than_its_names():

@@ -215,9 +215,13 @@ def test_resume_refuses_options_that_differ_from_the_run_instead_of_ignoring_the
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "--n-envs 8 (the run's: 4)" in err and "--reward 'mrr' (the run's: 'ndcg@10')" in err
+    with pytest.raises(SystemExit):  # a switch reads as the flag given
+        main(["train", str(dataset), "--timesteps", "128", "--resume", *common, "--no-category-gain"])
+    assert "--no-category-gain (the run's: True)" in capsys.readouterr().err
     # the same options again (a longer target) continue the run
     main(["train", str(dataset), "--timesteps", "128", "--resume", *common])
     assert json.loads((run / "final" / "info.json").read_text())["step"] == 128
+    assert "the run ships its learned model: no reference rule" in capsys.readouterr().out  # train says what ships
 
 
 def test_a_run_whose_embedding_was_re_encoded_differently_is_refused(tmp_path):

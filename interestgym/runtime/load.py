@@ -114,6 +114,12 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
     if isinstance(width, int) and width != len(names):
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components; the manifest "
                                      f"names {len(names)} ({', '.join(names)})")
+    scoring = (manifest.get("scoring") or {}).get("config") or {}
+    for component, term, what in (("gain_change", "beta_cat", "category counts"), ("context_change", "beta_ctx", "time-slot profiles")):
+        if component in names and not scoring.get(term):
+            raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.outputs.action.names has {component}, but "
+                                         f"scoring.config.{term} is {scoring.get(term)!r}: the policy scores without the {what} "
+                                         "that component moves; re-export the run")
     if "tracker_change" in names and tracker is None:
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components, one moving a "
                                      "tracker's weight, but the manifest has no 'tracker' section; re-export the run")

@@ -267,8 +267,10 @@ def build_manifest(
                                           "interestgym.core.rules.compose_residual"
                                           if form == "residual" else
                                           "the env action: the Gaussian mean (deterministic), clipped to the box")},
-                STRENGTHS_NAME: {"dtype": "float32", "shape": ["batch", 4], "box": [0.0, 1.0],
-                                 "meaning": "(action + 1) / 2: (a_L, a_S, w, p), see 'action'"},
+                STRENGTHS_NAME: {"dtype": "float32", "shape": ["batch", width], "box": [0.0, 1.0],
+                                 "meaning": ("(output + 1) / 2 of every 'action' output: NOT the strengths applied (those are "
+                                             "the rule's action plus the change; ExportedPolicy.strengths gives them)"
+                                             if form == "residual" else "(action + 1) / 2: (a_L, a_S, w, p), see 'action'")},
             },
             "observation_normalisation": None if normalisation is None else {
                 "kind": "VecNormalize (baked into the graph)",
@@ -288,6 +290,7 @@ def build_manifest(
             **({"drift_window": DRIFT_WINDOW} if "dtw_drift" in extra_obs else {}),
         },
         "action": {
+            # the strengths every policy applies; a residual graph's own outputs are policy.outputs.action.names
             "names": list(ACTION_NAMES),
             "box": [-1.0, 1.0],
             "to_strength": "(clip(u, -1, 1) + 1) / 2 (interestgym.core.protocol.action_to_strengths)",
