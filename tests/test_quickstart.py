@@ -62,7 +62,7 @@ def test_quickstart_runs_every_stage_and_prints_the_table(first_run):
     # the printed table holds evaluation.json's numbers
     doc = json.loads(paths["evaluation"].read_text())
     metric = doc["header"]["selection_metric"]
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([\w:]+)\s+\| \w+\s+\|\s+([0-9.]+) \|", text, re.MULTILINE)}
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([\w:]+)\s+\| [\w ()]+?\s+\|\s+([0-9.]+) \|", text, re.MULTILINE)}
     shipped = json.loads((out / "run" / "shipped.json").read_text())
     # the evaluated learned row is what the run ships: its model ("ppo") or its reference rule
     learned_row = "ppo" if shipped["policy"] == "learned" else f"shipped:{shipped['rule']['name']}"

@@ -266,3 +266,11 @@ def test_report_of_a_run_on_real_style_data_uses_categories(tmp_path, monkeypatc
     header, rows = _md_table(result.markdown.read_text())
     assert not any("oracle" in h or "tracking" in h for h in header)
     assert sorted(r[0] for r in rows) == ["ema", "ppo", "static"]
+
+
+def test_a_run_that_ships_its_rule_shows_that_row_as_the_shipped_rule():
+    from interestgym.evaluation.tables import kind_label
+
+    assert kind_label("shipped:bayesian_category", "learned") == "rule (shipped)"
+    assert kind_label("ppo", "learned") == "learned"
+    assert kind_label("shipped:ema", "baseline") == "baseline"  # only the run's own row

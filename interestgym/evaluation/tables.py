@@ -109,7 +109,7 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
     lines = ["| policy | kind | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
     for n in names:
         e = pol[n]
-        lines.append(f"| {n} | {e['kind']} | " + " | ".join(_fmt(e["metrics"].get(m)) for m in metrics) + " |")
+        lines.append(f"| {n} | {kind_label(n, e['kind'])} | " + " | ".join(_fmt(e["metrics"].get(m)) for m in metrics) + " |")
     text = "\n".join(lines)
     ref = summary.get("reference")
     if ref:
@@ -135,3 +135,9 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
             lines.append(f"| {n} | " + " | ".join(_fmt(pol[n]["extra"].get(k)) for k in extra_keys) + " |")
         text += "\n" + "\n".join(lines)
     return text + "\n"
+
+
+def kind_label(name: str, kind: str) -> str:
+    """A policy's kind as tables show it: the run's own row is ``learned`` in the numbers (it is what the
+    run ships), shown as ``rule (shipped)`` when the run ships its reference rule (row ``shipped:<rule>``)."""
+    return "rule (shipped)" if kind == "learned" and name.startswith("shipped:") else kind

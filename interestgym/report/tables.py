@@ -11,6 +11,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from interestgym.evaluation.tables import kind_label
+
 #: Columns of the results table besides the selection metric: (metric, header).
 SIDE_METRICS = (("auc", "AUC"), ("mrr", "MRR"))
 
@@ -68,7 +70,7 @@ def table_cells(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]
         header.append("tracking error")
     cells = []
     for r in rows:
-        line = [r["policy"], r["kind"], _num(r["metric"]), f"[{_num(r['lo'])}, {_num(r['hi'])}]",
+        line = [r["policy"], kind_label(r["policy"], r["kind"]), _num(r["metric"]), f"[{_num(r['lo'])}, {_num(r['hi'])}]",
                 "-" if r["diff"] is None else _num(r["diff"], sign=True) + ("*" if r["significant"] else ""),
                 "-" if r["diff"] is None else f"[{_num(r['diff_lo'], sign=True)}, {_num(r['diff_hi'], sign=True)}]",
                 *(_num(r[m]) for m, _ in SIDE_METRICS)]
