@@ -228,3 +228,18 @@ def test_windows_start_mid_history_and_the_penalty_prices_a_change(dataset, tmp_
         _, _, dones, _ = windowed.step_wait()
         ended |= dones
     assert ended.all()  # every episode is over within its window of 3 decisions
+
+
+def test_the_report_shows_what_the_run_ships_and_says_when_it_is_the_rule(dataset, tmp_path):
+    """Without an evaluation the report replays the shipped policy, as evaluate would; a shipped rule is
+    said so (with the command that shows the learned model), and no components are drawn for it."""
+    from interestgym.report.build import build_report
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, ship_threshold=1.0))  # nothing passes: the rule ships
+    assert read_shipped(run)["policy"] == "rule"
+    report = build_report(run, timeline_users=1, progress=False)
+    assert any("ships its reference rule" in n and "--model best" in n for n in report.notes)
+    assert "components" not in report.figures and "actions" in report.figures
+    learned = build_report(run, which_model="best", timeline_users=1, progress=False, out=tmp_path / "best")
+    assert "components" in learned.figures and not any("ships its reference rule" in n for n in learned.notes)

@@ -221,7 +221,8 @@ def build_report(
         raise ArtifactError(f"{evaluation_path}: no such evaluation file (written by `interestgym evaluate`)")
     evaluation = read_evaluation(run_dir, evaluation_path)
     header = (evaluation or {}).get("header", {})
-    which = which_model or header.get("model") or "best"
+    # what the evaluation evaluated, else what the run ships (as evaluate does), else its best model
+    which = which_model or header.get("model") or ("shipped" if has_policy(run_dir, "shipped") else "best")
     split = split or header.get("split") or "test"
     metric = header.get("selection_metric") or conf.get("config", {}).get("reward", "ndcg@10")
     figures: dict[str, Path] = {}
@@ -313,7 +314,12 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
         res.decisions, res.features, res.feature_names, out_dir / "actions.png",
         title=f"The {which} policy's actions against the features that drive them ({split} users)")
     reference = run_reference(conf)
-    if reference is not None and getattr(policy, "name", "") != reference.name and len(res.features):
+    shipped_rule = str(getattr(policy, "name", "")).startswith("shipped:")
+    if shipped_rule:
+        notes.append(f"The run ships its reference rule `{reference.name if reference else '?'}` (its learned model was not "
+                     f"proven on validation users): the figures show the rule; `interestgym report {run_dir} --model best` "
+                     "shows what the learned model does.")
+    if reference is not None and not shipped_rule and getattr(policy, "name", "") != reference.name and len(res.features):
         notes.extend(differences_from_rule(policy, reference, res, dataset))
         columns, _ = action_components(policy, reference, res)
         figures["components"] = plot_components(
