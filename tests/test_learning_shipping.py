@@ -243,3 +243,17 @@ def test_the_report_shows_what_the_run_ships_and_says_when_it_is_the_rule(datase
     assert "components" not in report.figures and "actions" in report.figures
     learned = build_report(run, which_model="best", timeline_users=1, progress=False, out=tmp_path / "best")
     assert "components" in learned.figures and not any("ships its reference rule" in n for n in learned.notes)
+
+
+def test_an_export_carries_the_evaluation_of_the_policy_it_holds_only(dataset, tmp_path):
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.export.run import export_run
+    from interestgym.runtime.manifest import read_manifest
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, ship_threshold=1.0))  # the rule ships
+    evaluate_run(run, baselines="ema", n_boot=50, progress=False)  # evaluates what ships: the rule
+    export_run(run, tmp_path / "rule", verify_observations=20)
+    export_run(run, tmp_path / "best", which="best", verify_observations=20)
+    assert read_manifest(tmp_path / "rule")["evaluation"] is not None
+    assert read_manifest(tmp_path / "best")["evaluation"] is None  # not the shipped rule's numbers

@@ -188,7 +188,7 @@ def export_run(
             (tmp / CATEGORIES_FILE).write_text(json.dumps(list(data.category_names), ensure_ascii=False), encoding="utf-8")
             np.save(tmp / POPULARITY_FILE, np.ascontiguousarray(data.item_popularity, dtype=np.float32), allow_pickle=False)
 
-        evaluation = read_evaluation(run_dir)
+        evaluation = _evaluation_of(run_dir, which)
         manifest = build_manifest(
             interestgym_version=__version__,
             onnx_opset=ONNX_OPSET,
@@ -222,6 +222,20 @@ def export_run(
         )
         write_export_directory(out, write_files, manifest)
     return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified)
+
+
+def _evaluation_of(run_dir: Path, exported: str) -> dict[str, Any] | None:
+    """The run's ``evaluation.json`` when it evaluated the exported policy (``rule``, ``best`` or ``final``;
+    an evaluation of ``shipped`` is of what ``shipped.json`` names), else None: an export of the best model
+    must not carry the numbers of the shipped rule."""
+    evaluation = read_evaluation(run_dir)
+    if evaluation is None:
+        return None
+    evaluated = str((evaluation.get("header") or {}).get("model") or "best")
+    if evaluated == "shipped":
+        decision = read_shipped(run_dir) or {}
+        evaluated = "rule" if decision.get("policy") == "rule" else str(decision.get("model") or "best")
+    return evaluation if evaluated == exported else None
 
 
 def _check_replay_spaces(run: Any, n_obs: int) -> None:
