@@ -187,3 +187,29 @@ def test_tied_category_forgetting_is_one_minus_the_long_strength(datasets):
     tied = run(None)
     assert np.array_equal(tied, run(0.75))
     assert not np.array_equal(tied, run(1.0))  # the forgetting matters on this fixture
+
+
+@pytest.mark.parametrize("block", [1, 3, 7])
+def test_stepping_in_blocks_of_slots_changes_nothing(datasets, monkeypatch, block):
+    """The vector env steps its slots in blocks (vector.STEP_BLOCK, for the cache): observations, rewards,
+    dones and infos are those of one step of every slot, agent and reference rows alike."""
+    from interestgym.envs import vector
+
+    reference = make_baseline("bayesian_category", beta_cat=1.0, forgetting=0.9, long_rate=0.2, short_rate=0.7,
+                              short_weight=0.4, popularity_weight=0.1)
+
+    def trajectory(step_block):
+        monkeypatch.setattr(vector, "STEP_BLOCK", step_block)
+        venv = InterestReplayVecEnv(datasets["impressions"], n_envs=10, seed=2, reward_baseline=reference,
+                                    residual_to=reference, gain_lever=True)
+        rng = np.random.default_rng(0)
+        out = [venv.reset()]
+        for _ in range(25):
+            obs, rew, dones, infos = venv.step(rng.uniform(-0.5, 0.5, (10, venv.action_space.shape[0])).astype(np.float32))
+            out += [obs, rew, dones.astype(np.float64), np.array([i.get("metric", np.nan) for i in infos]),
+                    np.array([i["count_gain"] for i in infos]), np.stack([i["strengths"] for i in infos])]
+        return out
+
+    whole, blocked = trajectory(10_000), trajectory(block)
+    for a, b in zip(whole, blocked):
+        np.testing.assert_array_equal(a, b)
