@@ -33,7 +33,7 @@ from interestgym.core.metrics import metric_names, parse_metric, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     DecisionState,
-    apply_gain_change,
+    action_changes,
     apply_keep_change,
     apply_rate_change,
     apply_tracker_change,
@@ -305,14 +305,10 @@ class ReplayEngine:
         rows = np.asarray(rows, dtype=np.int64)
         n = len(rows)
         actions = np.asarray(actions).reshape(n, -1)
-        # a residual policy's fifth component changes the category counts' keep factor (see core.transition)
-        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 5 else None
-        # with a tracker, a sixth component changes the tracker's weight in this decision's scoring
-        tracker_change = np.clip(actions[:, 5].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 6 else None
-        # a seventh changes what the decision's event adds to its category's count (core.protocol.ENV_ACTION_NAMES)
-        gain = apply_gain_change(np.clip(actions[:, 6].astype(np.float64), -1.0, 1.0)) if actions.shape[1] >= 7 else None
-        # an eighth changes the rate of the time-slot profile's update
-        context_change = np.clip(actions[:, 7].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 8 else None
+        # a residual policy's changes: the category keep factor, the tracker's weight in this decision's
+        # scoring, what the event adds to its category's count, the time-slot profile's rate
+        changes = action_changes(actions)
+        keep_change, tracker_change, gain, context_change = changes.keep, changes.tracker, changes.gain, changes.context
         strengths = action_to_strengths(actions[:, :4])
         fixed = self.fixed_p[rows]
         strengths[:, 3] = np.where(np.isnan(fixed), strengths[:, 3], fixed)

@@ -120,6 +120,33 @@ def apply_tracker_change(weight: np.ndarray, tracker_change: np.ndarray | None) 
     return np.where(tracker_change == 0, weight, moved)
 
 
+class ActionChanges(NamedTuple):
+    """What an env action carries after its four strengths (:func:`action_changes`); None where the
+    policy has no such component."""
+
+    keep: np.ndarray | None  #: (n,) change of the category keep factor (:func:`apply_keep_change`)
+    tracker: np.ndarray | None  #: (n,) change of the tracker's weight (:func:`apply_tracker_change`)
+    gain: np.ndarray | None  #: (n,) what the event adds to its category's count (:func:`apply_gain_change`)
+    context: np.ndarray | None  #: (n,) change of the time-slot profile's rate (:func:`apply_rate_change`)
+
+
+def action_changes(actions: np.ndarray) -> ActionChanges:
+    """The changes in env ``actions`` (n, k) in the engine's layout
+    (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`; k = 4 .. 8): each change clipped to [-1, 1] in
+    float64, the gain already mapped to the count's weight. The one reading of those columns, for the
+    engine, the runtime and the report."""
+    from interestgym.core.protocol import ENV_ACTION_NAMES
+
+    width = actions.shape[1]
+
+    def column(name: str) -> np.ndarray | None:
+        j = ENV_ACTION_NAMES.index(name)
+        return np.clip(actions[:, j].astype(np.float64), -1.0, 1.0) if width > j else None
+
+    return ActionChanges(keep=column("keep_change"), tracker=column("tracker_change"),
+                         gain=apply_gain_change(column("gain_change")), context=column("context_change"))
+
+
 #: The gain a residual policy's gain change can reach: ``clip(1 + change, 0, GAIN_MAX)``.
 GAIN_MAX = 2.0
 

@@ -131,7 +131,13 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     residual policy's fifth component changes it); the count gain is what each event adds to its
     category's count; the context rate the time-slot profile's update rate; the tracker weight its term's."""
     from interestgym.core.protocol import action_to_strengths
-    from interestgym.core.transition import category_forgetting_factor
+    from interestgym.core.transition import (
+        action_changes,
+        apply_keep_change,
+        apply_rate_change,
+        apply_tracker_change,
+        category_forgetting_factor,
+    )
 
     obs = res.features
     ours_actions = np.asarray(policy.act(obs), dtype=np.float64)
@@ -139,17 +145,15 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     theirs = action_to_strengths(np.asarray(reference.act(obs), dtype=np.float64))
     names = ["a_L", "a_S", "w", "p"]
     columns = {n: (ours[:, j], theirs[:, j]) for j, n in enumerate(names)}
+    changes = action_changes(ours_actions)  # as the engine reads them
     if reference.scoring.beta_cat != 0:
         fixed = reference.scoring.category_forgetting
         base_ours, base_theirs = category_forgetting_factor(fixed, ours), category_forgetting_factor(fixed, theirs)
-        change = ours_actions[:, 4] if ours_actions.shape[1] >= 5 else np.zeros(len(obs))
-        columns["keep"] = (np.clip(base_ours + change, 0.0, 1.0), base_theirs)
+        columns["keep"] = (apply_keep_change(base_ours, changes.keep), base_theirs)
     tracker_note = gain_note = None
     components = getattr(policy, "names", ())
-    if "gain_change" in components:  # what each event adds to its category's count (the seventh env column)
-        from interestgym.core.transition import apply_gain_change
-
-        gain = apply_gain_change(np.clip(ours_actions[:, 6], -1.0, 1.0))
+    if "gain_change" in components:  # what each event adds to its category's count
+        gain = changes.gain
         columns["count gain"] = (gain, np.ones(len(obs)))
         value = obs[:, list(res.feature_names).index("feedback_value")]
         low, high = np.quantile(value, [1 / 3, 2 / 3]) if len(obs) >= 3 else (0.0, 0.0)
@@ -157,18 +161,13 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
             gain_note = (f"The count gain averages {gain[value <= low].mean():.3f} for the events with the lowest feedback value "
                          f"(bottom third of feedback_value: e.g. the shortest reads) and {gain[value >= high].mean():.3f} for the "
                          "highest (top third); the reference adds 1 for every event.")
-    if "context_change" in components:  # the time-slot profile's update rate (the eighth env column)
-        from interestgym.core.transition import apply_rate_change
-
+    if "context_change" in components:  # the time-slot profile's update rate
         rate = float(reference.scoring.context_rate)
-        columns["context rate"] = (apply_rate_change(np.full(len(obs), rate), np.clip(ours_actions[:, 7], -1.0, 1.0)),
-                                   np.full(len(obs), rate))
-    if ours_actions.shape[1] >= 6 and (not components or "tracker_change" in components):
-        # the tracker's weight, moved by the sixth component (as the engine moves it)
-        from interestgym.core.transition import apply_tracker_change
-
+        columns["context rate"] = (apply_rate_change(np.full(len(obs), rate), changes.context), np.full(len(obs), rate))
+    if changes.tracker is not None and (not components or "tracker_change" in components):
+        # the tracker's weight, moved by its component (as the engine moves it)
         base = np.full(len(obs), float(reference.scoring.tracker_weight))
-        weight = apply_tracker_change(base, np.clip(ours_actions[:, 5], -1.0, 1.0))
+        weight = apply_tracker_change(base, changes.tracker)
         columns["tracker weight"] = (weight, base)
         names_seen = list(res.feature_names)
         if "tracker_metric_ema" in names_seen and len(obs) >= 3:

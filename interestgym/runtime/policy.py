@@ -47,7 +47,7 @@ from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.rules import compose_residual, make_rule
 from interestgym.core.transition import (
-    apply_gain_change,
+    action_changes,
     apply_keep_change,
     apply_rate_change,
     apply_tracker_change,
@@ -250,27 +250,17 @@ class ExportedPolicy:
         (:func:`interestgym.core.transition.apply_tracker_change`, as the engine moves it)."""
         if self.tracker is None or term is None:
             return term
-        change = np.clip(actions[:, 5].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 6 else None
-        weight = float(apply_tracker_change(np.array([self._beta_trk]), change)[0])
+        weight = float(apply_tracker_change(np.array([self._beta_trk]), action_changes(actions).tracker)[0])
         return dataclasses.replace(term, weight=weight)
 
     def _forgetting(self, strengths: np.ndarray, keep_change: np.ndarray | None) -> np.ndarray:
         """(n,) keep factors of the category counts at decisions with ``strengths`` (the engine's)."""
         return apply_keep_change(category_forgetting_factor(self._fixed_forgetting, strengths), keep_change)
 
-    @staticmethod
-    def _count_changes(actions: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The keep-factor change and the category gain of env ``actions`` (engine layout), as the engine
-        reads them: None where the policy has no such component."""
-        width = actions.shape[1]
-        keep_change = np.clip(actions[:, 4].astype(np.float64), -1.0, 1.0) if width >= 5 else None
-        gain = apply_gain_change(np.clip(actions[:, 6].astype(np.float64), -1.0, 1.0)) if width >= 7 else None
-        return keep_change, gain
-
     def _context_rates(self, actions: np.ndarray) -> np.ndarray | float:
         """(n,) rates of the time-slot profiles' update at decisions with env ``actions``: the export's
         ``context_rate``, moved by a context change when the policy has one (as the engine moves it)."""
-        change = np.clip(actions[:, 7].astype(np.float64), -1.0, 1.0) if actions.shape[1] >= 8 else None
+        change = action_changes(actions).context
         return apply_rate_change(np.full(len(actions), self._context_rate), change) if change is not None else self._context_rate
 
     def observe(self, state: UserState, event: Event) -> np.ndarray | None:

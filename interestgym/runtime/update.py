@@ -38,6 +38,7 @@ from interestgym.core.interest import cosine_rows, update_profile
 from interestgym.core.log_features import next_category_run, online_log_quantities
 from interestgym.core.transition import (
     DecisionState,
+    action_changes,
     decision_transition,
     ema,
     fold_outcomes,
@@ -194,7 +195,8 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     obs, (x, stats, counters, cos, cat, hour, tracker, drift) = observe_one(policy, state, event, counters)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
-    keep_change, gain = policy._count_changes(actions)
+    changes = action_changes(actions)
+    keep_change, gain = changes.keep, changes.gain
 
     # decision_transition, element for element: the running statistics from the cosines measured
     # before the update, then L, S and the shadows moved in one update_profile call.
@@ -296,7 +298,8 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         obs = np.concatenate([obs, np.stack([extra for extra, _, _ in extras])], axis=1)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
-    keep_change, gain = policy._count_changes(actions)
+    changes = action_changes(actions)
+    keep_change, gain = changes.keep, changes.gain
 
     drift, short_long = _M["drift_ema"], _M["short_long_ema"]
     after = decision_transition(DecisionState(long_term, short_term, profiles[:, 2:], stats[:, drift], stats[:, short_long],
