@@ -27,6 +27,15 @@ POLICY_FORMS = ("residual", "absolute")
 LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False}
 
 
+def active_levers(category_gain: bool, context_lever: bool, scoring: Any) -> tuple[bool, bool]:
+    """Which levers a residual agent has: (gain, context). A lever is there when its setting is on and the
+    reference's ``scoring`` has the state it moves (category counts: beta_cat; time-slot profiles:
+    beta_ctx); elsewhere the component would move nothing. ``scoring`` None (no reference): neither."""
+    gain = bool(category_gain) and bool(getattr(scoring, "beta_cat", 0.0))
+    context = bool(context_lever) and bool(getattr(scoring, "beta_ctx", 0.0))
+    return gain, context
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on (written to ``RUN/config.json``)."""

@@ -431,7 +431,7 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
         with ``sequence``, a gain with ``category_gain`` and a reference that counts categories, a context
         change with ``context_lever`` and a reference with time-slot profiles) or not ``width`` long.
     """
-    from interestgym.agents.config import LEGACY_SETTINGS
+    from interestgym.agents.config import LEGACY_SETTINGS, active_levers
 
     from interestgym.core.protocol import (
         RESIDUAL_LAYOUTS,
@@ -445,8 +445,7 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
     # a lever belongs to the run exactly when its setting was on and the reference scores with its term
     reference = run_reference(saved)
     scoring = getattr(reference, "scoring", None)
-    gain = bool(config["category_gain"]) and bool(getattr(scoring, "beta_cat", 0.0))
-    context = bool(config["context_lever"]) and bool(getattr(scoring, "beta_ctx", 0.0))
+    gain, context = active_levers(config["category_gain"], config["context_lever"], scoring)
     expected = residual_action_names(tracker=tracker, gain=gain, context=context)
     names = tuple(recorded) if isinstance(recorded, list) else None
     if names not in RESIDUAL_LAYOUTS:  # runs from before the residual components were recorded by name

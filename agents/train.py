@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from interestgym.agents.config import LEGACY_SETTINGS, TrainConfig
+from interestgym.agents.config import LEGACY_SETTINGS, TrainConfig, active_levers
 from interestgym.agents.run_checkpoints import has_checkpoint, load_checkpoint
 from interestgym.agents.run_folder import (
     BASELINES_FILE,
@@ -333,9 +333,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         res = evaluate_policy(valid_data, reference_policy, metric=config.reward, users=eval_users, record_features=False, progress=False)
         reference_valid = mean_over_users(res, config.reward)
 
-    # the gain lever only where the reference counts categories (elsewhere the component would move nothing)
-    gain_lever = residual and config.category_gain and bool(reference_policy.scoring.beta_cat)
-    context_lever = residual and config.context_lever and bool(reference_policy.scoring.beta_ctx)
+    gain_lever, context_lever = (active_levers(config.category_gain, config.context_lever, reference_policy.scoring)
+                                 if residual else (False, False))
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
                                 reward_baseline=reference_policy, scoring=agent_scoring,
                                 residual_to=reference_policy if residual else None, gain_lever=gain_lever, context_lever=context_lever,
