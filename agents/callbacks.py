@@ -61,6 +61,8 @@ from interestgym.core.protocol import action_to_strengths
 from interestgym.io import atomic_path
 
 ACTION_NAMES = ("a_long", "a_short", "mix_weight", "pop_weight")
+#: The levers the vector env reports as applied (``info[key]``), charted as ``charts/mean_<key>``.
+LEVER_INFOS = ("tracker_weight", "count_gain", "context_rate")
 
 
 def hyperparameter_markdown(params: dict[str, Any]) -> str:
@@ -190,9 +192,7 @@ class InterestTrainingCallback(BaseCallback):
     # ------------------------------------------------------------------ rollout statistics
     def _reset_rollout_stats(self) -> None:
         self._actions: list[np.ndarray] = []
-        self._tracker_weights: list[float] = []
-        self._count_gains: list[float] = []
-        self._context_rates: list[float] = []
+        self._levers: dict[str, list[float]] = {key: [] for key in LEVER_INFOS}
         self._rewards: list[np.ndarray] = []
         self._metric: list[float] = []
         self._metric_minus_reference: list[float] = []
@@ -232,12 +232,9 @@ class InterestTrainingCallback(BaseCallback):
         if infos and all("strengths" in info for info in infos):
             # the strengths the env applied (for a residual agent, the rule's action plus the learned change)
             self._actions.append(np.stack([info["strengths"] for info in infos]))
-            if all("tracker_weight" in info for info in infos):
-                self._tracker_weights.extend(info["tracker_weight"] for info in infos)
-            if all("count_gain" in info for info in infos):
-                self._count_gains.extend(info["count_gain"] for info in infos)
-            if all("context_rate" in info for info in infos):
-                self._context_rates.extend(info["context_rate"] for info in infos)
+            for key, values in self._levers.items():
+                if all(key in info for info in infos):
+                    values.extend(info[key] for info in infos)
         else:
             actions = self.locals.get("clipped_actions")
             if actions is not None:
@@ -269,12 +266,9 @@ class InterestTrainingCallback(BaseCallback):
             self.logger.record("charts/update_rate", float(updated.mean()))
             for j, name in enumerate(ACTION_NAMES[: acts.shape[1]]):
                 self.logger.record(f"charts/mean_{name}", float(acts[:, j].mean()))
-        if self._tracker_weights:
-            self.logger.record("charts/mean_tracker_weight", float(np.mean(self._tracker_weights)))
-        if self._count_gains:
-            self.logger.record("charts/mean_count_gain", float(np.mean(self._count_gains)))
-        if self._context_rates:
-            self.logger.record("charts/mean_context_rate", float(np.mean(self._context_rates)))
+        for key, values in self._levers.items():
+            if values:
+                self.logger.record(f"charts/mean_{key}", float(np.mean(values)))
         if self._rewards:
             self.logger.record("charts/mean_reward", float(np.concatenate(self._rewards).mean()))
         if self._metric:

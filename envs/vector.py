@@ -252,15 +252,14 @@ class InterestReplayVecEnv(VecEnv):
         # what was applied (a residual agent's action is a change; these are the strengths it led to)
         for i, applied in enumerate(out.strengths[:n]):
             infos[i]["strengths"] = applied
-        if out.tracker_weight is not None:
-            for i, weight in enumerate(out.tracker_weight[:n].tolist()):
-                infos[i]["tracker_weight"] = weight
-        if out.count_gain is not None and GAIN_CHANGE in self.residual.names:  # (a context lever's action is as wide)
-            for i, gain in enumerate(out.count_gain[:n].tolist()):
-                infos[i]["count_gain"] = gain
-        if out.context_rate is not None and self.residual is not None and CONTEXT_CHANGE in self.residual.names:
-            for i, rate in enumerate(out.context_rate[:n].tolist()):
-                infos[i]["context_rate"] = rate
+        # the levers as applied, where the agent has them (a context lever's action is as wide as a gain's)
+        names = self.residual.names if self.residual is not None else ()
+        levers = {"tracker_weight": out.tracker_weight, "count_gain": out.count_gain if GAIN_CHANGE in names else None,
+                  "context_rate": out.context_rate if CONTEXT_CHANGE in names else None}
+        for key, values in levers.items():
+            if values is not None:
+                for i, value in enumerate(values[:n].tolist()):
+                    infos[i][key] = value
         finished = np.nonzero(dones)[0]
         if len(finished):
             fin_term = finished[terminated[finished]]
