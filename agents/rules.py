@@ -43,8 +43,10 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "recsim_saturating": {"base_rate": [0.1, 0.2, 0.4, 0.7, 1.0]},
     "behaviour_rule": {"streak": [2, 3, 4], "burst_weight": [0.5, 0.7, 0.9]},
     "context_rule": {"beta_ctx": [0.1, 0.3, 0.6], "context_rate": [0.1, 0.3]},
-    # forgetting None = 1 - long_rate (tied; the coordinate ascent's long_rate grid then tunes it too)
-    "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None]},
+    # forgetting None = 1 - long_rate (tied; the coordinate ascent's long_rate grid then tunes it too);
+    # slot_weight 0 = no per-slot counts (score-only: the non-zero values share one replay)
+    "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None],
+                          "slot_weight": [0.0, 1.0, 2.0, 4.0]},
 }
 #: popularity weights tried for ema_two_profile once its other parameters are tuned.
 POPULARITY_GRID = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]

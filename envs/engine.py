@@ -41,6 +41,7 @@ from interestgym.core.transition import (
     decision_transition,
     fold_outcomes,
     update_category_counts,
+    update_slot_category_counts,
 )
 from interestgym.errors import InterestGymError
 
@@ -81,13 +82,16 @@ class PointScores:
     similarities: np.ndarray  #: (P, C, K) cos with L, S (and the time-slot profile when used)
     tracker_z: np.ndarray | None = None  #: (P, C) the tracker's standardised scores, when some row weighs them
     category_counts: np.ndarray | None = None  #: (P, n_categories) the point's row's counts, when the engine keeps them
+    #: (P, n_categories) the point's row's counts in the point's time slot, when the engine keeps them
+    slot_category_counts: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> PointScores:
         """The points ``index`` (positions or a bool mask), fields as they are."""
         return PointScores(point_row=self.point_row[index], prow=self.prow[index], candidates=self.candidates[index],
                            labels=self.labels[index], similarities=self.similarities[index],
                            tracker_z=None if self.tracker_z is None else self.tracker_z[index],
-                           category_counts=None if self.category_counts is None else self.category_counts[index])
+                           category_counts=None if self.category_counts is None else self.category_counts[index],
+                           slot_category_counts=None if self.slot_category_counts is None else self.slot_category_counts[index])
 
     @staticmethod
     def concatenate(parts: list[PointScores], row_offsets: np.ndarray | list[int]) -> PointScores:
@@ -103,7 +107,7 @@ class PointScores:
 
         optional = {name: None if any(getattr(p, name) is None for p in parts) else
                     np.concatenate([pad(getattr(p, name), 0) if name == "tracker_z" else getattr(p, name) for p in parts])
-                    for name in ("tracker_z", "category_counts")}
+                    for name in ("tracker_z", "category_counts", "slot_category_counts")}
         return PointScores(
             point_row=np.concatenate([p.point_row + off for p, off in zip(parts, row_offsets)]),
             prow=np.concatenate([p.prow for p in parts]),
@@ -128,7 +132,8 @@ def _shared_points(point_index: np.ndarray) -> np.ndarray | None:
 
 
 def point_scores(data: ReplayData, points: PointScores, strengths: np.ndarray, beta_cat: np.ndarray,
-                 category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray) -> np.ndarray:
+                 category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray,
+                 slot_weight: np.ndarray | float = 0.0) -> np.ndarray:
     """Candidate scores (P, C) of ``points`` with per-point strengths (P, 4) and score weights (P,):
     :func:`~interestgym.core.interest.score_candidates` on what the points keep."""
     sims, cand = points.similarities, points.candidates
@@ -137,23 +142,26 @@ def point_scores(data: ReplayData, points: PointScores, strengths: np.ndarray, b
         beta_cat=beta_cat, category_counts=points.category_counts, candidate_category=data.item_category[cand],
         category_prior=category_prior, cos_context=sims[..., 2] if sims.shape[2] > 2 else None, beta_ctx=beta_ctx,
         tracker_z=points.tracker_z, beta_trk=beta_trk,
+        slot_category_counts=points.slot_category_counts, category_slot_weight=slot_weight,
     )
 
 
 def rank_points(data: ReplayData, metric: str, points: PointScores, strengths: np.ndarray, beta_cat: np.ndarray,
-                category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray) -> np.ndarray:
+                category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray,
+                slot_weight: np.ndarray | float = 0.0) -> np.ndarray:
     """``metric`` (P,) at ``points`` ranked with per-point strengths and score weights (see :func:`point_scores`).
     Row-wise: a point's value does not depend on the other points ranked with it."""
-    scores = point_scores(data, points, strengths, beta_cat, category_prior, beta_ctx, beta_trk)
+    scores = point_scores(data, points, strengths, beta_cat, category_prior, beta_ctx, beta_trk, slot_weight)
     return ranking_metrics(scores, points.labels, [metric])[metric]
 
 
 def check_scoring_kept(points: PointScores, config: ScoringConfig) -> None:
     """ValueError unless ``points`` keep the state ``config``'s score terms read."""
     if (config.beta_cat != 0 and points.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3
-            or config.tracker_weight != 0 and points.tracker_z is None):
+            or config.tracker_weight != 0 and points.tracker_z is None
+            or config.slot_category_counts and points.slot_category_counts is None):
         raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker "
-                         "scores this scoring needs")
+                         "scores / slot category counts this scoring needs")
 
 
 @dataclass
@@ -226,7 +234,9 @@ class ReplayEngine:
         self.beta_ctx = np.zeros(r)
         self.ctx_rate = np.zeros(r)
         self.beta_trk = np.zeros(r)
+        self.slot_weight = np.zeros(r)  # lambda of the slot category counts
         self.category_counts: np.ndarray | None = None  # (R, n_categories), allocated when used
+        self.slot_category_counts: np.ndarray | None = None  # (R, N_TIME_SLOTS, n_categories), allocated when used
         self.slot_profiles: np.ndarray | None = None  # (R, N_TIME_SLOTS, d), allocated when used
 
     # ------------------------------------------------------------------------------ configuration
@@ -242,8 +252,11 @@ class ReplayEngine:
             raise InterestGymError(f"a scoring with tracker_weight={config.tracker_weight} needs replay data with a sequence "
                                    "tracker attached (agents.sequence.term.attach_tracker; `--sequence RUN` on the command line)")
         self.beta_trk[rows] = config.tracker_weight
+        self.slot_weight[rows] = config.category_slot_weight
         if config.beta_cat != 0 and self.category_counts is None:
             self.category_counts = np.zeros((self.n_rows, max(self.data.n_categories, 1)))
+        if config.slot_category_counts and self.slot_category_counts is None:
+            self.slot_category_counts = np.zeros((self.n_rows, N_TIME_SLOTS, max(self.data.n_categories, 1)))
         if config.beta_ctx != 0 and self.slot_profiles is None:
             self.slot_profiles = np.zeros((self.n_rows, N_TIME_SLOTS, self.data.dim), dtype=np.float32)
 
@@ -259,6 +272,8 @@ class ReplayEngine:
             arr[rows] = 0
         if self.category_counts is not None:
             self.category_counts[rows] = 0
+        if self.slot_category_counts is not None:
+            self.slot_category_counts[rows] = 0
         if self.slot_profiles is not None:
             self.slot_profiles[rows] = 0
 
@@ -320,9 +335,12 @@ class ReplayEngine:
         for name, value in zip(DecisionState._fields, decision_transition(before, x, strengths)):
             getattr(self, name)[rows] = value
         if self.category_counts is not None:
+            forgetting = apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change)
             self.category_counts[rows] = update_category_counts(
-                self.category_counts[rows], data.decision_category[dec],
-                apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change), gain)
+                self.category_counts[rows], data.decision_category[dec], forgetting, gain)
+            if self.slot_category_counts is not None:
+                self.slot_category_counts[rows] = update_slot_category_counts(
+                    self.slot_category_counts[rows], data.decision_slot[dec], data.decision_category[dec], forgetting, gain)
         context_rate = None
         if self.slot_profiles is not None:
             slot = data.decision_slot[dec].astype(np.int64)
@@ -419,13 +437,16 @@ class ReplayEngine:
             valid = col < length[:, None]
             tracker_z = np.where(valid, data.point_tracker_z[np.where(valid, lo[:, None] + col, 0)], 0.0).astype(np.float32)
         counts = self.category_counts[prow] if self.category_counts is not None else None
+        slot_counts = None
+        if self.slot_category_counts is not None:
+            slot_counts = self.slot_category_counts[prow, data.point_slot[point_index].astype(np.int64)]
         points = PointScores(point_row=point_row, prow=prow, candidates=cand, labels=labels, similarities=sims,
-                             tracker_z=tracker_z, category_counts=counts)
+                             tracker_z=tracker_z, category_counts=counts, slot_category_counts=slot_counts)
         if not rank:
             return {}, points
         cos_long, cos_short = sims[..., 0], sims[..., 1]
         scores = point_scores(data, points, strengths[point_row], self.beta_cat[prow], self.cat_prior[prow],
-                              self.beta_ctx[prow], beta_trk[point_row])
+                              self.beta_ctx[prow], beta_trk[point_row], self.slot_weight[prow])
         if self.lean:
             return ranking_metrics(scores, labels, names), points
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the
@@ -475,9 +496,9 @@ class ReplayEngine:
                 weights.append(score_weights(config))
                 counts.append(len(picked))
         idx = np.concatenate(take)
-        beta_cat, prior, beta_ctx, beta_trk = np.repeat(np.asarray(weights, dtype=np.float64), counts, axis=0).T
+        beta_cat, prior, beta_ctx, beta_trk, slot_weight = np.repeat(np.asarray(weights, dtype=np.float64), counts, axis=0).T
         values = rank_points(self.data, self.metric, points.take(idx), np.concatenate(strengths), beta_cat, prior,
-                             beta_ctx, beta_trk)
+                             beta_ctx, beta_trk, slot_weight)
         return np.split(values, np.cumsum(counts)[:-1])
 
 
@@ -490,7 +511,7 @@ def member_strengths(actions: np.ndarray, config: ScoringConfig) -> np.ndarray:
     return strengths
 
 
-def score_weights(config: ScoringConfig) -> tuple[float, float, float, float]:
+def score_weights(config: ScoringConfig) -> tuple[float, float, float, float, float]:
     """A scoring's fixed score-term weights as :func:`rank_points` takes them: (beta_cat, category_prior,
-    beta_ctx, tracker_weight)."""
-    return (config.beta_cat, config.category_prior, config.beta_ctx, config.tracker_weight)
+    beta_ctx, tracker_weight, category_slot_weight)."""
+    return (config.beta_cat, config.category_prior, config.beta_ctx, config.tracker_weight, config.category_slot_weight)

@@ -366,10 +366,10 @@ def _state_records(steps: list[ManyStep], todo: np.ndarray) -> dict[int, StateRe
     return out
 
 
-def _kind(points: PointScores) -> tuple[int, bool]:
-    """What engine state ``points`` keep: similarity columns (K), category counts or not. Only points of
-    one kind are concatenated."""
-    return (points.similarities.shape[2], points.category_counts is not None)
+def _kind(points: PointScores) -> tuple[int, bool, bool]:
+    """What engine state ``points`` keep: similarity columns (K), category counts or not, slot category
+    counts or not. Only points of one kind are concatenated."""
+    return (points.similarities.shape[2], points.category_counts is not None, points.slot_category_counts is not None)
 
 
 #: Scoring points ranked per :func:`~interestgym.envs.engine.rank_points` call in :func:`replay_shared`.
@@ -380,7 +380,7 @@ def _rank_states(data: ReplayData, metric: str, policies: list[Any],
                  states: list[tuple[StateRecord | list[StateRecord], list[int], int | None]]) -> Iterator[SharedStep]:
     """Every member's values at its state's scoring points: ``states`` = (record(s), member policy
     indices, the member that stepped the record, whose strengths are the stepped ones, or None)."""
-    jobs: list[tuple[StateRecord, int, np.ndarray, tuple[float, float, float, float]]] = []
+    jobs: list[tuple[StateRecord, int, np.ndarray, tuple[float, float, float, float, float]]] = []
     for records, group, stepper in states:
         for record in records if isinstance(records, list) else [records]:
             for k in group:
@@ -406,9 +406,10 @@ def _rank_states(data: ReplayData, metric: str, policies: list[Any],
         chunk = jobs[start:stop]
         counts = [len(record.point_index) for record, *_ in chunk]
         points = PointScores.concatenate([record.points for record, *_ in chunk], [0] * len(chunk))  # type: ignore[misc]
-        beta_cat, prior, beta_ctx, beta_trk = np.repeat(np.asarray([w for *_, w in chunk], dtype=np.float64), counts, axis=0).T
+        beta_cat, prior, beta_ctx, beta_trk, slot_weight = np.repeat(np.asarray([w for *_, w in chunk], dtype=np.float64),
+                                                                     counts, axis=0).T
         values = rank_points(data, metric, points, np.concatenate([s for _, _, s, _ in chunk]), beta_cat, prior, beta_ctx,
-                             beta_trk)
+                             beta_trk, slot_weight)
         for (record, k, _, _), part in zip(chunk, np.split(values, np.cumsum(counts)[:-1])):
             yield SharedStep(np.full(len(part), k, dtype=np.int64), record.point_index, part)
         start = stop

@@ -123,14 +123,20 @@ def test_a_grid_over_score_weights_replays_one_state_per_strength_pair(synthetic
     # only (long_rate, short_rate) move the profiles: w is a score weight
     assert len(keys) == len(GRIDS["ema_two_profile"]["long_rate"]) * len(GRIDS["ema_two_profile"]["short_rate"])
     bayes = every_grid_point("bayesian_category")
-    assert len({p.state_key() for p in bayes}) == len(GRIDS["bayesian_category"]["forgetting"])  # beta_cat scores only
+    # beta_cat and lambda score only; the forgetting and whether the per-slot counts are kept move the state
+    assert len({p.state_key() for p in bayes}) == len(GRIDS["bayesian_category"]["forgetting"]) * 2
     # a rule that is not its state's first one is ranked by rescoring: still its own replay's numbers
-    policies = bayes[:6]
+    def pick(beta_cat, forgetting, slot_weight):
+        return next(p for p in bayes if (p.params["beta_cat"], p.params["forgetting"], p.params.get("slot_weight", 0.0))
+                    == (beta_cat, forgetting, slot_weight))
+    policies = [pick(0.3, 0.8, 0.0), pick(1.0, 0.8, 0.0), pick(0.3, 0.8, 1.0), pick(1.0, 0.8, 4.0), pick(3.0, 0.8, 2.0),
+                pick(0.3, 0.9, 0.0)]
     got: dict[int, dict[int, float]] = {k: {} for k in range(len(policies))}
     for step in replay_shared(synthetic, policies, max_rows=40):
         for k, point, value in zip(step.policy, step.point_index, step.value):
             got[int(k)][int(point)] = float(value)
-    for k in (1, 5):  # beta_cat 1.0 (rescored) and forgetting 0.9 with beta_cat 0.3 (steps its own state)
+    # beta_cat 1.0 (rescored), lambda 4 (rescored over the lambda = 1 rule's state) and forgetting 0.9 (its own state)
+    for k in (1, 3, 5):
         res = evaluate_policy(synthetic, policies[k], record_features=False, progress=False)
         np.testing.assert_array_equal([got[k][p] for p in sorted(got[k])], res.points["ndcg@10"].to_numpy())
 

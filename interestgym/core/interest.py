@@ -11,7 +11,7 @@ production runtime.
 * **Score** (:func:`score_candidates`) of candidate c::
 
       score(c) = (1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c)
-                 + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c) + beta_trk z_trk(c)
+                 + beta_cat log P(cat(c) | user, slot) + beta_ctx cos(T_slot(now), c) + beta_trk z_trk(c)
 
   with L / S the long- / short-term profiles, w the short-term weight, p the popularity weight, pop(c) in
   [0, 1] the item's normalised log-popularity, P(cat | user) a Dirichlet-smoothed category distribution
@@ -19,7 +19,10 @@ production runtime.
   The counts forget with a fixed factor f (``counts <- f counts + onehot(cat(x))``) or, with
   ``ScoringConfig(category_forgetting=None)``, with ``1 - a_L`` of the decision: the policy's long-term
   strength then also decides how much of the category history it keeps (a_L = 0: keep all; a_L = 1:
-  only the event's category). z_trk(c) is a sequence tracker's score of c standardised over the
+  only the event's category). With ``category_slot_weight`` lambda > 0 the user also keeps counts per
+  time-of-day slot (forgetting and growing with the same factor and weight, in the event's slot only), and
+  P(cat | user, slot) comes from ``counts + lambda slot_counts(slot of now)``: the time of day shifts the
+  category distribution where the user's own history says it should (lambda = 0: P(cat | user) alone). z_trk(c) is a sequence tracker's score of c standardised over the
   point's candidates (:func:`standardise_scores`; mean 0, sd 1, since raw dot products are unbounded).
 """
 
@@ -50,6 +53,8 @@ class ScoringConfig:
     :param context_rate: update strength of the current time slot's profile at every decision.
     :param tracker_weight: weight beta_trk >= 0 of a sequence tracker's standardised score in the score
         (0 = off; needs replay data with a tracker attached: ``agents.sequence.term.attach_tracker``).
+    :param category_slot_weight: weight lambda >= 0 of the current time slot's category counts added to the
+        user's counts before the category term's probability (0 = off; needs beta_cat != 0).
     """
 
     popularity_weight: float | None = None
@@ -59,6 +64,7 @@ class ScoringConfig:
     beta_ctx: float = 0.0
     context_rate: float = 0.3
     tracker_weight: float = 0.0
+    category_slot_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.popularity_weight is not None and not 0.0 <= self.popularity_weight <= 1.0:
@@ -71,6 +77,13 @@ class ScoringConfig:
             raise InterestGymError(f"ScoringConfig.context_rate={self.context_rate}: expected a number in [0, 1]")
         if not self.tracker_weight >= 0.0:
             raise InterestGymError(f"ScoringConfig.tracker_weight={self.tracker_weight}: expected a number >= 0")
+        if not self.category_slot_weight >= 0.0:
+            raise InterestGymError(f"ScoringConfig.category_slot_weight={self.category_slot_weight}: expected a number >= 0")
+
+    @property
+    def slot_category_counts(self) -> bool:
+        """True when the category term reads counts per time slot (beta_cat != 0 and lambda > 0)."""
+        return self.beta_cat != 0 and self.category_slot_weight != 0
 
     @property
     def ties_category_forgetting(self) -> bool:
@@ -78,11 +91,12 @@ class ScoringConfig:
         return self.category_forgetting is None
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields, without ``tracker_weight`` when it is off (so configurations, manifests and tuned
-        baselines written before the tracker term existed read the same)."""
+        """The fields, without ``tracker_weight`` / ``category_slot_weight`` when they are off (so
+        configurations, manifests and tuned baselines written before those terms existed read the same)."""
         out = asdict(self)
-        if not self.tracker_weight:
-            del out["tracker_weight"]
+        for name in ("tracker_weight", "category_slot_weight"):
+            if not out[name]:
+                del out[name]
         return out
 
 
@@ -149,6 +163,20 @@ def category_log_prob(counts: np.ndarray, candidate_category: np.ndarray, prior:
     return np.log((np.where(known, picked, 0.0) + prior_col) / total)
 
 
+def slot_mixed_counts(counts: np.ndarray, slot_counts: np.ndarray | None, weight: np.ndarray | float) -> np.ndarray:
+    """``counts + lambda slot_counts`` per row: what P(cat | user, slot) is computed from. Rows with
+    lambda = 0 (and every row when ``slot_counts`` is None or every lambda is 0) keep ``counts`` to the bit.
+
+    :param counts: (B, n_categories); ``slot_counts``: (B, n_categories) the scored slot's counts;
+        ``weight``: scalar or (B,) lambda >= 0.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    if slot_counts is None or not np.any(weight != 0):
+        return counts
+    column = weight[:, None] if weight.ndim else weight
+    return np.where(column != 0, counts + column * slot_counts, counts)
+
+
 def combine_scores(
     cos_long: np.ndarray,
     cos_short: np.ndarray,
@@ -211,6 +239,8 @@ def score_candidates(
     beta_ctx: np.ndarray | float = 0.0,
     tracker_z: np.ndarray | None = None,
     beta_trk: np.ndarray | float = 0.0,
+    slot_category_counts: np.ndarray | None = None,
+    category_slot_weight: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Score candidate sets from their similarities to the profiles: the one scoring function of the
     replay engine, the evaluator and the runtime (each computes the cosines its own fastest way).
@@ -223,11 +253,15 @@ def score_candidates(
     :param cos_context: (B, C) cos(T_slot, c) with the current time slot's profile (or None).
     :param tracker_z: (B, C) a sequence tracker's standardised scores (or None); the term is added only
         when some ``beta_trk`` is non-zero, so without one the score is exactly what it was before.
+    :param slot_category_counts: (B, n_categories) the counts of the time slot each row is scored in (or
+        None), added to ``category_counts`` with weight(s) ``category_slot_weight`` (lambda); where lambda
+        is 0 the counts are the user's alone, exactly.
     :return: (B, C) scores.
     """
     category_term = None
     if category_counts is not None and candidate_category is not None and np.any(np.asarray(beta_cat) != 0):
-        category_term = category_log_prob(category_counts, candidate_category, category_prior)
+        category_term = category_log_prob(
+            slot_mixed_counts(category_counts, slot_category_counts, category_slot_weight), candidate_category, category_prior)
     use_tracker = tracker_z is not None and np.any(np.asarray(beta_trk) != 0)
     return combine_scores(cos_long, cos_short, strengths[:, 2], strengths[:, 3], popularity,
                           category_term=category_term, beta_cat=beta_cat, context_term=cos_context, beta_ctx=beta_ctx,

@@ -38,7 +38,9 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 ``bayesian_category``        Dirichlet category counts with forgetting; beta_cat log P(cat(c) | user) in
                              the score; beta_cat and the forgetting tuned: a fixed factor f, or ``None``
                              = tied to the rule's long-term strength (f = 1 - a_L, the mode a learned
-                             policy gets: see ScoringConfig); L, S, w, p as the tuned two-profile rule.
+                             policy gets: see ScoringConfig); with ``slot_weight`` lambda > 0 (tuned,
+                             0 included) the counts of the current time-of-day slot are added with
+                             weight lambda (P(cat | user, slot)); L, S, w, p as the tuned two-profile rule.
 ``popularity``               rank by training popularity only (p = 1): the reference a personalised
                              rule must beat.
 ==========================  ===========================================================================
@@ -59,9 +61,11 @@ from interestgym.core.protocol import env_action_layout, strengths_to_action
 LN2 = float(np.log(2.0))
 
 
-#: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior): rules
-#: that differ only in them move every profile, count and slot alike (see :meth:`RulePolicy.state_key`).
-SCORE_ONLY_PARAMS: frozenset[str] = frozenset({"short_weight", "popularity_weight", "burst_weight", "beta_cat", "beta_ctx", "prior"})
+#: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior, the slot
+#: counts' lambda): rules that differ only in them move every profile, count and slot alike (see
+#: :meth:`RulePolicy.state_key`, which still tells apart the rules that keep slot counts from those that do not).
+SCORE_ONLY_PARAMS: frozenset[str] = frozenset({"short_weight", "popularity_weight", "burst_weight", "beta_cat", "beta_ctx", "prior",
+                                               "slot_weight"})
 
 
 class RulePolicy:
@@ -90,12 +94,14 @@ class RulePolicy:
     def state_key(self) -> str:
         """What the interest state under this rule depends on: its class, its parameters but the
         :data:`SCORE_ONLY_PARAMS`, and the state its score terms keep (category counts and their
-        forgetting, time-slot profiles and their rate). Rules with equal keys replay one shared state in
+        forgetting, their per-slot copies, time-slot profiles and their rate). Rules with equal keys replay one shared state in
         tuning (:func:`interestgym.envs.rollout.replay_shared`, which checks that their a_L and a_S agree
         at every decision)."""
         sc = self.scoring
         state = {"category_counts": sc.beta_cat != 0, "category_forgetting": sc.category_forgetting,
                  "slot_profiles": sc.beta_ctx != 0, "context_rate": sc.context_rate}
+        if sc.slot_category_counts:  # only when kept: keys of rules without them read as before
+            state["slot_category_counts"] = True
         params = {k: v for k, v in self.params.items() if k not in SCORE_ONLY_PARAMS}
         return json.dumps([f"{type(self).__module__}.{type(self).__qualname__}", params, state], sort_keys=True, default=repr)
 
@@ -228,10 +234,14 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
     name = "bayesian_category"
 
     def __init__(self, beta_cat: float = 0.1, forgetting: float | None = 0.9, prior: float = 1.0, long_rate: float = 0.1,
-                 short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0) -> None:
+                 short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0,
+                 slot_weight: float = 0.0) -> None:
         super().__init__(long_rate, short_rate, short_weight, popularity_weight,
-                         scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior))
+                         scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior,
+                                               category_slot_weight=slot_weight))
         self.params.update(beta_cat=beta_cat, forgetting=forgetting, prior=prior)
+        if slot_weight:  # only when used: the parameters of a rule without slot counts read as before
+            self.params["slot_weight"] = slot_weight
 
 
 class PopularityPolicy(RulePolicy):

@@ -10,7 +10,8 @@ One implementation for the replay engine (``interestgym.envs.engine``) and the p
 2. the profile updates: L with a_L, S with a_S (:func:`~interestgym.core.interest.update_profile`;
    0 = no update), the shadow profiles H_a with the fixed :data:`SHADOW_STRENGTHS`;
 3. the optional score-term state: forgetful category counts (:func:`update_category_counts`, with a fixed
-   factor or ``1 - a_L``: :func:`category_forgetting_factor`) and the
+   factor or ``1 - a_L``: :func:`category_forgetting_factor`), the same per time-of-day slot
+   (:func:`update_slot_category_counts`, when the scoring weighs them) and the
    profile of the event's time slot (``update_profile`` with the context rate; the caller gathers and
    scatters the slot row, as its storage differs).
 
@@ -185,6 +186,23 @@ def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting:
     known = category >= 0
     out[known, category[known]] += 1.0 if gain is None else gain[known]
     return out
+
+
+def update_slot_category_counts(slot_counts: np.ndarray, slot: np.ndarray, category: np.ndarray,
+                                forgetting: np.ndarray | float, gain: np.ndarray | None = None) -> np.ndarray:
+    """The per-slot category counts after a decision: every slot's counts times ``forgetting`` (the same
+    factor as the user's counts), then + gain in the event's slot and category: :func:`update_category_counts`
+    over the slots' counts laid end to end.
+
+    :param slot_counts: (B, n_slots, n_categories) float64; ``slot``: (B,) the event's time slot;
+        ``category``, ``forgetting``, ``gain``: as :func:`update_category_counts`.
+    :return: new (B, n_slots, n_categories) counts.
+    """
+    b, n_slots, n_categories = slot_counts.shape
+    category = np.asarray(category, dtype=np.int64)
+    column = np.where(category >= 0, np.asarray(slot, dtype=np.int64) * n_categories + category, -1)
+    flat = update_category_counts(slot_counts.reshape(b, n_slots * n_categories), column, forgetting, gain)
+    return flat.reshape(b, n_slots, n_categories)
 
 
 def fold_outcomes(means: np.ndarray, sums: np.ndarray, n_points: np.ndarray) -> np.ndarray:

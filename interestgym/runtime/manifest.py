@@ -311,12 +311,15 @@ def build_manifest(
                                 "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null, then moved "
                                 "by a residual graph's keep_change; g = 1, or clip(1 + gain_change, 0, 2) for a graph with a gain_change"),
             "category_forgetting": "1 - a_L (tied to the action)" if forgetting is None else float(forgetting),
+            "slot_category_counts": ("the same update, with the same f and g, of the event's time-slot row of the per-slot "
+                                     "counts (every slot's row forgets by f), when scoring.config.category_slot_weight > 0"),
             "slot_profiles": ("T_slot(event) <- normalise((1 - r) T + r x) at every decision (when beta_ctx != 0); r = "
                               "scoring.config.context_rate, or clip(r + context_change, 0, 1) for a graph with a context_change"),
         },
         "scoring": {
             "formula": ("(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)"
-                        " + beta_trk z_trk(c) (z_trk: the tracker's scores standardised over the candidates)"),
+                        " + beta_trk z_trk(c) (z_trk: the tracker's scores standardised over the candidates); P(cat | user) from "
+                        "counts + category_slot_weight x the per-slot counts of the ranking's time slot, + the prior"),
             "config": dict(scoring_config),
             "popularity": {"file": POPULARITY_FILE, "item_ids": ITEMS_FILE,
                            "definition": POPULARITY_DEFINITION},

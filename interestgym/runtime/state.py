@@ -11,8 +11,8 @@ keeps per user, so that the runtime's observations, updates and scores are the e
 * the strengths chosen at the last decision (w and p score candidates until the next decision);
 * the scoring points recorded since the last decision (their metric sums feed the running means
   at the next decision, as the engine folds a step's scoring points in at the end of the step);
-* optional state of the extra score terms: forgetful category counts (``beta_cat``),
-  time-of-day slot profiles (``beta_ctx``) and, for a policy that scores with a sequence tracker, the
+* optional state of the extra score terms: forgetful category counts (``beta_cat``), the same per
+  time-of-day slot (``category_slot_weight``), time-of-day slot profiles (``beta_ctx``) and, for a policy that scores with a sequence tracker, the
   tracker's window of the last decisions and the tracker weight set at the last decision
   (:class:`~interestgym.runtime.tracker.TrackerTerm`).
 
@@ -39,9 +39,11 @@ from interestgym.runtime.codec import (
 from interestgym.runtime.tracker import TrackerTerm, TrackerWindow, window_problem
 
 #: Version of the state layout below (stored in every blob's meta; bumped on any change). Version 2
-#: added the optional tracker fields; a version-1 blob (never has them) still reads.
-STATE_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+#: added the optional tracker fields, version 3 the per-slot category counts; blobs of earlier versions
+#: (which never have the later fields) still read. A state is written with the lowest version that
+#: holds its fields, so that a reader from before an upgrade still reads what it can represent.
+STATE_VERSION = 3
+READABLE_STATE_VERSIONS = (1, 2, 3)
 _N_SHADOW = len(SHADOW_STRENGTHS)
 
 #: float64 running means, in this order, in the ``running_means`` field.
@@ -129,19 +131,22 @@ class UserState:
     :param category_counts: forgetful counts over the export's category list (only when the policy
         scores with beta_cat).
     :param slot_profiles: time-of-day slot profiles (only when the policy scores with beta_ctx).
+    :param slot_category_counts: (N_TIME_SLOTS, n_categories) the category counts per time-of-day slot
+        (only when the policy's category term weighs them: ``category_slot_weight`` > 0).
     :param tracker: the tracker's window and weight (only when the policy scores with a tracker term).
     :param drift_window: (m, d) float32, the item vectors of the user's last m <= 2k decisions, oldest
         first (only when the policy observes the DTW drift).
     """
 
-    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "drift_window", "profiles", "slot_profiles",
-                 "stats", "tracker")
+    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "drift_window", "profiles",
+                 "slot_category_counts", "slot_profiles", "stats", "tracker")
 
     def __init__(self, long_term: np.ndarray, short_term: np.ndarray, shadow: np.ndarray, running_means: np.ndarray,
                  shadow_cos_ema: np.ndarray, counters: np.ndarray, strengths: np.ndarray, pending_sums: np.ndarray,
                  categories: list[str] | None = None, category_decisions: np.ndarray | None = None,
                  category_counts: np.ndarray | None = None, slot_profiles: np.ndarray | None = None,
-                 tracker: TrackerTerm | None = None, drift_window: np.ndarray | None = None) -> None:
+                 tracker: TrackerTerm | None = None, drift_window: np.ndarray | None = None,
+                 slot_category_counts: np.ndarray | None = None) -> None:
         d = int(np.shape(long_term)[0])
         profiles = np.empty((2 + _N_SHADOW, d), dtype=np.float32)
         profiles[0], profiles[1], profiles[2:] = long_term, short_term, shadow
@@ -158,12 +163,13 @@ class UserState:
         self.slot_profiles = slot_profiles
         self.tracker = tracker
         self.drift_window = drift_window
+        self.slot_category_counts = slot_category_counts
 
     @classmethod
     def _of_blocks(cls, profiles: np.ndarray, stats: np.ndarray, counters: np.ndarray, categories: list[str],
                    category_decisions: np.ndarray, category_counts: np.ndarray | None,
                    slot_profiles: np.ndarray | None, tracker: TrackerTerm | None = None,
-                   drift_window: np.ndarray | None = None) -> UserState:
+                   drift_window: np.ndarray | None = None, slot_category_counts: np.ndarray | None = None) -> UserState:
         """A state owning the given blocks as they are (no copy, no check): the update paths' constructor.
 
         :param profiles: ((2 + len(SHADOW_STRENGTHS)), d) float32; ``stats`` (N_STATS,) float64;
@@ -174,14 +180,18 @@ class UserState:
         state.categories, state.category_decisions = categories, category_decisions
         state.category_counts, state.slot_profiles = category_counts, slot_profiles
         state.tracker, state.drift_window = tracker, drift_window
+        state.slot_category_counts = slot_category_counts
         return state
 
     # -------------------------------------------------------------------------------- creation
     @classmethod
     def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False,
-              tracker_weight: float | None = None, with_drift: bool = False) -> UserState:
+              tracker_weight: float | None = None, with_drift: bool = False, with_slot_counts: bool = False) -> UserState:
         """The state before any event: zero profiles ("no interest known") and zero statistics (and an
-        empty tracker window at ``tracker_weight``, when given; an empty drift window with ``with_drift``)."""
+        empty tracker window at ``tracker_weight``, when given; an empty drift window with ``with_drift``;
+        zero per-slot category counts with ``with_slot_counts``, which needs ``n_categories``)."""
+        if with_slot_counts and n_categories is None:
+            raise ValueError("UserState.empty: per-slot category counts need n_categories")
         empty = np.zeros(0, dtype=np.int64)
         return cls._of_blocks(
             np.zeros((2 + _N_SHADOW, dim), dtype=np.float32), np.zeros(N_STATS), _EMPTY_COUNTERS.copy(), [],
@@ -189,6 +199,7 @@ class UserState:
             np.zeros((N_TIME_SLOTS, dim), dtype=np.float32) if with_slots else None,
             None if tracker_weight is None else TrackerTerm(TrackerWindow(empty, empty, empty, None), float(tracker_weight)),
             np.zeros((0, dim), dtype=np.float32) if with_drift else None,
+            np.zeros((N_TIME_SLOTS, max(n_categories or 0, 1))) if with_slot_counts else None,
         )
 
     # ------------------------------------------------------------------ the named fields (views)
@@ -264,6 +275,7 @@ class UserState:
             self.category_decisions.copy(), None if self.category_counts is None else self.category_counts.copy(),
             None if self.slot_profiles is None else self.slot_profiles.copy(), self.tracker,  # immutable: shared
             None if self.drift_window is None else self.drift_window.copy(),
+            None if self.slot_category_counts is None else self.slot_category_counts.copy(),
         )
 
     def __repr__(self) -> str:
@@ -289,12 +301,15 @@ class UserState:
             fields["tracker_stats"] = np.array([self.tracker.weight, self.tracker.metric_ema, self.tracker.pending], dtype=np.float64)
         if self.drift_window is not None:
             fields["drift_window"] = self.drift_window
+        if self.slot_category_counts is not None:
+            fields["slot_category_counts"] = self.slot_category_counts
         return fields
 
     def _meta(self) -> dict[str, Any]:
-        # version 1 when none of version 2's fields is present: a reader of version 1 (before the upgrade,
-        # e.g. after a rollback) still reads what it can represent
-        version = STATE_VERSION if self.tracker is not None or self.drift_window is not None else 1
+        # the lowest version that holds the fields present: a reader from before an upgrade (e.g. after a
+        # rollback) still reads what it can represent
+        version = (3 if self.slot_category_counts is not None
+                   else 2 if self.tracker is not None or self.drift_window is not None else 1)
         return {"state_version": version, "categories": list(self.categories)}
 
     def to_bytes(self) -> bytes:
@@ -318,9 +333,9 @@ class UserState:
     @classmethod
     def _from_fields(cls, fields: dict[str, np.ndarray], meta: dict[str, Any], dim: int | None) -> UserState:
         version = meta.get("state_version")
-        if version not in _READABLE_VERSIONS:
+        if version not in READABLE_STATE_VERSIONS:
             raise StateFormatError(f"user state version {version!r}; this interestgym reads versions "
-                                   f"{', '.join(map(str, _READABLE_VERSIONS))}")
+                                   f"{', '.join(map(str, READABLE_STATE_VERSIONS))}")
         required = {
             "long_term": ("<f4", 1), "short_term": ("<f4", 1), "shadow": ("<f4", 2), "running_means": ("<f8", 1),
             "shadow_cos_ema": ("<f8", 1), "counters": ("<i8", 1), "strengths": ("<f8", 1), "pending_sums": ("<f8", 1),
@@ -351,12 +366,23 @@ class UserState:
         slots = fields.get("slot_profiles")
         if slots is not None and slots.shape != (N_TIME_SLOTS, d):
             raise StateFormatError(f"user state field 'slot_profiles' has shape {slots.shape}; expected {(N_TIME_SLOTS, d)}")
+        counts, slot_counts = fields.get("category_counts"), fields.get("slot_category_counts")
+        if slot_counts is not None:
+            if version < 3:
+                raise StateFormatError(f"user state of version {version} has the field 'slot_category_counts'; expected it "
+                                       "only from version 3")
+            if counts is None or slot_counts.dtype.str != "<f8" or slot_counts.shape != (N_TIME_SLOTS,) + counts.shape:
+                raise StateFormatError(
+                    f"user state field 'slot_category_counts' has dtype {slot_counts.dtype.str} and shape {slot_counts.shape}; "
+                    f"expected <f8 with shape {(N_TIME_SLOTS,) + (counts.shape if counts is not None else ('n_categories',))} "
+                    "(one row of the field 'category_counts' per time slot)")
         return cls(
             long_term=fields["long_term"], short_term=fields["short_term"], shadow=fields["shadow"],
             running_means=fields["running_means"], shadow_cos_ema=fields["shadow_cos_ema"], counters=fields["counters"],
             strengths=fields["strengths"], pending_sums=fields["pending_sums"], categories=[str(c) for c in categories],
             category_decisions=fields["category_decisions"], category_counts=fields.get("category_counts"),
             slot_profiles=slots, tracker=_tracker_of_fields(fields), drift_window=_drift_of_fields(fields, d),
+            slot_category_counts=slot_counts,
         )
 
     def __eq__(self, other: object) -> bool:

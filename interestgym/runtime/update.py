@@ -43,6 +43,7 @@ from interestgym.core.transition import (
     ema,
     fold_outcomes,
     update_category_counts,
+    update_slot_category_counts,
 )
 from interestgym.errors import InterestGymError
 from interestgym.runtime.manifest import EmbeddingDimensionError
@@ -209,11 +210,15 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     # x (d,) broadcasts against the (rows, d) block inside update_profile's element-wise maths
     profiles = update_profile(state.profiles, x, rates)
 
-    counts = state.category_counts
+    counts, slot_counts = state.category_counts, state.slot_category_counts
     if counts is not None:
         # a category unknown to the export has no column (-1): its count stays implicit 0
-        column = policy._category_index.get(event.category, -1)
-        counts = update_category_counts(counts[None], np.array([column]), policy._forgetting(strengths, keep_change), gain)[0]
+        column = np.array([policy._category_index.get(event.category, -1)])
+        forgetting = policy._forgetting(strengths, keep_change)
+        counts = update_category_counts(counts[None], column, forgetting, gain)[0]
+        if slot_counts is not None:
+            slot_counts = update_slot_category_counts(slot_counts[None], np.array([policy._slot_of_hour(hour)]), column,
+                                                      forgetting, gain)[0]
     slots = state.slot_profiles
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
@@ -230,7 +235,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     counters[_N_EVENTS] += 1
     counters[_LAST_EVENT_TS] = ts
     return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots,
-                                policy._tracker_weighted(tracker, actions), drift)
+                                policy._tracker_weighted(tracker, actions), drift, slot_counts)
 
 
 # -------------------------------------------------------------------------------- many users
@@ -311,15 +316,25 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     # The extra score terms' state, for the users whose state has it (all of them, for states made by
     # this policy's new_state; a foreign state without them keeps none, as in the one-event path).
     counts: list[np.ndarray | None] = [None] * n
+    slot_counts: list[np.ndarray | None] = [None] * n
     rows = [i for i, s in enumerate(states) if s.category_counts is not None]
     if rows:
         # a category unknown to the export has no column (-1): its count stays implicit 0
         column = np.array([policy._category_index.get(events[i].category, -1) for i in rows], dtype=np.int64)
+        forgetting = policy._forgetting(strengths[rows], None if keep_change is None else keep_change[rows])
+        row_gain = None if gain is None else gain[rows]
         moved = update_category_counts(np.stack([states[i].category_counts for i in rows]), column,  # type: ignore[misc]
-                                       policy._forgetting(strengths[rows], None if keep_change is None else keep_change[rows]),
-                                       None if gain is None else gain[rows])
+                                       forgetting, row_gain)
         for i, row in zip(rows, moved):
             counts[i] = row
+        sub = [k for k, i in enumerate(rows) if states[i].slot_category_counts is not None]
+        if sub:
+            slot = np.array([policy._slot_of_hour(int(clock[rows[k], 0])) for k in sub], dtype=np.int64)
+            moved_slots = update_slot_category_counts(
+                np.stack([states[rows[k]].slot_category_counts for k in sub]), slot, column[sub],  # type: ignore[misc]
+                forgetting[sub], None if row_gain is None else row_gain[sub])
+            for k, row in zip(sub, moved_slots):
+                slot_counts[rows[k]] = row
     slots: list[np.ndarray | None] = [None] * n
     rows = [i for i, s in enumerate(states) if s.slot_profiles is not None]
     if rows:
@@ -346,7 +361,8 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         out.append(UserState._of_blocks(
             new_profiles[i].copy(), stats[i].copy(), np.array(c, dtype=np.int64), categories, decisions,
             None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy(),  # type: ignore[union-attr]
-            policy._tracker_weighted(extras[i][1], actions[i: i + 1]), extras[i][2]))
+            policy._tracker_weighted(extras[i][1], actions[i: i + 1]), extras[i][2],
+            None if slot_counts[i] is None else slot_counts[i].copy()))  # type: ignore[union-attr]
     return out
 
 

@@ -50,7 +50,7 @@ from interestgym.core.protocol import ACTION_NAMES
 from interestgym.errors import InterestGymError
 from interestgym.runtime import Event, ExportedPolicy, UserState, load_policy
 from interestgym.runtime.codec import decode_bytes, encode_bytes
-from interestgym.runtime.state import STATE_VERSION
+from interestgym.runtime.state import READABLE_STATE_VERSIONS, STATE_VERSION
 from interestgym.serve.catalogue import (
     Catalogue,
     CatalogueError,
@@ -146,6 +146,7 @@ def state_contract(policy: ExportedPolicy) -> dict[str, Any]:
         "features_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         "category_columns": list(policy.categories) if float(policy.scoring.get("beta_cat", 0.0)) != 0 else None,
         "slot_profiles": float(policy.scoring.get("beta_ctx", 0.0)) != 0,
+        "slot_category_counts": policy._slot_weight != 0,
     }
 
 
@@ -164,7 +165,13 @@ def contract_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[st
     if stored.get("slot_profiles") != new.get("slot_profiles"):
         out.append(f"time-of-day profiles {'used' if new.get('slot_profiles') else 'not used'}; the stored states "
                    f"{'have' if stored.get('slot_profiles') else 'do not have'} them")
-    if stored.get("state_version") != new.get("state_version"):
+    # absent from contracts written before the per-slot category counts existed: not kept
+    if bool(stored.get("slot_category_counts")) != bool(new.get("slot_category_counts")):
+        out.append(f"category counts per time of day {'used' if new.get('slot_category_counts') else 'not used'}; the stored "
+                   f"states {'have' if stored.get('slot_category_counts') else 'do not have'} them")
+    # a newer reader reads every older state version; an older one (a rollback) cannot read newer states
+    if stored.get("state_version") != new.get("state_version") and not (
+            new.get("state_version") == STATE_VERSION and stored.get("state_version") in READABLE_STATE_VERSIONS):
         out.append(f"state version {new.get('state_version')} differs from the stored states' {stored.get('state_version')}")
     return out
 

@@ -1,0 +1,203 @@
+"""Category counts per time of day: P(cat | user, slot) from ``counts + lambda x slot_counts(slot)``.
+
+* The maths (``core.transition`` / ``core.interest``): every slot's counts forget by the event's factor
+  and the event's slot gains its weight, as a hand loop says; lambda = 0 leaves the counts exactly.
+* The engine: after a user's replay its per-slot counts are the hand computation from the user's own
+  decisions; lambda = 0 ranks exactly as the rule without the parameter, lambda > 0 ranks otherwise.
+* Tuning: lambda is a score weight, so the non-zero values share one replay and each scores as alone.
+* The runtime: a rule with lambda > 0 and a residual agent on it export, and the runtime replays them
+  exactly as the evaluator does, through serialised states; batched updates equal one-event ones.
+* The state (version 3) and the serving contract: old states and stores still read; a state or store
+  without the counts is refused, by name, under a policy that weighs them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from agents_fixtures import per_user_metrics, shipping_config, tiny_synthetic
+from interestgym.agents.rules import GRIDS, make_baseline
+from interestgym.agents.train import train_run
+from interestgym.envs.engine import ReplayEngine
+
+from interestgym.core.clock import N_TIME_SLOTS
+from interestgym.core.interest import ScoringConfig, score_candidates, slot_mixed_counts
+from interestgym.core.transition import update_slot_category_counts
+from interestgym.errors import InterestGymError
+
+PARAMS = {"beta_cat": 1.0, "forgetting": 0.9, "long_rate": 0.2, "short_rate": 0.7, "short_weight": 0.4, "popularity_weight": 0.1}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return tiny_synthetic(tmp_path_factory.mktemp("slots") / "tiny", users=40)
+
+
+@pytest.fixture(scope="module")
+def valid(dataset, tmp_path_factory):
+    return shipping_config(dataset, tmp_path_factory.mktemp("unused")).replay_data("valid")
+
+
+# ------------------------------------------------------------------------------------------ maths
+def test_every_slot_forgets_and_the_events_slot_and_category_gain_its_weight():
+    rng = np.random.default_rng(0)
+    counts = rng.uniform(0, 3, size=(3, N_TIME_SLOTS, 5))
+    slot, category = np.array([0, 3, 1]), np.array([4, -1, 2])
+    forgetting, gain = np.array([0.9, 0.5, 1.0]), np.array([1.0, 2.0, 0.25])
+    got = update_slot_category_counts(counts, slot, category, forgetting, gain)
+    expected = counts.copy()
+    for b in range(3):
+        for s in range(N_TIME_SLOTS):
+            for c in range(5):
+                expected[b, s, c] = counts[b, s, c] * forgetting[b] + (gain[b] if (s, c) == (slot[b], category[b]) else 0.0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15)
+    assert got[1].tolist() == (counts[1] * 0.5).tolist()  # no category: only the forgetting
+
+
+def test_the_slot_counts_are_added_with_lambda_and_lambda_zero_is_the_counts_to_the_bit():
+    counts, slots = np.array([[1.0, 2.0, 0.5], [0.1, 0.2, 0.3]]), np.array([[3.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    assert slot_mixed_counts(counts, slots, 0.0) is counts
+    assert slot_mixed_counts(counts, None, 2.0) is counts
+    mixed = slot_mixed_counts(counts, slots, np.array([2.0, 0.0]))
+    assert mixed[0].tolist() == [7.0, 2.0, 2.5] and mixed[1].tobytes() == counts[1].tobytes()
+    # the score's category term is log P(cat) from the mixed counts plus the prior (hand computation)
+    cand = np.array([[0, 1], [2, 0]])
+    zeros = np.zeros((2, 2), dtype=np.float32)
+    strengths = np.zeros((2, 4))
+    got = score_candidates(zeros, zeros, strengths, zeros, beta_cat=1.0, category_counts=counts, candidate_category=cand,
+                           category_prior=1.0, slot_category_counts=slots, category_slot_weight=np.array([2.0, 0.0]))
+    expected = [[np.log(8 / 14.5), np.log(3 / 14.5)], [np.log(1.3 / 3.6), np.log(1.1 / 3.6)]]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_a_negative_lambda_is_refused():
+    with pytest.raises(InterestGymError, match="category_slot_weight=-1"):
+        ScoringConfig(beta_cat=1.0, category_slot_weight=-1.0)
+    assert "category_slot_weight" not in ScoringConfig(beta_cat=1.0).as_dict()  # old configurations read the same
+    assert ScoringConfig(beta_cat=1.0, category_slot_weight=2.0).as_dict()["category_slot_weight"] == 2.0
+
+
+# ----------------------------------------------------------------------------------------- engine
+def test_after_a_replay_the_engines_slot_counts_are_the_users_own_decisions_forgotten(valid):
+    rule = make_baseline("bayesian_category", **PARAMS, slot_weight=2.0)
+    engine = ReplayEngine(valid, 1)
+    engine.set_scoring([0], rule.scoring)
+    user = 3
+    engine.start(np.array([0]), np.array([user]))
+    while engine.cursor[0] < engine.end[0]:
+        engine.step(np.array([0]), rule.act(engine.observe(np.array([0]))))
+    lo, hi = valid.user_decision_start[user], valid.user_decision_end[user]
+    expected = np.zeros((N_TIME_SLOTS, engine.slot_category_counts.shape[2]))
+    for d in range(lo, hi):  # fixed forgetting 0.9, weight 1: counts <- 0.9 counts + onehot(slot, cat)
+        expected *= 0.9
+        if valid.decision_category[d] >= 0:
+            expected[valid.decision_slot[d], valid.decision_category[d]] += 1.0
+    assert hi - lo > 3
+    np.testing.assert_allclose(engine.slot_category_counts[0], expected, rtol=1e-12)
+    # and the per-slot counts sum to the user's counts (the same factor everywhere)
+    np.testing.assert_allclose(engine.slot_category_counts[0].sum(axis=0), engine.category_counts[0], rtol=1e-12)
+
+
+def test_lambda_zero_ranks_exactly_as_the_rule_without_it_and_lambda_above_zero_otherwise(valid):
+    plain = per_user_metrics(valid, make_baseline("bayesian_category", **PARAMS))
+    zero = per_user_metrics(valid, make_baseline("bayesian_category", **PARAMS, slot_weight=0.0))
+    for metric in plain:
+        assert np.array_equal(plain[metric], zero[metric], equal_nan=True), metric
+    slotted = per_user_metrics(valid, make_baseline("bayesian_category", **PARAMS, slot_weight=4.0))
+    assert not np.array_equal(plain["ndcg@10"], slotted["ndcg@10"])
+    assert make_baseline("bayesian_category", **PARAMS).params == PARAMS | {"prior": 1.0}  # no slot_weight key
+
+
+def test_the_grid_tunes_lambda_zero_included():
+    assert 0.0 in GRIDS["bayesian_category"]["slot_weight"] and max(GRIDS["bayesian_category"]["slot_weight"]) > 0
+
+
+# ---------------------------------------------------------------------------------------- runtime
+@pytest.mark.parametrize("threshold", [1.0, -1.0], ids=["ships the rule", "ships the residual model"])
+def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(dataset, tmp_path, monkeypatch, threshold):
+    from interestgym.agents.run_folder import load_shipped_policy, read_shipped
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.data.dataset import Dataset
+    from interestgym.export.parity import replay_through_runtime
+    from interestgym.export.run import export_run
+    from interestgym.runtime import load_policy
+
+    monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [2.0])  # the tuned reference keeps slot counts
+    run = tmp_path / "run"
+    train_run(shipping_config(dataset, run, ship_threshold=threshold))
+    decision = read_shipped(run)
+    assert decision["policy"] == ("rule" if threshold > 0 else "learned")
+    export_run(run, tmp_path / "export", verify_observations=100)
+    policy = load_policy(tmp_path / "export")
+    assert policy.scoring["category_slot_weight"] == 2.0
+    data = shipping_config(dataset, run).replay_data("test")
+    expected = evaluate_policy(data, load_shipped_policy(run), progress=False)
+    for serialise in ("bytes", "json"):
+        got = replay_through_runtime(policy, Dataset.open(dataset), data, serialise=serialise)
+        for metric in expected.metrics:
+            np.testing.assert_array_equal(got[metric].to_numpy(), expected.points[metric].to_numpy(), err_msg=metric)
+    if threshold > 0:
+        return
+    # batched updates equal one-event updates, slot counts included
+    from interestgym.runtime import Event
+
+    rng = np.random.default_rng(1)
+    states = [policy.new_state() for _ in range(5)]
+    for t in range(8):
+        events = []
+        for u in range(5):
+            x = rng.normal(size=policy.dim).astype(np.float32)
+            events.append(Event(ts=3600 * (5 * t + u), action="click", item_vector=x / np.linalg.norm(x),
+                                category=str(policy.categories[(t + u) % len(policy.categories)])))
+        batched = policy.update_batch(states, events)
+        assert all(a == b for a, b in zip(batched, [policy.update(s, e) for s, e in zip(states, events)]))
+        states = batched
+    assert states[0].slot_category_counts is not None and states[0].slot_category_counts.sum() > 0
+    # the score reads the ranking's hour; a state without the counts is refused by name
+    cand = np.eye(policy.dim, dtype=np.float32)[:3]
+    kw = {"candidate_categories": [str(c) for c in policy.categories[:3]], "popularity": np.zeros(3)}
+    with pytest.raises(InterestGymError, match="hour="):
+        policy.score(states[0], cand, **kw)
+    assert not np.array_equal(policy.score(states[0], cand, **kw, hour=1), policy.score(states[0], cand, **kw, hour=13))
+    bare = states[0].copy()
+    bare.slot_category_counts = None
+    with pytest.raises(InterestGymError, match="per-slot category counts"):
+        policy.score(bare, cand, **kw, hour=1)
+
+
+# ------------------------------------------------------------------------------- state and contract
+def test_a_state_with_slot_counts_is_version_3_and_round_trips_and_a_damaged_one_is_refused():
+    import json
+
+    from interestgym.runtime import UserState
+    from interestgym.runtime.codec import StateFormatError
+
+    plain = UserState.empty(4, 3)
+    assert json.loads(plain.to_json())["meta"]["state_version"] == 1  # a reader from before still reads it
+    state = UserState.empty(4, 3, with_slot_counts=True)
+    state.slot_category_counts[2, 1] = 1.5
+    assert json.loads(state.to_json())["meta"]["state_version"] == 3
+    assert UserState.from_bytes(state.to_bytes()) == state == UserState.from_json(state.to_json())
+    doc = json.loads(state.to_json())
+    doc["fields"]["slot_category_counts"]["shape"] = [N_TIME_SLOTS, 2]
+    doc["fields"]["slot_category_counts"]["data"] = doc["fields"]["slot_category_counts"]["data"][: 2 * N_TIME_SLOTS]
+    with pytest.raises(StateFormatError, match=r"'slot_category_counts' has dtype <f8 and shape \(4, 2\); expected <f8 with shape \(4, 3\)"):
+        UserState.from_json(json.dumps(doc))
+    doc = json.loads(state.to_json())
+    doc["meta"]["state_version"] = 2
+    with pytest.raises(StateFormatError, match="version 2 has the field 'slot_category_counts'"):
+        UserState.from_json(json.dumps(doc))
+
+
+def test_a_store_without_slot_counts_refuses_a_policy_with_them_and_an_older_state_version_is_read():
+    from interestgym.runtime.state import STATE_VERSION
+    from interestgym.serve.service import contract_differences
+
+    old = {"state_version": 2, "encoder": {"name": "e"}, "features_sha256": "f", "category_columns": ["a"], "slot_profiles": False}
+    same = {**old, "state_version": STATE_VERSION, "slot_category_counts": False}
+    assert contract_differences(old, same) == []  # an upgrade reads the store's older states
+    diffs = contract_differences(old, {**same, "slot_category_counts": True})
+    assert diffs == ["category counts per time of day used; the stored states do not have them"]
+    # a rollback (an older reader) cannot read newer states
+    assert contract_differences({**same, "state_version": STATE_VERSION}, {**old, "state_version": 2}) != []
