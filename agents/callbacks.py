@@ -62,7 +62,7 @@ from interestgym.io import atomic_path
 
 ACTION_NAMES = ("a_long", "a_short", "mix_weight", "pop_weight")
 #: The levers the vector env reports as applied (``info[key]``), charted as ``charts/mean_<key>``.
-LEVER_INFOS = ("tracker_weight", "count_gain", "context_rate")
+LEVER_INFOS = ("tracker_weight", "count_gain", "context_rate", "slot_weight")
 
 
 def hyperparameter_markdown(params: dict[str, Any]) -> str:

@@ -24,16 +24,19 @@ AGENT_SCORING_MODES = ("reference", "reference-fixed", "plain")
 POLICY_FORMS = ("residual", "absolute")
 #: What a run saved before a setting existed did, for the settings added since runs were first saved (a
 #: missing key in an old ``config.json`` means this, not today's default).
-LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False}
+LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False,
+                                   "slot_lever": False}
 
 
-def active_levers(category_gain: bool, context_lever: bool, scoring: Any) -> tuple[bool, bool]:
-    """Which levers a residual agent has: (gain, context). A lever is there when its setting is on and the
-    reference's ``scoring`` has the state it moves (category counts: beta_cat; time-slot profiles:
-    beta_ctx); elsewhere the component would move nothing. ``scoring`` None (no reference): neither."""
+def active_levers(category_gain: bool, context_lever: bool, scoring: Any, slot_lever: bool = False) -> tuple[bool, bool, bool]:
+    """Which levers a residual agent has: (gain, context, slot). A lever is there when its setting is on
+    and the reference's ``scoring`` has the state it moves (category counts: beta_cat; time-slot profiles:
+    beta_ctx; category counts per time of day: beta_cat and category_slot_weight); elsewhere the component
+    would move nothing. ``scoring`` None (no reference): none."""
     gain = bool(category_gain) and bool(getattr(scoring, "beta_cat", 0.0))
     context = bool(context_lever) and bool(getattr(scoring, "beta_ctx", 0.0))
-    return gain, context
+    slot = bool(slot_lever) and bool(getattr(scoring, "slot_category_counts", False))
+    return gain, context, slot
 
 
 @dataclass
@@ -82,6 +85,11 @@ class TrainConfig:
     """Residual form, when the reference scores with the time-slot profiles (beta_ctx > 0): the agent also
     changes the rate at which the event's slot profile moves (``context_change``, added to the rule's
     ``context_rate`` within [0, 1]). A run saved before this setting existed had no such component."""
+    slot_lever: bool = True
+    """Residual form, when the reference weighs the category counts per time of day (``slot_weight`` > 0):
+    the agent also scales that weight (lambda) for the scoring after each decision (``slot_change``:
+    ``lambda x clip(1 + change, 0, 2)``; 0 = the user's counts alone). A run saved before this setting
+    existed had no such component."""
     dtw_observation: bool = False
     """The agent also observes the DTW drift of the user's last k decision items from the k before
     (``core.features`` ``dtw_drift``; the ``dtw_refresh`` rule's signal)."""

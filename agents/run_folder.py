@@ -429,7 +429,8 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
 
     :raises ArtifactError: when they are not exactly what the run's settings give (a tracker component
         with ``sequence``, a gain with ``category_gain`` and a reference that counts categories, a context
-        change with ``context_lever`` and a reference with time-slot profiles) or not ``width`` long.
+        change with ``context_lever`` and a reference with time-slot profiles, a slot change with ``slot_lever``
+        and a reference that weighs the category counts per time of day) or not ``width`` long.
     """
     from interestgym.agents.config import LEGACY_SETTINGS, active_levers
 
@@ -445,8 +446,8 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
     # a lever belongs to the run exactly when its setting was on and the reference scores with its term
     reference = run_reference(saved)
     scoring = getattr(reference, "scoring", None)
-    gain, context = active_levers(config["category_gain"], config["context_lever"], scoring)
-    expected = residual_action_names(tracker=tracker, gain=gain, context=context)
+    gain, context, slot = active_levers(config["category_gain"], config["context_lever"], scoring, config["slot_lever"])
+    expected = residual_action_names(tracker=tracker, gain=gain, context=context, slot=slot)
     names = tuple(recorded) if isinstance(recorded, list) else None
     if names not in RESIDUAL_LAYOUTS:  # runs from before the residual components were recorded by name
         names = residual_names_for_width(width, tracker=tracker)
@@ -454,8 +455,9 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
         raise ArtifactError(
             f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded} for a residual model with {width} outputs; expected "
             f"{list(expected)} (sequence {config.get('sequence')!r}, category_gain {config['category_gain']}, context_lever "
-            f"{config['context_lever']}, reference `{getattr(reference, 'name', None)}` with beta_cat "
-            f"{getattr(scoring, 'beta_cat', None)} and beta_ctx {getattr(scoring, 'beta_ctx', None)})")
+            f"{config['context_lever']}, slot_lever {config['slot_lever']}, reference `{getattr(reference, 'name', None)}` with "
+            f"beta_cat {getattr(scoring, 'beta_cat', None)}, beta_ctx {getattr(scoring, 'beta_ctx', None)} and category_slot_weight "
+            f"{getattr(scoring, 'category_slot_weight', None)})")
     return names
 
 

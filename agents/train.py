@@ -333,12 +333,13 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         res = evaluate_policy(valid_data, reference_policy, metric=config.reward, users=eval_users, record_features=False, progress=False)
         reference_valid = mean_over_users(res, config.reward)
 
-    gain_lever, context_lever = (active_levers(config.category_gain, config.context_lever, reference_policy.scoring)
-                                 if residual else (False, False))
+    gain_lever, context_lever, slot_lever = (
+        active_levers(config.category_gain, config.context_lever, reference_policy.scoring, config.slot_lever)
+        if residual else (False, False, False))
     venv = InterestReplayVecEnv(train_data, n_envs=config.n_envs, metric=config.reward, max_events=config.max_events,
                                 reward_baseline=reference_policy, scoring=agent_scoring,
                                 residual_to=reference_policy if residual else None, gain_lever=gain_lever, context_lever=context_lever,
-                                change_penalty=config.change_penalty if residual else 0.0,
+                                slot_lever=slot_lever, change_penalty=config.change_penalty if residual else 0.0,
                                 window=config.window if residual else None, seed=config.seed)
     # SB3's episode statistics (rollout/ep_rew_mean, ep_len_mean) on the raw reward: one episode is one
     # user's replay. Inside VecNormalize, so it sums the env's rewards, not the normalised ones.

@@ -36,6 +36,7 @@ from interestgym.core.transition import (
     action_changes,
     apply_keep_change,
     apply_rate_change,
+    apply_slot_change,
     apply_tracker_change,
     category_forgetting_factor,
     decision_transition,
@@ -190,6 +191,8 @@ class StepOutput:
     count_gain: np.ndarray | None = None
     #: (n,) the rate each row's time-slot profile moved at (the engine keeps slot profiles), else None
     context_rate: np.ndarray | None = None
+    #: (n,) lambda of each row's per-slot category counts in this decision's scoring (the engine keeps them), else None
+    slot_weight: np.ndarray | None = None
 
 
 class ReplayEngine:
@@ -252,7 +255,7 @@ class ReplayEngine:
             raise InterestGymError(f"a scoring with tracker_weight={config.tracker_weight} needs replay data with a sequence "
                                    "tracker attached (agents.sequence.term.attach_tracker; `--sequence RUN` on the command line)")
         self.beta_trk[rows] = config.tracker_weight
-        self.slot_weight[rows] = config.category_slot_weight
+        self.slot_weight[rows] = config.category_slot_weight if config.slot_category_counts else 0.0
         if config.beta_cat != 0 and self.category_counts is None:
             self.category_counts = np.zeros((self.n_rows, max(self.data.n_categories, 1)))
         if config.slot_category_counts and self.slot_category_counts is None:
@@ -308,8 +311,9 @@ class ReplayEngine:
         """Apply ``actions`` (n, 4) in the env's [-1, 1] box to ``rows`` and advance them one decision
         ((n, 5) for a residual policy: the fifth changes the category keep factor; (n, 6) with a tracker:
         the sixth changes the tracker's weight at this decision; (n, 7): the seventh changes the weight the
-        event adds to its category's count; (n, 8): the eighth changes the time-slot profile's update rate. Columns in :data:`~interestgym.core.protocol.ENV_ACTION_NAMES`
-        order, zeros for what a policy does not change).
+        event adds to its category's count; (n, 8): the eighth changes the time-slot profile's update rate;
+        (n, 9): the ninth scales the per-slot category counts' lambda in this decision's scoring. Columns in
+        :data:`~interestgym.core.protocol.ENV_ACTION_NAMES` order, zeros for what a policy does not change).
 
         ``rank=False`` (lean engines only): the scoring points' similarities are computed and kept
         (``output.points``) but not ranked: ``metrics`` and ``point_metrics`` are empty, for a caller that
@@ -354,7 +358,9 @@ class ReplayEngine:
         first = np.concatenate([[0], np.cumsum(p_count)[:-1]]) if n else np.zeros(0, np.int64)
         point_index = np.repeat(p_start, p_count) + (np.arange(len(point_row)) - np.repeat(first, p_count))
         beta_trk = apply_tracker_change(self.beta_trk[rows], tracker_change)
-        point_metrics, points = self._score_points(rows, point_row, point_index, strengths, beta_trk, rank)
+        # lambda of the per-slot category counts in this decision's scoring (a slot change scales the rule's)
+        slot_weight = apply_slot_change(self.slot_weight[rows], changes.slot)
+        point_metrics, points = self._score_points(rows, point_row, point_index, strengths, beta_trk, slot_weight, rank)
 
         n_points = p_count.astype(np.int64)
         scored = n_points > 0
@@ -377,10 +383,11 @@ class ReplayEngine:
             point_metrics={k: v for k, v in point_metrics.items() if not k.startswith("_")},
             points=points, tracker_weight=beta_trk if data.point_tracker_z is not None else None, count_gain=gain,
             context_rate=None if context_rate is None else np.broadcast_to(context_rate, (n,)),
+            slot_weight=None if self.slot_category_counts is None else np.broadcast_to(slot_weight, (n,)),
         )
 
     def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray,
-                      beta_trk: np.ndarray, rank: bool = True) -> tuple[dict[str, np.ndarray], PointScores | None]:
+                      beta_trk: np.ndarray, slot_weight: np.ndarray, rank: bool = True) -> tuple[dict[str, np.ndarray], PointScores | None]:
         data = self.data
         n_pts = len(point_index)
         names = list(self.metric_names) if rank else []
@@ -446,7 +453,7 @@ class ReplayEngine:
             return {}, points
         cos_long, cos_short = sims[..., 0], sims[..., 1]
         scores = point_scores(data, points, strengths[point_row], self.beta_cat[prow], self.cat_prior[prow],
-                              self.beta_ctx[prow], beta_trk[point_row], self.slot_weight[prow])
+                              self.beta_ctx[prow], beta_trk[point_row], slot_weight[point_row])
         if self.lean:
             return ranking_metrics(scores, labels, names), points
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the

@@ -112,15 +112,16 @@ class ManyStep(NamedTuple):
     engine: ReplayEngine
 
 
-def engine_signature(scoring: ScoringConfig | None) -> tuple[bool, bool]:
-    """Which optional engine state a policy's scoring needs (category counts, time-slot profiles).
+def engine_signature(scoring: ScoringConfig | None) -> tuple[bool, bool, bool]:
+    """Which optional engine state a policy's scoring needs (category counts, time-slot profiles, category
+    counts per time slot).
 
     Policies are batched in one engine only when they need the same state: an engine scores with the
     optional terms as soon as one of its rows uses them (a third profile in the similarity product),
     so mixing would change how the other rows' cosines are computed, if not their value.
     """
     scoring = scoring or ScoringConfig()
-    return (scoring.beta_cat != 0, scoring.beta_ctx != 0)
+    return (scoring.beta_cat != 0, scoring.beta_ctx != 0, scoring.slot_category_counts)
 
 
 def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,

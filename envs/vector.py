@@ -45,6 +45,7 @@ from interestgym.core.protocol import (
     ACTION_NAMES,
     CONTEXT_CHANGE,
     GAIN_CHANGE,
+    SLOT_CHANGE,
     residual_action_names,
 )
 from interestgym.data.dataset import Dataset
@@ -85,6 +86,7 @@ class InterestReplayVecEnv(VecEnv):
         residual_to: Any = None,
         gain_lever: bool = False,
         context_lever: bool = False,
+        slot_lever: bool = False,
         change_penalty: float = 0.0,
         window: int | None = None,
         seed: int | None = None,
@@ -104,13 +106,18 @@ class InterestReplayVecEnv(VecEnv):
         # weight each event adds to its category's count.
         # With ``context_lever`` (a reference that scores with the time-slot profiles) it also changes the
         # rate at which the event's slot profile moves.
+        # With ``slot_lever`` (a reference that weighs the category counts per time of day) it also scales
+        # that weight (lambda) for the scoring after each decision.
         if gain_lever and (residual_to is None or not residual_to.scoring.beta_cat):
             raise InterestGymError("gain_lever: expected a residual reference rule that scores with the category counts (beta_cat > 0)")
         if context_lever and (residual_to is None or not residual_to.scoring.beta_ctx):
             raise InterestGymError("context_lever: expected a residual reference rule that scores with the time-slot profiles (beta_ctx > 0)")
+        if slot_lever and (residual_to is None or not residual_to.scoring.slot_category_counts):
+            raise InterestGymError("slot_lever: expected a residual reference rule that weighs the category counts per time of day "
+                                   "(beta_cat != 0 and category_slot_weight > 0)")
         self.residual = None if residual_to is None else ResidualPolicy(
             residual_to, names=residual_action_names(tracker=self.data.point_tracker_z is not None, gain=gain_lever,
-                                                     context=context_lever))
+                                                     context=context_lever, slot=slot_lever))
         # A residual agent pays change_penalty * mean(change^2) per decision: it leaves the rule only
         # where the reward pays for it. With ``window``, an episode is a random window of that many
         # decisions of a user's history; the decisions before it are replayed with the reference rule
@@ -219,7 +226,7 @@ class InterestReplayVecEnv(VecEnv):
             metrics={self.metric: gather(lambda o: o.metrics[self.metric])}, scored=gather(lambda o: o.scored),
             done=gather(lambda o: o.done), strengths=gather(lambda o: o.strengths),
             tracker_weight=gather(lambda o: o.tracker_weight), count_gain=gather(lambda o: o.count_gain),
-            context_rate=gather(lambda o: o.context_rate))
+            context_rate=gather(lambda o: o.context_rate), slot_weight=gather(lambda o: o.slot_weight))
 
     def step_wait(self) -> VecEnvStepReturn:
         if not self._started or self._actions is None:
@@ -255,7 +262,8 @@ class InterestReplayVecEnv(VecEnv):
         # the levers as applied, where the agent has them (a context lever's action is as wide as a gain's)
         names = self.residual.names if self.residual is not None else ()
         levers = {"tracker_weight": out.tracker_weight, "count_gain": out.count_gain if GAIN_CHANGE in names else None,
-                  "context_rate": out.context_rate if CONTEXT_CHANGE in names else None}
+                  "context_rate": out.context_rate if CONTEXT_CHANGE in names else None,
+                  "slot_weight": out.slot_weight if SLOT_CHANGE in names else None}
         for key, values in levers.items():
             if values is not None:
                 for i, value in enumerate(values[:n].tolist()):

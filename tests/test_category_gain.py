@@ -52,6 +52,8 @@ GAIN_NAMES = residual_action_names(tracker=False, gain=True)
 CONTEXT_REFERENCE = make_baseline("context_rule", beta_ctx=0.6, context_rate=0.3, long_rate=0.2, short_rate=0.7,
                                   short_weight=0.4, popularity_weight=0.1)
 CONTEXT_NAMES = residual_action_names(tracker=False, gain=False, context=True)
+SLOT_REFERENCE = make_baseline("bayesian_category", **REFERENCE.params, slot_weight=2.0)
+SLOT_NAMES = residual_action_names(tracker=False, gain=False, slot=True)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,8 @@ def dataset(tmp_path_factory):
 
 
 def _config(dataset, run_dir, **kw) -> TrainConfig:
-    return shipping_config(dataset, run_dir, **kw)
+    # the gain and context levers alone (the tuned reference may weigh slot counts: tests/test_slot_category_counts.py)
+    return shipping_config(dataset, run_dir, **{"slot_lever": False, **kw})
 
 
 def _per_user(data, policy) -> dict[str, np.ndarray]:
@@ -116,19 +119,21 @@ def test_saved_widths_map_to_their_components():
     assert residual_names_for_width(5, tracker=False) == RESIDUAL_ACTION_NAMES
     assert residual_names_for_width(6, tracker=True) == TRACKER_ACTION_NAMES
     assert residual_names_for_width(6, tracker=False) is None and residual_names_for_width(7, tracker=True) is None
-    assert GAIN_NAMES in RESIDUAL_LAYOUTS and residual_action_names(tracker=True, gain=True, context=True) == ENV_ACTION_NAMES
+    assert GAIN_NAMES in RESIDUAL_LAYOUTS
+    assert residual_action_names(tracker=True, gain=True, context=True, slot=True) == ENV_ACTION_NAMES
     with pytest.raises(ValueError, match="bogus"):
         env_action_layout(("long_strength", "bogus"))
 
 
 # ------------------------------------------------------------------------------------------ agent
 @pytest.mark.parametrize("split", ["train", "valid", "test"])
-@pytest.mark.parametrize("lever", ["gain", "context"])
+@pytest.mark.parametrize("lever", ["gain", "context", "slot"])
 def test_the_untrained_agent_with_a_lever_is_its_reference_rule_to_the_bit(dataset, tmp_path, split, lever):
-    reference, names = (REFERENCE, GAIN_NAMES) if lever == "gain" else (CONTEXT_REFERENCE, CONTEXT_NAMES)
+    reference, names = {"gain": (REFERENCE, GAIN_NAMES), "context": (CONTEXT_REFERENCE, CONTEXT_NAMES),
+                        "slot": (SLOT_REFERENCE, SLOT_NAMES)}[lever]
     config = _config(dataset, tmp_path / "unused")
     venv = InterestReplayVecEnv(config.replay_data("train"), n_envs=4, reward_baseline=reference, residual_to=reference,
-                                gain_lever=lever == "gain", context_lever=lever == "context", seed=0)
+                                gain_lever=lever == "gain", context_lever=lever == "context", slot_lever=lever == "slot", seed=0)
     assert venv.action_space.shape == (6,) and venv.residual.names == names
     model, init = new_agent(config, venv, reference, None, config.replay_data("train"), reference.scoring)
     assert init.tolist() == [0.0] * 6

@@ -5,8 +5,12 @@
 * The engine: after a user's replay its per-slot counts are the hand computation from the user's own
   decisions; lambda = 0 ranks exactly as the rule without the parameter, lambda > 0 ranks otherwise.
 * Tuning: lambda is a score weight, so the non-zero values share one replay and each scores as alone.
-* The runtime: a rule with lambda > 0 and a residual agent on it export, and the runtime replays them
-  exactly as the evaluator does, through serialised states; batched updates equal one-event ones.
+* The lever: a residual agent scales lambda for the scoring after each decision (``slot_change``); no
+  change is the rule to the bit (``test_category_gain``), a factor of 0 everywhere ranks as the rule with
+  lambda = 0, and the run charts the lambda it applied.
+* The runtime: a rule with lambda > 0 and a residual agent on it (the lever included) export, and the
+  runtime replays them exactly as the evaluator does, through serialised states; batched updates equal
+  one-event ones.
 * The state (version 3) and the serving contract: old states and stores still read; a state or store
   without the counts is refused, by name, under a policy that weighs them.
 """
@@ -22,7 +26,12 @@ from interestgym.envs.engine import ReplayEngine
 
 from interestgym.core.clock import N_TIME_SLOTS
 from interestgym.core.interest import ScoringConfig, score_candidates, slot_mixed_counts
-from interestgym.core.transition import update_slot_category_counts
+from interestgym.core.protocol import residual_action_names
+from interestgym.core.transition import (
+    action_changes,
+    apply_slot_change,
+    update_slot_category_counts,
+)
 from interestgym.errors import InterestGymError
 
 PARAMS = {"beta_cat": 1.0, "forgetting": 0.9, "long_rate": 0.2, "short_rate": 0.7, "short_weight": 0.4, "popularity_weight": 0.1}
@@ -57,7 +66,7 @@ def test_every_slot_forgets_and_the_events_slot_and_category_gain_its_weight():
 def test_the_slot_counts_are_added_with_lambda_and_lambda_zero_is_the_counts_to_the_bit():
     counts, slots = np.array([[1.0, 2.0, 0.5], [0.1, 0.2, 0.3]]), np.array([[3.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
     assert slot_mixed_counts(counts, slots, 0.0) is counts
-    assert slot_mixed_counts(counts, None, 2.0) is counts
+    assert slot_mixed_counts(counts, None, np.zeros(2)) is counts
     mixed = slot_mixed_counts(counts, slots, np.array([2.0, 0.0]))
     assert mixed[0].tolist() == [7.0, 2.0, 2.5] and mixed[1].tobytes() == counts[1].tobytes()
     # the score's category term is log P(cat) from the mixed counts plus the prior (hand computation)
@@ -70,9 +79,29 @@ def test_the_slot_counts_are_added_with_lambda_and_lambda_zero_is_the_counts_to_
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
-def test_a_negative_lambda_is_refused():
+def test_a_slot_change_scales_lambda_and_no_change_is_lambda_exactly():
+    names = residual_action_names(tracker=False, gain=True, slot=True)
+    assert names[-1] == "slot_change"
+    actions = np.zeros((4, 9), dtype=np.float32)
+    actions[:, 8] = [0.0, -1.0, 0.5, 3.0]
+    factor = action_changes(actions).slot
+    assert factor.tolist() == [1.0, 0.0, 1.5, 2.0]
+    lam = apply_slot_change(np.full(4, 0.3), factor)
+    assert lam.tolist() == [0.3, 0.0, 0.3 * 1.5, 0.6] and apply_slot_change(0.3, None) == 0.3
+
+
+def test_a_negative_infinite_or_idle_lambda_is_refused():
     with pytest.raises(InterestGymError, match="category_slot_weight=-1"):
         ScoringConfig(beta_cat=1.0, category_slot_weight=-1.0)
+    with pytest.raises(InterestGymError, match="category_slot_weight=inf: expected a finite number"):
+        ScoringConfig(beta_cat=1.0, category_slot_weight=float("inf"))
+    with pytest.raises(InterestGymError, match="with beta_cat=0"):
+        ScoringConfig(category_slot_weight=2.0)
+    for bad in (-1, float("nan"), "2"):
+        with pytest.raises(InterestGymError, match="bayesian_category slot_weight="):
+            make_baseline("bayesian_category", **PARAMS, slot_weight=bad)
+    with pytest.raises(ValueError, match="without per-slot counts"):
+        slot_mixed_counts(np.ones((1, 2)), None, 1.0)
     assert "category_slot_weight" not in ScoringConfig(beta_cat=1.0).as_dict()  # old configurations read the same
     assert ScoringConfig(beta_cat=1.0, category_slot_weight=2.0).as_dict()["category_slot_weight"] == 2.0
 
@@ -108,6 +137,35 @@ def test_lambda_zero_ranks_exactly_as_the_rule_without_it_and_lambda_above_zero_
     assert make_baseline("bayesian_category", **PARAMS).params == PARAMS | {"prior": 1.0}  # no slot_weight key
 
 
+class SlotOff:
+    """A learned change that sets lambda's factor to 0 at every decision, nothing else."""
+
+    def act(self, obs):
+        out = np.zeros((len(obs), 6), dtype=np.float32)
+        out[:, 5] = -1.0
+        return out
+
+
+def test_a_slot_factor_of_zero_everywhere_ranks_as_the_rule_with_lambda_zero(valid):
+    from interestgym.envs.policies import ResidualPolicy
+
+    reference = make_baseline("bayesian_category", **PARAMS, slot_weight=4.0)
+    names = residual_action_names(tracker=False, gain=False, slot=True)
+    off = per_user_metrics(valid, ResidualPolicy(reference, SlotOff(), names=names))
+    without = per_user_metrics(valid, make_baseline("bayesian_category", **PARAMS))
+    for metric in without:
+        assert np.array_equal(off[metric], without[metric], equal_nan=True), metric
+    assert not np.array_equal(off["ndcg@10"], per_user_metrics(valid, reference)["ndcg@10"])  # the lever is wired
+
+
+def test_the_slot_lever_needs_a_reference_with_slot_counts(dataset):
+    from interestgym.envs.vector import InterestReplayVecEnv
+
+    plain = make_baseline("bayesian_category", **PARAMS)
+    with pytest.raises(InterestGymError, match="slot_lever: expected a residual reference rule that weighs the category counts per time"):
+        InterestReplayVecEnv(str(dataset), n_envs=2, split="train", residual_to=plain, slot_lever=True)
+
+
 def test_the_grid_tunes_lambda_zero_included():
     assert 0.0 in GRIDS["bayesian_category"]["slot_weight"] and max(GRIDS["bayesian_category"]["slot_weight"]) > 0
 
@@ -131,6 +189,36 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
     export_run(run, tmp_path / "export", verify_observations=100)
     policy = load_policy(tmp_path / "export")
     assert policy.scoring["category_slot_weight"] == 2.0
+    # an export with the counts is format version 2: a runtime from before them refuses it ("upgrade")
+    assert policy.manifest["format_version"] == 2
+    if threshold < 0:  # the learned change has the lever by default, and the run charted the lambda it applied
+        assert policy.change_names[-1] == "slot_change"
+        from tensorboard.backend.event_processing.event_accumulator import (
+            EventAccumulator,
+        )
+
+        acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+        acc.Reload()
+        assert all(0.0 <= e.value <= 4.0 for e in acc.Scalars("charts/mean_slot_weight"))
+        # a manifest naming the lever for a scoring without slot counts is refused, naming both
+        import json
+        import shutil
+
+        from interestgym.runtime.manifest import (
+            read_manifest,
+            seal_manifest,
+            write_manifest,
+        )
+
+        damaged = tmp_path / "damaged"
+        shutil.copytree(tmp_path / "export", damaged)
+        m = read_manifest(damaged)
+        m["scoring"]["config"].pop("category_slot_weight")
+        (damaged / "manifest.json").unlink()
+        write_manifest(damaged, seal_manifest(damaged, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
+        with pytest.raises(Exception, match="slot_change, but scoring.config.category_slot_weight is None"):
+            load_policy(damaged)
+        assert json.loads((tmp_path / "export" / "manifest.json").read_text())["policy"]["outputs"]["action"]["names"][-1] == "slot_change"
     data = shipping_config(dataset, run).replay_data("test")
     expected = evaluate_policy(data, load_shipped_policy(run), progress=False)
     for serialise in ("bytes", "json"):
@@ -184,9 +272,22 @@ def test_a_state_with_slot_counts_is_version_3_and_round_trips_and_a_damaged_one
     doc["fields"]["slot_category_counts"]["data"] = doc["fields"]["slot_category_counts"]["data"][: 2 * N_TIME_SLOTS]
     with pytest.raises(StateFormatError, match=r"'slot_category_counts' has dtype <f8 and shape \(4, 2\); expected <f8 with shape \(4, 3\)"):
         UserState.from_json(json.dumps(doc))
+    assert state.slot_weight == 0.0 and UserState.empty(4, 3, with_slot_counts=True, slot_weight=2.0).slot_weight == 2.0
+    doc = json.loads(state.to_json())
+    del doc["fields"]["slot_weight"]
+    with pytest.raises(StateFormatError, match="'slot_category_counts' and 'slot_weight' without the other"):
+        UserState.from_json(json.dumps(doc))
+    doc = json.loads(state.to_json())
+    doc["fields"]["slot_weight"]["data"] = [-1.0]
+    with pytest.raises(StateFormatError, match=r"'slot_weight' is \[-1.0\]"):
+        UserState.from_json(json.dumps(doc))
     doc = json.loads(state.to_json())
     doc["meta"]["state_version"] = 2
     with pytest.raises(StateFormatError, match="version 2 has the field 'slot_category_counts'"):
+        UserState.from_json(json.dumps(doc))
+    doc = json.loads(state.to_json())
+    del doc["fields"]["category_counts"]
+    with pytest.raises(StateFormatError, match="'slot_category_counts' without the field 'category_counts'"):
         UserState.from_json(json.dumps(doc))
 
 
@@ -195,9 +296,9 @@ def test_a_store_without_slot_counts_refuses_a_policy_with_them_and_an_older_sta
     from interestgym.serve.service import contract_differences
 
     old = {"state_version": 2, "encoder": {"name": "e"}, "features_sha256": "f", "category_columns": ["a"], "slot_profiles": False}
-    same = {**old, "state_version": STATE_VERSION, "slot_category_counts": False}
+    same = {**old, "slot_category_counts": False}
     assert contract_differences(old, same) == []  # an upgrade reads the store's older states
-    diffs = contract_differences(old, {**same, "slot_category_counts": True})
+    diffs = contract_differences(old, {**same, "state_version": STATE_VERSION, "slot_category_counts": True})
     assert diffs == ["category counts per time of day used; the stored states do not have them"]
-    # a rollback (an older reader) cannot read newer states
-    assert contract_differences({**same, "state_version": STATE_VERSION}, {**old, "state_version": 2}) != []
+    # states newer than this code reads (a rollback past their version) are refused
+    assert "upgrade interestgym" in contract_differences({**same, "state_version": STATE_VERSION + 1}, same)[0]

@@ -75,10 +75,13 @@ class ScoringConfig:
             raise InterestGymError(f"ScoringConfig.category_prior={self.category_prior}: expected a number > 0")
         if not 0.0 <= self.context_rate <= 1.0:
             raise InterestGymError(f"ScoringConfig.context_rate={self.context_rate}: expected a number in [0, 1]")
-        if not self.tracker_weight >= 0.0:
-            raise InterestGymError(f"ScoringConfig.tracker_weight={self.tracker_weight}: expected a number >= 0")
-        if not self.category_slot_weight >= 0.0:
-            raise InterestGymError(f"ScoringConfig.category_slot_weight={self.category_slot_weight}: expected a number >= 0")
+        if not (np.isfinite(self.tracker_weight) and self.tracker_weight >= 0.0):
+            raise InterestGymError(f"ScoringConfig.tracker_weight={self.tracker_weight}: expected a finite number >= 0")
+        if not (np.isfinite(self.category_slot_weight) and self.category_slot_weight >= 0.0):
+            raise InterestGymError(f"ScoringConfig.category_slot_weight={self.category_slot_weight}: expected a finite number >= 0")
+        if self.category_slot_weight != 0 and self.beta_cat == 0:
+            raise InterestGymError(f"ScoringConfig.category_slot_weight={self.category_slot_weight} with beta_cat=0: the per-slot "
+                                   "counts weigh into the category term; expected beta_cat != 0, or category_slot_weight 0")
 
     @property
     def slot_category_counts(self) -> bool:
@@ -171,8 +174,10 @@ def slot_mixed_counts(counts: np.ndarray, slot_counts: np.ndarray | None, weight
         ``weight``: scalar or (B,) lambda >= 0.
     """
     weight = np.asarray(weight, dtype=np.float64)
-    if slot_counts is None or not np.any(weight != 0):
+    if not np.any(weight != 0):
         return counts
+    if slot_counts is None:
+        raise ValueError("slot_mixed_counts: a non-zero lambda without per-slot counts (the state does not keep them)")
     column = weight[:, None] if weight.ndim else weight
     return np.where(column != 0, counts + column * slot_counts, counts)
 

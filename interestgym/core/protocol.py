@@ -29,22 +29,27 @@ GAIN_CHANGE = "gain_change"
 #: When the reference scores with the time-slot profiles (beta_ctx > 0), a ``context_change`` moves the rate
 #: at which the event's slot profile is updated (the rule's ``context_rate``; :func:`interestgym.core.transition.apply_rate_change`).
 CONTEXT_CHANGE = "context_change"
+#: When the reference weighs the category counts per time of day (``category_slot_weight`` lambda > 0), a
+#: ``slot_change`` scales lambda for the scoring after this decision: ``lambda x clip(1 + change, 0, 2)``
+#: (:func:`interestgym.core.transition.apply_gain_change`'s map; 0 = the user's counts alone).
+SLOT_CHANGE = "slot_change"
 #: The engine's action layout: every component any policy can set, in this order. A policy's action is
 #: either a prefix of it or placed into it by name (:func:`env_action_layout`), absent changes as zeros.
-ENV_ACTION_NAMES: tuple[str, ...] = (*TRACKER_ACTION_NAMES, GAIN_CHANGE, CONTEXT_CHANGE)
+ENV_ACTION_NAMES: tuple[str, ...] = (*TRACKER_ACTION_NAMES, GAIN_CHANGE, CONTEXT_CHANGE, SLOT_CHANGE)
 
 
-def residual_action_names(*, tracker: bool, gain: bool, context: bool = False) -> tuple[str, ...]:
+def residual_action_names(*, tracker: bool, gain: bool, context: bool = False, slot: bool = False) -> tuple[str, ...]:
     """A residual policy's change components: (a_L, a_S, w, p, keep_change), then ``tracker_change``
-    with a tracker, ``gain_change`` with the category gain lever and ``context_change`` with the context
-    rate lever."""
+    with a tracker, ``gain_change`` with the category gain lever, ``context_change`` with the context
+    rate lever and ``slot_change`` with the time-of-day category lever."""
     return (*RESIDUAL_ACTION_NAMES, *(("tracker_change",) if tracker else ()), *((GAIN_CHANGE,) if gain else ()),
-            *((CONTEXT_CHANGE,) if context else ()))
+            *((CONTEXT_CHANGE,) if context else ()), *((SLOT_CHANGE,) if slot else ()))
 
 
 #: Every residual layout a run or an export may hold.
 RESIDUAL_LAYOUTS: frozenset[tuple[str, ...]] = frozenset(
-    residual_action_names(tracker=t, gain=g, context=c) for t in (False, True) for g in (False, True) for c in (False, True))
+    residual_action_names(tracker=t, gain=g, context=c, slot=z)
+    for t in (False, True) for g in (False, True) for c in (False, True) for z in (False, True))
 
 
 def residual_names_for_width(width: int, *, tracker: bool) -> tuple[str, ...] | None:

@@ -57,6 +57,7 @@ import numpy as np
 from interestgym.core.features import FeatureView
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import env_action_layout, strengths_to_action
+from interestgym.errors import InterestGymError
 
 LN2 = float(np.log(2.0))
 
@@ -236,6 +237,9 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
     def __init__(self, beta_cat: float = 0.1, forgetting: float | None = 0.9, prior: float = 1.0, long_rate: float = 0.1,
                  short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0,
                  slot_weight: float = 0.0) -> None:
+        if isinstance(slot_weight, bool) or not isinstance(slot_weight, (int, float)) or not np.isfinite(slot_weight) or slot_weight < 0:
+            raise InterestGymError(f"bayesian_category slot_weight={slot_weight!r}: expected a finite number >= 0 (0 = no "
+                                   "category counts per time of day)")
         super().__init__(long_rate, short_rate, short_weight, popularity_weight,
                          scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior,
                                                category_slot_weight=slot_weight))

@@ -129,13 +129,16 @@ class ActionChanges(NamedTuple):
     tracker: np.ndarray | None  #: (n,) change of the tracker's weight (:func:`apply_tracker_change`)
     gain: np.ndarray | None  #: (n,) what the event adds to its category's count (:func:`apply_gain_change`)
     context: np.ndarray | None  #: (n,) change of the time-slot profile's rate (:func:`apply_rate_change`)
+    #: (n,) factor on the per-slot category counts' weight lambda for this decision's scoring (the change
+    #: mapped as the gain's: ``clip(1 + change, 0, 2)``, exactly 1 for no change)
+    slot: np.ndarray | None = None
 
 
 def action_changes(actions: np.ndarray) -> ActionChanges:
     """The changes in env ``actions`` (n, k) in the engine's layout
-    (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`; k = 4 .. 8): each change clipped to [-1, 1] in
-    float64, the gain already mapped to the count's weight. The one reading of those columns, for the
-    engine, the runtime and the report."""
+    (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`; k = 4 .. 9): each change clipped to [-1, 1] in
+    float64, the gain already mapped to the count's weight and the slot change to lambda's factor. The one
+    reading of those columns, for the engine, the runtime and the report."""
     from interestgym.core.protocol import ENV_ACTION_NAMES
 
     width = actions.shape[1]
@@ -145,7 +148,16 @@ def action_changes(actions: np.ndarray) -> ActionChanges:
         return np.clip(actions[:, j].astype(np.float64), -1.0, 1.0) if width > j else None
 
     return ActionChanges(keep=column("keep_change"), tracker=column("tracker_change"),
-                         gain=apply_gain_change(column("gain_change")), context=column("context_change"))
+                         gain=apply_gain_change(column("gain_change")), context=column("context_change"),
+                         slot=apply_gain_change(column("slot_change")))
+
+
+def apply_slot_change(slot_weight: np.ndarray | float, factor: np.ndarray | None) -> np.ndarray | float:
+    """lambda for a decision's scoring after a residual policy's slot change: ``lambda x factor``
+    (:attr:`ActionChanges.slot`); ``None`` leaves lambda as it is, and no change (factor 1) gives it exactly."""
+    if factor is None:
+        return slot_weight
+    return np.asarray(slot_weight, dtype=np.float64) * factor
 
 
 #: The gain a residual policy's gain change can reach: ``clip(1 + change, 0, GAIN_MAX)``.

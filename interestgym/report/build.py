@@ -129,12 +129,14 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     acting on the policy's own observations): name -> (policy's, rule's), as the engine applies them,
     and sentences on how the levers follow their signals. The keep factor is the category counts' (a
     residual policy's fifth component changes it); the count gain is what each event adds to its
-    category's count; the context rate the time-slot profile's update rate; the tracker weight its term's."""
+    category's count; the context rate the time-slot profile's update rate; the slot weight the per-slot
+    category counts' lambda; the tracker weight its term's."""
     from interestgym.core.protocol import action_to_strengths
     from interestgym.core.transition import (
         action_changes,
         apply_keep_change,
         apply_rate_change,
+        apply_slot_change,
         apply_tracker_change,
         category_forgetting_factor,
     )
@@ -164,6 +166,9 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     if "context_change" in components:  # the time-slot profile's update rate
         rate = float(reference.scoring.context_rate)
         columns["context rate"] = (apply_rate_change(np.full(len(obs), rate), changes.context), np.full(len(obs), rate))
+    if "slot_change" in components:  # the per-slot category counts' weight in the scoring after the decision
+        lam = np.full(len(obs), float(reference.scoring.category_slot_weight))
+        columns["slot weight"] = (apply_slot_change(lam, changes.slot), lam)
     if changes.tracker is not None and (not components or "tracker_change" in components):
         # the tracker's weight, moved by its component (as the engine moves it)
         base = np.full(len(obs), float(reference.scoring.tracker_weight))

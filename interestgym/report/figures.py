@@ -335,7 +335,7 @@ def plot_actions(decisions: Any, features: np.ndarray, feature_names: Sequence[s
 #: The feature each action component is drawn against (the signal a policy would most plausibly read for it).
 COMPONENT_DRIVERS = {
     "a_L": "cos_item_long", "a_S": "cos_item_short", "w": "short_long_ema", "p": "log_decisions",
-    "keep": "category_fraction", "count gain": "feedback_value", "context rate": "log_gap_event",
+    "keep": "category_fraction", "count gain": "feedback_value", "context rate": "log_gap_event", "slot weight": "hour_cos",
     "tracker weight": "tracker_metric_ema",
 }
 

@@ -105,7 +105,7 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
         if names not in RESIDUAL_LAYOUTS:
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.outputs.action.names {recorded!r}; expected the "
                                          "residual components (long_strength .. keep_change[, tracker_change][, gain_change]"
-                                         "[, context_change])")
+                                         "[, context_change][, slot_change])")
     else:  # exports from before the names were recorded had no gain component: 5, or 6 with a tracker's weight
         names = residual_names_for_width(width, tracker=width == 6) if width in (5, 6) else None
         if names is None:
@@ -115,8 +115,10 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components; the manifest "
                                      f"names {len(names)} ({', '.join(names)})")
     scoring = (manifest.get("scoring") or {}).get("config") or {}
-    for component, term, what in (("gain_change", "beta_cat", "category counts"), ("context_change", "beta_ctx", "time-slot profiles")):
-        if component in names and not scoring.get(term):
+    levers = (("gain_change", "beta_cat", "category counts"), ("context_change", "beta_ctx", "time-slot profiles"),
+              ("slot_change", "category_slot_weight", "category counts per time of day"))
+    for component, term, what in levers:
+        if component in names and not (scoring.get(term) and (component != "slot_change" or scoring.get("beta_cat"))):
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.outputs.action.names has {component}, but "
                                          f"scoring.config.{term} is {scoring.get(term)!r}: the policy scores without the {what} "
                                          "that component moves; re-export the run")

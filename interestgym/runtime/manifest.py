@@ -38,10 +38,17 @@ from interestgym.core.protocol import ACTION_NAMES
 from interestgym.errors import ArtifactError
 
 #: Version of the export layout written by this code. A reader accepts this version and older ones
-#: it knows how to read; a newer one means "upgrade interestgym", never a guess.
-FORMAT_VERSION = 1
+#: it knows how to read; a newer one means "upgrade interestgym", never a guess. Version 2: the scoring
+#: weighs category counts per time of day (``scoring.config.category_slot_weight``), which a reader of
+#: version 1 would ignore; an export without them is still written as version 1 (:func:`format_version_for`).
+FORMAT_VERSION = 2
 #: Versions this code can read.
-READABLE_FORMAT_VERSIONS = frozenset({1})
+READABLE_FORMAT_VERSIONS = frozenset({1, 2})
+
+
+def format_version_for(scoring_config: dict[str, Any]) -> int:
+    """The lowest format version that holds an export with this scoring: 2 with per-slot category counts, else 1."""
+    return 2 if scoring_config.get("category_slot_weight") else 1
 MANIFEST_NAME = "manifest.json"
 #: The ``kind`` field of the manifest: guards against pointing the runtime at a dataset or run dir.
 MANIFEST_KIND = "interestgym-policy-export"
@@ -246,7 +253,7 @@ def build_manifest(
     forgetting = scoring_config.get("category_forgetting")
     manifest = {
         "kind": MANIFEST_KIND,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version_for(scoring_config),
         "interestgym_version": interestgym_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "policy": {
@@ -312,7 +319,9 @@ def build_manifest(
                                 "by a residual graph's keep_change; g = 1, or clip(1 + gain_change, 0, 2) for a graph with a gain_change"),
             "category_forgetting": "1 - a_L (tied to the action)" if forgetting is None else float(forgetting),
             "slot_category_counts": ("the same update, with the same f and g, of the event's time-slot row of the per-slot "
-                                     "counts (every slot's row forgets by f), when scoring.config.category_slot_weight > 0"),
+                                     "counts (every slot's row forgets by f), when scoring.config.category_slot_weight > 0; "
+                                     "their weight lambda in the scoring until the next decision is category_slot_weight, "
+                                     "times clip(1 + slot_change, 0, 2) for a graph with a slot_change"),
             "slot_profiles": ("T_slot(event) <- normalise((1 - r) T + r x) at every decision (when beta_ctx != 0); r = "
                               "scoring.config.context_rate, or clip(r + context_change, 0, 1) for a graph with a context_change"),
         },

@@ -155,7 +155,7 @@ class ExportedPolicy:
         """The state of a user with no history."""
         return UserState.empty(self.dim, len(self.categories) if self._beta_cat != 0 else None, with_slots=self._beta_ctx != 0,
                                tracker_weight=self._beta_trk if self.tracker is not None else None, with_drift=self.observes_drift,
-                               with_slot_counts=self._slot_weight != 0)
+                               with_slot_counts=self._slot_weight != 0, slot_weight=self._slot_weight)
 
     def check_encoder(self, fingerprint: str) -> None:
         """Raise :class:`EncoderMismatchError` unless ``fingerprint`` is the policy's encoder's."""
@@ -303,14 +303,14 @@ class ExportedPolicy:
         idx = np.fromiter((self._item_index.get(str(i), -1) for i in ids.reshape(-1)), dtype=np.int64, count=ids.size).reshape(shape)
         return np.where(idx >= 0, self.popularity[np.maximum(idx, 0)], np.float32(0.0)).astype(np.float32)
 
-    def _category_inputs(self, states: list[UserState], categories: Any, shape: tuple[int, ...],
-                         slots: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    def _category_inputs(self, states: list[UserState], categories: Any, shape: tuple[int, ...], slots: np.ndarray | None
+                         ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | float]:
         """(counts (B, n_categories), candidates' category columns (B, C), the counts of each row's time
-        slot ``slots`` (B, n_categories) or None) for the category term, or (None, None, None) when the
-        policy does not score with it. A category unknown to the export gets a column past the counts',
-        which the core scores as a zero count."""
+        slot ``slots`` (B, n_categories) or None, their weights lambda (B,) or 0) for the category term, or
+        (None, None, None, 0) when the policy does not score with it. A category unknown to the export
+        gets a column past the counts', which the core scores as a zero count."""
         if self._beta_cat == 0:
-            return None, None, None
+            return None, None, None, 0.0
         if categories is None:
             raise InterestGymError("score needs candidate_categories: the policy's score uses the category model (beta_cat)")
         cats = np.asarray(categories, dtype=object)
@@ -320,13 +320,13 @@ class ExportedPolicy:
         idx = np.fromiter((self._category_index.get(str(c), unknown) for c in cats.reshape(-1)), dtype=np.int64, count=cats.size).reshape(shape)
         counts = np.stack([s.category_counts for s in states])  # type: ignore[misc]
         if self._slot_weight == 0:
-            return counts, idx, None
+            return counts, idx, None, 0.0
         if any(s.slot_category_counts is None for s in states):
             raise InterestGymError("a user state without per-slot category counts: the policy's category term weighs them "
                                    "(category_slot_weight); start users with policy.new_state()")
         assert slots is not None
         slot_counts = np.stack([s.slot_category_counts[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
-        return counts, idx, slot_counts
+        return counts, idx, slot_counts, np.array([s.slot_weight for s in states], dtype=np.float64)
 
     def _tracker_inputs(self, states: list[UserState], candidate_ids: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, Any]:
         """(the tracker's standardised scores (B, C), the users' tracker weights (B,)) for the tracker
@@ -373,19 +373,20 @@ class ExportedPolicy:
         if self._beta_ctx != 0 or self._slot_weight != 0:
             if hour is None:
                 what = "time-of-day profiles (beta_ctx)" if self._beta_ctx != 0 else "category counts per time of day (category_slot_weight)"
-                raise InterestGymError(f"score needs hour= (the hour of the ranking): the policy's score uses {what}")
+                raise InterestGymError(f"score needs the hour of the ranking (hour=, or hours= for score_batch): the policy's "
+                                       f"score uses {what}")
             slots = time_slot(np.broadcast_to(np.asarray(hour), (b,)))
         if self._beta_ctx != 0:
             assert slots is not None
             ctx_prof = np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
             context = np.einsum("pcd,pd->pc", cand, ctx_prof)
-        counts, cand_category, slot_counts = self._category_inputs(states, candidate_categories, (b, c), slots)
+        counts, cand_category, slot_counts, slot_weight = self._category_inputs(states, candidate_categories, (b, c), slots)
         tracker_z, beta_trk = self._tracker_inputs(states, candidate_ids, (b, c))
         scores = score_candidates(
             cos_long, cos_short, strengths, pop, beta_cat=np.full(b, self._beta_cat), category_counts=counts,
             candidate_category=cand_category, category_prior=float(self.scoring.get("category_prior", 1.0)),
             cos_context=context, beta_ctx=np.full(b, self._beta_ctx), tracker_z=tracker_z, beta_trk=beta_trk,
-            slot_category_counts=slot_counts, category_slot_weight=self._slot_weight,
+            slot_category_counts=slot_counts, category_slot_weight=slot_weight,
         )
         return scores, cos_long, cos_short, tracker_z
 
@@ -397,7 +398,8 @@ class ExportedPolicy:
             never-clicked items, pop 0).
         :param popularity: pop(c) in [0, 1] given directly instead of ``candidate_ids``.
         :param candidate_categories: needed only if the policy scores with the category model.
-        :param hour: hour of the ranking (only for the time-of-day context term).
+        :param hour: hour of the ranking (for the time-of-day context term and the category counts per time of
+            day; ``score_batch`` takes ``hours``, one per user).
         """
         cand = self._vectors(candidate_vectors, "candidate_vectors", 2)[None]
         ids = None if candidate_ids is None else [list(candidate_ids)]

@@ -141,7 +141,9 @@ def state_contract(policy: ExportedPolicy) -> dict[str, Any]:
     features = policy.manifest["observation"]["features"]
     canonical = json.dumps(features, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return {
-        "state_version": STATE_VERSION,
+        # the version the policy's states need: 3 with the per-slot category counts, else 2 (what a reader
+        # from before those counts reads; their states are written at 1 or 2)
+        "state_version": STATE_VERSION if policy._slot_weight != 0 else 2,
         "encoder": {"name": policy.encoder.get("name"), "fingerprint": policy.encoder.get("fingerprint"), "dim": policy.dim},
         "features_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         "category_columns": list(policy.categories) if float(policy.scoring.get("beta_cat", 0.0)) != 0 else None,
@@ -169,10 +171,11 @@ def contract_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[st
     if bool(stored.get("slot_category_counts")) != bool(new.get("slot_category_counts")):
         out.append(f"category counts per time of day {'used' if new.get('slot_category_counts') else 'not used'}; the stored "
                    f"states {'have' if stored.get('slot_category_counts') else 'do not have'} them")
-    # a newer reader reads every older state version; an older one (a rollback) cannot read newer states
-    if stored.get("state_version") != new.get("state_version") and not (
-            new.get("state_version") == STATE_VERSION and stored.get("state_version") in READABLE_STATE_VERSIONS):
-        out.append(f"state version {new.get('state_version')} differs from the stored states' {stored.get('state_version')}")
+    # this code reads every state version up to its own; a store of newer states needs a newer interestgym
+    # (whether the states have what the policy needs is the fields' business, above)
+    if stored.get("state_version") not in READABLE_STATE_VERSIONS:
+        out.append(f"the stored states' version {stored.get('state_version')} is not one this interestgym reads "
+                   f"({', '.join(map(str, READABLE_STATE_VERSIONS))}); upgrade interestgym to serve this store")
     return out
 
 
