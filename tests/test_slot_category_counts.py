@@ -302,3 +302,30 @@ def test_a_store_without_slot_counts_refuses_a_policy_with_them_and_an_older_sta
     assert diffs == ["category counts per time of day used; the stored states do not have them"]
     # states newer than this code reads (a rollback past their version) are refused
     assert "upgrade interestgym" in contract_differences({**same, "state_version": STATE_VERSION + 1}, same)[0]
+
+
+def test_the_report_draws_and_states_the_slot_weight(valid):
+    from interestgym.envs.policies import ResidualPolicy
+    from interestgym.envs.vector import evaluate_policy
+    from interestgym.report.build import action_components
+
+    from interestgym.core.features import FEATURE_INDEX
+
+    class ByHour:
+        """A slot change of +0.5 at decisions after noon on the clock's cosine (hour_cos < 0), else 0."""
+
+        def act(self, obs):
+            out = np.zeros((len(obs), 6), dtype=np.float32)
+            out[:, 5] = np.where(obs[:, FEATURE_INDEX["hour_cos"]] < 0, 0.5, 0.0)
+            return out
+
+    reference = make_baseline("bayesian_category", **PARAMS, slot_weight=2.0)
+    policy = ResidualPolicy(reference, ByHour(), names=residual_action_names(tracker=False, gain=False, slot=True))
+    res = evaluate_policy(valid, policy, record_features=True, progress=False)
+    columns, notes = action_components(policy, reference, res)
+    ours, rule = columns["slot weight"]
+    hour_cos = res.features[:, FEATURE_INDEX["hour_cos"]]
+    np.testing.assert_array_equal(ours, np.where(hour_cos < 0, 3.0, 2.0))  # lambda x (1 + 0.5) where the change is on
+    assert (rule == 2.0).all()
+    note = next(n for n in notes if "time-of-day category counts" in n)
+    assert "the reference keeps 2" in note and "averages 3.000 for decisions nearest midday" in note

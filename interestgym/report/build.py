@@ -166,9 +166,17 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     if "context_change" in components:  # the time-slot profile's update rate
         rate = float(reference.scoring.context_rate)
         columns["context rate"] = (apply_rate_change(np.full(len(obs), rate), changes.context), np.full(len(obs), rate))
+    slot_note = None
     if "slot_change" in components:  # the per-slot category counts' weight in the scoring after the decision
         lam = np.full(len(obs), float(reference.scoring.category_slot_weight))
-        columns["slot weight"] = (apply_slot_change(lam, changes.slot), lam)
+        weight = apply_slot_change(lam, changes.slot)
+        columns["slot weight"] = (weight, lam)
+        hour_cos = obs[:, list(res.feature_names).index("hour_cos")]
+        low, high = np.quantile(hour_cos, [1 / 3, 2 / 3]) if len(obs) >= 3 else (0.0, 0.0)
+        if high > low:
+            slot_note = (f"The weight of the time-of-day category counts averages {weight[hour_cos <= low].mean():.3f} for "
+                         f"decisions nearest midday (bottom third of hour_cos) and {weight[hour_cos >= high].mean():.3f} for "
+                         f"those nearest midnight (top third); the reference keeps {lam[0]:g}.")
     if changes.tracker is not None and (not components or "tracker_change" in components):
         # the tracker's weight, moved by its component (as the engine moves it)
         base = np.full(len(obs), float(reference.scoring.tracker_weight))
@@ -182,7 +190,7 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
                             f"the user lately (top third of tracker_metric_ema) and {weight[ema <= low].mean():.3f} where it "
                             f"has ranked badly (bottom third); the reference keeps {base[0]:g}.")
 
-    return columns, [note for note in (tracker_note, gain_note) if note]
+    return columns, [note for note in (tracker_note, gain_note, slot_note) if note]
 
 
 def _safe_name(user_id: str) -> str:
