@@ -307,9 +307,9 @@ def test_a_store_without_slot_counts_refuses_a_policy_with_them_and_an_older_sta
 def test_the_report_draws_and_states_the_slot_weight(valid):
     from interestgym.envs.policies import ResidualPolicy
     from interestgym.envs.vector import evaluate_policy
-    from interestgym.report.build import action_components
 
     from interestgym.core.features import FEATURE_INDEX
+    from interestgym.report.build import action_components
 
     class ByHour:
         """A slot change of +0.5 at decisions after noon on the clock's cosine (hour_cos < 0), else 0."""
