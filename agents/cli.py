@@ -103,6 +103,8 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
     config = TrainConfig(**{name: value for name, (value, _) in given.items()})
     if resume:
         _refuse_changed_options_on_resume(config, given)
+    elif config.tuned_baselines:
+        _note_older_grids(Path(config.tuned_baselines))
     result = train_run(config, resume=resume)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']}")
@@ -138,6 +140,25 @@ def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tu
             value = str(value)
         given[name] = (coerce_setting(name, value, flag), flag)
     return given
+
+
+def _note_older_grids(path: Path) -> None:
+    """Say when a --tuned-baselines file was tuned over a grid without some of today's parameters: reusing
+    it is allowed (and reproduces its runs), but its rules never tried them."""
+    import json
+
+    from interestgym.agents.rules import GRIDS
+    from interestgym.agents.tuning import grid_params_missing
+
+    try:
+        tuned = json.loads(path.read_text(encoding="utf-8")).get("baselines") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # the tuning's own reader names what is wrong with the file
+    missing = grid_params_missing(tuned)
+    if missing:
+        what = "; ".join(f"{name} without {', '.join(f'{p} (today: {GRIDS[name][p]})' for p in params)}"
+                         for name, params in missing.items())
+        click.echo(f"note: {path} was tuned over an older grid: {what}; train without --tuned-baselines to tune them", err=True)
 
 
 def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str]]) -> None:

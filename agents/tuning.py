@@ -269,6 +269,22 @@ def best_baseline(tuned: dict[str, dict[str, Any]]) -> str:
     return names[int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))]
 
 
+def grid_params_missing(tuned: dict[str, Any]) -> dict[str, list[str]]:
+    """Per rule of a saved tuning (``baselines.json``'s ``baselines``), the parameters of today's grid
+    (:data:`GRIDS`) its grid did not search: it was tuned before they existed (e.g. ``bayesian_category``
+    without ``slot_weight``). Rules without a saved grid are left out."""
+    out: dict[str, list[str]] = {}
+    for name, entry in tuned.items():
+        grid = entry.get("grid") if isinstance(entry, dict) else None
+        if name not in GRIDS or not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
+            continue
+        searched = set().union(*(p.keys() for p in grid))
+        missing = [param for param in GRIDS[name] if param not in searched]
+        if missing:
+            out[name] = missing
+    return out
+
+
 def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tune the reward-baseline rule(s) on validation users.
 

@@ -329,3 +329,22 @@ def test_the_report_draws_and_states_the_slot_weight(valid):
     assert (rule == 2.0).all()
     note = next(n for n in notes if "time-of-day category counts" in n)
     assert "the reference keeps 2" in note and "averages 3.000 for decisions nearest midday" in note
+
+
+def test_a_tuning_over_an_older_grid_is_named(dataset, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from interestgym.agents.tuning import grid_params_missing
+
+    from interestgym.cli import cli
+
+    old = {"bayesian_category": {"params": {}, "grid": [{"beta_cat": 1.0, "forgetting": 0.9, "score": 0.5}]},
+           "ema": {"params": {}, "grid": [{"rate": 0.1, "score": 0.4}]}, "static": {"params": {}}}
+    assert grid_params_missing(old) == {"bayesian_category": ["slot_weight"]}
+    path = tmp_path / "baselines.json"
+    path.write_text(json.dumps({"metric": "ndcg@10", "baselines": old}))
+    out = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "run"), "--tuned-baselines", str(path),
+                                    "--timesteps", "64", "--no-progress"])
+    assert "was tuned over an older grid: bayesian_category without slot_weight (today: [0.0, 1.0, 2.0, 4.0])" in out.output
+    assert out.exit_code != 0  # and the file itself is refused for this run's protocol, as before
