@@ -185,5 +185,5 @@ def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str
             asked = (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value!r}"
             differ.append(f"{asked}{where} (the run's: {saved[name]!r})")
     if differ:
-        raise InterestGymError(f"--resume continues {run_dir} with its own options, but {'; '.join(differ)}; "
+        raise InterestGymError(f"--resume continues {run_dir} with its own options, but these differ from them: {'; '.join(differ)}; "
                                "drop them (only --timesteps, --device and --progress may change), or train a new --run-dir")

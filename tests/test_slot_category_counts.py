@@ -252,6 +252,35 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
     bare.slot_category_counts = None
     with pytest.raises(InterestGymError, match="per-slot category counts"):
         policy.score(bare, cand, **kw, hour=1)
+    with pytest.raises(InterestGymError, match="a user state without per-slot category counts"):  # before any update
+        policy.update(bare, events[0].__class__(ts=10**9, action="click", item_vector=events[0].item_vector, category="x"))
+    # hours are checked, not wrapped: integers in [0, 23], one for all users or one per user
+    for bad in (24, -1, 13.5, "13", True):
+        with pytest.raises(InterestGymError, match=r"hour .*expected integers in \[0, 23\]"):
+            policy.score(states[0], cand, **kw, hour=bad)
+    with pytest.raises(InterestGymError, match=r"hours of shape \(3,\): expected one hour for all users or one per user \(2\)"):
+        policy.score_batch(states[:2], np.stack([cand, cand]), candidate_categories=[kw["candidate_categories"]] * 2,
+                           popularity=np.zeros((2, 3)), hours=[8, 9, 10])
+    assert policy.score_batch(states[:2], np.stack([cand, cand]), candidate_categories=[kw["candidate_categories"]] * 2,
+                              popularity=np.zeros((2, 3)), hours=[8, 20]).shape == (2, 3)
+    for name, bad in (("hour", 30), ("hour", -3), ("weekday", 7), ("hour", 2.0)):
+        with pytest.raises(InterestGymError, match=f"Event.{name}={bad!r}: expected an integer in"):
+            Event(ts=1, action="click", **{name: bad})
+    assert Event(ts=1, action="click", hour=np.int8(23), weekday=0).hour == 23
+    # an evaluation against baselines tuned over an older grid says so in its protocol header
+    import json as _json
+
+    from interestgym.evaluation.run import evaluate_run
+
+    baselines = _json.loads((run / "baselines.json").read_text())
+    for entry in baselines["baselines"].values():
+        for point in entry.get("grid") or []:
+            point.pop("slot_weight", None)
+        entry["params"].pop("slot_weight", None)
+    (run / "baselines.json").write_text(_json.dumps(baselines))
+    evaluate_run(run, out=tmp_path / "eval-old", baselines="bayesian_category", n_boot=20, progress=False)
+    header = _json.loads((tmp_path / "eval-old" / "evaluation.json").read_text())["header"]
+    assert "tuned over an older grid (bayesian_category without slot_weight)" in header["tuned_on"]
 
 
 # ------------------------------------------------------------------------------- state and contract

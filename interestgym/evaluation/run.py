@@ -398,7 +398,7 @@ def evaluate_run(
         "users": len(users_ref) if users_ref is not None else 0,
         "scoring_points": int(results[0].n_points),
         "selection_metric": metric,
-        "tuned_on": f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)",
+        "tuned_on": f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)" + _older_grid_text(tuned),
         "reference": reference,
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
         "run": str(run_dir) if run_dir is not None else None,
@@ -499,6 +499,19 @@ def _synthetic_topics(dataset: Any) -> tuple[np.ndarray | None, list[str]]:
     if shape[1] != len(topic_names) or (item_topic < 0).any():
         return None, []
     return item_topic, topic_names
+
+
+def _older_grid_text(tuned: dict[str, Any]) -> str:
+    """A note for the protocol header when the tuning (e.g. a run's ``baselines.json`` reused from an older
+    file) searched a grid without some of today's parameters; "" otherwise."""
+    from interestgym.agents.tuning import grid_params_missing
+
+    missing = grid_params_missing(tuned)
+    if not missing:
+        return ""
+    what = "; ".join(f"{name} without {', '.join(params)}" for name, params in missing.items())
+    return (f"; tuned over an older grid ({what}): these rules never tried today's values; train the run again "
+            "without --tuned-baselines to tune them")
 
 
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:

@@ -270,7 +270,9 @@ def build_manifest(
                                           "keep_change is added to the category keep factor; tracker_change changes the "
                                           "tracker's weight: interestgym.core.transition.apply_tracker_change; gain_change "
                                           "what the event adds to its category's count: apply_gain_change; "
-                                          "context_change the time-slot profile's update rate: apply_rate_change): "
+                                          "context_change the time-slot profile's update rate: apply_rate_change; "
+                                          "slot_change scales the per-slot category counts' weight for the scoring "
+                                          "after the decision: apply_slot_change): "
                                           "interestgym.core.rules.compose_residual"
                                           if form == "residual" else
                                           "the env action: the Gaussian mean (deterministic), clipped to the box")},

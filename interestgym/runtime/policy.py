@@ -186,9 +186,10 @@ class ExportedPolicy:
     # -------------------------------------------------------------------------------- policy
     def act(self, observations: np.ndarray) -> np.ndarray:
         """Observations (n, n_obs) -> env actions float32 in [-1, 1]: (n, 4) from the ONNX graph or
-        the shipped rule; (n, 5) for a residual policy (the rule's action plus the graph's change, the
-        fifth component changing the category keep factor; :func:`interestgym.core.rules.compose_residual`),
-        (n, 6) for one trained with a tracker (the sixth changes the tracker's weight)."""
+        the shipped rule; for a residual policy the rule's action plus the graph's change in the engine's
+        layout (:data:`interestgym.core.protocol.ENV_ACTION_NAMES`, up to the policy's last component: the
+        category keep factor, the tracker's weight, the count gain, the slot profile's rate, the per-slot
+        category weight; :func:`interestgym.core.rules.compose_residual`)."""
         obs = np.ascontiguousarray(observations, dtype=np.float32)
         if obs.ndim != 2 or obs.shape[1] != self.n_obs:
             raise InterestGymError(f"observations of shape {obs.shape}; expected (n, {self.n_obs})")
@@ -375,7 +376,7 @@ class ExportedPolicy:
                 what = "time-of-day profiles (beta_ctx)" if self._beta_ctx != 0 else "category counts per time of day (category_slot_weight)"
                 raise InterestGymError(f"score needs the hour of the ranking (hour=, or hours= for score_batch): the policy's "
                                        f"score uses {what}")
-            slots = time_slot(np.broadcast_to(np.asarray(hour), (b,)))
+            slots = time_slot(_ranking_hours(hour, b))
         if self._beta_ctx != 0:
             assert slots is not None
             ctx_prof = np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
@@ -447,3 +448,14 @@ class ExportedPolicy:
             new.tracker = dataclasses.replace(new.tracker, pending=new.tracker.pending + alone)  # type: ignore[arg-type]
         new.counters[_C["pending_points"]] += 1
         return new, {k: float(v[0]) for k, v in metrics.items()}
+
+
+def _ranking_hours(hour: Any, b: int) -> np.ndarray:
+    """(b,) hours of a ranking, each an integer in [0, 23]: one for all users, or one per user."""
+    hours = np.asarray(hour)
+    if hours.ndim > 1 or (hours.ndim == 1 and len(hours) not in (1, b)):
+        raise InterestGymError(f"hours of shape {hours.shape}: expected one hour for all users or one per user ({b})")
+    if hours.dtype.kind not in "iu" or ((hours < 0) | (hours > 23)).any():
+        shown = hours.tolist() if hours.size <= 8 else f"{hours.size} values of type {hours.dtype}"
+        raise InterestGymError(f"hour {shown!r}: expected integers in [0, 23] (the hour of the ranking on the dataset's clock)")
+    return np.broadcast_to(hours, (b,))

@@ -22,6 +22,7 @@ It serialises to bytes (:meth:`UserState.to_bytes`, a small header + little-endi
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from interestgym.core.clock import N_TIME_SLOTS, hour_weekday
 from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
+from interestgym.errors import InterestGymError
 from interestgym.runtime.codec import (
     StateFormatError,
     decode_bytes,
@@ -85,6 +87,14 @@ class Event:
     hour: int | None = None
     weekday: int | None = None
     item_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, high in (("hour", 23), ("weekday", 6)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+                                      or not 0 <= value <= high):
+                raise InterestGymError(f"Event.{name}={value!r}: expected an integer in [0, {high}] on the dataset's clock, "
+                                       f"or None to take it from ts")
 
     def hour_weekday(self, tz_offset_hours: float = 0.0) -> tuple[int, int]:
         """(hour, weekday) of the event on the dataset's clock: UTC shifted by ``tz_offset_hours``."""
