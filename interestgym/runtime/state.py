@@ -91,8 +91,9 @@ class Event:
     def __post_init__(self) -> None:
         for name, high in (("hour", 23), ("weekday", 6)):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
-                                      or not 0 <= value <= high):
+            if value is None or type(value) is int and 0 <= value <= high:  # the common case, cheaply
+                continue
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or not 0 <= value <= high:
                 raise InterestGymError(f"Event.{name}={value!r}: expected an integer in [0, {high}] on the dataset's clock, "
                                        f"or None to take it from ts")
 
