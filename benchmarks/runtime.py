@@ -142,6 +142,7 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     from interestgym.agents.run_folder import load_model, run_train_config
     from interestgym.envs.replay_data import load_replay_data
 
+    from interestgym.core.rules import compose_residual
     from interestgym.data.dataset import Dataset
     from interestgym.export.run import export_run
     from interestgym.runtime import ExportedPolicy, load_policy
@@ -168,9 +169,13 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
         def act(self, observations: np.ndarray) -> np.ndarray:
             obs = vecnorm.normalize_obs(np.asarray(observations, dtype=np.float32)) if vecnorm is not None else observations
             actions, _ = model.predict(obs, deterministic=True)
-            return np.clip(actions, -1.0, 1.0).astype(np.float32)
+            actions = np.clip(actions, -1.0, 1.0).astype(np.float32)
+            if self.form == "residual":  # the rule's action plus the change, in the engine's layout, as the runtime's act
+                return compose_residual(self.rule.act(observations), actions, self.change_names)
+            return actions
 
-    reference = SB3InPlace(policy.directory, policy.manifest, policy._session, policy.item_ids, policy.popularity, policy.categories)
+    reference = SB3InPlace(policy.directory, policy.manifest, policy._session, policy.item_ids, policy.popularity, policy.categories,
+                           tracker=policy.tracker, change_names=policy.change_names)
     stream, n_users = _event_stream(dataset, data, args.events)
     n_dec = sum(1 for _, e in stream if policy._is_decision(e))
     print(f"data: {dataset.name}, encoder {policy.encoder['name']} d={policy.dim}, {len(stream)} events of {n_users} test users "
