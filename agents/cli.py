@@ -45,6 +45,7 @@ def _d(name: str):
 @click.option("--tracker-observations/--no-tracker-observations", default=_d("tracker_observations"), show_default=True, help="With --sequence: the agent also observes the tracker (its recent ranking quality for the user, its top-1 probability and entropy), to learn when to trust it.")
 @click.option("--category-gain/--no-category-gain", default=_d("category_gain"), show_default=True, help="Residual form, with a reference that scores with the category counts: the agent also sets how much each event adds to its category's count (1 = the rule's, 0 = not counted, up to 2).")
 @click.option("--context-lever/--no-context-lever", default=_d("context_lever"), show_default=True, help="Residual form, with a reference that scores with the time-slot profiles: the agent also sets how fast the event's slot profile moves (added to the rule's context rate).")
+@click.option("--slot-counts/--no-slot-counts", default=_d("slot_counts"), show_default=True, help="Tune bayesian_category with category counts per time of day too (validation picks their weight, 0 included); --no-slot-counts keeps them out (one row of counts per user instead of five, for catalogues with many categories).")
 @click.option("--slot-lever/--no-slot-lever", default=_d("slot_lever"), show_default=True, help="Residual form, with a reference that weighs the category counts per time of day: the agent also scales that weight for the scoring after each decision.")
 @click.option("--dtw-observation/--no-dtw-observation", default=_d("dtw_observation"), show_default=True, help="The agent also observes the DTW drift of the user's last 5 decision items from the 5 before (the dtw_refresh rule's signal).")
 @click.option("--agent-scoring", type=click.Choice(["reference", "reference-fixed", "plain"]), default=_d("agent_scoring"), show_default=True, help="The agent's fixed score terms: 'reference' = the reference rule's (e.g. its Bayesian category term), with the category counts forgetting by 1 - a_L of the agent's action (so the agent decides when to forget; its a_L starts at 1 - the rule's forgetting); 'reference-fixed' = the rule's terms with its fixed forgetting; 'plain' = none.")
@@ -104,7 +105,7 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
     if resume:
         _refuse_changed_options_on_resume(config, given)
     elif config.tuned_baselines:
-        _note_older_grids(Path(config.tuned_baselines))
+        _note_older_grids(Path(config.tuned_baselines), config.slot_counts)
     result = train_run(config, resume=resume)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']}")
@@ -142,21 +143,22 @@ def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tu
     return given
 
 
-def _note_older_grids(path: Path) -> None:
+def _note_older_grids(path: Path, slot_counts: bool = True) -> None:
     """Say when a --tuned-baselines file was tuned over a grid without some of today's parameters: reusing
     it is allowed (and reproduces its runs), but its rules never tried them."""
     import json
 
-    from interestgym.agents.rules import GRIDS
+    from interestgym.agents.rules import tuning_grids
     from interestgym.agents.tuning import grid_params_missing
 
     try:
         tuned = json.loads(path.read_text(encoding="utf-8")).get("baselines") or {}
     except (OSError, ValueError, AttributeError):
         return  # the tuning's own reader names what is wrong with the file
-    missing = grid_params_missing(tuned)
+    grids = tuning_grids(slot_counts)
+    missing = grid_params_missing(tuned, grids)
     if missing:
-        what = "; ".join(f"{name} without {', '.join(f'{p} (today: {GRIDS[name][p]})' for p in params)}"
+        what = "; ".join(f"{name} without {', '.join(f'{p} (today: {grids[name][p]})' for p in params)}"
                          for name, params in missing.items())
         click.echo(f"note: {path} was tuned over an older grid: {what}; train without --tuned-baselines to tune them", err=True)
 

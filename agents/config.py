@@ -25,7 +25,7 @@ POLICY_FORMS = ("residual", "absolute")
 #: What a run saved before a setting existed did, for the settings added since runs were first saved (a
 #: missing key in an old ``config.json`` means this, not today's default).
 LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False,
-                                   "slot_lever": False}
+                                   "slot_lever": False, "slot_counts": False}
 
 
 def active_levers(category_gain: bool, context_lever: bool, scoring: Any, slot_lever: bool = False) -> tuple[bool, bool, bool]:
@@ -85,6 +85,11 @@ class TrainConfig:
     """Residual form, when the reference scores with the time-slot profiles (beta_ctx > 0): the agent also
     changes the rate at which the event's slot profile moves (``context_change``, added to the rule's
     ``context_rate`` within [0, 1]). A run saved before this setting existed had no such component."""
+    slot_counts: bool = True
+    """Tune ``bayesian_category`` with the category counts per time of day too (``slot_weight`` 0, 1, 2,
+    4; validation picks). ``False`` (``--no-slot-counts``) keeps them out: each user then keeps one row of
+    counts instead of five, for a catalogue with many categories. A run saved before this setting existed
+    was tuned without them."""
     slot_lever: bool = True
     """Residual form, when the reference weighs the category counts per time of day (``slot_weight`` > 0):
     the agent also scales that weight (lambda) for the scoring after each decision (``slot_change``:

@@ -62,6 +62,15 @@ _INHERITS_TWO_PROFILE = {
 }
 
 
+def tuning_grids(slot_counts: bool = True) -> dict[str, dict[str, list[Any]]]:
+    """The grids to tune: :data:`GRIDS`, or with ``slot_counts=False`` (``train --no-slot-counts``)
+    ``bayesian_category`` without the category counts per time of day (``slot_weight`` 0 only), for a
+    catalogue whose many categories would make every user's state several times larger."""
+    if slot_counts:
+        return GRIDS
+    return {**GRIDS, "bayesian_category": {**GRIDS["bayesian_category"], "slot_weight": [0.0]}}
+
+
 def make_baseline(name: str, **params: Any) -> RulePolicy:
     """A baseline by name with the given parameters (unknown name -> InterestGymError)."""
     return make_rule(name, **params)

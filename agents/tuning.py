@@ -26,7 +26,10 @@ from interestgym.agents.rules import (
     GRIDS,
     POPULARITY_GRID,
     RulePolicy,
+    tuning_grids,
 )
+
+from interestgym.errors import InterestGymError
 
 
 def mean_over_users(result: Any, metric: str) -> float:
@@ -176,6 +179,7 @@ def tune_baselines(
     *,
     rounds: int = 2,
     progress: Callable[[str], None] | None = None,
+    grids: dict[str, dict[str, list[Any]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Tune every named baseline with ``score`` (validation users) and return
     ``{name: {"params": ..., "valid_score": ..., "grid": [...], "seconds": ...}}``.
@@ -216,9 +220,10 @@ def tune_baselines(
         bar.update(len(policies))
         return values
 
+    grids = GRIDS if grids is None else grids  # e.g. agents.rules.tuning_grids(slot_counts=False)
     out: dict[str, dict[str, Any]] = {}
     two: dict[str, Any] = {}
-    two_grid = GRIDS["ema_two_profile"]
+    two_grid = grids["ema_two_profile"]
     for name in order:
         t0 = time.perf_counter()
         if progress:
@@ -236,17 +241,17 @@ def tune_baselines(
             two = res.best_params
         else:
             inherited = _INHERITS_TWO_PROFILE.get(name, ())
-            res = grid_search(make, GRIDS[name], score, fixed={k: two[k] for k in inherited})
+            res = grid_search(make, grids[name], score, fixed={k: two[k] for k in inherited})
             table = list(res.table)
             for _ in range(max(rounds, 1) - 1):
-                if not inherited or not GRIDS[name]:
+                if not inherited or not grids[name]:
                     break
                 own = {k: v for k, v in res.best_params.items() if k not in inherited}
                 inner = {k: v for k, v in two_grid.items() if k in inherited}
                 step = grid_search(make, inner, score, fixed={**own, "popularity_weight": res.best_params["popularity_weight"]})
                 step = grid_search(make, {"popularity_weight": POPULARITY_GRID}, score,
                                    fixed={k: v for k, v in step.best_params.items() if k != "popularity_weight"})
-                again = grid_search(make, GRIDS[name], score,
+                again = grid_search(make, grids[name], score,
                                     fixed={k: v for k, v in step.best_params.items() if k in inherited})
                 table += step.table + again.table
                 if again.best_score <= res.best_score:
@@ -269,20 +274,38 @@ def best_baseline(tuned: dict[str, dict[str, Any]]) -> str:
     return names[int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))]
 
 
-def grid_params_missing(tuned: dict[str, Any]) -> dict[str, list[str]]:
+def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[Any]]] | None = None) -> dict[str, list[str]]:
     """Per rule of a saved tuning (``baselines.json``'s ``baselines``), the parameters of today's grid
-    (:data:`GRIDS`) its grid did not search: it was tuned before they existed (e.g. ``bayesian_category``
-    without ``slot_weight``). Rules without a saved grid are left out."""
+    (:data:`GRIDS`, or ``grids``) its grid did not search: it was tuned before they existed (e.g.
+    ``bayesian_category`` without ``slot_weight``). Rules without a saved grid are left out, and so are
+    parameters whose every value today is the rule's default (what a tuning without them used)."""
+    import inspect
+
+    grids = GRIDS if grids is None else grids
     out: dict[str, list[str]] = {}
     for name, entry in tuned.items():
         grid = entry.get("grid") if isinstance(entry, dict) else None
-        if name not in GRIDS or not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
+        if name not in grids or not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
             continue
         searched = set().union(*(p.keys() for p in grid))
-        missing = [param for param in GRIDS[name] if param not in searched]
+        defaults = {k: v.default for k, v in inspect.signature(CLASSES[name]).parameters.items()} if name in CLASSES else {}
+        missing = [param for param, values in grids[name].items()
+                   if param not in searched and any(v != defaults.get(param, inspect.Parameter.empty) for v in values)]
         if missing:
             out[name] = missing
     return out
+
+
+def check_slot_counts_setting(tuned: dict[str, Any], slot_counts: bool, path: Any) -> None:
+    """Refuse a tuning that keeps the category counts per time of day for a run that leaves them out
+    (``--no-slot-counts``): its rules would keep them all the same."""
+    if slot_counts:
+        return
+    kept = [name for name, entry in tuned.items() if isinstance(entry, dict) and (entry.get("params") or {}).get("slot_weight")]
+    if kept:
+        raise InterestGymError(f"{path}: {', '.join(kept)} tuned with slot_weight "
+                               f"{tuned[kept[0]]['params']['slot_weight']} (category counts per time of day); this run has "
+                               "--no-slot-counts: tune again without --tuned-baselines, or drop --no-slot-counts")
 
 
 def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -297,9 +320,10 @@ def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[s
     if config.tuned_baselines:
         tuned = read_tuned_baselines(config.tuned_baselines, metric=config.reward, protocol=valid_data.describe(),
                                      names=names, tune_users=config.tune_users, strict=True)
+        check_slot_counts_setting(tuned, config.slot_counts, config.tuned_baselines)
     if tuned is None:
         users = subsample_users(valid_data.user_ids, config.tune_users, config.seed)
-        tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names)
+        tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names, grids=tuning_grids(config.slot_counts))
         if getattr(config, "sequence", None):
             base = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
             tuned.update(tune_tracker_mixture(valid_data, tuned, base, config.reward, users))

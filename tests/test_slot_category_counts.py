@@ -377,3 +377,27 @@ def test_a_tuning_over_an_older_grid_is_named(dataset, tmp_path):
                                     "--timesteps", "64", "--no-progress"])
     assert "was tuned over an older grid: bayesian_category without slot_weight (today: [0.0, 1.0, 2.0, 4.0])" in out.output
     assert out.exit_code != 0  # and the file itself is refused for this run's protocol, as before
+
+
+def test_no_slot_counts_tunes_without_them_and_refuses_a_tuning_with_them(dataset, tmp_path, monkeypatch):
+    import json
+
+    from interestgym.agents.rules import tuning_grids
+    from interestgym.agents.run_folder import read_run_config
+
+    assert tuning_grids(False)["bayesian_category"]["slot_weight"] == [0.0] and tuning_grids(True) is GRIDS
+    monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [0.0, 4.0])
+    with_counts = tmp_path / "with"
+    train_run(shipping_config(dataset, with_counts, timesteps=64, eval_every=64, checkpoint_every=64))
+    tuned = json.loads((with_counts / "baselines.json").read_text())["baselines"]["bayesian_category"]
+    assert {p["slot_weight"] for p in tuned["grid"] if "slot_weight" in p} == {0.0, 4.0}
+    without = tmp_path / "without"
+    train_run(shipping_config(dataset, without, timesteps=64, eval_every=64, checkpoint_every=64, slot_counts=False))
+    tuned = json.loads((without / "baselines.json").read_text())["baselines"]["bayesian_category"]
+    assert {p["slot_weight"] for p in tuned["grid"] if "slot_weight" in p} == {0.0} and tuned["params"].get("slot_weight", 0.0) == 0.0
+    assert read_run_config(without)["config"]["slot_counts"] is False
+    doc = json.loads((with_counts / "baselines.json").read_text())
+    doc["baselines"]["bayesian_category"]["params"]["slot_weight"] = 4.0  # as if validation had picked 4
+    (tmp_path / "kept.json").write_text(json.dumps(doc))
+    with pytest.raises(InterestGymError, match=r"kept.json: bayesian_category tuned with slot_weight 4.0 .*this run has --no-slot-counts"):
+        train_run(shipping_config(dataset, tmp_path / "reuse", timesteps=64, slot_counts=False, tuned_baselines=str(tmp_path / "kept.json")))

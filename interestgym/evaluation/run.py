@@ -179,7 +179,7 @@ def evaluate_run(
     (:mod:`interestgym.evaluation.stream`)."""
     from interestgym.agents import run_folder
     from interestgym.agents.config import TrainConfig
-    from interestgym.agents.rules import BASELINE_NAMES, make_baseline
+    from interestgym.agents.rules import BASELINE_NAMES, make_baseline, tuning_grids
     from interestgym.agents.tuning import (
         best_baseline,
         subsample_users,
@@ -264,7 +264,8 @@ def evaluate_run(
     if tuned is None:
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
         tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
-        tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names)
+        tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names,
+                               grids=tuning_grids(getattr(config, "slot_counts", True)))
         if config.sequence:  # a run trained with a tracker: its rule + tracker mixture, as train tunes it
             tuned.update(tune_tracker_mixture(tune_data, tuned, best_baseline({n: tuned[n] for n in names}), metric, tune_users))
         del tune_data
@@ -398,7 +399,8 @@ def evaluate_run(
         "users": len(users_ref) if users_ref is not None else 0,
         "scoring_points": int(results[0].n_points),
         "selection_metric": metric,
-        "tuned_on": f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)" + _older_grid_text(tuned),
+        "tuned_on": (f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)"
+                     + _older_grid_text(tuned, tuning_grids(getattr(config, "slot_counts", True)))),
         "reference": reference,
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
         "run": str(run_dir) if run_dir is not None else None,
@@ -501,12 +503,12 @@ def _synthetic_topics(dataset: Any) -> tuple[np.ndarray | None, list[str]]:
     return item_topic, topic_names
 
 
-def _older_grid_text(tuned: dict[str, Any]) -> str:
+def _older_grid_text(tuned: dict[str, Any], grids: dict[str, Any] | None = None) -> str:
     """A note for the protocol header when the tuning (e.g. a run's ``baselines.json`` reused from an older
     file) searched a grid without some of today's parameters; "" otherwise."""
     from interestgym.agents.tuning import grid_params_missing
 
-    missing = grid_params_missing(tuned)
+    missing = grid_params_missing(tuned, grids)
     if not missing:
         return ""
     what = "; ".join(f"{name} without {', '.join(params)}" for name, params in missing.items())
