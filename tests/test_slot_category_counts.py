@@ -267,6 +267,25 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
         with pytest.raises(InterestGymError, match=f"Event.{name}={bad!r}: expected an integer in"):
             Event(ts=1, action="click", **{name: bad})
     assert Event(ts=1, action="click", hour=np.int8(23), weekday=0).hour == 23
+    # the service's state in words shows the counts per time of day and the weight the last decision set
+    pytest.importorskip("pydantic", reason="the serve extra is not installed")
+    from interestgym.serve.schemas import BehaviourEvent
+    from interestgym.serve.service import InterestService, ServeConfig
+
+    service = InterestService.open(ServeConfig(export=str(tmp_path / "export"), store="memory://", items=str(dataset)))
+    try:
+        item = service.catalogue.item_ids[0]
+        service.apply([BehaviourEvent(event_id="e1", user_id="u", ts=1_700_000_000, action="click", item_id=item, hour=8)])
+        summary = service.user_summary("u")
+        slots = summary["time_of_day"]["slots"]
+        assert [s["hours"] for s in slots] == ["0-5", "6-11", "12-17", "18-23"]
+        # one event at 08h: one category in the 6-11 slot, with the weight the policy's gain gave it (~1)
+        assert len(slots[1]["top_categories"]) == 1 and 0 < slots[1]["top_categories"][0]["count"] <= 2
+        assert not slots[0]["top_categories"] and not slots[2]["top_categories"] and not slots[3]["top_categories"]
+        assert slots[1]["top_categories"][0]["category"] == service.catalogue.categories[0]
+        assert summary["time_of_day"]["slot_weight"] >= 0
+    finally:
+        service.close()
     # an evaluation against baselines tuned over an older grid says so in its protocol header
     import json as _json
 

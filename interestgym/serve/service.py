@@ -479,7 +479,8 @@ class InterestService:
                 "unknown_items": [c for c, k in zip(candidates, known) if not k], "policy": active.record["manifest_sha256"][:16]}
 
     def user_summary(self, user_id: str, top: int = 5) -> dict[str, Any]:
-        """The state in words: counters, last strengths, running means, categories, nearest items."""
+        """The state in words: counters, last strengths, running means, categories, the category counts per
+        time of day (when the policy keeps them), nearest items."""
         blob, n_applied = self._timed("read", lambda: self.store.user_info(user_id))
         if blob is None:
             raise NotFoundError(f"user {user_id!r} has no state (no event applied yet, or forgotten)")
@@ -496,6 +497,14 @@ class InterestService:
                 nearest = [{"item_id": cat.item_ids[j], "cosine": float(cos[j]), "category": cat.categories[j]} for j in best]
             profiles[name] = {"empty": norm == 0, "nearest_items": nearest}
         has_decision = state.counter("n_decisions") > 0
+        time_of_day = None
+        if state.slot_category_counts is not None:  # the category counts per time of day, their top categories
+            hours = 24 // len(state.slot_category_counts)
+            time_of_day = {"slot_weight": state.slot_weight, "slots": [
+                {"hours": f"{k * hours}-{(k + 1) * hours - 1}",
+                 "top_categories": [{"category": policy.categories[j], "count": float(row[j])}
+                                    for j in np.argsort(-row, kind="stable")[:top] if row[j] > 0 and j < len(policy.categories)]}
+                for k, row in enumerate(state.slot_category_counts)]}
         return {
             "user_id": user_id,
             "events": state.counter("n_events"),
@@ -506,6 +515,7 @@ class InterestService:
             "last_strengths": dict(zip(ACTION_NAMES, map(float, state.strengths))) if has_decision else None,
             "running_means": dict(zip(RUNNING_MEAN_NAMES, map(float, state.running_means))),
             "categories": [{"category": c, "decisions": int(n)} for c, n in zip(state.categories, state.category_decisions)],
+            "time_of_day": time_of_day,
             "profiles": profiles,
             "state_bytes": len(blob),
             "policy": self.policy_id,
