@@ -103,8 +103,13 @@ def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path
 
     part = _config(dataset, tmp_path / "part", timesteps=128)
     assert train_run(part)["num_timesteps"] == 128  # the "interrupted" run
+    before = json.loads((tmp_path / "part" / "config.json").read_text())
     resumed = train_run(_config(dataset, tmp_path / "part", timesteps=256), resume=True)
     assert resumed["num_timesteps"] == 256
+    # the run's total is now the resumed target (the report's "asked"); nothing else in config.json moved
+    after = json.loads((tmp_path / "part" / "config.json").read_text())
+    assert after["config"]["timesteps"] == 256 and before["config"]["timesteps"] == 128
+    assert {**after, "config": {**after["config"], "timesteps": 128}} == before
 
     steps_full = [e.step for e in _scalars(tmp_path / "full" / "tb").Scalars("charts/mean_reward")]
     steps_part = [e.step for e in _scalars(tmp_path / "part" / "tb").Scalars("charts/mean_reward")]
