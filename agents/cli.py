@@ -101,6 +101,13 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
     for name, flag in (("dataset", "DATASET"), ("run_dir", "--run-dir")):
         if given.get(name, (None, ""))[0] in (None, ""):
             raise InterestGymError(f"{flag}: missing; give it on the command line or as `{name}` in --config FILE")
+    if resume and "timesteps" not in given and (Path(str(given["run_dir"][0])) / "config.json").is_file():
+        # --resume without --timesteps continues to the run's own total, not to today's default
+        from interestgym.agents.run_folder import read_run_config
+
+        saved_total = read_run_config(Path(str(given["run_dir"][0])))["config"].get("timesteps")
+        if saved_total:
+            given["timesteps"] = (int(saved_total), "the run's config.json")
     config = TrainConfig(**{name: value for name, (value, _) in given.items()})
     if resume:
         _refuse_changed_options_on_resume(config, given)

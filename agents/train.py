@@ -349,8 +349,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         # Store the name the dataset's only embedding resolved to, so that evaluate / export of this
         # run still find it after another embedding is added to the dataset.
         config.embeddings = train_data.describe().get("embeddings")
-    if resume and saved.get("config", {}).get("timesteps") != config.timesteps:
-        # the run's total is now the resumed target: what the report and the quick start read as asked
+    if resume and config.timesteps > int(saved.get("config", {}).get("timesteps") or 0):
+        # a resume to more steps makes that the run's total: what the report and the quick start read as asked
         write_json_atomic(run_dir / CONFIG_FILE, {**saved, "config": {**saved["config"], "timesteps": config.timesteps}})
     if not resume:
         write_json_atomic(run_dir / CONFIG_FILE, {

@@ -276,9 +276,10 @@ def best_baseline(tuned: dict[str, dict[str, Any]]) -> str:
 
 def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[Any]]] | None = None) -> dict[str, list[str]]:
     """Per rule of a saved tuning (``baselines.json``'s ``baselines``), the parameters of today's grid
-    (:data:`GRIDS`, or ``grids``) its grid did not search: it was tuned before they existed (e.g.
-    ``bayesian_category`` without ``slot_weight``). Rules without a saved grid are left out, and so are
-    parameters whose every value today is the rule's default (what a tuning without them used)."""
+    (:data:`GRIDS`, or ``grids``) with values its grid did not try: it was tuned before they existed (e.g.
+    ``bayesian_category`` without ``slot_weight``, or with ``--no-slot-counts``). Rules without a saved grid
+    are left out, and so are parameters it never searched whose every value today is the rule's default
+    (what a tuning without them used)."""
     import inspect
 
     grids = GRIDS if grids is None else grids
@@ -287,10 +288,13 @@ def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[A
         grid = entry.get("grid") if isinstance(entry, dict) else None
         if name not in grids or not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
             continue
-        searched = set().union(*(p.keys() for p in grid))
         defaults = {k: v.default for k, v in inspect.signature(CLASSES[name]).parameters.items()} if name in CLASSES else {}
-        missing = [param for param, values in grids[name].items()
-                   if param not in searched and any(v != defaults.get(param, inspect.Parameter.empty) for v in values)]
+        missing = []
+        for param, values in grids[name].items():
+            tried = [p[param] for p in grid if param in p]
+            # never searched: only a value other than the default is new; searched: any value not tried is
+            if any(v not in tried for v in values) and (tried or any(v != defaults.get(param, inspect.Parameter.empty) for v in values)):
+                missing.append(param)
         if missing:
             out[name] = missing
     return out

@@ -110,6 +110,14 @@ def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path
     after = json.loads((tmp_path / "part" / "config.json").read_text())
     assert after["config"]["timesteps"] == 256 and before["config"]["timesteps"] == 128
     assert {**after, "config": {**after["config"], "timesteps": 128}} == before
+    # a resume to fewer steps than the run's total trains nothing and keeps the total
+    again = train_run(_config(dataset, tmp_path / "part", timesteps=64), resume=True)
+    assert again["num_timesteps"] == 256
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["config"]["timesteps"] == 256
+    # `train --resume` without --timesteps continues to the run's own total, not to the default (600k)
+    result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "part"), "--resume", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "trained 256 steps" in result.output
 
     steps_full = [e.step for e in _scalars(tmp_path / "full" / "tb").Scalars("charts/mean_reward")]
     steps_part = [e.step for e in _scalars(tmp_path / "part" / "tb").Scalars("charts/mean_reward")]

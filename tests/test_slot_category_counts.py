@@ -218,6 +218,30 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
         write_manifest(damaged, seal_manifest(damaged, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
         with pytest.raises(Exception, match="slot_change, but scoring.config.category_slot_weight is None"):
             load_policy(damaged)
+        # a state keeps the factor its last decision set, not lambda: a policy swapped in with another
+        # lambda scores the same state with its own (lambda 4 x the factor, not the old 2 x the factor)
+        swapped = tmp_path / "swapped"
+        shutil.copytree(tmp_path / "export", swapped)
+        m = read_manifest(swapped)
+        m["scoring"]["config"]["category_slot_weight"] = 4.0
+        (swapped / "manifest.json").unlink()
+        write_manifest(swapped, seal_manifest(swapped, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
+        policy4 = load_policy(swapped)
+        from interestgym.runtime import Event as _Event
+
+        rng = np.random.default_rng(2)
+        state = policy.new_state()
+        for t in range(6):
+            x = rng.normal(size=policy.dim).astype(np.float32)
+            state = policy.update(state, _Event(ts=3600 * 7 * t, action="click", item_vector=x / np.linalg.norm(x),
+                                                category=str(policy.categories[t % 2])))
+        cand = np.eye(policy.dim, dtype=np.float32)[:4]
+        kw = {"candidate_categories": [str(c) for c in policy.categories[:4]], "popularity": np.zeros(4), "hour": 7}
+        assert not np.array_equal(policy.score(state, cand, **kw), policy4.score(state, cand, **kw))
+        doubled = state.copy()
+        doubled.slot_factor = min(2.0, 2 * state.slot_factor)
+        if doubled.slot_factor == 2 * state.slot_factor:  # 2 x (factor) under lambda 2 is lambda 4 x factor
+            np.testing.assert_allclose(policy.score(doubled, cand, **kw), policy4.score(state, cand, **kw), rtol=1e-12)
         assert json.loads((tmp_path / "export" / "manifest.json").read_text())["policy"]["outputs"]["action"]["names"][-1] == "slot_change"
     data = shipping_config(dataset, run).replay_data("test")
     expected = evaluate_policy(data, load_shipped_policy(run), progress=False)
@@ -283,7 +307,8 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
         assert len(slots[1]["top_categories"]) == 1 and 0 < slots[1]["top_categories"][0]["count"] <= 2
         assert not slots[0]["top_categories"] and not slots[2]["top_categories"] and not slots[3]["top_categories"]
         assert slots[1]["top_categories"][0]["category"] == service.catalogue.categories[0]
-        assert summary["time_of_day"]["slot_weight"] >= 0
+        tod = summary["time_of_day"]
+        assert 0 <= tod["slot_factor"] <= 2 and tod["slot_weight"] == 2.0 * tod["slot_factor"]
     finally:
         service.close()
     # an evaluation against baselines tuned over an older grid says so in its protocol header
@@ -320,15 +345,16 @@ def test_a_state_with_slot_counts_is_version_3_and_round_trips_and_a_damaged_one
     doc["fields"]["slot_category_counts"]["data"] = doc["fields"]["slot_category_counts"]["data"][: 2 * N_TIME_SLOTS]
     with pytest.raises(StateFormatError, match=r"'slot_category_counts' has dtype <f8 and shape \(4, 2\); expected <f8 with shape \(4, 3\)"):
         UserState.from_json(json.dumps(doc))
-    assert state.slot_weight == 0.0 and UserState.empty(4, 3, with_slot_counts=True, slot_weight=2.0).slot_weight == 2.0
+    assert state.slot_factor == 1.0
     doc = json.loads(state.to_json())
-    del doc["fields"]["slot_weight"]
-    with pytest.raises(StateFormatError, match="'slot_category_counts' and 'slot_weight' without the other"):
+    del doc["fields"]["slot_factor"]
+    with pytest.raises(StateFormatError, match="'slot_category_counts' and 'slot_factor' without the other"):
         UserState.from_json(json.dumps(doc))
-    doc = json.loads(state.to_json())
-    doc["fields"]["slot_weight"]["data"] = [-1.0]
-    with pytest.raises(StateFormatError, match=r"'slot_weight' is \[-1.0\]"):
-        UserState.from_json(json.dumps(doc))
+    for bad in (-1.0, 2.5):
+        doc = json.loads(state.to_json())
+        doc["fields"]["slot_factor"]["data"] = [bad]
+        with pytest.raises(StateFormatError, match=rf"'slot_factor' is \[{bad}\] .*expected one float64 in \[0, 2\]"):
+            UserState.from_json(json.dumps(doc))
     doc = json.loads(state.to_json())
     doc["meta"]["state_version"] = 2
     with pytest.raises(StateFormatError, match="version 2 has the field 'slot_category_counts'"):
@@ -380,6 +406,7 @@ def test_the_report_draws_and_states_the_slot_weight(valid):
 
 
 def test_a_tuning_over_an_older_grid_is_named(dataset, tmp_path):
+    import itertools
     import json
 
     from click.testing import CliRunner
@@ -387,9 +414,20 @@ def test_a_tuning_over_an_older_grid_is_named(dataset, tmp_path):
 
     from interestgym.cli import cli
 
-    old = {"bayesian_category": {"params": {}, "grid": [{"beta_cat": 1.0, "forgetting": 0.9, "score": 0.5}]},
-           "ema": {"params": {}, "grid": [{"rate": 0.1, "score": 0.4}]}, "static": {"params": {}}}
+    def table(name, **only):  # every point of today's grid for ``name``, some parameters held to ``only``
+        grid = {**GRIDS[name], **only}
+        return [dict(zip(grid, values), score=0.5) for values in itertools.product(*grid.values())]
+
+    older = [{k: v for k, v in p.items() if k != "slot_weight"} for p in table("bayesian_category", slot_weight=[0.0])]
+    old = {"bayesian_category": {"params": {}, "grid": older}, "ema": {"params": {}, "grid": table("ema")},
+           "static": {"params": {}}}
     assert grid_params_missing(old) == {"bayesian_category": ["slot_weight"]}
+    # a tuning with --no-slot-counts (slot_weight 0 only) did not try today's non-zero values either
+    no_slots = {"bayesian_category": {"params": {}, "grid": table("bayesian_category", slot_weight=[0.0])}}
+    assert grid_params_missing(no_slots) == {"bayesian_category": ["slot_weight"]}
+    from interestgym.agents.rules import tuning_grids
+
+    assert grid_params_missing(no_slots, tuning_grids(False)) == {}
     path = tmp_path / "baselines.json"
     path.write_text(json.dumps({"metric": "ndcg@10", "baselines": old}))
     out = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "run"), "--tuned-baselines", str(path),

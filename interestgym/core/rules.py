@@ -50,6 +50,7 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 from __future__ import annotations
 
 import json
+import numbers
 from typing import Any
 
 import numpy as np
@@ -237,15 +238,15 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
     def __init__(self, beta_cat: float = 0.1, forgetting: float | None = 0.9, prior: float = 1.0, long_rate: float = 0.1,
                  short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0,
                  slot_weight: float = 0.0) -> None:
-        if isinstance(slot_weight, bool) or not isinstance(slot_weight, (int, float)) or not np.isfinite(slot_weight) or slot_weight < 0:
+        if isinstance(slot_weight, (bool, np.bool_)) or not isinstance(slot_weight, numbers.Real) or not np.isfinite(slot_weight) or slot_weight < 0:
             raise InterestGymError(f"bayesian_category slot_weight={slot_weight!r}: expected a finite number >= 0 (0 = no "
                                    "category counts per time of day)")
         super().__init__(long_rate, short_rate, short_weight, popularity_weight,
                          scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior,
-                                               category_slot_weight=slot_weight))
+                                               category_slot_weight=float(slot_weight)))
         self.params.update(beta_cat=beta_cat, forgetting=forgetting, prior=prior)
         if slot_weight:  # only when used: the parameters of a rule without slot counts read as before
-            self.params["slot_weight"] = slot_weight
+            self.params["slot_weight"] = float(slot_weight)
 
 
 class PopularityPolicy(RulePolicy):

@@ -245,8 +245,8 @@ def _check_replay_spaces(run: Any, n_obs: int) -> None:
     if width is None or not (width == len(ACTION_NAMES) or len(RESIDUAL_ACTION_NAMES) <= width <= len(ENV_ACTION_NAMES)) or not (
             np.all(policy_box.low == -1.0) and np.all(policy_box.high == 1.0)):
         raise ArtifactError(f"{run.run_dir}: the model's action space is {policy_box}; expected Box(-1, 1, (4,)) (the replay env's) "
-                            f"or Box(-1, 1, (5,)) .. ({len(ENV_ACTION_NAMES)},) (a residual policy's: keep, then tracker, gain and "
-                            "context changes)")
+                            f"or Box(-1, 1, (5,)) .. ({len(ENV_ACTION_NAMES)},) (a residual policy's: keep, then tracker, gain, "
+                            "context and slot changes)")
     if run.model.policy.observation_space.shape != (n_obs,):
         raise ArtifactError(
             f"{run.run_dir}: the model observes {run.model.policy.observation_space.shape} features; this interestgym "

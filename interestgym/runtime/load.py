@@ -118,6 +118,8 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
     levers = (("gain_change", "beta_cat", "category counts"), ("context_change", "beta_ctx", "time-slot profiles"),
               ("slot_change", "category_slot_weight", "category counts per time of day"))
     for component, term, what in levers:
+        if component == "slot_change" and component in names and scoring.get(term) and not scoring.get("beta_cat"):
+            term = "beta_cat"  # the per-slot counts weigh into the category term: without it they move nothing
         if component in names and not (scoring.get(term) and (component != "slot_change" or scoring.get("beta_cat"))):
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.outputs.action.names has {component}, but "
                                          f"scoring.config.{term} is {scoring.get(term)!r}: the policy scores without the {what} "

@@ -50,6 +50,7 @@ from interestgym.core.transition import (
     action_changes,
     apply_keep_change,
     apply_rate_change,
+    apply_slot_change,
     apply_tracker_change,
     category_forgetting_factor,
 )
@@ -155,7 +156,7 @@ class ExportedPolicy:
         """The state of a user with no history."""
         return UserState.empty(self.dim, len(self.categories) if self._beta_cat != 0 else None, with_slots=self._beta_ctx != 0,
                                tracker_weight=self._beta_trk if self.tracker is not None else None, with_drift=self.observes_drift,
-                               with_slot_counts=self._slot_weight != 0, slot_weight=self._slot_weight)
+                               with_slot_counts=self._slot_weight != 0)
 
     def check_encoder(self, fingerprint: str) -> None:
         """Raise :class:`EncoderMismatchError` unless ``fingerprint`` is the policy's encoder's."""
@@ -327,7 +328,9 @@ class ExportedPolicy:
                                    "(category_slot_weight); start users with policy.new_state()")
         assert slots is not None
         slot_counts = np.stack([s.slot_category_counts[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
-        return counts, idx, slot_counts, np.array([s.slot_weight for s in states], dtype=np.float64)
+        # lambda x the factor each user's last decision set (1 without a slot lever): the engine's product
+        factors = np.array([s.slot_factor for s in states], dtype=np.float64)
+        return counts, idx, slot_counts, apply_slot_change(self._slot_weight, factors)
 
     def _tracker_inputs(self, states: list[UserState], candidate_ids: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, Any]:
         """(the tracker's standardised scores (B, C), the users' tracker weights (B,)) for the tracker

@@ -30,6 +30,7 @@ import numpy as np
 
 from interestgym.core.clock import N_TIME_SLOTS, hour_weekday
 from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
+from interestgym.core.transition import GAIN_MAX
 from interestgym.errors import InterestGymError
 from interestgym.runtime.codec import (
     StateFormatError,
@@ -144,22 +145,24 @@ class UserState:
     :param slot_profiles: time-of-day slot profiles (only when the policy scores with beta_ctx).
     :param slot_category_counts: (N_TIME_SLOTS, n_categories) the category counts per time-of-day slot
         (only when the policy's category term weighs them: ``category_slot_weight`` > 0).
-    :param slot_weight: their weight lambda in the scoring until the next decision (the policy's, or as a
-        slot change set it at the last decision); with ``slot_category_counts`` only.
+    :param slot_factor: the factor on the policy's weight lambda of those counts in the scoring until the
+        next decision, as a slot change set it at the last decision (1 without one; in [0, 2]); with
+        ``slot_category_counts`` only. The state keeps the factor, not lambda, so that a policy swapped in
+        with another lambda scores with its own.
     :param tracker: the tracker's window and weight (only when the policy scores with a tracker term).
     :param drift_window: (m, d) float32, the item vectors of the user's last m <= 2k decisions, oldest
         first (only when the policy observes the DTW drift).
     """
 
     __slots__ = ("categories", "category_counts", "category_decisions", "counters", "drift_window", "profiles",
-                 "slot_category_counts", "slot_profiles", "slot_weight", "stats", "tracker")
+                 "slot_category_counts", "slot_factor", "slot_profiles", "stats", "tracker")
 
     def __init__(self, long_term: np.ndarray, short_term: np.ndarray, shadow: np.ndarray, running_means: np.ndarray,
                  shadow_cos_ema: np.ndarray, counters: np.ndarray, strengths: np.ndarray, pending_sums: np.ndarray,
                  categories: list[str] | None = None, category_decisions: np.ndarray | None = None,
                  category_counts: np.ndarray | None = None, slot_profiles: np.ndarray | None = None,
                  tracker: TrackerTerm | None = None, drift_window: np.ndarray | None = None,
-                 slot_category_counts: np.ndarray | None = None, slot_weight: float | None = None) -> None:
+                 slot_category_counts: np.ndarray | None = None, slot_factor: float | None = None) -> None:
         d = int(np.shape(long_term)[0])
         profiles = np.empty((2 + _N_SHADOW, d), dtype=np.float32)
         profiles[0], profiles[1], profiles[2:] = long_term, short_term, shadow
@@ -177,14 +180,14 @@ class UserState:
         self.tracker = tracker
         self.drift_window = drift_window
         self.slot_category_counts = slot_category_counts
-        self.slot_weight = None if slot_category_counts is None else float(slot_weight or 0.0)
+        self.slot_factor = None if slot_category_counts is None else float(1.0 if slot_factor is None else slot_factor)
 
     @classmethod
     def _of_blocks(cls, profiles: np.ndarray, stats: np.ndarray, counters: np.ndarray, categories: list[str],
                    category_decisions: np.ndarray, category_counts: np.ndarray | None,
                    slot_profiles: np.ndarray | None, tracker: TrackerTerm | None = None,
                    drift_window: np.ndarray | None = None, slot_category_counts: np.ndarray | None = None,
-                   slot_weight: float | None = None) -> UserState:
+                   slot_factor: float | None = None) -> UserState:
         """A state owning the given blocks as they are (no copy, no check): the update paths' constructor.
 
         :param profiles: ((2 + len(SHADOW_STRENGTHS)), d) float32; ``stats`` (N_STATS,) float64;
@@ -195,18 +198,16 @@ class UserState:
         state.categories, state.category_decisions = categories, category_decisions
         state.category_counts, state.slot_profiles = category_counts, slot_profiles
         state.tracker, state.drift_window = tracker, drift_window
-        state.slot_category_counts, state.slot_weight = slot_category_counts, slot_weight
+        state.slot_category_counts, state.slot_factor = slot_category_counts, slot_factor
         return state
 
     # -------------------------------------------------------------------------------- creation
     @classmethod
     def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False,
-              tracker_weight: float | None = None, with_drift: bool = False, with_slot_counts: bool = False,
-              slot_weight: float = 0.0) -> UserState:
+              tracker_weight: float | None = None, with_drift: bool = False, with_slot_counts: bool = False) -> UserState:
         """The state before any event: zero profiles ("no interest known") and zero statistics (and an
         empty tracker window at ``tracker_weight``, when given; an empty drift window with ``with_drift``;
-        zero per-slot category counts weighed ``slot_weight`` with ``with_slot_counts``, which needs
-        ``n_categories``)."""
+        zero per-slot category counts, at factor 1, with ``with_slot_counts``, which needs ``n_categories``)."""
         if with_slot_counts and n_categories is None:
             raise ValueError("UserState.empty: per-slot category counts need n_categories")
         empty = np.zeros(0, dtype=np.int64)
@@ -217,7 +218,7 @@ class UserState:
             None if tracker_weight is None else TrackerTerm(TrackerWindow(empty, empty, empty, None), float(tracker_weight)),
             np.zeros((0, dim), dtype=np.float32) if with_drift else None,
             np.zeros((N_TIME_SLOTS, max(n_categories or 0, 1))) if with_slot_counts else None,
-            float(slot_weight) if with_slot_counts else None,
+            1.0 if with_slot_counts else None,
         )
 
     # ------------------------------------------------------------------ the named fields (views)
@@ -293,7 +294,7 @@ class UserState:
             self.category_decisions.copy(), None if self.category_counts is None else self.category_counts.copy(),
             None if self.slot_profiles is None else self.slot_profiles.copy(), self.tracker,  # immutable: shared
             None if self.drift_window is None else self.drift_window.copy(),
-            None if self.slot_category_counts is None else self.slot_category_counts.copy(), self.slot_weight,
+            None if self.slot_category_counts is None else self.slot_category_counts.copy(), self.slot_factor,
         )
 
     def __repr__(self) -> str:
@@ -321,7 +322,7 @@ class UserState:
             fields["drift_window"] = self.drift_window
         if self.slot_category_counts is not None:
             fields["slot_category_counts"] = self.slot_category_counts
-            fields["slot_weight"] = np.array([self.slot_weight], dtype=np.float64)
+            fields["slot_factor"] = np.array([self.slot_factor], dtype=np.float64)
         return fields
 
     def _meta(self) -> dict[str, Any]:
@@ -398,21 +399,21 @@ class UserState:
                     f"user state field 'slot_category_counts' has dtype {slot_counts.dtype.str} and shape {slot_counts.shape}; "
                     f"expected <f8 with shape {(N_TIME_SLOTS,) + counts.shape} "
                     "(one row of the field 'category_counts' per time slot)")
-        weight = fields.get("slot_weight")
-        if (weight is None) != (slot_counts is None):
-            raise StateFormatError("user state has one of the fields 'slot_category_counts' and 'slot_weight' without the other; "
+        factor = fields.get("slot_factor")
+        if (factor is None) != (slot_counts is None):
+            raise StateFormatError("user state has one of the fields 'slot_category_counts' and 'slot_factor' without the other; "
                                    "expected both (a policy with category counts per time of day) or neither")
-        if weight is not None and (weight.dtype.str != "<f8" or weight.shape != (1,) or not np.isfinite(weight).all()
-                                   or weight[0] < 0):
-            raise StateFormatError(f"user state field 'slot_weight' is {weight.tolist()} ({weight.dtype.str}, shape {weight.shape}); "
-                                   "expected one finite float64 >= 0")
+        if factor is not None and (factor.dtype.str != "<f8" or factor.shape != (1,) or not np.isfinite(factor).all()
+                                   or not 0.0 <= factor[0] <= GAIN_MAX):
+            raise StateFormatError(f"user state field 'slot_factor' is {factor.tolist()} ({factor.dtype.str}, shape {factor.shape}); "
+                                   f"expected one float64 in [0, {GAIN_MAX:g}]")
         return cls(
             long_term=fields["long_term"], short_term=fields["short_term"], shadow=fields["shadow"],
             running_means=fields["running_means"], shadow_cos_ema=fields["shadow_cos_ema"], counters=fields["counters"],
             strengths=fields["strengths"], pending_sums=fields["pending_sums"], categories=[str(c) for c in categories],
             category_decisions=fields["category_decisions"], category_counts=fields.get("category_counts"),
             slot_profiles=slots, tracker=_tracker_of_fields(fields), drift_window=_drift_of_fields(fields, d),
-            slot_category_counts=slot_counts, slot_weight=None if weight is None else float(weight[0]),
+            slot_category_counts=slot_counts, slot_factor=None if factor is None else float(factor[0]),
         )
 
     def __eq__(self, other: object) -> bool:

@@ -39,7 +39,6 @@ from interestgym.core.log_features import next_category_run, online_log_quantiti
 from interestgym.core.transition import (
     DecisionState,
     action_changes,
-    apply_slot_change,
     decision_transition,
     ema,
     fold_outcomes,
@@ -217,7 +216,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     # x (d,) broadcasts against the (rows, d) block inside update_profile's element-wise maths
     profiles = update_profile(state.profiles, x, rates)
 
-    counts, slot_counts, slot_weight = state.category_counts, state.slot_category_counts, state.slot_weight
+    counts, slot_counts, slot_factor = state.category_counts, state.slot_category_counts, state.slot_factor
     if counts is not None:
         # a category unknown to the export has no column (-1): its count stays implicit 0
         column = np.array([policy._category_index.get(event.category, -1)])
@@ -226,7 +225,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
         if slot_counts is not None:
             slot_counts = update_slot_category_counts(slot_counts[None], np.array([policy._slot_of_hour(hour)]), column,
                                                       forgetting, gain)[0]
-            slot_weight = float(np.asarray(apply_slot_change(policy._slot_weight, changes.slot)).reshape(-1)[0])
+            slot_factor = 1.0 if changes.slot is None else float(changes.slot[0])
     slots = state.slot_profiles
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
@@ -243,7 +242,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     counters[_N_EVENTS] += 1
     counters[_LAST_EVENT_TS] = ts
     return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots,
-                                policy._tracker_weighted(tracker, actions), drift, slot_counts, slot_weight)
+                                policy._tracker_weighted(tracker, actions), drift, slot_counts, slot_factor)
 
 
 # -------------------------------------------------------------------------------- many users
@@ -325,7 +324,7 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     # this policy's new_state; a foreign state without them keeps none, as in the one-event path).
     counts: list[np.ndarray | None] = [None] * n
     slot_counts: list[np.ndarray | None] = [None] * n
-    slot_weights = np.broadcast_to(np.asarray(apply_slot_change(policy._slot_weight, changes.slot), dtype=np.float64), (n,))
+    slot_factors = np.ones(n) if changes.slot is None else changes.slot
     rows = [i for i, s in enumerate(states) if s.category_counts is not None]
     if rows:
         # a category unknown to the export has no column (-1): its count stays implicit 0
@@ -372,7 +371,7 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
             None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy(),  # type: ignore[union-attr]
             policy._tracker_weighted(extras[i][1], actions[i: i + 1]), extras[i][2],
             None if slot_counts[i] is None else slot_counts[i].copy(),  # type: ignore[union-attr]
-            None if slot_counts[i] is None else float(slot_weights[i])))
+            None if slot_counts[i] is None else float(slot_factors[i])))
     return out
 
 

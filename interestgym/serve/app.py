@@ -3,7 +3,8 @@
 =========================  ================================================================================
 ``POST /v1/events``        a batch of events and outcomes (``{"events": [...]}``), applied whole or not at all
 ``POST /v1/rank``          a user + candidate item ids -> scores, best first
-``GET /v1/users/{id}``     the user's state in words (counters, last strengths, categories, nearest items)
+``GET /v1/users/{id}``     the user's state in words (counters, last strengths, categories, the category counts per
+                          time of day when the policy keeps them, nearest items)
 ``DELETE /v1/users/{id}``  forget the user (state and applied event ids)
 ``PUT /v1/items``          add or replace items (vectors, or text encoded with the catalogue's encoder)
 ``GET /v1/admin/policy``   the active export; ``POST`` ``{"path": DIR}`` swaps to another one

@@ -500,7 +500,7 @@ class InterestService:
         time_of_day = None
         if state.slot_category_counts is not None:  # the category counts per time of day, their top categories
             hours = 24 // len(state.slot_category_counts)
-            time_of_day = {"slot_weight": state.slot_weight, "slots": [
+            time_of_day = {"slot_weight": policy._slot_weight * state.slot_factor, "slot_factor": state.slot_factor, "slots": [
                 {"hours": f"{k * hours}-{(k + 1) * hours - 1}",
                  "top_categories": [{"category": policy.categories[j], "count": float(row[j])}
                                     for j in np.argsort(-row, kind="stable")[:top] if row[j] > 0 and j < len(policy.categories)]}
