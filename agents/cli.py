@@ -101,10 +101,10 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
     for name, flag in (("dataset", "DATASET"), ("run_dir", "--run-dir")):
         if given.get(name, (None, ""))[0] in (None, ""):
             raise InterestGymError(f"{flag}: missing; give it on the command line or as `{name}` in --config FILE")
-    if resume and "timesteps" not in given and (Path(str(given["run_dir"][0])) / "config.json").is_file():
-        # --resume without --timesteps continues to the run's own total, not to today's default
-        from interestgym.agents.run_folder import read_run_config
+    from interestgym.agents.run_folder import CONFIG_FILE, read_run_config
 
+    if resume and "timesteps" not in given and (Path(str(given["run_dir"][0])) / CONFIG_FILE).is_file():
+        # --resume without --timesteps continues to the run's own total, not to today's default
         saved_total = read_run_config(Path(str(given["run_dir"][0])))["config"].get("timesteps")
         if saved_total:
             given["timesteps"] = (int(saved_total), "the run's config.json")

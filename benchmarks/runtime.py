@@ -142,7 +142,6 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     from interestgym.agents.run_folder import load_model, run_train_config
     from interestgym.envs.replay_data import load_replay_data
 
-    from interestgym.core.rules import compose_residual
     from interestgym.data.dataset import Dataset
     from interestgym.export.run import export_run
     from interestgym.runtime import ExportedPolicy, load_policy
@@ -166,13 +165,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     class SB3InPlace(ExportedPolicy):
         """The runtime with SB3's in-process predict in place of the ONNX graph (the reference)."""
 
-        def act(self, observations: np.ndarray) -> np.ndarray:
-            obs = vecnorm.normalize_obs(np.asarray(observations, dtype=np.float32)) if vecnorm is not None else observations
-            actions, _ = model.predict(obs, deterministic=True)
-            actions = np.clip(actions, -1.0, 1.0).astype(np.float32)
-            if self.form == "residual":  # the rule's action plus the change, in the engine's layout, as the runtime's act
-                return compose_residual(self.rule.act(observations), actions, self.change_names)
-            return actions
+        def _graph_action(self, obs: np.ndarray) -> np.ndarray:
+            normalised = vecnorm.normalize_obs(obs) if vecnorm is not None else obs
+            actions, _ = model.predict(normalised, deterministic=True)
+            return np.clip(actions, -1.0, 1.0).astype(np.float32)
 
     reference = SB3InPlace(policy.directory, policy.manifest, policy._session, policy.item_ids, policy.popularity, policy.categories,
                            tracker=policy.tracker, change_names=policy.change_names)

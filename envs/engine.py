@@ -255,7 +255,7 @@ class ReplayEngine:
             raise InterestGymError(f"a scoring with tracker_weight={config.tracker_weight} needs replay data with a sequence "
                                    "tracker attached (agents.sequence.term.attach_tracker; `--sequence RUN` on the command line)")
         self.beta_trk[rows] = config.tracker_weight
-        self.slot_weight[rows] = config.category_slot_weight if config.slot_category_counts else 0.0
+        self.slot_weight[rows] = config.category_slot_weight  # ScoringConfig refuses lambda without beta_cat
         if config.beta_cat != 0 and self.category_counts is None:
             self.category_counts = np.zeros((self.n_rows, max(self.data.n_categories, 1)))
         if config.slot_category_counts and self.slot_category_counts is None:

@@ -196,10 +196,15 @@ class ExportedPolicy:
             raise InterestGymError(f"observations of shape {obs.shape}; expected (n, {self.n_obs})")
         if self.form == "rule":
             return np.asarray(self.rule.act(obs), dtype=np.float32)  # type: ignore[union-attr]
-        graph = self._session.run(["action"], {self._input: obs})[0]
+        graph = self._graph_action(obs)
         if self.form == "residual":
             return compose_residual(self.rule.act(obs), graph, self.change_names)  # type: ignore[union-attr]
         return graph
+
+    def _graph_action(self, obs: np.ndarray) -> np.ndarray:
+        """The ONNX graph's ``action`` output for float32 observations (n, n_obs): the learned part of
+        :meth:`act` (a benchmark puts SB3's predict here to compare the two on the same bookkeeping)."""
+        return self._session.run(["action"], {self._input: obs})[0]
 
     def strengths(self, observations: np.ndarray) -> np.ndarray:
         """(a_L, a_S, w, p) in [0, 1] (float64, as the env computes them), fixed p applied."""
@@ -247,6 +252,13 @@ class ExportedPolicy:
         """The time-of-day slot of an hour (``core.clock.time_slot``, tabulated for 0-23)."""
         slot = self._slots.get(hour)
         return int(time_slot(hour)) if slot is None else slot
+
+    def _check_slot_counts(self, state: UserState) -> None:
+        """Refuse a state without the per-slot category counts when the policy's category term weighs them."""
+        if self._slot_weight != 0 and state.slot_category_counts is None:
+            raise InterestGymError("a user state without per-slot category counts (e.g. written under a policy without them): "
+                                   "the policy's category term weighs them (category_slot_weight); start users with "
+                                   "policy.new_state()")
 
     def _tracker_weighted(self, term: TrackerTerm | None, actions: np.ndarray) -> TrackerTerm | None:
         """The tracker term after a decision with env ``actions`` (1, n) (its window and running mean
@@ -323,9 +335,8 @@ class ExportedPolicy:
         counts = np.stack([s.category_counts for s in states])  # type: ignore[misc]
         if self._slot_weight == 0:
             return counts, idx, None, 0.0
-        if any(s.slot_category_counts is None for s in states):
-            raise InterestGymError("a user state without per-slot category counts: the policy's category term weighs them "
-                                   "(category_slot_weight); start users with policy.new_state()")
+        for s in states:
+            self._check_slot_counts(s)
         assert slots is not None
         slot_counts = np.stack([s.slot_category_counts[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
         # lambda x the factor each user's last decision set (1 without a slot lever): the engine's product

@@ -76,15 +76,12 @@ _MOVED = np.array([_M["drift_ema"], _M["short_long_ema"], *range(SHADOW_COS_SLIC
 _RATES = np.array([0.0, 0.0, *SHADOW_STRENGTHS])
 
 
-def _check_order(state: UserState, ts: int, n_events: int, last_event_ts: int, dim: int, slot_counts: bool = False) -> None:
-    """The state fits the policy (dimension; the per-slot category counts when ``slot_counts``) and the event
-    comes in time order."""
-    if state.profiles.shape[1] != dim:
-        raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has dimension {dim}")
-    if slot_counts and state.slot_category_counts is None:
-        raise InterestGymError("a user state without per-slot category counts (e.g. written under a policy without them): "
-                               "the policy's category term weighs them (category_slot_weight); start users with "
-                               "policy.new_state()")
+def _check_order(policy: ExportedPolicy, state: UserState, ts: int, n_events: int, last_event_ts: int) -> None:
+    """The state fits the policy (dimension, the per-slot category counts it weighs) and the event comes in
+    time order."""
+    if state.profiles.shape[1] != policy.dim:
+        raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has dimension {policy.dim}")
+    policy._check_slot_counts(state)
     if n_events > 0 and ts < last_event_ts:
         raise InterestGymError(f"event ts {ts} is before the user's previous event ({last_event_ts}); expected events in time order")
 
@@ -191,7 +188,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     """``state`` after ``event`` (a new state; ``state`` is not modified): the single-event path."""
     ts = int(event.ts)
     counters = state.counters.tolist()
-    _check_order(state, ts, counters[_N_EVENTS], counters[_LAST_EVENT_TS], policy.dim, policy._slot_weight != 0)
+    _check_order(policy, state, ts, counters[_N_EVENTS], counters[_LAST_EVENT_TS])
     if not policy._decision(event):
         # every event counts (n_events, last_event_ts); nothing else moves
         counters[_N_EVENTS] += 1
@@ -254,7 +251,7 @@ def update_many(policy: ExportedPolicy, states: Sequence[UserState], events: Seq
     counters = np.stack([s.counters for s in states]) if states else np.zeros((0, len(COUNTERS)), np.int64)
     ts = np.array([int(e.ts) for e in events], dtype=np.int64)
     for s, e, c, t in zip(states, events, counters.tolist(), ts.tolist()):
-        _check_order(s, t, c[_N_EVENTS], c[_LAST_EVENT_TS], policy.dim, policy._slot_weight != 0)
+        _check_order(policy, s, t, c[_N_EVENTS], c[_LAST_EVENT_TS])
     decision = np.array([policy._decision(e) for e in events], dtype=bool)
     dec = np.flatnonzero(decision)
     out: list[UserState] = [None] * len(states)  # type: ignore[list-item]

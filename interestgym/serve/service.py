@@ -47,6 +47,7 @@ import numpy as np
 
 from interestgym.core.features import RUNNING_MEAN_NAMES
 from interestgym.core.protocol import ACTION_NAMES
+from interestgym.core.transition import apply_slot_change
 from interestgym.errors import InterestGymError
 from interestgym.runtime import Event, ExportedPolicy, UserState, load_policy
 from interestgym.runtime.codec import decode_bytes, encode_bytes
@@ -500,7 +501,8 @@ class InterestService:
         time_of_day = None
         if state.slot_category_counts is not None:  # the category counts per time of day, their top categories
             hours = 24 // len(state.slot_category_counts)
-            time_of_day = {"slot_weight": policy._slot_weight * state.slot_factor, "slot_factor": state.slot_factor, "slots": [
+            time_of_day = {"slot_weight": float(apply_slot_change(policy._slot_weight, np.array([state.slot_factor]))[0]),
+                           "slot_factor": state.slot_factor, "slots": [
                 {"hours": f"{k * hours}-{(k + 1) * hours - 1}",
                  "top_categories": [{"category": policy.categories[j], "count": float(row[j])}
                                     for j in np.argsort(-row, kind="stable")[:top] if row[j] > 0 and j < len(policy.categories)]}
