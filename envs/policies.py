@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from interestgym.core.interest import ScoringConfig
+from interestgym.core.numeric import clip
 from interestgym.core.protocol import (
     RESIDUAL_ACTION_NAMES,
     action_to_strengths,
@@ -97,7 +98,7 @@ class ModelPolicy:
         if self.obs_transform is not None:
             obs = self.obs_transform(obs)
         actions, _ = self.model.predict(obs, deterministic=self.deterministic)
-        return np.clip(np.asarray(actions, dtype=np.float32).reshape(len(obs), -1), -1.0, 1.0)
+        return clip(np.asarray(actions, dtype=np.float32).reshape(len(obs), -1), -1.0, 1.0)
 
 
 def strengths_of(policy: Policy, observations: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from interestgym.core.interest import cosine_rows
+from interestgym.core.numeric import clip
 
 #: Scale of the log-gap features: gaps of a year or more map to 1.
 GAP_MAX_SECONDS = 365.0 * 24 * 3600
@@ -254,7 +255,7 @@ def encode_features(
     idx = [FEATURE_INDEX[n] for n in names]
     # Every feature is clipped to its declared bounds here, after the float32 cast (so rounding cannot
     # step outside them): gaps over a year, counts over 10,000, streaks over 20 saturate at 1.
-    return np.clip(out, FEATURE_LOW[idx], FEATURE_HIGH[idx])
+    return clip(out, FEATURE_LOW[idx], FEATURE_HIGH[idx])
 
 
 # ---------------------------------------------------------------------------------------- decoding

@@ -106,10 +106,13 @@ class ScoringConfig:
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; zero rows stay zero ("no interest known")."""
     norm = np.sqrt(np.einsum("...d,...d->...", vectors, vectors))[..., None]
+    positive = norm > 0
+    if positive.all():  # the usual case: one plain division (the same values as the masked one below)
+        return (vectors / norm).astype(vectors.dtype, copy=False)
     # one division, only where the norm is positive, into a zeroed output: the values of
     # where(norm > 0, v / norm, 0) without its temporaries (this runs at every decision of every row)
     out = np.zeros(vectors.shape, dtype=np.result_type(vectors, norm))
-    np.divide(vectors, norm, out=out, where=norm > 0)
+    np.divide(vectors, norm, out=out, where=positive)
     return out.astype(vectors.dtype, copy=False)
 
 
@@ -127,8 +130,9 @@ def update_profile(profile: np.ndarray, item: np.ndarray, strength: np.ndarray |
         a = a[..., None]
     moved = normalise_rows((1 - a) * profile + a * item)
     # a = 0 must leave the profile bit-for-bit unchanged (re-normalising would drift it by rounding).
-    keep = np.broadcast_to(a == 0, moved.shape[:-1] + (1,))[..., 0]
-    if keep.any():
+    zero = a == 0
+    if zero.any():  # the row mask only when some row has a = 0 (any() of the strengths = any() of the mask)
+        keep = np.broadcast_to(zero, moved.shape[:-1] + (1,))[..., 0]
         moved[keep] = np.broadcast_to(profile, moved.shape)[keep]
     return moved
 

@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+from interestgym.core.numeric import clip
+
 #: Names of the four action components, in order (the env's action vector).
 ACTION_NAMES: tuple[str, ...] = ("long_strength", "short_strength", "short_weight", "popularity_weight")
 #: A residual policy's action (:class:`interestgym.envs.policies.ResidualPolicy`) has a fifth component:
@@ -76,12 +78,12 @@ def env_action_layout(names: tuple[str, ...] | list[str]) -> np.ndarray | None:
 
 def action_to_strengths(action: np.ndarray) -> np.ndarray:
     """Map env actions in [-1, 1]^4 to (a_L, a_S, w, p) in [0, 1]^4: ``(clip(u, -1, 1) + 1) / 2``."""
-    return (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+    return (clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
 
 
 def strengths_to_action(strengths: np.ndarray) -> np.ndarray:
     """Inverse of :func:`action_to_strengths`: (a_L, a_S, w, p) in [0, 1] -> env actions (float32)."""
-    return (2.0 * np.clip(np.asarray(strengths, dtype=np.float64), 0.0, 1.0) - 1.0).astype(np.float32)
+    return (2.0 * clip(np.asarray(strengths, dtype=np.float64), 0.0, 1.0) - 1.0).astype(np.float32)
 
 
 def item_popularity(positive_counts: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 from typing import Any
@@ -57,6 +58,7 @@ import numpy as np
 
 from interestgym.core.features import FeatureView
 from interestgym.core.interest import ScoringConfig
+from interestgym.core.numeric import clip
 from interestgym.core.protocol import env_action_layout, strengths_to_action
 from interestgym.errors import InterestGymError
 
@@ -189,7 +191,7 @@ class RecSimSaturatingPolicy(TwoProfileEMAPolicy):
 
     def strengths(self, view):
         p = self.params
-        a = p["base_rate"] * (1.0 - np.clip(view["cos_item_long"], 0.0, 1.0))
+        a = p["base_rate"] * (1.0 - clip(view["cos_item_long"], 0.0, 1.0))
         a = np.where(view["long_empty"] > 0, 1.0, a)
         return a, p["short_rate"], p["short_weight"], p["popularity_weight"]
 
@@ -316,6 +318,17 @@ def make_rule(name: str, **params: Any) -> RulePolicy:
     return RULES[name](**params)
 
 
+@functools.lru_cache(maxsize=64)
+def _residual_layout(names: tuple[str, ...]) -> tuple[np.ndarray | None, int]:
+    """:func:`~interestgym.core.protocol.env_action_layout` of a residual action's names (read-only) and the
+    width of the env action they fill: computed once per layout (the runtime composes one row per event)."""
+    columns = env_action_layout(names)
+    if columns is None:
+        return None, len(names)
+    columns.setflags(write=False)
+    return columns, int(columns.max()) + 1
+
+
 def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
     """A residual policy's env action: ``[clip(base + change[:, :4], -1, 1), clip(change[:, 4:], -1, 1)]``,
     in the engine's layout (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`).
@@ -330,12 +343,11 @@ def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[
     change = np.asarray(change, dtype=np.float32).reshape(len(base), -1)
     if names is not None and change.shape[1] != len(names):
         raise ValueError(f"a residual change of {change.shape[1]} components for the {len(names)} names {list(names)}")
-    columns = None if names is None else env_action_layout(names)
-    width = change.shape[1] if columns is None else int(columns.max()) + 1
+    columns, width = (None, change.shape[1]) if names is None else _residual_layout(tuple(names))
     out = np.zeros((len(base), width), dtype=np.float32)
-    out[:, :4] = np.clip(base + change[:, :4], -1.0, 1.0)
+    out[:, :4] = clip(base + change[:, :4], -1.0, 1.0)
     if columns is None:
-        out[:, 4:] = np.clip(change[:, 4:], -1.0, 1.0)
+        out[:, 4:] = clip(change[:, 4:], -1.0, 1.0)
     else:
-        out[:, columns[4:]] = np.clip(change[:, 4:], -1.0, 1.0)
+        out[:, columns[4:]] = clip(change[:, 4:], -1.0, 1.0)
     return out

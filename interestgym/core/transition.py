@@ -32,6 +32,8 @@ import numpy as np
 
 from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS
 from interestgym.core.interest import cosine_rows, update_profile
+from interestgym.core.numeric import clip
+from interestgym.core.protocol import ENV_ACTION_NAMES
 
 _SHADOW_RATES = np.array(SHADOW_STRENGTHS)
 
@@ -92,6 +94,8 @@ def category_forgetting_factor(fixed: np.ndarray | float | None, strengths: np.n
     tied = 1.0 - np.asarray(strengths, dtype=np.float64)[:, 0]
     if fixed is None:
         return tied
+    if isinstance(fixed, float) and fixed == fixed:  # a number, not NaN: every row (the runtime's one row)
+        return np.full(tied.shape, fixed)
     fixed = np.broadcast_to(np.asarray(fixed, dtype=np.float64), tied.shape)
     return np.where(np.isnan(fixed), tied, fixed)
 
@@ -102,7 +106,7 @@ def apply_keep_change(factor: np.ndarray, keep_change: np.ndarray | None) -> np.
     reference rule, to the bit)."""
     if keep_change is None:
         return factor
-    return np.where(keep_change == 0, factor, np.clip(factor + keep_change, 0.0, 1.0))
+    return np.where(keep_change == 0, factor, clip(factor + keep_change, 0.0, 1.0))
 
 
 #: A tracker change of u in [-1, 1] moves the tracker's weight by u * TRACKER_CHANGE_SCALE ...
@@ -117,7 +121,7 @@ def apply_tracker_change(weight: np.ndarray, tracker_change: np.ndarray | None) 
     ``weight`` exactly as it is (an untrained agent weighs the tracker as its reference rule does)."""
     if tracker_change is None:
         return weight
-    moved = np.clip(weight + TRACKER_CHANGE_SCALE * tracker_change, 0.0, TRACKER_WEIGHT_MAX)
+    moved = clip(weight + TRACKER_CHANGE_SCALE * tracker_change, 0.0, TRACKER_WEIGHT_MAX)
     return np.where(tracker_change == 0, weight, moved)
 
 
@@ -134,25 +138,25 @@ class ActionChanges(NamedTuple):
     slot: np.ndarray | None = None
 
 
+#: Where each ActionChanges field's change is among an env action's columns after the four strengths.
+_CHANGE_COLUMNS = tuple(ENV_ACTION_NAMES.index(name) - 4 for name in
+                        ("keep_change", "tracker_change", "gain_change", "context_change", "slot_change"))
+_NO_CHANGES = ActionChanges(None, None, None, None, None)
+
+
 def action_changes(actions: np.ndarray) -> ActionChanges:
     """The changes in env ``actions`` (n, k) in the engine's layout
     (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`; k = 4 .. 9): each change clipped to [-1, 1] in
     float64, the gain already mapped to the count's weight and the slot change to lambda's factor. The one
     reading of those columns, for the engine, the runtime and the report."""
-    from interestgym.core.protocol import ENV_ACTION_NAMES
-
     width = actions.shape[1]
-    # every change column converted and clipped at once (minimum(maximum(.)) is np.clip's arithmetic,
-    # without its per-call overhead: the runtime reads one row per event)
-    changes = np.minimum(np.maximum(actions[:, 4:].astype(np.float64), -1.0), 1.0) if width > 4 else None
-
-    def column(name: str) -> np.ndarray | None:
-        j = ENV_ACTION_NAMES.index(name)
-        return changes[:, j - 4] if width > j else None  # type: ignore[index]
-
-    return ActionChanges(keep=column("keep_change"), tracker=column("tracker_change"),
-                         gain=apply_gain_change(column("gain_change")), context=column("context_change"),
-                         slot=apply_gain_change(column("slot_change")))
+    if width <= 4:
+        return _NO_CHANGES
+    # every change column converted and clipped at once (the runtime reads one row per event)
+    changes = clip(actions[:, 4:].astype(np.float64), -1.0, 1.0)
+    keep, tracker, gain, context, slot = (changes[:, j] if j < width - 4 else None for j in _CHANGE_COLUMNS)
+    return ActionChanges(keep=keep, tracker=tracker, gain=apply_gain_change(gain), context=context,
+                         slot=apply_gain_change(slot))
 
 
 def apply_slot_change(slot_weight: np.ndarray | float, factor: np.ndarray | None) -> np.ndarray | float:
@@ -174,7 +178,8 @@ def apply_gain_change(gain_change: np.ndarray | None) -> np.ndarray | None:
     if gain_change is None:
         return None
     change = np.asarray(gain_change, dtype=np.float64)
-    return np.where(change == 0, 1.0, np.minimum(np.maximum(1.0 + change, 0.0), GAIN_MAX))
+    # no where(change == 0, 1.0, ...): 1.0 + 0.0 (or -0.0) is exactly 1.0, inside the clip's bounds
+    return clip(1.0 + change, 0.0, GAIN_MAX)
 
 
 def apply_rate_change(rate: np.ndarray | float, change: np.ndarray | None) -> np.ndarray | float:
@@ -183,7 +188,7 @@ def apply_rate_change(rate: np.ndarray | float, change: np.ndarray | None) -> np
     if change is None:
         return rate
     rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), np.shape(change))
-    return np.where(change == 0, rate, np.clip(rate + change, 0.0, 1.0))
+    return np.where(change == 0, rate, clip(rate + change, 0.0, 1.0))
 
 
 def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting: np.ndarray | float,

@@ -40,6 +40,7 @@ from interestgym.core.features import (
     VALUE_SCALE,
     encode_features,
 )
+from interestgym.core.numeric import clip
 
 #: The feature order the fast path writes (checked against the core's FEATURE_NAMES at construction).
 _ROW_ORDER: tuple[str, ...] = (
@@ -133,7 +134,7 @@ class RowEncoder:
             reward, drift, short_long / 2.0, long_metric, short_metric, *shadow_cos,
         ]
         out = np.array([row], dtype=np.float32)
-        return np.clip(out, FEATURE_LOW, FEATURE_HIGH, out=out)
+        return clip(out, FEATURE_LOW, FEATURE_HIGH, out=out)
 
     # ------------------------------------------------------------------------------ the check
     def probes(self, action_weights: list[float], n_random: int = 256, seed: int = 0) -> list[tuple[Any, ...]]:

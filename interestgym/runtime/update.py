@@ -36,6 +36,7 @@ from interestgym.core.features import (
 )
 from interestgym.core.interest import cosine_rows, update_profile
 from interestgym.core.log_features import next_category_run, online_log_quantities
+from interestgym.core.numeric import clip
 from interestgym.core.transition import (
     DecisionState,
     action_changes,
@@ -180,7 +181,7 @@ def decision_extras(policy: ExportedPolicy, state: UserState, event: Event, x: n
         values["dtw_drift"] = float(window_drift(drift[None])[0]) if len(drift) == 2 * k else 0.0
     if not policy.extra_obs:
         return None, term, drift
-    extra = np.clip(np.array([values[name] for name in policy.extra_obs], dtype=np.float64), 0.0, 1.0).astype(np.float32)
+    extra = clip(np.array([values[name] for name in policy.extra_obs], dtype=np.float64), 0.0, 1.0).astype(np.float32)
     return extra, term, drift
 
 
