@@ -114,6 +114,7 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
     elif config.tuned_baselines:
         _note_older_grids(Path(config.tuned_baselines), config.slot_counts)
     result = train_run(config, resume=resume)
+    _note_idle_levers(Path(config.run_dir), given)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']}")
     shipped = result.get("shipped") or {}
@@ -168,6 +169,29 @@ def _note_older_grids(path: Path, slot_counts: bool = True) -> None:
         what = "; ".join(f"{name} without {', '.join(f'{p} (today: {grids[name][p]})' for p in params)}"
                          for name, params in missing.items())
         click.echo(f"note: {path} was tuned over an older grid: {what}; train without --tuned-baselines to tune them", err=True)
+
+
+#: A lever switch, the action component it adds, and the reference's state it needs to move anything.
+_LEVERS = (("category_gain", "gain_change", "no category counts (beta_cat 0)"),
+           ("context_lever", "context_change", "no time-slot profiles (beta_ctx 0)"),
+           ("slot_lever", "slot_change", "no category counts per time of day (slot_weight 0)"))
+
+
+def _note_idle_levers(run_dir: Path, given: dict[str, tuple[object, str]]) -> None:
+    """A lever switched on explicitly (command line or --config) that the run's reference gives nothing to
+    move is left out of the agent's action: say so, instead of letting the flag pass without a word."""
+    from interestgym.agents.run_folder import read_run_config
+
+    saved = read_run_config(run_dir)
+    names = saved.get("action_space", {}).get("names") or []
+    reference = (saved.get("reference") or {}).get("name")
+    form = saved.get("action_space", {}).get("form")
+    for setting, component, needs in _LEVERS:
+        value, source = given.get(setting, (None, ""))
+        if value and component not in names:
+            why = (f"the reference rule `{reference}` has {needs}" if form == "residual" and reference
+                   else "the agent is not residual to a reference rule")
+            click.echo(f"note: {source if source.startswith('--') else f'{setting} in {source}'} did nothing: {why}", err=True)
 
 
 def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str]]) -> None:

@@ -458,3 +458,22 @@ def test_no_slot_counts_tunes_without_them_and_refuses_a_tuning_with_them(datase
     (tmp_path / "kept.json").write_text(json.dumps(doc))
     with pytest.raises(InterestGymError, match=r"kept.json: bayesian_category tuned with slot_weight 4.0 .*this run has --no-slot-counts"):
         train_run(shipping_config(dataset, tmp_path / "reuse", timesteps=64, slot_counts=False, tuned_baselines=str(tmp_path / "kept.json")))
+
+
+def test_a_lever_switched_on_that_the_reference_cannot_use_is_named(dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from interestgym.cli import cli
+
+    common = ["--timesteps", "64", "--eval-every", "64", "--checkpoint-every", "64", "--tune-users", "5",
+              "--reward-baseline", "bayesian_category", "--no-progress"]
+    first = tmp_path / "first"
+    out = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(first), "--no-slot-counts", "--slot-lever", *common])
+    assert out.exit_code == 0, out.output
+    assert ("note: --slot-lever did nothing: the reference rule `bayesian_category` has no category counts per time "
+            "of day (slot_weight 0)") in out.output
+    # the same run without the explicit flag (the default is on): nothing to say
+    out = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "second"), "--no-slot-counts", *common,
+                                   "--tuned-baselines", str(first / "baselines.json")])
+    assert out.exit_code == 0, out.output
+    assert "did nothing" not in out.output
