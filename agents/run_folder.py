@@ -160,9 +160,40 @@ def check_run_tracker(run_dir: str | Path, saved: dict[str, Any], config: Any) -
 # ------------------------------------------------------------------------------ tuned baselines
 def write_tuned_baselines(path: str | Path, *, metric: str, tune_users: int | None, protocol: dict[str, Any],
                           baselines: dict[str, Any]) -> None:
-    """Write a ``baselines.json``: every baseline tuned on validation users, with what it depends on."""
-    write_json_atomic(Path(path), {"metric": metric, "split": "valid", "tune_users": tune_users, "protocol": protocol,
-                                   "baselines": baselines})
+    """Write a ``baselines.json``: every baseline tuned on validation users, with what it depends on (and the
+    identity of the dataset's contents, :func:`dataset_identity`, so that a copy of the dataset folder can reuse it)."""
+    doc = {"metric": metric, "split": "valid", "tune_users": tune_users, "protocol": protocol}
+    identity = dataset_identity(protocol.get("dataset"))
+    if identity is not None:
+        doc["dataset_identity"] = identity
+    write_json_atomic(Path(path), {**doc, "baselines": baselines})
+
+
+def dataset_identity(dataset: Any) -> str | None:
+    """The sha256 of a prepared dataset's manifest (canonical JSON: its source files' sha256, the prepare
+    command, counts and split): equal for a copy of the folder, different for any other preparation. None
+    when there is no readable manifest at ``dataset``."""
+    if not dataset:
+        return None
+    try:
+        manifest = json.loads((Path(str(dataset)) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _same_protocol(saved: dict[str, Any], protocol: dict[str, Any]) -> bool:
+    """The saved tuning's validation protocol is this run's: equal, or equal but for the dataset's path when
+    the saved file names the same dataset contents (a copied or moved dataset folder)."""
+    theirs = saved.get("protocol")
+    if theirs == protocol:
+        return True
+    if not isinstance(theirs, dict) or not isinstance(protocol, dict) or saved.get("dataset_identity") is None:
+        return False
+    def without_path(p: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in p.items() if k != "dataset"}
+
+    return without_path(theirs) == without_path(protocol) and saved["dataset_identity"] == dataset_identity(protocol.get("dataset"))
 
 
 def read_tuned_baselines(path: str | Path, *, metric: str, protocol: dict[str, Any], names: list[str],
@@ -188,7 +219,7 @@ def read_tuned_baselines(path: str | Path, *, metric: str, protocol: dict[str, A
             raise InterestGymError(f"{path}: no 'baselines' object; expected a baselines.json written by `interestgym train` or `evaluate`")
         return None
     tuned = saved["baselines"]
-    fits = (saved.get("metric") == metric and saved.get("protocol") == protocol and saved.get("tune_users") == tune_users
+    fits = (saved.get("metric") == metric and _same_protocol(saved, protocol) and saved.get("tune_users") == tune_users
             and all(n in tuned for n in names))
     if fits:
         return tuned
@@ -206,7 +237,7 @@ def _what_differs(saved: dict[str, Any], tuned: dict[str, Any], metric: str, pro
         out.append(f"metric {saved.get('metric')!r}, expected {metric!r}")
     if saved.get("tune_users") != tune_users:
         out.append(f"tune_users {saved.get('tune_users')!r}, expected {tune_users!r}")
-    if saved.get("protocol") != protocol:
+    if not _same_protocol(saved, protocol):
         theirs, ours = saved.get("protocol") or {}, protocol or {}
         keys = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)] if isinstance(theirs, dict) and isinstance(ours, dict) else []
         out.append("validation protocol " + (", ".join(f"{k} {theirs.get(k)!r} (expected {ours.get(k)!r})" for k in keys[:3])

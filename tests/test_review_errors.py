@@ -125,6 +125,39 @@ def test_a_tuning_for_other_settings_names_what_differs(tmp_path):
         read_tuned_baselines(path, names=["ema", "bayesian_category"], **kwargs)
 
 
+def test_a_copy_of_the_dataset_reuses_its_tuning_and_another_preparation_does_not(dataset, tmp_path, monkeypatch):
+    import interestgym.agents.tuning as tuning
+
+    first = tmp_path / "first"
+    train_run(_config(dataset, first, reward_baseline="ema", timesteps=32))
+    saved = json.loads((first / "baselines.json").read_text())
+    assert saved["protocol"]["dataset"] == str(dataset) and len(saved["dataset_identity"]) == 64
+    copy = tmp_path / "moved" / "tiny"
+    shutil.copytree(dataset, copy)
+
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("tuned again: the copy's tuning was not reused")
+
+    monkeypatch.setattr(tuning, "tune_baselines", no_tuning)
+    train_run(_config(copy, tmp_path / "on-copy", reward_baseline="ema", timesteps=32, tuned_baselines=str(first / "baselines.json")))
+    reused = json.loads((tmp_path / "on-copy" / "baselines.json").read_text())
+    assert reused["baselines"] == saved["baselines"] and reused["protocol"]["dataset"] == str(copy)
+    # the same folder prepared otherwise (here: another source file's sha256 in its manifest) is not the same data
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["source"] = {**manifest.get("source", {}), "files": [{"path": "other.csv", "sha256": "0" * 64, "bytes": 1}]}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InterestGymError, match=r"tuned for another setting than this run: validation protocol dataset"):
+        train_run(_config(copy, tmp_path / "re-prepared", reward_baseline="ema", timesteps=32,
+                          tuned_baselines=str(first / "baselines.json")))
+    # a baselines.json from before the identity was recorded still needs the same path
+    del saved["dataset_identity"]
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    shutil.rmtree(copy)
+    shutil.copytree(dataset, copy)
+    with pytest.raises(InterestGymError, match=r"validation protocol dataset"):
+        train_run(_config(copy, tmp_path / "old-file", reward_baseline="ema", timesteps=32, tuned_baselines=str(tmp_path / "old.json")))
+
+
 @pytest.mark.parametrize("options, message", [
     ({"n_boot": 0}, r"--n-boot 0: expected an integer >= 1"),
     ({"n_boot": -1}, r"--n-boot -1: expected an integer >= 1"),
