@@ -180,8 +180,10 @@ _LEVERS = (("category_gain", "gain_change", "no category counts (beta_cat 0)"),
 def _note_idle_levers(run_dir: Path, given: dict[str, tuple[object, str]]) -> None:
     """A lever switched on explicitly (command line or --config) that the run's reference gives nothing to
     move is left out of the agent's action: say so, instead of letting the flag pass without a word."""
-    from interestgym.agents.run_folder import read_run_config
+    from interestgym.agents.run_folder import CONFIG_FILE, read_run_config
 
+    if not (run_dir / CONFIG_FILE).is_file():
+        return  # nothing was written (train_run says why, or was replaced, as in tests)
     saved = read_run_config(run_dir)
     names = saved.get("action_space", {}).get("names") or []
     reference = (saved.get("reference") or {}).get("name")
