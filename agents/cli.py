@@ -112,7 +112,8 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
     if resume:
         _refuse_changed_options_on_resume(config, given)
     elif config.tuned_baselines:
-        _note_older_grids(Path(config.tuned_baselines), config.slot_counts)
+        # a dataset with logged impressions is replayed on them (protocol auto), where the exposure counts apply
+        _note_older_grids(Path(config.tuned_baselines), config.slot_counts, (Path(config.dataset) / "impressions.parquet").is_file())
     result = train_run(config, resume=resume)
     _note_idle_levers(Path(config.run_dir), given)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
@@ -151,7 +152,7 @@ def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tu
     return given
 
 
-def _note_older_grids(path: Path, slot_counts: bool = True) -> None:
+def _note_older_grids(path: Path, slot_counts: bool = True, impressions: bool = True) -> None:
     """Say when a --tuned-baselines file was tuned over a grid without some of today's parameters: reusing
     it is allowed (and reproduces its runs), but its rules never tried them."""
     import json
@@ -163,7 +164,7 @@ def _note_older_grids(path: Path, slot_counts: bool = True) -> None:
         tuned = json.loads(path.read_text(encoding="utf-8")).get("baselines") or {}
     except (OSError, ValueError, AttributeError):
         return  # the tuning's own reader names what is wrong with the file
-    grids = tuning_grids(slot_counts)
+    grids = tuning_grids(slot_counts, impressions)
     missing = grid_params_missing(tuned, grids)
     if missing:
         what = "; ".join(f"{name} without {', '.join(f'{p} (today: {grids[name][p]})' for p in params)}"

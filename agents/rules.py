@@ -46,7 +46,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     # forgetting None = 1 - long_rate (tied; the coordinate ascent's long_rate grid then tunes it too);
     # slot_weight 0 = no per-slot counts (score-only: the non-zero values share one replay)
     "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None],
-                          "slot_weight": [0.0, 1.0, 2.0, 4.0]},
+                          "slot_weight": [0.0, 1.0, 2.0, 4.0], "exposure": [0.0, 1.0, 3.0, 10.0]},
 }
 #: popularity weights tried for ema_two_profile once its other parameters are tuned.
 POPULARITY_GRID = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -62,13 +62,20 @@ _INHERITS_TWO_PROFILE = {
 }
 
 
-def tuning_grids(slot_counts: bool = True) -> dict[str, dict[str, list[Any]]]:
-    """The grids to tune: :data:`GRIDS`, or with ``slot_counts=False`` (``train --no-slot-counts``)
-    ``bayesian_category`` without the category counts per time of day (``slot_weight`` 0 only), for a
-    catalogue whose many categories would make every user's state several times larger."""
-    if slot_counts:
+def tuning_grids(slot_counts: bool = True, impressions: bool = True) -> dict[str, dict[str, list[Any]]]:
+    """The grids to tune: :data:`GRIDS`, with ``bayesian_category`` narrowed where a term does not apply:
+    with ``slot_counts=False`` (``train --no-slot-counts``) without the category counts per time of day
+    (``slot_weight`` 0 only), for a catalogue whose many categories would make every user's state several
+    times larger; with ``impressions=False`` (scoring points with sampled negatives) without the counts of
+    shown candidates (``exposure`` 0 only): the sampler's negatives were never shown to the user."""
+    if slot_counts and impressions:
         return GRIDS
-    return {**GRIDS, "bayesian_category": {**GRIDS["bayesian_category"], "slot_weight": [0.0]}}
+    narrowed = dict(GRIDS["bayesian_category"])
+    if not slot_counts:
+        narrowed["slot_weight"] = [0.0]
+    if not impressions:
+        narrowed["exposure"] = [0.0]
+    return {**GRIDS, "bayesian_category": narrowed}
 
 
 def make_baseline(name: str, **params: Any) -> RulePolicy:

@@ -327,7 +327,7 @@ def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[s
         check_slot_counts_setting(tuned, config.slot_counts, config.tuned_baselines)
     if tuned is None:
         users = subsample_users(valid_data.user_ids, config.tune_users, config.seed)
-        tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names, grids=tuning_grids(config.slot_counts))
+        tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names, grids=tuning_grids(config.slot_counts, valid_data.protocol == "impressions"))
         if getattr(config, "sequence", None):
             base = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
             tuned.update(tune_tracker_mixture(valid_data, tuned, base, config.reward, users))

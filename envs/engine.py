@@ -40,7 +40,9 @@ from interestgym.core.transition import (
     apply_tracker_change,
     category_forgetting_factor,
     decision_transition,
+    fold_exposure,
     fold_outcomes,
+    shown_counts,
     update_category_counts,
     update_slot_category_counts,
 )
@@ -85,6 +87,8 @@ class PointScores:
     category_counts: np.ndarray | None = None  #: (P, n_categories) the point's row's counts, when the engine keeps them
     #: (P, n_categories) the point's row's counts in the point's time slot, when the engine keeps them
     slot_category_counts: np.ndarray | None = None
+    #: (P, n_categories) the point's row's counts of shown candidates (exposure), when the engine keeps them
+    exposure_counts: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> PointScores:
         """The points ``index`` (positions or a bool mask), fields as they are."""
@@ -92,7 +96,8 @@ class PointScores:
                            labels=self.labels[index], similarities=self.similarities[index],
                            tracker_z=None if self.tracker_z is None else self.tracker_z[index],
                            category_counts=None if self.category_counts is None else self.category_counts[index],
-                           slot_category_counts=None if self.slot_category_counts is None else self.slot_category_counts[index])
+                           slot_category_counts=None if self.slot_category_counts is None else self.slot_category_counts[index],
+                           exposure_counts=None if self.exposure_counts is None else self.exposure_counts[index])
 
     @staticmethod
     def concatenate(parts: list[PointScores], row_offsets: np.ndarray | list[int]) -> PointScores:
@@ -108,7 +113,7 @@ class PointScores:
 
         optional = {name: None if any(getattr(p, name) is None for p in parts) else
                     np.concatenate([pad(getattr(p, name), 0) if name == "tracker_z" else getattr(p, name) for p in parts])
-                    for name in ("tracker_z", "category_counts", "slot_category_counts")}
+                    for name in ("tracker_z", "category_counts", "slot_category_counts", "exposure_counts")}
         return PointScores(
             point_row=np.concatenate([p.point_row + off for p, off in zip(parts, row_offsets)]),
             prow=np.concatenate([p.prow for p in parts]),
@@ -134,7 +139,7 @@ def _shared_points(point_index: np.ndarray) -> np.ndarray | None:
 
 def point_scores(data: ReplayData, points: PointScores, strengths: np.ndarray, beta_cat: np.ndarray,
                  category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray,
-                 slot_weight: np.ndarray | float = 0.0) -> np.ndarray:
+                 slot_weight: np.ndarray | float = 0.0, exposure_prior: np.ndarray | float = 0.0) -> np.ndarray:
     """Candidate scores (P, C) of ``points`` with per-point strengths (P, 4) and score weights (P,):
     :func:`~interestgym.core.interest.score_candidates` on what the points keep."""
     sims, cand = points.similarities, points.candidates
@@ -144,15 +149,16 @@ def point_scores(data: ReplayData, points: PointScores, strengths: np.ndarray, b
         category_prior=category_prior, cos_context=sims[..., 2] if sims.shape[2] > 2 else None, beta_ctx=beta_ctx,
         tracker_z=points.tracker_z, beta_trk=beta_trk,
         slot_category_counts=points.slot_category_counts, category_slot_weight=slot_weight,
+        exposure_counts=points.exposure_counts, exposure_prior=exposure_prior,
     )
 
 
 def rank_points(data: ReplayData, metric: str, points: PointScores, strengths: np.ndarray, beta_cat: np.ndarray,
                 category_prior: np.ndarray, beta_ctx: np.ndarray, beta_trk: np.ndarray,
-                slot_weight: np.ndarray | float = 0.0) -> np.ndarray:
+                slot_weight: np.ndarray | float = 0.0, exposure_prior: np.ndarray | float = 0.0) -> np.ndarray:
     """``metric`` (P,) at ``points`` ranked with per-point strengths and score weights (see :func:`point_scores`).
     Row-wise: a point's value does not depend on the other points ranked with it."""
-    scores = point_scores(data, points, strengths, beta_cat, category_prior, beta_ctx, beta_trk, slot_weight)
+    scores = point_scores(data, points, strengths, beta_cat, category_prior, beta_ctx, beta_trk, slot_weight, exposure_prior)
     return ranking_metrics(scores, points.labels, [metric])[metric]
 
 
@@ -160,9 +166,10 @@ def check_scoring_kept(points: PointScores, config: ScoringConfig) -> None:
     """ValueError unless ``points`` keep the state ``config``'s score terms read."""
     if (config.beta_cat != 0 and points.category_counts is None or config.beta_ctx != 0 and points.similarities.shape[2] < 3
             or config.tracker_weight != 0 and points.tracker_z is None
-            or config.slot_category_counts and points.slot_category_counts is None):
+            or config.slot_category_counts and points.slot_category_counts is None
+            or config.exposure_counts and points.exposure_counts is None):
         raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker "
-                         "scores / slot category counts this scoring needs")
+                         "scores / slot category counts / exposure counts this scoring needs")
 
 
 @dataclass
@@ -238,9 +245,14 @@ class ReplayEngine:
         self.ctx_rate = np.zeros(r)
         self.beta_trk = np.zeros(r)
         self.slot_weight = np.zeros(r)  # lambda of the slot category counts
+        self.exposure_prior = np.zeros(r)  # b of the exposure counts (0 = the category term without them)
         self.category_counts: np.ndarray | None = None  # (R, n_categories), allocated when used
         self.slot_category_counts: np.ndarray | None = None  # (R, N_TIME_SLOTS, n_categories), allocated when used
         self.slot_profiles: np.ndarray | None = None  # (R, N_TIME_SLOTS, d), allocated when used
+        # (R, n_categories) counts of shown candidates per category, and those shown since the row's last
+        # decision (folded in at the next one: core.transition.fold_exposure); allocated when used
+        self.exposure_counts: np.ndarray | None = None
+        self.exposure_pending: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------ configuration
     def set_scoring(self, rows: np.ndarray | slice, config: ScoringConfig) -> None:
@@ -256,6 +268,14 @@ class ReplayEngine:
                                    "tracker attached (agents.sequence.term.attach_tracker; `--sequence RUN` on the command line)")
         self.beta_trk[rows] = config.tracker_weight
         self.slot_weight[rows] = config.category_slot_weight  # ScoringConfig refuses lambda without beta_cat
+        if config.exposure_counts and self.data.protocol != "impressions":
+            raise InterestGymError(f"a scoring with category_exposure_prior={config.category_exposure_prior} counts the candidates "
+                                   f"each impression showed; this replay's scoring points are {self.data.protocol!r} (sampled "
+                                   "negatives, not what the user was shown); expected the impressions protocol")
+        self.exposure_prior[rows] = config.category_exposure_prior
+        if config.exposure_counts and self.exposure_counts is None:
+            self.exposure_counts = np.zeros((self.n_rows, max(self.data.n_categories, 1)))
+            self.exposure_pending = np.zeros((self.n_rows, max(self.data.n_categories, 1)))
         if config.beta_cat != 0 and self.category_counts is None:
             self.category_counts = np.zeros((self.n_rows, max(self.data.n_categories, 1)))
         if config.slot_category_counts and self.slot_category_counts is None:
@@ -277,6 +297,9 @@ class ReplayEngine:
             self.category_counts[rows] = 0
         if self.slot_category_counts is not None:
             self.slot_category_counts[rows] = 0
+        if self.exposure_counts is not None:
+            self.exposure_counts[rows] = 0
+            self.exposure_pending[rows] = 0  # type: ignore[index]
         if self.slot_profiles is not None:
             self.slot_profiles[rows] = 0
 
@@ -345,6 +368,9 @@ class ReplayEngine:
             if self.slot_category_counts is not None:
                 self.slot_category_counts[rows] = update_slot_category_counts(
                     self.slot_category_counts[rows], data.decision_slot[dec], data.decision_category[dec], forgetting, gain)
+            if self.exposure_counts is not None:  # what was shown since the last decision joins, and all forget
+                self.exposure_counts[rows] = fold_exposure(self.exposure_counts[rows], self.exposure_pending[rows], forgetting)  # type: ignore[index]
+                self.exposure_pending[rows] = 0  # type: ignore[index]
         context_rate = None
         if self.slot_profiles is not None:
             slot = data.decision_slot[dec].astype(np.int64)
@@ -361,6 +387,11 @@ class ReplayEngine:
         # lambda of the per-slot category counts in this decision's scoring (a slot change scales the rule's)
         slot_weight = apply_slot_change(self.slot_weight[rows], changes.slot)
         point_metrics, points = self._score_points(rows, point_row, point_index, strengths, beta_trk, slot_weight, rank)
+        if self.exposure_counts is not None and len(point_index):
+            # the step's impressions were shown (ranked above with the exposure before them): counted from the next decision
+            cand, labels, _ = data.padded_points(point_index)
+            self.exposure_pending[rows] += shown_counts(  # type: ignore[index]
+                point_row, np.where(labels >= 0, data.item_category[cand], -1), n, self.exposure_counts.shape[1])
 
         n_points = p_count.astype(np.int64)
         scored = n_points > 0
@@ -448,12 +479,13 @@ class ReplayEngine:
         if self.slot_category_counts is not None:
             slot_counts = self.slot_category_counts[prow, data.point_slot[point_index].astype(np.int64)]
         points = PointScores(point_row=point_row, prow=prow, candidates=cand, labels=labels, similarities=sims,
-                             tracker_z=tracker_z, category_counts=counts, slot_category_counts=slot_counts)
+                             tracker_z=tracker_z, category_counts=counts, slot_category_counts=slot_counts,
+                             exposure_counts=None if self.exposure_counts is None else self.exposure_counts[prow])
         if not rank:
             return {}, points
         cos_long, cos_short = sims[..., 0], sims[..., 1]
         scores = point_scores(data, points, strengths[point_row], self.beta_cat[prow], self.cat_prior[prow],
-                              self.beta_ctx[prow], beta_trk[point_row], slot_weight[point_row])
+                              self.beta_ctx[prow], beta_trk[point_row], slot_weight[point_row], self.exposure_prior[prow])
         if self.lean:
             return ranking_metrics(scores, labels, names), points
         # The L-only / S-only rankings feed the observation's comparison statistics. Few points (the
@@ -503,9 +535,9 @@ class ReplayEngine:
                 weights.append(score_weights(config))
                 counts.append(len(picked))
         idx = np.concatenate(take)
-        beta_cat, prior, beta_ctx, beta_trk, slot_weight = np.repeat(np.asarray(weights, dtype=np.float64), counts, axis=0).T
+        beta_cat, prior, beta_ctx, beta_trk, slot_weight, exposure = np.repeat(np.asarray(weights, dtype=np.float64), counts, axis=0).T
         values = rank_points(self.data, self.metric, points.take(idx), np.concatenate(strengths), beta_cat, prior,
-                             beta_ctx, beta_trk, slot_weight)
+                             beta_ctx, beta_trk, slot_weight, exposure)
         return np.split(values, np.cumsum(counts)[:-1])
 
 
@@ -518,7 +550,8 @@ def member_strengths(actions: np.ndarray, config: ScoringConfig) -> np.ndarray:
     return strengths
 
 
-def score_weights(config: ScoringConfig) -> tuple[float, float, float, float, float]:
+def score_weights(config: ScoringConfig) -> tuple[float, float, float, float, float, float]:
     """A scoring's fixed score-term weights as :func:`rank_points` takes them: (beta_cat, category_prior,
-    beta_ctx, tracker_weight, category_slot_weight)."""
-    return (config.beta_cat, config.category_prior, config.beta_ctx, config.tracker_weight, config.category_slot_weight)
+    beta_ctx, tracker_weight, category_slot_weight, category_exposure_prior)."""
+    return (config.beta_cat, config.category_prior, config.beta_ctx, config.tracker_weight, config.category_slot_weight,
+            config.category_exposure_prior)

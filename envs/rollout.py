@@ -112,16 +112,16 @@ class ManyStep(NamedTuple):
     engine: ReplayEngine
 
 
-def engine_signature(scoring: ScoringConfig | None) -> tuple[bool, bool, bool]:
+def engine_signature(scoring: ScoringConfig | None) -> tuple[bool, bool, bool, bool]:
     """Which optional engine state a policy's scoring needs (category counts, time-slot profiles, category
-    counts per time slot).
+    counts per time slot, counts of shown candidates).
 
     Policies are batched in one engine only when they need the same state: an engine scores with the
     optional terms as soon as one of its rows uses them (a third profile in the similarity product),
     so mixing would change how the other rows' cosines are computed, if not their value.
     """
     scoring = scoring or ScoringConfig()
-    return (scoring.beta_cat != 0, scoring.beta_ctx != 0, scoring.slot_category_counts)
+    return (scoring.beta_cat != 0, scoring.beta_ctx != 0, scoring.slot_category_counts, scoring.exposure_counts)
 
 
 def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,
@@ -367,10 +367,11 @@ def _state_records(steps: list[ManyStep], todo: np.ndarray) -> dict[int, StateRe
     return out
 
 
-def _kind(points: PointScores) -> tuple[int, bool, bool]:
+def _kind(points: PointScores) -> tuple[int, bool, bool, bool]:
     """What engine state ``points`` keep: similarity columns (K), category counts or not, slot category
-    counts or not. Only points of one kind are concatenated."""
-    return (points.similarities.shape[2], points.category_counts is not None, points.slot_category_counts is not None)
+    counts or not, exposure counts or not. Only points of one kind are concatenated."""
+    return (points.similarities.shape[2], points.category_counts is not None, points.slot_category_counts is not None,
+            points.exposure_counts is not None)
 
 
 #: Scoring points ranked per :func:`~interestgym.envs.engine.rank_points` call in :func:`replay_shared`.
@@ -381,7 +382,7 @@ def _rank_states(data: ReplayData, metric: str, policies: list[Any],
                  states: list[tuple[StateRecord | list[StateRecord], list[int], int | None]]) -> Iterator[SharedStep]:
     """Every member's values at its state's scoring points: ``states`` = (record(s), member policy
     indices, the member that stepped the record, whose strengths are the stepped ones, or None)."""
-    jobs: list[tuple[StateRecord, int, np.ndarray, tuple[float, float, float, float, float]]] = []
+    jobs: list[tuple[StateRecord, int, np.ndarray, tuple[float, float, float, float, float, float]]] = []
     for records, group, stepper in states:
         for record in records if isinstance(records, list) else [records]:
             for k in group:
@@ -407,10 +408,10 @@ def _rank_states(data: ReplayData, metric: str, policies: list[Any],
         chunk = jobs[start:stop]
         counts = [len(record.point_index) for record, *_ in chunk]
         points = PointScores.concatenate([record.points for record, *_ in chunk], [0] * len(chunk))  # type: ignore[misc]
-        beta_cat, prior, beta_ctx, beta_trk, slot_weight = np.repeat(np.asarray([w for *_, w in chunk], dtype=np.float64),
-                                                                     counts, axis=0).T
+        beta_cat, prior, beta_ctx, beta_trk, slot_weight, exposure = np.repeat(
+            np.asarray([w for *_, w in chunk], dtype=np.float64), counts, axis=0).T
         values = rank_points(data, metric, points, np.concatenate([s for _, _, s, _ in chunk]), beta_cat, prior, beta_ctx,
-                             beta_trk, slot_weight)
+                             beta_trk, slot_weight, exposure)
         for (record, k, _, _), part in zip(chunk, np.split(values, np.cumsum(counts)[:-1])):
             yield SharedStep(np.full(len(part), k, dtype=np.int64), record.point_index, part)
         start = stop

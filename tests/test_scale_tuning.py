@@ -123,8 +123,9 @@ def test_a_grid_over_score_weights_replays_one_state_per_strength_pair(synthetic
     # only (long_rate, short_rate) move the profiles: w is a score weight
     assert len(keys) == len(GRIDS["ema_two_profile"]["long_rate"]) * len(GRIDS["ema_two_profile"]["short_rate"])
     bayes = every_grid_point("bayesian_category")
-    # beta_cat and lambda score only; the forgetting and whether the per-slot counts are kept move the state
-    assert len({p.state_key() for p in bayes}) == len(GRIDS["bayesian_category"]["forgetting"]) * 2
+    # beta_cat, lambda and b score only; the forgetting and whether the per-slot counts and the exposure counts are
+    # kept move the state
+    assert len({p.state_key() for p in bayes}) == len(GRIDS["bayesian_category"]["forgetting"]) * 2 * 2
     # a rule that is not its state's first one is ranked by rescoring: still its own replay's numbers
     def pick(beta_cat, forgetting, slot_weight):
         return next(p for p in bayes if (p.params["beta_cat"], p.params["forgetting"], p.params.get("slot_weight", 0.0))

@@ -182,6 +182,7 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
     from interestgym.runtime import load_policy
 
     monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [2.0])  # the tuned reference keeps slot counts
+    monkeypatch.setitem(GRIDS["bayesian_category"], "exposure", [0.0])  # and not the exposure counts (format version 3)
     run = tmp_path / "run"
     train_run(shipping_config(dataset, run, ship_threshold=threshold))
     decision = read_shipped(run)

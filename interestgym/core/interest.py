@@ -55,6 +55,11 @@ class ScoringConfig:
         (0 = off; needs replay data with a tracker attached: ``agents.sequence.term.attach_tracker``).
     :param category_slot_weight: weight lambda >= 0 of the current time slot's category counts added to the
         user's counts before the category term's probability (0 = off; needs beta_cat != 0).
+    :param category_exposure_prior: b >= 0: the category term becomes clicks per exposure,
+        ``log P(cat | user) - log(exposure(cat) + b)``, exposure = a forgetful count of the candidates of the
+        user's logged impressions per category (what was *shown*; it forgets with the category counts). 0 =
+        off; needs beta_cat != 0, and logged impressions (on sampled negatives the "shown" candidates would
+        be the sampler's).
     """
 
     popularity_weight: float | None = None
@@ -65,6 +70,7 @@ class ScoringConfig:
     context_rate: float = 0.3
     tracker_weight: float = 0.0
     category_slot_weight: float = 0.0
+    category_exposure_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.popularity_weight is not None and not 0.0 <= self.popularity_weight <= 1.0:
@@ -82,6 +88,11 @@ class ScoringConfig:
         if self.category_slot_weight != 0 and self.beta_cat == 0:
             raise InterestGymError(f"ScoringConfig.category_slot_weight={self.category_slot_weight} with beta_cat=0: the per-slot "
                                    "counts weigh into the category term; expected beta_cat != 0, or category_slot_weight 0")
+        if not (np.isfinite(self.category_exposure_prior) and self.category_exposure_prior >= 0.0):
+            raise InterestGymError(f"ScoringConfig.category_exposure_prior={self.category_exposure_prior}: expected a finite number >= 0")
+        if self.category_exposure_prior != 0 and self.beta_cat == 0:
+            raise InterestGymError(f"ScoringConfig.category_exposure_prior={self.category_exposure_prior} with beta_cat=0: exposure "
+                                   "divides the category term; expected beta_cat != 0, or category_exposure_prior 0")
 
     @property
     def slot_category_counts(self) -> bool:
@@ -89,15 +100,21 @@ class ScoringConfig:
         return self.beta_cat != 0 and self.category_slot_weight != 0
 
     @property
+    def exposure_counts(self) -> bool:
+        """True when the category term divides by the counts of shown candidates (beta_cat != 0 and b > 0)."""
+        return self.beta_cat != 0 and self.category_exposure_prior != 0
+
+    @property
     def ties_category_forgetting(self) -> bool:
         """True when the category counts forget with ``1 - a_L`` of each decision (``category_forgetting=None``)."""
         return self.category_forgetting is None
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields, without ``tracker_weight`` / ``category_slot_weight`` when they are off (so
-        configurations, manifests and tuned baselines written before those terms existed read the same)."""
+        """The fields, without ``tracker_weight`` / ``category_slot_weight`` / ``category_exposure_prior`` when
+        they are off (so configurations, manifests and tuned baselines written before those terms existed read
+        the same)."""
         out = asdict(self)
-        for name in ("tracker_weight", "category_slot_weight"):
+        for name in ("tracker_weight", "category_slot_weight", "category_exposure_prior"):
             if not out[name]:
                 del out[name]
         return out
@@ -186,6 +203,23 @@ def slot_mixed_counts(counts: np.ndarray, slot_counts: np.ndarray | None, weight
     return np.where(column != 0, counts + column * slot_counts, counts)
 
 
+def exposure_log(exposure: np.ndarray, candidate_category: np.ndarray, prior: np.ndarray | float) -> np.ndarray:
+    """``log(exposure(cat(c)) + b)`` per candidate: what the category term subtracts to become clicks per
+    exposure.
+
+    :param exposure: (B, n_categories) forgetful counts of shown candidates per category.
+    :param candidate_category: (B, C) category index of every candidate; an index outside the columns (a
+        category unknown to the counts) was never shown: exposure 0.
+    :param prior: b > 0, scalar or (B,).
+    """
+    b = np.asarray(prior, dtype=np.float64)
+    b_col = b[:, None] if b.ndim else b
+    n_columns = exposure.shape[1]
+    known = (candidate_category >= 0) & (candidate_category < n_columns)
+    shown = np.take_along_axis(exposure, np.where(known, candidate_category, 0), axis=1).astype(np.float64)
+    return np.log(np.where(known, shown, 0.0) + b_col)
+
+
 def combine_scores(
     cos_long: np.ndarray,
     cos_short: np.ndarray,
@@ -250,6 +284,8 @@ def score_candidates(
     beta_trk: np.ndarray | float = 0.0,
     slot_category_counts: np.ndarray | None = None,
     category_slot_weight: np.ndarray | float = 0.0,
+    exposure_counts: np.ndarray | None = None,
+    exposure_prior: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Score candidate sets from their similarities to the profiles: the one scoring function of the
     replay engine, the evaluator and the runtime (each computes the cosines its own fastest way).
@@ -265,12 +301,20 @@ def score_candidates(
     :param slot_category_counts: (B, n_categories) the counts of the time slot each row is scored in (or
         None), added to ``category_counts`` with weight(s) ``category_slot_weight`` (lambda); where lambda
         is 0 the counts are the user's alone, exactly.
+    :param exposure_counts: (B, n_categories) forgetful counts of shown candidates per category (or None);
+        where ``exposure_prior`` b > 0 the category term is ``log P(cat | user) - log(exposure(cat) + b)``
+        (:func:`exposure_log`); where b is 0 it is ``log P(cat | user)`` exactly.
     :return: (B, C) scores.
     """
     category_term = None
     if category_counts is not None and candidate_category is not None and np.any(np.asarray(beta_cat) != 0):
         category_term = category_log_prob(
             slot_mixed_counts(category_counts, slot_category_counts, category_slot_weight), candidate_category, category_prior)
+        b = np.asarray(exposure_prior, dtype=np.float64)
+        if exposure_counts is not None and np.any(b > 0):
+            on = (b > 0)[:, None] if b.ndim else b > 0
+            category_term = np.where(on, category_term - exposure_log(exposure_counts, candidate_category, np.where(b > 0, b, 1.0)),
+                                     category_term)
     use_tracker = tracker_z is not None and np.any(np.asarray(beta_trk) != 0)
     return combine_scores(cos_long, cos_short, strengths[:, 2], strengths[:, 3], popularity,
                           category_term=category_term, beta_cat=beta_cat, context_term=cos_context, beta_ctx=beta_ctx,

@@ -40,7 +40,10 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
                              = tied to the rule's long-term strength (f = 1 - a_L, the mode a learned
                              policy gets: see ScoringConfig); with ``slot_weight`` lambda > 0 (tuned,
                              0 included) the counts of the current time-of-day slot are added with
-                             weight lambda (P(cat | user, slot)); L, S, w, p as the tuned two-profile rule.
+                             weight lambda (P(cat | user, slot)); on logs of impressions, with
+                             ``exposure`` b > 0 (tuned, 0 included) the term is clicks per exposure,
+                             log P(cat | user) - log(shown(cat) + b), shown = a forgetful count of the
+                             user's impressions' candidates; L, S, w, p as the tuned two-profile rule.
 ``popularity``               rank by training popularity only (p = 1): the reference a personalised
                              rule must beat.
 ==========================  ===========================================================================
@@ -66,10 +69,11 @@ LN2 = float(np.log(2.0))
 
 
 #: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior, the slot
-#: counts' lambda): rules that differ only in them move every profile, count and slot alike (see
-#: :meth:`RulePolicy.state_key`, which still tells apart the rules that keep slot counts from those that do not).
+#: counts' lambda, the exposure prior b): rules that differ only in them move every profile, count and slot
+#: alike (see :meth:`RulePolicy.state_key`, which still tells apart the rules that keep slot or exposure
+#: counts from those that do not).
 SCORE_ONLY_PARAMS: frozenset[str] = frozenset({"short_weight", "popularity_weight", "burst_weight", "beta_cat", "beta_ctx", "prior",
-                                               "slot_weight"})
+                                               "slot_weight", "exposure"})
 
 
 class RulePolicy:
@@ -106,6 +110,8 @@ class RulePolicy:
                  "slot_profiles": sc.beta_ctx != 0, "context_rate": sc.context_rate}
         if sc.slot_category_counts:  # only when kept: keys of rules without them read as before
             state["slot_category_counts"] = True
+        if sc.exposure_counts:
+            state["exposure_counts"] = True
         params = {k: v for k, v in self.params.items() if k not in SCORE_ONLY_PARAMS}
         return json.dumps([f"{type(self).__module__}.{type(self).__qualname__}", params, state], sort_keys=True, default=repr)
 
@@ -239,16 +245,19 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
 
     def __init__(self, beta_cat: float = 0.1, forgetting: float | None = 0.9, prior: float = 1.0, long_rate: float = 0.1,
                  short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0,
-                 slot_weight: float = 0.0) -> None:
-        if isinstance(slot_weight, (bool, np.bool_)) or not isinstance(slot_weight, numbers.Real) or not np.isfinite(slot_weight) or slot_weight < 0:
-            raise InterestGymError(f"bayesian_category slot_weight={slot_weight!r}: expected a finite number >= 0 (0 = no "
-                                   "category counts per time of day)")
+                 slot_weight: float = 0.0, exposure: float = 0.0) -> None:
+        for name, value, what in (("slot_weight", slot_weight, "category counts per time of day"),
+                                  ("exposure", exposure, "division by what was shown")):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+                raise InterestGymError(f"bayesian_category {name}={value!r}: expected a finite number >= 0 (0 = no {what})")
         super().__init__(long_rate, short_rate, short_weight, popularity_weight,
                          scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior,
-                                               category_slot_weight=float(slot_weight)))
+                                               category_slot_weight=float(slot_weight), category_exposure_prior=float(exposure)))
         self.params.update(beta_cat=beta_cat, forgetting=forgetting, prior=prior)
         if slot_weight:  # only when used: the parameters of a rule without slot counts read as before
             self.params["slot_weight"] = float(slot_weight)
+        if exposure:  # likewise: clicks per exposure, with b = exposure
+            self.params["exposure"] = float(exposure)
 
 
 class PopularityPolicy(RulePolicy):

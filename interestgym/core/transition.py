@@ -26,6 +26,7 @@ Profiles are float32; running statistics float64 (cosines are computed in float3
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -94,7 +95,7 @@ def category_forgetting_factor(fixed: np.ndarray | float | None, strengths: np.n
     tied = 1.0 - np.asarray(strengths, dtype=np.float64)[:, 0]
     if fixed is None:
         return tied
-    if isinstance(fixed, float) and fixed == fixed:  # a number, not NaN: every row (the runtime's one row)
+    if isinstance(fixed, float) and not math.isnan(fixed):  # a number, not NaN: every row (the runtime's one row)
         return np.full(tied.shape, fixed)
     fixed = np.broadcast_to(np.asarray(fixed, dtype=np.float64), tied.shape)
     return np.where(np.isnan(fixed), tied, fixed)
@@ -223,6 +224,29 @@ def update_slot_category_counts(slot_counts: np.ndarray, slot: np.ndarray, categ
     known = category >= 0
     out[known, np.asarray(slot)[known], category[known]] += 1.0 if gain is None else gain[known]
     return out
+
+
+def fold_exposure(exposure: np.ndarray, pending: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
+    """The exposure counts at a decision: the candidates shown since the last decision (``pending``) join
+    the counts, and all forget by the decision's category forgetting: ``(exposure + pending) x forgetting``.
+    The engine and the runtime both add what was shown only here, so the impressions scored between two
+    decisions are all ranked with the exposure of the decision before them.
+
+    :param exposure: (B, n_categories) float64; ``pending``: (B, n_categories) counts shown since (integers,
+        so their sum is exact in any order); ``forgetting``: scalar or (B,), the counts' factor.
+    :return: new (B, n_categories) exposure.
+    """
+    return (exposure + pending) * (forgetting[:, None] if np.ndim(forgetting) else forgetting)
+
+
+def shown_counts(rows: np.ndarray, categories: np.ndarray, n_rows: int, n_categories: int) -> np.ndarray:
+    """(n_rows, n_categories) how many shown candidates of each category each row had: ``categories``
+    (P, C) the category index of every candidate of P impressions (-1 for padding or a category outside
+    the counts), ``rows`` (P,) each impression's row."""
+    cats = np.asarray(categories)
+    ok = (cats >= 0) & (cats < n_categories)
+    flat = (np.repeat(np.asarray(rows, dtype=np.int64), cats.shape[1]) * n_categories + cats.reshape(-1))[ok.reshape(-1)]
+    return np.bincount(flat, minlength=n_rows * n_categories).astype(np.float64).reshape(n_rows, n_categories)
 
 
 def fold_outcomes(means: np.ndarray, sums: np.ndarray, n_points: np.ndarray) -> np.ndarray:

@@ -265,7 +265,7 @@ def evaluate_run(
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
         tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
         tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names,
-                               grids=tuning_grids(config.slot_counts))
+                               grids=tuning_grids(config.slot_counts, valid.describe()["protocol"] == "impressions"))
         if config.sequence:  # a run trained with a tracker: its rule + tracker mixture, as train tunes it
             tuned.update(tune_tracker_mixture(tune_data, tuned, best_baseline({n: tuned[n] for n in names}), metric, tune_users))
         del tune_data
@@ -400,7 +400,7 @@ def evaluate_run(
         "scoring_points": int(results[0].n_points),
         "selection_metric": metric,
         "tuned_on": (f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)"
-                     + _older_grid_text(tuned, tuning_grids(config.slot_counts))),
+                     + _older_grid_text(tuned, tuning_grids(config.slot_counts, protocol["protocol"] == "impressions"))),
         "reference": reference,
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
         "run": str(run_dir) if run_dir is not None else None,

@@ -40,14 +40,19 @@ from interestgym.errors import ArtifactError
 #: Version of the export layout written by this code. A reader accepts this version and older ones
 #: it knows how to read; a newer one means "upgrade interestgym", never a guess. Version 2: the scoring
 #: weighs category counts per time of day (``scoring.config.category_slot_weight``), which a reader of
-#: version 1 would ignore; an export without them is still written as version 1 (:func:`format_version_for`).
-FORMAT_VERSION = 2
+#: version 1 would ignore. Version 3: the category term divides by the counts of shown candidates
+#: (``scoring.config.category_exposure_prior``), which the user state must keep and ``record_outcome`` feeds.
+#: An export is written with the lowest version that holds it (:func:`format_version_for`).
+FORMAT_VERSION = 3
 #: Versions this code can read.
-READABLE_FORMAT_VERSIONS = frozenset({1, 2})
+READABLE_FORMAT_VERSIONS = frozenset({1, 2, 3})
 
 
 def format_version_for(scoring_config: dict[str, Any]) -> int:
-    """The lowest format version that holds an export with this scoring: 2 with per-slot category counts, else 1."""
+    """The lowest format version that holds an export with this scoring: 3 with exposure counts, 2 with
+    per-slot category counts, else 1."""
+    if scoring_config.get("category_exposure_prior"):
+        return 3
     return 2 if scoring_config.get("category_slot_weight") else 1
 MANIFEST_NAME = "manifest.json"
 #: The ``kind`` field of the manifest: guards against pointing the runtime at a dataset or run dir.
@@ -324,13 +329,17 @@ def build_manifest(
                                      "counts (every slot's row forgets by f), when scoring.config.category_slot_weight > 0; "
                                      "their weight lambda in the scoring until the next decision is category_slot_weight, "
                                      "times clip(1 + slot_change, 0, 2) for a graph with a slot_change"),
+            "exposure": ("shown <- f (shown + shown since the last decision) at every decision, with the f of the category "
+                         "counts, when scoring.config.category_exposure_prior > 0; record_outcome adds each scored impression's "
+                         "candidates per category to 'shown since the last decision'"),
             "slot_profiles": ("T_slot(event) <- normalise((1 - r) T + r x) at every decision (when beta_ctx != 0); r = "
                               "scoring.config.context_rate, or clip(r + context_change, 0, 1) for a graph with a context_change"),
         },
         "scoring": {
             "formula": ("(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)"
                         " + beta_trk z_trk(c) (z_trk: the tracker's scores standardised over the candidates); P(cat | user) from "
-                        "counts + category_slot_weight x the per-slot counts of the ranking's time slot, + the prior"),
+                        "counts + category_slot_weight x the per-slot counts of the ranking's time slot, + the prior; with "
+                        "category_exposure_prior b > 0 the category term is beta_cat (log P(cat(c) | user) - log(shown(cat(c)) + b))"),
             "config": dict(scoring_config),
             "popularity": {"file": POPULARITY_FILE, "item_ids": ITEMS_FILE,
                            "definition": POPULARITY_DEFINITION},

@@ -53,6 +53,7 @@ from interestgym.core.transition import (
     apply_slot_change,
     apply_tracker_change,
     category_forgetting_factor,
+    shown_counts,
 )
 from interestgym.errors import InterestGymError
 from interestgym.runtime.manifest import (
@@ -131,6 +132,8 @@ class ExportedPolicy:
         self._beta_trk = float(self.scoring.get("tracker_weight", 0.0) or 0.0)
         # lambda of the per-slot category counts (absent from manifests written before them: 0)
         self._slot_weight = float(self.scoring.get("category_slot_weight", 0.0) or 0.0) if self._beta_cat != 0 else 0.0
+        # b of the exposure counts: the category term is clicks per exposure (absent from older manifests: 0)
+        self._exposure_prior = float(self.scoring.get("category_exposure_prior", 0.0) or 0.0) if self._beta_cat != 0 else 0.0
         # Observations after FEATURES (core.features.EXTRA_FEATURES) the graph reads: the tracker's, the DTW drift
         observation = manifest.get("observation") or {}
         self.extra_obs: tuple[str, ...] = tuple(observation.get("extra") or ())
@@ -156,7 +159,7 @@ class ExportedPolicy:
         """The state of a user with no history."""
         return UserState.empty(self.dim, len(self.categories) if self._beta_cat != 0 else None, with_slots=self._beta_ctx != 0,
                                tracker_weight=self._beta_trk if self.tracker is not None else None, with_drift=self.observes_drift,
-                               with_slot_counts=self._slot_weight != 0)
+                               with_slot_counts=self._slot_weight != 0, with_exposure=self._exposure_prior != 0)
 
     def check_encoder(self, fingerprint: str) -> None:
         """Raise :class:`EncoderMismatchError` unless ``fingerprint`` is the policy's encoder's."""
@@ -260,6 +263,13 @@ class ExportedPolicy:
                                    "the policy's category term weighs them (category_slot_weight); start users with "
                                    "policy.new_state()")
 
+    def _check_exposure(self, state: UserState) -> None:
+        """Refuse a state without the exposure counts when the policy's category term divides by them."""
+        if self._exposure_prior != 0 and state.exposure is None:
+            raise InterestGymError("a user state without exposure counts (e.g. written under a policy without them): the "
+                                   "policy's category term divides by what each user was shown (category_exposure_prior); "
+                                   "start users with policy.new_state()")
+
     def _tracker_weighted(self, term: TrackerTerm | None, actions: np.ndarray) -> TrackerTerm | None:
         """The tracker term after a decision with env ``actions`` (1, n) (its window and running mean
         already moved by :func:`~interestgym.runtime.update.decision_extras`): the weight is the export's,
@@ -317,6 +327,26 @@ class ExportedPolicy:
         idx = np.fromiter((self._item_index.get(str(i), -1) for i in ids.reshape(-1)), dtype=np.int64, count=ids.size).reshape(shape)
         return np.where(idx >= 0, self.popularity[np.maximum(idx, 0)], np.float32(0.0)).astype(np.float32)
 
+    def _category_columns(self, categories: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """(shape) the candidates' category columns; a category unknown to the export gets a column past the
+        counts', which the core scores as a zero count (and a zero exposure)."""
+        if categories is None:
+            raise InterestGymError("score needs candidate_categories: the policy's score uses the category model (beta_cat)")
+        cats = np.asarray(categories, dtype=object)
+        if cats.shape != shape:
+            raise InterestGymError(f"candidate_categories of shape {cats.shape}; expected {shape}")
+        unknown = len(self.categories)
+        return np.fromiter((self._category_index.get(str(c), unknown) for c in cats.reshape(-1)), dtype=np.int64,
+                           count=cats.size).reshape(shape)
+
+    def _exposure_inputs(self, states: list[UserState]) -> np.ndarray | None:
+        """(B, n_categories) the users' counts of shown candidates, or None when the policy does not divide by them."""
+        if self._exposure_prior == 0:
+            return None
+        for s in states:
+            self._check_exposure(s)
+        return np.stack([s.exposure[0] for s in states])  # type: ignore[index]
+
     def _category_inputs(self, states: list[UserState], categories: Any, shape: tuple[int, ...], slots: np.ndarray | None
                          ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | float]:
         """(counts (B, n_categories), candidates' category columns (B, C), the counts of each row's time
@@ -325,13 +355,7 @@ class ExportedPolicy:
         gets a column past the counts', which the core scores as a zero count."""
         if self._beta_cat == 0:
             return None, None, None, 0.0
-        if categories is None:
-            raise InterestGymError("score needs candidate_categories: the policy's score uses the category model (beta_cat)")
-        cats = np.asarray(categories, dtype=object)
-        if cats.shape != shape:
-            raise InterestGymError(f"candidate_categories of shape {cats.shape}; expected {shape}")
-        unknown = len(self.categories)
-        idx = np.fromiter((self._category_index.get(str(c), unknown) for c in cats.reshape(-1)), dtype=np.int64, count=cats.size).reshape(shape)
+        idx = self._category_columns(categories, shape)
         counts = np.stack([s.category_counts for s in states])  # type: ignore[misc]
         if self._slot_weight == 0:
             return counts, idx, None, 0.0
@@ -402,6 +426,7 @@ class ExportedPolicy:
             candidate_category=cand_category, category_prior=float(self.scoring.get("category_prior", 1.0)),
             cos_context=context, beta_ctx=np.full(b, self._beta_ctx), tracker_z=tracker_z, beta_trk=beta_trk,
             slot_category_counts=slot_counts, category_slot_weight=slot_weight,
+            exposure_counts=self._exposure_inputs(states), exposure_prior=self._exposure_prior,
         )
         return scores, cos_long, cos_short, tracker_z
 
@@ -461,6 +486,10 @@ class ExportedPolicy:
             alone = ranking_metrics(tracker_z, lab[None], [self.reward_metric])[self.reward_metric][0]
             new.tracker = dataclasses.replace(new.tracker, pending=new.tracker.pending + alone)  # type: ignore[arg-type]
         new.counters[_C["pending_points"]] += 1
+        if new.exposure is not None and self._exposure_prior != 0:
+            # the candidates were shown: counted at the user's next decision, as the engine counts a step's impressions
+            new.exposure[1] += shown_counts(np.zeros(1, dtype=np.int64), self._category_columns(cats[0], (cand.shape[0],))[None],
+                                            1, new.exposure.shape[1])[0]
         return new, {k: float(v[0]) for k, v in metrics.items()}
 
 

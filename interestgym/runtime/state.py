@@ -12,7 +12,8 @@ keeps per user, so that the runtime's observations, updates and scores are the e
 * the scoring points recorded since the last decision (their metric sums feed the running means
   at the next decision, as the engine folds a step's scoring points in at the end of the step);
 * optional state of the extra score terms: forgetful category counts (``beta_cat``), the same per
-  time-of-day slot (``category_slot_weight``), time-of-day slot profiles (``beta_ctx``) and, for a policy that scores with a sequence tracker, the
+  time-of-day slot (``category_slot_weight``), the counts of shown candidates per category
+  (``category_exposure_prior``), time-of-day slot profiles (``beta_ctx``) and, for a policy that scores with a sequence tracker, the
   tracker's window of the last decisions and the tracker weight set at the last decision
   (:class:`~interestgym.runtime.tracker.TrackerTerm`).
 
@@ -42,11 +43,12 @@ from interestgym.runtime.codec import (
 from interestgym.runtime.tracker import TrackerTerm, TrackerWindow, window_problem
 
 #: Version of the state layout below (stored in every blob's meta; bumped on any change). Version 2
-#: added the optional tracker fields, version 3 the per-slot category counts; blobs of earlier versions
-#: (which never have the later fields) still read. A state is written with the lowest version that
-#: holds its fields, so that a reader from before an upgrade still reads what it can represent.
-STATE_VERSION = 3
-READABLE_STATE_VERSIONS = (1, 2, 3)
+#: added the optional tracker fields, version 3 the per-slot category counts, version 4 the exposure
+#: counts; blobs of earlier versions (which never have the later fields) still read. A state is written
+#: with the lowest version that holds its fields, so that a reader from before an upgrade still reads what
+#: it can represent.
+STATE_VERSION = 4
+READABLE_STATE_VERSIONS = (1, 2, 3, 4)
 _N_SHADOW = len(SHADOW_STRENGTHS)
 
 #: float64 running means, in this order, in the ``running_means`` field.
@@ -149,12 +151,16 @@ class UserState:
         next decision, as a slot change set it at the last decision (1 without one; in [0, 2]); with
         ``slot_category_counts`` only. The state keeps the factor, not lambda, so that a policy swapped in
         with another lambda scores with its own.
+    :param exposure: (2, n_categories) float64: the forgetful counts of the candidates the user was shown,
+        per category, and those shown since the last decision (added at the next one:
+        :func:`~interestgym.core.transition.fold_exposure`); only when the policy's category term divides by
+        them (``category_exposure_prior`` > 0).
     :param tracker: the tracker's window and weight (only when the policy scores with a tracker term).
     :param drift_window: (m, d) float32, the item vectors of the user's last m <= 2k decisions, oldest
         first (only when the policy observes the DTW drift).
     """
 
-    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "drift_window", "profiles",
+    __slots__ = ("categories", "category_counts", "category_decisions", "counters", "drift_window", "exposure", "profiles",
                  "slot_category_counts", "slot_factor", "slot_profiles", "stats", "tracker")
 
     def __init__(self, long_term: np.ndarray, short_term: np.ndarray, shadow: np.ndarray, running_means: np.ndarray,
@@ -162,7 +168,8 @@ class UserState:
                  categories: list[str] | None = None, category_decisions: np.ndarray | None = None,
                  category_counts: np.ndarray | None = None, slot_profiles: np.ndarray | None = None,
                  tracker: TrackerTerm | None = None, drift_window: np.ndarray | None = None,
-                 slot_category_counts: np.ndarray | None = None, slot_factor: float | None = None) -> None:
+                 slot_category_counts: np.ndarray | None = None, slot_factor: float | None = None,
+                 exposure: np.ndarray | None = None) -> None:
         d = int(np.shape(long_term)[0])
         profiles = np.empty((2 + _N_SHADOW, d), dtype=np.float32)
         profiles[0], profiles[1], profiles[2:] = long_term, short_term, shadow
@@ -181,13 +188,14 @@ class UserState:
         self.drift_window = drift_window
         self.slot_category_counts = slot_category_counts
         self.slot_factor = None if slot_category_counts is None else float(1.0 if slot_factor is None else slot_factor)
+        self.exposure = exposure
 
     @classmethod
     def _of_blocks(cls, profiles: np.ndarray, stats: np.ndarray, counters: np.ndarray, categories: list[str],
                    category_decisions: np.ndarray, category_counts: np.ndarray | None,
                    slot_profiles: np.ndarray | None, tracker: TrackerTerm | None = None,
                    drift_window: np.ndarray | None = None, slot_category_counts: np.ndarray | None = None,
-                   slot_factor: float | None = None) -> UserState:
+                   slot_factor: float | None = None, exposure: np.ndarray | None = None) -> UserState:
         """A state owning the given blocks as they are (no copy, no check): the update paths' constructor.
 
         :param profiles: ((2 + len(SHADOW_STRENGTHS)), d) float32; ``stats`` (N_STATS,) float64;
@@ -199,17 +207,20 @@ class UserState:
         state.category_counts, state.slot_profiles = category_counts, slot_profiles
         state.tracker, state.drift_window = tracker, drift_window
         state.slot_category_counts, state.slot_factor = slot_category_counts, slot_factor
+        state.exposure = exposure
         return state
 
     # -------------------------------------------------------------------------------- creation
     @classmethod
     def empty(cls, dim: int, n_categories: int | None = None, with_slots: bool = False,
-              tracker_weight: float | None = None, with_drift: bool = False, with_slot_counts: bool = False) -> UserState:
+              tracker_weight: float | None = None, with_drift: bool = False, with_slot_counts: bool = False,
+              with_exposure: bool = False) -> UserState:
         """The state before any event: zero profiles ("no interest known") and zero statistics (and an
         empty tracker window at ``tracker_weight``, when given; an empty drift window with ``with_drift``;
-        zero per-slot category counts, at factor 1, with ``with_slot_counts``, which needs ``n_categories``)."""
-        if with_slot_counts and n_categories is None:
-            raise ValueError("UserState.empty: per-slot category counts need n_categories")
+        zero per-slot category counts, at factor 1, with ``with_slot_counts``, and zero exposure counts with
+        ``with_exposure``, which both need ``n_categories``)."""
+        if (with_slot_counts or with_exposure) and n_categories is None:
+            raise ValueError("UserState.empty: per-slot category counts and exposure counts need n_categories")
         empty = np.zeros(0, dtype=np.int64)
         return cls._of_blocks(
             np.zeros((2 + _N_SHADOW, dim), dtype=np.float32), np.zeros(N_STATS), _EMPTY_COUNTERS.copy(), [],
@@ -219,6 +230,7 @@ class UserState:
             np.zeros((0, dim), dtype=np.float32) if with_drift else None,
             np.zeros((N_TIME_SLOTS, max(n_categories or 0, 1))) if with_slot_counts else None,
             1.0 if with_slot_counts else None,
+            np.zeros((2, max(n_categories or 0, 1))) if with_exposure else None,
         )
 
     # ------------------------------------------------------------------ the named fields (views)
@@ -295,6 +307,7 @@ class UserState:
             None if self.slot_profiles is None else self.slot_profiles.copy(), self.tracker,  # immutable: shared
             None if self.drift_window is None else self.drift_window.copy(),
             None if self.slot_category_counts is None else self.slot_category_counts.copy(), self.slot_factor,
+            None if self.exposure is None else self.exposure.copy(),
         )
 
     def __repr__(self) -> str:
@@ -323,12 +336,14 @@ class UserState:
         if self.slot_category_counts is not None:
             fields["slot_category_counts"] = self.slot_category_counts
             fields["slot_factor"] = np.array([self.slot_factor], dtype=np.float64)
+        if self.exposure is not None:
+            fields["exposure"] = self.exposure
         return fields
 
     def _meta(self) -> dict[str, Any]:
         # the lowest version that holds the fields present: a reader from before an upgrade (e.g. after a
         # rollback) still reads what it can represent
-        version = (3 if self.slot_category_counts is not None
+        version = (4 if self.exposure is not None else 3 if self.slot_category_counts is not None
                    else 2 if self.tracker is not None or self.drift_window is not None else 1)
         return {"state_version": version, "categories": list(self.categories)}
 
@@ -407,6 +422,19 @@ class UserState:
                                    or not 0.0 <= factor[0] <= GAIN_MAX):
             raise StateFormatError(f"user state field 'slot_factor' is {factor.tolist()} ({factor.dtype.str}, shape {factor.shape}); "
                                    f"expected one float64 in [0, {GAIN_MAX:g}]")
+        exposure = fields.get("exposure")
+        if exposure is not None:
+            if version < 4:
+                raise StateFormatError(f"user state of version {version} has the field 'exposure'; expected it only from version 4")
+            if counts is None:
+                raise StateFormatError("user state has the field 'exposure' without the field 'category_counts'; expected both "
+                                       "(exposure divides the category term)")
+            if exposure.dtype.str != "<f8" or exposure.shape != (2,) + counts.shape:
+                raise StateFormatError(f"user state field 'exposure' has dtype {exposure.dtype.str} and shape {exposure.shape}; "
+                                       f"expected <f8 with shape {(2,) + counts.shape} (shown counts and those since the last "
+                                       "decision, one column per category of the field 'category_counts')")
+            if not (np.isfinite(exposure).all() and (exposure >= 0).all()):
+                raise StateFormatError("user state field 'exposure' holds a negative or non-finite count; expected counts >= 0")
         return cls(
             long_term=fields["long_term"], short_term=fields["short_term"], shadow=fields["shadow"],
             running_means=fields["running_means"], shadow_cos_ema=fields["shadow_cos_ema"], counters=fields["counters"],
@@ -414,6 +442,7 @@ class UserState:
             category_decisions=fields["category_decisions"], category_counts=fields.get("category_counts"),
             slot_profiles=slots, tracker=_tracker_of_fields(fields), drift_window=_drift_of_fields(fields, d),
             slot_category_counts=slot_counts, slot_factor=None if factor is None else float(factor[0]),
+            exposure=exposure,
         )
 
     def __eq__(self, other: object) -> bool:

@@ -42,6 +42,7 @@ from interestgym.core.transition import (
     action_changes,
     decision_transition,
     ema,
+    fold_exposure,
     fold_outcomes,
     update_category_counts,
     update_slot_category_counts,
@@ -83,6 +84,7 @@ def _check_order(policy: ExportedPolicy, state: UserState, ts: int, n_events: in
     if state.profiles.shape[1] != policy.dim:
         raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has dimension {policy.dim}")
     policy._check_slot_counts(state)
+    policy._check_exposure(state)
     if n_events > 0 and ts < last_event_ts:
         raise InterestGymError(f"event ts {ts} is before the user's previous event ({last_event_ts}); expected events in time order")
 
@@ -224,6 +226,9 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
             slot_counts = update_slot_category_counts(slot_counts[None], np.array([policy._slot_of_hour(hour)]), column,
                                                       forgetting, gain)[0]
             slot_factor = 1.0 if changes.slot is None else float(changes.slot[0])
+    exposure = state.exposure
+    if exposure is not None and counts is not None:  # what was shown since the last decision joins; all forget
+        exposure = _folded_exposure(exposure[None], forgetting)[0]
     slots = state.slot_profiles
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
@@ -240,7 +245,15 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     counters[_N_EVENTS] += 1
     counters[_LAST_EVENT_TS] = ts
     return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots,
-                                policy._tracker_weighted(tracker, actions), drift, slot_counts, slot_factor)
+                                policy._tracker_weighted(tracker, actions), drift, slot_counts, slot_factor, exposure)
+
+
+def _folded_exposure(blocks: np.ndarray, forgetting: np.ndarray) -> np.ndarray:
+    """New (n, 2, n_categories) exposure blocks at the users' decisions: row 0 the counts after
+    :func:`~interestgym.core.transition.fold_exposure`, row 1 (shown since the last decision) zero again."""
+    out = np.zeros_like(blocks)
+    out[:, 0] = fold_exposure(blocks[:, 0], blocks[:, 1], forgetting)
+    return out
 
 
 # -------------------------------------------------------------------------------- many users
@@ -322,6 +335,7 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     # this policy's new_state; a foreign state without them keeps none, as in the one-event path).
     counts: list[np.ndarray | None] = [None] * n
     slot_counts: list[np.ndarray | None] = [None] * n
+    exposure: list[np.ndarray | None] = [None] * n
     slot_factors = np.ones(n) if changes.slot is None else changes.slot
     rows = [i for i, s in enumerate(states) if s.category_counts is not None]
     if rows:
@@ -341,6 +355,11 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
                 forgetting[sub], None if row_gain is None else row_gain[sub])
             for k, row in zip(sub, moved_slots):
                 slot_counts[rows[k]] = row
+        sub = [k for k, i in enumerate(rows) if states[i].exposure is not None]
+        if sub:
+            folded = _folded_exposure(np.stack([states[rows[k]].exposure for k in sub]), forgetting[sub])  # type: ignore[misc]
+            for k, block in zip(sub, folded):
+                exposure[rows[k]] = block
     slots: list[np.ndarray | None] = [None] * n
     rows = [i for i, s in enumerate(states) if s.slot_profiles is not None]
     if rows:
@@ -369,7 +388,8 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
             None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy(),  # type: ignore[union-attr]
             policy._tracker_weighted(extras[i][1], actions[i: i + 1]), extras[i][2],
             None if slot_counts[i] is None else slot_counts[i].copy(),  # type: ignore[union-attr]
-            None if slot_counts[i] is None else float(slot_factors[i])))
+            None if slot_counts[i] is None else float(slot_factors[i]),
+            None if exposure[i] is None else exposure[i].copy()))  # type: ignore[union-attr]
     return out
 
 

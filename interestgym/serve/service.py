@@ -142,14 +142,15 @@ def state_contract(policy: ExportedPolicy) -> dict[str, Any]:
     features = policy.manifest["observation"]["features"]
     canonical = json.dumps(features, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return {
-        # the version the policy's states need: 3 with the per-slot category counts, else 2 (what a reader
-        # from before those counts reads; their states are written at 1 or 2)
-        "state_version": STATE_VERSION if policy._slot_weight != 0 else 2,
+        # the version the policy's states need: 4 with the exposure counts, 3 with the per-slot category counts,
+        # else 2 (what a reader from before those reads; their states are written at 1 or 2)
+        "state_version": STATE_VERSION if policy._exposure_prior != 0 else 3 if policy._slot_weight != 0 else 2,
         "encoder": {"name": policy.encoder.get("name"), "fingerprint": policy.encoder.get("fingerprint"), "dim": policy.dim},
         "features_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         "category_columns": list(policy.categories) if float(policy.scoring.get("beta_cat", 0.0)) != 0 else None,
         "slot_profiles": float(policy.scoring.get("beta_ctx", 0.0)) != 0,
         "slot_category_counts": policy._slot_weight != 0,
+        "exposure_counts": policy._exposure_prior != 0,
     }
 
 
@@ -172,6 +173,10 @@ def contract_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[st
     if bool(stored.get("slot_category_counts")) != bool(new.get("slot_category_counts")):
         out.append(f"category counts per time of day {'used' if new.get('slot_category_counts') else 'not used'}; the stored "
                    f"states {'have' if stored.get('slot_category_counts') else 'do not have'} them")
+    # absent from contracts written before the exposure counts existed: not kept
+    if bool(stored.get("exposure_counts")) != bool(new.get("exposure_counts")):
+        out.append(f"counts of shown candidates (exposure) {'used' if new.get('exposure_counts') else 'not used'}; the stored "
+                   f"states {'have' if stored.get('exposure_counts') else 'do not have'} them")
     # this code reads every state version up to its own; a store of newer states needs a newer interestgym
     # (whether the states have what the policy needs is the fields' business, above)
     if stored.get("state_version") not in READABLE_STATE_VERSIONS:
@@ -507,6 +512,12 @@ class InterestService:
                  "top_categories": [{"category": policy.categories[j], "count": float(row[j])}
                                     for j in np.argsort(-row, kind="stable")[:top] if row[j] > 0 and j < len(policy.categories)]}
                 for k, row in enumerate(state.slot_category_counts)]}
+        exposure = None
+        if state.exposure is not None:  # what the user was shown, per category (the category term divides by it)
+            shown = state.exposure[0]
+            exposure = {"prior": policy._exposure_prior, "shown_since_last_decision": float(state.exposure[1].sum()),
+                        "top_shown": [{"category": policy.categories[j], "count": float(shown[j])}
+                                      for j in np.argsort(-shown, kind="stable")[:top] if shown[j] > 0 and j < len(policy.categories)]}
         return {
             "user_id": user_id,
             "events": state.counter("n_events"),
@@ -518,6 +529,7 @@ class InterestService:
             "running_means": dict(zip(RUNNING_MEAN_NAMES, map(float, state.running_means))),
             "categories": [{"category": c, "decisions": int(n)} for c, n in zip(state.categories, state.category_decisions)],
             "time_of_day": time_of_day,
+            "exposure": exposure,
             "profiles": profiles,
             "state_bytes": len(blob),
             "policy": self.policy_id,
