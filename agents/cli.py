@@ -113,7 +113,9 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
         _refuse_changed_options_on_resume(config, given)
     elif config.tuned_baselines:
         # a dataset with logged impressions is replayed on them (protocol auto), where the exposure counts apply
-        _note_older_grids(Path(config.tuned_baselines), config.slot_counts, (Path(config.dataset) / "impressions.parquet").is_file())
+        from interestgym.envs.replay_build import has_impressions
+
+        _note_older_grids(Path(config.tuned_baselines), config.slot_counts, has_impressions(Path(config.dataset)))
     result = train_run(config, resume=resume)
     _note_idle_levers(Path(config.run_dir), given)
     click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "

@@ -56,6 +56,7 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
             return [mean_over_users(evaluate_policy(data, p, metric=metric, users=users, record_features=False, progress=False), metric)
                     for p in policies]
 
+        score_each.protocol = data.protocol  # type: ignore[attr-defined]  (what tune_baselines' default grids read)
         return score_each
 
     cache = StateCache()
@@ -63,6 +64,7 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
     def score(policies: list[Any]) -> list[float]:
         return score_policies(data, policies, metric, users, max_rows=max_rows, cache=cache)
 
+    score.protocol = data.protocol  # type: ignore[attr-defined]
     return score
 
 
@@ -189,6 +191,10 @@ def tune_baselines(
     re-tunes the inherited (a_L, a_S, w) grid and p with its own parameters fixed, and its own again:
     an extra score term (category, context) changes the best strengths, and the reference an agent
     must beat has to be tuned as well as the grid allows.
+
+    ``grids`` None: :func:`~interestgym.agents.rules.tuning_grids` for the scorer's scoring points (the
+    ``protocol`` a :func:`validation_scorer` carries): the exposure prior is tried only on logged
+    impressions, and not for a scorer that does not say what it replays.
     """
     from interestgym.progress import progress_bar
 
@@ -220,7 +226,8 @@ def tune_baselines(
         bar.update(len(policies))
         return values
 
-    grids = GRIDS if grids is None else grids  # e.g. agents.rules.tuning_grids(slot_counts=False)
+    if grids is None:  # e.g. agents.rules.tuning_grids(slot_counts=False) when given
+        grids = tuning_grids(True, getattr(raw_score, "protocol", None) == "impressions")
     out: dict[str, dict[str, Any]] = {}
     two: dict[str, Any] = {}
     two_grid = grids["ema_two_profile"]

@@ -159,6 +159,12 @@ def replay_context(dataset: str | Path | Dataset, embeddings: str | None = None,
     return ctx
 
 
+def has_impressions(dataset: Path) -> bool:
+    """The dataset folder has logged impressions (a non-empty impressions table): what protocol ``auto``
+    replays, and where the exposure counts apply."""
+    return _has_rows(Path(dataset) / "impressions.parquet")
+
+
 def _has_rows(path: Path) -> bool:
     if not path.is_file():
         return False

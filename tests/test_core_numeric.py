@@ -12,7 +12,12 @@ from interestgym.core.interest import normalise_rows, update_profile
 from interestgym.core.numeric import clip
 from interestgym.core.protocol import ENV_ACTION_NAMES
 from interestgym.core.rules import compose_residual
-from interestgym.core.transition import GAIN_MAX, action_changes, apply_gain_change, category_forgetting_factor
+from interestgym.core.transition import (
+    GAIN_MAX,
+    action_changes,
+    apply_gain_change,
+    category_forgetting_factor,
+)
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -100,9 +105,18 @@ def test_residual_layout_is_computed_once_and_cannot_be_changed_by_a_caller():
     names = ("long_strength", "short_strength", "short_weight", "popularity_weight", "gain_change", "slot_change")
     base = np.full((2, 4), 0.5, dtype=np.float32)
     change = np.array([[0.1, -0.2, 0.0, 0.3, 0.4, -0.5], [2.0, 0.0, 0.0, 0.0, -3.0, 0.25]], dtype=np.float32)
+    from interestgym.core.rules import _residual_layout
+
+    _residual_layout.cache_clear()
     first = compose_residual(base, change, names)
     second = compose_residual(base, change, names)
     assert same_bits(first, second)
+    info = _residual_layout.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # computed once, then reused
+    columns, width = _residual_layout(names)
+    with pytest.raises(ValueError, match="read-only"):
+        columns[0] = 0  # a caller cannot change the cached layout under the next call
+    assert width == ENV_ACTION_NAMES.index("slot_change") + 1
     g, s = ENV_ACTION_NAMES.index("gain_change"), ENV_ACTION_NAMES.index("slot_change")
     assert first.shape == (2, s + 1)
     assert first[:, g].tolist() == [pytest.approx(0.4), -1.0] and first[:, s].tolist() == [-0.5, 0.25]

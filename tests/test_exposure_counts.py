@@ -185,7 +185,11 @@ def test_a_policy_with_exposure_exports_and_the_runtime_reproduces_evaluate(data
         x = rng.normal(size=policy.dim).astype(np.float32)
         return Event(ts=ts, action="click", item_vector=x / np.linalg.norm(x), category=category, hour=9, weekday=1)
 
-    state = policy.update(policy.new_state(), click(1000, cats[0]))
+    fresh = policy.new_state()
+    cand0 = np.eye(policy.dim, dtype=np.float32)[:2]
+    early, none = policy.record_outcome(fresh, cand0, [1, 0], candidate_categories=cats[:2], popularity=np.zeros(2), hour=9)
+    assert none is None and not early.exposure.any()  # before the first decision nothing is scored, nor counted
+    state = policy.update(fresh, click(1000, cats[0]))
     assert state.exposure is not None and not state.exposure.any()
     cand = rng.normal(size=(4, policy.dim)).astype(np.float32)
     cand /= np.linalg.norm(cand, axis=1, keepdims=True)
@@ -255,7 +259,65 @@ def test_a_policy_with_exposure_exports_and_the_runtime_reproduces_evaluate(data
         by_category = {}
         for j in range(5):
             by_category[catalogue.categories[j]] = by_category.get(catalogue.categories[j], 0) + 1
-        top = exposure["top_shown"][0]  # the most shown category, forgotten once by the decision's factor (<= 1)
-        assert top["category"] in by_category and 0 < top["count"] <= max(by_category.values())
+        # every shown category, forgotten once by the decision's factor: the category counts' own factor
+        shown_now = {row["category"]: row["count"] for row in exposure["top_shown"]}
+        assert set(shown_now) <= set(by_category) and shown_now
+        ratios = {c: shown_now[c] / by_category[c] for c in shown_now}
+        assert max(ratios.values()) - min(ratios.values()) < 1e-12 and 0 < min(ratios.values()) <= 1
     finally:
         service.close()
+
+
+def test_a_manifest_with_a_bad_prior_or_an_old_format_version_is_refused(dataset, tmp_path, monkeypatch):
+    import shutil
+
+    from interestgym.export.run import export_run
+    from interestgym.runtime import load_policy
+    from interestgym.runtime.manifest import (
+        read_manifest,
+        seal_manifest,
+        write_manifest,
+    )
+
+    monkeypatch.setitem(GRIDS["bayesian_category"], "exposure", [3.0])
+    monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [0.0])
+    run = tmp_path / "run"
+    train_run(shipping_config(dataset, run, ship_threshold=1.0, timesteps=64, eval_every=64, checkpoint_every=64))
+    export_run(run, tmp_path / "export", verify_observations=10)
+
+    def resealed(name, change):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "export", folder)
+        m = read_manifest(folder)
+        change(m)
+        (folder / "manifest.json").unlink()
+        write_manifest(folder, seal_manifest(folder, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
+        return folder
+
+    def nan_prior(m):
+        m["scoring"]["config"]["category_exposure_prior"] = float("nan")
+
+    def old_version(m):
+        m["format_version"] = 2
+
+    with pytest.raises(InterestGymError, match=r"scoring.config .*category_exposure_prior=nan: expected a finite number >= 0"):
+        load_policy(resealed("nan", nan_prior))
+    with pytest.raises(InterestGymError, match=r"format_version 2 with a scoring that needs version 3"):
+        load_policy(resealed("old", old_version))
+
+
+def test_tuning_with_the_default_grids_never_tries_exposure_on_sampled_negatives(dataset):
+    from interestgym.agents.tuning import tune_baselines, validation_scorer
+    from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
+
+    from interestgym.data.dataset import Dataset
+
+    data = load_replay_data(Dataset.open(dataset), None, ProtocolSpec(split="valid", protocol="next_positive", n_negatives=5))
+    users = list(map(str, data.user_ids[:5]))
+    tuned = tune_baselines(validation_scorer(data, "ndcg@10", users), ["bayesian_category"], rounds=1)
+    tried = {point.get("exposure", 0.0) for point in tuned["bayesian_category"]["grid"]}
+    assert tried == {0.0} and tuned["bayesian_category"]["params"].get("exposure", 0.0) == 0.0
+    # on the impressions the same call tries it
+    impressions = shipping_config(dataset, dataset / "unused").replay_data("valid")
+    tuned = tune_baselines(validation_scorer(impressions, "ndcg@10", users), ["bayesian_category"], rounds=1)
+    assert {point.get("exposure", 0.0) for point in tuned["bayesian_category"]["grid"]} == set(GRIDS["bayesian_category"]["exposure"])

@@ -57,9 +57,11 @@ class ScoringConfig:
         user's counts before the category term's probability (0 = off; needs beta_cat != 0).
     :param category_exposure_prior: b >= 0: the category term becomes clicks per exposure,
         ``log P(cat | user) - log(exposure(cat) + b)``, exposure = a forgetful count of the candidates of the
-        user's logged impressions per category (what was *shown*; it forgets with the category counts). 0 =
-        off; needs beta_cat != 0, and logged impressions (on sampled negatives the "shown" candidates would
-        be the sampler's).
+        user's *scored* impressions per category (what was shown; it forgets with the category counts). As in
+        the replay, an impression counts only when it is a scoring point: after the user's first decision,
+        with a click and a candidate not clicked; an impression the user ignored entirely is not counted
+        (a known limit of the term). 0 = off; needs beta_cat != 0, and logged impressions (on sampled
+        negatives the "shown" candidates would be the sampler's).
     """
 
     popularity_weight: float | None = None

@@ -43,7 +43,8 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
                              weight lambda (P(cat | user, slot)); on logs of impressions, with
                              ``exposure`` b > 0 (tuned, 0 included) the term is clicks per exposure,
                              log P(cat | user) - log(shown(cat) + b), shown = a forgetful count of the
-                             user's impressions' candidates; L, S, w, p as the tuned two-profile rule.
+                             candidates of the user's scored impressions (those with a click and a
+                             non-click); L, S, w, p as the tuned two-profile rule.
 ``popularity``               rank by training popularity only (p = 1): the reference a personalised
                              rule must beat.
 ==========================  ===========================================================================

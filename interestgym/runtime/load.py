@@ -17,6 +17,7 @@ from interestgym.core.features import (
 )
 from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
 from interestgym.core.rules import RULES, TrackerMixRule
+from interestgym.errors import InterestGymError
 from interestgym.io import sha256_file
 from interestgym.runtime.manifest import (
     CATEGORIES_FILE,
@@ -24,6 +25,7 @@ from interestgym.runtime.manifest import (
     POLICY_FILE,
     POPULARITY_FILE,
     ExportFileCorruptError,
+    format_version_for,
     read_verified_manifest,
 )
 from interestgym.runtime.policy import DATA_FILES, POLICY_FORMS, ExportedPolicy
@@ -54,6 +56,7 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         _ = manifest["encoder"]["dim"], manifest["replay"]["action_weights"], manifest["scoring"]["config"]
     except (KeyError, TypeError) as exc:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: missing field {exc}; expected the fields written by `interestgym export`") from None
+    _check_scoring(directory, manifest)
     extra = manifest["observation"].get("extra") or []
     try:
         expected = [f.name for f in observation_features(tuple(extra))]
@@ -128,6 +131,24 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components, one moving a "
                                      "tracker's weight, but the manifest has no 'tracker' section; re-export the run")
     return names
+
+
+def _check_scoring(directory: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's scoring config is one the core accepts (every weight in its range: a NaN or negative
+    weight would silently drop its term), and the format version holds the state it needs."""
+    from interestgym.core.interest import ScoringConfig
+
+    config = manifest["scoring"]["config"]
+    try:
+        scoring = ScoringConfig(**config)
+    except (TypeError, ValueError, InterestGymError) as exc:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: scoring.config {config!r}: {exc}; expected the scoring "
+                                     "`interestgym export` writes") from None
+    needed = format_version_for(scoring.as_dict())
+    if int(manifest.get("format_version", 1)) < needed:
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: format_version {manifest.get('format_version')} with a scoring "
+                                     f"that needs version {needed} (its state: per-slot category counts or exposure counts); "
+                                     "export the policy again")
 
 
 def _base_rule(name: Any) -> Any:

@@ -160,6 +160,7 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
         parts = backend.run(_score_shard, [(ref, list(policies), metric, shard, max_rows) for shard in shards])
         return mean_over_users_many(data, len(policies), parts, metric)
 
+    score.protocol = data.protocol  # type: ignore[attr-defined]  (what tune_baselines' default grids read)
     return score
 
 

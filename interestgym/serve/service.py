@@ -51,7 +51,7 @@ from interestgym.core.transition import apply_slot_change
 from interestgym.errors import InterestGymError
 from interestgym.runtime import Event, ExportedPolicy, UserState, load_policy
 from interestgym.runtime.codec import decode_bytes, encode_bytes
-from interestgym.runtime.state import READABLE_STATE_VERSIONS, STATE_VERSION
+from interestgym.runtime.state import READABLE_STATE_VERSIONS
 from interestgym.serve.catalogue import (
     Catalogue,
     CatalogueError,
@@ -144,7 +144,7 @@ def state_contract(policy: ExportedPolicy) -> dict[str, Any]:
     return {
         # the version the policy's states need: 4 with the exposure counts, 3 with the per-slot category counts,
         # else 2 (what a reader from before those reads; their states are written at 1 or 2)
-        "state_version": STATE_VERSION if policy._exposure_prior != 0 else 3 if policy._slot_weight != 0 else 2,
+        "state_version": 4 if policy._exposure_prior != 0 else 3 if policy._slot_weight != 0 else 2,
         "encoder": {"name": policy.encoder.get("name"), "fingerprint": policy.encoder.get("fingerprint"), "dim": policy.dim},
         "features_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         "category_columns": list(policy.categories) if float(policy.scoring.get("beta_cat", 0.0)) != 0 else None,
@@ -568,7 +568,7 @@ def _install_fn(policy: ExportedPolicy) -> Any:
             if diffs:
                 raise PolicyMismatchError(
                     f"export {policy.directory} cannot serve this store's states: " + "; ".join(diffs)
-                    + " (use a new store, or an export trained with the same encoder and features)",
+                    + " (use a new store, or an export with the same encoder, features and kept state)",
                     detail={"stored": stored, "export": contract})
         record = json.loads(meta["policy"]) if meta.get("policy") else None
         if record and record["manifest_sha256"] == policy.manifest["manifest_sha256"] and record["path"] == str(Path(policy.directory).resolve()):
