@@ -184,8 +184,11 @@ def dataset_identity(dataset: Any) -> str | None:
 
 def _same_protocol(saved: dict[str, Any], protocol: dict[str, Any]) -> bool:
     """The saved tuning's validation protocol is this run's: equal, or equal but for the dataset's path when
-    the saved file names the same dataset contents (a copied or moved dataset folder)."""
+    the saved file names the same dataset contents (a copied or moved dataset folder). A file that records
+    the contents' identity must match it, at the same path too (a dataset prepared again in its place)."""
     theirs = saved.get("protocol")
+    if saved.get("dataset_identity") is not None and not _same_contents(saved, protocol):
+        return False
     if theirs == protocol:
         return True
     if not isinstance(theirs, dict) or not isinstance(protocol, dict) or saved.get("dataset_identity") is None:
@@ -193,7 +196,12 @@ def _same_protocol(saved: dict[str, Any], protocol: dict[str, Any]) -> bool:
     def without_path(p: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in p.items() if k != "dataset"}
 
-    return without_path(theirs) == without_path(protocol) and saved["dataset_identity"] == dataset_identity(protocol.get("dataset"))
+    return without_path(theirs) == without_path(protocol)
+
+
+def _same_contents(saved: dict[str, Any], protocol: Any) -> bool:
+    """The dataset the saved tuning recorded (its manifest's sha256) is the one ``protocol`` names."""
+    return isinstance(protocol, dict) and saved.get("dataset_identity") == dataset_identity(protocol.get("dataset"))
 
 
 def read_tuned_baselines(path: str | Path, *, metric: str, protocol: dict[str, Any], names: list[str],
@@ -237,7 +245,12 @@ def _what_differs(saved: dict[str, Any], tuned: dict[str, Any], metric: str, pro
         out.append(f"metric {saved.get('metric')!r}, expected {metric!r}")
     if saved.get("tune_users") != tune_users:
         out.append(f"tune_users {saved.get('tune_users')!r}, expected {tune_users!r}")
-    if not _same_protocol(saved, protocol):
+    if saved.get("dataset_identity") is not None and not _same_contents(saved, protocol):
+        now = dataset_identity(protocol.get("dataset")) if isinstance(protocol, dict) else None
+        out.append(f"dataset contents: manifest sha256 {str(saved['dataset_identity'])[:16]}... when tuned, "
+                   f"{str(now)[:16]}... in {protocol.get('dataset') if isinstance(protocol, dict) else protocol!r} "
+                   "(the data were prepared otherwise since)")
+    elif not _same_protocol(saved, protocol):
         theirs, ours = saved.get("protocol") or {}, protocol or {}
         keys = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)] if isinstance(theirs, dict) and isinstance(ours, dict) else []
         out.append("validation protocol " + (", ".join(f"{k} {theirs.get(k)!r} (expected {ours.get(k)!r})" for k in keys[:3])

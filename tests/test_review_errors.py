@@ -126,7 +126,7 @@ def test_a_tuning_for_other_settings_names_what_differs(tmp_path):
 
 
 def test_a_copy_of_the_dataset_reuses_its_tuning_and_another_preparation_does_not(dataset, tmp_path, monkeypatch):
-    import interestgym.agents.tuning as tuning
+    from interestgym.agents import tuning
 
     first = tmp_path / "first"
     train_run(_config(dataset, first, reward_baseline="ema", timesteps=32))
@@ -146,9 +146,16 @@ def test_a_copy_of_the_dataset_reuses_its_tuning_and_another_preparation_does_no
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["source"] = {**manifest.get("source", {}), "files": [{"path": "other.csv", "sha256": "0" * 64, "bytes": 1}]}
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(InterestGymError, match=r"tuned for another setting than this run: validation protocol dataset"):
+    with pytest.raises(InterestGymError, match=r"tuned for another setting than this run: dataset contents: manifest sha256 "
+                                               r"[0-9a-f]{16}\.\.\. when tuned, [0-9a-f]{16}\.\.\. in .*moved/tiny"):
         train_run(_config(copy, tmp_path / "re-prepared", reward_baseline="ema", timesteps=32,
                           tuned_baselines=str(first / "baselines.json")))
+    # the same path prepared otherwise is refused too (the tuning names what it was tuned on)
+    same_path = json.loads((tmp_path / "on-copy" / "baselines.json").read_text())
+    assert same_path["protocol"]["dataset"] == str(copy)
+    with pytest.raises(InterestGymError, match=r"dataset contents: manifest sha256"):
+        train_run(_config(copy, tmp_path / "re-prepared-2", reward_baseline="ema", timesteps=32,
+                          tuned_baselines=str(tmp_path / "on-copy" / "baselines.json")))
     # a baselines.json from before the identity was recorded still needs the same path
     del saved["dataset_identity"]
     (tmp_path / "old.json").write_text(json.dumps(saved))
