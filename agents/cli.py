@@ -52,6 +52,7 @@ def _d(name: str):
 @click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default=_d("negatives"), show_default=True, help="Negative sampling for logs without impressions.")
 @click.option("--exclude", type=click.Choice(["auto", "target", "log", "past"]), default=_d("exclude"), show_default=True, help="Negatives leave out: 'target' (the target and that moment's items: honest for logs with repeats), 'log' (the user's whole log: the classic protocol), 'past', or 'auto' (target when the log has repeats).")
 @click.option("--n-negatives", type=int, default=_d("n_negatives"), show_default=True, help="Sampled negatives per scoring point (logs without impressions).")
+@click.option("--history-negatives", type=int, default=_d("history_negatives"), show_default=True, help="How many of the negatives are drawn from the user's own earlier items (logs with repeats, --exclude target): the user's history competes with a repeat target; 0 = all from the catalogue.")
 @click.option("--protocol-seed", type=int, default=_d("protocol_seed"), show_default=True, help="Seed of the scoring protocol's sampled negatives (part of the protocol, not of the learner).")
 @click.option("--max-events", type=int, default=None, help="Truncate episodes after this many decisions (a user's later decisions are not replayed).")
 @click.option("--learning-rate", type=float, default=_d("learning_rate"), show_default=True)

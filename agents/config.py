@@ -116,6 +116,9 @@ class TrainConfig:
     when the log has repeats, else ``log``)."""
     protocol_seed: int = 0
     """Seed of the scoring protocol (sampled negatives); part of the protocol, not of the learner."""
+    history_negatives: int = 0
+    """K of the sampled negatives drawn from the user's own earlier items (logs without impressions, exclude
+    ``target``; :class:`~interestgym.envs.replay_data.ProtocolSpec`); 0: all from the catalogue."""
     max_events: int | None = None
     """Truncate every episode after this many decisions; the next episode starts a newly drawn user
     at their first decision, so later decisions of longer histories are never replayed in training
@@ -236,6 +239,13 @@ class TrainConfig:
                 raise InterestGymError(f"{flag} {value}: expected a number >= 0")
         if self.n_negatives < 1:
             raise InterestGymError(f"--n-negatives {self.n_negatives}: expected an integer >= 1")
+        if not 0 <= self.history_negatives <= self.n_negatives:
+            raise InterestGymError(f"--history-negatives {self.history_negatives}: expected an integer in [0, --n-negatives "
+                                   f"{self.n_negatives}]")
+        if self.history_negatives and self.exclude in ("log", "past"):
+            raise InterestGymError(f"--history-negatives {self.history_negatives} with --exclude {self.exclude}: that exclusion "
+                                   "leaves the user's past items out of the negatives; expected --exclude target (or auto on a "
+                                   "log with repeats)")
         for flag, value in (("--tune-users", self.tune_users), ("--eval-users", self.eval_users), ("--max-events", self.max_events)):
             # None means "all users" / "no cut"; the CLI maps 0 users to None, so what is left must be >= 1.
             if value is not None and value < 1:
@@ -275,7 +285,7 @@ class TrainConfig:
         from interestgym.envs.replay_data import ProtocolSpec
 
         return ProtocolSpec(split=split, n_negatives=self.n_negatives, negatives=self.negatives, exclude=self.exclude,
-                            seed=self.protocol_seed)
+                            seed=self.protocol_seed, history_negatives=self.history_negatives)
 
     def replay_data(self, split: str):
         """Precomputed replay arrays of ``split`` (cached per process by the env package)."""

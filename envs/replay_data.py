@@ -55,6 +55,13 @@ class ProtocolSpec:
         ``past`` (items seen up to the scoring point) or ``auto`` (``target`` when the log has repeats,
         i.e. a user engages with one item more than once; else ``log``).
     :param seed: seed of the negatives.
+    :param history_negatives: K of the ``n_negatives`` drawn uniformly from the user's own items engaged with
+        *before* the target (never the target, nor an item of the target's moment), the rest from the
+        catalogue as ``negatives`` says (all of them when the user has fewer than K such items). 0 (the
+        default) draws every negative from the catalogue, exactly as before. With uniform draws from a
+        large catalogue a user's past items are almost never negatives, so "seen before" all but identifies
+        a repeat target; K > 0 makes the user's own history compete with it. Needs ``exclude`` to resolve
+        to ``target`` (the other exclusions leave the user's past out of the negatives by definition).
     """
 
     split: str = "train"
@@ -63,6 +70,7 @@ class ProtocolSpec:
     negatives: str = "uniform"
     exclude: str = "auto"
     seed: int = 0
+    history_negatives: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -75,6 +83,12 @@ class ProtocolSpec:
             raise InterestGymError(f"exclude={self.exclude!r}: expected one of {', '.join(EXCLUSIONS)}")
         if not (isinstance(self.n_negatives, (int, np.integer)) and self.n_negatives >= 1):
             raise InterestGymError(f"n_negatives={self.n_negatives!r}: expected an integer >= 1")
+        k = self.history_negatives
+        if isinstance(k, (bool, np.bool_)) or not (isinstance(k, (int, np.integer)) and 0 <= k <= self.n_negatives):
+            raise InterestGymError(f"history_negatives={k!r}: expected an integer in [0, n_negatives={self.n_negatives}]")
+        if k and self.exclude in ("log", "past"):
+            raise InterestGymError(f"history_negatives={k} with exclude={self.exclude!r}: that exclusion leaves the user's past items "
+                                   "out of the negatives; expected exclude 'target' (or 'auto' on a log with repeats)")
 
     @classmethod
     def resolve(cls, protocol: ProtocolSpec | dict[str, Any] | str | None, split: str | None = None) -> ProtocolSpec:
@@ -212,6 +226,8 @@ class ReplayData:
         if self.protocol == "next_positive":
             out.update(n_negatives=self.spec.n_negatives, negatives=self.spec.negatives,
                        exclude=self.exclude, seed=self.spec.seed)
+            if self.spec.history_negatives:  # only when used: the protocols of earlier runs read as before
+                out["history_negatives"] = int(self.spec.history_negatives)
         out["counts"] = dict(self.counts)
         if self.tracker:
             out["tracker"] = dict(self.tracker)

@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 
 from interestgym.core.clock import time_slot, time_slot_of
 from interestgym.core.log_features import group_starts, position_in_run
-from interestgym.core.protocol import sample_negatives, user_rng
+from interestgym.core.protocol import sample_history, sample_negatives, user_rng
 from interestgym.data.schema import IMPRESSION_COLUMNS
-from interestgym.errors import DataError
+from interestgym.errors import DataError, InterestGymError
 from interestgym.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -158,6 +158,10 @@ def _same_moment_items(ts_u: np.ndarray, items_u: np.ndarray, target_pos: np.nda
 
 def next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
                           dec_users_codes, ev_item, ts, ev_hour, train_counts, n_items, counts, progress=None):
+    if spec.history_negatives and exclude != "target":
+        raise InterestGymError(f"history_negatives={spec.history_negatives} needs negatives that may be the user's past items "
+                               f"(exclude 'target'); this log's exclusion is {exclude!r} (exclude 'auto' means 'log' on a log "
+                               "without repeats); pass exclude='target' to draw from the user's history anyway")
     weights = np.ones(n_items) if spec.negatives == "uniform" else train_counts.astype(np.float64) + 1.0
     # event position of each decision within its user's events
     ev_pos = position_in_run(user_codes)
@@ -189,8 +193,21 @@ def next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_s
         else:  # target: only the target and what the user engages with at that moment
             cutoff = np.full(len(targets), -1, dtype=np.int64)
             also = _same_moment_items(ts[e_lo:e_hi], items_u, target_pos)
-        neg = sample_negatives(user_rng(spec.seed, user_ids[u]), spec.n_negatives, weights, first_seen, cutoff,
-                               also_exclude=also)
+        rng = user_rng(spec.seed, user_ids[u])
+        if spec.history_negatives:
+            # K from the user's own earlier items (drawn first), the rest from the catalogue, never twice
+            history = sample_history(rng, spec.history_negatives, first_seen, target_pos, also)
+            got = history >= 0
+            hp, hi_item = np.nonzero(got)[0], history[got].astype(np.int64)
+            also = (np.concatenate([also[0], hp]), np.concatenate([also[1], hi_item]))  # type: ignore[index]
+            rest = sample_negatives(rng, spec.n_negatives, weights, first_seen, cutoff, also_exclude=also,
+                                    per_point=spec.n_negatives - got.sum(axis=1))
+            both = np.concatenate([history, rest[:, : spec.n_negatives]], axis=1)
+            both = np.where(both >= 0, both, np.iinfo(np.int32).max)
+            both.sort(axis=1)
+            neg = np.where(both < np.iinfo(np.int32).max, both, -1)[:, : spec.n_negatives].astype(np.int32)
+        else:
+            neg = sample_negatives(rng, spec.n_negatives, weights, first_seen, cutoff, also_exclude=also)
         repeats.append(first_seen[d_item[targets]] < target_pos)
         n_short += int((neg < 0).any(axis=1).sum())
         cand_rows.append(np.concatenate([d_item[targets][:, None], neg], axis=1))

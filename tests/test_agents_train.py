@@ -148,6 +148,10 @@ def test_bad_options_are_reported(dataset, tmp_path):
         train_run(_config(dataset, tmp_path / "r3", reward_baseline="nosuchrule"))
     with pytest.raises(InterestGymError, match="metric"):
         train_run(_config(dataset, tmp_path / "r2", reward="ndcg@x"))
+    with pytest.raises(InterestGymError, match=r"--history-negatives 200: expected an integer in \[0, --n-negatives 99\]"):
+        train_run(_config(dataset, tmp_path / "r4", history_negatives=200))
+    with pytest.raises(InterestGymError, match=r"--history-negatives 5 with --exclude log: .*expected --exclude target"):
+        train_run(_config(dataset, tmp_path / "r5", history_negatives=5, exclude="log"))
 
 
 def test_agent_scoring_ties_the_category_forgetting_to_the_agents_long_strength():

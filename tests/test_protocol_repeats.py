@@ -90,3 +90,65 @@ def test_log_exclusion_is_the_old_protocol_and_keeps_its_negatives(datasets):
         log_items = set(ev.loc[ev["user_id"] == user, "item_id"].astype(str))
         names = set(ds.items["item_id"].astype(str).to_numpy()[negatives])
         assert not (names & log_items)
+
+
+# ------------------------------------------------------------------------------- history negatives
+def test_history_negatives_are_the_users_earlier_items_and_the_rest_come_from_the_catalogue(datasets):
+    """K of the N negatives are drawn from the items the user engaged with before the target (never the target
+    nor an item of its moment), the rest from the catalogue, never twice; checked against the event log."""
+    ds = Dataset.open(datasets["repeats"])
+    k, n = 3, 12
+    data = build_replay_data(ds, None, ProtocolSpec(split="test", n_negatives=n, history_negatives=k))
+    plain = build_replay_data(ds, None, ProtocolSpec(split="test", n_negatives=n))
+    assert data.describe()["history_negatives"] == k and "history_negatives" not in plain.describe()
+    ev = ds.events
+    item_index = {iid: i for i, iid in enumerate(ds.items["item_id"].astype(str))}
+    ev_item = ev["item_id"].astype(str).map(item_index).to_numpy()
+    full_history = 0
+    for p, (user, target, negatives, _repeat) in enumerate(_points(data)):
+        assert len(negatives) == n and len(set(negatives.tolist())) == n and target not in set(negatives.tolist())
+        mine = ev[ev["user_id"] == user]
+        items = ev_item[mine.index]
+        row = data.decision_event_row[np.searchsorted(data.decision_point_end, p, side="right") + 1]
+        moment = mine["ts"].to_numpy() == ev.loc[row, "ts"]
+        # "before": events ahead of the target's in the user's log order (the order its first_seen positions count)
+        earlier = set(items[: int(np.flatnonzero(mine.index == row)[0])].tolist()) - set(items[moment].tolist())
+        from_history = set(negatives.tolist()) & earlier
+        # the history draw takes min(k, eligible) of the earlier items; the catalogue draw may add more of them
+        assert len(from_history) >= min(k, len(earlier))
+        assert not (set(negatives.tolist()) & set(items[moment].tolist()))
+        full_history += len(earlier) >= k
+    assert full_history > 10
+    # the plain protocol's users' own earlier items are rarely negatives; here at least k per point where possible
+    mean_plain = np.mean([len(set(neg.tolist()) & set(ev_item[ev["user_id"] == u])) for u, _, neg, _ in _points(plain)])
+    mean_history = np.mean([len(set(neg.tolist()) & set(ev_item[ev["user_id"] == u])) for u, _, neg, _ in _points(data)])
+    assert mean_history > mean_plain
+
+
+def test_history_negatives_need_an_exclusion_that_lets_past_items_in(datasets):
+    from interestgym.errors import InterestGymError
+
+    with pytest.raises(InterestGymError, match=r"history_negatives=3 with exclude='log'"):
+        ProtocolSpec(split="test", n_negatives=12, exclude="log", history_negatives=3)
+    with pytest.raises(InterestGymError, match=r"history_negatives=13: expected an integer in \[0, n_negatives=12\]"):
+        ProtocolSpec(split="test", n_negatives=12, history_negatives=13)
+    # auto on a log without repeats means 'log': refused when the points are built, naming the way out
+    with pytest.raises(InterestGymError, match=r"this log's exclusion is 'log'.*pass exclude='target'"):
+        build_replay_data(Dataset.open(datasets["no_repeats"]), None, ProtocolSpec(split="test", n_negatives=12, history_negatives=3))
+    assert build_replay_data(Dataset.open(datasets["no_repeats"]), None,
+                             ProtocolSpec(split="test", n_negatives=12, exclude="target", history_negatives=3)).n_points > 0
+
+
+def test_k_zero_draws_the_same_negatives_as_before():
+    from interestgym.core.protocol import sample_negatives, user_rng
+
+    rng_a, rng_b = user_rng(0, "u"), user_rng(0, "u")
+    first_seen = np.full(50, np.iinfo(np.int64).max, dtype=np.int64)
+    first_seen[[3, 7]] = [0, 2]
+    cutoff = np.array([-1, 5, 9], dtype=np.int64)
+    a = sample_negatives(rng_a, 10, np.ones(50), first_seen, cutoff)
+    b = sample_negatives(rng_b, 10, np.ones(50), first_seen, cutoff, per_point=np.array([10, 10, 10]))
+    assert np.array_equal(a, b)
+    # keeping fewer keeps the first draws: a subset of the full draw
+    c = sample_negatives(user_rng(0, "u"), 10, np.ones(50), first_seen, cutoff, per_point=np.array([4, 10, 0]))
+    assert set(c[0][c[0] >= 0].tolist()) <= set(a[0].tolist()) and (c[0] >= 0).sum() == 4 and (c[2] < 0).all()

@@ -44,10 +44,12 @@ def replay_data_of(evaluation: dict[str, Any]) -> Any:
 
     protocol = evaluation["protocol"]
     spec = ProtocolSpec(split=protocol["split"], n_negatives=int(protocol.get("n_negatives", 99)),
-                        negatives=protocol.get("negatives", "uniform"), seed=int(protocol.get("seed", 0)))
+                        negatives=protocol.get("negatives", "uniform"), seed=int(protocol.get("seed", 0)),
+                        exclude=protocol.get("exclude", "auto"), history_negatives=int(protocol.get("history_negatives", 0)))
     data = load_replay_data(protocol["dataset"], protocol["embeddings"], spec)
     now = data.describe()
-    for key in ("split", "protocol", "users", "decisions", "scoring_points", "n_negatives", "negatives", "exclude", "seed"):
+    for key in ("split", "protocol", "users", "decisions", "scoring_points", "n_negatives", "negatives", "exclude", "seed",
+                "history_negatives"):
         if key in protocol and now.get(key) != protocol[key]:
             raise ArtifactError(f"the evaluation's {key} is {protocol[key]!r} but the replay data rebuilt from "
                                 f"{protocol['dataset']} has {now.get(key)!r}; re-run `interestgym evaluate`")

@@ -93,6 +93,39 @@ def item_popularity(positive_counts: np.ndarray) -> np.ndarray:
     return (logc / top if top > 0 else np.zeros_like(logc)).astype(np.float32)
 
 
+def sample_history(
+    rng: np.random.Generator,
+    k: int,
+    first_seen: np.ndarray,
+    target_pos: np.ndarray,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Up to ``k`` negatives per scoring point drawn uniformly, without replacement, from the items the user
+    engaged with before the point's target (``first_seen`` < the target's position), minus ``exclude``
+    (point indices, item indices: the target and the items of its moment).
+
+    :return: (n_points, k) item indices, sorted ascending per row; -1 pads rows with fewer eligible items.
+    """
+    n_points = len(target_pos)
+    out = np.full((n_points, k), -1, dtype=np.int32)
+    touched = np.nonzero(first_seen < np.iinfo(np.int64).max)[0]
+    if n_points == 0 or k == 0 or len(touched) == 0:
+        return out
+    keys = rng.standard_exponential((n_points, len(touched)))
+    keys[first_seen[touched][None, :] >= np.asarray(target_pos)[:, None]] = np.inf  # not seen before the target
+    if exclude is not None:
+        column = np.full(len(first_seen), -1, dtype=np.int64)
+        column[touched] = np.arange(len(touched))
+        col = column[exclude[1]]
+        keys[exclude[0][col >= 0], col[col >= 0]] = np.inf
+    take = min(k, len(touched))
+    part = np.argpartition(keys, take - 1, axis=1)[:, :take] if take < len(touched) else np.tile(np.arange(len(touched)), (n_points, 1))
+    chosen = np.where(np.isfinite(np.take_along_axis(keys, part, axis=1)), touched[part], len(first_seen))
+    chosen.sort(axis=1)
+    out[:, :take] = np.where(chosen < len(first_seen), chosen, -1)
+    return out
+
+
 def user_rng(seed: int, user_id: str) -> np.random.Generator:
     """The generator of one user's negatives: depends on the seed and the user id only."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(str(user_id).encode("utf-8"))])
@@ -107,6 +140,7 @@ def sample_negatives(
     *,
     also_exclude: tuple[np.ndarray, np.ndarray] | None = None,
     max_block: int = 1 << 21,
+    per_point: np.ndarray | None = None,
 ) -> np.ndarray:
     """Negatives for a user's scoring points.
 
@@ -120,8 +154,10 @@ def sample_negatives(
         excludes only items seen up to it; ``cutoff = -1`` excludes nothing this way).
     :param also_exclude: (point indices, item indices) pairs: items excluded from those points'
         negatives besides the cutoff rule (e.g. the target and the items engaged with at its moment).
+    :param per_point: (n_points,) how many of the N to keep at each point (the ones with the smallest keys,
+        i.e. the first drawn in the sequential sampling); None keeps N everywhere, exactly as without it.
     :return: (n_points, N) item indices, sorted ascending per row; -1 pads rows with fewer than N
-        eligible items.
+        eligible items (or fewer kept).
     """
     n_items = len(weights)
     n_points = len(cutoff)
@@ -145,6 +181,9 @@ def sample_negatives(
             keys[also_exclude[0][in_block] - lo, also_exclude[1][in_block]] = np.inf
         part = np.argpartition(keys, take - 1, axis=1)[:, :take] if take < n_items else np.tile(np.arange(n_items), (hi - lo, 1))
         chosen_keys = np.take_along_axis(keys, part, axis=1)
+        if per_point is not None:  # keep each row's first n draws: its n smallest keys
+            rank = np.argsort(np.argsort(chosen_keys, axis=1, kind="stable"), axis=1, kind="stable")
+            chosen_keys = np.where(rank < np.asarray(per_point)[lo:hi, None], chosen_keys, np.inf)
         part = np.where(np.isfinite(chosen_keys), part, n_items)  # excluded / zero-weight -> pad
         part.sort(axis=1)
         out[lo:hi, :take] = np.where(part < n_items, part, -1)

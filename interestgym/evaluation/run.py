@@ -160,6 +160,7 @@ def evaluate_run(
     n_negatives: int | None = None,
     exclude: str | None = None,
     seed: int | None = None,
+    history_negatives: int | None = None,
     dataset: str | Path | None = None,
     select_metric: str | None = None,
     n_boot: int = 2000,
@@ -230,7 +231,7 @@ def evaluate_run(
         raise InterestGymError(f"{path}: neither a training run (config.json) nor a dataset (manifest.json)")
     changed = dataset is not None  # a transfer never reuses the run's tuned baselines
     for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("exclude", exclude),
-                       ("protocol_seed", seed)):
+                       ("protocol_seed", seed), ("history_negatives", history_negatives)):
         if value is not None and getattr(config, key) != value:
             setattr(config, key, value)
             changed = True
@@ -393,7 +394,9 @@ def evaluate_run(
         "dim": protocol["dim"],
         "protocol": protocol["protocol"],
         "candidates": ("logged impressions" if protocol["protocol"] == "impressions" else
-                       f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: {EXCLUDE_TEXT[protocol['exclude']]})"),
+                       f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: {EXCLUDE_TEXT[protocol['exclude']]})"
+                       + (f"; {protocol['history_negatives']} of them from the user's own earlier items"
+                          if protocol.get("history_negatives") else "")),
         "protocol_seed": config.protocol_seed,
         "train_seed": config.seed if run_dir is not None else None,
         "users": len(users_ref) if users_ref is not None else 0,
