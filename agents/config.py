@@ -25,7 +25,7 @@ POLICY_FORMS = ("residual", "absolute")
 #: What a run saved before a setting existed did, for the settings added since runs were first saved (a
 #: missing key in an old ``config.json`` means this, not today's default).
 LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False,
-                                   "slot_lever": False, "slot_counts": False}
+                                   "slot_lever": False, "slot_counts": False, "history_negatives": 0}
 
 
 def active_levers(category_gain: bool, context_lever: bool, scoring: Any, slot_lever: bool = False) -> tuple[bool, bool, bool]:

@@ -55,9 +55,10 @@ class ProtocolSpec:
         ``past`` (items seen up to the scoring point) or ``auto`` (``target`` when the log has repeats,
         i.e. a user engages with one item more than once; else ``log``).
     :param seed: seed of the negatives.
-    :param history_negatives: K of the ``n_negatives`` drawn uniformly from the user's own items engaged with
-        *before* the target (never the target, nor an item of the target's moment), the rest from the
-        catalogue as ``negatives`` says (all of them when the user has fewer than K such items). 0 (the
+    :param history_negatives: up to K of the ``n_negatives`` drawn uniformly from the user's own items engaged
+        with *before* the target (never the target, nor an item of the target's moment; fewer where the user
+        has fewer such items), the rest from the catalogue as ``negatives`` says (which may add more of the
+        user's items). 0 (the
         default) draws every negative from the catalogue, exactly as before. With uniform draws from a
         large catalogue a user's past items are almost never negatives, so "seen before" all but identifies
         a repeat target; K > 0 makes the user's own history compete with it. Needs ``exclude`` to resolve
@@ -85,10 +86,12 @@ class ProtocolSpec:
             raise InterestGymError(f"n_negatives={self.n_negatives!r}: expected an integer >= 1")
         k = self.history_negatives
         if isinstance(k, (bool, np.bool_)) or not (isinstance(k, (int, np.integer)) and 0 <= k <= self.n_negatives):
-            raise InterestGymError(f"history_negatives={k!r}: expected an integer in [0, n_negatives={self.n_negatives}]")
+            raise InterestGymError(f"history_negatives={k!r} (--history-negatives): expected an integer in [0, n_negatives="
+                                   f"{self.n_negatives}]")
         if k and self.exclude in ("log", "past"):
-            raise InterestGymError(f"history_negatives={k} with exclude={self.exclude!r}: that exclusion leaves the user's past items "
-                                   "out of the negatives; expected exclude 'target' (or 'auto' on a log with repeats)")
+            raise InterestGymError(f"history_negatives={k} with exclude={self.exclude!r} (--history-negatives, --exclude): that "
+                                   "exclusion leaves the user's past items out of the negatives; expected exclude 'target' (or "
+                                   "'auto' on a log with repeats), or history_negatives 0")
 
     @classmethod
     def resolve(cls, protocol: ProtocolSpec | dict[str, Any] | str | None, split: str | None = None) -> ProtocolSpec:

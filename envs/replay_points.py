@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from interestgym.core.clock import time_slot, time_slot_of
 from interestgym.core.log_features import group_starts, position_in_run
-from interestgym.core.protocol import sample_history, sample_negatives, user_rng
+from interestgym.core.protocol import history_rng, sample_history, sample_negatives, user_rng
 from interestgym.data.schema import IMPRESSION_COLUMNS
 from interestgym.errors import DataError, InterestGymError
 from interestgym.progress import progress_bar
@@ -159,9 +159,10 @@ def _same_moment_items(ts_u: np.ndarray, items_u: np.ndarray, target_pos: np.nda
 def next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
                           dec_users_codes, ev_item, ts, ev_hour, train_counts, n_items, counts, progress=None):
     if spec.history_negatives and exclude != "target":
-        raise InterestGymError(f"history_negatives={spec.history_negatives} needs negatives that may be the user's past items "
-                               f"(exclude 'target'); this log's exclusion is {exclude!r} (exclude 'auto' means 'log' on a log "
-                               "without repeats); pass exclude='target' to draw from the user's history anyway")
+        raise InterestGymError(f"--history-negatives {spec.history_negatives} needs negatives that may be the user's past items "
+                               f"(--exclude target); this log's exclusion is {exclude!r} (--exclude auto means 'log' on a log "
+                               "without repeats); pass --exclude target to draw from the user's history anyway, or "
+                               "--history-negatives 0")
     weights = np.ones(n_items) if spec.negatives == "uniform" else train_counts.astype(np.float64) + 1.0
     # event position of each decision within its user's events
     ev_pos = position_in_run(user_codes)
@@ -196,7 +197,7 @@ def next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_s
         rng = user_rng(spec.seed, user_ids[u])
         if spec.history_negatives:
             # K from the user's own earlier items (drawn first), the rest from the catalogue, never twice
-            history = sample_history(rng, spec.history_negatives, first_seen, target_pos, also)
+            history = sample_history(history_rng(spec.seed, user_ids[u]), spec.history_negatives, first_seen, target_pos, also)
             got = history >= 0
             hp, hi_item = np.nonzero(got)[0], history[got].astype(np.int64)
             also = (np.concatenate([also[0], hp]), np.concatenate([also[1], hi_item]))  # type: ignore[index]

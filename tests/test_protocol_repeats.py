@@ -130,10 +130,10 @@ def test_history_negatives_need_an_exclusion_that_lets_past_items_in(datasets):
 
     with pytest.raises(InterestGymError, match=r"history_negatives=3 with exclude='log'"):
         ProtocolSpec(split="test", n_negatives=12, exclude="log", history_negatives=3)
-    with pytest.raises(InterestGymError, match=r"history_negatives=13: expected an integer in \[0, n_negatives=12\]"):
+    with pytest.raises(InterestGymError, match=r"history_negatives=13 \(--history-negatives\): expected an integer in \[0, n_negatives=12\]"):
         ProtocolSpec(split="test", n_negatives=12, history_negatives=13)
     # auto on a log without repeats means 'log': refused when the points are built, naming the way out
-    with pytest.raises(InterestGymError, match=r"this log's exclusion is 'log'.*pass exclude='target'"):
+    with pytest.raises(InterestGymError, match=r"this log's exclusion is 'log'.*pass --exclude target .* or --history-negatives 0"):
         build_replay_data(Dataset.open(datasets["no_repeats"]), None, ProtocolSpec(split="test", n_negatives=12, history_negatives=3))
     assert build_replay_data(Dataset.open(datasets["no_repeats"]), None,
                              ProtocolSpec(split="test", n_negatives=12, exclude="target", history_negatives=3)).n_points > 0
@@ -152,3 +152,26 @@ def test_k_zero_draws_the_same_negatives_as_before():
     # keeping fewer keeps the first draws: a subset of the full draw
     c = sample_negatives(user_rng(0, "u"), 10, np.ones(50), first_seen, cutoff, per_point=np.array([4, 10, 0]))
     assert set(c[0][c[0] >= 0].tolist()) <= set(a[0].tolist()) and (c[0] >= 0).sum() == 4 and (c[2] < 0).all()
+
+
+def test_a_points_history_draw_depends_on_the_past_only():
+    """A point's history negatives are the same whatever the user does after its target, and whatever block
+    size the draw runs in; the catalogue's generator is not touched by them."""
+    from interestgym.core.protocol import history_rng, sample_history
+
+    never = np.iinfo(np.int64).max
+    first_seen = np.full(30, never, dtype=np.int64)
+    first_seen[[4, 9, 2, 17, 11, 25]] = [0, 1, 2, 3, 5, 8]  # item 25 first seen after every target below
+    target_pos = np.array([2, 4, 6, 7], dtype=np.int64)
+    exclude = (np.array([1, 3]), np.array([9, 11]))
+    a = sample_history(history_rng(0, "u"), 2, first_seen, target_pos, exclude)
+    later = first_seen.copy()
+    later[[25, 27]] = [6, 7]  # more items, seen later: they may join later points, never earlier ones
+    b = sample_history(history_rng(0, "u"), 2, later, target_pos[:2], exclude)
+    assert np.array_equal(a[:2], b)
+    c = sample_history(history_rng(0, "u"), 2, first_seen, target_pos, exclude, max_block=3)
+    assert np.array_equal(a, c)
+    for p, row in enumerate(a):
+        eligible = {i for i in range(30) if first_seen[i] < target_pos[p]} - {int(i) for q, i in zip(*exclude) if q == p}
+        picked = {int(i) for i in row if i >= 0}
+        assert picked <= eligible and len(picked) == min(2, len(eligible))

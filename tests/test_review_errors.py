@@ -258,6 +258,13 @@ def test_resume_refuses_options_that_differ_from_the_run_instead_of_ignoring_the
     with pytest.raises(SystemExit):  # a switch reads as the flag given
         main(["train", str(dataset), "--timesteps", "128", "--resume", *common, "--no-category-gain"])
     assert "--no-category-gain (the run's: True)" in capsys.readouterr().err
+    # a run saved before --history-negatives existed drew none: asking for some on resume is refused too
+    saved = json.loads((run / "config.json").read_text())
+    del saved["config"]["history_negatives"]
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit):
+        main(["train", str(dataset), "--timesteps", "128", "--resume", *common, "--history-negatives", "5"])
+    assert "--history-negatives 5 (the run's: 0)" in capsys.readouterr().err
     # the same options again (a longer target) continue the run
     main(["train", str(dataset), "--timesteps", "128", "--resume", *common])
     assert json.loads((run / "final" / "info.json").read_text())["step"] == 128

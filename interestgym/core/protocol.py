@@ -5,7 +5,9 @@ Negatives are drawn **without replacement** with probability proportional to a w
 item gets the key E / weight with E ~ Exp(1) and the N smallest keys win; this is exactly sequential
 weighted sampling without replacement, and it is vectorised over all of a user's scoring points.
 Keys are drawn row after row from one generator per user, so the negatives of a user's k-th scoring
-point depend only on (seed, user, k, the exclusion set) — never on later events of the log.
+point depend only on (seed, user, k, the exclusion set) — never on later events of the log. Negatives
+drawn from the user's own history (:func:`sample_history`) come from a second generator per user
+(:func:`history_rng`), with the same property.
 """
 
 from __future__ import annotations
@@ -99,10 +101,17 @@ def sample_history(
     first_seen: np.ndarray,
     target_pos: np.ndarray,
     exclude: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    max_block: int = 1 << 21,
 ) -> np.ndarray:
     """Up to ``k`` negatives per scoring point drawn uniformly, without replacement, from the items the user
     engaged with before the point's target (``first_seen`` < the target's position), minus ``exclude``
     (point indices, item indices: the target and the items of its moment).
+
+    ``rng`` should be the user's own generator for this draw (:func:`history_rng`), so the catalogue's draws
+    keep theirs. Point k's keys are the next ``w_k`` exponentials of ``rng``, ``w_k`` = the items first seen
+    before its target, in first-seen order: a point's draw depends on the user's past only, never on later
+    events, and blocking the points (``max_block`` keys at a time) does not change it.
 
     :return: (n_points, k) item indices, sorted ascending per row; -1 pads rows with fewer eligible items.
     """
@@ -111,19 +120,43 @@ def sample_history(
     touched = np.nonzero(first_seen < np.iinfo(np.int64).max)[0]
     if n_points == 0 or k == 0 or len(touched) == 0:
         return out
-    keys = rng.standard_exponential((n_points, len(touched)))
-    keys[first_seen[touched][None, :] >= np.asarray(target_pos)[:, None]] = np.inf  # not seen before the target
+    order = touched[np.argsort(first_seen[touched], kind="stable")]  # the user's items in first-seen order
+    seen = np.sort(first_seen[touched])
+    width = np.searchsorted(seen, np.asarray(target_pos), side="left")  # items first seen before each target
+    column = np.full(len(first_seen), -1, dtype=np.int64)
+    column[order] = np.arange(len(order))
+    excluded = None
     if exclude is not None:
-        column = np.full(len(first_seen), -1, dtype=np.int64)
-        column[touched] = np.arange(len(touched))
         col = column[exclude[1]]
-        keys[exclude[0][col >= 0], col[col >= 0]] = np.inf
-    take = min(k, len(touched))
-    part = np.argpartition(keys, take - 1, axis=1)[:, :take] if take < len(touched) else np.tile(np.arange(len(touched)), (n_points, 1))
-    chosen = np.where(np.isfinite(np.take_along_axis(keys, part, axis=1)), touched[part], len(first_seen))
-    chosen.sort(axis=1)
-    out[:, :take] = np.where(chosen < len(first_seen), chosen, -1)
+        excluded = (exclude[0][col >= 0], col[col >= 0])
+    lo = 0
+    while lo < n_points:
+        hi = lo + 1
+        widest = int(width[lo])
+        while hi < n_points and (hi - lo + 1) * max(widest, int(width[hi])) <= max_block:
+            widest = max(widest, int(width[hi]))
+            hi += 1
+        rows = width[lo:hi]
+        flat = rng.standard_exponential(int(rows.sum()))
+        keys = np.full((hi - lo, max(widest, 1)), np.inf)
+        mask = np.arange(keys.shape[1])[None, :] < rows[:, None]
+        keys[mask] = flat
+        if excluded is not None:
+            inside = (excluded[0] >= lo) & (excluded[0] < hi) & (excluded[1] < keys.shape[1])
+            keys[excluded[0][inside] - lo, excluded[1][inside]] = np.inf
+        take = min(k, keys.shape[1])
+        part = np.argpartition(keys, take - 1, axis=1)[:, :take] if take < keys.shape[1] else np.tile(np.arange(keys.shape[1]), (hi - lo, 1))
+        chosen = np.where(np.isfinite(np.take_along_axis(keys, part, axis=1)), order[np.minimum(part, len(order) - 1)], len(first_seen))
+        chosen.sort(axis=1)
+        out[lo:hi, :take] = np.where(chosen < len(first_seen), chosen, -1)
+        lo = hi
     return out
+
+
+def history_rng(seed: int, user_id: str) -> np.random.Generator:
+    """The generator of one user's history negatives (:func:`sample_history`): its own stream, so that the
+    catalogue's draws (:func:`user_rng`) are the same with or without them."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(str(user_id).encode("utf-8")), 1])
 
 
 def user_rng(seed: int, user_id: str) -> np.random.Generator:

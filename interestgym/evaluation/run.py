@@ -395,7 +395,7 @@ def evaluate_run(
         "protocol": protocol["protocol"],
         "candidates": ("logged impressions" if protocol["protocol"] == "impressions" else
                        f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: {EXCLUDE_TEXT[protocol['exclude']]})"
-                       + (f"; {protocol['history_negatives']} of them from the user's own earlier items"
+                       + (f"; up to {protocol['history_negatives']} of them from the user's own earlier items"
                           if protocol.get("history_negatives") else "")),
         "protocol_seed": config.protocol_seed,
         "train_seed": config.seed if run_dir is not None else None,

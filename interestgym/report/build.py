@@ -312,7 +312,8 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     spec = ProtocolSpec(split=split, n_negatives=int(proto.get("n_negatives", base.n_negatives)),
                         negatives=str(proto.get("negatives", base.negatives)), exclude=str(proto.get("exclude", base.exclude)),
                         seed=int(proto.get("seed", base.seed)),
-                        history_negatives=int(proto.get("history_negatives", base.history_negatives)))
+                        # describe() leaves K = 0 out: an evaluated protocol without the key had none
+                        history_negatives=int(proto.get("history_negatives", 0) if proto else base.history_negatives))
     dataset = Dataset.open(config.dataset)
     # with the run's tracker and extra observations, as train and evaluate replay it
     data = config.attach_extras(load_replay_data(dataset, proto.get("embeddings") or config.embeddings, spec))
