@@ -21,7 +21,12 @@ import pyarrow.compute as pc
 
 from interestgym.core.clock import time_slot, time_slot_of
 from interestgym.core.log_features import group_starts, position_in_run
-from interestgym.core.protocol import history_rng, sample_history, sample_negatives, user_rng
+from interestgym.core.protocol import (
+    history_rng,
+    sample_history,
+    sample_negatives,
+    user_rng,
+)
 from interestgym.data.schema import IMPRESSION_COLUMNS
 from interestgym.errors import DataError, InterestGymError
 from interestgym.progress import progress_bar
