@@ -72,6 +72,11 @@ class SequenceConfig:
     """Sampled negatives per validation scoring point."""
     protocol_seed: int = 0
     """Seed of the scoring protocol's negatives."""
+    exclude: str = "auto"
+    """Which items the validation negatives leave out, as ``interestgym train --exclude``."""
+    history_negatives: int = 0
+    """Up to this many validation negatives from the user's own earlier items, as ``interestgym train
+    --history-negatives`` (validate a tracker under the protocol it will be evaluated on)."""
     eval_users: int | None = None
     """Validation users scored for early stopping (seeded subsample; None: all)."""
     seed: int = 0
@@ -124,7 +129,8 @@ class SequenceConfig:
         """The scoring protocol of ``split``, as ``interestgym train`` / ``evaluate`` build it."""
         from interestgym.envs.replay_data import ProtocolSpec
 
-        return ProtocolSpec(split=split, n_negatives=self.n_negatives, negatives=self.negatives, seed=self.protocol_seed)
+        return ProtocolSpec(split=split, n_negatives=self.n_negatives, negatives=self.negatives, seed=self.protocol_seed,
+                            exclude=self.exclude, history_negatives=self.history_negatives)
 
     def replay_data(self, split: str):
         from interestgym.envs.replay_data import load_replay_data
