@@ -97,6 +97,19 @@ def test_the_run_ships_the_learned_policy_only_when_validation_proves_it(dataset
         assert policy.name == decision["rule"]["name"] and json.dumps(policy.params) == json.dumps(decision["rule"]["params"])
     else:
         assert isinstance(policy, ResidualPolicy)
+    best_step = json.loads((run / "best" / "info.json").read_text())["step"]
+    # a best model from step 0 is the untrained agent, the rule itself: the reason says so
+    assert decision["reason"].startswith("no model after step 0 scored higher on validation") == (best_step == 0)
+
+
+def test_a_run_whose_best_model_is_the_untrained_agent_says_so(dataset, tmp_path):
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=64, eval_every=10**6, checkpoint_every=64))  # validated at step 0 only
+    decision = read_shipped(run)
+    assert json.loads((run / "best" / "info.json").read_text())["step"] == 0
+    assert decision["policy"] == "rule" and decision["validation"]["diff"]["mean"] == 0.0
+    assert decision["reason"].startswith("no model after step 0 scored higher on validation, and the step-0 agent is the "
+                                         "rule itself: the best model gains +0.0000")
 
 
 def test_a_model_proven_worse_on_a_guard_metric_ships_the_rule_even_past_the_threshold(dataset, tmp_path, monkeypatch):
@@ -205,6 +218,16 @@ def test_the_report_says_what_the_policy_does_differently_from_the_rule(dataset,
     assert "a_L 0.300 vs 0.200 (+0.100)" in lines[0] and "keep 0.600 vs 0.900 (-0.300)" in lines[0]
     assert "a_S 0.700 vs 0.700 (+0.000)" in lines[0]
     assert any(line.strip().startswith(("drifting", "stable", "switcher", "bursty", "context", "noisy")) for line in lines[1:])
+    assert lines[1].startswith("The reference rule: `bayesian_category` with") and "popularity_weight 0.1" in lines[1]
+    assert not any("no weight" in line for line in lines)
+    # a rule at p = 1 ranks without its profiles: the report says so, with the policy's own mix
+    from interestgym.agents.rules import make_baseline
+
+    popular = make_baseline("bayesian_category", **{**REFERENCE.params, "popularity_weight": 1.0})
+    policy = ResidualPolicy(popular, Change())
+    res = evaluate_policy(data, policy, record_features=True, progress=False)
+    note = next(line for line in differences_from_rule(policy, popular, res, Dataset.open(dataset)) if "no weight" in line)
+    assert "the policy gives them 0.000 of the profile-vs-popularity mix on average (p 1.000)" in note
 
 
 def test_windows_start_mid_history_and_the_penalty_prices_a_change(dataset, tmp_path):

@@ -27,14 +27,15 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 ``recsim_saturating``        RecSim-style saturating step: a = a0 (1 - max(cos(x, L), 0)): an item the
                              profile already explains moves it little, a novel one moves it a lot (the
                              interest-evolution model's step that shrinks as interest saturates); a0
-                             tuned; S, w, p as the tuned two-profile rule.
+                             tuned; S, w, p start at the tuned two-profile rule's and are tuned again.
 ``behaviour_rule``           the seed's behaviour rule: at the k-th consecutive decision in one category
                              (this one included) and after, the short-term profile jumps to the item
                              (a_S = 1) and takes weight w_burst in the score; otherwise the tuned
                              two-profile rule; k, w_burst tuned.
 ``context_rule``             the seed's context rule: time-of-day profiles (4 slots of 6 h), the current
                              slot's updated at every decision with strength context_rate, added to the
-                             score with beta_ctx (both tuned); L, S, w, p as the tuned two-profile rule.
+                             score with beta_ctx (both tuned); L, S, w, p start at the tuned two-profile
+                             rule's and are tuned again with the context term (coordinate ascent).
 ``bayesian_category``        Dirichlet category counts with forgetting; beta_cat log P(cat(c) | user) in
                              the score; beta_cat and the forgetting tuned: a fixed factor f, or ``None``
                              = tied to the rule's long-term strength (f = 1 - a_L, the mode a learned
@@ -44,7 +45,9 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
                              ``exposure`` b > 0 (tuned, 0 included) the term is clicks per exposure,
                              log P(cat | user) - log(shown(cat) + b), shown = a forgetful count of the
                              candidates of the user's scored impressions (those with a click and a
-                             non-click); L, S, w, p as the tuned two-profile rule.
+                             non-click); L, S, w, p start at the tuned two-profile rule's and are tuned
+                             again with the category term (coordinate ascent; on the quick start p ends
+                             at 1: the profiles leave the score, popularity and the category term rank).
 ``popularity``               rank by training popularity only (p = 1): the reference a personalised
                              rule must beat.
 ==========================  ===========================================================================

@@ -116,7 +116,16 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
 
     everyone = np.ones(len(res.features), dtype=bool)
     lines = [(f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
-              f"{len(res.features):,} decisions, policy vs rule): {sentence(everyone)}.")] + notes
+              f"{len(res.features):,} decisions, policy vs rule): {sentence(everyone)}.")]
+    params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in getattr(reference, "params", {}).items())
+    lines.append(f"The reference rule: `{reference.name}`" + (f" with {params}." if params else "."))
+    p = columns.get("p")
+    if p is not None and len(p[1]) and bool(np.all(p[1] == 1.0)):
+        # say it: a rule at p = 1 ranks by popularity and its other terms alone, whatever its profiles hold
+        lines.append(f"The rule's score gives the profiles no weight (p = 1: popularity and its other terms rank alone), so "
+                     f"its a_L, a_S and w change nothing in its ranking; the policy gives them {1 - p[0].mean():.3f} of the "
+                     f"profile-vs-popularity mix on average (p {p[0].mean():.3f}).")
+    lines += notes
     user_type = decision_user_types(dataset, res)
     if user_type is not None:
         for t in sorted(set(user_type)):
