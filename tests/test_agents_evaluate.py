@@ -141,3 +141,21 @@ def test_no_progress_reaches_the_evaluation(run, tmp_path, monkeypatch):
         result = CliRunner().invoke(cli, [*args, *extra], catch_exceptions=False)
         assert result.exit_code == 0 and result.output.strip() == "ok"
     assert seen == [None, False, None]
+
+
+def test_the_header_names_the_reference_and_a_changed_protocol(run, tmp_path):
+    """The reference's tuned parameters are in the header; evaluating a run under another protocol than it was
+    trained with says that its policy keeps what it was tuned with while the baselines are tuned again."""
+    from interestgym.evaluation.run import evaluate_run
+
+    run_dir, _data = run
+    evaluate_run(run_dir, out=tmp_path / "same", baselines=BASELINES, n_boot=20, progress=False)
+    doc = json.loads((tmp_path / "same" / "evaluation.json").read_text())
+    ref = doc["header"]["reference"]
+    params = doc["tuned_baselines"][ref]["params"]
+    assert doc["header"]["reference_params"] == (", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                                             for k, v in params.items()) or None)
+    assert doc["header"]["protocol_changed"] is None
+    text = evaluate_run(run_dir, out=tmp_path / "other", baselines=BASELINES, n_boot=20, progress=False, seed=7)
+    assert "- note: this evaluation's protocol differs from the run's (protocol_seed 0 -> 7)" in text
+    assert "note: this evaluation's protocol differs" in (tmp_path / "other" / "evaluation.md").read_text()

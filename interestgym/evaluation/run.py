@@ -230,11 +230,18 @@ def evaluate_run(
     else:
         raise InterestGymError(f"{path}: neither a training run (config.json) nor a dataset (manifest.json)")
     changed = dataset is not None  # a transfer never reuses the run's tuned baselines
+    overridden = []  # what differs from the run's own protocol (said above the verdicts)
     for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("exclude", exclude),
                        ("protocol_seed", seed), ("history_negatives", history_negatives)):
         if value is not None and getattr(config, key) != value:
+            overridden.append(f"{key} {getattr(config, key)!r} -> {value!r}")
             setattr(config, key, value)
             changed = True
+    protocol_changed = None
+    if overridden and run_dir is not None and dataset is None:  # (a transfer says what it is on its own)
+        protocol_changed = (f"this evaluation's protocol differs from the run's ({'; '.join(overridden)}): every baseline is "
+                            "tuned again under it, while the run's policy keeps what it was trained and tuned with (a shipped "
+                            "rule keeps its parameters), so the two may differ even where the run ships its rule")
     metric = (select_metric or config.reward).strip().lower()
     parse_metric(metric)
     out_dir = Path(out) if out is not None else run_dir
@@ -405,11 +412,14 @@ def evaluate_run(
         "tuned_on": (f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)"
                      + _older_grid_text(tuned, tuning_grids(config.slot_counts, protocol["protocol"] == "impressions"))),
         "reference": reference,
+        # the reference's tuned parameters, in words: what "the best tuned rule" is on this data
+        "reference_params": params_text((tuned.get(reference) or {}).get("params") or {}),
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
         "run": str(run_dir) if run_dir is not None else None,
         "trained_on": trained_on if trained_on and str(Path(trained_on).resolve()) != str(Path(config.dataset).resolve()) else None,
         "model": which_model if run_dir is not None else None,
         "shipped": run_folder.read_shipped(run_dir) if run_dir is not None else None,
+        "protocol_changed": protocol_changed,
     }
     order = [r.name for r in results]
     if by_target_results["repeat"] and by_target_results["repeat"][0].n_points:
@@ -519,10 +529,17 @@ def _older_grid_text(tuned: dict[str, Any], grids: dict[str, Any] | None = None)
             "without --tuned-baselines to tune them")
 
 
+def params_text(params: dict[str, Any]) -> str | None:
+    """A rule's parameters in one line (``name value, ...``), or None when it has none."""
+    if not params:
+        return None
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
+
+
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
     lines = ["# Evaluation", "", "Protocol:", ""]
     for key in ("data", "trained_on", "split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
-                "scoring_points", "selection_metric", "tuned_on", "reference", "run", "model"):
+                "scoring_points", "selection_metric", "tuned_on", "reference", "reference_params", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
     lines.append(f"- bootstrap: {header['bootstrap']['resamples']} resamples of users, 95% percentile intervals")
@@ -575,6 +592,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
+    if header.get("protocol_changed"):
+        verdicts.append(f"- note: {header['protocol_changed']}")
     if verdicts:
         text += "\n" + "\n".join(verdicts) + "\n"
     return text

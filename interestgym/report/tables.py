@@ -146,7 +146,7 @@ def protocol_lines(evaluation: dict[str, Any]) -> list[str]:
     if h.get("run"):
         lines.append(f"policy: the run's **{h.get('model')}** model (deterministic), train seed {h.get('train_seed')}")
     lines.append(f"baselines tuned on {h.get('tuned_on')} by {h.get('selection_metric')}; reference = best tuned rule "
-                 f"`{h.get('reference')}`")
+                 f"`{h.get('reference')}`" + (f" ({h['reference_params']})" if h.get("reference_params") else ""))
     boot = h.get("bootstrap") or {}
     lines.append(f"mean over users; {boot.get('resamples', '?')} bootstrap resamples of users, 95% percentile intervals; "
                  "`*` = the paired CI excludes 0")
