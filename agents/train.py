@@ -201,6 +201,9 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     reason = (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
               f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
               + ("above" if passes else "not above") + f" the threshold {config.ship_threshold:g}")
+    if which == "best" and config.policy_form == "residual" and _best_step(run_dir) == 0:
+        # the untrained residual agent is the rule itself: say that no later model did better
+        reason = ("no model after step 0 scored higher on validation, and the step-0 agent is the rule itself: " + reason)
     if worse:
         reason += ("; but it is worse on " if passes else "; and it is worse on ") + ", ".join(
             f"{m} ({guards[m]['mean']:+.4f} [{guards[m]['lo']:+.4f}, {guards[m]['hi']:+.4f}])" for m in worse)  # type: ignore[index]
@@ -217,6 +220,14 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     }
     write_shipped(run_dir, decision)
     return decision
+
+
+def _best_step(run_dir: Path) -> int | None:
+    """The step the run's best model was saved at (None when unknown)."""
+    try:
+        return int(json.loads((Path(run_dir) / "best" / "info.json").read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------ train
