@@ -129,6 +129,9 @@ def test_outcomes_feed_the_running_means_at_the_next_decision(policy):
     assert m is not None and 0.0 <= m["ndcg@10"] <= 1.0
     unchanged, none = policy.record_outcome(s, cands, [0, 0, 0], candidate_ids=["i1", "i2", "i3"])
     assert none is None and unchanged is s  # no click: not a scoring point
+    for bad in ([2, 0, 0], [1, -1, 0], [0.5, 0, 1]):  # a label is 0 or 1: anything else is refused, not read as "no click"
+        with pytest.raises(InterestGymError, match="labels hold .*; expected 0 .not clicked. or 1 .clicked."):
+            policy.record_outcome(s, cands, bad, candidate_ids=["i1", "i2", "i3"])
     s = policy.update(s, Event(ts=20, action="click", item_vector=_unit(rng), category="c1"))
     # running mean from 0 with rate 0.2: 0.2 * (the point's metric)
     assert s.running_mean("reward_ema") == pytest.approx(0.2 * m[policy.reward_metric])

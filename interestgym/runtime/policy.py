@@ -463,14 +463,21 @@ class ExportedPolicy:
         """Record what the user clicked among ranked candidates; returns (new state, metrics).
 
         The ranking quality of the current profiles feeds the observation's running means (own metric,
-        L-only and S-only metric) at the next decision. As in the replay protocol, an outcome is not
-        scored (metrics ``None``, state unchanged) before the user's first decision, or when it has no
-        clicked or no unclicked candidate.
+        L-only and S-only metric) at the next decision. For a policy that divides its category term by what
+        was shown (``category_exposure_prior``), the candidates are counted per category too, and those
+        counts join the user's exposure at the next decision (as the replay counts a step's impressions):
+        scores before it are unchanged. As in the replay protocol, an outcome is not scored or counted
+        (metrics ``None``, state unchanged) before the user's first decision, or when it has no clicked or no
+        unclicked candidate.
         """
-        lab = np.asarray(labels, dtype=np.int8)
+        raw = np.asarray(labels)
         cand = self._vectors(candidate_vectors, "candidate_vectors", 2)
-        if lab.shape != (cand.shape[0],):
-            raise InterestGymError(f"labels of shape {lab.shape}; expected ({cand.shape[0]},), one per candidate")
+        if raw.shape != (cand.shape[0],):
+            raise InterestGymError(f"labels of shape {raw.shape}; expected ({cand.shape[0]},), one per candidate")
+        if raw.size and not np.isin(raw, (0, 1)).all():
+            bad = raw[~np.isin(raw, (0, 1))][0]
+            raise InterestGymError(f"labels hold {bad!r}; expected 0 (not clicked) or 1 (clicked) per candidate")
+        lab = raw.astype(np.int8)
         if state.counters[_C["n_decisions"]] == 0 or not (lab == 1).any() or not (lab == 0).any():
             return state, None
         ids = None if candidate_ids is None else [list(candidate_ids)]
