@@ -10,6 +10,10 @@ import numpy as np
 from interestgym.data.dataset import Dataset, SplitSpec
 from interestgym.data.synthetic import SyntheticConfig, prepare_synthetic
 
+#: A bayesian_category rule's parameters for the category-term tests (slot counts, exposure counts).
+CATEGORY_RULE_PARAMS = {"beta_cat": 1.0, "forgetting": 0.9, "long_rate": 0.2, "short_rate": 0.7, "short_weight": 0.4,
+                        "popularity_weight": 0.1}
+
 
 def tiny_synthetic(out: Path, *, users: int = 40, events_per_user: int = 24, dim: int = 16, seed: int = 0) -> Path:
     """Write a small strong-drift synthetic dataset plus embeddings ``topic16`` (items near their topic's

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from agents_fixtures import CATEGORY_RULE_PARAMS as PARAMS
 from agents_fixtures import shipping_config, tiny_synthetic
 from interestgym.agents.rules import GRIDS, make_baseline, tuning_grids
 from interestgym.agents.train import train_run
@@ -27,8 +28,6 @@ from interestgym.core.interest import (
 )
 from interestgym.core.transition import fold_exposure, shown_counts
 from interestgym.errors import InterestGymError
-
-PARAMS = {"beta_cat": 1.0, "forgetting": 0.9, "long_rate": 0.2, "short_rate": 0.7, "short_weight": 0.4, "popularity_weight": 0.1}
 
 
 @pytest.fixture(scope="module")

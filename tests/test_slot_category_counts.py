@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from agents_fixtures import CATEGORY_RULE_PARAMS as PARAMS
 from agents_fixtures import per_user_metrics, shipping_config, tiny_synthetic
 from interestgym.agents.rules import GRIDS, make_baseline
 from interestgym.agents.train import train_run
@@ -33,8 +34,6 @@ from interestgym.core.transition import (
     update_slot_category_counts,
 )
 from interestgym.errors import InterestGymError
-
-PARAMS = {"beta_cat": 1.0, "forgetting": 0.9, "long_rate": 0.2, "short_rate": 0.7, "short_weight": 0.4, "popularity_weight": 0.1}
 
 
 @pytest.fixture(scope="module")
