@@ -119,8 +119,9 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
         _note_older_grids(Path(config.tuned_baselines), config.slot_counts, has_impressions(Path(config.dataset)))
     result = train_run(config, resume=resume)
     _note_idle_levers(Path(config.run_dir), given)
-    click.echo(f"trained {result['num_timesteps']} steps in {result['seconds']:.0f} s; "
-               f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']}")
+    tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
+    click.echo(f"trained {result['num_timesteps']:,} steps in {result['seconds']:.0f} s{tuning}; "
+               f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']:,}")
     shipped = result.get("shipped") or {}
     if shipped:
         what = "its learned model" if shipped.get("policy") == "learned" else f"its reference rule `{(shipped.get('rule') or {}).get('name')}`"

@@ -326,8 +326,11 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
 
     reference = saved.get("reference")
     tuned: dict[str, Any] | None = None
+    tuning_seconds = 0.0
     if config.reward_baseline and reference is None:
+        t_tune = time.perf_counter()
         reference, tuned = tune_reference(config, valid_data)
+        tuning_seconds = time.perf_counter() - t_tune
     reference_policy = make_baseline(reference["name"], **reference["params"]) if reference else None
     # residual form: the agent changes the rule's action and scores with the rule's own terms
     residual = config.policy_form == "residual" and reference_policy is not None
@@ -446,6 +449,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
     return {
         "num_timesteps": int(model.num_timesteps),
         "seconds": time.perf_counter() - t_start,
+        "tuning_seconds": tuning_seconds,  # of "seconds": tuning the baselines (0 when reused or resumed)
         "select_metric": config.reward,
         "best_value": callback.best_value,
         "best_step": callback.best_step,

@@ -172,3 +172,33 @@ def test_agent_scoring_ties_the_category_forgetting_to_the_agents_long_strength(
     assert agent_scoring_config("reference", context) == context.scoring
     with pytest.raises(InterestGymError, match="agent-scoring"):
         TrainConfig(dataset="d", run_dir="r", agent_scoring="bogus").validate()
+
+
+def test_train_says_how_much_of_its_time_was_tuning(dataset, tmp_path, monkeypatch):
+    import time as _time
+
+    from click.testing import CliRunner
+    from interestgym.agents import tuning
+
+    from interestgym.cli import cli
+
+    real = tuning.tune_reference
+
+    def slow(config, valid_data):  # a tuning that takes 1.5 s more, so the share is visible
+        _time.sleep(1.5)
+        return real(config, valid_data)
+
+    monkeypatch.setattr("interestgym.agents.train.tune_reference", slow)
+    result = train_run(_config(dataset, tmp_path / "direct", timesteps=64, eval_every=0, reward_baseline="ema", tune_users=5))
+    assert 1.5 <= result["tuning_seconds"] <= result["seconds"]
+    out = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "run"), "--timesteps", "64", "--n-envs", "4",
+                                   "--n-steps", "16", "--batch-size", "32", "--eval-every", "0", "--reward-baseline", "ema",
+                                   "--tune-users", "5", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if x.startswith("trained "))
+    assert line.startswith("trained 64 steps in ") and " s of it tuning the baselines); best validation ndcg@10" in line
+    # reusing the tuning (the real tune_reference again): it only reads the file
+    monkeypatch.undo()
+    result = train_run(_config(dataset, tmp_path / "reuse", timesteps=64, eval_every=0, reward_baseline="ema", tune_users=5,
+                               tuned_baselines=str(tmp_path / "direct" / "baselines.json")))
+    assert result["tuning_seconds"] < 1.5

@@ -239,7 +239,8 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
             say(f"{run_dir}: an interrupted run without a checkpoint; starting it again")
             shutil.rmtree(run_dir)
     result = train_run(config, resume=resume)
-    say(f"trained {result['num_timesteps']:,} steps in {result['seconds']:.0f} s; best validation {result['select_metric']} "
+    tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
+    say(f"trained {result['num_timesteps']:,} steps in {result['seconds']:.0f} s{tuning}; best validation {result['select_metric']} "
         f"= {result['best_value']:.4f} at step {result['best_step']:,}")
     return status
 
