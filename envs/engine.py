@@ -387,11 +387,12 @@ class ReplayEngine:
         # lambda of the per-slot category counts in this decision's scoring (a slot change scales the rule's)
         slot_weight = apply_slot_change(self.slot_weight[rows], changes.slot)
         point_metrics, points = self._score_points(rows, point_row, point_index, strengths, beta_trk, slot_weight, rank)
-        if self.exposure_counts is not None and len(point_index):
-            # the step's impressions were shown (ranked above with the exposure before them): counted from the next decision
-            cand, labels, _ = data.padded_points(point_index)
+        if self.exposure_counts is not None and points is not None:
+            # the step's impressions were shown (ranked above with the exposure before them): counted from the next
+            # decision, from the candidates _score_points gathered for them
             self.exposure_pending[rows] += shown_counts(  # type: ignore[index]
-                point_row, np.where(labels >= 0, data.item_category[cand], -1), n, self.exposure_counts.shape[1])
+                points.point_row, np.where(points.labels >= 0, data.item_category[points.candidates], -1), n,
+                self.exposure_counts.shape[1])
 
         n_points = p_count.astype(np.int64)
         scored = n_points > 0

@@ -144,15 +144,15 @@ def replay_context(dataset: str | Path | Dataset, embeddings: str | None = None,
     ds = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
     spec = spec or ProtocolSpec()
     name = ds.resolve_embeddings(embeddings)
-    has_impressions = _has_rows(ds.path / "impressions.parquet")
-    protocol = spec.protocol if spec.protocol != "auto" else ("impressions" if has_impressions else "next_positive")
+    with_impressions = has_impressions(ds.path)
+    protocol = spec.protocol if spec.protocol != "auto" else ("impressions" if with_impressions else "next_positive")
     need_repeats = protocol == "next_positive" and spec.exclude == "auto"
     key = (str(ds.path.resolve()), name, dataset_stamps(ds, name))
     ctx = _CONTEXTS.get(key)
     if ctx is not None and (ctx.has_repeats is not None or not need_repeats):
         _CONTEXTS.move_to_end(key)
         return ctx
-    ctx = _build_context(ds, name, has_impressions, need_repeats, progress)
+    ctx = _build_context(ds, name, with_impressions, need_repeats, progress)
     _CONTEXTS[key] = ctx
     while len(_CONTEXTS) > _CONTEXT_CACHE_SIZE:
         _CONTEXTS.popitem(last=False)

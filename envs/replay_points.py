@@ -208,7 +208,7 @@ def next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_s
             also = (np.concatenate([also[0], hp]), np.concatenate([also[1], hi_item]))  # type: ignore[index]
             rest = sample_negatives(rng, spec.n_negatives, weights, first_seen, cutoff, also_exclude=also,
                                     per_point=spec.n_negatives - got.sum(axis=1))
-            both = np.concatenate([history, rest[:, : spec.n_negatives]], axis=1)
+            both = np.concatenate([history, rest], axis=1)
             both = np.where(both >= 0, both, np.iinfo(np.int32).max)
             both.sort(axis=1)
             neg = np.where(both < np.iinfo(np.int32).max, both, -1)[:, : spec.n_negatives].astype(np.int32)

@@ -342,6 +342,14 @@ def _residual_layout(names: tuple[str, ...]) -> tuple[np.ndarray | None, int]:
     return columns, int(columns.max()) + 1
 
 
+def params_text(params: dict[str, Any]) -> str | None:
+    """A rule's parameters in one line (``name value, ...``: what the evaluation header and the report
+    print), or None when it has none."""
+    if not params:
+        return None
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
+
+
 def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
     """A residual policy's env action: ``[clip(base + change[:, :4], -1, 1), clip(change[:, 4:], -1, 1)]``,
     in the engine's layout (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`).

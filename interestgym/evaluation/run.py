@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interestgym.core.rules import params_text
 from interestgym.errors import InterestGymError
 from interestgym.evaluation.stats import per_user_means
 from interestgym.evaluation.stream import UserScores
@@ -527,13 +528,6 @@ def _older_grid_text(tuned: dict[str, Any], grids: dict[str, Any] | None = None)
     what = "; ".join(f"{name} without {', '.join(params)}" for name, params in missing.items())
     return (f"; tuned over an older grid ({what}): these rules never tried today's values; train the run again "
             "without --tuned-baselines to tune them")
-
-
-def params_text(params: dict[str, Any]) -> str | None:
-    """A rule's parameters in one line (``name value, ...``), or None when it has none."""
-    if not params:
-        return None
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
 
 
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:

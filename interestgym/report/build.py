@@ -50,6 +50,7 @@ from interestgym.agents.run_folder import (
     read_evaluation,
     read_run_config,
 )
+from interestgym.core.rules import params_text
 from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.io import write_text_atomic
 from interestgym.report.figures import (
@@ -117,7 +118,7 @@ def differences_from_rule(policy: Any, reference: Any, res: Any, dataset: Any) -
     everyone = np.ones(len(res.features), dtype=bool)
     lines = [(f"What the policy does differently from its reference rule `{reference.name}` (mean over the same "
               f"{len(res.features):,} decisions, policy vs rule): {sentence(everyone)}.")]
-    params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in getattr(reference, "params", {}).items())
+    params = params_text(getattr(reference, "params", {}))
     lines.append(f"The reference rule: `{reference.name}`" + (f" with {params}." if params else "."))
     p = columns.get("p")
     if p is not None and len(p[1]) and bool(np.all(p[1] == 1.0)):

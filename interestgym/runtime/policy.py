@@ -390,8 +390,10 @@ class ExportedPolicy:
         return self.tracker.standardised_scores([t.window for t in terms], ids), weights  # type: ignore[union-attr]
 
     def _scores(self, states: list[UserState], cand: np.ndarray, candidate_ids: Any, popularity: Any,
-                candidate_categories: Any, hour: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(scores, cos(L, c), cos(S, c), the tracker's standardised scores or None), each (B, C)."""
+                candidate_categories: Any, hour: Any
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(scores, cos(L, c), cos(S, c), the tracker's standardised scores or None, the candidates' category
+        columns or None without a category term), each (B, C)."""
         b, c, _ = cand.shape
         long_term = np.stack([s.long_term for s in states])
         short_term = np.stack([s.short_term for s in states])
@@ -428,7 +430,7 @@ class ExportedPolicy:
             slot_category_counts=slot_counts, category_slot_weight=slot_weight,
             exposure_counts=self._exposure_inputs(states), exposure_prior=self._exposure_prior,
         )
-        return scores, cos_long, cos_short, tracker_z
+        return scores, cos_long, cos_short, tracker_z, cand_category
 
     def score(self, state: UserState, candidate_vectors: Any, candidate_ids: Sequence[str] | None = None, *,
               popularity: Any = None, candidate_categories: Sequence[str] | None = None, hour: int | None = None) -> np.ndarray:
@@ -483,7 +485,8 @@ class ExportedPolicy:
         ids = None if candidate_ids is None else [list(candidate_ids)]
         pop = None if popularity is None else np.asarray(popularity)[None]
         cats = None if candidate_categories is None else [list(candidate_categories)]
-        scores, cos_long, cos_short, tracker_z = self._scores([state], cand[None], ids, pop, cats, None if hour is None else [hour])
+        scores, cos_long, cos_short, tracker_z, columns = self._scores([state], cand[None], ids, pop, cats,
+                                                                       None if hour is None else [hour])
         metrics = ranking_metrics(scores, lab[None], metric_names([self.reward_metric]))
         new = state.copy()
         new.pending_sums[_P["metric"]] += metrics[self.reward_metric][0]
@@ -495,8 +498,7 @@ class ExportedPolicy:
         new.counters[_C["pending_points"]] += 1
         if new.exposure is not None and self._exposure_prior != 0:
             # the candidates were shown: counted at the user's next decision, as the engine counts a step's impressions
-            new.exposure[1] += shown_counts(np.zeros(1, dtype=np.int64), self._category_columns(cats[0], (cand.shape[0],))[None],
-                                            1, new.exposure.shape[1])[0]
+            new.exposure[1] += shown_counts(np.zeros(1, dtype=np.int64), columns, 1, new.exposure.shape[1])[0]
         return new, {k: float(v[0]) for k, v in metrics.items()}
 
 
