@@ -50,6 +50,12 @@ class EncodeResult:
 
     def summary(self) -> str:
         n, d = self.matrix.shape
+        fit = self.meta.get("encoder_details", {}).get("fit") if self.meta.get("kind") == "cooc" else None
+        if fit:  # cooc encodes no text: its vectors are fitted from the training users' events
+            fallback = fit["items_category_fallback"] + fit["items_random_fallback"]
+            return (f"fitted {fit['items']} item vectors with {self.meta['encoder']} ({fit['items_trained']} from co-occurrence "
+                    f"in {fit['train_events']} training events, {fallback} by fallback; {self.from_cache} from cache) "
+                    f"-> {self.matrix_path} ({n} x {d} float32)")
         return (f"encoded {self.encoded} texts ({self.from_cache} from cache) with {self.meta['encoder']} "
                 f"-> {self.matrix_path} ({n} x {d} float32)")
 

@@ -136,6 +136,10 @@ def test_cooc_through_the_pipeline_caches_by_item_id(tmp_path):
     assert first.matrix.shape == (15, 4) and first.encoded == 15 and first.meta["input"] == "item_id"
     assert first.meta["encoder_details"]["fit"]["items"] == 15
     assert any(m.startswith("cooc: learned from") for m in messages)
+    fit = first.meta["encoder_details"]["fit"]
+    # cooc encodes no text: its summary says what it fitted, from how many training events
+    assert first.summary().startswith(f"fitted 15 item vectors with cooc ({fit['items_trained']} from co-occurrence in "
+                                      f"{fit['train_events']} training events, ")
     assert encode_dataset(tmp_path / "ds", CoocEncoder(dim=4), log=None).encoded == 0
     mat, _meta = Dataset.open(tmp_path / "ds").load_embeddings("cooc")
     np.testing.assert_array_equal(mat, first.matrix)

@@ -147,6 +147,15 @@ def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureF
     assert "--item-text 'category {category}'" in manifest["command"]
     items = pd.read_parquet(out / "items.parquet")
     assert list(items["text"]) == ["category 10", "category 11"]
+    # texts of ids only: a text encoder sees no words in them, so the next step suggested is cooc
+    assert stdout.rstrip().endswith(f"Next: interestgym encode {out} --encoder cooc   # item texts are only ids (e.g. 'category 10'), "
+                                    "no words for minilm; cooc learns item vectors from training users' co-occurrence")
+    words = tmp_path / "words.csv"
+    words.write_text("1,100,red shoes,pv,1511544070\n1,101,blue hat,buy,1511544080\n")
+    code, stdout, err = run(["prepare", "events", str(words), "--out", str(tmp_path / "w"), "--columns",
+                             "user_id,item_id,title,action,ts", "--actions", "pv=view,buy=purchase", "--item-text", "{title}"], capsys)
+    assert code == 0, err
+    assert stdout.rstrip().endswith("--encoder minilm")
 
 
 def test_bad_action_mapping_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

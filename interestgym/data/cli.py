@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,47 @@ def _summary(manifest: dict[str, Any], out: Path, fmt: str) -> str:
         lines.append(f"  note: {note}")
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     lines.append(f"Wrote {out}: {', '.join(files)}")
-    lines.append(f"Next: interestgym encode {shlex.quote(str(out))} --encoder minilm")
+    lines.append(_next_step(out, fmt))
     return "\n".join(lines)
+
+
+#: A token with a digit in it (``2520377``, ``cat_12``, ``SKU-9``) is an id, not a word.
+_TOKEN = re.compile(r"\w+")
+#: Texts looked at to tell ids from words (evenly spaced over items.parquet).
+_TEXT_SAMPLE = 20_000
+
+
+def _id_only_example(out: Path) -> str | None:
+    """An item text, when every item's text is ids in one fixed frame (e.g. ``category 2520377``); else None.
+
+    A text's words are its tokens without a digit. When all the items' texts have the same words
+    (the literal part of an ``--item-text`` template such as ``category {category}``, or none at
+    all), the texts differ only by ids: a text encoder sees no meaning in them.
+    """
+    import pandas as pd
+
+    try:
+        texts = pd.read_parquet(out / "items.parquet", columns=["text"])["text"]
+    except Exception:  # noqa: BLE001 - only a suggestion: never fail the prepare for it
+        return None
+    if texts.empty:
+        return None
+    step = max(1, len(texts) // _TEXT_SAMPLE)
+    sample = texts.iloc[::step].astype(str).tolist()
+    frames = {tuple(t for t in _TOKEN.findall(text) if not any(c.isdigit() for c in t)) for text in sample}
+    if len(frames) != 1 or not any(any(c.isdigit() for c in text) for text in sample):
+        return None
+    return sample[0]
+
+
+def _next_step(out: Path, fmt: str) -> str:
+    """The ``encode`` command to run next: cooc when an events log's item texts are only ids, else minilm."""
+    command = f"Next: interestgym encode {shlex.quote(str(out))} --encoder"
+    example = _id_only_example(out) if fmt == "events" else None
+    if example is None:
+        return f"{command} minilm"
+    return (f"{command} cooc   # item texts are only ids (e.g. {example[:40]!r}), no words for minilm; "
+            "cooc learns item vectors from training users' co-occurrence")
 
 
 _HELP = """Turn raw logs into a validated, split, canonical dataset in --out.

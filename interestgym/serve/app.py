@@ -13,8 +13,11 @@
 ``GET /docs``              the OpenAPI page
 =========================  ================================================================================
 
-Errors are JSON ``{"error": CODE, "message": TEXT, "detail": ...}``: 422 ``invalid_request`` (the
-body, a field, an unknown action, a vector of the wrong size), 404 ``not_found``, 409
+Errors are JSON ``{"error": CODE, "message": TEXT, "detail": ...}``, whether the request failed the
+schema or the runtime refused it: 422 ``invalid_request`` (the body, a field, an unknown action, a
+vector of the wrong size; the message says ``PATH is FOUND; expected WHAT``, e.g. ``events[0].ts is
+'soon'; expected a valid integer ...``, and a schema failure lists every problem in
+``detail["errors"]``), 404 ``not_found``, 409
 ``out_of_order`` / ``policy_mismatch`` / ``catalogue_mismatch``, 403 ``forbidden`` (admin without the
 token), 503 ``store_unavailable`` / ``policy_unavailable`` (the store's active export cannot be loaded
 here); anything else is 500 ``internal_error`` with the traceback in the
@@ -25,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -64,6 +68,71 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code 
 
 def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
     return JSONResponse({"error": code, "message": message, "detail": detail}, status_code=status)
+
+
+#: Tags of the ``events`` union (:data:`~interestgym.serve.schemas.AnyEvent`): pydantic puts the one it
+#: chose in an error's location (``events.0.event.ts``); the path a client sent has no such step.
+_UNION_TAGS = frozenset({"event", "outcome"})
+_SHOULD = re.compile(r"^\w+ should (?:be |have )?(?P<what>.*?)(?: after validation)?(?:, not \d+)?$")
+
+
+def _path(loc: Sequence[Any]) -> str:
+    """A pydantic error location as the client wrote it: ``events[0].ts``, ``top (query parameter)``."""
+    parts = list(loc)
+    where = ""
+    if parts and parts[0] in ("query", "path", "header", "cookie"):
+        where = f" ({parts.pop(0)} parameter)"
+    elif parts and parts[0] == "body":
+        parts.pop(0)
+    text = ""
+    for i, part in enumerate(parts):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif i > 0 and isinstance(parts[i - 1], int) and part in _UNION_TAGS:
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return (text or "body") + where
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _one_validation_message(error: dict[str, Any]) -> str:
+    """``PATH is FOUND; expected WHAT`` (or ``PATH: PROBLEM``) for one pydantic error."""
+    loc = tuple(error.get("loc", ()))
+    kind, msg, ctx = error.get("type", ""), str(error.get("msg", "invalid")), error.get("ctx") or {}
+    if kind == "json_invalid":
+        at = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        return f"body is not valid JSON{at} ({ctx.get('error', msg)}); expected a JSON object"
+    path = _path(loc)
+    if kind == "missing":
+        return f"{path} is missing; expected a JSON object" if path == "body" else f"{path} is missing; expected a value (required field)"
+    if kind == "extra_forbidden":
+        return f"{path} is not a field of this request (found {_shown(error.get('input'))}); expected only the fields listed at /docs"
+    if kind == "value_error":  # our own model validators: the text already says what is wrong and what is expected
+        return f"{path}: {msg.removeprefix('Value error, ')}"
+    found = f" is {_shown(error['input'])}" if "input" in error else ""
+    should = _SHOULD.match(msg)
+    if should:
+        return f"{path}{found}; expected {should.group('what')}"
+    return f"{path}{found}: {msg}"
+
+
+def validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """(message, detail) of a request that failed the schema, in the runtime errors' words.
+
+    The message names the first problem (``events[0].ts is 'soon'; expected a valid integer ...``)
+    and how many more there are; ``detail["errors"]`` lists every one as {path, message, type}.
+    """
+    listed = [{"path": "body" if e.get("type") == "json_invalid" else _path(e.get("loc", ())),
+               "message": _one_validation_message(e), "type": e.get("type", "")} for e in errors]
+    if not listed:
+        return "the request does not match the API's schema (see /docs)", {"errors": []}
+    more = f" (and {len(listed) - 1} more: see detail.errors)" if len(listed) > 1 else ""
+    return listed[0]["message"] + more, {"errors": listed}
 
 
 class _RequestMetrics:
@@ -129,11 +198,8 @@ def create_app(service: InterestService) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-        return _error(422, "invalid_request", f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-                      errors)
+        # the same body as the runtime's refusals: 422 invalid_request, "PATH is FOUND; expected WHAT"
+        return _error(422, "invalid_request", *validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

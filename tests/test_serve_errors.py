@@ -1,0 +1,97 @@
+"""`interestgym serve`: a request the schema refuses and one the runtime refuses get the same JSON error.
+
+Both are ``{"error": "invalid_request", "message": "PATH is FOUND; expected WHAT", "detail": ...}``
+with status 422; the schema's message names the field as the client wrote it (``events[0].ts``, not
+pydantic's ``events.0.event.ts``) and what was found.
+"""
+
+from __future__ import annotations
+
+import pytest
+from export_fixtures import trained_export
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+from fastapi.testclient import TestClient
+
+from interestgym.serve.app import create_app, validation_message
+from interestgym.serve.service import InterestService, ServeConfig
+
+KEYS = {"error", "message", "detail"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    fx = trained_export(tmp_path_factory, "impressions")
+    service = InterestService.open(ServeConfig(export=str(fx.export), store="memory://", items=str(fx.dataset)))
+    with TestClient(create_app(service), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _event(**kw) -> dict:
+    return {"event_id": "a", "user_id": "u", "ts": 1_000_000, "action": "click", "item_id": "i3", **kw}
+
+
+def test_schema_and_runtime_errors_have_one_shape(client):
+    schema = client.post("/v1/events", json={"events": [_event(ts="soon")]})  # pydantic refuses it
+    runtime = client.post("/v1/events", json={"events": [_event(action="teleport")]})  # the runtime refuses it
+    assert schema.status_code == runtime.status_code == 422
+    assert set(schema.json()) == set(runtime.json()) == KEYS
+    assert schema.json()["error"] == runtime.json()["error"] == "invalid_request"
+    # the same words: "PATH is FOUND; expected WHAT"
+    assert runtime.json()["message"].startswith("events[0].action is 'teleport'; expected one of ")
+    assert schema.json()["message"].startswith("events[0].ts is 'soon'; expected a valid integer")
+    assert schema.json()["detail"]["errors"] == [
+        {"path": "events[0].ts", "message": schema.json()["message"], "type": "int_parsing"}]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "message"), [
+    ("post", "/v1/events", {"events": [{"kind": "outcome", "event_id": "o", "user_id": "u", "candidates": ["i1"], "labels": [2]}]},
+     "events[0].labels[0] is 2; expected less than or equal to 1"),
+    ("post", "/v1/events", {"events": [{"kind": "outcome", "event_id": "o", "user_id": "u", "candidates": ["i1"], "clicked": ["i2"]}]},
+     "events[0]: clicked items ['i2'] are not among the candidates"),
+    ("post", "/v1/events", {"events": []}, "events is []; expected at least 1 item"),
+    ("post", "/v1/events", {"events": [_event(event_id="")]}, "events[0].event_id is ''; expected at least 1 character"),
+    ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "top_k": 0}, "top_k is 0; expected greater than or equal to 1"),
+    ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "k": 3},
+     "k is not a field of this request (found 3); expected only the fields listed at /docs"),
+    ("post", "/v1/rank", {"candidates": ["i1"]}, "user_id is missing; expected a value (required field)"),
+    ("put", "/v1/items", {"items": [{"item_id": "x", "category": "c2"}]}, "items[0]: give exactly one of vector or text"),
+    ("get", "/v1/users/u?top=500", None, "top (query parameter) is '500'; expected less than or equal to 100"),
+])
+def test_schema_errors_name_the_field_what_was_found_and_what_is_expected(client, method, path, body, message):
+    response = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
+    assert response.status_code == 422
+    got = response.json()
+    assert set(got) == KEYS and got["error"] == "invalid_request"
+    assert got["message"] == message
+    assert [e["message"] for e in got["detail"]["errors"]] == [message]
+
+
+def test_every_problem_is_listed_and_the_message_counts_them(client):
+    got = client.post("/v1/rank", json={"candidates": [], "top_k": 0}).json()
+    assert set(got) == KEYS
+    paths = [e["path"] for e in got["detail"]["errors"]]
+    assert set(paths) == {"user_id", "candidates", "top_k"}
+    assert got["message"] == got["detail"]["errors"][0]["message"] + " (and 2 more: see detail.errors)"
+
+
+def test_a_body_that_is_not_json_gets_the_same_shape(client):
+    response = client.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    got = response.json()
+    assert set(got) == KEYS and got["error"] == "invalid_request"
+    assert got["message"].startswith("body is not valid JSON at character 1 (") and got["message"].endswith("; expected a JSON object")
+    assert got["detail"]["errors"][0]["path"] == "body"
+
+
+def test_runtime_refusals_keep_their_shape(client):
+    missing = client.get("/v1/users/ghost")
+    assert missing.status_code == 404 and set(missing.json()) == KEYS and missing.json()["error"] == "not_found"
+    wrong_dim = client.put("/v1/items", json={"items": [{"item_id": "x", "vector": [1.0, 0.0], "category": "c2"}]})
+    assert wrong_dim.status_code == 422 and set(wrong_dim.json()) == KEYS
+    assert wrong_dim.json()["message"].startswith("items[0] ('x'): vector of length 2; expected 16")
+
+
+def test_validation_message_without_errors_still_says_something():
+    message, detail = validation_message([])
+    assert "schema" in message and detail == {"errors": []}
