@@ -114,9 +114,10 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
         _refuse_changed_options_on_resume(config, given)
     elif config.tuned_baselines:
         # a dataset with logged impressions is replayed on them (protocol auto), where the exposure counts apply
-        from interestgym.envs.replay_build import has_impressions
+        from interestgym.envs.replay_build import has_impressions, has_varying_values
 
-        _note_older_grids(Path(config.tuned_baselines), config.slot_counts, has_impressions(Path(config.dataset)))
+        _note_older_grids(Path(config.tuned_baselines), config.slot_counts, has_impressions(Path(config.dataset)),
+                          has_varying_values(Path(config.dataset)))
     result = train_run(config, resume=resume)
     _note_idle_levers(Path(config.run_dir), given)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
@@ -156,19 +157,19 @@ def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tu
     return given
 
 
-def _note_older_grids(path: Path, slot_counts: bool = True, impressions: bool = True) -> None:
+def _note_older_grids(path: Path, slot_counts: bool = True, impressions: bool = True, values_vary: bool = False) -> None:
     """Say when a --tuned-baselines file was tuned over a grid without some of today's parameters: reusing
     it is allowed (and reproduces its runs), but its rules never tried them."""
     import json
 
-    from interestgym.agents.rules import tuning_grids
+    from interestgym.agents.rules import note_grids
     from interestgym.agents.tuning import grid_params_missing
 
     try:
         tuned = json.loads(path.read_text(encoding="utf-8")).get("baselines") or {}
     except (OSError, ValueError, AttributeError):
         return  # the tuning's own reader names what is wrong with the file
-    grids = tuning_grids(slot_counts, impressions)
+    grids = note_grids(slot_counts, impressions, values_vary)
     missing = grid_params_missing(tuned, grids)
     if missing:
         what = "; ".join(f"{name} without {', '.join(f'{p} (today: {grids[name][p]})' for p in params)}"

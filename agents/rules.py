@@ -7,7 +7,10 @@ the production runtime reach them; this module adds, per rule, the grid of param
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from interestgym.core.rules import (  # noqa: F401  (the rule classes, re-exported beside their grids)
     RULES,
@@ -46,8 +49,15 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     # forgetting None = 1 - long_rate (tied; the coordinate ascent's long_rate grid then tunes it too);
     # slot_weight 0 = no per-slot counts (score-only: the non-zero values share one replay)
     "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None],
-                          "slot_weight": [0.0, 1.0, 2.0, 4.0], "exposure": [0.0, 1.0, 3.0, 10.0]},
+                          "slot_weight": [0.0, 1.0, 2.0, 4.0], "exposure": [0.0, 1.0, 3.0, 10.0],
+                          "value_gain": [0.0]},
 }
+#: bayesian_category's value gain s where the tuning users' feedback values vary (:func:`tuning_grids`).
+VALUE_GAIN_GRID = [0.0, 0.5, 1.0, 2.0]
+#: Parameters of a rule's own grid that tuning searches one at a time after the product of the others
+#: (:func:`~interestgym.agents.tuning.tune_baselines`), from their first value: each value moves the counts
+#: otherwise (a state of its own to replay), so in the product it would multiply the tuning's cost.
+LINE_SEARCHED: dict[str, tuple[str, ...]] = {"bayesian_category": ("value_gain",)}
 #: popularity weights tried for ema_two_profile once its other parameters are tuned.
 POPULARITY_GRID = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
 
@@ -62,20 +72,53 @@ _INHERITS_TWO_PROFILE = {
 }
 
 
-def tuning_grids(slot_counts: bool = True, impressions: bool = True) -> dict[str, dict[str, list[Any]]]:
+def tuning_grids(slot_counts: bool = True, impressions: bool = True, value_median: float | None = None) -> dict[str, dict[str, list[Any]]]:
     """The grids to tune: :data:`GRIDS`, with ``bayesian_category`` narrowed where a term does not apply:
     with ``slot_counts=False`` (``train --no-slot-counts``) without the category counts per time of day
     (``slot_weight`` 0 only), for a catalogue whose many categories would make every user's state several
     times larger; with ``impressions=False`` (scoring points with sampled negatives) without the counts of
-    shown candidates (``exposure`` 0 only): the sampler's negatives were never shown to the user."""
-    if slot_counts and impressions:
+    shown candidates (``exposure`` 0 only): the sampler's negatives were never shown to the user. With a
+    ``value_median`` (:func:`feedback_median` of the tuning users: their decisions' feedback values vary)
+    it also tries counting each event by its value, ``value_gain`` over :data:`VALUE_GAIN_GRID`."""
+    if slot_counts and impressions and value_median is None:
         return GRIDS
     narrowed = dict(GRIDS["bayesian_category"])
     if not slot_counts:
         narrowed["slot_weight"] = [0.0]
     if not impressions:
         narrowed["exposure"] = [0.0]
+    if value_median is not None:
+        narrowed["value_gain"] = list(VALUE_GAIN_GRID)
+        narrowed["value_median"] = [float(value_median)]
     return {**GRIDS, "bayesian_category": narrowed}
+
+
+def note_grids(slot_counts: bool, impressions: bool, values_vary: bool) -> dict[str, dict[str, list[Any]]]:
+    """Today's grids as an older-grid note compares a saved tuning with them (:func:`~interestgym.agents.tuning.
+    grid_params_missing`): the value gain's grid where the dataset's values vary
+    (:func:`~interestgym.envs.replay_build.has_varying_values`); its median is a data constant the note skips."""
+    return tuning_grids(slot_counts, impressions, 1.0 if values_vary else None)
+
+
+def feedback_median(data: Any, users: Sequence[str] | None = None) -> float | None:
+    """The median ``feedback_value`` of the decisions of ``users`` (all of ``data``'s when None) in a
+    :class:`~interestgym.envs.replay_data.ReplayData`: the value a typical event has, which
+    ``bayesian_category``'s value gain divides by (rounded to 4 significant digits, as the rule's parameter
+    is written down). None where the values do not vary (one value for every decision, e.g. clicks or
+    views without a dwell time or rating) or the median is 0: weighing by the value would change nothing."""
+    from interestgym.envs.rollout import user_queue
+
+    from interestgym.core.features import LOG_FEATURES
+
+    column = data.decision_log_features[:, LOG_FEATURES.index("feedback_value")]
+    if users is not None:
+        index = user_queue(data, users)
+        column = np.concatenate([column[a:b] for a, b in zip(data.user_decision_start[index], data.user_decision_end[index])]
+                                or [column[:0]])
+    if not len(column) or column.min() == column.max():
+        return None
+    median = float(f"{float(np.median(column)):.4g}")
+    return median if median > 0 else None
 
 
 def make_baseline(name: str, **params: Any) -> RulePolicy:

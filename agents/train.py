@@ -97,7 +97,7 @@ def centre_on_reference(model: Any, reference: Any, data: Any, n_users: int = 64
 
     users = subsample_users(data.user_ids, n_users, seed=0)
     res = evaluate_policy(data, reference, users=users, record_features=True, progress=False)
-    mean_action = np.asarray(reference.act(res.features), dtype=np.float64).mean(axis=0)
+    mean_action = np.asarray(reference.act(res.features), dtype=np.float64)[:, :4].mean(axis=0)  # the strengths
     with torch.no_grad():
         model.policy.action_net.bias.copy_(torch.as_tensor(mean_action, dtype=model.policy.action_net.bias.dtype))
     return mean_action

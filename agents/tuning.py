@@ -24,8 +24,10 @@ from interestgym.agents.rules import (
     BASELINE_NAMES,
     CLASSES,
     GRIDS,
+    LINE_SEARCHED,
     POPULARITY_GRID,
     RulePolicy,
+    feedback_median,
     tuning_grids,
 )
 
@@ -57,6 +59,7 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
                     for p in policies]
 
         score_each.protocol = data.protocol  # type: ignore[attr-defined]  (what tune_baselines' default grids read)
+        score_each.value_median = feedback_median(data, users)  # type: ignore[attr-defined]
         return score_each
 
     cache = StateCache()
@@ -65,6 +68,7 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
         return score_policies(data, policies, metric, users, max_rows=max_rows, cache=cache)
 
     score.protocol = data.protocol  # type: ignore[attr-defined]
+    score.value_median = feedback_median(data, users)  # type: ignore[attr-defined]
     return score
 
 
@@ -192,6 +196,11 @@ def tune_baselines(
     an extra score term (category, context) changes the best strengths, and the reference an agent
     must beat has to be tuned as well as the grid allows.
 
+    A rule's own grid is searched as a product, except its :data:`~interestgym.agents.rules.LINE_SEARCHED`
+    parameters (``bayesian_category``'s value gain): each is searched on its own after the product, from its
+    first value, with the others at the product's best (and the product is searched again at the value found,
+    in the next round): one more state per value instead of the product's states times its values.
+
     ``grids`` None: :func:`~interestgym.agents.rules.tuning_grids` for the scorer's scoring points (the
     ``protocol`` a :func:`validation_scorer` carries): the exposure prior is tried only on logged
     impressions, and not for a scorer that does not say what it replays.
@@ -227,7 +236,8 @@ def tune_baselines(
         return values
 
     if grids is None:  # e.g. agents.rules.tuning_grids(slot_counts=False) when given
-        grids = tuning_grids(True, getattr(raw_score, "protocol", None) == "impressions")
+        grids = tuning_grids(True, getattr(raw_score, "protocol", None) == "impressions",
+                             getattr(raw_score, "value_median", None))
     out: dict[str, dict[str, Any]] = {}
     two: dict[str, Any] = {}
     two_grid = grids["ema_two_profile"]
@@ -248,26 +258,50 @@ def tune_baselines(
             two = res.best_params
         else:
             inherited = _INHERITS_TWO_PROFILE.get(name, ())
-            res = grid_search(make, grids[name], score, fixed={k: two[k] for k in inherited})
-            table = list(res.table)
+            # the rule's own grid: a product, then a line search over each LINE_SEARCHED parameter from its first value
+            later = {k: v for k, v in grids[name].items() if k in LINE_SEARCHED.get(name, ())}
+            product = {k: v for k, v in grids[name].items() if k not in later}
+
+            def own(fixed: dict[str, Any], product: dict[str, Any] = product,
+                    later: dict[str, Any] = later, make: Any = make) -> tuple[GridResult, list[dict[str, Any]]]:
+                found = grid_search(make, product, score, fixed=fixed)
+                rows = list(found.table)
+                for param, values in later.items():
+                    if len(values) > 1:
+                        line = grid_search(make, {param: values}, score,
+                                           fixed={k: v for k, v in found.best_params.items() if k != param})
+                        rows += line.table
+                        if line.best_score > found.best_score:
+                            found = line
+                return found, rows
+
+            res, table = own({**{k: two[k] for k in inherited}, **{k: v[0] for k, v in later.items()}})
             for _ in range(max(rounds, 1) - 1):
                 if not inherited or not grids[name]:
                     break
-                own = {k: v for k, v in res.best_params.items() if k not in inherited}
+                mine = {k: v for k, v in res.best_params.items() if k not in inherited}
                 inner = {k: v for k, v in two_grid.items() if k in inherited}
-                step = grid_search(make, inner, score, fixed={**own, "popularity_weight": res.best_params["popularity_weight"]})
+                step = grid_search(make, inner, score, fixed={**mine, "popularity_weight": res.best_params["popularity_weight"]})
                 step = grid_search(make, {"popularity_weight": POPULARITY_GRID}, score,
                                    fixed={k: v for k, v in step.best_params.items() if k != "popularity_weight"})
-                again = grid_search(make, grids[name], score,
-                                    fixed={k: v for k, v in step.best_params.items() if k in inherited})
-                table += step.table + again.table
+                again, rows = own({k: v for k, v in step.best_params.items() if k in inherited or k in later})
+                table += step.table + rows
                 if again.best_score <= res.best_score:
                     break
                 res = again
-        out[name] = {"params": res.best_params, "valid_score": res.best_score, "grid": table,
+        out[name] = {"params": _in_signature_order(cls, res.best_params), "valid_score": res.best_score, "grid": table,
                      "seconds": round(time.perf_counter() - t0, 3)}
     bar.close()
     return {n: out[n] for n in order if n in names or n == "ema_two_profile"}
+
+
+def _in_signature_order(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` in the order of ``cls``'s constructor (how a rule's parameters are written down and printed,
+    whichever search stage found them)."""
+    import inspect
+
+    order = {name: i for i, name in enumerate(inspect.signature(cls).parameters)}
+    return dict(sorted(params.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 #: Baselines that are references rather than candidates for "the best tuned rule".
@@ -298,6 +332,8 @@ def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[A
         defaults = {k: v.default for k, v in inspect.signature(CLASSES[name]).parameters.items()} if name in CLASSES else {}
         missing = []
         for param, values in grids[name].items():
+            if param in DATA_CONSTANTS:
+                continue
             tried = [p[param] for p in grid if param in p]
             # never searched: only a value other than the default is new; searched: any value not tried is
             if any(v not in tried for v in values) and (tried or any(v != defaults.get(param, inspect.Parameter.empty) for v in values)):
@@ -305,6 +341,11 @@ def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[A
         if missing:
             out[name] = missing
     return out
+
+
+#: Grid entries that are constants of the tuning data (one value each), not searched values: a saved tuning is
+#: not "older" for having had another one (e.g. other tuning users' median feedback value).
+DATA_CONSTANTS: frozenset[str] = frozenset({"value_median"})
 
 
 def check_slot_counts_setting(tuned: dict[str, Any], slot_counts: bool, path: Any) -> None:
@@ -334,7 +375,9 @@ def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[s
         check_slot_counts_setting(tuned, config.slot_counts, config.tuned_baselines)
     if tuned is None:
         users = subsample_users(valid_data.user_ids, config.tune_users, config.seed)
-        tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names, grids=tuning_grids(config.slot_counts, valid_data.protocol == "impressions"))
+        tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names,
+                               grids=tuning_grids(config.slot_counts, valid_data.protocol == "impressions",
+                                                  feedback_median(valid_data, users)))
         if getattr(config, "sequence", None):
             base = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
             tuned.update(tune_tracker_mixture(valid_data, tuned, base, config.reward, users))

@@ -17,7 +17,7 @@ from interestgym.core.features import (
     observation_bounds,
 )
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.protocol import ACTION_NAMES
+from interestgym.core.protocol import ACTION_NAMES, stack_actions
 from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
@@ -221,8 +221,8 @@ class InterestReplayEnv(gym.Env):
             raise InterestGymError(f"action {action[0].tolist()}: expected 4 finite numbers in [-1, 1]")
         baseline = self.reward_baseline
         if baseline is not None:
-            ref_action = np.asarray(baseline.act(self.engine.observe(self._rows[1:])), dtype=np.float32).reshape(1, 4)
-            action = np.concatenate([action, ref_action])
+            ref_action = np.asarray(baseline.act(self.engine.observe(self._rows[1:])), dtype=np.float32).reshape(1, -1)
+            action = stack_actions([action, ref_action])
         out = self.engine.step(self._rows, action)
         self._steps += 1
         terminated = bool(out.done[0])

@@ -165,6 +165,24 @@ def has_impressions(dataset: Path) -> bool:
     return _has_rows(Path(dataset) / "impressions.parquet")
 
 
+def has_varying_values(dataset: Path) -> bool:
+    """The dataset's events carry more than one feedback value (ratings, dwell times): where
+    ``bayesian_category``'s value gain is tried. A cheap look at the whole events table (the tuning itself
+    reads its users' decisions: :func:`interestgym.agents.rules.feedback_median`); for the older-grid notes."""
+    path = Path(dataset) / "events.parquet"
+    if not _has_rows(path):
+        return False
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        column = pq.read_table(path, columns=["value"])["value"]
+    except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file or a missing column)
+        raise DataError(f"{path}: cannot read its value column: {' '.join(str(exc).split())}") from None
+    bounds = pc.min_max(column)
+    return bounds["min"].is_valid and bounds["min"].as_py() != bounds["max"].as_py()
+
+
 def _has_rows(path: Path) -> bool:
     if not path.is_file():
         return False

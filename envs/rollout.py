@@ -31,7 +31,7 @@ from interestgym.envs.engine import (
 from interestgym.envs.replay_data import ReplayData
 
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.protocol import action_to_strengths
+from interestgym.core.protocol import action_to_strengths, stack_actions
 from interestgym.errors import InterestGymError
 from interestgym.progress import progress_bar
 
@@ -177,13 +177,10 @@ def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slot
     while len(active):
         owner = active // slots
         obs = engine.observe(active)
-        actions = np.empty((len(active), 4), dtype=np.float32)
         # active stays sorted, so each policy's rows are one contiguous run
         cuts = np.searchsorted(owner, np.arange(n_pol + 1))
-        for k in range(n_pol):
-            a, b = cuts[k], cuts[k + 1]
-            if b > a:
-                actions[a:b] = np.asarray(policies[k].act(obs[a:b]), dtype=np.float32).reshape(b - a, 4)
+        actions = stack_actions([np.asarray(policies[k].act(obs[cuts[k]:cuts[k + 1]]), dtype=np.float32).reshape(
+            cuts[k + 1] - cuts[k], -1) for k in range(n_pol) if cuts[k + 1] > cuts[k]])
         out = engine.step(active, actions, rank=rank)
         yield ManyStep(active, owner, obs, out, engine)
         finished = active[out.done]

@@ -46,6 +46,7 @@ from interestgym.core.protocol import (
     CONTEXT_CHANGE,
     GAIN_CHANGE,
     SLOT_CHANGE,
+    pad_actions,
     residual_action_names,
 )
 from interestgym.data.dataset import Dataset
@@ -235,8 +236,8 @@ class InterestReplayVecEnv(VecEnv):
         rows = self._agent_rows
         if len(self._ref_rows):
             ref_actions = np.asarray(self.reward_baseline.act(self.engine.observe(self._ref_rows)), dtype=np.float32)
-            if actions.shape[1] > 4:  # zero keep / tracker changes leave the reference's own as they are
-                ref_actions = np.concatenate([ref_actions, np.zeros((len(ref_actions), actions.shape[1] - 4), np.float32)], axis=1)
+            # zero keep / tracker changes leave the reference's own as they are (and the agent's, the other way)
+            actions, ref_actions = pad_actions(actions, ref_actions)
             out = self._step_blocks(rows, actions, self._ref_rows, ref_actions)
         else:
             out = self._step_blocks(rows, actions)

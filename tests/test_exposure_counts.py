@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from agents_fixtures import CATEGORY_RULE_PARAMS as PARAMS
 from agents_fixtures import shipping_config, tiny_synthetic
+from interestgym.agents import rules as agents_rules
 from interestgym.agents.rules import GRIDS, make_baseline, tuning_grids
 from interestgym.agents.train import train_run
 from interestgym.envs.engine import ReplayEngine
@@ -159,6 +160,7 @@ def test_a_policy_with_exposure_exports_and_the_runtime_reproduces_evaluate(data
 
     monkeypatch.setitem(GRIDS["bayesian_category"], "exposure", [3.0])  # the tuned reference divides by exposure
     monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [0.0])
+    monkeypatch.setattr(agents_rules, "VALUE_GAIN_GRID", [0.0])  # nor counts weighed by value (version 4)
     run = tmp_path / "run"
     train_run(shipping_config(dataset, run, ship_threshold=threshold))
     assert read_shipped(run)["policy"] == ("rule" if threshold > 0 else "learned")
@@ -280,6 +282,7 @@ def test_a_manifest_with_a_bad_prior_or_an_old_format_version_is_refused(dataset
 
     monkeypatch.setitem(GRIDS["bayesian_category"], "exposure", [3.0])
     monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [0.0])
+    monkeypatch.setattr(agents_rules, "VALUE_GAIN_GRID", [0.0])  # nor counts weighed by value (version 4)
     run = tmp_path / "run"
     train_run(shipping_config(dataset, run, ship_threshold=1.0, timesteps=64, eval_every=64, checkpoint_every=64))
     export_run(run, tmp_path / "export", verify_observations=10)
@@ -301,7 +304,7 @@ def test_a_manifest_with_a_bad_prior_or_an_old_format_version_is_refused(dataset
 
     with pytest.raises(InterestGymError, match=r"scoring.config .*category_exposure_prior=nan: expected a finite number >= 0"):
         load_policy(resealed("nan", nan_prior))
-    with pytest.raises(InterestGymError, match=r"format_version 2 with a scoring that needs version 3"):
+    with pytest.raises(InterestGymError, match=r"format_version 2 with a scoring or rule that needs version 3"):
         load_policy(resealed("old", old_version))
 
 

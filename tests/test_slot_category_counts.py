@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from agents_fixtures import CATEGORY_RULE_PARAMS as PARAMS
 from agents_fixtures import per_user_metrics, shipping_config, tiny_synthetic
+from interestgym.agents import rules as agents_rules
 from interestgym.agents.rules import GRIDS, make_baseline
 from interestgym.agents.train import train_run
 from interestgym.envs.engine import ReplayEngine
@@ -182,6 +183,7 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
 
     monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [2.0])  # the tuned reference keeps slot counts
     monkeypatch.setitem(GRIDS["bayesian_category"], "exposure", [0.0])  # and not the exposure counts (format version 3)
+    monkeypatch.setattr(agents_rules, "VALUE_GAIN_GRID", [0.0])  # nor counts weighed by value (version 4)
     run = tmp_path / "run"
     train_run(shipping_config(dataset, run, ship_threshold=threshold))
     decision = read_shipped(run)

@@ -78,6 +78,23 @@ def env_action_layout(names: tuple[str, ...] | list[str]) -> np.ndarray | None:
     return np.array([ENV_ACTION_NAMES.index(n) for n in names], dtype=np.int64)
 
 
+def pad_actions(*actions: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Env actions of several policies (n_i, k_i), each zero-padded to the widest k: a change a policy does
+    not make is a zero change in the engine's layout, which leaves the rule's own value."""
+    width = max(a.shape[1] for a in actions)
+    return tuple(a if a.shape[1] == width else np.concatenate([a, np.zeros((len(a), width - a.shape[1]), a.dtype)], axis=1)
+                 for a in actions)
+
+
+def stack_actions(parts: list[np.ndarray]) -> np.ndarray:
+    """The rows of several policies' env actions in one (sum n_i, max k_i) float32 array (:func:`pad_actions`)."""
+    if not parts:
+        return np.zeros((0, 4), dtype=np.float32)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(pad_actions(*parts))
+
+
 def action_to_strengths(action: np.ndarray) -> np.ndarray:
     """Map env actions in [-1, 1]^4 to (a_L, a_S, w, p) in [0, 1]^4: ``(clip(u, -1, 1) + 1) / 2``."""
     return (clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0

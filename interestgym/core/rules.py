@@ -45,7 +45,11 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
                              ``exposure`` b > 0 (tuned, 0 included) the term is clicks per exposure,
                              log P(cat | user) - log(shown(cat) + b), shown = a forgetful count of the
                              candidates of the user's scored impressions (those with a click and a
-                             non-click); L, S, w, p start at the tuned two-profile rule's and are tuned
+                             non-click); with ``value_gain`` s > 0 (tuned, 0 included, where the
+                             events' feedback values vary) an event adds ``clip(1 + s (v / median - 1),
+                             0, 2)`` to its category's count instead of 1 (v its feedback value: a
+                             read fraction, a rating; the median from the tuning users' decisions);
+                             L, S, w, p start at the tuned two-profile rule's and are tuned
                              again with the category term (coordinate ascent; on the quick start p ends
                              at 1: the profiles leave the score, popularity and the category term rank).
 ``popularity``               rank by training popularity only (p = 1): the reference a personalised
@@ -66,10 +70,17 @@ import numpy as np
 from interestgym.core.features import FeatureView
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.numeric import clip
-from interestgym.core.protocol import env_action_layout, strengths_to_action
+from interestgym.core.protocol import (
+    ENV_ACTION_NAMES,
+    GAIN_CHANGE,
+    env_action_layout,
+    strengths_to_action,
+)
 from interestgym.errors import InterestGymError
 
 LN2 = float(np.log(2.0))
+#: The column of the count gain's change in an env action (a rule that weighs its counts fills it).
+_GAIN_COLUMN = ENV_ACTION_NAMES.index(GAIN_CHANGE)
 
 
 #: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior, the slot
@@ -249,11 +260,17 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
 
     def __init__(self, beta_cat: float = 0.1, forgetting: float | None = 0.9, prior: float = 1.0, long_rate: float = 0.1,
                  short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0,
-                 slot_weight: float = 0.0, exposure: float = 0.0) -> None:
+                 slot_weight: float = 0.0, exposure: float = 0.0, value_gain: float = 0.0,
+                 value_median: float | None = None) -> None:
         for name, value, what in (("slot_weight", slot_weight, "category counts per time of day"),
-                                  ("exposure", exposure, "division by what was shown")):
+                                  ("exposure", exposure, "division by what was shown"),
+                                  ("value_gain", value_gain, "weighing of the counts by the feedback value")):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
                 raise InterestGymError(f"bayesian_category {name}={value!r}: expected a finite number >= 0 (0 = no {what})")
+        if value_gain and (isinstance(value_median, (bool, np.bool_)) or not isinstance(value_median, numbers.Real)
+                           or not np.isfinite(value_median) or value_median <= 0):
+            raise InterestGymError(f"bayesian_category value_median={value_median!r} with value_gain={value_gain!r}: expected "
+                                   "a finite number > 0 (the median feedback value of the tuning users' decisions)")
         super().__init__(long_rate, short_rate, short_weight, popularity_weight,
                          scoring=ScoringConfig(beta_cat=beta_cat, category_forgetting=forgetting, category_prior=prior,
                                                category_slot_weight=float(slot_weight), category_exposure_prior=float(exposure)))
@@ -262,6 +279,24 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
             self.params["slot_weight"] = float(slot_weight)
         if exposure:  # likewise: clicks per exposure, with b = exposure
             self.params["exposure"] = float(exposure)
+        if value_gain:  # likewise: an event counts s x (value / median) + 1 - s (see act)
+            self.params.update(value_gain=float(value_gain), value_median=float(value_median))  # type: ignore[arg-type]
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """The two-profile rule's (n, 4) actions; with ``value_gain`` s > 0, (n, 7) in the engine's layout
+        (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`): no keep or tracker change, and the count gain
+        change ``clip(s x (v / median - 1), -1, 1)`` with v the event's ``feedback_value``, so the event adds
+        ``clip(1 + change, 0, 2)`` to its category's count (s = 1: v / median, a typical event 1, a read of
+        half the median 0.5). The same column a learned gain lever moves (``compose_residual`` adds to it)."""
+        actions = super().act(observations)
+        s = self.params.get("value_gain")
+        if not s:
+            return actions
+        out = np.zeros((len(actions), _GAIN_COLUMN + 1), dtype=np.float32)
+        out[:, :4] = actions
+        value = FeatureView(observations)["feedback_value"]
+        out[:, _GAIN_COLUMN] = clip(s * (value / self.params["value_median"] - 1.0), -1.0, 1.0)
+        return out
 
 
 class PopularityPolicy(RulePolicy):
@@ -351,10 +386,12 @@ def params_text(params: dict[str, Any]) -> str | None:
 
 
 def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
-    """A residual policy's env action: ``[clip(base + change[:, :4], -1, 1), clip(change[:, 4:], -1, 1)]``,
-    in the engine's layout (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`).
+    """A residual policy's env action: ``[clip(base + change[:, :4], -1, 1), clip(base' + change[:, 4:], -1, 1)]``,
+    in the engine's layout (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`), base' = the rule's own change
+    in that column (0 for most rules; ``bayesian_category`` with a value gain has its count gain's).
 
-    ``base_actions``: (n, 4) the reference rule's actions; ``change``: (n, k) the learned change, whose
+    ``base_actions``: (n, 4) the reference rule's actions, or (n, 4 + j) for a rule that fills change columns
+    itself (engine layout); ``change``: (n, k) the learned change, whose
     components are ``names`` (default: the engine's own order; the fifth changes the category keep factor,
     then the tracker's weight, the category gain and the time-slot profile's rate). Components a policy does
     not have are zeros in the env action, which leaves the rule's own. A zero change returns the rule's actions exactly
@@ -365,10 +402,13 @@ def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[
     if names is not None and change.shape[1] != len(names):
         raise ValueError(f"a residual change of {change.shape[1]} components for the {len(names)} names {list(names)}")
     columns, width = (None, change.shape[1]) if names is None else _residual_layout(tuple(names))
-    out = np.zeros((len(base), width), dtype=np.float32)
-    out[:, :4] = clip(base + change[:, :4], -1.0, 1.0)
-    if columns is None:
-        out[:, 4:] = clip(change[:, 4:], -1.0, 1.0)
-    else:
-        out[:, columns[4:]] = clip(change[:, 4:], -1.0, 1.0)
+    extra = base.shape[1] - 4  # a rule's own changes (e.g. bayesian_category's count gain), engine layout
+    out = np.zeros((len(base), max(width, base.shape[1])), dtype=np.float32)
+    if extra > 0:
+        out[:, 4:base.shape[1]] = base[:, 4:]
+    out[:, :4] = clip(base[:, :4] + change[:, :4], -1.0, 1.0)
+    # the learned change adds to the rule's own change in its column (zero where the rule has none)
+    target = slice(4, width) if columns is None else columns[4:]
+    if width > 4:
+        out[:, target] = clip(out[:, target] + change[:, 4:], -1.0, 1.0)
     return out

@@ -181,7 +181,13 @@ def evaluate_run(
     (:mod:`interestgym.evaluation.stream`)."""
     from interestgym.agents import run_folder
     from interestgym.agents.config import TrainConfig
-    from interestgym.agents.rules import BASELINE_NAMES, make_baseline, tuning_grids
+    from interestgym.agents.rules import (
+        BASELINE_NAMES,
+        feedback_median,
+        make_baseline,
+        note_grids,
+        tuning_grids,
+    )
     from interestgym.agents.tuning import (
         best_baseline,
         subsample_users,
@@ -195,6 +201,7 @@ def evaluate_run(
         DEFAULT_CHUNK_USERS,
         SplitSummary,
         chunk_user_lists,
+        has_varying_values,
         iter_replay_chunks,
     )
     from interestgym.envs.replay_data import build_replay_data
@@ -274,7 +281,8 @@ def evaluate_run(
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
         tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
         tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names,
-                               grids=tuning_grids(config.slot_counts, valid.describe()["protocol"] == "impressions"))
+                               grids=tuning_grids(config.slot_counts, valid.describe()["protocol"] == "impressions",
+                                                  feedback_median(tune_data, tune_users)))
         if config.sequence:  # a run trained with a tracker: its rule + tracker mixture, as train tunes it
             tuned.update(tune_tracker_mixture(tune_data, tuned, best_baseline({n: tuned[n] for n in names}), metric, tune_users))
         del tune_data
@@ -411,7 +419,8 @@ def evaluate_run(
         "scoring_points": int(results[0].n_points),
         "selection_metric": metric,
         "tuned_on": (f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)"
-                     + _older_grid_text(tuned, tuning_grids(config.slot_counts, protocol["protocol"] == "impressions"))),
+                     + _older_grid_text(tuned, note_grids(config.slot_counts, protocol["protocol"] == "impressions",
+                                                          has_varying_values(Path(config.dataset))))),
         "reference": reference,
         # the reference's tuned parameters, in words: what "the best tuned rule" is on this data
         "reference_params": params_text((tuned.get(reference) or {}).get("params") or {}),

@@ -154,7 +154,8 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     obs = res.features
     ours_actions = np.asarray(policy.act(obs), dtype=np.float64)
     ours = action_to_strengths(ours_actions[:, :4])
-    theirs = action_to_strengths(np.asarray(reference.act(obs), dtype=np.float64))
+    their_actions = np.asarray(reference.act(obs), dtype=np.float64)
+    theirs = action_to_strengths(their_actions[:, :4])
     names = ["a_L", "a_S", "w", "p"]
     columns = {n: (ours[:, j], theirs[:, j]) for j, n in enumerate(names)}
     changes = action_changes(ours_actions)  # as the engine reads them
@@ -166,13 +167,18 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     components = getattr(policy, "names", ())
     if "gain_change" in components:  # what each event adds to its category's count
         gain = changes.gain
-        columns["count gain"] = (gain, np.ones(len(obs)))
+        their_gain = action_changes(their_actions).gain  # the rule's own (value gain), else +1 per event
+        their_gain = np.ones(len(obs)) if their_gain is None else their_gain
+        columns["count gain"] = (gain, their_gain)
         value = obs[:, list(res.feature_names).index("feedback_value")]
         low, high = np.quantile(value, [1 / 3, 2 / 3]) if len(obs) >= 3 else (0.0, 0.0)
         if high > low:
+            theirs_text = ("the reference adds 1 for every event" if np.all(their_gain == 1.0) else
+                           f"the reference's own value gain: {their_gain[value <= low].mean():.3f} and "
+                           f"{their_gain[value >= high].mean():.3f}")
             gain_note = (f"The count gain averages {gain[value <= low].mean():.3f} for the events with the lowest feedback value "
                          f"(bottom third of feedback_value: e.g. the shortest reads) and {gain[value >= high].mean():.3f} for the "
-                         "highest (top third); the reference adds 1 for every event.")
+                         f"highest (top third); {theirs_text}.")
     if "context_change" in components:  # the time-slot profile's update rate
         rate = float(reference.scoring.context_rate)
         columns["context rate"] = (apply_rate_change(np.full(len(obs), rate), changes.context), np.full(len(obs), rate))

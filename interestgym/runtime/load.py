@@ -144,11 +144,13 @@ def _check_scoring(directory: Path, manifest: dict[str, Any]) -> None:
     except (TypeError, ValueError, InterestGymError) as exc:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: scoring.config {config!r}: {exc}; expected the scoring "
                                      "`interestgym export` writes") from None
-    needed = format_version_for(scoring.as_dict())
+    policy = manifest.get("policy")
+    rule = policy.get("rule") if isinstance(policy, dict) else None
+    needed = format_version_for(scoring.as_dict(), rule if isinstance(rule, dict) else None)
     if int(manifest.get("format_version", 1)) < needed:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: format_version {manifest.get('format_version')} with a scoring "
-                                     f"that needs version {needed} (its state: per-slot category counts or exposure counts); "
-                                     "export the policy again")
+                                     f"or rule that needs version {needed} (per-slot category counts, exposure counts, or counts "
+                                     "weighed by the feedback value); export the policy again")
 
 
 def _base_rule(name: Any) -> Any:

@@ -42,15 +42,19 @@ from interestgym.errors import ArtifactError
 #: weighs category counts per time of day (``scoring.config.category_slot_weight``), which a reader of
 #: version 1 would ignore. Version 3: the category term divides by the counts of shown candidates
 #: (``scoring.config.category_exposure_prior``), which the user state must keep and ``record_outcome`` feeds.
+#: Version 4: the rule (shipped, or under a residual) weighs its category counts by the events' feedback value
+#: (``bayesian_category``'s ``value_gain`` / ``value_median``), parameters a reader of version 3 does not know.
 #: An export is written with the lowest version that holds it (:func:`format_version_for`).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Versions this code can read.
-READABLE_FORMAT_VERSIONS = frozenset({1, 2, 3})
+READABLE_FORMAT_VERSIONS = frozenset({1, 2, 3, 4})
 
 
-def format_version_for(scoring_config: dict[str, Any]) -> int:
-    """The lowest format version that holds an export with this scoring: 3 with exposure counts, 2 with
-    per-slot category counts, else 1."""
+def format_version_for(scoring_config: dict[str, Any], rule: dict[str, Any] | None = None) -> int:
+    """The lowest format version that holds an export with this scoring and ``rule`` (name, params): 4 with a
+    value gain, 3 with exposure counts, 2 with per-slot category counts, else 1."""
+    if rule and (rule.get("params") or {}).get("value_gain"):
+        return 4
     if scoring_config.get("category_exposure_prior"):
         return 3
     return 2 if scoring_config.get("category_slot_weight") else 1
@@ -258,7 +262,7 @@ def build_manifest(
     forgetting = scoring_config.get("category_forgetting")
     manifest = {
         "kind": MANIFEST_KIND,
-        "format_version": format_version_for(scoring_config),
+        "format_version": format_version_for(scoring_config, rule),
         "interestgym_version": interestgym_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "policy": {

@@ -149,6 +149,7 @@ def _score_shard(data: Any, policies: list[Any], metric: str, users: list[str], 
 def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *, backend: RayBackend,
                       max_rows: int = 1024) -> Callable[[list[Any]], list[float]]:
     """:func:`interestgym.agents.tuning.validation_scorer` with each grid replayed shard by shard on Ray."""
+    from interestgym.agents.rules import feedback_median
     from interestgym.agents.tuning import mean_over_users_many
 
     shards = user_shards(data, backend.shards, users)
@@ -161,6 +162,7 @@ def validation_scorer(data: Any, metric: str, users: list[str] | None = None, *,
         return mean_over_users_many(data, len(policies), parts, metric)
 
     score.protocol = data.protocol  # type: ignore[attr-defined]  (what tune_baselines' default grids read)
+    score.value_median = feedback_median(data, users)  # type: ignore[attr-defined]
     return score
 
 
