@@ -166,7 +166,30 @@ def write_tuned_baselines(path: str | Path, *, metric: str, tune_users: int | No
     identity = dataset_identity(protocol.get("dataset"))
     if identity is not None:
         doc["dataset_identity"] = identity
+    fingerprint = embedding_fingerprint(protocol)
+    if fingerprint is not None:
+        doc["embedding_fingerprint"] = fingerprint
     write_json_atomic(Path(path), {**doc, "baselines": baselines})
+
+
+def embedding_fingerprint(protocol: Any) -> str | None:
+    """The fingerprint of the encoder behind the embeddings a validation ``protocol`` replays (its dataset's
+    ``embeddings/<name>.json``): tuned parameters belong to the vectors they were tuned on, and a dataset
+    encoded again under the same name with another encoder (a fine-tuned model, other settings) has other
+    vectors. None when it cannot be read."""
+    if not isinstance(protocol, dict) or not protocol.get("dataset") or not protocol.get("embeddings"):
+        return None
+    try:
+        meta = json.loads((Path(str(protocol["dataset"])) / "embeddings" / f"{protocol['embeddings']}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = meta.get("fingerprint") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _same_embeddings(saved: dict[str, Any], protocol: Any) -> bool:
+    """The saved tuning's embeddings came from the encoder the run's do (a file from before the check passes)."""
+    return saved.get("embedding_fingerprint") is None or saved.get("embedding_fingerprint") == embedding_fingerprint(protocol)
 
 
 def dataset_identity(dataset: Any) -> str | None:
@@ -188,6 +211,8 @@ def _same_protocol(saved: dict[str, Any], protocol: dict[str, Any]) -> bool:
     the contents' identity must match it, at the same path too (a dataset prepared again in its place)."""
     theirs = saved.get("protocol")
     if saved.get("dataset_identity") is not None and not _same_contents(saved, protocol):
+        return False
+    if not _same_embeddings(saved, protocol):
         return False
     if theirs == protocol:
         return True
@@ -250,6 +275,9 @@ def _what_differs(saved: dict[str, Any], tuned: dict[str, Any], metric: str, pro
         out.append(f"dataset contents: manifest sha256 {str(saved['dataset_identity'])[:16]}... when tuned, "
                    f"{str(now)[:16]}... in {protocol.get('dataset') if isinstance(protocol, dict) else protocol!r} "
                    "(the data were prepared otherwise since)")
+    elif not _same_embeddings(saved, protocol):
+        out.append(f"embeddings {protocol.get('embeddings')!r}: encoder fingerprint {str(saved['embedding_fingerprint'])[:16]}... "
+                   f"when tuned, {str(embedding_fingerprint(protocol))[:16]}... now (encoded again with another encoder)")
     elif not _same_protocol(saved, protocol):
         theirs, ours = saved.get("protocol") or {}, protocol or {}
         keys = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)] if isinstance(theirs, dict) and isinstance(ours, dict) else []

@@ -165,6 +165,26 @@ def test_a_copy_of_the_dataset_reuses_its_tuning_and_another_preparation_does_no
         train_run(_config(copy, tmp_path / "old-file", reward_baseline="ema", timesteps=32, tuned_baselines=str(tmp_path / "old.json")))
 
 
+def test_a_tuning_is_not_reused_on_vectors_of_another_encoder_under_the_same_name(dataset, tmp_path):
+    copy = tmp_path / "tiny"
+    shutil.copytree(dataset, copy)
+    meta_path = copy / "embeddings" / "topic16.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "fingerprint": "a" * 64}))
+    first = tmp_path / "first"
+    train_run(_config(copy, first, reward_baseline="ema", timesteps=32))
+    assert json.loads((first / "baselines.json").read_text())["embedding_fingerprint"] == "a" * 64
+    # encoded again under the same name with another encoder: its tuned parameters belong to the old vectors
+    meta_path.write_text(json.dumps({**meta, "fingerprint": "b" * 64}))
+    with pytest.raises(InterestGymError, match=r"tuned for another setting than this run: embeddings 'topic16': encoder fingerprint "
+                                               r"a{16}\.\.\. when tuned, b{16}\.\.\. now \(encoded again with another encoder\)"):
+        train_run(_config(copy, tmp_path / "second", reward_baseline="ema", timesteps=32,
+                          tuned_baselines=str(first / "baselines.json")))
+    # the same encoder again: reused
+    meta_path.write_text(json.dumps({**meta, "fingerprint": "a" * 64}))
+    train_run(_config(copy, tmp_path / "third", reward_baseline="ema", timesteps=32, tuned_baselines=str(first / "baselines.json")))
+
+
 @pytest.mark.parametrize("options, message", [
     ({"n_boot": 0}, r"--n-boot 0: expected an integer >= 1"),
     ({"n_boot": -1}, r"--n-boot -1: expected an integer >= 1"),
