@@ -116,8 +116,9 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
         # a dataset with logged impressions is replayed on them (protocol auto), where the exposure counts apply
         from interestgym.envs.replay_build import has_impressions, has_varying_values
 
-        _note_older_grids(Path(config.tuned_baselines), config.slot_counts, has_impressions(Path(config.dataset)),
+        _note_older_grids(Path(config.tuned_baselines), Path(config.dataset), config.slot_counts, has_impressions(Path(config.dataset)),
                           has_varying_values(Path(config.dataset)))
+    _note_unused_negatives(Path(config.dataset), given)
     result = train_run(config, resume=resume)
     _note_idle_levers(Path(config.run_dir), given)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
@@ -157,18 +158,38 @@ def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tu
     return given
 
 
-def _note_older_grids(path: Path, slot_counts: bool = True, impressions: bool = True, values_vary: bool = False) -> None:
+#: Settings of sampled negatives: a log of impressions is scored on what was shown, so they do not apply there.
+NEGATIVES_SETTINGS = ("negatives", "n_negatives", "exclude", "history_negatives")
+
+
+def _note_unused_negatives(dataset: Path, given: dict[str, tuple[object, str]]) -> None:
+    """Say when settings of sampled negatives were given for a dataset of logged impressions (scored on the
+    candidates that were shown: nothing is sampled), rather than accept them in silence."""
+    from interestgym.envs.replay_build import has_impressions
+
+    flags = [source for name, (_, source) in given.items() if name in NEGATIVES_SETTINGS]
+    if flags and has_impressions(dataset):
+        click.echo(f"note: {', '.join(sorted(set(flags)))}: {dataset} has logged impressions, which are its scoring points "
+                   "(the candidates that were shown); settings of sampled negatives do not apply and are ignored", err=True)
+
+
+def _note_older_grids(path: Path, dataset: Path, slot_counts: bool = True, impressions: bool = True,
+                      values_vary: bool = False) -> None:
     """Say when a --tuned-baselines file was tuned over a grid without some of today's parameters: reusing
     it is allowed (and reproduces its runs), but its rules never tried them."""
     import json
 
     from interestgym.agents.rules import note_grids
+    from interestgym.agents.run_folder import dataset_identity
     from interestgym.agents.tuning import grid_params_missing
 
     try:
-        tuned = json.loads(path.read_text(encoding="utf-8")).get("baselines") or {}
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        tuned = saved.get("baselines") or {}
     except (OSError, ValueError, AttributeError):
         return  # the tuning's own reader names what is wrong with the file
+    if saved.get("dataset_identity") not in (None, dataset_identity(dataset)):
+        return  # tuned on other data: the tuning's reader refuses it and says so; its grid is beside the point
     grids = note_grids(slot_counts, impressions, values_vary)
     missing = grid_params_missing(tuned, grids)
     if missing:

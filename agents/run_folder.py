@@ -272,9 +272,14 @@ def _what_differs(saved: dict[str, Any], tuned: dict[str, Any], metric: str, pro
         out.append(f"tune_users {saved.get('tune_users')!r}, expected {tune_users!r}")
     if saved.get("dataset_identity") is not None and not _same_contents(saved, protocol):
         now = dataset_identity(protocol.get("dataset")) if isinstance(protocol, dict) else None
-        out.append(f"dataset contents: manifest sha256 {str(saved['dataset_identity'])[:16]}... when tuned, "
-                   f"{str(now)[:16]}... in {protocol.get('dataset') if isinstance(protocol, dict) else protocol!r} "
-                   "(the data were prepared otherwise since)")
+        here = protocol.get("dataset") if isinstance(protocol, dict) else protocol
+        there = (saved.get("protocol") or {}).get("dataset") if isinstance(saved.get("protocol"), dict) else None
+        if there is not None and str(there) != str(here):
+            out.append(f"tuned on dataset {there} (manifest sha256 {str(saved['dataset_identity'])[:16]}...), not {here} "
+                       f"({str(now)[:16]}...)")
+        else:
+            out.append(f"dataset contents: manifest sha256 {str(saved['dataset_identity'])[:16]}... when tuned, "
+                       f"{str(now)[:16]}... in {here!r} (the data were prepared otherwise since)")
     elif not _same_embeddings(saved, protocol):
         out.append(f"embeddings {protocol.get('embeddings')!r}: encoder fingerprint {str(saved['embedding_fingerprint'])[:16]}... "
                    f"when tuned, {str(embedding_fingerprint(protocol))[:16]}... now (encoded again with another encoder)")

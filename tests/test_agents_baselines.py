@@ -101,3 +101,17 @@ def test_rules_with_extra_score_terms_inherit_and_retune_the_two_profile_rule(da
     assert {k: bayes[k] for k in two} == two  # one round: inherited as tuned
     assert bayes["beta_cat"] in GRIDS["bayesian_category"]["beta_cat"]
     assert make_baseline("bayesian_category", **bayes).scoring.beta_cat == bayes["beta_cat"]
+
+
+def test_the_best_rule_on_a_tie_does_not_depend_on_the_order_the_tunings_are_read_in():
+    # as on a log where several rules rank by popularity alone: train's order and evaluate's must agree
+    scores = {"always_replace": 0.8155, "ema": 0.8155, "ema_two_profile": 0.8155, "static": 0.7, "oracle": 0.99,
+              "context_rule+tracker": 0.8155}
+    as_train = {n: {"valid_score": scores[n]} for n in ["ema_two_profile", "static", "always_replace", "ema", "oracle",
+                                                          "context_rule+tracker"]}
+    as_evaluate = {n: as_train[n] for n in ["static", "always_replace", "oracle", "ema", "context_rule+tracker", "ema_two_profile"]}
+    assert best_baseline(as_train) == best_baseline(as_evaluate) == "ema_two_profile"
+    del as_train["ema_two_profile"], as_evaluate["ema_two_profile"]
+    assert best_baseline(as_train) == best_baseline(as_evaluate) == "always_replace"  # first in BASELINE_NAMES
+    assert best_baseline({"a+tracker": {"valid_score": 1.0}, "b+tracker": {"valid_score": 1.0}}) == "a+tracker"
+    assert best_baseline({"ema": {"valid_score": float("nan")}, "static": {"valid_score": 0.1}}) == "static"

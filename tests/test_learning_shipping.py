@@ -282,3 +282,23 @@ def test_an_export_carries_the_evaluation_of_the_policy_it_holds_only(dataset, t
     export_run(run, tmp_path / "best", which="best", verify_observations=20)
     assert read_manifest(tmp_path / "rule")["evaluation"] is not None
     assert read_manifest(tmp_path / "best")["evaluation"] is None  # not the shipped rule's numbers
+
+
+def test_an_export_leaves_out_a_side_evaluation_and_says_why(dataset, tmp_path):
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.export.run import export_run
+    from interestgym.runtime.manifest import read_manifest
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, ship_threshold=1.0))  # the rule ships
+    evaluate_run(run, split="train", baselines="ema", n_boot=20, progress=False)  # a side look at the training users
+    result = export_run(run, tmp_path / "side", verify_observations=0)
+    assert read_manifest(tmp_path / "side")["evaluation"] is None
+    assert result.evaluation_note == (f"{run / 'evaluation.json'} is an evaluation on split 'train', not the run's test "
+                                      f"evaluation: not in the manifest (`interestgym evaluate {run}` to record the test metrics)")
+    best = export_run(run, tmp_path / "best", which="best", verify_observations=0)
+    assert best.evaluation_note.startswith(f"{run / 'evaluation.json'} evaluates the shipped rule, not the best model exported "
+                                           f"here: not in the manifest (`interestgym evaluate {run} --model best`")
+    evaluate_run(run, baselines="ema", n_boot=20, progress=False)
+    again = export_run(run, tmp_path / "test", verify_observations=0)
+    assert again.evaluation_note is None and read_manifest(tmp_path / "test")["evaluation"] is not None

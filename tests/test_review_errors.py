@@ -146,8 +146,9 @@ def test_a_copy_of_the_dataset_reuses_its_tuning_and_another_preparation_does_no
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["source"] = {**manifest.get("source", {}), "files": [{"path": "other.csv", "sha256": "0" * 64, "bytes": 1}]}
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(InterestGymError, match=r"tuned for another setting than this run: dataset contents: manifest sha256 "
-                                               r"[0-9a-f]{16}\.\.\. when tuned, [0-9a-f]{16}\.\.\. in .*moved/tiny"):
+    # (tuned at another path: the error names both datasets)
+    with pytest.raises(InterestGymError, match=r"tuned for another setting than this run: tuned on dataset .*/tiny \(manifest sha256 "
+                                               r"[0-9a-f]{16}\.\.\.\), not .*moved/tiny \([0-9a-f]{16}\.\.\.\)"):
         train_run(_config(copy, tmp_path / "re-prepared", reward_baseline="ema", timesteps=32,
                           tuned_baselines=str(first / "baselines.json")))
     # the same path prepared otherwise is refused too (the tuning names what it was tuned on)
@@ -309,3 +310,37 @@ def test_a_run_whose_embedding_was_re_encoded_differently_is_refused(tmp_path):
         evaluate_run(run, n_boot=10, progress=False)
     with pytest.raises(InterestGymError, match=r"re-encoded after training"):
         export_run(run, tmp_path / "export")
+
+
+def test_no_older_grid_note_for_a_tuning_of_other_data(dataset, tmp_path, capsys):
+    from interestgym.agents.cli import _note_older_grids
+    from interestgym.agents.run_folder import dataset_identity
+
+    old = {"bayesian_category": {"params": {}, "grid": [{"beta_cat": 1.0, "score": 0.5}]}}
+    path = tmp_path / "baselines.json"
+    path.write_text(json.dumps({"dataset_identity": "0" * 64, "baselines": old}))
+    _note_older_grids(path, dataset)
+    assert capsys.readouterr().err == ""  # the reader refuses it for its data, not for its grid
+    path.write_text(json.dumps({"dataset_identity": dataset_identity(dataset), "baselines": old}))
+    _note_older_grids(path, dataset)
+    assert "was tuned over an older grid: bayesian_category without " in capsys.readouterr().err
+
+
+def test_settings_of_sampled_negatives_on_a_log_of_impressions_are_said_to_be_ignored(dataset, tmp_path, capsys):
+    from cli_fixtures import run as run_cli
+
+    from interestgym.evaluation.run import evaluate_run
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", str(dataset), "--run-dir", str(run), "--timesteps", "64", "--n-envs", "4", "--n-steps", "16",
+                            "--batch-size", "32", "--n-epochs", "1", "--reward-baseline", "ema", "--tune-users", "5",
+                            "--history-negatives", "5", "--no-progress"], capsys)
+    assert code == 0, err
+    assert ("note: --history-negatives: " + str(dataset) + " has logged impressions, which are its scoring points (the candidates "
+            "that were shown); settings of sampled negatives do not apply and are ignored") in err
+    # evaluate: not "a protocol that differs from the run's" (nothing changes on impressions), but a note
+    text = evaluate_run(run, history_negatives=3, n_negatives=7, baselines="ema", n_boot=10, progress=False)
+    header = json.loads((run / "evaluation.json").read_text())["header"]
+    assert header["protocol_changed"] is None
+    assert header["ignored_settings"].startswith("--n-negatives 7, --history-negatives 3: the dataset has logged impressions")
+    assert "- note: --n-negatives 7, --history-negatives 3: the dataset has logged impressions" in text

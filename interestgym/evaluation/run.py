@@ -201,6 +201,7 @@ def evaluate_run(
         DEFAULT_CHUNK_USERS,
         SplitSummary,
         chunk_user_lists,
+        has_impressions,
         has_varying_values,
         iter_replay_chunks,
     )
@@ -239,12 +240,23 @@ def evaluate_run(
         raise InterestGymError(f"{path}: neither a training run (config.json) nor a dataset (manifest.json)")
     changed = dataset is not None  # a transfer never reuses the run's tuned baselines
     overridden = []  # what differs from the run's own protocol (said above the verdicts)
+    # settings of sampled negatives do not apply to a log of impressions (its scoring points are what was shown)
+    sampled = not has_impressions(Path(dataset if dataset is not None else config.dataset))
+    ignored = []
     for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("exclude", exclude),
                        ("protocol_seed", seed), ("history_negatives", history_negatives)):
+        if key in ("negatives", "n_negatives", "exclude", "history_negatives") and not sampled:
+            if value is not None:
+                ignored.append(f"--{key.replace('_', '-')} {value}")
+            continue
         if value is not None and getattr(config, key) != value:
             overridden.append(f"{key} {getattr(config, key)!r} -> {value!r}")
             setattr(config, key, value)
             changed = True
+    ignored_settings = None
+    if ignored:
+        ignored_settings = (f"{', '.join(ignored)}: the dataset has logged impressions, which are its scoring points (the "
+                            "candidates that were shown); settings of sampled negatives do not apply and were ignored")
     protocol_changed = None
     if overridden and run_dir is not None and dataset is None:  # (a transfer says what it is on its own)
         protocol_changed = (f"this evaluation's protocol differs from the run's ({'; '.join(overridden)}): every baseline is "
@@ -430,6 +442,7 @@ def evaluate_run(
         "model": which_model if run_dir is not None else None,
         "shipped": run_folder.read_shipped(run_dir) if run_dir is not None else None,
         "protocol_changed": protocol_changed,
+        "ignored_settings": ignored_settings,
     }
     order = [r.name for r in results]
     if by_target_results["repeat"] and by_target_results["repeat"][0].n_points:
@@ -597,6 +610,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
     if header.get("protocol_changed"):
         verdicts.append(f"- note: {header['protocol_changed']}")
+    if header.get("ignored_settings"):
+        verdicts.append(f"- note: {header['ignored_settings']}")
     if verdicts:
         text += "\n" + "\n".join(verdicts) + "\n"
     return text

@@ -68,8 +68,14 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
     extra = m["observation"].get("extra") or []
     if extra and policy["form"] != "rule":
         click.echo(f"  observes, after the {len(m['observation']['features']) - len(extra)} features: {', '.join(extra)}")
-    if m.get("evaluation") is None:
+    if result.evaluation_note is not None:
+        click.echo(f"  note: {result.evaluation_note}")
+    elif m.get("evaluation") is None:
         click.echo(f"  (no evaluation.json in the run: run `interestgym evaluate {run_dir}` first to record metrics in the manifest)")
+    else:
+        header = (m["evaluation"].get("results") or {}).get("header") or {}
+        click.echo(f"  metrics from {m['evaluation']['source']}: split {header.get('split', 'test')}, {header.get('users', '?')} users, "
+                   f"compared with {header.get('reference', '?')}")
 
 
 def _export_tracker(run_dir: Path, out: Path, which: str, verify: int) -> None:

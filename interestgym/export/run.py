@@ -82,6 +82,8 @@ class ExportResult:
     manifest: dict[str, Any]
     max_abs_action_diff: float
     n_verified: int
+    #: why the run's evaluation.json is not in the manifest (None when it is, or when there is none)
+    evaluation_note: str | None = None
 
 
 def export_run(
@@ -188,7 +190,7 @@ def export_run(
             (tmp / CATEGORIES_FILE).write_text(json.dumps(list(data.category_names), ensure_ascii=False), encoding="utf-8")
             np.save(tmp / POPULARITY_FILE, np.ascontiguousarray(data.item_popularity, dtype=np.float32), allow_pickle=False)
 
-        evaluation = _evaluation_of(run_dir, which)
+        evaluation, evaluation_note = _evaluation_of(run_dir, which)
         manifest = build_manifest(
             interestgym_version=__version__,
             onnx_opset=ONNX_OPSET,
@@ -221,21 +223,37 @@ def export_run(
             change_names=change_names,
         )
         write_export_directory(out, write_files, manifest)
-    return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified)
+    return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified,
+                        evaluation_note=evaluation_note)
 
 
-def _evaluation_of(run_dir: Path, exported: str) -> dict[str, Any] | None:
-    """The run's ``evaluation.json`` when it evaluated the exported policy (``rule``, ``best`` or ``final``;
-    an evaluation of ``shipped`` is of what ``shipped.json`` names), else None: an export of the best model
-    must not carry the numbers of the shipped rule."""
+def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's ``evaluation.json`` when it is the test evaluation of the exported policy (``rule``, ``best`` or
+    ``final``; an evaluation of ``shipped`` is of what ``shipped.json`` names), under the run's own protocol;
+    else None and why: an export of the best model must not carry the numbers of the shipped rule, nor a
+    production manifest those of a side evaluation (another split, another protocol)."""
     evaluation = read_evaluation(run_dir)
     if evaluation is None:
-        return None
-    evaluated = str((evaluation.get("header") or {}).get("model") or "best")
+        return None, None
+    header = evaluation.get("header") or {}
+    named = str(header.get("model") or "best")
+    evaluated = named
     if evaluated == "shipped":
         decision = read_shipped(run_dir) or {}
         evaluated = "rule" if decision.get("policy") == "rule" else str(decision.get("model") or "best")
-    return evaluation if evaluated == exported else None
+    path = run_dir / EVALUATION_FILE
+    what = {"rule": "the shipped rule", "best": "the best model", "final": "the final model"}
+    if evaluated != exported:
+        model = "rule" if exported == "rule" else exported
+        again = f"interestgym evaluate {run_dir}" + ("" if model == "rule" else f" --model {model}")
+        return None, (f"{path} evaluates {what.get(evaluated, evaluated)}, not {what.get(exported, exported)} exported here: "
+                      f"not in the manifest (`{again}` to record its metrics)")
+    if header.get("split", "test") != "test" or header.get("protocol_changed"):
+        why = (f"split {header.get('split')!r}" if header.get("split", "test") != "test"
+               else "a protocol other than the run's")
+        return None, (f"{path} is an evaluation on {why}, not the run's test evaluation: not in the manifest "
+                      f"(`interestgym evaluate {run_dir}` to record the test metrics)")
+    return evaluation, None
 
 
 def _check_replay_spaces(run: Any, n_obs: int) -> None:
