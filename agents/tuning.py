@@ -289,19 +289,33 @@ def tune_baselines(
                 if again.best_score <= res.best_score:
                     break
                 res = again
-        out[name] = {"params": _in_signature_order(cls, res.best_params), "valid_score": res.best_score, "grid": table,
+        out[name] = {"params": _tuned_params(cls, res.best_params), "valid_score": res.best_score, "grid": table,
                      "seconds": round(time.perf_counter() - t0, 3)}
+        constants = _data_constants(cls, grids.get(name, {}))
+        if constants:  # what the tuning's grid depended on in its data (an older-grid note reads it)
+            out[name]["data_constants"] = constants
     bar.close()
     return {n: out[n] for n in order if n in names or n == "ema_two_profile"}
 
 
-def _in_signature_order(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` in the order of ``cls``'s constructor (how a rule's parameters are written down and printed,
-    whichever search stage found them)."""
+def _tuned_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """A tuned rule's parameters as they are written down and printed: in the order of ``cls``'s constructor
+    (whichever search stage found them), without a value gain of 0 and its median (the rule without it)."""
     import inspect
 
     order = {name: i for i, name in enumerate(inspect.signature(cls).parameters)}
+    if params.get("value_gain") == 0:
+        params = {k: v for k, v in params.items() if k not in ("value_gain", "value_median")}
     return dict(sorted(params.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def _data_constants(cls: type, grid: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`DATA_CONSTANTS` a rule's grid was built with (None where its data gave none, e.g. no median
+    feedback value: the value gain was not tried), for the rules that take them."""
+    import inspect
+
+    taken = inspect.signature(cls).parameters
+    return {k: (list(grid.get(k) or [None]))[0] for k in sorted(DATA_CONSTANTS) if k in taken}
 
 
 #: Baselines that are references rather than candidates for "the best tuned rule".
@@ -344,8 +358,10 @@ def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[A
             continue
         defaults = {k: v.default for k, v in inspect.signature(CLASSES[name]).parameters.items()} if name in CLASSES else {}
         missing = []
+        # a tuning that records its data constants tried the value gain exactly where its data allowed
+        decided = set(LINE_SEARCHED.get(name, ())) if isinstance(entry.get("data_constants"), dict) else set()
         for param, values in grids[name].items():
-            if param in DATA_CONSTANTS:
+            if param in DATA_CONSTANTS or param in decided:
                 continue
             tried = [p[param] for p in grid if param in p]
             # never searched: only a value other than the default is new; searched: any value not tried is

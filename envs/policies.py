@@ -4,7 +4,8 @@ The named update rules (the baselines, with their grids) live in one place: :mod
 
 A policy maps a batch of observations (n, N_FEATURES) to actions (n, 4) in the env's action box
 [-1, 1]^4 (see :func:`~interestgym.core.protocol.action_to_strengths`: the action u encodes the
-strength ``(u + 1) / 2`` in [0, 1]). It may carry a fixed :class:`~interestgym.core.interest.ScoringConfig`
+strength ``(u + 1) / 2`` in [0, 1]), or (n, 4 + j) with changes of the rule's own state in the engine's
+layout (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`: e.g. ``bayesian_category``'s count gain). It may carry a fixed :class:`~interestgym.core.interest.ScoringConfig`
 (Bayesian category term, time-of-day context term, a fixed popularity weight), which the env / evaluator
 applies to the policy's own replayed state. Policies are **stateless**: everything a rule needs is in
 the observation (:class:`~interestgym.core.features.FeatureView` decodes gaps, counts, hours, streaks),
@@ -54,7 +55,8 @@ class Policy(Protocol):
     scoring: ScoringConfig
 
     def act(self, observations: np.ndarray) -> np.ndarray:
-        """Actions (n, 4) float32 in [-1, 1] for observations (n, N_FEATURES)."""
+        """Actions (n, 4) float32 in [-1, 1] for observations (n, N_FEATURES); (n, 4 + j) with changes in the
+        engine's layout."""
         ...
 
 
@@ -109,9 +111,11 @@ def strengths_of(policy: Policy, observations: np.ndarray) -> np.ndarray:
 class ResidualPolicy:
     """A reference rule plus a learned change: the form PPO trains in by default.
 
-    ``act(obs)`` = ``[clip(reference.act(obs) + change[:, :4], -1, 1), change[:, 4]]``: the first four
-    components move the rule's (a_L, a_S, w, p), the fifth changes the category counts' keep factor
-    (:func:`interestgym.core.transition.apply_keep_change`). A zero change is the rule itself, to the
+    ``act(obs)`` = ``[clip(reference.act(obs) + change[:, :4], -1, 1), clip(rule's own + change[:, 4:], -1, 1)]``
+    (:func:`~interestgym.core.rules.compose_residual`): the first four components move the rule's (a_L, a_S,
+    w, p), the fifth changes the category counts' keep factor
+    (:func:`interestgym.core.transition.apply_keep_change`), the later ones the levers, each added to the
+    rule's own change in that column where it has one (``bayesian_category``'s count gain). A zero change is the rule itself, to the
     bit (``x + 0 == x``; the rule's own scoring configuration is kept): the untrained agent starts
     exactly at the tuned reference and learns when to deviate from it.
 

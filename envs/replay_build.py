@@ -167,8 +167,9 @@ def has_impressions(dataset: Path) -> bool:
 
 def has_varying_values(dataset: Path) -> bool:
     """The dataset's events carry more than one feedback value (ratings, dwell times): where
-    ``bayesian_category``'s value gain is tried. A cheap look at the whole events table (the tuning itself
-    reads its users' decisions: :func:`interestgym.agents.rules.feedback_median`); for the older-grid notes."""
+    ``bayesian_category``'s value gain may have been tried. A cheap look at the events table's statistics (the
+    tuning itself reads its users' decisions: :func:`interestgym.agents.rules.feedback_median`), for the
+    older-grid notes on tunings that do not record their data constants (written before the value gain)."""
     path = Path(dataset) / "events.parquet"
     if not _has_rows(path):
         return False
@@ -176,10 +177,14 @@ def has_varying_values(dataset: Path) -> bool:
     import pyarrow.parquet as pq
 
     try:
-        column = pq.read_table(path, columns=["value"])["value"]
+        meta = pq.ParquetFile(path).metadata
+        index = meta.schema.names.index("value")
+        stats = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+        if stats and all(st is not None and st.has_min_max for st in stats):  # the file's own statistics: no column read
+            return min(st.min for st in stats) != max(st.max for st in stats)
+        bounds = pc.min_max(pq.read_table(path, columns=["value"])["value"])
     except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file or a missing column)
         raise DataError(f"{path}: cannot read its value column: {' '.join(str(exc).split())}") from None
-    bounds = pc.min_max(column)
     return bounds["min"].is_valid and bounds["min"].as_py() != bounds["max"].as_py()
 
 

@@ -66,7 +66,8 @@ def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None =
                  metric: str = "ndcg@10", progress: bool | None = None, desc: str | None = None) -> Iterator[ReplayStep]:
     """Replay ``users`` (default: all of ``data``) once with ``policy``, ``batch_size`` users at a time.
 
-    :param policy: ``act(observations) -> actions`` in [-1, 1]^4, with an optional fixed ``scoring``; a
+    :param policy: ``act(observations) -> actions`` in [-1, 1]^4 (or wider: changes in the engine's layout),
+        with an optional fixed ``scoring``; a
         policy with ``act_at(observations, decisions)`` is called that way instead (``decisions``: the
         global decision index of every row, for policies that read a per-decision signal).
     :param metric: the engine's reward metric (its step mean is ``output.metrics[metric]``).

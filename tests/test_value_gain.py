@@ -253,3 +253,24 @@ def test_tuning_searches_the_value_gain_after_the_product_and_keeps_what_it_scor
     assert score([make_baseline("bayesian_category", **params)]) == [entry["valid_score"]]
     assert entry["valid_score"] == max(row["score"] for row in entry["grid"] if "beta_cat" in row or "value_gain" in row)
     assert params.get("value_median", feedback_median(data)) == feedback_median(data)
+
+
+def test_a_tuning_records_its_median_and_writes_no_value_gain_of_zero(dataset):
+    from interestgym.agents.tuning import _tuned_params, tune_baselines
+
+    from interestgym.core.rules import BayesianCategoryPolicy
+
+    data = shipping_config(dataset, dataset / "unused").replay_data("valid")
+    tuned = tune_baselines(validation_scorer(data, "ndcg@10"), ["bayesian_category"])
+    assert tuned["bayesian_category"]["data_constants"] == {"value_median": feedback_median(data)}
+    assert "data_constants" not in tuned["ema_two_profile"]
+    # a gain of 0 is the rule without it: neither it nor its median is written down
+    assert _tuned_params(BayesianCategoryPolicy, {"value_gain": 0.0, "beta_cat": 1.0, "value_median": 0.3}) == {"beta_cat": 1.0}
+    assert list(_tuned_params(BayesianCategoryPolicy, {"value_median": 0.3, "value_gain": 1.0, "beta_cat": 1.0})) == [
+        "beta_cat", "value_gain", "value_median"]  # the constructor's order
+    # a tuning without a median (its users' values did not vary) is not "older" where the dataset's values vary
+    entry = {"params": dict(PARAMS), "grid": [{"beta_cat": 1.0, "score": 0.5}], "data_constants": {"value_median": None}}
+    grids = {"bayesian_category": {"beta_cat": [1.0], "value_gain": list(VALUE_GAIN_GRID), "value_median": [0.2]}}
+    assert grid_params_missing({"bayesian_category": entry}, grids) == {}
+    del entry["data_constants"]
+    assert grid_params_missing({"bayesian_category": entry}, grids) == {"bayesian_category": ["value_gain"]}

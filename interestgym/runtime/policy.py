@@ -189,8 +189,8 @@ class ExportedPolicy:
 
     # -------------------------------------------------------------------------------- policy
     def act(self, observations: np.ndarray) -> np.ndarray:
-        """Observations (n, n_obs) -> env actions float32 in [-1, 1]: (n, 4) from the ONNX graph or
-        the shipped rule; for a residual policy the rule's action plus the graph's change in the engine's
+        """Observations (n, n_obs) -> env actions float32 in [-1, 1]: (n, 4) from the ONNX graph, (n, 4) or
+        wider from the shipped rule (a rule's own changes, e.g. a value gain); for a residual policy the rule's action plus the graph's change in the engine's
         layout (:data:`interestgym.core.protocol.ENV_ACTION_NAMES`, up to the policy's last component: the
         category keep factor, the tracker's weight, the count gain, the slot profile's rate, the per-slot
         category weight; :func:`interestgym.core.rules.compose_residual`)."""
