@@ -315,7 +315,7 @@ def _data_constants(cls: type, grid: dict[str, Any]) -> dict[str, Any]:
     import inspect
 
     taken = inspect.signature(cls).parameters
-    return {k: (list(grid.get(k) or [None]))[0] for k in sorted(DATA_CONSTANTS) if k in taken}
+    return {k: next(iter(grid.get(k) or [None])) for k in sorted(DATA_CONSTANTS) if k in taken}
 
 
 #: Baselines that are references rather than candidates for "the best tuned rule".
