@@ -72,3 +72,22 @@ def tiny_tracker(data: Path, run_dir: Path, model: str = "gru") -> Path:
     train_sequence(SequenceConfig(dataset=str(data), run_dir=str(run_dir), model=model, window=6, hidden=16, max_epochs=2,
                                   batch_size=16, n_negatives=15, progress_bar=False), log=lambda _: None)
     return run_dir
+
+
+def resealed_copy(export: Path, folder: Path, change) -> Path:
+    """A copy of the export folder ``export`` at ``folder`` whose manifest ``change(manifest)`` edited and that is
+    sealed again (checksums made to match), as a tampered-with but self-consistent export would be."""
+    import shutil
+
+    from interestgym.runtime.manifest import (
+        read_manifest,
+        seal_manifest,
+        write_manifest,
+    )
+
+    shutil.copytree(export, folder)
+    manifest = read_manifest(folder)
+    change(manifest)
+    (folder / "manifest.json").unlink()
+    write_manifest(folder, seal_manifest(folder, {k: v for k, v in manifest.items() if k not in ("files", "manifest_sha256")}))
+    return folder

@@ -270,15 +270,10 @@ def test_a_policy_with_exposure_exports_and_the_runtime_reproduces_evaluate(data
 
 
 def test_a_manifest_with_a_bad_prior_or_an_old_format_version_is_refused(dataset, tmp_path, monkeypatch):
-    import shutil
+    from agents_fixtures import resealed_copy
 
     from interestgym.export.run import export_run
     from interestgym.runtime import load_policy
-    from interestgym.runtime.manifest import (
-        read_manifest,
-        seal_manifest,
-        write_manifest,
-    )
 
     monkeypatch.setitem(GRIDS["bayesian_category"], "exposure", [3.0])
     monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [0.0])
@@ -288,13 +283,7 @@ def test_a_manifest_with_a_bad_prior_or_an_old_format_version_is_refused(dataset
     export_run(run, tmp_path / "export", verify_observations=10)
 
     def resealed(name, change):
-        folder = tmp_path / name
-        shutil.copytree(tmp_path / "export", folder)
-        m = read_manifest(folder)
-        change(m)
-        (folder / "manifest.json").unlink()
-        write_manifest(folder, seal_manifest(folder, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
-        return folder
+        return resealed_copy(tmp_path / "export", tmp_path / name, change)
 
     def nan_prior(m):
         m["scoring"]["config"]["category_exposure_prior"] = float("nan")

@@ -196,17 +196,11 @@ def test_a_value_gain_rule_exports_and_the_runtime_reproduces_evaluate(dataset, 
 
 
 def test_a_manifest_whose_rule_weighs_by_value_needs_format_version_4_and_good_parameters(dataset, tmp_path, monkeypatch):
-    import shutil
-
+    from agents_fixtures import resealed_copy
     from interestgym.agents.train import train_run
 
     from interestgym.export.run import export_run
     from interestgym.runtime import load_policy
-    from interestgym.runtime.manifest import (
-        read_manifest,
-        seal_manifest,
-        write_manifest,
-    )
 
     monkeypatch.setattr(rules_module, "VALUE_GAIN_GRID", [1.0])
     monkeypatch.setitem(GRIDS["bayesian_category"], "slot_weight", [0.0])
@@ -217,13 +211,7 @@ def test_a_manifest_whose_rule_weighs_by_value_needs_format_version_4_and_good_p
     assert load_policy(tmp_path / "export").manifest["policy"]["rule"]["params"]["value_gain"] == 1.0
 
     def resealed(name, change):
-        folder = tmp_path / name
-        shutil.copytree(tmp_path / "export", folder)
-        m = read_manifest(folder)
-        change(m)
-        (folder / "manifest.json").unlink()
-        write_manifest(folder, seal_manifest(folder, {k: v for k, v in m.items() if k not in ("files", "manifest_sha256")}))
-        return folder
+        return resealed_copy(tmp_path / "export", tmp_path / name, change)
 
     def old_version(m):
         m["format_version"] = 3
