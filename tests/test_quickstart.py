@@ -150,3 +150,14 @@ def test_a_run_finished_at_its_own_total_is_reused_when_the_default_has_grown(fi
     assert f"reusing trained model {out / 'run'} ({step:,} steps; trained to its own" in result.output
     assert "resuming training" not in result.output
     assert json.loads((out / "run" / "final" / "info.json").read_text())["step"] == step
+
+
+def test_the_lever_switches_reach_the_training_run(tmp_path):
+    out = tmp_path / "levers"
+    text = _run(out, "--no-category-gain", "--no-slot-counts", "--no-slot-lever")
+    config = json.loads((out / "run" / "config.json").read_text())["config"]
+    assert (config["category_gain"], config["slot_counts"], config["slot_lever"], config["context_lever"]) == (False, False, False, True)
+    assert "prepare ran" in text
+    # the same folder asked with other switches: the run is reused, and the quick start says what differs
+    again = _run(out, "--category-gain")
+    assert "was trained with" in again and "category_gain" in again

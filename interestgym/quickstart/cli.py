@@ -13,7 +13,8 @@ from interestgym.errors import InterestGymError
 
 #: Options passed to ``interestgym train`` (TrainConfig fields); None = the training default.
 _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "learning_rate", "gamma", "ent_coef",
-                  "reward", "eval_every", "eval_users", "checkpoint_every", "max_events")
+                  "reward", "eval_every", "eval_users", "checkpoint_every", "max_events",
+                  "category_gain", "context_lever", "slot_counts", "slot_lever")
 
 
 @click.command("quickstart")
@@ -44,6 +45,14 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--eval-every", type=click.IntRange(min=0), default=None, help="Validate every N training steps.")
 @click.option("--eval-users", type=click.IntRange(min=0), default=None, help="Validation users for periodic validation (0: all).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Checkpoint every N training steps.")
+@click.option("--category-gain/--no-category-gain", default=None,
+              help="The agent's count gain lever (default: `interestgym train`'s, on).")
+@click.option("--context-lever/--no-context-lever", default=None,
+              help="The agent's time-slot profile rate lever (default: on; moves nothing without slot profiles).")
+@click.option("--slot-counts/--no-slot-counts", default=None,
+              help="Tune bayesian_category with category counts per time of day too (default: on).")
+@click.option("--slot-lever/--no-slot-lever", default=None,
+              help="The agent's lever on the weight of the counts per time of day (default: on).")
 @click.option("--retrain", is_flag=True, help="Train again from scratch even if OUT/run holds a trained model.")
 @click.option("--model", "which_model", type=click.Choice(["shipped", "best", "final"]), default="shipped", show_default=True,
               help="What of the run is evaluated and reported: the policy it ships (its learned model or its reference rule), or a saved model; the export is always the shipped policy.")
