@@ -26,7 +26,7 @@ Latencies are p50 / p99 over single calls (``time.perf_counter_ns``); ratios are
 the runtime is faster). Usage::
 
     python benchmarks/runtime.py                       # ml-100k (../shared/data) + a short PPO run
-    python benchmarks/runtime.py --run runs/ml --dataset-dir runs/data/ml-100k
+    python benchmarks/runtime.py --run runs/quickstart/run --model best    # a run of yours (its dataset from its config)
 
 Without ``--run`` it prepares ml-100k (hashing embeddings) into a temporary folder and trains a short
 PPO run (a few thousand steps: the network's size, not its quality, sets the speed).

@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from interestgym.core.features import FeatureView
+from interestgym.core.features import FEATURE_INDEX, FeatureView
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.numeric import clip
 from interestgym.core.protocol import (
@@ -81,6 +81,8 @@ from interestgym.errors import InterestGymError
 LN2 = float(np.log(2.0))
 #: The column of the count gain's change in an env action (a rule that weighs its counts fills it).
 _GAIN_COLUMN = ENV_ACTION_NAMES.index(GAIN_CHANGE)
+#: The observation column of the event's feedback value (what bayesian_category's value gain reads).
+_VALUE_COLUMN = FEATURE_INDEX["feedback_value"]
 
 
 #: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior, the slot
@@ -294,7 +296,8 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
             return actions
         out = np.zeros((len(actions), _GAIN_COLUMN + 1), dtype=np.float32)
         out[:, :4] = actions
-        value = FeatureView(observations)["feedback_value"]
+        obs = np.asarray(observations)  # the observations' own dtype, as FeatureView reads them
+        value = (obs[None, :] if obs.ndim == 1 else obs)[:, _VALUE_COLUMN]
         out[:, _GAIN_COLUMN] = clip(s * (value / self.params["value_median"] - 1.0), -1.0, 1.0)
         return out
 
