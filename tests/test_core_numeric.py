@@ -124,3 +124,23 @@ def test_residual_layout_is_computed_once_and_cannot_be_changed_by_a_caller():
     assert same_bits(first[:, :4], expected_strengths)
     untouched = [j for j in range(s + 1) if j >= 4 and j not in (g, s)]
     assert not first[:, untouched].any()  # components the policy does not have stay 0
+
+
+def test_a_rule_of_constant_strengths_repeats_its_action_row_exactly():
+    from interestgym.core.features import FEATURE_NAMES
+    from interestgym.core.rules import RulePolicy, make_rule
+
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 1, (257, len(FEATURE_NAMES))).astype(np.float32)
+    for name, params in [("ema_two_profile", {"long_rate": 0.05, "short_rate": 0.7, "short_weight": 0.2, "popularity_weight": 1.0}),
+                         ("ema_two_profile", {"long_rate": 1.5, "short_rate": -0.2, "short_weight": 1 / 3, "popularity_weight": 0.1}),
+                         ("context_rule", {}), ("bayesian_category", {}), ("behaviour_rule", {}), ("recsim_saturating", {})]:
+        rule = make_rule(name, **params)
+        fast, slow = rule.act(obs), RulePolicy.act(rule, obs)  # the generic path, column by column
+        assert fast.dtype == slow.dtype == np.float32 and np.array_equal(fast, slow), name
+        assert np.array_equal(rule.act(obs[3]), RulePolicy.act(rule, obs[3])) and rule.act(obs[:0]).shape == (0, 4)
+    # parameters changed after a call: the row follows them
+    rule = make_rule("ema_two_profile", long_rate=0.1)
+    rule.act(obs)
+    rule.params["long_rate"] = 0.35
+    assert np.array_equal(rule.act(obs), RulePolicy.act(rule, obs))

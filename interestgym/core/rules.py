@@ -185,6 +185,21 @@ class TwoProfileEMAPolicy(RulePolicy):
         p = self.params
         return p["long_rate"], p["short_rate"], p["short_weight"], p["popularity_weight"]
 
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """:meth:`RulePolicy.act`; where the strengths are this class's constants (not a subclass's own
+        ``strengths``), their action row is computed once per set of values and repeated: the same numbers,
+        without the per-call work (the runtime calls it once per event)."""
+        if type(self).strengths is not TwoProfileEMAPolicy.strengths:
+            return super().act(observations)
+        p = self.params
+        key = (p["long_rate"], p["short_rate"], p["short_weight"], p["popularity_weight"])
+        cached = self.__dict__.get("_action_row")
+        if cached is None or cached[0] != key:
+            cached = (key, strengths_to_action(np.array([key], dtype=np.float64)))
+            self.__dict__["_action_row"] = cached
+        obs = np.asarray(observations)
+        return np.repeat(cached[1], 1 if obs.ndim == 1 else obs.shape[0], axis=0)
+
 
 class TimeDecayPolicy(RulePolicy):
     """a = max(a_min, 1 - 2^(-gap / half_life)), gap = seconds since the previous decision."""
