@@ -422,11 +422,16 @@ def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[
     columns, width = (None, change.shape[1]) if names is None else _residual_layout(tuple(names))
     extra = base.shape[1] - 4  # a rule's own changes (e.g. bayesian_category's count gain), engine layout
     out = np.zeros((len(base), max(width, base.shape[1])), dtype=np.float32)
-    if extra > 0:
-        out[:, 4:base.shape[1]] = base[:, 4:]
     out[:, :4] = clip(base[:, :4] + change[:, :4], -1.0, 1.0)
-    # the learned change adds to the rule's own change in its column (zero where the rule has none)
+    if width <= 4:
+        if extra > 0:
+            out[:, 4:] = base[:, 4:]
+        return out
     target = slice(4, width) if columns is None else columns[4:]
-    if width > 4:
+    if extra > 0:
+        # the learned change adds to the rule's own change in its column (zero where the rule has none)
+        out[:, 4:base.shape[1]] = base[:, 4:]
         out[:, target] = clip(out[:, target] + change[:, 4:], -1.0, 1.0)
+    else:  # a rule of four columns: the change's own (the common case, one operation less per event)
+        out[:, target] = clip(change[:, 4:], -1.0, 1.0)
     return out
