@@ -144,3 +144,20 @@ def test_a_rule_of_constant_strengths_repeats_its_action_row_exactly():
     rule.act(obs)
     rule.params["long_rate"] = 0.35
     assert np.array_equal(rule.act(obs), RulePolicy.act(rule, obs))
+
+
+def test_the_value_rules_action_is_the_generic_strengths_and_its_gain_column():
+    from interestgym.core.features import FEATURE_INDEX, FEATURE_NAMES
+    from interestgym.core.protocol import ENV_ACTION_NAMES
+    from interestgym.core.rules import RulePolicy, make_rule
+
+    rng = np.random.default_rng(1)
+    obs = rng.uniform(0, 1, (33, len(FEATURE_NAMES))).astype(np.float32)
+    rule = make_rule("bayesian_category", long_rate=0.05, short_rate=0.7, short_weight=0.2, popularity_weight=1.0,
+                     value_gain=1.5, value_median=0.146)
+    got = rule.act(obs)
+    gain = ENV_ACTION_NAMES.index("gain_change")
+    assert got.shape == (33, gain + 1) and np.array_equal(got[:, :4], RulePolicy.act(rule, obs)) and not got[:, 4:gain].any()
+    expected = np.clip(np.float32(1.5) * (obs[:, FEATURE_INDEX["feedback_value"]] / np.float32(0.146) - np.float32(1)), -1, 1)
+    np.testing.assert_allclose(got[:, gain], expected, rtol=1e-6)
+    assert np.array_equal(rule.act(obs[5]), got[5:6]) and rule.act(obs[:0]).shape == (0, gain + 1)

@@ -191,14 +191,21 @@ class TwoProfileEMAPolicy(RulePolicy):
         without the per-call work (the runtime calls it once per event)."""
         if type(self).strengths is not TwoProfileEMAPolicy.strengths:
             return super().act(observations)
-        p = self.params
-        key = (p["long_rate"], p["short_rate"], p["short_weight"], p["popularity_weight"])
-        cached = self.__dict__.get("_action_row")
-        if cached is None or cached[0] != key:
-            cached = (key, strengths_to_action(np.array([key], dtype=np.float64)))
-            self.__dict__["_action_row"] = cached
         obs = np.asarray(observations)
-        return np.repeat(cached[1], 1 if obs.ndim == 1 else obs.shape[0], axis=0)
+        return np.repeat(self._action_row(4), 1 if obs.ndim == 1 else obs.shape[0], axis=0)
+
+    def _action_row(self, width: int) -> np.ndarray:
+        """(1, width) float32: the action of this rule's constant strengths, zeros after the fourth column;
+        computed once per set of values (the parameters may change after a call: the row follows them)."""
+        p = self.params
+        key = (p["long_rate"], p["short_rate"], p["short_weight"], p["popularity_weight"], width)
+        cached = self.__dict__.get("_action_rows")
+        if cached is None or cached[0] != key:
+            row = np.zeros((1, width), dtype=np.float32)
+            row[:, :4] = strengths_to_action(np.array([key[:4]], dtype=np.float64))
+            cached = (key, row)
+            self.__dict__["_action_rows"] = cached
+        return cached[1]
 
 
 class TimeDecayPolicy(RulePolicy):
@@ -305,15 +312,13 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
         change ``clip(s x (v / median - 1), -1, 1)`` with v the event's ``feedback_value``, so the event adds
         ``clip(1 + change, 0, 2)`` to its category's count (s = 1: v / median, a typical event 1, a read of
         half the median 0.5). The same column a learned gain lever moves (``compose_residual`` adds to it)."""
-        actions = super().act(observations)
         s = self.params.get("value_gain")
         if not s:
-            return actions
-        out = np.zeros((len(actions), _GAIN_COLUMN + 1), dtype=np.float32)
-        out[:, :4] = actions
+            return super().act(observations)
         obs = np.asarray(observations)  # the observations' own dtype, as FeatureView reads them
-        value = (obs[None, :] if obs.ndim == 1 else obs)[:, _VALUE_COLUMN]
-        out[:, _GAIN_COLUMN] = clip(s * (value / self.params["value_median"] - 1.0), -1.0, 1.0)
+        obs = obs[None, :] if obs.ndim == 1 else obs
+        out = np.repeat(self._action_row(_GAIN_COLUMN + 1), obs.shape[0], axis=0)  # the strengths; no keep / tracker change
+        out[:, _GAIN_COLUMN] = clip(s * (obs[:, _VALUE_COLUMN] / self.params["value_median"] - 1.0), -1.0, 1.0)
         return out
 
 
