@@ -158,19 +158,18 @@ def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tu
     return given
 
 
-#: Settings of sampled negatives: a log of impressions is scored on what was shown, so they do not apply there.
-NEGATIVES_SETTINGS = ("negatives", "n_negatives", "exclude", "history_negatives")
-
-
 def _note_unused_negatives(dataset: Path, given: dict[str, tuple[object, str]]) -> None:
     """Say when settings of sampled negatives were given for a dataset of logged impressions (scored on the
     candidates that were shown: nothing is sampled), rather than accept them in silence."""
     from interestgym.envs.replay_build import has_impressions
+    from interestgym.envs.replay_data import (
+        IGNORED_ON_IMPRESSIONS,
+        SAMPLED_NEGATIVES_SETTINGS,
+    )
 
-    flags = [source for name, (_, source) in given.items() if name in NEGATIVES_SETTINGS]
+    flags = [source for name, (_, source) in given.items() if name in SAMPLED_NEGATIVES_SETTINGS]
     if flags and has_impressions(dataset):
-        click.echo(f"note: {', '.join(sorted(set(flags)))}: {dataset} has logged impressions, which are its scoring points "
-                   "(the candidates that were shown); settings of sampled negatives do not apply and are ignored", err=True)
+        click.echo(f"note: {', '.join(sorted(set(flags)))}: {dataset} {IGNORED_ON_IMPRESSIONS}", err=True)
 
 
 def _note_older_grids(path: Path, dataset: Path, slot_counts: bool = True, impressions: bool = True,

@@ -39,6 +39,13 @@ NEGATIVE_SAMPLERS = ("uniform", "popularity")
 EXCLUSIONS = ("auto", "target", "log", "past")
 
 
+#: ProtocolSpec's settings of sampled negatives: a log of impressions is scored on the candidates that were
+#: shown, so none of them applies there (``train`` and ``evaluate`` say so, with :data:`IGNORED_ON_IMPRESSIONS`).
+SAMPLED_NEGATIVES_SETTINGS: tuple[str, ...] = ("negatives", "n_negatives", "exclude", "history_negatives")
+IGNORED_ON_IMPRESSIONS = ("has logged impressions, which are its scoring points (the candidates that were shown); "
+                          "settings of sampled negatives do not apply and are ignored")
+
+
 @dataclass(frozen=True)
 class ProtocolSpec:
     """Which users, which scoring points, which negatives.

@@ -205,7 +205,11 @@ def evaluate_run(
         has_varying_values,
         iter_replay_chunks,
     )
-    from interestgym.envs.replay_data import build_replay_data
+    from interestgym.envs.replay_data import (
+        IGNORED_ON_IMPRESSIONS,
+        SAMPLED_NEGATIVES_SETTINGS,
+        build_replay_data,
+    )
     from interestgym.envs.vector import evaluate_policy
 
     t0 = time.perf_counter()
@@ -245,7 +249,7 @@ def evaluate_run(
     ignored = []
     for key, value in (("embeddings", embeddings), ("negatives", negatives), ("n_negatives", n_negatives), ("exclude", exclude),
                        ("protocol_seed", seed), ("history_negatives", history_negatives)):
-        if key in ("negatives", "n_negatives", "exclude", "history_negatives") and not sampled:
+        if key in SAMPLED_NEGATIVES_SETTINGS and not sampled:
             if value is not None:
                 ignored.append(f"--{key.replace('_', '-')} {value}")
             continue
@@ -255,8 +259,7 @@ def evaluate_run(
             changed = True
     ignored_settings = None
     if ignored:
-        ignored_settings = (f"{', '.join(ignored)}: the dataset has logged impressions, which are its scoring points (the "
-                            "candidates that were shown); settings of sampled negatives do not apply and were ignored")
+        ignored_settings = f"{', '.join(ignored)}: the dataset {IGNORED_ON_IMPRESSIONS}"
     protocol_changed = None
     if overridden and run_dir is not None and dataset is None:  # (a transfer says what it is on its own)
         protocol_changed = (f"this evaluation's protocol differs from the run's ({'; '.join(overridden)}): every baseline is "

@@ -236,16 +236,14 @@ def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None,
     if evaluation is None:
         return None, None
     header = evaluation.get("header") or {}
-    named = str(header.get("model") or "best")
-    evaluated = named
+    evaluated = str(header.get("model") or "best")
     if evaluated == "shipped":
         decision = read_shipped(run_dir) or {}
         evaluated = "rule" if decision.get("policy") == "rule" else str(decision.get("model") or "best")
     path = run_dir / EVALUATION_FILE
     what = {"rule": "the shipped rule", "best": "the best model", "final": "the final model"}
     if evaluated != exported:
-        model = "rule" if exported == "rule" else exported
-        again = f"interestgym evaluate {run_dir}" + ("" if model == "rule" else f" --model {model}")
+        again = f"interestgym evaluate {run_dir}" + ("" if exported == "rule" else f" --model {exported}")
         return None, (f"{path} evaluates {what.get(evaluated, evaluated)}, not {what.get(exported, exported)} exported here: "
                       f"not in the manifest (`{again}` to record its metrics)")
     if header.get("split", "test") != "test" or header.get("protocol_changed"):
