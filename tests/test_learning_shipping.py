@@ -201,6 +201,17 @@ def test_a_run_transfers_to_another_dataset_and_refuses_what_cannot(dataset, tmp
     with pytest.raises(Exception, match="action weights"):
         evaluate_run(run, dataset=other, out=tmp_path / "t3", baselines="ema", n_boot=20, progress=False)
 
+    # several embeddings there, none named: the one of the run's encoder is used, whatever its name
+    (other / "manifest.json").write_text(json.dumps({**manifest, "action_weights": json.loads(
+        (dataset / "manifest.json").read_text())["action_weights"]}))
+    emb = other / "embeddings"
+    for suffix in (".npy", ".json"):
+        (emb / f"topic16{suffix}").rename(emb / f"same_encoder{suffix}")
+    (emb / "another.npy").write_bytes((emb / "same_encoder.npy").read_bytes())
+    (emb / "another.json").write_text(json.dumps({**meta, "name": "another", "fingerprint": "another-encoder"}))
+    evaluate_run(run, dataset=other, out=tmp_path / "t4", baselines="ema", n_boot=20, progress=False)
+    assert json.loads((tmp_path / "t4" / "evaluation.json").read_text())["header"]["encoder"] == "same_encoder"
+
 
 def test_the_report_says_what_the_policy_does_differently_from_the_rule(dataset, tmp_path):
     from interestgym.data.dataset import Dataset

@@ -25,6 +25,7 @@ Protocol (printed above every table and stored in ``evaluation.json``):
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, 
             "decisions would mean something else; prepare it with the same actions")
     recorded = saved.get("embedding") or {}
     config.dataset = str(other.resolve())
-    config.embeddings = embeddings or target.resolve_embeddings(None)
+    config.embeddings = embeddings or _transfer_embeddings(target, recorded)
     now = run_folder.embedding_identity(config)
     if (now["fingerprint"], now["dim"]) != (recorded.get("fingerprint"), recorded.get("dim")):
         raise InterestGymError(
@@ -148,6 +149,24 @@ def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, 
             f"the run was trained on {recorded.get('name')!r} with {str(recorded.get('fingerprint'))[:16]}... (dim {recorded.get('dim')}): "
             "another encoder, or one fitted on other data (tfidf, cooc), puts items in another space; encode the dataset "
             "with the run's encoder (a pretrained one such as minilm transfers)")
+
+
+def _transfer_embeddings(target: Any, recorded: dict[str, Any]) -> str:
+    """The other dataset's embedding a transfer uses when none is named: the only one, else the one of the run's
+    encoder (same fingerprint and dimension), else the one of the run's name (which the fingerprint check then
+    judges), else the dataset's own refusal naming them all."""
+    names = target.embedding_names()
+    if len(names) > 1:
+        for name in names:
+            try:
+                meta = json.loads((target.embeddings_dir / f"{name}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # a damaged one is refused with its own message if it is the one chosen
+            if isinstance(meta, dict) and (meta.get("fingerprint"), meta.get("dim")) == (recorded.get("fingerprint"), recorded.get("dim")):
+                return name
+        if recorded.get("name") in names:
+            return str(recorded["name"])
+    return target.resolve_embeddings(None)
 
 
 def evaluate_run(
