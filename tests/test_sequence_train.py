@@ -170,3 +170,20 @@ def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
     test = load_replay_data(data, None, ProtocolSpec(split="test"))
     mine = score_replay(test, _bound(run, test), name="sasrec")
     assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean(), abs=1e-12)
+
+
+def test_evaluate_with_a_tracker_uses_its_embeddings_when_the_dataset_has_several(trained, tmp_path):
+    """A dataset encoded twice (e.g. MiniLM and a fine-tuned MiniLM): `evaluate DATASET --sequence RUN` without
+    --embeddings evaluates on the embeddings the tracker was trained with, rather than asking which."""
+    import shutil
+
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run, _ = trained
+    copy = tmp_path / "ds"
+    shutil.copytree(data, copy)
+    emb = copy / "embeddings"
+    (emb / "another.npy").write_bytes((emb / "rand.npy").read_bytes())
+    (emb / "another.json").write_text(json.dumps({**json.loads((emb / "rand.json").read_text()), "name": "another"}))
+    evaluate_run(copy, out=tmp_path / "ev", baselines="ema", n_boot=20, progress=False, sequence_runs=(run,))
+    assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["header"]["encoder"] == "rand"

@@ -169,6 +169,17 @@ def _transfer_embeddings(target: Any, recorded: dict[str, Any]) -> str:
     return target.resolve_embeddings(None)
 
 
+def _tracker_embeddings(dataset: Any, sequence_runs: tuple[str | Path, ...]) -> str | None:
+    """The embedding a dataset's evaluation with trackers uses when none is named: the one the trackers were
+    trained with, when they agree and the dataset has it (None otherwise: the dataset's own choice, or refusal)."""
+    from interestgym.agents.sequence.folder import is_sequence_run, read_run_config
+
+    names = {str((read_run_config(run)[2].get("dataset") or {}).get("embeddings")) for run in sequence_runs if is_sequence_run(run)}
+    if len(names) == 1 and (name := names.pop()) in dataset.embedding_names():
+        return name
+    return None
+
+
 def evaluate_run(
     run_or_dataset: str | Path,
     *,
@@ -257,6 +268,8 @@ def evaluate_run(
         if dataset is not None:
             raise InterestGymError(f"--dataset {dataset}: only a training run transfers to another dataset; {path} is a dataset")
         config = TrainConfig(dataset=str(path), run_dir="")
+        if embeddings is None and sequence_runs:
+            embeddings = _tracker_embeddings(Dataset.open(path), sequence_runs)
         if out is None:
             raise InterestGymError(f"{path}: a dataset directory; give --out DIR for evaluation.json / evaluation.md")
     else:
