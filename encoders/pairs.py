@@ -83,7 +83,8 @@ class CoEngagementPairs:
 
     def summary(self) -> str:
         c = self.counts
-        capped = f", {c['kept']:,} kept (--max-pairs)" if c["kept"] < c["mined"] else ""
+        option = "--max-pairs" if self.split == "train" else "--max-valid-pairs"
+        capped = f", {c['kept']:,} kept ({option})" if c["kept"] < c["mined"] else ""
         return (f"{self.split} users: {c['users']:,} with positives, {c['positives']:,} positive events -> "
                 f"{c['mined']:,} pairs{capped}")
 

@@ -123,6 +123,9 @@ def test_pair_cap_is_a_seeded_subset(tiny_dataset):
     assert len(one) == 10 and one.counts["mined"] == len(everything)
     assert item_pairs(ds, one) == item_pairs(ds, again)
     assert set(item_pairs(ds, one)) <= set(everything)
+    assert one.summary().endswith(f"-> {len(everything):,} pairs, 10 kept (--max-pairs)")
+    valid = mine_pairs(ds, "valid", PairSpec(max_pairs=2))
+    assert len(valid) == 2 and valid.summary().endswith("2 kept (--max-valid-pairs)")  # the option that caps it
 
 
 def test_finetune_trains_on_training_pairs_only(tiny_dataset, tiny_bert, tmp_path, monkeypatch):

@@ -124,12 +124,16 @@ def test_reject_rate_limit(movielens: Path, tmp_path: Path, capsys: pytest.Captu
     assert code == 2 and out == ""
     assert err == (f"error: {movielens / 'u.data'}: 2 of 122 rows rejected (1.6%, above --max-reject-rate 1.0%; bad rating 1, unknown item 1). "
                    "First bad lines: line 121: bad rating: '7'; expected a number from 0.5 to 5 in steps of 0.5; "
-                   "line 122: unknown item: movie '9' is not in u.item\n")
+                   "line 122: unknown item: movie '9' is not in u.item. "
+                   f"Every bad row (2 rejected), with its file, line and reason: {tmp_path / 'a.rejects.jsonl'}\n")
+    assert not (tmp_path / "a").exists()  # no dataset, but every bad row where the message says
+    refused = (tmp_path / "a.rejects.jsonl").read_text()
     code, out, err = run(["prepare", "movielens", str(movielens), "--out", str(tmp_path / "b"), "--max-reject-rate", "0.02"], capsys)
     assert code == 0, err
     assert re.search(r"\n  rejected +2  \(details: ", out)
     rejects = [json.loads(x) for x in (tmp_path / "b" / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["raw"]) for r in rejects] == [(121, "31\t1\t7\t880000000"), (122, "31\t9\t4\t880000000")]
+    assert refused == (tmp_path / "b" / "rejects.jsonl").read_text()
 
 
 def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

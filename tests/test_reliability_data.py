@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import calendar
 import gzip
 import hashlib
 import json
@@ -86,6 +87,21 @@ def test_times_are_detected_per_value_not_from_the_first_row(tmp_path: Path) -> 
     strict = RejectLog()
     assert list(read_events(jsonl, strict, EventsOptions(time_format="iso")).events["ts"]) == [T0 + 60]
     assert [r["reason"] for r in strict.rejects] == [f"bad time: {T0}; expected an ISO-8601 time such as 2019-11-12T14:14:46Z"]
+
+
+@pytest.mark.parametrize("reader", ["lines", "columnar"])
+def test_a_date_in_another_layout_says_how_to_read_it(tmp_path: Path, reader: str) -> None:
+    """Auto mode reads numbers and ISO-8601; a day-first date is rejected with the --time-format that reads it,
+    and that option does read it (both readers word it alike)."""
+    log = _write(tmp_path / "dayfirst.csv", f"user_id,item_id,action,ts\nu1,i1,click,{T0}\nu1,i2,click,25/11/2017 08:00\n")
+    log_ = RejectLog()
+    read_events(log, log_, EventsOptions(item_text="item {item_id}", reader=reader))
+    assert [r["reason"] for r in log_.rejects] == [
+        "bad time: '25/11/2017 08:00'; expected unix seconds (auto reads numbers as unix time and text as ISO-8601; "
+        "a time in another layout needs --time-format PATTERN, e.g. '%d/%m/%Y %H:%M')"]
+    dayfirst = _write(tmp_path / "only.csv", "user_id,item_id,action,ts\nu1,i2,click,25/11/2017 08:00\n")
+    read = read_events(dayfirst, RejectLog(), EventsOptions(item_text="item {item_id}", time_format="%d/%m/%Y %H:%M", reader=reader))
+    assert list(read.events["ts"]) == [calendar.timegm((2017, 11, 25, 8, 0, 0))]
 
 
 # ------------------------------------------------------------------------- 2. common column names

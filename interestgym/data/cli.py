@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import shlex
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,22 @@ def _id_only_example(out: Path) -> str | None:
     return sample[0]
 
 
+
+def _with_rejects_file(error: DataError, out: Path) -> DataError:
+    """A refused input's error, with every rejected row written beside ``out`` (``OUT.rejects.jsonl``, as the
+    dataset's own rejects.jsonl would hold them: ``out`` itself may hold an older dataset) and the path named."""
+    rejects = getattr(error, "rejects", None)
+    if not rejects:
+        return error
+    from interestgym.io import write_text_atomic
+
+    path = out.parent / f"{out.name}.rejects.jsonl"
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    kinds = Counter(r.get("kind", "rejected") for r in rejects)
+    listed = ", ".join(f"{n:,} {kind}" for kind, n in sorted(kinds.items()))
+    text = str(error).rstrip()
+    return DataError(f"{text}{'' if text.endswith('.') else '.'} Every bad row ({listed}), with its file, line and reason: {path}")
+
 def _next_step(out: Path, fmt: str) -> str:
     """The ``encode`` command to run next: cooc when an events log's item texts are only ids, else minilm."""
     command = f"Next: interestgym encode {shlex.quote(str(out))} --encoder"
@@ -179,7 +197,7 @@ FORMAT is one of:
 
 Every row is validated; rejected rows go to rejects.jsonl with file, line and
 reason, and the command fails when a file has more than --max-reject-rate bad
-rows. Options marked [mind], [movielens], [events] or [synthetic] apply to that
+rows (its bad rows then go to OUT.rejects.jsonl, beside OUT). Options marked [mind], [movielens], [events] or [synthetic] apply to that
 format only.
 
 \b
@@ -269,41 +287,48 @@ def prepare(ctx: click.Context, format_name: str, input_path: Path | None, out: 
     command = _command_line(ctx)
     common = {"split": split, "command": command}
 
-    if fmt == "mind":
-        from interestgym.data.mind import prepare_mind
-        from interestgym.data.readers import parse_list
+    try:
+        if fmt == "mind":
+            from interestgym.data.mind import prepare_mind
+            from interestgym.data.readers import parse_list
 
-        manifest = prepare_mind(input_path, out, text=options["mind_text"], parts=parse_list(options["mind_parts"]),
-                                max_reject_rate=max_reject_rate, tz_offset_hours=tz_offset, **common)
-    elif fmt == "movielens":
-        from interestgym.data.movielens import prepare_movielens
+            manifest = prepare_mind(input_path, out, text=options["mind_text"], parts=parse_list(options["mind_parts"]),
+                                    max_reject_rate=max_reject_rate, tz_offset_hours=tz_offset, **common)
+        elif fmt == "movielens":
+            from interestgym.data.movielens import prepare_movielens
 
-        manifest = prepare_movielens(input_path, out, tags=options["tags"], max_tags=options["max_tags"],
-                                     max_reject_rate=max_reject_rate, tz_offset_hours=tz_offset, **common)
-    elif fmt == "events":
-        from interestgym.data.events import EventsOptions, prepare_events
-        from interestgym.data.readers import parse_actions, parse_list, parse_renames
+            manifest = prepare_movielens(input_path, out, tags=options["tags"], max_tags=options["max_tags"],
+                                         max_reject_rate=max_reject_rate, tz_offset_hours=tz_offset, **common)
+        elif fmt == "events":
+            from interestgym.data.events import EventsOptions, prepare_events
+            from interestgym.data.readers import (
+                parse_actions,
+                parse_list,
+                parse_renames,
+            )
 
-        context = parse_list(options["context"])
-        opts = EventsOptions(
-            input_format=options["input_format"],
-            columns=parse_list(options["columns"]),
-            header=options["header"],
-            rename=parse_renames(options["rename"]),
-            actions=parse_actions(options["actions"]),
-            default_action=options["default_action"],
-            time_format=options["time_format"],
-            items=options["items_path"],
-            items_columns=parse_list(options["items_columns"]),
-            item_text=options["item_text"],
-            context=[c for c in context if c] if context is not None else None,
-            reader=options["reader"] or "auto",
-        )
-        manifest = prepare_events(input_path, out, options=opts, max_reject_rate=max_reject_rate,
-                                  tz_offset_hours=tz_offset, **common)
-    else:
-        from interestgym.data.synthetic import SyntheticConfig, prepare_synthetic
+            context = parse_list(options["context"])
+            opts = EventsOptions(
+                input_format=options["input_format"],
+                columns=parse_list(options["columns"]),
+                header=options["header"],
+                rename=parse_renames(options["rename"]),
+                actions=parse_actions(options["actions"]),
+                default_action=options["default_action"],
+                time_format=options["time_format"],
+                items=options["items_path"],
+                items_columns=parse_list(options["items_columns"]),
+                item_text=options["item_text"],
+                context=[c for c in context if c] if context is not None else None,
+                reader=options["reader"] or "auto",
+            )
+            manifest = prepare_events(input_path, out, options=opts, max_reject_rate=max_reject_rate,
+                                      tz_offset_hours=tz_offset, **common)
+        else:
+            from interestgym.data.synthetic import SyntheticConfig, prepare_synthetic
 
-        given = {k: options[k] for k in _FORMAT_OPTIONS["synthetic"] if options[k] is not None}
-        manifest = prepare_synthetic(out, SyntheticConfig(**given), split=split, command=command)
+            given = {k: options[k] for k in _FORMAT_OPTIONS["synthetic"] if options[k] is not None}
+            manifest = prepare_synthetic(out, SyntheticConfig(**given), split=split, command=command)
+    except DataError as exc:
+        raise _with_rejects_file(exc, out) from None
     click.echo(_summary(manifest, out, fmt))

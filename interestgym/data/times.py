@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import re
 from collections import Counter
 from datetime import date, datetime, timezone
 from typing import Any
@@ -107,7 +108,7 @@ class TimeParser:
             else:
                 ts = _datetime_to_ts(datetime.strptime(str(value).strip(), mode))
         except (ValueError, OverflowError, TypeError):
-            return None, f"bad time: {value!r}; expected {self.expected()}"
+            return None, f"bad time: {value!r}; expected {self.expected()}{self._layout_hint(value)}"
         reason = ts_range_reason(ts, value)
         if reason:
             if mode == "unix" and TS_MIN <= ts / 1000 < TS_MAX:
@@ -115,6 +116,14 @@ class TimeParser:
             return None, reason
         self.counts[mode] += 1
         return ts, None
+
+    def _layout_hint(self, value: Any) -> str:
+        """auto: for a bad value that looks like a date in another layout ('25/11/2017 08:00'), how to read it."""
+        text = str(value)
+        if self.fmt != "auto" or not re.search(r"\d", text) or not re.search(r"\d[-/.: ]\d", text):
+            return ""
+        return (" (auto reads numbers as unix time and text as ISO-8601; a time in another layout needs "
+                "--time-format PATTERN, e.g. '%d/%m/%Y %H:%M')")
 
     def _mode_of(self, value: Any) -> str | None:
         """auto: the format of one value (None: a number that fits no unit while none is decided)."""

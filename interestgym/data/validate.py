@@ -100,10 +100,16 @@ class RejectLog:
             rate = st.rejected / st.read
             if rate > max_reject_rate:
                 kinds = ", ".join(f"{k} {v}" for k, v in st.reasons.most_common())
-                raise DataError(
+                raise self._carrying(DataError(
                     f"{name}: {st.rejected} of {st.read} rows rejected ({rate:.1%}, above --max-reject-rate "
                     f"{max_reject_rate:.1%}; {kinds}). First bad lines: {self.first_bad_lines(name)}"
-                )
+                ))
+
+    def _carrying(self, error: DataError) -> DataError:
+        """``error`` with every reject so far attached (``error.rejects``): the caller that knows where the
+        dataset was to go writes them beside it, so that a refused file's bad rows are all there to read."""
+        error.rejects = list(self.rejects)  # type: ignore[attr-defined]
+        return error
 
     def first_bad_lines(self, file: str, limit: int = 5) -> str:
         """The first rejected lines of ``file`` with their reasons; lines sharing a reason are listed together."""
@@ -121,6 +127,7 @@ class RejectLog:
         if st.read == 0:
             return DataError(f"{file}: no rows (empty file, or a header only); expected {expected}")
         if st.rejected == 0:
-            return DataError(f"{file}: no valid rows ({st.blank} blank, {st.duplicate} duplicate of {st.read}); expected {expected}")
-        return DataError(f"{file}: no valid rows: {st.rejected} of {st.read} rejected; expected {expected}. "
-                         f"First bad lines: {self.first_bad_lines(file)}")
+            return self._carrying(DataError(f"{file}: no valid rows ({st.blank} blank, {st.duplicate} duplicate of {st.read}); "
+                                            f"expected {expected}"))
+        return self._carrying(DataError(f"{file}: no valid rows: {st.rejected} of {st.read} rejected; expected {expected}. "
+                                        f"First bad lines: {self.first_bad_lines(file)}"))
