@@ -237,6 +237,21 @@ def test_file_level_errors(tmp_path: Path) -> None:
     utf16.write_bytes("user_id,item_id,ts,action\n".encode("utf-16"))
     with pytest.raises(DataError, match=r"u16.csv: UTF-16 encoded; expected UTF-8"):
         read_events(utf16, RejectLog())
+    text = "user_id,item_id,ts,action\nu1,i1,1511544070,click\n"
+    for codec, name in (("utf-16-le", "UTF-16LE"), ("utf-16-be", "UTF-16BE")):  # no byte-order mark: sniffed
+        wide = tmp_path / f"{codec}.csv"
+        wide.write_bytes(text.encode(codec))
+        for reader in ("lines", "columnar"):
+            with pytest.raises(DataError, match=rf"{codec}.csv: looks {name} encoded without a byte-order mark .* "
+                                                rf"`iconv -f {name} -t UTF-8`"):
+                read_events(wide, RejectLog(), EventsOptions(reader=reader))
+    gbk = tmp_path / "gbk.csv"
+    gbk.write_bytes(("user_id,item_id,ts,action,text\n" + "".join(f"u{k},i{k},1511544070,click,体育新闻\n" for k in range(3)))
+                    .encode("gb18030"))
+    for reader in ("lines", "columnar"):
+        with pytest.raises(DataError, match=r"gbk.csv: no valid rows: 3 of 3 rejected; .*invalid UTF-8.*"
+                                            r"Most bad rows are not UTF-8: .* `iconv -f GB18030 -t UTF-8"):
+            read_events(gbk, RejectLog(), EventsOptions(reader=reader))
     array = _log(tmp_path, '[{"user_id": 1},\n {"user_id": 2}]\n', "log.json")
     with pytest.raises(DataError, match=r"log.json line 1: a JSON array; expected JSON Lines"):
         read_events(array, RejectLog())

@@ -188,6 +188,10 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
             first = fh.readline()
             if first[:2] in (b"\xff\xfe", b"\xfe\xff"):
                 raise DataError(f"{source.name}: UTF-16 encoded; expected UTF-8 (convert it, e.g. `iconv -f UTF-16 -t UTF-8`)")
+            wide = utf16_without_bom(first)
+            if wide:
+                raise DataError(f"{source.name}: looks {wide} encoded without a byte-order mark (a NUL byte beside every "
+                                f"character of line 1); expected UTF-8 (convert it, e.g. `iconv -f {wide} -t UTF-8`)")
             fh_iter = _prepend(first, fh)
             pending = 0
             for lineno, raw in enumerate(fh_iter, 1):
@@ -204,6 +208,20 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
     except _DECOMPRESSION_ERRORS as exc:
         # Left alone, an EOFError reaches click, which turns it into a bare "Aborted!".
         raise DataError(_damaged_reason(source, exc, lineno)) from None
+
+
+def utf16_without_bom(head: bytes) -> str | None:
+    """``"UTF-16LE"`` / ``"UTF-16BE"`` when ``head`` (a file's first bytes) reads as UTF-16 text without a
+    byte-order mark: a NUL byte at nearly every odd (LE) or even (BE) position and almost none at the other.
+    UTF-8 text has no NUL bytes, so this never fires on a file the readers would take."""
+    head = head[:256]
+    if len(head) < 8:
+        return None
+    even, odd = head[0::2], head[1::2]
+    for name, nul, other in (("UTF-16LE", odd, even), ("UTF-16BE", even, odd)):
+        if nul.count(0) >= 0.9 * len(nul) and other.count(0) <= 0.1 * len(other):
+            return name
+    return None
 
 
 #: What gzip / zlib / zipfile raise for compressed data that is cut short or damaged.

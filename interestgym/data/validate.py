@@ -41,6 +41,14 @@ class FileStats:
         }
 
 
+def _encoding_hint(st: FileStats) -> str:
+    """For a file refused mostly for invalid UTF-8: it is text in another encoding, and how to convert it."""
+    if not st.rejected or st.reasons.get("invalid UTF-8", 0) * 2 < st.rejected:
+        return ""
+    return (". Most bad rows are not UTF-8: the file is probably in another encoding (GBK / GB18030 for Chinese, "
+            "Latin-1 or CP1252 for Western text); convert it, e.g. `iconv -f GB18030 -t UTF-8 FILE > FILE.utf8`")
+
+
 class RejectLog:
     """Collects rejected rows and per-file counts for one ``prepare`` run."""
 
@@ -102,7 +110,7 @@ class RejectLog:
                 kinds = ", ".join(f"{k} {v}" for k, v in st.reasons.most_common())
                 raise self._carrying(DataError(
                     f"{name}: {st.rejected} of {st.read} rows rejected ({rate:.1%}, above --max-reject-rate "
-                    f"{max_reject_rate:.1%}; {kinds}). First bad lines: {self.first_bad_lines(name)}"
+                    f"{max_reject_rate:.1%}; {kinds}). First bad lines: {self.first_bad_lines(name)}{_encoding_hint(st)}"
                 ))
 
     def _carrying(self, error: DataError) -> DataError:
@@ -130,4 +138,4 @@ class RejectLog:
             return self._carrying(DataError(f"{file}: no valid rows ({st.blank} blank, {st.duplicate} duplicate of {st.read}); "
                                             f"expected {expected}"))
         return self._carrying(DataError(f"{file}: no valid rows: {st.rejected} of {st.read} rejected; expected {expected}. "
-                                        f"First bad lines: {self.first_bad_lines(file)}"))
+                                        f"First bad lines: {self.first_bad_lines(file)}{_encoding_hint(st)}"))
