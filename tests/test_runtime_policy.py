@@ -147,6 +147,37 @@ def test_bad_events_are_refused(policy):
         policy.update(s, Event(ts=150, action="tap", item_vector=_unit(rng)))
 
 
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"ts": "yesterday"}, r"Event.ts='yesterday': expected UTC unix seconds"),
+    ({"ts": 10**30}, r"Event.ts=10+: expected UTC unix seconds, a number from 0 to 4102444799"),
+    ({"ts": -1}, r"Event.ts=-1: expected"),
+    ({"ts": 5, "value": float("nan")}, r"Event.value=nan: expected a finite number"),
+    ({"ts": 5, "value": float("inf")}, r"Event.value=inf: expected a finite number"),
+    ({"ts": 5, "value": 1e300}, r"Event.value=1e\+300: expected a finite number .* float32"),
+])
+def test_an_event_of_impossible_time_or_value_is_refused_when_made(fields, message):
+    with pytest.raises(InterestGymError, match=message):
+        Event(action="click", **fields)
+
+
+def test_a_state_of_another_export_is_refused_by_update_and_score(policy, tmp_path_factory):
+    """A state written under a policy without time-of-day profiles or category counts, given to one that has
+    them, is refused naming what it lacks (it used to fail in numpy with a TypeError)."""
+    other = load_policy(trained_export(tmp_path_factory, "impressions").export)
+    rng = np.random.default_rng(1)
+    plain = policy.update(policy.new_state(), Event(ts=100, action="click", item_vector=_unit(rng)))
+    assert plain.category_counts is None and plain.slot_profiles is None
+    for state in (plain, UserState.from_bytes(plain.to_bytes(), dim=policy.dim)):
+        with pytest.raises(InterestGymError, match=r"category counts of none .* start users with policy.new_state\(\)"):
+            other.update(state, Event(ts=200, action="click", item_vector=_unit(rng)))
+        with pytest.raises(InterestGymError, match=r"category counts of none"):
+            other.score(state, np.stack([_unit(rng) for _ in range(3)]), candidate_ids=["a", "b", "c"], hour=3)
+    no_profiles = other.new_state()
+    no_profiles.slot_profiles = None
+    with pytest.raises(InterestGymError, match=r"without time-of-day profiles .*\(beta_ctx\)"):
+        other.score(no_profiles, np.stack([_unit(rng) for _ in range(3)]), candidate_ids=["a", "b", "c"], hour=3)
+
+
 def test_state_round_trips_after_real_updates(policy):
     rng = np.random.default_rng(6)
     s = policy.new_state()

@@ -50,6 +50,8 @@ def test_schema_and_runtime_errors_have_one_shape(client):
     ("post", "/v1/events", {"events": [{"kind": "outcome", "event_id": "o", "user_id": "u", "candidates": ["i1"], "clicked": ["i2"]}]},
      "events[0]: clicked items ['i2'] are not among the candidates"),
     ("post", "/v1/events", {"events": []}, "events is []; expected at least 1 item"),
+    ("post", "/v1/events", {"events": [_event(ts=10**26)]}, "events[0].ts is 100000000000000000000000000; expected less than 4102444800"),
+    ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "ts": 2**63}, "ts is 9223372036854775808; expected less than 4102444800"),
     ("post", "/v1/events", {"events": [_event(event_id="")]}, "events[0].event_id is ''; expected at least 1 character"),
     ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "top_k": 0}, "top_k is 0; expected greater than or equal to 1"),
     ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "k": 3},
@@ -95,3 +97,9 @@ def test_runtime_refusals_keep_their_shape(client):
 def test_validation_message_without_errors_still_says_something():
     message, detail = validation_message([])
     assert "schema" in message and detail == {"errors": []}
+
+
+def test_a_value_past_float32_is_refused_by_the_runtime_in_the_same_shape(client):
+    got = client.post("/v1/events", json={"events": [_event(event_id="big", user_id="v", value=1e300)]})
+    assert got.status_code == 422 and set(got.json()) == KEYS and got.json()["error"] == "invalid_request"
+    assert "value=1e+300: expected a finite number" in got.json()["message"]

@@ -8,7 +8,14 @@ events therefore agree on the slot (a profile is updated and scored in the same 
 
 from __future__ import annotations
 
+import calendar
+
 import numpy as np
+
+#: Sane range of event times (UTC unix seconds): anything outside is a unit or parsing mistake, not a real
+#: event. ``prepare`` rejects rows outside it; the runtime and the service refuse such events.
+TS_MIN = calendar.timegm((1990, 1, 1, 0, 0, 0))
+TS_MAX = calendar.timegm((2100, 1, 1, 0, 0, 0))
 
 #: Time-of-day slots of the context profiles: 4 slots of 6 hours (night, morning, afternoon, evening).
 N_TIME_SLOTS = 4

@@ -16,11 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from interestgym.core.clock import TS_MAX, TS_MIN
 from interestgym.errors import DataError
-
-#: Sane range for event times: anything outside is a unit or parsing mistake, not a real event.
-TS_MIN = calendar.timegm((1990, 1, 1, 0, 0, 0))
-TS_MAX = calendar.timegm((2100, 1, 1, 0, 0, 0))
 
 TIME_FORMATS = ("auto", "unix", "unix_ms", "iso")
 

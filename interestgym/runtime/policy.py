@@ -256,6 +256,23 @@ class ExportedPolicy:
         slot = self._slots.get(hour)
         return int(time_slot(hour)) if slot is None else slot
 
+    def _check_state(self, state: UserState) -> None:
+        """Refuse a user state that does not fit this policy (e.g. one written under another export): each part
+        of the state the policy reads must be there, with the policy's sizes."""
+        if state.profiles.shape[1] != self.dim:
+            raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has "
+                                          f"dimension {self.dim}")
+        if self._beta_cat != 0 and (state.category_counts is None or state.category_counts.shape != (len(self.categories),)):
+            found = "none" if state.category_counts is None else f"{state.category_counts.shape[0]} columns"
+            raise InterestGymError(f"a user state with category counts of {found} (e.g. written under another export): the "
+                                   f"policy's category term counts over its {len(self.categories)} categories; start users "
+                                   "with policy.new_state()")
+        if self._beta_ctx != 0 and state.slot_profiles is None:
+            raise InterestGymError("a user state without time-of-day profiles (e.g. written under a policy without them): "
+                                   "the policy's score uses them (beta_ctx); start users with policy.new_state()")
+        self._check_slot_counts(state)
+        self._check_exposure(state)
+
     def _check_slot_counts(self, state: UserState) -> None:
         """Refuse a state without the per-slot category counts when the policy's category term weighs them."""
         if self._slot_weight != 0 and state.slot_category_counts is None:
@@ -395,6 +412,8 @@ class ExportedPolicy:
         """(scores, cos(L, c), cos(S, c), the tracker's standardised scores or None, the candidates' category
         columns or None without a category term), each (B, C)."""
         b, c, _ = cand.shape
+        for s in states:
+            self._check_state(s)
         long_term = np.stack([s.long_term for s in states])
         short_term = np.stack([s.short_term for s in states])
         strengths = np.stack([s.strengths for s in states])

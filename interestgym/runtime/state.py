@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from interestgym.core.clock import N_TIME_SLOTS, hour_weekday
+from interestgym.core.clock import N_TIME_SLOTS, TS_MAX, hour_weekday
 from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
 from interestgym.core.transition import GAIN_MAX
 from interestgym.errors import InterestGymError
@@ -47,6 +47,9 @@ from interestgym.runtime.tracker import TrackerTerm, TrackerWindow, window_probl
 #: counts; blobs of earlier versions (which never have the later fields) still read. A state is written
 #: with the lowest version that holds its fields, so that a reader from before an upgrade still reads what
 #: it can represent.
+#: The largest |Event.value| the features (float32) hold.
+_VALUE_MAX = float(np.finfo(np.float32).max)
+
 STATE_VERSION = 4
 READABLE_STATE_VERSIONS = (1, 2, 3, 4)
 _N_SHADOW = len(SHADOW_STRENGTHS)
@@ -92,6 +95,15 @@ class Event:
     item_id: str | None = None
 
     def __post_init__(self) -> None:
+        ts, value = self.ts, self.value
+        if not (type(ts) is int and 0 <= ts < TS_MAX):  # the common case, cheaply
+            if isinstance(ts, (bool, np.bool_)) or not isinstance(ts, numbers.Real) or not 0 <= ts < TS_MAX:
+                raise InterestGymError(f"Event.ts={ts!r}: expected UTC unix seconds, a number from 0 to {TS_MAX - 1} "
+                                       "(before 2100-01-01)")
+        if not (type(value) is float and -_VALUE_MAX <= value <= _VALUE_MAX):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not -_VALUE_MAX <= value <= _VALUE_MAX:
+                raise InterestGymError(f"Event.value={value!r}: expected a finite number (rating, quantity, read fraction) "
+                                       f"within float32's range (|value| <= {_VALUE_MAX:.4g})")
         for name, high in (("hour", 23), ("weekday", 6)):
             value = getattr(self, name)
             if value is None or type(value) is int and 0 <= value <= high:  # the common case, cheaply

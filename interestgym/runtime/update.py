@@ -48,7 +48,6 @@ from interestgym.core.transition import (
     update_slot_category_counts,
 )
 from interestgym.errors import InterestGymError
-from interestgym.runtime.manifest import EmbeddingDimensionError
 from interestgym.runtime.state import (
     COUNTERS,
     MEANS_SLICE,
@@ -81,10 +80,7 @@ _RATES = np.array([0.0, 0.0, *SHADOW_STRENGTHS])
 def _check_order(policy: ExportedPolicy, state: UserState, ts: int, n_events: int, last_event_ts: int) -> None:
     """The state fits the policy (dimension, the per-slot category counts it weighs) and the event comes in
     time order."""
-    if state.profiles.shape[1] != policy.dim:
-        raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has dimension {policy.dim}")
-    policy._check_slot_counts(state)
-    policy._check_exposure(state)
+    policy._check_state(state)
     if n_events > 0 and ts < last_event_ts:
         raise InterestGymError(f"event ts {ts} is before the user's previous event ({last_event_ts}); expected events in time order")
 

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from interestgym.core.clock import TS_MAX
+
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 MAX_BATCH = 1000
 MAX_CANDIDATES = 10_000
@@ -21,7 +23,7 @@ class BehaviourEvent(_Body):
     kind: Literal["event"] = "event"
     event_id: Id = Field(description="Unique per user: a retried event with the same id is applied once.")
     user_id: Id
-    ts: int = Field(ge=0, description="UTC unix seconds. A user's events must arrive in time order (equal times are fine).")
+    ts: int = Field(ge=0, lt=TS_MAX, description="UTC unix seconds (before 2100-01-01). A user's events must arrive in time order (equal times are fine).")
     action: str = Field(description="One of the export's actions (click, view, rate, purchase, ...).")
     item_id: str | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
     value: float = Field(1.0, description="Rating / quantity (ratings >= the export's positive_rating are positive).")
@@ -39,7 +41,7 @@ class Outcome(_Body):
     candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown.")
     labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(None, description="1 = clicked, one per candidate.")
     clicked: list[str] | None = Field(None, description="The clicked candidates (instead of labels).")
-    ts: int | None = Field(None, ge=0, description="When it was shown (for the hour, if the score uses time of day).")
+    ts: int | None = Field(None, ge=0, lt=TS_MAX, description="When it was shown (for the hour, if the score uses time of day).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
 
     @model_validator(mode="after")
@@ -97,7 +99,7 @@ class RankRequest(_Body):
     user_id: Id
     candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES)
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
-    ts: int | None = Field(None, ge=0)
+    ts: int | None = Field(None, ge=0, lt=TS_MAX)
     top_k: int | None = Field(None, ge=1, description="Return only the best k.")
 
 
