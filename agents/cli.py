@@ -5,11 +5,16 @@ Heavy imports (torch, stable-baselines3) happen inside the commands, so ``--help
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from interestgym.errors import InterestGymError
+
+if TYPE_CHECKING:
+    from interestgym.agents.config import TrainConfig
 
 
 def _defaults():
@@ -119,16 +124,38 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
         _note_older_grids(Path(config.tuned_baselines), Path(config.dataset), config.slot_counts, has_impressions(Path(config.dataset)),
                           has_varying_values(Path(config.dataset)))
     _note_unused_negatives(Path(config.dataset), given)
-    result = train_run(config, resume=resume)
+    try:
+        result = train_run(config, resume=resume)
+    except KeyboardInterrupt:
+        click.echo(_interrupted_note(config), err=True)
+        raise
     _note_idle_levers(Path(config.run_dir), given)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
-    click.echo(f"trained {result['num_timesteps']:,} steps in {result['seconds']:.0f} s{tuning}; "
+    this_call = f" ({result['timesteps_this_call']:,} of them now)" if resume else ""
+    click.echo(f"trained {result['num_timesteps']:,} steps{this_call} in {result['seconds']:.0f} s{tuning}; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']:,}")
     shipped = result.get("shipped") or {}
     if shipped:
         what = "its learned model" if shipped.get("policy") == "learned" else f"its reference rule `{(shipped.get('rule') or {}).get('name')}`"
         click.echo(f"the run ships {what}: {shipped.get('reason')}")
     click.echo(f"run directory: {config.run_dir}  (evaluate with: interestgym evaluate {config.run_dir})")
+
+
+def _interrupted_note(config: TrainConfig) -> str:
+    """What an interrupted `train` left: the last checkpoint to resume from, or nothing to resume."""
+    from interestgym.agents.run_folder import (
+        CHECKPOINT_DIR,
+        CHECKPOINT_STATE,
+        read_json_or_none,
+    )
+
+    state = read_json_or_none(Path(config.run_dir) / CHECKPOINT_DIR / CHECKPOINT_STATE) or {}
+    step = state.get("num_timesteps") if isinstance(state, dict) else None
+    if not isinstance(step, int) or not (Path(config.run_dir) / "config.json").is_file():
+        return ("interrupted before the first checkpoint: nothing to resume; run the same command again "
+                f"(checkpoints every --checkpoint-every {config.checkpoint_every:,} steps)")
+    return (f"interrupted; the last checkpoint is at step {step:,}: continue with `interestgym train {shlex.quote(str(config.dataset))} "
+            f"--run-dir {shlex.quote(str(config.run_dir))} --resume`")
 
 
 def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tuple[object, str]]:

@@ -363,9 +363,6 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         # Store the name the dataset's only embedding resolved to, so that evaluate / export of this
         # run still find it after another embedding is added to the dataset.
         config.embeddings = train_data.describe().get("embeddings")
-    if resume and config.timesteps > int(saved.get("config", {}).get("timesteps") or 0):
-        # a resume to more steps makes that the run's total: what the report and the quick start read as asked
-        write_json_atomic(run_dir / CONFIG_FILE, {**saved, "config": {**saved["config"], "timesteps": config.timesteps}})
     if not resume:
         write_json_atomic(run_dir / CONFIG_FILE, {
             "config": config.as_dict(),
@@ -401,9 +398,14 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
         # Points logged after the checkpoint (a kill between a log and the next checkpoint) would be
         # logged again from here: drop them first.
         truncate_tensorboard(run_dir / TENSORBOARD_DIR, int(model.num_timesteps))
+        if config.timesteps != int(saved.get("config", {}).get("timesteps") or 0) and config.timesteps > model.num_timesteps:
+            # a resume to another total still ahead makes it the run's total (more steps, or fewer than first asked):
+            # what the report and the quick start read as asked. One already reached trains nothing and changes nothing.
+            write_json_atomic(run_dir / CONFIG_FILE, {**saved, "config": {**saved["config"], "timesteps": config.timesteps}})
     else:
         model, init_action = new_agent(config, venv, reference_policy if residual else None,
                                        reference_policy if config.init_from_reference else None, train_data, agent_scoring)
+    start_timesteps = int(model.num_timesteps)
     # One TensorBoard folder for the whole run: a resumed run adds a new event file to it and, with
     # reset_num_timesteps=False, continues the same step axis.
     model.set_logger(configure(str(run_dir / TENSORBOARD_DIR), ["tensorboard"]))
@@ -448,6 +450,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
     shipped = decide_shipping(run_dir, config, valid_data, reference_policy)
     return {
         "num_timesteps": int(model.num_timesteps),
+        "timesteps_this_call": int(model.num_timesteps) - start_timesteps,  # a resume's own part of num_timesteps
         "seconds": time.perf_counter() - t_start,
         "tuning_seconds": tuning_seconds,  # of "seconds": tuning the baselines (0 when reused or resumed)
         "select_metric": config.reward,

@@ -110,7 +110,7 @@ def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path
     after = json.loads((tmp_path / "part" / "config.json").read_text())
     assert after["config"]["timesteps"] == 256 and before["config"]["timesteps"] == 128
     assert {**after, "config": {**after["config"], "timesteps": 128}} == before
-    # a resume to fewer steps than the run's total trains nothing and keeps the total
+    # a resume to a total the run has already reached trains nothing and keeps the total
     again = train_run(_config(dataset, tmp_path / "part", timesteps=64), resume=True)
     assert again["num_timesteps"] == 256
     assert json.loads((tmp_path / "part" / "config.json").read_text())["config"]["timesteps"] == 256
@@ -130,6 +130,33 @@ def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path
 
     norm = load_normaliser(tmp_path / "part" / "final" / "normaliser.npz")
     assert norm.obs_rms.count > 256
+
+
+def test_a_resume_to_fewer_steps_than_first_asked_records_them(dataset, tmp_path):
+    """Interrupted at 128 of 320 asked, resumed with --timesteps 192: 192 is the run's total from then on."""
+    train_run(_config(dataset, tmp_path / "run", timesteps=128))
+    path = tmp_path / "run" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "config": {**json.loads(path.read_text())["config"], "timesteps": 320}}))
+    assert train_run(_config(dataset, tmp_path / "run", timesteps=192), resume=True)["num_timesteps"] == 192
+    assert json.loads(path.read_text())["config"]["timesteps"] == 192
+
+
+def test_an_interrupted_train_says_what_to_resume_from(dataset, tmp_path, monkeypatch):
+    """Ctrl-C in `train`: the last checkpoint and the command that continues from it, or that there is none."""
+    import interestgym.agents.train as train_module
+
+    train_run(_config(dataset, tmp_path / "run", timesteps=128))
+
+    def interrupted(config, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_run", interrupted)
+    for run, expected in ((tmp_path / "run", f"interrupted; the last checkpoint is at step 128: continue with "
+                                              f"`interestgym train {dataset} --run-dir {tmp_path / 'run'} --resume`"),
+                          (tmp_path / "new", "interrupted before the first checkpoint: nothing to resume")):
+        result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(run), "--no-progress",
+                                          *(["--resume"] if run.exists() else [])])
+        assert result.exit_code != 0 and expected in result.output, result.output
 
 
 def test_fresh_train_refuses_an_existing_run_and_resume_needs_one(dataset, tmp_path):

@@ -9,7 +9,7 @@ function its own command runs (:func:`~interestgym.data.synthetic.prepare_synthe
     OUT/data/      the synthetic dataset (+ embeddings/NAME.npy and the encoder cache)
     OUT/run/       the training run: config.json, tb/, checkpoints/, best/, final/,
                    evaluation.json / .md, report/ (figures, report.md, report.html)
-    OUT/export/    the exported policy (policy.onnx + manifest.json) for interestgym.runtime
+    OUT/export/    the exported policy (manifest.json, + policy.onnx for a learned one) for interestgym.runtime
 
 **Reuse.** A stage whose output is already there and matches what is asked is skipped with a line
 "reusing ...", so running the quick start again costs seconds and an interrupted one continues:
@@ -34,7 +34,6 @@ import importlib.util
 import json
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,7 +200,8 @@ def stage_encode(cfg: QuickstartConfig, data_dir: Path, spec: str, name: str, sa
 def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str, say: Callable[[str], None]) -> str:
     from interestgym.agents.train import TrainConfig, train_run
 
-    progress = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+    # train picks the form itself: a bar on a terminal, a plain line every 15 s when the output goes to a file
+    progress = cfg.progress if cfg.progress is not None else True
     options = dict(cfg.train_options)
     options.setdefault("seed", cfg.seed)
     config = TrainConfig(dataset=str(data_dir.resolve()), run_dir=str(run_dir), embeddings=name,
@@ -240,7 +240,8 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
             shutil.rmtree(run_dir)
     result = train_run(config, resume=resume)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
-    say(f"trained {result['num_timesteps']:,} steps in {result['seconds']:.0f} s{tuning}; best validation {result['select_metric']} "
+    this_call = f" ({result['timesteps_this_call']:,} of them now)" if resume else ""
+    say(f"trained {result['num_timesteps']:,} steps{this_call} in {result['seconds']:.0f} s{tuning}; best validation {result['select_metric']} "
         f"= {result['best_value']:.4f} at step {result['best_step']:,}")
     return status
 
@@ -389,7 +390,7 @@ def closing_text(result: QuickstartResult) -> str:
         f"  TensorBoard  tensorboard --logdir {result.run_dir / 'tb'}"
         + (f"   (or --logdir {result.out.parent} to compare runs)" if str(result.out.parent) not in ("", ".") else ""),
         f"  evaluation   {result.run_dir / 'evaluation.md'}  (every metric), evaluation.json",
-        f"  export       {export}  (policy.onnx + manifest.json)",
+        f"  export       {export}  ({'policy.onnx + manifest.json' if (export / 'policy.onnx').is_file() else 'manifest.json: the shipped rule, no graph'})",
         f"               python -c \"from interestgym.runtime import load_policy; print(load_policy('{export}'))\"",
         f"  report       {result.report_html}  ({result.report_md.name} and the figures beside it)",
         "",
