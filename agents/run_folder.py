@@ -528,6 +528,12 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
     names = tuple(recorded) if isinstance(recorded, list) else None
     if names not in RESIDUAL_LAYOUTS:  # runs from before the residual components were recorded by name
         names = residual_names_for_width(width, tracker=tracker)
+    if names == expected and len(expected) != width:
+        # the run's settings and names agree: the model is what does not fit (e.g. copied in from another run)
+        raise ArtifactError(
+            f"{Path(run_dir)}: the residual model has {width} outputs; this run's policy changes {len(expected)} components "
+            f"({', '.join(expected)}, from its config.json): the model was not trained by this run (copied in from "
+            "another?); evaluate or export the run that trained it, or train this one again")
     if names != expected or len(expected) != width:
         raise ArtifactError(
             f"{Path(run_dir) / CONFIG_FILE}: action_space.names {recorded} for a residual model with {width} outputs; expected "

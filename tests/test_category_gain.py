@@ -338,6 +338,10 @@ def test_recorded_names_that_do_not_fit_the_model_its_settings_or_its_reference_
     with pytest.raises(ArtifactError, match=r"expected \['long_strength', 'short_strength', 'short_weight', "
                        r"'popularity_weight', 'keep_change', 'gain_change'\] \(sequence None, category_gain True"):
         run_change_names(tmp_path, saved(CONTEXT_NAMES), 6)
+    # names and settings agree, the model does not: it is the model that is named as not this run's
+    with pytest.raises(ArtifactError, match=r"the residual model has 7 outputs; this run's policy changes 6 components "
+                                            r"\(long_strength, .*gain_change, from its config.json\): the model was not trained by this run"):
+        run_change_names(tmp_path, saved(GAIN_NAMES), 7)
     # runs from before the names were recorded: read from the width (and without the levers)
     old = saved(["long_strength", "short_strength", "short_weight", "popularity_weight"])
     del old["config"]["category_gain"], old["config"]["context_lever"]
