@@ -25,6 +25,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _counted(unit: str, n: int) -> str:
+    """The unit for a count of ``n``: "1 user", "1,664 texts", "10 policies" (words only; "B", "it" stay)."""
+    if n == 1 or len(unit) <= 2 or not unit.replace(" ", "").isalpha() or unit.endswith("s"):
+        return unit
+    if unit.endswith("y") and unit[-2:-1] not in tuple("aeiou"):
+        return unit[:-1] + "ies"
+    return unit + ("es" if unit.endswith(("ch", "sh", "x")) else "s")
+
+
 class LogProgress:
     """tqdm's small API (update, set_postfix_str, set_description, close, total) as periodic log lines."""
 
@@ -44,7 +53,7 @@ class LogProgress:
     def _line(self, final: bool = False) -> str:
         elapsed = time.monotonic() - self._start
         count = f"{self.n:,}" + (f"/{self.total:,}" if self.total else "")
-        parts = [f"{self.desc}: {count} {self.unit}"]
+        parts = [f"{self.desc}: {count} {_counted(self.unit, self.total or self.n)}"]
         if self.total:
             parts[0] += f" ({100.0 * self.n / self.total:.0f}%)"
         parts.append(_duration(elapsed))

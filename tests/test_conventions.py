@@ -93,8 +93,12 @@ def test_progress_is_plain_log_lines_when_not_a_terminal(capsys):
         bar.update(1)
     bar.close()
     lines = stream.getvalue().strip().splitlines()
-    assert lines[0].startswith("tuning: 1/10 policy (10%)") and lines[-1].endswith("done")
-    assert "10/10 policy (100%)" in lines[-1]
+    assert lines[0].startswith("tuning: 1/10 policies (10%)") and lines[-1].endswith("done")
+    assert "10/10 policies (100%)" in lines[-1]
+    from interestgym.progress import _counted
+
+    assert [_counted(u, n) for u, n in (("user", 1), ("grid point", 431), ("batch", 2), ("day", 2), ("B", 9), ("it", 9))] == [
+        "user", "grid points", "batches", "days", "B", "it"]
     silent = progress_bar(total=3, desc="x", enabled=False, stream=stream)
     silent.update(3)
     silent.close()

@@ -50,6 +50,7 @@ def test_schema_and_runtime_errors_have_one_shape(client):
     ("post", "/v1/events", {"events": [{"kind": "outcome", "event_id": "o", "user_id": "u", "candidates": ["i1"], "clicked": ["i2"]}]},
      "events[0]: clicked items ['i2'] are not among the candidates"),
     ("post", "/v1/events", {"events": []}, "events is []; expected at least 1 item"),
+    ("post", "/v1/events", {"events": [_event(kind="click")]}, "events[0].kind is 'click'; expected 'event' or 'outcome'"),
     ("post", "/v1/events", {"events": [_event(ts=10**26)]}, "events[0].ts is 100000000000000000000000000; expected less than 4102444800"),
     ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "ts": 2**63}, "ts is 9223372036854775808; expected less than 4102444800"),
     ("post", "/v1/events", {"events": [_event(event_id="")]}, "events[0].event_id is ''; expected at least 1 character"),

@@ -259,7 +259,7 @@ def test_the_progress_bar_total_is_the_steps_that_run(dataset, tmp_path, monkeyp
     monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
     train_run(_config(dataset, tmp_path / "run2", timesteps=100, eval_every=0, checkpoint_every=0, progress_bar=True))
     assert len(bars) == 1
-    assert "training: 128/128 step (100%)" in capsys.readouterr().err
+    assert "training: 128/128 steps (100%)" in capsys.readouterr().err
 
     from interestgym.agents.train import steps_to_run
 

@@ -232,7 +232,8 @@ def build_report(
     :param out: the report directory (default ``RUN/report``).
     :param timeline_users: how many users get a timeline figure (0: none).
     :param users: these user ids instead of the automatic choice (:func:`choose_timeline_users`).
-    :param which_model: ``best`` / ``final`` (default: the model evaluation.json evaluated, else best).
+    :param which_model: ``shipped`` / ``best`` / ``final`` (default: the model evaluation.json evaluated, else what the run
+        ships, else best).
     :param split: users to replay for timelines and actions (default: evaluation.json's split, else test).
     :param evaluation_path: the evaluation.json to summarise (default ``RUN/evaluation.json``; give it
         when ``interestgym evaluate`` wrote elsewhere with ``--out``).

@@ -15,7 +15,7 @@ import click
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory (default: RUN_DIR/report).")
 @click.option("--model", "which_model", type=click.Choice(["shipped", "best", "final"]), default=None,
-              help="Model whose behaviour the figures replay (default: the one evaluation.json evaluated, else best).")
+              help="Model whose behaviour the figures replay (default: the one evaluation.json evaluated, else what the run ships).")
 @click.option("--split", type=click.Choice(["test", "valid", "train"]), default=None,
               help="Users replayed for the timelines and the actions figure (default: evaluation.json's split, else test).")
 @click.option("--timeline-users", type=click.IntRange(min=0), default=3, show_default=True,

@@ -112,6 +112,9 @@ def _one_validation_message(error: dict[str, Any]) -> str:
         return f"{path} is missing; expected a JSON object" if path == "body" else f"{path} is missing; expected a value (required field)"
     if kind == "extra_forbidden":
         return f"{path} is not a field of this request (found {_shown(error.get('input'))}); expected only the fields listed at /docs"
+    if kind == "union_tag_invalid":  # an event's kind that is neither kind of event
+        tags = str(ctx.get("expected_tags", "")).replace("', '", "' or '")
+        return f"{path}.kind is {_shown(ctx.get('tag'))}; expected {tags}"
     if kind == "value_error":  # our own model validators: the text already says what is wrong and what is expected
         return f"{path}: {msg.removeprefix('Value error, ')}"
     found = f" is {_shown(error['input'])}" if "input" in error else ""
@@ -127,7 +130,8 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, dict[str,
     The message names the first problem (``events[0].ts is 'soon'; expected a valid integer ...``)
     and how many more there are; ``detail["errors"]`` lists every one as {path, message, type}.
     """
-    listed = [{"path": "body" if e.get("type") == "json_invalid" else _path(e.get("loc", ())),
+    listed = [{"path": "body" if e.get("type") == "json_invalid" else _path(tuple(e.get("loc", ())) + (
+               ("kind",) if e.get("type") == "union_tag_invalid" else ())),
                "message": _one_validation_message(e), "type": e.get("type", "")} for e in errors]
     if not listed:
         return "the request does not match the API's schema (see /docs)", {"errors": []}

@@ -65,7 +65,7 @@ class Outcome(_Body):
 
 def _kind(value: Any) -> str:
     kind = value.get("kind", "event") if isinstance(value, dict) else getattr(value, "kind", "event")
-    return kind if kind in ("event", "outcome") else "event"
+    return kind if isinstance(kind, str) else "event"  # another name: refused naming the kinds there are
 
 
 AnyEvent = Annotated[Annotated[BehaviourEvent, Tag("event")] | Annotated[Outcome, Tag("outcome")], Discriminator(_kind)]
