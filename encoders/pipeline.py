@@ -70,6 +70,17 @@ def check_embedding_name(name: str) -> str:
     return name
 
 
+def _note_chinese_for_minilm(ds: Dataset, inputs: list[str], say: Callable[[str], None]) -> None:
+    """all-MiniLM-L6-v2 is an English model: say so when most item texts are Chinese, and what fits them."""
+    from interestgym.encoders.tokenize import has_cjk
+
+    sample = inputs[:: max(1, len(inputs) // 2000)]
+    if sample and sum(has_cjk(t) for t in sample) * 2 > len(sample):
+        say(f"{ds.path / 'items.parquet'}: most item texts are Chinese; minilm (all-MiniLM-L6-v2) is an English model "
+            "and separates their topics poorly: --encoder tfidf (jieba words) or a Chinese BERT folder "
+            "(--encoder PATH, e.g. bert-base-chinese) fit them better")
+
+
 def encode_dataset(
     dataset: Dataset | str | Path,
     encoder: Encoder,
@@ -107,6 +118,9 @@ def encode_dataset(
             hint = "; for items without text use --encoder cooc" if empty * 2 > len(inputs) else ""
             say(f"{ds.path / 'items.parquet'}: {empty} of {len(inputs)} items have an empty text; "
                 f"they all get the vector of the empty text{hint}")
+
+    if encoder.name == "minilm":
+        _note_chinese_for_minilm(ds, inputs, say)
 
     keys = [input_key(t) for t in inputs]
     first_row: dict[bytes, int] = {}

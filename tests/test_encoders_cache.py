@@ -114,6 +114,23 @@ def test_empty_texts_are_counted_and_reported(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(result.matrix, axis=1), 1.0, atol=1e-6)
 
 
+def test_chinese_texts_under_minilm_get_a_note_naming_what_fits_them(tmp_path):
+    """The default encoder is English: on mostly Chinese texts encode says so (and not on English ones, nor for
+    another encoder). The encoder here is a hashing one under minilm's name: the note is the pipeline's."""
+    for texts, encoder_name, noted in ((["体育新闻", "财经 股市", "Toy Story"], "minilm", True),
+                                       (["Toy Story", "Heat", "体育新闻"], "minilm", False),
+                                       (["体育新闻", "财经 股市", "Toy Story"], "hashing", False)):
+        ds_path = make_dataset(tmp_path / f"ds-{encoder_name}-{noted}-{texts[0]}", texts)
+        encoder = HashingEncoder(dim=32)
+        encoder.name = encoder_name
+        messages: list[str] = []
+        encode_dataset(ds_path, encoder, name="e", log=messages.append)
+        note = [m for m in messages if "most item texts are Chinese" in m]
+        assert bool(note) == noted, (texts, encoder_name, messages)
+        if noted:
+            assert "minilm (all-MiniLM-L6-v2) is an English model" in note[0] and "--encoder tfidf" in note[0]
+
+
 def test_bad_embedding_name_is_refused(tmp_path):
     ds_path = make_dataset(tmp_path / "ds", TITLES)
     with pytest.raises(InterestGymError, match="--name '../x'"):

@@ -160,6 +160,15 @@ def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureF
                              "user_id,item_id,title,action,ts", "--actions", "pv=view,buy=purchase", "--item-text", "{title}"], capsys)
     assert code == 0, err
     assert stdout.rstrip().endswith("--encoder minilm")
+    # Chinese titles: minilm is an English model, so the next step suggested is tfidf (jieba words)
+    chinese = tmp_path / "zh.csv"
+    chinese.write_text("1,100,体育新闻 比赛,pv,1511544070\n1,101,财经 股市 上涨,buy,1511544080\n", encoding="utf-8")
+    code, stdout, err = run(["prepare", "events", str(chinese), "--out", str(tmp_path / "zh"), "--columns",
+                             "user_id,item_id,title,action,ts", "--actions", "pv=view,buy=purchase", "--item-text", "{title}"], capsys)
+    assert code == 0, err
+    assert stdout.rstrip().endswith(f"Next: interestgym encode {tmp_path / 'zh'} --encoder tfidf   # item texts are Chinese "
+                                    "(e.g. '体育新闻 比赛'); minilm is an English model, tfidf segments Chinese words (jieba); "
+                                    "a Chinese BERT folder also works: --encoder PATH")
 
 
 def test_bad_action_mapping_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -174,11 +174,31 @@ def _with_rejects_file(error: DataError, out: Path) -> DataError:
     text = str(error).rstrip()
     return DataError(f"{text}{'' if text.endswith('.') else '.'} Every bad row ({listed}), with its file, line and reason: {path}")
 
+def _chinese_example(out: Path) -> str | None:
+    """An item text, when most items' texts are Chinese (CJK ideographs); else None."""
+    import pandas as pd
+
+    from interestgym.encoders.tokenize import has_cjk
+
+    try:
+        texts = pd.read_parquet(out / "items.parquet", columns=["text"])["text"]
+    except Exception:  # noqa: BLE001 - only a suggestion: never fail the prepare for it
+        return None
+    sample = texts.iloc[:: max(1, len(texts) // _TEXT_SAMPLE)].astype(str).tolist()
+    chinese = [t for t in sample if has_cjk(t)]
+    return chinese[0] if sample and len(chinese) * 2 > len(sample) else None
+
+
 def _next_step(out: Path, fmt: str) -> str:
-    """The ``encode`` command to run next: cooc when an events log's item texts are only ids, else minilm."""
+    """The ``encode`` command to run next: cooc when an events log's item texts are only ids, tfidf when they are
+    Chinese (minilm is an English model), else minilm."""
     command = f"Next: interestgym encode {shlex.quote(str(out))} --encoder"
     example = _id_only_example(out) if fmt == "events" else None
     if example is None:
+        chinese = _chinese_example(out)
+        if chinese is not None:
+            return (f"{command} tfidf   # item texts are Chinese (e.g. {chinese[:20]!r}); minilm is an English model, "
+                    "tfidf segments Chinese words (jieba); a Chinese BERT folder also works: --encoder PATH")
         return f"{command} minilm"
     return (f"{command} cooc   # item texts are only ids (e.g. {example[:40]!r}), no words for minilm; "
             "cooc learns item vectors from training users' co-occurrence")
