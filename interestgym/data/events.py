@@ -170,7 +170,8 @@ def read_items_file(table: Table, log: RejectLog, template: str | None) -> tuple
     known = table.known_names()
     if known is not None:
         if "item_id" not in known:
-            raise DataError(f"{name}: no item_id column (columns: {', '.join(known)}); expected item_id,text,category,subcategory (rename with --map item_id=OLD)")
+            raise DataError(f"{name}: no item_id column (columns: {', '.join(known)}){_separator_hint(known)}; expected "
+                            "item_id,text,category,subcategory (rename with --map item_id=OLD)")
         if template is None and "text" not in known:
             raise DataError(f"{name}: no text column (columns: {', '.join(known)}); rename one with --map text=OLD or build it with --item-text")
         _check_template_fields(template, known, name)
@@ -254,6 +255,17 @@ def _reserved_clash(name: str, column: str, where: str) -> DataError:
                      f"rename it with --map NEW={column} or leave it out with --context")
 
 
+def _separator_hint(names: list[str]) -> str:
+    """For a header read as one column that holds another separator (``user_id;item_id;ts``): what to do."""
+    if len(names) != 1:
+        return ""
+    for sep, label in ((";", "semicolons"), ("|", "pipes")):
+        if names[0].count(sep) >= 2:
+            return (f" (the header is one column holding {label}: this reader splits CSV on commas and TSV on tabs; "
+                    f"convert the file, e.g. `tr '{sep}' '\\t' < FILE > FILE.tsv` when no field holds a {sep!r} or a tab)")
+    return ""
+
+
 def _check_before_reading(opts: EventsOptions, events_table: Table, items_table: Table | None) -> None:
     """Fail fast on what the header (or schema) already shows: required columns, options that name columns."""
     for source_name, canonical in opts.actions.items():
@@ -269,6 +281,7 @@ def _check_before_reading(opts: EventsOptions, events_table: Table, items_table:
                 hint = ""
                 if events_table.header_found is not None and opts.columns is None and any(looks_like_data(n) for n in events_table.header_found):
                     hint = " (its first line looks like data: if the file has no header, name its columns with --columns)"
+                hint += _separator_hint(names)
                 raise DataError(f"{name}: no {required} column (columns: {', '.join(names)}){hint}; name it with --columns or "
                                 f"rename one with --map {required}=OLD; expected a column named {expected_names(required)}")
         if "action" not in names and opts.default_action is None:
