@@ -93,6 +93,17 @@ def test_a_damaged_or_mismatched_artifact_is_refused(trained, tmp_path):
     test = load_replay_data(other, None, ProtocolSpec(split="test", n_negatives=15))
     with pytest.raises(ArtifactError, match="embeddings"):
         load_tracker(run, "final").score(test)
+    fewer = make_dataset(tmp_path / "fewer", n_users=24, n_items=30, dim=8, seed=5)
+    with pytest.raises(ArtifactError, match=r"the tracker was trained on .*but .*fewer has other items .*train one there"):
+        load_tracker(run, "final").score(load_replay_data(fewer, None, ProtocolSpec(split="test", n_negatives=15)))
+    data = trained[0]
+    resplit = tmp_path / "resplit"
+    shutil.copytree(data, resplit)
+    manifest = json.loads((resplit / "manifest.json").read_text())
+    manifest["split"] = {**manifest["split"], "seed": 99}
+    (resplit / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"split by user, fractions train 0.5 / valid 0.25 / test 0.25, seed 0, users .*, but .*resplit is now split .*seed 99, .*: its validation"):
+        load_tracker(run, "final").score(load_replay_data(resplit, None, ProtocolSpec(split="test", n_negatives=15)))
     (copy / CONFIG_FILE).write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         load_tracker(copy)

@@ -33,6 +33,16 @@ from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.errors import ArtifactError
 
 
+def _split_words(split: Any) -> str:
+    """A dataset's split settings as words (``train 0.6, valid 0.2, test 0.2, seed 0``), not a Python dict."""
+    if not isinstance(split, dict):
+        return repr(split)
+    def words(value: Any) -> str:
+        return " / ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+    return ", ".join(f"{k} {words(v)}" for k, v in split.items() if v is not None)
+
+
 def embeddings_sha256(embeddings: np.ndarray) -> str:
     """Fingerprint of an embedding matrix as the tracker reads it (float32, C order)."""
     return hashlib.sha256(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()).hexdigest()
@@ -240,14 +250,16 @@ class Tracker:
         where = self.run_dir / "sequence.json"
         ds = Dataset.open(data.dataset_path)
         items = ds.item_ids_sha256
+        if items != self.dataset.get("item_ids_sha256"):
+            raise ArtifactError(f"{where}: the tracker was trained on {self.dataset.get('path')} (items with id hash "
+                                f"{str(self.dataset.get('item_ids_sha256'))[:12]}...), but {data.dataset_path} has other items "
+                                f"({items[:12]}...); a tracker scores only the dataset it was trained on: train one there "
+                                "(interestgym train-sequence)")
         recorded_split = self.dataset.get("split")  # trackers trained before it was recorded: not checked
         if recorded_split is not None and recorded_split != ds.manifest.get("split"):
-            raise ArtifactError(f"{where}: the tracker was trained on the training users of the split {recorded_split}, but "
-                                f"{data.dataset_path} is split {ds.manifest.get('split')}: its validation and test users "
-                                "include users the tracker trained on. Train the tracker on this dataset")
-        if items != self.dataset.get("item_ids_sha256"):
-            raise ArtifactError(f"{where}: the tracker was trained on items with id hash {str(self.dataset.get('item_ids_sha256'))[:12]}... "
-                                f"({self.dataset.get('path')}), but {data.dataset_path} has {items[:12]}...; expected the same dataset")
+            raise ArtifactError(f"{where}: the tracker was trained on the training users of the split {_split_words(recorded_split)}, "
+                                f"but {data.dataset_path} is now split {_split_words(ds.manifest.get('split'))}: its validation "
+                                "and test users include users the tracker trained on. Train the tracker again on this dataset")
         if sha != self.dataset.get("embeddings_sha256"):
             raise ArtifactError(f"{where}: the tracker was trained with embeddings {self.dataset.get('embeddings')!r} "
                                 f"(sha256 {str(self.dataset.get('embeddings_sha256'))[:12]}...), but the replay data's "
