@@ -450,6 +450,9 @@ def evaluate_run(
     summary["user_groups"] = user_group_diffs(results, reference, metric, n_boot)
     summary["reference_reason"] = ("the best tuned non-oracle baseline on validation users"
                                    if reference == best_baseline({n: tuned[n] for n in names}) else "chosen with --reference")
+    if sequence_runs:  # the rows --sequence adds are measured against the reference, not candidates for it
+        summary["reference_reason"] += ("; the trackers and the rule + tracker mixtures --sequence adds are compared with it, "
+                                        "not candidates for it (`train --sequence` makes a mixture a candidate)")
     header = {
         "data": str(config.dataset),
         "split": split,
