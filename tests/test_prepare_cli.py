@@ -171,6 +171,15 @@ def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureF
                                     "a Chinese BERT folder also works: --encoder PATH")
 
 
+def test_a_split_without_users_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "one.csv"
+    src.write_text("user_id,item_id,ts,action,text\nu1,i1,1511544070,click,red shoes\nu1,i2,1511544080,click,blue hat\n")
+    code, stdout, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "one")], capsys)
+    assert code == 0, err
+    assert "(train 1 / valid 0 / test 0;" in stdout
+    assert "  note: no valid / test users: `train` needs training and validation users and `evaluate` test users" in stdout
+
+
 def test_bad_action_mapping_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "log.csv"
     src.write_text("1,100,pv,1511544070\n")

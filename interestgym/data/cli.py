@@ -123,6 +123,10 @@ def _summary(manifest: dict[str, Any], out: Path, fmt: str) -> str:
                      f"{st['blank']:,} blank, {st['duplicate']:,} duplicate" + (f" ({reasons})" if reasons else ""))
     for note in validation.get("notes", []):
         lines.append(f"  note: {note}")
+    empty = [name for name in ("train", "valid", "test") if not split["users"].get(name)]
+    if empty:
+        lines.append(f"  note: no {' / '.join(empty)} users: `train` needs training and validation users and `evaluate` "
+                     "test users; prepare a log with more users, or change --split")
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     lines.append(f"Wrote {out}: {', '.join(files)}")
     lines.append(_next_step(out, fmt))
