@@ -90,6 +90,23 @@ def test_times_are_detected_per_value_not_from_the_first_row(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("reader", ["lines", "columnar"])
+def test_times_with_a_fraction_of_a_second_are_floored_and_counted(tmp_path: Path, reader: str) -> None:
+    """The dataset's unit is the second: a time with a fraction is read to the second below, and counted in a note."""
+    seconds = _write(tmp_path / "s.csv", "user_id,item_id,action,ts,text\n" + "".join(
+        f"u1,i{k},click,{t},x\n" for k, t in enumerate([T0, f"{T0 + 1}.5", f"{T0 + 2}.0", "2024-03-01T08:13:20.25Z", T0 + 9])))
+    millis = _write(tmp_path / "ms.csv", "user_id,item_id,action,ts,text\n" + "".join(
+        f"u1,i{k},click,{t},x\n" for k, t in enumerate([T0 * 1000, T0 * 1000 + 250, T0 * 1000 + 2000, f"{T0 * 1000 + 3000}.5"])))
+    for path, expected_ts, floored in ((seconds, [T0, T0 + 1, T0 + 2, T0 + 9, calendar.timegm((2024, 3, 1, 8, 13, 20))], 2),
+                                       (millis, [T0, T0, T0 + 2, T0 + 3], 2)):
+        log = RejectLog()
+        read = read_events(path, log, EventsOptions(reader=reader))
+        assert sorted(read.events["ts"]) == sorted(expected_ts) and not log.rejects
+        assert [n for n in log.notes if "fraction of a second" in n] == [
+            f"{path}: {floored} times had a fraction of a second, read to the whole second below (the dataset's unit; "
+            "events within one second keep their order in the file)"]
+
+
+@pytest.mark.parametrize("reader", ["lines", "columnar"])
 def test_a_date_in_another_layout_says_how_to_read_it(tmp_path: Path, reader: str) -> None:
     """Auto mode reads numbers and ISO-8601; a day-first date is rejected with the --time-format that reads it,
     and that option does read it (both readers word it alike)."""

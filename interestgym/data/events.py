@@ -445,6 +445,9 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
             log.note(note)
     if times.fmt == "auto" and times.counts:
         log.note(f"{name}: times auto-detected per value: {times.describe()}")
+    if times.floored:
+        log.note(f"{name}: {times.floored:,} time{'s' if times.floored != 1 else ''} had a fraction of a second, read to the whole second below (the "
+                 "dataset's unit; events within one second keep their order in the file)")
 
     reader: dict[str, Any] = {
         "input_format": events_table.fmt,

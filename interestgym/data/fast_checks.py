@@ -278,6 +278,7 @@ class TimeCheck:
         self.ts = np.zeros(n_rows, dtype=np.int64)
         self.modes = ["unix", "unix_ms", "iso"] + ([times.fmt] if times.fmt not in TIME_MODES else [])
         self.mode = np.full(n_rows, -1, dtype=np.int64)  # index into ``modes`` after a successful parse
+        self.fraction = np.zeros(n_rows, dtype=bool)  # read with a fraction of a second (floored: TimeParser.floored)
         self.unit = times.unit
         self.decided_at = -1  # row whose time decides the unit (auto)
 
@@ -331,31 +332,36 @@ class TimeCheck:
             # floor(v / 1000.0) is v // 1000 for integers under 2**53 / 1000 * 1000 (the quotient is exact enough)
             got = plain_values if fmt == "unix" else plain_values // 1000
             fits = (got >= TS_MIN) & (got < TS_MAX)
-            rows = plain_rows
+            rows, read = plain_rows, plain_values
             if not fits.all():
                 rows, got, slow = rows[fits], got[fits], rows[~fits]  # out of range: TimeParser words the reason
+                read = read[fits]
                 others = np.concatenate([others, slow])
                 other_cells = other_cells + self.cells(slow)
             ts[rows] = got
             mode[rows] = modes.index(fmt)
+            if fmt == "unix_ms":  # whole milliseconds: a fraction of a second unless a multiple of 1000
+                self.fraction[rows] = read % 1000 != 0
         elif len(plain_rows):  # iso or a pattern (not reached: plain is only looked for with numeric formats)
             others = np.concatenate([others, plain_rows])
             other_cells = other_cells + self.cells(plain_rows)
         scratch = TimeParser(times.fmt)
         scratch.unit = unit
-        parsed: dict[Any, tuple[int | None, str | None, str | None]] = {}
+        parsed: dict[Any, tuple[int | None, str | None, str | None, bool]] = {}
         why: dict[int, str] = {}
         for i, v in zip(others.tolist(), other_cells):
             key = (type(v), v)
             if key not in parsed:
                 scratch.counts.clear()
+                scratch.floored = 0
                 got_ts, reason = scratch.parse(v)
-                parsed[key] = (got_ts, reason, next(iter(scratch.counts), None))
-            got_ts, reason, m = parsed[key]
+                parsed[key] = (got_ts, reason, next(iter(scratch.counts), None), scratch.floored > 0)
+            got_ts, reason, m, fraction = parsed[key]
             if reason is not None:
                 why[i] = reason
             else:
                 ts[i], mode[i] = got_ts, modes.index(m)  # type: ignore[arg-type]
+                self.fraction[i] = fraction
         if why:
             # A reason names the formats the file used so far ("expected unix seconds or ..."): parse each
             # rejected time again with the parser's state as the line reader would have it at that row.
@@ -378,6 +384,7 @@ class TimeCheck:
             times.unit = self.unit
         for m, (_, count) in sorted(self.modes_read().items(), key=lambda e: e[1][0]):
             times.counts[self.modes[m]] += count
+        times.floored += int(np.count_nonzero(self.fraction))
 
     def modes_read(self) -> dict[int, tuple[int, int]]:
         """For each format (index into ``modes``) a time was read in so far: (its first row, its count)."""

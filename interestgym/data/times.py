@@ -64,6 +64,8 @@ class TimeParser:
         self.unit: str | None = None
         #: Values parsed per format (unix, unix_ms, iso, or the given pattern).
         self.counts: Counter[str] = Counter()
+        #: Times read with a fraction of a second (floored to the second: the dataset's unit).
+        self.floored = 0
 
     @property
     def detected(self) -> str | None:
@@ -88,7 +90,10 @@ class TimeParser:
         if isinstance(value, datetime):  # Parquet timestamp columns (pandas.Timestamp is a datetime)
             ts = _datetime_to_ts(value)
             reason = ts_range_reason(ts, value.isoformat())
-            return (None, reason) if reason else (ts, None)
+            if reason:
+                return None, reason
+            self.floored += value.microsecond != 0 or bool(getattr(value, "nanosecond", 0))
+            return ts, None
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None, f"bad time: missing; expected {self.expected()}"
         mode = self.fmt if self.fmt != "auto" else self._mode_of(value)
@@ -97,13 +102,16 @@ class TimeParser:
             return None, f"time out of range: {value!s} is neither unix seconds nor milliseconds in 1990..2100"
         try:
             if mode == "unix":
-                ts = math.floor(float(value))
+                seconds = float(value)
+                ts = math.floor(seconds)
+                fraction = seconds != ts
             elif mode == "unix_ms":
-                ts = math.floor(float(value) / 1000.0)
-            elif mode == "iso":
-                ts = _datetime_to_ts(datetime.fromisoformat(str(value).strip()))
+                seconds = float(value) / 1000.0
+                ts = math.floor(seconds)
+                fraction = seconds != ts
             else:
-                ts = _datetime_to_ts(datetime.strptime(str(value).strip(), mode))
+                when = datetime.fromisoformat(str(value).strip()) if mode == "iso" else datetime.strptime(str(value).strip(), mode)
+                ts, fraction = _datetime_to_ts(when), when.microsecond != 0
         except (ValueError, OverflowError, TypeError):
             return None, f"bad time: {value!r}; expected {self.expected()}{self._layout_hint(value)}"
         reason = ts_range_reason(ts, value)
@@ -112,6 +120,7 @@ class TimeParser:
                 reason += " (milliseconds? use --time-format unix_ms)"
             return None, reason
         self.counts[mode] += 1
+        self.floored += fraction
         return ts, None
 
     def _layout_hint(self, value: Any) -> str:
