@@ -161,3 +161,15 @@ def test_the_lever_switches_reach_the_training_run(tmp_path):
     # the same folder asked with other switches: the run is reused, and the quick start says what differs
     again = _run(out, "--category-gain")
     assert "was trained with" in again and "category_gain" in again
+
+
+def test_an_interrupted_quickstart_says_how_to_continue(tmp_path, monkeypatch):
+    import interestgym.quickstart.pipeline as pipeline
+
+    def interrupted(cfg, say):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_quickstart", interrupted)
+    result = CliRunner().invoke(cli, ["quickstart", "--out", str(tmp_path / "q"), *TINY])
+    assert result.exit_code != 0
+    assert "interrupted: run the same command again to continue" in result.output

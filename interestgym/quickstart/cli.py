@@ -95,5 +95,10 @@ def quickstart(out: Path, lang: str, users: int, seed: int, drift: str, events_p
     cfg = QuickstartConfig(out=str(out), lang=lang, users=users, seed=seed, drift=drift, events_per_user=events_per_user,
                            encoder=encoder, model=which_model, baselines=baselines, n_boot=n_boot,
                            timeline_users=timeline_users, retrain=retrain, train_options=options, progress=progress)
-    result = run_quickstart(cfg, say=click.echo)
+    try:
+        result = run_quickstart(cfg, say=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to continue (finished stages are reused, training resumes "
+                   "from its last checkpoint)", err=True)
+        raise
     click.echo(closing_text(result))
