@@ -183,6 +183,23 @@ def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
     assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean(), abs=1e-12)
 
 
+def test_two_trackers_of_one_name_are_two_rows_each_with_its_own_numbers(trained, tmp_path):
+    """Two sasrec runs evaluated together: each row holds its own run's scores (they were one run's, twice)."""
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run, _ = trained
+    other = tmp_path / "sasrec-seed7"
+    train_sequence(_config(data, other, model="sasrec", seed=7), log=lambda _: None)
+    evaluate_run(data, out=tmp_path / "ev", baselines="ema", n_boot=20, progress=False, sequence_runs=(run, other))
+    rows = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["summary"]["policies"]
+    test = load_replay_data(data, None, ProtocolSpec(split="test"))
+    for name, folder in (("sasrec", run), ("sasrec (sasrec-seed7)", other)):
+        mine = score_replay(test, _bound(folder, test), name=name).per_user()["ndcg@10"].mean()
+        assert rows[name]["kind"] == "sequence" and rows[name]["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine, abs=1e-12)
+    assert rows["sasrec"]["metrics"]["ndcg@10"]["mean"] != rows["sasrec (sasrec-seed7)"]["metrics"]["ndcg@10"]["mean"]
+    assert "ema+sasrec (sasrec-seed7)" in rows and "ema+sasrec" in rows
+
+
 def test_evaluate_with_a_tracker_uses_its_embeddings_when_the_dataset_has_several(trained, tmp_path):
     """A dataset encoded twice (e.g. MiniLM and a fine-tuned MiniLM): `evaluate DATASET --sequence RUN` without
     --embeddings evaluates on the embeddings the tracker was trained with, rather than asking which."""

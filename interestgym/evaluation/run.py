@@ -360,6 +360,12 @@ def evaluate_run(
         base_name = best_baseline({n: tuned[n] for n in names if not n.endswith("+tracker")})
     for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
         tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
+        taken = {pol.name for pol, *_ in policies}
+        if tracker.name in taken:  # two trackers of one name (two gru runs): each row is named by its run folder too
+            tracker.name = f"{tracker.name} ({Path(seq_dir).name})"
+            k = 2
+            while tracker.name in taken:
+                tracker.name, k = f"{tracker.name.rsplit(' #', 1)[0]} #{k}", k + 1
         policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
         if f"{base_name}+tracker" in names and getattr(config, "sequence", None) and which_model in ("best", "shipped") and \
                 Path(config.sequence).resolve() == Path(seq_dir).resolve():  # the run's mixture uses the best weights too
