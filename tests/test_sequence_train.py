@@ -183,6 +183,31 @@ def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
     assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean(), abs=1e-12)
 
 
+def test_resume_refuses_settings_that_differ_from_the_runs(trained, tmp_path):
+    """`train-sequence --resume` with another model or window is refused naming them (it used to go on with the
+    run's own in silence); what may change (--max-epochs) is taken."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from interestgym.cli import cli
+
+    data, run, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    result = CliRunner().invoke(cli, ["train-sequence", str(data), "--run-dir", str(copy), "--resume", "--model", "gru",
+                                      "--window", "10", "--no-text", "--max-epochs", "3", "--no-progress"])
+    message = str(result.exception)
+    assert result.exit_code != 0
+    assert ("--resume continues" in message and "--model 'gru' (the run's: 'sasrec')" in message
+            and "--window 10 (the run's: 8)" in message and "--no-text (the run's: True)" in message
+            and "--max-epochs" not in message.split("differ from them:")[1].split("; drop them")[0]), message
+    assert "(only --max-epochs, --patience, --max-minutes, --device, --torch-threads, --progress may change)" in message
+    again = CliRunner().invoke(cli, ["train-sequence", str(data), "--run-dir", str(copy), "--resume", "--max-epochs", "3",
+                                     "--window", "8", "--no-progress"])
+    assert again.exit_code == 0, str(again.exception)
+
+
 def test_two_trackers_of_one_name_are_two_rows_each_with_its_own_numbers(trained, tmp_path):
     """Two sasrec runs evaluated together: each row holds its own run's scores (they were one run's, twice)."""
     from interestgym.evaluation.run import evaluate_run

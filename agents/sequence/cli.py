@@ -68,4 +68,40 @@ def train_sequence(dataset: Path, run_dir: Path, resume: bool, eval_users: int, 
 
     config = SequenceConfig(dataset=str(dataset), run_dir=str(run_dir), eval_users=eval_users or None,
                             torch_threads=torch_threads or None, **options)
+    if resume:
+        _refuse_changed_settings_on_resume(click.get_current_context(), config)
     run(config, resume=resume, log=lambda text: click.echo(text, err=True))
+
+
+#: What --resume may change: how long and how verbosely training goes on, and where it runs.
+_RESUME_MAY_CHANGE = ("max_epochs", "patience", "max_minutes", "progress_bar", "device", "torch_threads")
+
+
+def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
+    """--resume continues with the run's own settings: refuse ones given on the command line that differ
+    (they would otherwise be ignored without a word), as `interestgym train --resume` does."""
+    from click.core import ParameterSource
+    from interestgym.agents.sequence.folder import CONFIG_FILE, read_run_config
+
+    from interestgym.errors import InterestGymError
+
+    run_dir = Path(config.run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        return  # train_sequence says what is missing
+    saved = read_run_config(run_dir)[0].as_dict()
+    mine = config.as_dict()
+    differ = []
+    if Path(str(saved.get("dataset", ""))).resolve() != Path(config.dataset).resolve():
+        differ.append(f"DATASET {config.dataset} (the run's: {saved.get('dataset')})")
+    for name, param in ((p.name, p) for p in ctx.command.params):
+        if name in _RESUME_MAY_CHANGE or name in ("run_dir", "dataset") or name not in saved or name not in mine or \
+                ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE or mine[name] == saved[name]:
+            continue
+        flag = param.opts[0] if isinstance(mine[name], bool) and mine[name] else (
+            param.secondary_opts[0] if isinstance(mine[name], bool) and getattr(param, "secondary_opts", None) else None)
+        differ.append(f"{flag or f'{param.opts[0]} {mine[name]!r}'} (the run's: {saved[name]!r})")
+    if differ:
+        raise InterestGymError(f"--resume continues {run_dir} with its own settings, but these differ from them: {'; '.join(differ)}; "
+                               f"drop them (only {', '.join(p.opts[0] for p in ctx.command.params if p.name in _RESUME_MAY_CHANGE)} "
+                               "may change), "
+                               "or train a new --run-dir")
