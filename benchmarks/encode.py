@@ -213,6 +213,7 @@ def main() -> None:
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=product.max_length)["input_ids"]]
 
     print("== encode benchmark ==")
+    print(load_average() + " (before)")
     print(f"texts: {len(texts)} {source}; tokens per text: mean {np.mean(lengths):.1f}, max {max(lengths)}")
     print(f"model: {model_path} (pooling {product.pooling}, max_length {product.max_length}); batch size {args.batch_size}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads on {available_cpus()} CPUs; repeats {args.repeats}")
@@ -234,7 +235,8 @@ def main() -> None:
 
     if args.onnx:
         with tempfile.TemporaryDirectory() as onnx_dir:
-            onnx = BertEncoder(model_path, device="cpu", batch_size=args.batch_size, backend="onnx", onnx_dir=onnx_dir)
+            onnx = BertEncoder(model_path, device="cpu", batch_size=args.batch_size, backend="onnx", onnx_dir=onnx_dir,
+                               threads=args.threads)  # pinned as the torch side (its load would set every CPU otherwise)
             export_s, _ = timed(onnx.load)
             onnx.encode(texts[: args.batch_size], progress=False)
             onnx_times, torch_times = [], []
@@ -257,7 +259,7 @@ def main() -> None:
         write_dataset(Path(tmp) / "ds", source_format="benchmark", source_files=[], items=items, events=events,
                       rejects=RejectLog(), split=SplitSpec(), deterministic=True)
         def stage():  # a fresh encoder each time, as a new `interestgym encode` process would have
-            return encode_dataset(Path(tmp) / "ds", BertEncoder(model_path, device="cpu", batch_size=args.batch_size),
+            return encode_dataset(Path(tmp) / "ds", BertEncoder(model_path, device="cpu", batch_size=args.batch_size, threads=args.threads),
                                   progress=False, log=None)
 
         first_s, first = timed(stage)
@@ -266,6 +268,7 @@ def main() -> None:
         print(f"encode stage, first run : {first_s:6.2f} s  (model load + {first.encoded} texts encoded)")
         print(f"encode stage, cached run: {cached_s:6.3f} s  ({cached.from_cache} texts from cache, model not loaded)")
         print(f"ratio first / cached    : {first_s / cached_s:.0f}x")
+    print(load_average() + " (after)")
 
 
 if __name__ == "__main__":

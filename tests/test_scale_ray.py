@@ -47,6 +47,16 @@ def test_user_shards_merge_into_the_single_process_result(data):
     assert text_shards(10, 3, 4) == [(0, 4), (4, 8), (8, 10)] and text_shards(5, 4, 16384) == [(0, 5)]
 
 
+@pytest.mark.parametrize("address", ["local:0", "local:", "local:two"])
+def test_a_local_ray_of_no_cpus_is_refused_before_ray_starts(address):
+    """`--ray local:0` used to start a Ray of no CPUs and wait for ever; it is refused, Ray or not."""
+    from interestgym.errors import InterestGymError
+    from interestgym.scale.ray_backend import connect
+
+    with pytest.raises(InterestGymError, match=r"expected auto, local, local:N with N >= 1 CPUs"):
+        connect(address)
+
+
 @pytest.fixture(scope="module")
 def backend():
     ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'interestgym[ray]')")

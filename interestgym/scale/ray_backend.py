@@ -90,13 +90,14 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
         ``local`` / ``local:N`` (start one here with N CPUs; default: all), or a cluster address.
     :param shards: tasks per job (default: the cluster's CPUs).
     """
+    head, colon, n = address.partition(":")
+    local = head == "local"  # local, local:N (localhost:PORT is a cluster address)
+    if local and colon and not (n.isdigit() and int(n) >= 1):
+        raise InterestGymError(f"--ray {address!r}: expected auto, local, local:N with N >= 1 CPUs, or a cluster address")
     ray = _ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address.startswith("local"):
-            _, _, n = address.partition(":")
-            if n and not n.isdigit():
-                raise InterestGymError(f"--ray {address!r}: expected auto, local, local:N or a cluster address")
+        if local:
             ray.init(num_cpus=int(n) if n else None, **kwargs)
         else:
             try:
