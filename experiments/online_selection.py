@@ -15,26 +15,22 @@ A few minutes on 2 cores for the quick start.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-from pathlib import Path
 
 import numpy as np
+from _common import arguments, gain_line, load, tuned_rule
 
 FORGETTING = [0.7, 0.8, 0.9, 0.95, 0.99]
 
 
-def replay(data_dir: Path, embeddings: str, split: str, policies: list, metric: str) -> tuple:
-    """The split's replay data and (n_policies, n_points) metric values of every policy at every point."""
+def replay(data, policies: list, metric: str) -> np.ndarray:
+    """(n_policies, n_points) metric values of every policy at every scoring point of ``data``."""
     from interestgym.agents.tuning import replay_points
-    from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
 
-    data = load_replay_data(data_dir, embeddings, ProtocolSpec.resolve(None, split))
     points = replay_points(data, policies, metric)
     values = np.full((len(policies), len(data.point_slot)), np.nan)
     values[points["policy"], points["point"]] = points["value"]
-    return data, values
+    return values
 
 
 def user_points(data, u: int) -> tuple[int, int]:
@@ -65,20 +61,15 @@ def select(data, values: np.ndarray, reference: int, prior: np.ndarray, m0: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", type=Path, help="a prepared dataset")
-    parser.add_argument("--baselines", type=Path, required=True, help="a run's baselines.json (the tuned rule)")
-    parser.add_argument("--embeddings", default="minilm")
-    parser.add_argument("--metric", default="ndcg@10")
-    args = parser.parse_args()
+    args = arguments(__doc__, "a prepared dataset")
     from interestgym.core.rules import BayesianCategoryPolicy
 
-    tuned = json.loads(args.baselines.read_text())["baselines"]["bayesian_category"]["params"]
+    train, valid = load(args.data, args.embeddings, "train"), load(args.data, args.embeddings, "valid")
+    tuned = tuned_rule(args.baselines, valid)
     forgetting = sorted(set(FORGETTING) | {tuned["forgetting"]})
     policies = [BayesianCategoryPolicy(**{**tuned, "forgetting": f}) for f in forgetting]
     reference = forgetting.index(tuned["forgetting"])
-    train, train_values = replay(args.data, args.embeddings, "train", policies, args.metric)
-    valid, valid_values = replay(args.data, args.embeddings, "valid", policies, args.metric)
+    train_values, valid_values = replay(train, policies, args.metric), replay(valid, policies, args.metric)
     per_user = []
     for u in range(train.n_users):
         a, b = user_points(train, u)
@@ -95,12 +86,7 @@ def main() -> None:
             best = (gain, m0, g)
     _, m0, g = best
     res = select(valid, valid_values, reference, prior, m0, g)
-    diff = res[:, 0] - res[:, 1]
-    rng = np.random.default_rng(0)
-    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
-    print(f"validation users (m0={m0}, g={g}): selector {res[:, 0].mean():.4f} vs the tuned rule {res[:, 1].mean():.4f}: "
-          f"{diff.mean():+.4f} [{np.percentile(boot, 2.5):+.4f}, {np.percentile(boot, 97.5):+.4f}] "
-          f"({diff.mean() / res[:, 1].mean() * 100:+.2f}%)")
+    print(f"validation users (m0={m0}, g={g}):", gain_line("selector", res[:, 0], res[:, 1], "the tuned rule", "users"))
 
 
 if __name__ == "__main__":
