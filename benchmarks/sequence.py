@@ -24,7 +24,7 @@ Wall-clock and CPU seconds are both printed: on a shared machine wall-clock time
 
 Usage::
 
-    python benchmarks/sequence.py --dataset runs/data/ml-100k [--epochs 3] [--ppo-steps 4096] [--dtw] [--latency]
+    python benchmarks/sequence.py --dataset runs/data/ml-100k [--embeddings minilm] [--epochs 3] [--ppo-steps 4096] [--dtw] [--latency]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def ensure_dataset(args: argparse.Namespace) -> Path:
     return ds
 
 
-def tracker_epochs(dataset: Path, model: str, epochs: int) -> dict[str, float]:
+def tracker_epochs(dataset: Path, embeddings: str | None, model: str, epochs: int) -> dict[str, float]:
     import torch
     from interestgym.agents.sequence.config import SequenceConfig
     from interestgym.agents.sequence.data import (
@@ -74,7 +74,7 @@ def tracker_epochs(dataset: Path, model: str, epochs: int) -> dict[str, float]:
     from interestgym.agents.sequence.scoring import score_replay
     from interestgym.agents.sequence.train import chunk_loss
 
-    config = SequenceConfig(dataset=str(dataset), run_dir="", model=model)
+    config = SequenceConfig(dataset=str(dataset), run_dir="", model=model, embeddings=embeddings)
     torch.set_num_threads(int(config.torch_threads or torch.get_num_threads()))
     torch.manual_seed(0)
     train, valid = config.replay_data("train"), config.replay_data("valid")
@@ -119,14 +119,23 @@ def main() -> None:
     parser.add_argument("--ppo-steps", type=int, default=4096, help="PPO steps timed for the reference (0: skip).")
     parser.add_argument("--dtw", action="store_true", help="Also time the DTW drift against dtaidistance.")
     parser.add_argument("--latency", action="store_true", help="Also time one tracker step (torch eager) per event.")
+    parser.add_argument("--embeddings", default=None,
+                        help="Embedding name in --dataset (default: its only one; minilm for the dataset prepared here).")
+    parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads (pinned, every side)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _harness import load_line, pin_threads
+
+    pin_threads(args.threads)
+    print(f"threads pinned to {args.threads}; {load_line('load before')}")
     dataset = ensure_dataset(args)
+    embeddings = args.embeddings or (None if args.dataset else "minilm")
 
     from interestgym.agents.rules import TwoProfileEMAPolicy
     from interestgym.agents.sequence.config import SequenceConfig
     from interestgym.envs.vector import evaluate_policy
 
-    train = SequenceConfig(dataset=str(dataset), run_dir="").replay_data("train")
+    train = SequenceConfig(dataset=str(dataset), run_dir="", embeddings=embeddings).replay_data("train")
     n_dec = train.n_decisions
     evaluate_policy(train, TwoProfileEMAPolicy(), record_features=False, progress=False)  # warm caches
     with Timer() as t_eval:
@@ -152,7 +161,7 @@ def main() -> None:
     header += "".join(f" {'x ' + n.split(' ')[0]:>14}" for n in refs)
     print(header)
     for name in ("gru", "sasrec"):
-        r = tracker_epochs(dataset, name, args.epochs)
+        r = tracker_epochs(dataset, embeddings, name, args.epochs)
         line = (f"{name:<8} {int(r['parameters']):>9,} {r['epoch_wall']:>13.2f} {r['epoch_cpu']:>12.2f} "
                 f"{r['targets'] / r['epoch_wall']:>10,.0f} {r['valid_wall']:>13.2f}")
         line += "".join(f" {r['epoch_cpu'] / cpu:>14.3f}" for _, (_, cpu) in refs.items())
@@ -181,6 +190,7 @@ def main() -> None:
 
     if args.latency:
         latency(train, dataset, Path(args.work))
+    print(load_line("load after"))
 
 
 def latency(train, dataset: Path, work: Path) -> None:
@@ -234,11 +244,11 @@ def latency(train, dataset: Path, work: Path) -> None:
         lat = timed(step, 500)
         print(f"  {kind:<7} window 50 -> state + 100 scores (torch eager): {np.median(lat):.0f} / {np.percentile(lat, 99):.0f} µs "
               f"= {np.median(lat) / np.median(base):.0f}x / {np.percentile(lat, 99) / np.percentile(base, 99):.0f}x the product's")
-    exported_latency(dataset, work, base, timed)
+    exported_latency(dataset, work, base, timed, train.embeddings_name)
 
 
 
-def exported_latency(dataset: Path, work: Path, base: np.ndarray, timed) -> None:
+def exported_latency(dataset: Path, work: Path, base: np.ndarray, timed, embeddings: str) -> None:
     """Per event in production: the exported tracker (numpy + onnxruntime) updating a user's window and
     scoring 100 candidates, after a one-epoch training run of each model (its speed, not its quality)."""
     from interestgym.agents.sequence.config import SequenceConfig
@@ -249,8 +259,10 @@ def exported_latency(dataset: Path, work: Path, base: np.ndarray, timed) -> None
 
     rng = np.random.default_rng(1)
     for kind in ("gru", "sasrec"):
+        work.mkdir(parents=True, exist_ok=True)
         run = Path(tempfile.mkdtemp(prefix=f"latency-{kind}-", dir=work))
-        train_sequence(SequenceConfig(dataset=str(dataset), run_dir=str(run / "run"), model=kind, max_epochs=1, progress_bar=False),
+        train_sequence(SequenceConfig(dataset=str(dataset), run_dir=str(run / "run"), model=kind, max_epochs=1, progress_bar=False,
+                                      embeddings=embeddings),
                        log=lambda _: None)
         tracker = load_tracker_runtime(export_tracker(run / "run", run / "export").out)
         ids = tracker.item_ids
