@@ -179,6 +179,8 @@ def main() -> None:
     ap.add_argument("--replicate", type=int, default=None, metavar="K", help="first write K renamed copies of DATASET into --out")
     ap.add_argument("--out", type=Path, default=None, help="where --replicate writes (the steps then run there)")
     args = ap.parse_args()
+    if not (args.dataset / "manifest.json").is_file():
+        raise SystemExit(f"{args.dataset}: no manifest.json; expected a dataset prepared by `interestgym prepare` (and encoded)")
     if args.replicate is not None:
         if args.out is None or args.replicate < 1:
             raise SystemExit("--replicate K needs K >= 1 and --out DIR")
@@ -192,12 +194,14 @@ def main() -> None:
     print(f"threads pinned to {args.threads}; {load_line('load before')}")
     bench = str(Path(__file__).resolve().parent)
     ref = None
+    failed = []
     for step in args.steps.split(","):
         code = STEP.format(bench=bench, threads=args.threads, step=step, path=str(args.dataset), split=args.split,
                            chunk_users=args.chunk_users)
         proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{step:<14} failed: {proc.stderr.strip()[-400:]}")
+            failed.append(step)
             continue
         info = json.loads(proc.stdout.strip().splitlines()[-1])
         ref = info["peak_mb"] if step == "import" else ref
@@ -205,6 +209,8 @@ def main() -> None:
         rest = {k: v for k, v in info.items() if k not in ("peak_mb", "seconds")}
         print(f"{step:<14} peak {info['peak_mb']:>9,.0f} MB{extra:<28} {info['seconds']:>6.1f} s  {rest}")
     print(load_line("load after"))
+    if failed:
+        raise SystemExit(f"failed steps: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

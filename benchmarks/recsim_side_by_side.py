@@ -126,6 +126,8 @@ class RecSimWorker:
     def __init__(self, python: str, threads: int, seed: int = 0) -> None:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         env.pop("PYTHONPATH", None)  # RecSim's interpreter must not see this repo's packages
+        if not os.access(python, os.X_OK):
+            sys.exit(f"--recsim-python {python}: no such interpreter; set up RecSim's venv first (see this script's docstring)")
         self.proc = subprocess.Popen([python, "-c", RECSIM_WORKER, str(N_CANDIDATES), "2", str(seed)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.info = self._read()
