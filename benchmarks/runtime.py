@@ -239,6 +239,9 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     sides = (("runtime", policy), ("sb3", reference))
     for name, _ in sides:
         results[name]["batched_events_per_s"] = results[name]["batched_policy_per_s"] = results[name]["one_events_per_s"] = 0.0
+    for _, pol in sides:  # warm-up, untimed: the first batched calls allocate (with --repeats 1 one side paid for it)
+        pol.update_batch([pol.new_state() for _ in batches[0]], batches[0])
+        pol.act(obs[:b])
     for _ in range(args.repeats):  # the two sides alternate, so machine load hits both alike
         for name, pol in sides:
             states = [pol.new_state() for _ in range(b)]

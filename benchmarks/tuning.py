@@ -70,6 +70,7 @@ def main() -> None:
         if args.rounds > 1 else None
     for name, secs in times.items():
         print(ratio_line(f"tune_baselines, {name}", secs, "per point", times["per point"]))
+    print(f"batched is {median(times['per point']) / median(times['batched']):.1f}x faster than one replay per grid point")
     if cpu:
         print(f"CPU seconds: per point {cpu['per point'][0]:.1f}, batched {cpu['batched'][0]:.1f}")
     a, b = tuned["per point"], tuned["batched"]
