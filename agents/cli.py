@@ -146,16 +146,21 @@ def _interrupted_note(config: TrainConfig) -> str:
     from interestgym.agents.run_folder import (
         CHECKPOINT_DIR,
         CHECKPOINT_STATE,
+        CONFIG_FILE,
         read_json_or_none,
     )
 
-    state = read_json_or_none(Path(config.run_dir) / CHECKPOINT_DIR / CHECKPOINT_STATE) or {}
+    run_dir = Path(config.run_dir)
+    again = f"interestgym train {shlex.quote(str(config.dataset))} --run-dir {shlex.quote(str(run_dir))}"
+    if not (run_dir / CONFIG_FILE).is_file():  # interrupted while tuning: train removes the unfinished folder
+        return f"interrupted before training started: nothing to resume; run `{again}` again"
+    state = read_json_or_none(run_dir / CHECKPOINT_DIR / CHECKPOINT_STATE) or {}
     step = state.get("num_timesteps") if isinstance(state, dict) else None
-    if not isinstance(step, int) or not (Path(config.run_dir) / "config.json").is_file():
-        return ("interrupted before the first checkpoint: nothing to resume; run the same command again "
-                f"(checkpoints every --checkpoint-every {config.checkpoint_every:,} steps)")
-    return (f"interrupted; the last checkpoint is at step {step:,}: continue with `interestgym train {shlex.quote(str(config.dataset))} "
-            f"--run-dir {shlex.quote(str(config.run_dir))} --resume`")
+    if not isinstance(step, int):
+        every = (f"every {config.checkpoint_every:,} steps" if config.checkpoint_every else "only at the end (--checkpoint-every 0)")
+        return (f"interrupted before the first checkpoint ({every}): `{again} --resume` trains the run from step 0, "
+                "with its tuned baselines")
+    return f"interrupted; the last checkpoint is at step {step:,}: continue with `{again} --resume`"
 
 
 def settings_given(ctx: click.Context, config_file: Path | None) -> dict[str, tuple[object, str]]:

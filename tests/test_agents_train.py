@@ -151,9 +151,14 @@ def test_an_interrupted_train_says_what_to_resume_from(dataset, tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "train_run", interrupted)
+    unchecked = tmp_path / "unchecked"  # config.json written (baselines tuned), no checkpoint yet
+    unchecked.mkdir()
+    (unchecked / "config.json").write_text((tmp_path / "run" / "config.json").read_text())
     for run, expected in ((tmp_path / "run", f"interrupted; the last checkpoint is at step 128: continue with "
                                               f"`interestgym train {dataset} --run-dir {tmp_path / 'run'} --resume`"),
-                          (tmp_path / "new", "interrupted before the first checkpoint: nothing to resume")):
+                          (unchecked, f"interrupted before the first checkpoint (every 50,000 steps): `interestgym train {dataset} "
+                                      f"--run-dir {unchecked} --resume` trains the run from step 0"),
+                          (tmp_path / "new", "interrupted before training started: nothing to resume; run `interestgym train")):
         result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(run), "--no-progress",
                                           *(["--resume"] if run.exists() else [])])
         assert result.exit_code != 0 and expected in result.output, result.output
