@@ -134,6 +134,9 @@ def test_reject_rate_limit(movielens: Path, tmp_path: Path, capsys: pytest.Captu
     rejects = [json.loads(x) for x in (tmp_path / "b" / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["raw"]) for r in rejects] == [(121, "31\t1\t7\t880000000"), (122, "31\t9\t4\t880000000")]
     assert refused == (tmp_path / "b" / "rejects.jsonl").read_text()
+    # the same --out, now accepted: the refusal's rows beside it go (the dataset's rejects.jsonl has them)
+    code, out, err = run(["prepare", "movielens", str(movielens), "--out", str(tmp_path / "a"), "--max-reject-rate", "0.02"], capsys)
+    assert code == 0 and not (tmp_path / "a.rejects.jsonl").exists()
 
 
 def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

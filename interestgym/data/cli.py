@@ -171,12 +171,23 @@ def _with_rejects_file(error: DataError, out: Path) -> DataError:
         return error
     from interestgym.io import write_text_atomic
 
-    path = out.parent / f"{out.name}.rejects.jsonl"
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    path = refused_rows_path(out)
     kinds = Counter(r.get("kind", "rejected") for r in rejects)
     listed = ", ".join(f"{n:,} {kind}" for kind, n in sorted(kinds.items()))
     text = str(error).rstrip()
-    return DataError(f"{text}{'' if text.endswith('.') else '.'} Every bad row ({listed}), with its file, line and reason: {path}")
+    text += "" if text.endswith(".") else "."
+    if not out.parent.is_dir():
+        return DataError(f"{text} (the bad rows were not written: {out.parent} does not exist)")
+    try:
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    except OSError as exc:  # the refusal is the news: never hide it behind a failed write
+        return DataError(f"{text} (the bad rows could not be written to {path}: {exc.strerror or exc})")
+    return DataError(f"{text} Every bad row ({listed}), with its file, line and reason: {path}")
+
+
+def refused_rows_path(out: Path) -> Path:
+    """Where a refused prepare writes its bad rows: beside ``out`` (which may hold an older dataset)."""
+    return out.parent / f"{out.name}.rejects.jsonl"
 
 def _chinese_example(out: Path) -> str | None:
     """An item text, when most items' texts are Chinese (CJK ideographs); else None."""
@@ -355,4 +366,5 @@ def prepare(ctx: click.Context, format_name: str, input_path: Path | None, out: 
             manifest = prepare_synthetic(out, SyntheticConfig(**given), split=split, command=command)
     except DataError as exc:
         raise _with_rejects_file(exc, out) from None
+    refused_rows_path(out).unlink(missing_ok=True)  # an earlier refusal's rows: this prepare's are in out/rejects.jsonl
     click.echo(_summary(manifest, out, fmt))
