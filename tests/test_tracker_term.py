@@ -148,9 +148,15 @@ def test_evaluate_with_a_tracker_lists_it_and_its_mixture_with_the_best_rule(pat
     best = max(("popularity", "ema_two_profile"), key=lambda n: doc["tuned_baselines"][n]["valid_score"])
     mix = rows[f"{best}+gru"]
     assert mix["kind"] == "baseline" and doc["header"]["reference"] == "gru"
-    # the rows --sequence adds are said not to be candidates for the reference (the best tuned rule by default)
-    assert doc["summary"]["reference_reason"].startswith("chosen with --reference; the trackers and the rule + tracker "
-                                                         "mixtures --sequence adds are compared with it, not candidates for it")
+    assert doc["summary"]["reference_reason"] == "chosen with --reference"
+    # by default the reference is the best tuned rule, and the rows --sequence adds are said not to be candidates for it
+    evaluate_run(data, out=tmp_path / "ev-auto", baselines="popularity,ema_two_profile", n_boot=20, progress=False,
+                 sequence_runs=(run,))
+    auto = json.loads((tmp_path / "ev-auto" / "evaluation.json").read_text())
+    assert auto["header"]["reference"] == best
+    assert auto["summary"]["reference_reason"] == ("the best tuned non-oracle baseline on validation users; the trackers and "
+                                                   "the rule + tracker mixtures --sequence adds are compared with it, not "
+                                                   "candidates for it (`train --sequence` makes a mixture a candidate)")
     weight = mix["params"]["tracker_weight"]
     assert weight == max(mix["params"]["weight_grid"], key=lambda r: r["score"])["tracker_weight"]
     # independently: the same mixture replayed on the whole test split with the tracker attached

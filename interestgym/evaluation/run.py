@@ -454,9 +454,9 @@ def evaluate_run(
 
     summary = summarise(results, all_metrics, reference=reference, oracle=oracle_name, n_boot=n_boot, seed=0)
     summary["user_groups"] = user_group_diffs(results, reference, metric, n_boot)
-    summary["reference_reason"] = ("the best tuned non-oracle baseline on validation users"
-                                   if reference == best_baseline({n: tuned[n] for n in names}) else "chosen with --reference")
-    if sequence_runs:  # the rows --sequence adds are measured against the reference, not candidates for it
+    automatic = reference == best_baseline({n: tuned[n] for n in names})
+    summary["reference_reason"] = "the best tuned non-oracle baseline on validation users" if automatic else "chosen with --reference"
+    if sequence_runs and automatic:  # the rows --sequence adds are measured against the reference, not candidates for it
         summary["reference_reason"] += ("; the trackers and the rule + tracker mixtures --sequence adds are compared with it, "
                                         "not candidates for it (`train --sequence` makes a mixture a candidate)")
     header = {
