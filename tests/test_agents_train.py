@@ -154,10 +154,10 @@ def test_an_interrupted_train_says_what_to_resume_from(dataset, tmp_path, monkey
     unchecked = tmp_path / "unchecked"  # config.json written (baselines tuned), no checkpoint yet
     unchecked.mkdir()
     (unchecked / "config.json").write_text((tmp_path / "run" / "config.json").read_text())
-    for run, expected in ((tmp_path / "run", f"interrupted; the last checkpoint is at step 128: continue with "
-                                              f"`interestgym train {dataset} --run-dir {tmp_path / 'run'} --resume`"),
-                          (unchecked, f"interrupted before the first checkpoint (every 50,000 steps): `interestgym train {dataset} "
-                                      f"--run-dir {unchecked} --resume` trains the run from step 0"),
+    for run, expected in ((tmp_path / "run", (f"interrupted; the last checkpoint is at step 128: continue with "
+                                               f"`interestgym train {dataset} --run-dir {tmp_path / 'run'} --resume`")),
+                          (unchecked, (f"interrupted before the first checkpoint (every 50,000 steps): `interestgym train {dataset} "
+                                       f"--run-dir {unchecked} --resume` trains the run from step 0")),
                           (tmp_path / "new", "interrupted before training started: nothing to resume; run `interestgym train")):
         result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(run), "--no-progress",
                                           *(["--resume"] if run.exists() else [])])

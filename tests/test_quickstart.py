@@ -164,7 +164,7 @@ def test_the_lever_switches_reach_the_training_run(tmp_path):
 
 
 def test_an_interrupted_quickstart_says_how_to_continue(tmp_path, monkeypatch):
-    import interestgym.quickstart.pipeline as pipeline
+    from interestgym.quickstart import pipeline
 
     def interrupted(cfg, say):
         raise KeyboardInterrupt

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from cli_fixtures import run
@@ -35,7 +36,7 @@ from interestgym.data.dataset import Dataset
 from interestgym.data.events import EventsOptions, prepare_events, read_events
 from interestgym.data.swap import leftovers
 from interestgym.data.validate import RejectLog
-from interestgym.errors import ArtifactError, DataError
+from interestgym.errors import ArtifactError, DataError, InterestGymError
 
 T0 = 1709280800  # 2024-03-01T08:13:20Z
 
@@ -101,9 +102,24 @@ def test_times_with_a_fraction_of_a_second_are_floored_and_counted(tmp_path: Pat
         log = RejectLog()
         read = read_events(path, log, EventsOptions(reader=reader))
         assert sorted(read.events["ts"]) == sorted(expected_ts) and not log.rejects
-        assert [n for n in log.notes if "fraction of a second" in n] == [
+        assert [n for n in log.notes if "fraction of a second" in n] == [(
             f"{path}: {floored} times had a fraction of a second, read to the whole second below (the dataset's unit; "
-            "events within one second keep their order in the file)"]
+            "events within one second keep their order in the file)")]
+
+
+@pytest.mark.parametrize("reader", ["lines", "columnar"])
+def test_a_value_past_float32_is_rejected_as_the_runtime_refuses_it(tmp_path: Path, reader: str) -> None:
+    """The feedback value enters the float32 observation: prepare rejects what the runtime's Event refuses."""
+    from interestgym.runtime import Event
+
+    log = _write(tmp_path / "v.csv", f"user_id,item_id,action,ts,value,text\nu1,i1,click,{T0},3e38,x\nu1,i2,click,{T0 + 1},1e39,y\n")
+    rejects = RejectLog()
+    read = read_events(log, rejects, EventsOptions(reader=reader))
+    assert list(read.events["value"]) == [np.float32(3e38)]  # the dataset stores float32
+    assert [r["reason"] for r in rejects.rejects] == ["bad value: '1e39'; expected a number within float32's range (|value| <= 3.403e+38)"]
+    Event(ts=T0, action="click", value=3e38)
+    with pytest.raises(InterestGymError, match=r"Event.value=1e\+39: expected a finite number"):
+        Event(ts=T0, action="click", value=1e39)
 
 
 @pytest.mark.parametrize("reader", ["lines", "columnar"])
@@ -113,9 +129,9 @@ def test_a_date_in_another_layout_says_how_to_read_it(tmp_path: Path, reader: st
     log = _write(tmp_path / "dayfirst.csv", f"user_id,item_id,action,ts\nu1,i1,click,{T0}\nu1,i2,click,25/11/2017 08:00\n")
     log_ = RejectLog()
     read_events(log, log_, EventsOptions(item_text="item {item_id}", reader=reader))
-    assert [r["reason"] for r in log_.rejects] == [
+    assert [r["reason"] for r in log_.rejects] == [(
         "bad time: '25/11/2017 08:00'; expected unix seconds (auto reads numbers as unix time and text as ISO-8601; "
-        "a time in another layout needs --time-format PATTERN, e.g. '%d/%m/%Y %H:%M')"]
+        "a time in another layout needs --time-format PATTERN, e.g. '%d/%m/%Y %H:%M')")]
     dayfirst = _write(tmp_path / "only.csv", "user_id,item_id,action,ts\nu1,i2,click,25/11/2017 08:00\n")
     read = read_events(dayfirst, RejectLog(), EventsOptions(item_text="item {item_id}", time_format="%d/%m/%Y %H:%M", reader=reader))
     assert list(read.events["ts"]) == [calendar.timegm((2017, 11, 25, 8, 0, 0))]

@@ -29,6 +29,10 @@ import numpy as np
 #: The action whose events are decisions only when their value (a rating) reaches ``positive_rating``.
 RATING_ACTION = "rate"
 
+#: The largest |feedback value| (rating, quantity, read fraction) an event may carry: it enters the float32
+#: observation, where a larger one is infinite. ``prepare`` rejects such rows; the runtime refuses such events.
+VALUE_MAX = float(np.finfo(np.float32).max)
+
 
 def is_decision(action_weight: np.ndarray, is_rating: np.ndarray, value: np.ndarray, positive_rating: float,
                 has_item: np.ndarray | bool = True) -> np.ndarray:

@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interestgym.core.log_features import VALUE_MAX
 from interestgym.data.columns import ITEM_FILE_FIELDS, expected_names, id_reason
 from interestgym.data.dataset import SplitSpec
 from interestgym.data.readers import (
@@ -316,6 +317,8 @@ def _parse_value(row: dict[str, Any]) -> tuple[float, str | None]:
         value = math.nan
     if not math.isfinite(value):
         return value, f"bad value: {cell!r}; expected a finite number"
+    if abs(value) > VALUE_MAX:
+        return value, f"bad value: {cell!r}; expected a number within float32's range (|value| <= {VALUE_MAX:.4g})"
     return value, None
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from interestgym.core.clock import N_TIME_SLOTS, TS_MAX, hour_weekday
 from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
+from interestgym.core.log_features import VALUE_MAX
 from interestgym.core.transition import GAIN_MAX
 from interestgym.errors import InterestGymError
 from interestgym.runtime.codec import (
@@ -47,9 +48,6 @@ from interestgym.runtime.tracker import TrackerTerm, TrackerWindow, window_probl
 #: counts; blobs of earlier versions (which never have the later fields) still read. A state is written
 #: with the lowest version that holds its fields, so that a reader from before an upgrade still reads what
 #: it can represent.
-#: The largest |Event.value| the features (float32) hold.
-_VALUE_MAX = float(np.finfo(np.float32).max)
-
 STATE_VERSION = 4
 READABLE_STATE_VERSIONS = (1, 2, 3, 4)
 _N_SHADOW = len(SHADOW_STRENGTHS)
@@ -96,14 +94,15 @@ class Event:
 
     def __post_init__(self) -> None:
         ts, value = self.ts, self.value
-        if not (type(ts) is int and 0 <= ts < TS_MAX):  # the common case, cheaply
-            if isinstance(ts, (bool, np.bool_)) or not isinstance(ts, numbers.Real) or not 0 <= ts < TS_MAX:
-                raise InterestGymError(f"Event.ts={ts!r}: expected UTC unix seconds, a number from 0 to {TS_MAX - 1} "
-                                       "(before 2100-01-01)")
-        if not (type(value) is float and -_VALUE_MAX <= value <= _VALUE_MAX):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not -_VALUE_MAX <= value <= _VALUE_MAX:
-                raise InterestGymError(f"Event.value={value!r}: expected a finite number (rating, quantity, read fraction) "
-                                       f"within float32's range (|value| <= {_VALUE_MAX:.4g})")
+        # the common case first, cheaply (a plain int / float in range); then the slow look at what else it is
+        if not (type(ts) is int and 0 <= ts < TS_MAX) and (
+                isinstance(ts, (bool, np.bool_)) or not isinstance(ts, numbers.Real) or not 0 <= ts < TS_MAX):
+            raise InterestGymError(f"Event.ts={ts!r}: expected UTC unix seconds, a number from 0 to {TS_MAX - 1} "
+                                   "(before 2100-01-01)")
+        if not (type(value) is float and -VALUE_MAX <= value <= VALUE_MAX) and (
+                isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not -VALUE_MAX <= value <= VALUE_MAX):
+            raise InterestGymError(f"Event.value={value!r}: expected a finite number (rating, quantity, read fraction) "
+                                   f"within float32's range (|value| <= {VALUE_MAX:.4g})")
         for name, high in (("hour", 23), ("weekday", 6)):
             value = getattr(self, name)
             if value is None or type(value) is int and 0 <= value <= high:  # the common case, cheaply
