@@ -13,7 +13,8 @@ import calendar
 import numpy as np
 
 #: Sane range of event times (UTC unix seconds): anything outside is a unit or parsing mistake, not a real
-#: event. ``prepare`` rejects rows outside it; the runtime and the service refuse such events.
+#: event. ``prepare`` rejects rows outside it; the runtime and the service refuse times from ``TS_MAX`` on (and
+#: negative ones), and take earlier ones, which tests and replays of old logs use.
 TS_MIN = calendar.timegm((1990, 1, 1, 0, 0, 0))
 TS_MAX = calendar.timegm((2100, 1, 1, 0, 0, 0))
 

@@ -16,7 +16,7 @@ from interestgym.scale.ray_backend import ray_option
 @click.argument("run_or_dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
 @click.option("--model", "which_model", type=click.Choice(["shipped", "best", "final"]), default="shipped", show_default=True, help="What of a run to evaluate: the policy it ships (its learned model, or its reference rule when validation did not prove the model: RUN/shipped.json), or a saved model.")
-@click.option("--embeddings", default=None, help="Embedding name (default: the run's, or the dataset's only one; with --dataset: the other dataset's embedding of the run's encoder, found by its fingerprint).")
+@click.option("--embeddings", default=None, help="Embedding name (default: the run's, or the dataset's only one; with --dataset: the other dataset's embedding of the run's encoder, found by its fingerprint; DATASET --sequence RUN: the trackers' own).")
 @click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default=None, help="Negative sampling (default: the run's, else uniform).")
 @click.option("--n-negatives", type=int, default=None, help="Sampled negatives per scoring point (default: the run's, else 99).")
 @click.option("--exclude", type=click.Choice(["auto", "target", "log", "past"]), default=None, help="Which items the negatives leave out (default: the run's, else auto: 'target' for logs with repeats, 'log' otherwise); 'log' is the classic protocol, kept for comparison.")
