@@ -172,6 +172,11 @@ def test_a_state_of_another_export_is_refused_by_update_and_score(policy, tmp_pa
             other.update(state, Event(ts=200, action="click", item_vector=_unit(rng)))
         with pytest.raises(InterestGymError, match=r"category counts of none"):
             other.score(state, np.stack([_unit(rng) for _ in range(3)]), candidate_ids=["a", "b", "c"], hour=3)
+    counted = policy.update(policy.new_state(), Event(ts=100, action="click", item_vector=_unit(rng)))
+    counted.category_counts = np.zeros(len(policy.categories) + 2)  # counts over another export's categories
+    with pytest.raises(InterestGymError, match=rf"category counts of {len(policy.categories) + 2} columns .* counts over its "
+                                               rf"{len(policy.categories)} categories \(or none: its score has no category term\)"):
+        policy.update(counted, Event(ts=200, action="click", item_vector=_unit(rng)))
     no_profiles = other.new_state()
     no_profiles.slot_profiles = None
     with pytest.raises(InterestGymError, match=r"without time-of-day profiles .*\(beta_ctx\)"):

@@ -262,10 +262,12 @@ class ExportedPolicy:
         if state.profiles.shape[1] != self.dim:
             raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has "
                                           f"dimension {self.dim}")
-        if self._beta_cat != 0 and (state.category_counts is None or state.category_counts.shape != (len(self.categories),)):
-            found = "none" if state.category_counts is None else f"{state.category_counts.shape[0]} columns"
+        counts = state.category_counts
+        if (self._beta_cat != 0 and counts is None) or (counts is not None and counts.shape != (len(self.categories),)):
+            found = "none" if counts is None else f"{counts.shape[0]} columns"
             raise InterestGymError(f"a user state with category counts of {found} (e.g. written under another export): the "
-                                   f"policy's category term counts over its {len(self.categories)} categories; start users "
+                                   f"policy counts over its {len(self.categories)} categories"
+                                   f"{'' if self._beta_cat != 0 else ' (or none: its score has no category term)'}; start users "
                                    "with policy.new_state()")
         if self._beta_ctx != 0 and state.slot_profiles is None:
             raise InterestGymError("a user state without time-of-day profiles (e.g. written under a policy without them): "
@@ -359,9 +361,7 @@ class ExportedPolicy:
     def _exposure_inputs(self, states: list[UserState]) -> np.ndarray | None:
         """(B, n_categories) the users' counts of shown candidates, or None when the policy does not divide by them."""
         if self._exposure_prior == 0:
-            return None
-        for s in states:
-            self._check_exposure(s)
+            return None  # (every state was checked to fit the policy: _check_state)
         return np.stack([s.exposure[0] for s in states])  # type: ignore[index]
 
     def _category_inputs(self, states: list[UserState], categories: Any, shape: tuple[int, ...], slots: np.ndarray | None
@@ -376,8 +376,6 @@ class ExportedPolicy:
         counts = np.stack([s.category_counts for s in states])  # type: ignore[misc]
         if self._slot_weight == 0:
             return counts, idx, None, 0.0
-        for s in states:
-            self._check_slot_counts(s)
         assert slots is not None
         slot_counts = np.stack([s.slot_category_counts[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
         # lambda x the factor each user's last decision set (1 without a slot lever): the engine's product
