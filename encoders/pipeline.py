@@ -72,10 +72,9 @@ def check_embedding_name(name: str) -> str:
 
 def _note_chinese_for_minilm(ds: Dataset, inputs: list[str], say: Callable[[str], None]) -> None:
     """all-MiniLM-L6-v2 is an English model: say so when most item texts are Chinese, and what fits them."""
-    from interestgym.encoders.tokenize import has_cjk
+    from interestgym.encoders.tokenize import chinese_example
 
-    sample = inputs[:: max(1, len(inputs) // 2000)]
-    if sample and sum(has_cjk(t) for t in sample) * 2 > len(sample):
+    if chinese_example(inputs) is not None:
         say(f"{ds.path / 'items.parquet'}: most item texts are Chinese; minilm (all-MiniLM-L6-v2) is an English model "
             "and separates their topics poorly: --encoder tfidf (jieba words) or a Chinese BERT folder "
             "(--encoder PATH, e.g. bert-base-chinese) fit them better")

@@ -19,6 +19,7 @@ import itertools
 import logging
 import re
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 #: Part of the fingerprint of every encoder that uses these features.
@@ -82,6 +83,18 @@ def jieba_version() -> str:
 
 def has_cjk(text: str) -> bool:
     return _CJK.search(text) is not None
+
+
+#: Texts looked at by :func:`chinese_example` (evenly spaced).
+CJK_SAMPLE = 2000
+
+
+def chinese_example(texts: Sequence[str]) -> str | None:
+    """One of ``texts`` when most of them (an evenly spaced sample) hold CJK ideographs; else None. Where the
+    product tells users that an English encoder does not fit their item texts (prepare's next step, encode)."""
+    sample = [str(t) for t in texts[:: max(1, len(texts) // CJK_SAMPLE)]]
+    chinese = [t for t in sample if has_cjk(t)]
+    return chinese[0] if sample and len(chinese) * 2 > len(sample) else None
 
 
 def normalise_text(text: str) -> str:

@@ -103,8 +103,9 @@ def test_times_with_a_fraction_of_a_second_are_floored_and_counted(tmp_path: Pat
         read = read_events(path, log, EventsOptions(reader=reader))
         assert sorted(read.events["ts"]) == sorted(expected_ts) and not log.rejects
         assert [n for n in log.notes if "fraction of a second" in n] == [(
-            f"{path}: {floored} times had a fraction of a second, read to the whole second below (the dataset's unit; "
-            "events within one second keep their order in the file)")]
+            f"{path}: {floored} times read had a fraction of a second (on kept rows and on rows rejected later for another "
+            "reason): the dataset keeps the whole second below (the dataset's unit; events within one second keep their "
+            "order in the file)")]
 
 
 @pytest.mark.parametrize("reader", ["lines", "columnar"])

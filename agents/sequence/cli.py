@@ -66,7 +66,8 @@ def train_sequence(dataset: Path, run_dir: Path, resume: bool, eval_users: int, 
     from interestgym.agents.sequence.config import SequenceConfig
     from interestgym.agents.sequence.train import train_sequence as run
 
-    config = SequenceConfig(dataset=str(dataset), run_dir=str(run_dir), eval_users=eval_users or None,
+    # the dataset as an absolute path: the run reads it later from anywhere (evaluate, --resume), as train's runs do
+    config = SequenceConfig(dataset=str(dataset.resolve()), run_dir=str(run_dir), eval_users=eval_users or None,
                             torch_threads=torch_threads or None, **options)
     if resume:
         _refuse_changed_settings_on_resume(click.get_current_context(), config)

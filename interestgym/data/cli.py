@@ -193,15 +193,13 @@ def _chinese_example(out: Path) -> str | None:
     """An item text, when most items' texts are Chinese (CJK ideographs); else None."""
     import pandas as pd
 
-    from interestgym.encoders.tokenize import has_cjk
+    from interestgym.encoders.tokenize import chinese_example
 
     try:
         texts = pd.read_parquet(out / "items.parquet", columns=["text"])["text"]
     except Exception:  # noqa: BLE001 - only a suggestion: never fail the prepare for it
         return None
-    sample = texts.iloc[:: max(1, len(texts) // _TEXT_SAMPLE)].astype(str).tolist()
-    chinese = [t for t in sample if has_cjk(t)]
-    return chinese[0] if sample and len(chinese) * 2 > len(sample) else None
+    return chinese_example(texts.astype(str).tolist())
 
 
 def _next_step(out: Path, fmt: str) -> str:

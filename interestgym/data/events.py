@@ -449,7 +449,8 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     if times.fmt == "auto" and times.counts:
         log.note(f"{name}: times auto-detected per value: {times.describe()}")
     if times.floored:
-        log.note(f"{name}: {times.floored:,} time{'s' if times.floored != 1 else ''} had a fraction of a second, read to the whole second below (the "
+        log.note(f"{name}: {times.floored:,} time{'s' if times.floored != 1 else ''} read had a fraction of a second (on kept rows and on rows "
+                 "rejected later for another reason): the dataset keeps the whole second below (the "
                  "dataset's unit; events within one second keep their order in the file)")
 
     reader: dict[str, Any] = {

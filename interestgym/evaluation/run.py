@@ -362,7 +362,8 @@ def evaluate_run(
         tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
         taken = {pol.name for pol, *_ in policies}
         if tracker.name in taken:  # two trackers of one name (two gru runs): each row is named by its run folder too
-            tracker.name = f"{tracker.name} ({Path(seq_dir).name})"
+            folder = Path(seq_dir).name if Path(seq_dir).name != tracker.name else str(seq_dir)  # a/gru, b/gru: the path
+            tracker.name = f"{tracker.name} ({folder})"
             k = 2
             while tracker.name in taken:
                 tracker.name, k = f"{tracker.name.rsplit(' #', 1)[0]} #{k}", k + 1
