@@ -1,11 +1,12 @@
 """Trackers beside an ``interestgym evaluate`` table: the same users, candidates and bootstrap.
 
-Until ``evaluate`` lists trackers itself (``--sequence RUN_DIR``, see docs/sequence.md), this module
-reads an ``evaluation.json``, rebuilds the replay data of its protocol (the same split, negatives and
-seed: the same scoring points), scores each tracker on it (:meth:`Tracker.score`), and summarises
-every row, old and new, with :func:`interestgym.evaluation.tables.summarise` (bootstrap over users,
-paired differences against the evaluation's reference). It imports ``interestgym.evaluation`` (a
-stage above ``agents``) lazily, as a stop-gap: once ``evaluate --sequence`` is wired it goes away::
+``interestgym evaluate DATASET --sequence RUN_DIR`` lists trackers beside the rules in one run (see
+docs/sequence.md). This module adds trackers (and the DTW rule) to an ``evaluation.json`` that already exists,
+without replaying its rules again: it rebuilds the replay data of its protocol (the same split, negatives and
+seed: the same scoring points), scores each tracker on it (:meth:`Tracker.score`), and summarises every row,
+old and new, with :func:`interestgym.evaluation.tables.summarise` (bootstrap over users, paired differences
+against the evaluation's reference). It imports ``interestgym.evaluation`` (a stage above ``agents``) lazily,
+one of the layering's listed exceptions (docs/architecture.md)::
 
     python -m interestgym.agents.sequence.compare EVAL_DIR/evaluation.json RUN_DIR [RUN_DIR ...] [--dtw]
 
