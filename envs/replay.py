@@ -41,13 +41,36 @@ def reject_render_mode(render_mode: str | None) -> None:
         raise RenderModeError(f"render_mode={render_mode!r}: this env does not render; expected None")
 
 
+def _warn_about_protocol(data: ReplayData, spec: ProtocolSpec) -> None:
+    """Say what the protocol asked for but cannot have: settings of sampled negatives on logged impressions (they
+    are ignored), and fewer negatives than asked where the catalogue, less what is excluded, is too small."""
+    import warnings
+
+    from interestgym.envs.replay_data import (
+        IGNORED_ON_IMPRESSIONS,
+        SAMPLED_NEGATIVES_SETTINGS,
+    )
+
+    default = ProtocolSpec()
+    if data.protocol == "impressions":
+        given = [f"{k}={getattr(spec, k)!r}" for k in SAMPLED_NEGATIVES_SETTINGS if getattr(spec, k) != getattr(default, k)]
+        if given:
+            warnings.warn(f"{', '.join(given)}: the dataset {IGNORED_ON_IMPRESSIONS}", UserWarning, stacklevel=3)
+    short = int(data.counts.get("points_with_fewer_negatives") or 0)
+    if short:
+        warnings.warn(f"{short:,} of {data.n_points:,} scoring points have fewer than n_negatives={spec.n_negatives} negatives: "
+                      "the catalogue, less the items the protocol excludes, holds fewer", UserWarning, stacklevel=3)
+
+
 class InterestReplayEnv(gym.Env):
     """Replay of one user's behaviour log, where the agent decides when and how strongly to update the
     user's interest profiles.
 
     ## Description
 
-    An episode is one user of the chosen split, drawn with the env's seeded generator. The user's log
+    An episode is one user of the chosen split, drawn at every reset with the env's seeded generator (with
+    replacement: resets cycle through no fixed order, and some users recur before others come;
+    ``reset(options={"user_id": ...})`` picks one). The user's log
     is replayed in time order (events by (ts, seq); an impression logged at the same ts as events is
     replayed *before* them, so the clicks it produced cannot update the profiles before it is scored).
     **Decision points** are the positive feedback events: action weight > 0 in the dataset's
@@ -65,7 +88,8 @@ class InterestReplayEnv(gym.Env):
       without an item row are dropped and counted, impressions left with no click or no non-click are
       counted and not scored, impressions before the user's first decision are counted and not scored);
     * otherwise: the *next* positive item plus ``n_negatives`` sampled negatives (uniform or
-      popularity-weighted, never an item of the user's log, seeded per user).
+      popularity-weighted, seeded per user) that leave out what ``exclude`` says: the target and the items of
+      its moment (``target``), the user's whole log (``log``) or the items seen so far (``past``).
 
     Candidate sets are precomputed once per (dataset, embeddings, split, protocol, seed), so every
     policy, this env and the batched evaluator see exactly the same candidates.
@@ -102,8 +126,8 @@ class InterestReplayEnv(gym.Env):
 
     ## Rewards
 
-    The reward of a step is the ranking metric (``metric``, nDCG@10 by default; auc, mrr, hit@K,
-    click@K, precision@K, recall@K, f1@K, ndcg@K) averaged over the scoring points between this decision
+    The reward of a step is the ranking metric (``metric``, nDCG@10 by default; auc, mrr, first_click_rr,
+    hit@K, click@K, precision@K, recall@K, f1@K, ndcg@K) averaged over the scoring points between this decision
     and the next, with expected values over random orders of tied candidates (empty profiles tie
     everything: worth a random ranking). A step without scoring points gives 0 and
     ``info["scored"] = False``. With ``reward_baseline`` (a Policy), the same metric of that reference
@@ -128,10 +152,16 @@ class InterestReplayEnv(gym.Env):
     * ``protocol``: the scoring protocol as ONE object, a :class:`ProtocolSpec` (or a dict of its fields,
       or just a protocol name): ``protocol`` (``"auto"``: impressions if present, else next positive |
       ``"impressions"`` | ``"next_positive"``), ``n_negatives`` (99), ``negatives`` (``"uniform"`` |
-      ``"popularity"``), ``exclude`` (``"log"``: never an item of the user's whole log, the standard
-      protocol | ``"past"``: only items seen up to the scoring point, strictly causal), ``seed`` (0).
+      ``"popularity"``), ``exclude`` (``"auto"``: ``"target"`` on logs with repeats, else ``"log"`` |
+      ``"target"``: only the target and the items of its moment, the honest protocol for repeats | ``"log"``:
+      never an item of the user's whole log, the classic protocol | ``"past"``: only items seen up to the
+      scoring point, strictly causal), ``seed`` (0), ``history_negatives`` (0). Settings of sampled negatives
+      on a dataset with logged impressions, and a catalogue smaller than ``n_negatives``, are said in a warning.
     * ``max_events``: truncate episodes after this many decisions (None = whole histories).
-    * ``reward_baseline``: a Policy whose metric is subtracted from the reward.
+    * ``reward_baseline``: a Policy whose metric is subtracted from the reward. It acts with all its action
+      columns on its own row (a rule with its own count gain acts with 7); the agent's 4 cannot set those
+      levers, so copying the rule's first 4 does not give a reward of 0 there (the vector env's residual form,
+      ``InterestReplayVecEnv(residual_to=...)``, can).
     * ``scoring``: a fixed ScoringConfig for the agent's scoring (default: p from the action, no extra terms).
       With ``beta_cat > 0`` the category counts forget at every decision by ``category_forgetting``
       (``counts <- f counts + onehot(cat(x))``); ``category_forgetting=None`` ties f to the action:
@@ -161,12 +191,21 @@ class InterestReplayEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         reject_render_mode(render_mode)
-        if max_events is not None and max_events < 1:
-            raise InterestGymError(f"max_events={max_events}: expected None or an integer >= 1")
+        if max_events is not None and (isinstance(max_events, (bool, np.bool_)) or not isinstance(max_events, (int, np.integer))
+                                       or max_events < 1):
+            raise InterestGymError(f"max_events={max_events!r}: expected None or an integer >= 1")
+        if reward_baseline is not None and not (callable(getattr(reward_baseline, "act", None))
+                                                and isinstance(getattr(reward_baseline, "scoring", None), ScoringConfig)):
+            raise InterestGymError(f"reward_baseline={reward_baseline!r}: expected None or a rule (a Policy with act() and a "
+                                   "ScoringConfig, e.g. interestgym.agents.rules.make_baseline('ema_two_profile'))")
+        if scoring is not None and not isinstance(scoring, ScoringConfig):
+            raise InterestGymError(f"scoring={scoring!r}: expected None or an interestgym.core.interest.ScoringConfig "
+                                   "(e.g. ScoringConfig(beta_cat=1.0))")
         spec = ProtocolSpec.resolve(protocol, split)
         self.data: ReplayData = load_replay_data(dataset, embeddings, spec)
         if self.data.n_users == 0:
             raise InterestGymError(f"{self.data.dataset_path}: split {self.data.spec.split!r} has no user with a positive event; nothing to replay")
+        _warn_about_protocol(self.data, spec)
         self.render_mode = None
         self.max_events = max_events
         self.reward_baseline = reward_baseline
@@ -185,11 +224,17 @@ class InterestReplayEnv(gym.Env):
         self._user_id = ""  # str of the episode's user id, made once per episode (not at every step)
         self._first_decision = 0
         self._done = True
+        self._started = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a new user (``options={"user_id": ...}`` picks one; otherwise drawn from ``np_random``)."""
         super().reset(seed=seed)
         options = options or {}
+        unknown = sorted(set(options) - {"user_id"})
+        if unknown:
+            raise InterestGymError(f"reset options {unknown}: not options of this env; expected only 'user_id' (or none: a user "
+                                   "drawn at random)")
+        self._started = True
         if "user_id" in options:
             hits = np.nonzero(self.data.user_ids == str(options["user_id"]))[0]
             if len(hits) == 0:
@@ -212,10 +257,12 @@ class InterestReplayEnv(gym.Env):
         # the engine is kept lean: the checks are one call each, the info dict is built from scalars
         # read once, and without a reference rule every scoring point is the agent's (no masks).
         if self._done:
-            raise InterestGymError("step() called on a finished episode; call reset() first")
-        action = np.asarray(action, dtype=np.float32).reshape(1, -1)
-        if action.shape[1] != 4:
-            raise InterestGymError(f"action of shape {action.shape[1:]}: expected (4,) in [-1, 1]")
+            raise InterestGymError("step() called on a finished episode; call reset() first" if self._steps or self._started
+                                   else "step() called before reset(); call reset() first")
+        given = np.asarray(action, dtype=np.float32)
+        if given.shape != (4,):  # a (2, 2) or a scalar is not 4 strengths, whatever reshape would make of it
+            raise InterestGymError(f"action of shape {given.shape}: expected (4,) in [-1, 1]")
+        action = given.reshape(1, 4)
         if not np.isfinite(action).all():
             # a NaN would silently poison the profiles, the reward and every later observation
             raise InterestGymError(f"action {action[0].tolist()}: expected 4 finite numbers in [-1, 1]")

@@ -191,7 +191,11 @@ class InterestReplayVecEnv(VecEnv):
         return self._obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.action_space.shape[0])
+        given = np.asarray(actions, dtype=np.float32)
+        expected = (self.num_envs, self.action_space.shape[0])
+        if given.shape != expected:  # a flat or otherwise shaped array is not one action per env, whatever reshape makes of it
+            raise InterestGymError(f"actions of shape {given.shape}: expected {expected} (one row of {expected[1]} per env) in [-1, 1]")
+        self._actions = given
         if not np.isfinite(self._actions).all():
             # a NaN would silently poison the profiles, the rewards and every later observation
             raise InterestGymError(f"actions: {int((~np.isfinite(self._actions)).any(axis=1).sum())} of {self.num_envs} envs got a "

@@ -61,11 +61,43 @@ def test_registered_env_passes_both_checkers_without_warnings(datasets, kind):
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
+    # (the fixture's catalogue of 60 items holds fewer than the default 99 negatives: asked for what it has)
+    protocol = {"n_negatives": 20} if kind == "next_positive" else None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        env = gym.make(ENV_ID, dataset=datasets[kind], split="train")
+        env = gym.make(ENV_ID, dataset=datasets[kind], split="train", protocol=protocol)
         gym_check(env.unwrapped, skip_render_check=True)
-        sb3_check(gym.make(ENV_ID, dataset=datasets[kind], split="train"), warn=True)
+        sb3_check(gym.make(ENV_ID, dataset=datasets[kind], split="train", protocol=protocol), warn=True)
+
+
+def test_what_the_protocol_cannot_have_is_said(datasets):
+    """Sampled-negative settings on logged impressions are ignored, and a catalogue smaller than n_negatives gives
+    fewer: the env says both (train and evaluate say so too), and is silent when neither applies."""
+    with pytest.warns(UserWarning, match=r"negatives='popularity', n_negatives=5: the dataset has logged impressions"):
+        InterestReplayEnv(datasets["impressions"], protocol={"n_negatives": 5, "negatives": "popularity"})
+    with pytest.warns(UserWarning, match=r"of \d+ scoring points have fewer than n_negatives=99 negatives"):
+        InterestReplayEnv(datasets["next_positive"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        InterestReplayEnv(datasets["next_positive"], protocol={"n_negatives": 20})
+
+
+def test_bad_arguments_and_actions_are_one_clear_error(datasets):
+    env = InterestReplayEnv(datasets["next_positive"], protocol={"n_negatives": 20})
+    with pytest.raises(InterestGymError, match=r"step\(\) called before reset\(\)"):
+        env.step(np.zeros(4, np.float32))
+    env.reset(seed=0)
+    for bad, shape in ((np.zeros((2, 2)), r"\(2, 2\)"), (0.5, r"\(\)"), (np.zeros(5), r"\(5,\)")):
+        with pytest.raises(InterestGymError, match=rf"action of shape {shape}: expected \(4,\)"):
+            env.step(bad)
+    with pytest.raises(InterestGymError, match=r"reset options \['user'\]: not options of this env; expected only 'user_id'"):
+        env.reset(options={"user": "u1"})
+    for kwargs, message in (({"reward_baseline": "rule"}, r"reward_baseline='rule': expected None or a rule"),
+                            ({"scoring": {"beta_cat": 1}}, r"scoring=\{'beta_cat': 1\}: expected None or an interestgym.core"),
+                            ({"max_events": 2.5}, r"max_events=2.5: expected None or an integer >= 1"),
+                            ({"max_events": True}, r"max_events=True: expected None or an integer >= 1")):
+        with pytest.raises(InterestGymError, match=message):
+            InterestReplayEnv(datasets["next_positive"], protocol={"n_negatives": 20}, **kwargs)
 
 
 def test_embeddings_name_may_be_left_out_only_when_unambiguous(datasets, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,19 @@ def test_vector_env_follows_sb3_conventions_and_matches_the_single_env(datasets)
             if term or trunc:
                 break
         assert rs == [float(w) for w in want]
+
+
+def test_vector_env_refuses_actions_that_are_not_one_row_per_env(datasets):
+    from interestgym.errors import InterestGymError
+
+    data = load_replay_data(datasets["next_positive"], None, ProtocolSpec(split="train", n_negatives=20))
+    venv = InterestReplayVecEnv(data, n_envs=3, seed=0)
+    venv.reset()
+    for bad in (np.zeros(12), np.zeros((3, 5)), np.zeros((4, 3))):
+        with pytest.raises(InterestGymError, match=re.escape(f"actions of shape {bad.shape}: expected (3, 4)")):
+            venv.step_async(bad)
+    venv.step_async(np.zeros((3, 4), np.float32))  # the right shape is taken
+    venv.step_wait()
 
 
 def test_vector_env_truncation_and_reference_rule(datasets):
