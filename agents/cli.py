@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from interestgym.errors import InterestGymError
+from interestgym.scale.ray_backend import ray_option
 
 if TYPE_CHECKING:
     from interestgym.agents.config import TrainConfig
@@ -87,7 +88,8 @@ def _d(name: str):
 @click.option("--torch-threads", type=int, default=_d("torch_threads"), show_default=True, help="Torch CPU threads (1 is fastest for this small MLP).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last intact checkpoint (step counter, normalisation and TensorBoard curves continue).")
 @click.option("--progress/--no-progress", "progress_bar", default=_d("progress_bar"), show_default=True, help="Progress bar.")
-def train(config_file: Path | None, resume: bool, **options) -> None:
+@ray_option
+def train(config_file: Path | None, resume: bool, ray: str | None, **options) -> None:
     """Train a PPO profile-update policy on DATASET's training users.
 
     \b
@@ -125,7 +127,7 @@ def train(config_file: Path | None, resume: bool, **options) -> None:
                           has_varying_values(Path(config.dataset)))
     _note_unused_negatives(Path(config.dataset), given)
     try:
-        result = train_run(config, resume=resume)
+        result = train_run(config, resume=resume, ray=ray)
     except KeyboardInterrupt:
         click.echo(_interrupted_note(config), err=True)
         raise

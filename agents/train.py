@@ -238,11 +238,15 @@ def steps_to_run(remaining: int, n_envs: int, n_steps: int) -> int:
     return -(-max(0, remaining) // rollout) * rollout
 
 
-def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
+def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = None) -> dict[str, Any]:
     """Train (or resume) a PPO run; returns a summary (steps, seconds, best validation value).
 
     One process per run folder: the run's lock (:class:`~interestgym.agents.run_lock.RunLock`) is
     held from the first write to the last.
+
+    :param ray: tune the baselines on a Ray cluster (``auto``, ``local[:N]`` or an address), sharded by
+        validation user: the same tuning as one process (``interestgym.scale``). Where it runs is not part
+        of the run: it is not recorded, and a resume may use another.
     """
 
     run_dir = Path(config.run_dir)
@@ -287,7 +291,7 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
             resume = False
         try:
-            return _train_locked(config, saved, resume)
+            return _train_locked(config, saved, resume, ray)
         except OSError as exc:
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 raise
@@ -296,7 +300,7 @@ def train_run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                                    "stopped there (continue it with --resume once the folder is writable)") from None
 
 
-def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> dict[str, Any]:
+def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray: str | None = None) -> dict[str, Any]:
     """The body of :func:`train_run`, under the run's lock."""
 
     from interestgym.agents.callbacks import (
@@ -329,7 +333,12 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool) -> d
     tuning_seconds = 0.0
     if config.reward_baseline and reference is None:
         t_tune = time.perf_counter()
-        reference, tuned = tune_reference(config, valid_data)
+        scorer = None
+        if ray:  # the tuning sharded by validation user on a Ray cluster: the same numbers as one process
+            from interestgym.scale.ray_backend import scaled
+
+            scorer = scaled(ray).validation_scorer
+        reference, tuned = tune_reference(config, valid_data, scorer)
         tuning_seconds = time.perf_counter() - t_tune
     reference_policy = make_baseline(reference["name"], **reference["params"]) if reference else None
     # residual form: the agent changes the rule's action and scores with the rule's own terms

@@ -389,9 +389,11 @@ def check_slot_counts_setting(tuned: dict[str, Any], slot_counts: bool, path: An
                                "--no-slot-counts: tune again without --tuned-baselines, or drop --no-slot-counts")
 
 
-def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def tune_reference(config: Any, valid_data: Any, scorer: Callable[..., Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tune the reward-baseline rule(s) on validation users.
 
+    :param scorer: what makes the tuning's objective from (data, metric, users): :func:`validation_scorer` (the
+        default), or its Ray version (``interestgym.scale.ray_backend.scaled(...).validation_scorer``, identical).
     :return: (the reference's description: name, params, valid score, metric; every tuned baseline).
     """
     from interestgym.agents.run_folder import read_tuned_baselines
@@ -404,7 +406,7 @@ def tune_reference(config: Any, valid_data: Any) -> tuple[dict[str, Any], dict[s
         check_slot_counts_setting(tuned, config.slot_counts, config.tuned_baselines)
     if tuned is None:
         users = subsample_users(valid_data.user_ids, config.tune_users, config.seed)
-        tuned = tune_baselines(validation_scorer(valid_data, config.reward, users), names,
+        tuned = tune_baselines((scorer or validation_scorer)(valid_data, config.reward, users), names,
                                grids=tuning_grids(config.slot_counts, valid_data.protocol == "impressions",
                                                   feedback_median(valid_data, users)))
         if getattr(config, "sequence", None):

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from interestgym.encoders.registry import BUILTIN_ENCODERS
 
+from interestgym.scale.ray_backend import ray_option
+
 
 @click.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
@@ -31,6 +33,7 @@ from interestgym.encoders.registry import BUILTIN_ENCODERS
 @click.option("--dim", type=click.IntRange(min=2), default=None, help="hashing / tfidf / cooc: output dimension (defaults 512 / 256 / 64).")
 @click.option("--window", type=click.IntRange(min=1), default=None, help="cooc: co-occurrence window in events (default 5).")
 @click.option("--no-cache", is_flag=True, help="Encode every text, neither reading nor updating DATASET/cache/embeddings.")
+@ray_option
 def encode(
     dataset: Path,
     encoder_spec: str,
@@ -45,6 +48,7 @@ def encode(
     dim: int | None,
     window: int | None,
     no_cache: bool,
+    ray: str | None,
 ) -> None:
     """Encode the items of DATASET into an embedding matrix the env can replay.
 
@@ -82,6 +86,10 @@ def encode(
         encoder_spec, pooling=pooling, max_length=max_length, device=device, precision=precision,
         batch_size=batch_size, backend=backend, quantize=quantize, onnx_dir=ds.path / "cache" / "onnx", dim=dim, window=window,
     )
+    if ray:  # the texts encoded in shards on a Ray cluster (a fitted encoder's state travels): the same vectors
+        from interestgym.scale.ray_backend import scaled
+
+        encoder = scaled(ray).encoder(encoder)
     result = encode_dataset(ds, encoder, name=name, encoder_spec=encoder_spec, use_cache=not no_cache,
                             log=lambda message: click.echo(message, err=True))
     click.echo(result.summary())

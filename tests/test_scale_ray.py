@@ -110,3 +110,38 @@ def test_evaluate_with_ray_writes_the_same_table(data, backend, tmp_path):
     evaluate_run(dataset, out=tmp_path / "ray", baselines="static,context_rule", n_boot=50, progress=False, ray="auto")
     one, sharded = (json.loads((tmp_path / d / "evaluation.json").read_text()) for d in ("one", "ray"))
     assert one["per_user"] == sharded["per_user"] and one["summary"]["policies"] == sharded["summary"]["policies"]
+
+
+def test_train_and_encode_with_ray_give_what_one_process_gives(data, backend, tmp_path):
+    """`interestgym encode --ray` and `interestgym train --ray` (its tuning sharded by validation user): the same
+    embeddings and the same tuned baselines as one process; where it ran is not recorded in the run."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from interestgym.cli import cli
+
+    dataset = tmp_path / "ds"
+    shutil.copytree(data.dataset_path, dataset)
+    runner = CliRunner()
+    for args in (["--name", "one"], ["--name", "sharded", "--ray", "auto"]):
+        result = runner.invoke(cli, ["encode", str(dataset), "--encoder", "hashing", "--dim", "32", "--no-cache", *args])
+        assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(dataset / "embeddings" / "one.npy"), np.load(dataset / "embeddings" / "sharded.npy"))
+    for run, args in (("one", []), ("sharded", ["--ray", "auto"])):
+        result = runner.invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / run), "--embeddings", "one",
+                                     "--timesteps", "64", "--n-envs", "4", "--n-steps", "16", "--batch-size", "32",
+                                     "--n-epochs", "1", "--no-progress", *args])
+        assert result.exit_code == 0, result.output
+    one, sharded = (json.loads((tmp_path / run / "baselines.json").read_text())["baselines"] for run in ("one", "sharded"))
+    def timeless(tuned):  # every field of every tuned baseline but how long its tuning took
+        return {name: {k: v for k, v in entry.items() if k != "seconds"} for name, entry in tuned.items()}
+
+    assert timeless(one) == timeless(sharded)
+    assert "ray" not in json.loads((tmp_path / "sharded" / "config.json").read_text())["config"]
+    # both commands do reach the cluster: an address that cannot be one is refused by its connect
+    for command in (["encode", str(dataset), "--encoder", "hashing", "--name", "x", "--no-cache"],
+                    ["train", str(dataset), "--run-dir", str(tmp_path / "x"), "--embeddings", "one", "--timesteps", "64"]):
+        result = runner.invoke(cli, [*command, "--ray", "local:0"])
+        assert result.exit_code != 0 and "expected auto, local, local:N with N >= 1 CPUs" in str(result.exception), command
