@@ -4,7 +4,11 @@
 ``vector_entry_point``) returns :class:`InterestReplayVectorEnv`: the same lock-step replay on numpy
 arrays that PPO trains on (:class:`~interestgym.envs.vector.InterestReplayVecEnv`), with Gymnasium's
 vector API. Autoreset is ``SAME_STEP``: when a user's history ends, ``step`` returns the next user's
-first observation and puts the finished one's last observation in ``infos["final_obs"]``.
+first observation and puts the finished one's last observation in ``infos["final_obs"]`` and its id in
+``infos["final_info"]["user_id"]``. Every step's ``infos`` also hold ``scored``, ``metric`` (the agent's own
+metric, NaN where nothing was scored), ``strengths`` (the update strengths applied, (num_envs, 4)) and
+``user_id`` (the user each slot replays from now on), each with its ``_key`` mask. ``reset(seed=...)`` takes an
+int (a list: its first item seeds every slot's draws); ``options`` are not used.
 """
 
 from __future__ import annotations
@@ -57,12 +61,27 @@ class InterestReplayVectorEnv(VectorEnv):
         obs, rewards, dones, infos = self._vec.step(np.asarray(actions, dtype=np.float32))
         truncated = np.array([bool(i.get("TimeLimit.truncated", False)) for i in infos])
         terminated = dones & ~truncated
-        out: dict[str, Any] = {"scored": np.array([bool(i["scored"]) for i in infos]), "_scored": np.ones(self.num_envs, dtype=bool)}
+        every = np.ones(self.num_envs, dtype=bool)
+        scored = np.array([bool(i["scored"]) for i in infos])
+        vec = self._vec
+        out: dict[str, Any] = {
+            "scored": scored, "_scored": every,
+            # the agent's own metric at a scored step (NaN where nothing was scored; the reward may be relative)
+            "metric": np.array([i.get("metric", np.nan) for i in infos], dtype=np.float64), "_metric": scored,
+            # the update strengths applied (a_L, a_S, w, p), and the user each slot replays from now on
+            "strengths": np.stack([np.asarray(i["strengths"], dtype=np.float64) for i in infos]), "_strengths": every,
+            "user_id": np.array(vec.current_user_ids, dtype=object),
+            "_user_id": every,
+        }
         if dones.any():
             final_obs = np.empty(self.num_envs, dtype=object)
+            final_user = np.empty(self.num_envs, dtype=object)
             for k in np.nonzero(dones)[0]:
                 final_obs[k] = infos[k]["terminal_observation"]
+                final_user[k] = infos[k]["user_id"]
             out["final_obs"], out["_final_obs"] = final_obs, dones.copy()
+            # the finished users' ids (Gymnasium's final_info: a dict of the finished slots' values)
+            out["final_info"], out["_final_info"] = {"user_id": final_user, "_user_id": dones.copy()}, dones.copy()
         return obs, rewards.astype(np.float64), terminated, truncated, out
 
     def close(self, **kwargs: Any) -> None:

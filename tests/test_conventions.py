@@ -71,14 +71,22 @@ def test_gymnasium_make_vec_reaches_the_native_vector_env(dataset):
     assert isinstance(envs.unwrapped, InterestReplayVectorEnv) and isinstance(envs.unwrapped, VectorEnv)
     obs, info = envs.reset(seed=1)
     assert obs.shape == (3, envs.single_observation_space.shape[0]) and envs.observation_space.contains(obs)
+    users = list(info["user_id"])
     ended = 0
     for _ in range(40):
         obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
         assert rewards.shape == (3,) and terminated.dtype == bool and envs.observation_space.contains(obs)
+        assert info["strengths"].shape == (3, 4) and ((info["strengths"] >= 0) & (info["strengths"] <= 1)).all()
+        # the agent's own metric where it scored, NaN elsewhere; without a reference rule it is the reward
+        assert (np.isnan(info["metric"]) == ~info["scored"]).all() and info["_metric"].tolist() == info["scored"].tolist()
+        np.testing.assert_allclose(info["metric"][info["scored"]], rewards[info["scored"]], rtol=1e-6)
         if terminated.any():
             ended += int(terminated.sum())
             assert info["_final_obs"][terminated].all()
             assert all(o is not None and o.shape == obs.shape[1:] for o in info["final_obs"][terminated])
+            # the finished slots' users are the ones they were replaying; the info names who replaces them
+            assert [info["final_info"]["user_id"][k] for k in np.nonzero(terminated)[0]] == [users[k] for k in np.nonzero(terminated)[0]]
+        users = list(info["user_id"])
     assert ended > 0  # users of 6-12 events end within 40 steps
 
 
