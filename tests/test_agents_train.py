@@ -147,7 +147,7 @@ def test_an_interrupted_train_says_what_to_resume_from(dataset, tmp_path, monkey
 
     train_run(_config(dataset, tmp_path / "run", timesteps=128))
 
-    def interrupted(config, resume=False):
+    def interrupted(config, resume=False, ray=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "train_run", interrupted)
@@ -216,9 +216,9 @@ def test_train_says_how_much_of_its_time_was_tuning(dataset, tmp_path, monkeypat
 
     real = tuning.tune_reference
 
-    def slow(config, valid_data):  # a tuning that takes 1.5 s more, so the share is visible
+    def slow(config, valid_data, scorer=None):  # a tuning that takes 1.5 s more, so the share is visible
         _time.sleep(1.5)
-        return real(config, valid_data)
+        return real(config, valid_data, scorer)
 
     monkeypatch.setattr("interestgym.agents.train.tune_reference", slow)
     result = train_run(_config(dataset, tmp_path / "direct", timesteps=64, eval_every=0, reward_baseline="ema", tune_users=5))

@@ -174,6 +174,23 @@ def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureF
                                     "a Chinese BERT folder also works: --encoder PATH")
 
 
+def test_delimiter_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "semi.csv"
+    src.write_text('user_id;item_id;ts;action;text\nu1;i1;1511544070;click;"red; blue"\nu2;i2;1511544071;click;green\n')
+    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "ok"), "--delimiter", ";"], capsys)
+    assert code == 0, err
+    import pandas as pd
+
+    assert sorted(pd.read_parquet(tmp_path / "ok" / "items.parquet")["text"]) == ["green", "red; blue"]  # quotes kept it one field
+    for bad in ("ab", '"', "x", "7", ""):
+        code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "no"), "--delimiter", bad], capsys)
+        assert code == 2 and err.startswith(f"error: --delimiter {bad!r}: expected one character that separates fields"), err
+    parquet = tmp_path / "log.parquet"
+    pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "ts": [1511544070], "action": ["click"], "text": ["x"]}).to_parquet(parquet)
+    code, out, err = run(["prepare", "events", str(parquet), "--out", str(tmp_path / "pq"), "--delimiter", ";"], capsys)
+    assert code == 2 and "--delimiter ';' given, but the file is parquet; expected a delimited (CSV / TSV) file" in err
+
+
 def test_a_split_without_users_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "one.csv"
     src.write_text("user_id,item_id,ts,action,text\nu1,i1,1511544070,click,red shoes\nu1,i2,1511544080,click,blue hat\n")

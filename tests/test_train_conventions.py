@@ -143,7 +143,7 @@ def _trained_config(monkeypatch, argv: list[str]) -> tuple[TrainConfig | None, o
 
     seen: list[TrainConfig] = []
 
-    def fake(config, *, resume=False):
+    def fake(config, *, resume=False, ray=None):
         seen.append(config)
         return {"num_timesteps": 0, "seconds": 0.0, "select_metric": config.reward, "best_value": 0.0, "best_step": 0}
 

@@ -22,7 +22,7 @@ FORMATS = ("mind", "movielens", "events", "synthetic")
 _FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
     "mind": ("mind_text", "mind_parts"),
     "movielens": ("tags", "max_tags"),
-    "events": ("input_format", "columns", "header", "rename", "actions", "default_action", "time_format", "items_path",
+    "events": ("input_format", "delimiter", "columns", "header", "rename", "actions", "default_action", "time_format", "items_path",
                "items_columns", "item_text", "context", "reader"),
     "synthetic": ("users", "seed", "lang", "drift", "events_per_user"),
 }
@@ -163,6 +163,17 @@ def _id_only_example(out: Path) -> str | None:
 
 
 
+def _delimiter(text: str | None) -> str | None:
+    """``--delimiter``: one printable character that is not a quote, or a tab (given as a tab or as ``\\t``)."""
+    if text is None:
+        return None
+    value = "\t" if text in ("\\t", "tab") else text
+    if len(value) != 1 or value in ('"', "\n", "\r") or (value != "\t" and not value.isprintable()) or value.isalnum():
+        raise InterestGymError(f"--delimiter {text!r}: expected one character that separates fields, such as ';', '|' or '\\t' "
+                               "(not a letter, digit, quote or newline)")
+    return value
+
+
 def _with_rejects_file(error: DataError, out: Path) -> DataError:
     """A refused input's error, with every rejected row written beside ``out`` (``OUT.rejects.jsonl``, as the
     dataset's own rejects.jsonl would hold them: ``out`` itself may hold an older dataset) and the path named."""
@@ -266,6 +277,9 @@ Examples:
 @click.option("--max-tags", type=int, default=10, show_default=True, help="[movielens] Most tags per movie text.")
 @click.option("--input-format", type=click.Choice(["csv", "tsv", "jsonl", "parquet"]), default=None,
               help="[events] File format (default: from the extension, else the content).")
+@click.option("--delimiter", metavar="CHAR", default=None,
+              help="[events] Field separator of a delimited log (and items file), e.g. ';' or '|' ('\\t' for a tab); "
+                   "default: comma for CSV, tab for TSV. Quotes are allowed, as in CSV.")
 @click.option("--columns", metavar="NAMES", help="[events] Names of a headerless file's columns in order; '-' skips one.")
 @click.option("--header/--no-header", default=None, help="[events] Whether the file has a header line (default: yes unless --columns).")
 @click.option("--map", "rename", metavar="NEW=OLD,...", help="[events] Rename columns, e.g. ts=timestamp,user_id=uid.")
@@ -343,6 +357,7 @@ def prepare(ctx: click.Context, format_name: str, input_path: Path | None, out: 
             context = parse_list(options["context"])
             opts = EventsOptions(
                 input_format=options["input_format"],
+                delimiter=_delimiter(options["delimiter"]),
                 columns=parse_list(options["columns"]),
                 header=options["header"],
                 rename=parse_renames(options["rename"]),

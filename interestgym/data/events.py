@@ -125,6 +125,9 @@ class EventsOptions:
     item_text: str | None = None
     #: Context columns to keep in events; None: every column that is not an event or item field.
     context: list[str] | None = None
+    #: The field separator of a delimited events / items file (``--delimiter``): a tab reads it as TSV, any
+    #: other single character as CSV on it (quotes allowed); None: comma for CSV, tab for TSV.
+    delimiter: str | None = None
     #: ``auto``: the columnar reader (:mod:`interestgym.data.fast_events`) where it applies, else the
     #: line reader; ``lines``: the line reader only; ``columnar``: columnar even for a small file.
     #: Both give identical datasets and rejects.
@@ -262,9 +265,22 @@ def _separator_hint(names: list[str]) -> str:
         return ""
     for sep, label in ((";", "semicolons"), ("|", "pipes")):
         if names[0].count(sep) >= 2:
-            return (f" (the header is one column holding {label}: this reader splits CSV on commas and TSV on tabs; "
-                    f"convert the file, e.g. `tr '{sep}' '\\t' < FILE > FILE.tsv` when no field holds a {sep!r} or a tab)")
+            return f" (the header is one column holding {label}: give --delimiter '{sep}')"
     return ""
+
+
+def _delimited(path: Path) -> bool:
+    """Whether ``--delimiter`` applies to an items file: it is not JSONL or Parquet (a file with no comma or
+    tab on its first line counts as delimited: the separator given may be what it uses)."""
+    from interestgym.data.readers import Source
+    from interestgym.data.tables import detect_format
+
+    if not path.is_file():
+        return True  # open_table says it is missing
+    try:
+        return detect_format(Source(path), None) in ("csv", "tsv")
+    except DataError:
+        return True
 
 
 def _check_before_reading(opts: EventsOptions, events_table: Table, items_table: Table | None) -> None:
@@ -404,8 +420,10 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     times = TimeParser(opts.time_format)
     # --default-action says the log has no action column: then no column is taken for one.
     required = ("user_id", "item_id", "ts") + (("action",) if opts.default_action is None else ())
-    events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename, alias_fields=required)
-    items_table = (open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename, alias_fields=ITEM_FILE_FIELDS)
+    events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename, alias_fields=required,
+                              delimiter=opts.delimiter)
+    items_table = (open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename, alias_fields=ITEM_FILE_FIELDS,
+                              delimiter=opts.delimiter if _delimited(Path(opts.items)) else None)
                    if opts.items else None)
     tables = [events_table] + ([items_table] if items_table else [])
     _check_before_reading(opts, events_table, items_table)

@@ -82,6 +82,8 @@ class Table:
     #: Columns taken by their common name: name (after --map) -> canonical field. JSONL: decided
     #: on the first object row.
     aliases: dict[str, str] = field(default_factory=dict)
+    #: The field separator a user gave (``--delimiter``); None: the format's (comma for CSV, tab for TSV).
+    sep: str | None = None
 
     def alias_note(self) -> str | None:
         """The validation note naming the columns taken by a common name, if any."""
@@ -89,6 +91,8 @@ class Table:
 
     @property
     def delimiter(self) -> str:
+        if self.sep is not None:
+            return self.sep
         return "\t" if self.fmt == "tsv" else ","
 
     def known_names(self) -> list[str] | None:
@@ -104,17 +108,31 @@ def _check_names(names: list[str], source: Source, where: str) -> None:
 
 
 def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None, header: bool | None,
-               rename: dict[str, str], alias_fields: Iterable[str] = ()) -> Table:
+               rename: dict[str, str], alias_fields: Iterable[str] = (), delimiter: str | None = None) -> Table:
     """Open an events or items file: detect its format and resolve its column names.
 
     ``alias_fields`` are the canonical fields that, when no column has their name, may be found
-    under a common name (:func:`~interestgym.data.columns.resolve_aliases`).
+    under a common name (:func:`~interestgym.data.columns.resolve_aliases`). ``delimiter`` (``--delimiter``)
+    separates the fields of a delimited file: with a tab it is read as TSV, with any other character as
+    CSV (quotes allowed) on that separator.
     """
     require_file(path, f"an {what} file (CSV, TSV, JSONL or Parquet)" if what == "items" else "an events file (CSV, TSV, JSONL or Parquet)")
     source = Source(path)
-    fmt = detect_format(source, fmt)
+    if delimiter is None:
+        fmt = detect_format(source, fmt)
+    else:
+        try:
+            found = detect_format(source, fmt)
+        except DataError:
+            if fmt:
+                raise  # an --input-format that is none
+            found = "csv"  # no comma or tab on its first line: the separator given says it is delimited
+        if found not in ("csv", "tsv"):
+            raise DataError(f"{source.name}: --delimiter {delimiter!r} given, but the file is {found}; expected a delimited "
+                            "(CSV / TSV) file")
+        fmt = "tsv" if delimiter == "\t" else "csv"
     old_to_new = dict(rename)
-    table = Table(source, fmt, what, names=None, rename_old_to_new=old_to_new, alias_fields=tuple(alias_fields))
+    table = Table(source, fmt, what, names=None, rename_old_to_new=old_to_new, alias_fields=tuple(alias_fields), sep=delimiter)
     if fmt in ("csv", "tsv"):
         has_header = header if header is not None else columns is None
         found_names: list[str] | None = None
@@ -125,7 +143,7 @@ def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None
             text, lineno = found
             table.skip = lineno
             try:
-                found_names = [n.strip() for n in (split_csv_line(text) if fmt == "csv" else text.split("\t"))]
+                found_names = [n.strip() for n in (split_csv_line(text, table.delimiter) if fmt == "csv" else text.split(table.delimiter))]
             except csv.Error as exc:
                 raise DataError(f"{source.name} line {lineno}: header {text!r} cannot be parsed ({exc})") from None
             table.header_found = found_names
@@ -210,7 +228,7 @@ def wrong_field_count(table: Table, found: int) -> str:
     """The reject reason of a CSV / TSV record with ``found`` fields."""
     names = table.names
     assert names is not None
-    sep = "comma" if table.fmt == "csv" else "tab"
+    sep = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}.get(table.delimiter, repr(table.delimiter))
     listed = ", ".join(n_ or "-" for n_ in names)
     return f"wrong field count: expected {len(names)} {sep}-separated fields ({listed}), found {found}"
 
