@@ -232,7 +232,7 @@ def replay_valid(config: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     from interestgym.agents.run_folder import best_or_final, load_run_policy
     from interestgym.envs.vector import evaluate_policy
 
-    from interestgym.evaluation.stats import per_user_means
+    from interestgym.core.stats import per_user_means
 
     data = config.replay_data("valid")
     policy = load_run_policy(run_dir, best_or_final(run_dir), device=config.device)
@@ -264,7 +264,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     """
     from interestgym.agents.config import TrainConfig
 
-    from interestgym.evaluation.stats import align_users, paired_bootstrap_diff
+    from interestgym.core.stats import align_users, paired_bootstrap_diff
     from interestgym.io import write_json_atomic
 
     if trials < 1:

@@ -166,7 +166,7 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     )
     from interestgym.envs.vector import evaluate_policy
 
-    from interestgym.evaluation.stats import paired_bootstrap_diff, per_user_means
+    from interestgym.core.stats import paired_bootstrap_diff, per_user_means
 
     metric = config.reward
     if reference is None:

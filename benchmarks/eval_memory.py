@@ -97,7 +97,7 @@ if step != "import":
         if step == "evaluate-whole":
             from interestgym.agents.rules import make_baseline
             from interestgym.envs.vector import evaluate_policy
-            from interestgym.evaluation.stats import per_user_means
+            from interestgym.core.stats import per_user_means
             t1 = time.perf_counter()
             res = evaluate_policy(data, make_baseline("ema_two_profile", **RULE), record_features=False, progress=False)
             info["evaluate_s"] = round(time.perf_counter() - t1, 1)

@@ -39,7 +39,7 @@ def tuned_rule(baselines: Path, data) -> dict:
 
 def gain_line(what: str, a: np.ndarray, b: np.ndarray, against: str, users: str) -> str:
     """``what`` (per-user ``a``) against ``against`` (``b``): means and the paired 95% bootstrap CI, as evaluate gives it."""
-    from interestgym.evaluation.stats import paired_bootstrap_diff
+    from interestgym.core.stats import paired_bootstrap_diff
 
     ci = paired_bootstrap_diff(a, b)
     return (f"{what} {np.mean(a):.4f} vs {against} {np.mean(b):.4f} on {len(a)} {users}: "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from interestgym.evaluation.stats import (
+from interestgym.core.stats import (
     align_users,
     bootstrap_mean_ci,
     paired_bootstrap_diff,

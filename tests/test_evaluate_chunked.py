@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic, tiny_tracker
 from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
 
+from interestgym.core.stats import per_user_means
 from interestgym.data.dataset import Dataset
 from interestgym.evaluation.run import evaluate_run
-from interestgym.evaluation.stats import per_user_means
 from interestgym.evaluation.stream import evaluate_in_chunks
 
 BASELINES = "ema,ema_two_profile,popularity,context_rule"

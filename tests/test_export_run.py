@@ -158,8 +158,8 @@ def test_export_of_a_run_without_the_model_names_the_file(tmp_path, capsys):
 
 def test_runtime_replay_reproduces_interestgym_evaluate_per_user_metrics(tmp_path_factory, tmp_path):
     """The numbers `interestgym evaluate RUN` writes for the trained policy, recomputed by the runtime."""
+    from interestgym.core.stats import per_user_means
     from interestgym.evaluation.run import evaluate_run
-    from interestgym.evaluation.stats import per_user_means
 
     fx = trained_export(tmp_path_factory, "impressions")
     evaluate_run(fx.run, out=tmp_path, baselines="static", n_boot=20, progress=False)

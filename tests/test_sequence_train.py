@@ -139,7 +139,7 @@ def test_compare_adds_tracker_rows_to_an_evaluation_with_paired_differences(trai
     from interestgym.agents.sequence.compare import compare
     from interestgym.envs.vector import evaluate_policy
 
-    from interestgym.evaluation.stats import per_user_means
+    from interestgym.core.stats import per_user_means
     from interestgym.evaluation.tables import PolicyScores, summarise
 
     data, run, _ = trained

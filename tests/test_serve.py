@@ -154,7 +154,7 @@ def evaluated(fx, tmp_path_factory):
 
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
 def test_replaying_test_users_over_http_gives_exactly_the_metrics_of_interestgym_evaluate(fx, evaluated, store_url):
-    from interestgym.evaluation.stats import per_user_means
+    from interestgym.core.stats import per_user_means
 
     doc, reference, requests = evaluated
     users = list(requests)

@@ -28,7 +28,7 @@ from interestgym.errors import ArtifactError, InterestGymError
 
 def sequence_policy_scores(tracker: Any, data: Any, metric: str = "ndcg@10") -> Any:
     """A tracker's :class:`~interestgym.evaluation.tables.PolicyScores` (kind ``sequence``) on ``data``."""
-    from interestgym.evaluation.stats import per_user_means
+    from interestgym.core.stats import per_user_means
     from interestgym.evaluation.tables import PolicyScores
 
     res = tracker.score(data, metric=metric)
@@ -71,7 +71,7 @@ def dtw_rule_scores(evaluation: dict[str, Any], data: Any, metric: str, *, tune_
     from interestgym.agents.tuning import subsample_users
     from interestgym.envs.replay_data import load_replay_data
 
-    from interestgym.evaluation.stats import per_user_means
+    from interestgym.core.stats import per_user_means
     from interestgym.evaluation.tables import PolicyScores
 
     two = (evaluation.get("tuned_baselines") or {}).get("ema_two_profile")

@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from interestgym.core.rules import params_text
+from interestgym.core.stats import per_user_means
 from interestgym.errors import InterestGymError
-from interestgym.evaluation.stats import per_user_means
 from interestgym.evaluation.stream import UserScores
 from interestgym.evaluation.tables import PolicyScores, markdown_tables, summarise
 from interestgym.io import write_json_atomic, write_text_atomic
@@ -528,7 +528,7 @@ def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n
     selection that overfit validation would show a sign flip between them."""
     import zlib
 
-    from interestgym.evaluation.stats import paired_bootstrap_diff
+    from interestgym.core.stats import paired_bootstrap_diff
 
     by_name = {r.name: r for r in results}
     ref = by_name.get(reference)

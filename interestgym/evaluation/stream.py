@@ -7,7 +7,7 @@ each chunk is scored by every policy, and only per-user means survive the chunk
 (:class:`UserScores`).
 
 The numbers are the whole split's, exactly: a user's scoring points are all in one chunk, in the same
-order, and :func:`~interestgym.evaluation.stats.per_user_means` adds a user's values in that order, so a
+order, and :func:`~interestgym.core.stats.per_user_means` adds a user's values in that order, so a
 chunk's per-user means are the whole split's; chunks come in sorted user order, which is the order of
 the whole split's per-user arrays, so concatenating them gives the same arrays (and the same bootstrap
 intervals).
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interestgym.evaluation.stats import per_user_means
+from interestgym.core.stats import per_user_means
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Input is one :class:`PolicyScores` per policy, all evaluated on the same users and the same scoring
 points (the batched evaluator guarantees identical candidate sets), so paired differences are
-well defined. Everything here is plain numpy (see :mod:`interestgym.evaluation.stats`).
+well defined. Everything here is plain numpy (see :mod:`interestgym.core.stats`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from interestgym.evaluation.stats import bootstrap_mean_ci, paired_bootstrap_diff
+from interestgym.core.stats import bootstrap_mean_ci, paired_bootstrap_diff
 
 
 @dataclass
