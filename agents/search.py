@@ -484,10 +484,12 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any]) -> N
               help="'beats-base': the best trial whose paired validation gain over trial 0 (the base) has a 95% CI above 0, "
                    "else the base; 'best': the highest validation score.")
 @click.option("--seed", type=int, default=None, help="Seed of PPO and of the env in every trial (default: the base's, 0).")
+@click.option("--embeddings", default=None, help="Embedding name in DATASET (default: the base's, else the dataset's only one).")
 @click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None,
               help="Reuse a baselines.json (same metric and protocol); otherwise trial 0 tunes them and every later trial reuses its.")
 def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, sampler: str, sampler_seed: int,
-           params: str | None, config_file: Path | None, pick: str, seed: int | None, tuned_baselines: str | None) -> None:
+           params: str | None, config_file: Path | None, pick: str, seed: int | None, embeddings: str | None,
+           tuned_baselines: str | None) -> None:
     """Budgeted hyper-parameter search of PPO settings, scored and picked on VALIDATION users only.
 
     \b
@@ -505,6 +507,8 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
     base = read_config_file(config_file) if config_file is not None else {}
     if seed is not None:
         base["seed"] = seed
+    if embeddings is not None:
+        base["embeddings"] = embeddings
     names = [n.strip() for n in params.split(",") if n.strip()] if params else None
     doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
                      sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,

@@ -135,7 +135,12 @@ def main() -> None:
     from interestgym.agents.sequence.config import SequenceConfig
     from interestgym.envs.vector import evaluate_policy
 
-    train = SequenceConfig(dataset=str(dataset), run_dir="", embeddings=embeddings).replay_data("train")
+    from interestgym.errors import InterestGymError
+
+    try:
+        train = SequenceConfig(dataset=str(dataset), run_dir="", embeddings=embeddings).replay_data("train")
+    except InterestGymError as exc:  # e.g. a dataset of several embeddings: --embeddings NAME
+        sys.exit(f"error: {exc}")
     n_dec = train.n_decisions
     evaluate_policy(train, TwoProfileEMAPolicy(), record_features=False, progress=False)  # warm caches
     with Timer() as t_eval:

@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--timesteps", type=int, default=None, help="train's --timesteps (default: train's own)")
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--embeddings", default=None, help="embedding name in DATASET (default: its only one)")
     args = ap.parse_args()
     pin_threads(args.threads)
     from interestgym.agents.config import TrainConfig
@@ -54,8 +55,13 @@ def main() -> None:
     )
 
     print(f"threads pinned to {args.threads}; {load_line('load before')}")
-    config = TrainConfig(dataset=str(args.dataset), run_dir="")
-    valid = config.replay_data("valid")
+    from interestgym.errors import InterestGymError
+
+    config = TrainConfig(dataset=str(args.dataset), run_dir="", embeddings=args.embeddings)
+    try:
+        valid = config.replay_data("valid")
+    except InterestGymError as exc:
+        sys.exit(f"error: {exc}")
     users = subsample_users(valid.user_ids, config.tune_users, config.seed)
     print(f"data: {args.dataset}, {valid.n_users} validation users ({len(users or valid.user_ids)} tuned on), "
           f"{valid.n_decisions} decisions, {valid.n_points} scoring points, metric {config.reward}")
@@ -85,6 +91,8 @@ def main() -> None:
         cmd = [sys.executable, "-c", "from interestgym.cli import main; main()", "train", str(args.dataset), "--run-dir", str(run_dir)]
         if args.timesteps:
             cmd += ["--timesteps", str(args.timesteps)]
+        if args.embeddings:
+            cmd += ["--embeddings", args.embeddings]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wall = time.perf_counter() - t0

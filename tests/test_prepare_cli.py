@@ -179,9 +179,14 @@ def test_delimiter_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     src.write_text('user_id;item_id;ts;action;text\nu1;i1;1511544070;click;"red; blue"\nu2;i2;1511544071;click;green\n')
     code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "ok"), "--delimiter", ";"], capsys)
     assert code == 0, err
-    import pandas as pd
-
     assert sorted(pd.read_parquet(tmp_path / "ok" / "items.parquet")["text"]) == ["green", "red; blue"]  # quotes kept it one field
+    # an items file takes the separator when its header holds it, and keeps its own (a .tsv) otherwise
+    for name, text in (("items.tsv", "item_id\ttext\ni1\tred; blue\ni2\tgreen\n"), ("items.csv", "item_id;text\ni1;red\ni2;green\n")):
+        (tmp_path / name).write_text(text)
+        code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / f"with-{name}"), "--delimiter", ";",
+                              "--items", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        assert len(pd.read_parquet(tmp_path / f"with-{name}" / "items.parquet")) == 2
     for bad in ("ab", '"', "x", "7", ""):
         code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "no"), "--delimiter", bad], capsys)
         assert code == 2 and err.startswith(f"error: --delimiter {bad!r}: expected one character that separates fields"), err

@@ -255,3 +255,24 @@ def test_the_default_pick_keeps_the_base_unless_a_trial_beats_it_on_validation()
     assert S.pick_trial(records, "best") == 2
     assert S.pick_trial(records, "beats-base") == 1
     assert S.pick_trial(records[:1] + records[2:], "beats-base") == 0
+
+
+def test_search_takes_the_embeddings_of_a_dataset_that_has_several(tmp_path):
+    """After a fine-tune a dataset holds two embeddings: `search --embeddings NAME` picks one, as train does."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from interestgym.cli import cli
+
+    data = tiny_synthetic(tmp_path / "tiny")
+    emb = data / "embeddings"
+    shutil.copy(emb / "topic16.npy", emb / "other.npy")
+    (emb / "other.json").write_text((emb / "topic16.json").read_text())
+    args = ["search", str(data), "--run-dir", str(tmp_path / "s"), "--trials", "1", "--budget-steps", "64"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code != 0 and "several embeddings" in str(refused.exception)
+    result = CliRunner().invoke(cli, [*args, "--embeddings", "other"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    trial = json.loads((tmp_path / "s" / "trial-000" / "config.json").read_text())
+    assert trial["config"]["embeddings"] == "other"

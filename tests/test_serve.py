@@ -265,6 +265,24 @@ def test_items_that_do_not_meet_the_exports_expectations_are_refused_naming_the_
     assert ok.meta["categories"]["list"] == policy.categories
 
 
+def test_a_dataset_of_several_embeddings_serves_the_one_of_the_exports_encoder(fx, tmp_path):
+    """After a fine-tune the items' dataset holds two embeddings: serve takes the one the export's encoder wrote
+    (an explicit --embeddings of another encoder is still refused as a mismatch)."""
+    import shutil
+
+    copy = tmp_path / "ds"
+    shutil.copytree(fx.dataset, copy)
+    emb = copy / "embeddings"
+    (name,) = [p.stem for p in emb.glob("*.npy")]
+    shutil.copy(emb / f"{name}.npy", emb / "aaa-other.npy")  # sorts first, from "another encoder"
+    (emb / "aaa-other.json").write_text(json.dumps({**json.loads((emb / f"{name}.json").read_text()), "name": "aaa-other",
+                                                    "fingerprint": "f" * 64}))
+    service = _service(fx, "memory://", items=str(copy))
+    assert service.catalogue.meta["encoder"]["embeddings"] == name
+    with pytest.raises(CatalogueMismatchError, match="encoder fingerprint ffffffffffffffff"):
+        _service(fx, "memory://", items=str(copy), embeddings="aaa-other")
+
+
 def test_ranking_uses_the_catalogues_popularity_not_the_exports_table(fx, tmp_path):
     """The silent mismatch of an export served on another catalogue whose ids overlap: the service
     ranks with the catalogue's popularity, whatever the export's table says for the same ids."""

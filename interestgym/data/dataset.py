@@ -481,6 +481,18 @@ class Dataset:
         d = self.embeddings_dir
         return sorted(p.stem for p in d.glob("*.npy") if (d / f"{p.stem}.json").is_file()) if d.is_dir() else []
 
+    def embedding_of(self, fingerprint: Any, dim: int | None = None) -> str | None:
+        """The name of this dataset's embedding an encoder of ``fingerprint`` (and ``dim``, when given) wrote, or
+        None (none, or a damaged metadata file: the one chosen is then refused with its own message)."""
+        for name in self.embedding_names():
+            try:
+                meta = json.loads((self.embeddings_dir / f"{name}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint and (dim is None or meta.get("dim") == dim):
+                return name
+        return None
+
     def resolve_embeddings(self, name: str | None) -> str:
         """The embedding name to use: ``name`` if given, else the only one there is."""
         names = self.embedding_names()

@@ -269,18 +269,21 @@ def _separator_hint(names: list[str]) -> str:
     return ""
 
 
-def _delimited(path: Path) -> bool:
-    """Whether ``--delimiter`` applies to an items file: it is not JSONL or Parquet (a file with no comma or
-    tab on its first line counts as delimited: the separator given may be what it uses)."""
-    from interestgym.data.readers import Source
-    from interestgym.data.tables import detect_format
+def _delimited(path: Path, delimiter: str) -> bool:
+    """Whether ``--delimiter`` applies to the items file too: its first line holds that separator (an items
+    file of its own format, a ``.tsv`` beside a ``;`` log, keeps it; JSONL and Parquet never take one)."""
+    from interestgym.data.readers import Source, first_line
 
     if not path.is_file():
-        return True  # open_table says it is missing
-    try:
-        return detect_format(Source(path), None) in ("csv", "tsv")
-    except DataError:
-        return True
+        return False  # open_table says it is missing
+    source = Source(path)
+    found = first_line(source)
+    if found is None or found[0].lstrip().startswith("{"):
+        return False
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PAR1":
+            return False
+    return delimiter in found[0]
 
 
 def _check_before_reading(opts: EventsOptions, events_table: Table, items_table: Table | None) -> None:
@@ -423,7 +426,7 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename, alias_fields=required,
                               delimiter=opts.delimiter)
     items_table = (open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename, alias_fields=ITEM_FILE_FIELDS,
-                              delimiter=opts.delimiter if _delimited(Path(opts.items)) else None)
+                              delimiter=opts.delimiter if opts.delimiter and _delimited(Path(opts.items), opts.delimiter) else None)
                    if opts.items else None)
     tables = [events_table] + ([items_table] if items_table else [])
     _check_before_reading(opts, events_table, items_table)

@@ -25,7 +25,6 @@ Protocol (printed above every table and stored in ``evaluation.json``):
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -157,13 +156,9 @@ def _transfer_embeddings(target: Any, recorded: dict[str, Any]) -> str:
     judges), else the dataset's own refusal naming them all."""
     names = target.embedding_names()
     if len(names) > 1:
-        for name in names:
-            try:
-                meta = json.loads((target.embeddings_dir / f"{name}.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue  # a damaged one is refused with its own message if it is the one chosen
-            if isinstance(meta, dict) and (meta.get("fingerprint"), meta.get("dim")) == (recorded.get("fingerprint"), recorded.get("dim")):
-                return name
+        same = target.embedding_of(recorded.get("fingerprint"), recorded.get("dim"))
+        if same is not None:
+            return same
         if recorded.get("name") in names:
             return str(recorded["name"])
     return target.resolve_embeddings(None)

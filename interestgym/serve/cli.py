@@ -20,7 +20,7 @@ import click
               help="sqlite:///relative.db | sqlite:////absolute.db | redis://HOST:PORT/DB | memory://")
 @click.option("--items", type=click.Path(exists=True, file_okay=False), default=None,
               help="Item table: a dataset folder (prepare + encode) or a catalogue folder. Default: the export's training dataset.")
-@click.option("--embeddings", default=None, help="Which embeddings of a dataset folder (default: the only one).")
+@click.option("--embeddings", default=None, help="Which embeddings of a dataset folder (default: the only one; with several, the one the export's encoder wrote).")
 @click.option("--save-catalogue", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write the item table (vectors, popularity, categories, how they were computed) as a catalogue folder.")
 @click.option("--host", default="127.0.0.1", show_default=True)

@@ -232,7 +232,8 @@ class InterestService:
         store = open_store(config.store)
         try:
             policy = load_policy(config.export, threads=config.threads)
-            catalogue = load_catalogue(cls.items_source(config, policy), config.embeddings)
+            source = cls.items_source(config, policy)
+            catalogue = load_catalogue(source, config.embeddings or _export_embedding(source, policy))
             notes = check_catalogue(catalogue, policy)
             if install:
                 meta = install_policy(store, policy)
@@ -594,6 +595,22 @@ def _load_recorded(record: dict[str, Any], threads: int) -> ExportedPolicy:
         raise PolicyUnavailableError(f"the store's active policy {record['path']} has manifest sha256 {policy.manifest['manifest_sha256'][:16]}...; "
                          f"the store records {record['manifest_sha256'][:16]}... (the export was replaced in place)")
     return policy
+
+
+def _export_embedding(source: Any, policy: ExportedPolicy) -> str | None:
+    """The embedding of a dataset folder that the export's encoder wrote, where the folder has several (after a
+    fine-tune, say); None otherwise (the folder's only one, or its own refusal naming them)."""
+    from pathlib import Path
+
+    folder = Path(str(source))
+    if not (folder / "manifest.json").is_file():
+        return None  # a catalogue folder: one set of vectors
+    from interestgym.data.dataset import Dataset
+
+    dataset = Dataset.open(folder)
+    if len(dataset.embedding_names()) < 2:
+        return None
+    return dataset.embedding_of(policy.encoder.get("fingerprint"), policy.dim)
 
 
 def _decode_state(blob: bytes | None, policy: ExportedPolicy, user_id: str) -> UserState:
