@@ -278,7 +278,7 @@ Examples:
 @click.option("--input-format", type=click.Choice(["csv", "tsv", "jsonl", "parquet"]), default=None,
               help="[events] File format (default: from the extension, else the content).")
 @click.option("--delimiter", metavar="CHAR", default=None,
-              help="[events] Field separator of a delimited log (and items file), e.g. ';' or '|' ('\\t' for a tab); "
+              help="[events] Field separator of a delimited log (and of an items file whose header holds it), e.g. ';' or '|' ('\\t' for a tab); "
                    "default: comma for CSV, tab for TSV. Quotes are allowed, as in CSV.")
 @click.option("--columns", metavar="NAMES", help="[events] Names of a headerless file's columns in order; '-' skips one.")
 @click.option("--header/--no-header", default=None, help="[events] Whether the file has a header line (default: yes unless --columns).")
