@@ -331,10 +331,15 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
     reference = saved.get("reference")
     tuned: dict[str, Any] | None = None
     tuning_seconds = 0.0
+    tunes = bool(config.reward_baseline) and reference is None and not config.tuned_baselines
+    if ray and not tunes:
+        why = ("the run resumes with its tuned reference" if reference is not None else
+               "--tuned-baselines gives the tuning" if config.tuned_baselines else "no reference rule is tuned")
+        sys.stderr.write(f"note: --ray {ray} has nothing to do here ({why}); PPO trains in this process\n")
     if config.reward_baseline and reference is None:
         t_tune = time.perf_counter()
         scorer = None
-        if ray:  # the tuning sharded by validation user on a Ray cluster: the same numbers as one process
+        if ray and tunes:  # the tuning sharded by validation user on a Ray cluster: the same numbers as one process
             from interestgym.scale.ray_backend import scaled
 
             scorer = scaled(ray).validation_scorer

@@ -50,6 +50,11 @@ class InterestReplayVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw a user for every slot (``seed`` seeds the draws) and return their first observations."""
+        if options:
+            from interestgym.errors import InterestGymError
+
+            raise InterestGymError(f"reset options {sorted(options)}: the vector env takes none (every slot draws its users; "
+                                   "the single env's reset(options={{'user_id': ...}}) picks one)")
         if seed is not None:
             self._vec.seed(seed if isinstance(seed, int) else int(seed[0]))
         obs = self._vec.reset()

@@ -41,6 +41,20 @@ def reject_render_mode(render_mode: str | None) -> None:
         raise RenderModeError(f"render_mode={render_mode!r}: this env does not render; expected None")
 
 
+def check_env_arguments(max_events: Any, reward_baseline: Any, scoring: Any) -> None:
+    """The arguments both envs take, checked alike: one clear error for a value of the wrong kind."""
+    if max_events is not None and (isinstance(max_events, (bool, np.bool_)) or not isinstance(max_events, (int, np.integer))
+                                   or max_events < 1):
+        raise InterestGymError(f"max_events={max_events!r}: expected None or an integer >= 1")
+    if reward_baseline is not None and not (callable(getattr(reward_baseline, "act", None))
+                                            and isinstance(getattr(reward_baseline, "scoring", None), ScoringConfig)):
+        raise InterestGymError(f"reward_baseline={reward_baseline!r}: expected None or a rule (a Policy with act() and a "
+                               "ScoringConfig, e.g. interestgym.agents.rules.make_baseline('ema_two_profile'))")
+    if scoring is not None and not isinstance(scoring, ScoringConfig):
+        raise InterestGymError(f"scoring={scoring!r}: expected None or an interestgym.core.interest.ScoringConfig "
+                               "(e.g. ScoringConfig(beta_cat=1.0))")
+
+
 def _warn_about_protocol(data: ReplayData, spec: ProtocolSpec) -> None:
     """Say what the protocol asked for but cannot have: settings of sampled negatives on logged impressions (they
     are ignored), and fewer negatives than asked where the catalogue, less what is excluded, is too small."""
@@ -191,16 +205,7 @@ class InterestReplayEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         reject_render_mode(render_mode)
-        if max_events is not None and (isinstance(max_events, (bool, np.bool_)) or not isinstance(max_events, (int, np.integer))
-                                       or max_events < 1):
-            raise InterestGymError(f"max_events={max_events!r}: expected None or an integer >= 1")
-        if reward_baseline is not None and not (callable(getattr(reward_baseline, "act", None))
-                                                and isinstance(getattr(reward_baseline, "scoring", None), ScoringConfig)):
-            raise InterestGymError(f"reward_baseline={reward_baseline!r}: expected None or a rule (a Policy with act() and a "
-                                   "ScoringConfig, e.g. interestgym.agents.rules.make_baseline('ema_two_profile'))")
-        if scoring is not None and not isinstance(scoring, ScoringConfig):
-            raise InterestGymError(f"scoring={scoring!r}: expected None or an interestgym.core.interest.ScoringConfig "
-                                   "(e.g. ScoringConfig(beta_cat=1.0))")
+        check_env_arguments(max_events, reward_baseline, scoring)
         spec = ProtocolSpec.resolve(protocol, split)
         self.data: ReplayData = load_replay_data(dataset, embeddings, spec)
         if self.data.n_users == 0:
@@ -234,7 +239,6 @@ class InterestReplayEnv(gym.Env):
         if unknown:
             raise InterestGymError(f"reset options {unknown}: not options of this env; expected only 'user_id' (or none: a user "
                                    "drawn at random)")
-        self._started = True
         if "user_id" in options:
             hits = np.nonzero(self.data.user_ids == str(options["user_id"]))[0]
             if len(hits) == 0:
@@ -242,6 +246,7 @@ class InterestReplayEnv(gym.Env):
             user = int(hits[0])
         else:
             user = int(self.np_random.integers(self.data.n_users))
+        self._started = True
         self._user = user
         self._user_id = str(self.data.user_ids[user])
         self._first_decision = int(self.data.user_decision_start[user])

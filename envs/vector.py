@@ -94,6 +94,9 @@ class InterestReplayVecEnv(VecEnv):
     ) -> None:
         if n_envs < 1:
             raise InterestGymError(f"n_envs={n_envs}: expected an integer >= 1")
+        from interestgym.envs.replay import check_env_arguments
+
+        check_env_arguments(max_events, reward_baseline, scoring)
         spec = ProtocolSpec.resolve(protocol, split)
         self.data = _replay_data(dataset, embeddings, spec)
         if self.data.n_users == 0:

@@ -72,6 +72,11 @@ def test_gymnasium_make_vec_reaches_the_native_vector_env(dataset):
     obs, info = envs.reset(seed=1)
     assert obs.shape == (3, envs.single_observation_space.shape[0]) and envs.observation_space.contains(obs)
     users = list(info["user_id"])
+    from interestgym.errors import InterestGymError
+
+    with pytest.raises(InterestGymError, match=r"reset options \['user_id'\]: the vector env takes none"):
+        envs.reset(options={"user_id": users[0]})
+    obs, info = envs.reset(seed=1)
     ended = 0
     for _ in range(40):
         obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())

@@ -161,6 +161,12 @@ def test_vector_env_refuses_actions_that_are_not_one_row_per_env(datasets):
             venv.step_async(bad)
     venv.step_async(np.zeros((3, 4), np.float32))  # the right shape is taken
     venv.step_wait()
+    # the arguments both envs take are checked alike (they passed in silence here: max_events=0 truncated every step)
+    for kwargs, message in (({"max_events": 0}, r"max_events=0: expected None or an integer >= 1"),
+                            ({"reward_baseline": "rule"}, r"reward_baseline='rule': expected None or a rule"),
+                            ({"scoring": {"beta_cat": 1}}, r"scoring=\{'beta_cat': 1\}: expected None")):
+        with pytest.raises(InterestGymError, match=message):
+            InterestReplayVecEnv(data, n_envs=3, **kwargs)
 
 
 def test_vector_env_truncation_and_reference_rule(datasets):

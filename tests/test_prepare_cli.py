@@ -187,9 +187,22 @@ def test_delimiter_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                               "--items", str(tmp_path / name)], capsys)
         assert code == 0, err
         assert len(pd.read_parquet(tmp_path / f"with-{name}" / "items.parquet")) == 2
-    for bad in ("ab", '"', "x", "7", ""):
+    for bad in ("ab", '"', "x", "7", "", "\uff0c", " "):  # the full-width comma: Arrow's parser takes ASCII separators only
         code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "no"), "--delimiter", bad], capsys)
-        assert code == 2 and err.startswith(f"error: --delimiter {bad!r}: expected one character that separates fields"), err
+        assert code == 2 and err.startswith(f"error: --delimiter {bad!r}: expected one ASCII character that separates fields"), err
+    # a Parquet items file beside a ';' log keeps its own format (it has no header line to hold the separator)
+    pd.DataFrame({"item_id": ["i1", "i2"], "text": ["red", "green"]}).to_parquet(tmp_path / "items.parquet")
+    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "pq-items"), "--delimiter", ";",
+                          "--items", str(tmp_path / "items.parquet")], capsys)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "pq-items" / "manifest.json").read_text())
+    assert manifest["reader"]["delimiter"] == {"events": ";", "items": None}  # the dataset records the separator
+    # a headerless items file does not take it from a text on its first line
+    (tmp_path / "items-nohead.csv").write_text('i1,"Shoes; Red"\ni2,green\n')
+    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "nohead"), "--delimiter", ";",
+                          "--items", str(tmp_path / "items-nohead.csv"), "--items-columns", "item_id,text"], capsys)
+    assert code == 0, err
+    assert sorted(pd.read_parquet(tmp_path / "nohead" / "items.parquet")["text"]) == ["Shoes; Red", "green"]
     parquet = tmp_path / "log.parquet"
     pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "ts": [1511544070], "action": ["click"], "text": ["x"]}).to_parquet(parquet)
     code, out, err = run(["prepare", "events", str(parquet), "--out", str(tmp_path / "pq"), "--delimiter", ";"], capsys)

@@ -167,10 +167,10 @@ def _delimiter(text: str | None) -> str | None:
     """``--delimiter``: one printable character that is not a quote, or a tab (given as a tab or as ``\\t``)."""
     if text is None:
         return None
+    from interestgym.data.tables import check_delimiter
+
     value = "\t" if text in ("\\t", "tab") else text
-    if len(value) != 1 or value in ('"', "\n", "\r") or (value != "\t" and not value.isprintable()) or value.isalnum():
-        raise InterestGymError(f"--delimiter {text!r}: expected one character that separates fields, such as ';', '|' or '\\t' "
-                               "(not a letter, digit, quote or newline)")
+    check_delimiter(value)
     return value
 
 
@@ -278,8 +278,8 @@ Examples:
 @click.option("--input-format", type=click.Choice(["csv", "tsv", "jsonl", "parquet"]), default=None,
               help="[events] File format (default: from the extension, else the content).")
 @click.option("--delimiter", metavar="CHAR", default=None,
-              help="[events] Field separator of a delimited log (and of an items file whose header holds it), e.g. ';' or '|' ('\\t' for a tab); "
-                   "default: comma for CSV, tab for TSV. Quotes are allowed, as in CSV.")
+              help="[events] Field separator of a delimited log (and of an items file whose header holds it), e.g. ';' or '|', "
+                   "quotes allowed as in CSV; '\\t' reads the file as TSV (quotes are data there). Default: comma for CSV, tab for TSV.")
 @click.option("--columns", metavar="NAMES", help="[events] Names of a headerless file's columns in order; '-' skips one.")
 @click.option("--header/--no-header", default=None, help="[events] Whether the file has a header line (default: yes unless --columns).")
 @click.option("--map", "rename", metavar="NEW=OLD,...", help="[events] Rename columns, e.g. ts=timestamp,user_id=uid.")

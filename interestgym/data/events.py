@@ -269,21 +269,23 @@ def _separator_hint(names: list[str]) -> str:
     return ""
 
 
-def _delimited(path: Path, delimiter: str) -> bool:
-    """Whether ``--delimiter`` applies to the items file too: its first line holds that separator (an items
-    file of its own format, a ``.tsv`` beside a ``;`` log, keeps it; JSONL and Parquet never take one)."""
+def _delimited(path: Path, delimiter: str, has_header: bool) -> bool:
+    """Whether ``--delimiter`` applies to the items file too: its header holds that separator (an items file of
+    its own format, a ``.tsv`` beside a ``;`` log, keeps it; JSONL, Parquet and a headerless file never take it:
+    a headerless file's first line is data, whose text may hold the separator)."""
     from interestgym.data.readers import Source, first_line
+    from interestgym.data.tables import detect_format
 
-    if not path.is_file():
-        return False  # open_table says it is missing
+    if not has_header or not path.is_file():
+        return False  # (open_table says it is missing)
     source = Source(path)
-    found = first_line(source)
-    if found is None or found[0].lstrip().startswith("{"):
-        return False
-    with open(path, "rb") as fh:
-        if fh.read(4) == b"PAR1":
+    try:
+        if detect_format(source, None) in ("jsonl", "parquet"):
             return False
-    return delimiter in found[0]
+    except DataError:
+        pass  # no comma or tab on its first line: it may use the separator given
+    found = first_line(source)
+    return found is not None and delimiter in found[0]
 
 
 def _check_before_reading(opts: EventsOptions, events_table: Table, items_table: Table | None) -> None:
@@ -426,7 +428,8 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename, alias_fields=required,
                               delimiter=opts.delimiter)
     items_table = (open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename, alias_fields=ITEM_FILE_FIELDS,
-                              delimiter=opts.delimiter if opts.delimiter and _delimited(Path(opts.items), opts.delimiter) else None)
+                              delimiter=opts.delimiter if opts.delimiter and _delimited(Path(opts.items), opts.delimiter,
+                                                                                        opts.items_columns is None) else None)
                    if opts.items else None)
     tables = [events_table] + ([items_table] if items_table else [])
     _check_before_reading(opts, events_table, items_table)
@@ -481,6 +484,8 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         "rename": [f"{new}={old}" for old, new in opts.rename.items()],
         "actions": dict(opts.actions),
         "default_action": opts.default_action,
+        **({"delimiter": {"events": events_table.delimiter, "items": items_table.delimiter if items_table is not None and
+                          items_table.fmt in ("csv", "tsv") else None}} if opts.delimiter else {}),
         "time_format": times.detected or opts.time_format,  # "auto" when the log mixes formats
         "times_read_as": dict(times.counts),
         "common_names": {t.what: dict(t.aliases) for t in tables if t.aliases},

@@ -107,6 +107,17 @@ def _check_names(names: list[str], source: Source, where: str) -> None:
         seen.add(n)
 
 
+def check_delimiter(delimiter: str | None) -> None:
+    """``--delimiter``: None, a tab, or one printable ASCII character that is not a letter, digit, quote or
+    space (Arrow's parser, which the columnar reader uses, takes ASCII separators only)."""
+    if delimiter is None or delimiter == "\t":
+        return
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or not (33 <= ord(delimiter) <= 126) or delimiter.isalnum() \
+            or delimiter in "\"'":
+        raise DataError(f"--delimiter {delimiter!r}: expected one ASCII character that separates fields, such as ';', '|' or "
+                        "'\\t' (not a letter, digit, quote, space or newline)")
+
+
 def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None, header: bool | None,
                rename: dict[str, str], alias_fields: Iterable[str] = (), delimiter: str | None = None) -> Table:
     """Open an events or items file: detect its format and resolve its column names.
@@ -117,6 +128,7 @@ def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None
     CSV (quotes allowed) on that separator.
     """
     require_file(path, f"an {what} file (CSV, TSV, JSONL or Parquet)" if what == "items" else "an events file (CSV, TSV, JSONL or Parquet)")
+    check_delimiter(delimiter)
     source = Source(path)
     if delimiter is None:
         fmt = detect_format(source, fmt)
