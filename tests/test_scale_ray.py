@@ -97,6 +97,10 @@ def test_ray_encoding_is_identical(backend):
     sharded = ray_backend.sharded_encoder(encoder, backend)
     assert sharded.dim == encoder.dim and sharded.name == encoder.name
     np.testing.assert_array_equal(sharded.encode(texts), encoder.encode(texts))
+    # an encoder fitted on the driver: its fitted state travels to the workers
+    fitted = build_encoder("tfidf", dim=16)
+    fitted.fit(texts)
+    np.testing.assert_array_equal(ray_backend.sharded_encoder(fitted, backend).encode(texts), fitted.encode(texts))
 
 
 def test_evaluate_with_ray_writes_the_same_table(data, backend, tmp_path):
