@@ -162,9 +162,8 @@ def _id_only_example(out: Path) -> str | None:
     return sample[0]
 
 
-
 def _delimiter(text: str | None) -> str | None:
-    """``--delimiter``: one printable character that is not a quote, or a tab (given as a tab or as ``\\t``)."""
+    """``--delimiter`` as given: ``\\t`` (or ``tab``) for a tab, checked by :func:`~interestgym.data.tables.check_delimiter`."""
     if text is None:
         return None
     from interestgym.data.tables import check_delimiter
@@ -199,6 +198,7 @@ def _with_rejects_file(error: DataError, out: Path) -> DataError:
 def refused_rows_path(out: Path) -> Path:
     """Where a refused prepare writes its bad rows: beside ``out`` (which may hold an older dataset)."""
     return out.parent / f"{out.name}.rejects.jsonl"
+
 
 def _chinese_example(out: Path) -> str | None:
     """An item text, when most items' texts are Chinese (CJK ideographs); else None."""

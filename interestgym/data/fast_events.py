@@ -47,15 +47,13 @@ from interestgym.data.fast_checks import (
     take,
 )
 from interestgym.data.fast_lines import Lines, first_equal
-from interestgym.data.readers import SeenRecords, utf8_reason, utf16_without_bom
+from interestgym.data.readers import SeenRecords, utf8_reason, utf16_encoding
 from interestgym.data.tables import Table, cell, table_rows, wrong_field_count
 from interestgym.data.times import hour_weekday
 from interestgym.data.validate import RejectLog
 
 if TYPE_CHECKING:
     from interestgym.data.events import _RowChecker
-
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def columnar_rows(table: Table, log: RejectLog, rows: _RowChecker, *, force: bool = False) -> bool:
@@ -85,7 +83,7 @@ def _file_bytes(table: Table) -> bytes | None:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile):
         return None  # the line reader names the damage and the last line it read
-    if data[:2] in _UTF16_BOMS or utf16_without_bom(data[:256]):
+    if utf16_encoding(data[:256]):
         return None  # the line reader's error
     return data
 

@@ -186,9 +186,9 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
             total=total, unit="B", unit_scale=True, desc=desc or source.basename, disable=None, leave=False
         ) as bar:
             first = fh.readline()
-            if first[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            wide = utf16_encoding(first)
+            if wide == "UTF-16":
                 raise DataError(f"{source.name}: UTF-16 encoded; expected UTF-8 (convert it, e.g. `iconv -f UTF-16 -t UTF-8`)")
-            wide = utf16_without_bom(first)
             if wide:
                 raise DataError(f"{source.name}: looks {wide} encoded without a byte-order mark (a NUL byte beside every "
                                 f"character of line 1); expected UTF-8 (convert it, e.g. `iconv -f {wide} -t UTF-8`)")
@@ -210,10 +210,13 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
         raise DataError(_damaged_reason(source, exc, lineno)) from None
 
 
-def utf16_without_bom(head: bytes) -> str | None:
-    """``"UTF-16LE"`` / ``"UTF-16BE"`` when ``head`` (a file's first bytes) reads as UTF-16 text without a
-    byte-order mark: a NUL byte at nearly every odd (LE) or even (BE) position and almost none at the other.
-    UTF-8 text has no NUL bytes, so this never fires on a file the readers would take."""
+def utf16_encoding(head: bytes) -> str | None:
+    """Whether a file whose first bytes are ``head`` is UTF-16 text, which the readers refuse: ``"UTF-16"`` with a
+    byte-order mark; without one, ``"UTF-16LE"`` / ``"UTF-16BE"`` when a NUL byte sits at nearly every odd (LE)
+    or even (BE) position and almost none at the other (UTF-8 text has no NUL bytes, so this never fires on a
+    file the readers take); else None."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16"
     head = head[:256]
     if len(head) < 8:
         return None
