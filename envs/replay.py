@@ -229,7 +229,6 @@ class InterestReplayEnv(gym.Env):
         self._user_id = ""  # str of the episode's user id, made once per episode (not at every step)
         self._first_decision = 0
         self._done = True
-        self._started = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a new user (``options={"user_id": ...}`` picks one; otherwise drawn from ``np_random``)."""
@@ -246,7 +245,6 @@ class InterestReplayEnv(gym.Env):
             user = int(hits[0])
         else:
             user = int(self.np_random.integers(self.data.n_users))
-        self._started = True
         self._user = user
         self._user_id = str(self.data.user_ids[user])
         self._first_decision = int(self.data.user_decision_start[user])
@@ -262,7 +260,7 @@ class InterestReplayEnv(gym.Env):
         # the engine is kept lean: the checks are one call each, the info dict is built from scalars
         # read once, and without a reference rule every scoring point is the agent's (no masks).
         if self._done:
-            raise InterestGymError("step() called on a finished episode; call reset() first" if self._steps or self._started
+            raise InterestGymError("step() called on a finished episode; call reset() first" if self._user >= 0
                                    else "step() called before reset(); call reset() first")
         given = np.asarray(action, dtype=np.float32)
         if given.shape != (4,):  # a (2, 2) or a scalar is not 4 strengths, whatever reshape would make of it

@@ -272,18 +272,10 @@ class ExportedPolicy:
         if self._beta_ctx != 0 and state.slot_profiles is None:
             raise InterestGymError("a user state without time-of-day profiles (e.g. written under a policy without them): "
                                    "the policy's score uses them (beta_ctx); start users with policy.new_state()")
-        self._check_slot_counts(state)
-        self._check_exposure(state)
-
-    def _check_slot_counts(self, state: UserState) -> None:
-        """Refuse a state without the per-slot category counts when the policy's category term weighs them."""
         if self._slot_weight != 0 and state.slot_category_counts is None:
             raise InterestGymError("a user state without per-slot category counts (e.g. written under a policy without them): "
                                    "the policy's category term weighs them (category_slot_weight); start users with "
                                    "policy.new_state()")
-
-    def _check_exposure(self, state: UserState) -> None:
-        """Refuse a state without the exposure counts when the policy's category term divides by them."""
         if self._exposure_prior != 0 and state.exposure is None:
             raise InterestGymError("a user state without exposure counts (e.g. written under a policy without them): the "
                                    "policy's category term divides by what each user was shown (category_exposure_prior); "

@@ -78,8 +78,8 @@ _RATES = np.array([0.0, 0.0, *SHADOW_STRENGTHS])
 
 
 def _check_order(policy: ExportedPolicy, state: UserState, ts: int, n_events: int, last_event_ts: int) -> None:
-    """The state fits the policy (dimension, the per-slot category counts it weighs) and the event comes in
-    time order."""
+    """The state fits the policy (every part of it the policy reads: ``ExportedPolicy._check_state``) and the event
+    comes in time order."""
     policy._check_state(state)
     if n_events > 0 and ts < last_event_ts:
         raise InterestGymError(f"event ts {ts} is before the user's previous event ({last_event_ts}); expected events in time order")
