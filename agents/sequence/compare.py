@@ -92,7 +92,7 @@ def compare(evaluation_json: str | Path, run_dirs: list[str | Path], *, n_boot: 
             dtw: bool = False) -> tuple[str, dict[str, Any]]:
     """(Markdown tables, summary) of every row of ``evaluation_json`` plus one row per tracker run (and the
     tuned DTW refresh rule with ``dtw``)."""
-    from interestgym.agents.sequence.scoring import load_tracker
+    from interestgym.agents.sequence.scoring import load_tracker, row_name
 
     from interestgym.evaluation.run import TABLE_METRICS
     from interestgym.evaluation.tables import PolicyScores, markdown_tables, summarise
@@ -117,8 +117,7 @@ def compare(evaluation_json: str | Path, run_dirs: list[str | Path], *, n_boot: 
         if not np.array_equal(row.users.astype(str), users.astype(str)):
             raise InterestGymError(f"{run_dir}: scored {len(row.users)} users, the evaluation {len(users)}; expected the same users")
         row.users = users
-        if row.name in {r.name for r in rows}:
-            row.name = f"{row.name} ({Path(run_dir).name})"
+        row.name = row_name(row.name, run_dir, {r.name for r in rows})
         rows.append(row)
     if dtw:
         row = dtw_rule_scores(evaluation, data, metric)

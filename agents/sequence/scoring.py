@@ -43,6 +43,19 @@ def _split_words(split: Any) -> str:
     return ", ".join(f"{k} {words(v)}" for k, v in split.items() if v is not None)
 
 
+def row_name(name: str, run_dir: str | Path, taken: set[str]) -> str:
+    """A tracker's row name in a table that already has ``taken``: its own, else named by its run folder too
+    (``gru (gru-seed7)``; the folder's path where the folder has the tracker's name), numbered if still taken."""
+    if name not in taken:
+        return name
+    folder = Path(run_dir).name if Path(run_dir).name != name else str(run_dir)
+    base = candidate = f"{name} ({folder})"
+    k = 2
+    while candidate in taken:
+        candidate, k = f"{base} #{k}", k + 1
+    return candidate
+
+
 def embeddings_sha256(embeddings: np.ndarray) -> str:
     """Fingerprint of an embedding matrix as the tracker reads it (float32, C order)."""
     return hashlib.sha256(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()).hexdigest()

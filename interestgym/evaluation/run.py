@@ -347,7 +347,7 @@ def evaluate_run(
     # the data each policy replays: the chunk, or the chunk with a --sequence tracker's scores attached
     attach: list[Any] = [None] * len(policies)
     if sequence_runs:
-        from interestgym.agents.sequence.scoring import load_tracker
+        from interestgym.agents.sequence.scoring import load_tracker, row_name
         from interestgym.agents.sequence.term import attach_tracker, tune_tracker_weight
 
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
@@ -355,13 +355,7 @@ def evaluate_run(
         base_name = best_baseline({n: tuned[n] for n in names if not n.endswith("+tracker")})
     for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
         tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
-        taken = {pol.name for pol, *_ in policies}
-        if tracker.name in taken:  # two trackers of one name (two gru runs): each row is named by its run folder too
-            folder = Path(seq_dir).name if Path(seq_dir).name != tracker.name else str(seq_dir)  # a/gru, b/gru: the path
-            tracker.name = f"{tracker.name} ({folder})"
-            k = 2
-            while tracker.name in taken:
-                tracker.name, k = f"{tracker.name.rsplit(' #', 1)[0]} #{k}", k + 1
+        tracker.name = row_name(tracker.name, seq_dir, {pol.name for pol, *_ in policies})  # two gru runs: two rows
         policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
         if f"{base_name}+tracker" in names and getattr(config, "sequence", None) and which_model in ("best", "shipped") and \
                 Path(config.sequence).resolve() == Path(seq_dir).resolve():  # the run's mixture uses the best weights too
