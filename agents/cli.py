@@ -264,21 +264,11 @@ def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str
     run_dir = Path(config.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         return  # train_run says what is missing
-    from interestgym.agents.config import LEGACY_SETTINGS
+    from interestgym.agents.config import LEGACY_SETTINGS, resume_conflicts
 
     saved = {**LEGACY_SETTINGS, **read_run_config(run_dir)["config"]}  # what an old run did without a setting
-    differ = []
-    if "dataset" in given and Path(str(saved.get("dataset", ""))).resolve() != Path(config.dataset).resolve():
-        differ.append(f"DATASET {config.dataset} (the run's: {saved.get('dataset')})")
-    for name, (value, source) in given.items():
-        if name in ("timesteps", "device", "progress_bar", "run_dir", "dataset") or name not in saved:
-            continue
-        if value != saved[name]:
-            where = f" in {source}" if not source.startswith(("--", "DATASET")) else ""
-            flag = name.replace("_", "-")
-            # a switch reads as the flag that was given (--no-category-gain), not as "--category-gain False"
-            asked = (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value!r}"
-            differ.append(f"{asked}{where} (the run's: {saved[name]!r})")
+    differ = resume_conflicts(given, saved, ("timesteps", "device", "progress_bar"),
+                              dataset=config.dataset if "dataset" in given else None)
     if differ:
         raise InterestGymError(f"--resume continues {run_dir} with its own options, but these differ from them: {'; '.join(differ)}; "
                                "drop them (only --timesteps, --device and --progress may change), or train a new --run-dir")

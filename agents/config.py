@@ -417,3 +417,26 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             value = str(path.parent / Path(value).expanduser())
         out[name] = value
     return out
+
+
+def resume_conflicts(given: dict[str, tuple[Any, str]], saved: dict[str, Any], may_change: tuple[str, ...],
+                     dataset: str | None = None) -> list[str]:
+    """What a ``--resume`` was given that differs from the run's own settings ``saved``, each as it was asked
+    (``--gamma 0.5``, ``--no-category-gain``; where it came from, when not the command line) with the run's value.
+
+    :param given: setting -> (value, where it came from: ``--flag``, or a config file).
+    :param may_change: the settings a resume may change (never reported).
+    :param dataset: the DATASET given, compared with the run's (both resolved), or None.
+    """
+    differ = []
+    if dataset is not None and Path(str(saved.get("dataset", ""))).resolve() != Path(dataset).resolve():
+        differ.append(f"DATASET {dataset} (the run's: {saved.get('dataset')})")
+    for name, (value, source) in given.items():
+        if name in may_change or name in ("run_dir", "dataset") or name not in saved or value == saved[name]:
+            continue
+        where = f" in {source}" if not source.startswith(("--", "DATASET")) else ""
+        flag = name.replace("_", "-")
+        # a switch reads as the flag that was given (--no-category-gain), not as "--category-gain False"
+        asked = (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value!r}"
+        differ.append(f"{asked}{where} (the run's: {saved[name]!r})")
+    return differ

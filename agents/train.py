@@ -338,12 +338,10 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
         sys.stderr.write(f"note: --ray {ray} has nothing to do here ({why}); PPO trains in this process\n")
     if config.reward_baseline and reference is None:
         t_tune = time.perf_counter()
-        scorer = None
-        if ray and tunes:  # the tuning sharded by validation user on a Ray cluster: the same numbers as one process
-            from interestgym.scale.ray_backend import scaled
+        # with --ray the tuning is sharded by validation user on a Ray cluster: the same numbers as one process
+        from interestgym.scale.ray_backend import scaled
 
-            scorer = scaled(ray).validation_scorer
-        reference, tuned = tune_reference(config, valid_data, scorer)
+        reference, tuned = tune_reference(config, valid_data, scaled(ray if tunes else None).validation_scorer)
         tuning_seconds = time.perf_counter() - t_tune
     reference_policy = make_baseline(reference["name"], **reference["params"]) if reference else None
     # residual form: the agent changes the rule's action and scores with the rule's own terms

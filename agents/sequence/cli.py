@@ -82,6 +82,7 @@ def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
     """--resume continues with the run's own settings: refuse ones given on the command line that differ
     (they would otherwise be ignored without a word), as `interestgym train --resume` does."""
     from click.core import ParameterSource
+    from interestgym.agents.config import resume_conflicts
     from interestgym.agents.sequence.folder import CONFIG_FILE, read_run_config
 
     from interestgym.errors import InterestGymError
@@ -91,16 +92,9 @@ def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
         return  # train_sequence says what is missing
     saved = read_run_config(run_dir)[0].as_dict()
     mine = config.as_dict()
-    differ = []
-    if Path(str(saved.get("dataset", ""))).resolve() != Path(config.dataset).resolve():
-        differ.append(f"DATASET {config.dataset} (the run's: {saved.get('dataset')})")
-    for name, param in ((p.name, p) for p in ctx.command.params):
-        if name in _RESUME_MAY_CHANGE or name in ("run_dir", "dataset") or name not in saved or name not in mine or \
-                ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE or mine[name] == saved[name]:
-            continue
-        flag = param.opts[0] if isinstance(mine[name], bool) and mine[name] else (
-            param.secondary_opts[0] if isinstance(mine[name], bool) and getattr(param, "secondary_opts", None) else None)
-        differ.append(f"{flag or f'{param.opts[0]} {mine[name]!r}'} (the run's: {saved[name]!r})")
+    given = {name: (mine[name], "--") for name in mine  # ("--": given on the command line)
+             if name in ctx.params and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    differ = resume_conflicts(given, saved, _RESUME_MAY_CHANGE, dataset=config.dataset)
     if differ:
         raise InterestGymError(f"--resume continues {run_dir} with its own settings, but these differ from them: {'; '.join(differ)}; "
                                f"drop them (only {', '.join(p.opts[0] for p in ctx.command.params if p.name in _RESUME_MAY_CHANGE)} "
