@@ -160,6 +160,12 @@ def test_an_event_of_impossible_time_or_value_is_refused_when_made(fields, messa
         Event(action="click", **fields)
 
 
+def test_a_rating_needs_its_value_and_other_events_count_one_without_it():
+    with pytest.raises(InterestGymError, match=r"Event\(action='rate'\) without value: a rating needs its value"):
+        Event(ts=5, action="rate")
+    assert Event(ts=5, action="click").value == 1.0 and Event(ts=5, action="rate", value=4.0).value == 4.0
+
+
 def test_a_state_of_another_export_is_refused_by_update_and_score(policy, tmp_path_factory):
     """A state written under a policy without time-of-day profiles or category counts, given to one that has
     them, is refused naming what it lacks (it used to fail in numpy with a TypeError)."""

@@ -104,3 +104,36 @@ def test_a_value_past_float32_is_refused_by_the_runtime_in_the_same_shape(client
     got = client.post("/v1/events", json={"events": [_event(event_id="big", user_id="v", value=1e300)]})
     assert got.status_code == 422 and set(got.json()) == KEYS and got.json()["error"] == "invalid_request"
     assert "value=1e+300: expected a finite number" in got.json()["message"]
+
+
+def test_a_rating_without_its_value_is_refused_and_nothing_is_applied(client):
+    # a 'rate' event read as value 1.0 would never reach the export's positive rating: refused, not guessed
+    got = client.post("/v1/events", json={"events": [_event(event_id="r0", user_id="rater", action="click"),
+                                                     _event(event_id="r1", user_id="rater", action="rate")]})
+    assert got.status_code == 422 and got.json()["error"] == "invalid_request"
+    assert got.json()["message"].startswith("events[1].value is missing: a 'rate' event needs its rating")
+    assert got.json()["detail"] == {"index": 1, "event_id": "r1"}
+    assert client.get("/v1/users/rater").status_code == 404  # the batch's click was not applied either
+    rated = client.post("/v1/events", json={"events": [_event(event_id="r1", user_id="rater", action="rate", value=4.0)]})
+    assert rated.status_code == 200 and rated.json()["results"][0]["value_given"] is True
+
+
+def test_an_event_without_a_value_is_read_as_one_said_and_counted(client):
+    def defaulted() -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("interestgym_events_default_value_total "):
+                return float(line.split()[1])
+        raise AssertionError("interestgym_events_default_value_total is not exposed")
+
+    before = defaulted()
+    got = client.post("/v1/events", json={"events": [_event(event_id="d1", user_id="nov"),
+                                                     _event(event_id="d2", user_id="nov", ts=1_000_001, value=1.0)]})
+    assert got.status_code == 200
+    assert [r["value_given"] for r in got.json()["results"]] == [False, True]
+    assert defaulted() == before + 1
+    # read as 1.0: the same state as the event sent with value 1.0 (a fresh user each way)
+    client.post("/v1/events", json={"events": [_event(event_id="e1", user_id="one"), _event(event_id="e2", user_id="one", ts=1_000_001)]})
+    client.post("/v1/events", json={"events": [_event(event_id="e1", user_id="two", value=1.0),
+                                               _event(event_id="e2", user_id="two", ts=1_000_001, value=1.0)]})
+    one, two = client.get("/v1/users/one").json(), client.get("/v1/users/two").json()
+    assert {k: v for k, v in one.items() if k != "user_id"} == {k: v for k, v in two.items() if k != "user_id"}

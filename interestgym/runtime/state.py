@@ -31,7 +31,7 @@ import numpy as np
 
 from interestgym.core.clock import N_TIME_SLOTS, TS_MAX, hour_weekday
 from interestgym.core.features import RUNNING_MEAN_NAMES, SHADOW_STRENGTHS
-from interestgym.core.log_features import VALUE_MAX
+from interestgym.core.log_features import RATING_ACTION, VALUE_MAX
 from interestgym.core.transition import GAIN_MAX
 from interestgym.errors import InterestGymError
 from interestgym.runtime.codec import (
@@ -66,6 +66,10 @@ PENDING: tuple[str, ...] = ("metric", "long_only", "short_only")
 _EMPTY_COUNTERS = np.where(np.array(COUNTERS) == "last_category", -1, 0).astype(np.int64)
 
 
+#: The value of an event given without one (a click, a view: one of it).
+DEFAULT_VALUE: float = 1.0
+
+
 @dataclass(eq=False)  # holds an array: compare fields explicitly
 class Event:
     """One behaviour event of a user, as a service sees it.
@@ -74,7 +78,8 @@ class Event:
     :param action: the action type (one of :data:`interestgym.data.schema.ACTIONS`, e.g. ``"click"``).
     :param item_vector: the item's embedding (unit float32 vector of the encoder's dimension), or
         ``None`` when the item has no embedding (the event is then counted but is not a decision).
-    :param value: rating / quantity / 1.0.
+    :param value: rating / quantity / read fraction; ``None`` (the default) reads as :data:`DEFAULT_VALUE`,
+        except for a ``"rate"`` event, whose value is its rating and must be given.
     :param category: the item's category ("" if unknown).
     :param hour: hour of the day (0-23) in the dataset's convention; ``None`` = from ``ts`` in the
         dataset's clock (UTC shifted by the export's ``replay.tz_offset_hours``, as at training).
@@ -86,7 +91,7 @@ class Event:
     ts: int
     action: str
     item_vector: np.ndarray | None = None
-    value: float = 1.0
+    value: float | None = None
     category: str = ""
     hour: int | None = None
     weekday: int | None = None
@@ -94,6 +99,10 @@ class Event:
 
     def __post_init__(self) -> None:
         ts, value = self.ts, self.value
+        if value is None:
+            if self.action == RATING_ACTION:  # read as 1.0 it would never reach a positive rating: never a decision
+                raise InterestGymError(f"Event(action={RATING_ACTION!r}) without value: a rating needs its value")
+            self.value = value = DEFAULT_VALUE
         # the common case first, cheaply (a plain int / float in range); then the slow look at what else it is
         if not (type(ts) is int and 0 <= ts < TS_MAX) and (
                 isinstance(ts, (bool, np.bool_)) or not isinstance(ts, numbers.Real) or not 0 <= ts < TS_MAX):

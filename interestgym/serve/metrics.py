@@ -10,6 +10,10 @@ name                                        type       labels / meaning
 ``interestgym_decisions_total``             counter    events that were decisions (profiles updated)
 ``interestgym_events_unknown_item_total``   counter    events whose item the catalogue does not hold
                                                        (applied as item-less events: not decisions)
+``interestgym_events_default_value_total``  counter    applied events sent without ``value``, read as 1.0
+                                                       (what the policy's features and a value-weighted
+                                                       rule then see: a client that never sends it shows
+                                                       here)
 ``interestgym_events_refused_total``        counter    reason (out_of_order, invalid): batches refused
 ``interestgym_store_seconds``               histogram  store, op: time in the store (transaction, read)
 ``interestgym_store_errors_total``          counter    store, op: the store failed or did not answer
@@ -52,6 +56,8 @@ class ServeMetrics:
         self.events = Counter("interestgym_events", "Events and outcomes received", ["kind", "result"], registry=r)
         self.decisions = Counter("interestgym_decisions", "Events that were decisions (profiles updated)", registry=r)
         self.unknown_items = Counter("interestgym_events_unknown_item", "Events whose item the catalogue does not hold", registry=r)
+        self.default_value = Counter("interestgym_events_default_value", "Applied events sent without value (read as 1.0)",
+                                     registry=r)
         self.refused = Counter("interestgym_events_refused", "Event batches refused", ["reason"], registry=r)
         self.store_seconds = Histogram("interestgym_store_seconds", "Time in the store", ["store", "op"],
                                        buckets=_LATENCY_BUCKETS, registry=r)

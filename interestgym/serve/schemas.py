@@ -26,7 +26,9 @@ class BehaviourEvent(_Body):
     ts: int = Field(ge=0, lt=TS_MAX, description="UTC unix seconds (before 2100-01-01). A user's events must arrive in time order (equal times are fine).")
     action: str = Field(description="One of the export's actions (click, view, rate, purchase, ...).")
     item_id: str | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
-    value: float = Field(1.0, description="Rating / quantity (ratings >= the export's positive_rating are positive).")
+    value: float | None = Field(None, description="Rating / quantity / read fraction (ratings >= the export's positive_rating "
+                                "are positive). Required for 'rate' events; otherwise absent counts as 1.0 (and is counted in "
+                                "interestgym_events_default_value_total).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour on the dataset's clock; default: from ts.")
     weekday: int | None = Field(None, ge=0, le=6, description="0 = Monday; default: from ts.")
 
@@ -83,6 +85,7 @@ class EventResult(BaseModel):
     status: Literal["applied", "duplicate"] = Field(description="duplicate: this event id was applied before; nothing changed.")
     decision: bool | None = Field(None, description="Event: the policy updated the profiles.")
     item_known: bool | None = Field(None, description="Event: the item is in the catalogue.")
+    value_given: bool | None = Field(None, description="Event: it carried a value (false: read as 1.0).")
     scored: bool | None = Field(None, description="Outcome: it had a clicked and an unclicked known candidate after the user's first decision.")
     unknown_candidates: int | None = Field(None, description="Outcome: candidates the catalogue does not hold (left out).")
     metrics: dict[str, float] | None = Field(None, description="Outcome: ranking metrics of the profiles before it.")

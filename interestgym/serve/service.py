@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from interestgym.core.features import RUNNING_MEAN_NAMES
+from interestgym.core.log_features import RATING_ACTION
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.core.transition import apply_slot_change
 from interestgym.errors import InterestGymError
@@ -456,6 +457,8 @@ class InterestService:
                 self.metrics.decisions.inc()
             if r.get("item_known") is False and r["status"] == "applied":
                 self.metrics.unknown_items.inc()
+            if r.get("value_given") is False:
+                self.metrics.default_value.inc()
         return {"applied": applied, "duplicates": len(results) - applied, "policy": policy_id, "results": results}
 
     # ------------------------------------------------------------------------------ reads
@@ -641,6 +644,10 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
         if isinstance(e, BehaviourEvent) and e.action not in policy.action_weights:
             raise InvalidRequestError(f"events[{i}].action is {e.action!r}; expected one of {', '.join(sorted(policy.action_weights))}",
                                       detail={"index": i, "event_id": e.event_id})
+        if isinstance(e, BehaviourEvent) and e.value is None and e.action == RATING_ACTION:
+            # a rating without its value would be read as a rating of 1.0: below any positive_rating, never a decision
+            raise InvalidRequestError(f"events[{i}].value is missing: a {RATING_ACTION!r} event needs its rating (the export counts "
+                                      f"ratings >= {policy.positive_rating:g} as positive)", detail={"index": i, "event_id": e.event_id})
     states = {u: _decode_state(snapshot.users[u].state, policy, u) for u in by_user}
     seen = {u: set(snapshot.users[u].applied) for u in by_user}
     queues = {u: deque(idx) for u, idx in by_user.items()}
@@ -669,7 +676,8 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                         f"{st.counter('last_event_ts')}; a user's events must arrive in time order (nothing in this batch was applied)",
                         detail={"index": i, "event_id": e.event_id, "user_id": u, "ts": e.ts, "last_event_ts": st.counter("last_event_ts")})
                 row = row_of.get(e.item_id, -1) if e.item_id is not None else -1
-                runtime_events.append(Event(ts=e.ts, action=e.action, item_vector=cat.vectors[row] if row >= 0 else None, value=e.value,
+                runtime_events.append(Event(ts=e.ts, action=e.action, item_vector=cat.vectors[row] if row >= 0 else None,
+                                            value=e.value,
                                             category=cat.categories[row] if row >= 0 else "", hour=e.hour, weekday=e.weekday,
                                             item_id=e.item_id))
             updated = policy.update_batch([states[u] for u, _ in round_events], runtime_events)
@@ -678,7 +686,8 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                 states[u] = new
                 e = events[i]
                 results[i] = {"event_id": e.event_id, "user_id": u, "kind": "event", "status": "applied", "decision": decided,
-                              "item_known": e.item_id is not None and row_of.get(e.item_id, -1) >= 0}
+                              "item_known": e.item_id is not None and row_of.get(e.item_id, -1) >= 0,
+                              "value_given": e.value is not None}
         for u, i in round_outcomes:
             o = events[i]
             assert isinstance(o, Outcome)
