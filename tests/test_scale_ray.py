@@ -47,14 +47,23 @@ def test_user_shards_merge_into_the_single_process_result(data):
     assert text_shards(10, 3, 4) == [(0, 4), (4, 8), (8, 10)] and text_shards(5, 4, 16384) == [(0, 5)]
 
 
-@pytest.mark.parametrize("address", ["local:0", "local:", "local:two"])
-def test_a_local_ray_of_no_cpus_is_refused_before_ray_starts(address):
-    """`--ray local:0` used to start a Ray of no CPUs and wait for ever; it is refused, Ray or not."""
-    from interestgym.errors import InterestGymError
-    from interestgym.scale.ray_backend import connect
+@pytest.mark.parametrize("address", ["local:0", "local:", "local:two", "bogus", "host:99999", "ray://host", "a/b:6379", ""])
+def test_an_address_ray_cannot_take_is_refused_before_ray_starts(address):
+    """`--ray local:0` used to start a Ray of no CPUs and wait for ever, and `--ray bogus` ended in Ray's
+    traceback; both are refused, Ray or not, by every command's option and by connect."""
+    from click.testing import CliRunner
 
-    with pytest.raises(InterestGymError, match=r"expected auto, local, local:N with N >= 1 CPUs"):
+    from interestgym.cli import cli
+    from interestgym.errors import InterestGymError
+    from interestgym.scale.ray_backend import check_address, connect
+
+    with pytest.raises(InterestGymError, match=r"expected auto, local, local:N with N >= 1 CPUs, or a cluster address \(HOST:PORT"):
         connect(address)
+    for command in (["evaluate"], ["train"], ["encode"]):  # refused while parsing: before any dataset is read
+        result = CliRunner().invoke(cli, [*command, "no-such-folder", "--ray", address])
+        assert result.exit_code == 2 and "Invalid value for '--ray': expected auto, local" in result.output, (command, result.output)
+    for fine in ("auto", "local", "local:2", "localhost:6379", "10.0.0.5:6379", "ray://head.example:10001", "[::1]:6379"):
+        assert check_address(fine) == fine
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +153,3 @@ def test_train_and_encode_with_ray_give_what_one_process_gives(data, backend, tm
 
     assert timeless(one) == timeless(sharded)
     assert "ray" not in json.loads((tmp_path / "sharded" / "config.json").read_text())["config"]
-    # both commands do reach the cluster: an address that cannot be one is refused by its connect
-    for command in (["encode", str(dataset), "--encoder", "hashing", "--name", "x", "--no-cache"],
-                    ["train", str(dataset), "--run-dir", str(tmp_path / "x"), "--embeddings", "one", "--timesteps", "64"]):
-        result = runner.invoke(cli, [*command, "--ray", "local:0"])
-        assert result.exit_code != 0 and "expected auto, local, local:N with N >= 1 CPUs" in str(result.exception), command

@@ -83,6 +83,23 @@ def _with_threads(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+_ADDRESS_FORMS = "auto, local, local:N with N >= 1 CPUs, or a cluster address (HOST:PORT or ray://HOST:PORT)"
+
+
+def check_address(address: str) -> str:
+    """``address`` if it has one of the forms :func:`connect` takes, checked before Ray starts (Ray's own
+    message for a malformed one is a traceback); raises :class:`InterestGymError` naming the forms otherwise."""
+    head, colon, tail = address.partition(":")
+    if address == "auto" or (head == "local" and (not colon or (tail.isdigit() and int(tail) >= 1))):
+        return address
+    if head == "local":
+        raise InterestGymError(f"--ray {address!r}: expected {_ADDRESS_FORMS}")
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not (colon and host and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() or c in "/?#" for c in host)):
+        raise InterestGymError(f"--ray {address!r}: expected {_ADDRESS_FORMS}")
+    return address
+
+
 def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
     """Connect to (or start) a Ray cluster.
 
@@ -90,10 +107,9 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
         ``local`` / ``local:N`` (start one here with N CPUs; default: all), or a cluster address.
     :param shards: tasks per job (default: the cluster's CPUs).
     """
-    head, colon, n = address.partition(":")
+    check_address(address)
+    head, _, n = address.partition(":")
     local = head == "local"  # local, local:N (localhost:PORT is a cluster address)
-    if local and colon and not (n.isdigit() and int(n) >= 1):
-        raise InterestGymError(f"--ray {address!r}: expected auto, local, local:N with N >= 1 CPUs, or a cluster address")
     ray = _ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
@@ -228,7 +244,15 @@ def ray_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The ``--ray auto|local[:N]|ADDRESS`` click option (passed to the command as ``ray``)."""
     import click
 
-    return click.option("--ray", "ray", default=None, metavar="auto|local[:N]|ADDRESS",
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_address(value)
+        except InterestGymError as exc:
+            raise click.BadParameter(str(exc).removeprefix(f"--ray {value!r}: ")) from None
+
+    return click.option("--ray", "ray", default=None, metavar="auto|local[:N]|ADDRESS", callback=check,
                         help="Shard the work by user (evaluation, tuning) or text (encoding) over a Ray cluster: "
                              "'auto' = the cluster `ray start` runs here, 'local[:N]' = start one here, or its address. "
                              "Results are identical to one process. Needs pip install 'interestgym[ray]'.")(fn)
