@@ -22,7 +22,11 @@ has at most one point per step:
 ``charts/mean_tracker_weight``          with ``--sequence``: mean weight of the tracker's term in the score
 ``charts/mean_count_gain``              with the gain lever: mean of what an event adds to its category's count
 ``charts/mean_context_rate``            with the context lever: mean rate of the time-slot profile's update
+``charts/mean_slot_weight``             with the time-of-day lever: mean lambda of the per-slot category counts
+``charts/mean_keep``                    a residual agent over a category rule: mean keep factor of the category
+                                        counts as applied (the rule's forgetting plus the agent's change)
 ``charts/steps_per_second``             env steps per wall-clock second over the last rollout + update
+``time/fps``                            SB3's: env steps per second since the start of this process
 ``rollout/ep_rew_mean``, ``ep_len_mean``  SB3's: summed raw reward and length of the last 100 finished
                                         users (episodes), from the VecMonitor the env is wrapped in
 ``eval/<metric>``                       validation-user metric of the deterministic policy (mean over users)
@@ -62,7 +66,7 @@ from interestgym.io import atomic_path
 
 ACTION_NAMES = ("a_long", "a_short", "mix_weight", "pop_weight")
 #: The levers the vector env reports as applied (``info[key]``), charted as ``charts/mean_<key>``.
-LEVER_INFOS = ("tracker_weight", "count_gain", "context_rate", "slot_weight")
+LEVER_INFOS = ("tracker_weight", "count_gain", "context_rate", "slot_weight", "keep")
 
 
 def hyperparameter_markdown(params: dict[str, Any]) -> str:

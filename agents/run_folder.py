@@ -88,6 +88,8 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     :raises ArtifactError: when it is missing, not JSON, or has no ``config`` object.
     """
     path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file() and (Path(run_dir) / "run" / CONFIG_FILE).is_file():  # a quickstart's OUT folder
+        raise ArtifactError(f"{path}: missing; {run_dir} looks like a quick start's folder: its run is {Path(run_dir) / 'run'}")
     saved = read_json_artifact(path, "a run directory written by `interestgym train`")
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise ArtifactError(f"{path}: no 'config' object; expected the config.json written by `interestgym train`")
@@ -109,6 +111,11 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
     if config.embeddings is None:
         # runs whose config.json predates storing the resolved name: the protocol records it
         config.embeddings = (saved.get("protocol") or {}).get("train", {}).get("embeddings")
+    if not Path(config.dataset).is_dir():
+        # the path recorded at training: a run (or its dataset) moved since points nowhere
+        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: the run was trained on the dataset {config.dataset}, which is not "
+                            "there (moved or removed?); expected that folder: put it back, or set 'config.dataset' in that "
+                            "file to where it is now")
     return config
 
 
@@ -310,7 +317,52 @@ def read_evaluation(run_dir: str | Path, path: str | Path | None = None) -> dict
     for key in ("header", "summary"):
         if not isinstance(doc, dict) or key not in doc:
             raise ArtifactError(f"{path}: field {key!r} is missing; expected the output of `interestgym evaluate`")
+    problem = _evaluation_problem(doc)
+    if problem:
+        raise ArtifactError(f"{path}: {problem}; expected the output of `interestgym evaluate` (re-run it)")
     return doc
+
+
+def _evaluation_problem(doc: dict[str, Any]) -> str | None:
+    """What is wrong with the parts of an evaluation document that the report and quickstart read (None: nothing):
+    the header and summary objects, the summary's metric list and its policies, each with a kind and, per metric,
+    a mean and a CI that are numbers (or null)."""
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+    def found(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    header, summary = doc["header"], doc["summary"]
+    if not isinstance(header, dict):
+        return f"field 'header' is {found(header)}, not an object"
+    if not isinstance(summary, dict):
+        return f"field 'summary' is {found(summary)}, not an object"
+    metrics = summary.get("metrics")
+    if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)):
+        return f"field 'summary.metrics' is {found(metrics)}; expected a non-empty list of metric names"
+    policies = summary.get("policies")
+    if not (isinstance(policies, dict) and policies):
+        return f"field 'summary.policies' is {found(policies)}; expected an object with one entry per policy evaluated"
+    for name, entry in policies.items():
+        where = f"summary.policies.{name}"
+        if not isinstance(entry, dict):
+            return f"field {where!r} is {found(entry)}; expected an object"
+        if not isinstance(entry.get("kind"), str):
+            return f"field '{where}.kind' is {'missing' if 'kind' not in entry else found(entry['kind'])}; expected a policy kind"
+        for block in ("metrics", "diff_vs_reference"):
+            values = entry.get(block, {} if block == "diff_vs_reference" else None)
+            if not isinstance(values, dict):
+                return (f"field '{where}.{block}' is {'missing' if block not in entry else found(values)}; expected an object of "
+                        "metric -> {mean, lo, hi}")
+            for metric, ci in values.items():
+                if not isinstance(ci, dict):
+                    return f"field '{where}.{block}.{metric}' is {found(ci)}; expected an object with mean, lo and hi"
+                for key in ("mean", "lo", "hi"):
+                    if not number(ci.get(key)) or (block == "diff_vs_reference" and ci.get(key) is None):
+                        return f"field '{where}.{block}.{metric}.{key}' is {'missing' if key not in ci else found(ci[key])}; expected a number"
+    return None
 
 
 # -------------------------------------------------------------------------------------- models

@@ -200,6 +200,8 @@ class StepOutput:
     context_rate: np.ndarray | None = None
     #: (n,) lambda of each row's per-slot category counts in this decision's scoring (the engine keeps them), else None
     slot_weight: np.ndarray | None = None
+    #: (n,) the keep factor each row's category counts forgot with at this decision (the engine keeps them), else None
+    keep: np.ndarray | None = None
 
 
 class ReplayEngine:
@@ -361,6 +363,7 @@ class ReplayEngine:
         before = DecisionState(*(getattr(self, name)[rows] for name in DecisionState._fields))
         for name, value in zip(DecisionState._fields, decision_transition(before, x, strengths)):
             getattr(self, name)[rows] = value
+        forgetting = None
         if self.category_counts is not None:
             forgetting = apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change)
             self.category_counts[rows] = update_category_counts(
@@ -416,6 +419,7 @@ class ReplayEngine:
             points=points, tracker_weight=beta_trk if data.point_tracker_z is not None else None, count_gain=gain,
             context_rate=None if context_rate is None else np.broadcast_to(context_rate, (n,)),
             slot_weight=None if self.slot_category_counts is None else np.broadcast_to(slot_weight, (n,)),
+            keep=forgetting,
         )
 
     def _score_points(self, rows: np.ndarray, point_row: np.ndarray, point_index: np.ndarray, strengths: np.ndarray,

@@ -45,6 +45,7 @@ from interestgym.core.protocol import (
     ACTION_NAMES,
     CONTEXT_CHANGE,
     GAIN_CHANGE,
+    KEEP_CHANGE,
     SLOT_CHANGE,
     pad_actions,
     residual_action_names,
@@ -234,7 +235,8 @@ class InterestReplayVecEnv(VecEnv):
             metrics={self.metric: gather(lambda o: o.metrics[self.metric])}, scored=gather(lambda o: o.scored),
             done=gather(lambda o: o.done), strengths=gather(lambda o: o.strengths),
             tracker_weight=gather(lambda o: o.tracker_weight), count_gain=gather(lambda o: o.count_gain),
-            context_rate=gather(lambda o: o.context_rate), slot_weight=gather(lambda o: o.slot_weight))
+            context_rate=gather(lambda o: o.context_rate), slot_weight=gather(lambda o: o.slot_weight),
+            keep=gather(lambda o: o.keep))
 
     def step_wait(self) -> VecEnvStepReturn:
         if not self._started or self._actions is None:
@@ -271,7 +273,8 @@ class InterestReplayVecEnv(VecEnv):
         names = self.residual.names if self.residual is not None else ()
         levers = {"tracker_weight": out.tracker_weight, "count_gain": out.count_gain if GAIN_CHANGE in names else None,
                   "context_rate": out.context_rate if CONTEXT_CHANGE in names else None,
-                  "slot_weight": out.slot_weight if SLOT_CHANGE in names else None}
+                  "slot_weight": out.slot_weight if SLOT_CHANGE in names else None,
+                  "keep": out.keep if KEEP_CHANGE in names else None}
         for key, values in levers.items():
             if values is not None:
                 for i, value in enumerate(values[:n].tolist()):

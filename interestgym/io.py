@@ -35,6 +35,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def make_out_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) before any work is done, and return it.
+
+    :raises InterestGymError: naming ``option`` and what is in the way (a file on the path, no permission),
+        instead of an OSError traceback after the work.
+    """
+    from interestgym.errors import InterestGymError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InterestGymError(f"{option} {path}: a file of that name exists; expected a folder (or a new name)") from None
+    except NotADirectoryError:
+        in_way = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise InterestGymError(f"{option} {path}: {in_way} is a file, not a folder; expected a folder path") from None
+    except OSError as exc:
+        raise InterestGymError(f"{option} {path}: cannot create it ({exc.strerror or exc}); expected a folder you can write") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InterestGymError(f"{option} {path}: not writable; expected a folder you can write")
+    return path
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -369,3 +369,21 @@ def test_the_report_states_and_draws_every_component_the_levers_included(dataset
     path = plot_components(columns, res.features, res.feature_names, tmp_path / "components.png",
                            groups=np.array(["a", "b"] * (len(res.features) // 2) + ["a"] * (len(res.features) % 2)))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_the_vector_env_reports_the_keep_factor_as_applied(dataset):
+    """info["keep"] (charted as charts/mean_keep) is the rule's forgetting moved by the agent's keep change,
+    clipped to [0, 1]: here 0.9 + change for the fixed-forgetting reference."""
+    env = InterestReplayVecEnv(str(dataset), n_envs=3, split="train", residual_to=REFERENCE, gain_lever=True)
+    env.reset()
+    keep = GAIN_NAMES.index("keep_change")
+    actions = np.zeros((3, len(GAIN_NAMES)), dtype=np.float32)
+    actions[:, keep] = [0.0, 0.05, -0.5]
+    _, _, _, infos = env.step(actions)
+    expected = np.clip(0.9 + actions[:, keep].astype(np.float64), 0.0, 1.0)
+    np.testing.assert_allclose([info["keep"] for info in infos], expected, rtol=0, atol=1e-7)
+    assert infos[0]["keep"] == 0.9  # a zero change: the rule's own factor, exactly
+    plain = InterestReplayVecEnv(str(dataset), n_envs=2, split="train", residual_to=CONTEXT_REFERENCE, context_lever=True)
+    plain.reset()
+    _, _, _, infos = plain.step(np.zeros((2, len(CONTEXT_NAMES)), dtype=np.float32))
+    assert all("keep" not in info for info in infos)  # a rule without category counts has no keep factor

@@ -274,3 +274,173 @@ def test_a_run_that_ships_its_rule_shows_that_row_as_the_shipped_rule():
     assert kind_label("shipped:bayesian_category", "learned") == "rule (shipped)"
     assert kind_label("ppo", "learned") == "learned"
     assert kind_label("shipped:ema", "baseline") == "baseline"  # only the run's own row
+
+
+# ---------------------------------------------------------------------------------- what a new user hit
+def _said(result) -> str:
+    """What a command said: its output, and the message of the InterestGymError it ended with (which
+    `interestgym`'s main prints as one line); any other exception fails the test."""
+    from interestgym.errors import InterestGymError
+
+    exc = result.exception
+    assert exc is None or isinstance(exc, (InterestGymError, SystemExit)), repr(exc)
+    return result.output + ("" if exc is None or isinstance(exc, SystemExit) else str(exc))
+
+
+def _copy_run(run_dir: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("report"))
+    return dest
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda e: e["summary"]["policies"]["static"].pop("metrics"),
+     r"field 'summary.policies.static.metrics' is missing; expected an object of metric"),
+    (lambda e: e["summary"]["policies"]["static"]["metrics"]["ndcg@10"].update(mean="high"),
+     r"field 'summary.policies.static.metrics.ndcg@10.mean' is \"high\"; expected a number"),
+    (lambda e: e["summary"].update(policies={}), r"field 'summary.policies' is \{\}; expected an object with one entry per policy"),
+    (lambda e: e["summary"]["policies"]["ppo"]["diff_vs_reference"]["auc"].pop("lo"),
+     r"field 'summary.policies.ppo.diff_vs_reference.auc.lo' is missing; expected a number"),
+    (lambda e: e.update(summary=[]), r"field 'summary' is \[\], not an object"),
+])
+def test_an_evaluation_damaged_inside_is_refused_naming_the_field(run, tmp_path, damage, message):
+    """Valid JSON with a broken structure used to end in a KeyError / TypeError / ValueError traceback."""
+    run_dir, _ = run
+    doc = json.loads((run_dir / "evaluation.json").read_text())
+    damage(doc)
+    bad = tmp_path / "evaluation.json"
+    bad.write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["report", str(run_dir), "--evaluation", str(bad), "--out", str(tmp_path / "r"),
+                                      "--timeline-users", "0"])
+    assert result.exit_code != 0
+    assert re.search(re.escape(str(bad)) + ": " + message, _said(result)), _said(result)
+
+
+def test_an_out_path_under_a_file_is_refused_before_any_work(run, tmp_path):
+    run_dir, _ = run
+    (tmp_path / "afile").write_text("x")
+    for command in (["report", str(run_dir), "--timeline-users", "0"], ["evaluate", str(run_dir), "--baselines", "static"]):
+        result = CliRunner().invoke(cli, [*command, "--out", str(tmp_path / "afile" / "sub")])
+        said = _said(result)
+        assert result.exit_code != 0 and f"--out {tmp_path / 'afile' / 'sub'}: {tmp_path / 'afile'} is a file, not a folder" in said, said
+        assert "tuned" not in said and "replayed" not in said  # refused before the work
+
+
+def test_the_report_says_when_its_table_is_not_of_what_its_figures_show(run, tmp_path):
+    """Another run's evaluation, a transfer evaluation's dataset, another model or split: each is said in Notes;
+    captions and the Full tables link follow the split and file actually summarised."""
+    run_dir, data = run
+    doc = json.loads((run_dir / "evaluation.json").read_text())
+    doc["header"].update(run=str(tmp_path / "other-run"), train_seed=7, data=str(tmp_path / "other-data"), split="valid")
+    other = tmp_path / "elsewhere" / "evaluation.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(doc))
+    result = build_report(run_dir, out=tmp_path / "r", evaluation_path=other, which_model="final", split="test",
+                          timeline_users=1, progress=False)
+    md = result.markdown.read_text()
+    notes = md.split("## Notes", 1)[1]
+    assert f"`{other}` evaluated the run `{tmp_path / 'other-run'}`, not `{run_dir}` (train seed 7; this run's is 0)" in notes
+    assert f"The Results table is on `{tmp_path / 'other-data'}` (evaluated with `--dataset`)" in notes
+    assert f"of the run's own dataset `{data}`" in notes
+    assert "The figures show the run's **final** model; the Results table evaluated its **best** model." in notes
+    assert "The figures replay test users; the Results table is of valid users." in notes
+    assert "**Caution**: these are the validation users" in md
+    assert "Mean over valid users with bootstrap" in md and "a decision of a test user" in md and "## Timelines of test users" in md
+    assert f"Full tables (every metric): `{other.parent / 'evaluation.md'}`; numbers: `{other}`." in md
+    # the run's own evaluation: none of these notes
+    own = build_report(run_dir, out=tmp_path / "own", timeline_users=0, progress=False).markdown.read_text()
+    assert "evaluated the run" not in own and "Results table is on" not in own and "Caution" not in own
+    assert f"Full tables (every metric): `{run_dir / 'evaluation.md'}`" in own
+
+
+def test_a_report_without_evaluation_says_what_the_run_ships_and_why(run, tmp_path):
+    run_dir, _ = run
+    copy = _copy_run(run_dir, tmp_path / "run")
+    (copy / "evaluation.json").unlink()
+    decision = json.loads((copy / "shipped.json").read_text())
+    md = build_report(copy, timeline_users=0, progress=False).markdown.read_text()
+    what = "its learned model (`best`)" if decision["policy"] == "learned" else f"its reference rule `{decision['rule']['name']}`"
+    assert f"The run ships {what}: {decision['reason']} (`{copy / 'shipped.json'}`)." in md
+
+
+def test_a_missing_shipped_model_leaves_the_rest_of_the_report(run, tmp_path):
+    import shutil
+
+    run_dir, _ = run
+    copy = _copy_run(run_dir, tmp_path / "run")
+    shipped = json.loads((copy / "shipped.json").read_text())
+    gone = shipped.get("model") or "best" if shipped["policy"] == "learned" else "best"
+    shutil.rmtree(copy / gone)
+    result = build_report(copy, which_model="shipped" if shipped["policy"] == "learned" else "best", timeline_users=1,
+                          progress=False)
+    assert {"learning_curves", "policies"} <= set(result.figures) and "actions" not in result.figures
+    assert any(s.startswith("timelines and actions:") and str(copy / gone) in s for s in result.skipped), result.skipped
+    (copy / "shipped.json").unlink()
+    result = build_report(copy, which_model="shipped", timeline_users=0, progress=False)
+    assert f"timelines and actions: the run has no shipped policy ({copy / 'shipped.json'} is missing)" in result.skipped
+
+
+def test_a_rerun_removes_the_figures_it_no_longer_draws(run, tmp_path):
+    run_dir, _ = run
+    out = tmp_path / "r"
+    first = build_report(run_dir, out=out, timeline_users=2, progress=False)
+    assert len(list(out.glob("timeline_*.png"))) == 2
+    (out / "notes.txt").write_text("mine")  # not a figure of the report's: kept
+    second = build_report(run_dir, out=out, timeline_users=0, progress=False)
+    assert not list(out.glob("timeline_*.png")) and (out / "notes.txt").is_file()
+    assert {p.name for p in out.glob("*.png")} == {p.name for p in second.figures.values()}
+    assert set(first.figures) - set(second.figures) == {k for k in first.figures if k.startswith("timeline_")}
+
+
+def test_a_tensorboard_log_cut_short_is_said(run, tmp_path):
+    run_dir, _ = run
+    copy = _copy_run(run_dir, tmp_path / "run")
+    (event,) = (copy / "tb").glob("events.out.tfevents.*")
+    info = json.loads((copy / "final" / "info.json").read_text())
+    raw = event.read_bytes()
+
+    def last_step(cut: int) -> int:  # the reader stops at the cut, as at a damaged record
+        event.write_bytes(raw[:cut])
+        return max((int(v[0].max()) for v in read_scalars(copy / "tb").values() if len(v[0])), default=0)
+
+    # cut where the log keeps its start but loses at least two rollouts (64 steps each) of its end
+    cut = next(c for c in range(len(raw) * 2 // 3, 0, -16) if 0 < last_step(c) <= info["step"] - 128)
+    steps = last_step(cut)
+    result = build_report(copy, timeline_users=0, progress=False)
+    assert any(f"the log ends at step {steps:,}, but the run's models were saved at step {info['step']:,}" in n
+               for n in result.notes), result.notes
+    whole = build_report(run_dir, out=tmp_path / "whole", timeline_users=0, progress=False)
+    assert not any("the log ends at step" in n for n in whole.notes)
+
+
+def test_a_moved_dataset_a_quickstart_folder_and_a_user_of_another_split_get_their_hint(run, tmp_path):
+    run_dir, data = run
+    copy = _copy_run(run_dir, tmp_path / "qs" / "run")
+    conf = json.loads((copy / "config.json").read_text())
+    conf["config"]["dataset"] = str(tmp_path / "gone")
+    (copy / "config.json").write_text(json.dumps(conf))
+    result = CliRunner().invoke(cli, ["evaluate", str(copy), "--baselines", "static"])
+    assert result.exit_code != 0
+    assert (f"{copy / 'config.json'}: the run was trained on the dataset {tmp_path / 'gone'}, which is not there (moved or "
+            "removed?)") in _said(result), _said(result)
+    report = build_report(copy, timeline_users=0, progress=False)  # what needs no dataset is still drawn
+    assert "learning_curves" in report.figures and any("which is not there" in s for s in report.skipped)
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "qs")])
+    assert f"looks like a quick start's folder: its run is {tmp_path / 'qs' / 'run'}" in _said(result), _said(result)
+    import pandas as pd
+
+    users = pd.read_parquet(Path(data) / "users.parquet")
+    train_user = str(users.loc[users["split"] == "train", "user_id"].iloc[0])
+    with pytest.raises(Exception, match=rf"--user {train_user}: no decision in split 'test' .*that user is in split 'train' "
+                                        r"\(give --split train\)"):
+        build_report(run_dir, out=tmp_path / "u", users=[train_user], progress=False)
+
+
+def test_the_policies_legend_names_a_shipped_rule_as_such():
+    from interestgym.report.figures import legend_labels
+
+    rule = [{"policy": "shipped:bayesian_category", "kind": "learned"}, {"policy": "bayesian_category", "kind": "reference"}]
+    assert legend_labels(rule, "bayesian_category") == {"learned": "shipped rule", "reference": "best tuned rule (bayesian_category)"}
+    learned = [{"policy": "ppo", "kind": "learned"}, {"policy": "static", "kind": "baseline"}]
+    assert legend_labels(learned, "ema") == {"learned": "learned policy", "baseline": "baseline rule"}

@@ -22,7 +22,8 @@ from interestgym.core.numeric import clip
 ACTION_NAMES: tuple[str, ...] = ("long_strength", "short_strength", "short_weight", "popularity_weight")
 #: A residual policy's action (:class:`interestgym.envs.policies.ResidualPolicy`) has a fifth component:
 #: a change of the category counts' keep factor, added to the reference's factor (0 = the reference's).
-RESIDUAL_ACTION_NAMES: tuple[str, ...] = (*ACTION_NAMES, "keep_change")
+KEEP_CHANGE = "keep_change"
+RESIDUAL_ACTION_NAMES: tuple[str, ...] = (*ACTION_NAMES, KEEP_CHANGE)
 #: With a sequence tracker attached (``train --sequence``), a residual action has a sixth component: a
 #: change of the tracker's weight in the score at this decision (:func:`interestgym.core.transition.apply_tracker_change`).
 TRACKER_ACTION_NAMES: tuple[str, ...] = (*RESIDUAL_ACTION_NAMES, "tracker_change")

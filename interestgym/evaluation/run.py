@@ -36,8 +36,13 @@ from interestgym.core.rules import params_text
 from interestgym.core.stats import per_user_means
 from interestgym.errors import InterestGymError
 from interestgym.evaluation.stream import UserScores
-from interestgym.evaluation.tables import PolicyScores, markdown_tables, summarise
-from interestgym.io import write_json_atomic, write_text_atomic
+from interestgym.evaluation.tables import (
+    VALIDATION_CAUTION,
+    PolicyScores,
+    markdown_tables,
+    summarise,
+)
+from interestgym.io import make_out_dir, write_json_atomic, write_text_atomic
 
 #: How each negative-exclusion rule reads in the protocol header.
 EXCLUDE_TEXT = {
@@ -296,6 +301,8 @@ def evaluate_run(
     parse_metric(metric)
     out_dir = Path(out) if out is not None else run_dir
     assert out_dir is not None
+    if out is not None:  # made now: a path it cannot be is said before the tuning and the replay, not after
+        make_out_dir(out_dir)
     names = list(BASELINE_NAMES) if baselines.strip() == "all" else [b.strip() for b in baselines.split(",") if b.strip()]
     if not names:
         raise InterestGymError(f"--baselines {baselines!r}: expected comma-separated baseline names or 'all'")
@@ -635,13 +642,16 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
     groups = summary.get("user_groups", {}).get("policies", {})
+    untouched = " (untouched by training and selection)" if header.get("split") != "valid" else ""
     for n, halves in groups.items():
         cells = "; ".join(f"{g}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] ({d['n']} users)" for g, d in halves.items())
-        verdicts.append(f"- `{n}` vs `{ref}` in two halves of the users (untouched by training and selection): {cells}")
+        verdicts.append(f"- `{n}` vs `{ref}` in two halves of the users{untouched}: {cells}")
     shipped = header.get("shipped")
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
+    if header.get("split") == "valid":
+        verdicts.append(f"- note: {VALIDATION_CAUTION}")
     if header.get("protocol_changed"):
         verdicts.append(f"- note: {header['protocol_changed']}")
     if header.get("ignored_settings"):

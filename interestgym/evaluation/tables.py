@@ -15,6 +15,11 @@ import numpy as np
 
 from interestgym.core.stats import bootstrap_mean_ci, paired_bootstrap_diff
 
+#: Said under any evaluation of the validation users: they are not held out.
+VALIDATION_CAUTION = ("these are the validation users: the baselines were tuned, the run's model selected and its shipping "
+                      "decided on them, so every tuned policy's figures here are optimistic; the test split (the default) "
+                      "gives the held-out verdict")
+
 
 @dataclass
 class PolicyScores:

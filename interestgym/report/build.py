@@ -35,6 +35,7 @@ This module only orchestrates: reading (:mod:`~interestgym.report.scalars`), the
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,14 +46,18 @@ import numpy as np
 
 from interestgym.agents.run_folder import (
     EVALUATION_FILE,
+    MODEL_CHOICES,
+    MODEL_FILE,
     REPORT_DIR,
+    SHIPPED_FILE,
     has_policy,
     read_evaluation,
     read_run_config,
+    read_shipped,
 )
 from interestgym.core.rules import params_text
 from interestgym.errors import ArtifactError, InterestGymError
-from interestgym.io import write_text_atomic
+from interestgym.io import make_out_dir, write_text_atomic
 from interestgym.report.figures import (
     can_render,
     plot_actions,
@@ -61,7 +66,7 @@ from interestgym.report.figures import (
     plot_policies,
     plot_timeline,
 )
-from interestgym.report.render import _html, _markdown
+from interestgym.report.render import Page, _html, _markdown
 from interestgym.report.scalars import read_scalars
 from interestgym.report.tables import results_rows
 from interestgym.report.timelines import (
@@ -74,6 +79,8 @@ from interestgym.report.timelines import (
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
+#: The figures a report writes besides the timelines (``timeline_<user>.png``).
+FIGURE_FILES = ("learning_curves.png", "policies.png", "actions.png", "components.png")
 
 
 @dataclass
@@ -209,6 +216,82 @@ def action_components(policy: Any, reference: Any, res: Any) -> tuple[dict[str, 
     return columns, [note for note in (tracker_note, gain_note, slot_note) if note]
 
 
+def evaluation_mismatches(run_dir: Path, conf: dict[str, Any], header: dict[str, Any], evaluation_file: Path, which: str,
+                          split: str) -> list[str]:
+    """Sentences on where the summarised evaluation is not of what the figures show: another run, another
+    dataset (a transfer evaluation), another model or split; and a caution when it is of the validation users."""
+    out = []
+    c = conf.get("config", {})
+    ran = header.get("run")
+    if ran and not _same_path(ran, run_dir):
+        seeds = (f" (train seed {header.get('train_seed')}; this run's is {c.get('seed')})"
+                 if header.get("train_seed") != c.get("seed") else "")
+        out.append(f"`{evaluation_file}` evaluated the run `{ran}`, not `{run_dir}`{seeds}: the Results table is that run's; "
+                   "the other sections are this run's.")
+    data = header.get("data")
+    if data and c.get("dataset") and not _same_path(data, c["dataset"]):
+        out.append(f"The Results table is on `{data}` (evaluated with `--dataset`); the learning curves and the behaviour "
+                   f"figures are of the run's own dataset `{c['dataset']}`.")
+    if header.get("model") and header["model"] != which:
+        out.append(f"The figures show the run's **{which}** model; the Results table evaluated its **{header['model']}** model.")
+    if header.get("split") and header["split"] != split:
+        out.append(f"The figures replay {split} users; the Results table is of {header['split']} users.")
+    return out
+
+
+def shipping_lines(run_dir: Path) -> list[str]:
+    """What the run ships and why, from ``shipped.json`` (for a report without an evaluation to say it)."""
+    try:
+        decision = read_shipped(run_dir)
+    except ArtifactError as exc:
+        return [f"What the run ships cannot be read: {exc}"]
+    if decision is None:
+        return []
+    rule = (decision.get("rule") or {}).get("name", "?")
+    what = f"its learned model (`{decision.get('model') or 'best'}`)" if decision["policy"] == "learned" else f"its reference rule `{rule}`"
+    return [f"The run ships {what}: {decision.get('reason') or 'no reason recorded'} (`{run_dir / SHIPPED_FILE}`)."]
+
+
+def log_cut_short(run_dir: Path, scalars: dict[str, tuple[np.ndarray, np.ndarray]]) -> str | None:
+    """A sentence when the TensorBoard log ends well before the steps the run trained (a damaged or
+    truncated event file: the reader stops at the first bad record), None otherwise."""
+    trained = []
+    for folder in MODEL_CHOICES:
+        try:
+            step = json.loads((run_dir / folder / "info.json").read_text(encoding="utf-8")).get("step")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(step, int):
+            trained.append(step)
+    last = max((int(v[0].max()) for v in scalars.values() if len(v[0])), default=0)
+    if not trained or last >= max(trained):
+        return None
+    # a rollout's point is written when it ends: a log may end up to one rollout before the last model was saved
+    reward_steps = scalars.get("charts/mean_reward", (np.zeros(0),))[0]
+    rollout = int(np.diff(reward_steps).max()) if len(reward_steps) > 1 else 0
+    if max(trained) - last <= rollout:
+        return None
+    return (f"the log ends at step {last:,}, but the run's models were saved at step {max(trained):,} (a damaged or "
+            "truncated event file?): the curves stop there, and their best point is the best before it")
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return str(a) == str(b)
+
+
+def _remove_stale_figures(out_dir: Path, written: dict[str, Path]) -> None:
+    """Figures an earlier report wrote into ``out_dir`` that this one did not (other timeline users, a
+    components figure no longer drawn): removed, so the folder holds this report's figures only."""
+    keep = {p.resolve() for p in written.values()}
+    for name in (*FIGURE_FILES, "timeline_*.png"):
+        for path in out_dir.glob(name):
+            if path.resolve() not in keep:
+                path.unlink(missing_ok=True)
+
+
 def _safe_name(user_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", user_id)[:60] or "user"
 
@@ -244,11 +327,11 @@ def build_report(
     say = log or (lambda message: None)
     run_dir = Path(run_dir)
     conf = read_run_config(run_dir)
-    out_dir = Path(out) if out is not None else run_dir / REPORT_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_out_dir(Path(out) if out is not None else run_dir / REPORT_DIR)
     if evaluation_path is not None and not Path(evaluation_path).is_file():
         raise ArtifactError(f"{evaluation_path}: no such evaluation file (written by `interestgym evaluate`)")
     evaluation = read_evaluation(run_dir, evaluation_path)
+    evaluation_file = Path(evaluation_path) if evaluation_path is not None else run_dir / EVALUATION_FILE
     header = (evaluation or {}).get("header", {})
     # what the evaluation evaluated, else what the run ships (as evaluate does), else its best model
     which = which_model or header.get("model") or ("shipped" if has_policy(run_dir, "shipped") else "best")
@@ -256,12 +339,17 @@ def build_report(
     metric = header.get("selection_metric") or conf.get("config", {}).get("reward", "ndcg@10")
     figures: dict[str, Path] = {}
     skipped: list[str] = []
-    notes: list[str] = []
+    notes: list[str] = evaluation_mismatches(run_dir, conf, header, evaluation_file, which, split) if evaluation else []
+    if evaluation is None:
+        notes += shipping_lines(run_dir)
 
     # 1. learning curves (TensorBoard)
     tb_dir = run_dir / "tb"
     if tb_dir.is_dir() and any(tb_dir.glob("events.out.tfevents.*")):
         scalars = read_scalars(tb_dir)
+        short = log_cut_short(run_dir, scalars)
+        if short:
+            notes.append(f"learning curves: {tb_dir}: {short}")
         try:
             reference = conf.get("reference") or {}
             reward = conf.get("config", {}).get("reward", metric)
@@ -284,19 +372,25 @@ def build_report(
     timeline_figs: list[tuple[str, str, Path]] = []
     n_left_out = 0
     if not has_policy(run_dir, which):
-        skipped.append(f"timelines and actions: the run has no {which} policy ({run_dir / which})")
+        skipped.append(f"timelines and actions: the run has no {which} policy "
+                       f"({run_dir / SHIPPED_FILE if which == 'shipped' else run_dir / which / MODEL_FILE} is missing)")
     else:
-        timeline_figs, n_left_out = _behaviour_figures(run_dir, conf, evaluation, which, split, out_dir, figures,
-                                                       skipped, notes, timeline_users, users, progress, say)
+        try:
+            timeline_figs, n_left_out = _behaviour_figures(run_dir, conf, evaluation, which, split, out_dir, figures,
+                                                           skipped, notes, timeline_users, users, progress, say)
+        except ArtifactError as exc:  # e.g. the shipped model's folder is gone: the rest of the report still holds
+            skipped.append(f"timelines and actions: the {which} policy cannot be loaded ({exc})")
         if n_left_out:
             notes.append(f"actions.png: {n_left_out:,} first decisions of users (empty long-term profile, so no cosine yet) "
                          "are left out of the scatter panels; the histograms include them")
 
-    md = _markdown(run_dir, conf, evaluation, which, figures, timeline_figs, skipped, notes, out_dir)
+    page = Page(run_dir=run_dir, conf=conf, evaluation=evaluation, evaluation_file=evaluation_file, which=which, split=split,
+                figures=figures, timelines=timeline_figs, skipped=skipped, notes=notes)
     md_path = out_dir / MARKDOWN_FILE
-    write_text_atomic(md_path, md)
+    write_text_atomic(md_path, _markdown(page, out_dir))
     html_path = out_dir / HTML_FILE
-    write_text_atomic(html_path, _html(run_dir, conf, evaluation, which, figures, timeline_figs, skipped, notes))
+    write_text_atomic(html_path, _html(page))
+    _remove_stale_figures(out_dir, figures)
     for note in skipped:
         say(f"report: not drawn: {note}")
     return ReportResult(out=out_dir, figures=figures, markdown=md_path, html=html_path,
@@ -399,7 +493,9 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
         known = {str(u) for u in data.user_ids}
         missing = [u for u in users if str(u) not in known]
         if missing:
-            raise InterestGymError(f"--user {missing[0]}: no decision in split {split!r} of {config.dataset}; "
+            home = dataset.users.loc[dataset.users["user_id"].astype(str) == str(missing[0]), "split"].astype(str).tolist()
+            hint = f"; that user is in split {home[0]!r} (give --split {home[0]})" if home and home[0] != split else ""
+            raise InterestGymError(f"--user {missing[0]}: no decision in split {split!r} of {config.dataset}{hint}; "
                                    f"expected one of its {data.n_users} users (e.g. {', '.join(map(str, data.user_ids[:3]))})")
         chosen = [(str(u), (user_types or {}).get(str(u), "") and f"{user_types[str(u)]} user") for u in users]
     else:

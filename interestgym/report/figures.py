@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from interestgym.errors import ArtifactError
+from interestgym.evaluation.tables import kind_label
 from interestgym.io import write_bytes_atomic
 from interestgym.report.tables import results_rows
 from interestgym.report.timelines import CATEGORY_EMA_RATE, UserTimeline
@@ -23,9 +24,11 @@ from interestgym.report.timelines import CATEGORY_EMA_RATE, UserTimeline
 TIMELINE_TOP_TOPICS = 8
 
 KIND_COLOURS = {"learned": "#d62728", "reference": "#1f4e9c", "baseline": "#8fb3de", "oracle": "#7f7f7f"}
-ACTION_COLOURS = {"long_strength": "#1f77b4", "short_strength": "#ff7f0e", "short_weight": "#2ca02c"}
+ACTION_COLOURS = {"long_strength": "#1f77b4", "short_strength": "#ff7f0e", "short_weight": "#2ca02c",
+                  "popularity_weight": "#8c564b", "keep": "#17becf"}
 ACTION_LABELS = {"long_strength": "a_L (long-term strength)", "short_strength": "a_S (short-term strength)",
-                 "short_weight": "w (short-term weight in the score)"}
+                 "short_weight": "w (short-term weight in the score)", "popularity_weight": "p (popularity weight)",
+                 "keep": "keep factor of the category counts"}
 _STYLE = {
     "font.size": 10.5, "axes.titlesize": 12, "axes.labelsize": 10.5, "legend.fontsize": 9, "xtick.labelsize": 9.5,
     "ytick.labelsize": 9.5, "figure.titlesize": 13.5, "axes.spines.top": False, "axes.spines.right": False,
@@ -121,18 +124,21 @@ def plot_learning_curves(scalars: dict[str, tuple[np.ndarray, np.ndarray]], metr
         ax = axes[1, 0]
         rate = scalars.get("charts/update_rate")
         if rate is not None:
-            ax.plot(*rate, color="#9467bd", lw=1.5)
+            ax.plot(*rate, color="#9467bd", lw=1.5, marker="o" if len(rate[0]) < 30 else None, ms=3)
             ax.set_ylim(-0.03, 1.03)
         ax.set_title("Update rate (share of decisions with a_L or a_S > threshold)")
         ax.set_ylabel("fraction of decisions")
         ax.set_xlabel("environment steps (decisions)")
         ax = axes[1, 1]
         for key, name in (("charts/mean_a_long", "long_strength"), ("charts/mean_a_short", "short_strength"),
-                          ("charts/mean_mix_weight", "short_weight")):
+                          ("charts/mean_mix_weight", "short_weight"), ("charts/mean_pop_weight", "popularity_weight"),
+                          ("charts/mean_keep", "keep")):
             if key in scalars:
-                ax.plot(*scalars[key], color=ACTION_COLOURS[name], lw=1.5, label=ACTION_LABELS[name])
+                ax.plot(*scalars[key], color=ACTION_COLOURS[name], lw=1.5, label=ACTION_LABELS[name],
+                        marker="o" if len(scalars[key][0]) < 30 else None, ms=3)
         ax.set_ylim(-0.03, 1.03)
-        ax.set_title("Mean action during training")
+        # PPO's sampled (stochastic) actions: the deterministic policy's means are in actions.png / components.png
+        ax.set_title("Mean sampled action during training")
         ax.set_ylabel("mean value in [0, 1]")
         ax.set_xlabel("environment steps (decisions)")
         if ax.get_legend_handles_labels()[0]:
@@ -144,6 +150,16 @@ def plot_learning_curves(scalars: dict[str, tuple[np.ndarray, np.ndarray]], metr
                 a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         fig.suptitle(title)
         return save_figure(fig, path)
+
+
+def legend_labels(rows: Sequence[dict[str, Any]], reference: str | None) -> dict[str, str]:
+    """The policies figure's legend: kind -> label, for the kinds among ``rows`` (:func:`results_rows`). A run
+    that ships its rule has that rule in the learned row ("rule (shipped)" in the tables): "shipped rule"."""
+    shipped_rules = [kind_label(r["policy"], r["kind"]) == "rule (shipped)" for r in rows if r["kind"] == "learned"]
+    labels = {"learned": "shipped rule" if shipped_rules and all(shipped_rules) else "learned policy",
+              "reference": f"best tuned rule ({reference})", "baseline": "baseline rule",
+              "oracle": "oracle (knows the true interest)"}
+    return {k: text for k, text in labels.items() if any(r["kind"] == k for r in rows)}
 
 
 def plot_policies(evaluation: dict[str, Any], path: Path) -> Path:
@@ -162,23 +178,23 @@ def plot_policies(evaluation: dict[str, Any], path: Path) -> Path:
         colours = [KIND_COLOURS.get(r["kind"], KIND_COLOURS["baseline"]) for r in order]
         ax = axes[0]
         mean = np.array([r["metric"] for r in order])
-        err = np.array([[r["metric"] - r["lo"], r["hi"] - r["metric"]] for r in order]).T
+        # a CI bound that is null in the file (no bootstrap possible) draws no bar on that side
+        lo_hi = [(r["metric"] if r["lo"] is None else r["lo"], r["metric"] if r["hi"] is None else r["hi"]) for r in order]
+        err = np.array([[m - lo, hi - m] for m, (lo, hi) in zip(mean, lo_hi)]).T
         ax.barh(y, mean, color=colours, height=0.65)
         ax.errorbar(mean, y, xerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
-        for yi, m, hi in zip(y, mean, [r["hi"] for r in order]):
+        for yi, m, (_, hi) in zip(y, mean, lo_hi):
             ax.text(hi, yi, f"  {m:.3f}", va="center", fontsize=8.5)
         ax.set_yticks(y, names)
         ax.set_xlabel(f"{metric}, mean over {evaluation['header'].get('split', 'test')} users")
-        ax.set_xlim(0, max(1e-9, float(np.nanmax([r["hi"] for r in order]))) * 1.15)
+        ax.set_xlim(0, max(1e-9, float(np.nanmax([hi for _, hi in lo_hi]))) * 1.15)
         ax.set_title(f"{metric} with bootstrap 95% CI")
         ax.grid(axis="y", visible=False)
         from matplotlib.patches import Patch
 
-        kinds = [k for k in ("learned", "reference", "baseline", "oracle") if any(r["kind"] == k for r in order)]
-        labels = {"learned": "learned policy", "reference": f"best tuned rule ({reference})", "baseline": "baseline rule",
-                  "oracle": "oracle (knows the true interest)"}
-        fig.legend(handles=[Patch(color=KIND_COLOURS[k], label=labels[k]) for k in kinds], loc="outside lower center",
-                   ncols=len(kinds), frameon=False)
+        labels = legend_labels(order, reference)
+        fig.legend(handles=[Patch(color=KIND_COLOURS[k], label=text) for k, text in labels.items()], loc="outside lower center",
+                   ncols=len(labels), frameon=False)
         if has_diff:
             ax = axes[1]
             diff = np.array([np.nan if r["diff"] is None else r["diff"] for r in order])

@@ -10,10 +10,11 @@ import base64
 import html
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interestgym.agents.run_folder import EVALUATION_FILE, EVALUATION_MARKDOWN
+from interestgym.agents.run_folder import EVALUATION_MARKDOWN
 from interestgym.report.tables import (
     protocol_lines,
     results_rows,
@@ -21,6 +22,48 @@ from interestgym.report.tables import (
     table_cells,
     verdict_lines,
 )
+
+
+@dataclass
+class Page:
+    """What the summary shows: the run, the evaluation summarised (and its file), the model and split the
+    figures replay, the figures, the timelines (user id, label, path), what was not drawn, and notes."""
+
+    run_dir: Path
+    conf: dict[str, Any]
+    evaluation: dict[str, Any] | None
+    evaluation_file: Path
+    which: str
+    split: str
+    figures: dict[str, Path]
+    timelines: list[tuple[str, str, Path]]
+    skipped: list[str]
+    notes: list[str]
+
+    @property
+    def tables_file(self) -> Path:
+        """The evaluation.md written beside the summarised evaluation.json."""
+        return self.evaluation_file.with_name(EVALUATION_MARKDOWN)
+
+    def figure_text(self, key: str) -> tuple[str, str]:
+        """(title, caption) of a figure, naming the users it shows."""
+        table_split = (self.evaluation or {}).get("header", {}).get("split", "test")
+        return {
+            "learning_curves": ("Learning curves", (
+                "Training reward (baseline-subtracted when the run uses a reference rule), the validation metric of the "
+                "deterministic policy against the reference rule on the same validation users, the update rate and the "
+                "mean of PPO's sampled actions, over environment steps.")),
+            "policies": ("Policy vs baselines", (
+                f"Mean over {table_split} users with bootstrap 95% CIs (left) and the paired difference to the best tuned "
+                "rule (right; a CI right of 0 = better on the same users).")),
+            "actions": ("Actions against features", (
+                f"Each point is a decision of a {self.split} user; black: mean (± sd) of the action in equal-count bins of "
+                "the feature.")),
+            "components": ("Every action component against its driver", (
+                "The learned policy's mean of each component in equal-count bins of the feature it most plausibly reads "
+                f"(per user type on synthetic data; {self.split} users); dashed: the reference rule's mean on the same "
+                "decisions.")),
+        }[key]
 
 
 def _run_facts(run_dir: Path, conf: dict[str, Any], which: str) -> list[str]:
@@ -53,45 +96,33 @@ def _run_facts(run_dir: Path, conf: dict[str, Any], which: str) -> list[str]:
     return facts
 
 
-_FIGURE_TEXT = {
-    "learning_curves": ("Learning curves", ("Training reward (baseline-subtracted when the run uses a reference rule), "
-                        "the validation metric of the deterministic policy against the reference rule on the same "
-                        "validation users, the update rate and the mean actions, over environment steps.")),
-    "policies": ("Policy vs baselines", ("Mean over test users with bootstrap 95% CIs (left) and the paired "
-                 "difference to the best tuned rule (right; a CI right of 0 = better on the same users).")),
-    "actions": ("Actions against features", ("Each point is a decision of a test user; black: mean (± sd) of the "
-                "action in equal-count bins of the feature.")),
-    "components": ("Every action component against its driver", ("The learned policy's mean of each component in "
-                   "equal-count bins of the feature it most plausibly reads (per user type on synthetic data); dashed: "
-                   "the reference rule's mean on the same decisions.")),
-}
+FIGURE_ORDER = ("learning_curves", "policies", "actions", "components")
+TIMELINE_TEXT = ("Top: the true interest over topics (synthetic data) or the recently clicked categories (real data); "
+                 "middle: the mix the policy's scoring profile implies; bottom: the policy's actions at every event.")
 
 
-def _markdown(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | None, which: str, figures: dict[str, Path],
-              timeline_figs: list[tuple[str, str, Path]], skipped: list[str], notes: list[str], out_dir: Path) -> str:
-    lines = [f"# Report: {run_dir.name}", ""]
-    lines += [f"- {f}" for f in _run_facts(run_dir, conf, which)]
+def _markdown(page: Page, out_dir: Path) -> str:
+    lines = [f"# Report: {page.run_dir.name}", ""]
+    lines += [f"- {f}" for f in _run_facts(page.run_dir, page.conf, page.which)]
     lines.append("")
-    if evaluation is not None:
+    if page.evaluation is not None:
         lines += ["## Results", ""]
-        lines += [f"- {p}" for p in protocol_lines(evaluation)]
-        lines += ["", results_table(evaluation), ""]
-        lines += [f"- {v}" for v in verdict_lines(evaluation)]
-        lines += ["", f"Full tables (every metric): `{run_dir / EVALUATION_MARKDOWN}`; numbers: `{run_dir / EVALUATION_FILE}`.", ""]
-    for key in ("learning_curves", "policies", "actions", "components"):
-        if key in figures:
-            title, text = _FIGURE_TEXT[key]
-            lines += [f"## {title}", "", text, "", f"![{title}]({_rel(figures[key], out_dir)})", ""]
-    if timeline_figs:
-        lines += ["## Timelines of test users", "",
-                  ("Top: the true interest over topics (synthetic data) or the recently clicked categories (real data); "
-                   "middle: the mix the policy's scoring profile implies; bottom: the policy's actions at every event."), ""]
-        for uid, label, path in timeline_figs:
+        lines += [f"- {p}" for p in protocol_lines(page.evaluation)]
+        lines += ["", results_table(page.evaluation), ""]
+        lines += [f"- {v}" for v in verdict_lines(page.evaluation)]
+        lines += ["", f"Full tables (every metric): `{page.tables_file}`; numbers: `{page.evaluation_file}`.", ""]
+    for key in FIGURE_ORDER:
+        if key in page.figures:
+            title, text = page.figure_text(key)
+            lines += [f"## {title}", "", text, "", f"![{title}]({_rel(page.figures[key], out_dir)})", ""]
+    if page.timelines:
+        lines += [f"## Timelines of {page.split} users", "", TIMELINE_TEXT, ""]
+        for uid, label, path in page.timelines:
             lines += [f"![user {uid}{f' ({label})' if label else ''}]({_rel(path, out_dir)})", ""]
-    if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    if skipped:
-        lines += ["## Not drawn", ""] + [f"- {s}" for s in skipped] + [""]
+    if page.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in page.notes] + [""]
+    if page.skipped:
+        lines += ["## Not drawn", ""] + [f"- {s}" for s in page.skipped] + [""]
     return "\n".join(lines)
 
 
@@ -127,14 +158,15 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _html(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | None, which: str, figures: dict[str, Path],
-          timeline_figs: list[tuple[str, str, Path]], skipped: list[str], notes: list[str]) -> str:
+def _html(page: Page) -> str:
     esc = html.escape
-    parts = [(f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Report: {esc(run_dir.name)}</title>"
-              f"<style>{_CSS}</style></head><body>"), f"<h1>Report: {esc(run_dir.name)}</h1>", "<ul>"]
-    parts += [f"<li>{_md_inline(f)}</li>" for f in _run_facts(run_dir, conf, which)]
+    name = esc(page.run_dir.name)
+    parts = [(f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Report: {name}</title>"
+              f"<style>{_CSS}</style></head><body>"), f"<h1>Report: {name}</h1>", "<ul>"]
+    parts += [f"<li>{_md_inline(f)}</li>" for f in _run_facts(page.run_dir, page.conf, page.which)]
     parts.append("</ul>")
-    if evaluation is not None:
+    if page.evaluation is not None:
+        evaluation = page.evaluation
         parts += ["<h2>Results</h2>", "<ul>"] + [f"<li>{_md_inline(p)}</li>" for p in protocol_lines(evaluation)] + ["</ul>"]
         header, rows = table_cells(evaluation)
         kinds = [r["kind"] for r in results_rows(evaluation)]
@@ -143,21 +175,19 @@ def _html(run_dir: Path, conf: dict[str, Any], evaluation: dict[str, Any] | None
             parts.append(f"<tr class=\"{esc(kind)}\">" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
         parts.append("</tbody></table>")
         parts += [f"<p>{_md_inline(v)}</p>" for v in verdict_lines(evaluation)]
-        parts.append(f"<p class=\"note\">Full tables: <code>{esc(str(run_dir / 'evaluation.md'))}</code>.</p>")
-    for key in ("learning_curves", "policies", "actions", "components"):
-        if key in figures:
-            title, text = _FIGURE_TEXT[key]
+        parts.append(f"<p class=\"note\">Full tables: <code>{esc(str(page.tables_file))}</code>.</p>")
+    for key in FIGURE_ORDER:
+        if key in page.figures:
+            title, text = page.figure_text(key)
             parts += [f"<h2>{esc(title)}</h2>", f"<p class=\"note\">{esc(text)}</p>",
-                      f"<img src=\"{_data_uri(figures[key])}\" alt=\"{esc(title)}\">"]
-    if timeline_figs:
-        parts += ["<h2>Timelines of test users</h2>",
-                  ("<p class=\"note\">Top: true interest (synthetic) or recently clicked categories (real data); middle: the "
-                   "mix the policy's scoring profile implies; bottom: the policy's actions at every event.</p>")]
-        for uid, label, path in timeline_figs:
+                      f"<img src=\"{_data_uri(page.figures[key])}\" alt=\"{esc(title)}\">"]
+    if page.timelines:
+        parts += [f"<h2>Timelines of {esc(page.split)} users</h2>", f"<p class=\"note\">{esc(TIMELINE_TEXT)}</p>"]
+        for uid, label, path in page.timelines:
             parts.append(f"<img src=\"{_data_uri(path)}\" alt=\"user {esc(uid)} {esc(label)}\">")
-    if notes:
-        parts += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{_md_inline(n)}</li>" for n in notes] + ["</ul>"]
-    if skipped:
-        parts += ["<h2>Not drawn</h2>", "<ul>"] + [f"<li>{esc(s)}</li>" for s in skipped] + ["</ul>"]
+    if page.notes:
+        parts += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{_md_inline(n)}</li>" for n in page.notes] + ["</ul>"]
+    if page.skipped:
+        parts += ["<h2>Not drawn</h2>", "<ul>"] + [f"<li>{esc(s)}</li>" for s in page.skipped] + ["</ul>"]
     parts.append("</body></html>\n")
     return "\n".join(parts)
