@@ -59,8 +59,8 @@ class LogProgress:
         parts.append(_duration(elapsed))
         if not final and self.total and 0 < self.n < self.total:
             parts.append(f"~{_duration(elapsed * (self.total - self.n) / self.n)} left")
-        if final:
-            parts.append("done")
+        if final:  # closed short of its total: early stopping, an error or an interrupt, not "done"
+            parts.append("done" if not self.total or self.n >= self.total else "stopped")
         text = ", ".join(parts)
         return text + (f" [{self.postfix}]" if self.postfix and not final else "")
 

@@ -115,7 +115,9 @@ def test_evaluation_metrics_of_the_run_go_into_the_manifest(tmp_path_factory, tm
     from interestgym.export.run import export_run
 
     fx = trained_export(tmp_path_factory, "next_positive")
-    evaluation = {"header": {"split": "test"}, "summary": {"ppo": {"ndcg@10": {"mean": 0.42}}},
+    evaluation = {"header": {"split": "test"},
+                  "summary": {"metrics": ["ndcg@10"], "policies": {"ppo": {"kind": "learned", "metrics": {
+                      "ndcg@10": {"mean": 0.42, "lo": 0.40, "hi": 0.44}}}}},
                   "per_user": {"ppo": list(range(500))}}
     (fx.run / "evaluation.json").write_text(json.dumps(evaluation))
     try:
@@ -123,7 +125,7 @@ def test_evaluation_metrics_of_the_run_go_into_the_manifest(tmp_path_factory, tm
     finally:
         (fx.run / "evaluation.json").unlink()
     recorded = result.manifest["evaluation"]
-    assert recorded["results"]["summary"]["ppo"]["ndcg@10"]["mean"] == 0.42
+    assert recorded["results"]["summary"]["policies"]["ppo"]["metrics"]["ndcg@10"]["mean"] == 0.42
     assert "per_user" not in recorded["results"] or "ppo" not in recorded["results"]["per_user"]  # long arrays left out
     assert len(recorded["sha256"]) == 64
 

@@ -41,8 +41,9 @@ def test_training_writes_the_run_folder_without_pickles(trained):
     _, run, summary = trained
     assert summary["epochs"] == 2 and summary["best_epoch"] in (1, 2)
     for rel in (CONFIG_FILE, "best/model.pt", "best/info.json", "final/model.pt", "final/info.json",
-                f"{CHECKPOINT_DIR}/model.pt", f"{CHECKPOINT_DIR}/optimizer.pt", f"{CHECKPOINT_DIR}/state.json"):
+                f"{CHECKPOINT_DIR}/model-2.pt", f"{CHECKPOINT_DIR}/optimizer-2.pt", f"{CHECKPOINT_DIR}/state.json"):
         assert (run / rel).is_file(), rel
+    assert sorted(p.name for p in (run / CHECKPOINT_DIR).iterdir()) == ["model-2.pt", "optimizer-2.pt", "state.json"]
     doc = json.loads((run / CONFIG_FILE).read_text())
     assert doc["spec"]["model"] == "sasrec" and doc["dataset"]["embeddings"] == "rand" and doc["summary"]["epochs"] == 2
     import torch
@@ -240,3 +241,127 @@ def test_evaluate_with_a_tracker_uses_its_embeddings_when_the_dataset_has_severa
     (emb / "another.json").write_text(json.dumps({**json.loads((emb / "rand.json").read_text()), "name": "another"}))
     evaluate_run(copy, out=tmp_path / "ev", baselines="ema", n_boot=20, progress=False, sequence_runs=(run,))
     assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["header"]["encoder"] == "rand"
+
+
+def _weights(run: Path, which: str = "final") -> dict:
+    import torch
+
+    return torch.load(run / which / "model.pt", weights_only=True)
+
+
+def test_an_interrupt_while_the_checkpoint_is_written_leaves_one_resume_continues(trained, tmp_path, monkeypatch):
+    """The epoch's files are written under new names and state.json, renamed into place last, switches to them:
+    interrupted before that switch, the previous epoch's checkpoint is whole and --resume goes on from it to
+    the very weights of an uninterrupted run (it used to refuse: model.pt no longer matched state.json)."""
+    import torch
+    from interestgym.agents.sequence import folder
+
+    data, whole, _ = trained
+    real = folder.write_json_atomic
+
+    def interrupted(path, obj):
+        if Path(path).name == "state.json" and obj.get("epoch") == 2:
+            raise KeyboardInterrupt
+        return real(path, obj)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(folder, "write_json_atomic", interrupted)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        train_sequence(_config(data, run, model="sasrec"), log=said.append)
+    assert "interrupted during epoch 2; epochs 1-1 are checkpointed: continue with" in said[-1] and "--resume" in said[-1]
+    monkeypatch.setattr(folder, "write_json_atomic", real)
+    said.clear()
+    summary = train_sequence(_config(data, run, model="sasrec"), resume=True, log=said.append)
+    assert any(line.startswith(f"resuming {run} after epoch 1") for line in said), said
+    assert summary["epochs"] == 2
+    ours, theirs = _weights(run), _weights(whole)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert sorted(p.name for p in (run / CHECKPOINT_DIR).glob("*.pt")) == ["model-2.pt", "optimizer-2.pt"]
+
+
+def test_a_damaged_checkpoint_is_skipped_with_a_note_and_training_starts_again(trained, tmp_path):
+    import shutil
+
+    import torch
+
+    data, whole, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(whole, run)
+    summary_before = json.loads((run / CONFIG_FILE).read_text()).pop("summary")
+    doc = json.loads((run / CONFIG_FILE).read_text())
+    doc.pop("summary")
+    (run / CONFIG_FILE).write_text(json.dumps(doc))
+    model = run / CHECKPOINT_DIR / "model-2.pt"
+    model.write_bytes(model.read_bytes()[:-10])
+    said = []
+    summary = train_sequence(_config(data, run, model="sasrec"), resume=True, log=said.append)
+    assert any("cannot be read" in line and "sha256 does not match" in line and "starts again from epoch 0" in line
+               for line in said), said
+    assert summary["epochs"] == summary_before["epochs"] == 2
+    ours, theirs = _weights(run), _weights(whole)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # from scratch: the same run
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"weight_decay": -1.0}, r"--weight-decay -1.0: expected a number >= 0"),
+    ({"torch_threads": -1}, r"--torch-threads -1: expected an integer >= 0"),
+    ({"eval_users": -5}, r"--eval-users -5: expected an integer >= 0 \(0: all validation users\)"),
+    ({"metric": "bogus"}, r"metric 'bogus': expected"),
+    ({"metric": "ndcg@0"}, r"metric 'ndcg@0'"),
+])
+def test_bad_settings_are_refused_before_a_run_folder_exists(tmp_path, setting, message):
+    with pytest.raises(InterestGymError, match=message):
+        _config(tmp_path / "ds", tmp_path / "run", **setting)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unusable_device_or_run_dir_is_refused_and_a_failed_start_leaves_no_folder(trained, tmp_path):
+    import torch
+
+    data, _, _ = trained
+    if not torch.cuda.is_available():
+        with pytest.raises(InterestGymError, match=r"--device 'cuda': CUDA is not available here"):
+            train_sequence(_config(data, tmp_path / "cuda", device="cuda"), log=lambda _: None)
+        assert not (tmp_path / "cuda").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InterestGymError, match=rf"--run-dir {tmp_path / 'afile' / 'sub'}: {tmp_path / 'afile'} is a file"):
+        train_sequence(_config(data, tmp_path / "afile" / "sub"), log=lambda _: None)
+    with pytest.raises(InterestGymError):  # an embedding the dataset lacks: refused after the folder was made
+        train_sequence(_config(data, tmp_path / "noemb", embeddings="nope"), log=lambda _: None)
+    assert not (tmp_path / "noemb").exists()
+
+
+def test_evaluate_refuses_an_unfinished_tracker_before_tuning_anything(trained, tmp_path, capsys):
+    import shutil
+
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run, _ = trained
+    copy = tmp_path / "unfinished"
+    shutil.copytree(run, copy)
+    doc = json.loads((copy / CONFIG_FILE).read_text())
+    doc.pop("summary")  # as an interrupted or still running train-sequence leaves it
+    (copy / CONFIG_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"no summary: the tracker has not finished training .* evaluate --sequence needs"):
+        evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=20, progress=True, sequence_runs=(copy,))
+    assert "tuning" not in capsys.readouterr().err and not (tmp_path / "ev" / "baselines.json").exists()
+
+
+def test_resume_takes_the_embedding_the_run_resolved_to(trained, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from interestgym.cli import cli
+
+    data, run, _ = trained
+    copy = tmp_path / "resume"
+    shutil.copytree(run, copy)
+    assert json.loads((copy / CONFIG_FILE).read_text())["config"]["embeddings"] is None  # started without --embeddings
+    base = ["train-sequence", str(data), "--run-dir", str(copy), "--resume", "--window", "8", "--hidden", "16",
+            "--batch-size", "16", "--n-negatives", "15", "--max-epochs", "3", "--no-progress"]
+    result = CliRunner().invoke(cli, [*base, "--embeddings", "rand"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    result = CliRunner().invoke(cli, [*base, "--embeddings", "other"])
+    assert result.exit_code != 0 and "--embeddings 'other' (the run's: 'rand')" in str(result.exception)

@@ -142,3 +142,21 @@ def test_interestgym_export_of_a_sequence_run_writes_a_tracker(exported, tmp_pat
     code, _, err = run(["export", str(run_dir), "--out", str(tmp_path / "other")], capsys)
     assert code != 0 and "not a tracker export" in err
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_out_of_order_decisions_an_unverified_export_and_load_policy_on_a_tracker_are_said(exported, tmp_path, capsys):
+    from cli_fixtures import run
+
+    from interestgym.runtime import load_policy
+
+    _, run_dir, result = exported
+    runtime = load_tracker_runtime(result.out)
+    window = runtime.update(runtime.new_window(), runtime.item_ids[0], "click", 5_000)
+    with pytest.raises(InterestGymError, match=r"decision at ts 4000 is before the window's last one at ts 5000"):
+        runtime.update(window, runtime.item_ids[1], "click", 4_000)
+    assert runtime.update(window, runtime.item_ids[1], "click", 5_000).last_ts == 5_000  # equal times are fine
+    code, out, err = run(["export", str(run_dir), "--out", str(tmp_path / "none"), "--verify-observations", "0"], capsys)
+    assert code == 0, err
+    assert "not verified (--verify-observations 0)" in out and "verified on 0" not in out
+    with pytest.raises(InterestGymError, match=r"holds a sequence tracker's export \(tracker.json\): load it with .*load_tracker_runtime"):
+        load_policy(result.out)

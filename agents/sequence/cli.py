@@ -90,7 +90,10 @@ def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
     run_dir = Path(config.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         return  # train_sequence says what is missing
-    saved = read_run_config(run_dir)[0].as_dict()
+    settings, _, doc = read_run_config(run_dir)
+    saved = settings.as_dict()
+    if saved.get("embeddings") is None:  # started without --embeddings: the one it resolved to is the run's
+        saved["embeddings"] = (doc.get("dataset") or {}).get("embeddings")
     mine = config.as_dict()
     given = {name: (mine[name], "--") for name in mine  # ("--": given on the command line)
              if name in ctx.params and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from interestgym.core.metrics import parse_metric
 from interestgym.errors import InterestGymError
 
 #: The tracker networks (:mod:`interestgym.agents.sequence.models`).
@@ -109,9 +110,16 @@ class SequenceConfig:
             raise InterestGymError(f"--max-minutes {self.max_minutes!r}: expected a number > 0")
         if self.negatives not in ("uniform", "popularity"):
             raise InterestGymError(f"--negatives {self.negatives!r}: expected uniform or popularity")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise InterestGymError(f"--weight-decay {self.weight_decay!r}: expected a number >= 0")
+        if self.torch_threads is not None and not (isinstance(self.torch_threads, int) and self.torch_threads >= 0):
+            raise InterestGymError(f"--torch-threads {self.torch_threads!r}: expected an integer >= 0 (0: torch's default)")
+        if self.eval_users is not None and not (isinstance(self.eval_users, int) and self.eval_users >= 0):
+            raise InterestGymError(f"--eval-users {self.eval_users!r}: expected an integer >= 0 (0: all validation users)")
+        parse_metric(self.metric.strip().lower())  # here: a bad metric found after the run folder is written strands it
         if self.name is None:
             self.name = self.model
-        if self.eval_users is not None and self.eval_users < 1:
+        if self.eval_users == 0:
             self.eval_users = None
 
     def as_dict(self) -> dict[str, Any]:

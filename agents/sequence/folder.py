@@ -7,8 +7,8 @@
     RUN_DIR/best/model.pt          state_dict of the best validation epoch (torch tensors only)
     RUN_DIR/best/info.json         epoch, validation metric, sha256 of model.pt
     RUN_DIR/final/...              the same for the last epoch trained
-    RUN_DIR/checkpoints/last/      model.pt + optimizer.pt + state.json (epoch, best so far, history):
-                                   what ``--resume`` continues from
+    RUN_DIR/checkpoints/last/      model-<epoch>.pt + optimizer-<epoch>.pt + state.json (epoch, best so far,
+                                   history, the two files' names and sha256): what ``--resume`` continues from
     RUN_DIR/tb/                    TensorBoard scalars
 
 No pickle anywhere: weights are tensors saved with ``torch.save`` and read with ``weights_only=True``,
@@ -110,18 +110,34 @@ def load_model_state(run_dir: str | Path, which: str = "best") -> tuple[dict[str
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """The epoch's tensors under new names (``model-<epoch>.pt``, ``optimizer-<epoch>.pt``), then ``state.json``
+    naming them (the switch, one atomic rename), then the previous epoch's files removed: an interrupt at any
+    point leaves a ``state.json`` whose files are all there and match."""
     folder = run_dir / CHECKPOINT_DIR
-    shas = {MODEL_FILE: save_tensors(folder / MODEL_FILE, {k: v.detach().cpu() for k, v in model.state_dict().items()}),
-            OPTIMIZER_FILE: save_tensors(folder / OPTIMIZER_FILE, optimizer.state_dict())}
-    write_json_atomic(folder / STATE_FILE, {**state, "format": FORMAT, "sha256": shas})
+    tag = f"-{int(state['epoch'])}"
+    files = {MODEL_FILE: MODEL_FILE.replace(".pt", f"{tag}.pt"), OPTIMIZER_FILE: OPTIMIZER_FILE.replace(".pt", f"{tag}.pt")}
+    shas = {files[MODEL_FILE]: save_tensors(folder / files[MODEL_FILE], {k: v.detach().cpu() for k, v in model.state_dict().items()}),
+            files[OPTIMIZER_FILE]: save_tensors(folder / files[OPTIMIZER_FILE], optimizer.state_dict())}
+    write_json_atomic(folder / STATE_FILE, {**state, "format": FORMAT, "files": files, "sha256": shas})
+    for path in folder.glob("*.pt"):
+        if path.name not in shas:
+            path.unlink(missing_ok=True)
 
 
-def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
-    """(model state, optimizer state, training state) of the last intact checkpoint, or None."""
+def load_checkpoint(run_dir: Path, log: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """(model state, optimizer state, training state) of the last checkpoint, or None when there is none, or
+    when it cannot be read (said through ``log``: training then starts again from scratch, which gives the
+    same run, only later)."""
     folder = run_dir / CHECKPOINT_DIR
     if not (folder / STATE_FILE).is_file():
         return None
-    state = read_json_artifact(folder / STATE_FILE, "a tracker checkpoint's state")
-    shas = state.get("sha256") or {}
-    return (load_tensors(folder / MODEL_FILE, shas.get(MODEL_FILE)), load_tensors(folder / OPTIMIZER_FILE, shas.get(OPTIMIZER_FILE)),
-            state)
+    try:
+        state = read_json_artifact(folder / STATE_FILE, "a tracker checkpoint's state")
+        files = state.get("files") or {MODEL_FILE: MODEL_FILE, OPTIMIZER_FILE: OPTIMIZER_FILE}  # before epoch-named files
+        shas = state.get("sha256") or {}
+        return (load_tensors(folder / files[MODEL_FILE], shas.get(files[MODEL_FILE])),
+                load_tensors(folder / files[OPTIMIZER_FILE], shas.get(files[OPTIMIZER_FILE])), state)
+    except (ArtifactError, KeyError, TypeError, AttributeError) as exc:
+        if log is not None:
+            log(f"note: the checkpoint in {folder} cannot be read ({exc}); training starts again from epoch 0")
+        return None

@@ -244,6 +244,13 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as exc:
         raise InterestGymError(f"--device {device!r}: {exc}; expected auto, cpu or cuda[:N]") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InterestGymError(f"--device {device!r}: CUDA is not available here (this torch "
+                               f"{'has no CUDA build' if torch.version.cuda is None else 'sees no GPU'}); expected auto or cpu")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise InterestGymError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                               f"expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return chosen

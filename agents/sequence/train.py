@@ -65,6 +65,7 @@ from interestgym.agents.sequence.models import (
 from interestgym.agents.sequence.scoring import dataset_fingerprint, score_replay
 
 from interestgym.errors import InterestGymError
+from interestgym.io import make_out_dir
 from interestgym.progress import progress_bar
 
 #: Largest catalogue trained with a full softmax under ``loss = auto``.
@@ -114,7 +115,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
         raise InterestGymError(f"{run_dir}: already holds a tracker run; continue it with --resume or choose a new --run-dir")
     elif (run_dir / "config.json").exists():
         raise InterestGymError(f"{run_dir}: holds a PPO training run; choose a new --run-dir for the tracker")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(run_dir, "--run-dir")
 
 
 def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = print) -> dict[str, Any]:
@@ -124,7 +125,18 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
     from interestgym.data.dataset import Dataset
 
     dataset = Dataset.open(config.dataset)  # a missing or broken dataset fails before the run folder is made
+    pick_device(config.device)  # likewise a device this machine lacks
+    fresh = not run_dir.exists()
     _prepare_run_dir(run_dir, resume)
+    try:
+        return _train(config, dataset, run_dir, resume, log, t_start)
+    except BaseException:
+        if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
+
+
+def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, log: Any, t_start: float) -> dict[str, Any]:
     if resume:
         saved, _, _ = read_run_config(run_dir)
         # the run's settings win, except how long and how verbosely to go on
@@ -177,7 +189,7 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
     from torch.utils.tensorboard import SummaryWriter
 
     if resume:
-        checkpoint = load_checkpoint(run_dir)
+        checkpoint = load_checkpoint(run_dir, log)
         if checkpoint is not None:
             model_state, optim_state, state = checkpoint
             model.load_state_dict(model_state)
@@ -196,15 +208,19 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
     log(f"{config.name}: {spec.model}, window {spec.window}, hidden {spec.hidden}, {spec.layers} layer(s), item ids "
         f"{'on' if use_ids else 'off'}, {n_params:,} parameters, {'sampled' if sampled else 'full'} softmax over {n_items:,} items; "
         f"{len(train_seqs.start):,} training users ({train_seqs.n_decisions:,} decisions), "
-        f"{len(eval_users) if eval_users else valid_data.n_users:,} validation users ({valid_data.n_points:,} scoring points) on {device}")
+        + (f"{len(eval_users):,} of {valid_data.n_users:,} validation users scored for early stopping ({valid_data.n_points:,} scoring "
+           "points in all)" if eval_users else f"{valid_data.n_users:,} validation users ({valid_data.n_points:,} scoring points)")
+        + f" on {device}")
 
     n_targets_epoch = train_seqs.n_decisions - len(train_seqs.start)
+    # an estimate until each epoch's chunks are cut (their count depends on the epoch's random offsets)
     batches_per_epoch = math.ceil(len(training_chunks(train_seqs, spec.window)) / config.batch_size)
     stop_reason = "max_epochs"
     bar = progress_bar(total=config.max_epochs * batches_per_epoch, desc=f"training {config.name}", unit="batch",
                        enabled=None if config.progress_bar else False)
     bar.update(epoch * batches_per_epoch)
     deadline = None if config.max_minutes is None else time.perf_counter() + 60.0 * config.max_minutes
+    checkpointed = epoch  # the last epoch whose checkpoint is whole on disk
     try:
         while epoch < config.max_epochs:
             if bad >= config.patience:
@@ -217,6 +233,8 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
             torch.manual_seed(config.seed * 100_003 + epoch)
             chunks = training_chunks(train_seqs, spec.window, rng)
             order = rng.permutation(len(chunks))
+            batches = math.ceil(len(chunks) / config.batch_size)
+            bar.total = bar.n + batches * (config.max_epochs - epoch)  # this epoch's count, for it and the ones left
             model.train()
             t0 = time.perf_counter()
             total, count = 0.0, 0
@@ -247,7 +265,15 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
             writer.flush()
             save_checkpoint(run_dir, model, optimizer, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                                                         "history": history})
+            checkpointed = epoch
             bar.set_postfix_str(f"epoch {epoch}, loss {train_loss:.3f}, valid {metric} {score:.4f}, best {best:.4f} @ {best_epoch}")
+        bar.total = bar.n  # stopped early (patience, time): the work is done
+    except KeyboardInterrupt:
+        bar.close()
+        done = f"epochs 1-{checkpointed} are checkpointed" if checkpointed else "no epoch was checkpointed"
+        log(f"{config.name}: interrupted during epoch {checkpointed + 1}; {done}: continue with "
+            f"`interestgym train-sequence {config.dataset} --run-dir {run_dir} --resume`")
+        raise
     finally:
         bar.close()
         writer.close()

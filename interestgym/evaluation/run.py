@@ -37,6 +37,7 @@ from interestgym.core.stats import per_user_means
 from interestgym.errors import InterestGymError
 from interestgym.evaluation.stream import UserScores
 from interestgym.evaluation.tables import (
+    TRAIN_CAUTION,
     VALIDATION_CAUTION,
     PolicyScores,
     markdown_tables,
@@ -310,6 +311,14 @@ def evaluate_run(
         make_baseline(n)  # validates the name
     if n_boot < 1:
         raise InterestGymError(f"--n-boot {n_boot}: expected an integer >= 1 (bootstrap resamples)")
+    trackers = []  # every --sequence folder read and checked (finished, checksums, weights) before any tuning
+    if sequence_runs:
+        from interestgym.agents.sequence.folder import check_finished
+        from interestgym.agents.sequence.scoring import load_tracker
+
+        for seq_dir in sequence_runs:
+            check_finished(seq_dir, "evaluate --sequence")
+            trackers.append(load_tracker(seq_dir, "best" if which_model == "shipped" else which_model))
 
     trained_on = saved.get("config", {}).get("dataset") if run_dir is not None else None
     dataset = Dataset.open(config.dataset)
@@ -354,14 +363,13 @@ def evaluate_run(
     # the data each policy replays: the chunk, or the chunk with a --sequence tracker's scores attached
     attach: list[Any] = [None] * len(policies)
     if sequence_runs:
-        from interestgym.agents.sequence.scoring import load_tracker, row_name
+        from interestgym.agents.sequence.scoring import row_name
         from interestgym.agents.sequence.term import attach_tracker, tune_tracker_weight
 
         tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
         tune_data = build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users)
         base_name = best_baseline({n: tuned[n] for n in names if not n.endswith("+tracker")})
-    for seq_dir in sequence_runs:  # sequence trackers (train-sequence): the same scoring points, kind "sequence"
-        tracker = load_tracker(seq_dir, "best" if which_model == "shipped" else which_model)
+    for seq_dir, tracker in zip(sequence_runs, trackers):  # sequence trackers (train-sequence): the same scoring points
         tracker.name = row_name(tracker.name, seq_dir, {pol.name for pol, *_ in policies})  # two gru runs: two rows
         policies.append((tracker, "sequence", tracker.params, tracker.info.get("valid_score")))
         if f"{base_name}+tracker" in names and getattr(config, "sequence", None) and which_model in ("best", "shipped") and \
@@ -642,7 +650,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
     groups = summary.get("user_groups", {}).get("policies", {})
-    untouched = " (untouched by training and selection)" if header.get("split") != "valid" else ""
+    untouched = " (untouched by training and selection)" if header.get("split") == "test" else ""
     for n, halves in groups.items():
         cells = "; ".join(f"{g}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] ({d['n']} users)" for g, d in halves.items())
         verdicts.append(f"- `{n}` vs `{ref}` in two halves of the users{untouched}: {cells}")
@@ -650,8 +658,9 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
-    if header.get("split") == "valid":
-        verdicts.append(f"- note: {VALIDATION_CAUTION}")
+    caution = {"valid": VALIDATION_CAUTION, "train": TRAIN_CAUTION}.get(str(header.get("split")))
+    if caution:
+        verdicts.append(f"- note: {caution}")
     if header.get("protocol_changed"):
         verdicts.append(f"- note: {header['protocol_changed']}")
     if header.get("ignored_settings"):

@@ -19,6 +19,9 @@ from interestgym.core.stats import bootstrap_mean_ci, paired_bootstrap_diff
 VALIDATION_CAUTION = ("these are the validation users: the baselines were tuned, the run's model selected and its shipping "
                       "decided on them, so every tuned policy's figures here are optimistic; the test split (the default) "
                       "gives the held-out verdict")
+#: Said under any evaluation of the training users: they are what the learned models were fitted on.
+TRAIN_CAUTION = ("these are the training users: the run's policy and any --sequence tracker were fitted on them, so their "
+                 "figures here are not a held-out verdict; the test split (the default) gives one")
 
 
 @dataclass

@@ -58,7 +58,8 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
         click.echo(f"  shipped because: {shipped['reason']}")
     click.echo(f"  encoder {m['encoder']['name']} (dim {m['encoder']['dim']}, fingerprint {str(m['encoder']['fingerprint'])[:12]}...)")
     if policy["form"] != "rule":
-        click.echo(f"  verified on {result.n_verified} {verify_split} observations: max |ONNX - SB3| = {result.max_abs_action_diff:.2e}")
+        click.echo(f"  verified on {result.n_verified} {verify_split} observations: max |ONNX - SB3| = {result.max_abs_action_diff:.2e}"
+                   if result.n_verified else "  not verified (--verify-observations 0): the graph was not compared with SB3")
     for name, entry in m["files"].items():
         click.echo(f"  {name:<16} {entry['bytes']:>10,} bytes  sha256 {entry['sha256'][:16]}...")
     tracker = m.get("tracker")
@@ -85,6 +86,8 @@ def _export_tracker(run_dir: Path, out: Path, which: str, verify: int) -> None:
     m = result.manifest
     click.echo(f"exported the {m['model']['model']} tracker ({which} weights, window {m['window']}, hidden {m['hidden']}) "
                f"of {run_dir} to {result.out}")
-    click.echo(f"  verified on {m['verification']['windows']} random windows: max |ONNX - torch| state = {result.max_abs_state_diff:.2e}")
+    windows = m["verification"]["windows"]
+    click.echo(f"  verified on {windows} random windows: max |ONNX - torch| state = {result.max_abs_state_diff:.2e}" if windows else
+               "  not verified (--verify-observations 0): the graph was not compared with the torch tracker")
     for name, entry in m["files"].items():
         click.echo(f"  {name:<16} {entry['bytes']:>10,} bytes  sha256 {entry['sha256'][:16]}...")

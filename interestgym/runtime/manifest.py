@@ -132,7 +132,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ExportFileMissingError(f"{directory}: no such export directory (create one with `interestgym export RUN --out DIR`)")
     path = directory / MANIFEST_NAME
     if not path.is_file():
-        raise ExportFileMissingError(f"{path}: missing; expected the manifest of an `interestgym export` directory")
+        hint = ("; it holds a sequence tracker's export (tracker.json): load it with "
+                "interestgym.runtime.tracker.load_tracker_runtime" if (directory / "tracker.json").is_file() else "")
+        raise ExportFileMissingError(f"{path}: missing; expected the manifest of an `interestgym export` directory{hint}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

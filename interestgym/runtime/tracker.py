@@ -166,6 +166,9 @@ class TrackerRuntime:
             raise InterestGymError(f"item id {item_id!r} is not in the tracker's catalogue ({len(self.row)} items); "
                                    "expected an item of the dataset the tracker was exported with")
         first = window.last_ts is None
+        if not first and int(timestamp) < int(window.last_ts):  # its gap would be negative: a token the tracker never saw
+            raise InterestGymError(f"decision at ts {int(timestamp)} is before the window's last one at ts {window.last_ts}; a "
+                                   "user's events must arrive in time order")
         gap = gap_buckets(np.array([0 if first else int(timestamp) - int(window.last_ts)]), np.array([first]))
         keep = slice(max(len(window) + 1 - self.window, 0), None)
         return TrackerWindow(
