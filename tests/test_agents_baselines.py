@@ -71,6 +71,27 @@ def test_rules_choose_the_documented_strengths(data):
     np.testing.assert_allclose(res.decisions["short_weight"], np.where(same_as_previous, 0.9, 0.2), atol=1e-6)
 
 
+def test_recsim_saturating_moves_the_long_profile_by_how_new_the_item_is(data):
+    """a_L = a0 (1 - clip(cos(x, L), 0, 1)), 1 at a user's first decision, with L replayed here in float64
+    from the items alone (independently of the engine): an item opposite to the profile moves it by a0, no more."""
+    a0 = 0.4
+    d = _run(data, make_baseline("recsim_saturating", base_rate=a0, short_rate=0.6, short_weight=0.5)).decisions
+    expected, cosines = [], []
+    for start, end in zip(data.user_decision_start, data.user_decision_end):
+        long_term = np.zeros(data.dim)
+        for dec in range(start, end):
+            x = data.embeddings[data.decision_item[dec]].astype(np.float64)
+            cos = float(long_term @ x)
+            a = 1.0 if not long_term.any() else a0 * (1.0 - min(max(cos, 0.0), 1.0))
+            moved = (1 - a) * long_term + a * x
+            long_term = moved / np.linalg.norm(moved) if a > 0 else long_term
+            expected.append(a)
+            cosines.append(cos if dec > start else np.nan)
+    cosines = np.asarray(cosines)
+    assert (cosines < -0.05).sum() >= 5 and (cosines > 0.2).sum() >= 5  # the clip's both sides are exercised
+    np.testing.assert_allclose(d["long_strength"].to_numpy(), expected, atol=1e-5)
+
+
 def test_grid_search_matches_brute_force(data):
     rates = GRIDS["ema"]["rate"]
     brute = [mean_over_users(evaluate_policy(data, EMAPolicy(rate=r), metric="mrr", record_features=False, progress=False), "mrr")

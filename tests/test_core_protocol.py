@@ -52,6 +52,18 @@ def test_popularity_weighting_follows_the_weights():
     assert heavy > 0.8
 
 
+def test_a_single_popularity_negative_is_item_i_with_probability_w_i_over_the_sum():
+    """The exponential race's law: the first draw is item i with probability w_i / sum(w), exactly (a weight
+    of sqrt(w), or w^2, is far outside the tolerance: 5 binomial standard errors)."""
+    w = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+    n = 40_000
+    neg = sample_negatives(user_rng(3, "u"), 1, w, np.full(len(w), NEVER), np.full(n, NEVER - 1))
+    freq = np.bincount(neg[:, 0], minlength=len(w)) / n
+    p = w / w.sum()
+    np.testing.assert_allclose(freq, p, rtol=0, atol=float(5 * np.sqrt(p * (1 - p) / n).max()))
+    assert np.abs(freq - np.sqrt(w) / np.sqrt(w).sum()).max() > 0.05
+
+
 def test_item_popularity_is_normalised_log_counts():
     pop = item_popularity(np.array([0, 1, 9, 99]))
     assert np.allclose(pop, np.log1p([0, 1, 9, 99]) / np.log(100))

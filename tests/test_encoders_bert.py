@@ -4,6 +4,7 @@ that are not models; device / precision choices; the ONNX backend."""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = importlib.import_module("torch")
+transformers = importlib.import_module("transformers")
 
 from interestgym.encoders.bert import (
     DEFAULT_BATCH_SIZE,
@@ -264,8 +265,8 @@ def test_length_sorted_batches_cover_every_index_once_longest_first():
 
 # --------------------------------------------------------------------------------------------- onnx
 def test_onnx_backend_matches_torch_and_reuses_its_export(tiny_bert, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    importlib.import_module("onnxruntime")
+    importlib.import_module("onnxscript")
     onnx_dir = tmp_path / "onnx"
     vectors = BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir, batch_size=3).encode(TEXTS)
     np.testing.assert_allclose(vectors, plain_forward(tiny_bert, TEXTS, "mean"), atol=1e-5)

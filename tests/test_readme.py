@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import click
@@ -42,6 +43,11 @@ def test_readme_test_command_is_what_ci_runs():
     text = README.read_text(encoding="utf-8")
     block = text.split("<!-- test-command -->", 1)[1].split("```", 2)[1]
     assert "pytest" in block and "torch==2.13.0" in block and "constraints" in block
+    # and CI's own extraction (its awk line, run as CI runs it) gives exactly that block's command
+    line = next(ln for ln in ci.splitlines() if ln.startswith("cmd=$(awk "))
+    extracted = subprocess.run(["bash", "-c", line.removeprefix("cmd=$(").removesuffix(")")], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout.strip()
+    assert extracted == block.removeprefix("bash").strip()
 
 
 @pytest.mark.parametrize("command", readme_commands())
@@ -98,7 +104,7 @@ def test_readme_movielens_prepare_gives_the_numbers_it_states(tmp_path):
     assert "100,000 events, 943 users, 1,682 items" in README.read_text(encoding="utf-8")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "taobao-userbehavior-sample").is_dir(), reason="Taobao sample not present")
+@pytest.mark.skipif(not (SHARED_DATA / "taobao-userbehavior-sample").is_dir(), reason="../shared/data/taobao-userbehavior-sample not present")
 def test_readme_taobao_command_runs(tmp_path):
     import json
 

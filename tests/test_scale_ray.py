@@ -6,6 +6,7 @@ installed (it is the optional extra ``interestgym[ray]``, not part of ``test``).
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_an_address_ray_cannot_take_is_refused_before_ray_starts(address):
 
 @pytest.fixture(scope="module")
 def backend():
-    ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'interestgym[ray]')")
+    ray = importlib.import_module("ray")
     from interestgym.scale.ray_backend import connect
 
     backend = connect("local:2", shards=2)

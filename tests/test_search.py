@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import sys
@@ -231,7 +232,7 @@ def test_an_interrupted_search_continues_where_it_stopped_and_refuses_other_sett
 
 
 def test_tpe_sampler_is_seeded_and_stays_in_the_space(tmp_path):
-    pytest.importorskip("optuna")
+    importlib.import_module("optuna")
     data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
     runs = []
     for name in ("a", "b"):

@@ -7,6 +7,7 @@ started on a free loopback port (the Redis tests skip, saying why, only when the
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from export_fixtures import trained_export
 
-fastapi = pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+fastapi = importlib.import_module("fastapi")
 from fastapi.testclient import TestClient
 
 from interestgym.runtime import Event, UserState, load_policy

@@ -7,10 +7,12 @@ pydantic's ``events.0.event.ts``) and what was found.
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from export_fixtures import trained_export
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+importlib.import_module("fastapi")
 from fastapi.testclient import TestClient
 
 from interestgym.serve.app import create_app, validation_message

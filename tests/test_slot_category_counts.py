@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from agents_fixtures import CATEGORY_RULE_PARAMS as PARAMS
@@ -294,7 +296,7 @@ def test_a_policy_with_slot_counts_exports_and_the_runtime_reproduces_evaluate(d
             Event(ts=1, action="click", **{name: bad})
     assert Event(ts=1, action="click", hour=np.int8(23), weekday=0).hour == 23
     # the service's state in words shows the counts per time of day and the weight the last decision set
-    pytest.importorskip("pydantic", reason="the serve extra is not installed")
+    importlib.import_module("pydantic")
     from interestgym.serve.schemas import BehaviourEvent
     from interestgym.serve.service import InterestService, ServeConfig
 

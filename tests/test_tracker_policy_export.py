@@ -3,6 +3,7 @@ per-user window in the state, and parity with the evaluator on test users."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import sys
@@ -251,7 +252,7 @@ def test_the_report_replays_a_run_with_a_tracker_and_extra_observations(observin
 def test_the_service_serves_an_agent_that_weighs_and_observes_a_tracker_as_evaluated(observing, tmp_path):
     """`interestgym serve` passes item ids to the runtime (events, rankings, outcomes): replaying the test
     users over HTTP gives the evaluator's metrics at every scoring point."""
-    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+    importlib.import_module("fastapi")
     from test_serve import _client, _replay_requests
 
     from interestgym.serve.service import InterestService, ServeConfig

@@ -54,7 +54,7 @@ def graph_action_diff(graph: str | Path, obs: np.ndarray, expected: np.ndarray) 
 
 
 def replay_through_runtime(policy: Any, dataset: Any, data: Any, users: list[str] | None = None, *,
-                           serialise: str | None = None) -> Any:
+                           serialise: str | None = None, observations: dict[int, np.ndarray] | None = None) -> Any:
     """Replay users' logs through an :class:`~interestgym.runtime.ExportedPolicy`, event by event, as a
     service would, and rank every scoring point of ``data`` with the runtime's state.
 
@@ -64,6 +64,9 @@ def replay_through_runtime(policy: Any, dataset: Any, data: Any, users: list[str
     :param users: user ids (default: every user of ``data``).
     :param serialise: ``"bytes"`` or ``"json"``: store and reload the state after every event, as a
         service keeping state in a store would (proves the serialised state is complete).
+    :param observations: a dict to fill with the runtime's observation at every decision (``policy.observe``
+        before the update), keyed by the decision's index in ``data``: what the policy was fed, to compare
+        with the engine's recorded features.
     :return: a DataFrame like ``evaluate_policy(...).points``: user_id, point_key, decision, metrics.
     """
     import pandas as pd
@@ -110,6 +113,8 @@ def replay_through_runtime(policy: Any, dataset: Any, data: Any, users: list[str
                           value=float(value_col[row]), category=str(item_cat[item]) if item >= 0 else "",
                           hour=int(hour_col[row]), weekday=int(weekday_col[row]), item_id=str(item_col[row]))
             n_before = state.counter("n_decisions")
+            if observations is not None and row in decision_of_row:
+                observations[decision_of_row[row]] = policy.observe(state, event)
             state = store(policy.update(state, event))
             is_decision = state.counter("n_decisions") > n_before
             d = decision_of_row.get(row)
