@@ -92,6 +92,23 @@ def test_recsim_saturating_moves_the_long_profile_by_how_new_the_item_is(data):
     np.testing.assert_allclose(d["long_strength"].to_numpy(), expected, atol=1e-5)
 
 
+def test_every_rule_has_a_definition_naming_each_of_its_parameters():
+    """The definitions an export's manifest carries (core.rules' docstring table): one per rule, naming every
+    parameter the rule takes (a two-profile rule's own four may be named by "the two-profile rule")."""
+    from interestgym.core.rules import RULES, TwoProfileEMAPolicy, make_rule, rule_definition, rule_definitions
+
+    definitions = rule_definitions()
+    assert sorted(definitions) == sorted(RULES)
+    two_profile = set(make_rule("ema_two_profile").params)
+    for name in RULES:
+        rule = make_rule(name)
+        for param in rule.params:
+            inherited = isinstance(rule, TwoProfileEMAPolicy) and param in two_profile and "two-profile rule" in definitions[name]
+            assert param in definitions[name] or inherited, (name, param)
+    assert rule_definition("ema+tracker").startswith(definitions["ema"]) and "tracker_weight" in rule_definition("ema+tracker")
+    assert rule_definition("nope") is None
+
+
 def test_grid_search_matches_brute_force(data):
     rates = GRIDS["ema"]["rate"]
     brute = [mean_over_users(evaluate_policy(data, EMAPolicy(rate=r), metric="mrr", record_features=False, progress=False), "mrr")

@@ -278,7 +278,10 @@ def test_the_report_shows_what_the_run_ships_and_says_when_it_is_the_rule(datase
     assert any("ships its reference rule" in n and "--model best" in n for n in report.notes)
     assert "components" not in report.figures and "actions" in report.figures
     learned = build_report(run, which_model="best", timeline_users=1, progress=False, out=tmp_path / "best")
-    assert "components" in learned.figures and not any("ships its reference rule" in n for n in learned.notes)
+    assert "components" in learned.figures and not any("the figures show the rule" in n for n in learned.notes)
+    # without an evaluation, both say what the run ships and why (shipped.json)
+    for result in (report, learned):
+        assert any(n.startswith("The run ships its reference rule") and "shipped.json" in n for n in result.notes), result.notes
 
 
 def test_an_export_carries_the_evaluation_of_the_policy_it_holds_only(dataset, tmp_path):
@@ -292,6 +295,11 @@ def test_an_export_carries_the_evaluation_of_the_policy_it_holds_only(dataset, t
     export_run(run, tmp_path / "rule", verify_observations=20)
     export_run(run, tmp_path / "best", which="best", verify_observations=20)
     assert read_manifest(tmp_path / "rule")["evaluation"] is not None
+    # the rule's definition travels with it (for a service in another language), from the one table of core.rules
+    from interestgym.core.rules import rule_definition
+
+    rule = read_manifest(tmp_path / "rule")["policy"]["rule"]
+    assert rule["definition"] == rule_definition(rule["name"]) and rule["definition"]
     assert read_manifest(tmp_path / "best")["evaluation"] is None  # not the shipped rule's numbers
 
 

@@ -18,37 +18,44 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 ``mean_history``             L = running mean of the positives' directions: a_L = 1 / (n + 1) after n
                              decisions (each step renormalises, so it is the mean of directions up to
                              renormalisation); w = 0.
-``ema``                      one profile, fixed strength a (tuned); w = 0.
-``ema_two_profile``          L with a_L, S with a_S, fixed mix w and popularity weight p (all tuned): the
-                             "best tuned fixed rule" of the acceptance test.
-``time_decay``               one profile, a = 1 - 2^(-gap / half_life) with gap = time since the
-                             previous decision (a long absence makes the old profile stale); half-life
-                             tuned; a >= a_min (tuned) so that bursts still move it.
-``recsim_saturating``        RecSim-style saturating step: a = a0 (1 - max(cos(x, L), 0)): an item the
-                             profile already explains moves it little, a novel one moves it a lot (the
-                             interest-evolution model's step that shrinks as interest saturates); a0
-                             tuned; S, w, p start at the tuned two-profile rule's and are tuned again.
+``ema``                      one profile, fixed strength a = ``rate`` (tuned); w = 0; p = ``popularity_weight``.
+``ema_two_profile``          L with a_L = ``long_rate``, S with a_S = ``short_rate``, fixed mix w =
+                             ``short_weight`` and popularity weight p = ``popularity_weight`` (all tuned):
+                             the "best tuned fixed rule" of the acceptance test.
+``time_decay``               one profile, a = max(``min_rate``, 1 - 2^(-gap / ``half_life_hours``)) with gap =
+                             hours since the previous decision (a long absence makes the old profile
+                             stale; the minimum so that bursts still move it), a = 1 while L is empty;
+                             both tuned; a_S = w = 0, p = ``popularity_weight``.
+``recsim_saturating``        RecSim-style saturating step: a_L = a0 (1 - clip(cos(x, L), 0, 1)), a0 =
+                             ``base_rate``, a_L = 1 while L is empty: an item the profile already explains
+                             moves it little, a novel one moves it a lot (the interest-evolution model's
+                             step that shrinks as interest saturates); a0 tuned; a_S = ``short_rate``, w =
+                             ``short_weight``, p = ``popularity_weight`` start at the tuned two-profile
+                             rule's and are tuned again.
 ``behaviour_rule``           the seed's behaviour rule: at the k-th consecutive decision in one category
-                             (this one included) and after, the short-term profile jumps to the item
-                             (a_S = 1) and takes weight w_burst in the score; otherwise the tuned
-                             two-profile rule; k, w_burst tuned.
+                             (this one included: category_streak + 1 >= k, k = ``streak``) and after, the
+                             short-term profile jumps to the item (a_S = 1) and takes weight w_burst =
+                             ``burst_weight`` in the score; otherwise the tuned two-profile rule (a_L =
+                             ``long_rate``, a_S = ``short_rate``, w = ``short_weight``); k, w_burst tuned.
 ``context_rule``             the seed's context rule: time-of-day profiles (4 slots of 6 h), the current
-                             slot's updated at every decision with strength context_rate, added to the
-                             score with beta_ctx (both tuned); L, S, w, p start at the tuned two-profile
+                             slot's updated at every decision with strength ``context_rate``, added to the
+                             score with ``beta_ctx`` (both tuned); L, S, w, p start at the tuned two-profile
                              rule's and are tuned again with the context term (coordinate ascent).
-``bayesian_category``        Dirichlet category counts with forgetting; beta_cat log P(cat(c) | user) in
-                             the score; beta_cat and the forgetting tuned: a fixed factor f, or ``None``
+``bayesian_category``        Dirichlet category counts with forgetting (Dirichlet ``prior`` per category);
+                             ``beta_cat`` log P(cat(c) | user) in the score; beta_cat and the
+                             ``forgetting`` tuned: a fixed factor f, or ``None``
                              = tied to the rule's long-term strength (f = 1 - a_L, the mode a learned
                              policy gets: see ScoringConfig); with ``slot_weight`` lambda > 0 (tuned,
                              0 included) the counts of the current time-of-day slot are added with
-                             weight lambda (P(cat | user, slot)); on logs of impressions, with
-                             ``exposure`` b > 0 (tuned, 0 included) the term is clicks per exposure,
+                             weight lambda = ``slot_weight`` (P(cat | user, slot)); on logs of impressions,
+                             with ``exposure`` b > 0 (tuned, 0 included) the term is clicks per exposure,
                              log P(cat | user) - log(shown(cat) + b), shown = a forgetful count of the
                              candidates of the user's scored impressions (those with a click and a
                              non-click); with ``value_gain`` s > 0 (tuned, 0 included, where the
                              events' feedback values vary) an event adds ``clip(1 + s (v / median - 1),
-                             0, 2)`` to its category's count instead of 1 (v its feedback value: a
-                             read fraction, a rating; the median from the tuning users' decisions);
+                             0, 2)`` to its category's count instead of 1 (v its ``feedback_value``
+                             feature: a read fraction, a rating, scaled; median = ``value_median``, of the
+                             tuning users' decisions);
                              L, S, w, p start at the tuned two-profile rule's and are tuned
                              again with the category term (coordinate ascent; on the quick start p ends
                              at 1: the profiles leave the score, popularity and the category term rank).
@@ -371,6 +378,30 @@ class TrackerMixRule(RulePolicy):
 
     def state_key(self) -> str:
         return self.base.state_key()  # the tracker term is score-only
+
+
+def rule_definitions() -> dict[str, str]:
+    """Each rule's definition, as the table of this module's docstring gives it (its one home): name -> text.
+    An export's manifest carries its rule's, so that a service in another language can implement it."""
+    definitions: dict[str, str] = {}
+    name = None
+    for line in (__doc__ or "").splitlines():
+        if line.startswith("``") and "``" in line[2:]:
+            name, _, text = line[2:].partition("``")
+            definitions[name] = text.strip()
+        elif name is not None and line.startswith(" " * 20) and line.strip():
+            definitions[name] += " " + line.strip()
+        elif line.startswith("="):
+            name = None
+    return definitions
+
+
+def rule_definition(name: str) -> str | None:
+    """:func:`rule_definitions`' text of ``name`` (a ``<rule>+tracker`` mixture: its rule's, and the mixture's)."""
+    if name.endswith(TrackerMixRule.SUFFIX):
+        base = rule_definition(name[: -len(TrackerMixRule.SUFFIX)])
+        return None if base is None else f"{base} Mixed with a sequence tracker: + tracker_weight z_trk(c) in the score."
+    return rule_definitions().get(name)
 
 
 def make_rule(name: str, **params: Any) -> RulePolicy:

@@ -35,6 +35,7 @@ from typing import Any
 from interestgym.core.dtw import DRIFT_WINDOW
 from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS, observation_features
 from interestgym.core.protocol import ACTION_NAMES
+from interestgym.core.rules import rule_definition
 from interestgym.errors import ArtifactError
 
 #: Version of the export layout written by this code. A reader accepts this version and older ones
@@ -269,7 +270,8 @@ def build_manifest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "policy": {
             "form": form,
-            "rule": None if rule is None else dict(rule),
+            # with the rule's definition (its formula, its parameters by name), for a service in another language
+            "rule": None if rule is None else {**dict(rule), "definition": rule_definition(str(rule["name"]))},
             "file": None if form == "rule" else POLICY_FILE,
             "onnx_opset": onnx_opset,
             "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", len(features)],
@@ -326,10 +328,21 @@ def build_manifest(
             "decision": "a positive event: action weight > 0 and, for 'rate', value >= positive_rating; with an item vector",
             "shadow_strengths": list(SHADOW_STRENGTHS),
             "ema_rate": float(EMA_RATE),
-            "running_means": "m <- m + ema_rate (v - m) at every decision (metrics: at the decision after their scoring points)",
-            "category_counts": ("counts <- f counts, then + g in the event's category column, at every decision (when beta_cat != 0); "
-                                "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null, then moved "
-                                "by a residual graph's keep_change; g = 1, or clip(1 + gain_change, 0, 2) for a graph with a gain_change"),
+            "running_means": ("m <- m + ema_rate (v - m). At a decision, in this order: (1) reward_ema, long_metric_ema and "
+                              "short_metric_ema take ONE step with the MEAN metric of the scoring points recorded since the "
+                              "last decision (none: no step); (2) the observation is built; (3) drift_ema, short_long_ema and "
+                              "the shadow means step with this decision's cosines (before its profile update), so they reach "
+                              "the next decision's observation"),
+            "numerics": ("vectors are float32 and L2-normalised (norm 1, or 0 for an item without text; others are refused); "
+                         "every cos is their float32 dot product; profiles are float32, running means and counts float64"),
+            "time_slot": "hour // 6 (slots 0-5, 6-11, 12-17, 18-23 h) on the dataset's clock (UTC + replay.tz_offset_hours)",
+            "category_counts": ("counts <- f counts, then + g in the event's category column, at every decision (when beta_cat != 0; "
+                                "an event whose category is not in categories.json adds nothing but is still a decision); "
+                                "f = scoring.config.category_forgetting, or 1 - a_L of the decision when it is null; a residual "
+                                "graph's keep_change moves it: f <- clip(f + keep_change, 0, 1). g = the rule's count gain: 1, "
+                                "or for bayesian_category with value_gain s > 0 clip(1 + s (v / value_median - 1), 0, 2), v = "
+                                "the event's feedback_value observation feature (the value scaled as that feature says), "
+                                "value_median in policy.rule.params; a graph's gain_change adds to it: clip(g + gain_change, 0, 2)"),
             "category_forgetting": "1 - a_L (tied to the action)" if forgetting is None else float(forgetting),
             "slot_category_counts": ("the same update, with the same f and g, of the event's time-slot row of the per-slot "
                                      "counts (every slot's row forgets by f), when scoring.config.category_slot_weight > 0; "
@@ -338,6 +351,9 @@ def build_manifest(
             "exposure": ("shown <- f (shown + shown since the last decision) at every decision, with the f of the category "
                          "counts, when scoring.config.category_exposure_prior > 0; record_outcome adds each scored impression's "
                          "candidates per category to 'shown since the last decision'"),
+            "outcomes": ("record_outcome (an impression and its clicks) is scored, counted as shown and enters the running "
+                         "metric means only when the user has made a decision before it AND it has a clicked and an "
+                         "unclicked known candidate; otherwise it changes nothing"),
             "slot_profiles": ("T_slot(event) <- normalise((1 - r) T + r x) at every decision (when beta_ctx != 0); r = "
                               "scoring.config.context_rate, or clip(r + context_change, 0, 1) for a graph with a context_change"),
         },
@@ -345,7 +361,11 @@ def build_manifest(
             "formula": ("(1 - p) (w cos(S, c) + (1 - w) cos(L, c)) + p pop(c) + beta_cat log P(cat(c) | user) + beta_ctx cos(T_slot(now), c)"
                         " + beta_trk z_trk(c) (z_trk: the tracker's scores standardised over the candidates); P(cat | user) from "
                         "counts + category_slot_weight x the per-slot counts of the ranking's time slot, + the prior; with "
-                        "category_exposure_prior b > 0 the category term is beta_cat (log P(cat(c) | user) - log(shown(cat(c)) + b))"),
+                        "category_exposure_prior b > 0 the category term is beta_cat (log P(cat(c) | user) - log(shown(cat(c)) + b)). "
+                        "P(cat | user) = (mixed count of cat + prior) / (sum of mixed counts + K prior), K = the categories of "
+                        "categories.json; a candidate category not among them counts 0 (and 0 shown). Before the user's first "
+                        "decision p = 1 (the profiles are empty); the category term is then a constant of the empty state. "
+                        "An unknown candidate id has popularity 0"),
             "config": dict(scoring_config),
             "popularity": {"file": POPULARITY_FILE, "item_ids": ITEMS_FILE,
                            "definition": POPULARITY_DEFINITION},
