@@ -434,6 +434,7 @@ class BertEncoder(Encoder):
                 f"--max-length {self.max_length}: {self.folder.path / 'config.json'} field max_position_embeddings "
                 f"is {self.folder.max_positions}; expected at most that"
             )
+        self._check_finetuned_settings(pooling, max_length)
         if backend not in BACKENDS:
             raise InterestGymError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         self.device = resolve_device(device)
@@ -491,6 +492,19 @@ class BertEncoder(Encoder):
     def float_fingerprint(self) -> str:
         """The fingerprint of the float32 (unquantised) function: names the exported ONNX model."""
         return fingerprint_of(self._function_parts())
+
+    def _check_finetuned_settings(self, pooling: str | None, max_length: int | None) -> None:
+        """A folder ``interestgym finetune`` wrote records the pooling and max length it trained with: the ones read
+        from its other files (1_Pooling/config.json, sentence_bert_config.json) must agree, unless given here. A
+        damaged or missing one of those files would otherwise encode with settings the model never saw."""
+        trained = self.folder._json("finetune.json")
+        for option, given, used, recorded, source in (
+                ("--pooling", pooling, self.pooling, trained.get("pooling"), "1_Pooling/config.json"),
+                ("--max-length", max_length, self.max_length, trained.get("max_length"), "sentence_bert_config.json")):
+            if given is None and recorded is not None and used != recorded:
+                raise InterestGymError(f"{self.folder.path / source}: gives {option.lstrip('-').replace('-', ' ')} {used!r}, but "
+                                       f"{self.folder.path / 'finetune.json'} says the model was trained with {recorded!r}; "
+                                       f"expected the folder as `interestgym finetune` wrote it (or pass {option} {recorded})")
 
     def metadata(self) -> dict[str, Any]:
         meta = {

@@ -33,6 +33,7 @@ from interestgym.scale.ray_backend import ray_option
 @click.option("--dim", type=click.IntRange(min=2), default=None, help="hashing / tfidf / cooc: output dimension (defaults 512 / 256 / 64).")
 @click.option("--window", type=click.IntRange(min=1), default=None, help="cooc: co-occurrence window in events (default 5).")
 @click.option("--no-cache", is_flag=True, help="Encode every text, neither reading nor updating DATASET/cache/embeddings.")
+@click.option("--replace", is_flag=True, help="Write over an embedding of this --name made by another encoder (refused otherwise).")
 @ray_option
 def encode(
     dataset: Path,
@@ -48,6 +49,7 @@ def encode(
     dim: int | None,
     window: int | None,
     no_cache: bool,
+    replace: bool,
     ray: str | None,
 ) -> None:
     """Encode the items of DATASET into an embedding matrix the env can replay.
@@ -91,5 +93,5 @@ def encode(
 
         encoder = scaled(ray).encoder(encoder)
     result = encode_dataset(ds, encoder, name=name, encoder_spec=encoder_spec, use_cache=not no_cache,
-                            log=lambda message: click.echo(message, err=True))
+                            log=lambda message: click.echo(message, err=True), replace=replace)
     click.echo(result.summary())

@@ -70,7 +70,9 @@ def finetune(dataset: Path, base: str, out: Path, epochs: int, batch_size: int, 
     \b
     Example (ml-100k: about 8 minutes on 2 idle CPU cores, 20+ when they are busy):
       interestgym finetune runs/data/ml-100k --base minilm --out runs/models/minilm-ml100k
-      interestgym encode runs/data/ml-100k --encoder runs/models/minilm-ml100k
+      cp -r runs/data/ml-100k runs/data/ml-100k-ft     # a copy: the original keeps its one embedding
+      interestgym encode runs/data/ml-100k-ft --encoder runs/models/minilm-ml100k
+    An interrupted fine-tune writes nothing and starts over when run again.
     """
     from interestgym.encoders.finetune import FinetuneConfig
     from interestgym.encoders.finetune import finetune as run_finetune
@@ -88,6 +90,12 @@ def finetune(dataset: Path, base: str, out: Path, epochs: int, batch_size: int, 
                             scale=scale, window_seconds=window, neighbours=neighbours, max_pairs=max_pairs,
                             max_valid_pairs=max_valid_pairs, patience=patience, pooling=pooling, seed=seed, device=device,
                             train_layers=layers, threads=threads)
-    result = run_finetune(ds, out, config, overwrite=overwrite, log=lambda message: click.echo(message, err=True))
+    try:
+        result = run_finetune(ds, out, config, overwrite=overwrite, log=lambda message: click.echo(message, err=True))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: nothing was written to {out}; a fine-tune starts over when run again", err=True)
+        raise
     click.echo(result.summary())
-    click.echo(f"Next: interestgym encode {dataset} --encoder {out}")
+    copy = Path(f"{str(dataset).rstrip('/')}-{out.name}")
+    click.echo(f"Next: encode a copy of the dataset (the original keeps its embedding, so commands without --embeddings "
+               f"still know which to use): cp -r {dataset} {copy} && interestgym encode {copy} --encoder {out}")

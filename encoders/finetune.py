@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -114,12 +115,12 @@ class FinetuneConfig:
             raise InterestGymError(f"--max-length {self.max_length}: expected at least 2 (room for the special tokens)")
         if self.batch_size < 2:
             raise InterestGymError(f"--batch-size {self.batch_size}: expected at least 2 (the other pairs of a batch are the negatives)")
-        if not (self.learning_rate > 0):
-            raise InterestGymError(f"--lr {self.learning_rate}: expected a number > 0")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise InterestGymError(f"--lr {self.learning_rate}: expected a finite number > 0")
         if not (0 <= self.warmup_fraction < 1):
             raise InterestGymError(f"warmup_fraction {self.warmup_fraction}: expected a number in [0, 1)")
-        if not (self.scale > 0):
-            raise InterestGymError(f"--scale {self.scale}: expected a number > 0")
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise InterestGymError(f"--scale {self.scale}: expected a finite number > 0")
         if self.patience < 1:
             raise InterestGymError(f"--patience {self.patience}: expected an integer >= 1")
         if self.train_layers is not None and self.train_layers < 1:
@@ -145,8 +146,10 @@ class FinetuneResult:
         best = p["best_epoch"]
         losses = ", ".join(f"{x:.4f}" for x in self.valid_losses) or "none (no validation pairs)"
         kept = "the base model's weights (no epoch lowered the validation loss)" if best == 0 else f"the weights of epoch {best}"
+        top1 = ("" if p.get("valid_top1_before") is None or p.get("valid_top1_best") is None else
+                f" (in-batch top-1 {p['valid_top1_before']:.3f} -> {p['valid_top1_best']:.3f})")
         return (f"fine-tuned {p['base']['spec']} on {p['pairs']['train']['kept']:,} training pairs for {p['epochs_run']} "
-                f"epoch(s) in {p['seconds'] / 60:.1f} min; validation loss {losses}; saved {kept} to {self.out}")
+                f"epoch(s) in {p['seconds'] / 60:.1f} min; validation loss {losses}; saved {kept}{top1} to {self.out}")
 
 
 # ------------------------------------------------------------------------------------------- loss
@@ -342,21 +345,44 @@ class _Passthrough:
         return Passthrough()
 
 
-def batch_loss(items: ItemVectors, pairs: CoEngagementPairs, index: np.ndarray, scale: float) -> Any:
-    """The loss of one batch of pairs; each distinct item goes through the model once."""
+def batch_vectors(items: ItemVectors, pairs: CoEngagementPairs, index: np.ndarray) -> tuple[Any, Any, Any, Any]:
+    """(anchor vectors, positive vectors, anchor item ids, positive item ids) of one batch of pairs; each distinct
+    item goes through the model once (ids index the batch's distinct items)."""
     import torch
 
     a_items, p_items = pairs.anchor[index], pairs.positive[index]
     unique, inverse = np.unique(np.concatenate([a_items, p_items]), return_inverse=True)
     vectors = items.vectors(unique)
     inv = torch.as_tensor(inverse, device=vectors.device)
-    n = len(index)
-    a_ids, p_ids = inv[:n], inv[n:]
-    return info_nce_loss(vectors[a_ids], vectors[p_ids], a_ids, p_ids, scale)
+    a_ids, p_ids = inv[: len(index)], inv[len(index):]
+    return vectors[a_ids], vectors[p_ids], a_ids, p_ids
 
 
-def validation_loss(items: ItemVectors, pairs: CoEngagementPairs, batch_size: int, scale: float) -> float | None:
-    """Mean loss over fixed batches of the validation pairs (eval mode: no dropout); None without pairs."""
+def batch_loss(items: ItemVectors, pairs: CoEngagementPairs, index: np.ndarray, scale: float) -> Any:
+    """The loss of one batch of pairs."""
+    return info_nce_loss(*batch_vectors(items, pairs, index), scale)
+
+
+def in_batch_top1(anchor: Any, positive: Any, anchor_item: Any, positive_item: Any) -> Any:
+    """How often each pair's own partner is the most similar of the batch (both directions, same-item
+    columns masked as in :func:`info_nce_loss`); chance is about 1 / batch size, and a collapsed encoder
+    (every item one vector) scores chance, whatever its loss."""
+    import torch
+
+    n = anchor.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=anchor.device)
+    sims = anchor @ positive.T
+    same_ap = (positive_item[None, :] == positive_item[:, None]) | (positive_item[None, :] == anchor_item[:, None])
+    same_pa = (anchor_item[None, :] == anchor_item[:, None]) | (anchor_item[None, :] == positive_item[:, None])
+    target = torch.arange(n, device=anchor.device)
+    a_to_p = sims.masked_fill(same_ap & ~eye, float("-inf")).argmax(dim=1) == target
+    p_to_a = sims.T.masked_fill(same_pa & ~eye, float("-inf")).argmax(dim=1) == target
+    return (a_to_p.float().mean() + p_to_a.float().mean()) / 2
+
+
+def validation_scores(items: ItemVectors, pairs: CoEngagementPairs, batch_size: int, scale: float) -> tuple[float, float] | None:
+    """(mean loss, mean in-batch top-1 accuracy) over fixed batches of the validation pairs (eval mode: no
+    dropout); None without pairs."""
     import torch
 
     batches = pair_batches(len(pairs), batch_size, None)
@@ -364,12 +390,20 @@ def validation_loss(items: ItemVectors, pairs: CoEngagementPairs, batch_size: in
         return None
     was_training = items.model.training
     items.model.eval()
-    total = 0.0
+    loss = top1 = 0.0
     with torch.inference_mode():
         for index in batches:
-            total += float(batch_loss(items, pairs, index, scale))
+            batch = batch_vectors(items, pairs, index)
+            loss += float(info_nce_loss(*batch, scale))
+            top1 += float(in_batch_top1(*batch))
     items.model.train(was_training)
-    return total / len(batches)
+    return loss / len(batches), top1 / len(batches)
+
+
+def validation_loss(items: ItemVectors, pairs: CoEngagementPairs, batch_size: int, scale: float) -> float | None:
+    """The mean loss of :func:`validation_scores`."""
+    scores = validation_scores(items, pairs, batch_size, scale)
+    return None if scores is None else scores[0]
 
 
 # ------------------------------------------------------------------------------------------ saving
@@ -378,11 +412,20 @@ def _sibling(out: Path, kind: str) -> Path:
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    """``--out`` must be a new or empty folder, or a folder ``--overwrite`` may replace."""
+    """``--out`` must be a new or empty folder, or a model folder ``--overwrite`` may replace; its parent a folder
+    it can be made in (checked before the training, not after it)."""
     if out.exists() and not out.is_dir():
         raise InterestGymError(f"--out {out}: is a file; expected a folder for the fine-tuned model")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InterestGymError(f"--out {out}: folder exists and is not empty; expected a new folder (or pass --overwrite to replace it)")
+    in_way = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if in_way is not None:
+        raise InterestGymError(f"--out {out}: {in_way} is a file, not a folder; expected a folder path")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise InterestGymError(f"--out {out}: folder exists and is not empty; expected a new folder (or pass --overwrite to replace it)")
+        if not ((out / "config.json").is_file() or (out / PROVENANCE_FILE).is_file()):
+            # --overwrite replaces a model, never a dataset or any other folder a typo names
+            raise InterestGymError(f"--out {out}: --overwrite replaces a model folder (one with config.json), and this folder "
+                                   "holds none; expected a model folder or a new one")
 
 
 @contextlib.contextmanager
@@ -537,7 +580,8 @@ def finetune(
     if len(train) < 2:
         raise DataError(
             f"{ds.path / 'users.parquet'}: training users give {len(train)} co-engagement pair(s) "
-            f"(two positive events of one user at most --window {cfg.window_seconds:g} s apart); expected at least 2"
+            f"(two positive events of one user at most --window {cfg.window_seconds:g} s apart); expected at least 2: a larger "
+            "--window pairs events further apart"
         )
     if len(valid) < 2:
         say(f"{ds.path / 'users.parquet'}: validation users give {len(valid)} pair(s): no validation loss, no early stopping; "
@@ -582,10 +626,14 @@ def finetune(
         total_steps = steps_per_epoch * cfg.epochs
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), total_steps)
 
-        best_loss = validation_loss(items, valid, cfg.batch_size, cfg.scale)
-        if best_loss is not None:
+        before = validation_scores(items, valid, cfg.batch_size, cfg.scale)
+        best_loss = base_top1 = None
+        if before is not None:
+            best_loss, base_top1 = before
+            _check_finite(best_loss, "before fine-tuning", cfg)
             valid_losses.append(best_loss)
-            say(f"validation loss before fine-tuning: {best_loss:.4f}")
+            say(f"validation loss before fine-tuning: {best_loss:.4f}, in-batch top-1 accuracy {base_top1:.3f} (a collapsed "
+                f"encoder scores loss ~{math.log(cfg.batch_size):.2f}, top-1 ~{1 / cfg.batch_size:.3f})")
         best_epoch, best_state, stale, epochs_run = 0, None, 0, 0
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -594,6 +642,7 @@ def finetune(
                               enabled=progress) as bar:
                 for index in pair_batches(len(train), cfg.batch_size, rng):
                     loss = batch_loss(items, train, index, cfg.scale)
+                    _check_finite(float(loss.detach()), f"a training step of epoch {epoch}", cfg)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
@@ -605,17 +654,25 @@ def finetune(
                     bar.set_postfix_str(f"loss {running / n_steps:.4f}")
             epochs_run = epoch
             train_loss = running / max(n_steps, 1)
-            loss_now = validation_loss(items, valid, cfg.batch_size, cfg.scale)
+            scores = validation_scores(items, valid, cfg.batch_size, cfg.scale)
+            loss_now, top1 = scores if scores is not None else (None, None)
             history.append({"epoch": epoch, "train_loss": round(train_loss, 6),
-                            "valid_loss": None if loss_now is None else round(loss_now, 6)})
+                            "valid_loss": None if loss_now is None else round(loss_now, 6),
+                            "valid_top1": None if top1 is None else round(top1, 6)})
             if loss_now is None:
                 say(f"epoch {epoch}: training loss {train_loss:.4f}")
                 best_epoch = epoch
                 continue
+            _check_finite(loss_now, f"the validation after epoch {epoch}", cfg)
             valid_losses.append(loss_now)
-            improved = loss_now < best_loss
-            say(f"epoch {epoch}: training loss {train_loss:.4f}, validation loss {loss_now:.4f}"
-                + (" (best)" if improved else f" (best {best_loss:.4f} at epoch {best_epoch})"))
+            # a lower loss counts only with a top-1 accuracy no worse than the base model's: a collapsing encoder
+            # (every item alike) lowers the loss below the base's while ranking at chance
+            collapsed = top1 < base_top1
+            improved = loss_now < best_loss and not collapsed
+            say(f"epoch {epoch}: training loss {train_loss:.4f}, validation loss {loss_now:.4f}, top-1 {top1:.3f}"
+                + (" (best)" if improved else
+                   f" (lower loss, but top-1 below the base model's {base_top1:.3f}: not kept)" if loss_now < best_loss else
+                   f" (best {best_loss:.4f} at epoch {best_epoch})"))
             if improved:
                 best_loss, best_epoch, stale = loss_now, epoch, 0
                 if epoch < cfg.epochs:  # a later epoch may be worse: keep these weights
@@ -629,7 +686,8 @@ def finetune(
                     break
         if best_loss is not None and best_epoch != epochs_run:
             if best_epoch == 0:
-                say("no epoch lowered the validation loss: saving the base model's weights")
+                say("no epoch lowered the validation loss (with a top-1 accuracy no worse than the base's): saving the base "
+                    "model's weights")
                 model = AutoModel.from_pretrained(str(folder.path), local_files_only=True, dtype=torch.float32)
             else:
                 model.load_state_dict(best_state)
@@ -658,11 +716,27 @@ def finetune(
         "history": history,
         "valid_loss_before": valid_losses[0] if valid_losses else None,
         "valid_loss_best": best_loss,
+        "valid_top1_before": base_top1,
+        "valid_top1_best": base_top1 if best_epoch == 0 else next(
+            (h["valid_top1"] for h in history if h["epoch"] == best_epoch), None),
         "seed": cfg.seed,
         "seconds": round(seconds, 1),
         "versions": {"interestgym": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "command": " ".join(sys.argv),
     }
-    with replacing_folder(out) as tmp:
-        write_model_folder(tmp, model, tokenizer, pooling, cfg.max_length, provenance)
+    from safetensors import SafetensorError
+
+    try:
+        with replacing_folder(out) as tmp:
+            write_model_folder(tmp, model, tokenizer, pooling, cfg.max_length, provenance)
+    except (OSError, SafetensorError) as exc:  # a full disk, no permission (safetensors raises its own error type)
+        detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
+        raise ArtifactError(f"--out {out}: cannot write the fine-tuned model ({detail}); nothing was written there") from None
     return FinetuneResult(out=out, provenance=provenance, valid_losses=valid_losses)
+
+
+def _check_finite(loss: float, when: str, cfg: FinetuneConfig) -> None:
+    """Stop (nothing is written) when the loss is no longer a number: training diverged."""
+    if not math.isfinite(loss):
+        raise InterestGymError(f"the loss of {when} is {loss}: training diverged (--lr {cfg.learning_rate:g}, --scale "
+                               f"{cfg.scale:g}); expected finite losses: lower --lr or --scale. Nothing was written")

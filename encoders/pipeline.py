@@ -89,6 +89,7 @@ def encode_dataset(
     use_cache: bool = True,
     progress: bool | None = None,
     log: Callable[[str], None] | None = _stderr,
+    replace: bool = False,
 ) -> EncodeResult:
     """Encode every item of ``dataset`` and write its embedding matrix and metadata.
 
@@ -99,6 +100,8 @@ def encode_dataset(
     :param use_cache: read and update ``DATASET/cache/embeddings``; False encodes everything.
     :param progress: progress bar on stderr (None: only on a terminal).
     :param log: where one-line notes go (fit reports, empty texts, cache rebuilds); None = silent.
+    :param replace: write over an embedding of this name made by another encoder (else refused: runs trained on
+        it would read other vectors under the same name).
     """
     ds = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
     say = log or (lambda message: None)
@@ -129,9 +132,10 @@ def encode_dataset(
     bert = encoder.metadata()
     quantization = bert.get("quantization", "none")
     out_dir = ds.embeddings_dir
-    check_same_quantization(out_dir / f"{name}.json", name, quantization)
-
     dim, fingerprint = encoder.dim, encoder.fingerprint
+    if not replace:
+        check_same_quantization(out_dir / f"{name}.json", name, quantization)
+        check_same_encoder(out_dir / f"{name}.json", name, encoder_spec or encoder.name, dim)
     cache = EmbeddingCache(cache_dir(ds.path), encoder.name, fingerprint, dim, warn=say) if use_cache else None
     todo = [k for k in first_row if cache is None or k not in cache]
     started = time.perf_counter()
@@ -204,6 +208,27 @@ def check_same_quantization(meta_path: Path, name: str, quantization: str) -> No
             f"{meta_path}: field quantization is {found!r}, but this encoder makes {quantization!r} vectors; expected the same "
             f"quantisation under one embedding name: pass --name {suggestion} (or delete {meta_path.name} and {name}.npy first)"
         )
+
+
+def check_same_encoder(meta_path: Path, name: str, spec: str, dim: int) -> None:
+    """Refuse to write over an embedding ``name`` that another encoder made (another ``--encoder``, e.g. a fine-tuned
+    model under the base's name, or another dimension): a run trained on those vectors would be evaluated or served
+    on other ones under the same name. The same encoder again is fine: new or edited items, a re-fitted tfidf."""
+    if not meta_path.is_file():
+        return
+    try:
+        import json
+
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a damaged metadata file is simply replaced
+    if not isinstance(old, dict) or "encoder" not in old:
+        return
+    if (str(old["encoder"]), old.get("dim")) != (spec, int(dim)):
+        raise InterestGymError(
+            f"{meta_path}: embedding {name!r} holds vectors of --encoder {old['encoder']!r} (dim {old.get('dim')}), not of "
+            f"{spec!r} (dim {dim}); expected a new --name for these vectors, or --replace to write over them (runs trained "
+            "on the old ones will then refuse them)")
 
 
 def _check_vectors(vectors: np.ndarray, texts: list[str], dim: int, encoder: Encoder) -> None:

@@ -168,9 +168,28 @@ def test_no_cache_encodes_everything_and_leaves_no_cache(tmp_path):
 def test_different_fingerprints_use_different_cache_files(tmp_path):
     ds_path = make_dataset(tmp_path / "ds", TITLES)
     encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
-    r = encode_dataset(ds_path, HashingEncoder(dim=64), log=None)
+    r = encode_dataset(ds_path, HashingEncoder(dim=64), name="hashing64", log=None)
     assert r.encoded == 5 and r.matrix.shape == (6, 64)
     assert len(list(cache_dir(ds_path).glob("*.npz"))) == 2
+
+
+def test_an_embedding_of_another_encoder_is_not_written_over_without_replace(tmp_path):
+    """Vectors of another encoder (here another dimension) under a name that holds some are refused, naming both;
+    --replace writes over them; the same encoder again is fine (new items, the cache, a re-fitted tfidf)."""
+    import numpy as np
+
+    from interestgym.errors import InterestGymError
+
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    first = encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    meta = ds_path / "embeddings" / "hashing.json"
+    with pytest.raises(InterestGymError, match=rf"{meta}: embedding 'hashing' holds vectors of --encoder 'hashing' \(dim 32\), "
+                                               r"not of 'hashing' \(dim 64\); expected a new --name .* or --replace"):
+        encode_dataset(ds_path, HashingEncoder(dim=64), log=None)
+    np.testing.assert_array_equal(np.load(ds_path / "embeddings" / "hashing.npy"), first.matrix)  # untouched
+    assert encode_dataset(ds_path, HashingEncoder(dim=32), log=None).from_cache == 5
+    replaced = encode_dataset(ds_path, HashingEncoder(dim=64), log=None, replace=True)
+    assert np.load(ds_path / "embeddings" / "hashing.npy").shape == (6, 64) and replaced.meta["dim"] == 64
 
 
 def _cache_file(ds_path: Path) -> Path:

@@ -134,13 +134,13 @@ def test_finetune_trains_on_training_pairs_only(tiny_dataset, tiny_bert, tmp_pat
     import interestgym.encoders.finetune as ft
 
     seen: list[tuple[str, bool, np.ndarray]] = []
-    real = ft.batch_loss
+    real = ft.batch_vectors
 
-    def spy(items, pairs, index, scale):
+    def spy(items, pairs, index):  # every batch the model encodes, in training and in validation
         seen.append((pairs.split, items.model.training, np.concatenate([pairs.anchor[index], pairs.positive[index]])))
-        return real(items, pairs, index, scale)
+        return real(items, pairs, index)
 
-    monkeypatch.setattr(ft, "batch_loss", spy)
+    monkeypatch.setattr(ft, "batch_vectors", spy)
     ds = Dataset.open(tiny_dataset)
     finetune(ds, tmp_path / "m", FinetuneConfig(base=str(tiny_bert), max_length=8, batch_size=16, epochs=1, threads=1), log=None)
     split_of = dict(zip(ds.users["user_id"], ds.users["split"]))
@@ -218,7 +218,8 @@ def test_tiny_bert_finetunes_saves_and_loads_back_through_encode(tiny_dataset, t
                                       "--epochs", "2", "--batch-size", "16", "--max-length", "8", "--lr", "1e-3",
                                       "--window", str(WINDOW)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert f"Next: interestgym encode {tiny_dataset} --encoder {out}" in result.output
+    copy = f"{tiny_dataset}-tuned"
+    assert f"cp -r {tiny_dataset} {copy} && interestgym encode {copy} --encoder {out}" in result.output
     for name in ("config.json", "model.safetensors", "tokenizer.json", "1_Pooling/config.json", "sentence_bert_config.json",
                  "finetune.json"):
         assert (out / name).is_file(), name
@@ -232,6 +233,7 @@ def test_tiny_bert_finetunes_saves_and_loads_back_through_encode(tiny_dataset, t
     assert provenance["pairs"]["valid"]["kept"] == len(expected_pairs(tiny_dataset, "valid", WINDOW))
     assert 1 <= provenance["epochs_run"] <= 2 and len(provenance["history"]) == provenance["epochs_run"]
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["valid_loss"]) for h in provenance["history"])
+    assert all(0 <= h["valid_top1"] <= 1 for h in provenance["history"]) and 0 <= provenance["valid_top1_before"] <= 1
 
     result = CliRunner().invoke(cli, ["encode", str(tiny_dataset), "--encoder", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -250,8 +252,9 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_dataset, tiny_bert
     from safetensors.numpy import load_file
 
     def run(seed: int, name: str) -> dict[str, np.ndarray]:
+        # one validation pair: no validation, the trained epoch is saved (no base weights kept by the selection)
         config = FinetuneConfig(base=str(tiny_bert), max_length=8, batch_size=16, epochs=1, learning_rate=1e-3,
-                                max_pairs=48, max_valid_pairs=16, seed=seed, threads=1)
+                                max_pairs=48, max_valid_pairs=1, seed=seed, threads=1)
         finetune(tiny_dataset, tmp_path / name, config, log=None)
         return load_file(str(tmp_path / name / "model.safetensors"))
 
@@ -269,9 +272,56 @@ def test_overwrite_replaces_the_folder_only_when_asked(tiny_dataset, tiny_bert, 
                             threads=1)
     with pytest.raises(InterestGymError, match="folder exists and is not empty.*--overwrite"):
         finetune(tiny_dataset, out, config, log=None)
-    assert (out / "notes.txt").read_text() == "keep me"
-    finetune(tiny_dataset, out, config, overwrite=True, log=None)
-    assert not (out / "notes.txt").exists() and (out / "finetune.json").is_file()
+    # --overwrite replaces a model folder only: a folder of notes (or a dataset a typo names) is kept
+    with pytest.raises(InterestGymError, match=r"--overwrite replaces a model folder \(one with config.json\), and this folder holds none"):
+        finetune(tiny_dataset, out, config, overwrite=True, log=None)
+    with pytest.raises(InterestGymError, match="--overwrite replaces a model folder"):
+        finetune(tiny_dataset, tiny_dataset, config, overwrite=True, log=None)
+    assert (out / "notes.txt").read_text() == "keep me" and (tiny_dataset / "manifest.json").is_file()
+    (out / "notes.txt").unlink()
+    finetune(tiny_dataset, out, config, log=None)  # an empty folder is a new one
+    (out / "extra.txt").write_text("x")
+    finetune(tiny_dataset, out, config, overwrite=True, log=None)  # a model folder: replaced whole
+    assert not (out / "extra.txt").exists() and (out / "finetune.json").is_file()
+
+
+@pytest.mark.parametrize(("option", "message"), [({"learning_rate": float("inf")}, r"--lr inf: expected a finite number > 0"),
+                                                 ({"scale": float("inf")}, r"--scale inf: expected a finite number > 0")])
+def test_infinite_settings_are_refused(tiny_dataset, tiny_bert, tmp_path, option, message):
+    with pytest.raises(InterestGymError, match=message):
+        finetune(tiny_dataset, tmp_path / "m", FinetuneConfig(base=str(tiny_bert), **option), log=None)
+
+
+def test_a_diverging_run_stops_with_nothing_written(tiny_dataset, tiny_bert, tmp_path):
+    config = FinetuneConfig(base=str(tiny_bert), max_length=8, batch_size=16, epochs=1, scale=1e39, threads=1)
+    with pytest.raises(InterestGymError, match=r"training diverged .*Nothing was written"):
+        finetune(tiny_dataset, tmp_path / "m", config, log=None)
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m.*"))
+
+
+def test_an_out_under_a_file_is_refused_before_training(tiny_dataset, tiny_bert, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    said = []
+    with pytest.raises(InterestGymError, match=rf"--out {tmp_path / 'afile' / 'sub'}: {tmp_path / 'afile'} is a file"):
+        finetune(tiny_dataset, tmp_path / "afile" / "sub", FinetuneConfig(base=str(tiny_bert)), log=said.append)
+    assert said == []  # before mining pairs or loading the model
+
+
+def test_a_collapsed_encoder_is_never_kept_as_the_best_epoch():
+    """Every item on one vector: the in-batch top-1 is chance (only the first column can win a tie), while the loss
+    of a collapse (ln B) can be lower than a real encoder's: the selection reads both."""
+    import torch
+    from interestgym.encoders.finetune import in_batch_top1, info_nce_loss
+
+    n = 8
+    ids = torch.arange(n)
+    same = torch.nn.functional.normalize(torch.ones(n, 4), dim=1)
+    assert float(in_batch_top1(same, same, ids, ids + n)) == pytest.approx(1 / n)
+    assert float(info_nce_loss(same, same, ids, ids + n, 20.0)) == pytest.approx(np.log(n), abs=1e-5)
+    rng = np.random.default_rng(0)
+    a = torch.nn.functional.normalize(torch.as_tensor(rng.standard_normal((n, 4)), dtype=torch.float32), dim=1)
+    p = torch.nn.functional.normalize(a + 0.05 * torch.as_tensor(rng.standard_normal((n, 4)), dtype=torch.float32), dim=1)
+    assert float(in_batch_top1(a, p, ids, ids + n)) == 1.0  # each partner its own nearest
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -311,3 +361,20 @@ def test_a_dataset_without_training_pairs_is_refused(tiny_bert, tmp_path):
     ds = write_tiny_dataset(tmp_path / "d", only_low_ratings=True)  # ratings 1-3: no positive event at all
     with pytest.raises(DataError, match=r"users.parquet: training users give 0 co-engagement pair\(s\).*expected at least 2"):
         finetune(ds, tmp_path / "m", FinetuneConfig(base=str(tiny_bert), max_length=8), log=None)
+
+
+def test_encode_refuses_a_finetuned_folder_whose_files_disagree_with_its_training(tiny_dataset, tiny_bert, tmp_path):
+    """A missing 1_Pooling/config.json (mean pooling by default) or a damaged sentence_bert_config.json (max length
+    512) would encode with settings the model never trained with: refused, naming both; explicit options win."""
+    out = tmp_path / "m"
+    finetune(tiny_dataset, out, FinetuneConfig(base=str(tiny_bert), max_length=8, batch_size=16, epochs=1, pooling="cls",
+                                               max_valid_pairs=1, threads=1), log=None)
+    assert BertEncoder(out).pooling == "cls" and BertEncoder(out).max_length == 8
+    (out / "1_Pooling" / "config.json").unlink()
+    with pytest.raises(InterestGymError, match=r"1_Pooling/config.json: gives pooling 'mean', but .*finetune.json says the model "
+                                               r"was trained with 'cls'.*--pooling cls"):
+        BertEncoder(out)
+    assert BertEncoder(out, pooling="cls").pooling == "cls"
+    (out / "sentence_bert_config.json").write_text('{"max_seq_length": "abc"}')
+    with pytest.raises(InterestGymError, match=r"sentence_bert_config.json: gives max length \d+, but .* trained with 8"):
+        BertEncoder(out, pooling="cls")
