@@ -12,6 +12,7 @@ texts are encoded once.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -187,26 +188,30 @@ def encode_dataset(
                         encoded=len(todo), from_cache=len(first_row) - len(todo))
 
 
+def _existing_meta(meta_path: Path) -> dict[str, Any] | None:
+    """The metadata of the embedding about to be written over, or None (none, or damaged: simply replaced)."""
+    if not meta_path.is_file():
+        return None
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
 def check_same_quantization(meta_path: Path, name: str, quantization: str) -> None:
     """Refuse to write ``quantization`` vectors under a name whose existing vectors have another one.
 
     A policy trained on float32 vectors must not silently be served int8 ones (or the reverse) under
     the name it was trained with. Metadata written before quantisation existed counts as ``none``.
     """
-    if not meta_path.is_file():
-        return
-    try:
-        import json
-
-        old = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # a damaged metadata file is simply replaced
-    found = old.get("quantization", "none") if isinstance(old, dict) else "none"
-    if found != quantization:
+    old = _existing_meta(meta_path)
+    found = "none" if old is None else old.get("quantization", "none")
+    if old is not None and found != quantization:
         suggestion = f"{name}-{quantization}" if quantization != "none" else f"{name}-fp32"
         raise InterestGymError(
             f"{meta_path}: field quantization is {found!r}, but this encoder makes {quantization!r} vectors; expected the same "
-            f"quantisation under one embedding name: pass --name {suggestion} (or delete {meta_path.name} and {name}.npy first)"
+            f"quantisation under one embedding name: pass --name {suggestion} (or --replace to write over them)"
         )
 
 
@@ -214,15 +219,8 @@ def check_same_encoder(meta_path: Path, name: str, spec: str, dim: int) -> None:
     """Refuse to write over an embedding ``name`` that another encoder made (another ``--encoder``, e.g. a fine-tuned
     model under the base's name, or another dimension): a run trained on those vectors would be evaluated or served
     on other ones under the same name. The same encoder again is fine: new or edited items, a re-fitted tfidf."""
-    if not meta_path.is_file():
-        return
-    try:
-        import json
-
-        old = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # a damaged metadata file is simply replaced
-    if not isinstance(old, dict) or "encoder" not in old:
+    old = _existing_meta(meta_path)
+    if old is None or "encoder" not in old:
         return
     if (str(old["encoder"]), old.get("dim")) != (spec, int(dim)):
         raise InterestGymError(
