@@ -444,3 +444,11 @@ def test_the_policies_legend_names_a_shipped_rule_as_such():
     assert legend_labels(rule, "bayesian_category") == {"learned": "shipped rule", "reference": "best tuned rule (bayesian_category)"}
     learned = [{"policy": "ppo", "kind": "learned"}, {"policy": "static", "kind": "baseline"}]
     assert legend_labels(learned, "ema") == {"learned": "learned policy", "baseline": "baseline rule"}
+
+
+def test_the_timelines_say_when_the_profiles_carry_little_of_the_score():
+    from interestgym.report.build import profile_share_note
+
+    note = profile_share_note(np.array([0.95, 0.97, 0.96]))
+    assert note is not None and "gives the profiles 4% of its score on average (1 - p)" in note
+    assert profile_share_note(np.array([0.5, 0.7])) is None and profile_share_note(np.zeros(0)) is None

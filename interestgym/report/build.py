@@ -292,6 +292,17 @@ def _remove_stale_figures(out_dir: Path, written: dict[str, Path]) -> None:
                 path.unlink(missing_ok=True)
 
 
+def profile_share_note(popularity_weight: np.ndarray, below: float = 0.2) -> str | None:
+    """A sentence for the timelines when the profiles carry less than ``below`` of the policy's score on average
+    (1 - p): their middle panel shows the profiles' mix, which then says little of how the policy ranks."""
+    share = 1.0 - float(np.mean(popularity_weight)) if len(popularity_weight) else 1.0
+    if share >= below:
+        return None
+    return (f"The timelines' middle panel is the mix the profiles imply; this policy gives the profiles {share:.0%} of its "
+            "score on average (1 - p), the rest goes to popularity and its other terms (the category counts), which the "
+            "panel does not show.")
+
+
 def _safe_name(user_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", user_id)[:60] or "user"
 
@@ -513,6 +524,9 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
         path = plot_timeline(tl, out_dir / f"timeline_{_safe_name(uid)}.png")
         figures[f"timeline_{uid}"] = path
         timeline_figs.append((uid, label, path))
+    note = profile_share_note(res.decisions["popularity_weight"].to_numpy()) if timeline_figs else None
+    if note:
+        notes.append(note)
     say(f"report: replayed {data.n_users} {split} users ({data.n_decisions:,} decisions) with the {which} model")
     return timeline_figs, n_left_out
 
