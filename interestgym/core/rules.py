@@ -33,7 +33,8 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
                              ``short_weight``, p = ``popularity_weight`` start at the tuned two-profile
                              rule's and are tuned again.
 ``behaviour_rule``           the seed's behaviour rule: at the k-th consecutive decision in one category
-                             (this one included: category_streak + 1 >= k, k = ``streak``) and after, the
+                             (this one included: streak + 1 >= k, k = ``streak``, streak = the previous
+                             decisions in a row in its category, a count, not the scaled feature) and after, the
                              short-term profile jumps to the item (a_S = 1) and takes weight w_burst =
                              ``burst_weight`` in the score; otherwise the tuned two-profile rule (a_L =
                              ``long_rate``, a_S = ``short_rate``, w = ``short_weight``); k, w_burst tuned.

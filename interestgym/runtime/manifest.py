@@ -334,7 +334,10 @@ def build_manifest(
                               "the shadow means step with this decision's cosines (before its profile update), so they reach "
                               "the next decision's observation"),
             "numerics": ("vectors are float32 and L2-normalised (norm 1, or 0 for an item without text; others are refused); "
-                         "every cos is their float32 dot product; profiles are float32, running means and counts float64"),
+                         "every cos is their float32 dot product, computed for each candidate on its own (a row-by-row dot, "
+                         "not a blocked matrix product, which can round identical candidates differently): identical "
+                         "candidate vectors score exactly alike and tie; profiles are float32, running means and counts "
+                         "float64"),
             "time_slot": "hour // 6 (slots 0-5, 6-11, 12-17, 18-23 h) on the dataset's clock (UTC + replay.tz_offset_hours)",
             "category_counts": ("counts <- f counts, then + g in the event's category column, at every decision (when beta_cat != 0; "
                                 "an event whose category is not in categories.json adds nothing but is still a decision); "
@@ -353,7 +356,9 @@ def build_manifest(
                          "candidates per category to 'shown since the last decision'"),
             "outcomes": ("record_outcome (an impression and its clicks) is scored, counted as shown and enters the running "
                          "metric means only when the user has made a decision before it AND it has a clicked and an "
-                         "unclicked known candidate; otherwise it changes nothing"),
+                         "unclicked candidate (every candidate given counts, whatever its id or category: an id absent "
+                         "from item_ids.json has popularity 0, a category absent from categories.json counts 0); "
+                         "otherwise it changes nothing"),
             "slot_profiles": ("T_slot(event) <- normalise((1 - r) T + r x) at every decision (when beta_ctx != 0); r = "
                               "scoring.config.context_rate, or clip(r + context_change, 0, 1) for a graph with a context_change"),
         },
@@ -379,6 +384,11 @@ def build_manifest(
             # runtime applies it to events that come without an explicit hour / weekday.
             "tz_offset_hours": float(tz_offset_hours),
             "reward_metric": reward_metric,
+            "metrics": ("the step metric (reward_metric) and the running metric means rank an outcome's candidates by "
+                        "score: nDCG@K with binary gains (clicked = 1), discount 1 / log2(rank + 1) over the top K, "
+                        "divided by the ideal DCG of the clicks; hit@K = any click in the top K; AUC, MRR (mean over "
+                        "clicks of 1 / rank); candidates with equal scores count as the exact expectation over random "
+                        "orders of the tied block (interestgym.core.metrics)"),
             "verified_on": {k: v for k, v in verified_on.items() if k not in ("counts",)},
         },
         "encoder": {
