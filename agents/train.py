@@ -150,6 +150,14 @@ def new_agent(config: TrainConfig, venv: Any, residual_to: Any, centre_on: Any, 
 GUARD_METRICS: tuple[str, ...] = ("auc", "mrr", "hit@10")
 
 
+def shipping_verdict(diff: dict[str, Any], guards: dict[str, dict[str, Any] | None], threshold: float) -> tuple[bool, list[str]]:
+    """(whether the gain passes, the guard metrics it is worse on): it passes when the LOWER end of the gain's paired
+    CI exceeds ``threshold`` (a mean above it is not proof), and a guard metric is worse when its CI's upper end is
+    below 0 (entirely below: a mean below 0 alone is a tie). Undefined guards (None) are not checked."""
+    worse = [m for m, d in guards.items() if d is not None and d["hi"] < 0]
+    return bool(diff["lo"] > threshold), worse
+
+
 def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, reference: Any) -> dict[str, Any]:
     """Ship the learned policy only when it is proven on validation users; else ship the rule.
 
@@ -194,9 +202,8 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
             d = paired_bootstrap_diff(ours[m], theirs[m], seed=config.seed).as_dict()
             # a metric undefined for every user (NaN) cannot be checked: recorded as null, named in the reason
             guards[m] = d if d["n"] and all(np.isfinite([d["mean"], d["lo"], d["hi"]])) else None
-    worse = [m for m, d in guards.items() if d is not None and d["hi"] < 0]
+    passes, worse = shipping_verdict(diff, guards, config.ship_threshold)
     undefined = [m for m, d in guards.items() if d is None]
-    passes = diff["lo"] > config.ship_threshold
     proven = passes and not worse
     reason = (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
               f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "

@@ -184,6 +184,28 @@ def test_vector_env_truncation_and_reference_rule(datasets):
         assert info["terminal_observation"].shape == (len(FEATURE_NAMES),)
 
 
+def test_the_reward_is_the_agents_metric_minus_the_reference_rules_on_the_same_points(datasets):
+    """Two envs of one seed replay the same users in lock-step: one where the agent acts with a constant policy and the
+    reward subtracts the reference rule, one where the rule itself acts with no baseline. At every scored step the
+    first's reward is its own metric minus the second's metric (the rule's, on the same scoring points)."""
+    agent = ConstantPolicy(0.9, 0.1, 0.9, 0.0, name="agent")
+    rule = two_profile_ema()
+    with_ref = InterestReplayVecEnv(datasets["next_positive"], n_envs=3, seed=4, reward_baseline=rule)
+    alone = InterestReplayVecEnv(datasets["next_positive"], n_envs=3, seed=4)
+    obs_a, obs_r = with_ref.reset(), alone.reset()
+    checked = 0
+    for _ in range(60):
+        assert with_ref.current_user_ids == alone.current_user_ids
+        obs_a, rew, _, infos = with_ref.step(agent.act(obs_a))
+        obs_r, _, _, infos_r = alone.step(rule.act(obs_r))
+        for r, info, info_r in zip(rew, infos, infos_r):
+            assert info["scored"] == info_r["scored"]
+            if info["scored"]:
+                assert r == pytest.approx(info["metric"] - info_r["metric"], abs=1e-6)
+                checked += int(info["metric"] != info_r["metric"])
+    assert checked >= 3  # the two policies rank differently at some of the points compared
+
+
 def test_ppo_trains_on_the_vector_env_and_evaluates_through_the_adapter(datasets, tmp_path, monkeypatch):
     monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))  # SB3 otherwise leaves a folder in /tmp
     from stable_baselines3 import PPO

@@ -321,3 +321,18 @@ def test_an_export_leaves_out_a_side_evaluation_and_says_why(dataset, tmp_path):
     evaluate_run(run, baselines="ema", n_boot=20, progress=False)
     again = export_run(run, tmp_path / "test", verify_observations=0)
     assert again.evaluation_note is None and read_manifest(tmp_path / "test")["evaluation"] is not None
+
+
+def test_the_shipping_verdict_reads_the_lower_end_of_the_gains_ci_and_the_upper_end_of_each_guards():
+    """A mean gain above the threshold with a CI reaching below it is not proof; a guard metric whose mean is below 0
+    but whose CI reaches above 0 is a tie, not a loss (hand-made CIs, independent of any replay)."""
+    from interestgym.agents.train import shipping_verdict
+
+    def ci(mean, lo, hi):
+        return {"mean": mean, "lo": lo, "hi": hi, "n": 100}
+
+    assert shipping_verdict(ci(0.004, 0.001, 0.007), {}, 0.0) == (True, [])
+    assert shipping_verdict(ci(0.004, -0.001, 0.009), {}, 0.0) == (False, [])  # mean above, CI not
+    assert shipping_verdict(ci(0.004, 0.001, 0.007), {}, 0.002) == (False, [])  # above 0, not above the threshold
+    guards = {"auc": ci(-0.002, -0.004, -0.0005), "mrr": ci(-0.002, -0.005, 0.001), "hit@10": None}
+    assert shipping_verdict(ci(0.004, 0.001, 0.007), guards, 0.0) == (True, ["auc"])  # mrr ties, hit@10 unchecked
