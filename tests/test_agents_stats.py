@@ -72,3 +72,25 @@ def test_degenerate_samples():
 def test_align_users_pairs_by_id():
     common, va, vb = align_users(np.array([3, 1, 2]), np.array([30.0, 10, 20]), np.array([2, 3, 5]), np.array([2.0, 3, 5]))
     assert list(common) == [2, 3] and list(va) == [20, 30] and list(vb) == [2, 3]
+
+
+def test_the_evaluation_tables_star_every_difference_whose_ci_excludes_zero_on_either_side():
+    """`*` marks a paired difference whose CI lies entirely above 0 or entirely below it (a policy significantly
+    worse than the reference is starred as much as one significantly better); a CI across 0 is not."""
+    from interestgym.evaluation.tables import markdown_tables
+
+    def ci(mean, lo, hi):
+        return {"mean": mean, "lo": lo, "hi": hi, "n": 50}
+
+    summary = {"metrics": ["ndcg@10"], "reference": "ref", "policies": {
+        "ref": {"kind": "baseline", "metrics": {"ndcg@10": ci(0.5, 0.45, 0.55)}, "diff_vs_reference": {}, "extra": {}},
+        "better": {"kind": "learned", "metrics": {"ndcg@10": ci(0.6, 0.55, 0.65)}, "diff_vs_reference": {"ndcg@10": ci(0.1, 0.05, 0.15)},
+                   "extra": {}},
+        "worse": {"kind": "baseline", "metrics": {"ndcg@10": ci(0.4, 0.35, 0.45)}, "diff_vs_reference": {"ndcg@10": ci(-0.1, -0.15, -0.05)},
+                  "extra": {}},
+        "tie": {"kind": "baseline", "metrics": {"ndcg@10": ci(0.5, 0.45, 0.55)}, "diff_vs_reference": {"ndcg@10": ci(0.0, -0.02, 0.02)},
+                "extra": {}},
+    }}
+    text = markdown_tables(summary)
+    assert "+0.1000 [+0.0500, +0.1500]*" in text and "-0.1000 [-0.1500, -0.0500]*" in text
+    assert "| tie | +0.0000 [-0.0200, +0.0200] |" in text

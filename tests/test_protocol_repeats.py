@@ -175,3 +175,27 @@ def test_a_points_history_draw_depends_on_the_past_only():
         eligible = {i for i in range(30) if first_seen[i] < target_pos[p]} - {int(i) for q, i in zip(*exclude) if q == p}
         picked = {int(i) for i in row if i >= 0}
         assert picked <= eligible and len(picked) == min(2, len(eligible))
+
+
+def test_evaluates_by_target_table_splits_the_points_by_the_logs_repeat_flags(datasets, tmp_path):
+    """`evaluate`'s by-target table: its "repeat" rows are the points whose target the user engaged with before (the
+    replay's flags, checked against the log above), "new" the others, each a mean over users of their points there."""
+    import json
+
+    from interestgym.agents.rules import make_baseline
+    from interestgym.envs.vector import evaluate_policy
+    from interestgym.evaluation.run import evaluate_run
+
+    evaluate_run(datasets["repeats"], out=tmp_path / "ev", baselines="ema", n_boot=50, progress=False)
+    doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    ref = doc["summary"]["reference"]
+    data = build_replay_data(Dataset.open(datasets["repeats"]), None, ProtocolSpec(split="test"))
+    points = evaluate_policy(data, make_baseline(ref, **doc["tuned_baselines"][ref]["params"]), progress=False).points
+    flags = dict(zip(data.point_key, data.point_repeat))
+    repeat = points["point_key"].map(flags).to_numpy(dtype=bool)
+    assert 0 < repeat.sum() < len(repeat)
+    for target, mask in (("repeat", repeat), ("new", ~repeat)):
+        entry = doc["summary"]["by_target"][target]["policies"][ref]
+        assert entry["n_points"] == int(mask.sum()), target
+        expected = points[mask].groupby("user_id")["ndcg@10"].mean().mean()
+        assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(expected, abs=1e-12), target
