@@ -255,3 +255,35 @@ def test_stepping_in_blocks_of_slots_changes_nothing(datasets, monkeypatch, bloc
     whole, blocked = trajectory(10_000), trajectory(block)
     for a, b in zip(whole, blocked):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_truncated_users_last_observation_is_its_true_next_state(datasets):
+    """Cut off by max_events, a user still has a next decision: the observation returned (single env) and the
+    terminal_observation (vector env) are that decision's, as an env without the limit shows it after the same
+    steps (not the placeholder of a user whose log ended)."""
+    data = load_replay_data(datasets["next_positive"], None, ProtocolSpec(split="train"))
+    counts = data.user_decision_end - data.user_decision_start
+    user = str(data.user_ids[int(np.argmax(counts > 3))])
+    actions = [np.array([0.3, -0.2, 0.5, -0.8], np.float32), np.array([-0.6, 0.4, 0.1, -0.9], np.float32)]
+    free = InterestReplayEnv(datasets["next_positive"], split="train")
+    cut = InterestReplayEnv(datasets["next_positive"], split="train", max_events=2)
+    free.reset(options={"user_id": user})
+    cut.reset(options={"user_id": user})
+    for a in actions:
+        expected, *_ = free.step(a)
+        got, _, terminated, truncated, _ = cut.step(a)
+    assert truncated and not terminated
+    np.testing.assert_array_equal(got, expected)
+
+    long_users = {str(u) for u, n in zip(data.user_ids, counts) if n > 2}
+    for seed in range(50):  # a seed whose slot starts with a user the limit cuts off
+        venv = InterestReplayVecEnv(datasets["next_positive"], n_envs=1, seed=seed, split="train", max_events=2)
+        venv.reset()
+        if venv.current_user_ids[0] in long_users:
+            break
+    free.reset(options={"user_id": venv.current_user_ids[0]})
+    for a in actions:
+        expected, *_ = free.step(a)
+        _, _, dones, infos = venv.step(a[None])
+    assert dones[0] and infos[0]["TimeLimit.truncated"]
+    np.testing.assert_array_equal(infos[0]["terminal_observation"], expected)
