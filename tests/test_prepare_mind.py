@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 import json
 import zipfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +223,34 @@ def test_real_mind_slice(tmp_path: Path) -> None:
         history.setdefault(r[1], {}).update(dict.fromkeys(r[3].split()))
     assert c["history_clicks"] == sum(len(h) for h in history.values())
     assert c["history_clicks_without_news_row"] == sum(n not in news_ids for h in history.values() for n in h)
+
+
+def test_impressions_are_slotted_on_the_datasets_clock(tmp_path: Path) -> None:
+    """With `prepare --tz-offset 5.5`, a logged impression's time slot (the per-slot category counts, the time-slot
+    profiles score with it) is hour // 6 of its UTC time shifted by 5.5 h, as its decisions' hours are."""
+    import pandas as pd
+    from interestgym.envs.replay_data import ProtocolSpec, build_replay_data
+
+    from interestgym.data.dataset import SplitSpec
+
+    rng = np.random.default_rng(3)
+    lines, n = [], 0
+    for u in range(12):
+        for k in range(4):  # every 5 h 17 min from a user-specific start: slots fall on every side of the shift
+            t = datetime(2019, 11, 12) + timedelta(hours=int(rng.integers(0, 24)) + k * 5, minutes=17 * k)
+            n += 1
+            clicked, other = ("N1", "N3") if (u + k) % 2 else ("N3", "N1")
+            lines.append(f"{n}\tU{u}\t{t.strftime('%m/%d/%Y %I:%M:%S %p').lstrip('0').replace('/0', '/')}\t\t{clicked}-1 {other}-0 N2-0")
+    src = _write_part(tmp_path / "mind", lines, NEWS[:3])
+    out = tmp_path / "ds"
+    prepare_mind(src, out, split=SplitSpec(0.0, 0.0, 1.0), tz_offset_hours=5.5)
+    from env_fixtures import random_unit, write_embeddings
+
+    write_embeddings(out, random_unit(len(pd.read_parquet(out / "items.parquet")), 8, rng))
+    data = build_replay_data(Dataset.open(out), None, ProtocolSpec(split="test"))
+    imp = pd.read_parquet(out / "impressions.parquet").set_index("impression_id")
+    assert data.n_points >= 12
+    for key, slot in zip(data.point_key, data.point_slot):
+        shifted = int(imp.loc[str(key), "ts"]) + int(5.5 * 3600)
+        assert slot == (shifted // 3600 % 24) // 6, key
+    assert len(set(data.point_slot.tolist())) > 1

@@ -92,6 +92,26 @@ def test_log_exclusion_is_the_old_protocol_and_keeps_its_negatives(datasets):
         assert not (names & log_items)
 
 
+def test_past_exclusion_keeps_out_what_the_user_touched_up_to_the_target_and_nothing_later(datasets):
+    """``exclude="past"``: the negatives of a point avoid every item of the user's log up to the target's event (its
+    own included); items the user touches only afterwards may be negatives. Checked against the event log."""
+    ds = Dataset.open(datasets["no_repeats"])
+    data = build_replay_data(ds, None, ProtocolSpec(split="test", n_negatives=30, exclude="past"))
+    ev = ds.events
+    item_index = {iid: i for i, iid in enumerate(ds.items["item_id"].astype(str))}
+    ev_item = ev["item_id"].astype(str).map(item_index).to_numpy()
+    later_items_as_negatives = 0
+    for p, (user, target, negatives, _repeat) in enumerate(_points(data)):
+        mine = ev[ev["user_id"] == user]
+        items = ev_item[mine.index]
+        row = data.decision_event_row[np.searchsorted(data.decision_point_end, p, side="right") + 1]
+        upto = int(np.flatnonzero(mine.index == row)[0])  # the target's position in the user's log
+        assert items[upto] == target
+        assert not (set(negatives.tolist()) & set(items[: upto + 1].tolist()))
+        later_items_as_negatives += len(set(negatives.tolist()) & set(items[upto + 1:].tolist()))
+    assert later_items_as_negatives > 0  # what comes after the target is not excluded
+
+
 # ------------------------------------------------------------------------------- history negatives
 def test_history_negatives_are_the_users_earlier_items_and_the_rest_come_from_the_catalogue(datasets):
     """K of the N negatives are drawn from the items the user engaged with before the target (never the target
@@ -184,6 +204,7 @@ def test_evaluates_by_target_table_splits_the_points_by_the_logs_repeat_flags(da
 
     from interestgym.agents.rules import make_baseline
     from interestgym.envs.vector import evaluate_policy
+
     from interestgym.evaluation.run import evaluate_run
 
     evaluate_run(datasets["repeats"], out=tmp_path / "ev", baselines="ema", n_boot=50, progress=False)
