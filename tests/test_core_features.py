@@ -68,3 +68,28 @@ def test_category_features_follow_their_definitions():
     assert view["category_new"].tolist() == [1, 0, 0]
     assert np.allclose(view["category_fraction"], [0, 0.5, 1.0])
     assert np.allclose(view["category_diversity"], [0, 0.5, 1 / 3])
+
+
+def test_log_and_clock_features_follow_their_published_definitions():
+    """The definitions the manifest publishes, computed here from their text with hand-picked raw values: feedback
+    value / 5 clipped, gaps on log1p(365 days), counts on log1p(10000), hour on 24 and weekday on 7 (0 = Monday),
+    the short-vs-long mean halved, the action weight over the dataset's largest."""
+    raw = raw_batch(np.random.default_rng(3), 4)
+    year, day = 365 * 86400.0, 86400.0
+    raw.update(value=np.array([1.0, 2.5, 5.0, 9.0]), gap_event=np.array([0.0, 60.0, day, 2 * year]),
+               gap_decision=np.array([0.0, 3600.0, 7 * day, year]), hour=np.array([0, 6, 13, 23]),
+               weekday=np.array([0, 2, 5, 6]), n_events=np.array([0, 9, 99, 20000]), n_decisions=np.array([0, 3, 50, 10000]),
+               action_weight=np.array([0.5, 1.0, 2.0, 4.0]), short_long_ema=np.array([-1.0, -0.2, 0.4, 1.0]))
+    view = FeatureView(encode_features(raw, max_action_weight=4.0))
+    np.testing.assert_allclose(view["feedback_value"], [0.2, 0.5, 1.0, 1.0], atol=1e-7)
+    np.testing.assert_allclose(view["log_gap_event"], [0.0, np.log1p(60) / np.log1p(year), np.log1p(day) / np.log1p(year), 1.0], atol=1e-6)
+    np.testing.assert_allclose(view["log_gap_decision"], [0.0, np.log1p(3600) / np.log1p(year), np.log1p(7 * day) / np.log1p(year), 1.0],
+                               atol=1e-6)
+    for name, values, period in (("hour", [0, 6, 13, 23], 24), ("weekday", [0, 2, 5, 6], 7)):
+        angle = 2 * np.pi * np.array(values) / period
+        np.testing.assert_allclose(view[f"{name}_sin"], np.sin(angle), atol=1e-6)
+        np.testing.assert_allclose(view[f"{name}_cos"], np.cos(angle), atol=1e-6)
+    np.testing.assert_allclose(view["log_events"], [0.0, np.log(10) / np.log(10001), np.log(100) / np.log(10001), 1.0], atol=1e-6)
+    np.testing.assert_allclose(view["log_decisions"], [0.0, np.log(4) / np.log(10001), np.log(51) / np.log(10001), 1.0], atol=1e-6)
+    np.testing.assert_allclose(view["action_weight"], [0.125, 0.25, 0.5, 1.0], atol=1e-7)
+    np.testing.assert_allclose(view["short_long_ema"], [-0.5, -0.1, 0.2, 0.5], atol=1e-7)
