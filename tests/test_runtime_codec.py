@@ -118,3 +118,28 @@ def test_a_damaged_tracker_or_drift_field_is_refused_naming_it(edit, message):
     old["meta"]["state_version"] = 1
     state = UserState.from_json(json.dumps(old))
     assert state.tracker is None and state.drift_window is None
+
+
+@pytest.mark.parametrize("version", [0, 2, 3, 255])
+def test_a_blob_or_json_of_any_other_codec_version_is_refused(version):
+    """Only CODEC_VERSION (1) is read: an older or a newer codec, byte or JSON, is refused naming it (a newer format
+    read as this one would be misread silently)."""
+    fields = _fields(np.random.default_rng(4))
+    blob = encode_bytes(fields, {})
+    with pytest.raises(StateFormatError, match=rf"codec version {version}; this interestgym reads version 1"):
+        decode_bytes(blob[:4] + struct.pack("<H", version) + blob[6:])
+    doc = json.loads(encode_json(fields, {}))
+    doc["codec"] = version
+    with pytest.raises(StateFormatError, match=rf"state JSON codec {version}; expected an object with codec 1"):
+        decode_json(json.dumps(doc))
+
+
+def test_a_user_state_of_an_unknown_state_version_is_refused():
+    """A state written by a newer interestgym (state_version 5) or with none is refused, naming the versions read."""
+    from interestgym.runtime.state import UserState
+
+    state = UserState.empty(4)
+    fields, meta = decode_bytes(state.to_bytes())
+    for version in (5, 0, None):
+        with pytest.raises(StateFormatError, match=rf"user state version {version!r}; this interestgym reads versions 1, 2, 3, 4"):
+            UserState.from_bytes(encode_bytes(fields, {**meta, "state_version": version}))
