@@ -177,6 +177,19 @@ def test_replaying_test_users_over_http_gives_exactly_the_metrics_of_interestgym
 
 
 # ------------------------------------------------------------------------------------ events
+def test_the_memory_store_applies_a_retried_event_once_too(fx):
+    """memory:// (one process; the tests' and a demo's store) keeps the promise the durable stores keep: an event id
+    applied before is answered `duplicate` and changes nothing, within a batch and across requests."""
+    batch = [_event("a", "u1", 1_000_000, "i3"), _event("b", "u1", 1_000_100, "i7"), _event("a", "u1", 1_000_100, "i9")]
+    with _client(_service(fx, "memory://")) as client:
+        first = client.post("/v1/events", json={"events": batch}).json()
+        state = client.get("/v1/users/u1").json()
+        assert [r["status"] for r in first["results"]] == ["applied", "applied", "duplicate"]
+        again = client.post("/v1/events", json={"events": batch[:2]}).json()
+        assert (again["applied"], again["duplicates"]) == (0, 2)
+        assert client.get("/v1/users/u1").json() == state and state["events"] == 2
+
+
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
 def test_a_retried_event_is_applied_once(fx, store_url):
     policy = load_policy(fx.export)
