@@ -153,3 +153,16 @@ def test_the_best_rule_on_a_tie_does_not_depend_on_the_order_the_tunings_are_rea
     assert best_baseline(as_train) == best_baseline(as_evaluate) == "always_replace"  # first in BASELINE_NAMES
     assert best_baseline({"a+tracker": {"valid_score": 1.0}, "b+tracker": {"valid_score": 1.0}}) == "a+tracker"
     assert best_baseline({"ema": {"valid_score": float("nan")}, "static": {"valid_score": 0.1}}) == "static"
+
+
+def test_grid_search_skips_nan_points_and_keeps_the_first_of_tied_bests():
+    """A point whose score is NaN (no scoring point for it) never wins, wherever it sits; among equal best scores the
+    first in grid order does, as documented (the tuning's result cannot depend on how a tie happened to be ordered)."""
+    def scores_of(values):
+        return lambda policies: [values[p.params["rate"]] for p in policies]
+
+    grid = {"rate": [0.1, 0.2, 0.3, 0.4]}
+    found = grid_search(lambda p: EMAPolicy(**p), grid, scores_of({0.1: float("nan"), 0.2: 0.3, 0.3: 0.5, 0.4: 0.1}))
+    assert found.best_params == {"rate": 0.3} and found.best_score == 0.5
+    found = grid_search(lambda p: EMAPolicy(**p), grid, scores_of({0.1: 0.2, 0.2: 0.6, 0.3: float("nan"), 0.4: 0.6}))
+    assert found.best_params == {"rate": 0.2} and found.best_score == 0.6

@@ -346,3 +346,25 @@ def test_gzip_bom_header_and_jsonl_map_checked_after_reading(tmp_path: Path) -> 
     jsonl = _log(tmp_path, '{"user_id": "1", "item_id": "2", "ts": 1511544070, "action": "click", "text": "t"}\n', "log.jsonl")
     with pytest.raises(DataError, match=r"--map ts=time: no such column in .*log.jsonl"):
         read_events(jsonl, RejectLog(), EventsOptions(rename={"time": "ts"}))
+
+
+@pytest.mark.parametrize("reader", ["lines", "columnar"])
+def test_the_last_second_before_2100_is_kept_and_2100_itself_refused(tmp_path: Path, reader: str) -> None:
+    from interestgym.core.clock import TS_MAX
+
+    src = tmp_path / "edge.csv"
+    src.write_text(f"u1,i1,c1,pv,{TS_MAX - 1}\nu1,i2,c1,pv,{TS_MAX}\nu1,i3,c1,pv,1511544070\n")
+    log = RejectLog()
+    data = read_events(src, log, EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"], actions={"pv": "view"},
+                                               item_text="category {category}", reader=reader))
+    assert sorted(data.events["ts"].tolist()) == [1511544070, TS_MAX - 1]
+    assert [(r["line"], r["reason"]) for r in log.rejects] == [
+        (2, f"time out of range: {TS_MAX} is 2100-01-01; expected 1990-01-01 .. 2100-01-01 UTC")]
+    # a file whose first time is 2100-01-01 in seconds: that value fits neither unit, the next one decides (ms here)
+    src.write_text(f"u1,i1,c1,pv,{TS_MAX}\nu1,i2,c1,pv,1511544070000\nu1,i3,c1,pv,1511544071000\n")
+    log = RejectLog()
+    data = read_events(src, log, EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"], actions={"pv": "view"},
+                                               item_text="category {category}", reader=reader))
+    assert sorted(data.events["ts"].tolist()) == [1511544070, 1511544071]
+    assert [(r["line"], r["reason"]) for r in log.rejects] == [
+        (1, f"time out of range: {TS_MAX} is neither unix seconds nor milliseconds in 1990..2100")]
