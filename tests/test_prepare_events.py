@@ -368,3 +368,39 @@ def test_the_last_second_before_2100_is_kept_and_2100_itself_refused(tmp_path: P
     assert sorted(data.events["ts"].tolist()) == [1511544070, 1511544071]
     assert [(r["line"], r["reason"]) for r in log.rejects] == [
         (1, f"time out of range: {TS_MAX} is neither unix seconds nor milliseconds in 1990..2100")]
+
+
+def test_a_time_split_marks_late_the_events_from_the_fraction_of_each_users_span_on(tmp_path: Path) -> None:
+    """`late`: ts >= first + f (last - first), per user; an event exactly on that boundary is late."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from env_fixtures import make_items
+
+    from interestgym.data.dataset import SplitSpec, write_dataset
+
+    rows = [{"user_id": u, "ts": np.int64(1_000_000 + start + 10 * k), "item_id": f"i{k % 5}", "action": "click",
+             "value": np.float32(1.0), "hour": np.int8(0), "weekday": np.int8(0), "seq": np.int64(100 * i + k)}
+            for i, (u, start) in enumerate((("a", 0), ("b", 3600))) for k in range(11)]
+    events = pd.DataFrame(rows)
+    src = tmp_path / "src.txt"
+    src.write_text("x")
+    out = tmp_path / "ds"
+    write_dataset(out, source_format="fixture", source_files=[src], items=make_items(5, 2, np.random.default_rng(0)),
+                  events=events, rejects=RejectLog(), split=SplitSpec(0.5, 0.25, 0.25, time_fraction=0.5), deterministic=True)
+    got = Dataset.open(out).events
+    for _, g in got.groupby("user_id"):
+        rel = g["ts"].to_numpy() - g["ts"].min()
+        np.testing.assert_array_equal(g["late"].to_numpy(), rel >= 50)  # span 100 s: from 50 s on, the 50 s event included
+        assert int(g["late"].sum()) == 6
+
+
+def test_a_reject_rate_equal_to_the_maximum_is_accepted_and_above_it_refused(tmp_path: Path) -> None:
+    src = tmp_path / "ten.csv"
+    src.write_text("".join(f"u1,i{k},c1,pv,{1511544070 + k}\n" for k in range(9)) + "u1,i9,c1,jump,1511544080\n")
+    log = RejectLog()
+    read_events(src, log, EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"], actions={"pv": "view"},
+                                        item_text="category {category}"))
+    log.check_rate(0.1)  # 1 of 10 rejected: at the maximum, accepted
+    with pytest.raises(DataError, match=r"1 of 10 rows rejected \(10.0%, above --max-reject-rate 9.0%"):
+        log.check_rate(0.09)

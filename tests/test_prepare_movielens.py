@@ -243,3 +243,15 @@ def test_real_ml100k_prepares_completely(tmp_path: Path) -> None:
     assert sum(manifest["split"]["users"].values()) == 943
     ev = ds.events
     assert ev.groupby("user_id")["ts"].apply(lambda s: s.is_monotonic_increasing).all()
+
+
+@pytest.mark.parametrize(("text", "kept"), [("0.5", 0.5), ("5", 5.0), ("3.5", 3.5), ("0", None), ("0.0", None), ("-1", None),
+                                             ("5.5", None), ("2.25", None), ("nan", None), ("inf", None)])
+def test_a_rating_is_a_half_step_from_half_a_star_to_five(text, kept):
+    from interestgym.data.movielens import _rating_reason
+
+    rating, reason = _rating_reason(text)
+    assert rating == kept
+    assert (reason is None) == (kept is not None)
+    if kept is None:
+        assert reason == f"bad rating: {text!r}; expected a number from 0.5 to 5 in steps of 0.5"
