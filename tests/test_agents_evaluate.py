@@ -126,6 +126,16 @@ def test_the_two_user_groups_partition_the_evaluated_users(run):
     halves = doc["summary"]["user_groups"]["policies"]["ppo"].values()
     assert sum(h["n"] for h in halves) == overall["n"] == len(doc["users"])
     assert sum(h["mean"] * h["n"] for h in halves) / overall["n"] == pytest.approx(overall["mean"], abs=1e-12)
+    # the halves are the documented ones, crc32(user_id) % 2, each the paired mean over its own users
+    import zlib
+
+    users = [str(u) for u in doc["users"]]
+    parity = np.array([zlib.crc32(u.encode("utf-8")) % 2 for u in users])
+    gain = np.array(doc["per_user"]["ppo"]["ndcg@10"]) - np.array(doc["per_user"][doc["summary"]["reference"]]["ndcg@10"])
+    groups = doc["summary"]["user_groups"]["policies"]["ppo"]
+    for g in (0, 1):
+        assert groups[f"group {g}"]["n"] == int((parity == g).sum())
+        assert groups[f"group {g}"]["mean"] == pytest.approx(float(gain[parity == g].mean()), abs=1e-12)
 
 
 def test_no_progress_reaches_the_evaluation(run, tmp_path, monkeypatch):
