@@ -264,6 +264,13 @@ def test_windows_start_mid_history_and_the_penalty_prices_a_change(dataset, tmp_
         _, _, dones, _ = windowed.step_wait()
         ended |= dones
     assert ended.all()  # every episode is over within its window of 3 decisions
+    # a window starts anywhere but at a user's last decision (a step there would have no next decision to score)
+    many = InterestReplayVecEnv(data, n_envs=256, reward_baseline=REFERENCE, residual_to=REFERENCE, window=3, seed=1)
+    many.reset()
+    users = many.engine.user[:256]
+    starts = many.engine.cursor[:256] - data.user_decision_start[users]
+    n_dec = data.user_decision_end[users] - data.user_decision_start[users]
+    assert (starts <= np.maximum(n_dec - 2, 0)).all() and (starts == np.maximum(n_dec - 2, 0)).any()
 
 
 def test_the_report_shows_what_the_run_ships_and_says_when_it_is_the_rule(dataset, tmp_path):
