@@ -55,6 +55,19 @@ def _points(data):
     return out
 
 
+def _points_in_the_log(ds, data):
+    """Each scoring point beside the user's log: (target, negatives, repeat flag, the user's events, their item
+    indices, the target event's row). The point scores the decision after its own: that decision's event is the
+    target's."""
+    ev = ds.events
+    item_index = {iid: i for i, iid in enumerate(ds.items["item_id"].astype(str))}
+    ev_item = ev["item_id"].astype(str).map(item_index).to_numpy()
+    for k, (user, target, negatives, repeat) in enumerate(_points(data)):
+        mine = ev[ev["user_id"] == user]
+        row = data.decision_event_row[np.searchsorted(data.decision_point_end, k, side="right") + 1]
+        yield target, negatives, repeat, mine, ev_item[mine.index], row
+
+
 def test_auto_picks_the_honest_protocol_only_for_logs_with_repeats(datasets):
     spec = ProtocolSpec(split="test", n_negatives=30)
     assert build_replay_data(Dataset.open(datasets["repeats"]), None, spec).describe()["exclude"] == "target"
@@ -65,14 +78,8 @@ def test_target_exclusion_keeps_out_only_the_target_and_its_moment(datasets):
     ds = Dataset.open(datasets["repeats"])
     data = build_replay_data(ds, None, ProtocolSpec(split="test", n_negatives=30, exclude="target"))
     ev = ds.events
-    item_index = {iid: i for i, iid in enumerate(ds.items["item_id"].astype(str))}
-    ev_item = ev["item_id"].astype(str).map(item_index).to_numpy()
     own_items_as_negatives = 0
-    for k, (user, target, negatives, repeat) in enumerate(_points(data)):
-        mine = ev[ev["user_id"] == user]
-        items = ev_item[mine.index]
-        # the point scores the decision that follows its own: that decision's event is the target's
-        row = data.decision_event_row[np.searchsorted(data.decision_point_end, k, side="right") + 1]
+    for target, negatives, repeat, mine, items, row in _points_in_the_log(ds, data):
         moment = mine["ts"].to_numpy() == ev.loc[row, "ts"]
         assert target in set(items[moment].tolist())
         assert not (set(negatives.tolist()) & set(items[moment].tolist()))
@@ -97,14 +104,8 @@ def test_past_exclusion_keeps_out_what_the_user_touched_up_to_the_target_and_not
     own included); items the user touches only afterwards may be negatives. Checked against the event log."""
     ds = Dataset.open(datasets["no_repeats"])
     data = build_replay_data(ds, None, ProtocolSpec(split="test", n_negatives=30, exclude="past"))
-    ev = ds.events
-    item_index = {iid: i for i, iid in enumerate(ds.items["item_id"].astype(str))}
-    ev_item = ev["item_id"].astype(str).map(item_index).to_numpy()
     later_items_as_negatives = 0
-    for p, (user, target, negatives, _repeat) in enumerate(_points(data)):
-        mine = ev[ev["user_id"] == user]
-        items = ev_item[mine.index]
-        row = data.decision_event_row[np.searchsorted(data.decision_point_end, p, side="right") + 1]
+    for target, negatives, _repeat, mine, items, row in _points_in_the_log(ds, data):
         upto = int(np.flatnonzero(mine.index == row)[0])  # the target's position in the user's log
         assert items[upto] == target
         assert not (set(negatives.tolist()) & set(items[: upto + 1].tolist()))
@@ -125,11 +126,8 @@ def test_history_negatives_are_the_users_earlier_items_and_the_rest_come_from_th
     item_index = {iid: i for i, iid in enumerate(ds.items["item_id"].astype(str))}
     ev_item = ev["item_id"].astype(str).map(item_index).to_numpy()
     full_history = 0
-    for p, (user, target, negatives, _repeat) in enumerate(_points(data)):
+    for target, negatives, _repeat, mine, items, row in _points_in_the_log(ds, data):
         assert len(negatives) == n and len(set(negatives.tolist())) == n and target not in set(negatives.tolist())
-        mine = ev[ev["user_id"] == user]
-        items = ev_item[mine.index]
-        row = data.decision_event_row[np.searchsorted(data.decision_point_end, p, side="right") + 1]
         moment = mine["ts"].to_numpy() == ev.loc[row, "ts"]
         # "before": events ahead of the target's in the user's log order (the order its first_seen positions count)
         earlier = set(items[: int(np.flatnonzero(mine.index == row)[0])].tolist()) - set(items[moment].tolist())
