@@ -153,8 +153,23 @@ class FinetuneResult:
 
 
 # ------------------------------------------------------------------------------------------- loss
+def masked_logits(anchor: Any, positive: Any, anchor_item: Any, positive_item: Any, scale: float = 1.0) -> tuple[Any, Any, Any]:
+    """(anchor -> positive logits, positive -> anchor logits, the diagonal targets) of a batch of pairs: logits_ij =
+    scale * cos(a_i, p_j), with column j masked (-inf) for row i when it is the same item as i's partner or as i
+    itself (such a column is no negative), the diagonal kept."""
+    import torch
+
+    n = anchor.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=anchor.device)
+    logits = scale * anchor @ positive.T  # row i: anchor i against every positive
+    same_ap = (positive_item[None, :] == positive_item[:, None]) | (positive_item[None, :] == anchor_item[:, None])
+    same_pa = (anchor_item[None, :] == anchor_item[:, None]) | (anchor_item[None, :] == positive_item[:, None])
+    target = torch.arange(n, device=anchor.device)
+    return logits.masked_fill(same_ap & ~eye, float("-inf")), logits.T.masked_fill(same_pa & ~eye, float("-inf")), target
+
+
 def info_nce_loss(anchor: Any, positive: Any, anchor_item: Any, positive_item: Any, scale: float) -> Any:
-    """Symmetric InfoNCE over in-batch negatives, with same-item columns masked.
+    """Symmetric InfoNCE over in-batch negatives, with same-item columns masked (:func:`masked_logits`).
 
     :param anchor: (B, d) unit vectors of the first items.
     :param positive: (B, d) unit vectors of the second items.
@@ -164,16 +179,8 @@ def info_nce_loss(anchor: Any, positive: Any, anchor_item: Any, positive_item: A
     """
     import torch
 
-    n = anchor.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=anchor.device)
-    logits = scale * anchor @ positive.T  # row i: anchor i against every positive
-    # Column j is no negative for row i when it is the same item as i's positive or as anchor i.
-    same_ap = (positive_item[None, :] == positive_item[:, None]) | (positive_item[None, :] == anchor_item[:, None])
-    same_pa = (anchor_item[None, :] == anchor_item[:, None]) | (anchor_item[None, :] == positive_item[:, None])
-    target = torch.arange(n, device=anchor.device)
-    a_to_p = torch.nn.functional.cross_entropy(logits.masked_fill(same_ap & ~eye, float("-inf")), target)
-    p_to_a = torch.nn.functional.cross_entropy(logits.T.masked_fill(same_pa & ~eye, float("-inf")), target)
-    return (a_to_p + p_to_a) / 2
+    a_to_p, p_to_a, target = masked_logits(anchor, positive, anchor_item, positive_item, scale)
+    return (torch.nn.functional.cross_entropy(a_to_p, target) + torch.nn.functional.cross_entropy(p_to_a, target)) / 2
 
 
 # ----------------------------------------------------------------------------------------- batches
@@ -367,17 +374,8 @@ def in_batch_top1(anchor: Any, positive: Any, anchor_item: Any, positive_item: A
     """How often each pair's own partner is the most similar of the batch (both directions, same-item
     columns masked as in :func:`info_nce_loss`); chance is about 1 / batch size, and a collapsed encoder
     (every item one vector) scores chance, whatever its loss."""
-    import torch
-
-    n = anchor.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=anchor.device)
-    sims = anchor @ positive.T
-    same_ap = (positive_item[None, :] == positive_item[:, None]) | (positive_item[None, :] == anchor_item[:, None])
-    same_pa = (anchor_item[None, :] == anchor_item[:, None]) | (anchor_item[None, :] == positive_item[:, None])
-    target = torch.arange(n, device=anchor.device)
-    a_to_p = sims.masked_fill(same_ap & ~eye, float("-inf")).argmax(dim=1) == target
-    p_to_a = sims.T.masked_fill(same_pa & ~eye, float("-inf")).argmax(dim=1) == target
-    return (a_to_p.float().mean() + p_to_a.float().mean()) / 2
+    a_to_p, p_to_a, target = masked_logits(anchor, positive, anchor_item, positive_item)
+    return ((a_to_p.argmax(dim=1) == target).float().mean() + (p_to_a.argmax(dim=1) == target).float().mean()) / 2
 
 
 def validation_scores(items: ItemVectors, pairs: CoEngagementPairs, batch_size: int, scale: float) -> tuple[float, float] | None:
@@ -398,12 +396,6 @@ def validation_scores(items: ItemVectors, pairs: CoEngagementPairs, batch_size: 
             top1 += float(in_batch_top1(*batch))
     items.model.train(was_training)
     return loss / len(batches), top1 / len(batches)
-
-
-def validation_loss(items: ItemVectors, pairs: CoEngagementPairs, batch_size: int, scale: float) -> float | None:
-    """The mean loss of :func:`validation_scores`."""
-    scores = validation_scores(items, pairs, batch_size, scale)
-    return None if scores is None else scores[0]
 
 
 # ------------------------------------------------------------------------------------------ saving
