@@ -56,6 +56,7 @@ from interestgym.encoders.pairs import CoEngagementPairs, PairSpec, mine_pairs
 
 from interestgym import __version__
 from interestgym.errors import ArtifactError, DataError, InterestGymError
+from interestgym.io import check_folder_path
 
 #: The provenance file written beside the weights.
 PROVENANCE_FILE = "finetune.json"
@@ -408,9 +409,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     it can be made in (checked before the training, not after it)."""
     if out.exists() and not out.is_dir():
         raise InterestGymError(f"--out {out}: is a file; expected a folder for the fine-tuned model")
-    in_way = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if in_way is not None:
-        raise InterestGymError(f"--out {out}: {in_way} is a file, not a folder; expected a folder path")
+    check_folder_path(out)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InterestGymError(f"--out {out}: folder exists and is not empty; expected a new folder (or pass --overwrite to replace it)")

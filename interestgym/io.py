@@ -35,6 +35,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_folder_path(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """Refuse a folder path that runs through a file (``afile/sub``), naming the file, without creating anything.
+
+    :raises InterestGymError: naming ``option``, the path and the file in the way.
+    """
+    from interestgym.errors import InterestGymError
+
+    path = Path(path)
+    in_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if in_way is not None:
+        raise InterestGymError(f"{option} {path}: {in_way} is a file, not a folder; expected a folder path")
+
+
 def make_out_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
     """Create the output folder ``path`` (and its parents) before any work is done, and return it.
 
@@ -49,8 +62,8 @@ def make_out_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
     except FileExistsError:
         raise InterestGymError(f"{option} {path}: a file of that name exists; expected a folder (or a new name)") from None
     except NotADirectoryError:
-        in_way = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
-        raise InterestGymError(f"{option} {path}: {in_way} is a file, not a folder; expected a folder path") from None
+        check_folder_path(path, option)
+        raise InterestGymError(f"{option} {path}: {path.parent} is not a folder; expected a folder path") from None
     except OSError as exc:
         raise InterestGymError(f"{option} {path}: cannot create it ({exc.strerror or exc}); expected a folder you can write") from None
     if not os.access(path, os.W_OK | os.X_OK):

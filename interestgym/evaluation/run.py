@@ -37,10 +37,9 @@ from interestgym.core.stats import per_user_means
 from interestgym.errors import InterestGymError
 from interestgym.evaluation.stream import UserScores
 from interestgym.evaluation.tables import (
-    TRAIN_CAUTION,
-    VALIDATION_CAUTION,
     PolicyScores,
     markdown_tables,
+    split_caution,
     summarise,
 )
 from interestgym.io import make_out_dir, write_json_atomic, write_text_atomic
@@ -658,7 +657,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
-    caution = {"valid": VALIDATION_CAUTION, "train": TRAIN_CAUTION}.get(str(header.get("split")))
+    caution = split_caution(header.get("split"))
     if caution:
         verdicts.append(f"- note: {caution}")
     if header.get("protocol_changed"):

@@ -24,6 +24,11 @@ TRAIN_CAUTION = ("these are the training users: the run's policy and any --seque
                  "figures here are not a held-out verdict; the test split (the default) gives one")
 
 
+def split_caution(split: str | None) -> str | None:
+    """What an evaluation of ``split`` must say of its users (the validation or training users are not held out)."""
+    return {"valid": VALIDATION_CAUTION, "train": TRAIN_CAUTION}.get(str(split))
+
+
 @dataclass
 class PolicyScores:
     """One policy's per-user results.

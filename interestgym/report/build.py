@@ -35,7 +35,6 @@ This module only orchestrates: reading (:mod:`~interestgym.report.scalars`), the
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,12 +45,14 @@ import numpy as np
 
 from interestgym.agents.run_folder import (
     EVALUATION_FILE,
+    INFO_FILE,
     MODEL_CHOICES,
     MODEL_FILE,
     REPORT_DIR,
     SHIPPED_FILE,
     has_policy,
     read_evaluation,
+    read_json_or_none,
     read_run_config,
     read_shipped,
 )
@@ -255,14 +256,8 @@ def shipping_lines(run_dir: Path) -> list[str]:
 def log_cut_short(run_dir: Path, scalars: dict[str, tuple[np.ndarray, np.ndarray]]) -> str | None:
     """A sentence when the TensorBoard log ends well before the steps the run trained (a damaged or
     truncated event file: the reader stops at the first bad record), None otherwise."""
-    trained = []
-    for folder in MODEL_CHOICES:
-        try:
-            step = json.loads((run_dir / folder / "info.json").read_text(encoding="utf-8")).get("step")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(step, int):
-            trained.append(step)
+    infos = (read_json_or_none(run_dir / folder / INFO_FILE) for folder in MODEL_CHOICES)
+    trained = [info["step"] for info in infos if isinstance(info, dict) and isinstance(info.get("step"), int)]
     last = max((int(v[0].max()) for v in scalars.values() if len(v[0])), default=0)
     if not trained or last >= max(trained):
         return None

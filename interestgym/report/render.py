@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interestgym.agents.run_folder import EVALUATION_MARKDOWN
+from interestgym.agents.run_folder import (
+    EVALUATION_MARKDOWN,
+    INFO_FILE,
+    read_json_or_none,
+)
 from interestgym.report.tables import (
     protocol_lines,
     results_rows,
@@ -69,20 +72,10 @@ class Page:
 def _run_facts(run_dir: Path, conf: dict[str, Any], which: str) -> list[str]:
     c = conf.get("config", {})
     facts = [f"dataset `{c.get('dataset')}`, embeddings `{c.get('embeddings') or 'the only one'}`"]
-    steps = None
-    info = run_dir / "final" / "info.json"
-    if info.is_file():
-        try:
-            steps = json.loads(info.read_text(encoding="utf-8")).get("step")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            steps = None
-    best = run_dir / "best" / "info.json"
-    best_info = {}
-    if best.is_file():
-        try:
-            best_info = json.loads(best.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            best_info = {}
+    final_info = read_json_or_none(run_dir / "final" / INFO_FILE)
+    steps = final_info.get("step") if isinstance(final_info, dict) else None
+    best_info = read_json_or_none(run_dir / "best" / INFO_FILE)
+    best_info = best_info if isinstance(best_info, dict) else {}
     def count(v: Any) -> str:
         return f"{v:,}" if isinstance(v, int) else "?"
 

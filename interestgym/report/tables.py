@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from interestgym.evaluation.tables import TRAIN_CAUTION, VALIDATION_CAUTION, kind_label
+from interestgym.evaluation.tables import kind_label, split_caution
 
 #: Columns of the results table besides the selection metric: (metric, header).
 SIDE_METRICS = (("auc", "AUC"), ("mrr", "MRR"))
@@ -150,7 +150,7 @@ def protocol_lines(evaluation: dict[str, Any]) -> list[str]:
     boot = h.get("bootstrap") or {}
     lines.append(f"mean over users; {boot.get('resamples', '?')} bootstrap resamples of users, 95% percentile intervals; "
                  "`*` = the paired CI excludes 0")
-    caution = {"valid": VALIDATION_CAUTION, "train": TRAIN_CAUTION}.get(str(h.get("split")))
+    caution = split_caution(h.get("split"))
     if caution:
         lines.append(f"**Caution**: {caution}")
     return lines
