@@ -381,9 +381,11 @@ class TrackerMixRule(RulePolicy):
         return self.base.state_key()  # the tracker term is score-only
 
 
+@functools.cache
 def rule_definitions() -> dict[str, str]:
     """Each rule's definition, as the table of this module's docstring gives it (its one home): name -> text.
-    An export's manifest carries its rule's, so that a service in another language can implement it."""
+    An export's manifest carries its rule's, so that a service in another language can implement it. Parsed
+    once; callers must not modify the dict."""
     definitions: dict[str, str] = {}
     name = None
     for line in (__doc__ or "").splitlines():
