@@ -48,9 +48,17 @@ _DEFAULTS = {"max_length": 32, "batch_size": 64, "epochs": 2, "lr": 1e-4, "max_p
 @click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True,
               help="Seed of the pair subsets, the batch order and dropout.")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL_DIR if it exists (atomically, once the new model is complete).")
-def finetune(dataset: Path, base: str, out: Path, epochs: int, batch_size: int, max_length: int, lr: float, max_pairs: int,
-             max_valid_pairs: int, window: float, neighbours: int, patience: int, scale: float, pooling: str | None,
-             device: str, train_layers: str, threads: int | None, seed: int, overwrite: bool) -> None:
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=50, show_default=True, metavar="STEPS",
+              help="Write a checkpoint every STEPS steps (and after every epoch; 0: after every epoch only), "
+                   "beside MODEL_DIR, for --resume.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted fine-tune into --out from its last checkpoint, with its own settings "
+                   "(only --threads may change): the same weights as an uninterrupted run.")
+@click.pass_context
+def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: int, batch_size: int, max_length: int, lr: float,
+             max_pairs: int, max_valid_pairs: int, window: float, neighbours: int, patience: int, scale: float,
+             pooling: str | None, device: str, train_layers: str, threads: int | None, seed: int, overwrite: bool,
+             checkpoint_every: int, resume: bool) -> None:
     """Fine-tune a BERT encoder on DATASET's co-engagement pairs and save it as a model folder.
 
     \b
@@ -72,10 +80,22 @@ def finetune(dataset: Path, base: str, out: Path, epochs: int, batch_size: int, 
       interestgym finetune runs/data/ml-100k --base minilm --out runs/models/minilm-ml100k
       cp -r runs/data/ml-100k runs/data/ml-100k-ft     # a copy: the original keeps its one embedding
       interestgym encode runs/data/ml-100k-ft --encoder runs/models/minilm-ml100k
-    An interrupted fine-tune writes nothing and starts over when run again.
+    \b
+    A checkpoint is written every --checkpoint-every steps and after every epoch (in
+    .MODEL_DIR.checkpoint beside MODEL_DIR, removed at the end); an interrupted fine-tune
+    continues with the same command and --resume, to the weights an uninterrupted run writes.
     """
+    from dataclasses import fields, replace
+
+    from click.core import ParameterSource
     from interestgym.encoders.finetune import FinetuneConfig
     from interestgym.encoders.finetune import finetune as run_finetune
+    from interestgym.encoders.finetune_checkpoint import (
+        checkpoint_dir,
+        describe,
+        read_checkpoint,
+        saved_config,
+    )
 
     from interestgym.data.dataset import Dataset
 
@@ -90,10 +110,26 @@ def finetune(dataset: Path, base: str, out: Path, epochs: int, batch_size: int, 
                             scale=scale, window_seconds=window, neighbours=neighbours, max_pairs=max_pairs,
                             max_valid_pairs=max_valid_pairs, patience=patience, pooling=pooling, seed=seed, device=device,
                             train_layers=layers, threads=threads)
+    if resume:
+        # the checkpoint's settings, with those given on the command line (finetune refuses any that differ but --threads)
+        field_of = {"lr": "learning_rate", "window": "window_seconds"}
+        names = {f.name for f in fields(FinetuneConfig)}
+        given = {field_of.get(p, p) for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE}
+        config = replace(FinetuneConfig(**saved_config(read_checkpoint(checkpoint_dir(out)))),
+                         **{name: getattr(config, name) for name in given & names})
     try:
-        result = run_finetune(ds, out, config, overwrite=overwrite, log=lambda message: click.echo(message, err=True))
+        result = run_finetune(ds, out, config, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                              log=lambda message: click.echo(message, err=True))
     except KeyboardInterrupt:
-        click.echo(f"interrupted: nothing was written to {out}; a fine-tune starts over when run again", err=True)
+        left = checkpoint_dir(out)
+        try:
+            where = describe(read_checkpoint(left))
+        except Exception:  # noqa: BLE001 - no checkpoint yet (or none readable): nothing to resume
+            click.echo(f"interrupted: nothing was written to {out}, and no checkpoint yet; a fine-tune starts over when run "
+                       "again", err=True)
+        else:
+            click.echo(f"interrupted: nothing was written to {out}; the last checkpoint ({where}) is in {left}: continue "
+                       f"with `interestgym finetune {dataset} --out {out} --resume`", err=True)
         raise
     click.echo(result.summary())
     copy = Path(f"{str(dataset).rstrip('/')}-{out.name}")

@@ -52,6 +52,19 @@ from interestgym.encoders.bert import (
     pool_hidden_states,
     resolve_device,
 )
+from interestgym.encoders.finetune_checkpoint import (
+    CHECKPOINT_FILE,
+    TrainState,
+    checkpoint_dir,
+    describe,
+    read_checkpoint,
+    refuse_conflicts,
+    run_identity,
+    save_checkpoint,
+    saved_config,
+    settings,
+)
+from interestgym.encoders.finetune_checkpoint import remove as remove_checkpoint
 from interestgym.encoders.pairs import CoEngagementPairs, PairSpec, mine_pairs
 
 from interestgym import __version__
@@ -534,6 +547,8 @@ def finetune(
     config: FinetuneConfig | None = None,
     *,
     overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = 50,
     progress: bool | None = None,
     log: Callable[[str], None] | None = _stderr,
 ) -> FinetuneResult:
@@ -541,19 +556,34 @@ def finetune(
 
     :param dataset: a :class:`~interestgym.data.dataset.Dataset` or its folder.
     :param out: the model folder to write (must be new or empty unless ``overwrite``).
-    :param config: the settings (defaults: :class:`FinetuneConfig`).
+    :param config: the settings (defaults: :class:`FinetuneConfig`; with ``resume``, None = the checkpoint's).
     :param overwrite: replace an existing ``out``.
+    :param resume: continue the interrupted fine-tune into ``out`` from its checkpoint
+        (:mod:`~interestgym.encoders.finetune_checkpoint`): same settings (``threads`` aside), same data.
+    :param checkpoint_every: write a checkpoint every this many steps (0: only after each epoch).
     :param progress: progress bar on stderr (None: a bar on a terminal, log lines otherwise).
     :param log: where one-line notes go; None = silent.
     """
     from interestgym.data.dataset import Dataset
     from interestgym.progress import progress_bar
 
+    out = Path(out)
+    ckpt_dir = checkpoint_dir(out)
+    saved = read_checkpoint(ckpt_dir) if resume else None
+    if saved is not None and config is None:
+        config = FinetuneConfig(**saved_config(saved))
     cfg = config or FinetuneConfig()
     cfg.check()
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise InterestGymError(f"--checkpoint-every {checkpoint_every!r}: expected a whole number of steps >= 0 (0: after each epoch only)")
     say = log or (lambda message: None)
-    out = Path(out)
     check_out_dir(out, overwrite)
+    if saved is not None:
+        refuse_conflicts(ckpt_dir, saved, {"config": settings(asdict(cfg))})
+    if saved is None and (ckpt_dir / CHECKPOINT_FILE).exists():
+        left = read_checkpoint(ckpt_dir)
+        raise InterestGymError(f"--out {out}: an interrupted fine-tune left a checkpoint ({describe(left)}) in {ckpt_dir}; "
+                               f"continue it with --resume, or delete {ckpt_dir} to start over")
     ds = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
     base_path = resolve_base(cfg.base)
     folder = ModelFolder.inspect(base_path)
@@ -577,6 +607,10 @@ def finetune(
     if len(valid) < 2:
         say(f"{ds.path / 'users.parquet'}: validation users give {len(valid)} pair(s): no validation loss, no early stopping; "
             "every epoch runs and the last one is saved")
+    steps_per_epoch = len(pair_batches(len(train), cfg.batch_size, None))
+    identity = run_identity(asdict(cfg), ds, folder.content_hashes(), train, valid, steps_per_epoch)
+    if saved is not None:
+        refuse_conflicts(ckpt_dir, saved, identity)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -597,11 +631,8 @@ def finetune(
 
     texts = ItemTexts(tokenizer, ds.items["text"].fillna("").astype(str).tolist(), cfg.max_length)
     rng = np.random.default_rng(cfg.seed)
-    steps_per_epoch = len(pair_batches(len(train), cfg.batch_size, None))
-    history: list[dict[str, Any]] = []
-    valid_losses: list[float] = []
     threads = cfg.threads or available_cpus()
-    with _deterministic_torch(cfg.seed, threads, device):
+    with _deterministic_torch(cfg.seed, threads, device), _dropped_when_diverged(ckpt_dir):
         model = model.to(device)
         items = ItemVectors(model, texts, pooling, device, cfg.train_layers)
         trainable = items.trainable_parameters()
@@ -617,21 +648,36 @@ def finetune(
         total_steps = steps_per_epoch * cfg.epochs
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), total_steps)
 
-        before = validation_scores(items, valid, cfg.batch_size, cfg.scale)
-        best_loss = base_top1 = None
-        if before is not None:
-            best_loss, base_top1 = before
-            _check_finite(best_loss, "before fine-tuning", cfg)
-            valid_losses.append(best_loss)
-            say(f"validation loss before fine-tuning: {best_loss:.4f}, in-batch top-1 accuracy {base_top1:.3f} (a collapsed "
-                f"encoder scores loss ~{math.log(cfg.batch_size):.2f}, top-1 ~{1 / cfg.batch_size:.3f})")
-        best_epoch, best_state, stale, epochs_run = 0, None, 0, 0
-        for epoch in range(1, cfg.epochs + 1):
+        best_state: dict[str, Any] | None = None  # the best epoch's trained weights, while a later epoch runs
+        if saved is None:
+            st = TrainState()
+            before = validation_scores(items, valid, cfg.batch_size, cfg.scale)
+            if before is not None:
+                st.best_loss, st.base_top1 = before
+                _check_finite(st.best_loss, "before fine-tuning", cfg)
+                st.valid_losses.append(st.best_loss)
+                say(f"validation loss before fine-tuning: {st.best_loss:.4f}, in-batch top-1 accuracy {st.base_top1:.3f} (a "
+                    f"collapsed encoder scores loss ~{math.log(cfg.batch_size):.2f}, top-1 ~{1 / cfg.batch_size:.3f})")
+        else:
+            st, best_state = _restore(saved, trainable, optimizer, scheduler, rng, device)
+            st.resumed.append([st.epoch, st.step])
+            say(f"resuming the fine-tune checkpointed in {ckpt_dir}: {describe(saved)}")
+
+        def checkpoint() -> None:
+            save_checkpoint(ckpt_dir, identity, cfg.threads, st, trainable, optimizer, scheduler, best_state, device)
+
+        for epoch in range(st.epoch, cfg.epochs + 1):
+            if st.stopped:
+                break
+            if st.step == 0:
+                st.epoch_rng = rng.bit_generator.state
+            batches = pair_batches(len(train), cfg.batch_size, rng)
             model.train()
-            running, n_steps = 0.0, 0
             with progress_bar(total=steps_per_epoch, desc=f"fine-tuning epoch {epoch}/{cfg.epochs}", unit="step",
                               enabled=progress) as bar:
-                for index in pair_batches(len(train), cfg.batch_size, rng):
+                if st.step:
+                    bar.update(st.step)
+                for index in batches[st.step:]:
                     loss = batch_loss(items, train, index, cfg.scale)
                     _check_finite(float(loss.detach()), f"a training step of epoch {epoch}", cfg)
                     optimizer.zero_grad(set_to_none=True)
@@ -639,49 +685,53 @@ def finetune(
                     torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
                     optimizer.step()
                     scheduler.step()
-                    running += float(loss.detach())
-                    n_steps += 1
+                    st.running += float(loss.detach())
+                    st.step += 1
                     bar.update(1)
-                    bar.set_postfix_str(f"loss {running / n_steps:.4f}")
-            epochs_run = epoch
-            train_loss = running / max(n_steps, 1)
+                    bar.set_postfix_str(f"loss {st.running / st.step:.4f}")
+                    if checkpoint_every and st.step % checkpoint_every == 0 and st.step < len(batches):
+                        checkpoint()
+            st.epochs_run = epoch
+            train_loss = st.running / max(st.step, 1)
+            st.epoch, st.step, st.running, st.epoch_rng = epoch + 1, 0, 0.0, rng.bit_generator.state
             scores = validation_scores(items, valid, cfg.batch_size, cfg.scale)
             loss_now, top1 = scores if scores is not None else (None, None)
-            history.append({"epoch": epoch, "train_loss": round(train_loss, 6),
-                            "valid_loss": None if loss_now is None else round(loss_now, 6),
-                            "valid_top1": None if top1 is None else round(top1, 6)})
+            st.history.append({"epoch": epoch, "train_loss": round(train_loss, 6),
+                               "valid_loss": None if loss_now is None else round(loss_now, 6),
+                               "valid_top1": None if top1 is None else round(top1, 6)})
             if loss_now is None:
                 say(f"epoch {epoch}: training loss {train_loss:.4f}")
-                best_epoch = epoch
+                st.best_epoch = epoch
+                checkpoint()
                 continue
             _check_finite(loss_now, f"the validation after epoch {epoch}", cfg)
-            valid_losses.append(loss_now)
+            st.valid_losses.append(loss_now)
             # a lower loss counts only with a top-1 accuracy no worse than the base model's: a collapsing encoder
             # (every item alike) lowers the loss below the base's while ranking at chance
-            collapsed = top1 < base_top1
-            improved = loss_now < best_loss and not collapsed
+            collapsed = top1 < st.base_top1
+            improved = loss_now < st.best_loss and not collapsed
             say(f"epoch {epoch}: training loss {train_loss:.4f}, validation loss {loss_now:.4f}, top-1 {top1:.3f}"
                 + (" (best)" if improved else
-                   f" (lower loss, but top-1 below the base model's {base_top1:.3f}: not kept)" if loss_now < best_loss else
-                   f" (best {best_loss:.4f} at epoch {best_epoch})"))
+                   f" (lower loss, but top-1 below the base model's {st.base_top1:.3f}: not kept)" if loss_now < st.best_loss else
+                   f" (best {st.best_loss:.4f} at epoch {st.best_epoch})"))
             if improved:
-                best_loss, best_epoch, stale = loss_now, epoch, 0
-                if epoch < cfg.epochs:  # a later epoch may be worse: keep these weights
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                else:
-                    best_state = None  # the model holds them
+                st.best_loss, st.best_epoch, st.stale = loss_now, epoch, 0
+                # a later epoch may be worse: keep these weights (the last epoch's are the model's)
+                best_state = {n: p.detach().to("cpu", copy=True) for n, p in trainable} if epoch < cfg.epochs else None
             else:
-                stale += 1
-                if stale >= cfg.patience and epoch < cfg.epochs:
-                    say(f"early stopping: no lower validation loss for {stale} epoch(s)")
-                    break
-        if best_loss is not None and best_epoch != epochs_run:
-            if best_epoch == 0:
+                st.stale += 1
+                if st.stale >= cfg.patience and epoch < cfg.epochs:
+                    say(f"early stopping: no lower validation loss for {st.stale} epoch(s)")
+                    st.stopped = True
+            checkpoint()
+        if st.best_loss is not None and st.best_epoch != st.epochs_run:
+            if st.best_epoch == 0:
                 say("no epoch lowered the validation loss (with a top-1 accuracy no worse than the base's): saving the base "
                     "model's weights")
                 model = AutoModel.from_pretrained(str(folder.path), local_files_only=True, dtype=torch.float32)
             else:
-                model.load_state_dict(best_state)
+                loaded = model.load_state_dict(best_state, strict=False)  # the trained weights; the frozen ones never moved
+                assert not loaded.unexpected_keys, loaded.unexpected_keys
         model = model.to("cpu").eval()
 
     seconds = time.perf_counter() - started
@@ -702,16 +752,17 @@ def finetune(
         "device": device,
         "threads": threads,
         "steps_per_epoch": steps_per_epoch,
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
-        "history": history,
-        "valid_loss_before": valid_losses[0] if valid_losses else None,
-        "valid_loss_best": best_loss,
-        "valid_top1_before": base_top1,
-        "valid_top1_best": base_top1 if best_epoch == 0 else next(
-            (h["valid_top1"] for h in history if h["epoch"] == best_epoch), None),
+        "epochs_run": st.epochs_run,
+        "best_epoch": st.best_epoch,
+        "history": st.history,
+        "valid_loss_before": st.valid_losses[0] if st.valid_losses else None,
+        "valid_loss_best": st.best_loss,
+        "valid_top1_before": st.base_top1,
+        "valid_top1_best": st.base_top1 if st.best_epoch == 0 else next(
+            (h["valid_top1"] for h in st.history if h["epoch"] == st.best_epoch), None),
         "seed": cfg.seed,
         "seconds": round(seconds, 1),
+        "resumed": st.resumed,
         "versions": {"interestgym": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "command": " ".join(sys.argv),
     }
@@ -723,11 +774,49 @@ def finetune(
     except (OSError, SafetensorError) as exc:  # a full disk, no permission (safetensors raises its own error type)
         detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
         raise ArtifactError(f"--out {out}: cannot write the fine-tuned model ({detail}); nothing was written there") from None
-    return FinetuneResult(out=out, provenance=provenance, valid_losses=valid_losses)
+    remove_checkpoint(ckpt_dir)
+    return FinetuneResult(out=out, provenance=provenance, valid_losses=st.valid_losses)
+
+
+def _restore(doc: dict[str, Any], trainable: list[tuple[str, Any]], optimizer: Any, scheduler: Any, rng: np.random.Generator,
+             device: str) -> tuple[TrainState, dict[str, Any] | None]:
+    """Put a checkpoint's weights, optimiser, schedule and generators back; returns its state and best weights."""
+    import torch
+
+    weights = doc["weights"]
+    names = [n for n, _ in trainable]
+    if sorted(weights) != sorted(names):
+        raise ArtifactError(f"the checkpoint's weights are not this model's trained weights ({len(weights)} tensors, expected "
+                            f"{len(names)}); delete the checkpoint folder to start over")
+    with torch.no_grad():
+        for n, p in trainable:
+            p.copy_(weights[n].to(p.device))
+    optimizer.load_state_dict(doc["optimizer"])
+    scheduler.load_state_dict(doc["scheduler"])
+    state = TrainState(**doc["state"])
+    rng.bit_generator.state = state.epoch_rng
+    torch.set_rng_state(doc["torch_rng"])
+    if device.startswith("cuda") and doc.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(doc["cuda_rng"])
+    return state, doc["best_state"]
+
+
+class DivergedError(InterestGymError):
+    """The loss stopped being a number."""
+
+
+@contextlib.contextmanager
+def _dropped_when_diverged(ckpt_dir: Path) -> Iterator[None]:
+    """A run that diverged leaves no checkpoint: resuming it would diverge again."""
+    try:
+        yield
+    except DivergedError:
+        remove_checkpoint(ckpt_dir)
+        raise
 
 
 def _check_finite(loss: float, when: str, cfg: FinetuneConfig) -> None:
     """Stop (nothing is written) when the loss is no longer a number: training diverged."""
     if not math.isfinite(loss):
-        raise InterestGymError(f"the loss of {when} is {loss}: training diverged (--lr {cfg.learning_rate:g}, --scale "
+        raise DivergedError(f"the loss of {when} is {loss}: training diverged (--lr {cfg.learning_rate:g}, --scale "
                                f"{cfg.scale:g}); expected finite losses: lower --lr or --scale. Nothing was written")
