@@ -28,6 +28,7 @@ interrupted search continues where it stopped when run again with the same setti
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -43,6 +44,7 @@ import click
 import numpy as np
 
 from interestgym.errors import InterestGymError
+from interestgym.scale.ray_backend import ray_option
 
 SEARCH_FILE = "search.json"
 TABLE_CSV = "trials.csv"
@@ -226,17 +228,17 @@ def trial_score(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
             "diff_hi": None, "valid_users": None, "ships": shipped.get("policy"), "reference": None}
 
 
-def replay_valid(config: Any, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def replay_valid(config: Any, run_dir: Path, ray: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-user validation values (reward metric) of the model a trial's run selects: the same replay as
-    the run's shipping decision, so their mean is the trial's score."""
+    the run's shipping decision, so their mean is the trial's score (``ray``: sharded on that cluster, the same values)."""
     from interestgym.agents.run_folder import best_or_final, load_run_policy
-    from interestgym.envs.vector import evaluate_policy
 
     from interestgym.core.stats import per_user_means
+    from interestgym.scale.ray_backend import scaled
 
     data = config.replay_data("valid")
     policy = load_run_policy(run_dir, best_or_final(run_dir), device=config.device)
-    res = evaluate_policy(data, policy, metric=config.reward, record_features=False, progress=False)
+    res = scaled(ray).evaluate_policy(data, policy, metric=config.reward, record_features=False, progress=False)
     return per_user_means(res.points["user_id"].to_numpy(), res.points[config.reward].to_numpy())
 
 
@@ -254,11 +256,13 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
                sampler_seed: int = 0, params: Sequence[str] | None = None, base: dict[str, Any] | None = None,
                tuned_baselines: str | None = None, pick: str = "beats-base", echo: Callable[[str], None] = print,
                train: Callable[..., dict[str, Any]] | None = None,
-               replay: Callable[[Any, Path], tuple[np.ndarray, np.ndarray]] = replay_valid) -> dict[str, Any]:
+               replay: Callable[[Any, Path], tuple[np.ndarray, np.ndarray]] = replay_valid, ray: str | None = None) -> dict[str, Any]:
     """Run (or continue) a search; returns the ``search.json`` document.
 
     :param base: TrainConfig settings every trial starts from (e.g. a ``--config`` file's).
     :param pick: ``beats-base`` or ``best`` (see the module's docstring).
+    :param ray: a Ray cluster for the baselines' tuning (trial 0) and every trial's validation replay, sharded by
+        user with the same numbers as one process (PPO trains here); not part of the search's settings.
     :param train: the training function (``train_run``); a parameter so that tests can watch it.
     :param replay: per-user validation values of a finished trial (:func:`replay_valid`); likewise.
     """
@@ -274,7 +278,11 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     if budget_steps < 1:
         raise InterestGymError(f"--budget-steps {budget_steps}: expected a positive number of steps")
     if train is None:
-        from interestgym.agents.train import train_run as train
+        from interestgym.agents.train import train_run
+
+        train = functools.partial(train_run, ray=ray)
+    if ray and replay is replay_valid:
+        replay = functools.partial(replay_valid, ray=ray)
     base = dict(base or {})
     if dataset is not None:
         base["dataset"] = str(dataset)
@@ -487,9 +495,10 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any]) -> N
 @click.option("--embeddings", default=None, help="Embedding name in DATASET (default: the base's, else the dataset's only one).")
 @click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None,
               help="Reuse a baselines.json (same metric and protocol); otherwise trial 0 tunes them and every later trial reuses its.")
+@ray_option
 def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, sampler: str, sampler_seed: int,
            params: str | None, config_file: Path | None, pick: str, seed: int | None, embeddings: str | None,
-           tuned_baselines: str | None) -> None:
+           tuned_baselines: str | None, ray: str | None) -> None:
     """Budgeted hyper-parameter search of PPO settings, scored and picked on VALIDATION users only.
 
     \b
@@ -501,6 +510,8 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
       interestgym search data/syn --run-dir runs/search --trials 12 --budget-steps 100000
       interestgym train --config runs/search/best.toml --run-dir runs/syn-best
       interestgym evaluate runs/syn-best
+    With --ray, trial 0's tuning of the baselines and every trial's validation replay run sharded on a
+    Ray cluster (the same numbers as one process); PPO trains in this process.
     """
     from interestgym.agents.config import read_config_file
 
@@ -512,7 +523,7 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
     names = [n.strip() for n in params.split(",") if n.strip()] if params else None
     doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
                      sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,
-                     tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True))
+                     tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True), ray=ray)
     click.echo(markdown_table(doc))
     best = doc["trials"][doc["best_trial"]]
     click.echo(f"picked trial {best['trial']} on validation users: {_describe(best['params'])}")

@@ -154,3 +154,62 @@ def test_train_and_encode_with_ray_give_what_one_process_gives(data, backend, tm
 
     assert timeless(one) == timeless(sharded)
     assert "ray" not in json.loads((tmp_path / "sharded" / "config.json").read_text())["config"]
+
+
+def test_quickstart_with_ray_gives_what_one_process_gives(backend, tmp_path, monkeypatch):
+    """`interestgym quickstart --ray ...`: encoding, tuning and evaluation sharded on the cluster; the same
+    embeddings, tuned baselines and evaluation as one process (PPO and the report run in the driver either way)."""
+    import json
+
+    from click.testing import CliRunner
+    from test_quickstart import TINY
+
+    from interestgym.cli import cli
+    from interestgym.scale import ray_backend
+
+    jobs: list[str] = []  # the functions run on the cluster, by name
+    real_run = ray_backend.RayBackend.run
+    monkeypatch.setattr(ray_backend.RayBackend, "run", lambda self, fn, calls: jobs.append(fn.__name__) or real_run(self, fn, calls))
+    for name, args in (("one", []), ("sharded", ["--ray", "auto"])):
+        result = CliRunner().invoke(cli, ["quickstart", "--out", str(tmp_path / name), *TINY, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert bool(jobs) == bool(args)
+    assert {"_encode_shard", "_score_shard", "_evaluate_shard"} <= set(jobs), jobs
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    np.testing.assert_array_equal(np.load(one / "data" / "embeddings" / "hashing.npy"),
+                                  np.load(sharded / "data" / "embeddings" / "hashing.npy"))
+    tuned = [{name: {k: v for k, v in entry.items() if k != "seconds"}  # every field but how long the tuning took
+              for name, entry in json.loads((d / "run" / "baselines.json").read_text())["baselines"].items()}
+             for d in (one, sharded)]
+    assert tuned[0] == tuned[1] and tuned[0]
+    evaluations = [json.loads((d / "run" / "evaluation.json").read_text()) for d in (one, sharded)]
+    assert evaluations[0]["per_user"] == evaluations[1]["per_user"]
+    assert evaluations[0]["summary"]["policies"] == evaluations[1]["summary"]["policies"]
+
+
+def test_search_with_ray_gives_what_one_process_gives(data, backend, tmp_path, monkeypatch):
+    """`interestgym search --ray ...`: trial 0's tuning and every trial's validation replay sharded on the cluster;
+    the same trials, scores and pick as one process; --ray is not one of the search's settings."""
+    import json
+
+    from click.testing import CliRunner
+
+    from interestgym.cli import cli
+    from interestgym.scale import ray_backend
+
+    jobs: list[str] = []
+    real_run = ray_backend.RayBackend.run
+    monkeypatch.setattr(ray_backend.RayBackend, "run", lambda self, fn, calls: jobs.append(fn.__name__) or real_run(self, fn, calls))
+    docs = []
+    for name, args in (("one", []), ("sharded", ["--ray", "auto"])):
+        result = CliRunner().invoke(cli, ["search", str(data.dataset_path), "--run-dir", str(tmp_path / name), "--trials", "2",
+                                          "--budget-steps", "64", "--params", "learning_rate", *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert bool(jobs) == bool(args)
+        docs.append(json.loads((tmp_path / name / "search.json").read_text()))
+    assert {"_score_shard", "_evaluate_shard"} <= set(jobs), jobs
+    def outcome(doc):  # every trial's settings, score and paired gains, and the pick; not where it ran or how long
+        return [{k: v for k, v in t.items() if k not in ("seconds", "run_dir")} for t in doc["trials"]], doc["best_trial"]
+
+    assert outcome(docs[0]) == outcome(docs[1])
+    assert {k: v for k, v in docs[0]["settings"].items()} == docs[1]["settings"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from interestgym.errors import InterestGymError
+from interestgym.scale.ray_backend import ray_option
 
 #: Options passed to ``interestgym train`` (TrainConfig fields); None = the training default.
 _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "learning_rate", "gamma", "ent_coef",
@@ -60,9 +61,10 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option("--timeline-users", type=click.IntRange(min=0), default=3, show_default=True, help="Users with a timeline figure.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@ray_option
 def quickstart(out: Path, lang: str, users: int, seed: int, drift: str, events_per_user: int | None, encoder: str | None,
                reward_baseline: str | None, net_arch: str | None, retrain: bool, which_model: str, baselines: str,
-               n_boot: int, timeline_users: int, progress: bool | None, **train: object) -> None:
+               n_boot: int, timeline_users: int, progress: bool | None, ray: str | None, **train: object) -> None:
     """The whole pipeline on built-in synthetic data: prepare -> encode -> train -> evaluate -> export -> report.
 
     \b
@@ -75,6 +77,8 @@ def quickstart(out: Path, lang: str, users: int, seed: int, drift: str, events_p
       interestgym quickstart
       interestgym quickstart --out runs/qs-zh --lang zh
       interestgym quickstart --out /tmp/qs-tiny --users 60 --timesteps 2048 --encoder hashing
+    With --ray, encoding, the baselines' tuning and the evaluation run sharded on a Ray cluster
+    (the same numbers as one process); PPO and the report run in this process.
     """
     from interestgym.quickstart.pipeline import (
         QuickstartConfig,
@@ -94,7 +98,7 @@ def quickstart(out: Path, lang: str, users: int, seed: int, drift: str, events_p
             raise InterestGymError(f"--net-arch {net_arch!r}: expected comma-separated layer sizes, e.g. 64,64") from None
     cfg = QuickstartConfig(out=str(out), lang=lang, users=users, seed=seed, drift=drift, events_per_user=events_per_user,
                            encoder=encoder, model=which_model, baselines=baselines, n_boot=n_boot,
-                           timeline_users=timeline_users, retrain=retrain, train_options=options, progress=progress)
+                           timeline_users=timeline_users, retrain=retrain, train_options=options, progress=progress, ray=ray)
     try:
         result = run_quickstart(cfg, say=click.echo)
     except KeyboardInterrupt:

@@ -90,6 +90,9 @@ class QuickstartConfig:
     """Fields of :class:`~interestgym.agents.train.TrainConfig` to set (timesteps, n_envs, ...)."""
     progress: bool | None = None
     """Progress bars (None: only on a terminal)."""
+    ray: str | None = None
+    """A Ray cluster (``auto``, ``local[:N]`` or an address) for encoding, the baselines' tuning and the
+    evaluation, sharded with the same numbers as one process (None: this process)."""
 
 
 @dataclass
@@ -194,6 +197,10 @@ def stage_encode(cfg: QuickstartConfig, data_dir: Path, spec: str, name: str, sa
                 f"encoder {meta.get('encoder', name)})")
             return "reused"
     encoder = build_encoder(spec, onnx_dir=ds.path / "cache" / "onnx")
+    if cfg.ray:  # the texts encoded in shards on the cluster: the same vectors
+        from interestgym.scale.ray_backend import scaled
+
+        encoder = scaled(cfg.ray).encoder(encoder)
     result = encode_dataset(ds, encoder, name=name, encoder_spec=spec, progress=cfg.progress, log=say)
     say(result.summary())
     return "ran"
@@ -240,7 +247,7 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
         else:
             say(f"{run_dir}: an interrupted run without a checkpoint; starting it again")
             shutil.rmtree(run_dir)
-    result = train_run(config, resume=resume)
+    result = train_run(config, resume=resume, ray=cfg.ray)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
     this_call = f" ({result['timesteps_this_call']:,} of them now)" if resume else ""
     say(f"trained {result['num_timesteps']:,} steps{this_call} in {result['seconds']:.0f} s{tuning}; best validation {result['select_metric']} "
@@ -266,7 +273,7 @@ def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], No
             say(f"reusing evaluation {path}")
             return "reused"
     evaluate_run(run_dir, split="test", which_model=cfg.model, baselines=cfg.baselines, n_boot=cfg.n_boot,
-                 progress=cfg.progress)
+                 progress=cfg.progress, ray=cfg.ray)
     say(f"evaluated the {cfg.model} policy and {len(wanted)} baselines on test users -> {path}, {run_dir / 'evaluation.md'}")
     return "ran"
 
