@@ -159,7 +159,8 @@ class FinetuneResult:
         p = self.provenance
         best = p["best_epoch"]
         losses = ", ".join(f"{x:.4f}" for x in self.valid_losses) or "none (no validation pairs)"
-        kept = "the base model's weights (no epoch lowered the validation loss)" if best == 0 else f"the weights of epoch {best}"
+        kept = ("the base model's weights (no epoch lowered the validation loss with an in-batch top-1 no worse than the "
+                "base's)" if best == 0 else f"the weights of epoch {best}")
         top1 = ("" if p.get("valid_top1_before") is None or p.get("valid_top1_best") is None else
                 f" (in-batch top-1 {p['valid_top1_before']:.3f} -> {p['valid_top1_best']:.3f})")
         return (f"fine-tuned {p['base']['spec']} on {p['pairs']['train']['kept']:,} training pairs for {p['epochs_run']} "

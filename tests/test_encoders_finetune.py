@@ -378,3 +378,15 @@ def test_encode_refuses_a_finetuned_folder_whose_files_disagree_with_its_trainin
     (out / "sentence_bert_config.json").write_text('{"max_seq_length": "abc"}')
     with pytest.raises(InterestGymError, match=r"sentence_bert_config.json: gives max length \d+, but .* trained with 8"):
         BertEncoder(out, pooling="cls")
+
+
+def test_the_summary_says_why_the_base_weights_were_kept():
+    """A run whose lower losses all came with a worse top-1 keeps the base weights: the summary does not claim that
+    no epoch lowered the loss."""
+    from interestgym.encoders.finetune import FinetuneResult
+
+    provenance = {"best_epoch": 0, "epochs_run": 2, "seconds": 6.0, "base": {"spec": "minilm"}, "pairs": {"train": {"kept": 67}},
+                  "valid_top1_before": 0.25, "valid_top1_best": 0.25}
+    text = FinetuneResult(out=Path("m"), provenance=provenance, valid_losses=[2.94, 2.93, 2.92]).summary()
+    assert ("validation loss 2.9400, 2.9300, 2.9200; saved the base model's weights (no epoch lowered the validation loss "
+            "with an in-batch top-1 no worse than the base's) (in-batch top-1 0.250 -> 0.250) to m") in text
