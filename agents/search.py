@@ -262,7 +262,8 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     :param base: TrainConfig settings every trial starts from (e.g. a ``--config`` file's).
     :param pick: ``beats-base`` or ``best`` (see the module's docstring).
     :param ray: a Ray cluster for the baselines' tuning (trial 0) and every trial's validation replay, sharded by
-        user with the same numbers as one process (PPO trains here); not part of the search's settings.
+        user with the same numbers as one process (PPO trains here); not part of the search's settings. It reaches
+        the default ``train`` and ``replay``; a caller passing its own passes the cluster to them itself.
     :param train: the training function (``train_run``); a parameter so that tests can watch it.
     :param replay: per-user validation values of a finished trial (:func:`replay_valid`); likewise.
     """

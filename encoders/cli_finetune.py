@@ -53,7 +53,7 @@ _DEFAULTS = {"max_length": 32, "batch_size": 64, "epochs": 2, "lr": 1e-4, "max_p
                    "beside MODEL_DIR, for --resume.")
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted fine-tune into --out from its last checkpoint, with its own settings "
-                   "(only --threads may change): the same weights as an uninterrupted run.")
+                   "(only --threads and --checkpoint-every may change): the same weights as an uninterrupted run.")
 @click.pass_context
 def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: int, batch_size: int, max_length: int, lr: float,
              max_pairs: int, max_valid_pairs: int, window: float, neighbours: int, patience: int, scale: float,
@@ -88,11 +88,13 @@ def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: in
     from dataclasses import fields, replace
 
     from click.core import ParameterSource
-    from interestgym.encoders.finetune import FinetuneConfig
+    from interestgym.encoders.finetune import PROVENANCE_FILE, FinetuneConfig
     from interestgym.encoders.finetune import finetune as run_finetune
     from interestgym.encoders.finetune_checkpoint import (
+        CHECKPOINT_FILE,
         checkpoint_dir,
         describe,
+        finished,
         read_checkpoint,
         saved_config,
     )
@@ -123,13 +125,19 @@ def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: in
     except KeyboardInterrupt:
         left = checkpoint_dir(out)
         try:
-            where = describe(read_checkpoint(left))
+            doc = read_checkpoint(left)
         except Exception:  # noqa: BLE001 - no checkpoint yet (or none readable): nothing to resume
             click.echo(f"interrupted: nothing was written to {out}, and no checkpoint yet; a fine-tune starts over when run "
                        "again", err=True)
         else:
-            click.echo(f"interrupted: nothing was written to {out}; the last checkpoint ({where}) is in {left}: continue "
-                       f"with `interestgym finetune {dataset} --out {out} --resume`", err=True)
+            written = out / PROVENANCE_FILE
+            if finished(doc) and written.is_file() and written.stat().st_mtime >= (left / CHECKPOINT_FILE).stat().st_mtime:
+                click.echo(f"interrupted after the fine-tuned model was written to {out}; {left} is left over (the next "
+                           "fine-tune into it removes it)", err=True)
+            else:
+                again = " --overwrite" if overwrite else ""  # OUT held a model this run was to replace
+                click.echo(f"interrupted: nothing was written to {out}; the last checkpoint ({describe(doc)}) is in {left}: "
+                           f"continue with `interestgym finetune {dataset} --out {out} --resume{again}`", err=True)
         raise
     click.echo(result.summary())
     copy = Path(f"{str(dataset).rstrip('/')}-{out.name}")

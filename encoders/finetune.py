@@ -40,7 +40,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from interestgym.encoders.finetune_checkpoint import (
     TrainState,
     checkpoint_dir,
     describe,
+    finished,
     read_checkpoint,
     refuse_conflicts,
     run_identity,
@@ -581,10 +582,17 @@ def finetune(
     check_out_dir(out, overwrite)
     if saved is not None:
         refuse_conflicts(ckpt_dir, saved, {"config": settings(asdict(cfg))})
+        cfg = replace(cfg, base=saved["identity"]["config"]["base"])  # the same folder, perhaps by another path: as saved
     if saved is None and (ckpt_dir / CHECKPOINT_FILE).exists():
         left = read_checkpoint(ckpt_dir)
-        raise InterestGymError(f"--out {out}: an interrupted fine-tune left a checkpoint ({describe(left)}) in {ckpt_dir}; "
-                               f"continue it with --resume, or delete {ckpt_dir} to start over")
+        model_file = out / PROVENANCE_FILE
+        if not (finished(left) and model_file.is_file()
+                and model_file.stat().st_mtime >= (ckpt_dir / CHECKPOINT_FILE).stat().st_mtime):
+            raise InterestGymError(f"--out {out}: an interrupted fine-tune left a checkpoint ({describe(left)}) in {ckpt_dir}; "
+                                   f"continue it with --resume, or delete {ckpt_dir} to start over")
+        # interrupted between writing its model and removing its checkpoint: the model is there, the checkpoint stale
+        say(f"removing {ckpt_dir}: the checkpoint of a finished fine-tune whose model {out} was written after it")
+        remove_checkpoint(ckpt_dir)
     ds = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
     base_path = resolve_base(cfg.base)
     folder = ModelFolder.inspect(base_path)
@@ -595,6 +603,7 @@ def finetune(
     device = resolve_device(cfg.device)
 
     started = time.perf_counter()
+    seconds_before = float(saved["state"].get("seconds", 0.0)) if saved is not None else 0.0  # the calls a resume continues
     train = mine_pairs(ds, "train", PairSpec(cfg.window_seconds, cfg.neighbours, cfg.max_pairs, cfg.seed))
     valid = mine_pairs(ds, "valid", PairSpec(cfg.window_seconds, cfg.neighbours, cfg.max_valid_pairs, cfg.seed + 1))
     say("pairs: " + train.summary())
@@ -660,12 +669,17 @@ def finetune(
                 say(f"validation loss before fine-tuning: {st.best_loss:.4f}, in-batch top-1 accuracy {st.base_top1:.3f} (a "
                     f"collapsed encoder scores loss ~{math.log(cfg.batch_size):.2f}, top-1 ~{1 / cfg.batch_size:.3f})")
         else:
-            st, best_state = _restore(saved, trainable, optimizer, scheduler, rng, device)
+            st, best_state = _restore(saved, trainable, optimizer, scheduler, rng, device, ckpt_dir)
             st.resumed.append([st.epoch, st.step])
             say(f"resuming the fine-tune checkpointed in {ckpt_dir}: {describe(saved)}")
+            ran_on = saved.get("ran_on") or {}
+            if (ran_on.get("threads"), ran_on.get("device")) != (threads, device):
+                say(f"note: the checkpoint ran with {ran_on.get('threads')} thread(s) on {ran_on.get('device')}, this resume with "
+                    f"{threads} on {device}: the weights may differ from an uninterrupted run's in the last bits")
 
         def checkpoint() -> None:
-            save_checkpoint(ckpt_dir, identity, cfg.threads, st, trainable, optimizer, scheduler, best_state, device)
+            st.seconds = seconds_before + time.perf_counter() - started
+            save_checkpoint(ckpt_dir, identity, cfg.threads, st, trainable, optimizer, scheduler, best_state, device, threads)
 
         for epoch in range(st.epoch, cfg.epochs + 1):
             if st.stopped:
@@ -735,7 +749,7 @@ def finetune(
                 assert not loaded.unexpected_keys, loaded.unexpected_keys
         model = model.to("cpu").eval()
 
-    seconds = time.perf_counter() - started
+    seconds = seconds_before + time.perf_counter() - started
     provenance = {
         "format": _FORMAT,
         "kind": "contrastive fine-tuning on co-engagement pairs (symmetric InfoNCE, in-batch negatives)",
@@ -780,15 +794,15 @@ def finetune(
 
 
 def _restore(doc: dict[str, Any], trainable: list[tuple[str, Any]], optimizer: Any, scheduler: Any, rng: np.random.Generator,
-             device: str) -> tuple[TrainState, dict[str, Any] | None]:
+             device: str, folder: Path) -> tuple[TrainState, dict[str, Any] | None]:
     """Put a checkpoint's weights, optimiser, schedule and generators back; returns its state and best weights."""
     import torch
 
     weights = doc["weights"]
     names = [n for n, _ in trainable]
     if sorted(weights) != sorted(names):
-        raise ArtifactError(f"the checkpoint's weights are not this model's trained weights ({len(weights)} tensors, expected "
-                            f"{len(names)}); delete the checkpoint folder to start over")
+        raise ArtifactError(f"{folder / CHECKPOINT_FILE}: its weights are not this model's trained weights ({len(weights)} "
+                            f"tensors, expected {len(names)}); delete {folder} to start over")
     with torch.no_grad():
         for n, p in trainable:
             p.copy_(weights[n].to(p.device))

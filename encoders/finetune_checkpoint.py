@@ -37,7 +37,9 @@ from interestgym.io import atomic_path
 CHECKPOINT_FILE = "checkpoint.pt"
 _FORMAT = 1
 #: What ``--resume`` may change (its name in ``FinetuneConfig``): the thread count changes the summation
-#: order, so the resumed weights may then differ from an uninterrupted run's in the last bits.
+#: order, so the resumed weights may then differ from an uninterrupted run's in the last bits (so may the
+#: CPUs behind ``threads=None`` and the device behind ``device="auto"``: a resume says when they differ).
+#: ``--checkpoint-every`` is not a setting of the run: it may change too.
 MAY_CHANGE = ("threads",)
 #: ``FinetuneConfig`` fields whose option has another name.
 FLAGS = {"learning_rate": "--lr", "window_seconds": "--window"}
@@ -97,6 +99,8 @@ class TrainState:
     stopped: bool = False
     #: (epoch, step) of every resume, in order.
     resumed: list[list[int]] = field(default_factory=list)
+    #: Seconds of fine-tuning before this call (the calls a resume continues).
+    seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -104,14 +108,16 @@ class TrainState:
 
 def save_checkpoint(folder: Path, identity: dict[str, Any], threads: int | None, state: TrainState,
                     trainable: list[tuple[str, Any]], optimizer: Any, scheduler: Any, best_state: dict[str, Any] | None,
-                    device: str) -> None:
-    """Write ``folder/checkpoint.pt`` atomically (``threads``: the setting, None for every CPU)."""
+                    device: str, resolved_threads: int) -> None:
+    """Write ``folder/checkpoint.pt`` atomically (``threads``: the setting, None for every CPU; ``device`` and
+    ``resolved_threads``: what the run used)."""
     import torch
 
     doc = {
         "format": _FORMAT,
         "identity": identity,
         "threads": threads,
+        "ran_on": {"device": device, "threads": int(resolved_threads)},
         "state": state.as_dict(),
         "weights": {n: p.detach().to("cpu", copy=True) for n, p in trainable},
         "optimizer": optimizer.state_dict(),
@@ -154,15 +160,36 @@ def saved_config(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc["identity"]["config"], "threads": doc.get("threads")}
 
 
+def finished(doc: dict[str, Any]) -> bool:
+    """The checkpointed run has trained every epoch it will (only its model folder was left to write)."""
+    state = doc["state"]
+    return bool(state.get("stopped")) or state["epoch"] > doc["identity"]["config"].get("epochs", 0)
+
+
 def describe(doc: dict[str, Any], steps_per_epoch: int | None = None) -> str:
     """``epoch 2 of 3, step 150 of 313`` (or ``after epoch 1`` at an epoch's end)."""
     state, epochs = doc["state"], doc["identity"]["config"].get("epochs")
     steps = steps_per_epoch or doc["identity"].get("steps_per_epoch")
-    if state.get("stopped") or state["epoch"] > epochs:
+    if finished(doc):
         return f"after epoch {state['epoch'] - 1} (training done)"
     if state["step"] == 0:
         return f"after epoch {state['epoch'] - 1} of {epochs}"
     return f"epoch {state['epoch']} of {epochs}, step {state['step']} of {steps}"
+
+
+#: How a setting's value reads on the command line, where it differs from the Python value.
+_SPELLED = {("train_layers", None): "all", ("pooling", None): "(the base folder's)", ("threads", None): "(every CPU)"}
+
+
+def spelled(name: str, value: Any) -> str:
+    """``value`` of setting ``name`` as the option takes it (``--train-layers all``, not None)."""
+    return _SPELLED.get((name, value), repr(value)) if value is None or isinstance(value, (int, float, str)) else repr(value)
+
+
+def _same_setting(name: str, value: Any, was: Any) -> bool:
+    if name == "base" and value != was and "minilm" not in (value, was):  # a folder given by another path
+        return Path(str(value)).expanduser().resolve() == Path(str(was)).expanduser().resolve()
+    return value == was
 
 
 def identity_conflicts(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -171,8 +198,8 @@ def identity_conflicts(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     differ = []
     for name, value in now["config"].items():
         was = saved["config"].get(name)
-        if value != was:
-            differ.append(f"{flag(name)} {value!r} (the checkpoint's: {was!r})")
+        if not _same_setting(name, value, was):
+            differ.append(f"{flag(name)} {spelled(name, value)} (the checkpoint's: {spelled(name, was)})")
     if "dataset" not in now:
         return differ
     if saved["dataset"] != now["dataset"]:
@@ -194,8 +221,8 @@ def refuse_conflicts(folder: Path, saved: dict[str, Any], now: dict[str, Any]) -
     differ = identity_conflicts(saved["identity"], now)
     if differ:
         raise InterestGymError(f"--resume continues the fine-tune checkpointed in {folder} with its own settings and data, "
-                               f"but these differ: {'; '.join(differ)}; drop them (only --threads may change), or delete "
-                               f"{folder} to start over")
+                               f"but these differ: {'; '.join(differ)}; drop them (only --threads and --checkpoint-every may "
+                               f"change), or delete {folder} to start over")
 
 
 def remove(folder: Path) -> None:
