@@ -452,3 +452,16 @@ def test_the_timelines_say_when_the_profiles_carry_little_of_the_score():
     note = profile_share_note(np.array([0.95, 0.97, 0.96]))
     assert note is not None and "gives the profiles 4% of its score on average (1 - p)" in note
     assert profile_share_note(np.array([0.5, 0.7])) is None and profile_share_note(np.zeros(0)) is None
+
+
+def test_timeline_file_names_never_collide():
+    """Ids a file name cannot hold as they are (Chinese nicknames, slashes, very long ids) get a hash of the whole id:
+    two users never share a timeline figure; plain ids keep their name."""
+    from interestgym.report.build import _safe_name
+
+    assert _safe_name("u042") == "u042" and _safe_name("user.7_b-3") == "user.7_b-3"
+    ids = ["用户026", "读者026", "张三", "李四", "a/b", "a_b", "a b", "x" * 61, "x" * 62, ""]
+    names = [_safe_name(u) for u in ids]
+    assert len(set(names)) == len(ids), names
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]{1,60}", n) for n in names), names
+    assert names[0].startswith("_026-") and names[5] == "a_b"

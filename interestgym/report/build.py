@@ -36,6 +36,7 @@ This module only orchestrates: reading (:mod:`~interestgym.report.scalars`), the
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +300,13 @@ def profile_share_note(popularity_weight: np.ndarray, below: float = 0.2) -> str
 
 
 def _safe_name(user_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", user_id)[:60] or "user"
+    """A file-name part for ``user_id``: the id itself when it is plain ASCII (letters, digits, ``._-``) of at most
+    60 characters; otherwise what is left of it plus a hash of the whole id, so that two ids never share a file
+    (``用户026`` and ``读者026`` would both be ``_026``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", user_id)
+    if safe == user_id and 0 < len(safe) <= 60:
+        return safe
+    return f"{safe[:48] or 'user'}-{zlib.crc32(user_id.encode('utf-8')):08x}"
 
 
 # --------------------------------------------------------------------------------------- the report
