@@ -36,6 +36,7 @@ from interestgym.envs.replay_points import (
     _as_string,
     _index_in,
     _np,
+    engaged_items,
     impression_points,
     next_positive_points,
 )
@@ -226,8 +227,8 @@ def _build_context(ds: Dataset, name: str, has_impressions: bool, need_repeats: 
             in_train = _np(pc.is_in(_as_string(table.column("user_id")), value_set=train_users), bool)
             use = positive & (item >= 0) & in_train
             train_counts += np.bincount(item[use], minlength=n_items)
-            if repeats is not None:
-                repeats.add(table.column("user_id"), item)
+            if repeats is not None:  # engagement: an event of an action with a weight (an impression is none)
+                repeats.add(table.column("user_id"), engaged_items(item, weight))
             bar.update(table.num_rows)
     return ReplayContext(
         dataset=ds, embeddings_name=name, embeddings=emb, item_ids=item_ids, item_category=cat_codes.astype(np.int32),
@@ -344,7 +345,7 @@ def build_for_users(ctx: ReplayContext, spec: ProtocolSpec, users: Iterable[str]
         exclude = ctx.resolve_exclusion(spec)
         pts = next_positive_points(
             spec, exclude, d_item, d_idx, decision_user, dec_user_start, dec_user_end, user_ids, user_codes,
-            dec_users_codes, ev_item, ts, hour, ctx.train_counts, ctx.n_items, counts, progress,
+            dec_users_codes, engaged_items(ev_item, weight), ts, hour, ctx.train_counts, ctx.n_items, counts, progress,
         )
     point_decision, offsets, cand, labels, slot, keys, repeat = pts
     # points sorted by the decision they follow (stable keeps their time order)

@@ -137,9 +137,16 @@ def impression_points(ctx: ReplayContext, chunk: np.ndarray, chunk_arr: pa.Array
     return point_decision[use_idx], offsets, cand, labels, slot, keys, np.zeros(len(use_idx), dtype=bool)
 
 
+def engaged_items(ev_item: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Each event's item where the event is an engagement (its action has a weight > 0: a click, a view, a
+    rating of any value, a purchase), -1 elsewhere (an impression, an action without a weight): what the
+    next-positive protocol counts as the user's own items (repeats, ``exclude``, history negatives)."""
+    return np.where(weight > 0, ev_item, -1)
+
+
 def resolve_exclusion(exclude: str, user_codes: np.ndarray, ev_item: np.ndarray) -> str:
     """``auto`` -> ``target`` when the log has repeats (a user engages with one item in more than one
-    event), else ``log``; other values as they are."""
+    event: ``ev_item`` as :func:`engaged_items` gives it), else ``log``; other values as they are."""
     if exclude != "auto":
         return exclude
     known = ev_item >= 0

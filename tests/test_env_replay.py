@@ -272,15 +272,17 @@ class ObsDrivenPolicy:
 
 def rewrite_future(events: pd.DataFrame, user: str, after_ts: int, rng, items_pool: list[str], keep_item_set: bool) -> pd.DataFrame:
     """Change, drop and add events of ``user`` strictly after ``after_ts``; with ``keep_item_set`` the
-    set of items in the user's log stays the same (future items are permuted, none dropped)."""
+    set of items the user engages with (events of a weighted action) stays the same: the future events' items,
+    actions and values are permuted together, none dropped, and the added events take items from ``items_pool``."""
     ev = events.copy()
     mine = (ev["user_id"] == user) & (ev["ts"] > after_ts)
     idx = np.nonzero(mine.to_numpy())[0]
     if keep_item_set:
-        ev.loc[ev.index[idx], "item_id"] = rng.permutation(ev.loc[ev.index[idx], "item_id"].to_numpy())
+        moved = ["item_id", "action", "value"]
+        ev.loc[ev.index[idx], moved] = ev.loc[ev.index[rng.permutation(idx)], moved].to_numpy()
     else:
         ev.loc[ev.index[idx], "item_id"] = rng.choice(items_pool, len(idx))
-    ev.loc[ev.index[idx], "action"] = rng.choice(["click", "view", "rate", "purchase"], len(idx))
+        ev.loc[ev.index[idx], "action"] = rng.choice(["click", "view", "rate", "purchase"], len(idx))
     if not keep_item_set:
         ev = ev.drop(ev.index[idx[::3]])
     extra = ev[ev["user_id"] == user].tail(2).copy()
@@ -313,7 +315,8 @@ def test_changing_the_future_leaves_the_past_unchanged(tmp_path, protocol, exclu
         t = 3
         obs_a, rew_a, infos_a = episode(env_a, policy, options={"user_id": user})
         after_ts = int(infos_a[t]["ts"])
-        own_items = sorted(set(events.loc[events["user_id"] == user, "item_id"]))
+        engaged = (events["user_id"] == user) & (events["action"] != "impression")  # every other action has a weight
+        own_items = sorted(set(events.loc[engaged, "item_id"]))
         pool = own_items if exclude == "log" else [f"i{k}" for k in range(60)]
         changed = rewrite_future(events, user, after_ts, rng, pool, keep_item_set=exclude == "log")
         other = make_dataset(tmp_path / f"b-{user}", events=changed, impressions_df=imps, embeddings=emb, impressions=imps is not None)

@@ -218,3 +218,45 @@ def test_evaluates_by_target_table_splits_the_points_by_the_logs_repeat_flags(da
         assert entry["n_points"] == int(mask.sum()), target
         expected = points[mask].groupby("user_id")["ndcg@10"].mean().mean()
         assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(expected, abs=1e-12), target
+
+
+# ------------------------------------------------------------------------------ impressions in the log
+def _events_with_impressions() -> pd.DataFrame:
+    """24 users who click 10-16 distinct items each, every click preceded by an impression of that item and one of
+    another item: shown items are in the log, but no user engages with an item twice."""
+    rng = np.random.default_rng(11)
+    rows, seq = [], 0
+    for u in range(24):
+        n = int(rng.integers(10, 17))
+        clicked = rng.choice(40, n, replace=False)
+        ts = 1_000_000 + np.sort(rng.choice(30 * 86400, n, replace=False)) * 2
+        for k in range(n):
+            shown = int(rng.integers(0, 40))
+            for t, item, action in ((ts[k] - 1, int(clicked[k]), "impression"), (ts[k] - 1, shown, "impression"),
+                                    (ts[k], int(clicked[k]), "click")):
+                rows.append({"user_id": f"u{u:02d}", "ts": int(t), "item_id": f"i{item}", "action": action,
+                             "value": np.float32(1.0), "hour": np.int8((t // 3600) % 24), "weekday": np.int8((t // 86400 + 3) % 7),
+                             "seq": seq})
+                seq += 1
+    df = pd.DataFrame(rows)
+    df["ts"], df["seq"] = df["ts"].astype(np.int64), df["seq"].astype(np.int64)
+    return df
+
+
+def test_an_impression_is_not_engagement(tmp_path):
+    """A shown item is not one the user engaged with: a click on an item shown before is no repeat, a log whose only
+    "repeats" are impression + click keeps the classic protocol under ``auto``, and an item only shown to the user
+    may be a negative (``log`` keeps out what the user clicked). Checked against the event log."""
+    ds = Dataset.open(make_dataset(tmp_path / "imp", n_items=40, events=_events_with_impressions(),
+                                   embeddings=random_unit(40, 8, np.random.default_rng(2))))
+    data = build_replay_data(ds, None, ProtocolSpec(split="test", n_negatives=30))
+    assert data.describe()["exclude"] == "log"
+    assert not data.point_repeat.any()
+    shown_only_as_negatives = 0
+    for target, negatives, repeat, mine, items, _row in _points_in_the_log(ds, data):
+        clicked = set(items[(mine["action"] == "click").to_numpy()].tolist())
+        shown = set(items[(mine["action"] == "impression").to_numpy()].tolist())
+        assert target in clicked and not repeat
+        assert not (set(negatives.tolist()) & clicked)
+        shown_only_as_negatives += len(set(negatives.tolist()) & (shown - clicked))
+    assert shown_only_as_negatives > 0
