@@ -16,10 +16,11 @@ from test_prepare_events import TAOBAO_ACTIONS
 from test_scale_prepare import TAOBAO, _fuzz_log, assert_same_dataset, assert_same_read
 
 from interestgym.data import fast_checks, fast_lines
-from interestgym.data.events import EventsOptions
+from interestgym.data.events import EventsOptions, read_events
 from interestgym.data.fast_checks import splice
 from interestgym.data.fast_lines import Lines, first_equal
 from interestgym.data.readers import Source, raw_lines
+from interestgym.data.validate import RejectLog
 
 
 # ------------------------------------------------------------------------------------------ parts
@@ -311,3 +312,45 @@ def test_a_delimiter_given_reads_identically_in_both_readers(tmp_path: Path, sep
     if sep != "\t":  # a tab-separated file is TSV: quotes are data there, so quoted rows read otherwise
         assert kept(log) == kept(base) and [r["line"] for r in log.rejects] == [r["line"] for r in base.rejects]
     assert_same_dataset(other, EventsOptions(**{**opts.__dict__, "delimiter": sep}), tmp_path)
+
+
+def test_an_empty_value_is_no_value_and_a_rating_needs_one(tmp_path: Path) -> None:
+    """An empty value cell means no value: 1.0 (said in a note, with the count), as a missing column does; a
+    rating without a value is rejected (its value is the rating). Both readers, the same dataset."""
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "user_id,item_id,ts,action,value,text\n"
+        "1,a,1511544070,impression,,A\n"   # no value: 1.0
+        "1,a,1511544071,click,,A\n"        # likewise
+        "1,a,1511544072,view,0.4,A\n"      # a read fraction
+        "1,b,1511544073,rate,,B\n"         # a rating without its value: rejected
+        "1,b,1511544074,rate, ,B\n"        # a blank cell is empty too
+        "1,b,1511544075,rate,4,B\n"
+        "1,c,1511544076,click,  ,C\n"      # blank: 1.0
+        "1,c,1511544077,click,x,C\n", encoding="utf-8")  # not a number: rejected as before
+    log = assert_same_read(path, EventsOptions())
+    assert [(r["line"], r["reason"]) for r in log.rejects] == [
+        (5, "missing value: a rate event needs its rating; expected a number"),
+        (6, "missing value: a rate event needs its rating; expected a number"),
+        (9, "bad value: 'x'; expected a finite number")]
+    assert any("log.csv: 3 rows with an empty value (an empty cell or null) read as 1.0" in n for n in log.notes), log.notes
+    out = read_events(path, RejectLog(), EventsOptions(reader="lines"))
+    assert out.events["value"].tolist() == [1.0, 1.0, np.float32(0.4), 4.0, 1.0]
+    assert_same_dataset(path, EventsOptions(), tmp_path)
+
+
+def test_jsonl_null_and_missing_values(tmp_path: Path) -> None:
+    """In JSONL a null value and a missing key both mean no value; a rating needs one either way."""
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join([
+        '{"user_id": "1", "item_id": "a", "ts": 1511544070, "action": "click", "value": null, "text": "A"}',
+        '{"user_id": "1", "item_id": "a", "ts": 1511544071, "action": "click", "text": "A"}',
+        '{"user_id": "1", "item_id": "b", "ts": 1511544072, "action": "rate", "text": "B"}',
+        '{"user_id": "1", "item_id": "b", "ts": 1511544073, "action": "rate", "value": null, "text": "B"}',
+        '{"user_id": "1", "item_id": "b", "ts": 1511544074, "action": "rate", "value": 5, "text": "B"}']) + "\n", encoding="utf-8")
+    log = RejectLog()
+    out = read_events(path, log, EventsOptions())
+    assert [(r["line"], r["reason"]) for r in log.rejects] == [(3, "missing value: a rate event needs its rating; expected a number"),
+                                                                (4, "missing value: a rate event needs its rating; expected a number")]
+    assert out.events["value"].tolist() == [1.0, 1.0, 5.0]
+    assert any("1 row with an empty value" in n for n in log.notes), log.notes  # the null; a missing key is no note

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interestgym.core.log_features import VALUE_MAX
+from interestgym.core.log_features import RATING_ACTION, VALUE_MAX
 from interestgym.data.columns import ITEM_FILE_FIELDS, expected_names, id_reason
 from interestgym.data.dataset import SplitSpec
 from interestgym.data.readers import (
@@ -328,12 +328,23 @@ def _check_before_reading(opts: EventsOptions, events_table: Table, items_table:
         check_rename(opts.rename, tables)
 
 
-def _parse_value(row: dict[str, Any]) -> tuple[float, str | None]:
-    if "value" not in row:
-        return 1.0, None
-    cell = row["value"]
+#: Why a rating without a value is refused (its value is the rating).
+MISSING_RATING = "missing value: a rate event needs its rating; expected a number"
+
+
+def no_value(cell: Any) -> bool:
+    """A value cell with nothing in it (no ``value`` column or key, an empty cell, JSON null): no value given."""
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _parse_value(row: dict[str, Any], action: str | None = None) -> tuple[float, str | None]:
+    """(the row's value, None) or (nan, the reject reason). No value is 1.0 (a click, a view...), except for a
+    rating, whose value is the rating: refused (``action`` = the row's canonical action, when known)."""
+    cell = row.get("value")
+    if no_value(cell):
+        return (math.nan, MISSING_RATING) if action == RATING_ACTION else (1.0, None)
     try:
-        value = float(cell) if cell not in (None, "") else math.nan
+        value = float(cell)
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
@@ -362,6 +373,8 @@ class _RowChecker:
         self.events: Any = EventTable()
         self.stats = log.stats(name)
         self.seen_keys: set[str] = set()
+        #: Rows with a value column or key but nothing in it, read as 1.0 (counted at the value check).
+        self.empty_values = 0
 
     def check(self, lineno: int, raw: str, row: dict[str, Any]) -> None:
         """Keep the row or reject it with the first failing check's reason."""
@@ -380,7 +393,9 @@ class _RowChecker:
         if reason is None:
             reason, action = self.action_of(row.get("action"))
         if reason is None:
-            value, reason = _parse_value(row)
+            value, reason = _parse_value(row, action)
+            if reason is None and "value" in row and no_value(row["value"]):
+                self.empty_values += 1  # the file has values, but not on this row: 1.0, and said in a note
         if reason is None:
             if self.catalogue is not None:
                 if item not in self.known_items:
@@ -472,6 +487,9 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
             log.note(note)
     if times.fmt == "auto" and times.counts:
         log.note(f"{name}: times auto-detected per value: {times.describe()}")
+    if rows.empty_values:
+        log.note(f"{name}: {rows.empty_values:,} row{'s' if rows.empty_values != 1 else ''} with an empty value (an empty cell or "
+                 "null) read as 1.0, the value of an event without one (a rating without a value is rejected)")
     if times.floored:
         log.note(f"{name}: {times.floored:,} time{'s' if times.floored != 1 else ''} read had a fraction of a second (on kept rows and on rows "
                  "rejected later for another reason): the dataset keeps the whole second below (the "

@@ -411,21 +411,28 @@ def check_actions(rows: _RowChecker, col: Column | None, n: int, reasons: Reason
     return col.codes, names
 
 
-def check_values(col: Column | None, n: int, reasons: Reasons) -> np.ndarray:
-    """The value check; returns each row's value (1.0 without a ``value`` column)."""
-    from interestgym.data.events import _parse_value
+def check_values(col: Column | None, n: int, reasons: Reasons, is_rating: np.ndarray) -> tuple[np.ndarray, int]:
+    """The value check; returns each row's value (1.0 where there is none) and how many rows reaching it had an
+    empty value cell (read as 1.0). A rating (``is_rating``) without a value is rejected."""
+    from interestgym.data.events import MISSING_RATING, _parse_value, no_value
 
     values = np.ones(n, dtype=np.float64)
-    if col is None:
-        return values
-    parsed = [_parse_value({"value": v}) for v in col.cells()]  # once per distinct value
-    if parsed:
-        values = np.array([p[0] for p in parsed], dtype=np.float64)[col.codes]
-    bad_u = np.array([p[1] is not None for p in parsed], dtype=bool)
-    if bad_u.any():
-        bad = bad_u[col.codes]
-        reasons.reject(bad, {int(i): parsed[col.codes[i]][1] for i in np.flatnonzero(bad & reasons.ok())})  # type: ignore[misc]
-    return values
+    empty = np.ones(n, dtype=bool)
+    if col is not None:
+        cells = col.cells()
+        parsed = [_parse_value({"value": v}) for v in cells]  # once per distinct value
+        if parsed:
+            values = np.array([p[0] for p in parsed], dtype=np.float64)[col.codes]
+            empty = np.array([no_value(v) for v in cells], dtype=bool)[col.codes]
+        bad_u = np.array([p[1] is not None for p in parsed], dtype=bool)
+        if bad_u.any():
+            bad = bad_u[col.codes]
+            reasons.reject(bad, {int(i): parsed[col.codes[i]][1] for i in np.flatnonzero(bad & reasons.ok())})  # type: ignore[misc]
+    missing = empty & is_rating
+    if missing.any():
+        values[missing] = np.nan
+        reasons.reject(missing, MISSING_RATING)
+    return values, (0 if col is None else int(np.count_nonzero(empty & reasons.ok())))
 
 
 class ItemsFromRows:

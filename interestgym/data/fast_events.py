@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from interestgym.core.log_features import RATING_ACTION
 from interestgym.data.fast_checks import (
     Column,
     ItemsFromRows,
@@ -301,7 +302,10 @@ class _ColumnarReader:
         times = TimeCheck(rows.times, raw_columns.get("ts"), n_rows)
         times.check(reasons.ok(), reasons)
         action_codes, action_names = check_actions(rows, columns.get("action"), n_rows, reasons)
-        values = check_values(columns.get("value"), n_rows, reasons)
+        is_rating = np.array([name == RATING_ACTION for name in action_names] + [False], dtype=bool)[action_codes] if n_rows \
+            else np.zeros(0, dtype=bool)
+        values, empty_values = check_values(columns.get("value"), n_rows, reasons, is_rating)
+        rows.empty_values += empty_values
 
         # ---- items
         items = None
