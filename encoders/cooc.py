@@ -34,6 +34,12 @@ from interestgym.encoders.base import (
     l2_normalise_rows,
 )
 
+from interestgym.data.dataset import (
+    frame_sha256,
+    split_sha256,
+    training_events,
+    training_events_sha256,
+)
 from interestgym.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,15 +50,6 @@ DEFAULT_COOC_WINDOW = 5
 _CONTEXT_ALPHA = 0.75
 _SVD_SEED = 0
 _VERSION = 1
-
-
-def _frame_sha256(df: pd.DataFrame) -> str:
-    """Content hash of a table (values and column names, not the index)."""
-    import hashlib
-
-    h = hashlib.sha256("\x1f".join(map(str, df.columns)).encode("utf-8"))
-    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    return h.hexdigest()
 
 
 class CoocEncoder(Encoder):
@@ -76,6 +73,8 @@ class CoocEncoder(Encoder):
         self._vectors: np.ndarray | None = None  # (n_items, dim), aligned with self._item_ids
         self._row_of: dict[str, int] = {}
         self._hashes: dict[str, str] = {}
+        self._dataset_created: str | None = None
+        self._fitted_on_dataset = False
         self.counts: dict[str, int] = {}
 
     def inputs(self, items: pd.DataFrame) -> list[str]:
@@ -85,6 +84,9 @@ class CoocEncoder(Encoder):
     # ------------------------------------------------------------------------------------- fitting
     def fit_dataset(self, dataset: Dataset) -> None:
         self.fit(dataset.items, dataset.events, dataset.users)
+        # when the dataset was prepared (not part of the fingerprint): a later load hashes its training events again
+        # only if it was prepared again since
+        self._dataset_created, self._fitted_on_dataset = dataset.manifest.get("created"), True
 
     def fit(self, items: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame) -> CoocEncoder:
         """Learn vectors for every row of ``items`` from the training users' ``events``.
@@ -102,10 +104,7 @@ class CoocEncoder(Encoder):
         if not train_users:
             raise DataError("cooc: users.parquet has no user with split == 'train'; expected some training users to learn from")
 
-        ev = events[["user_id", "ts", "seq", "item_id", "action"]]
-        ev = ev[ev["user_id"].astype(str).isin(train_users) & (ev["action"] != "impression")]
-        order = np.lexsort((ev["seq"].to_numpy(), ev["ts"].to_numpy(), ev["user_id"].astype(str).to_numpy()))
-        ev = ev.iloc[order]
+        ev = training_events(events, users)
         index = pd.Index(item_ids)
         codes = index.get_indexer(ev["item_id"].astype(str))
         unknown = int((codes < 0).sum())
@@ -173,9 +172,9 @@ class CoocEncoder(Encoder):
         self._row_of = {iid: i for i, iid in enumerate(item_ids)}
         self._dim = dim
         self._hashes = {
-            "train_events_sha256": _frame_sha256(ev.astype({"user_id": str, "item_id": str})),
-            "split_sha256": _frame_sha256(users[["user_id", "split"]].astype(str)),
-            "items_sha256": _frame_sha256(pd.DataFrame({"item_id": item_ids, "category": categories})),
+            "train_events_sha256": training_events_sha256(ev),
+            "split_sha256": split_sha256(users),
+            "items_sha256": frame_sha256(pd.DataFrame({"item_id": item_ids, "category": categories})),
         }
         self.counts = {
             "train_users": len(train_users),
@@ -218,7 +217,8 @@ class CoocEncoder(Encoder):
 
     def metadata(self) -> dict[str, Any]:
         self._require_fit()
-        return {"options": {"dim": self.requested_dim, "window": self.window}, "fit": dict(self.counts), **self._hashes}
+        created = {"dataset_created": self._dataset_created} if self._fitted_on_dataset else {}
+        return {"options": {"dim": self.requested_dim, "window": self.window}, "fit": dict(self.counts), **self._hashes, **created}
 
     def fit_report(self) -> list[str]:
         self._require_fit()

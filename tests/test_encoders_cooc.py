@@ -165,3 +165,44 @@ def test_taobao_sample_gets_a_vector_for_every_item(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(result.matrix, axis=1), 1.0, atol=1e-4)
     assert counts["items_trained"] + counts["items_category_fallback"] + counts["items_random_fallback"] == len(items)
     assert counts["items_trained"] > 1000
+
+
+def test_vectors_fitted_on_another_split_or_other_events_are_refused(tmp_path):
+    """cooc learns from the training users' events: after the dataset is prepared again with another split (its
+    test users were training users at the fit) or other events, its vectors are refused, not used; a re-prepare that
+    changes neither is accepted."""
+    import json
+
+    from interestgym.errors import ArtifactError
+
+    items = catalogue()
+    events, _ = browsing_log()
+    events = events.assign(action="view", value=np.float32(1.0), hour=np.int8(0), weekday=np.int8(0))
+    ds_path = tmp_path / "ds"
+    write_dataset(ds_path, source_format="test", source_files=[], items=items, events=events,
+                  rejects=RejectLog(), split=SplitSpec(train=0.6, valid=0.2, test=0.2), deterministic=True)
+    encode_dataset(ds_path, CoocEncoder(dim=4), log=None)
+    Dataset.open(ds_path).load_embeddings("cooc")  # as fitted
+
+    manifest_path = ds_path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "created": "2099-01-01T00:00:00Z"}))  # prepared again, same data
+    Dataset.open(ds_path).load_embeddings("cooc")
+
+    users = pd.read_parquet(ds_path / "users.parquet")
+    swapped = users.assign(split=users["split"].map({"train": "test", "test": "train", "valid": "valid"}))
+    swapped.to_parquet(ds_path / "users.parquet", index=False)
+    with pytest.raises(ArtifactError, match=r"cooc.json: these cooc vectors were fitted on another split of the users than .*"
+                                            r"re-run `interestgym encode"):
+        Dataset.open(ds_path).load_embeddings("cooc")
+    users.to_parquet(ds_path / "users.parquet", index=False)
+
+    ev = pd.read_parquet(ds_path / "events.parquet")
+    train = set(users.loc[users["split"] == "train", "user_id"])
+    first_train_row = int(np.flatnonzero(ev["user_id"].isin(train).to_numpy())[0])
+    ev.loc[first_train_row, "item_id"] = "never"  # one training event changed
+    ev.to_parquet(ds_path / "events.parquet", index=False)
+    with pytest.raises(ArtifactError, match=r"fitted on other training events than"):
+        Dataset.open(ds_path).load_embeddings("cooc")
+    manifest_path.write_text(json.dumps(manifest))  # the dataset as it was when fitted: its events are not hashed again
+    Dataset.open(ds_path).load_embeddings("cooc")

@@ -246,6 +246,35 @@ def item_ids_sha256(item_ids: Any) -> str:
     return hashlib.sha256(json.dumps(ids, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
+def frame_sha256(df: pd.DataFrame) -> str:
+    """Content hash of a table (values and column names, not the index)."""
+    import hashlib
+
+    h = hashlib.sha256("\x1f".join(map(str, df.columns)).encode("utf-8"))
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def split_sha256(users: pd.DataFrame) -> str:
+    """Hash of the users' split (user_id -> train / valid / test): what an encoder fitted on behaviour learnt from."""
+    return frame_sha256(users[["user_id", "split"]].astype(str))
+
+
+def training_events(events: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """The events a behaviour encoder learns from: the training users' events other than impressions, in replay
+    order (user, time, source order), columns user_id, ts, seq, item_id, action."""
+    train_users = set(users.loc[users["split"] == "train", "user_id"].astype(str))
+    ev = events[["user_id", "ts", "seq", "item_id", "action"]]
+    ev = ev[ev["user_id"].astype(str).isin(train_users) & (ev["action"] != "impression")]
+    order = np.lexsort((ev["seq"].to_numpy(), ev["ts"].to_numpy(), ev["user_id"].astype(str).to_numpy()))
+    return ev.iloc[order]
+
+
+def training_events_sha256(ev: pd.DataFrame) -> str:
+    """Hash of :func:`training_events`' table."""
+    return frame_sha256(ev.astype({"user_id": str, "item_id": str}))
+
+
 # ---------------------------------------------------------------------------------------------- read
 @dataclass
 class Dataset:
@@ -539,7 +568,26 @@ class Dataset:
                 f"{meta_path}: field item_ids_sha256 is {str(stored)[:12]}..., but items.parquet's item ids hash to "
                 f"{self.item_ids_sha256[:12]}... (the items changed since these embeddings were made); {rerun}"
             )
+        self._check_fitted_on(meta, meta_path, rerun)
         return mat, meta
+
+    def _check_fitted_on(self, meta: dict[str, Any], meta_path: Path, rerun: str) -> None:
+        """Embeddings fitted on the dataset's behaviour (``cooc``) record the split and the training events they
+        learnt from; after a new split (or new events) they would carry what today's validation and test users
+        did: refused. The events are hashed again only when the dataset was prepared after the fit."""
+        fitted = meta.get("encoder_details")
+        if not isinstance(fitted, dict) or not fitted.get("split_sha256"):
+            return
+        why = None
+        if fitted["split_sha256"] != split_sha256(self.users):
+            why = "another split of the users"
+        elif fitted.get("train_events_sha256") and ("dataset_created" not in fitted or fitted["dataset_created"] != self.manifest.get("created")) \
+                and fitted["train_events_sha256"] != training_events_sha256(training_events(self.events, self.users)):
+            why = "other training events"
+        if why is not None:
+            raise ArtifactError(f"{meta_path}: these {meta.get('encoder', 'behaviour')} vectors were fitted on {why} than "
+                                f"{self.path}'s (it was prepared again since: fields encoder_details.split_sha256 / "
+                                f"train_events_sha256); they may have learnt from what its validation and test users did; {rerun}")
 
     @cached_property
     def item_ids_sha256(self) -> str:
