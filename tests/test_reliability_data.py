@@ -165,6 +165,22 @@ def test_common_column_names_are_taken_and_noted(tmp_path: Path) -> None:
     assert list(with_items.items["item_id"]) == ["10", "11"]
 
 
+def test_a_category_column_under_a_common_name_is_the_category(tmp_path: Path) -> None:
+    """``categoryId`` / ``cat_id`` ... is the category (an export's usual name for it), in the events and in an items
+    file, said in the notes; two such columns (an id and a name) are neither: both stay context columns."""
+    log = _write(tmp_path / "log.csv", f"userId,itemId,categoryId,event,timestamp\n1,10,c7,click,{T0}\n2,11,c8,click,{T0 + 1}\n")
+    rejects = RejectLog()
+    data = read_events(log, rejects, EventsOptions(item_text="item {item_id}"))
+    assert list(data.items["category"]) == ["c7", "c8"] and "categoryId" not in data.events.columns
+    assert any("'categoryId' as category" in n for n in rejects.notes), rejects.notes
+    items = _write(tmp_path / "items.csv", "item_id,text,cat_id\n10,ten,A\n11,eleven,B\n")
+    plain = _write(tmp_path / "plain.csv", f"user_id,item_id,action,ts\n1,10,click,{T0}\n2,11,click,{T0 + 1}\n")
+    assert list(read_events(plain, RejectLog(), EventsOptions(items=items)).items["category"]) == ["A", "B"]
+    both = _write(tmp_path / "both.csv", f"user_id,item_id,category_id,category_name,action,ts\n1,10,7,shoes,click,{T0}\n")
+    data = read_events(both, RejectLog(), EventsOptions(item_text="item {item_id}"))
+    assert list(data.items["category"]) == [""] and {"category_id", "category_name"} <= set(data.events.columns)
+
+
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("two.csv", "user_id,item_id,action,date,time\nu1,i1,click,2024-03-01,08:00\n",
      r"two.csv: columns 'date' and 'time' could both be the ts column; expected one \(choose with --map ts=date\)"),

@@ -9,8 +9,10 @@ Real logs rarely use interestgym's own column names: a MovieLens ``ratings.csv``
 for one field (``date`` and ``time``) are an error naming both: guessing could read the wrong one.
 A column is never taken by its alias when the canonical name is present, nor when ``--map`` named
 it (``--map NEW=OLD`` always decides), and the action column is not looked for under other names
-when ``--default-action`` says the log has none. Optional columns other than the action (``value``,
-``text`` ...) are not guessed: a ``rating`` column stays a context column unless mapped.
+when ``--default-action`` says the log has none. Of the optional columns only the category is looked for
+under its common names (``category_id``, ``categoryId``, ``cat_id`` ...: names that can mean nothing else,
+in the events and in an items file); the others (``value``, ``text`` ...) are not guessed: a ``rating``
+column stays a context column unless mapped (its scale is the user's to say).
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "item_id": ("item", "itemId", "movieId", "product_id", "news_id", "article_id"),
     "ts": ("timestamp", "time", "datetime", "date", "event_time", "event_timestamp", "unix_time", "created_at"),
     "action": ("behavior_type", "behaviour_type", "behavior", "behaviour", "event", "event_type", "action_type"),
+    "category": ("category_id", "cat_id", "cate_id", "item_category", "category_name"),
 }
 
+#: Optional fields looked for under their common names too (when a column of that name is absent).
+OPTIONAL_ALIAS_FIELDS = ("category",)
+
 #: Fields whose aliases an items file may use (its other columns are item attributes).
-ITEM_FILE_FIELDS = ("item_id",)
+ITEM_FILE_FIELDS = ("item_id", *OPTIONAL_ALIAS_FIELDS)
 
 
 def name_key(name: str) -> str:
@@ -61,6 +67,8 @@ def resolve_aliases(names: Iterable[str], where: str, fields: Iterable[str] = tu
         # The canonical name spelled otherwise (``User_ID``) counts as a common name too.
         keys = {name_key(canonical)} | {name_key(a) for a in ALIASES.get(canonical, ())}
         candidates = [n for n in names if n not in fixed and n not in found and name_key(n) in keys]
+        if len(candidates) > 1 and canonical in OPTIONAL_ALIAS_FIELDS:
+            continue  # an optional field two columns could be (category_id and category_name): neither is guessed
         if len(candidates) > 1:
             raise DataError(
                 f"{where}: columns {' and '.join(repr(c) for c in candidates)} could both be the {canonical} column; "

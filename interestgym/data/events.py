@@ -66,7 +66,12 @@ from pathlib import Path
 from typing import Any
 
 from interestgym.core.log_features import RATING_ACTION, VALUE_MAX
-from interestgym.data.columns import ITEM_FILE_FIELDS, expected_names, id_reason
+from interestgym.data.columns import (
+    ITEM_FILE_FIELDS,
+    OPTIONAL_ALIAS_FIELDS,
+    expected_names,
+    id_reason,
+)
 from interestgym.data.dataset import SplitSpec
 from interestgym.data.readers import (
     EventTable,
@@ -440,7 +445,7 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     times = TimeParser(opts.time_format)
     # --default-action says the log has no action column: then no column is taken for one.
     required = ("user_id", "item_id", "ts") + (("action",) if opts.default_action is None else ())
-    events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename, alias_fields=required,
+    events_table = open_table(Path(path), "events", opts.input_format, opts.columns, opts.header, opts.rename, alias_fields=required + OPTIONAL_ALIAS_FIELDS,
                               delimiter=opts.delimiter)
     items_table = (open_table(Path(opts.items), "items", None, opts.items_columns, None, opts.rename, alias_fields=ITEM_FILE_FIELDS,
                               delimiter=opts.delimiter if opts.delimiter and _delimited(Path(opts.items), opts.delimiter,
