@@ -213,8 +213,8 @@ def test_no_time_column_is_one_error_naming_file_columns_and_names(tmp_path: Pat
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("small")
-    log = _write(d / "log.csv", "user_id,item_id,action,ts,text\n" + "".join(
-        f"u{u},i{i},{'rate' if i % 2 else 'click'},{T0 + 10 * u + i},item {i}\n" for u in range(6) for i in range(4)))
+    log = _write(d / "log.csv", "user_id,item_id,action,ts,text,value\n" + "".join(
+        f"u{u},i{i},{'rate' if i % 2 else 'click'},{T0 + 10 * u + i},item {i},{4 if i % 2 else ''}\n" for u in range(6) for i in range(4)))
     prepare_events(log, d / "ds", deterministic=True)
     return d / "ds"
 

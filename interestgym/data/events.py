@@ -334,7 +334,7 @@ def _check_before_reading(opts: EventsOptions, events_table: Table, items_table:
 
 
 #: Why a rating without a value is refused (its value is the rating).
-MISSING_RATING = "missing value: a rate event needs its rating; expected a number"
+MISSING_RATING = "missing value: a rate event needs its rating (--map value=COLUMN names the column); expected a number"
 
 
 def no_value(cell: Any) -> bool:
