@@ -354,3 +354,20 @@ def test_jsonl_null_and_missing_values(tmp_path: Path) -> None:
                                                                 (4, "missing value: a rate event needs its rating (--map value=COLUMN names the column); expected a number")]
     assert out.events["value"].tolist() == [1.0, 1.0, 5.0]
     assert any("1 row with an empty value" in n for n in log.notes), log.notes  # the null; a missing key is no note
+
+
+def test_events_of_an_item_the_items_file_rejected_say_so(tmp_path: Path) -> None:
+    """An item whose row the items file rejected (empty text) is not "not in the items file": its events' reason
+    names the line and why; an item rejected at one row and kept at a later one is known. Both readers alike."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,text,category\nA,Apple,fruit\nB,,fruit\nC,\u3000,fruit\nD,,x\nD,Date,fruit\n", encoding="utf-8")
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,ts,action\n1,A,1511544070,click\n1,B,1511544071,click\n1,C,1511544072,click\n"
+                    "1,D,1511544073,click\n1,E,1511544074,click\n", encoding="utf-8")
+    opts = EventsOptions(items=items)
+    log = assert_same_read(path, opts)
+    assert [(r["line"], r["reason"]) for r in log.rejects if r["file"] == str(path)] == [
+        (3, f"unknown item: 'B' was rejected in the items file {items} (line 3: empty text: item B has no text; expected text)"),
+        (4, f"unknown item: 'C' was rejected in the items file {items} (line 4: empty text: item C has no text; expected text)"),
+        (6, f"unknown item: 'E' is not in the items file {items}")]
+    assert_same_dataset(path, opts, tmp_path)

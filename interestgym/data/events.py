@@ -173,8 +173,14 @@ def _check_template_fields(template: str | None, available: list[str] | None, wh
         raise DataError(f"--item-text {template!r}: no column {', '.join(missing)} in {where}; available: {', '.join(available)}")
 
 
-def read_items_file(table: Table, log: RejectLog, template: str | None) -> tuple[dict[str, list[str]], set[str]]:
-    """Read the catalogue: columns item_id, text (or the template), category, subcategory, extras."""
+def read_items_file(table: Table, log: RejectLog, template: str | None,
+                    rejected: dict[str, str] | None = None) -> tuple[dict[str, list[str]], set[str]]:
+    """Read the catalogue: columns item_id, text (or the template), category, subcategory, extras.
+
+    :param rejected: filled with the ids of the items whose rows were rejected (never kept), each with where and
+        why (``line 19: empty text ...``): their events are then rejected saying so, not as unknown to the file.
+    """
+    rejected = rejected if rejected is not None else {}
     name = table.source.name
     known = table.known_names()
     if known is not None:
@@ -200,7 +206,9 @@ def read_items_file(table: Table, log: RejectLog, template: str | None) -> tuple
             continue
         text = _render(template, row) if template else cell_text(row.get("text")).strip()
         if not text:
-            log.reject(name, lineno, f"empty text: item {item} has no text" + (f" from --item-text {template!r}" if template else "") + "; expected text", raw)
+            why = f"empty text: item {item} has no text" + (f" from --item-text {template!r}" if template else "") + "; expected text"
+            log.reject(name, lineno, why, raw)
+            rejected.setdefault(item, f"line {lineno}: {why}")
             continue
         first[item] = lineno
         stats.kept += 1
@@ -215,6 +223,8 @@ def read_items_file(table: Table, log: RejectLog, template: str | None) -> tuple
             column.append(values.get(key, ""))
     if not rows["item_id"]:
         raise log.nothing_valid(name, "item rows with an item_id and a text")
+    for item in first:  # rejected at one row, kept at a later one: known
+        rejected.pop(item, None)
     return rows, set(first)
 
 
@@ -380,6 +390,8 @@ class _RowChecker:
         self.seen_keys: set[str] = set()
         #: Rows with a value column or key but nothing in it, read as 1.0 (counted at the value check).
         self.empty_values = 0
+        #: Items whose rows the items file rejected: where and why (see :func:`read_items_file`).
+        self.rejected_items: dict[str, str] = {}
 
     def check(self, lineno: int, raw: str, row: dict[str, Any]) -> None:
         """Keep the row or reject it with the first failing check's reason."""
@@ -404,7 +416,7 @@ class _RowChecker:
         if reason is None:
             if self.catalogue is not None:
                 if item not in self.known_items:
-                    reason = f"unknown item: {item!r} is not in the items file {self.items_table.source.name}"  # type: ignore[union-attr]
+                    reason = self.unknown_item(item)
             else:
                 reason = self.built.add(item, row, lineno)
         if reason is not None:
@@ -416,6 +428,13 @@ class _RowChecker:
             raise _reserved_clash("field", clash[0], f"{name} line {lineno}")
         self.stats.kept += 1
         self.events.add(user, ts, item, action, value, lineno, **context)  # type: ignore[arg-type]
+
+    def unknown_item(self, item: str) -> str:
+        """Why an event of an item the items file does not hold is rejected (the file rejected its row, or has none)."""
+        where = self.items_table.source.name  # type: ignore[union-attr]
+        if item in self.rejected_items:
+            return f"unknown item: {item!r} was rejected in the items file {where} ({self.rejected_items[item]})"
+        return f"unknown item: {item!r} is not in the items file {where}"
 
     def action_of(self, cell_value: Any) -> tuple[str | None, str | None]:
         """(reject reason, canonical action) of an action cell."""
@@ -457,11 +476,13 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
 
     catalogue: dict[str, list[str]] | None = None
     known_items: set[str] = set()
+    rejected_items: dict[str, str] = {}
     if items_table is not None:
-        catalogue, known_items = read_items_file(items_table, log, opts.item_text)
+        catalogue, known_items = read_items_file(items_table, log, opts.item_text, rejected_items)
     built = _ItemsFromEvents(opts.item_text)
 
     rows = _RowChecker(opts, times, name, log, catalogue, known_items, built, items_table)
+    rows.rejected_items = rejected_items
     from interestgym.data.fast_events import columnar_rows
 
     if not (opts.reader != "lines" and columnar_rows(events_table, log, rows, force=opts.reader == "columnar")):

@@ -312,8 +312,7 @@ class _ColumnarReader:
         if rows.catalogue is not None:
             known = np.asarray(pc.is_in(item.stripped, value_set=pa.array(sorted(rows.known_items), pa.large_string())))
             unknown = reasons.ok() & ~known
-            where = rows.items_table.source.name  # type: ignore[union-attr]
-            reasons.reject(unknown, {int(i): f"unknown item: {item.text(i)!r} is not in the items file {where}" for i in np.flatnonzero(unknown)})
+            reasons.reject(unknown, {int(i): rows.unknown_item(item.text(i)) for i in np.flatnonzero(unknown)})
         elif item is not None and n_rows:
             items = ItemsFromRows(self.template, rows.opts.item_text)
             items.check(columns, item, lineno, reasons)
