@@ -597,6 +597,22 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
 
 
 # ------------------------------------------------------------------------------------ shipping
+def model_identity(run_dir: str | Path, which: str) -> dict[str, Any] | None:
+    """Which files a ``best`` / ``final`` model is (``shipped``: the model ``shipped.json`` names): its folder, step
+    and the model file's sha256 from ``info.json``; None for a rule or a model that is not there. An evaluation
+    records it, so that what reads the evaluation later can tell whether it is of the model now in the folder."""
+    if which == "shipped":
+        decision = read_shipped(run_dir) or {}
+        if decision.get("policy") == "rule":
+            return None
+        which = str(decision.get("model") or best_or_final(run_dir))
+    folder = Path(run_dir) / which
+    info = read_json_or_none(folder / INFO_FILE)
+    if which not in MODEL_CHOICES or not (folder / MODEL_FILE).is_file() or not isinstance(info, dict):
+        return None
+    return {"model": which, "step": info.get("step"), "sha256": (info.get("files") or {}).get(MODEL_FILE)}
+
+
 def best_or_final(run_dir: str | Path) -> str:
     """``best`` when the run has a best model (validation ran), else ``final``."""
     return "best" if (Path(run_dir) / "best" / MODEL_FILE).is_file() else "final"

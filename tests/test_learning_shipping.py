@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -343,3 +344,31 @@ def test_the_shipping_verdict_reads_the_lower_end_of_the_gains_ci_and_the_upper_
     assert shipping_verdict(ci(0.004, 0.001, 0.007), {}, 0.002) == (False, [])  # above 0, not above the threshold
     guards = {"auc": ci(-0.002, -0.004, -0.0005), "mrr": ci(-0.002, -0.005, 0.001), "hit@10": None}
     assert shipping_verdict(ci(0.004, 0.001, 0.007), guards, 0.0) == (True, ["auc"])  # mrr ties, hit@10 unchecked
+
+
+def test_an_evaluation_of_a_model_trained_further_since_is_left_out_and_said(dataset, tmp_path):
+    """`train --resume` replaces the final model after `evaluate --model final`: the export leaves that evaluation out
+    of its manifest (its numbers are of the earlier model) and the report says its table is of the earlier step."""
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.export.run import export_run
+    from interestgym.report.build import build_report
+    from interestgym.runtime.manifest import read_manifest
+
+    run = tmp_path / "run"
+    config = _config(dataset, run)
+    train_run(config)
+    evaluate_run(run, which_model="final", baselines="ema", n_boot=20, progress=False)
+    step = json.loads((run / "final" / "info.json").read_text())["step"]
+    assert json.loads((run / "evaluation.json").read_text())["header"]["model_identity"]["step"] == step
+    assert export_run(run, tmp_path / "now", which="final", verify_observations=0).evaluation_note is None
+    train_run(dataclasses.replace(config, timesteps=config.timesteps * 2), resume=True)
+    later = json.loads((run / "final" / "info.json").read_text())["step"]
+    assert later > step
+    result = export_run(run, tmp_path / "later", which="final", verify_observations=0)
+    assert read_manifest(tmp_path / "later")["evaluation"] is None
+    assert result.evaluation_note == (f"{run / 'evaluation.json'} evaluates the final model of step {step}, and the run has "
+                                      f"trained further since (the folder now holds step {later}): not in the manifest "
+                                      f"(`interestgym evaluate {run} --model final` to record its metrics)")
+    report = build_report(run, which_model="final", timeline_users=0, progress=False, log=None)
+    assert any(f"evaluated the final model of step {step}; the run has trained further since (step {later})" in n
+               for n in report.notes), report.notes

@@ -488,6 +488,9 @@ def evaluate_run(
         "run": str(run_dir) if run_dir is not None else None,
         "trained_on": trained_on if trained_on and str(Path(trained_on).resolve()) != str(Path(config.dataset).resolve()) else None,
         "model": which_model if run_dir is not None else None,
+        # the evaluated model's files (folder, step, sha256): an export or a report can tell an evaluation of a model
+        # trained further since (train --resume) from one of the model now in the folder
+        "model_identity": run_folder.model_identity(run_dir, which_model) if run_dir is not None else None,
         "shipped": run_folder.read_shipped(run_dir) if run_dir is not None else None,
         "protocol_changed": protocol_changed,
         "ignored_settings": ignored_settings,

@@ -52,6 +52,7 @@ from interestgym.agents.run_folder import (
     REPORT_DIR,
     SHIPPED_FILE,
     has_policy,
+    model_identity,
     read_evaluation,
     read_json_or_none,
     read_run_config,
@@ -236,6 +237,12 @@ def evaluation_mismatches(run_dir: Path, conf: dict[str, Any], header: dict[str,
                    f"figures are of the run's own dataset `{c['dataset']}`.")
     if header.get("model") and header["model"] != which:
         out.append(f"The figures show the run's **{which}** model; the Results table evaluated its **{header['model']}** model.")
+    elif isinstance(header.get("model_identity"), dict) and (not ran or _same_path(ran, run_dir)):
+        recorded, now = header["model_identity"], model_identity(run_dir, header["model"]) or {}
+        if now.get("sha256") and recorded.get("sha256") != now.get("sha256"):
+            out.append(f"The Results table evaluated the {recorded.get('model')} model of step {recorded.get('step')}; the run "
+                       f"has trained further since (step {now.get('step')}), and the figures show that model: "
+                       f"`interestgym evaluate {run_dir}` again for its table.")
     if header.get("split") and header["split"] != split:
         out.append(f"The figures replay {split} users; the Results table is of {header['split']} users.")
     return out
