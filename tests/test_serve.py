@@ -180,7 +180,7 @@ def test_replaying_test_users_over_http_gives_exactly_the_metrics_of_interestgym
 def test_the_memory_store_applies_a_retried_event_once_too(fx):
     """memory:// (one process; the tests' and a demo's store) keeps the promise the durable stores keep: an event id
     applied before is answered `duplicate` and changes nothing, within a batch and across requests."""
-    batch = [_event("a", "u1", 1_000_000, "i3"), _event("b", "u1", 1_000_100, "i7"), _event("a", "u1", 1_000_100, "i9")]
+    batch = [_event("a", "u1", 1_000_000, "i3"), _event("b", "u1", 1_000_100, "i7"), _event("a", "u1", 1_000_000, "i3")]
     with _client(_service(fx, "memory://")) as client:
         first = client.post("/v1/events", json={"events": batch}).json()
         state = client.get("/v1/users/u1").json()
@@ -194,7 +194,7 @@ def test_the_memory_store_applies_a_retried_event_once_too(fx):
 def test_a_retried_event_is_applied_once(fx, store_url):
     policy = load_policy(fx.export)
     cat = catalogue_from_dataset(fx.dataset)
-    batch = [_event("a", "u1", 1_000_000, "i3"), _event("b", "u1", 1_000_100, "i7"), _event("a", "u1", 1_000_100, "i9")]
+    batch = [_event("a", "u1", 1_000_000, "i3"), _event("b", "u1", 1_000_100, "i7"), _event("a", "u1", 1_000_000, "i3")]
     with _client(_service(fx, store_url)) as client:
         first = client.post("/v1/events", json={"events": batch}).json()
         assert [r["status"] for r in first["results"]] == ["applied", "applied", "duplicate"]  # a repeat within the batch too
@@ -207,6 +207,53 @@ def test_a_retried_event_is_applied_once(fx, store_url):
         row = cat.rows([e["item_id"]])[0]
         expected = policy.update(expected, Event(e["ts"], "click", item_vector=cat.vectors[row], category=cat.categories[row]))
     assert UserState.from_bytes(blob) == expected and n_ids == 2
+
+
+@pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
+def test_an_event_id_reused_with_other_content_is_refused_not_dropped(fx, store_url):
+    """A retry resends the same event: `duplicate`. The same id with other content (another item, time or action) is
+    another event under a used id: 409 event_conflict naming it, nothing of the batch applied, within one batch and
+    across requests, on every store; counted in the metrics."""
+    with _client(_service(fx, store_url)) as client:
+        inside = client.post("/v1/events", json={"events": [_event("a", "u1", 1_000_000, "i3"), _event("a", "u1", 1_000_005, "i7",
+                                                                                                        action="purchase")]})
+        assert inside.status_code == 409 and inside.json()["error"] == "event_conflict"
+        assert inside.json()["detail"] == {"index": 1, "event_id": "a", "user_id": "u1"}
+        assert "events[1]: event id 'a' of user 'u1' was applied before (or earlier in this batch) with other content" in \
+            inside.json()["message"]
+        assert client.get("/v1/users/u1").status_code == 404  # nothing applied: no state yet
+        assert client.post("/v1/events", json={"events": [_event("a", "u1", 1_000_000, "i3")]}).json()["applied"] == 1
+        retry = client.post("/v1/events", json={"events": [_event("a", "u1", 1_000_000, "i3")]}).json()
+        assert retry["duplicates"] == 1
+        later = client.post("/v1/events", json={"events": [_event("b", "u1", 1_000_010, "i7"), _event("a", "u1", 1_000_000, "i9")]})
+        assert later.status_code == 409 and later.json()["detail"]["index"] == 1
+        assert client.get("/v1/users/u1").json()["events"] == 1  # b was not applied either
+        assert 'interestgym_events_refused_total{reason="conflict"} 2.0' in client.get("/metrics").text
+
+
+def test_a_sqlite_store_of_schema_1_is_migrated_and_its_ids_stay_retries(fx, tmp_path):
+    """A store written before digests (schema 1: applied ids without one) opens, gains the column, and its ids are
+    answered `duplicate` whatever is resent (their content was never recorded); new ids get digests."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE user_states (user_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, event_id)) WITHOUT ROWID;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('schema', '1'); INSERT INTO applied_events VALUES ('u1', 'old');")
+    conn.close()
+    with _client(_service(fx, f"sqlite:///{path}")) as client:
+        resent = client.post("/v1/events", json={"events": [_event("old", "u1", 1_000_000, "i9"), _event("new", "u1", 1_000_001)]})
+        assert [r["status"] for r in resent.json()["results"]] == ["duplicate", "applied"]
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    assert dict(conn.execute("SELECT event_id, digest FROM applied_events").fetchall())["old"] == ""
+    assert len(dict(conn.execute("SELECT event_id, digest FROM applied_events").fetchall())["new"]) == 32
+    conn.close()
 
 
 @pytest.mark.parametrize("store_url", STORES, indirect=True)

@@ -14,7 +14,7 @@ name                                        type       labels / meaning
                                                        (what the policy's features and a value-weighted
                                                        rule then see: a client that never sends it shows
                                                        here)
-``interestgym_events_refused_total``        counter    reason (out_of_order, invalid): batches refused
+``interestgym_events_refused_total``        counter    reason (out_of_order, invalid, conflict): batches refused
 ``interestgym_store_seconds``               histogram  store, op: time in the store (transaction, read)
 ``interestgym_store_errors_total``          counter    store, op: the store failed or did not answer
 ``interestgym_store_conflicts_total``       counter    store: optimistic-concurrency retries (Redis)

@@ -91,6 +91,12 @@ class OutOfOrderError(ServeError):
     status, code = 409, "out_of_order"
 
 
+class EventConflictError(ServeError):
+    """An event id applied before (or earlier in the batch) came again with other content."""
+
+    status, code = 409, "event_conflict"
+
+
 class PolicyMismatchError(ServeError):
     status, code = 409, "policy_mismatch"
 
@@ -450,6 +456,9 @@ class InterestService:
         except InvalidRequestError:
             self.metrics.refused.labels("invalid").inc()
             raise
+        except EventConflictError:
+            self.metrics.refused.labels("conflict").inc()
+            raise
         applied = sum(r["status"] == "applied" for r in results)
         for r in results:
             self.metrics.events.labels(r["kind"], r["status"]).inc()
@@ -637,6 +646,12 @@ def _hour(policy: ExportedPolicy, hour: int | None, ts: int | None) -> int:
     return Event(ts=int(time.time()) if ts is None else int(ts), action="").hour_weekday(policy.tz_offset_hours)[0]
 
 
+def event_digest(event: BehaviourEvent | Outcome) -> str:
+    """A digest of what an event says (every field as the request gave it, its id aside): a retry has the same."""
+    body = json.dumps(event.model_dump(mode="json", exclude={"event_id"}), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
+
+
 def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int], events: Sequence[BehaviourEvent | Outcome],
                  by_user: dict[str, list[int]], snapshot: Snapshot) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
     """The transaction's computation: pure in its inputs (it may run more than once)."""
@@ -649,9 +664,10 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             raise InvalidRequestError(f"events[{i}].value is missing: a {RATING_ACTION!r} event needs its rating (the export counts "
                                       f"ratings >= {policy.positive_rating:g} as positive)", detail={"index": i, "event_id": e.event_id})
     states = {u: _decode_state(snapshot.users[u].state, policy, u) for u in by_user}
-    seen = {u: set(snapshot.users[u].applied) for u in by_user}
+    seen = {u: dict(snapshot.users[u].applied) for u in by_user}  # event id -> digest of its content
     queues = {u: deque(idx) for u, idx in by_user.items()}
     new_ids: dict[str, list[str]] = {u: [] for u in by_user}
+    digests = [event_digest(e) for e in events]
     results: list[dict[str, Any] | None] = [None] * len(events)
     while any(queues.values()):
         round_events: list[tuple[str, int]] = []
@@ -659,10 +675,16 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
         for u, q in queues.items():
             while q and events[q[0]].event_id in seen[u]:
                 i = q.popleft()
+                before = seen[u][events[i].event_id]
+                if before and before != digests[i]:
+                    raise EventConflictError(
+                        f"events[{i}]: event id {events[i].event_id!r} of user {u!r} was applied before (or earlier in this "
+                        "batch) with other content; expected a retry to resend the same event, or a new event to have a new "
+                        "id (nothing in this batch was applied)", detail={"index": i, "event_id": events[i].event_id, "user_id": u})
                 results[i] = {"event_id": events[i].event_id, "user_id": u, "kind": events[i].kind, "status": "duplicate"}
             if q:
                 i = q.popleft()
-                seen[u].add(events[i].event_id)
+                seen[u][events[i].event_id] = digests[i]
                 new_ids[u].append(events[i].event_id)
                 (round_events if isinstance(events[i], BehaviourEvent) else round_outcomes).append((u, i))
         if round_events:
@@ -702,5 +724,5 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                     candidate_categories=[cat.categories[j] for j in r], hour=_hour(policy, o.hour, o.ts))
             results[i] = {"event_id": o.event_id, "user_id": u, "kind": "outcome", "status": "applied", "scored": metrics is not None,
                           "unknown_candidates": int((~known).sum()), "metrics": metrics}
-    writes = {u: UserWrite(states[u].to_bytes(), ids) for u, ids in new_ids.items() if ids}
+    writes = {u: UserWrite(states[u].to_bytes(), ids, [seen[u][e] for e in ids]) for u, ids in new_ids.items() if ids}
     return writes, [r for r in results if r is not None]

@@ -14,16 +14,19 @@ One small interface (:class:`Store`), three implementations chosen by URL (:func
 event ids were already applied, and the active-policy record; calls ``compute`` with that snapshot;
 and writes the new states *together with* the newly applied event ids in one atomic step. So a
 retried event is applied once, and an event is acknowledged only after the step that applied it is
-durable: a killed server loses no acknowledged event and applies none twice.
+durable: a killed server loses no acknowledged event and applies none twice. With each id goes a digest
+of the event's content, so that an id reused for another event is told from a retry (the service
+refuses it) rather than dropped as a duplicate ("" for ids stored before digests: a retry).
 
 * SQLite: ``BEGIN IMMEDIATE`` (the database's write lock, taken before reading: every writer in
   every process is serialised, hence every user too), one transaction per batch, ``COMMIT`` before
-  the reply. Tables ``user_states``, ``applied_events`` (user_id, event_id), ``meta``, ``items``.
+  the reply. Tables ``user_states``, ``applied_events`` (user_id, event_id, digest), ``meta``, ``items``; a
+  schema-1 file (no digest column) is migrated in place when opened (its ids keep digest "").
 * Redis: optimistic ``WATCH`` of the batch's user hashes and the meta hash, reads, ``compute``, then
   ``MULTI`` / ``EXEC`` of every write; a concurrent write to any watched key aborts the ``EXEC`` and
   the whole step is retried with fresh reads (``compute`` may therefore run more than once and must
   not have side effects). Keys: ``{prefix}user:{id}`` (hash: ``state`` -> bytes, ``ev:{event id}``
-  -> 1), ``{prefix}meta`` (hash), ``{prefix}items`` (hash: item id -> bytes). Durability is the
+  -> the digest; 1 in keys written before digests), ``{prefix}meta`` (hash), ``{prefix}items`` (hash: item id -> bytes). Durability is the
   server's (``appendonly yes`` + ``appendfsync always`` for the SQLite guarantee).
 * memory: one lock.
 
@@ -47,7 +50,7 @@ from interestgym.errors import InterestGymError
 
 #: meta keys: the state contract the stored states were written under, and the active policy.
 META_KEYS = ("contract", "policy")
-SQLITE_SCHEMA_VERSION = "1"
+SQLITE_SCHEMA_VERSION = "2"
 
 
 class StoreError(InterestGymError):
@@ -61,10 +64,11 @@ class StoreUnavailableError(StoreError):
 @dataclass(frozen=True)
 class UserRecord:
     """One user as a transaction reads it: the state bytes (None: a new user) and which of the
-    batch's event ids the store has already applied for this user."""
+    batch's event ids the store has already applied for this user, each with its event's digest ("" when
+    stored before digests)."""
 
     state: bytes | None
-    applied: frozenset[str]
+    applied: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class Snapshot:
 class UserWrite:
     state: bytes
     event_ids: list[str]
+    #: the digest of each event of ``event_ids``, in order
+    digests: list[str]
 
 
 Compute = Callable[[Snapshot], Mapping[str, UserWrite]]
@@ -146,23 +152,23 @@ class MemoryStore(Store):
         super().__init__()
         self._lock = threading.RLock()
         self._states: dict[str, bytes] = {}
-        self._applied: dict[str, set[str]] = {}
+        self._applied: dict[str, dict[str, str]] = {}
         self._meta: dict[str, str] = {}
         self._items: dict[str, bytes] = {}
         self._items_version = 0
 
     def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
         with self._lock:
-            users = {u: UserRecord(self._states.get(u), frozenset(set(ids) & self._applied.get(u, set())))
+            users = {u: UserRecord(self._states.get(u), {e: self._applied[u][e] for e in ids if e in self._applied.get(u, {})})
                      for u, ids in event_ids.items()}
             writes = compute(Snapshot(users, self._meta.get("policy"), self._items_version))
             for u, w in writes.items():
                 self._states[u] = w.state
-                self._applied.setdefault(u, set()).update(w.event_ids)
+                self._applied.setdefault(u, {}).update(zip(w.event_ids, w.digests))
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
         with self._lock:
-            return Snapshot({u: UserRecord(self._states.get(u), frozenset()) for u in user_ids}, self._meta.get("policy"),
+            return Snapshot({u: UserRecord(self._states.get(u), {}) for u in user_ids}, self._meta.get("policy"),
                             self._items_version)
 
     def user_info(self, user_id: str) -> tuple[bytes | None, int]:
@@ -201,7 +207,8 @@ class MemoryStore(Store):
 # ------------------------------------------------------------------------------------ sqlite
 _SQLITE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS user_states (user_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, event_id)) WITHOUT ROWID",
+    ("CREATE TABLE IF NOT EXISTS applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, digest TEXT NOT NULL DEFAULT '', "
+     "PRIMARY KEY (user_id, event_id)) WITHOUT ROWID"),
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID",
 )
@@ -234,6 +241,12 @@ class SqliteStore(Store):
             for stmt in _SQLITE_SCHEMA:
                 conn.execute(stmt)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is not None and row[0] == "1":  # schema 1: applied ids without digests; they keep "" (a retry)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(applied_events)").fetchall()}
+                if "digest" not in columns:
+                    conn.execute("ALTER TABLE applied_events ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SQLITE_SCHEMA_VERSION,))
+                row = (SQLITE_SCHEMA_VERSION,)
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SQLITE_SCHEMA_VERSION,))
             elif row[0] != SQLITE_SCHEMA_VERSION:
@@ -297,25 +310,26 @@ class SqliteStore(Store):
             users = {}
             for u, ids in event_ids.items():
                 ids = list(ids)
-                applied: set[str] = set()
+                applied: dict[str, str] = {}
                 for i in range(0, len(ids), _IN_CHUNK):
                     chunk = ids[i:i + _IN_CHUNK]
                     rows = conn.execute(
-                        f"SELECT event_id FROM applied_events WHERE user_id = ? AND event_id IN ({','.join('?' * len(chunk))})",
+                        f"SELECT event_id, digest FROM applied_events WHERE user_id = ? AND event_id IN ({','.join('?' * len(chunk))})",
                         (u, *chunk)).fetchall()
-                    applied.update(r[0] for r in rows)
-                users[u] = UserRecord(self._state(conn, u), frozenset(applied))
+                    applied.update((r[0], r[1]) for r in rows)
+                users[u] = UserRecord(self._state(conn, u), applied)
             writes = compute(Snapshot(users, *self._versions(conn)))
             now = time.time()
             conn.executemany(
                 "INSERT INTO user_states VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at", [(u, w.state, now) for u, w in writes.items()])
-            conn.executemany("INSERT INTO applied_events VALUES (?, ?)", [(u, e) for u, w in writes.items() for e in w.event_ids])
+            conn.executemany("INSERT INTO applied_events VALUES (?, ?, ?)",
+                             [(u, e, d) for u, w in writes.items() for e, d in zip(w.event_ids, w.digests)])
 
         self._write(body, "transaction")
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
-        return self._read(lambda c: Snapshot({u: UserRecord(self._state(c, u), frozenset()) for u in user_ids}, *self._versions(c)), "read")
+        return self._read(lambda c: Snapshot({u: UserRecord(self._state(c, u), {}) for u in user_ids}, *self._versions(c)), "read")
 
     def user_info(self, user_id: str) -> tuple[bytes | None, int]:
         def body(conn: sqlite3.Connection) -> tuple[bytes | None, int]:
@@ -433,12 +447,14 @@ class RedisStore(Store):
             for u, key in zip(users, keys):
                 ids = list(event_ids[u])
                 values = pipe.hmget(key, ["state", *(f"ev:{e}" for e in ids)])
-                records[u] = UserRecord(values[0], frozenset(e for e, v in zip(ids, values[1:]) if v is not None))
+                records[u] = UserRecord(values[0], {e: ("" if v == b"1" else v.decode("ascii"))  # 1: stored before digests
+                                                    for e, v in zip(ids, values[1:]) if v is not None})
             writes = compute(Snapshot(records, None if policy is None else policy.decode("utf-8"), int(items_version or 0)))
 
             def writer(p: Any) -> None:
                 for u, w in writes.items():
-                    p.hset(self._user_key(u), mapping={"state": w.state, **{f"ev:{e}": b"1" for e in w.event_ids}})
+                    p.hset(self._user_key(u), mapping={"state": w.state, **{f"ev:{e}": d.encode("ascii")
+                                                                             for e, d in zip(w.event_ids, w.digests)}})
 
             return writer
 
@@ -451,7 +467,7 @@ class RedisStore(Store):
             for u in user_ids:
                 pipe.hget(self._user_key(u), "state")
             (policy, items_version), *states = pipe.execute()
-            return Snapshot({u: UserRecord(s, frozenset()) for u, s in zip(user_ids, states)},
+            return Snapshot({u: UserRecord(s, {}) for u, s in zip(user_ids, states)},
                             None if policy is None else policy.decode("utf-8"), int(items_version or 0))
 
         return self._guard("read", body)
