@@ -55,7 +55,9 @@ def test_headerless_csv_with_columns_actions_and_template(tmp_path: Path) -> Non
     manifest = prepare_events(src, out, options=opts, max_reject_rate=1.0, deterministic=True)
     assert _rejects(out) == [
         ("log.csv", 4, f"unknown action: 'clik'; expected one of {ACCEPTED}, pv, cart, fav, buy (map names with --actions NAME=ACTION)"),
-        ("log.csv", 5, "time out of range: 1511544070000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC (milliseconds? use --time-format unix_ms)"),
+        ("log.csv", 5, "time out of range: 1511544070000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC (milliseconds? "
+                       "this file's numeric times are unix seconds, set by its first number; one file keeps one unit: convert "
+                       "this time, or read a file of milliseconds with --time-format unix_ms)"),
         ("log.csv", 6, "bad time: ''; expected unix seconds"),
         ("log.csv", 7, "duplicate row"),
         ("log.csv", 8, "missing user_id: expected a user id"),
@@ -204,7 +206,8 @@ def test_time_parser_modes() -> None:
     assert auto.parse("12")[1] == "time out of range: 12 is neither unix seconds nor milliseconds in 1990..2100"
     assert auto.detected is None  # undecided after an out-of-range first value
     assert auto.parse("1511544070000") == (1511544070, None) and auto.detected == "unix_ms"
-    assert auto.parse("1511544070")[1] == "time out of range: 1511544070 is 1970-01-18; expected 1990-01-01 .. 2100-01-01 UTC"
+    assert auto.parse("1511544070")[1].startswith("time out of range: 1511544070 is 1970-01-18; expected 1990-01-01 .. "
+                                                  "2100-01-01 UTC (seconds? this file's numeric times are unix milliseconds")
     with pytest.raises(DataError, match="--time-format 'epoch': expected one of auto, unix, unix_ms, iso or a strptime pattern"):
         TimeParser("epoch")
 
@@ -404,3 +407,24 @@ def test_a_reject_rate_equal_to_the_maximum_is_accepted_and_above_it_refused(tmp
     log.check_rate(0.1)  # 1 of 10 rejected: at the maximum, accepted
     with pytest.raises(DataError, match=r"1 of 10 rows rejected \(10.0%, above --max-reject-rate 9.0%"):
         log.check_rate(0.09)
+
+
+def test_a_time_in_the_other_unit_says_which_unit_the_file_keeps(tmp_path: Path) -> None:
+    """A file's numeric times keep the unit of its first number: a time 1000x off is refused saying so, both ways, in
+    both readers; with the unit given, the plain hint."""
+    from test_scale_prepare import assert_same_read
+
+    seconds = tmp_path / "s.csv"
+    seconds.write_text("user_id,item_id,ts,action,text\n1,a,1511544070,click,A\n1,b,1511544080000,click,B\n", encoding="utf-8")
+    millis = tmp_path / "ms.csv"
+    millis.write_text("user_id,item_id,ts,action,text\n1,a,1511544070000,click,A\n1,b,1511544080,click,B\n", encoding="utf-8")
+    reasons = {p.name: [r["reason"] for r in assert_same_read(p, EventsOptions()).rejects] for p in (seconds, millis)}
+    assert reasons["s.csv"] == ["time out of range: 1511544080000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC "
+                                "(milliseconds? this file's numeric times are unix seconds, set by its first number; one file "
+                                "keeps one unit: convert this time, or read a file of milliseconds with --time-format unix_ms)"]
+    assert reasons["ms.csv"] == ["time out of range: 1511544080 is 1970-01-18; expected 1990-01-01 .. 2100-01-01 UTC (seconds? "
+                                 "this file's numeric times are unix milliseconds, set by its first number; one file keeps one "
+                                 "unit: convert this time, or read a file of seconds with --time-format unix)"]
+    given = RejectLog()
+    read_events(millis, given, EventsOptions(time_format="unix_ms"))
+    assert given.rejects[0]["reason"].endswith("(seconds? use --time-format unix)")

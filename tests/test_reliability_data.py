@@ -76,7 +76,8 @@ def test_times_are_detected_per_value_not_from_the_first_row(tmp_path: Path) -> 
     assert [(Path(r["file"]).name, r["line"], r["reason"]) for r in _rejects(out)] == [
         ("mixed.csv", 6, "bad time: 'yesterday'; expected unix seconds or an ISO-8601 time such as 2019-11-12T14:14:46Z")]
     assert manifest["reader"]["times_read_as"] == {"iso": 2, "unix": 2}
-    assert f"{log}: times auto-detected per value: iso 2 rows, unix 2 rows" in manifest["validation"]["notes"]
+    assert f"{log}: times auto-detected per value: iso 2 rows, unix 2 rows (rows whose time was read, rows rejected later for " \
+        "another reason included)" in manifest["validation"]["notes"]
 
     # JSONL: numbers and strings mixed; an explicit --time-format still means that format only.
     jsonl = _write(tmp_path / "mixed.jsonl", "\n".join(json.dumps(r) for r in [

@@ -512,7 +512,8 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         if (note := table.alias_note()) is not None:
             log.note(note)
     if times.fmt == "auto" and times.counts:
-        log.note(f"{name}: times auto-detected per value: {times.describe()}")
+        log.note(f"{name}: times auto-detected per value: {times.describe()} (rows whose time was read, rows rejected "
+                 "later for another reason included)")
     if rows.empty_values:
         log.note(f"{name}: {rows.empty_values:,} row{'s' if rows.empty_values != 1 else ''} with an empty value (an empty cell or "
                  "null) read as 1.0, the value of an event without one (a rating without a value is rejected)")

@@ -116,8 +116,17 @@ class TimeParser:
             return None, f"bad time: {value!r}; expected {self.expected()}{self._layout_hint(value)}"
         reason = ts_range_reason(ts, value)
         if reason:
-            if mode == "unix" and TS_MIN <= ts / 1000 < TS_MAX:
+            if self.fmt == "auto" and mode == "unix" and TS_MIN <= ts / 1000 < TS_MAX:
+                # the file's first number set its numeric times to seconds: this one reads as milliseconds
+                reason += (" (milliseconds? this file's numeric times are unix seconds, set by its first number; one file "
+                           "keeps one unit: convert this time, or read a file of milliseconds with --time-format unix_ms)")
+            elif mode == "unix" and TS_MIN <= ts / 1000 < TS_MAX:
                 reason += " (milliseconds? use --time-format unix_ms)"
+            elif self.fmt == "auto" and mode == "unix_ms" and TS_MIN <= ts * 1000 < TS_MAX:
+                reason += (" (seconds? this file's numeric times are unix milliseconds, set by its first number; one file "
+                           "keeps one unit: convert this time, or read a file of seconds with --time-format unix)")
+            elif mode == "unix_ms" and TS_MIN <= ts * 1000 < TS_MAX:
+                reason += " (seconds? use --time-format unix)"
             return None, reason
         self.counts[mode] += 1
         self.floored += fraction
