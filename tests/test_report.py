@@ -465,3 +465,14 @@ def test_timeline_file_names_never_collide():
     assert len(set(names)) == len(ids), names
     assert all(re.fullmatch(r"[A-Za-z0-9._-]{1,60}", n) for n in names), names
     assert names[0].startswith("_026-") and names[5] == "a_b"
+
+
+def test_a_user_id_no_installed_font_draws_is_written_with_escapes_in_the_figure():
+    """A timeline's title would show empty boxes (and matplotlib warn) for a Chinese id without a CJK font: the figure
+    writes the characters no font draws as escapes; ids a font draws stay as they are."""
+    from interestgym.report.figures import can_render, drawable
+
+    assert drawable("u042 (stable user)") == "u042 (stable user)"
+    if can_render(["用户"]):
+        pytest.skip("a CJK font is installed here: the figure draws the id itself")
+    assert drawable("用户026") == "\\u7528\\u6237026" and can_render([drawable("用户026")])

@@ -7,6 +7,7 @@ matplotlib is imported inside the functions, so importing this module stays chea
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,16 +70,32 @@ def font_families() -> list[str]:
 
 def can_render(labels: Sequence[str]) -> bool:
     """Whether every character of ``labels`` has a glyph in one of :func:`font_families`."""
+    maps = _charmaps(tuple(font_families()))
+    return all(any(ord(ch) in m for m in maps) for label in labels for ch in str(label) if not ch.isspace())
+
+
+@functools.lru_cache(maxsize=4)
+def _charmaps(families: tuple[str, ...]) -> list[set[int]]:
+    """The code points each installed family of ``families`` draws (read once per set of families)."""
     from matplotlib import font_manager, ft2font
 
     maps = []
-    for family in font_families():
+    for family in families:
         try:
             path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
         except ValueError:
             continue
         maps.append(set(ft2font.FT2Font(path).get_charmap()))
-    return all(any(ord(ch) in m for m in maps) for label in labels for ch in str(label) if not ch.isspace())
+    return maps
+
+
+def drawable(text: str) -> str:
+    """``text`` when an installed font draws every character of it; else with the characters none draws written as
+    escapes (``用户026`` -> ``\\u7528\\u6237026``: unambiguous, where empty boxes would not be; the report's captions,
+    which a browser renders, give the id itself)."""
+    if can_render([text]):
+        return text
+    return "".join(ch if ch.isspace() or can_render([ch]) else ch.encode("ascii", "backslashreplace").decode("ascii") for ch in text)
 
 
 def _style():
@@ -277,7 +294,7 @@ def plot_timeline(tl: UserTimeline, path: Path, top: int = TIMELINE_TOP_TOPICS) 
         axes[3].set_title("The policy's update strengths and mixing weight")
         axes[3].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
         span = float(tl.ts[-1] - tl.ts[0]) if len(tl.ts) > 1 else 0.0
-        fig.suptitle(f"User {tl.user_id}{f' ({tl.label})' if tl.label else ''}: {len(x)} decisions over {_duration(span)}")
+        fig.suptitle(f"User {drawable(tl.user_id)}{f' ({tl.label})' if tl.label else ''}: {len(x)} decisions over {_duration(span)}")
         return save_figure(fig, path)
 
 
