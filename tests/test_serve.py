@@ -401,6 +401,11 @@ def test_a_policy_swap_is_atomic_for_every_worker_and_refuses_another_feature_ta
         missing = a.post("/v1/admin/policy", json={"path": str(tmp_path / "nowhere")})
         assert missing.status_code == 422 and "nowhere" in missing.json()["message"]
         assert 'interestgym_policy_swaps_total{result="refused"} 2.0' in a.get("/metrics").text
+        # a swap to the export already active (same folder) changes nothing and says so
+        same = a.post("/v1/admin/policy", json={"path": str(newer)}).json()
+        assert same["unchanged"] is True and same["active"]["generation"] == before["generation"] + 1
+        assert 'interestgym_policy_swaps_total{result="unchanged"} 1.0' in a.get("/metrics").text
+        assert 'interestgym_policy_swaps_total{result="swapped"} 1.0' in a.get("/metrics").text
     # a store whose states were written under another contract refuses to start with this export
     with pytest.raises(PolicyMismatchError, match="feature table"):
         InterestService.open(ServeConfig(export=str(other_features), store=store_url, items=str(fx.dataset)))
@@ -484,11 +489,17 @@ def test_user_summary_forget_health_and_metrics(fx):
         assert set(user["last_strengths"]) == {"long_strength", "short_strength", "short_weight", "popularity_weight"}
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["catalogue"]["popularity"]["definition"].startswith("log1p")
+        categories = client.app.state.service.catalogue.category_list  # a probe's answer: their count and a few
+        assert health["catalogue"]["categories"]["n"] == len(categories) and health["catalogue"]["categories"]["first"] == categories[:10]
+        assert "list" not in health["catalogue"]["categories"]
+        refused = client.post("/v1/events", json={"events": [{"event_id": "x", "user_id": "u", "ts": "soon", "action": "click"}]})
+        assert refused.status_code == 422  # refused by the schema: counted with the runtime's refusals
         text = client.get("/metrics").text
         for line in ('interestgym_events_total{kind="event",result="applied"} 3.0', "interestgym_decisions_total 1.0",
                      "interestgym_events_unknown_item_total 1.0", 'interestgym_http_requests_total{method="POST",route="/v1/events",status="200"} 1.0',
                      'interestgym_http_request_seconds_bucket{le="0.5",method="GET",route="/v1/users/{user_id:path}"}',
-                     "interestgym_store_seconds_count", "interestgym_catalogue_items 90.0"):
+                     "interestgym_store_seconds_count", "interestgym_catalogue_items 90.0",
+                     'interestgym_events_refused_total{reason="invalid"} 1.0'):
             assert line in text, line
         assert client.delete("/v1/users/u").status_code == 204
         assert client.get("/v1/users/u").status_code == 404

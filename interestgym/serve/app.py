@@ -201,8 +201,10 @@ def create_app(service: InterestService) -> FastAPI:
         return _error(422, "invalid_request", str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # the same body as the runtime's refusals: 422 invalid_request, "PATH is FOUND; expected WHAT"
+        if request.url.path == "/v1/events":  # a batch the schema refused is a refused batch too
+            service.metrics.refused.labels("invalid").inc()
         return _error(422, "invalid_request", *validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)

@@ -14,12 +14,12 @@ name                                        type       labels / meaning
                                                        (what the policy's features and a value-weighted
                                                        rule then see: a client that never sends it shows
                                                        here)
-``interestgym_events_refused_total``        counter    reason (out_of_order, invalid, conflict): batches refused
+``interestgym_events_refused_total``        counter    reason (out_of_order, invalid: by the schema or the runtime, conflict): batches refused
 ``interestgym_store_seconds``               histogram  store, op: time in the store (transaction, read)
 ``interestgym_store_errors_total``          counter    store, op: the store failed or did not answer
 ``interestgym_store_conflicts_total``       counter    store: optimistic-concurrency retries (Redis)
 ``interestgym_policy_generation``           gauge      the active policy's generation in the store
-``interestgym_policy_swaps_total``          counter    result (swapped / refused)
+``interestgym_policy_swaps_total``          counter    result (swapped / refused / unchanged: the export already active)
 ``interestgym_catalogue_items``             gauge      items the worker can score
 ==========================================  =========  ================================================
 

@@ -336,6 +336,11 @@ class InterestService:
             self.metrics.policy_swaps.labels("refused").inc()
             raise CatalogueRefusedError(str(exc)) from None
         previous = self._active.record
+        if previous.get("manifest_sha256") == new.manifest["manifest_sha256"] and previous.get("path") == str(new.directory):
+            # the export already active, from the same folder: nothing changes (no new generation), and the answer says so
+            self.metrics.policy_swaps.labels("unchanged").inc()
+            log.info("policy swap to %s: already the active export (generation %s)", path, previous.get("generation"))
+            return {"previous": previous, "active": previous, "unchanged": True}
         try:
             meta = install_policy(self.store, new)
         except PolicyMismatchError:
@@ -554,8 +559,11 @@ class InterestService:
 
     def health(self) -> dict[str, Any]:
         self._timed("ping", self.store.ping)
+        catalogue = self.catalogue.describe()
+        listed = catalogue["categories"].pop("list", [])  # a probe's answer stays small: the count and a few names
+        catalogue["categories"].update(n=len(listed), first=listed[:10])
         return {"status": "ok", "store": self.store.describe(), "policy": self._active.record,
-                "encoder": self.policy.encoder, "catalogue": self.catalogue.describe(), "notes": self.notes,
+                "encoder": self.policy.encoder, "catalogue": catalogue, "notes": self.notes,
                 "uptime_s": round(time.time() - self.started, 1)}
 
     # ------------------------------------------------------------------------------ helpers
