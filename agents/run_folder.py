@@ -120,13 +120,14 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
 
 
 def embedding_identity(config: Any) -> dict[str, Any]:
-    """Name, fingerprint and dimension of the embedding a run uses (recorded in ``config.json``)."""
+    """Name, fingerprint, dimension and encoder of the embedding a run uses (recorded in ``config.json``; the
+    encoder, as ``encode --encoder`` took it, says how to encode another dataset for a transfer)."""
     from interestgym.data.dataset import Dataset
 
     dataset = Dataset.open(config.dataset)
     name = dataset.resolve_embeddings(config.embeddings)
     matrix, meta = dataset.load_embeddings(name)
-    return {"name": name, "fingerprint": meta.get("fingerprint"), "dim": int(matrix.shape[1])}
+    return {"name": name, "fingerprint": meta.get("fingerprint"), "dim": int(matrix.shape[1]), "encoder": meta.get("encoder")}
 
 
 def check_run_embedding(run_dir: str | Path, saved: dict[str, Any], config: Any) -> None:

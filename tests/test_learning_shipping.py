@@ -26,6 +26,8 @@ from interestgym.agents.train import new_agent, train_run
 from interestgym.envs.policies import ResidualPolicy
 from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
 
+from interestgym.errors import InterestGymError
+
 # A rule with every kind of state: both profiles, the category counts with a fixed forgetting, and
 # time-of-day slot profiles would be context_rule's; bayesian_category exercises the keep factor.
 REFERENCE = make_baseline("bayesian_category", beta_cat=1.0, forgetting=0.9, long_rate=0.2, short_rate=0.7,
@@ -212,6 +214,15 @@ def test_a_run_transfers_to_another_dataset_and_refuses_what_cannot(dataset, tmp
     (emb / "another.json").write_text(json.dumps({**meta, "name": "another", "fingerprint": "another-encoder"}))
     evaluate_run(run, dataset=other, out=tmp_path / "t4", baselines="ema", n_boot=20, progress=False)
     assert json.loads((tmp_path / "t4" / "evaluation.json").read_text())["header"]["encoder"] == "same_encoder"
+
+    # none there: the message names the run's own encoder (as config.json records it), not a generic one
+    import shutil
+
+    shutil.rmtree(emb)
+    encoder = json.loads((run / "config.json").read_text())["embedding"]["encoder"]
+    with pytest.raises(InterestGymError, match=rf"no embeddings yet; encode it with the run's encoder first: `interestgym encode "
+                                               rf"{other} --encoder {encoder}"):
+        evaluate_run(run, dataset=other, out=tmp_path / "t5", baselines="ema", n_boot=20, progress=False)
 
 
 def test_the_report_says_what_the_policy_does_differently_from_the_rule(dataset, tmp_path):

@@ -160,6 +160,11 @@ def _transfer_embeddings(target: Any, recorded: dict[str, Any]) -> str:
     encoder (same fingerprint and dimension), else the one of the run's name (which the fingerprint check then
     judges), else the dataset's own refusal naming them all."""
     names = target.embedding_names()
+    if not names:  # the run's own encoder, not the generic suggestion
+        spec = str(recorded.get("encoder") or recorded.get("name") or "ENCODER")
+        dim = f" --dim {recorded['dim']}" if spec in ("hashing", "tfidf", "cooc") and recorded.get("dim") else ""
+        raise InterestGymError(f"--dataset {target.path}: no embeddings yet; encode it with the run's encoder first: "
+                               f"`interestgym encode {target.path} --encoder {spec}{dim}`")
     if len(names) > 1:
         same = target.embedding_of(recorded.get("fingerprint"), recorded.get("dim"))
         if same is not None:
