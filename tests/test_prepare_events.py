@@ -55,9 +55,9 @@ def test_headerless_csv_with_columns_actions_and_template(tmp_path: Path) -> Non
     manifest = prepare_events(src, out, options=opts, max_reject_rate=1.0, deterministic=True)
     assert _rejects(out) == [
         ("log.csv", 4, f"unknown action: 'clik'; expected one of {ACCEPTED}, pv, cart, fav, buy (map names with --actions NAME=ACTION)"),
-        ("log.csv", 5, "time out of range: 1511544070000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC (milliseconds? "
+        ("log.csv", 5, ("time out of range: 1511544070000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC (milliseconds? "
                        "this file's numeric times are unix seconds, set by its first number; one file keeps one unit: convert "
-                       "this time, or read a file of milliseconds with --time-format unix_ms)"),
+                       "this time, or read a file of milliseconds with --time-format unix_ms)")),
         ("log.csv", 6, "bad time: ''; expected unix seconds"),
         ("log.csv", 7, "duplicate row"),
         ("log.csv", 8, "missing user_id: expected a user id"),
@@ -419,12 +419,32 @@ def test_a_time_in_the_other_unit_says_which_unit_the_file_keeps(tmp_path: Path)
     millis = tmp_path / "ms.csv"
     millis.write_text("user_id,item_id,ts,action,text\n1,a,1511544070000,click,A\n1,b,1511544080,click,B\n", encoding="utf-8")
     reasons = {p.name: [r["reason"] for r in assert_same_read(p, EventsOptions()).rejects] for p in (seconds, millis)}
-    assert reasons["s.csv"] == ["time out of range: 1511544080000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC "
+    assert reasons["s.csv"] == [("time out of range: 1511544080000 is in the year 49868; expected 1990-01-01 .. 2100-01-01 UTC "
                                 "(milliseconds? this file's numeric times are unix seconds, set by its first number; one file "
-                                "keeps one unit: convert this time, or read a file of milliseconds with --time-format unix_ms)"]
-    assert reasons["ms.csv"] == ["time out of range: 1511544080 is 1970-01-18; expected 1990-01-01 .. 2100-01-01 UTC (seconds? "
+                                "keeps one unit: convert this time, or read a file of milliseconds with --time-format unix_ms)")]
+    assert reasons["ms.csv"] == [("time out of range: 1511544080 is 1970-01-18; expected 1990-01-01 .. 2100-01-01 UTC (seconds? "
                                  "this file's numeric times are unix milliseconds, set by its first number; one file keeps one "
-                                 "unit: convert this time, or read a file of seconds with --time-format unix)"]
+                                 "unit: convert this time, or read a file of seconds with --time-format unix)")]
     given = RejectLog()
     read_events(millis, given, EventsOptions(time_format="unix_ms"))
     assert given.rejects[0]["reason"].endswith("(seconds? use --time-format unix)")
+
+
+T0 = 1511544070
+
+
+def test_columns_on_a_file_with_a_header_says_the_header_was_read_as_data(tmp_path: Path) -> None:
+    """--columns names a headerless file's columns: on a file that has a header, its first line is rejected as a row
+    (a time "ts" is no time), and a note says it looks like a header; a headerless file gets no such note."""
+    with_header = tmp_path / "h.csv"
+    with_header.write_text(f"user_id,item_id,action,ts\n1,a,click,{T0}\n2,b,click,{T0 + 1}\n", encoding="utf-8")
+    log = RejectLog()
+    read_events(with_header, log, EventsOptions(columns=["user_id", "item_id", "action", "ts"], item_text="x {item_id}"))
+    assert [r["line"] for r in log.rejects] == [1]
+    assert (f"{with_header}: line 1 looks like a header (user_id,item_id,action,ts), read as data because --columns says the "
+            "file has none: drop --columns to read the file's own header") in log.notes
+    plain = tmp_path / "p.csv"
+    plain.write_text(f"1,a,click,bad\n2,b,click,{T0 + 1}\n", encoding="utf-8")
+    log = RejectLog()
+    read_events(plain, log, EventsOptions(columns=["user_id", "item_id", "action", "ts"], item_text="x {item_id}"))
+    assert [r["line"] for r in log.rejects] == [1] and not any("looks like a header" in n for n in log.notes)

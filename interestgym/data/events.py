@@ -67,10 +67,12 @@ from typing import Any
 
 from interestgym.core.log_features import RATING_ACTION, VALUE_MAX
 from interestgym.data.columns import (
+    ALIASES,
     ITEM_FILE_FIELDS,
     OPTIONAL_ALIAS_FIELDS,
     expected_names,
     id_reason,
+    name_key,
 )
 from interestgym.data.dataset import SplitSpec
 from interestgym.data.readers import (
@@ -171,6 +173,22 @@ def _check_template_fields(template: str | None, available: list[str] | None, wh
     missing = [f for f in _template_fields(template) if f not in available]
     if missing:
         raise DataError(f"--item-text {template!r}: no column {', '.join(missing)} in {where}; available: {', '.join(available)}")
+
+
+def _header_as_data_note(table: Table, log: RejectLog, opts: EventsOptions) -> str | None:
+    """With ``--columns`` (a file without a header) whose first line was rejected and names at least two of the
+    columns (``user_id,item_id,...``): a note that it looks like a header, read as data."""
+    if opts.columns is None or table.fmt not in ("csv", "tsv"):
+        return None
+    first = next((r for r in log.rejects if r["file"] == table.source.name and r["kind"] == "rejected"), None)
+    if first is None or first["line"] != 1 + table.skip:
+        return None
+    cells = {name_key(c.strip().strip('"')) for c in str(first["raw"]).split(table.delimiter)}
+    named = {name_key(n) for n in opts.columns if n} | {name_key(a) for names in ALIASES.values() for a in names}
+    if len(cells & named) < 2:
+        return None
+    return (f"{table.source.name}: line {first['line']} looks like a header ({first['raw'][:80]}), read as data because "
+            "--columns says the file has none: drop --columns to read the file's own header")
 
 
 def read_items_file(table: Table, log: RejectLog, template: str | None,
@@ -514,6 +532,9 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     if times.fmt == "auto" and times.counts:
         log.note(f"{name}: times auto-detected per value: {times.describe()} (rows whose time was read, rows rejected "
                  "later for another reason included)")
+    header_note = _header_as_data_note(events_table, log, opts)
+    if header_note:
+        log.note(header_note)
     if rows.empty_values:
         log.note(f"{name}: {rows.empty_values:,} row{'s' if rows.empty_values != 1 else ''} with an empty value (an empty cell or "
                  "null) read as 1.0, the value of an event without one (a rating without a value is rejected)")
