@@ -448,3 +448,32 @@ def test_columns_on_a_file_with_a_header_says_the_header_was_read_as_data(tmp_pa
     log = RejectLog()
     read_events(plain, log, EventsOptions(columns=["user_id", "item_id", "action", "ts"], item_text="x {item_id}"))
     assert [r["line"] for r in log.rejects] == [1] and not any("looks like a header" in n for n in log.notes)
+
+
+def test_a_category_that_is_no_text_is_rejected_not_spelled_as_python(tmp_path: Path) -> None:
+    """In JSONL a category may be text or a number; a boolean, a list or an object would become Python's spelling
+    ("True", "['a', 'b']"): its row is rejected saying what it is, in an items file and in the events (where the
+    items are built from them); null is no category."""
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"item_id": "a", "text": "A", "category": "体育"}, {"item_id": "b", "text": "B", "category": True},
+        {"item_id": "c", "text": "C", "category": ["体育", "足球"]}, {"item_id": "d", "text": "D", "category": None},
+        {"item_id": "e", "text": "E", "category": 3, "subcategory": {"x": 1}}]) + "\n", encoding="utf-8")
+    log_file = tmp_path / "log.csv"
+    log_file.write_text("user_id,item_id,ts,action\n" + "".join(f"1,{i},{T0 + k},click\n" for k, i in enumerate("abcd")),
+                        encoding="utf-8")
+    log = RejectLog()
+    out = read_events(log_file, log, EventsOptions(items=items))
+    assert [(r["line"], r["reason"]) for r in log.rejects if r["file"] == str(items)] == [
+        (2, "bad category: true is a JSON boolean; expected text or a number"),
+        (3, 'bad category: ["体育", "足球"] is a JSON list; expected text or a number'),
+        (5, 'bad subcategory: {"x": 1} is a JSON object; expected text or a number')]
+    assert out.items[["item_id", "category"]].values.tolist() == [["a", "体育"], ["d", ""]]
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps(r) for r in [
+        {"user_id": "1", "item_id": "a", "ts": T0, "action": "click", "text": "A", "category": False},
+        {"user_id": "1", "item_id": "b", "ts": T0 + 1, "action": "click", "text": "B", "category": 7}]) + "\n", encoding="utf-8")
+    log = RejectLog()
+    out = read_events(events, log, EventsOptions())
+    assert [r["reason"] for r in log.rejects] == ["bad category: false is a JSON boolean; expected text or a number"]
+    assert out.items[["item_id", "category"]].values.tolist() == [["b", "7"]]

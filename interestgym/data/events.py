@@ -59,6 +59,7 @@ Rows
 
 from __future__ import annotations
 
+import json
 import math
 import string
 from dataclasses import dataclass, field
@@ -175,6 +176,22 @@ def _check_template_fields(template: str | None, available: list[str] | None, wh
         raise DataError(f"--item-text {template!r}: no column {', '.join(missing)} in {where}; available: {', '.join(available)}")
 
 
+#: JSON types a category cannot be (a JSONL or Parquet cell): as text they would be Python's spelling ("True").
+_NOT_A_CATEGORY = {bool: "a JSON boolean", list: "a JSON list", tuple: "a list", dict: "a JSON object"}
+
+
+def attribute_reason(row: dict[str, Any]) -> str | None:
+    """Why an item's category or subcategory cell is refused: a boolean, a list or an object (text and numbers are
+    categories; a missing cell or null is none)."""
+    for name in ("category", "subcategory"):
+        value = row.get(name)
+        kind = next((what for t, what in _NOT_A_CATEGORY.items() if isinstance(value, t)), None)
+        if kind is not None:
+            shown = json.dumps(value, ensure_ascii=False, default=str)[:60]
+            return f"bad {name}: {shown} is {kind}; expected text or a number"
+    return None
+
+
 def _header_as_data_note(table: Table, log: RejectLog, opts: EventsOptions) -> str | None:
     """With ``--columns`` (a file without a header) whose first line was rejected and names at least two of the
     columns (``user_id,item_id,...``): a note that it looks like a header, read as data."""
@@ -222,6 +239,10 @@ def read_items_file(table: Table, log: RejectLog, template: str | None,
         if item in first:
             log.reject(name, lineno, f"duplicate item id: {item} (first at line {first[item]})", raw)
             continue
+        if (reason := attribute_reason(row)) is not None:
+            log.reject(name, lineno, reason, raw)
+            rejected.setdefault(item, f"line {lineno}: {reason}")
+            continue
         text = _render(template, row) if template else cell_text(row.get("text")).strip()
         if not text:
             why = f"empty text: item {item} has no text" + (f" from --item-text {template!r}" if template else "") + "; expected text"
@@ -259,7 +280,10 @@ class _ItemsFromEvents:
         self.first_conflict: str | None = None
 
     def add(self, item: str, row: dict[str, Any], lineno: int) -> str | None:
-        """Record the item of a valid event row; return a reject reason if its first row has no text."""
+        """Record the item of a valid event row; return a reject reason if its first row has no text (or a category
+        that is no text)."""
+        if (reason := attribute_reason(row)) is not None:
+            return reason
         category = cell_text(row.get("category"))
         index = self.index.get(item)
         if index is not None:
