@@ -166,3 +166,12 @@ def test_grid_search_skips_nan_points_and_keeps_the_first_of_tied_bests():
     assert found.best_params == {"rate": 0.3} and found.best_score == 0.5
     found = grid_search(lambda p: EMAPolicy(**p), grid, scores_of({0.1: 0.2, 0.2: 0.6, 0.3: float("nan"), 0.4: 0.6}))
     assert found.best_params == {"rate": 0.2} and found.best_score == 0.6
+
+
+def test_params_text_says_a_tied_forgetting_in_words():
+    """bayesian_category's forgetting None means the counts forget at 1 - a_L: the evaluation header, the report and the
+    export's header say that, not "forgetting None"."""
+    from interestgym.core.rules import params_text
+
+    assert params_text({"beta_cat": 0.5, "forgetting": None, "prior": 1.0}) == "beta_cat 0.5, forgetting tied to a_L (1 - a_L), prior 1"
+    assert params_text({"forgetting": 0.9}) == "forgetting 0.9" and params_text({}) is None

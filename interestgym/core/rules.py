@@ -439,7 +439,13 @@ def params_text(params: dict[str, Any]) -> str | None:
     print), or None when it has none."""
     if not params:
         return None
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
+
+    def one(k: str, v: Any) -> str:
+        if k == "forgetting" and v is None:  # bayesian_category's counts forget at 1 - a_L: say it, not "None"
+            return "forgetting tied to a_L (1 - a_L)"
+        return f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+
+    return ", ".join(one(k, v) for k, v in params.items())
 
 
 def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
