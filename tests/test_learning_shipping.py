@@ -379,7 +379,7 @@ def test_an_evaluation_of_a_model_trained_further_since_is_left_out_and_said(dat
     assert read_manifest(tmp_path / "later")["evaluation"] is None
     assert result.evaluation_note == (f"{run / 'evaluation.json'} evaluates the final model of step {step}, and the run has "
                                       f"trained further since (the folder now holds step {later}): not in the manifest "
-                                      f"(`interestgym evaluate {run} --model final` to record its metrics)")
+                                      f"(`interestgym evaluate {run} --model final` records its metrics, replacing the run's evaluation.json)")
     report = build_report(run, which_model="final", timeline_users=0, progress=False, log=None)
     assert any(f"evaluated the final model of step {step}; the run has trained further since (step {later})" in n
                for n in report.notes), report.notes

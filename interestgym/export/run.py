@@ -246,14 +246,14 @@ def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None,
     if evaluated != exported:
         again = f"interestgym evaluate {run_dir}" + ("" if exported == "rule" else f" --model {exported}")
         return None, (f"{path} evaluates {what.get(evaluated, evaluated)}, not {what.get(exported, exported)} exported here: "
-                      f"not in the manifest (`{again}` to record its metrics)")
+                      f"not in the manifest (`{again}` records its metrics, replacing the run's evaluation.json)")
     recorded = header.get("model_identity")
     if isinstance(recorded, dict) and exported in ("best", "final"):
         now = model_identity(run_dir, exported) or {}
         if recorded.get("sha256") != now.get("sha256"):
             return None, (f"{path} evaluates {what[exported]} of step {recorded.get('step')}, and the run has trained further "
                           f"since (the folder now holds step {now.get('step')}): not in the manifest "
-                          f"(`interestgym evaluate {run_dir} --model {exported}` to record its metrics)")
+                          f"(`interestgym evaluate {run_dir} --model {exported}` records its metrics, replacing the run's evaluation.json)")
     if header.get("split", "test") != "test" or header.get("protocol_changed"):
         why = (f"split {header.get('split')!r}" if header.get("split", "test") != "test"
                else "a protocol other than the run's")

@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interestgym import __version__
+from interestgym.core.clock import TS_MAX, TS_MIN
 from interestgym.errors import InterestGymError
 from interestgym.serve.schemas import (
     ErrorBody,
@@ -117,10 +118,16 @@ def _one_validation_message(error: dict[str, Any]) -> str:
         return f"{path}.kind is {_shown(ctx.get('tag'))}; expected {tags}"
     if kind == "value_error":  # our own model validators: the text already says what is wrong and what is expected
         return f"{path}: {msg.removeprefix('Value error, ')}"
+    if kind in ("too_long", "too_short") and "actual_length" in ctx:  # a list: its length, not its thousand items
+        bound = f"at most {ctx.get('max_length')}" if kind == "too_long" else f"at least {ctx.get('min_length')}"
+        return f"{path} has {ctx['actual_length']} items; expected {bound}"
     found = f" is {_shown(error['input'])}" if "input" in error else ""
     should = _SHOULD.match(msg)
     if should:
-        return f"{path}{found}; expected {should.group('what')}"
+        value = error.get("input")
+        millis = (path == "ts" or path.endswith(".ts")) and isinstance(value, int) and TS_MIN * 1000 <= value < TS_MAX * 1000
+        hint = " (unix seconds: this looks like milliseconds; divide by 1000)" if millis else ""
+        return f"{path}{found}; expected {should.group('what')}{hint}"
     return f"{path}{found}: {msg}"
 
 
