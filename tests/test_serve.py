@@ -450,8 +450,15 @@ def test_items_added_through_the_api_are_ranked_and_seen_by_every_worker(fx, sto
         assert wrong_dim.status_code == 422 and "expected 16" in wrong_dim.json()["message"]
         unknown_cat = a.put("/v1/items", json={"items": [{"item_id": "x", "vector": vec.tolist(), "category": "Drama"}]})
         assert unknown_cat.status_code == 422 and "'Drama'" in unknown_cat.json()["message"]
+        assert "give one of them, or serve an export trained on data that has this category" in unknown_cat.json()["message"]
+        no_cat = a.put("/v1/items", json={"items": [{"item_id": "x", "vector": vec.tolist()}]})
+        assert no_cat.status_code == 422 and no_cat.json()["message"].startswith(
+            "items[0] ('x'): no category given, and the export scores with its category model (")
         text = a.put("/v1/items", json={"items": [{"item_id": "x", "text": "a film", "category": "c2"}]})
         assert text.status_code == 422 and "'random'" in text.json()["message"]  # the fixture's encoder cannot run here
+        first.catalogue.meta["encoder"] = {**first.catalogue.encoder, "name": "cooc", "kind": "cooc"}  # a behaviour encoder's catalogue
+        text = a.put("/v1/items", json={"items": [{"item_id": "x", "text": "a film", "category": "c2"}]})
+        assert "was fitted on the training data and cannot encode new texts here; send each item's vector" in text.json()["message"]
 
 
 def test_requests_are_validated_with_clear_json_errors_and_no_traceback(fx):

@@ -389,8 +389,14 @@ class InterestService:
                                               f"(the dimension of encoder {cat.encoder.get('name')!r})")
                 vectors[i] = it.vector
             if known_categories is not None and it.category not in known_categories:
-                raise InvalidRequestError(f"items[{i}] ({it.item_id!r}): category {it.category!r} is not in the export's category "
-                                          f"model ({', '.join(map(repr, policy.categories[:8]))}{', ...' if len(policy.categories) > 8 else ''})")
+                listed = f"{', '.join(map(repr, policy.categories[:8]))}{', ...' if len(policy.categories) > 8 else ''}"
+                if not it.category:
+                    raise InvalidRequestError(f"items[{i}] ({it.item_id!r}): no category given, and the export scores with its "
+                                              f"category model ({listed}): give the item one of its categories")
+                raise InvalidRequestError(
+                    f"items[{i}] ({it.item_id!r}): category {it.category!r} is not in the export's category model ({listed}): the "
+                    "export scores with counts per category it was trained with; give one of them, or serve an export trained on "
+                    "data that has this category")
         if texts:
             vectors[[i for i, _ in texts]] = self._encode([t for _, t in texts])
         for i, it in enumerate(items):
@@ -415,6 +421,10 @@ class InterestService:
         enc = self.catalogue.encoder
         spec = self.config.text_encoder or {"hashing": "hashing"}.get(str(enc.get("kind"))) or (
             "minilm" if enc.get("name") == "minilm" else None)
+        if spec is None and str(enc.get("kind")) in ("cooc", "tfidf"):
+            # fitted on the dataset: no encoder outside it gives the same space, whatever --text-encoder names
+            raise InvalidRequestError(f"items given as text need the encoder {enc.get('name')!r} ({enc.get('kind')}), which was fitted "
+                                      "on the training data and cannot encode new texts here; send each item's vector instead")
         if spec is None:
             raise InvalidRequestError(f"items given as text need the encoder {enc.get('name')!r} ({enc.get('kind')}); it cannot be "
                                       "rebuilt here (start the service with --text-encoder PATH, or send vectors)")
