@@ -2,6 +2,7 @@
 checkpoint is written, during a resume) continues to the very weights and history of an uninterrupted run;
 a checkpoint of other settings or data is refused, naming what differs; nothing is left behind."""
 
+# ruff: noqa: F811  (test parameters named after the imported fixtures, as pytest wants them)
 from __future__ import annotations
 
 import importlib
@@ -23,24 +24,15 @@ from interestgym.encoders.finetune_checkpoint import (
     read_checkpoint,
 )
 from safetensors.numpy import load_file
-from test_encoders_bert import save_tiny_bert
-from test_encoders_finetune import WINDOW, write_tiny_dataset
+
+# the fixtures tiny_bert and tiny_dataset are test_encoders_finetune's (pytest finds them by name here)
+from test_encoders_finetune import WINDOW, tiny_bert, tiny_dataset, write_tiny_dataset  # noqa: F401
 
 from interestgym.cli import cli
 from interestgym.errors import InterestGymError
 
 #: Changes with the run, not with its result.
 RUN_FACTS = ("seconds", "command", "resumed")
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
 
 
 #: Two runs of 5 steps an epoch, with validation and dropout:
