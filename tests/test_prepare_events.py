@@ -477,3 +477,15 @@ def test_a_category_that_is_no_text_is_rejected_not_spelled_as_python(tmp_path: 
     out = read_events(events, log, EventsOptions())
     assert [r["reason"] for r in log.rejects] == ["bad category: false is a JSON boolean; expected text or a number"]
     assert out.items[["item_id", "category"]].values.tolist() == [["b", "7"]]
+
+
+def test_item_texts_holding_the_replacement_character_are_counted_in_a_note(tmp_path: Path) -> None:
+    """U+FFFD in an item text means it was decoded with errors before it reached the file (THUCNews has a few): kept,
+    and said, with the count and an example, in both readers."""
+    from test_scale_prepare import assert_same_read
+
+    path = tmp_path / "log.csv"
+    path.write_text(f"user_id,item_id,ts,action,text\n1,a,{T0},click,马伊\ufffd博客\n1,b,{T0 + 1},click,plain\n", encoding="utf-8")
+    log = assert_same_read(path, EventsOptions())
+    assert any(n.startswith(f"{path}: 1 item text(s) hold U+FFFD, the replacement character") and "item a: '马伊\ufffd博客'" in n
+               for n in log.notes), log.notes

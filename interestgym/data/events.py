@@ -586,7 +586,14 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     counts: dict[str, Any] = {"items_changing_category": len(built.conflicts),
                               "rows_disagreeing_with_item_category": sum(built.conflicts.values())}
     files = [t.source.path for t in tables]
-    return ReaderOutput(items=items_frame(items), events=events.frame(), source_files=files, counts=counts, reader=reader)
+    frame = items_frame(items)
+    replaced = frame["text"].str.contains("\ufffd", regex=False)
+    if replaced.any():  # text that went through a decoder with errors="replace" before it reached this file
+        first = frame.loc[replaced.idxmax()]
+        log.note(f"{(items_table or events_table).source.name}: {int(replaced.sum()):,} item text(s) hold U+FFFD, the replacement "
+                 f"character (text decoded with errors before it reached this file; e.g. item {first['item_id']}: "
+                 f"{str(first['text'])[:40]!r}): the encoder reads them as they are")
+    return ReaderOutput(items=frame, events=events.frame(), source_files=files, counts=counts, reader=reader)
 
 
 def _check_jsonl_fields(table: Table, seen_keys: set[str], required: tuple[str, ...]) -> None:
