@@ -231,9 +231,11 @@ def test_an_event_id_reused_with_other_content_is_refused_not_dropped(fx, store_
         assert 'interestgym_events_refused_total{reason="conflict"} 2.0' in client.get("/metrics").text
 
 
-def test_a_sqlite_store_of_schema_1_is_migrated_and_its_ids_stay_retries(fx, tmp_path):
-    """A store written before digests (schema 1: applied ids without one) opens, gains the column, and its ids are
-    answered `duplicate` whatever is resent (their content was never recorded); new ids get digests."""
+def test_a_store_of_the_previous_release_keeps_working_for_both_releases(fx, tmp_path, redis_server):
+    """Digests were added without changing what the previous release reads or writes: on a SQLite file it made (no
+    digest table) a new worker answers its ids as retries, whatever is resent, and the previous release's own write
+    (two columns into applied_events) still works after a new worker opened the file; on Redis its `ev:ID = 1` keys
+    are retries too."""
     import sqlite3
 
     path = tmp_path / "old.db"
@@ -250,10 +252,38 @@ def test_a_sqlite_store_of_schema_1_is_migrated_and_its_ids_stay_retries(fx, tmp
         resent = client.post("/v1/events", json={"events": [_event("old", "u1", 1_000_000, "i9"), _event("new", "u1", 1_000_001)]})
         assert [r["status"] for r in resent.json()["results"]] == ["duplicate", "applied"]
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
-    assert dict(conn.execute("SELECT event_id, digest FROM applied_events").fetchall())["old"] == ""
-    assert len(dict(conn.execute("SELECT event_id, digest FROM applied_events").fetchall())["new"]) == 32
+    conn.execute("INSERT INTO applied_events VALUES ('u2', 'by-the-old-release')")  # the previous release's write
+    conn.commit()
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "1"
+    assert dict(conn.execute("SELECT event_id, digest FROM event_digests").fetchall()).keys() == {"new"}
     conn.close()
+
+    from redis import Redis
+
+    prefix = f"old{time.monotonic_ns()}:"
+    host, port = redis_server.removeprefix("redis://").split("/")[0].split(":")
+    Redis(host=host, port=int(port)).hset(f"{prefix}user:u1", mapping={"ev:old": b"1"})  # the previous release's key
+    with _client(_service(fx, f"{redis_server}?prefix={prefix}")) as client:
+        resent = client.post("/v1/events", json={"events": [_event("old", "u1", 1_000_000, "i9"), _event("new", "u1", 1_000_001)]})
+        assert [r["status"] for r in resent.json()["results"]] == ["duplicate", "applied"]
+
+
+@pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
+def test_a_retry_is_a_duplicate_however_its_client_spells_it(fx, store_url):
+    """What an event applies decides, not how a retry spells it: an hour given equal to the one derived or not at all,
+    a value of 1.0 or none, an int or a float time, clicked items in another order or as labels are one event."""
+    with _client(_service(fx, store_url)) as client:
+        first = [_event("a", "u1", 1_000_000, "i3"),
+                 {"kind": "outcome", "event_id": "o", "user_id": "u1", "ts": 1_000_010, "candidates": ["i1", "i2", "i3"],
+                  "clicked": ["i3", "i1"]}]
+        assert client.post("/v1/events", json={"events": first}).json()["applied"] == 2
+        again = [_event("a", "u1", 1_000_000.0, "i3", value=1.0, hour=13, weekday=0),
+                 {"kind": "outcome", "event_id": "o", "user_id": "u1", "ts": 1_000_010, "candidates": ["i1", "i2", "i3"],
+                  "labels": [1, 0, 1]}]
+        retry = client.post("/v1/events", json={"events": again})
+        assert retry.status_code == 200 and retry.json()["duplicates"] == 2, retry.text
+        other = client.post("/v1/events", json={"events": [_event("a", "u1", 1_000_000, "i3", value=0.5)]})
+        assert other.status_code == 409  # another value is another event
 
 
 @pytest.mark.parametrize("store_url", STORES, indirect=True)

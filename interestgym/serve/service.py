@@ -52,7 +52,7 @@ from interestgym.core.transition import apply_slot_change
 from interestgym.errors import InterestGymError
 from interestgym.runtime import Event, ExportedPolicy, UserState, load_policy
 from interestgym.runtime.codec import decode_bytes, encode_bytes
-from interestgym.runtime.state import READABLE_STATE_VERSIONS
+from interestgym.runtime.state import DEFAULT_VALUE, READABLE_STATE_VERSIONS
 from interestgym.serve.catalogue import (
     Catalogue,
     CatalogueError,
@@ -665,8 +665,18 @@ def _hour(policy: ExportedPolicy, hour: int | None, ts: int | None) -> int:
 
 
 def event_digest(event: BehaviourEvent | Outcome) -> str:
-    """A digest of what an event says (every field as the request gave it, its id aside): a retry has the same."""
-    body = json.dumps(event.model_dump(mode="json", exclude={"event_id"}), sort_keys=True, separators=(",", ":"))
+    """A digest of what an event says, its id aside: what it applies, not how the request spelled it, so that a retry
+    matches whatever its client filled in by default. An event: user, time, action, item and value (1.0 when absent,
+    as it is applied; a rating's absent value is refused before this). An outcome: user, time, the candidates in order
+    and their labels (``clicked`` in any order is the same labels). Hour and weekday are left out: given or derived
+    from the time, they are context of the same event."""
+    if isinstance(event, Outcome):
+        what: dict[str, Any] = {"kind": "outcome", "user_id": event.user_id, "ts": event.ts, "candidates": list(event.candidates),
+                                "labels": event.label_list()}
+    else:
+        what = {"kind": "event", "user_id": event.user_id, "ts": int(event.ts), "action": event.action, "item_id": event.item_id,
+                "value": float(DEFAULT_VALUE if event.value is None else event.value)}
+    body = json.dumps(what, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
 
 

@@ -20,8 +20,9 @@ refuses it) rather than dropped as a duplicate ("" for ids stored before digests
 
 * SQLite: ``BEGIN IMMEDIATE`` (the database's write lock, taken before reading: every writer in
   every process is serialised, hence every user too), one transaction per batch, ``COMMIT`` before
-  the reply. Tables ``user_states``, ``applied_events`` (user_id, event_id, digest), ``meta``, ``items``; a
-  schema-1 file (no digest column) is migrated in place when opened (its ids keep digest "").
+  the reply. Tables ``user_states``, ``applied_events`` (user_id, event_id), ``event_digests`` (user_id, event_id,
+  digest), ``meta``, ``items``. The digests have a table of their own so that a worker of the previous release, which
+  writes ``applied_events`` alone, keeps working on a file a newer one opened (its ids have no digest: retries).
 * Redis: optimistic ``WATCH`` of the batch's user hashes and the meta hash, reads, ``compute``, then
   ``MULTI`` / ``EXEC`` of every write; a concurrent write to any watched key aborts the ``EXEC`` and
   the whole step is retried with fresh reads (``compute`` may therefore run more than once and must
@@ -50,7 +51,7 @@ from interestgym.errors import InterestGymError
 
 #: meta keys: the state contract the stored states were written under, and the active policy.
 META_KEYS = ("contract", "policy")
-SQLITE_SCHEMA_VERSION = "2"
+SQLITE_SCHEMA_VERSION = "1"
 
 
 class StoreError(InterestGymError):
@@ -207,7 +208,8 @@ class MemoryStore(Store):
 # ------------------------------------------------------------------------------------ sqlite
 _SQLITE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS user_states (user_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID",
-    ("CREATE TABLE IF NOT EXISTS applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, digest TEXT NOT NULL DEFAULT '', "
+    "CREATE TABLE IF NOT EXISTS applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, event_id)) WITHOUT ROWID",
+    ("CREATE TABLE IF NOT EXISTS event_digests (user_id TEXT NOT NULL, event_id TEXT NOT NULL, digest TEXT NOT NULL, "
      "PRIMARY KEY (user_id, event_id)) WITHOUT ROWID"),
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID",
@@ -241,12 +243,6 @@ class SqliteStore(Store):
             for stmt in _SQLITE_SCHEMA:
                 conn.execute(stmt)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is not None and row[0] == "1":  # schema 1: applied ids without digests; they keep "" (a retry)
-                columns = {r[1] for r in conn.execute("PRAGMA table_info(applied_events)").fetchall()}
-                if "digest" not in columns:
-                    conn.execute("ALTER TABLE applied_events ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SQLITE_SCHEMA_VERSION,))
-                row = (SQLITE_SCHEMA_VERSION,)
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SQLITE_SCHEMA_VERSION,))
             elif row[0] != SQLITE_SCHEMA_VERSION:
@@ -314,8 +310,9 @@ class SqliteStore(Store):
                 for i in range(0, len(ids), _IN_CHUNK):
                     chunk = ids[i:i + _IN_CHUNK]
                     rows = conn.execute(
-                        f"SELECT event_id, digest FROM applied_events WHERE user_id = ? AND event_id IN ({','.join('?' * len(chunk))})",
-                        (u, *chunk)).fetchall()
+                        "SELECT a.event_id, COALESCE(d.digest, '') FROM applied_events a LEFT JOIN event_digests d "
+                        "ON d.user_id = a.user_id AND d.event_id = a.event_id "
+                        f"WHERE a.user_id = ? AND a.event_id IN ({','.join('?' * len(chunk))})", (u, *chunk)).fetchall()
                     applied.update((r[0], r[1]) for r in rows)
                 users[u] = UserRecord(self._state(conn, u), applied)
             writes = compute(Snapshot(users, *self._versions(conn)))
@@ -323,7 +320,9 @@ class SqliteStore(Store):
             conn.executemany(
                 "INSERT INTO user_states VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at", [(u, w.state, now) for u, w in writes.items()])
-            conn.executemany("INSERT INTO applied_events VALUES (?, ?, ?)",
+            conn.executemany("INSERT INTO applied_events (user_id, event_id) VALUES (?, ?)",
+                             [(u, e) for u, w in writes.items() for e in w.event_ids])
+            conn.executemany("INSERT OR REPLACE INTO event_digests (user_id, event_id, digest) VALUES (?, ?, ?)",
                              [(u, e, d) for u, w in writes.items() for e, d in zip(w.event_ids, w.digests)])
 
         self._write(body, "transaction")
@@ -342,6 +341,7 @@ class SqliteStore(Store):
         def body(conn: sqlite3.Connection) -> bool:
             a = conn.execute("DELETE FROM user_states WHERE user_id = ?", (user_id,)).rowcount
             b = conn.execute("DELETE FROM applied_events WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute("DELETE FROM event_digests WHERE user_id = ?", (user_id,))
             return bool(a or b)
 
         return self._write(body, "delete")
