@@ -73,8 +73,7 @@ class CoocEncoder(Encoder):
         self._vectors: np.ndarray | None = None  # (n_items, dim), aligned with self._item_ids
         self._row_of: dict[str, int] = {}
         self._hashes: dict[str, str] = {}
-        self._dataset_created: str | None = None
-        self._fitted_on_dataset = False
+        self._events_file_sha256: str | None = None
         self.counts: dict[str, int] = {}
 
     def inputs(self, items: pd.DataFrame) -> list[str]:
@@ -84,9 +83,9 @@ class CoocEncoder(Encoder):
     # ------------------------------------------------------------------------------------- fitting
     def fit_dataset(self, dataset: Dataset) -> None:
         self.fit(dataset.items, dataset.events, dataset.users)
-        # when the dataset was prepared (not part of the fingerprint): a later load hashes its training events again
-        # only if it was prepared again since
-        self._dataset_created, self._fitted_on_dataset = dataset.manifest.get("created"), True
+        # the events file's bytes (not part of the fingerprint): a later load hashes the training events again only when
+        # the file is another
+        self._events_file_sha256 = dataset.events_file_sha256
 
     def fit(self, items: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame) -> CoocEncoder:
         """Learn vectors for every row of ``items`` from the training users' ``events``.
@@ -217,8 +216,8 @@ class CoocEncoder(Encoder):
 
     def metadata(self) -> dict[str, Any]:
         self._require_fit()
-        created = {"dataset_created": self._dataset_created} if self._fitted_on_dataset else {}
-        return {"options": {"dim": self.requested_dim, "window": self.window}, "fit": dict(self.counts), **self._hashes, **created}
+        read = {"events_file_sha256": self._events_file_sha256} if self._events_file_sha256 else {}
+        return {"options": {"dim": self.requested_dim, "window": self.window}, "fit": dict(self.counts), **self._hashes, **read}
 
     def fit_report(self) -> list[str]:
         self._require_fit()

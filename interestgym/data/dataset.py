@@ -574,20 +574,30 @@ class Dataset:
     def _check_fitted_on(self, meta: dict[str, Any], meta_path: Path, rerun: str) -> None:
         """Embeddings fitted on the dataset's behaviour (``cooc``) record the split and the training events they
         learnt from; after a new split (or new events) they would carry what today's validation and test users
-        did: refused. The events are hashed again only when the dataset was prepared after the fit."""
+        did: refused. The split is compared on every load (users.parquet is small); the training events are read
+        and hashed again only when events.parquet is not the file the fit read (its sha256 differs)."""
         fitted = meta.get("encoder_details")
         if not isinstance(fitted, dict) or not fitted.get("split_sha256"):
             return
         why = None
         if fitted["split_sha256"] != split_sha256(self.users):
             why = "another split of the users"
-        elif fitted.get("train_events_sha256") and ("dataset_created" not in fitted or fitted["dataset_created"] != self.manifest.get("created")) \
-                and fitted["train_events_sha256"] != training_events_sha256(training_events(self.events, self.users)):
-            why = "other training events"
+        elif fitted.get("train_events_sha256") and fitted.get("events_file_sha256") != self.events_file_sha256:
+            # the events file changed (or the fit predates its hash): are the training events it learnt from the same?
+            columns = ["user_id", "ts", "seq", "item_id", "action"]
+            if fitted["train_events_sha256"] != training_events_sha256(training_events(self.read_events(columns), self.users)):
+                why = "other training events"
         if why is not None:
             raise ArtifactError(f"{meta_path}: these {meta.get('encoder', 'behaviour')} vectors were fitted on {why} than "
                                 f"{self.path}'s (it was prepared again since: fields encoder_details.split_sha256 / "
                                 f"train_events_sha256); they may have learnt from what its validation and test users did; {rerun}")
+
+    @cached_property
+    def events_file_sha256(self) -> str:
+        """sha256 of ``events.parquet``'s bytes (what a behaviour encoder records of the file it was fitted on)."""
+        from interestgym.io import sha256_file
+
+        return sha256_file(self.path / "events.parquet")
 
     @cached_property
     def item_ids_sha256(self) -> str:
