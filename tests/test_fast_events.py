@@ -330,8 +330,8 @@ def test_an_empty_value_is_no_value_and_a_rating_needs_one(tmp_path: Path) -> No
         "1,c,1511544077,click,x,C\n", encoding="utf-8")  # not a number: rejected as before
     log = assert_same_read(path, EventsOptions())
     assert [(r["line"], r["reason"]) for r in log.rejects] == [
-        (5, "missing value: a rate event needs its rating (--map value=COLUMN names the column); expected a number"),
-        (6, "missing value: a rate event needs its rating (--map value=COLUMN names the column); expected a number"),
+        (5, "missing value: a rate event needs its rating; expected a number"),
+        (6, "missing value: a rate event needs its rating; expected a number"),
         (9, "bad value: 'x'; expected a finite number")]
     assert any("log.csv: 3 rows with an empty value (an empty cell or null) read as 1.0" in n for n in log.notes), log.notes
     out = read_events(path, RejectLog(), EventsOptions(reader="lines"))
@@ -342,16 +342,24 @@ def test_an_empty_value_is_no_value_and_a_rating_needs_one(tmp_path: Path) -> No
 def test_jsonl_null_and_missing_values(tmp_path: Path) -> None:
     """In JSONL a null value and a missing key both mean no value; a rating needs one either way."""
     path = tmp_path / "log.jsonl"
-    path.write_text("\n".join([
+    rows = [
         '{"user_id": "1", "item_id": "a", "ts": 1511544070, "action": "click", "value": null, "text": "A"}',
         '{"user_id": "1", "item_id": "a", "ts": 1511544071, "action": "click", "text": "A"}',
         '{"user_id": "1", "item_id": "b", "ts": 1511544072, "action": "rate", "text": "B"}',
         '{"user_id": "1", "item_id": "b", "ts": 1511544073, "action": "rate", "value": null, "text": "B"}',
-        '{"user_id": "1", "item_id": "b", "ts": 1511544074, "action": "rate", "value": 5, "text": "B"}']) + "\n", encoding="utf-8")
+        '{"user_id": "1", "item_id": "b", "ts": 1511544074, "action": "rate", "value": 5, "text": "B"}']
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     log = RejectLog()
     out = read_events(path, log, EventsOptions())
-    assert [(r["line"], r["reason"]) for r in log.rejects] == [(3, "missing value: a rate event needs its rating (--map value=COLUMN names the column); expected a number"),
-                                                                (4, "missing value: a rate event needs its rating (--map value=COLUMN names the column); expected a number")]
+    assert [(r["line"], r["reason"]) for r in log.rejects] == [
+        (3, ("missing value: a rate event needs its rating, and the row has no value field (--map value=COLUMN names a column "
+             "of another name); expected a number")),
+        (4, "missing value: a rate event needs its rating; expected a number")]
+    # a CSV without a value column: its ratings say so, in both readers
+    no_column = tmp_path / "ratings.csv"
+    no_column.write_text("user_id,item_id,ts,action,rating,text\n1,a,1511544070,rate,4,A\n", encoding="utf-8")
+    got = assert_same_read(no_column, EventsOptions())
+    assert got.rejects[0]["reason"].startswith("missing value: a rate event needs its rating, and the row has no value field")
     assert out.events["value"].tolist() == [1.0, 1.0, 5.0]
     assert any("1 row with an empty value" in n for n in log.notes), log.notes  # the null; a missing key is no note
 

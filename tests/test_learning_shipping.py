@@ -383,3 +383,21 @@ def test_an_evaluation_of_a_model_trained_further_since_is_left_out_and_said(dat
     report = build_report(run, which_model="final", timeline_users=0, progress=False, log=None)
     assert any(f"evaluated the final model of step {step}; the run has trained further since (step {later})" in n
                for n in report.notes), report.notes
+
+
+def test_an_evaluation_of_what_the_run_shipped_then_is_not_an_evaluation_of_another_model(dataset, tmp_path):
+    """An evaluation of the shipped policy records which model that was: when shipped.json names another one since,
+    exporting it leaves the evaluation out saying whose numbers they are (not "trained further")."""
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.export.run import export_run
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run))
+    shipped = json.loads((run / "shipped.json").read_text())
+    (run / "shipped.json").write_text(json.dumps({**shipped, "policy": "learned", "model": "final"}))
+    evaluate_run(run, baselines="ema", n_boot=20, progress=False)  # the shipped policy: the final model, then
+    assert json.loads((run / "evaluation.json").read_text())["header"]["model_identity"]["model"] == "final"
+    (run / "shipped.json").write_text(json.dumps({**shipped, "policy": "learned", "model": "best"}))
+    result = export_run(run, tmp_path / "best", which="best", verify_observations=0)
+    assert result.evaluation_note.startswith(f"{run / 'evaluation.json'} evaluates the final model (what the run shipped then), "
+                                             "not the best model exported here: not in the manifest")

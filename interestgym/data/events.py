@@ -385,8 +385,10 @@ def _check_before_reading(opts: EventsOptions, events_table: Table, items_table:
         check_rename(opts.rename, tables)
 
 
-#: Why a rating without a value is refused (its value is the rating).
-MISSING_RATING = "missing value: a rate event needs its rating (--map value=COLUMN names the column); expected a number"
+#: Why a rating without a value is refused (its value is the rating): the cell is empty, or the file has no value column.
+MISSING_RATING = "missing value: a rate event needs its rating; expected a number"
+MISSING_RATING_COLUMN = ("missing value: a rate event needs its rating, and the row has no value field (--map value=COLUMN "
+                         "names a column of another name); expected a number")
 
 
 def no_value(cell: Any) -> bool:
@@ -399,7 +401,9 @@ def _parse_value(row: dict[str, Any], action: str | None = None) -> tuple[float,
     rating, whose value is the rating: refused (``action`` = the row's canonical action, when known)."""
     cell = row.get("value")
     if no_value(cell):
-        return (math.nan, MISSING_RATING) if action == RATING_ACTION else (1.0, None)
+        if action != RATING_ACTION:
+            return 1.0, None
+        return math.nan, (MISSING_RATING if "value" in row else MISSING_RATING_COLUMN)
     try:
         value = float(cell)
     except (TypeError, ValueError):
@@ -561,7 +565,8 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         log.note(header_note)
     if rows.empty_values:
         log.note(f"{name}: {rows.empty_values:,} row{'s' if rows.empty_values != 1 else ''} with an empty value (an empty cell or "
-                 "null) read as 1.0, the value of an event without one (a rating without a value is rejected)")
+                 "null) read as 1.0, the value of an event without one (a rating without a value is rejected; rows rejected "
+                 "later for another reason included)")
     if times.floored:
         log.note(f"{name}: {times.floored:,} time{'s' if times.floored != 1 else ''} read had a fraction of a second (on kept rows and on rows "
                  "rejected later for another reason): the dataset keeps the whole second below (the "

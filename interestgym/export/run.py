@@ -250,6 +250,10 @@ def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None,
     recorded = header.get("model_identity")
     if isinstance(recorded, dict) and exported in ("best", "final"):
         now = model_identity(run_dir, exported) or {}
+        if recorded.get("model") not in (None, exported):  # shipped.json named another model when it was evaluated
+            return None, (f"{path} evaluates {what.get(str(recorded.get('model')), recorded.get('model'))} (what the run shipped "
+                          f"then), not {what[exported]} exported here: not in the manifest "
+                          f"(`interestgym evaluate {run_dir} --model {exported}` records its metrics, replacing the run's evaluation.json)")
         if recorded.get("sha256") != now.get("sha256"):
             return None, (f"{path} evaluates {what[exported]} of step {recorded.get('step')}, and the run has trained further "
                           f"since (the folder now holds step {now.get('step')}): not in the manifest "
