@@ -4,17 +4,23 @@ tqdm's ``disable=None`` goes silent when stderr is not a terminal, so a job unde
 scheduler showed nothing for minutes of tuning. :func:`progress_bar` keeps the bar on a terminal and,
 when output goes to a file or pipe, writes a line such as
 ``tuning baselines: 1,200/4,780 policy (25%), 41 s, ~2 min left`` every :data:`LOG_EVERY_SECONDS`
-(and a closing line for work that lasted that long), so logs show progress without drowning in it.
+(and a closing line for work that lasted that long), so logs show progress without drowning in it. A line
+comes every :data:`LOG_EVERY_SECONDS` even while no unit finishes (one batched replay of a tuning grid can take
+minutes): a heartbeat thread writes the count so far, and stops when the bar is closed or dropped.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import weakref
 from typing import Any, TextIO
 
 #: Seconds between two log lines when the output is not a terminal.
 LOG_EVERY_SECONDS = 15.0
+#: Heartbeat checks (three per interval) without a unit done after which the heartbeat stops: 30 minutes at 15 s.
+IDLE_BEATS = 360
 
 
 def _duration(seconds: float) -> str:
@@ -49,6 +55,10 @@ class LogProgress:
         self._start = time.monotonic()
         self._last = self._start
         self._logged = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if 0 < self._every < float("inf"):
+            _heartbeat(weakref.ref(self), self._stop, self._every)
 
     def _line(self, final: bool = False) -> str:
         elapsed = time.monotonic() - self._start
@@ -72,10 +82,15 @@ class LogProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += int(n)
-        now = time.monotonic()
-        if now - self._last >= self._every:
-            self._last = now
-            self._write(self._line())
+        self._beat(self._every)
+
+    def _beat(self, every: float) -> None:
+        """Write the current line if ``every`` seconds passed since the last one (from ``update`` or the heartbeat)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last >= every and not self._stop.is_set():
+                self._last = now
+                self._write(self._line())
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:  # noqa: ARG002 - tqdm's signature
         self.postfix = str(s)
@@ -87,11 +102,16 @@ class LogProgress:
         pass
 
     def close(self) -> None:
-        # a closing line only for work that was long enough to be logged at all
-        if self._logged or time.monotonic() - self._start >= self._every:
-            self._write(self._line(final=True))
-            self._logged = False
-        self._every = float("inf")
+        self._stop.set()  # the heartbeat ends
+        with self._lock:
+            # a closing line only for work that was long enough to be logged at all
+            if self._logged or time.monotonic() - self._start >= self._every:
+                self._write(self._line(final=True))
+                self._logged = False
+            self._every = float("inf")
+
+    def __del__(self) -> None:
+        self._stop.set()
 
     def __enter__(self) -> LogProgress:
         return self
@@ -103,6 +123,26 @@ class LogProgress:
 class _Silent(LogProgress):
     def _write(self, text: str) -> None:
         pass
+
+
+def _heartbeat(bar: weakref.ref[LogProgress], stop: threading.Event, every: float) -> None:
+    """A daemon thread: every ``every`` seconds, the bar's line if nothing wrote one meanwhile; it ends when the bar is
+    closed or garbage-collected (it holds only a weak reference)."""
+
+    def run() -> None:
+        idle, seen = 0, -1
+        while not stop.wait(every / 3):
+            live = bar()
+            if live is None:
+                return
+            idle = idle + 1 if live.n == seen else 0
+            seen = live.n
+            if idle > IDLE_BEATS:  # no unit done for that long: a bar left open (an error kept its frame), not work
+                return
+            live._beat(every)
+            del live
+
+    threading.Thread(target=run, name="interestgym-progress", daemon=True).start()
 
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", *, enabled: bool | None = None,

@@ -118,6 +118,30 @@ def test_progress_is_plain_log_lines_when_not_a_terminal(capsys):
     assert "x:" not in stream.getvalue()
 
 
+def test_a_log_line_comes_while_no_unit_finishes_and_stops_when_the_bar_closes():
+    """One batched replay of a tuning grid can take minutes without an update: the heartbeat writes the count so far
+    every interval; once the bar is closed (or dropped) nothing more is written."""
+    import gc
+    import io
+    import time
+
+    stream = io.StringIO()
+    bar = LogProgress(desc="tuning", unit="grid point", stream=stream, every=0.2)
+    bar.update(3)
+    time.sleep(0.9)  # no update: the heartbeat writes
+    beats = stream.getvalue().strip().splitlines()
+    assert len(beats) >= 2 and all(line.startswith("tuning: 3 grid points") for line in beats), beats
+    bar.close()
+    written = stream.getvalue()
+    time.sleep(0.5)
+    assert stream.getvalue() == written and written.strip().splitlines()[-1].endswith("done")
+    dropped = LogProgress(desc="dropped", stream=stream, every=0.2)
+    del dropped
+    gc.collect()
+    time.sleep(0.5)
+    assert "dropped" not in stream.getvalue()
+
+
 def test_a_permission_error_is_one_line_naming_the_path_not_a_traceback(tmp_path, capsys, monkeypatch):
     # CI runs as root, which writes into read-only folders, so the OS error is raised where the dataset
     # writer would meet it (the handler in interestgym.cli is what is under test).
