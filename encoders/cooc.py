@@ -82,17 +82,20 @@ class CoocEncoder(Encoder):
 
     # ------------------------------------------------------------------------------------- fitting
     def fit_dataset(self, dataset: Dataset) -> None:
-        self.fit(dataset.items, dataset.events, dataset.users)
+        self.fit(dataset.items, dataset.events, dataset.users, dataset.action_weights)
         # the events file's bytes (not part of the fingerprint): a later load hashes the training events again only when
         # the file is another
         self._events_file_sha256 = dataset.events_file_sha256
 
-    def fit(self, items: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame) -> CoocEncoder:
+    def fit(self, items: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame,
+            action_weights: dict[str, float] | None = None) -> CoocEncoder:
         """Learn vectors for every row of ``items`` from the training users' ``events``.
 
         :param items: item table (item_id, category).
         :param events: event table (user_id, ts, seq, item_id, action).
         :param users: user_id -> split; only split == "train" users are learned from.
+        :param action_weights: the manifest's: only events of an action with a weight are learned from (as the replay
+            protocol counts engagement); None: every action but ``impression``.
         """
         from scipy import sparse
 
@@ -103,7 +106,7 @@ class CoocEncoder(Encoder):
         if not train_users:
             raise DataError("cooc: users.parquet has no user with split == 'train'; expected some training users to learn from")
 
-        ev = training_events(events, users)
+        ev = training_events(events, users, action_weights)
         index = pd.Index(item_ids)
         codes = index.get_indexer(ev["item_id"].astype(str))
         unknown = int((codes < 0).sum())

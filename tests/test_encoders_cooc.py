@@ -117,6 +117,14 @@ def test_impressions_and_immediate_repeats_do_not_count():
     doubled = pd.concat([events, events.assign(seq=events["seq"] + 100_000)], ignore_index=True)
     np.testing.assert_allclose(CoocEncoder(dim=4, window=3).fit(items, doubled, users).encode(A_ITEMS + B_ITEMS),
                                base.encode(A_ITEMS + B_ITEMS), atol=1e-5)
+    # With the manifest's weights, any action without a weight is no engagement (as the replay protocol counts it):
+    # a "hover" of weight 0 adds nothing, and "view" of weight 0 leaves nothing to learn from the views
+    hovered = pd.concat([events, extra.assign(item_id="b1", action="hover", seq=10_001)], ignore_index=True)
+    weights = {"view": 0.5, "click": 1.0, "hover": 0.0, "impression": 0.0}
+    np.testing.assert_array_equal(CoocEncoder(dim=4, window=3).fit(items, hovered, users, weights).encode(A_ITEMS + B_ITEMS),
+                                  base.encode(A_ITEMS + B_ITEMS))
+    silent = CoocEncoder(dim=4, window=3).fit(items, events, users, {**weights, "view": 0.0})
+    assert silent.counts["train_events"] == 0 and silent.counts["items_trained"] == 0
 
 
 def test_no_training_users_is_an_error():

@@ -260,12 +260,18 @@ def split_sha256(users: pd.DataFrame) -> str:
     return frame_sha256(users[["user_id", "split"]].astype(str))
 
 
-def training_events(events: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
-    """The events a behaviour encoder learns from: the training users' events other than impressions, in replay
-    order (user, time, source order), columns user_id, ts, seq, item_id, action."""
+def training_events(events: pd.DataFrame, users: pd.DataFrame, action_weights: dict[str, float] | None = None) -> pd.DataFrame:
+    """The events a behaviour encoder learns from: the training users' engagements, in replay order (user, time,
+    source order), columns user_id, ts, seq, item_id, action. An engagement is an event whose action has a weight
+    (``action_weights``: the manifest's, as the replay protocol counts them); without weights, every action but
+    ``impression``."""
     train_users = set(users.loc[users["split"] == "train", "user_id"].astype(str))
     ev = events[["user_id", "ts", "seq", "item_id", "action"]]
-    ev = ev[ev["user_id"].astype(str).isin(train_users) & (ev["action"] != "impression")]
+    if action_weights is None:
+        engaged = ev["action"] != "impression"
+    else:
+        engaged = ev["action"].astype(str).map({str(k): float(v) for k, v in action_weights.items()}).fillna(0.0) > 0
+    ev = ev[ev["user_id"].astype(str).isin(train_users) & engaged]
     order = np.lexsort((ev["seq"].to_numpy(), ev["ts"].to_numpy(), ev["user_id"].astype(str).to_numpy()))
     return ev.iloc[order]
 
@@ -585,7 +591,8 @@ class Dataset:
         elif fitted.get("train_events_sha256") and fitted.get("events_file_sha256") != self.events_file_sha256:
             # the events file changed (or the fit predates its hash): are the training events it learnt from the same?
             columns = ["user_id", "ts", "seq", "item_id", "action"]
-            if fitted["train_events_sha256"] != training_events_sha256(training_events(self.read_events(columns), self.users)):
+            now = training_events(self.read_events(columns), self.users, self.action_weights)
+            if fitted["train_events_sha256"] != training_events_sha256(now):
                 why = "other training events"
         if why is not None:
             raise ArtifactError(f"{meta_path}: these {meta.get('encoder', 'behaviour')} vectors were fitted on {why} than "
