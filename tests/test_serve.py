@@ -439,6 +439,11 @@ def test_a_policy_swap_is_atomic_for_every_worker_and_refuses_another_feature_ta
     # a store whose states were written under another contract refuses to start with this export
     with pytest.raises(PolicyMismatchError, match="feature table"):
         InterestService.open(ServeConfig(export=str(other_features), store=store_url, items=str(fx.dataset)))
+    # a restart with another export than the one swapped in replaces it, and says so (not silent)
+    restarted = _service(fx, store_url)
+    assert any(n.startswith(f"this start replaced the store's active policy {newer} (generation") for n in restarted.notes), restarted.notes
+    again = _service(fx, store_url)  # the same export again: nothing replaced
+    assert not any("replaced" in n for n in again.notes)
 
 
 def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path):

@@ -243,7 +243,14 @@ class InterestService:
             catalogue = load_catalogue(source, config.embeddings or _export_embedding(source, policy))
             notes = check_catalogue(catalogue, policy)
             if install:
+                before = store.update_meta(lambda m: {}).get("policy")  # the store's active policy until now, if any
                 meta = install_policy(store, policy)
+                previous = json.loads(before) if before else None
+                if previous and previous.get("manifest_sha256") != policy.manifest["manifest_sha256"]:
+                    # e.g. a restart with another EXPORT after a swap: said, not silent
+                    notes.append(f"this start replaced the store's active policy {previous.get('path')} (generation "
+                                 f"{previous.get('generation')}) with {config.export}; start the service with the export you "
+                                 "want active (or swap with POST /v1/admin/policy)")
             else:
                 meta = store.update_meta(lambda m: {} if m.get("policy") else _install_fn(policy)(m))
                 record = json.loads(meta["policy"])
