@@ -134,6 +134,9 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     _note_idle_levers(Path(config.run_dir), given)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
     this_call = f" ({result['timesteps_this_call']:,} of them now)" if resume else ""
+    if resume and result["timesteps_this_call"] == 0:
+        click.echo(f"note: the run was already at step {result['num_timesteps']:,}, at or past --timesteps {config.timesteps:,}: "
+                   "nothing was trained; give a larger --timesteps to train further", err=True)
     click.echo(f"trained {result['num_timesteps']:,} steps{this_call} in {result['seconds']:.0f} s{tuning}; "
                f"best validation {result['select_metric']} = {result['best_value']:.4f} at step {result['best_step']:,}")
     shipped = result.get("shipped") or {}

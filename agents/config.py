@@ -216,6 +216,9 @@ class TrainConfig:
     def validate(self) -> None:
         if self.timesteps <= 0:
             raise InterestGymError(f"--timesteps {self.timesteps}: expected a positive number of steps")
+        for flag, value in (("--seed", self.seed), ("--protocol-seed", self.protocol_seed)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
+                raise InterestGymError(f"{flag} {value!r}: expected an integer in [0, 2**32 - 1] (numpy's and torch's seeds)")
         if self.n_envs <= 0 or self.n_steps <= 1:
             raise InterestGymError(f"--n-envs {self.n_envs} / --n-steps {self.n_steps}: expected n_envs >= 1 and n_steps >= 2")
         if self.batch_size <= 1 or self.batch_size > self.n_envs * self.n_steps:

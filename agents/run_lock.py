@@ -72,6 +72,32 @@ class RunLock:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def training_holder(run_dir: str | Path) -> str | None:
+    """Who is training ``run_dir`` now (``pid ... on host ..., started ...``), or None when no process holds its lock
+    (or the platform has no file locks). Takes the lock for an instant to find out, and never keeps it."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        return describe_holder(holder)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return None
+
+
 def describe_holder(text: str) -> str:
     """``pid 123 on host h since 2025-...`` from a lock file's contents."""
     try:

@@ -278,6 +278,8 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
         raise InterestGymError(f"--pick {pick!r}: expected one of {', '.join(PICKS)}")
     if budget_steps < 1:
         raise InterestGymError(f"--budget-steps {budget_steps}: expected a positive number of steps")
+    if not isinstance(sampler_seed, int) or not 0 <= sampler_seed < 2**32:
+        raise InterestGymError(f"--sampler-seed {sampler_seed!r}: expected an integer in [0, 2**32 - 1]")
     if train is None:
         from interestgym.agents.train import train_run
 

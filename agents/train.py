@@ -273,6 +273,10 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
         # A run written into a dataset folder would mix run files with the dataset's own.
         raise InterestGymError(f"--run-dir {run_dir}: is a dataset directory ({DATASET_MANIFEST} found); expected a new or empty folder for the run")
     config.validate()
+    if str(config.device).startswith("cuda"):  # training here (evaluating a CUDA-trained run on a CPU box stays possible)
+        from interestgym.agents.sequence.models import pick_device
+
+        pick_device(str(config.device))  # refuses CUDA where there is none, naming why
     if config.sequence and not resume:  # its best weights must not change under the run (checked again at export)
         from interestgym.agents.sequence.folder import check_finished
 

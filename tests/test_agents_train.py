@@ -234,3 +234,45 @@ def test_train_says_how_much_of_its_time_was_tuning(dataset, tmp_path, monkeypat
     result = train_run(_config(dataset, tmp_path / "reuse", timesteps=64, eval_every=0, reward_baseline="ema", tune_users=5,
                                tuned_baselines=str(tmp_path / "direct" / "baselines.json")))
     assert result["tuning_seconds"] < 1.5
+
+
+def test_a_resume_with_fewer_steps_than_the_run_has_says_nothing_was_trained(dataset, tmp_path):
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=128))
+    result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(run), "--resume", "--timesteps", "64",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "note: the run was already at step 128, at or past --timesteps 64: nothing was trained" in result.stderr
+
+
+def test_evaluating_a_run_that_is_still_training_says_so(dataset, tmp_path, capsys):
+    """Another process holds the run's lock (training): evaluate says its models may still change and what it ships is
+    not decided; with the lock free, nothing is said."""
+    import fcntl
+    import os
+    import subprocess
+    import time as clock
+
+    from interestgym.evaluation.run import evaluate_run
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=128))
+    (run / "shipped.json").unlink()  # as during training: nothing decided yet
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "os.pwrite(fd, b'{\"pid\": 1, \"host\": \"h\", \"started\": \"now\"}', 0); print('locked', flush=True); time.sleep(60)"),
+        str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        evaluate_run(run, baselines="ema", n_boot=20, progress=False)
+        err = capsys.readouterr().err
+        assert f"note: {run} is still training (pid 1 on host h, started now)" in err and "evaluates the best model" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    clock.sleep(0.1)
+    fd = os.open(run / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+    os.close(fd)
+    evaluate_run(run, baselines="ema", n_boot=20, progress=False)
+    assert "still training" not in capsys.readouterr().err

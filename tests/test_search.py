@@ -277,3 +277,33 @@ def test_search_takes_the_embeddings_of_a_dataset_that_has_several(tmp_path):
     assert result.exit_code == 0, result.output
     trial = json.loads((tmp_path / "s" / "trial-000" / "config.json").read_text())
     assert trial["config"]["embeddings"] == "other"
+
+
+def test_negative_seeds_are_refused_in_one_line(tmp_path, capsys):
+    """A seed numpy and torch cannot take is a clear error naming the option, before anything runs (train and search)."""
+    from interestgym.cli import main
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    for argv, flag in ((["train", str(data), "--run-dir", str(tmp_path / "r"), "--seed", "-1"], "--seed -1"),
+                       (["search", str(data), "--run-dir", str(tmp_path / "s"), "--seed", "-1"], "--seed -1"),
+                       (["search", str(data), "--run-dir", str(tmp_path / "s2"), "--sampler-seed", "-1"], "--sampler-seed -1")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err, err
+        assert err.startswith(f"error: {flag}: expected an integer in [0, 2**32 - 1]"), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_training_on_cuda_where_there_is_none_is_refused(tmp_path, capsys):
+    import torch
+
+    from interestgym.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: training there is what --device cuda asks for")
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(data), "--run-dir", str(tmp_path / "r"), "--device", "cuda", "--timesteps", "64"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: --device 'cuda': CUDA is not available here"), err

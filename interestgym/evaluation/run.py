@@ -25,6 +25,7 @@ Protocol (printed above every table and stored in ``evaluation.json``):
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,13 @@ def evaluate_run(
 
     policies: list[tuple[Any, str, dict[str, Any], float | None]] = []
     if run_dir is not None:
+        from interestgym.agents.run_lock import training_holder
+
+        holder = training_holder(run_dir)
+        if holder is not None:  # said, not refused: a look at the best model so far can be what is wanted
+            sys.stderr.write(f"note: {run_dir} is still training ({holder}): its models may still change and what it ships "
+                             f"is not decided yet; this evaluates the {'best' if which_model == 'shipped' else which_model} "
+                             "model as it is now (evaluate again when training ends)\n")
         if which_model == "shipped" and run_folder.read_shipped(run_dir) is None:
             which_model = "best"  # a run from before shipping decisions, or still training
         ppo = run_folder.load_run_choice(run_dir, which_model, device=config.device)
