@@ -292,10 +292,20 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     if not base.get("dataset"):
         raise InterestGymError("DATASET: missing; give it on the command line or as `dataset` in --config")
     base["dataset"] = str(Path(base["dataset"]).resolve())
-    for name in TRIAL_SETTINGS:
-        base.pop(name, None)
+    # settings each trial sets itself: said when the base configuration gave them (timesteps goes on into best.toml)
+    replaced = {name: base.pop(name) for name in TRIAL_SETTINGS if name in base}
+    shown = {k: v for k, v in replaced.items() if k != "progress_bar"}
+    if shown:
+        echo(f"note: {', '.join(f'{k} = {v!r}' for k, v in shown.items())} of the base configuration: each trial sets these "
+             "itself (--budget-steps, a validation every quarter of it, its own folder, trial 0's tuning)"
+             + ("; best.toml keeps your timesteps" if "timesteps" in shown else ""))
     # check the base configuration once, before any training
-    TrainConfig(**{**base, "run_dir": str(out_dir), "timesteps": budget_steps}).validate()
+    checked = TrainConfig(**{**base, "run_dir": str(out_dir), "timesteps": budget_steps})
+    checked.validate()
+    rollout = checked.n_envs * checked.n_steps
+    if budget_steps < rollout:
+        echo(f"note: --budget-steps {budget_steps} is less than one PPO rollout (n_envs x n_steps = {rollout:,}): each trial "
+             f"trains one rollout, {rollout:,} steps")
     space = select_space(params)
     out_dir = Path(out_dir)
     settings = {"dataset": base["dataset"], "trials": trials, "budget_steps": budget_steps, "sampler": sampler,
@@ -313,7 +323,15 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
         old = {k: v for k, v in previous.get("settings", {}).items() if k != "trials"}
         if old != {k: v for k, v in settings.items() if k != "trials"}:
             differ = sorted(k for k in set(old) | set(settings) if k != "trials" and old.get(k) != settings.get(k))
-            raise InterestGymError(f"{doc_path}: a search with other settings ({', '.join(differ)}) is in this folder; "
+
+            def shown(key: str) -> str:
+                was, now = old.get(key), settings.get(key)
+                if isinstance(was, dict) and isinstance(now, dict):  # the base settings: the keys that differ
+                    keys = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+                    return f"{key}: " + ", ".join(f"{k} {now.get(k)!r} (the folder's: {was.get(k)!r})" for k in keys)
+                return f"{key} {now!r} (the folder's: {was!r})"
+
+            raise InterestGymError(f"{doc_path}: a search with other settings is in this folder ({'; '.join(map(shown, differ))}); "
                                    "run it again with its own settings to continue it, or choose another --run-dir")
         done = {int(t["trial"]): t for t in previous.get("trials", []) if t.get("status") == "done"}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,7 +381,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
         records.append(record)
         doc = _document(settings, records, shared, pick)
         write_json_atomic(doc_path, doc)
-    write_outputs(out_dir, doc, base)
+    write_outputs(out_dir, doc, base, {"timesteps": replaced["timesteps"]} if "timesteps" in replaced else None)
     return doc
 
 
@@ -387,8 +405,9 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a TOML basic string
 
 
-def best_toml(doc: dict[str, Any], base: dict[str, Any]) -> str:
-    """``best.toml``: the base settings and the picked trial's parameters, as ``train --config`` reads them."""
+def best_toml(doc: dict[str, Any], base: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """``best.toml``: the base settings and the picked trial's parameters, as ``train --config`` reads them
+    (``extra``: base settings the trials replaced, kept for the real run: ``timesteps``)."""
     from interestgym.agents.config import TrainConfig
 
     best = doc["trials"][doc["best_trial"]]
@@ -408,10 +427,13 @@ def best_toml(doc: dict[str, Any], base: dict[str, Any]) -> str:
               else f"# pick: {doc.get('pick')}"),
              "# picked on validation users only; the test split was never opened. Train and evaluate it with:",
              "#   interestgym train --config best.toml --run-dir RUN && interestgym evaluate RUN",
-             "# (timesteps is the TrainConfig default unless given here or on the command line)"]
+             "# (timesteps: the base configuration's, else the TrainConfig default, unless given on the command line)"]
     values: dict[str, Any] = {"dataset": settings["dataset"]}
-    if doc.get("tuned_baselines_used"):
-        values["tuned_baselines"] = doc["tuned_baselines_used"]
+    if doc.get("tuned_baselines_used"):  # ties the file to this dataset: a hint, not a setting (tuning again gives the same)
+        lines.append(f"# to reuse the search's tuning of this dataset's baselines (not another's): tuned_baselines = "
+                     f"{_toml_value(doc['tuned_baselines_used'])}")
+    if "timesteps" in (extra or {}):  # the base configuration's own, which the trials' budget stood in for
+        values["timesteps"] = extra["timesteps"]  # type: ignore[index]
     for name, value in base.items():
         if name in ("dataset", *TRIAL_SETTINGS):
             continue
@@ -464,7 +486,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
             + "\n".join(out) + "\n")
 
 
-def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any]) -> None:
+def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     from interestgym.io import write_text_atomic
 
     rows = table_rows(doc)
@@ -475,7 +497,7 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any]) -> N
     writer.writerows(rows)
     write_text_atomic(out_dir / TABLE_CSV, buf.getvalue())
     write_text_atomic(out_dir / TABLE_MD, markdown_table(doc))
-    write_text_atomic(out_dir / BEST_TOML, best_toml(doc, base))
+    write_text_atomic(out_dir / BEST_TOML, best_toml(doc, base, extra))
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -524,9 +546,14 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
     if embeddings is not None:
         base["embeddings"] = embeddings
     names = [n.strip() for n in params.split(",") if n.strip()] if params else None
-    doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
-                     sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,
-                     tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True), ray=ray)
+    try:
+        doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
+                         sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,
+                         tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True), ray=ray)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the finished trials are in {run_dir / SEARCH_FILE}; the same command continues the search "
+                   "(the unfinished trial is trained again)", err=True)
+        raise
     click.echo(markdown_table(doc))
     best = doc["trials"][doc["best_trial"]]
     click.echo(f"picked trial {best['trial']} on validation users: {_describe(best['params'])}")

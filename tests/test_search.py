@@ -226,7 +226,7 @@ def test_an_interrupted_search_continues_where_it_stopped_and_refuses_other_sett
     assert [t["params"] for t in doc["trials"][:5]] == params
     scores = [expected_score(t["params"]) for t in doc["trials"]]
     assert doc["best_trial"] == expected_pick(scores, "beats-base")
-    with pytest.raises(InterestGymError, match="budget_steps"):
+    with pytest.raises(InterestGymError, match=r"a search with other settings is in this folder \(budget_steps 512 \(the folder.s: 256\)\)"):
         S.run_search(str(data), tmp_path / "s", trials=7, budget_steps=512, params=["learning_rate", "gamma"],
                      echo=lambda _: None, train=_fake_train(calls), replay=_fake_replay)
 
@@ -307,3 +307,22 @@ def test_training_on_cuda_where_there_is_none_is_refused(tmp_path, capsys):
         main(["train", str(data), "--run-dir", str(tmp_path / "r"), "--device", "cuda", "--timesteps", "64"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: --device 'cuda': CUDA is not available here"), err
+
+
+def test_settings_the_trials_replace_are_said_and_timesteps_goes_on_into_best_toml(tmp_path):
+    """A base configuration's timesteps, eval_every or run_dir are the trials' own: a note says so; best.toml keeps the
+    base's timesteps for the real run and names trial 0's tuning only as a hint (it ties the file to this dataset); a
+    budget below one rollout says each trial trains one rollout."""
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    said: list[str] = []
+    S.run_search(str(data), tmp_path / "s", trials=2, budget_steps=100, params=["learning_rate"], echo=said.append,
+                 base={"timesteps": 100_000, "eval_every": 0, "run_dir": "zzz", "n_envs": 4, "n_steps": 32, "batch_size": 64},
+                 train=_fake_train([]), replay=_fake_replay)
+    assert any(line.startswith("note: run_dir = 'zzz', timesteps = 100000, eval_every = 0 of the base configuration: each "
+                               "trial sets these itself") and line.endswith("best.toml keeps your timesteps") for line in said), said
+    assert "note: --budget-steps 100 is less than one PPO rollout (n_envs x n_steps = 128): each trial trains one rollout, 128 steps" in said
+    values = read_config_file(tmp_path / "s" / S.BEST_TOML)
+    assert values["timesteps"] == 100_000 and "tuned_baselines" not in values and "eval_every" not in values
+    with pytest.raises(InterestGymError, match=r"\(base: n_envs 8 \(the folder's: 4\)\)"):
+        S.run_search(str(data), tmp_path / "s", trials=2, budget_steps=100, params=["learning_rate"], echo=said.append,
+                     base={"n_envs": 8, "n_steps": 32, "batch_size": 64}, train=_fake_train([]), replay=_fake_replay)
