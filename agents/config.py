@@ -353,6 +353,12 @@ def coerce_setting(name: str, value: Any, where: str) -> Any:
             raise wrong("an integer")
         return value
     if base is float:
+        if isinstance(value, str) and str(where).lower().endswith((".yaml", ".yml")):
+            # YAML 1.1 (PyYAML) reads 1e-3 as a string (it wants 1.0e-3): a number written so is still the number
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong("a number")
         return float(value)

@@ -172,11 +172,13 @@ def test_a_config_file_sets_every_setting_and_the_command_line_wins(monkeypatch,
     pytest.importorskip("yaml")
     (tmp_path / "sub").mkdir()
     yaml_path = tmp_path / "sub" / "train.yaml"
-    yaml_path.write_text("dataset: ../data\nrun-dir: runs/a\nclip_range: 0.3\neval_users: 0\nreward_baseline: none\nnet_arch: 32,32\n")
+    yaml_path.write_text("dataset: ../data\nrun-dir: runs/a\nclip_range: 0.3\neval_users: 0\nreward_baseline: none\nnet_arch: 32,32\n"
+                         "learning_rate: 1e-3\n")  # YAML 1.1 reads 1e-3 as a string: still the number
     config, result = _trained_config(monkeypatch, ["--config", str(yaml_path)])
     assert result.exit_code == 0, result.output
     assert (config.dataset, config.run_dir) == (str(tmp_path / "sub" / "../data"), str(tmp_path / "sub" / "runs/a"))
     assert (config.clip_range, config.eval_users, config.reward_baseline, config.net_arch) == (0.3, None, None, [32, 32])
+    assert config.learning_rate == 1e-3
 
 
 @pytest.mark.parametrize("text, message", [
