@@ -420,7 +420,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name not in names:
-            raise InterestGymError(f"{path}: unknown setting {key!r}; expected one of {', '.join(names)}")
+            import difflib
+
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.75)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InterestGymError(f"{path}: unknown setting {key!r}{guess}; expected one of {', '.join(names)}")
         value = coerce_setting(name, value, str(path))
         if name in PATH_SETTINGS and value is not None:
             value = str(path.parent / Path(value).expanduser())

@@ -385,6 +385,15 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     return doc
 
 
+def step_zero_note(doc: dict[str, Any]) -> str | None:
+    """A note when every trial selected its step-0 agent: then no setting was told from another."""
+    if len(doc["trials"]) > 1 and all(t.get("best_step") == 0 for t in doc["trials"]):
+        return ("note: every trial's selected model is its step-0 agent (a residual agent starts as the reference rule), so no "
+                "trial learnt anything that beat it on validation and the scores cannot tell the settings apart: raise "
+                "--budget-steps")
+    return None
+
+
 def _describe(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
 
@@ -555,6 +564,8 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
                    "(the unfinished trial is trained again)", err=True)
         raise
     click.echo(markdown_table(doc))
+    if (note := step_zero_note(doc)) is not None:
+        click.echo(note, err=True)
     best = doc["trials"][doc["best_trial"]]
     click.echo(f"picked trial {best['trial']} on validation users: {_describe(best['params'])}")
     click.echo(f"settings: {run_dir / BEST_TOML}  (interestgym train --config {run_dir / BEST_TOML} --run-dir RUN)")

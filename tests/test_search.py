@@ -326,3 +326,13 @@ def test_settings_the_trials_replace_are_said_and_timesteps_goes_on_into_best_to
     with pytest.raises(InterestGymError, match=r"\(base: n_envs 8 \(the folder's: 4\)\)"):
         S.run_search(str(data), tmp_path / "s", trials=2, budget_steps=100, params=["learning_rate"], echo=said.append,
                      base={"n_envs": 8, "n_steps": 32, "batch_size": 64}, train=_fake_train([]), replay=_fake_replay)
+
+
+def test_a_search_whose_every_trial_kept_its_step_0_agent_says_so(tmp_path):
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    train = _fake_train([])
+    doc = S.run_search(str(data), tmp_path / "s", trials=2, budget_steps=64, params=["learning_rate"], echo=lambda _: None,
+                       train=lambda config: {**train(config), "best_step": 0}, replay=_fake_replay)
+    assert S.step_zero_note(doc).startswith("note: every trial's selected model is its step-0 agent")
+    doc["trials"][1]["best_step"] = 64
+    assert S.step_zero_note(doc) is None

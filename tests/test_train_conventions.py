@@ -182,7 +182,8 @@ def test_a_config_file_sets_every_setting_and_the_command_line_wins(monkeypatch,
 
 
 @pytest.mark.parametrize("text, message", [
-    ("clip_rnage = 0.1\n", r"train.toml: unknown setting 'clip_rnage'; expected one of dataset, run_dir"),
+    ("clip_rnage = 0.1\n", r"train.toml: unknown setting 'clip_rnage' \(did you mean 'clip_range'\?\); expected one of dataset, run_dir"),
+    ("zzz = 1\n", r"train.toml: unknown setting 'zzz'; expected one of dataset, run_dir"),
     ("n_envs = 'many'\n", r"train.toml: n_envs = 'many': expected an integer"),
     ("clip_range = [1\n", r"train.toml: not valid TOML"),
 ])
