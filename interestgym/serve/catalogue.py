@@ -129,9 +129,11 @@ class Catalogue:
 
     def describe(self) -> dict[str, Any]:
         """What /healthz shows: where the items come from and how each column was computed."""
+        listed = self.category_list  # a probe's answer stays small: the count and a few names, not thousands
         return {"source": self.source, "n_items": len(self), "added_items": self.n_added, "dim": self.dim,
                 "encoder": self.encoder, "popularity": self.meta.get("popularity"),
-                "categories": {**(self.meta.get("categories") or {}), "list": self.category_list}}
+                "categories": {**{k: v for k, v in (self.meta.get("categories") or {}).items() if k != "list"},
+                               "n": len(listed), "first": listed[:10]}}
 
     # -------------------------------------------------------------------------------- files
     def save(self, folder: str | Path) -> Path:

@@ -576,11 +576,8 @@ class InterestService:
 
     def health(self) -> dict[str, Any]:
         self._timed("ping", self.store.ping)
-        catalogue = self.catalogue.describe()
-        listed = catalogue["categories"].pop("list", [])  # a probe's answer stays small: the count and a few names
-        catalogue["categories"].update(n=len(listed), first=listed[:10])
         return {"status": "ok", "store": self.store.describe(), "policy": self._active.record,
-                "encoder": self.policy.encoder, "catalogue": catalogue, "notes": self.notes,
+                "encoder": self.policy.encoder, "catalogue": self.catalogue.describe(), "notes": self.notes,
                 "uptime_s": round(time.time() - self.started, 1)}
 
     # ------------------------------------------------------------------------------ helpers
@@ -759,5 +756,5 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                     candidate_categories=[cat.categories[j] for j in r], hour=_hour(policy, o.hour, o.ts))
             results[i] = {"event_id": o.event_id, "user_id": u, "kind": "outcome", "status": "applied", "scored": metrics is not None,
                           "unknown_candidates": int((~known).sum()), "metrics": metrics}
-    writes = {u: UserWrite(states[u].to_bytes(), ids, [seen[u][e] for e in ids]) for u, ids in new_ids.items() if ids}
+    writes = {u: UserWrite(states[u].to_bytes(), {e: seen[u][e] for e in ids}) for u, ids in new_ids.items() if ids}
     return writes, [r for r in results if r is not None]

@@ -84,9 +84,8 @@ class Snapshot:
 @dataclass(frozen=True)
 class UserWrite:
     state: bytes
-    event_ids: list[str]
-    #: the digest of each event of ``event_ids``, in order
-    digests: list[str]
+    #: the event ids newly applied, each with its event's digest (in the order they were applied)
+    applied: Mapping[str, str]
 
 
 Compute = Callable[[Snapshot], Mapping[str, UserWrite]]
@@ -165,7 +164,7 @@ class MemoryStore(Store):
             writes = compute(Snapshot(users, self._meta.get("policy"), self._items_version))
             for u, w in writes.items():
                 self._states[u] = w.state
-                self._applied.setdefault(u, {}).update(zip(w.event_ids, w.digests))
+                self._applied.setdefault(u, {}).update(w.applied)
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
         with self._lock:
@@ -321,9 +320,9 @@ class SqliteStore(Store):
                 "INSERT INTO user_states VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at", [(u, w.state, now) for u, w in writes.items()])
             conn.executemany("INSERT INTO applied_events (user_id, event_id) VALUES (?, ?)",
-                             [(u, e) for u, w in writes.items() for e in w.event_ids])
+                             [(u, e) for u, w in writes.items() for e in w.applied])
             conn.executemany("INSERT OR REPLACE INTO event_digests (user_id, event_id, digest) VALUES (?, ?, ?)",
-                             [(u, e, d) for u, w in writes.items() for e, d in zip(w.event_ids, w.digests)])
+                             [(u, e, d) for u, w in writes.items() for e, d in w.applied.items()])
 
         self._write(body, "transaction")
 
@@ -454,7 +453,7 @@ class RedisStore(Store):
             def writer(p: Any) -> None:
                 for u, w in writes.items():
                     p.hset(self._user_key(u), mapping={"state": w.state, **{f"ev:{e}": d.encode("ascii")
-                                                                             for e, d in zip(w.event_ids, w.digests)}})
+                                                                             for e, d in w.applied.items()}})
 
             return writer
 
