@@ -88,15 +88,14 @@ def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: in
     from dataclasses import fields, replace
 
     from click.core import ParameterSource
-    from interestgym.encoders.finetune import PROVENANCE_FILE, FinetuneConfig
+    from interestgym.encoders.finetune import FinetuneConfig
     from interestgym.encoders.finetune import finetune as run_finetune
     from interestgym.encoders.finetune_checkpoint import (
-        CHECKPOINT_FILE,
         checkpoint_dir,
         describe,
-        finished,
         read_checkpoint,
         saved_config,
+        written_after,
     )
 
     from interestgym.data.dataset import Dataset
@@ -130,8 +129,7 @@ def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: in
             click.echo(f"interrupted: nothing was written to {out}, and no checkpoint yet; a fine-tune starts over when run "
                        "again", err=True)
         else:
-            written = out / PROVENANCE_FILE
-            if finished(doc) and written.is_file() and written.stat().st_mtime >= (left / CHECKPOINT_FILE).stat().st_mtime:
+            if written_after(doc, left, out):
                 click.echo(f"interrupted after the fine-tuned model was written to {out}; {left} is left over (the next "
                            "fine-tune into it removes it)", err=True)
             else:

@@ -54,16 +54,17 @@ from interestgym.encoders.bert import (
 )
 from interestgym.encoders.finetune_checkpoint import (
     CHECKPOINT_FILE,
+    PROVENANCE_FILE,
     TrainState,
     checkpoint_dir,
     describe,
-    finished,
     read_checkpoint,
     refuse_conflicts,
     run_identity,
     save_checkpoint,
     saved_config,
     settings,
+    written_after,
 )
 from interestgym.encoders.finetune_checkpoint import remove as remove_checkpoint
 from interestgym.encoders.pairs import CoEngagementPairs, PairSpec, mine_pairs
@@ -72,8 +73,6 @@ from interestgym import __version__
 from interestgym.errors import ArtifactError, DataError, InterestGymError
 from interestgym.io import check_folder_path
 
-#: The provenance file written beside the weights.
-PROVENANCE_FILE = "finetune.json"
 _FORMAT = 1
 
 
@@ -585,9 +584,7 @@ def finetune(
         cfg = replace(cfg, base=saved["identity"]["config"]["base"])  # the same folder, perhaps by another path: as saved
     if saved is None and (ckpt_dir / CHECKPOINT_FILE).exists():
         left = read_checkpoint(ckpt_dir)
-        model_file = out / PROVENANCE_FILE
-        if not (finished(left) and model_file.is_file()
-                and model_file.stat().st_mtime >= (ckpt_dir / CHECKPOINT_FILE).stat().st_mtime):
+        if not written_after(left, ckpt_dir, out):
             raise InterestGymError(f"--out {out}: an interrupted fine-tune left a checkpoint ({describe(left)}) in {ckpt_dir}; "
                                    f"continue it with --resume, or delete {ckpt_dir} to start over")
         # interrupted between writing its model and removing its checkpoint: the model is there, the checkpoint stale

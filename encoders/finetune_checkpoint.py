@@ -35,6 +35,8 @@ from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.io import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: The provenance file written beside a fine-tuned model's weights (``interestgym.encoders.finetune`` writes it).
+PROVENANCE_FILE = "finetune.json"
 _FORMAT = 1
 #: What ``--resume`` may change (its name in ``FinetuneConfig``): the thread count changes the summation
 #: order, so the resumed weights may then differ from an uninterrupted run's in the last bits (so may the
@@ -166,10 +168,17 @@ def finished(doc: dict[str, Any]) -> bool:
     return bool(state.get("stopped")) or state["epoch"] > doc["identity"]["config"].get("epochs", 0)
 
 
-def describe(doc: dict[str, Any], steps_per_epoch: int | None = None) -> str:
+def written_after(doc: dict[str, Any], folder: Path, out: Path) -> bool:
+    """The checkpoint in ``folder`` is of a finished fine-tune whose model ``out`` was written after it: an interrupt
+    came between writing the model and removing the checkpoint, which is left over."""
+    model = out / PROVENANCE_FILE
+    return finished(doc) and model.is_file() and model.stat().st_mtime >= (folder / CHECKPOINT_FILE).stat().st_mtime
+
+
+def describe(doc: dict[str, Any]) -> str:
     """``epoch 2 of 3, step 150 of 313`` (or ``after epoch 1`` at an epoch's end)."""
     state, epochs = doc["state"], doc["identity"]["config"].get("epochs")
-    steps = steps_per_epoch or doc["identity"].get("steps_per_epoch")
+    steps = doc["identity"].get("steps_per_epoch")
     if finished(doc):
         return f"after epoch {state['epoch'] - 1} (training done)"
     if state["step"] == 0:
@@ -178,12 +187,12 @@ def describe(doc: dict[str, Any], steps_per_epoch: int | None = None) -> str:
 
 
 #: How a setting's value reads on the command line, where it differs from the Python value.
-_SPELLED = {("train_layers", None): "all", ("pooling", None): "(the base folder's)", ("threads", None): "(every CPU)"}
+_SPELLED_NONE = {"train_layers": "all", "pooling": "(the base folder's)"}
 
 
 def spelled(name: str, value: Any) -> str:
     """``value`` of setting ``name`` as the option takes it (``--train-layers all``, not None)."""
-    return _SPELLED.get((name, value), repr(value)) if value is None or isinstance(value, (int, float, str)) else repr(value)
+    return _SPELLED_NONE.get(name, repr(value)) if value is None else repr(value)
 
 
 def _same_setting(name: str, value: Any, was: Any) -> bool:
