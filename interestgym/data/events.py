@@ -391,6 +391,11 @@ MISSING_RATING_COLUMN = ("missing value: a rate event needs its rating, and the 
                          "names a column of another name); expected a number")
 
 
+def missing_rating(has_value_field: bool) -> str:
+    """Why a rating without a value is rejected: its cell is empty, or the row has no value field at all."""
+    return MISSING_RATING if has_value_field else MISSING_RATING_COLUMN
+
+
 def no_value(cell: Any) -> bool:
     """A value cell with nothing in it (no ``value`` column or key, an empty cell, JSON null): no value given."""
     return cell is None or (isinstance(cell, str) and not cell.strip())
@@ -403,7 +408,7 @@ def _parse_value(row: dict[str, Any], action: str | None = None) -> tuple[float,
     if no_value(cell):
         if action != RATING_ACTION:
             return 1.0, None
-        return math.nan, (MISSING_RATING if "value" in row else MISSING_RATING_COLUMN)
+        return math.nan, missing_rating("value" in row)
     try:
         value = float(cell)
     except (TypeError, ValueError):

@@ -414,12 +414,7 @@ def check_actions(rows: _RowChecker, col: Column | None, n: int, reasons: Reason
 def check_values(col: Column | None, n: int, reasons: Reasons, is_rating: np.ndarray) -> tuple[np.ndarray, int]:
     """The value check; returns each row's value (1.0 where there is none) and how many rows reaching it had an
     empty value cell (read as 1.0). A rating (``is_rating``) without a value is rejected."""
-    from interestgym.data.events import (
-        MISSING_RATING,
-        MISSING_RATING_COLUMN,
-        _parse_value,
-        no_value,
-    )
+    from interestgym.data.events import _parse_value, missing_rating, no_value
 
     values = np.ones(n, dtype=np.float64)
     empty = np.ones(n, dtype=bool)
@@ -436,7 +431,7 @@ def check_values(col: Column | None, n: int, reasons: Reasons, is_rating: np.nda
     missing = empty & is_rating
     if missing.any():
         values[missing] = np.nan
-        reasons.reject(missing, MISSING_RATING if col is not None else MISSING_RATING_COLUMN)
+        reasons.reject(missing, missing_rating(col is not None))
     return values, (0 if col is None else int(np.count_nonzero(empty & reasons.ok())))
 
 
