@@ -324,14 +324,14 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
         if old != {k: v for k, v in settings.items() if k != "trials"}:
             differ = sorted(k for k in set(old) | set(settings) if k != "trials" and old.get(k) != settings.get(k))
 
-            def shown(key: str) -> str:
+            def difference(key: str) -> str:
                 was, now = old.get(key), settings.get(key)
                 if isinstance(was, dict) and isinstance(now, dict):  # the base settings: the keys that differ
                     keys = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
                     return f"{key}: " + ", ".join(f"{k} {now.get(k)!r} (the folder's: {was.get(k)!r})" for k in keys)
                 return f"{key} {now!r} (the folder's: {was!r})"
 
-            raise InterestGymError(f"{doc_path}: a search with other settings is in this folder ({'; '.join(map(shown, differ))}); "
+            raise InterestGymError(f"{doc_path}: a search with other settings is in this folder ({'; '.join(map(difference, differ))}); "
                                    "run it again with its own settings to continue it, or choose another --run-dir")
         done = {int(t["trial"]): t for t in previous.get("trials", []) if t.get("status") == "done"}
     out_dir.mkdir(parents=True, exist_ok=True)
