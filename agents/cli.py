@@ -102,6 +102,7 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
       interestgym train data/syn --run-dir runs/syn
       interestgym evaluate runs/syn
     """
+    from interestgym.agents.config import validate_given
     from interestgym.agents.train import TrainConfig, train_run
 
     ctx = click.get_current_context()
@@ -117,6 +118,7 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
         if saved_total:
             given["timesteps"] = (int(saved_total), "the run's config.json")
     config = TrainConfig(**{name: value for name, (value, _) in given.items()})
+    validate_given(config, {name: source for name, (_, source) in given.items()})
     if resume:
         _refuse_changed_options_on_resume(config, given)
     elif config.tuned_baselines:

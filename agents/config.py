@@ -377,6 +377,30 @@ def coerce_setting(name: str, value: Any, where: str) -> Any:
     return list(value)
 
 
+def validate_given(config: TrainConfig, sources: typing.Mapping[str, str]) -> None:
+    """``config.validate()``; an error about a setting that came from elsewhere than its option also says where,
+    by the key as a config file spells it: ``--learning-rate -0.001: expected a positive number
+    (learning_rate in runs/train.toml)``.
+
+    :param sources: where each setting given came from: its option (``--learning-rate``) or a file.
+    """
+    import re
+
+    try:
+        config.validate()
+    except InterestGymError as exc:
+        message = str(exc)
+        named = []
+        for flag in dict.fromkeys(re.findall(r"--[a-z][a-z-]*", message)):
+            name = "progress_bar" if flag == "--progress" else flag[2:].replace("-", "_")
+            source = sources.get(name)
+            if source is not None and source != flag:
+                named.append(f"{name} in {source}")
+        if not named:
+            raise
+        raise InterestGymError(f"{message} ({'; '.join(named)})") from None
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The settings of a ``--config`` file (TOML; YAML when PyYAML is installed), checked and coerced.
 

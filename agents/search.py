@@ -256,10 +256,12 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
                sampler_seed: int = 0, params: Sequence[str] | None = None, base: dict[str, Any] | None = None,
                tuned_baselines: str | None = None, pick: str = "beats-base", echo: Callable[[str], None] = print,
                train: Callable[..., dict[str, Any]] | None = None,
-               replay: Callable[[Any, Path], tuple[np.ndarray, np.ndarray]] = replay_valid, ray: str | None = None) -> dict[str, Any]:
+               replay: Callable[[Any, Path], tuple[np.ndarray, np.ndarray]] = replay_valid, ray: str | None = None,
+               sources: dict[str, str] | None = None) -> dict[str, Any]:
     """Run (or continue) a search; returns the ``search.json`` document.
 
     :param base: TrainConfig settings every trial starts from (e.g. a ``--config`` file's).
+    :param sources: where settings of ``base`` came from (a ``--config`` file, an option), for its errors' messages.
     :param pick: ``beats-base`` or ``best`` (see the module's docstring).
     :param ray: a Ray cluster for the baselines' tuning (trial 0) and every trial's validation replay, sharded by
         user with the same numbers as one process (PPO trains here); not part of the search's settings. It reaches
@@ -267,7 +269,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     :param train: the training function (``train_run``); a parameter so that tests can watch it.
     :param replay: per-user validation values of a finished trial (:func:`replay_valid`); likewise.
     """
-    from interestgym.agents.config import TrainConfig
+    from interestgym.agents.config import TrainConfig, validate_given
 
     from interestgym.core.stats import align_users, paired_bootstrap_diff
     from interestgym.io import write_json_atomic
@@ -301,7 +303,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
              + ("; best.toml keeps your timesteps" if "timesteps" in shown else ""))
     # check the base configuration once, before any training
     checked = TrainConfig(**{**base, "run_dir": str(out_dir), "timesteps": budget_steps})
-    checked.validate()
+    validate_given(checked, sources or {})
     rollout = checked.n_envs * checked.n_steps
     if budget_steps < rollout:
         echo(f"note: --budget-steps {budget_steps} is less than one PPO rollout (n_envs x n_steps = {rollout:,}): each trial "
@@ -550,15 +552,17 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
     from interestgym.agents.config import read_config_file
 
     base = read_config_file(config_file) if config_file is not None else {}
+    sources = dict.fromkeys(base, str(config_file))
     if seed is not None:
-        base["seed"] = seed
+        base["seed"], sources["seed"] = seed, "--seed"
     if embeddings is not None:
-        base["embeddings"] = embeddings
+        base["embeddings"], sources["embeddings"] = embeddings, "--embeddings"
     names = [n.strip() for n in params.split(",") if n.strip()] if params else None
     try:
         doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
                          sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,
-                         tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True), ray=ray)
+                         tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True), ray=ray,
+                         sources=sources)
     except KeyboardInterrupt:
         click.echo(f"interrupted: the finished trials are in {run_dir / SEARCH_FILE}; the same command continues the search "
                    "(the unfinished trial is trained again)", err=True)

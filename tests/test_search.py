@@ -295,6 +295,21 @@ def test_negative_seeds_are_refused_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_out_of_range_base_setting_names_its_config_file_and_key(tmp_path, capsys):
+    """The base configuration's bad value is named by the file and key it came from, before any trial trains; --seed
+    given on the command line is named by its option alone."""
+    from interestgym.cli import main
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    (tmp_path / "base.toml").write_text("gamma = 1.5\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(data), "--run-dir", str(tmp_path / "s"), "--config", str(tmp_path / "base.toml")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.strip() == f"error: --gamma 1.5: expected a number in (0, 1] (gamma in {tmp_path / 'base.toml'})", err
+    assert not (tmp_path / "s" / S.SEARCH_FILE).exists()
+
+
 def test_training_on_cuda_where_there_is_none_is_refused(tmp_path, capsys):
     import torch
 

@@ -112,7 +112,7 @@ def test_every_train_config_setting_has_a_flag():
 
 
 def _non_default_settings(tmp_path: Path) -> dict:
-    """A value other than the default for every TrainConfig setting."""
+    """A value other than the default, and in range, for every TrainConfig setting."""
     default = TrainConfig(dataset="", run_dir="")
     values = {}
     for f in dataclasses.fields(TrainConfig):
@@ -123,7 +123,7 @@ def _non_default_settings(tmp_path: Path) -> dict:
             values[f.name] = "topic16"
         elif f.name in ("reward", "reward_baseline", "agent_scoring", "negatives", "device", "exclude", "policy_form"):
             values[f.name] = {"reward": "mrr", "reward_baseline": "ema", "agent_scoring": "plain", "negatives": "popularity",
-                              "device": "cuda:1", "exclude": "past", "policy_form": "absolute"}[f.name]
+                              "device": "cuda:1", "exclude": "target", "policy_form": "absolute"}[f.name]
         elif isinstance(value, bool):
             values[f.name] = not value
         elif f.name == "net_arch":
@@ -132,6 +132,8 @@ def _non_default_settings(tmp_path: Path) -> dict:
             values[f.name] = 6
         elif f.name in ("max_events",) or isinstance(value, int):
             values[f.name] = (value or 0) + 3
+        elif f.name in ("gamma", "gae_lambda", "update_threshold"):  # in [0, 1]: the command checks before training
+            values[f.name] = value / 2
         else:
             values[f.name] = value + 0.125
     return values
@@ -267,3 +269,28 @@ def test_the_progress_bar_total_is_the_steps_that_run(dataset, tmp_path, monkeyp
     from interestgym.agents.train import steps_to_run
 
     assert steps_to_run(3000, 64, 64) == 4096 and steps_to_run(4096, 64, 64) == 4096 and steps_to_run(0, 4, 16) == 0
+
+
+@pytest.mark.parametrize("text, flags, message", [
+    ("learning_rate = -0.001\n", [], r"--learning-rate -0.001: expected a positive number \(learning_rate in \S*train.toml\)$"),
+    ("n_negatives = 5\nhistory_negatives = 9\n", [],
+     (r"--history-negatives 9: expected an integer in \[0, --n-negatives 5\] \(history_negatives in \S*train.toml; "
+      r"n_negatives in \S*train.toml\)$")),
+    ("n_negatives = 5\n", ["--history-negatives", "9"],
+     r"--history-negatives 9: expected an integer in \[0, --n-negatives 5\] \(n_negatives in \S*train.toml\)$"),
+    ("seed = 1\n", ["--learning-rate", "-0.001"], r"--learning-rate -0.001: expected a positive number$"),
+])
+def test_an_out_of_range_value_names_the_config_file_and_key_it_came_from(tmp_path, capsys, text, flags, message):
+    """A value out of range is named as its option is spelled, and, when a config file gave it, by that file and key
+    too (a user editing the file looks for `learning_rate`, not `--learning-rate`); the command line's own values are
+    named by their option alone."""
+    import re
+
+    path = tmp_path / "train.toml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(tmp_path), "--run-dir", str(tmp_path / "run"), "--config", str(path), *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(re.search(message, line) for line in err), err
+    assert not (tmp_path / "run").exists()
