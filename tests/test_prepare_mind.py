@@ -172,10 +172,13 @@ def test_parts_from_subfolders_and_from_zips_agree(tmp_path: Path) -> None:
     assert sorted(da.impressions["impression_id"]) == ["dev-1", "dev-2", "train-1", "train-2", "train-3"]
     assert list(da.items["item_id"]) == ["N1", "N2", "N3", "N7"]
     assert a["counts"]["news_rows_repeated_across_parts"] == 2
-    # U1's history grows in dev (N3): union in order of first appearance, ts before U1's first impression.
+    # U1's history grows in dev (N3), which U1 clicked in a train impression (line 1): that click is its event, the
+    # history id is not a second one, and nothing goes before U1's first impression that was not in its history then.
     u1 = da.events[(da.events["user_id"] == "U1") & (da.events["origin"] == "history")]
-    assert list(u1["item_id"]) == ["N1", "N2", "N3"] and set(u1["ts"]) == {_ts("11/11/2019 9:00:00 AM") - 1}
+    assert list(u1["item_id"]) == ["N1", "N2"] and set(u1["ts"]) == {_ts("11/11/2019 9:00:00 AM") - 1}
     assert a["counts"]["users_whose_history_differs_between_rows"] == 1
+    assert a["counts"]["history_ids_first_in_a_later_row"] == 1
+    assert a["counts"]["history_ids_clicked_in_an_earlier_impression"] == 1
     assert [f["path"] for f in b["source"]["files"]] == ["MINDsmall_train.zip", "MINDsmall_dev.zip"]
 
     one = read_mind(zips / "MINDsmall_dev.zip", RejectLog())
@@ -254,3 +257,52 @@ def test_impressions_are_slotted_on_the_datasets_clock(tmp_path: Path) -> None:
         shifted = int(imp.loc[str(key), "ts"]) + int(5.5 * 3600)
         assert slot == (shifted // 3600 % 24) // 6, key
     assert len(set(data.point_slot.tolist())) > 1
+
+
+def test_a_history_that_grows_between_rows_puts_no_click_before_an_impression_it_followed(tmp_path: Path) -> None:
+    """A log whose history is "the clicks so far": an id first in a later row's history goes just before the earliest
+    row holding it (rows out of file order included), not before the user's first impression, where it would be a
+    click from the future; an id the user clicked in an earlier impression is that click, not a second event."""
+    news = [_news_line(f"N{i}", "news", "x", f"Title {i}") for i in range(1, 7)]
+    rows = [
+        "1\tUX\t11/12/2019 9:00:00 AM\tN1 N2\tN3-1 N4-0",
+        "3\tUX\t11/12/2019 11:00:00 AM\tN1 N2 N3 N5 N6\tN4-1",  # N3: line 1's click; N5, N6: clicked elsewhere
+        "2\tUX\t11/12/2019 10:00:00 AM\tN1 N2 N3 N5\tN6-0 N4-0",  # earlier in time than line 2: N5 is first here
+    ]
+    manifest = prepare_mind(_write_part(tmp_path / "in", rows, news), tmp_path / "out", deterministic=True)
+    ev = Dataset.open(tmp_path / "out").events
+    got = [(r.item_id, r.ts, r.origin) for r in ev.sort_values(["ts", "seq"]).itertuples()]
+    assert got == [("N1", _ts("11/12/2019 9:00:00 AM") - 1, "history"), ("N2", _ts("11/12/2019 9:00:00 AM") - 1, "history"),
+                   ("N3", _ts("11/12/2019 9:00:00 AM"), "impression"),
+                   ("N5", _ts("11/12/2019 10:00:00 AM") - 1, "history"),
+                   ("N6", _ts("11/12/2019 11:00:00 AM") - 1, "history"),
+                   ("N4", _ts("11/12/2019 11:00:00 AM"), "impression")]
+    assert manifest["counts"]["history_ids_first_in_a_later_row"] == 3
+    assert manifest["counts"]["history_ids_clicked_in_an_earlier_impression"] == 1
+    assert manifest["counts"]["history_clicks"] == 4
+    assert any("history ids first in a later row of their user: 3" in n for n in manifest["validation"]["notes"])
+
+
+def test_one_zip_holding_train_and_dev_reads_both_parts(tmp_path: Path) -> None:
+    """One zip of the parts' folders is read as the folder it was made from, every part; a folder without its news.tsv
+    is refused naming it."""
+    folders = tmp_path / "folders"
+    _write_part(folders / "train", BEHAVIORS[:3], NEWS[:3])
+    _write_part(folders / "dev", DEV, NEWS[1:3] + [_news_line("N7", "tv", "shows", "New show")])
+    with zipfile.ZipFile(tmp_path / "MINDsmall.zip", "w") as zf:
+        for part in ("train", "dev"):
+            for name in ("behaviors.tsv", "news.tsv"):
+                zf.write(folders / part / name, f"MINDsmall/{part}/{name}")
+    assert [p.name for p in find_parts(tmp_path / "MINDsmall.zip")] == ["train", "dev"]
+    a = prepare_mind(folders, tmp_path / "a", deterministic=True)
+    b = prepare_mind(tmp_path / "MINDsmall.zip", tmp_path / "b", deterministic=True)
+    assert a["counts"] == b["counts"] and b["reader"]["parts"] == ["train", "dev"]
+    da, db = Dataset.open(tmp_path / "a"), Dataset.open(tmp_path / "b")
+    assert da.events.equals(db.events) and da.items.equals(db.items) and len(db.impressions) == 5
+
+    with zipfile.ZipFile(tmp_path / "broken.zip", "w") as zf:
+        zf.write(folders / "train" / "behaviors.tsv", "train/behaviors.tsv")
+        zf.write(folders / "train" / "news.tsv", "train/news.tsv")
+        zf.write(folders / "dev" / "behaviors.tsv", "dev/behaviors.tsv")
+    with pytest.raises(DataError, match=r"broken.zip:dev: behaviors.tsv without news.tsv beside it"):
+        find_parts(tmp_path / "broken.zip")

@@ -4,7 +4,8 @@ Input, as Microsoft distributes it, in any of these shapes:
 
 * a folder holding ``behaviors.tsv`` and ``news.tsv`` (one *part*);
 * a folder whose sub-folders (``train/``, ``dev/``, ``MINDsmall_train/`` ...) each hold both files;
-* a folder of the zips (``MINDsmall_train.zip``, ``MINDsmall_dev.zip`` ...) or one such zip.
+* a folder of the zips (``MINDsmall_train.zip``, ``MINDsmall_dev.zip`` ...) or one such zip;
+* one zip holding the parts' folders (``train/``, ``dev/`` ...), each with both files.
 
 A part is named ``train``, ``dev`` or ``test`` when its folder or zip name ends that way, else by its
 folder name. By default every part except ``test`` is read (MIND-large's test impressions carry no
@@ -31,7 +32,11 @@ What becomes of them:
     impression row of the user: it is taken once per user, de-duplicated in order of first
     appearance (rows in file order, parts in order), and every history click gets
     ``ts = (the user's first impression time) - 1`` so that it comes before every impression; their
-    order is kept through ``seq``.
+    order is kept through ``seq``. In MIND a user's history is the same in every row. A log whose
+    history grows from row to row (the clicks so far) would leak if the later ids went before the
+    first impression: an id first in a later row's history goes just before the earliest row holding
+    it (``ts = that row's time - 1``), and not at all when the user clicked it in an impression
+    before that row (the same click, already an event).
   - ``impression``: every clicked candidate, at the impression's ``ts``, column ``impression_id``
     naming it. The environment scores an impression *before* the events with the same ``ts``, so
     the clicks an impression produced update the profile only after that impression was scored.
@@ -98,6 +103,24 @@ def _part_from(box: Container, name: str, where: str) -> MindPart | None:
     return MindPart(name, behaviors, news)
 
 
+def _parts_in_one_zip(box: Container, path: Path) -> list[MindPart]:
+    """The parts of one zip holding several (``train/behaviors.tsv``, ``dev/behaviors.tsv`` ...): one per folder
+    holding a ``behaviors.tsv``, named by the folder, its ``news.tsv`` the one beside it."""
+    parts: dict[str, MindPart] = {}
+    for member in box.find_all("behaviors.tsv"):
+        folder = member.rpartition("/")[0]
+        where = f"{path}:{folder or '/'}"
+        news = next((m for m in box.find_all("news.tsv") if m.rpartition("/")[0] == folder), None)
+        if news is None:
+            raise DataError(f"{where}: behaviors.tsv without news.tsv beside it; expected both files of a MIND part in each folder")
+        name = _part_name(folder.rpartition("/")[2] if folder else path.stem)
+        if name in parts:
+            raise DataError(f"{path}: two parts named {name!r} ({parts[name].behaviors.name} and {member}); expected one "
+                            "folder per part (train/, dev/ ...)")
+        parts[name] = MindPart(name, box.source(member), box.source(news))
+    return sorted(parts.values(), key=lambda p: (_PART_ORDER.get(p.name, 3), p.name))
+
+
 def find_parts(path: str | Path) -> list[MindPart]:
     """Every MIND part under ``path`` (folder, folder of parts, folder of zips, or one zip), in order."""
     path = Path(path)
@@ -106,7 +129,10 @@ def find_parts(path: str | Path) -> list[MindPart]:
     if path.is_file() and path.name.lower() in ("behaviors.tsv", "news.tsv"):
         path = path.parent
     if path.is_file():
-        part = _part_from(Container.open(path), _part_name(path.stem), str(path))
+        box = Container.open(path)
+        if len(box.find_all("behaviors.tsv")) > 1:
+            return _parts_in_one_zip(box, path)
+        part = _part_from(box, _part_name(path.stem), str(path))
         if part is None:
             raise DataError(f"{path}: zip without behaviors.tsv; expected a MIND zip such as MINDsmall_train.zip")
         return [part]
@@ -212,7 +238,7 @@ class _Behaviors:
     candidates: list[list[str]] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     part: list[str] = field(default_factory=list)
-    history: dict[str, dict[str, None]] = field(default_factory=dict)  # user -> ordered set of history ids
+    history: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> history id -> time of the earliest row holding it
     first_history: dict[str, tuple[str, ...]] = field(default_factory=dict)
     first_ts: dict[str, int] = field(default_factory=dict)
     history_ids_read: int = 0
@@ -306,8 +332,9 @@ def _read_behaviors(part: MindPart, prefix: str, data: _Behaviors, log: RejectLo
             data.first_history[user] = row_key
         elif row_key != data.first_history[user]:
             data.users_with_differing_history.add(user)
-        for news_id in row_ids:
-            known.setdefault(news_id, None)
+        for news_id in row_ids:  # in order of first appearance; the time of the earliest row holding it
+            if ts < known.setdefault(news_id, ts):
+                known[news_id] = ts
 
 
 # ----------------------------------------------------------------------------------------------- read
@@ -340,15 +367,24 @@ def read_mind(
     events = EventTable()
     seq = 0
     # History clicks first, user by user in order of first appearance; then impression clicks in file order.
-    history_total = history_dropped = 0
+    history_total = history_dropped = history_later = history_clicked_before = 0
+    clicked_at: dict[tuple[str, str], int] = {}  # (user, news id) -> its earliest impression click
+    for user, ts, news_id, _ in behaviors.clicks:
+        if ts < clicked_at.setdefault((user, news_id), ts):
+            clicked_at[(user, news_id)] = ts
     for user, history in behaviors.history.items():
-        ts = behaviors.first_ts[user] - 1
-        for news_id in history:
+        first_ts = behaviors.first_ts[user]
+        for news_id, row_ts in history.items():
+            if row_ts > first_ts:  # first in a later row's history: a click between the user's rows
+                history_later += 1
+                if clicked_at.get((user, news_id), row_ts) < row_ts:
+                    history_clicked_before += 1  # the impression click before that row: one click, one event
+                    continue
             history_total += 1
             if news_id not in known:
                 history_dropped += 1
                 continue
-            events.add(user, ts, news_id, "click", 1.0, seq, origin="history", impression_id="")
+            events.add(user, row_ts - 1, news_id, "click", 1.0, seq, origin="history", impression_id="")
             seq += 1
     clicks_dropped = 0
     for user, ts, news_id, imp_id in behaviors.clicks:
@@ -380,6 +416,8 @@ def read_mind(
         "history_clicks": history_total,
         "history_clicks_without_news_row": history_dropped,
         "users_whose_history_differs_between_rows": len(behaviors.users_with_differing_history),
+        "history_ids_first_in_a_later_row": history_later,
+        "history_ids_clicked_in_an_earlier_impression": history_clicked_before,
         "impression_users": len(behaviors.first_ts),
         "impression_users_without_events": users_without_events,
         "news_rows_repeated_across_parts": news.repeated_across_parts,
@@ -395,6 +433,11 @@ def read_mind(
     log.note(f"history: {behaviors.history_ids_read:,} ids over all rows, taken once per user -> {history_total:,} history clicks "
              f"({behaviors.history_repeats_in_row:,} repeats within a row; {len(behaviors.users_with_differing_history):,} users "
              "whose history differs between rows: union kept in order of first appearance)")
+    if history_later:
+        log.note(f"history ids first in a later row of their user: {history_later:,}, each placed just before the earliest row "
+                 "holding it, not before the user's first impression (that would put a later click before impressions it "
+                 f"followed); {history_clicked_before:,} of them the user clicked in an impression before that row: that click "
+                 "is the event, not counted twice")
     if users_without_events:
         log.note(f"users with impressions but no event left (all their clicks lack a news row): {users_without_events:,}; "
                  f"their {impressions_without_user_events:,} impressions are kept but belong to no split")
@@ -431,7 +474,7 @@ def read_mind(
         source_files=unique_paths(files),
         counts=counts,
         reader={"parts": [p.name for p in chosen], "parts_left_out": skipped, "item_text": text,
-                "history_ts": "first impression time of the user - 1 s"},
+                "history_ts": "first impression time of the user - 1 s (an id first in a later row: that row's time - 1 s)"},
     )
 
 

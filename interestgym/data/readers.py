@@ -157,11 +157,17 @@ class Container:
 
     def find(self, name: str) -> Source | None:
         """The shallowest file called ``name`` (case-insensitive), or None."""
+        hits = self.find_all(name)
+        return self.source(hits[0]) if hits else None
+
+    def find_all(self, name: str) -> list[str]:
+        """Every member called ``name`` (case-insensitive), shallowest first, then by path."""
         hits = [m for m in self._members if Path(m).name.lower() == name.lower() and "__MACOSX" not in m]
-        if not hits:
-            return None
-        best = min(hits, key=lambda m: (m.count("/"), m))
-        return Source(self.path, best) if self.is_zip else Source(self.path / best)
+        return sorted(hits, key=lambda m: (m.count("/"), m))
+
+    def source(self, member: str) -> Source:
+        """The member ``member`` (a path as :meth:`find_all` gives it)."""
+        return Source(self.path, member) if self.is_zip else Source(self.path / member)
 
     def listing(self, limit: int = 12) -> str:
         """The top-level names, for 'found: ...' in error messages."""
