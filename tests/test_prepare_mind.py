@@ -306,3 +306,26 @@ def test_one_zip_holding_train_and_dev_reads_both_parts(tmp_path: Path) -> None:
         zf.write(folders / "dev" / "behaviors.tsv", "dev/behaviors.tsv")
     with pytest.raises(DataError, match=r"broken.zip:dev: behaviors.tsv without news.tsv beside it"):
         find_parts(tmp_path / "broken.zip")
+
+
+def test_a_header_line_is_skipped_and_said_not_read_as_a_news_row_or_a_bad_time(tmp_path: Path) -> None:
+    """MIND's files have no header; one an export added is skipped with a note (not a row, as a header is in other
+    formats), not read as an item called 'id' with the text 'title' (news.tsv) nor rejected as a 'bad time'
+    (behaviors.tsv). A news row whose title is 'title' is still a row, and a header after line 1 is a bad row."""
+    news = ["id\tcategory\tsubcategory\ttitle\tabstract\turl\ttitle_entities\tabstract_entities"] + NEWS[:3] + [
+        _news_line("N8", "news", "x", "title")]
+    rows = ["Impression_ID\tUser_ID\tTime\tHistory\tImpressions"] + BEHAVIORS[:3] + ["impression_id\tuser_id\ttime\thistory\timpressions"]
+    manifest = prepare_mind(_write_part(tmp_path / "in", rows, news), tmp_path / "out", deterministic=True,
+                            max_reject_rate=0.5)
+    notes = manifest["validation"]["notes"]
+    assert any(n.endswith("news.tsv: line 1 is a header ('id category subcategory title abstract url title_entities "
+                          "abstract_entities'), not a row: skipped; MIND's news.tsv has none (its rows: id, category, "
+                          "subcategory, title, abstract, url, title_entities, abstract_entities)") for n in notes), notes
+    assert any("behaviors.tsv: line 1 is a header ('Impression_ID User_ID Time History Impressions'), not a row" in n
+               for n in notes), notes
+    files = {Path(name).name: st for name, st in manifest["validation"]["files"].items()}
+    assert files["news.tsv"]["rows_read"] == 4 and files["news.tsv"]["kept"] == 4
+    assert files["behaviors.tsv"]["rows_read"] == 4 and files["behaviors.tsv"]["rejected"] == 1
+    assert [(f, line) for f, line, _ in _rejects(tmp_path / "out")] == [("behaviors.tsv", 5)]
+    items = Dataset.open(tmp_path / "out").items
+    assert list(items["item_id"]) == ["N1", "N2", "N3", "N8"] and "category" not in set(items["category"])

@@ -188,6 +188,13 @@ def parse_mind_time(text: str) -> int:
     return civil_to_ts(int(year), int(month), int(day), hour, int(mm), int(ss))
 
 
+def _is_header(fields: list[str], names: str) -> bool:
+    """A first line naming the file's columns (``id  category  subcategory  title ...``): at least two of its fields
+    are column names of the file (spelled with or without ``_``, any case), which no data row of MIND holds."""
+    wanted = {n.strip().replace("_", "") for n in names.split(",")} | {"newsid", "userid", "nid", "uid"}
+    return sum(f.strip().lower().replace("_", "").replace(" ", "") in wanted for f in fields) >= 2
+
+
 @dataclass
 class _News:
     ids: list[str] = field(default_factory=list)
@@ -205,6 +212,9 @@ def _read_news(part: MindPart, news: _News, log: RejectLog) -> None:
             log.reject(src.name, lineno, f"wrong field count: expected 8 tab-separated fields ({_NEWS_FIELDS}), found {len(fields)}", text)
             continue
         news_id, category, subcategory, title, abstract, url = (f.strip() for f in fields[:6])
+        if lineno == 1 and _is_header(fields, _NEWS_FIELDS):
+            log.header(src.name, lineno, text, f"MIND's news.tsv has none (its rows: {_NEWS_FIELDS})")
+            continue
         if not news_id:
             log.reject(src.name, lineno, "empty news id: expected an id such as N12345", text)
             continue
@@ -261,6 +271,9 @@ def _read_behaviors(part: MindPart, prefix: str, data: _Behaviors, log: RejectLo
             log.reject(name, lineno, f"wrong field count: expected 5 tab-separated fields ({_BEHAVIOR_FIELDS}), found {len(fields)}", text)
             continue
         imp_id, user, time_text, history_text, impressions_text = (f.strip() for f in fields)
+        if lineno == 1 and _is_header(fields, _BEHAVIOR_FIELDS):
+            log.header(name, lineno, text, f"MIND's behaviors.tsv has none (its rows: {_BEHAVIOR_FIELDS})")
+            continue
         if not imp_id:
             log.reject(name, lineno, "empty impression id: expected an id", text)
             continue

@@ -86,6 +86,12 @@ class RejectLog:
         self.stats(file).kept -= 1
         self.reject(file, line, reason, raw)
 
+    def header(self, file: str, line: int, raw: str, expected: str) -> None:
+        """A line read as a row that is a header (a file format without one, given one): not a row, as a header
+        skipped before reading is not; said in a note."""
+        self.stats(file).read -= 1
+        self.note(f"{file}: line {line} is a header ({' '.join(raw.split())[:_RAW_LIMIT]!r}), not a row: skipped; {expected}")
+
     def note(self, text: str) -> None:
         self.notes.append(text)
 
