@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from interestgym.core.metrics import METRIC_NAMES_TEXT
 from interestgym.errors import InterestGymError
 from interestgym.scale.ray_backend import ray_option
 
@@ -43,7 +44,7 @@ def _d(name: str):
 @click.option("--timesteps", type=int, default=_d("timesteps"), show_default=True, help="Total env steps (decisions) of the run; with --resume, the total to reach. PPO collects whole rollouts (n-envs x n-steps), so it rounds up to the next multiple.")
 @click.option("--n-envs", type=int, default=_d("n_envs"), show_default=True, help="Users replayed in lock-step.")
 @click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of PPO and of the env's user draws.")
-@click.option("--reward", default=_d("reward"), show_default=True, help="Reward metric: ndcg@K, click@K, mrr, auc, f1@K, hit@K, precision@K.")
+@click.option("--reward", default=_d("reward"), show_default=True, help=f"Reward metric: {METRIC_NAMES_TEXT}.")
 @click.option("--reward-baseline", default=_d("reward_baseline"), show_default=True, help="The reference rule: the one a residual agent starts from and learns a change to, the one it must beat to ship, and whose metric at the same scoring points is subtracted from the reward: 'best' (every baseline is tuned on validation users, the best one is used), a baseline name (e.g. context_rule: only that one is tuned), or 'none' for the raw metric.")
 @click.option("--tune-users", type=int, default=_d("tune_users"), show_default=True, help="Validation users the baselines are tuned on (seeded subsample; 0: all).")
 @click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None, help="Reuse a baselines.json (same metric and protocol, on the same dataset or a copy of its folder) instead of tuning again.")

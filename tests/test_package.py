@@ -39,6 +39,23 @@ def test_every_subcommand_has_help():
         assert "Usage:" in result.output and len(result.output.splitlines()) > 4, name
 
 
+def test_every_metric_option_names_every_metric_the_product_takes():
+    """The metric options' help lists each metric name parse_metric accepts (it once left out first_click_rr and
+    recall@K, which work)."""
+    import re
+
+    from interestgym.core.metrics import _METRIC_RE, parse_metric
+
+    kinds = re.findall(r"[a-z_0-9]+", _METRIC_RE.pattern.split("|(")[0]) + re.findall(r"[a-z_0-9]+", _METRIC_RE.pattern.split("|(")[1].split(")")[0])
+    assert set(kinds) == {"auc", "mrr", "first_click_rr", "ndcg", "hit", "click", "precision", "recall", "f1"}
+    for argv, option in ((["train"], "--reward"), (["quickstart"], "--reward"), (["evaluate"], "--select-metric")):
+        text = " ".join(CliRunner().invoke(cli, [*argv, "--help"], terminal_width=2000).output.split())
+        helped = text.split(option, 1)[1].split(" --", 1)[0]
+        for kind in kinds:
+            assert re.search(rf"\b{kind}\b", helped), (argv, option, kind, helped)
+            parse_metric(kind if kind in ("auc", "mrr", "first_click_rr") else f"{kind}@5")
+
+
 def test_console_script_reports_user_errors_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", "from interestgym.cli import main; main()", "prepare", "nosuchformat", str(tmp_path), "--out", str(tmp_path / "o")],

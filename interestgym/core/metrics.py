@@ -45,6 +45,8 @@ DEFAULT_METRICS: tuple[str, ...] = (
 )
 
 _METRIC_RE = re.compile(r"^(?:(auc|mrr|first_click_rr)|(ndcg|hit|click|precision|recall|f1)@([1-9][0-9]*))$")
+#: Every metric name :func:`parse_metric` takes, in words (the options' help and its error say it).
+METRIC_NAMES_TEXT = "auc, mrr, first_click_rr, or one of ndcg, hit, click, precision, recall, f1 followed by @K (e.g. ndcg@10)"
 
 
 @lru_cache(maxsize=256)
@@ -56,8 +58,7 @@ def parse_metric(name: str) -> tuple[str, int | None]:
     m = _METRIC_RE.match(name.strip().lower())
     if m is None:
         raise InterestGymError(
-            f"metric {name!r}: expected auc, mrr, first_click_rr, or one of ndcg, hit, click, precision, recall, f1 "
-            "followed by @K (e.g. ndcg@10)"
+            f"metric {name!r}: expected {METRIC_NAMES_TEXT}"
         )
     if m.group(1):
         return m.group(1), None

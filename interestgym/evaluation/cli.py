@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from interestgym.core.metrics import METRIC_NAMES_TEXT
 from interestgym.scale.ray_backend import ray_option
 
 
@@ -22,7 +23,7 @@ from interestgym.scale.ray_backend import ray_option
 @click.option("--exclude", type=click.Choice(["auto", "target", "log", "past"]), default=None, help="Which items the negatives leave out (default: the run's, else auto: 'target' for logs with repeats, 'log' otherwise); 'log' is the classic protocol, kept for comparison.")
 @click.option("--seed", type=int, default=None, help="Protocol seed (default: the run's, else 0).")
 @click.option("--history-negatives", type=int, default=None, help="How many negatives are drawn from the user's own earlier items (default: the run's, else 0; needs --exclude target or a log with repeats).")
-@click.option("--select-metric", default=None, help="Metric that picks the best tuned baseline on validation users (default: the run's reward, else ndcg@10).")
+@click.option("--select-metric", default=None, help=f"Metric that picks the best tuned baseline on validation users: {METRIC_NAMES_TEXT} (default: the run's reward, else ndcg@10).")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Transfer: evaluate the run's policy on this other prepared dataset (its own tuned rules are the reference; needs --out; refused when the encoder or the action table does not match).")
 @click.option("--sequence", "sequence_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="A tracker run folder (`interestgym train-sequence`) to list as a row of kind sequence, on the same users and candidates; repeat for several.")
 @ray_option

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from interestgym.core.metrics import METRIC_NAMES_TEXT
 from interestgym.errors import InterestGymError
 from interestgym.scale.ray_backend import ray_option
 
@@ -38,7 +39,7 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--gamma", type=float, default=None)
 @click.option("--ent-coef", type=float, default=None)
-@click.option("--reward", default=None, help="Reward metric (default ndcg@10).")
+@click.option("--reward", default=None, help=f"Reward metric: {METRIC_NAMES_TEXT} (default ndcg@10).")
 @click.option("--reward-baseline", default=None,
               help="Rule subtracted from the reward: a baseline name, best, or none (default: `interestgym train`'s).")
 @click.option("--net-arch", default=None, help="Hidden layer sizes, comma-separated (e.g. 64,64).")
