@@ -84,10 +84,10 @@ def test_mind_folder_rejects_history_clicks_and_impressions(tmp_path: Path) -> N
         ("news.tsv", 4, "wrong field count: expected 8 tab-separated fields (id, category, subcategory, title, abstract, url, title_entities, abstract_entities), found 7"),
         ("news.tsv", 5, "duplicate news id: N2 (first at line 2)"),
         ("news.tsv", 6, "empty title: news N5 has no title; expected text"),
-        ("behaviors.tsv", 4, "bad click label: 'N1-2' at position 1 has label '2'; expected 0 or 1"),
+        ("behaviors.tsv", 4, "bad click label: 'N1-2' at position 1 of the impressions field has label '2'; expected 0 or 1"),
         ("behaviors.tsv", 5, "bad time: '2019-11-13 13:00'; expected M/D/YYYY h:mm:ss AM|PM, e.g. 11/12/2019 2:14:46 PM"),
         ("behaviors.tsv", 6, "wrong field count: expected 5 tab-separated fields (impression_id, user_id, time, history, impressions), found 4"),
-        ("behaviors.tsv", 7, "unlabelled candidate: 'N1' at position 1 has no click label; expected ID-0 or ID-1 (MIND-large's test impressions are unlabelled: leave that part out)"),
+        ("behaviors.tsv", 7, "unlabelled candidate: 'N1' at position 1 of the impressions field has no click label; expected ID-0 or ID-1 (MIND-large's test impressions are unlabelled: leave that part out)"),
         ("behaviors.tsv", 8, "no impression candidates: expected ID-LABEL pairs such as N123-1 N456-0"),
         ("behaviors.tsv", 9, "duplicate row"),
         ("behaviors.tsv", 10, "duplicate impression id: 3 (first at line 3)"),
@@ -329,3 +329,11 @@ def test_a_header_line_is_skipped_and_said_not_read_as_a_news_row_or_a_bad_time(
     assert [(f, line) for f, line, _ in _rejects(tmp_path / "out")] == [("behaviors.tsv", 5)]
     items = Dataset.open(tmp_path / "out").items
     assert list(items["item_id"]) == ["N1", "N2", "N3", "N8"] and "category" not in set(items["category"])
+
+
+def test_a_tab_inside_a_field_is_named_as_the_likely_cause_of_too_many_fields(tmp_path: Path) -> None:
+    news = NEWS[:3] + ["N9\tnews\tx\tA title\twith a tab\tan abstract\thttps://x\t[]\t[]"]
+    prepare_mind(_write_part(tmp_path / "in", BEHAVIORS[:3], news), tmp_path / "out", deterministic=True, max_reject_rate=0.5)
+    assert ("news.tsv", 4, "wrong field count: expected 8 tab-separated fields (id, category, subcategory, title, abstract, url, "
+            "title_entities, abstract_entities), found 9 (more than expected: does a field hold a tab? MIND's fields cannot)") \
+        in _rejects(tmp_path / "out")

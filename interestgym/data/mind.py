@@ -78,6 +78,7 @@ _PART_ORDER = {"train": 0, "dev": 1, "valid": 1, "test": 2}
 _BEHAVIOR_FIELDS = "impression_id, user_id, time, history, impressions"
 _NEWS_FIELDS = "id, category, subcategory, title, abstract, url, title_entities, abstract_entities"
 _TIME_EXPECTED = "M/D/YYYY h:mm:ss AM|PM, e.g. 11/12/2019 2:14:46 PM"
+_TAB_HINT = " (more than expected: does a field hold a tab? MIND's fields cannot)"
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ def _read_news(part: MindPart, news: _News, log: RejectLog) -> None:
     for lineno, text in text_lines(src, log):
         fields = text.split("\t")
         if len(fields) != 8:
-            log.reject(src.name, lineno, f"wrong field count: expected 8 tab-separated fields ({_NEWS_FIELDS}), found {len(fields)}", text)
+            log.reject(src.name, lineno, f"wrong field count: expected 8 tab-separated fields ({_NEWS_FIELDS}), found {len(fields)}"
+                       + _TAB_HINT * (len(fields) > 8), text)
             continue
         news_id, category, subcategory, title, abstract, url = (f.strip() for f in fields[:6])
         if lineno == 1 and _is_header(fields, _NEWS_FIELDS):
@@ -268,7 +270,8 @@ def _read_behaviors(part: MindPart, prefix: str, data: _Behaviors, log: RejectLo
     for lineno, text in text_lines(src, log):
         fields = text.split("\t")
         if len(fields) != 5:
-            log.reject(name, lineno, f"wrong field count: expected 5 tab-separated fields ({_BEHAVIOR_FIELDS}), found {len(fields)}", text)
+            log.reject(name, lineno, f"wrong field count: expected 5 tab-separated fields ({_BEHAVIOR_FIELDS}), found {len(fields)}"
+                       + _TAB_HINT * (len(fields) > 5), text)
             continue
         imp_id, user, time_text, history_text, impressions_text = (f.strip() for f in fields)
         if lineno == 1 and _is_header(fields, _BEHAVIOR_FIELDS):
@@ -308,11 +311,13 @@ def _read_behaviors(part: MindPart, prefix: str, data: _Behaviors, log: RejectLo
         for pos, token in enumerate(tokens):
             news_id, sep, label = token.rpartition("-")
             if not sep or not news_id:
-                reason = (f"unlabelled candidate: {token!r} at position {pos + 1} has no click label; expected ID-0 or ID-1 "
+                reason = (f"unlabelled candidate: {token!r} at position {pos + 1} of the impressions field has no click label; "
+                          "expected ID-0 or ID-1 "
                           "(MIND-large's test impressions are unlabelled: leave that part out)")
                 break
             if label not in ("0", "1"):
-                reason = f"bad click label: {token!r} at position {pos + 1} has label {label!r}; expected 0 or 1"
+                reason = (f"bad click label: {token!r} at position {pos + 1} of the impressions field has label {label!r}; "
+                          "expected 0 or 1")
                 break
             cands.append(ids.setdefault(news_id, news_id))  # one string per news id: MIND repeats them millions of times
             labels[pos] = label == "1"
