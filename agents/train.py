@@ -53,6 +53,7 @@ from interestgym.agents.tuning import mean_over_users, subsample_users, tune_ref
 
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.evaluation.tables import FEW_POINTS
 from interestgym.io import write_json_atomic
 
 
@@ -338,6 +339,10 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
     valid_data = config.replay_data("valid")
     if valid_data.n_users == 0:
         raise InterestGymError(f"{config.dataset}: the valid split has no user with a positive event; validation needs some")
+    if valid_data.n_points < FEW_POINTS:
+        sys.stderr.write(f"note: the valid split has {valid_data.n_points:,} scoring point{'s' if valid_data.n_points != 1 else ''} "
+                         f"({len(valid_data.scored_user_ids):,} of its {valid_data.n_users:,} users have one): the tuned rule and "
+                         "the choice of what the run ships rest on few rankings\n")
 
     reference = saved.get("reference")
     tuned: dict[str, Any] | None = None
@@ -364,7 +369,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
 
         agent_scoring = ScoringConfig(**saved["agent_scoring"])
 
-    eval_users = subsample_users(valid_data.user_ids, config.eval_users, config.seed)
+    eval_users = subsample_users(valid_data.scored_user_ids, config.eval_users, config.seed)
     reference_valid = None
     if reference_policy is not None:
         res = evaluate_policy(valid_data, reference_policy, metric=config.reward, users=eval_users, record_features=False, progress=False)

@@ -405,7 +405,7 @@ def tune_reference(config: Any, valid_data: Any, scorer: Callable[..., Any] | No
                                      names=names, tune_users=config.tune_users, strict=True)
         check_slot_counts_setting(tuned, config.slot_counts, config.tuned_baselines)
     if tuned is None:
-        users = subsample_users(valid_data.user_ids, config.tune_users, config.seed)
+        users = subsample_users(valid_data.scored_user_ids, config.tune_users, config.seed)
         tuned = tune_baselines((scorer or validation_scorer)(valid_data, config.reward, users), names,
                                grids=tuning_grids(config.slot_counts, valid_data.protocol == "impressions",
                                                   feedback_median(valid_data, users)))

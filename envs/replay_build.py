@@ -412,9 +412,12 @@ class SplitSummary:
         self._first: dict[str, Any] | None = None
         self._counts: dict[str, int] = {}
         self._user_ids: list[np.ndarray] = []
+        self._scored_ids: list[np.ndarray] = []
         self.n_users = 0
         self.n_decisions = 0
         self.n_points = 0
+        self.n_candidates = 0  #: candidates over every scoring point
+        self.widths = (0, 0)  #: the fewest and the most candidates of a scoring point
 
     def add(self, data: ReplayData) -> None:
         """Count one chunk in (chunks of disjoint users, in replay order)."""
@@ -423,14 +426,34 @@ class SplitSummary:
         for key, value in data.counts.items():
             self._counts[key] = self._counts.get(key, 0) + int(value)
         self._user_ids.append(np.asarray(data.user_ids))
+        self._scored_ids.append(data.scored_user_ids)
         self.n_users += data.n_users
         self.n_decisions += data.n_decisions
+        if data.n_points:
+            width = np.diff(data.point_offsets)
+            low, high = int(width.min()), int(width.max())
+            self.widths = (low, high) if not self.n_points else (min(self.widths[0], low), max(self.widths[1], high))
+            self.n_candidates += int(width.sum())
         self.n_points += data.n_points
+
+    def candidates_text(self) -> str | None:
+        """How many candidates a scoring point ranks (``15 (12-15)``): a metric at k over fewer than k candidates is
+        near 1 whatever the ranking; None without a point."""
+        if not self.n_points:
+            return None
+        low, high = self.widths
+        mean = self.n_candidates / self.n_points
+        return f"{mean:.1f}" + ("" if low == high else f" on average ({low}-{high})")
 
     @property
     def user_ids(self) -> np.ndarray:
         """Every chunk's users with a decision, in replay order (as the whole split's ``user_ids``)."""
         return np.concatenate(self._user_ids).astype(str) if self._user_ids else np.zeros(0, dtype=str)
+
+    @property
+    def scored_user_ids(self) -> np.ndarray:
+        """What the whole split's :attr:`ReplayData.scored_user_ids` gives."""
+        return np.concatenate(self._scored_ids).astype(str) if self._scored_ids else np.zeros(0, dtype=str)
 
     def describe(self) -> dict[str, Any]:
         """What the whole split's :meth:`ReplayData.describe` gives."""

@@ -203,6 +203,14 @@ class ReplayData:
             raise KeyError(f"extra observations {sorted(unknown)}: not in core.features.EXTRA_FEATURES")
         return dataclasses.replace(self, extra_obs=names, decision_extra_obs=np.stack([have[n] for n in names], axis=1))
 
+    @property
+    def scored_user_ids(self) -> np.ndarray:
+        """The users (of ``user_ids``, in its order) with at least one scoring point: the only ones a metric is
+        measured on, so the ones a tuning or a validation samples from."""
+        has = np.zeros(self.n_users, dtype=bool)
+        has[self.decision_user[self.decision_point_end > self.decision_point_start]] = True
+        return np.asarray(self.user_ids)[has]
+
     def padded_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates and labels of scoring points as (P, C) matrices padded to the longest point.
 

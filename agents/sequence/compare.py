@@ -78,7 +78,7 @@ def dtw_rule_scores(evaluation: dict[str, Any], data: Any, metric: str, *, tune_
     if not two:
         raise InterestGymError("the evaluation has no tuned ema_two_profile (run `interestgym evaluate` with it)")
     valid = load_replay_data(data.dataset_path, data.embeddings_name, dataclasses.replace(data.spec, split="valid"))
-    tuned = tune_dtw_rule(valid, two["params"], metric=metric, users=subsample_users(valid.user_ids, tune_users, seed))
+    tuned = tune_dtw_rule(valid, two["params"], metric=metric, users=subsample_users(valid.scored_user_ids, tune_users, seed))
     rule = DTWRefreshRule(**tuned["params"])
     res = replay_with_signal(data, rule, decision_drift(data, rule.params["window"]), metric=metric)
     uid = res.points["user_id"].to_numpy()

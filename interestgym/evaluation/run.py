@@ -39,7 +39,9 @@ from interestgym.errors import InterestGymError
 from interestgym.evaluation.stream import UserScores
 from interestgym.evaluation.tables import (
     PolicyScores,
+    few_points_caution,
     markdown_tables,
+    not_scored_text,
     split_caution,
     summarise,
 )
@@ -341,7 +343,7 @@ def evaluate_run(
         tuned = run_folder.read_tuned_baselines(run_dir / run_folder.BASELINES_FILE, metric=metric, protocol=valid.describe(),
                                                 names=names, tune_users=config.tune_users)
     if tuned is None:
-        tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
+        tune_users = subsample_users(valid.scored_user_ids, config.tune_users, config.seed)
         tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
         tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names,
                                grids=tuning_grids(config.slot_counts, valid.describe()["protocol"] == "impressions",
@@ -378,7 +380,7 @@ def evaluate_run(
         from interestgym.agents.sequence.scoring import row_name
         from interestgym.agents.sequence.term import attach_tracker, tune_tracker_weight
 
-        tune_users = subsample_users(valid.user_ids, config.tune_users, config.seed)
+        tune_users = subsample_users(valid.scored_user_ids, config.tune_users, config.seed)
         tune_data = build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users)
         base_name = best_baseline({n: tuned[n] for n in names if not n.endswith("+tracker")})
     for seq_dir, tracker in zip(sequence_runs, trackers):  # sequence trackers (train-sequence): the same scoring points
@@ -490,8 +492,12 @@ def evaluate_run(
         "train_seed": config.seed if run_dir is not None else None,
         "users": len(users_ref) if users_ref is not None else 0,
         "scoring_points": int(results[0].n_points),
+        "not_scored": not_scored_text(protocol),
+        "candidates_per_point": test.candidates_text(),
+        "few_points": few_points_caution(int(results[0].n_points), len(users_ref) if users_ref is not None else 0,
+                                         test.n_candidates / max(test.n_points, 1)),
         "selection_metric": metric,
-        "tuned_on": (f"valid ({min(valid.n_users, config.tune_users or valid.n_users)} of {valid.n_users} users)"
+        "tuned_on": (tuned_on_text(valid.n_users, len(valid.scored_user_ids), config.tune_users)
                      + _older_grid_text(tuned, note_grids(config.slot_counts, protocol["protocol"] == "impressions",
                                                           has_varying_values(Path(config.dataset))))),
         "reference": reference,
@@ -616,12 +622,23 @@ def _older_grid_text(tuned: dict[str, Any], grids: dict[str, Any] | None = None)
             "without --tuned-baselines to tune them")
 
 
+def tuned_on_text(n_users: int, n_scored: int, tune_users: int | None) -> str:
+    """Which validation users the baselines were tuned on: a sample of those with a scoring point."""
+    k = min(n_scored, tune_users or n_scored)
+    if n_scored == n_users:
+        return f"valid ({k} of {n_users} users)"
+    return f"valid ({k} of the {n_scored} users with a scoring point; {n_users} in the split)"
+
+
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
     lines = ["# Evaluation", "", "Protocol:", ""]
     for key in ("data", "trained_on", "split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
-                "scoring_points", "selection_metric", "tuned_on", "reference", "reference_params", "run", "model"):
+                "scoring_points", "not_scored", "candidates_per_point", "selection_metric", "tuned_on", "reference",
+                "reference_params", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
+    if header.get("few_points"):
+        lines.append(f"- caution: {header['few_points']}")
     lines.append(f"- bootstrap: {header['bootstrap']['resamples']} resamples of users, 95% percentile intervals")
     lines.append("")
     lines.append("Mean over users [95% CI]:")

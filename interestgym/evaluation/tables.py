@@ -29,6 +29,44 @@ def split_caution(split: str | None) -> str | None:
     return {"valid": VALIDATION_CAUTION, "train": TRAIN_CAUTION}.get(str(split))
 
 
+#: Fewer scoring points than this and the tables are said to rest on few rankings.
+FEW_POINTS = 50
+
+
+def not_scored_text(protocol: dict[str, Any]) -> str | None:
+    """What of a log of impressions was not scored, and why (``impressions_*`` counts), in words; None when every
+    impression was scored or the protocol samples its candidates."""
+    counts = protocol.get("counts") or {}
+    if protocol.get("protocol") != "impressions" or "impressions" not in counts:
+        return None
+    reasons = [(counts.get("impressions_without_click", 0), "without a click on a candidate with an item row"),
+               (counts.get("impressions_without_unclicked", 0), "without an unclicked candidate with an item row"),
+               (counts.get("impressions_without_user_decisions", 0), "of users without a decision"),
+               (counts.get("impressions_before_first_decision", 0), "before the user's first decision")]
+    parts = [f"{n:,} {why}" for n, why in reasons if n]
+    missing = counts.get("candidates_without_item", 0)
+    if not parts and not missing:
+        return None
+    text = f"{counts['impressions'] - counts.get('impressions_scored', 0):,} of {counts['impressions']:,} impressions"
+    text += f" ({'; '.join(parts)})" if parts else ""
+    if missing:
+        text += f"; {missing:,} candidates without an item row (no text to embed) left out of the rankings"
+    return text
+
+
+def few_points_caution(points: int, users: int, mean_candidates: float) -> str | None:
+    """A caution when the tables rest on few scoring points (or on points of fewer than 10 candidates, where a metric
+    at 10 is near 1 whatever the ranking); None otherwise."""
+    said = []
+    if points < FEW_POINTS:
+        said.append(f"only {points:,} scoring point{'s' if points != 1 else ''} over {users:,} user{'s' if users != 1 else ''}: "
+                    "the tables rest on few rankings")
+    if points and mean_candidates < 10:
+        said.append(f"a scoring point ranks {mean_candidates:.1f} candidates on average: hit@10 and recall@10 are 1 and "
+                    "nDCG@10 is near 1 whatever the policy; compare AUC and MRR")
+    return "; ".join(said) or None
+
+
 @dataclass
 class PolicyScores:
     """One policy's per-user results.

@@ -536,6 +536,8 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     note = profile_share_note(res.decisions["popularity_weight"].to_numpy()) if timeline_figs else None
     if note:
         notes.append(note)
-    say(f"report: replayed {data.n_users} {split} users ({data.n_decisions:,} decisions) with the {which} model")
+    scored = np.unique(data.decision_user[data.decision_point_end > data.decision_point_start])
+    say(f"report: replayed {data.n_users} {split} users ({data.n_decisions:,} decisions; {len(scored):,} of the users with a "
+        f"scoring point, {data.n_points:,} points) with the {which} model")
     return timeline_figs, n_left_out
 

@@ -141,7 +141,9 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
 
 def protocol_lines(evaluation: dict[str, Any]) -> list[str]:
     h = evaluation["header"]
-    lines = [f"data `{h.get('data')}`, split **{h.get('split')}**: {h.get('users')} users, {h.get('scoring_points')} scoring points",
+    lines = [f"data `{h.get('data')}`, split **{h.get('split')}**: {h.get('users')} users, {h.get('scoring_points')} scoring points"
+             + (f" ({h['candidates_per_point']} candidates each)" if h.get("candidates_per_point") else "")
+             + (f"; not scored: {h['not_scored']}" if h.get("not_scored") else ""),
              f"encoder `{h.get('encoder')}` (dim {h.get('dim')}); candidates: {h.get('candidates')}; protocol seed {h.get('protocol_seed')}"]
     if h.get("run"):
         lines.append(f"policy: the run's **{h.get('model')}** model (deterministic), train seed {h.get('train_seed')}")
@@ -150,7 +152,7 @@ def protocol_lines(evaluation: dict[str, Any]) -> list[str]:
     boot = h.get("bootstrap") or {}
     lines.append(f"mean over users; {boot.get('resamples', '?')} bootstrap resamples of users, 95% percentile intervals; "
                  "`*` = the paired CI excludes 0")
-    caution = split_caution(h.get("split"))
-    if caution:
-        lines.append(f"**Caution**: {caution}")
+    for caution in (split_caution(h.get("split")), h.get("few_points")):
+        if caution:
+            lines.append(f"**Caution**: {caution}")
     return lines

@@ -1,0 +1,121 @@
+"""Logs where few rankings can be scored (a MIND slice: most candidates have no news row): the tuning and the
+validation sample the users a metric is measured on, and the evaluation says how little it rests on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from interestgym.cli import main
+from interestgym.data.mind import prepare_mind
+
+NEWS = ["\t".join([f"N{i}", "sports" if i % 2 else "news", "x", f"Title number {i}", "", f"https://x/N{i}", "[]", "[]"])
+        for i in range(1, 9)]
+
+
+def _mind(folder: Path) -> Path:
+    """60 users, each with one known history click and one impression: every third user's impression holds a known
+    click and known non-clicks (scored); the others' hold only news without a row beside the click (not scored)."""
+    rows = []
+    for u in range(60):
+        cands = "N2-1 N3-0 N4-0 X1-0" if u % 3 == 0 else ("N2-1 X1-0 X2-0" if u % 3 == 1 else "X5-1 N3-0")
+        rows.append(f"{u + 1}\tU{u:02d}\t11/12/2019 {1 + u % 11}:00:00 PM\tN1\t{cands}")
+    folder.mkdir(parents=True)
+    (folder / "news.tsv").write_text("\n".join(NEWS) + "\n", encoding="utf-8")
+    (folder / "behaviors.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mind(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("few")
+    out = root / "data"
+    prepare_mind(_mind(root / "in"), out, deterministic=True)
+    _run(["encode", str(out), "--encoder", "hashing", "--dim", "16"])
+    return out
+
+
+def _run(argv: list[str]) -> None:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, None), argv
+
+
+def _scored_users(data: Path, split: str) -> set[str]:
+    """Users of ``split`` with an impression holding a clicked and an unclicked candidate that have a news row (each
+    user's history click comes before it): from the files, not from the replay."""
+    users = pd.read_parquet(data / "users.parquet")
+    in_split = set(users.loc[users["split"] == split, "user_id"].astype(str))
+    known = set(pd.read_parquet(data / "items.parquet")["item_id"].astype(str))
+    imp = pd.read_parquet(data / "impressions.parquet")
+    out = set()
+    for user, cands, labels in zip(imp["user_id"].astype(str), imp["candidates"], imp["labels"]):
+        kept = [int(lab) for c, lab in zip(cands, labels) if c in known]
+        if user in in_split and 1 in kept and 0 in kept:
+            out.add(user)
+    return out
+
+
+def test_scored_users_are_the_users_with_a_scoring_point(mind):
+    from interestgym.agents.config import TrainConfig
+
+    for split in ("train", "valid", "test"):
+        data = TrainConfig(dataset=str(mind), run_dir="unused").replay_data(split)
+        assert set(map(str, data.scored_user_ids)) == _scored_users(mind, split)
+        assert 0 < len(data.scored_user_ids) < data.n_users  # the fixture has both kinds in every split
+
+
+def test_the_tuning_samples_users_with_a_scoring_point(mind):
+    """--tune-users draws from the users a metric is measured on: a draw from every user would tune on users that
+    score nothing (on the MIND slice: 100 users drawn, 2 scoring points)."""
+    from interestgym.agents.config import TrainConfig
+    from interestgym.agents.tuning import subsample_users, tune_reference, validation_scorer
+
+    config = TrainConfig(dataset=str(mind), run_dir="unused", tune_users=1, reward_baseline="ema", seed=0)
+    valid = config.replay_data("valid")
+    scored = _scored_users(mind, "valid")
+    assert not set(subsample_users(valid.user_ids, 1, 0)) <= scored  # the old draw: a user without a point
+    seen = []
+
+    def spy(data, metric, users):
+        seen.append(users)
+        return validation_scorer(data, metric, users)
+
+    reference, _ = tune_reference(config, valid, spy)
+    assert len(seen[0]) == 1 and set(seen[0]) <= scored
+    assert np.isfinite(reference["valid_score"])
+
+
+def test_an_evaluation_on_few_points_says_so(mind, tmp_path, capsys):
+    _run(["evaluate", str(mind), "--out", str(tmp_path / "ev"), "--n-boot", "50", "--baselines", "ema,static", "--no-progress"])
+    header = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["header"]
+    test_scored = _scored_users(mind, "test")
+    users = pd.read_parquet(mind / "users.parquet")
+    n_test = int((users["split"] == "test").sum())
+    assert header["scoring_points"] == len(test_scored)
+    # impressions of the test users: a third scored (4 candidates, 3 with a news row), a third without an unclicked
+    # candidate with a row, a third without a click on one; two candidates without a row in each of the first kind
+    assert header["candidates_per_point"] == "3.0"
+    n_unclicked = sum(1 for u in users.loc[users["split"] == "test", "user_id"] if int(str(u)[1:]) % 3 == 1)
+    n_click = n_test - len(test_scored) - n_unclicked
+    assert header["not_scored"] == (
+        f"{n_test - len(test_scored)} of {n_test} impressions ({n_click} without a click on a candidate with an item row; "
+        f"{n_unclicked} without an unclicked candidate with an item row); {len(test_scored) + 2 * n_unclicked + n_click} "
+        "candidates without an item row (no text to embed) left out of the rankings")
+    assert header["few_points"] == (
+        f"only {len(test_scored)} scoring points over {len(test_scored)} users: the tables rest on few rankings; a scoring "
+        "point ranks 3.0 candidates on average: hit@10 and recall@10 are 1 and nDCG@10 is near 1 whatever the policy; "
+        "compare AUC and MRR")
+    md = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert f"- not_scored: {header['not_scored']}" in md and f"- caution: {header['few_points']}" in md
+    n_valid_scored = len(_scored_users(mind, "valid"))
+    n_valid = int((users["split"] == "valid").sum())
+    assert header["tuned_on"].startswith(f"valid ({n_valid_scored} of the {n_valid_scored} users with a scoring point; "
+                                         f"{n_valid} in the split)")
