@@ -105,6 +105,16 @@ class RankRequest(_Body):
     ts: int | None = Field(None, ge=0, lt=TS_MAX)
     top_k: int | None = Field(None, ge=1, description="Return only the best k.")
 
+    @model_validator(mode="after")
+    def _distinct(self) -> RankRequest:
+        first: dict[str, int] = {}
+        for pos, item in enumerate(self.candidates):
+            if item in first:  # a ranking of a list holding an id twice would rank it twice
+                raise ValueError(f"candidates holds {item!r} twice (positions {first[item] + 1} and {pos + 1}); expected "
+                                 "distinct item ids")
+            first[item] = pos
+        return self
+
 
 class RankedItem(BaseModel):
     item_id: str
