@@ -57,7 +57,9 @@ class EncodeResult:
             return (f"fitted {fit['items']} item vectors with {self.meta['encoder']} ({fit['items_trained']} from co-occurrence "
                     f"in {fit['train_events']} training events, {fallback} by fallback; {self.from_cache} from cache) "
                     f"-> {self.matrix_path} ({n} x {d} float32)")
-        return (f"encoded {self.encoded} texts ({self.from_cache} from cache) with {self.meta['encoder']} "
+        distinct = self.encoded + self.from_cache
+        shared = f"; {n} items, {n - distinct} with the text of an earlier one" if distinct < n else ""
+        return (f"encoded {self.encoded} distinct texts ({self.from_cache} from cache{shared}) with {self.meta['encoder']} "
                 f"-> {self.matrix_path} ({n} x {d} float32)")
 
 

@@ -70,7 +70,7 @@ def test_encode_writes_aligned_unit_matrix_and_metadata(tmp_path):
     assert meta["texts_encoded"] == 5 and meta["texts_from_cache"] == 0 and meta["unique_texts"] == 5
     assert {"pooling", "max_length", "device", "created"} <= set(meta)
     assert result.encoded == 5 and result.from_cache == 0
-    assert "encoded 5 texts (0 from cache)" in result.summary()
+    assert "encoded 5 distinct texts (0 from cache; 6 items, 1 with the text of an earlier one)" in result.summary()
 
 
 def test_env_side_loader_reads_it_back(tmp_path):
@@ -249,9 +249,9 @@ def test_cli_encode_prints_counts_and_writes_files(tmp_path):
     runner = CliRunner()
     first = runner.invoke(encode, [str(ds_path), "--encoder", "hashing", "--dim", "16"])
     assert first.exit_code == 0, first.output
-    assert "encoded 5 texts (0 from cache)" in first.output
+    assert "encoded 5 distinct texts (0 from cache; 6 items, 1 with the text of an earlier one)" in first.output
     second = runner.invoke(encode, [str(ds_path), "--encoder", "hashing", "--dim", "16", "--name", "h"])
-    assert "encoded 0 texts (5 from cache)" in second.output
+    assert "encoded 0 distinct texts (5 from cache; 6 items, 1 with the text of an earlier one)" in second.output
     assert np.load(ds_path / "embeddings" / "h.npy").shape == (6, 16)
 
 
@@ -283,7 +283,7 @@ def test_chinese_titles_through_the_cli(tmp_path, spec, dim):
     ds_path = make_dataset(tmp_path / "ds", titles)
     result = CliRunner().invoke(encode, [str(ds_path), "--encoder", spec, "--dim", dim])
     assert result.exit_code == 0, result.output
-    assert "encoded 6 texts (0 from cache)" in result.output
+    assert "encoded 6 distinct texts (0 from cache)" in result.output
     mat, _meta = Dataset.open(ds_path).load_embeddings(spec)
     np.testing.assert_allclose(np.linalg.norm(mat, axis=1), 1.0, atol=1e-5)
     sims = mat @ mat.T

@@ -50,21 +50,21 @@ def test_cli_minilm_encodes_then_caches_then_reencodes_only_the_edited_item(tmp_
     runner = CliRunner()
     first = runner.invoke(encode, [str(ds_path), "--encoder", "minilm"])
     assert first.exit_code == 0, first.output
-    assert f"encoded {len(TITLES)} texts (0 from cache)" in first.output
+    assert f"encoded {len(TITLES)} distinct texts (0 from cache)" in first.output
     matrix, meta = Dataset.open(ds_path).load_embeddings("minilm")
     assert matrix.shape == (len(TITLES), 384) and matrix.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
     assert meta["pooling"] == "mean" and meta["max_length"] == 256 and meta["device"] == "cpu"
 
     second = runner.invoke(encode, [str(ds_path), "--encoder", "minilm"])
-    assert second.exit_code == 0 and f"encoded 0 texts ({len(TITLES)} from cache)" in second.output
+    assert second.exit_code == 0 and f"encoded 0 distinct texts ({len(TITLES)} from cache)" in second.output
     assert json.loads((ds_path / "embeddings" / "minilm.json").read_text())["texts_encoded"] == 0
 
     items = pd.read_parquet(ds_path / "items.parquet")
     items.loc[3, "text"] = "Get Shorty (1995), a crime comedy"
     items.to_parquet(ds_path / "items.parquet", index=False)
     third = runner.invoke(encode, [str(ds_path), "--encoder", "minilm"])
-    assert f"encoded 1 texts ({len(TITLES) - 1} from cache)" in third.output
+    assert f"encoded 1 distinct texts ({len(TITLES) - 1} from cache)" in third.output
     edited, _ = Dataset.open(ds_path).load_embeddings("minilm")
     unchanged = [i for i in range(len(TITLES)) if i != 3]
     np.testing.assert_array_equal(edited[unchanged], matrix[unchanged])
