@@ -34,6 +34,18 @@ def test_past_exclusion_only_removes_items_seen_up_to_the_cutoff():
     assert sorted(x for x in neg[1] if x >= 0) == [2, 3, 4, 5] and neg[1][-1] == -1  # fewer eligible: padded
 
 
+def test_more_negatives_than_items_draws_every_eligible_item_in_an_array_no_wider_than_the_catalogue():
+    """--n-negatives 100000 on a small catalogue: every eligible item, the same as N = n_items, and not 100,000 columns
+    of padding a point (which filled 24 GB on ml-100k)."""
+    n_items = 6
+    first_seen = np.full(n_items, NEVER)
+    first_seen[0] = 0
+    huge = sample_negatives(user_rng(0, "u"), 100_000, np.ones(n_items), first_seen, np.array([2, 9]))
+    assert huge.shape == (2, n_items)
+    np.testing.assert_array_equal(huge, sample_negatives(user_rng(0, "u"), n_items, np.ones(n_items), first_seen, np.array([2, 9])))
+    assert [sorted(x for x in row if x >= 0) for row in huge] == [[1, 2, 3, 4, 5]] * 2
+
+
 def test_seeded_and_prefix_stable():
     w = np.ones(200)
     fs = np.full(200, NEVER)

@@ -119,3 +119,23 @@ def test_an_evaluation_on_few_points_says_so(mind, tmp_path, capsys):
     n_valid = int((users["split"] == "valid").sum())
     assert header["tuned_on"].startswith(f"valid ({n_valid_scored} of the {n_valid_scored} users with a scoring point; "
                                          f"{n_valid} in the split)")
+
+
+def test_more_negatives_than_the_catalogue_holds_is_said_in_the_protocol(tmp_path):
+    """99 negatives asked of a 15-item catalogue: each point draws the 14 it may, and the protocol line says how many
+    points hold fewer than asked (the candidates per point say how many they hold)."""
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,action,ts"]
+    for u in range(30):
+        for k, item in enumerate(rng.choice(15, size=8, replace=False)):
+            lines.append(f"u{u},i{item},click,{1_600_000_000 + 3600 * (10 * u + k)}")
+    (tmp_path / "log.csv").write_text("\n".join(lines) + "\n")
+    _run(["prepare", "events", str(tmp_path / "log.csv"), "--out", str(tmp_path / "d"), "--item-text", "item {item_id}"])
+    _run(["encode", str(tmp_path / "d"), "--encoder", "hashing", "--dim", "8"])
+    _run(["evaluate", str(tmp_path / "d"), "--out", str(tmp_path / "ev"), "--n-boot", "20", "--baselines", "ema", "--no-progress",
+          "--exclude", "log"])
+    header = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["header"]
+    points = header["scoring_points"]
+    assert header["candidates"] == (f"next positive + 99 uniform negatives (exclude: every item of the user's log); {points} of {points} "
+                                    "points with fewer (too few items to draw from)")
+    assert header["candidates_per_point"] == "8.0"  # the target and the 7 items outside the user's 8

@@ -207,12 +207,13 @@ def sample_negatives(
         negatives besides the cutoff rule (e.g. the target and the items engaged with at its moment).
     :param per_point: (n_points,) how many of the N to keep at each point (the ones with the smallest keys,
         i.e. the first drawn in the sequential sampling); None keeps N everywhere, exactly as without it.
-    :return: (n_points, N) item indices, sorted ascending per row; -1 pads rows with fewer than N
-        eligible items (or fewer kept).
+    :return: (n_points, min(N, n_items)) item indices, sorted ascending per row; -1 pads rows with fewer
+        eligible items (or fewer kept). An N above the catalogue's size draws every item it may: the array
+        is no wider than the catalogue (a huge N would otherwise fill the memory with padding).
     """
     n_items = len(weights)
     n_points = len(cutoff)
-    out = np.full((n_points, n_negatives), -1, dtype=np.int32)
+    out = np.full((n_points, min(n_negatives, n_items)), -1, dtype=np.int32)
     if n_points == 0 or n_negatives == 0:
         return out
     inv_w = np.where(weights > 0, 1.0 / np.where(weights > 0, weights, 1.0), np.inf)

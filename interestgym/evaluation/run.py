@@ -41,6 +41,7 @@ from interestgym.evaluation.tables import (
     PolicyScores,
     few_points_caution,
     markdown_tables,
+    short_points_text,
     not_scored_text,
     split_caution,
     summarise,
@@ -486,6 +487,7 @@ def evaluate_run(
         "protocol": protocol["protocol"],
         "candidates": ("logged impressions" if protocol["protocol"] == "impressions" else
                        f"next positive + {config.n_negatives} {config.negatives} negatives (exclude: {EXCLUDE_TEXT[protocol['exclude']]})"
+                       + short_points_text(protocol)
                        + (f"; up to {protocol['history_negatives']} of them from the user's own earlier items"
                           if protocol.get("history_negatives") else "")),
         "protocol_seed": config.protocol_seed,

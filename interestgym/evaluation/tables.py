@@ -54,6 +54,15 @@ def not_scored_text(protocol: dict[str, Any]) -> str | None:
     return text
 
 
+def short_points_text(protocol: dict[str, Any]) -> str:
+    """``"; 12 points with fewer (too few items to draw from)"`` when sampled points hold fewer negatives than asked
+    (a catalogue smaller than ``--n-negatives``, or a user who touched most of it); else ``""``."""
+    short = int((protocol.get("counts") or {}).get("points_with_fewer_negatives", 0))
+    if not short:
+        return ""
+    return f"; {short:,} of {protocol.get('scoring_points', 0):,} points with fewer (too few items to draw from)"
+
+
 def few_points_caution(points: int, users: int, mean_candidates: float) -> str | None:
     """A caution when the tables rest on few scoring points (or on points of fewer than 10 candidates, where a metric
     at 10 is near 1 whatever the ranking); None otherwise."""
