@@ -130,6 +130,39 @@ def embedding_identity(config: Any) -> dict[str, Any]:
     return {"name": name, "fingerprint": meta.get("fingerprint"), "dim": int(matrix.shape[1]), "encoder": meta.get("encoder")}
 
 
+def dataset_contents(config: Any) -> dict[str, Any]:
+    """What of a run's dataset its policy learnt from (recorded in ``config.json``): the users' split, the events
+    file, and the manifest's settings the replay reads (action weights, positive rating)."""
+    from interestgym.data.dataset import Dataset, split_sha256
+
+    dataset = Dataset.open(config.dataset)
+    return {"split_sha256": split_sha256(dataset.users), "events_sha256": dataset.events_file_sha256,
+            "action_weights": dataset.manifest.get("action_weights"), "positive_rating": dataset.manifest.get("positive_rating")}
+
+
+def check_run_dataset(run_dir: str | Path, saved: dict[str, Any], config: Any) -> str | None:
+    """Refuse a run whose dataset was split again since training (its test users may be the policy's training
+    users); a note (else None) when the events or the replay's settings changed under the same split.
+
+    :raises InterestGymError: naming the dataset, the run and what to do.
+    """
+    recorded = saved.get("dataset_contents")
+    if not recorded:
+        return None  # runs from before the record
+    now = dataset_contents(config)
+    if now["split_sha256"] != recorded.get("split_sha256"):
+        raise InterestGymError(
+            f"{config.dataset}: its users are split differently from when the run {run_dir} was trained on it (prepared again "
+            f"since?): its validation and test users may be users the policy was trained on ({Path(run_dir) / CONFIG_FILE} "
+            "records the split it learnt from). Train a new run on it, or use the dataset the run was trained on")
+    changed = [what for key, what in (("events_sha256", "its events.parquet"), ("action_weights", "its manifest's action weights"),
+                                      ("positive_rating", "its manifest's positive rating")) if now[key] != recorded.get(key)]
+    if not changed:
+        return None
+    return (f"{config.dataset}: {' and '.join(changed)} changed since the run {run_dir} was trained on it (the same users' split): "
+            "the policy replays what the dataset holds now")
+
+
 def check_run_embedding(run_dir: str | Path, saved: dict[str, Any], config: Any) -> None:
     """Refuse a run whose embedding was re-encoded differently after training: its policy would see
     vectors from another space without any other sign of it."""

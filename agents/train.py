@@ -41,6 +41,9 @@ from interestgym.agents.run_folder import (
     DATASET_MANIFEST,
     INFO_FILE,
     TENSORBOARD_DIR,
+    check_run_dataset,
+    check_run_embedding,
+    dataset_contents,
     embedding_identity,
     read_json_or_none,
     read_run_config,
@@ -284,6 +287,10 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
         check_finished(config.sequence, "`train --sequence`")
     # Absolute, so that `evaluate RUN` works from any working directory.
     config.dataset = str(Path(config.dataset).resolve())
+    if resume:  # the data the run learnt from: the same split and vectors (a changed split would train on test users)
+        check_run_embedding(run_dir, saved, config)
+        if (note := check_run_dataset(run_dir, saved, config)) is not None:
+            sys.stderr.write(f"note: {note}\n")
     from interestgym.core.metrics import parse_metric
 
     parse_metric(config.reward)
@@ -398,6 +405,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
             "agent_scoring": agent_scoring.as_dict(),
             "protocol": {"train": train_data.describe(), "valid": valid_data.describe()},
             "embedding": embedding_identity(config),
+            "dataset_contents": dataset_contents(config),
             "action_space": {"box": [-1.0, 1.0], "strength": "(clip(u, -1, 1) + 1) / 2", "form": config.policy_form if residual else "absolute",
                              "names": list(ACTION_NAMES if change_names is None else change_names)},
             "observation_normalisation": {"kind": "VecNormalize", "clip_obs": config.clip_obs, "norm_reward": config.norm_reward},

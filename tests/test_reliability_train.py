@@ -239,3 +239,38 @@ def test_a_run_dir_that_cannot_be_created_is_one_line_naming_it(dataset, tmp_pat
         assert "\n" not in str(info.value)
     finally:
         parent.chmod(0o755)
+
+
+def test_a_run_refuses_its_dataset_split_again_and_notes_changed_events(tmp_path, capsys):
+    """A dataset prepared again with another split under a trained run: its test users may be users the policy trained
+    on, so evaluate and train --resume refuse it, naming the dataset and the run; events changed under the same split
+    are a note (the policy replays what the dataset holds now). A run on an untouched dataset says nothing."""
+    import pandas as pd
+
+    from interestgym.cli import main
+    from interestgym.evaluation.run import evaluate_run
+
+    data = tiny_synthetic(tmp_path / "data")
+    run = tmp_path / "run"
+    train_run(small_train_config(data, run, timesteps=64, eval_every=0, checkpoint_every=64))
+    recorded = json.loads((run / "config.json").read_text())["dataset_contents"]
+    assert set(recorded) == {"split_sha256", "events_sha256", "action_weights", "positive_rating"}
+    capsys.readouterr()
+    evaluate_run(run, out=tmp_path / "ev0", n_boot=10, baselines="ema", progress=False)
+    assert "note:" not in capsys.readouterr().err
+
+    events = pd.read_parquet(data / "events.parquet")
+    events.iloc[:-1].to_parquet(data / "events.parquet", index=False)  # one event fewer, the same users and split
+    evaluate_run(run, out=tmp_path / "ev1", n_boot=10, baselines="ema", progress=False)
+    assert f"note: {run.parent / 'data'}: its events.parquet changed since the run {run} was trained on it" in capsys.readouterr().err
+
+    users = pd.read_parquet(data / "users.parquet")
+    a = users.index[users["split"] == "train"][0]
+    b = users.index[users["split"] == "test"][0]
+    users.loc[[a, b], "split"] = users.loc[[b, a], "split"].to_numpy()  # a training user is now a test user
+    users.to_parquet(data / "users.parquet", index=False)
+    with pytest.raises(InterestGymError, match=r"its users are split differently from when the run .* was trained on it"):
+        evaluate_run(run, out=tmp_path / "ev2", n_boot=10, baselines="ema", progress=False)
+    with pytest.raises(SystemExit):
+        main(["train", str(data), "--run-dir", str(run), "--resume", "--timesteps", "128"])
+    assert "its users are split differently" in capsys.readouterr().err

@@ -41,8 +41,8 @@ from interestgym.evaluation.tables import (
     PolicyScores,
     few_points_caution,
     markdown_tables,
-    short_points_text,
     not_scored_text,
+    short_points_text,
     split_caution,
     summarise,
 )
@@ -270,9 +270,12 @@ def evaluate_run(
         if dataset is not None:
             # transfer: the run's policy on another prepared dataset, against that dataset's own tuned rules
             transfer_to(path, saved, config, Path(dataset), embeddings, out)
-        elif embeddings is None or embeddings == config.embeddings:
-            run_folder.check_run_embedding(path, saved, config)
-            run_folder.check_run_tracker(path, saved, config)
+        else:
+            if embeddings is None or embeddings == config.embeddings:
+                run_folder.check_run_embedding(path, saved, config)
+                run_folder.check_run_tracker(path, saved, config)
+            if (note := run_folder.check_run_dataset(path, saved, config)) is not None:
+                print(f"note: {note}", file=sys.stderr)
     elif (path / "manifest.json").is_file():
         if dataset is not None:
             raise InterestGymError(f"--dataset {dataset}: only a training run transfers to another dataset; {path} is a dataset")
