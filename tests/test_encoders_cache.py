@@ -91,6 +91,24 @@ def test_loader_refuses_embeddings_made_for_other_items(tmp_path):
         Dataset.open(ds_path).load_embeddings("hashing")
 
 
+def test_loader_refuses_vectors_of_other_texts_and_takes_the_same_texts_again(tmp_path):
+    """The same item ids with other texts (prepared again with another --item-text, which keeps embeddings/): the
+    vectors are of the old texts, refused naming the cause; behaviour vectors (cooc, encoded from ids) are not
+    text vectors, and a rewrite with the same texts is accepted."""
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    edit_items(ds_path, TITLES)  # the same texts, written again
+    Dataset.open(ds_path).load_embeddings("hashing")
+    edit_items(ds_path, [f"completely different words {k}" for k in range(6)])
+    with pytest.raises(ArtifactError, match=r"hashing.json: field item_texts_sha256 is .*the item texts changed since these "
+                                            r"vectors were encoded.* re-run `interestgym encode"):
+        Dataset.open(ds_path).load_embeddings("hashing")
+    meta = json.loads((ds_path / "embeddings" / "hashing.json").read_text())
+    meta["input"] = "item_id"
+    (ds_path / "embeddings" / "hashing.json").write_text(json.dumps(meta))
+    Dataset.open(ds_path).load_embeddings("hashing")
+
+
 def test_loader_refuses_metadata_without_item_hash_or_wrong_dim(tmp_path):
     ds_path = make_dataset(tmp_path / "ds", TITLES)
     encode_dataset(ds_path, HashingEncoder(dim=32), log=None)

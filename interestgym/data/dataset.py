@@ -234,6 +234,12 @@ def _row_groups_overlapping(pf: Any, column: str, lo: str, hi: str) -> list[int]
     return keep
 
 
+def item_texts_sha256(items: pd.DataFrame) -> str:
+    """Hash of the texts a text encoder encodes (``text``, a missing one as ""), in row order: ``encode`` records it,
+    :meth:`Dataset.load_embeddings` refuses vectors of other texts."""
+    return frame_sha256(items[["text"]].fillna("").astype(str))
+
+
 def item_ids_sha256(item_ids: Any) -> str:
     """sha256 of an item-id list in order (the JSON list of the ids as strings).
 
@@ -574,6 +580,13 @@ class Dataset:
                 f"{meta_path}: field item_ids_sha256 is {str(stored)[:12]}..., but items.parquet's item ids hash to "
                 f"{self.item_ids_sha256[:12]}... (the items changed since these embeddings were made); {rerun}"
             )
+        texts = meta.get("item_texts_sha256")  # text encoders' vectors (embeddings from before the field: not checked)
+        if meta.get("input") == "text" and texts is not None and texts != self.item_texts_sha256:
+            raise ArtifactError(
+                f"{meta_path}: field item_texts_sha256 is {str(texts)[:12]}..., but items.parquet's texts hash to "
+                f"{self.item_texts_sha256[:12]}... (the item texts changed since these vectors were encoded, e.g. prepared "
+                f"again with another --item-text); {rerun}"
+            )
         self._check_fitted_on(meta, meta_path, rerun)
         return mat, meta
 
@@ -605,6 +618,11 @@ class Dataset:
         from interestgym.io import sha256_file
 
         return sha256_file(self.path / "events.parquet")
+
+    @cached_property
+    def item_texts_sha256(self) -> str:
+        """Hash of the items' texts in row order (see :func:`item_texts_sha256`)."""
+        return item_texts_sha256(self.items)
 
     @cached_property
     def item_ids_sha256(self) -> str:
