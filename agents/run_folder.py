@@ -647,6 +647,17 @@ def model_identity(run_dir: str | Path, which: str) -> dict[str, Any] | None:
     return {"model": which, "step": info.get("step"), "sha256": (info.get("files") or {}).get(MODEL_FILE)}
 
 
+def evaluated_policy(header: dict[str, Any], run_dir: str | Path) -> str:
+    """What an evaluation of a run evaluated: ``rule``, ``best`` or ``final``. An evaluation of ``shipped`` is of what
+    the run shipped when it was evaluated (its header's copy of ``shipped.json``; the file now, for an evaluation that
+    has none): a run trained further since may ship another policy."""
+    evaluated = str(header.get("model") or "best")
+    if evaluated != "shipped":
+        return evaluated
+    decision = header.get("shipped") if isinstance(header.get("shipped"), dict) else (read_shipped(run_dir) or {})
+    return "rule" if decision.get("policy") == "rule" else str(decision.get("model") or best_or_final(run_dir))
+
+
 def best_or_final(run_dir: str | Path) -> str:
     """``best`` when the run has a best model (validation ran), else ``final``."""
     return "best" if (Path(run_dir) / "best" / MODEL_FILE).is_file() else "final"

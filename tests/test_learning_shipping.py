@@ -401,3 +401,29 @@ def test_an_evaluation_of_what_the_run_shipped_then_is_not_an_evaluation_of_anot
     result = export_run(run, tmp_path / "best", which="best", verify_observations=0)
     assert result.evaluation_note.startswith(f"{run / 'evaluation.json'} evaluates the final model (what the run shipped then), "
                                              "not the best model exported here: not in the manifest")
+
+
+def test_an_evaluation_of_the_rule_a_run_shipped_then_is_not_carried_by_the_learned_model_it_ships_now(dataset, tmp_path):
+    """evaluate (the run ships its rule), then train --resume makes it ship its learned model: export leaves the rule's
+    numbers out of the learned model's manifest, and the report says its table is of what the run shipped then.
+    (The flip is written into shipped.json here; a resumed run makes it the same way.)"""
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.export.run import export_run
+    from interestgym.report.build import build_report
+    from interestgym.runtime.manifest import read_manifest
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run))
+    shipped = json.loads((run / "shipped.json").read_text())
+    rule = {**shipped, "policy": "rule"}
+    (run / "shipped.json").write_text(json.dumps(rule))
+    evaluate_run(run, baselines="ema", n_boot=20, progress=False)
+    assert json.loads((run / "evaluation.json").read_text())["header"]["shipped"]["policy"] == "rule"
+    (run / "shipped.json").write_text(json.dumps({**shipped, "policy": "learned", "model": "best"}))
+    result = export_run(run, tmp_path / "best", which="best", verify_observations=0)
+    assert read_manifest(tmp_path / "best")["evaluation"] is None
+    assert result.evaluation_note.startswith(f"{run / 'evaluation.json'} evaluates the shipped rule (what the run shipped then), "
+                                             "not the best model exported here: not in the manifest")
+    report = build_report(run, timeline_users=0, progress=False, log=None)
+    assert any(n.startswith("The Results table evaluated what the run shipped then, its reference rule; it now ships its best "
+                            "model (trained further since)") for n in report.notes), report.notes

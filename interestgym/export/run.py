@@ -34,6 +34,7 @@ from interestgym.agents.run_folder import (
     SHIPPED_FILE,
     check_run_embedding,
     check_run_tracker,
+    evaluated_policy,
     load_model,
     model_identity,
     read_evaluation,
@@ -237,15 +238,13 @@ def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None,
     if evaluation is None:
         return None, None
     header = evaluation.get("header") or {}
-    evaluated = str(header.get("model") or "best")
-    if evaluated == "shipped":
-        decision = read_shipped(run_dir) or {}
-        evaluated = "rule" if decision.get("policy") == "rule" else str(decision.get("model") or "best")
+    evaluated = evaluated_policy(header, run_dir)  # an evaluation of `shipped`: of what the run shipped then
     path = run_dir / EVALUATION_FILE
     what = {"rule": "the shipped rule", "best": "the best model", "final": "the final model"}
     if evaluated != exported:
         again = f"interestgym evaluate {run_dir}" + ("" if exported == "rule" else f" --model {exported}")
-        return None, (f"{path} evaluates {what.get(evaluated, evaluated)}, not {what.get(exported, exported)} exported here: "
+        then = " (what the run shipped then)" if header.get("model") == "shipped" else ""
+        return None, (f"{path} evaluates {what.get(evaluated, evaluated)}{then}, not {what.get(exported, exported)} exported here: "
                       f"not in the manifest (`{again}` records its metrics, replacing the run's evaluation.json)")
     recorded = header.get("model_identity")
     if isinstance(recorded, dict) and exported in ("best", "final"):

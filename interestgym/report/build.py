@@ -51,6 +51,7 @@ from interestgym.agents.run_folder import (
     MODEL_FILE,
     REPORT_DIR,
     SHIPPED_FILE,
+    evaluated_policy,
     has_policy,
     model_identity,
     read_evaluation,
@@ -237,6 +238,13 @@ def evaluation_mismatches(run_dir: Path, conf: dict[str, Any], header: dict[str,
                    f"figures are of the run's own dataset `{c['dataset']}`.")
     if header.get("model") and header["model"] != which:
         out.append(f"The figures show the run's **{which}** model; the Results table evaluated its **{header['model']}** model.")
+    elif header.get("model") == "shipped" and (not ran or _same_path(ran, run_dir)) and \
+            evaluated_policy(header, run_dir) != evaluated_policy({"model": "shipped"}, run_dir):
+        then, now_ships = evaluated_policy(header, run_dir), evaluated_policy({"model": "shipped"}, run_dir)
+        words = {"rule": "its reference rule", "best": "its best model", "final": "its final model"}
+        out.append(f"The Results table evaluated what the run shipped then, {words.get(then, then)}; it now ships "
+                   f"{words.get(now_ships, now_ships)} (trained further since), which the figures show: "
+                   f"`interestgym evaluate {run_dir}` again for its table.")
     elif isinstance(header.get("model_identity"), dict) and (not ran or _same_path(ran, run_dir)):
         recorded, now = header["model_identity"], model_identity(run_dir, header["model"]) or {}
         if now.get("sha256") and recorded.get("sha256") != now.get("sha256"):
