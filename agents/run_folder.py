@@ -658,6 +658,27 @@ def evaluated_policy(header: dict[str, Any], run_dir: str | Path) -> str:
     return "rule" if decision.get("policy") == "rule" else str(decision.get("model") or best_or_final(run_dir))
 
 
+def check_shipped_model(run_dir: str | Path) -> None:
+    """Refuse a run that ships its learned model when the model folder is no longer the model the ship decision
+    validated (copied in from another run, or written without a decision): its proof is of another model.
+
+    :raises ArtifactError: naming both models and how to decide again.
+    """
+    decision = read_shipped(run_dir) or {}
+    validated = decision.get("validated")
+    if decision.get("policy") != "learned" or not isinstance(validated, dict) or not validated.get("sha256"):
+        return  # the rule, or a decision from before the record
+    which = str(validated.get("model"))
+    now = model_identity(run_dir, which) or {}
+    if now.get("sha256") != validated["sha256"]:
+        raise ArtifactError(
+            f"{Path(run_dir) / SHIPPED_FILE}: the run ships the {which} model the decision validated, step "
+            f"{validated.get('step')} (sha256 {str(validated['sha256'])[:12]}...); {Path(run_dir) / which} now holds "
+            + (f"step {now.get('step')} (sha256 {str(now.get('sha256'))[:12]}...)" if now else "no model")
+            + ": it changed since the decision (copied in, or trained without one). Decide again with "
+            f"`interestgym train DATASET --run-dir {run_dir} --resume`, or restore the model")
+
+
 def best_or_final(run_dir: str | Path) -> str:
     """``best`` when the run has a best model (validation ran), else ``final``."""
     return "best" if (Path(run_dir) / "best" / MODEL_FILE).is_file() else "final"

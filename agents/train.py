@@ -174,6 +174,7 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     from interestgym.agents.run_folder import (
         best_or_final,
         load_run_policy,
+        model_identity,
         write_shipped,
     )
     from interestgym.envs.vector import evaluate_policy
@@ -183,7 +184,8 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     metric = config.reward
     if reference is None:
         decision = {"policy": "learned", "model": best_or_final(run_dir),
-                    "reason": "no reference rule (--reward-baseline none): nothing to compare with"}
+                    "reason": "no reference rule (--reward-baseline none): nothing to compare with",
+                    "validated": model_identity(run_dir, best_or_final(run_dir))}
         write_shipped(run_dir, decision)
         return decision
     which = best_or_final(run_dir)
@@ -228,6 +230,8 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
         "validation": {"users": len(users), "learned": float(np.nanmean(ours[metric])), "rule": float(np.nanmean(theirs[metric])),
                        "diff": diff, "threshold": config.ship_threshold, "guards": guards},
         "reason": reason,
+        # the model the decision replayed (folder, step, sha256): a model folder changed since is not what it proved
+        "validated": model_identity(run_dir, which),
     }
     write_shipped(run_dir, decision)
     return decision

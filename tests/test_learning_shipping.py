@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 import pytest
-from agents_fixtures import per_user_metrics, shipping_config, tiny_synthetic
+from agents_fixtures import per_user_metrics, shipping_config, small_train_config, tiny_synthetic
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import make_baseline
 from interestgym.agents.run_folder import (
@@ -26,7 +26,7 @@ from interestgym.agents.train import new_agent, train_run
 from interestgym.envs.policies import ResidualPolicy
 from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
 
-from interestgym.errors import InterestGymError
+from interestgym.errors import ArtifactError, InterestGymError
 
 # A rule with every kind of state: both profiles, the category counts with a fixed forgetting, and
 # time-of-day slot profiles would be context_rule's; bayesian_category exercises the keep factor.
@@ -427,3 +427,31 @@ def test_an_evaluation_of_the_rule_a_run_shipped_then_is_not_carried_by_the_lear
     report = build_report(run, timeline_users=0, progress=False, log=None)
     assert any(n.startswith("The Results table evaluated what the run shipped then, its reference rule; it now ships its best "
                             "model (trained further since)") for n in report.notes), report.notes
+
+
+def test_a_model_folder_changed_since_the_ship_decision_is_refused_where_its_proof_is_used(dataset, tmp_path):
+    """shipped.json records the model it validated (step, sha256): another run's best/ copied in, the shipped
+    learned policy would carry a proof of another model, so evaluate (shipped) and export refuse it, naming both."""
+    import shutil
+
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.export.run import export_run
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    train_run(small_train_config(dataset, a, timesteps=128, seed=0))
+    train_run(small_train_config(dataset, b, timesteps=256, seed=1))
+    decision = json.loads((a / "shipped.json").read_text())
+    info = json.loads((a / "best" / "info.json").read_text())
+    assert decision["policy"] == "learned"
+    assert decision["validated"] == {"model": "best", "step": info["step"], "sha256": info["files"]["model.zip"]}
+    export_run(a, tmp_path / "ok", verify_observations=0)  # the folder is what was validated
+    shutil.rmtree(a / "best")
+    shutil.copytree(b / "best", a / "best")
+    other = json.loads((a / "best" / "info.json").read_text())
+    expected = (rf"shipped.json: the run ships the best model the decision validated, step {info['step']} .*; {a / 'best'} now "
+                rf"holds step {other['step']} .*changed since the decision .*--resume")
+    with pytest.raises(ArtifactError, match=expected):
+        evaluate_run(a, baselines="ema", n_boot=20, progress=False)
+    with pytest.raises(ArtifactError, match=expected):
+        export_run(a, tmp_path / "bad", verify_observations=0)
+    evaluate_run(a, which_model="best", out=tmp_path / "ev", baselines="ema", n_boot=20, progress=False)  # that model itself

@@ -373,6 +373,8 @@ def evaluate_run(
                              "model as it is now (evaluate again when training ends)\n")
         if which_model == "shipped" and run_folder.read_shipped(run_dir) is None:
             which_model = "best"  # a run from before shipping decisions, or still training
+        if which_model == "shipped":
+            run_folder.check_shipped_model(run_dir)
         ppo = run_folder.load_run_choice(run_dir, which_model, device=config.device)
         policies.append((ppo, "learned", {"model": which_model, "scoring": ppo.scoring.as_dict()}, None))
     for n in names:

@@ -34,6 +34,7 @@ from interestgym.agents.run_folder import (
     SHIPPED_FILE,
     check_run_embedding,
     check_run_tracker,
+    check_shipped_model,
     evaluated_policy,
     load_model,
     model_identity,
@@ -120,6 +121,8 @@ def export_run(
                                 "decisions): export a model with --model best or --model final")
         which = "rule" if shipped["policy"] == "rule" else (shipped.get("model") or "best")
     run = load_model(run_dir, which) if which != "rule" else None  # names a missing or damaged model file first
+    if shipped is not None:
+        check_shipped_model(run_dir)  # the proof in shipped.json is of the model in the folder
     config = run_train_config(run_dir, saved)
     if not config.dataset:
         raise ArtifactError(f"{run_dir / CONFIG_FILE}: field config.dataset is empty; expected the training dataset's path")
@@ -243,7 +246,8 @@ def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None,
     what = {"rule": "the shipped rule", "best": "the best model", "final": "the final model"}
     if evaluated != exported:
         again = f"interestgym evaluate {run_dir}" + ("" if exported == "rule" else f" --model {exported}")
-        then = " (what the run shipped then)" if header.get("model") == "shipped" else ""
+        shipped_since = header.get("model") == "shipped" and evaluated != evaluated_policy({"model": "shipped"}, run_dir)
+        then = " (what the run shipped then)" if shipped_since else ""
         return None, (f"{path} evaluates {what.get(evaluated, evaluated)}{then}, not {what.get(exported, exported)} exported here: "
                       f"not in the manifest (`{again}` records its metrics, replacing the run's evaluation.json)")
     recorded = header.get("model_identity")
