@@ -146,7 +146,7 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     if shipped:
         what = "its learned model" if shipped.get("policy") == "learned" else f"its reference rule `{(shipped.get('rule') or {}).get('name')}`"
         click.echo(f"the run ships {what}: {shipped.get('reason')}")
-    click.echo(f"run directory: {config.run_dir}  (evaluate with: interestgym evaluate {config.run_dir})")
+    click.echo(f"run directory: {config.run_dir}  (evaluate with: interestgym evaluate {shlex.quote(str(config.run_dir))})")
 
 
 def _interrupted_note(config: TrainConfig) -> str:
@@ -161,7 +161,7 @@ def _interrupted_note(config: TrainConfig) -> str:
     run_dir = Path(config.run_dir)
     again = f"interestgym train {shlex.quote(str(config.dataset))} --run-dir {shlex.quote(str(run_dir))}"
     if not (run_dir / CONFIG_FILE).is_file():  # interrupted while tuning: train removes the unfinished folder
-        return f"interrupted before training started: nothing to resume; run `{again}` again"
+        return "interrupted before training started: nothing to resume; run the same command again (with all its options)"
     state = read_json_or_none(run_dir / CHECKPOINT_DIR / CHECKPOINT_STATE) or {}
     step = state.get("num_timesteps") if isinstance(state, dict) else None
     if not isinstance(step, int):

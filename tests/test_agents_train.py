@@ -158,7 +158,7 @@ def test_an_interrupted_train_says_what_to_resume_from(dataset, tmp_path, monkey
                                                f"`interestgym train {dataset} --run-dir {tmp_path / 'run'} --resume`")),
                           (unchecked, (f"interrupted before the first checkpoint (every 50,000 steps): `interestgym train {dataset} "
                                        f"--run-dir {unchecked} --resume` trains the run from step 0")),
-                          (tmp_path / "new", "interrupted before training started: nothing to resume; run `interestgym train")):
+                          (tmp_path / "new", "interrupted before training started: nothing to resume; run the same command again (with all its options)")):
         result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(run), "--no-progress",
                                           *(["--resume"] if run.exists() else [])])
         assert result.exit_code != 0 and expected in result.output, result.output
