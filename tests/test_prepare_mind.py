@@ -337,3 +337,38 @@ def test_a_tab_inside_a_field_is_named_as_the_likely_cause_of_too_many_fields(tm
     assert ("news.tsv", 4, "wrong field count: expected 8 tab-separated fields (id, category, subcategory, title, abstract, url, "
             "title_entities, abstract_entities), found 9 (more than expected: does a field hold a tab? MIND's fields cannot)") \
         in _rejects(tmp_path / "out")
+
+
+def test_a_folder_holding_one_zip_of_parts_and_a_zip_with_a_deeper_copy(tmp_path: Path) -> None:
+    """A folder holding the one zip of train/ and dev/ reads both parts (it read dev only, as a part called after the
+    zip); a part's zip that also holds a copy deeper down (backup/behaviors.tsv) stays one part, read from the top."""
+    folders = tmp_path / "folders"
+    _write_part(folders / "train", BEHAVIORS[:3], NEWS[:3])
+    _write_part(folders / "dev", DEV, NEWS[1:3] + [_news_line("N7", "tv", "shows", "New show")])
+    (tmp_path / "in").mkdir()
+    with zipfile.ZipFile(tmp_path / "in" / "MINDsmall.zip", "w") as zf:
+        for part in ("train", "dev"):
+            for name in ("behaviors.tsv", "news.tsv"):
+                zf.write(folders / part / name, f"MINDsmall/{part}/{name}")
+    assert [p.name for p in find_parts(tmp_path / "in")] == ["train", "dev"]
+    with zipfile.ZipFile(tmp_path / "MINDsmall_train.zip", "w") as zf:
+        for name in ("behaviors.tsv", "news.tsv"):
+            zf.write(folders / "train" / name, name)
+            zf.write(folders / "dev" / name, f"backup/{name}")
+    parts = find_parts(tmp_path / "MINDsmall_train.zip")
+    assert [(p.name, p.behaviors.member) for p in parts] == [("train", "behaviors.tsv")]
+
+
+def test_a_history_id_an_impression_of_the_same_second_clicked_is_that_click(tmp_path: Path) -> None:
+    """Rows of one second: the later-in-time row's history holds what the earlier row's impression clicked (or a row
+    at a later time holds an id clicked in an impression of that second): that click is the event, not a history click
+    before the impression whose positive it is."""
+    news = [_news_line(f"N{i}", "news", "x", f"Title {i}") for i in range(1, 6)]
+    rows = ["1\tUX\t11/12/2019 9:00:00 AM\tN1\tN3-0 N4-0",
+            "2\tUX\t11/12/2019 10:00:00 AM\tN1\tN3-1 N4-0",
+            "3\tUX\t11/12/2019 10:00:00 AM\tN1 N3\tN5-1 N4-0"]
+    manifest = prepare_mind(_write_part(tmp_path / "in", rows, news), tmp_path / "out", deterministic=True)
+    ev = Dataset.open(tmp_path / "out").events
+    n3 = [(r.ts, r.origin) for r in ev.itertuples() if r.item_id == "N3"]
+    assert n3 == [(_ts("11/12/2019 10:00:00 AM"), "impression")]
+    assert manifest["counts"]["history_ids_clicked_in_an_earlier_impression"] == 1

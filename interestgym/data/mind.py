@@ -36,7 +36,7 @@ What becomes of them:
     history grows from row to row (the clicks so far) would leak if the later ids went before the
     first impression: an id first in a later row's history goes just before the earliest row holding
     it (``ts = that row's time - 1``), and not at all when the user clicked it in an impression
-    before that row (the same click, already an event).
+    before that row or in its second (the same click, already an event).
   - ``impression``: every clicked candidate, at the impression's ``ts``, column ``impression_id``
     naming it. The environment scores an impression *before* the events with the same ``ts``, so
     the clicks an impression produced update the profile only after that impression was scored.
@@ -104,11 +104,19 @@ def _part_from(box: Container, name: str, where: str) -> MindPart | None:
     return MindPart(name, behaviors, news)
 
 
+def _holds_parts(box: Container) -> bool:
+    """A zip of the parts' folders: its shallowest ``behaviors.tsv`` files are several, side by side (``train/``,
+    ``dev/``); one at the top (a part's own zip, perhaps with a copy deeper down) is one part."""
+    hits = box.find_all("behaviors.tsv")
+    return len(hits) > 1 and hits[0].count("/") == hits[1].count("/")
+
+
 def _parts_in_one_zip(box: Container, path: Path) -> list[MindPart]:
     """The parts of one zip holding several (``train/behaviors.tsv``, ``dev/behaviors.tsv`` ...): one per folder
     holding a ``behaviors.tsv``, named by the folder, its ``news.tsv`` the one beside it."""
     parts: dict[str, MindPart] = {}
-    for member in box.find_all("behaviors.tsv"):
+    hits = box.find_all("behaviors.tsv")
+    for member in [m for m in hits if m.count("/") == hits[0].count("/")]:  # the parts side by side; deeper copies are not
         folder = member.rpartition("/")[0]
         where = f"{path}:{folder or '/'}"
         news = next((m for m in box.find_all("news.tsv") if m.rpartition("/")[0] == folder), None)
@@ -116,7 +124,7 @@ def _parts_in_one_zip(box: Container, path: Path) -> list[MindPart]:
             raise DataError(f"{where}: behaviors.tsv without news.tsv beside it; expected both files of a MIND part in each folder")
         name = _part_name(folder.rpartition("/")[2] if folder else path.stem)
         if name in parts:
-            raise DataError(f"{path}: two parts named {name!r} ({parts[name].behaviors.name} and {member}); expected one "
+            raise DataError(f"{path}: two parts named {name!r} ({parts[name].behaviors.member} and {member}); expected one "
                             "folder per part (train/, dev/ ...)")
         parts[name] = MindPart(name, box.source(member), box.source(news))
     return sorted(parts.values(), key=lambda p: (_PART_ORDER.get(p.name, 3), p.name))
@@ -131,7 +139,7 @@ def find_parts(path: str | Path) -> list[MindPart]:
         path = path.parent
     if path.is_file():
         box = Container.open(path)
-        if len(box.find_all("behaviors.tsv")) > 1:
+        if _holds_parts(box):
             return _parts_in_one_zip(box, path)
         part = _part_from(box, _part_name(path.stem), str(path))
         if part is None:
@@ -148,7 +156,12 @@ def find_parts(path: str | Path) -> list[MindPart]:
         if child.is_dir() and (child / "behaviors.tsv").exists():
             part = _part_from(Container.open(child, max_depth=0), _part_name(child.name), str(child))
         elif child.is_file() and child.suffix.lower() == ".zip":
-            part = _part_from(Container.open(child), _part_name(child.stem), str(child))
+            box = Container.open(child)
+            if _holds_parts(box):  # one zip of the parts' folders, in a folder
+                for part in _parts_in_one_zip(box, child):
+                    parts.setdefault(part.name, part)
+                continue
+            part = _part_from(box, _part_name(child.stem), str(child))
         else:
             continue
         # An unzipped folder next to its zip: read the folder (sorted() puts it before the zip).
@@ -395,8 +408,8 @@ def read_mind(
         for news_id, row_ts in history.items():
             if row_ts > first_ts:  # first in a later row's history: a click between the user's rows
                 history_later += 1
-                if clicked_at.get((user, news_id), row_ts) < row_ts:
-                    history_clicked_before += 1  # the impression click before that row: one click, one event
+                if clicked_at.get((user, news_id), row_ts + 1) <= row_ts:
+                    history_clicked_before += 1  # an impression click before that row (or in its second): one click, one event
                     continue
             history_total += 1
             if news_id not in known:
