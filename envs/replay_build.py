@@ -437,13 +437,12 @@ class SplitSummary:
         self.n_points += data.n_points
 
     def candidates_text(self) -> str | None:
-        """How many candidates a scoring point ranks (``15 (12-15)``): a metric at k over fewer than k candidates is
-        near 1 whatever the ranking; None without a point."""
+        """How many candidates a scoring point ranks: ``15``, or ``14.3 on average (3-40)`` when they differ (a metric
+        at k over fewer than k candidates says little of the ranking); None without a point."""
         if not self.n_points:
             return None
         low, high = self.widths
-        mean = self.n_candidates / self.n_points
-        return f"{mean:.1f}" + ("" if low == high else f" on average ({low}-{high})")
+        return str(low) if low == high else f"{self.n_candidates / self.n_points:.1f} on average ({low}-{high})"
 
     @property
     def user_ids(self) -> np.ndarray:

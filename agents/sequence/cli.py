@@ -44,7 +44,7 @@ def _d(name: str):
 @click.option("--protocol-seed", type=int, default=_d("protocol_seed"), show_default=True, help="Seed of the scoring protocol's negatives.")
 @click.option("--exclude", type=click.Choice(["auto", "target", "log", "past"]), default=_d("exclude"), show_default=True, help="Which items the validation negatives leave out, as `interestgym train --exclude`.")
 @click.option("--history-negatives", type=int, default=_d("history_negatives"), show_default=True, help="Up to this many validation negatives from the user's own earlier items, as `interestgym train --history-negatives`.")
-@click.option("--eval-users", type=int, default=0, show_default=True, help="Validation users scored for early stopping (seeded subsample; 0: all).")
+@click.option("--eval-users", type=int, default=0, show_default=True, help="Validation users scored for early stopping (a seeded sample of those with a scoring point; 0: all).")
 @click.option("--seed", type=int, default=_d("seed"), show_default=True)
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto (CUDA when available), cpu, cuda.")
 @click.option("--torch-threads", type=int, default=1, show_default=True, help="Torch CPU threads (0: torch's default). 1 is fastest for these small models on a shared machine.")

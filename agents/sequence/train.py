@@ -167,7 +167,7 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
     sampled = None
     if config.loss == "sampled" or (config.loss == "auto" and n_items > FULL_SOFTMAX_MAX_ITEMS):
         sampled = int(config.train_negatives)
-    eval_users = validation_users(valid_data.user_ids, config.eval_users, config.seed)
+    eval_users = validation_users(valid_data.scored_user_ids, config.eval_users, config.seed)  # those a metric is measured on
 
     # ---------------------------------------------------------------- model, optimiser, run folder
     model = build_model(spec)

@@ -502,7 +502,7 @@ def evaluate_run(
         "not_scored": not_scored_text(protocol),
         "candidates_per_point": test.candidates_text(),
         "few_points": few_points_caution(int(results[0].n_points), len(users_ref) if users_ref is not None else 0,
-                                         test.n_candidates / max(test.n_points, 1)),
+                                         test.n_candidates / max(test.n_points, 1), test.widths[1]),
         "selection_metric": metric,
         "tuned_on": (tuned_on_text(valid.n_users, len(valid.scored_user_ids), config.tune_users)
                      + _older_grid_text(tuned, note_grids(config.slot_counts, protocol["protocol"] == "impressions",

@@ -63,16 +63,19 @@ def short_points_text(protocol: dict[str, Any]) -> str:
     return f"; {short:,} of {protocol.get('scoring_points', 0):,} points with fewer (too few items to draw from)"
 
 
-def few_points_caution(points: int, users: int, mean_candidates: float) -> str | None:
-    """A caution when the tables rest on few scoring points (or on points of fewer than 10 candidates, where a metric
-    at 10 is near 1 whatever the ranking); None otherwise."""
+def few_points_caution(points: int, users: int, mean_candidates: float, widest: int) -> str | None:
+    """A caution when the tables rest on few scoring points, or on points of fewer than 10 candidates (where a metric
+    at 10 says little of the ranking); None otherwise."""
     said = []
     if points < FEW_POINTS:
         said.append(f"only {points:,} scoring point{'s' if points != 1 else ''} over {users:,} user{'s' if users != 1 else ''}: "
                     "the tables rest on few rankings")
-    if points and mean_candidates < 10:
-        said.append(f"a scoring point ranks {mean_candidates:.1f} candidates on average: hit@10 and recall@10 are 1 and "
-                    "nDCG@10 is near 1 whatever the policy; compare AUC and MRR")
+    if points and widest <= 10:
+        said.append(f"no scoring point ranks more than {widest} candidates: hit@10 and recall@10 are 1 whatever the policy, "
+                    "and nDCG@10 is high; compare AUC and MRR")
+    elif points and mean_candidates < 10:
+        said.append(f"a scoring point ranks {mean_candidates:.1f} candidates on average: hit@10 and recall@10 are 1 at most "
+                    "points whatever the policy; compare AUC and MRR")
     return "; ".join(said) or None
 
 

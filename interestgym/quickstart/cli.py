@@ -45,7 +45,7 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--net-arch", default=None, help="Hidden layer sizes, comma-separated (e.g. 64,64).")
 @click.option("--max-events", type=click.IntRange(min=1), default=None, help="Truncate training episodes after this many decisions (a user's later decisions are not replayed).")
 @click.option("--eval-every", type=click.IntRange(min=0), default=None, help="Validate every N training steps.")
-@click.option("--eval-users", type=click.IntRange(min=0), default=None, help="Validation users for periodic validation (0: all).")
+@click.option("--eval-users", type=click.IntRange(min=0), default=None, help="Validation users for periodic validation (a seeded sample of those with a scoring point; 0: all).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Checkpoint every N training steps.")
 @click.option("--category-gain/--no-category-gain", default=None,
               help="The agent's count gain lever (default: `interestgym train`'s, on).")
