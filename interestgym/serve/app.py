@@ -126,9 +126,10 @@ def _one_validation_message(error: dict[str, Any]) -> str:
     if should:
         value = error.get("input")
         is_ts = path == "ts" or path.endswith(".ts")
-        millis = is_ts and isinstance(value, int) and TS_MIN * 1000 <= value < TS_MAX * 1000
+        number = int(value) if isinstance(value, str) and value.strip().isdigit() else value  # "1511544070000": pydantic reads it
+        millis = is_ts and isinstance(number, int) and TS_MIN * 1000 <= number < TS_MAX * 1000
         hint = (" (unix seconds: this looks like milliseconds; divide by 1000)" if millis else
-                " (UTC unix seconds, e.g. 1704825930; convert a date and time to them)" if is_ts and isinstance(value, str) else "")
+                " (UTC unix seconds, e.g. 1704825930; convert a date and time to them)" if is_ts and isinstance(number, str) else "")
         return f"{path}{found}; expected {should.group('what')}{hint}"
     return f"{path}{found}: {msg}"
 

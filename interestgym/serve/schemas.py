@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from interestgym.core.clock import TS_MAX
 
@@ -105,15 +105,15 @@ class RankRequest(_Body):
     ts: int | None = Field(None, ge=0, lt=TS_MAX)
     top_k: int | None = Field(None, ge=1, description="Return only the best k.")
 
-    @model_validator(mode="after")
-    def _distinct(self) -> RankRequest:
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, candidates: list[str]) -> list[str]:
         first: dict[str, int] = {}
-        for pos, item in enumerate(self.candidates):
+        for pos, item in enumerate(candidates):
             if item in first:  # a ranking of a list holding an id twice would rank it twice
-                raise ValueError(f"candidates holds {item!r} twice (positions {first[item] + 1} and {pos + 1}); expected "
-                                 "distinct item ids")
+                raise ValueError(f"{item!r} is there twice (positions {first[item] + 1} and {pos + 1}); expected distinct item ids")
             first[item] = pos
-        return self
+        return candidates
 
 
 class RankedItem(BaseModel):
