@@ -55,8 +55,8 @@ from interestgym.agents.run_lock import RunLock
 from interestgym.agents.tuning import mean_over_users, subsample_users, tune_reference
 
 from interestgym.core.protocol import ACTION_NAMES
+from interestgym.core.stats import FEW_POINTS
 from interestgym.errors import ArtifactError, InterestGymError
-from interestgym.evaluation.tables import FEW_POINTS
 from interestgym.io import write_json_atomic
 
 

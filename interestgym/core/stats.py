@@ -23,6 +23,8 @@ import numpy as np
 
 DEFAULT_N_BOOT = 2000
 DEFAULT_CONFIDENCE = 0.95
+#: Fewer scoring points than this and an evaluation's tables (or a run's validation) are said to rest on few rankings.
+FEW_POINTS = 50
 
 
 @dataclass(frozen=True)

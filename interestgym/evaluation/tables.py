@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from interestgym.core.stats import bootstrap_mean_ci, paired_bootstrap_diff
+from interestgym.core.stats import FEW_POINTS, bootstrap_mean_ci, paired_bootstrap_diff
 
 #: Said under any evaluation of the validation users: they are not held out.
 VALIDATION_CAUTION = ("these are the validation users: the baselines were tuned, the run's model selected and its shipping "
@@ -29,8 +29,6 @@ def split_caution(split: str | None) -> str | None:
     return {"valid": VALIDATION_CAUTION, "train": TRAIN_CAUTION}.get(str(split))
 
 
-#: Fewer scoring points than this and the tables are said to rest on few rankings.
-FEW_POINTS = 50
 
 
 def not_scored_text(protocol: dict[str, Any]) -> str | None:
