@@ -12,6 +12,7 @@ maths is element-wise, integer counts or sequential sums), so all of them agree 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,19 +211,22 @@ class ReplayEngine:
     :param data: the precomputed replay arrays.
     :param n_rows: number of rows (users replayed at once).
     :param metric: the reward metric (its step mean is the reward; see :mod:`interestgym.core.metrics`).
+    :param also: metrics measured at the scoring points besides ``metric`` and the defaults (a full engine): an
+        evaluation's selection metric, while ``metric`` stays the one the policy observes (its running means).
     :param lean: keep only what rules need, for tuning them: no shadow profiles, no L-only / S-only
         rankings, no running reward, and only ``metric`` at the scoring points. The features of
         :data:`LEAN_SKIPPED_FEATURES` are NaN in the observation (a policy reading them acts NaN), every
         other feature, the profiles and ``metric`` are exactly those of a full engine.
     """
 
-    def __init__(self, data: ReplayData, n_rows: int, metric: str = "ndcg@10", *, lean: bool = False) -> None:
+    def __init__(self, data: ReplayData, n_rows: int, metric: str = "ndcg@10", *, lean: bool = False,
+                 also: Sequence[str] = ()) -> None:
         parse_metric(metric)
         self.data = data
         self.n_rows = int(n_rows)
         self.metric = metric.strip().lower()
         self.lean = bool(lean)
-        self.metric_names = (self.metric,) if self.lean else metric_names([self.metric])
+        self.metric_names = (self.metric,) if self.lean else metric_names([self.metric, *also])
         d = data.dim
         r = self.n_rows
         n_shadow = 0 if self.lean else len(SHADOW_STRENGTHS)

@@ -63,20 +63,22 @@ def user_queue(data: ReplayData, users: Sequence[str] | None) -> np.ndarray:
 
 
 def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None = None, batch_size: int = 1024,
-                 metric: str = "ndcg@10", progress: bool | None = None, desc: str | None = None) -> Iterator[ReplayStep]:
+                 metric: str = "ndcg@10", progress: bool | None = None, desc: str | None = None,
+                 also: Sequence[str] = ()) -> Iterator[ReplayStep]:
     """Replay ``users`` (default: all of ``data``) once with ``policy``, ``batch_size`` users at a time.
 
     :param policy: ``act(observations) -> actions`` in [-1, 1]^4 (or wider: changes in the engine's layout),
         with an optional fixed ``scoring``; a
         policy with ``act_at(observations, decisions)`` is called that way instead (``decisions``: the
         global decision index of every row, for policies that read a per-decision signal).
-    :param metric: the engine's reward metric (its step mean is ``output.metrics[metric]``).
+    :param metric: the engine's reward metric (its step mean is ``output.metrics[metric]``), which the policy observes.
+    :param also: more metrics to measure (:class:`~interestgym.envs.engine.ReplayEngine`'s ``also``).
     :param progress: a bar over decisions (None: on a terminal a bar, otherwise log lines).
     :yield: one :class:`ReplayStep` per lock-step.
     """
     queue = user_queue(data, users)
     n_slots = int(max(1, min(batch_size, len(queue))))
-    engine = ReplayEngine(data, n_slots, metric=metric)
+    engine = ReplayEngine(data, n_slots, metric=metric, also=also)
     engine.set_scoring(slice(0, n_slots), getattr(policy, "scoring", None) or ScoringConfig())
     active = np.arange(min(n_slots, len(queue)))
     engine.start(active, queue[: len(active)])

@@ -381,6 +381,7 @@ def evaluate_policy(
     users: Sequence[str] | None = None,
     record_features: bool = True,
     progress: bool | None = None,
+    also: Sequence[str] = (),
 ) -> EvaluationResult:
     """Replay every user of ``split`` (or ``users``) once with ``policy``, many users at a time.
 
@@ -391,18 +392,19 @@ def evaluate_policy(
     :param users: restrict to these user ids (default: every user of the split with a decision).
     :param record_features: keep every decision's observation in the result.
     :param progress: a bar over decisions (None: a bar on a terminal, log lines otherwise; False: silent).
+    :param also: metrics to measure besides ``metric`` (the one the policy observes) and the defaults.
     """
     # the evaluator's default users are the test split's (the env's are the training users')
     default_split = "test" if protocol is None or isinstance(protocol, str) else None
     spec = ProtocolSpec.resolve(protocol, split or default_split)
     data = _replay_data(dataset, embeddings, spec)
-    names = metric_names([metric.strip().lower()])
+    names = metric_names([metric.strip().lower(), *also])
     dec_parts: list[dict[str, np.ndarray]] = []
     pt_parts: list[dict[str, np.ndarray]] = []
     feat_parts: list[np.ndarray] = []
     engine = None
     for step in replay_users(data, policy, users=users, batch_size=batch_size, metric=metric, progress=progress,
-                             desc=f"evaluating {getattr(policy, 'name', 'policy')}"):
+                             desc=f"evaluating {getattr(policy, 'name', 'policy')}", also=also):
         out, engine = step.output, step.engine
         dec_parts.append({"decision": out.decision, "scored": out.scored, "n_points": out.n_points,
                           "strengths": out.strengths, **{f"m:{k}": v for k, v in out.metrics.items()}})

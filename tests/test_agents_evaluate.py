@@ -169,3 +169,72 @@ def test_the_header_names_the_reference_and_a_changed_protocol(run, tmp_path):
     text = evaluate_run(run_dir, out=tmp_path / "other", baselines=BASELINES, n_boot=20, progress=False, seed=7)
     assert "- note: this evaluation's protocol differs from the run's (protocol_seed 0 -> 7)" in text
     assert "note: this evaluation's protocol differs" in (tmp_path / "other" / "evaluation.md").read_text()
+
+
+def test_the_selection_metric_does_not_change_what_the_learned_policy_observes(run, tmp_path):
+    """--select-metric mrr picks the reference by MRR; the learned policy still replays with the running means of the
+    metric it was trained on (its reward), so its per-user nDCG@10 is the default evaluation's, value for value; the
+    selection metric is measured too (first_click_rr is not among the default metrics)."""
+    run_dir, _ = run
+    docs = {}
+    for name, extra in (("default", []), ("mrr", ["--select-metric", "mrr"]), ("fcrr", ["--select-metric", "first_click_rr"])):
+        result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--model", "best", "--baselines", BASELINES, "--n-boot", "50",
+                                          "--out", str(tmp_path / name), *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        docs[name] = json.loads((tmp_path / name / "evaluation.json").read_text())
+    for name in ("mrr", "fcrr"):
+        assert docs[name]["users"] == docs["default"]["users"]
+        for metric in ("ndcg@10", "auc", "mrr"):
+            np.testing.assert_array_equal(np.array(docs[name]["per_user"]["ppo"][metric], dtype=float),
+                                          np.array(docs["default"]["per_user"]["ppo"][metric], dtype=float))
+    assert docs["fcrr"]["header"]["selection_metric"] == "first_click_rr"
+    assert "first_click_rr" in docs["fcrr"]["per_user"]["ppo"]
+
+
+def test_a_replay_observes_its_metric_and_measures_the_others_asked(run, monkeypatch, tmp_path):
+    """evaluate_policy(metric=m, also=(s,)): the running means the policy observes are of m (a policy acting on them
+    acts as under metric=m alone), and s is measured at every point as under metric=s. evaluate --select-metric
+    replays every policy with the run's reward as m (what the policy was trained to observe)."""
+    import interestgym.envs.vector as vector
+    from interestgym.core.features import FEATURE_NAMES
+    from interestgym.envs.vector import evaluate_policy
+
+    run_dir, data = run
+    column = FEATURE_NAMES.index("reward_ema")
+
+    class Reactive:  # a_L follows the observed running reward: other running means, other actions
+        name, scoring = "reactive", None
+
+        def act(self, obs):
+            out = np.zeros((len(obs), 4), dtype=np.float32)
+            out[:, 0] = np.tanh(20 * (obs[:, column] - 0.5))
+            return out
+
+    own = evaluate_policy(data, Reactive(), metric="ndcg@10", progress=False)
+    other = evaluate_policy(data, Reactive(), metric="mrr", progress=False)
+    both = evaluate_policy(data, Reactive(), metric="ndcg@10", also=("first_click_rr",), progress=False)
+    assert not np.array_equal(own.points["ndcg@10"], other.points["ndcg@10"])  # the running means do steer it
+    np.testing.assert_array_equal(both.points["ndcg@10"], own.points["ndcg@10"])
+
+
+    class Steady(Reactive):  # the same actions whatever it observes: the metric asked cannot change them
+        def act(self, obs):
+            return np.full((len(obs), 4), 0.3, dtype=np.float32)
+
+    measured = evaluate_policy(data, Steady(), metric="ndcg@10", also=("first_click_rr",), progress=False)
+    direct = evaluate_policy(data, Steady(), metric="first_click_rr", progress=False)
+    assert measured.points["first_click_rr"].notna().any()
+    np.testing.assert_array_equal(measured.points["first_click_rr"].to_numpy(), direct.points["first_click_rr"].to_numpy())
+
+    seen = []
+    original = vector.evaluate_policy
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("metric"), tuple(kwargs.get("also", ()))))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vector, "evaluate_policy", spy)
+    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--baselines", BASELINES, "--n-boot", "20", "--out",
+                                      str(tmp_path / "m"), "--select-metric", "mrr"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {("ndcg@10", ("mrr",))}

@@ -435,7 +435,9 @@ def evaluate_run(
                 data = chunk
             else:
                 data = chunk if tracker is None else with_tracker.get(id(tracker)) or attach_tracker(chunk, tracker)
-                res = evaluate_policy(data, pol, metric=metric, record_features=False, progress=False)
+                # the replay's running means are of the metric the run's policy observes (its reward), whatever
+                # --select-metric is: a learned policy replayed with another would see other observations
+                res = evaluate_policy(data, pol, metric=config.reward, also=(metric,), record_features=False, progress=False)
             users = acc.add_points(res.points, res.metrics)
             if decision_truth is not None and centroids is not None and kind != "sequence":  # a tracker has no profile
                 err = tracking_errors(data, pol, None, centroids, decision_truth=decision_truth)
