@@ -455,3 +455,38 @@ def test_a_model_folder_changed_since_the_ship_decision_is_refused_where_its_pro
     with pytest.raises(ArtifactError, match=expected):
         export_run(a, tmp_path / "bad", verify_observations=0)
     evaluate_run(a, which_model="best", out=tmp_path / "ev", baselines="ema", n_boot=20, progress=False)  # that model itself
+
+
+def test_a_transfer_onto_the_same_users_split_again_says_they_are_not_held_out(dataset, tmp_path):
+    """The run's own data split again (another split seed): most of its test users trained or selected the policy, so
+    the evaluation cautions and drops "untouched" from its two halves; a dataset of other people whose ids happen to
+    match (another generator seed) is not flagged."""
+    import shutil
+
+    import pandas as pd
+
+    from interestgym.evaluation.run import evaluate_run
+
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, timesteps=128))
+    again = tmp_path / "again"
+    shutil.copytree(dataset, again)
+    users = pd.read_parquet(again / "users.parquet")
+    users["split"] = users["split"].sample(frac=1.0, random_state=3).to_numpy()  # another split of the same users
+    users.to_parquet(again / "users.parquet", index=False)
+    evaluate_run(run, dataset=again, out=tmp_path / "t", baselines="ema", n_boot=20, progress=False)
+    header = json.loads((tmp_path / "t" / "evaluation.json").read_text())["header"]
+    original = pd.read_parquet(dataset / "users.parquet")
+    seen = set(original.loc[original["split"] != "test", "user_id"].astype(str))
+    test_users = users.loc[users["split"] == "test", "user_id"].astype(str)
+    expected = int(test_users.isin(seen).sum())
+    assert expected > 0
+    assert header["transfer_overlap"] == (f"{expected} of the {len(test_users)} test users of {again} are training or validation "
+                                          f"users of the run in {dataset.resolve()} (the same id and an identical event): not "
+                                          "held out from its training and selection")
+    md = (tmp_path / "t" / "evaluation.md").read_text()
+    assert f"- caution: {header['transfer_overlap']}" in md and "untouched by training and selection" not in md
+
+    other = tiny_synthetic(tmp_path / "other", users=40, seed=1)  # the same ids, other people
+    evaluate_run(run, dataset=other, out=tmp_path / "o", baselines="ema", n_boot=20, progress=False)
+    assert json.loads((tmp_path / "o" / "evaluation.json").read_text())["header"]["transfer_overlap"] is None

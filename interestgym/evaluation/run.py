@@ -126,13 +126,16 @@ def tracking_errors(data: Any, policy: Any, truth: np.ndarray | None, centroids:
 
 # ------------------------------------------------------------------------------------- evaluation
 def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, embeddings: str | None,
-                out: str | Path | None) -> None:
+                out: str | Path | None, split: str = "test") -> str | None:
     """Point ``config`` at ``other`` for evaluating the run's policy there, refusing what cannot transfer.
 
     The policy observes action weights and ranks in its encoder's space: ``other`` must give the same
     action weights and positive rating, and an embedding from the same encoder (same fingerprint and
     dimension; an encoder fitted on data, such as tfidf or cooc, has a fingerprint of its data and does
     not transfer). The results go to ``out``, never into the run's own evaluation.json.
+
+    :return: a caution when users of ``split`` there are users the run trained or selected on (their ids among the
+        run's training and validation users: the same people when both datasets come from one log), else None.
     """
     from interestgym.agents import run_folder
     from interestgym.data.dataset import Dataset
@@ -148,6 +151,11 @@ def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, 
             f"from the training data's {source.action_weights} / {source.positive_rating}: the policy's observations and "
             "decisions would mean something else; prepare it with the same actions")
     recorded = saved.get("embedding") or {}
+    shared = _same_people(source, target, split)
+    n_split = int((target.users["split"] == split).sum())
+    overlap = (f"{shared:,} of the {n_split:,} {split} users of {other} are training or validation users of the run in "
+               f"{source.path} (the same id and an identical event): not held out from its training and selection"
+               if shared else None)
     config.dataset = str(other.resolve())
     config.embeddings = embeddings or _transfer_embeddings(target, recorded)
     now = run_folder.embedding_identity(config)
@@ -157,6 +165,24 @@ def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, 
             f"the run was trained on {recorded.get('name')!r} with {str(recorded.get('fingerprint'))[:16]}... (dim {recorded.get('dim')}): "
             "another encoder, or one fitted on other data (tfidf, cooc), puts items in another space; encode the dataset "
             "with the run's encoder (a pretrained one such as minilm transfers)")
+    return overlap
+
+
+def _same_people(source: Any, target: Any, split: str) -> int:
+    """How many users of ``target``'s ``split`` are training or validation users of ``source``: the same user id with
+    at least one identical event (item and time), as when both datasets are splits of one log. A shared id alone is
+    not enough (generated and anonymised logs reuse ids)."""
+    seen = set(source.users.loc[source.users["split"].isin(["train", "valid"]), "user_id"].astype(str))
+    ids = [u for u in target.users.loc[target.users["split"] == split, "user_id"].astype(str) if u in seen]
+    if not ids:
+        return 0
+    columns = ["user_id", "item_id", "ts"]
+    theirs = source.read_user_rows("events.parquet", ids, columns).select(columns).to_pandas()
+    ours = target.read_user_rows("events.parquet", ids, columns).select(columns).to_pandas()
+    for frame in (theirs, ours):
+        for c in ("user_id", "item_id"):
+            frame[c] = frame[c].astype(str)
+    return int(ours.merge(theirs, on=columns)["user_id"].nunique())
 
 
 def _transfer_embeddings(target: Any, recorded: dict[str, Any]) -> str:
@@ -260,6 +286,7 @@ def evaluate_run(
         sharded = scaled(ray)
         evaluate_policy, validation_scorer = sharded.evaluate_policy, sharded.validation_scorer
     run_dir: Path | None = None
+    transfer_overlap: str | None = None
     if run_folder.is_run_dir(path):
         import torch
 
@@ -269,7 +296,7 @@ def evaluate_run(
         config = run_folder.run_train_config(path, saved)
         if dataset is not None:
             # transfer: the run's policy on another prepared dataset, against that dataset's own tuned rules
-            transfer_to(path, saved, config, Path(dataset), embeddings, out)
+            transfer_overlap = transfer_to(path, saved, config, Path(dataset), embeddings, out, split)
         else:
             if embeddings is None or embeddings == config.embeddings:
                 run_folder.check_run_embedding(path, saved, config)
@@ -521,6 +548,7 @@ def evaluate_run(
         "model_identity": run_folder.model_identity(run_dir, which_model) if run_dir is not None else None,
         "shipped": run_folder.read_shipped(run_dir) if run_dir is not None else None,
         "protocol_changed": protocol_changed,
+        "transfer_overlap": transfer_overlap,
         "ignored_settings": ignored_settings,
     }
     order = [r.name for r in results]
@@ -646,8 +674,9 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                 "reference_params", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
-    if header.get("few_points"):
-        lines.append(f"- caution: {header['few_points']}")
+    for caution in (header.get("few_points"), header.get("transfer_overlap")):
+        if caution:
+            lines.append(f"- caution: {caution}")
     lines.append(f"- bootstrap: {header['bootstrap']['resamples']} resamples of users, 95% percentile intervals")
     lines.append("")
     lines.append("Mean over users [95% CI]:")
@@ -691,7 +720,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
     groups = summary.get("user_groups", {}).get("policies", {})
-    untouched = " (untouched by training and selection)" if header.get("split") == "test" else ""
+    untouched = " (untouched by training and selection)" if header.get("split") == "test" and not header.get("transfer_overlap") else ""
     for n, halves in groups.items():
         cells = "; ".join(f"{g}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] ({d['n']} users)" for g, d in halves.items())
         verdicts.append(f"- `{n}` vs `{ref}` in two halves of the users{untouched}: {cells}")
