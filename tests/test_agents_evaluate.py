@@ -238,3 +238,19 @@ def test_a_replay_observes_its_metric_and_measures_the_others_asked(run, monkeyp
                                       str(tmp_path / "m"), "--select-metric", "mrr"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seen and set(seen) == {("ndcg@10", ("mrr",))}
+
+
+def test_the_header_states_the_users_split_and_a_reference_picked_among_a_subset(run, tmp_path):
+    """The protocol names how the users were split (the dataset's manifest), and a reference picked among --baselines
+    says so, naming the run's own reference when the subset leaves it out."""
+    run_dir, data = run
+    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--baselines", "static,popularity", "--n-boot", "20", "--out",
+                                      str(tmp_path / "sub")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "sub" / "evaluation.json").read_text())
+    split = json.loads((data / "manifest.json").read_text())["split"]
+    assert split["fractions"] == {"train": 0.5, "valid": 0.25, "test": 0.25} and split["seed"] == 0
+    assert doc["header"]["users_split"] == "50/25/25 % train/valid/test by user, seed 0"
+    assert "- users_split: 50/25/25 % train/valid/test by user, seed 0" in (tmp_path / "sub" / "evaluation.md").read_text()
+    assert doc["summary"]["reference_reason"] == ("the best tuned baseline among --baselines static,popularity on validation "
+                                                  "users (the run's own reference rule, `ema`, is not among them)")

@@ -510,6 +510,11 @@ def evaluate_run(
     summary["user_groups"] = user_group_diffs(results, reference, metric, n_boot)
     automatic = reference == best_baseline({n: tuned[n] for n in names})
     summary["reference_reason"] = "the best tuned non-oracle baseline on validation users" if automatic else "chosen with --reference"
+    if automatic and baselines.strip() != "all":  # a subset: the best of those, not of every rule
+        run_reference = (saved.get("reference") or {}).get("name") if run_dir is not None else None
+        summary["reference_reason"] = (f"the best tuned baseline among --baselines {','.join(names)} on validation users"
+                                       + (f" (the run's own reference rule, `{run_reference}`, is not among them)"
+                                          if run_reference and run_reference not in names else ""))
     if sequence_runs and automatic:  # the rows --sequence adds are measured against the reference, not candidates for it
         summary["reference_reason"] += ("; the trackers and the rule + tracker mixtures --sequence adds are compared with it, "
                                         "not candidates for it (`train --sequence` makes a mixture a candidate)")
@@ -533,7 +538,8 @@ def evaluate_run(
         "few_points": few_points_caution(int(results[0].n_points), len(users_ref) if users_ref is not None else 0,
                                          test.n_candidates / max(test.n_points, 1), test.widths[1]),
         "selection_metric": metric,
-        "tuned_on": (tuned_on_text(valid.n_users, len(valid.scored_user_ids), config.tune_users)
+        "users_split": users_split_text(dataset.manifest.get("split") or {}),
+        "tuned_on": (tuned_on_text(valid.n_users, len(valid.scored_user_ids), config.tune_users, config.seed)
                      + _older_grid_text(tuned, note_grids(config.slot_counts, protocol["protocol"] == "impressions",
                                                           has_varying_values(Path(config.dataset))))),
         "reference": reference,
@@ -659,17 +665,29 @@ def _older_grid_text(tuned: dict[str, Any], grids: dict[str, Any] | None = None)
             "without --tuned-baselines to tune them")
 
 
-def tuned_on_text(n_users: int, n_scored: int, tune_users: int | None) -> str:
-    """Which validation users the baselines were tuned on: a sample of those with a scoring point."""
+def tuned_on_text(n_users: int, n_scored: int, tune_users: int | None, seed: int) -> str:
+    """Which validation users the baselines were tuned on: a sample of those with a scoring point (drawn with the
+    run's train seed)."""
     k = min(n_scored, tune_users or n_scored)
+    drawn = f", drawn with seed {seed}" if k < n_scored else ""
     if n_scored == n_users:
-        return f"valid ({k} of {n_users} users)"
-    return f"valid ({k} of the {n_scored} users with a scoring point; {n_users} in the split)"
+        return f"valid ({k} of {n_users} users{drawn})"
+    return f"valid ({k} of the {n_scored} users with a scoring point{drawn}; {n_users} in the split)"
+
+
+def users_split_text(split: dict[str, Any]) -> str | None:
+    """How the dataset split its users (``60/20/20 % train/valid/test by user, seed 0``), from its manifest."""
+    fractions = split.get("fractions")
+    if not isinstance(fractions, dict):
+        return None
+    shares = "/".join(f"{100 * float(fractions.get(k, 0)):g}" for k in ("train", "valid", "test"))
+    by = "by user" if split.get("by", "user") == "user" else f"by {split['by']}"
+    return f"{shares} % train/valid/test {by}, seed {split.get('seed')}"
 
 
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
     lines = ["# Evaluation", "", "Protocol:", ""]
-    for key in ("data", "trained_on", "split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
+    for key in ("data", "trained_on", "split", "users_split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
                 "scoring_points", "not_scored", "candidates_per_point", "selection_metric", "tuned_on", "reference",
                 "reference_params", "run", "model"):
         if header.get(key) is not None:

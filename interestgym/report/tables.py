@@ -141,7 +141,9 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
 
 def protocol_lines(evaluation: dict[str, Any]) -> list[str]:
     h = evaluation["header"]
-    lines = [f"data `{h.get('data')}`, split **{h.get('split')}**: {h.get('users')} users, {h.get('scoring_points')} scoring points"
+    lines = [f"data `{h.get('data')}`, split **{h.get('split')}**"
+             + (f" (users split {h['users_split']})" if h.get("users_split") else "")
+             + f": {h.get('users')} users, {h.get('scoring_points')} scoring points"
              + (f"; candidates per point: {h['candidates_per_point']}" if h.get("candidates_per_point") else "")
              + (f"; not scored: {h['not_scored']}" if h.get("not_scored") else ""),
              f"encoder `{h.get('encoder')}` (dim {h.get('dim')}); candidates: {h.get('candidates')}; protocol seed {h.get('protocol_seed')}"]
