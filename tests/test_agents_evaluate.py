@@ -254,3 +254,30 @@ def test_the_header_states_the_users_split_and_a_reference_picked_among_a_subset
     assert "- users_split: 50/25/25 % train/valid/test by user, seed 0" in (tmp_path / "sub" / "evaluation.md").read_text()
     assert doc["summary"]["reference_reason"] == ("the best tuned baseline among --baselines static,popularity on validation "
                                                   "users (the run's own reference rule, `ema`, is not among them)")
+
+
+def test_a_row_ahead_of_the_reference_is_said_with_the_learned_policys_distance_to_it():
+    """A sequence tracker far ahead of every rule: the verdicts name it as the best row and say that the learned policy,
+    which beats the rules, trails it (paired over the same users); no line when the reference leads or a shipped rule
+    only ties it."""
+    from interestgym.evaluation.run import leading_row
+    from interestgym.evaluation.tables import PolicyScores, leader_lines, summarise
+
+    users = np.array(["u1", "u2", "u3", "u4"])
+
+    def row(name, kind, values):
+        return PolicyScores(name=name, kind=kind, users=users, per_user={"ndcg@10": np.array(values, dtype=float)}, params={})
+
+    rule, ppo, gru = (row("ema", "baseline", [0.4, 0.5, 0.6, 0.5]), row("ppo", "learned", [0.45, 0.55, 0.65, 0.55]),
+                      row("gru", "sequence", [0.8, 0.9, 1.0, 0.9]))
+    results = [ppo, rule, gru]
+    summary = summarise(results, ["ndcg@10"], reference="ema", n_boot=200, seed=0)
+    summary["leader"] = lead = leading_row(results, "ema", "ndcg@10", n_boot=200)
+    assert (lead["name"], lead["kind"]) == ("gru", "sequence") and lead["mean"] == pytest.approx(0.9)
+    assert lead["behind"]["ppo"]["mean"] == pytest.approx(-0.35) and lead["behind"]["ppo"]["hi"] < 0
+    lines = leader_lines(summary, "ndcg@10")
+    assert lines[0] == "- the best row on ndcg@10 is `gru` (sequence), 0.9000: +0.4000 [+0.4000, +0.4000] over `ema`"
+    assert lines[1] == "- `ppo` trails `gru` on ndcg@10: -0.3500 [-0.3500, -0.3500] (paired, over users)"
+    assert leading_row([ppo, rule], "ppo", "ndcg@10", n_boot=50) is None  # the reference leads
+    shipped = row("shipped:ema", "learned", [0.4, 0.5, 0.6, 0.5])
+    assert leading_row([shipped, rule], "ema", "ndcg@10", n_boot=50) is None  # a tie is not a lead

@@ -40,6 +40,7 @@ from interestgym.evaluation.stream import UserScores
 from interestgym.evaluation.tables import (
     PolicyScores,
     few_points_caution,
+    leader_lines,
     markdown_tables,
     not_scored_text,
     short_points_text,
@@ -508,6 +509,7 @@ def evaluate_run(
 
     summary = summarise(results, all_metrics, reference=reference, oracle=oracle_name, n_boot=n_boot, seed=0)
     summary["user_groups"] = user_group_diffs(results, reference, metric, n_boot)
+    summary["leader"] = leading_row(results, reference, metric, n_boot)
     automatic = reference == best_baseline({n: tuned[n] for n in names})
     summary["reference_reason"] = "the best tuned non-oracle baseline on validation users" if automatic else "chosen with --reference"
     if automatic and baselines.strip() != "all":  # a subset: the best of those, not of every rule
@@ -588,6 +590,22 @@ def _with_extras(data: Any, config: Any) -> Any:
     ``TrainConfig.replay_data`` gives them (``TrainConfig.attach_extras``): each depends on a user's own
     log only, so attaching them chunk by chunk gives the whole split's values."""
     return config.attach_extras(data)
+
+
+def leading_row(results: list[PolicyScores], reference: str, metric: str, n_boot: int) -> dict[str, Any] | None:
+    """The row with the best mean ``metric`` (the oracle aside) when it is not the reference, e.g. a sequence
+    tracker far ahead of every rule: its name, kind and mean, and each learned policy's paired difference to it
+    (``behind``: learned minus leader). None when the reference leads."""
+    from interestgym.core.stats import paired_bootstrap_diff
+
+    rows = [r for r in results if r.kind != "oracle" and metric in r.per_user]
+    means = {r.name: float(np.nanmean(r.per_user[metric])) if np.isfinite(r.per_user[metric]).any() else -np.inf for r in rows}
+    if not means or max(means.values()) <= means.get(reference, -np.inf):  # the reference leads (or ties)
+        return None
+    best = next(r for r in rows if r.name == max(means, key=means.get))
+    return {"name": best.name, "kind": best.kind, "mean": means[best.name],
+            "behind": {r.name: paired_bootstrap_diff(r.per_user[metric], best.per_user[metric], n_boot=n_boot, seed=0).as_dict()
+                       for r in rows if r.kind == "learned" and r.name != best.name}}
 
 
 def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n_boot: int) -> dict[str, Any]:
@@ -737,6 +755,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             frac = summary["policies"][n]["fraction_of_oracle"].get(metric)
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
+    verdicts += leader_lines(summary, metric)
     groups = summary.get("user_groups", {}).get("policies", {})
     untouched = " (untouched by training and selection)" if header.get("split") == "test" and not header.get("transfer_overlap") else ""
     for n, halves in groups.items():

@@ -52,6 +52,24 @@ def not_scored_text(protocol: dict[str, Any]) -> str | None:
     return text
 
 
+def leader_lines(summary: dict[str, Any], metric: str) -> list[str]:
+    """Verdict lines when a row other than the reference leads on ``metric`` (``summary["leader"]``): that row against
+    the reference, and each learned policy's distance to it, so that a policy that beats the rules but trails a
+    sequence tracker says both."""
+    lead = summary.get("leader")
+    if not lead:
+        return []
+    ref = summary.get("reference")
+    d = ((summary.get("policies") or {}).get(lead["name"], {}).get("diff_vs_reference") or {}).get(metric)
+    against = f": {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] over `{ref}`" if d else ""
+    out = [f"- the best row on {metric} is `{lead['name']}` ({kind_label(lead['name'], lead['kind'])}), {lead['mean']:.4f}{against}"]
+    for name, b in (lead.get("behind") or {}).items():
+        verdict = "trails" if b["hi"] < 0 else ("is ahead of" if b["lo"] > 0 else "is not distinguishable from")
+        out.append(f"- `{name}` {verdict} `{lead['name']}` on {metric}: {b['mean']:+.4f} [{b['lo']:+.4f}, {b['hi']:+.4f}] "
+                   "(paired, over users)")
+    return out
+
+
 def short_points_text(protocol: dict[str, Any]) -> str:
     """``"; 12 points with fewer (too few items to draw from)"`` when sampled points hold fewer negatives than asked
     (a catalogue smaller than ``--n-negatives``, or a user who touched most of it); else ``""``."""

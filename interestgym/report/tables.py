@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from interestgym.evaluation.tables import kind_label, split_caution
+from interestgym.evaluation.tables import kind_label, leader_lines, split_caution
 
 #: Columns of the results table besides the selection metric: (metric, header).
 SIDE_METRICS = (("auc", "AUC"), ("mrr", "MRR"))
@@ -132,6 +132,7 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
         frac = entry.get("fraction_of_oracle", {}).get(metric)
         if frac is not None:
             out.append(f"`{name}` reaches {100 * frac:.1f}% of the oracle's {metric} (the oracle knows the true interest).")
+    out += [("T" + line[3:] if line.startswith("- the") else line[2:]) + "." for line in leader_lines(summary, metric)]
     shipped = evaluation["header"].get("shipped")
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
