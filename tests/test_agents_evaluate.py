@@ -195,9 +195,10 @@ def test_a_replay_observes_its_metric_and_measures_the_others_asked(run, monkeyp
     """evaluate_policy(metric=m, also=(s,)): the running means the policy observes are of m (a policy acting on them
     acts as under metric=m alone), and s is measured at every point as under metric=s. evaluate --select-metric
     replays every policy with the run's reward as m (what the policy was trained to observe)."""
-    import interestgym.envs.vector as vector
-    from interestgym.core.features import FEATURE_NAMES
+    from interestgym.envs import vector
     from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.core.features import FEATURE_NAMES
 
     run_dir, data = run
     column = FEATURE_NAMES.index("reward_ema")

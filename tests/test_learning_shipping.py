@@ -13,7 +13,12 @@ import json
 
 import numpy as np
 import pytest
-from agents_fixtures import per_user_metrics, shipping_config, small_train_config, tiny_synthetic
+from agents_fixtures import (
+    per_user_metrics,
+    shipping_config,
+    small_train_config,
+    tiny_synthetic,
+)
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import make_baseline
 from interestgym.agents.run_folder import (

@@ -334,9 +334,9 @@ def test_a_header_line_is_skipped_and_said_not_read_as_a_news_row_or_a_bad_time(
 def test_a_tab_inside_a_field_is_named_as_the_likely_cause_of_too_many_fields(tmp_path: Path) -> None:
     news = NEWS[:3] + ["N9\tnews\tx\tA title\twith a tab\tan abstract\thttps://x\t[]\t[]"]
     prepare_mind(_write_part(tmp_path / "in", BEHAVIORS[:3], news), tmp_path / "out", deterministic=True, max_reject_rate=0.5)
-    assert ("news.tsv", 4, "wrong field count: expected 8 tab-separated fields (id, category, subcategory, title, abstract, url, "
-            "title_entities, abstract_entities), found 9 (more than expected: does a field hold a tab? MIND's fields cannot)") \
-        in _rejects(tmp_path / "out")
+    assert ("news.tsv", 4, ("wrong field count: expected 8 tab-separated fields (id, category, subcategory, title, abstract, "
+                            "url, title_entities, abstract_entities), found 9 (more than expected: does a field hold a tab? "
+                            "MIND's fields cannot)")) in _rejects(tmp_path / "out")
 
 
 def test_a_folder_holding_one_zip_of_parts_and_a_zip_with_a_deeper_copy(tmp_path: Path) -> None:

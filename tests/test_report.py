@@ -353,8 +353,8 @@ def test_the_report_says_when_its_table_is_not_of_what_its_figures_show(run, tmp
     assert "evaluated the run" not in own and "Results table is on" not in own and "Caution**: these are" not in own
     # the fixture's points rank 8 candidates: the one caution left is that a metric at 10 says little there
     assert [line for line in own.splitlines() if "Caution" in line] == [
-        "- **Caution**: no scoring point ranks more than 8 candidates: hit@10 and recall@10 are 1 whatever the policy, and "
-        "nDCG@10 is high; compare AUC and MRR"]
+        ("- **Caution**: no scoring point ranks more than 8 candidates: hit@10 and recall@10 are 1 whatever the policy, and "
+         "nDCG@10 is high; compare AUC and MRR")]
     assert f"Full tables (every metric): `{run_dir / 'evaluation.md'}`" in own
 
 

@@ -56,8 +56,8 @@ def test_schema_and_runtime_errors_have_one_shape(client):
     ("post", "/v1/events", {"events": [_event(ts=1511544070000)]},
      "events[0].ts is 1511544070000; expected less than 4102444800 (unix seconds: this looks like milliseconds; divide by 1000)"),
     ("post", "/v1/events", {"events": [_event(ts="11/12/2019 2:14:46 PM")]},
-     "events[0].ts is '11/12/2019 2:14:46 PM'; expected a valid integer, unable to parse string as an integer (UTC unix "
-     "seconds, e.g. 1704825930; convert a date and time to them)"),
+     ("events[0].ts is '11/12/2019 2:14:46 PM'; expected a valid integer, unable to parse string as an integer (UTC unix "
+      "seconds, e.g. 1704825930; convert a date and time to them)")),
     ("post", "/v1/events", {"events": [_event(kind="click")]}, "events[0].kind is 'click'; expected 'event' or 'outcome'"),
     ("post", "/v1/events", {"events": [_event(ts=10**26)]}, "events[0].ts is 100000000000000000000000000; expected less than 4102444800"),
     ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "ts": 2**63}, "ts is 9223372036854775808; expected less than 4102444800"),
