@@ -154,9 +154,10 @@ def test_evaluate_with_a_tracker_lists_it_and_its_mixture_with_the_best_rule(pat
                  sequence_runs=(run,))
     auto = json.loads((tmp_path / "ev-auto" / "evaluation.json").read_text())
     assert auto["header"]["reference"] == best
-    assert auto["summary"]["reference_reason"] == ("the best tuned non-oracle baseline on validation users; the trackers and "
-                                                   "the rule + tracker mixtures --sequence adds are compared with it, not "
-                                                   "candidates for it (`train --sequence` makes a mixture a candidate)")
+    assert auto["summary"]["reference_reason"] == ("the best tuned baseline among --baselines popularity,ema_two_profile on "
+                                                   "validation users; the trackers and the rule + tracker mixtures --sequence "
+                                                   "adds are compared with it, not candidates for it (`train --sequence` makes "
+                                                   "a mixture a candidate)")
     weight = mix["params"]["tracker_weight"]
     assert weight == max(mix["params"]["weight_grid"], key=lambda r: r["score"])["tracker_weight"]
     # independently: the same mixture replayed on the whole test split with the tracker attached
