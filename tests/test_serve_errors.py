@@ -149,3 +149,13 @@ def test_an_event_without_a_value_is_read_as_one_said_and_counted(client):
                                                _event(event_id="e2", user_id="two", ts=1_000_001, value=1.0)]})
     one, two = client.get("/v1/users/one").json(), client.get("/v1/users/two").json()
     assert {k: v for k, v in one.items() if k != "user_id"} == {k: v for k, v in two.items() if k != "user_id"}
+
+
+def test_the_service_refuses_a_repeated_rank_candidate_from_python_too(client):
+    """The schema refuses a repeated candidate over HTTP; the service behind it refuses it for Python callers, in the
+    same words (it ranked the id twice)."""
+    from interestgym.serve.service import InvalidRequestError
+
+    service = client.app.state.service
+    with pytest.raises(InvalidRequestError, match=r"candidates: 'i1' is there twice \(positions 1 and 3\); expected distinct item ids"):
+        service.rank("u", ["i1", "i2", "i1"])

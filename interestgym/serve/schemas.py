@@ -106,6 +106,16 @@ class EventsResponse(BaseModel):
     results: list[EventResult]
 
 
+def repeated_id(items: list[str]) -> str | None:
+    """``'i1' is there twice (positions 1 and 3); expected distinct item ids`` for the first id a list repeats, else None."""
+    first: dict[str, int] = {}
+    for pos, item in enumerate(items):
+        if item in first:
+            return f"{item!r} is there twice (positions {first[item] + 1} and {pos + 1}); expected distinct item ids"
+        first[item] = pos
+    return None
+
+
 class RankRequest(_Body):
     user_id: Id
     candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES)
@@ -116,11 +126,8 @@ class RankRequest(_Body):
     @field_validator("candidates")
     @classmethod
     def _distinct(cls, candidates: list[str]) -> list[str]:
-        first: dict[str, int] = {}
-        for pos, item in enumerate(candidates):
-            if item in first:  # a ranking of a list holding an id twice would rank it twice
-                raise ValueError(f"{item!r} is there twice (positions {first[item] + 1} and {pos + 1}); expected distinct item ids")
-            first[item] = pos
+        if (repeated := repeated_id(candidates)) is not None:  # a ranking of a list holding an id twice would rank it twice
+            raise ValueError(repeated)
         return candidates
 
 

@@ -61,7 +61,7 @@ from interestgym.serve.catalogue import (
     load_catalogue,
 )
 from interestgym.serve.metrics import ServeMetrics
-from interestgym.serve.schemas import BehaviourEvent, ItemIn, Outcome
+from interestgym.serve.schemas import BehaviourEvent, ItemIn, Outcome, repeated_id
 from interestgym.serve.stores import Snapshot, Store, StoreError, UserWrite, open_store
 
 log = logging.getLogger("interestgym.serve")
@@ -495,7 +495,12 @@ class InterestService:
     # ------------------------------------------------------------------------------ reads
     def rank(self, user_id: str, candidates: list[str], *, hour: int | None = None, ts: int | None = None,
              top_k: int | None = None) -> dict[str, Any]:
-        """Scores of the known candidates for the user, best first (ties keep the request's order)."""
+        """Scores of the known candidates for the user, best first (ties keep the request's order).
+
+        :raises InvalidRequestError: for a candidate list holding an id twice (the HTTP schema refuses it first).
+        """
+        if (repeated := repeated_id(candidates)) is not None:
+            raise InvalidRequestError(f"candidates: {repeated}")
 
         def run(active: _Active, items: tuple[int, Catalogue]) -> tuple[_Active, Catalogue, bytes | None]:
             snapshot = self._timed("read", lambda: self.store.read([user_id]))
