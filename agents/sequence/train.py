@@ -94,13 +94,6 @@ def chunk_loss(model: SequenceTracker, chunks: TrainingChunks, index: np.ndarray
     return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=device)), len(y)
 
 
-def validation_users(user_ids: np.ndarray, n: int | None, seed: int) -> list[str] | None:
-    if n is None or n >= len(user_ids):
-        return None
-    rng = np.random.default_rng(seed)
-    return sorted(map(str, rng.choice(np.asarray(user_ids), size=n, replace=False)))
-
-
 def _hyperparameter_markdown(params: dict[str, Any]) -> str:
     return "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in params.items())
 
@@ -167,7 +160,9 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
     sampled = None
     if config.loss == "sampled" or (config.loss == "auto" and n_items > FULL_SOFTMAX_MAX_ITEMS):
         sampled = int(config.train_negatives)
-    eval_users = validation_users(valid_data.scored_user_ids, config.eval_users, config.seed)  # those a metric is measured on
+    from interestgym.agents.tuning import subsample_users
+
+    eval_users = subsample_users(valid_data.scored_user_ids, config.eval_users, config.seed)  # those a metric is measured on
 
     # ---------------------------------------------------------------- model, optimiser, run folder
     model = build_model(spec)
