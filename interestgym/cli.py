@@ -66,6 +66,10 @@ def cli() -> None:
     """
 
 
+#: What an interrupted command says (every output is written to a temporary name and renamed into place).
+INTERRUPTED = "interrupted: every file it wrote is whole (none is left half-written); run the command again to finish"
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="interestgym", standalone_mode=False)
@@ -80,15 +84,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {where}: permission denied ({exc.strerror or exc}); expected a location this user can "
                    "read and write (check the folder's permissions, or choose another --out / --run-dir)", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C: click turns it into Abort in some places
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,22 @@ def test_commands_table_points_at_real_modules():
     for name, (module, attr, _) in COMMANDS.items():
         if importlib.util.find_spec(module) is not None:
             assert hasattr(importlib.import_module(module), attr), name
+
+
+def test_an_interrupt_says_so_in_one_line_and_exits_130(monkeypatch, capsys):
+    """Ctrl-C reaches main as KeyboardInterrupt or as click's Abort (click turns it into one in prompts and some
+    commands): the same line either way (it printed a bare "aborted" for the second)."""
+    import click
+    import pytest
+
+    from interestgym import cli as cli_module
+
+    for raised in (KeyboardInterrupt(), click.exceptions.Abort()):
+        def interrupted(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(cli_module.cli, "main", interrupted)
+        with pytest.raises(SystemExit) as info:
+            cli_module.main(["evaluate", "x"])
+        assert info.value.code == 130
+        assert capsys.readouterr().err == cli_module.INTERRUPTED + "\n"
