@@ -636,15 +636,20 @@ def model_identity(run_dir: str | Path, which: str) -> dict[str, Any] | None:
     and the model file's sha256 from ``info.json``; None for a rule or a model that is not there. An evaluation
     records it, so that what reads the evaluation later can tell whether it is of the model now in the folder."""
     if which == "shipped":
-        decision = read_shipped(run_dir) or {}
-        if decision.get("policy") == "rule":
+        which = shipped_choice(read_shipped(run_dir) or {}, run_dir)
+        if which == "rule":
             return None
-        which = str(decision.get("model") or best_or_final(run_dir))
     folder = Path(run_dir) / which
     info = read_json_or_none(folder / INFO_FILE)
     if which not in MODEL_CHOICES or not (folder / MODEL_FILE).is_file() or not isinstance(info, dict):
         return None
     return {"model": which, "step": info.get("step"), "sha256": (info.get("files") or {}).get(MODEL_FILE)}
+
+
+def shipped_choice(decision: dict[str, Any], run_dir: str | Path) -> str:
+    """What a shipping decision (``shipped.json``, or an evaluation's copy of it) ships: ``rule``, or the model folder
+    it names (``best`` / ``final``; a decision that names none: the run's best, else final)."""
+    return "rule" if decision.get("policy") == "rule" else str(decision.get("model") or best_or_final(run_dir))
 
 
 def evaluated_policy(header: dict[str, Any], run_dir: str | Path) -> str:
@@ -655,7 +660,7 @@ def evaluated_policy(header: dict[str, Any], run_dir: str | Path) -> str:
     if evaluated != "shipped":
         return evaluated
     decision = header.get("shipped") if isinstance(header.get("shipped"), dict) else (read_shipped(run_dir) or {})
-    return "rule" if decision.get("policy") == "rule" else str(decision.get("model") or best_or_final(run_dir))
+    return shipped_choice(decision, run_dir)
 
 
 def check_shipped_model(run_dir: str | Path) -> None:

@@ -182,13 +182,12 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     from interestgym.core.stats import paired_bootstrap_diff, per_user_means
 
     metric = config.reward
+    which = best_or_final(run_dir)
     if reference is None:
-        decision = {"policy": "learned", "model": best_or_final(run_dir),
-                    "reason": "no reference rule (--reward-baseline none): nothing to compare with",
-                    "validated": model_identity(run_dir, best_or_final(run_dir))}
+        decision = {"policy": "learned", "model": which, "reason": "no reference rule (--reward-baseline none): nothing to compare with",
+                    "validated": model_identity(run_dir, which)}
         write_shipped(run_dir, decision)
         return decision
-    which = best_or_final(run_dir)
     learned = load_run_policy(run_dir, which, device=config.device)
 
     def per_user(policy: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:

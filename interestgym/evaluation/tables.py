@@ -29,8 +29,6 @@ def split_caution(split: str | None) -> str | None:
     return {"valid": VALIDATION_CAUTION, "train": TRAIN_CAUTION}.get(str(split))
 
 
-
-
 def not_scored_text(protocol: dict[str, Any]) -> str | None:
     """What of a log of impressions was not scored, and why (``impressions_*`` counts), in words; None when every
     impression was scored or the protocol samples its candidates."""

@@ -45,6 +45,7 @@ from interestgym.agents.run_folder import (
     run_reference,
     run_scoring,
     run_train_config,
+    shipped_choice,
 )
 from interestgym.agents.sb3_policy import policy_from_model
 from interestgym.core.features import FEATURES, N_FEATURES
@@ -119,7 +120,7 @@ def export_run(
         if shipped is None:
             raise ArtifactError(f"{run_dir / SHIPPED_FILE}: missing; the run has not finished training (or predates shipping "
                                 "decisions): export a model with --model best or --model final")
-        which = "rule" if shipped["policy"] == "rule" else (shipped.get("model") or "best")
+        which = shipped_choice(shipped, run_dir)
     run = load_model(run_dir, which) if which != "rule" else None  # names a missing or damaged model file first
     if shipped is not None:
         check_shipped_model(run_dir)  # the proof in shipped.json is of the model in the folder
@@ -246,7 +247,7 @@ def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None,
     what = {"rule": "the shipped rule", "best": "the best model", "final": "the final model"}
     if evaluated != exported:
         again = f"interestgym evaluate {run_dir}" + ("" if exported == "rule" else f" --model {exported}")
-        shipped_since = header.get("model") == "shipped" and evaluated != evaluated_policy({"model": "shipped"}, run_dir)
+        shipped_since = header.get("model") == "shipped" and evaluated != shipped_choice(read_shipped(run_dir) or {}, run_dir)
         then = " (what the run shipped then)" if shipped_since else ""
         return None, (f"{path} evaluates {what.get(evaluated, evaluated)}{then}, not {what.get(exported, exported)} exported here: "
                       f"not in the manifest (`{again}` records its metrics, replacing the run's evaluation.json)")

@@ -58,6 +58,7 @@ from interestgym.agents.run_folder import (
     read_json_or_none,
     read_run_config,
     read_shipped,
+    shipped_choice,
 )
 from interestgym.core.rules import params_text
 from interestgym.errors import ArtifactError, InterestGymError
@@ -239,8 +240,7 @@ def evaluation_mismatches(run_dir: Path, conf: dict[str, Any], header: dict[str,
     if header.get("model") and header["model"] != which:
         out.append(f"The figures show the run's **{which}** model; the Results table evaluated its **{header['model']}** model.")
     elif header.get("model") == "shipped" and (not ran or _same_path(ran, run_dir)) and \
-            evaluated_policy(header, run_dir) != evaluated_policy({"model": "shipped"}, run_dir):
-        then, now_ships = evaluated_policy(header, run_dir), evaluated_policy({"model": "shipped"}, run_dir)
+            (then := evaluated_policy(header, run_dir)) != (now_ships := shipped_choice(read_shipped(run_dir) or {}, run_dir)):
         words = {"rule": "its reference rule", "best": "its best model", "final": "its final model"}
         out.append(f"The Results table evaluated what the run shipped then, {words.get(then, then)}; it now ships "
                    f"{words.get(now_ships, now_ships)} (trained further since), which the figures show: "
@@ -544,8 +544,7 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     note = profile_share_note(res.decisions["popularity_weight"].to_numpy()) if timeline_figs else None
     if note:
         notes.append(note)
-    scored = np.unique(data.decision_user[data.decision_point_end > data.decision_point_start])
-    say(f"report: replayed {data.n_users} {split} users ({data.n_decisions:,} decisions; {len(scored):,} of the users with a "
+    say(f"report: replayed {data.n_users} {split} users ({data.n_decisions:,} decisions; {len(data.scored_user_ids):,} of the users with a "
         f"scoring point, {data.n_points:,} points) with the {which} model")
     return timeline_figs, n_left_out
 
