@@ -116,10 +116,11 @@ def _parts_in_one_zip(box: Container, path: Path) -> list[MindPart]:
     holding a ``behaviors.tsv``, named by the folder, its ``news.tsv`` the one beside it."""
     parts: dict[str, MindPart] = {}
     hits = box.find_all("behaviors.tsv")
+    news_in = {m.rpartition("/")[0]: m for m in box.find_all("news.tsv")}  # folder -> its news.tsv
     for member in [m for m in hits if m.count("/") == hits[0].count("/")]:  # the parts side by side; deeper copies are not
         folder = member.rpartition("/")[0]
         where = f"{path}:{folder or '/'}"
-        news = next((m for m in box.find_all("news.tsv") if m.rpartition("/")[0] == folder), None)
+        news = news_in.get(folder)
         if news is None:
             raise DataError(f"{where}: behaviors.tsv without news.tsv beside it; expected both files of a MIND part in each folder")
         name = _part_name(folder.rpartition("/")[2] if folder else path.stem)
