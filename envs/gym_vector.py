@@ -63,31 +63,31 @@ class InterestReplayVectorEnv(VectorEnv):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """One decision for every slot; finished users are replaced in the same step (SAME_STEP)."""
-        obs, rewards, dones, infos = self._vec.step(np.asarray(actions, dtype=np.float32))
-        truncated = np.array([bool(i.get("TimeLimit.truncated", False)) for i in infos])
-        terminated = dones & ~truncated
-        every = np.ones(self.num_envs, dtype=bool)
-        scored = np.array([bool(i["scored"]) for i in infos])
         vec = self._vec
+        vec.step_async(np.asarray(actions, dtype=np.float32))
+        step = vec._advance()  # the arrays themselves: no per-slot info dicts to build and take apart again
+        every = np.ones(self.num_envs, dtype=bool)
         out: dict[str, Any] = {
-            "scored": scored, "_scored": every,
+            "scored": step.scored.copy(), "_scored": every,
             # the agent's own metric at a scored step (NaN where nothing was scored; the reward may be relative)
-            "metric": np.array([i.get("metric", np.nan) for i in infos], dtype=np.float64), "_metric": scored,
+            "metric": np.where(step.scored, step.metric, np.nan).astype(np.float64), "_metric": step.scored.copy(),
             # the update strengths applied (a_L, a_S, w, p), and the user each slot replays from now on
-            "strengths": np.stack([np.asarray(i["strengths"], dtype=np.float64) for i in infos]), "_strengths": every,
+            "strengths": step.strengths.astype(np.float64), "_strengths": every,
             "user_id": np.array(vec.current_user_ids, dtype=object),
             "_user_id": every,
         }
-        if dones.any():
+        if len(step.finished):
+            dones = np.zeros(self.num_envs, dtype=bool)
+            dones[step.finished] = True
             final_obs = np.empty(self.num_envs, dtype=object)
             final_user = np.empty(self.num_envs, dtype=object)
-            for k in np.nonzero(dones)[0]:
-                final_obs[k] = infos[k]["terminal_observation"]
-                final_user[k] = infos[k]["user_id"]
+            for slot, last in zip(step.finished.tolist(), step.final_obs):  # one array per finished slot
+                final_obs[slot] = last
+            final_user[step.finished] = step.final_user_ids
             out["final_obs"], out["_final_obs"] = final_obs, dones.copy()
             # the finished users' ids (Gymnasium's final_info: a dict of the finished slots' values)
             out["final_info"], out["_final_info"] = {"user_id": final_user, "_user_id": dones.copy()}, dones.copy()
-        return obs, rewards.astype(np.float64), terminated, truncated, out
+        return step.obs, step.rewards.astype(np.float64), step.terminated.copy(), step.truncated, out
 
     def close(self, **kwargs: Any) -> None:
         self._vec.close()

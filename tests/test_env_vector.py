@@ -233,15 +233,17 @@ def test_tied_category_forgetting_is_one_minus_the_long_strength(datasets):
 
 @pytest.mark.parametrize("block", [1, 3, 7])
 def test_stepping_in_blocks_of_slots_changes_nothing(datasets, monkeypatch, block):
-    """The vector env steps its slots in blocks (vector.STEP_BLOCK, for the cache): observations, rewards,
+    """The vector env steps its slots in blocks (vector.step_block, for the cache): observations, rewards,
     dones and infos are those of one step of every slot, agent and reference rows alike."""
     from interestgym.envs import vector
 
     reference = make_baseline("bayesian_category", beta_cat=1.0, forgetting=0.9, long_rate=0.2, short_rate=0.7,
                               short_weight=0.4, popularity_weight=0.1)
 
+    venv_dim = load_replay_data(datasets["impressions"], None, ProtocolSpec(split="train")).dim
+
     def trajectory(step_block):
-        monkeypatch.setattr(vector, "STEP_BLOCK", step_block)
+        monkeypatch.setattr(vector, "STEP_BLOCK_VALUES", step_block * venv_dim)
         venv = InterestReplayVecEnv(datasets["impressions"], n_envs=10, seed=2, reward_baseline=reference,
                                     residual_to=reference, gain_lever=True)
         rng = np.random.default_rng(0)
@@ -253,6 +255,7 @@ def test_stepping_in_blocks_of_slots_changes_nothing(datasets, monkeypatch, bloc
         return out
 
     whole, blocked = trajectory(10_000), trajectory(block)
+    assert vector.step_block(venv_dim) == block
     for a, b in zip(whole, blocked):
         np.testing.assert_array_equal(a, b)
 
@@ -287,3 +290,39 @@ def test_a_truncated_users_last_observation_is_its_true_next_state(datasets):
         _, _, dones, infos = venv.step(a[None])
     assert dones[0] and infos[0]["TimeLimit.truncated"]
     np.testing.assert_array_equal(infos[0]["terminal_observation"], expected)
+
+
+@pytest.mark.parametrize("kind", ["next_positive", "impressions"])
+def test_the_gymnasium_vector_env_reports_what_the_sb3_vector_env_does(datasets, kind):
+    """Both vector envs report one step of the same engine (``InterestReplayVecEnv._advance``): driven with the same
+    seed and actions, the Gymnasium one's observations, rewards, terminated / truncated split, metrics, strengths,
+    final observations and users are the SB3 one's list of info dicts, value for value."""
+    from interestgym.envs.gym_vector import InterestReplayVectorEnv
+
+    kwargs = {"split": "train", "max_events": 3}  # users both end and are cut off within the run
+    sb3 = InterestReplayVecEnv(datasets[kind], n_envs=5, seed=4, **kwargs)
+    gym_env = InterestReplayVectorEnv(num_envs=5, dataset=datasets[kind], **kwargs)
+    np.testing.assert_array_equal(sb3.reset(), gym_env.reset(seed=4)[0])
+    rng = np.random.default_rng(1)
+    seen = {"terminated": 0, "truncated": 0}
+    for _ in range(30):
+        actions = rng.uniform(-1, 1, (5, 4)).astype(np.float32)
+        users_before = sb3.current_user_ids
+        obs, rewards, dones, infos = sb3.step(actions)
+        g_obs, g_rewards, terminated, truncated, info = gym_env.step(actions)
+        np.testing.assert_array_equal(obs, g_obs)
+        np.testing.assert_array_equal(rewards, g_rewards.astype(np.float32))
+        assert (terminated | truncated).tolist() == dones.tolist()
+        assert truncated.tolist() == [bool(i.get("TimeLimit.truncated", False)) for i in infos]
+        assert info["scored"].tolist() == [i["scored"] for i in infos]
+        np.testing.assert_array_equal(info["metric"], [i.get("metric", np.nan) for i in infos])
+        np.testing.assert_array_equal(info["strengths"], np.stack([i["strengths"] for i in infos]))
+        assert list(info["user_id"]) == sb3.current_user_ids
+        for k in np.flatnonzero(dones):
+            np.testing.assert_array_equal(info["final_obs"][k], infos[k]["terminal_observation"])
+            assert info["final_info"]["user_id"][k] == infos[k]["user_id"] == users_before[k]
+        if dones.any():
+            assert info["_final_obs"].tolist() == dones.tolist()
+        seen["terminated"] += int(terminated.sum())
+        seen["truncated"] += int(truncated.sum())
+    assert seen["terminated"] > 0 and seen["truncated"] > 0
