@@ -8,7 +8,13 @@ first observation and puts the finished one's last observation in ``infos["final
 ``infos["final_info"]["user_id"]``. Every step's ``infos`` also hold ``scored``, ``metric`` (the agent's own
 metric, NaN where nothing was scored), ``strengths`` (the update strengths applied, (num_envs, 4)) and
 ``user_id`` (the user each slot replays from now on), each with its ``_key`` mask. ``reset(seed=...)`` takes an
-int (a list: its first item seeds every slot's draws); ``options`` are not used.
+int (a list: its first item seeds every slot's draws); ``options`` are refused (every slot draws its users).
+
+Gymnasium's observation wrappers for vector envs (``NormalizeObservation``, ``FlattenObservation`` ...)
+take only ``NEXT_STEP`` or ``DISABLED`` autoreset envs and refuse this one; SB3's ``VecNormalize`` over
+:class:`~interestgym.envs.vector.InterestReplayVecEnv` is the product's way to normalise observations
+(``interestgym train`` uses it), and ``gymnasium.make_vec(..., vectorization_mode="sync")`` gives Gymnasium's
+own ``NEXT_STEP`` vector env over the single env (slower: one Python step per user).
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ class InterestReplayVectorEnv(VectorEnv):
     """``num_envs`` users of a split replayed in lock-step (Gymnasium's vector API).
 
     :param num_envs: users replayed at once.
-    Other arguments: those of :class:`~interestgym.envs.replay.InterestReplayEnv` (``dataset``,
-    ``split``, ``protocol``, ``metric``, ``max_events``, ``reward_baseline``, ``scoring``, ...).
+    Other arguments: those of :class:`~interestgym.envs.vector.InterestReplayVecEnv`: the single env's
+    (``dataset``, ``split``, ``protocol``, ``metric``, ``max_events``, ``reward_baseline``, ``scoring``, ...)
+    and the vector env's own (``residual_to``, ``gain_lever``, ``context_lever``, ``slot_lever``,
+    ``change_penalty``, ``window``, ``seed``), which widen the action space past 4 with a residual
+    reference rule; ``gymnasium.make`` (the single env) refuses those.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -54,7 +63,7 @@ class InterestReplayVectorEnv(VectorEnv):
             from interestgym.errors import InterestGymError
 
             raise InterestGymError(f"reset options {sorted(options)}: the vector env takes none (every slot draws its users; "
-                                   "the single env's reset(options={{'user_id': ...}}) picks one)")
+                                   "the single env's reset(options={'user_id': ...}) picks one)")
         if seed is not None:
             self._vec.seed(seed if isinstance(seed, int) else int(seed[0]))
         obs = self._vec.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,30 @@ from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
 ENV_ID = "interestgym/InterestReplay-v0"
+
+
+@dataclass(frozen=True, eq=False)
+class StepPoints:
+    """The scoring points one step ranked for the agent (``info["points"]``).
+
+    One object, not arrays in the info dict: their length changes from step to step, and Gymnasium's
+    ``SyncVectorEnv`` / ``AsyncVectorEnv`` stack every array of an info into one batch array (which
+    fails on a step with another number of points); an object is kept as it is.
+    """
+
+    index: np.ndarray  #: (P,) global scoring-point indices (``ReplayData``'s point order)
+    metrics: dict[str, np.ndarray]  #: each metric's value at each point, (P,)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __eq__(self, other: object) -> bool:  # the same points and values (Gymnasium's env checker compares infos)
+        if not isinstance(other, StepPoints):
+            return NotImplemented
+        return (np.array_equal(self.index, other.index) and self.metrics.keys() == other.metrics.keys()
+                and all(np.array_equal(v, other.metrics[k], equal_nan=True) for k, v in self.metrics.items()))
+
+    __hash__ = None  # type: ignore[assignment]  (mutable arrays inside: not hashable, as a dict of arrays is not)
 
 
 def _observation_table() -> str:
@@ -147,6 +172,17 @@ class InterestReplayEnv(gym.Env):
     ``info["scored"] = False``. With ``reward_baseline`` (a Policy), the same metric of that reference
     rule, replayed alongside on its own state and the same scoring points, is subtracted.
     ``info["metrics"]`` holds every metric of the step (and ``info["baseline_metrics"]``).
+
+    ## Info
+
+    ``reset`` returns ``user_id`` and ``n_decisions`` (the episode's length without ``max_events``).
+    ``step`` returns ``user_id``; ``decision`` (0-based, within the user's decisions); ``ts`` (the
+    decision's time, seconds); ``scored`` (the step had scoring points); ``n_points``; ``metrics``
+    ({metric: step mean}, empty when not scored); ``strengths`` (the (4,) a_L, a_S, w, p applied: the
+    action mapped to [0, 1], clipped there, a fixed p in place of the action's); ``points`` (a
+    :class:`StepPoints`: the agent's scoring points, ``.index`` and ``.metrics``, one object so that
+    Gymnasium's sync / async vector envs can batch the info); with ``reward_baseline`` also
+    ``baseline_metrics``. Actions outside [-1, 1] are clipped to it, not refused.
 
     ## Starting State
 
@@ -296,8 +332,7 @@ class InterestReplayEnv(gym.Env):
             "n_points": int(out.n_points[0]),
             "metrics": metrics,
             "strengths": out.strengths[0].copy(),
-            "point_index": point_index,
-            "point_metrics": point_metrics,
+            "points": StepPoints(point_index, point_metrics),
         }
         if baseline is not None:
             base = {k: float(v[1]) for k, v in out.metrics.items()} if scored else {}

@@ -197,7 +197,12 @@ class InterestReplayVecEnv(VecEnv):
         if self._seeds[0] is not None:
             self._rng = np.random.default_rng(self._seeds[0])
         self._reset_seeds()
+        given = [o for o in self._options if o]
         self._reset_options()
+        if given:
+            # one state for every slot: per-slot options (a user for one slot) cannot be honoured, and dropping them would be silent
+            raise InterestGymError(f"reset options {given[0]!r} (set_options): this vector env takes none; every slot draws its "
+                                   "users (the single env's reset(options={'user_id': ...}) picks one)")
         self._start(self._agent_rows)
         self._started = True
         self.reset_infos = [{"user_id": user_id} for user_id in self.current_user_ids]
@@ -331,6 +336,11 @@ class InterestReplayVecEnv(VecEnv):
         return [getattr(self, attr_name) for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        # the slots share one object: an attribute set for some slots would be set for all of them
+        some = sorted(set(self._get_indices(indices)))
+        if some != list(range(self.num_envs)):
+            raise InterestGymError(f"set_attr({attr_name!r}, indices={indices!r}): the {self.num_envs} slots of this vector env "
+                                   "share their attributes; expected every slot (indices=None)")
         setattr(self, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:

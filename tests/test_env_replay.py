@@ -139,7 +139,7 @@ def test_observations_stay_in_bounds_and_rewards_are_metrics(datasets):
             assert env.observation_space.contains(obs)
         for r, info in zip(rewards, infos):
             if info["scored"]:
-                assert r == info["metrics"]["auc"] == pytest.approx(np.mean(info["point_metrics"]["auc"]))
+                assert r == info["metrics"]["auc"] == pytest.approx(np.mean(info["points"].metrics["auc"]))
                 assert set(info["metrics"]) >= {"auc", "mrr", "ndcg@5", "ndcg@10", "hit@10", "f1@10"}
             else:
                 assert r == 0.0 and info["n_points"] == 0

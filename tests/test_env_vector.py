@@ -49,9 +49,9 @@ def single_env_replay(path: Path, policy, split: str) -> tuple[pd.DataFrame, pd.
             dec_rows.append({"user_id": user, "decision": info["decision"], "reward": reward, "scored": info["scored"],
                              **{m: info["metrics"].get(m, np.nan) for m in DEFAULT_METRICS},
                              "strengths": tuple(info["strengths"])})
-            for k, idx in enumerate(info["point_index"]):
+            for k, idx in enumerate(info["points"].index):
                 pt_rows.append({"user_id": user, "point_key": env.data.point_key[idx],
-                                **{m: info["point_metrics"][m][k] for m in DEFAULT_METRICS}})
+                                **{m: info["points"].metrics[m][k] for m in DEFAULT_METRICS}})
             if terminated or truncated:
                 break
     return pd.DataFrame(dec_rows), pd.DataFrame(pt_rows), np.array(feats)
@@ -326,3 +326,51 @@ def test_the_gymnasium_vector_env_reports_what_the_sb3_vector_env_does(datasets,
         seen["terminated"] += int(terminated.sum())
         seen["truncated"] += int(truncated.sum())
     assert seen["terminated"] > 0 and seen["truncated"] > 0
+
+
+def test_gymnasium_sync_vector_env_batches_the_single_envs_infos(datasets):
+    """``gymnasium.make_vec(..., vectorization_mode="sync")`` stacks each info value across envs; a step's scoring
+    points come as one object (their count changes from step to step), so episodes end and restart without error,
+    and each env's points are the single env's own."""
+    import gymnasium as gym
+
+    import interestgym  # noqa: F401  (registers the env)
+
+    envs = gym.make_vec("interestgym/InterestReplay-v0", num_envs=3, vectorization_mode="sync",
+                        dataset=str(datasets["impressions"]), split="train")
+    single = InterestReplayEnv(datasets["impressions"], split="train")
+    envs.reset(seed=3)
+    first_user = envs.envs[0].unwrapped._user_id
+    single.reset(options={"user_id": first_user})
+    rng = np.random.default_rng(0)
+    ended, compared = 0, 0
+    for _ in range(60):
+        actions = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+        _, _, terminated, truncated, info = envs.step(actions)
+        if ended == 0 and info["_points"][0]:
+            # env 0 is still on its first user: the same points and metrics as the single env stepped alike
+            _, _, _, _, own = single.step(actions[0])
+            got = info["points"][0]
+            assert np.array_equal(got.index, own["points"].index) and len(got) == own["n_points"]
+            assert all(np.array_equal(got.metrics[m], own["points"].metrics[m]) for m in own["points"].metrics)
+            compared += 1
+        ended += int(terminated[0] or truncated[0]) if ended == 0 else int((terminated | truncated).sum())
+    assert ended > 1 and compared > 0
+
+
+def test_sb3_vector_env_refuses_per_slot_options_and_attributes(datasets):
+    """The slots share one engine: a user asked for one slot, or an attribute for some slots, cannot be honoured,
+    and is refused rather than silently dropped or applied to every slot."""
+    from interestgym.errors import InterestGymError
+
+    venv = InterestReplayVecEnv(datasets["impressions"], n_envs=3, seed=0)
+    venv.set_options({"user_id": str(venv.data.user_ids[0])})
+    with pytest.raises(InterestGymError, match=r"reset options \{'user_id': .*\(set_options\): this vector env takes none"):
+        venv.reset()
+    venv.reset()  # refused once, the options are gone: the next reset draws as usual
+    with pytest.raises(InterestGymError, match=r"set_attr\('max_events', indices=\[0\]\): the 3 slots .* expected every slot"):
+        venv.set_attr("max_events", 3, indices=[0])
+    assert venv.max_events is None
+    venv.set_attr("max_events", 3)
+    venv.set_attr("max_events", 4, indices=[0, 1, 2])
+    assert venv.max_events == 4

@@ -41,7 +41,7 @@ def test_single_env_at_ten_candidates_equals_the_batched_evaluator_exactly(datas
             obs, reward, terminated, truncated, info = env.step(policy.act(obs[None])[0])
             rewards.append(reward if info["scored"] else np.nan)
             for m in DEFAULT_METRICS:
-                point_values[m].extend(info["point_metrics"][m].tolist())
+                point_values[m].extend(info["points"].metrics[m].tolist())
             done = terminated or truncated
     res = evaluate_policy(datasets["next_positive"], policy, split="valid", protocol=TEN, progress=False)
     assert np.array_equal(res.decisions["reward"].to_numpy(), np.array(rewards), equal_nan=True)
@@ -63,15 +63,15 @@ def test_info_holds_the_agents_points_with_or_without_a_reference_rule(datasets,
         action = rng.uniform(-1, 1, 4).astype(np.float32)
         _, r1, terminated, truncated, a = plain.step(action)
         _, r2, _, _, b = with_ref.step(action)
-        assert np.array_equal(a["point_index"], b["point_index"])
-        assert a["metrics"] == b["metrics"] and a["n_points"] == len(a["point_index"])
+        assert np.array_equal(a["points"].index, b["points"].index)
+        assert a["metrics"] == b["metrics"] and a["n_points"] == len(a["points"]) == len(a["points"].index)
         for m in DEFAULT_METRICS:
-            assert np.array_equal(a["point_metrics"][m], b["point_metrics"][m])
+            assert np.array_equal(a["points"].metrics[m], b["points"].metrics[m])
         if a["scored"]:
             assert r1 == a["metrics"]["ndcg@10"] and r2 == r1 - b["baseline_metrics"]["ndcg@10"]
-        kept.append((a, a["point_index"].copy(), {m: v.copy() for m, v in a["point_metrics"].items()}))
+        kept.append((a, a["points"].index.copy(), {m: v.copy() for m, v in a["points"].metrics.items()}))
         done = terminated or truncated
     # every step's info arrays are its own: later steps never change them
     for info, index, values in kept:
-        assert np.array_equal(info["point_index"], index)
-        assert all(np.array_equal(info["point_metrics"][m], values[m]) for m in values)
+        assert np.array_equal(info["points"].index, index)
+        assert all(np.array_equal(info["points"].metrics[m], values[m]) for m in values)
