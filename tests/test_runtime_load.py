@@ -150,3 +150,21 @@ print("HEAVY", heavy)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m["replay"].update(action_weights="x"), r"replay.action_weights 'x'; expected a mapping action name -> finite number"),
+    (lambda m: m["replay"].update(action_weights={"click": "1"}), r"replay.action_weights \{'click': '1'\}"),
+    (lambda m: m["replay"].update(tz_offset_hours="abc"), r"replay.tz_offset_hours 'abc'; expected a finite number"),
+    (lambda m: m["replay"].update(positive_rating=float("nan")), r"replay.positive_rating nan; expected a finite number"),
+    (lambda m: m["replay"].update(reward_metric=3), r"replay.reward_metric 3; expected a metric name"),
+    (lambda m: m["encoder"].update(dim="16"), r"encoder.dim '16'; expected a positive integer"),
+    (lambda m: m["files"].update({"item_ids.json": "deadbeef"}), r"files\['item_ids.json'\] is 'deadbeef'; expected \{'sha256'"),
+    (lambda m: m["files"].update({"extra.bin": "deadbeef"}), r"files\['extra.bin'\] is 'deadbeef'; expected \{'sha256'"),
+])
+def test_hand_edited_manifest_fields_of_the_wrong_type_are_named(export_copy, change, message):
+    """A manifest edited with its digest recomputed gets past the checksum; a field of the wrong type is refused by
+    name (it raised a bare AttributeError / ValueError, or loaded and failed at the first event)."""
+    _rewrite_manifest(export_copy, change)
+    with pytest.raises(ExportFileCorruptError, match=message):
+        load_policy(export_copy)

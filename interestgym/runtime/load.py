@@ -4,6 +4,7 @@ policy's form and rule, the observation table, the ONNX graph, and the sequence 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
     except (KeyError, TypeError) as exc:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: missing field {exc}; expected the fields written by `interestgym export`") from None
     _check_scoring(directory, manifest)
+    _check_replay(directory, manifest)
     extra = manifest["observation"].get("extra") or []
     try:
         expected = [f.name for f in observation_features(tuple(extra))]
@@ -131,6 +133,30 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: the graph's action has {width} components, one moving a "
                                      "tracker's weight, but the manifest has no 'tracker' section; re-export the run")
     return names
+
+
+def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's encoder and replay fields have the types the runtime reads them as (a hand-edited
+    manifest with its digest recomputed gets past the checksum, not past this)."""
+    where = directory / "manifest.json"
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    dim = manifest["encoder"]["dim"]
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ExportFileCorruptError(f"{where}: encoder.dim {dim!r}; expected a positive integer")
+    replay = manifest["replay"]
+    weights = replay.get("action_weights") if isinstance(replay, dict) else None
+    if not isinstance(weights, dict) or not weights or not all(isinstance(k, str) and number(v) for k, v in weights.items()):
+        raise ExportFileCorruptError(f"{where}: replay.action_weights {weights!r}; expected a mapping action name -> finite number")
+    for field in ("max_action_weight", "positive_rating", "tz_offset_hours"):
+        if field not in replay and field == "tz_offset_hours":  # exports from before the time zone: UTC
+            continue
+        if not number(replay.get(field)):
+            raise ExportFileCorruptError(f"{where}: replay.{field} {replay.get(field)!r}; expected a finite number")
+    if not isinstance(replay.get("reward_metric"), str):
+        raise ExportFileCorruptError(f"{where}: replay.reward_metric {replay.get('reward_metric')!r}; expected a metric name")
 
 
 def _check_scoring(directory: Path, manifest: dict[str, Any]) -> None:

@@ -179,11 +179,12 @@ def verify_files(directory: str | Path, manifest: dict[str, Any], required: tupl
         if Path(name).name != name or name in (MANIFEST_NAME, "", ".", ".."):
             raise ExportFileCorruptError(f"{directory / MANIFEST_NAME}: files entry {name!r}; expected a plain file name inside the export")
         path = directory / name
-        if not path.is_file():
-            raise ExportFileMissingError(f"{path}: missing; the manifest lists it (sha256 {entry.get('sha256', '?')[:12]}...)")
         expected = entry.get("sha256") if isinstance(entry, dict) else None
         if not isinstance(expected, str) or len(expected) != 64:
-            raise ExportFileCorruptError(f"{directory / MANIFEST_NAME}: files[{name!r}].sha256 is {expected!r}; expected 64 hex digits")
+            raise ExportFileCorruptError(f"{directory / MANIFEST_NAME}: files[{name!r}] is {entry!r}; expected {{'sha256': 64 hex "
+                                         "digits, 'bytes': size}")
+        if not path.is_file():
+            raise ExportFileMissingError(f"{path}: missing; the manifest lists it (sha256 {expected[:12]}...)")
         size = path.stat().st_size
         if isinstance(entry.get("bytes"), int) and size != entry["bytes"]:
             raise ChecksumMismatchError(f"{path}: {size} bytes; the manifest records {entry['bytes']} bytes (the file was changed after export)")
