@@ -11,10 +11,10 @@ metric, NaN where nothing was scored), ``strengths`` (the update strengths appli
 int (a list: its first item seeds every slot's draws); ``options`` are refused (every slot draws its users).
 
 Gymnasium's observation wrappers for vector envs (``NormalizeObservation``, ``FlattenObservation`` ...)
-take only ``NEXT_STEP`` or ``DISABLED`` autoreset envs and refuse this one; SB3's ``VecNormalize`` over
-:class:`~interestgym.envs.vector.InterestReplayVecEnv` is the product's way to normalise observations
-(``interestgym train`` uses it), and ``gymnasium.make_vec(..., vectorization_mode="sync")`` gives Gymnasium's
-own ``NEXT_STEP`` vector env over the single env (slower: one Python step per user).
+take only ``NEXT_STEP`` or ``DISABLED`` autoreset envs: ``make_vec(..., autoreset_mode="next_step")`` gives them
+this env in Gymnasium's ``NEXT_STEP`` form (a slot returns its ended user's last observation, then restarts at the
+next step, its action ignored, reward 0; ``final_obs`` / ``final_info`` are not used). ``vectorization_mode="sync"``
+/ ``"async"`` run Gymnasium's own vector envs over the single env (slower: one Python step per user).
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ class InterestReplayVectorEnv(VectorEnv):
     """``num_envs`` users of a split replayed in lock-step (Gymnasium's vector API).
 
     :param num_envs: users replayed at once.
+    :param autoreset_mode: ``"same_step"`` (default, the fast path's own) or ``"next_step"`` (Gymnasium's default,
+        which its vector observation wrappers need): a slot whose user ended returns that user's last observation
+        with ``terminated`` / ``truncated``; at the next step it ignores its action and returns the next user's first
+        observation with reward 0 (``infos["scored"]`` False, NaN strengths). An ``AutoresetMode`` is taken too.
     Other arguments: those of :class:`~interestgym.envs.vector.InterestReplayVecEnv`: the single env's
     (``dataset``, ``split``, ``protocol``, ``metric``, ``max_events``, ``reward_baseline``, ``scoring``, ...)
     and the vector env's own (``residual_to``, ``gain_lever``, ``context_lever``, ``slot_lever``,
@@ -40,10 +44,19 @@ class InterestReplayVectorEnv(VectorEnv):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int = 8, *, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 8, *, render_mode: str | None = None, autoreset_mode: str | AutoresetMode = "same_step",
+                 **kwargs: Any) -> None:
         from interestgym.envs.replay import reject_render_mode
+        from interestgym.errors import InterestGymError
 
         reject_render_mode(render_mode)
+        modes = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
+        mode = modes.get(autoreset_mode.name.lower() if isinstance(autoreset_mode, AutoresetMode) else str(autoreset_mode).lower())
+        if mode is None:
+            raise InterestGymError(f"autoreset_mode={autoreset_mode!r}: expected 'same_step' or 'next_step'")
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
+        self._next_step = mode is AutoresetMode.NEXT_STEP
+        self._pending = np.zeros(num_envs, dtype=bool)  # NEXT_STEP: slots whose user ended at the last step
         self._vec = InterestReplayVecEnv(n_envs=num_envs, **kwargs)
         self.num_envs = num_envs
         self.render_mode = None
@@ -67,14 +80,17 @@ class InterestReplayVectorEnv(VectorEnv):
         if seed is not None:
             self._vec.seed(seed if isinstance(seed, int) else int(seed[0]))
         obs = self._vec.reset()
+        self._pending[:] = False
         user_ids = np.array([info["user_id"] for info in self._vec.reset_infos], dtype=object)
         return obs, {"user_id": user_ids, "_user_id": np.ones(self.num_envs, dtype=bool)}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """One decision for every slot; finished users are replaced in the same step (SAME_STEP)."""
+        """One decision for every slot; finished users are replaced in the same step (SAME_STEP) or at the next
+        (NEXT_STEP: see the class)."""
         vec = self._vec
         vec.step_async(np.asarray(actions, dtype=np.float32))
-        step = vec._advance()  # the arrays themselves: no per-slot info dicts to build and take apart again
+        # the arrays themselves: no per-slot info dicts to build and take apart again
+        step = vec._advance(skip=self._pending if self._pending.any() else None)
         every = np.ones(self.num_envs, dtype=bool)
         out: dict[str, Any] = {
             "scored": step.scored.copy(), "_scored": every,
@@ -85,6 +101,14 @@ class InterestReplayVectorEnv(VectorEnv):
             "user_id": np.array(vec.current_user_ids, dtype=object),
             "_user_id": every,
         }
+        if self._next_step:
+            # the ended users' last observations now; the slots restart (action ignored) at the next step
+            obs = step.obs.copy()
+            obs[step.finished] = step.final_obs
+            out["user_id"][step.finished] = step.final_user_ids  # whose observation it is, until the restart
+            self._pending[:] = False
+            self._pending[step.finished] = True
+            return obs, step.rewards.astype(np.float64), step.terminated.copy(), step.truncated, out
         if len(step.finished):
             dones = np.zeros(self.num_envs, dtype=bool)
             dones[step.finished] = True

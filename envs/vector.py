@@ -254,10 +254,14 @@ class InterestReplayVecEnv(VecEnv):
             context_rate=gather(lambda o: o.context_rate), slot_weight=gather(lambda o: o.slot_weight),
             keep=gather(lambda o: o.keep))
 
-    def _advance(self) -> SimpleNamespace:
+    def _advance(self, skip: np.ndarray | None = None) -> SimpleNamespace:
         """One decision for every slot (the actions given to :meth:`step_async`), as arrays: what
         :meth:`step_wait` (SB3's list of info dicts) and the Gymnasium vector env (arrays with masks) both
         report, built once and without a Python loop over the slots.
+
+        :param skip: (num_envs,) bool, slots NOT to step (their action is ignored: a Gymnasium ``NEXT_STEP``
+            autoreset step of a slot whose user ended at the last step). A skipped slot reports reward 0,
+            not scored, neither terminated nor truncated, NaN strengths and levers, and its current observation.
 
         Fields: ``obs`` (the next observations, finished slots restarted), ``rewards``, ``scored``,
         ``metric`` (the agent's own metric, meaningful where scored), ``terminated``, ``truncated``,
@@ -266,33 +270,55 @@ class InterestReplayVecEnv(VecEnv):
         ``finished``) and ``final_user_ids`` (their users)."""
         if not self._started or self._actions is None:
             raise InterestGymError("step() before reset(): call reset() first")
+        n = self.num_envs
+        slots = self._agent_rows if skip is None else np.flatnonzero(~np.asarray(skip, dtype=bool))
+        m = len(slots)
         actions = self._actions if self.residual is None else self.residual.compose(self._obs, self._actions)
-        rows = self._agent_rows
-        if len(self._ref_rows):
-            ref_actions = np.asarray(self.reward_baseline.act(self.engine.observe(self._ref_rows)), dtype=np.float32)
+        actions, given = actions[slots], self._actions[slots]
+        rows = self._agent_rows[slots]
+        if m == 0:  # every slot skipped: nothing steps
+            out = SimpleNamespace(metrics={self.metric: np.zeros(0)}, scored=np.zeros(0, bool), done=np.zeros(0, bool),
+                                  strengths=np.zeros((0, 4), np.float32), tracker_weight=None, count_gain=None,
+                                  context_rate=None, slot_weight=None, keep=None)
+        elif len(self._ref_rows):
+            ref_rows = self._ref_rows[slots]
+            ref_actions = np.asarray(self.reward_baseline.act(self.engine.observe(ref_rows)), dtype=np.float32)
             # zero keep / tracker changes leave the reference's own as they are (and the agent's, the other way)
             actions, ref_actions = pad_actions(actions, ref_actions)
-            out = self._step_blocks(rows, actions, self._ref_rows, ref_actions)
+            out = self._step_blocks(rows, actions, ref_rows, ref_actions)
         else:
             out = self._step_blocks(rows, actions)
-        n = self.num_envs
         main = out.metrics[self.metric]
-        scored = out.scored[:n]
-        rewards = np.where(scored, main[:n], 0.0)
+        stepped_scored = out.scored[:m]
+        stepped_rewards = np.where(stepped_scored, main[:m], 0.0)
         if len(self._ref_rows):
-            rewards = rewards - np.where(scored, main[n:], 0.0)
+            stepped_rewards = stepped_rewards - np.where(stepped_scored, main[m:], 0.0)
         if self.residual is not None and self.change_penalty:
-            rewards = rewards - self.change_penalty * np.mean(np.square(self._actions), axis=1)
-        self._steps += 1
-        terminated = out.done[:n]
+            stepped_rewards = stepped_rewards - self.change_penalty * np.mean(np.square(given), axis=1)
+        self._steps[slots] += 1
         limit = self.window if self.window is not None else self.max_events
-        truncated = ~terminated & (limit is not None) & (self._steps >= (limit or 0))
+        stepped_done = out.done[:m]
+        stepped_cut = ~stepped_done & (limit is not None) & (self._steps[slots] >= (limit or 0))
         # the levers as applied, where the agent has them (a context lever's action is as wide as a gain's)
         names = self.residual.names if self.residual is not None else ()
         levers = {"tracker_weight": out.tracker_weight, "count_gain": out.count_gain if GAIN_CHANGE in names else None,
                   "context_rate": out.context_rate if CONTEXT_CHANGE in names else None,
                   "slot_weight": out.slot_weight if SLOT_CHANGE in names else None,
                   "keep": out.keep if KEEP_CHANGE in names else None}
+        levers = {k: v[:m] for k, v in levers.items() if v is not None}
+        if skip is None:  # every slot stepped: the arrays as they are
+            rewards, scored, metric, terminated, truncated = stepped_rewards, stepped_scored, main[:m], stepped_done, stepped_cut
+            strengths = out.strengths[:m]
+        else:
+            def scatter(values: np.ndarray, fill: Any) -> np.ndarray:
+                full = np.full((n,) + values.shape[1:], fill, dtype=values.dtype if fill is not np.nan else np.float64)
+                full[slots] = values
+                return full
+
+            rewards, scored, metric = scatter(stepped_rewards, 0.0), scatter(stepped_scored, False), scatter(main[:m], np.nan)
+            terminated, truncated = scatter(stepped_done, False), scatter(stepped_cut, False)
+            strengths = scatter(out.strengths[:m], np.nan)
+            levers = {k: scatter(v, np.nan) for k, v in levers.items()}
         finished = np.flatnonzero(terminated | truncated)
         final_obs = np.zeros((0, self.observation_space.shape[0]), dtype=np.float32)
         final_user_ids = np.zeros(0, dtype=object)
@@ -306,12 +332,11 @@ class InterestReplayVecEnv(VecEnv):
                 final_obs[~ended] = self.engine.observe(finished[~ended])
             final_user_ids = self._user_id_objects[self.engine.user[finished]]
             self._start(finished)
-        obs = self.engine.observe(rows)
+        obs = self.engine.observe(self._agent_rows)
         self._obs = obs
         self._actions = None
-        return SimpleNamespace(obs=obs, rewards=rewards, scored=scored, metric=main[:n], terminated=terminated,
-                               truncated=truncated, strengths=out.strengths[:n],
-                               levers={k: v[:n] for k, v in levers.items() if v is not None},
+        return SimpleNamespace(obs=obs, rewards=rewards, scored=scored, metric=metric, terminated=terminated,
+                               truncated=truncated, strengths=strengths, levers=levers,
                                finished=finished, final_obs=final_obs, final_user_ids=final_user_ids)
 
     def step_wait(self) -> VecEnvStepReturn:

@@ -374,3 +374,59 @@ def test_sb3_vector_env_refuses_per_slot_options_and_attributes(datasets):
     venv.set_attr("max_events", 3)
     venv.set_attr("max_events", 4, indices=[0, 1, 2])
     assert venv.max_events == 4
+
+
+def test_next_step_autoreset_replays_what_same_step_does_one_step_later(datasets):
+    """``autoreset_mode="next_step"``: a slot whose user ended returns that user's last observation (SAME_STEP's
+    final_obs); at the next step it ignores its action and returns the next user's first observation (SAME_STEP's
+    observation at the ending step) with reward 0; every other step is SAME_STEP's, value for value."""
+    from gymnasium.vector import AutoresetMode
+    from interestgym.envs.gym_vector import InterestReplayVectorEnv
+
+    kwargs = {"dataset": datasets["next_positive"], "split": "train", "max_events": 4}
+    same = InterestReplayVectorEnv(num_envs=1, **kwargs)
+    nxt = InterestReplayVectorEnv(num_envs=1, autoreset_mode="next_step", **kwargs)
+    assert nxt.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP and same.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    np.testing.assert_array_equal(same.reset(seed=5)[0], nxt.reset(seed=5)[0])
+    rng = np.random.default_rng(2)
+    restarts = 0
+    for _ in range(40):
+        action = rng.uniform(-1, 1, (1, 4)).astype(np.float32)
+        obs, reward, terminated, truncated, info = same.step(action)
+        n_obs, n_reward, n_term, n_trunc, n_info = nxt.step(action)
+        assert (n_reward[0], n_term[0], n_trunc[0]) == (reward[0], terminated[0], truncated[0])
+        np.testing.assert_array_equal(n_info["strengths"], info["strengths"])
+        if terminated[0] or truncated[0]:
+            np.testing.assert_array_equal(n_obs[0], info["final_obs"][0])
+            assert n_info["user_id"][0] == info["final_info"]["user_id"][0]
+            # the restart step: the action is ignored (a wild one changes nothing), nothing is scored
+            r_obs, r_reward, r_term, r_trunc, r_info = nxt.step(np.full((1, 4), 9.0, np.float32).clip(-1, 1))
+            np.testing.assert_array_equal(r_obs, obs)
+            assert (r_reward[0], r_term[0], r_trunc[0], bool(r_info["scored"][0])) == (0.0, False, False, False)
+            assert np.isnan(r_info["strengths"]).all() and r_info["user_id"][0] == info["user_id"][0]
+            restarts += 1
+        else:
+            np.testing.assert_array_equal(n_obs, obs)
+    assert restarts >= 2
+
+
+def test_gymnasium_vector_observation_wrappers_run_on_the_next_step_mode(datasets):
+    import gymnasium as gym
+
+    import interestgym  # noqa: F401  (registers the env)
+
+    envs = gym.make_vec("interestgym/InterestReplay-v0", num_envs=3, vectorization_mode="vector_entry_point",
+                        autoreset_mode="next_step", dataset=str(datasets["impressions"]), split="train")
+    envs = gym.wrappers.vector.NormalizeObservation(envs)
+    envs.reset(seed=0)
+    ended = 0
+    for _ in range(30):
+        obs, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
+        assert np.isfinite(obs).all()
+        ended += int((terminated | truncated).sum())
+    assert ended > 0
+    from interestgym.envs.gym_vector import InterestReplayVectorEnv
+    from interestgym.errors import InterestGymError
+
+    with pytest.raises(InterestGymError, match=r"autoreset_mode='disabled': expected 'same_step' or 'next_step'"):
+        InterestReplayVectorEnv(num_envs=2, autoreset_mode="disabled", dataset=datasets["impressions"])
