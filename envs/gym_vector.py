@@ -47,6 +47,7 @@ class InterestReplayVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 8, *, render_mode: str | None = None, autoreset_mode: str | AutoresetMode = "same_step",
                  **kwargs: Any) -> None:
         from interestgym.envs.replay import reject_render_mode
+
         from interestgym.errors import InterestGymError
 
         reject_render_mode(render_mode)

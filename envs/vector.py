@@ -311,7 +311,8 @@ class InterestReplayVecEnv(VecEnv):
             strengths = out.strengths[:m]
         else:
             def scatter(values: np.ndarray, fill: Any) -> np.ndarray:
-                full = np.full((n,) + values.shape[1:], fill, dtype=values.dtype if fill is not np.nan else np.float64)
+                nan = isinstance(fill, float) and np.isnan(fill)  # NaN needs floats (bool / int arrays cannot hold it)
+                full = np.full((n,) + values.shape[1:], fill, dtype=np.float64 if nan else values.dtype)
                 full[slots] = values
                 return full
 

@@ -426,6 +426,7 @@ def test_gymnasium_vector_observation_wrappers_run_on_the_next_step_mode(dataset
         ended += int((terminated | truncated).sum())
     assert ended > 0
     from interestgym.envs.gym_vector import InterestReplayVectorEnv
+
     from interestgym.errors import InterestGymError
 
     with pytest.raises(InterestGymError, match=r"autoreset_mode='disabled': expected 'same_step' or 'next_step'"):
