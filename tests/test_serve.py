@@ -561,6 +561,30 @@ def test_serve_command_refuses_mismatched_items_in_one_line(fx, tmp_path, capsys
     assert len(err.splitlines()) == 1 and "dimension 8" in err and "dimension 16" in err
 
 
+def test_a_start_that_cannot_listen_leaves_the_stores_active_policy_alone(fx, tmp_path, capsys):
+    import socket
+
+    from interestgym.cli import main
+
+    store = f"sqlite:///{tmp_path / 'serve.db'}"
+    _service(fx, store).close()  # the store's active policy: fx.export
+    newer = _copy_export(fx, tmp_path / "newer")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:  # what a running server holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as info:
+            main(["serve", str(newer), "--store", store, "--items", str(fx.dataset), "--host", "127.0.0.1", "--port", str(port)])
+    reopened = open_store(store)
+    try:  # every server running on the store still follows fx.export
+        assert json.loads(reopened.update_meta(lambda m: {})["policy"])["path"] == str(fx.export.resolve())
+    finally:
+        reopened.close()
+    assert info.value.code == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"127.0.0.1:{port}" in err and "in use" in err, err
+
+
 # ------------------------------------------------------------------------------------ kill -9
 # A real `interestgym serve` process under a bounded loopback load, killed with SIGKILL and restarted
 # (a smaller run of `benchmarks/serve.py`'s crash check).

@@ -8,10 +8,37 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 import click
+
+#: The exit status of a start that could not listen (uvicorn's own for a failed start).
+STARTUP_FAILURE = 3
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) and listening, or a one-line :class:`click.ClickException`.
+
+    ``serve`` takes its port before it opens the store: a start that cannot listen (the port in use)
+    must not have made its export the store's active policy, which every running server follows.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart need not wait out TIME_WAIT
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        error = click.ClickException(f"cannot listen on {host}:{port}: {exc}; expected a free port on an address of this "
+                                     "host (stop what holds it, or pass another --port); nothing was started and the store "
+                                     "was not touched")
+        error.exit_code = STARTUP_FAILURE
+        raise error from None
+    sock.set_inheritable(True)  # uvicorn's worker processes accept on it
+    return sock
 
 
 @click.command("serve")
@@ -52,13 +79,15 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     refuses its batch with 409 out_of_order, naming both times.
     Items, popularity and categories come from --items, never from the export's tables; an export
     whose encoder, popularity definition or category list the items do not match is refused.
-    Starting makes EXPORT_DIR the store's active policy; a store whose states were written with
-    another encoder or feature table is refused.
+    Starting makes EXPORT_DIR the store's active policy, once the port is taken (a start that cannot
+    listen exits with status 3 and leaves the store as it was); a store whose states were written
+    with another encoder or feature table is refused.
     Example:
       interestgym serve runs/quickstart/export --store sqlite:///runs/serve.db --port 8000
     """
     try:
         import uvicorn
+        from uvicorn.supervisors import Multiprocess
 
         from interestgym.serve.app import CONFIG_ENV, create_app
         from interestgym.serve.service import InterestService, ServeConfig
@@ -67,7 +96,13 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
 
     config = ServeConfig(export=str(export_dir.resolve()), store=store_url, items=None if items is None else str(Path(items).resolve()),
                          embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder)
-    service = InterestService.open(config, install=True)
+    sock = listen(host, port)  # first: a start that cannot listen must leave the store's active policy alone
+    try:
+        service = InterestService.open(config, install=True)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
     record = service.policy_record
     cat = service.catalogue
     click.echo(f"store    {service.store.describe()}")
@@ -80,8 +115,17 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         service.catalogue.save(save_catalogue)
         click.echo(f"catalogue written to {save_catalogue}")
     click.echo(f"serving  http://{host}:{port}  (docs: /docs, metrics: /metrics)")
+    # uvicorn serves on the socket taken above (what uvicorn.run does after binding its own)
     if workers == 1:
-        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+        server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+        if not server.started:
+            raise SystemExit(STARTUP_FAILURE)
         return
     service.close()
     os.environ[CONFIG_ENV] = config.to_json()
@@ -90,7 +134,11 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         own_dir = tempfile.mkdtemp(prefix="interestgym-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
-        uvicorn.run("interestgym.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+        Multiprocess(uvicorn.Config("interestgym.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                                    log_level=log_level), sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
     finally:
+        sock.close()
         if own_dir:
             shutil.rmtree(own_dir, ignore_errors=True)
