@@ -672,6 +672,30 @@ def test_several_worker_processes_share_the_store_the_policy_swap_and_the_metric
         server.stop()
 
 
+def test_several_workers_answer_requests_on_a_kept_alive_connection_without_nagle_delays(fx, catalogue_dir, tmp_path):
+    import http.client
+    import statistics
+
+    server = ServerProcess(fx.export, f"sqlite:///{tmp_path / 'serve.db'}", args=["--items", str(catalogue_dir), "--workers", "2"],
+                           log=tmp_path / "server.log").start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        seconds = []
+        for i in range(11):  # one connection, kept alive: the first request opens it
+            body = json.dumps({"events": [_event(f"e{i}", "u", 1_000_000 + i)]})
+            start = time.perf_counter()
+            connection.request("POST", "/v1/events", body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+            seconds.append(time.perf_counter() - start)
+        connection.close()
+    finally:
+        server.stop()
+    # without TCP_NODELAY on the accepted connection, each request after the first waits out a delayed ACK (~40 ms)
+    assert statistics.median(seconds[1:]) < 0.020, [round(s * 1000, 1) for s in seconds]
+
+
 def test_items_given_as_text_are_encoded_with_the_catalogues_encoder(fx, tmp_path):
     from interestgym.encoders.registry import build_encoder
 
