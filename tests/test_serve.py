@@ -547,6 +547,35 @@ def test_user_summary_forget_health_and_metrics(fx):
         assert client.get("/v1/users/u").status_code == 404
 
 
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_a_damaged_stored_state_is_a_500_corrupt_state_logged_naming_the_user_and_counted(fx, store_url, caplog):
+    from interestgym.serve.stores import UserWrite
+
+    with _client(_service(fx, store_url)) as client:
+        assert client.post("/v1/events", json={"events": [_event("a", "u", 1_000_000)]}).status_code == 200
+        store = client.app.state.service.store
+        blob = bytearray(store.user_info("u")[0])
+        blob[len(blob) // 2] ^= 0xFF  # one flipped byte: the state's checksum no longer holds
+        store.transact({"u": ["damage"]}, lambda snapshot: {"u": UserWrite(bytes(blob), {"damage": ""})})
+        requests = [("post", "/v1/events", {"json": {"events": [_event("b", "u", 1_000_010)]}}),
+                    ("post", "/v1/rank", {"json": {"user_id": "u", "candidates": ["i1", "i2"]}}),
+                    ("get", "/v1/users/u", {})]
+        for method, path, kw in requests:
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="interestgym.serve"):
+                response = getattr(client, method)(path, **kw)
+            assert response.status_code == 500, (path, response.text)
+            body = response.json()
+            assert body["error"] == "corrupt_state" and "'u'" in body["message"] and body["detail"] == {"user_id": "u"}, body
+            assert [r.levelname for r in caplog.records] == ["ERROR"] and "user 'u'" in caplog.records[0].getMessage(), path
+        kind = store.kind
+        text = client.get("/metrics").text
+        assert f'interestgym_store_errors_total{{op="transaction",store="{kind}"}} 1.0' in text
+        assert f'interestgym_store_errors_total{{op="read",store="{kind}"}} 2.0' in text
+        assert client.delete("/v1/users/u").status_code == 204  # forgetting it is the way out
+        assert client.post("/v1/events", json={"events": [_event("b", "u", 1_000_010)]}).status_code == 200
+
+
 def test_serve_command_refuses_mismatched_items_in_one_line(fx, tmp_path, capsys):
     from interestgym.cli import main
 

@@ -20,7 +20,8 @@ vector of the wrong size; the message says ``PATH is FOUND; expected WHAT``, e.g
 ``detail["errors"]``), 404 ``not_found``, 409
 ``out_of_order`` / ``policy_mismatch`` / ``catalogue_mismatch``, 403 ``forbidden`` (admin without the
 token), 503 ``store_unavailable`` / ``policy_unavailable`` (the store's active export cannot be loaded
-here); anything else is 500 ``internal_error`` with the traceback in the
+here), 500 ``corrupt_state`` (a user's stored state cannot be read: logged naming the user, counted in
+``interestgym_store_errors_total``); anything else is 500 ``internal_error`` with the traceback in the
 server's log only.
 """
 
@@ -64,7 +65,7 @@ from interestgym.serve.stores import StoreUnavailableError
 log = logging.getLogger("interestgym.serve")
 #: Environment variable carrying the JSON :class:`ServeConfig` to uvicorn's worker processes.
 CONFIG_ENV = "INTERESTGYM_SERVE_CONFIG"
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (403, 404, 409, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (403, 404, 409, 422, 500, 503)}
 
 
 def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:

@@ -109,6 +109,12 @@ class ForbiddenError(ServeError):
     status, code = 403, "forbidden"
 
 
+class CorruptStateError(ServeError):
+    """A user's stored state cannot be read (damaged in the store): the service's fault, not the request's."""
+
+    status, code = 500, "corrupt_state"
+
+
 class PolicyUnavailableError(ServeError):
     """The store's active policy (swapped by another worker) cannot be served by this worker."""
 
@@ -472,6 +478,9 @@ class InterestService:
 
         try:
             policy_id = self._run_current(run)
+        except CorruptStateError as exc:
+            self._damaged(exc, "transaction")
+            raise
         except OutOfOrderError:
             self.metrics.refused.labels("out_of_order").inc()
             raise
@@ -509,7 +518,7 @@ class InterestService:
 
         active, cat, blob = self._run_current(run)
         policy = active.policy
-        state = _decode_state(blob, policy, user_id)
+        state = self._state(blob, policy, user_id, "read")
         rows = cat.rows(candidates)
         known = rows >= 0
         r = rows[known]
@@ -531,7 +540,7 @@ class InterestService:
         if blob is None:
             raise NotFoundError(f"user {user_id!r} has no state (no event applied yet, or forgotten)")
         policy = self.policy
-        state = _decode_state(blob, policy, user_id)
+        state = self._state(blob, policy, user_id, "read")
         cat = self.catalogue
         profiles = {}
         for name, vec in (("long_term", state.long_term), ("short_term", state.short_term)):
@@ -586,6 +595,18 @@ class InterestService:
                 "uptime_s": round(time.time() - self.started, 1)}
 
     # ------------------------------------------------------------------------------ helpers
+    def _state(self, blob: bytes | None, policy: ExportedPolicy, user_id: str, op: str) -> UserState:
+        try:
+            return _decode_state(blob, policy, user_id)
+        except CorruptStateError as exc:
+            self._damaged(exc, op)
+            raise
+
+    def _damaged(self, exc: CorruptStateError, op: str) -> None:
+        """A damaged stored state: said in the server's log and counted as a store error (the client gets 500)."""
+        self.metrics.store_errors.labels(self.store.kind, op).inc()
+        log.error("%s (store %s, %s)", exc, self.store.describe(), op)
+
     def _timed(self, op: str, run: Any) -> Any:
         start = time.perf_counter()
         try:
@@ -658,7 +679,9 @@ def _decode_state(blob: bytes | None, policy: ExportedPolicy, user_id: str) -> U
     try:
         return UserState.from_bytes(blob, dim=policy.dim)
     except InterestGymError as exc:
-        raise ServeError(f"user {user_id!r}: the stored state cannot be read ({exc})") from None
+        raise CorruptStateError(f"user {user_id!r}: the stored state cannot be read ({exc}); expected a state this "
+                                "service wrote (restore the user from a backup of the store, or forget it with "
+                                "DELETE /v1/users/ID to start it afresh)", detail={"user_id": user_id}) from None
 
 
 def _decode_item(blob: bytes) -> tuple[np.ndarray, str]:
