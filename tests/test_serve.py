@@ -576,6 +576,28 @@ def test_a_damaged_stored_state_is_a_500_corrupt_state_logged_naming_the_user_an
         assert client.post("/v1/events", json={"events": [_event("b", "u", 1_000_010)]}).status_code == 200
 
 
+def test_a_store_outage_is_logged_with_its_cause_once_and_again_when_it_ends(fx, tmp_path, caplog, monkeypatch):
+    from interestgym.serve.stores import StoreUnavailableError
+
+    with _client(_service(fx, f"sqlite:///{tmp_path / 'serve.db'}")) as client:
+        store = client.app.state.service.store
+
+        def full(*args, **kw):
+            raise StoreUnavailableError(f"sqlite store {store.path}: transaction failed (database or disk is full)")
+
+        with caplog.at_level("WARNING", logger="interestgym.serve"):
+            monkeypatch.setattr(store, "transact", full)
+            for i in range(3):
+                assert client.post("/v1/events", json={"events": [_event(f"e{i}", "u", 1_000_000 + i)]}).status_code == 503
+            during = [r.getMessage() for r in caplog.records]
+            monkeypatch.undo()
+            assert client.post("/v1/events", json={"events": [_event("e3", "u", 1_000_003)]}).status_code == 200
+            assert client.post("/v1/events", json={"events": [_event("e4", "u", 1_000_004)]}).status_code == 200
+        assert len(during) == 1 and "store unavailable" in during[0] and "database or disk is full" in during[0], during
+        after = [r.getMessage() for r in caplog.records][1:]
+        assert len(after) == 1 and "answers again after 3 failed operations" in after[0], after
+
+
 def test_serve_command_refuses_mismatched_items_in_one_line(fx, tmp_path, capsys):
     from interestgym.cli import main
 

@@ -62,7 +62,14 @@ from interestgym.serve.catalogue import (
 )
 from interestgym.serve.metrics import ServeMetrics
 from interestgym.serve.schemas import BehaviourEvent, ItemIn, Outcome, repeated_id
-from interestgym.serve.stores import Snapshot, Store, StoreError, UserWrite, open_store
+from interestgym.serve.stores import (
+    Snapshot,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    UserWrite,
+    open_store,
+)
 
 log = logging.getLogger("interestgym.serve")
 
@@ -210,6 +217,38 @@ class _Active:
     record: dict[str, Any]
 
 
+class _OutageLog:
+    """A store outage in the server's log (each failed request is a 503 and a count in ``interestgym_store_errors_total``,
+    the log is for the operator): its first failure's cause at once, then at most one line per ``every_s`` while
+    it lasts, and one when the store answers again."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._since: float | None = None  # monotonic time of the outage's first failure, None while the store answers
+        self._failures = 0
+        self._logged = 0.0
+
+    def failed(self, exc: StoreError) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._failures += 1
+            if self._since is None:
+                self._since, self._logged = now, now
+                log.warning("store unavailable: %s; requests answer 503 store_unavailable until it answers again", exc)
+            elif now - self._logged >= self.every_s:
+                self._logged = now
+                log.warning("store still unavailable after %d failed operations in %.0f s: %s", self._failures, now - self._since, exc)
+
+    def answered(self) -> None:
+        if self._since is None:  # the usual case, without the lock
+            return
+        with self._lock:
+            if self._since is not None:
+                log.warning("store answers again after %d failed operations in %.0f s", self._failures, time.monotonic() - self._since)
+                self._since, self._failures = None, 0
+
+
 # ------------------------------------------------------------------------------------ service
 class InterestService:
     """Policy + catalogue + store. Build with :meth:`open`."""
@@ -228,6 +267,7 @@ class InterestService:
         self._encoder: Any = None
         self._encoder_lock = threading.Lock()
         self.notes: list[str] = []
+        self._outage = _OutageLog()
         store.on_conflict = lambda: self.metrics.store_conflicts.labels(store.kind).inc()
         self.metrics.policy_generation.set(active.record.get("generation", 0))
         self._refresh_items()
@@ -610,10 +650,15 @@ class InterestService:
     def _timed(self, op: str, run: Any) -> Any:
         start = time.perf_counter()
         try:
-            return run()
-        except StoreError:
+            result = run()
+        except StoreError as exc:
             self.metrics.store_errors.labels(self.store.kind, op).inc()
+            if isinstance(exc, StoreUnavailableError):
+                self._outage.failed(exc)
             raise
+        else:
+            self._outage.answered()
+            return result
         finally:
             self.metrics.store_seconds.labels(self.store.kind, op).observe(time.perf_counter() - start)
 
