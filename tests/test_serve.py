@@ -636,6 +636,26 @@ def test_a_start_that_cannot_listen_leaves_the_stores_active_policy_alone(fx, tm
     assert len(err.splitlines()) == 1 and f"127.0.0.1:{port}" in err and "in use" in err, err
 
 
+def test_a_memory_store_with_several_workers_is_refused_at_start_in_one_line(fx, catalogue_dir):
+    import os
+    import signal
+    import sys
+
+    # a process group of its own, bounded: were it accepted, it and its workers would serve until killed
+    proc = subprocess.Popen([sys.executable, "-m", "interestgym.cli", "serve", str(fx.export), "--store", "memory://", "--workers", "2",
+                             "--items", str(catalogue_dir), "--host", "127.0.0.1", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("`serve --store memory:// --workers 2` started serving; expected it refused at start")
+    err = err.strip()
+    assert proc.returncode == 2, err
+    assert len(err.splitlines()) == 1 and "--store memory:// with --workers 2" in err and "--workers 1" in err, err
+
+
 # ------------------------------------------------------------------------------------ kill -9
 # A real `interestgym serve` process under a bounded loopback load, killed with SIGKILL and restarted
 # (a smaller run of `benchmarks/serve.py`'s crash check).

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from interestgym.errors import InterestGymError
+
 #: The exit status of a start that could not listen (uvicorn's own for a failed start).
 STARTUP_FAILURE = 3
 
@@ -47,7 +49,7 @@ def listen(host: str, port: int) -> socket.socket:
 @click.command("serve")
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--store", "store_url", default="sqlite:///interestgym-serve.db", show_default=True,
-              help="sqlite:///relative.db | sqlite:////absolute.db | redis://HOST:PORT/DB | memory://")
+              help="sqlite:///relative.db | sqlite:////absolute.db | redis://HOST:PORT/DB | memory:// (one worker only)")
 @click.option("--items", type=click.Path(exists=True, file_okay=False), default=None,
               help="Item table: a dataset folder (prepare + encode) or a catalogue folder. Default: the export's training dataset.")
 @click.option("--embeddings", default=None, help="Which embeddings of a dataset folder (default: the only one; with several, the one the export's encoder wrote).")
@@ -97,6 +99,11 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     except ImportError as exc:
         raise click.ClickException(f"serving needs {exc.name}: pip install 'interestgym[serve]'") from None
 
+    if workers > 1 and store_url.startswith("memory:"):
+        # each worker process would hold its own memory store: a retry answered by another worker would apply twice
+        raise InterestGymError(f"--store {store_url} with --workers {workers}: a memory store lives in one process, so "
+                               "workers would not share states or applied event ids; expected --workers 1, or a shared store "
+                               "(sqlite:///PATH.db or redis://HOST:PORT/DB)")
     config = ServeConfig(export=str(export_dir.resolve()), store=store_url, items=None if items is None else str(Path(items).resolve()),
                          embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder)
     sock = listen(host, port)  # first: a start that cannot listen must leave the store's active policy alone
