@@ -151,6 +151,14 @@ def test_an_event_without_a_value_is_read_as_one_said_and_counted(client):
     assert {k: v for k, v in one.items() if k != "user_id"} == {k: v for k, v in two.items() if k != "user_id"}
 
 
+def test_an_outcome_with_a_repeated_candidate_is_refused_as_a_ranking_is(client):
+    outcome = {"kind": "outcome", "event_id": "rep", "user_id": "rep", "candidates": ["i3", "i3", "i2"], "clicked": ["i3"]}
+    response = client.post("/v1/events", json={"events": [outcome]})
+    assert response.status_code == 422, response.text
+    assert response.json()["message"] == "events[0].candidates: 'i3' is there twice (positions 1 and 2); expected distinct item ids"
+    assert client.get("/v1/users/rep").status_code == 404  # nothing applied
+
+
 def test_the_service_refuses_a_repeated_rank_candidate_from_python_too(client):
     """The schema refuses a repeated candidate over HTTP; the service behind it refuses it for Python callers, in the
     same words (it ranked the id twice)."""

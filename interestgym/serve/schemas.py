@@ -25,6 +25,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def repeated_id(items: list[str]) -> str | None:
+    """``'i1' is there twice (positions 1 and 3); expected distinct item ids`` for the first id a list repeats, else None."""
+    first: dict[str, int] = {}
+    for pos, item in enumerate(items):
+        if item in first:
+            return f"{item!r} is there twice (positions {first[item] + 1} and {pos + 1}); expected distinct item ids"
+        first[item] = pos
+    return None
+
+
 class BehaviourEvent(_Body):
     """Something the user did with an item: updates the user's interest state through the policy."""
 
@@ -48,11 +58,19 @@ class Outcome(_Body):
     kind: Literal["outcome"]
     event_id: Id
     user_id: Id
-    candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown.")
+    candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown (distinct).")
     labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(None, description="1 = clicked, one per candidate.")
     clicked: list[str] | None = Field(None, description="The clicked candidates (instead of labels).")
     ts: int | None = Field(None, ge=0, lt=TS_MAX, description="When it was shown (for the hour, if the score uses time of day).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, candidates: list[str]) -> list[str]:
+        # as a ranking's: an id shown twice would be scored (and its label counted) twice
+        if (repeated := repeated_id(candidates)) is not None:
+            raise ValueError(repeated)
+        return candidates
 
     @model_validator(mode="after")
     def _labels_or_clicked(self) -> Outcome:
@@ -104,16 +122,6 @@ class EventsResponse(BaseModel):
     duplicates: int
     policy: str = Field(description="sha256 (first 16) of the manifest of the policy that applied them.")
     results: list[EventResult]
-
-
-def repeated_id(items: list[str]) -> str | None:
-    """``'i1' is there twice (positions 1 and 3); expected distinct item ids`` for the first id a list repeats, else None."""
-    first: dict[str, int] = {}
-    for pos, item in enumerate(items):
-        if item in first:
-            return f"{item!r} is there twice (positions {first[item] + 1} and {pos + 1}); expected distinct item ids"
-        first[item] = pos
-    return None
 
 
 class RankRequest(_Body):
