@@ -159,6 +159,30 @@ def test_an_outcome_with_a_repeated_candidate_is_refused_as_a_ranking_is(client)
     assert client.get("/v1/users/rep").status_code == 404  # nothing applied
 
 
+def test_an_event_far_in_the_future_is_refused_naming_the_field_the_value_and_the_limit(client):
+    import dataclasses
+    import time
+
+    future = 4_070_908_800  # 2099-01-01: every real event after it would be out of order
+    response = client.post("/v1/events", json={"events": [_event(user_id="later", event_id="f0", ts=int(time.time())),
+                                                          _event(user_id="later", event_id="f1", ts=future)]})
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.startswith("events[1].ts is 4070908800 (2099-01-01T00:00:00Z); expected at most "), message
+    assert "clock plus 86400 s" in message and "nothing in this batch was applied" in message
+    assert client.get("/v1/users/later").status_code == 404
+    soon = _event(user_id="later", event_id="f2", ts=int(time.time()) + 3600)  # a client's clock an hour ahead: within the tolerance
+    assert client.post("/v1/events", json={"events": [soon]}).status_code == 200
+    service = client.app.state.service
+    default = service.config
+    service.config = dataclasses.replace(default, future_tolerance_s=0)  # --future-tolerance 0
+    try:
+        refused = client.post("/v1/events", json={"events": [{**soon, "event_id": "f3", "ts": int(time.time()) + 3600}]})
+    finally:
+        service.config = default
+    assert refused.status_code == 422 and "clock plus 0 s" in refused.json()["message"], refused.text
+
+
 def test_the_service_refuses_a_repeated_rank_candidate_from_python_too(client):
     """The schema refuses a repeated candidate over HTTP; the service behind it refuses it for Python callers, in the
     same words (it ranked the id twice)."""

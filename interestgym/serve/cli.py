@@ -64,9 +64,13 @@ def listen(host: str, port: int) -> socket.socket:
               help="Require 'Authorization: Bearer TOKEN' on /v1/admin/* (env INTERESTGYM_ADMIN_TOKEN).")
 @click.option("--text-encoder", default=None,
               help="Encoder for items added as text (minilm, hashing or a model folder); default: rebuilt from the catalogue's encoder when possible.")
+@click.option("--future-tolerance", type=click.IntRange(min=0), default=86_400, show_default=True,
+              help="Seconds past the server's clock an event's ts may be; a later one is refused (422), since it would put "
+                   "the user's real events out of order.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str | None, save_catalogue: Path | None, host: str,
-          port: int, workers: int, threads: int, admin_token: str | None, text_encoder: str | None, log_level: str) -> None:
+          port: int, workers: int, threads: int, admin_token: str | None, text_encoder: str | None, future_tolerance: int,
+          log_level: str) -> None:
     """Serve EXPORT_DIR's policy over HTTP, with user states in a store.
 
     \b
@@ -81,7 +85,8 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     Events: a batch is applied whole or not at all, and acknowledged once it is durable in the store
     (a killed server loses no acknowledged event); an event id applied before is answered
     'duplicate' and changes nothing, so clients may retry. An event older than the user's last one
-    refuses its batch with 409 out_of_order, naming both times.
+    refuses its batch with 409 out_of_order, naming both times; one later than the server's clock
+    plus --future-tolerance is refused with 422 (it would put every later event out of order).
     Items, popularity and categories come from --items, never from the export's tables; an export
     whose encoder, popularity definition or category list the items do not match is refused.
     Starting makes EXPORT_DIR the store's active policy, once the port is taken (a start that cannot
@@ -105,7 +110,8 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
                                "workers would not share states or applied event ids; expected --workers 1, or a shared store "
                                "(sqlite:///PATH.db or redis://HOST:PORT/DB)")
     config = ServeConfig(export=str(export_dir.resolve()), store=store_url, items=None if items is None else str(Path(items).resolve()),
-                         embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder)
+                         embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder,
+                         future_tolerance_s=future_tolerance)
     sock = listen(host, port)  # first: a start that cannot listen must leave the store's active policy alone
     try:
         service = InterestService.open(config, install=True)

@@ -148,6 +148,9 @@ class ServeConfig:
     threads: int = 1
     admin_token: str | None = None
     text_encoder: str | None = None
+    #: how far past the server's clock an event's ts may be: a later one is refused (it would put the user's real
+    #: events, all before it, out of order)
+    future_tolerance_s: int = 86_400
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -503,6 +506,14 @@ class InterestService:
             by_user.setdefault(e.user_id, []).append(i)
         event_ids = {u: [events[i].event_id for i in idx] for u, idx in by_user.items()}
         results: list[dict[str, Any]] = []
+        limit = int(time.time()) + self.config.future_tolerance_s
+        for i, e in enumerate(events):
+            if e.ts is not None and e.ts > limit:
+                self.metrics.refused.labels("invalid").inc()
+                raise InvalidRequestError(
+                    f"events[{i}].ts is {e.ts} ({_utc(e.ts)}); expected at most {limit} ({_utc(limit)}: the server's clock plus "
+                    f"{self.config.future_tolerance_s} s, --future-tolerance): a time in the future would put every later event of "
+                    f"user {e.user_id!r} out of order (nothing in this batch was applied)", detail={"index": i, "event_id": e.event_id})
 
         def run(active: _Active, items: tuple[int, Catalogue]) -> str:
             version, cat = items
@@ -727,6 +738,10 @@ def _decode_state(blob: bytes | None, policy: ExportedPolicy, user_id: str) -> U
         raise CorruptStateError(f"user {user_id!r}: the stored state cannot be read ({exc}); expected a state this "
                                 "service wrote (restore the user from a backup of the store, or forget it with "
                                 "DELETE /v1/users/ID to start it afresh)", detail={"user_id": user_id}) from None
+
+
+def _utc(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _decode_item(blob: bytes) -> tuple[np.ndarray, str]:
