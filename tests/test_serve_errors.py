@@ -8,6 +8,7 @@ pydantic's ``events.0.event.ts``) and what was found.
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 from export_fixtures import trained_export
@@ -181,6 +182,31 @@ def test_an_event_far_in_the_future_is_refused_naming_the_field_the_value_and_th
     finally:
         service.config = default
     assert refused.status_code == 422 and "clock plus 0 s" in refused.json()["message"], refused.text
+
+
+def test_a_body_over_the_limit_is_refused_with_413_before_it_is_parsed(client):
+    import dataclasses
+
+    service = client.app.state.service
+    default = service.config
+    assert default.max_body_bytes == 16 * 2**20  # the documented default (--max-body-mb 16)
+    service.config = dataclasses.replace(default, max_body_bytes=1000)
+    body = json.dumps({"events": [_event(user_id="big", event_id=f"b{i}", ts=1_000_000 + i) for i in range(30)]}).encode()
+    assert len(body) > 1000
+    try:
+        declared = client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+        streamed = client.post("/v1/events", content=iter([body[:600], body[600:]]), headers={"Content-Type": "application/json"})
+        small = client.post("/v1/events", json={"events": [_event(user_id="small", event_id="s0")]})
+    finally:
+        service.config = default
+    assert declared.status_code == 413, declared.text
+    assert declared.json() == {"error": "body_too_large", "detail": {"max_bytes": 1000}, "message":
+                               f"the request body is {len(body):,} bytes (its Content-Length); expected at most 1,000 bytes "
+                               "(--max-body-mb 0.000953674): send fewer events or items per request"}
+    assert streamed.status_code == 413, streamed.text  # sent without Content-Length: refused as it passes the limit
+    assert streamed.json()["message"].startswith("the request body is over 1,000 bytes (sent without Content-Length)")
+    assert small.status_code == 200, small.text
+    assert client.get("/v1/users/big").status_code == 404  # nothing applied
 
 
 def test_the_service_refuses_a_repeated_rank_candidate_from_python_too(client):

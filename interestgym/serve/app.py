@@ -19,7 +19,8 @@ vector of the wrong size; the message says ``PATH is FOUND; expected WHAT``, e.g
 'soon'; expected a valid integer ...``, and a schema failure lists every problem in
 ``detail["errors"]``), 404 ``not_found``, 409
 ``out_of_order`` / ``policy_mismatch`` / ``catalogue_mismatch``, 403 ``forbidden`` (admin without the
-token), 503 ``store_unavailable`` / ``policy_unavailable`` (the store's active export cannot be loaded
+token), 413 ``body_too_large`` (a body over ``--max-body-mb``, by its Content-Length or as it streams in, before
+it is parsed), 503 ``store_unavailable`` / ``policy_unavailable`` (the store's active export cannot be loaded
 here), 500 ``corrupt_state`` (a user's stored state cannot be read: logged naming the user, counted in
 ``interestgym_store_errors_total``); anything else is 500 ``internal_error`` with the traceback in the
 server's log only.
@@ -65,7 +66,7 @@ from interestgym.serve.stores import StoreUnavailableError
 log = logging.getLogger("interestgym.serve")
 #: Environment variable carrying the JSON :class:`ServeConfig` to uvicorn's worker processes.
 CONFIG_ENV = "INTERESTGYM_SERVE_CONFIG"
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (403, 404, 409, 422, 500, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (403, 404, 409, 413, 422, 500, 503)}
 
 
 def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
@@ -150,6 +151,50 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, dict[str,
     return listed[0]["message"] + more, {"errors": listed}
 
 
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from a request's ``receive`` once its body passes the limit (a body sent without Content-Length).
+    An HTTPException: FastAPI lets those out of its body parsing (any other exception there becomes a 400)."""
+
+    def __init__(self) -> None:
+        super().__init__(413)
+
+
+def _too_large(found: str, limit: int) -> JSONResponse:
+    return _error(413, "body_too_large", f"the request body is {found}; expected at most {limit:,} bytes (--max-body-mb "
+                  f"{limit / 2**20:g}): send fewer events or items per request", {"max_bytes": limit})
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: a body over ``service.config.max_body_bytes`` is refused with 413 before it is parsed,
+    by its Content-Length or, sent without one, as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: Any, service: InterestService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.service.config.max_body_bytes
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await _too_large(f"{int(length):,} bytes (its Content-Length)", limit)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        await self.app(scope, limited, send)
+
+
 class _RequestMetrics:
     """Pure ASGI middleware: request counts and latency per route template (not per raw path)."""
 
@@ -196,11 +241,17 @@ def create_app(service: InterestService) -> FastAPI:
                      "`POST /v1/rank`. Items, popularity and categories come from the service's own catalogue."),
     )
     app.state.service = service
-    app.add_middleware(_RequestMetrics, service=service)
+    app.add_middleware(_BodyLimit, service=service)
+    app.add_middleware(_RequestMetrics, service=service)  # outermost: a refused body is counted too
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
         return _error(exc.status, exc.code, str(exc), exc.detail)
+
+    @app.exception_handler(_BodyTooLarge)
+    async def _body_too_large(_: Request, exc: _BodyTooLarge) -> JSONResponse:
+        limit = service.config.max_body_bytes
+        return _too_large(f"over {limit:,} bytes (sent without Content-Length)", limit)
 
     @app.exception_handler(StoreUnavailableError)
     async def _store_error(_: Request, exc: StoreUnavailableError) -> JSONResponse:

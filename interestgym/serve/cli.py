@@ -67,10 +67,12 @@ def listen(host: str, port: int) -> socket.socket:
 @click.option("--future-tolerance", type=click.IntRange(min=0), default=86_400, show_default=True,
               help="Seconds past the server's clock an event's ts may be; a later one is refused (422), since it would put "
                    "the user's real events out of order.")
+@click.option("--max-body-mb", type=click.IntRange(min=1), default=16, show_default=True,
+              help="The largest request body, in MiB; a larger one is refused (413 body_too_large) before it is parsed.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str | None, save_catalogue: Path | None, host: str,
           port: int, workers: int, threads: int, admin_token: str | None, text_encoder: str | None, future_tolerance: int,
-          log_level: str) -> None:
+          max_body_mb: int, log_level: str) -> None:
     """Serve EXPORT_DIR's policy over HTTP, with user states in a store.
 
     \b
@@ -111,7 +113,7 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
                                "(sqlite:///PATH.db or redis://HOST:PORT/DB)")
     config = ServeConfig(export=str(export_dir.resolve()), store=store_url, items=None if items is None else str(Path(items).resolve()),
                          embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder,
-                         future_tolerance_s=future_tolerance)
+                         future_tolerance_s=future_tolerance, max_body_bytes=max_body_mb * 2**20)
     sock = listen(host, port)  # first: a start that cannot listen must leave the store's active policy alone
     try:
         service = InterestService.open(config, install=True)

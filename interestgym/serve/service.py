@@ -151,6 +151,8 @@ class ServeConfig:
     #: how far past the server's clock an event's ts may be: a later one is refused (it would put the user's real
     #: events, all before it, out of order)
     future_tolerance_s: int = 86_400
+    #: the largest request body read (a larger one is refused with 413 before it is parsed)
+    max_body_bytes: int = 16 * 2**20
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
