@@ -743,28 +743,44 @@ def test_several_worker_processes_share_the_store_the_policy_swap_and_the_metric
         server.stop()
 
 
-def test_several_workers_answer_requests_on_a_kept_alive_connection_without_nagle_delays(fx, catalogue_dir, tmp_path):
+def test_the_listening_socket_says_tcp_so_accepted_connections_get_no_nagle_delay():
+    """asyncio sets TCP_NODELAY on an accepted connection only when its socket's protocol is IPPROTO_TCP (it is what
+    the listening socket was created with); uvicorn's own multi-worker socket had protocol 0, and every request after
+    the first on a kept-alive connection waited out a delayed ACK (~40 ms, uvicorn #3149)."""
+    import socket
+
+    from interestgym.serve.cli import listen
+
+    server = listen("127.0.0.1", 0)
+    client = socket.create_connection(server.getsockname()[:2], timeout=5)
+    try:
+        accepted, _ = server.accept()
+        assert server.proto == accepted.proto == socket.IPPROTO_TCP
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # inherited from the listening socket (Linux)
+        accepted.close()
+    finally:
+        client.close()
+        server.close()
+
+
+def test_several_workers_answer_requests_on_a_kept_alive_connection(fx, catalogue_dir, tmp_path):
+    """Two workers sharing the listening socket answer every request of one kept-alive connection (how fast is
+    benchmarks/serve.py's business; the Nagle delay is the test above's)."""
     import http.client
-    import statistics
 
     server = ServerProcess(fx.export, f"sqlite:///{tmp_path / 'serve.db'}", args=["--items", str(catalogue_dir), "--workers", "2"],
                            log=tmp_path / "server.log").start()
     try:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        seconds = []
         for i in range(11):  # one connection, kept alive: the first request opens it
             body = json.dumps({"events": [_event(f"e{i}", "u", 1_000_000 + i)]})
-            start = time.perf_counter()
             connection.request("POST", "/v1/events", body=body, headers={"Content-Type": "application/json"})
             response = connection.getresponse()
             assert response.status == 200, response.read()
-            response.read()
-            seconds.append(time.perf_counter() - start)
+            assert json.loads(response.read())["applied"] == 1
         connection.close()
     finally:
         server.stop()
-    # without TCP_NODELAY on the accepted connection, each request after the first waits out a delayed ACK (~40 ms)
-    assert statistics.median(seconds[1:]) < 0.020, [round(s * 1000, 1) for s in seconds]
 
 
 def test_items_given_as_text_are_encoded_with_the_catalogues_encoder(fx, tmp_path):
