@@ -798,3 +798,40 @@ def test_items_given_as_text_are_encoded_with_the_catalogues_encoder(fx, tmp_pat
         assert response.status_code == 200, response.text
     row = service.catalogue.rows(["new"])[0]
     np.testing.assert_array_equal(service.catalogue.vectors[row], encoder.encode(["a brand new item"], progress=False)[0])
+
+
+def test_the_health_probe_is_a_write_so_a_store_refusing_writes_is_unhealthy(tmp_path, redis_server):
+    """/healthz answered 200 from SELECT 1 / PING while every event failed (a read-only, full or write-locked
+    SQLite; a Redis refusing writes): the probe now writes, and fails where a write would."""
+    import sqlite3
+
+    import redis
+
+    from interestgym.serve.stores import SqliteStore, StoreUnavailableError
+
+    store = SqliteStore(tmp_path / "probe.db", busy_timeout_s=0.2)
+    store.ping()
+    holder = sqlite3.connect(tmp_path / "probe.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock: reads go on, writes wait and fail
+    try:
+        assert store.read(["u"]).users["u"].state is None  # what the old probe (a read) saw: a store that answers
+        with pytest.raises(StoreUnavailableError, match=r"sqlite store .*probe.db: ping failed \(database is locked\)"):
+            store.ping()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.ping()
+
+    url = f"{redis_server}?prefix=probe{time.monotonic_ns()}:"
+    store = open_store(url)
+    store.ping()
+    admin = redis.Redis.from_url(redis_server)
+    admin.config_set("min-replicas-to-write", 1)  # no replica: Redis refuses every write (NOREPLICAS), answers PING
+    try:
+        assert admin.ping()
+        with pytest.raises(StoreUnavailableError, match=r"redis store .*: ping failed, writes are refused \(.*NOREPLICAS"):
+            store.ping()
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+        admin.close()
+    store.ping()

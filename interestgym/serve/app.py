@@ -8,7 +8,7 @@
 ``DELETE /v1/users/{id}``  forget the user (state and applied event ids)
 ``PUT /v1/items``          add or replace items (vectors, or text encoded with the catalogue's encoder)
 ``GET /v1/admin/policy``   the active export; ``POST`` ``{"path": DIR}`` swaps to another one
-``GET /healthz``           store reachable, active policy, catalogue and how it was computed
+``GET /healthz``           store takes a write, active policy, catalogue and how it was computed
 ``GET /metrics``           Prometheus text (see :mod:`interestgym.serve.metrics`)
 ``GET /docs``              the OpenAPI page
 =========================  ================================================================================
@@ -329,7 +329,8 @@ def create_app(service: InterestService) -> FastAPI:
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
-        """200 when the store answers; the active policy and the catalogue's provenance."""
+        """200 when the store takes a write (a probe key: a store that answers reads but refuses writes fails every
+        event); the active policy and the catalogue's provenance."""
         return service.health()
 
     @app.get("/metrics", tags=["ops"], response_class=Response)

@@ -369,7 +369,9 @@ class SqliteStore(Store):
         self._write(body, "put items")
 
     def ping(self) -> None:
-        self._read(lambda c: c.execute("SELECT 1").fetchone(), "ping")
+        # a write, not only a read: a read-only, full or write-locked database answers SELECT 1 and refuses every event
+        self._write(lambda c: c.execute("INSERT INTO meta VALUES ('healthz', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                        (f"{time.time():.3f}",)), "ping")
 
     def close(self) -> None:
         with self._all_lock:
@@ -519,7 +521,15 @@ class RedisStore(Store):
             self._guard("put items", body)
 
     def ping(self) -> None:
-        self._guard("ping", self._r.ping)
+        # a write, not only PING: a Redis that refuses writes (MISCONF: its disk full, a replica) answers PING. Its own
+        # key, not the meta hash, which every transaction WATCHes (a probe there would make them retry).
+        def probe() -> None:
+            try:
+                self._r.set(f"{self.prefix}healthz", f"{time.time():.3f}")
+            except self._redis_mod.ResponseError as exc:
+                raise StoreUnavailableError(f"redis store {self.describe()}: ping failed, writes are refused ({exc})") from None
+
+        self._guard("ping", probe)
 
     def close(self) -> None:
         self._r.close()
