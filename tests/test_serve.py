@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -435,6 +436,11 @@ def test_a_policy_swap_is_atomic_for_every_worker_and_refuses_another_feature_ta
         same = a.post("/v1/admin/policy", json={"path": str(newer)}).json()
         assert same["unchanged"] is True and same["active"]["generation"] == before["generation"] + 1
         assert 'interestgym_policy_swaps_total{result="unchanged"} 1.0' in a.get("/metrics").text
+        # ... named by a relative path too (the store records the resolved one)
+        relative = os.path.relpath(newer)
+        assert not Path(relative).is_absolute()
+        assert a.post("/v1/admin/policy", json={"path": relative}).json()["unchanged"] is True
+        assert 'interestgym_policy_swaps_total{result="unchanged"} 2.0' in a.get("/metrics").text
         assert 'interestgym_policy_swaps_total{result="swapped"} 1.0' in a.get("/metrics").text
     # a store whose states were written under another contract refuses to start with this export
     with pytest.raises(PolicyMismatchError, match="feature table"):

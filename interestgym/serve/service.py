@@ -394,7 +394,8 @@ class InterestService:
             self.metrics.policy_swaps.labels("refused").inc()
             raise CatalogueRefusedError(str(exc)) from None
         previous = self._active.record
-        if previous.get("manifest_sha256") == new.manifest["manifest_sha256"] and previous.get("path") == str(new.directory):
+        # the record holds the resolved path: a relative path to the same folder is the same export
+        if previous.get("manifest_sha256") == new.manifest["manifest_sha256"] and previous.get("path") == str(Path(new.directory).resolve()):
             # the export already active, from the same folder: nothing changes (no new generation), and the answer says so
             self.metrics.policy_swaps.labels("unchanged").inc()
             log.info("policy swap to %s: already the active export (generation %s)", path, previous.get("generation"))
