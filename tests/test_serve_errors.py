@@ -68,6 +68,11 @@ def test_schema_and_runtime_errors_have_one_shape(client):
      "candidates: 'i1' is there twice (positions 1 and 3); expected distinct item ids"),
     ("post", "/v1/events", {"events": [_event(ts="1511544070000")]},
      "events[0].ts is '1511544070000'; expected less than 4102444800 (unix seconds: this looks like milliseconds; divide by 1000)"),
+    # true / false are not times: pydantic's lax int applied true as 1 (1970), locking the user out of every real event
+    ("post", "/v1/events", {"events": [_event(ts=True)]}, "events[0].ts: true is not a time; expected UTC unix seconds (a JSON integer)"),
+    ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "ts": False}, "ts: false is not a time; expected UTC unix seconds (a JSON integer)"),
+    ("post", "/v1/events", {"events": [{"kind": "outcome", "event_id": "o", "user_id": "u", "candidates": ["i1"], "labels": [1], "ts": True}]},
+     "events[0].ts: true is not a time; expected UTC unix seconds (a JSON integer)"),
     ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "k": 3},
      "k is not a field of this request (found 3); expected only the fields listed at /docs"),
     ("post", "/v1/rank", {"candidates": ["i1"]}, "user_id is missing; expected a value (required field)"),

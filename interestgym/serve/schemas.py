@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -17,6 +18,18 @@ from pydantic import (
 from interestgym.core.clock import TS_MAX
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    """true / false are not times (pydantic's lax int read true as 1: an event in 1970 that locked the user out of
+    every real one). Whole-number floats and digit strings stay accepted: a retry spelling 1000000.0 is the same event."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a time; expected UTC unix seconds (a JSON integer)")  # noqa: TRY004 (pydantic reports ValueError)
+    return value
+
+
+#: A time in UTC unix seconds.
+Seconds = Annotated[int, BeforeValidator(_not_a_bool)]
 MAX_BATCH = 1000
 MAX_CANDIDATES = 10_000
 
@@ -41,7 +54,7 @@ class BehaviourEvent(_Body):
     kind: Literal["event"] = "event"
     event_id: Id = Field(description="Unique per user: a retried event with the same id is applied once.")
     user_id: Id
-    ts: int = Field(ge=0, lt=TS_MAX, description="UTC unix seconds (before 2100-01-01). A user's events must arrive in time order (equal times are fine).")
+    ts: Seconds = Field(ge=0, lt=TS_MAX, description="UTC unix seconds (before 2100-01-01). A user's events must arrive in time order (equal times are fine).")
     action: str = Field(description="One of the export's actions (click, view, rate, purchase, ...).")
     item_id: str | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
     value: float | None = Field(None, description="Rating / quantity / read fraction (ratings >= the export's positive_rating "
@@ -61,7 +74,7 @@ class Outcome(_Body):
     candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown (distinct).")
     labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(None, description="1 = clicked, one per candidate.")
     clicked: list[str] | None = Field(None, description="The clicked candidates (instead of labels).")
-    ts: int | None = Field(None, ge=0, lt=TS_MAX, description="When it was shown (for the hour, if the score uses time of day).")
+    ts: Seconds | None = Field(None, ge=0, lt=TS_MAX, description="When it was shown (for the hour, if the score uses time of day).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
 
     @field_validator("candidates")
@@ -128,7 +141,7 @@ class RankRequest(_Body):
     user_id: Id
     candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES)
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
-    ts: int | None = Field(None, ge=0, lt=TS_MAX)
+    ts: Seconds | None = Field(None, ge=0, lt=TS_MAX)
     top_k: int | None = Field(None, ge=1, description="Return only the best k.")
 
     @field_validator("candidates")
