@@ -152,8 +152,14 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         own_dir = tempfile.mkdtemp(prefix="interestgym-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
-        Multiprocess(uvicorn.Config("interestgym.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                                    log_level=log_level), sockets=[sock]).run()
+        config = uvicorn.Config("interestgym.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                                log_level=log_level)
+        # uvicorn 0.29-0.36 (pyproject allows >= 0.29) take the worker's target, Server(config).run as uvicorn.run passed it;
+        # later ones (0.54 here) build it themselves and have no such parameter
+        import inspect
+
+        target = {"target": uvicorn.Server(config).run} if "target" in inspect.signature(Multiprocess).parameters else {}
+        Multiprocess(config, sockets=[sock], **target).run()
     except KeyboardInterrupt:
         pass
     finally:
