@@ -841,3 +841,40 @@ def test_the_health_probe_is_a_write_so_a_store_refusing_writes_is_unhealthy(tmp
         admin.config_set("min-replicas-to-write", 0)
         admin.close()
     store.ping()
+
+
+@pytest.mark.parametrize(("host", "token", "warned"), [
+    ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False), ("127.0.0.2", None, False),
+    ("0.0.0.0", None, True), ("10.1.2.3", None, True), ("::", None, True), ("serve.internal", None, True),
+    ("0.0.0.0", "s3cret", False),
+])
+def test_serve_warns_when_the_admin_api_is_open_to_other_machines(host, token, warned):
+    from interestgym.serve.cli import open_admin_warning
+
+    warning = open_admin_warning(host, token)
+    assert (warning is not None) == warned
+    if warned:
+        assert warning.startswith(f"--host {host} without --admin-token: /v1/admin/policy is open") and "INTERESTGYM_ADMIN_TOKEN" in warning
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
+    """It holds users' profiles: created 0600 whatever the umask (SQLite gives its -wal / -shm files the database's mode);
+    an existing store keeps its own mode."""
+    import os
+    import stat
+
+    from interestgym.serve.stores import SqliteStore
+
+    old = os.umask(0o022)
+    try:
+        store = SqliteStore(tmp_path / "new.db")
+        store.ping()  # a write: the WAL file exists now
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        assert modes["new.db"] == modes["new.db-wal"] == 0o600, modes
+        store.close()
+        (tmp_path / "shared.db").touch(mode=0o640)
+        os.chmod(tmp_path / "shared.db", 0o640)
+        SqliteStore(tmp_path / "shared.db").close()
+        assert stat.S_IMODE((tmp_path / "shared.db").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

@@ -6,6 +6,7 @@ stays instant; they come with ``pip install 'interestgym[serve]'``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -18,6 +19,22 @@ from interestgym.errors import InterestGymError
 
 #: The exit status of a start that could not listen (uvicorn's own for a failed start).
 STARTUP_FAILURE = 3
+
+
+def open_admin_warning(host: str, admin_token: str | None) -> str | None:
+    """What to say when the admin API is open to other machines: ``host`` is not a loopback address and no token is
+    set (``POST /v1/admin/policy`` swaps to any export folder on this machine's disk). None otherwise."""
+    if admin_token:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        loopback = False
+    if loopback:
+        return None
+    return (f"--host {host} without --admin-token: /v1/admin/policy is open to whoever reaches this address (it swaps the "
+            "served policy to any export folder on this machine's disk); expected --admin-token TOKEN (or "
+            "INTERESTGYM_ADMIN_TOKEN) on a host other machines can reach")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -133,6 +150,8 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         service.catalogue.save(save_catalogue)
         click.echo(f"catalogue written to {save_catalogue}")
     click.echo(f"serving  http://{host}:{port}  (docs: /docs, metrics: /metrics)")
+    if (warning := open_admin_warning(host, admin_token)) is not None:
+        click.echo(f"warning  {warning}", err=True)
     # uvicorn serves on the socket taken above (what uvicorn.run does after binding its own)
     if workers == 1:
         server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level))

@@ -37,6 +37,7 @@ pickled. Applied event ids are kept as long as their user (``DELETE /v1/users/{i
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -233,6 +234,12 @@ class SqliteStore(Store):
         self._all_lock = threading.Lock()
         if not self.path.parent.is_dir():
             raise StoreError(f"sqlite store {self.path}: folder {self.path.parent} does not exist")
+        try:  # a new store is readable by its owner only: it holds users' profiles (SQLite gives -wal / -shm the same mode)
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass  # an existing store keeps the mode it has
+        except OSError as exc:
+            raise StoreError(f"sqlite store {self.path}: cannot be created ({exc})") from None
         conn = self._conn()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
