@@ -222,3 +222,17 @@ def test_the_service_refuses_a_repeated_rank_candidate_from_python_too(client):
     service = client.app.state.service
     with pytest.raises(InvalidRequestError, match=r"candidates: 'i1' is there twice \(positions 1 and 3\); expected distinct item ids"):
         service.rank("u", ["i1", "i2", "i1"])
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"events": [{"event_id": "\xff"}]}', "body is not UTF-8 (byte 26: invalid start byte); expected a JSON object in UTF-8"),
+    (b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "body nests arrays or objects too deeply to be read; expected a JSON object of the API's shape (see /docs)"),
+])
+def test_a_body_that_cannot_be_read_as_json_is_a_422_in_the_same_shape(client, body, message):
+    """FastAPI answers 400 http_error "There was an error parsing the body" for these: the service answers them as
+    every other unreadable request, 422 invalid_request saying what was found and expected."""
+    response = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    got = response.json()
+    assert set(got) == KEYS and got["error"] == "invalid_request" and got["message"] == message

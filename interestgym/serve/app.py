@@ -136,6 +136,15 @@ def _one_validation_message(error: dict[str, Any]) -> str:
     return f"{path}{found}: {msg}"
 
 
+def _unparsed_body_message(cause: BaseException) -> str:
+    """Why a body could not even be read as JSON (the cause of FastAPI's 400), in the refusals' words."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body is not UTF-8 (byte {cause.start}: {cause.reason}); expected a JSON object in UTF-8"
+    if isinstance(cause, RecursionError):
+        return "body nests arrays or objects too deeply to be read; expected a JSON object of the API's shape (see /docs)"
+    return f"body cannot be read as JSON ({type(cause).__name__}: {cause}); expected a JSON object"
+
+
 def validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """(message, detail) of a request that failed the schema, in the runtime errors' words.
 
@@ -270,7 +279,13 @@ def create_app(service: InterestService) -> FastAPI:
         return _error(422, "invalid_request", *validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "There was an error parsing the body" (a 400 of its own) for what its JSON read raised: a body
+            # that is not UTF-8, or nested too deep. An unreadable body is a refused request like any other: 422.
+            if request.url.path == "/v1/events":
+                service.metrics.refused.labels("invalid").inc()
+            return _error(422, "invalid_request", _unparsed_body_message(exc.__cause__))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
