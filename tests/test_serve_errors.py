@@ -60,6 +60,11 @@ def test_schema_and_runtime_errors_have_one_shape(client):
      ("events[0].ts is '11/12/2019 2:14:46 PM'; expected a valid integer, unable to parse string as an integer (UTC unix "
       "seconds, e.g. 1704825930; convert a date and time to them)")),
     ("post", "/v1/events", {"events": [_event(kind="click")]}, "events[0].kind is 'click'; expected 'event' or 'outcome'"),
+    # past float32's range: refused by the schema, with its path (the runtime's "Event.value=..." had none)
+    ("post", "/v1/events", {"events": [_event(value=1e300)]},
+     "events[0].value is 1e+300; expected a finite number within float32's range (|value| <= 3.403e+38)"),
+    ("post", "/v1/events", {"events": [_event(value=-1e39)]},
+     "events[0].value is -1e+39; expected a finite number within float32's range (|value| <= 3.403e+38)"),
     ("post", "/v1/events", {"events": [_event(ts=10**26)]}, "events[0].ts is 100000000000000000000000000; expected less than 4102444800"),
     ("post", "/v1/rank", {"user_id": "u", "candidates": ["i1"], "ts": 2**63}, "ts is 9223372036854775808; expected less than 4102444800"),
     ("post", "/v1/events", {"events": [_event(event_id="")]}, "events[0].event_id is ''; expected at least 1 character"),
@@ -118,10 +123,11 @@ def test_validation_message_without_errors_still_says_something():
     assert "schema" in message and detail == {"errors": []}
 
 
-def test_a_value_past_float32_is_refused_by_the_runtime_in_the_same_shape(client):
+def test_a_value_past_float32_is_refused_in_the_same_shape_with_its_path(client):
     got = client.post("/v1/events", json={"events": [_event(event_id="big", user_id="v", value=1e300)]})
     assert got.status_code == 422 and set(got.json()) == KEYS and got.json()["error"] == "invalid_request"
-    assert "value=1e+300: expected a finite number" in got.json()["message"]
+    assert got.json()["message"].startswith("events[0].value is 1e+300; expected a finite number")
+    assert got.json()["detail"]["errors"][0]["path"] == "events[0].value"  # the runtime's own refusal had no path
 
 
 def test_a_rating_without_its_value_is_refused_and_nothing_is_applied(client):

@@ -44,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interestgym import __version__
 from interestgym.core.clock import TS_MAX, TS_MIN
+from interestgym.core.log_features import VALUE_MAX
 from interestgym.errors import InterestGymError
 from interestgym.serve.schemas import (
     ErrorBody,
@@ -124,6 +125,9 @@ def _one_validation_message(error: dict[str, Any]) -> str:
         bound = f"at most {ctx.get('max_length')}" if kind == "too_long" else f"at least {ctx.get('min_length')}"
         return f"{path} has {ctx['actual_length']} items; expected {bound}"
     found = f" is {_shown(error['input'])}" if "input" in error else ""
+    if kind in ("less_than_equal", "greater_than_equal") and (path == "value" or path.endswith(".value")):
+        # the bound is float32's largest number: its 39 digits would say less than the words do
+        return f"{path}{found}; expected a finite number within float32's range (|value| <= {VALUE_MAX:.4g})"
     should = _SHOULD.match(msg)
     if should:
         value = error.get("input")

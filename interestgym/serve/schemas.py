@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from interestgym.core.clock import TS_MAX
+from interestgym.core.log_features import VALUE_MAX
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -57,7 +58,7 @@ class BehaviourEvent(_Body):
     ts: Seconds = Field(ge=0, lt=TS_MAX, description="UTC unix seconds (before 2100-01-01). A user's events must arrive in time order (equal times are fine).")
     action: str = Field(description="One of the export's actions (click, view, rate, purchase, ...).")
     item_id: str | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
-    value: float | None = Field(None, description="Rating / quantity / read fraction (ratings >= the export's positive_rating "
+    value: float | None = Field(None, ge=-VALUE_MAX, le=VALUE_MAX, description="Rating / quantity / read fraction (ratings >= the export's positive_rating "
                                 "are positive). Required for 'rate' events; otherwise absent counts as 1.0 (and is counted in "
                                 "interestgym_events_default_value_total).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour on the dataset's clock; default: from ts.")
