@@ -242,3 +242,18 @@ def test_a_body_that_cannot_be_read_as_json_is_a_422_in_the_same_shape(client, b
     assert response.status_code == 422, response.text
     got = response.json()
     assert set(got) == KEYS and got["error"] == "invalid_request" and got["message"] == message
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded"])
+def test_a_json_body_not_sent_as_json_is_a_415_saying_which_header_to_send(client, content_type):
+    """FastAPI reads a body as JSON only under a JSON Content-Type; otherwise the schema saw text and the answer was
+    "expected a valid dictionary", which sent users looking at their JSON instead of their header."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = client.post("/v1/rank", content=b'{"user_id": "u", "candidates": ["i1"]}', headers=headers)
+    assert response.status_code == 415, response.text
+    got = response.json()
+    assert set(got) == KEYS and got["error"] == "unsupported_media_type"
+    assert got["message"] == (f"body sent with Content-Type {content_type or '(none)'!r}; expected 'application/json' "
+                              "(curl: -H 'Content-Type: application/json')")
+    assert client.post("/v1/rank", content=b'{"user_id": "u", "candidates": ["i1"]}',
+                       headers={"content-type": "application/json; charset=utf-8"}).status_code == 200

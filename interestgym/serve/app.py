@@ -19,7 +19,7 @@ vector of the wrong size; the message says ``PATH is FOUND; expected WHAT``, e.g
 'soon'; expected a valid integer ...``, and a schema failure lists every problem in
 ``detail["errors"]``), 404 ``not_found``, 409
 ``out_of_order`` / ``policy_mismatch`` / ``catalogue_mismatch``, 403 ``forbidden`` (admin without the
-token), 413 ``body_too_large`` (a body over ``--max-body-mb``, by its Content-Length or as it streams in, before
+token), 415 ``unsupported_media_type`` (a body not sent as ``application/json``), 413 ``body_too_large`` (a body over ``--max-body-mb``, by its Content-Length or as it streams in, before
 it is parsed), 503 ``store_unavailable`` / ``policy_unavailable`` (the store's active export cannot be loaded
 here), 500 ``corrupt_state`` (a user's stored state cannot be read: logged naming the user, counted in
 ``interestgym_store_errors_total``); anything else is 500 ``internal_error`` with the traceback in the
@@ -280,6 +280,12 @@ def create_app(service: InterestService) -> FastAPI:
         # the same body as the runtime's refusals: 422 invalid_request, "PATH is FOUND; expected WHAT"
         if request.url.path == "/v1/events":  # a batch the schema refused is a refused batch too
             service.metrics.refused.labels("invalid").inc()
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if (media != "application/json" and not media.endswith("+json")
+                and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "model_attributes_type" for e in exc.errors())):
+            # FastAPI reads a body as JSON only when it says so: anything else arrives as text ("expected a valid dictionary")
+            return _error(415, "unsupported_media_type", f"body sent with Content-Type {media or '(none)'!r}; expected "
+                          "'application/json' (curl: -H 'Content-Type: application/json')", {"content_type": media or None})
         return _error(422, "invalid_request", *validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
