@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from export_fixtures import trained_export
@@ -878,3 +879,22 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
         assert stat.S_IMODE((tmp_path / "shared.db").stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_serve_listens_on_an_ipv6_address_written_in_brackets():
+    import socket
+
+    from interestgym.serve.cli import listen
+
+    if not socket.has_ipv6:
+        pytest.skip("this machine has no IPv6")
+    try:
+        server = listen("[::1]", 0)
+    except click.ClickException as exc:  # a host without ::1 configured
+        if "Cannot assign requested address" in str(exc.message):
+            pytest.skip("::1 is not configured here")
+        raise
+    try:
+        assert server.family == socket.AF_INET6 and server.getsockname()[0] == "::1"
+    finally:
+        server.close()

@@ -282,7 +282,8 @@ def create_app(service: InterestService) -> FastAPI:
             service.metrics.refused.labels("invalid").inc()
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if (media != "application/json" and not media.endswith("+json")
-                and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "model_attributes_type" for e in exc.errors())):
+                and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "model_attributes_type"
+                        and isinstance(e.get("input"), (str, bytes)) for e in exc.errors())):  # the body as text, unread
             # FastAPI reads a body as JSON only when it says so: anything else arrives as text ("expected a valid dictionary")
             return _error(415, "unsupported_media_type", f"body sent with Content-Type {media or '(none)'!r}; expected "
                           "'application/json' (curl: -H 'Content-Type: application/json')", {"content_type": media or None})
@@ -290,7 +291,7 @@ def create_app(service: InterestService) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and exc.__cause__ is not None:
+        if exc.status_code == 400 and isinstance(exc.__cause__, (UnicodeDecodeError, RecursionError, ValueError)):
             # FastAPI's "There was an error parsing the body" (a 400 of its own) for what its JSON read raised: a body
             # that is not UTF-8, or nested too deep. An unreadable body is a refused request like any other: 422.
             if request.url.path == "/v1/events":

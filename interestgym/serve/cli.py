@@ -43,6 +43,7 @@ def listen(host: str, port: int) -> socket.socket:
     ``serve`` takes its port before it opens the store: a start that cannot listen (the port in use)
     must not have made its export the store's active policy, which every running server follows.
     """
+    host = host.strip("[]")  # an IPv6 address as a URL writes it: [::1]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose protocol says TCP; without
     # it every request after the first on a kept-alive connection waits out a delayed ACK (~40 ms; uvicorn #3149)
