@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
-    field_validator,
     model_validator,
 )
 
@@ -49,6 +49,16 @@ def repeated_id(items: list[str]) -> str | None:
     return None
 
 
+def _distinct_ids(items: list[str]) -> list[str]:
+    if (repeated := repeated_id(items)) is not None:
+        raise ValueError(repeated)
+    return items
+
+
+#: Item ids to rank or shown: distinct (an id there twice would be scored twice, and an outcome's label counted twice).
+DistinctIds = Annotated[list[str], AfterValidator(_distinct_ids)]
+
+
 class BehaviourEvent(_Body):
     """Something the user did with an item: updates the user's interest state through the policy."""
 
@@ -72,19 +82,11 @@ class Outcome(_Body):
     kind: Literal["outcome"]
     event_id: Id
     user_id: Id
-    candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown (distinct).")
+    candidates: DistinctIds = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown (distinct).")
     labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(None, description="1 = clicked, one per candidate.")
     clicked: list[str] | None = Field(None, description="The clicked candidates (instead of labels).")
     ts: Seconds | None = Field(None, ge=0, lt=TS_MAX, description="When it was shown (for the hour, if the score uses time of day).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
-
-    @field_validator("candidates")
-    @classmethod
-    def _distinct(cls, candidates: list[str]) -> list[str]:
-        # as a ranking's: an id shown twice would be scored (and its label counted) twice
-        if (repeated := repeated_id(candidates)) is not None:
-            raise ValueError(repeated)
-        return candidates
 
     @model_validator(mode="after")
     def _labels_or_clicked(self) -> Outcome:
@@ -140,17 +142,10 @@ class EventsResponse(BaseModel):
 
 class RankRequest(_Body):
     user_id: Id
-    candidates: list[str] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    candidates: DistinctIds = Field(min_length=1, max_length=MAX_CANDIDATES)
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
     ts: Seconds | None = Field(None, ge=0, lt=TS_MAX)
     top_k: int | None = Field(None, ge=1, description="Return only the best k.")
-
-    @field_validator("candidates")
-    @classmethod
-    def _distinct(cls, candidates: list[str]) -> list[str]:
-        if (repeated := repeated_id(candidates)) is not None:  # a ranking of a list holding an id twice would rank it twice
-            raise ValueError(repeated)
-        return candidates
 
 
 class RankedItem(BaseModel):
