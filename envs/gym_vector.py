@@ -26,6 +26,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from interestgym.envs.vector import InterestReplayVecEnv
 
+from interestgym.errors import InterestGymError
+
 
 class InterestReplayVectorEnv(VectorEnv):
     """``num_envs`` users of a split replayed in lock-step (Gymnasium's vector API).
@@ -47,8 +49,6 @@ class InterestReplayVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 8, *, render_mode: str | None = None, autoreset_mode: str | AutoresetMode = "same_step",
                  **kwargs: Any) -> None:
         from interestgym.envs.replay import reject_render_mode
-
-        from interestgym.errors import InterestGymError
 
         reject_render_mode(render_mode)
         modes = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
@@ -74,8 +74,6 @@ class InterestReplayVectorEnv(VectorEnv):
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw a user for every slot (``seed`` seeds the draws) and return their first observations."""
         if options:
-            from interestgym.errors import InterestGymError
-
             raise InterestGymError(f"reset options {sorted(options)}: the vector env takes none (every slot draws its users; "
                                    "the single env's reset(options={'user_id': ...}) picks one)")
         if seed is not None:

@@ -6,6 +6,7 @@ stays instant; they come with ``pip install 'interestgym[serve]'``.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import os
 import shutil
@@ -176,8 +177,6 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
                                 log_level=log_level)
         # uvicorn 0.29-0.36 (pyproject allows >= 0.29) take the worker's target, Server(config).run as uvicorn.run passed it;
         # later ones (0.54 here) build it themselves and have no such parameter
-        import inspect
-
         target = {"target": uvicorn.Server(config).run} if "target" in inspect.signature(Multiprocess).parameters else {}
         Multiprocess(config, sockets=[sock], **target).run()
     except KeyboardInterrupt:

@@ -212,7 +212,7 @@ def contract_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[st
 
 def _policy_record(policy: ExportedPolicy, generation: int) -> dict[str, Any]:
     return {"path": str(Path(policy.directory).resolve()), "manifest_sha256": policy.manifest["manifest_sha256"],
-            "generation": generation, "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "generation": generation, "installed_at": _utc(int(time.time()))}
 
 
 @dataclass(frozen=True)
@@ -744,6 +744,7 @@ def _decode_state(blob: bytes | None, policy: ExportedPolicy, user_id: str) -> U
 
 
 def _utc(ts: int) -> str:
+    """Unix seconds as an ISO 8601 UTC time (2024-01-09T18:45:30Z)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
