@@ -123,6 +123,16 @@ class PointScores:
             similarities=np.concatenate([pad(p.similarities, 0) for p in parts]), **optional)
 
 
+def _as_slice(rows: np.ndarray) -> np.ndarray | slice:
+    """``rows`` as a slice when they are one or two consecutive rows in order (the single env's: its row,
+    and the reference rule's), so that the state is read and written without fancy indexing; else ``rows``."""
+    n = len(rows)
+    if n == 1 or n == 2 and rows[1] == rows[0] + 1:
+        start = int(rows[0])
+        return slice(start, start + n)
+    return rows
+
+
 def _shared_points(point_index: np.ndarray) -> np.ndarray | None:
     """When every point of ``point_index`` occurs the same number m >= :data:`_SHARED_MIN` of times (the
     rows of m rules replaying the same users in lock-step): a (U, m) array of positions, one row per
@@ -317,11 +327,12 @@ class ReplayEngine:
         the placeholder observation returned at the end of an episode.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        dec = self.cursor[rows] - (1 if terminal else 0)
+        at = _as_slice(rows)  # reads only: views where the rows are a run
+        dec = self.cursor[at] - (1 if terminal else 0)
         x = self.data.embeddings[self.data.decision_item[dec]]
-        long_term, short_term = self.long_term[rows], self.short_term[rows]
-        means = {name: getattr(self, name)[rows] for name in RUNNING_MEAN_NAMES}
-        shadow_cos = np.zeros((len(rows), len(SHADOW_STRENGTHS))) if self.lean else self.shadow_cos_ema[rows]
+        long_term, short_term = self.long_term[at], self.short_term[at]
+        means = {name: getattr(self, name)[at] for name in RUNNING_MEAN_NAMES}
+        shadow_cos = np.zeros((len(rows), len(SHADOW_STRENGTHS))) if self.lean else self.shadow_cos_ema[at]
         raw = state_quantities(x, long_term, short_term, means, shadow_cos)
         extra = self.data.decision_extra_obs  # optional observations after FEATURES (core.features.EXTRA_FEATURES)
         obs = np.empty((len(rows), N_FEATURES + (0 if extra is None else extra.shape[1])), dtype=np.float32)
@@ -364,9 +375,11 @@ class ReplayEngine:
         x = data.embeddings[data.decision_item[dec]]
 
         # Running statistics (measured before the update), profile updates, then the score-term state.
-        before = DecisionState(*(getattr(self, name)[rows] for name in DecisionState._fields))
+        # (decision_transition returns new arrays: reading the state through views of a run of rows is safe)
+        at = _as_slice(rows)
+        before = DecisionState(*(getattr(self, name)[at] for name in DecisionState._fields))
         for name, value in zip(DecisionState._fields, decision_transition(before, x, strengths)):
-            getattr(self, name)[rows] = value
+            getattr(self, name)[at] = value
         forgetting = None
         if self.category_counts is not None:
             forgetting = apply_keep_change(category_forgetting_factor(self.cat_forgetting[rows], strengths), keep_change)
@@ -387,9 +400,13 @@ class ReplayEngine:
         # Scoring points between this decision and the next, scored with the updated state.
         p_start = data.decision_point_start[dec]
         p_count = data.decision_point_end[dec] - p_start
-        point_row = np.repeat(np.arange(n), p_count)
-        first = np.concatenate([[0], np.cumsum(p_count)[:-1]]) if n else np.zeros(0, np.int64)
-        point_index = np.repeat(p_start, p_count) + (np.arange(len(point_row)) - np.repeat(first, p_count))
+        if n == 1:  # the single env's row: its points are one run of indices
+            point_row = np.zeros(int(p_count[0]), dtype=np.int64)
+            point_index = np.arange(int(p_start[0]), int(p_start[0]) + int(p_count[0]), dtype=np.int64)
+        else:
+            point_row = np.repeat(np.arange(n), p_count)
+            first = np.concatenate([[0], np.cumsum(p_count)[:-1]]) if n else np.zeros(0, np.int64)
+            point_index = np.repeat(p_start, p_count) + (np.arange(len(point_row)) - np.repeat(first, p_count))
         beta_trk = apply_tracker_change(self.beta_trk[rows], tracker_change)
         # lambda of the per-slot category counts in this decision's scoring (a slot change scales the rule's)
         slot_weight = apply_slot_change(self.slot_weight[rows], changes.slot)
@@ -404,17 +421,26 @@ class ReplayEngine:
         n_points = p_count.astype(np.int64)
         scored = n_points > 0
         denom = np.where(scored, n_points, 1)
-        # bincount adds each row's points in order: a row's sums do not depend on other rows.
-        sums = {name: np.bincount(point_row, weights=values, minlength=n) for name, values in point_metrics.items()}
-        step_metrics = {name: np.where(scored, total / denom, np.nan) for name, total in sums.items()}
+        # bincount adds each row's points in order: a row's sums do not depend on other rows. Every metric in
+        # one call: metric m's sum of row r lands in bin m * n + r (the same additions in the same order).
+        names = list(point_metrics)
+        if names:
+            stacked = np.stack([point_metrics[name] for name in names])  # (M, P)
+            bins = (point_row + n * np.arange(len(names))[:, None]).ravel()
+            totals = np.bincount(bins, weights=stacked.ravel(), minlength=n * len(names)).reshape(len(names), n)
+            means = np.where(scored, totals / denom, np.nan)
+            sums = dict(zip(names, totals))
+            step_metrics = dict(zip(names, means))
+        else:
+            sums, step_metrics = {}, {}
         if not self.lean:
             folded = (self.reward_ema, self.long_metric_ema, self.short_metric_ema)
-            means = fold_outcomes(np.stack([m[rows] for m in folded], axis=1),
+            means = fold_outcomes(np.stack([m[at] for m in folded], axis=1),
                                   np.stack([sums[self.metric], sums["_long_only"], sums["_short_only"]], axis=1), n_points)
             for m, column in zip(folded, means.T):
-                m[rows] = column
-        self.cursor[rows] += 1
-        done = self.cursor[rows] >= self.end[rows]
+                m[at] = column
+        self.cursor[at] += 1
+        done = self.cursor[at] >= self.end[at]
         return StepOutput(
             decision=dec, metrics={k: v for k, v in step_metrics.items() if not k.startswith("_")},
             scored=scored, n_points=n_points, done=done, strengths=strengths,
@@ -451,10 +477,12 @@ class ReplayEngine:
         profiles = np.stack([long_term, short_term] + ([ctx_prof] if use_ctx else []), axis=2)  # (P, d, K)
         sims = np.zeros((n_pts, width, profiles.shape[2]), dtype=np.float32)
         emb = data.embeddings
-        lengths, groups = np.unique(length, return_inverse=True)
-        for g, size in enumerate(lengths):
-            members = np.nonzero(groups == g)[0]
-            size = int(size)
+        if n_pts == 1 or (length == length[0]).all():  # one candidate count (always, with sampled negatives)
+            by_length = [(int(length[0]), np.arange(n_pts))]
+        else:
+            lengths, groups = np.unique(length, return_inverse=True)
+            by_length = [(int(size), np.nonzero(groups == g)[0]) for g, size in enumerate(lengths)]
+        for size, members in by_length:
             shared = _shared_points(point_index[members])
             if shared is not None:
                 # Rows scoring the same points (e.g. many rules replaying the same users in lock-step): each

@@ -93,3 +93,24 @@ def test_log_and_clock_features_follow_their_published_definitions():
     np.testing.assert_allclose(view["log_decisions"], [0.0, np.log(4) / np.log(10001), np.log(51) / np.log(10001), 1.0], atol=1e-6)
     np.testing.assert_allclose(view["action_weight"], [0.125, 0.25, 0.5, 1.0], atol=1e-7)
     np.testing.assert_allclose(view["short_long_ema"], [-0.5, -0.1, 0.2, 0.5], atol=1e-7)
+
+
+def test_state_features_alone_equal_their_columns_of_the_whole_observation():
+    # encode_features(raw, STATE_FEATURES) (the engine's and the runtime's per-decision call) writes the state
+    # quantities into one block; the whole observation computes every column by its definition, one by one
+    rng = np.random.default_rng(3)
+    raw = raw_batch(rng, 64)
+    raw["long_empty"] = raw["long_empty"].astype(bool)  # the engine's: a bool array
+    raw["cos_item_long"] = raw["cos_item_long"].astype(np.float32)  # cosines arrive as float32
+    raw["short_long_ema"][:3] = [np.nan, np.inf, -3.0]  # NaN passes the clip as NaN, +-inf and -3 / 2 saturate
+    whole = encode_features(raw, max_action_weight=3.0)
+    for names in (STATE_FEATURES, tuple(reversed(STATE_FEATURES)), STATE_FEATURES[:4]):
+        alone = encode_features(raw, names, max_action_weight=3.0)
+        expected = whole[:, [FEATURE_NAMES.index(n) for n in names]]
+        assert alone.dtype == np.float32 and alone.shape == (64, len(names))
+        assert np.array_equal(alone, expected, equal_nan=True)
+    short_long = encode_features(raw, ("short_long_ema",))[:, 0]
+    assert np.isnan(short_long[0]) and short_long[1] == 1.0 and short_long[2] == -1.0
+    assert np.array_equal(short_long[3:], np.clip((raw["short_long_ema"][3:] / 2).astype(np.float32), -1, 1))
+    assert np.array_equal(encode_features(raw, STATE_FEATURES)[:, STATE_FEATURES.index("long_empty")],
+                          raw["long_empty"].astype(np.float32))

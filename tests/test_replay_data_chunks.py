@@ -171,3 +171,23 @@ def test_chunk_users_must_be_a_positive_integer(datasets):
         chunk_user_lists(np.array(["a"]), 0)
     with pytest.raises(InterestGymError, match="not 'test' users"):
         list(iter_replay_chunks(datasets["next_positive"], None, ProtocolSpec(split="test"), users=["no-such-user"]))
+
+
+def test_padded_points_of_one_candidate_count_equal_the_padded_rows_of_mixed_counts(datasets):
+    """Points of one candidate count take a path without padding: their rows equal the same points' rows in
+    a call that pads (a longer point among them), against the flat arrays themselves."""
+    data = build_replay_data(Dataset.open(datasets["impressions"]), None, ProtocolSpec(split="train"))
+    lengths = np.diff(data.point_offsets)
+    short, long_ = int(lengths.min()), int(lengths.max())
+    assert short < long_  # the fixture's impressions show varying counts
+    same = np.flatnonzero(lengths == short)[:5]
+    mixed = np.concatenate([same, [int(np.argmax(lengths))]])
+    cand, labels, length = data.padded_points(same)
+    padded_cand, padded_labels, _ = data.padded_points(mixed)
+    assert cand.shape == (len(same), short) and labels.dtype == np.int8 and length.tolist() == [short] * len(same)
+    assert np.array_equal(cand, padded_cand[: len(same), :short]) and np.array_equal(labels, padded_labels[: len(same), :short])
+    assert (padded_labels[: len(same), short:] == -1).all()
+    for row, p in enumerate(same):  # against the flat arrays
+        lo, hi = data.point_offsets[p], data.point_offsets[p + 1]
+        assert cand[row].tolist() == data.point_candidates[lo:hi].tolist()
+        assert labels[row].tolist() == data.point_labels[lo:hi].tolist()

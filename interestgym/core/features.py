@@ -35,6 +35,7 @@ Raw quantities (the keys of the ``raw`` mapping):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -180,7 +181,7 @@ def state_quantities(x: np.ndarray, long_term: np.ndarray, short_term: np.ndarra
         "cos_item_long": cosine_rows(x, long_term),
         "cos_item_short": cosine_rows(x, short_term),
         "cos_long_short": cosine_rows(long_term, short_term),
-        "long_empty": ~np.any(long_term != 0, axis=1),
+        "long_empty": ~(long_term != 0).any(axis=1),
         **{name: running_means[name] for name in RUNNING_MEAN_NAMES},
         "shadow_cos_ema": shadow_cos_ema,
     }
@@ -251,12 +252,64 @@ def encode_features(
     """
     if max_action_weight <= 0:
         max_action_weight = 1.0
-    cols = [_feature_column(name, raw, max_action_weight) for name in names]
-    out = np.stack(cols, axis=1).astype(np.float32)
-    idx = [FEATURE_INDEX[n] for n in names]
+    plan = _state_plan(tuple(names))
+    out = None if plan is None else _state_columns(raw, plan)
+    if out is None:
+        cols = [_feature_column(name, raw, max_action_weight) for name in names]
+        out = np.stack(cols, axis=1).astype(np.float32)
+    low, high = _bounds(tuple(names))
     # Every feature is clipped to its declared bounds here, after the float32 cast (so rounding cannot
     # step outside them): gaps over a year, counts over 10,000, streaks over 20 saturate at 1.
-    return clip(out, FEATURE_LOW[idx], FEATURE_HIGH[idx])
+    return clip(out, low, high)
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    idx = [FEATURE_INDEX[n] for n in names]
+    return FEATURE_LOW[idx], FEATURE_HIGH[idx]
+
+
+#: State features that are their raw quantity as float64 (:func:`_feature_column`'s first case).
+_AS_IS = frozenset(("cos_item_long", "cos_item_short", "cos_long_short", "drift_ema", "long_empty", "reward_ema",
+                    "long_metric_ema", "short_metric_ema"))
+
+
+@functools.lru_cache(maxsize=64)
+def _state_plan(names: tuple[str, ...]) -> tuple[tuple[tuple[str, int | None], ...], tuple[int, ...]] | None:
+    """For ``names`` made of state features only (the engine's and the runtime's per-decision call): per
+    column the raw key and the shadow column (or None), and the columns halved (``short_long_ema``);
+    None for any other feature (then each column goes through :func:`_feature_column`)."""
+    sources: list[tuple[str, int | None]] = []
+    halved: list[int] = []
+    for j, name in enumerate(names):
+        if name in _AS_IS:
+            sources.append((name, None))
+        elif name == "short_long_ema":
+            sources.append((name, None))
+            halved.append(j)
+        elif name in _SHADOW_NAMES:
+            sources.append(("shadow_cos_ema", _SHADOW_NAMES.index(name)))
+        else:
+            return None
+    return tuple(sources), tuple(halved)
+
+
+def _state_columns(raw: Mapping[str, np.ndarray],
+                   plan: tuple[tuple[tuple[str, int | None], ...], tuple[int, ...]]) -> np.ndarray | None:
+    """:func:`_feature_column`'s values for a :func:`_state_plan`, float32 (B, columns): the same numbers (each
+    raw quantity widened to float64, ``short_long_ema`` divided by 2, then the float32 cast), written row by row
+    into one (columns, B) block instead of a call and an array per column. None unless the quantities are (B,)
+    arrays (then :func:`_feature_column` handles them)."""
+    sources, halved = plan
+    first = raw[sources[0][0]]
+    if np.ndim(first) != 1:
+        return None
+    block = np.empty((len(sources), np.shape(first)[0]))
+    for j, (key, column) in enumerate(sources):
+        block[j] = raw[key] if column is None else raw[key][:, column]
+    if halved:
+        block[list(halved)] /= 2.0
+    return block.T.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------- decoding

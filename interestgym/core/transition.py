@@ -72,7 +72,9 @@ def decision_transition(state: DecisionState, x: np.ndarray, strengths: np.ndarr
     # the item broadcasts over a user's profiles instead of being copied for each.
     b, k, _ = state.shadow.shape
     profiles = np.concatenate([state.long_term[:, None], state.short_term[:, None], state.shadow], axis=1)
-    rates = np.concatenate([strengths[:, :2], np.broadcast_to(_SHADOW_RATES[:k], (b, k))], axis=1)  # k = 0: a lean engine
+    rates = np.empty((b, 2 + k), dtype=np.result_type(strengths, _SHADOW_RATES))  # k = 0: a lean engine
+    rates[:, :2] = strengths[:, :2]
+    rates[:, 2:] = _SHADOW_RATES[:k]
     moved = update_profile(profiles, x[:, None, :], rates)
     return DecisionState(
         long_term=moved[:, 0],
