@@ -39,6 +39,24 @@ def test_update_follows_the_formula_and_the_zero_profile_rules():
     assert not zero.any()  # a zero profile not updated stays zero (cos 0 with everything)
 
 
+
+def test_update_leaves_its_inputs_alone_and_equals_the_float32_formula_to_the_bit():
+    # the update mixes and normalises inside its own temporary: the caller's profile and item are untouched, and
+    # the result is the float32 expression normalise((1 - a) P + a x) written out, bit for bit
+    rng = np.random.default_rng(1)
+    profile, x = unit(rng, 4, 3, 16), unit(rng, 4, 1, 16)  # the engine's (B, K, d) profiles, one item per row
+    a = rng.uniform(0.01, 1.0, (4, 3)).astype(np.float32)
+    before_p, before_x = profile.copy(), x.copy()
+    new = update_profile(profile, x, a)
+    assert np.array_equal(profile, before_p) and np.array_equal(x, before_x)
+    mixed = (1 - a[..., None]) * profile + a[..., None] * x
+    norm = np.sqrt(np.einsum("...d,...d->...", mixed, mixed))[..., None]
+    assert new.dtype == np.float32 and np.array_equal(new, mixed / norm)
+    wide = update_profile(profile[:, 0], unit(rng, 2, 4, 16), 0.5)  # items broadcasting past the profiles' shape
+    assert wide.shape == (2, 4, 16)
+    assert np.allclose(np.linalg.norm(wide, axis=-1), 1.0, atol=1e-6)
+
+
 def test_scores_match_the_written_formula():
     rng = np.random.default_rng(1)
     b, c, d, n_cat = 3, 6, 8, 4
