@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -166,5 +167,68 @@ def test_hand_edited_manifest_fields_of_the_wrong_type_are_named(export_copy, ch
     """A manifest edited with its digest recomputed gets past the checksum; a field of the wrong type is refused by
     name (it raised a bare AttributeError / ValueError, or loaded and failed at the first event)."""
     _rewrite_manifest(export_copy, change)
+    with pytest.raises(ExportFileCorruptError, match=message):
+        load_policy(export_copy)
+
+
+def _rewrite_file(directory, name, write) -> None:
+    """Rewrite one file of the export, then record its new sha256 and size in the manifest and re-seal the
+    manifest's digest: an edit the checksums alone cannot see."""
+    from interestgym.io import sha256_file
+
+    write(directory / name)
+
+    def reseal(m):
+        m["files"][name] = {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+
+    _rewrite_manifest(directory, reseal)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.25, 1.5])
+def test_popularity_outside_zero_one_is_refused_naming_the_item(export_copy, value):
+    """pop(c) = log1p(count) / max is in [0, 1]; a NaN made every score of the item NaN, a negative or larger
+    value outweighed the profile terms, and both loaded without complaint."""
+    popularity = np.load(export_copy / "popularity.npy")
+    item = json.loads((export_copy / "item_ids.json").read_text())[3]
+    popularity[3] = value
+    _rewrite_file(export_copy, "popularity.npy", lambda path: np.save(path, popularity))
+    with pytest.raises(ExportFileCorruptError, match=rf"popularity.npy: 1 value\(s\) NaN or outside \[0, 1\], the first "
+                                                      rf"{re.escape(str(float(np.float32(value))))} at row 3 \(item '{item}'\); "
+                                                      r"expected values in \[0, 1\]"):
+        load_policy(export_copy)
+
+
+def test_popularity_at_the_ends_of_its_range_loads(export_copy):
+    popularity = np.load(export_copy / "popularity.npy")
+    popularity[:2] = [0.0, 1.0]
+    _rewrite_file(export_copy, "popularity.npy", lambda path: np.save(path, popularity))
+    np.testing.assert_array_equal(load_policy(export_copy).popularity, popularity)
+
+
+def test_an_encoder_dimension_other_than_the_verified_embeddings_is_refused(export_copy):
+    """The policy was verified on 16-wide embeddings (replay.verified_on.dim); a manifest saying 32 made the runtime
+    accept 32-wide vectors and refuse the encoder it was trained with."""
+    verified = json.loads((export_copy / "manifest.json").read_text())["replay"]["verified_on"]["dim"]
+    _rewrite_manifest(export_copy, lambda m: m["encoder"].update(dim=2 * verified))
+    with pytest.raises(ExportFileCorruptError, match=rf"manifest.json: encoder.dim {2 * verified} but replay.verified_on.dim "
+                                                      rf"{verified} .*; expected the same dimension"):
+        load_policy(export_copy)
+
+
+@pytest.mark.parametrize(("name", "edit", "message"), [
+    ("categories.json", lambda c: {x: i for i, x in enumerate(c)},
+     r"categories.json: a JSON object; expected a list of the dataset's category names"),
+    ("categories.json", lambda c: [*c, c[0]], r"categories.json: category 'c0' at rows 0 and 5; expected each category once"),
+    ("categories.json", lambda c: [None, *c[1:]], r"categories.json: category None at row 0 is a JSON null; expected a string"),
+    ("item_ids.json", lambda c: [c[1], *c[1:]], r"item_ids.json: item id 'i1' at rows 0 and 1; expected each item id once"),
+    ("item_ids.json", lambda c: [7, *c[1:]], r"item_ids.json: item id 7 at row 0 is a JSON number; expected a string"),
+    ("item_ids.json", lambda c: dict.fromkeys(c, 0), r"item_ids.json: a JSON object; expected a list of the dataset's item ids"),
+])
+def test_item_ids_and_categories_that_are_not_a_list_of_distinct_names_are_refused(export_copy, name, edit, message):
+    """The runtime indexes popularity rows and category columns by name: a dict loaded as its keys, a duplicate
+    silently lost a row (the last one won), a non-string was matched by its str()."""
+    original = json.loads((export_copy / name).read_text())
+    assert original[:2] == (["c0", "c1"] if name == "categories.json" else ["i0", "i1"])  # what the messages name
+    _rewrite_file(export_copy, name, lambda path: path.write_text(json.dumps(edit(original))))
     with pytest.raises(ExportFileCorruptError, match=message):
         load_policy(export_copy)

@@ -24,6 +24,7 @@ from interestgym.runtime.manifest import (
     CATEGORIES_FILE,
     ITEMS_FILE,
     POLICY_FILE,
+    POPULARITY_DEFINITION,
     POPULARITY_FILE,
     ExportFileCorruptError,
     format_version_for,
@@ -74,24 +75,12 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: the policy observes a tracker but has no 'tracker' section; "
                                      "expected the tracker folder (re-export the run)")
     session = None if form == "rule" else _load_graph(directory, manifest, threads, N_FEATURES + len(extra))
-    try:
-        item_ids = json.loads((directory / ITEMS_FILE).read_text(encoding="utf-8"))
-        categories = json.loads((directory / CATEGORIES_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportFileCorruptError(f"{directory}: {ITEMS_FILE} / {CATEGORIES_FILE} is not valid JSON ({exc})") from None
-    try:
-        popularity = np.load(directory / POPULARITY_FILE, allow_pickle=False)
-    except ValueError as exc:
-        raise ExportFileCorruptError(f"{directory / POPULARITY_FILE}: not a plain .npy array ({exc})") from None
-    if not isinstance(item_ids, list) or popularity.shape != (len(item_ids),) or popularity.dtype != np.float32:
-        raise ExportFileCorruptError(
-            f"{directory / POPULARITY_FILE}: shape {popularity.shape} dtype {popularity.dtype}; expected "
-            f"({len(item_ids) if isinstance(item_ids, list) else '?'},) float32 aligned with {ITEMS_FILE}"
-        )
-    item_ids = [str(i) for i in item_ids]
+    item_ids = _read_names(directory / ITEMS_FILE, "item id", "the dataset's item ids, in embedding-row order")
+    categories = _read_names(directory / CATEGORIES_FILE, "category", "the dataset's category names, in the category model's order")
+    popularity = _read_popularity(directory / POPULARITY_FILE, item_ids)
     tracker = _load_tracker(directory, manifest, item_ids)
     change_names = _change_names(directory, manifest, session, tracker) if form == "residual" else None
-    policy = ExportedPolicy(directory, manifest, session, item_ids, popularity, [str(c) for c in categories], tracker,
+    policy = ExportedPolicy(directory, manifest, session, item_ids, popularity, categories, tracker,
                             change_names=change_names)
     if encoder_fingerprint is not None:
         policy.check_encoder(encoder_fingerprint)
@@ -136,8 +125,9 @@ def _change_names(directory: Path, manifest: dict[str, Any], session: Any, track
 
 
 def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
-    """The manifest's encoder and replay fields have the types the runtime reads them as (a hand-edited
-    manifest with its digest recomputed gets past the checksum, not past this)."""
+    """The manifest's encoder and replay fields have the types the runtime reads them as, and the encoder's
+    dimension is the one the policy was verified on (a hand-edited manifest with its digest recomputed gets
+    past the checksum, not past this)."""
     where = directory / "manifest.json"
 
     def number(value: Any) -> bool:
@@ -147,6 +137,10 @@ def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise ExportFileCorruptError(f"{where}: encoder.dim {dim!r}; expected a positive integer")
     replay = manifest["replay"]
+    verified_on = replay.get("verified_on") if isinstance(replay, dict) else None
+    if isinstance(verified_on, dict) and "dim" in verified_on and verified_on["dim"] != dim:
+        raise ExportFileCorruptError(f"{where}: encoder.dim {dim} but replay.verified_on.dim {verified_on['dim']!r} (the "
+                                     "embeddings the policy was verified on); expected the same dimension")
     weights = replay.get("action_weights") if isinstance(replay, dict) else None
     if not isinstance(weights, dict) or not weights or not all(isinstance(k, str) and number(v) for k, v in weights.items()):
         raise ExportFileCorruptError(f"{where}: replay.action_weights {weights!r}; expected a mapping action name -> finite number")
@@ -157,6 +151,49 @@ def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
             raise ExportFileCorruptError(f"{where}: replay.{field} {replay.get(field)!r}; expected a finite number")
     if not isinstance(replay.get("reward_metric"), str):
         raise ExportFileCorruptError(f"{where}: replay.reward_metric {replay.get('reward_metric')!r}; expected a metric name")
+
+
+def _read_names(path: Path, what: str, expected: str) -> list[str]:
+    """A JSON list of distinct strings (``item_ids.json``, ``categories.json``): the runtime indexes rows by
+    name, so a duplicate would silently lose a row, and a non-string would be matched by its ``str``."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportFileCorruptError(f"{path}: not valid JSON ({exc}); expected a list of {expected}") from None
+    if not isinstance(names, list):
+        raise ExportFileCorruptError(f"{path}: a JSON {_json_type(names)}; expected a list of {expected}")
+    seen: dict[str, int] = {}
+    for row, name in enumerate(names):
+        if not isinstance(name, str):
+            raise ExportFileCorruptError(f"{path}: {what} {name!r} at row {row} is a JSON {_json_type(name)}; expected a string")
+        if name in seen:
+            raise ExportFileCorruptError(f"{path}: {what} {name!r} at rows {seen[name]} and {row}; expected each {what} once")
+        seen[name] = row
+    return names
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (for messages about a file, not about Python)."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _read_popularity(path: Path, item_ids: list[str]) -> np.ndarray:
+    """``popularity.npy``: float32, one value per item id, each in [0, 1] (``log1p(count) / max``): a NaN would
+    make every score of its item NaN, a negative or larger value would outweigh the profile terms."""
+    try:
+        popularity = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ExportFileCorruptError(f"{path}: not a plain .npy array ({exc})") from None
+    if popularity.shape != (len(item_ids),) or popularity.dtype != np.float32:
+        raise ExportFileCorruptError(f"{path}: shape {popularity.shape} dtype {popularity.dtype}; expected "
+                                     f"({len(item_ids)},) float32 aligned with {ITEMS_FILE}")
+    bad = np.flatnonzero(~((popularity >= 0) & (popularity <= 1)))  # NaN fails both comparisons
+    if bad.size:
+        row = int(bad[0])
+        raise ExportFileCorruptError(f"{path}: {bad.size} value(s) NaN or outside [0, 1], the first {float(popularity[row])} at row {row} "
+                                     f"(item {item_ids[row]!r}); expected values in [0, 1] ({POPULARITY_DEFINITION})")
+    return popularity
 
 
 def _check_scoring(directory: Path, manifest: dict[str, Any]) -> None:
