@@ -118,6 +118,49 @@ def test_a_damaged_export_is_refused(exported, tmp_path):
         load_tracker_runtime(copy)
 
 
+def _resealed_copy(result, tmp_path, name, write):
+    """A copy of the tracker export with ``name`` rewritten and its sha256 recorded anew in tracker.json: an
+    edit the checksums alone cannot see."""
+    import shutil
+
+    from interestgym.io import sha256_file
+
+    copy = tmp_path / "copy"
+    shutil.copytree(result.out, copy)
+    write(copy / name)
+    manifest = json.loads((copy / "tracker.json").read_text())
+    manifest["files"][name] = {"sha256": sha256_file(copy / name), "bytes": (copy / name).stat().st_size}
+    (copy / "tracker.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_item_representations_are_refused_naming_the_row(exported, tmp_path, value):
+    """A NaN row made that item's score, and the confidence over the whole catalogue, NaN; it loaded."""
+    _, _, result = exported
+    items = np.load(result.out / "items.npy")
+    item = json.loads((result.out / "item_ids.json").read_text())[5]
+    items[5, 2] = value
+    copy = _resealed_copy(result, tmp_path, "items.npy", lambda path: np.save(path, items))
+    with pytest.raises(ArtifactError, match=rf"items.npy: 1 row\(s\) with a NaN or infinite value, the first row 5 \(item '{item}'\); "
+                                            "expected finite item representations"):
+        load_tracker_runtime(copy)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda ids: [ids[1], *ids[1:]], r"item id '{1}' 2 times; expected each id once"),
+    (lambda ids: [3, *ids[1:]], r"an id 3; expected a list of item ids \(strings\)"),
+    (lambda ids: dict.fromkeys(ids, 0), r"dict; expected a list of item ids \(strings\)"),
+])
+def test_item_ids_that_are_not_distinct_strings_are_refused(exported, tmp_path, edit, message):
+    """Windows hold item rows and scores look rows up by id: a duplicate id silently lost a row (the last one won)."""
+    _, _, result = exported
+    ids = json.loads((result.out / "item_ids.json").read_text())
+    copy = _resealed_copy(result, tmp_path, "item_ids.json", lambda path: path.write_text(json.dumps(edit(ids))))
+    with pytest.raises(ArtifactError, match=r"item_ids.json: " + message.replace("{1}", ids[1])):
+        load_tracker_runtime(copy)
+
+
 def test_serving_a_tracker_does_not_import_torch(exported):
     _, _, result = exported
     code = ("import sys; from interestgym.runtime.tracker import load_tracker_runtime as load; t = load(sys.argv[1]); "

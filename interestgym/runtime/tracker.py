@@ -20,6 +20,7 @@ float32 rounding (the parity test holds scores to 1e-5 and metrics exactly).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +129,21 @@ class TrackerRuntime:
         self.hidden = int(m["hidden"])
         self.items = np.load(self.folder / "items.npy", allow_pickle=False)
         ids = json.loads((self.folder / "item_ids.json").read_text(encoding="utf-8"))
+        # windows hold rows and scores look rows up by id: a duplicate id would silently lose a row
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            found = type(ids).__name__ if not isinstance(ids, list) else f"an id {next(i for i in ids if not isinstance(i, str))!r}"
+            raise ArtifactError(f"{self.folder / 'item_ids.json'}: {found}; expected a list of item ids (strings)")
+        duplicate = next((i for i, k in Counter(ids).items() if k > 1), None)
+        if duplicate is not None:
+            raise ArtifactError(f"{self.folder / 'item_ids.json'}: item id {duplicate!r} {ids.count(duplicate)} times; expected each id once")
         if self.items.shape != (len(ids), self.hidden) or self.items.dtype != np.float32:
             raise ArtifactError(f"{self.folder / 'items.npy'}: shape {self.items.shape} {self.items.dtype}; "
                                 f"expected ({len(ids)}, {self.hidden}) float32 (one row per item id)")
-        self.item_ids: list[str] = [str(i) for i in ids]
+        bad = np.flatnonzero(~np.isfinite(self.items).all(axis=1))
+        if bad.size:  # a NaN row makes that item's score, and the confidence over the catalogue, NaN
+            raise ArtifactError(f"{self.folder / 'items.npy'}: {bad.size} row(s) with a NaN or infinite value, the first row "
+                                f"{int(bad[0])} (item {ids[int(bad[0])]!r}); expected finite item representations")
+        self.item_ids: list[str] = list(ids)
         self.row = {item: i for i, item in enumerate(self.item_ids)}
         decisions = m["decisions"]
         self._weights = {str(k): float(v) for k, v in decisions["action_weights"].items()}
