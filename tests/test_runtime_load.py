@@ -135,9 +135,19 @@ def test_encoder_fingerprint_and_dimension_are_checked(export_copy):
 
 
 def test_runtime_imports_neither_torch_nor_stable_baselines3(export_copy):
+    """Nor anything else outside the standard library, numpy and onnxruntime: README's runtime-only install
+    (``pip install --no-deps``) has nothing more."""
     code = f"""
 import sys
+import sysconfig
 import numpy as np
+import onnxruntime
+
+def installed():  # top-level names of the imported modules that come from site-packages
+    site = (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
+    return {{name.split(".")[0] for name, m in list(sys.modules.items()) if str(getattr(m, "__file__", None) or "").startswith(site)}}
+
+before = installed()  # numpy, onnxruntime and what they import
 import interestgym.runtime as rt
 policy = rt.load_policy({str(export_copy)!r})
 state = policy.new_state()
@@ -147,10 +157,12 @@ scores = policy.score(state, np.stack([x, -x]), candidate_ids=["i1", "i2"])
 assert scores[0] > scores[1], scores
 heavy = sorted(m for m in ("torch", "stable_baselines3", "pandas", "gymnasium", "sklearn", "pyarrow") if m in sys.modules)
 print("HEAVY", heavy)
+print("OTHER", sorted(installed() - before - {{"interestgym"}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout
+    assert "OTHER []" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(("change", "message"), [
