@@ -19,6 +19,7 @@ from interestgym.core.features import (
 )
 from interestgym.core.interest import ScoringConfig
 from interestgym.core.protocol import ACTION_NAMES, stack_actions
+from interestgym.core.rules import make_rule
 from interestgym.data.dataset import Dataset
 from interestgym.errors import InterestGymError
 
@@ -66,6 +67,42 @@ def reject_render_mode(render_mode: str | None) -> None:
         raise RenderModeError(f"render_mode={render_mode!r}: this env does not render; expected None")
 
 
+def resolve_rule(value: Any, argument: str) -> Any:
+    """A rule given as JSON: its name (default parameters) or ``{"name": NAME, "params": {...}}`` (the form of a
+    ``baselines.json`` entry's tuned parameters), made into the rule, so that ``gym.make``'s kwargs, and its
+    ``spec.to_json()``, can hold it. Anything else is returned as it is (:func:`check_env_arguments` checks it)."""
+    if isinstance(value, str):
+        name, params = value, {}
+    elif isinstance(value, dict):
+        unknown = sorted(set(value) - {"name", "params"})
+        params = value.get("params", {})
+        if unknown or not isinstance(value.get("name"), str) or not isinstance(params, dict):
+            raise InterestGymError(f"{argument}={value!r}: expected a rule, a rule's name, or {{'name': NAME, 'params': "
+                                   "{PARAMETER: VALUE, ...}}")
+        name = value["name"]
+    else:
+        return value
+    try:
+        return make_rule(name, **params)
+    except InterestGymError as exc:  # an unknown rule, or a parameter out of its range
+        raise InterestGymError(f"{argument}={value!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a parameter the rule does not have, or of the wrong type
+        raise InterestGymError(f"{argument}={value!r}: {exc}; expected parameters of rule {name!r}") from None
+
+
+def resolve_scoring(value: Any) -> Any:
+    """A ScoringConfig given as JSON (a dict of its fields, e.g. ``{"beta_cat": 1.0}``) made into one; anything else
+    returned as it is."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return ScoringConfig(**value)
+    except InterestGymError as exc:  # a value out of its range
+        raise InterestGymError(f"scoring={value!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a field ScoringConfig does not have, or a value of the wrong type
+        raise InterestGymError(f"scoring={value!r}: {exc}; expected fields of interestgym.core.interest.ScoringConfig") from None
+
+
 def check_env_arguments(max_events: Any, reward_baseline: Any, scoring: Any) -> None:
     """The arguments both envs take, checked alike: one clear error for a value of the wrong kind."""
     if max_events is not None and (isinstance(max_events, (bool, np.bool_)) or not isinstance(max_events, (int, np.integer))
@@ -74,10 +111,11 @@ def check_env_arguments(max_events: Any, reward_baseline: Any, scoring: Any) -> 
     if reward_baseline is not None and not (callable(getattr(reward_baseline, "act", None))
                                             and isinstance(getattr(reward_baseline, "scoring", None), ScoringConfig)):
         raise InterestGymError(f"reward_baseline={reward_baseline!r}: expected None or a rule (a Policy with act() and a "
-                               "ScoringConfig, e.g. interestgym.agents.rules.make_baseline('ema_two_profile'))")
+                               "ScoringConfig, e.g. interestgym.agents.rules.make_baseline('ema_two_profile')), a rule's name "
+                               "or {'name': NAME, 'params': {...}}")
     if scoring is not None and not isinstance(scoring, ScoringConfig):
         raise InterestGymError(f"scoring={scoring!r}: expected None or an interestgym.core.interest.ScoringConfig "
-                               "(e.g. ScoringConfig(beta_cat=1.0))")
+                               "(e.g. ScoringConfig(beta_cat=1.0)) or a dict of its fields")
 
 
 def _warn_about_protocol(data: ReplayData, spec: ProtocolSpec) -> None:
@@ -211,11 +249,13 @@ class InterestReplayEnv(gym.Env):
     * ``reward_baseline``: a Policy whose metric is subtracted from the reward. It acts with all its action
       columns on its own row (a rule with its own count gain acts with 7); the agent's 4 cannot set those
       levers, so copying the rule's first 4 does not give a reward of 0 there (the vector env's residual form,
-      ``InterestReplayVecEnv(residual_to=...)``, can).
-    * ``scoring``: a fixed ScoringConfig for the agent's scoring (default: p from the action, no extra terms).
-      With ``beta_cat > 0`` the category counts forget at every decision by ``category_forgetting``
-      (``counts <- f counts + onehot(cat(x))``); ``category_forgetting=None`` ties f to the action:
-      ``f = 1 - a_L``, so the agent decides when the category history is forgotten.
+      ``InterestReplayVecEnv(residual_to=...)``, can). Also taken as JSON: a rule's name (``"ema_two_profile"``,
+      default parameters) or ``{"name": NAME, "params": {...}}`` (a ``baselines.json`` entry's tuned parameters),
+      so that ``gym.make``'s ``env.spec.to_json()`` can hold it.
+    * ``scoring``: a fixed ScoringConfig for the agent's scoring (default: p from the action, no extra terms), or a
+      dict of its fields (``{"beta_cat": 1.0}``). With ``beta_cat > 0`` the category counts forget at every decision
+      by ``category_forgetting`` (``counts <- f counts + onehot(cat(x))``); ``category_forgetting=None`` ties f to the
+      action: ``f = 1 - a_L``, so the agent decides when the category history is forgotten.
 
     ## Example
 
@@ -241,6 +281,7 @@ class InterestReplayEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         reject_render_mode(render_mode)
+        reward_baseline, scoring = resolve_rule(reward_baseline, "reward_baseline"), resolve_scoring(scoring)
         check_env_arguments(max_events, reward_baseline, scoring)
         spec = ProtocolSpec.resolve(protocol, split)
         self.data: ReplayData = load_replay_data(dataset, embeddings, spec)

@@ -78,6 +78,8 @@ class InterestReplayVecEnv(VecEnv):
     :param dataset: dataset directory, open Dataset, or precomputed ReplayData.
     :param n_envs: number of parallel slots.
     :param seed: seed of the user draws (``VecEnv.seed`` overrides it at the next reset).
+    :param residual_to: a rule the agent acts as a change of (its action space then holds the changes); a rule
+        object, its name or ``{"name": NAME, "params": {...}}``, as ``reward_baseline``.
     Other arguments: see :class:`~interestgym.envs.replay.InterestReplayEnv`.
     """
 
@@ -103,8 +105,10 @@ class InterestReplayVecEnv(VecEnv):
     ) -> None:
         if n_envs < 1:
             raise InterestGymError(f"n_envs={n_envs}: expected an integer >= 1")
-        from interestgym.envs.replay import check_env_arguments
+        from interestgym.envs.replay import check_env_arguments, resolve_rule, resolve_scoring
 
+        reward_baseline, scoring = resolve_rule(reward_baseline, "reward_baseline"), resolve_scoring(scoring)
+        residual_to = resolve_rule(residual_to, "residual_to")
         check_env_arguments(max_events, reward_baseline, scoring)
         spec = ProtocolSpec.resolve(protocol, split)
         self.data = _replay_data(dataset, embeddings, spec)

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec
 import interestgym.envs  # noqa: F401  (registers the env id)
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from interestgym.envs.replay import ENV_ID, InterestReplayEnv
 from interestgym.envs.replay_data import ProtocolSpec
 
 from interestgym.core.features import FeatureView
+from interestgym.core.interest import ScoringConfig
 from interestgym.data.dataset import SplitSpec, write_dataset
 from interestgym.data.validate import RejectLog
 from interestgym.errors import InterestGymError
@@ -92,12 +94,38 @@ def test_bad_arguments_and_actions_are_one_clear_error(datasets):
             env.step(bad)
     with pytest.raises(InterestGymError, match=r"reset options \['user'\]: not options of this env; expected only 'user_id'"):
         env.reset(options={"user": "u1"})
-    for kwargs, message in (({"reward_baseline": "rule"}, r"reward_baseline='rule': expected None or a rule"),
-                            ({"scoring": {"beta_cat": 1}}, r"scoring=\{'beta_cat': 1\}: expected None or an interestgym.core"),
+    for kwargs, message in (({"reward_baseline": 3}, r"reward_baseline=3: expected None or a rule"),
+                            ({"reward_baseline": "rule"}, r"reward_baseline='rule': baseline rule 'rule': expected one of "),
+                            ({"reward_baseline": {"name": "ema", "params": {"speed": 0.2}}},
+                             r"reward_baseline=.*unexpected keyword argument 'speed'.*; expected parameters of rule 'ema'"),
+                            ({"reward_baseline": {"rule": "ema"}}, r"expected a rule, a rule's name, or \{'name': NAME"),
+                            ({"scoring": ("beta_cat", 1)}, r"scoring=\('beta_cat', 1\): expected None or an interestgym.core"),
+                            ({"scoring": {"beta": 1}}, r"scoring=\{'beta': 1\}: .*unexpected keyword argument 'beta'"),
                             ({"max_events": 2.5}, r"max_events=2.5: expected None or an integer >= 1"),
                             ({"max_events": True}, r"max_events=True: expected None or an integer >= 1")):
         with pytest.raises(InterestGymError, match=message):
             InterestReplayEnv(datasets["next_positive"], protocol={"n_negatives": 20}, **kwargs)
+
+
+
+def test_rules_and_scorings_given_as_json_make_the_same_env_and_a_spec_that_round_trips(datasets):
+    """A rule by name or as {"name", "params"} (a baselines.json entry's form) and a scoring as a dict of its fields:
+    the env equals the one built from the objects, step for step, and gym.make's spec serialises and rebuilds it."""
+    params = {"long_rate": 0.1, "short_rate": 0.5, "short_weight": 0.5}
+    as_objects = InterestReplayEnv(datasets["impressions"], split="train", reward_baseline=make_baseline("ema_two_profile", **params),
+                                   scoring=ScoringConfig(beta_cat=1.0, category_forgetting=0.9))
+    as_json = {"dataset": str(datasets["impressions"]), "split": "train", "scoring": {"beta_cat": 1.0, "category_forgetting": 0.9},
+               "reward_baseline": {"name": "ema_two_profile", "params": params}}
+    made = gym.make(ENV_ID, **as_json)
+    rebuilt = gym.make(EnvSpec.from_json(made.spec.to_json()))
+    policy = make_baseline("always_replace")
+    runs = [episode(env, policy, seed=3) for env in (as_objects, made, rebuilt)]
+    for observations, rewards, infos in runs[1:]:
+        assert rewards == runs[0][1] and len(rewards) > 3
+        assert all(np.array_equal(a, b) for a, b in zip(observations, runs[0][0]))
+        assert [i["baseline_metrics"] for i in infos] == [i["baseline_metrics"] for i in runs[0][2]]
+    by_name = InterestReplayEnv(datasets["impressions"], split="train", reward_baseline="mean_history")
+    assert by_name.reward_baseline.name == "mean_history"
 
 
 def test_embeddings_name_may_be_left_out_only_when_unambiguous(datasets, tmp_path):

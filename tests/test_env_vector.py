@@ -163,10 +163,17 @@ def test_vector_env_refuses_actions_that_are_not_one_row_per_env(datasets):
     venv.step_wait()
     # the arguments both envs take are checked alike (they passed in silence here: max_events=0 truncated every step)
     for kwargs, message in (({"max_events": 0}, r"max_events=0: expected None or an integer >= 1"),
-                            ({"reward_baseline": "rule"}, r"reward_baseline='rule': expected None or a rule"),
-                            ({"scoring": {"beta_cat": 1}}, r"scoring=\{'beta_cat': 1\}: expected None")):
+                            ({"reward_baseline": 3}, r"reward_baseline=3: expected None or a rule"),
+                            ({"reward_baseline": "rule"}, r"reward_baseline='rule': baseline rule 'rule': expected one of"),
+                            ({"residual_to": {"name": "ema", "params": {"speed": 1}}}, r"residual_to=.*'speed'"),
+                            ({"scoring": ("beta_cat", 1)}, r"scoring=\('beta_cat', 1\): expected None")):
         with pytest.raises(InterestGymError, match=message):
             InterestReplayVecEnv(data, n_envs=3, **kwargs)
+    # and both take a rule by name or as {"name", "params"}, a scoring as a dict of its fields (JSON, as gym.make's spec holds)
+    by_json = InterestReplayVecEnv(data, n_envs=3, residual_to={"name": "bayesian_category", "params": {"beta_cat": 0.5}},
+                                   reward_baseline="mean_history")
+    assert by_json.residual.scoring.beta_cat == 0.5 and by_json.reward_baseline.name == "mean_history"
+    assert InterestReplayVecEnv(data, n_envs=3, scoring={"beta_cat": 1.0}).scoring == ScoringConfig(beta_cat=1.0)
 
 
 def test_vector_env_truncation_and_reference_rule(datasets):
