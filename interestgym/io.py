@@ -117,3 +117,33 @@ def read_json_artifact(path: str | os.PathLike[str], what: str) -> Any:
         raise ArtifactError(f"{path}: not valid JSON ({exc}); expected {what}") from None
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc}); expected {what}") from None
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (for messages about a file, not about Python)."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def read_string_list(path: Path, what: str, expected: str, error: type[Exception], *, distinct: bool = True) -> list[str]:
+    """A JSON file holding a list of strings (item ids, category names), each once when ``distinct``: tables look
+    rows up by name, so a duplicate would silently lose a row, and a non-string would be matched by its ``str``.
+
+    :param what: one value, for messages (``"item id"``); ``expected``: what the list holds (``"the dataset's item ids"``).
+    :param error: the exception to raise (the caller's kind of artifact error), with the file, the row and the value.
+    """
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise error(f"{path}: not readable JSON ({exc}); expected a list of {expected}") from None
+    if not isinstance(values, list):
+        raise error(f"{path}: a JSON {json_type(values)}; expected a list of {expected}")
+    seen: dict[str, int] = {}
+    for row, value in enumerate(values):
+        if not isinstance(value, str):
+            raise error(f"{path}: {what} {value!r} at row {row} is a JSON {json_type(value)}; expected a string")
+        if distinct:
+            if value in seen:
+                raise error(f"{path}: {what} {value!r} at rows {seen[value]} and {row}; expected each {what} once")
+            seen[value] = row
+    return values

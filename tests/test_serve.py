@@ -29,6 +29,7 @@ from interestgym.runtime.manifest import read_manifest, seal_manifest, write_man
 from interestgym.serve.app import create_app
 from interestgym.serve.catalogue import (
     Catalogue,
+    CatalogueError,
     CatalogueMismatchError,
     catalogue_from_dataset,
     load_catalogue,
@@ -357,6 +358,27 @@ def test_items_that_do_not_meet_the_exports_expectations_are_refused_naming_the_
     assert ok.meta["popularity"]["definition"] == policy.manifest["scoring"]["popularity"]["definition"]
     assert ok.meta["categories"]["list"] == policy.categories
 
+
+
+@pytest.mark.parametrize(("file", "content", "message"), [
+    ("item_ids.json", "dict", r"item_ids.json: a JSON object; expected a list of item ids"),
+    ("item_ids.json", "number", r"item_ids.json: item id 7 at row 0 is a JSON number; expected a string"),
+    ("item_categories.json", "null", r"item_categories.json: category None at row 0 is a JSON null; expected a string"),
+])
+def test_a_catalogue_whose_id_or_category_lists_are_not_strings_is_refused(fx, tmp_path, file, content, message):
+    """A catalogue folder edited with its checksums recomputed: an object of ids loaded as its keys, a number or a null
+    as its str ('7', 'None': a category no item has). Each is refused naming the file, the row and the value."""
+    import hashlib
+
+    folder = catalogue_from_dataset(fx.dataset).save(tmp_path / "items")
+    values = json.loads((folder / file).read_text())
+    edited = {"dict": dict.fromkeys(values, 0), "number": [7, *values[1:]], "null": [None, *values[1:]]}[content]
+    (folder / file).write_text(json.dumps(edited))
+    meta = json.loads((folder / "catalogue.json").read_text())
+    meta["files"][file] = hashlib.sha256((folder / file).read_bytes()).hexdigest()
+    (folder / "catalogue.json").write_text(json.dumps(meta))
+    with pytest.raises(CatalogueError, match=message):
+        load_catalogue(folder)
 
 def test_a_dataset_of_several_embeddings_serves_the_one_of_the_exports_encoder(fx, tmp_path):
     """After a fine-tune the items' dataset holds two embeddings: serve takes the one the export's encoder wrote

@@ -148,9 +148,9 @@ def test_non_finite_item_representations_are_refused_naming_the_row(exported, tm
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda ids: [ids[1], *ids[1:]], r"item id '{1}' 2 times; expected each id once"),
-    (lambda ids: [3, *ids[1:]], r"an id 3; expected a list of item ids \(strings\)"),
-    (lambda ids: dict.fromkeys(ids, 0), r"dict; expected a list of item ids \(strings\)"),
+    (lambda ids: [ids[1], *ids[1:]], r"item id '{1}' at rows 0 and 1; expected each item id once"),
+    (lambda ids: [3, *ids[1:]], r"item id 3 at row 0 is a JSON number; expected a string"),
+    (lambda ids: dict.fromkeys(ids, 0), r"a JSON object; expected a list of the tracker's item ids"),
 ])
 def test_item_ids_that_are_not_distinct_strings_are_refused(exported, tmp_path, edit, message):
     """Windows hold item rows and scores look rows up by id: a duplicate id silently lost a row (the last one won)."""

@@ -19,7 +19,7 @@ from interestgym.core.features import (
 from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
 from interestgym.core.rules import RULES, TrackerMixRule
 from interestgym.errors import InterestGymError
-from interestgym.io import sha256_file
+from interestgym.io import read_string_list, sha256_file
 from interestgym.runtime.manifest import (
     CATEGORIES_FILE,
     ITEMS_FILE,
@@ -75,8 +75,9 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: the policy observes a tracker but has no 'tracker' section; "
                                      "expected the tracker folder (re-export the run)")
     session = None if form == "rule" else _load_graph(directory, manifest, threads, N_FEATURES + len(extra))
-    item_ids = _read_names(directory / ITEMS_FILE, "item id", "the dataset's item ids, in embedding-row order")
-    categories = _read_names(directory / CATEGORIES_FILE, "category", "the dataset's category names, in the category model's order")
+    item_ids = read_string_list(directory / ITEMS_FILE, "item id", "the dataset's item ids, in embedding-row order", ExportFileCorruptError)
+    categories = read_string_list(directory / CATEGORIES_FILE, "category", "the dataset's category names, in the category model's order",
+                                  ExportFileCorruptError)
     popularity = _read_popularity(directory / POPULARITY_FILE, item_ids)
     tracker = _load_tracker(directory, manifest, item_ids)
     change_names = _change_names(directory, manifest, session, tracker) if form == "residual" else None
@@ -151,31 +152,6 @@ def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
             raise ExportFileCorruptError(f"{where}: replay.{field} {replay.get(field)!r}; expected a finite number")
     if not isinstance(replay.get("reward_metric"), str):
         raise ExportFileCorruptError(f"{where}: replay.reward_metric {replay.get('reward_metric')!r}; expected a metric name")
-
-
-def _read_names(path: Path, what: str, expected: str) -> list[str]:
-    """A JSON list of distinct strings (``item_ids.json``, ``categories.json``): the runtime indexes rows by
-    name, so a duplicate would silently lose a row, and a non-string would be matched by its ``str``."""
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportFileCorruptError(f"{path}: not valid JSON ({exc}); expected a list of {expected}") from None
-    if not isinstance(names, list):
-        raise ExportFileCorruptError(f"{path}: a JSON {_json_type(names)}; expected a list of {expected}")
-    seen: dict[str, int] = {}
-    for row, name in enumerate(names):
-        if not isinstance(name, str):
-            raise ExportFileCorruptError(f"{path}: {what} {name!r} at row {row} is a JSON {_json_type(name)}; expected a string")
-        if name in seen:
-            raise ExportFileCorruptError(f"{path}: {what} {name!r} at rows {seen[name]} and {row}; expected each {what} once")
-        seen[name] = row
-    return names
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type (for messages about a file, not about Python)."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _read_popularity(path: Path, item_ids: list[str]) -> np.ndarray:

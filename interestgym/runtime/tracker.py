@@ -20,7 +20,6 @@ float32 rounding (the parity test holds scores to 1e-5 and metrics exactly).
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 from interestgym.core.log_features import RATING_ACTION, is_decision
 from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS, action_codes, gap_buckets
 from interestgym.errors import ArtifactError, InterestGymError
-from interestgym.io import sha256_file
+from interestgym.io import read_string_list, sha256_file
 
 TRACKER_FORMAT = "interestgym-tracker/1"
 TRACKER_MANIFEST = "tracker.json"
@@ -128,14 +127,8 @@ class TrackerRuntime:
         self.window = int(m["window"])
         self.hidden = int(m["hidden"])
         self.items = np.load(self.folder / "items.npy", allow_pickle=False)
-        ids = json.loads((self.folder / "item_ids.json").read_text(encoding="utf-8"))
         # windows hold rows and scores look rows up by id: a duplicate id would silently lose a row
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            found = type(ids).__name__ if not isinstance(ids, list) else f"an id {next(i for i in ids if not isinstance(i, str))!r}"
-            raise ArtifactError(f"{self.folder / 'item_ids.json'}: {found}; expected a list of item ids (strings)")
-        duplicate = next((i for i, k in Counter(ids).items() if k > 1), None)
-        if duplicate is not None:
-            raise ArtifactError(f"{self.folder / 'item_ids.json'}: item id {duplicate!r} {ids.count(duplicate)} times; expected each id once")
+        ids = read_string_list(self.folder / "item_ids.json", "item id", "the tracker's item ids, in items.npy's row order", ArtifactError)
         if self.items.shape != (len(ids), self.hidden) or self.items.dtype != np.float32:
             raise ArtifactError(f"{self.folder / 'items.npy'}: shape {self.items.shape} {self.items.dtype}; "
                                 f"expected ({len(ids)}, {self.hidden}) float32 (one row per item id)")

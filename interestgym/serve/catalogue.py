@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from interestgym.errors import InterestGymError
-from interestgym.io import save_npy_atomic, sha256_file, write_json_atomic
+from interestgym.io import read_string_list, save_npy_atomic, sha256_file, write_json_atomic
 from interestgym.runtime.manifest import POPULARITY_DEFINITION
 
 CATALOGUE_KIND = "interestgym-item-catalogue"
@@ -198,9 +198,11 @@ def _read_folder(folder: Path) -> Catalogue:
     for key in ("encoder", "popularity", "categories"):
         if not isinstance(meta.get(key), dict):
             raise CatalogueError(f"{meta_path}: field {key!r} is {meta.get(key)!r}; expected an object saying how the column was computed")
+    # lists of strings (a JSON object loaded as its keys, a number as its str); Catalogue names a duplicate id itself
+    ids = read_string_list(folder / IDS_FILE, "item id", "item ids, in the vectors' row order", CatalogueError, distinct=False)
+    cats = read_string_list(folder / ITEM_CATEGORIES_FILE, "category", "each item's category, in item order", CatalogueError,
+                            distinct=False)
     try:
-        ids = [str(i) for i in json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))]
-        cats = [str(c) for c in json.loads((folder / ITEM_CATEGORIES_FILE).read_text(encoding="utf-8"))]
         vectors = np.load(folder / VECTORS_FILE, allow_pickle=False)
         popularity = np.load(folder / POPULARITY_FILE, allow_pickle=False)
     except (OSError, ValueError) as exc:
