@@ -128,14 +128,14 @@ def test_residual_layout_is_computed_once_and_cannot_be_changed_by_a_caller():
 
 def test_a_rule_of_constant_strengths_repeats_its_action_row_exactly():
     from interestgym.core.features import FEATURE_NAMES
-    from interestgym.core.rules import RulePolicy, make_rule
+    from interestgym.core.rules import RULES, RulePolicy, make_rule
 
     rng = np.random.default_rng(0)
     obs = rng.uniform(0, 1, (257, len(FEATURE_NAMES))).astype(np.float32)
     for name, params in [("ema_two_profile", {"long_rate": 0.05, "short_rate": 0.7, "short_weight": 0.2, "popularity_weight": 1.0}),
                          ("ema_two_profile", {"long_rate": 1.5, "short_rate": -0.2, "short_weight": 1 / 3, "popularity_weight": 0.1}),
                          ("context_rule", {}), ("bayesian_category", {}), ("behaviour_rule", {}), ("recsim_saturating", {})]:
-        rule = make_rule(name, **params)
+        rule = RULES[name](**params)  # the class itself: make_rule refuses the out-of-range rates whose clipping this tests
         fast, slow = rule.act(obs), RulePolicy.act(rule, obs)  # the generic path, column by column
         assert fast.dtype == slow.dtype == np.float32 and np.array_equal(fast, slow), name
         assert np.array_equal(rule.act(obs[3]), RulePolicy.act(rule, obs[3])) and rule.act(obs[:0]).shape == (0, 4)

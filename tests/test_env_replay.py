@@ -97,7 +97,7 @@ def test_bad_arguments_and_actions_are_one_clear_error(datasets):
     for kwargs, message in (({"reward_baseline": 3}, r"reward_baseline=3: expected None or a rule"),
                             ({"reward_baseline": "rule"}, r"reward_baseline='rule': baseline rule 'rule': expected one of "),
                             ({"reward_baseline": {"name": "ema", "params": {"speed": 0.2}}},
-                             r"reward_baseline=.*unexpected keyword argument 'speed'.*; expected parameters of rule 'ema'"),
+                             r"reward_baseline=.*: rule 'ema' parameter\(s\) speed: not parameters of this rule; expected some of rate"),
                             ({"reward_baseline": {"rule": "ema"}}, r"expected a rule, a rule's name, or \{'name': NAME"),
                             ({"scoring": ("beta_cat", 1)}, r"scoring=\('beta_cat', 1\): expected None or an interestgym.core"),
                             ({"scoring": {"beta": 1}}, r"scoring=\{'beta': 1\}: .*unexpected keyword argument 'beta'"),

@@ -165,7 +165,7 @@ def test_vector_env_refuses_actions_that_are_not_one_row_per_env(datasets):
     for kwargs, message in (({"max_events": 0}, r"max_events=0: expected None or an integer >= 1"),
                             ({"reward_baseline": 3}, r"reward_baseline=3: expected None or a rule"),
                             ({"reward_baseline": "rule"}, r"reward_baseline='rule': baseline rule 'rule': expected one of"),
-                            ({"residual_to": {"name": "ema", "params": {"speed": 1}}}, r"residual_to=.*'speed'"),
+                            ({"residual_to": {"name": "ema", "params": {"speed": 1}}}, r"residual_to=.*parameter\(s\) speed: not parameters"),
                             ({"scoring": ("beta_cat", 1)}, r"scoring=\('beta_cat', 1\): expected None")):
         with pytest.raises(InterestGymError, match=message):
             InterestReplayVecEnv(data, n_envs=3, **kwargs)

@@ -92,7 +92,7 @@ def test_the_rule_takes_b_and_describes_it_only_when_used():
     rule = make_baseline("bayesian_category", **PARAMS, exposure=3)
     assert rule.params["exposure"] == 3.0 and rule.scoring.category_exposure_prior == 3.0 and rule.scoring.exposure_counts
     for bad in (-1.0, True, "3", float("inf")):
-        with pytest.raises(InterestGymError, match=r"bayesian_category exposure=.*expected a finite number >= 0"):
+        with pytest.raises(InterestGymError, match=r"rule 'bayesian_category' parameter exposure=.*: expected a finite number >= 0"):
             make_baseline("bayesian_category", **PARAMS, exposure=bad)
     # b only weighs the score; whether the counts are kept is part of the state (tuning shares one replay per state)
     assert (make_baseline("bayesian_category", **PARAMS, exposure=1.0).state_key()

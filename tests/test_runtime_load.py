@@ -244,3 +244,36 @@ def test_item_ids_and_categories_that_are_not_a_list_of_distinct_names_are_refus
     _rewrite_file(export_copy, name, lambda path: path.write_text(json.dumps(edit(original))))
     with pytest.raises(ExportFileCorruptError, match=message):
         load_policy(export_copy)
+
+
+
+
+def _as_rule_export(directory, **params) -> None:
+    """The fixture export turned into a shipped rule's (policy.form "rule", no graph read): the two-profile rule."""
+    rule = {"name": "ema_two_profile", "params": {"long_rate": 0.1, "short_rate": 0.6, "short_weight": 0.5, "popularity_weight": 0.0,
+                                                  **params}}
+    _rewrite_manifest(directory, lambda m: m["policy"].update(form="rule", rule=rule))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0.1", r"long_rate='0.1': expected a finite number"),
+    (float("nan"), r"long_rate=nan: expected a finite number"),
+    (5.0, r"long_rate=5.0: expected a number in \[0, 1\]"),
+    (None, r"long_rate=None: expected a finite number"),
+    (True, r"long_rate=True: expected a finite number"),
+])
+def test_a_rule_parameter_of_the_wrong_type_or_range_is_refused(export_copy, value, message):
+    """A shipped rule is rebuilt from policy.rule.params: a string, NaN, None or out-of-range rate loaded and acted (a
+    rate of 5 saturated silently at 1); each is refused naming the field and the parameter."""
+    _as_rule_export(export_copy)
+    assert load_policy(export_copy).rule.params["long_rate"] == 0.1  # the valid rule loads
+    _as_rule_export(export_copy, long_rate=value)
+    with pytest.raises(ExportFileCorruptError, match=r"manifest.json: policy.rule.params: rule 'ema_two_profile' parameter " + message):
+        load_policy(export_copy)
+
+
+def test_a_parameter_the_rule_does_not_have_is_refused_naming_those_it_has(export_copy):
+    _as_rule_export(export_copy, speed=1.0)
+    with pytest.raises(ExportFileCorruptError, match=r"policy.rule.params: rule 'ema_two_profile' parameter\(s\) speed: not parameters "
+                                                     r"of this rule; expected some of long_rate, short_rate, short_weight"):
+        load_policy(export_copy)

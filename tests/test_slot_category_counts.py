@@ -100,7 +100,7 @@ def test_a_negative_infinite_or_idle_lambda_is_refused():
     with pytest.raises(InterestGymError, match="with beta_cat=0"):
         ScoringConfig(category_slot_weight=2.0)
     for bad in (-1, float("nan"), "2"):
-        with pytest.raises(InterestGymError, match="bayesian_category slot_weight="):
+        with pytest.raises(InterestGymError, match=r"rule 'bayesian_category' parameter slot_weight=.*: expected a finite number >= 0"):
             make_baseline("bayesian_category", **PARAMS, slot_weight=bad)
     with pytest.raises(ValueError, match="without per-slot counts"):
         slot_mixed_counts(np.ones((1, 2)), None, 1.0)

@@ -69,8 +69,11 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import math
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -91,6 +94,10 @@ LN2 = float(np.log(2.0))
 _GAIN_COLUMN = ENV_ACTION_NAMES.index(GAIN_CHANGE)
 #: The observation column of the event's feedback value (what bayesian_category's value gain reads).
 _VALUE_COLUMN = FEATURE_INDEX["feedback_value"]
+
+
+class RuleParameterError(InterestGymError, ValueError):
+    """A rule's parameter the rule does not have, or of the wrong type or range (:func:`check_rule_params`)."""
 
 
 #: Rule parameters that only weigh score terms (w, p, beta_cat, beta_ctx, the Dirichlet prior, the slot
@@ -407,19 +414,55 @@ def rule_definition(name: str) -> str | None:
     return rule_definitions().get(name)
 
 
+#: Rule parameters that are a rate or a weight in [0, 1] (the strengths and mixing weights a rule acts with).
+_UNIT_PARAMS = frozenset({"rate", "long_rate", "short_rate", "short_weight", "popularity_weight", "min_rate", "base_rate",
+                          "context_rate", "burst_weight"})
+#: Rule parameters that are >= 0 (0 = the term off): bayesian_category's slot weight, exposure prior and value gain.
+_NONNEGATIVE_PARAMS = frozenset({"slot_weight", "exposure", "value_gain", "tracker_weight"})
+#: Rule parameters that may be None: the category forgetting tied to a_L, no value median without a value gain.
+_OPTIONAL_PARAMS = frozenset({"forgetting", "value_median"})
+
+
+def check_rule_params(name: str, params: Mapping[str, Any]) -> None:
+    """:class:`RuleParameterError` unless every parameter is a finite number (None where :data:`_OPTIONAL_PARAMS` allow it),
+    a rate or weight in [0, 1], >= 0 where :data:`_NONNEGATIVE_PARAMS` say, ``half_life_hours`` > 0 and ``streak`` a whole
+    number >= 1: what a rule read from a file
+    (an export's manifest, a config, an env's JSON arguments) must hold before it acts. The score terms' own ranges are
+    :class:`~interestgym.core.interest.ScoringConfig`'s."""
+    for key, value in params.items():
+        if value is None and key in _OPTIONAL_PARAMS:
+            continue
+        nonnegative = key in _NONNEGATIVE_PARAMS
+        if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or nonnegative and value < 0):
+            raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a finite number{' >= 0' * nonnegative}")
+        if key in _UNIT_PARAMS and not 0 <= value <= 1:
+            raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a number in [0, 1]")
+        if key == "half_life_hours" and value <= 0:
+            raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a number > 0")
+        if key == "streak" and (value < 1 or value != int(value)):
+            raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a whole number >= 1")
+
+
 def make_rule(name: str, **params: Any) -> RulePolicy:
     """A baseline by name with the given parameters (unknown name -> InterestGymError); ``"<rule>+tracker"``
-    with a ``tracker_weight`` parameter is that rule mixed with a tracker (:class:`TrackerMixRule`)."""
-    from interestgym.errors import InterestGymError
-
+    with a ``tracker_weight`` parameter is that rule mixed with a tracker (:class:`TrackerMixRule`). Parameters are
+    checked (:func:`check_rule_params`); one the rule does not have is a :class:`RuleParameterError` naming those it has."""
     if name.endswith(TrackerMixRule.SUFFIX):
         params = dict(params)
         weight = params.pop("tracker_weight", None)
         if weight is None:
             raise InterestGymError(f"rule {name!r}: expected a tracker_weight parameter")
+        check_rule_params(name, {"tracker_weight": weight})
         return TrackerMixRule(make_rule(name[: -len(TrackerMixRule.SUFFIX)], **params), float(weight))
     if name not in RULES:
         raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(RULES)}")
+    known = inspect.signature(RULES[name]).parameters
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise RuleParameterError(f"rule {name!r} parameter(s) {', '.join(unknown)}: not parameters of this rule; expected some of "
+                                 f"{', '.join(known) or 'none'}")
+    check_rule_params(name, params)
     return RULES[name](**params)
 
 

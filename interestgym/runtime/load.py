@@ -17,7 +17,7 @@ from interestgym.core.features import (
     observation_features,
 )
 from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
-from interestgym.core.rules import RULES, TrackerMixRule
+from interestgym.core.rules import RULES, TrackerMixRule, make_rule
 from interestgym.errors import InterestGymError
 from interestgym.io import read_string_list, sha256_file
 from interestgym.runtime.manifest import (
@@ -53,6 +53,10 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         if not isinstance(rule, dict) or not isinstance(rule.get("params"), dict) or _base_rule(rule.get("name")) not in RULES:
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule {rule!r}; expected a rule name "
                                          f"({', '.join(RULES)}) and its params")
+        try:  # each parameter one the rule has, of its type and range (a NaN rate would act NaN at every event)
+            make_rule(rule["name"], **rule["params"])
+        except InterestGymError as exc:
+            raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule.params: {exc}") from None
     try:
         features = [f["name"] for f in manifest["observation"]["features"]]
         _ = manifest["encoder"]["dim"], manifest["replay"]["action_weights"], manifest["scoring"]["config"]
