@@ -161,6 +161,28 @@ def test_item_ids_that_are_not_distinct_strings_are_refused(exported, tmp_path, 
         load_tracker_runtime(copy)
 
 
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.update(window=6.5), r"field 'window' is 6.5; expected a whole number >= 1"),
+    (lambda m: m.update(hidden="16"), r"field 'hidden' is '16'; expected a whole number >= 1"),
+    (lambda m: m.update(window=True), r"field 'window' is True; expected a whole number >= 1"),
+    (lambda m: m["decisions"]["action_weights"].update(click="heavy"), r"field decisions.action_weights is .*'heavy'.*; expected a mapping"),
+    (lambda m: m["decisions"].update(positive_rating=None), r"field decisions.positive_rating is None; expected a finite number"),
+])
+def test_tracker_manifest_fields_of_the_wrong_type_are_named(exported, tmp_path, edit, message):
+    """tracker.json's fields were read with bare int() / float(): a window of 6.5 was cut to 6 (against a graph made for
+    another), a string raised a bare ValueError. Each is refused naming the field."""
+    import shutil
+
+    _, _, result = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(result.out, copy)
+    manifest = json.loads((copy / "tracker.json").read_text())
+    edit(manifest)
+    (copy / "tracker.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"tracker.json: " + message):
+        load_tracker_runtime(copy)
+
 def test_serving_a_tracker_does_not_import_torch(exported):
     _, _, result = exported
     code = ("import sys; from interestgym.runtime.tracker import load_tracker_runtime as load; t = load(sys.argv[1]); "

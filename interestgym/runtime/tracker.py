@@ -20,6 +20,7 @@ float32 rounding (the parity test holds scores to 1e-5 and metrics exactly).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +267,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != TRACKER_FORMAT:
         raise ArtifactError(f"{path}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}; expected {TRACKER_FORMAT!r}")
+    _check_fields(path, manifest)
     for name, entry in manifest.get("files", {}).items():
         file = folder / name
         if not file.is_file():
@@ -275,6 +277,26 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
             raise ArtifactError(f"{file}: sha256 {digest[:12]}... does not match the manifest's {str(entry.get('sha256'))[:12]}...; "
                                 "the export is damaged or was edited: export it again")
     return manifest
+
+
+def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
+    """The fields the runtime reads have the types it reads them as (``int()`` / ``float()`` truncated a window of 6.5,
+    and raised a bare error on a string): ``window``, ``hidden`` whole numbers >= 1, ``decisions.action_weights`` a
+    mapping action -> finite number >= 0, ``decisions.positive_rating`` a finite number."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    for key in ("window", "hidden"):
+        value = manifest.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ArtifactError(f"{path}: field {key!r} is {value!r}; expected a whole number >= 1")
+    decisions = manifest.get("decisions")
+    weights = decisions.get("action_weights") if isinstance(decisions, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and number(v) and v >= 0 for k, v in weights.items()):
+        raise ArtifactError(f"{path}: field decisions.action_weights is {weights!r}; expected a mapping action name -> finite number >= 0")
+    rating = decisions.get("positive_rating")  # type: ignore[union-attr]
+    if not number(rating):
+        raise ArtifactError(f"{path}: field decisions.positive_rating is {rating!r}; expected a finite number")
 
 
 def load_tracker_runtime(folder: str | Path) -> TrackerRuntime:
