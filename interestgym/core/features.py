@@ -306,7 +306,7 @@ def _state_columns(raw: Mapping[str, np.ndarray],
         return None
     block = np.empty((len(sources), np.shape(first)[0]))
     for j, (key, column) in enumerate(sources):
-        block[j] = raw[key] if column is None else raw[key][:, column]
+        block[j] = raw[key] if column is None else np.asarray(raw[key])[:, column]
     if halved:
         block[list(halved)] /= 2.0
     return block.T.astype(np.float32)
