@@ -183,6 +183,24 @@ def test_tracker_manifest_fields_of_the_wrong_type_are_named(exported, tmp_path,
     with pytest.raises(ArtifactError, match=r"tracker.json: " + message):
         load_tracker_runtime(copy)
 
+@pytest.mark.parametrize("window", [5, 7])
+def test_a_window_other_than_the_graphs_is_refused_at_load(exported, tmp_path, window):
+    """The graph's window axis is fixed at export (the fixture's k = 6): a tracker.json edited to another whole-number
+    window loaded, then every score failed inside onnxruntime. It is refused at load, naming the field and both widths."""
+    import shutil
+
+    _, _, result = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(result.out, copy)
+    manifest = json.loads((copy / "tracker.json").read_text())
+    assert manifest["window"] == 6 and load_tracker_runtime(copy).window == 6  # the fixture's k; the intact copy loads
+    manifest["window"] = window
+    (copy / "tracker.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=rf"tracker.json: field 'window' is {window} but .*tracker.onnx has 'item_reps' of "
+                                            r"shape \['batch', 6, 16\]; expected the graph's window, 6"):
+        load_tracker_runtime(copy)
+
+
 def test_serving_a_tracker_does_not_import_torch(exported):
     _, _, result = exported
     code = ("import sys; from interestgym.runtime.tracker import load_tracker_runtime as load; t = load(sys.argv[1]); "

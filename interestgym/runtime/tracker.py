@@ -145,6 +145,7 @@ class TrackerRuntime:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # one user's window is a small graph: threads only contend
         self._session = onnxruntime.InferenceSession(str(self.folder / "tracker.onnx"), options, providers=["CPUExecutionProvider"])
+        _check_graph(self.folder, self._session, self.window, self.hidden)
 
     # ------------------------------------------------------------------------------------ state
     def new_window(self) -> TrackerWindow:
@@ -297,6 +298,27 @@ def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
     rating = decisions.get("positive_rating")  # type: ignore[union-attr]
     if not number(rating):
         raise ArtifactError(f"{path}: field decisions.positive_rating is {rating!r}; expected a finite number")
+
+
+#: The graph's inputs and output: (name, rank, {axis: the tracker.json field that sizes it}); axis 0 is the batch.
+_GRAPH_AXES = (("item_reps", 3, {1: "window", 2: "hidden"}), ("action", 2, {1: "window"}), ("gap", 2, {1: "window"}),
+               ("length", 1, {}), ("state", 2, {1: "hidden"}))
+
+
+def _check_graph(folder: Path, session: Any, window: int, hidden: int) -> None:
+    """The graph reads windows of ``window`` decisions and gives states of ``hidden`` (its window axis is fixed at
+    export): a tracker.json edited to another window loaded, then every score failed inside onnxruntime."""
+    graph = {node.name: node.shape for node in (*session.get_inputs(), *session.get_outputs())}
+    fields = {"window": window, "hidden": hidden}
+    for name, rank, axes in _GRAPH_AXES:
+        shape = graph.get(name)
+        if shape is None or len(shape) != rank:
+            raise ArtifactError(f"{folder / 'tracker.onnx'}: {name!r} of shape {shape}; expected a tensor of rank {rank} "
+                                f"(inputs {', '.join(n for n, *_ in _GRAPH_AXES[:-1])}, output state)")
+        for axis, field in axes.items():
+            if isinstance(shape[axis], int) and shape[axis] != fields[field]:  # a named (dynamic) axis takes any size
+                raise ArtifactError(f"{folder / TRACKER_MANIFEST}: field {field!r} is {fields[field]} but {folder / 'tracker.onnx'} "
+                                    f"has {name!r} of shape {shape}; expected the graph's {field}, {shape[axis]}")
 
 
 def load_tracker_runtime(folder: str | Path) -> TrackerRuntime:
