@@ -364,15 +364,18 @@ def test_items_that_do_not_meet_the_exports_expectations_are_refused_naming_the_
     ("item_ids.json", "dict", r"item_ids.json: a JSON object; expected a list of item ids"),
     ("item_ids.json", "number", r"item_ids.json: item id 7 at row 0 is a JSON number; expected a string"),
     ("item_categories.json", "null", r"item_categories.json: category None at row 0 is a JSON null; expected a string"),
+    ("item_ids.json", "duplicate", r"item_ids.json: item id 'i1' at rows 0 and 1; expected each item id once"),
 ])
 def test_a_catalogue_whose_id_or_category_lists_are_not_strings_is_refused(fx, tmp_path, file, content, message):
     """A catalogue folder edited with its checksums recomputed: an object of ids loaded as its keys, a number or a null
-    as its str ('7', 'None': a category no item has). Each is refused naming the file, the row and the value."""
+    as its str ('7', 'None': a category no item has), a repeated id (was refused naming only the folder, not the file or the rows).
+    Each is refused naming the file, the row and the value."""
     import hashlib
 
     folder = catalogue_from_dataset(fx.dataset).save(tmp_path / "items")
     values = json.loads((folder / file).read_text())
-    edited = {"dict": dict.fromkeys(values, 0), "number": [7, *values[1:]], "null": [None, *values[1:]]}[content]
+    edited = {"dict": dict.fromkeys(values, 0), "number": [7, *values[1:]], "null": [None, *values[1:]],
+              "duplicate": [values[1], *values[1:]]}[content]
     (folder / file).write_text(json.dumps(edited))
     meta = json.loads((folder / "catalogue.json").read_text())
     meta["files"][file] = hashlib.sha256((folder / file).read_bytes()).hexdigest()

@@ -198,8 +198,8 @@ def _read_folder(folder: Path) -> Catalogue:
     for key in ("encoder", "popularity", "categories"):
         if not isinstance(meta.get(key), dict):
             raise CatalogueError(f"{meta_path}: field {key!r} is {meta.get(key)!r}; expected an object saying how the column was computed")
-    # lists of strings (a JSON object loaded as its keys, a number as its str); Catalogue names a duplicate id itself
-    ids = read_string_list(folder / IDS_FILE, "item id", "item ids, in the vectors' row order", CatalogueError, distinct=False)
+    # lists of strings (a JSON object loaded as its keys, a number as its str); ids each once, named by file and rows
+    ids = read_string_list(folder / IDS_FILE, "item id", "item ids, in the vectors' row order", CatalogueError)
     cats = read_string_list(folder / ITEM_CATEGORIES_FILE, "category", "each item's category, in item order", CatalogueError,
                             distinct=False)
     try:
