@@ -383,6 +383,26 @@ def test_a_catalogue_whose_id_or_category_lists_are_not_strings_is_refused(fx, t
     with pytest.raises(CatalogueError, match=message):
         load_catalogue(folder)
 
+
+@pytest.mark.parametrize("value", [float("nan"), -0.25, 1.5])
+def test_a_catalogue_popularity_outside_zero_one_is_refused_naming_the_row_and_item(fx, tmp_path, value):
+    """popularity.npy edited with its checksum recomputed: a NaN or out-of-range value was refused with the file's shape
+    and dtype, which were right; the message names the value, its row and its item."""
+    import hashlib
+
+    folder = catalogue_from_dataset(fx.dataset).save(tmp_path / "items")
+    ids = json.loads((folder / "item_ids.json").read_text())
+    popularity = np.load(folder / "popularity.npy")
+    popularity[[2, 5]] = value
+    np.save(folder / "popularity.npy", popularity)
+    meta = json.loads((folder / "catalogue.json").read_text())
+    meta["files"]["popularity.npy"] = hashlib.sha256((folder / "popularity.npy").read_bytes()).hexdigest()
+    (folder / "catalogue.json").write_text(json.dumps(meta))
+    with pytest.raises(CatalogueError, match=rf"popularity.npy: 2 value\(s\) NaN or outside \[0, 1\], the first {value} at row 2 "
+                                             rf"\(item '{ids[2]}'\); expected values in \[0, 1\]"):
+        load_catalogue(folder)
+
+
 def test_a_dataset_of_several_embeddings_serves_the_one_of_the_exports_encoder(fx, tmp_path):
     """After a fine-tune the items' dataset holds two embeddings: serve takes the one the export's encoder wrote
     (an explicit --embeddings of another encoder is still refused as a mismatch)."""

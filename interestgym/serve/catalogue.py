@@ -210,9 +210,14 @@ def _read_folder(folder: Path) -> Catalogue:
     n = len(ids)
     if vectors.ndim != 2 or vectors.shape[0] != n or vectors.dtype != np.float32:
         raise CatalogueError(f"{folder / VECTORS_FILE}: shape {vectors.shape} dtype {vectors.dtype}; expected ({n}, dim) float32")
-    if popularity.shape != (n,) or popularity.dtype != np.float32 or not np.all((popularity >= 0) & (popularity <= 1)):
+    if popularity.shape != (n,) or popularity.dtype != np.float32:
         raise CatalogueError(f"{folder / POPULARITY_FILE}: shape {popularity.shape} dtype {popularity.dtype}; "
                              f"expected ({n},) float32 in [0, 1]")
+    bad = np.flatnonzero(~((popularity >= 0) & (popularity <= 1)))  # NaN fails both comparisons
+    if bad.size:
+        row = int(bad[0])
+        raise CatalogueError(f"{folder / POPULARITY_FILE}: {bad.size} value(s) NaN or outside [0, 1], the first {float(popularity[row])} "
+                             f"at row {row} (item {ids[row]!r}); expected values in [0, 1] ({POPULARITY_DEFINITION})")
     if len(cats) != n:
         raise CatalogueError(f"{folder / ITEM_CATEGORIES_FILE}: {len(cats)} categories; expected {n}, one per item")
     dim = meta["encoder"].get("dim")
