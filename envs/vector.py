@@ -105,7 +105,11 @@ class InterestReplayVecEnv(VecEnv):
     ) -> None:
         if n_envs < 1:
             raise InterestGymError(f"n_envs={n_envs}: expected an integer >= 1")
-        from interestgym.envs.replay import check_env_arguments, resolve_rule, resolve_scoring
+        from interestgym.envs.replay import (
+            check_env_arguments,
+            resolve_rule,
+            resolve_scoring,
+        )
 
         reward_baseline, scoring = resolve_rule(reward_baseline, "reward_baseline"), resolve_scoring(scoring)
         residual_to = resolve_rule(residual_to, "residual_to")

@@ -27,3 +27,10 @@ def test_a_rule_made_by_name_takes_what_its_files_hold():
     assert make_rule("behaviour_rule", streak=3.0).params["streak"] == 3  # JSON may hold a whole number as a float
     assert make_rule("bayesian_category", forgetting=None).scoring.category_forgetting is None  # tied to a_L
     assert make_rule("ema", rate=0.0).params["rate"] == 0.0 and make_rule("ema", rate=1).params["rate"] == 1
+
+
+def test_a_rules_scoring_argument_is_not_offered_as_a_parameter():
+    # ema_two_profile's class takes a ScoringConfig (subclasses pass theirs); a file's params never hold one
+    with pytest.raises(RuleParameterError, match=r"parameter\(s\) scoring: not parameters of this rule; expected some of "
+                                                 r"long_rate, short_rate, short_weight, popularity_weight$"):
+        make_rule("ema_two_profile", scoring={"beta_cat": 1.0})

@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
-from gymnasium.envs.registration import EnvSpec
 import interestgym.envs  # noqa: F401  (registers the env id)
 import numpy as np
 import pandas as pd
@@ -18,6 +17,7 @@ from env_fixtures import (
     random_unit,
     write_embeddings,
 )
+from gymnasium.envs.registration import EnvSpec
 from interestgym.agents.rules import make_baseline
 from interestgym.envs.policies import (
     ConstantPolicy,

@@ -457,7 +457,7 @@ def make_rule(name: str, **params: Any) -> RulePolicy:
         return TrackerMixRule(make_rule(name[: -len(TrackerMixRule.SUFFIX)], **params), float(weight))
     if name not in RULES:
         raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(RULES)}")
-    known = inspect.signature(RULES[name]).parameters
+    known = [p for p in inspect.signature(RULES[name]).parameters if p != "scoring"]  # a ScoringConfig is no file's value
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise RuleParameterError(f"rule {name!r} parameter(s) {', '.join(unknown)}: not parameters of this rule; expected some of "

@@ -3,7 +3,6 @@ policy's form and rule, the observation table, the ONNX graph, and the sequence 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -168,12 +167,18 @@ def _read_popularity(path: Path, item_ids: list[str]) -> np.ndarray:
     if popularity.shape != (len(item_ids),) or popularity.dtype != np.float32:
         raise ExportFileCorruptError(f"{path}: shape {popularity.shape} dtype {popularity.dtype}; expected "
                                      f"({len(item_ids)},) float32 aligned with {ITEMS_FILE}")
+    check_popularity_range(popularity, item_ids, path, ExportFileCorruptError)
+    return popularity
+
+
+def check_popularity_range(popularity: np.ndarray, item_ids: list[str], path: Path, error: type[Exception]) -> None:
+    """``error`` naming the count, the first value, its row and item unless every popularity is in [0, 1] (an
+    export's table and serve's catalogue alike)."""
     bad = np.flatnonzero(~((popularity >= 0) & (popularity <= 1)))  # NaN fails both comparisons
     if bad.size:
         row = int(bad[0])
-        raise ExportFileCorruptError(f"{path}: {bad.size} value(s) NaN or outside [0, 1], the first {float(popularity[row])} at row {row} "
-                                     f"(item {item_ids[row]!r}); expected values in [0, 1] ({POPULARITY_DEFINITION})")
-    return popularity
+        raise error(f"{path}: {bad.size} value(s) NaN or outside [0, 1], the first {float(popularity[row])} at row {row} "
+                    f"(item {item_ids[row]!r}); expected values in [0, 1] ({POPULARITY_DEFINITION})")
 
 
 def _check_scoring(directory: Path, manifest: dict[str, Any]) -> None:

@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 
 from interestgym.errors import InterestGymError
-from interestgym.io import read_string_list, save_npy_atomic, sha256_file, write_json_atomic
+from interestgym.io import (
+    read_string_list,
+    save_npy_atomic,
+    sha256_file,
+    write_json_atomic,
+)
+from interestgym.runtime.load import check_popularity_range
 from interestgym.runtime.manifest import POPULARITY_DEFINITION
 
 CATALOGUE_KIND = "interestgym-item-catalogue"
@@ -213,11 +219,7 @@ def _read_folder(folder: Path) -> Catalogue:
     if popularity.shape != (n,) or popularity.dtype != np.float32:
         raise CatalogueError(f"{folder / POPULARITY_FILE}: shape {popularity.shape} dtype {popularity.dtype}; "
                              f"expected ({n},) float32 in [0, 1]")
-    bad = np.flatnonzero(~((popularity >= 0) & (popularity <= 1)))  # NaN fails both comparisons
-    if bad.size:
-        row = int(bad[0])
-        raise CatalogueError(f"{folder / POPULARITY_FILE}: {bad.size} value(s) NaN or outside [0, 1], the first {float(popularity[row])} "
-                             f"at row {row} (item {ids[row]!r}); expected values in [0, 1] ({POPULARITY_DEFINITION})")
+    check_popularity_range(popularity, ids, folder / POPULARITY_FILE, CatalogueError)
     if len(cats) != n:
         raise CatalogueError(f"{folder / ITEM_CATEGORIES_FILE}: {len(cats)} categories; expected {n}, one per item")
     dim = meta["encoder"].get("dim")
