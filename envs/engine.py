@@ -123,11 +123,12 @@ class PointScores:
             similarities=np.concatenate([pad(p.similarities, 0) for p in parts]), **optional)
 
 
-def _as_slice(rows: np.ndarray) -> np.ndarray | slice:
-    """``rows`` as a slice when they are one or two consecutive rows in order (the single env's: its row,
-    and the reference rule's), so that the state is read and written without fancy indexing; else ``rows``."""
+def _as_slice(rows: np.ndarray, n_rows: int) -> np.ndarray | slice:
+    """``rows`` as a slice when they are one or two consecutive rows in order, inside ``[0, n_rows)`` (the single env's:
+    its row, and the reference rule's), so that the state is read and written without fancy indexing; else ``rows``
+    (whose indexing keeps numpy's own meaning of a negative or out-of-range row)."""
     n = len(rows)
-    if n == 1 or n == 2 and rows[1] == rows[0] + 1:
+    if (n == 1 or n == 2 and rows[1] == rows[0] + 1) and 0 <= rows[0] and rows[n - 1] < n_rows:
         start = int(rows[0])
         return slice(start, start + n)
     return rows
@@ -327,7 +328,7 @@ class ReplayEngine:
         the placeholder observation returned at the end of an episode.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        at = _as_slice(rows)  # reads only: views where the rows are a run
+        at = _as_slice(rows, self.n_rows)  # reads only: views where the rows are a run
         dec = self.cursor[at] - (1 if terminal else 0)
         x = self.data.embeddings[self.data.decision_item[dec]]
         long_term, short_term = self.long_term[at], self.short_term[at]
@@ -376,7 +377,7 @@ class ReplayEngine:
 
         # Running statistics (measured before the update), profile updates, then the score-term state.
         # (decision_transition returns new arrays: reading the state through views of a run of rows is safe)
-        at = _as_slice(rows)
+        at = _as_slice(rows, self.n_rows)
         before = DecisionState(*(getattr(self, name)[at] for name in DecisionState._fields))
         for name, value in zip(DecisionState._fields, decision_transition(before, x, strengths)):
             getattr(self, name)[at] = value

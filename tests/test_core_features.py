@@ -114,5 +114,6 @@ def test_state_features_alone_equal_their_columns_of_the_whole_observation():
     assert np.array_equal(short_long[3:], np.clip((raw["short_long_ema"][3:] / 2).astype(np.float32), -1, 1))
     assert np.array_equal(encode_features(raw, STATE_FEATURES)[:, STATE_FEATURES.index("long_empty")],
                           raw["long_empty"].astype(np.float32))
+    assert encode_features(raw, STATE_FEATURES).flags.c_contiguous  # row-major, as the per-column path's stack
     as_lists = {k: v.tolist() for k, v in raw.items()}  # Python lists (the shadow cosines a list of rows) read the same
     assert np.array_equal(encode_features(as_lists, STATE_FEATURES), encode_features(raw, STATE_FEATURES), equal_nan=True)

@@ -57,6 +57,17 @@ def test_update_leaves_its_inputs_alone_and_equals_the_float32_formula_to_the_bi
     assert np.allclose(np.linalg.norm(wide, axis=-1), 1.0, atol=1e-6)
 
 
+
+def test_an_update_with_a_wider_item_keeps_the_sums_dtype():
+    # float32 profiles moved by a float64 item: the mix is float64 (numpy's promotion), as (1 - a) P + a x is
+    rng = np.random.default_rng(2)
+    profile, x = unit(rng, 3, 8), unit(rng, 3, 8).astype(np.float64)
+    a = np.array([0.2, 0.5, 0.9])
+    new = update_profile(profile, x, a)
+    mixed = (1 - a.astype(np.float32)[:, None]) * profile + a.astype(np.float32)[:, None] * x
+    assert new.dtype == np.float64 and np.array_equal(new, mixed / np.sqrt(np.einsum("...d,...d->...", mixed, mixed))[:, None])
+
+
 def test_scores_match_the_written_formula():
     rng = np.random.default_rng(1)
     b, c, d, n_cat = 3, 6, 8, 4
@@ -97,7 +108,8 @@ def test_time_slots_are_six_hour_blocks():
 
 
 @pytest.mark.parametrize("kwargs", [{"popularity_weight": 1.5}, {"category_forgetting": 0.0}, {"category_prior": 0.0},
-                                    {"context_rate": -0.1}])
+                                    {"context_rate": -0.1}, {"beta_cat": float("nan")}, {"beta_ctx": float("inf")},
+                                    {"beta_cat": "1.0"}, {"popularity_weight": "0.5"}, {"beta_ctx": True}])
 def test_scoring_config_rejects_out_of_range_values(kwargs):
     with pytest.raises(InterestGymError, match="ScoringConfig"):
         ScoringConfig(**kwargs)

@@ -438,3 +438,33 @@ def test_gymnasium_vector_observation_wrappers_run_on_the_next_step_mode(dataset
 
     with pytest.raises(InterestGymError, match=r"autoreset_mode='disabled': expected 'same_step' or 'next_step'"):
         InterestReplayVectorEnv(num_envs=2, autoreset_mode="disabled", dataset=datasets["impressions"])
+
+
+def test_engine_rows_given_negative_or_as_a_pair_mean_what_numpy_indexing_means(datasets):
+    """The engine reads one or two consecutive rows through slices (the single env's fast path); a negative row keeps
+    numpy's meaning (the last row), as it had before that path, and a pair moves exactly its two rows."""
+    from interestgym.envs.engine import ReplayEngine
+
+    data = load_replay_data(datasets["impressions"], None, ProtocolSpec(split="train"))
+    action = np.array([[0.3, -0.2, 0.1, -0.5]], dtype=np.float32)
+
+    def engine() -> ReplayEngine:
+        e = ReplayEngine(data, 3)
+        e.start(np.arange(3), np.arange(3))
+        return e
+
+    fields = ("long_term", "short_term", "shadow", "drift_ema", "reward_ema", "long_metric_ema", "cursor")
+    by_negative, by_index, by_fancy = engine(), engine(), engine()
+    assert np.array_equal(by_negative.observe(np.array([-1])), by_index.observe(np.array([2])))
+    by_negative.step(np.array([-1]), action)
+    by_index.step(np.array([2]), action)
+    for name in fields:
+        assert np.array_equal(getattr(by_negative, name), getattr(by_index, name)), name
+    assert by_negative.cursor[2] == data.user_decision_start[2] + 1 and (by_negative.long_term[:2] == 0).all()
+    pair, each = engine(), engine()
+    pair.step(np.array([0, 1]), np.repeat(action, 2, axis=0))
+    each.step(np.array([0]), action)
+    each.step(np.array([1]), action)
+    for name in fields:
+        assert np.array_equal(getattr(pair, name), getattr(each, name)), name
+    assert (pair.long_term[2] == 0).all()

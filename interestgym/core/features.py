@@ -301,6 +301,8 @@ def _state_columns(raw: Mapping[str, np.ndarray],
     into one (columns, B) block instead of a call and an array per column. None unless the quantities are (B,)
     arrays (then :func:`_feature_column` handles them)."""
     sources, halved = plan
+    if not sources:
+        return None
     first = raw[sources[0][0]]
     if np.ndim(first) != 1:
         return None
@@ -309,7 +311,7 @@ def _state_columns(raw: Mapping[str, np.ndarray],
         block[j] = raw[key] if column is None else np.asarray(raw[key])[:, column]
     if halved:
         block[list(halved)] /= 2.0
-    return block.T.astype(np.float32)
+    return block.T.astype(np.float32, order="C")
 
 
 # ---------------------------------------------------------------------------------------- decoding

@@ -28,7 +28,8 @@ production runtime.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,15 @@ class ScoringConfig:
     category_exposure_prior: float = 0.0
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # numbers, before any comparison (a string raised a bare TypeError)
+            name, value = f.name, getattr(self, f.name)
+            if value is None and name in ("popularity_weight", "category_forgetting"):
+                continue
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise InterestGymError(f"ScoringConfig.{name}={value!r}: expected a number")
+        for name in ("beta_cat", "beta_ctx"):  # the other fields' range checks below refuse NaN and infinity
+            if not np.isfinite(getattr(self, name)):
+                raise InterestGymError(f"ScoringConfig.{name}={getattr(self, name)!r}: expected a finite number (0 = off)")
         if self.popularity_weight is not None and not 0.0 <= self.popularity_weight <= 1.0:
             raise InterestGymError(f"ScoringConfig.popularity_weight={self.popularity_weight}: expected None or a number in [0, 1]")
         if self.category_forgetting is not None and not 0.0 < self.category_forgetting <= 1.0:
@@ -157,9 +167,9 @@ def update_profile(profile: np.ndarray, item: np.ndarray, strength: np.ndarray |
     # engine moves (B, 5, d) profiles at every step; each temporary is megabytes for a vector env)
     moved = (1 - a) * profile
     pull = a * item
-    if pull.shape == moved.shape:
+    if pull.shape == moved.shape and pull.dtype == moved.dtype:
         moved += pull
-    else:  # an item broadcasting past the profiles' shape
+    else:  # an item broadcasting past the profiles' shape, or of a wider dtype: the sum's own shape and dtype
         moved = moved + pull
     moved = normalise_rows(moved, in_place=True)
     # a = 0 must leave the profile bit-for-bit unchanged (re-normalising would drift it by rounding).
