@@ -84,10 +84,8 @@ def resolve_rule(value: Any, argument: str) -> Any:
         return value
     try:
         return make_rule(name, **params)
-    except InterestGymError as exc:  # an unknown rule, or a parameter out of its range
+    except InterestGymError as exc:  # an unknown rule, or a parameter it does not have, of the wrong type or range
         raise InterestGymError(f"{argument}={value!r}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # a parameter the rule does not have, or of the wrong type
-        raise InterestGymError(f"{argument}={value!r}: {exc}; expected parameters of rule {name!r}") from None
 
 
 def resolve_scoring(value: Any) -> Any:

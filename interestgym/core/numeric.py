@@ -8,6 +8,10 @@ costs. The runtime updates one user per call, so that overhead is most of each c
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 import numpy as np
 
 try:  # numpy 2
@@ -22,3 +26,9 @@ if not isinstance(_clip_ufunc, np.ufunc):  # pragma: no cover - a numpy without 
 def clip(a, low, high, out=None):  # type: ignore[no-untyped-def]
     """``np.clip(a, low, high)`` (both bounds given), through numpy's clip ufunc."""
     return _clip_ufunc(a, low, high, out=out)
+
+
+def finite_number(value: Any) -> bool:
+    """A finite real number that is not a bool (``true`` / ``false`` read from a file are not weights): the check every
+    value read from a manifest, a config or a rule's parameters goes through."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)

@@ -71,8 +71,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,7 +78,7 @@ import numpy as np
 
 from interestgym.core.features import FEATURE_INDEX, FeatureView
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.numeric import clip
+from interestgym.core.numeric import clip, finite_number
 from interestgym.core.protocol import (
     ENV_ACTION_NAMES,
     GAIN_CHANGE,
@@ -301,13 +299,9 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
                  short_rate: float = 0.6, short_weight: float = 0.5, popularity_weight: float = 0.0,
                  slot_weight: float = 0.0, exposure: float = 0.0, value_gain: float = 0.0,
                  value_median: float | None = None) -> None:
-        for name, value, what in (("slot_weight", slot_weight, "category counts per time of day"),
-                                  ("exposure", exposure, "division by what was shown"),
-                                  ("value_gain", value_gain, "weighing of the counts by the feedback value")):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-                raise InterestGymError(f"bayesian_category {name}={value!r}: expected a finite number >= 0 (0 = no {what})")
-        if value_gain and (isinstance(value_median, (bool, np.bool_)) or not isinstance(value_median, numbers.Real)
-                           or not np.isfinite(value_median) or value_median <= 0):
+        # 0 = no category counts per time of day / no division by what was shown / no weighing by the feedback value
+        check_rule_params(self.name, {"slot_weight": slot_weight, "exposure": exposure, "value_gain": value_gain})
+        if value_gain and (not finite_number(value_median) or value_median <= 0):
             raise InterestGymError(f"bayesian_category value_median={value_median!r} with value_gain={value_gain!r}: expected "
                                    "a finite number > 0 (the median feedback value of the tuning users' decisions)")
         super().__init__(long_rate, short_rate, short_weight, popularity_weight,
@@ -426,15 +420,13 @@ _OPTIONAL_PARAMS = frozenset({"forgetting", "value_median"})
 def check_rule_params(name: str, params: Mapping[str, Any]) -> None:
     """:class:`RuleParameterError` unless every parameter is a finite number (None where :data:`_OPTIONAL_PARAMS` allow it),
     a rate or weight in [0, 1], >= 0 where :data:`_NONNEGATIVE_PARAMS` say, ``half_life_hours`` > 0 and ``streak`` a whole
-    number >= 1: what a rule read from a file
-    (an export's manifest, a config, an env's JSON arguments) must hold before it acts. The score terms' own ranges are
-    :class:`~interestgym.core.interest.ScoringConfig`'s."""
+    number >= 1: what a rule read from a file (an export's manifest, a config, an env's JSON arguments) must hold before
+    it acts. The score terms' own ranges are :class:`~interestgym.core.interest.ScoringConfig`'s."""
     for key, value in params.items():
         if value is None and key in _OPTIONAL_PARAMS:
             continue
         nonnegative = key in _NONNEGATIVE_PARAMS
-        if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-                or nonnegative and value < 0):
+        if not finite_number(value) or nonnegative and value < 0:
             raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a finite number{' >= 0' * nonnegative}")
         if key in _UNIT_PARAMS and not 0 <= value <= 1:
             raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a number in [0, 1]")

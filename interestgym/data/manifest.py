@@ -12,10 +12,10 @@ found and what was expected.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from interestgym.core.numeric import finite_number
 from interestgym.data.schema import ACTIONS, DEFAULT_ACTION_WEIGHTS, SCHEMA_VERSION
 from interestgym.errors import ArtifactError
 
@@ -30,11 +30,6 @@ def _found(value: Any) -> str:
         text = text[:57] + "..."
     kind = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value))
     return f"{text} ({kind})" if kind and not isinstance(value, str) else text
-
-
-def _finite_number(value: Any) -> bool:
-    # bool is an int in Python but true / false is not a weight in JSON.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -67,7 +62,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     for action, weight in weights.items():
         if action not in ACTIONS:
             raise ArtifactError(f"{path}: field action_weights has the action {action!r}; expected one of {', '.join(ACTIONS)}; {rerun}")
-        if not _finite_number(weight) or weight < 0:
+        if not finite_number(weight) or weight < 0:
             # A negative weight would invert what an event says about the user's interest.
             raise ArtifactError(f"{path}: field action_weights.{action} is {_found(weight)}; expected a finite number >= 0 "
                                 f"(0 = the action says nothing about interest); {rerun}")
@@ -75,7 +70,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: field action_weights gives every action weight 0; expected at least one weight > 0 "
                             f"(otherwise no event is positive feedback); {rerun}")
 
-    if "positive_rating" in manifest and not _finite_number(manifest["positive_rating"]):
+    if "positive_rating" in manifest and not finite_number(manifest["positive_rating"]):
         raise ArtifactError(f"{path}: field positive_rating is {_found(manifest['positive_rating'])}; expected a finite number "
                             f"(ratings at or above it are positive feedback, e.g. 4.0); {rerun}")
     if "has_truth" in manifest and not isinstance(manifest["has_truth"], bool):

@@ -3,7 +3,6 @@ policy's form and rule, the observation table, the ONNX graph, and the sequence 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from interestgym.core.features import (
     TRACKER_FEATURE_NAMES,
     observation_features,
 )
+from interestgym.core.numeric import finite_number
 from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
 from interestgym.core.rules import RULES, TrackerMixRule, make_rule
 from interestgym.errors import InterestGymError
@@ -134,9 +134,6 @@ def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
     past the checksum, not past this)."""
     where = directory / "manifest.json"
 
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
     dim = manifest["encoder"]["dim"]
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise ExportFileCorruptError(f"{where}: encoder.dim {dim!r}; expected a positive integer")
@@ -146,12 +143,12 @@ def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
         raise ExportFileCorruptError(f"{where}: encoder.dim {dim} but replay.verified_on.dim {verified_on['dim']!r} (the "
                                      "embeddings the policy was verified on); expected the same dimension")
     weights = replay.get("action_weights") if isinstance(replay, dict) else None
-    if not isinstance(weights, dict) or not weights or not all(isinstance(k, str) and number(v) for k, v in weights.items()):
+    if not isinstance(weights, dict) or not weights or not all(isinstance(k, str) and finite_number(v) for k, v in weights.items()):
         raise ExportFileCorruptError(f"{where}: replay.action_weights {weights!r}; expected a mapping action name -> finite number")
     for field in ("max_action_weight", "positive_rating", "tz_offset_hours"):
         if field not in replay and field == "tz_offset_hours":  # exports from before the time zone: UTC
             continue
-        if not number(replay.get(field)):
+        if not finite_number(replay.get(field)):
             raise ExportFileCorruptError(f"{where}: replay.{field} {replay.get(field)!r}; expected a finite number")
     if not isinstance(replay.get("reward_metric"), str):
         raise ExportFileCorruptError(f"{where}: replay.reward_metric {replay.get('reward_metric')!r}; expected a metric name")

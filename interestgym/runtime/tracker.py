@@ -20,7 +20,6 @@ float32 rounding (the parity test holds scores to 1e-5 and metrics exactly).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from interestgym.core.log_features import RATING_ACTION, is_decision
+from interestgym.core.numeric import finite_number
 from interestgym.core.tokens import N_ACTIONS, N_GAP_BUCKETS, action_codes, gap_buckets
 from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.io import read_string_list, sha256_file
@@ -284,19 +284,16 @@ def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
     """The fields the runtime reads have the types it reads them as (``int()`` / ``float()`` truncated a window of 6.5,
     and raised a bare error on a string): ``window``, ``hidden`` whole numbers >= 1, ``decisions.action_weights`` a
     mapping action -> finite number >= 0, ``decisions.positive_rating`` a finite number."""
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
     for key in ("window", "hidden"):
         value = manifest.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ArtifactError(f"{path}: field {key!r} is {value!r}; expected a whole number >= 1")
     decisions = manifest.get("decisions")
     weights = decisions.get("action_weights") if isinstance(decisions, dict) else None
-    if not isinstance(weights, dict) or not all(isinstance(k, str) and number(v) and v >= 0 for k, v in weights.items()):
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and finite_number(v) and v >= 0 for k, v in weights.items()):
         raise ArtifactError(f"{path}: field decisions.action_weights is {weights!r}; expected a mapping action name -> finite number >= 0")
     rating = decisions.get("positive_rating")  # type: ignore[union-attr]
-    if not number(rating):
+    if not finite_number(rating):
         raise ArtifactError(f"{path}: field decisions.positive_rating is {rating!r}; expected a finite number")
 
 
