@@ -289,6 +289,110 @@ def test_a_retry_is_a_duplicate_however_its_client_spells_it(fx, store_url):
         assert other.status_code == 409  # another value is another event
 
 
+def _outcome(eid: str, user: str, ts: int | None, clicked: str = "i3") -> dict:
+    body = {"kind": "outcome", "event_id": eid, "user_id": user, "candidates": ["i1", "i2", "i3"], "clicked": [clicked]}
+    return body if ts is None else {**body, "ts": ts}
+
+
+@pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
+def test_applied_ids_are_forgotten_past_the_retention_and_a_late_retry_is_never_applied_twice(fx, store_url):
+    """--event-id-retention 100: an id is kept while its time is within 100 s of the user's last event. The ids
+    expected in the store are computed here from that rule; a retry of a forgotten event is out of order (409), not
+    applied again; an outcome whose ts is that old is refused; each forgotten id is counted."""
+    retention, t0 = 100, 1_000_000
+    times: dict[str, int] = {}  # every id applied, with its time
+
+    def kept(last: int) -> set[str]:
+        return {e for e, t in times.items() if t >= last - retention}
+
+    with _client(_service(fx, store_url, event_id_retention_s=retention)) as client:
+        service = client.app.state.service
+        for eid, dt in (("a", 0), ("b", 50)):
+            assert client.post("/v1/events", json={"events": [_event(eid, "u1", t0 + dt)]}).json()["applied"] == 1
+            times[eid] = t0 + dt
+        assert client.get("/v1/users/u1").json()["applied_event_ids"] == len(kept(t0 + 50)) == 2
+        assert client.post("/v1/events", json={"events": [_event("c", "u1", t0 + 120, "i7")]}).json()["applied"] == 1
+        times["c"] = t0 + 120
+        assert kept(t0 + 120) == {"b", "c"}
+        assert service.store.user_info("u1")[1] == 2
+        state = client.get("/v1/users/u1").json()
+        late = client.post("/v1/events", json={"events": [_event("a", "u1", t0)]})  # a's retry, its id forgotten
+        assert late.status_code == 409 and late.json()["error"] == "out_of_order"
+        assert client.get("/v1/users/u1").json() == state  # not applied a second time
+        assert client.post("/v1/events", json={"events": [_event("b", "u1", t0 + 50)]}).json()["duplicates"] == 1  # kept
+        # outcomes: one within the window is remembered (its retry a duplicate); one with a ts older than it is refused
+        assert client.post("/v1/events", json={"events": [_outcome("o1", "u1", t0 + 110)]}).json()["applied"] == 1
+        times["o1"] = t0 + 110
+        assert client.post("/v1/events", json={"events": [_outcome("o1", "u1", t0 + 110)]}).json()["duplicates"] == 1
+        old = client.post("/v1/events", json={"events": [_outcome("o2", "u1", t0 + 19)]})
+        assert old.status_code == 409 and "--event-id-retention" in old.json()["message"]
+        assert old.json()["detail"] == {"index": 0, "event_id": "o2", "user_id": "u1", "ts": t0 + 19, "last_event_ts": t0 + 120}
+        # one batch moving the user far ahead forgets every earlier id, the batch's own first event too
+        batch = [_event("d", "u1", t0 + 200), _event("e", "u1", t0 + 500, "i7")]
+        assert client.post("/v1/events", json={"events": batch}).json()["applied"] == 2
+        times.update(d=t0 + 200, e=t0 + 500)
+        assert kept(t0 + 500) == {"e"} and service.store.user_info("u1")[1] == 1
+        metrics = client.get("/metrics").text
+        assert f"interestgym_event_ids_forgotten_total {float(len(times) - 1)}" in metrics  # a, b, c, o1, d
+        assert client.post("/v1/events", json={"events": [_event("d", "u1", t0 + 200)]}).status_code == 409  # never twice
+        assert client.get("/v1/users/u1").json()["events"] == 5  # a, b, c, d, e: each applied once
+        assert client.delete("/v1/users/u1").status_code == 204
+        assert service.store.user_info("u1") == (None, 0)
+    if store_url.startswith("redis"):  # the user's sorted set of times went with the user
+        from redis import Redis
+
+        prefix = store_url.split("prefix=")[1]
+        assert not Redis.from_url(store_url.split("?")[0]).exists(f"{prefix}times:u1")
+
+
+@pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
+def test_retention_forever_keeps_every_applied_id(fx, store_url):
+    with _client(_service(fx, store_url, event_id_retention_s=None)) as client:
+        events = [_event(f"e{k}", "u1", 1_000_000 + k * 10**7) for k in range(4)]  # 10^7 s apart: far past 30 days
+        assert client.post("/v1/events", json={"events": events}).json()["applied"] == 4
+        assert client.get("/v1/users/u1").json()["applied_event_ids"] == 4
+        assert client.post("/v1/events", json={"events": events[:1]}).json()["duplicates"] == 1  # still a retry
+        assert client.post("/v1/events", json={"events": [_outcome("o", "u1", 1_000_000)]}).json()["applied"] == 1  # any ts
+
+
+def test_ids_a_previous_release_stored_without_a_time_are_kept(fx, tmp_path):
+    """A SQLite file of the release before times (no event_times table; its ids in applied_events alone): its ids are
+    never forgotten (no time to count from) and stay retries, while the new release's own ids are forgotten."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE user_states (user_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, event_id)) WITHOUT ROWID;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('schema', '1'); INSERT INTO applied_events VALUES ('u1', 'old');")
+    conn.close()
+    with _client(_service(fx, f"sqlite:///{path}", event_id_retention_s=10)) as client:
+        for eid, ts in (("new", 1_000_000), ("later", 1_000_100)):
+            assert client.post("/v1/events", json={"events": [_event(eid, "u1", ts)]}).json()["applied"] == 1
+        assert client.get("/v1/users/u1").json()["applied_event_ids"] == 2  # old and later; new was forgotten
+        assert client.post("/v1/events", json={"events": [_event("old", "u1", 1_000_100)]}).json()["duplicates"] == 1
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("3600", 3600), ("90m", 5400), ("12h", 43_200), ("30d", 2_592_000),
+                                                ("0", 0), (" 7D ", 604_800), ("forever", None)])
+def test_event_id_retention_reads_seconds_units_and_forever(text, seconds):
+    from interestgym.serve.cli import Duration
+
+    assert Duration().convert(text, None, None) == seconds
+
+
+@pytest.mark.parametrize("text", ["1.5d", "-5", "30 days", "d", "", "never"])
+def test_event_id_retention_refuses_what_is_not_a_duration_saying_what_it_takes(text):
+    from interestgym.serve.cli import Duration
+
+    with pytest.raises(click.BadParameter, match="is not a duration; expected whole seconds or a number with s, m, h or d"):
+        Duration().convert(text, None, None)
+
+
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
 def test_an_event_older_than_the_users_last_refuses_the_batch_with_409_and_applies_nothing(fx, store_url):
     with _client(_service(fx, store_url)) as client:

@@ -22,6 +22,29 @@ from interestgym.errors import InterestGymError
 STARTUP_FAILURE = 3
 
 
+#: Seconds per unit of a --event-id-retention duration.
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+class Duration(click.ParamType):
+    """Seconds, written as a whole number with an optional unit (``3600``, ``90m``, ``12h``, ``30d``), or ``forever``
+    (None)."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int):
+            return value  # type: ignore[return-value]
+        text = str(value).strip().lower()
+        if text == "forever":
+            return None
+        number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+        if not number.isdigit():
+            self.fail(f"{value!r} is not a duration; expected whole seconds or a number with s, m, h or d (e.g. 30d), "
+                      "or 'forever'", param, ctx)
+        return int(number) * _UNITS[unit]
+
+
 def open_admin_warning(host: str, admin_token: str | None) -> str | None:
     """What to say when the admin API is open to other machines: ``host`` is not a loopback address and no token is
     set (``POST /v1/admin/policy`` swaps to any export folder on this machine's disk). None otherwise."""
@@ -86,12 +109,16 @@ def listen(host: str, port: int) -> socket.socket:
 @click.option("--future-tolerance", type=click.IntRange(min=0), default=86_400, show_default=True,
               help="Seconds past the server's clock an event's ts may be; a later one is refused (422), since it would put "
                    "the user's real events out of order.")
+@click.option("--event-id-retention", type=Duration(), default="30d", show_default=True,
+              help="How long an applied event id is remembered for retries, on the user's own clock (before the user's "
+                   "last event): 3600, 12h, 30d ... or 'forever'. A retry of an older event is refused as out of order, "
+                   "never applied twice.")
 @click.option("--max-body-mb", type=click.IntRange(min=1), default=16, show_default=True,
               help="The largest request body, in MiB; a larger one is refused (413 body_too_large) before it is parsed.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str | None, save_catalogue: Path | None, host: str,
           port: int, workers: int, threads: int, admin_token: str | None, text_encoder: str | None, future_tolerance: int,
-          max_body_mb: int, log_level: str) -> None:
+          event_id_retention: int | None, max_body_mb: int, log_level: str) -> None:
     """Serve EXPORT_DIR's policy over HTTP, with user states in a store.
 
     \b
@@ -108,6 +135,8 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     'duplicate' and changes nothing, so clients may retry. An event older than the user's last one
     refuses its batch with 409 out_of_order, naming both times; one later than the server's clock
     plus --future-tolerance is refused with 422 (it would put every later event out of order).
+    Applied ids are remembered for --event-id-retention before the user's last event (then forgotten,
+    so the store does not grow with every event ever applied); a retry older than that is out of order.
     Items, popularity and categories come from --items, never from the export's tables; an export
     whose encoder, popularity definition or category list the items do not match is refused.
     Starting makes EXPORT_DIR the store's active policy, once the port is taken (a start that cannot
@@ -132,7 +161,8 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
                                "(sqlite:///PATH.db or redis://HOST:PORT/DB)")
     config = ServeConfig(export=str(export_dir.resolve()), store=store_url, items=None if items is None else str(Path(items).resolve()),
                          embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder,
-                         future_tolerance_s=future_tolerance, max_body_bytes=max_body_mb * 2**20)
+                         future_tolerance_s=future_tolerance, max_body_bytes=max_body_mb * 2**20,
+                         event_id_retention_s=event_id_retention)
     sock = listen(host, port)  # first: a start that cannot listen must leave the store's active policy alone
     try:
         service = InterestService.open(config, install=True)

@@ -15,6 +15,7 @@ name                                        type       labels / meaning
                                                        rule then see: a client that never sends it shows
                                                        here)
 ``interestgym_events_refused_total``        counter    reason (out_of_order, invalid: by the schema or the runtime, conflict): batches refused
+``interestgym_event_ids_forgotten_total``   counter    applied event ids forgotten under ``--event-id-retention``
 ``interestgym_store_seconds``               histogram  store, op: time in the store (transaction, read)
 ``interestgym_store_errors_total``          counter    store, op: the store failed or did not answer
 ``interestgym_store_conflicts_total``       counter    store: optimistic-concurrency retries (Redis)
@@ -59,6 +60,8 @@ class ServeMetrics:
         self.default_value = Counter("interestgym_events_default_value", "Applied events sent without value (read as 1.0)",
                                      registry=r)
         self.refused = Counter("interestgym_events_refused", "Event batches refused", ["reason"], registry=r)
+        self.forgotten_ids = Counter("interestgym_event_ids_forgotten", "Applied event ids forgotten (--event-id-retention)",
+                                     registry=r)
         self.store_seconds = Histogram("interestgym_store_seconds", "Time in the store", ["store", "op"],
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("interestgym_store_errors", "Store failures", ["store", "op"], registry=r)

@@ -10,6 +10,13 @@ users, the k-th events of every user go through the policy in one ``update_batch
 
 * An event id the store has already applied for that user (or met earlier in the batch) is a
   *duplicate*: skipped, reported, never an error (that is what makes retries safe).
+* **Retention** (``event_id_retention_s``, ``--event-id-retention``, 30 days by default): applied ids are remembered
+  while their time (an event's ``ts``; an outcome's ``ts``, or the server's clock when it came without one) is within
+  that many seconds of the user's last event; older ones are forgotten in the write that moves the user past them,
+  so the store holds a bounded window of ids per user instead of every id ever applied. A late retry of a forgotten
+  event is still never applied twice: its time is before the user's last event, so it is *out of order* (below).
+  An outcome sent with a ``ts`` that far back is refused the same way. An outcome sent without ``ts`` carries the
+  server's clock, and a retry of it after its id was forgotten would be applied again: send outcomes with their ``ts``.
 * **Out of order**: the runtime refuses an event older than the user's last one. The service refuses
   the whole batch with 409 ``out_of_order``, naming the event, its time and the user's last time;
   nothing is applied (the client re-sends the batch without it, or with a corrected time). Equal
@@ -137,6 +144,10 @@ class _Stale(Exception):
 
 
 # ------------------------------------------------------------------------------------ config
+#: The default of ``--event-id-retention``: 30 days.
+EVENT_ID_RETENTION_S = 30 * 86_400
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """What ``interestgym serve`` starts with (JSON-able: it travels to uvicorn's workers)."""
@@ -153,6 +164,9 @@ class ServeConfig:
     future_tolerance_s: int = 86_400
     #: the largest request body read (a larger one is refused with 413 before it is parsed)
     max_body_bytes: int = 16 * 2**20
+    #: how long (on the user's own clock: seconds before the user's last event) an applied event id is remembered
+    #: as a retry; None: for as long as the user is (see ``apply``)
+    event_id_retention_s: int | None = EVENT_ID_RETENTION_S
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -509,7 +523,8 @@ class InterestService:
             by_user.setdefault(e.user_id, []).append(i)
         event_ids = {u: [events[i].event_id for i in idx] for u, idx in by_user.items()}
         results: list[dict[str, Any]] = []
-        limit = int(time.time()) + self.config.future_tolerance_s
+        now = int(time.time())  # the time of an outcome sent without ts (one value, however often compute runs)
+        limit = now + self.config.future_tolerance_s
         for i, e in enumerate(events):
             if e.ts is not None and e.ts > limit:
                 self.metrics.refused.labels("invalid").inc()
@@ -524,10 +539,13 @@ class InterestService:
 
             def compute(snapshot: Snapshot) -> dict[str, UserWrite]:
                 self._current(snapshot, active, version)
-                writes, results[:] = _apply_batch(active.policy, cat, row_of, events, by_user, snapshot)
+                writes, results[:] = _apply_batch(active.policy, cat, row_of, events, by_user, snapshot,
+                                                  self.config.event_id_retention_s, now)
                 return writes
 
-            self._timed("transaction", lambda: self.store.transact(event_ids, compute))
+            forgotten = self._timed("transaction", lambda: self.store.transact(event_ids, compute))
+            if forgotten:
+                self.metrics.forgotten_ids.inc(forgotten)
             return active.record["manifest_sha256"][:16]
 
         try:
@@ -777,8 +795,14 @@ def event_digest(event: BehaviourEvent | Outcome) -> str:
 
 
 def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int], events: Sequence[BehaviourEvent | Outcome],
-                 by_user: dict[str, list[int]], snapshot: Snapshot) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
-    """The transaction's computation: pure in its inputs (it may run more than once)."""
+                 by_user: dict[str, list[int]], snapshot: Snapshot, retention: int | None = None, now: int = 0
+                 ) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
+    """The transaction's computation: pure in its inputs (it may run more than once).
+
+    :param retention: ``ServeConfig.event_id_retention_s``: each write forgets the user's ids older than the user's last
+        event minus this, and an outcome sent with a ``ts`` that old is refused (its id may be forgotten already).
+    :param now: the time given to an outcome sent without ``ts`` (its id's time).
+    """
     for i, e in enumerate(events):
         if isinstance(e, BehaviourEvent) and e.action not in policy.action_weights:
             raise InvalidRequestError(f"events[{i}].action is {e.action!r}; expected one of {', '.join(sorted(policy.action_weights))}",
@@ -790,7 +814,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
     states = {u: _decode_state(snapshot.users[u].state, policy, u) for u in by_user}
     seen = {u: dict(snapshot.users[u].applied) for u in by_user}  # event id -> digest of its content
     queues = {u: deque(idx) for u, idx in by_user.items()}
-    new_ids: dict[str, list[str]] = {u: [] for u in by_user}
+    new_ids: dict[str, dict[str, int]] = {u: {} for u in by_user}  # per user: the ids applied now -> their times
     digests = [event_digest(e) for e in events]
     results: list[dict[str, Any] | None] = [None] * len(events)
     while any(queues.values()):
@@ -809,7 +833,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             if q:
                 i = q.popleft()
                 seen[u][events[i].event_id] = digests[i]
-                new_ids[u].append(events[i].event_id)
+                new_ids[u][events[i].event_id] = now if events[i].ts is None else int(events[i].ts)  # the retention's start
                 (round_events if isinstance(events[i], BehaviourEvent) else round_outcomes).append((u, i))
         if round_events:
             runtime_events = []
@@ -837,6 +861,14 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
         for u, i in round_outcomes:
             o = events[i]
             assert isinstance(o, Outcome)
+            st = states[u]
+            if retention is not None and o.ts is not None and st.counter("n_events") > 0 and \
+                    o.ts < st.counter("last_event_ts") - retention:
+                raise OutOfOrderError(
+                    f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, more than {retention} s (--event-id-retention) before "
+                    f"the user's last applied event at ts {st.counter('last_event_ts')}: ids that old are forgotten, so a "
+                    "retry could not be told from a new outcome (nothing in this batch was applied)",
+                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "last_event_ts": st.counter("last_event_ts")})
             labels = np.asarray(o.label_list(), np.int8)
             r = np.array([row_of.get(c, -1) for c in o.candidates], dtype=np.int64)
             known = r >= 0
@@ -848,5 +880,10 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                     candidate_categories=[cat.categories[j] for j in r], hour=_hour(policy, o.hour, o.ts))
             results[i] = {"event_id": o.event_id, "user_id": u, "kind": "outcome", "status": "applied", "scored": metrics is not None,
                           "unknown_candidates": int((~known).sum()), "metrics": metrics}
-    writes = {u: UserWrite(states[u].to_bytes(), {e: seen[u][e] for e in ids}) for u, ids in new_ids.items() if ids}
+    writes = {}
+    for u, ids in new_ids.items():
+        if ids:
+            st = states[u]
+            forget = st.counter("last_event_ts") - retention if retention is not None and st.counter("n_events") > 0 else None
+            writes[u] = UserWrite(st.to_bytes(), {e: seen[u][e] for e in ids}, ids, forget)
     return writes, [r for r in results if r is not None]

@@ -21,18 +21,27 @@ refuses it) rather than dropped as a duplicate ("" for ids stored before digests
 * SQLite: ``BEGIN IMMEDIATE`` (the database's write lock, taken before reading: every writer in
   every process is serialised, hence every user too), one transaction per batch, ``COMMIT`` before
   the reply. Tables ``user_states``, ``applied_events`` (user_id, event_id), ``event_digests`` (user_id, event_id,
-  digest), ``meta``, ``items``. The digests have a table of their own so that a worker of the previous release, which
+  digest), ``event_times`` (user_id, event_id, t), ``meta``, ``items``. The digests have a table of their own so that a worker of the previous release, which
   writes ``applied_events`` alone, keeps working on a file a newer one opened (its ids have no digest: retries).
 * Redis: optimistic ``WATCH`` of the batch's user hashes and the meta hash, reads, ``compute``, then
   ``MULTI`` / ``EXEC`` of every write; a concurrent write to any watched key aborts the ``EXEC`` and
   the whole step is retried with fresh reads (``compute`` may therefore run more than once and must
   not have side effects). Keys: ``{prefix}user:{id}`` (hash: ``state`` -> bytes, ``ev:{event id}``
-  -> the digest; 1 in keys written before digests), ``{prefix}meta`` (hash), ``{prefix}items`` (hash: item id -> bytes). Durability is the
+  -> the digest; 1 in keys written before digests), ``{prefix}times:{id}`` (sorted set: event id -> its event's time),
+  ``{prefix}meta`` (hash), ``{prefix}items`` (hash: item id -> bytes). Durability is the
   server's (``appendonly yes`` + ``appendfsync always`` for the SQLite guarantee).
 * memory: one lock.
 
 Everything stored is bytes in :mod:`interestgym.runtime.codec`'s format or JSON text; nothing is
-pickled. Applied event ids are kept as long as their user (``DELETE /v1/users/{id}`` forgets both).
+pickled. Applied event ids are kept as long as their user (``DELETE /v1/users/{id}`` forgets both), or, when a write
+says so (:attr:`UserWrite.forget_before`: the service's ``--event-id-retention``), until the user's own clock has moved
+past them: each id is stored with its event's time, and the ids of a user's events older than ``forget_before`` are
+deleted in the same atomic step that writes the user (ids stored without a time, by an earlier release, are kept).
+
+* SQLite: the times are in a table of their own, ``event_times`` (user_id, event_id, t), for the same reason as the
+  digests (an earlier release's worker keeps working on the file).
+* Redis: a sorted set per user, ``{prefix}times:{id}`` (event id -> time), written and pruned in the user's
+  ``MULTI`` / ``EXEC`` and watched with the user's hash.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
@@ -87,6 +96,10 @@ class UserWrite:
     state: bytes
     #: the event ids newly applied, each with its event's digest (in the order they were applied)
     applied: Mapping[str, str]
+    #: the time of each newly applied id's event (unix seconds; an id without one is kept until its user is deleted)
+    times: Mapping[str, int] = field(default_factory=dict)
+    #: forget the user's applied ids whose time is before this (None: keep them all)
+    forget_before: int | None = None
 
 
 Compute = Callable[[Snapshot], Mapping[str, UserWrite]]
@@ -102,9 +115,10 @@ class Store(ABC):
         self.on_conflict: Callable[[], None] = lambda: None
 
     @abstractmethod
-    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> int:
         """Atomically: read the users of ``event_ids`` (user -> the batch's event ids), call ``compute``
-        on the snapshot and write what it returns. An exception from ``compute`` writes nothing."""
+        on the snapshot and write what it returns, forgetting the ids each write's ``forget_before`` lets go.
+        An exception from ``compute`` writes nothing. Returns how many applied ids were forgotten."""
 
     @abstractmethod
     def read(self, user_ids: Sequence[str]) -> Snapshot:
@@ -154,6 +168,7 @@ class MemoryStore(Store):
         self._lock = threading.RLock()
         self._states: dict[str, bytes] = {}
         self._applied: dict[str, dict[str, str]] = {}
+        self._times: dict[str, dict[str, int]] = {}  # per user: event id -> its event's time
         self._meta: dict[str, str] = {}
         self._items: dict[str, bytes] = {}
         self._items_version = 0
@@ -163,9 +178,18 @@ class MemoryStore(Store):
             users = {u: UserRecord(self._states.get(u), {e: self._applied[u][e] for e in ids if e in self._applied.get(u, {})})
                      for u, ids in event_ids.items()}
             writes = compute(Snapshot(users, self._meta.get("policy"), self._items_version))
+            forgotten = 0
             for u, w in writes.items():
                 self._states[u] = w.state
-                self._applied.setdefault(u, {}).update(w.applied)
+                applied, times = self._applied.setdefault(u, {}), self._times.setdefault(u, {})
+                applied.update(w.applied)
+                times.update(w.times)
+                if w.forget_before is not None:
+                    old = [e for e, t in times.items() if t < w.forget_before]
+                    for e in old:
+                        del applied[e], times[e]
+                    forgotten += len(old)
+            return forgotten
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
         with self._lock:
@@ -181,6 +205,7 @@ class MemoryStore(Store):
             found = user_id in self._states or user_id in self._applied
             self._states.pop(user_id, None)
             self._applied.pop(user_id, None)
+            self._times.pop(user_id, None)
             return found
 
     def update_meta(self, fn: Callable[[dict[str, str | None]], Mapping[str, str]]) -> dict[str, str | None]:
@@ -211,6 +236,9 @@ _SQLITE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, event_id)) WITHOUT ROWID",
     ("CREATE TABLE IF NOT EXISTS event_digests (user_id TEXT NOT NULL, event_id TEXT NOT NULL, digest TEXT NOT NULL, "
      "PRIMARY KEY (user_id, event_id)) WITHOUT ROWID"),
+    ("CREATE TABLE IF NOT EXISTS event_times (user_id TEXT NOT NULL, event_id TEXT NOT NULL, t INTEGER NOT NULL, "
+     "PRIMARY KEY (user_id, event_id)) WITHOUT ROWID"),
+    "CREATE INDEX IF NOT EXISTS event_times_by_time ON event_times (user_id, t)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID",
 )
@@ -330,8 +358,15 @@ class SqliteStore(Store):
                              [(u, e) for u, w in writes.items() for e in w.applied])
             conn.executemany("INSERT OR REPLACE INTO event_digests (user_id, event_id, digest) VALUES (?, ?, ?)",
                              [(u, e, d) for u, w in writes.items() for e, d in w.applied.items()])
+            conn.executemany("INSERT OR REPLACE INTO event_times (user_id, event_id, t) VALUES (?, ?, ?)",
+                             [(u, e, t) for u, w in writes.items() for e, t in w.times.items()])
+            old = [(u, r[0]) for u, w in writes.items() if w.forget_before is not None
+                   for r in conn.execute("SELECT event_id FROM event_times WHERE user_id = ? AND t < ?", (u, w.forget_before))]
+            for table in ("applied_events", "event_digests", "event_times"):
+                conn.executemany(f"DELETE FROM {table} WHERE user_id = ? AND event_id = ?", old)
+            return len(old)
 
-        self._write(body, "transaction")
+        return self._write(body, "transaction")
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
         return self._read(lambda c: Snapshot({u: UserRecord(self._state(c, u), {}) for u in user_ids}, *self._versions(c)), "read")
@@ -348,6 +383,7 @@ class SqliteStore(Store):
             a = conn.execute("DELETE FROM user_states WHERE user_id = ?", (user_id,)).rowcount
             b = conn.execute("DELETE FROM applied_events WHERE user_id = ?", (user_id,)).rowcount
             conn.execute("DELETE FROM event_digests WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM event_times WHERE user_id = ?", (user_id,))
             return bool(a or b)
 
         return self._write(body, "delete")
@@ -418,6 +454,9 @@ class RedisStore(Store):
     def _user_key(self, user_id: str) -> str:
         return f"{self.prefix}user:{user_id}"
 
+    def _times_key(self, user_id: str) -> str:
+        return f"{self.prefix}times:{user_id}"
+
     def _guard(self, op: str, body: Callable[[], Any]) -> Any:
         try:
             return body()
@@ -445,9 +484,10 @@ class RedisStore(Store):
 
         self._guard(op, run)
 
-    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> int:
         users = list(event_ids)
         keys = [self._user_key(u) for u in users]
+        forgotten = [0]
 
         def step(pipe: Any) -> Callable[[Any], None]:
             policy, items_version = pipe.hmget(self._meta_key, ["policy", "items_version"])
@@ -458,15 +498,27 @@ class RedisStore(Store):
                 records[u] = UserRecord(values[0], {e: ("" if v == b"1" else v.decode("ascii"))  # 1: stored before digests
                                                     for e, v in zip(ids, values[1:]) if v is not None})
             writes = compute(Snapshot(records, None if policy is None else policy.decode("utf-8"), int(items_version or 0)))
+            # the ids to forget, read while still watching (the times key changes only with its user's hash)
+            old = {u: [e.decode("utf-8") for e in pipe.zrangebyscore(self._times_key(u), "-inf", f"({w.forget_before}")]
+                   for u, w in writes.items() if w.forget_before is not None}
+            for u, ids in old.items():  # ids of this write already older than the cutoff go too, as in the other stores
+                ids += [e for e, t in writes[u].times.items() if t < writes[u].forget_before]  # type: ignore[operator]
+            forgotten[0] = sum(len(ids) for ids in old.values())
 
             def writer(p: Any) -> None:
                 for u, w in writes.items():
                     p.hset(self._user_key(u), mapping={"state": w.state, **{f"ev:{e}": d.encode("ascii")
                                                                              for e, d in w.applied.items()}})
+                    if w.times:
+                        p.zadd(self._times_key(u), dict(w.times))
+                    if old.get(u):
+                        p.hdel(self._user_key(u), *(f"ev:{e}" for e in old[u]))
+                        p.zrem(self._times_key(u), *old[u])
 
             return writer
 
-        self._optimistic([self._meta_key, *keys], step, "transaction")
+        self._optimistic([self._meta_key, *keys, *(self._times_key(u) for u in users)], step, "transaction")
+        return forgotten[0]
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
         def body() -> Snapshot:
@@ -491,7 +543,7 @@ class RedisStore(Store):
         return self._guard("read", body)
 
     def delete_user(self, user_id: str) -> bool:
-        return bool(self._guard("delete", lambda: self._r.delete(self._user_key(user_id))))
+        return bool(self._guard("delete", lambda: self._r.delete(self._user_key(user_id), self._times_key(user_id))))
 
     def update_meta(self, fn: Callable[[dict[str, str | None]], Mapping[str, str]]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
