@@ -12,6 +12,12 @@ in time order per user):
   order), one event per request (the service's worst case: no batching); events/s (events / wall
   time) and p50 / p99 of the request latency, then ``--ranks`` ``POST /v1/rank`` requests of 100
   candidates. Ratios are service / in-process (latency) and in-process / service (events/s).
+* **one hot user** (sqlite and redis, ``--hot-events`` per client, 0 to skip): the ``--clients`` threads each send
+  their own events (one per request, all at one time, so every order is in order) for ONE shared user, against the
+  reference of the same requests each for the client's own user, on the same server kind; events/s, p50 / p99,
+  hot / spread ratios, and the store's optimistic-concurrency retries (``interestgym_store_conflicts_total``: Redis).
+  A worker serialises one user's events on a lock of its own before the store, so a hot user should cost about
+  what as many users cost.
 * **kill -9** (sqlite and redis, unless ``--no-kill``): the same load on a fresh store, the server
   killed with SIGKILL once a third of the events are acknowledged, restarted on the same port; the
   clients re-send what was not answered with the same event ids. Then every user's stored state is
@@ -189,6 +195,34 @@ def _serve_load(export: Path, items: Path, store: str, streams, rank_bodies, cli
             "rank_s": len(ranks.latencies) / ranks.seconds}
 
 
+def _hot_user(export: Path, items: Path, store: str, item_id: str, clients: int, per_client: int, hot: bool, log: Path) -> dict:
+    """``clients`` threads, ``per_client`` events each, one per request: for one shared user (``hot``) or each for its own."""
+    from interestgym.serve.loadgen import ServerProcess, send_streams
+
+    def body(k: int, j: int) -> dict:
+        return {"event_id": f"c{k}-{j}", "user_id": "hot" if hot else f"user-{k}", "ts": 1_000_000, "action": "click", "item_id": item_id}
+
+    streams = {f"c{k}": [body(k, j) for j in range(per_client)] for k in range(clients)}
+    server = ServerProcess(export, store, args=["--items", str(items)], log=log).start()
+    try:
+        send_streams(server.url, {f"warm-{k}": [{**body(k, j), "user_id": f"warm-{k}", "event_id": f"w{k}-{j}"} for j in range(10)]
+                                  for k in range(clients)}, clients)
+        import httpx
+
+        before = _conflicts(httpx.get(f"{server.url}/metrics").text)
+        result = send_streams(server.url, streams, clients)
+        conflicts = _conflicts(httpx.get(f"{server.url}/metrics").text) - before
+    finally:
+        server.stop()
+    if result.errors:
+        sys.exit(f"{store}: errors under the hot-user load: {result.errors[:3]}")
+    return {"events_s": result.acked / result.seconds, "lat": _pcts(result.latencies), "conflicts": conflicts, "n": result.acked}
+
+
+def _conflicts(metrics_text: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines() if line.startswith("interestgym_store_conflicts_total"))
+
+
 def _kill_check(export: Path, items: Path, store: str, streams, expected: dict, clients: int, log: Path) -> str:
     from interestgym.runtime import UserState
     from interestgym.serve.loadgen import ServerProcess, send_streams
@@ -244,6 +278,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=300, help="rank requests (100 candidates each) per store")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client threads")
     parser.add_argument("--stores", default="memory,sqlite,redis", help="comma-separated: memory, sqlite, redis")
+    parser.add_argument("--hot-events", type=int, default=100, help="events per client for the one-hot-user check (0: skip it)")
     parser.add_argument("--no-kill", action="store_true", help="skip the kill -9 check")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
@@ -310,6 +345,24 @@ def _measure(args: argparse.Namespace, export: Path, items: Path, workdir: Path,
     print(f"rank, 100 candidates: in-process p50 / p99 {r[0]:.3f} / {r[1]:.3f} ms; " + "; ".join(
         f"{kind} {s['rank_lat'][0]:.2f} / {s['rank_lat'][1]:.2f} ms ({s['rank_lat'][0] / r[0]:.0f}x / {s['rank_lat'][1] / r[1]:.0f}x), "
         f"{s['rank_s']:,.0f} ranks/s" for kind, s in served.items()))
+    if args.hot_events > 0:
+        item = cat.item_ids[0]
+        for kind in ("sqlite", "redis"):
+            if kind not in args.stores.split(",") or (kind == "redis" and redis_url is None):
+                continue
+            got = {}
+            for hot in (False, True):
+                url = f"sqlite:///{workdir / f'bench-hot-{hot}.db'}" if kind == "sqlite" else f"{redis_url}?prefix=hot{hot}{time.time_ns()}:"
+                for p in workdir.glob(f"bench-hot-{hot}.db*"):
+                    p.unlink()
+                got[hot] = _hot_user(export, items, url, item, args.clients, args.hot_events, hot, workdir / f"server-hot-{kind}.log")
+            spread, one = got[False], got[True]
+            print(f"one hot user, {kind}: {args.clients} clients x {args.hot_events} events; each client its own user "
+                  f"{spread['events_s']:,.0f} events/s, p50 / p99 {spread['lat'][0]:.2f} / {spread['lat'][1]:.2f} ms, "
+                  f"{spread['conflicts']:.0f} store retries; all for one user {one['events_s']:,.0f} events/s, p50 / p99 "
+                  f"{one['lat'][0]:.2f} / {one['lat'][1]:.2f} ms, {one['conflicts']:.0f} store retries "
+                  f"({one['conflicts'] / one['n']:.2f} per event); hot / spread: throughput {one['events_s'] / spread['events_s']:.2f}x, "
+                  f"p99 {one['lat'][1] / spread['lat'][1]:.2f}x")
     if args.no_kill:
         return
     expected = base["update"]["states"]

@@ -413,6 +413,35 @@ def test_an_event_older_than_the_users_last_refuses_the_batch_with_409_and_appli
 
 
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_a_workers_threads_applying_one_users_events_queue_in_the_worker_not_in_the_store(fx, store_url):
+    """8 threads of one service post events of the same user at once: every event is applied once, and none of them
+    races another in the store (Redis: no WATCH conflict, no retry; before the worker's own per-user lock, ~5 retries
+    an event)."""
+    from interestgym.serve.schemas import BehaviourEvent
+
+    service = _service(fx, store_url)
+    errors: list[BaseException] = []
+
+    def client(k: int) -> None:
+        try:
+            for j in range(15):
+                service.apply([BehaviourEvent(event_id=f"{k}-{j}", user_id="hot", ts=1_000_000, action="click", item_id="i3")])
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    blob, n_ids = service.store.user_info("hot")
+    assert UserState.from_bytes(blob).counter("n_events") == n_ids == 8 * 15
+    assert sum(s.value for m in service.metrics.store_conflicts.collect() for s in m.samples if s.name.endswith("_total")) == 0
+    service.close()
+
+
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
 def test_two_workers_on_one_store_serialise_updates_of_one_user(fx, store_url):
     """Two services (as two worker processes would) hammer the same user: no update is lost."""
     services = [_service(fx, store_url), _service(fx, store_url)]

@@ -38,12 +38,14 @@ the difference; so is one whose expectations the catalogue does not meet.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,6 +146,9 @@ class _Stale(Exception):
 
 
 # ------------------------------------------------------------------------------------ config
+#: Per-user lock stripes of a worker (:meth:`InterestService.apply`).
+_USER_STRIPES = 64
+
 #: The default of ``--event-id-retention``: 30 days.
 EVENT_ID_RETENTION_S = 30 * 86_400
 
@@ -285,6 +290,9 @@ class InterestService:
         self._lock = threading.Lock()
         self._encoder: Any = None
         self._encoder_lock = threading.Lock()
+        #: per-user locks of this process (users hashed onto stripes): a worker's threads applying events of the same
+        #: user queue here instead of racing in the store (Redis: every race is a WATCH conflict and a retry)
+        self._user_stripes = [threading.Lock() for _ in range(_USER_STRIPES)]
         self.notes: list[str] = []
         self._outage = _OutageLog()
         store.on_conflict = lambda: self.metrics.store_conflicts.labels(store.kind).inc()
@@ -549,7 +557,10 @@ class InterestService:
             return active.record["manifest_sha256"][:16]
 
         try:
-            policy_id = self._run_current(run)
+            with contextlib.ExitStack() as held:  # the batch's users' stripes, in one order (no two batches deadlock)
+                for k in sorted({zlib.crc32(u.encode("utf-8")) % _USER_STRIPES for u in by_user}):
+                    held.enter_context(self._user_stripes[k])
+                policy_id = self._run_current(run)
         except CorruptStateError as exc:
             self._damaged(exc, "transaction")
             raise

@@ -260,6 +260,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         if not self.path.parent.is_dir():
             raise StoreError(f"sqlite store {self.path}: folder {self.path.parent} does not exist")
         try:  # a new store is readable by its owner only: it holds users' profiles (SQLite gives -wal / -shm the same mode)
@@ -301,6 +302,12 @@ class SqliteStore(Store):
 
     def _write(self, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
         conn = self._conn()
+        # SQLite lets one writer in at a time; this process's threads queue on a lock of their own (woken as soon as
+        # the writer before them commits) instead of in SQLite's busy handler, which polls with sleeps of up to 100 ms
+        with self._write_lock:
+            return self._write_locked(conn, body, op)
+
+    def _write_locked(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
