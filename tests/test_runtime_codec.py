@@ -84,6 +84,20 @@ def test_damaged_blobs_are_refused_with_a_reason(damage, message):
         decode_bytes(damage(blob))
 
 
+@pytest.mark.parametrize(("shape", "message"), [([-1], r"shape \[-1\]; expected sizes >= 0"),
+                                              ([2, -2], r"shape \[2, -2\]; expected sizes >= 0"),
+                                              ([4], "needs 16 bytes at offset")])
+def test_a_header_whose_shape_does_not_fit_its_bytes_is_refused(shape, message):
+    """A blob whose CRC is right but whose header gives a negative size (numpy would read "all the rest") or more values
+    than the blob holds: refused naming the field, not read."""
+    import zlib
+
+    header = json.dumps({"fields": [["x", "<f4", shape]], "meta": {}}).encode()
+    body = struct.pack("<4sHI", b"IGUS", 1, len(header)) + header + np.arange(2, dtype="<f4").tobytes()
+    with pytest.raises(StateFormatError, match=f"field 'x'.*{message}|{message}"):
+        decode_bytes(body + struct.pack("<I", zlib.crc32(body)))
+
+
 def test_unsupported_dtype_is_refused():
     with pytest.raises(StateFormatError, match="dtype"):
         encode_bytes({"s": np.array(["a"])})

@@ -46,6 +46,7 @@ deleted in the same atomic step that writes the user (ids stored without a time,
 
 from __future__ import annotations
 
+import heapq
 import os
 import sqlite3
 import threading
@@ -168,7 +169,7 @@ class MemoryStore(Store):
         self._lock = threading.RLock()
         self._states: dict[str, bytes] = {}
         self._applied: dict[str, dict[str, str]] = {}
-        self._times: dict[str, dict[str, int]] = {}  # per user: event id -> its event's time
+        self._times: dict[str, list[tuple[int, str]]] = {}  # per user: a heap of (its event's time, event id)
         self._meta: dict[str, str] = {}
         self._items: dict[str, bytes] = {}
         self._items_version = 0
@@ -181,14 +182,13 @@ class MemoryStore(Store):
             forgotten = 0
             for u, w in writes.items():
                 self._states[u] = w.state
-                applied, times = self._applied.setdefault(u, {}), self._times.setdefault(u, {})
+                applied, times = self._applied.setdefault(u, {}), self._times.setdefault(u, [])
                 applied.update(w.applied)
-                times.update(w.times)
-                if w.forget_before is not None:
-                    old = [e for e, t in times.items() if t < w.forget_before]
-                    for e in old:
-                        del applied[e], times[e]
-                    forgotten += len(old)
+                for e, t in w.times.items():
+                    heapq.heappush(times, (t, e))
+                while w.forget_before is not None and times and times[0][0] < w.forget_before:
+                    del applied[heapq.heappop(times)[1]]
+                    forgotten += 1
             return forgotten
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
