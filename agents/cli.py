@@ -87,7 +87,7 @@ def _d(name: str):
 @click.option("--update-threshold", type=float, default=_d("update_threshold"), show_default=True, help="A decision counts as an update (charts/update_rate) when a_L or a_S exceeds this.")
 @click.option("--device", default=_d("device"), show_default=True, help="Torch device (cpu is fastest for this MLP).")
 @click.option("--torch-threads", type=int, default=_d("torch_threads"), show_default=True, help="Torch CPU threads (1 is fastest for this small MLP).")
-@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last intact checkpoint (step counter, normalisation and TensorBoard curves continue).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last intact checkpoint (step counter, normalisation and TensorBoard curves continue; it ends with the weights an uninterrupted run ends with).")
 @click.option("--progress/--no-progress", "progress_bar", default=_d("progress_bar"), show_default=True, help="Progress bar.")
 @ray_option
 def train(config_file: Path | None, resume: bool, ray: str | None, **options) -> None:

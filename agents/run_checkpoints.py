@@ -1,6 +1,8 @@
 """A run's checkpoints: the numbered records ``checkpoints/checkpoint_<step>.json`` (files with their
 sha256, callback state, SB3's episode window), ``state.json`` naming the newest, and resuming from the
-newest intact one (a damaged checkpoint is skipped with a note naming it).
+newest intact one (a damaged checkpoint is skipped with a note naming it). A checkpoint's files: the model
+(``model_<step>.zip``), the normaliser, and the env's and random generators' state (``rollout_<step>.npz``,
+:mod:`interestgym.agents.resume_state`), with which a resumed run continues exactly as an uninterrupted one.
 
 The folder layout and every other file of a run: :mod:`interestgym.agents.run_folder`.
 """
@@ -51,16 +53,18 @@ def write_checkpoint(run_dir: str | Path, step: int, model: Any, vecnorm: Any | 
     """Write checkpoint ``step``: model, normaliser, its record (files + sha256 + ``state``), then
     state.json, each atomically; the record comes after the files it names and state.json last, so a
     kill at any point leaves the previous complete checkpoint in charge. Keeps the newest ``keep``."""
+    from interestgym.agents.resume_state import capture
     from interestgym.agents.sb3_policy import Normaliser, model_bytes
 
     folder = Path(run_dir) / CHECKPOINT_DIR
     files = {f"model_{step}.zip": model_bytes(model)}
     if vecnorm is not None:
         files[f"normaliser_{step}.npz"] = Normaliser.from_vecnormalize(vecnorm).to_bytes()
+    files[f"rollout_{step}.npz"] = capture(model)  # the env, the wrappers and the random states: an exact resume
     for name, data in files.items():
         write_bytes_atomic(folder / name, data)
     record = {"num_timesteps": int(step), "model": f"model_{step}.zip",
-              "normaliser": f"normaliser_{step}.npz" if vecnorm is not None else None,
+              "normaliser": f"normaliser_{step}.npz" if vecnorm is not None else None, "rollout": f"rollout_{step}.npz",
               "files": {name: sha256_bytes(data) for name, data in files.items()}, **state}
     write_json_atomic(folder / _checkpoint_record(step), record)
     write_json_atomic(folder / CHECKPOINT_STATE, record)
@@ -69,7 +73,7 @@ def write_checkpoint(run_dir: str | Path, step: int, model: Any, vecnorm: Any | 
         # numbered files of older checkpoints, and of ones a kill left without a record
         stem = p.name.split(".", 1)[0]
         prefix, _, tail = stem.rpartition("_")
-        if prefix in ("model", "normaliser", "checkpoint", "vecnormalize") and tail.isdigit() and int(tail) not in kept:
+        if prefix in ("model", "normaliser", "rollout", "checkpoint", "vecnormalize") and tail.isdigit() and int(tail) not in kept:
             p.unlink(missing_ok=True)
 
 
@@ -89,6 +93,11 @@ def _load_checkpoint_record(folder: Path, record_path: Path, venv: Any, device: 
     name = record["model"]
     model = load_ppo(read_verified(folder / name, files.get(name), record_path), folder / name, env=env, device=device,
                      clip_range=clip_range)
+    if record.get("rollout"):  # after the load, which reseeds every generator: the run goes on as if never stopped
+        from interestgym.agents.resume_state import restore
+
+        name = str(record["rollout"])
+        restore(model, read_verified(folder / name, files.get(name), record_path), folder / name)
     return model, record
 
 

@@ -9,10 +9,9 @@ the reference's bytes:
   swapped in whole, so a kill leaves the old dataset or the new one);
 * encode: the embedding matrix (the cache makes a rerun finish the job);
 * train: the rerun reaches the target step from the last intact checkpoint, its best / final folders
-  verify (checksums), and ``shipped.json`` exists. Whether the final model's weights (``policy.pth`` in
-  SB3's zip; the zip's other entries hold addresses and times that differ between any two runs) equal the
-  uninterrupted run's is reported, not required: PPO's random state after a resume is not the
-  uninterrupted run's.
+  verify (checksums), ``shipped.json`` exists, and the final model's weights (the tensors in SB3's zip;
+  its other entries hold addresses and times that differ between any two runs) are the uninterrupted
+  run's: a checkpoint keeps the env's replay and the random states (``agents.resume_state``).
 
 Usage: ``python benchmarks/kill_loop.py --kills 10 --workdir /tmp/killloop`` (loopback only, bounded:
 kills x stages runs of a few seconds each).
@@ -128,6 +127,7 @@ def main() -> None:
             for name, digest in json.loads((work / "run" / folder / "info.json").read_text())["files"].items():
                 assert sha(work / "run" / folder / name) == digest, f"train: {folder}/{name} fails its checksum"
         same += weights_sha(work / "run" / "final" / "model.zip") == reference_final
+        assert same == k + 1, f"train: rerun {k + 1} ended with other weights than the uninterrupted run's"
     print(f"train: {killed}/{a.kills} runs killed; every rerun reached step {a.timesteps} with verified best/ and final/; "
           f"{same}/{a.kills} final models with the uninterrupted run's weights")
     print(f"total {time.perf_counter() - t0:.0f} s")

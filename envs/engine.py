@@ -271,6 +271,29 @@ class ReplayEngine:
         self.exposure_counts: np.ndarray | None = None
         self.exposure_pending: np.ndarray | None = None
 
+    # ------------------------------------------------------------------------------ state
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every per-row array of the engine by attribute name (profiles, running means, cursors, users, counts, the rows'
+        scoring configuration): all a replay carries from one step to the next, e.g. for a checkpoint from which a
+        training run continues exactly (:meth:`load_state_arrays`). The arrays themselves, not copies."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, np.ndarray)}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray], where: str = "engine state") -> None:
+        """Copy :meth:`state_arrays` of an engine of the same data, rows and scoring back in.
+
+        :raises InterestGymError: naming ``where`` and the first array that differs in name, shape or dtype (the state
+            of another dataset, env count or scoring)."""
+        own = self.state_arrays()
+        if set(arrays) != set(own):
+            raise InterestGymError(f"{where}: arrays {sorted(set(arrays) ^ set(own))} are in one of it and this replay but not "
+                                   "the other; expected the state of a replay of the same data, env count and scoring")
+        for name, value in arrays.items():
+            if value.shape != own[name].shape or value.dtype != own[name].dtype:
+                raise InterestGymError(f"{where}: {name} is {value.dtype} {value.shape}; this replay's is {own[name].dtype} "
+                                       f"{own[name].shape} (another dataset, env count or scoring?)")
+        for name, value in arrays.items():
+            own[name][...] = value
+
     # ------------------------------------------------------------------------------ configuration
     def set_scoring(self, rows: np.ndarray | slice, config: ScoringConfig) -> None:
         """Give ``rows`` a policy's fixed scoring configuration."""

@@ -177,6 +177,32 @@ class InterestReplayVecEnv(VecEnv):
         """The user each slot is replaying now."""
         return self._user_id_objects[self.engine.user[self._agent_rows]].tolist()
 
+    # ---------------------------------------------------------------------------------- state
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, JSON-able values): where every slot is in its replay and the draw of the next users; with
+        :meth:`load_state` on an env built with the same arguments, the same steps follow (a training checkpoint)."""
+        if not self._started or self._obs is None or self._actions is not None:
+            raise InterestGymError("the vector env's state is taken between steps of a started env (after reset or step_wait)")
+        arrays = {f"engine.{name}": value for name, value in self.engine.state_arrays().items()}
+        arrays.update({"env.steps": self._steps, "env.obs": self._obs})
+        return arrays, {"rng": self._rng.bit_generator.state}
+
+    def load_state(self, arrays: dict[str, np.ndarray], values: dict[str, Any], where: str = "env state") -> None:
+        """Put back what :meth:`state` returned (see there); refuses a state of another dataset, env count or scoring."""
+        engine = {name.removeprefix("engine."): value for name, value in arrays.items() if name.startswith("engine.")}
+        self.engine.load_state_arrays(engine, where)
+        for name, own in (("env.steps", self._steps), ("env.obs", None)):
+            value = arrays.get(name)
+            expected = (self.num_envs,) if own is not None else (self.num_envs, self.observation_space.shape[0])
+            if value is None or value.shape != expected:
+                raise InterestGymError(f"{where}: {name} is {None if value is None else value.shape}; expected {expected}")
+        self._steps[...] = arrays["env.steps"]
+        self._obs = arrays["env.obs"].astype(np.float32, copy=True)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = values["rng"]
+        self._rng = rng
+        self._started, self._actions = True, None
+
     # ---------------------------------------------------------------------------------- episodes
     def _start(self, slots: np.ndarray) -> None:
         users = self._rng.integers(self.data.n_users, size=len(slots))

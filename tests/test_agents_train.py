@@ -132,6 +132,52 @@ def test_resume_reaches_the_same_total_on_one_continuous_curve(dataset, tmp_path
     assert norm.obs_rms.count > 256
 
 
+def _weights(run: Path, folder: str = "final") -> dict[str, bytes]:
+    """The tensors of a saved model (SB3's zip: its other entries hold times and addresses)."""
+    import zipfile
+
+    with zipfile.ZipFile(run / folder / "model.zip") as z:
+        return {n: z.read(n) for n in z.namelist() if n.endswith(".pth")}
+
+
+@pytest.mark.parametrize("settings", [{}, {"reward_baseline": "bayesian_category"}, {"reward_baseline": "ema", "window": 5}],
+                         ids=["plain", "residual", "residual-windows"])
+def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights_to_the_bit(dataset, tmp_path, settings):
+    """Stopped at its checkpoint at step 128 of 256 and resumed, a run ends where the uninterrupted run ends: the same
+    weights and optimiser state, normaliser, best model and validation curve. The checkpoint keeps the env's replay, the
+    wrappers' running parts and the random generators (agents.resume_state); without them the resumed run's users and
+    minibatches differ."""
+    full = train_run(_config(dataset, tmp_path / "full", **settings))
+    train_run(_config(dataset, tmp_path / "part", **{**settings, "timesteps": 128}))
+    assert (tmp_path / "part" / "checkpoints" / "rollout_128.npz").is_file()
+    resumed = train_run(_config(dataset, tmp_path / "part", **settings), resume=True)
+    for folder in ("final", "best"):
+        assert _weights(tmp_path / "part", folder) == _weights(tmp_path / "full", folder), folder
+        assert (tmp_path / "part" / folder / "normaliser.npz").read_bytes() == (tmp_path / "full" / folder / "normaliser.npz").read_bytes()
+    assert (resumed["best_value"], resumed["best_step"]) == (full["best_value"], full["best_step"])
+    history = [json.loads((tmp_path / run / "checkpoints" / "state.json").read_text())["callback"]["eval_history"] for run in ("full", "part")]
+    assert history[0] == history[1]
+
+
+def test_a_training_state_of_another_run_is_refused_naming_the_file(dataset, tmp_path):
+    """The rollout state is checked like the checkpoint's other files, and one of another env count is refused by name."""
+    from interestgym.agents.run_checkpoints import load_checkpoint
+    from interestgym.envs.vector import InterestReplayVecEnv
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from interestgym.errors import ArtifactError
+
+    train_run(_config(dataset, tmp_path / "run", timesteps=128))
+    config = _config(dataset, tmp_path / "run", n_envs=2)
+    with pytest.raises(ArtifactError, match=r"rollout_128\.npz: \w+ is \w+ \(4, .*this replay's is \w+ \(2, .*another dataset, env count or scoring"):
+        load_checkpoint(tmp_path / "run", VecMonitor(InterestReplayVecEnv(config.replay_data("train"), n_envs=2)))
+    # a damaged file fails its checksum (the record's sha256), as the model's would
+    path = tmp_path / "run" / "checkpoints" / "rollout_128.npz"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ArtifactError, match="rollout_128.npz"):
+        load_checkpoint(tmp_path / "run", VecMonitor(InterestReplayVecEnv(config.replay_data("train"), n_envs=4)))
+
+
 def test_a_resume_to_fewer_steps_than_first_asked_records_them(dataset, tmp_path):
     """Interrupted at 128 of 320 asked, resumed with --timesteps 192: 192 is the run's total from then on."""
     train_run(_config(dataset, tmp_path / "run", timesteps=128))
