@@ -14,6 +14,9 @@ SB3's zip) and the observation / reward statistics (``normaliser_<step>.npz``):
 * the random states of torch (action sampling), numpy's global generator (PPO's minibatch order) and Python's
   ``random`` (loading a model reseeds all three).
 
+The torch generator saved is the CPU's, which samples the actions of a run on the CPU (``--device cpu``, the default);
+a run on a GPU samples with the GPU's generator, which is not saved, so its resumes are not exact.
+
 They are one ``.npz`` (arrays, plus one JSON string for the random states and counters; no pickle), written and
 checked like the checkpoint's other files. A checkpoint written before this file existed resumes as it always did:
 from its weights and statistics, with the env reset, so the resumed run is a valid continuation but not the

@@ -178,6 +178,20 @@ def test_a_training_state_of_another_run_is_refused_naming_the_file(dataset, tmp
         load_checkpoint(tmp_path / "run", VecMonitor(InterestReplayVecEnv(config.replay_data("train"), n_envs=4)))
 
 
+def test_a_checkpoint_of_an_earlier_release_without_the_training_state_still_resumes(dataset, tmp_path):
+    """Checkpoints written before rollout_<step>.npz existed name no such file: the run resumes from their weights (the
+    env drawn afresh, as before), to its total."""
+    train_run(_config(dataset, tmp_path / "run", timesteps=128))
+    folder = tmp_path / "run" / "checkpoints"
+    for name in ("state.json", "checkpoint_128.json"):
+        record = json.loads((folder / name).read_text())
+        record.pop("rollout")
+        record["files"].pop("rollout_128.npz")
+        (folder / name).write_text(json.dumps(record))
+    (folder / "rollout_128.npz").unlink()
+    assert train_run(_config(dataset, tmp_path / "run"), resume=True)["num_timesteps"] == 256
+
+
 def test_a_resume_to_fewer_steps_than_first_asked_records_them(dataset, tmp_path):
     """Interrupted at 128 of 320 asked, resumed with --timesteps 192: 192 is the run's total from then on."""
     train_run(_config(dataset, tmp_path / "run", timesteps=128))
