@@ -345,6 +345,25 @@ def test_applied_ids_are_forgotten_past_the_retention_and_a_late_retry_is_never_
         assert not Redis.from_url(store_url.split("?")[0]).exists(f"{prefix}times:u1")
 
 
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+@pytest.mark.parametrize("later", [1000, None])
+def test_an_outcome_forgotten_under_a_shorter_retention_is_not_applied_again_under_a_longer_one(fx, store_url, later):
+    """A worker restarted (or another worker) with a longer --event-id-retention, or forever: an outcome whose id the
+    shorter one forgot is refused (409), not applied a second time; the store keeps where its user's ids were cut."""
+    t0 = 1_000_000
+    with _client(_service(fx, store_url, event_id_retention_s=100)) as client:
+        assert client.post("/v1/events", json={"events": [_event("a", "u1", t0), _outcome("o1", "u1", t0)]}).json()["applied"] == 2
+        assert client.post("/v1/events", json={"events": [_event("b", "u1", t0 + 500)]}).json()["applied"] == 1
+        blob = client.app.state.service.store.user_info("u1")
+    assert blob[1] == 1  # a and o1 forgotten
+    with _client(_service(fx, store_url, event_id_retention_s=later)) as client:
+        retry = client.post("/v1/events", json={"events": [_outcome("o1", "u1", t0)]})
+        assert retry.status_code == 409 and retry.json()["error"] == "out_of_order", retry.text
+        assert "forgotten" in retry.json()["message"] and retry.json()["detail"]["forgotten_before"] == t0 + 400
+        assert client.app.state.service.store.user_info("u1") == blob  # not applied a second time
+        assert client.post("/v1/events", json={"events": [_outcome("o2", "u1", t0 + 400)]}).json()["applied"] == 1  # not cut
+
+
 @pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
 def test_retention_forever_keeps_every_applied_id(fx, store_url):
     with _client(_service(fx, store_url, event_id_retention_s=None)) as client:

@@ -15,8 +15,10 @@ users, the k-th events of every user go through the policy in one ``update_batch
   that many seconds of the user's last event; older ones are forgotten in the write that moves the user past them,
   so the store holds a bounded window of ids per user instead of every id ever applied. A late retry of a forgotten
   event is still never applied twice: its time is before the user's last event, so it is *out of order* (below).
-  An outcome sent with a ``ts`` that far back is refused the same way. An outcome sent without ``ts`` carries the
-  server's clock, and a retry of it after its id was forgotten would be applied again: send outcomes with their ``ts``.
+  An outcome sent with a ``ts`` that far back is refused the same way, and so is one older than the user's stored
+  ``forgotten_before`` (what a worker, or an earlier run, with a shorter retention forgot). An outcome sent without
+  ``ts`` carries the server's clock, and a retry of it after its id was forgotten would be applied again: send
+  outcomes with their ``ts``.
 * **Out of order**: the runtime refuses an event older than the user's last one. The service refuses
   the whole batch with 409 ``out_of_order``, naming the event, its time and the user's last time;
   nothing is applied (the client re-sends the batch without it, or with a corrected time). Equal
@@ -873,6 +875,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             o = events[i]
             assert isinstance(o, Outcome)
             st = states[u]
+            gone = snapshot.users[u].forgotten_before  # stored: another worker (or an earlier run) may keep ids less long
             if retention is not None and o.ts is not None and st.counter("n_events") > 0 and \
                     o.ts < st.counter("last_event_ts") - retention:
                 raise OutOfOrderError(
@@ -880,6 +883,12 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                     f"the user's last applied event at ts {st.counter('last_event_ts')}: ids that old are forgotten, so a "
                     "retry could not be told from a new outcome (nothing in this batch was applied)",
                     detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "last_event_ts": st.counter("last_event_ts")})
+            if o.ts is not None and gone is not None and o.ts < gone:
+                raise OutOfOrderError(
+                    f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, before {gone}: the user's applied ids older than that "
+                    "were forgotten (--event-id-retention of the worker that wrote them), so a retry could not be told from a new "
+                    "outcome (nothing in this batch was applied)",
+                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "forgotten_before": gone})
             labels = np.asarray(o.label_list(), np.int8)
             r = np.array([row_of.get(c, -1) for c in o.candidates], dtype=np.int64)
             known = r >= 0

@@ -37,11 +37,13 @@ pickled. Applied event ids are kept as long as their user (``DELETE /v1/users/{i
 says so (:attr:`UserWrite.forget_before`: the service's ``--event-id-retention``), until the user's own clock has moved
 past them: each id is stored with its event's time, and the ids of a user's events older than ``forget_before`` are
 deleted in the same atomic step that writes the user (ids stored without a time, by an earlier release, are kept).
+The largest ``forget_before`` a user's writes used is kept with the user (:attr:`UserRecord.forgotten_before`): which
+ids may be gone does not depend on the retention of the worker reading it (workers, or restarts, with another one).
 
 * SQLite: the times are in a table of their own, ``event_times`` (user_id, event_id, t), for the same reason as the
-  digests (an earlier release's worker keeps working on the file).
+  digests (an earlier release's worker keeps working on the file); ``event_forgotten_before`` (user_id, t) too.
 * Redis: a sorted set per user, ``{prefix}times:{id}`` (event id -> time), written and pruned in the user's
-  ``MULTI`` / ``EXEC`` and watched with the user's hash.
+  ``MULTI`` / ``EXEC`` and watched with the user's hash; ``forgotten_before`` is a field of the user's hash.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class UserRecord:
 
     state: bytes | None
     applied: Mapping[str, str]
+    #: the largest ``forget_before`` a write of this user has used: ids of events before it may be forgotten (None: none
+    #: was), whatever retention the worker that forgot them ran with
+    forgotten_before: int | None = None
 
 
 @dataclass(frozen=True)
@@ -170,14 +175,15 @@ class MemoryStore(Store):
         self._states: dict[str, bytes] = {}
         self._applied: dict[str, dict[str, str]] = {}
         self._times: dict[str, list[tuple[int, str]]] = {}  # per user: a heap of (its event's time, event id)
+        self._forgotten_before: dict[str, int] = {}
         self._meta: dict[str, str] = {}
         self._items: dict[str, bytes] = {}
         self._items_version = 0
 
     def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
         with self._lock:
-            users = {u: UserRecord(self._states.get(u), {e: self._applied[u][e] for e in ids if e in self._applied.get(u, {})})
-                     for u, ids in event_ids.items()}
+            users = {u: UserRecord(self._states.get(u), {e: self._applied[u][e] for e in ids if e in self._applied.get(u, {})},
+                                   self._forgotten_before.get(u)) for u, ids in event_ids.items()}
             writes = compute(Snapshot(users, self._meta.get("policy"), self._items_version))
             forgotten = 0
             for u, w in writes.items():
@@ -186,6 +192,8 @@ class MemoryStore(Store):
                 applied.update(w.applied)
                 for e, t in w.times.items():
                     heapq.heappush(times, (t, e))
+                if w.forget_before is not None:
+                    self._forgotten_before[u] = max(self._forgotten_before.get(u, w.forget_before), w.forget_before)
                 while w.forget_before is not None and times and times[0][0] < w.forget_before:
                     del applied[heapq.heappop(times)[1]]
                     forgotten += 1
@@ -206,6 +214,7 @@ class MemoryStore(Store):
             self._states.pop(user_id, None)
             self._applied.pop(user_id, None)
             self._times.pop(user_id, None)
+            self._forgotten_before.pop(user_id, None)
             return found
 
     def update_meta(self, fn: Callable[[dict[str, str | None]], Mapping[str, str]]) -> dict[str, str | None]:
@@ -239,6 +248,7 @@ _SQLITE_SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS event_times (user_id TEXT NOT NULL, event_id TEXT NOT NULL, t INTEGER NOT NULL, "
      "PRIMARY KEY (user_id, event_id)) WITHOUT ROWID"),
     "CREATE INDEX IF NOT EXISTS event_times_by_time ON event_times (user_id, t)",
+    "CREATE TABLE IF NOT EXISTS event_forgotten_before (user_id TEXT PRIMARY KEY, t INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID",
 )
@@ -355,7 +365,8 @@ class SqliteStore(Store):
                         "ON d.user_id = a.user_id AND d.event_id = a.event_id "
                         f"WHERE a.user_id = ? AND a.event_id IN ({','.join('?' * len(chunk))})", (u, *chunk)).fetchall()
                     applied.update((r[0], r[1]) for r in rows)
-                users[u] = UserRecord(self._state(conn, u), applied)
+                row = conn.execute("SELECT t FROM event_forgotten_before WHERE user_id = ?", (u,)).fetchone()
+                users[u] = UserRecord(self._state(conn, u), applied, None if row is None else row[0])
             writes = compute(Snapshot(users, *self._versions(conn)))
             now = time.time()
             conn.executemany(
@@ -367,6 +378,8 @@ class SqliteStore(Store):
                              [(u, e, d) for u, w in writes.items() for e, d in w.applied.items()])
             conn.executemany("INSERT OR REPLACE INTO event_times (user_id, event_id, t) VALUES (?, ?, ?)",
                              [(u, e, t) for u, w in writes.items() for e, t in w.times.items()])
+            conn.executemany("INSERT INTO event_forgotten_before VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET t = MAX(t, excluded.t)",
+                             [(u, w.forget_before) for u, w in writes.items() if w.forget_before is not None])
             old = [(u, r[0]) for u, w in writes.items() if w.forget_before is not None
                    for r in conn.execute("SELECT event_id FROM event_times WHERE user_id = ? AND t < ?", (u, w.forget_before))]
             for table in ("applied_events", "event_digests", "event_times"):
@@ -391,6 +404,7 @@ class SqliteStore(Store):
             b = conn.execute("DELETE FROM applied_events WHERE user_id = ?", (user_id,)).rowcount
             conn.execute("DELETE FROM event_digests WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM event_times WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM event_forgotten_before WHERE user_id = ?", (user_id,))
             return bool(a or b)
 
         return self._write(body, "delete")
@@ -501,9 +515,10 @@ class RedisStore(Store):
             records = {}
             for u, key in zip(users, keys):
                 ids = list(event_ids[u])
-                values = pipe.hmget(key, ["state", *(f"ev:{e}" for e in ids)])
+                values = pipe.hmget(key, ["state", "forgotten_before", *(f"ev:{e}" for e in ids)])
                 records[u] = UserRecord(values[0], {e: ("" if v == b"1" else v.decode("ascii"))  # 1: stored before digests
-                                                    for e, v in zip(ids, values[1:]) if v is not None})
+                                                    for e, v in zip(ids, values[2:]) if v is not None},
+                                        None if values[1] is None else int(values[1]))
             writes = compute(Snapshot(records, None if policy is None else policy.decode("utf-8"), int(items_version or 0)))
             # the ids to forget, read while still watching (the times key changes only with its user's hash)
             old = {u: [e.decode("utf-8") for e in pipe.zrangebyscore(self._times_key(u), "-inf", f"({w.forget_before}")]
@@ -514,8 +529,11 @@ class RedisStore(Store):
 
             def writer(p: Any) -> None:
                 for u, w in writes.items():
-                    p.hset(self._user_key(u), mapping={"state": w.state, **{f"ev:{e}": d.encode("ascii")
-                                                                             for e, d in w.applied.items()}})
+                    before = records[u].forgotten_before
+                    if w.forget_before is not None:
+                        before = w.forget_before if before is None else max(before, w.forget_before)
+                    p.hset(self._user_key(u), mapping={"state": w.state, **({} if before is None else {"forgotten_before": before}),
+                                                       **{f"ev:{e}": d.encode("ascii") for e, d in w.applied.items()}})
                     if w.times:
                         p.zadd(self._times_key(u), dict(w.times))
                     if old.get(u):
@@ -544,8 +562,9 @@ class RedisStore(Store):
             pipe = self._r.pipeline(transaction=True)
             pipe.hget(self._user_key(user_id), "state")
             pipe.hlen(self._user_key(user_id))
-            state, n = pipe.execute()
-            return state, max(int(n) - (state is not None), 0)
+            pipe.hexists(self._user_key(user_id), "forgotten_before")
+            state, n, before = pipe.execute()
+            return state, max(int(n) - (state is not None) - bool(before), 0)
 
         return self._guard("read", body)
 
