@@ -365,6 +365,18 @@ def test_an_outcome_forgotten_under_a_shorter_retention_is_not_applied_again_und
 
 
 @pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
+def test_an_outcome_without_ts_of_a_user_ahead_of_the_servers_clock_stays_a_retry(fx, store_url):
+    """A user whose events are ahead of the server's clock (within --future-tolerance) by more than the retention: an
+    outcome sent without ts is timed at the user's last event, not the server's clock (forgotten at once: its retry
+    applied again)."""
+    ahead = int(time.time()) + 3600
+    with _client(_service(fx, store_url, event_id_retention_s=60)) as client:
+        assert client.post("/v1/events", json={"events": [_event("a", "u1", ahead), _outcome("o1", "u1", None)]}).json()["applied"] == 2
+        assert client.get("/v1/users/u1").json()["applied_event_ids"] == 2
+        assert client.post("/v1/events", json={"events": [_outcome("o1", "u1", None)]}).json()["duplicates"] == 1
+
+
+@pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
 def test_retention_forever_keeps_every_applied_id(fx, store_url):
     with _client(_service(fx, store_url, event_id_retention_s=None)) as client:
         events = [_event(f"e{k}", "u1", 1_000_000 + k * 10**7) for k in range(4)]  # 10^7 s apart: far past 30 days

@@ -11,14 +11,14 @@ users, the k-th events of every user go through the policy in one ``update_batch
 * An event id the store has already applied for that user (or met earlier in the batch) is a
   *duplicate*: skipped, reported, never an error (that is what makes retries safe).
 * **Retention** (``event_id_retention_s``, ``--event-id-retention``, 30 days by default): applied ids are remembered
-  while their time (an event's ``ts``; an outcome's ``ts``, or the server's clock when it came without one) is within
-  that many seconds of the user's last event; older ones are forgotten in the write that moves the user past them,
-  so the store holds a bounded window of ids per user instead of every id ever applied. A late retry of a forgotten
-  event is still never applied twice: its time is before the user's last event, so it is *out of order* (below).
-  An outcome sent with a ``ts`` that far back is refused the same way, and so is one older than the user's stored
-  ``forgotten_before`` (what a worker, or an earlier run, with a shorter retention forgot). An outcome sent without
-  ``ts`` carries the server's clock, and a retry of it after its id was forgotten would be applied again: send
-  outcomes with their ``ts``.
+  while their time (an event's ``ts``; an outcome's ``ts``, or without one the server's clock, or the user's last event
+  if later) is within that many seconds of the user's last event; older ones are forgotten in the write that moves the
+  user past them, so the store holds a bounded window of ids per user instead of every id ever applied. A late retry
+  of a forgotten event is still never applied twice: its time is before the user's last event, so it is *out of
+  order* (below). An outcome sent with a ``ts`` that far back is refused the same way, and so is one older than the
+  user's stored ``forgotten_before`` (what a worker, or an earlier run, with a shorter retention forgot). An outcome
+  sent without ``ts`` carries the server's clock, and a retry of it after its id was forgotten would be applied again:
+  send outcomes with their ``ts``.
 * **Out of order**: the runtime refuses an event older than the user's last one. The service refuses
   the whole batch with 409 ``out_of_order``, naming the event, its time and the user's last time;
   nothing is applied (the client re-sends the batch without it, or with a corrected time). Equal
@@ -814,7 +814,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
 
     :param retention: ``ServeConfig.event_id_retention_s``: each write forgets the user's ids older than the user's last
         event minus this, and an outcome sent with a ``ts`` that old is refused (its id may be forgotten already).
-    :param now: the time given to an outcome sent without ``ts`` (its id's time).
+    :param now: the time given to an outcome sent without ``ts`` (its id's time; the user's last event when that is later).
     """
     for i, e in enumerate(events):
         if isinstance(e, BehaviourEvent) and e.action not in policy.action_weights:
@@ -827,7 +827,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
     states = {u: _decode_state(snapshot.users[u].state, policy, u) for u in by_user}
     seen = {u: dict(snapshot.users[u].applied) for u in by_user}  # event id -> digest of its content
     queues = {u: deque(idx) for u, idx in by_user.items()}
-    new_ids: dict[str, dict[str, int]] = {u: {} for u in by_user}  # per user: the ids applied now -> their times
+    new_ids: dict[str, dict[str, int | None]] = {u: {} for u in by_user}  # per user: the ids applied now -> their times
     digests = [event_digest(e) for e in events]
     results: list[dict[str, Any] | None] = [None] * len(events)
     while any(queues.values()):
@@ -846,7 +846,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             if q:
                 i = q.popleft()
                 seen[u][events[i].event_id] = digests[i]
-                new_ids[u][events[i].event_id] = now if events[i].ts is None else int(events[i].ts)  # the retention's start
+                new_ids[u][events[i].event_id] = None if events[i].ts is None else int(events[i].ts)  # the retention's start
                 (round_events if isinstance(events[i], BehaviourEvent) else round_outcomes).append((u, i))
         if round_events:
             runtime_events = []
@@ -905,5 +905,9 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
         if ids:
             st = states[u]
             forget = st.counter("last_event_ts") - retention if retention is not None and st.counter("n_events") > 0 else None
-            writes[u] = UserWrite(st.to_bytes(), {e: seen[u][e] for e in ids}, ids, forget)
+            # an outcome without ts: the server's clock, or the user's last event when later (a user whose clock is ahead,
+            # up to --future-tolerance: the server's clock would be forgotten at once, and a retry applied again)
+            late = max(now, st.counter("last_event_ts"))
+            times = {e: late if t is None else t for e, t in ids.items()}
+            writes[u] = UserWrite(st.to_bytes(), {e: seen[u][e] for e in ids}, times, forget)
     return writes, [r for r in results if r is not None]
