@@ -416,12 +416,21 @@ def test_event_id_retention_reads_seconds_units_and_forever(text, seconds):
     assert Duration().convert(text, None, None) == seconds
 
 
-@pytest.mark.parametrize("text", ["1.5d", "-5", "30 days", "d", "", "never"])
+@pytest.mark.parametrize("text", ["1.5d", "-5", "30 days", "d", "", "never", "\u00b2", "\u0663d"])
 def test_event_id_retention_refuses_what_is_not_a_duration_saying_what_it_takes(text):
     from interestgym.serve.cli import Duration
 
     with pytest.raises(click.BadParameter, match="is not a duration; expected whole seconds or a number with s, m, h or d"):
         Duration().convert(text, None, None)
+
+
+def test_event_id_retention_refuses_a_duration_past_every_time_naming_the_limit():
+    """A retention no time can reach is 'forever'; a larger number (SQLite's times are 64-bit) is refused at start."""
+    from interestgym.serve.cli import Duration
+
+    with pytest.raises(click.BadParameter, match=r"'99999999999999999999d' is 8639999999999999999913600 s; expected less than "
+                                                 r"4102444800 s \(every time an event may have\), or 'forever'"):
+        Duration().convert("99999999999999999999d", None, None)
 
 
 @pytest.mark.parametrize("store_url", STORES, indirect=True)

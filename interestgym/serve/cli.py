@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from interestgym.core.clock import TS_MAX
 from interestgym.errors import InterestGymError
 
 #: The exit status of a start that could not listen (uvicorn's own for a failed start).
@@ -39,10 +40,14 @@ class Duration(click.ParamType):
         if text == "forever":
             return None
         number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):  # str.isdigit alone takes '²', which int() refuses
             self.fail(f"{value!r} is not a duration; expected whole seconds or a number with s, m, h or d (e.g. 30d), "
                       "or 'forever'", param, ctx)
-        return int(number) * _UNITS[unit]
+        seconds = int(number) * _UNITS[unit]
+        if seconds >= TS_MAX:  # a store's times are 64-bit integers (SQLite refuses a larger one at every write)
+            self.fail(f"{value!r} is {seconds} s; expected less than {TS_MAX} s (every time an event may have), or 'forever'",
+                      param, ctx)
+        return seconds
 
 
 def open_admin_warning(host: str, admin_token: str | None) -> str | None:
