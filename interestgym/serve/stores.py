@@ -180,7 +180,7 @@ class MemoryStore(Store):
         self._items: dict[str, bytes] = {}
         self._items_version = 0
 
-    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> int:
         with self._lock:
             users = {u: UserRecord(self._states.get(u), {e: self._applied[u][e] for e in ids if e in self._applied.get(u, {})},
                                    self._forgotten_before.get(u)) for u, ids in event_ids.items()}
@@ -352,8 +352,8 @@ class SqliteStore(Store):
         row = conn.execute("SELECT state FROM user_states WHERE user_id = ?", (user_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> None:
-        def body(conn: sqlite3.Connection) -> None:
+    def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> int:
+        def body(conn: sqlite3.Connection) -> int:
             users = {}
             for u, ids in event_ids.items():
                 ids = list(ids)
@@ -452,6 +452,16 @@ class SqliteStore(Store):
 
 
 # ------------------------------------------------------------------------------------ redis
+#: Forgets a user's applied ids older than ARGV[1] (KEYS[1]: the user's hash, KEYS[2]: its sorted set of times); returns
+#: how many. Queued inside the transaction's MULTI, so the prune costs no round trip of its own.
+_FORGET_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+for _, id in ipairs(ids) do redis.call('HDEL', KEYS[1], 'ev:' .. id) end
+if #ids > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1]) end
+return #ids
+"""
+
+
 class RedisStore(Store):
     """A Redis server: per-user hashes updated with WATCH / MULTI / EXEC (see the module docstring)."""
 
@@ -484,11 +494,12 @@ class RedisStore(Store):
         except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as exc:
             raise StoreUnavailableError(f"redis store {self.describe()}: {op} failed ({exc})") from None
 
-    def _optimistic(self, keys: list[str], step: Callable[[Any], Callable[[Any], None]], op: str) -> None:
-        """WATCH keys; ``step(pipe)`` reads (immediate mode) and returns the writer, queued after MULTI."""
+    def _optimistic(self, keys: list[str], step: Callable[[Any], Callable[[Any], None]], op: str) -> list[Any]:
+        """WATCH keys; ``step(pipe)`` reads (immediate mode) and returns the writer, queued after MULTI. Returns the
+        replies of the queued commands."""
         watch_error = self._redis_mod.WatchError
 
-        def run() -> None:
+        def run() -> list[Any]:
             with self._r.pipeline(transaction=True) as pipe:
                 for _ in range(self.max_retries):
                     try:
@@ -496,19 +507,17 @@ class RedisStore(Store):
                         writer = step(pipe)
                         pipe.multi()
                         writer(pipe)
-                        pipe.execute()
-                        return
+                        return list(pipe.execute())
                     except watch_error:
                         self.on_conflict()
                 raise StoreUnavailableError(f"redis store {self.describe()}: {op} lost {self.max_retries} races in a row "
                                             "(the same users are updated concurrently); retry")
 
-        self._guard(op, run)
+        return self._guard(op, run)
 
     def transact(self, event_ids: Mapping[str, Sequence[str]], compute: Compute) -> int:
         users = list(event_ids)
         keys = [self._user_key(u) for u in users]
-        forgotten = [0]
 
         def step(pipe: Any) -> Callable[[Any], None]:
             policy, items_version = pipe.hmget(self._meta_key, ["policy", "items_version"])
@@ -520,12 +529,6 @@ class RedisStore(Store):
                                                     for e, v in zip(ids, values[2:]) if v is not None},
                                         None if values[1] is None else int(values[1]))
             writes = compute(Snapshot(records, None if policy is None else policy.decode("utf-8"), int(items_version or 0)))
-            # the ids to forget, read while still watching (the times key changes only with its user's hash)
-            old = {u: [e.decode("utf-8") for e in pipe.zrangebyscore(self._times_key(u), "-inf", f"({w.forget_before}")]
-                   for u, w in writes.items() if w.forget_before is not None}
-            for u, ids in old.items():  # ids of this write already older than the cutoff go too, as in the other stores
-                ids += [e for e, t in writes[u].times.items() if t < writes[u].forget_before]  # type: ignore[operator]
-            forgotten[0] = sum(len(ids) for ids in old.values())
 
             def writer(p: Any) -> None:
                 for u, w in writes.items():
@@ -536,14 +539,18 @@ class RedisStore(Store):
                                                        **{f"ev:{e}": d.encode("ascii") for e, d in w.applied.items()}})
                     if w.times:
                         p.zadd(self._times_key(u), dict(w.times))
-                    if old.get(u):
-                        p.hdel(self._user_key(u), *(f"ev:{e}" for e in old[u]))
-                        p.zrem(self._times_key(u), *old[u])
+                # the prunes last, inside the MULTI (no round trip of their own), after the ids just added (the other
+                # stores' order): their replies, the counts forgotten, end the EXEC's replies
+                pruning = [(u, w.forget_before) for u, w in writes.items() if w.forget_before is not None]
+                for u, before in pruning:
+                    p.eval(_FORGET_SCRIPT, 2, self._user_key(u), self._times_key(u), before)
+                n_pruned[0] = len(pruning)
 
             return writer
 
-        self._optimistic([self._meta_key, *keys, *(self._times_key(u) for u in users)], step, "transaction")
-        return forgotten[0]
+        n_pruned = [0]
+        replies = self._optimistic([self._meta_key, *keys, *(self._times_key(u) for u in users)], step, "transaction")
+        return sum(int(r) for r in replies[len(replies) - n_pruned[0]:]) if n_pruned[0] else 0
 
     def read(self, user_ids: Sequence[str]) -> Snapshot:
         def body() -> Snapshot:
