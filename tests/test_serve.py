@@ -318,6 +318,9 @@ def test_applied_ids_are_forgotten_past_the_retention_and_a_late_retry_is_never_
         state = client.get("/v1/users/u1").json()
         late = client.post("/v1/events", json={"events": [_event("a", "u1", t0)]})  # a's retry, its id forgotten
         assert late.status_code == 409 and late.json()["error"] == "out_of_order"
+        assert "ids forgotten (--event-id-retention), so if this is a retry of one, it was applied then" in late.json()["message"]
+        recent = client.post("/v1/events", json={"events": [_event("x", "u1", t0 + 119)]})  # late, but within the window
+        assert recent.status_code == 409 and "forgotten" not in recent.json()["message"]
         assert client.get("/v1/users/u1").json() == state  # not applied a second time
         assert client.post("/v1/events", json={"events": [_event("b", "u1", t0 + 50)]}).json()["duplicates"] == 1  # kept
         # outcomes: one within the window is remembered (its retry a duplicate); one with a ts older than it is refused

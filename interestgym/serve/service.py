@@ -854,9 +854,15 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                 e = events[i]
                 st = states[u]
                 if st.counter("n_events") > 0 and e.ts < st.counter("last_event_ts"):
+                    gone = snapshot.users[u].forgotten_before
+                    forgotten = ((retention is not None and e.ts < st.counter("last_event_ts") - retention)
+                                 or (gone is not None and e.ts < gone))
+                    maybe = ("; events that old have their ids forgotten (--event-id-retention), so if this is a retry of one, "
+                             "it was applied then" if forgotten else "")
                     raise OutOfOrderError(
                         f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before the user's last applied event at ts "
-                        f"{st.counter('last_event_ts')}; a user's events must arrive in time order (nothing in this batch was applied)",
+                        f"{st.counter('last_event_ts')}; a user's events must arrive in time order{maybe} (nothing in this batch "
+                        "was applied)",
                         detail={"index": i, "event_id": e.event_id, "user_id": u, "ts": e.ts, "last_event_ts": st.counter("last_event_ts")})
                 row = row_of.get(e.item_id, -1) if e.item_id is not None else -1
                 runtime_events.append(Event(ts=e.ts, action=e.action, item_vector=cat.vectors[row] if row >= 0 else None,
