@@ -181,6 +181,9 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     click.echo(f"policy   {record['path']} (manifest {record['manifest_sha256'][:16]}..., generation {record['generation']})")
     click.echo(f"items    {len(cat):,} from {cat.source} (encoder {cat.encoder.get('name')!r}, dim {cat.dim}; "
                f"{cat.n_added} added through the API)")
+    click.echo("ids      applied event ids kept " + ("forever" if event_id_retention is None else
+                                                        f"{event_id_retention:,} s back from each user's last event")
+               + " (--event-id-retention)")
     for note in service.notes:
         click.echo(f"note     {note}")
     if save_catalogue is not None:
