@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from interestgym.envs.engine import (
+    LEAN_SKIPPED_FEATURES,
     PointScores,
     ReplayEngine,
     StepOutput,
@@ -91,7 +92,7 @@ def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None =
             obs = engine.observe(active)
             # a policy that needs more than the observation (e.g. a per-decision signal) gets the decisions
             raw = act_at(obs, engine.cursor[active]) if act_at is not None else policy.act(obs)
-            actions = np.asarray(raw, dtype=np.float32).reshape(len(active), -1)
+            actions = checked_actions(raw, len(active), policy)
             out = engine.step(active, actions)
             yield ReplayStep(active, obs, out, engine)
             bar.update(len(active))
@@ -102,6 +103,30 @@ def replay_users(data: ReplayData, policy: Any, *, users: Sequence[str] | None =
                 engine.start(take, queue[next_user: next_user + len(take)])
                 next_user += len(take)
                 active = np.concatenate([active, take])
+
+
+class LeanFeatureError(InterestGymError):
+    """A policy acted on a feature a lean replay (tuning) does not compute (NaN there): e.g. ``reward_ema``,
+    ``long_metric_ema`` (:data:`~interestgym.envs.engine.LEAN_SKIPPED_FEATURES`); replay it with the full engine."""
+
+
+def checked_actions(raw: Any, n: int, policy: Any, *, finite: bool = True) -> np.ndarray:
+    """``policy``'s actions for ``n`` observations as an (n, k >= 4) float32 array, or an :class:`InterestGymError`
+    naming the policy, the shape or value found and what was expected (a user's own rule that returns strengths of
+    one row, three columns or NaN would otherwise fail deep in the engine, or score NaN without a word). ``finite=False``:
+    the shape only (a lean replay's NaN features give NaN actions, which :func:`replay_shared` names itself)."""
+    actions = np.asarray(raw, dtype=np.float32)
+    if actions.ndim == 1 and n == 1:  # one observation's actions as a vector
+        actions = actions[None, :]
+    if actions.ndim != 2 or actions.shape[0] != n or actions.shape[1] < 4:
+        raise InterestGymError(f"policy {_name(policy)!r}: act() returned shape {actions.shape} for {n} observations; expected "
+                               f"({n}, 4): one row per observation, (a_L, a_S, w, p) as actions in [-1, 1] "
+                               "(interestgym.core.protocol.strengths_to_action maps strengths in [0, 1] to them)")
+    if finite and not np.isfinite(actions).all():
+        row = int(np.flatnonzero(~np.isfinite(actions).all(axis=1))[0])
+        raise InterestGymError(f"policy {_name(policy)!r}: act() returned {actions[row].tolist()} (not finite) for observation "
+                               f"{row}; expected actions in [-1, 1]")
+    return actions
 
 
 class ManyStep(NamedTuple):
@@ -182,8 +207,8 @@ def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slot
         obs = engine.observe(active)
         # active stays sorted, so each policy's rows are one contiguous run
         cuts = np.searchsorted(owner, np.arange(n_pol + 1))
-        actions = stack_actions([np.asarray(policies[k].act(obs[cuts[k]:cuts[k + 1]]), dtype=np.float32).reshape(
-            cuts[k + 1] - cuts[k], -1) for k in range(n_pol) if cuts[k + 1] > cuts[k]])
+        actions = stack_actions([checked_actions(policies[k].act(obs[cuts[k]:cuts[k + 1]]), int(cuts[k + 1] - cuts[k]), policies[k],
+                                                 finite=False) for k in range(n_pol) if cuts[k + 1] > cuts[k]])
         out = engine.step(active, actions, rank=rank)
         yield ManyStep(active, owner, obs, out, engine)
         finished = active[out.done]
@@ -322,8 +347,9 @@ def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[
                                   progress=progress, desc=label, lean=True, rank=False):
         bad = np.isnan(step.output.strengths).any(axis=1)
         if bad.any():
-            raise InterestGymError(f"{_who(policies[first[step.policy[bad][0]]])} "
-                                   "acts on a feature a lean replay does not compute; tune it with the full engine")
+            raise LeanFeatureError(f"{_who(policies[first[step.policy[bad][0]]])} acts on a feature a lean replay does not "
+                                   f"compute ({', '.join(LEAN_SKIPPED_FEATURES)}); tune it with the full engine "
+                                   "(validation_scorer(..., batched=False))")
         buffer.append(step)
         buffered += len(step.rows)
         if buffered >= flush_rows:
@@ -421,13 +447,20 @@ def _member_strengths(policy: Any, record: StateRecord, stepper: Any, config: Sc
     """A rule's strengths at a state's decisions, checked to move the state as the state's stepping rule did."""
     actions = np.asarray(policy.act(record.observations), dtype=np.float32).reshape(len(record.observations), -1)
     if np.isnan(actions).any():
-        raise InterestGymError(f"{_who(policy)} acts on a feature a lean replay does not compute; "
-                               "tune it with the full engine")
+        raise LeanFeatureError(f"{_who(policy)} acts on a feature a lean replay does not compute "
+                               f"({', '.join(LEAN_SKIPPED_FEATURES)}); tune it with the full engine (validation_scorer(..., batched=False))")
     if not np.array_equal(action_to_strengths(actions[:, :2]), record.strengths[:, :2]):
         raise InterestGymError(f"{_who(policy)} and {_who(stepper)} share a state_key "
                                "but update the profiles with different strengths")
     return member_strengths(actions, config)
 
 
+def _name(policy: Any) -> str:
+    return str(getattr(policy, "name", type(policy).__name__))
+
+
 def _who(policy: Any) -> str:
-    return repr(policy) if hasattr(policy, "params") else getattr(policy, "name", type(policy).__name__)
+    # a rule's repr names its parameters; a user's class without a __repr__ of its own: its name
+    if hasattr(policy, "params") and type(policy).__repr__ is not object.__repr__:
+        return repr(policy)
+    return _name(policy)

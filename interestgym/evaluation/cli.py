@@ -26,6 +26,7 @@ from interestgym.scale.ray_backend import ray_option
 @click.option("--select-metric", default=None, help=f"Metric that picks the best tuned baseline on validation users: {METRIC_NAMES_TEXT} (default: the run's reward, else ndcg@10).")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Transfer: evaluate the run's policy on this other prepared dataset (its own tuned rules are the reference; needs --out; refused when the encoder or the action table does not match).")
 @click.option("--sequence", "sequence_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="A tracker run folder (`interestgym train-sequence`) to list as a row of kind sequence, on the same users and candidates; repeat for several.")
+@click.option("--policy", "policy_specs", multiple=True, metavar="FILE.py:NAME", help="Your own update rule, a row of kind custom on the same users and candidates, compared with the best tuned baseline: NAME in FILE.py is a policy object (name, act(observations) -> actions in [-1, 1], optional scoring) evaluated as it is, or a class with a `grid` dict ({param: [values]}) tuned on the baselines' validation users. Repeat for several. README: \"Your own update rule\".")
 @ray_option
 @click.option("--n-boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where evaluation.json / .md go (default: the run directory; required for a dataset).")
@@ -33,7 +34,8 @@ from interestgym.scale.ray_backend import ray_option
 @click.option("--reference", default="best", show_default=True, help="Baseline the paired differences are taken against: 'best' (best tuned on validation users) or a name.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on a terminal, plain log lines otherwise (the default); --no-progress: none.")
 @click.option("--chunk-users", type=click.IntRange(min=1), default=None, help="Users replayed per chunk (default 5000): memory holds one chunk's replay arrays, not the split's; the results do not depend on it.")
-def evaluate(run_or_dataset: Path, split: str, which_model: str, out: Path | None, progress: bool | None, **options) -> None:
+def evaluate(run_or_dataset: Path, split: str, which_model: str, out: Path | None, progress: bool | None,
+             policy_specs: tuple[str, ...], **options) -> None:
     """Compare a trained policy (RUN dir) and every baseline on held-out users.
 
     \b
@@ -42,10 +44,13 @@ def evaluate(run_or_dataset: Path, split: str, which_model: str, out: Path | Non
     precision / recall / F1 / hit@10 (mean over users, bootstrap 95% CIs), the paired difference of
     each policy against the best tuned baseline, and on synthetic data the tracking error and
     fraction of the oracle. Writes evaluation.json and evaluation.md.
+    --policy FILE.py:NAME adds your own rule (tuned over its `grid` on the same validation users).
     """
+    from interestgym.evaluation.custom import load_policy_spec
     from interestgym.evaluation.run import evaluate_run
 
+    extra = [load_policy_spec(spec) for spec in policy_specs]  # a bad FILE.py:NAME is said before any tuning
     # --progress keeps the default (None: a bar on a terminal, log lines otherwise); --no-progress silences them
     text = evaluate_run(run_or_dataset, split=split, which_model=which_model, out=out,
-                        progress=False if progress is False else None, **options)
+                        progress=False if progress is False else None, extra_policies=extra, **options)
     click.echo(text)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,7 @@ def evaluate_run(
     sequence_runs: tuple[str | Path, ...] = (),
     ray: str | None = None,
     chunk_users: int | None = None,
+    extra_policies: Sequence[Any] = (),
 ) -> str:
     """Evaluate a run (its policy and every baseline) or a dataset (baselines only); returns the
     printed text and writes ``evaluation.json`` + ``evaluation.md`` into ``out`` (default: the run).
@@ -244,7 +246,12 @@ def evaluate_run(
     The evaluated split's users are replayed ``chunk_users`` at a time (default
     :data:`~interestgym.envs.replay_build.DEFAULT_CHUNK_USERS`): memory holds one chunk's replay arrays
     and every policy's per-user means, not the split's; the results do not depend on the chunk size
-    (:mod:`interestgym.evaluation.stream`)."""
+    (:mod:`interestgym.evaluation.stream`).
+
+    ``extra_policies``: your own policies, rows of kind ``custom`` on the same users and candidates, compared with
+    the reference like every row (not candidates for it): a policy object (``name``, ``act``, optional
+    ``scoring``), or a class with a ``grid`` attribute, tuned on the baselines' validation users
+    (:mod:`interestgym.evaluation.custom`; ``evaluate --policy FILE.py:NAME``)."""
     from interestgym.agents import run_folder
     from interestgym.agents.config import TrainConfig
     from interestgym.agents.rules import (
@@ -280,6 +287,8 @@ def evaluate_run(
 
     t0 = time.perf_counter()
     path = Path(run_or_dataset)
+    if ray and extra_policies:  # a user's policy class, loaded from a file, is not importable on Ray's workers
+        raise InterestGymError("--policy with --ray: your own policies are evaluated in this process only; leave out --ray")
     if ray:
         # sharded by user on a Ray cluster: the same numbers as one process (interestgym.scale)
         from interestgym.scale.ray_backend import scaled
@@ -387,6 +396,15 @@ def evaluate_run(
                                          protocol=valid.describe(), baselines=tuned)
     if config.sequence:
         names += [n for n in tuned if n.endswith("+tracker") and n not in names]
+    custom = []
+    if extra_policies:  # the user's own: tuned (a class with a grid) or scored on the baselines' validation users
+        from interestgym.evaluation.custom import resolve_policies
+
+        tune_users = subsample_users(valid.scored_user_ids, config.tune_users, config.seed)
+        tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
+        custom = resolve_policies(list(extra_policies), validation_scorer(tune_data, metric, tune_users), [*names, "oracle"],
+                                  full_score=validation_scorer(tune_data, metric, tune_users, batched=False))
+        del tune_data
     if reference == "best":
         reference = best_baseline({n: tuned[n] for n in names})
 
@@ -408,6 +426,10 @@ def evaluate_run(
     for n in names:
         pol = make_baseline(n, **tuned[n]["params"])
         policies.append((pol, "baseline", tuned[n]["params"], tuned[n]["valid_score"]))
+    for entry in custom:
+        if entry["policy"].name in {pol.name for pol, *_ in policies}:
+            raise InterestGymError(f"policy {entry['policy'].name!r}: already a row of this evaluation; give it another name")
+        policies.append((entry["policy"], "custom", entry["params"], entry["valid_score"]))
     # the data each policy replays: the chunk, or the chunk with a --sequence tracker's scores attached
     attach: list[Any] = [None] * len(policies)
     if sequence_runs:
@@ -547,6 +569,10 @@ def evaluate_run(
         "reference": reference,
         # the reference's tuned parameters, in words: what "the best tuned rule" is on this data
         "reference_params": params_text((tuned.get(reference) or {}).get("params") or {}),
+        # the user's own rows: their parameters (tuned over their grid on the baselines' validation users) and score
+        "custom": "; ".join(f"{e['policy'].name} ({params_text(e['params']) or 'no parameters'}; "
+                            + (f"tuned over {len(e['grid'])} grid points, " if e["grid"] else "")
+                            + f"validation {metric} {e['valid_score']:.4f})" for e in custom) or None,
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95},
         "run": str(run_dir) if run_dir is not None else None,
         "trained_on": trained_on if trained_on and str(Path(trained_on).resolve()) != str(Path(config.dataset).resolve()) else None,
@@ -578,6 +604,8 @@ def evaluate_run(
         "users": [str(u) for u in (users_ref if users_ref is not None else [])],
         "per_user": per_user_json,
         "tuned_baselines": {n: {"params": tuned[n]["params"], "valid_score": tuned[n]["valid_score"]} for n in names},
+        "custom_policies": {e["policy"].name: {"params": e["params"], "valid_score": e["valid_score"], "grid": e["grid"]}
+                            for e in custom},
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json_atomic(out_dir / "evaluation.json", doc)
@@ -707,7 +735,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     lines = ["# Evaluation", "", "Protocol:", ""]
     for key in ("data", "trained_on", "split", "users_split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
                 "scoring_points", "not_scored", "candidates_per_point", "selection_metric", "tuned_on", "reference",
-                "reference_params", "run", "model"):
+                "reference_params", "custom", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
     for caution in (header.get("few_points"), header.get("transfer_overlap")):
@@ -745,7 +773,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             rows.append(f"| {n} | " + " | ".join(cells) + " |")
         text += "\n".join(rows) + "\n"
     ref = summary["reference"]
-    learned = [n for n in order if summary["policies"][n]["kind"] == "learned"]
+    learned = [n for n in order if summary["policies"][n]["kind"] in ("learned", "custom")]
     verdicts = []
     for n in learned:
         d = summary["policies"][n]["diff_vs_reference"].get(metric)

@@ -1,0 +1,125 @@
+"""Your own update rules beside the built-in ones: ``evaluate --policy FILE.py:NAME`` and
+``evaluate_run(..., extra_policies=[...])``.
+
+A user's policy is what :class:`~interestgym.envs.policies.Policy` says: ``name``, ``act(observations) ->
+actions`` in [-1, 1] and an optional ``scoring`` (a :class:`~interestgym.core.interest.ScoringConfig`). It is
+given either as an object (evaluated as it is), or as a class / callable with a ``grid`` attribute
+(``{parameter: [values]}``): that one is tuned like the baselines, by the product's grid search
+(:func:`~interestgym.agents.tuning.grid_search`) on the same validation users, and evaluated with its best
+parameters. Either way its row in the tables has kind ``custom`` and is compared with the best tuned baseline
+(it is not a candidate for that reference).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from interestgym.errors import InterestGymError
+
+
+def load_policy_spec(spec: str) -> Any:
+    """The object ``NAME`` of the Python file ``FILE`` in ``spec`` = ``FILE.py:NAME`` (the file is run as a module
+    named after it, with its folder on ``sys.path`` while it is imported, so it may import its neighbours)."""
+    path_text, sep, attr = str(spec).rpartition(":")
+    if not sep or not path_text or not attr:
+        raise InterestGymError(f"--policy {spec!r}: expected FILE.py:NAME (a Python file and the name of a policy, "
+                               "or of a class with a grid, in it)")
+    path = Path(path_text)
+    if path.suffix != ".py" or not path.is_file():
+        raise InterestGymError(f"--policy {spec!r}: {path} is not a Python file (.py); expected FILE.py:NAME")
+    module_name = f"interestgym_user_policy_{path.stem}"
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    if loader is None or loader.loader is None:
+        raise InterestGymError(f"--policy {spec!r}: {path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(loader)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        loader.loader.exec_module(module)
+    except Exception as exc:  # the user's code: say where it failed, keep the cause
+        raise InterestGymError(f"--policy {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    if not hasattr(module, attr):
+        names = sorted(n for n in vars(module) if not n.startswith("_"))
+        raise InterestGymError(f"--policy {spec!r}: {path} has no {attr!r}; it defines {', '.join(names) or 'nothing public'}")
+    return getattr(module, attr)
+
+
+def check_policy(policy: Any, where: str) -> Any:
+    """``policy`` when it has a ``name`` (a non-empty string) and a callable ``act``, and its ``scoring``, if any, is a
+    :class:`~interestgym.core.interest.ScoringConfig`; else an :class:`InterestGymError` naming what is missing."""
+    from interestgym.core.interest import ScoringConfig
+
+    if not callable(getattr(policy, "act", None)):
+        raise InterestGymError(f"{where}: {policy!r} has no act(observations) method; expected a policy (name, act, scoring) "
+                               "or a class with a `grid` attribute")
+    name = getattr(policy, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise InterestGymError(f"{where}: {policy!r} has name {name!r}; expected a non-empty string (its row in the tables)")
+    scoring = getattr(policy, "scoring", None)
+    if scoring is not None and not isinstance(scoring, ScoringConfig):
+        raise InterestGymError(f"{where}: policy {name!r} has scoring {scoring!r}; expected an "
+                               "interestgym.core.interest.ScoringConfig (or none)")
+    return policy
+
+
+def resolve_policies(items: Sequence[Any], score: Callable[[list[Any]], list[float]], taken: Sequence[str],
+                     full_score: Callable[[list[Any]], list[float]] | None = None) -> list[dict[str, Any]]:
+    """Each user policy ready to evaluate: ``{"policy", "params", "valid_score", "grid"}``.
+
+    A class (or a callable that is not a policy) is made with each point of its ``grid`` attribute (``{parameter:
+    [values]}``; none: its defaults) and tuned with :func:`~interestgym.agents.tuning.grid_search` and ``score`` (the
+    baselines' validation scorer); a policy object is scored once with ``score`` for its validation figure. ``taken``: the names of the
+    other rows; a user policy may not reuse one. ``full_score``: the same scorer on the full engine
+    (``validation_scorer(..., batched=False)``), for a policy that reads a feature the batched scorer's lean replay
+    does not compute (its running reward, the profiles' running ranking quality)."""
+    from interestgym.agents.tuning import grid_search
+    from interestgym.envs.rollout import LeanFeatureError
+
+    def scored(policies: list[Any]) -> list[float]:
+        try:
+            return score(policies)
+        except LeanFeatureError:
+            if full_score is None:
+                raise
+            return full_score(policies)
+
+    out: list[dict[str, Any]] = []
+    names = set(taken)
+    for item in items:
+        where = f"policy {getattr(item, 'name', None) or getattr(item, '__name__', repr(item))!r}"
+        if isinstance(item, type) or (callable(item) and not callable(getattr(item, "act", None))):
+            # a class or factory: tuned over its `grid` (none: made with its defaults)
+            grid = getattr(item, "grid", None) or {}
+            if not isinstance(grid, dict) or not all(isinstance(v, (list, tuple)) and v for v in grid.values()):
+                raise InterestGymError(f"{where}: grid {grid!r}; expected a dict of parameter -> non-empty list of values")
+
+            def make(params: dict[str, Any], item: Any = item, where: str = where) -> Any:
+                try:
+                    policy = item(**params)
+                except TypeError as exc:
+                    raise InterestGymError(f"{where}: cannot be made with grid parameters {params}: {exc}") from exc
+                return check_policy(policy, where)
+
+            found = grid_search(make, grid, scored)
+            policy = make(found.best_params)
+            own = getattr(policy, "params", None)  # every parameter the policy says it has, else the grid's
+            entry = {"policy": policy, "params": dict(own) if isinstance(own, dict) else dict(found.best_params),
+                     "valid_score": found.best_score, "grid": found.table}
+        else:
+            policy = check_policy(item, where)
+            params = getattr(policy, "params", None)
+            entry = {"policy": policy, "params": dict(params) if isinstance(params, dict) else {},
+                     "valid_score": float(scored([policy])[0]), "grid": None}
+        name = entry["policy"].name
+        if name in names:
+            raise InterestGymError(f"{where}: its name {name!r} is already a row of this evaluation; give it another name")
+        names.add(name)
+        out.append(entry)
+    return out
