@@ -30,19 +30,23 @@ from interestgym.core.rules import (  # noqa: F401  (the rule classes, re-export
 )
 
 # ------------------------------------------------------------------------------------------ registry
+#: popularity weights tried for ema_two_profile once its other parameters are tuned, and with the one-profile
+#: rules' own parameters (score-only: every weight shares its state's replay in tuning)
+POPULARITY_GRID = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
 #: name -> (class, grid of its own tunable parameters; {} = nothing to tune)
 GRIDS: dict[str, dict[str, list[Any]]] = {
     "static": {},
     "always_replace": {},
     "mean_history": {},
     "popularity": {},
-    "ema": {"rate": [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]},
+    "ema": {"rate": [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0], "popularity_weight": POPULARITY_GRID},
     "ema_two_profile": {
         "long_rate": [0.05, 0.1, 0.2, 0.35, 0.5],
         "short_rate": [0.3, 0.5, 0.7, 1.0],
         "short_weight": [0.2, 0.4, 0.6, 0.8],
     },
-    "time_decay": {"half_life_hours": [1.0, 6.0, 24.0, 24.0 * 7, 24.0 * 30], "min_rate": [0.02, 0.1, 0.3]},
+    "time_decay": {"half_life_hours": [1.0, 6.0, 24.0, 24.0 * 7, 24.0 * 30], "min_rate": [0.02, 0.1, 0.3],
+                   "popularity_weight": POPULARITY_GRID},
     "recsim_saturating": {"base_rate": [0.1, 0.2, 0.4, 0.7, 1.0]},
     "behaviour_rule": {"streak": [2, 3, 4], "burst_weight": [0.5, 0.7, 0.9]},
     "context_rule": {"beta_ctx": [0.1, 0.3, 0.6], "context_rate": [0.1, 0.3]},
@@ -58,8 +62,6 @@ VALUE_GAIN_GRID = [0.0, 0.5, 1.0, 2.0]
 #: (:func:`~interestgym.agents.tuning.tune_baselines`), from their first value: each value moves the counts
 #: otherwise (a state of its own to replay), so in the product it would multiply the tuning's cost.
 LINE_SEARCHED: dict[str, tuple[str, ...]] = {"bayesian_category": ("value_gain",)}
-#: popularity weights tried for ema_two_profile once its other parameters are tuned.
-POPULARITY_GRID = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 CLASSES: dict[str, type[RulePolicy]] = RULES
 BASELINE_NAMES: tuple[str, ...] = tuple(CLASSES)

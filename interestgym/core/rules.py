@@ -18,14 +18,14 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 ``mean_history``             L = running mean of the positives' directions: a_L = 1 / (n + 1) after n
                              decisions (each step renormalises, so it is the mean of directions up to
                              renormalisation); w = 0.
-``ema``                      one profile, fixed strength a = ``rate`` (tuned); w = 0; p = ``popularity_weight``.
+``ema``                      one profile, fixed strength a = ``rate``; w = 0; p = ``popularity_weight`` (both tuned).
 ``ema_two_profile``          L with a_L = ``long_rate``, S with a_S = ``short_rate``, fixed mix w =
                              ``short_weight`` and popularity weight p = ``popularity_weight`` (all tuned):
                              the "best tuned fixed rule" of the acceptance test.
 ``time_decay``               one profile, a = max(``min_rate``, 1 - 2^(-gap / ``half_life_hours``)) with gap =
                              hours since the previous decision (a long absence makes the old profile
                              stale; the minimum so that bursts still move it), a = 1 while L is empty;
-                             both tuned; a_S = w = 0, p = ``popularity_weight``.
+                             a_S = w = 0, p = ``popularity_weight`` (the three tuned).
 ``recsim_saturating``        RecSim-style saturating step: a_L = a0 (1 - clip(cos(x, L), 0, 1)), a0 =
                              ``base_rate``, a_L = 1 while L is empty: an item the profile already explains
                              moves it little, a novel one moves it a lot (the interest-evolution model's
