@@ -234,14 +234,10 @@ def test_an_event_id_reused_with_other_content_is_refused_not_dropped(fx, store_
         assert 'interestgym_events_refused_total{reason="conflict"} 2.0' in client.get("/metrics").text
 
 
-def test_a_store_of_the_previous_release_keeps_working_for_both_releases(fx, tmp_path, redis_server):
-    """Digests were added without changing what the previous release reads or writes: on a SQLite file it made (no
-    digest table) a new worker answers its ids as retries, whatever is resent, and the previous release's own write
-    (two columns into applied_events) still works after a new worker opened the file; on Redis its `ev:ID = 1` keys
-    are retries too."""
+def _previous_release_store(path: Path) -> Path:
+    """A SQLite store as the release before digests and times wrote it, holding one applied id, 'old' of user u1."""
     import sqlite3
 
-    path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     conn.executescript(
         "PRAGMA journal_mode=WAL;"
@@ -251,6 +247,17 @@ def test_a_store_of_the_previous_release_keeps_working_for_both_releases(fx, tmp
         "CREATE TABLE items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;"
         "INSERT INTO meta VALUES ('schema', '1'); INSERT INTO applied_events VALUES ('u1', 'old');")
     conn.close()
+    return path
+
+
+def test_a_store_of_the_previous_release_keeps_working_for_both_releases(fx, tmp_path, redis_server):
+    """Digests were added without changing what the previous release reads or writes: on a SQLite file it made (no
+    digest table) a new worker answers its ids as retries, whatever is resent, and the previous release's own write
+    (two columns into applied_events) still works after a new worker opened the file; on Redis its `ev:ID = 1` keys
+    are retries too."""
+    import sqlite3
+
+    path = _previous_release_store(tmp_path / "old.db")
     with _client(_service(fx, f"sqlite:///{path}")) as client:
         resent = client.post("/v1/events", json={"events": [_event("old", "u1", 1_000_000, "i9"), _event("new", "u1", 1_000_001)]})
         assert [r["status"] for r in resent.json()["results"]] == ["duplicate", "applied"]
@@ -392,18 +399,7 @@ def test_retention_forever_keeps_every_applied_id(fx, store_url):
 def test_ids_a_previous_release_stored_without_a_time_are_kept(fx, tmp_path):
     """A SQLite file of the release before times (no event_times table; its ids in applied_events alone): its ids are
     never forgotten (no time to count from) and stay retries, while the new release's own ids are forgotten."""
-    import sqlite3
-
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(
-        "PRAGMA journal_mode=WAL;"
-        "CREATE TABLE user_states (user_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;"
-        "CREATE TABLE applied_events (user_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, event_id)) WITHOUT ROWID;"
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
-        "CREATE TABLE items (item_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;"
-        "INSERT INTO meta VALUES ('schema', '1'); INSERT INTO applied_events VALUES ('u1', 'old');")
-    conn.close()
+    path = _previous_release_store(tmp_path / "old.db")
     with _client(_service(fx, f"sqlite:///{path}", event_id_retention_s=10)) as client:
         for eid, ts in (("new", 1_000_000), ("later", 1_000_100)):
             assert client.post("/v1/events", json={"events": [_event(eid, "u1", ts)]}).json()["applied"] == 1
