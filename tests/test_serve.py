@@ -451,6 +451,45 @@ def test_an_event_older_than_the_users_last_refuses_the_batch_with_409_and_appli
         assert 'interestgym_events_refused_total{reason="out_of_order"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
+def test_late_skip_leaves_out_the_late_events_and_applies_the_rest_of_the_batch(fx, store_url):
+    """With "late": "skip", each late event is reported out_of_order (with the user's last time) and left out, its id
+    not recorded; every other event of the batch (other users', and the late user's own later ones) is applied, to the
+    states the same events give without the late ones; counted per event. Without it the batch is refused as before."""
+    policy = load_policy(fx.export)
+    cat = catalogue_from_dataset(fx.dataset)
+    first = [_event("a", "u1", 2_000_000), _event("p", "u2", 1_000_000, "i5")]
+    batch = [_event("x", "u2", 1_000_010, "i4"), _event("b", "u1", 1_999_999, "i7"), _event("c", "u1", 2_000_005, "i8"),
+             _event("b", "u1", 1_999_999, "i7"), {**_outcome("o", "u1", None)}]
+    with _client(_service(fx, store_url)) as client:
+        assert client.post("/v1/events", json={"events": first}).json()["applied"] == 2
+        refused = client.post("/v1/events", json={"events": batch})
+        assert refused.status_code == 409 and '"late": "skip" applies the rest' in refused.json()["message"]
+        skipped = client.post("/v1/events", json={"events": batch, "late": "skip"})
+        assert skipped.status_code == 200, skipped.text
+        body = skipped.json()
+        assert (body["applied"], body["duplicates"], body["out_of_order"]) == (3, 0, 2)
+        assert [(r["event_id"], r["status"]) for r in body["results"]] == [
+            ("x", "applied"), ("b", "out_of_order"), ("c", "applied"), ("b", "out_of_order"), ("o", "applied")]
+        assert body["results"][1]["last_event_ts"] == 2_000_000
+        # the states: the events without the late one, applied in order
+        expected = {"u1": policy.new_state(), "u2": policy.new_state()}
+        for e in [*first, batch[0], batch[2]]:
+            row = cat.rows([e["item_id"]])[0]
+            expected[e["user_id"]] = policy.update(expected[e["user_id"]], Event(e["ts"], "click", item_vector=cat.vectors[row],
+                                                                                   category=cat.categories[row]))
+        store = client.app.state.service.store
+        assert UserState.from_bytes(store.user_info("u2")[0]) == expected["u2"]
+        assert UserState.from_bytes(store.user_info("u1")[0]).counter("n_events") == expected["u1"].counter("n_events") == 2
+        assert store.user_info("u1")[1] == 3  # a, c, o: b's id was not recorded
+        again = client.post("/v1/events", json={"events": batch, "late": "skip"}).json()  # the retry: the same answers
+        assert (again["applied"], again["duplicates"], again["out_of_order"]) == (0, 3, 2)
+        metrics = client.get("/metrics").text
+        assert 'interestgym_events_total{kind="event",result="out_of_order"} 4.0' in metrics
+        bad = client.post("/v1/events", json={"events": batch, "late": "drop"})
+        assert bad.status_code == 422 and "late" in bad.text
+
+
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
 def test_a_workers_threads_applying_one_users_events_queue_in_the_worker_not_in_the_store(fx, store_url):
     """8 threads of one service post events of the same user at once: every event is applied once, and none of them

@@ -316,8 +316,9 @@ def create_app(service: InterestService) -> FastAPI:
 
         Idempotent by `event_id` per user: an id applied before is reported `duplicate` and changes nothing.
         A user's events must come in time order: an event older than the user's last applied one refuses the
-        batch with 409 `out_of_order` (nothing applied)."""
-        return service.apply(body.events)
+        batch with 409 `out_of_order` (nothing applied), or with `"late": "skip"` is reported `out_of_order` (not
+        applied, its id not recorded) while the rest of the batch is applied."""
+        return service.apply(body.events, late=body.late)
 
     @app.post("/v1/rank", response_model=RankResponse, responses=_ERRORS, tags=["rank"])
     def post_rank(body: RankRequest) -> dict[str, Any]:

@@ -6,7 +6,7 @@ name                                        type       labels / meaning
 ``interestgym_http_requests_total``         counter    method, route, status
 ``interestgym_http_request_seconds``        histogram  method, route: wall time of the request
 ``interestgym_events_total``                counter    kind (event / outcome), result (applied /
-                                                       duplicate)
+                                                       duplicate / out_of_order: left out, late="skip")
 ``interestgym_decisions_total``             counter    events that were decisions (profiles updated)
 ``interestgym_events_unknown_item_total``   counter    events whose item the catalogue does not hold
                                                        (applied as item-less events: not decisions)

@@ -118,13 +118,20 @@ AnyEvent = Annotated[Annotated[BehaviourEvent, Tag("event")] | Annotated[Outcome
 class EventsRequest(_Body):
     events: list[AnyEvent] = Field(min_length=1, max_length=MAX_BATCH,
                                    description="Applied whole or not at all, in order per user.")
+    late: Literal["refuse", "skip"] = Field(
+        "refuse", description="An event older than its user's last applied one (or an outcome older than the ids the "
+                              "service still remembers): 'refuse' the whole batch (409 out_of_order, nothing applied), or "
+                              "'skip' it (status out_of_order: not applied, its id not recorded) and apply the rest.")
 
 
 class EventResult(BaseModel):
     event_id: str
     user_id: str
     kind: Literal["event", "outcome"]
-    status: Literal["applied", "duplicate"] = Field(description="duplicate: this event id was applied before; nothing changed.")
+    status: Literal["applied", "duplicate", "out_of_order"] = Field(
+        description="duplicate: this event id was applied before; nothing changed. out_of_order (late='skip' only): older "
+                    "than the user's last applied event; not applied, and its id not recorded.")
+    last_event_ts: int | None = Field(None, description="out_of_order: the user's last applied event's time.")
     decision: bool | None = Field(None, description="Event: the policy updated the profiles.")
     item_known: bool | None = Field(None, description="Event: the item is in the catalogue.")
     value_given: bool | None = Field(None, description="Event: it carried a value (false: read as 1.0).")
@@ -136,6 +143,7 @@ class EventResult(BaseModel):
 class EventsResponse(BaseModel):
     applied: int
     duplicates: int
+    out_of_order: int = Field(0, description="Skipped as older than their user's last applied event (late='skip').")
     policy: str = Field(description="sha256 (first 16) of the manifest of the policy that applied them.")
     results: list[EventResult]
 

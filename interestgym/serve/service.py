@@ -22,7 +22,8 @@ users, the k-th events of every user go through the policy in one ``update_batch
 * **Out of order**: the runtime refuses an event older than the user's last one. The service refuses
   the whole batch with 409 ``out_of_order``, naming the event, its time and the user's last time;
   nothing is applied (the client re-sends the batch without it, or with a corrected time). Equal
-  times are in order.
+  times are in order. A batch sent with ``late="skip"`` instead reports such an event ``out_of_order``
+  (not applied, its id not recorded) and applies the rest, in the same transaction.
 * An event whose item the catalogue does not hold (or without an item) is applied as the runtime
   applies an item-less event: it counts (event counters, time gaps) but is not a decision.
 * An outcome's candidates the catalogue does not hold are left out (as the replay protocol leaves
@@ -524,8 +525,14 @@ class InterestService:
         return encoder
 
     # ------------------------------------------------------------------------------ events
-    def apply(self, events: Sequence[BehaviourEvent | Outcome]) -> dict[str, Any]:
-        """Apply a batch (see the module docstring); returns the per-event results."""
+    def apply(self, events: Sequence[BehaviourEvent | Outcome], *, late: str = "refuse") -> dict[str, Any]:
+        """Apply a batch (see the module docstring); returns the per-event results.
+
+        :param late: ``"refuse"``: an event older than its user's last applied one refuses the batch (409);
+            ``"skip"``: it is reported ``out_of_order`` and left out, the rest applied.
+        """
+        if late not in ("refuse", "skip"):
+            raise InvalidRequestError(f"late is {late!r}; expected 'refuse' or 'skip'")
         ids = [e.item_id for e in events if isinstance(e, BehaviourEvent) and e.item_id is not None]
         ids += [c for e in events if isinstance(e, Outcome) for c in e.candidates]
         by_user: dict[str, list[int]] = {}
@@ -550,7 +557,7 @@ class InterestService:
             def compute(snapshot: Snapshot) -> dict[str, UserWrite]:
                 self._current(snapshot, active, version)
                 writes, results[:] = _apply_batch(active.policy, cat, row_of, events, by_user, snapshot,
-                                                  self.config.event_id_retention_s, now)
+                                                  self.config.event_id_retention_s, now, skip_late=late == "skip")
                 return writes
 
             forgotten = self._timed("transaction", lambda: self.store.transact(event_ids, compute))
@@ -584,7 +591,9 @@ class InterestService:
                 self.metrics.unknown_items.inc()
             if r.get("value_given") is False:
                 self.metrics.default_value.inc()
-        return {"applied": applied, "duplicates": len(results) - applied, "policy": policy_id, "results": results}
+        out_of_order = sum(r["status"] == "out_of_order" for r in results)  # left out with late="skip"
+        return {"applied": applied, "duplicates": len(results) - applied - out_of_order, "out_of_order": out_of_order,
+                "policy": policy_id, "results": results}
 
     # ------------------------------------------------------------------------------ reads
     def rank(self, user_id: str, candidates: list[str], *, hour: int | None = None, ts: int | None = None,
@@ -808,13 +817,15 @@ def event_digest(event: BehaviourEvent | Outcome) -> str:
 
 
 def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int], events: Sequence[BehaviourEvent | Outcome],
-                 by_user: dict[str, list[int]], snapshot: Snapshot, retention: int | None = None, now: int = 0
-                 ) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
+                 by_user: dict[str, list[int]], snapshot: Snapshot, retention: int | None = None, now: int = 0,
+                 skip_late: bool = False) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
     """The transaction's computation: pure in its inputs (it may run more than once).
 
     :param retention: ``ServeConfig.event_id_retention_s``: each write forgets the user's ids older than the user's last
         event minus this, and an outcome sent with a ``ts`` that old is refused (its id may be forgotten already).
     :param now: the time given to an outcome sent without ``ts`` (its id's time; the user's last event when that is later).
+    :param skip_late: an event (or outcome) that would refuse the batch as out of order is reported ``out_of_order`` and
+        left out instead (not applied, its id not recorded); the request's ``"late": "skip"``.
     """
     for i, e in enumerate(events):
         if isinstance(e, BehaviourEvent) and e.action not in policy.action_weights:
@@ -830,6 +841,15 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
     new_ids: dict[str, dict[str, int | None]] = {u: {} for u in by_user}  # per user: the ids applied now -> their times
     digests = [event_digest(e) for e in events]
     results: list[dict[str, Any] | None] = [None] * len(events)
+
+    def late(i: int, u: str, error: OutOfOrderError) -> None:
+        """Refuse the batch with ``error``, or with ``skip_late`` leave event ``i`` out and say so."""
+        if not skip_late:
+            raise error
+        results[i] = {"event_id": events[i].event_id, "user_id": u, "kind": events[i].kind, "status": "out_of_order",
+                      "last_event_ts": states[u].counter("last_event_ts")}
+        del seen[u][events[i].event_id], new_ids[u][events[i].event_id]  # not applied: the id is not one the store keeps
+
     while any(queues.values()):
         round_events: list[tuple[str, int]] = []
         round_outcomes: list[tuple[str, int]] = []
@@ -850,6 +870,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                 (round_events if isinstance(events[i], BehaviourEvent) else round_outcomes).append((u, i))
         if round_events:
             runtime_events = []
+            kept: list[tuple[str, int]] = []
             for u, i in round_events:
                 e = events[i]
                 st = states[u]
@@ -859,18 +880,20 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                                  or (gone is not None and e.ts < gone))
                     maybe = ("; events that old have their ids forgotten (--event-id-retention), so if this is a retry of one, "
                              "it was applied then" if forgotten else "")
-                    raise OutOfOrderError(
+                    late(i, u, OutOfOrderError(
                         f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before the user's last applied event at ts "
                         f"{st.counter('last_event_ts')}; a user's events must arrive in time order{maybe} (nothing in this batch "
-                        "was applied)",
-                        detail={"index": i, "event_id": e.event_id, "user_id": u, "ts": e.ts, "last_event_ts": st.counter("last_event_ts")})
+                        "was applied; \"late\": \"skip\" applies the rest)",
+                        detail={"index": i, "event_id": e.event_id, "user_id": u, "ts": e.ts, "last_event_ts": st.counter("last_event_ts")}))
+                    continue
+                kept.append((u, i))
                 row = row_of.get(e.item_id, -1) if e.item_id is not None else -1
                 runtime_events.append(Event(ts=e.ts, action=e.action, item_vector=cat.vectors[row] if row >= 0 else None,
                                             value=e.value,
                                             category=cat.categories[row] if row >= 0 else "", hour=e.hour, weekday=e.weekday,
                                             item_id=e.item_id))
-            updated = policy.update_batch([states[u] for u, _ in round_events], runtime_events)
-            for (u, i), new in zip(round_events, updated):
+            updated = policy.update_batch([states[u] for u, _ in kept], runtime_events) if kept else []
+            for (u, i), new in zip(kept, updated):
                 decided = new.counter("n_decisions") > states[u].counter("n_decisions")
                 states[u] = new
                 e = events[i]
@@ -884,17 +907,19 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             gone = snapshot.users[u].forgotten_before  # stored: another worker (or an earlier run) may keep ids less long
             if retention is not None and o.ts is not None and st.counter("n_events") > 0 and \
                     o.ts < st.counter("last_event_ts") - retention:
-                raise OutOfOrderError(
+                late(i, u, OutOfOrderError(
                     f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, more than {retention} s (--event-id-retention) before "
                     f"the user's last applied event at ts {st.counter('last_event_ts')}: ids that old are forgotten, so a "
                     "retry could not be told from a new outcome (nothing in this batch was applied)",
-                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "last_event_ts": st.counter("last_event_ts")})
+                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "last_event_ts": st.counter("last_event_ts")}))
+                continue
             if o.ts is not None and gone is not None and o.ts < gone:
-                raise OutOfOrderError(
+                late(i, u, OutOfOrderError(
                     f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, before {gone}: the user's applied ids older than that "
                     "were forgotten (--event-id-retention of the worker that wrote them), so a retry could not be told from a new "
                     "outcome (nothing in this batch was applied)",
-                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "forgotten_before": gone})
+                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "forgotten_before": gone}))
+                continue
             labels = np.asarray(o.label_list(), np.int8)
             r = np.array([row_of.get(c, -1) for c in o.candidates], dtype=np.int64)
             known = r >= 0
