@@ -136,12 +136,13 @@ def test_a_damaged_tracker_or_drift_field_is_refused_naming_it(edit, message):
 
 @pytest.mark.parametrize("version", [0, 2, 3, 255])
 def test_a_blob_or_json_of_any_other_codec_version_is_refused(version):
-    """Only CODEC_VERSION (1) is read: an older or a newer codec, byte or JSON, is refused naming it (a newer format
-    read as this one would be misread silently)."""
+    """Blobs of versions 1 and 2 (sparse fields) and JSON of version 1 are read: any other codec is refused naming it
+    (a newer format read as this one would be misread silently)."""
     fields = _fields(np.random.default_rng(4))
     blob = encode_bytes(fields, {})
-    with pytest.raises(StateFormatError, match=rf"codec version {version}; this interestgym reads version 1"):
-        decode_bytes(blob[:4] + struct.pack("<H", version) + blob[6:])
+    if version != 2:
+        with pytest.raises(StateFormatError, match=rf"codec version {version}; this interestgym reads versions 1, 2"):
+            decode_bytes(blob[:4] + struct.pack("<H", version) + blob[6:])
     doc = json.loads(encode_json(fields, {}))
     doc["codec"] = version
     with pytest.raises(StateFormatError, match=rf"state JSON codec {version}; expected an object with codec 1"):
@@ -157,3 +158,77 @@ def test_a_user_state_of_an_unknown_state_version_is_refused():
     for version in (5, 0, None):
         with pytest.raises(StateFormatError, match=rf"user state version {version!r}; this interestgym reads versions 1, 2, 3, 4"):
             UserState.from_bytes(encode_bytes(fields, {**meta, "state_version": version}))
+
+
+def _reseal(body: bytes) -> bytes:
+    import zlib
+
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_mostly_zero_fields_are_stored_sparse_and_come_back_bit_for_bit():
+    """A field whose non-zero elements take less than half its bytes as (position, value) pairs is stored so (codec
+    version 2); -0.0, a NaN payload, a subnormal, ints and bools come back bit for bit, and the blob is that much
+    smaller. A blob without such a field is version 1, byte for byte the dense layout (a version-1 reader reads it)."""
+    counts = np.zeros((5, 400))
+    counts[0, [3, 7, 399]] = [1.5, -0.0, 5e-324]
+    counts[4, 0] = np.frombuffer(np.uint64(0x7FF8_0000_0000_1234).tobytes(), dtype=np.float64)[0]  # a NaN with a payload
+    ints = np.zeros(300, dtype=np.int64)
+    ints[[1, 299]] = [-7, 2**40]
+    flags = np.zeros(128, dtype=bool)
+    flags[5] = True
+    dense = np.arange(100, dtype=np.float32)
+    fields = {"counts": counts, "ints": ints, "flags": flags, "dense": dense}
+    blob = encode_bytes(fields, {"k": 1})
+    assert struct.unpack_from("<H", blob, 4)[0] == 2
+    back, meta = decode_bytes(blob)
+    assert meta == {"k": 1}
+    for name, value in fields.items():
+        assert back[name].dtype == value.dtype and back[name].shape == value.shape
+        assert back[name].tobytes() == value.tobytes(), name  # bit for bit, the -0.0 and the NaN payload included
+    header = json.loads(blob[10: 10 + struct.unpack_from("<I", blob, 6)[0]])
+    assert [e[3] if len(e) == 4 else None for e in header["fields"]] == [4, 2, 1, None]
+    dense_size = sum(v.nbytes for v in fields.values())
+    assert len(blob) < dense_size / 4
+    # no field worth storing sparse: version 1, the dense layout
+    plain = encode_bytes({"dense": dense, "small": np.zeros(10)}, {})
+    assert struct.unpack_from("<H", plain, 4)[0] == 1
+    header_len = struct.unpack_from("<I", plain, 6)[0]
+    assert plain[10 + header_len: -4] == dense.tobytes() + np.zeros(10).tobytes()
+
+
+@pytest.mark.parametrize(("positions", "nnz", "message"), [
+    ([5, 3], 2, "sparse positions are not ascending positions below 400"),
+    ([1, 400], 2, "sparse positions are not ascending positions below 400"),
+    ([], 401, "sparse with 401 values; its shape \\[400\\] holds 400"),
+])
+def test_a_sparse_field_with_bad_positions_is_refused_naming_it(positions, nnz, message):
+    header = json.dumps({"fields": [["c", "<f8", [400], nnz]], "meta": {}}).encode()
+    payload = np.array(positions, dtype="<u4").tobytes() + np.ones(len(positions)).tobytes()
+    body = struct.pack("<4sHI", b"IGUS", 2, len(header)) + header + payload
+    with pytest.raises(StateFormatError, match=f"field 'c'.*{message}|field 'c' is {message}"):
+        decode_bytes(_reseal(body))
+    # a version-1 blob cannot hold a sparse entry
+    with pytest.raises(StateFormatError, match="expected \\[name, dtype, shape\\]$"):
+        decode_bytes(_reseal(struct.pack("<4sHI", b"IGUS", 1, len(header)) + header + payload))
+
+
+def test_a_user_state_with_many_categories_is_stored_in_a_fraction_of_its_dense_size():
+    """A user who touched 12 of 2,000 categories: counts, per-slot counts and exposure are dense in memory (what the
+    core computes with) and sparse in the blob; the state comes back equal."""
+    from interestgym.runtime.state import UserState
+
+    rng = np.random.default_rng(0)
+    state = UserState.empty(64)
+    touched = rng.choice(2000, 12, replace=False)
+    state.category_counts = np.zeros(2000)
+    state.category_counts[touched] = rng.random(12)
+    state.slot_category_counts = np.zeros((4, 2000))
+    state.slot_category_counts[rng.integers(4, size=12), touched] = rng.random(12)
+    state.slot_factor = 1.0
+    state.exposure = np.zeros((2, 2000))
+    state.exposure[0, touched] = rng.random(12)
+    blob = state.to_bytes()
+    assert UserState.from_bytes(blob) == state
+    dense = 7 * 2000 * 8
+    assert len(blob) < dense / 20, (len(blob), dense)
