@@ -17,7 +17,7 @@ SB3's zip) and the observation / reward statistics (``normaliser_<step>.npz``):
 The torch generator saved is the CPU's, which samples the actions of a run on the CPU (``--device cpu``, the default);
 a run on a GPU samples with the GPU's generator, which is not saved, so its resumes are not exact.
 
-They are one ``.npz`` (arrays, plus one JSON string for the random states and counters; no pickle), written and
+They are one compressed ``.npz`` (arrays, plus one JSON string for the random states and counters; no pickle), written and
 checked like the checkpoint's other files. A checkpoint written before this file existed resumes as it always did:
 from its weights and statistics, with the env reset, so the resumed run is a valid continuation but not the
 uninterrupted run's twin.
@@ -83,7 +83,7 @@ def capture(model: Any) -> bytes:
     values["num_timesteps"] = int(model.num_timesteps)
     arrays["values"] = np.array(json.dumps({"format": FORMAT, **values}))
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # mostly zeros on a large catalogue (the per-row category counts)
     return buf.getvalue()
 
 
