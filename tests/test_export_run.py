@@ -121,6 +121,28 @@ def test_manifest_describes_features_actions_scoring_encoder_and_provenance(tmp_
     assert json.loads((fx.export / "item_ids.json").read_text()) == Dataset.open(fx.dataset).items["item_id"].tolist()
 
 
+def test_two_exports_of_a_run_are_the_same_bytes_under_source_date_epoch(tmp_path_factory, monkeypatch):
+    """`created` is the only field that differs between two exports of one run; SOURCE_DATE_EPOCH sets it (the
+    reproducible-builds convention), so that the files and `manifest_sha256` are equal; a value that is not whole
+    seconds is refused naming it."""
+    from interestgym.errors import InterestGymError
+    from interestgym.export.run import export_run
+
+    fx = trained_export(tmp_path_factory, "impressions")
+    out = tmp_path_factory.mktemp("reproducible")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    for name in ("a", "b"):
+        export_run(fx.run, out / name, which="best", verify_observations=50)
+    files = sorted(p.name for p in (out / "a").iterdir())
+    assert files == sorted(p.name for p in (out / "b").iterdir())
+    for name in files:
+        assert (out / "a" / name).read_bytes() == (out / "b" / name).read_bytes(), name
+    assert json.loads((out / "a" / "manifest.json").read_text())["created"] == "2023-11-14T22:13:20Z"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(InterestGymError, match="SOURCE_DATE_EPOCH is 'yesterday'; expected whole seconds since 1970"):
+        export_run(fx.run, out / "c", which="best", verify_observations=50)
+
+
 def test_manifest_records_category_forgetting_tied_to_the_action(tmp_path_factory):
     fx = trained_export(tmp_path_factory, "impressions_tied")
     manifest = json.loads((fx.export / "manifest.json").read_text())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +37,7 @@ from interestgym.core.dtw import DRIFT_WINDOW
 from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS, observation_features
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.core.rules import rule_definition
-from interestgym.errors import ArtifactError
+from interestgym.errors import ArtifactError, InterestGymError
 
 #: Version of the export layout written by this code. A reader accepts this version and older ones
 #: it knows how to read; a newer one means "upgrade interestgym", never a guess. Version 2: the scoring
@@ -201,6 +202,17 @@ def read_verified_manifest(directory: str | Path, required: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------ writing
+def created_time() -> str:
+    """The manifest's ``created`` (UTC, ISO 8601): now, or ``SOURCE_DATE_EPOCH`` when the environment sets it (the
+    reproducible-builds convention: two exports of the same run then have the same bytes and ``manifest_sha256``)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if not (epoch.isascii() and epoch.isdigit()):
+        raise InterestGymError(f"SOURCE_DATE_EPOCH is {epoch!r}; expected whole seconds since 1970 (e.g. $(git log -1 --format=%ct))")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+
+
 def build_manifest(
     *,
     interestgym_version: str,
@@ -268,7 +280,7 @@ def build_manifest(
         "kind": MANIFEST_KIND,
         "format_version": format_version_for(scoring_config, rule),
         "interestgym_version": interestgym_version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": created_time(),
         "policy": {
             "form": form,
             # with the rule's definition (its formula, its parameters by name), for a service in another language
