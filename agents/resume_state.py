@@ -87,10 +87,13 @@ def capture(model: Any) -> bytes:
     return buf.getvalue()
 
 
-def restore(model: Any, data: bytes, where: Path) -> None:
+def restore(model: Any, data: bytes, where: Path) -> str | None:
     """Put :func:`capture`'s state back into ``model`` (just loaded from the same checkpoint, on an env built with the
     run's settings) and the process's random generators.
 
+    :return: None, or a note when the state was taken on other replay data (the dataset's events changed under the same
+        split, which ``train --resume`` allows with a note): nothing is restored then (the slots' cursors would index
+        other decisions), and the run continues from the checkpoint's weights with the env started afresh.
     :raises ArtifactError: naming ``where`` when the file is not such a state, or one of another step, dataset, env
         count or scoring.
     """
@@ -108,6 +111,9 @@ def restore(model: Any, data: bytes, where: Path) -> None:
         raise ArtifactError(f"{where}: the state of step {values.get('num_timesteps')}; its checkpoint's model is at step "
                             f"{int(model.num_timesteps)}")
     base, monitor, norm = _wrappers(model)
+    if values.get("replay") is not None and values["replay"] != base.replay_fingerprint():
+        return (f"{where}: taken on other replay data (the dataset's events changed since the checkpoint); the run continues "
+                "from the checkpoint's weights with every env slot starting a new user (not exactly as the uninterrupted run)")
     try:
         base.load_state({k: v for k, v in arrays.items() if k.startswith(("engine.", "env."))}, values, str(where))
         if monitor is not None:
@@ -130,3 +136,4 @@ def restore(model: Any, data: bytes, where: Path) -> None:
         raise ArtifactError(f"{where}: {exc.args[0]} is missing (a training state of another kind of run?)") from None
     except InterestGymError as exc:
         raise ArtifactError(str(exc)) from None
+    return None

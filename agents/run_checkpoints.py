@@ -77,7 +77,8 @@ def write_checkpoint(run_dir: str | Path, step: int, model: Any, vecnorm: Any | 
             p.unlink(missing_ok=True)
 
 
-def _load_checkpoint_record(folder: Path, record_path: Path, venv: Any, device: str, clip_range: float) -> tuple[Any, dict[str, Any]]:
+def _load_checkpoint_record(folder: Path, record_path: Path, venv: Any, device: str, clip_range: float,
+                            note: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
     from interestgym.agents.sb3_policy import Normaliser, load_ppo
 
     record = read_json_or_none(record_path)
@@ -97,7 +98,9 @@ def _load_checkpoint_record(folder: Path, record_path: Path, venv: Any, device: 
         from interestgym.agents.resume_state import restore
 
         name = str(record["rollout"])
-        restore(model, read_verified(folder / name, files.get(name), record_path), folder / name)
+        skipped = restore(model, read_verified(folder / name, files.get(name), record_path), folder / name)
+        if skipped is not None and note is not None:
+            note(f"note: {skipped}")
     return model, record
 
 
@@ -121,7 +124,7 @@ def load_checkpoint(run_dir: str | Path, venv: Any, *, device: str = "cpu", clip
             continue  # state.json and the newest record name the same files
         tried.add(key)
         try:
-            model, record = _load_checkpoint_record(folder, path, venv, device, clip_range)
+            model, record = _load_checkpoint_record(folder, path, venv, device, clip_range, note)
         except ArtifactError as exc:
             problems.append(str(exc))
             continue

@@ -164,6 +164,7 @@ class InterestReplayVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self._obs: np.ndarray | None = None
         self._started = False
+        self._replay_fingerprint: str | None = None
         # a residual agent with a tracker attached also sets the tracker's weight per decision
         n_actions = len(ACTION_NAMES) if self.residual is None else self.residual.n_changes
         super().__init__(
@@ -185,7 +186,21 @@ class InterestReplayVecEnv(VecEnv):
             raise InterestGymError("the vector env's state is taken between steps of a started env (after reset or step_wait)")
         arrays = {f"engine.{name}": value for name, value in self.engine.state_arrays().items()}
         arrays.update({"env.steps": self._steps, "env.obs": self._obs})
-        return arrays, {"rng": self._rng.bit_generator.state}
+        return arrays, {"rng": self._rng.bit_generator.state, "replay": self.replay_fingerprint()}
+
+    def replay_fingerprint(self) -> str:
+        """sha256 of the replay's users and decisions (ids, their decision ranges, items and times, the scoring points'
+        ranges): the engine's cursors and users index these arrays, so a state is only valid on the same ones (a dataset's
+        events changed under the same split give others). Computed once per env."""
+        if self._replay_fingerprint is None:
+            import hashlib
+
+            digest = hashlib.sha256("\n".join(map(str, self.data.user_ids)).encode("utf-8"))
+            for array in (self.data.user_decision_start, self.data.user_decision_end, self.data.decision_item,
+                          self.data.decision_ts, self.data.decision_point_start, self.data.decision_point_end):
+                digest.update(np.ascontiguousarray(array).tobytes())
+            self._replay_fingerprint = digest.hexdigest()
+        return self._replay_fingerprint
 
     def load_state(self, arrays: dict[str, np.ndarray], values: dict[str, Any], where: str = "env state") -> None:
         """Put back what :meth:`state` returned (see there); refuses a state of another dataset, env count or scoring."""

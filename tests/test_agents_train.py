@@ -192,6 +192,22 @@ def test_a_checkpoint_of_an_earlier_release_without_the_training_state_still_res
     assert train_run(_config(dataset, tmp_path / "run"), resume=True)["num_timesteps"] == 256
 
 
+def test_a_training_state_of_other_events_resumes_from_the_weights_with_a_note(tmp_path, capsys):
+    """The dataset's events changed under the same split since the checkpoint (train --resume allows it with a note): the
+    slots' cursors index the old replay's decisions, so the state is not put back (it stepped past the new arrays: a bare
+    IndexError); the run continues from the checkpoint's weights with the env started afresh, and says so."""
+    import pandas as pd
+
+    data = tiny_synthetic(tmp_path / "data")
+    train_run(_config(data, tmp_path / "run", timesteps=128))
+    events = pd.read_parquet(data / "events.parquet")
+    events.groupby("user_id", sort=False).head(6).reset_index(drop=True).to_parquet(data / "events.parquet", index=False)
+    capsys.readouterr()
+    assert train_run(_config(data, tmp_path / "run"), resume=True)["num_timesteps"] == 256
+    err = capsys.readouterr().err
+    assert "rollout_128.npz: taken on other replay data (the dataset's events changed since the checkpoint)" in err
+
+
 def test_a_resume_to_fewer_steps_than_first_asked_records_them(dataset, tmp_path):
     """Interrupted at 128 of 320 asked, resumed with --timesteps 192: 192 is the run's total from then on."""
     train_run(_config(dataset, tmp_path / "run", timesteps=128))
