@@ -490,6 +490,30 @@ def test_late_skip_leaves_out_the_late_events_and_applies_the_rest_of_the_batch(
         assert bad.status_code == 422 and "late" in bad.text
 
 
+@pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)
+def test_late_skip_refuses_a_skipped_id_sent_again_in_the_batch_with_other_content(fx, store_url):
+    """A late event left out, then its id again in the same batch with other content: a conflict (409, nothing applied),
+    as without the late time. Before, the second copy was applied under the id, and a retry of the very batch that had
+    been answered 200 was refused (the first copy now a conflict with the applied one)."""
+    t0 = 1_000_000
+    batch = [_event("b", "u1", t0 + 10), _event("b", "u1", t0 + 600, "i7"), _event("y", "u2", t0)]
+    with _client(_service(fx, store_url)) as client:
+        store = client.app.state.service.store
+        assert client.post("/v1/events", json={"events": [_event("a", "u1", t0 + 500)]}).json()["applied"] == 1
+        before = store.user_info("u1")
+        refused = client.post("/v1/events", json={"events": batch, "late": "skip"})
+        assert refused.status_code == 409 and refused.json()["error"] == "event_conflict", refused.text
+        assert "event id 'b' of user 'u1' came earlier in this batch with other content" in refused.json()["message"]
+        assert refused.json()["detail"] == {"index": 1, "event_id": "b", "user_id": "u1"}
+        assert store.user_info("u1") == before and store.user_info("u2") == (None, 0)
+        # the same copy twice is left out twice; the batch's retry gets the same answers
+        same = [batch[0], batch[0], batch[2]]
+        for answer in (["out_of_order", "out_of_order", "applied"], ["out_of_order", "out_of_order", "duplicate"]):
+            body = client.post("/v1/events", json={"events": same, "late": "skip"}).json()
+            assert [r["status"] for r in body["results"]] == answer, body
+        assert store.user_info("u1") == before
+
+
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
 def test_a_workers_threads_applying_one_users_events_queue_in_the_worker_not_in_the_store(fx, store_url):
     """8 threads of one service post events of the same user at once: every event is applied once, and none of them

@@ -841,6 +841,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
     new_ids: dict[str, dict[str, int | None]] = {u: {} for u in by_user}  # per user: the ids applied now -> their times
     digests = [event_digest(e) for e in events]
     results: list[dict[str, Any] | None] = [None] * len(events)
+    skipped: dict[str, dict[str, str]] = {u: {} for u in by_user}  # per user: the ids left out as late -> their digests
 
     def late(i: int, u: str, error: OutOfOrderError) -> None:
         """Refuse the batch with ``error``, or with ``skip_late`` leave event ``i`` out and say so."""
@@ -848,7 +849,9 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             raise error
         results[i] = {"event_id": events[i].event_id, "user_id": u, "kind": events[i].kind, "status": "out_of_order",
                       "last_event_ts": states[u].counter("last_event_ts")}
-        del seen[u][events[i].event_id], new_ids[u][events[i].event_id]  # not applied: the id is not one the store keeps
+        # not applied: the id is not one the store keeps (a copy later in the batch is looked at again)
+        skipped[u][events[i].event_id] = seen[u].pop(events[i].event_id)
+        del new_ids[u][events[i].event_id]
 
     while any(queues.values()):
         round_events: list[tuple[str, int]] = []
@@ -865,6 +868,13 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                 results[i] = {"event_id": events[i].event_id, "user_id": u, "kind": events[i].kind, "status": "duplicate"}
             if q:
                 i = q.popleft()
+                if skipped[u].get(events[i].event_id, digests[i]) != digests[i]:
+                    # as if the first copy had been in order: one id, two contents (a retry of this batch would find the
+                    # second applied and refuse the first as a conflict)
+                    raise EventConflictError(
+                        f"events[{i}]: event id {events[i].event_id!r} of user {u!r} came earlier in this batch with other content "
+                        "(left out as out of order); expected a retry to resend the same event, or a new event to have a new id "
+                        "(nothing in this batch was applied)", detail={"index": i, "event_id": events[i].event_id, "user_id": u})
                 seen[u][events[i].event_id] = digests[i]
                 new_ids[u][events[i].event_id] = None if events[i].ts is None else int(events[i].ts)  # the retention's start
                 (round_events if isinstance(events[i], BehaviourEvent) else round_outcomes).append((u, i))
