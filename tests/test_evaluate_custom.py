@@ -132,6 +132,21 @@ def test_a_bad_policy_spec_or_a_taken_name_is_one_line_naming_what_was_expected(
         evaluate_run(data, out=tmp_path / "o", baselines="ema", n_boot=50, extra_policies=[object()])
 
 
+def test_a_dataclass_rule_with_postponed_annotations_loads(tmp_path):
+    """A rule file in the project's own style (from __future__ import annotations, @dataclass): its module is in
+    sys.modules while it runs, as an import's is (dataclasses looks it up there: a bare AttributeError before); two
+    files of one name in two folders are two modules."""
+    code = ("from __future__ import annotations\nfrom dataclasses import dataclass\n\n@dataclass\nclass Rule:\n"
+            "    rate: float = 0.3\n    name: str = '{name}'\n    grid = {{'rate': [0.1, 0.3]}}\n")
+    found = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rule.py").write_text(code.format(name=name))
+        found.append(load_policy_spec(f"{tmp_path / name / 'rule.py'}:Rule"))
+    assert [cls(rate=0.1) for cls in found] == [found[0](0.1, "a"), found[1](0.1, "b")]
+    assert found[0].__module__ != found[1].__module__ and found[1]().name == "b"
+
+
 def test_actions_of_the_wrong_shape_or_not_finite_are_refused_naming_the_policy(setup):
     from interestgym.envs.vector import evaluate_policy
 

@@ -12,6 +12,7 @@ parameters. Either way its row in the tables has kind ``custom`` and is compared
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
@@ -31,16 +32,21 @@ def load_policy_spec(spec: str) -> Any:
     path = Path(path_text)
     if path.suffix != ".py" or not path.is_file():
         raise InterestGymError(f"--policy {spec!r}: {path} is not a Python file (.py); expected FILE.py:NAME")
-    module_name = f"interestgym_user_policy_{path.stem}"
+    # one name per file (two rules.py of two folders are two modules)
+    module_name = f"interestgym_user_policy_{path.stem}_{hashlib.sha256(str(path.resolve()).encode('utf-8')).hexdigest()[:8]}"
     loader = importlib.util.spec_from_file_location(module_name, path)
     if loader is None or loader.loader is None:
         raise InterestGymError(f"--policy {spec!r}: {path} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(loader)
     folder = str(path.resolve().parent)
     sys.path.insert(0, folder)
+    # in sys.modules while it runs, as an import does: a @dataclass with string annotations (from __future__ import
+    # annotations) looks its module up there (an AttributeError on 'NoneType' otherwise)
+    sys.modules[module_name] = module
     try:
         loader.loader.exec_module(module)
     except Exception as exc:  # the user's code: say where it failed, keep the cause
+        sys.modules.pop(module_name, None)
         raise InterestGymError(f"--policy {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         if folder in sys.path:
