@@ -843,10 +843,12 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
     results: list[dict[str, Any] | None] = [None] * len(events)
     skipped: dict[str, dict[str, str]] = {u: {} for u in by_user}  # per user: the ids left out as late -> their digests
 
-    def late(i: int, u: str, error: OutOfOrderError) -> None:
-        """Refuse the batch with ``error``, or with ``skip_late`` leave event ``i`` out and say so."""
+    def late(i: int, u: str, message: str, **detail: Any) -> None:
+        """Refuse the batch as out of order (``message``; the detail names the event, its user and time, and ``detail``),
+        or with ``skip_late`` leave event ``i`` out and say so."""
         if not skip_late:
-            raise error
+            raise OutOfOrderError(message, detail={"index": i, "event_id": events[i].event_id, "user_id": u, "ts": events[i].ts,
+                                                   **detail})
         results[i] = {"event_id": events[i].event_id, "user_id": u, "kind": events[i].kind, "status": "out_of_order",
                       "last_event_ts": states[u].counter("last_event_ts")}
         # not applied: the id is not one the store keeps (a copy later in the batch is looked at again)
@@ -890,11 +892,9 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                                  or (gone is not None and e.ts < gone))
                     maybe = ("; events that old have their ids forgotten (--event-id-retention), so if this is a retry of one, "
                              "it was applied then" if forgotten else "")
-                    late(i, u, OutOfOrderError(
-                        f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before the user's last applied event at ts "
-                        f"{st.counter('last_event_ts')}; a user's events must arrive in time order{maybe} (nothing in this batch "
-                        "was applied; \"late\": \"skip\" applies the rest)",
-                        detail={"index": i, "event_id": e.event_id, "user_id": u, "ts": e.ts, "last_event_ts": st.counter("last_event_ts")}))
+                    late(i, u, f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before the user's last applied event at ts "
+                               f"{st.counter('last_event_ts')}; a user's events must arrive in time order{maybe} (nothing in this "
+                               "batch was applied; \"late\": \"skip\" applies the rest)", last_event_ts=st.counter("last_event_ts"))
                     continue
                 kept.append((u, i))
                 row = row_of.get(e.item_id, -1) if e.item_id is not None else -1
@@ -917,18 +917,15 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             gone = snapshot.users[u].forgotten_before  # stored: another worker (or an earlier run) may keep ids less long
             if retention is not None and o.ts is not None and st.counter("n_events") > 0 and \
                     o.ts < st.counter("last_event_ts") - retention:
-                late(i, u, OutOfOrderError(
-                    f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, more than {retention} s (--event-id-retention) before "
-                    f"the user's last applied event at ts {st.counter('last_event_ts')}: ids that old are forgotten, so a "
-                    "retry could not be told from a new outcome (nothing in this batch was applied)",
-                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "last_event_ts": st.counter("last_event_ts")}))
+                late(i, u, f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, more than {retention} s (--event-id-retention) "
+                           f"before the user's last applied event at ts {st.counter('last_event_ts')}: ids that old are forgotten, so "
+                           "a retry could not be told from a new outcome (nothing in this batch was applied)",
+                     last_event_ts=st.counter("last_event_ts"))
                 continue
             if o.ts is not None and gone is not None and o.ts < gone:
-                late(i, u, OutOfOrderError(
-                    f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, before {gone}: the user's applied ids older than that "
-                    "were forgotten (--event-id-retention of the worker that wrote them), so a retry could not be told from a new "
-                    "outcome (nothing in this batch was applied)",
-                    detail={"index": i, "event_id": o.event_id, "user_id": u, "ts": o.ts, "forgotten_before": gone}))
+                late(i, u, f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, before {gone}: the user's applied ids older than "
+                           "that were forgotten (--event-id-retention of the worker that wrote them), so a retry could not be told "
+                           "from a new outcome (nothing in this batch was applied)", forgotten_before=gone)
                 continue
             labels = np.asarray(o.label_list(), np.int8)
             r = np.array([row_of.get(c, -1) for c in o.candidates], dtype=np.int64)
