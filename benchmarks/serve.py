@@ -195,15 +195,17 @@ def _serve_load(export: Path, items: Path, store: str, streams, rank_bodies, cli
             "rank_s": len(ranks.latencies) / ranks.seconds}
 
 
-def _hot_user(export: Path, items: Path, store: str, item_id: str, clients: int, per_client: int, hot: bool, log: Path) -> dict:
-    """``clients`` threads, ``per_client`` events each, one per request: for one shared user (``hot``) or each for its own."""
+def _hot_user(export: Path, items: Path, store: str, item_id: str, clients: int, per_client: int, hot: bool, log: Path,
+              workers: int = 1) -> dict:
+    """``clients`` threads, ``per_client`` events each, one per request: for one shared user (``hot``) or each for its own;
+    ``workers`` uvicorn worker processes."""
     from interestgym.serve.loadgen import ServerProcess, send_streams
 
     def body(k: int, j: int) -> dict:
         return {"event_id": f"c{k}-{j}", "user_id": "hot" if hot else f"user-{k}", "ts": 1_000_000, "action": "click", "item_id": item_id}
 
     streams = {f"c{k}": [body(k, j) for j in range(per_client)] for k in range(clients)}
-    server = ServerProcess(export, store, args=["--items", str(items)], log=log).start()
+    server = ServerProcess(export, store, args=["--items", str(items), "--workers", str(workers)], log=log).start()
     try:
         send_streams(server.url, {f"warm-{k}": [{**body(k, j), "user_id": f"warm-{k}", "event_id": f"w{k}-{j}"} for j in range(10)]
                                   for k in range(clients)}, clients)
@@ -279,6 +281,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent client threads")
     parser.add_argument("--stores", default="memory,sqlite,redis", help="comma-separated: memory, sqlite, redis")
     parser.add_argument("--hot-events", type=int, default=100, help="events per client for the one-hot-user check (0: skip it)")
+    parser.add_argument("--hot-workers", type=int, default=1, help="uvicorn worker processes of the one-hot-user check's servers")
     parser.add_argument("--no-kill", action="store_true", help="skip the kill -9 check")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
@@ -355,9 +358,11 @@ def _measure(args: argparse.Namespace, export: Path, items: Path, workdir: Path,
                 url = f"sqlite:///{workdir / f'bench-hot-{hot}.db'}" if kind == "sqlite" else f"{redis_url}?prefix=hot{hot}{time.time_ns()}:"
                 for p in workdir.glob(f"bench-hot-{hot}.db*"):
                     p.unlink()
-                got[hot] = _hot_user(export, items, url, item, args.clients, args.hot_events, hot, workdir / f"server-hot-{kind}.log")
+                got[hot] = _hot_user(export, items, url, item, args.clients, args.hot_events, hot, workdir / f"server-hot-{kind}.log",
+                                     workers=args.hot_workers)
             spread, one = got[False], got[True]
-            print(f"one hot user, {kind}: {args.clients} clients x {args.hot_events} events; each client its own user "
+            print(f"one hot user, {kind}, {args.hot_workers} worker(s): {args.clients} clients x {args.hot_events} events; "
+                  "each client its own user "
                   f"{spread['events_s']:,.0f} events/s, p50 / p99 {spread['lat'][0]:.2f} / {spread['lat'][1]:.2f} ms, "
                   f"{spread['conflicts']:.0f} store retries; all for one user {one['events_s']:,.0f} events/s, p50 / p99 "
                   f"{one['lat'][0]:.2f} / {one['lat'][1]:.2f} ms, {one['conflicts']:.0f} store retries "

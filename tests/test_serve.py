@@ -514,6 +514,35 @@ def test_late_skip_refuses_a_skipped_id_sent_again_in_the_batch_with_other_conte
         assert store.user_info("u1") == before
 
 
+def test_sqlite_writers_of_several_processes_queue_on_the_lock_file_beside_the_database(tmp_path):
+    """A SQLite store's writes take an advisory lock of PATH.lock (what another process's store holds while it writes):
+    while someone else holds it, a write waits, and it goes through as soon as the lock is let go."""
+    import fcntl
+
+    from interestgym.serve.stores import SqliteStore, UserWrite
+
+    store = SqliteStore(tmp_path / "s.db")
+    lock = tmp_path / "s.db.lock"
+    assert lock.is_file() and (lock.stat().st_mode & 0o777) == 0o600
+    holder = os.open(lock, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process's writer, mid-transaction
+    done = threading.Event()
+
+    def write() -> None:
+        store.transact({"u": ["e1"]}, lambda snap: {"u": UserWrite(b"state", {"e1": "d"}, {"e1": 1})})
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert not done.wait(0.5)  # queued behind the holder
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    assert done.wait(10)
+    thread.join()
+    os.close(holder)
+    assert store.user_info("u") == (b"state", 1)
+    store.close()
+
+
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
 def test_a_workers_threads_applying_one_users_events_queue_in_the_worker_not_in_the_store(fx, store_url):
     """8 threads of one service post events of the same user at once: every event is applied once, and none of them

@@ -20,7 +20,8 @@ refuses it) rather than dropped as a duplicate ("" for ids stored before digests
 
 * SQLite: ``BEGIN IMMEDIATE`` (the database's write lock, taken before reading: every writer in
   every process is serialised, hence every user too), one transaction per batch, ``COMMIT`` before
-  the reply. Tables ``user_states``, ``applied_events`` (user_id, event_id), ``event_digests`` (user_id, event_id,
+  the reply. Writers queue for it on a thread lock and, across processes, on an advisory lock of
+  ``PATH.lock`` beside the database (POSIX), rather than in SQLite's polling busy handler. Tables ``user_states``, ``applied_events`` (user_id, event_id), ``event_digests`` (user_id, event_id,
   digest), ``event_times`` (user_id, event_id, t), ``meta``, ``items``. The digests have a table of their own so that a worker of the previous release, which
   writes ``applied_events`` alone, keeps working on a file a newer one opened (its ids have no digest: retries).
 * Redis: optimistic ``WATCH`` of the batch's user hashes and the meta hash, reads, ``compute``, then
@@ -61,6 +62,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 from interestgym.errors import InterestGymError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's busy handler alone queues the processes
+    fcntl = None  # type: ignore[assignment]
 
 #: meta keys: the state contract the stored states were written under, and the active policy.
 META_KEYS = ("contract", "policy")
@@ -271,6 +277,7 @@ class SqliteStore(Store):
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._lock_fd: int | None = None
         if not self.path.parent.is_dir():
             raise StoreError(f"sqlite store {self.path}: folder {self.path.parent} does not exist")
         try:  # a new store is readable by its owner only: it holds users' profiles (SQLite gives -wal / -shm the same mode)
@@ -279,6 +286,11 @@ class SqliteStore(Store):
             pass  # an existing store keeps the mode it has
         except OSError as exc:
             raise StoreError(f"sqlite store {self.path}: cannot be created ({exc})") from None
+        if fcntl is not None:  # the processes' write queue (see _write); without it (not POSIX, or a read-only folder) none
+            try:
+                self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                self._lock_fd = None
         conn = self._conn()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -312,10 +324,18 @@ class SqliteStore(Store):
 
     def _write(self, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
         conn = self._conn()
-        # SQLite lets one writer in at a time; this process's threads queue on a lock of their own (woken as soon as
-        # the writer before them commits) instead of in SQLite's busy handler, which polls with sleeps of up to 100 ms
+        # SQLite lets one writer in at a time; this process's threads queue on a lock of their own, and processes on an
+        # advisory lock of the file beside the database (woken as soon as the writer before them commits) instead of in
+        # SQLite's busy handler, which polls with sleeps of up to 100 ms. SQLite's own lock still decides: a writer
+        # without these locks (an earlier release) is serialised by it as before.
         with self._write_lock:
-            return self._write_locked(conn, body, op)
+            if self._lock_fd is None:
+                return self._write_locked(conn, body, op)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                return self._write_locked(conn, body, op)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _write_locked(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
         try:
@@ -438,6 +458,9 @@ class SqliteStore(Store):
                                         (f"{time.time():.3f}",)), "ping")
 
     def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         with self._all_lock:
             for conn in self._all:
                 try:
