@@ -407,6 +407,39 @@ def test_ids_a_previous_release_stored_without_a_time_are_kept(fx, tmp_path):
         assert client.post("/v1/events", json={"events": [_event("old", "u1", 1_000_100)]}).json()["duplicates"] == 1
 
 
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_a_user_an_earlier_release_deleted_starts_afresh_without_its_old_times(fx, store_url):
+    """An earlier release's DELETE /v1/users/ID (a mixed fleet, or a rollback) removes the user's state and ids but not
+    the times it does not know (SQLite: event_times, event_forgotten_before; Redis: the times:ID sorted set): the user's
+    next write drops them, so an outcome of the fresh user is not refused as forgotten and nothing of the old user stays."""
+    t0 = 1_000_000
+    with _client(_service(fx, store_url, event_id_retention_s=100)) as client:
+        assert client.post("/v1/events", json={"events": [_event("a", "u1", t0)]}).json()["applied"] == 1
+        assert client.post("/v1/events", json={"events": [_event("b", "u1", t0 + 500)]}).json()["applied"] == 1  # a forgotten
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        for table in ("user_states", "applied_events", "event_digests"):  # the earlier release's DELETE
+            conn.execute(f"DELETE FROM {table} WHERE user_id = 'u1'")
+        conn.commit()
+
+        def times() -> set[str]:
+            return {r[0] for r in conn.execute("SELECT event_id FROM event_times WHERE user_id = 'u1'")}
+    else:
+        from redis import Redis
+
+        prefix, redis = store_url.split("prefix=")[1], Redis.from_url(store_url.split("?")[0])
+        redis.delete(f"{prefix}user:u1")  # the earlier release's DELETE
+
+        def times() -> set[str]:
+            return {e.decode() for e in redis.zrange(f"{prefix}times:u1", 0, -1)}
+    with _client(_service(fx, store_url, event_id_retention_s=100)) as client:
+        fresh = client.post("/v1/events", json={"events": [_outcome("o1", "u1", t0)]})
+        assert fresh.status_code == 200 and fresh.json()["applied"] == 1, fresh.text
+    assert times() == {"o1"}
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("3600", 3600), ("90m", 5400), ("12h", 43_200), ("30d", 2_592_000),
                                                 ("0", 0), (" 7D ", 604_800), ("forever", None)])
 def test_event_id_retention_reads_seconds_units_and_forever(text, seconds):

@@ -38,6 +38,8 @@ pickled. Applied event ids are kept as long as their user (``DELETE /v1/users/{i
 says so (:attr:`UserWrite.forget_before`: the service's ``--event-id-retention``), until the user's own clock has moved
 past them: each id is stored with its event's time, and the ids of a user's events older than ``forget_before`` are
 deleted in the same atomic step that writes the user (ids stored without a time, by an earlier release, are kept).
+A user without a state has no ids: the times and ``forgotten_before`` an earlier release's ``DELETE`` left behind (it
+knows neither) are dropped when the user is next written, so they neither refuse the user's new outcomes nor outlive it.
 The largest ``forget_before`` a user's writes used is kept with the user (:attr:`UserRecord.forgotten_before`): which
 ids may be gone does not depend on the retention of the worker reading it (workers, or restarts, with another one).
 
@@ -385,8 +387,13 @@ class SqliteStore(Store):
                         "ON d.user_id = a.user_id AND d.event_id = a.event_id "
                         f"WHERE a.user_id = ? AND a.event_id IN ({','.join('?' * len(chunk))})", (u, *chunk)).fetchall()
                     applied.update((r[0], r[1]) for r in rows)
-                row = conn.execute("SELECT t FROM event_forgotten_before WHERE user_id = ?", (u,)).fetchone()
-                users[u] = UserRecord(self._state(conn, u), applied, None if row is None else row[0])
+                state, row = self._state(conn, u), None
+                if state is None:  # an earlier release's DELETE leaves the tables it does not know: their rows go now
+                    conn.execute("DELETE FROM event_times WHERE user_id = ?", (u,))
+                    conn.execute("DELETE FROM event_forgotten_before WHERE user_id = ?", (u,))
+                else:
+                    row = conn.execute("SELECT t FROM event_forgotten_before WHERE user_id = ?", (u,)).fetchone()
+                users[u] = UserRecord(state, applied, None if row is None else row[0])
             writes = compute(Snapshot(users, *self._versions(conn)))
             now = time.time()
             conn.executemany(
@@ -560,6 +567,8 @@ class RedisStore(Store):
                         before = w.forget_before if before is None else max(before, w.forget_before)
                     p.hset(self._user_key(u), mapping={"state": w.state, **({} if before is None else {"forgotten_before": before}),
                                                        **{f"ev:{e}": d.encode("ascii") for e, d in w.applied.items()}})
+                    if records[u].state is None:  # an earlier release's DELETE left the user's times: they go now
+                        p.delete(self._times_key(u))
                     if w.times:
                         p.zadd(self._times_key(u), dict(w.times))
                 # the prunes last, inside the MULTI (no round trip of their own), after the ids just added (the other
