@@ -101,6 +101,11 @@ def _load_checkpoint_record(folder: Path, record_path: Path, venv: Any, device: 
         skipped = restore(model, read_verified(folder / name, files.get(name), record_path), folder / name)
         if skipped is not None and note is not None:
             note(f"note: {skipped}")
+    elif note is not None:  # written by an earlier release: no replay state to put back
+        step = record["num_timesteps"]
+        note(f"note: the checkpoint of step {step} ({record_path.name}) has no rollout_{step}.npz (an earlier release wrote "
+             "it): the run resumes from its weights with the env's users drawn afresh, so it will not end with the "
+             "uninterrupted run's weights")
     return model, record
 
 

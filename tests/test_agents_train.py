@@ -178,9 +178,9 @@ def test_a_training_state_of_another_run_is_refused_naming_the_file(dataset, tmp
         load_checkpoint(tmp_path / "run", VecMonitor(InterestReplayVecEnv(config.replay_data("train"), n_envs=4)))
 
 
-def test_a_checkpoint_of_an_earlier_release_without_the_training_state_still_resumes(dataset, tmp_path):
+def test_a_checkpoint_of_an_earlier_release_without_the_training_state_still_resumes(dataset, tmp_path, capsys):
     """Checkpoints written before rollout_<step>.npz existed name no such file: the run resumes from their weights (the
-    env drawn afresh, as before), to its total."""
+    env drawn afresh, as before), to its total, and says that it is not an exact resume."""
     train_run(_config(dataset, tmp_path / "run", timesteps=128))
     folder = tmp_path / "run" / "checkpoints"
     for name in ("state.json", "checkpoint_128.json"):
@@ -189,7 +189,10 @@ def test_a_checkpoint_of_an_earlier_release_without_the_training_state_still_res
         record["files"].pop("rollout_128.npz")
         (folder / name).write_text(json.dumps(record))
     (folder / "rollout_128.npz").unlink()
+    capsys.readouterr()
     assert train_run(_config(dataset, tmp_path / "run"), resume=True)["num_timesteps"] == 256
+    assert ("note: the checkpoint of step 128 (state.json) has no rollout_128.npz (an earlier release wrote it): the run "
+            "resumes from its weights with the env's users drawn afresh") in capsys.readouterr().err
 
 
 def test_a_training_state_of_other_events_resumes_from_the_weights_with_a_note(tmp_path, capsys):
