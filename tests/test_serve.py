@@ -547,6 +547,32 @@ def test_late_skip_refuses_a_skipped_id_sent_again_in_the_batch_with_other_conte
         assert store.user_info("u1") == before
 
 
+@pytest.mark.parametrize("store_url", ["sqlite", "memory"], indirect=True)
+def test_state_format_dense_writes_the_layout_earlier_releases_read(fx, store_url):
+    """A user with no known item yet (an outcome only) has all-zero profiles: the default writes its state sparse (codec
+    2), --state-format dense as codec 1, byte for byte the earlier layout; each service reads both; an unknown format is
+    refused."""
+    import struct
+
+    from interestgym.errors import InterestGymError
+
+    versions = {}
+    for fmt in ("sparse", "dense"):
+        with _client(_service(fx, store_url, state_format=fmt)) as client:
+            user = f"u-{fmt}"
+            assert client.post("/v1/events", json={"events": [_outcome("o", user, 1_000_000)]}).json()["applied"] == 1
+            blob = client.app.state.service.store.user_info(user)[0]
+            versions[fmt] = struct.unpack_from("<H", blob, 4)[0]
+            state = UserState.from_bytes(blob)
+            assert blob == (state.to_bytes() if fmt == "sparse" else state.to_bytes(sparse=False))
+            other = "u-sparse" if fmt == "dense" else None
+            if other:  # the dense service reads the sparse one's user (a memory store is per service: sqlite only)
+                assert store_url == "memory://" or client.get(f"/v1/users/{other}").status_code == 200
+    assert versions == {"sparse": 2, "dense": 1}
+    with pytest.raises(InterestGymError, match="state_format 'compact'; expected 'sparse' or 'dense'"):
+        ServeConfig(export=str(fx.export), state_format="compact")
+
+
 def test_sqlite_writers_of_several_processes_queue_on_the_lock_file_beside_the_database(tmp_path):
     """A SQLite store's writes take an advisory lock of PATH.lock (what another process's store holds while it writes):
     while someone else holds it, a write waits, and it goes through as soon as the lock is let go."""

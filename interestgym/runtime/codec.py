@@ -70,15 +70,16 @@ def _nonzero_positions(flat: np.ndarray) -> np.ndarray:
     return np.flatnonzero(flat.view(f"<u{flat.dtype.itemsize}"))
 
 
-def encode_bytes(fields: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
-    """Named arrays (+ JSON-able ``meta``) -> bytes in the layout above (mostly-zero fields sparse)."""
+def encode_bytes(fields: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None, *, sparse: bool = True) -> bytes:
+    """Named arrays (+ JSON-able ``meta``) -> bytes in the layout above (mostly-zero fields sparse; ``sparse=False``:
+    every field dense, i.e. version 1, which earlier releases read)."""
     spec: list[list[Any]] = []
     chunks = []
     for name, value in fields.items():
         arr = np.asarray(value)
         dtype = _dtype_str(arr)
         flat = np.ascontiguousarray(arr, dtype=np.dtype(dtype)).reshape(-1)
-        if flat.size >= _SPARSE_MIN_SIZE:
+        if sparse and flat.size >= _SPARSE_MIN_SIZE:
             at = _nonzero_positions(flat)
             if len(at) * (4 + flat.dtype.itemsize) * 2 < flat.nbytes:
                 spec.append([name, dtype, list(arr.shape), len(at)])

@@ -367,9 +367,10 @@ class UserState:
                    else 2 if self.tracker is not None or self.drift_window is not None else 1)
         return {"state_version": version, "categories": list(self.categories)}
 
-    def to_bytes(self) -> bytes:
-        """Compact binary form (header + float32 / float64 / int64 arrays + CRC-32); no pickle."""
-        return encode_bytes(self._fields(), self._meta())
+    def to_bytes(self, *, sparse: bool = True) -> bytes:
+        """Compact binary form (header + float32 / float64 / int64 arrays + CRC-32); no pickle. Mostly-zero fields are
+        stored sparse (codec version 2); ``sparse=False`` writes every field dense (version 1, which earlier releases read)."""
+        return encode_bytes(self._fields(), self._meta(), sparse=sparse)
 
     def to_json(self) -> str:
         """JSON form: ``{"codec", "meta", "fields": {name: {dtype, shape, data}}}``; exact round trip."""

@@ -118,12 +118,16 @@ def listen(host: str, port: int) -> socket.socket:
               help="How long an applied event id is remembered for retries, on the user's own clock (before the user's "
                    "last event): 3600, 12h, 30d ... or 'forever'. A retry of an older event is refused as out of order, "
                    "never applied twice.")
+@click.option("--state-format", type=click.Choice(["sparse", "dense"]), default="sparse", show_default=True,
+              help="How user states are written: sparse (mostly-zero fields as positions and values: smaller and faster; "
+                   "earlier releases cannot read them) or dense (the layout earlier releases read: during a rolling upgrade "
+                   "from one, or to keep a rollback possible). Both are read.")
 @click.option("--max-body-mb", type=click.IntRange(min=1), default=16, show_default=True,
               help="The largest request body, in MiB; a larger one is refused (413 body_too_large) before it is parsed.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str | None, save_catalogue: Path | None, host: str,
           port: int, workers: int, threads: int, admin_token: str | None, text_encoder: str | None, future_tolerance: int,
-          event_id_retention: int | None, max_body_mb: int, log_level: str) -> None:
+          event_id_retention: int | None, state_format: str, max_body_mb: int, log_level: str) -> None:
     """Serve EXPORT_DIR's policy over HTTP, with user states in a store.
 
     \b
@@ -167,7 +171,7 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     config = ServeConfig(export=str(export_dir.resolve()), store=store_url, items=None if items is None else str(Path(items).resolve()),
                          embeddings=embeddings, threads=threads, admin_token=admin_token, text_encoder=text_encoder,
                          future_tolerance_s=future_tolerance, max_body_bytes=max_body_mb * 2**20,
-                         event_id_retention_s=event_id_retention)
+                         event_id_retention_s=event_id_retention, state_format=state_format)
     sock = listen(host, port)  # first: a start that cannot listen must leave the store's active policy alone
     try:
         service = InterestService.open(config, install=True)
@@ -184,6 +188,8 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     click.echo("ids      applied event ids kept " + ("forever" if event_id_retention is None else
                                                         f"{event_id_retention:,} s back from each user's last event")
                + " (--event-id-retention)")
+    click.echo("states   written " + ("sparse (codec 2; earlier releases cannot read them)" if state_format == "sparse" else
+                                      "dense (codec 1, which earlier releases read)") + " (--state-format)")
     for note in service.notes:
         click.echo(f"note     {note}")
     if save_catalogue is not None:

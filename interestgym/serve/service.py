@@ -175,6 +175,13 @@ class ServeConfig:
     #: how long (on the user's own clock: seconds before the user's last event) an applied event id is remembered
     #: as a retry; None: for as long as the user is (see ``apply``)
     event_id_retention_s: int | None = EVENT_ID_RETENTION_S
+    #: how states are written: "sparse" (codec 2: mostly-zero fields as positions and values) or "dense" (codec 1, which
+    #: earlier releases read: for a rolling upgrade from one, or to keep a rollback possible)
+    state_format: str = "sparse"
+
+    def __post_init__(self) -> None:
+        if self.state_format not in ("sparse", "dense"):
+            raise InterestGymError(f"state_format {self.state_format!r}; expected 'sparse' or 'dense'")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -557,7 +564,8 @@ class InterestService:
             def compute(snapshot: Snapshot) -> dict[str, UserWrite]:
                 self._current(snapshot, active, version)
                 writes, results[:] = _apply_batch(active.policy, cat, row_of, events, by_user, snapshot,
-                                                  self.config.event_id_retention_s, now, skip_late=late == "skip")
+                                                  self.config.event_id_retention_s, now, skip_late=late == "skip",
+                                                  sparse=self.config.state_format != "dense")
                 return writes
 
             forgotten = self._timed("transaction", lambda: self.store.transact(event_ids, compute))
@@ -818,7 +826,7 @@ def event_digest(event: BehaviourEvent | Outcome) -> str:
 
 def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int], events: Sequence[BehaviourEvent | Outcome],
                  by_user: dict[str, list[int]], snapshot: Snapshot, retention: int | None = None, now: int = 0,
-                 skip_late: bool = False) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
+                 skip_late: bool = False, sparse: bool = True) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
     """The transaction's computation: pure in its inputs (it may run more than once).
 
     :param retention: ``ServeConfig.event_id_retention_s``: each write forgets the user's ids older than the user's last
@@ -826,6 +834,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
     :param now: the time given to an outcome sent without ``ts`` (its id's time; the user's last event when that is later).
     :param skip_late: an event (or outcome) that would refuse the batch as out of order is reported ``out_of_order`` and
         left out instead (not applied, its id not recorded); the request's ``"late": "skip"``.
+    :param sparse: states written with mostly-zero fields sparse (``ServeConfig.state_format``).
     """
     for i, e in enumerate(events):
         if isinstance(e, BehaviourEvent) and e.action not in policy.action_weights:
@@ -947,5 +956,5 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             # up to --future-tolerance: the server's clock would be forgotten at once, and a retry applied again)
             late = max(now, st.counter("last_event_ts"))
             times = {e: late if t is None else t for e, t in ids.items()}
-            writes[u] = UserWrite(st.to_bytes(), {e: seen[u][e] for e in ids}, times, forget)
+            writes[u] = UserWrite(st.to_bytes(sparse=sparse), {e: seen[u][e] for e in ids}, times, forget)
     return writes, [r for r in results if r is not None]
