@@ -115,7 +115,11 @@ def checked_actions(raw: Any, n: int, policy: Any, *, finite: bool = True) -> np
     naming the policy, the shape or value found and what was expected (a user's own rule that returns strengths of
     one row, three columns or NaN would otherwise fail deep in the engine, or score NaN without a word). ``finite=False``:
     the shape only (a lean replay's NaN features give NaN actions, which :func:`replay_shared` names itself)."""
-    actions = np.asarray(raw, dtype=np.float32)
+    try:
+        actions = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as exc:  # e.g. None, strings, ragged rows
+        raise InterestGymError(f"policy {_name(policy)!r}: act() returned {type(raw).__name__} that is not an array of numbers "
+                               f"({exc}); expected ({n}, 4) actions in [-1, 1]") from None
     if actions.ndim == 1 and n == 1:  # one observation's actions as a vector
         actions = actions[None, :]
     if actions.ndim != 2 or actions.shape[0] != n or actions.shape[1] < 4:

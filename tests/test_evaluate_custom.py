@@ -165,7 +165,10 @@ def test_actions_of_the_wrong_shape_or_not_finite_are_refused_naming_the_policy(
 
     for name, make, expected in (("three", lambda n: np.zeros((n, 3)), r"returned shape \(\d+, 3\) for \d+ observations"),
                                  ("one_row", lambda n: np.zeros(4), r"returned shape \(4,\) for \d+ observations"),
-                                 ("nan", lambda n: np.full((n, 4), np.nan), r"returned \[nan, nan, nan, nan\] \(not finite\)")):
+                                 ("nan", lambda n: np.full((n, 4), np.nan), r"returned \[nan, nan, nan, nan\] \(not finite\)"),
+                                 ("words", lambda n: [["fast"] * 4] * n, r"returned list that is not an array of numbers .*expected \(\d+, 4\)"),
+                                 ("ragged", lambda n: [[0.0] * 4, [0.0] * 3] + [[0.0] * 4] * (n - 2),
+                                  r"returned list that is not an array of numbers")):
         with pytest.raises(InterestGymError, match=rf"policy '{name}': act\(\) {expected}"):
             evaluate_policy(data, Bad(name, make), split="test", progress=False)
 
