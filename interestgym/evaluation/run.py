@@ -379,19 +379,28 @@ def evaluate_run(
     for k, chunk in enumerate(iter_replay_chunks(dataset, config.embeddings, valid_spec, chunk_users=chunk_users, progress=progress)):
         valid.add(_with_extras(chunk, config) if k == 0 else chunk)  # the first chunk's describe() names the tracker
 
+    tuning: list[Any] = []  # (users, replay data) of the validation users tuning replays, built once when needed
+
+    def tuning_replay() -> tuple[Any, Any]:
+        if not tuning:
+            users = subsample_users(valid.scored_user_ids, config.tune_users, config.seed)
+            tuning.extend([users, _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=users), config)])
+        return tuning[0], tuning[1]
+
     tuned = None
     if run_dir is not None and not changed:
         tuned = run_folder.read_tuned_baselines(run_dir / run_folder.BASELINES_FILE, metric=metric, protocol=valid.describe(),
                                                 names=names, tune_users=config.tune_users)
     if tuned is None:
-        tune_users = subsample_users(valid.scored_user_ids, config.tune_users, config.seed)
-        tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
+        tune_users, tune_data = tuning_replay()
         tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names,
                                grids=tuning_grids(config.slot_counts, valid.describe()["protocol"] == "impressions",
                                                   feedback_median(tune_data, tune_users)))
         if config.sequence:  # a run trained with a tracker: its rule + tracker mixture, as train tunes it
             tuned.update(tune_tracker_mixture(tune_data, tuned, best_baseline({n: tuned[n] for n in names}), metric, tune_users))
         del tune_data
+        if not extra_policies:
+            tuning.clear()  # not needed again: its memory goes before the test split is replayed
         run_folder.write_tuned_baselines(out_dir / run_folder.BASELINES_FILE, metric=metric, tune_users=config.tune_users,
                                          protocol=valid.describe(), baselines=tuned)
     if config.sequence:
@@ -400,11 +409,11 @@ def evaluate_run(
     if extra_policies:  # the user's own: tuned (a class with a grid) or scored on the baselines' validation users
         from interestgym.evaluation.custom import resolve_policies
 
-        tune_users = subsample_users(valid.scored_user_ids, config.tune_users, config.seed)
-        tune_data = _with_extras(build_replay_data(dataset, config.embeddings, valid_spec, users=tune_users), config)
+        tune_users, tune_data = tuning_replay()  # the users and replay the baselines were tuned on (built once)
         custom = resolve_policies(list(extra_policies), validation_scorer(tune_data, metric, tune_users), [*names, "oracle"],
                                   full_score=validation_scorer(tune_data, metric, tune_users, batched=False))
         del tune_data
+        tuning.clear()
     if reference == "best":
         reference = best_baseline({n: tuned[n] for n in names})
 
