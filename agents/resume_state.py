@@ -62,8 +62,7 @@ def capture(model: Any) -> bytes:
     import torch
 
     base, monitor, norm = _wrappers(model)
-    arrays, values = base.state()
-    arrays = dict(arrays)
+    arrays, values = base.state()  # new dicts: added to below
     if monitor is not None:
         arrays["monitor.episode_returns"] = monitor.episode_returns
         arrays["monitor.episode_lengths"] = monitor.episode_lengths

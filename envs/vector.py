@@ -206,9 +206,8 @@ class InterestReplayVecEnv(VecEnv):
         """Put back what :meth:`state` returned (see there); refuses a state of another dataset, env count or scoring."""
         engine = {name.removeprefix("engine."): value for name, value in arrays.items() if name.startswith("engine.")}
         self.engine.load_state_arrays(engine, where)
-        for name, own in (("env.steps", self._steps), ("env.obs", None)):
+        for name, expected in (("env.steps", (self.num_envs,)), ("env.obs", (self.num_envs, self.observation_space.shape[0]))):
             value = arrays.get(name)
-            expected = (self.num_envs,) if own is not None else (self.num_envs, self.observation_space.shape[0])
             if value is None or value.shape != expected:
                 raise InterestGymError(f"{where}: {name} is {None if value is None else value.shape}; expected {expected}")
         self._steps[...] = arrays["env.steps"]

@@ -824,6 +824,14 @@ def event_digest(event: BehaviourEvent | Outcome) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
 
 
+def _forget_cutoff(state: UserState, retention: int | None) -> int | None:
+    """The time before which a user's applied ids are forgotten under ``retention`` (``--event-id-retention``): the
+    user's last event minus it; None when ids are kept forever or the user has no event yet."""
+    if retention is None or state.counter("n_events") == 0:
+        return None
+    return state.counter("last_event_ts") - retention
+
+
 def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int], events: Sequence[BehaviourEvent | Outcome],
                  by_user: dict[str, list[int]], snapshot: Snapshot, retention: int | None = None, now: int = 0,
                  skip_late: bool = False, sparse: bool = True) -> tuple[dict[str, UserWrite], list[dict[str, Any]]]:
@@ -897,8 +905,8 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                 st = states[u]
                 if st.counter("n_events") > 0 and e.ts < st.counter("last_event_ts"):
                     gone = snapshot.users[u].forgotten_before
-                    forgotten = ((retention is not None and e.ts < st.counter("last_event_ts") - retention)
-                                 or (gone is not None and e.ts < gone))
+                    cutoff = _forget_cutoff(st, retention)  # (the user has events: this one is before its last)
+                    forgotten = (cutoff is not None and e.ts < cutoff) or (gone is not None and e.ts < gone)
                     maybe = ("; events that old have their ids forgotten (--event-id-retention), so if this is a retry of one, "
                              "it was applied then" if forgotten else "")
                     late(i, u, f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before the user's last applied event at ts "
@@ -924,8 +932,8 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
             assert isinstance(o, Outcome)
             st = states[u]
             gone = snapshot.users[u].forgotten_before  # stored: another worker (or an earlier run) may keep ids less long
-            if retention is not None and o.ts is not None and st.counter("n_events") > 0 and \
-                    o.ts < st.counter("last_event_ts") - retention:
+            cutoff = _forget_cutoff(st, retention)
+            if o.ts is not None and cutoff is not None and o.ts < cutoff:
                 late(i, u, f"outcome {o.event_id!r} of user {u!r} has ts {o.ts}, more than {retention} s (--event-id-retention) "
                            f"before the user's last applied event at ts {st.counter('last_event_ts')}: ids that old are forgotten, so "
                            "a retry could not be told from a new outcome (nothing in this batch was applied)",
@@ -951,10 +959,10 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
     for u, ids in new_ids.items():
         if ids:
             st = states[u]
-            forget = st.counter("last_event_ts") - retention if retention is not None and st.counter("n_events") > 0 else None
+            forget = _forget_cutoff(st, retention)
             # an outcome without ts: the server's clock, or the user's last event when later (a user whose clock is ahead,
             # up to --future-tolerance: the server's clock would be forgotten at once, and a retry applied again)
-            late = max(now, st.counter("last_event_ts"))
-            times = {e: late if t is None else t for e, t in ids.items()}
+            no_ts = max(now, st.counter("last_event_ts"))
+            times = {e: no_ts if t is None else t for e, t in ids.items()}
             writes[u] = UserWrite(st.to_bytes(sparse=sparse), {e: seen[u][e] for e in ids}, times, forget)
     return writes, [r for r in results if r is not None]
