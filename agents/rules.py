@@ -2,7 +2,8 @@
 
 The rules themselves (their formulas) live in :mod:`interestgym.core.rules`, where the evaluator and
 the production runtime reach them; this module adds, per rule, the grid of parameters
-:mod:`interestgym.agents.tuning` searches on validation users.
+:mod:`interestgym.agents.tuning` searches on validation users (a rule another installed package adds
+brings its own: :func:`plugin_grids`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from interestgym.core.rules import (  # noqa: F401  (the rule classes, re-export
     MeanHistoryPolicy,
     PopularityPolicy,
     RecSimSaturatingPolicy,
+    RulePluginError,
     RulePolicy,
     StaticFirstPolicy,
     TimeDecayPolicy,
     TwoProfileEMAPolicy,
     make_rule,
+    plugin_rules,
+    rule_classes,
 )
 
 # ------------------------------------------------------------------------------------------ registry
@@ -64,7 +68,38 @@ VALUE_GAIN_GRID = [0.0, 0.5, 1.0, 2.0]
 LINE_SEARCHED: dict[str, tuple[str, ...]] = {"bayesian_category": ("value_gain",)}
 
 CLASSES: dict[str, type[RulePolicy]] = RULES
+#: The built-in baselines; :func:`baseline_names` adds those of installed packages.
 BASELINE_NAMES: tuple[str, ...] = tuple(CLASSES)
+
+
+def baseline_names() -> tuple[str, ...]:
+    """Every baseline: the built-in ones (:data:`BASELINE_NAMES`), then the rules installed packages add
+    (:func:`~interestgym.core.rules.plugin_rules`: entry-point group ``interestgym.rules``)."""
+    return BASELINE_NAMES + tuple(plugin_rules())
+
+
+def plugin_grids() -> dict[str, dict[str, list[Any]]]:
+    """The tuning grid of each installed package's rule: its class's ``grid`` attribute (``{parameter: [values]}``;
+    none or ``{}``: made with its defaults, nothing tuned), checked: each parameter one its constructor takes,
+    each list non-empty, of numbers (or None)."""
+    import inspect
+
+    grids: dict[str, dict[str, list[Any]]] = {}
+    for name, plugin in plugin_rules().items():
+        grid = getattr(plugin.cls, "grid", None) or {}
+        where = f"{plugin.where()}: grid {grid!r}"
+        if not isinstance(grid, dict):
+            raise RulePluginError(f"{where}; expected a dict of parameter -> list of values")
+        taken = [p for p in inspect.signature(plugin.cls).parameters if p != "scoring"]
+        for param, values in grid.items():
+            if param not in taken:
+                raise RulePluginError(f"{where}: {param!r} is not a parameter of {plugin.cls.__qualname__}; expected some of "
+                                      f"{', '.join(taken) or 'none'}")
+            if not isinstance(values, (list, tuple)) or not values or not all(
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+                raise RulePluginError(f"{where}: {param}: {values!r}; expected a non-empty list of numbers (or None)")
+        grids[name] = {k: list(v) for k, v in grid.items()}
+    return grids
 #: Rules that inherit (short_rate, short_weight, popularity_weight[, long_rate]) from ema_two_profile.
 _INHERITS_TWO_PROFILE = {
     "recsim_saturating": ("short_rate", "short_weight", "popularity_weight"),
@@ -82,8 +117,9 @@ def tuning_grids(slot_counts: bool = True, impressions: bool = True, value_media
     shown candidates (``exposure`` 0 only): the sampler's negatives were never shown to the user. With a
     ``value_median`` (:func:`feedback_median` of the tuning users: their decisions' feedback values vary)
     it also tries counting each event by its value, ``value_gain`` over :data:`VALUE_GAIN_GRID`."""
+    plugins = plugin_grids()  # rules of installed packages: their own grids, as they are
     if slot_counts and impressions and value_median is None:
-        return GRIDS
+        return {**GRIDS, **plugins} if plugins else GRIDS
     narrowed = dict(GRIDS["bayesian_category"])
     if not slot_counts:
         narrowed["slot_weight"] = [0.0]
@@ -92,7 +128,7 @@ def tuning_grids(slot_counts: bool = True, impressions: bool = True, value_media
     if value_median is not None:
         narrowed["value_gain"] = list(VALUE_GAIN_GRID)
         narrowed["value_median"] = [float(value_median)]
-    return {**GRIDS, "bayesian_category": narrowed}
+    return {**GRIDS, **plugins, "bayesian_category": narrowed}
 
 
 def note_grids(slot_counts: bool, impressions: bool, values_vary: bool) -> dict[str, dict[str, list[Any]]]:

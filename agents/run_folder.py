@@ -563,12 +563,14 @@ def run_scoring(run_dir: str | Path, saved: dict[str, Any] | None = None):
         raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: agent_scoring: {exc}") from None
 
 
-def run_reference(saved: dict[str, Any]):
-    """The run's tuned reference rule (None for a run without one)."""
-    from interestgym.core.rules import make_rule
+def run_reference(saved: dict[str, Any], run_dir: str | Path | None = None):
+    """The run's tuned reference rule (None for a run without one); another package's rule must be installed at the
+    version the run recorded (:func:`~interestgym.core.rules.rule_from_record`; ``run_dir`` names the file it says)."""
+    from interestgym.core.rules import rule_from_record
 
     reference = saved.get("reference")
-    return make_rule(reference["name"], **reference["params"]) if reference else None
+    where = f"{Path(run_dir) / CONFIG_FILE}" if run_dir is not None else f"the run's {CONFIG_FILE}"
+    return rule_from_record(reference, f"{where} (reference)") if reference else None
 
 
 def load_run_policy(run_dir: str | Path, which: str = "best", *, device: str = "cpu", name: str = "ppo"):
@@ -581,7 +583,7 @@ def load_run_policy(run_dir: str | Path, which: str = "best", *, device: str = "
     learned = policy_from_model(trained.model, trained.vecnormalize, name=name, scoring=run_scoring(run_dir, trained.config))
     if (trained.config.get("config") or {}).get("policy_form") == "residual" and trained.config.get("reference"):
         names = run_change_names(run_dir, trained.config, trained.model.policy.action_space.shape[0])
-        return ResidualPolicy(run_reference(trained.config), learned, name=name, names=names)
+        return ResidualPolicy(run_reference(trained.config, run_dir), learned, name=name, names=names)
     return learned
 
 
@@ -607,7 +609,7 @@ def run_change_names(run_dir: str | Path, saved: dict[str, Any], width: int) -> 
     config = {**LEGACY_SETTINGS, **(saved.get("config") or {})}
     tracker = bool(config.get("sequence"))
     # a lever belongs to the run exactly when its setting was on and the reference scores with its term
-    reference = run_reference(saved)
+    reference = run_reference(saved, run_dir)
     scoring = getattr(reference, "scoring", None)
     gain, context, slot = active_levers(config["category_gain"], config["context_lever"], scoring, config["slot_lever"])
     expected = residual_action_names(tracker=tracker, gain=gain, context=context, slot=slot)
@@ -711,7 +713,7 @@ def load_shipped_policy(run_dir: str | Path, *, device: str = "cpu"):
     if decision is None:
         raise ArtifactError(f"{Path(run_dir) / SHIPPED_FILE}: missing; the run has not finished training (or predates shipping decisions)")
     if decision["policy"] == "rule":
-        return run_reference(read_run_config(run_dir))
+        return run_reference(read_run_config(run_dir), run_dir)
     return load_run_policy(run_dir, decision.get("model") or "best", device=device)
 
 

@@ -224,7 +224,7 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     decision = {
         "policy": "learned" if proven else "rule",
         "model": which if proven else None,
-        "rule": {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()},
+        "rule": reference.describe(),
         "metric": metric,
         "validation": {"users": len(users), "learned": float(np.nanmean(ours[metric])), "rule": float(np.nanmean(theirs[metric])),
                        "diff": diff, "threshold": config.ship_threshold, "guards": guards},
@@ -330,12 +330,13 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
         LogProgressCallback,
         truncate_tensorboard,
     )
-    from interestgym.agents.rules import make_baseline
     from interestgym.agents.sb3_policy import policy_from_model
     from interestgym.envs.policies import ResidualPolicy
     from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecMonitor
+
+    from interestgym.core.rules import rule_from_record
 
     run_dir = Path(config.run_dir)
     settle_model_folders(run_dir)
@@ -372,7 +373,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
 
         reference, tuned = tune_reference(config, valid_data, scaled(ray if tunes else None).validation_scorer)
         tuning_seconds = time.perf_counter() - t_tune
-    reference_policy = make_baseline(reference["name"], **reference["params"]) if reference else None
+    reference_policy = rule_from_record(reference, f"{Path(config.run_dir) / CONFIG_FILE} (reference)") if reference else None
     # residual form: the agent changes the rule's action and scores with the rule's own terms
     residual = config.policy_form == "residual" and reference_policy is not None
     agent_scoring = reference_policy.scoring if residual else agent_scoring_config(config.agent_scoring, reference_policy)

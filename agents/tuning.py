@@ -22,15 +22,17 @@ import numpy as np
 from interestgym.agents.rules import (
     _INHERITS_TWO_PROFILE,
     BASELINE_NAMES,
-    CLASSES,
     GRIDS,
     LINE_SEARCHED,
     POPULARITY_GRID,
     RulePolicy,
+    baseline_names,
     feedback_median,
+    rule_classes,
     tuning_grids,
 )
 
+from interestgym.core.rules import rule_provider
 from interestgym.errors import InterestGymError
 
 
@@ -245,7 +247,7 @@ def tune_baselines(
         t0 = time.perf_counter()
         if progress:
             progress(name)
-        cls = CLASSES[name]
+        cls = rule_classes()[name]
         def make(params: dict[str, Any], cls: type[RulePolicy] = cls) -> RulePolicy:
             return cls(**params)
 
@@ -356,7 +358,8 @@ def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[A
         grid = entry.get("grid") if isinstance(entry, dict) else None
         if name not in grids or not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
             continue
-        defaults = {k: v.default for k, v in inspect.signature(CLASSES[name]).parameters.items()} if name in CLASSES else {}
+        classes = rule_classes()
+        defaults = {k: v.default for k, v in inspect.signature(classes[name]).parameters.items()} if name in classes else {}
         missing = []
         # a tuning that records its data constants tried the value gain exactly where its data allowed
         decided = set(LINE_SEARCHED.get(name, ())) if isinstance(entry.get("data_constants"), dict) else set()
@@ -398,7 +401,7 @@ def tune_reference(config: Any, valid_data: Any, scorer: Callable[..., Any] | No
     """
     from interestgym.agents.run_folder import read_tuned_baselines
 
-    names = list(BASELINE_NAMES) if config.reward_baseline == "best" else [config.reward_baseline]
+    names = list(baseline_names()) if config.reward_baseline == "best" else [config.reward_baseline]
     tuned = None
     if config.tuned_baselines:
         tuned = read_tuned_baselines(config.tuned_baselines, metric=config.reward, protocol=valid_data.describe(),
@@ -415,6 +418,9 @@ def tune_reference(config: Any, valid_data: Any, scorer: Callable[..., Any] | No
     name = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
     entry = tuned[name]
     reference = {"name": name, "params": entry["params"], "valid_score": entry["valid_score"], "metric": config.reward}
+    provider = rule_provider(name)
+    if provider is not None:  # another package's rule: which one, and its version (checked when the run is read)
+        reference["provider"] = provider
     return reference, tuned
 
 

@@ -71,7 +71,9 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -127,7 +129,13 @@ class RulePolicy:
         return strengths_to_action(strengths)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params, "scoring": self.scoring.as_dict()}
+        """What a run's config, its shipping decision and an export's manifest record of the rule; a rule another
+        installed package adds also says which (``provider``: :func:`rule_from_record` checks it when read)."""
+        out = {"name": self.name, "params": self.params, "scoring": self.scoring.as_dict()}
+        provider = rule_provider(self.name)
+        if provider is not None:
+            out["provider"] = provider
+        return out
 
     def state_key(self) -> str:
         """What the interest state under this rule depends on: its class, its parameters but the
@@ -401,11 +409,128 @@ def rule_definitions() -> dict[str, str]:
 
 
 def rule_definition(name: str) -> str | None:
-    """:func:`rule_definitions`' text of ``name`` (a ``<rule>+tracker`` mixture: its rule's, and the mixture's)."""
+    """:func:`rule_definitions`' text of ``name`` (a ``<rule>+tracker`` mixture: its rule's, and the mixture's; a
+    rule of another package (:func:`plugin_rules`): its class's docstring, first paragraph)."""
     if name.endswith(TrackerMixRule.SUFFIX):
         base = rule_definition(name[: -len(TrackerMixRule.SUFFIX)])
         return None if base is None else f"{base} Mixed with a sequence tracker: + tracker_weight z_trk(c) in the score."
-    return rule_definitions().get(name)
+    if name in RULES:
+        return rule_definitions().get(name)
+    plugin = plugin_rules().get(name)
+    doc = inspect.getdoc(plugin.cls) if plugin is not None else None
+    return " ".join(doc.split("\n\n")[0].split()) if doc else None
+
+
+# ------------------------------------------------------------------------------ rules of other packages
+#: The entry-point group through which an installed package adds rules of its own: in its pyproject.toml,
+#: ``[project.entry-points."interestgym.rules"]`` ``my_rule = "my_package.rules:MyRule"``. Such a rule is then a
+#: baseline like the built-in ones: tuned on its class's ``grid``, a row of every evaluation, a candidate for the
+#: reference a residual agent starts from, and a rule an export ships or composes with (the runtime needs the same
+#: package, at the same version, installed: the manifest names it).
+RULE_ENTRY_POINT_GROUP = "interestgym.rules"
+_PLUGIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class RulePluginError(InterestGymError):
+    """An installed package's rule (entry-point group ``interestgym.rules``) that cannot be used, or a rule an
+    artifact names that is not installed here (at the version it was made with)."""
+
+
+@dataclass(frozen=True)
+class PluginRule:
+    """A rule another installed package provides: its class and where it comes from."""
+
+    cls: type[RulePolicy]
+    distribution: str
+    version: str
+    entry_point: str
+
+    def where(self) -> str:
+        """The rule and its package, as an error message names them."""
+        return (f"rule {self.cls.name!r} (entry point {self.cls.name} = {self.entry_point} of {self.distribution} {self.version}, "
+                f"group {RULE_ENTRY_POINT_GROUP})")
+
+    def provider(self) -> dict[str, str]:
+        """What a run's config and an export's manifest record of it (:func:`rule_from_record` checks it)."""
+        return {"distribution": self.distribution, "version": self.version, "entry_point": self.entry_point,
+                "group": RULE_ENTRY_POINT_GROUP}
+
+
+@functools.cache
+def plugin_rules() -> dict[str, PluginRule]:
+    """name -> :class:`PluginRule` of every rule installed packages add through :data:`RULE_ENTRY_POINT_GROUP`, in
+    name order. Read (and each rule's module imported) once per process, on the first call: built-in rules never
+    need it. Each must be a :class:`RulePolicy` subclass whose ``name`` is its entry point's name, a name no built-in
+    rule has; anything else is a :class:`RulePluginError` naming the package and the entry point (a broken package is
+    not skipped in silence: uninstall it or fix it)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, PluginRule] = {}
+    for ep in sorted(entry_points(group=RULE_ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        dist = getattr(ep, "dist", None)
+        dist_name = str(dist.name) if dist is not None else "an unknown package"
+        version = str(dist.version) if dist is not None else "unknown"
+        where = f"rule {ep.name!r} (entry point {ep.name} = {ep.value} of {dist_name} {version}, group {RULE_ENTRY_POINT_GROUP})"
+        if not _PLUGIN_NAME.fullmatch(ep.name):
+            raise RulePluginError(f"{where}: its name is not a word of letters, digits and _; expected one (rule names are "
+                                  "written in comma lists and file names)")
+        if ep.name in RULES:
+            raise RulePluginError(f"{where}: {ep.name!r} is a built-in rule's name; expected another name")
+        if ep.name in found:
+            raise RulePluginError(f"{where}: {found[ep.name].distribution} adds a rule of that name too; expected one rule per name")
+        try:
+            cls = ep.load()
+        except Exception as exc:  # the package's code: say which, keep the cause
+            raise RulePluginError(f"{where}: importing it failed: {type(exc).__name__}: {exc}; fix {dist_name} or uninstall it") from exc
+        if not (isinstance(cls, type) and issubclass(cls, RulePolicy)):
+            raise RulePluginError(f"{where}: loads {cls!r}; expected a subclass of interestgym.core.rules.RulePolicy")
+        if getattr(cls, "name", None) != ep.name:
+            raise RulePluginError(f"{where}: its class {cls.__qualname__} has name {getattr(cls, 'name', None)!r}; expected "
+                                  f"{ep.name!r}, the entry point's name (a rule is found by its name)")
+        found[ep.name] = PluginRule(cls, dist_name, version, str(ep.value))
+    return found
+
+
+def rule_classes() -> dict[str, type[RulePolicy]]:
+    """name -> class of every rule: the built-in :data:`RULES`, then those of installed packages (:func:`plugin_rules`)."""
+    return {**RULES, **{name: plugin.cls for name, plugin in plugin_rules().items()}}
+
+
+def rule_provider(name: str) -> dict[str, str] | None:
+    """Where the rule ``name`` (or a ``<rule>+tracker`` mixture's rule) comes from when an installed package adds it
+    (:meth:`PluginRule.provider`); None for a built-in rule."""
+    base = name.removesuffix(TrackerMixRule.SUFFIX)
+    if base in RULES:
+        return None
+    plugin = plugin_rules().get(base)
+    return None if plugin is None else plugin.provider()
+
+
+def rule_from_record(record: Mapping[str, Any], where: str) -> RulePolicy:
+    """The rule a run's config or an export's manifest records (``{"name", "params"[, "provider"]}``), made with
+    :func:`make_rule`. A rule another package provides must be installed here at the version recorded: otherwise a
+    :class:`RulePluginError` saying ``where`` it was read and what to install (another version's code could act
+    otherwise than the rule the run was trained, selected and measured with)."""
+    name, provider = record["name"], record.get("provider")
+    if isinstance(provider, Mapping):
+        check_rule_provider(name, provider, where)
+    return make_rule(name, **(record.get("params") or {}))
+
+
+def check_rule_provider(name: str, provider: Mapping[str, Any], where: str) -> None:
+    """A :class:`RulePluginError` unless the package ``provider`` records (:meth:`PluginRule.provider`) adds the rule
+    ``name`` here, at the version recorded."""
+    base = name.removesuffix(TrackerMixRule.SUFFIX)
+    dist, version = provider.get("distribution"), provider.get("version")
+    plugin = plugin_rules().get(base)
+    if plugin is None:
+        raise RulePluginError(f"{where}: rule {base!r} comes from the package {dist} {version} (entry point "
+                              f"{provider.get('entry_point')}, group {RULE_ENTRY_POINT_GROUP}), which is not installed here; "
+                              f"expected it installed: pip install '{dist}=={version}'")
+    if plugin.version != version:
+        raise RulePluginError(f"{where}: rule {base!r} was recorded with {dist} {version}; {plugin.distribution} "
+                              f"{plugin.version} is installed here, whose rule may act otherwise; expected "
+                              f"pip install '{dist}=={version}' (or train and export again with this version)")
 
 
 #: Rule parameters that are a rate or a weight in [0, 1] (the strengths and mixing weights a rule acts with).
@@ -447,15 +572,16 @@ def make_rule(name: str, **params: Any) -> RulePolicy:
             raise InterestGymError(f"rule {name!r}: expected a tracker_weight parameter")
         check_rule_params(name, {"tracker_weight": weight})
         return TrackerMixRule(make_rule(name[: -len(TrackerMixRule.SUFFIX)], **params), float(weight))
-    if name not in RULES:
-        raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(RULES)}")
-    known = [p for p in inspect.signature(RULES[name]).parameters if p != "scoring"]  # a ScoringConfig is no file's value
+    classes = RULES if name in RULES else rule_classes()  # another package's rule: read them (once) only then
+    if name not in classes:
+        raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(classes)}")
+    known = [p for p in inspect.signature(classes[name]).parameters if p != "scoring"]  # a ScoringConfig is no file's value
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise RuleParameterError(f"rule {name!r} parameter(s) {', '.join(unknown)}: not parameters of this rule; expected some of "
                                  f"{', '.join(known) or 'none'}")
     check_rule_params(name, params)
-    return RULES[name](**params)
+    return classes[name](**params)
 
 
 @functools.lru_cache(maxsize=64)

@@ -255,7 +255,7 @@ def evaluate_run(
     from interestgym.agents import run_folder
     from interestgym.agents.config import TrainConfig
     from interestgym.agents.rules import (
-        BASELINE_NAMES,
+        baseline_names,
         feedback_median,
         make_baseline,
         note_grids,
@@ -304,6 +304,7 @@ def evaluate_run(
         run_dir = path
         saved = run_folder.read_run_config(path)
         config = run_folder.run_train_config(path, saved)
+        run_folder.run_reference(saved, path)  # another package's rule: installed here, at its version (said before any tuning)
         if dataset is not None:
             # transfer: the run's policy on another prepared dataset, against that dataset's own tuned rules
             transfer_overlap = transfer_to(path, saved, config, Path(dataset), embeddings, out, split)
@@ -352,7 +353,7 @@ def evaluate_run(
     assert out_dir is not None
     if out is not None:  # made now: a path it cannot be is said before the tuning and the replay, not after
         make_out_dir(out_dir)
-    names = list(BASELINE_NAMES) if baselines.strip() == "all" else [b.strip() for b in baselines.split(",") if b.strip()]
+    names = list(baseline_names()) if baselines.strip() == "all" else [b.strip() for b in baselines.split(",") if b.strip()]
     if not names:
         raise InterestGymError(f"--baselines {baselines!r}: expected comma-separated baseline names or 'all'")
     for n in names:

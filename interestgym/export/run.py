@@ -133,7 +133,7 @@ def export_run(
     emb_name = dataset.resolve_embeddings(config.embeddings)
     _, emb_meta = dataset.load_embeddings(emb_name)
     data = load_replay_data(dataset, emb_name, config.protocol_spec(verify_split))
-    reference = run_reference(saved)
+    reference = run_reference(saved, run_dir)
     # A score that weighs a sequence tracker (a mixture reference, or an agent trained with `--sequence`,
     # whose sixth action component moves the weight) exports the tracker beside the policy: the replay
     # below scores with it as training did, and the runtime keeps each user's window.
@@ -144,7 +144,7 @@ def export_run(
     # the replay below scores and observes as training did (tracker term, extra observations)
     data = config.attach_extras(data)
     extra_obs = data.extra_obs if which != "rule" else ()
-    rule = None if reference is None else {"name": reference.name, "params": reference.params, "scoring": reference.scoring.as_dict()}
+    rule = None if reference is None else reference.describe()
 
     if which == "rule":
         form, scoring, graph_bytes, graph_facts, change_names = "rule", reference.scoring, None, {}, None

@@ -256,12 +256,12 @@ def stage_train(cfg: QuickstartConfig, data_dir: Path, run_dir: Path, name: str,
 
 
 def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], None], *, refresh: bool = False) -> str:
-    from interestgym.agents.rules import BASELINE_NAMES
+    from interestgym.agents.rules import baseline_names
     from interestgym.agents.run_folder import read_evaluation
     from interestgym.evaluation.run import evaluate_run
 
     path = run_dir / "evaluation.json"
-    wanted = list(BASELINE_NAMES) if cfg.baselines.strip() == "all" else [b.strip() for b in cfg.baselines.split(",") if b.strip()]
+    wanted = list(baseline_names()) if cfg.baselines.strip() == "all" else [b.strip() for b in cfg.baselines.split(",") if b.strip()]
     model = run_dir / (SHIPPED_FILE if cfg.model == "shipped" else f"{cfg.model}/model.zip")
     if not refresh and path.is_file() and model.is_file() and path.stat().st_mtime >= model.stat().st_mtime:
         try:

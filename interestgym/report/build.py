@@ -466,7 +466,7 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     figures["actions"], n_left_out = plot_actions(
         res.decisions, res.features, res.feature_names, out_dir / "actions.png",
         title=f"The {which} policy's actions against the features that drive them ({split} users)")
-    reference = run_reference(conf)
+    reference = run_reference(conf, run_dir)
     shipped_rule = str(getattr(policy, "name", "")).startswith("shipped:")
     if shipped_rule:
         notes.append(f"The run ships its reference rule `{reference.name if reference else '?'}` (its learned model was not "

@@ -16,7 +16,13 @@ from interestgym.core.features import (
 )
 from interestgym.core.numeric import finite_number
 from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
-from interestgym.core.rules import RULES, TrackerMixRule, make_rule
+from interestgym.core.rules import (
+    RULES,
+    RulePluginError,
+    TrackerMixRule,
+    check_rule_provider,
+    make_rule,
+)
 from interestgym.errors import InterestGymError
 from interestgym.io import read_string_list, sha256_file
 from interestgym.runtime.manifest import (
@@ -49,11 +55,17 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.form {form!r}; expected one of {', '.join(POLICY_FORMS)}")
     if form in ("residual", "rule"):
         rule = manifest["policy"].get("rule")
-        if not isinstance(rule, dict) or not isinstance(rule.get("params"), dict) or _base_rule(rule.get("name")) not in RULES:
+        provided = isinstance(rule, dict) and isinstance(rule.get("provider"), dict)  # another package's rule
+        if not isinstance(rule, dict) or not isinstance(rule.get("params"), dict) or (
+                _base_rule(rule.get("name")) not in RULES and not provided):
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule {rule!r}; expected a rule name "
-                                         f"({', '.join(RULES)}) and its params")
+                                         f"({', '.join(RULES)}, or one an installed package adds, with its provider) and its params")
+        if provided:  # the package the rule comes from, installed at the version recorded (else: what to install)
+            check_rule_provider(str(rule["name"]), rule["provider"], f"{directory / 'manifest.json'}")
         try:  # each parameter one the rule has, of its type and range (a NaN rate would act NaN at every event)
             make_rule(rule["name"], **rule["params"])
+        except RulePluginError:
+            raise
         except InterestGymError as exc:
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule.params: {exc}") from None
     try:

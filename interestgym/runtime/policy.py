@@ -45,7 +45,7 @@ from interestgym.core.interest import score_candidates
 from interestgym.core.log_features import RATING_ACTION, is_decision
 from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
-from interestgym.core.rules import compose_residual, make_rule
+from interestgym.core.rules import compose_residual, rule_from_record
 from interestgym.core.transition import (
     action_changes,
     apply_keep_change,
@@ -105,7 +105,7 @@ class ExportedPolicy:
         policy_info = manifest.get("policy") or {}
         self.form = str(policy_info.get("form", "absolute"))
         rule = policy_info.get("rule")
-        self.rule = make_rule(rule["name"], **rule["params"]) if self.form in ("residual", "rule") else None
+        self.rule = rule_from_record(rule, "manifest.json policy.rule") if self.form in ("residual", "rule") else None
         #: a residual graph's output components (core.protocol.residual_action_names), placed into the
         #: engine's action layout by compose_residual
         self.change_names = change_names

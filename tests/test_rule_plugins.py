@@ -1,0 +1,192 @@
+"""A rule another installed package adds (entry-point group ``interestgym.rules``) is a baseline like the built-in ones.
+
+The package is real as far as Python's packaging sees it: a module and a ``*.dist-info`` folder (METADATA,
+entry_points.txt) on ``sys.path``, which ``importlib.metadata`` finds exactly as it finds a pip-installed one.
+
+* it is made by name, tuned on its class's grid, a row of the baselines and a candidate for the reference;
+* a run whose reference it is records the package and its version; its export names them in the manifest; the
+  runtime composes with it and reproduces ``evaluate`` to the bit;
+* without the package, or at another version, the run folder and the export are refused, saying what to install;
+* a package whose rule cannot be used (a built-in's name, not a RulePolicy, a name that is not its class's, an
+  import that fails) is refused naming the package and the entry point, never skipped in silence.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from agents_fixtures import shipping_config, tiny_synthetic
+from interestgym.agents.rules import baseline_names, tuning_grids
+from interestgym.agents.run_folder import read_run_config, run_reference
+
+from interestgym.core.features import FeatureView
+from interestgym.core.rules import (
+    RuleParameterError,
+    RulePluginError,
+    make_rule,
+    plugin_rules,
+    rule_definition,
+    rule_from_record,
+)
+
+RULE_MODULE = '''
+import numpy as np
+from interestgym.core.rules import RulePolicy
+
+
+class GapRule(RulePolicy):
+    """The short-term profile moves by how long the user was away: a_S = 1 - 2^(-gap / half_life_hours).
+
+    (A second paragraph the definition leaves out.)"""
+
+    name = "gap_rule"
+    grid = {"long_rate": [0.05, 0.3], "half_life_hours": [1.0, 48.0]}
+
+    def __init__(self, long_rate=0.1, half_life_hours=24.0, short_weight=0.5, popularity_weight=0.2):
+        super().__init__(long_rate=long_rate, half_life_hours=half_life_hours, short_weight=short_weight,
+                         popularity_weight=popularity_weight)
+
+    def strengths(self, view):
+        p = self.params
+        a_s = 1.0 - 0.5 ** (view.decision_gap_seconds / 3600.0 / p["half_life_hours"])
+        a_l = np.where(view["long_empty"] > 0, 1.0, p["long_rate"])
+        return a_l, a_s, p["short_weight"], p["popularity_weight"]
+'''
+
+
+def install(root: Path, monkeypatch, *, version: str = "0.3", entry: str = "gap_rule = igtest_rules:GapRule",
+            module: str = RULE_MODULE, module_name: str = "igtest_rules") -> Path:
+    """A package ``igtest-rules`` at ``version`` under ``root``, on sys.path (importlib.metadata reads it from there)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module_name}.py").write_text(module)
+    info = root / f"igtest_rules-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: igtest-rules\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[interestgym.rules]\n{entry}\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(__import__("sys").modules, module_name, raising=False)
+    plugin_rules.cache_clear()
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    plugin_rules.cache_clear()
+    yield
+    plugin_rules.cache_clear()  # the next test reads the packages of its own sys.path
+
+
+def test_an_installed_packages_rule_is_a_baseline_made_by_name_and_tuned_on_its_grid(tmp_path, monkeypatch):
+    assert "gap_rule" not in baseline_names()
+    install(tmp_path / "site", monkeypatch)
+    assert baseline_names()[-1] == "gap_rule" and baseline_names()[:-1] == tuple(n for n in baseline_names() if n != "gap_rule")
+    assert tuning_grids()["gap_rule"] == {"long_rate": [0.05, 0.3], "half_life_hours": [1.0, 48.0]}
+    assert tuning_grids(slot_counts=False, impressions=False)["gap_rule"] == {"long_rate": [0.05, 0.3], "half_life_hours": [1.0, 48.0]}
+    assert rule_definition("gap_rule") == "The short-term profile moves by how long the user was away: a_S = 1 - 2^(-gap / half_life_hours)."
+
+    rule = make_rule("gap_rule", long_rate=0.3, half_life_hours=2.0)
+    assert type(rule).__module__ == "igtest_rules" and rule.params["half_life_hours"] == 2.0
+    assert rule.describe()["provider"] == {"distribution": "igtest-rules", "version": "0.3",
+                                           "entry_point": "igtest_rules:GapRule", "group": "interestgym.rules"}
+    assert "provider" not in make_rule("ema").describe()  # built-in records are as before
+    # it acts by its own formula, through the product's parameter checks and action map
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 1, (6, 26)).astype(np.float32)
+    view = FeatureView(obs)
+    a_s = 1.0 - 0.5 ** (view.decision_gap_seconds / 3600.0 / 2.0)
+    a_l = np.where(view["long_empty"] > 0, 1.0, 0.3)
+    expected = np.stack([a_l, a_s, np.full(6, 0.5), np.full(6, 0.2)], 1) * 2.0 - 1.0
+    np.testing.assert_allclose(rule.act(obs), expected, rtol=0, atol=1e-6)
+    with pytest.raises(RuleParameterError, match="half_life_hours=-1: expected a number > 0"):
+        make_rule("gap_rule", half_life_hours=-1)
+
+
+@pytest.mark.parametrize("entry, module, message", [
+    ("ema = igtest_rules:GapRule", RULE_MODULE, "'ema' is a built-in rule's name"),
+    ("gap_rule = igtest_rules:helper", RULE_MODULE + "\ndef helper():\n    pass\n", "expected a subclass of interestgym.core.rules.RulePolicy"),
+    ("gap = igtest_rules:GapRule", RULE_MODULE, "has name 'gap_rule'; expected 'gap'"),
+    ("gap_rule = igtest_rules:GapRule", "import no_such_module_here\n", "importing it failed: ModuleNotFoundError"),
+    ("gap_rule = igtest_rules:GapRule", RULE_MODULE.replace('"half_life_hours": [1.0, 48.0]', '"half_life": [1.0]'),
+     "'half_life' is not a parameter of GapRule"),
+], ids=["a built-in's name", "not a rule class", "another name than its class's", "an import that fails", "a grid of another rule"])
+def test_a_package_whose_rule_cannot_be_used_is_refused_naming_it(tmp_path, monkeypatch, entry, module, message):
+    install(tmp_path / "site", monkeypatch, entry=entry, module=module)
+    with pytest.raises(RulePluginError) as info:
+        tuning_grids()  # what `train` and `evaluate` read first when they tune every baseline
+    text = str(info.value)
+    assert message in text and "igtest-rules 0.3" in text and "interestgym.rules" in text
+    assert make_rule("ema").name == "ema"  # a built-in rule never reads the packages
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return tiny_synthetic(tmp_path_factory.mktemp("plugin") / "tiny", users=40)
+
+
+def test_a_run_on_a_packages_rule_records_it_and_its_export_serves_with_it(dataset, tmp_path, monkeypatch):
+    """``train --reward-baseline gap_rule``: tuned on its grid, the residual agent's reference; the export's runtime
+    replays the test users exactly as ``evaluate`` does; without the package (or at another version) the run and
+    the export are refused with what to install."""
+    from interestgym.agents.run_folder import load_shipped_policy
+    from interestgym.agents.train import train_run
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.data.dataset import Dataset
+    from interestgym.export.parity import replay_through_runtime
+    from interestgym.export.run import export_run
+    from interestgym.runtime import load_policy
+
+    site = install(tmp_path / "site", monkeypatch)
+    run, export = tmp_path / "run", tmp_path / "export"
+    train_run(shipping_config(dataset, run, reward_baseline="gap_rule", ship_threshold=-1.0))  # ships the learned model
+    saved = read_run_config(run)
+    reference = saved["reference"]
+    assert reference["name"] == "gap_rule" and reference["provider"]["distribution"] == "igtest-rules"
+    # its grid's parameters, tuned (the others at the class's defaults, as a built-in rule's are written down)
+    assert set(reference["params"]) == {"long_rate", "half_life_hours"}
+    assert reference["params"]["long_rate"] in (0.05, 0.3) and reference["params"]["half_life_hours"] in (1.0, 48.0)
+    export_run(run, export, verify_observations=100)
+    policy = load_policy(export)
+    assert policy.form == "residual" and type(policy.rule).__name__ == "GapRule" and policy.rule.params == make_rule("gap_rule", **reference["params"]).params
+    data = shipping_config(dataset, run).replay_data("test")
+    expected = evaluate_policy(data, load_shipped_policy(run), progress=False)
+    got = replay_through_runtime(policy, Dataset.open(dataset), data, serialise="bytes")
+    for metric in expected.metrics:
+        np.testing.assert_array_equal(got[metric].to_numpy(), expected.points[metric].to_numpy(), err_msg=metric)
+
+    # evaluate: the package's rule is a baseline row like the others, the run's reference among them
+    import json
+
+    from interestgym.agents.config import TrainConfig
+
+    from interestgym.errors import InterestGymError
+    from interestgym.evaluation.run import evaluate_run
+
+    evaluate_run(run, out=tmp_path / "eval", baselines="ema,gap_rule", n_boot=20, progress=False)
+    doc = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    rows = doc["summary"]["policies"]
+    assert set(rows) - {"oracle"} == {"ppo", "ema", "gap_rule"} and rows["gap_rule"]["kind"] == "baseline"
+    assert doc["tuned_baselines"]["gap_rule"]["params"] == reference["params"]  # the same tuning, the same users
+    with pytest.raises(InterestGymError, match=r"--reward-baseline 'gap': expected best, none or one of .*bayesian_category, gap_rule"):
+        TrainConfig(dataset=str(dataset), run_dir=str(tmp_path / "r2"), reward_baseline="gap").validate()
+
+    # the package gone: the run's reference and the export are refused, naming what to install
+    monkeypatch.syspath_prepend(str(tmp_path / "empty"))
+    import sys
+
+    sys.path.remove(str(site))
+    plugin_rules.cache_clear()
+    with pytest.raises(RulePluginError, match=re.escape(f"{run / 'config.json'} (reference): rule 'gap_rule' comes from the package "
+                                                        "igtest-rules 0.3") + r".*pip install 'igtest-rules==0.3'"):
+        run_reference(saved, run)
+    with pytest.raises(RulePluginError, match=r"manifest.json: rule 'gap_rule' comes from the package igtest-rules 0.3"):
+        load_policy(export)
+    # another version installed: its rule may act otherwise, so it is refused too
+    install(tmp_path / "site2", monkeypatch, version="0.4")
+    with pytest.raises(RulePluginError, match=r"recorded with igtest-rules 0.3; igtest-rules 0.4 is installed here"):
+        load_policy(export)
+    with pytest.raises(RulePluginError, match="recorded with igtest-rules 0.3"):
+        rule_from_record(reference, "config")
