@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from export_fixtures import trained_export
 
-from interestgym.errors import ArtifactError
+from interestgym.errors import ArtifactError, InterestGymError
 from interestgym.runtime import (
     ChecksumMismatchError,
     EmbeddingDimensionError,
@@ -126,12 +126,30 @@ def test_encoder_fingerprint_and_dimension_are_checked(export_copy):
         load_policy(export_copy, encoder_fingerprint="b" * 64)
     policy = load_policy(export_copy, encoder_fingerprint="a" * 64)
     state = policy.new_state()
-    with pytest.raises(EmbeddingDimensionError, match="16"):
+    with pytest.raises(EmbeddingDimensionError, match=r"event item_vector of shape \(8,\); expected shape \(16,\), one vector"):
         policy.update(state, Event(ts=1, action="click", item_vector=np.ones(8, np.float32) / np.sqrt(8)))
+    # the shape as given (a row of one vector is not one vector), and in a batch the event that has it
+    with pytest.raises(EmbeddingDimensionError, match=r"event item_vector of shape \(1, 16\); expected shape \(16,\)"):
+        policy.update(state, Event(ts=1, action="click", item_vector=np.ones((1, 16), np.float32) / 4.0))
+    good, bad = (Event(ts=1, action="click", item_vector=np.ones(n, np.float32) / np.sqrt(n)) for n in (16, 8))
+    with pytest.raises(EmbeddingDimensionError, match=r"event 1 of the batch: item_vector of shape \(8,\); expected shape \(16,\)"):
+        policy.update_batch([state, state], [good, bad])
     with pytest.raises(EmbeddingDimensionError, match="16"):
         policy.score(state, np.ones((5, 384), np.float32), candidate_ids=["i1"] * 5)
     with pytest.raises(ArtifactError):  # every runtime error is an ArtifactError the CLI prints in one line
         policy.score(state, np.ones((5, 17), np.float32), candidate_ids=["i1"] * 5)
+
+
+@pytest.mark.parametrize("hour", [25, -1, 3.5])
+def test_an_hour_outside_the_clock_is_refused_whether_the_score_uses_it_or_not(export_copy, hour):
+    """As the HTTP API's 422: an hour of the ranking is an integer in [0, 23], also for a policy that ranks without it."""
+    policy = load_policy(export_copy)
+    assert policy._beta_ctx == 0 and policy._slot_weight == 0  # this export's score reads no hour
+    cand = np.eye(16, dtype=np.float32)[:3]
+    expected = policy.score(policy.new_state(), cand, candidate_ids=["i1", "i2", "i3"], hour=23)
+    with pytest.raises(InterestGymError, match=r"hour \[" + re.escape(str(hour)) + r"\]: expected integers in \[0, 23\]"):
+        policy.score(policy.new_state(), cand, candidate_ids=["i1", "i2", "i3"], hour=hour)
+    np.testing.assert_array_equal(policy.score(policy.new_state(), cand, candidate_ids=["i1", "i2", "i3"]), expected)
 
 
 def test_runtime_imports_neither_torch_nor_stable_baselines3(export_copy):

@@ -171,13 +171,17 @@ class ExportedPolicy:
                 "encoder live in another space)"
             )
 
-    def _vectors(self, vectors: Any, what: str, ndim: int) -> np.ndarray:
+    def _vectors(self, vectors: Any, what: str, ndim: int, given: tuple[int, ...] | None = None) -> np.ndarray:
+        """``vectors`` as float32 of ``ndim`` dims, the last the encoder's dimension, each row L2-normalised (or zero);
+        ``given``: the shape the caller was passed, when it made ``vectors`` from it (one vector as a row), for the message."""
         arr = np.asarray(vectors, dtype=np.float32)
         if arr.ndim != ndim or arr.shape[-1] != self.dim:
+            shape, dims = (arr.shape, ndim) if given is None else (given, ndim - 1)
+            encoder = self.encoder.get("name")
             raise EmbeddingDimensionError(
-                f"{what} of shape {arr.shape}; expected {ndim} dims with the last of size {self.dim} "
-                f"(the dimension of encoder {self.encoder.get('name')!r})"
-            )
+                f"{what} of shape {shape}; expected shape ({self.dim},), one vector of the dimension of encoder {encoder!r}"
+                if dims == 1 else
+                f"{what} of shape {shape}; expected {dims} dims with the last of size {self.dim} (the dimension of encoder {encoder!r})")
         # Profiles, features and scores assume the encoder's unit rows (zero rows: no text); a raw,
         # unnormalised vector would silently skew every cosine.
         norms = np.sqrt(np.einsum("...d,...d->...", arr, arr, dtype=np.float64))
@@ -249,7 +253,7 @@ class ExportedPolicy:
             sq = float(arr @ arr)
             if abs(sq - 1.0) <= 1e-3:  # |norm - 1| <= 1e-3 holds for every such sq (norm within 5e-4)
                 return arr
-        return self._vectors(arr[None], "event item_vector", 2)[0]
+        return self._vectors(arr[None], "event item_vector", 2, given=arr.shape)[0]
 
     def _slot_of_hour(self, hour: int) -> int:
         """The time-of-day slot of an hour (``core.clock.time_slot``, tabulated for 0-23)."""
@@ -420,12 +424,13 @@ class ExportedPolicy:
         cos_short = np.einsum("pcd,pd->pc", cand, short_term)
         pop = self._popularity(candidate_ids, popularity, (b, c))
         context, slots = None, None
+        hours = None if hour is None else _ranking_hours(hour, b)  # checked when given, whether the score uses it or not
         if self._beta_ctx != 0 or self._slot_weight != 0:
-            if hour is None:
+            if hours is None:
                 what = "time-of-day profiles (beta_ctx)" if self._beta_ctx != 0 else "category counts per time of day (category_slot_weight)"
                 raise InterestGymError(f"score needs the hour of the ranking (hour=, or hours= for score_batch): the policy's "
                                        f"score uses {what}")
-            slots = time_slot(_ranking_hours(hour, b))
+            slots = time_slot(hours)
         if self._beta_ctx != 0:
             assert slots is not None
             ctx_prof = np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]

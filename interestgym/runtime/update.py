@@ -283,7 +283,11 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
                  ts: np.ndarray) -> list[UserState]:
     """New states of users whose event is a decision: the engine's observe + step for these rows."""
     n = len(states)
-    x = policy._vectors(np.stack([np.asarray(e.item_vector, dtype=np.float32) for e in events]), "event item_vector", 2)
+    rows = [np.asarray(e.item_vector, dtype=np.float32) for e in events]
+    for k, row in enumerate(rows):  # one bad vector: named, not numpy's stack error over the whole batch
+        if row.shape != (policy.dim,):
+            policy._vectors(row[None], f"event {k} of the batch: item_vector", 2, given=row.shape)
+    x = policy._vectors(np.stack(rows), "event item_vector", 2)
     profiles = np.stack([s.profiles for s in states])
     stats = np.stack([s.stats for s in states])
     # scoring points recorded since each user's last decision -> running means (rows without keep theirs)
