@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -742,6 +743,14 @@ def test_a_dataset_of_several_embeddings_serves_the_one_of_the_exports_encoder(f
     assert service.catalogue.meta["encoder"]["embeddings"] == name
     with pytest.raises(CatalogueMismatchError, match="encoder fingerprint ffffffffffffffff"):
         _service(fx, "memory://", items=str(copy), embeddings="aaa-other")
+    # none of them the export's encoder's: said so (not "choose one with --embeddings", which would not fit either)
+    shutil.copy(emb / "aaa-other.npy", emb / "zzz-other.npy")
+    (emb / "zzz-other.json").write_text((emb / "aaa-other.json").read_text())
+    for suffix in (".npy", ".json"):
+        (emb / f"{name}{suffix}").unlink()
+    with pytest.raises(CatalogueError, match=rf"--items {re.escape(str(copy))}: none of its embeddings \(aaa-other, zzz-other\) was "
+                                             rf"written by the export's encoder \({load_policy(fx.export).encoder['name']}, d="):
+        _service(fx, "memory://", items=str(copy))
 
 
 def test_ranking_uses_the_catalogues_popularity_not_the_exports_table(fx, tmp_path):

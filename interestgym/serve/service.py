@@ -775,9 +775,18 @@ def _export_embedding(source: Any, policy: ExportedPolicy) -> str | None:
     from interestgym.data.dataset import Dataset
 
     dataset = Dataset.open(folder)
-    if len(dataset.embedding_names()) < 2:
+    names = dataset.embedding_names()
+    if len(names) < 2:
         return None
-    return dataset.embedding_of(policy.encoder.get("fingerprint"), policy.dim)
+    found = dataset.embedding_of(policy.encoder.get("fingerprint"), policy.dim)
+    if found is None:  # "choose one with --embeddings" would point at vectors the export cannot rank with
+        from interestgym.serve.catalogue import CatalogueError
+
+        raise CatalogueError(f"--items {folder}: none of its embeddings ({', '.join(names)}) was written by the export's encoder "
+                             f"({policy.encoder.get('name')}, d={policy.dim}); expected one: `interestgym encode {folder} --encoder "
+                             f"{policy.encoder.get('name')}` with the export's settings (--embeddings NAME says why one of these "
+                             "does not fit)")
+    return found
 
 
 def _decode_state(blob: bytes | None, policy: ExportedPolicy, user_id: str) -> UserState:
