@@ -1275,3 +1275,20 @@ def test_serve_listens_on_an_ipv6_address_written_in_brackets():
         assert server.family == socket.AF_INET6 and server.getsockname()[0] == "::1"
     finally:
         server.close()
+
+
+def test_start_up_notes_are_logged_once_or_left_to_the_caller_who_shows_them(fx, monkeypatch, caplog):
+    """A note of the start (e.g. a policy replaced, a catalogue caveat) is a WARNING of the service's log; `interestgym
+    serve` prints it among its start-up lines instead (log_notes=False), so that a terminal does not show it twice."""
+    import logging
+
+    import interestgym.serve.service as service_module
+
+    monkeypatch.setattr(service_module, "check_catalogue", lambda catalogue, policy: ["a caveat of this catalogue"])
+    for log_notes, logged in ((True, 1), (False, 0)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="interestgym.serve"):
+            service = InterestService.open(ServeConfig(export=str(fx.export), store="memory://", items=str(fx.dataset)),
+                                           log_notes=log_notes)
+        assert service.notes == ["a caveat of this catalogue"]
+        assert [r.getMessage() for r in caplog.records].count("a caveat of this catalogue") == logged

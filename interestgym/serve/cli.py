@@ -174,7 +174,7 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
                          event_id_retention_s=event_id_retention, state_format=state_format)
     sock = listen(host, port)  # first: a start that cannot listen must leave the store's active policy alone
     try:
-        service = InterestService.open(config, install=True)
+        service = InterestService.open(config, install=True, log_notes=False)  # the notes are start-up lines below
     except BaseException:
         sock.close()
         raise

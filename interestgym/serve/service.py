@@ -311,12 +311,15 @@ class InterestService:
 
     # ------------------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, config: ServeConfig, *, install: bool = True, metrics: ServeMetrics | None = None) -> InterestService:
+    def open(cls, config: ServeConfig, *, install: bool = True, metrics: ServeMetrics | None = None,
+             log_notes: bool = True) -> InterestService:
         """Open the store, the export and the items.
 
         :param install: make ``config.export`` the store's active policy (what ``interestgym serve``
             does once, before its workers start); False: follow the store's active policy if it has
             one (a worker, which must not undo a swap when it restarts).
+        :param log_notes: log each of :attr:`notes` as a WARNING (False: the caller shows them itself, as
+            ``interestgym serve``'s start-up lines do, which would otherwise print each twice).
         :raises InterestGymError: the export, the items or the store refused, naming why.
         """
         store = open_store(config.store)
@@ -346,7 +349,7 @@ class InterestService:
             raise
         service = cls(config, store, catalogue, active, metrics)
         service.notes = notes
-        for note in notes:
+        for note in notes if log_notes else ():
             log.warning(note)
         return service
 
