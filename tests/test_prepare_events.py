@@ -222,7 +222,7 @@ def _log(tmp_path: Path, text: str, name: str = "log.csv") -> Path:
     ("text", "opts", "message"),
     [
         ("user_id,item_id,ts,action\n1,2,1511544070,click\n", EventsOptions(rename={"timestamp": "ts"}, item_text="x {item_id}"),
-         r"--map ts=timestamp: no such column in .*log.csv"),
+         r"--map ts=timestamp: no such column in .*log.csv \(columns: action, item_id, ts, user_id\); expected --map NEW=OLD with OLD one of those"),
         ("uid,item_id,ts,action,text\n1,2,1511544070,click,t\n", EventsOptions(),
          r"log.csv: no user_id column \(columns: uid, item_id, ts, action, text\); name it with --columns or rename one with --map user_id=OLD"),
         ("user_id,item_id,ts\n1,2,1511544070\n", EventsOptions(item_text="x {item_id}"),
@@ -244,6 +244,15 @@ def _log(tmp_path: Path, text: str, name: str = "log.csv") -> Path:
          r"its first line looks like data: if the file has no header, name its columns with --columns"),
         ("user_id;item_id;ts;action\n1;2;1511544070;click\n", EventsOptions(item_text="x {item_id}"),
          r"no user_id column \(columns: user_id;item_id;ts;action\) \(the header is one column holding semicolons: give --delimiter ';'\)"),
+        # a comma file read with another --delimiter: its header is one column of commas
+        ("user_id,item_id,ts,action\n1,2,1511544070,click\n", EventsOptions(item_text="x {item_id}", delimiter=";"),
+         r"no user_id column \(columns: user_id,item_id,ts,action\) \(the header is one column holding commas: give --delimiter ','\)"),
+        # --columns naming fewer fields than a file with a header has: what line 1 holds, and that it is a header
+        ("user_id,item_id,action,timestamp\n1,2,click,1511544070\n", EventsOptions(item_text="x {item_id}", columns=["user_id", "item_id", "ts"]),
+         r"no action column .*\(--columns names 3 columns but line 1 has 4 fields: 'user_id,item_id,action,timestamp'; it looks like a "
+         r"header: leave out --columns to read the names from it\); rename one with --map action=OLD"),
+        ("1,2,click,1511544070\n", EventsOptions(item_text="x {item_id}", columns=["user_id", "item_id", "ts"]),
+         r"\(--columns names 3 columns but line 1 has 4 fields: '1,2,click,1511544070'; name every field, '-' for one to skip\)"),
     ],
 )
 def test_configuration_errors_are_one_clear_message(tmp_path: Path, text: str, opts: EventsOptions, message: str) -> None:

@@ -59,6 +59,7 @@ Rows
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import string
@@ -80,7 +81,10 @@ from interestgym.data.readers import (
     EventTable,
     ReaderOutput,
     accepted_actions,
+    first_line,
     items_frame,
+    note_unterminated,
+    split_csv_line,
     write_reader_output,
 )
 from interestgym.data.schema import ACTIONS
@@ -317,13 +321,35 @@ def _reserved_clash(name: str, column: str, where: str) -> DataError:
 
 
 def _separator_hint(names: list[str]) -> str:
-    """For a header read as one column that holds another separator (``user_id;item_id;ts``): what to do."""
+    """For a header read as one column that holds another separator (``user_id;item_id;ts``, or ``user_id,item_id,ts``
+    read with ``--delimiter ';'``): what to do."""
     if len(names) != 1:
         return ""
-    for sep, label in ((";", "semicolons"), ("|", "pipes")):
+    for sep, label, shown in ((";", "semicolons", ";"), ("|", "pipes", "|"), (",", "commas", ","), ("\t", "tabs", "\\t")):
         if names[0].count(sep) >= 2:
-            return f" (the header is one column holding {label}: give --delimiter '{sep}')"
+            return f" (the header is one column holding {label}: give --delimiter '{shown}')"
     return ""
+
+
+def _columns_hint(table: Table, columns: list[str] | None) -> str:
+    """For ``--columns`` that name another number of fields than the file's first line has (e.g. a file with a
+    header, given names for fewer columns): what was found, and what to do."""
+    if columns is None or table.header_found is not None or table.fmt not in ("csv", "tsv"):
+        return ""
+    found = first_line(table.source)
+    if found is None:
+        return ""
+    text, lineno = found
+    try:
+        fields = split_csv_line(text, table.delimiter) if table.fmt == "csv" else text.split(table.delimiter)
+    except csv.Error:
+        return ""
+    if len(fields) == len(columns):
+        return ""
+    header = not any(looks_like_data(f.strip()) for f in fields)
+    return (f" (--columns names {len(columns)} column{'s' * (len(columns) != 1)} but line {lineno} has {len(fields)} "
+            f"field{'s' * (len(fields) != 1)}: {text[:200]!r}" + ("; it looks like a header: leave out --columns to read the "
+                                                                  "names from it" if header else "; name every field, '-' for one to skip") + ")")
 
 
 def _delimited(path: Path, delimiter: str, has_header: bool) -> bool:
@@ -360,12 +386,13 @@ def _check_before_reading(opts: EventsOptions, events_table: Table, items_table:
                 hint = ""
                 if events_table.header_found is not None and opts.columns is None and any(looks_like_data(n) for n in events_table.header_found):
                     hint = " (its first line looks like data: if the file has no header, name its columns with --columns)"
-                hint += _separator_hint(names)
+                hint += _separator_hint(names) + _columns_hint(events_table, opts.columns)
                 raise DataError(f"{name}: no {required} column (columns: {', '.join(names)}){hint}; name it with --columns or "
                                 f"rename one with --map {required}=OLD; expected a column named {expected_names(required)}")
         if "action" not in names and opts.default_action is None:
-            raise DataError(f"{name}: no action column (columns: {', '.join(names)}; expected a column named {expected_names('action')}); "
-                            "rename one with --map action=OLD or give --default-action (e.g. click)")
+            raise DataError(f"{name}: no action column (columns: {', '.join(names)}; expected a column named {expected_names('action')})"
+                            f"{_columns_hint(events_table, opts.columns)}; rename one with --map action=OLD or give --default-action "
+                            "(e.g. click)")
         clash = [n for n in names if n in RESERVED and (opts.context is None or n in opts.context)]
         if clash:
             raise _reserved_clash("column", clash[0], name)
@@ -523,6 +550,9 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
                    if opts.items else None)
     tables = [events_table] + ([items_table] if items_table else [])
     _check_before_reading(opts, events_table, items_table)
+    for table in tables:  # before reading, whichever reader reads them (the notes come out the same)
+        if table.fmt != "parquet":
+            note_unterminated(table.source, log)
     name = events_table.source.name
 
     catalogue: dict[str, list[str]] | None = None

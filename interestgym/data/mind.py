@@ -64,6 +64,7 @@ from interestgym.data.readers import (
     Source,
     civil_to_ts,
     items_frame,
+    note_unterminated,
     text_lines,
     ts_range_reason,
     unique_paths,
@@ -221,6 +222,7 @@ class _News:
 def _read_news(part: MindPart, news: _News, log: RejectLog) -> None:
     src = part.news
     first_line: dict[str, int] = {}
+    note_unterminated(src, log)
     for lineno, text in text_lines(src, log):
         fields = text.split("\t")
         if len(fields) != 8:
@@ -281,6 +283,7 @@ def _read_behaviors(part: MindPart, prefix: str, data: _Behaviors, log: RejectLo
     first_line: dict[str, int] = {}
     time_cache: dict[str, int] = {}
     ids = data.strings
+    note_unterminated(src, log)
     for lineno, text in text_lines(src, log):
         fields = text.split("\t")
         if len(fields) != 5:

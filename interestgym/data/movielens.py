@@ -49,6 +49,7 @@ from interestgym.data.readers import (
     delimited_records,
     first_line,
     items_frame,
+    note_unterminated,
     text_lines,
     ts_range_reason,
     unique_paths,
@@ -129,6 +130,7 @@ def _read_genres(source: Source | None, log: RejectLog) -> list[str]:
         log.note("u.genre not found: the standard ml-100k genre names were used")
         return list(ML100K_GENRES)
     by_index: dict[int, str] = {}
+    note_unterminated(source, log)
     for lineno, text in text_lines(source, log, encoding="latin-1"):
         name, sep, index = text.rpartition("|")
         if not sep or not name or not index.isdigit():
@@ -174,6 +176,7 @@ class _Movies:
 def _read_u_item(source: Source, genres: list[str], log: RejectLog) -> _Movies:
     movies = _Movies()
     n_fields = 5 + len(genres)
+    note_unterminated(source, log)
     for lineno, text in text_lines(source, log, encoding="latin-1"):
         fields = text.split("|")
         if len(fields) != n_fields:
@@ -194,6 +197,7 @@ def _read_u_item(source: Source, genres: list[str], log: RejectLog) -> _Movies:
 
 def _read_movies_dat(source: Source, log: RejectLog) -> _Movies:
     movies = _Movies()
+    note_unterminated(source, log)
     for lineno, text in text_lines(source, log, encoding="utf-8/latin-1"):
         fields = text.split("::")
         if len(fields) != 3:
@@ -216,6 +220,7 @@ def _read_movies_csv(source: Source, log: RejectLog) -> _Movies:
 
 def _rating_rows(variant: _Variant, log: RejectLog) -> Iterator[tuple[int, str, list[str]]]:
     src = variant.ratings
+    note_unterminated(src, log)
     if variant.name == "ml-100k":
         for lineno, text in text_lines(src, log):
             yield lineno, text, text.split("\t")
@@ -230,6 +235,7 @@ def _rating_rows(variant: _Variant, log: RejectLog) -> Iterator[tuple[int, str, 
 def _tag_rows(variant: _Variant, log: RejectLog) -> Iterator[tuple[int, str, list[str]]]:
     src = variant.tags
     assert src is not None
+    note_unterminated(src, log)
     if variant.name == "ml-10m":
         for lineno, text in text_lines(src, log, encoding="utf-8/latin-1"):
             parts = text.split("::")

@@ -216,6 +216,26 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
         raise DataError(_damaged_reason(source, exc, lineno)) from None
 
 
+def note_unterminated(source: Source, log: RejectLog) -> None:
+    """A note when a plain file's last byte is not a newline: its last line is read as it is, but a file cut short (a
+    download or copy interrupted) ends the same way, and a line cut at a field boundary still parses (a MIND impression
+    list cut after a space is a row with fewer candidates), so the note says which line to check. A ``.gz`` file or zip
+    member cut short is an error of its own (:func:`raw_lines`)."""
+    if source.member is not None or source.path.suffix == ".gz":
+        return
+    try:
+        with open(source.path, "rb") as fh:
+            if fh.seek(0, io.SEEK_END) == 0:
+                return
+            fh.seek(-1, io.SEEK_END)
+            last = fh.read(1)
+    except OSError:
+        return  # the reader names the file it cannot read
+    if last != b"\n":
+        log.note(f"{source.name}: the file does not end with a newline; its last line was read as it is (a file cut short, "
+                 "e.g. by an interrupted download or copy, ends this way too: if so, that row is incomplete; check it)")
+
+
 def utf16_encoding(head: bytes) -> str | None:
     """Whether a file whose first bytes are ``head`` is UTF-16 text, which the readers refuse: ``"UTF-16"`` with a
     byte-order mark; without one, ``"UTF-16LE"`` / ``"UTF-16BE"`` when a NUL byte sits at nearly every odd (LE)

@@ -329,7 +329,7 @@ def check_rename(rename: dict[str, str], tables: list[Table]) -> None:
     present: set[str] = set().union(*(t.base_names for t in tables))
     missing = [f"{new}={old}" for old, new in rename.items() if old not in present]
     if missing:
-        where = " or ".join(t.source.name for t in tables)
-        raise DataError(f"--map {','.join(missing)}: no such column in {where}")
+        where = " or ".join(f"{t.source.name} (columns: {', '.join(sorted(t.base_names)) or 'none'})" for t in tables)
+        raise DataError(f"--map {','.join(missing)}: no such column in {where}; expected --map NEW=OLD with OLD one of those")
 
 
