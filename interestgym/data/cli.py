@@ -234,6 +234,7 @@ _HELP = """Turn raw logs into a validated, split, canonical dataset in --out.
 FORMAT is one of:
   mind       MIND news logs: INPUT is a folder with behaviors.tsv + news.tsv,
              a folder of parts (train/ dev/), a folder of MIND*.zip, or one zip
+             (behaviors.tsv or news.tsv given: its folder, both files, is read)
   movielens  MovieLens ml-100k, ml-1m, ml-10m, ml-latest, ml-20m, ml-25m
              (detected from the files in the INPUT folder or zip)
   events     your own log: INPUT is a CSV, TSV, JSONL or Parquet file
