@@ -325,6 +325,11 @@ def test_an_export_carries_the_evaluation_of_the_policy_it_holds_only(dataset, t
     rule = read_manifest(tmp_path / "rule")["policy"]["rule"]
     assert rule["definition"] == rule_definition(rule["name"]) and rule["definition"]
     assert read_manifest(tmp_path / "best")["evaluation"] is None  # not the shipped rule's numbers
+    # against its own rule (tuned again on the same users: the same parameters) the shipped rule is said to be that
+    # rule, not "not distinguishable from" it with a CI of [+0, +0], and no groups of users split a difference of 0
+    text = evaluate_run(run, baselines="bayesian_category", n_boot=50, progress=False, out=tmp_path / "own")
+    assert "- `shipped:bayesian_category` ranks every user as `bayesian_category` does (a difference of 0 at every user" in text
+    assert "not distinguishable" not in text and "groups of the users" not in text
 
 
 def test_an_export_leaves_out_a_side_evaluation_and_says_why(dataset, tmp_path):

@@ -785,9 +785,14 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     ref = summary["reference"]
     learned = [n for n in order if summary["policies"][n]["kind"] in ("learned", "custom")]
     verdicts = []
+    same = set()  # rows that rank every user exactly as the reference (a run that ships its rule: the rule itself)
     for n in learned:
         d = summary["policies"][n]["diff_vs_reference"].get(metric)
-        if d:
+        if d and d["mean"] == d["lo"] == d["hi"] == 0:
+            same.add(n)
+            verdicts.append(f"- `{n}` ranks every user as `{ref}` does (a difference of 0 at every user: the same rule)"
+                            if n == f"shipped:{ref}" else f"- `{n}` scores every user exactly as `{ref}` on {metric} (a difference of 0 at every user)")
+        elif d:
             verdict = "beats" if d["lo"] > 0 else ("is worse than" if d["hi"] < 0 else "is not distinguishable from")
             verdicts.append(f"- `{n}` {verdict} `{ref}` on {metric}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] (paired, over users)")
             frac = summary["policies"][n]["fraction_of_oracle"].get(metric)
@@ -797,8 +802,10 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     groups = summary.get("user_groups", {}).get("policies", {})
     untouched = " (untouched by training and selection)" if header.get("split") == "test" and not header.get("transfer_overlap") else ""
     for n, halves in groups.items():
+        if n in same:
+            continue  # 0 in each group too: nothing to split
         cells = "; ".join(f"{g}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] ({d['n']} users)" for g, d in halves.items())
-        verdicts.append(f"- `{n}` vs `{ref}` in two halves of the users{untouched}: {cells}")
+        verdicts.append(f"- `{n}` vs `{ref}` in two groups of the users (by a hash of their ids){untouched}: {cells}")
     shipped = header.get("shipped")
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
