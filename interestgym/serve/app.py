@@ -124,6 +124,10 @@ def _one_validation_message(error: dict[str, Any]) -> str:
     if kind in ("too_long", "too_short") and "actual_length" in ctx:  # a list: its length, not its thousand items
         bound = f"at most {ctx.get('max_length')}" if kind == "too_long" else f"at least {ctx.get('min_length')}"
         return f"{path} has {ctx['actual_length']} items; expected {bound}"
+    if path == "body" and isinstance(error.get("input"), list):  # the events without their envelope, most likely
+        n = len(error["input"])
+        return (f"body is a JSON array ({n} item{'s' * (n != 1)}); expected a JSON object: POST /v1/events takes "
+                '{"events": [...]}, the other routes the fields listed at /docs')
     found = f" is {_shown(error['input'])}" if "input" in error else ""
     if kind in ("less_than_equal", "greater_than_equal") and (path == "value" or path.endswith(".value")):
         # the bound is float32's largest number: its 39 digits would say less than the words do
