@@ -249,8 +249,8 @@ def _log(tmp_path: Path, text: str, name: str = "log.csv") -> Path:
          r"no user_id column \(columns: user_id,item_id,ts,action\) \(the header is one column holding commas: give --delimiter ','\)"),
         # --columns naming fewer fields than a file with a header has: what line 1 holds, and that it is a header
         ("user_id,item_id,action,timestamp\n1,2,click,1511544070\n", EventsOptions(item_text="x {item_id}", columns=["user_id", "item_id", "ts"]),
-         r"no action column .*\(--columns names 3 columns but line 1 has 4 fields: 'user_id,item_id,action,timestamp'; it looks like a "
-         r"header: leave out --columns to read the names from it\); rename one with --map action=OLD"),
+         (r"no action column .*\(--columns names 3 columns but line 1 has 4 fields: 'user_id,item_id,action,timestamp'; it looks like a "
+          r"header: leave out --columns to read the names from it\); rename one with --map action=OLD")),
         ("1,2,click,1511544070\n", EventsOptions(item_text="x {item_id}", columns=["user_id", "item_id", "ts"]),
          r"\(--columns names 3 columns but line 1 has 4 fields: '1,2,click,1511544070'; name every field, '-' for one to skip\)"),
     ],

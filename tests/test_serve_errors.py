@@ -85,8 +85,8 @@ def test_schema_and_runtime_errors_have_one_shape(client):
     ("get", "/v1/users/u?top=500", None, "top (query parameter) is '500'; expected less than or equal to 100"),
     # the events sent as a bare array, without {"events": ...}: said as such, not echoed as Python's repr
     ("post", "/v1/events", [_event(), _event(event_id="e2")],
-     'body is a JSON array (2 items); expected a JSON object: POST /v1/events takes {"events": [...]}, the other routes the '
-     "fields listed at /docs"),
+     ('body is a JSON array (2 items); expected a JSON object: POST /v1/events takes {"events": [...]}, the other routes the '
+      "fields listed at /docs")),
 ])
 def test_schema_errors_name_the_field_what_was_found_and_what_is_expected(client, method, path, body, message):
     response = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
