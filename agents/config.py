@@ -275,9 +275,12 @@ class TrainConfig:
             raise InterestGymError(f"--exclude {self.exclude!r}: expected auto, target, log or past")
         if self.negatives not in ("uniform", "popularity"):
             raise InterestGymError(f"--negatives {self.negatives!r}: expected uniform or popularity")
-        from interestgym.agents.rules import baseline_names
+        from interestgym.agents.rules import BASELINE_NAMES, baseline_names
 
-        if self.reward_baseline is not None and self.reward_baseline not in ("best", *baseline_names()):
+        from interestgym.core.rules import rule_class
+
+        # a built-in name (or best) reads no package; another, only the package that adds it (then every one, to list them)
+        if self.reward_baseline is not None and self.reward_baseline not in ("best", *BASELINE_NAMES) and rule_class(self.reward_baseline) is None:
             raise InterestGymError(f"--reward-baseline {self.reward_baseline!r}: expected best, none or one of {', '.join(baseline_names())}")
         if self.agent_scoring not in AGENT_SCORING_MODES:
             raise InterestGymError(f"--agent-scoring {self.agent_scoring!r}: expected one of {', '.join(AGENT_SCORING_MODES)}")

@@ -8,12 +8,13 @@ brings its own: :func:`plugin_grids`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from interestgym.core.rules import (  # noqa: F401  (the rule classes, re-exported beside their grids)
+    OPTIONAL_RULE_PARAMS,
     RULES,
     AlwaysReplaceRule,
     BayesianCategoryPolicy,
@@ -29,8 +30,10 @@ from interestgym.core.rules import (  # noqa: F401  (the rule classes, re-export
     TimeDecayPolicy,
     TwoProfileEMAPolicy,
     make_rule,
+    plugin_rule,
     plugin_rules,
     rule_classes,
+    rule_parameters,
 )
 
 # ------------------------------------------------------------------------------------------ registry
@@ -78,28 +81,31 @@ def baseline_names() -> tuple[str, ...]:
     return BASELINE_NAMES + tuple(plugin_rules())
 
 
-def plugin_grids() -> dict[str, dict[str, list[Any]]]:
-    """The tuning grid of each installed package's rule: its class's ``grid`` attribute (``{parameter: [values]}``;
-    none or ``{}``: made with its defaults, nothing tuned), checked: each parameter one its constructor takes,
-    each list non-empty, of numbers (or None)."""
-    import inspect
-
+def plugin_grids(names: Iterable[str] | None = None) -> dict[str, dict[str, list[Any]]]:
+    """The tuning grid of installed packages' rules (``names`` among them; None: every one): its class's ``grid``
+    attribute (``{parameter: [values]}``; none or ``{}``: made with its defaults, nothing tuned), checked: each
+    parameter one its constructor takes, each list non-empty, of numbers (None only where a built-in rule's parameter
+    of that name may be None, which :func:`~interestgym.core.rules.check_rule_params` takes)."""
+    wanted = plugin_rules() if names is None else {n: p for n in names if n not in RULES and (p := plugin_rule(n)) is not None}
     grids: dict[str, dict[str, list[Any]]] = {}
-    for name, plugin in plugin_rules().items():
+    for name, plugin in wanted.items():
         grid = getattr(plugin.cls, "grid", None) or {}
         where = f"{plugin.where()}: grid {grid!r}"
         if not isinstance(grid, dict):
             raise RulePluginError(f"{where}; expected a dict of parameter -> list of values")
-        taken = [p for p in inspect.signature(plugin.cls).parameters if p != "scoring"]
+        taken = rule_parameters(plugin.cls)
         for param, values in grid.items():
             if param not in taken:
                 raise RulePluginError(f"{where}: {param!r} is not a parameter of {plugin.cls.__qualname__}; expected some of "
                                       f"{', '.join(taken) or 'none'}")
             if not isinstance(values, (list, tuple)) or not values or not all(
-                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
-                raise RulePluginError(f"{where}: {param}: {values!r}; expected a non-empty list of numbers (or None)")
+                    (v is None and param in OPTIONAL_RULE_PARAMS) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                    for v in values):
+                raise RulePluginError(f"{where}: {param}: {values!r}; expected a non-empty list of numbers")
         grids[name] = {k: list(v) for k, v in grid.items()}
     return grids
+
+
 #: Rules that inherit (short_rate, short_weight, popularity_weight[, long_rate]) from ema_two_profile.
 _INHERITS_TWO_PROFILE = {
     "recsim_saturating": ("short_rate", "short_weight", "popularity_weight"),
@@ -109,15 +115,18 @@ _INHERITS_TWO_PROFILE = {
 }
 
 
-def tuning_grids(slot_counts: bool = True, impressions: bool = True, value_median: float | None = None) -> dict[str, dict[str, list[Any]]]:
+def tuning_grids(slot_counts: bool = True, impressions: bool = True, value_median: float | None = None,
+                 names: Iterable[str] | None = None) -> dict[str, dict[str, list[Any]]]:
     """The grids to tune: :data:`GRIDS`, with ``bayesian_category`` narrowed where a term does not apply:
     with ``slot_counts=False`` (``train --no-slot-counts``) without the category counts per time of day
     (``slot_weight`` 0 only), for a catalogue whose many categories would make every user's state several
     times larger; with ``impressions=False`` (scoring points with sampled negatives) without the counts of
     shown candidates (``exposure`` 0 only): the sampler's negatives were never shown to the user. With a
     ``value_median`` (:func:`feedback_median` of the tuning users: their decisions' feedback values vary)
-    it also tries counting each event by its value, ``value_gain`` over :data:`VALUE_GAIN_GRID`."""
-    plugins = plugin_grids()  # rules of installed packages: their own grids, as they are
+    it also tries counting each event by its value, ``value_gain`` over :data:`VALUE_GAIN_GRID`. The rules of
+    installed packages among ``names`` (None: every one) come with their own grids (:func:`plugin_grids`); a name list
+    of built-in rules reads no package."""
+    plugins = plugin_grids(names)
     if slot_counts and impressions and value_median is None:
         return {**GRIDS, **plugins} if plugins else GRIDS
     narrowed = dict(GRIDS["bayesian_category"])
@@ -135,7 +144,7 @@ def note_grids(slot_counts: bool, impressions: bool, values_vary: bool) -> dict[
     """Today's grids as an older-grid note compares a saved tuning with them (:func:`~interestgym.agents.tuning.
     grid_params_missing`): the value gain's grid where the dataset's values vary
     (:func:`~interestgym.envs.replay_build.has_varying_values`); its median is a data constant the note skips."""
-    return tuning_grids(slot_counts, impressions, 1.0 if values_vary else None)
+    return tuning_grids(slot_counts, impressions, 1.0 if values_vary else None, names=())  # the built-in grids' changes
 
 
 def feedback_median(data: Any, users: Sequence[str] | None = None) -> float | None:

@@ -296,10 +296,36 @@ def read_tuned_baselines(path: str | Path, *, metric: str, protocol: dict[str, A
     fits = (saved.get("metric") == metric and _same_protocol(saved, protocol) and saved.get("tune_users") == tune_users
             and all(n in tuned for n in names))
     if fits:
-        return tuned
+        stale = _other_package_versions(tuned, names)
+        if not stale:
+            return tuned
+        if strict:
+            raise InterestGymError(f"{path}: {stale}: its parameters were tuned with that code, not this; tune again without "
+                                   "--tuned-baselines")
+        return None
     if strict:
         raise InterestGymError(f"{path}: tuned for another setting than this run: {_what_differs(saved, tuned, metric, protocol, tune_users, names)}; "
                                "tune again without --tuned-baselines")
+    return None
+
+
+def _other_package_versions(tuned: dict[str, Any], names: list[str]) -> str | None:
+    """The first of ``names`` that is another package's rule whose saved tuning came from another package or version
+    than the one installed here (or from before tunings recorded it), said as 'X was tuned with A, B is installed'; None
+    when every one fits (built-in rules always do)."""
+    from interestgym.core.rules import rule_provider
+
+    for name in names:
+        here = rule_provider(name)
+        saved = tuned.get(name, {}).get("provider") if isinstance(tuned.get(name), dict) else None
+        if here is None and saved is None:
+            continue
+        mine = (here or {}).get("distribution"), (here or {}).get("version")
+        theirs = (saved or {}).get("distribution"), (saved or {}).get("version")
+        if mine != theirs:
+            was = f"{theirs[0]} {theirs[1]}" if saved else "a package version it did not record"
+            now = f"{mine[0]} {mine[1]} is installed" if here else "it is not another package's rule here"
+            return f"rule {name!r} was tuned with {was}; {now}"
     return None
 
 

@@ -47,6 +47,7 @@ from interestgym.agents.run_folder import (
     embedding_identity,
     read_json_or_none,
     read_run_config,
+    run_reference,
     settle_model_folders,
     write_model_folder,
     write_tuned_baselines,
@@ -267,6 +268,8 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
     saved: dict[str, Any] = {}
     if resume:
         saved = read_run_config(run_dir)
+        # another package's reference rule: installed here at the run's version (said as such, before the settings' checks)
+        run_reference(saved, run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
         try:
             config = TrainConfig.from_dict({**LEGACY_SETTINGS,  # runs saved before a setting existed did without it

@@ -28,11 +28,10 @@ from interestgym.agents.rules import (
     RulePolicy,
     baseline_names,
     feedback_median,
-    rule_classes,
     tuning_grids,
 )
 
-from interestgym.core.rules import rule_provider
+from interestgym.core.rules import rule_class, rule_provider
 from interestgym.errors import InterestGymError
 
 
@@ -239,7 +238,7 @@ def tune_baselines(
 
     if grids is None:  # e.g. agents.rules.tuning_grids(slot_counts=False) when given
         grids = tuning_grids(True, getattr(raw_score, "protocol", None) == "impressions",
-                             getattr(raw_score, "value_median", None))
+                             getattr(raw_score, "value_median", None), names=names)
     out: dict[str, dict[str, Any]] = {}
     two: dict[str, Any] = {}
     two_grid = grids["ema_two_profile"]
@@ -247,7 +246,7 @@ def tune_baselines(
         t0 = time.perf_counter()
         if progress:
             progress(name)
-        cls = rule_classes()[name]
+        cls = rule_class(name)
         def make(params: dict[str, Any], cls: type[RulePolicy] = cls) -> RulePolicy:
             return cls(**params)
 
@@ -293,6 +292,9 @@ def tune_baselines(
                 res = again
         out[name] = {"params": _tuned_params(cls, res.best_params), "valid_score": res.best_score, "grid": table,
                      "seconds": round(time.perf_counter() - t0, 3)}
+        provider = rule_provider(name)
+        if provider is not None:  # another package's rule: the package and version its parameters were tuned with
+            out[name]["provider"] = provider
         constants = _data_constants(cls, grids.get(name, {}))
         if constants:  # what the tuning's grid depended on in its data (an older-grid note reads it)
             out[name]["data_constants"] = constants
@@ -358,8 +360,8 @@ def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[A
         grid = entry.get("grid") if isinstance(entry, dict) else None
         if name not in grids or not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
             continue
-        classes = rule_classes()
-        defaults = {k: v.default for k, v in inspect.signature(classes[name]).parameters.items()} if name in classes else {}
+        cls = rule_class(name.removesuffix("+tracker"))
+        defaults = {k: v.default for k, v in inspect.signature(cls).parameters.items()} if cls is not None else {}
         missing = []
         # a tuning that records its data constants tried the value gain exactly where its data allowed
         decided = set(LINE_SEARCHED.get(name, ())) if isinstance(entry.get("data_constants"), dict) else set()
@@ -411,7 +413,7 @@ def tune_reference(config: Any, valid_data: Any, scorer: Callable[..., Any] | No
         users = subsample_users(valid_data.scored_user_ids, config.tune_users, config.seed)
         tuned = tune_baselines((scorer or validation_scorer)(valid_data, config.reward, users), names,
                                grids=tuning_grids(config.slot_counts, valid_data.protocol == "impressions",
-                                                  feedback_median(valid_data, users)))
+                                                  feedback_median(valid_data, users), names=names))
         if getattr(config, "sequence", None):
             base = best_baseline(tuned) if config.reward_baseline == "best" else config.reward_baseline
             tuned.update(tune_tracker_mixture(valid_data, tuned, base, config.reward, users))

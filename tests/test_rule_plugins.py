@@ -27,7 +27,7 @@ from interestgym.core.rules import (
     RuleParameterError,
     RulePluginError,
     make_rule,
-    plugin_rules,
+    refresh_plugin_rules,
     rule_definition,
     rule_from_record,
 )
@@ -58,25 +58,25 @@ class GapRule(RulePolicy):
 
 
 def install(root: Path, monkeypatch, *, version: str = "0.3", entry: str = "gap_rule = igtest_rules:GapRule",
-            module: str = RULE_MODULE, module_name: str = "igtest_rules") -> Path:
-    """A package ``igtest-rules`` at ``version`` under ``root``, on sys.path (importlib.metadata reads it from there)."""
+            module: str = RULE_MODULE, module_name: str = "igtest_rules", dist: str = "igtest-rules") -> Path:
+    """A package ``dist`` (igtest-rules) at ``version`` under ``root``, on sys.path (importlib.metadata reads it from there)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module_name}.py").write_text(module)
-    info = root / f"igtest_rules-{version}.dist-info"
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: igtest-rules\nVersion: {version}\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[interestgym.rules]\n{entry}\n")
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.delitem(__import__("sys").modules, module_name, raising=False)
-    plugin_rules.cache_clear()
+    refresh_plugin_rules()
     return root
 
 
 @pytest.fixture(autouse=True)
 def _fresh_registry():
-    plugin_rules.cache_clear()
+    refresh_plugin_rules()
     yield
-    plugin_rules.cache_clear()  # the next test reads the packages of its own sys.path
+    refresh_plugin_rules()  # the next test reads the packages of its own sys.path
 
 
 def test_an_installed_packages_rule_is_a_baseline_made_by_name_and_tuned_on_its_grid(tmp_path, monkeypatch):
@@ -111,14 +111,25 @@ def test_an_installed_packages_rule_is_a_baseline_made_by_name_and_tuned_on_its_
     ("gap_rule = igtest_rules:GapRule", "import no_such_module_here\n", "importing it failed: ModuleNotFoundError"),
     ("gap_rule = igtest_rules:GapRule", RULE_MODULE.replace('"half_life_hours": [1.0, 48.0]', '"half_life": [1.0]'),
      "'half_life' is not a parameter of GapRule"),
-], ids=["a built-in's name", "not a rule class", "another name than its class's", "an import that fails", "a grid of another rule"])
+    ("ppo = igtest_rules:GapRule", RULE_MODULE.replace('name = "gap_rule"', 'name = "ppo"'), "'ppo' names another row of the tables"),
+    ("gap_rule = igtest_rules:GapRule", RULE_MODULE.replace("long_rate=0.1, half_life_hours", "long_rate, half_life_hours"),
+     "parameter(s) long_rate have no default"),
+    ("gap_rule = igtest_rules:GapRule", RULE_MODULE.replace('"half_life_hours": [1.0, 48.0]', '"half_life_hours": [None]'),
+     "half_life_hours: [None]; expected a non-empty list of numbers"),
+], ids=["a built-in's name", "not a rule class", "another name than its class's", "an import that fails", "a grid of another rule",
+        "the learned row's name", "a parameter without a default", "None in a grid"])
 def test_a_package_whose_rule_cannot_be_used_is_refused_naming_it(tmp_path, monkeypatch, entry, module, message):
     install(tmp_path / "site", monkeypatch, entry=entry, module=module)
     with pytest.raises(RulePluginError) as info:
         tuning_grids()  # what `train` and `evaluate` read first when they tune every baseline
     text = str(info.value)
     assert message in text and "igtest-rules 0.3" in text and "interestgym.rules" in text
-    assert make_rule("ema").name == "ema"  # a built-in rule never reads the packages
+    # what uses built-in rules only never reads the packages: a broken one elsewhere does not stop it
+    from interestgym.agents.config import TrainConfig
+
+    assert make_rule("ema").name == "ema"
+    assert "gap_rule" not in tuning_grids(names=["ema", "bayesian_category"]) and "ema" in tuning_grids(names=["ema"])
+    TrainConfig(dataset="d", run_dir="r", reward_baseline="ema").validate()
 
 
 @pytest.fixture(scope="module")
@@ -173,20 +184,40 @@ def test_a_run_on_a_packages_rule_records_it_and_its_export_serves_with_it(datas
     with pytest.raises(InterestGymError, match=r"--reward-baseline 'gap': expected best, none or one of .*bayesian_category, gap_rule"):
         TrainConfig(dataset=str(dataset), run_dir=str(tmp_path / "r2"), reward_baseline="gap").validate()
 
-    # the package gone: the run's reference and the export are refused, naming what to install
-    monkeypatch.syspath_prepend(str(tmp_path / "empty"))
+    assert doc["tuned_baselines"]["gap_rule"]["provider"]["version"] == "0.3"  # which code the numbers came from
+    assert json.loads((export / "manifest.json").read_text())["format_version"] == 5  # earlier runtimes: "upgrade", not "corrupt"
+
+    # the package gone: the run's reference, its resume and the export are refused, naming what to install
+    import dataclasses
     import sys
 
     sys.path.remove(str(site))
-    plugin_rules.cache_clear()
+    refresh_plugin_rules()
     with pytest.raises(RulePluginError, match=re.escape(f"{run / 'config.json'} (reference): rule 'gap_rule' comes from the package "
                                                         "igtest-rules 0.3") + r".*pip install 'igtest-rules==0.3'"):
         run_reference(saved, run)
+    config = shipping_config(dataset, run, reward_baseline="gap_rule", ship_threshold=-1.0)
+    with pytest.raises(RulePluginError, match=r"config.json \(reference\): rule 'gap_rule' comes from the package igtest-rules 0.3"):
+        train_run(dataclasses.replace(config, timesteps=512), resume=True)
     with pytest.raises(RulePluginError, match=r"manifest.json: rule 'gap_rule' comes from the package igtest-rules 0.3"):
         load_policy(export)
-    # another version installed: its rule may act otherwise, so it is refused too
+    # installed again while this process runs (a service's operator): found without a restart (the lookup reads again)
+    sys.path.insert(0, str(site))
+    assert load_policy(export).rule.name == "gap_rule"
+    sys.path.remove(str(site))
+    # another version, or the same name from another package: its rule may act otherwise, so it is refused too
     install(tmp_path / "site2", monkeypatch, version="0.4")
-    with pytest.raises(RulePluginError, match=r"recorded with igtest-rules 0.3; igtest-rules 0.4 is installed here"):
+    with pytest.raises(RulePluginError, match=r"recorded from igtest-rules 0.3 \(entry point igtest_rules:GapRule\); igtest-rules 0.4 "
+                                              r"\(entry point igtest_rules:GapRule\) adds it here, whose rule may act otherwise"):
         load_policy(export)
-    with pytest.raises(RulePluginError, match="recorded with igtest-rules 0.3"):
+    with pytest.raises(RulePluginError, match="recorded from igtest-rules 0.3"):
         rule_from_record(reference, "config")
+    # ... and its parameters, tuned with 0.3, are not reused under 0.4 (--tuned-baselines: said; a run's own file: tuned again)
+    with pytest.raises(InterestGymError, match=r"baselines.json: rule 'gap_rule' was tuned with igtest-rules 0.3; igtest-rules 0.4 "
+                                               r"is installed: its parameters were tuned with that code"):
+        train_run(dataclasses.replace(config, run_dir=str(tmp_path / "r3"), tuned_baselines=str(run / "baselines.json")))
+    sys.path.remove(str(tmp_path / "site2"))
+    install(tmp_path / "site3", monkeypatch, dist="other-rules", version="0.3", module_name="other_rules",
+            entry="gap_rule = other_rules:GapRule")
+    with pytest.raises(RulePluginError, match=r"recorded from igtest-rules 0.3 .*; other-rules 0.3 \(entry point other_rules:GapRule\) adds it"):
+        load_policy(export)

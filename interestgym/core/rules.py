@@ -416,7 +416,7 @@ def rule_definition(name: str) -> str | None:
         return None if base is None else f"{base} Mixed with a sequence tracker: + tracker_weight z_trk(c) in the score."
     if name in RULES:
         return rule_definitions().get(name)
-    plugin = plugin_rules().get(name)
+    plugin = plugin_rule(name)
     doc = inspect.getdoc(plugin.cls) if plugin is not None else None
     return " ".join(doc.split("\n\n")[0].split()) if doc else None
 
@@ -456,39 +456,93 @@ class PluginRule:
                 "group": RULE_ENTRY_POINT_GROUP}
 
 
+#: Names a rule of another package may not take besides the built-in rules': the tables' other rows (the learned policy,
+#: the oracle) and the words the options take for "every rule", "no rule" or "the best one".
+RESERVED_RULE_NAMES = frozenset({"ppo", "oracle", "best", "none", "all", "rule", "learned", "shipped", "custom"})
+
+
 @functools.cache
-def plugin_rules() -> dict[str, PluginRule]:
-    """name -> :class:`PluginRule` of every rule installed packages add through :data:`RULE_ENTRY_POINT_GROUP`, in
-    name order. Read (and each rule's module imported) once per process, on the first call: built-in rules never
-    need it. Each must be a :class:`RulePolicy` subclass whose ``name`` is its entry point's name, a name no built-in
-    rule has; anything else is a :class:`RulePluginError` naming the package and the entry point (a broken package is
-    not skipped in silence: uninstall it or fix it)."""
+def _rule_entry_points() -> dict[str, tuple[Any, ...]]:
+    """name -> the entry points of that name in :data:`RULE_ENTRY_POINT_GROUP` (not loaded: listing them imports no
+    package's code), in name order."""
     from importlib.metadata import entry_points
 
-    found: dict[str, PluginRule] = {}
+    found: dict[str, list[Any]] = {}
     for ep in sorted(entry_points(group=RULE_ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
-        dist = getattr(ep, "dist", None)
-        dist_name = str(dist.name) if dist is not None else "an unknown package"
-        version = str(dist.version) if dist is not None else "unknown"
-        where = f"rule {ep.name!r} (entry point {ep.name} = {ep.value} of {dist_name} {version}, group {RULE_ENTRY_POINT_GROUP})"
-        if not _PLUGIN_NAME.fullmatch(ep.name):
-            raise RulePluginError(f"{where}: its name is not a word of letters, digits and _; expected one (rule names are "
-                                  "written in comma lists and file names)")
-        if ep.name in RULES:
-            raise RulePluginError(f"{where}: {ep.name!r} is a built-in rule's name; expected another name")
-        if ep.name in found:
-            raise RulePluginError(f"{where}: {found[ep.name].distribution} adds a rule of that name too; expected one rule per name")
-        try:
-            cls = ep.load()
-        except Exception as exc:  # the package's code: say which, keep the cause
-            raise RulePluginError(f"{where}: importing it failed: {type(exc).__name__}: {exc}; fix {dist_name} or uninstall it") from exc
-        if not (isinstance(cls, type) and issubclass(cls, RulePolicy)):
-            raise RulePluginError(f"{where}: loads {cls!r}; expected a subclass of interestgym.core.rules.RulePolicy")
-        if getattr(cls, "name", None) != ep.name:
-            raise RulePluginError(f"{where}: its class {cls.__qualname__} has name {getattr(cls, 'name', None)!r}; expected "
-                                  f"{ep.name!r}, the entry point's name (a rule is found by its name)")
-        found[ep.name] = PluginRule(cls, dist_name, version, str(ep.value))
-    return found
+        found.setdefault(ep.name, []).append(ep)
+    return {name: tuple(eps) for name, eps in found.items()}
+
+
+def rule_parameters(cls: type) -> list[str]:
+    """The parameters a rule class is made with: its constructor's named parameters but ``scoring`` (a
+    ScoringConfig is no file's value); ``**params`` of a class without a constructor of its own are none."""
+    return [name for name, p in inspect.signature(cls).parameters.items()
+            if name != "scoring" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+@functools.cache
+def plugin_rule(name: str) -> PluginRule | None:
+    """The rule ``name`` an installed package adds through :data:`RULE_ENTRY_POINT_GROUP` (its entry point loaded and
+    checked; only this one: a broken package elsewhere does not stop it), or None when none does. It must be a
+    :class:`RulePolicy` subclass whose ``name`` is the entry point's, a name no built-in rule has nor
+    :data:`RESERVED_RULE_NAMES` holds, one package's only, made with its defaults (every parameter has one: a rule is
+    made by name); anything else is a :class:`RulePluginError` naming the package and the entry point (a broken package
+    is not skipped in silence: uninstall it or fix it). Read once per process (:func:`refresh_plugin_rules` reads again)."""
+    eps = _rule_entry_points().get(name)
+    if not eps:
+        return None
+    ep = eps[0]
+    dist = getattr(ep, "dist", None)
+    dist_name = str(dist.name) if dist is not None else "an unknown package"
+    version = str(dist.version) if dist is not None else "unknown"
+    where = f"rule {ep.name!r} (entry point {ep.name} = {ep.value} of {dist_name} {version}, group {RULE_ENTRY_POINT_GROUP})"
+    if not _PLUGIN_NAME.fullmatch(ep.name):
+        raise RulePluginError(f"{where}: its name is not a word of letters, digits and _; expected one (rule names are "
+                              "written in comma lists and file names)")
+    if ep.name in RULES:
+        raise RulePluginError(f"{where}: {ep.name!r} is a built-in rule's name; expected another name")
+    if ep.name in RESERVED_RULE_NAMES:
+        raise RulePluginError(f"{where}: {ep.name!r} names another row of the tables or an option's keyword; expected a name "
+                              f"other than {', '.join(sorted(RESERVED_RULE_NAMES))}")
+    if len(eps) > 1:
+        others = ", ".join(f"{getattr(getattr(e, 'dist', None), 'name', 'an unknown package')} ({e.value})" for e in eps[1:])
+        raise RulePluginError(f"{where}: {others} add{'s' * (len(eps) == 2)} a rule of that name too; expected one rule per name")
+    try:
+        cls = ep.load()
+    except Exception as exc:  # the package's code: say which, keep the cause
+        raise RulePluginError(f"{where}: importing it failed: {type(exc).__name__}: {exc}; fix {dist_name} or uninstall it") from exc
+    if not (isinstance(cls, type) and issubclass(cls, RulePolicy)):
+        raise RulePluginError(f"{where}: loads {cls!r}; expected a subclass of interestgym.core.rules.RulePolicy")
+    if getattr(cls, "name", None) != ep.name:
+        raise RulePluginError(f"{where}: its class {cls.__qualname__} has name {getattr(cls, 'name', None)!r}; expected "
+                              f"{ep.name!r}, the entry point's name (a rule is found by its name)")
+    signature = inspect.signature(cls).parameters
+    required = [p for p in rule_parameters(cls) if signature[p].default is inspect.Parameter.empty]
+    if required:
+        raise RulePluginError(f"{where}: its constructor's parameter(s) {', '.join(required)} have no default; expected a "
+                              "default for each (a rule is made by name, with its defaults where a run does not record a value)")
+    return PluginRule(cls, dist_name, version, str(ep.value))
+
+
+def plugin_rules() -> dict[str, PluginRule]:
+    """name -> :class:`PluginRule` of every rule installed packages add (each loaded and checked by :func:`plugin_rule`),
+    in name order: what the lists of every baseline read. Built-in rules never need it."""
+    return {name: plugin_rule(name) for name in _rule_entry_points()}  # type: ignore[misc]
+
+
+def refresh_plugin_rules() -> None:
+    """Read the installed packages' rules again (a package installed or upgraded since this process read them)."""
+    _rule_entry_points.cache_clear()
+    plugin_rule.cache_clear()
+
+
+def rule_class(name: str) -> type[RulePolicy] | None:
+    """The class of the rule ``name``: a built-in one (:data:`RULES`), else the one an installed package adds (only
+    that package's entry point is read); None when there is none."""
+    if name in RULES:
+        return RULES[name]
+    plugin = plugin_rule(name)
+    return None if plugin is None else plugin.cls
 
 
 def rule_classes() -> dict[str, type[RulePolicy]]:
@@ -502,35 +556,50 @@ def rule_provider(name: str) -> dict[str, str] | None:
     base = name.removesuffix(TrackerMixRule.SUFFIX)
     if base in RULES:
         return None
-    plugin = plugin_rules().get(base)
+    plugin = plugin_rule(base)
     return None if plugin is None else plugin.provider()
 
 
 def rule_from_record(record: Mapping[str, Any], where: str) -> RulePolicy:
     """The rule a run's config or an export's manifest records (``{"name", "params"[, "provider"]}``), made with
-    :func:`make_rule`. A rule another package provides must be installed here at the version recorded: otherwise a
-    :class:`RulePluginError` saying ``where`` it was read and what to install (another version's code could act
-    otherwise than the rule the run was trained, selected and measured with)."""
+    :func:`make_rule`. A rule another package provides must be installed here, from that package at the version
+    recorded: otherwise a :class:`RulePluginError` saying ``where`` it was read and what to install (another version's
+    code could act otherwise than the rule the run was trained, selected and measured with)."""
     name, provider = record["name"], record.get("provider")
     if isinstance(provider, Mapping):
         check_rule_provider(name, provider, where)
     return make_rule(name, **(record.get("params") or {}))
 
 
+def _normalised(distribution: Any) -> str:
+    """A distribution's name as packaging compares them (PEP 503: case and runs of ``-_.`` do not matter)."""
+    return re.sub(r"[-_.]+", "-", str(distribution)).lower()
+
+
 def check_rule_provider(name: str, provider: Mapping[str, Any], where: str) -> None:
     """A :class:`RulePluginError` unless the package ``provider`` records (:meth:`PluginRule.provider`) adds the rule
-    ``name`` here, at the version recorded."""
+    ``name`` here, at the version recorded, from the same entry point. On a miss the installed packages are read again
+    once (one installed since this process read them, e.g. by a running service's operator, is then found)."""
     base = name.removesuffix(TrackerMixRule.SUFFIX)
-    dist, version = provider.get("distribution"), provider.get("version")
-    plugin = plugin_rules().get(base)
+    dist, version, entry = provider.get("distribution"), provider.get("version"), provider.get("entry_point")
+
+    def fits(plugin: PluginRule | None) -> bool:
+        return (plugin is not None and _normalised(plugin.distribution) == _normalised(dist) and plugin.version == version
+                and (entry is None or plugin.entry_point == entry))
+
+    plugin = plugin_rule(base)
+    if not fits(plugin):
+        refresh_plugin_rules()
+        plugin = plugin_rule(base)
     if plugin is None:
         raise RulePluginError(f"{where}: rule {base!r} comes from the package {dist} {version} (entry point "
-                              f"{provider.get('entry_point')}, group {RULE_ENTRY_POINT_GROUP}), which is not installed here; "
+                              f"{entry}, group {RULE_ENTRY_POINT_GROUP}), which is not installed here; "
                               f"expected it installed: pip install '{dist}=={version}'")
-    if plugin.version != version:
-        raise RulePluginError(f"{where}: rule {base!r} was recorded with {dist} {version}; {plugin.distribution} "
-                              f"{plugin.version} is installed here, whose rule may act otherwise; expected "
-                              f"pip install '{dist}=={version}' (or train and export again with this version)")
+    if not fits(plugin):
+        found = f"{plugin.distribution} {plugin.version} (entry point {plugin.entry_point})"
+        raise RulePluginError(f"{where}: rule {base!r} was recorded from {dist} {version} (entry point {entry}); {found} "
+                              f"adds it here, whose rule may act otherwise; expected pip install '{dist}=={version}' "
+                              "(or train and export again with this one)")
 
 
 #: Rule parameters that are a rate or a weight in [0, 1] (the strengths and mixing weights a rule acts with).
@@ -539,16 +608,16 @@ _UNIT_PARAMS = frozenset({"rate", "long_rate", "short_rate", "short_weight", "po
 #: Rule parameters that are >= 0 (0 = the term off): bayesian_category's slot weight, exposure prior and value gain.
 _NONNEGATIVE_PARAMS = frozenset({"slot_weight", "exposure", "value_gain", "tracker_weight"})
 #: Rule parameters that may be None: the category forgetting tied to a_L, no value median without a value gain.
-_OPTIONAL_PARAMS = frozenset({"forgetting", "value_median"})
+OPTIONAL_RULE_PARAMS = frozenset({"forgetting", "value_median"})
 
 
 def check_rule_params(name: str, params: Mapping[str, Any]) -> None:
-    """:class:`RuleParameterError` unless every parameter is a finite number (None where :data:`_OPTIONAL_PARAMS` allow it),
+    """:class:`RuleParameterError` unless every parameter is a finite number (None where :data:`OPTIONAL_RULE_PARAMS` allow it),
     a rate or weight in [0, 1], >= 0 where :data:`_NONNEGATIVE_PARAMS` say, ``half_life_hours`` > 0 and ``streak`` a whole
     number >= 1: what a rule read from a file (an export's manifest, a config, an env's JSON arguments) must hold before
     it acts. The score terms' own ranges are :class:`~interestgym.core.interest.ScoringConfig`'s."""
     for key, value in params.items():
-        if value is None and key in _OPTIONAL_PARAMS:
+        if value is None and key in OPTIONAL_RULE_PARAMS:
             continue
         nonnegative = key in _NONNEGATIVE_PARAMS
         if not finite_number(value) or nonnegative and value < 0:
@@ -572,16 +641,18 @@ def make_rule(name: str, **params: Any) -> RulePolicy:
             raise InterestGymError(f"rule {name!r}: expected a tracker_weight parameter")
         check_rule_params(name, {"tracker_weight": weight})
         return TrackerMixRule(make_rule(name[: -len(TrackerMixRule.SUFFIX)], **params), float(weight))
-    classes = RULES if name in RULES else rule_classes()  # another package's rule: read them (once) only then
-    if name not in classes:
-        raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(classes)}")
-    known = [p for p in inspect.signature(classes[name]).parameters if p != "scoring"]  # a ScoringConfig is no file's value
+    cls = rule_class(name)  # another package's rule: only its entry point is read
+    if cls is None:
+        names = [*RULES, *_rule_entry_points()]
+        raise InterestGymError(f"baseline rule {name!r}: expected one of {', '.join(names)} (or a rule an installed package "
+                               f"adds under the entry-point group {RULE_ENTRY_POINT_GROUP})")
+    known = rule_parameters(cls)
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise RuleParameterError(f"rule {name!r} parameter(s) {', '.join(unknown)}: not parameters of this rule; expected some of "
                                  f"{', '.join(known) or 'none'}")
     check_rule_params(name, params)
-    return classes[name](**params)
+    return cls(**params)
 
 
 @functools.lru_cache(maxsize=64)

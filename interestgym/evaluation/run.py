@@ -396,7 +396,7 @@ def evaluate_run(
         tune_users, tune_data = tuning_replay()
         tuned = tune_baselines(validation_scorer(tune_data, metric, tune_users), names,
                                grids=tuning_grids(config.slot_counts, valid.describe()["protocol"] == "impressions",
-                                                  feedback_median(tune_data, tune_users)))
+                                                  feedback_median(tune_data, tune_users), names=names))
         if config.sequence:  # a run trained with a tracker: its rule + tracker mixture, as train tunes it
             tuned.update(tune_tracker_mixture(tune_data, tuned, best_baseline({n: tuned[n] for n in names}), metric, tune_users))
         del tune_data
@@ -613,7 +613,9 @@ def evaluate_run(
         "summary": summary,
         "users": [str(u) for u in (users_ref if users_ref is not None else [])],
         "per_user": per_user_json,
-        "tuned_baselines": {n: {"params": tuned[n]["params"], "valid_score": tuned[n]["valid_score"]} for n in names},
+        # (another package's rule: which package and version its parameters and numbers came from)
+        "tuned_baselines": {n: {"params": tuned[n]["params"], "valid_score": tuned[n]["valid_score"],
+                                **({"provider": tuned[n]["provider"]} if tuned[n].get("provider") else {})} for n in names},
         "custom_policies": {e["policy"].name: {"params": e["params"], "valid_score": e["valid_score"], "grid": e["grid"]}
                             for e in custom},
         "seconds": round(time.perf_counter() - t0, 2),

@@ -206,8 +206,8 @@ def _check_scoring(directory: Path, manifest: dict[str, Any]) -> None:
     needed = format_version_for(scoring.as_dict(), rule if isinstance(rule, dict) else None)
     if int(manifest.get("format_version", 1)) < needed:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: format_version {manifest.get('format_version')} with a scoring "
-                                     f"or rule that needs version {needed} (per-slot category counts, exposure counts, or counts "
-                                     "weighed by the feedback value); export the policy again")
+                                     f"or rule that needs version {needed} (per-slot category counts, exposure counts, counts "
+                                     "weighed by the feedback value, or a rule of another package); export the policy again")
 
 
 def _base_rule(name: Any) -> Any:

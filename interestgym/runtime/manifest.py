@@ -46,15 +46,21 @@ from interestgym.errors import ArtifactError, InterestGymError
 #: (``scoring.config.category_exposure_prior``), which the user state must keep and ``record_outcome`` feeds.
 #: Version 4: the rule (shipped, or under a residual) weighs its category counts by the events' feedback value
 #: (``bayesian_category``'s ``value_gain`` / ``value_median``), parameters a reader of version 3 does not know.
+#: Version 5: the rule is another installed package's (``policy.rule.provider``), which a reader of version 4 does not
+#: look for (it would call the name unknown and the export corrupt).
 #: An export is written with the lowest version that holds it (:func:`format_version_for`).
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: Versions this code can read.
-READABLE_FORMAT_VERSIONS = frozenset({1, 2, 3, 4})
+READABLE_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
 
 def format_version_for(scoring_config: dict[str, Any], rule: dict[str, Any] | None = None) -> int:
-    """The lowest format version that holds an export with this scoring and ``rule`` (name, params): 4 with a
-    value gain, 3 with exposure counts, 2 with per-slot category counts, else 1."""
+    """The lowest format version that holds an export with this scoring and ``rule`` (name, params): 5 with a rule
+    another installed package adds (``rule.provider``: an earlier runtime knows built-in rules only, and says
+    "upgrade interestgym" for a newer version rather than "corrupt"), 4 with a value gain, 3 with exposure counts,
+    2 with per-slot category counts, else 1."""
+    if rule and rule.get("provider"):
+        return 5
     if rule and (rule.get("params") or {}).get("value_gain"):
         return 4
     if scoring_config.get("category_exposure_prior"):
