@@ -121,9 +121,13 @@ def test_a_bad_policy_spec_or_a_taken_name_is_one_line_naming_what_was_expected(
     runner = CliRunner()
     base = ["evaluate", str(data), "--out", str(tmp_path / "o"), "--baselines", "ema"]
     for spec, expected in ((str(rule_file), "expected FILE.py:NAME"), (f"{rule_file}:Nope", "has no 'Nope'; it defines"),
-                           (f"{tmp_path / 'none.py'}:X", "is not a Python file")):
+                           (f"{tmp_path / 'none.txt'}:X", "is not a Python file (.py)"),
+                           (f"{tmp_path / 'none.py'}:X", f"{tmp_path / 'none.py'}: no such file; expected FILE.py:NAME")):
         result = runner.invoke(cli, [*base, "--policy", spec])
         assert isinstance(result.exception, InterestGymError) and expected in str(result.exception), result.output
+    # a relative path that is not there says where it was looked for (the README's `myrule.py` from another folder)
+    result = runner.invoke(cli, [*base, "--policy", "no_such_rule_here.py:X"])
+    assert f"no_such_rule_here.py: no such file (looked for it from {Path.cwd()})" in str(result.exception)
     clash = load_policy_spec(f"{rule_file}:fixed")
     clash.name = "ema"
     with pytest.raises(InterestGymError, match="'ema' is already a row"):

@@ -30,8 +30,12 @@ def load_policy_spec(spec: str) -> Any:
         raise InterestGymError(f"--policy {spec!r}: expected FILE.py:NAME (a Python file and the name of a policy, "
                                "or of a class with a grid, in it)")
     path = Path(path_text)
-    if path.suffix != ".py" or not path.is_file():
+    if path.suffix != ".py":
         raise InterestGymError(f"--policy {spec!r}: {path} is not a Python file (.py); expected FILE.py:NAME")
+    if not path.is_file():
+        where = "" if path.is_absolute() else f" (looked for it from {Path.cwd()})"
+        found = "a folder" if path.is_dir() else "no such file"
+        raise InterestGymError(f"--policy {spec!r}: {path}: {found}{where}; expected FILE.py:NAME, a Python file that exists")
     # one name per file (two rules.py of two folders are two modules)
     module_name = f"interestgym_user_policy_{path.stem}_{hashlib.sha256(str(path.resolve()).encode('utf-8')).hexdigest()[:8]}"
     loader = importlib.util.spec_from_file_location(module_name, path)
