@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from interestgym.core.metrics import METRIC_NAMES_TEXT
-from interestgym.errors import InterestGymError
+from interestgym.errors import InterestGymError, Interrupted
 from interestgym.scale.ray_backend import ray_option
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
         result = train_run(config, resume=resume, ray=ray)
     except KeyboardInterrupt:
         click.echo(_interrupted_note(config), err=True)
-        raise
+        raise Interrupted from None
     _note_idle_levers(Path(config.run_dir), given)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
     this_call = f" ({result['timesteps_this_call']:,} of them now)" if resume else ""

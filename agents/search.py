@@ -43,7 +43,7 @@ from typing import Any
 import click
 import numpy as np
 
-from interestgym.errors import InterestGymError
+from interestgym.errors import InterestGymError, Interrupted
 from interestgym.scale.ray_backend import ray_option
 
 SEARCH_FILE = "search.json"
@@ -566,7 +566,7 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
     except KeyboardInterrupt:
         click.echo(f"interrupted: the finished trials are in {run_dir / SEARCH_FILE}; the same command continues the search "
                    "(the unfinished trial is trained again)", err=True)
-        raise
+        raise Interrupted from None
     click.echo(markdown_table(doc))
     if (note := step_zero_note(doc)) is not None:
         click.echo(note, err=True)

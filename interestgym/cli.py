@@ -15,7 +15,7 @@ import sys
 import click
 
 from interestgym import __version__
-from interestgym.errors import InterestGymError
+from interestgym.errors import InterestGymError, Interrupted
 
 # name -> (module, attribute, one-line help shown by `interestgym --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {where}: permission denied ({exc.strerror or exc}); expected a location this user can "
                    "read and write (check the folder's permissions, or choose another --out / --run-dir)", err=True)
         sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C: click turns it into Abort in some places
-        click.echo(INTERRUPTED, err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # Ctrl-C: click turns it into Abort (the cause kept)
+        if not isinstance(exc, Interrupted) and not isinstance(exc.__cause__, Interrupted):
+            click.echo(INTERRUPTED, err=True)  # else the command has said what it left and how to go on
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -18,3 +18,9 @@ class DataError(InterestGymError):
 
 class ArtifactError(InterestGymError):
     """A produced artifact (dataset, embeddings, model, export) is missing, corrupt or mismatched."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in a command that has already said what it left and how to go on (``train``: the checkpoint to resume
+    from; ``search``, ``quickstart``: what continues): the CLI adds no generic line of its own, which could contradict it
+    (e.g. "run the command again" where only ``--resume`` continues)."""

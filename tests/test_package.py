@@ -6,6 +6,7 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from interestgym.cli import COMMANDS, cli
@@ -76,7 +77,6 @@ def test_an_interrupt_says_so_in_one_line_and_exits_130(monkeypatch, capsys):
     """Ctrl-C reaches main as KeyboardInterrupt or as click's Abort (click turns it into one in prompts and some
     commands): the same line either way (it printed a bare "aborted" for the second)."""
     import click
-    import pytest
 
     from interestgym import cli as cli_module
 
@@ -89,3 +89,24 @@ def test_an_interrupt_says_so_in_one_line_and_exits_130(monkeypatch, capsys):
             cli_module.main(["evaluate", "x"])
         assert info.value.code == 130
         assert capsys.readouterr().err == cli_module.INTERRUPTED + "\n"
+
+
+def test_a_command_that_says_what_its_interruption_left_gets_no_second_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in `train`: its own line (the checkpoint to resume from, or nothing to resume) and exit 130, not also the
+    generic "run the command again to finish", which contradicts it where only --resume continues (a new user's trial)."""
+    import interestgym.agents.train as train_module
+    from agents_fixtures import tiny_synthetic
+
+    from interestgym import cli as cli_module
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_run", interrupted)
+    with pytest.raises(SystemExit) as info:
+        cli_module.main(["train", str(data), "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 130
+    assert "interrupted before training started: nothing to resume" in err and cli_module.INTERRUPTED not in err, err

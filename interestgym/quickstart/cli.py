@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from interestgym.core.metrics import METRIC_NAMES_TEXT
-from interestgym.errors import InterestGymError
+from interestgym.errors import InterestGymError, Interrupted
 from interestgym.scale.ray_backend import ray_option
 
 #: Options passed to ``interestgym train`` (TrainConfig fields); None = the training default.
@@ -105,5 +105,5 @@ def quickstart(out: Path, lang: str, users: int, seed: int, drift: str, events_p
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to continue (finished stages are reused, training resumes "
                    "from its last checkpoint)", err=True)
-        raise
+        raise Interrupted from None
     click.echo(closing_text(result))
