@@ -40,6 +40,7 @@ from interestgym.agents.run_folder import (
     CONFIG_FILE,
     DATASET_MANIFEST,
     INFO_FILE,
+    LOCK_FILE,
     TENSORBOARD_DIR,
     check_run_dataset,
     check_run_embedding,
@@ -52,7 +53,7 @@ from interestgym.agents.run_folder import (
     write_model_folder,
     write_tuned_baselines,
 )
-from interestgym.agents.run_lock import RunLock
+from interestgym.agents.run_lock import RunLock, training_holder
 from interestgym.agents.tuning import mean_over_users, subsample_users, tune_reference
 
 from interestgym.core.protocol import ACTION_NAMES
@@ -267,6 +268,10 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
     run_dir = Path(config.run_dir)
     saved: dict[str, Any] = {}
     if resume:
+        if not (run_dir / CONFIG_FILE).is_file() and (holder := training_holder(run_dir)) is not None:
+            # the first `train` of this run is still tuning (config.json comes after): not a run without its config
+            raise InterestGymError(f"{run_dir}: another `interestgym train` is writing this run ({holder}; lock {run_dir / LOCK_FILE}) "
+                                   f"and has not written {CONFIG_FILE} yet; wait for it to end (or stop it), then --resume")
         saved = read_run_config(run_dir)
         # another package's reference rule: installed here at the run's version (said as such, before the settings' checks)
         run_reference(saved, run_dir)

@@ -195,11 +195,38 @@ def test_a_run_transfers_to_another_dataset_and_refuses_what_cannot(dataset, tmp
     assert doc["header"]["data"] == str(other.resolve()) and doc["header"]["trained_on"] == str(dataset.resolve())
     assert doc["summary"]["reference"] in ("ema", "static")  # the other dataset's own tuned rules
     assert not (run / "evaluation.json").exists()  # the run's own evaluation is not touched
+    assert doc["header"]["transfer_actions"] is None  # the same kinds of events
+    # events of other kinds (the same weights table): transferred, with a caution naming both sets of actions
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    views = tmp_path / "views"
+    shutil.copytree(other, views)
+    events = pq.read_table(views / "events.parquet")
+    pq.write_table(events.set_column(events.schema.get_field_index("action"), "action",
+                                     pc.if_else(pc.equal(events["action"], "share"), pa.scalar("view"), events["action"])),
+                   views / "events.parquet")
+    text = evaluate_run(run, dataset=views, out=tmp_path / "tv", baselines="ema", n_boot=20, progress=False)
+    caution = json.loads((tmp_path / "tv" / "evaluation.json").read_text())["header"]["transfer_actions"]
+    assert caution.startswith(f"the actions of {views}'s events (click, like, view) are not those the run trained on (click, like, "
+                              "share in") and f"- caution: {caution}" in text
 
     meta = json.loads((other / "embeddings" / "topic16.json").read_text())
     (other / "embeddings" / "topic16.json").write_text(json.dumps({**meta, "fingerprint": "fitted-on-other-data"}))
     with pytest.raises(Exception, match="fingerprint fitted-on-other"):
         evaluate_run(run, dataset=other, out=tmp_path / "t2", baselines="ema", n_boot=20, progress=False)
+    # a run on an encoder fitted to its own data (tfidf, cooc) is told it cannot transfer, not to encode the other one
+    config_file = run / "config.json"
+    original = config_file.read_text()
+    saved = json.loads(original)
+    config_file.write_text(json.dumps({**saved, "embedding": {**saved["embedding"], "encoder": "cooc"}}))
+    with pytest.raises(InterestGymError, match=r"its encoder, cooc, is fitted on the run's own data, .*this run cannot transfer; "
+                                               r"to evaluate across datasets, train on an encoder that is not fitted"):
+        evaluate_run(run, dataset=other, out=tmp_path / "t2", baselines="ema", n_boot=20, progress=False)
+    config_file.write_text(original)
     with pytest.raises(Exception, match="give --out"):
         evaluate_run(run, dataset=other, baselines="ema", n_boot=20, progress=False)
     (other / "embeddings" / "topic16.json").write_text(json.dumps(meta))
@@ -298,7 +325,9 @@ def test_the_report_shows_what_the_run_ships_and_says_when_it_is_the_rule(datase
     run = tmp_path / "run"
     train_run(_config(dataset, run, ship_threshold=1.0))  # nothing passes: the rule ships
     assert read_shipped(run)["policy"] == "rule"
-    report = build_report(run, timeline_users=1, progress=False)
+    said: list[str] = []
+    report = build_report(run, timeline_users=1, progress=False, log=said.append)
+    assert any(line.endswith("with the shipped rule `bayesian_category`") for line in said), said  # a rule, not "the shipped model"
     assert any("ships its reference rule" in n and "--model best" in n for n in report.notes)
     assert "components" not in report.figures and "actions" in report.figures
     learned = build_report(run, which_model="best", timeline_users=1, progress=False, out=tmp_path / "best")

@@ -209,6 +209,15 @@ def test_a_second_training_process_is_refused_and_a_killed_ones_lock_does_not_bl
         with pytest.raises(InterestGymError, match=rf"another `interestgym train` is writing this run \(pid {holder.pid} on host "):
             train_run(_config(dataset, run, timesteps=64, eval_every=0, checkpoint_every=0))
         assert not (run / "config.json").exists()
+        # --resume, and evaluate, while the first `train` has not written config.json yet (it tunes first): said so, not
+        # "config.json: missing" / "neither a training run nor a dataset"
+        with pytest.raises(InterestGymError, match=rf"another `interestgym train` is writing this run \(pid {holder.pid} on host "
+                                                   r".*has not written config.json yet; wait for it to end \(or stop it\), then --resume"):
+            train_run(_config(dataset, run, timesteps=64, eval_every=0, checkpoint_every=0), resume=True)
+        from interestgym.evaluation.run import evaluate_run
+
+        with pytest.raises(InterestGymError, match=rf"a training run that `interestgym train` is still starting \(pid {holder.pid} on"):
+            evaluate_run(run, progress=False)
     finally:
         holder.kill()  # SIGKILL: no cleanup, the lock file stays behind
         holder.wait()

@@ -128,7 +128,7 @@ def tracking_errors(data: Any, policy: Any, truth: np.ndarray | None, centroids:
 
 # ------------------------------------------------------------------------------------- evaluation
 def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, embeddings: str | None,
-                out: str | Path | None, split: str = "test") -> str | None:
+                out: str | Path | None, split: str = "test") -> tuple[str | None, str | None]:
     """Point ``config`` at ``other`` for evaluating the run's policy there, refusing what cannot transfer.
 
     The policy observes action weights and ranks in its encoder's space: ``other`` must give the same
@@ -136,8 +136,10 @@ def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, 
     dimension; an encoder fitted on data, such as tfidf or cooc, has a fingerprint of its data and does
     not transfer). The results go to ``out``, never into the run's own evaluation.json.
 
-    :return: a caution when users of ``split`` there are users the run trained or selected on (their ids among the
-        run's training and validation users: the same people when both datasets come from one log), else None.
+    :return: (a caution when users of ``split`` there are users the run trained or selected on (their ids among the
+        run's training and validation users: the same people when both datasets come from one log), else None; a caution
+        when the actions its events hold are not the ones the run trained on (the same weights table, other behaviour:
+        views and carts where the run saw ratings), else None).
     """
     from interestgym.agents import run_folder
     from interestgym.data.dataset import Dataset
@@ -158,16 +160,37 @@ def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, 
     overlap = (f"{shared:,} of the {n_split:,} {split} users of {other} are training or validation users of the run in "
                f"{source.path} (the same id and an identical event): not held out from its training and selection"
                if shared else None)
+    theirs, ours = _actions_of(source), _actions_of(target)
+    actions = (f"the actions of {other}'s events ({', '.join(ours)}) are not those the run trained on ({', '.join(theirs)} in "
+               f"{source.path}): the policy never decided on the others; its numbers there say how it generalises, not how it "
+               "was trained to act" if theirs and ours and set(ours) != set(theirs) else None)
     config.dataset = str(other.resolve())
     config.embeddings = embeddings or _transfer_embeddings(target, recorded)
     now = run_folder.embedding_identity(config)
     if (now["fingerprint"], now["dim"]) != (recorded.get("fingerprint"), recorded.get("dim")):
+        encoder = str(recorded.get("encoder") or recorded.get("name") or "")
+        fitted = encoder in ("tfidf", "cooc")
         raise InterestGymError(
             f"--dataset {other}: embeddings {now['name']!r} have fingerprint {str(now['fingerprint'])[:16]}... (dim {now['dim']}); "
             f"the run was trained on {recorded.get('name')!r} with {str(recorded.get('fingerprint'))[:16]}... (dim {recorded.get('dim')}): "
-            "another encoder, or one fitted on other data (tfidf, cooc), puts items in another space; encode the dataset "
-            "with the run's encoder (a pretrained one such as minilm transfers)")
-    return overlap
+            + (f"its encoder, {encoder}, is fitted on the run's own data, so another dataset's items land in another space "
+               f"however that dataset is encoded: this run cannot transfer; to evaluate across datasets, train on an encoder "
+               "that is not fitted to the data (minilm, a BERT folder, hashing)" if fitted else
+               "another encoder, or one fitted on other data (tfidf, cooc), puts items in another space; encode the dataset "
+               "with the run's encoder (a pretrained one such as minilm transfers)"))
+    return overlap, actions
+
+
+def _actions_of(dataset: Any) -> list[str]:
+    """The actions a prepared dataset's events hold, sorted (empty when its events cannot be read)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        column = pq.read_table(Path(dataset.path) / "events.parquet", columns=["action"]).column("action")
+    except (OSError, KeyError, ValueError):
+        return []
+    return sorted(str(a) for a in pc.unique(column).to_pylist() if a is not None)
 
 
 def _same_people(source: Any, target: Any, split: str) -> int:
@@ -297,6 +320,7 @@ def evaluate_run(
         evaluate_policy, validation_scorer = sharded.evaluate_policy, sharded.validation_scorer
     run_dir: Path | None = None
     transfer_overlap: str | None = None
+    transfer_actions: str | None = None
     if run_folder.is_run_dir(path):
         import torch
 
@@ -307,7 +331,7 @@ def evaluate_run(
         run_folder.run_reference(saved, path)  # another package's rule: installed here, at its version (said before any tuning)
         if dataset is not None:
             # transfer: the run's policy on another prepared dataset, against that dataset's own tuned rules
-            transfer_overlap = transfer_to(path, saved, config, Path(dataset), embeddings, out, split)
+            transfer_overlap, transfer_actions = transfer_to(path, saved, config, Path(dataset), embeddings, out, split)
         else:
             if embeddings is None or embeddings == config.embeddings:
                 run_folder.check_run_embedding(path, saved, config)
@@ -323,6 +347,12 @@ def evaluate_run(
         if out is None:
             raise InterestGymError(f"{path}: a dataset directory; give --out DIR for evaluation.json / evaluation.md")
     else:
+        from interestgym.agents.run_lock import training_holder
+
+        holder = training_holder(path)
+        if holder is not None:
+            raise InterestGymError(f"{path}: a training run that `interestgym train` is still starting ({holder}): no config.json "
+                                   "yet; evaluate it once training has begun (its checkpoints) or ended")
         raise InterestGymError(f"{path}: neither a training run (config.json) nor a dataset (manifest.json)")
     changed = dataset is not None  # a transfer never reuses the run's tuned baselines
     overridden = []  # what differs from the run's own protocol (said above the verdicts)
@@ -593,6 +623,7 @@ def evaluate_run(
         "shipped": run_folder.read_shipped(run_dir) if run_dir is not None else None,
         "protocol_changed": protocol_changed,
         "transfer_overlap": transfer_overlap,
+        "transfer_actions": transfer_actions,
         "ignored_settings": ignored_settings,
     }
     order = [r.name for r in results]
@@ -750,7 +781,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                 "reference_params", "custom", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
-    for caution in (header.get("few_points"), header.get("transfer_overlap")):
+    for caution in (header.get("few_points"), header.get("transfer_overlap"), header.get("transfer_actions")):
         if caution:
             lines.append(f"- caution: {caution}")
     lines.append(f"- bootstrap: {header['bootstrap']['resamples']} resamples of users, 95% percentile intervals")

@@ -545,6 +545,7 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     if note:
         notes.append(note)
     say(f"report: replayed {data.n_users} {split} users ({data.n_decisions:,} decisions; {len(data.scored_user_ids):,} of the users with a "
-        f"scoring point, {data.n_points:,} points) with the {which} model")
+        f"scoring point, {data.n_points:,} points) with " + (f"the shipped rule `{getattr(policy, 'name', '').removeprefix('shipped:')}`"
+                                                              if shipped_rule else f"the {which} model"))
     return timeline_figs, n_left_out
 

@@ -155,7 +155,7 @@ def protocol_lines(evaluation: dict[str, Any]) -> list[str]:
     boot = h.get("bootstrap") or {}
     lines.append(f"mean over users; {boot.get('resamples', '?')} bootstrap resamples of users, 95% percentile intervals; "
                  "`*` = the paired CI excludes 0")
-    for caution in (split_caution(h.get("split")), h.get("few_points"), h.get("transfer_overlap")):
+    for caution in (split_caution(h.get("split")), h.get("few_points"), h.get("transfer_overlap"), h.get("transfer_actions")):
         if caution:
             lines.append(f"**Caution**: {caution}")
     return lines
