@@ -301,14 +301,16 @@ class StateCache:
 def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[str] | None = None,
                   metric: str = "ndcg@10", max_rows: int = 1024, progress: bool | None = None,
                   desc: str | None = None, cache: StateCache | None = None,
-                  flush_rows: int = 1 << 15) -> Iterator[SharedStep]:
+                  flush_rows: int = 1 << 15, flush_bytes: int = 128 << 20) -> Iterator[SharedStep]:
     """:func:`replay_users_many` for a grid of rules, replaying each distinct interest state once.
 
     Rules with equal ``state_key()`` (e.g. a grid over w and p at fixed a_L, a_S) move the state alike:
     one lean engine row per (state, user) is stepped with the first of them, its scoring points'
     similarities are kept unranked, and every rule of the state ranks them with its own weights
     (:func:`~interestgym.envs.engine.rank_points`), its actions taken on the state's observations: one
-    ``act`` call per rule and up to ``flush_rows`` stepped rows, one ranking for all of them. Each rule's
+    ``act`` call per rule and up to ``flush_rows`` stepped rows (fewer where their kept points pass ``flush_bytes``: a
+    point keeps its row's category counts, n_categories float64 each, times three with the per-slot and exposure
+    counts; on a catalogue of 2,083 categories 32k rows held 5 GB), one ranking for all of them. Each rule's
     values equal its own :func:`replay_users` replay's to the bit (rules act row by row; scoring and
     ranking are row-wise). That the members of a state do move it alike is checked at every decision: a
     rule whose a_L or a_S differs from its state's, or whose action reads a feature the lean engine
@@ -338,13 +340,22 @@ def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[
     kept: dict[int, list[StateRecord]] = {int(g): [] for g in todo if cache is not None and isinstance(keys[g], str)}
     label = desc or f"replaying {len(policies)} policies ({len(todo)} states)"
     buffer: list[ManyStep] = []
-    buffered = 0
+    buffered = buffered_bytes = 0
+
+    kept_bytes = 0
 
     def flush() -> Iterator[SharedStep]:
+        nonlocal kept_bytes
         records = _state_records(buffer, todo)
         for g, record in records.items():
             if g in kept:
-                kept[g].append(record)
+                # kept for the cache only while all kept fit in it (beyond, the cache would drop them at the end
+                # anyway: kept whole, a catalogue of 2,083 categories held 5 GB of them here)
+                if cache is not None and kept_bytes + record.nbytes <= cache.max_bytes:
+                    kept[g].append(record)
+                    kept_bytes += record.nbytes
+                else:
+                    kept_bytes -= sum(r.nbytes for r in kept.pop(g))
         yield from _rank_states(data, key, policies, [(record, members[g], members[g][0]) for g, record in records.items()])
 
     for step in replay_users_many(data, [policies[k] for k in first], users=users, metric=metric, max_rows=max_rows,
@@ -356,9 +367,11 @@ def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[
                                    "(validation_scorer(..., batched=False))")
         buffer.append(step)
         buffered += len(step.rows)
-        if buffered >= flush_rows:
+        points = step.output.points
+        buffered_bytes += 0 if points is None else sum(a.nbytes for a in vars(points).values() if isinstance(a, np.ndarray))
+        if buffered >= flush_rows or buffered_bytes >= flush_bytes:
             yield from flush()
-            buffer, buffered = [], 0
+            buffer, buffered, buffered_bytes = [], 0, 0
     if buffer:
         yield from flush()
     if cache is not None:

@@ -220,3 +220,30 @@ def test_only_a_lean_engine_steps_without_ranking(synthetic):
     engine.start(np.arange(2), np.arange(2))
     with pytest.raises(ValueError, match="lean"):
         engine.step(np.arange(2), np.zeros((2, 4), dtype=np.float32), rank=False)
+
+
+def test_what_is_kept_for_the_cache_and_buffered_for_ranking_stays_within_their_budgets(synthetic, monkeypatch):
+    """On a large catalogue every kept point holds its row's category counts (n_categories float64, three times with
+    the per-slot and exposure counts): the records kept for the cache stop at the cache's size (a 2,083-category
+    sample held 5 GB of them, all dropped by the cache at the end), and the buffer is ranked once it holds
+    ``flush_bytes``; neither changes a number."""
+    from interestgym.agents.tuning import score_policies
+    from interestgym.envs import rollout
+    from interestgym.envs.rollout import StateCache
+
+    grid = every_grid_point("bayesian_category")
+    first = validation_scorer(synthetic, "ndcg@10", batched=False)(grid)
+    real_replay, real_records = rollout.replay_shared, rollout._state_records
+    flushes = []
+    monkeypatch.setattr(rollout, "_state_records", lambda *a: flushes.append(1) or real_records(*a))
+    assert score_policies(synthetic, grid, "ndcg@10", cache=StateCache()) == first
+    by_rows = len(flushes)
+    # a ranking after every lock-step of the replay (a byte budget of 1), and a cache of 200 kB
+    monkeypatch.setattr(rollout, "replay_shared", lambda *a, **k: real_replay(*a, **{**k, "flush_bytes": 1}))
+    flushes.clear()
+    cache = StateCache(max_bytes=200_000)
+    assert score_policies(synthetic, grid, "ndcg@10", cache=cache) == first
+    assert len(flushes) > by_rows  # ranked in many parts
+    assert 0 < cache.nbytes <= 200_000 and len(cache) < len({p.state_key() for p in grid})
+    none_kept = StateCache(max_bytes=0)
+    assert score_policies(synthetic, grid, "ndcg@10", cache=none_kept) == first and len(none_kept) == 0
