@@ -491,7 +491,8 @@ def markdown_table(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     rule = ("the best trial whose paired gain over the base has a 95% CI above 0, else the base" if doc.get("pick") == "beats-base"
             else "the highest validation score")
-    return (f"# Search: {len(rows)} trials x {s['budget_steps']} steps, sampler {s['sampler']} (seed {s['sampler_seed']})\n\n"
+    return (f"# Search: {len(rows)} trials x a budget of {s['budget_steps']:,} steps (PPO trains whole rollouts: a trial may "
+            f"take a few more), sampler {s['sampler']} (seed {s['sampler_seed']})\n\n"
             f"Data: {s['dataset']}. Scored and picked on validation users only; test users never replayed. "
             f"Pick: {rule}.\n\n"
             + "\n".join(out) + "\n")

@@ -128,6 +128,9 @@ def test_trials_run_the_drawn_settings_on_the_budget_and_share_one_tuning(search
     assert [int(r["trial"]) for r in rows] == [0, 1, 2]
     assert [float(r["valid_score"]) for r in rows] == pytest.approx([t["score"] for t in trials])
     assert "(picked)" in (out / S.TABLE_MD).read_text()
+    # the budget said as a budget: PPO trains whole rollouts, so a trial may take a few steps more than it
+    budget = doc["settings"]["budget_steps"]
+    assert (out / S.TABLE_MD).read_text().startswith(f"# Search: 3 trials x a budget of {budget:,} steps (PPO trains whole rollouts")
 
 
 def test_best_toml_trains_the_picked_settings(searched, capsys):
