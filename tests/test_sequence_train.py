@@ -175,8 +175,11 @@ def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
     from interestgym.evaluation.run import evaluate_run
 
     data, run, _ = trained
-    evaluate_run(data, out=tmp_path / "ev", baselines="popularity,ema", n_boot=50, progress=False, sequence_runs=(run,))
+    text = evaluate_run(data, out=tmp_path / "ev", baselines="popularity,ema", n_boot=50, progress=False, sequence_runs=(run,))
     doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    # each rule + tracker mixture says the weight its tracker got (0 would be the rule itself)
+    mixtures = {n: e["params"]["tracker_weight"] for n, e in doc["summary"]["policies"].items() if "+" in n}
+    assert mixtures and all(f"- `{n}` weighs its tracker's score {w:g} (tuned on validation users)" in text for n, w in mixtures.items())
     entry = doc["summary"]["policies"]["sasrec"]
     assert entry["kind"] == "sequence" and "ndcg@10" in entry["diff_vs_reference"]
     test = load_replay_data(data, None, ProtocolSpec(split="test"))

@@ -831,6 +831,12 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             frac = summary["policies"][n]["fraction_of_oracle"].get(metric)
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
+    for n in order:  # a rule + tracker mixture: the weight its tracker got (0: the rule itself, which its 0 difference shows)
+        weight = (summary["policies"][n].get("params") or {}).get("tracker_weight")
+        if "+" in n and isinstance(weight, (int, float)):
+            base = n.split("+")[0]
+            verdicts.append(f"- `{n}` weighs its tracker's score {weight:g} (tuned on validation users)"
+                            + (f": weight 0, so it ranks as `{base}` does" if weight == 0 else ""))
     verdicts += leader_lines(summary, metric)
     groups = summary.get("user_groups", {}).get("policies", {})
     untouched = " (untouched by training and selection)" if header.get("split") == "test" and not header.get("transfer_overlap") else ""
