@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from interestgym.errors import Interrupted
+
 _DEFAULTS = {"max_length": 32, "batch_size": 64, "epochs": 2, "lr": 1e-4, "max_pairs": 20_000, "max_valid_pairs": 2_000,
              "window": 3600.0, "neighbours": 1, "patience": 1, "scale": 20.0, "seed": 0}
 
@@ -136,7 +138,7 @@ def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: in
                 again = " --overwrite" if overwrite else ""  # OUT held a model this run was to replace
                 click.echo(f"interrupted: nothing was written to {out}; the last checkpoint ({describe(doc)}) is in {left}: "
                            f"continue with `interestgym finetune {dataset} --out {out} --resume{again}`", err=True)
-        raise
+        raise Interrupted from None  # said what it left: the CLI adds no generic line
     click.echo(result.summary())
     copy = Path(f"{str(dataset).rstrip('/')}-{out.name}")
     click.echo(f"Next: encode a copy of the dataset (the original keeps its embedding, so commands without --embeddings "

@@ -223,9 +223,16 @@ def test_a_run_transfers_to_another_dataset_and_refuses_what_cannot(dataset, tmp
     original = config_file.read_text()
     saved = json.loads(original)
     config_file.write_text(json.dumps({**saved, "embedding": {**saved["embedding"], "encoder": "cooc"}}))
-    with pytest.raises(InterestGymError, match=r"its encoder, cooc, is fitted on the run's own data, .*this run cannot transfer; "
+    with pytest.raises(InterestGymError, match=r"the run's encoder, cooc, is fitted on the run's own data, .*this run cannot transfer; "
                                                r"to evaluate across datasets, train on an encoder that is not fitted"):
         evaluate_run(run, dataset=other, out=tmp_path / "t2", baselines="ema", n_boot=20, progress=False)
+    # ... also where the other dataset has no embeddings yet (not "encode it with the run's encoder first")
+    bare = tmp_path / "bare"
+    import shutil
+
+    shutil.copytree(other, bare, ignore=shutil.ignore_patterns("embeddings"))
+    with pytest.raises(InterestGymError, match=r"the run's encoder, cooc, is fitted on the run's own data"):
+        evaluate_run(run, dataset=bare, out=tmp_path / "t2b", baselines="ema", n_boot=20, progress=False)
     config_file.write_text(original)
     with pytest.raises(Exception, match="give --out"):
         evaluate_run(run, dataset=other, baselines="ema", n_boot=20, progress=False)

@@ -110,3 +110,22 @@ def test_a_command_that_says_what_its_interruption_left_gets_no_second_line(tmp_
     err = capsys.readouterr().err
     assert info.value.code == 130
     assert "interrupted before training started: nothing to resume" in err and cli_module.INTERRUPTED not in err, err
+
+
+def test_an_interrupted_train_sequence_says_its_own_line_only(tmp_path, monkeypatch, capsys):
+    """The same for `train-sequence` (its line: the epochs checkpointed and the --resume to continue)."""
+    import interestgym.agents.sequence.train as seq_train
+    from agents_fixtures import tiny_synthetic
+
+    from interestgym import cli as cli_module
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seq_train, "chunk_loss", interrupted)
+    with pytest.raises(SystemExit) as info:
+        cli_module.main(["train-sequence", str(data), "--run-dir", str(tmp_path / "seq"), "--max-epochs", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 130 and "--resume`" in err and cli_module.INTERRUPTED not in err, err

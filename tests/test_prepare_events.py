@@ -214,7 +214,7 @@ def test_time_parser_modes() -> None:
 
 def _log(tmp_path: Path, text: str, name: str = "log.csv") -> Path:
     p = tmp_path / name
-    p.write_text(text, encoding="utf-8")
+    p.write_text(text, encoding="utf-8", errors="surrogateescape")  # "\udce9" writes the byte 0xe9 (not UTF-8)
     return p
 
 
@@ -251,6 +251,9 @@ def _log(tmp_path: Path, text: str, name: str = "log.csv") -> Path:
         ("user_id,item_id,action,timestamp\n1,2,click,1511544070\n", EventsOptions(item_text="x {item_id}", columns=["user_id", "item_id", "ts"]),
          (r"no action column .*\(--columns names 3 columns but line 1 has 4 fields: 'user_id,item_id,action,timestamp'; it looks like a "
           r"header: leave out --columns to read the names from it\); rename one with --map action=OLD")),
+        # line 1 not UTF-8 under --columns: a data row (rejected on its own), the configuration error as it is
+        ("1,2,click,caf\udce9\n2,3,click,x\n", EventsOptions(item_text="x {item_id}", columns=["user_id", "item_id", "ts"]),
+         r"no action column \(columns: user_id, item_id, ts; expected a column named action"),
         ("1,2,click,1511544070\n", EventsOptions(item_text="x {item_id}", columns=["user_id", "item_id", "ts"]),
          r"\(--columns names 3 columns but line 1 has 4 fields: '1,2,click,1511544070'; name every field, '-' for one to skip\)"),
     ],

@@ -132,8 +132,9 @@ def test_encoder_fingerprint_and_dimension_are_checked(export_copy):
     with pytest.raises(EmbeddingDimensionError, match=r"event item_vector of shape \(1, 16\); expected shape \(16,\)"):
         policy.update(state, Event(ts=1, action="click", item_vector=np.ones((1, 16), np.float32) / 4.0))
     good, bad = (Event(ts=1, action="click", item_vector=np.ones(n, np.float32) / np.sqrt(n)) for n in (16, 8))
-    with pytest.raises(EmbeddingDimensionError, match=r"event 1 of the batch: item_vector of shape \(8,\); expected shape \(16,\)"):
-        policy.update_batch([state, state], [good, bad])
+    no_item = Event(ts=1, action="click", item_vector=None)  # not a decision: counted among the batch's events all the same
+    with pytest.raises(EmbeddingDimensionError, match=r"event 2 of the batch: item_vector of shape \(8,\); expected shape \(16,\)"):
+        policy.update_batch([state, state, state], [no_item, good, bad])
     with pytest.raises(EmbeddingDimensionError, match="16"):
         policy.score(state, np.ones((5, 384), np.float32), candidate_ids=["i1"] * 5)
     with pytest.raises(ArtifactError):  # every runtime error is an ArtifactError the CLI prints in one line

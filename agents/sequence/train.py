@@ -64,7 +64,7 @@ from interestgym.agents.sequence.models import (
 )
 from interestgym.agents.sequence.scoring import dataset_fingerprint, score_replay
 
-from interestgym.errors import InterestGymError
+from interestgym.errors import InterestGymError, Interrupted
 from interestgym.io import make_out_dir
 from interestgym.progress import progress_bar
 
@@ -268,7 +268,7 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
         done = f"epochs 1-{checkpointed} are checkpointed" if checkpointed else "no epoch was checkpointed"
         log(f"{config.name}: interrupted during epoch {checkpointed + 1}; {done}: continue with "
             f"`interestgym train-sequence {config.dataset} --run-dir {run_dir} --resume`")
-        raise
+        raise Interrupted from None  # said what it left: the CLI adds no generic line
     finally:
         bar.close()
         writer.close()

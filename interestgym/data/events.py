@@ -336,7 +336,10 @@ def _columns_hint(table: Table, columns: list[str] | None) -> str:
     header, given names for fewer columns): what was found, and what to do."""
     if columns is None or table.header_found is not None or table.fmt not in ("csv", "tsv"):
         return ""
-    found = first_line(table.source)
+    try:
+        found = first_line(table.source)
+    except DataError:  # line 1 not UTF-8: a data row (its own reject), not a header to hint at
+        return ""
     if found is None:
         return ""
     text, lineno = found

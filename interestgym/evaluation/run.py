@@ -169,16 +169,24 @@ def transfer_to(run_dir: Path, saved: dict[str, Any], config: Any, other: Path, 
     now = run_folder.embedding_identity(config)
     if (now["fingerprint"], now["dim"]) != (recorded.get("fingerprint"), recorded.get("dim")):
         encoder = str(recorded.get("encoder") or recorded.get("name") or "")
-        fitted = encoder in ("tfidf", "cooc")
+        if encoder in _FITTED_ENCODERS:
+            raise InterestGymError(_cannot_transfer(other, encoder))
         raise InterestGymError(
             f"--dataset {other}: embeddings {now['name']!r} have fingerprint {str(now['fingerprint'])[:16]}... (dim {now['dim']}); "
             f"the run was trained on {recorded.get('name')!r} with {str(recorded.get('fingerprint'))[:16]}... (dim {recorded.get('dim')}): "
-            + (f"its encoder, {encoder}, is fitted on the run's own data, so another dataset's items land in another space "
-               f"however that dataset is encoded: this run cannot transfer; to evaluate across datasets, train on an encoder "
-               "that is not fitted to the data (minilm, a BERT folder, hashing)" if fitted else
-               "another encoder, or one fitted on other data (tfidf, cooc), puts items in another space; encode the dataset "
-               "with the run's encoder (a pretrained one such as minilm transfers)"))
+            "another encoder, or one fitted on other data (tfidf, cooc), puts items in another space; encode the dataset "
+            "with the run's encoder (a pretrained one such as minilm transfers)")
     return overlap, actions
+
+
+#: Encoders fitted on the data they encode: their vectors of another dataset are in another space.
+_FITTED_ENCODERS = ("tfidf", "cooc")
+
+
+def _cannot_transfer(other: Any, encoder: str) -> str:
+    return (f"--dataset {other}: the run's encoder, {encoder}, is fitted on the run's own data, so another dataset's items "
+            "land in another space however that dataset is encoded: this run cannot transfer; to evaluate across datasets, "
+            "train on an encoder that is not fitted to the data (minilm, a BERT folder, hashing)")
 
 
 def _actions_of(dataset: Any) -> list[str]:
@@ -217,6 +225,8 @@ def _transfer_embeddings(target: Any, recorded: dict[str, Any]) -> str:
     names = target.embedding_names()
     if not names:  # the run's own encoder, not the generic suggestion
         spec = str(recorded.get("encoder") or recorded.get("name") or "ENCODER")
+        if spec in _FITTED_ENCODERS:  # encoding it would not help: say so now, not after the user has done it
+            raise InterestGymError(_cannot_transfer(target.path, spec))
         dim = f" --dim {recorded['dim']}" if spec in ("hashing", "tfidf", "cooc") and recorded.get("dim") else ""
         raise InterestGymError(f"--dataset {target.path}: no embeddings yet; encode it with the run's encoder first: "
                                f"`interestgym encode {target.path} --encoder {spec}{dim}`")

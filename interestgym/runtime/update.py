@@ -267,7 +267,7 @@ def update_many(policy: ExportedPolicy, states: Sequence[UserState], events: Seq
     out: list[UserState] = [None] * len(states)  # type: ignore[list-item]
     if len(dec):
         for i, new in zip(dec.tolist(), _decide_many(policy, [states[i] for i in dec], [events[i] for i in dec],
-                                                     counters[dec], ts[dec])):
+                                                     counters[dec], ts[dec], positions=dec.tolist())):
             out[i] = new
     for i in np.flatnonzero(~decision).tolist():
         c = counters[i].copy()
@@ -280,13 +280,17 @@ def update_many(policy: ExportedPolicy, states: Sequence[UserState], events: Seq
 
 
 def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[Event], counters: np.ndarray,
-                 ts: np.ndarray) -> list[UserState]:
-    """New states of users whose event is a decision: the engine's observe + step for these rows."""
+                 ts: np.ndarray, positions: list[int] | None = None) -> list[UserState]:
+    """New states of users whose event is a decision: the engine's observe + step for these rows.
+
+    :param positions: each event's position in the caller's batch (the decisions among all its events), for messages.
+    """
     n = len(states)
     rows = [np.asarray(e.item_vector, dtype=np.float32) for e in events]
     for k, row in enumerate(rows):  # one bad vector: named, not numpy's stack error over the whole batch
         if row.shape != (policy.dim,):
-            policy._vectors(row[None], f"event {k} of the batch: item_vector", 2, given=row.shape)
+            policy._vectors(row[None], f"event {k if positions is None else positions[k]} of the batch: item_vector", 2,
+                            given=row.shape)
     x = policy._vectors(np.stack(rows), "event item_vector", 2)
     profiles = np.stack([s.profiles for s in states])
     stats = np.stack([s.stats for s in states])
