@@ -58,3 +58,28 @@ def test_a_movielens_ratings_file_without_a_final_newline_is_said(tmp_path):
     log = RejectLog()
     read_movielens(folder, log)
     assert len(_notes(log, "u.data")) == 1 and not _notes(log, "u.item")
+
+
+def test_movielens_csv_files_and_a_header_only_file_without_a_final_newline_are_said(tmp_path):
+    """ml-latest's movies.csv and ratings.csv (CSV, quoted titles) get the note too; the note speaks of the last line,
+    which in a header-only file is the header."""
+    from test_prepare_movielens import _ml_latest
+
+    from interestgym.data.events import read_events
+    from interestgym.errors import DataError
+
+    folder = tmp_path / "ml-latest-small"
+    _ml_latest(folder, None)
+    movies = folder / "movies.csv"
+    movies.write_bytes(movies.read_bytes().rstrip(b"\n"))
+    log = RejectLog()
+    read_movielens(folder, log)
+    assert len(_notes(log, "movies.csv")) == 1 and not _notes(log, "ratings.csv")
+    header_only = tmp_path / "h.csv"
+    header_only.write_bytes(b"user_id,item_id,ts,action,text")
+    log = RejectLog()
+    with pytest.raises(DataError):
+        read_events(header_only, log)
+    expected = (f"{header_only}: {NOTE} (a file cut short, e.g. by an interrupted download or copy, ends this way too: if so, "
+                "that line is incomplete; check it)")
+    assert [n for n in log.notes if NOTE in n] == [expected]

@@ -210,6 +210,7 @@ def _read_movies_dat(source: Source, log: RejectLog) -> _Movies:
 def _read_movies_csv(source: Source, log: RejectLog) -> _Movies:
     movies = _Movies()
     skip = _header_fields(source, MOVIES_HEADER)
+    note_unterminated(source, log)
     for lineno, text, fields in delimited_records(source, log, delimiter=",", quoted=True, skip_lines=skip):
         if len(fields) != 3:
             log.reject(source.name, lineno, f"wrong field count: expected 3 fields (movieId, title, genres), found {len(fields)}", text)

@@ -233,7 +233,7 @@ def note_unterminated(source: Source, log: RejectLog) -> None:
         return  # the reader names the file it cannot read
     if last != b"\n":
         log.note(f"{source.name}: the file does not end with a newline; its last line was read as it is (a file cut short, "
-                 "e.g. by an interrupted download or copy, ends this way too: if so, that row is incomplete; check it)")
+                 "e.g. by an interrupted download or copy, ends this way too: if so, that line is incomplete; check it)")
 
 
 def utf16_encoding(head: bytes) -> str | None:
