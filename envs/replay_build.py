@@ -398,8 +398,9 @@ def iter_replay_chunks(dataset: str | Path | Dataset, embeddings: str | None = N
             raise InterestGymError(f"users {missing[:5].tolist()} are not {spec.split!r} users of {ds.path}")
         split_users = wanted
     chunks = chunk_user_lists(split_users, chunk_users)
-    with progress_bar(total=len(split_users), desc=f"{spec.split} users in chunks of {chunk_users}", unit="user",
-                      enabled=progress) as bar:
+    # (the chunk size said only where there is more than one chunk: "in chunks of 5000: 0/188" read oddly)
+    desc = f"{spec.split} users" + (f" in {len(chunks)} chunks of {chunk_users:,}" if len(chunks) > 1 else "")
+    with progress_bar(total=len(split_users), desc=desc, unit="user", enabled=progress) as bar:
         for chunk in chunks:
             yield build_for_users(ctx, spec, chunk, progress=False)
             bar.update(len(chunk))

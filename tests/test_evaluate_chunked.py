@@ -110,3 +110,19 @@ def test_a_run_trained_with_a_tracker_evaluates_chunk_by_chunk(tmp_path):
                 assert np.allclose(a, b, rtol=0, atol=1e-6, equal_nan=True), (name, m)
             else:
                 assert np.array_equal(a, b, equal_nan=True), (name, m)
+
+
+def test_the_progress_label_names_the_chunks_only_where_there_are_several(tmp_path, capsys):
+    """"test users in 2 chunks of 5" where the split is cut; plain "test users" where it is one chunk (a new user's
+    trial read "test users in chunks of 5000: 0/188" as odd)."""
+    from interestgym.envs.replay_build import iter_replay_chunks
+
+    data = tiny_synthetic(tmp_path / "tiny", users=40)
+    n_test = len(load_replay_data(data, None, ProtocolSpec(split="test")).user_ids)
+    assert n_test > 5
+    for chunk_users, label in ((5, f"test users in {-(-n_test // 5)} chunks of 5"), (10_000, "test users")):
+        capsys.readouterr()
+        assert sum(1 for _ in iter_replay_chunks(data, None, ProtocolSpec(split="test"), chunk_users=chunk_users, progress=True)) \
+            == -(-n_test // chunk_users)
+        err = capsys.readouterr().err
+        assert f"{label}:" in err and ("chunks of" in err) == (chunk_users == 5), err
