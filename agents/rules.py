@@ -32,7 +32,6 @@ from interestgym.core.rules import (  # noqa: F401  (the rule classes, re-export
     make_rule,
     plugin_rule,
     plugin_rules,
-    rule_classes,
     rule_parameters,
 )
 

@@ -344,8 +344,6 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from interestgym.core.rules import rule_from_record
-
     run_dir = Path(config.run_dir)
     settle_model_folders(run_dir)
     seed_everything(config.seed)
@@ -381,7 +379,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
 
         reference, tuned = tune_reference(config, valid_data, scaled(ray if tunes else None).validation_scorer)
         tuning_seconds = time.perf_counter() - t_tune
-    reference_policy = rule_from_record(reference, f"{Path(config.run_dir) / CONFIG_FILE} (reference)") if reference else None
+    reference_policy = run_reference({"reference": reference}, run_dir)  # as the run's config records it (None: no reference)
     # residual form: the agent changes the rule's action and scores with the rule's own terms
     residual = config.policy_form == "residual" and reference_policy is not None
     agent_scoring = reference_policy.scoring if residual else agent_scoring_config(config.agent_scoring, reference_policy)

@@ -360,7 +360,7 @@ def grid_params_missing(tuned: dict[str, Any], grids: dict[str, dict[str, list[A
         grid = entry.get("grid") if isinstance(entry, dict) else None
         if name not in grids or not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
             continue
-        cls = rule_class(name.removesuffix("+tracker"))
+        cls = rule_class(name)
         defaults = {k: v.default for k, v in inspect.signature(cls).parameters.items()} if cls is not None else {}
         missing = []
         # a tuning that records its data constants tried the value gain exactly where its data allowed

@@ -91,6 +91,11 @@ class PointScores:
     #: (P, n_categories) the point's row's counts of shown candidates (exposure), when the engine keeps them
     exposure_counts: np.ndarray | None = None
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes its arrays hold (a kept point of a many-category catalogue is mostly its rows of counts)."""
+        return int(sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray)))
+
     def take(self, index: np.ndarray) -> PointScores:
         """The points ``index`` (positions or a bool mask), fields as they are."""
         return PointScores(point_row=self.point_row[index], prow=self.prow[index], candidates=self.candidates[index],

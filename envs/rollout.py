@@ -252,10 +252,8 @@ class StateRecord:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.observations, self.strengths, self.point_index]
-        if self.points is not None:
-            arrays += [a for a in vars(self.points).values() if a is not None]
-        return int(sum(a.nbytes for a in arrays))
+        own = sum(a.nbytes for a in (self.observations, self.strengths, self.point_index))
+        return int(own + (0 if self.points is None else self.points.nbytes))
 
 
 class StateCache:
@@ -340,9 +338,7 @@ def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[
     kept: dict[int, list[StateRecord]] = {int(g): [] for g in todo if cache is not None and isinstance(keys[g], str)}
     label = desc or f"replaying {len(policies)} policies ({len(todo)} states)"
     buffer: list[ManyStep] = []
-    buffered = buffered_bytes = 0
-
-    kept_bytes = 0
+    buffered = buffered_bytes = kept_bytes = 0
 
     def flush() -> Iterator[SharedStep]:
         nonlocal kept_bytes
@@ -367,8 +363,7 @@ def replay_shared(data: ReplayData, policies: Sequence[Any], *, users: Sequence[
                                    "(validation_scorer(..., batched=False))")
         buffer.append(step)
         buffered += len(step.rows)
-        points = step.output.points
-        buffered_bytes += 0 if points is None else sum(a.nbytes for a in vars(points).values() if isinstance(a, np.ndarray))
+        buffered_bytes += 0 if step.output.points is None else step.output.points.nbytes
         if buffered >= flush_rows or buffered_bytes >= flush_bytes:
             yield from flush()
             buffer, buffered, buffered_bytes = [], 0, 0

@@ -447,13 +447,17 @@ class PluginRule:
 
     def where(self) -> str:
         """The rule and its package, as an error message names them."""
-        return (f"rule {self.cls.name!r} (entry point {self.cls.name} = {self.entry_point} of {self.distribution} {self.version}, "
-                f"group {RULE_ENTRY_POINT_GROUP})")
+        return _plugin_where(self.cls.name, self.entry_point, self.distribution, self.version)
 
     def provider(self) -> dict[str, str]:
         """What a run's config and an export's manifest record of it (:func:`rule_from_record` checks it)."""
         return {"distribution": self.distribution, "version": self.version, "entry_point": self.entry_point,
                 "group": RULE_ENTRY_POINT_GROUP}
+
+
+def _plugin_where(name: str, entry_point: str, distribution: str, version: str) -> str:
+    """A rule of another package and where it comes from, as an error message names them."""
+    return f"rule {name!r} (entry point {name} = {entry_point} of {distribution} {version}, group {RULE_ENTRY_POINT_GROUP})"
 
 
 #: Names a rule of another package may not take besides the built-in rules': the tables' other rows (the learned policy,
@@ -495,7 +499,7 @@ def plugin_rule(name: str) -> PluginRule | None:
     dist = getattr(ep, "dist", None)
     dist_name = str(dist.name) if dist is not None else "an unknown package"
     version = str(dist.version) if dist is not None else "unknown"
-    where = f"rule {ep.name!r} (entry point {ep.name} = {ep.value} of {dist_name} {version}, group {RULE_ENTRY_POINT_GROUP})"
+    where = _plugin_where(ep.name, ep.value, dist_name, version)
     if not _PLUGIN_NAME.fullmatch(ep.name):
         raise RulePluginError(f"{where}: its name is not a word of letters, digits and _; expected one (rule names are "
                               "written in comma lists and file names)")
@@ -543,11 +547,6 @@ def rule_class(name: str) -> type[RulePolicy] | None:
         return RULES[name]
     plugin = plugin_rule(name)
     return None if plugin is None else plugin.cls
-
-
-def rule_classes() -> dict[str, type[RulePolicy]]:
-    """name -> class of every rule: the built-in :data:`RULES`, then those of installed packages (:func:`plugin_rules`)."""
-    return {**RULES, **{name: plugin.cls for name, plugin in plugin_rules().items()}}
 
 
 def rule_provider(name: str) -> dict[str, str] | None:

@@ -84,7 +84,6 @@ from interestgym.data.readers import (
     first_line,
     items_frame,
     note_unterminated,
-    split_csv_line,
     write_reader_output,
 )
 from interestgym.data.schema import ACTIONS
@@ -344,7 +343,7 @@ def _columns_hint(table: Table, columns: list[str] | None) -> str:
         return ""
     text, lineno = found
     try:
-        fields = split_csv_line(text, table.delimiter) if table.fmt == "csv" else text.split(table.delimiter)
+        fields = table.split_line(text)
     except csv.Error:
         return ""
     if len(fields) == len(columns):

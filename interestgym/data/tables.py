@@ -95,6 +95,10 @@ class Table:
             return self.sep
         return "\t" if self.fmt == "tsv" else ","
 
+    def split_line(self, text: str) -> list[str]:
+        """One line of this delimited file split into its fields (CSV: quotes allowed; :class:`csv.Error` if malformed)."""
+        return split_csv_line(text, self.delimiter) if self.fmt == "csv" else text.split(self.delimiter)
+
     def known_names(self) -> list[str] | None:
         return [n for n in self.names if n] if self.names is not None else None
 
@@ -155,7 +159,7 @@ def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None
             text, lineno = found
             table.skip = lineno
             try:
-                found_names = [n.strip() for n in (split_csv_line(text, table.delimiter) if fmt == "csv" else text.split(table.delimiter))]
+                found_names = [n.strip() for n in table.split_line(text)]
             except csv.Error as exc:
                 raise DataError(f"{source.name} line {lineno}: header {text!r} cannot be parsed ({exc})") from None
             table.header_found = found_names

@@ -190,15 +190,8 @@ def _cannot_transfer(other: Any, encoder: str) -> str:
 
 
 def _actions_of(dataset: Any) -> list[str]:
-    """The actions a prepared dataset's events hold, sorted (empty when its events cannot be read)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    try:
-        column = pq.read_table(Path(dataset.path) / "events.parquet", columns=["action"]).column("action")
-    except (OSError, KeyError, ValueError):
-        return []
-    return sorted(str(a) for a in pc.unique(column).to_pylist() if a is not None)
+    """The actions a prepared dataset's events hold, sorted."""
+    return sorted(map(str, dataset.read_events(columns=["action"])["action"].dropna().unique()))
 
 
 def _same_people(source: Any, target: Any, split: str) -> int:

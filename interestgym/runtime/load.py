@@ -20,8 +20,7 @@ from interestgym.core.rules import (
     RULES,
     RulePluginError,
     TrackerMixRule,
-    check_rule_provider,
-    make_rule,
+    rule_from_record,
 )
 from interestgym.errors import InterestGymError
 from interestgym.io import read_string_list, sha256_file
@@ -60,10 +59,10 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
                 _base_rule(rule.get("name")) not in RULES and not provided):
             raise ExportFileCorruptError(f"{directory / 'manifest.json'}: policy.rule {rule!r}; expected a rule name "
                                          f"({', '.join(RULES)}, or one an installed package adds, with its provider) and its params")
-        if provided:  # the package the rule comes from, installed at the version recorded (else: what to install)
-            check_rule_provider(str(rule["name"]), rule["provider"], f"{directory / 'manifest.json'}")
-        try:  # each parameter one the rule has, of its type and range (a NaN rate would act NaN at every event)
-            make_rule(rule["name"], **rule["params"])
+        # another package's rule: that package, installed at the version recorded (else: what to install); then each
+        # parameter one the rule has, of its type and range (a NaN rate would act NaN at every event)
+        try:
+            rule_from_record(rule, f"{directory / 'manifest.json'}")
         except RulePluginError:
             raise
         except InterestGymError as exc:
