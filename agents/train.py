@@ -182,6 +182,7 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     from interestgym.envs.vector import evaluate_policy
 
     from interestgym.core.stats import paired_bootstrap_diff, per_user_means
+    from interestgym.evaluation.tables import users_left_out_text
 
     metric = config.reward
     which = best_or_final(run_dir)
@@ -212,8 +213,10 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     passes, worse = shipping_verdict(diff, guards, config.ship_threshold)
     undefined = [m for m, d in guards.items() if d is None]
     proven = passes and not worse
-    reason = (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation "
-              f"users, paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
+    # prepare counts every user in the split: say which of them the comparison left out
+    left_out = users_left_out_text(getattr(valid_data, "counts", None) or {}, len(users))
+    reason = (f"the {which} model gains {diff['mean']:+.4f} {metric} over `{reference.name}` on {len(users)} validation users"
+              + (f" ({left_out})" if left_out else "") + f", paired 95% CI [{diff['lo']:+.4f}, {diff['hi']:+.4f}], "
               + ("above" if passes else "not above") + f" the threshold {config.ship_threshold:g}")
     if which == "best" and config.policy_form == "residual" and _best_step(run_dir) == 0:
         # the untrained residual agent is the rule itself: say that no later model did better

@@ -181,7 +181,7 @@ def next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_s
     ev_user_start = np.nonzero(group_starts(user_codes))[0] if len(user_codes) else np.zeros(0, np.int64)
     n_users = len(user_ids)
     cand_rows, point_dec, slots, keys, repeats = [], [], [], [], []
-    n_short = 0
+    n_short = n_none = 0
     bar = progress_bar(total=n_users, desc="sampling negatives", unit="user", enabled=progress)
     for u in range(n_users):
         bar.update(1)
@@ -221,14 +221,21 @@ def next_positive_points(spec, exclude, d_item, d_idx, decision_user, dec_user_s
             neg = np.where(both < np.iinfo(np.int32).max, both, -1)[:, : spec.n_negatives].astype(np.int32)
         else:
             neg = sample_negatives(rng, spec.n_negatives, weights, first_seen, cutoff, also_exclude=also)
+        # a point with no negative left to draw (the user engaged with the whole catalogue) ranks nothing: it is
+        # not a scoring point, and counted (points_without_negatives) rather than kept to fail every metric
+        has = (neg >= 0).any(axis=1)
+        n_none += int((~has).sum())
+        targets, target_pos, neg = targets[has], target_pos[has], neg[has]
         repeats.append(first_seen[d_item[targets]] < target_pos)
         n_short += int((neg < 0).any(axis=1).sum())
         cand_rows.append(np.concatenate([d_item[targets][:, None], neg], axis=1))
         point_dec.append(targets - 1)
         slots.append(time_slot(ev_hour[d_idx[targets]]))
-        keys.append(np.char.add(f"{user_ids[u]}:", np.arange(1, hi - lo).astype(str)))
+        keys.append(np.char.add(f"{user_ids[u]}:", (targets - lo).astype(str)))
     bar.close()
     counts["points_with_fewer_negatives"] = n_short
+    if n_none:  # only when some were: the counts of earlier protocols read as before
+        counts["points_without_negatives"] = n_none
     if not cand_rows:
         z = np.zeros(0, np.int64)
         return z, np.zeros(1, np.int64), z.astype(np.int32), z.astype(np.int8), z.astype(np.int8), z.astype(str), z.astype(bool)

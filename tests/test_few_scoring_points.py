@@ -139,7 +139,7 @@ def test_an_evaluation_on_few_points_says_so(mind, tmp_path, capsys):
     n_valid_scored = len(_scored_users(mind, "valid"))
     n_valid = int((users["split"] == "valid").sum())
     assert header["tuned_on"].startswith(f"valid ({n_valid_scored} of the {n_valid_scored} users with a scoring point; "
-                                         f"{n_valid} in the split)")
+                                         f"{n_valid} replayed)")
 
 
 def test_more_negatives_than_the_catalogue_holds_is_said_in_the_protocol(tmp_path):

@@ -47,6 +47,7 @@ from interestgym.evaluation.tables import (
     short_points_text,
     split_caution,
     summarise,
+    users_left_out_text,
 )
 from interestgym.io import make_out_dir, write_json_atomic, write_text_atomic
 
@@ -600,13 +601,15 @@ def evaluate_run(
         "train_seed": config.seed if run_dir is not None else None,
         "users": len(users_ref) if users_ref is not None else 0,
         "scoring_points": int(results[0].n_points),
+        "users_left_out": users_left_out_text(protocol.get("counts") or {}, len(users_ref) if users_ref is not None else 0),
         "not_scored": not_scored_text(protocol),
         "candidates_per_point": test.candidates_text(),
         "few_points": few_points_caution(int(results[0].n_points), len(users_ref) if users_ref is not None else 0,
                                          test.n_candidates / max(test.n_points, 1), test.widths[1]),
         "selection_metric": metric,
         "users_split": users_split_text(dataset.manifest.get("split") or {}),
-        "tuned_on": (tuned_on_text(valid.n_users, len(valid.scored_user_ids), config.tune_users, config.seed)
+        "tuned_on": (tuned_on_text(valid.n_users, len(valid.scored_user_ids), config.tune_users, config.seed,
+                                   int(valid.describe()["counts"].get("users_without_decisions", 0)))
                      + _older_grid_text(tuned, note_grids(config.slot_counts, protocol["protocol"] == "impressions",
                                                           has_varying_values(Path(config.dataset))))),
         "reference": reference,
@@ -757,14 +760,15 @@ def _older_grid_text(tuned: dict[str, Any], grids: dict[str, Any] | None = None)
             "without --tuned-baselines to tune them")
 
 
-def tuned_on_text(n_users: int, n_scored: int, tune_users: int | None, seed: int) -> str:
+def tuned_on_text(n_users: int, n_scored: int, tune_users: int | None, seed: int, n_without: int = 0) -> str:
     """Which validation users the baselines were tuned on: a sample of those with a scoring point (drawn with the
-    run's train seed)."""
+    run's train seed); ``n_users`` are the split's users with a decision, ``n_without`` those without one."""
     k = min(n_scored, tune_users or n_scored)
     drawn = f", drawn with seed {seed}" if k < n_scored else ""
+    without = f"; {n_without:,} more without a positive event, not replayed" if n_without else ""
     if n_scored == n_users:
-        return f"valid ({k} of {n_users} users{drawn})"
-    return f"valid ({k} of the {n_scored} users with a scoring point{drawn}; {n_users} in the split)"
+        return f"valid ({k} of {n_users} users{drawn}{without})"
+    return f"valid ({k} of the {n_scored} users with a scoring point{drawn}; {n_users} replayed{without})"
 
 
 def users_split_text(split: dict[str, Any]) -> str | None:
@@ -780,7 +784,7 @@ def users_split_text(split: dict[str, Any]) -> str | None:
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
     lines = ["# Evaluation", "", "Protocol:", ""]
     for key in ("data", "trained_on", "split", "users_split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
-                "scoring_points", "not_scored", "candidates_per_point", "selection_metric", "tuned_on", "reference",
+                "users_left_out", "scoring_points", "not_scored", "candidates_per_point", "selection_metric", "tuned_on", "reference",
                 "reference_params", "custom", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")

@@ -50,6 +50,19 @@ def not_scored_text(protocol: dict[str, Any]) -> str | None:
     return text
 
 
+def users_left_out_text(counts: dict[str, Any], n_measured: int) -> str | None:
+    """The split's users a comparison over ``n_measured`` users left out, and why, in words (``1 of the split's 189: 1
+    without a positive event``); None when none were. ``counts``: the replay's counts (``users``: those with a decision;
+    ``users_without_decisions``: those without, nothing to update a profile on). Users with a decision but no scoring
+    point (nothing ranked after it) are replayed but measure nothing."""
+    no_decision = int(counts.get("users_without_decisions", 0) or 0)
+    no_point = int(counts.get("users", 0) or 0) - n_measured
+    if not no_decision and not no_point:
+        return None
+    why = [f"{n:,} without {what}" for n, what in ((no_decision, "a positive event"), (no_point, "a scoring point")) if n]
+    return f"{no_decision + no_point:,} of the split's {n_measured + no_decision + no_point:,}: {', '.join(why)}"
+
+
 def leader_lines(summary: dict[str, Any], metric: str) -> list[str]:
     """Verdict lines when a row other than the reference leads on ``metric`` (``summary["leader"]``): that row against
     the reference, and each learned policy's distance to it, so that a policy that beats the rules but trails a
@@ -70,11 +83,15 @@ def leader_lines(summary: dict[str, Any], metric: str) -> list[str]:
 
 def short_points_text(protocol: dict[str, Any]) -> str:
     """``"; 12 points with fewer (too few items to draw from)"`` when sampled points hold fewer negatives than asked
-    (a catalogue smaller than ``--n-negatives``, or a user who touched most of it); else ``""``."""
-    short = int((protocol.get("counts") or {}).get("points_with_fewer_negatives", 0))
-    if not short:
-        return ""
-    return f"; {short:,} of {protocol.get('scoring_points', 0):,} points with fewer (too few items to draw from)"
+    (a catalogue smaller than ``--n-negatives``, or a user who touched most of it), and the targets left unscored for
+    want of any negative; else ``""``."""
+    counts = protocol.get("counts") or {}
+    short, none = int(counts.get("points_with_fewer_negatives", 0)), int(counts.get("points_without_negatives", 0))
+    text = f"; {short:,} of {protocol.get('scoring_points', 0):,} points with fewer (too few items to draw from)" if short else ""
+    if none:
+        text += (f"; {none:,} target{'s' if none != 1 else ''} not scored: no item left to draw a negative from (the user "
+                 "engaged with every other item)")
+    return text
 
 
 def few_points_caution(points: int, users: int, mean_candidates: float, widest: int) -> str | None:
