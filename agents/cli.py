@@ -47,7 +47,7 @@ def _d(name: str):
 @click.option("--reward", default=_d("reward"), show_default=True, help=f"Reward metric: {METRIC_NAMES_TEXT}.")
 @click.option("--reward-baseline", default=_d("reward_baseline"), show_default=True, help="The reference rule: the one a residual agent starts from and learns a change to, the one it must beat to ship, and whose metric at the same scoring points is subtracted from the reward: 'best' (every baseline is tuned on validation users, the best one is used), a baseline name (e.g. context_rule: only that one is tuned), or 'none' for the raw metric.")
 @click.option("--tune-users", type=int, default=_d("tune_users"), show_default=True, help="Validation users the baselines are tuned on (a seeded sample of those with a scoring point; 0: all).")
-@click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None, help="Reuse a baselines.json (same metric and protocol, on the same dataset or a copy of its folder) instead of tuning again.")
+@click.option("--tuned-baselines", type=click.Path(), default=None, help="Reuse a baselines.json, or a run folder's (same metric and protocol, on the same dataset or a copy of its folder), instead of tuning again.")
 @click.option("--sequence", type=click.Path(exists=True, file_okay=False), default=None, help="A sequence tracker's run folder (`interestgym train-sequence`, same dataset and embeddings): its standardised score becomes a score term; the best rule mixed with it (weight tuned on validation users) competes as `<rule>+tracker` and, when better, is the reference and the agent scores with the term too.")
 @click.option("--tracker-observations/--no-tracker-observations", default=_d("tracker_observations"), show_default=True, help="With --sequence: the agent also observes the tracker (its recent ranking quality for the user, its top-1 probability and entropy), to learn when to trust it.")
 @click.option("--category-gain/--no-category-gain", default=_d("category_gain"), show_default=True, help="Residual form, with a reference that scores with the category counts: the agent also sets how much each event adds to its category's count (1 = the rule's, 0 = not counted, up to 2).")
@@ -111,7 +111,16 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     for name, flag in (("dataset", "DATASET"), ("run_dir", "--run-dir")):
         if given.get(name, (None, ""))[0] in (None, ""):
             raise InterestGymError(f"{flag}: missing; give it on the command line or as `{name}` in --config FILE")
-    from interestgym.agents.run_folder import CONFIG_FILE, read_run_config
+    from interestgym.agents.run_folder import (
+        CONFIG_FILE,
+        baselines_file,
+        read_run_config,
+    )
+
+    if given.get("tuned_baselines", (None, ""))[0]:  # a run folder stands for its baselines.json
+        value, source = given["tuned_baselines"]
+        given["tuned_baselines"] = (str(baselines_file(value, source if source.startswith("--") else f"tuned_baselines in {source}")),
+                                    source)
 
     if resume and "timesteps" not in given and (Path(str(given["run_dir"][0])) / CONFIG_FILE).is_file():
         # --resume without --timesteps continues to the run's own total, not to today's default
@@ -137,6 +146,9 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     _note_idle_levers(Path(config.run_dir), given)
     tuning = f" ({result['tuning_seconds']:.0f} s of it tuning the baselines)" if result.get("tuning_seconds", 0) >= 1 else ""
     this_call = f" ({result['timesteps_this_call']:,} of them now)" if resume else ""
+    if not resume and result["num_timesteps"] > config.timesteps:  # PPO collects whole rollouts (steps_to_run)
+        this_call = (f" (--timesteps {config.timesteps:,} rounded up to whole rollouts of {config.n_envs} envs x "
+                     f"{config.n_steps} steps)")
     if resume and result["timesteps_this_call"] == 0:
         click.echo(f"note: the run was already at step {result['num_timesteps']:,}, at or past --timesteps {config.timesteps:,}: "
                    "nothing was trained; give a larger --timesteps to train further", err=True)

@@ -199,6 +199,20 @@ def check_run_tracker(run_dir: str | Path, saved: dict[str, Any], config: Any) -
 
 
 # ------------------------------------------------------------------------------ tuned baselines
+def baselines_file(path: str | Path, flag: str = "--tuned-baselines") -> Path:
+    """The ``baselines.json`` that ``path`` names: the file itself, or a run folder's (``RUN/baselines.json``).
+
+    :raises InterestGymError: ``path`` is a folder without one (naming ``flag`` and what was expected).
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / BASELINES_FILE).is_file():
+            raise InterestGymError(f"{flag} {path}: a folder without {BASELINES_FILE}; expected a {BASELINES_FILE} or a "
+                                   "run folder that holds one (`interestgym train` writes it)")
+        return path / BASELINES_FILE
+    return path
+
+
 def write_tuned_baselines(path: str | Path, *, metric: str, tune_users: int | None, protocol: dict[str, Any],
                           baselines: dict[str, Any]) -> None:
     """Write a ``baselines.json``: every baseline tuned on validation users, with what it depends on (and the

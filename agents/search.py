@@ -530,8 +530,9 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any], extr
                    "else the base; 'best': the highest validation score.")
 @click.option("--seed", type=int, default=None, help="Seed of PPO and of the env in every trial (default: the base's, 0).")
 @click.option("--embeddings", default=None, help="Embedding name in DATASET (default: the base's, else the dataset's only one).")
-@click.option("--tuned-baselines", type=click.Path(dir_okay=False), default=None,
-              help="Reuse a baselines.json (same metric and protocol); otherwise trial 0 tunes them and every later trial reuses its.")
+@click.option("--tuned-baselines", type=click.Path(), default=None,
+              help="Reuse a baselines.json, or a run folder's (same metric and protocol); otherwise trial 0 tunes them and every "
+                   "later trial reuses its.")
 @ray_option
 def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, sampler: str, sampler_seed: int,
            params: str | None, config_file: Path | None, pick: str, seed: int | None, embeddings: str | None,
@@ -559,6 +560,10 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
     if embeddings is not None:
         base["embeddings"], sources["embeddings"] = embeddings, "--embeddings"
     names = [n.strip() for n in params.split(",") if n.strip()] if params else None
+    if tuned_baselines:
+        from interestgym.agents.run_folder import baselines_file
+
+        tuned_baselines = str(baselines_file(tuned_baselines))
     try:
         doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
                          sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,
