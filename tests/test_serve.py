@@ -477,12 +477,22 @@ def test_an_event_older_than_the_users_last_refuses_the_batch_with_409_and_appli
         assert body["error"] == "out_of_order"
         assert "1999999" in body["message"] and "2000000" in body["message"] and "'c'" in body["message"]
         assert body["detail"] == {"index": 2, "event_id": "c", "user_id": "u1", "ts": 1_999_999, "last_event_ts": 2_000_000}
+        # the event it is late against is b, of this batch (applied to nothing yet), not a's in the store
+        assert "before event 'b' earlier in this batch (ts 2000000)" in body["message"] and "last applied" not in body["message"]
         assert client.get("/v1/users/u1").json()["events"] == 1  # nothing of the batch was applied, not even u2's
+        assert client.get("/v1/users/u2").status_code == 404
+        # a new user's batch out of order: nothing of the user was ever applied
+        body = client.post("/v1/events", json={"events": [_event("d2", "u3", 1_000_100), _event("d1", "u3", 1_000_000)]}).json()
+        assert body["error"] == "out_of_order" and "before event 'd2' earlier in this batch (ts 1000100)" in body["message"]
+        assert client.get("/v1/users/u3").status_code == 404
+        # against the store's last event, as before
+        body = client.post("/v1/events", json={"events": [_event("e", "u1", 1_500_000)]}).json()
+        assert "before the user's last applied event at ts 2000000" in body["message"]
         assert client.get("/v1/users/u2").status_code == 404
         # equal times are in order; the batch without the late event goes through
         assert client.post("/v1/events", json={"events": late[:2]}).json()["applied"] == 2
         metrics = client.get("/metrics").text
-        assert 'interestgym_events_refused_total{reason="out_of_order"} 1.0' in metrics
+        assert 'interestgym_events_refused_total{reason="out_of_order"} 3.0' in metrics  # the three batches refused above
 
 
 @pytest.mark.parametrize("store_url", [*STORES, "memory"], indirect=True)

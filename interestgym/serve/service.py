@@ -884,6 +884,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
         skipped[u][events[i].event_id] = seen[u].pop(events[i].event_id)
         del new_ids[u][events[i].event_id]
 
+    in_batch: dict[str, str] = {}  # user -> the id of the user's last event this batch applied (to its copy of the state)
     while any(queues.values()):
         round_events: list[tuple[str, int]] = []
         round_outcomes: list[tuple[str, int]] = []
@@ -921,9 +922,12 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                     forgotten = (cutoff is not None and e.ts < cutoff) or (gone is not None and e.ts < gone)
                     maybe = ("; events that old have their ids forgotten (--event-id-retention), so if this is a retry of one, "
                              "it was applied then" if forgotten else "")
-                    late(i, u, f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before the user's last applied event at ts "
-                               f"{st.counter('last_event_ts')}; a user's events must arrive in time order{maybe} (nothing in this "
-                               "batch was applied; \"late\": \"skip\" applies the rest)", last_event_ts=st.counter("last_event_ts"))
+                    # the user's last event may be one of this batch's, not yet applied to the store
+                    last = (f"event {in_batch[u]!r} earlier in this batch (ts {st.counter('last_event_ts')})" if u in in_batch else
+                            f"the user's last applied event at ts {st.counter('last_event_ts')}")
+                    late(i, u, f"event {e.event_id!r} of user {u!r} has ts {e.ts}, before {last}; a user's events must arrive in "
+                               f"time order{maybe} (nothing in this batch was applied; \"late\": \"skip\" applies the rest)",
+                         last_event_ts=st.counter("last_event_ts"))
                     continue
                 kept.append((u, i))
                 row = row_of.get(e.item_id, -1) if e.item_id is not None else -1
@@ -936,6 +940,7 @@ def _apply_batch(policy: ExportedPolicy, cat: Catalogue, row_of: dict[str, int],
                 decided = new.counter("n_decisions") > states[u].counter("n_decisions")
                 states[u] = new
                 e = events[i]
+                in_batch[u] = e.event_id
                 results[i] = {"event_id": e.event_id, "user_id": u, "kind": "event", "status": "applied", "decision": decided,
                               "item_known": e.item_id is not None and row_of.get(e.item_id, -1) >= 0,
                               "value_given": e.value is not None}
