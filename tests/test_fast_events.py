@@ -339,6 +339,29 @@ def test_an_empty_value_is_no_value_and_a_rating_needs_one(tmp_path: Path) -> No
     assert_same_dataset(path, EventsOptions(), tmp_path)
 
 
+def test_values_below_zero_are_kept_and_counted_in_a_note(tmp_path: Path) -> None:
+    """A value below 0 (a return's quantity, a signed score) is kept as given, and the note says how many rows had one
+    and what the agent's observation makes of it; rows rejected at the value check or before are not counted. Both
+    readers alike."""
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "user_id,item_id,ts,action,value,text\n"
+        "1,a,1511544070,click,-5,A\n"       # counted
+        "1,a,1511544071,click,0,A\n"
+        "1,b,1511544072,rate,-1.5,B\n"      # counted
+        "1,b,1511544073,clik,-2,B\n"        # rejected at the action: not counted
+        "1,c,1511544074,view,-0.0,C\n", encoding="utf-8")  # -0 is not below 0
+    log = assert_same_read(path, EventsOptions())
+    assert [r["line"] for r in log.rejects] == [5]
+    notes = [n for n in log.notes if "below 0" in n]
+    assert notes == [(f"{path}: 2 rows with a value below 0, kept as given: the agent's feedback_value observation reads values "
+                      "as ratings, quantities or read fractions and takes one below 0 as 0 (rows rejected later for another "
+                      "reason included)")]
+    out = read_events(path, RejectLog(), EventsOptions(reader="lines"))
+    assert out.events["value"].tolist() == [-5.0, 0.0, -1.5, -0.0]
+    assert_same_dataset(path, EventsOptions(), tmp_path)
+
+
 def test_jsonl_null_and_missing_values(tmp_path: Path) -> None:
     """In JSONL a null value and a missing key both mean no value; a rating needs one either way."""
     path = tmp_path / "log.jsonl"

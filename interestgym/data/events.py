@@ -470,6 +470,8 @@ class _RowChecker:
         self.seen_keys: set[str] = set()
         #: Rows with a value column or key but nothing in it, read as 1.0 (counted at the value check).
         self.empty_values = 0
+        #: Rows with a value below 0, kept as given (counted at the value check, like empty_values).
+        self.negative_values = 0
         #: Items whose rows the items file rejected: where and why (see :func:`read_items_file`).
         self.rejected_items: dict[str, str] = {}
 
@@ -493,6 +495,8 @@ class _RowChecker:
             value, reason = _parse_value(row, action)
             if reason is None and "value" in row and no_value(row["value"]):
                 self.empty_values += 1  # the file has values, but not on this row: 1.0, and said in a note
+            elif reason is None and value < 0:
+                self.negative_values += 1  # kept as given, and said in a note
         if reason is None:
             if self.catalogue is not None:
                 if item not in self.known_items:
@@ -603,6 +607,11 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     if rows.empty_values:
         log.note(f"{name}: {rows.empty_values:,} row{'s' if rows.empty_values != 1 else ''} with an empty value (an empty cell or "
                  "null) read as 1.0, the value of an event without one (a rating without a value is rejected; rows rejected "
+                 "later for another reason included)")
+    if rows.negative_values:
+        n = rows.negative_values
+        log.note(f"{name}: {n:,} row{'s' if n != 1 else ''} with a value below 0, kept as given: the agent's feedback_value "
+                 "observation reads values as ratings, quantities or read fractions and takes one below 0 as 0 (rows rejected "
                  "later for another reason included)")
     if times.floored:
         log.note(f"{name}: {times.floored:,} time{'s' if times.floored != 1 else ''} read had a fraction of a second (on kept rows and on rows "

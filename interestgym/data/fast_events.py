@@ -306,6 +306,7 @@ class _ColumnarReader:
             else np.zeros(0, dtype=bool)
         values, empty_values = check_values(columns.get("value"), n_rows, reasons, is_rating)
         rows.empty_values += empty_values
+        rows.negative_values += int(np.count_nonzero((values < 0) & reasons.ok()))
 
         # ---- items
         items = None
