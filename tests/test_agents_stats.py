@@ -94,3 +94,23 @@ def test_the_evaluation_tables_star_every_difference_whose_ci_excludes_zero_on_e
     text = markdown_tables(summary)
     assert "+0.1000 [+0.0500, +0.1500]*" in text and "-0.1000 [-0.1500, -0.0500]*" in text
     assert "| tie | +0.0000 [-0.0200, +0.0200] |" in text
+
+
+def test_a_row_whose_auc_ci_reaches_one_half_gets_a_chance_caution():
+    """The learned rows and the reference get a caution when their AUC's CI reaches 0.5 (a random order): per-user AUCs
+    drawn around 0.5 do, ones around 0.8 do not; rows not asked about, and rows without AUC, get none."""
+    from interestgym.evaluation.tables import PolicyScores, chance_lines, summarise
+
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{i}" for i in range(40)])
+    rows = [PolicyScores(name=name, kind=kind, users=users, per_user={"auc": np.clip(rng.normal(mean, 0.1, 40), 0, 1)})
+            for name, kind, mean in (("ppo", "learned", 0.8), ("rule", "baseline", 0.5), ("other", "baseline", 0.45))]
+    summary = summarise(rows, ["auc"], reference="rule", n_boot=200)
+    auc = summary["policies"]["rule"]["metrics"]["auc"]
+    assert auc["lo"] <= 0.5 < summary["policies"]["ppo"]["metrics"]["auc"]["lo"]  # the draws are what the test needs
+    assert chance_lines(summary, ["ppo", "rule"]) == [(
+        f"- caution: `rule` is not shown to rank better than chance here: AUC {auc['mean']:.4f} [{auc['lo']:.4f}, "
+        f"{auc['hi']:.4f}] reaches 0.5, a random order of the candidates (few or unrepresentative scoring points, or items "
+        "whose text says little of what is clicked)")]
+    assert chance_lines(summary, ["ppo"]) == []
+    assert chance_lines(summarise(rows, [], reference="rule", n_boot=10), ["rule"]) == []  # no AUC measured

@@ -40,6 +40,7 @@ from interestgym.errors import InterestGymError
 from interestgym.evaluation.stream import UserScores
 from interestgym.evaluation.tables import (
     PolicyScores,
+    chance_lines,
     few_points_caution,
     leader_lines,
     markdown_tables,
@@ -856,6 +857,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
+    verdicts += chance_lines(summary, [*learned, ref] if ref else learned)
     caution = split_caution(header.get("split"))
     if caution:
         verdicts.append(f"- note: {caution}")

@@ -63,6 +63,21 @@ def users_left_out_text(counts: dict[str, Any], n_measured: int) -> str | None:
     return f"{no_decision + no_point:,} of the split's {n_measured + no_decision + no_point:,}: {', '.join(why)}"
 
 
+def chance_lines(summary: dict[str, Any], names: Iterable[str]) -> list[str]:
+    """Caution lines for the rows ``names`` (the learned rows and the reference: what a run ships or is measured
+    against) whose AUC's 95% CI reaches down to 0.5, the AUC of candidates in a random order: such a row is not shown to
+    order a user's candidates better than chance, whatever it gains over another row. Empty when each is above."""
+    out = []
+    for name in dict.fromkeys(names):
+        auc = ((summary["policies"].get(name) or {}).get("metrics") or {}).get("auc")
+        if not auc or not np.isfinite(auc["lo"]) or auc["lo"] > 0.5:
+            continue
+        out.append(f"- caution: `{name}` is not shown to rank better than chance here: AUC {auc['mean']:.4f} "
+                   f"[{auc['lo']:.4f}, {auc['hi']:.4f}] reaches 0.5, a random order of the candidates (few or unrepresentative "
+                   "scoring points, or items whose text says little of what is clicked)")
+    return out
+
+
 def leader_lines(summary: dict[str, Any], metric: str) -> list[str]:
     """Verdict lines when a row other than the reference leads on ``metric`` (``summary["leader"]``): that row against
     the reference, and each learned policy's distance to it, so that a policy that beats the rules but trails a
