@@ -221,3 +221,29 @@ def test_runtime_replay_reproduces_interestgym_evaluate_per_user_metrics(tmp_pat
         np.testing.assert_array_equal(means, np.array(values, dtype=np.float64), err_msg=metric)
         checked += 1
     assert checked >= 5
+
+
+def test_an_export_over_an_earlier_one_says_it_replaced_it(tmp_path_factory, monkeypatch, capsys):
+    """`export --out` a folder holding an export: the note names the folder, the old and the new content digests (read
+    from the manifests before and after) and that a server serving it keeps the old policy until a swap; the same
+    content again is said so; a first export says nothing of the kind."""
+    from cli_fixtures import run
+
+    fx = trained_export(tmp_path_factory, "next_positive")
+    out = tmp_path_factory.mktemp("replaced") / "export"
+
+    def export(model: str) -> str:
+        code, _, stderr = run(["export", str(fx.run), "--out", str(out), "--model", model, "--verify-observations", "10"], capsys)
+        assert code == 0, stderr
+        return stderr
+
+    assert "replaced the export" not in export("best")
+    old = json.loads((out / "manifest.json").read_text())["manifest_sha256"]
+    said = export("final")
+    new = json.loads((out / "manifest.json").read_text())["manifest_sha256"]
+    assert new != old  # another `created` at least
+    assert (f"  replaced the export that was in {out} (manifest sha256 {old[:16]}..., now {new[:16]}...); a server already "
+            f"serving it keeps the policy it loaded until `POST /v1/admin/policy {{\"path\": \"{out}\"}}` or a restart") in said
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    export("final")
+    assert "(the same content)" in export("final")

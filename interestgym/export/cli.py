@@ -42,12 +42,15 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
     """
     from interestgym.agents.sequence.folder import is_sequence_run
 
+    before = _previous_digest(out)
     if is_sequence_run(run_dir):
         _export_tracker(run_dir, out, "best" if which_model == "shipped" else which_model, verify_observations)
+        _note_replaced(out, before)
         return
     from interestgym.export.run import export_run
 
     result = export_run(run_dir, out, which=which_model, verify_observations=verify_observations, verify_split=verify_split)
+    _note_replaced(out, before)
     m = result.manifest
     policy = m["policy"]
     what = (f"reference rule {policy['rule']['name']}" if policy["form"] == "rule" else
@@ -77,6 +80,28 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
         header = (m["evaluation"].get("results") or {}).get("header") or {}
         click.echo(f"  metrics from {m['evaluation']['source']}: split {header.get('split', 'test')}, {header.get('users', '?')} users, "
                    f"compared with {header.get('reference', '?')}")
+
+
+def _previous_digest(out: Path) -> str | None:
+    """The content digest of the export ``out`` holds now (None: no export there, or one whose manifest cannot be read)."""
+    import json
+
+    for name in ("manifest.json", "tracker.json"):
+        try:
+            return str(json.loads((out / name).read_text(encoding="utf-8"))["manifest_sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _note_replaced(out: Path, before: str | None) -> None:
+    """Say that an earlier export in ``out`` was replaced (one being served keeps serving the old policy)."""
+    if before is None:
+        return
+    after = _previous_digest(out)
+    same = " (the same content)" if after == before else f", now {str(after)[:16]}..."
+    click.echo(f"  replaced the export that was in {out} (manifest sha256 {before[:16]}...{same}); a server already serving "
+               f"it keeps the policy it loaded until `POST /v1/admin/policy {{\"path\": \"{out}\"}}` or a restart", err=True)
 
 
 def _export_tracker(run_dir: Path, out: Path, which: str, verify: int) -> None:
