@@ -135,6 +135,10 @@ def _warn_about_protocol(data: ReplayData, spec: ProtocolSpec) -> None:
     if short:
         warnings.warn(f"{short:,} of {data.n_points:,} scoring points have fewer than n_negatives={spec.n_negatives} negatives: "
                       "the catalogue, less the items the protocol excludes, holds fewer", UserWarning, stacklevel=3)
+    none = int(data.counts.get("points_without_negatives") or 0)
+    if none:
+        warnings.warn(f"{none:,} targets are not scoring points: the catalogue, less the items the protocol excludes, "
+                      "holds no item to draw a negative from", UserWarning, stacklevel=3)
 
 
 class InterestReplayEnv(gym.Env):

@@ -104,7 +104,7 @@ def test_a_row_whose_auc_ci_reaches_one_half_gets_a_chance_caution():
     rng = np.random.default_rng(0)
     users = np.array([f"u{i}" for i in range(40)])
     rows = [PolicyScores(name=name, kind=kind, users=users, per_user={"auc": np.clip(rng.normal(mean, 0.1, 40), 0, 1)})
-            for name, kind, mean in (("ppo", "learned", 0.8), ("rule", "baseline", 0.5), ("other", "baseline", 0.45))]
+            for name, kind, mean in (("ppo", "learned", 0.8), ("rule", "baseline", 0.5), ("other", "baseline", 0.4))]
     summary = summarise(rows, ["auc"], reference="rule", n_boot=200)
     auc = summary["policies"]["rule"]["metrics"]["auc"]
     assert auc["lo"] <= 0.5 < summary["policies"]["ppo"]["metrics"]["auc"]["lo"]  # the draws are what the test needs
@@ -113,4 +113,10 @@ def test_a_row_whose_auc_ci_reaches_one_half_gets_a_chance_caution():
         f"{auc['hi']:.4f}] reaches 0.5, a random order of the candidates (few or unrepresentative scoring points, or items "
         "whose text says little of what is clicked)")]
     assert chance_lines(summary, ["ppo"]) == []
+    worse = summary["policies"]["other"]["metrics"]["auc"]
+    assert worse["hi"] < 0.5  # the draws around 0.4
+    assert chance_lines(summary, ["other"]) == [(
+        f"- caution: `other` ranks worse than a random order of the candidates here: AUC {worse['mean']:.4f} "
+        f"[{worse['lo']:.4f}, {worse['hi']:.4f}] lies below 0.5 (few or unrepresentative scoring points, or items whose "
+        "text says little of what is clicked)")]
     assert chance_lines(summarise(rows, [], reference="rule", n_boot=10), ["rule"]) == []  # no AUC measured

@@ -218,8 +218,15 @@ def test_interestgym_export_of_a_sequence_run_writes_a_tracker(exported, tmp_pat
     assert "tracker" in out and "max |ONNX - torch| state" in out
     manifest = json.loads((tmp_path / "cli" / "tracker.json").read_text())
     assert manifest["verification"]["windows"] == 64 and set(manifest["files"]) == {"tracker.onnx", "items.npy", "item_ids.json"}
-    # a second export replaces the first atomically; a folder that is not an export is never overwritten
-    assert run(["export", str(run_dir), "--out", str(tmp_path / "cli")], capsys)[0] == 0
+    # a second export replaces the first atomically, and says so; a folder that is not an export is never overwritten
+    from interestgym.io import sha256_file
+
+    old = sha256_file(tmp_path / "cli" / "tracker.json")
+    code, _, err = run(["export", str(run_dir), "--out", str(tmp_path / "cli")], capsys)
+    assert code == 0, err
+    new = sha256_file(tmp_path / "cli" / "tracker.json")
+    assert f"  replaced the export that was in {tmp_path / 'cli'} (tracker.json sha256 {old[:16]}..." in err
+    assert (f", now {new[:16]}...)" if new != old else "(the same content)") in err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     code, _, err = run(["export", str(run_dir), "--out", str(tmp_path / "other")], capsys)

@@ -857,7 +857,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
-    verdicts += chance_lines(summary, [*learned, ref] if ref else learned)
+    # (a run that ships its rule: its row `shipped:<ref>` ranks as the reference does, so the reference's line says it)
+    verdicts += chance_lines(summary, [n for n in learned if n != f"shipped:{ref}"] + ([ref] if ref else []))
     caution = split_caution(header.get("split"))
     if caution:
         verdicts.append(f"- note: {caution}")

@@ -72,9 +72,12 @@ def chance_lines(summary: dict[str, Any], names: Iterable[str]) -> list[str]:
         auc = ((summary["policies"].get(name) or {}).get("metrics") or {}).get("auc")
         if not auc or not np.isfinite(auc["lo"]) or auc["lo"] > 0.5:
             continue
-        out.append(f"- caution: `{name}` is not shown to rank better than chance here: AUC {auc['mean']:.4f} "
-                   f"[{auc['lo']:.4f}, {auc['hi']:.4f}] reaches 0.5, a random order of the candidates (few or unrepresentative "
-                   "scoring points, or items whose text says little of what is clicked)")
+        shown = f"AUC {auc['mean']:.4f} [{auc['lo']:.4f}, {auc['hi']:.4f}]"
+        out.append((f"- caution: `{name}` ranks worse than a random order of the candidates here: {shown} lies below 0.5"
+                    if auc["hi"] < 0.5 else
+                    f"- caution: `{name}` is not shown to rank better than chance here: {shown} reaches 0.5, a random order "
+                    "of the candidates")
+                   + " (few or unrepresentative scoring points, or items whose text says little of what is clicked)")
     return out
 
 

@@ -82,26 +82,33 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
                    f"compared with {header.get('reference', '?')}")
 
 
-def _previous_digest(out: Path) -> str | None:
-    """The content digest of the export ``out`` holds now (None: no export there, or one whose manifest cannot be read)."""
+def _previous_digest(out: Path) -> tuple[str, str] | None:
+    """What identifies the export ``out`` holds now: ("manifest sha256", its content digest) for a policy export,
+    ("tracker.json sha256", the file's) for a tracker export; None when ``out`` holds neither (or one unreadable)."""
     import json
 
-    for name in ("manifest.json", "tracker.json"):
-        try:
-            return str(json.loads((out / name).read_text(encoding="utf-8"))["manifest_sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
+    from interestgym.io import sha256_file
+
+    try:
+        return "manifest sha256", str(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["manifest_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return "tracker.json sha256", sha256_file(out / "tracker.json")
+    except OSError:
+        return None
 
 
-def _note_replaced(out: Path, before: str | None) -> None:
+def _note_replaced(out: Path, before: tuple[str, str] | None) -> None:
     """Say that an earlier export in ``out`` was replaced (one being served keeps serving the old policy)."""
     if before is None:
         return
+    label, old = before
     after = _previous_digest(out)
-    same = " (the same content)" if after == before else f", now {str(after)[:16]}..."
-    click.echo(f"  replaced the export that was in {out} (manifest sha256 {before[:16]}...{same}); a server already serving "
-               f"it keeps the policy it loaded until `POST /v1/admin/policy {{\"path\": \"{out}\"}}` or a restart", err=True)
+    new = after[1] if after is not None and after[0] == label else None
+    same = " (the same content)" if new == old else (f", now {new[:16]}..." if new else "")
+    click.echo(f"  replaced the export that was in {out} ({label} {old[:16]}...{same}); a server already serving it keeps "
+               f"the policy it loaded until `POST /v1/admin/policy {{\"path\": \"{out}\"}}` or a restart", err=True)
 
 
 def _export_tracker(run_dir: Path, out: Path, which: str, verify: int) -> None:
