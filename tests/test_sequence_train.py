@@ -368,3 +368,22 @@ def test_resume_takes_the_embedding_the_run_resolved_to(trained, tmp_path):
     assert result.exit_code == 0, (result.output, result.exception)
     result = CliRunner().invoke(cli, [*base, "--embeddings", "other"])
     assert result.exit_code != 0 and "--embeddings 'other' (the run's: 'rand')" in str(result.exception)
+
+
+def test_auto_loss_is_sampled_above_the_threshold_and_a_resume_keeps_the_runs_loss(trained, tmp_path, monkeypatch):
+    """`--loss auto` trains a full softmax up to FULL_SOFTMAX_MAX_ITEMS items and the sampled loss above (the fixture's
+    40 items against a threshold moved around them); a resume keeps the loss its run started with even where `auto`
+    would now resolve otherwise (the threshold moved from 50,000 to 10,000 between releases)."""
+    import interestgym.agents.sequence.train as seq_train
+
+    data, _, _ = trained
+    for limit, loss in ((40, "full"), (39, "sampled")):
+        monkeypatch.setattr(seq_train, "FULL_SOFTMAX_MAX_ITEMS", limit)
+        run = tmp_path / f"limit{limit}"
+        train_sequence(_config(data, run, model="gru", max_epochs=1), log=lambda _: None)
+        assert json.loads((run / CONFIG_FILE).read_text())["loss"] == loss
+    monkeypatch.setattr(seq_train, "FULL_SOFTMAX_MAX_ITEMS", 40)  # auto now says full for the run that started sampled
+    said: list[str] = []
+    train_sequence(_config(data, tmp_path / "limit39", model="gru", max_epochs=2), resume=True, log=said.append)
+    assert json.loads((tmp_path / "limit39" / CONFIG_FILE).read_text())["loss"] == "sampled"
+    assert any("sampled softmax over 40 items" in line for line in said), said

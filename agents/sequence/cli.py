@@ -36,7 +36,7 @@ def _d(name: str):
 @click.option("--max-epochs", type=int, default=_d("max_epochs"), show_default=True)
 @click.option("--patience", type=int, default=_d("patience"), show_default=True, help="Stop after this many epochs without a better validation metric.")
 @click.option("--max-minutes", type=float, default=None, help="Stop training after this many minutes (the best model so far is kept).")
-@click.option("--loss", type=click.Choice(["auto", "full", "sampled"]), default="auto", show_default=True, help="Softmax over the whole catalogue (full), or the target + shared uniform negatives (sampled); auto: full up to 50,000 items.")
+@click.option("--loss", type=click.Choice(["auto", "full", "sampled"]), default="auto", show_default=True, help="Softmax over the whole catalogue (full), or the target + shared uniform negatives (sampled); auto: full up to 10,000 items (a full softmax over more is slow on a CPU).")
 @click.option("--train-negatives", type=int, default=_d("train_negatives"), show_default=True, help="Shared negatives per batch with --loss sampled.")
 @click.option("--metric", default=_d("metric"), show_default=True, help="Validation metric for early stopping.")
 @click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default="uniform", show_default=True, help="Negatives of the validation scoring points (logs without impressions), as `interestgym train`.")

@@ -62,7 +62,7 @@ class SequenceConfig:
     """Stop training after this many minutes (the best model so far is kept)."""
     loss: str = "auto"
     """``full`` softmax over the catalogue, ``sampled`` (shared uniform negatives per batch), or ``auto``
-    (full up to 50,000 items)."""
+    (full up to 10,000 items)."""
     train_negatives: int = 1024
     """Shared negatives per batch with ``loss = sampled``."""
     metric: str = "ndcg@10"

@@ -7,7 +7,7 @@
 3. **Loop**: each epoch cuts every training user's sequence into chunks of ``window`` decisions (a
    random offset per user and epoch), shuffles them, and minimises the cross-entropy of the next
    decision's item at every chunk position: a softmax over the whole catalogue (``loss = full``) or
-   over the target plus shared uniform negatives (``sampled``, for catalogues over 50,000 items).
+   over the target plus shared uniform negatives (``sampled``, for catalogues over 10,000 items).
    After every epoch the model scores the validation users' scoring points
    (:func:`~interestgym.agents.sequence.scoring.score_replay`); a better mean over users of
    ``metric`` saves ``best/``; ``patience`` epochs without one stop the run.
@@ -68,8 +68,10 @@ from interestgym.errors import InterestGymError, Interrupted
 from interestgym.io import make_out_dir
 from interestgym.progress import progress_bar
 
-#: Largest catalogue trained with a full softmax under ``loss = auto``.
-FULL_SOFTMAX_MAX_ITEMS = 50_000
+#: Largest catalogue trained with a full softmax under ``loss = auto``. Above it a full softmax costs more per epoch
+#: than a CPU run can afford: on the Taobao sample (30,063 items) a GRU took ~22 s an epoch and ranked at chance
+#: (AUC 0.51) after the minutes the sampled loss (~1.5 s an epoch) needs to reach 0.37 nDCG@10 (docs/sequence.md).
+FULL_SOFTMAX_MAX_ITEMS = 10_000
 
 
 def chunk_loss(model: SequenceTracker, chunks: TrainingChunks, index: np.ndarray, device: torch.device, *, sampled: int | None,
@@ -177,6 +179,8 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
         if saved_spec != spec or doc.get("dataset", {}).get("embeddings_sha256") != fingerprint["embeddings_sha256"]:
             raise InterestGymError(f"{run_dir / CONFIG_FILE}: the dataset or model spec changed since this run started; "
                                    "start a new --run-dir")
+        if doc.get("loss") in ("full", "sampled"):  # the loss the run started with (`auto` may resolve otherwise since)
+            sampled = int(config.train_negatives) if doc["loss"] == "sampled" else None
     write_run_config(run_dir, config, spec, fingerprint, validation=valid_data.describe(), loss="sampled" if sampled else "full")
 
     metric = config.metric.strip().lower()
