@@ -194,7 +194,8 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     learned = load_run_policy(run_dir, which, device=config.device)
 
     def per_user(policy: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        res = evaluate_policy(valid_data, policy, metric=metric, record_features=False, progress=False)
+        # (a progress line in a log too: both replays of every validation user can take a while after the last step)
+        res = evaluate_policy(valid_data, policy, metric=metric, record_features=False, progress=None if config.progress_bar else False)
         user_ids = res.points["user_id"].to_numpy()
         wanted = [metric] + [m for m in GUARD_METRICS if m != metric and m in res.points.columns]
         means = {m: per_user_means(user_ids, res.points[m].to_numpy()) for m in wanted}
