@@ -84,6 +84,12 @@ def encode(
     from interestgym.data.dataset import Dataset
 
     ds = Dataset.open(dataset)
+    if encoder_spec.strip().lower() not in ("hashing", "tfidf", "cooc"):  # a text model: do the texts hold words?
+        from interestgym.data.suggest import encoder_advice
+
+        advised, why = encoder_advice(ds.path, (ds.manifest.get("source") or {}).get("format"))
+        if advised == "cooc":
+            click.echo(f"note: {why}; encoding with {encoder_spec} anyway (`--encoder cooc` is what prepare advised)", err=True)
     encoder = build_encoder(
         encoder_spec, pooling=pooling, max_length=max_length, device=device, precision=precision,
         batch_size=batch_size, backend=backend, quantize=quantize, onnx_dir=ds.path / "cache" / "onnx", dim=dim, window=window,

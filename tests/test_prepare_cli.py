@@ -157,12 +157,25 @@ def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureF
     # texts of ids only: a text encoder sees no words in them, so the next step suggested is cooc
     assert stdout.rstrip().endswith(f"Next: interestgym encode {out} --encoder cooc   # item texts are only ids (e.g. 'category 10'), "
                                     "no words for minilm; cooc learns item vectors from training users' co-occurrence")
+    # ... as does a stage that finds no embeddings, and encode with a text model says so
+    from interestgym.data.dataset import Dataset
+    from interestgym.errors import ArtifactError
+
+    with pytest.raises(ArtifactError) as caught:
+        Dataset.open(out).resolve_embeddings(None)
+    assert str(caught.value) == (f"{out}: no embeddings yet; run `interestgym encode {out} --encoder cooc` first (item texts are only "
+                                 "ids (e.g. 'category 10'), no words for minilm; cooc learns item vectors from training users' "
+                                 "co-occurrence)")
+    code, _, err = run(["encode", str(out), "--encoder", "hashing"], capsys)
+    assert code == 0 and "note:" not in err, err
     words = tmp_path / "words.csv"
     words.write_text("1,100,red shoes,pv,1511544070\n1,101,blue hat,buy,1511544080\n")
     code, stdout, err = run(["prepare", "events", str(words), "--out", str(tmp_path / "w"), "--columns",
                              "user_id,item_id,title,action,ts", "--actions", "pv=view,buy=purchase", "--item-text", "{title}"], capsys)
     assert code == 0, err
     assert stdout.rstrip().endswith("--encoder minilm")
+    with pytest.raises(ArtifactError, match=r"no embeddings yet; run `interestgym encode \S+ --encoder minilm` first$"):
+        Dataset.open(tmp_path / "w").resolve_embeddings(None)
     # Chinese titles: minilm is an English model, so the next step suggested is tfidf (jieba words)
     chinese = tmp_path / "zh.csv"
     chinese.write_text("1,100,体育新闻 比赛,pv,1511544070\n1,101,财经 股市 上涨,buy,1511544080\n", encoding="utf-8")
@@ -232,3 +245,27 @@ def test_help_names_every_format_and_option(capsys: pytest.CaptureFixture[str]) 
     for word in ("mind", "movielens", "events", "synthetic", "--split", "--max-reject-rate", "--mind-text", "--tags", "--columns",
                  "--map", "--actions", "--time-format", "--items", "--item-text", "--users", "--tz-offset", "--overwrite"):
         assert word in out, word
+
+
+def test_encode_with_a_text_model_on_id_only_texts_says_what_prepare_advised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A BERT folder (a tiny random one, the code path of minilm) on texts that are only ids: encoded as asked, with a
+    note; the same model on texts with words: no note."""
+    from test_encoders_bert import save_tiny_bert
+
+    model = save_tiny_bert(tmp_path / "tiny-bert")
+    ids, words = tmp_path / "ids.csv", tmp_path / "words.csv"
+    ids.write_text("1,100,10,pv,1511544070\n1,101,11,buy,1511544080\n2,100,10,pv,1511544090\n")
+    words.write_text("1,100,red shoes,pv,1511544070\n1,101,blue hat,buy,1511544080\n2,100,red shoes,pv,1511544090\n")
+    for src, column in ((ids, "category"), (words, "title")):
+        out = tmp_path / src.stem
+        code, _, err = run(["prepare", "events", str(src), "--out", str(out), "--columns", f"user_id,item_id,{column},action,ts",
+                            "--actions", "pv=view,buy=purchase", "--item-text", "category {category}" if column == "category" else "{title}"],
+                           capsys)
+        assert code == 0, err
+        code, _, err = run(["encode", str(out), "--encoder", str(model)], capsys)
+        assert code == 0, err
+        assert (out / "embeddings").is_dir()
+        notes = [line for line in err.splitlines() if line.startswith("note:")]
+        assert notes == ([f"note: item texts are only ids (e.g. 'category 10'), no words for minilm; cooc learns item vectors "
+                          f"from training users' co-occurrence; encoding with {model} anyway (`--encoder cooc` is what prepare "
+                          "advised)"] if src is ids else []), err

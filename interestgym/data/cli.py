@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -133,35 +132,6 @@ def _summary(manifest: dict[str, Any], out: Path, fmt: str) -> str:
     return "\n".join(lines)
 
 
-#: A token with a digit in it (``2520377``, ``cat_12``, ``SKU-9``) is an id, not a word.
-_TOKEN = re.compile(r"\w+")
-#: Texts looked at to tell ids from words (evenly spaced over items.parquet).
-_TEXT_SAMPLE = 20_000
-
-
-def _id_only_example(out: Path) -> str | None:
-    """An item text, when every item's text is ids in one fixed frame (e.g. ``category 2520377``); else None.
-
-    A text's words are its tokens without a digit. When all the items' texts have the same words
-    (the literal part of an ``--item-text`` template such as ``category {category}``, or none at
-    all), the texts differ only by ids: a text encoder sees no meaning in them.
-    """
-    import pandas as pd
-
-    try:
-        texts = pd.read_parquet(out / "items.parquet", columns=["text"])["text"]
-    except Exception:  # noqa: BLE001 - only a suggestion: never fail the prepare for it
-        return None
-    if texts.empty:
-        return None
-    step = max(1, len(texts) // _TEXT_SAMPLE)
-    sample = texts.iloc[::step].astype(str).tolist()
-    frames = {tuple(t for t in _TOKEN.findall(text) if not any(c.isdigit() for c in t)) for text in sample}
-    if len(frames) != 1 or not any(any(c.isdigit() for c in text) for text in sample):
-        return None
-    return sample[0]
-
-
 def _delimiter(text: str | None) -> str | None:
     """``--delimiter`` as given: ``\\t`` (or ``tab``) for a tab, checked by :func:`~interestgym.data.tables.check_delimiter`."""
     if text is None:
@@ -200,32 +170,12 @@ def refused_rows_path(out: Path) -> Path:
     return out.parent / f"{out.name}.rejects.jsonl"
 
 
-def _chinese_example(out: Path) -> str | None:
-    """An item text, when most items' texts are Chinese (CJK ideographs); else None."""
-    import pandas as pd
-
-    from interestgym.encoders.tokenize import chinese_example
-
-    try:
-        texts = pd.read_parquet(out / "items.parquet", columns=["text"])["text"]
-    except Exception:  # noqa: BLE001 - only a suggestion: never fail the prepare for it
-        return None
-    return chinese_example(texts.astype(str).tolist())
-
-
 def _next_step(out: Path, fmt: str) -> str:
-    """The ``encode`` command to run next: cooc when an events log's item texts are only ids, tfidf when they are
-    Chinese (minilm is an English model), else minilm."""
-    command = f"Next: interestgym encode {shlex.quote(str(out))} --encoder"
-    example = _id_only_example(out) if fmt == "events" else None
-    if example is None:
-        chinese = _chinese_example(out)
-        if chinese is not None:
-            return (f"{command} tfidf   # item texts are Chinese (e.g. {chinese[:20]!r}); minilm is an English model, "
-                    "tfidf segments Chinese words (jieba); a Chinese BERT folder also works: --encoder PATH")
-        return f"{command} minilm"
-    return (f"{command} cooc   # item texts are only ids (e.g. {example[:40]!r}), no words for minilm; "
-            "cooc learns item vectors from training users' co-occurrence")
+    """The ``encode`` command to run next (:func:`interestgym.data.suggest.encoder_advice`)."""
+    from interestgym.data.suggest import encoder_advice
+
+    encoder, why = encoder_advice(out, fmt)
+    return f"Next: interestgym encode {shlex.quote(str(out))} --encoder {encoder}" + (f"   # {why}" if why else "")
 
 
 _HELP = """Turn raw logs into a validated, split, canonical dataset in --out.

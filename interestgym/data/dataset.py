@@ -545,7 +545,11 @@ class Dataset:
         if len(names) == 1:
             return names[0]
         if not names:
-            raise ArtifactError(f"{self.path}: no embeddings yet; run `interestgym encode {self.path} --encoder minilm` first")
+            from interestgym.data.suggest import encoder_advice
+
+            encoder, why = encoder_advice(self.path, (self.manifest.get("source") or {}).get("format"))
+            raise ArtifactError(f"{self.path}: no embeddings yet; run `interestgym encode {self.path} --encoder {encoder}` first"
+                                + (f" ({why})" if why else ""))
         raise ArtifactError(f"{self.path}: several embeddings ({', '.join(names)}); choose one with --embeddings NAME (embeddings=NAME in Python)")
 
     def load_embeddings(self, name: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
