@@ -266,6 +266,6 @@ def test_encode_with_a_text_model_on_id_only_texts_says_what_prepare_advised(tmp
         assert code == 0, err
         assert (out / "embeddings").is_dir()
         notes = [line for line in err.splitlines() if line.startswith("note:")]
-        assert notes == ([f"note: item texts are only ids (e.g. 'category 10'), no words for minilm; cooc learns item vectors "
-                          f"from training users' co-occurrence; encoding with {model} anyway (`--encoder cooc` is what prepare "
-                          "advised)"] if src is ids else []), err
+        assert notes == ([(f"note: item texts are only ids (e.g. 'category 10'), no words for minilm; cooc learns item vectors "
+                           f"from training users' co-occurrence; encoding with {model} anyway (`--encoder cooc` is what prepare "
+                           "advised)")] if src is ids else []), err
