@@ -242,6 +242,21 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     return decision
 
 
+def _note_unused_tracker(reference: dict[str, Any], tuned: dict[str, Any]) -> None:
+    """With ``--sequence``: say when the rule + tracker mixture did not become the reference (the run then goes on
+    without the tracker: the agent neither scores with it nor has its lever), and why, from the tuned numbers."""
+    mixes = [name for name in tuned if name.endswith("+tracker")]
+    if not mixes or reference["name"] in mixes:
+        return
+    mix = tuned[mixes[0]]
+    weight = (mix.get("params") or {}).get("tracker_weight")
+    why = ("its tracker's weight tuned to 0 on validation users (the rule alone scored best)" if weight == 0 else
+           f"at tracker weight {weight:g} it scored {mix['valid_score']:.4f} on validation against "
+           f"{reference['valid_score']:.4f} for `{reference['name']}`")
+    sys.stderr.write(f"note: --sequence: the mixture `{mixes[0]}` is not the reference ({why}); the run's reference is "
+                     f"`{reference['name']}` and the agent does not score with the tracker\n")
+
+
 def _best_step(run_dir: Path) -> int | None:
     """The step the run's best model was saved at (None when unknown)."""
     try:
@@ -297,9 +312,11 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
 
         pick_device(str(config.device))  # refuses CUDA where there is none, naming why
     if config.sequence and not resume:  # its best weights must not change under the run (checked again at export)
-        from interestgym.agents.sequence.folder import check_finished
+        from interestgym.agents.sequence.folder import check_finished, undertrained_note
 
         check_finished(config.sequence, "`train --sequence`")
+        if (note := undertrained_note(config.sequence)) is not None:
+            sys.stderr.write(f"note: {note}\n")
     # Absolute, so that `evaluate RUN` works from any working directory.
     config.dataset = str(Path(config.dataset).resolve())
     if resume:  # the data the run learnt from: the same split and vectors (a changed split would train on test users)
@@ -386,6 +403,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
 
         reference, tuned = tune_reference(config, valid_data, scaled(ray if tunes else None).validation_scorer)
         tuning_seconds = time.perf_counter() - t_tune
+        if config.sequence and tuned:
+            _note_unused_tracker(reference, tuned)
     reference_policy = run_reference({"reference": reference}, run_dir)  # as the run's config records it (None: no reference)
     # residual form: the agent changes the rule's action and scores with the rule's own terms
     residual = config.policy_form == "residual" and reference_policy is not None

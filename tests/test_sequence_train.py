@@ -387,3 +387,27 @@ def test_auto_loss_is_sampled_above_the_threshold_and_a_resume_keeps_the_runs_lo
     train_sequence(_config(data, tmp_path / "limit39", model="gru", max_epochs=2), resume=True, log=said.append)
     assert json.loads((tmp_path / "limit39" / CONFIG_FILE).read_text())["loss"] == "sampled"
     assert any("sampled softmax over 40 items" in line for line in said), said
+
+
+def test_a_tracker_stopped_on_a_limit_while_improving_is_said_undertrained(trained, tmp_path):
+    """A run whose last epoch was its best and that stopped at --max-epochs (or --max-minutes) gets a caution in
+    evaluate's header and markdown; one whose best came earlier (patience would stop it) does not."""
+    from interestgym.agents.sequence.folder import undertrained_note
+    from interestgym.evaluation.run import evaluate_run
+
+    data, _, _ = trained
+    run = tmp_path / "one"
+    summary = train_sequence(_config(data, run, model="gru", max_epochs=1), log=lambda _: None)
+    assert (summary["stopped"], summary["epochs"], summary["best_epoch"]) == ("max_epochs", 1, 1)
+    expected = (f"the tracker {run} stopped at --max-epochs after epoch 1 while still improving (its best validation score "
+                f"was at its last epoch): it may be undertrained; `interestgym train-sequence {data} --run-dir {run} "
+                "--resume` with a larger --max-epochs continues it")
+    assert undertrained_note(run) == expected
+    text = evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=20, progress=False, sequence_runs=(run,))
+    assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["header"]["undertrained_trackers"] == [expected]
+    assert f"- caution: {expected}" in text
+    # the same run, its best epoch earlier than its last: no caution
+    doc = json.loads((run / CONFIG_FILE).read_text())
+    doc["summary"].update(epochs=3, best_epoch=2)
+    (run / CONFIG_FILE).write_text(json.dumps(doc))
+    assert undertrained_note(run) is None

@@ -106,9 +106,10 @@ def test_a_mixture_is_rebuilt_from_its_name_and_parameters():
         make_rule("context_rule+tracker", beta_ctx=0.3)
 
 
-def test_train_with_a_tracker_tunes_the_mixture_beside_the_rules(paths, tmp_path):
+def test_train_with_a_tracker_tunes_the_mixture_beside_the_rules(paths, tmp_path, capsys):
     """`interestgym train --sequence RUN`: the best rule mixed with the tracker competes as a baseline,
-    tuned on the same validation users; the reference is the best of all on validation."""
+    tuned on the same validation users; the reference is the best of all on validation, and a mixture that is not
+    the reference is said (the run then goes on without the tracker)."""
     import json
 
     from agents_fixtures import small_train_config
@@ -130,6 +131,17 @@ def test_train_with_a_tracker_tunes_the_mixture_beside_the_rules(paths, tmp_path
     saved = json.loads((tmp_path / "ppo" / "config.json").read_text())
     competing = {n: v["valid_score"] for n, v in tuned.items() if n != "oracle"}
     assert saved["reference"]["name"] == max(competing, key=lambda n: (competing[n], -list(competing).index(n)))
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --sequence:")]
+    ref, mix = saved["reference"], tuned[mixes[0]]
+    if ref["name"] == mixes[0]:
+        assert notes == []
+    else:
+        weight = mix["params"]["tracker_weight"]
+        why = ("its tracker's weight tuned to 0 on validation users (the rule alone scored best)" if weight == 0 else
+               f"at tracker weight {weight:g} it scored {mix['valid_score']:.4f} on validation against "
+               f"{ref['valid_score']:.4f} for `{ref['name']}`")
+        assert notes == [f"note: --sequence: the mixture `{mixes[0]}` is not the reference ({why}); the run's reference is "
+                         f"`{ref['name']}` and the agent does not score with the tracker"]
 
 
 def test_evaluate_with_a_tracker_lists_it_and_its_mixture_with_the_best_rule(paths, tmp_path):

@@ -75,6 +75,21 @@ def check_finished(run_dir: str | Path, what: str) -> None:
                             f"interrupted); {what} needs a finished tracker. Wait for `train-sequence`, or finish it with --resume")
 
 
+def undertrained_note(run_dir: str | Path) -> str | None:
+    """A caution when a finished tracker run stopped on a limit (``--max-minutes``, ``--max-epochs``) while still
+    improving (its best validation score at its last epoch): it may rank far below what it would learn; else None."""
+    _, _, doc = read_run_config(run_dir)
+    summary = doc.get("summary") or {}
+    stopped, epochs, best = summary.get("stopped"), summary.get("epochs"), summary.get("best_epoch")
+    if stopped not in ("max_minutes", "max_epochs") or not epochs or best != epochs:
+        return None
+    limit = "--max-minutes" if stopped == "max_minutes" else "--max-epochs"
+    dataset = (doc.get("config") or {}).get("dataset", "DATASET")
+    return (f"the tracker {run_dir} stopped at {limit} after epoch {epochs} while still improving (its best validation "
+            f"score was at its last epoch): it may be undertrained; `interestgym train-sequence {dataset} --run-dir {run_dir} "
+            f"--resume` with a larger {limit} continues it")
+
+
 def save_tensors(path: Path, tensors: dict[str, Any]) -> str:
     """Write a dict of tensors (a state_dict) atomically; returns its sha256."""
     with atomic_path(path) as tmp:

@@ -219,6 +219,10 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
                        enabled=None if config.progress_bar else False)
     bar.update(epoch * batches_per_epoch)
     deadline = None if config.max_minutes is None else time.perf_counter() + 60.0 * config.max_minutes
+    # the bar's time left counts every epoch up to --max-epochs: the limit in time is said beside it
+    limit = "" if config.max_minutes is None else f"; stops after --max-minutes {config.max_minutes:g}"
+    if limit:
+        bar.set_postfix_str(limit[2:])
     checkpointed = epoch  # the last epoch whose checkpoint is whole on disk
     try:
         while epoch < config.max_epochs:
@@ -265,7 +269,7 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
             save_checkpoint(run_dir, model, optimizer, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                                                         "history": history})
             checkpointed = epoch
-            bar.set_postfix_str(f"epoch {epoch}, loss {train_loss:.3f}, valid {metric} {score:.4f}, best {best:.4f} @ {best_epoch}")
+            bar.set_postfix_str(f"epoch {epoch}, loss {train_loss:.3f}, valid {metric} {score:.4f}, best {best:.4f} @ {best_epoch}{limit}")
         bar.total = bar.n  # stopped early (patience, time): the work is done
     except KeyboardInterrupt:
         bar.close()

@@ -397,12 +397,13 @@ def evaluate_run(
         raise InterestGymError(f"--n-boot {n_boot}: expected an integer >= 1 (bootstrap resamples)")
     trackers = []  # every --sequence folder read and checked (finished, checksums, weights) before any tuning
     if sequence_runs:
-        from interestgym.agents.sequence.folder import check_finished
+        from interestgym.agents.sequence.folder import check_finished, undertrained_note
         from interestgym.agents.sequence.scoring import load_tracker
 
         for seq_dir in sequence_runs:
             check_finished(seq_dir, "evaluate --sequence")
             trackers.append(load_tracker(seq_dir, "best" if which_model == "shipped" else which_model))
+    tracker_notes = [note for note in (undertrained_note(d) for d in sequence_runs) if note] if sequence_runs else []
 
     trained_on = saved.get("config", {}).get("dataset") if run_dir is not None else None
     dataset = Dataset.open(config.dataset)
@@ -632,6 +633,7 @@ def evaluate_run(
         "transfer_overlap": transfer_overlap,
         "transfer_actions": transfer_actions,
         "ignored_settings": ignored_settings,
+        "undertrained_trackers": tracker_notes or None,
     }
     order = [r.name for r in results]
     if by_target_results["repeat"] and by_target_results["repeat"][0].n_points:
@@ -789,7 +791,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                 "reference_params", "custom", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
-    for caution in (header.get("few_points"), header.get("transfer_overlap"), header.get("transfer_actions")):
+    for caution in (header.get("few_points"), header.get("transfer_overlap"), header.get("transfer_actions"),
+                    *(header.get("undertrained_trackers") or ())):
         if caution:
             lines.append(f"- caution: {caution}")
     lines.append(f"- bootstrap: {header['bootstrap']['resamples']} resamples of users, 95% percentile intervals")
