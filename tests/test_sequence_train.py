@@ -393,6 +393,7 @@ def test_a_tracker_stopped_on_a_limit_while_improving_is_said_undertrained(train
     """A run whose last epoch was its best and that stopped at --max-epochs (or --max-minutes) gets a caution in
     evaluate's header and markdown; one whose best came earlier (patience would stop it) does not."""
     from interestgym.agents.sequence.folder import undertrained_note
+
     from interestgym.evaluation.run import evaluate_run
 
     data, _, _ = trained

@@ -140,8 +140,8 @@ def test_train_with_a_tracker_tunes_the_mixture_beside_the_rules(paths, tmp_path
         why = ("its tracker's weight tuned to 0 on validation users (the rule alone scored best)" if weight == 0 else
                f"at tracker weight {weight:g} it scored {mix['valid_score']:.4f} on validation against "
                f"{ref['valid_score']:.4f} for `{ref['name']}`")
-        assert notes == [f"note: --sequence: the mixture `{mixes[0]}` is not the reference ({why}); the run's reference is "
-                         f"`{ref['name']}` and the agent does not score with the tracker"]
+        assert notes == [(f"note: --sequence: the mixture `{mixes[0]}` is not the reference ({why}); the run's reference is "
+                          f"`{ref['name']}` and the agent does not score with the tracker")]
 
 
 def test_evaluate_with_a_tracker_lists_it_and_its_mixture_with_the_best_rule(paths, tmp_path):
