@@ -309,6 +309,20 @@ class InterestReplayEnv(gym.Env):
         self._first_decision = 0
         self._done = True
 
+    def _where_user_is(self, user_id: str) -> str:
+        """Where a user the split's replay does not hold is, for the reset's message (``; it is a 'train' user ...``)."""
+        try:
+            users = Dataset.open(self.data.dataset_path).users
+        except Exception:  # noqa: BLE001 - only a hint in an error message
+            return ""
+        found = users.loc[users["user_id"].astype(str) == user_id, "split"]
+        if found.empty:
+            return "; the dataset has no such user"
+        split = str(found.iloc[0])
+        if split != self.data.spec.split:
+            return f"; it is a {split!r} user (make the env with split={split!r})"
+        return "; the user has no positive event in its log (nothing to decide on)"
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a new user (``options={"user_id": ...}`` picks one; otherwise drawn from ``np_random``)."""
         super().reset(seed=seed)
@@ -320,7 +334,8 @@ class InterestReplayEnv(gym.Env):
         if "user_id" in options:
             hits = np.nonzero(self.data.user_ids == str(options["user_id"]))[0]
             if len(hits) == 0:
-                raise InterestGymError(f"reset option user_id={options['user_id']!r}: no such user with decisions in split {self.data.spec.split!r}")
+                raise InterestGymError(f"reset option user_id={options['user_id']!r}: no such user with decisions in split "
+                                       f"{self.data.spec.split!r}{self._where_user_is(str(options['user_id']))}")
             user = int(hits[0])
         else:
             user = int(self.np_random.integers(self.data.n_users))

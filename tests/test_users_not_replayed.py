@@ -152,3 +152,20 @@ def test_the_env_warns_of_targets_without_a_negative(dataset: Path) -> None:
     with pytest.warns(UserWarning, match=f"^{none} targets are not scoring points: the catalogue, less the items the protocol "
                                          "excludes, holds no item to draw a negative from$"):
         InterestReplayEnv(dataset, split="test")
+
+
+def test_reset_with_a_user_the_split_does_not_replay_says_where_the_user_is(dataset: Path) -> None:
+    """reset(options={"user_id": ...}) with a user of another split names that split; one of this split without a
+    positive event, and one the dataset does not hold, are said as such."""
+    from interestgym.envs.replay import InterestReplayEnv
+    from interestgym.errors import InterestGymError
+
+    env = InterestReplayEnv(dataset, split="test")
+    train_user = _split(dataset, "train")[0]
+    silent_test_user = next(u for u in _split(dataset, "test") if _silent(u))
+    for user, said in ((train_user, "it is a 'train' user (make the env with split='train')"),
+                       (silent_test_user, "the user has no positive event in its log (nothing to decide on)"),
+                       ("nobody", "the dataset has no such user")):
+        with pytest.raises(InterestGymError) as caught:
+            env.reset(options={"user_id": str(user)})
+        assert str(caught.value) == f"reset option user_id={str(user)!r}: no such user with decisions in split 'test'; {said}"
