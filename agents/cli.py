@@ -132,6 +132,7 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     if resume:
         _refuse_changed_options_on_resume(config, given)
     elif config.tuned_baselines:
+        _check_tracker_tuning(Path(config.tuned_baselines), config.sequence)
         # a dataset with logged impressions is replayed on them (protocol auto), where the exposure counts apply
         from interestgym.envs.replay_build import has_impressions, has_varying_values
 
@@ -222,6 +223,23 @@ def _note_unused_negatives(dataset: Path, given: dict[str, tuple[object, str]]) 
     flags = [source for name, (_, source) in given.items() if name in SAMPLED_NEGATIVES_SETTINGS]
     if flags and has_impressions(dataset):
         click.echo(f"note: {', '.join(sorted(set(flags)))}: {dataset} {IGNORED_ON_IMPRESSIONS}", err=True)
+
+
+def _check_tracker_tuning(path: Path, sequence: str | None) -> None:
+    """Refuse at once a --tuned-baselines file tuned with a tracker for a run without --sequence, or without one for a
+    run with it (found before, after the replay data was built: minutes on a large log). Which tracker it was is
+    checked with the rest of the protocol when the file is read."""
+    import json
+
+    try:
+        tracker = (json.loads(path.read_text(encoding="utf-8")).get("protocol") or {}).get("tracker")
+    except (OSError, ValueError, AttributeError):
+        return  # unreadable or not JSON: the full read says so, naming the file
+    if bool(sequence) != bool(tracker):
+        raise InterestGymError(f"--tuned-baselines {path}: tuned " + ("without a tracker; this run has --sequence, whose "
+                               "rule + tracker mixture must be tuned with it" if sequence else "with a tracker (--sequence); "
+                               "this run has none") + ": tune again without --tuned-baselines, or "
+                               + ("drop --sequence" if sequence else "give the run the same --sequence"))
 
 
 def _note_older_grids(path: Path, dataset: Path, slot_counts: bool = True, impressions: bool = True,

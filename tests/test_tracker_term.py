@@ -302,3 +302,33 @@ def test_the_vector_env_reports_the_applied_strengths_and_tracker_weight(setup):
         np.testing.assert_array_equal(np.stack([i["strengths"] for i in infos]), expected)
         # clip(weight + TRACKER_CHANGE_SCALE * change, 0, 3), the scale being 1
         assert [i["tracker_weight"] for i in infos] == [0.5 + float(np.float32(change))] * 3
+
+
+def test_tuned_baselines_with_and_without_a_tracker_are_refused_at_once_for_the_other_kind_of_run(paths, tmp_path, capsys):
+    """--tuned-baselines of a --sequence run for a run without --sequence, and one tuned without a tracker for a run
+    with it, are refused before any replay data is built, naming the file and what to do; no run folder is left."""
+    import json
+
+    from agents_fixtures import small_train_config
+    from cli_fixtures import run as cli
+    from interestgym.agents.train import train_run
+
+    data, tracker = paths
+    train_run(small_train_config(data, tmp_path / "with", reward_baseline="best", sequence=str(tracker), tune_users=None))
+    capsys.readouterr()
+    with_tracker = tmp_path / "with" / "baselines.json"
+    doc = json.loads(with_tracker.read_text())
+    assert doc["protocol"].get("tracker")
+    doc["protocol"].pop("tracker")
+    without = tmp_path / "without.json"
+    without.write_text(json.dumps(doc))
+    small = ["--timesteps", "64", "--n-envs", "2", "--n-steps", "32", "--batch-size", "32", "--no-progress"]
+    code, _, err = cli(["train", str(data), "--run-dir", str(tmp_path / "a"), "--tuned-baselines", str(with_tracker), *small], capsys)
+    assert code == 2 and err == (f"error: --tuned-baselines {with_tracker}: tuned with a tracker (--sequence); this run has none: "
+                                 "tune again without --tuned-baselines, or give the run the same --sequence\n")
+    code, _, err = cli(["train", str(data), "--run-dir", str(tmp_path / "b"), "--tuned-baselines", str(without), "--sequence",
+                        str(tracker), *small], capsys)
+    assert code == 2 and err == (f"error: --tuned-baselines {without}: tuned without a tracker; this run has --sequence, whose rule "
+                                 "+ tracker mixture must be tuned with it: tune again without --tuned-baselines, or drop "
+                                 "--sequence\n")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
