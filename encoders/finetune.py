@@ -159,11 +159,12 @@ class FinetuneResult:
         p = self.provenance
         best = p["best_epoch"]
         losses = ", ".join(f"{x:.4f}" for x in self.valid_losses) or "none (no validation pairs)"
-        kept = ("the base model's weights (no epoch lowered the validation loss with an in-batch top-1 no worse than the "
-                "base's)" if best == 0 else f"the weights of epoch {best}")
+        kept = ("the base model's weights (no epoch lowered the validation loss with an in-batch top-1 above the base's "
+                "beyond its noise)" if best == 0 else f"the weights of epoch {best}")
         top1 = ("" if p.get("valid_top1_before") is None or p.get("valid_top1_best") is None else
                 f" (in-batch top-1 {p['valid_top1_before']:.3f} -> {p['valid_top1_best']:.3f})")
-        return (f"fine-tuned {p['base']['spec']} on {p['pairs']['train']['kept']:,} training pairs for {p['epochs_run']} "
+        what = "fine-tuned" if best != 0 else "trained (nothing kept)"
+        return (f"{what} {p['base']['spec']} on {p['pairs']['train']['kept']:,} training pairs for {p['epochs_run']} "
                 f"epoch(s) in {p['seconds'] / 60:.1f} min; validation loss {losses}; saved {kept}{top1} to {self.out}")
 
 
@@ -391,6 +392,16 @@ def in_batch_top1(anchor: Any, positive: Any, anchor_item: Any, positive_item: A
     (every item one vector) scores chance, whatever its loss."""
     a_to_p, p_to_a, target = masked_logits(anchor, positive, anchor_item, positive_item)
     return ((a_to_p.argmax(dim=1) == target).float().mean() + (p_to_a.argmax(dim=1) == target).float().mean()) / 2
+
+
+def top1_noise(base: float, now: float, n_pairs: int) -> float:
+    """How far two in-batch top-1 accuracies over the same ``n_pairs`` validation pairs may differ by chance: 1.96
+    standard errors of the difference of two proportions measured on ``n_pairs`` each (treating the two as
+    independent, which overstates the noise of these paired measurements: a gain above it is no fluke)."""
+    if n_pairs <= 0:
+        return math.inf
+    p = min(max((base + now) / 2, 0.0), 1.0)
+    return 1.96 * math.sqrt(2 * p * (1 - p) / n_pairs)
 
 
 def validation_scores(items: ItemVectors, pairs: CoEngagementPairs, batch_size: int, scale: float) -> tuple[float, float] | None:
@@ -656,6 +667,7 @@ def finetune(
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), total_steps)
 
         best_state: dict[str, Any] | None = None  # the best epoch's trained weights, while a later epoch runs
+        n_valid_pairs = sum(len(index) for index in pair_batches(len(valid), cfg.batch_size, None))  # what top-1 is over
         if saved is None:
             st = TrainState()
             before = validation_scores(items, valid, cfg.batch_size, cfg.scale)
@@ -718,13 +730,16 @@ def finetune(
                 continue
             _check_finite(loss_now, f"the validation after epoch {epoch}", cfg)
             st.valid_losses.append(loss_now)
-            # a lower loss counts only with a top-1 accuracy no worse than the base model's: a collapsing encoder
-            # (every item alike) lowers the loss below the base's while ranking at chance
-            collapsed = top1 < st.base_top1
-            improved = loss_now < st.best_loss and not collapsed
+            # a lower loss counts only with a top-1 accuracy above the base model's by more than its noise: a collapsing
+            # encoder (every item alike) lowers the loss below the base's while ranking at chance, and a top-1 a hair
+            # above the base's over a few thousand pairs is chance too
+            margin = top1_noise(st.base_top1, top1, n_valid_pairs)
+            real = top1 - st.base_top1 > margin
+            improved = loss_now < st.best_loss and real
             say(f"epoch {epoch}: training loss {train_loss:.4f}, validation loss {loss_now:.4f}, top-1 {top1:.3f}"
                 + (" (best)" if improved else
-                   f" (lower loss, but top-1 below the base model's {st.base_top1:.3f}: not kept)" if loss_now < st.best_loss else
+                   f" (lower loss, but top-1 not above the base model's {st.base_top1:.3f} by more than its noise, "
+                   f"{margin:.3f} over {n_valid_pairs:,} pairs: not kept)" if loss_now < st.best_loss else
                    f" (best {st.best_loss:.4f} at epoch {st.best_epoch})"))
             if improved:
                 st.best_loss, st.best_epoch, st.stale = loss_now, epoch, 0
@@ -738,8 +753,8 @@ def finetune(
             checkpoint()
         if st.best_loss is not None and st.best_epoch != st.epochs_run:
             if st.best_epoch == 0:
-                say("no epoch lowered the validation loss (with a top-1 accuracy no worse than the base's): saving the base "
-                    "model's weights")
+                say("no epoch lowered the validation loss with a top-1 accuracy above the base's beyond its noise: saving "
+                    "the base model's weights")
                 model = AutoModel.from_pretrained(str(folder.path), local_files_only=True, dtype=torch.float32)
             else:
                 loaded = model.load_state_dict(best_state, strict=False)  # the trained weights; the frozen ones never moved
