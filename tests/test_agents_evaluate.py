@@ -282,3 +282,39 @@ def test_a_row_ahead_of_the_reference_is_said_with_the_learned_policys_distance_
     assert leading_row([ppo, rule], "ppo", "ndcg@10", n_boot=50) is None  # the reference leads
     shipped = row("shipped:ema", "learned", [0.4, 0.5, 0.6, 0.5])
     assert leading_row([shipped, rule], "ema", "ndcg@10", n_boot=50) is None  # a tie is not a lead
+
+
+def test_a_run_scored_on_other_embeddings_is_cautioned_up_front(run, tmp_path):
+    """`evaluate RUN --embeddings OTHER`: the policy learnt on other vectors, so the protocol's cautions say so at the
+    top (it was only a note under the verdicts); the run's own embeddings give no such caution. A copy of the run and
+    its dataset, so the fixture's dataset keeps its single embedding."""
+    import shutil
+
+    from interestgym.evaluation.run import evaluate_run
+
+    run_dir, data = run
+    data_copy, run_copy = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(data, data_copy)
+    shutil.copytree(run_dir, run_copy)
+    saved = json.loads((run_copy / "config.json").read_text())
+    saved["config"]["dataset"] = str(data_copy)
+    (run_copy / "config.json").write_text(json.dumps(saved))
+    assert main_ok(["encode", str(data_copy), "--encoder", "hashing", "--dim", "16", "--name", "words"])
+    text = evaluate_run(run_copy, out=tmp_path / "other", baselines=BASELINES, n_boot=20, progress=False, embeddings="words")
+    header = json.loads((tmp_path / "other" / "evaluation.json").read_text())["header"]
+    assert header["embeddings_changed"] == ("the run's policy learnt on other item vectors than it is scored with here "
+                                            "(embeddings 'topic16' -> 'words'): a transfer to another encoder, not the run's "
+                                            "own result")
+    assert f"- caution: {header['embeddings_changed']}" in text.split("Mean over users")[0]  # among the protocol's lines
+    evaluate_run(run_copy, out=tmp_path / "same", baselines=BASELINES, n_boot=20, progress=False, embeddings="topic16")
+    assert json.loads((tmp_path / "same" / "evaluation.json").read_text())["header"]["embeddings_changed"] is None
+
+
+def main_ok(argv: list[str]) -> bool:
+    from interestgym.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return not exc.code
+    return True

@@ -377,7 +377,11 @@ def evaluate_run(
     ignored_settings = None
     if ignored:
         ignored_settings = f"{', '.join(ignored)}: the dataset {IGNORED_ON_IMPRESSIONS}"
-    protocol_changed = None
+    protocol_changed = embeddings_changed = None
+    moved = [entry for entry in overridden if entry.startswith("embeddings ")]
+    if moved and run_dir is not None and dataset is None:  # said up front too: the policy reads other vectors than it learnt on
+        embeddings_changed = (f"the run's policy learnt on other item vectors than it is scored with here ({moved[0]}): a "
+                              "transfer to another encoder, not the run's own result")
     if overridden and run_dir is not None and dataset is None:  # (a transfer says what it is on its own)
         protocol_changed = (f"this evaluation's protocol differs from the run's ({'; '.join(overridden)}): every baseline is "
                             "tuned again under it, while the run's policy keeps what it was trained and tuned with (a shipped "
@@ -634,6 +638,7 @@ def evaluate_run(
         "transfer_actions": transfer_actions,
         "ignored_settings": ignored_settings,
         "undertrained_trackers": tracker_notes or None,
+        "embeddings_changed": embeddings_changed,
     }
     order = [r.name for r in results]
     if by_target_results["repeat"] and by_target_results["repeat"][0].n_points:
@@ -791,8 +796,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                 "reference_params", "custom", "run", "model"):
         if header.get(key) is not None:
             lines.append(f"- {key}: {header[key]}")
-    for caution in (header.get("few_points"), header.get("transfer_overlap"), header.get("transfer_actions"),
-                    *(header.get("undertrained_trackers") or ())):
+    for caution in (header.get("embeddings_changed"), header.get("few_points"), header.get("transfer_overlap"),
+                    header.get("transfer_actions"), *(header.get("undertrained_trackers") or ())):
         if caution:
             lines.append(f"- caution: {caution}")
     lines.append(f"- bootstrap: {header['bootstrap']['resamples']} resamples of users, 95% percentile intervals")
