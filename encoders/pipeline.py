@@ -124,6 +124,8 @@ def encode_dataset(
             say(f"{ds.path / 'items.parquet'}: {empty} of {len(inputs)} items have an empty text; "
                 f"they all get the vector of the empty text{hint}")
 
+    if encoder.kind in ("hashing", "tfidf"):  # bags of words: a text without one is the empty text's vector
+        _note_wordless_texts(ds, inputs, say)
     if encoder.name == "minilm":
         _note_chinese_for_minilm(ds, inputs, say)
 
@@ -189,6 +191,19 @@ def encode_dataset(
     write_json_atomic(meta_path, meta)
     return EncodeResult(name=name, matrix_path=matrix_path, meta_path=meta_path, matrix=matrix, meta=meta,
                         encoded=len(todo), from_cache=len(first_row) - len(todo))
+
+
+def _note_wordless_texts(ds: Dataset, inputs: list[str], say: Callable[[str], None]) -> None:
+    """Say how many non-empty item texts hold no word a bag-of-words encoder reads (only punctuation, symbols, emoji
+    or stop words: ``features`` gives them the one empty feature), so that they all share one vector."""
+    from interestgym.encoders.tokenize import features
+
+    wordless = sorted({t for t in set(inputs) if t.strip() and features(t) == ["e|"]})
+    if wordless:
+        n = sum(1 for t in inputs if t in set(wordless))
+        examples = ", ".join(repr(t[:12]) for t in wordless[:3])
+        say(f"{ds.path / 'items.parquet'}: {n:,} of {len(inputs):,} items have a text without a word this encoder reads "
+            f"(only punctuation, symbols or stop words, e.g. {examples}): they all get the empty text's vector")
 
 
 def _existing_meta(meta_path: Path) -> dict[str, Any] | None:

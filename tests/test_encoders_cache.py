@@ -132,6 +132,24 @@ def test_empty_texts_are_counted_and_reported(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(result.matrix, axis=1), 1.0, atol=1e-6)
 
 
+def test_texts_without_a_word_the_bag_of_words_encoders_read_are_counted(tmp_path):
+    """Texts of only punctuation, symbols or stop words are not empty, but hashing and tfidf read no word in them: they
+    all get the empty text's vector (identical rows), and encode says how many; texts with words are not counted."""
+    texts = ["的", "。。。", "🙂🙂", "...", "Toy Story", "体育新闻 比赛", "Heat"]
+    ds_path = make_dataset(tmp_path / "ds", texts)
+    messages: list[str] = []
+    result = encode_dataset(ds_path, HashingEncoder(dim=32), log=messages.append)
+    wordless = [i for i, t in enumerate(texts) if i < 4]
+    assert np.allclose(result.matrix[wordless], result.matrix[wordless[0]])  # one vector for all of them
+    assert not np.allclose(result.matrix[4], result.matrix[0])
+    notes = [m for m in messages if "without a word" in m]
+    assert notes == [(f"{ds_path / 'items.parquet'}: 4 of 7 items have a text without a word this encoder reads (only "
+                      "punctuation, symbols or stop words, e.g. '...', '。。。', '的'): they all get the empty text's vector")]
+    messages.clear()
+    encode_dataset(make_dataset(tmp_path / "words", ["Toy Story", "Heat", "体育新闻"]), HashingEncoder(dim=32), log=messages.append)
+    assert not [m for m in messages if "without a word" in m]
+
+
 def test_chinese_texts_under_minilm_get_a_note_naming_what_fits_them(tmp_path):
     """The default encoder is English: on mostly Chinese texts encode says so (and not on English ones, nor for
     another encoder). The encoder here is a hashing one under minilm's name: the note is the pipeline's."""
