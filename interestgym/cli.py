@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "search": ("interestgym.agents.search", "search", "Budgeted hyper-parameter search of PPO settings, picked on validation users."),
     "evaluate": ("interestgym.evaluation.cli", "evaluate", "Compare a trained policy with every baseline on held-out users."),
     "export": ("interestgym.export.cli", "export", "Export a trained policy to ONNX + manifest for the runtime."),
+    "compare": ("interestgym.evaluation.compare", "compare", "Two evaluations of the same users, row by row, paired over users."),
     "report": ("interestgym.report.cli", "report", "Figures and a summary of a run."),
     "quickstart": ("interestgym.quickstart.cli", "quickstart", "The whole pipeline on built-in synthetic data."),
     "serve": ("interestgym.serve.cli", "serve", "Serve an export over HTTP with user states in SQLite or Redis."),

@@ -1,0 +1,151 @@
+"""``interestgym compare A B``: two evaluations of the same users, row by row, with paired differences.
+
+What it is for: one question asked of two ``evaluate`` outputs that differ in one thing, e.g. frozen vs fine-tuned
+embeddings (``docs/finetune.md``), two encoders, two runs. Both must score the same users at the same scoring points
+(same split, candidates, protocol seed and number of points: the negatives do not depend on the embedding), so a
+policy's per-user metric in B minus its per-user metric in A is a paired difference; its CI is the percentile
+bootstrap over users (:func:`interestgym.core.stats.paired_bootstrap_diff`), as every table of ``evaluate`` has.
+
+Rows: every policy both evaluations list (by name), then "reference (each's own)": A's best tuned rule against B's,
+which may be different rules. What differs between the two headers besides (the encoder, the run) is said above the
+table; what would break the pairing is refused, naming both files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from interestgym.errors import ArtifactError, InterestGymError
+
+EVALUATION_FILE = "evaluation.json"
+#: Header fields that fix which users, scoring points and candidates an evaluation scores: they must agree.
+PAIRING_FIELDS = ("split", "candidates", "protocol_seed", "scoring_points")
+#: Header fields worth saying when they differ (the thing compared, usually).
+SAID_FIELDS = ("data", "encoder", "dim", "run", "model", "reference", "reference_params")
+REFERENCE_ROW = "reference (each's own)"
+
+
+def read_evaluation(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(the evaluation.json, its content): ``path`` is the file or a folder holding it (an ``--out`` or a run)."""
+    path = Path(path)
+    file = path / EVALUATION_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ArtifactError(f"{path}: no {EVALUATION_FILE}; expected an `interestgym evaluate` output (its --out folder, "
+                            "a run folder evaluated in place, or the file)")
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{file}: not readable as JSON ({exc}); expected an `interestgym evaluate` output") from None
+    missing = [k for k in ("header", "summary", "users", "per_user") if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise ArtifactError(f"{file}: no {', '.join(missing)}; expected an `interestgym evaluate` output")
+    return file, doc
+
+
+def _values(doc: dict[str, Any], file: Path, row: str, metric: str, order: np.ndarray) -> np.ndarray:
+    per_user = doc["per_user"][row]
+    if metric not in per_user:
+        have = ", ".join(sorted(per_user))
+        raise InterestGymError(f"{file}: row {row!r} has no per-user {metric!r}; it has {have} (--metric)")
+    values = np.array([np.nan if v is None else v for v in per_user[metric]], dtype=np.float64)
+    return values[order]
+
+
+def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = None, n_boot: int = 2000,
+                        seed: int = 0) -> dict[str, Any]:
+    """The rows of both evaluations, paired over their users: ``{"a", "b", "metric", "users", "differs", "rows"}``,
+    each row ``{"row", "a": Interval, "b": Interval, "diff": Interval (b - a)}`` as dicts.
+
+    :raises InterestGymError: the two do not score the same users at the same scoring points (naming what differs).
+    """
+    from interestgym.core.stats import bootstrap_mean_ci, paired_bootstrap_diff
+
+    file_a, doc_a = read_evaluation(a)
+    file_b, doc_b = read_evaluation(b)
+    head_a, head_b = doc_a["header"], doc_b["header"]
+    for key in PAIRING_FIELDS:
+        if head_a.get(key) != head_b.get(key):
+            raise InterestGymError(f"{file_a} and {file_b}: {key} {head_a.get(key)!r} vs {head_b.get(key)!r}; expected the same "
+                                   f"{', '.join(PAIRING_FIELDS)} (the same users scored at the same points, so that a "
+                                   "difference is paired)")
+    users_a, users_b = [str(u) for u in doc_a["users"]], [str(u) for u in doc_b["users"]]
+    if set(users_a) != set(users_b) or len(users_a) != len(users_b):
+        only_a, only_b = sorted(set(users_a) - set(users_b)), sorted(set(users_b) - set(users_a))
+        raise InterestGymError(f"{file_a} and {file_b}: {len(users_a):,} vs {len(users_b):,} users ({len(only_a):,} only in the first, "
+                               f"e.g. {only_a[:3]}; {len(only_b):,} only in the second, e.g. {only_b[:3]}); expected the same users")
+    order_a = np.arange(len(users_a))
+    position = {u: i for i, u in enumerate(users_b)}
+    order_b = np.array([position[u] for u in users_a], dtype=np.int64)  # B's values in A's user order
+    metric = (metric or head_a.get("selection_metric") or "ndcg@10").strip().lower()
+    names = [n for n in doc_a["per_user"] if n in doc_b["per_user"]]
+    pairs = [(n, n, n) for n in names]
+    ref_a, ref_b = doc_a["summary"].get("reference"), doc_b["summary"].get("reference")
+    if ref_a in doc_a["per_user"] and ref_b in doc_b["per_user"]:
+        pairs.append((REFERENCE_ROW if ref_a == ref_b else f"{REFERENCE_ROW}: {ref_a} / {ref_b}", ref_a, ref_b))
+    if not pairs:
+        raise InterestGymError(f"{file_a} and {file_b}: no row in common; expected evaluations of the same policies")
+    rows = []
+    for label, name_a, name_b in pairs:
+        va = _values(doc_a, file_a, name_a, metric, order_a)
+        vb = _values(doc_b, file_b, name_b, metric, order_b)
+        rows.append({"row": label, "a": bootstrap_mean_ci(va, n_boot=n_boot, seed=seed).as_dict(),
+                     "b": bootstrap_mean_ci(vb, n_boot=n_boot, seed=seed).as_dict(),
+                     "diff": paired_bootstrap_diff(vb, va, n_boot=n_boot, seed=seed).as_dict()})
+    differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if head_a.get(key) != head_b.get(key)}
+    return {"a": str(file_a), "b": str(file_b), "metric": metric, "users": len(users_a),
+            "scoring_points": head_a.get("scoring_points"), "split": head_a.get("split"), "differs": differs,
+            "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95, "seed": seed}, "rows": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The comparison as a small markdown document: what was compared, then one row per policy."""
+    lines = ["# Comparison", "", f"- A: {result['a']}", f"- B: {result['b']}",
+             f"- users: {result['users']:,} ({result['split']} split), {result['scoring_points']:,} scoring points, the same in both",
+             (f"- metric: {result['metric']}, mean over users [95% CI]; B - A paired over users "
+              f"({result['bootstrap']['resamples']} bootstrap resamples); * = the paired CI excludes 0")]
+    for key, (va, vb) in result["differs"].items():
+        lines.append(f"- {key}: A {va} / B {vb}")
+    lines += ["", f"| row | A {result['metric']} | B {result['metric']} | B - A | relative |", "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        a, b, d = r["a"], r["b"], r["diff"]
+        star = "*" if d["lo"] > 0 or d["hi"] < 0 else ""
+        rel = f"{100 * d['mean'] / a['mean']:+.1f}%" if a["mean"] else "-"
+        lines.append(f"| {r['row']} | {a['mean']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}] | {b['mean']:.4f} [{b['lo']:.4f}, "
+                     f"{b['hi']:.4f}] | {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{star} | {rel} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command("compare")
+@click.argument("a", type=click.Path(exists=True, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, path_type=Path))
+@click.option("--metric", default=None, help="Per-user metric to compare (default: A's selection metric, e.g. ndcg@10).")
+@click.option("--n-boot", type=click.IntRange(min=1), default=2000, show_default=True, help="Bootstrap resamples.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write compare.md and compare.json into this folder.")
+def compare(a: Path, b: Path, metric: str | None, n_boot: int, out: Path | None) -> None:
+    """Two evaluations of the same users, row by row: B - A per policy, paired over users.
+
+    \b
+    A and B are `interestgym evaluate` outputs (an --out folder, a run evaluated in place, or the
+    evaluation.json) that score the same users at the same points: e.g. the same dataset evaluated with
+    frozen and with fine-tuned embeddings. Every policy both list is a row, and so is each one's own
+    best tuned rule. Example:
+      interestgym evaluate data --out eval-frozen --embeddings minilm
+      interestgym evaluate data --out eval-tuned --embeddings minilm-ml100k
+      interestgym compare eval-frozen eval-tuned
+    """
+    from interestgym.io import make_out_dir, write_json_atomic, write_text_atomic
+
+    result = compare_evaluations(a, b, metric=metric, n_boot=n_boot)
+    text = markdown(result)
+    click.echo(text, nl=False)
+    if out is not None:
+        make_out_dir(out)
+        write_json_atomic(out / "compare.json", result)
+        write_text_atomic(out / "compare.md", text)
+        click.echo(f"wrote {out / 'compare.json'} and {out / 'compare.md'}")

@@ -1,0 +1,99 @@
+"""`interestgym compare A B`: two evaluations of the same users (here one dataset, two embeddings), row by row, paired
+over users; refused when they do not score the same users at the same points."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from agents_fixtures import tiny_synthetic
+from cli_fixtures import run
+
+from interestgym.errors import InterestGymError
+
+BASELINES = "ema,static,popularity"
+
+
+@pytest.fixture(scope="module")
+def evaluations(tmp_path_factory):
+    from interestgym.cli import main
+    from interestgym.evaluation.run import evaluate_run
+
+    root = tmp_path_factory.mktemp("compare")
+    data = tiny_synthetic(root / "data")
+    try:
+        main(["encode", str(data), "--encoder", "hashing", "--dim", "16", "--name", "words"])
+    except SystemExit as exc:
+        assert not exc.code
+    for name, emb in (("a", "topic16"), ("b", "words")):
+        evaluate_run(data, out=root / name, baselines=BASELINES, n_boot=50, progress=False, embeddings=emb)
+    return root / "a", root / "b"
+
+
+def _per_user(folder: Path, row: str, metric: str = "ndcg@10") -> dict[str, float]:
+    doc = json.loads((folder / "evaluation.json").read_text())
+    return dict(zip(doc["users"], doc["per_user"][row][metric]))
+
+
+def test_each_row_is_b_minus_a_over_the_same_users_whatever_their_order(evaluations, tmp_path, capsys):
+    from interestgym.evaluation.compare import compare_evaluations
+
+    a, b = evaluations
+    result = compare_evaluations(a, b, n_boot=200)
+    assert result["metric"] == "ndcg@10" and result["differs"]["encoder"] == ["topic16", "words"]
+    rows = {r["row"]: r for r in result["rows"]}
+    assert set(BASELINES.split(",")) <= set(rows)
+    for name in BASELINES.split(","):
+        va, vb = _per_user(a, name), _per_user(b, name)
+        expected = np.mean([vb[u] - va[u] for u in va])  # by user id, computed here
+        assert rows[name]["diff"]["mean"] == pytest.approx(expected, abs=1e-12)
+        assert rows[name]["a"]["mean"] == pytest.approx(np.mean(list(va.values())), abs=1e-12)
+    ref_a = json.loads((a / "evaluation.json").read_text())["summary"]["reference"]
+    ref_b = json.loads((b / "evaluation.json").read_text())["summary"]["reference"]
+    ref_row = next(r for r in result["rows"] if r["row"].startswith("reference (each's own)"))
+    va, vb = _per_user(a, ref_a), _per_user(b, ref_b)
+    assert ref_row["diff"]["mean"] == pytest.approx(np.mean([vb[u] - va[u] for u in va]), abs=1e-12)
+
+    # B's users in another order: the same pairs, the same numbers
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(b, shuffled)
+    doc = json.loads((shuffled / "evaluation.json").read_text())
+    order = np.random.default_rng(0).permutation(len(doc["users"]))
+    doc["users"] = [doc["users"][i] for i in order]
+    doc["per_user"] = {row: {m: [v[i] for i in order] for m, v in metrics.items()} for row, metrics in doc["per_user"].items()}
+    (shuffled / "evaluation.json").write_text(json.dumps(doc))
+    assert compare_evaluations(a, shuffled, n_boot=200)["rows"] == result["rows"]
+
+    code, out, err = run(["compare", str(a), str(b), "--n-boot", "200", "--out", str(tmp_path / "cmp")], capsys)
+    assert code == 0, err
+    ema = rows["ema"]
+    assert f"| ema | {ema['a']['mean']:.4f} [" in out and f"| {ema['diff']['mean']:+.4f} [" in out
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(json.dumps(result["rows"]))
+
+
+def test_evaluations_of_other_points_or_users_are_refused(evaluations, tmp_path, capsys):
+    from interestgym.evaluation.compare import compare_evaluations
+
+    a, b = evaluations
+    other = tmp_path / "other"
+    shutil.copytree(b, other)
+    doc = json.loads((other / "evaluation.json").read_text())
+    doc["header"]["protocol_seed"] = 7
+    (other / "evaluation.json").write_text(json.dumps(doc))
+    with pytest.raises(InterestGymError, match=r"protocol_seed 0 vs 7; expected the same split, candidates, protocol_seed, "
+                                               r"scoring_points"):
+        compare_evaluations(a, other)
+    doc["header"]["protocol_seed"] = 0
+    doc["users"] = doc["users"][:-1] + ["someone else"]
+    (other / "evaluation.json").write_text(json.dumps(doc))
+    with pytest.raises(InterestGymError, match=r"1 only in the first, .*1 only in the second, e.g. \['someone else'\]\); expected "
+                                               r"the same users"):
+        compare_evaluations(a, other)
+    code, _, err = run(["compare", str(a), str(tmp_path)], capsys)
+    assert code == 2 and err == (f"error: {tmp_path}: no evaluation.json; expected an `interestgym evaluate` output (its --out "
+                                 "folder, a run folder evaluated in place, or the file)\n")
+    code, _, err = run(["compare", str(a), str(b), "--metric", "ndcg@11"], capsys)
+    assert code == 2 and "has no per-user 'ndcg@11'" in err
