@@ -132,7 +132,8 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     if resume:
         _refuse_changed_options_on_resume(config, given)
     elif config.tuned_baselines:
-        _check_tracker_tuning(Path(config.tuned_baselines), config.sequence)
+        if config.reward_baseline:  # (without a reference the file is never read)
+            _check_tracker_tuning(Path(config.tuned_baselines), config.sequence)
         # a dataset with logged impressions is replayed on them (protocol auto), where the exposure counts apply
         from interestgym.envs.replay_build import has_impressions, has_varying_values
 

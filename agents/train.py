@@ -242,7 +242,7 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
     return decision
 
 
-def _note_unused_tracker(reference: dict[str, Any], tuned: dict[str, Any]) -> None:
+def _note_unused_tracker(reference: dict[str, Any], tuned: dict[str, Any], reward_baseline: str | None = "best") -> None:
     """With ``--sequence``: say when the rule + tracker mixture did not become the reference (the run then goes on
     without the tracker: the agent neither scores with it nor has its lever), and why, from the tuned numbers."""
     mixes = [name for name in tuned if name.endswith("+tracker")]
@@ -250,9 +250,15 @@ def _note_unused_tracker(reference: dict[str, Any], tuned: dict[str, Any]) -> No
         return
     mix = tuned[mixes[0]]
     weight = (mix.get("params") or {}).get("tracker_weight")
-    why = ("its tracker's weight tuned to 0 on validation users (the rule alone scored best)" if weight == 0 else
-           f"at tracker weight {weight:g} it scored {mix['valid_score']:.4f} on validation against "
-           f"{reference['valid_score']:.4f} for `{reference['name']}`")
+    if weight == 0:
+        why = "its tracker's weight tuned to 0 on validation users (the rule alone scored best)"
+    elif reward_baseline != "best":  # the reference was named: the mixture never competed for it
+        why = (f"--reward-baseline {reward_baseline} names the reference; at tracker weight {weight:g} the mixture scored "
+               f"{mix['valid_score']:.4f} on validation against {reference['valid_score']:.4f}: --reward-baseline best lets "
+               "it compete")
+    else:
+        why = (f"at tracker weight {weight:g} it scored {mix['valid_score']:.4f} on validation against "
+               f"{reference['valid_score']:.4f} for `{reference['name']}`")
     sys.stderr.write(f"note: --sequence: the mixture `{mixes[0]}` is not the reference ({why}); the run's reference is "
                      f"`{reference['name']}` and the agent does not score with the tracker\n")
 
@@ -404,7 +410,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
         reference, tuned = tune_reference(config, valid_data, scaled(ray if tunes else None).validation_scorer)
         tuning_seconds = time.perf_counter() - t_tune
         if config.sequence and tuned:
-            _note_unused_tracker(reference, tuned)
+            _note_unused_tracker(reference, tuned, config.reward_baseline)
     reference_policy = run_reference({"reference": reference}, run_dir)  # as the run's config records it (None: no reference)
     # residual form: the agent changes the rule's action and scores with the rule's own terms
     residual = config.policy_form == "residual" and reference_policy is not None

@@ -124,8 +124,6 @@ def encode_dataset(
             say(f"{ds.path / 'items.parquet'}: {empty} of {len(inputs)} items have an empty text; "
                 f"they all get the vector of the empty text{hint}")
 
-    if encoder.kind in ("hashing", "tfidf"):  # bags of words: a text without one is the empty text's vector
-        _note_wordless_texts(ds, inputs, say)
     if encoder.name == "minilm":
         _note_chinese_for_minilm(ds, inputs, say)
 
@@ -143,6 +141,8 @@ def encode_dataset(
         check_same_encoder(out_dir / f"{name}.json", name, encoder_spec or encoder.name, dim)
     cache = EmbeddingCache(cache_dir(ds.path), encoder.name, fingerprint, dim, warn=say) if use_cache else None
     todo = [k for k in first_row if cache is None or k not in cache]
+    if encoder.kind in ("hashing", "tfidf"):  # bags of words: a text without one is the empty text's vector
+        _note_wordless_texts(ds, inputs, [inputs[first_row[k]] for k in todo], say)
     started = time.perf_counter()
     fresh = encoder.encode([inputs[first_row[k]] for k in todo], progress=progress) if todo else np.empty((0, dim), np.float32)
     seconds = time.perf_counter() - started
@@ -193,15 +193,16 @@ def encode_dataset(
                         encoded=len(todo), from_cache=len(first_row) - len(todo))
 
 
-def _note_wordless_texts(ds: Dataset, inputs: list[str], say: Callable[[str], None]) -> None:
-    """Say how many non-empty item texts hold no word a bag-of-words encoder reads (only punctuation, symbols, emoji
-    or stop words: ``features`` gives them the one empty feature), so that they all share one vector."""
-    from interestgym.encoders.tokenize import features
+def _note_wordless_texts(ds: Dataset, inputs: list[str], new: list[str], say: Callable[[str], None]) -> None:
+    """Say how many items' texts hold no word a bag-of-words encoder reads (only punctuation, symbols, emoji or stop
+    words: they get the one empty feature, so they all share one vector). Only the texts encoded now (``new``: the
+    distinct texts the cache lacks) are looked at: a rerun from the cache tokenises nothing twice."""
+    from interestgym.encoders.tokenize import normalise_text, words
 
-    wordless = sorted({t for t in set(inputs) if t.strip() and features(t) == ["e|"]})
+    wordless = {t for t in new if t.strip() and not words(normalise_text(t))}
     if wordless:
-        n = sum(1 for t in inputs if t in set(wordless))
-        examples = ", ".join(repr(t[:12]) for t in wordless[:3])
+        n = sum(1 for t in inputs if t in wordless)
+        examples = ", ".join(repr(t[:12]) for t in sorted(wordless)[:3])
         say(f"{ds.path / 'items.parquet'}: {n:,} of {len(inputs):,} items have a text without a word this encoder reads "
             f"(only punctuation, symbols or stop words, e.g. {examples}): they all get the empty text's vector")
 

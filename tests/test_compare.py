@@ -97,3 +97,25 @@ def test_evaluations_of_other_points_or_users_are_refused(evaluations, tmp_path,
                                  "folder, a run folder evaluated in place, or the file)\n")
     code, _, err = run(["compare", str(a), str(b), "--metric", "ndcg@11"], capsys)
     assert code == 2 and "has no per-user 'ndcg@11'" in err
+
+
+def test_rows_of_one_side_only_are_listed_and_a_metric_no_user_has_is_null(evaluations, tmp_path):
+    """A row only one evaluation lists is named, not dropped in silence; a row whose metric is null for every user is
+    written as null in compare.json (strict JSON) and '-' in the table."""
+    from interestgym.evaluation.compare import compare_evaluations, markdown
+
+    a, b = evaluations
+    other = tmp_path / "other"
+    shutil.copytree(b, other)
+    doc = json.loads((other / "evaluation.json").read_text())
+    dropped = doc["per_user"].pop("popularity")
+    doc["per_user"]["ema"]["ndcg@10"] = [None] * len(dropped["ndcg@10"])
+    (other / "evaluation.json").write_text(json.dumps(doc))
+    result = compare_evaluations(a, other, n_boot=50)
+    assert result["only_in_a"] == ["popularity"] and result["only_in_b"] == []
+    ema = next(r for r in result["rows"] if r["row"] == "ema")
+    assert ema["b"]["mean"] is None and ema["diff"]["mean"] is None
+    json.loads(json.dumps(result), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    text = markdown(result)
+    assert "\nOnly in A (not compared): popularity\n" in text
+    assert next(line for line in text.splitlines() if line.startswith("| ema |")).endswith("| - | - | - |")

@@ -146,6 +146,8 @@ def test_texts_without_a_word_the_bag_of_words_encoders_read_are_counted(tmp_pat
     assert notes == [(f"{ds_path / 'items.parquet'}: 4 of 7 items have a text without a word this encoder reads (only "
                       "punctuation, symbols or stop words, e.g. '...', '。。。', '的'): they all get the empty text's vector")]
     messages.clear()
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=messages.append)  # from the cache: nothing tokenised, said once
+    assert not [m for m in messages if "without a word" in m]
     encode_dataset(make_dataset(tmp_path / "words", ["Toy Story", "Heat", "体育新闻"]), HashingEncoder(dim=32), log=messages.append)
     assert not [m for m in messages if "without a word" in m]
 

@@ -332,3 +332,23 @@ def test_tuned_baselines_with_and_without_a_tracker_are_refused_at_once_for_the_
                                  "+ tracker mixture must be tuned with it: tune again without --tuned-baselines, or drop "
                                  "--sequence\n")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_unused_tracker_note_says_why_for_a_named_reference(capsys):
+    """With --reward-baseline NAME the mixture never competes for the reference: the note says so (it scored higher
+    here), not that it was outscored; with 'best' and a lower score it is said outscored; a mixture that is the
+    reference gets no note."""
+    from interestgym.agents.train import _note_unused_tracker
+
+    ref = {"name": "context_rule", "valid_score": 0.30}
+    tuned = {"context_rule": {"valid_score": 0.30}, "context_rule+tracker": {"params": {"tracker_weight": 0.5}, "valid_score": 0.36}}
+    _note_unused_tracker(ref, tuned, "context_rule")
+    assert capsys.readouterr().err == ("note: --sequence: the mixture `context_rule+tracker` is not the reference (--reward-baseline "
+                                       "context_rule names the reference; at tracker weight 0.5 the mixture scored 0.3600 on "
+                                       "validation against 0.3000: --reward-baseline best lets it compete); the run's reference is "
+                                       "`context_rule` and the agent does not score with the tracker\n")
+    tuned["context_rule+tracker"]["valid_score"] = 0.28
+    _note_unused_tracker({"name": "ema", "valid_score": 0.31}, {**tuned, "ema": {"valid_score": 0.31}}, "best")
+    assert "at tracker weight 0.5 it scored 0.2800 on validation against 0.3100 for `ema`" in capsys.readouterr().err
+    _note_unused_tracker({"name": "context_rule+tracker", "valid_score": 0.36}, tuned, "best")
+    assert capsys.readouterr().err == ""

@@ -99,7 +99,16 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
     differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if head_a.get(key) != head_b.get(key)}
     return {"a": str(file_a), "b": str(file_b), "metric": metric, "users": len(users_a),
             "scoring_points": head_a.get("scoring_points"), "split": head_a.get("split"), "differs": differs,
-            "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95, "seed": seed}, "rows": rows}
+            "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95, "seed": seed}, "rows": _json_safe(rows),
+            # rows one evaluation lists and the other not (another --baselines, a run's learned row, --sequence rows)
+            "only_in_a": [n for n in doc_a["per_user"] if n not in doc_b["per_user"]],
+            "only_in_b": [n for n in doc_b["per_user"] if n not in doc_a["per_user"]]}
+
+
+def _json_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NaN (a row whose metric no user has) as None: compare.json is strict JSON, as evaluation.json is."""
+    return [{k: ({f: (None if isinstance(x, float) and np.isnan(x) else x) for f, x in v.items()} if isinstance(v, dict) else v)
+             for k, v in r.items()} for r in rows]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -111,12 +120,19 @@ def markdown(result: dict[str, Any]) -> str:
     for key, (va, vb) in result["differs"].items():
         lines.append(f"- {key}: A {va} / B {vb}")
     lines += ["", f"| row | A {result['metric']} | B {result['metric']} | B - A | relative |", "|---|---|---|---|---|"]
+    def cell(ci: dict[str, Any], sign: str = "") -> str:
+        if ci["mean"] is None:
+            return "-"
+        return f"{ci['mean']:{sign}.4f} [{ci['lo']:{sign}.4f}, {ci['hi']:{sign}.4f}]"
+
     for r in result["rows"]:
-        a, b, d = r["a"], r["b"], r["diff"]
-        star = "*" if d["lo"] > 0 or d["hi"] < 0 else ""
-        rel = f"{100 * d['mean'] / a['mean']:+.1f}%" if a["mean"] else "-"
-        lines.append(f"| {r['row']} | {a['mean']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}] | {b['mean']:.4f} [{b['lo']:.4f}, "
-                     f"{b['hi']:.4f}] | {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{star} | {rel} |")
+        a, d = r["a"], r["diff"]
+        star = "*" if d["mean"] is not None and (d["lo"] > 0 or d["hi"] < 0) else ""
+        rel = f"{100 * d['mean'] / a['mean']:+.1f}%" if a["mean"] and d["mean"] is not None else "-"
+        lines.append(f"| {r['row']} | {cell(a)} | {cell(r['b'])} | {cell(d, '+')}{star} | {rel} |")
+    for side in ("a", "b"):
+        if result.get(f"only_in_{side}"):
+            lines.append(f"\nOnly in {side.upper()} (not compared): {', '.join(result[f'only_in_{side}'])}")
     return "\n".join(lines) + "\n"
 
 
