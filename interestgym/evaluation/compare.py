@@ -13,7 +13,6 @@ table; what would break the pairing is refused, naming both files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import click
 import numpy as np
 
 from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.evaluation.tables import ci_text, diff_text
+from interestgym.io import read_json_artifact
 
 EVALUATION_FILE = "evaluation.json"
 #: Header fields that fix which users, scoring points and candidates an evaluation scores: they must agree.
@@ -37,10 +38,7 @@ def read_evaluation(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if not file.is_file():
         raise ArtifactError(f"{path}: no {EVALUATION_FILE}; expected an `interestgym evaluate` output (its --out folder, "
                             "a run folder evaluated in place, or the file)")
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{file}: not readable as JSON ({exc}); expected an `interestgym evaluate` output") from None
+    doc = read_json_artifact(file, "an `interestgym evaluate` output")
     missing = [k for k in ("header", "summary", "users", "per_user") if not isinstance(doc, dict) or k not in doc]
     if missing:
         raise ArtifactError(f"{file}: no {', '.join(missing)}; expected an `interestgym evaluate` output")
@@ -120,16 +118,10 @@ def markdown(result: dict[str, Any]) -> str:
     for key, (va, vb) in result["differs"].items():
         lines.append(f"- {key}: A {va} / B {vb}")
     lines += ["", f"| row | A {result['metric']} | B {result['metric']} | B - A | relative |", "|---|---|---|---|---|"]
-    def cell(ci: dict[str, Any], sign: str = "") -> str:
-        if ci["mean"] is None:
-            return "-"
-        return f"{ci['mean']:{sign}.4f} [{ci['lo']:{sign}.4f}, {ci['hi']:{sign}.4f}]"
-
     for r in result["rows"]:
         a, d = r["a"], r["diff"]
-        star = "*" if d["mean"] is not None and (d["lo"] > 0 or d["hi"] < 0) else ""
         rel = f"{100 * d['mean'] / a['mean']:+.1f}%" if a["mean"] and d["mean"] is not None else "-"
-        lines.append(f"| {r['row']} | {cell(a)} | {cell(r['b'])} | {cell(d, '+')}{star} | {rel} |")
+        lines.append(f"| {r['row']} | {ci_text(a)} | {ci_text(r['b'])} | {diff_text(d)} | {rel} |")
     for side in ("a", "b"):
         if result.get(f"only_in_{side}"):
             lines.append(f"\nOnly in {side.upper()} (not compared): {', '.join(result[f'only_in_{side}'])}")

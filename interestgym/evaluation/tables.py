@@ -104,12 +104,11 @@ def short_points_text(protocol: dict[str, Any]) -> str:
     (a catalogue smaller than ``--n-negatives``, or a user who touched most of it), and the targets left unscored for
     want of any negative; else ``""``."""
     counts = protocol.get("counts") or {}
-    short, none = int(counts.get("points_with_fewer_negatives", 0)), int(counts.get("points_without_negatives", 0))
+    from interestgym.envs.replay_data import targets_without_negatives_text
+
+    short, unscored = int(counts.get("points_with_fewer_negatives", 0)), targets_without_negatives_text(counts)
     text = f"; {short:,} of {protocol.get('scoring_points', 0):,} points with fewer (too few items to draw from)" if short else ""
-    if none:
-        text += (f"; {none:,} target{'s' if none != 1 else ''} not scored: no item left to draw a negative from (the user "
-                 "engaged with every other item)")
-    return text
+    return text + (f"; {unscored}" if unscored else "")
 
 
 def few_points_caution(points: int, users: int, mean_candidates: float, widest: int) -> str | None:
@@ -200,14 +199,16 @@ def _check_same_users(a: PolicyScores, b: PolicyScores) -> None:
         raise ValueError(f"policies {a.name} and {b.name} were evaluated on different users; cannot pair them")
 
 
-def _fmt(ci: dict[str, Any] | None, digits: int = 4) -> str:
+def ci_text(ci: dict[str, Any] | None, digits: int = 4) -> str:
+    """``0.4233 [0.4071, 0.4395]`` (a mean and its CI, an :meth:`Interval.as_dict`); ``-`` when there is none."""
     if ci is None or ci.get("mean") is None or not np.isfinite(ci["mean"]):
         return "-"
     return f"{ci['mean']:.{digits}f} [{ci['lo']:.{digits}f}, {ci['hi']:.{digits}f}]"
 
 
-def _fmt_diff(ci: dict[str, Any] | None, digits: int = 4) -> str:
-    if ci is None:
+def diff_text(ci: dict[str, Any] | None, digits: int = 4) -> str:
+    """``+0.0049 [+0.0021, +0.0075]*`` (a paired difference; * = its CI excludes 0); ``-`` when there is none."""
+    if ci is None or ci.get("mean") is None:
         return "-"
     mark = "*" if (ci["lo"] > 0 or ci["hi"] < 0) else ""
     return f"{ci['mean']:+.{digits}f} [{ci['lo']:+.{digits}f}, {ci['hi']:+.{digits}f}]{mark}"
@@ -221,7 +222,7 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
     lines = ["| policy | kind | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
     for n in names:
         e = pol[n]
-        lines.append(f"| {n} | {kind_label(n, e['kind'])} | " + " | ".join(_fmt(e["metrics"].get(m)) for m in metrics) + " |")
+        lines.append(f"| {n} | {kind_label(n, e['kind'])} | " + " | ".join(ci_text(e["metrics"].get(m)) for m in metrics) + " |")
     text = "\n".join(lines)
     ref = summary.get("reference")
     if ref:
@@ -231,7 +232,7 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
         for n in names:
             if n == ref:
                 continue
-            lines.append(f"| {n} | " + " | ".join(_fmt_diff(pol[n]["diff_vs_reference"].get(m)) for m in metrics) + " |")
+            lines.append(f"| {n} | " + " | ".join(diff_text(pol[n]["diff_vs_reference"].get(m)) for m in metrics) + " |")
         text += "\n" + "\n".join(lines)
     if summary.get("oracle"):
         lines = [f"\nFraction of the oracle (`{summary['oracle']}`), ratio of means:\n",
@@ -244,7 +245,7 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
     if extra_keys:
         lines = ["\n| policy | " + " | ".join(extra_keys) + " |", "|" + "---|" * (len(extra_keys) + 1)]
         for n in names:
-            lines.append(f"| {n} | " + " | ".join(_fmt(pol[n]["extra"].get(k)) for k in extra_keys) + " |")
+            lines.append(f"| {n} | " + " | ".join(ci_text(pol[n]["extra"].get(k)) for k in extra_keys) + " |")
         text += "\n" + "\n".join(lines)
     return text + "\n"
 
