@@ -16,42 +16,20 @@ _TOKEN = re.compile(r"\w+")
 _TEXT_SAMPLE = 20_000
 
 
-def _texts(folder: Path):
-    import pandas as pd
-
-    return pd.read_parquet(folder / "items.parquet", columns=["text"])["text"]
-
-
-def id_only_example(folder: Path) -> str | None:
+def id_only_example(texts: list[str]) -> str | None:
     """An item text, when every item's text is ids in one fixed frame (e.g. ``category 2520377``); else None.
 
     A text's words are its tokens without a digit. When all the items' texts have the same words
     (the literal part of an ``--item-text`` template such as ``category {category}``, or none at
     all), the texts differ only by ids: a text encoder sees no meaning in them.
     """
-    try:
-        texts = _texts(folder)
-    except Exception:  # noqa: BLE001 - only a suggestion: never fail a stage for it
+    if not texts:
         return None
-    if texts.empty:
-        return None
-    step = max(1, len(texts) // _TEXT_SAMPLE)
-    sample = texts.iloc[::step].astype(str).tolist()
+    sample = texts[:: max(1, len(texts) // _TEXT_SAMPLE)]
     frames = {tuple(t for t in _TOKEN.findall(text) if not any(c.isdigit() for c in t)) for text in sample}
     if len(frames) != 1 or not any(any(c.isdigit() for c in text) for text in sample):
         return None
     return sample[0]
-
-
-def chinese_text_example(folder: Path) -> str | None:
-    """An item text, when most items' texts are Chinese (CJK ideographs); else None."""
-    from interestgym.encoders.tokenize import chinese_example
-
-    try:
-        texts = _texts(folder)
-    except Exception:  # noqa: BLE001 - only a suggestion: never fail a stage for it
-        return None
-    return chinese_example(texts.astype(str).tolist())
 
 
 def encoder_advice(folder: Path, fmt: str | None) -> tuple[str, str | None]:
@@ -60,11 +38,19 @@ def encoder_advice(folder: Path, fmt: str | None) -> tuple[str, str | None]:
     :param fmt: the dataset's source format (``events``, ``movielens``, ``mind``, ...): only an events log's texts can
         be a template of ids.
     """
-    example = id_only_example(folder) if fmt == "events" else None
+    import pandas as pd
+
+    from interestgym.encoders.tokenize import chinese_example
+
+    try:  # items.parquet read once for both questions
+        texts = pd.read_parquet(folder / "items.parquet", columns=["text"])["text"].astype(str).tolist()
+    except Exception:  # noqa: BLE001 - only a suggestion: never fail a stage for it
+        return "minilm", None
+    example = id_only_example(texts) if fmt == "events" else None
     if example is not None:
         return "cooc", (f"item texts are only ids (e.g. {example[:40]!r}), no words for minilm; "
                         "cooc learns item vectors from training users' co-occurrence")
-    chinese = chinese_text_example(folder)
+    chinese = chinese_example(texts)
     if chinese is not None:
         return "tfidf", (f"item texts are Chinese (e.g. {chinese[:20]!r}); minilm is an English model, "
                          "tfidf segments Chinese words (jieba); a Chinese BERT folder also works: --encoder PATH")
