@@ -384,10 +384,11 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
     if valid_data.n_users == 0:
         raise InterestGymError(f"{config.dataset}: the valid split has no user with a positive event; validation needs some")
     if valid_data.n_points == 0:  # nothing to tune, validate or decide what to ship on
-        none = int(valid_data.counts.get("points_without_negatives", 0))  # targets with no negative left to draw
+        from interestgym.envs.replay_data import targets_without_negatives_text
+
+        unscored = targets_without_negatives_text(valid_data.counts)
         raise InterestGymError(f"{config.dataset}: validation users have no scoring point ({valid_data.n_users:,} users with a "
-                               "decision, none ranked after it" + (f"; {none:,} targets had no item left to draw a negative from"
-                                                                   if none else "")
+                               "decision, none ranked after it" + (f"; {unscored}" if unscored else "")
                                + "); tuning, validation and the ship decision need some")
     if valid_data.n_points < FEW_POINTS:
         sys.stderr.write(f"note: the valid split has {valid_data.n_points:,} scoring point{'s' if valid_data.n_points != 1 else ''} "

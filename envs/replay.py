@@ -10,7 +10,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from interestgym.envs.engine import ReplayEngine
-from interestgym.envs.replay_data import ProtocolSpec, ReplayData, load_replay_data
+from interestgym.envs.replay_data import (
+    ProtocolSpec,
+    ReplayData,
+    load_replay_data,
+    targets_without_negatives_text,
+)
 
 from interestgym.core.features import (
     FEATURES,
@@ -135,10 +140,9 @@ def _warn_about_protocol(data: ReplayData, spec: ProtocolSpec) -> None:
     if short:
         warnings.warn(f"{short:,} of {data.n_points:,} scoring points have fewer than n_negatives={spec.n_negatives} negatives: "
                       "the catalogue, less the items the protocol excludes, holds fewer", UserWarning, stacklevel=3)
-    none = int(data.counts.get("points_without_negatives") or 0)
-    if none:
-        warnings.warn(f"{none:,} targets are not scoring points: the catalogue, less the items the protocol excludes, "
-                      "holds no item to draw a negative from", UserWarning, stacklevel=3)
+    unscored = targets_without_negatives_text(data.counts)
+    if unscored:
+        warnings.warn(unscored, UserWarning, stacklevel=3)
 
 
 class InterestReplayEnv(gym.Env):

@@ -46,6 +46,17 @@ IGNORED_ON_IMPRESSIONS = ("has logged impressions, which are its scoring points 
                           "settings of sampled negatives do not apply and are ignored")
 
 
+def targets_without_negatives_text(counts: dict[str, Any]) -> str | None:
+    """The replay's next-positive targets left unscored for want of any negative (``points_without_negatives``), in
+    words: ``3 targets not scored: no item left to draw a negative from (...)``; None when there are none. Said by the
+    env's warnings, train's refusal and evaluate's protocol line alike."""
+    n = int(counts.get("points_without_negatives") or 0)
+    if not n:
+        return None
+    return (f"{n:,} target{'s' if n != 1 else ''} not scored: no item left to draw a negative from (the user engaged with "
+            "every other item)")
+
+
 @dataclass(frozen=True)
 class ProtocolSpec:
     """Which users, which scoring points, which negatives.
