@@ -179,10 +179,10 @@ def decide_shipping(run_dir: Path, config: TrainConfig, valid_data: Any, referen
         model_identity,
         write_shipped,
     )
+    from interestgym.envs.replay_data import users_left_out_text
     from interestgym.envs.vector import evaluate_policy
 
     from interestgym.core.stats import paired_bootstrap_diff, per_user_means
-    from interestgym.evaluation.tables import users_left_out_text
 
     metric = config.reward
     which = best_or_final(run_dir)

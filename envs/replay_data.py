@@ -46,6 +46,19 @@ IGNORED_ON_IMPRESSIONS = ("has logged impressions, which are its scoring points 
                           "settings of sampled negatives do not apply and are ignored")
 
 
+def users_left_out_text(counts: dict[str, Any], n_measured: int) -> str | None:
+    """The split's users a comparison over ``n_measured`` users left out, and why, in words (``1 of the split's 189: 1
+    without a positive event``); None when none were. ``counts``: the replay's counts (``users``: those with a decision;
+    ``users_without_decisions``: those without, nothing to update a profile on). Users with a decision but no scoring
+    point (nothing ranked after it) are replayed but measure nothing."""
+    no_decision = int(counts.get("users_without_decisions", 0) or 0)
+    no_point = int(counts.get("users", 0) or 0) - n_measured
+    if not no_decision and not no_point:
+        return None
+    why = [f"{n:,} without {what}" for n, what in ((no_decision, "a positive event"), (no_point, "a scoring point")) if n]
+    return f"{no_decision + no_point:,} of the split's {n_measured + no_decision + no_point:,}: {', '.join(why)}"
+
+
 def targets_without_negatives_text(counts: dict[str, Any]) -> str | None:
     """The replay's next-positive targets left unscored for want of any negative (``points_without_negatives``), in
     words: ``3 targets not scored: no item left to draw a negative from (...)``; None when there are none. Said by the

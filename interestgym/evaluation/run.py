@@ -48,7 +48,6 @@ from interestgym.evaluation.tables import (
     short_points_text,
     split_caution,
     summarise,
-    users_left_out_text,
 )
 from interestgym.io import make_out_dir, write_json_atomic, write_text_atomic
 
@@ -310,6 +309,7 @@ def evaluate_run(
         IGNORED_ON_IMPRESSIONS,
         SAMPLED_NEGATIVES_SETTINGS,
         build_replay_data,
+        users_left_out_text,
     )
     from interestgym.envs.vector import evaluate_policy
 
