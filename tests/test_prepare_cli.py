@@ -269,3 +269,32 @@ def test_encode_with_a_text_model_on_id_only_texts_says_what_prepare_advised(tmp
         assert notes == ([(f"note: item texts are only ids (e.g. 'category 10'), no words for minilm; cooc learns item vectors "
                            f"from training users' co-occurrence; encoding with {model} anyway (`--encoder cooc` is what prepare "
                            "advised)")] if src is ids else []), err
+
+
+def test_prepare_counts_repeat_engagements(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary and manifest count the engagements of an item the same user engaged with before (an impression
+    is no engagement), the count behind `exclude auto` choosing `target`; a log without any says nothing."""
+    rows = [  # user, item, action, ts (written shuffled: prepare sorts by user and time)
+        ("1", "a", "pv", 10), ("1", "a", "pv", 11), ("1", "b", "buy", 12), ("1", "a", "imp", 13), ("1", "a", "cart", 14),
+        ("2", "a", "pv", 10), ("2", "b", "imp", 11), ("2", "b", "pv", 12), ("3", "c", "imp", 10), ("3", "c", "imp", 11),
+    ]
+    seen: set[tuple[str, str]] = set()
+    expected = 0
+    for user, item, action, _ in sorted(rows, key=lambda r: (r[0], r[3])):
+        if action != "imp":
+            expected += (user, item) in seen
+            seen.add((user, item))
+    assert expected == 2  # user 1's second and third 'a'
+    src = tmp_path / "log.csv"
+    src.write_text("".join(f"{u},{i},{a},{1511544000 + t}\n" for u, i, a, t in reversed(rows)))
+    args = ["--columns", "user_id,item_id,action,ts", "--actions", "pv=view,cart=add_to_cart,buy=purchase,imp=impression",
+            "--item-text", "item {item_id}"]
+    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "a"), *args], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["counts"]["repeat_engagements"] == expected
+    assert re.search(rf"\n  repeats +{expected}  \(engagements of an item the same user engaged with before: ", out)
+    src.write_text("".join(f"{u},{i},{a},{1511544000 + t}\n" for u, i, a, t in rows if (u, t) not in {("1", 11), ("1", 14)}))
+    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "b"), *args], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["counts"]["repeat_engagements"] == 0
+    assert "repeats" not in out

@@ -115,6 +115,9 @@ def _summary(manifest: dict[str, Any], out: Path, fmt: str) -> str:
     ]
     if counts.get("impressions"):
         lines.append(f"  impressions  {counts['impressions']:>10,}")
+    if counts.get("repeat_engagements"):
+        lines.append(f"  repeats      {counts['repeat_engagements']:>10,}  (engagements of an item the same user engaged with "
+                     "before: next-positive evaluation may draw a user's own past items as negatives, `exclude target`)")
     lines.append(f"  rejected     {validation['rejected_total']:>10,}  (details: {out / 'rejects.jsonl'})")
     for name, st in validation["files"].items():
         reasons = "; ".join(f"{k} {v:,}" for k, v in st["reject_reasons"].items())

@@ -168,6 +168,7 @@ def write_dataset(
         events["late"] = events["ts"] >= lo + split.time_fraction * (hi - lo)
 
     split_counts = users["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    weights = {**DEFAULT_ACTION_WEIGHTS, **(action_weights or {})}  # as Dataset.action_weights reads them back
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "interestgym_version": __version__,
@@ -184,6 +185,7 @@ def write_dataset(
             "users": len(users),
             "impressions": len(impressions) if impressions is not None else 0,
             "actions": {k: int(v) for k, v in events["action"].value_counts().sort_index().items()},
+            "repeat_engagements": repeat_engagements(user_codes[order], events["item_id"], events["action"], weights),
             **(extra_counts or {}),
         },
         "split": {**split.as_dict(), "users": {k: int(v) for k, v in split_counts.items()}},
@@ -212,6 +214,18 @@ def write_dataset(
         write_text_atomic(new / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects.rejects))
         write_json_atomic(new / MANIFEST, manifest)  # last: a folder with a manifest is a whole dataset
     return manifest
+
+
+def repeat_engagements(user_codes: np.ndarray, item_ids: pd.Series, actions: pd.Series, weights: dict[str, float]) -> int:
+    """How many engagements (events of an action with a weight > 0: a click, a view, a rating, a purchase; not an
+    impression) are of an item the same user engaged with in an earlier one: a log with any has repeats, and the
+    next-positive protocol's ``exclude auto`` then leaves only the target out of the negatives."""
+    engaged = actions.map(weights).fillna(0.0).to_numpy(dtype=np.float64) > 0
+    if not engaged.any():
+        return 0
+    item_codes, uniques = pd.factorize(item_ids[engaged].astype(str))
+    pairs = user_codes[engaged].astype(np.int64) * (len(uniques) + 1) + item_codes
+    return int(len(pairs) - len(np.unique(pairs)))
 
 
 def _row_groups_overlapping(pf: Any, column: str, lo: str, hi: str) -> list[int]:
