@@ -340,6 +340,10 @@ def _other_package_versions(tuned: dict[str, Any], names: list[str]) -> str | No
             was = f"{theirs[0]} {theirs[1]}" if saved else "a package version it did not record"
             now = f"{mine[0]} {mine[1]} is installed" if here else "it is not another package's rule here"
             return f"rule {name!r} was tuned with {was}; {now}"
+        recorded, installed = (saved or {}).get("source_sha256"), (here or {}).get("source_sha256")
+        if recorded is not None and recorded != installed:  # the same version, other code (an editable install edited)
+            return (f"rule {name!r} was tuned with {theirs[0]} {theirs[1]} of source sha256 {recorded[:12]}; the code installed "
+                    f"at that version differs ({(installed or 'unreadable')[:12]})")
     return None
 
 

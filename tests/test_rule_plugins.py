@@ -89,8 +89,12 @@ def test_an_installed_packages_rule_is_a_baseline_made_by_name_and_tuned_on_its_
 
     rule = make_rule("gap_rule", long_rate=0.3, half_life_hours=2.0)
     assert type(rule).__module__ == "igtest_rules" and rule.params["half_life_hours"] == 2.0
-    assert rule.describe()["provider"] == {"distribution": "igtest-rules", "version": "0.3",
-                                           "entry_point": "igtest_rules:GapRule", "group": "interestgym.rules"}
+    import hashlib
+
+    # the digest of the code it runs: here a top-level module, hashed with its file name
+    source = hashlib.sha256(b"igtest_rules.py\0" + RULE_MODULE.encode() + b"\0").hexdigest()
+    assert rule.describe()["provider"] == {"distribution": "igtest-rules", "version": "0.3", "entry_point": "igtest_rules:GapRule",
+                                           "group": "interestgym.rules", "source_sha256": source}
     assert "provider" not in make_rule("ema").describe()  # built-in records are as before
     # it acts by its own formula, through the product's parameter checks and action map
     rng = np.random.default_rng(0)
@@ -221,3 +225,46 @@ def test_a_run_on_a_packages_rule_records_it_and_its_export_serves_with_it(datas
             entry="gap_rule = other_rules:GapRule")
     with pytest.raises(RulePluginError, match=r"recorded from igtest-rules 0.3 .*; other-rules 0.3 \(entry point other_rules:GapRule\) adds it"):
         load_policy(export)
+
+
+def test_a_rule_whose_code_changed_at_the_same_version_is_refused(tmp_path, monkeypatch):
+    """An editable install edited keeps its version: the digest of the rule's source tells the code apart. A record of
+    the old code is refused naming both digests, a tuning of it is not reused, and the code put back is accepted; a
+    record from before the digest existed is checked by its version alone."""
+    from interestgym.agents.run_folder import read_tuned_baselines
+
+    site = install(tmp_path / "site", monkeypatch)
+    record = make_rule("gap_rule", long_rate=0.3).describe()
+    old_source = record["provider"]["source_sha256"]
+    assert rule_from_record(record, "config").params["long_rate"] == 0.3
+    path = tmp_path / "baselines.json"
+    import json
+
+    protocol = {"split": "valid"}
+    path.write_text(json.dumps({"metric": "ndcg@10", "protocol": protocol, "tune_users": None,
+                                "baselines": {"gap_rule": {"params": record["params"], "provider": record["provider"]}}}))
+
+    def read(strict=False):
+        return read_tuned_baselines(path, metric="ndcg@10", protocol=protocol, names=["gap_rule"], tune_users=None, strict=strict)
+
+    assert read() is not None
+
+    (site / "igtest_rules.py").write_text(RULE_MODULE.replace("p[\"long_rate\"])", "0.25 * p[\"long_rate\"])"))
+    monkeypatch.delitem(__import__("sys").modules, "igtest_rules", raising=False)
+    refresh_plugin_rules()
+    new_source = make_rule("gap_rule").describe()["provider"]["source_sha256"]
+    assert new_source != old_source
+    with pytest.raises(RulePluginError, match=re.escape(f"config: rule 'gap_rule' was recorded from igtest-rules 0.3 with source sha256 "
+                                                        f"{old_source[:12]}; the code of igtest-rules 0.3 installed here differs "
+                                                        f"(sha256 {new_source[:12]}")):
+        rule_from_record(record, "config")
+    assert read() is None  # tuned again, not reused
+    with pytest.raises(Exception, match=re.escape(f"rule 'gap_rule' was tuned with igtest-rules 0.3 of source sha256 {old_source[:12]}")):
+        read(strict=True)
+    legacy = {**record, "provider": {k: v for k, v in record["provider"].items() if k != "source_sha256"}}
+    assert rule_from_record(legacy, "config").name == "gap_rule"  # recorded before digests: the version decides
+
+    (site / "igtest_rules.py").write_text(RULE_MODULE)  # the code it was recorded with, back
+    monkeypatch.delitem(__import__("sys").modules, "igtest_rules", raising=False)
+    refresh_plugin_rules()
+    assert rule_from_record(record, "config").params["long_rate"] == 0.3

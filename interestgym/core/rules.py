@@ -69,11 +69,14 @@ the observation with :class:`~interestgym.core.features.FeatureView`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -444,15 +447,46 @@ class PluginRule:
     distribution: str
     version: str
     entry_point: str
+    #: :func:`rule_source_sha256` of the rule's code as installed here (None: no source file to read)
+    source_sha256: str | None = None
 
     def where(self) -> str:
         """The rule and its package, as an error message names them."""
         return _plugin_where(self.cls.name, self.entry_point, self.distribution, self.version)
 
     def provider(self) -> dict[str, str]:
-        """What a run's config and an export's manifest record of it (:func:`rule_from_record` checks it)."""
-        return {"distribution": self.distribution, "version": self.version, "entry_point": self.entry_point,
-                "group": RULE_ENTRY_POINT_GROUP}
+        """What a run's config and an export's manifest record of it (:func:`rule_from_record` checks it): the package,
+        its version, and the digest of the rule's source (an editable install edited at the same version acts otherwise)."""
+        out = {"distribution": self.distribution, "version": self.version, "entry_point": self.entry_point,
+               "group": RULE_ENTRY_POINT_GROUP}
+        if self.source_sha256 is not None:
+            out["source_sha256"] = self.source_sha256
+        return out
+
+
+def rule_source_sha256(cls: type) -> str | None:
+    """The sha256 of the code a rule class runs: every ``.py`` file of the top-level regular package its module is in
+    (the files under the outermost folder with an ``__init__.py`` above the module, sorted by path, each hashed with its
+    path relative to that folder), or the module's own file when it is a top-level module; None when there is no source
+    file (a class made in ``__main__`` or by ``exec``). Any edit of those files changes it, a comment too: what a
+    package's version cannot tell apart when an editable install (``pip install -e``) is edited."""
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    if not file or not str(file).endswith(".py") or not Path(file).is_file():
+        return None
+    path = Path(file).resolve()
+    root = path.parent if path.name == "__init__.py" else None
+    folder = path.parent
+    while (folder / "__init__.py").is_file():  # up to the outermost regular package above the module
+        root = folder
+        folder = folder.parent
+    files = sorted((p for p in root.rglob("*.py") if "__pycache__" not in p.parts), key=lambda p: p.relative_to(root).as_posix()) \
+        if root is not None else [path]
+    base = root if root is not None else path.parent
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _plugin_where(name: str, entry_point: str, distribution: str, version: str) -> str:
@@ -525,7 +559,7 @@ def plugin_rule(name: str) -> PluginRule | None:
     if required:
         raise RulePluginError(f"{where}: its constructor's parameter(s) {', '.join(required)} have no default; expected a "
                               "default for each (a rule is made by name, with its defaults where a run does not record a value)")
-    return PluginRule(cls, dist_name, version, str(ep.value))
+    return PluginRule(cls, dist_name, version, str(ep.value), rule_source_sha256(cls))
 
 
 def plugin_rules() -> dict[str, PluginRule]:
@@ -582,9 +616,14 @@ def check_rule_provider(name: str, provider: Mapping[str, Any], where: str) -> N
     base = name.removesuffix(TrackerMixRule.SUFFIX)
     dist, version, entry = provider.get("distribution"), provider.get("version"), provider.get("entry_point")
 
-    def fits(plugin: PluginRule | None) -> bool:
+    source = provider.get("source_sha256")  # None: recorded before the digest was (the version alone is checked)
+
+    def same_package(plugin: PluginRule | None) -> bool:
         return (plugin is not None and _normalised(plugin.distribution) == _normalised(dist) and plugin.version == version
                 and (entry is None or plugin.entry_point == entry))
+
+    def fits(plugin: PluginRule | None) -> bool:
+        return same_package(plugin) and (source is None or plugin.source_sha256 == source)  # type: ignore[union-attr]
 
     plugin = plugin_rule(base)
     if not fits(plugin):
@@ -594,6 +633,12 @@ def check_rule_provider(name: str, provider: Mapping[str, Any], where: str) -> N
         raise RulePluginError(f"{where}: rule {base!r} comes from the package {dist} {version} (entry point "
                               f"{entry}, group {RULE_ENTRY_POINT_GROUP}), which is not installed here; "
                               f"expected it installed: pip install '{dist}=={version}'")
+    if same_package(plugin) and not fits(plugin):
+        raise RulePluginError(f"{where}: rule {base!r} was recorded from {dist} {version} with source sha256 {source[:12]}; "
+                              f"the code of {dist} {version} installed here differs (sha256 "
+                              f"{(plugin.source_sha256 or 'unreadable')[:12]}: edited since, e.g. in an editable install?), so "
+                              f"its rule may act otherwise; expected the code it was recorded with (or train and export again "
+                              "with this one, ideally at a new version)")
     if not fits(plugin):
         found = f"{plugin.distribution} {plugin.version} (entry point {plugin.entry_point})"
         raise RulePluginError(f"{where}: rule {base!r} was recorded from {dist} {version} (entry point {entry}); {found} "
