@@ -24,11 +24,13 @@ from interestgym.core.rules import (  # noqa: F401  (the rule classes, re-export
     MeanHistoryPolicy,
     PopularityPolicy,
     RecSimSaturatingPolicy,
+    RuleParameterError,
     RulePluginError,
     RulePolicy,
     StaticFirstPolicy,
     TimeDecayPolicy,
     TwoProfileEMAPolicy,
+    check_rule_params,
     make_rule,
     plugin_rule,
     plugin_rules,
@@ -101,6 +103,11 @@ def plugin_grids(names: Iterable[str] | None = None) -> dict[str, dict[str, list
                     (v is None and param in OPTIONAL_RULE_PARAMS) or (isinstance(v, (int, float)) and not isinstance(v, bool))
                     for v in values):
                 raise RulePluginError(f"{where}: {param}: {values!r}; expected a non-empty list of numbers")
+            for value in values:  # every point up front, with the built-ins' range checks: not one failing after the tuning
+                try:
+                    check_rule_params(name, {param: value})
+                except RuleParameterError as exc:
+                    raise RulePluginError(f"{where}: {param}: {values!r}: {exc}") from None
         grids[name] = {k: list(v) for k, v in grid.items()}
     return grids
 

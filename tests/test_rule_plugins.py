@@ -120,8 +120,12 @@ def test_an_installed_packages_rule_is_a_baseline_made_by_name_and_tuned_on_its_
      "parameter(s) long_rate have no default"),
     ("gap_rule = igtest_rules:GapRule", RULE_MODULE.replace('"half_life_hours": [1.0, 48.0]', '"half_life_hours": [None]'),
      "half_life_hours: [None]; expected a non-empty list of numbers"),
+    ("gap_rule = igtest_rules:GapRule", RULE_MODULE.replace('"long_rate": [0.05, 0.3]', '"long_rate": [0.05, 1.5]'),
+     "long_rate: [0.05, 1.5]: rule 'gap_rule' parameter long_rate=1.5: expected a number in [0, 1]"),
+    ("gap_rule = igtest_rules:GapRule", RULE_MODULE.replace('"half_life_hours": [1.0, 48.0]', '"half_life_hours": [1.0, float("nan")]'),
+     "half_life_hours: [1.0, nan]: rule 'gap_rule' parameter half_life_hours=nan: expected a finite number"),
 ], ids=["a built-in's name", "not a rule class", "another name than its class's", "an import that fails", "a grid of another rule",
-        "the learned row's name", "a parameter without a default", "None in a grid"])
+        "the learned row's name", "a parameter without a default", "None in a grid", "a rate past 1 in a grid", "NaN in a grid"])
 def test_a_package_whose_rule_cannot_be_used_is_refused_naming_it(tmp_path, monkeypatch, entry, module, message):
     install(tmp_path / "site", monkeypatch, entry=entry, module=module)
     with pytest.raises(RulePluginError) as info:
