@@ -13,7 +13,9 @@ Raw quantities (the keys of the ``raw`` mapping):
 ``cos_item_short``     cos(x, S) before the update
 ``cos_long_short``     cos(L, S)
 ``long_empty``         1 if L is still the zero vector (no update yet), else 0
-``action_weight``      the event's action weight (manifest ``action_weights``), e.g. purchase 3, click 1
+``action_weight``      the event's action weight (manifest ``action_weights``), e.g. purchase 3, click 1; the
+                       observation divides it by the table's largest weight, over every action of the table,
+                       not only those the log has (a MovieLens rating, weight 1, reads 1/3)
 ``value``              the event's value (rating, quantity, 1.0)
 ``gap_event``          seconds since the user's previous event of any type (0 for the first)
 ``gap_decision``       seconds since the user's previous decision (positive event; 0 for the first)
@@ -77,7 +79,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("cos_item_short", "cos(x, S) before the update", -1.0, 1.0),
     Feature("cos_long_short", "cos(L, S) before the update", -1.0, 1.0),
     Feature("long_empty", "1 if L is still zero (no interest known yet), else 0", 0.0, 1.0),
-    Feature("action_weight", "action weight / max action weight of the dataset", 0.0, 1.0),
+    # the largest of the whole table, not of the actions the log has: a MovieLens rating (weight 1) reads 0.333
+    Feature("action_weight", "action weight / the action table's largest (all its actions: purchase 3 by default)", 0.0, 1.0),
     Feature("feedback_value", f"clip(value / {VALUE_SCALE:g}, 0, 1) (rating, quantity, 1.0)", 0.0, 1.0),
     Feature("log_gap_event", "log1p(seconds since previous event) / log1p(365 days), clipped; 0 if first", 0.0, 1.0),
     Feature("log_gap_decision", "log1p(seconds since previous decision) / log1p(365 days), clipped; 0 if first", 0.0, 1.0),
