@@ -119,3 +119,34 @@ def test_rows_of_one_side_only_are_listed_and_a_metric_no_user_has_is_null(evalu
     text = markdown(result)
     assert "\nOnly in A (not compared): popularity\n" in text
     assert next(line for line in text.splitlines() if line.startswith("| ema |")).endswith("| - | - | - |")
+
+
+def test_a_row_of_one_name_defined_otherwise_is_said_and_other_users_are_named_as_the_cause(evaluations, tmp_path):
+    """A rule row tuned otherwise (or from another package version) in B is said above the table with both definitions,
+    from the files' own tuned parameters; evaluations of other users are refused for their users, the cause, even when
+    their scoring points differ too."""
+    from interestgym.evaluation.compare import compare_evaluations, markdown
+
+    a, _ = evaluations
+    other = tmp_path / "other"
+    shutil.copytree(a, other)
+    doc = json.loads((other / "evaluation.json").read_text())
+    tuned_a = doc["tuned_baselines"]["ema"]
+    doc["tuned_baselines"]["ema"] = {**tuned_a, "params": {**tuned_a["params"], "rate": 0.77},
+                                     "provider": {"distribution": "my-rules", "version": "0.2", "source_sha256": "ab" * 32}}
+    (other / "evaluation.json").write_text(json.dumps(doc))
+    result = compare_evaluations(a, other, n_boot=50)
+    assert list(result["row_differs"]) == ["ema"]  # every other row is the same policy in both
+    params_a = ", ".join(f"{k} {v}" for k, v in tuned_a["params"].items())
+    params_b = ", ".join(f"{k} {v}" for k, v in {**tuned_a["params"], "rate": 0.77}.items())
+    assert result["row_differs"]["ema"] == [f"tuned to {params_a}", f"tuned to {params_b}; my-rules 0.2, source {'ab' * 6}"]
+    assert f"\n  - ema: A tuned to {params_a} / B tuned to {params_b}; my-rules 0.2, source abababababab\n" in markdown(result)
+    assert "rows of one name" not in markdown(compare_evaluations(a, a, n_boot=50))
+
+    doc = json.loads((a / "evaluation.json").read_text())
+    doc["users"] = doc["users"][:-1] + ["someone else"]
+    doc["header"]["scoring_points"] = 1
+    (other / "evaluation.json").write_text(json.dumps(doc))
+    with pytest.raises(InterestGymError, match=r"expected the same users \(evaluations of one dataset and split: another dataset, "
+                                               r"or one prepared with another split seed, has other users\)"):
+        compare_evaluations(a, other)

@@ -8,7 +8,9 @@ bootstrap over users (:func:`interestgym.core.stats.paired_bootstrap_diff`), as 
 
 Rows: every policy both evaluations list (by name), then "reference (each's own)": A's best tuned rule against B's,
 which may be different rules. What differs between the two headers besides (the encoder, the run) is said above the
-table; what would break the pairing is refused, naming both files.
+table, and so is a row whose name stands for another policy in B (a rule tuned to other parameters or from another
+package version or code, a learned row acting on another rule); what would break the pairing is refused, naming both
+files.
 """
 
 from __future__ import annotations
@@ -66,16 +68,24 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
     file_a, doc_a = read_evaluation(a)
     file_b, doc_b = read_evaluation(b)
     head_a, head_b = doc_a["header"], doc_b["header"]
-    for key in PAIRING_FIELDS:
+
+    def check(key: str) -> None:
         if head_a.get(key) != head_b.get(key):
             raise InterestGymError(f"{file_a} and {file_b}: {key} {head_a.get(key)!r} vs {head_b.get(key)!r}; expected the same "
-                                   f"{', '.join(PAIRING_FIELDS)} (the same users scored at the same points, so that a "
+                                   f"{', '.join(PAIRING_FIELDS)} and users (the same users scored at the same points, so that a "
                                    "difference is paired)")
+
+    for key in PAIRING_FIELDS[:-1]:
+        check(key)
+    # the users before the number of points: other users (another dataset or split seed) is the cause, not a symptom
     users_a, users_b = [str(u) for u in doc_a["users"]], [str(u) for u in doc_b["users"]]
     if set(users_a) != set(users_b) or len(users_a) != len(users_b):
         only_a, only_b = sorted(set(users_a) - set(users_b)), sorted(set(users_b) - set(users_a))
         raise InterestGymError(f"{file_a} and {file_b}: {len(users_a):,} vs {len(users_b):,} users ({len(only_a):,} only in the first, "
-                               f"e.g. {only_a[:3]}; {len(only_b):,} only in the second, e.g. {only_b[:3]}); expected the same users")
+                               f"e.g. {only_a[:3]}; {len(only_b):,} only in the second, e.g. {only_b[:3]}); expected the same users "
+                               "(evaluations of one dataset and split: another dataset, or one prepared with another split seed, "
+                               "has other users)")
+    check(PAIRING_FIELDS[-1])
     order_a = np.arange(len(users_a))
     position = {u: i for i, u in enumerate(users_b)}
     order_b = np.array([position[u] for u in users_a], dtype=np.int64)  # B's values in A's user order
@@ -95,12 +105,41 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
                      "b": bootstrap_mean_ci(vb, n_boot=n_boot, seed=seed).as_dict(),
                      "diff": paired_bootstrap_diff(vb, va, n_boot=n_boot, seed=seed).as_dict()})
     differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if head_a.get(key) != head_b.get(key)}
+    # a row of one name that is another policy in B: a rule tuned otherwise or from other code, a learned row on another rule
+    definitions = {n: [_row_definition(doc_a, n), _row_definition(doc_b, n)] for n in names}
+    row_differs = {n: d for n, d in definitions.items() if d[0] != d[1]}
     return {"a": str(file_a), "b": str(file_b), "metric": metric, "users": len(users_a),
             "scoring_points": head_a.get("scoring_points"), "split": head_a.get("split"), "differs": differs,
+            "row_differs": row_differs,
             "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95, "seed": seed}, "rows": _json_safe(rows),
             # rows one evaluation lists and the other not (another --baselines, a run's learned row, --sequence rows)
             "only_in_a": [n for n in doc_a["per_user"] if n not in doc_b["per_user"]],
             "only_in_b": [n for n in doc_b["per_user"] if n not in doc_a["per_user"]]}
+
+
+def _params_text(params: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in params.items()) if isinstance(params, dict) and params else "defaults"
+
+
+def _provider_text(provider: Any) -> str:
+    if not isinstance(provider, dict):
+        return ""
+    source = provider.get("source_sha256")
+    return f"; {provider.get('distribution')} {provider.get('version')}" + (f", source {str(source)[:12]}" if source else "")
+
+
+def _row_definition(doc: dict[str, Any], name: str) -> str | None:
+    """What the row ``name`` of an evaluation is, in words, where the file says: a tuned rule's parameters (and its
+    package), a learned row's rule (the one it acts on or ships), None otherwise (a custom policy, the oracle)."""
+    tuned = (doc.get("tuned_baselines") or {}).get(name)
+    if isinstance(tuned, dict):
+        return f"tuned to {_params_text(tuned.get('params'))}{_provider_text(tuned.get('provider'))}"
+    kind = ((doc["summary"].get("policies") or {}).get(name) or {}).get("kind")
+    shipped = doc["header"].get("shipped")
+    if kind == "learned" and isinstance(shipped, dict) and isinstance(shipped.get("rule"), dict):
+        rule = shipped["rule"]
+        return f"acts on {rule.get('name')} ({_params_text(rule.get('params'))}{_provider_text(rule.get('provider'))})"
+    return None
 
 
 def _json_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,6 +156,10 @@ def markdown(result: dict[str, Any]) -> str:
               f"({result['bootstrap']['resamples']} bootstrap resamples); * = the paired CI excludes 0")]
     for key, (va, vb) in result["differs"].items():
         lines.append(f"- {key}: A {va} / B {vb}")
+    if result.get("row_differs"):
+        lines.append("- rows of one name defined otherwise in A and B (each row compares these):")
+        for name, (va, vb) in result["row_differs"].items():
+            lines.append(f"  - {name}: A {va or 'not recorded'} / B {vb or 'not recorded'}")
     lines += ["", f"| row | A {result['metric']} | B {result['metric']} | B - A | relative |", "|---|---|---|---|---|"]
     for r in result["rows"]:
         a, d = r["a"], r["diff"]
@@ -142,7 +185,9 @@ def compare(a: Path, b: Path, metric: str | None, n_boot: int, out: Path | None)
     A and B are `interestgym evaluate` outputs (an --out folder, a run evaluated in place, or the
     evaluation.json) that score the same users at the same points: e.g. the same dataset evaluated with
     frozen and with fine-tuned embeddings. Every policy both list is a row, and so is each one's own
-    best tuned rule. Example:
+    best tuned rule; a row whose name stands for another policy in B (a rule tuned to other parameters
+    or from another package version, a learned row acting on another rule) is said above the table.
+    Example:
       interestgym evaluate data --out eval-frozen --embeddings minilm
       interestgym evaluate data --out eval-tuned --embeddings minilm-ml100k
       interestgym compare eval-frozen eval-tuned
