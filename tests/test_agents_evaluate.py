@@ -284,6 +284,34 @@ def test_a_row_ahead_of_the_reference_is_said_with_the_learned_policys_distance_
     assert leading_row([shipped, rule], "ema", "ndcg@10", n_boot=50) is None  # a tie is not a lead
 
 
+def test_the_learned_row_is_measured_against_the_rule_its_run_shipped_over_when_that_is_not_the_reference():
+    """A run trained on `mine` (its shipping decision compared with it on validation users) and evaluated where `ema`
+    is the best tuned rule: each learned row's paired difference to `mine` on these users is a verdict of its own; no
+    such line for a run that ships its rule, or whose rule is the reference."""
+    from interestgym.evaluation.run import _markdown, against_run_rule
+    from interestgym.evaluation.tables import PolicyScores, summarise
+
+    users = np.array(["u1", "u2", "u3", "u4"])
+
+    def row(name, kind, values):
+        return PolicyScores(name=name, kind=kind, users=users, per_user={"ndcg@10": np.array(values, dtype=float)}, params={})
+
+    ema, mine, ppo = (row("ema", "baseline", [0.5, 0.6, 0.5, 0.6]), row("mine", "baseline", [0.4, 0.6, 0.5, 0.5]),
+                      row("ppo", "learned", [0.5, 0.7, 0.6, 0.6]))
+    shipped = {"policy": "learned", "rule": {"name": "mine", "params": {}}, "reason": "it gained on validation"}
+    got = against_run_rule([ppo, ema, mine], shipped, "ema", "ndcg@10", n_boot=200)
+    assert got["rule"] == "mine" and list(got["policies"]) == ["ppo"]
+    assert got["policies"]["ppo"]["mean"] == pytest.approx(np.mean([0.1, 0.1, 0.1, 0.1]))  # ppo - mine, user by user
+    summary = summarise([ppo, ema, mine], ["ndcg@10"], reference="ema", n_boot=200, seed=0)
+    summary["vs_run_rule"] = got
+    text = _markdown({"bootstrap": {"resamples": 200}, "shipped": shipped}, summary, ["ppo", "ema", "mine"], "ndcg@10", {})
+    assert ("- `ppo` beats `mine`, the rule its run was trained on and shipped over (not the table's reference), here on "
+            "ndcg@10: +0.1000 [+0.1000, +0.1000] (paired, over users)") in text
+    assert against_run_rule([ppo, ema, mine], {**shipped, "policy": "rule"}, "ema", "ndcg@10", n_boot=50) is None
+    assert against_run_rule([ppo, ema, mine], shipped, "mine", "ndcg@10", n_boot=50) is None  # the reference's lines say it
+    assert against_run_rule([ppo, ema], shipped, "ema", "ndcg@10", n_boot=50) is None  # no row of it here
+
+
 def test_a_run_scored_on_other_embeddings_is_cautioned_up_front(run, tmp_path):
     """`evaluate RUN --embeddings OTHER`: the policy learnt on other vectors, so the protocol's cautions say so at the
     top (it was only a note under the verdicts); the run's own embeddings give no such caution. A copy of the run and

@@ -640,6 +640,9 @@ def evaluate_run(
         "undertrained_trackers": tracker_notes or None,
         "embeddings_changed": embeddings_changed,
     }
+    run_rule = against_run_rule(results, header["shipped"], reference, metric, n_boot)
+    if run_rule:
+        summary["vs_run_rule"] = run_rule
     order = [r.name for r in results]
     if by_target_results["repeat"] and by_target_results["repeat"][0].n_points:
         # Logs with repeat consumption: a target the user engaged with before is a different problem
@@ -691,6 +694,25 @@ def leading_row(results: list[PolicyScores], reference: str, metric: str, n_boot
     return {"name": best.name, "kind": best.kind, "mean": means[best.name],
             "behind": {r.name: paired_bootstrap_diff(r.per_user[metric], best.per_user[metric], n_boot=n_boot, seed=0).as_dict()
                        for r in rows if r.kind == "learned" and r.name != best.name}}
+
+
+def against_run_rule(results: list[PolicyScores], shipped: Any, reference: str | None, metric: str,
+                     n_boot: int) -> dict[str, Any] | None:
+    """Each learned row's paired difference to the rule its run was trained on and shipped over (``shipped["rule"]``),
+    when that rule is not the table's reference but has a row here: the figure the shipping decision made on validation
+    users, now on these users. None otherwise (no run, a run that ships its rule, or the rule is the reference)."""
+    from interestgym.core.stats import paired_bootstrap_diff
+
+    if not isinstance(shipped, dict) or shipped.get("policy") != "learned" or not isinstance(shipped.get("rule"), dict):
+        return None
+    name = shipped["rule"].get("name")
+    by_name = {r.name: r for r in results}
+    rule = by_name.get(name)
+    if name == reference or rule is None or metric not in rule.per_user:
+        return None
+    diffs = {r.name: paired_bootstrap_diff(r.per_user[metric], rule.per_user[metric], n_boot=n_boot, seed=0).as_dict()
+             for r in results if r.kind == "learned" and metric in r.per_user}
+    return {"rule": name, "metric": metric, "policies": diffs} if diffs else None
 
 
 def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n_boot: int) -> dict[str, Any]:
@@ -865,6 +887,12 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     if shipped:
         what = "its learned model" if shipped["policy"] == "learned" else f"its reference rule `{shipped['rule']['name']}`"
         verdicts.append(f"- the run ships {what}: {shipped['reason']}")
+    run_rule = summary.get("vs_run_rule")
+    for n, d in ((run_rule or {}).get("policies") or {}).items():  # the shipping decision's comparison, on these users
+        verdict = "beats" if d["lo"] > 0 else ("is worse than" if d["hi"] < 0 else "is not distinguishable from")
+        verdicts.append(f"- `{n}` {verdict} `{run_rule['rule']}`, the rule its run was trained on and shipped over (not the "
+                        f"table's reference), here on {run_rule['metric']}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
+                        "(paired, over users)")
     # (a run that ships its rule: its row `shipped:<ref>` ranks as the reference does, so the reference's line says it)
     verdicts += chance_lines(summary, [n for n in learned if n != f"shipped:{ref}"] + ([ref] if ref else []))
     caution = split_caution(header.get("split"))
