@@ -532,6 +532,8 @@ def test_a_transfer_onto_the_same_users_split_again_says_they_are_not_held_out(d
                                           "held out from its training and selection")
     md = (tmp_path / "t" / "evaluation.md").read_text()
     assert f"- caution: {header['transfer_overlap']}" in md and "untouched by training and selection" not in md
+    verdict = next(line for line in md.splitlines() if line.startswith("- `shipped") and " on ndcg@10: " in line)
+    assert verdict.endswith("(paired, over users); optimistic: some of these users trained or selected the run (the caution above)")
 
     other = tiny_synthetic(tmp_path / "other", users=40, seed=1)  # the same ids, other people
     evaluate_run(run, dataset=other, out=tmp_path / "o", baselines="ema", n_boot=20, progress=False)

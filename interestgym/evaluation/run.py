@@ -865,7 +865,9 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                             if n == f"shipped:{ref}" else f"- `{n}` scores every user exactly as `{ref}` on {metric} (a difference of 0 at every user)")
         elif d:
             verdict = "beats" if d["lo"] > 0 else ("is worse than" if d["hi"] < 0 else "is not distinguishable from")
-            verdicts.append(f"- `{n}` {verdict} `{ref}` on {metric}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] (paired, over users)")
+            verdicts.append(f"- `{n}` {verdict} `{ref}` on {metric}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] (paired, over users)"
+                            + ("; optimistic: some of these users trained or selected the run (the caution above)"
+                               if header.get("transfer_overlap") and summary["policies"][n]["kind"] == "learned" else ""))
             frac = summary["policies"][n]["fraction_of_oracle"].get(metric)
             if frac is not None:
                 verdicts.append(f"- `{n}` reaches {100 * frac:.1f}% of the oracle's {metric}")
