@@ -360,8 +360,10 @@ def plot_actions(decisions: Any, features: np.ndarray, feature_names: Sequence[s
         ax.set_ylabel("density")
         ax.set_title("Distribution of the actions (all decisions)")
         ax.legend(loc="best")
-        fig.suptitle(f"{title}\n{int(keep.sum()):,} decisions"
-                     + (f"; {n_left_out:,} first decisions (empty profile) left out of the scatter plots" if n_left_out else ""))
+        total = int(keep.sum()) + n_left_out
+        fig.suptitle(f"{title}\n{total:,} decisions"
+                     + (f"; the scatter plots show {int(keep.sum()):,}: each user's first ({n_left_out:,}, empty profile) left out"
+                        if n_left_out else ""))
         return save_figure(fig, path), n_left_out
 
 
