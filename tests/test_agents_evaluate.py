@@ -43,7 +43,12 @@ def test_evaluate_run_writes_tables_and_paired_differences(run):
         assert word in out, word
 
     doc = json.loads((run_dir / "evaluation.json").read_text())
-    assert (run_dir / "evaluation.md").read_text().startswith("# Evaluation")
+    md = (run_dir / "evaluation.md").read_text()
+    assert md.startswith("# Evaluation")
+    # every tuned rule's setting is listed, as evaluation.json's tuned baselines record it
+    from interestgym.core.rules import params_text
+
+    assert f"- ema: {params_text(doc['tuned_baselines']['ema']['params'])}\n" in md.split("Tuned on validation users:")[1]
     header, summary = doc["header"], doc["summary"]
     assert header["split"] == "test" and header["users"] == len(doc["users"]) > 0
     names = set(summary["policies"])

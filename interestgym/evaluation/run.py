@@ -853,6 +853,10 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                 cells.append("-" if not d else f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
             rows.append(f"| {n} | " + " | ".join(cells) + " |")
         text += "\n".join(rows) + "\n"
+    tuned_rows = [(n, summary["policies"][n].get("params")) for n in order if summary["policies"][n]["kind"] == "baseline"]
+    tuned_rows = [(n, params_text(p)) for n, p in tuned_rows if p]
+    if tuned_rows:  # every rule's tuned setting, not only the reference's (evaluation.json has them too)
+        text += "\nTuned on validation users:\n\n" + "\n".join(f"- {n}: {t}" for n, t in tuned_rows) + "\n"
     ref = summary["reference"]
     learned = [n for n in order if summary["policies"][n]["kind"] in ("learned", "custom")]
     verdicts = []
