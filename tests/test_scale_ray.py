@@ -72,7 +72,12 @@ def backend():
     ray = importlib.import_module("ray")
     from interestgym.scale.ray_backend import connect
 
-    backend = connect("local:2", shards=2)
+    with pytest.MonkeyPatch.context() as patch:
+        # `local` starts an instance of its own even where another is named (RAY_ADDRESS, or the one `ray start` left on
+        # the machine): connecting to it instead failed ("num_cpus ... must not be provided") or used another cluster
+        patch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+        backend = connect("local:2", shards=2)
+    assert ray.cluster_resources().get("CPU") == 2
     yield backend
     ray.shutdown()
 

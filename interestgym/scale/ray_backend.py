@@ -113,8 +113,8 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
     ray = _ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if local:
-            ray.init(num_cpus=int(n) if n else None, **kwargs)
+        if local:  # a new instance here even where `ray start` left one (or RAY_ADDRESS names one): Ray's "local"
+            ray.init(address="local", num_cpus=int(n) if n else None, **kwargs)
         else:
             try:
                 ray.init(address=address, **kwargs)
