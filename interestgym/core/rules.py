@@ -724,6 +724,28 @@ def params_text(params: dict[str, Any]) -> str | None:
     return ", ".join(one(k, v) for k, v in params.items())
 
 
+def grid_edges(params: Mapping[str, Any], grid: Any) -> list[str]:
+    """The tuned ``params`` that sit at an open end of the values their tuning tried (``grid``: the tuning's table,
+    one dict per point tried), in words (``long_rate 0.4 is the largest tried``): a better setting may lie past it.
+    An end that is the parameter's own bound is not open (a rate or weight of 0 or 1, a forgetting of 1, 0 for a term
+    that is then off), nor is a parameter tried at one value."""
+    out: list[str] = []
+    if not isinstance(grid, list):
+        return out
+    for key, value in params.items():
+        if not finite_number(value):
+            continue
+        tried = sorted({row[key] for row in grid if isinstance(row, Mapping) and finite_number(row.get(key))})
+        if len(tried) < 2:
+            continue
+        unit = key in _UNIT_PARAMS or key == "forgetting"
+        if value == tried[-1] and not (unit and value >= 1):
+            out.append(f"{key} {value:g} is the largest tried")
+        elif value == tried[0] and not ((unit or key in _NONNEGATIVE_PARAMS) and value <= 0):
+            out.append(f"{key} {value:g} is the smallest tried")
+    return out
+
+
 def compose_residual(base_actions: np.ndarray, change: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
     """A residual policy's env action: ``[clip(base + change[:, :4], -1, 1), clip(base' + change[:, 4:], -1, 1)]``,
     in the engine's layout (:data:`~interestgym.core.protocol.ENV_ACTION_NAMES`), base' = the rule's own change

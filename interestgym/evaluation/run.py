@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interestgym.core.rules import params_text
+from interestgym.core.rules import grid_edges, params_text
 from interestgym.core.stats import per_user_means
 from interestgym.errors import InterestGymError
 from interestgym.evaluation.stream import UserScores
@@ -619,8 +619,9 @@ def evaluate_run(
                      + _older_grid_text(tuned, note_grids(config.slot_counts, protocol["protocol"] == "impressions",
                                                           has_varying_values(Path(config.dataset))))),
         "reference": reference,
-        # the reference's tuned parameters, in words: what "the best tuned rule" is on this data
-        "reference_params": params_text((tuned.get(reference) or {}).get("params") or {}),
+        # the reference's tuned parameters, in words: what "the best tuned rule" is on this data (and any at an open end
+        # of what its tuning tried: a better setting may lie past it, and "beats the best tuned rule" is then weaker)
+        "reference_params": _with_edges(params_text((tuned.get(reference) or {}).get("params") or {}), tuned.get(reference)),
         # the user's own rows: their parameters (tuned over their grid on the baselines' validation users) and score
         "custom": "; ".join(f"{e['policy'].name} ({params_text(e['params']) or 'no parameters'}; "
                             + (f"tuned over {len(e['grid'])} grid points, " if e["grid"] else "")
@@ -640,6 +641,8 @@ def evaluate_run(
         "undertrained_trackers": tracker_notes or None,
         "embeddings_changed": embeddings_changed,
     }
+    edges = {n: grid_edges(e.get("params") or {}, e.get("grid")) for n, e in tuned.items() if isinstance(e, dict)}
+    summary["grid_edges"] = {n: e for n, e in edges.items() if e}
     run_rule = against_run_rule(results, header["shipped"], reference, metric, n_boot)
     if run_rule:
         summary["vs_run_rule"] = run_rule
@@ -694,6 +697,14 @@ def leading_row(results: list[PolicyScores], reference: str, metric: str, n_boot
     return {"name": best.name, "kind": best.kind, "mean": means[best.name],
             "behind": {r.name: paired_bootstrap_diff(r.per_user[metric], best.per_user[metric], n_boot=n_boot, seed=0).as_dict()
                        for r in rows if r.kind == "learned" and r.name != best.name}}
+
+
+def _with_edges(text: str | None, entry: Any) -> str | None:
+    """A tuned rule's parameters in words, with those at an open end of its tuning's grid said (:func:`grid_edges`)."""
+    if not text or not isinstance(entry, dict):
+        return text
+    edges = grid_edges(entry.get("params") or {}, entry.get("grid"))
+    return text + (f" ({'; '.join(edges)}: a better setting may lie past it)" if edges else "")
 
 
 def against_run_rule(results: list[PolicyScores], shipped: Any, reference: str | None, metric: str,
@@ -854,7 +865,9 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
             rows.append(f"| {n} | " + " | ".join(cells) + " |")
         text += "\n".join(rows) + "\n"
     tuned_rows = [(n, summary["policies"][n].get("params")) for n in order if summary["policies"][n]["kind"] == "baseline"]
-    tuned_rows = [(n, params_text(p)) for n, p in tuned_rows if p]
+    edges = summary.get("grid_edges") or {}
+    tuned_rows = [(n, params_text(p) + (f" ({'; '.join(edges[n])}: a better setting may lie past it)" if edges.get(n) else ""))
+                  for n, p in tuned_rows if p]
     if tuned_rows:  # every rule's tuned setting, not only the reference's (evaluation.json has them too)
         text += "\nTuned on validation users:\n\n" + "\n".join(f"- {n}: {t}" for n, t in tuned_rows) + "\n"
     ref = summary["reference"]
