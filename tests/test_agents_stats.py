@@ -120,3 +120,20 @@ def test_a_row_whose_auc_ci_reaches_one_half_gets_a_chance_caution():
         f"[{worse['lo']:.4f}, {worse['hi']:.4f}] lies below 0.5 (few or unrepresentative scoring points, or items whose "
         "text says little of what is clicked)")]
     assert chance_lines(summarise(rows, [], reference="rule", n_boot=10), ["rule"]) == []  # no AUC measured
+
+
+def test_the_bootstrap_draws_its_resamples_in_blocks_with_the_whole_matrixs_numbers(monkeypatch):
+    """Resamples are drawn a block of rows at a time (memory bounded whatever the users): the CI is, to the bit, the
+    percentile interval of the means of the rows of the one (n_boot, n) matrix the seed gives, computed here at once."""
+    from interestgym.core import stats
+
+    x = np.random.default_rng(5).normal(size=1001)
+    idx = np.random.default_rng(3).integers(0, len(x), size=(500, len(x)))
+    means = x[idx].mean(axis=1)
+    alpha = (1.0 - 0.95) / 2.0  # as the CI's own code computes it (0.025000000000000022)
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    monkeypatch.setattr(stats, "_BOOT_BLOCK", 7 * len(x) + 3)  # blocks of 7 rows: 71 full ones and a last of 3
+    got = stats.bootstrap_mean_ci(x, n_boot=500, seed=3)
+    assert (got.lo, got.hi, got.mean) == (float(lo), float(hi), float(x.mean()))
+    monkeypatch.setattr(stats, "_BOOT_BLOCK", 1)  # one row at a time
+    assert stats.bootstrap_mean_ci(x, n_boot=500, seed=3) == got
