@@ -501,3 +501,55 @@ def test_item_texts_holding_the_replacement_character_are_counted_in_a_note(tmp_
     log = assert_same_read(path, EventsOptions())
     assert any(n.startswith(f"{path}: 1 item text(s) hold U+FFFD, the replacement character") and "item a: '马伊\ufffd博客'" in n
                for n in log.notes), log.notes
+
+
+def test_typed_ids_that_are_no_ids_are_rejected_and_float_looking_text_ids_are_noted(tmp_path: Path) -> None:
+    """JSON Lines and Parquet carry types: an id that is a boolean, an array, an object or a float with a fraction (or
+    past 2^53, digits lost) is rejected, not made a user ``True`` or an item ``{"a": 1}``; a boolean value is no number.
+    A whole float is the whole number (7.0 -> '7'). Text ids that look like floats (a float column exported to CSV) are
+    kept as written, and a note says so, for both readers alike."""
+    rows = [
+        {"user_id": "u1", "item_id": "a", "ts": 1511544070},
+        {"user_id": True, "item_id": "a", "ts": 1511544071},
+        {"user_id": "u1", "item_id": {"a": 1}, "ts": 1511544072},
+        {"user_id": ["u1"], "item_id": "a", "ts": 1511544073},
+        {"user_id": "u1", "item_id": 1e20, "ts": 1511544074},
+        {"user_id": "u1", "item_id": "b", "ts": 1511544075, "value": True},
+        {"user_id": 7.0, "item_id": 12.5, "ts": 1511544076},
+        {"user_id": 7.0, "item_id": 3, "ts": 1511544077},
+    ]
+    src = tmp_path / "log.jsonl"
+    src.write_text("".join(json.dumps({**r, "action": "click", "text": "t"}) + "\n" for r in rows), encoding="utf-8")
+    log = RejectLog()
+    data = read_events(src, log, EventsOptions())
+    expected = "; expected text or a whole number"
+    assert _rejects(log) == [
+        ("log.jsonl", 2, "bad user_id: true (a boolean)" + expected),
+        ("log.jsonl", 3, 'bad item_id: {"a": 1} (a JSON object)' + expected),
+        ("log.jsonl", 4, 'bad user_id: ["u1"] (a JSON array)' + expected),
+        ("log.jsonl", 5, "bad item_id: 1e+20 (a number with a fraction, or past 2^53 where a float has lost digits)" + expected),
+        ("log.jsonl", 6, "bad value: true (a boolean); expected a finite number"),
+        ("log.jsonl", 7, "bad item_id: 12.5 (a number with a fraction, or past 2^53 where a float has lost digits)" + expected),
+    ]
+    assert list(zip(data.events["user_id"], data.events["item_id"])) == [("u1", "a"), ("7", "3")]
+
+    pq = tmp_path / "log.parquet"
+    pd.DataFrame({"user_id": [True, False], "item_id": ["a", "b"], "ts": [1511544070, 1511544071], "action": ["click"] * 2,
+                  "text": ["t", "t"]}).to_parquet(pq, index=False)
+    log = RejectLog()
+    with pytest.raises(DataError, match="no valid rows"):
+        read_events(pq, log, EventsOptions())
+    assert [r[2] for r in _rejects(log)] == ["bad user_id: true (a boolean)" + expected, "bad user_id: false (a boolean)" + expected]
+
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id,action,ts,text\nu1,2268318.0,click,1511544070,t\nu1,2268318,click,1511544071,t\n"
+                   "u2,17.00,click,1511544072,t\n")
+    notes = []
+    for reader in ("lines", "columnar"):
+        log = RejectLog()
+        data = read_events(csv, log, EventsOptions(reader=reader))
+        assert sorted(data.items["item_id"]) == ["17.00", "2268318", "2268318.0"]  # as written: three items
+        notes.append([n for n in log.notes if "written as floats" in n])
+    assert notes[0] == notes[1] == [
+        f"{csv}: 2 item ids look like whole numbers written as floats (e.g. '2268318.0'), kept as written: '2268318.0' and "
+        "'2268318' would be two items; if the ids came from a float column, write them as integers"]

@@ -236,7 +236,7 @@ def read_items_file(table: Table, log: RejectLog, template: str | None,
         if not item:
             log.reject(name, lineno, "missing item_id: expected an item id", raw)
             continue
-        if (reason := id_reason(item, "item_id")) is not None:
+        if (reason := typed_id_reason(row.get("item_id"), "item_id") or id_reason(item, "item_id")) is not None:
             log.reject(name, lineno, reason, raw)
             continue
         if item in first:
@@ -430,6 +430,22 @@ def no_value(cell: Any) -> bool:
     return cell is None or (isinstance(cell, str) and not cell.strip())
 
 
+def typed_id_reason(value: Any, field: str) -> str | None:
+    """Why an id cell of a typed format (JSON Lines, Parquet) is not an id, else None: an id is text or a whole number.
+    A boolean, a list or an object would become a user or an item named ``True`` or ``["u1"]``; a float left after
+    :func:`~interestgym.data.tables.cell` (which makes a whole float below 2^53 an int) has a fraction, or is so large
+    that its digits were lost (1e20)."""
+    if isinstance(value, bool):
+        found = f"{str(value).lower()} (a boolean)"
+    elif isinstance(value, (list, dict)):
+        found = f"{cell_text(value)} (a JSON {'array' if isinstance(value, list) else 'object'})"
+    elif isinstance(value, float):
+        found = f"{value!r} (a number with a fraction, or past 2^53 where a float has lost digits)"
+    else:
+        return None
+    return f"bad {field}: {found}; expected text or a whole number"
+
+
 def _parse_value(row: dict[str, Any], action: str | None = None) -> tuple[float, str | None]:
     """(the row's value, None) or (nan, the reject reason). No value is 1.0 (a click, a view...), except for a
     rating, whose value is the rating: refused (``action`` = the row's canonical action, when known)."""
@@ -439,11 +455,12 @@ def _parse_value(row: dict[str, Any], action: str | None = None) -> tuple[float,
             return 1.0, None
         return math.nan, missing_rating("value" in row)
     try:
-        value = float(cell)
+        value = math.nan if isinstance(cell, bool) else float(cell)  # JSON true is no number (float(True) is 1.0)
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
-        return value, f"bad value: {cell!r}; expected a finite number"
+        shown = f"{str(cell).lower()} (a boolean)" if isinstance(cell, bool) else repr(cell)
+        return value, f"bad value: {shown}; expected a finite number"
     if abs(value) > VALUE_MAX:
         return value, f"bad value: {cell!r}; expected a number within float32's range (|value| <= {VALUE_MAX:.4g})"
     return value, None
@@ -486,7 +503,8 @@ class _RowChecker:
         elif not item:
             reason = "missing item_id: expected an item id"
         else:
-            reason = id_reason(user, "user_id") or id_reason(item, "item_id")
+            reason = (typed_id_reason(row.get("user_id"), "user_id") or typed_id_reason(row.get("item_id"), "item_id")
+                      or id_reason(user, "user_id") or id_reason(item, "item_id"))
             if reason is None:
                 ts, reason = self.times.parse(row.get("ts"))
         if reason is None:
@@ -638,6 +656,9 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
                               "rows_disagreeing_with_item_category": sum(built.conflicts.values())}
     files = [t.source.path for t in tables]
     frame = items_frame(items)
+    note = _float_looking_ids_note(frame["item_id"], (items_table or events_table).source.name)
+    if note:
+        log.note(note)
     replaced = frame["text"].str.contains("\ufffd", regex=False)
     if replaced.any():  # text that went through a decoder with errors="replace" before it reached this file
         first = frame.loc[replaced.idxmax()]
@@ -645,6 +666,21 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
                  f"character (text decoded with errors before it reached this file; e.g. item {first['item_id']}: "
                  f"{str(first['text'])[:40]!r}): the encoder reads them as they are")
     return ReaderOutput(items=frame, events=events.frame(), source_files=files, counts=counts, reader=reader)
+
+
+def _float_looking_ids_note(item_ids: Any, name: str) -> str | None:
+    """A note when item ids read as text look like whole numbers written as floats (``2268318.0``, as a float column
+    exported to CSV writes them): they are kept as written, so ``2268318.0`` and ``2268318`` are two items, and an
+    items file or another export that writes ``2268318`` does not match them (a typed format's 2268318.0 is read as
+    2268318)."""
+    looks = item_ids.astype(str).str.fullmatch(r"-?\d+\.0+")
+    n = int(looks.sum())
+    if not n:
+        return None
+    first = str(item_ids[looks].iloc[0])
+    return (f"{name}: {n:,} item id{'s' if n != 1 else ''} look like whole numbers written as floats (e.g. {first!r}), kept as "
+            f"written: {first!r} and {first.split('.')[0]!r} would be two items; if the ids came from a float column, write "
+            "them as integers")
 
 
 def _check_jsonl_fields(table: Table, seen_keys: set[str], required: tuple[str, ...]) -> None:
