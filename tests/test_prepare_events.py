@@ -553,3 +553,21 @@ def test_typed_ids_that_are_no_ids_are_rejected_and_float_looking_text_ids_are_n
     assert notes[0] == notes[1] == [
         f"{csv}: 2 item ids look like whole numbers written as floats (e.g. '2268318.0'), kept as written: '2268318.0' and "
         "'2268318' would be two items; if the ids came from a float column, write them as integers"]
+
+
+def test_values_past_the_agents_scale_are_noted(tmp_path: Path) -> None:
+    """Values above 5 (the scale the agent reads value on: value / 5 clipped to 1) are counted in a note, ratings
+    aside, for both readers alike; a log within the scale has no such note."""
+    src = tmp_path / "log.csv"
+    src.write_text("user_id,item_id,action,ts,value,text\nu1,a,click,1511544070,3,t\nu1,b,click,1511544071,120,t\n"
+                   "u2,a,click,1511544072,5,t\nu2,b,click,1511544073,7.5,t\nu2,c,rate,1511544074,4,t\n")
+    expected = (f"{src}: 2 of 4 events (ratings aside) have a value above 5 (largest 120): the agent reads value / 5 clipped "
+                "to 1")
+    for reader in ("lines", "columnar"):
+        log = RejectLog()
+        read_events(src, log, EventsOptions(reader=reader))
+        assert [n[: len(expected)] for n in log.notes if "value above" in n] == [expected]
+    src.write_text("user_id,item_id,action,ts,value,text\nu1,a,click,1511544070,3,t\nu1,b,rate,1511544071,5,t\n")
+    log = RejectLog()
+    read_events(src, log, EventsOptions())
+    assert not [n for n in log.notes if "value above" in n]

@@ -655,6 +655,10 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     counts: dict[str, Any] = {"items_changing_category": len(built.conflicts),
                               "rows_disagreeing_with_item_category": sum(built.conflicts.values())}
     files = [t.source.path for t in tables]
+    events_frame = events.frame()
+    note = _values_past_scale_note(events_frame, name)
+    if note:
+        log.note(note)
     frame = items_frame(items)
     note = _float_looking_ids_note(frame["item_id"], (items_table or events_table).source.name)
     if note:
@@ -665,7 +669,24 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         log.note(f"{(items_table or events_table).source.name}: {int(replaced.sum()):,} item text(s) hold U+FFFD, the replacement "
                  f"character (text decoded with errors before it reached this file; e.g. item {first['item_id']}: "
                  f"{str(first['text'])[:40]!r}): the encoder reads them as they are")
-    return ReaderOutput(items=frame, events=events.frame(), source_files=files, counts=counts, reader=reader)
+    return ReaderOutput(items=frame, events=events_frame, source_files=files, counts=counts, reader=reader)
+
+
+def _values_past_scale_note(events: Any, name: str) -> str | None:
+    """A note when kept events (not ratings) have values past the scale the agent reads them on: its
+    ``feedback_value`` observation, and with it ``bayesian_category``'s value gain, is ``clip(value / 5, 0, 1)`` (a
+    rating's scale; a read fraction or a quantity fits), so a dwell time in seconds or a price is 1 for nearly every
+    event and its differences are lost."""
+    from interestgym.core.features import VALUE_SCALE
+
+    values = events["value"].to_numpy()[events["action"].to_numpy() != RATING_ACTION]
+    n = int((values > VALUE_SCALE).sum())
+    if not n:
+        return None
+    return (f"{name}: {n:,} of {len(values):,} events (ratings aside) have a value above {VALUE_SCALE:g} (largest "
+            f"{float(values.max()):g}): the agent reads value / {VALUE_SCALE:g} clipped to 1 (a rating's scale; a read fraction "
+            "or a quantity fits), so those are all 1 to it and to bayesian_category's value gain; for seconds or money, "
+            "write the column on that scale (e.g. minutes, a read fraction, a price band) in the log and in what you serve")
 
 
 def _float_looking_ids_note(item_ids: Any, name: str) -> str | None:
