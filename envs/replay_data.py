@@ -47,7 +47,7 @@ IGNORED_ON_IMPRESSIONS = ("has logged impressions, which are its scoring points 
 
 
 def users_left_out_text(counts: dict[str, Any], n_measured: int) -> str | None:
-    """The split's users a comparison over ``n_measured`` users left out, and why, in words (``1 of the split's 189: 1
+    """The split's users a comparison over ``n_measured`` users left out, and why, in words (``1 of the split's 189 left out: 1
     without a positive event``); None when none were. ``counts``: the replay's counts (``users``: those with a decision;
     ``users_without_decisions``: those without, nothing to update a profile on). Users with a decision but no scoring
     point (nothing ranked after it) are replayed but measure nothing."""
@@ -56,7 +56,7 @@ def users_left_out_text(counts: dict[str, Any], n_measured: int) -> str | None:
     if not no_decision and not no_point:
         return None
     why = [f"{n:,} without {what}" for n, what in ((no_decision, "a positive event"), (no_point, "a scoring point")) if n]
-    return f"{no_decision + no_point:,} of the split's {n_measured + no_decision + no_point:,}: {', '.join(why)}"
+    return f"{no_decision + no_point:,} of the split's {n_measured + no_decision + no_point:,} left out: {', '.join(why)}"
 
 
 def targets_without_negatives_text(counts: dict[str, Any]) -> str | None:

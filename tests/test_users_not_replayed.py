@@ -92,7 +92,7 @@ def test_train_and_evaluate_say_the_users_left_out(dataset: Path, tmp_path: Path
     measured = [u for u in _split(dataset, "valid") if _scored(u)]
     unscored = n_valid - k_valid - len(measured)  # a decision, but nothing ranked after it (a completist; one positive)
     assert unscored
-    assert (f"on {len(measured)} validation users ({k_valid + unscored} of the split's {n_valid}: {k_valid} without a positive "
+    assert (f"on {len(measured)} validation users ({k_valid + unscored} of the split's {n_valid} left out: {k_valid} without a positive "
             f"event, {unscored} without a scoring point)" in out)
     assert "steps (--timesteps 100 rounded up to whole rollouts of 4 envs x 16 steps)" in out  # 128 steps trained
     shipped = json.loads((run_dir / "shipped.json").read_text())
@@ -104,7 +104,7 @@ def test_train_and_evaluate_say_the_users_left_out(dataset: Path, tmp_path: Path
     scored = [u for u in _split(dataset, "test") if _scored(u)]
     assert header["users"] == len(scored)
     unscored = n_test - k_test - len(scored)
-    assert header["users_left_out"] == (f"{k_test + unscored} of the split's {n_test}: {k_test} without a positive event"
+    assert header["users_left_out"] == (f"{k_test + unscored} of the split's {n_test} left out: {k_test} without a positive event"
                                         + (f", {unscored} without a scoring point" if unscored else ""))
     none = _targets_without_negatives(dataset, "test")
     assert none  # the fixture has a completist among the test users (seed 0)
