@@ -7,6 +7,7 @@ installed (it is the optional extra ``interestgym[ray]``, not part of ``test``).
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def test_an_address_ray_cannot_take_is_refused_before_ray_starts(address):
     for command in (["evaluate"], ["train"], ["encode"]):  # refused while parsing: before any dataset is read
         result = CliRunner().invoke(cli, [*command, "no-such-folder", "--ray", address])
         assert result.exit_code == 2 and "Invalid value for '--ray': expected auto, local" in result.output, (command, result.output)
+        assert f"; found {address!r}" in result.output  # what was given, beside what was expected
     for fine in ("auto", "local", "local:2", "localhost:6379", "10.0.0.5:6379", "ray://head.example:10001", "[::1]:6379"):
         assert check_address(fine) == fine
 
@@ -218,3 +220,22 @@ def test_search_with_ray_gives_what_one_process_gives(data, backend, tmp_path, m
 
     assert outcome(docs[0]) == outcome(docs[1])
     assert {k: v for k, v in docs[0]["settings"].items()} == docs[1]["settings"]
+
+
+def test_a_cluster_address_where_nothing_answers_is_refused_at_once():
+    """Ray retries a silent address for minutes with only its own timeouts; a port where nothing listens (one this
+    test just had and closed) is refused within the probe's seconds, naming the address, before Ray is asked."""
+    import socket
+    import time
+
+    from interestgym.errors import InterestGymError
+    from interestgym.scale.ray_backend import connect
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.perf_counter()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(InterestGymError, match=rf"--ray {re.escape(address)}: nothing answers at 127.0.0.1:{port} within 5 s"):
+            connect(address)
+    assert time.perf_counter() - t0 < 30

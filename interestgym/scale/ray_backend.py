@@ -100,6 +100,26 @@ def check_address(address: str) -> str:
     return address
 
 
+#: Seconds a cluster address's port is given to answer before Ray is asked to join it (Ray itself retries a silent
+#: address for minutes, printing only its own timeouts).
+PROBE_SECONDS = 5.0
+
+
+def _probe(address: str) -> None:
+    """An :class:`InterestGymError` at once when nothing accepts a TCP connection at a cluster address's host and port."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_SECONDS):
+            return
+    except OSError as exc:
+        raise InterestGymError(f"--ray {address}: nothing answers at {host}:{port} within {PROBE_SECONDS:g} s "
+                               f"({exc.strerror or exc}); expected a Ray cluster there (its head's `ray start` prints the "
+                               "address), or use --ray local") from None
+
+
 def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
     """Connect to (or start) a Ray cluster.
 
@@ -116,10 +136,15 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
         if local:  # a new instance here even where `ray start` left one (or RAY_ADDRESS names one): Ray's "local"
             ray.init(address="local", num_cpus=int(n) if n else None, **kwargs)
         else:
+            if address != "auto":
+                _probe(address)
             try:
                 ray.init(address=address, **kwargs)
             except ConnectionError as exc:
-                raise InterestGymError(f"--ray {address}: no Ray cluster there ({exc}); start one with `ray start --head` "
+                hint = ("no Ray cluster there" if address == "auto" else
+                        "something listens there but Ray could not join it (a cluster of another Ray version, or one that "
+                        "asks for an authentication token: RAY_AUTH_MODE, ~/.ray/auth_token; Ray's own lines above say which)")
+                raise InterestGymError(f"--ray {address}: {hint} ({exc}); start one with `ray start --head` "
                                        "or use --ray local") from None
     cpus = int(ray.cluster_resources().get("CPU", 1))
     try:
@@ -250,7 +275,7 @@ def ray_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return check_address(value)
         except InterestGymError as exc:
-            raise click.BadParameter(str(exc).removeprefix(f"--ray {value!r}: ")) from None
+            raise click.BadParameter(str(exc).removeprefix(f"--ray {value!r}: ") + f"; found {value!r}") from None
 
     return click.option("--ray", "ray", default=None, metavar="auto|local[:N]|ADDRESS", callback=check,
                         help="Shard the work by user (evaluation, tuning) or text (encoding) over a Ray cluster: "
