@@ -92,10 +92,10 @@ class LogProgress:
                 self._last = now
                 self._write(self._line())
 
-    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:  # noqa: ARG002 - tqdm's signature
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         self.postfix = str(s)
 
-    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:  # noqa: ARG002
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
         self.desc = desc or ""
 
     def refresh(self) -> None:
@@ -116,7 +116,7 @@ class LogProgress:
     def __enter__(self) -> LogProgress:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -146,11 +146,12 @@ def _heartbeat(bar: weakref.ref[LogProgress], stop: threading.Event, every: floa
 
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", *, enabled: bool | None = None,
-                 leave: bool = False, stream: TextIO | None = None) -> Any:
+                 leave: bool = False, stream: TextIO | None = None, unit_scale: bool = False) -> Any:
     """A progress reporter with tqdm's API.
 
     :param enabled: True: a tqdm bar; False: nothing; None (the default): a tqdm bar when stderr is a
         terminal, otherwise :class:`LogProgress` lines.
+    :param unit_scale: the tqdm bar's k / M / G prefixes (bytes read); log lines print the count.
     """
     if enabled is False:
         return _Silent(total, desc, unit)
@@ -158,5 +159,5 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", *, 
     if enabled or (hasattr(out, "isatty") and out.isatty()):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, leave=leave, file=out)
+        return tqdm(total=total, desc=desc, unit=unit, leave=leave, file=out, unit_scale=unit_scale)
     return LogProgress(total, desc, unit, stream=stream)

@@ -336,3 +336,26 @@ def test_split_is_recorded(tmp_path, dataset):
 def test_bad_options_name_the_field_and_what_was_expected(kwargs, field):
     with pytest.raises(InterestGymError, match=rf"synthetic option {field}=.*expected"):
         SyntheticConfig(**kwargs)
+
+
+def test_generation_and_reading_say_their_progress_in_a_log(tmp_path, monkeypatch, capsys):
+    """Off a terminal (a job under nohup, a CI log) the user simulation, a CSV read line by line and a Parquet log each
+    write plain progress lines (tqdm's own bar went silent there: minutes without a word at 100,000 users)."""
+    import sys
+
+    import interestgym.progress
+    from interestgym.data.events import EventsOptions, read_events
+    from interestgym.data.synthetic import SyntheticConfig, generate_synthetic
+    from interestgym.data.validate import RejectLog
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
+    generate_synthetic(SyntheticConfig(users=12, seed=0))
+    assert "synthetic users: 12/12 users (100%)" in capsys.readouterr().err
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id,action,ts,text\nu1,a,click,1511544070,t\n")
+    read_events(csv, RejectLog(), EventsOptions(reader="lines"))
+    assert f"log.csv: {csv.stat().st_size}/{csv.stat().st_size} B (100%)" in capsys.readouterr().err
+    pd.read_csv(csv).to_parquet(tmp_path / "log.parquet", index=False)
+    read_events(tmp_path / "log.parquet", RejectLog(), EventsOptions())
+    assert "log.parquet: 1/1 row (100%)" in capsys.readouterr().err

@@ -34,7 +34,6 @@ from typing import IO, Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from interestgym.data.schema import ACTIONS
 from interestgym.data.times import (  # noqa: F401  (re-exported: the readers and tests import them from here)
@@ -48,6 +47,7 @@ from interestgym.data.times import (  # noqa: F401  (re-exported: the readers an
 )
 from interestgym.data.validate import RejectLog
 from interestgym.errors import DataError
+from interestgym.progress import progress_bar
 
 _BOM = b"\xef\xbb\xbf"
 _PROGRESS_EVERY = 16384  # lines between progress-bar updates (a per-line update costs more than the parsing)
@@ -180,17 +180,16 @@ class Container:
 def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line_number, bytes)`` for every line, 1-based, without the line terminator.
 
-    A UTF-8 byte-order mark at the start is dropped. A progress bar (tqdm, stderr, off when not a
-    terminal) follows the bytes read. A ``.gz`` file or zip member whose compressed data is cut
+    A UTF-8 byte-order mark at the start is dropped. A progress bar (tqdm on a terminal's
+    stderr, else a line every 15 s) follows the bytes read. A ``.gz`` file or zip member whose compressed data is cut
     short or damaged raises a :class:`DataError` naming the file, the cause and the last line read:
     the rows after the damage are lost, so the file cannot be taken as complete.
     """
     total = source.size()
     lineno = 0
     try:
-        with source.open() as fh, tqdm(
-            total=total, unit="B", unit_scale=True, desc=desc or source.basename, disable=None, leave=False
-        ) as bar:
+        # tqdm on a terminal, a plain line every 15 s in a log (tqdm's disable=None went silent there)
+        with source.open() as fh, progress_bar(total=total, unit="B", desc=desc or source.basename, unit_scale=True) as bar:
             first = fh.readline()
             wide = utf16_encoding(first)
             if wide == "UTF-16":

@@ -141,7 +141,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from interestgym.data.dataset import SplitSpec, write_dataset
 from interestgym.data.synthetic_vocab import (
@@ -154,6 +153,7 @@ from interestgym.data.synthetic_vocab import (
 )
 from interestgym.data.validate import RejectLog
 from interestgym.errors import InterestGymError
+from interestgym.progress import progress_bar
 
 #: Version of the generative model; bump it when the same config would give different data.
 GENERATOR_VERSION = 1
@@ -582,13 +582,16 @@ def generate_synthetic(cfg: SyntheticConfig | None = None) -> SyntheticData:
     start_epoch = int(_dt.datetime.combine(_dt.date.fromisoformat(cfg.start_date), _dt.time(), _dt.timezone.utc).timestamp())
 
     sim_users: list[_User] = []
-    for u in tqdm(range(cfg.users), desc="synthetic users", unit="user", disable=None, leave=False):
-        noise = p.noisy_noise if types[u] == "noisy" else p.base_noise
-        # Expected event rows per impression: clicks, plus likes/shares after interest or noise clicks.
-        per_click = 1.0 + (1.0 - noise) * (LIKE_PROB + SHARE_PROB) + noise * NOISE_LIKE_PROB
-        expected = (1.0 + cfg.extra_clicks) * per_click
-        n_steps = max(1, round(rng.uniform(0.5, 1.5) * cfg.events_per_user / expected))
-        sim_users.append(_simulate_user(rng, cfg, f"u{u:0{width}d}", str(types[u]), n_steps, start_epoch))
+    # (a plain line every 15 s in a log: tqdm's disable=None went silent there, minutes at 100,000 users)
+    with progress_bar(total=cfg.users, desc="synthetic users", unit="user") as bar:
+        for u in range(cfg.users):
+            noise = p.noisy_noise if types[u] == "noisy" else p.base_noise
+            # Expected event rows per impression: clicks, plus likes/shares after interest or noise clicks.
+            per_click = 1.0 + (1.0 - noise) * (LIKE_PROB + SHARE_PROB) + noise * NOISE_LIKE_PROB
+            expected = (1.0 + cfg.extra_clicks) * per_click
+            n_steps = max(1, round(rng.uniform(0.5, 1.5) * cfg.events_per_user / expected))
+            sim_users.append(_simulate_user(rng, cfg, f"u{u:0{width}d}", str(types[u]), n_steps, start_epoch))
+            bar.update(1)
 
     # Impressions of all users at once.
     row_user = np.concatenate([np.full(len(su.ts), k) for k, su in enumerate(sim_users)])

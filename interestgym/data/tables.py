@@ -301,7 +301,8 @@ def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int
 
 def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
     import pyarrow.parquet as pq
-    from tqdm import tqdm
+
+    from interestgym.progress import progress_bar
 
     src = table.source
     name = src.name
@@ -311,7 +312,7 @@ def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict
     seen: set[bytes] = set()
     pf = pq.ParquetFile(src.path)
     lineno = 0
-    with tqdm(total=pf.metadata.num_rows, unit="row", desc=src.basename, disable=None, leave=False) as bar:
+    with progress_bar(total=pf.metadata.num_rows, unit="row", desc=src.basename) as bar:  # a line every 15 s in a log
         for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for values in zip(*columns):
