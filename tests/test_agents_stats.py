@@ -137,3 +137,22 @@ def test_the_bootstrap_draws_its_resamples_in_blocks_with_the_whole_matrixs_numb
     assert (got.lo, got.hi, got.mean) == (float(lo), float(hi), float(x.mean()))
     monkeypatch.setattr(stats, "_BOOT_BLOCK", 1)  # one row at a time
     assert stats.bootstrap_mean_ci(x, n_boot=500, seed=3) == got
+
+
+def test_the_confidence_intervals_say_their_progress_in_a_log(monkeypatch, capsys):
+    """A large evaluation's bootstraps take a minute after the replay's last progress line: off a terminal they write
+    their own lines (progress=None); progress=False (the default, and --no-progress) writes none."""
+    import sys
+
+    import interestgym.progress
+    from interestgym.evaluation.tables import PolicyScores, summarise
+
+    users = np.array(["u1", "u2", "u3"])
+    rows = [PolicyScores(name=n, kind="baseline", users=users, per_user={"ndcg@10": np.array([0.1, 0.2, v])}) for n, v in
+            (("a", 0.3), ("b", 0.4))]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
+    quiet = summarise(rows, ["ndcg@10"], reference="a", n_boot=50)
+    assert capsys.readouterr().err == ""
+    assert summarise(rows, ["ndcg@10"], reference="a", n_boot=50, progress=None) == quiet
+    assert "confidence intervals: 2/2 rows (100%)" in capsys.readouterr().err

@@ -579,7 +579,8 @@ def evaluate_run(
                                     params={"score": "true interest of the candidate's topic"}, n_points=oracle_scores.n_points))
         oracle_name = "oracle"
 
-    summary = summarise(results, all_metrics, reference=reference, oracle=oracle_name, n_boot=n_boot, seed=0)
+    summary = summarise(results, all_metrics, reference=reference, oracle=oracle_name, n_boot=n_boot, seed=0,
+                        progress=progress)  # a large evaluation's bootstraps take a minute: said
     summary["user_groups"] = user_group_diffs(results, reference, metric, n_boot)
     summary["leader"] = leading_row(results, reference, metric, n_boot)
     automatic = reference == best_baseline({n: tuned[n] for n in names})

@@ -145,40 +145,53 @@ def summarise(
     oracle: str | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
     """Means + CIs for every policy and metric, paired differences against ``reference``, fraction of oracle.
 
+    :param progress: a progress bar over the rows (None: on a terminal, or lines in a log; a large evaluation's
+        bootstraps take a minute: 2000 resamples of every user for every row and metric).
     :return: a JSON-ready dict ``{"policies": {name: {...}}, "reference": ..., "oracle": ...}``.
     """
+    from interestgym.progress import progress_bar
+
     metrics = list(metrics)
     by_name = {r.name: r for r in results}
     ref = by_name.get(reference) if reference else None
     orc = by_name.get(oracle) if oracle else None
     out: dict[str, Any] = {"reference": reference, "oracle": oracle, "metrics": metrics, "policies": {}}
-    for r in results:
-        entry: dict[str, Any] = {
-            "kind": r.kind,
-            "params": r.params,
-            "valid_score": r.valid_score,
-            "n_users": len(r.users),
-            "n_points": int(r.n_points),
-            "metrics": {},
-            "diff_vs_reference": {},
-            "fraction_of_oracle": {},
-            "extra": {},
-        }
-        for m in metrics:
-            entry["metrics"][m] = bootstrap_mean_ci(r.per_user[m], n_boot=n_boot, seed=seed).as_dict()
-            if ref is not None and r.name != ref.name:
-                _check_same_users(r, ref)
-                entry["diff_vs_reference"][m] = paired_bootstrap_diff(r.per_user[m], ref.per_user[m], n_boot=n_boot, seed=seed).as_dict()
-            if orc is not None:
-                denom = float(np.nanmean(orc.per_user[m]))
-                entry["fraction_of_oracle"][m] = float(np.nanmean(r.per_user[m]) / denom) if denom else None
-        for key, values in r.extra.items():
-            entry["extra"][key] = bootstrap_mean_ci(values, n_boot=n_boot, seed=seed).as_dict()
-        out["policies"][r.name] = entry
+    with progress_bar(total=len(results), desc="confidence intervals", unit="row", enabled=None if progress is None else progress) as bar:
+        for r in results:
+            out["policies"][r.name] = _summarise_row(r, metrics, ref, orc, n_boot, seed)
+            bar.update(1)
     return out
+
+
+def _summarise_row(r: PolicyScores, metrics: list[str], ref: PolicyScores | None, orc: PolicyScores | None, n_boot: int,
+                   seed: int) -> dict[str, Any]:
+    """One row of :func:`summarise`: means with CIs, paired differences to ``ref``, fractions of ``orc``."""
+    entry: dict[str, Any] = {
+        "kind": r.kind,
+        "params": r.params,
+        "valid_score": r.valid_score,
+        "n_users": len(r.users),
+        "n_points": int(r.n_points),
+        "metrics": {},
+        "diff_vs_reference": {},
+        "fraction_of_oracle": {},
+        "extra": {},
+    }
+    for m in metrics:
+        entry["metrics"][m] = bootstrap_mean_ci(r.per_user[m], n_boot=n_boot, seed=seed).as_dict()
+        if ref is not None and r.name != ref.name:
+            _check_same_users(r, ref)
+            entry["diff_vs_reference"][m] = paired_bootstrap_diff(r.per_user[m], ref.per_user[m], n_boot=n_boot, seed=seed).as_dict()
+        if orc is not None:
+            denom = float(np.nanmean(orc.per_user[m]))
+            entry["fraction_of_oracle"][m] = float(np.nanmean(r.per_user[m]) / denom) if denom else None
+    for key, values in r.extra.items():
+        entry["extra"][key] = bootstrap_mean_ci(values, n_boot=n_boot, seed=seed).as_dict()
+    return entry
 
 
 def _check_same_users(a: PolicyScores, b: PolicyScores) -> None:
