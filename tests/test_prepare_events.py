@@ -551,8 +551,8 @@ def test_typed_ids_that_are_no_ids_are_rejected_and_float_looking_text_ids_are_n
         assert sorted(data.items["item_id"]) == ["17.00", "2268318", "2268318.0"]  # as written: three items
         notes.append([n for n in log.notes if "written as floats" in n])
     assert notes[0] == notes[1] == [
-        f"{csv}: 2 item ids look like whole numbers written as floats (e.g. '2268318.0'), kept as written: '2268318.0' and "
-        "'2268318' would be two items; if the ids came from a float column, write them as integers"]
+        (f"{csv}: 2 item ids look like whole numbers written as floats (e.g. '2268318.0'), kept as written: '2268318.0' and "
+         "'2268318' would be two items; if the ids came from a float column, write them as integers")]
 
 
 def test_values_past_the_agents_scale_are_noted(tmp_path: Path) -> None:
@@ -571,3 +571,28 @@ def test_values_past_the_agents_scale_are_noted(tmp_path: Path) -> None:
     log = RejectLog()
     read_events(src, log, EventsOptions())
     assert not [n for n in log.notes if "value above" in n]
+
+
+def test_times_in_a_zone_other_than_tz_offset_are_noted(tmp_path: Path) -> None:
+    """Times that carry a UTC offset are read right (UTC) whatever --tz-offset says, but the dataset's hour and weekday
+    are at --tz-offset: when the two differ a note names the offsets seen and the --tz-offset of the most common one,
+    for both readers alike; with that --tz-offset only the others are named."""
+    src = tmp_path / "log.csv"
+    src.write_text("user_id,item_id,action,ts,text\nu1,a,click,2017-11-25T20:00:00+08:00,t\nu1,b,click,2017-11-25T21:00:00+08:00,t\n"
+                   "u2,a,click,2017-11-25T13:00:00+01:00,t\nu2,b,click,1511600000,t\n")
+    expected = (f"{src}: 3 of 3 times with a UTC offset carry one other than --tz-offset 0 (+8 h on 2, +1 h on 1): they are read "
+                "right (UTC), but the hour and weekday (the time-of-day rules and features) are at --tz-offset 0; for the users' "
+                "local clock pass --tz-offset 8")
+    noon = calendar.timegm((2017, 11, 25, 12, 0, 0))
+    for reader in ("lines", "columnar"):
+        manifest = prepare_events(src, tmp_path / reader, options=EventsOptions(reader=reader), deterministic=True)
+        assert [n for n in manifest["validation"]["notes"] if "UTC offset" in n] == [expected]
+        events = pd.read_parquet(tmp_path / reader / "events.parquet")
+        assert sorted(events["ts"]) == [1511600000, noon, noon, noon + 3600]
+    manifest = prepare_events(src, tmp_path / "at8", options=EventsOptions(), tz_offset_hours=8.0, deterministic=True)
+    assert [n for n in manifest["validation"]["notes"] if "UTC offset" in n] == [
+        (f"{src}: 1 of 3 times with a UTC offset carry one other than --tz-offset 8 (+1 h on 1): they are read right (UTC), "
+         "but the hour and weekday (the time-of-day rules and features) are at --tz-offset 8")]
+    src.write_text("user_id,item_id,action,ts,text\nu1,a,click,2017-11-25T20:00:00+08:00,t\n")
+    manifest = prepare_events(src, tmp_path / "one", options=EventsOptions(), tz_offset_hours=8.0, deterministic=True)
+    assert not [n for n in manifest["validation"]["notes"] if "UTC offset" in n]

@@ -669,7 +669,8 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         log.note(f"{(items_table or events_table).source.name}: {int(replaced.sum()):,} item text(s) hold U+FFFD, the replacement "
                  f"character (text decoded with errors before it reached this file; e.g. item {first['item_id']}: "
                  f"{str(first['text'])[:40]!r}): the encoder reads them as they are")
-    return ReaderOutput(items=frame, events=events_frame, source_files=files, counts=counts, reader=reader)
+    return ReaderOutput(items=frame, events=events_frame, source_files=files, counts=counts, reader=reader,
+                        time_offsets=dict(sorted(times.offsets.items())))
 
 
 def _values_past_scale_note(events: Any, name: str) -> str | None:
@@ -718,6 +719,24 @@ def _check_jsonl_fields(table: Table, seen_keys: set[str], required: tuple[str, 
                         + ("" if "action" not in missing else " or give --default-action (e.g. click)"))
 
 
+def _zoned_times_note(offsets: dict[int, int], name: str, tz_offset_hours: float) -> str | None:
+    """A note when the times carried UTC offsets that --tz-offset does not match: the dataset keeps UTC seconds (right
+    either way), but its hour and weekday, which the time-of-day rules and the agent read, are at --tz-offset."""
+    other = {o: n for o, n in offsets.items() if o != round(tz_offset_hours * 3600)}
+    if not other:
+        return None
+
+    def hours(seconds: int) -> str:
+        return f"{seconds / 3600:+g}"
+
+    seen = ", ".join(f"{hours(o)} h on {n:,}" for o, n in sorted(other.items(), key=lambda e: -e[1]))
+    common = max(offsets, key=offsets.get)  # type: ignore[arg-type]
+    return (f"{name}: {sum(other.values()):,} of {sum(offsets.values()):,} times with a UTC offset carry one other than "
+            f"--tz-offset {tz_offset_hours:g} ({seen}): they are read right (UTC), but the hour and weekday (the time-of-day "
+            f"rules and features) are at --tz-offset {tz_offset_hours:g}"
+            + (f"; for the users' local clock pass --tz-offset {common / 3600:g}" if common in other else ""))
+
+
 def prepare_events(
     path: str | Path,
     out: str | Path,
@@ -732,6 +751,9 @@ def prepare_events(
     """Read a generic event log and write the canonical dataset to ``out``; return the manifest."""
     log = RejectLog()
     data = read_events(path, log, options)
+    note = _zoned_times_note(data.time_offsets, str(path), tz_offset_hours)
+    if note:
+        log.note(note)
     return write_reader_output(
         out, "events", data, log, split=split, max_reject_rate=max_reject_rate, command=command,
         tz_offset_hours=tz_offset_hours, deterministic=deterministic,

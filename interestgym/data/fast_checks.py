@@ -279,6 +279,7 @@ class TimeCheck:
         self.modes = ["unix", "unix_ms", "iso"] + ([times.fmt] if times.fmt not in TIME_MODES else [])
         self.mode = np.full(n_rows, -1, dtype=np.int64)  # index into ``modes`` after a successful parse
         self.fraction = np.zeros(n_rows, dtype=bool)  # read with a fraction of a second (floored: TimeParser.floored)
+        self.offset: dict[int, int] = {}  # row -> the UTC offset (seconds) its time carried (TimeParser.offsets)
         self.unit = times.unit
         self.decided_at = -1  # row whose time decides the unit (auto)
 
@@ -353,15 +354,18 @@ class TimeCheck:
             key = (type(v), v)
             if key not in parsed:
                 scratch.counts.clear()
+                scratch.offsets.clear()
                 scratch.floored = 0
                 got_ts, reason = scratch.parse(v)
-                parsed[key] = (got_ts, reason, next(iter(scratch.counts), None), scratch.floored > 0)
-            got_ts, reason, m, fraction = parsed[key]
+                parsed[key] = (got_ts, reason, next(iter(scratch.counts), None), scratch.floored > 0, next(iter(scratch.offsets), None))
+            got_ts, reason, m, fraction, offset = parsed[key]
             if reason is not None:
                 why[i] = reason
             else:
                 ts[i], mode[i] = got_ts, modes.index(m)  # type: ignore[arg-type]
                 self.fraction[i] = fraction
+                if offset is not None:
+                    self.offset[i] = offset
         if why:
             # A reason names the formats the file used so far ("expected unix seconds or ..."): parse each
             # rejected time again with the parser's state as the line reader would have it at that row.
@@ -385,6 +389,7 @@ class TimeCheck:
         for m, (_, count) in sorted(self.modes_read().items(), key=lambda e: e[1][0]):
             times.counts[self.modes[m]] += count
         times.floored += int(np.count_nonzero(self.fraction))
+        times.offsets.update(self.offset.values())
 
     def modes_read(self) -> dict[int, tuple[int, int]]:
         """For each format (index into ``modes``) a time was read in so far: (its first row, its count)."""

@@ -595,6 +595,8 @@ class ReaderOutput:
     counts: dict[str, Any] = field(default_factory=dict)
     #: How the reader was configured (variant detected, options): ``manifest["reader"]``.
     reader: dict[str, Any] = field(default_factory=dict)
+    #: UTC offset (seconds) -> times that carried it (ISO-8601 with an offset...): a log in local time says its zone.
+    time_offsets: dict[int, int] = field(default_factory=dict)
 
 
 def unique_paths(paths: list[Path]) -> list[Path]:

@@ -66,6 +66,8 @@ class TimeParser:
         self.counts: Counter[str] = Counter()
         #: Times read with a fraction of a second (floored to the second: the dataset's unit).
         self.floored = 0
+        #: UTC offsets (seconds) the times carried (ISO-8601 with an offset, a %z pattern, a zoned Parquet timestamp).
+        self.offsets: Counter[int] = Counter()
 
     @property
     def detected(self) -> str | None:
@@ -93,6 +95,8 @@ class TimeParser:
             if reason:
                 return None, reason
             self.floored += value.microsecond != 0 or bool(getattr(value, "nanosecond", 0))
+            if value.utcoffset() is not None:
+                self.offsets[int(value.utcoffset().total_seconds())] += 1  # type: ignore[union-attr]
             return ts, None
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None, f"bad time: missing; expected {self.expected()}"
@@ -112,6 +116,7 @@ class TimeParser:
             else:
                 when = datetime.fromisoformat(str(value).strip()) if mode == "iso" else datetime.strptime(str(value).strip(), mode)
                 ts, fraction = _datetime_to_ts(when), when.microsecond != 0
+                offset = when.utcoffset()
         except (ValueError, OverflowError, TypeError):
             return None, f"bad time: {value!r}; expected {self.expected()}{self._layout_hint(value)}"
         reason = ts_range_reason(ts, value)
@@ -130,6 +135,8 @@ class TimeParser:
             return None, reason
         self.counts[mode] += 1
         self.floored += fraction
+        if mode not in ("unix", "unix_ms") and offset is not None:
+            self.offsets[int(offset.total_seconds())] += 1
         return ts, None
 
     def _layout_hint(self, value: Any) -> str:
