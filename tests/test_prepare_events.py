@@ -596,3 +596,21 @@ def test_times_in_a_zone_other_than_tz_offset_are_noted(tmp_path: Path) -> None:
     src.write_text("user_id,item_id,action,ts,text\nu1,a,click,2017-11-25T20:00:00+08:00,t\n")
     manifest = prepare_events(src, tmp_path / "one", options=EventsOptions(), tz_offset_hours=8.0, deterministic=True)
     assert not [n for n in manifest["validation"]["notes"] if "UTC offset" in n]
+
+
+def test_impression_events_of_a_generic_log_are_noted(tmp_path: Path) -> None:
+    """A generic log's impression rows are kept as weight-0 events, and a note says they are not scoring points (both
+    readers alike); a log without any has no such note."""
+    src = tmp_path / "log.csv"
+    src.write_text("user_id,item_id,action,ts,text\nu1,a,impression,1511544070,t\nu1,b,impression,1511544071,t\n"
+                   "u1,a,click,1511544072,t\n")
+    for reader in ("lines", "columnar"):
+        log = RejectLog()
+        data = read_events(src, log, EventsOptions(reader=reader))
+        assert list(data.events["action"]) == ["impression", "impression", "click"]
+        assert [n.split(": ", 1)[1][:60] for n in log.notes if "impression event" in n] == [
+            "2 impression events kept as events of weight 0 (what was sho"]
+    src.write_text("user_id,item_id,action,ts,text\nu1,a,click,1511544072,t\n")
+    log = RejectLog()
+    read_events(src, log, EventsOptions())
+    assert not [n for n in log.notes if "impression event" in n]

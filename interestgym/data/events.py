@@ -659,6 +659,11 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
     note = _values_past_scale_note(events_frame, name)
     if note:
         log.note(note)
+    shown = int((events_frame["action"] == "impression").sum())
+    if shown:  # kept, weight 0: context for the observation, never a scoring point of a generic log
+        log.note(f"{name}: {shown:,} impression event{'s' if shown != 1 else ''} kept as events of weight 0 (what was shown, "
+                 "not engaged with): a generic log's impressions are not ranked as scoring points (logged impressions are "
+                 "MIND's and the synthetic data's); evaluation ranks each next positive among sampled negatives")
     frame = items_frame(items)
     note = _float_looking_ids_note(frame["item_id"], (items_table or events_table).source.name)
     if note:
