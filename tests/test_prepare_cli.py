@@ -307,10 +307,10 @@ def test_a_refusal_over_two_files_says_whose_rows_are_which(tmp_path: Path, caps
     items.write_text("item_id,text\na,alpha\nb,\nc,\n")  # b and c: no text
     log = tmp_path / "log.csv"
     log.write_text("".join(f"u{i},{it},click,{1511544070 + i}\n" for i, it in enumerate("abcbcb")))
-    code, out, err = run(["prepare", "events", str(log), "--out", str(tmp_path / "d"), "--columns", "user_id,item_id,action,ts",
+    code, _, err = run(["prepare", "events", str(log), "--out", str(tmp_path / "d"), "--columns", "user_id,item_id,action,ts",
                           "--items", str(items)], capsys)
     assert code == 2
     rejects = [json.loads(x) for x in (tmp_path / "d.rejects.jsonl").read_text().splitlines()]
     per_file = {name: sum(Path(r["file"]).name == name for r in rejects) for name in ("log.csv", "items.csv")}
     assert per_file == {"log.csv": 5, "items.csv": 2}
-    assert f"Every bad row (7 rejected: 5 in log.csv, 2 in items.csv), with its file, line and reason: " in err
+    assert "Every bad row (7 rejected: 5 in log.csv, 2 in items.csv), with its file, line and reason: " in err
