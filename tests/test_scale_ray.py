@@ -239,3 +239,20 @@ def test_a_cluster_address_where_nothing_answers_is_refused_at_once():
         with pytest.raises(InterestGymError, match=rf"--ray {re.escape(address)}: nothing answers at 127.0.0.1:{port} within 5 s"):
             connect(address)
     assert time.perf_counter() - t0 < 30
+
+
+def test_a_process_holding_ray_refuses_another_cluster_address(backend):
+    """A process that joined Ray through one --ray value is not quietly kept on it when asked for another cluster's
+    address (something listens there: this test's own socket); auto and local reuse it, as a command's later steps do."""
+    import socket
+
+    from interestgym.errors import InterestGymError
+    from interestgym.scale.ray_backend import connect
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(InterestGymError, match=rf"--ray {address}: this process already holds Ray from --ray local:2"):
+            connect(address)
+    assert connect("auto").shards >= 1 and connect("local:2").shards >= 1

@@ -120,6 +120,10 @@ def _probe(address: str) -> None:
                                "address), or use --ray local") from None
 
 
+#: The --ray value this process started or joined Ray with (None: not through :func:`connect`).
+_CONNECTED: str | None = None
+
+
 def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
     """Connect to (or start) a Ray cluster.
 
@@ -127,17 +131,22 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
         ``local`` / ``local:N`` (start one here with N CPUs; default: all), or a cluster address.
     :param shards: tasks per job (default: the cluster's CPUs).
     """
+    global _CONNECTED
     check_address(address)
     head, _, n = address.partition(":")
     local = head == "local"  # local, local:N (localhost:PORT is a cluster address)
+    if not local and address != "auto":
+        _probe(address)  # at once, whatever this process holds: a silent address is said, not waited for
     ray = _ray()
+    explicit = not local and address != "auto"  # auto / local reuse the Ray this process holds; an address names one
+    if explicit and ray.is_initialized() and _CONNECTED is not None and _CONNECTED != address:
+        raise InterestGymError(f"--ray {address}: this process already holds Ray from --ray {_CONNECTED}; one process joins "
+                               "one Ray (run the command again in a new process)")
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if local:  # a new instance here even where `ray start` left one (or RAY_ADDRESS names one): Ray's "local"
             ray.init(address="local", num_cpus=int(n) if n else None, **kwargs)
         else:
-            if address != "auto":
-                _probe(address)
             try:
                 ray.init(address=address, **kwargs)
             except ConnectionError as exc:
@@ -146,6 +155,7 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
                         "asks for an authentication token: RAY_AUTH_MODE, ~/.ray/auth_token; Ray's own lines above say which)")
                 raise InterestGymError(f"--ray {address}: {hint} ({exc}); start one with `ray start --head` "
                                        "or use --ray local") from None
+        _CONNECTED = address  # the value that started or joined this process's Ray
     cpus = int(ray.cluster_resources().get("CPU", 1))
     try:
         import torch
