@@ -272,3 +272,50 @@ def test_a_rule_whose_code_changed_at_the_same_version_is_refused(tmp_path, monk
     monkeypatch.delitem(__import__("sys").modules, "igtest_rules", raising=False)
     refresh_plugin_rules()
     assert rule_from_record(record, "config").params["long_rate"] == 0.3
+
+
+def test_the_digest_is_of_the_code_running_and_covers_the_whole_package(tmp_path, monkeypatch):
+    """The digest is taken when the process imports the rule: files edited after that do not change what acts here, so a
+    record of the new files is refused with 'restart', and one of the running code is accepted. A rule in a package
+    hashes every .py file of it (a helper module's edit counts); an unreadable file gives no digest (the version decides);
+    a package parameter named *_rate is checked to lie in [0, 1] as the built-ins' are."""
+    import hashlib
+
+    from interestgym.core.rules import rule_source_sha256
+
+    site = install(tmp_path / "site", monkeypatch)
+    running = make_rule("gap_rule").describe()
+    (site / "igtest_rules.py").write_text(RULE_MODULE + "\n# edited after the import\n")
+    refresh_plugin_rules()  # a service's lookup reads the packages again; the module stays imported
+    edited = {**running, "provider": {**running["provider"],
+                                      "source_sha256": hashlib.sha256(b"igtest_rules.py\0" + (RULE_MODULE + "\n# edited after the import\n")
+                                                                      .encode() + b"\0").hexdigest()}}
+    assert rule_from_record(running, "export").name == "gap_rule"  # the code acting here is the recorded one
+    with pytest.raises(RulePluginError, match=r"which the files hold now, but this process runs the code it imported before "
+                                              r"they changed .*; restart it"):
+        rule_from_record(edited, "export")
+
+    pkg = tmp_path / "pkgsite" / "mypkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "rules.py").write_text("from interestgym.core.rules import RulePolicy\nclass R(RulePolicy):\n    name = 'r'\n")
+    (pkg / "helper.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgsite"))
+    import importlib
+
+    cls = importlib.import_module("mypkg.sub.rules").R
+    expected = hashlib.sha256()
+    for rel in ("__init__.py", "helper.py", "sub/__init__.py", "sub/rules.py"):  # every file of the top package, by path
+        expected.update(rel.encode() + b"\0" + (pkg / rel).read_bytes() + b"\0")
+    assert rule_source_sha256(cls) == rule_source_sha256(cls, on_disk=True) == expected.hexdigest()
+    (pkg / "helper.py").write_text("X = 2\n")
+    assert rule_source_sha256(cls, on_disk=True) != expected.hexdigest() == rule_source_sha256(cls)
+    (pkg / "gone.py").symlink_to(pkg / "no-such-file.py")
+    assert rule_source_sha256(cls, on_disk=True) is None
+
+    from interestgym.core.rules import check_rule_params
+
+    with pytest.raises(RuleParameterError, match=r"decay_rate=1.5: expected a number in \[0, 1\]"):
+        check_rule_params("mine", {"decay_rate": 1.5})
+    check_rule_params("bayesian_category", {"slot_weight": 4.0})  # a weight >= 0, not a share

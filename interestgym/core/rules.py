@@ -464,14 +464,32 @@ class PluginRule:
         return out
 
 
-def rule_source_sha256(cls: type) -> str | None:
-    """The sha256 of the code a rule class runs: every ``.py`` file of the top-level regular package its module is in
-    (the files under the outermost folder with an ``__init__.py`` above the module, sorted by path, each hashed with its
-    path relative to that folder), or the module's own file when it is a top-level module; None when there is no source
-    file (a class made in ``__main__`` or by ``exec``). Any edit of those files changes it, a comment too: what a
-    package's version cannot tell apart when an editable install (``pip install -e``) is edited."""
+#: id(module) -> (the module, the digest of its code when this process first read it): the code running, not the files
+#: on disk now (an edit after the import is not what acts here until the process restarts).
+_LOADED_DIGESTS: dict[int, tuple[Any, str | None]] = {}
+
+
+def rule_source_sha256(cls: type, *, on_disk: bool = False) -> str | None:
+    """The sha256 of the code a rule class runs: every ``.py`` file under the outermost regular package above its
+    module (the folders with an ``__init__.py`` above it; sorted by path, each hashed with its path relative to that
+    folder), or the module's own file when no folder above it has one (a top-level module, a script, a module of a
+    namespace package: then only that file); files in symlinked folders are not followed. Any edit of those files
+    changes it, a comment too: what a package's version cannot tell apart when an editable install is edited.
+
+    Taken when this process first reads the module (the code that runs here, whatever the files say later); with
+    ``on_disk`` the files as they are now. None when there is no readable source (a class made by ``exec``, a file
+    that cannot be read)."""
     module = sys.modules.get(cls.__module__)
-    file = getattr(module, "__file__", None)
+    cached = _LOADED_DIGESTS.get(id(module))
+    if cached is not None and cached[0] is module and not on_disk:
+        return cached[1]
+    digest = _source_digest(getattr(module, "__file__", None))
+    if not on_disk and module is not None:
+        _LOADED_DIGESTS[id(module)] = (module, digest)
+    return digest
+
+
+def _source_digest(file: Any) -> str | None:
     if not file or not str(file).endswith(".py") or not Path(file).is_file():
         return None
     path = Path(file).resolve()
@@ -484,8 +502,11 @@ def rule_source_sha256(cls: type) -> str | None:
         if root is not None else [path]
     base = root if root is not None else path.parent
     digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    try:
+        for f in files:
+            digest.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    except OSError:  # a broken link, an unreadable file: no digest (the version alone is checked)
+        return None
     return digest.hexdigest()
 
 
@@ -634,6 +655,11 @@ def check_rule_provider(name: str, provider: Mapping[str, Any], where: str) -> N
                               f"{entry}, group {RULE_ENTRY_POINT_GROUP}), which is not installed here; "
                               f"expected it installed: pip install '{dist}=={version}'")
     if same_package(plugin) and not fits(plugin):
+        disk = rule_source_sha256(plugin.cls, on_disk=True)  # type: ignore[union-attr]
+        if disk == source:  # the files now hold the recorded code; this process runs what it imported before the edit
+            raise RulePluginError(f"{where}: rule {base!r} was recorded from {dist} {version} with source sha256 {source[:12]}, "
+                                  f"which the files hold now, but this process runs the code it imported before they "
+                                  f"changed (sha256 {(plugin.source_sha256 or 'unreadable')[:12]}); restart it")
         raise RulePluginError(f"{where}: rule {base!r} was recorded from {dist} {version} with source sha256 {source[:12]}; "
                               f"the code of {dist} {version} installed here differs (sha256 "
                               f"{(plugin.source_sha256 or 'unreadable')[:12]}: edited since, e.g. in an editable install?), so "
@@ -655,6 +681,12 @@ _NONNEGATIVE_PARAMS = frozenset({"slot_weight", "exposure", "value_gain", "track
 OPTIONAL_RULE_PARAMS = frozenset({"forgetting", "value_median"})
 
 
+def _unit_param(key: str) -> bool:
+    """A rate or a weight in [0, 1]: the built-ins' (:data:`_UNIT_PARAMS`) and any other ``*_rate`` / ``*_weight`` (a
+    package's rule's), but the weights that are >= 0 (:data:`_NONNEGATIVE_PARAMS`: a slot weight of 4)."""
+    return key in _UNIT_PARAMS or (key.endswith(("_rate", "_weight")) and key not in _NONNEGATIVE_PARAMS)
+
+
 def check_rule_params(name: str, params: Mapping[str, Any]) -> None:
     """:class:`RuleParameterError` unless every parameter is a finite number (None where :data:`OPTIONAL_RULE_PARAMS` allow it),
     a rate or weight in [0, 1], >= 0 where :data:`_NONNEGATIVE_PARAMS` say, ``half_life_hours`` > 0 and ``streak`` a whole
@@ -666,7 +698,7 @@ def check_rule_params(name: str, params: Mapping[str, Any]) -> None:
         nonnegative = key in _NONNEGATIVE_PARAMS
         if not finite_number(value) or nonnegative and value < 0:
             raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a finite number{' >= 0' * nonnegative}")
-        if key in _UNIT_PARAMS and not 0 <= value <= 1:
+        if _unit_param(key) and not 0 <= value <= 1:
             raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a number in [0, 1]")
         if key == "half_life_hours" and value <= 0:
             raise RuleParameterError(f"rule {name!r} parameter {key}={value!r}: expected a number > 0")
@@ -738,7 +770,7 @@ def grid_edges(params: Mapping[str, Any], grid: Any) -> list[str]:
         tried = sorted({row[key] for row in grid if isinstance(row, Mapping) and finite_number(row.get(key))})
         if len(tried) < 2:
             continue
-        unit = key in _UNIT_PARAMS or key == "forgetting"
+        unit = _unit_param(key) or key == "forgetting"
         if value == tried[-1] and not (unit and value >= 1):
             out.append(f"{key} {value:g} is the largest tried")
         elif value == tried[0] and not ((unit or key in _NONNEGATIVE_PARAMS) and value <= 0):
