@@ -312,6 +312,10 @@ def test_the_learned_row_is_measured_against_the_rule_its_run_shipped_over_when_
     text = _markdown({"bootstrap": {"resamples": 200}, "shipped": shipped}, summary, ["ppo", "ema", "mine"], "ndcg@10", {})
     assert ("- `ppo` beats `mine`, the rule its run was trained on and shipped over (not the table's reference), here on "
             "ndcg@10: +0.1000 [+0.1000, +0.1000] (paired, over users)") in text
+    header = {"bootstrap": {"resamples": 200}, "shipped": shipped, "transfer_overlap": "3 of the 4 test users ..."}
+    assert ("(paired, over users); optimistic: some of these users trained or selected the run (the caution above)"
+            in next(line for line in _markdown(header, summary, ["ppo", "ema", "mine"], "ndcg@10", {}).splitlines()
+                    if "shipped over" in line))
     assert against_run_rule([ppo, ema, mine], {**shipped, "policy": "rule"}, "ema", "ndcg@10", n_boot=50) is None
     assert against_run_rule([ppo, ema, mine], shipped, "mine", "ndcg@10", n_boot=50) is None  # the reference's lines say it
     assert against_run_rule([ppo, ema], shipped, "ema", "ndcg@10", n_boot=50) is None  # no row of it here

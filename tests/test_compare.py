@@ -139,9 +139,19 @@ def test_a_row_of_one_name_defined_otherwise_is_said_and_other_users_are_named_a
     assert list(result["row_differs"]) == ["ema"]  # every other row is the same policy in both
     params_a = ", ".join(f"{k} {v}" for k, v in tuned_a["params"].items())
     params_b = ", ".join(f"{k} {v}" for k, v in {**tuned_a["params"], "rate": 0.77}.items())
-    assert result["row_differs"]["ema"] == [f"tuned to {params_a}", f"tuned to {params_b}; my-rules 0.2, source {'ab' * 6}"]
-    assert f"\n  - ema: A tuned to {params_a} / B tuned to {params_b}; my-rules 0.2, source abababababab\n" in markdown(result)
+    assert result["row_differs"]["ema"] == [f"tuned to {params_a}", f"tuned to {params_b}; my-rules 0.2"]
+    assert f"\n  - ema: A tuned to {params_a} / B tuned to {params_b}; my-rules 0.2\n" in markdown(result)
     assert "rows of one name" not in markdown(compare_evaluations(a, a, n_boot=50))
+    # a source digest only one file records (an evaluation from before digests) is no difference; two that differ are
+    provider = {"distribution": "my-rules", "version": "0.2"}
+    for digest_a, digest_b, differs in ((None, "ab" * 32, False), ("cd" * 32, "ab" * 32, True)):
+        for side, digest in ((a, digest_a), (other, digest_b)):
+            doc = json.loads((a / "evaluation.json").read_text())
+            doc["tuned_baselines"]["ema"]["provider"] = {**provider, **({"source_sha256": digest} if digest else {})}
+            (tmp_path / side.name).mkdir(exist_ok=True)
+            (tmp_path / side.name / "evaluation.json").write_text(json.dumps(doc))
+        got = compare_evaluations(tmp_path / a.name, tmp_path / other.name, n_boot=50)["row_differs"]
+        assert ("ema" in got) == differs, got
 
     doc = json.loads((a / "evaluation.json").read_text())
     doc["users"] = doc["users"][:-1] + ["someone else"]

@@ -106,7 +106,8 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
                      "diff": paired_bootstrap_diff(vb, va, n_boot=n_boot, seed=seed).as_dict()})
     differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if head_a.get(key) != head_b.get(key)}
     # a row of one name that is another policy in B: a rule tuned otherwise or from other code, a learned row on another rule
-    definitions = {n: [_row_definition(doc_a, n), _row_definition(doc_b, n)] for n in names}
+    # (provider fields only one file records, e.g. a source digest an older evaluation lacks, are not a difference)
+    definitions = {n: [_row_definition(doc_a, n, doc_b), _row_definition(doc_b, n, doc_a)] for n in names}
     row_differs = {n: d for n, d in definitions.items() if d[0] != d[1]}
     return {"a": str(file_a), "b": str(file_b), "metric": metric, "users": len(users_a),
             "scoring_points": head_a.get("scoring_points"), "split": head_a.get("split"), "differs": differs,
@@ -121,25 +122,37 @@ def _params_text(params: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in params.items()) if isinstance(params, dict) and params else "defaults"
 
 
-def _provider_text(provider: Any) -> str:
+def _provider_text(provider: Any, other: Any) -> str:
+    """A rule's package in words; a source digest only where the other file's record of it has one too."""
     if not isinstance(provider, dict):
         return ""
-    source = provider.get("source_sha256")
+    source = provider.get("source_sha256") if isinstance(other, dict) and other.get("source_sha256") else None
     return f"; {provider.get('distribution')} {provider.get('version')}" + (f", source {str(source)[:12]}" if source else "")
 
 
-def _row_definition(doc: dict[str, Any], name: str) -> str | None:
-    """What the row ``name`` of an evaluation is, in words, where the file says: a tuned rule's parameters (and its
-    package), a learned row's rule (the one it acts on or ships), None otherwise (a custom policy, the oracle)."""
+def _rule_record(doc: dict[str, Any], name: str) -> tuple[str | None, dict[str, Any] | None]:
+    """(how the row ``name`` is a rule: ``tuned`` or ``learned``, its rule's record), or (None, None)."""
     tuned = (doc.get("tuned_baselines") or {}).get(name)
     if isinstance(tuned, dict):
-        return f"tuned to {_params_text(tuned.get('params'))}{_provider_text(tuned.get('provider'))}"
+        return "tuned", tuned
     kind = ((doc["summary"].get("policies") or {}).get(name) or {}).get("kind")
     shipped = doc["header"].get("shipped")
     if kind == "learned" and isinstance(shipped, dict) and isinstance(shipped.get("rule"), dict):
-        rule = shipped["rule"]
-        return f"acts on {rule.get('name')} ({_params_text(rule.get('params'))}{_provider_text(rule.get('provider'))})"
-    return None
+        return "learned", shipped["rule"]
+    return None, None
+
+
+def _row_definition(doc: dict[str, Any], name: str, other: dict[str, Any]) -> str | None:
+    """What the row ``name`` of an evaluation is, in words, where the file says: a tuned rule's parameters (and its
+    package), a learned row's rule (the one it acts on or ships), None otherwise (a custom policy, the oracle).
+    ``other``: the other evaluation, whose record of the same row decides which provider fields are compared."""
+    how, record = _rule_record(doc, name)
+    if record is None:
+        return None
+    provider = _provider_text(record.get("provider"), (_rule_record(other, name)[1] or {}).get("provider"))
+    if how == "tuned":
+        return f"tuned to {_params_text(record.get('params'))}{provider}"
+    return f"acts on {record.get('name')} ({_params_text(record.get('params'))}{provider})"
 
 
 def _json_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

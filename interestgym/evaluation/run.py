@@ -912,7 +912,9 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
         verdict = "beats" if d["lo"] > 0 else ("is worse than" if d["hi"] < 0 else "is not distinguishable from")
         verdicts.append(f"- `{n}` {verdict} `{run_rule['rule']}`, the rule its run was trained on and shipped over (not the "
                         f"table's reference), here on {run_rule['metric']}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
-                        "(paired, over users)")
+                        "(paired, over users)"
+                        + ("; optimistic: some of these users trained or selected the run (the caution above)"
+                           if header.get("transfer_overlap") else ""))
     # (a run that ships its rule: its row `shipped:<ref>` ranks as the reference does, so the reference's line says it)
     verdicts += chance_lines(summary, [n for n in learned if n != f"shipped:{ref}"] + ([ref] if ref else []))
     caution = split_caution(header.get("split"))
