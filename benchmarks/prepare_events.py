@@ -16,7 +16,8 @@ thread pinned, so CPU time is the work done), which other jobs disturb far less 
 Then it checks that both readers give the same dataset: events / items / users parquet bytes,
 rejects.jsonl, and manifest.json. The log is Taobao-like (``user,item,category,behavior,ts``, no
 header) with ``--bad`` malformed rows mixed in (bad action, time, field count, duplicates, blank
-lines, quoted fields, control characters, invalid UTF-8), so both readers' reject paths run.
+lines, quoted fields, control characters, invalid UTF-8), so both readers' reject paths run, and a few good rows that
+raise notes (a time with a UTC offset, an item id written as a float).
 
     python benchmarks/prepare_events.py                 # 1M rows, 0.1% bad, 3 rounds, 1 thread
     python benchmarks/prepare_events.py --rows 200000 --threads 2
@@ -52,7 +53,9 @@ def generate(path: Path, rows: int, bad: float, seed: int = 0) -> None:
              zip(users.tolist(), items.tolist(), cats.tolist(), acts.tolist(), ts.tolist())]
     broken = [b"1,2,3,clik,1511544070", b"1,2,3,pv,1511544070000", b"1,2,3,pv,", b",2,3,pv,1511544070", b"1,2,3,pv",
               b"", b'1,"2,x",3,pv,1511544070', b"1,2\x00,3,pv,1511544070", b"1,2,3,pv,15115\xc3\x28", b" 1 ,2,3,pv,1511544070",
-              b"1,2,3,pv,2017-11-25T12:00:00"]
+              b"1,2,3,pv,2017-11-25T12:00:00",
+              # good rows that take the readers' notes: a zoned time, an id written as a float
+              b"1,2,3,pv,2017-11-25T20:00:00+08:00", b"1,2268318.0,3,pv,1511544070"]
     for k, at in enumerate(rng.choice(rows, int(rows * bad), replace=False).tolist()):
         lines[at] = broken[k % len(broken)] if k % 3 else lines[max(at - 1, 0)]  # a third are duplicates
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -118,8 +121,9 @@ def main() -> None:
 
     data, log = out["columnar"]  # type: ignore[misc]
     same = (data.events.equals(line_out.events) and data.items.equals(line_out.items) and data.reader == line_out.reader
-            and data.counts == line_out.counts and log.rejects == line_log.rejects and log.report() == line_log.report())
-    print(f"read_events: columnar == lines (events, items, counts, reader, rejects, report): {same}; "
+            and data.counts == line_out.counts and data.time_offsets == line_out.time_offsets
+            and log.rejects == line_log.rejects and log.report() == line_log.report())
+    print(f"read_events: columnar == lines (events, items, counts, reader, time offsets, rejects, report with its notes): {same}; "
           f"{len(log.rejects):,} rejected / duplicate rows")
 
     datasets = {}

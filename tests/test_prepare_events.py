@@ -556,13 +556,12 @@ def test_typed_ids_that_are_no_ids_are_rejected_and_float_looking_text_ids_are_n
 
 
 def test_values_past_the_agents_scale_are_noted(tmp_path: Path) -> None:
-    """Values above 5 (the scale the agent reads value on: value / 5 clipped to 1) are counted in a note, ratings
-    aside, for both readers alike; a log within the scale has no such note."""
+    """Values above 5 (the scale the agent reads value on: value / 5 clipped to 1) are counted in a note, ratings on a
+    wider scale too, for both readers alike; a log within the scale has no such note."""
     src = tmp_path / "log.csv"
     src.write_text("user_id,item_id,action,ts,value,text\nu1,a,click,1511544070,3,t\nu1,b,click,1511544071,120,t\n"
-                   "u2,a,click,1511544072,5,t\nu2,b,click,1511544073,7.5,t\nu2,c,rate,1511544074,4,t\n")
-    expected = (f"{src}: 2 of 4 events (ratings aside) have a value above 5 (largest 120): the agent reads value / 5 clipped "
-                "to 1")
+                   "u2,a,click,1511544072,5,t\nu2,b,click,1511544073,7.5,t\nu2,c,rate,1511544074,4,t\nu3,c,rate,1511544074,9,t\n")
+    expected = (f"{src}: 3 of 6 events have a value above 5 (largest 120): the agent reads value / 5 clipped to 1")
     for reader in ("lines", "columnar"):
         log = RejectLog()
         read_events(src, log, EventsOptions(reader=reader))
@@ -582,7 +581,7 @@ def test_times_in_a_zone_other_than_tz_offset_are_noted(tmp_path: Path) -> None:
                    "u2,a,click,2017-11-25T13:00:00+01:00,t\nu2,b,click,1511600000,t\n")
     expected = (f"{src}: 3 of 3 times with a UTC offset carry one other than --tz-offset 0 (+8 h on 2, +1 h on 1): they are read "
                 "right (UTC), but the hour and weekday (the time-of-day rules and features) are at --tz-offset 0; for the users' "
-                "local clock pass --tz-offset 8")
+                "local clock pass --tz-offset 8 (times read on rows rejected later for another reason included)")
     noon = calendar.timegm((2017, 11, 25, 12, 0, 0))
     for reader in ("lines", "columnar"):
         manifest = prepare_events(src, tmp_path / reader, options=EventsOptions(reader=reader), deterministic=True)
@@ -592,7 +591,8 @@ def test_times_in_a_zone_other_than_tz_offset_are_noted(tmp_path: Path) -> None:
     manifest = prepare_events(src, tmp_path / "at8", options=EventsOptions(), tz_offset_hours=8.0, deterministic=True)
     assert [n for n in manifest["validation"]["notes"] if "UTC offset" in n] == [
         (f"{src}: 1 of 3 times with a UTC offset carry one other than --tz-offset 8 (+1 h on 1): they are read right (UTC), "
-         "but the hour and weekday (the time-of-day rules and features) are at --tz-offset 8")]
+         "but the hour and weekday (the time-of-day rules and features) are at --tz-offset 8 (times read on rows rejected "
+         "later for another reason included)")]
     src.write_text("user_id,item_id,action,ts,text\nu1,a,click,2017-11-25T20:00:00+08:00,t\n")
     manifest = prepare_events(src, tmp_path / "one", options=EventsOptions(), tz_offset_hours=8.0, deterministic=True)
     assert not [n for n in manifest["validation"]["notes"] if "UTC offset" in n]

@@ -679,17 +679,17 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
 
 
 def _values_past_scale_note(events: Any, name: str) -> str | None:
-    """A note when kept events (not ratings) have values past the scale the agent reads them on: its
+    """A note when kept events have values past the scale the agent reads them on: its
     ``feedback_value`` observation, and with it ``bayesian_category``'s value gain, is ``clip(value / 5, 0, 1)`` (a
     rating's scale; a read fraction or a quantity fits), so a dwell time in seconds or a price is 1 for nearly every
     event and its differences are lost."""
     from interestgym.core.features import VALUE_SCALE
 
-    values = events["value"].to_numpy()[events["action"].to_numpy() != RATING_ACTION]
+    values = events["value"].to_numpy()  # a rating on a 1-10 scale is squashed alike
     n = int((values > VALUE_SCALE).sum())
     if not n:
         return None
-    return (f"{name}: {n:,} of {len(values):,} events (ratings aside) have a value above {VALUE_SCALE:g} (largest "
+    return (f"{name}: {n:,} of {len(values):,} events have a value above {VALUE_SCALE:g} (largest "
             f"{float(values.max()):g}): the agent reads value / {VALUE_SCALE:g} clipped to 1 (a rating's scale; a read fraction "
             "or a quantity fits), so those are all 1 to it and to bayesian_category's value gain; for seconds or money, "
             "write the column on that scale (e.g. minutes, a read fraction, a price band) in the log and in what you serve")
@@ -739,7 +739,8 @@ def _zoned_times_note(offsets: dict[int, int], name: str, tz_offset_hours: float
     return (f"{name}: {sum(other.values()):,} of {sum(offsets.values()):,} times with a UTC offset carry one other than "
             f"--tz-offset {tz_offset_hours:g} ({seen}): they are read right (UTC), but the hour and weekday (the time-of-day "
             f"rules and features) are at --tz-offset {tz_offset_hours:g}"
-            + (f"; for the users' local clock pass --tz-offset {common / 3600:g}" if common in other else ""))
+            + (f"; for the users' local clock pass --tz-offset {common / 3600:g}" if common in other else "")
+            + " (times read on rows rejected later for another reason included)")
 
 
 def prepare_events(
