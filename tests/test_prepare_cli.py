@@ -313,4 +313,4 @@ def test_a_refusal_over_two_files_says_whose_rows_are_which(tmp_path: Path, caps
     rejects = [json.loads(x) for x in (tmp_path / "d.rejects.jsonl").read_text().splitlines()]
     per_file = {name: sum(Path(r["file"]).name == name for r in rejects) for name in ("log.csv", "items.csv")}
     assert per_file == {"log.csv": 5, "items.csv": 2}
-    assert "Every bad row (7 rejected: 5 in log.csv, 2 in items.csv), with its file, line and reason: " in err
+    assert f"Every bad row (7 rejected: 5 in {log}, 2 in {items}), with its file, line and reason: " in err

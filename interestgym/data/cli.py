@@ -157,7 +157,7 @@ def _with_rejects_file(error: DataError, out: Path) -> DataError:
     path = refused_rows_path(out)
     kinds = Counter(r.get("kind", "rejected") for r in rejects)
     listed = ", ".join(f"{n:,} {kind}" for kind, n in sorted(kinds.items()))
-    files = Counter(Path(str(r.get("file", ""))).name for r in rejects)
+    files = Counter(str(r.get("file", "")) for r in rejects)  # as the rows name their file (two log.csv in two folders: two)
     if len(files) > 1:  # an items file's bad rows and the events of its rejected items: which are whose
         listed += ": " + ", ".join(f"{n:,} in {f}" for f, n in files.most_common())
     text = str(error).rstrip()
