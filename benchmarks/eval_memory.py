@@ -86,7 +86,7 @@ if step != "import":
     elif step == "evaluate-run":
         from interestgym.evaluation.run import evaluate_run
         out = tempfile.mkdtemp(prefix="eval_memory_")
-        evaluate_run(path, split=split, out=out, baselines="ema_two_profile", n_boot=200, progress=False, chunk_users=chunk_users)
+        evaluate_run(path, split=split, out=out, baselines="ema_two_profile", n_boot={n_boot}, progress=False, chunk_users=chunk_users)
         doc = json.loads(open(out + "/evaluation.json").read())
         info.update(users=doc["header"]["users"], scoring_points=doc["header"]["scoring_points"], chunk_users=chunk_users,
                     policies=sorted(doc["per_user"]))
@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--chunk-users", type=int, default=5000, help="users per chunk of the streamed steps")
+    ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of evaluate-run (default: the command's own, 2000)")
     ap.add_argument("--steps", default="import,events,events-needed,context,replay-data,evaluate-whole,evaluate,evaluate-run")
     ap.add_argument("--replicate", type=int, default=None, metavar="K", help="first write K renamed copies of DATASET into --out")
     ap.add_argument("--out", type=Path, default=None, help="where --replicate writes (the steps then run there)")
@@ -197,7 +198,7 @@ def main() -> None:
     failed = []
     for step in args.steps.split(","):
         code = STEP.format(bench=bench, threads=args.threads, step=step, path=str(args.dataset), split=args.split,
-                           chunk_users=args.chunk_users)
+                           chunk_users=args.chunk_users, n_boot=args.n_boot)
         proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{step:<14} failed: {proc.stderr.strip()[-400:]}")
