@@ -72,14 +72,19 @@ def test_an_address_ray_cannot_take_is_refused_before_ray_starts(address):
 @pytest.fixture(scope="module")
 def backend():
     ray = importlib.import_module("ray")
+    import io
+
     from interestgym.scale.ray_backend import connect
 
     with pytest.MonkeyPatch.context() as patch:
         # `local` starts an instance of its own even where another is named (RAY_ADDRESS, or the one `ray start` left on
         # the machine): connecting to it instead failed ("num_cpus ... must not be provided") or used another cluster
         patch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+        err = io.StringIO()
+        patch.setattr(sys, "stderr", err)
         backend = connect("local:2", shards=2)
     assert ray.cluster_resources().get("CPU") == 2
+    assert "--ray local:2: started a local Ray instance (2 CPUs)\n" in err.getvalue()  # the command says Ray is used
     yield backend
     ray.shutdown()
 

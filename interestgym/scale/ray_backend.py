@@ -21,6 +21,7 @@ Drop-in functions, same signatures as the single-process ones plus ``backend``:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,6 +157,9 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
                 raise InterestGymError(f"--ray {address}: {hint} ({exc}); start one with `ray start --head` "
                                        "or use --ray local") from None
         _CONNECTED = address  # the value that started or joined this process's Ray
+        # said once per process (a command's later steps reuse it): that the work is sharded, and where
+        what = "started a local Ray instance" if local else f"joined the Ray cluster at {address}"
+        sys.stderr.write(f"--ray {address}: {what} ({int(ray.cluster_resources().get('CPU', 1))} CPUs)\n")
     cpus = int(ray.cluster_resources().get("CPU", 1))
     try:
         import torch
