@@ -352,6 +352,8 @@ def test_generation_and_reading_say_their_progress_in_a_log(tmp_path, monkeypatc
     monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
     generate_synthetic(SyntheticConfig(users=12, seed=0))
     assert "synthetic users: 12/12 users (100%)" in capsys.readouterr().err
+    generate_synthetic(SyntheticConfig(users=12, seed=0), progress=False)  # quickstart --no-progress
+    assert "synthetic users" not in capsys.readouterr().err
     csv = tmp_path / "log.csv"
     csv.write_text("user_id,item_id,action,ts,text\nu1,a,click,1511544070,t\n")
     read_events(csv, RejectLog(), EventsOptions(reader="lines"))

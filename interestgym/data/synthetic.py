@@ -560,7 +560,7 @@ class SyntheticData:
     config: SyntheticConfig
 
 
-def generate_synthetic(cfg: SyntheticConfig | None = None) -> SyntheticData:
+def generate_synthetic(cfg: SyntheticConfig | None = None, *, progress: bool | None = None) -> SyntheticData:
     """Draw a whole synthetic dataset (see the module docstring for the model)."""
     cfg = cfg or SyntheticConfig()
     p = cfg.preset
@@ -583,7 +583,7 @@ def generate_synthetic(cfg: SyntheticConfig | None = None) -> SyntheticData:
 
     sim_users: list[_User] = []
     # (a plain line every 15 s in a log: tqdm's disable=None went silent there, minutes at 100,000 users)
-    with progress_bar(total=cfg.users, desc="synthetic users", unit="user") as bar:
+    with progress_bar(total=cfg.users, desc="synthetic users", unit="user", enabled=progress) as bar:
         for u in range(cfg.users):
             noise = p.noisy_noise if types[u] == "noisy" else p.base_noise
             # Expected event rows per impression: clicks, plus likes/shares after interest or noise clicks.
@@ -690,6 +690,7 @@ def prepare_synthetic(
     split: SplitSpec | None = None,
     command: list[str] | None = None,
     deterministic: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Generate a synthetic dataset and write it to ``out_dir`` through :func:`write_dataset`.
 
@@ -698,11 +699,12 @@ def prepare_synthetic(
     :param split: the user split (default :class:`SplitSpec` with ``seed=cfg.seed``).
     :param command: the command line to record in the manifest.
     :param deterministic: leave the creation time out of the manifest (fully byte-identical reruns).
+    :param progress: the user simulation's progress (None: a bar on a terminal, lines in a log; False: none).
     :return: the manifest.
     """
     cfg = cfg or SyntheticConfig()
     split = split if split is not None else SplitSpec(seed=cfg.seed)
-    data = generate_synthetic(cfg)
+    data = generate_synthetic(cfg, progress=progress)
     out = Path(out_dir)
 
     # No source files: the "validation" counts generated rows, all kept, so the report has the same shape.

@@ -173,7 +173,7 @@ def stage_prepare(cfg: QuickstartConfig, data_dir: Path, say: Callable[[str], No
         return "reused"
     command = ["interestgym", "quickstart", "--out", str(cfg.out), "--users", str(cfg.users), "--seed", str(cfg.seed),
                "--lang", cfg.lang, "--drift", cfg.drift]
-    manifest = prepare_synthetic(data_dir, want, split=SplitSpec(seed=cfg.seed), command=command)
+    manifest = prepare_synthetic(data_dir, want, split=SplitSpec(seed=cfg.seed), command=command, progress=cfg.progress)
     counts = manifest["counts"]
     split = manifest["split"]["users"]
     say(f"prepared synthetic data -> {data_dir}: {counts['users']} users (train {split['train']} / valid {split['valid']} / "
