@@ -614,3 +614,14 @@ def test_impression_events_of_a_generic_log_are_noted(tmp_path: Path) -> None:
     log = RejectLog()
     read_events(src, log, EventsOptions())
     assert not [n for n in log.notes if "impression event" in n]
+
+
+def test_a_json_time_that_is_no_time_is_shown_as_json(tmp_path: Path) -> None:
+    """A JSON object, array or boolean where a time belongs is shown in the reject reason as JSON writes it."""
+    src = tmp_path / "log.jsonl"
+    rows = [{"ts": {"s": 1}}, {"ts": [1511544070]}, {"ts": True}, {"ts": 1511544070}]
+    src.write_text("".join(json.dumps({"user_id": "u", "item_id": "a", "action": "click", "text": "t", **r}) + "\n" for r in rows))
+    log = RejectLog()
+    read_events(src, log, EventsOptions())
+    assert [reason.split(";")[0] for _, _, reason in _rejects(log)] == [
+        'bad time: {"s": 1}', "bad time: [1511544070]", "bad time: true"]
