@@ -47,6 +47,7 @@ from interestgym.core.log_features import (
     RATING_ACTION,
     is_decision,
     log_quantities,
+    repeated_engagements,
 )
 from interestgym.core.protocol import item_popularity
 from interestgym.data.dataset import Dataset
@@ -216,7 +217,7 @@ def _build_context(ds: Dataset, name: str, has_impressions: bool, need_repeats: 
     train_users = pa.array(sorted(set(users.loc[users["split"] == "train", "user_id"].astype(str))), type=pa.string())
     n_items = len(items)
     train_counts = np.zeros(n_items, dtype=np.int64)
-    repeats = _RepeatCheck(n_items) if need_repeats else None
+    repeats = _RepeatCheck() if need_repeats else None
     columns = ["user_id", "item_id", "action", "value"]
     total = int(ds.manifest.get("counts", {}).get("events", 0)) or None
     with progress_bar(total=total, desc="item popularity (training users)", unit="event", enabled=progress) as bar:
@@ -244,8 +245,7 @@ class _RepeatCheck:
     order (rows sorted by user, the dataset contract): a user cut by a batch boundary carries its items
     into the next batch."""
 
-    def __init__(self, n_items: int) -> None:
-        self.n_items = n_items
+    def __init__(self) -> None:
         self.found = False
         self._tail_user: str | None = None
         self._tail_items = np.zeros(0, np.int64)
@@ -261,9 +261,7 @@ class _RepeatCheck:
             code = codes[0] if first == self._tail_user else int(codes.max()) + 1
             codes = np.concatenate([np.full(len(self._tail_items), code, np.int64), codes])
             item = np.concatenate([self._tail_items, item])
-        known = item >= 0
-        pairs = codes[known] * (self.n_items + 1) + item[known]
-        if len(np.unique(pairs)) < len(pairs):
+        if repeated_engagements(codes, item):
             self.found = True
             return
         self._tail_user = last

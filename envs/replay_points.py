@@ -20,7 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from interestgym.core.clock import time_slot, time_slot_of
-from interestgym.core.log_features import group_starts, position_in_run
+from interestgym.core.log_features import (  # noqa: F401  (engaged_items re-exported: the replay builders read it here)
+    engaged_items,
+    group_starts,
+    position_in_run,
+    repeated_engagements,
+)
 from interestgym.core.protocol import (
     history_rng,
     sample_history,
@@ -137,21 +142,12 @@ def impression_points(ctx: ReplayContext, chunk: np.ndarray, chunk_arr: pa.Array
     return point_decision[use_idx], offsets, cand, labels, slot, keys, np.zeros(len(use_idx), dtype=bool)
 
 
-def engaged_items(ev_item: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Each event's item where the event is an engagement (its action has a weight > 0: a click, a view, a
-    rating of any value, a purchase), -1 elsewhere (an impression, an action without a weight): what the
-    next-positive protocol counts as the user's own items (repeats, ``exclude``, history negatives)."""
-    return np.where(weight > 0, ev_item, -1)
-
-
 def resolve_exclusion(exclude: str, user_codes: np.ndarray, ev_item: np.ndarray) -> str:
     """``auto`` -> ``target`` when the log has repeats (a user engages with one item in more than one
     event: ``ev_item`` as :func:`engaged_items` gives it), else ``log``; other values as they are."""
     if exclude != "auto":
         return exclude
-    known = ev_item >= 0
-    pairs = user_codes[known].astype(np.int64) * (int(ev_item.max(initial=0)) + 1) + ev_item[known]
-    return "target" if len(np.unique(pairs)) < len(pairs) else "log"
+    return "target" if repeated_engagements(user_codes, ev_item) else "log"
 
 
 def _same_moment_items(ts_u: np.ndarray, items_u: np.ndarray, target_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

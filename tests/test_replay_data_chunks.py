@@ -160,7 +160,7 @@ def test_the_streamed_repeat_check_agrees_with_the_whole_log_one_across_batch_bo
         users = np.repeat([f"u{i}" for i in range(n_users)], sizes)
         items = rng.integers(-1, 40 if trial % 2 else 400, len(users))  # -1: an item without a row
         expected = resolve_exclusion("auto", np.repeat(np.arange(n_users), sizes), items) == "target"
-        check = _RepeatCheck(400)
+        check = _RepeatCheck()
         for lo in range(0, len(users), cut):
             check.add(pa.chunked_array([pa.array(users[lo: lo + cut].tolist(), type=pa.large_string())]), items[lo: lo + cut])
         assert check.found == expected

@@ -137,3 +137,19 @@ def online_log_quantities(ts: np.ndarray, n_events: np.ndarray, last_event_ts: n
 def next_category_run(last_category: int, category_run: int, category: int) -> int:
     """The same-category run after a decision in ``category``: one longer if it continues, else 1."""
     return category_run + 1 if last_category == category else 1
+
+
+def engaged_items(ev_item: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Each event's item where the event is an engagement (its action has a weight > 0: a click, a view, a
+    rating of any value, a purchase), -1 elsewhere (an impression, an action without a weight): what the
+    next-positive protocol counts as the user's own items (repeats, ``exclude``, history negatives)."""
+    return np.where(weight > 0, ev_item, -1)
+
+
+def repeated_engagements(user_codes: np.ndarray, engaged: np.ndarray) -> int:
+    """How many engagements are of an item the same user engaged with before (``engaged`` as :func:`engaged_items`
+    gives it, item codes >= 0, with each event's user code): a log with any has repeats, and the next-positive
+    protocol's ``exclude auto`` leaves only the target out of the negatives."""
+    known = engaged >= 0
+    pairs = user_codes[known].astype(np.int64) * (int(engaged.max(initial=0)) + 1) + engaged[known]
+    return int(len(pairs) - len(np.unique(pairs)))

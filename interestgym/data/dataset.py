@@ -217,15 +217,13 @@ def write_dataset(
 
 
 def repeat_engagements(user_codes: np.ndarray, item_ids: pd.Series, actions: pd.Series, weights: dict[str, float]) -> int:
-    """How many engagements (events of an action with a weight > 0: a click, a view, a rating, a purchase; not an
-    impression) are of an item the same user engaged with in an earlier one: a log with any has repeats, and the
-    next-positive protocol's ``exclude auto`` then leaves only the target out of the negatives."""
-    engaged = actions.map(weights).fillna(0.0).to_numpy(dtype=np.float64) > 0
-    if not engaged.any():
-        return 0
-    item_codes, uniques = pd.factorize(item_ids[engaged].astype(str))
-    pairs = user_codes[engaged].astype(np.int64) * (len(uniques) + 1) + item_codes
-    return int(len(pairs) - len(np.unique(pairs)))
+    """:func:`~interestgym.core.log_features.repeated_engagements` of a log being written: the engagements (events of
+    an action with a weight > 0) of an item the same user engaged with before."""
+    from interestgym.core.log_features import engaged_items, repeated_engagements
+
+    weight = actions.map(weights).fillna(0.0).to_numpy(dtype=np.float64)
+    item_codes, _ = pd.factorize(item_ids.astype(str))
+    return repeated_engagements(user_codes, engaged_items(item_codes, weight))
 
 
 def _row_groups_overlapping(pf: Any, column: str, lo: str, hi: str) -> list[int]:
