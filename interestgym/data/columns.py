@@ -17,8 +17,10 @@ column stays a context column unless mapped (its scale is the user's to say).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from interestgym.errors import DataError
 
@@ -89,6 +91,14 @@ def alias_note(where: str, aliases: dict[str, str]) -> str:
 #: Control characters (Unicode category Cc: C0, DEL and C1). An id holding one is a damaged row
 #: (a NUL from a broken export, a stray escape code): taken as is, it would be a new, unseen user.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def json_shown(value: Any) -> str | None:
+    """A typed cell (JSON Lines, Parquet) that is a boolean, an array or an object, as JSON writes it (``true``,
+    ``["u1"]``, ``{"s": 1}``): how a reject reason shows it; None for text and numbers (shown as they are)."""
+    if isinstance(value, (bool, list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return None
 
 
 def id_reason(value: str, field: str) -> str | None:

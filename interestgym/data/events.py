@@ -74,6 +74,7 @@ from interestgym.data.columns import (
     OPTIONAL_ALIAS_FIELDS,
     expected_names,
     id_reason,
+    json_shown,
     name_key,
 )
 from interestgym.data.dataset import SplitSpec
@@ -435,10 +436,9 @@ def typed_id_reason(value: Any, field: str) -> str | None:
     A boolean, a list or an object would become a user or an item named ``True`` or ``["u1"]``; a float left after
     :func:`~interestgym.data.tables.cell` (which makes a whole float below 2^53 an int) has a fraction, or is so large
     that its digits were lost (1e20)."""
-    if isinstance(value, bool):
-        found = f"{str(value).lower()} (a boolean)"
-    elif isinstance(value, (list, dict)):
-        found = f"{cell_text(value)} (a JSON {'array' if isinstance(value, list) else 'object'})"
+    if isinstance(value, (bool, list, dict)):
+        kind = "a boolean" if isinstance(value, bool) else f"a JSON {'array' if isinstance(value, list) else 'object'}"
+        found = f"{json_shown(value)} ({kind})"
     elif isinstance(value, float):
         found = f"{value!r} (a number with a fraction, or past 2^53 where a float has lost digits)"
     else:
@@ -459,7 +459,7 @@ def _parse_value(row: dict[str, Any], action: str | None = None) -> tuple[float,
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
-        shown = f"{str(cell).lower()} (a boolean)" if isinstance(cell, bool) else repr(cell)
+        shown = f"{json_shown(cell)} (a boolean)" if isinstance(cell, bool) else repr(cell)
         return value, f"bad value: {shown}; expected a finite number"
     if abs(value) > VALUE_MAX:
         return value, f"bad value: {cell!r}; expected a number within float32's range (|value| <= {VALUE_MAX:.4g})"

@@ -8,7 +8,6 @@ Every reader goes through here, so a time is judged the same way in every format
 from __future__ import annotations
 
 import calendar
-import json
 import math
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from interestgym.core.clock import TS_MAX, TS_MIN
+from interestgym.data.columns import json_shown
 from interestgym.errors import DataError
 
 TIME_FORMATS = ("auto", "unix", "unix_ms", "iso")
@@ -119,7 +119,7 @@ class TimeParser:
                 ts, fraction = _datetime_to_ts(when), when.microsecond != 0
                 offset = when.utcoffset()
         except (ValueError, OverflowError, TypeError):
-            return None, f"bad time: {_shown(value)}; expected {self.expected()}{self._layout_hint(value)}"
+            return None, f"bad time: {json_shown(value) or repr(value)}; expected {self.expected()}{self._layout_hint(value)}"
         reason = ts_range_reason(ts, value)
         if reason:
             if self.fmt == "auto" and mode == "unix" and TS_MIN <= ts / 1000 < TS_MAX:
@@ -166,13 +166,6 @@ class TimeParser:
             elif TS_MIN * 1000 <= number < TS_MAX * 1000:
                 self.unit = "unix_ms"
         return self.unit
-
-
-def _shown(value: Any) -> str:
-    """A time cell as a reject reason shows it: text quoted, a JSON object, array or boolean as JSON writes it."""
-    if isinstance(value, (dict, list, bool)):
-        return json.dumps(value, ensure_ascii=False)
-    return repr(value)
 
 
 def _datetime_to_ts(value: datetime) -> int:
