@@ -593,6 +593,10 @@ def evaluate_run(
     if sequence_runs and automatic:  # the rows --sequence adds are measured against the reference, not candidates for it
         summary["reference_reason"] += ("; the trackers and the rule + tracker mixtures --sequence adds are compared with it, "
                                         "not candidates for it (`train --sequence` makes a mixture a candidate)")
+    # tuned values at an open end of what their grid tried, per rule (said in the header and the tuned list)
+    edges = {n: grid_edges(e.get("params") or {}, e.get("grid")) for n, e in tuned.items() if isinstance(e, dict)}
+    summary["grid_edges"] = {n: e for n, e in edges.items() if e}
+    reference_params = params_text((tuned.get(reference) or {}).get("params") or {})
     header = {
         "data": str(config.dataset),
         "split": split,
@@ -622,7 +626,7 @@ def evaluate_run(
         "reference": reference,
         # the reference's tuned parameters, in words: what "the best tuned rule" is on this data (and any at an open end
         # of what its tuning tried: a better setting may lie past it, and "beats the best tuned rule" is then weaker)
-        "reference_params": _with_edges(params_text((tuned.get(reference) or {}).get("params") or {}), tuned.get(reference)),
+        "reference_params": reference_params and reference_params + _edges_text(summary["grid_edges"].get(reference)),
         # the user's own rows: their parameters (tuned over their grid on the baselines' validation users) and score
         "custom": "; ".join(f"{e['policy'].name} ({params_text(e['params']) or 'no parameters'}; "
                             + (f"tuned over {len(e['grid'])} grid points, " if e["grid"] else "")
@@ -642,8 +646,6 @@ def evaluate_run(
         "undertrained_trackers": tracker_notes or None,
         "embeddings_changed": embeddings_changed,
     }
-    edges = {n: grid_edges(e.get("params") or {}, e.get("grid")) for n, e in tuned.items() if isinstance(e, dict)}
-    summary["grid_edges"] = {n: e for n, e in edges.items() if e}
     run_rule = against_run_rule(results, header["shipped"], reference, metric, n_boot)
     if run_rule:
         summary["vs_run_rule"] = run_rule
@@ -700,12 +702,10 @@ def leading_row(results: list[PolicyScores], reference: str, metric: str, n_boot
                        for r in rows if r.kind == "learned" and r.name != best.name}}
 
 
-def _with_edges(text: str | None, entry: Any) -> str | None:
-    """A tuned rule's parameters in words, with those at an open end of its tuning's grid said (:func:`grid_edges`)."""
-    if not text or not isinstance(entry, dict):
-        return text
-    edges = grid_edges(entry.get("params") or {}, entry.get("grid"))
-    return text + (f" ({'; '.join(edges)}: a better setting may lie past it)" if edges else "")
+def _edges_text(edges: list[str] | None) -> str:
+    """What a tuned rule's parameters in words are followed by when some sit at an open end of their grid
+    (:func:`~interestgym.core.rules.grid_edges`); "" when none do."""
+    return f" ({'; '.join(edges)}: a better setting may lie past it)" if edges else ""
 
 
 def against_run_rule(results: list[PolicyScores], shipped: Any, reference: str | None, metric: str,
@@ -867,7 +867,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
         text += "\n".join(rows) + "\n"
     tuned_rows = [(n, summary["policies"][n].get("params")) for n in order if summary["policies"][n]["kind"] == "baseline"]
     edges = summary.get("grid_edges") or {}
-    tuned_rows = [(n, params_text(p) + (f" ({'; '.join(edges[n])}: a better setting may lie past it)" if edges.get(n) else ""))
+    tuned_rows = [(n, params_text(p) + _edges_text(edges.get(n)))
                   for n, p in tuned_rows if p]
     if tuned_rows:  # every rule's tuned setting, not only the reference's (evaluation.json has them too)
         text += "\nTuned on validation users:\n\n" + "\n".join(f"- {n}: {t}" for n, t in tuned_rows) + "\n"
