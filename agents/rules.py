@@ -61,7 +61,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     # forgetting None = 1 - long_rate (tied; the coordinate ascent's long_rate grid then tunes it too);
     # slot_weight 0 = no per-slot counts (score-only: the non-zero values share one replay)
     "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None],
-                          "slot_weight": [0.0, 1.0, 2.0, 4.0], "exposure": [0.0, 1.0, 3.0, 10.0],
+                          "slot_weight": [0.0, 1.0, 2.0, 4.0, 8.0, 16.0], "exposure": [0.0, 1.0, 3.0, 10.0],
                           "value_gain": [0.0]},
 }
 #: bayesian_category's value gain s where the tuning users' feedback values vary (:func:`tuning_grids`).

@@ -436,7 +436,7 @@ def test_a_tuning_over_an_older_grid_is_named(dataset, tmp_path):
     path.write_text(json.dumps({"metric": "ndcg@10", "baselines": old}))
     out = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "run"), "--tuned-baselines", str(path),
                                     "--timesteps", "64", "--no-progress"])
-    assert "was tuned over an older grid: bayesian_category without slot_weight (today: [0.0, 1.0, 2.0, 4.0])" in out.output
+    assert "was tuned over an older grid: bayesian_category without slot_weight (today: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0])" in out.output
     assert out.exit_code != 0  # and the file itself is refused for this run's protocol, as before
 
 
