@@ -87,7 +87,7 @@ def _d(name: str):
 @click.option("--update-threshold", type=float, default=_d("update_threshold"), show_default=True, help="A decision counts as an update (charts/update_rate) when a_L or a_S exceeds this.")
 @click.option("--device", default=_d("device"), show_default=True, help="Torch device (cpu is fastest for this MLP).")
 @click.option("--torch-threads", type=int, default=_d("torch_threads"), show_default=True, help="Torch CPU threads (1 is fastest for this small MLP).")
-@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last intact checkpoint (step counter, normalisation and TensorBoard curves continue; it ends with the weights an uninterrupted run ends with).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last intact checkpoint (step counter, normalisation and TensorBoard curves continue; it ends with the weights an uninterrupted run ends with). DATASET may be left out: the run's own.")
 @click.option("--progress/--no-progress", "progress_bar", default=_d("progress_bar"), show_default=True, help="Progress bar.")
 @ray_option
 def train(config_file: Path | None, resume: bool, ray: str | None, **options) -> None:
@@ -108,6 +108,8 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
 
     ctx = click.get_current_context()
     given = settings_given(ctx, config_file)
+    if resume and given.get("dataset", (None, ""))[0] in (None, "") and given.get("run_dir", (None, ""))[0] not in (None, ""):
+        _dataset_of_the_run(given)  # --resume continues the run on its own dataset
     for name, flag in (("dataset", "DATASET"), ("run_dir", "--run-dir")):
         if given.get(name, (None, ""))[0] in (None, ""):
             raise InterestGymError(f"{flag}: missing; give it on the command line or as `{name}` in --config FILE")
@@ -161,6 +163,18 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
         what = "its learned model" if shipped.get("policy") == "learned" else f"its reference rule `{(shipped.get('rule') or {}).get('name')}`"
         click.echo(f"the run ships {what}: {shipped.get('reason')}")
     click.echo(f"run directory: {config.run_dir}  (evaluate with: interestgym evaluate {shlex.quote(str(config.run_dir))})")
+
+
+def _dataset_of_the_run(given: dict[str, tuple[object, str]]) -> None:
+    """``given``'s dataset from the run's ``config.json`` (``train --run-dir RUN --resume`` without DATASET), when the
+    run folder has one; otherwise left missing (the caller names DATASET as missing)."""
+    from interestgym.agents.run_folder import CONFIG_FILE, read_run_config
+
+    run_dir = Path(str(given["run_dir"][0]))
+    if (run_dir / CONFIG_FILE).is_file():
+        saved = read_run_config(run_dir)["config"].get("dataset")
+        if saved:
+            given["dataset"] = (saved, "the run's config.json")
 
 
 def _interrupted_note(config: TrainConfig) -> str:

@@ -11,6 +11,7 @@ relative to the file's folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from interestgym.errors import InterestGymError
 AGENT_SCORING_MODES = ("reference", "reference-fixed", "plain")
 #: Values of ``TrainConfig.policy_form``.
 POLICY_FORMS = ("residual", "absolute")
+#: Settings of the residual form only (refused with the absolute form, rather than recorded and never used).
+RESIDUAL_ONLY = ("change_penalty", "window")
+#: --log-std-init's range: exp(2) = 7.4 action units is already seven times the action range; below exp(-20) the
+#: policy never explores.
+LOG_STD_RANGE = (-20.0, 2.0)
 #: What a run saved before a setting existed did, for the settings added since runs were first saved (a
 #: missing key in an old ``config.json`` means this, not today's default).
 LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False,
@@ -227,8 +233,26 @@ class TrainConfig:
             )
         if not 0.0 < self.gamma <= 1.0:
             raise InterestGymError(f"--gamma {self.gamma}: expected a number in (0, 1]")
+        # every real-valued setting is finite: an infinite one reaches torch as NaN losses (a traceback
+        # after the tuning, and a run folder that --resume cannot continue), or a file the run cannot read back
+        for flag, value in (("--learning-rate", self.learning_rate), ("--clip-range", self.clip_range),
+                            ("--ent-coef", self.ent_coef), ("--vf-coef", self.vf_coef), ("--max-grad-norm", self.max_grad_norm),
+                            ("--log-std-init", self.log_std_init), ("--change-penalty", self.change_penalty),
+                            ("--ship-threshold", self.ship_threshold), ("--clip-obs", self.clip_obs)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                hint = " (-1 ships the learned policy whenever its gain's CI is above -1, i.e. always)" if flag == "--ship-threshold" else ""
+                raise InterestGymError(f"{flag} {value!r}: expected a finite number{hint}")
         if not self.learning_rate > 0.0:
             raise InterestGymError(f"--learning-rate {self.learning_rate}: expected a positive number")
+        if self.learning_rate > 1.0:
+            raise InterestGymError(f"--learning-rate {self.learning_rate}: expected at most 1 (Adam's step size; PPO's "
+                                   "default is 3e-4)")
+        if not LOG_STD_RANGE[0] <= self.log_std_init <= LOG_STD_RANGE[1]:
+            raise InterestGymError(f"--log-std-init {self.log_std_init}: expected a number in [{LOG_STD_RANGE[0]:g}, "
+                                   f"{LOG_STD_RANGE[1]:g}] (the exploration's standard deviation exp(value) in action units, "
+                                   "whose range is [-1, 1])")
+        if self.torch_threads < 1:
+            raise InterestGymError(f"--torch-threads {self.torch_threads}: expected an integer >= 1")
         if self.n_epochs < 1:
             raise InterestGymError(f"--n-epochs {self.n_epochs}: expected an integer >= 1")
         for flag, value, low, high in (("--gae-lambda", self.gae_lambda, 0.0, 1.0), ("--update-threshold", self.update_threshold, 0.0, 1.0)):
@@ -271,6 +295,15 @@ class TrainConfig:
             raise InterestGymError(f"--window {self.window}: expected an integer >= 1, or 0 for whole histories")
         if self.policy_form not in POLICY_FORMS:
             raise InterestGymError(f"--policy-form {self.policy_form!r}: expected one of {', '.join(POLICY_FORMS)}")
+        if self.policy_form != "residual":  # the residual form's options would be recorded and never used
+            for flag, value in ((f"--{name.replace('_', '-')}", getattr(self, name) or None) for name in RESIDUAL_ONLY):
+                if value is not None:
+                    raise InterestGymError(f"{flag} {value} with --policy-form {self.policy_form}: it applies to the residual "
+                                           "form only; expected --policy-form residual, or no " + flag)
+        if self.window is not None and self.max_events is not None and self.max_events < self.window:
+            raise InterestGymError(f"--max-events {self.max_events} with --window {self.window}: every window episode would "
+                                   f"be cut after {self.max_events} of its {self.window} decisions; expected --max-events >= "
+                                   "--window, or one of them")
         if self.exclude not in ("auto", "target", "log", "past"):
             raise InterestGymError(f"--exclude {self.exclude!r}: expected auto, target, log or past")
         if self.negatives not in ("uniform", "popularity"):

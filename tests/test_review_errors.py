@@ -53,12 +53,30 @@ def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
     ("checkpoint_every", -5, r"--checkpoint-every -5: expected an integer >= 0"),
     ("net_arch", [0, -3], r"--net-arch '0,-3': expected positive layer sizes"),
     ("device", "gpu", r"--device 'gpu': expected a torch device"),
+    # infinite or NaN values reached torch as NaN losses after the tuning (a traceback, a folder --resume could not continue)
+    ("learning_rate", float("inf"), r"--learning-rate inf: expected a finite number"),
+    ("learning_rate", 2.0, r"--learning-rate 2.0: expected at most 1"),
+    ("ent_coef", float("inf"), r"--ent-coef inf: expected a finite number"),
+    ("vf_coef", float("inf"), r"--vf-coef inf: expected a finite number"),
+    ("change_penalty", float("nan"), r"--change-penalty nan: expected a finite number"),
+    ("log_std_init", float("-inf"), r"--log-std-init -inf: expected a finite number"),
+    ("log_std_init", 50.0, r"--log-std-init 50.0: expected a number in \[-20, 2\]"),
+    ("clip_obs", float("inf"), r"--clip-obs inf: expected a finite number"),
+    ("ship_threshold", float("nan"), r"--ship-threshold nan: expected a finite number \(-1 ships"),
+    ("torch_threads", 0, r"--torch-threads 0: expected an integer >= 1"),
+    # options of the residual form, or a window every episode would cut short, are refused rather than recorded unused
+    ("policy_form", "absolute", None),
 ])
 def test_bad_training_options_are_refused_before_anything_is_written(tmp_path, option, value, message):
     run = tmp_path / "run"
-    with pytest.raises(InterestGymError, match=message):
-        train_run(_config(tmp_path / "no-data-needed", run, **{option: value}))
-    assert not run.exists()
+    cases = [({option: value}, message)] if message else [
+        ({option: value, "change_penalty": 0.5}, r"--change-penalty 0.5 with --policy-form absolute: it applies to the residual form only"),
+        ({option: value, "window": 5}, r"--window 5 with --policy-form absolute: it applies to the residual form only"),
+        ({"window": 50, "max_events": 5}, r"--max-events 5 with --window 50: every window episode would be cut after 5 of its 50")]
+    for settings, expected in cases:
+        with pytest.raises(InterestGymError, match=expected):
+            train_run(_config(tmp_path / "no-data-needed", run, **settings))
+        assert not run.exists()
 
 
 def test_training_into_a_dataset_directory_is_refused(dataset):
@@ -344,3 +362,47 @@ def test_settings_of_sampled_negatives_on_a_log_of_impressions_are_said_to_be_ig
     assert header["protocol_changed"] is None
     assert header["ignored_settings"].startswith("--n-negatives 7, --history-negatives 3: the dataset has logged impressions")
     assert "- note: --n-negatives 7, --history-negatives 3: the dataset has logged impressions" in text
+
+
+def test_a_run_whose_policy_diverges_to_nan_is_stopped_with_what_to_change(dataset, tmp_path, monkeypatch):
+    """A learning rate that is in range and still too large for the data can make the network NaN; torch then refuses
+    the action distribution with a long traceback. train says what happened and what to change instead."""
+    import torch
+    from stable_baselines3 import PPO
+
+    original = PPO.train
+
+    def train_then_break(self):  # one PPO update that blows up, as a too-large step would
+        original(self)
+        with torch.no_grad():
+            for p in self.policy.parameters():
+                p.fill_(float("nan"))
+
+    monkeypatch.setattr(PPO, "train", train_then_break)
+    run = tmp_path / "run"
+    with pytest.raises(InterestGymError, match=r"training diverged near step 64: the policy's action distribution became NaN "
+                                               r"\(--learning-rate 0.0003, --log-std-init -1, --max-grad-norm 0.5\); expected "
+                                               r"smaller steps: lower --learning-rate"):
+        train_run(_config(dataset, run, timesteps=256))
+
+
+def test_resume_takes_the_dataset_from_the_run_and_a_run_stopped_while_tuning_says_to_start_again(dataset, tmp_path, capsys):
+    from interestgym.cli import main
+
+    run = tmp_path / "run"
+    common = ["--run-dir", str(run), "--n-envs", "4", "--n-steps", "16", "--batch-size", "32", "--n-epochs", "1",
+              "--eval-every", "0", "--reward-baseline", "none", "--net-arch", "8", "--no-progress"]
+    main(["train", str(dataset), "--timesteps", "64", *common])
+    capsys.readouterr()
+    main(["train", "--timesteps", "128", "--resume", *common])  # no DATASET: the run's own (config.json)
+    assert json.loads((run / "final" / "info.json").read_text())["step"] == 128
+    assert json.loads((run / "config.json").read_text())["config"]["dataset"] == str(dataset.resolve())
+    # a `train` killed while tuning leaves a folder without config.json: nothing to resume, and said so
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "tb").mkdir()
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(dataset), "--run-dir", str(stopped), "--resume", "--no-progress"])
+    assert info.value.code == 2
+    assert (f"{stopped}: no config.json: the run was stopped before training started (while tuning the baselines); nothing "
+            "to resume: run the same command without --resume") in capsys.readouterr().err

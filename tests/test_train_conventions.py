@@ -123,13 +123,14 @@ def _non_default_settings(tmp_path: Path) -> dict:
             values[f.name] = "topic16"
         elif f.name in ("reward", "reward_baseline", "agent_scoring", "negatives", "device", "exclude", "policy_form"):
             values[f.name] = {"reward": "mrr", "reward_baseline": "ema", "agent_scoring": "plain", "negatives": "popularity",
-                              "device": "cuda:1", "exclude": "target", "policy_form": "absolute"}[f.name]
+                              # the residual form: the one whose own settings (window, change_penalty) apply
+                              "device": "cuda:1", "exclude": "target", "policy_form": "residual"}[f.name]
         elif isinstance(value, bool):
             values[f.name] = not value
         elif f.name == "net_arch":
             values[f.name] = [7, 5]
-        elif f.name == "window":
-            values[f.name] = 6
+        elif f.name == "window":  # within max_events (3): a longer window would be cut short, which is refused
+            values[f.name] = 2
         elif f.name in ("max_events",) or isinstance(value, int):
             values[f.name] = (value or 0) + 3
         elif f.name in ("gamma", "gae_lambda", "update_threshold"):  # in [0, 1]: the command checks before training
@@ -165,6 +166,13 @@ def test_a_config_file_sets_every_setting_and_the_command_line_wins(monkeypatch,
     config, result = _trained_config(monkeypatch, ["--config", str(path)])
     assert result.exit_code == 0, result.output
     assert config.as_dict() == values
+
+    absolute = {**values, "policy_form": "absolute", "window": None, "change_penalty": 0.0}  # the other form, without them
+    path.write_text(_toml({k: v for k, v in absolute.items() if v is not None}))
+    config, result = _trained_config(monkeypatch, ["--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert config.as_dict() == absolute
+    path.write_text(_toml(values))
 
     config, result = _trained_config(monkeypatch, ["--config", str(path), "--clip-range", "0.05", "--no-progress"])
     assert result.exit_code == 0, result.output
