@@ -197,6 +197,28 @@ def base_values(base: dict[str, Any], space: Sequence[Param]) -> dict[str, Any]:
     return out
 
 
+def _check_space_fits(space: Sequence[Param], base: Any) -> None:
+    """Refuse a space whose draws the base configuration would refuse in every trial: the residual form's settings
+    under ``policy_form = absolute``, windows longer than the base's ``max_events``."""
+    from interestgym.agents.config import RESIDUAL_ONLY
+
+    names = [p.name for p in space]
+    if base.policy_form != "residual" and (clash := [n for n in names if n in RESIDUAL_ONLY]):
+        rest = [n for n in names if n not in RESIDUAL_ONLY]
+        raise InterestGymError(f"--params {','.join(clash)} with policy_form {base.policy_form}: they apply to the residual form "
+                               f"only; expected --params without them" + (f" (e.g. --params {','.join(rest)})" if rest else ""))
+    window = next((p for p in space if p.name == "window"), None)
+    if window is not None and base.max_events is not None and max(window.choices) > base.max_events:
+        raise InterestGymError(f"--params window (choices {', '.join(map(str, window.choices))}) with max_events "
+                               f"{base.max_events}: a longer window would be cut short in every trial that draws it; expected "
+                               "--params without window, or max_events >= its largest choice")
+
+
+def trial_eval_every(budget_steps: int) -> int:
+    """A trial's validation cadence: four validations in its budget (its model is the best of them)."""
+    return max(1, budget_steps // 4)
+
+
 def trial_config(base: dict[str, Any], params: dict[str, Any], *, run_dir: Path, budget_steps: int,
                  tuned_baselines: str | None):
     """The TrainConfig of one trial: the base settings, the trial's parameters, the budget."""
@@ -206,7 +228,7 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], *, run_dir: Path,
     for name, value in params.items():
         values[name] = coerce_setting(name, value, f"search parameter {name}")
     values.update(run_dir=str(run_dir), timesteps=budget_steps, progress_bar=False, tuned_baselines=tuned_baselines,
-                  eval_every=max(1, budget_steps // 4), checkpoint_every=0)
+                  eval_every=trial_eval_every(budget_steps), checkpoint_every=0)
     return TrainConfig(**values)
 
 
@@ -309,6 +331,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
         echo(f"note: --budget-steps {budget_steps} is less than one PPO rollout (n_envs x n_steps = {rollout:,}): each trial "
              f"trains one rollout, {rollout:,} steps")
     space = select_space(params)
+    _check_space_fits(space, checked)
     out_dir = Path(out_dir)
     settings = {"dataset": base["dataset"], "trials": trials, "budget_steps": budget_steps, "sampler": sampler,
                 "sampler_seed": sampler_seed, "params": [p.name for p in space],
@@ -438,7 +461,11 @@ def best_toml(doc: dict[str, Any], base: dict[str, Any], extra: dict[str, Any] |
               else f"# pick: {doc.get('pick')}"),
              "# picked on validation users only; the test split was never opened. Train and evaluate it with:",
              "#   interestgym train --config best.toml --run-dir RUN && interestgym evaluate RUN",
-             "# (timesteps: the base configuration's, else the TrainConfig default, unless given on the command line)"]
+             "# (timesteps: the base configuration's, else the TrainConfig default, unless given on the command line)",
+             # the trial's own length and validation cadence pick its model: a rerun of the trial needs both
+             (f"# to rerun the picked trial itself (its length, and its model picked from validations every "
+              f"{trial_eval_every(settings['budget_steps']):,} steps): add --timesteps {settings['budget_steps']} "
+              f"--eval-every {trial_eval_every(settings['budget_steps'])} --checkpoint-every 0")]
     values: dict[str, Any] = {"dataset": settings["dataset"]}
     if doc.get("tuned_baselines_used"):  # ties the file to this dataset: a hint, not a setting (tuning again gives the same)
         lines.append(f"# to reuse the search's tuning of this dataset's baselines (not another's): tuned_baselines = "

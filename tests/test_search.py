@@ -354,3 +354,51 @@ def test_a_search_whose_every_trial_kept_its_step_0_agent_says_so(tmp_path):
     assert S.step_zero_note(doc).startswith("note: every trial's selected model is its step-0 agent")
     doc["trials"][1]["best_step"] = 64
     assert S.step_zero_note(doc) is None
+
+
+def test_best_toml_says_how_to_rerun_the_picked_trial_itself_and_that_rerun_selects_the_same_model(searched, capsys):
+    """A trial picks its model from validations every budget / 4 steps: best.toml's comment gives the flags that
+    rerun it (length and cadence), and a train with them ends with the trial's selected step, value and weights."""
+    import zipfile
+
+    root, _, out, _, _ = searched
+    doc = json.loads((out / S.SEARCH_FILE).read_text())
+    best = doc["trials"][doc["best_trial"]]
+    text = (out / S.BEST_TOML).read_text()
+    budget = doc["settings"]["budget_steps"]
+    flags = f"--timesteps {budget} --eval-every {budget // 4} --checkpoint-every 0"
+    assert f"# to rerun the picked trial itself (its length, and its model picked from validations every {budget // 4:,} " \
+           f"steps): add {flags}" in text
+    rerun = root / "rerun"
+    code, _, err = run_cli(["train", "--config", str(out / S.BEST_TOML), "--run-dir", str(rerun), "--no-progress",
+                            *flags.split()], capsys)
+    assert code == 0, err
+    trial = out / f"trial-{best['trial']:03d}"
+    mine, theirs = (json.loads((d / "best" / "info.json").read_text()) for d in (rerun, trial))
+    assert (mine["step"], mine["value"]) == (theirs["step"], theirs["value"])
+    with zipfile.ZipFile(rerun / "best" / "model.zip") as a, zipfile.ZipFile(trial / "best" / "model.zip") as b:
+        assert a.read("policy.pth") == b.read("policy.pth")  # the weights (the zip's dates differ)
+
+
+@pytest.mark.parametrize("base, params, message", [
+    ('policy_form = "absolute"\n', None, (r"--params change_penalty,window with policy_form absolute: they apply to the residual "
+                                          r"form only; expected --params without them \(e.g. --params learning_rate,net_arch,gamma,"
+                                          r"log_std_init,clip_range,n_epochs\)")),
+    ('policy_form = "absolute"\n', "window", r"--params window with policy_form absolute: .*expected --params without them$"),
+    ("max_events = 30\n", "window,gamma", (r"--params window \(choices 0, 10, 20, 50\) with max_events 30: a longer window "
+                                           r"would be cut short in every trial that draws it")),
+])
+def test_a_space_every_trial_would_refuse_is_refused_before_any_trial(tmp_path, capsys, base, params, message):
+    import re
+
+    from interestgym.cli import main
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    (tmp_path / "base.toml").write_text(base)
+    argv = ["search", str(data), "--run-dir", str(tmp_path / "s"), "--config", str(tmp_path / "base.toml"),
+            *(["--params", params] if params else [])]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and re.search(message, err.strip().splitlines()[-1]), err
+    assert not (tmp_path / "s").exists()
