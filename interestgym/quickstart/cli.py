@@ -36,9 +36,9 @@ _TRAIN_OPTIONS = ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "l
 @click.option("--n-steps", type=click.IntRange(min=2), default=None, help="Steps per env per PPO rollout.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="PPO minibatch size.")
 @click.option("--n-epochs", type=click.IntRange(min=1), default=None, help="PPO epochs per rollout.")
-@click.option("--learning-rate", type=float, default=None)
-@click.option("--gamma", type=float, default=None)
-@click.option("--ent-coef", type=float, default=None)
+@click.option("--learning-rate", type=float, default=None, help="PPO's Adam learning rate (default: `interestgym train`'s).")
+@click.option("--gamma", type=float, default=None, help="Discount in (0, 1] (default: `interestgym train`'s).")
+@click.option("--ent-coef", type=float, default=None, help="PPO's entropy bonus, >= 0 (default: `interestgym train`'s).")
 @click.option("--reward", default=None, help=f"Reward metric: {METRIC_NAMES_TEXT} (default ndcg@10).")
 @click.option("--reward-baseline", default=None,
               help="Rule subtracted from the reward: a baseline name, best, or none (default: `interestgym train`'s).")
