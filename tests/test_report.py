@@ -276,6 +276,22 @@ def test_a_run_that_ships_its_rule_shows_that_row_as_the_shipped_rule():
     assert kind_label("shipped:ema", "baseline") == "baseline"  # only the run's own row
 
 
+def test_the_learned_row_of_an_evaluation_of_the_shipped_model_says_it_is_shipped():
+    """An evaluation of what a run ships (``--model shipped``, the default) labels its learned row ``learned (shipped)``,
+    as it labels a shipped rule ``rule (shipped)``; an evaluation of ``--model best`` / ``final`` keeps ``learned``."""
+    from interestgym.evaluation.tables import markdown_tables
+
+    ci = {"mean": 0.5, "lo": 0.4, "hi": 0.6}
+    summary = {"metrics": ["ndcg@10"], "reference": "ema",
+               "policies": {"ppo": {"kind": "learned", "metrics": {"ndcg@10": ci}, "diff_vs_reference": {}, "extra": {}},
+                            "ema": {"kind": "baseline", "metrics": {"ndcg@10": ci}, "extra": {}}}}
+    kinds = {}
+    for shipped in (True, False):
+        rows = [line.split(" | ") for line in markdown_tables(summary, shipped_model=shipped).splitlines()[2:4]]
+        kinds[shipped] = {row[0].lstrip("| "): row[1] for row in rows}
+    assert kinds == {True: {"ppo": "learned (shipped)", "ema": "baseline"}, False: {"ppo": "learned", "ema": "baseline"}}
+
+
 # ---------------------------------------------------------------------------------- what a new user hit
 def _said(result) -> str:
     """What a command said: its output, and the message of the InterestGymError it ended with (which

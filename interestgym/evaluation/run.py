@@ -838,7 +838,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
     lines.append("")
     lines.append("Mean over users [95% CI]:")
     lines.append("")
-    text = "\n".join(lines) + "\n" + markdown_tables(summary, main_metrics=TABLE_METRICS, order=order)
+    text = "\n".join(lines) + "\n" + markdown_tables(summary, main_metrics=TABLE_METRICS, order=order,
+                                                     shipped_model=header.get("model") == "shipped")
     by_type = summary.get("by_user_type")
     if by_type:
         types = list(by_type["users"])

@@ -214,15 +214,22 @@ def diff_text(ci: dict[str, Any] | None, digits: int = 4) -> str:
     return f"{ci['mean']:+.{digits}f} [{ci['lo']:+.{digits}f}, {ci['hi']:+.{digits}f}]{mark}"
 
 
-def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None = None, order: list[str] | None = None) -> str:
-    """Three Markdown tables: metrics with CIs; paired differences vs the reference; extras."""
+def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None = None, order: list[str] | None = None,
+                    shipped_model: bool = False) -> str:
+    """Three Markdown tables: metrics with CIs; paired differences vs the reference; extras.
+
+    :param shipped_model: the learned row is the model its run ships (an evaluation of ``--model shipped``): its kind
+        reads ``learned (shipped)``, as a shipped rule's reads ``rule (shipped)``."""
     metrics = main_metrics or summary["metrics"]
     names = order or list(summary["policies"])
     pol = summary["policies"]
     lines = ["| policy | kind | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
     for n in names:
         e = pol[n]
-        lines.append(f"| {n} | {kind_label(n, e['kind'])} | " + " | ".join(ci_text(e["metrics"].get(m)) for m in metrics) + " |")
+        kind = kind_label(n, e["kind"])
+        if shipped_model and kind == "learned":
+            kind = "learned (shipped)"
+        lines.append(f"| {n} | {kind} | " + " | ".join(ci_text(e["metrics"].get(m)) for m in metrics) + " |")
     text = "\n".join(lines)
     ref = summary.get("reference")
     if ref:
