@@ -60,7 +60,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "context_rule": {"beta_ctx": [0.1, 0.3, 0.6], "context_rate": [0.1, 0.3]},
     # forgetting None = 1 - long_rate (tied; the coordinate ascent's long_rate grid then tunes it too);
     # slot_weight 0 = no per-slot counts (score-only: the non-zero values share one replay)
-    "bayesian_category": {"beta_cat": [0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None],
+    "bayesian_category": {"beta_cat": [0.1, 0.3, 1.0, 3.0, 10.0], "forgetting": [0.8, 0.9, 0.95, 1.0, None],
                           "slot_weight": [0.0, 1.0, 2.0, 4.0, 8.0, 16.0], "exposure": [0.0, 1.0, 3.0, 10.0],
                           "value_gain": [0.0]},
 }
