@@ -49,6 +49,8 @@ def test_evaluate_run_writes_tables_and_paired_differences(run):
     from interestgym.core.rules import params_text
 
     assert f"- ema: {params_text(doc['tuned_baselines']['ema']['params'])}\n" in md.split("Tuned on validation users:")[1]
+    # the header's tuned_on is the grid search's users (a run's shipping decision uses every validation user)
+    assert f"- tuned_on: {doc['header']['tuned_on']} (the rules' grid search)\n" in md
     header, summary = doc["header"], doc["summary"]
     assert header["split"] == "test" and header["users"] == len(doc["users"]) > 0
     names = set(summary["policies"])

@@ -829,7 +829,8 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                 "users_left_out", "scoring_points", "not_scored", "candidates_per_point", "selection_metric", "tuned_on", "reference",
                 "reference_params", "custom", "run", "model"):
         if header.get(key) is not None:
-            lines.append(f"- {key}: {header[key]}")
+            # the grid search's users; a run's shipping decision is on every validation user (its own line says how many)
+            lines.append(f"- {key}: {header[key]}" + (" (the rules' grid search)" if key == "tuned_on" else ""))
     for caution in (header.get("embeddings_changed"), header.get("few_points"), header.get("transfer_overlap"),
                     header.get("transfer_actions"), *(header.get("undertrained_trackers") or ())):
         if caution:
