@@ -166,11 +166,31 @@ class Normaliser:
 
 
 # ------------------------------------------------------------------------------------ PPO model
+#: The date every member of a model zip carries (the zip format's earliest): the same model, the same bytes.
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
 def model_bytes(model: Any) -> bytes:
-    """SB3's zip of ``model`` (``model.save`` into memory)."""
-    buf = io.BytesIO()
-    model.save(buf)
-    return buf.getvalue()
+    """SB3's zip of ``model`` (``model.save`` into memory), canonical: two runs that end with the same model write the
+    same bytes, so its sha256 (``info.json``, ``shipped.json``) can confirm a reproduction. SB3 also stores the wall
+    clock (the training's ``start_time``, each finished episode's time in ``ep_info_buffer``, each member's date), none
+    of which loading reads (:func:`load_ppo` replaces the episode buffers; ``learn`` sets a new start time): they are
+    written as 0, empty windows of the same size and :data:`ZIP_DATE`. The model itself is left as it was."""
+    kept = model.start_time, model.ep_info_buffer, model.ep_success_buffer
+    window = getattr(model, "_stats_window_size", 100)
+    try:
+        model.start_time, model.ep_info_buffer, model.ep_success_buffer = 0, deque(maxlen=window), deque(maxlen=window)
+        buf = io.BytesIO()
+        model.save(buf)
+    finally:
+        model.start_time, model.ep_info_buffer, model.ep_success_buffer = kept
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            fixed = zipfile.ZipInfo(info.filename, date_time=ZIP_DATE)
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            dst.writestr(fixed, src.read(info.filename))
+    return out.getvalue()
 
 
 #: ``data`` entries SB3 stores cloudpickled in a PPO zip, each replaced on loading by

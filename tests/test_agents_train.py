@@ -140,6 +140,26 @@ def _weights(run: Path, folder: str = "final") -> dict[str, bytes]:
         return {n: z.read(n) for n in z.namelist() if n.endswith(".pth")}
 
 
+def test_two_identical_runs_write_the_same_model_files_byte_for_byte(dataset, tmp_path):
+    """SB3's zip stores the wall clock (the start time, finished episodes' times, member dates); the run writes it
+    without them, so a reproduction can be confirmed by the files' sha256 (info.json, shipped.json), not only by the
+    tensors inside; the model still loads, with its episode window's size."""
+    from interestgym.agents.run_folder import load_model
+
+    for run in ("a", "b"):
+        train_run(_config(dataset, tmp_path / run, reward_baseline="ema"))
+    for name in ("best/model.zip", "final/model.zip", "best/info.json", "final/info.json", "shipped.json",
+                 "checkpoints/model_256.zip"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "a" / "final" / "model.zip") as z:
+        assert {info.date_time for info in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert json.loads(z.read("data"))["start_time"] == 0
+    model = load_model(tmp_path / "a", "final").model
+    assert len(model.ep_info_buffer) == 0 and model.ep_info_buffer.maxlen == model._stats_window_size
+
+
 @pytest.mark.parametrize("settings", [{}, {"reward_baseline": "bayesian_category"}, {"reward_baseline": "ema", "window": 5}],
                          ids=["plain", "residual", "residual-windows"])
 def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights_to_the_bit(dataset, tmp_path, settings):
