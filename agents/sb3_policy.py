@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections import deque
 from dataclasses import dataclass
@@ -166,6 +167,8 @@ class Normaliser:
 
 
 # ------------------------------------------------------------------------------------ PPO model
+#: A memory address in a repr (``<function ActorCriticPolicy.forward at 0x7fd5c2b4b9c0>``), dropped from the zip's data.
+_ADDRESS = re.compile(rb" at 0x[0-9a-f]+>")
 #: The date every member of a model zip carries (the zip format's earliest): the same model, the same bytes.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -173,9 +176,10 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 def model_bytes(model: Any) -> bytes:
     """SB3's zip of ``model`` (``model.save`` into memory), canonical: two runs that end with the same model write the
     same bytes, so its sha256 (``info.json``, ``shipped.json``) can confirm a reproduction. SB3 also stores the wall
-    clock (the training's ``start_time``, each finished episode's time in ``ep_info_buffer``, each member's date), none
-    of which loading reads (:func:`load_ppo` replaces the episode buffers; ``learn`` sets a new start time): they are
-    written as 0, empty windows of the same size and :data:`ZIP_DATE`. The model itself is left as it was."""
+    clock (the training's ``start_time``, each finished episode's time in ``ep_info_buffer``, each member's date) and
+    the process's memory addresses (in the readable reprs beside its pickled classes), none of which loading reads
+    (:func:`load_ppo` replaces the episode buffers; ``learn`` sets a new start time): they are written as 0, empty
+    windows of the same size, :data:`ZIP_DATE` and no address. The model itself is left as it was."""
     kept = model.start_time, model.ep_info_buffer, model.ep_success_buffer
     window = getattr(model, "_stats_window_size", 100)
     try:
@@ -189,7 +193,10 @@ def model_bytes(model: Any) -> bytes:
         for info in src.infolist():
             fixed = zipfile.ZipInfo(info.filename, date_time=ZIP_DATE)
             fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
-            dst.writestr(fixed, src.read(info.filename))
+            content = src.read(info.filename)
+            if info.filename == "data":  # the readable reprs SB3 writes beside each pickled class hold memory addresses
+                content = _ADDRESS.sub(b">", content)
+            dst.writestr(fixed, content)
     return out.getvalue()
 
 

@@ -156,6 +156,7 @@ def test_two_identical_runs_write_the_same_model_files_byte_for_byte(dataset, tm
     with zipfile.ZipFile(tmp_path / "a" / "final" / "model.zip") as z:
         assert {info.date_time for info in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert json.loads(z.read("data"))["start_time"] == 0
+        assert b" at 0x" not in z.read("data")  # no memory address (another process has others): the same in any process
     model = load_model(tmp_path / "a", "final").model
     assert len(model.ep_info_buffer) == 0 and model.ep_info_buffer.maxlen == model._stats_window_size
 
