@@ -290,6 +290,12 @@ def test_the_learned_row_of_an_evaluation_of_the_shipped_model_says_it_is_shippe
         rows = [line.split(" | ") for line in markdown_tables(summary, shipped_model=shipped).splitlines()[2:4]]
         kinds[shipped] = {row[0].lstrip("| "): row[1] for row in rows}
     assert kinds == {True: {"ppo": "learned (shipped)", "ema": "baseline"}, False: {"ppo": "learned", "ema": "baseline"}}
+    # the report's and the quick start's table (table_cells) read the evaluation's header the same way
+    from interestgym.report.tables import table_cells
+
+    for model, expected in (("shipped", "learned (shipped)"), ("best", "learned")):
+        _, cells = table_cells({"header": {"selection_metric": "ndcg@10", "model": model}, "summary": summary})
+        assert {row[0]: row[1] for row in cells} == {"ppo": expected, "ema": "reference"}
 
 
 # ---------------------------------------------------------------------------------- what a new user hit

@@ -226,10 +226,7 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
     lines = ["| policy | kind | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
     for n in names:
         e = pol[n]
-        kind = kind_label(n, e["kind"])
-        if shipped_model and kind == "learned":
-            kind = "learned (shipped)"
-        lines.append(f"| {n} | {kind} | " + " | ".join(ci_text(e["metrics"].get(m)) for m in metrics) + " |")
+        lines.append(f"| {n} | {kind_label(n, e['kind'], shipped_model)} | " + " | ".join(ci_text(e["metrics"].get(m)) for m in metrics) + " |")
     text = "\n".join(lines)
     ref = summary.get("reference")
     if ref:
@@ -257,7 +254,10 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
     return text + "\n"
 
 
-def kind_label(name: str, kind: str) -> str:
+def kind_label(name: str, kind: str, shipped_model: bool = False) -> str:
     """A policy's kind as tables show it: the run's own row is ``learned`` in the numbers (it is what the
-    run ships), shown as ``rule (shipped)`` when the run ships its reference rule (row ``shipped:<rule>``)."""
-    return "rule (shipped)" if kind == "learned" and name.startswith("shipped:") else kind
+    run ships), shown as ``rule (shipped)`` when the run ships its reference rule (row ``shipped:<rule>``), and as
+    ``learned (shipped)`` when the evaluation is of the model the run ships (``shipped_model``: ``--model shipped``)."""
+    if kind == "learned" and name.startswith("shipped:"):
+        return "rule (shipped)"
+    return "learned (shipped)" if kind == "learned" and shipped_model else kind

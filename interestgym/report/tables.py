@@ -68,9 +68,10 @@ def table_cells(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]
         header.append(f"% of oracle {metric}")
     if has_tracking:
         header.append("tracking error")
+    shipped_model = evaluation["header"].get("model") == "shipped"  # an evaluation of what the run ships
     cells = []
     for r in rows:
-        line = [r["policy"], kind_label(r["policy"], r["kind"]), _num(r["metric"]), f"[{_num(r['lo'])}, {_num(r['hi'])}]",
+        line = [r["policy"], kind_label(r["policy"], r["kind"], shipped_model), _num(r["metric"]), f"[{_num(r['lo'])}, {_num(r['hi'])}]",
                 "-" if r["diff"] is None else _num(r["diff"], sign=True) + ("*" if r["significant"] else ""),
                 "-" if r["diff"] is None else f"[{_num(r['diff_lo'], sign=True)}, {_num(r['diff_hi'], sign=True)}]",
                 *(_num(r[m]) for m, _ in SIDE_METRICS)]
