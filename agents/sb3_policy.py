@@ -178,16 +178,18 @@ def model_bytes(model: Any) -> bytes:
     same bytes, so its sha256 (``info.json``, ``shipped.json``) can confirm a reproduction. SB3 also stores the wall
     clock (the training's ``start_time``, each finished episode's time in ``ep_info_buffer``, each member's date) and
     the process's memory addresses (in the readable reprs beside its pickled classes), none of which loading reads
-    (:func:`load_ppo` replaces the episode buffers; ``learn`` sets a new start time): they are written as 0, empty
-    windows of the same size, :data:`ZIP_DATE` and no address. The model itself is left as it was."""
-    kept = model.start_time, model.ep_info_buffer, model.ep_success_buffer
+    (:func:`load_ppo` replaces the episode buffers; ``learn`` sets a new start time and start step): they are written
+    as 0, empty windows of the same size, :data:`ZIP_DATE` and no address. The model itself is left as it was."""
+    kept = model.start_time, model.ep_info_buffer, model.ep_success_buffer, model._num_timesteps_at_start
     window = getattr(model, "_stats_window_size", 100)
     try:
+        # (and the step this learn() call started at, which learn() sets again: a resumed run's zip is the uninterrupted's)
         model.start_time, model.ep_info_buffer, model.ep_success_buffer = 0, deque(maxlen=window), deque(maxlen=window)
+        model._num_timesteps_at_start = 0
         buf = io.BytesIO()
         model.save(buf)
     finally:
-        model.start_time, model.ep_info_buffer, model.ep_success_buffer = kept
+        model.start_time, model.ep_info_buffer, model.ep_success_buffer, model._num_timesteps_at_start = kept
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(out, "w") as dst:
         for info in src.infolist():

@@ -175,6 +175,9 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights_to_the_bit(datas
     for folder in ("final", "best"):
         assert _weights(tmp_path / "part", folder) == _weights(tmp_path / "full", folder), folder
         assert (tmp_path / "part" / folder / "normaliser.npz").read_bytes() == (tmp_path / "full" / folder / "normaliser.npz").read_bytes()
+    # the final model's whole file too (written without the wall clock and the step this learn() started at); a best
+    # model saved at step 128 records the total its learn() call aimed at (128 in the stopped run, 256 in the other)
+    assert (tmp_path / "part" / "final" / "model.zip").read_bytes() == (tmp_path / "full" / "final" / "model.zip").read_bytes()
     assert (resumed["best_value"], resumed["best_step"]) == (full["best_value"], full["best_step"])
     history = [json.loads((tmp_path / run / "checkpoints" / "state.json").read_text())["callback"]["eval_history"] for run in ("full", "part")]
     assert history[0] == history[1]
