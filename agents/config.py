@@ -240,7 +240,8 @@ class TrainConfig:
                             ("--log-std-init", self.log_std_init), ("--change-penalty", self.change_penalty),
                             ("--ship-threshold", self.ship_threshold), ("--clip-obs", self.clip_obs)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                hint = " (-1 ships the learned policy whenever its gain's CI is above -1, i.e. always)" if flag == "--ship-threshold" else ""
+                hint = (" (-1: the reward metric's gain never stops the learned policy shipping; the guard metrics still can)"
+                        if flag == "--ship-threshold" else "")
                 raise InterestGymError(f"{flag} {value!r}: expected a finite number{hint}")
         if not self.learning_rate > 0.0:
             raise InterestGymError(f"--learning-rate {self.learning_rate}: expected a positive number")

@@ -62,7 +62,7 @@ def _config(dataset: Path, run_dir: Path, **kw) -> TrainConfig:
     ("log_std_init", float("-inf"), r"--log-std-init -inf: expected a finite number"),
     ("log_std_init", 50.0, r"--log-std-init 50.0: expected a number in \[-20, 2\]"),
     ("clip_obs", float("inf"), r"--clip-obs inf: expected a finite number"),
-    ("ship_threshold", float("nan"), r"--ship-threshold nan: expected a finite number \(-1 ships"),
+    ("ship_threshold", float("nan"), r"--ship-threshold nan: expected a finite number \(-1: the reward metric's gain never stops"),
     ("torch_threads", 0, r"--torch-threads 0: expected an integer >= 1"),
     # options of the residual form, or a window every episode would cut short, are refused rather than recorded unused
     ("policy_form", "absolute", None),
