@@ -2,7 +2,7 @@
 
 * :mod:`interestgym.scale.shards`: pure helpers: contiguous user shards of a replay, merging the
   evaluator's per-shard results, text shards aligned with an encoder's own batching.
-* :mod:`interestgym.scale.ray_backend`: the optional Ray backend (``pip install 'interestgym[ray]'``):
+* :mod:`interestgym.scale.ray_backend`: the optional Ray backend (``pip install -c .ci/constraints.txt '.[ray]'`` in the checkout):
   :func:`~interestgym.scale.ray_backend.connect` and drop-in, sharded versions of
   ``evaluate_policy``, ``validation_scorer`` and an encoder.
 

@@ -1,4 +1,4 @@
-"""The Ray backend (optional: ``pip install 'interestgym[ray]'``): evaluation and tuning sharded by
+"""The Ray backend (optional: ``pip install -c .ci/constraints.txt '.[ray]'`` in the checkout): evaluation and tuning sharded by
 user, encoding sharded by text, with results identical to the single process.
 
 :func:`connect` joins a cluster (``auto``: the one ``ray start`` runs on this machine; ``ADDRESS``:
@@ -36,7 +36,7 @@ from interestgym.scale.shards import (
     user_shards,
 )
 
-INSTALL_HINT = "Ray is not installed: pip install 'interestgym[ray]' (or pip install ray)"
+INSTALL_HINT = "Ray is not installed: pip install -c .ci/constraints.txt '.[ray]' in the checkout (the constraints pin torch and Ray)"
 
 
 def _ray() -> Any:
@@ -294,7 +294,7 @@ def ray_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--ray", "ray", default=None, metavar="auto|local[:N]|ADDRESS", callback=check,
                         help="Shard the work by user (evaluation, tuning) or text (encoding) over a Ray cluster: "
                              "'auto' = the cluster `ray start` runs here, 'local[:N]' = start one here, or its address. "
-                             "Results are identical to one process. Needs pip install 'interestgym[ray]'.")(fn)
+                             "Results are identical to one process. Needs Ray: pip install -c .ci/constraints.txt '.[ray]' in the checkout.")(fn)
 
 
 def cpu_count() -> int:
