@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -108,31 +108,27 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
 
     ctx = click.get_current_context()
     given = settings_given(ctx, config_file)
-    if resume and given.get("dataset", (None, ""))[0] in (None, "") and given.get("run_dir", (None, ""))[0] not in (None, ""):
-        _dataset_of_the_run(given)  # --resume continues the run on its own dataset
+    # the run's own settings, read once: --resume continues on its dataset, to its total, with its options
+    saved = _saved_settings(given) if resume else None
+    if saved and given.get("dataset", (None, ""))[0] in (None, "") and saved.get("dataset"):
+        given["dataset"] = (saved["dataset"], "the run's config.json")
     for name, flag in (("dataset", "DATASET"), ("run_dir", "--run-dir")):
         if given.get(name, (None, ""))[0] in (None, ""):
             raise InterestGymError(f"{flag}: missing; give it on the command line or as `{name}` in --config FILE")
-    from interestgym.agents.run_folder import (
-        CONFIG_FILE,
-        baselines_file,
-        read_run_config,
-    )
+    from interestgym.agents.run_folder import baselines_file
 
     if given.get("tuned_baselines", (None, ""))[0]:  # a run folder stands for its baselines.json
         value, source = given["tuned_baselines"]
         given["tuned_baselines"] = (str(baselines_file(value, source if source.startswith("--") else f"tuned_baselines in {source}")),
                                     source)
 
-    if resume and "timesteps" not in given and (Path(str(given["run_dir"][0])) / CONFIG_FILE).is_file():
+    if saved and "timesteps" not in given and saved.get("timesteps"):
         # --resume without --timesteps continues to the run's own total, not to today's default
-        saved_total = read_run_config(Path(str(given["run_dir"][0])))["config"].get("timesteps")
-        if saved_total:
-            given["timesteps"] = (int(saved_total), "the run's config.json")
+        given["timesteps"] = (int(saved["timesteps"]), "the run's config.json")
     config = TrainConfig(**{name: value for name, (value, _) in given.items()})
     validate_given(config, {name: source for name, (_, source) in given.items()})
-    if resume:
-        _refuse_changed_options_on_resume(config, given)
+    if saved:
+        _refuse_changed_options_on_resume(config, given, saved)
     elif config.tuned_baselines:
         if config.reward_baseline:  # (without a reference the file is never read)
             _check_tracker_tuning(Path(config.tuned_baselines), config.sequence)
@@ -165,16 +161,15 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     click.echo(f"run directory: {config.run_dir}  (evaluate with: interestgym evaluate {shlex.quote(str(config.run_dir))})")
 
 
-def _dataset_of_the_run(given: dict[str, tuple[object, str]]) -> None:
-    """``given``'s dataset from the run's ``config.json`` (``train --run-dir RUN --resume`` without DATASET), when the
-    run folder has one; otherwise left missing (the caller names DATASET as missing)."""
+def _saved_settings(given: dict[str, tuple[object, str]]) -> dict[str, Any] | None:
+    """The settings of the run in ``given``'s run folder (its ``config.json``), or None when no run folder is given or
+    it has none (``train_run`` then says what is missing)."""
     from interestgym.agents.run_folder import CONFIG_FILE, read_run_config
 
-    run_dir = Path(str(given["run_dir"][0]))
-    if (run_dir / CONFIG_FILE).is_file():
-        saved = read_run_config(run_dir)["config"].get("dataset")
-        if saved:
-            given["dataset"] = (saved, "the run's config.json")
+    run_dir = given.get("run_dir", (None, ""))[0]
+    if run_dir in (None, "") or not (Path(str(run_dir)) / CONFIG_FILE).is_file():
+        return None
+    return read_run_config(Path(str(run_dir)))["config"]
 
 
 def _interrupted_note(config: TrainConfig) -> str:
@@ -307,17 +302,13 @@ def _note_idle_levers(run_dir: Path, given: dict[str, tuple[object, str]]) -> No
             click.echo(f"note: {source if source.startswith('--') else f'{setting} in {source}'} did nothing: {why}", err=True)
 
 
-def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str]]) -> None:
-    """--resume trains on with the run's own options: refuse ones given (command line or --config)
-    that differ (they would otherwise be ignored without a word)."""
-    from interestgym.agents.run_folder import CONFIG_FILE, read_run_config
-
-    run_dir = Path(config.run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        return  # train_run says what is missing
+def _refuse_changed_options_on_resume(config, given: dict[str, tuple[object, str]], saved: dict[str, Any]) -> None:
+    """--resume trains on with the run's own options (``saved``: its config.json's settings): refuse ones given
+    (command line or --config) that differ (they would otherwise be ignored without a word)."""
     from interestgym.agents.config import LEGACY_SETTINGS, resume_conflicts
 
-    saved = {**LEGACY_SETTINGS, **read_run_config(run_dir)["config"]}  # what an old run did without a setting
+    run_dir = Path(config.run_dir)
+    saved = {**LEGACY_SETTINGS, **saved}  # what an old run did without a setting
     differ = resume_conflicts(given, saved, ("timesteps", "device", "progress_bar"),
                               dataset=config.dataset if "dataset" in given else None)
     if differ:

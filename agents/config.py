@@ -246,8 +246,8 @@ class TrainConfig:
         if not self.learning_rate > 0.0:
             raise InterestGymError(f"--learning-rate {self.learning_rate}: expected a positive number")
         if self.learning_rate > 1.0:
-            raise InterestGymError(f"--learning-rate {self.learning_rate}: expected at most 1 (Adam's step size; PPO's "
-                                   "default is 3e-4)")
+            raise InterestGymError(f"--learning-rate {self.learning_rate}: expected at most 1 (Adam's step size; the "
+                                   f"default is {TrainConfig.learning_rate:g})")
         if not LOG_STD_RANGE[0] <= self.log_std_init <= LOG_STD_RANGE[1]:
             raise InterestGymError(f"--log-std-init {self.log_std_init}: expected a number in [{LOG_STD_RANGE[0]:g}, "
                                    f"{LOG_STD_RANGE[1]:g}] (the exploration's standard deviation exp(value) in action units, "

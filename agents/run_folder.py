@@ -82,13 +82,18 @@ def read_json_or_none(path: str | Path) -> Any:
 
 
 # -------------------------------------------------------------------------------------- config
+def is_quickstart_folder(folder: str | Path) -> bool:
+    """``folder`` is a quick start's OUT folder (its run is ``folder/run``), not a run folder itself."""
+    return (Path(folder) / "run" / CONFIG_FILE).is_file()
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """``RUN/config.json`` as :func:`interestgym.agents.train.train_run` writes it.
 
     :raises ArtifactError: when it is missing, not JSON, or has no ``config`` object.
     """
     path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file() and (Path(run_dir) / "run" / CONFIG_FILE).is_file():  # a quickstart's OUT folder
+    if not path.is_file() and is_quickstart_folder(run_dir):
         raise ArtifactError(f"{path}: missing; {run_dir} looks like a quick start's folder: its run is {Path(run_dir) / 'run'}")
     saved = read_json_artifact(path, "a run directory written by `interestgym train`")
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):

@@ -46,6 +46,7 @@ from interestgym.agents.run_folder import (
     check_run_embedding,
     dataset_contents,
     embedding_identity,
+    is_quickstart_folder,
     read_json_or_none,
     read_run_config,
     run_reference,
@@ -297,7 +298,7 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
             # the first `train` of this run is still tuning (config.json comes after): not a run without its config
             raise InterestGymError(f"{run_dir}: another `interestgym train` is writing this run ({holder}; lock {run_dir / LOCK_FILE}) "
                                    f"and has not written {CONFIG_FILE} yet; wait for it to end (or stop it), then --resume")
-        if run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists() and not (run_dir / "run" / CONFIG_FILE).exists():
+        if run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists() and not is_quickstart_folder(run_dir):
             # a `train` killed while tuning the baselines (config.json comes after): nothing was trained to continue
             raise InterestGymError(f"{run_dir}: no {CONFIG_FILE}: the run was stopped before training started (while tuning the "
                                    "baselines); nothing to resume: run the same command without --resume")
@@ -535,9 +536,9 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
             raise InterestGymError(
                 f"training diverged near step {model.num_timesteps:,}: the policy's action distribution became NaN "
                 f"(--learning-rate {config.learning_rate:g}, --log-std-init {config.log_std_init:g}, --max-grad-norm "
-                f"{config.max_grad_norm:g}); expected smaller steps: lower --learning-rate (default 3e-4) or --log-std-init "
-                f"(default -1) and train again in a new --run-dir ({run_dir} holds the run up to its last checkpoint, and "
-                "--resume would diverge again with the same settings)") from None
+                f"{config.max_grad_norm:g}); expected smaller steps: lower --learning-rate (default {TrainConfig.learning_rate:g}) "
+                f"or --log-std-init (default {TrainConfig.log_std_init:g}) and train again in a new --run-dir ({run_dir} holds "
+                "the run up to its last checkpoint, and --resume would diverge again with the same settings)") from None
     else:
         callback.init_callback(model)
     write_model_folder(run_dir / "final", model, model.get_vec_normalize_env(), {"step": int(model.num_timesteps)})
