@@ -151,5 +151,7 @@ def repeated_engagements(user_codes: np.ndarray, engaged: np.ndarray) -> int:
     gives it, item codes >= 0, with each event's user code): a log with any has repeats, and the next-positive
     protocol's ``exclude auto`` leaves only the target out of the negatives."""
     known = engaged >= 0
-    pairs = user_codes[known].astype(np.int64) * (int(engaged.max(initial=0)) + 1) + engaged[known]
-    return int(len(pairs) - len(np.unique(pairs)))
+    pairs = np.sort(user_codes[known].astype(np.int64) * (int(engaged.max(initial=0)) + 1) + engaged[known])
+    # distinct pairs from the sorted array: np.unique (numpy 2.4) hashes instead, ~40x slower on a 1M-row log
+    distinct = int(np.count_nonzero(pairs[1:] != pairs[:-1])) + 1 if len(pairs) else 0
+    return int(len(pairs) - distinct)

@@ -156,12 +156,12 @@ def write_dataset(
         raise AssertionError(f"reader produced unknown actions {unknown}")
 
     # Sorting integer codes (factorize sorts the user ids as strings) is much faster than comparing strings.
-    user_codes, _ = pd.factorize(events["user_id"].astype(str), sort=True)
-    order = np.lexsort((events["seq"].to_numpy(), events["ts"].to_numpy(), user_codes))
+    user_codes, user_ids = pd.factorize(events["user_id"].astype(str), sort=True)
+    order = _event_order(user_codes, events["ts"].to_numpy(), events["seq"].to_numpy())
     events = events.iloc[order].reset_index(drop=True)
     if truth is not None:
         truth = np.ascontiguousarray(truth[order], dtype=np.float32)
-    users = split.assign(events["user_id"].to_numpy())
+    users = split.assign(np.asarray(user_ids, dtype=object))  # the distinct ids: the same split, without 1M str() calls
     if split.time_fraction is not None:
         g = events.groupby("user_id")["ts"]
         lo, hi = g.transform("min"), g.transform("max")
@@ -216,12 +216,24 @@ def write_dataset(
     return manifest
 
 
+def _event_order(user_codes: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """The order that sorts events by (user, ts, seq): ``np.lexsort``'s, or, when the events come in
+    increasing ``seq`` (every reader gives them so) and (user, ts) packs into one int64, a stable sort of
+    that one key, which is the same permutation in ~40% of the time."""
+    if len(ts) > 1 and bool(np.all(seq[1:] > seq[:-1])):
+        lo, span = int(ts.min()), int(ts.max()) - int(ts.min()) + 1
+        if (int(user_codes.max()) + 1) * span < 2**62:
+            return np.argsort(user_codes.astype(np.int64) * span + (ts.astype(np.int64) - lo), kind="stable")
+    return np.lexsort((seq, ts, user_codes))
+
+
 def repeat_engagements(user_codes: np.ndarray, item_ids: pd.Series, actions: pd.Series, weights: dict[str, float]) -> int:
     """:func:`~interestgym.core.log_features.repeated_engagements` of a log being written: the engagements (events of
     an action with a weight > 0) of an item the same user engaged with before."""
     from interestgym.core.log_features import engaged_items, repeated_engagements
 
-    weight = actions.map(weights).fillna(0.0).to_numpy(dtype=np.float64)
+    codes, names = pd.factorize(actions)  # a handful of actions: map those, not every row (Series.map: ~0.5 s a 1M rows)
+    weight = np.array([weights.get(a, 0.0) for a in names] + [0.0], dtype=np.float64)[codes]
     item_codes, _ = pd.factorize(item_ids.astype(str))
     return repeated_engagements(user_codes, engaged_items(item_codes, weight))
 
