@@ -625,3 +625,22 @@ def test_a_json_time_that_is_no_time_is_shown_as_json(tmp_path: Path) -> None:
     read_events(src, log, EventsOptions())
     assert [reason.split(";")[0] for _, _, reason in _rejects(log)] == [
         'bad time: {"s": 1}', "bad time: [1511544070]", "bad time: true"]
+
+
+def test_items_built_from_events_do_not_depend_on_which_users_row_came_first(tmp_path):
+    """Without an items file the catalogue is in item-id order: the same log with its users' blocks in another
+    order (each user's rows as they were) gives the same items.parquet, byte for byte."""
+
+    blocks = {u: [f"{u},{i},{c},pv,{1511544000 + 60 * k}" for k, (i, c) in enumerate(rows)] for u, rows in
+              {"7": [("30", "1"), ("4", "2"), ("30", "1")], "2": [("500", "3"), ("4", "2")], "9": [("11", "1"), ("500", "3")]}.items()}
+    opts = EventsOptions(columns=["user_id", "item_id", "category", "action", "ts"], actions={"pv": "view"},
+                         item_text="category {category}")
+    out = {}
+    for name, order in (("a", ["7", "2", "9"]), ("b", ["9", "2", "7"])):
+        src = tmp_path / f"{name}.csv"
+        src.write_text("".join(line + "\n" for u in order for line in blocks[u]))
+        prepare_events(src, tmp_path / name, options=opts, command=["test"], deterministic=True)
+        out[name] = (tmp_path / name / "items.parquet").read_bytes()
+    items = pd.read_parquet(tmp_path / "a" / "items.parquet")
+    assert items["item_id"].tolist() == sorted({"30", "4", "500", "11"})  # code-point order, not first appearance
+    assert out["a"] == out["b"]

@@ -41,8 +41,10 @@ Items
     With ``items`` (a file with ``item_id`` (or a common name for it, such as ``itemId``), ``text``,
     optional ``category``, ``subcategory`` and any extra columns, same formats and header rule, ``items_columns`` for a headerless one) every event
     item must be in it (else the event is rejected as "unknown item"), and the items file is the
-    catalogue. Without it, items are built from the events: one per distinct ``item_id``, with the
-    ``text``, ``category`` and ``subcategory`` of the item's first row. An item whose category
+    catalogue. Without it, items are built from the events: one per distinct ``item_id``, in item-id
+    order (code points; not the order of their first rows, which would make the catalogue's rows depend
+    on every user's log, test users' included), with the ``text``, ``category`` and ``subcategory`` of
+    the item's first row. An item whose category
     changes between rows keeps its first category; the rows that disagree are counted, not rejected
     (a log is not wrong because a shop moved an item), and reported in the validation notes.
 
@@ -674,6 +676,11 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         log.note(f"{(items_table or events_table).source.name}: {int(replaced.sum()):,} item text(s) hold U+FFFD, the replacement "
                  f"character (text decoded with errors before it reached this file; e.g. item {first['item_id']}: "
                  f"{str(first['text'])[:40]!r}): the encoder reads them as they are")
+    if catalogue is None:
+        # items built from the events (the notes above name them in file order): in item-id order, not in the order
+        # of their first rows, so that the catalogue's rows (the negatives a seed draws, a fitted encoder's input) do
+        # not depend on which user's row came first
+        frame = frame.sort_values("item_id", kind="stable", ignore_index=True)
     return ReaderOutput(items=frame, events=events_frame, source_files=files, counts=counts, reader=reader,
                         time_offsets=dict(sorted(times.offsets.items())))
 
