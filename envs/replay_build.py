@@ -90,7 +90,7 @@ class ReplayContext:
     max_action_weight: float
     tz_offset_hours: float
     has_impressions: bool  # impressions.parquet exists and has rows
-    has_repeats: bool | None  # a user engages with one item in more than one event (None: not computed)
+    has_repeats: bool | None  # a training user engages with one item in more than one event (None: not computed)
 
     @property
     def n_items(self) -> int:
@@ -110,7 +110,7 @@ class ReplayContext:
         return spec.protocol
 
     def resolve_exclusion(self, spec: ProtocolSpec) -> str:
-        """The spec's ``exclude`` for this log (``auto`` -> ``target`` with repeats, else ``log``)."""
+        """The spec's ``exclude`` for this log (``auto`` -> ``target`` when a training user has repeats, else ``log``)."""
         if spec.exclude != "auto":
             return spec.exclude
         if self.has_repeats is None:
@@ -228,8 +228,9 @@ def _build_context(ds: Dataset, name: str, has_impressions: bool, need_repeats: 
             in_train = _np(pc.is_in(_as_string(table.column("user_id")), value_set=train_users), bool)
             use = positive & (item >= 0) & in_train
             train_counts += np.bincount(item[use], minlength=n_items)
-            if repeats is not None:  # engagement: an event of an action with a weight (an impression is none)
-                repeats.add(table.column("user_id"), engaged_items(item, weight))
+            if repeats is not None and in_train.any():  # engagement: an event of an action with a weight (an impression is none)
+                # training users only, as the popularity: which negatives every split gets is not for test users to decide
+                repeats.add(table.column("user_id").filter(pa.array(in_train)), engaged_items(item, weight)[in_train])
             bar.update(table.num_rows)
     return ReplayContext(
         dataset=ds, embeddings_name=name, embeddings=emb, item_ids=item_ids, item_category=cat_codes.astype(np.int32),

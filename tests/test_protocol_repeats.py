@@ -260,3 +260,22 @@ def test_an_impression_is_not_engagement(tmp_path):
         assert not (set(negatives.tolist()) & clicked)
         shown_only_as_negatives += len(set(negatives.tolist()) & (shown - clicked))
     assert shown_only_as_negatives > 0
+
+
+def test_auto_reads_the_training_users_repeats_only(tmp_path):
+    """Which negatives every split gets is not for test users to decide: a repeat by a test user alone leaves `auto`
+    at `log`; the same repeat by a training user turns it to `target`."""
+    events = _events(repeats=False)
+    base = make_dataset(tmp_path / "base", n_items=40, events=events, embeddings=random_unit(40, 8, np.random.default_rng(1)))
+    users = Dataset.open(base).users
+    spec = ProtocolSpec(split="valid", n_negatives=30)
+    found = {}
+    for split in ("test", "train"):
+        user = min(users.loc[users["split"] == split, "user_id"])
+        mine = events[events["user_id"] == user]
+        again = mine.iloc[[-1]].assign(ts=mine["ts"].max() + 60, seq=events["seq"].max() + 1)  # its last item, once more
+        ds = make_dataset(tmp_path / split, n_items=40, events=pd.concat([events, again], ignore_index=True),
+                          embeddings=random_unit(40, 8, np.random.default_rng(1)))
+        assert Dataset.open(ds).users.equals(users)  # the same split: only the repeat differs
+        found[split] = build_replay_data(Dataset.open(ds), None, spec).describe()["exclude"]
+    assert found == {"test": "log", "train": "target"}

@@ -20,7 +20,7 @@ from interestgym.scale.ray_backend import ray_option
 @click.option("--embeddings", default=None, help="Embedding name (default: the run's, or the dataset's only one; with --dataset: the other dataset's embedding of the run's encoder, found by its fingerprint; DATASET --sequence RUN: the trackers' own).")
 @click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default=None, help="Negative sampling (default: the run's, else uniform).")
 @click.option("--n-negatives", type=int, default=None, help="Sampled negatives per scoring point (default: the run's, else 99).")
-@click.option("--exclude", type=click.Choice(["auto", "target", "log", "past"]), default=None, help="Which items the negatives leave out (default: the run's, else auto: 'target' for logs with repeats, 'log' otherwise); 'log' is the classic protocol, kept for comparison.")
+@click.option("--exclude", type=click.Choice(["auto", "target", "log", "past"]), default=None, help="Which items the negatives leave out (default: the run's, else auto: 'target' when training users have repeats, 'log' otherwise); 'log' is the classic protocol, kept for comparison.")
 @click.option("--seed", type=int, default=None, help="Protocol seed (default: the run's, else 0).")
 @click.option("--history-negatives", type=int, default=None, help="How many negatives are drawn from the user's own earlier items (default: the run's, else 0; needs --exclude target or a log with repeats).")
 @click.option("--select-metric", default=None, help=f"Metric that picks the best tuned baseline on validation users: {METRIC_NAMES_TEXT} (default: the run's reward, else ndcg@10).")
