@@ -729,8 +729,9 @@ def against_run_rule(results: list[PolicyScores], shipped: Any, reference: str |
 
 def user_group_diffs(results: list[PolicyScores], reference: str, metric: str, n_boot: int) -> dict[str, Any]:
     """The learned policies' paired difference to the reference in two seeded halves of the evaluated
-    users (by a hash of the user id): two groups that played no part in training or selection, so a
-    selection that overfit validation would show a sign flip between them."""
+    users (by a hash of the user id), two groups that played no part in training or selection: whether the gain
+    holds across the users or rests on a few. They are no second holdout: a selection that over-fitted validation
+    would shift both halves alike, and the whole split's CI is what measures that."""
     import zlib
 
     from interestgym.core.stats import paired_bootstrap_diff
