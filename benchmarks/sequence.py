@@ -9,11 +9,14 @@ training users' decisions), so the ratios hold on whatever machine runs it:
   validation pass that follows each epoch (scoring every validation user's scoring points);
 * **reference: evaluator pass**: ``evaluate_policy`` of the two-profile rule over the same training
   users (the product's batched replay of exactly these decisions);
-* **reference: PPO pass** (``--ppo-steps N``, 0 to skip): PPO's consumption rate on the vector env
-  (as ``benchmarks/env_throughput.py`` measures it), turned into seconds per pass over the training
-  decisions: what one "epoch" of the product's learned policy costs;
+* **reference: PPO pass** (``--ppo-steps N``, 0 to skip): PPO learning on the replay's vector env (8 envs,
+  after an untimed warm-up of 1,024 steps; ``benchmarks/env_throughput.py`` times PPO on a null env instead,
+  to isolate the env), turned into seconds per pass over the training decisions: what one "epoch" of the
+  product's learned policy costs. The references are measured once, before the trackers, not interleaved
+  with them: on a loaded machine read the CPU-second columns;
 * ``--dtw``: the drift of every decision (k = 5 against the k before) with ``interestgym.core.dtw``'s
-  batched numpy DTW and with dtaidistance (one C call per pair), time and largest difference;
+  batched numpy DTW and with dtaidistance (one C call per pair; not a dependency of the project:
+  ``pip install dtaidistance`` first, else only the numpy side is timed), time and largest difference;
 * ``--latency``: one user's tracker step in torch eager, one thread (window of 50 -> state, scores of
   100 candidates), p50 / p99, against the product's per-event numpy work (profile update + two-profile
   cosine scores of the same 100 candidates); then the same with each tracker exported
@@ -62,7 +65,7 @@ def ensure_dataset(args: argparse.Namespace) -> Path:
     return ds
 
 
-def tracker_epochs(dataset: Path, embeddings: str | None, model: str, epochs: int) -> dict[str, float]:
+def tracker_epochs(dataset: Path, embeddings: str | None, model: str, epochs: int, threads: int) -> dict[str, float]:
     import torch
     from interestgym.agents.sequence.config import SequenceConfig
     from interestgym.agents.sequence.data import (
@@ -74,8 +77,8 @@ def tracker_epochs(dataset: Path, embeddings: str | None, model: str, epochs: in
     from interestgym.agents.sequence.scoring import score_replay
     from interestgym.agents.sequence.train import chunk_loss
 
-    config = SequenceConfig(dataset=str(dataset), run_dir="", model=model, embeddings=embeddings)
-    torch.set_num_threads(int(config.torch_threads or torch.get_num_threads()))
+    config = SequenceConfig(dataset=str(dataset), run_dir="", model=model, embeddings=embeddings, torch_threads=threads)
+    torch.set_num_threads(threads)  # --threads, as every other side (the config's default would be 1)
     torch.manual_seed(0)
     train, valid = config.replay_data("train"), config.replay_data("valid")
     seqs, vseqs = decision_sequences(train), decision_sequences(valid)
@@ -152,8 +155,9 @@ def main() -> None:
 
         model = PPO("MlpPolicy", InterestReplayVecEnv(train, n_envs=8, seed=0), n_steps=128, batch_size=256, seed=0, verbose=0,
                     device="cpu")
+        model.learn(total_timesteps=1024)  # warm-up, untimed: the first rollouts and updates allocate
         with Timer() as t_ppo:
-            model.learn(total_timesteps=args.ppo_steps)
+            model.learn(total_timesteps=args.ppo_steps, reset_num_timesteps=True)
         steps = model.num_timesteps
         refs["PPO pass (learn, 8 envs)"] = (t_ppo.wall * n_dec / steps, t_ppo.cpu * n_dec / steps)
 
@@ -166,7 +170,7 @@ def main() -> None:
     header += "".join(f" {'x ' + n.split(' ')[0]:>14}" for n in refs)
     print(header)
     for name in ("gru", "sasrec"):
-        r = tracker_epochs(dataset, embeddings, name, args.epochs)
+        r = tracker_epochs(dataset, embeddings, name, args.epochs, args.threads)
         line = (f"{name:<8} {int(r['parameters']):>9,} {r['epoch_wall']:>13.2f} {r['epoch_cpu']:>12.2f} "
                 f"{r['targets'] / r['epoch_wall']:>10,.0f} {r['valid_wall']:>13.2f}")
         line += "".join(f" {r['epoch_cpu'] / cpu:>14.3f}" for _, (_, cpu) in refs.items())
