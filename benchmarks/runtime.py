@@ -23,7 +23,9 @@ Then (unless ``--no-parity``) the test users are replayed through the runtime ev
 their scoring points compared with ``evaluate_policy`` running the SB3 model (identical = bit-equal).
 
 Latencies are p50 / p99 over single calls (``time.perf_counter_ns``); ratios are SB3 / runtime (> 1:
-the runtime is faster). Usage::
+the runtime is faster). The two sides alternate in blocks of ``--block`` events (who goes first alternates
+too), in every measurement, and torch / BLAS / onnxruntime are pinned to ``--threads``: a load that comes
+and goes hits both sides alike. Usage::
 
     python benchmarks/runtime.py                       # ml-100k (../shared/data) + a short PPO run
     python benchmarks/runtime.py --run runs/quickstart/run --model best    # a run of yours (its dataset from its config)
@@ -99,6 +101,16 @@ def _event_stream(dataset, data, n_events: int):
     return out[:n_events], len(streams)
 
 
+def _observed_states(policy, stream, n_users: int):
+    """(state before, event) of every decision in ``stream``, replayed once through ``policy`` untimed: the
+    observations the single-call timings use."""
+    states = [policy.new_state() for _ in range(n_users)]
+    for u, event in stream:
+        if policy._is_decision(event):
+            yield states[u], event
+        states[u] = policy.update(states[u], event)
+
+
 def _percentiles(ns: list[int]) -> tuple[float, float]:
     arr = np.asarray(ns, dtype=np.float64) / 1000.0
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
@@ -115,15 +127,16 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (dataset, run, export) and print its path")
     parser.add_argument("--no-parity", action="store_true", help="skip replaying the test users through the runtime vs the evaluator")
     parser.add_argument("--threads", type=int, default=1, help="threads of torch (SB3) and of onnxruntime, the same for both")
+    parser.add_argument("--block", type=int, default=250, help="events per block: the two sides alternate block by block")
     args = parser.parse_args()
 
-    import torch
-
-    # Same thread budget for both sides; with more threads than free cores torch's intra-op pool
-    # stalls (measured 50x slower batched predict on a busy 2-core machine), which is not the comparison.
-    torch.set_num_threads(args.threads)
+    # Same thread budget for both sides (torch, BLAS / OpenMP; onnxruntime by load_policy's threads); with
+    # more threads than free cores torch's intra-op pool stalls (measured 50x slower batched predict on a busy
+    # 2-core machine), which is not the comparison.
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _harness import load_line
+    from _harness import load_line, pin_threads
+
+    pin_threads(args.threads)
 
     print(load_line("load before"))
 
@@ -184,47 +197,58 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     gc.freeze()
 
     # ------------------------------------------------------------------ per-event update latency
-    results = {}
-    observations = []
-    for name, pol in (("runtime", policy), ("sb3", reference)):
-        states = [pol.new_state() for _ in range(n_users)]
-        lat_all, lat_dec = [], []
-        for u, event in stream:
-            decision = pol._is_decision(event)
-            if decision and name == "runtime":
-                observations.append(pol.observe(states[u], event))
-            t = time.perf_counter_ns()
-            states[u] = pol.update(states[u], event)
-            dt = time.perf_counter_ns() - t
-            lat_all.append(dt)
-            if decision:
-                lat_dec.append(dt)
-        results[name] = {"update_all": _percentiles(lat_all), "update_decision": _percentiles(lat_dec)}
-        # The same updates, each timed 3 times from the same input state, keeping the fastest: what
-        # an update costs without the scheduler's preemptions, which dominate p99 on a loaded machine
-        # (a time slice lost to another process is milliseconds, 100x an update).
-        states = [pol.new_state() for _ in range(n_users)]
-        best = []
-        for u, event in stream:
-            times = []
-            for _ in range(3):
+    # The two sides alternate in blocks of --block events (which side goes first alternates too), each side
+    # with its own users' states: load that comes and goes hits both alike (timed one side after the other,
+    # a load change between them moved the ratio 2.6x -> 3.9x across three runs).
+    sides = (("runtime", policy), ("sb3", reference))
+    results = {name: {} for name, _ in sides}
+    observations = [policy.observe(s, e) for s, e in _observed_states(policy, stream, n_users)]
+    lat_all = {name: [] for name, _ in sides}
+    lat_dec = {name: [] for name, _ in sides}
+    best = {name: [] for name, _ in sides}
+    states = {name: [pol.new_state() for _ in range(n_users)] for name, pol in sides}
+    best_states = {name: [pol.new_state() for _ in range(n_users)] for name, pol in sides}
+    for k, lo in enumerate(range(0, len(stream), args.block)):
+        block = stream[lo: lo + args.block]
+        for name, pol in (sides if k % 2 == 0 else sides[::-1]):
+            st = states[name]
+            for u, event in block:
+                decision = pol._is_decision(event)
                 t = time.perf_counter_ns()
-                new = pol.update(states[u], event)
-                times.append(time.perf_counter_ns() - t)
-            states[u] = new
-            if pol._is_decision(event):
-                best.append(min(times))
-        results[name]["update_decision_best"] = _percentiles(best)
+                st[u] = pol.update(st[u], event)
+                dt = time.perf_counter_ns() - t
+                lat_all[name].append(dt)
+                if decision:
+                    lat_dec[name].append(dt)
+            # The same updates, each timed 3 times from the same input state, keeping the fastest: what
+            # an update costs without the scheduler's preemptions, which dominate p99 on a loaded machine
+            # (a time slice lost to another process is milliseconds, 100x an update).
+            st = best_states[name]
+            for u, event in block:
+                times = []
+                for _ in range(3):
+                    t = time.perf_counter_ns()
+                    new = pol.update(st[u], event)
+                    times.append(time.perf_counter_ns() - t)
+                st[u] = new
+                if pol._is_decision(event):
+                    best[name].append(min(times))
+    for name, _ in sides:
+        results[name].update(update_all=_percentiles(lat_all[name]), update_decision=_percentiles(lat_dec[name]),
+                             update_decision_best=_percentiles(best[name]))
 
-    # ------------------------------------------------------------------ policy call only
+    # ------------------------------------------------------------------ policy call only (alternating blocks too)
     obs = np.stack(observations).astype(np.float32)
-    for name, fn in (("runtime", policy.act), ("sb3", reference.act)):
-        lat = []
-        for i in range(len(obs)):
-            t = time.perf_counter_ns()
-            fn(obs[i : i + 1])
-            lat.append(time.perf_counter_ns() - t)
-        results[name]["policy_call"] = _percentiles(lat)
+    lat = {name: [] for name, _ in sides}
+    for k, lo in enumerate(range(0, len(obs), args.block)):
+        for name, pol in (sides if k % 2 == 0 else sides[::-1]):
+            fn = pol.act
+            for i in range(lo, min(lo + args.block, len(obs))):
+                t = time.perf_counter_ns()
+                fn(obs[i : i + 1])
+                lat[name].append(time.perf_counter_ns() - t)
+    for name, _ in sides:
+        results[name]["policy_call"] = _percentiles(lat[name])
     max_diff = float(np.max(np.abs(policy.act(obs) - reference.act(obs))))
 
     # ------------------------------------------------------------------ batched updates
@@ -236,7 +260,6 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
         # fresh timestamps per round keep every user's events in time order
         batches.append([type(e)(ts=r, action=e.action, item_vector=e.item_vector, value=e.value, category=e.category,
                                 hour=e.hour, weekday=e.weekday) for e in decisions_only[r * b : (r + 1) * b]])
-    sides = (("runtime", policy), ("sb3", reference))
     for name, _ in sides:
         results[name]["batched_events_per_s"] = results[name]["batched_policy_per_s"] = results[name]["one_events_per_s"] = 0.0
     for _, pol in sides:  # warm-up, untimed: the first batched calls allocate (with --repeats 1 one side paid for it)
