@@ -88,6 +88,7 @@ if step != "import":
         out = tempfile.mkdtemp(prefix="eval_memory_")
         evaluate_run(path, split=split, out=out, baselines="ema_two_profile", n_boot={n_boot}, progress=False, chunk_users=chunk_users)
         doc = json.loads(open(out + "/evaluation.json").read())
+        import shutil; shutil.rmtree(out, ignore_errors=True)
         info.update(users=doc["header"]["users"], scoring_points=doc["header"]["scoring_points"], chunk_users=chunk_users,
                     policies=sorted(doc["per_user"]))
     else:
@@ -196,6 +197,7 @@ def main() -> None:
     bench = str(Path(__file__).resolve().parent)
     ref = None
     failed = []
+    digests: dict[str, str] = {}
     for step in args.steps.split(","):
         code = STEP.format(bench=bench, threads=args.threads, step=step, path=str(args.dataset), split=args.split,
                            chunk_users=args.chunk_users, n_boot=args.n_boot)
@@ -208,10 +210,16 @@ def main() -> None:
         ref = info["peak_mb"] if step == "import" else ref
         extra = f" (+{info['peak_mb'] - ref:,.0f} MB over import)" if ref is not None and step != "import" else ""
         rest = {k: v for k, v in info.items() if k not in ("peak_mb", "seconds")}
+        if "digest" in info:
+            digests[step] = info["digest"]
         print(f"{step:<14} peak {info['peak_mb']:>9,.0f} MB{extra:<28} {info['seconds']:>6.1f} s  {rest}")
     print(load_line("load after"))
+    if len(set(digests.values())) > 1:  # the streamed evaluation must give the whole replay's per-user means
+        failed.append(f"digests differ ({', '.join(f'{k} {v}' for k, v in digests.items())})")
+    elif len(digests) > 1:
+        print(f"per-user means identical: {' == '.join(digests)} ({next(iter(digests.values()))})")
     if failed:
-        raise SystemExit(f"failed steps: {', '.join(failed)}")
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

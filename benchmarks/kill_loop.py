@@ -2,8 +2,8 @@
 
 For each stage the script runs it once uninterrupted (the reference), then ``--kills`` times starts
 it, sends SIGKILL after a random delay, and reruns it to the end (train with ``--resume``). After every
-kill it checks that the stage's output folder is usable, and after every rerun that the outputs are
-the reference's bytes:
+rerun it checks that the outputs are the reference's bytes (the folder a kill left is judged by the rerun
+that has to read it; a kill that lands after the stage finished is counted, not a kill):
 
 * prepare: events / items / users parquet and the manifest minus ``created`` (the dataset folder is
   swapped in whole, so a kill leaves the old dataset or the new one);

@@ -56,6 +56,24 @@ def _states(export: Path, dataset: Path):
     return policy, ds, list(states.values())
 
 
+def _wait_for_redis(port: int, timeout: float = 10.0) -> None:
+    """Until the server answers PING on loopback (a fixed sleep raced a slow start)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit(f"redis-server on port {port} did not answer PING within {timeout:g} s")
+        time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("export", type=Path)
@@ -104,7 +122,7 @@ def main() -> None:
         port = free_port()
         proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
                                  "--appendfsync", "always", "--dir", str(work)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        time.sleep(0.5)
+        _wait_for_redis(port)
         stores["redis"] = lambda tag: f"redis://127.0.0.1:{port}/0?prefix={tag}:"
     else:
         print("redis-server is not on PATH: the redis store is skipped", file=sys.stderr)

@@ -48,6 +48,10 @@ def main() -> None:
     with_tracker = load_policy(args.export)
     if with_tracker.tracker is None:
         sys.exit(f"{args.export}: this export's score weighs no tracker; expected one (e.g. a `<rule>+tracker` mixture)")
+    if with_tracker._beta_trk == 0 and "tracker_change" not in (with_tracker.change_names or ()):
+        print(f"note: {args.export} weighs its tracker 0 and has no lever on that weight (its tuning found the mixture no "
+              "better than the rule): the tracker's window is kept and its scores computed, but they do not move the "
+              "ranking; the ratio is the tracker's cost, not that of a policy that uses it", file=sys.stderr)
     if args.reference is not None:
         without = load_policy(args.reference)
     elif with_tracker.extra_obs:
@@ -78,11 +82,12 @@ def main() -> None:
         policy, state, _ = side
         i = int(rng.integers(n))
         cand = rng.integers(0, n, args.candidates)
+        cand_ids, cand_cats, cand_vectors = [ids[c] for c in cand], [cats[c] for c in cand], emb[cand]  # untimed: a service has them
         clock["t"] += 60
         event = Event(ts=clock["t"], action="rate", value=5.0, item_vector=emb[i], category=cats[i], item_id=ids[i])
         t0 = time.perf_counter()
         state = policy.update(state, event)
-        policy.score(state, emb[cand], [ids[c] for c in cand], candidate_categories=[cats[c] for c in cand], hour=12)
+        policy.score(state, cand_vectors, cand_ids, candidate_categories=cand_cats, hour=12)
         elapsed = time.perf_counter() - t0
         side[1] = state
         return elapsed
@@ -92,9 +97,10 @@ def main() -> None:
             one_event(side)
     done = 0
     while done < args.events:
+        block = min(args.block, args.events - done)  # --events per side exactly, whatever the block
         for side in sides.values():
-            side[2].extend(one_event(side) for _ in range(args.block))
-        done += args.block
+            side[2].extend(one_event(side) for _ in range(block))
+        done += block
     print(f"{args.events} events per side, update + score of {args.candidates} candidates, one user, alternating blocks of {args.block}")
     stats = {}
     for name, (_, _, times) in sides.items():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def main() -> None:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
             sys.exit(f"train failed: {proc.stderr.strip()[-800:]}")
         baselines = json.loads((run_dir / "baselines.json").read_text())
         entries = baselines.get("baselines", baselines)
@@ -105,6 +107,7 @@ def main() -> None:
         print(f"train wall {wall:.1f} s, of which tuning {tuning:.1f} s = {100 * tuning / wall:.0f}% "
               f"(with the per-point scorer: ~{median(times['per point']):.0f} of ~{before:.0f} s = "
               f"{100 * median(times['per point']) / before:.0f}%)")
+        shutil.rmtree(run_dir.parent, ignore_errors=True)
     print(load_line("load after"))
     if not same:
         sys.exit("batched tuning differs from per-point tuning")
