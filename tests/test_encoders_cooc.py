@@ -216,36 +216,3 @@ def test_vectors_fitted_on_another_split_or_other_events_are_refused(tmp_path):
     changed.to_parquet(ds_path / "events.parquet", index=False)
     with pytest.raises(ArtifactError, match=r"fitted on other training events than"):
         Dataset.open(ds_path).load_embeddings("cooc")
-
-
-def test_the_svd_is_the_exact_top_k_of_a_dense_svd():
-    """ARPACK's top k equal numpy's dense SVD: the singular values, and the subspace (the projections agree)."""
-    from interestgym.encoders.cooc import _truncated_svd
-    from scipy import sparse
-
-    m = sparse.random(150, 150, density=0.05, random_state=3, format="csr")
-    m = (m + m.T).tocsr()
-    u, s = _truncated_svd(m, 10)
-    ud, sd, _ = np.linalg.svd(m.toarray())
-    assert np.all(np.diff(s) <= 0)
-    np.testing.assert_allclose(s, sd[:10], rtol=1e-9)
-    np.testing.assert_allclose(u @ u.T, ud[:, :10] @ ud[:, :10].T, atol=1e-8)
-
-
-def test_vectors_do_not_depend_on_the_item_tables_row_order():
-    """The same log with the item table's rows reversed: every item's vector keeps its similarities to the others."""
-    rng = np.random.default_rng(5)
-    ids = [f"i{k}" for k in range(120)]
-    rows = []
-    for u in range(40):
-        taste = rng.choice(120, 15, replace=False)
-        rows += [(f"u{u}", t, ids[int(i)], "view") for t, i in enumerate(rng.choice(taste, 30))]
-    events = pd.DataFrame(rows, columns=["user_id", "ts", "item_id", "action"])
-    events["ts"], events["seq"] = events["ts"].astype("int64"), np.arange(len(events), dtype="int64")
-    users = pd.DataFrame({"user_id": [f"u{u}" for u in range(40)], "split": "train"})
-    items = pd.DataFrame({"item_id": ids, "text": "", "category": "c", "subcategory": ""})
-    forward = CoocEncoder(dim=8, window=3).fit(items, events, users)
-    backward = CoocEncoder(dim=8, window=3).fit(items.iloc[::-1].reset_index(drop=True), events, users)
-    a, b = forward.encode(ids), backward.encode(ids)
-    assert forward.counts["items_trained"] > 64  # past the dense path: ARPACK's
-    np.testing.assert_allclose(a @ a.T, b @ b.T, atol=1e-4)
