@@ -3,14 +3,16 @@
 A user state keeps its category counts as dense rows over the export's whole category list (what the core
 computes with): with the Taobao sample's 2,083 categories, counts + 4 per-slot copies are ~83 KB a user, nearly
 all zeros. The byte codec (``interestgym.runtime.codec``, version 2) stores such a field as (position, value)
-pairs. This script measures, on one export and the events of its dataset's test users, in one run:
+pairs. This script measures, on one export and its dataset, in one run:
 
 * **size**: every test user's final state (the runtime's ``update`` over the user's events), ``to_bytes()`` with
   sparse fields and with the dense layout (the codec's threshold raised so no field is sparse: the version-1 bytes);
 * **encode + decode** of those states, per state, both layouts, alternately (``--repeats`` rounds, medians);
 * **a service applying events** (``InterestService.apply``, one event per call, in process: no HTTP) on SQLite
   (synchronous=FULL) and on a Redis this script starts (appendonly, appendfsync always), both layouts, alternately:
-  events/s, ratios against the dense layout of the same store measured in the same run.
+  events/s, ratios against the dense layout of the same store measured in the same run; the events are the first
+  ``--events`` of the dataset's log in (user, time) order, whatever the users' split (a service sees everyone).
+  The dense layout goes first in each round and nothing is warmed up: read the medians over ``--repeats`` rounds.
 
     python benchmarks/state_codec.py EXPORT DATASET [--events 3000] [--repeats 2]
 
