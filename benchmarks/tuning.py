@@ -20,6 +20,7 @@ scorer (its median tuning time in place of the batched one).
     interestgym prepare synthetic --out /tmp/s/data --users 1000 --drift strong
     interestgym encode /tmp/s/data --encoder minilm
     python benchmarks/tuning.py /tmp/s/data                # 1 round of each scorer, then train
+    python benchmarks/tuning.py /tmp/s/data --tune-users 30 --no-train   # the ratio alone, in minutes
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
     ap.add_argument("--timesteps", type=int, default=None, help="train's --timesteps (default: train's own)")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--embeddings", default=None, help="embedding name in DATASET (default: its only one)")
+    ap.add_argument("--tune-users", type=int, default=None,
+                    help="validation users tuned on, both scorers and train (default: train's own, 100); with today's grid the "
+                         "per-point side takes tens of minutes at 100 on 2 cores: 20-40 gives a ratio in minutes")
     args = ap.parse_args()
     pin_threads(args.threads)
     from interestgym.agents.config import TrainConfig
@@ -58,7 +62,8 @@ def main() -> None:
     print(f"threads pinned to {args.threads}; {load_line('load before')}")
     from interestgym.errors import InterestGymError
 
-    config = TrainConfig(dataset=str(args.dataset), run_dir="", embeddings=args.embeddings)
+    extra = {} if args.tune_users is None else {"tune_users": args.tune_users}
+    config = TrainConfig(dataset=str(args.dataset), run_dir="", embeddings=args.embeddings, **extra)
     try:
         valid = config.replay_data("valid")
     except InterestGymError as exc:
@@ -94,6 +99,8 @@ def main() -> None:
             cmd += ["--timesteps", str(args.timesteps)]
         if args.embeddings:
             cmd += ["--embeddings", args.embeddings]
+        if args.tune_users is not None:
+            cmd += ["--tune-users", str(args.tune_users)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wall = time.perf_counter() - t0
