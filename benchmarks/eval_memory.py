@@ -85,10 +85,9 @@ if step != "import":
         info.update(users=int(len(res.users)), scored_points=res.n_points, chunk_users=chunk_users, digest=digest(res.users, res.per_user))
     elif step == "evaluate-run":
         from interestgym.evaluation.run import evaluate_run
-        out = tempfile.mkdtemp(prefix="eval_memory_")
-        evaluate_run(path, split=split, out=out, baselines="ema_two_profile", n_boot={n_boot}, progress=False, chunk_users=chunk_users)
-        doc = json.loads(open(out + "/evaluation.json").read())
-        import shutil; shutil.rmtree(out, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="eval_memory_") as out:
+            evaluate_run(path, split=split, out=out, baselines="ema_two_profile", n_boot={n_boot}, progress=False, chunk_users=chunk_users)
+            doc = json.loads(open(out + "/evaluation.json").read())
         info.update(users=doc["header"]["users"], scoring_points=doc["header"]["scoring_points"], chunk_users=chunk_users,
                     policies=sorted(doc["per_user"]))
     else:

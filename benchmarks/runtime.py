@@ -111,6 +111,14 @@ def _observed_states(policy, stream, n_users: int):
         states[u] = policy.update(states[u], event)
 
 
+def _alternating(sides, n: int, block: int):
+    """(name, policy, lo, hi) for blocks [lo, hi) of n items, every side on each block, the side that goes first
+    alternating from block to block: load that comes and goes hits both sides alike."""
+    for k, lo in enumerate(range(0, n, block)):
+        for name, pol in (sides if k % 2 == 0 else sides[::-1]):
+            yield name, pol, lo, min(lo + block, n)
+
+
 def _percentiles(ns: list[int]) -> tuple[float, float]:
     arr = np.asarray(ns, dtype=np.float64) / 1000.0
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
@@ -208,31 +216,29 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     best = {name: [] for name, _ in sides}
     states = {name: [pol.new_state() for _ in range(n_users)] for name, pol in sides}
     best_states = {name: [pol.new_state() for _ in range(n_users)] for name, pol in sides}
-    for k, lo in enumerate(range(0, len(stream), args.block)):
-        block = stream[lo: lo + args.block]
-        for name, pol in (sides if k % 2 == 0 else sides[::-1]):
-            st = states[name]
-            for u, event in block:
-                decision = pol._is_decision(event)
+    for name, pol, lo, hi in _alternating(sides, len(stream), args.block):
+        st = states[name]
+        for u, event in stream[lo:hi]:
+            decision = pol._is_decision(event)
+            t = time.perf_counter_ns()
+            st[u] = pol.update(st[u], event)
+            dt = time.perf_counter_ns() - t
+            lat_all[name].append(dt)
+            if decision:
+                lat_dec[name].append(dt)
+        # The same updates, each timed 3 times from the same input state, keeping the fastest: what
+        # an update costs without the scheduler's preemptions, which dominate p99 on a loaded machine
+        # (a time slice lost to another process is milliseconds, 100x an update).
+        st = best_states[name]
+        for u, event in stream[lo:hi]:
+            times = []
+            for _ in range(3):
                 t = time.perf_counter_ns()
-                st[u] = pol.update(st[u], event)
-                dt = time.perf_counter_ns() - t
-                lat_all[name].append(dt)
-                if decision:
-                    lat_dec[name].append(dt)
-            # The same updates, each timed 3 times from the same input state, keeping the fastest: what
-            # an update costs without the scheduler's preemptions, which dominate p99 on a loaded machine
-            # (a time slice lost to another process is milliseconds, 100x an update).
-            st = best_states[name]
-            for u, event in block:
-                times = []
-                for _ in range(3):
-                    t = time.perf_counter_ns()
-                    new = pol.update(st[u], event)
-                    times.append(time.perf_counter_ns() - t)
-                st[u] = new
-                if pol._is_decision(event):
-                    best[name].append(min(times))
+                new = pol.update(st[u], event)
+                times.append(time.perf_counter_ns() - t)
+            st[u] = new
+            if pol._is_decision(event):
+                best[name].append(min(times))
     for name, _ in sides:
         results[name].update(update_all=_percentiles(lat_all[name]), update_decision=_percentiles(lat_dec[name]),
                              update_decision_best=_percentiles(best[name]))
@@ -240,13 +246,11 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     # ------------------------------------------------------------------ policy call only (alternating blocks too)
     obs = np.stack(observations).astype(np.float32)
     lat = {name: [] for name, _ in sides}
-    for k, lo in enumerate(range(0, len(obs), args.block)):
-        for name, pol in (sides if k % 2 == 0 else sides[::-1]):
-            fn = pol.act
-            for i in range(lo, min(lo + args.block, len(obs))):
-                t = time.perf_counter_ns()
-                fn(obs[i : i + 1])
-                lat[name].append(time.perf_counter_ns() - t)
+    for name, pol, lo, hi in _alternating(sides, len(obs), args.block):
+        for i in range(lo, hi):
+            t = time.perf_counter_ns()
+            pol.act(obs[i : i + 1])
+            lat[name].append(time.perf_counter_ns() - t)
     for name, _ in sides:
         results[name]["policy_call"] = _percentiles(lat[name])
     max_diff = float(np.max(np.abs(policy.act(obs) - reference.act(obs))))

@@ -48,7 +48,7 @@ def main() -> None:
     with_tracker = load_policy(args.export)
     if with_tracker.tracker is None:
         sys.exit(f"{args.export}: this export's score weighs no tracker; expected one (e.g. a `<rule>+tracker` mixture)")
-    if with_tracker._beta_trk == 0 and "tracker_change" not in (with_tracker.change_names or ()):
+    if not with_tracker.scoring.get("tracker_weight") and "tracker_change" not in (with_tracker.change_names or ()):
         print(f"note: {args.export} weighs its tracker 0 and has no lever on that weight (its tuning found the mixture no "
               "better than the rule): the tracker's window is kept and its scores computed, but they do not move the "
               "ranking; the ratio is the tracker's cost, not that of a policy that uses it", file=sys.stderr)

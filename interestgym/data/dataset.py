@@ -221,7 +221,8 @@ def _event_order(user_codes: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.
     increasing ``seq`` (every reader gives them so) and (user, ts) packs into one int64, a stable sort of
     that one key, which is the same permutation in ~40% of the time."""
     if len(ts) > 1 and bool(np.all(seq[1:] > seq[:-1])):
-        lo, span = int(ts.min()), int(ts.max()) - int(ts.min()) + 1
+        lo = int(ts.min())
+        span = int(ts.max()) - lo + 1
         if (int(user_codes.max()) + 1) * span < 2**62:
             return np.argsort(user_codes.astype(np.int64) * span + (ts.astype(np.int64) - lo), kind="stable")
     return np.lexsort((seq, ts, user_codes))
