@@ -18,7 +18,7 @@ from test_scale_prepare import TAOBAO, _fuzz_log, assert_same_dataset, assert_sa
 from interestgym.data import fast_checks, fast_lines
 from interestgym.data.events import EventsOptions, read_events
 from interestgym.data.fast_checks import splice
-from interestgym.data.fast_lines import Lines, first_equal
+from interestgym.data.fast_lines import Lines, code_point_order, first_equal
 from interestgym.data.readers import Source, raw_lines
 from interestgym.data.validate import RejectLog
 
@@ -29,6 +29,30 @@ def _expected_first(values: list[bytes]) -> list[int]:
     for i, v in enumerate(values):
         first_of.setdefault(v, i)
     return [first_of[v] for v in values]
+
+
+@pytest.mark.parametrize("longest", [0, 1, 8, 9, 16, 17, 32, 33, 80])  # bytes: empty; 1-4 words; Arrow past them
+def test_code_point_order_is_pythons_sorted(longest: int) -> None:
+    """The catalogue's order: Python's ``sorted`` on str (code points), stable, on ids of every length, a prefix of
+    another id, non-ASCII ids whose UTF-8 bytes reach 0xF0, and a NUL inside an id (Arrow's path)."""
+    rng = random.Random(longest)
+    alphabet = "0123456789az" * 3 + "\u00e9\u00ff\u4e2d\U0001f600" + ("\0" if longest == 33 else "")
+
+    def text() -> str:
+        out = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, longest)))
+        while len(out.encode()) > longest:  # at most ``longest`` bytes
+            out = out[:-1]
+        return out
+
+    pool = [text() for _ in range(400)]
+    pool += [p[: len(p) // 2] for p in pool[:50]]  # prefixes: the shorter first
+    values = [rng.choice(pool) for _ in range(2000)]
+    expected = sorted(range(len(values)), key=values.__getitem__)  # stable: equal ids keep their order
+    for array in (pa.array(values, pa.string()), pa.array(values, pa.large_string()), pa.chunked_array([values[:700], values[700:]])):
+        assert code_point_order(array).tolist() == expected
+    sliced = pa.array(values, pa.string()).slice(300, 900)  # an offset into the buffers
+    assert code_point_order(sliced).tolist() == sorted(range(900), key=values[300:1200].__getitem__)
+    assert code_point_order(pa.array([], pa.string())).tolist() == []
 
 
 @pytest.mark.parametrize("longest", [7, 40, 300])  # one word; words kept for the check; Arrow's check

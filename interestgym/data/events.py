@@ -680,7 +680,12 @@ def read_events(path: str | Path, log: RejectLog, options: EventsOptions | None 
         # items built from the events (the notes above name them in file order): in item-id order, not in the order
         # of their first rows, so that the catalogue's rows (the negatives a seed draws, a fitted encoder's input) do
         # not depend on which user's row came first
-        frame = frame.sort_values("item_id", kind="stable", ignore_index=True)
+        # (code_point_order: the order of sort_values on the ids, at a third of its cost on a log's short ids)
+        import pyarrow as pa
+
+        from interestgym.data.fast_lines import code_point_order
+
+        frame = frame.take(code_point_order(pa.array(frame["item_id"], pa.large_string()))).reset_index(drop=True)
     return ReaderOutput(items=frame, events=events_frame, source_files=files, counts=counts, reader=reader,
                         time_offsets=dict(sorted(times.offsets.items())))
 

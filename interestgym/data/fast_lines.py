@@ -451,6 +451,37 @@ def first_equal(values: pa.Array, rows: np.ndarray | None = None) -> np.ndarray:
     return first
 
 
+#: :func:`code_point_order` sorts values of at most this many uint64 words on their own bytes; longer ones by Arrow.
+_ORDER_WORDS = 4
+
+
+def code_point_order(values: pa.Array) -> np.ndarray:
+    """The indices that sort a string (or binary) array in code-point order, stable: the order of Python's
+    ``sorted`` and of Arrow's ``sort_indices`` (UTF-8 keeps code-point order byte for byte).
+
+    Values of at most ``8 * _ORDER_WORDS`` bytes without a NUL byte are ordered by their bytes read as
+    big-endian uint64 words, zero-padded (a value sorts before every longer value it begins: its padding is
+    lower than any byte), by one integer sort (``np.lexsort`` over the words); others by Arrow's
+    ``sort_indices``, which compares strings one pair at a time (3x slower on a catalogue of short ids).
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if len(values) == 0:
+        return np.zeros(0, np.int64)
+    padded, starts, lengths = _spans(values)
+    n_words = -(-int(lengths.max()) // 8)
+    if values.null_count or n_words > _ORDER_WORDS or not padded[: int(starts[-1] + lengths[-1])].all():
+        return pc.sort_indices(values).to_numpy().astype(np.int64, copy=False)
+    if n_words == 0:  # every value empty
+        return np.arange(len(values), dtype=np.int64)
+    # _words reads little-endian with the bytes past a value's end zeroed; byte-swapped, a value's first byte is
+    # its word's most significant one
+    keys = [_words(padded, starts, lengths, w).byteswap() for w in range(n_words)]
+    if n_words == 1:
+        return np.argsort(keys[0], kind="stable").astype(np.int64, copy=False)
+    return np.lexsort(keys[::-1]).astype(np.int64, copy=False)  # lexsort: the last key is the primary one
+
+
 def _packed(head: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Values of at most 7 bytes as one uint64 each, exact: their bytes (:func:`_words`) and the length
     in the top byte (empty: 0)."""
