@@ -187,6 +187,30 @@ def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
     assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean(), abs=1e-12)
 
 
+def test_evaluate_refuses_a_tracker_of_other_item_vectors_before_any_tuning(trained, tmp_path, monkeypatch):
+    """`evaluate DATASET --sequence RUN` on the same items with other vectors: refused with the tracker's and the
+    dataset's embeddings named, before the baselines are tuned (the tuning of a real dataset takes minutes)."""
+    import shutil
+
+    from interestgym.agents import tuning
+
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run, _ = trained
+    copy = tmp_path / "revectored"
+    shutil.copytree(data, copy)
+    vectors = np.load(copy / "embeddings" / "rand.npy")
+    np.save(copy / "embeddings" / "rand.npy", np.ascontiguousarray(vectors[::-1]))  # same rows, other items' vectors
+
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("the baselines were tuned before the tracker's data was checked")
+
+    monkeypatch.setattr(tuning, "tune_baselines", no_tuning)  # evaluate imports it from there when it runs
+    with pytest.raises(ArtifactError, match=r"sequence.json: the tracker was trained with embeddings 'rand' .*revectored's 'rand' "
+                                            r"hash to .*use the embeddings it was trained with"):
+        evaluate_run(copy, out=tmp_path / "ev", baselines="ema", n_boot=20, progress=False, sequence_runs=(run,))
+
+
 def test_resume_refuses_settings_that_differ_from_the_runs(trained, tmp_path):
     """`train-sequence --resume` with another model or window is refused naming them (it used to go on with the
     run's own in silence); what may change (--max-epochs) is taken."""

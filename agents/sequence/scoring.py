@@ -255,31 +255,40 @@ class Tracker:
 
     def bind(self, data: Any) -> None:
         """Give the model ``data``'s item vectors, refusing data it was not trained for."""
-        from interestgym.data.dataset import Dataset
-
         sha = embeddings_sha256(data.embeddings)
         if self._bound == sha:
             return
+        self.check_data(data.dataset_path, data.embeddings_name, sha)
+        if self.spec.use_text:
+            self.model.items.set_text_vectors(data.embeddings)
+        self._bound = sha
+
+    def check_data(self, dataset_path: str | Path, embeddings_name: str, embeddings_sha: str) -> None:
+        """Refuse a dataset the tracker was not trained on: other items, another split of the users (its validation
+        and test users would include users it trained on), or other item vectors (``embeddings_sha``: the
+        :func:`embeddings_sha256` of the dataset's embeddings ``embeddings_name``). :meth:`bind` runs it at scoring;
+        a command that tunes first runs it before the tuning."""
+        from interestgym.data.dataset import Dataset
+
         where = self.run_dir / "sequence.json"
-        ds = Dataset.open(data.dataset_path)
+        ds = Dataset.open(dataset_path)
         items = ds.item_ids_sha256
         if items != self.dataset.get("item_ids_sha256"):
             raise ArtifactError(f"{where}: the tracker was trained on {self.dataset.get('path')} (items with id hash "
-                                f"{str(self.dataset.get('item_ids_sha256'))[:12]}...), but {data.dataset_path} has other items "
+                                f"{str(self.dataset.get('item_ids_sha256'))[:12]}...), but {dataset_path} has other items "
                                 f"({items[:12]}...); a tracker scores only the dataset it was trained on: train one there "
                                 "(interestgym train-sequence)")
         recorded_split = self.dataset.get("split")  # trackers trained before it was recorded: not checked
         if recorded_split is not None and recorded_split != ds.manifest.get("split"):
             raise ArtifactError(f"{where}: the tracker was trained on the training users of the split {_split_words(recorded_split)}, "
-                                f"but {data.dataset_path} is now split {_split_words(ds.manifest.get('split'))}: its validation "
+                                f"but {dataset_path} is now split {_split_words(ds.manifest.get('split'))}: its validation "
                                 "and test users include users the tracker trained on. Train the tracker again on this dataset")
-        if sha != self.dataset.get("embeddings_sha256"):
+        if embeddings_sha != self.dataset.get("embeddings_sha256"):
             raise ArtifactError(f"{where}: the tracker was trained with embeddings {self.dataset.get('embeddings')!r} "
-                                f"(sha256 {str(self.dataset.get('embeddings_sha256'))[:12]}...), but the replay data's "
-                                f"{data.embeddings_name!r} hash to {sha[:12]}...; evaluate with the same embeddings")
-        if self.spec.use_text:
-            self.model.items.set_text_vectors(data.embeddings)
-        self._bound = sha
+                                f"(sha256 {str(self.dataset.get('embeddings_sha256'))[:12]}...), but {dataset_path}'s "
+                                f"{embeddings_name!r} hash to {embeddings_sha[:12]}...; use the embeddings it was trained with "
+                                f"(--embeddings {self.dataset.get('embeddings')}), or train a tracker on these (interestgym "
+                                "train-sequence)")
 
     def score(self, data: Any, *, metric: str = "ndcg@10", users: list[str] | None = None, keep_scores: bool = False) -> SequenceResult:
         """:func:`score_replay` of this tracker on ``data`` (checked with :meth:`bind`)."""

@@ -399,7 +399,7 @@ def evaluate_run(
         make_baseline(n)  # validates the name
     if n_boot < 1:
         raise InterestGymError(f"--n-boot {n_boot}: expected an integer >= 1 (bootstrap resamples)")
-    trackers = []  # every --sequence folder read and checked (finished, checksums, weights) before any tuning
+    trackers = []  # every --sequence folder read and checked (finished, checksums, weights; its data below) before any tuning
     if sequence_runs:
         from interestgym.agents.sequence.folder import check_finished, undertrained_note
         from interestgym.agents.sequence.scoring import load_tracker
@@ -411,6 +411,13 @@ def evaluate_run(
 
     trained_on = saved.get("config", {}).get("dataset") if run_dir is not None else None
     dataset = Dataset.open(config.dataset)
+    if trackers:  # the dataset, split and item vectors each was trained on, before the tuning (scoring binds them again)
+        from interestgym.agents.sequence.scoring import embeddings_sha256
+
+        embeddings_name = dataset.resolve_embeddings(config.embeddings)
+        embeddings_sha = embeddings_sha256(dataset.load_embeddings(embeddings_name)[0])
+        for tracker in trackers:
+            tracker.check_data(dataset.path, embeddings_name, embeddings_sha)
     chunk_users = DEFAULT_CHUNK_USERS if chunk_users is None else chunk_users
     chunk_user_lists(np.zeros(0, dtype=str), chunk_users)  # validates chunk_users before any work
     valid_spec, test_spec = config.protocol_spec("valid"), config.protocol_spec(split)
