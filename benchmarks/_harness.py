@@ -14,17 +14,36 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+#: The threadpoolctl limiter :func:`pin_threads` applied (kept: it holds the limits of the pools already loaded).
+_LIMITS: Any = None
 
-def pin_threads(n: int = 1) -> int:
-    """Pin torch, BLAS / OpenMP and Arrow to ``n`` threads (call before heavy imports); return ``n``."""
+
+def pin_threads(n: int = 1, *, torch: bool = True) -> int:
+    """Pin BLAS / OpenMP, Arrow and (``torch=True``) torch to ``n`` threads; return ``n``.
+
+    The environment variables reach the libraries loaded later; the pools already loaded (numpy's OpenBLAS, once
+    ``numpy`` is imported, which every benchmark here does first) are limited by threadpoolctl (a dependency of
+    scikit-learn, the product's). ``torch=False`` for a torch-free side (the runtime): torch is then not imported
+    here, and pinned only if something else loaded it. :func:`thread_pools` says what the pools hold.
+    """
+    global _LIMITS
+    import sys
+
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     try:
-        import torch
+        from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(n)
+        _LIMITS = threadpool_limits(limits=n)
     except ImportError:
         pass
+    if torch or "torch" in sys.modules:
+        try:
+            import torch as _torch
+
+            _torch.set_num_threads(n)
+        except ImportError:
+            pass
     try:
         import pyarrow as pa
 
@@ -33,6 +52,17 @@ def pin_threads(n: int = 1) -> int:
     except ImportError:
         pass
     return n
+
+
+def thread_pools() -> str:
+    """The loaded BLAS / OpenMP pools and their threads (threadpoolctl), e.g. ``openblas 1, openmp 1``: what
+    :func:`pin_threads` achieved."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl is not installed)"
+    pools = [f"{p.get('internal_api', '?')} {p.get('num_threads', '?')}" for p in threadpool_info()]
+    return ", ".join(pools) if pools else "none loaded"
 
 
 def load_line(label: str = "load average") -> str:
