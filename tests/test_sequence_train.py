@@ -110,6 +110,42 @@ def test_a_damaged_or_mismatched_artifact_is_refused(trained, tmp_path):
         load_tracker(copy)
 
 
+class _NotATensor:  # a pickled object in a weights file: never to be executed by the loader
+    pass
+
+
+def test_damaged_tracker_folders_say_which_field_or_tensor(trained, tmp_path):
+    """An info.json whose sha256 is no mapping, a weights file holding a pickled object (its checksum updated to
+    match), and a spec edited after training: each refused with the file, what was found and what was expected."""
+    import shutil
+
+    import torch
+
+    from interestgym.io import sha256_file
+
+    _, run, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    info_path = copy / "best" / "info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "sha256": "abc"}))
+    with pytest.raises(ArtifactError, match=r'best/info.json: field sha256 is "abc"; expected \{"model.pt": '):
+        load_tracker(copy, "best")
+    torch.save({"weights": _NotATensor()}, copy / "best" / "model.pt")
+    info_path.write_text(json.dumps({**info, "sha256": {"model.pt": sha256_file(copy / "best" / "model.pt")}}))
+    with pytest.raises(ArtifactError, match=r"model.pt: holds Python objects besides tensors \(.*_NotATensor.*\), which this "
+                                            r"loader never executes") as caught:
+        load_tracker(copy, "best")
+    assert "weights_only" not in str(caught.value)  # not torch's advice to load it with code execution on
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    doc = json.loads((edited / CONFIG_FILE).read_text())
+    doc["spec"]["hidden"] = doc["spec"]["hidden"] * 2
+    (edited / CONFIG_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"weights do not fit the model spec in .*sequence.json \(size mismatch for .*torch.Size"):
+        load_tracker(edited, "best")
+
+
 def test_resume_continues_from_the_checkpoint_and_a_second_start_is_refused(trained, tmp_path):
     data, run, _ = trained
     import shutil

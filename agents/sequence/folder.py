@@ -19,6 +19,9 @@ whose files do not match is refused (a checkpoint: skipped, with a note) rather 
 
 from __future__ import annotations
 
+import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +107,14 @@ def load_tensors(path: Path, sha256: str | None) -> dict[str, Any]:
     if sha256 is not None and sha256_file(path) != sha256:
         raise ArtifactError(f"{path}: sha256 does not match the one recorded beside it (damaged or replaced file)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings about a foreign file: the error below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # not torch's advice (load with weights_only=False: it runs the file's code): say what the file holds
+        found = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
+        raise ArtifactError(f"{path}: holds Python objects besides tensors ({found[:160] or 'a pickle'}), which this "
+                            "loader never executes; expected the tensors interestgym writes (train the tracker again)") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged or foreign file
         raise ArtifactError(f"{path}: cannot be read as tensors ({' '.join(str(exc).split())[:200]})") from None
 
@@ -121,7 +131,13 @@ def load_model_state(run_dir: str | Path, which: str = "best") -> tuple[dict[str
         raise ArtifactError(f"model {which!r}: expected one of {', '.join(MODELS)}")
     folder = Path(run_dir) / which
     info = read_json_artifact(folder / INFO_FILE, f"the description of the {which} tracker model")
-    return load_tensors(folder / MODEL_FILE, (info.get("sha256") or {}).get(MODEL_FILE)), info
+    if not isinstance(info, dict):
+        raise ArtifactError(f"{folder / INFO_FILE}: a JSON {type(info).__name__}; expected an object describing the {which} tracker model")
+    shas = info.get("sha256")
+    if not isinstance(shas, dict) or not isinstance(shas.get(MODEL_FILE), str):
+        raise ArtifactError(f"{folder / INFO_FILE}: field sha256 is {json.dumps(shas)[:80]}; expected "
+                            f'{{"{MODEL_FILE}": "<sha256 of {MODEL_FILE}>"}} as save_model writes it (a damaged or edited file)')
+    return load_tensors(folder / MODEL_FILE, shas[MODEL_FILE]), info
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

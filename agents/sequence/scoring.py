@@ -305,6 +305,9 @@ def load_tracker(run_dir: str | Path, which: str = "best", device: str = "cpu") 
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ArtifactError(f"{run_dir / which}: weights do not fit the model spec in sequence.json ({str(exc).splitlines()[0]})") from None
+        # torch's first line names only the model class; the lines after it say which tensors differ and how
+        details = "; ".join(line.strip().rstrip(".") for line in str(exc).splitlines()[1:4])
+        raise ArtifactError(f"{run_dir / which}: weights do not fit the model spec in {run_dir / 'sequence.json'} "
+                            f"({details or str(exc).splitlines()[0]}); the spec was edited or belongs to another run") from None
     model.to(torch.device(device))
     return Tracker(model, config, spec, doc.get("dataset") or {}, info, run_dir)
