@@ -100,6 +100,25 @@ def test_the_window_keeps_the_last_k_decisions_and_survives_its_codec(exported):
         runtime.score(window, ["no-such-item"])
 
 
+def test_a_window_made_by_hand_and_an_unknown_action_are_refused_by_name(exported):
+    """The bare tracker runtime checks a window it did not make (item rows past the catalogue, more than k decisions)
+    before the graph reads it, and refuses an action the dataset does not have (it was read as no decision)."""
+    _, _, result = exported
+    runtime = load_tracker_runtime(result.out)
+    ids = runtime.item_ids
+    window = runtime.update(runtime.new_window(), ids[0], "click", 1_000)
+    past = TrackerWindow(np.array([len(ids) + 5]), window.actions, window.gaps, window.last_ts)
+    with pytest.raises(InterestGymError, match=rf"tracker window: field 'items' has values outside \[0, {len(ids)}\)"):
+        runtime.score(past, ids[:3])
+    k = runtime.window
+    long = TrackerWindow(np.zeros(k + 2, np.int64), np.zeros(k + 2, np.int64), np.ones(k + 2, np.int64), 5_000)
+    with pytest.raises(InterestGymError, match=rf"tracker window: {k + 2} decisions; the tracker reads at most {k}"):
+        runtime.standardised_scores([window, long], np.array([ids[:3], ids[:3]], dtype=object))
+    with pytest.raises(InterestGymError, match=r"event action 'watch': expected one of .*click"):
+        runtime.update(window, ids[1], "watch", 2_000)
+    assert runtime.update(window, ids[1], "click", 2_000) is not window  # a known action still is a decision
+
+
 def test_a_damaged_export_is_refused(exported, tmp_path):
     import shutil
 

@@ -154,8 +154,12 @@ class TrackerRuntime:
         return TrackerWindow(empty, empty, empty, None)
 
     def is_decision(self, item_id: str, action: str, value: float = 1.0) -> bool:
-        """Whether the event enters the window (the dataset's decision rule, :func:`core.log_features.is_decision`)."""
-        weight = self._weights.get(str(action), 0.0)
+        """Whether the event enters the window (the dataset's decision rule, :func:`core.log_features.is_decision`); an
+        action the dataset does not have is refused, as ``ExportedPolicy.update`` refuses it (not read as no decision)."""
+        weight = self._weights.get(str(action))
+        if weight is None:
+            raise InterestGymError(f"event action {action!r}: expected one of {', '.join(sorted(self._weights))} (the actions "
+                                   "of the dataset the tracker was exported with)")
         return bool(is_decision(np.array([weight]), np.array([str(action) == RATING_ACTION]), np.array([value]),
                                 self._positive_rating, np.array([str(item_id) in self.row]))[0])
 
@@ -191,6 +195,8 @@ class TrackerRuntime:
         n, k = len(windows), self.window
         if any(len(w) == 0 for w in windows):
             raise InterestGymError("a window without decisions has no tracker state; score it with a fallback (e.g. popularity)")
+        for i, w in enumerate(windows):  # a window made by hand or read from bytes: its rows, codes and length
+            self.check_window(w, "tracker window" if n == 1 else f"tracker window {i}")
         items = np.zeros((n, k), dtype=np.int64)
         actions = np.zeros((n, k), dtype=np.int64)
         gaps = np.zeros((n, k), dtype=np.int64)
