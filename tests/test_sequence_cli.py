@@ -49,6 +49,9 @@ def test_tiny_run_from_the_command_line(tmp_path, capsys):
     (["--model", "lstm"], "'lstm' is not one of"),
     (["--window", "0"], "--window 0: expected an integer >= 1"),
     (["--item-ids", "maybe"], "'maybe' is not one of"),
+    (["--layers", "0"], "--layers 0: expected an integer >= 1"),
+    (["--dropout", "1.5"], "--dropout 1.5: expected a number in [0, 1)"),
+    (["--model", "sasrec", "--hidden", "64", "--heads", "3"], "--hidden 64 is not divisible by --heads 3"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, expected):
     data = tmp_path / "nowhere"

@@ -26,7 +26,7 @@ def _d(name: str):
 @click.option("--window", type=int, default=_d("window"), show_default=True, help="k: the tracker's state is the user's last k decisions.")
 @click.option("--hidden", type=int, default=_d("hidden"), show_default=True, help="Width of item representations and states.")
 @click.option("--layers", type=int, default=None, help="Transformer blocks / GRU layers (default: sasrec 2, gru 1).")
-@click.option("--heads", type=int, default=None, help="Attention heads (sasrec; default 2).")
+@click.option("--heads", type=int, default=None, help="Attention heads (sasrec; default 2); --hidden must be a multiple of it.")
 @click.option("--dropout", type=float, default=None, help="Dropout (default 0.3).")
 @click.option("--item-ids", type=click.Choice(["auto", "on", "off"]), default=_d("item_ids"), show_default=True, help="Learned item-id embeddings; auto: on when validation users' items recur among training users' (MovieLens yes, fresh news no).")
 @click.option("--text/--no-text", default=True, show_default=True, help="Add the projected encoder vector to every item's representation.")

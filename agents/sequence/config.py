@@ -100,10 +100,15 @@ class SequenceConfig:
             raise InterestGymError(f"--item-ids {self.item_ids!r}: expected auto, on or off")
         if self.loss not in ("auto", "full", "sampled"):
             raise InterestGymError(f"--loss {self.loss!r}: expected auto, full or sampled")
-        for key in ("window", "hidden", "batch_size", "max_epochs", "patience", "train_negatives", "n_negatives"):
+        for key in ("window", "hidden", "layers", "heads", "batch_size", "max_epochs", "patience", "train_negatives", "n_negatives"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise InterestGymError(f"--{key.replace('_', '-')} {value!r}: expected an integer >= 1")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise InterestGymError(f"--dropout {self.dropout!r}: expected a number in [0, 1) (the share of units dropped)")
+        if self.model == "sasrec" and self.hidden % self.heads:
+            raise InterestGymError(f"--hidden {self.hidden} is not divisible by --heads {self.heads}: each attention head takes "
+                                   "hidden / heads of the width; expected a --hidden that is a multiple of --heads")
         if not self.learning_rate > 0:
             raise InterestGymError(f"--learning-rate {self.learning_rate!r}: expected a number > 0")
         if self.max_minutes is not None and not self.max_minutes > 0:
