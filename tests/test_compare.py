@@ -121,6 +121,29 @@ def test_rows_of_one_side_only_are_listed_and_a_metric_no_user_has_is_null(evalu
     assert next(line for line in text.splitlines() if line.startswith("| ema |")).endswith("| - | - | - |")
 
 
+def test_each_runs_learned_row_is_paired_under_its_own_name(evaluations, tmp_path):
+    """A run evaluated as shipped (its rule: `shipped:ema`) against its best model (`ppo`): the one learned row of
+    each is paired, B - A by user id, and neither is listed as only on one side."""
+    from interestgym.evaluation.compare import POLICY_ROW, compare_evaluations
+
+    a, b = evaluations
+    sides = {}
+    for name, src, row, source_row in (("shipped", a, "shipped:ema", "ema"), ("best", b, "ppo", "static")):
+        folder = tmp_path / name
+        shutil.copytree(src, folder)
+        doc = json.loads((folder / "evaluation.json").read_text())
+        doc["per_user"][row] = doc["per_user"][source_row]
+        doc["summary"]["policies"][row] = {**doc["summary"]["policies"][source_row], "kind": "learned"}
+        (folder / "evaluation.json").write_text(json.dumps(doc))
+        sides[name] = folder
+    result = compare_evaluations(sides["shipped"], sides["best"], n_boot=50)
+    row = next(r for r in result["rows"] if r["row"].startswith(POLICY_ROW))
+    assert row["row"] == f"{POLICY_ROW}: shipped:ema / ppo"
+    va, vb = _per_user(a, "ema"), _per_user(b, "static")
+    assert row["diff"]["mean"] == pytest.approx(np.mean([vb[u] - va[u] for u in va]), abs=1e-12)
+    assert "shipped:ema" not in result["only_in_a"] and "ppo" not in result["only_in_b"]
+
+
 def test_a_row_of_one_name_defined_otherwise_is_said_and_other_users_are_named_as_the_cause(evaluations, tmp_path):
     """A rule row tuned otherwise (or from another package version) in B is said above the table with both definitions,
     from the files' own tuned parameters; evaluations of other users are refused for their users, the cause, even when

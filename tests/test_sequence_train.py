@@ -223,6 +223,21 @@ def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
     assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean(), abs=1e-12)
 
 
+def test_compare_does_not_add_a_tracker_the_evaluation_already_lists(trained, tmp_path, capsys):
+    """`evaluate --sequence RUN` then `compare EVAL RUN`: the tracker's model is a row already; it is said, not listed
+    twice under a second name."""
+    from interestgym.agents.sequence.compare import compare
+
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run, _ = trained
+    evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=20, progress=False, sequence_runs=(run,))
+    capsys.readouterr()
+    _, summary = compare(tmp_path / "ev" / "evaluation.json", [run], n_boot=20)
+    assert [n for n, e in summary["policies"].items() if e["kind"] == "sequence"] == ["sasrec"]
+    assert f"{run}: already a row of evaluation.json (`sasrec`, the same model); not added again" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_a_tracker_of_other_item_vectors_before_any_tuning(trained, tmp_path, monkeypatch):
     """`evaluate DATASET --sequence RUN` on the same items with other vectors: refused with the tracker's and the
     dataset's embeddings named, before the baselines are tuned (the tuning of a real dataset takes minutes)."""

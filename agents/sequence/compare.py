@@ -112,8 +112,15 @@ def compare(evaluation_json: str | Path, run_dirs: list[str | Path], *, n_boot: 
         rows.append(PolicyScores(name=name, kind=entry["kind"], users=users, per_user=per_user, params=entry.get("params") or {},
                                  valid_score=entry.get("valid_score"), n_points=int(entry.get("n_points") or 0)))
     data = replay_data_of(evaluation)
+    listed = {(str(Path(str((e.get("params") or {}).get("run"))).resolve()), (e.get("params") or {}).get("epoch")): name
+              for name, e in summary_in["policies"].items() if e.get("kind") == "sequence"}
     for run_dir in run_dirs:
-        row = sequence_policy_scores(load_tracker(run_dir, which), data, metric)
+        tracker = load_tracker(run_dir, which)
+        already = listed.get((str(Path(run_dir).resolve()), tracker.info.get("epoch")))
+        if already is not None:  # `evaluate --sequence` scored this tracker's model already: its row is in the table
+            print(f"{run_dir}: already a row of {path.name} (`{already}`, the same model); not added again", file=sys.stderr)
+            continue
+        row = sequence_policy_scores(tracker, data, metric)
         if not np.array_equal(row.users.astype(str), users.astype(str)):
             raise InterestGymError(f"{run_dir}: scored {len(row.users)} users, the evaluation {len(users)}; expected the same users")
         row.users = users

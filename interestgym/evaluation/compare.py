@@ -7,7 +7,8 @@ policy's per-user metric in B minus its per-user metric in A is a paired differe
 bootstrap over users (:func:`interestgym.core.stats.paired_bootstrap_diff`), as every table of ``evaluate`` has.
 
 Rows: every policy both evaluations list (by name), then "reference (each's own)": A's best tuned rule against B's,
-which may be different rules. What differs between the two headers besides (the encoder, the run) is said above the
+which may be different rules, and, where each lists one learned row under another name (a run evaluated as shipped,
+``shipped:RULE``, and its best model, ``ppo``), "run's policy (each's own)": the one against the other. What differs between the two headers besides (the encoder, the run) is said above the
 table, and so is a row whose name stands for another policy in B (a rule tuned to other parameters or from another
 package version or code, a learned row acting on another rule); what would break the pairing is refused, naming both
 files.
@@ -31,6 +32,8 @@ PAIRING_FIELDS = ("split", "candidates", "protocol_seed", "scoring_points")
 #: Header fields worth saying when they differ (the thing compared, usually).
 SAID_FIELDS = ("data", "encoder", "dim", "run", "model", "reference", "reference_params")
 REFERENCE_ROW = "reference (each's own)"
+#: The row pairing two runs' policies of different names (each evaluation's one learned row).
+POLICY_ROW = "run's policy (each's own)"
 
 
 def read_evaluation(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -95,6 +98,12 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
     ref_a, ref_b = doc_a["summary"].get("reference"), doc_b["summary"].get("reference")
     if ref_a in doc_a["per_user"] and ref_b in doc_b["per_user"]:
         pairs.append((REFERENCE_ROW if ref_a == ref_b else f"{REFERENCE_ROW}: {ref_a} / {ref_b}", ref_a, ref_b))
+    # each run's own policy under its own name (e.g. a run's shipped rule `shipped:R` against its best model `ppo`)
+    learned_a, learned_b = _learned_rows(doc_a), _learned_rows(doc_b)
+    paired_learned: list[str] = []
+    if len(learned_a) == 1 and len(learned_b) == 1 and learned_a[0] != learned_b[0]:
+        pairs.append((f"{POLICY_ROW}: {learned_a[0]} / {learned_b[0]}", learned_a[0], learned_b[0]))
+        paired_learned = [learned_a[0], learned_b[0]]
     if not pairs:
         raise InterestGymError(f"{file_a} and {file_b}: no row in common; expected evaluations of the same policies")
     rows = []
@@ -114,8 +123,14 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
             "row_differs": row_differs,
             "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95, "seed": seed}, "rows": _json_safe(rows),
             # rows one evaluation lists and the other not (another --baselines, a run's learned row, --sequence rows)
-            "only_in_a": [n for n in doc_a["per_user"] if n not in doc_b["per_user"]],
-            "only_in_b": [n for n in doc_b["per_user"] if n not in doc_a["per_user"]]}
+            "only_in_a": [n for n in doc_a["per_user"] if n not in doc_b["per_user"] and n not in paired_learned],
+            "only_in_b": [n for n in doc_b["per_user"] if n not in doc_a["per_user"] and n not in paired_learned]}
+
+
+def _learned_rows(doc: dict[str, Any]) -> list[str]:
+    """The rows of kind ``learned``: a run's policy (its learned model, or the rule it ships as ``shipped:RULE``)."""
+    return [n for n, e in (doc["summary"].get("policies") or {}).items() if isinstance(e, dict) and e.get("kind") == "learned"
+            and n in doc["per_user"]]
 
 
 def _params_text(params: Any) -> str:
