@@ -213,8 +213,10 @@ def compare(a: Path, b: Path, metric: str | None, n_boot: int, out: Path | None)
     A and B are `interestgym evaluate` outputs (an --out folder, a run evaluated in place, or the
     evaluation.json) that score the same users at the same points: e.g. the same dataset evaluated with
     frozen and with fine-tuned embeddings. Every policy both list is a row, and so is each one's own
-    best tuned rule; a row whose name stands for another policy in B (a rule tuned to other parameters
-    or from another package version, a learned row acting on another rule) is said above the table.
+    best tuned rule, and each one's learned row where the names differ (a run evaluated as shipped,
+    shipped:RULE, against its best model, ppo); a row whose name stands for another policy in B (a rule
+    tuned to other parameters or from another package version, a learned row acting on another rule) is
+    said above the table.
     Example:
       interestgym evaluate data --out eval-frozen --embeddings minilm
       interestgym evaluate data --out eval-tuned --embeddings minilm-ml100k
