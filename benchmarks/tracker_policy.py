@@ -94,8 +94,13 @@ def main() -> None:
         without = copy.copy(with_tracker)
         without.tracker = None  # the same rule, scoring, encoder and data files; no tracker term, no window
     cats = dataset.items["category"].fillna("").astype(str).tolist()
-    weights = with_tracker.action_weights  # a decision of the dataset's strongest action ("rate" on MovieLens)
-    action = "rate" if "rate" in weights else max(weights, key=weights.get)
+    # the events timed: ratings of 5 (MovieLens' decisions); a dataset whose rule makes them no decisions would time
+    # a tracker that never moves: refused (every dataset's action weights hold "rate", with its own weight)
+    action = "rate"
+    if not with_tracker._is_decision(Event(ts=0, action=action, value=5.0, item_vector=emb[0], category=cats[0], item_id=ids[0])):
+        sys.exit(f"{args.dataset}: a rating of 5 is no decision under this export's rule (action weight "
+                 f"{with_tracker.action_weights.get(action)}); the benchmark times rated events: give a dataset where they are "
+                 "decisions (e.g. MovieLens)")
     rng = np.random.default_rng(0)
     n = len(ids)
 

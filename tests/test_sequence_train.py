@@ -137,6 +137,11 @@ def test_damaged_tracker_folders_say_which_field_or_tensor(trained, tmp_path):
                                             r"loader never executes") as caught:
         load_tracker(copy, "best")
     assert "weights_only" not in str(caught.value)  # not torch's advice to load it with code execution on
+    (copy / "best" / "model.pt").write_bytes(b"xq\x00 not a tensor file" * 8)  # damaged bytes: said as such
+    info_path.write_text(json.dumps({**info, "sha256": {"model.pt": sha256_file(copy / "best" / "model.pt")}}))
+    with pytest.raises(ArtifactError, match=r"model.pt: cannot be read as tensors \(damaged bytes") as caught:
+        load_tracker(copy, "best")
+    assert "weights_only" not in str(caught.value) and "Python objects" not in str(caught.value)
     edited = tmp_path / "edited"
     shutil.copytree(run, edited)
     doc = json.loads((edited / CONFIG_FILE).read_text())
@@ -223,19 +228,37 @@ def test_evaluate_lists_a_tracker_as_a_row_of_kind_sequence(trained, tmp_path):
     assert entry["metrics"]["ndcg@10"]["mean"] == pytest.approx(mine.per_user()["ndcg@10"].mean(), abs=1e-12)
 
 
-def test_compare_does_not_add_a_tracker_the_evaluation_already_lists(trained, tmp_path, capsys):
+def test_compare_does_not_add_a_tracker_the_evaluation_already_lists(trained, tmp_path, capsys, monkeypatch):
     """`evaluate --sequence RUN` then `compare EVAL RUN`: the tracker's model is a row already; it is said, not listed
-    twice under a second name."""
+    twice under a second name, whatever path reaches its folder. Another model is added, even one in a folder the
+    same relative path names from elsewhere (the identity is the weights' sha256, not the path as typed)."""
+    import shutil
+
     from interestgym.agents.sequence.compare import compare
 
     from interestgym.evaluation.run import evaluate_run
+    from interestgym.io import sha256_file
 
     data, run, _ = trained
-    evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=20, progress=False, sequence_runs=(run,))
+    here = tmp_path / "here"
+    shutil.copytree(run, here / "sasrec")
+    monkeypatch.chdir(here)
+    evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=20, progress=False, sequence_runs=(Path("sasrec"),))
     capsys.readouterr()
-    _, summary = compare(tmp_path / "ev" / "evaluation.json", [run], n_boot=20)
+    _, summary = compare(tmp_path / "ev" / "evaluation.json", [here / "sasrec"], n_boot=20)  # by its absolute path
     assert [n for n, e in summary["policies"].items() if e["kind"] == "sequence"] == ["sasrec"]
-    assert f"{run}: already a row of evaluation.json (`sasrec`, the same model); not added again" in capsys.readouterr().err
+    assert f"{here / 'sasrec'}: already a row of evaluation.json (`sasrec`, the same model); not added again" in capsys.readouterr().err
+    # a folder "sasrec" elsewhere whose best model was retrained in place (another seed's weights, the same epoch)
+    train_sequence(_config(data, tmp_path / "seed1", model="sasrec", seed=1), log=lambda _: None)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(run, elsewhere / "sasrec")
+    shutil.copy(tmp_path / "seed1" / "best" / "model.pt", elsewhere / "sasrec" / "best" / "model.pt")
+    info = json.loads((elsewhere / "sasrec" / "best" / "info.json").read_text())
+    info["sha256"]["model.pt"] = sha256_file(elsewhere / "sasrec" / "best" / "model.pt")
+    (elsewhere / "sasrec" / "best" / "info.json").write_text(json.dumps(info))
+    monkeypatch.chdir(elsewhere)  # "sasrec" here is another model under the same relative path and epoch
+    _, summary = compare(tmp_path / "ev" / "evaluation.json", [Path("sasrec")], n_boot=20)
+    assert len([n for n, e in summary["policies"].items() if e["kind"] == "sequence"]) == 2
 
 
 def test_evaluate_refuses_a_tracker_of_other_item_vectors_before_any_tuning(trained, tmp_path, monkeypatch):

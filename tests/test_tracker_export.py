@@ -112,7 +112,7 @@ def test_a_window_made_by_hand_and_an_unknown_action_are_refused_by_name(exporte
         runtime.score(past, ids[:3])
     k = runtime.window
     long = TrackerWindow(np.zeros(k + 2, np.int64), np.zeros(k + 2, np.int64), np.ones(k + 2, np.int64), 5_000)
-    with pytest.raises(InterestGymError, match=rf"tracker window: {k + 2} decisions; the tracker reads at most {k}"):
+    with pytest.raises(InterestGymError, match=rf"tracker window 1: {k + 2} decisions; the tracker reads at most {k}"):
         runtime.standardised_scores([window, long], np.array([ids[:3], ids[:3]], dtype=object))
     with pytest.raises(InterestGymError, match=r"event action 'watch': expected one of .*click"):
         runtime.update(window, ids[1], "watch", 2_000)

@@ -112,11 +112,13 @@ def compare(evaluation_json: str | Path, run_dirs: list[str | Path], *, n_boot: 
         rows.append(PolicyScores(name=name, kind=entry["kind"], users=users, per_user=per_user, params=entry.get("params") or {},
                                  valid_score=entry.get("valid_score"), n_points=int(entry.get("n_points") or 0)))
     data = replay_data_of(evaluation)
-    listed = {(str(Path(str((e.get("params") or {}).get("run"))).resolve()), (e.get("params") or {}).get("epoch")): name
-              for name, e in summary_in["policies"].items() if e.get("kind") == "sequence"}
+    # a tracker row is the same model as a run's when its weights' sha256 is (the folder's path as typed, or the
+    # epoch, says neither: a folder retrained in place, or another folder reached by the same relative path)
+    listed = {(e.get("params") or {}).get("weights_sha256"): name for name, e in summary_in["policies"].items()
+              if e.get("kind") == "sequence" and (e.get("params") or {}).get("weights_sha256")}
     for run_dir in run_dirs:
         tracker = load_tracker(run_dir, which)
-        already = listed.get((str(Path(run_dir).resolve()), tracker.info.get("epoch")))
+        already = listed.get(tracker.weights_sha256)
         if already is not None:  # `evaluate --sequence` scored this tracker's model already: its row is in the table
             print(f"{run_dir}: already a row of {path.name} (`{already}`, the same model); not added again", file=sys.stderr)
             continue

@@ -111,10 +111,15 @@ def load_tensors(path: Path, sha256: str | None) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # not torch's advice (load with weights_only=False: it runs the file's code): say what the file holds
+        # not torch's advice (load with weights_only=False: it runs the file's code): say what the file holds, where
+        # torch says it found an object (other unpickling errors are damaged bytes: said below)
         found = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
-        raise ArtifactError(f"{path}: holds Python objects besides tensors ({found[:160] or 'a pickle'}), which this "
-                            "loader never executes; expected the tensors interestgym writes (train the tracker again)") from None
+        if found:
+            raise ArtifactError(f"{path}: holds Python objects besides tensors ({found[:160]}), which this loader never "
+                                "executes; expected the tensors interestgym writes (train the tracker again)") from None
+        detail = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("Unsupported")), "")
+        raise ArtifactError(f"{path}: cannot be read as tensors (damaged bytes{': ' + detail if detail else ''}); expected the "
+                            "tensors interestgym writes (train the tracker again)") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged or foreign file
         raise ArtifactError(f"{path}: cannot be read as tensors ({' '.join(str(exc).split())[:200]})") from None
 

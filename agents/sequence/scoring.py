@@ -26,7 +26,11 @@ from interestgym.agents.sequence.data import (
     decision_sequences,
     windows_ending_at,
 )
-from interestgym.agents.sequence.folder import load_model_state, read_run_config
+from interestgym.agents.sequence.folder import (
+    MODEL_FILE,
+    load_model_state,
+    read_run_config,
+)
 from interestgym.agents.sequence.models import ModelSpec, SequenceTracker, build_model
 
 from interestgym.core.metrics import metric_names, ranking_metrics
@@ -251,7 +255,15 @@ class Tracker:
         """What a results table shows about the tracker."""
         return {"model": self.spec.model, "window": self.spec.window, "hidden": self.spec.hidden, "layers": self.spec.layers,
                 "item_ids": self.spec.use_ids, "text": self.spec.use_text, "run": str(self.run_dir),
-                "epoch": self.info.get("epoch"), "valid_score": self.info.get("valid_score")}
+                "epoch": self.info.get("epoch"), "valid_score": self.info.get("valid_score"),
+                "weights_sha256": self.weights_sha256}
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The sha256 of the loaded weights file (``info.json``'s record, checked at load): which model this is,
+        wherever its folder is and whatever was trained there since."""
+        shas = self.info.get("sha256")
+        return shas.get(MODEL_FILE) if isinstance(shas, dict) else None
 
     def bind(self, data: Any) -> None:
         """Give the model ``data``'s item vectors, refusing data it was not trained for."""

@@ -151,7 +151,9 @@ class TrackerRuntime:
     def new_window(self) -> TrackerWindow:
         """The window of a user without decisions."""
         empty = np.zeros(0, dtype=np.int64)
-        return TrackerWindow(empty, empty, empty, None)
+        window = TrackerWindow(empty, empty, empty, None)
+        object.__setattr__(window, "_checked", self)  # nothing in it to check
+        return window
 
     def is_decision(self, item_id: str, action: str, value: float = 1.0) -> bool:
         """Whether the event enters the window (the dataset's decision rule, :func:`core.log_features.is_decision`); an
@@ -182,12 +184,15 @@ class TrackerRuntime:
                                    "user's events must arrive in time order")
         gap = gap_buckets(np.array([0 if first else int(timestamp) - int(window.last_ts)]), np.array([first]))
         keep = slice(max(len(window) + 1 - self.window, 0), None)
-        return TrackerWindow(
+        out = TrackerWindow(
             items=np.append(window.items, row)[keep],
             actions=np.append(window.actions, action_codes([action]))[keep],
             gaps=np.append(window.gaps, gap)[keep],
             last_ts=int(timestamp),
         )
+        if window.__dict__.get("_checked") is self:  # a checked window plus a row of the catalogue: checked too
+            object.__setattr__(out, "_checked", self)
+        return out
 
     # ---------------------------------------------------------------------------------- scoring
     def states(self, windows: Sequence[TrackerWindow]) -> np.ndarray:
@@ -196,7 +201,7 @@ class TrackerRuntime:
         if any(len(w) == 0 for w in windows):
             raise InterestGymError("a window without decisions has no tracker state; score it with a fallback (e.g. popularity)")
         for i, w in enumerate(windows):  # a window made by hand or read from bytes: its rows, codes and length
-            self.check_window(w, "tracker window" if n == 1 else f"tracker window {i}")
+            self.check_window(w, "tracker window" if n == 1 else f"tracker window {i}")  # (once per window object)
         items = np.zeros((n, k), dtype=np.int64)
         actions = np.zeros((n, k), dtype=np.int64)
         gaps = np.zeros((n, k), dtype=np.int64)
@@ -219,9 +224,12 @@ class TrackerRuntime:
     def check_window(self, window: TrackerWindow, where: str = "tracker window") -> None:
         """Refuse a window this tracker cannot read (e.g. a stored state from another export): more than
         ``k`` decisions, or item rows, action codes or gap buckets out of range; the error names them."""
+        if window.__dict__.get("_checked") is self:  # checked by this tracker already (a window is immutable)
+            return
         problem = window_problem(window.items, window.actions, window.gaps, k=self.window, n_items=len(self.item_ids))
         if problem:
             raise InterestGymError(f"{where}: {problem} (a state stored under another export?)")
+        object.__setattr__(window, "_checked", self)
 
     def confidence(self, window: TrackerWindow) -> tuple[float, float]:
         """(top-1 probability, entropy / log(n_items)) of the softmax over the whole catalogue after the
@@ -246,6 +254,10 @@ class TrackerRuntime:
         (no evidence either way) and is left out of the mean and spread."""
         from interestgym.core.interest import standardise_scores
 
+        if len(windows) > 1:  # each window named by its place in the batch (the states below are computed one by one)
+            for i, w in enumerate(windows):
+                if len(w):
+                    self.check_window(w, f"tracker window {i}")
         ids = np.asarray(candidate_ids, dtype=object)
         rows = np.fromiter((self.row.get(str(i), -1) for i in ids.reshape(-1)), dtype=np.int64, count=ids.size).reshape(ids.shape)
         has = np.array([len(w) > 0 for w in windows], dtype=bool)
