@@ -304,6 +304,7 @@ def evaluate_run(
         has_impressions,
         has_varying_values,
         iter_replay_chunks,
+        replay_context,
     )
     from interestgym.envs.replay_data import (
         IGNORED_ON_IMPRESSIONS,
@@ -411,16 +412,17 @@ def evaluate_run(
 
     trained_on = saved.get("config", {}).get("dataset") if run_dir is not None else None
     dataset = Dataset.open(config.dataset)
-    if trackers:  # the dataset, split and item vectors each was trained on, before the tuning (scoring binds them again)
-        from interestgym.agents.sequence.scoring import embeddings_sha256
-
-        embeddings_name = dataset.resolve_embeddings(config.embeddings)
-        embeddings_sha = embeddings_sha256(dataset.load_embeddings(embeddings_name)[0])
-        for tracker in trackers:
-            tracker.check_data(dataset.path, embeddings_name, embeddings_sha)
     chunk_users = DEFAULT_CHUNK_USERS if chunk_users is None else chunk_users
     chunk_user_lists(np.zeros(0, dtype=str), chunk_users)  # validates chunk_users before any work
     valid_spec, test_spec = config.protocol_spec("valid"), config.protocol_spec(split)
+    if trackers:  # the dataset, split and item vectors each was trained on, before the tuning (scoring binds them again)
+        from interestgym.agents.sequence.scoring import embeddings_sha256
+
+        # the replay's own context (cached: the replay below reads the same one, the embeddings are loaded once)
+        ctx = replay_context(dataset, config.embeddings, valid_spec, progress=progress)
+        embeddings_sha = embeddings_sha256(ctx.embeddings)
+        for tracker in trackers:
+            tracker.check_data(dataset.path, ctx.embeddings_name, embeddings_sha)
     # The validation split's protocol and users, chunk by chunk (the tuned baselines are keyed on it);
     # only the users tuning replays are built whole.
     valid = SplitSummary()
