@@ -21,7 +21,7 @@ the event rows they came from, so a test can trace every pair back to its user.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -153,5 +153,3 @@ def mine_pairs(dataset: Dataset, split: str, spec: PairSpec = PairSpec()) -> CoE
                              positive_event=b_ev, user_id=user[a_ev], counts=counts)
 
 
-def spec_dict(spec: PairSpec) -> dict[str, Any]:
-    return asdict(spec)

@@ -75,8 +75,7 @@ _LEAN_STATE_IDX = np.array([FEATURE_INDEX[n] for n in _LEAN_STATE_FEATURES])
 @dataclass
 class PointScores:
     """What :meth:`ReplayEngine.step` computed at its scoring points before ranking them, kept so that
-    :meth:`ReplayEngine.rescore` (or :func:`rank_points`, later) can rank the same points with other score
-    weights. Everything a point's scores read is here (no live engine state): several steps' points can
+    :func:`rank_points` can rank the same points with other score weights (a tuning grid's members, later). Everything a point's scores read is here (no live engine state): several steps' points can
     be concatenated (:meth:`concatenate`) and ranked together."""
 
     point_row: np.ndarray  #: (P,) position of each point's row among the stepped rows
@@ -185,7 +184,7 @@ def check_scoring_kept(points: PointScores, config: ScoringConfig) -> None:
             or config.tracker_weight != 0 and points.tracker_z is None
             or config.slot_category_counts and points.slot_category_counts is None
             or config.exposure_counts and points.exposure_counts is None):
-        raise ValueError("rescore: the engine did not keep the category counts / time-slot profiles / tracker "
+        raise ValueError("rank_points: the engine did not keep the category counts / time-slot profiles / tracker "
                          "scores / slot category counts / exposure counts this scoring needs")
 
 
@@ -535,7 +534,7 @@ class ReplayEngine:
                 np.take(emb, cand[idx, :size], axis=0, out=block)
                 sims[idx, :size] = np.matmul(block, profiles[idx])
         tracker_z = None
-        if data.point_tracker_z is not None:  # kept even when no row weighs it: a rescore may
+        if data.point_tracker_z is not None:  # kept even when no row weighs it: rank_points may
             lo = data.point_offsets[point_index]
             col = np.arange(width)[None, :]
             valid = col < length[:, None]
@@ -567,44 +566,6 @@ class ReplayEngine:
         out["_long_only"] = ranking_metrics(cos_long, labels, [self.metric])[self.metric]
         out["_short_only"] = ranking_metrics(cos_short, labels, [self.metric])[self.metric]
         return out, points
-
-    def rescore(self, out: StepOutput,
-                groups: list[tuple[np.ndarray, list[tuple[np.ndarray, ScoringConfig]]]]) -> list[np.ndarray]:
-        """``metric`` at the scoring points of some stepped rows, had they ranked with other policies' score
-        weights over the same state. A group is ``(selected, members)``: ``selected`` (n,) bool over the
-        stepped rows, and per member ``(actions, config)``: ``actions`` (n_selected, 4+) whose w and p score
-        (their a_L, a_S must be the ones the rows stepped with), ``config`` the policy's fixed score terms.
-
-        Several rules that move the state alike but weigh their score terms differently (a tuning grid over
-        w, p, beta_cat ...) thus share one replay; each one's numbers equal its own replay's to the bit (the
-        same similarities, the same element-wise scoring). All members are ranked in one call
-        (:func:`rank_points`, which reads only ``out.points``: it may run after later steps too).
-
-        :param out: the engine's :class:`StepOutput` (a ``rank=False`` step's as well).
-        :return: per member (groups in order), the values at the selected rows' points, in
-            ``out.point_index`` order.
-        """
-        points = out.points
-        n_members = sum(len(members) for _, members in groups)
-        if points is None:
-            return [np.zeros(0) for _ in range(n_members)]
-        take, strengths, weights, counts = [], [], [], []
-        for selected, members in groups:
-            picked = np.nonzero(selected[points.point_row])[0]
-            # each picked point's row, as a position among the selected rows (the members' action rows)
-            position = (np.cumsum(selected) - 1)[points.point_row[picked]]
-            for actions, config in members:
-                check_scoring_kept(points, config)
-                row_strengths = member_strengths(actions, config)
-                take.append(picked)
-                strengths.append(row_strengths[position])
-                weights.append(score_weights(config))
-                counts.append(len(picked))
-        idx = np.concatenate(take)
-        beta_cat, prior, beta_ctx, beta_trk, slot_weight, exposure = np.repeat(np.asarray(weights, dtype=np.float64), counts, axis=0).T
-        values = rank_points(self.data, self.metric, points.take(idx), np.concatenate(strengths), beta_cat, prior,
-                             beta_ctx, beta_trk, slot_weight, exposure)
-        return np.split(values, np.cumsum(counts)[:-1])
 
 
 def member_strengths(actions: np.ndarray, config: ScoringConfig) -> np.ndarray:

@@ -103,11 +103,6 @@ class ModelPolicy:
         return clip(np.asarray(actions, dtype=np.float32).reshape(len(obs), -1), -1.0, 1.0)
 
 
-def strengths_of(policy: Policy, observations: np.ndarray) -> np.ndarray:
-    """The (a_L, a_S, w, p) strengths in [0, 1] a policy chooses (for plots and tests)."""
-    return action_to_strengths(policy.act(observations))
-
-
 class ResidualPolicy:
     """A reference rule plus a learned change: the form PPO trains in by default.
 

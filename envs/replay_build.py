@@ -463,11 +463,3 @@ class SplitSummary:
         return out
 
 
-def summarise_split(dataset: str | Path | Dataset, embeddings: str | None, spec: ProtocolSpec, *,
-                    chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool | None = None) -> SplitSummary:
-    """:class:`SplitSummary` of a whole split, built chunk by chunk and let go (what ``describe()`` and
-    ``user_ids`` of the split's :class:`ReplayData` give, in one chunk's memory)."""
-    summary = SplitSummary()
-    for data in iter_replay_chunks(dataset, embeddings, spec, chunk_users=chunk_users, progress=progress):
-        summary.add(data)
-    return summary

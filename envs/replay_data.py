@@ -21,7 +21,6 @@ Replay order within a user: events by (ts, seq); an impression at the same ts as
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -334,6 +333,3 @@ def load_replay_data(dataset: str | Path | Dataset, embeddings: str | None = Non
     return data
 
 
-def manifest_summary(data: ReplayData) -> str:
-    """One JSON line with the protocol (for logs)."""
-    return json.dumps(data.describe(), sort_keys=True)

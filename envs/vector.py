@@ -15,7 +15,7 @@ user (same candidates, same maths, and per-row results that do not depend on the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -549,6 +549,3 @@ def evaluate_policy(
                             features=features, feature_names=FEATURE_NAMES + tuple(data.extra_obs))
 
 
-def evaluate_policies(dataset: str | Path | Dataset | ReplayData, policies: Iterable[Any], **kwargs: Any) -> dict[str, EvaluationResult]:
-    """:func:`evaluate_policy` for several policies on the same replay data (paired by construction)."""
-    return {getattr(p, "name", type(p).__name__): evaluate_policy(dataset, p, **kwargs) for p in policies}

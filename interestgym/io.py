@@ -100,10 +100,6 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def read_json_artifact(path: str | os.PathLike[str], what: str) -> Any:
     """A JSON file a stage wrote, or one ArtifactError naming the file and what was expected there."""
     from interestgym.errors import ArtifactError

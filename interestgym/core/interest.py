@@ -185,17 +185,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("bd,bd->b", a, b)
 
 
-def candidate_similarities(profiles: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """cos(profile_k, c) for stacked profiles.
-
-    :param profiles: (B, K, d) K profiles per user (e.g. long- and short-term).
-    :param candidates: (B, C, d) candidate vectors.
-    :return: (B, C, K) similarities. Computed element by element (einsum, not BLAS), so a row's result
-        does not depend on the batch around it.
-    """
-    return np.einsum("bcd,bkd->bck", candidates, profiles)
-
-
 def category_log_prob(counts: np.ndarray, candidate_category: np.ndarray, prior: float | np.ndarray) -> np.ndarray:
     """log P(cat(c) | user) under a Dirichlet(prior) posterior from (forgetful) category counts.
 

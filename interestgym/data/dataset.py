@@ -376,19 +376,6 @@ class Dataset:
             raise ArtifactError(f"{path}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
         return table.to_pandas()
 
-    def scan_events(self, columns: list[str] | None = None, batch_size: int = 1 << 18) -> Iterator[pd.DataFrame]:
-        """The events in batches of ``batch_size`` rows (``columns`` only), in file order: a pass over a log
-        larger than memory (counts, popularity) holds one batch at a time."""
-        import pyarrow.parquet as pq
-
-        path = self.path / "events.parquet"
-        try:
-            pf = pq.ParquetFile(path)
-            for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
-                yield batch.to_pandas()
-        except OSError as exc:
-            raise ArtifactError(f"{path}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
-
     def iter_user_rows(self, name: str, users: Iterable[str] | None, columns: list[str] | None = None, *,
                        batch_size: int = 1 << 16) -> Iterator[pa.Table]:
         """The rows of table ``name`` (``events.parquet``, ``impressions.parquet``) whose ``user_id`` is one

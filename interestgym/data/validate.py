@@ -81,11 +81,6 @@ class RejectLog:
         st.reasons[reason.split(":")[0]] += 1
         self.rejects.append({"file": file, "line": line, "reason": reason, "raw": raw[:_RAW_LIMIT], "kind": "rejected"})
 
-    def unkeep(self, file: str, line: int, reason: str, raw: str) -> None:
-        """Reject a row that was counted as kept (a check that needs the whole file, e.g. unknown ids)."""
-        self.stats(file).kept -= 1
-        self.reject(file, line, reason, raw)
-
     def header(self, file: str, line: int, raw: str, expected: str) -> None:
         """A line read as a row that is a header (a file format without one, given one): not a row, as a header
         skipped before reading is not; said in a note."""

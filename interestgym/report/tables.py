@@ -7,7 +7,6 @@ policies figure and ``interestgym quickstart`` all read the same rows and cells 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,22 +97,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def results_table(evaluation: dict[str, Any]) -> str:
     """The results table as aligned Markdown (what ``interestgym quickstart`` prints)."""
     return markdown_table(*table_cells(evaluation))
-
-
-def parse_markdown_table(text: str) -> list[dict[str, str]]:
-    """Rows of the first Markdown table in ``text`` as ``{header: cell}`` (used to check summaries)."""
-    lines = [ln.strip() for ln in text.splitlines()]
-    start = next((i for i, ln in enumerate(lines) if ln.startswith("|") and i + 1 < len(lines)
-                  and re.fullmatch(r"\|[\s:|-]+\|", lines[i + 1])), None)
-    if start is None:
-        return []
-    header = [c.strip() for c in lines[start].strip("|").split("|")]
-    rows = []
-    for ln in lines[start + 2:]:
-        if not ln.startswith("|"):
-            break
-        rows.append(dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))))
-    return rows
 
 
 def verdict_lines(evaluation: dict[str, Any]) -> list[str]:

@@ -87,7 +87,7 @@ def encode_bytes(fields: Mapping[str, np.ndarray], meta: Mapping[str, Any] | Non
                 continue
         spec.append([name, dtype, list(arr.shape)])
         chunks.append(flat.tobytes())
-    version = 2 if any(len(entry) == 4 for entry in spec) else 1
+    version = CODEC_VERSION if any(len(entry) == 4 for entry in spec) else 1
     header = json.dumps({"fields": spec, "meta": dict(meta or {})}, separators=(",", ":")).encode("utf-8")
     body = _PREFIX.pack(MAGIC, version, len(header)) + header + b"".join(chunks)
     return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
