@@ -849,9 +849,46 @@ def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path)
 
 
 def test_admin_endpoints_need_the_token_when_one_is_set(fx):
+    vec = np.zeros(16)
+    vec[0] = 1.0
+    items = {"items": [{"item_id": "i1", "vector": vec.tolist(), "category": "c2"}]}
     with _client(_service(fx, "memory://", admin_token="s3cret")) as client:
         assert client.get("/v1/admin/policy").status_code == 403
         assert client.get("/v1/admin/policy", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        # replacing a catalogue item's vector moves every user's ranking: the same token
+        refused = client.put("/v1/items", json=items)
+        assert refused.status_code == 403 and refused.json()["message"].startswith("PUT /v1/items needs the header")
+        assert client.put("/v1/items", json=items, headers={"Authorization": "Bearer s3cret"}).json()["replaced"] == 1
+
+
+@pytest.mark.parametrize("bad", ["bob\n", "bo\x00b", "b\tob", "bob\x7f"])
+def test_ids_with_a_control_character_are_refused_in_bodies_and_paths(fx, bad):
+    """"bob\\n" is another key than "bob" in the store, but Starlette's path pattern reads /v1/users/bob%0A as "bob":
+    such an id could be written and never read or forgotten, and forgetting it forgot someone else."""
+    from urllib.parse import quote
+
+    with _client(_service(fx, "memory://")) as client:
+        assert client.post("/v1/events", json={"events": [_event("e1", "bob", 1_000_000, "i5")]}).status_code == 200
+        for body in ({"events": [_event("e2", bad, 1_000_000, "i5")]}, {"events": [_event(bad, "bob", 1_000_001, "i5")]},
+                     {"events": [_event("e3", "bob", 1_000_001, bad)]}, {"user_id": bad, "candidates": ["i1"]},
+                     {"user_id": "bob", "candidates": ["i1", bad]}):
+            path = "/v1/rank" if "candidates" in body else "/v1/events"
+            response = client.post(path, json=body)
+            assert response.status_code == 422, body
+            control = next(c for c in bad if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F)
+            assert f"holds the control character U+{ord(control):04X}" in response.json()["message"]
+        for method in (client.get, client.delete):
+            response = method(f"/v1/users/{quote(bad)}")
+            assert response.status_code == 422 and "control character" in response.json()["message"]
+        # bob is still there: nothing above touched him
+        assert client.get("/v1/users/bob").status_code == 200
+        too_long = client.get("/v1/users/" + "u" * 257)
+        assert too_long.status_code == 422 and "at most 256" in too_long.json()["message"]
+        # item ids are capped as user ids are (a 100,000-character item id was taken)
+        for body, path in (({"events": [_event("e4", "bob", 1_000_001, "i" * 257)]}, "/v1/events"),
+                           ({"user_id": "bob", "candidates": ["i" * 257]}, "/v1/rank")):
+            response = client.post(path, json=body)
+            assert response.status_code == 422 and "256" in response.json()["message"], response.json()
 
 
 # ------------------------------------------------------------------------------------ API
@@ -1242,7 +1279,8 @@ def test_serve_warns_when_the_admin_api_is_open_to_other_machines(host, token, w
     warning = open_admin_warning(host, token)
     assert (warning is not None) == warned
     if warned:
-        assert warning.startswith(f"--host {host} without --admin-token: /v1/admin/policy is open") and "INTERESTGYM_ADMIN_TOKEN" in warning
+        assert warning.startswith(f"--host {host} without --admin-token: /v1/admin/policy and PUT /v1/items are open")
+        assert "INTERESTGYM_ADMIN_TOKEN" in warning
 
 
 def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):

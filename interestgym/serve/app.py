@@ -45,8 +45,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from interestgym import __version__
 from interestgym.core.clock import TS_MAX, TS_MIN
 from interestgym.core.log_features import VALUE_MAX
+from interestgym.data.columns import id_reason
 from interestgym.errors import InterestGymError
 from interestgym.serve.schemas import (
+    MAX_ID_LENGTH,
     ErrorBody,
     EventsRequest,
     EventsResponse,
@@ -59,6 +61,7 @@ from interestgym.serve.schemas import (
 from interestgym.serve.service import (
     ForbiddenError,
     InterestService,
+    InvalidRequestError,
     ServeConfig,
     ServeError,
 )
@@ -309,10 +312,11 @@ def create_app(service: InterestService) -> FastAPI:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", "internal error; the server's log has the details")
 
-    def _admin(authorization: str | None) -> None:
+    def _admin(authorization: str | None, what: str = "admin endpoints") -> None:
         token = service.config.admin_token
         if token and authorization != f"Bearer {token}":
-            raise ForbiddenError("admin endpoints need the header 'Authorization: Bearer TOKEN' (the --admin-token the service was started with)")
+            raise ForbiddenError(f"{what} needs the header 'Authorization: Bearer TOKEN' (the --admin-token the service was "
+                                 "started with)")
 
     @app.post("/v1/events", response_model=EventsResponse, response_model_exclude_none=True, responses=_ERRORS, tags=["events"])
     def post_events(body: EventsRequest) -> dict[str, Any]:
@@ -330,19 +334,22 @@ def create_app(service: InterestService) -> FastAPI:
         return service.rank(body.user_id, body.candidates, hour=body.hour, ts=body.ts, top_k=body.top_k)
 
     @app.get("/v1/users/{user_id:path}", responses=_ERRORS, tags=["users"])
-    def get_user(user_id: str, top: int = Query(5, ge=0, le=100, description="Nearest catalogue items per profile.")) -> dict[str, Any]:
+    def get_user(request: Request, user_id: str,
+                 top: int = Query(5, ge=0, le=100, description="Nearest catalogue items per profile.")) -> dict[str, Any]:
         """The user's state in words."""
-        return service.user_summary(user_id, top)
+        return service.user_summary(_path_user(request), top)
 
     @app.delete("/v1/users/{user_id:path}", status_code=204, responses=_ERRORS, tags=["users"])
-    def delete_user(user_id: str) -> Response:
+    def delete_user(request: Request, user_id: str) -> Response:
         """Forget the user: state and applied event ids (a re-sent old event would then apply again)."""
-        service.forget(user_id)
+        service.forget(_path_user(request))
         return Response(status_code=204)
 
     @app.put("/v1/items", response_model=ItemsResponse, responses=_ERRORS, tags=["items"])
-    def put_items(body: ItemsRequest) -> dict[str, int]:
-        """Add or replace items. A new item's popularity is 0 (no positive event among training users)."""
+    def put_items(body: ItemsRequest, authorization: str | None = Header(None)) -> dict[str, int]:
+        """Add or replace items (needs the admin token when the service has one: a replaced item's vector moves
+        every user's ranking). A new item's popularity is 0 (no positive event among training users)."""
+        _admin(authorization, "PUT /v1/items")
         return service.put_items(body.items)
 
     @app.get("/v1/admin/policy", responses=_ERRORS, tags=["admin"])
@@ -370,6 +377,22 @@ def create_app(service: InterestService) -> FastAPI:
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _path_user(request: Request) -> str:
+    """The user id of ``/v1/users/{user_id}`` as the request's path holds it, checked as a body's ids are.
+
+    Starlette's ``{user_id:path}`` pattern ends in ``$``, which also matches before a final newline: ``/v1/users/bob%0A``
+    would reach ``bob``'s state. The id is read from the decoded path itself instead, and refused when it holds a control
+    character or is too long, as in ``POST /v1/events``."""
+    user = request.scope["path"].removeprefix("/v1/users/")
+    if not user:
+        raise InvalidRequestError("path: no user id; expected /v1/users/USER_ID")
+    if (reason := id_reason(user, "user id")) is not None:
+        raise InvalidRequestError(f"path: {reason}")
+    if len(user) > MAX_ID_LENGTH:
+        raise InvalidRequestError(f"path: user id of {len(user)} characters; expected at most {MAX_ID_LENGTH}")
+    return user
 
 
 def app_from_env() -> FastAPI:

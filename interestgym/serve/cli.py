@@ -61,9 +61,10 @@ def open_admin_warning(host: str, admin_token: str | None) -> str | None:
         loopback = False
     if loopback:
         return None
-    return (f"--host {host} without --admin-token: /v1/admin/policy is open to whoever reaches this address (it swaps the "
-            "served policy to any export folder on this machine's disk); expected --admin-token TOKEN (or "
-            "INTERESTGYM_ADMIN_TOKEN) on a host other machines can reach")
+    return (f"--host {host} without --admin-token: /v1/admin/policy and PUT /v1/items are open to whoever reaches this "
+            "address (they swap the served policy to any export folder on this machine's disk and replace item vectors); "
+            "expected --admin-token TOKEN (or INTERESTGYM_ADMIN_TOKEN) on a host other machines can reach. With or without "
+            "it, /v1/events, /v1/rank and /v1/users (DELETE forgets a user) are for your application's network only")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -108,7 +109,7 @@ def listen(host: str, port: int) -> socket.socket:
               help="uvicorn worker processes sharing the store (sqlite: one file on a local disk; redis).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime threads per worker.")
 @click.option("--admin-token", envvar="INTERESTGYM_ADMIN_TOKEN", default=None,
-              help="Require 'Authorization: Bearer TOKEN' on /v1/admin/* (env INTERESTGYM_ADMIN_TOKEN).")
+              help="Require 'Authorization: Bearer TOKEN' on /v1/admin/* and PUT /v1/items (env INTERESTGYM_ADMIN_TOKEN).")
 @click.option("--text-encoder", default=None,
               help="Encoder for items added as text (minilm, hashing or a model folder); default: rebuilt from the catalogue's encoder when possible.")
 @click.option("--future-tolerance", type=click.IntRange(min=0), default=86_400, show_default=True,
@@ -134,7 +135,7 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
     POST   /v1/events        events and outcomes; idempotent by event id; a user's events in time order
     POST   /v1/rank          a user + candidate item ids -> scores, best first
     GET    /v1/users/ID      the user's state in words;  DELETE forgets the user
-    PUT    /v1/items         add items (vectors, or text with the catalogue's encoder)
+    PUT    /v1/items         add items (vectors, or text with the catalogue's encoder); admin token
     POST   /v1/admin/policy  {"path": DIR}: swap to another export (same encoder and features)
     GET    /healthz  /metrics (Prometheus)  /docs (OpenAPI)
 

@@ -17,8 +17,21 @@ from pydantic import (
 
 from interestgym.core.clock import TS_MAX
 from interestgym.core.log_features import VALUE_MAX
+from interestgym.data.columns import id_reason
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+#: The longest id (user, event, item) a request may carry.
+MAX_ID_LENGTH = 256
+
+
+def _printable(value: str) -> str:
+    """An id holds no control character: ``"bob\\n"`` would be another user than ``bob`` in the store, but the same
+    one in a URL path once a proxy or client trims it (``prepare`` refuses such ids in logs for the same reason)."""
+    if (reason := id_reason(value, "id")) is not None:
+        raise ValueError(reason.removeprefix("bad id: "))
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)]
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -56,7 +69,7 @@ def _distinct_ids(items: list[str]) -> list[str]:
 
 
 #: Item ids to rank or shown: distinct (an id there twice would be scored twice, and an outcome's label counted twice).
-DistinctIds = Annotated[list[str], AfterValidator(_distinct_ids)]
+DistinctIds = Annotated[list[Id], AfterValidator(_distinct_ids)]
 
 
 class BehaviourEvent(_Body):
@@ -67,7 +80,7 @@ class BehaviourEvent(_Body):
     user_id: Id
     ts: Seconds = Field(ge=0, lt=TS_MAX, description="UTC unix seconds (before 2100-01-01). A user's events must arrive in time order (equal times are fine).")
     action: str = Field(description="One of the export's actions (click, view, rate, purchase, ...).")
-    item_id: str | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
+    item_id: Id | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
     value: float | None = Field(None, ge=-VALUE_MAX, le=VALUE_MAX, description="Rating / quantity / read fraction (ratings >= the export's positive_rating "
                                 "are positive). Required for 'rate' events; otherwise absent counts as 1.0 (and is counted in "
                                 "interestgym_events_default_value_total).")
@@ -84,7 +97,7 @@ class Outcome(_Body):
     user_id: Id
     candidates: DistinctIds = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown (distinct).")
     labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(None, description="1 = clicked, one per candidate.")
-    clicked: list[str] | None = Field(None, description="The clicked candidates (instead of labels).")
+    clicked: list[Id] | None = Field(None, description="The clicked candidates (instead of labels).")
     ts: Seconds | None = Field(None, ge=0, lt=TS_MAX, description="When it was shown (for the hour, if the score uses time of day).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
 
