@@ -1020,6 +1020,8 @@ def test_a_store_outage_is_logged_with_its_cause_once_and_again_when_it_ends(fx,
             monkeypatch.setattr(store, "transact", full)
             for i in range(3):
                 assert client.post("/v1/events", json={"events": [_event(f"e{i}", "u", 1_000_000 + i)]}).status_code == 503
+                # reads still answer while writes fail (a full disk): they neither end the outage nor start a new one
+                assert client.post("/v1/rank", json={"user_id": "u", "candidates": ["i1"]}).status_code == 200
             during = [r.getMessage() for r in caplog.records]
             monkeypatch.undo()
             assert client.post("/v1/events", json={"events": [_event("e3", "u", 1_000_003)]}).status_code == 200
@@ -1027,6 +1029,23 @@ def test_a_store_outage_is_logged_with_its_cause_once_and_again_when_it_ends(fx,
         assert len(during) == 1 and "store unavailable" in during[0] and "database or disk is full" in during[0], during
         after = [r.getMessage() for r in caplog.records][1:]
         assert len(after) == 1 and "answers again after 3 failed operations" in after[0], after
+
+
+def test_a_sqlite_file_removed_or_replaced_while_serving_refuses_writes(fx, tmp_path):
+    """The open connection keeps writing to the unlinked file: events were acknowledged and /healthz said ok, and a restart
+    found none of them. Every write checks that the path still names the file the store opened."""
+    path = tmp_path / "serve.db"
+    with _client(_service(fx, f"sqlite:///{path}")) as client:
+        assert client.post("/v1/events", json={"events": [_event("e0", "u", 1_000_000)]}).status_code == 200
+        for name in ("serve.db", "serve.db-wal", "serve.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "was removed" in health.json()["message"], health.json()
+        refused = client.post("/v1/events", json={"events": [_event("e1", "u", 1_000_001)]})
+        assert refused.status_code == 503 and refused.json()["error"] == "store_unavailable"
+        path.write_bytes(b"")  # another file at the path: not the one this store opened either
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "replaced" in health.json()["message"], health.json()
 
 
 def test_serve_command_refuses_mismatched_items_in_one_line(fx, tmp_path, capsys):

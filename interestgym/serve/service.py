@@ -251,10 +251,17 @@ class _Active:
     record: dict[str, Any]
 
 
+#: The store operations (``_timed``'s names) that only read.
+_READ_OPS = frozenset({"read", "read items"})
+
+
 class _OutageLog:
     """A store outage in the server's log (each failed request is a 503 and a count in ``interestgym_store_errors_total``,
     the log is for the operator): its first failure's cause at once, then at most one line per ``every_s`` while
-    it lasts, and one when the store answers again."""
+    it lasts, and one when the store answers again.
+
+    A store can fail writes and still answer reads (a full disk, a read-only file): an outage in which a write failed
+    ends only with a write that succeeds, so reads in between neither end it nor start a new one in the log."""
 
     def __init__(self, every_s: float = 60.0) -> None:
         self.every_s = every_s
@@ -262,11 +269,13 @@ class _OutageLog:
         self._since: float | None = None  # monotonic time of the outage's first failure, None while the store answers
         self._failures = 0
         self._logged = 0.0
+        self._writes_failed = False
 
-    def failed(self, exc: StoreError) -> None:
+    def failed(self, exc: StoreError, *, write: bool) -> None:
         with self._lock:
             now = time.monotonic()
             self._failures += 1
+            self._writes_failed |= write
             if self._since is None:
                 self._since, self._logged = now, now
                 log.warning("store unavailable: %s; requests answer 503 store_unavailable until it answers again", exc)
@@ -274,13 +283,13 @@ class _OutageLog:
                 self._logged = now
                 log.warning("store still unavailable after %d failed operations in %.0f s: %s", self._failures, now - self._since, exc)
 
-    def answered(self) -> None:
+    def answered(self, *, write: bool) -> None:
         if self._since is None:  # the usual case, without the lock
             return
         with self._lock:
-            if self._since is not None:
+            if self._since is not None and (write or not self._writes_failed):
                 log.warning("store answers again after %d failed operations in %.0f s", self._failures, time.monotonic() - self._since)
-                self._since, self._failures = None, 0
+                self._since, self._failures, self._writes_failed = None, 0, False
 
 
 # ------------------------------------------------------------------------------------ service
@@ -714,15 +723,16 @@ class InterestService:
 
     def _timed(self, op: str, run: Any) -> Any:
         start = time.perf_counter()
+        write = op not in _READ_OPS
         try:
             result = run()
         except StoreError as exc:
             self.metrics.store_errors.labels(self.store.kind, op).inc()
             if isinstance(exc, StoreUnavailableError):
-                self._outage.failed(exc)
+                self._outage.failed(exc, write=write)
             raise
         else:
-            self._outage.answered()
+            self._outage.answered(write=write)
             return result
         finally:
             self.metrics.store_seconds.labels(self.store.kind, op).observe(time.perf_counter() - start)

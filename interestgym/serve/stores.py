@@ -312,6 +312,25 @@ class SqliteStore(Store):
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+        self._file = self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at the store's path; None when there is none."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self, op: str) -> None:
+        """The path still names the file this store opened. SQLite's connections keep writing to a file deleted under
+        them (and a restart then opens a new, empty one): every write would be acknowledged and lost."""
+        now = self._identity()
+        if now != self._file:
+            what = "was removed" if now is None else "was replaced by another file"
+            raise StoreUnavailableError(f"sqlite store {self.path}: {op} refused: the database file {what} while the "
+                                        "service had it open; writes now would be lost at the next restart. Restore the "
+                                        "file, or restart the service to open the one at the path")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -340,6 +359,7 @@ class SqliteStore(Store):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _write_locked(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
+        self._check_file(op)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
