@@ -840,6 +840,42 @@ def test_a_policy_swap_is_atomic_for_every_worker_and_refuses_another_feature_ta
     assert not any("replaced" in n for n in again.notes)
 
 
+def _lose_meta(store) -> None:
+    """What a Redis restarted without persistence, or a FLUSHDB, does to the store's active policy and contract."""
+    if store.kind == "redis":
+        store._r.delete(store._meta_key)
+    else:
+        import sqlite3
+
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("DELETE FROM meta WHERE key IN ('policy', 'contract')")
+
+
+@pytest.mark.parametrize("store_url", STORES, indirect=True)
+def test_a_store_that_lost_its_policy_record_gets_the_workers_back_before_any_write(fx, store_url, tmp_path, caplog):
+    """Trial K: after a FLUSHDB the running server wrote states under no contract; a server started next with another
+    export took the store over, the first one followed it, and its users' requests failed with 422."""
+    other_features = _copy_export(fx, tmp_path / "other-features",
+                                  lambda m: m["observation"]["features"][0].update(definition="something else"))
+    with _client(_service(fx, store_url)) as client:
+        store = client.app.state.service.store
+        assert client.post("/v1/events", json={"events": [_event("a", "u", 1_000_000)]}).status_code == 200
+        _lose_meta(store)
+        with caplog.at_level("WARNING", logger="interestgym.serve"):
+            assert client.post("/v1/events", json={"events": [_event("b", "v", 1_000_000)]}).status_code == 200
+        assert any("held no active policy record" in r.getMessage() for r in caplog.records)
+        assert json.loads(store.read([]).policy)["manifest_sha256"] == read_manifest(fx.export)["manifest_sha256"]
+        # the contract is back: a start with an export that keeps other state is refused, as on any store with states
+        with pytest.raises(PolicyMismatchError, match="feature table"):
+            InterestService.open(ServeConfig(export=str(other_features), store=store_url, items=str(fx.dataset)))
+        # had that start come first, the running worker refuses to follow a record that changes the state contract
+        _lose_meta(store)
+        InterestService.open(ServeConfig(export=str(other_features), store=store_url, items=str(fx.dataset))).close()
+        refused = client.post("/v1/events", json={"events": [_event("c", "v", 1_000_001)]})
+        assert refused.status_code == 503 and refused.json()["error"] == "policy_unavailable", refused.json()
+        assert "keeps other user state" in refused.json()["message"] and "feature table" in refused.json()["message"]
+
+
 def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path):
     other = _copy_export(fx, tmp_path / "other-encoder", lambda m: m["encoder"].update(fingerprint="e" * 64))
     with _client(_service(fx, "memory://")) as client:

@@ -391,8 +391,9 @@ class InterestService:
         return self._active.record["manifest_sha256"][:16]
 
     def _current(self, snapshot: Snapshot, active: _Active, items_version: int) -> None:
-        """Raise :class:`_Stale` unless the worker's policy and items are the snapshot's."""
-        if (snapshot.policy is not None and snapshot.policy != active.record_text) or snapshot.items_version != items_version:
+        """Raise :class:`_Stale` unless the worker's policy and items are the snapshot's (a store without a policy
+        record is stale too: its meta was lost, see :meth:`_restore_record`)."""
+        if snapshot.policy != active.record_text or snapshot.items_version != items_version:
             raise _Stale(snapshot)
 
     def _run_current(self, run: Any) -> Any:
@@ -401,11 +402,26 @@ class InterestService:
             try:
                 return run(self._active, self._items)
             except _Stale as stale:
-                if stale.snapshot.policy is not None and stale.snapshot.policy != self._active.record_text:
+                if stale.snapshot.policy is None:
+                    self._restore_record()
+                elif stale.snapshot.policy != self._active.record_text:
                     self._follow(stale.snapshot.policy)
                 if stale.snapshot.items_version != self._items[0]:
                     self._refresh_items()
         raise ServeError("the active policy or the items changed five times during one request; retry")
+
+    def _restore_record(self) -> None:
+        """The store holds no active policy record, so no state contract either: its data were lost under the running
+        service (a Redis restarted without persistence, a FLUSHDB). Before anything is written, this worker writes its
+        own policy back, as a start does; otherwise states would be written under no contract, and a server started
+        next with another export would take the store over and answer their users with errors."""
+        policy = self._active.policy
+        meta = install_policy(self.store, policy)  # refused (409) when another worker's contract got there first
+        log.warning("the store %s held no active policy record (its data were lost or flushed: the user states, applied "
+                    "event ids and items stored before are gone); this worker wrote its own back: %s", self.store.describe(),
+                    policy.directory)
+        if meta["policy"] is not None:
+            self._follow(meta["policy"])
 
     def _follow(self, record_text: str) -> None:
         """Load the store's active policy (another worker swapped it)."""
@@ -421,6 +437,15 @@ class InterestService:
                     check_catalogue(self.catalogue, policy)
                 except CatalogueError as exc:
                     raise PolicyUnavailableError(f"the store's active policy {record['path']} does not fit this worker's items: {exc}") from None
+                # a swap (POST /v1/admin/policy, a start) never changes the contract; a record that does was written over
+                # a store that had lost its own: the states stored now may belong to either export
+                diffs = contract_differences(state_contract(self._active.policy), state_contract(policy))
+                if diffs:
+                    raise PolicyUnavailableError(
+                        f"the store's active policy {record['path']} keeps other user state than this worker's "
+                        f"{self._active.policy.directory} ({'; '.join(diffs)}): its record was written over a store that "
+                        "had lost its own; stop the servers and restart them on one export (a new store, if the states "
+                        "were written under both)")
             log.warning("following the store's active policy: %s (generation %s)", record["path"], record.get("generation"))
             self._active = _Active(policy, record_text, record)
             self.metrics.policy_generation.set(record.get("generation", 0))
