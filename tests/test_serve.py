@@ -876,6 +876,25 @@ def test_a_store_that_lost_its_policy_record_gets_the_workers_back_before_any_wr
         assert "keeps other user state" in refused.json()["message"] and "feature table" in refused.json()["message"]
 
 
+def test_a_worker_that_cannot_load_the_stores_policy_says_so_in_one_line(fx, tmp_path, caplog, monkeypatch):
+    """Trial K: an export written again into the served folder, then a worker killed: each respawn died with a traceback."""
+    from interestgym.serve.app import CONFIG_ENV, app_from_env
+
+    served = _copy_export(fx, tmp_path / "served")
+    store = f"sqlite:///{tmp_path / 'serve.db'}"
+    config = ServeConfig(export=str(served), store=store, items=str(fx.dataset))
+    InterestService.open(config).close()  # the store's active policy: served, as it was
+    again = _copy_export(fx, tmp_path / "again", lambda m: m.update(created="2100-01-01T00:00:00Z"))
+    shutil.rmtree(served)
+    shutil.copytree(again, served)  # `interestgym export RUN --out served` over the served folder
+    monkeypatch.setenv(CONFIG_ENV, config.to_json())
+    with caplog.at_level("ERROR", logger="interestgym.serve"), pytest.raises(SystemExit) as info:
+        app_from_env()
+    assert info.value.code == 3
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "cannot start" in line and "replaced in place" in line and "\n" not in line
+
+
 def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path):
     other = _copy_export(fx, tmp_path / "other-encoder", lambda m: m["encoder"].update(fingerprint="e" * 64))
     with _client(_service(fx, "memory://")) as client:

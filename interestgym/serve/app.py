@@ -400,4 +400,11 @@ def app_from_env() -> FastAPI:
     text = os.environ.get(CONFIG_ENV)
     if not text:
         raise RuntimeError(f"{CONFIG_ENV} is not set; start the service with `interestgym serve`")
-    return create_app(InterestService.open(ServeConfig.from_json(text), install=False))
+    try:
+        service = InterestService.open(ServeConfig.from_json(text), install=False)
+    except InterestGymError as exc:
+        # e.g. a worker respawned after the served export was replaced in place: one line in the server's log, not a
+        # traceback per respawn (uvicorn starts it again; the other workers keep serving)
+        log.error("worker %d cannot start: %s", os.getpid(), exc)
+        raise SystemExit(3) from None
+    return create_app(service)
