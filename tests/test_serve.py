@@ -895,6 +895,45 @@ def test_a_worker_that_cannot_load_the_stores_policy_says_so_in_one_line(fx, tmp
     assert "cannot start" in line and "replaced in place" in line and "\n" not in line
 
 
+def test_operators_see_the_live_export_in_metrics_a_liveness_probe_and_times_in_the_log(fx, tmp_path):
+    """Trial K: /metrics named the policy only by its generation; /healthz (which writes to the store) was the only
+    probe, so a liveness probe on it restarts healthy workers during a store outage; log lines had no time."""
+    import logging
+
+    from uvicorn.logging import DefaultFormatter
+
+    from interestgym import __version__
+    from interestgym.serve.cli import log_config
+    from interestgym.serve.stores import StoreUnavailableError
+
+    newer = _copy_export(fx, tmp_path / "newer")
+    with _client(_service(fx, "memory://")) as client:
+        sha = read_manifest(fx.export)["manifest_sha256"][:16]
+        text = client.get("/metrics").text
+        assert f'interestgym_policy_info{{interestgym_version="{__version__}",manifest_sha256="{sha}",path="{fx.export.resolve()}"}} 1.0' in text, text
+        assert client.post("/v1/admin/policy", json={"path": str(newer)}).status_code == 200
+        text = client.get("/metrics").text
+        new_sha = read_manifest(newer)["manifest_sha256"][:16]
+        assert f'manifest_sha256="{sha}",path="{fx.export.resolve()}"}} 0.0' in text
+        assert f'manifest_sha256="{new_sha}",path="{newer.resolve()}"}} 1.0' in text
+        service = client.app.state.service
+
+        def down():
+            raise StoreUnavailableError("store down")
+
+        service.store.ping = down
+        assert client.get("/healthz").status_code == 503
+        live = client.get("/livez")
+        assert live.status_code == 200 and live.json()["policy"] == new_sha
+    config = log_config("warning")
+    assert config["loggers"]["interestgym"] == {"handlers": ["default"], "level": "WARNING"}
+    spec = config["formatters"]["default"]
+    formatter = DefaultFormatter(fmt=spec["fmt"], datefmt=spec["datefmt"], use_colors=False)
+    line = formatter.format(logging.LogRecord("interestgym.serve", logging.WARNING, __file__, 1, "store unavailable", None, None))
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} WARNING: +store unavailable$", line), line
+    assert config["formatters"]["access"]["fmt"].startswith("%(asctime)s ")
+
+
 def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path):
     other = _copy_export(fx, tmp_path / "other-encoder", lambda m: m["encoder"].update(fingerprint="e" * 64))
     with _client(_service(fx, "memory://")) as client:

@@ -365,6 +365,12 @@ def create_app(service: InterestService) -> FastAPI:
         _admin(authorization)
         return service.swap_policy(body.path)
 
+    @app.get("/livez", tags=["ops"])
+    def livez() -> dict[str, Any]:
+        """200 while the process answers (a liveness probe): no store call, so a store outage does not get healthy
+        workers restarted; readiness is /healthz."""
+        return {"status": "alive", "policy": service.policy_id, "uptime_s": round(time.time() - service.started, 1)}
+
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
         """200 when the store takes a write (a probe key: a store that answers reads but refuses writes fails every

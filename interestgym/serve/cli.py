@@ -6,6 +6,7 @@ stays instant; they come with ``pip install 'interestgym[serve]'``.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import ipaddress
 import os
@@ -13,6 +14,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -65,6 +67,19 @@ def open_admin_warning(host: str, admin_token: str | None) -> str | None:
             "address (they swap the served policy to any export folder on this machine's disk and replace item vectors); "
             "expected --admin-token TOKEN (or INTERESTGYM_ADMIN_TOKEN) on a host other machines can reach. With or without "
             "it, /v1/events, /v1/rank and /v1/users (DELETE forgets a user) are for your application's network only")
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging with a time on every line (access lines included), and the service's own logger
+    (``interestgym``: store outages, policy swaps, workers that cannot start) through the same handler at ``level``."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = "%(asctime)s " + formatter["fmt"]
+        formatter["datefmt"] = "%Y-%m-%dT%H:%M:%S%z"
+    config["loggers"]["interestgym"] = {"handlers": ["default"], "level": level.upper()}
+    return config
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -201,7 +216,8 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         click.echo(f"warning  {warning}", err=True)
     # uvicorn serves on the socket taken above (what uvicorn.run does after binding its own)
     if workers == 1:
-        server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level))
+        server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level,
+                                               log_config=log_config(log_level)))
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:
@@ -219,7 +235,7 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
         config = uvicorn.Config("interestgym.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                                log_level=log_level)
+                                log_level=log_level, log_config=log_config(log_level))
         # uvicorn 0.29-0.36 (pyproject allows >= 0.29) take the worker's target, Server(config).run as uvicorn.run passed it;
         # later ones (0.54 here) build it themselves and have no such parameter
         target = {"target": uvicorn.Server(config).run} if "target" in inspect.signature(Multiprocess).parameters else {}

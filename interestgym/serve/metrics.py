@@ -20,6 +20,8 @@ name                                        type       labels / meaning
 ``interestgym_store_errors_total``          counter    store, op: the store failed or did not answer
 ``interestgym_store_conflicts_total``       counter    store: optimistic-concurrency retries (Redis)
 ``interestgym_policy_generation``           gauge      the active policy's generation in the store
+``interestgym_policy_info``                 gauge      manifest_sha256 (first 16), path, interestgym_version: 1 for
+                                                       the export a live worker serves, 0 after it left it
 ``interestgym_policy_swaps_total``          counter    result (swapped / refused / unchanged: the export already active)
 ``interestgym_catalogue_items``             gauge      items the worker can score
 ==========================================  =========  ================================================
@@ -68,9 +70,24 @@ class ServeMetrics:
         self.store_conflicts = Counter("interestgym_store_conflicts", "Optimistic-concurrency retries", ["store"], registry=r)
         self.policy_generation = Gauge("interestgym_policy_generation", "Generation of the active policy", registry=r,
                                        multiprocess_mode="max")
+        self.policy_info = Gauge("interestgym_policy_info", "The export a worker serves (1; 0 once it left it)",
+                                 ["manifest_sha256", "path", "interestgym_version"], registry=r, multiprocess_mode="livemax")
+        self._policy_labels: tuple[str, str] | None = None
         self.policy_swaps = Counter("interestgym_policy_swaps", "Policy swaps", ["result"], registry=r)
         self.catalogue_items = Gauge("interestgym_catalogue_items", "Items the worker can score", registry=r,
                                      multiprocess_mode="max")
+
+    def serving(self, record: dict) -> None:
+        """The active policy's gauges: its generation, and ``interestgym_policy_info`` moved to its labels."""
+        from interestgym import __version__
+
+        self.policy_generation.set(record.get("generation", 0))
+        labels = (str(record.get("manifest_sha256", ""))[:16], str(record.get("path", "")))
+        if labels != self._policy_labels:
+            if self._policy_labels is not None:
+                self.policy_info.labels(*self._policy_labels, __version__).set(0)
+            self.policy_info.labels(*labels, __version__).set(1)
+            self._policy_labels = labels
 
     def exposition(self) -> bytes:
         """The text format: this registry, or every worker's when in multiprocess mode."""

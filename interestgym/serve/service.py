@@ -315,7 +315,7 @@ class InterestService:
         self.notes: list[str] = []
         self._outage = _OutageLog()
         store.on_conflict = lambda: self.metrics.store_conflicts.labels(store.kind).inc()
-        self.metrics.policy_generation.set(active.record.get("generation", 0))
+        self.metrics.serving(active.record)
         self._refresh_items()
 
     # ------------------------------------------------------------------------------ opening
@@ -448,7 +448,7 @@ class InterestService:
                         "were written under both)")
             log.warning("following the store's active policy: %s (generation %s)", record["path"], record.get("generation"))
             self._active = _Active(policy, record_text, record)
-            self.metrics.policy_generation.set(record.get("generation", 0))
+            self.metrics.serving(record)
 
     def swap_policy(self, path: str) -> dict[str, Any]:
         """Make the export at ``path`` the store's active policy, or refuse (409) naming why."""
@@ -477,7 +477,7 @@ class InterestService:
         record = json.loads(meta["policy"])
         with self._lock:
             self._active = _Active(new, meta["policy"], record)
-        self.metrics.policy_generation.set(record["generation"])
+        self.metrics.serving(record)
         self.metrics.policy_swaps.labels("swapped").inc()
         log.warning("policy swapped to %s (generation %s)", record["path"], record["generation"])
         return {"previous": previous, "active": record}
