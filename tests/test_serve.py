@@ -934,6 +934,20 @@ def test_operators_see_the_live_export_in_metrics_a_liveness_probe_and_times_in_
     assert config["formatters"]["access"]["fmt"].startswith("%(asctime)s ")
 
 
+def test_a_batch_is_bounded_in_candidates_over_its_outcomes(fx):
+    """Trial K: 1,000 outcomes of 1,600 candidates each (under the body limit) held the worker's user locks for ~5 s."""
+    from interestgym.serve.schemas import MAX_BATCH_CANDIDATES
+
+    per = MAX_BATCH_CANDIDATES // 100 + 1  # 100 outcomes of this many candidates: one over the bound
+    outcomes = [{"kind": "outcome", "event_id": f"o{k}", "user_id": f"u{k}", "ts": 1_000_000,
+                 "candidates": [f"c{j}" for j in range(per)], "clicked": ["c0"]} for k in range(100)]
+    with _client(_service(fx, "memory://")) as client:
+        refused = client.post("/v1/events", json={"events": outcomes})
+        assert refused.status_code == 422, refused.json()
+        assert f"{100 * per:,} candidates over the batch's outcomes; expected at most {MAX_BATCH_CANDIDATES:,}" in refused.json()["message"]
+        assert client.post("/v1/events", json={"events": outcomes[:99]}).status_code == 200
+
+
 def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path):
     other = _copy_export(fx, tmp_path / "other-encoder", lambda m: m["encoder"].update(fingerprint="e" * 64))
     with _client(_service(fx, "memory://")) as client:
