@@ -876,6 +876,23 @@ def test_a_store_that_lost_its_policy_record_gets_the_workers_back_before_any_wr
         assert "keeps other user state" in refused.json()["message"] and "feature table" in refused.json()["message"]
 
 
+def test_a_restore_leaves_a_record_another_worker_wrote_meanwhile(fx, tmp_path, caplog):
+    """A worker that saw no record restores its own only while there is still none: a swap (or another worker's
+    restore) that got there first stands (a reviewer: a restore undid an acknowledged swap)."""
+    newer = _copy_export(fx, tmp_path / "newer")
+    store = f"sqlite:///{tmp_path / 'serve.db'}"
+    first, second = _service(fx, store), _service(fx, store)
+    with _client(first) as a, _client(second) as b:
+        _lose_meta(first.store)
+        assert b.post("/v1/admin/policy", json={"path": str(newer)}).status_code == 200
+        with caplog.at_level("WARNING", logger="interestgym.serve"):
+            first._restore_record()  # what a request of the first worker does on the snapshot it took before the swap
+        assert not any("held no active policy record" in r.getMessage() for r in caplog.records)
+        assert json.loads(first.store.read([]).policy)["path"] == str(newer.resolve())
+        assert first.policy.directory == newer  # it follows the swap instead
+        assert a.post("/v1/events", json={"events": [_event("a", "u", 1_000_000)]}).status_code == 200
+
+
 def test_a_worker_that_cannot_load_the_stores_policy_says_so_in_one_line(fx, tmp_path, caplog, monkeypatch):
     """Trial K: an export written again into the served folder, then a worker killed: each respawn died with a traceback."""
     from interestgym.serve.app import CONFIG_ENV, app_from_env
@@ -948,6 +965,30 @@ def test_a_batch_is_bounded_in_candidates_over_its_outcomes(fx):
         assert client.post("/v1/events", json={"events": outcomes[:99]}).status_code == 200
 
 
+def test_the_policy_info_of_a_dead_worker_leaves_the_metrics(tmp_path, monkeypatch):
+    """prometheus-client keeps a dead process's live gauges until told: a crashed worker's export stayed at 1."""
+    import subprocess
+    import sys
+
+    from interestgym.serve.metrics import ServeMetrics
+
+    code = ("import sys, time; from interestgym.serve.metrics import ServeMetrics; ServeMetrics().serving("
+            "{'manifest_sha256': sys.argv[1] * 16, 'path': '/p', 'generation': 1}); print('ready', flush=True); "
+            "time.sleep(float(sys.argv[2]))")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code, "a", "0"], env=env, check=True, capture_output=True)
+    live = subprocess.Popen([sys.executable, "-c", code, "b", "60"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline().strip() == "ready"
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        lines = [ln for ln in ServeMetrics().exposition().decode().splitlines() if ln.startswith("interestgym_policy_info")]
+        version = __import__("interestgym").__version__
+        assert lines == [f'interestgym_policy_info{{interestgym_version="{version}",manifest_sha256="{"b" * 16}",path="/p"}} 1.0'], lines
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_a_swap_to_an_export_the_catalogue_does_not_fit_is_refused(fx, tmp_path):
     other = _copy_export(fx, tmp_path / "other-encoder", lambda m: m["encoder"].update(fingerprint="e" * 64))
     with _client(_service(fx, "memory://")) as client:
@@ -966,6 +1007,9 @@ def test_admin_endpoints_need_the_token_when_one_is_set(fx):
         # replacing a catalogue item's vector moves every user's ranking: the same token
         refused = client.put("/v1/items", json=items)
         assert refused.status_code == 403 and refused.json()["message"].startswith("PUT /v1/items needs the header")
+        # checked before the body: a client without the token learns nothing of what its body lacks
+        assert client.put("/v1/items", json={"items": [{"item_id": "x"}]}).status_code == 403
+        assert client.post("/v1/admin/policy", json={}).status_code == 403
         assert client.put("/v1/items", json=items, headers={"Authorization": "Bearer s3cret"}).json()["replaced"] == 1
 
 
@@ -992,11 +1036,15 @@ def test_ids_with_a_control_character_are_refused_in_bodies_and_paths(fx, bad):
         assert client.get("/v1/users/bob").status_code == 200
         too_long = client.get("/v1/users/" + "u" * 257)
         assert too_long.status_code == 422 and "at most 256" in too_long.json()["message"]
-        # item ids are capped as user ids are (a 100,000-character item id was taken)
-        for body, path in (({"events": [_event("e4", "bob", 1_000_001, "i" * 257)]}, "/v1/events"),
-                           ({"user_id": "bob", "candidates": ["i" * 257]}, "/v1/rank")):
+        # item ids are capped too (a 100,000-character item id was taken), higher than user ids (a catalogue's may be URLs);
+        # an empty one is still an unknown item, as before
+        for body, path in (({"events": [_event("e4", "bob", 1_000_001, "i" * 4097)]}, "/v1/events"),
+                           ({"user_id": "bob", "candidates": ["i" * 4097]}, "/v1/rank")):
             response = client.post(path, json=body)
-            assert response.status_code == 422 and "256" in response.json()["message"], response.json()
+            assert response.status_code == 422 and "4096" in response.json()["message"], response.json()
+        empty = client.post("/v1/events", json={"events": [_event("e5", "bob", 1_000_001, "")]})
+        assert empty.status_code == 200 and empty.json()["results"][0]["item_known"] is False
+        assert client.post("/v1/rank", json={"user_id": "bob", "candidates": ["", "i" * 300]}).json()["unknown_items"] == ["", "i" * 300]
 
 
 # ------------------------------------------------------------------------------------ API
@@ -1139,9 +1187,27 @@ def test_a_store_outage_is_logged_with_its_cause_once_and_again_when_it_ends(fx,
         assert len(after) == 1 and "answers again after 3 failed operations" in after[0], after
 
 
+def test_the_user_routes_read_the_id_under_a_mount_or_root_path(fx):
+    """The id comes from the request's path with the app's root path left out (a reviewer: mounted at /ig, GET
+    /ig/v1/users/bob looked up the user '/ig/v1/users/bob')."""
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/ig", create_app(_service(fx, "memory://")))
+    with TestClient(outer, raise_server_exceptions=False) as client:
+        assert client.post("/ig/v1/events", json={"events": [_event("a", "bob", 1_000_000, "i5")]}).status_code == 200
+        assert client.get("/ig/v1/users/bob").json()["user_id"] == "bob"
+        assert client.delete("/ig/v1/users/bob").status_code == 204
+        assert client.get("/ig/v1/users/bob").status_code == 404
+
+
 def test_a_sqlite_file_removed_or_replaced_while_serving_refuses_writes(fx, tmp_path):
     """The open connection keeps writing to the unlinked file: events were acknowledged and /healthz said ok, and a restart
     found none of them. Every write checks that the path still names the file the store opened."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from interestgym.serve.stores import StoreUnavailableError
+
     path = tmp_path / "serve.db"
     with _client(_service(fx, f"sqlite:///{path}")) as client:
         assert client.post("/v1/events", json={"events": [_event("e0", "u", 1_000_000)]}).status_code == 200
@@ -1151,6 +1217,11 @@ def test_a_sqlite_file_removed_or_replaced_while_serving_refuses_writes(fx, tmp_
         assert health.status_code == 503 and "was removed" in health.json()["message"], health.json()
         refused = client.post("/v1/events", json={"events": [_event("e1", "u", 1_000_001)]})
         assert refused.status_code == 503 and refused.json()["error"] == "store_unavailable"
+        # a thread's first connection does not create the file again (it would be empty, and readable by others)
+        store = client.app.state.service.store
+        with ThreadPoolExecutor(1) as pool, pytest.raises(StoreUnavailableError, match="was removed"):
+            pool.submit(store.ping).result()
+        assert not path.exists()
         path.write_bytes(b"")  # another file at the path: not the one this store opened either
         health = client.get("/healthz")
         assert health.status_code == 503 and "replaced" in health.json()["message"], health.json()

@@ -101,6 +101,11 @@ def json_shown(value: Any) -> str | None:
     return None
 
 
+def has_control(text: str) -> bool:
+    """True when ``text`` holds a control character (C0, DEL or C1): what :func:`id_reason` refuses in an id."""
+    return _CONTROL.search(text) is not None
+
+
 def id_reason(value: str, field: str) -> str | None:
     """Reject reason for an id that holds a control character, else None."""
     bad = _CONTROL.search(value)

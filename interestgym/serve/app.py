@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -312,11 +312,16 @@ def create_app(service: InterestService) -> FastAPI:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", "internal error; the server's log has the details")
 
-    def _admin(authorization: str | None, what: str = "admin endpoints") -> None:
+    def _admin(request: Request, authorization: str | None = Header(None)) -> None:
+        """The admin token, checked as a dependency: before the body is validated (a client without the token learns
+        nothing of what its body lacks)."""
         token = service.config.admin_token
         if token and authorization != f"Bearer {token}":
+            what = "admin endpoints" if request.url.path.endswith("/v1/admin/policy") else f"{request.method} /v1/items"
             raise ForbiddenError(f"{what} needs the header 'Authorization: Bearer TOKEN' (the --admin-token the service was "
                                  "started with)")
+
+    admin = [Depends(_admin)]
 
     @app.post("/v1/events", response_model=EventsResponse, response_model_exclude_none=True, responses=_ERRORS, tags=["events"])
     def post_events(body: EventsRequest) -> dict[str, Any]:
@@ -345,24 +350,21 @@ def create_app(service: InterestService) -> FastAPI:
         service.forget(_path_user(request))
         return Response(status_code=204)
 
-    @app.put("/v1/items", response_model=ItemsResponse, responses=_ERRORS, tags=["items"])
-    def put_items(body: ItemsRequest, authorization: str | None = Header(None)) -> dict[str, int]:
+    @app.put("/v1/items", response_model=ItemsResponse, responses=_ERRORS, tags=["items"], dependencies=admin)
+    def put_items(body: ItemsRequest) -> dict[str, int]:
         """Add or replace items (needs the admin token when the service has one: a replaced item's vector moves
         every user's ranking). A new item's popularity is 0 (no positive event among training users)."""
-        _admin(authorization, "PUT /v1/items")
         return service.put_items(body.items)
 
-    @app.get("/v1/admin/policy", responses=_ERRORS, tags=["admin"])
-    def get_policy(authorization: str | None = Header(None)) -> dict[str, Any]:
+    @app.get("/v1/admin/policy", responses=_ERRORS, tags=["admin"], dependencies=admin)
+    def get_policy() -> dict[str, Any]:
         """The store's active export (path, manifest sha256, generation)."""
-        _admin(authorization)
         return service.active_policy()
 
-    @app.post("/v1/admin/policy", responses=_ERRORS, tags=["admin"])
-    def post_policy(body: PolicySwapRequest, authorization: str | None = Header(None)) -> dict[str, Any]:
+    @app.post("/v1/admin/policy", responses=_ERRORS, tags=["admin"], dependencies=admin)
+    def post_policy(body: PolicySwapRequest) -> dict[str, Any]:
         """Swap to another export, atomically for every worker; refused (409) if its encoder, feature table
         or state layout differ from the stored states', or the catalogue does not meet its expectations."""
-        _admin(authorization)
         return service.swap_policy(body.path)
 
     @app.get("/livez", tags=["ops"])
@@ -391,7 +393,10 @@ def _path_user(request: Request) -> str:
     Starlette's ``{user_id:path}`` pattern ends in ``$``, which also matches before a final newline: ``/v1/users/bob%0A``
     would reach ``bob``'s state. The id is read from the decoded path itself instead, and refused when it holds a control
     character or is too long, as in ``POST /v1/events``."""
-    user = request.scope["path"].removeprefix("/v1/users/")
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    if root and path.startswith(root):  # mounted, or run with --root-path: the path holds the prefix (as Starlette's router strips it)
+        path = path[len(root):]
+    user = path.removeprefix("/v1/users/")
     if not user:
         raise InvalidRequestError("path: no user id; expected /v1/users/USER_ID")
     if (reason := id_reason(user, "user id")) is not None:

@@ -34,6 +34,7 @@ workers' files (prometheus-client's multiprocess mode).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -91,8 +92,25 @@ class ServeMetrics:
 
     def exposition(self) -> bytes:
         """The text format: this registry, or every worker's when in multiprocess mode."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if folder := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            _forget_dead_workers(folder)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _forget_dead_workers(folder: str) -> None:
+    """Drop the live-only gauges (``interestgym_policy_info``) of worker processes that are gone (a crash, uvicorn's
+    respawn): prometheus-client keeps a dead process's file until ``mark_process_dead`` is called, and its export would
+    stay at 1 beside the one the live workers serve."""
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        try:
+            pid = int(path.stem.rsplit("_", 1)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:  # a process of another user: alive
+            continue

@@ -17,10 +17,12 @@ from pydantic import (
 
 from interestgym.core.clock import TS_MAX
 from interestgym.core.log_features import VALUE_MAX
-from interestgym.data.columns import id_reason
+from interestgym.data.columns import has_control, id_reason
 
-#: The longest id (user, event, item) a request may carry.
+#: The longest user or event id a request may carry.
 MAX_ID_LENGTH = 256
+#: The longest item id (a catalogue's ids may be URLs; the body limit bounds the rest).
+MAX_ITEM_ID_LENGTH = 4096
 
 
 def _printable(value: str) -> str:
@@ -31,7 +33,20 @@ def _printable(value: str) -> str:
     return value
 
 
+def _printable_ids(values: list[str]) -> list[str]:
+    """:func:`_printable` for a list of ids, in one regex pass over them all (a ranking's candidates: thousands)."""
+    if has_control("".join(values)):
+        for pos, value in enumerate(values):
+            if (reason := id_reason(value, "id")) is not None:
+                raise ValueError(f"item {pos + 1}: " + reason.removeprefix("bad id: "))
+    return values
+
+
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)]
+#: An item id: no control character, at most MAX_ITEM_ID_LENGTH characters ("" is taken, as an unknown item).
+ItemId = Annotated[str, Field(max_length=MAX_ITEM_ID_LENGTH), AfterValidator(_printable)]
+#: Item ids of a list, checked in one pass.
+ItemIds = Annotated[list[Annotated[str, Field(max_length=MAX_ITEM_ID_LENGTH)]], AfterValidator(_printable_ids)]
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -72,7 +87,7 @@ def _distinct_ids(items: list[str]) -> list[str]:
 
 
 #: Item ids to rank or shown: distinct (an id there twice would be scored twice, and an outcome's label counted twice).
-DistinctIds = Annotated[list[Id], AfterValidator(_distinct_ids)]
+DistinctIds = Annotated[ItemIds, AfterValidator(_distinct_ids)]
 
 
 class BehaviourEvent(_Body):
@@ -83,7 +98,7 @@ class BehaviourEvent(_Body):
     user_id: Id
     ts: Seconds = Field(ge=0, lt=TS_MAX, description="UTC unix seconds (before 2100-01-01). A user's events must arrive in time order (equal times are fine).")
     action: str = Field(description="One of the export's actions (click, view, rate, purchase, ...).")
-    item_id: Id | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
+    item_id: ItemId | None = Field(None, description="An item of the catalogue; unknown or absent: counted, not a decision.")
     value: float | None = Field(None, ge=-VALUE_MAX, le=VALUE_MAX, description="Rating / quantity / read fraction (ratings >= the export's positive_rating "
                                 "are positive). Required for 'rate' events; otherwise absent counts as 1.0 (and is counted in "
                                 "interestgym_events_default_value_total).")
@@ -100,7 +115,7 @@ class Outcome(_Body):
     user_id: Id
     candidates: DistinctIds = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids shown (distinct).")
     labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(None, description="1 = clicked, one per candidate.")
-    clicked: list[Id] | None = Field(None, description="The clicked candidates (instead of labels).")
+    clicked: ItemIds | None = Field(None, description="The clicked candidates (instead of labels).")
     ts: Seconds | None = Field(None, ge=0, lt=TS_MAX, description="When it was shown (for the hour, if the score uses time of day).")
     hour: int | None = Field(None, ge=0, le=23, description="Hour of the ranking; default: from ts, else now.")
 
@@ -194,7 +209,7 @@ class RankResponse(BaseModel):
 
 
 class ItemIn(_Body):
-    item_id: Id
+    item_id: Annotated[ItemId, Field(min_length=1)]
     vector: list[float] | None = Field(None, description="L2-normalised, of the catalogue's dimension.")
     text: str | None = Field(None, description="Encoded with the catalogue's encoder (when it can run here).")
     category: str = ""

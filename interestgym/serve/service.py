@@ -416,10 +416,20 @@ class InterestService:
         own policy back, as a start does; otherwise states would be written under no contract, and a server started
         next with another export would take the store over and answer their users with errors."""
         policy = self._active.policy
-        meta = install_policy(self.store, policy)  # refused (409) when another worker's contract got there first
-        log.warning("the store %s held no active policy record (its data were lost or flushed: the user states, applied "
-                    "event ids and items stored before are gone); this worker wrote its own back: %s", self.store.describe(),
-                    policy.directory)
+        install = _install_fn(policy)
+        wrote = []
+
+        def restore(meta: dict[str, str | None]) -> dict[str, str]:
+            if meta.get("policy"):  # another worker restored it, or swapped, meanwhile: that record stands
+                return {}
+            wrote.append(True)
+            return install(meta)  # refused (409) when another export's contract got there first
+
+        meta = self.store.update_meta(restore)
+        if wrote:
+            log.warning("the store %s held no active policy record (its data were lost or flushed: the user states, applied "
+                        "event ids and items stored before are gone); this worker wrote its own back: %s",
+                        self.store.describe(), policy.directory)
         if meta["policy"] is not None:
             self._follow(meta["policy"])
 

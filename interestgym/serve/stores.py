@@ -325,17 +325,25 @@ class SqliteStore(Store):
     def _check_file(self, op: str) -> None:
         """The path still names the file this store opened. SQLite's connections keep writing to a file deleted under
         them (and a restart then opens a new, empty one): every write would be acknowledged and lost."""
+        if getattr(self, "_file", None) is None:  # still opening
+            return
         now = self._identity()
         if now != self._file:
             what = "was removed" if now is None else "was replaced by another file"
             raise StoreUnavailableError(f"sqlite store {self.path}: {op} refused: the database file {what} while the "
-                                        "service had it open; writes now would be lost at the next restart. Restore the "
-                                        "file, or restart the service to open the one at the path")
+                                        "service had it open; writes now would be lost at the next restart. Restart the "
+                                        "service: it opens the file at the path (put a backup there first if the file was "
+                                        "removed by mistake)")
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self, op: str = "open") -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+            try:  # mode=rw: a thread's first connection never creates the file (one removed under the service stays so)
+                conn = sqlite3.connect(f"{self.path.as_uri()}?mode=rw", uri=True, timeout=self._timeout, isolation_level=None,
+                                       check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                self._check_file(op)  # a file removed or replaced says so
+                raise StoreUnavailableError(f"sqlite store {self.path}: {op} failed: cannot open the database ({exc})") from None
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             self._local.conn = conn
@@ -344,7 +352,7 @@ class SqliteStore(Store):
         return conn
 
     def _write(self, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
-        conn = self._conn()
+        conn = self._conn(op)
         # SQLite lets one writer in at a time; this process's threads queue on a lock of their own, and processes on an
         # advisory lock of the file beside the database (woken as soon as the writer before them commits) instead of in
         # SQLite's busy handler, which polls with sleeps of up to 100 ms. SQLite's own lock still decides: a writer
@@ -373,7 +381,7 @@ class SqliteStore(Store):
             raise StoreUnavailableError(f"sqlite store {self.path}: {op} failed ({exc})") from None
 
     def _read(self, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
-        conn = self._conn()
+        conn = self._conn(op)
         try:
             conn.execute("BEGIN")  # one snapshot for every SELECT of the read
             try:
