@@ -32,7 +32,11 @@ from interestgym.envs.engine import (
 from interestgym.envs.replay_data import ReplayData
 
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.protocol import action_to_strengths, stack_actions
+from interestgym.core.protocol import (
+    ENV_ACTION_NAMES,
+    action_to_strengths,
+    stack_actions,
+)
 from interestgym.errors import InterestGymError
 from interestgym.progress import progress_bar
 
@@ -126,6 +130,10 @@ def checked_actions(raw: Any, n: int, policy: Any, *, finite: bool = True) -> np
         raise InterestGymError(f"policy {_name(policy)!r}: act() returned shape {actions.shape} for {n} observations; expected "
                                f"({n}, 4): one row per observation, (a_L, a_S, w, p) as actions in [-1, 1] "
                                "(interestgym.core.protocol.strengths_to_action maps strengths in [0, 1] to them)")
+    if actions.shape[1] > len(ENV_ACTION_NAMES):
+        raise InterestGymError(f"policy {_name(policy)!r}: act() returned {actions.shape[1]} columns; expected 4 (a_L, a_S, w, "
+                               f"p) or, with a residual policy's changes after them, at most {len(ENV_ACTION_NAMES)} "
+                               f"({', '.join(ENV_ACTION_NAMES)})")
     if finite and not np.isfinite(actions).all():
         row = int(np.flatnonzero(~np.isfinite(actions).all(axis=1))[0])
         raise InterestGymError(f"policy {_name(policy)!r}: act() returned {actions[row].tolist()} (not finite) for observation "
@@ -195,6 +203,22 @@ def replay_users_many(data: ReplayData, policies: Sequence[Any], *, users: Seque
                     yield step._replace(policy=np.asarray(chunk, dtype=np.int64)[step.policy])
 
 
+def _lean_act(policy: Any, obs: np.ndarray, lean: bool) -> Any:
+    """``policy.act(obs)``; on a lean replay's observations (NaN where a feature is skipped), a policy that raises
+    instead of acting NaN (e.g. a stable-baselines3 model: its Gaussian refuses NaN means) is one to replay with the full
+    engine, as one that acts NaN is (:class:`LeanFeatureError`); any other error is the policy's own."""
+    try:
+        return policy.act(obs)
+    except InterestGymError:
+        raise
+    except Exception as exc:
+        if lean and np.isnan(obs).any():
+            raise LeanFeatureError(f"{_who(policy)} raised {type(exc).__name__} on a lean replay's observations, whose "
+                                   f"features {', '.join(LEAN_SKIPPED_FEATURES)} are NaN; tune it with the full engine "
+                                   "(validation_scorer(..., batched=False))") from exc
+        raise
+
+
 def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slots: int, metric: str,
                   lean: bool = False, rank: bool = True) -> Iterator[ManyStep]:
     """Rows ``k * slots ... (k + 1) * slots - 1`` replay ``queue`` with ``policies[k]`` (policy indices local)."""
@@ -211,8 +235,9 @@ def _replay_block(data: ReplayData, policies: list[Any], queue: np.ndarray, slot
         obs = engine.observe(active)
         # active stays sorted, so each policy's rows are one contiguous run
         cuts = np.searchsorted(owner, np.arange(n_pol + 1))
-        actions = stack_actions([checked_actions(policies[k].act(obs[cuts[k]:cuts[k + 1]]), int(cuts[k + 1] - cuts[k]), policies[k],
-                                                 finite=False) for k in range(n_pol) if cuts[k + 1] > cuts[k]])
+        actions = stack_actions([checked_actions(_lean_act(policies[k], obs[cuts[k]:cuts[k + 1]], lean),
+                                                 int(cuts[k + 1] - cuts[k]), policies[k], finite=False)
+                                 for k in range(n_pol) if cuts[k + 1] > cuts[k]])
         out = engine.step(active, actions, rank=rank)
         yield ManyStep(active, owner, obs, out, engine)
         finished = active[out.done]

@@ -172,7 +172,8 @@ def test_actions_of_the_wrong_shape_or_not_finite_are_refused_naming_the_policy(
                                  ("nan", lambda n: np.full((n, 4), np.nan), r"returned \[nan, nan, nan, nan\] \(not finite\)"),
                                  ("words", lambda n: [["fast"] * 4] * n, r"returned list that is not an array of numbers .*expected \(\d+, 4\)"),
                                  ("ragged", lambda n: [[0.0] * 4, [0.0] * 3] + [[0.0] * 4] * (n - 2),
-                                  r"returned list that is not an array of numbers")):
+                                  r"returned list that is not an array of numbers"),
+                                 ("forty", lambda n: np.zeros((n, 40)), r"returned 40 columns; expected 4 .* at most 9 ")):
         with pytest.raises(InterestGymError, match=rf"policy '{name}': act\(\) {expected}"):
             evaluate_policy(data, Bad(name, make), split="test", progress=False)
 
@@ -188,3 +189,36 @@ def test_a_rule_reading_a_feature_the_tuning_replay_skips_is_tuned_on_the_full_e
               for rate in TrustRule.grid["long_rate"]}
     assert tuned["params"]["long_rate"] == max(scores, key=scores.get)
     assert tuned["valid_score"] == pytest.approx(max(scores.values()), abs=1e-12)
+
+
+def test_a_policy_that_raises_on_the_tuning_replays_nan_features_is_scored_on_the_full_engine(setup, tmp_path):
+    """Trial L: a stable-baselines3 model (its Gaussian refuses NaN means) given as a policy of one's own crashed
+    `evaluate` in the lean tuning replay, where it raises instead of acting NaN."""
+    from interestgym.envs.vector import evaluate_policy
+
+    from interestgym.core.interest import ScoringConfig
+
+    data, _ = setup
+
+    class StrictModel:
+        name = "strict_model"
+        scoring = ScoringConfig()
+
+        def act(self, observations):
+            if np.isnan(observations).any():
+                raise ValueError("Expected parameter loc of distribution Normal to satisfy the constraint Real()")
+            return np.tanh(observations[:, :4] - 0.5)
+
+    evaluate_run(data, out=tmp_path / "o", baselines="ema", n_boot=50, extra_policies=[StrictModel()], progress=False)
+    entry = json.loads((tmp_path / "o" / "evaluation.json").read_text())["custom_policies"]["strict_model"]
+    full = float(evaluate_policy(data, StrictModel(), split="valid", progress=False).per_user()["ndcg@10"].mean())
+    assert entry["valid_score"] == pytest.approx(full, abs=1e-12)
+
+    class Broken(StrictModel):
+        name = "broken"
+
+        def act(self, observations):
+            raise KeyError("a bug of its own")
+
+    with pytest.raises(KeyError, match="a bug of its own"):  # an error on observations without NaN stays the policy's
+        evaluate_policy(data, Broken(), split="test", progress=False)
