@@ -124,6 +124,16 @@ def test_evaluate_a_dataset_needs_out_and_compares_baselines(run, tmp_path):
         np.nanmean(np.array(doc["per_user"]["ema"]["ndcg@10"], float) - np.array(doc["per_user"]["static"]["ndcg@10"], float)))
 
 
+def test_a_learned_row_as_reference_is_refused_saying_why(run, tmp_path):
+    run_dir, _ = run
+    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--baselines", "ema", "--n-boot", "50", "--out", str(tmp_path / "o"),
+                                      "--model", "best", "--reference", "ppo"])
+    assert result.exit_code != 0
+    message = str(result.exception or "") + result.output
+    assert "--reference 'ppo': expected best or one of the evaluated rules (" in message
+    assert "'ppo' is a learned row" in message and "paired_bootstrap_diff" in message
+
+
 def test_the_two_user_groups_partition_the_evaluated_users(run):
     """The halves' paired differences are those of a split of the same users: their user counts add
     up and their means, weighted by users, give the overall paired mean."""

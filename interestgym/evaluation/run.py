@@ -515,7 +515,11 @@ def evaluate_run(
     attach += [None] * (len(policies) - len(attach))
     rows = [pol.name for pol, kind, _, _ in policies if kind != "learned"]
     if reference not in rows:  # a baseline, or with --sequence a tracker or its mixture
-        raise InterestGymError(f"--reference {reference!r}: expected best or one of the evaluated rows ({', '.join(rows)})")
+        learned = [pol.name for pol, kind, _, _ in policies if kind == "learned"]
+        why = (f" ({reference!r} is a learned row: the paired differences are taken against a rule; to pair two learned "
+               "policies, evaluate both in one call (--policy FILE.py:NAME beside the run's) and take the paired bootstrap of "
+               "their per_user values: interestgym.core.stats.paired_bootstrap_diff)") if reference in learned else ""
+        raise InterestGymError(f"--reference {reference!r}: expected best or one of the evaluated rules ({', '.join(rows)}){why}")
 
     item_topic, topic_names = _synthetic_topics(dataset)
     all_metrics = list(dict.fromkeys([*TABLE_METRICS, metric]))
