@@ -209,10 +209,38 @@ def test_a_policy_that_raises_on_the_tuning_replays_nan_features_is_scored_on_th
                 raise ValueError("Expected parameter loc of distribution Normal to satisfy the constraint Real()")
             return np.tanh(observations[:, :4] - 0.5)
 
-    evaluate_run(data, out=tmp_path / "o", baselines="ema", n_boot=50, extra_policies=[StrictModel()], progress=False)
-    entry = json.loads((tmp_path / "o" / "evaluation.json").read_text())["custom_policies"]["strict_model"]
+    import hashlib
+
+    import torch
+    from interestgym.envs.policies import ModelPolicy
+
+    class TinyModel:  # what ModelPolicy reads of an SB3 model: predict, and the torch policy holding its weights
+        def __init__(self):
+            torch.manual_seed(0)
+            self.policy = torch.nn.Linear(26, 4)
+
+        def predict(self, obs, deterministic=True):
+            with torch.no_grad():
+                return torch.tanh(self.policy(torch.as_tensor(obs))).numpy(), None
+
+    tiny = TinyModel()
+    evaluate_run(data, out=tmp_path / "o", baselines="ema", n_boot=50, progress=False,
+                 extra_policies=[StrictModel(), ModelPolicy(tiny, name="tiny")])
+    doc = json.loads((tmp_path / "o" / "evaluation.json").read_text())
+    entry = doc["custom_policies"]["strict_model"]
     full = float(evaluate_policy(data, StrictModel(), split="valid", progress=False).per_user()["ndcg@10"].mean())
     assert entry["valid_score"] == pytest.approx(full, abs=1e-12)
+    # where each row came from (Trial L: a custom row recorded no source): the class, its file and the file's digest,
+    # and for a wrapped model its class and a digest of its weights
+    source = entry["source"]
+    assert source["class"].endswith("StrictModel") and source["file"] == str(Path(__file__).resolve())
+    assert source["file_sha256"] == hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    model = doc["custom_policies"]["tiny"]["source"]
+    assert model["class"] == "interestgym.envs.policies.ModelPolicy" and model["model"].endswith("TinyModel")
+    expected = hashlib.sha256()
+    for name, tensor in sorted(tiny.policy.state_dict().items()):
+        expected.update(name.encode("utf-8") + tensor.numpy().tobytes())
+    assert model["weights_sha256"] == expected.hexdigest()
 
     class Broken(StrictModel):
         name = "broken"

@@ -61,6 +61,48 @@ def load_policy_spec(spec: str) -> Any:
     return getattr(module, attr)
 
 
+def policy_source(policy: Any) -> dict[str, Any]:
+    """Where a user's row came from, for ``evaluation.json``: its class (module and name), the file that defines it
+    and that file's sha256, and for a wrapped model (``ModelPolicy``'s ``model``, ``ResidualPolicy``'s ``change`` and
+    reference) the model's class and a sha256 of its weights: what a reader needs to tell which model made the row."""
+    from interestgym.io import sha256_file
+
+    cls = policy if isinstance(policy, type) else type(policy)
+    out: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if file and Path(file).is_file():
+        out["file"] = str(Path(file).resolve())
+        out["file_sha256"] = sha256_file(file)
+    model = getattr(policy, "model", None)
+    if model is not None:
+        out["model"] = f"{type(model).__module__}.{type(model).__qualname__}"
+        if (digest := weights_sha256(model)) is not None:
+            out["weights_sha256"] = digest
+    change = getattr(policy, "change", None)
+    if change is not None and callable(getattr(change, "act", None)):
+        out["change"] = policy_source(change)
+    reference = getattr(policy, "reference", None)
+    if reference is not None and callable(getattr(reference, "act", None)):
+        out["reference"] = {"name": getattr(reference, "name", None), "params": dict(getattr(reference, "params", {}) or {})}
+    return out
+
+
+def weights_sha256(model: Any) -> str | None:
+    """sha256 over a torch model's parameters and buffers (names and bytes, in name order): an SB3 model's
+    ``policy``, or a module itself; None for anything without a ``state_dict``."""
+    import numpy as np
+
+    holder = getattr(model, "policy", model)
+    state_dict = getattr(holder, "state_dict", None)
+    if not callable(state_dict):
+        return None
+    h = hashlib.sha256()
+    for name, tensor in sorted(state_dict().items()):
+        h.update(name.encode("utf-8"))
+        h.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
 def check_policy(policy: Any, where: str) -> Any:
     """``policy`` when it has a ``name`` (a non-empty string) and a callable ``act``, and its ``scoring``, if any, is a
     :class:`~interestgym.core.interest.ScoringConfig`; else an :class:`InterestGymError` naming what is missing."""

@@ -457,7 +457,7 @@ def evaluate_run(
         names += [n for n in tuned if n.endswith("+tracker") and n not in names]
     custom = []
     if extra_policies:  # the user's own: tuned (a class with a grid) or scored on the baselines' validation users
-        from interestgym.evaluation.custom import resolve_policies
+        from interestgym.evaluation.custom import policy_source, resolve_policies
 
         tune_users, tune_data = tuning_replay()  # the users and replay the baselines were tuned on (built once)
         custom = resolve_policies(list(extra_policies), validation_scorer(tune_data, metric, tune_users), [*names, "oracle"],
@@ -683,8 +683,8 @@ def evaluate_run(
         # (another package's rule: which package and version its parameters and numbers came from)
         "tuned_baselines": {n: {"params": tuned[n]["params"], "valid_score": tuned[n]["valid_score"],
                                 **({"provider": tuned[n]["provider"]} if tuned[n].get("provider") else {})} for n in names},
-        "custom_policies": {e["policy"].name: {"params": e["params"], "valid_score": e["valid_score"], "grid": e["grid"]}
-                            for e in custom},
+        "custom_policies": {e["policy"].name: {"params": e["params"], "valid_score": e["valid_score"], "grid": e["grid"],
+                                               "source": policy_source(e["policy"])} for e in custom},
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json_atomic(out_dir / "evaluation.json", doc)
