@@ -951,6 +951,30 @@ def test_operators_see_the_live_export_in_metrics_a_liveness_probe_and_times_in_
     assert config["formatters"]["access"]["fmt"].startswith("%(asctime)s ")
 
 
+def test_a_batch_of_many_users_leaves_most_other_users_stripes_free(fx):
+    """A batch holds its users' lock stripes while it is computed: with 64 stripes, 1,000 users held every one, and any
+    other user's event waited for the whole batch (Trial K: 0.7 s on Redis)."""
+    import contextlib
+    import threading
+    import zlib
+
+    from interestgym.serve.schemas import BehaviourEvent
+    from interestgym.serve.service import _USER_STRIPES
+
+    service = _service(fx, "memory://")
+    batch = {zlib.crc32(f"user{k}".encode()) % _USER_STRIPES for k in range(1000)}
+    assert len(batch) < 0.2 * _USER_STRIPES
+    other = next(u for u in (f"other{j}" for j in range(10_000)) if zlib.crc32(u.encode()) % _USER_STRIPES not in batch)
+    with contextlib.ExitStack() as held:  # the stripes such a batch holds, held for as long as it takes
+        for k in sorted(batch):
+            held.enter_context(service._user_stripes[k])
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (service.apply([BehaviourEvent(**_event("e", other, 1_000_000))]), done.set()))
+        worker.start()
+        assert done.wait(30), "an unrelated user's event waited for the batch's stripes"
+    worker.join()
+
+
 def test_a_batch_is_bounded_in_candidates_over_its_outcomes(fx):
     """Trial K: 1,000 outcomes of 1,600 candidates each (under the body limit) held the worker's user locks for ~5 s."""
     from interestgym.serve.schemas import MAX_BATCH_CANDIDATES
