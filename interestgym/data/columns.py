@@ -102,14 +102,20 @@ def json_shown(value: Any) -> str | None:
 
 
 def has_control(text: str) -> bool:
-    """True when ``text`` holds a control character (C0, DEL or C1): what :func:`id_reason` refuses in an id."""
+    """True when ``text`` holds a control character (C0, DEL or C1): what :func:`control_reason` names."""
     return _CONTROL.search(text) is not None
+
+
+def control_reason(value: str) -> str | None:
+    """``'bob\\n' holds the control character U+000A at position 4; expected printable text`` for a value with a
+    control character, else None."""
+    bad = _CONTROL.search(value)
+    if bad is None:
+        return None
+    return f"{value!r} holds the control character U+{ord(bad.group()):04X} at position {bad.start() + 1}; expected printable text"
 
 
 def id_reason(value: str, field: str) -> str | None:
     """Reject reason for an id that holds a control character, else None."""
-    bad = _CONTROL.search(value)
-    if bad is None:
-        return None
-    return (f"bad {field}: {value!r} holds the control character U+{ord(bad.group()):04X} at position {bad.start() + 1}; "
-            "expected printable text")
+    reason = control_reason(value)
+    return None if reason is None else f"bad {field}: {reason}"

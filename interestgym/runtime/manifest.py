@@ -38,6 +38,7 @@ from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS, observation_fe
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.core.rules import rule_definition
 from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.io import sha256_file
 
 #: Version of the export layout written by this code. A reader accepts this version and older ones
 #: it knows how to read; a newer one means "upgrade interestgym", never a guess. Version 2: the scoring
@@ -110,14 +111,6 @@ class EmbeddingDimensionError(ExportError):
 
 class EncoderMismatchError(ExportError):
     """The caller's encoder fingerprint differs from the one the policy was trained with."""
-
-
-def sha256_of_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 #: Field holding the sha256 of the manifest's own content (every other field, canonical JSON), so an
@@ -195,7 +188,7 @@ def verify_files(directory: str | Path, manifest: dict[str, Any], required: tupl
         size = path.stat().st_size
         if isinstance(entry.get("bytes"), int) and size != entry["bytes"]:
             raise ChecksumMismatchError(f"{path}: {size} bytes; the manifest records {entry['bytes']} bytes (the file was changed after export)")
-        found = sha256_of_file(path)
+        found = sha256_file(path)
         if found != expected:
             raise ChecksumMismatchError(f"{path}: sha256 {found[:16]}...; the manifest records {expected[:16]}... (the file was changed after export)")
 
@@ -416,13 +409,13 @@ def build_manifest(
         },
         "provenance": {
             "dataset": {"path": str(dataset["path"]), "name": dataset["name"],
-                        "manifest_sha256": sha256_of_file(dataset["manifest"]),
+                        "manifest_sha256": sha256_file(dataset["manifest"]),
                         "source_format": dataset["source_format"]},
             "run": {"path": str(run["path"]), "model": run["model"], "step": run["step"], "config": run["config"],
                     "reference": run["reference"], "shipped": run.get("shipped")},
         },
         "evaluation": None if evaluation is None else {
-            "source": str(evaluation[0]), "sha256": sha256_of_file(evaluation[0]), "results": _small(evaluation[1]),
+            "source": str(evaluation[0]), "sha256": sha256_file(evaluation[0]), "results": _small(evaluation[1]),
         },
     }
     if tracker is not None:
@@ -460,7 +453,7 @@ def seal_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> dict[st
             continue  # a declared sub-folder (the tracker) is sealed by its own manifest, whose sha256 is recorded
         if path.name == MANIFEST_NAME:
             raise AssertionError("the export's files must not include the manifest itself")
-        files[path.name] = {"sha256": sha256_of_file(path), "bytes": path.stat().st_size}
+        files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     sealed = {**manifest, "files": files}
     sealed[CONTENT_DIGEST_FIELD] = manifest_digest(sealed)
     return sealed

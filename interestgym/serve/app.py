@@ -312,16 +312,19 @@ def create_app(service: InterestService) -> FastAPI:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", "internal error; the server's log has the details")
 
-    def _admin(request: Request, authorization: str | None = Header(None)) -> None:
-        """The admin token, checked as a dependency: before the body is validated (a client without the token learns
-        nothing of what its body lacks)."""
-        token = service.config.admin_token
-        if token and authorization != f"Bearer {token}":
-            what = "admin endpoints" if request.url.path.endswith("/v1/admin/policy") else f"{request.method} /v1/items"
-            raise ForbiddenError(f"{what} needs the header 'Authorization: Bearer TOKEN' (the --admin-token the service was "
-                                 "started with)")
+    def _token(what: str) -> list[Any]:
+        """The admin token as a route dependency: checked before the body is validated (a client without the token
+        learns nothing of what its body lacks)."""
 
-    admin = [Depends(_admin)]
+        def check(authorization: str | None = Header(None)) -> None:
+            token = service.config.admin_token
+            if token and authorization != f"Bearer {token}":
+                raise ForbiddenError(f"{what} needs the header 'Authorization: Bearer TOKEN' (the --admin-token the service "
+                                     "was started with)")
+
+        return [Depends(check)]
+
+    admin = _token("admin endpoints")
 
     @app.post("/v1/events", response_model=EventsResponse, response_model_exclude_none=True, responses=_ERRORS, tags=["events"])
     def post_events(body: EventsRequest) -> dict[str, Any]:
@@ -350,7 +353,7 @@ def create_app(service: InterestService) -> FastAPI:
         service.forget(_path_user(request))
         return Response(status_code=204)
 
-    @app.put("/v1/items", response_model=ItemsResponse, responses=_ERRORS, tags=["items"], dependencies=admin)
+    @app.put("/v1/items", response_model=ItemsResponse, responses=_ERRORS, tags=["items"], dependencies=_token("PUT /v1/items"))
     def put_items(body: ItemsRequest) -> dict[str, int]:
         """Add or replace items (needs the admin token when the service has one: a replaced item's vector moves
         every user's ranking). A new item's popularity is 0 (no positive event among training users)."""

@@ -17,7 +17,7 @@ from pydantic import (
 
 from interestgym.core.clock import TS_MAX
 from interestgym.core.log_features import VALUE_MAX
-from interestgym.data.columns import has_control, id_reason
+from interestgym.data.columns import control_reason, has_control
 
 #: The longest user or event id a request may carry.
 MAX_ID_LENGTH = 256
@@ -28,8 +28,8 @@ MAX_ITEM_ID_LENGTH = 4096
 def _printable(value: str) -> str:
     """An id holds no control character: ``"bob\\n"`` would be another user than ``bob`` in the store, but the same
     one in a URL path once a proxy or client trims it (``prepare`` refuses such ids in logs for the same reason)."""
-    if (reason := id_reason(value, "id")) is not None:
-        raise ValueError(reason.removeprefix("bad id: "))
+    if (reason := control_reason(value)) is not None:
+        raise ValueError(reason)
     return value
 
 
@@ -37,8 +37,8 @@ def _printable_ids(values: list[str]) -> list[str]:
     """:func:`_printable` for a list of ids, in one regex pass over them all (a ranking's candidates: thousands)."""
     if has_control("".join(values)):
         for pos, value in enumerate(values):
-            if (reason := id_reason(value, "id")) is not None:
-                raise ValueError(f"item {pos + 1}: " + reason.removeprefix("bad id: "))
+            if (reason := control_reason(value)) is not None:
+                raise ValueError(f"item {pos + 1}: {reason}")
     return values
 
 

@@ -280,6 +280,7 @@ class SqliteStore(Store):
         self._all_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._lock_fd: int | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened: set once it is open
         if not self.path.parent.is_dir():
             raise StoreError(f"sqlite store {self.path}: folder {self.path.parent} does not exist")
         try:  # a new store is readable by its owner only: it holds users' profiles (SQLite gives -wal / -shm the same mode)
@@ -325,7 +326,7 @@ class SqliteStore(Store):
     def _check_file(self, op: str) -> None:
         """The path still names the file this store opened. SQLite's connections keep writing to a file deleted under
         them (and a restart then opens a new, empty one): every write would be acknowledged and lost."""
-        if getattr(self, "_file", None) is None:  # still opening
+        if self._file is None:  # still opening
             return
         now = self._identity()
         if now != self._file:
