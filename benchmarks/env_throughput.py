@@ -162,6 +162,7 @@ def main() -> None:
     from interestgym.envs.replay_data import ProtocolSpec, load_replay_data
     from interestgym.envs.vector import InterestReplayVecEnv, evaluate_policy
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     ds, emb = prepare(args.data, args.work, args.encoder)
     t0 = time.perf_counter()
@@ -180,6 +181,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rule = make_baseline("ema_two_profile", long_rate=0.1, short_rate=0.5, short_weight=0.5)
     model = PPO("MlpPolicy", NullVecEnv.make(args.ppo_envs), n_steps=args.ppo_n_steps, batch_size=256, seed=0, verbose=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no log: SB3 would leave an empty folder in /tmp
     model.learn(total_timesteps=args.ppo_n_steps * args.ppo_envs)  # warm-up (torch's first calls)
 
     single_per_round = max(1, args.single_steps // args.rounds)

@@ -152,9 +152,11 @@ def main() -> None:
     if args.ppo_steps:
         from interestgym.envs.vector import InterestReplayVecEnv
         from stable_baselines3 import PPO
+        from stable_baselines3.common.logger import Logger
 
         model = PPO("MlpPolicy", InterestReplayVecEnv(train, n_envs=8, seed=0), n_steps=128, batch_size=256, seed=0, verbose=0,
                     device="cpu")
+        model.set_logger(Logger(folder=None, output_formats=[]))  # no log: SB3 would leave an empty folder in /tmp
         model.learn(total_timesteps=1024)  # warm-up, untimed: the first rollouts and updates allocate
         with Timer() as t_ppo:
             model.learn(total_timesteps=args.ppo_steps, reset_num_timesteps=True)
