@@ -83,6 +83,12 @@ def test_evaluate_run_writes_tables_and_paired_differences(run):
     assert by_type["policies"]["ema"][t0] == pytest.approx(np.nanmean(np.array(per_user["ema"]["ndcg@10"], dtype=float)[mask]))
     errs = np.array(per_user["static"]["tracking_error"], dtype=float)
     assert np.all((errs >= 0) & (errs <= 1))
+    # beside it, the weight each policy's score puts on the profiles it reads, 1 - p: popularity ranks with
+    # p = 1 (its profiles never enter its score), static with p = 0, the learned policy in between
+    weight = {n: np.array(per_user[n]["profile_weight"], dtype=float) for n in ("popularity", "static", "ppo")}
+    assert np.all(weight["popularity"] == 0.0) and np.all(weight["static"] == 1.0)
+    assert summary["policies"]["popularity"]["extra"]["profile_weight"]["mean"] == 0.0
+    assert np.all((weight["ppo"] >= 0) & (weight["ppo"] <= 1))
 
 
 def test_oracle_ranks_by_the_true_topic_interest(run):

@@ -531,7 +531,7 @@ def test_a_transfer_onto_the_same_users_split_again_says_they_are_not_held_out(d
                                           f"users of the run in {dataset.resolve()} (the same id and an identical event): not "
                                           "held out from its training and selection")
     md = (tmp_path / "t" / "evaluation.md").read_text()
-    assert f"- caution: {header['transfer_overlap']}" in md and "untouched by training and selection" not in md
+    assert f"- caution: {header['transfer_overlap']}" in md and "not used by this run's training or selection" not in md
     verdict = next(line for line in md.splitlines() if line.startswith("- `shipped") and " on ndcg@10: " in line)
     assert verdict.endswith("(paired, over users); optimistic: some of these users trained or selected the run (the caution above)")
 

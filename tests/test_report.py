@@ -143,6 +143,9 @@ def test_summary_table_numbers_match_evaluation_json(run, report):
         track = entry["extra"].get("tracking_error")
         cell = row[col["tracking error"]]
         assert cell == "-" if track is None else float(cell) == pytest.approx(track["mean"], abs=5e-5)
+        weight = entry["extra"].get("profile_weight")
+        cell = row[col["profile weight"]]
+        assert cell == "-" if weight is None else float(cell) == pytest.approx(weight["mean"], abs=5e-4)
     # the independent check of the per-user values: the learned policy's mean is the mean over users
     ppo_mean = float(np.mean(doc["per_user"]["ppo"][metric]))
     assert float(rows[0][col[metric]]) == pytest.approx(ppo_mean, abs=5e-5)

@@ -20,7 +20,11 @@ Protocol (printed above every table and stored in ``evaluation.json``):
    profile implied by the policy's scoring direction u = normalise(w S + (1 - w) L):
    ``v_k = max(0, cos(u, c_k))`` with c_k the normalised mean embedding of topic k's items. 0 = the
    profile points at the true mixture's topics in the right proportions; 1 = orthogonal (an empty
-   profile scores 1). It is averaged per user, then over users.
+   profile scores 1). It is averaged per user, then over users. It reads the embedding profiles only; a
+   policy's score weighs them by ``1 - p`` (the popularity weight takes the rest; category counts and the
+   other terms are added), reported beside it as ``profile_weight`` (per decision, averaged per user, then
+   over users). A policy with profile_weight 0 (popularity, a category rule tuned to p = 1) ranks without
+   its profiles, so its tracking error says nothing about how it ranks.
 """
 
 from __future__ import annotations
@@ -97,8 +101,9 @@ def topic_centroids(embeddings: np.ndarray, item_topic: np.ndarray, n_topics: in
 
 
 def tracking_errors(data: Any, policy: Any, truth: np.ndarray | None, centroids: np.ndarray, batch_size: int = 1024, *,
-                    decision_truth: np.ndarray | None = None) -> np.ndarray:
-    """Per-decision tracking error of ``policy`` (see the module docstring), aligned with decisions.
+                    decision_truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-decision tracking error of ``policy`` (see the module docstring) and the weight its score puts on
+    the profiles there (``1 - p``), both aligned with decisions.
 
     Drives the env's :class:`~interestgym.envs.engine.ReplayEngine` the way the batched evaluator does
     and reads the profiles after every update. ``truth``: (n_events, n_topics) per events.parquet row,
@@ -112,6 +117,7 @@ def tracking_errors(data: Any, policy: Any, truth: np.ndarray | None, centroids:
             raise InterestGymError("tracking_errors: give truth (every event's row) or decision_truth (the decisions' rows)")
         decision_truth = truth[data.decision_event_row]
     out = np.full(data.n_decisions, np.nan)
+    weight = np.full(data.n_decisions, np.nan)
     # row-wise, so normalising the decisions' rows gives what normalising every event's row gave
     theta_dec = decision_truth / np.maximum(np.linalg.norm(decision_truth, axis=1, keepdims=True), 1e-12)
     for step in replay_users(data, policy, batch_size=batch_size, progress=False):
@@ -124,7 +130,8 @@ def tracking_errors(data: Any, policy: Any, truth: np.ndarray | None, centroids:
         theta = theta_dec[step.output.decision]
         cos = np.where(v_norm > 0, np.einsum("bt,bt->b", v, theta) / np.where(v_norm > 0, v_norm, 1.0), 0.0)
         out[step.output.decision] = 1.0 - cos
-    return out
+        weight[step.output.decision] = 1.0 - strengths[:, 3]
+    return out, weight
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -553,11 +560,11 @@ def evaluate_run(
                 res = evaluate_policy(data, pol, metric=config.reward, also=(metric,), record_features=False, progress=False)
             users = acc.add_points(res.points, res.metrics)
             if decision_truth is not None and centroids is not None and kind != "sequence":  # a tracker has no profile
-                err = tracking_errors(data, pol, None, centroids, decision_truth=decision_truth)
-                per_user_err = per_user_means(chunk.user_ids[chunk.decision_user], err)[1]
+                err, weight = tracking_errors(data, pol, None, centroids, decision_truth=decision_truth)
                 # tracking users are every user with a decision: align with the scored users
                 tu = np.unique(chunk.user_ids[chunk.decision_user])
-                acc.add_extra("tracking_error", per_user_err[np.searchsorted(tu, users)])
+                for name, values in (("tracking_error", err), ("profile_weight", weight)):
+                    acc.add_extra(name, per_user_means(chunk.user_ids[chunk.decision_user], values)[1][np.searchsorted(tu, users)])
             chunk_users_ref = users if chunk_users_ref is None else chunk_users_ref
         if decision_truth is not None:
             puser, pm = oracle_point_metrics(chunk, None, item_topic, all_metrics, decision_truth=decision_truth)
@@ -913,7 +920,7 @@ def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str],
                             + (f": weight 0, so it ranks as `{base}` does" if weight == 0 else ""))
     verdicts += leader_lines(summary, metric)
     groups = summary.get("user_groups", {}).get("policies", {})
-    untouched = " (untouched by training and selection)" if header.get("split") == "test" and not header.get("transfer_overlap") else ""
+    untouched = " (not used by this run's training or selection)" if header.get("split") == "test" and not header.get("transfer_overlap") else ""
     for n, halves in groups.items():
         if n in same:
             continue  # 0 in each group too: nothing to split

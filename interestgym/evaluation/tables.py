@@ -250,6 +250,11 @@ def markdown_tables(summary: dict[str, Any], *, main_metrics: list[str] | None =
         lines = ["\n| policy | " + " | ".join(extra_keys) + " |", "|" + "---|" * (len(extra_keys) + 1)]
         for n in names:
             lines.append(f"| {n} | " + " | ".join(ci_text(pol[n]["extra"].get(k)) for k in extra_keys) + " |")
+        if "tracking_error" in extra_keys:
+            lines.append("\ntracking_error: 1 - cos(the topic mix the embedding profiles point at, the true mix), at decisions. "
+                         "It reads the profiles only, which a policy's score weighs by profile_weight (1 - p); a policy with "
+                         "profile_weight 0 ranks without them (popularity, category counts), so its tracking error says "
+                         "nothing about how it ranks.")
         text += "\n" + "\n".join(lines)
     return text + "\n"
 

@@ -22,7 +22,8 @@ def results_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     Keys: ``policy``, ``kind`` (``reference`` for the best tuned rule), ``metric`` (the selection
     metric's mean, ``lo``, ``hi``), ``diff`` / ``diff_lo`` / ``diff_hi`` (paired difference against the
     reference; None for the reference), ``significant`` (the diff's CI excludes 0), the side metrics'
-    means, ``oracle_fraction`` (None without an oracle) and ``tracking_error`` (None if not measured).
+    means, ``oracle_fraction`` (None without an oracle), ``tracking_error`` and ``profile_weight`` (the weight the
+    policy's score puts on the profiles the tracking error reads; None if not measured).
     """
     summary = evaluation["summary"]
     metric = evaluation["header"].get("selection_metric") or summary["metrics"][0]
@@ -32,6 +33,7 @@ def results_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
         ci = entry["metrics"].get(metric) or {}
         diff = entry.get("diff_vs_reference", {}).get(metric)
         track = entry.get("extra", {}).get("tracking_error")
+        weight = entry.get("extra", {}).get("profile_weight")
         frac = entry.get("fraction_of_oracle", {}).get(metric)
         rows.append({
             "policy": name,
@@ -44,6 +46,7 @@ def results_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
             **{m: (entry["metrics"].get(m) or {}).get("mean") for m, _ in SIDE_METRICS},
             "oracle_fraction": frac,
             "tracking_error": None if track is None else track.get("mean"),
+            "profile_weight": None if weight is None else weight.get("mean"),
         })
     return rows
 
@@ -61,12 +64,15 @@ def table_cells(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     rows = results_rows(evaluation)
     has_oracle = any(r["oracle_fraction"] is not None for r in rows)
     has_tracking = any(r["tracking_error"] is not None for r in rows)
+    has_weight = any(r["profile_weight"] is not None for r in rows)  # evaluations before session 22 have none
     header = ["policy", "kind", metric, "95% CI", f"diff vs {reference}", "diff 95% CI",
               *(label for _, label in SIDE_METRICS)]
     if has_oracle:
         header.append(f"% of oracle {metric}")
     if has_tracking:
         header.append("tracking error")
+    if has_weight:
+        header.append("profile weight")
     shipped_model = evaluation["header"].get("model") == "shipped"  # an evaluation of what the run ships
     cells = []
     for r in rows:
@@ -78,6 +84,8 @@ def table_cells(evaluation: dict[str, Any]) -> tuple[list[str], list[list[str]]]
             line.append("-" if r["oracle_fraction"] is None else f"{100 * r['oracle_fraction']:.1f}")
         if has_tracking:
             line.append(_num(r["tracking_error"]))
+        if has_weight:
+            line.append(_num(r["profile_weight"], digits=3))
         cells.append(line)
     return header, cells
 
