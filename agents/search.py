@@ -10,8 +10,12 @@ A trial's score is the validation metric (the run's reward metric, nDCG@10 by de
 run selects (its best model, itself chosen by periodic validation), replayed on every validation user: the
 number ``RUN/shipped.json`` records, with the paired 95% CI of its gain over the reference rule, and the
 paired 95% CI of its per-user gain over trial 0 (the base) on the same validation users. The pick
-(``--pick``): ``beats-base`` (default) = the highest-scoring trial whose gain over the base has a CI above
-0, else the base itself; ``best`` = the highest score. Nothing here opens the test split: test users are
+(``--pick``): ``beats-base`` (default) = the highest-scoring trial whose gain over the base is proven for the
+whole search, else the base itself; ``best`` = the highest score. Proven for the whole search: the paired CI
+at level ``1 - 0.05 / m`` (Bonferroni over the m trials compared with the base, recomputed as trials are
+added) is above 0, so that the chance of picking a trial that is no better than the base stays under 5%
+however many trials were run (with 95% CIs each, ten trials no better than the base give one a CI above 0
+about 22% of the time). Nothing here opens the test split: test users are
 left for ``interestgym evaluate`` on a run trained with the picked configuration. The winner's own
 validation score is optimistic (it was picked as the maximum of noisy scores), so it is not an estimate of
 its test gain.
@@ -52,6 +56,8 @@ TABLE_MD = "trials.md"
 BEST_TOML = "best.toml"
 SAMPLERS = ("random", "tpe")
 PICKS = ("beats-base", "best")
+#: The search's family-wise error rate for ``beats-base``: all trials' comparisons with the base together.
+FAMILY_ALPHA = 0.05
 #: A trial's per-user validation values of its selected model (users, values), for the paired test against the base.
 VALID_FILE = "search_valid.npz"
 
@@ -266,11 +272,12 @@ def replay_valid(config: Any, run_dir: Path, ray: str | None = None) -> tuple[np
 
 def pick_trial(records: list[dict[str, Any]], pick: str) -> int:
     """``best``: the highest score (the earlier of equal ones); ``beats-base``: the highest score among the
-    trials whose paired gain over trial 0 has a 95% CI lower end above 0, else trial 0."""
+    trials whose paired gain over trial 0 has a family-wise CI (``vs_base_family``: see the module docstring)
+    with its lower end above 0, else trial 0."""
     scores = [r["score"] if math.isfinite(r["score"]) else -math.inf for r in records]
     if pick == "best":
         return int(np.argmax(scores))
-    proven = [i for i, r in enumerate(records) if i > 0 and r["vs_base"] is not None and r["vs_base"]["lo"] > 0]
+    proven = [i for i, r in enumerate(records) if i > 0 and r.get("vs_base_family") is not None and r["vs_base_family"]["lo"] > 0]
     return max(proven, key=lambda i: (scores[i], -i)) if proven else 0
 
 
@@ -365,6 +372,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     start_values = base_values(base, space)
     records: list[dict[str, Any]] = []
     base_valid: tuple[np.ndarray, np.ndarray] | None = None
+    gains: list[tuple[np.ndarray, np.ndarray]] = []  # each later trial's (ours, the base's) per-user values
     shared = settings["tuned_baselines"]
     for i in range(trials):
         params_i = smp.ask(i, start_values)
@@ -400,6 +408,12 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
             base_valid = valid_i
         _common, ours, theirs = align_users(valid_i[0], valid_i[1], base_valid[0], base_valid[1])
         record["vs_base"] = None if i == 0 else paired_bootstrap_diff(ours, theirs, seed=sampler_seed).as_dict()
+        if i > 0:
+            gains.append((ours, theirs))
+            family_confidence = 1.0 - FAMILY_ALPHA / len(gains)  # every trial's, at the level of this many comparisons
+            for r, (a, b) in zip(records[1:] + [record], gains):
+                r["vs_base_family"] = {**paired_bootstrap_diff(a, b, seed=sampler_seed, confidence=family_confidence).as_dict(),
+                                       "confidence": family_confidence}
         if shared is None and (run_dir / "baselines.json").is_file():
             shared = str((run_dir / "baselines.json").resolve())  # every later trial reuses trial 0's tuning
         smp.tell(i, params_i, record["score"])
@@ -454,7 +468,7 @@ def best_toml(doc: dict[str, Any], base: dict[str, Any], extra: dict[str, Any] |
                 f"on {best['valid_users']} validation users"
                 + (f" (picked from {len(doc['trials'])} trials: optimistic)" if best["trial"] else "")
                 if best["diff"] is not None else ""),
-             ("# the base configuration (no trial's paired validation gain over it had a CI above 0)" if best["trial"] == 0
+             ("# the base configuration (no trial's paired validation gain over it had a family-wise CI above 0)" if best["trial"] == 0
               and doc.get("pick") == "beats-base" else
               f"# gain over the base (trial 0) on validation users: {best['vs_base']['mean']:+.4f} "
               f"[{best['vs_base']['lo']:+.4f}, {best['vs_base']['hi']:+.4f}] (pick: {doc.get('pick')})" if best.get("vs_base")
@@ -493,6 +507,7 @@ def table_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         row = {"trial": r["trial"], **{f"{k}": v for k, v in r["params"].items()}, "valid_score": r["score"],
                "rule": r["rule"], "gain": r["diff"], "gain_lo": r["diff_lo"], "gain_hi": r["diff_hi"],
                **{f"vs_base{k}": (r.get("vs_base") or {}).get(m) for k, m in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))},
+               **{f"vs_base_family{k}": (r.get("vs_base_family") or {}).get(m) for k, m in (("_lo", "lo"), ("_hi", "hi"))},
                "best_step": r["best_step"], "ships": r["ships"], "seconds": r["seconds"]}
         rows.append(row)
     return rows
@@ -506,18 +521,22 @@ def markdown_table(doc: dict[str, Any]) -> str:
     def num(x: Any, sign: bool = False) -> str:
         return "-" if x is None else (f"{x:+.4f}" if sign else f"{x:.4f}")
 
-    head = ["trial", *names, "valid score", "gain over rule [95% CI]", "gain over base [95% CI]", "best step", "ships", "s"]
+    head = ["trial", *names, "valid score", "gain over rule [95% CI]", "gain over base [95% CI]", "[family-wise CI]", "best step",
+            "ships", "s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         gain = "-" if row["gain"] is None else f"{row['gain']:+.4f} [{row['gain_lo']:+.4f}, {row['gain_hi']:+.4f}]"
         mark = " (picked)" if row["trial"] == best else (" (base)" if row["trial"] == 0 else "")
         vs_base = "-" if row["vs_base"] is None else f"{row['vs_base']:+.4f} [{row['vs_base_lo']:+.4f}, {row['vs_base_hi']:+.4f}]"
-        cells = [f"{row['trial']}{mark}", *[str(row[n]) for n in names], num(row["valid_score"]), gain, vs_base,
+        family = "-" if row["vs_base_family_lo"] is None else f"[{row['vs_base_family_lo']:+.4f}, {row['vs_base_family_hi']:+.4f}]"
+        cells = [f"{row['trial']}{mark}", *[str(row[n]) for n in names], num(row["valid_score"]), gain, vs_base, family,
                  str(row["best_step"]), str(row["ships"]), f"{row['seconds']:.0f}"]
         out.append("| " + " | ".join(cells) + " |")
     s = doc["settings"]
-    rule = ("the best trial whose paired gain over the base has a 95% CI above 0, else the base" if doc.get("pick") == "beats-base"
-            else "the highest validation score")
+    m = len(rows) - 1
+    rule = ("the highest validation score" if doc.get("pick") != "beats-base" else
+            f"the best trial whose paired gain over the base has its family-wise CI above 0 (level 1 - {FAMILY_ALPHA:g}/{m}: "
+            f"Bonferroni over the {m} trials compared with the base), else the base" if m else "the base (no other trial ran)")
     return (f"# Search: {len(rows)} trials x a budget of {s['budget_steps']:,} steps (PPO trains whole rollouts: a trial may "
             f"take a few more), sampler {s['sampler']} (seed {s['sampler_seed']})\n\n"
             f"Data: {s['dataset']}. Scored and picked on validation users only; test users never replayed. "
@@ -553,8 +572,8 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any], extr
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A train --config file of base settings every trial starts from (seed, reward, protocol, ...).")
 @click.option("--pick", type=click.Choice(PICKS), default="beats-base", show_default=True,
-              help="'beats-base': the best trial whose paired validation gain over trial 0 (the base) has a 95% CI above 0, "
-                   "else the base; 'best': the highest validation score.")
+              help="'beats-base': the best trial whose paired validation gain over trial 0 (the base) has a CI above 0 at "
+                   "level 1 - 0.05/m for m trials compared with it (Bonferroni), else the base; 'best': the highest validation score.")
 @click.option("--seed", type=int, default=None, help="Seed of PPO and of the env in every trial (default: the base's, 0).")
 @click.option("--embeddings", default=None, help="Embedding name in DATASET (default: the base's, else the dataset's only one).")
 @click.option("--tuned-baselines", type=click.Path(), default=None,

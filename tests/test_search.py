@@ -96,8 +96,8 @@ def test_each_trial_is_scored_by_its_models_validation_metric_and_the_best_is_pi
             assert t["vs_base"]["lo"] <= t["vs_base"]["mean"] <= t["vs_base"]["hi"]
         with np.load(Path(t["run_dir"]) / S.VALID_FILE) as z:
             assert np.nanmean(z["values"]) == pytest.approx(t["score"], abs=1e-12)
-    # the default pick: the best score among trials whose gain over the base has a CI above 0, else the base
-    proven = [t for t in trials[1:] if t["vs_base"]["lo"] > 0]
+    # the default pick: the best score among trials whose gain over the base has a family-wise CI above 0, else the base
+    proven = [t for t in trials[1:] if t["vs_base_family"]["lo"] > 0]
     expected = max(proven, key=lambda t: t["score"])["trial"] if proven else 0
     assert doc["pick"] == "beats-base" and doc["best_trial"] == expected
     assert f"picked trial {doc['best_trial']}" in output
@@ -252,7 +252,8 @@ def test_tpe_sampler_is_seeded_and_stays_in_the_space(tmp_path):
 
 def test_the_default_pick_keeps_the_base_unless_a_trial_beats_it_on_validation():
     def record(i, score, lo):
-        return {"trial": i, "score": score, "vs_base": None if i == 0 else {"mean": score - 0.5, "lo": lo, "hi": lo + 0.02}}
+        ci = None if i == 0 else {"mean": score - 0.5, "lo": lo, "hi": lo + 0.02}
+        return {"trial": i, "score": score, "vs_base": ci, "vs_base_family": ci}
 
     # trial 2 scores highest but its gain over the base is not proven; trial 1's is
     records = [record(0, 0.5, None), record(1, 0.52, 0.001), record(2, 0.53, -0.004)]
@@ -402,3 +403,44 @@ def test_a_space_every_trial_would_refuse_is_refused_before_any_trial(tmp_path, 
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and re.search(message, err.strip().splitlines()[-1]), err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_default_pick_is_proven_for_the_whole_search_not_for_one_trial(tmp_path):
+    """With m trials compared with the base, a trial is picked only if its paired gain's CI at level 1 - 0.05/m is above
+    0 (Bonferroni): a gain whose 95% CI alone is above 0 does not win a 5-trial search. Every family-wise CI is the
+    bootstrap of that trial's per-user gains at the level of the final number of trials, recomputed as trials are added."""
+    from interestgym.core.stats import paired_bootstrap_diff
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    users = np.array([f"u{i}" for i in range(40)])
+    noise = np.random.default_rng(7).normal(0.0, 0.02, (8, 40))
+    z = np.random.default_rng(8).normal(size=40)
+    # trial 1's per-user gain over the base: mean 0.0075, standard error 0.02 / sqrt(40): 2.4 standard errors, between
+    # the 95% level's 1.96 and the 99.5% level's 2.81
+    step = 0.0075 + 0.02 * (z - z.mean()) / z.std()
+
+    def replay(config, run_dir):  # trial k's per-user values: the base's noise for trial 0 and 1, other noise for the rest
+        k = int(Path(run_dir).name.split("-")[1])
+        return users, 0.5 + (noise[0] + step if k == 1 else noise[k])
+
+    def level_of(m):
+        return 1.0 - 0.05 / m
+
+    first = S.run_search(str(data), tmp_path / "s", trials=2, budget_steps=64, params=["learning_rate"], echo=lambda _: None,
+                         train=_fake_train([]), replay=replay)
+    # the per-user gains in the users' sorted order (the order the comparison pairs them in: the bootstrap draws by position)
+    gain = (replay(None, tmp_path / "s" / "trial-001")[1] - replay(None, tmp_path / "s" / "trial-000")[1])[np.argsort(users)]
+    alone = paired_bootstrap_diff(gain, np.zeros_like(gain), seed=0, confidence=0.95)
+    assert alone.lo > 0  # trial 1 beats the base at 95% on its own ...
+    assert first["trials"][1]["vs_base_family"]["confidence"] == 0.95 and first["best_trial"] == 1
+    doc = S.run_search(str(data), tmp_path / "s", trials=6, budget_steps=64, params=["learning_rate"], echo=lambda _: None,
+                       train=_fake_train([]), replay=replay)
+    family = paired_bootstrap_diff(gain, np.zeros_like(gain), seed=0, confidence=level_of(5))
+    assert family.lo < 0  # ... not once five trials were compared with it
+    for t in doc["trials"][1:]:
+        assert t["vs_base_family"]["confidence"] == level_of(5)
+        assert t["vs_base"]["lo"] >= t["vs_base_family"]["lo"] and t["vs_base"]["hi"] <= t["vs_base_family"]["hi"]
+    assert doc["trials"][1]["vs_base_family"]["lo"] == pytest.approx(family.lo, abs=1e-12)
+    assert doc["trials"][1]["vs_base"]["lo"] == pytest.approx(alone.lo, abs=1e-12)
+    assert doc["best_trial"] == 0
+    assert "level 1 - 0.05/5: Bonferroni over the 5 trials" in (tmp_path / "s" / "trials.md").read_text()
