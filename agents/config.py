@@ -206,7 +206,8 @@ class TrainConfig:
         """The inverse of :meth:`as_dict` (a run's ``config.json``). Unknown keys are refused, not
         dropped: a setting silently ignored is a run that differs from what its file says.
 
-        :raises InterestGymError: naming the unknown or missing keys.
+        :raises InterestGymError: naming the unknown or missing keys, or a value of the wrong type (``config: n_envs =
+            'abc': expected an integer``; the ranges are :meth:`validate`'s).
         """
         names = setting_names()
         unknown = [k for k in values if k not in names]
@@ -217,7 +218,7 @@ class TrainConfig:
                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
         if missing:
             raise InterestGymError(f"setting{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} missing")
-        return cls(**values)
+        return cls(**{name: coerce_setting(name, value, "config") for name, value in values.items()})
 
     def validate(self) -> None:
         if self.timesteps <= 0:

@@ -101,6 +101,19 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return saved
 
 
+def validate_recorded(config: Any, run_dir: str | Path) -> None:
+    """``config.validate()`` for settings read from ``RUN/config.json``: an error names that file and the field as the
+    file spells it (``config.gamma 5: expected a number in (0, 1]``), not a command-line option nobody gave."""
+    import re
+
+    try:
+        config.validate()
+    except InterestGymError as exc:
+        message = re.sub(r"--([a-z][a-z-]*)", lambda m: "config." + m.group(1).replace("-", "_"), str(exc))
+        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: {message} (a value `interestgym train` does not write: the file "
+                            "was edited or damaged)") from None
+
+
 def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
     """The run's :class:`~interestgym.agents.config.TrainConfig` (embedding name resolved)."""
     from interestgym.agents.config import TrainConfig
@@ -116,6 +129,8 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
     if config.embeddings is None:
         # runs whose config.json predates storing the resolved name: the protocol records it
         config.embeddings = (saved.get("protocol") or {}).get("train", {}).get("embeddings")
+    run_reference(saved, run_dir)  # another package's rule: installed here at the run's version (said before the ranges)
+    validate_recorded(config, run_dir)
     if not Path(config.dataset).is_dir():
         # the path recorded at training: a run (or its dataset) moved since points nowhere
         raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: the run was trained on the dataset {config.dataset}, which is not "

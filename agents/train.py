@@ -51,6 +51,7 @@ from interestgym.agents.run_folder import (
     read_run_config,
     run_reference,
     settle_model_folders,
+    validate_recorded,
     write_model_folder,
     write_tuned_baselines,
 )
@@ -312,6 +313,7 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
                                             "device": config.device, "run_dir": str(run_dir)})
         except InterestGymError as exc:
             raise ArtifactError(f"{run_dir / CONFIG_FILE}: {exc}") from None
+        validate_recorded(config, run_dir)
     elif (run_dir / CONFIG_FILE).exists() or has_checkpoint(run_dir):
         raise InterestGymError(f"{run_dir}: already holds a training run; continue it with --resume or choose a new --run-dir")
     elif (run_dir / DATASET_MANIFEST).exists():
@@ -395,6 +397,14 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
         raise InterestGymError(f"{config.dataset}: validation users have no scoring point ({valid_data.n_users:,} users with a "
                                "decision, none ranked after it" + (f"; {unscored}" if unscored else "")
                                + "); tuning, validation and the ship decision need some")
+    from interestgym.envs.replay_data import unknown_items_text
+
+    for split, data in (("train", train_data), ("valid", valid_data)):
+        if (unknown := unknown_items_text(data.counts)) is not None:
+            sys.stderr.write(f"note: {split} users: {unknown}\n")
+        if short := int(data.counts.get("points_with_fewer_negatives") or 0):  # the vector env trains without the env's warning
+            sys.stderr.write(f"note: {split} users: {short:,} of {data.n_points:,} scoring points have fewer than --n-negatives "
+                             f"{config.n_negatives} negatives: the catalogue, less the items the protocol excludes, holds fewer\n")
     if valid_data.n_points < FEW_POINTS:
         sys.stderr.write(f"note: the valid split has {valid_data.n_points:,} scoring point{'s' if valid_data.n_points != 1 else ''} "
                          f"({len(valid_data.scored_user_ids):,} of its {valid_data.n_users:,} users have one): the tuned rule and "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -227,6 +228,30 @@ def test_from_dict_refuses_unknown_keys_instead_of_dropping_them():
     assert TrainConfig.from_dict(values).as_dict() == values  # config.json round-trips
     with pytest.raises(InterestGymError, match=r"unknown setting 'clip_rnage'"):
         TrainConfig.from_dict({**values, "clip_rnage": 0.1})
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"n_envs": "abc"}, r"config\.json: config: n_envs = 'abc': expected an integer"),
+    ({"gamma": 5.0}, r"config\.json: config\.gamma 5\.0: expected a number in \(0, 1\] \(a value `interestgym train` does not write"),
+    ({"net_arch": [64, 0]}, r"config\.json: config\.net_arch '64,0': expected positive layer sizes"),
+])
+def test_an_edited_run_config_is_refused_naming_the_file_and_the_field(tmp_path, edit, message):
+    """Every command that reads a run's config.json (evaluate, export, report: run_train_config; train --resume)
+    checks its types and ranges as train checks its options, and says which file and field is wrong."""
+    from interestgym.agents.run_folder import ArtifactError, run_train_config
+
+    (tmp_path / "data").mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    values = {**TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict(), **edit}
+    (run / "config.json").write_text(json.dumps({"config": values}))
+    with pytest.raises(ArtifactError, match=re.escape(str(run)) + "/" + message):
+        run_train_config(run)
+    with pytest.raises(ArtifactError, match=re.escape(str(run)) + "/" + message):
+        train_run(TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)), resume=True)
+    # the file as train writes it passes
+    (run / "config.json").write_text(json.dumps({"config": TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict()}))
+    assert run_train_config(run).as_dict() == TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict()
 
 
 def test_new_flags_are_checked(tmp_path):
