@@ -69,6 +69,17 @@ def targets_without_negatives_text(counts: dict[str, Any]) -> str | None:
             "every other item)")
 
 
+def unknown_items_text(counts: dict[str, Any]) -> str | None:
+    """The replayed users' events whose item has no row in ``items.parquet`` (``events_without_item``), in words; None
+    when there are none. Said by train's notes and evaluate's protocol line alike."""
+    n = int(counts.get("events_without_item", 0))
+    if not n:
+        return None
+    positive = int(counts.get("positive_events_without_item", 0))
+    return (f"{n:,} of {int(counts.get('events', 0)):,} events name an item with no row in items.parquet (no vector); "
+            f"{positive:,} of them positive, not replayed as decisions")
+
+
 @dataclass(frozen=True)
 class ProtocolSpec:
     """Which users, which scoring points, which negatives.

@@ -341,6 +341,7 @@ class Dataset:
         for name in ("items.parquet", "events.parquet", "users.parquet"):
             if not (path / name).is_file():
                 raise ArtifactError(f"{path / name}: missing from the dataset directory")
+        _check_row_counts(path, manifest)
         return cls(path=path, manifest=manifest)
 
     def _read(self, name: str) -> pd.DataFrame:
@@ -360,7 +361,9 @@ class Dataset:
 
     @cached_property
     def users(self) -> pd.DataFrame:
-        return self._read("users.parquet")
+        users = self._read("users.parquet")
+        _check_users(self.path / "users.parquet", users)
+        return users
 
     def read_events(self, columns: list[str] | None = None, users: Iterable[str] | None = None) -> pd.DataFrame:
         """Only ``columns`` of the events (all when None) of only ``users`` (all when None), read with
@@ -644,3 +647,45 @@ class Dataset:
     def item_ids_sha256(self) -> str:
         """Hash of the item-id list in row order (see :func:`item_ids_sha256`)."""
         return item_ids_sha256(self.items["item_id"])
+
+
+#: The tables whose row count the manifest records under ``counts`` (impressions: datasets with a log of them).
+COUNTED_TABLES = {"events": "events.parquet", "items": "items.parquet", "users": "users.parquet", "impressions": "impressions.parquet"}
+
+
+def _check_row_counts(path: Path, manifest: dict[str, Any]) -> None:
+    """Each table's row count (its Parquet footer: no data read) against ``manifest["counts"]``: a table cut short, or
+    edited or replaced since `prepare` wrote it, would otherwise lose or add rows silently."""
+    import pyarrow.parquet as pq
+
+    counts = manifest.get("counts") or {}
+    for key, name in COUNTED_TABLES.items():
+        expected = counts.get(key)
+        if not isinstance(expected, int) or isinstance(expected, bool) or not (path / name).is_file():
+            continue  # manifests before a count was recorded; impressions only where the log had them
+        try:
+            found = pq.ParquetFile(path / name).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
+            raise ArtifactError(f"{path / name}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
+        if found != expected:
+            raise ArtifactError(f"{path / name}: {found:,} rows; expected {expected:,} ({MANIFEST} counts.{key}): the file was "
+                                "changed after `interestgym prepare` wrote it (prepare the dataset again)")
+
+
+def _check_users(path: Path, users: pd.DataFrame) -> None:
+    """``users.parquet`` holds each user once with a split of :data:`SPLITS`: a user of another split, or none, would be
+    left out of every stage without a word."""
+    for column in ("user_id", "split"):
+        if column not in users.columns:
+            raise ArtifactError(f"{path}: no {column!r} column (columns: {', '.join(map(str, users.columns))}); expected the "
+                                "users table `interestgym prepare` writes")
+    bad = ~users["split"].isin(SPLITS)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ArtifactError(f"{path}: row {row}: user {users['user_id'].iloc[row]!r} has split {users['split'].iloc[row]!r}; "
+                            f"expected one of {', '.join(SPLITS)} ({int(bad.sum()):,} such rows)")
+    repeated = users["user_id"].astype(str).duplicated()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated.to_numpy())[0])
+        raise ArtifactError(f"{path}: row {row}: user {users['user_id'].iloc[row]!r} appears again; expected each user once "
+                            f"({int(repeated.sum()):,} repeated rows)")

@@ -317,6 +317,7 @@ def evaluate_run(
         IGNORED_ON_IMPRESSIONS,
         SAMPLED_NEGATIVES_SETTINGS,
         build_replay_data,
+        unknown_items_text,
         users_left_out_text,
     )
     from interestgym.envs.vector import evaluate_policy
@@ -634,6 +635,7 @@ def evaluate_run(
         "scoring_points": int(results[0].n_points),
         "users_left_out": users_left_out_text(protocol.get("counts") or {}, len(users_ref) if users_ref is not None else 0),
         "not_scored": not_scored_text(protocol),
+        "events_without_item": unknown_items_text(protocol.get("counts") or {}),
         "candidates_per_point": test.candidates_text(),
         "few_points": few_points_caution(int(results[0].n_points), len(users_ref) if users_ref is not None else 0,
                                          test.n_candidates / max(test.n_points, 1), test.widths[1]),
@@ -847,7 +849,7 @@ def users_split_text(split: dict[str, Any]) -> str | None:
 def _markdown(header: dict[str, Any], summary: dict[str, Any], order: list[str], metric: str, protocol: dict[str, Any]) -> str:
     lines = ["# Evaluation", "", "Protocol:", ""]
     for key in ("data", "trained_on", "split", "users_split", "encoder", "dim", "protocol", "candidates", "protocol_seed", "train_seed", "users",
-                "users_left_out", "scoring_points", "not_scored", "candidates_per_point", "selection_metric", "tuned_on", "reference",
+                "users_left_out", "scoring_points", "not_scored", "events_without_item", "candidates_per_point", "selection_metric", "tuned_on", "reference",
                 "reference_params", "custom", "run", "model"):
         if header.get(key) is not None:
             # the grid search's users; a run's shipping decision is on every validation user (its own line says how many)

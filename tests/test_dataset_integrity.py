@@ -1,0 +1,99 @@
+"""A dataset folder edited or damaged after `prepare` wrote it is refused with the file, the row and what was expected;
+events whose item has no row are counted and said, not dropped without a word (Trial M)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from agents_fixtures import tiny_synthetic
+
+from interestgym.data.dataset import Dataset
+from interestgym.errors import ArtifactError
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return tiny_synthetic(tmp_path_factory.mktemp("integrity") / "data", users=24, events_per_user=10)
+
+
+def _copy(dataset, tmp_path):
+    out = tmp_path / "data"
+    shutil.copytree(dataset, out)
+    return out
+
+
+@pytest.mark.parametrize("table", ["events", "items", "users", "impressions"])
+def test_a_table_with_other_rows_than_the_manifest_counts_is_refused(dataset, tmp_path, table):
+    data = _copy(dataset, tmp_path)
+    path = data / f"{table}.parquet"
+    rows = pq.read_table(path)
+    expected = json.loads((data / "manifest.json").read_text())["counts"][table]
+    assert rows.num_rows == expected  # as prepare wrote it
+    pq.write_table(rows.slice(0, rows.num_rows - 3), path)  # cut short, as an edit or a broken copy leaves it
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: {expected - 3:,} rows; expected {expected:,} (manifest.json "
+                                                      f"counts.{table}): the file was changed after `interestgym prepare` wrote it")):
+        Dataset.open(data)
+
+
+def test_a_user_of_no_known_split_or_listed_twice_is_refused(dataset, tmp_path):
+    data = _copy(dataset, tmp_path)
+    path = data / "users.parquet"
+    users = pd.read_parquet(path)
+    first = str(users["user_id"].iloc[2])
+    users.loc[2, "split"] = "tset"
+    users.to_parquet(path, index=False)
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: row 2: user {first!r} has split 'tset'; expected one of train, "
+                                                      "valid, test (1 such rows)")):
+        Dataset.open(data).users_in("test")
+    users = pd.read_parquet(dataset / "users.parquet")
+    users.loc[5, "user_id"] = users.loc[4, "user_id"]
+    users.to_parquet(path, index=False)
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: row 5: user {str(users['user_id'].iloc[4])!r} appears again")):
+        Dataset.open(data).users_in("test")
+
+
+def test_events_whose_item_has_no_row_are_counted_and_said_by_evaluate(dataset, tmp_path, capsys):
+    from interestgym.cli import main
+
+    data = _copy(dataset, tmp_path)
+    events = pd.read_parquet(data / "events.parquet")
+    users = pd.read_parquet(data / "users.parquet")
+    test_users = set(users.loc[users["split"] == "test", "user_id"].astype(str))
+    mine = events["user_id"].astype(str).isin(test_users).to_numpy()
+    rows = events.index[mine][[1, 4]]  # two events of test users, by an item no table has
+    events.loc[rows, "item_id"] = "NOPE"
+    events.to_parquet(data / "events.parquet", index=False)
+    positive = int(events.loc[rows, "action"].isin(["click", "like", "share"]).sum())
+    main(["evaluate", str(data), "--embeddings", "topic16", "--baselines", "ema", "--out", str(tmp_path / "ev"), "--n-boot", "20",
+          "--no-progress"])
+    line = (f"- events_without_item: 2 of {int(mine.sum()):,} events name an item with no row in items.parquet (no vector); "
+            f"{positive:,} of them positive, not replayed as decisions")
+    assert line in (tmp_path / "ev" / "evaluation.md").read_text()
+    assert line in capsys.readouterr().out
+
+
+def test_train_says_what_its_users_lose_to_unknown_items_and_short_catalogues(dataset, tmp_path, capsys):
+    """train replays with the vector env, which does not warn as the single env does: it says both itself."""
+    from agents_fixtures import small_train_config
+
+    from interestgym.agents.train import train_run
+
+    data = _copy(dataset, tmp_path)
+    events = pd.read_parquet(data / "events.parquet")
+    users = pd.read_parquet(data / "users.parquet")
+    train_users = set(users.loc[users["split"] == "train", "user_id"].astype(str))
+    mine = events["user_id"].astype(str).isin(train_users).to_numpy()
+    events.loc[events.index[mine][[0]], "item_id"] = "NOPE"
+    events.to_parquet(data / "events.parquet", index=False)
+    (data / "impressions.parquet").unlink()  # sampled negatives (next positive + n), not the logged impressions
+    n_items = len(pd.read_parquet(data / "items.parquet"))
+    train_run(small_train_config(data, tmp_path / "run", embeddings="topic16", n_negatives=n_items + 5))
+    err = capsys.readouterr().err
+    assert f"note: train users: 1 of {int(mine.sum()):,} events name an item with no row in items.parquet (no vector)" in err
+    assert re.search(rf"note: train users: [\d,]+ of [\d,]+ scoring points have fewer than --n-negatives {n_items + 5} negatives", err)
+    assert re.search(rf"note: valid users: [\d,]+ of [\d,]+ scoring points have fewer than --n-negatives {n_items + 5} negatives", err)
