@@ -160,16 +160,17 @@ def dataset_contents(config: Any) -> dict[str, Any]:
             "action_weights": dataset.manifest.get("action_weights"), "positive_rating": dataset.manifest.get("positive_rating")}
 
 
-def check_run_dataset(run_dir: str | Path, saved: dict[str, Any], config: Any) -> str | None:
+def check_run_dataset(run_dir: str | Path, saved: dict[str, Any], config: Any, now: dict[str, Any] | None = None) -> str | None:
     """Refuse a run whose dataset was split again since training (its test users may be the policy's training
     users); a note (else None) when the events or the replay's settings changed under the same split.
 
+    :param now: :func:`dataset_contents` of the dataset as it is (computed when not given).
     :raises InterestGymError: naming the dataset, the run and what to do.
     """
     recorded = saved.get("dataset_contents")
     if not recorded:
         return None  # runs from before the record
-    now = dataset_contents(config)
+    now = now if now is not None else dataset_contents(config)
     if now["split_sha256"] != recorded.get("split_sha256"):
         raise InterestGymError(
             f"{config.dataset}: its users are split differently from when the run {run_dir} was trained on it (prepared again "

@@ -403,6 +403,37 @@ def test_the_shipping_verdict_reads_the_lower_end_of_the_gains_ci_and_the_upper_
     assert shipping_verdict(ci(0.004, 0.001, 0.007), guards, 0.0) == (True, ["auc"])  # mrr ties, hit@10 unchecked
 
 
+def test_an_evaluation_of_events_changed_since_is_left_out_of_the_export_and_said(dataset, tmp_path):
+    """The export builds its popularity and catalogue from the dataset as it is: an evaluation.json of the events as they
+    were is left out of its manifest, and the export says the events changed since training, as evaluate does (Trial M)."""
+    import shutil
+
+    import pandas as pd
+
+    from interestgym.evaluation.run import evaluate_run
+    from interestgym.export.run import export_run
+    from interestgym.runtime.manifest import read_manifest
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    run = tmp_path / "run"
+    train_run(_config(data, run, timesteps=128))
+    evaluate_run(run, which_model="final", baselines="ema", n_boot=20, progress=False)
+    first = export_run(run, tmp_path / "before", which="final", verify_observations=0)
+    assert first.evaluation_note is None and first.dataset_note is None
+    assert read_manifest(tmp_path / "before")["evaluation"] is not None
+    events = pd.read_parquet(data / "events.parquet")
+    events.loc[3, "value"] = events.loc[3, "value"] + 1.0  # the same rows, other contents
+    events.to_parquet(data / "events.parquet", index=False)
+    after = export_run(run, tmp_path / "after", which="final", verify_observations=0)
+    assert read_manifest(tmp_path / "after")["evaluation"] is None
+    assert after.dataset_note == (f"{data}: its events.parquet changed since the run {run} was trained on it (the same users' "
+                                  "split): the policy replays what the dataset holds now")
+    assert after.evaluation_note == (f"{run / 'evaluation.json'} evaluates the dataset as it was: its events.parquet changed "
+                                     "since, and the export is built from it as it is now: not in the manifest "
+                                     f"(`interestgym evaluate {run}` records its metrics)")
+
+
 def test_an_evaluation_of_a_model_trained_further_since_is_left_out_and_said(dataset, tmp_path):
     """`train --resume` replaces the final model after `evaluate --model final`: the export leaves that evaluation out
     of its manifest (its numbers are of the earlier model) and the report says its table is of the earlier step."""

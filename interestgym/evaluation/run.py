@@ -334,6 +334,7 @@ def evaluate_run(
         evaluate_policy, validation_scorer = sharded.evaluate_policy, sharded.validation_scorer
     run_dir: Path | None = None
     transfer_overlap: str | None = None
+    evaluated_contents: dict[str, Any] | None = None  # the run's own dataset, as evaluated
     transfer_actions: str | None = None
     if run_folder.is_run_dir(path):
         import torch
@@ -350,7 +351,8 @@ def evaluate_run(
             if embeddings is None or embeddings == config.embeddings:
                 run_folder.check_run_embedding(path, saved, config)
                 run_folder.check_run_tracker(path, saved, config)
-            if (note := run_folder.check_run_dataset(path, saved, config)) is not None:
+            evaluated_contents = run_folder.dataset_contents(config)
+            if (note := run_folder.check_run_dataset(path, saved, config, evaluated_contents)) is not None:
                 print(f"note: {note}", file=sys.stderr)
     elif (path / "manifest.json").is_file():
         if dataset is not None:
@@ -667,6 +669,9 @@ def evaluate_run(
         "ignored_settings": ignored_settings,
         "undertrained_trackers": tracker_notes or None,
         "embeddings_changed": embeddings_changed,
+        # the run's dataset as it was evaluated (events, split, replay settings): an export can tell these numbers from
+        # the dataset it builds its popularity and catalogue from
+        "dataset_contents": evaluated_contents,
     }
     run_rule = against_run_rule(results, header["shipped"], reference, metric, n_boot)
     if run_rule:

@@ -72,6 +72,8 @@ def export(run_dir: Path, out: Path, which_model: str, verify_observations: int,
     extra = m["observation"].get("extra") or []
     if extra and policy["form"] != "rule":
         click.echo(f"  observes, after the {len(m['observation']['features']) - len(extra)} features: {', '.join(extra)}")
+    if result.dataset_note is not None:
+        click.echo(f"  note: {result.dataset_note}")
     if result.evaluation_note is not None:
         click.echo(f"  note: {result.evaluation_note}")
     elif m.get("evaluation") is None:

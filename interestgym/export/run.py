@@ -32,9 +32,11 @@ from interestgym.agents.run_folder import (
     CONFIG_FILE,
     EVALUATION_FILE,
     SHIPPED_FILE,
+    check_run_dataset,
     check_run_embedding,
     check_run_tracker,
     check_shipped_model,
+    dataset_contents,
     evaluated_policy,
     load_model,
     model_identity,
@@ -88,6 +90,8 @@ class ExportResult:
     n_verified: int
     #: why the run's evaluation.json is not in the manifest (None when it is, or when there is none)
     evaluation_note: str | None = None
+    #: what of the run's dataset changed since training (:func:`check_run_dataset`; None when nothing did)
+    dataset_note: str | None = None
 
 
 def export_run(
@@ -129,6 +133,8 @@ def export_run(
         raise ArtifactError(f"{run_dir / CONFIG_FILE}: field config.dataset is empty; expected the training dataset's path")
     check_run_embedding(run_dir, saved, config)
     check_run_tracker(run_dir, saved, config)
+    contents = dataset_contents(config)
+    dataset_note = check_run_dataset(run_dir, saved, config, contents)  # a split changed since training is refused
     dataset = Dataset.open(config.dataset)
     emb_name = dataset.resolve_embeddings(config.embeddings)
     _, emb_meta = dataset.load_embeddings(emb_name)
@@ -196,7 +202,7 @@ def export_run(
             (tmp / CATEGORIES_FILE).write_text(json.dumps(list(data.category_names), ensure_ascii=False), encoding="utf-8")
             np.save(tmp / POPULARITY_FILE, np.ascontiguousarray(data.item_popularity, dtype=np.float32), allow_pickle=False)
 
-        evaluation, evaluation_note = _evaluation_of(run_dir, which)
+        evaluation, evaluation_note = _evaluation_of(run_dir, which, contents)
         manifest = build_manifest(
             interestgym_version=__version__,
             onnx_opset=ONNX_OPSET,
@@ -230,14 +236,15 @@ def export_run(
         )
         write_export_directory(out, write_files, manifest)
     return ExportResult(out=Path(out), manifest=read_verified_manifest(out), max_abs_action_diff=diff, n_verified=n_verified,
-                        evaluation_note=evaluation_note)
+                        evaluation_note=evaluation_note, dataset_note=dataset_note)
 
 
-def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None, str | None]:
+def _evaluation_of(run_dir: Path, exported: str, contents: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """The run's ``evaluation.json`` when it is the test evaluation of the exported policy (``rule``, ``best`` or
-    ``final``; an evaluation of ``shipped`` is of what ``shipped.json`` names), under the run's own protocol;
-    else None and why: an export of the best model must not carry the numbers of the shipped rule, nor a
-    production manifest those of a side evaluation (another split, another protocol)."""
+    ``final``; an evaluation of ``shipped`` is of what ``shipped.json`` names), under the run's own protocol, of the
+    dataset as it is now (``contents``: :func:`dataset_contents`); else None and why: an export of the best model must
+    not carry the numbers of the shipped rule, nor a production manifest those of a side evaluation (another split,
+    another protocol) or of events the export's popularity and catalogue no longer come from."""
     evaluation = read_evaluation(run_dir)
     if evaluation is None:
         return None, None
@@ -262,6 +269,13 @@ def _evaluation_of(run_dir: Path, exported: str) -> tuple[dict[str, Any] | None,
             return None, (f"{path} evaluates {what[exported]} of step {recorded.get('step')}, and the run has trained further "
                           f"since (the folder now holds step {now.get('step')}): not in the manifest "
                           f"(`interestgym evaluate {run_dir} --model {exported}` records its metrics, replacing the run's evaluation.json)")
+    evaluated = header.get("dataset_contents")
+    if isinstance(evaluated, dict) and evaluated != contents:  # evaluations before session 22 did not record it
+        changed = [what for key, what in (("events_sha256", "events.parquet"), ("split_sha256", "users' split"),
+                                          ("action_weights", "action weights"), ("positive_rating", "positive rating"))
+                   if evaluated.get(key) != contents.get(key)]
+        return None, (f"{path} evaluates the dataset as it was: its {' and '.join(changed)} changed since, and the export is "
+                      f"built from it as it is now: not in the manifest (`interestgym evaluate {run_dir}` records its metrics)")
     if header.get("split", "test") != "test" or header.get("protocol_changed"):
         why = (f"split {header.get('split')!r}" if header.get("split", "test") != "test"
                else "a protocol other than the run's")
