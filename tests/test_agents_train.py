@@ -228,7 +228,11 @@ def test_a_training_state_of_other_events_resumes_from_the_weights_with_a_note(t
     data = tiny_synthetic(tmp_path / "data")
     train_run(_config(data, tmp_path / "run", timesteps=128))
     events = pd.read_parquet(data / "events.parquet")
-    events.groupby("user_id", sort=False).head(6).reset_index(drop=True).to_parquet(data / "events.parquet", index=False)
+    fewer = events.groupby("user_id", sort=False).head(6).reset_index(drop=True)
+    fewer.to_parquet(data / "events.parquet", index=False)
+    manifest = json.loads((data / "manifest.json").read_text())  # as `prepare` of the edited log writes it
+    manifest["counts"]["events"] = len(fewer)
+    (data / "manifest.json").write_text(json.dumps(manifest))
     capsys.readouterr()
     assert train_run(_config(data, tmp_path / "run"), resume=True)["num_timesteps"] == 256
     err = capsys.readouterr().err

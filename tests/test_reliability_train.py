@@ -270,6 +270,9 @@ def test_a_run_refuses_its_dataset_split_again_and_notes_changed_events(tmp_path
 
     events = pd.read_parquet(data / "events.parquet")
     events.iloc[:-1].to_parquet(data / "events.parquet", index=False)  # one event fewer, the same users and split
+    manifest = json.loads((data / "manifest.json").read_text())  # as `prepare` of the edited log writes it
+    manifest["counts"]["events"] = len(events) - 1
+    (data / "manifest.json").write_text(json.dumps(manifest))
     evaluate_run(run, out=tmp_path / "ev1", n_boot=10, baselines="ema", progress=False)
     assert f"note: {run.parent / 'data'}: its events.parquet changed since the run {run} was trained on it" in capsys.readouterr().err
 
