@@ -115,6 +115,21 @@ def test_ml100k_fixture_rejects_exact_rows_and_builds_items(ml100k: Path, tmp_pa
     assert str(ev["value"].dtype) == "float32" and str(ev["hour"].dtype) == "int8"
 
 
+def test_a_u_item_saved_as_utf8_reads_the_same_titles(ml100k: Path, tmp_path: Path) -> None:
+    """The release's u.item is latin-1; one re-saved as UTF-8 (iconv, an editor) gives the same dataset, not mojibake
+    ('CafÃ© Society')."""
+    latin1 = tmp_path / "latin1"
+    prepare_movielens(ml100k, latin1, max_reject_rate=1.0, command=["t"], deterministic=True)
+    text = (ml100k / "u.item").read_bytes().decode("latin-1")
+    assert "Café" in text
+    (ml100k / "u.item").write_bytes(text.encode("utf-8"))
+    utf8 = tmp_path / "utf8"
+    prepare_movielens(ml100k, utf8, max_reject_rate=1.0, command=["t"], deterministic=True)
+    assert Dataset.open(utf8).items.set_index("item_id").loc["6", "title"] == "Café Society (1995)"
+    for name in ("items.parquet", "events.parquet", "users.parquet"):
+        assert (utf8 / name).read_bytes() == (latin1 / name).read_bytes()
+
+
 def test_reject_rate_above_the_limit_fails_with_the_first_bad_lines(ml100k: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         prepare_movielens(ml100k, tmp_path / "out")

@@ -13,8 +13,9 @@ ml-latest/25m   ``ratings.csv`` (header                      ``movies.csv`` (quo
                 ``userId,movieId,rating,timestamp``)
 ==============  ===========================================  ================================  ========
 
-``.dat`` files are decoded line by line as UTF-8, falling back to latin-1 for a line that is not
-UTF-8 (ml-1m is latin-1, ml-10m UTF-8); ``u.item`` is latin-1; the CSV releases are UTF-8.
+``.dat`` files, ``u.item`` and ``u.genre`` are decoded line by line as UTF-8, falling back to latin-1 for a line
+that is not UTF-8 (ml-1m and the ml-100k release are latin-1, ml-10m UTF-8; a ``u.item`` re-saved as UTF-8 reads the
+same titles, not ``MisÃ©rables``); the CSV releases are UTF-8.
 
 Items
     ``text`` = ``"{title} | {genre1}, {genre2}"`` — plus ``" | {tag1}, {tag2}, ..."`` when the release
@@ -131,7 +132,7 @@ def _read_genres(source: Source | None, log: RejectLog) -> list[str]:
         return list(ML100K_GENRES)
     by_index: dict[int, str] = {}
     note_unterminated(source, log)
-    for lineno, text in text_lines(source, log, encoding="latin-1"):
+    for lineno, text in text_lines(source, log, encoding="utf-8/latin-1"):
         name, sep, index = text.rpartition("|")
         if not sep or not name or not index.isdigit():
             log.reject(source.name, lineno, f"wrong fields: expected 'genre|index', found {text!r}", text)
@@ -177,7 +178,7 @@ def _read_u_item(source: Source, genres: list[str], log: RejectLog) -> _Movies:
     movies = _Movies()
     n_fields = 5 + len(genres)
     note_unterminated(source, log)
-    for lineno, text in text_lines(source, log, encoding="latin-1"):
+    for lineno, text in text_lines(source, log, encoding="utf-8/latin-1"):
         fields = text.split("|")
         if len(fields) != n_fields:
             log.reject(source.name, lineno, f"wrong field count: expected {n_fields} '|'-separated fields (id, title, release, video release, url, {len(genres)} genre flags), found {len(fields)}", text)
