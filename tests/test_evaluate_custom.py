@@ -136,6 +136,26 @@ def test_a_bad_policy_spec_or_a_taken_name_is_one_line_naming_what_was_expected(
         evaluate_run(data, out=tmp_path / "o", baselines="ema", n_boot=50, extra_policies=[object()])
 
 
+def test_a_policy_whose_act_raises_is_one_line_with_its_file_and_line(setup, tmp_path):
+    """The user's own act() failing is said in one line naming the --policy, the exception and the line of the user's
+    file, not three chained tracebacks through the tuning's fallback to the full engine (Trial M); an error in
+    interestgym's own code keeps its traceback."""
+    data, _ = setup
+    (tmp_path / "raiser.py").write_text("class Raise:\n    name = 'raiser'\n\n    def act(self, obs):\n"
+                                        "        raise ValueError('my bug')\n\n\nraiser = Raise()\n")
+    spec = f"{tmp_path / 'raiser.py'}:raiser"
+    result = CliRunner().invoke(cli, ["evaluate", str(data), "--out", str(tmp_path / "o"), "--baselines", "ema", "--policy", spec])
+    assert isinstance(result.exception, InterestGymError), result.output
+    assert str(result.exception) == (f"--policy {spec!r}: the policy's code raised ValueError: my bug ({tmp_path / 'raiser.py'} "
+                                     "line 5, in act: raise ValueError('my bug'))")
+    from interestgym.evaluation.custom import raised_in
+
+    try:
+        raise KeyError("interestgym's own")
+    except KeyError as exc:
+        assert raised_in(exc, [spec]) is None
+
+
 def test_a_dataclass_rule_with_postponed_annotations_loads(tmp_path):
     """A rule file in the project's own style (from __future__ import annotations, @dataclass): its module is in
     sys.modules while it runs, as an import's is (dataclasses looks it up there: a bare AttributeError before); two

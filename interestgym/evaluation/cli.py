@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from interestgym.core.metrics import METRIC_NAMES_TEXT
+from interestgym.errors import InterestGymError
 from interestgym.scale.ray_backend import ray_option
 
 
@@ -46,11 +47,18 @@ def evaluate(run_or_dataset: Path, split: str, which_model: str, out: Path | Non
     fraction of the oracle. Writes evaluation.json and evaluation.md.
     --policy FILE.py:NAME adds your own rule (tuned over its `grid` on the same validation users).
     """
-    from interestgym.evaluation.custom import load_policy_spec
+    from interestgym.evaluation.custom import load_policy_spec, raised_in
     from interestgym.evaluation.run import evaluate_run
 
     extra = [load_policy_spec(spec) for spec in policy_specs]  # a bad FILE.py:NAME is said before any tuning
     # --progress keeps the default (None: a bar on a terminal, log lines otherwise); --no-progress silences them
-    text = evaluate_run(run_or_dataset, split=split, which_model=which_model, out=out,
-                        progress=False if progress is False else None, extra_policies=extra, **options)
+    try:
+        text = evaluate_run(run_or_dataset, split=split, which_model=which_model, out=out,
+                            progress=False if progress is False else None, extra_policies=extra, **options)
+    except InterestGymError:
+        raise
+    except Exception as exc:  # the user's own act() failing: one line with its file and line, not interestgym's frames
+        if (said := raised_in(exc, policy_specs)) is None:
+            raise
+        raise said from None
     click.echo(text)

@@ -61,6 +61,30 @@ def load_policy_spec(spec: str) -> Any:
     return getattr(module, attr)
 
 
+def raised_in(exc: BaseException, specs: Sequence[str]) -> InterestGymError | None:
+    """An :class:`InterestGymError` saying that the code of a ``--policy`` file raised ``exc`` (or an exception it was
+    raised from or during), with the innermost line of that file it went through; None when no frame of the chain is in
+    one of those files (then it is interestgym's bug, and keeps its traceback)."""
+    import traceback
+
+    files = {str(Path(spec.rpartition(":")[0]).resolve()): spec for spec in specs}
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:  # the cause or context chain, outermost first
+        seen.add(id(link))
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    for error in reversed(chain):  # the first exception raised (the user's own), then those raised from it
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if str(Path(f.filename).resolve()) in files]
+        if frames:
+            at = frames[-1]
+            return InterestGymError(f"--policy {files[str(Path(at.filename).resolve())]!r}: the policy's code raised "
+                                    f"{type(error).__name__}: {error} ({at.filename} line {at.lineno}, in {at.name}: "
+                                    f"{(at.line or '').strip()})")
+    return None
+
+
 def policy_source(policy: Any) -> dict[str, Any]:
     """Where a user's row came from, for ``evaluation.json``: its class (module and name), the file that defines it
     and that file's sha256, and for a wrapped model (``ModelPolicy``'s ``model``, ``ResidualPolicy``'s ``change`` and
