@@ -82,6 +82,13 @@ def test_score_is_the_documented_formula(policy):
     np.testing.assert_allclose(got, expected, atol=1e-6)
     with pytest.raises(InterestGymError, match="candidate_ids"):
         policy.score(s, cands)
+    # popularity given by the caller: the formula's own, where it is a share in [0, 1]; NaN or outside, refused (Trial M)
+    given = np.linspace(0.0, 1.0, 7)
+    np.testing.assert_allclose(policy.score(s, cands, popularity=given),
+                               (1 - p) * (w * (cands @ s.short_term) + (1 - w) * (cands @ s.long_term)) + p * given, atol=1e-6)
+    for bad, found in ((np.nan, "nan"), (-1.0, "-1.0"), (1.5, "1.5")):
+        with pytest.raises(InterestGymError, match=rf"popularity {found} at candidate 2 \(1 such values\); expected numbers in \[0, 1\]"):
+            policy.score(s, cands, popularity=np.where(np.arange(7) == 2, bad, 0.5))
 
 
 def test_a_user_without_a_decision_is_ranked_by_popularity(policy):

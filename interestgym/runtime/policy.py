@@ -329,6 +329,13 @@ class ExportedPolicy:
             pop = np.asarray(popularity, dtype=np.float32)
             if pop.shape != shape:
                 raise InterestGymError(f"popularity of shape {pop.shape}; expected {shape} (one value per candidate)")
+            outside = ~((pop >= 0.0) & (pop <= 1.0))  # NaN is neither
+            if outside.any():
+                at = np.unravel_index(int(np.flatnonzero(outside)[0]), shape)
+                raise InterestGymError(f"popularity {float(pop[at])!r} at candidate {at[-1]}"
+                                       + (f" of row {at[0]}" if len(shape) > 1 and shape[0] > 1 else "")
+                                       + f" ({int(outside.sum())} such values); expected numbers in [0, 1], as the export's "
+                                       "popularity.npy holds them")
             return pop
         if candidate_ids is None:
             if self._fixed_p == 0.0:
