@@ -293,6 +293,24 @@ def test_file_level_errors(tmp_path: Path) -> None:
     odd = _log(tmp_path, "a b c\n", "log.dat")
     with pytest.raises(DataError, match=r"log.dat: cannot tell the format .* give --input-format"):
         read_events(odd, RejectLog())
+    # lines ended by CR alone (classic Mac OS) would be one line holding the whole file: said, with a short excerpt
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(b"user_id,item_id,ts,action\r" + b"u1,i1,1511544070,click\r" * 200)
+    for reader in ("lines", "columnar"):
+        with pytest.raises(DataError, match=r"mac.csv line 1: a carriage return \(CR\) inside the line, 201 in it \(it begins "
+                                            r"'user_id,item_id,ts,action\\ru1,i1,1511544070,click\\r.*'\.\.\. "
+                                            r"\(4,546 more characters\)\): the file's lines end in CR alone") as info:
+            read_events(mac, RejectLog(), EventsOptions(reader=reader))
+        assert len(str(info.value)) < 400
+    # a binary file given as a log: said as such, not as a header without the expected columns
+    import gzip
+
+    for name, content, kind in (("bin.csv", bytes(range(256)) * 100, r"9 control bytes \(NUL, \.\.\.\) in its first 11 bytes"),
+                                ("packed.csv", gzip.compress(b"user_id,item_id,ts,action\n"), r"gzip-compressed data"),
+                                ("table.csv", b"PAR1\x15\x04", r"a Parquet file")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=rf"{name}: not a text file: {kind}"):
+            read_events(tmp_path / name, RejectLog())
 
 
 def test_every_row_bad_names_the_reasons(tmp_path: Path) -> None:

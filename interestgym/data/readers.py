@@ -197,6 +197,8 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
             if wide:
                 raise DataError(f"{source.name}: looks {wide} encoded without a byte-order mark (a NUL byte beside every "
                                 f"character of line 1); expected UTF-8 (convert it, e.g. `iconv -f {wide} -t UTF-8`)")
+            if (kind := binary_kind(first)) is not None:
+                raise DataError(f"{source.name}: not a text file: {kind}; expected UTF-8 text, one record per line")
             fh_iter = _prepend(first, fh)
             pending = 0
             for lineno, raw in enumerate(fh_iter, 1):
@@ -249,6 +251,27 @@ def utf16_encoding(head: bytes) -> str | None:
     for name, nul, other in (("UTF-16LE", odd, even), ("UTF-16BE", even, odd)):
         if nul.count(0) >= 0.9 * len(nul) and other.count(0) <= 0.1 * len(other):
             return name
+    return None
+
+
+#: File signatures of binary formats a log may come in by mistake: what to say of them.
+_SIGNATURES = ((b"\x1f\x8b", "gzip-compressed data (a .gz file is read as such when its name ends in .gz)"),
+               (b"PK\x03\x04", "a zip archive (unzip it and give the file inside)"),
+               (b"PAR1", "a Parquet file (name it .parquet, or give --input-format parquet)"),
+               (b"\xd0\xcf\x11\xe0", "an OLE2 file (an .xls spreadsheet? save it as CSV)"))
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What a file whose first line is ``head`` is, when it is no text: a known signature, or control bytes (NUL and
+    the others below TAB, and between CR and space) in more than a tenth of its first 4,096 bytes; None for text (a
+    text row with a stray control byte is a row to reject, not a file to refuse)."""
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    sample = head[:4096]
+    control = sum(1 for b in sample if b < 9 or 13 < b < 32)
+    if sample and control > 0.1 * len(sample):
+        return f"{control:,} control bytes (NUL, ...) in its first {len(sample):,} bytes, as in a binary file"
     return None
 
 
@@ -315,6 +338,17 @@ class SeenRecords:
         return True
 
 
+CR = b"\r"
+
+
+def excerpt(text: str, limit: int = 80) -> str:
+    """``repr`` of ``text``, cut to its first ``limit`` characters (with how many more there are): a line quoted in a
+    message stays one readable line."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text) - limit:,} more characters)"
+
+
 def text_lines(
     source: Source,
     log: RejectLog,
@@ -354,8 +388,17 @@ def text_lines(
 
 
 def first_line(source: Source, encoding: str = "utf-8") -> tuple[str, int] | None:
-    """The first non-blank line (a header) and its line number, or None for a file with no text."""
+    """The first non-blank line (a header) and its line number, or None for a file with no text.
+
+    :raises DataError: for a line with a carriage return inside it: a file whose lines end in CR alone (classic Mac OS),
+        read as one line, would otherwise be a header of the whole file.
+    """
     for lineno, raw in raw_lines(source, desc=f"{source.basename} header"):
+        if CR in raw.rstrip(b"\r\n"):
+            begins = excerpt(raw.decode("utf-8", "replace"))
+            raise DataError(f"{source.name} line {lineno}: a carriage return (CR) inside the line, {raw.count(CR):,} in it "
+                            f"(it begins {begins}): the file's lines end in CR alone (classic Mac OS); expected LF or CRLF "
+                            "line ends (convert it, e.g. `tr '\\r' '\\n' < FILE > NEW`)")
         if raw.strip():
             try:
                 return decode(raw, encoding), lineno

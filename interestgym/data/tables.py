@@ -22,6 +22,7 @@ from interestgym.data.columns import alias_note, resolve_aliases
 from interestgym.data.readers import (
     Source,
     delimited_records,
+    excerpt,
     first_line,
     line_digest,
     require_file,
@@ -161,7 +162,7 @@ def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None
             try:
                 found_names = [n.strip() for n in table.split_line(text)]
             except csv.Error as exc:
-                raise DataError(f"{source.name} line {lineno}: header {text!r} cannot be parsed ({exc})") from None
+                raise DataError(f"{source.name} line {lineno}: header {excerpt(text)} cannot be parsed ({exc})") from None
             table.header_found = found_names
         if columns is not None:
             if found_names is not None and len(columns) != len(found_names):
