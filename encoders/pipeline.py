@@ -26,7 +26,12 @@ from interestgym.encoders.base import Encoder
 from interestgym.encoders.cache import EmbeddingCache, cache_dir, input_key
 
 from interestgym import __version__
-from interestgym.data.dataset import Dataset, item_ids_sha256, item_texts_sha256
+from interestgym.data.dataset import (
+    Dataset,
+    item_ids_sha256,
+    item_texts_sha256,
+    matrix_sha256,
+)
 from interestgym.errors import InterestGymError
 from interestgym.io import save_npy_atomic, write_json_atomic
 
@@ -166,6 +171,7 @@ def encode_dataset(
         "dim": int(dim),
         "n_items": len(items),
         "item_ids_sha256": item_ids_sha256(items["item_id"]),
+        "matrix_sha256": matrix_sha256(matrix),  # load_embeddings checks the .npy against it: an edited file is refused
         "input": "item_id" if encoder.kind == "cooc" else "text",
         **({} if encoder.kind == "cooc" else {"item_texts_sha256": item_texts_sha256(items)}),
         "pooling": bert.get("pooling"),

@@ -302,7 +302,8 @@ def build_replay_data(dataset: Dataset, embeddings: str | None, spec: ProtocolSp
 
 def check_embeddings(emb: np.ndarray, path: Path, item_ids: np.ndarray) -> None:
     """Refuse embeddings a policy cannot use: NaN / inf values, or rows that are neither unit length nor
-    zero (the encoders write L2-normalised rows, zero for an item without text; every cosine assumes it)."""
+    zero (the encoders write L2-normalised rows, zero for an item they have no vector for: no text, or for cooc no
+    training user's event; every cosine assumes it)."""
     finite = np.isfinite(emb).all(axis=1)
     if not finite.all():
         row = int(np.nonzero(~finite)[0][0])
@@ -313,7 +314,7 @@ def check_embeddings(emb: np.ndarray, path: Path, item_ids: np.ndarray) -> None:
     if bad.any():
         row = int(np.nonzero(bad)[0][0])
         raise DataError(f"{path}: row {row} (item {item_ids[row]!r}) has L2 norm {norms[row]:.4g}; expected 1 (or 0 for an "
-                        f"item without text) as `interestgym encode` writes them ({int(bad.sum())} such rows)")
+                        f"item the encoder has no vector for) as `interestgym encode` writes them ({int(bad.sum())} such rows)")
 
 
 # ------------------------------------------------------------------------------------------- cache

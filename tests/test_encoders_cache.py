@@ -40,6 +40,9 @@ def edit_items(path: Path, texts: list[str], item_ids: list[str] | None = None) 
     """Rewrite items.parquet in place (as a re-run of `prepare` on changed source data would)."""
     ids = item_ids or [f"i{k}" for k in range(len(texts))]
     pd.DataFrame({"item_id": ids, "text": texts, "category": "c", "subcategory": ""}).to_parquet(path / "items.parquet", index=False)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["counts"]["items"] = len(ids)
+    (path / "manifest.json").write_text(json.dumps(manifest))
 
 
 class CountingEncoder(HashingEncoder):
@@ -88,6 +91,26 @@ def test_loader_refuses_embeddings_made_for_other_items(tmp_path):
     # Same number of items, different ids (e.g. re-prepared from another source file).
     edit_items(ds_path, TITLES, item_ids=[f"x{k}" for k in range(6)])
     with pytest.raises(ArtifactError, match="item_ids_sha256.*re-run `interestgym encode"):
+        Dataset.open(ds_path).load_embeddings("hashing")
+
+
+def test_loader_refuses_vectors_changed_after_encode(tmp_path):
+    """encode records the sha256 of the vectors it wrote; a row edited since (zeroed: a unit vector's norm check cannot
+    tell it from an item without text) is refused naming the file (Trial M)."""
+    import hashlib
+
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    npy = ds_path / "embeddings" / "hashing.npy"
+    mat = np.load(npy)
+    meta = json.loads((ds_path / "embeddings" / "hashing.json").read_text())
+    assert meta["matrix_sha256"] == hashlib.sha256(mat.astype(np.float32).tobytes()).hexdigest()
+    Dataset.open(ds_path).load_embeddings("hashing")
+    mat[2] = 0.0
+    np.save(npy, mat)
+    with pytest.raises(ArtifactError, match=r"hashing.npy: its vectors hash to [0-9a-f]{12}\.\.\., not to "
+                                            rf"{meta['matrix_sha256'][:12]}\.\.\. as .*hashing.json records: the file was "
+                                            r"changed after `interestgym encode` wrote it; re-run `interestgym encode"):
         Dataset.open(ds_path).load_embeddings("hashing")
 
 

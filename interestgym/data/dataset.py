@@ -606,6 +606,10 @@ class Dataset:
                 f"{self.item_texts_sha256[:12]}... (the item texts changed since these vectors were encoded, e.g. prepared "
                 f"again with another --item-text); {rerun}"
             )
+        recorded = meta.get("matrix_sha256")  # embeddings encoded before session 22 did not record it
+        if recorded is not None and recorded != (found := matrix_sha256(mat)):
+            raise ArtifactError(f"{self.embeddings_dir / name}.npy: its vectors hash to {found[:12]}..., not to {str(recorded)[:12]}... "
+                                f"as {meta_path} records: the file was changed after `interestgym encode` wrote it; {rerun}")
         self._check_fitted_on(meta, meta_path, rerun)
         return mat, meta
 
@@ -689,3 +693,10 @@ def _check_users(path: Path, users: pd.DataFrame) -> None:
         row = int(np.flatnonzero(repeated.to_numpy())[0])
         raise ArtifactError(f"{path}: row {row}: user {users['user_id'].iloc[row]!r} appears again; expected each user once "
                             f"({int(repeated.sum()):,} repeated rows)")
+
+
+def matrix_sha256(matrix: np.ndarray) -> str:
+    """sha256 of an embedding matrix's float32 values in row order (what ``encode`` records as ``matrix_sha256``)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(matrix, dtype=np.float32).data).hexdigest()

@@ -345,7 +345,7 @@ def build_manifest(
                               "last decision (none: no step); (2) the observation is built; (3) drift_ema, short_long_ema and "
                               "the shadow means step with this decision's cosines (before its profile update), so they reach "
                               "the next decision's observation"),
-            "numerics": ("vectors are float32 and L2-normalised (norm 1, or 0 for an item without text; others are refused); "
+            "numerics": ("vectors are float32 and L2-normalised (norm 1, or 0 for an item the encoder has no vector for: no text, or for cooc no training user's event; others are refused); "
                          "every cos is their float32 dot product, computed for each candidate on its own (a row-by-row dot, "
                          "not a blocked matrix product, which can round identical candidates differently): identical "
                          "candidate vectors score exactly alike and tie; profiles are float32, running means and counts "

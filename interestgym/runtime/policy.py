@@ -188,7 +188,7 @@ class ExportedPolicy:
         bad = ~((np.abs(norms - 1.0) <= 1e-3) | (norms == 0.0))
         if bad.any():
             found = norms[bad].reshape(-1)[0]
-            raise InterestGymError(f"{what}: a vector of L2 norm {found:.4g}; expected L2-normalised rows (norm 1, or 0 for no text) as the encoder writes them")
+            raise InterestGymError(f"{what}: a vector of L2 norm {found:.4g}; expected L2-normalised rows (norm 1, or 0 for an item the encoder has no vector for) as the encoder writes them")
         return arr
 
     # -------------------------------------------------------------------------------- policy

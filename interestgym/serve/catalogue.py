@@ -159,7 +159,7 @@ class Catalogue:
 
 
 def check_unit_vectors(vectors: np.ndarray, where: str) -> None:
-    """Refuse rows that are not finite and L2-normalised (norm 1, or 0 for an item without text)."""
+    """Refuse rows that are not finite and L2-normalised (norm 1, or 0 for an item the encoder has no vector for)."""
     if not np.isfinite(vectors).all():
         row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
         raise CatalogueError(f"{where}: row {row} has a NaN or infinite value; expected finite vectors")
@@ -168,7 +168,7 @@ def check_unit_vectors(vectors: np.ndarray, where: str) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise CatalogueError(f"{where}: row {row} has L2 norm {norms[row]:.4g}; expected L2-normalised rows "
-                             "(norm 1, or 0 for an item without text) as the encoders write them")
+                             "(norm 1, or 0 for an item the encoder has no vector for) as the encoders write them")
 
 
 def load_catalogue(path: str | Path, embeddings: str | None = None) -> Catalogue:
