@@ -57,6 +57,17 @@ def test_sb3_make_vec_env_builds_the_registered_env(dataset):
     assert obs.shape == (2, venv.observation_space.shape[0])
     obs, rewards, dones, infos = venv.step(np.zeros((2, 4), dtype=np.float32))
     assert rewards.shape == (2,) and len(infos) == 2
+    # the README's form: render_mode None spares Gymnasium's "not in the possible render_modes" warning per env
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_vec_env("interestgym/InterestReplay-v0", n_envs=2, seed=0, env_kwargs={"dataset": str(dataset), "render_mode": None})
+    assert not [w for w in caught if "render_mode" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_vec_env("interestgym/InterestReplay-v0", n_envs=2, seed=0, env_kwargs={"dataset": str(dataset)})
+    assert len([w for w in caught if "render_mode" in str(w.message)]) == 2  # what the README says happens without it
 
 
 def test_gymnasium_make_vec_reaches_the_native_vector_env(dataset):
