@@ -25,6 +25,18 @@ def write_embeddings(path: Path, matrix: np.ndarray, name: str = "rand") -> None
     (emb_dir / f"{name}.json").write_text(json.dumps(meta))
 
 
+def write_users(path: Path, users: pd.DataFrame) -> None:
+    """Write DATASET/users.parquet with another split of its users, and the manifest's record of it, as `prepare` with
+    another split writes them (a users table changed behind the manifest's back is refused)."""
+    from interestgym.data.dataset import SPLITS, split_sha256
+
+    users.to_parquet(Path(path) / "users.parquet", index=False)
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    manifest["split"]["users"] = {k: int((users["split"] == k).sum()) for k in SPLITS}
+    manifest["split"]["users_sha256"] = split_sha256(users)
+    (Path(path) / "manifest.json").write_text(json.dumps(manifest))
+
+
 def make_items(n_items: int, n_categories: int, rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame({
         "item_id": [f"i{i}" for i in range(n_items)],

@@ -48,13 +48,33 @@ def test_a_user_of_no_known_split_or_listed_twice_is_refused(dataset, tmp_path):
     users.loc[2, "split"] = "tset"
     users.to_parquet(path, index=False)
     with pytest.raises(ArtifactError, match=re.escape(f"{path}: row 2: user {first!r} has split 'tset'; expected one of train, "
-                                                      "valid, test (1 such rows)")):
+                                                      "valid, test (1 such row)")):
         Dataset.open(data).users_in("test")
     users = pd.read_parquet(dataset / "users.parquet")
     users.loc[5, "user_id"] = users.loc[4, "user_id"]
     users.to_parquet(path, index=False)
     with pytest.raises(ArtifactError, match=re.escape(f"{path}: row 5: user {str(users['user_id'].iloc[4])!r} appears again")):
         Dataset.open(data).users_in("test")
+
+
+def test_a_user_renamed_or_moved_to_another_split_by_hand_is_refused(dataset, tmp_path):
+    """The same row count and valid splits, but not the users `prepare` wrote: a renamed user's events would belong to
+    nobody, and a user moved to the test split by hand would be evaluated on what it trained on."""
+    from env_fixtures import write_users
+
+    data = _copy(dataset, tmp_path)
+    path = data / "users.parquet"
+    users = pd.read_parquet(path)
+    for edit in ({"user_id": "ghost"}, {"split": "test" if users.loc[5, "split"] != "test" else "train"}):
+        changed = users.copy()
+        for column, value in edit.items():
+            changed.loc[5, column] = value
+        changed.to_parquet(path, index=False)
+        with pytest.raises(ArtifactError, match=re.escape(f"{path}: its users and their splits are not those `interestgym "
+                                                          "prepare` wrote (manifest.json split.users_sha256)")):
+            Dataset.open(data).users_in("test")
+    write_users(data, changed)  # as prepare with another split writes it: the manifest records the new table
+    assert len(Dataset.open(data).users_in("test")) == int((changed["split"] == "test").sum())
 
 
 def test_events_whose_item_has_no_row_are_counted_and_said_by_evaluate(dataset, tmp_path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from env_fixtures import write_users
 from interestgym.encoders.cooc import CoocEncoder
 from interestgym.encoders.pipeline import encode_dataset
 
@@ -196,11 +197,11 @@ def test_vectors_fitted_on_another_split_or_other_events_are_refused(tmp_path):
 
     users = pd.read_parquet(ds_path / "users.parquet")
     swapped = users.assign(split=users["split"].map({"train": "test", "test": "train", "valid": "valid"}))
-    swapped.to_parquet(ds_path / "users.parquet", index=False)
+    write_users(ds_path, swapped)
     with pytest.raises(ArtifactError, match=r"cooc.json: these cooc vectors were fitted on another split of the users than .*"
                                             r"re-run `interestgym encode"):
         Dataset.open(ds_path).load_embeddings("cooc")
-    users.to_parquet(ds_path / "users.parquet", index=False)
+    write_users(ds_path, users)
 
     original = pd.read_parquet(ds_path / "events.parquet")
     train = set(users.loc[users["split"] == "train", "user_id"])

@@ -19,6 +19,7 @@ from agents_fixtures import (
     small_train_config,
     tiny_synthetic,
 )
+from env_fixtures import write_users
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import make_baseline
 from interestgym.agents.run_folder import (
@@ -550,7 +551,7 @@ def test_a_transfer_onto_the_same_users_split_again_says_they_are_not_held_out(d
     shutil.copytree(dataset, again)
     users = pd.read_parquet(again / "users.parquet")
     users["split"] = users["split"].sample(frac=1.0, random_state=3).to_numpy()  # another split of the same users
-    users.to_parquet(again / "users.parquet", index=False)
+    write_users(again, users)
     evaluate_run(run, dataset=again, out=tmp_path / "t", baselines="ema", n_boot=20, progress=False)
     header = json.loads((tmp_path / "t" / "evaluation.json").read_text())["header"]
     original = pd.read_parquet(dataset / "users.parquet")

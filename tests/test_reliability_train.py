@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from env_fixtures import write_users
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import small_train_config, tiny_synthetic
@@ -280,7 +281,7 @@ def test_a_run_refuses_its_dataset_split_again_and_notes_changed_events(tmp_path
     a = users.index[users["split"] == "train"][0]
     b = users.index[users["split"] == "test"][0]
     users.loc[[a, b], "split"] = users.loc[[b, a], "split"].to_numpy()  # a training user is now a test user
-    users.to_parquet(data / "users.parquet", index=False)
+    write_users(data, users)
     with pytest.raises(InterestGymError, match=r"its users are split differently from when the run .* was trained on it"):
         evaluate_run(run, out=tmp_path / "ev2", n_boot=10, baselines="ema", progress=False)
     with pytest.raises(SystemExit):

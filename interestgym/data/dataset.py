@@ -188,7 +188,8 @@ def write_dataset(
             "repeat_engagements": repeat_engagements(user_codes[order], events["item_id"], events["action"], weights),
             **(extra_counts or {}),
         },
-        "split": {**split.as_dict(), "users": {k: int(v) for k, v in split_counts.items()}},
+        # users_sha256: Dataset.users checks users.parquet against it (a user renamed or moved to another split by hand)
+        "split": {**split.as_dict(), "users": {k: int(v) for k, v in split_counts.items()}, "users_sha256": split_sha256(users)},
         "validation": report,
         "action_weights": dict(action_weights or DEFAULT_ACTION_WEIGHTS),
         "positive_rating": DEFAULT_POSITIVE_RATING,
@@ -362,7 +363,7 @@ class Dataset:
     @cached_property
     def users(self) -> pd.DataFrame:
         users = self._read("users.parquet")
-        _check_users(self.path / "users.parquet", users)
+        _check_users(self.path / "users.parquet", users, self.manifest)
         return users
 
     def read_events(self, columns: list[str] | None = None, users: Iterable[str] | None = None) -> pd.DataFrame:
@@ -676,9 +677,10 @@ def _check_row_counts(path: Path, manifest: dict[str, Any]) -> None:
                                 "changed after `interestgym prepare` wrote it (prepare the dataset again)")
 
 
-def _check_users(path: Path, users: pd.DataFrame) -> None:
-    """``users.parquet`` holds each user once with a split of :data:`SPLITS`: a user of another split, or none, would be
-    left out of every stage without a word."""
+def _check_users(path: Path, users: pd.DataFrame, manifest: dict[str, Any]) -> None:
+    """``users.parquet`` holds each user once with a split of :data:`SPLITS`, and is the table `prepare` wrote (the
+    manifest's ``split.users_sha256``, when recorded): a user of another split, or none, or renamed (their events then
+    belong to nobody) would be left out of every stage without a word, or evaluated as another split's."""
     for column in ("user_id", "split"):
         if column not in users.columns:
             raise ArtifactError(f"{path}: no {column!r} column (columns: {', '.join(map(str, users.columns))}); expected the "
@@ -687,12 +689,21 @@ def _check_users(path: Path, users: pd.DataFrame) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise ArtifactError(f"{path}: row {row}: user {users['user_id'].iloc[row]!r} has split {users['split'].iloc[row]!r}; "
-                            f"expected one of {', '.join(SPLITS)} ({int(bad.sum()):,} such rows)")
+                            f"expected one of {', '.join(SPLITS)} ({_rows(int(bad.sum()), 'such row')})")
     repeated = users["user_id"].astype(str).duplicated()
     if repeated.any():
         row = int(np.flatnonzero(repeated.to_numpy())[0])
         raise ArtifactError(f"{path}: row {row}: user {users['user_id'].iloc[row]!r} appears again; expected each user once "
-                            f"({int(repeated.sum()):,} repeated rows)")
+                            f"({_rows(int(repeated.sum()), 'repeated row')})")
+    recorded = (manifest.get("split") or {}).get("users_sha256")  # datasets prepared before session 22 did not record it
+    if recorded is not None and recorded != split_sha256(users):
+        raise ArtifactError(f"{path}: its users and their splits are not those `interestgym prepare` wrote ({MANIFEST} "
+                            "split.users_sha256): a user renamed, added or moved to another split by hand (prepare the "
+                            "dataset again to change the split)")
+
+
+def _rows(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def matrix_sha256(matrix: np.ndarray) -> str:
