@@ -32,6 +32,9 @@ LOG_STD_RANGE = (-20.0, 2.0)
 #: missing key in an old ``config.json`` means this, not today's default).
 LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain": False, "context_lever": False,
                                    "slot_lever": False, "slot_counts": False, "history_negatives": 0}
+# A setting added from now on goes here too, with the value a run without it had: runs whose config.json says
+# "config_complete" (every run since session 22) must hold every other setting (TrainConfig.from_dict(complete=True)).
+
 
 
 def active_levers(category_gain: bool, context_lever: bool, scoring: Any, slot_lever: bool = False) -> tuple[bool, bool, bool]:
@@ -202,10 +205,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], *, complete: bool = False) -> TrainConfig:
         """The inverse of :meth:`as_dict` (a run's ``config.json``). Unknown keys are refused, not
         dropped: a setting silently ignored is a run that differs from what its file says.
 
+        :param complete: every setting must be given (a run's config.json that says it holds them all), not only those
+            without a default: a setting missing there is damage, not a default to fill in.
         :raises InterestGymError: naming the unknown or missing keys, or a value of the wrong type (``config: n_envs =
             'abc': expected an integer``; the ranges are :meth:`validate`'s).
         """
@@ -215,12 +220,19 @@ class TrainConfig:
             raise InterestGymError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                                    f"expected TrainConfig settings ({', '.join(names)})")
         missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+                   if (complete or f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                   and f.name not in values]
         if missing:
             raise InterestGymError(f"setting{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} missing")
         return cls(**{name: coerce_setting(name, value, "config") for name, value in values.items()})
 
     def validate(self) -> None:
+        from interestgym.core.metrics import METRIC_NAMES_TEXT, parse_metric
+
+        try:
+            parse_metric(self.reward)
+        except InterestGymError:
+            raise InterestGymError(f"--reward {self.reward!r}: expected {METRIC_NAMES_TEXT}") from None
         if self.timesteps <= 0:
             raise InterestGymError(f"--timesteps {self.timesteps}: expected a positive number of steps")
         for flag, value in (("--seed", self.seed), ("--protocol-seed", self.protocol_seed)):

@@ -101,36 +101,44 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return saved
 
 
-def validate_recorded(config: Any, run_dir: str | Path) -> None:
-    """``config.validate()`` for settings read from ``RUN/config.json``: an error names that file and the field as the
-    file spells it (``config.gamma 5: expected a number in (0, 1]``), not a command-line option nobody gave."""
+#: What an error in a run's recorded settings adds: the file was not left as train wrote it.
+_EDITED = " (not what `interestgym train` writes: the file was edited or damaged)"
+
+
+def recorded_config(values: dict[str, Any], saved: dict[str, Any], run_dir: str | Path):
+    """The :class:`~interestgym.agents.config.TrainConfig` of ``values`` (a run's ``config.json`` settings, with the
+    legacy ones and any a resume replaces), checked as `train` checks its options: a wrong type, a value out of range
+    or (in a file that says it holds every setting) a missing setting names the file and the field as the file spells
+    it (``config.gamma 5: expected a number in (0, 1]``), not a command-line option nobody gave."""
     import re
 
+    from interestgym.agents.config import TrainConfig
+
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        config = TrainConfig.from_dict(values, complete=bool(saved.get("config_complete")))
+    except InterestGymError as exc:
+        raise ArtifactError(f"{path}: {exc}{_EDITED}") from None
     try:
         config.validate()
     except InterestGymError as exc:
         message = re.sub(r"--([a-z][a-z-]*)", lambda m: "config." + m.group(1).replace("-", "_"), str(exc))
-        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: {message} (a value `interestgym train` does not write: the file "
-                            "was edited or damaged)") from None
+        raise ArtifactError(f"{path}: {message}{_EDITED}") from None
+    return config
 
 
 def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
-    """The run's :class:`~interestgym.agents.config.TrainConfig` (embedding name resolved)."""
-    from interestgym.agents.config import TrainConfig
-
-    saved = saved if saved is not None else read_run_config(run_dir)
+    """The run's :class:`~interestgym.agents.config.TrainConfig` (embedding name resolved), checked
+    (:func:`recorded_config`)."""
     from interestgym.agents.config import LEGACY_SETTINGS
 
-    values = {**LEGACY_SETTINGS, **saved["config"]}  # runs saved before a setting existed did without it
-    try:
-        config = TrainConfig.from_dict(values)
-    except InterestGymError as exc:
-        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: {exc}") from None
+    saved = saved if saved is not None else read_run_config(run_dir)
+    run_reference(saved, run_dir)  # another package's rule: installed here at the run's version (said before the ranges)
+    # runs saved before a setting existed did without it
+    config = recorded_config({**LEGACY_SETTINGS, **saved["config"]}, saved, run_dir)
     if config.embeddings is None:
         # runs whose config.json predates storing the resolved name: the protocol records it
         config.embeddings = (saved.get("protocol") or {}).get("train", {}).get("embeddings")
-    run_reference(saved, run_dir)  # another package's rule: installed here at the run's version (said before the ranges)
-    validate_recorded(config, run_dir)
     if not Path(config.dataset).is_dir():
         # the path recorded at training: a run (or its dataset) moved since points nowhere
         raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: the run was trained on the dataset {config.dataset}, which is not "

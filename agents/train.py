@@ -49,9 +49,9 @@ from interestgym.agents.run_folder import (
     is_quickstart_folder,
     read_json_or_none,
     read_run_config,
+    recorded_config,
     run_reference,
     settle_model_folders,
-    validate_recorded,
     write_model_folder,
     write_tuned_baselines,
 )
@@ -60,7 +60,7 @@ from interestgym.agents.tuning import mean_over_users, subsample_users, tune_ref
 
 from interestgym.core.protocol import ACTION_NAMES
 from interestgym.core.stats import FEW_POINTS
-from interestgym.errors import ArtifactError, InterestGymError
+from interestgym.errors import InterestGymError
 from interestgym.io import write_json_atomic
 
 
@@ -307,13 +307,9 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
         # another package's reference rule: installed here at the run's version (said as such, before the settings' checks)
         run_reference(saved, run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
-        try:
-            config = TrainConfig.from_dict({**LEGACY_SETTINGS,  # runs saved before a setting existed did without it
-                                            **saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
-                                            "device": config.device, "run_dir": str(run_dir)})
-        except InterestGymError as exc:
-            raise ArtifactError(f"{run_dir / CONFIG_FILE}: {exc}") from None
-        validate_recorded(config, run_dir)
+        config = recorded_config({**LEGACY_SETTINGS,  # runs saved before a setting existed did without it
+                                  **saved["config"], "timesteps": config.timesteps, "progress_bar": config.progress_bar,
+                                  "device": config.device, "run_dir": str(run_dir)}, saved, run_dir)
     elif (run_dir / CONFIG_FILE).exists() or has_checkpoint(run_dir):
         raise InterestGymError(f"{run_dir}: already holds a training run; continue it with --resume or choose a new --run-dir")
     elif (run_dir / DATASET_MANIFEST).exists():
@@ -462,6 +458,7 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
     if not resume:
         write_json_atomic(run_dir / CONFIG_FILE, {
             "config": config.as_dict(),
+            "config_complete": True,  # every setting is in "config": one missing there is damage, not a default
             "reference": reference,
             "agent_scoring": agent_scoring.as_dict(),
             "protocol": {"train": train_data.describe(), "valid": valid_data.describe()},

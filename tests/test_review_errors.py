@@ -258,7 +258,7 @@ def test_export_refuses_a_negative_verification_count(tmp_path):
 
 @pytest.mark.parametrize("option, message", [
     (["--baselines", "foo"], r"baseline rule 'foo': expected one of"),
-    (["--reward", "ndcg@0"], r"metric 'ndcg@0': expected"),
+    (["--reward", "ndcg@0"], r"--reward 'ndcg@0': expected"),
     (["--n-epochs", "1", "--learning-rate", "-1"], r"--learning-rate -1.0: expected a positive number"),
 ])
 def test_quickstart_checks_its_options_before_preparing_anything(tmp_path, capsys, option, message):

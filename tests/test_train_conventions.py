@@ -230,28 +230,40 @@ def test_from_dict_refuses_unknown_keys_instead_of_dropping_them():
         TrainConfig.from_dict({**values, "clip_rnage": 0.1})
 
 
+EDITED = r" \(not what `interestgym train` writes: the file was edited or damaged\)"
+
+
 @pytest.mark.parametrize("edit, message", [
-    ({"n_envs": "abc"}, r"config\.json: config: n_envs = 'abc': expected an integer"),
-    ({"gamma": 5.0}, r"config\.json: config\.gamma 5\.0: expected a number in \(0, 1\] \(a value `interestgym train` does not write"),
+    ({"n_envs": "abc"}, r"config\.json: config: n_envs = 'abc': expected an integer" + EDITED),
+    ({"gamma": 5.0}, r"config\.json: config\.gamma 5\.0: expected a number in \(0, 1\]" + EDITED),
     ({"net_arch": [64, 0]}, r"config\.json: config\.net_arch '64,0': expected positive layer sizes"),
+    ({"reward": "bogus"}, r"config\.json: config\.reward 'bogus': expected auc, mrr, first_click_rr, or one of ndcg"),
+    ({"gamma": None}, r"config\.json: setting 'gamma' missing" + EDITED),  # None: the key deleted below
 ])
 def test_an_edited_run_config_is_refused_naming_the_file_and_the_field(tmp_path, edit, message):
     """Every command that reads a run's config.json (evaluate, export, report: run_train_config; train --resume)
-    checks its types and ranges as train checks its options, and says which file and field is wrong."""
+    checks its types and ranges as train checks its options, and says which file and field is wrong; a run's file says it
+    holds every setting, so a deleted one is damage, not a default to fill in."""
     from interestgym.agents.run_folder import ArtifactError, run_train_config
 
     (tmp_path / "data").mkdir()
     run = tmp_path / "run"
     run.mkdir()
     values = {**TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict(), **edit}
-    (run / "config.json").write_text(json.dumps({"config": values}))
+    values = {k: v for k, v in values.items() if not (k in edit and edit[k] is None)}
+    (run / "config.json").write_text(json.dumps({"config": values, "config_complete": True}))
     with pytest.raises(ArtifactError, match=re.escape(str(run)) + "/" + message):
         run_train_config(run)
     with pytest.raises(ArtifactError, match=re.escape(str(run)) + "/" + message):
         train_run(TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)), resume=True)
     # the file as train writes it passes
-    (run / "config.json").write_text(json.dumps({"config": TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict()}))
+    (run / "config.json").write_text(json.dumps({"config": TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict(),
+                                                 "config_complete": True}))
     assert run_train_config(run).as_dict() == TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict()
+    # a run from before the record (no config_complete) still fills a setting it lacks with the default
+    old = {k: v for k, v in TrainConfig(dataset=str(tmp_path / "data"), run_dir=str(run)).as_dict().items() if k != "gamma"}
+    (run / "config.json").write_text(json.dumps({"config": old}))
+    assert run_train_config(run).gamma == TrainConfig.gamma
 
 
 def test_new_flags_are_checked(tmp_path):
