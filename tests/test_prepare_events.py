@@ -297,11 +297,19 @@ def test_file_level_errors(tmp_path: Path) -> None:
     mac = tmp_path / "mac.csv"
     mac.write_bytes(b"user_id,item_id,ts,action\r" + b"u1,i1,1511544070,click\r" * 200)
     for reader in ("lines", "columnar"):
-        with pytest.raises(DataError, match=r"mac.csv line 1: a carriage return \(CR\) inside the line, 201 in it \(it begins "
+        with pytest.raises(DataError, match=r"mac.csv line 1: 200 carriage returns \(CR\) inside the line \(it begins "
                                             r"'user_id,item_id,ts,action\\ru1,i1,1511544070,click\\r.*'\.\.\. "
                                             r"\(4,546 more characters\)\): the file's lines end in CR alone") as info:
             read_events(mac, RejectLog(), EventsOptions(reader=reader))
         assert len(str(info.value)) < 400
+    # the same without a header (the Taobao log's shape, --columns): line 1 is data, so two CRs in it are what tells
+    headerless = tmp_path / "mac-headerless.csv"
+    headerless.write_bytes(b"u1,i1,1511544070,click\r" * 50)
+    for reader in ("lines", "columnar"):
+        with pytest.raises(DataError, match=r"mac-headerless.csv line 1: 49 carriage returns \(CR\) inside the line .*: the "
+                                            r"file's lines end in CR alone"):
+            read_events(headerless, RejectLog(), EventsOptions(columns=["user_id", "item_id", "ts", "action"], item_text="item {item_id}",
+                                                               reader=reader))
     # a binary file given as a log: said as such, not as a header without the expected columns
     import gzip
 

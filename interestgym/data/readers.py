@@ -199,6 +199,8 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
                                 f"character of line 1); expected UTF-8 (convert it, e.g. `iconv -f {wide} -t UTF-8`)")
             if (kind := binary_kind(first)) is not None:
                 raise DataError(f"{source.name}: not a text file: {kind}; expected UTF-8 text, one record per line")
+            if first.rstrip(b"\r\n").count(CR) >= 2:  # a header is checked more strictly (first_line: any CR inside)
+                raise cr_only_error(source, 1, first)
             fh_iter = _prepend(first, fh)
             pending = 0
             for lineno, raw in enumerate(fh_iter, 1):
@@ -341,6 +343,14 @@ class SeenRecords:
 CR = b"\r"
 
 
+def cr_only_error(source: Source, lineno: int, raw: bytes) -> DataError:
+    """The error of a line with carriage returns inside: a file whose lines end in CR alone, read as one line."""
+    n = raw.rstrip(b"\r\n").count(CR)
+    return DataError(f"{source.name} line {lineno}: {'a carriage return' if n == 1 else f'{n:,} carriage returns'} (CR) inside "
+                     f"the line (it begins {excerpt(raw.decode('utf-8', 'replace'))}): the file's lines end in CR alone "
+                     "(classic Mac OS); expected LF or CRLF line ends (convert it, e.g. `tr '\\r' '\\n' < FILE > NEW`)")
+
+
 def excerpt(text: str, limit: int = 80) -> str:
     """``repr`` of ``text``, cut to its first ``limit`` characters (with how many more there are): a line quoted in a
     message stays one readable line."""
@@ -395,10 +405,7 @@ def first_line(source: Source, encoding: str = "utf-8") -> tuple[str, int] | Non
     """
     for lineno, raw in raw_lines(source, desc=f"{source.basename} header"):
         if CR in raw.rstrip(b"\r\n"):
-            begins = excerpt(raw.decode("utf-8", "replace"))
-            raise DataError(f"{source.name} line {lineno}: a carriage return (CR) inside the line, {raw.count(CR):,} in it "
-                            f"(it begins {begins}): the file's lines end in CR alone (classic Mac OS); expected LF or CRLF "
-                            "line ends (convert it, e.g. `tr '\\r' '\\n' < FILE > NEW`)")
+            raise cr_only_error(source, lineno, raw)
         if raw.strip():
             try:
                 return decode(raw, encoding), lineno
