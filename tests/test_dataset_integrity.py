@@ -87,12 +87,17 @@ def test_events_whose_item_has_no_row_are_counted_and_said_by_evaluate(dataset, 
     mine = events["user_id"].astype(str).isin(test_users).to_numpy()
     rows = events.index[mine][[1, 4]]  # two events of test users, by an item no table has
     events.loc[rows, "item_id"] = "NOPE"
+    valid_users = set(users.loc[users["split"] == "valid", "user_id"].astype(str))
+    of_valid = events["user_id"].astype(str).isin(valid_users).to_numpy()
+    events.loc[events.index[of_valid][[0]], "item_id"] = "NOPE"  # and one of a validation user, whom the rules are tuned on
     events.to_parquet(data / "events.parquet", index=False)
     positive = int(events.loc[rows, "action"].isin(["click", "like", "share"]).sum())
     main(["evaluate", str(data), "--embeddings", "topic16", "--baselines", "ema", "--out", str(tmp_path / "ev"), "--n-boot", "20",
           "--no-progress"])
-    line = (f"- events_without_item: 2 of {int(mine.sum()):,} events name an item with no row in items.parquet (no vector); "
-            f"{positive:,} of them positive, not replayed as decisions")
+    line = (f"- events_without_item: test users: 2 of {int(mine.sum()):,} events name an item with no row in items.parquet (no "
+            f"vector); {positive:,} of them positive, not replayed as decisions")
+    line += (f"; validation users (the rules' tuning): 1 of {int(of_valid.sum()):,} events name an item with no row in "
+             "items.parquet (no vector); ")
     assert line in (tmp_path / "ev" / "evaluation.md").read_text()
     assert line in capsys.readouterr().out
 
@@ -100,7 +105,6 @@ def test_events_whose_item_has_no_row_are_counted_and_said_by_evaluate(dataset, 
 def test_train_says_what_its_users_lose_to_unknown_items_and_short_catalogues(dataset, tmp_path, capsys):
     """train replays with the vector env, which does not warn as the single env does: it says both itself."""
     from agents_fixtures import small_train_config
-
     from interestgym.agents.train import train_run
 
     data = _copy(dataset, tmp_path)

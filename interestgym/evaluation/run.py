@@ -637,7 +637,10 @@ def evaluate_run(
         "scoring_points": int(results[0].n_points),
         "users_left_out": users_left_out_text(protocol.get("counts") or {}, len(users_ref) if users_ref is not None else 0),
         "not_scored": not_scored_text(protocol),
-        "events_without_item": unknown_items_text(protocol.get("counts") or {}),
+        "events_without_item": "; ".join(f"{who}: {text}" for who, text in (
+            (f"{split} users", unknown_items_text(protocol.get("counts") or {})),
+            ("validation users (the rules' tuning)", unknown_items_text(valid.describe().get("counts") or {})))
+            if text) or None,
         "candidates_per_point": test.candidates_text(),
         "few_points": few_points_caution(int(results[0].n_points), len(users_ref) if users_ref is not None else 0,
                                          test.n_candidates / max(test.n_points, 1), test.widths[1]),
