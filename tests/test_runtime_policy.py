@@ -86,6 +86,10 @@ def test_score_is_the_documented_formula(policy):
     given = np.linspace(0.0, 1.0, 7)
     np.testing.assert_allclose(policy.score(s, cands, popularity=given),
                                (1 - p) * (w * (cands @ s.short_term) + (1 - w) * (cands @ s.long_term)) + p * given, atol=1e-6)
+    with pytest.raises(InterestGymError, match=r"popularity of shape \(3,\); expected \(7,\) \(one value per candidate\)"):
+        policy.score(s, cands, popularity=given[:3])
+    with pytest.raises(InterestGymError, match=r"popularity: <U1 values that are not numbers; expected numbers in \[0, 1\]"):
+        policy.score(s, cands, popularity=list("abcdefg"))
     for bad, found in ((np.nan, "nan"), (-1.0, "-1.0"), (1.5, "1.5")):
         with pytest.raises(InterestGymError, match=rf"popularity {found} at candidate 2 \(1 such values\); expected numbers in \[0, 1\]"):
             policy.score(s, cands, popularity=np.where(np.arange(7) == 2, bad, 0.5))

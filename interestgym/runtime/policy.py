@@ -326,9 +326,15 @@ class ExportedPolicy:
     # -------------------------------------------------------------------------------- scoring
     def _popularity(self, candidate_ids: Any, popularity: Any, shape: tuple[int, ...]) -> np.ndarray:
         if popularity is not None:
-            pop = np.asarray(popularity, dtype=np.float32)
+            try:
+                pop = np.asarray(popularity, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise InterestGymError(f"popularity: {np.asarray(popularity).dtype} values that are not numbers; expected "
+                                       "numbers in [0, 1], one per candidate") from None
             if pop.shape != shape:
-                raise InterestGymError(f"popularity of shape {pop.shape}; expected {shape} (one value per candidate)")
+                one = shape[0] == 1 and pop.shape[:1] == (1,)  # score(): one user's (C,) given, seen here as (1, C)
+                raise InterestGymError(f"popularity of shape {pop.shape[1:] if one else pop.shape}; expected "
+                                       f"{shape[1:] if one else shape} (one value per candidate)")
             outside = ~((pop >= 0.0) & (pop <= 1.0))  # NaN is neither
             if outside.any():
                 at = np.unravel_index(int(np.flatnonzero(outside)[0]), shape)
