@@ -77,20 +77,24 @@ def test_a_user_renamed_or_moved_to_another_split_by_hand_is_refused(dataset, tm
     assert len(Dataset.open(data).users_in("test")) == int((changed["split"] == "test").sum())
 
 
+def _unknown_items(data, split: str, positions: list[int]):
+    """Give the events at ``positions`` among ``split``'s users' events an item no table has (in ``data``'s events.parquet);
+    (those users' events mask, the events, the rows changed)."""
+    events = pd.read_parquet(data / "events.parquet")
+    users = pd.read_parquet(data / "users.parquet")
+    mine = events["user_id"].astype(str).isin(set(users.loc[users["split"] == split, "user_id"].astype(str))).to_numpy()
+    rows = events.index[mine][positions]
+    events.loc[rows, "item_id"] = "NOPE"
+    events.to_parquet(data / "events.parquet", index=False)
+    return mine, events, rows
+
+
 def test_events_whose_item_has_no_row_are_counted_and_said_by_evaluate(dataset, tmp_path, capsys):
     from interestgym.cli import main
 
     data = _copy(dataset, tmp_path)
-    events = pd.read_parquet(data / "events.parquet")
-    users = pd.read_parquet(data / "users.parquet")
-    test_users = set(users.loc[users["split"] == "test", "user_id"].astype(str))
-    mine = events["user_id"].astype(str).isin(test_users).to_numpy()
-    rows = events.index[mine][[1, 4]]  # two events of test users, by an item no table has
-    events.loc[rows, "item_id"] = "NOPE"
-    valid_users = set(users.loc[users["split"] == "valid", "user_id"].astype(str))
-    of_valid = events["user_id"].astype(str).isin(valid_users).to_numpy()
-    events.loc[events.index[of_valid][[0]], "item_id"] = "NOPE"  # and one of a validation user, whom the rules are tuned on
-    events.to_parquet(data / "events.parquet", index=False)
+    mine, events, rows = _unknown_items(data, "test", [1, 4])  # two events of test users
+    of_valid, _, _ = _unknown_items(data, "valid", [0])  # and one of a validation user, whom the rules are tuned on
     positive = int(events.loc[rows, "action"].isin(["click", "like", "share"]).sum())
     main(["evaluate", str(data), "--embeddings", "topic16", "--baselines", "ema", "--out", str(tmp_path / "ev"), "--n-boot", "20",
           "--no-progress"])
@@ -108,12 +112,7 @@ def test_train_says_what_its_users_lose_to_unknown_items_and_short_catalogues(da
     from interestgym.agents.train import train_run
 
     data = _copy(dataset, tmp_path)
-    events = pd.read_parquet(data / "events.parquet")
-    users = pd.read_parquet(data / "users.parquet")
-    train_users = set(users.loc[users["split"] == "train", "user_id"].astype(str))
-    mine = events["user_id"].astype(str).isin(train_users).to_numpy()
-    events.loc[events.index[mine][[0]], "item_id"] = "NOPE"
-    events.to_parquet(data / "events.parquet", index=False)
+    mine, _, _ = _unknown_items(data, "train", [0])
     (data / "impressions.parquet").unlink()  # sampled negatives (next positive + n), not the logged impressions
     n_items = len(pd.read_parquet(data / "items.parquet"))
     train_run(small_train_config(data, tmp_path / "run", embeddings="topic16", n_negatives=n_items + 5))
