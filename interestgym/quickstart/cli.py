@@ -73,7 +73,7 @@ def quickstart(out: Path, lang: str, users: int, seed: int, drift: str, events_p
     evaluation.json / .md, report/ with figures, report.md and report.html) and OUT/export (ONNX +
     manifest for interestgym.runtime), then prints the results table and where everything is.
     A stage whose output is already there is reused ("reusing ..."); an interrupted training run is
-    resumed; --retrain trains again. Takes about 2-4 minutes on 2 CPU cores with the defaults (the install, if any, comes on top).
+    resumed; --retrain trains again. Takes about 4-6 minutes on 2 CPU cores with the defaults (the install, if any, comes on top).
     Examples:
       interestgym quickstart
       interestgym quickstart --out runs/qs-zh --lang zh
