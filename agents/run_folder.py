@@ -161,10 +161,10 @@ def embedding_identity(config: Any) -> dict[str, Any]:
 def dataset_contents(config: Any) -> dict[str, Any]:
     """What of a run's dataset its policy learnt from (recorded in ``config.json``): the users' split, the events
     file, and the manifest's settings the replay reads (action weights, positive rating)."""
-    from interestgym.data.dataset import Dataset, split_sha256
+    from interestgym.data.dataset import Dataset
 
     dataset = Dataset.open(config.dataset)
-    return {"split_sha256": split_sha256(dataset.users), "events_sha256": dataset.events_file_sha256,
+    return {"split_sha256": dataset.users_sha256, "events_sha256": dataset.events_file_sha256,
             "action_weights": dataset.manifest.get("action_weights"), "positive_rating": dataset.manifest.get("positive_rating")}
 
 

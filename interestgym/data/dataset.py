@@ -363,8 +363,14 @@ class Dataset:
     @cached_property
     def users(self) -> pd.DataFrame:
         users = self._read("users.parquet")
-        _check_users(self.path / "users.parquet", users, self.manifest)
+        self.__dict__["users_sha256"] = _check_users(self.path / "users.parquet", users, self.manifest)
         return users
+
+    @cached_property
+    def users_sha256(self) -> str:
+        """:func:`split_sha256` of ``users.parquet`` (computed once, when the table is read and checked)."""
+        self.users  # noqa: B018  (reading the table sets it)
+        return self.__dict__["users_sha256"]
 
     def read_events(self, columns: list[str] | None = None, users: Iterable[str] | None = None) -> pd.DataFrame:
         """Only ``columns`` of the events (all when None) of only ``users`` (all when None), read with
@@ -623,7 +629,7 @@ class Dataset:
         if not isinstance(fitted, dict) or not fitted.get("split_sha256"):
             return
         why = None
-        if fitted["split_sha256"] != split_sha256(self.users):
+        if fitted["split_sha256"] != self.users_sha256:
             why = "another split of the users"
         elif fitted.get("train_events_sha256") and fitted.get("events_file_sha256") != self.events_file_sha256:
             # the events file changed (or the fit predates its hash): are the training events it learnt from the same?
@@ -677,10 +683,13 @@ def _check_row_counts(path: Path, manifest: dict[str, Any]) -> None:
                                 "changed after `interestgym prepare` wrote it (prepare the dataset again)")
 
 
-def _check_users(path: Path, users: pd.DataFrame, manifest: dict[str, Any]) -> None:
+def _check_users(path: Path, users: pd.DataFrame, manifest: dict[str, Any]) -> str:
     """``users.parquet`` holds each user once with a split of :data:`SPLITS`, and is the table `prepare` wrote (the
     manifest's ``split.users_sha256``, when recorded): a user of another split, or none, or renamed (their events then
-    belong to nobody) would be left out of every stage without a word, or evaluated as another split's."""
+    belong to nobody) would be left out of every stage without a word, or evaluated as another split's.
+
+    :return: the table's :func:`split_sha256`.
+    """
     for column in ("user_id", "split"):
         if column not in users.columns:
             raise ArtifactError(f"{path}: no {column!r} column (columns: {', '.join(map(str, users.columns))}); expected the "
@@ -695,11 +704,13 @@ def _check_users(path: Path, users: pd.DataFrame, manifest: dict[str, Any]) -> N
         row = int(np.flatnonzero(repeated.to_numpy())[0])
         raise ArtifactError(f"{path}: row {row}: user {users['user_id'].iloc[row]!r} appears again; expected each user once "
                             f"({_rows(int(repeated.sum()), 'repeated row')})")
+    digest = split_sha256(users)
     recorded = (manifest.get("split") or {}).get("users_sha256")  # datasets prepared before session 22 did not record it
-    if recorded is not None and recorded != split_sha256(users):
+    if recorded is not None and recorded != digest:
         raise ArtifactError(f"{path}: its users and their splits are not those `interestgym prepare` wrote ({MANIFEST} "
                             "split.users_sha256): a user renamed, added or moved to another split by hand (prepare the "
                             "dataset again to change the split)")
+    return digest
 
 
 def _rows(n: int, what: str) -> str:
