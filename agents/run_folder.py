@@ -168,6 +168,16 @@ def dataset_contents(config: Any) -> dict[str, Any]:
             "action_weights": dataset.manifest.get("action_weights"), "positive_rating": dataset.manifest.get("positive_rating")}
 
 
+#: What each part of :func:`dataset_contents` is, in words.
+CONTENTS_TEXT = {"split_sha256": "its users' split", "events_sha256": "its events.parquet",
+                 "action_weights": "its manifest's action weights", "positive_rating": "its manifest's positive rating"}
+
+
+def contents_changed(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The parts of a dataset's :func:`dataset_contents` that differ between ``recorded`` and ``now``, in words."""
+    return [what for key, what in CONTENTS_TEXT.items() if now.get(key) != recorded.get(key)]
+
+
 def check_run_dataset(run_dir: str | Path, saved: dict[str, Any], config: Any, now: dict[str, Any] | None = None) -> str | None:
     """Refuse a run whose dataset was split again since training (its test users may be the policy's training
     users); a note (else None) when the events or the replay's settings changed under the same split.
@@ -184,8 +194,7 @@ def check_run_dataset(run_dir: str | Path, saved: dict[str, Any], config: Any, n
             f"{config.dataset}: its users are split differently from when the run {run_dir} was trained on it (prepared again "
             f"since?): its validation and test users may be users the policy was trained on ({Path(run_dir) / CONFIG_FILE} "
             "records the split it learnt from). Train a new run on it, or use the dataset the run was trained on")
-    changed = [what for key, what in (("events_sha256", "its events.parquet"), ("action_weights", "its manifest's action weights"),
-                                      ("positive_rating", "its manifest's positive rating")) if now[key] != recorded.get(key)]
+    changed = contents_changed(recorded, now)  # the split is the same here
     if not changed:
         return None
     return (f"{config.dataset}: {' and '.join(changed)} changed since the run {run_dir} was trained on it (the same users' split): "

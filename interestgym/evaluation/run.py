@@ -342,8 +342,7 @@ def evaluate_run(
         torch.set_num_threads(1)  # tiny MLP inference: one thread is fastest (see TrainConfig.torch_threads)
         run_dir = path
         saved = run_folder.read_run_config(path)
-        config = run_folder.run_train_config(path, saved)
-        run_folder.run_reference(saved, path)  # another package's rule: installed here, at its version (said before any tuning)
+        config = run_folder.run_train_config(path, saved)  # which checks the run's reference rule first (another package's too)
         if dataset is not None:
             # transfer: the run's policy on another prepared dataset, against that dataset's own tuned rules
             transfer_overlap, transfer_actions = transfer_to(path, saved, config, Path(dataset), embeddings, out, split)

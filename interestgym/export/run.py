@@ -36,6 +36,7 @@ from interestgym.agents.run_folder import (
     check_run_embedding,
     check_run_tracker,
     check_shipped_model,
+    contents_changed,
     dataset_contents,
     evaluated_policy,
     load_model,
@@ -271,10 +272,8 @@ def _evaluation_of(run_dir: Path, exported: str, contents: dict[str, Any]) -> tu
                           f"(`interestgym evaluate {run_dir} --model {exported}` records its metrics, replacing the run's evaluation.json)")
     evaluated = header.get("dataset_contents")
     if isinstance(evaluated, dict) and evaluated != contents:  # evaluations before session 22 did not record it
-        changed = [what for key, what in (("events_sha256", "events.parquet"), ("split_sha256", "users' split"),
-                                          ("action_weights", "action weights"), ("positive_rating", "positive rating"))
-                   if evaluated.get(key) != contents.get(key)]
-        return None, (f"{path} evaluates the dataset as it was: its {' and '.join(changed)} changed since, and the export is "
+        changed = contents_changed(evaluated, contents)
+        return None, (f"{path} evaluates the dataset as it was: {' and '.join(changed)} changed since, and the export is "
                       f"built from it as it is now: not in the manifest (`interestgym evaluate {run_dir}` records its metrics)")
     if header.get("split", "test") != "test" or header.get("protocol_changed"):
         why = (f"split {header.get('split')!r}" if header.get("split", "test") != "test"
