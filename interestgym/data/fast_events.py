@@ -49,9 +49,8 @@ from interestgym.data.fast_checks import (
 )
 from interestgym.data.fast_lines import Lines, first_equal
 from interestgym.data.readers import (
-    CR,
     SeenRecords,
-    binary_kind,
+    check_first_line,
     utf8_reason,
     utf16_encoding,
 )
@@ -90,10 +89,10 @@ def _file_bytes(table: Table) -> bytes | None:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile):
         return None  # the line reader names the damage and the last line it read
+    if utf16_encoding(data[:256]):
+        return None  # the line reader's error
     end = data.find(b"\n")
-    first = data if end < 0 else data[: end + 1]
-    if utf16_encoding(data[:256]) or binary_kind(first) is not None or first.rstrip(b"\r\n").count(CR) >= 2:
-        return None  # the line reader's error (UTF-16, not text, lines ended by CR alone: raw_lines says which)
+    check_first_line(table.source, data if end < 0 else data[: end + 1])  # a binary file, lines ended by CR alone
     return data
 
 

@@ -197,10 +197,7 @@ def raw_lines(source: Source, desc: str | None = None) -> Iterator[tuple[int, by
             if wide:
                 raise DataError(f"{source.name}: looks {wide} encoded without a byte-order mark (a NUL byte beside every "
                                 f"character of line 1); expected UTF-8 (convert it, e.g. `iconv -f {wide} -t UTF-8`)")
-            if (kind := binary_kind(first)) is not None:
-                raise DataError(f"{source.name}: not a text file: {kind}; expected UTF-8 text, one record per line")
-            if first.rstrip(b"\r\n").count(CR) >= 2:  # a header is checked more strictly (first_line: any CR inside)
-                raise cr_only_error(source, 1, first)
+            check_first_line(source, first)
             fh_iter = _prepend(first, fh)
             pending = 0
             for lineno, raw in enumerate(fh_iter, 1):
@@ -341,6 +338,16 @@ class SeenRecords:
 
 
 CR = b"\r"
+
+
+def check_first_line(source: Source, first: bytes) -> None:
+    """Refuse a file whose first line shows it is no log to read line by line: a binary file (:func:`binary_kind`), or
+    lines ended by CR alone (two or more CRs inside line 1; a header is checked more strictly, by :func:`first_line`).
+    Both readers call it, so both say the same."""
+    if (kind := binary_kind(first)) is not None:
+        raise DataError(f"{source.name}: not a text file: {kind}; expected UTF-8 text, one record per line")
+    if first.rstrip(b"\r\n").count(CR) >= 2:
+        raise cr_only_error(source, 1, first)
 
 
 def cr_only_error(source: Source, lineno: int, raw: bytes) -> DataError:
