@@ -36,7 +36,6 @@ LEGACY_SETTINGS: dict[str, Any] = {"tracker_observations": False, "category_gain
 # "config_complete" (every run since session 22) must hold every other setting (TrainConfig.from_dict(complete=True)).
 
 
-
 def active_levers(category_gain: bool, context_lever: bool, scoring: Any, slot_lever: bool = False) -> tuple[bool, bool, bool]:
     """Which levers a residual agent has: (gain, context, slot). A lever is there when its setting is on
     and the reference's ``scoring`` has the state it moves (category counts: beta_cat; time-slot profiles:
