@@ -436,3 +436,48 @@ def test_a_tracker_is_refused_on_another_user_split_or_before_it_finished(traine
 
     with pytest.raises(ArtifactError, match=r"an export needs a finished tracker"):
         export_tracker(unfinished, tmp_path / "export")
+
+
+def test_a_state_table_moves_the_tracker_and_drift_windows_as_the_one_user_path(observing, tmp_path):
+    """A policy that scores with the tracker and observes it and the drift, its users held in a StateTable
+    (update_table / record_outcomes_table / score_table): every user's state equals the one-user path's, windows
+    and weights included, after batches of random users (an event without item_id in a batch is refused, naming it)."""
+    from interestgym.runtime import StateTable
+
+    data_path, _, run = observing
+    export_run(run, tmp_path / "export", which="final")
+    policy = load_policy(tmp_path / "export")
+    dataset = Dataset.open(data_path)
+    emb, _ = dataset.load_embeddings(None)
+    ids = dataset.items["item_id"].astype(str).tolist()
+    cats = dataset.items["category"].astype(str).tolist()
+    rng = np.random.default_rng(7)
+    n = 5
+    states = [policy.new_state() for _ in range(n)]
+    table = StateTable.from_states(states)
+    for step in range(25):
+        rows = rng.choice(n, size=int(rng.integers(1, n + 1)), replace=False)
+        items = rng.integers(0, len(ids), len(rows))
+        events = [Event(ts=1_700_000_000 + 600 * step, action="click", item_vector=emb[i], item_id=ids[i], category=cats[i])
+                  for i in items.tolist()]
+        policy.update_table(table, rows, events)
+        for u, e in zip(rows.tolist(), events):
+            states[u] = policy.update(states[u], e)
+        shown = rng.integers(0, len(ids), (n, 4))
+        labels = np.zeros((n, 4), dtype=int)
+        labels[:, 0] = 1
+        kw = {"candidate_ids": [[ids[i] for i in row] for row in shown.tolist()],
+                  "candidate_categories": [[cats[i] for i in row] for row in shown.tolist()]}
+        np.testing.assert_array_equal(policy.score_table(table, np.arange(n), emb[shown], **kw),
+                                      policy.score_batch(states, emb[shown], **kw))
+        policy.record_outcomes_table(table, np.arange(n), emb[shown], labels, **kw)
+        for u in range(n):
+            states[u], _ = policy.record_outcome(states[u], emb[shown[u]], labels[u], candidate_ids=kw["candidate_ids"][u],
+                                                 candidate_categories=kw["candidate_categories"][u])
+        assert table.states() == states
+    assert all(len(s.tracker.window) > 3 and len(s.drift_window) > 3 for s in states)
+    before = table.states()
+    with pytest.raises(InterestGymError, match=r"an event without item_id: the policy scores with a sequence tracker"):
+        policy.update_table(table, [0, 1], [Event(ts=1_800_000_000, action="click", item_vector=emb[0], item_id=ids[0]),
+                                            Event(ts=1_800_000_000, action="click", item_vector=emb[1])])
+    assert table.states() == before

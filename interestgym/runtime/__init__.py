@@ -29,6 +29,7 @@ from interestgym.runtime.manifest import (
 )
 from interestgym.runtime.policy import ExportedPolicy
 from interestgym.runtime.state import Event, UserState
+from interestgym.runtime.table import EventBatch, StateTable
 
 __all__ = [
     "FORMAT_VERSION",
@@ -36,12 +37,14 @@ __all__ = [
     "EmbeddingDimensionError",
     "EncoderMismatchError",
     "Event",
+    "EventBatch",
     "ExportError",
     "ExportFileCorruptError",
     "ExportFileMissingError",
     "ExportedPolicy",
     "FormatVersionError",
     "StateFormatError",
+    "StateTable",
     "UserState",
     "load_policy",
 ]

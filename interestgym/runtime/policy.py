@@ -65,9 +65,10 @@ from interestgym.runtime.manifest import (
     EncoderMismatchError,
 )
 from interestgym.runtime.rowfeatures import RowEncoder
-from interestgym.runtime.state import COUNTERS, PENDING, Event, UserState
+from interestgym.runtime.state import COUNTERS, PENDING, PENDING_SLICE, Event, UserState
+from interestgym.runtime.table import EventBatch, StateTable, UserRows, empty_table
 from interestgym.runtime.tracker import TrackerRuntime, TrackerTerm
-from interestgym.runtime.update import observe_one, update_many, update_one
+from interestgym.runtime.update import observe_one, update_many, update_one, update_rows
 
 _C = {name: i for i, name in enumerate(COUNTERS)}
 _P = {name: i for i, name in enumerate(PENDING)}
@@ -263,27 +264,52 @@ class ExportedPolicy:
     def _check_state(self, state: UserState) -> None:
         """Refuse a user state that does not fit this policy (e.g. one written under another export): each part
         of the state the policy reads must be there, with the policy's sizes."""
-        if state.profiles.shape[1] != self.dim:
-            raise EmbeddingDimensionError(f"user state of dimension {state.profiles.shape[1]}; the policy's encoder has "
-                                          f"dimension {self.dim}")
         counts = state.category_counts
-        if (self._beta_cat != 0 and counts is None) or (counts is not None and counts.shape != (len(self.categories),)):
-            found = "none" if counts is None else f"{counts.shape[0]} columns"
-            raise InterestGymError(f"a user state with category counts of {found} (e.g. written under another export): the "
+        self._check_blocks(state.profiles.shape[1], None if counts is None else counts.shape, state.slot_profiles is not None,
+                           state.slot_category_counts is not None, state.exposure is not None, "a user state")
+
+    def _check_table(self, table: StateTable, rows: np.ndarray) -> None:
+        """:meth:`_check_state` for the table's ``rows``: a block the policy reads must be there for every one of them."""
+        def held(name: str) -> bool:
+            column = getattr(table, name)
+            return column is not None and bool(table.present[name][rows].all())
+
+        counts = table.category_counts
+        shape = None if counts is None or (self._beta_cat != 0 and not held("category_counts")) else counts.shape[1:]
+        self._check_blocks(table.dim, shape, held("slot_profiles"), held("slot_category_counts"), held("exposure"),
+                           "a user state (a row of the table)")
+
+    def _check_blocks(self, dim: int, counts: tuple[int, ...] | None, slots: bool, slot_counts: bool, exposure: bool,
+                      what: str) -> None:
+        if dim != self.dim:
+            raise EmbeddingDimensionError(f"user state of dimension {dim}; the policy's encoder has dimension {self.dim}")
+        if (self._beta_cat != 0 and counts is None) or (counts is not None and counts != (len(self.categories),)):
+            found = "none" if counts is None else f"{counts[0]} columns"
+            raise InterestGymError(f"{what} with category counts of {found} (e.g. written under another export): the "
                                    f"policy counts over its {len(self.categories)} categories"
                                    f"{'' if self._beta_cat != 0 else ' (or none: its score has no category term)'}; start users "
                                    "with policy.new_state()")
-        if self._beta_ctx != 0 and state.slot_profiles is None:
-            raise InterestGymError("a user state without time-of-day profiles (e.g. written under a policy without them): "
+        if self._beta_ctx != 0 and not slots:
+            raise InterestGymError(f"{what} without time-of-day profiles (e.g. written under a policy without them): "
                                    "the policy's score uses them (beta_ctx); start users with policy.new_state()")
-        if self._slot_weight != 0 and state.slot_category_counts is None:
-            raise InterestGymError("a user state without per-slot category counts (e.g. written under a policy without them): "
+        if self._slot_weight != 0 and not slot_counts:
+            raise InterestGymError(f"{what} without per-slot category counts (e.g. written under a policy without them): "
                                    "the policy's category term weighs them (category_slot_weight); start users with "
                                    "policy.new_state()")
-        if self._exposure_prior != 0 and state.exposure is None:
-            raise InterestGymError("a user state without exposure counts (e.g. written under a policy without them): the "
+        if self._exposure_prior != 0 and not exposure:
+            raise InterestGymError(f"{what} without exposure counts (e.g. written under a policy without them): the "
                                    "policy's category term divides by what each user was shown (category_exposure_prior); "
                                    "start users with policy.new_state()")
+
+    def _action_weights_of(self, actions: np.ndarray) -> np.ndarray:
+        """(n,) the action table's weight of each action name; an action not in the table is refused, as
+        :meth:`_is_decision` refuses it."""
+        weights = self.action_weights
+        try:
+            return np.array([weights[a] for a in actions.tolist()], dtype=np.float64)
+        except (KeyError, TypeError):
+            bad = next(a for a in actions.tolist() if not isinstance(a, str) or a not in weights)
+            raise InterestGymError(f"event action {bad!r}: expected one of {', '.join(sorted(weights))}") from None
 
     def _tracker_weighted(self, term: TrackerTerm | None, actions: np.ndarray) -> TrackerTerm | None:
         """The tracker term after a decision with env ``actions`` (1, n) (its window and running mean
@@ -367,13 +393,13 @@ class ExportedPolicy:
         return np.fromiter((self._category_index.get(str(c), unknown) for c in cats.reshape(-1)), dtype=np.int64,
                            count=cats.size).reshape(shape)
 
-    def _exposure_inputs(self, states: list[UserState]) -> np.ndarray | None:
+    def _exposure_inputs(self, users: UserRows) -> np.ndarray | None:
         """(B, n_categories) the users' counts of shown candidates, or None when the policy does not divide by them."""
         if self._exposure_prior == 0:
             return None  # (every state was checked to fit the policy: _check_state)
-        return np.stack([s.exposure[0] for s in states])  # type: ignore[index]
+        return users.shown()
 
-    def _category_inputs(self, states: list[UserState], categories: Any, shape: tuple[int, ...], slots: np.ndarray | None
+    def _category_inputs(self, users: UserRows, categories: Any, shape: tuple[int, ...], slots: np.ndarray | None
                          ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | float]:
         """(counts (B, n_categories), candidates' category columns (B, C), the counts of each row's time
         slot ``slots`` (B, n_categories) or None, their weights lambda (B,) or 0) for the category term, or
@@ -382,22 +408,22 @@ class ExportedPolicy:
         if self._beta_cat == 0:
             return None, None, None, 0.0
         idx = self._category_columns(categories, shape)
-        counts = np.stack([s.category_counts for s in states])  # type: ignore[misc]
+        counts = users.category_counts()
         if self._slot_weight == 0:
             return counts, idx, None, 0.0
         assert slots is not None
-        slot_counts = np.stack([s.slot_category_counts[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
+        slot_counts = users.slot_category_counts(slots)
         # lambda x the factor each user's last decision set (1 without a slot lever): the engine's product
-        factors = np.array([s.slot_factor for s in states], dtype=np.float64)
+        factors = users.slot_factor()
         return counts, idx, slot_counts, apply_slot_change(self._slot_weight, factors)
 
-    def _tracker_inputs(self, states: list[UserState], candidate_ids: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, Any]:
+    def _tracker_inputs(self, users: UserRows, candidate_ids: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, Any]:
         """(the tracker's standardised scores (B, C), the users' tracker weights (B,)) for the tracker
         term, or (None, 0.0) when the policy does not score with one or every weight is 0 (and it does not
         observe the tracker, whose running mean ranks by the tracker alone)."""
         if self.tracker is None:
             return None, 0.0
-        terms = [s.tracker for s in states]
+        terms = users.tracker_terms()
         if any(t is None for t in terms):
             raise InterestGymError("a user state without the tracker's window: the policy scores with a sequence tracker; "
                                    "start users with policy.new_state()")
@@ -413,23 +439,21 @@ class ExportedPolicy:
             self.tracker.check_window(t.window, "user state field 'tracker_window'")  # type: ignore[union-attr]
         return self.tracker.standardised_scores([t.window for t in terms], ids), weights  # type: ignore[union-attr]
 
-    def _scores(self, states: list[UserState], cand: np.ndarray, candidate_ids: Any, popularity: Any,
+    def _scores(self, users: UserRows, cand: np.ndarray, candidate_ids: Any, popularity: Any,
                 candidate_categories: Any, hour: Any
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(scores, cos(L, c), cos(S, c), the tracker's standardised scores or None, the candidates' category
         columns or None without a category term), each (B, C)."""
         b, c, _ = cand.shape
-        for s in states:
-            self._check_state(s)
-        long_term = np.stack([s.long_term for s in states])
-        short_term = np.stack([s.short_term for s in states])
-        strengths = np.stack([s.strengths for s in states])
+        users.check(self)
+        long_term, short_term = users.profile(0), users.profile(1)
+        strengths = users.strengths()
         if self._fixed_p is not None:
             strengths[:, 3] = self._fixed_p
         # A user without a decision yet has no profile and no strengths (p = 0 would score every candidate
         # alike): rank by popularity, the cold-start default. The replay never scores before a user's first
         # decision, so this changes nothing the evaluator measures.
-        cold = np.array([s.counters[_C["n_decisions"]] == 0 for s in states])
+        cold = users.n_decisions() == 0
         if cold.any():
             strengths[cold, 3] = 1.0
         # Same contraction as the engine (einsum over d per candidate): identical float32 cosines.
@@ -446,16 +470,16 @@ class ExportedPolicy:
             slots = time_slot(hours)
         if self._beta_ctx != 0:
             assert slots is not None
-            ctx_prof = np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(states)])  # type: ignore[index]
+            ctx_prof = users.slot_profiles(slots)
             context = np.einsum("pcd,pd->pc", cand, ctx_prof)
-        counts, cand_category, slot_counts, slot_weight = self._category_inputs(states, candidate_categories, (b, c), slots)
-        tracker_z, beta_trk = self._tracker_inputs(states, candidate_ids, (b, c))
+        counts, cand_category, slot_counts, slot_weight = self._category_inputs(users, candidate_categories, (b, c), slots)
+        tracker_z, beta_trk = self._tracker_inputs(users, candidate_ids, (b, c))
         scores = score_candidates(
             cos_long, cos_short, strengths, pop, beta_cat=np.full(b, self._beta_cat), category_counts=counts,
             candidate_category=cand_category, category_prior=float(self.scoring.get("category_prior", 1.0)),
             cos_context=context, beta_ctx=np.full(b, self._beta_ctx), tracker_z=tracker_z, beta_trk=beta_trk,
             slot_category_counts=slot_counts, category_slot_weight=slot_weight,
-            exposure_counts=self._exposure_inputs(states), exposure_prior=self._exposure_prior,
+            exposure_counts=self._exposure_inputs(users), exposure_prior=self._exposure_prior,
         )
         return scores, cos_long, cos_short, tracker_z, cand_category
 
@@ -474,7 +498,7 @@ class ExportedPolicy:
         ids = None if candidate_ids is None else [list(candidate_ids)]
         pop = None if popularity is None else np.asarray(popularity)[None]
         cats = None if candidate_categories is None else [list(candidate_categories)]
-        return self._scores([state], cand, ids, pop, cats, None if hour is None else [hour])[0][0]
+        return self._scores(UserRows([state]), cand, ids, pop, cats, None if hour is None else [hour])[0][0]
 
     def score_batch(self, states: Sequence[UserState], candidate_vectors: Any, candidate_ids: Any = None, *,
                     popularity: Any = None, candidate_categories: Any = None, hours: Any = None) -> np.ndarray:
@@ -482,7 +506,7 @@ class ExportedPolicy:
         cand = self._vectors(candidate_vectors, "candidate_vectors", 3)
         if cand.shape[0] != len(states):
             raise InterestGymError(f"candidate_vectors for {cand.shape[0]} users; expected {len(states)} (one set per state)")
-        return self._scores(list(states), cand, candidate_ids, popularity, candidate_categories, hours)[0]
+        return self._scores(UserRows(list(states)), cand, candidate_ids, popularity, candidate_categories, hours)[0]
 
     # -------------------------------------------------------------------------------- outcomes
     def record_outcome(self, state: UserState, candidate_vectors: Any, labels: Sequence[int],
@@ -499,34 +523,123 @@ class ExportedPolicy:
         (metrics ``None``, state unchanged) before the user's first decision, or when it has no clicked or no
         unclicked candidate.
         """
-        raw = np.asarray(labels)
         cand = self._vectors(candidate_vectors, "candidate_vectors", 2)
-        if raw.shape != (cand.shape[0],):
-            raise InterestGymError(f"labels of shape {raw.shape}; expected ({cand.shape[0]},), one per candidate")
-        if raw.size and not np.isin(raw, (0, 1)).all():
-            bad = raw[~np.isin(raw, (0, 1))][0]
-            raise InterestGymError(f"labels hold {bad!r}; expected 0 (not clicked) or 1 (clicked) per candidate")
-        lab = raw.astype(np.int8)
+        lab = _labels(labels, (cand.shape[0],), "one per candidate")
         if state.counters[_C["n_decisions"]] == 0 or not (lab == 1).any() or not (lab == 0).any():
             return state, None
         ids = None if candidate_ids is None else [list(candidate_ids)]
         pop = None if popularity is None else np.asarray(popularity)[None]
         cats = None if candidate_categories is None else [list(candidate_categories)]
-        scores, cos_long, cos_short, tracker_z, columns = self._scores([state], cand[None], ids, pop, cats,
-                                                                       None if hour is None else [hour])
-        metrics = ranking_metrics(scores, lab[None], metric_names([self.reward_metric]))
+        metrics, sums, alone, columns = self._outcomes(UserRows([state]), cand[None], lab[None], ids, pop, cats,
+                                                       None if hour is None else [hour])
         new = state.copy()
-        new.pending_sums[_P["metric"]] += metrics[self.reward_metric][0]
-        new.pending_sums[_P["long_only"]] += ranking_metrics(cos_long, lab[None], [self.reward_metric])[self.reward_metric][0]
-        new.pending_sums[_P["short_only"]] += ranking_metrics(cos_short, lab[None], [self.reward_metric])[self.reward_metric][0]
-        if self.observes_tracker:  # the tracker's ranking alone, for its running mean (tracker_metric_ema)
-            alone = ranking_metrics(tracker_z, lab[None], [self.reward_metric])[self.reward_metric][0]
-            new.tracker = dataclasses.replace(new.tracker, pending=new.tracker.pending + alone)  # type: ignore[arg-type]
+        new.pending_sums[:] += sums[0]
+        if alone is not None:  # the tracker's ranking alone, for its running mean (tracker_metric_ema)
+            new.tracker = dataclasses.replace(new.tracker, pending=new.tracker.pending + alone[0])  # type: ignore[arg-type]
         new.counters[_C["pending_points"]] += 1
         if new.exposure is not None and self._exposure_prior != 0:
             # the candidates were shown: counted at the user's next decision, as the engine counts a step's impressions
             new.exposure[1] += shown_counts(np.zeros(1, dtype=np.int64), columns, 1, new.exposure.shape[1])[0]
         return new, {k: float(v[0]) for k, v in metrics.items()}
+
+    def _outcomes(self, users: UserRows, cand: np.ndarray, lab: np.ndarray, ids: Any, pop: Any, cats: Any, hours: Any
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """What recording outcomes adds for B users, each scored: (metrics name -> (B,), (B, len(PENDING)) the sums
+        added to the pending sums in PENDING order, (B,) the tracker's metric alone or None, (B, C) the candidates'
+        category columns or None without a category term)."""
+        scores, cos_long, cos_short, tracker_z, columns = self._scores(users, cand, ids, pop, cats, hours)
+        metrics = ranking_metrics(scores, lab, metric_names([self.reward_metric]))
+        sums = np.zeros((len(lab), len(PENDING)))
+        sums[:, _P["metric"]] = metrics[self.reward_metric]
+        sums[:, _P["long_only"]] = ranking_metrics(cos_long, lab, [self.reward_metric])[self.reward_metric]
+        sums[:, _P["short_only"]] = ranking_metrics(cos_short, lab, [self.reward_metric])[self.reward_metric]
+        alone = ranking_metrics(tracker_z, lab, [self.reward_metric])[self.reward_metric] if self.observes_tracker else None
+        return metrics, sums, alone, columns
+
+    # -------------------------------------------------------------------------------- tables
+    def new_table(self, n: int = 0) -> StateTable:
+        """A :class:`~interestgym.runtime.table.StateTable` of ``n`` users with no history (add more with
+        ``table.append([policy.new_state()] * k)``)."""
+        return empty_table(self, n)
+
+    def update_table(self, table: StateTable, rows: Any, events: EventBatch | Sequence[Event]) -> None:
+        """:meth:`update_batch` for users held in a table, in place: ``rows`` (distinct row numbers) after one
+        event each, ``events`` an :class:`~interestgym.runtime.table.EventBatch` (or a list of :class:`Event`)
+        aligned with ``rows``. Equal to :meth:`update` on each user's state, to the bit. On an error (a bad event,
+        an event before the user's previous one, a state that does not fit) nothing is written."""
+        batch = events if isinstance(events, EventBatch) else EventBatch.of(events, self)
+        if batch.item_vectors.shape[1] != self.dim and batch.has_item.any():
+            self._vectors(batch.item_vectors, "EventBatch.item_vectors", 2)
+        update_rows(self, table, table.rows(rows, len(batch)), batch)
+
+    def score_table(self, table: StateTable, rows: Any, candidate_vectors: Any, candidate_ids: Any = None, *,
+                    popularity: Any = None, candidate_categories: Any = None, hours: Any = None) -> np.ndarray:
+        """:meth:`score_batch` for users held in a table: scores (B, C) of the table's ``rows`` (B row numbers) with
+        C candidates each (``candidate_vectors``: (B, C, d)); equal to :meth:`score` on each user's state."""
+        cand = self._vectors(candidate_vectors, "candidate_vectors", 3)
+        at = table.rows(rows, distinct=False)
+        if cand.shape[0] != len(at):
+            raise InterestGymError(f"candidate_vectors for {cand.shape[0]} users; expected {len(at)} (one set per row)")
+        return self._scores(UserRows(table=table, rows=at), cand, candidate_ids, popularity, candidate_categories, hours)[0]
+
+    def record_outcomes_table(self, table: StateTable, rows: Any, candidate_vectors: Any, labels: Any,
+                              candidate_ids: Any = None, *, popularity: Any = None, candidate_categories: Any = None,
+                              hours: Any = None) -> dict[str, np.ndarray]:
+        """:meth:`record_outcome` for users held in a table, in place: the table's ``rows`` (distinct) were shown
+        ``candidate_vectors`` (B, C, d) and clicked ``labels`` (B, C) of 0 / 1. Returns each metric as (B,), NaN for
+        a row not scored (before the user's first decision, or without a clicked or an unclicked candidate), whose
+        state is left as it is. Equal to :meth:`record_outcome` on each user's state."""
+        cand = self._vectors(candidate_vectors, "candidate_vectors", 3)
+        at = table.rows(rows)
+        if cand.shape[0] != len(at):
+            raise InterestGymError(f"candidate_vectors for {cand.shape[0]} users; expected {len(at)} (one set per row)")
+        lab = _labels(labels, cand.shape[:2], "one per candidate of each row")
+        scored = (table.counters[at, _C["n_decisions"]] > 0) & (lab == 1).any(axis=1) & (lab == 0).any(axis=1)
+        names = metric_names([self.reward_metric])
+        out = {name: np.full(len(at), np.nan) for name in names}
+        if not scored.any():
+            return out
+        k = np.flatnonzero(scored)
+
+        for name, given in (("candidate_ids", candidate_ids), ("candidate_categories", candidate_categories),
+                            ("popularity", popularity)):
+            if given is not None and np.shape(given)[:1] != (len(at),):
+                raise InterestGymError(f"{name} of shape {np.shape(given)}; expected {cand.shape[:2]} (one per candidate "
+                                       "of each row)")
+
+        def part(values: Any, dtype: Any = None) -> Any:  # the scored rows of a per-row input (None stays None)
+            return None if values is None else np.asarray(values, dtype=dtype)[k]
+
+        hours_k = None
+        if hours is not None:
+            hours_k = _ranking_hours(hours, len(at))[k]
+        metrics, sums, alone, columns = self._outcomes(UserRows(table=table, rows=at[k]), cand[k], lab[k],
+                                                       part(candidate_ids, object), part(popularity),
+                                                       part(candidate_categories, object), hours_k)
+        r = at[k]
+        table.stats[r, PENDING_SLICE] += sums
+        table.counters[r, _C["pending_points"]] += 1
+        if alone is not None and table.tracker is not None:
+            for i, row in enumerate(r.tolist()):
+                term = table.tracker[row]
+                table.tracker[row] = dataclasses.replace(term, pending=term.pending + alone[i])  # type: ignore[arg-type]
+        if table.exposure is not None and self._exposure_prior != 0:
+            held = np.flatnonzero(table.present["exposure"][r])  # (the policy's check: every row has it)
+            table.exposure[r[held], 1] += shown_counts(np.arange(len(k)), columns, len(k), table.exposure.shape[2])[held]
+        for name in names:
+            out[name][k] = metrics[name]
+        return out
+
+
+def _labels(labels: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``labels`` as int8 of ``shape``, each 0 (not clicked) or 1 (clicked)."""
+    raw = np.asarray(labels)
+    if raw.shape != tuple(shape):
+        raise InterestGymError(f"labels of shape {raw.shape}; expected {tuple(shape)}, {what}")
+    if raw.size and not np.isin(raw, (0, 1)).all():
+        bad = raw[~np.isin(raw, (0, 1))][0].item()
+        raise InterestGymError(f"labels hold {bad!r}; expected 0 (not clicked) or 1 (clicked) per candidate")
+    return raw.astype(np.int8)
 
 
 def _ranking_hours(hour: Any, b: int) -> np.ndarray:

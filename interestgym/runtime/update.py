@@ -1,12 +1,14 @@
-"""The runtime's per-event state update: one event (:func:`update_one`) and many users (:func:`update_many`).
+"""The runtime's per-event state update: one event (:func:`update_one`) and many users (:func:`update_rows`).
 
 Both are the replay engine's ``observe`` + ``step`` for the users concerned, through the same core
 functions; they differ only in how the work is laid out:
 
-* :func:`update_many` stacks the users' state blocks and calls the batched core functions once for all
-  decisions (``state_quantities``, ``online_log_quantities``, ``encode_features``,
-  ``decision_transition``, ``update_category_counts``, ``update_profile``): numpy's per-call overhead
-  is paid once per batch, not once per user.
+* :func:`update_rows` moves rows of a :class:`~interestgym.runtime.table.StateTable` (users' states as
+  columns) and calls the batched core functions once for all decisions (``state_quantities``,
+  ``online_log_quantities``, ``encode_features``, ``decision_transition``, ``update_category_counts``,
+  ``update_profile``): numpy's per-call overhead is paid once per batch, not once per user, and the
+  per-user Python is a dict lookup for the user's categories. :func:`update_many` (``update_batch``, a
+  list of ``UserState``) stacks the states into a table, updates it and takes them back out.
 * :func:`update_one` is a service's usual call (one user, one event), where that per-call overhead is
   the whole cost. It reads the counters as Python ints, encodes the observation with
   :class:`~interestgym.runtime.rowfeatures.RowEncoder` (the core's features to the bit, in a handful of
@@ -16,16 +18,18 @@ functions; they differ only in how the work is laid out:
   ``decision_transition``, element for element, without its concatenations.
 
 Bit-equality of the two paths (and so of the one-event path with the engine) is what
-``tests/test_runtime_fastpath.py`` checks on random streams, next to the replay-parity tests.
+``tests/test_runtime_fastpath.py`` and ``tests/test_runtime_table.py`` check on random streams, next to the
+replay-parity tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from interestgym.core.clock import time_slot
 from interestgym.core.dtw import window_drift
 from interestgym.core.features import (
     FEATURE_NAMES,
@@ -35,7 +39,12 @@ from interestgym.core.features import (
     state_quantities,
 )
 from interestgym.core.interest import cosine_rows, update_profile
-from interestgym.core.log_features import next_category_run, online_log_quantities
+from interestgym.core.log_features import (
+    RATING_ACTION,
+    is_decision,
+    next_category_run,
+    online_log_quantities,
+)
 from interestgym.core.numeric import clip
 from interestgym.core.transition import (
     DecisionState,
@@ -58,6 +67,7 @@ from interestgym.runtime.state import (
     Event,
     UserState,
 )
+from interestgym.runtime.table import EventBatch, StateTable
 from interestgym.runtime.tracker import TrackerTerm
 
 if TYPE_CHECKING:
@@ -130,13 +140,14 @@ def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
         ts - counters[_LAST_EVENT_TS] if n_events > 0 else 0, ts - counters[_LAST_DECISION_TS] if n_decisions > 0 else 0,
         hour, weekday, n_events, n_decisions, category_count, len(state.categories), counters[_CATEGORY_RUN] if same else 0,
     )
-    extra, tracker, drift = decision_extras(policy, state, event, x, pending)
+    extra, tracker, drift = decision_extras(policy, state.tracker, state.drift_window, event.item_id, event.action, ts, x, pending)
     if extra is not None:
         obs = np.concatenate([obs, extra[None]], axis=1)
     return obs, (x, stats, counters, cos, cat, hour, tracker, drift)
 
 
-def decision_extras(policy: ExportedPolicy, state: UserState, event: Event, x: np.ndarray, pending_points: int
+def decision_extras(policy: ExportedPolicy, term: TrackerTerm | None, drift: np.ndarray | None, item_id: Any, action: str,
+                    ts: int, x: np.ndarray, pending_points: int
                     ) -> tuple[np.ndarray | None, TrackerTerm | None, np.ndarray | None]:
     """A decision's extra observations (``policy.extra_obs``, float32, or None when it has none) and the
     user's tracker term and drift window after it: the event's item joins the tracker's window (the
@@ -144,29 +155,29 @@ def decision_extras(policy: ExportedPolicy, state: UserState, event: Event, x: n
     points since the last decision is folded into its running mean, as the replay folds it
     (``agents.sequence.term.tracker_observations``).
 
+    :param term: the user's tracker term and ``drift`` its drift window (None where the state has none);
+        ``item_id``, ``action`` and ``ts`` are the decision event's.
     :param pending_points: the state's scoring points since the last decision (before they are folded).
     """
     values: dict[str, float] = {}
-    term = state.tracker
     if policy.tracker is not None:
         if term is None:
             raise InterestGymError("a user state without the tracker's window: the policy scores with a sequence tracker; "
                                    "start users with policy.new_state()")
-        if event.item_id is None:
+        if item_id is None:
             raise InterestGymError("an event without item_id: the policy scores with a sequence tracker, whose window "
                                    "holds the ids of the user's last decisions; expected Event(..., item_id=...)")
         # an item outside the tracker's catalogue (e.g. added to a service after the export) is not one
         # the tracker can read: its window stays as it is, as TrackerRuntime.update leaves it
-        item = str(event.item_id)
+        item = str(item_id)
         policy.tracker.check_window(term.window, "user state field 'tracker_window'")
-        window = policy.tracker.append(term.window, item, event.action, int(event.ts)) if item in policy.tracker.row else term.window
+        window = policy.tracker.append(term.window, item, action, ts) if item in policy.tracker.row else term.window
         metric = term.metric_ema
         if policy.observes_tracker:
             metric = float(fold_outcomes(np.array([[term.metric_ema]]), np.array([[term.pending]]), np.array([pending_points]))[0, 0])
             top1, entropy = policy.tracker.confidence(window)
             values.update(tracker_metric_ema=metric, tracker_top1_prob=top1, tracker_entropy=entropy)
         term = TrackerTerm(window, term.weight, metric, 0.0)
-    drift = state.drift_window
     if policy.observes_drift:
         if drift is None:
             raise InterestGymError("a user state without the drift window: the policy observes the DTW drift; "
@@ -254,46 +265,53 @@ def _folded_exposure(blocks: np.ndarray, forgetting: np.ndarray) -> np.ndarray:
 
 # -------------------------------------------------------------------------------- many users
 def update_many(policy: ExportedPolicy, states: Sequence[UserState], events: Sequence[Event]) -> list[UserState]:
-    """The users' states after one event each (new states; the inputs are not modified): one
-    vectorised pass over all their decisions, one policy call."""
+    """The users' states after one event each (new states; the inputs are not modified): the states
+    stacked into a :class:`~interestgym.runtime.table.StateTable`, moved by :func:`update_rows`, taken back out."""
     if len(states) != len(events):
         raise InterestGymError(f"update_batch got {len(states)} states and {len(events)} events; expected one event per state")
-    counters = np.stack([s.counters for s in states]) if states else np.zeros((0, len(COUNTERS)), np.int64)
-    ts = np.array([int(e.ts) for e in events], dtype=np.int64)
-    for s, e, c, t in zip(states, events, counters.tolist(), ts.tolist()):
-        _check_order(policy, s, t, c[_N_EVENTS], c[_LAST_EVENT_TS])
-    decision = np.array([policy._decision(e) for e in events], dtype=bool)
+    if not states:
+        return []
+    for s in states:  # each state fits the policy, named as the one-event path names it
+        policy._check_state(s)
+    table = StateTable.from_states(states)
+    update_rows(policy, table, np.arange(len(states)), EventBatch.of(events, policy))
+    return table.states()
+
+
+def update_rows(policy: ExportedPolicy, table: StateTable, rows: np.ndarray, batch: EventBatch) -> None:
+    """The table's ``rows`` (distinct) after one event each, ``batch`` row k being row ``rows[k]``'s event,
+    in place: one vectorised pass over all their decisions and one policy call. Everything is checked before
+    anything is written: an error leaves the table as it was."""
+    policy._check_table(table, rows)
+    counters = table.counters[rows]
+    ts = batch.ts
+    late = (counters[:, _N_EVENTS] > 0) & (ts < counters[:, _LAST_EVENT_TS])
+    if late.any():
+        k = int(np.argmax(late))
+        raise InterestGymError(f"event ts {int(ts[k])} is before the user's previous event ({int(counters[k, _LAST_EVENT_TS])}); "
+                               f"expected events in time order (event {k} of the batch)")
+    weights = policy._action_weights_of(batch.action)
+    decision = is_decision(weights, batch.action == RATING_ACTION, batch.value, policy.positive_rating, batch.has_item)
     dec = np.flatnonzero(decision)
-    out: list[UserState] = [None] * len(states)  # type: ignore[list-item]
     if len(dec):
-        for i, new in zip(dec.tolist(), _decide_many(policy, [states[i] for i in dec], [events[i] for i in dec],
-                                                     counters[dec], ts[dec], positions=dec.tolist())):
-            out[i] = new
-    for i in np.flatnonzero(~decision).tolist():
-        c = counters[i].copy()
-        c[_N_EVENTS] += 1
-        c[_LAST_EVENT_TS] = ts[i]
-        new = states[i].copy()
-        new.counters = c
-        out[i] = new
-    return out
+        _decide_rows(policy, table, rows[dec], batch, dec, weights[dec], counters[dec])  # writes only once all is computed
+    other = np.flatnonzero(~decision)
+    if len(other):  # every event counts (n_events, last_event_ts); nothing else moves
+        moved = counters[other]
+        moved[:, _N_EVENTS] += 1
+        moved[:, _LAST_EVENT_TS] = ts[other]
+        table.counters[rows[other]] = moved
 
 
-def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[Event], counters: np.ndarray,
-                 ts: np.ndarray, positions: list[int] | None = None) -> list[UserState]:
-    """New states of users whose event is a decision: the engine's observe + step for these rows.
-
-    :param positions: each event's position in the caller's batch (the decisions among all its events), for messages.
-    """
-    n = len(states)
-    rows = [np.asarray(e.item_vector, dtype=np.float32) for e in events]
-    for k, row in enumerate(rows):  # one bad vector: named, not numpy's stack error over the whole batch
-        if row.shape != (policy.dim,):
-            policy._vectors(row[None], f"event {k if positions is None else positions[k]} of the batch: item_vector", 2,
-                            given=row.shape)
-    x = policy._vectors(np.stack(rows), "event item_vector", 2)
-    profiles = np.stack([s.profiles for s in states])
-    stats = np.stack([s.stats for s in states])
+def _decide_rows(policy: ExportedPolicy, table: StateTable, rows: np.ndarray, batch: EventBatch, at: np.ndarray,
+                 weights: np.ndarray, counters: np.ndarray) -> None:
+    """The table's ``rows`` after their decision events ``at`` (positions in ``batch``): the engine's
+    observe + step for these rows, written into the table at the end."""
+    n = len(rows)
+    x = policy._vectors(batch.item_vectors[at], "event item_vector", 2)
+    ts = batch.ts[at]
+    profiles = table.profiles[rows]
+    stats = table.stats[rows]
     # scoring points recorded since each user's last decision -> running means (rows without keep theirs)
     pending = counters[:, _PENDING_POINTS].copy()  # a copy: the fold below zeroes the counters, the extras fold too
     if pending.any():
@@ -301,28 +319,38 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
         stats[pending > 0, PENDING_SLICE] = 0.0
         counters[:, _PENDING_POINTS] = 0
 
-    # the log counters' per-user part (the categories are a short list per user)
-    cats = np.empty(n, dtype=np.int64)
+    # the log counters' per-user part: the user's categories in order of first decision and the decisions in each
+    categories = batch.category[at].tolist()
+    row_list = rows.tolist()
+    indexes = [table.category_index(r) for r in row_list]
+    cats = np.array([index.get(category, -1) for index, category in zip(indexes, categories)], dtype=np.int64)
+    n_categories = np.array([len(index) for index in indexes], dtype=np.int64)
     category_count = np.zeros(n, dtype=np.int64)
-    same_category = np.zeros(n, dtype=bool)
-    for i, (s, e, last) in enumerate(zip(states, events, counters[:, _LAST_CATEGORY].tolist())):
-        cats[i], category_count[i], same_category[i] = _category_of(s, e.category, last)
+    for i, (r, cat) in enumerate(zip(row_list, cats.tolist())):
+        if cat >= 0:
+            category_count[i] = table.category_decisions[r][cat]
+    same_category = (cats >= 0) & (cats == counters[:, _LAST_CATEGORY])
     long_term, short_term = profiles[:, 0], profiles[:, 1]
     raw = state_quantities(x, long_term, short_term, {name: stats[:, _M[name]] for name in RUNNING_MEAN_NAMES},
                            stats[:, SHADOW_COS_SLICE])
     log = online_log_quantities(
         ts, counters[:, _N_EVENTS], counters[:, _LAST_EVENT_TS], counters[:, _N_DECISIONS], counters[:, _LAST_DECISION_TS],
-        category_count, np.array([len(s.categories) for s in states], dtype=np.int64), same_category, counters[:, _CATEGORY_RUN],
+        category_count, n_categories, same_category, counters[:, _CATEGORY_RUN],
     )
-    clock = np.array([e.hour_weekday(policy.tz_offset_hours) for e in events], dtype=np.int64).reshape(n, 2)
-    log.update(action_weight=np.array([policy.action_weights[e.action] for e in events]),
-               value=np.array([float(e.value) for e in events]), hour=clock[:, 0], weekday=clock[:, 1])
+    clock = batch.hour_weekday(at, policy.tz_offset_hours)
+    log.update(action_weight=weights, value=batch.value[at], hour=clock[:, 0], weekday=clock[:, 1])
     # One call for all columns: each column is computed on its own, so this equals the engine's two
     # calls (state features, precomputed log features) to the bit.
     obs = encode_features({**raw, **log}, FEATURE_NAMES, max_action_weight=policy.max_action_weight)
-    extras = [decision_extras(policy, s, e, x[i], int(pending[i])) for i, (s, e) in enumerate(zip(states, events))]
-    if policy.extra_obs:
-        obs = np.concatenate([obs, np.stack([extra for extra, _, _ in extras])], axis=1)
+    extras = None
+    if policy.extra_obs or policy.tracker is not None or policy.observes_drift:
+        extras = [decision_extras(policy, None if table.tracker is None else table.tracker[r],
+                                  None if table.drift is None else table.drift[r],
+                                  None if batch.item_id is None else batch.item_id[k], str(batch.action[k]), int(batch.ts[k]),
+                                  x[i], int(pending[i]))
+                  for i, (r, k) in enumerate(zip(row_list, at.tolist()))]
+        if policy.extra_obs:
+            obs = np.concatenate([obs, np.stack([extra for extra, _, _ in extras])], axis=1)
     actions = policy.act(obs)
     strengths = policy._strengths(actions)
     changes = action_changes(actions)
@@ -331,70 +359,70 @@ def _decide_many(policy: ExportedPolicy, states: list[UserState], events: list[E
     drift, short_long = _M["drift_ema"], _M["short_long_ema"]
     after = decision_transition(DecisionState(long_term, short_term, profiles[:, 2:], stats[:, drift], stats[:, short_long],
                                               stats[:, SHADOW_COS_SLICE]), x, strengths)
-    new_profiles = np.concatenate([after.long_term[:, None], after.short_term[:, None], after.shadow], axis=1)
     stats[:, drift], stats[:, short_long], stats[:, SHADOW_COS_SLICE] = after.drift_ema, after.short_long_ema, after.shadow_cos_ema
     stats[:, STRENGTHS_SLICE] = strengths
 
     # The extra score terms' state, for the users whose state has it (all of them, for states made by
     # this policy's new_state; a foreign state without them keeps none, as in the one-event path).
-    counts: list[np.ndarray | None] = [None] * n
-    slot_counts: list[np.ndarray | None] = [None] * n
-    exposure: list[np.ndarray | None] = [None] * n
-    slot_factors = np.ones(n) if changes.slot is None else changes.slot
-    rows = [i for i, s in enumerate(states) if s.category_counts is not None]
-    if rows:
-        # a category unknown to the export has no column (-1): its count stays implicit 0
-        column = np.array([policy._category_index.get(events[i].category, -1) for i in rows], dtype=np.int64)
-        forgetting = policy._forgetting(strengths[rows], None if keep_change is None else keep_change[rows])
-        row_gain = None if gain is None else gain[rows]
-        moved = update_category_counts(np.stack([states[i].category_counts for i in rows]), column,  # type: ignore[misc]
-                                       forgetting, row_gain)
-        for i, row in zip(rows, moved):
-            counts[i] = row
-        sub = [k for k, i in enumerate(rows) if states[i].slot_category_counts is not None]
-        if sub:
-            slot = np.array([policy._slot_of_hour(int(clock[rows[k], 0])) for k in sub], dtype=np.int64)
-            moved_slots = update_slot_category_counts(
-                np.stack([states[rows[k]].slot_category_counts for k in sub]), slot, column[sub],  # type: ignore[misc]
-                forgetting[sub], None if row_gain is None else row_gain[sub])
-            for k, row in zip(sub, moved_slots):
-                slot_counts[rows[k]] = row
-        sub = [k for k, i in enumerate(rows) if states[i].exposure is not None]
-        if sub:
-            folded = _folded_exposure(np.stack([states[rows[k]].exposure for k in sub]), forgetting[sub])  # type: ignore[misc]
-            for k, block in zip(sub, folded):
-                exposure[rows[k]] = block
-    slots: list[np.ndarray | None] = [None] * n
-    rows = [i for i, s in enumerate(states) if s.slot_profiles is not None]
-    if rows:
-        block = np.stack([states[i].slot_profiles for i in rows])  # type: ignore[misc]
-        if policy._beta_ctx != 0:
-            slot = np.array([policy._slot_of_hour(int(clock[i, 0])) for i in rows], dtype=np.int64)
-            at = np.arange(len(rows))
+    writes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (column, its rows, new values): written at the end
+    if table.category_counts is not None:
+        sub = np.flatnonzero(table.present["category_counts"][rows])
+        if len(sub):
+            # a category unknown to the export has no column (-1): its count stays implicit 0
+            index = policy._category_index
+            column = np.array([index.get(categories[k], -1) for k in sub.tolist()], dtype=np.int64)
+            forgetting = policy._forgetting(strengths[sub], None if keep_change is None else keep_change[sub])
+            row_gain = None if gain is None else gain[sub]
+            writes.append((table.category_counts, rows[sub],
+                           update_category_counts(table.category_counts[rows[sub]], column, forgetting, row_gain)))
+            if table.slot_category_counts is not None:
+                inner = np.flatnonzero(table.present["slot_category_counts"][rows[sub]])
+                if len(inner):
+                    moved_rows = rows[sub[inner]]
+                    writes.append((table.slot_category_counts, moved_rows, update_slot_category_counts(
+                        table.slot_category_counts[moved_rows], time_slot(clock[sub[inner], 0]), column[inner],
+                        forgetting[inner], None if row_gain is None else row_gain[inner])))
+                    writes.append((table.slot_factor, moved_rows,  # type: ignore[arg-type]
+                                   np.ones(len(inner)) if changes.slot is None else changes.slot[sub[inner]].astype(np.float64)))
+            if table.exposure is not None:
+                inner = np.flatnonzero(table.present["exposure"][rows[sub]])
+                if len(inner):
+                    writes.append((table.exposure, rows[sub[inner]],
+                                   _folded_exposure(table.exposure[rows[sub[inner]]], forgetting[inner])))
+    if table.slot_profiles is not None and policy._beta_ctx != 0:
+        sub = np.flatnonzero(table.present["slot_profiles"][rows])
+        if len(sub):
+            slot = time_slot(clock[sub, 0])
             rates = policy._context_rates(actions)
-            block[at, slot] = update_profile(block[at, slot], x[rows], rates if np.ndim(rates) == 0 else rates[rows])
-        for i, row in zip(rows, block):
-            slots[i] = row
+            writes.append((table.slot_profiles, (rows[sub], slot),  # type: ignore[arg-type]
+                           update_profile(table.slot_profiles[rows[sub], slot], x[sub], rates if np.ndim(rates) == 0 else rates[sub])))
 
     # the log counters after the decision
+    for i, (r, index, category) in enumerate(zip(row_list, indexes, categories)):
+        cat = index.get(category)
+        if cat is None:  # new to the user: appended
+            cats[i] = index[category] = len(index)
+            table.categories[r].append(category)
+            table.category_decisions[r].append(1)
+        else:
+            table.category_decisions[r][cat] += 1
+    counters[:, _CATEGORY_RUN] = np.where(counters[:, _LAST_CATEGORY] == cats, counters[:, _CATEGORY_RUN] + 1, 1)
+    counters[:, _LAST_CATEGORY] = cats
     counters[:, _N_DECISIONS] += 1
     counters[:, _LAST_DECISION_TS] = ts
     counters[:, _N_EVENTS] += 1
     counters[:, _LAST_EVENT_TS] = ts
-    out = []
-    # copies: a stored state must not keep the whole batch's arrays alive
-    for i, (s, e, c) in enumerate(zip(states, events, counters.tolist())):
-        categories, decisions, cat = _count_category(s, e, int(cats[i]))
-        c[_CATEGORY_RUN] = next_category_run(c[_LAST_CATEGORY], c[_CATEGORY_RUN], cat)
-        c[_LAST_CATEGORY] = cat
-        out.append(UserState._of_blocks(
-            new_profiles[i].copy(), stats[i].copy(), np.array(c, dtype=np.int64), categories, decisions,
-            None if counts[i] is None else counts[i].copy(), None if slots[i] is None else slots[i].copy(),  # type: ignore[union-attr]
-            policy._tracker_weighted(extras[i][1], actions[i: i + 1]), extras[i][2],
-            None if slot_counts[i] is None else slot_counts[i].copy(),  # type: ignore[union-attr]
-            None if slot_counts[i] is None else float(slot_factors[i]),
-            None if exposure[i] is None else exposure[i].copy()))  # type: ignore[union-attr]
-    return out
+    # L, S and the shadows written row by row into the table (views of one new block: no concatenated copy)
+    table.profiles[rows, 0], table.profiles[rows, 1], table.profiles[rows, 2:] = after.long_term, after.short_term, after.shadow
+    table.stats[rows], table.counters[rows] = stats, counters
+    for column, where, values in writes:
+        column[where] = values
+    if extras is not None:
+        for i, r in enumerate(row_list):
+            if table.tracker is not None:
+                table.tracker[r] = policy._tracker_weighted(extras[i][1], actions[i: i + 1])
+            if table.drift is not None:
+                table.drift[r] = extras[i][2]
 
 
 def _count_category(state: UserState, event: Event, cat: int) -> tuple[list[str], np.ndarray, int]:
