@@ -12,6 +12,11 @@ What is timed, on the same stream of real events (the test users' logs, in time 
   events/s, with the graph and with SB3. Both sides share the bookkeeping, so this ratio is at most
   the batched policy-call ratio, reached only as far as the policy call dominates the update; the
   "policy call share" line says how far it does;
+* **table updates**: the same batches through ``update_table`` on a ``StateTable`` (the users' states as
+  columns, events as ``EventBatch`` columns built before the timed loop, as a service holding its users in
+  memory would have them): no Python object per user, so the cost per event is numpy's arithmetic over
+  the batch; with the graph and with SB3. Then **batch size**: events/s of ``update_batch`` and
+  ``update_table`` (runtime side) at each size of ``--sizes``: whether a larger batch buys throughput;
 * **one event at a time** on the same events as the batched updates: ``update`` per event, the SB3
   side calling ``model.predict(vecnormalize.normalize_obs(obs), deterministic=True)`` once per
   decision, events/s. This is what a user who serves the SB3 model directly, event by event, gets.
@@ -21,6 +26,12 @@ What is timed, on the same stream of real events (the test users' logs, in time 
 
 Then (unless ``--no-parity``) the test users are replayed through the runtime event by event and
 their scoring points compared with ``evaluate_policy`` running the SB3 model (identical = bit-equal).
+
+The batched lines also print the process's minor page faults per event (``getrusage``): glibc gives the
+large temporaries of a batch (a few MB at B = 256, d = 384) back to the kernel after each call and faults
+them in again at the next, which on a virtual machine can cost as much as the arithmetic.
+``--malloc-top-pad MB`` sets glibc's ``M_TOP_PAD`` (``mallopt``, the ``MALLOC_TOP_PAD_`` variable) for the
+whole run so that the heap keeps that much when it shrinks: what a service can set for itself.
 
 Latencies are p50 / p99 over single calls (``time.perf_counter_ns``); ratios are SB3 / runtime (> 1:
 the runtime is faster). The two sides alternate in blocks of ``--block`` events (who goes first alternates
@@ -119,6 +130,15 @@ def _alternating(sides, n: int, block: int):
             yield name, pol, lo, min(lo + block, n)
 
 
+def _minor_faults() -> int:
+    """The process's minor page faults so far (``getrusage``; 0 where the platform has no resource module)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _percentiles(ns: list[int]) -> tuple[float, float]:
     arr = np.asarray(ns, dtype=np.float64) / 1000.0
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
@@ -136,7 +156,18 @@ def main() -> None:
     parser.add_argument("--no-parity", action="store_true", help="skip replaying the test users through the runtime vs the evaluator")
     parser.add_argument("--threads", type=int, default=1, help="threads of torch (SB3) and of onnxruntime, the same for both")
     parser.add_argument("--block", type=int, default=250, help="events per block: the two sides alternate block by block")
+    parser.add_argument("--sizes", default="16,64,256,1024", help="batch sizes of the batch-size table (comma-separated)")
+    parser.add_argument("--malloc-top-pad", type=int, default=0, metavar="MB",
+                        help="glibc M_TOP_PAD in MB for this run (0: glibc's default; see the docstring)")
     args = parser.parse_args()
+    args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    if args.malloc_top_pad:
+        import ctypes
+
+        applied = ctypes.CDLL("libc.so.6").mallopt(-2, args.malloc_top_pad << 20)  # M_TOP_PAD = -2
+        print(f"glibc M_TOP_PAD set to {args.malloc_top_pad} MB" + ("" if applied else " (mallopt refused it)"))
+    else:
+        print("glibc malloc at its defaults (--malloc-top-pad MB to keep freed heap)")
 
     # Same thread budget for both sides (torch, BLAS / OpenMP; onnxruntime by load_policy's threads); with
     # more threads than free cores torch's intra-op pool stalls (measured 50x slower batched predict on a busy
@@ -165,7 +196,7 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
 
     from interestgym.data.dataset import Dataset
     from interestgym.export.run import export_run
-    from interestgym.runtime import ExportedPolicy, load_policy
+    from interestgym.runtime import EventBatch, ExportedPolicy, load_policy
 
     run_dir = args.run
     if run_dir is None:
@@ -264,19 +295,32 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
         # fresh timestamps per round keep every user's events in time order
         batches.append([type(e)(ts=r, action=e.action, item_vector=e.item_vector, value=e.value, category=e.category,
                                 hour=e.hour, weekday=e.weekday) for e in decisions_only[r * b : (r + 1) * b]])
+    columns = [EventBatch.of(events, policy) for events in batches]
     for name, _ in sides:
-        results[name]["batched_events_per_s"] = results[name]["batched_policy_per_s"] = results[name]["one_events_per_s"] = 0.0
+        for key in ("batched_events_per_s", "batched_policy_per_s", "one_events_per_s", "table_events_per_s"):
+            results[name][key] = 0.0
     for _, pol in sides:  # warm-up, untimed: the first batched calls allocate (with --repeats 1 one side paid for it)
         pol.update_batch([pol.new_state() for _ in batches[0]], batches[0])
+        pol.update_table(pol.new_table(b), np.arange(b), columns[0])
         pol.act(obs[:b])
     for _ in range(args.repeats):  # the two sides alternate, so machine load hits both alike
         for name, pol in sides:
             states = [pol.new_state() for _ in range(b)]
+            faults = _minor_faults()
             t = time.perf_counter()
             for events in batches:
                 states[: len(events)] = pol.update_batch(states[: len(events)], events)
             rate = n_rounds * b / (time.perf_counter() - t)
+            results[name]["batched_faults"] = (_minor_faults() - faults) / (n_rounds * b)
             results[name]["batched_events_per_s"] = max(results[name]["batched_events_per_s"], rate)
+            table, rows = pol.new_table(b), np.arange(b)
+            faults = _minor_faults()
+            t = time.perf_counter()
+            for batch in columns:
+                pol.update_table(table, rows, batch)
+            rate = n_rounds * b / (time.perf_counter() - t)
+            results[name]["table_faults"] = (_minor_faults() - faults) / (n_rounds * b)
+            results[name]["table_events_per_s"] = max(results[name]["table_events_per_s"], rate)
             t = time.perf_counter()
             for r in range(max(1, len(obs) // b)):
                 pol.act(obs[r * b : (r + 1) * b])
@@ -292,6 +336,29 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
             rate = n_rounds * b / (time.perf_counter() - t)
             results[name]["one_events_per_s"] = max(results[name]["one_events_per_s"], rate)
 
+    # ------------------------------------------------------------------ batch size (runtime side)
+    decision_events = [e for events in batches for e in events]
+    by_size = []
+    for size in args.sizes:
+        rounds = max(1, 4096 // size)
+        sized = [[type(e)(ts=r, action=e.action, item_vector=e.item_vector, value=e.value, category=e.category, hour=e.hour,
+                          weekday=e.weekday) for e in (decision_events[(r * size + k) % len(decision_events)] for k in range(size))]
+                 for r in range(rounds)]
+        sized_columns = [EventBatch.of(events, policy) for events in sized]
+        best_batch = best_table = 0.0
+        for _ in range(args.repeats):
+            states = [policy.new_state() for _ in range(size)]
+            t = time.perf_counter()
+            for events in sized:
+                states = policy.update_batch(states, events)
+            best_batch = max(best_batch, rounds * size / (time.perf_counter() - t))
+            table, rows = policy.new_table(size), np.arange(size)
+            t = time.perf_counter()
+            for batch in sized_columns:
+                policy.update_table(table, rows, batch)
+            best_table = max(best_table, rounds * size / (time.perf_counter() - t))
+        by_size.append((size, best_batch, best_table))
+
     rt, sb = results["runtime"], results["sb3"]
     print(f"max |ONNX - SB3| action difference on {len(obs)} observations: {max_diff:.2e}")
     print(f"{'measure':<34}{'runtime':>14}{'SB3 in-process':>16}{'ratio SB3/runtime':>20}")
@@ -301,6 +368,11 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
             print(f"{label + ' ' + q:<34}{rt[key][i]:>14.1f}{sb[key][i]:>16.1f}{sb[key][i] / rt[key][i]:>19.2f}x")
     print(f"{'batched updates (events/s, B=' + str(b) + ')':<34}{rt['batched_events_per_s']:>14,.0f}{sb['batched_events_per_s']:>16,.0f}"
           f"{rt['batched_events_per_s'] / sb['batched_events_per_s']:>19.2f}x")
+    print(f"{'table updates (events/s, B=' + str(b) + ')':<34}{rt['table_events_per_s']:>14,.0f}{sb['table_events_per_s']:>16,.0f}"
+          f"{rt['table_events_per_s'] / sb['table_events_per_s']:>19.2f}x")
+    print(f"{'minor page faults per event':<34}{'batched ' + format(rt['batched_faults'], '.2f'):>14}"
+          f"{'batched ' + format(sb['batched_faults'], '.2f'):>16}")
+    print(f"{'':<34}{'table ' + format(rt['table_faults'], '.2f'):>14}{'table ' + format(sb['table_faults'], '.2f'):>16}")
     print(f"{'updates one event at a time (ev/s)':<34}{rt['one_events_per_s']:>14,.0f}{sb['one_events_per_s']:>16,.0f}"
           f"{rt['one_events_per_s'] / sb['one_events_per_s']:>19.2f}x")
     print(f"{'batched policy calls (obs/s)':<34}{rt['batched_policy_per_s']:>14,.0f}{sb['batched_policy_per_s']:>16,.0f}"
@@ -321,6 +393,15 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
           f"{rt['batched_events_per_s'] / sb['one_events_per_s']:.2f}x")
     print(f"  (batched serving against unbatched SB3 serving, not the target's ratio; batching alone gives the runtime "
           f"{rt['batched_events_per_s'] / rt['one_events_per_s']:.2f}x over its own one-event path)")
+
+    print(f"table updates / update_batch, runtime side: {rt['table_events_per_s'] / rt['batched_events_per_s']:.2f}x at B={b}")
+    print(f"serving from a table against SB3 through update_batch, NOT like-for-like (the table's gain and the graph's "
+          f"together): {rt['table_events_per_s']:,.0f} / {sb['batched_events_per_s']:,.0f} events/s = "
+          f"{rt['table_events_per_s'] / sb['batched_events_per_s']:.2f}x")
+    print(f"batch size, runtime side (events/s, best of {args.repeats}):")
+    print(f"{'B':>8}{'update_batch':>16}{'update_table':>16}{'table / batch':>16}")
+    for size, batched, tabled in by_size:
+        print(f"{size:>8}{batched:>16,.0f}{tabled:>16,.0f}{tabled / batched:>15.2f}x")
 
     if not args.no_parity:
         from interestgym.agents.run_folder import load_run_policy
