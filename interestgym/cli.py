@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import click
@@ -71,7 +72,48 @@ def cli() -> None:
 INTERRUPTED = "interrupted: every file it wrote is whole (none is left half-written); run the command again to finish"
 
 
+#: MB of freed heap the ``interestgym`` command keeps (glibc ``M_TOP_PAD``); this variable overrides it, 0 leaves
+#: glibc's own behaviour. See :func:`keep_freed_heap`.
+TOP_PAD_VARIABLE = "INTERESTGYM_MALLOC_TOP_PAD_MB"
+DEFAULT_TOP_PAD_MB = 64
+
+
+def keep_freed_heap(environ: dict[str, str] | None = None) -> int:
+    """Have glibc keep up to 64 MB of freed heap instead of giving it back to the kernel; return the MB set (0: none).
+
+    The replay, the evaluator and the runtime's batches allocate and free numpy temporaries of a few MB at every
+    step. At glibc's defaults the heap's freed top goes back to the kernel and faults in again at the next step: the
+    quick start's ``evaluate`` took 1.6M minor page faults, ~4 s of its ~15 (``benchmarks/malloc_top_pad.py``).
+    ``M_TOP_PAD`` changes no number, only where memory comes from. Left alone where the user chose (glibc's
+    ``MALLOC_TOP_PAD_`` or ``GLIBC_TUNABLES`` set, or ``INTERESTGYM_MALLOC_TOP_PAD_MB``: 0 = leave glibc as it is) and
+    on a C library without ``mallopt`` (macOS, musl: nothing happens).
+    """
+    env = os.environ if environ is None else environ
+    if "MALLOC_TOP_PAD_" in env or "GLIBC_TUNABLES" in env:
+        return 0
+    raw = env.get(TOP_PAD_VARIABLE, str(DEFAULT_TOP_PAD_MB))
+    try:
+        mb = int(raw)
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        click.echo(f"warning: {TOP_PAD_VARIABLE}={raw!r}: expected a whole number of MB >= 0; glibc's heap left at its "
+                   "defaults", err=True)
+        return 0
+    if mb == 0:
+        return 0
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return mb if libc.mallopt(-2, mb << 20) == 1 else 0  # M_TOP_PAD = -2; mallopt returns 1 on success
+    except (OSError, AttributeError):
+        return 0
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # the `interestgym` command owns its process: its heap is its own to tune
+        keep_freed_heap()
     try:
         rv = cli.main(args=argv, prog_name="interestgym", standalone_mode=False)
         if isinstance(rv, int) and rv:

@@ -1,0 +1,69 @@
+"""The ``interestgym`` command keeps glibc's freed heap (M_TOP_PAD), unless the user chose otherwise."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+
+import pytest
+
+from interestgym import cli
+
+
+class FakeLibc:
+    def __init__(self, answer: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.answer = answer
+
+    def mallopt(self, option: int, value: int) -> int:
+        self.calls.append((option, value))
+        return self.answer
+
+
+@pytest.fixture
+def libc(monkeypatch):
+    fake = FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: fake)
+    return fake
+
+
+def test_the_command_sets_m_top_pad_to_64_mb_by_default(libc):
+    assert cli.keep_freed_heap({}) == 64
+    assert libc.calls == [(-2, 64 * 1024 * 1024)]  # M_TOP_PAD is mallopt option -2 in glibc's malloc.h
+
+
+@pytest.mark.parametrize("environ,expected_mb,calls", [
+    ({"INTERESTGYM_MALLOC_TOP_PAD_MB": "16"}, 16, [(-2, 16 << 20)]),
+    ({"INTERESTGYM_MALLOC_TOP_PAD_MB": "0"}, 0, []),           # glibc left as it is
+    ({"MALLOC_TOP_PAD_": "1048576"}, 0, []),                   # the user's own glibc setting wins
+    ({"GLIBC_TUNABLES": "glibc.malloc.top_pad=0"}, 0, []),
+])
+def test_the_users_choice_is_kept(libc, environ, expected_mb, calls):
+    assert cli.keep_freed_heap(environ) == expected_mb
+    assert libc.calls == calls
+
+
+def test_a_bad_value_warns_and_leaves_glibc_alone(libc, capsys):
+    assert cli.keep_freed_heap({"INTERESTGYM_MALLOC_TOP_PAD_MB": "lots"}) == 0
+    assert libc.calls == []
+    assert "INTERESTGYM_MALLOC_TOP_PAD_MB='lots': expected a whole number of MB >= 0" in capsys.readouterr().err
+
+
+def test_a_c_library_without_mallopt_is_no_error(monkeypatch):
+    def missing(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", missing)
+    assert cli.keep_freed_heap({}) == 0
+    refused = FakeLibc(answer=0)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: refused)
+    assert cli.keep_freed_heap({}) == 0 and refused.calls == [(-2, 64 << 20)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_real_mallopt_accepts_it():
+    """On this machine's C library the call is accepted (mallopt returns 1), in a fresh process."""
+    code = "import os; os.environ.pop('MALLOC_TOP_PAD_', None); from interestgym import cli; print(cli.keep_freed_heap({}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "64"
