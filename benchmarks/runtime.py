@@ -30,8 +30,10 @@ their scoring points compared with ``evaluate_policy`` running the SB3 model (id
 The batched lines also print the process's minor page faults per event (``getrusage``): glibc gives the
 large temporaries of a batch (a few MB at B = 256, d = 384) back to the kernel after each call and faults
 them in again at the next, which on a virtual machine can cost as much as the arithmetic.
-``--malloc-top-pad MB`` sets glibc's ``M_TOP_PAD`` (``mallopt``, the ``MALLOC_TOP_PAD_`` variable) for the
-whole run so that the heap keeps that much when it shrinks: what a service can set for itself.
+``--malloc-top-pad MB`` sets glibc's heap as the ``interestgym`` command sets it for itself
+(``interestgym.cli.keep_freed_heap``: ``M_TOP_PAD`` MB kept when the heap shrinks, ``M_MMAP_THRESHOLD`` 32 MB) for
+the whole run: what a service can set for itself (``MALLOC_TOP_PAD_`` and ``MALLOC_MMAP_THRESHOLD_`` in its
+environment).
 
 Latencies are p50 / p99 over single calls (``time.perf_counter_ns``); ratios are SB3 / runtime (> 1:
 the runtime is faster). The two sides alternate in blocks of ``--block`` events (who goes first alternates
@@ -162,10 +164,12 @@ def main() -> None:
     args = parser.parse_args()
     args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.malloc_top_pad:
-        import ctypes
+        # what the interestgym command sets for itself
+        from interestgym.cli import keep_freed_heap
 
-        applied = ctypes.CDLL("libc.so.6").mallopt(-2, args.malloc_top_pad << 20)  # M_TOP_PAD = -2
-        print(f"glibc M_TOP_PAD set to {args.malloc_top_pad} MB" + ("" if applied else " (mallopt refused it)"))
+        applied = keep_freed_heap({"INTERESTGYM_MALLOC_TOP_PAD_MB": str(args.malloc_top_pad)})
+        print(f"glibc M_TOP_PAD {args.malloc_top_pad} MB, M_MMAP_THRESHOLD 32 MB, as the interestgym command sets them"
+              + ("" if applied else " (mallopt refused them)"))
     else:
         print("glibc malloc at its defaults (--malloc-top-pad MB to keep freed heap)")
 

@@ -76,6 +76,11 @@ INTERRUPTED = "interrupted: every file it wrote is whole (none is left half-writ
 #: glibc's own behaviour. See :func:`keep_freed_heap`.
 TOP_PAD_VARIABLE = "INTERESTGYM_MALLOC_TOP_PAD_MB"
 DEFAULT_TOP_PAD_MB = 64
+#: Arrays below this many bytes come from the heap, not from their own mmap (glibc's ``M_MMAP_THRESHOLD``): 32 MB, the
+#: largest its own sliding threshold reaches on a 64-bit machine, fixed from the start.
+MMAP_THRESHOLD = 32 << 20
+#: glibc's own settings: where the user set one, the command leaves the heap to them.
+GLIBC_MALLOC_VARIABLES = ("MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 def keep_freed_heap(environ: dict[str, str] | None = None) -> int:
@@ -83,22 +88,24 @@ def keep_freed_heap(environ: dict[str, str] | None = None) -> int:
 
     The replay, the evaluator and the runtime's batches allocate and free numpy temporaries of a few MB at every
     step. At glibc's defaults the heap's freed top goes back to the kernel and faults in again at the next step: the
-    quick start's ``evaluate`` took 1.6M minor page faults, ~4 s of its ~15 (``benchmarks/malloc_top_pad.py``).
-    ``M_TOP_PAD`` changes no number, only where memory comes from. Left alone where the user chose (glibc's
-    ``MALLOC_TOP_PAD_`` or ``GLIBC_TUNABLES`` set, or ``INTERESTGYM_MALLOC_TOP_PAD_MB``: 0 = leave glibc as it is) and
-    on a C library without ``mallopt`` (macOS, musl: nothing happens).
+    quick start's ``evaluate`` took 1.7M minor page faults and 15.5 s against 11.2 s with the heap kept
+    (``benchmarks/malloc_top_pad.py``). So: ``M_TOP_PAD`` (the heap keeps that much when it shrinks) and ``M_MMAP_THRESHOLD`` 32 MB (arrays below it come
+    from the heap: setting the pad alone stops glibc's sliding threshold at 128 KB, and ``prepare``'s MB-sized columns
+    then each got a fresh mmap, 6x the faults). Neither changes a number, only where memory comes from. Left alone where
+    the user chose (glibc's ``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` set, or ``INTERESTGYM_MALLOC_TOP_PAD_MB``:
+    0 = leave glibc as it is) and on a C library without ``mallopt`` (macOS, musl: nothing happens).
     """
     env = os.environ if environ is None else environ
-    if "MALLOC_TOP_PAD_" in env or "GLIBC_TUNABLES" in env:
+    if any(name in env for name in GLIBC_MALLOC_VARIABLES):
         return 0
     raw = env.get(TOP_PAD_VARIABLE, str(DEFAULT_TOP_PAD_MB))
     try:
         mb = int(raw)
     except ValueError:
         mb = -1
-    if mb < 0:
-        click.echo(f"warning: {TOP_PAD_VARIABLE}={raw!r}: expected a whole number of MB >= 0; glibc's heap left at its "
-                   "defaults", err=True)
+    if not 0 <= mb < 2048:  # mallopt takes a C int of bytes
+        click.echo(f"warning: {TOP_PAD_VARIABLE}={raw!r}: expected a whole number of MB from 0 to 2047; glibc's heap left "
+                   "at its defaults", err=True)
         return 0
     if mb == 0:
         return 0
@@ -106,7 +113,8 @@ def keep_freed_heap(environ: dict[str, str] | None = None) -> int:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        return mb if libc.mallopt(-2, mb << 20) == 1 else 0  # M_TOP_PAD = -2; mallopt returns 1 on success
+        # mallopt returns 1 on success; M_TOP_PAD = -2, M_MMAP_THRESHOLD = -3 (malloc.h)
+        return mb if libc.mallopt(-3, MMAP_THRESHOLD) == 1 and libc.mallopt(-2, mb << 20) == 1 else 0
     except (OSError, AttributeError):
         return 0
 

@@ -1,4 +1,4 @@
-"""The ``interestgym`` command keeps glibc's freed heap (M_TOP_PAD), unless the user chose otherwise."""
+"""The ``interestgym`` command keeps glibc's freed heap (M_TOP_PAD, M_MMAP_THRESHOLD), unless the user chose otherwise."""
 
 from __future__ import annotations
 
@@ -28,15 +28,19 @@ def libc(monkeypatch):
     return fake
 
 
+THRESHOLD = (-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD is mallopt option -3 in glibc's malloc.h, M_TOP_PAD -2
+
+
 def test_the_command_sets_m_top_pad_to_64_mb_by_default(libc):
     assert cli.keep_freed_heap({}) == 64
-    assert libc.calls == [(-2, 64 * 1024 * 1024)]  # M_TOP_PAD is mallopt option -2 in glibc's malloc.h
+    assert libc.calls == [THRESHOLD, (-2, 64 * 1024 * 1024)]
 
 
 @pytest.mark.parametrize("environ,expected_mb,calls", [
-    ({"INTERESTGYM_MALLOC_TOP_PAD_MB": "16"}, 16, [(-2, 16 << 20)]),
+    ({"INTERESTGYM_MALLOC_TOP_PAD_MB": "16"}, 16, [THRESHOLD, (-2, 16 << 20)]),
     ({"INTERESTGYM_MALLOC_TOP_PAD_MB": "0"}, 0, []),           # glibc left as it is
     ({"MALLOC_TOP_PAD_": "1048576"}, 0, []),                   # the user's own glibc setting wins
+    ({"MALLOC_MMAP_THRESHOLD_": "131072"}, 0, []),
     ({"GLIBC_TUNABLES": "glibc.malloc.top_pad=0"}, 0, []),
 ])
 def test_the_users_choice_is_kept(libc, environ, expected_mb, calls):
@@ -47,7 +51,7 @@ def test_the_users_choice_is_kept(libc, environ, expected_mb, calls):
 def test_a_bad_value_warns_and_leaves_glibc_alone(libc, capsys):
     assert cli.keep_freed_heap({"INTERESTGYM_MALLOC_TOP_PAD_MB": "lots"}) == 0
     assert libc.calls == []
-    assert "INTERESTGYM_MALLOC_TOP_PAD_MB='lots': expected a whole number of MB >= 0" in capsys.readouterr().err
+    assert "INTERESTGYM_MALLOC_TOP_PAD_MB='lots': expected a whole number of MB from 0 to 2047" in capsys.readouterr().err
 
 
 def test_a_c_library_without_mallopt_is_no_error(monkeypatch):
@@ -58,7 +62,7 @@ def test_a_c_library_without_mallopt_is_no_error(monkeypatch):
     assert cli.keep_freed_heap({}) == 0
     refused = FakeLibc(answer=0)
     monkeypatch.setattr(ctypes, "CDLL", lambda name: refused)
-    assert cli.keep_freed_heap({}) == 0 and refused.calls == [(-2, 64 << 20)]
+    assert cli.keep_freed_heap({}) == 0 and refused.calls == [THRESHOLD]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -67,3 +71,10 @@ def test_the_real_mallopt_accepts_it():
     code = "import os; os.environ.pop('MALLOC_TOP_PAD_', None); from interestgym import cli; print(cli.keep_freed_heap({}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "64"
+
+
+@pytest.mark.parametrize("value", ["-1", "2048", "4096"])
+def test_a_pad_mallopt_cannot_take_is_refused(libc, capsys, value):
+    """mallopt takes a C int of bytes: 2048 MB and more would wrap (4096 MB reached glibc as 0)."""
+    assert cli.keep_freed_heap({"INTERESTGYM_MALLOC_TOP_PAD_MB": value}) == 0
+    assert libc.calls == [] and "from 0 to 2047" in capsys.readouterr().err

@@ -197,3 +197,44 @@ def test_a_row_without_a_decision_yet_is_not_scored_and_labels_are_checked(polic
                                            candidate_categories=[["c1"] * 3] * 2, hours=[1, 1])
     assert not np.isnan(metrics[policy.reward_metric][0]) and np.isnan(metrics[policy.reward_metric][1])
     assert table.state(1) == before[1] and table.state(0).counter("pending_points") == 1
+
+
+def test_append_checks_every_new_state_before_it_adds_any(policy):
+    table = policy.new_table(3)
+    before = _snapshot(table)
+    foreign = policy.new_state()
+    foreign.profiles = np.zeros((foreign.profiles.shape[0], 8), np.float32)  # another encoder's dimension
+    lacking = policy.new_state()
+    lacking.category_counts = None  # a state written under a policy without the category counts
+    cases = [([foreign], r"profiles of shape \(5, 8\) per user; the table's are \(5, 16\)"),
+             ([policy.new_state(), foreign], r"states of dimensions \[8, 16\]; expected one dimension"),
+             (["not a state"], r"item 0 is a str; expected UserState objects"),
+             ([policy.new_state(), 3], r"item 1 is a int; expected UserState objects")]
+    if table.category_counts is not None:
+        cases.append(([policy.new_state(), lacking], r"new state 1 has no category_counts, the table's users have"))
+        cases.append(([lacking], r"the new states' category_counts is missing; the table's has shape"))
+    for states, message in cases:
+        with pytest.raises(InterestGymError, match=message):
+            table.append(states)
+        after = _snapshot(table)
+        assert len(table) == 3 and all(np.array_equal(x, y) for x, y in zip(before[0], after[0])) and after[1] == before[1]
+    assert table.append([policy.new_state()]).tolist() == [3] and table.state(3) == policy.new_state()
+
+
+def test_wrong_kinds_of_input_get_our_messages(policy):
+    table = policy.new_table(2)
+    with pytest.raises(InterestGymError, match=r"EventBatch.has_item of shape \(2,\) and type int64; expected \(2,\) booleans"):
+        EventBatch(ts=[1, 2], action=["click"] * 2, item_vectors=np.zeros((2, 16), np.float32), has_item=[0, 2])
+    with pytest.raises(InterestGymError, match=r"EventBatch.item_vectors: could not convert string to float"):
+        EventBatch(ts=[1], action=["click"], item_vectors=[["a"] * 16])
+    with pytest.raises(InterestGymError, match=r"update_table events: dict; expected an EventBatch or a list of Event"):
+        policy.update_table(table, [0], {"ts": 1})
+    rng = np.random.default_rng(8)
+    policy.update_table(table, [0, 1], [Event(ts=5, action="click", item_vector=_unit(rng), category="c1")] * 2)
+    cands = np.stack([[_unit(rng) for _ in range(3)] for _ in range(2)])
+    with pytest.raises(InterestGymError, match=r"candidate_ids of shape \(2,\); expected \(2, 3\)"):
+        policy.record_outcomes_table(table, [0, 1], cands, [[1, 0, 0]] * 2, candidate_ids=[["a", "b", "c"], ["d"]],
+                                     candidate_categories=[["c1"] * 3] * 2, hours=[1, 1])
+    # the hours are checked whether a row is scored or not (here none is: nothing clicked)
+    with pytest.raises(InterestGymError, match=r"hour \[99, 99\]: expected integers in \[0, 23\]"):
+        policy.record_outcomes_table(table, [0, 1], cands, [[0, 0, 0]] * 2, popularity=np.zeros((2, 3)), hours=[99, 99])

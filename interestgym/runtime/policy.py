@@ -567,7 +567,12 @@ class ExportedPolicy:
         event each, ``events`` an :class:`~interestgym.runtime.table.EventBatch` (or a list of :class:`Event`)
         aligned with ``rows``. Equal to :meth:`update` on each user's state, to the bit. On an error (a bad event,
         an event before the user's previous one, a state that does not fit) nothing is written."""
-        batch = events if isinstance(events, EventBatch) else EventBatch.of(events, self)
+        if isinstance(events, EventBatch):
+            batch = events
+        elif isinstance(events, (str, bytes, dict)) or not all(isinstance(e, Event) for e in events):
+            raise InterestGymError(f"update_table events: {type(events).__name__}; expected an EventBatch or a list of Event")
+        else:
+            batch = EventBatch.of(events, self)
         if batch.item_vectors.shape[1] != self.dim and batch.has_item.any():
             self._vectors(batch.item_vectors, "EventBatch.item_vectors", 2)
         update_rows(self, table, table.rows(rows, len(batch)), batch)
@@ -594,6 +599,12 @@ class ExportedPolicy:
         if cand.shape[0] != len(at):
             raise InterestGymError(f"candidate_vectors for {cand.shape[0]} users; expected {len(at)} (one set per row)")
         lab = _labels(labels, cand.shape[:2], "one per candidate of each row")
+        for name, given in (("candidate_ids", candidate_ids), ("candidate_categories", candidate_categories),
+                            ("popularity", popularity)):
+            if given is not None and len(given) != len(at):
+                raise InterestGymError(f"{name} for {len(given)} rows; expected {cand.shape[:2]} (one per candidate of "
+                                       "each row)")
+        hours_all = None if hours is None else _ranking_hours(hours, len(at))  # checked whether a row is scored or not
         scored = (table.counters[at, _C["n_decisions"]] > 0) & (lab == 1).any(axis=1) & (lab == 0).any(axis=1)
         names = metric_names([self.reward_metric])
         out = {name: np.full(len(at), np.nan) for name in names}
@@ -601,18 +612,14 @@ class ExportedPolicy:
             return out
         k = np.flatnonzero(scored)
 
-        for name, given in (("candidate_ids", candidate_ids), ("candidate_categories", candidate_categories),
-                            ("popularity", popularity)):
-            if given is not None and np.shape(given)[:1] != (len(at),):
-                raise InterestGymError(f"{name} of shape {np.shape(given)}; expected {cand.shape[:2]} (one per candidate "
-                                       "of each row)")
-
         def part(values: Any, dtype: Any = None) -> Any:  # the scored rows of a per-row input (None stays None)
-            return None if values is None else np.asarray(values, dtype=dtype)[k]
+            if values is None:
+                return None
+            if dtype is object:  # ragged rows: the shape check downstream names them, not numpy
+                return [values[i] for i in k.tolist()]
+            return np.asarray(values, dtype=dtype)[k]
 
-        hours_k = None
-        if hours is not None:
-            hours_k = _ranking_hours(hours, len(at))[k]
+        hours_k = None if hours_all is None else hours_all[k]
         metrics, sums, alone, columns = self._outcomes(UserRows(table=table, rows=at[k]), cand[k], lab[k],
                                                        part(candidate_ids, object), part(popularity),
                                                        part(candidate_categories, object), hours_k)

@@ -13,8 +13,9 @@ categories, hours, weekdays, item ids), checked as a whole with the same message
 :class:`~interestgym.runtime.state.Event`.
 
 ``ExportedPolicy.update_batch`` (a list of ``UserState``) goes through the same code: it stacks the states
-into a table, updates every row and takes the states back out, so the two cannot differ
-(``tests/test_runtime_table.py`` checks them to the bit on random streams).
+into a table, updates every row and takes the states back out (one state and one event take the one-event path,
+``update_one``, whose results are the same to the bit). ``tests/test_runtime_table.py`` checks the table against
+the one-user path to the bit on random streams.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ class StateTable:
     ``exposure`` (N, 2, K), each None when no user has it, with a mask ``present[name]`` (N,) bool of the
     users that have it (a table of states written by one policy has all or none). Per user, in Python:
     the categories in order of first decision (``categories[i]``) and the decisions in each
-    (``category_decisions[i]``), and the tracker term and drift window of a policy that has them.
+    (``category_decisions[i]``), and the tracker term and drift window of a policy that has them. Read the
+    columns and lists; change users only through the policy's table methods (the updates keep an index of each
+    user's categories that an edit by hand would leave stale).
     """
 
     def __init__(self, profiles: np.ndarray, stats: np.ndarray, counters: np.ndarray, categories: list[list[str]],
@@ -90,7 +93,8 @@ class StateTable:
     # ------------------------------------------------------------------------ from / to UserState
     @classmethod
     def from_states(cls, states: Sequence[UserState]) -> StateTable:
-        """A table of copies of ``states`` (at least one; every state of the same dimension)."""
+        """A table of copies of ``states`` (at least one; every state of the same dimension). The tracker terms are
+        immutable and shared; the drift windows are shared too and never written in place (an update replaces them)."""
         if not states:
             raise InterestGymError("StateTable.from_states needs at least one state (policy.new_table(0) makes an empty table)")
         n = len(states)
@@ -173,35 +177,52 @@ class StateTable:
 
     def append(self, states: Sequence[UserState]) -> np.ndarray:
         """Add users (copies of ``states``, e.g. ``[policy.new_state()] * k`` or states read from a store) as new rows;
-        returns their row numbers. Their blocks must have the table's shapes."""
+        returns their row numbers. Every new state must hold the blocks the table holds, of the table's shapes (states
+        of the table's policy); everything is checked before anything is added."""
+        states = list(states)
+        for k, s in enumerate(states):
+            if not isinstance(s, UserState):
+                raise InterestGymError(f"StateTable.append: item {k} is a {type(s).__name__}; expected UserState objects "
+                                       "(policy.new_state(), UserState.from_bytes(...))")
         if not states:
             return np.zeros(0, dtype=np.int64)
         more = StateTable.from_states(states)
-        start = len(self)
+
+        def refuse(what: str) -> InterestGymError:
+            return InterestGymError(f"StateTable.append: {what} (states of the table's policy: start them with policy.new_state())")
+
         for name in ("profiles", "stats", "counters"):
             if getattr(more, name).shape[1:] != getattr(self, name).shape[1:]:
-                raise InterestGymError(f"StateTable.append: {name} of shape {getattr(more, name).shape[1:]} per user; the "
-                                       f"table's are {getattr(self, name).shape[1:]} (a state of another policy?)")
-            setattr(self, name, np.concatenate([getattr(self, name), getattr(more, name)]))
+                raise refuse(f"{name} of shape {getattr(more, name).shape[1:]} per user; the table's are "
+                             f"{getattr(self, name).shape[1:]}")
         for name in OPTIONAL_BLOCKS:
             mine, theirs = getattr(self, name), getattr(more, name)
-            if mine is None and theirs is None:
-                continue
-            if mine is None or theirs is None or mine.shape[1:] != theirs.shape[1:]:
-                raise InterestGymError(f"StateTable.append: the new states' {name} "
-                                       f"{'is missing' if theirs is None else f'has shape {theirs.shape[1:]}'}; the table's "
-                                       f"{'is missing' if mine is None else f'has shape {mine.shape[1:]}'} (states of one policy)")
-            setattr(self, name, np.concatenate([mine, theirs]))
-            self.present[name] = np.concatenate([self.present[name], more.present[name]])
+            if theirs is not None and not more.present[name].all():
+                k = int(np.argmin(more.present[name]))
+                raise refuse(f"new state {k} has no {name}, the table's users {'have' if mine is not None else 'have none'}")
+            if (mine is None) != (theirs is None) or (mine is not None and mine.shape[1:] != theirs.shape[1:]):
+                raise refuse(f"the new states' {name} {'is missing' if theirs is None else f'has shape {theirs.shape[1:]}'}; "
+                             f"the table's {'is missing' if mine is None else f'has shape {mine.shape[1:]}'}")
+        for name, what in (("tracker", "tracker window"), ("drift", "drift window")):
+            mine, theirs = getattr(self, name), getattr(more, name)
+            lacking = [k for k, w in enumerate(theirs or []) if w is None]
+            if (mine is None) != (theirs is None) or (mine is not None and lacking):
+                k = lacking[0] if lacking else 0
+                raise refuse(f"new state {k} {'has no' if mine is not None else 'has a'} {what}, the table's users "
+                             f"{'have one' if mine is not None else 'have none'}")
+        # all checked: add
+        start = len(self)
+        for name in ("profiles", "stats", "counters"):
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(more, name)]))
+        for name in OPTIONAL_BLOCKS:
+            if getattr(self, name) is not None:
+                setattr(self, name, np.concatenate([getattr(self, name), getattr(more, name)]))
+                self.present[name] = np.concatenate([self.present[name], more.present[name]])
         if self.slot_factor is not None:
             self.slot_factor = np.concatenate([self.slot_factor, more.slot_factor])  # type: ignore[list-item]
         for name in ("tracker", "drift"):
-            mine, theirs = getattr(self, name), getattr(more, name)
-            if (mine is None) != (theirs is None):
-                raise InterestGymError(f"StateTable.append: the new states {'have no' if theirs is None else 'have a'} "
-                                       f"{name} window, the table's users {'none' if mine is None else 'one'} (states of one policy)")
-            if mine is not None:
-                mine.extend(theirs)
+            if getattr(self, name) is not None:
+                getattr(self, name).extend(getattr(more, name))
         self.categories.extend(more.categories)
         self.category_decisions.extend(more.category_decisions)
         self._category_index.extend(more._category_index)
@@ -295,10 +316,15 @@ class EventBatch:
             raise InterestGymError(f"event {int(np.argmax(outside))} of the batch: ts {int(self.ts[outside][0])}; expected UTC "
                                    f"unix seconds, a number from 0 to {TS_MAX - 1} (before 2100-01-01)")
         self.action = self._column(self.action, "action", n)
-        self.has_item = np.ones(n, dtype=bool) if self.has_item is None else np.asarray(self.has_item, dtype=bool)
-        if self.has_item.shape != (n,):
-            raise InterestGymError(f"EventBatch.has_item of shape {self.has_item.shape}; expected ({n},)")
-        vectors = np.asarray(self.item_vectors, dtype=np.float32)
+        has_item = np.ones(n, dtype=bool) if self.has_item is None else np.asarray(self.has_item)
+        if has_item.shape != (n,) or has_item.dtype != bool:
+            raise InterestGymError(f"EventBatch.has_item of shape {has_item.shape} and type {has_item.dtype}; expected ({n},) "
+                                   "booleans (False: the event's item has no vector)")
+        self.has_item = has_item
+        try:
+            vectors = np.asarray(self.item_vectors, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InterestGymError(f"EventBatch.item_vectors: {exc}; expected ({n}, d) numbers, one item vector per event") from None
         if vectors.ndim != 2 or len(vectors) != n:
             raise InterestGymError(f"EventBatch.item_vectors of shape {vectors.shape}; expected ({n}, d): one item vector per event")
         self.item_vectors = vectors
