@@ -208,17 +208,21 @@ def test_an_agent_that_observes_the_tracker_and_the_drift_replays_through_the_ru
         np.testing.assert_array_equal(got[metric].to_numpy(), reference.points[metric].to_numpy(), err_msg=metric)
 
 
+def _observing_export(observing, tmp_path):
+    """(the loaded export of the observing run's final model, its dataset, the item vectors, the item ids)."""
+    data_path, _, run = observing
+    export_run(run, tmp_path / "export", which="final")
+    dataset = Dataset.open(data_path)
+    emb, _ = dataset.load_embeddings(None)
+    return load_policy(tmp_path / "export"), dataset, emb, dataset.items["item_id"].astype(str).tolist()
+
+
 def test_the_runtimes_drift_observation_is_the_dtw_of_the_last_2k_items(observing, tmp_path):
     """Before the 2k-th decision the drift observation is 0; from then on it is the DTW distance of the
     older k item vectors from the newest k (the current one included), scaled by 2 sqrt(k)."""
     from interestgym.core.dtw import DRIFT_WINDOW, dtw_distance
 
-    data_path, _, run = observing
-    export_run(run, tmp_path / "export", which="final")
-    policy = load_policy(tmp_path / "export")
-    dataset = Dataset.open(data_path)
-    emb, _ = dataset.load_embeddings(None)
-    ids = dataset.items["item_id"].astype(str).tolist()
+    policy, dataset, emb, ids = _observing_export(observing, tmp_path)
     k = DRIFT_WINDOW
     order = np.random.default_rng(3).permutation(len(ids))[: 2 * k + 3]
     state = policy.new_state()
@@ -444,12 +448,7 @@ def test_a_state_table_moves_the_tracker_and_drift_windows_as_the_one_user_path(
     and weights included, after batches of random users (an event without item_id in a batch is refused, naming it)."""
     from interestgym.runtime import StateTable
 
-    data_path, _, run = observing
-    export_run(run, tmp_path / "export", which="final")
-    policy = load_policy(tmp_path / "export")
-    dataset = Dataset.open(data_path)
-    emb, _ = dataset.load_embeddings(None)
-    ids = dataset.items["item_id"].astype(str).tolist()
+    policy, dataset, emb, ids = _observing_export(observing, tmp_path)
     cats = dataset.items["category"].astype(str).tolist()
     rng = np.random.default_rng(7)
     n = 5

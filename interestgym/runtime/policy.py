@@ -412,7 +412,7 @@ class ExportedPolicy:
         if self._slot_weight == 0:
             return counts, idx, None, 0.0
         assert slots is not None
-        slot_counts = users.slot_category_counts(slots)
+        slot_counts = users.at_slot("slot_category_counts", slots)
         # lambda x the factor each user's last decision set (1 without a slot lever): the engine's product
         factors = users.slot_factor()
         return counts, idx, slot_counts, apply_slot_change(self._slot_weight, factors)
@@ -470,7 +470,7 @@ class ExportedPolicy:
             slots = time_slot(hours)
         if self._beta_ctx != 0:
             assert slots is not None
-            ctx_prof = users.slot_profiles(slots)
+            ctx_prof = users.at_slot("slot_profiles", slots)
             context = np.einsum("pcd,pd->pc", cand, ctx_prof)
         counts, cand_category, slot_counts, slot_weight = self._category_inputs(users, candidate_categories, (b, c), slots)
         tracker_z, beta_trk = self._tracker_inputs(users, candidate_ids, (b, c))

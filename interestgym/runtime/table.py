@@ -451,22 +451,17 @@ class UserRows:
             return np.array([s.counters[_N_DECISIONS] for s in self._states], dtype=np.int64)
         return self._table.counters[self._rows, _N_DECISIONS]  # type: ignore[union-attr, index]
 
-    def slot_profiles(self, slots: np.ndarray) -> np.ndarray:
-        """(B, d) each user's time-of-day profile of its slot."""
+    def at_slot(self, name: str, slots: np.ndarray) -> np.ndarray:
+        """(B, ...) each user's row ``slots[i]`` of a per-time-slot block: ``slot_profiles`` (B, d), ``slot_category_counts``
+        (B, n_categories)."""
         if self._states is not None:
-            return np.stack([s.slot_profiles[slots[i]] for i, s in enumerate(self._states)])  # type: ignore[index]
-        return self._table.slot_profiles[self._rows, slots]  # type: ignore[union-attr, index]
+            return np.stack([getattr(s, name)[slots[i]] for i, s in enumerate(self._states)])
+        return getattr(self._table, name)[self._rows, slots]
 
     def category_counts(self) -> np.ndarray:
         if self._states is not None:
             return np.stack([s.category_counts for s in self._states])  # type: ignore[misc]
         return self._table.category_counts[self._rows]  # type: ignore[union-attr, index]
-
-    def slot_category_counts(self, slots: np.ndarray) -> np.ndarray:
-        """(B, n_categories) each user's category counts of its slot."""
-        if self._states is not None:
-            return np.stack([s.slot_category_counts[slots[i]] for i, s in enumerate(self._states)])  # type: ignore[index]
-        return self._table.slot_category_counts[self._rows, slots]  # type: ignore[union-attr, index]
 
     def slot_factor(self) -> np.ndarray:
         if self._states is not None:
