@@ -31,7 +31,7 @@ The batched lines also print the process's minor page faults per event (``getrus
 large temporaries of a batch (a few MB at B = 256, d = 384) back to the kernel after each call and faults
 them in again at the next, which on a virtual machine can cost as much as the arithmetic.
 ``--malloc-top-pad MB`` sets glibc's heap as the ``interestgym`` command sets it for itself
-(``interestgym.cli.keep_freed_heap``: ``M_TOP_PAD`` MB kept when the heap shrinks, ``M_MMAP_THRESHOLD`` 32 MB) for
+(``interestgym.heap.keep_freed_heap``: ``M_TOP_PAD`` MB kept when the heap shrinks, ``M_MMAP_THRESHOLD`` 32 MB) for
 the whole run: what a service can set for itself (``MALLOC_TOP_PAD_`` and ``MALLOC_MMAP_THRESHOLD_`` in its
 environment).
 
@@ -165,7 +165,7 @@ def main() -> None:
     args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.malloc_top_pad:
         # what the interestgym command sets for itself
-        from interestgym.cli import keep_freed_heap
+        from interestgym.heap import keep_freed_heap
 
         applied = keep_freed_heap({"INTERESTGYM_MALLOC_TOP_PAD_MB": str(args.malloc_top_pad)})
         print(f"glibc M_TOP_PAD {args.malloc_top_pad} MB, M_MMAP_THRESHOLD 32 MB, as the interestgym command sets them"

@@ -7,6 +7,7 @@ installed (it is the optional extra ``interestgym[ray]``, not part of ``test``).
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from interestgym.agents.rules import make_baseline
 from interestgym.agents.tuning import tune_baselines, validation_scorer
 from interestgym.envs.vector import evaluate_policy
 
+from interestgym import heap
 from interestgym.scale.shards import merge_evaluations, text_shards, user_shards
 
 
@@ -82,11 +84,24 @@ def backend():
         patch.setenv("RAY_ADDRESS", "127.0.0.1:9")
         err = io.StringIO()
         patch.setattr(sys, "stderr", err)
+        # as after the interestgym command kept its heap: the workers get the same settings (and every result below
+        # is still the single process's)
+        patch.setattr(heap, "_KEPT_MB", 64)
         backend = connect("local:2", shards=2)
     assert ray.cluster_resources().get("CPU") == 2
     assert "--ray local:2: started a local Ray instance (2 CPUs)\n" in err.getvalue()  # the command says Ray is used
     yield backend
     ray.shutdown()
+
+
+def test_the_workers_get_the_heap_the_command_keeps(backend):
+    ray = importlib.import_module("ray")
+
+    @ray.remote
+    def glibc_settings() -> tuple[str | None, str | None]:
+        return os.environ.get("MALLOC_TOP_PAD_"), os.environ.get("MALLOC_MMAP_THRESHOLD_")
+
+    assert set(ray.get([glibc_settings.remote() for _ in range(4)])) == {(str(64 << 20), str(32 << 20))}
 
 
 def test_ray_evaluation_is_identical(data, backend):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from interestgym.errors import InterestGymError
+from interestgym.heap import worker_environment
 from interestgym.scale.shards import (
     encode_chunk,
     merge_evaluations,
@@ -145,6 +146,9 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
                                "one Ray (run the command again in a new process)")
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        workers = worker_environment()  # the heap this command keeps, for the workers too (glibc reads it at start)
+        if workers:
+            kwargs["runtime_env"] = {"env_vars": workers}
         if local:  # a new instance here even where `ray start` left one (or RAY_ADDRESS names one): Ray's "local"
             ray.init(address="local", num_cpus=int(n) if n else None, **kwargs)
         else:
