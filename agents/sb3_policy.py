@@ -35,7 +35,7 @@ from interestgym.envs.policies import ModelPolicy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from interestgym.core.interest import ScoringConfig
-from interestgym.errors import ArtifactError
+from interestgym.errors import ArtifactError, InterestGymError
 
 
 def policy_from_model(model: Any, vecnorm: Any | None, *, name: str = "ppo", deterministic: bool = True,
@@ -246,6 +246,25 @@ def _replacements(data: dict[str, Any], env: Any, clip_range: float) -> dict[str
     }
 
 
+class InferenceOnlyOptimizer:
+    """The optimizer of a PPO model loaded for inference (``load_ppo`` without ``env``): SB3 builds one with the
+    policy, and constructing a torch optimizer imports ``torch._dynamo`` (~1.5 s, a sixth of the quick start's
+    ``evaluate``). This one keeps the saved optimizer state as it was loaded and refuses to train."""
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        self._state: Any = None
+
+    def load_state_dict(self, state: Any, **kwargs: Any) -> None:
+        self._state = state
+
+    def state_dict(self) -> Any:
+        return self._state
+
+    def __getattr__(self, name: str) -> Any:  # step, zero_grad, param_groups ...: training
+        raise InterestGymError(f"this PPO model was loaded for inference (no env given to load_ppo), without an optimizer "
+                               f"(optimizer.{name}); load it with env= to train it on")
+
+
 def load_ppo(raw: bytes, where: Any, *, env: Any = None, device: str = "cpu", clip_range: float = 0.2) -> Any:
     """A PPO model from the bytes of its SB3 zip, without unpickling anything.
 
@@ -274,6 +293,9 @@ def load_ppo(raw: bytes, where: Any, *, env: Any = None, device: str = "cpu", cl
         raise ArtifactError(f"{where}: pickled entries {', '.join(map(repr, unknown))} in the model's 'data' that interestgym does "
                             "not rebuild; refusing to unpickle them (a pickle can run code). Expected a model written by `interestgym train`")
     custom = _replacements(data, env, clip_range)
+    if env is None and isinstance(data.get("policy_kwargs"), dict) and ":serialized:" not in data["policy_kwargs"]:
+        # inference: no torch optimizer (building one imports torch._dynamo, ~1.5 s of every evaluate / export / report)
+        custom["policy_kwargs"] = {**data["policy_kwargs"], "optimizer_class": InferenceOnlyOptimizer}
     try:
         return PPO.load(io.BytesIO(raw), env=env, device=device, custom_objects=custom)
     except Exception as exc:  # noqa: BLE001 - a mismatching or damaged model: one message naming the file
