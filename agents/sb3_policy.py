@@ -261,6 +261,8 @@ class InferenceOnlyOptimizer:
         return self._state
 
     def __getattr__(self, name: str) -> Any:  # step, zero_grad, param_groups ...: training
+        if name.startswith("__"):  # pickling and copying (a model sent to Ray workers) look these up: Python's defaults
+            raise AttributeError(name)
         raise InterestGymError(f"this PPO model was loaded for inference (no env given to load_ppo), without an optimizer "
                                f"(optimizer.{name}); load it with env= to train it on")
 

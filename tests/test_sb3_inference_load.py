@@ -54,6 +54,21 @@ def test_an_inference_load_refuses_to_train(run):
         model.policy.optimizer.zero_grad()
 
 
+def test_an_inference_load_pickles_and_copies_as_the_full_load(run):
+    """Ray sends a loaded model to its workers (cloudpickle); copies of it act the same and keep the optimizer state."""
+    import copy
+    import pickle
+
+    model = load_model(run, "final").model
+    obs = np.random.default_rng(1).uniform(-3, 3, (20, model.observation_space.shape[0])).astype(np.float32)
+    expected = model.predict(obs, deterministic=True)[0]
+    for other in (pickle.loads(pickle.dumps(model.policy)), copy.deepcopy(model.policy)):
+        np.testing.assert_array_equal(other.predict(obs, deterministic=True)[0], expected)
+        assert other.optimizer.state_dict().keys() == model.policy.optimizer.state_dict().keys()
+        with pytest.raises(InterestGymError, match=r"loaded for inference"):
+            other.optimizer.step()
+
+
 def test_an_inference_load_does_not_import_torch_dynamo(run):
     """Constructing a torch optimizer imports torch._dynamo (~1.5 s); loading for inference builds none."""
     code = ("import sys; from interestgym.agents.run_folder import load_model; "
