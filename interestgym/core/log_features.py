@@ -24,6 +24,8 @@ and replay-parity tests pin them together. The quantities, per decision (a posit
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 #: The action whose events are decisions only when their value (a rating) reaches ``positive_rating``.
@@ -134,9 +136,12 @@ def online_log_quantities(ts: np.ndarray, n_events: np.ndarray, last_event_ts: n
     }
 
 
-def next_category_run(last_category: int, category_run: int, category: int) -> int:
-    """The same-category run after a decision in ``category``: one longer if it continues, else 1."""
-    return category_run + 1 if last_category == category else 1
+def next_category_run(last_category: Any, category_run: Any, category: Any) -> Any:
+    """The same-category run after a decision in ``category``: one longer if it continues, else 1. Python ints (one
+    user, the runtime's one-event path) or int arrays of users (its batched path), the same rule."""
+    if isinstance(category, (int, np.integer)):
+        return category_run + 1 if last_category == category else 1
+    return np.where(np.equal(last_category, category), np.add(category_run, 1), 1)
 
 
 def engaged_items(ev_item: np.ndarray, weight: np.ndarray) -> np.ndarray:

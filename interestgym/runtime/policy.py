@@ -227,7 +227,7 @@ class ExportedPolicy:
     # ---------------------------------------------------------------------------- observation
     def _is_decision(self, event: Event) -> bool:
         if event.action not in self.action_weights:
-            raise InterestGymError(f"event action {event.action!r}: expected one of {', '.join(sorted(self.action_weights))}")
+            raise self._unknown_action(event.action)
         return bool(is_decision(self.action_weights[event.action], event.action == RATING_ACTION, float(event.value),
                                 self.positive_rating, event.item_vector is not None))
 
@@ -308,8 +308,10 @@ class ExportedPolicy:
         try:
             return np.array([weights[a] for a in actions.tolist()], dtype=np.float64)
         except (KeyError, TypeError):
-            bad = next(a for a in actions.tolist() if not isinstance(a, str) or a not in weights)
-            raise InterestGymError(f"event action {bad!r}: expected one of {', '.join(sorted(weights))}") from None
+            raise self._unknown_action(next(a for a in actions.tolist() if not isinstance(a, str) or a not in weights)) from None
+
+    def _unknown_action(self, action: Any) -> InterestGymError:
+        return InterestGymError(f"event action {action!r}: expected one of {', '.join(sorted(self.action_weights))}")
 
     def _tracker_weighted(self, term: TrackerTerm | None, actions: np.ndarray) -> TrackerTerm | None:
         """The tracker term after a decision with env ``actions`` (1, n) (its window and running mean

@@ -33,7 +33,6 @@ from interestgym.errors import InterestGymError
 from interestgym.runtime.state import (
     COUNTERS,
     DEFAULT_VALUE,
-    N_STATS,
     STRENGTHS_SLICE,
     Event,
     UserState,
@@ -273,7 +272,6 @@ def empty_table(policy: ExportedPolicy, n: int) -> StateTable:
     table.categories = [[] for _ in range(n)]
     table.category_decisions = [[] for _ in range(n)]
     table._category_index = [None] * n
-    assert table.stats.shape == (n, N_STATS)
     return table
 
 

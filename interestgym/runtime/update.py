@@ -92,7 +92,11 @@ def _check_order(policy: ExportedPolicy, state: UserState, ts: int, n_events: in
     comes in time order."""
     policy._check_state(state)
     if n_events > 0 and ts < last_event_ts:
-        raise InterestGymError(f"event ts {ts} is before the user's previous event ({last_event_ts}); expected events in time order")
+        raise _out_of_order(ts, last_event_ts)
+
+
+def _out_of_order(ts: int, last_event_ts: int, where: str = "") -> InterestGymError:
+    return InterestGymError(f"event ts {ts} is before the user's previous event ({last_event_ts}); expected events in time order{where}")
 
 
 def _category_of(state: UserState, category: str, last_category: int) -> tuple[int, int, bool]:
@@ -288,8 +292,7 @@ def update_rows(policy: ExportedPolicy, table: StateTable, rows: np.ndarray, bat
     late = (counters[:, _N_EVENTS] > 0) & (ts < counters[:, _LAST_EVENT_TS])
     if late.any():
         k = int(np.argmax(late))
-        raise InterestGymError(f"event ts {int(ts[k])} is before the user's previous event ({int(counters[k, _LAST_EVENT_TS])}); "
-                               f"expected events in time order (event {k} of the batch)")
+        raise _out_of_order(int(ts[k]), int(counters[k, _LAST_EVENT_TS]), f" (event {k} of the batch)")
     weights = policy._action_weights_of(batch.action)
     decision = is_decision(weights, batch.action == RATING_ACTION, batch.value, policy.positive_rating, batch.has_item)
     dec = np.flatnonzero(decision)
@@ -406,7 +409,7 @@ def _decide_rows(policy: ExportedPolicy, table: StateTable, rows: np.ndarray, ba
             table.category_decisions[r].append(1)
         else:
             table.category_decisions[r][cat] += 1
-    counters[:, _CATEGORY_RUN] = np.where(counters[:, _LAST_CATEGORY] == cats, counters[:, _CATEGORY_RUN] + 1, 1)
+    counters[:, _CATEGORY_RUN] = next_category_run(counters[:, _LAST_CATEGORY], counters[:, _CATEGORY_RUN], cats)
     counters[:, _LAST_CATEGORY] = cats
     counters[:, _N_DECISIONS] += 1
     counters[:, _LAST_DECISION_TS] = ts
