@@ -136,7 +136,7 @@ class StateTable:
 
     def state(self, i: int) -> UserState:
         """User ``i``'s state (a copy: changing it leaves the table as it is)."""
-        return self._states([self._row(i)])[0]
+        return self._states(self.rows([i]).tolist())[0]
 
     def states(self, rows: Sequence[int] | np.ndarray | None = None) -> list[UserState]:
         """The users' states (copies), all rows or ``rows``."""
@@ -177,7 +177,8 @@ class StateTable:
     def append(self, states: Sequence[UserState]) -> np.ndarray:
         """Add users (copies of ``states``, e.g. ``[policy.new_state()] * k`` or states read from a store) as new rows;
         returns their row numbers. Every new state must hold the blocks the table holds, of the table's shapes (states
-        of the table's policy); everything is checked before anything is added."""
+        of the table's policy); everything is checked before anything is added. Each call copies the table's columns
+        into new ones: add users in batches, not one at a time into a large table."""
         states = list(states)
         for k, s in enumerate(states):
             if not isinstance(s, UserState):
@@ -226,11 +227,6 @@ class StateTable:
         self.category_decisions.extend(more.category_decisions)
         self._category_index.extend(more._category_index)
         return np.arange(start, len(self))
-
-    def _row(self, i: Any) -> int:
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral) or not 0 <= i < len(self):
-            raise InterestGymError(f"row {i!r}: expected an integer in [0, {len(self)}) (the table has {len(self)} users)")
-        return int(i)
 
     def rows(self, rows: Any, n_events: int | None = None, distinct: bool = True) -> np.ndarray:
         """``rows`` checked: integers in [0, N), distinct unless ``distinct`` is False, one per event of the batch when
