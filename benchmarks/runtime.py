@@ -132,6 +132,35 @@ def _alternating(sides, n: int, block: int):
             yield name, pol, lo, min(lo + block, n)
 
 
+def _rounds(events: list, size: int, n_rounds: int) -> list[list]:
+    """``n_rounds`` batches of ``size`` of the decision ``events`` (taken in turn, from the start again when they run
+    out), each round with its own timestamp: every user's events stay in time order from round to round."""
+    return [[type(e)(ts=r, action=e.action, item_vector=e.item_vector, value=e.value, category=e.category, hour=e.hour,
+                     weekday=e.weekday) for e in (events[(r * size + k) % len(events)] for k in range(size))]
+            for r in range(n_rounds)]
+
+
+def _batched_rate(policy, batches: list[list], size: int) -> tuple[float, float]:
+    """(events/s, minor page faults per event) of ``update_batch`` over ``batches`` on ``size`` fresh users."""
+    states = [policy.new_state() for _ in range(size)]
+    faults, t = _minor_faults(), time.perf_counter()
+    for events in batches:
+        states[: len(events)] = policy.update_batch(states[: len(events)], events)
+    seconds, n = time.perf_counter() - t, sum(map(len, batches))
+    return n / seconds, (_minor_faults() - faults) / n
+
+
+def _table_rate(policy, columns: list, size: int) -> tuple[float, float]:
+    """(events/s, minor page faults per event) of ``update_table`` over the ``EventBatch`` ``columns`` on a table of
+    ``size`` fresh users."""
+    table, rows = policy.new_table(size), np.arange(size)
+    faults, t = _minor_faults(), time.perf_counter()
+    for batch in columns:
+        policy.update_table(table, rows, batch)
+    seconds, n = time.perf_counter() - t, sum(map(len, columns))
+    return n / seconds, (_minor_faults() - faults) / n
+
+
 def _minor_faults() -> int:
     """The process's minor page faults so far (``getrusage``; 0 where the platform has no resource module)."""
     try:
@@ -294,11 +323,7 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     b = min(args.batch, n_users)
     decisions_only = [e for _, e in stream if policy._is_decision(e)]
     n_rounds = max(1, len(decisions_only) // b)
-    batches = []
-    for r in range(n_rounds):
-        # fresh timestamps per round keep every user's events in time order
-        batches.append([type(e)(ts=r, action=e.action, item_vector=e.item_vector, value=e.value, category=e.category,
-                                hour=e.hour, weekday=e.weekday) for e in decisions_only[r * b : (r + 1) * b]])
+    batches = _rounds(decisions_only, b, n_rounds)
     columns = [EventBatch.of(events, policy) for events in batches]
     for name, _ in sides:
         for key in ("batched_events_per_s", "batched_policy_per_s", "one_events_per_s", "table_events_per_s"):
@@ -309,22 +334,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
         pol.act(obs[:b])
     for _ in range(args.repeats):  # the two sides alternate, so machine load hits both alike
         for name, pol in sides:
-            states = [pol.new_state() for _ in range(b)]
-            faults = _minor_faults()
-            t = time.perf_counter()
-            for events in batches:
-                states[: len(events)] = pol.update_batch(states[: len(events)], events)
-            rate = n_rounds * b / (time.perf_counter() - t)
-            results[name]["batched_faults"] = (_minor_faults() - faults) / (n_rounds * b)
-            results[name]["batched_events_per_s"] = max(results[name]["batched_events_per_s"], rate)
-            table, rows = pol.new_table(b), np.arange(b)
-            faults = _minor_faults()
-            t = time.perf_counter()
-            for batch in columns:
-                pol.update_table(table, rows, batch)
-            rate = n_rounds * b / (time.perf_counter() - t)
-            results[name]["table_faults"] = (_minor_faults() - faults) / (n_rounds * b)
-            results[name]["table_events_per_s"] = max(results[name]["table_events_per_s"], rate)
+            for key, run_once in (("batched", _batched_rate), ("table", _table_rate)):
+                rate, faults = run_once(pol, batches if key == "batched" else columns, b)
+                results[name][f"{key}_faults"] = faults
+                results[name][f"{key}_events_per_s"] = max(results[name][f"{key}_events_per_s"], rate)
             t = time.perf_counter()
             for r in range(max(1, len(obs) // b)):
                 pol.act(obs[r * b : (r + 1) * b])
@@ -344,23 +357,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> None:
     decision_events = [e for events in batches for e in events]
     by_size = []
     for size in args.sizes:
-        rounds = max(1, 4096 // size)
-        sized = [[type(e)(ts=r, action=e.action, item_vector=e.item_vector, value=e.value, category=e.category, hour=e.hour,
-                          weekday=e.weekday) for e in (decision_events[(r * size + k) % len(decision_events)] for k in range(size))]
-                 for r in range(rounds)]
+        sized = _rounds(decision_events, size, max(1, 4096 // size))
         sized_columns = [EventBatch.of(events, policy) for events in sized]
-        best_batch = best_table = 0.0
-        for _ in range(args.repeats):
-            states = [policy.new_state() for _ in range(size)]
-            t = time.perf_counter()
-            for events in sized:
-                states = policy.update_batch(states, events)
-            best_batch = max(best_batch, rounds * size / (time.perf_counter() - t))
-            table, rows = policy.new_table(size), np.arange(size)
-            t = time.perf_counter()
-            for batch in sized_columns:
-                policy.update_table(table, rows, batch)
-            best_table = max(best_table, rounds * size / (time.perf_counter() - t))
+        best_batch = max(_batched_rate(policy, sized, size)[0] for _ in range(args.repeats))
+        best_table = max(_table_rate(policy, sized_columns, size)[0] for _ in range(args.repeats))
         by_size.append((size, best_batch, best_table))
 
     rt, sb = results["runtime"], results["sb3"]
