@@ -53,6 +53,7 @@ from interestgym.core.transition import (
     ema,
     fold_exposure,
     fold_outcomes,
+    one_action,
     update_category_counts,
     update_slot_category_counts,
 )
@@ -212,34 +213,34 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
         return new
     obs, (x, stats, counters, cos, cat, hour, tracker, drift) = observe_one(policy, state, event, counters)
     actions = policy.act(obs)
-    strengths = policy._strengths(actions)
-    changes = action_changes(actions)
-    keep_change, gain = changes.keep, changes.gain
+    # the strengths, changes and the counts' keep factor in Python floats (one_action: the core's arithmetic)
+    strengths, changes, forgetting = one_action(actions[0].tolist(), policy._fixed_forgetting)
+    if policy._fixed_p is not None:
+        strengths[3] = policy._fixed_p
 
     # decision_transition, element for element: the running statistics from the cosines measured
     # before the update, then L, S and the shadows moved in one update_profile call.
     moved = cos.astype(np.float64)
     moved[1] -= moved[0]  # cos(x, S) - cos(x, L), in float64 as the core subtracts the widened cosines
     stats[_MOVED] = ema(stats[_MOVED], moved)
-    stats[STRENGTHS_SLICE] = strengths[0]
+    stats[STRENGTHS_SLICE] = strengths
     rates = _RATES.copy()
-    rates[:2] = strengths[0, :2]
+    rates[:2] = strengths[:2]
     # x (d,) broadcasts against the (rows, d) block inside update_profile's element-wise maths
     profiles = update_profile(state.profiles, x, rates)
 
     counts, slot_counts, slot_factor = state.category_counts, state.slot_category_counts, state.slot_factor
-    if counts is not None:
-        # a category unknown to the export has no column (-1): its count stays implicit 0
-        column = np.array([policy._category_index.get(event.category, -1)])
-        forgetting = policy._forgetting(strengths, keep_change)
-        counts = update_category_counts(counts[None], column, forgetting, gain)[0]
-        if slot_counts is not None:
-            slot_counts = update_slot_category_counts(slot_counts[None], np.array([policy._slot_of_hour(hour)]), column,
-                                                      forgetting, gain)[0]
-            slot_factor = 1.0 if changes.slot is None else float(changes.slot[0])
     exposure = state.exposure
-    if exposure is not None and counts is not None:  # what was shown since the last decision joins; all forget
-        exposure = _folded_exposure(exposure[None], forgetting)[0]
+    if counts is not None:
+        # the count functions' one-user form (an int column, float factors): a category unknown to the
+        # export has no column (-1), its count stays implicit 0
+        column = policy._category_index.get(event.category, -1)
+        counts = update_category_counts(counts, column, forgetting, changes.gain)
+        if slot_counts is not None:
+            slot_counts = update_slot_category_counts(slot_counts, policy._slot_of_hour(hour), column, forgetting, changes.gain)
+            slot_factor = 1.0 if changes.slot is None else changes.slot
+        if exposure is not None:  # what was shown since the last decision joins; all forget
+            exposure = _folded_exposure(exposure, forgetting)
     slots = state.slot_profiles
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
@@ -259,11 +260,12 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
                                 policy._tracker_weighted(tracker, actions), drift, slot_counts, slot_factor, exposure)
 
 
-def _folded_exposure(blocks: np.ndarray, forgetting: np.ndarray) -> np.ndarray:
+def _folded_exposure(blocks: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
     """New (n, 2, n_categories) exposure blocks at the users' decisions: row 0 the counts after
-    :func:`~interestgym.core.transition.fold_exposure`, row 1 (shown since the last decision) zero again."""
+    :func:`~interestgym.core.transition.fold_exposure`, row 1 (shown since the last decision) zero again.
+    One user's block (2, n_categories) with a float ``forgetting`` gives that user's new block."""
     out = np.zeros_like(blocks)
-    out[:, 0] = fold_exposure(blocks[:, 0], blocks[:, 1], forgetting)
+    out[..., 0, :] = fold_exposure(blocks[..., 0, :], blocks[..., 1, :], forgetting)
     return out
 
 

@@ -1,0 +1,75 @@
+"""``one_action`` (one env action in Python floats, the runtime's one-event update) against the core's
+array functions it stands for: ``action_to_strengths``, ``action_changes``, ``category_forgetting_factor`` and
+``apply_keep_change``, compared to the bit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from interestgym.core.protocol import action_to_strengths
+from interestgym.core.transition import (
+    action_changes,
+    apply_keep_change,
+    category_forgetting_factor,
+    one_action,
+    update_category_counts,
+    update_slot_category_counts,
+)
+
+EDGES = [-1.5, -1.0, -0.5, -0.0, 0.0, 1e-8, 0.3, 0.999, 1.0, 1.5, float("nan")]
+
+
+def _bits(value: float | None) -> bytes | None:
+    return None if value is None else np.float64(value).tobytes()
+
+
+def _actions(width: int, n_random: int = 300) -> np.ndarray:
+    rng = np.random.default_rng(width)
+    edge_rows = np.array([[EDGES[(i + 3 * j) % len(EDGES)] for j in range(width)] for i in range(4 * len(EDGES))])
+    return np.concatenate([edge_rows, rng.uniform(-1.3, 1.3, (n_random, width))]).astype(np.float32)
+
+
+@pytest.mark.parametrize("width", [4, 5, 6, 7, 8, 9])
+@pytest.mark.parametrize("fixed", [None, float("nan"), 0.0, 0.8, 1.0])
+def test_one_action_equals_the_array_functions_to_the_bit(width: int, fixed: float | None) -> None:
+    actions = _actions(width)
+    strengths = action_to_strengths(actions[:, :4])
+    changes = action_changes(actions)
+    forgetting = apply_keep_change(category_forgetting_factor(fixed, strengths), changes.keep)
+    for i, row in enumerate(actions):
+        got_strengths, got_changes, got_forgetting = one_action(row.tolist(), fixed)
+        assert [_bits(v) for v in got_strengths] == [_bits(v) for v in strengths[i]]
+        assert _bits(got_forgetting) == _bits(forgetting[i])
+        for name in ("keep", "tracker", "gain", "context", "slot"):
+            expected = getattr(changes, name)
+            got = getattr(got_changes, name)
+            assert (got is None) == (expected is None), name
+            if expected is not None:
+                assert _bits(got) == _bits(expected[i]), (name, row)
+
+
+def test_one_action_reads_nan_and_signed_zero_as_numpy_does() -> None:
+    strengths, changes, forgetting = one_action([float("nan"), -0.0, 2.0, -2.0, -0.0, 0.0, float("nan")])
+    assert math.isnan(strengths[0]) and strengths[1:] == [0.5, 1.0, 0.0]
+    assert math.isnan(forgetting)  # 1 - NaN; a -0.0 keep change is no change
+    assert _bits(changes.keep) == _bits(-0.0) and math.isnan(changes.gain)
+
+
+def test_the_count_functions_one_user_form_equals_their_batched_form() -> None:
+    rng = np.random.default_rng(3)
+    counts, slot_counts = rng.uniform(0, 5, (6, 12)), rng.uniform(0, 5, (6, 4, 12))
+    column, slot = np.array([3, -1, 0, 11, 3, -1]), np.array([0, 1, 2, 3, 3, 0])
+    forgetting, gain = rng.uniform(0, 1, 6), rng.uniform(0, 2, 6)
+    for g in (None, gain):
+        batched = update_category_counts(counts, column, forgetting, g)
+        slotted = update_slot_category_counts(slot_counts, slot, column, forgetting, g)
+        for i in range(6):
+            one_gain = None if g is None else float(g[i])
+            got = update_category_counts(counts[i], int(column[i]), float(forgetting[i]), one_gain)
+            assert got.tobytes() == batched[i].tobytes()
+            got = update_slot_category_counts(slot_counts[i], int(slot[i]), int(column[i]), float(forgetting[i]), one_gain)
+            assert got.tobytes() == slotted[i].tobytes()
+    assert counts.tobytes() == np.random.default_rng(3).uniform(0, 5, (6, 12)).tobytes()  # the input is not modified
