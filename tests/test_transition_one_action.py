@@ -14,6 +14,7 @@ from interestgym.core.transition import (
     action_changes,
     apply_keep_change,
     category_forgetting_factor,
+    fold_outcomes,
     one_action,
     update_category_counts,
     update_slot_category_counts,
@@ -73,3 +74,14 @@ def test_the_count_functions_one_user_form_equals_their_batched_form() -> None:
             got = update_slot_category_counts(slot_counts[i], int(slot[i]), int(column[i]), float(forgetting[i]), one_gain)
             assert got.tobytes() == slotted[i].tobytes()
     assert counts.tobytes() == np.random.default_rng(3).uniform(0, 5, (6, 12)).tobytes()  # the input is not modified
+
+
+def test_fold_outcomes_one_user_form_equals_the_batched_form() -> None:
+    rng = np.random.default_rng(4)
+    means, sums = rng.uniform(-1, 1, (5, 3)), rng.uniform(0, 7, (5, 3))
+    n_points = np.array([0, 1, 3, 7, 0])
+    batched = fold_outcomes(means, sums, n_points)
+    for i in range(5):
+        got = fold_outcomes(means[i], sums[i], int(n_points[i]))
+        assert got.tobytes() == batched[i].tobytes()
+        assert got is not means[i]

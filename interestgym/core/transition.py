@@ -306,8 +306,11 @@ def fold_outcomes(means: np.ndarray, sums: np.ndarray, n_points: np.ndarray) -> 
         L-only metric, S-only metric).
     :param sums: (B, M) sums of the step's scoring points' values, added in point order.
     :param n_points: (B,) scoring points per row; rows with none keep their means.
-    :return: new (B, M) means.
+    :return: new (B, M) means. One user's form: ``means`` and ``sums`` (M,), ``n_points`` an int (the
+        runtime's one-event update; the same arithmetic without the masks).
     """
+    if means.ndim == 1:
+        return ema(means, sums / n_points) if n_points > 0 else means.copy()
     scored = n_points > 0
     step_mean = sums / np.where(scored, n_points, 1)[:, None]
     return np.where(scored[:, None], ema(means, step_mean), means)

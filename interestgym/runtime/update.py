@@ -126,7 +126,7 @@ def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
     stats = state.stats.copy()
     pending = counters[_PENDING_POINTS]  # read before the fold zeroes it: decision_extras folds with it too
     if pending > 0:
-        stats[_FOLDED] = fold_outcomes(stats[_FOLDED][None], stats[PENDING_SLICE][None], np.array([pending]))[0]
+        stats[_FOLDED] = fold_outcomes(stats[_FOLDED], stats[PENDING_SLICE], pending)  # the one-user form
         stats[PENDING_SLICE] = 0.0
         counters[_PENDING_POINTS] = 0
     profiles = state.profiles
