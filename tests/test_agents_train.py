@@ -280,6 +280,19 @@ def test_fresh_train_refuses_an_existing_run_and_resume_needs_one(dataset, tmp_p
         train_run(_config(dataset, tmp_path / "nothing"), resume=True)
 
 
+def test_resume_of_a_folder_without_a_run_names_the_run_not_the_dataset(tmp_path, capsys):
+    """DATASET may be left out with --resume (the run's own), so the missing run is the error, with or without one."""
+    from interestgym.cli import main
+
+    for dataset in ([], [str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", *dataset, "--run-dir", str(tmp_path / "nothing"), "--resume", "--no-progress"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2
+        assert f"{tmp_path / 'nothing' / 'config.json'}: missing; expected a run directory written by `interestgym train`" in err
+        assert "DATASET" not in err
+
+
 def test_bad_options_are_reported(dataset, tmp_path):
     with pytest.raises(InterestGymError, match="batch-size"):
         train_run(_config(dataset, tmp_path / "r", batch_size=10_000))
