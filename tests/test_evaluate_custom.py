@@ -8,6 +8,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -270,3 +271,32 @@ def test_a_policy_that_raises_on_the_tuning_replays_nan_features_is_scored_on_th
 
     with pytest.raises(KeyError, match="a bug of its own"):  # an error on observations without NaN stays the policy's
         evaluate_policy(data, Broken(), split="test", progress=False)
+
+
+def test_tuning_a_rules_grid_shows_progress_as_the_baselines_tuning_does(monkeypatch, capsys):
+    """A class's grid is one batched replay: the log line counts its points (stderr not a terminal), and --no-progress
+    (``progress=False``) silences it."""
+    import interestgym.progress
+    from interestgym.evaluation.custom import resolve_policies
+
+    monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
+
+    class Rule:
+        name = "my_rule"
+        grid: ClassVar[dict[str, list[float]]] = {"a": [1, 2, 3], "b": [0.5, 0.25]}
+
+        def __init__(self, a=1, b=0.5):
+            self.params, self.scoring = {"a": a, "b": b}, None
+
+        def act(self, observations):
+            return np.zeros((len(observations), 4), dtype=np.float32)
+
+    def score(policies):
+        return [p.params["a"] * p.params["b"] for p in policies]
+
+    resolved = resolve_policies([Rule], score, [])
+    assert resolved[0]["params"] == {"a": 3, "b": 0.5} and len(resolved[0]["grid"]) == 6
+    err = capsys.readouterr().err
+    assert "tuning policy 'my_rule' on validation users: 6/6 grid points (100%)" in err and "done" in err
+    resolve_policies([Rule], score, [], progress=False)
+    assert capsys.readouterr().err == ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -146,7 +147,8 @@ def check_policy(policy: Any, where: str) -> Any:
 
 
 def resolve_policies(items: Sequence[Any], score: Callable[[list[Any]], list[float]], taken: Sequence[str],
-                     full_score: Callable[[list[Any]], list[float]] | None = None) -> list[dict[str, Any]]:
+                     full_score: Callable[[list[Any]], list[float]] | None = None, *,
+                     progress: bool | None = None) -> list[dict[str, Any]]:
     """Each user policy ready to evaluate: ``{"policy", "params", "valid_score", "grid"}``.
 
     A class (or a callable that is not a policy) is made with each point of its ``grid`` attribute (``{parameter:
@@ -154,9 +156,12 @@ def resolve_policies(items: Sequence[Any], score: Callable[[list[Any]], list[flo
     baselines' validation scorer); a policy object is scored once with ``score`` for its validation figure. ``taken``: the names of the
     other rows; a user policy may not reuse one. ``full_score``: the same scorer on the full engine
     (``validation_scorer(..., batched=False)``), for a policy that reads a feature the batched scorer's lean replay
-    does not compute (its running reward, the profiles' running ranking quality)."""
+    does not compute (its running reward, the profiles' running ranking quality). A grid's tuning shows progress as the
+    baselines' does (``progress``: :func:`~interestgym.progress.progress_bar`'s ``enabled``): a line every 15 s
+    when stderr is not a terminal."""
     from interestgym.agents.tuning import grid_search
     from interestgym.envs.rollout import LeanFeatureError
+    from interestgym.progress import progress_bar
 
     def scored(policies: list[Any]) -> list[float]:
         try:
@@ -183,7 +188,14 @@ def resolve_policies(items: Sequence[Any], score: Callable[[list[Any]], list[flo
                     raise InterestGymError(f"{where}: cannot be made with grid parameters {params}: {exc}") from exc
                 return check_policy(policy, where)
 
-            found = grid_search(make, grid, scored)
+            points = math.prod(len(v) for v in grid.values())
+            with progress_bar(points, desc=f"tuning {where} on validation users", unit="grid point", enabled=progress) as bar:
+                def tuned(policies: list[Any]) -> list[float]:
+                    values = scored(policies)
+                    bar.update(len(policies))
+                    return values
+
+                found = grid_search(make, grid, tuned)
             policy = make(found.best_params)
             own = getattr(policy, "params", None)  # every parameter the policy says it has, else the grid's
             entry = {"policy": policy, "params": dict(own) if isinstance(own, dict) else dict(found.best_params),

@@ -470,7 +470,7 @@ def evaluate_run(
 
         tune_users, tune_data = tuning_replay()  # the users and replay the baselines were tuned on (built once)
         custom = resolve_policies(list(extra_policies), validation_scorer(tune_data, metric, tune_users), [*names, "oracle"],
-                                  full_score=validation_scorer(tune_data, metric, tune_users, batched=False))
+                                  full_score=validation_scorer(tune_data, metric, tune_users, batched=False), progress=progress)
         del tune_data
         tuning.clear()
     if reference == "best":
