@@ -670,3 +670,33 @@ def test_items_built_from_events_do_not_depend_on_which_users_row_came_first(tmp
     items = pd.read_parquet(tmp_path / "a" / "items.parquet")
     assert items["item_id"].tolist() == sorted({"30", "4", "500", "11"})  # code-point order, not first appearance
     assert out["a"] == out["b"]
+
+
+def test_a_headerless_items_file_is_pointed_to_items_columns(tmp_path: Path) -> None:
+    log = _log(tmp_path, "user_id,item_id,ts,action\n1,1,1511544070,click\n")
+    items = _log(tmp_path, "1\tA title\tgame\n", "items.tsv")
+    with pytest.raises(DataError, match=r"items.tsv: no item_id column .* \(its first line looks like data: if the items file has no "
+                                        r"header, name its columns with --items-columns\)"):
+        read_events(log, RejectLog(), EventsOptions(items=items))
+    read_events(log, RejectLog(), EventsOptions(items=items, items_columns=["item_id", "text", "category"]))  # the fix works
+
+
+def test_a_column_named_twice_gets_a_fix_that_works_where_the_names_came_from(tmp_path: Path) -> None:
+    text = "user,item,event,timestamp,user\n1,2,click,1511544070,1\n"
+    renames = {"user_id": "user", "item_id": "item", "action": "event", "ts": "timestamp"}
+    with pytest.raises(DataError, match=r"column 'user' appears twice in the header; .*--map cannot tell two columns of one name "
+                                        r"apart: name the columns yourself with --header --columns NAMES"):
+        read_events(_log(tmp_path, text), RejectLog(), EventsOptions(rename=renames, item_text="x {item_id}"))
+    # the fix it names: the header line is skipped, '-' drops the second column of that name
+    out = read_events(_log(tmp_path, text), RejectLog(), EventsOptions(
+        header=True, columns=["user_id", "item_id", "action", "ts", "-"], item_text="x {item_id}"))
+    assert len(out.events) == 1
+    with pytest.raises(DataError, match=r"column 'ts' appears twice in the --columns names; expected distinct names \('-' skips a "
+                                        r"column: --columns a,b,-\)"):
+        read_events(_log(tmp_path, text), RejectLog(), EventsOptions(header=True, columns=["user_id", "item_id", "action", "ts", "ts"]))
+    with pytest.raises(DataError, match=r"column '\w+' appears twice in the renamed columns; .*rename with --map NEW=OLD"):
+        read_events(_log(tmp_path, "user_id,uid,item_id,ts,action\n1,1,2,1511544070,click\n"), RejectLog(),
+                    EventsOptions(rename={"user_id": "uid"}, item_text="x {item_id}"))
+    items = _log(tmp_path, "item_id,text,text\ni1,a,b\n", "items.csv")
+    with pytest.raises(DataError, match=r"items.csv: column 'text' appears twice in the header; .*rename one in the file's header"):
+        read_events(_log(tmp_path, "user_id,item_id,ts,action\n1,i1,1511544070,click\n"), RejectLog(), EventsOptions(items=items))

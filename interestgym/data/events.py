@@ -226,7 +226,10 @@ def read_items_file(table: Table, log: RejectLog, template: str | None,
     known = table.known_names()
     if known is not None:
         if "item_id" not in known:
-            raise DataError(f"{name}: no item_id column (columns: {', '.join(known)}){_separator_hint(known)}; expected "
+            hint = ""
+            if table.header_found is not None and any(looks_like_data(n) for n in table.header_found):
+                hint = " (its first line looks like data: if the items file has no header, name its columns with --items-columns)"
+            raise DataError(f"{name}: no item_id column (columns: {', '.join(known)}){hint}{_separator_hint(known)}; expected "
                             "item_id,text,category,subcategory (rename with --map item_id=OLD)")
         if template is None and "text" not in known:
             raise DataError(f"{name}: no text column (columns: {', '.join(known)}); rename one with --map text=OLD or build it with --item-text")

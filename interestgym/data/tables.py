@@ -104,11 +104,12 @@ class Table:
         return [n for n in self.names if n] if self.names is not None else None
 
 
-def _check_names(names: list[str], source: Source, where: str) -> None:
+def _check_names(names: list[str], source: Source, where: str, fix: str = "rename with --map NEW=OLD") -> None:
+    """Each column name once (``-``, a skipped column, may repeat); ``fix``: how to mend it where the names came from."""
     seen: set[str] = set()
     for n in names:
         if n in seen and n != "-":
-            raise DataError(f"{source.name}: column {n!r} appears twice in the {where}; expected distinct names (rename with --map NEW=OLD)")
+            raise DataError(f"{source.name}: column {n!r} appears twice in the {where}; expected distinct names ({fix})")
         seen.add(n)
 
 
@@ -172,7 +173,14 @@ def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None
             base = found_names
         else:
             raise DataError(f"{source.name}: no header (--no-header) and no column names; name the columns with --{'items-' if what == 'items' else ''}columns, e.g. user_id,item_id,action,ts")
-        _check_names(base, source, "column names")
+        if columns is not None:
+            fix = f"'-' skips a column: --{'items-' if what == 'items' else ''}columns a,b,-"
+        elif what == "items":  # --map cannot tell two columns of one name apart, and the items file has no --header
+            fix = "--map cannot tell two columns of one name apart: rename one in the file's header"
+        else:
+            fix = ("--map cannot tell two columns of one name apart: name the columns yourself with --header --columns NAMES "
+                   "(the header line is skipped; '-' skips a column)")
+        _check_names(base, source, "header" if columns is None else "--columns names", fix)
         table.base_names = set(base) - {"-"}
         names = [None if n == "-" else old_to_new.get(n, n) for n in base]
         _check_names([n for n in names if n], source, "renamed columns")
