@@ -221,3 +221,18 @@ def test_unnormalised_or_broken_vectors_are_refused(policy):
         policy.score(s, np.full((2, 16), np.nan, np.float32), candidate_ids=["i1", "i2"])
     zero_text = np.zeros((1, 16), np.float32)  # items without text encode to zero rows: allowed
     assert policy.score(s, zero_text, candidate_ids=["i1"]).shape == (1,)
+
+
+def test_a_float64_vector_is_read_as_its_float32_rounding(policy):
+    """The README: vectors are read as float32; a float64 one updates exactly as its float32 rounding does."""
+    rng = np.random.default_rng(8)
+    x64 = rng.standard_normal(16)
+    x64 /= np.linalg.norm(x64)
+    x32 = x64.astype(np.float32)
+    assert not np.array_equal(x32.astype(np.float64), x64)  # the rounding is real
+    s = policy.new_state()
+    for ts in (10, 20):
+        a = policy.update(s, Event(ts=ts, action="click", item_vector=x64, category="c1", hour=9, weekday=2))
+        b = policy.update(s, Event(ts=ts, action="click", item_vector=x32, category="c1", hour=9, weekday=2))
+        assert a == b and a.profiles.dtype == np.float32
+        s = a
