@@ -183,3 +183,27 @@ def test_a_row_of_one_name_defined_otherwise_is_said_and_other_users_are_named_a
     with pytest.raises(InterestGymError, match=r"expected the same users \(evaluations of one dataset and split: another dataset, "
                                                r"or one prepared with another split seed, has other users\)"):
         compare_evaluations(a, other)
+
+
+def test_one_dataset_given_two_ways_is_no_difference_and_a_missing_run_is_said_in_words(evaluations, tmp_path, monkeypatch):
+    from interestgym.evaluation.compare import compare_evaluations, markdown
+
+    a = evaluations[0]
+    doc = json.loads((a / "evaluation.json").read_text())
+    data = Path(doc["header"]["data"]).resolve()
+    monkeypatch.chdir(data.parent)
+    relative = tmp_path / "relative"
+    shutil.copytree(a, relative)
+    other = json.loads((relative / "evaluation.json").read_text())
+    other["header"]["data"] = data.name  # as `evaluate data --out ...` run from the dataset's parent folder writes it
+    other["header"]["run"], other["header"]["model"] = "runs/r", "shipped"  # a run's evaluation of the same users
+    (relative / "evaluation.json").write_text(json.dumps(other))
+    result = compare_evaluations(a, relative, n_boot=50)
+    assert "data" not in result["differs"]
+    assert result["differs"]["run"] == [None, "runs/r"]
+    text = markdown(result)
+    assert "- run: A none (an evaluation of a dataset, no run) / B runs/r" in text
+    assert "- model: A none (no run) / B shipped" in text and "None" not in text
+    other["header"]["data"] = "elsewhere"  # another folder: said
+    (relative / "evaluation.json").write_text(json.dumps(other))
+    assert compare_evaluations(a, relative, n_boot=50)["differs"]["data"] == [doc["header"]["data"], "elsewhere"]

@@ -113,7 +113,7 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
         rows.append({"row": label, "a": bootstrap_mean_ci(va, n_boot=n_boot, seed=seed).as_dict(),
                      "b": bootstrap_mean_ci(vb, n_boot=n_boot, seed=seed).as_dict(),
                      "diff": paired_bootstrap_diff(vb, va, n_boot=n_boot, seed=seed).as_dict()})
-    differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if head_a.get(key) != head_b.get(key)}
+    differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if not _same(key, head_a.get(key), head_b.get(key))}
     # a row of one name that is another policy in B: a rule tuned otherwise or from other code, a learned row on another rule
     # (provider fields only one file records, e.g. a source digest an older evaluation lacks, are not a difference)
     definitions = {n: [_row_definition(doc_a, n, doc_b), _row_definition(doc_b, n, doc_a)] for n in names}
@@ -125,6 +125,27 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
             # rows one evaluation lists and the other not (another --baselines, a run's learned row, --sequence rows)
             "only_in_a": [n for n in doc_a["per_user"] if n not in doc_b["per_user"] and n not in paired_learned],
             "only_in_b": [n for n in doc_b["per_user"] if n not in doc_a["per_user"] and n not in paired_learned]}
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    """Header values that say the same: the dataset's path as given (relative to where `evaluate` ran, or absolute, as a
+    run records it) is the same dataset when both resolve to one folder from here."""
+    if a == b:
+        return True
+    if key == "data" and isinstance(a, str) and isinstance(b, str):
+        try:
+            return Path(a).resolve() == Path(b).resolve()
+        except OSError:
+            return False
+    return False
+
+
+#: What a header field's null means, in words (an evaluation of a dataset has no run, hence no model).
+_NONE_TEXT = {"run": "none (an evaluation of a dataset, no run)", "model": "none (no run)"}
+
+
+def _said(key: str, value: Any) -> str:
+    return _NONE_TEXT.get(key, "not recorded") if value is None else str(value)
 
 
 def _learned_rows(doc: dict[str, Any]) -> list[str]:
@@ -183,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
              (f"- metric: {result['metric']}, mean over users [95% CI]; B - A paired over users "
               f"({result['bootstrap']['resamples']} bootstrap resamples); * = the paired CI excludes 0")]
     for key, (va, vb) in result["differs"].items():
-        lines.append(f"- {key}: A {va} / B {vb}")
+        lines.append(f"- {key}: A {_said(key, va)} / B {_said(key, vb)}")
     if result.get("row_differs"):
         lines.append("- rows of one name defined otherwise in A and B (each row compares these):")
         for name, (va, vb) in result["row_differs"].items():
