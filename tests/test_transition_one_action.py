@@ -85,3 +85,33 @@ def test_fold_outcomes_one_user_form_equals_the_batched_form() -> None:
         got = fold_outcomes(means[i], sums[i], int(n_points[i]))
         assert got.tobytes() == batched[i].tobytes()
         assert got is not means[i]
+
+
+LAYOUTS = [None, ("long_strength", "short_strength", "short_weight", "popularity_weight"),
+           ("long_strength", "short_strength", "short_weight", "popularity_weight", "keep_change"),
+           ("long_strength", "short_strength", "short_weight", "popularity_weight", "gain_change"),
+           ("long_strength", "short_strength", "short_weight", "popularity_weight", "keep_change", "gain_change", "slot_change"),
+           ("long_strength", "short_strength", "short_weight", "popularity_weight", "tracker_change", "context_change")]
+
+
+@pytest.mark.parametrize("names", LAYOUTS)
+@pytest.mark.parametrize("base_width", [4, 7])
+def test_compose_residual_row_equals_the_array_form_to_the_bit(names, base_width) -> None:
+    from interestgym.core.rules import compose_residual, compose_residual_row
+
+    n_change = 6 if names is None else len(names)
+    rng = np.random.default_rng(base_width * 10 + n_change)
+    n = 400
+    # float32 values of very different sizes, so that sums round (1e-8 + 0.3), edges and out-of-range values
+    base = (rng.uniform(-1, 1, (n, base_width)) * rng.choice([1.0, 1e-3, 1e-8], (n, base_width))).astype(np.float32)
+    change = (rng.uniform(-2, 2, (n, n_change)) * rng.choice([1.0, 1e-4, 1e-9], (n, n_change))).astype(np.float32)
+    edges = np.array(EDGES, dtype=np.float32)
+    base[:40] = edges[rng.integers(0, len(edges), (40, base_width))]
+    change[:40] = edges[rng.integers(0, len(edges), (40, n_change))]
+    with np.errstate(invalid="ignore"):
+        expected = compose_residual(base, change, names)
+    for i in range(n):
+        got = compose_residual_row(base[i].tolist(), change[i].tolist(), names)
+        assert np.array(got, dtype=np.float64).tobytes() == expected[i].astype(np.float64).tobytes(), (base[i], change[i])
+    with pytest.raises(ValueError, match="components for the"):
+        compose_residual_row(base[0].tolist(), change[0].tolist() + [0.0], names or LAYOUTS[1])

@@ -742,6 +742,47 @@ def _residual_layout(names: tuple[str, ...]) -> tuple[np.ndarray | None, int]:
     return columns, int(columns.max()) + 1
 
 
+@functools.lru_cache(maxsize=64)
+def _residual_row_layout(names: tuple[str, ...] | None, n_change: int) -> tuple[tuple[int, ...], int]:
+    """The env-action columns of a residual change's components after the first four, and the width they fill (as
+    Python ints: :func:`compose_residual_row`'s loop)."""
+    columns, width = (None, n_change) if names is None else _residual_layout(names)
+    return (tuple(range(4, width)) if columns is None else tuple(int(c) for c in columns[4:])), width
+
+
+def _float32(value: float) -> float:
+    """A Python float rounded to float32 (what a float32 array holds). A float32 sum computed in float64 and rounded once
+    is the float32 sum itself: float64 has more than twice float32's precision, so the double rounding is exact."""
+    return float(np.float32(value))
+
+
+def _clip_unit(value: float) -> float:
+    """``clip(value, -1, 1)`` of one float, NaN and -0.0 kept as numpy's clip keeps them."""
+    return -1.0 if value < -1.0 else min(value, 1.0)
+
+
+def compose_residual_row(base: list[float], change: list[float], names: tuple[str, ...] | None = None) -> list[float]:
+    """:func:`compose_residual` of ONE row, in Python floats: ``base`` and ``change`` the row's float32 values
+    (``array[0].tolist()``), the result ``compose_residual(...)[0].tolist()`` to the bit (float32 sums rounded as
+    float32 arrays round them; ``tests/test_transition_one_action.py``), without the ~10 numpy calls of the array form
+    on one row: the runtime's one-event update."""
+    if names is not None and len(change) != len(names):
+        raise ValueError(f"a residual change of {len(change)} components for the {len(names)} names {list(names)}")
+    target, width = _residual_row_layout(None if names is None else tuple(names), len(change))
+    n_base = len(base)
+    out = [0.0] * max(width, n_base)
+    for j in range(4):
+        out[j] = _clip_unit(_float32(base[j] + change[j]))
+    if n_base > 4:  # a rule's own changes (engine layout): kept, and a learned change adds to its column
+        out[4:n_base] = base[4:]
+        for j, c in zip(target, change[4:]):
+            out[j] = _clip_unit(_float32(out[j] + c))
+    else:  # a rule of four columns: the change's own
+        for j, c in zip(target, change[4:]):
+            out[j] = _clip_unit(c)
+    return out
+
+
 def params_text(params: dict[str, Any]) -> str | None:
     """A rule's parameters in one line (``name value, ...``: what the evaluation header and the report
     print), or None when it has none."""

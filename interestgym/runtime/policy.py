@@ -45,7 +45,11 @@ from interestgym.core.interest import score_candidates
 from interestgym.core.log_features import RATING_ACTION, is_decision
 from interestgym.core.metrics import metric_names, ranking_metrics
 from interestgym.core.protocol import action_to_strengths
-from interestgym.core.rules import compose_residual, rule_from_record
+from interestgym.core.rules import (
+    compose_residual,
+    compose_residual_row,
+    rule_from_record,
+)
 from interestgym.core.transition import (
     action_changes,
     apply_keep_change,
@@ -207,6 +211,18 @@ class ExportedPolicy:
         graph = self._graph_action(obs)
         if self.form == "residual":
             return compose_residual(self.rule.act(obs), graph, self.change_names)  # type: ignore[union-attr]
+        return graph
+
+    def _act_row(self, obs: np.ndarray) -> list[float]:
+        """:meth:`act` of one observation (1, n_obs) float32 as the runtime builds it, as Python floats (its float32
+        values): the one-event update's form, with the residual composed by
+        :func:`~interestgym.core.rules.compose_residual_row` (the same values as :meth:`act`'s row, to the bit)."""
+        if self.form == "rule":
+            return np.asarray(self.rule.act(obs), dtype=np.float32)[0].tolist()  # type: ignore[union-attr]
+        graph = self._graph_action(obs)[0].tolist()
+        if self.form == "residual":
+            base = np.asarray(self.rule.act(obs), dtype=np.float32)[0].tolist()  # type: ignore[union-attr]
+            return compose_residual_row(base, graph, self.change_names)
         return graph
 
     def _graph_action(self, obs: np.ndarray) -> np.ndarray:

@@ -212,9 +212,9 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
         new.counters = np.array(counters, dtype=np.int64)
         return new
     obs, (x, stats, counters, cos, cat, hour, tracker, drift) = observe_one(policy, state, event, counters)
-    actions = policy.act(obs)
+    action = policy._act_row(obs)  # the env action as Python floats (float32 values)
     # the strengths, changes and the counts' keep factor in Python floats (one_action: the core's arithmetic)
-    strengths, changes, forgetting = one_action(actions[0].tolist(), policy._fixed_forgetting)
+    strengths, changes, forgetting = one_action(action, policy._fixed_forgetting)
     if policy._fixed_p is not None:
         strengths[3] = policy._fixed_p
 
@@ -245,7 +245,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
         slots = slots.copy()
-        slots[slot] = update_profile(slots[slot][None], x[None], policy._context_rates(actions))[0]
+        slots[slot] = update_profile(slots[slot][None], x[None], policy._context_rates(np.array([action], dtype=np.float32)))[0]
     elif slots is not None:
         slots = slots.copy()
 
@@ -257,7 +257,8 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     counters[_N_EVENTS] += 1
     counters[_LAST_EVENT_TS] = ts
     return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots,
-                                policy._tracker_weighted(tracker, actions), drift, slot_counts, slot_factor, exposure)
+                                policy._tracker_weighted(tracker, np.array([action], dtype=np.float32)) if tracker is not None else None,
+                                drift, slot_counts, slot_factor, exposure)
 
 
 def _folded_exposure(blocks: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
