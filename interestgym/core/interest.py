@@ -173,9 +173,8 @@ def update_profile(profile: np.ndarray, item: np.ndarray, strength: np.ndarray |
         moved = moved + pull
     moved = normalise_rows(moved, in_place=True)
     # a = 0 must leave the profile bit-for-bit unchanged (re-normalising would drift it by rounding).
-    zero = a == 0
-    if zero.any():  # the row mask only when some row has a = 0 (any() of the strengths = any() of the mask)
-        keep = np.broadcast_to(zero, moved.shape[:-1] + (1,))[..., 0]
+    if not a.all():  # the row mask only when some row has a = 0 (0 and -0.0 are falsy; NaN is not, nor equal to 0)
+        keep = np.broadcast_to(a == 0, moved.shape[:-1] + (1,))[..., 0]
         moved[keep] = np.broadcast_to(profile, moved.shape)[keep]
     return moved
 

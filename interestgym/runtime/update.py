@@ -265,7 +265,7 @@ def _folded_exposure(blocks: np.ndarray, forgetting: np.ndarray | float) -> np.n
     """New (n, 2, n_categories) exposure blocks at the users' decisions: row 0 the counts after
     :func:`~interestgym.core.transition.fold_exposure`, row 1 (shown since the last decision) zero again.
     One user's block (2, n_categories) with a float ``forgetting`` gives that user's new block."""
-    out = np.zeros_like(blocks)
+    out = np.zeros(blocks.shape, dtype=blocks.dtype)
     out[..., 0, :] = fold_exposure(blocks[..., 0, :], blocks[..., 1, :], forgetting)
     return out
 
