@@ -164,12 +164,12 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
 def _saved_settings(given: dict[str, tuple[object, str]]) -> dict[str, Any] | None:
     """The settings of the run ``--resume`` continues (its ``config.json``), or None when no run folder is given (the
     caller says so). A folder without a run is refused here, before a missing DATASET is: the run is what is missing."""
-    from interestgym.agents.run_folder import read_run_config
+    from interestgym.agents.train import resumable_run_config
 
     run_dir = given.get("run_dir", (None, ""))[0]
     if run_dir in (None, ""):
         return None
-    return read_run_config(Path(str(run_dir)))["config"]
+    return resumable_run_config(Path(str(run_dir)))["config"]
 
 
 def _interrupted_note(config: TrainConfig) -> str:

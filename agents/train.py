@@ -281,6 +281,20 @@ def steps_to_run(remaining: int, n_envs: int, n_steps: int) -> int:
     return -(-max(0, remaining) // rollout) * rollout
 
 
+def resumable_run_config(run_dir: Path) -> dict[str, Any]:
+    """The ``config.json`` of the run ``--resume`` continues in ``run_dir``, or one error saying why there is none: a
+    first ``train`` still tuning there, one stopped while tuning (nothing trained), or no run at all."""
+    if not (run_dir / CONFIG_FILE).is_file() and (holder := training_holder(run_dir)) is not None:
+        # the first `train` of this run is still tuning (config.json comes after): not a run without its config
+        raise InterestGymError(f"{run_dir}: another `interestgym train` is writing this run ({holder}; lock {run_dir / LOCK_FILE}) "
+                               f"and has not written {CONFIG_FILE} yet; wait for it to end (or stop it), then --resume")
+    if run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists() and not is_quickstart_folder(run_dir):
+        # a `train` killed while tuning the baselines (config.json comes after): nothing was trained to continue
+        raise InterestGymError(f"{run_dir}: no {CONFIG_FILE}: the run was stopped before training started (while tuning the "
+                               "baselines); nothing to resume: run the same command without --resume")
+    return read_run_config(run_dir)
+
+
 def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = None) -> dict[str, Any]:
     """Train (or resume) a PPO run; returns a summary (steps, seconds, best validation value).
 
@@ -295,15 +309,7 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
     run_dir = Path(config.run_dir)
     saved: dict[str, Any] = {}
     if resume:
-        if not (run_dir / CONFIG_FILE).is_file() and (holder := training_holder(run_dir)) is not None:
-            # the first `train` of this run is still tuning (config.json comes after): not a run without its config
-            raise InterestGymError(f"{run_dir}: another `interestgym train` is writing this run ({holder}; lock {run_dir / LOCK_FILE}) "
-                                   f"and has not written {CONFIG_FILE} yet; wait for it to end (or stop it), then --resume")
-        if run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists() and not is_quickstart_folder(run_dir):
-            # a `train` killed while tuning the baselines (config.json comes after): nothing was trained to continue
-            raise InterestGymError(f"{run_dir}: no {CONFIG_FILE}: the run was stopped before training started (while tuning the "
-                                   "baselines); nothing to resume: run the same command without --resume")
-        saved = read_run_config(run_dir)
+        saved = resumable_run_config(run_dir)
         # another package's reference rule: installed here at the run's version (said as such, before the settings' checks)
         run_reference(saved, run_dir)
         # The run's own configuration wins; only the target and the presentation may change.
