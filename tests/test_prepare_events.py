@@ -700,3 +700,17 @@ def test_a_column_named_twice_gets_a_fix_that_works_where_the_names_came_from(tm
     items = _log(tmp_path, "item_id,text,text\ni1,a,b\n", "items.csv")
     with pytest.raises(DataError, match=r"items.csv: column 'text' appears twice in the header; .*rename one in the file's header"):
         read_events(_log(tmp_path, "user_id,item_id,ts,action\n1,i1,1511544070,click\n"), RejectLog(), EventsOptions(items=items))
+
+
+def test_a_headerless_file_whose_first_row_repeats_a_value_is_told_it_has_no_header(tmp_path: Path) -> None:
+    """The duplicate name is a data row's repeated value: the fix is --columns (every row kept), not --header --columns
+    (which would skip that row)."""
+    log = _log(tmp_path, "1,1,click,1511544070\n2,5,click,1511544071\n")
+    with pytest.raises(DataError, match=r"column '1' appears twice in the header; expected distinct names \(its first line looks "
+                                        r"like data: if the file has no header, name its columns with --columns\)"):
+        read_events(log, RejectLog(), EventsOptions(item_text="x {item_id}"))
+    out = read_events(log, RejectLog(), EventsOptions(columns=["user_id", "item_id", "action", "ts"], item_text="x {item_id}"))
+    assert len(out.events) == 2
+    items = _log(tmp_path, "1\tA title\tsports\tsports\n", "items.tsv")
+    with pytest.raises(DataError, match=r"items.tsv: column 'sports' appears twice .*name its columns with --items-columns"):
+        read_events(_log(tmp_path, "user_id,item_id,ts,action\n1,1,1511544070,click\n"), RejectLog(), EventsOptions(items=items))

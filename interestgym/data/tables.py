@@ -173,8 +173,11 @@ def open_table(path: Path, what: str, fmt: str | None, columns: list[str] | None
             base = found_names
         else:
             raise DataError(f"{source.name}: no header (--no-header) and no column names; name the columns with --{'items-' if what == 'items' else ''}columns, e.g. user_id,item_id,action,ts")
+        option = f"--{'items-' if what == 'items' else ''}columns"
         if columns is not None:
-            fix = f"'-' skips a column: --{'items-' if what == 'items' else ''}columns a,b,-"
+            fix = f"'-' skips a column: {option} a,b,-"
+        elif any(looks_like_data(n) for n in base):  # a headerless file's first row, whose values repeat
+            fix = f"its first line looks like data: if the file has no header, name its columns with {option}"
         elif what == "items":  # --map cannot tell two columns of one name apart, and the items file has no --header
             fix = "--map cannot tell two columns of one name apart: rename one in the file's header"
         else:
