@@ -74,17 +74,27 @@ def test_the_count_functions_one_user_form_equals_their_batched_form() -> None:
             got = update_slot_category_counts(slot_counts[i], int(slot[i]), int(column[i]), float(forgetting[i]), one_gain)
             assert got.tobytes() == slotted[i].tobytes()
     assert counts.tobytes() == np.random.default_rng(3).uniform(0, 5, (6, 12)).tobytes()  # the input is not modified
+    # float32 counts (a state written by hand) widen to float64 in both forms
+    small, small_slots = counts.astype(np.float32), slot_counts.astype(np.float32)
+    batched = update_category_counts(small, column, forgetting, gain)
+    slotted = update_slot_category_counts(small_slots, slot, column, forgetting, gain)
+    for i in range(6):
+        got = update_category_counts(small[i], int(column[i]), float(forgetting[i]), float(gain[i]))
+        assert got.dtype == batched.dtype == np.float64 and got.tobytes() == batched[i].tobytes()
+        got = update_slot_category_counts(small_slots[i], int(slot[i]), int(column[i]), float(forgetting[i]), float(gain[i]))
+        assert got.dtype == np.float64 and got.tobytes() == slotted[i].tobytes()
 
 
 def test_fold_outcomes_one_user_form_equals_the_batched_form() -> None:
     rng = np.random.default_rng(4)
     means, sums = rng.uniform(-1, 1, (5, 3)), rng.uniform(0, 7, (5, 3))
     n_points = np.array([0, 1, 3, 7, 0])
-    batched = fold_outcomes(means, sums, n_points)
-    for i in range(5):
-        got = fold_outcomes(means[i], sums[i], int(n_points[i]))
-        assert got.tobytes() == batched[i].tobytes()
-        assert got is not means[i]
+    for dtype in (np.float64, np.float32):
+        batched = fold_outcomes(means, sums.astype(dtype), n_points)
+        for i in range(5):
+            got = fold_outcomes(means[i], sums[i].astype(dtype), int(n_points[i]))
+            assert got.dtype == batched.dtype and got.tobytes() == batched[i].tobytes()
+            assert got is not means[i]
 
 
 LAYOUTS = [None, ("long_strength", "short_strength", "short_weight", "popularity_weight"),

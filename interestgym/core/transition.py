@@ -243,7 +243,7 @@ def update_category_counts(counts: np.ndarray, category: np.ndarray, forgetting:
     ~5x the arithmetic on one row.
     """
     if counts.ndim == 1:
-        out = counts * forgetting
+        out = counts * np.float64(forgetting)  # a numpy float64, as the batched form's array: float32 counts widen as there
         if category >= 0:
             out[category] += 1.0 if gain is None else gain
         return out
@@ -265,7 +265,7 @@ def update_slot_category_counts(slot_counts: np.ndarray, slot: np.ndarray, categ
         ``slot`` and ``category`` ints, ``forgetting`` and ``gain`` floats (as :func:`update_category_counts`'s).
     """
     if slot_counts.ndim == 2:
-        out = slot_counts * forgetting
+        out = slot_counts * np.float64(forgetting)
         if category >= 0:
             out[slot, category] += 1.0 if gain is None else gain
         return out
@@ -310,7 +310,7 @@ def fold_outcomes(means: np.ndarray, sums: np.ndarray, n_points: np.ndarray) -> 
         runtime's one-event update; the same arithmetic without the masks).
     """
     if means.ndim == 1:
-        return ema(means, sums / n_points) if n_points > 0 else means.copy()
+        return ema(means, sums / np.int64(n_points)) if n_points > 0 else means.copy()
     scored = n_points > 0
     step_mean = sums / np.where(scored, n_points, 1)[:, None]
     return np.where(scored[:, None], ema(means, step_mean), means)

@@ -240,7 +240,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
             slot_counts = update_slot_category_counts(slot_counts, policy._slot_of_hour(hour), column, forgetting, changes.gain)
             slot_factor = 1.0 if changes.slot is None else changes.slot
         if exposure is not None:  # what was shown since the last decision joins; all forget
-            exposure = _folded_exposure(exposure, forgetting)
+            exposure = _folded_exposure(exposure, np.float64(forgetting))  # float64, as the batched path's factors
     slots = state.slot_profiles
     if slots is not None and policy._beta_ctx != 0:
         slot = policy._slot_of_hour(hour)
