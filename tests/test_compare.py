@@ -185,7 +185,7 @@ def test_a_row_of_one_name_defined_otherwise_is_said_and_other_users_are_named_a
         compare_evaluations(a, other)
 
 
-def test_one_dataset_given_two_ways_is_no_difference_and_a_missing_run_is_said_in_words(evaluations, tmp_path, monkeypatch):
+def test_one_dataset_given_two_ways_is_said_as_such_and_a_missing_run_is_said_in_words(evaluations, tmp_path, monkeypatch):
     from interestgym.evaluation.compare import compare_evaluations, markdown
 
     a = evaluations[0]
@@ -199,11 +199,13 @@ def test_one_dataset_given_two_ways_is_no_difference_and_a_missing_run_is_said_i
     other["header"]["run"], other["header"]["model"] = "runs/r", "shipped"  # a run's evaluation of the same users
     (relative / "evaluation.json").write_text(json.dumps(other))
     result = compare_evaluations(a, relative, n_boot=50)
-    assert "data" not in result["differs"]
-    assert result["differs"]["run"] == [None, "runs/r"]
+    assert result["differs"]["data"] == [doc["header"]["data"], data.name]  # said, not hidden: the relative path is
+    assert result["differs"]["run"] == [None, "runs/r"]  # relative to where that evaluate ran, which compare cannot know
     text = markdown(result)
+    assert f"- data: A {doc['header']['data']} / B {data.name} (one folder from here: the same dataset if both evaluations ran here)" in text
     assert "- run: A none (an evaluation of a dataset, no run) / B runs/r" in text
     assert "- model: A none (no run) / B shipped" in text and "None" not in text
     other["header"]["data"] = "elsewhere"  # another folder: said
     (relative / "evaluation.json").write_text(json.dumps(other))
-    assert compare_evaluations(a, relative, n_boot=50)["differs"]["data"] == [doc["header"]["data"], "elsewhere"]
+    result = compare_evaluations(a, relative, n_boot=50)
+    assert result["differs"]["data"] == [doc["header"]["data"], "elsewhere"] and "one folder from here" not in markdown(result)

@@ -113,7 +113,7 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
         rows.append({"row": label, "a": bootstrap_mean_ci(va, n_boot=n_boot, seed=seed).as_dict(),
                      "b": bootstrap_mean_ci(vb, n_boot=n_boot, seed=seed).as_dict(),
                      "diff": paired_bootstrap_diff(vb, va, n_boot=n_boot, seed=seed).as_dict()})
-    differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if not _same(key, head_a.get(key), head_b.get(key))}
+    differs = {key: [head_a.get(key), head_b.get(key)] for key in SAID_FIELDS if head_a.get(key) != head_b.get(key)}
     # a row of one name that is another policy in B: a rule tuned otherwise or from other code, a learned row on another rule
     # (provider fields only one file records, e.g. a source digest an older evaluation lacks, are not a difference)
     definitions = {n: [_row_definition(doc_a, n, doc_b), _row_definition(doc_b, n, doc_a)] for n in names}
@@ -127,17 +127,16 @@ def compare_evaluations(a: str | Path, b: str | Path, *, metric: str | None = No
             "only_in_b": [n for n in doc_b["per_user"] if n not in doc_a["per_user"] and n not in paired_learned]}
 
 
-def _same(key: str, a: Any, b: Any) -> bool:
-    """Header values that say the same: the dataset's path as given (relative to where `evaluate` ran, or absolute, as a
-    run records it) is the same dataset when both resolve to one folder from here."""
-    if a == b:
-        return True
-    if key == "data" and isinstance(a, str) and isinstance(b, str):
-        try:
-            return Path(a).resolve() == Path(b).resolve()
-        except OSError:
-            return False
-    return False
+def _one_folder_from_here(a: Any, b: Any) -> bool:
+    """Two dataset paths as the evaluations recorded them (relative to where each `evaluate` ran, or absolute, as a run
+    records it) that resolve to one folder from the current directory: likely one dataset written two ways, which the
+    comparison says rather than hides (a relative path may have meant another folder where it was written)."""
+    if not (isinstance(a, str) and isinstance(b, str)) or Path(a).is_absolute() == Path(b).is_absolute():
+        return False
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 #: What a header field's null means, in words (an evaluation of a dataset has no run, hence no model).
@@ -204,7 +203,8 @@ def markdown(result: dict[str, Any]) -> str:
              (f"- metric: {result['metric']}, mean over users [95% CI]; B - A paired over users "
               f"({result['bootstrap']['resamples']} bootstrap resamples); * = the paired CI excludes 0")]
     for key, (va, vb) in result["differs"].items():
-        lines.append(f"- {key}: A {_said(key, va)} / B {_said(key, vb)}")
+        same = " (one folder from here: the same dataset if both evaluations ran here)" if key == "data" and _one_folder_from_here(va, vb) else ""
+        lines.append(f"- {key}: A {_said(key, va)} / B {_said(key, vb)}{same}")
     if result.get("row_differs"):
         lines.append("- rows of one name defined otherwise in A and B (each row compares these):")
         for name, (va, vb) in result["row_differs"].items():
