@@ -111,3 +111,30 @@ def ml100k_ready(args: Any) -> None:
         sys.exit(f"{args.data}: MovieLens 100K not found (expected u.data there)")
     pin_threads(args.threads)
     print(f"threads pinned to {args.threads}; {load_line('load before')}")
+
+
+def heap_argument(parser: Any) -> None:
+    """``--malloc-top-pad MB``: glibc's heap as the ``interestgym`` command sets it for itself (0: glibc's defaults)."""
+    parser.add_argument("--malloc-top-pad", type=int, default=0, metavar="MB",
+                        help="glibc M_TOP_PAD in MB for this run, with M_MMAP_THRESHOLD 32 MB, as the interestgym command sets "
+                             "them (interestgym.heap.keep_freed_heap); 0: glibc's defaults")
+
+
+def apply_heap(mb: int) -> str:
+    """Set glibc's heap for this process as :func:`heap_argument`'s value says; the line saying what was set."""
+    if not mb:
+        return "glibc malloc at its defaults (--malloc-top-pad MB to keep freed heap)"
+    from interestgym.heap import keep_freed_heap
+
+    applied = keep_freed_heap({"INTERESTGYM_MALLOC_TOP_PAD_MB": str(mb)})
+    return (f"glibc M_TOP_PAD {mb} MB, M_MMAP_THRESHOLD 32 MB, as the interestgym command sets them"
+            + ("" if applied else " (mallopt refused them)"))
+
+
+def minor_faults() -> int:
+    """This process's minor page faults so far (``getrusage``): memory the kernel maps in again after glibc gave it back."""
+    try:
+        import resource
+    except ImportError:  # no resource module (Windows): no count
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

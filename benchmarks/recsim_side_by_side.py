@@ -87,7 +87,7 @@ PRODUCT_DIM, RECSIM_DIM = 384, 20
 #: The RecSim worker: builds the env once, then answers one JSON line per request ``{"steps": n}`` with
 #: the wall and CPU seconds of n steps (resets included). Actions are drawn before the timed loop.
 RECSIM_WORKER = r"""
-import json, sys, time, warnings
+import json, resource, sys, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np
 from recsim.environments import interest_evolution
@@ -109,13 +109,14 @@ episodes = 0
 for line in sys.stdin:
     n = int(json.loads(line)["steps"])
     slates = [list(s) for s in np.argsort(rng.random((n, n_candidates)), axis=1)[:, :slate_size]]
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0, f0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for slate in slates:
         _, _, done, _ = env.step(slate)
         if done:
             env.reset()
             episodes += 1
     print(json.dumps({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0, "steps": n,
+                      "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0,
                       "episodes": episodes}), flush=True)
 """
 
@@ -140,13 +141,13 @@ class RecSimWorker:
             sys.exit(f"the RecSim worker stopped (is recsim-no-tf installed in that venv? see this script's docstring):\n{err[-2000:]}")
         return json.loads(line)
 
-    def run(self, n: int) -> tuple[float, float]:
-        """Wall and CPU seconds of ``n`` RecSim steps, timed inside the worker."""
+    def run(self, n: int) -> tuple[float, float, int]:
+        """Wall and CPU seconds and minor page faults of ``n`` RecSim steps, measured inside the worker."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"steps": n}) + "\n")
         self.proc.stdin.flush()
         out = self._read()
-        return out["wall"], out["cpu"]
+        return out["wall"], out["cpu"], out["faults"]
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -154,16 +155,19 @@ class RecSimWorker:
         self.proc.wait(timeout=30)
 
 
-def timed(fn: Callable[[], None]) -> tuple[float, float]:
-    w0, c0 = time.perf_counter(), time.process_time()
+def timed(fn: Callable[[], None]) -> tuple[float, float, int]:
+    """Wall and CPU seconds and minor page faults of ``fn()``."""
+    from _harness import minor_faults
+
+    w0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
     fn()
-    return time.perf_counter() - w0, time.process_time() - c0
+    return time.perf_counter() - w0, time.process_time() - c0, minor_faults() - f0
 
 
-def single_env_loop(env: Any, rng: np.random.Generator) -> Callable[[int], tuple[float, float]]:
+def single_env_loop(env: Any, rng: np.random.Generator) -> Callable[[int], tuple[float, float, int]]:
     """n single-env steps (resets included), actions drawn before the clock starts."""
 
-    def run(n: int) -> tuple[float, float]:
+    def run(n: int) -> tuple[float, float, int]:
         actions = rng.uniform(-1.0, 1.0, (n, 4)).astype(np.float32)
 
         def loop() -> None:
@@ -178,10 +182,10 @@ def single_env_loop(env: Any, rng: np.random.Generator) -> Callable[[int], tuple
     return run
 
 
-def vector_env_loop(venv: Any, rng: np.random.Generator) -> Callable[[int], tuple[float, float]]:
+def vector_env_loop(venv: Any, rng: np.random.Generator) -> Callable[[int], tuple[float, float, int]]:
     """n vector steps of every slot (autoreset inside the vector env)."""
 
-    def run(n: int) -> tuple[float, float]:
+    def run(n: int) -> tuple[float, float, int]:
         actions = rng.uniform(-1.0, 1.0, (n, venv.num_envs, 4)).astype(np.float32)
 
         def loop() -> None:
@@ -233,12 +237,12 @@ def embeddings_at(data: Path, work: Path, encoder: str, dims: list[int]) -> tupl
     return ds, names
 
 
-def slice_calls(run: Callable[[int], tuple[float, float]], seconds: float) -> int:
+def slice_calls(run: Callable[[int], tuple[float, float, int]], seconds: float) -> int:
     """Warm up, then the number of calls that take about ``seconds`` (probed by doubling to >= 0.15 s)."""
     run(2)
     n = 2
     while True:
-        wall, _ = run(n)
+        wall = run(n)[0]
         if wall >= 0.15 or n >= 1 << 22:
             return max(2, int(seconds * n / max(wall, 1e-9)))
         n = max(2 * n, int(n * 0.2 / max(wall, 1e-9)))
@@ -246,7 +250,13 @@ def slice_calls(run: Callable[[int], tuple[float, float]], seconds: float) -> in
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _harness import load_line, ml100k_arguments, ml100k_ready
+    from _harness import (
+        apply_heap,
+        heap_argument,
+        load_line,
+        ml100k_arguments,
+        ml100k_ready,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recsim-python", required=True, help="python of a venv with recsim-no-tf (see the docstring)")
@@ -257,7 +267,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slice", type=float, default=1.0, help="seconds per side per round (sized at warm-up)")
     parser.add_argument("--vec-envs", type=int_list, default=[64, 256, 1024], help="vector env sizes (default 64,256,1024)")
+    heap_argument(parser)
     args = parser.parse_args()
+    print(apply_heap(args.malloc_top_pad))
     ml100k_ready(args)
     import gymnasium
     from interestgym.envs.replay import ENV_ID, InterestReplayEnv
@@ -274,7 +286,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     recsim_name = f"RecSim interest_evolution ({N_CANDIDATES} candidates, slate 2, d={RECSIM_DIM})"
     # name -> (run n calls, env steps per call); groups: dimension -> its rows' names (kind, n_envs, name)
-    cases: dict[str, tuple[Callable[[int], tuple[float, float]], int]] = {recsim_name: (recsim.run, 1)}
+    cases: dict[str, tuple[Callable[[int], tuple[float, float, int]], int]] = {recsim_name: (recsim.run, 1)}
     groups: dict[int, list[tuple[str, int, str]]] = {}
     for dim in args.dims:
         emb = embs[dim]
@@ -302,11 +314,12 @@ def main() -> None:
 
     # Warm-up, then size every side's slice to about --slice seconds (env steps = calls x per_call).
     calls = {name: slice_calls(run, args.slice) for name, (run, _) in cases.items()}
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, (run, per_call) in cases.items():
-            wall, cpu = run(calls[name])
-            samples[name].append((calls[name] * per_call / wall, calls[name] * per_call / max(cpu, 1e-9)))
+            wall, cpu, faults = run(calls[name])
+            steps = calls[name] * per_call
+            samples[name].append((steps / wall, steps / max(cpu, 1e-9), faults / steps))
     recsim.close()
 
     def med(name: str, k: int) -> float:
@@ -317,11 +330,13 @@ def main() -> None:
     def row(name: str, label: str) -> str:
         wall, cpu = med(name, 0), med(name, 1)
         spread = ", ".join(f"{s[0]:,.0f}" for s in samples[name])
-        return f"{label:<64} {wall:>13,.0f} {wall / ref_wall:>9.2f} {cpu:>12,.0f} {cpu / ref_cpu:>9.2f}   ({spread})"
+        return (f"{label:<64} {wall:>13,.0f} {wall / ref_wall:>9.2f} {cpu:>12,.0f} {cpu / ref_cpu:>9.2f} {med(name, 2):>12.3f}"
+                f"   ({spread})")
 
     print()
     print(f"medians over {args.rounds} interleaved rounds of ~{args.slice:g} s per side ({len(cases)} sides)")
-    print(f"{'env':<64} {'steps/wall s':>13} {'x RecSim':>9} {'steps/CPU s':>12} {'x RecSim':>9}   wall steps/s per round")
+    print(f"{'env':<64} {'steps/wall s':>13} {'x RecSim':>9} {'steps/CPU s':>12} {'x RecSim':>9} {'faults/step':>12}   "
+          "wall steps/s per round")
     print(row(recsim_name, recsim_name))
     for dim, rows in groups.items():
         print(f"-- interestgym at {dim_label(dim, embs[dim])}")

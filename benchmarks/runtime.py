@@ -60,6 +60,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import apply_heap, heap_argument, load_line, minor_faults, pin_threads
+
 SHARED_ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 
 
@@ -143,31 +146,22 @@ def _rounds(events: list, size: int, n_rounds: int) -> list[list]:
 def _batched_rate(policy, batches: list[list], size: int) -> tuple[float, float]:
     """(events/s, minor page faults per event) of ``update_batch`` over ``batches`` on ``size`` fresh users."""
     states = [policy.new_state() for _ in range(size)]
-    faults, t = _minor_faults(), time.perf_counter()
+    faults, t = minor_faults(), time.perf_counter()
     for events in batches:
         states[: len(events)] = policy.update_batch(states[: len(events)], events)
     seconds, n = time.perf_counter() - t, sum(map(len, batches))
-    return n / seconds, (_minor_faults() - faults) / n
+    return n / seconds, (minor_faults() - faults) / n
 
 
 def _table_rate(policy, columns: list, size: int) -> tuple[float, float]:
     """(events/s, minor page faults per event) of ``update_table`` over the ``EventBatch`` ``columns`` on a table of
     ``size`` fresh users."""
     table, rows = policy.new_table(size), np.arange(size)
-    faults, t = _minor_faults(), time.perf_counter()
+    faults, t = minor_faults(), time.perf_counter()
     for batch in columns:
         policy.update_table(table, rows, batch)
     seconds, n = time.perf_counter() - t, sum(map(len, columns))
-    return n / seconds, (_minor_faults() - faults) / n
-
-
-def _minor_faults() -> int:
-    """The process's minor page faults so far (``getrusage``; 0 where the platform has no resource module)."""
-    try:
-        import resource
-    except ImportError:
-        return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    return n / seconds, (minor_faults() - faults) / n
 
 
 def _percentiles(ns: list[int]) -> tuple[float, float]:
@@ -188,25 +182,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads of torch (SB3) and of onnxruntime, the same for both")
     parser.add_argument("--block", type=int, default=250, help="events per block: the two sides alternate block by block")
     parser.add_argument("--sizes", default="16,64,256,1024", help="batch sizes of the batch-size table (comma-separated)")
-    parser.add_argument("--malloc-top-pad", type=int, default=0, metavar="MB",
-                        help="glibc M_TOP_PAD in MB for this run (0: glibc's default; see the docstring)")
+    heap_argument(parser)
     args = parser.parse_args()
     args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
-    if args.malloc_top_pad:
-        # what the interestgym command sets for itself
-        from interestgym.heap import keep_freed_heap
-
-        applied = keep_freed_heap({"INTERESTGYM_MALLOC_TOP_PAD_MB": str(args.malloc_top_pad)})
-        print(f"glibc M_TOP_PAD {args.malloc_top_pad} MB, M_MMAP_THRESHOLD 32 MB, as the interestgym command sets them"
-              + ("" if applied else " (mallopt refused them)"))
-    else:
-        print("glibc malloc at its defaults (--malloc-top-pad MB to keep freed heap)")
+    print(apply_heap(args.malloc_top_pad))
 
     # Same thread budget for both sides (torch, BLAS / OpenMP; onnxruntime by load_policy's threads); with
     # more threads than free cores torch's intra-op pool stalls (measured 50x slower batched predict on a busy
     # 2-core machine), which is not the comparison.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _harness import load_line, pin_threads
 
     pin_threads(args.threads)
 

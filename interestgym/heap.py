@@ -1,7 +1,8 @@
 """glibc's heap for the ``interestgym`` command: keep freed memory instead of faulting it in again at every step.
 
-The command owns its process and sets this at start (:func:`keep_freed_heap`); the runtime library, imported by a
-service, never does (the allocator is the importing process's choice). ``--ray`` passes the same settings to its
+The command owns its process and sets this at start (:func:`keep_freed_heap`); the library, imported by a script or a
+service, never does (the allocator is the importing process's choice): such a process may call
+:func:`keep_freed_heap` itself, e.g. before stepping large vector envs. ``--ray`` passes the same settings to its
 workers (:func:`worker_environment`).
 """
 
