@@ -44,7 +44,7 @@ _LAZY = {
     "ReplayData": "interestgym.envs.replay_data",
 }
 
-__all__ = ["ENV_ID", *_LAZY]
+__all__ = ["ENV_ID", *_LAZY]  # noqa: PLE0604  (a dict unpacks to its keys: strings)
 
 
 def __getattr__(name: str) -> Any:

@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 # same way (e.g. `python -m pytest` before `pip install`), without adding top-level names.
 _root = _Path(__file__).resolve().parent.parent
 if not (_Path(__file__).resolve().parent / "envs").is_dir() and (_root / "envs" / "__init__.py").is_file():
-    __path__.append(str(_root))  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(str(_root))  # type: ignore[name-defined]
 
 #: The Gymnasium id of the replay env.
 ENV_ID = "interestgym/InterestReplay-v0"

@@ -113,7 +113,7 @@ class LogProgress:
     def __del__(self) -> None:
         self._stop.set()
 
-    def __enter__(self) -> LogProgress:
+    def __enter__(self) -> LogProgress:  # noqa: PYI034  (typing.Self is 3.11+; the package supports 3.10)
         return self
 
     def __exit__(self, *exc: object) -> None:

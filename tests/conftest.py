@@ -15,7 +15,7 @@ SHARED_DATA_MARK = "shared/data"
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # noqa: ARG001 - pytest's hook signature
+def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if os.environ.get("IG_REQUIRE_DATA") == "1" and report.skipped and SHARED_DATA_MARK in str(report.longrepr):

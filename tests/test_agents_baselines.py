@@ -95,7 +95,13 @@ def test_recsim_saturating_moves_the_long_profile_by_how_new_the_item_is(data):
 def test_every_rule_has_a_definition_naming_each_of_its_parameters():
     """The definitions an export's manifest carries (core.rules' docstring table): one per rule, naming every
     parameter the rule takes (a two-profile rule's own four may be named by "the two-profile rule")."""
-    from interestgym.core.rules import RULES, TwoProfileEMAPolicy, make_rule, rule_definition, rule_definitions
+    from interestgym.core.rules import (
+        RULES,
+        TwoProfileEMAPolicy,
+        make_rule,
+        rule_definition,
+        rule_definitions,
+    )
 
     definitions = rule_definitions()
     assert sorted(definitions) == sorted(RULES)

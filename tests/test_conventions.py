@@ -55,7 +55,7 @@ def test_sb3_make_vec_env_builds_the_registered_env(dataset):
     venv = make_vec_env("interestgym/InterestReplay-v0", n_envs=2, seed=0, env_kwargs={"dataset": str(dataset)})
     obs = venv.reset()
     assert obs.shape == (2, venv.observation_space.shape[0])
-    obs, rewards, dones, infos = venv.step(np.zeros((2, 4), dtype=np.float32))
+    obs, rewards, _dones, infos = venv.step(np.zeros((2, 4), dtype=np.float32))
     assert rewards.shape == (2,) and len(infos) == 2
     # the README's form: render_mode None spares Gymnasium's "not in the possible render_modes" warning per env
     import warnings
@@ -90,7 +90,7 @@ def test_gymnasium_make_vec_reaches_the_native_vector_env(dataset):
     obs, info = envs.reset(seed=1)
     ended = 0
     for _ in range(40):
-        obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
+        obs, rewards, terminated, _truncated, info = envs.step(envs.action_space.sample())
         assert rewards.shape == (3,) and terminated.dtype == bool and envs.observation_space.contains(obs)
         assert info["strengths"].shape == (3, 4) and ((info["strengths"] >= 0) & (info["strengths"] <= 1)).all()
         # the agent's own metric where it scored, NaN elsewhere; without a reference rule it is the reward

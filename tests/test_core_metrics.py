@@ -29,7 +29,7 @@ def brute_force(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         ranked = labels[list(perm)]
         first = int(np.argmax(ranked)) + 1
 
-        def dcg(k: int) -> float:
+        def dcg(k: int, ranked: np.ndarray = ranked) -> float:
             return sum(ranked[i] / np.log2(i + 2) for i in range(min(k, n)))
 
         def ideal(k: int) -> float:

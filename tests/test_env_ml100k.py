@@ -30,7 +30,7 @@ def ml100k(tmp_path_factory) -> Path:
         pytest.skip(f"{DATA} is absent")
     out = tmp_path_factory.mktemp("ml100k") / "ds"
     proc = subprocess.run([sys.executable, "-c", "from interestgym.cli import main; main()", "prepare", "movielens", str(DATA),
-                           "--out", str(out)], capture_output=True, text=True)
+                           "--out", str(out)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         pytest.fail(f"prepare movielens failed: {proc.stderr[-2000:]}")
     n_items = len(pd.read_parquet(out / "items.parquet"))

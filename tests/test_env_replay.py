@@ -247,7 +247,7 @@ def test_reference_rule_is_subtracted(datasets):
 
 def test_max_events_truncates(datasets):
     env = InterestReplayEnv(datasets["next_positive"], max_events=2)
-    obs, info = env.reset(seed=0)
+    _obs, _info = env.reset(seed=0)
     _, _, terminated, truncated, _ = env.step(env.action_space.sample())
     assert not terminated and not truncated
     _, _, terminated, truncated, _ = env.step(env.action_space.sample())

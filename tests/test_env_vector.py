@@ -468,3 +468,11 @@ def test_engine_rows_given_negative_or_as_a_pair_mean_what_numpy_indexing_means(
     for name in fields:
         assert np.array_equal(getattr(pair, name), getattr(each, name)), name
     assert (pair.long_term[2] == 0).all()
+    # rows that are no run (a fancy index, not a slice) move exactly those rows, as one at a time does
+    apart = engine()
+    by_fancy.step(np.array([2, 0]), np.repeat(action, 2, axis=0))
+    apart.step(np.array([2]), action)
+    apart.step(np.array([0]), action)
+    for name in fields:
+        assert np.array_equal(getattr(by_fancy, name), getattr(apart, name)), name
+    assert (by_fancy.long_term[1] == 0).all() and (by_fancy.long_term[[0, 2]] != 0).any()

@@ -60,7 +60,7 @@ def test_every_metric_option_names_every_metric_the_product_takes():
 def test_console_script_reports_user_errors_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", "from interestgym.cli import main; main()", "prepare", "nosuchformat", str(tmp_path), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

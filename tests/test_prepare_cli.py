@@ -107,10 +107,10 @@ def test_input_file_problems_are_one_line(tmp_path: Path, capsys: pytest.Capture
         (["events", str(tmp_path / "missing.csv")], f"error: {tmp_path / 'missing.csv'}: no such file; expected an events file (CSV, TSV, JSONL or Parquet)\n"),
         (["events", str(empty)], f"error: {empty}: empty file (0 bytes); expected an events file (CSV, TSV, JSONL or Parquet)\n"),
         (["movielens", str(tmp_path / "nope")], f"error: {tmp_path / 'nope'}: no such file or folder\n"),
-        (["movielens", str(folder)], f"error: {folder}: not a MovieLens folder: expected u.data + u.item (ml-100k), ratings.dat + movies.dat "
-                                     "(ml-1m, ml-10m) or ratings.csv + movies.csv (ml-latest, ml-20m, ml-25m); found: readme.txt\n"),
-        (["mind", str(folder)], f"error: {folder}: not a MIND folder: expected behaviors.tsv + news.tsv, sub-folders (train/, dev/) holding "
-                                "them, or MIND zips (MINDsmall_train.zip ...); found: readme.txt\n"),
+        (["movielens", str(folder)], (f"error: {folder}: not a MovieLens folder: expected u.data + u.item (ml-100k), ratings.dat + movies.dat "
+                                     "(ml-1m, ml-10m) or ratings.csv + movies.csv (ml-latest, ml-20m, ml-25m); found: readme.txt\n")),
+        (["mind", str(folder)], (f"error: {folder}: not a MIND folder: expected behaviors.tsv + news.tsv, sub-folders (train/, dev/) holding "
+                                "them, or MIND zips (MINDsmall_train.zip ...); found: readme.txt\n")),
     ]
     for args, expected in cases:
         code, out, err = run(["prepare", *args, "--out", str(tmp_path / "o")], capsys)
@@ -190,35 +190,35 @@ def test_events_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureF
 def test_delimiter_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "semi.csv"
     src.write_text('user_id;item_id;ts;action;text\nu1;i1;1511544070;click;"red; blue"\nu2;i2;1511544071;click;green\n')
-    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "ok"), "--delimiter", ";"], capsys)
+    code, _out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "ok"), "--delimiter", ";"], capsys)
     assert code == 0, err
     assert sorted(pd.read_parquet(tmp_path / "ok" / "items.parquet")["text"]) == ["green", "red; blue"]  # quotes kept it one field
     # an items file takes the separator when its header holds it, and keeps its own (a .tsv) otherwise
     for name, text in (("items.tsv", "item_id\ttext\ni1\tred; blue\ni2\tgreen\n"), ("items.csv", "item_id;text\ni1;red\ni2;green\n")):
         (tmp_path / name).write_text(text)
-        code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / f"with-{name}"), "--delimiter", ";",
+        code, _out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / f"with-{name}"), "--delimiter", ";",
                               "--items", str(tmp_path / name)], capsys)
         assert code == 0, err
         assert len(pd.read_parquet(tmp_path / f"with-{name}" / "items.parquet")) == 2
     for bad in ("ab", '"', "x", "7", "", "\uff0c", " "):  # the full-width comma: Arrow's parser takes ASCII separators only
-        code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "no"), "--delimiter", bad], capsys)
+        code, _out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "no"), "--delimiter", bad], capsys)
         assert code == 2 and err.startswith(f"error: --delimiter {bad!r}: expected one ASCII character that separates fields"), err
     # a Parquet items file beside a ';' log keeps its own format (it has no header line to hold the separator)
     pd.DataFrame({"item_id": ["i1", "i2"], "text": ["red", "green"]}).to_parquet(tmp_path / "items.parquet")
-    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "pq-items"), "--delimiter", ";",
+    code, _out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "pq-items"), "--delimiter", ";",
                           "--items", str(tmp_path / "items.parquet")], capsys)
     assert code == 0, err
     manifest = json.loads((tmp_path / "pq-items" / "manifest.json").read_text())
     assert manifest["reader"]["delimiter"] == {"events": ";", "items": None}  # the dataset records the separator
     # a headerless items file does not take it from a text on its first line
     (tmp_path / "items-nohead.csv").write_text('i1,"Shoes; Red"\ni2,green\n')
-    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "nohead"), "--delimiter", ";",
+    code, _out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "nohead"), "--delimiter", ";",
                           "--items", str(tmp_path / "items-nohead.csv"), "--items-columns", "item_id,text"], capsys)
     assert code == 0, err
     assert sorted(pd.read_parquet(tmp_path / "nohead" / "items.parquet")["text"]) == ["Shoes; Red", "green"]
     parquet = tmp_path / "log.parquet"
     pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "ts": [1511544070], "action": ["click"], "text": ["x"]}).to_parquet(parquet)
-    code, out, err = run(["prepare", "events", str(parquet), "--out", str(tmp_path / "pq"), "--delimiter", ";"], capsys)
+    code, _out, err = run(["prepare", "events", str(parquet), "--out", str(tmp_path / "pq"), "--delimiter", ";"], capsys)
     assert code == 2 and "--delimiter ';' given, but the file is parquet; expected a delimited (CSV / TSV) file" in err
 
 
@@ -234,7 +234,7 @@ def test_a_split_without_users_is_said(tmp_path: Path, capsys: pytest.CaptureFix
 def test_bad_action_mapping_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "log.csv"
     src.write_text("1,100,pv,1511544070\n")
-    code, out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "o"), "--columns", "user_id,item_id,action,ts",
+    code, _out, err = run(["prepare", "events", str(src), "--out", str(tmp_path / "o"), "--columns", "user_id,item_id,action,ts",
                           "--actions", "pv", "--item-text", "{item_id}"], capsys)
     assert (code, err) == (2, "error: --actions entry 'pv': expected NAME=ACTION, e.g. --actions pv=view,buy=purchase\n")
 

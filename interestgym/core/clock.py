@@ -24,7 +24,7 @@ N_TIME_SLOTS = 4
 
 def offset_seconds(tz_offset_hours: float) -> int:
     """The clock's offset from UTC in whole seconds (half-hour zones such as +5.5 included)."""
-    return int(round(float(tz_offset_hours) * 3600))
+    return round(float(tz_offset_hours) * 3600)
 
 
 def hour_weekday(ts: np.ndarray | int, tz_offset_hours: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
