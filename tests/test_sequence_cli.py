@@ -45,6 +45,18 @@ def test_tiny_run_from_the_command_line(tmp_path, capsys):
     assert code == 2 and err.startswith("error: ") and "--resume" in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_progress_line_says_its_time_left_is_up_to_max_epochs(tmp_path, capsys, monkeypatch):
+    """The bar counts every epoch up to --max-epochs; early stopping usually ends the run sooner, and the line says so."""
+    import interestgym.progress
+
+    monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
+    data = make_dataset(tmp_path / "ds", n_users=24, n_items=40, dim=8)
+    code, err = _run(["train-sequence", str(data), "--model", "gru", "--run-dir", str(tmp_path / "run"), "--window", "6",
+                      "--hidden", "8", "--max-epochs", "3", "--patience", "1", "--n-negatives", "10", "--progress"], capsys)
+    assert code == 0, err
+    assert "[time left up to --max-epochs 3; 1 epoch without a better validation score stop it sooner]" in err
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--model", "lstm"], "'lstm' is not one of"),
     (["--window", "0"], "--window 0: expected an integer >= 1"),

@@ -219,10 +219,12 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
                        enabled=None if config.progress_bar else False)
     bar.update(epoch * batches_per_epoch)
     deadline = None if config.max_minutes is None else time.perf_counter() + 60.0 * config.max_minutes
-    # the bar's time left counts every epoch up to --max-epochs: the limit in time is said beside it
+    # the bar's time left counts every epoch up to --max-epochs, an upper bound: early stopping and the limit in time
+    # are said beside it
     limit = "" if config.max_minutes is None else f"; stops after --max-minutes {config.max_minutes:g}"
-    if limit:
-        bar.set_postfix_str(limit[2:])
+    epochs = f"{config.patience} epoch{'' if config.patience == 1 else 's'}"
+    bar.set_postfix_str(f"time left up to --max-epochs {config.max_epochs}; {epochs} without a better validation score "
+                        f"stop it sooner{limit}")
     checkpointed = epoch  # the last epoch whose checkpoint is whole on disk
     try:
         while epoch < config.max_epochs:
