@@ -350,6 +350,16 @@ def test_a_state_with_slot_counts_is_version_3_and_round_trips_and_a_damaged_one
     with pytest.raises(StateFormatError, match=r"'slot_category_counts' has dtype <f8 and shape \(4, 2\); expected <f8 with shape \(4, 3\)"):
         UserState.from_json(json.dumps(doc))
     assert state.slot_factor == 1.0
+    # the category counts and the slot profiles are checked like every other block (a reviewer's find: float32
+    # counts were read as they were)
+    doc = json.loads(state.to_json())
+    doc["fields"]["category_counts"]["dtype"] = "<f4"
+    with pytest.raises(StateFormatError, match=r"'category_counts' has dtype <f4 and 1 dims; expected <f8 with 1"):
+        UserState.from_json(json.dumps(doc))
+    doc = json.loads(UserState.empty(4, 3, with_slots=True).to_json())
+    doc["fields"]["slot_profiles"]["dtype"] = "<f8"
+    with pytest.raises(StateFormatError, match=r"'slot_profiles' has dtype <f8 and shape \(4, 4\); expected <f4 with shape"):
+        UserState.from_json(json.dumps(doc))
     doc = json.loads(state.to_json())
     del doc["fields"]["slot_factor"]
     with pytest.raises(StateFormatError, match="'slot_category_counts' and 'slot_factor' without the other"):

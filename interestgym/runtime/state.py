@@ -420,9 +420,14 @@ class UserState:
                 f"but {len(fields['category_decisions'])} category counts; expected one count per category"
             )
         slots = fields.get("slot_profiles")
-        if slots is not None and slots.shape != (N_TIME_SLOTS, d):
-            raise StateFormatError(f"user state field 'slot_profiles' has shape {slots.shape}; expected {(N_TIME_SLOTS, d)}")
+        if slots is not None and (slots.dtype.str != "<f4" or slots.shape != (N_TIME_SLOTS, d)):
+            raise StateFormatError(f"user state field 'slot_profiles' has dtype {slots.dtype.str} and shape {slots.shape}; "
+                                   f"expected <f4 with shape {(N_TIME_SLOTS, d)}")
         counts, slot_counts = fields.get("category_counts"), fields.get("slot_category_counts")
+        if counts is not None and (counts.dtype.str != "<f8" or counts.ndim != 1):
+            # (the exposure and per-slot counts are checked against it below, as every update widens to float64)
+            raise StateFormatError(f"user state field 'category_counts' has dtype {counts.dtype.str} and {counts.ndim} dims; "
+                                   "expected <f8 with 1 (one count per category of the export)")
         if slot_counts is not None:
             if version < 3:
                 raise StateFormatError(f"user state of version {version} has the field 'slot_category_counts'; expected it "
