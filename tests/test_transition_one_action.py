@@ -125,3 +125,32 @@ def test_compose_residual_row_equals_the_array_form_to_the_bit(names, base_width
         assert np.array(got, dtype=np.float64).tobytes() == expected[i].astype(np.float64).tobytes(), (base[i], change[i])
     with pytest.raises(ValueError, match="components for the"):
         compose_residual_row(base[0].tolist(), change[0].tolist() + [0.0], names or LAYOUTS[1])
+
+
+def _rules_to_check():
+    from interestgym.core.rules import RULES, BayesianCategoryPolicy
+
+    rules = [cls() for cls in RULES.values()]
+    rules += [BayesianCategoryPolicy(value_gain=0.5, value_median=0.146), BayesianCategoryPolicy(value_gain=1.0, value_median=3.0),
+              BayesianCategoryPolicy(value_gain=np.float64(0.7), value_median=np.float64(0.2))]
+    return rules
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_rules_act_row_equals_its_act_to_the_bit(dtype) -> None:
+    """``act_row`` (the runtime's one-event form) against ``act`` on the same rows, for every rule of the product and the
+    value-gain forms (a numpy float64 parameter included: its promotion is the array form's)."""
+    from interestgym.core.features import N_FEATURES
+
+    rng = np.random.default_rng(5)
+    obs = rng.uniform(-1.5, 1.5, (60, N_FEATURES)).astype(dtype)
+    obs[:10] = np.array(EDGES, dtype=dtype)[rng.integers(0, len(EDGES), (10, N_FEATURES))]
+    for rule in _rules_to_check():
+        with np.errstate(all="ignore"):  # edge rows decode to impossible counts: both forms warn alike
+            expected = np.asarray(rule.act(obs), dtype=np.float32)
+        for i in range(len(obs)):
+            with np.errstate(all="ignore"):
+                got = rule.act_row(obs[i: i + 1])
+            assert np.array(got, dtype=np.float32).tobytes() == expected[i].tobytes(), (rule.name, rule.params, obs[i])
+        with np.errstate(all="ignore"):
+            assert rule.act_row(obs[:1]) is not rule.act_row(obs[:1])  # a new list each call: the caller may change it

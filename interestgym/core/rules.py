@@ -131,6 +131,12 @@ class RulePolicy:
             strengths[:, column] = value  # a scalar or (n,) array: broadcast into its column
         return strengths_to_action(strengths)
 
+    def act_row(self, observations: np.ndarray) -> list[float]:
+        """:meth:`act` of one observation (1, n), as Python floats of its float32 values: the runtime's one-event
+        update. A rule may give a cheaper form with the same numbers to the bit (``tests/test_transition_one_action.py``
+        holds the product's own to :meth:`act`)."""
+        return np.asarray(self.act(observations), dtype=np.float32)[0].tolist()
+
     def describe(self) -> dict[str, Any]:
         """What a run's config, its shipping decision and an export's manifest record of the rule; a rule another
         installed package adds also says which (``provider``: :func:`rule_from_record` checks it when read)."""
@@ -218,18 +224,25 @@ class TwoProfileEMAPolicy(RulePolicy):
         obs = np.asarray(observations)
         return np.repeat(self._action_row(4), 1 if obs.ndim == 1 else obs.shape[0], axis=0)
 
-    def _action_row(self, width: int) -> np.ndarray:
+    def act_row(self, observations: np.ndarray) -> list[float]:
+        """:meth:`RulePolicy.act_row`: the constant strengths' row as floats, computed once (:meth:`_action_row`)."""
+        if type(self).strengths is not TwoProfileEMAPolicy.strengths:
+            return super().act_row(observations)
+        return self._action_row(4, as_list=True)
+
+    def _action_row(self, width: int, *, as_list: bool = False) -> Any:
         """(1, width) float32: the action of this rule's constant strengths, zeros after the fourth column;
-        computed once per set of values (the parameters may change after a call: the row follows them)."""
+        computed once per set of values (the parameters may change after a call: the row follows them).
+        ``as_list``: the row's values as a new list of Python floats."""
         p = self.params
         key = (p["long_rate"], p["short_rate"], p["short_weight"], p["popularity_weight"], width)
         cached = self.__dict__.get("_action_rows")
         if cached is None or cached[0] != key:
             row = np.zeros((1, width), dtype=np.float32)
             row[:, :4] = strengths_to_action(np.array([key[:4]], dtype=np.float64))
-            cached = (key, row)
+            cached = (key, row, row[0].tolist())
             self.__dict__["_action_rows"] = cached
-        return cached[1]
+        return list(cached[2]) if as_list else cached[1]
 
 
 class TimeDecayPolicy(RulePolicy):
@@ -340,6 +353,18 @@ class BayesianCategoryPolicy(TwoProfileEMAPolicy):
         out = np.repeat(self._action_row(_GAIN_COLUMN + 1), obs.shape[0], axis=0)  # the strengths; no keep / tracker change
         out[:, _GAIN_COLUMN] = clip(s * (obs[:, _VALUE_COLUMN] / self.params["value_median"] - 1.0), -1.0, 1.0)
         return out
+
+    def act_row(self, observations: np.ndarray) -> list[float]:
+        """:meth:`act` of one observation as floats: the count gain from the row's value as a numpy scalar of the
+        observations' dtype, so each operation is the array form's (the same dtypes, the same rounding)."""
+        s = self.params.get("value_gain")
+        if not s:
+            return super().act_row(observations)
+        obs = np.asarray(observations)
+        value = obs[0, _VALUE_COLUMN] if obs.ndim == 2 else obs[_VALUE_COLUMN]
+        row = self._action_row(_GAIN_COLUMN + 1, as_list=True)
+        row[_GAIN_COLUMN] = float(np.float32(clip(s * (value / self.params["value_median"] - 1.0), -1.0, 1.0)))
+        return row
 
 
 class PopularityPolicy(RulePolicy):
