@@ -28,6 +28,12 @@ def clip(a, low, high, out=None):  # type: ignore[no-untyped-def]
     return _clip_ufunc(a, low, high, out=out)
 
 
+def clip_float(value: float, low: float, high: float) -> float:
+    """:func:`clip` of one Python float (the one-user forms' scalar maths): the value itself inside the bounds, -0.0
+    and NaN included, as numpy's clip keeps them."""
+    return low if value < low else min(value, high)
+
+
 def finite_number(value: Any) -> bool:
     """A finite real number that is not a bool (``true`` / ``false`` read from a file are not weights): the check every
     value read from a manifest, a config or a rule's parameters goes through."""

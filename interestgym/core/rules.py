@@ -83,7 +83,7 @@ import numpy as np
 
 from interestgym.core.features import FEATURE_INDEX, FeatureView
 from interestgym.core.interest import ScoringConfig
-from interestgym.core.numeric import clip, finite_number
+from interestgym.core.numeric import clip, clip_float, finite_number
 from interestgym.core.protocol import (
     ENV_ACTION_NAMES,
     GAIN_CHANGE,
@@ -781,11 +781,6 @@ def _float32(value: float) -> float:
     return float(np.float32(value))
 
 
-def _clip_unit(value: float) -> float:
-    """``clip(value, -1, 1)`` of one float, NaN and -0.0 kept as numpy's clip keeps them."""
-    return -1.0 if value < -1.0 else min(value, 1.0)
-
-
 def compose_residual_row(base: list[float], change: list[float], names: tuple[str, ...] | None = None) -> list[float]:
     """:func:`compose_residual` of ONE row, in Python floats: ``base`` and ``change`` the row's float32 values
     (``array[0].tolist()``), the result ``compose_residual(...)[0].tolist()`` to the bit (float32 sums rounded as
@@ -797,14 +792,14 @@ def compose_residual_row(base: list[float], change: list[float], names: tuple[st
     n_base = len(base)
     out = [0.0] * max(width, n_base)
     for j in range(4):
-        out[j] = _clip_unit(_float32(base[j] + change[j]))
+        out[j] = clip_float(_float32(base[j] + change[j]), -1.0, 1.0)
     if n_base > 4:  # a rule's own changes (engine layout): kept, and a learned change adds to its column
         out[4:n_base] = base[4:]
         for j, c in zip(target, change[4:]):
-            out[j] = _clip_unit(_float32(out[j] + c))
+            out[j] = clip_float(_float32(out[j] + c), -1.0, 1.0)
     else:  # a rule of four columns: the change's own
         for j, c in zip(target, change[4:]):
-            out[j] = _clip_unit(c)
+            out[j] = clip_float(c, -1.0, 1.0)
     return out
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from interestgym.core.features import EMA_RATE, SHADOW_STRENGTHS
 from interestgym.core.interest import cosine_rows, update_profile
-from interestgym.core.numeric import clip
+from interestgym.core.numeric import clip, clip_float
 from interestgym.core.protocol import ENV_ACTION_NAMES
 
 _SHADOW_RATES = np.array(SHADOW_STRENGTHS)
@@ -162,11 +162,6 @@ def action_changes(actions: np.ndarray) -> ActionChanges:
                          slot=apply_gain_change(slot))
 
 
-def _clip_float(value: float, low: float, high: float) -> float:
-    """``clip`` of one Python float: the value itself inside the bounds (-0.0 and NaN included, as numpy's)."""
-    return low if value < low else min(value, high)
-
-
 def one_action(action: list[float], fixed_forgetting: float | None = None
                ) -> tuple[list[float], ActionChanges, float]:
     """One env action read as :func:`~interestgym.core.protocol.action_to_strengths`, :func:`action_changes`
@@ -180,18 +175,18 @@ def one_action(action: list[float], fixed_forgetting: float | None = None
     :return: (a_L, a_S, w, p), the changes (floats, None where the action has no such component) and the
         category counts' keep factor.
     """
-    strengths = [(_clip_float(u, -1.0, 1.0) + 1.0) / 2.0 for u in action[:4]]
+    strengths = [(clip_float(u, -1.0, 1.0) + 1.0) / 2.0 for u in action[:4]]
     forgetting = 1.0 - strengths[0] if fixed_forgetting is None or math.isnan(fixed_forgetting) else fixed_forgetting
     if len(action) <= 4:
         return strengths, _NO_CHANGES, forgetting
-    changes = [_clip_float(u, -1.0, 1.0) for u in action[4:]]
+    changes = [clip_float(u, -1.0, 1.0) for u in action[4:]]
     keep, tracker, gain, context, slot = (changes[j] if j < len(changes) else None for j in _CHANGE_COLUMNS)
     if keep is not None and keep != 0:
-        forgetting = _clip_float(forgetting + keep, 0.0, 1.0)
+        forgetting = clip_float(forgetting + keep, 0.0, 1.0)
     return strengths, ActionChanges(
         keep=keep, tracker=tracker, context=context,
-        gain=None if gain is None else _clip_float(1.0 + gain, 0.0, GAIN_MAX),
-        slot=None if slot is None else _clip_float(1.0 + slot, 0.0, GAIN_MAX),
+        gain=None if gain is None else clip_float(1.0 + gain, 0.0, GAIN_MAX),
+        slot=None if slot is None else clip_float(1.0 + slot, 0.0, GAIN_MAX),
     ), forgetting
 
 

@@ -218,18 +218,11 @@ class ExportedPolicy:
         values): the one-event update's form, with the residual composed by
         :func:`~interestgym.core.rules.compose_residual_row` (the same values as :meth:`act`'s row, to the bit)."""
         if self.form == "rule":
-            return self._rule_row(obs)
+            return self.rule.act_row(obs)  # type: ignore[union-attr]  (every rule is a RulePolicy: rule_from_record)
         graph = self._graph_action(obs)[0].tolist()
         if self.form == "residual":
-            return compose_residual_row(self._rule_row(obs), graph, self.change_names)
+            return compose_residual_row(self.rule.act_row(obs), graph, self.change_names)  # type: ignore[union-attr]
         return graph
-
-    def _rule_row(self, obs: np.ndarray) -> list[float]:
-        """The rule's action for one observation as floats (its ``act_row``; a rule without one: its ``act``)."""
-        act_row = getattr(self.rule, "act_row", None)
-        if act_row is not None:
-            return act_row(obs)
-        return np.asarray(self.rule.act(obs), dtype=np.float32)[0].tolist()  # type: ignore[union-attr]
 
     def _graph_action(self, obs: np.ndarray) -> np.ndarray:
         """The ONNX graph's ``action`` output for float32 observations (n, n_obs): the learned part of

@@ -242,10 +242,13 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
         if exposure is not None:  # what was shown since the last decision joins; all forget
             exposure = _folded_exposure(exposure, np.float64(forgetting))  # float64, as the batched path's factors
     slots = state.slot_profiles
-    if slots is not None and policy._beta_ctx != 0:
+    # the action as an array only for what reads it so (the context rate's and the tracker weight's change)
+    moves_slots = slots is not None and policy._beta_ctx != 0
+    actions = np.array([action], dtype=np.float32) if moves_slots or tracker is not None else None
+    if moves_slots:
         slot = policy._slot_of_hour(hour)
         slots = slots.copy()
-        slots[slot] = update_profile(slots[slot][None], x[None], policy._context_rates(np.array([action], dtype=np.float32)))[0]
+        slots[slot] = update_profile(slots[slot][None], x[None], policy._context_rates(actions))[0]
     elif slots is not None:
         slots = slots.copy()
 
@@ -257,8 +260,8 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
     counters[_N_EVENTS] += 1
     counters[_LAST_EVENT_TS] = ts
     return UserState._of_blocks(profiles, stats, np.array(counters, dtype=np.int64), categories, decisions, counts, slots,
-                                policy._tracker_weighted(tracker, np.array([action], dtype=np.float32)) if tracker is not None else None,
-                                drift, slot_counts, slot_factor, exposure)
+                                None if actions is None else policy._tracker_weighted(tracker, actions), drift, slot_counts,
+                                slot_factor, exposure)
 
 
 def _folded_exposure(blocks: np.ndarray, forgetting: np.ndarray | float) -> np.ndarray:
