@@ -123,6 +123,12 @@ def test_saved_widths_map_to_their_components():
     assert residual_action_names(tracker=True, gain=True, context=True, slot=True) == ENV_ACTION_NAMES
     with pytest.raises(ValueError, match="bogus"):
         env_action_layout(("long_strength", "bogus"))
+    # a component named twice would be summed by the one-row composition and overwritten by the array one: refused
+    twice = ("long_strength", "short_strength", "short_weight", "popularity_weight", "gain_change", "gain_change")
+    with pytest.raises(ValueError, match=r"\['gain_change'\] named twice"):
+        env_action_layout(twice)
+    with pytest.raises(ValueError, match="named twice"):
+        compose_residual(np.zeros((1, 4), np.float32), np.zeros((1, 6), np.float32), twice)
 
 
 # ------------------------------------------------------------------------------------------ agent

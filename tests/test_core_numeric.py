@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from interestgym.core.interest import normalise_rows, update_profile
-from interestgym.core.numeric import clip
+from interestgym.core.numeric import clip, clip_float
 from interestgym.core.protocol import ENV_ACTION_NAMES
 from interestgym.core.rules import compose_residual
 from interestgym.core.transition import (
@@ -36,6 +36,18 @@ def test_clip_is_np_clip_bit_for_bit(dtype, bounds):
     assert same_bits(clip(values, *bounds), np.clip(values, *bounds))
     out = np.empty_like(values)
     assert clip(values, *bounds, out=out) is out and same_bits(out, np.clip(values, *bounds))
+
+
+@pytest.mark.parametrize("bounds", [(-1.0, 1.0), (0.0, 1.0), (0.0, 2.0), (-0.0, 0.0), (0.0, -0.0), (0.5, 0.5)])
+def test_clip_float_is_np_clip_of_a_float64_bit_for_bit(bounds):
+    """The one-user forms' scalar clip: every value, -0.0, NaN and the infinities included, gives numpy's bits."""
+    rng = np.random.default_rng(1)
+    values = [*SPECIALS.tolist(), *bounds, *(np.nextafter(b, d) for b in bounds for d in (-np.inf, np.inf)),
+              *(rng.standard_normal(40) * 3).tolist()]
+    for v in values:
+        got = clip_float(float(v), *bounds)
+        assert type(got) is float
+        assert np.float64(got).tobytes() == np.clip(np.float64(v), *bounds).tobytes(), (v, bounds)
 
 
 def test_clip_with_array_bounds_and_integers_is_np_clip():

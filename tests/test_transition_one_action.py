@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from interestgym.core.interest import update_profile, update_profile_one
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     action_changes,
@@ -87,14 +88,49 @@ def test_the_count_functions_one_user_form_equals_their_batched_form() -> None:
 
 def test_fold_outcomes_one_user_form_equals_the_batched_form() -> None:
     rng = np.random.default_rng(4)
-    means, sums = rng.uniform(-1, 1, (5, 3)), rng.uniform(0, 7, (5, 3))
-    n_points = np.array([0, 1, 3, 7, 0])
+    # mixed magnitudes, and point counts past 2**24 (a float32 would round them; float64 and Python's int division do not)
+    means = rng.uniform(-1, 1, (9, 3)) * 10.0 ** rng.integers(-8, 8, (9, 3))
+    sums = rng.uniform(0, 7, (9, 3)) * 10.0 ** rng.integers(-8, 12, (9, 3))
+    n_points = np.array([0, 1, 3, 7, 0, 11, 2**24 + 1, 2**40 + 3, 1_000_003])
     for dtype in (np.float64, np.float32):
         batched = fold_outcomes(means, sums.astype(dtype), n_points)
-        for i in range(5):
-            got = fold_outcomes(means[i], sums[i].astype(dtype), int(n_points[i]))
-            assert got.dtype == batched.dtype and got.tobytes() == batched[i].tobytes()
-            assert got is not means[i]
+        for i in range(len(means)):
+            row = means[i].tolist()
+            got = fold_outcomes(row, sums[i].astype(dtype).tolist(), int(n_points[i]))
+            assert isinstance(got, list) and got is not row
+            assert np.array(got, dtype=np.float64).tobytes() == batched[i].tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dim", [1, 7, 384])
+def test_update_profile_one_equals_the_engines_batched_call(dtype, dim: int) -> None:
+    """The runtime's one-user form against the engine's call (B users' (B, 5, d) profiles, items (B, 1, d), rates
+    (B, 5)), row for row to the bit: unit, zero and NaN rows; rates 0, -0.0, 1, NaN, one that rounds to 0 in float32."""
+    rng = np.random.default_rng(dim)
+    n, k = 40, 5
+    profiles = rng.normal(size=(n, k, dim))
+    profiles /= np.linalg.norm(profiles, axis=-1, keepdims=True)
+    profiles[3, 0] = 0.0  # an empty profile (no interest known yet)
+    profiles[5, 1] = np.nan
+    items = rng.normal(size=(n, dim))
+    items /= np.linalg.norm(items, axis=-1, keepdims=True)
+    items[7] = -profiles[7, 0]  # (1 - a) L + a x = 0 for a = 0.5: a zero row after the move
+    rates = rng.uniform(0, 1, (n, k))
+    rates[7, 0] = 0.5
+    rates[9, :] = [0.0, -0.0, 1.0, 1e-50, np.nan]
+    rates[11, 1] = 0.0
+    profiles, items = profiles.astype(dtype), items.astype(dtype)
+    batched = update_profile(profiles, items[:, None, :], rates)
+    for i in range(n):
+        got = update_profile_one(profiles[i], items[i], rates[i].tolist())
+        assert got.dtype == batched.dtype and got.shape == (k, dim)
+        assert got.tobytes() == batched[i].tobytes(), i
+    assert not update_profile_one(profiles[7], items[7], rates[7].tolist())[0].any()  # the zero row stays zero
+    # a = 0 (and one rounding to 0 in float32) keeps the row's bytes
+    kept = update_profile_one(profiles[9], items[9], rates[9].tolist())
+    assert kept[:2].tobytes() == profiles[9, :2].tobytes()
+    if dtype is np.float32:
+        assert kept[3].tobytes() == profiles[9, 3].tobytes()
 
 
 LAYOUTS = [None, ("long_strength", "short_strength", "short_weight", "popularity_weight"),

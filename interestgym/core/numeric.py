@@ -31,7 +31,8 @@ def clip(a, low, high, out=None):  # type: ignore[no-untyped-def]
 def clip_float(value: float, low: float, high: float) -> float:
     """:func:`clip` of one Python float (the one-user forms' scalar maths): the value itself inside the bounds, -0.0
     and NaN included, as numpy's clip keeps them."""
-    return low if value < low else min(value, high)
+    # min(value, high) without the call (~60 ns, ~19 times an event in the runtime)
+    return low if value < low else (high if high < value else value)  # noqa: FURB136
 
 
 def finite_number(value: Any) -> bool:

@@ -68,7 +68,7 @@ def env_action_layout(names: tuple[str, ...] | list[str]) -> np.ndarray | None:
     """Where each of ``names`` goes in :data:`ENV_ACTION_NAMES`: None when the names are a prefix of it
     (the action is already in the engine's layout), else the column of each name.
 
-    :raises ValueError: for a name that is not an action component.
+    :raises ValueError: for a name that is not an action component, or one named twice.
     """
     names = tuple(names)
     if names == ENV_ACTION_NAMES[: len(names)]:
@@ -76,6 +76,9 @@ def env_action_layout(names: tuple[str, ...] | list[str]) -> np.ndarray | None:
     unknown = [n for n in names if n not in ENV_ACTION_NAMES]
     if unknown:
         raise ValueError(f"action components {unknown}: expected names from {ENV_ACTION_NAMES}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"action components {twice} named twice in {list(names)}: expected each at most once")
     return np.array([ENV_ACTION_NAMES.index(n) for n in names], dtype=np.int64)
 
 

@@ -775,31 +775,28 @@ def _residual_row_layout(names: tuple[str, ...] | None, n_change: int) -> tuple[
     return (tuple(range(4, width)) if columns is None else tuple(int(c) for c in columns[4:])), width
 
 
-def _float32(value: float) -> float:
-    """A Python float rounded to float32 (what a float32 array holds). A float32 sum computed in float64 and rounded once
-    is the float32 sum itself: float64 has more than twice float32's precision, so the double rounding is exact."""
-    return float(np.float32(value))
-
-
 def compose_residual_row(base: list[float], change: list[float], names: tuple[str, ...] | None = None) -> list[float]:
     """:func:`compose_residual` of ONE row, in Python floats: ``base`` and ``change`` the row's float32 values
-    (``array[0].tolist()``), the result ``compose_residual(...)[0].tolist()`` to the bit (float32 sums rounded as
-    float32 arrays round them; ``tests/test_transition_one_action.py``), without the ~10 numpy calls of the array form
-    on one row: the runtime's one-event update."""
+    (``array[0].tolist()``), the result ``compose_residual(...)[0].tolist()`` to the bit
+    (``tests/test_transition_one_action.py``), without the ~10 numpy calls of the array form on one row: the runtime's
+    one-event update. The sums are taken in float64 and rounded to float32 together, in one array: a float32 sum
+    computed in float64 and rounded once is the float32 sum itself (float64 has more than twice float32's precision,
+    so the double rounding is exact)."""
     if names is not None and len(change) != len(names):
         raise ValueError(f"a residual change of {len(change)} components for the {len(names)} names {list(names)}")
     target, width = _residual_row_layout(None if names is None else tuple(names), len(change))
     n_base = len(base)
     out = [0.0] * max(width, n_base)
-    for j in range(4):
-        out[j] = clip_float(_float32(base[j] + change[j]), -1.0, 1.0)
+    sums = [base[0] + change[0], base[1] + change[1], base[2] + change[2], base[3] + change[3]]
     if n_base > 4:  # a rule's own changes (engine layout): kept, and a learned change adds to its column
         out[4:n_base] = base[4:]
-        for j, c in zip(target, change[4:]):
-            out[j] = clip_float(_float32(out[j] + c), -1.0, 1.0)
-    else:  # a rule of four columns: the change's own
-        for j, c in zip(target, change[4:]):
-            out[j] = clip_float(c, -1.0, 1.0)
+        sums += [out[j] + c for j, c in zip(target, change[4:])]
+    else:  # a rule of four columns: the change's own (float32 values already)
+        sums += change[4:]
+    rounded = np.array(sums, dtype=np.float32).tolist()
+    out[:4] = [clip_float(v, -1.0, 1.0) for v in rounded[:4]]
+    for j, v in zip(target, rounded[4:]):
+        out[j] = clip_float(v, -1.0, 1.0)
     return out
 
 

@@ -294,18 +294,20 @@ def shown_counts(rows: np.ndarray, categories: np.ndarray, n_rows: int, n_catego
     return np.bincount(flat, minlength=n_rows * n_categories).astype(np.float64).reshape(n_rows, n_categories)
 
 
-def fold_outcomes(means: np.ndarray, sums: np.ndarray, n_points: np.ndarray) -> np.ndarray:
+def fold_outcomes(means: np.ndarray | list[float], sums: np.ndarray | list[float], n_points: np.ndarray | int
+                  ) -> np.ndarray | list[float]:
     """Running means after a step's scoring points: ``m <- ema(m, sum / n)`` per column.
 
     :param means: (B, M) float64 running means (the engine and runtime fold M = 3: reward metric,
         L-only metric, S-only metric).
     :param sums: (B, M) sums of the step's scoring points' values, added in point order.
     :param n_points: (B,) scoring points per row; rows with none keep their means.
-    :return: new (B, M) means. One user's form: ``means`` and ``sums`` (M,), ``n_points`` an int (the
-        runtime's one-event update; the same arithmetic without the masks).
+    :return: new (B, M) means. One user's form: ``means`` and ``sums`` lists of M Python floats, ``n_points`` an
+        int, giving a new list (the runtime's one-event update: the same float64 arithmetic, a float divided by an
+        int as numpy divides by an int64, without a numpy call).
     """
-    if means.ndim == 1:
-        return ema(means, sums / np.int64(n_points)) if n_points > 0 else means.copy()
+    if isinstance(means, list):
+        return [ema(m, s / n_points) for m, s in zip(means, sums)] if n_points > 0 else list(means)
     scored = n_points > 0
     step_mean = sums / np.where(scored, n_points, 1)[:, None]
     return np.where(scored[:, None], ema(means, step_mean), means)

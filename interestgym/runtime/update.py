@@ -38,7 +38,7 @@ from interestgym.core.features import (
     encode_features,
     state_quantities,
 )
-from interestgym.core.interest import cosine_rows, update_profile
+from interestgym.core.interest import cosine_rows, update_profile, update_profile_one
 from interestgym.core.log_features import (
     RATING_ACTION,
     is_decision,
@@ -80,12 +80,12 @@ _N_EVENTS, _N_DECISIONS, _LAST_EVENT_TS, _LAST_DECISION_TS, _LAST_CATEGORY, _CAT
         "n_events", "n_decisions", "last_event_ts", "last_decision_ts", "last_category", "category_run", "pending_points"))
 _M = {name: MEANS_SLICE.start + i for i, name in enumerate(RUNNING_MEANS)}
 #: The running means the scoring points' sums (PENDING, in that order) are folded into (stats positions).
-_FOLDED = np.array([_M[name] for name in ("reward_ema", "long_metric_ema", "short_metric_ema")])
+_FOLDED_AT = tuple(_M[name] for name in ("reward_ema", "long_metric_ema", "short_metric_ema"))
+_FOLDED = np.array(_FOLDED_AT)
+_NO_PENDING = [0.0] * (PENDING_SLICE.stop - PENDING_SLICE.start)
 #: Stats positions of the running statistics a decision moves, in the order of the cosines they take:
 #: drift_ema <- cos(x, L), short_long_ema <- cos(x, S) - cos(x, L), shadow_cos_ema[k] <- cos(x, H_k).
-_MOVED = np.array([_M["drift_ema"], _M["short_long_ema"], *range(SHADOW_COS_SLICE.start, SHADOW_COS_SLICE.stop)])
-#: update_profile strengths of the profile block's rows: a_L, a_S (set per decision), then the shadows'.
-_RATES = np.array([0.0, 0.0, *SHADOW_STRENGTHS])
+_MOVED_AT = (_M["drift_ema"], _M["short_long_ema"], *range(SHADOW_COS_SLICE.start, SHADOW_COS_SLICE.stop))
 
 
 def _check_order(policy: ExportedPolicy, state: UserState, ts: int, n_events: int, last_event_ts: int) -> None:
@@ -123,11 +123,13 @@ def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
     counters = state.counters.tolist() if counters is None else counters
     ts = int(event.ts)
     x = policy._item_vector(event.item_vector)
-    stats = state.stats.copy()
+    values = state.stats.tolist()  # the stats as Python floats (float64): the one-user forms' arithmetic is the same
     pending = counters[_PENDING_POINTS]  # read before the fold zeroes it: decision_extras folds with it too
     if pending > 0:
-        stats[_FOLDED] = fold_outcomes(stats[_FOLDED], stats[PENDING_SLICE], pending)  # the one-user form
-        stats[PENDING_SLICE] = 0.0
+        folded = fold_outcomes([values[j] for j in _FOLDED_AT], values[PENDING_SLICE], pending)  # the one-user form
+        for j, v in zip(_FOLDED_AT, folded):
+            values[j] = v
+        values[PENDING_SLICE] = _NO_PENDING
         counters[_PENDING_POINTS] = 0
     profiles = state.profiles
     # cos(x, L), cos(x, S), cos(x, H_k) in one call (row-wise: each equals the engine's own call).
@@ -137,7 +139,6 @@ def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
     cat, category_count, same = _category_of(state, event.category, counters[_LAST_CATEGORY])
     n_events, n_decisions = counters[_N_EVENTS], counters[_N_DECISIONS]
     hour, weekday = event.hour_weekday(policy.tz_offset_hours)
-    values = stats.tolist()
     cos_values = cos.tolist()
     obs = policy._row_encoder.encode(
         cos_values[0], cos_values[1], float(cos_long_short[0]), not profiles[0].any(), values[MEANS_SLICE],
@@ -148,7 +149,7 @@ def observe_one(policy: ExportedPolicy, state: UserState, event: Event,
     extra, tracker, drift = decision_extras(policy, state.tracker, state.drift_window, event.item_id, event.action, ts, x, pending)
     if extra is not None:
         obs = np.concatenate([obs, extra[None]], axis=1)
-    return obs, (x, stats, counters, cos, cat, hour, tracker, drift)
+    return obs, (x, values, counters, cos_values, cat, hour, tracker, drift)
 
 
 def decision_extras(policy: ExportedPolicy, term: TrackerTerm | None, drift: np.ndarray | None, item_id: Any, action: str,
@@ -211,7 +212,7 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
         new = state.copy()
         new.counters = np.array(counters, dtype=np.int64)
         return new
-    obs, (x, stats, counters, cos, cat, hour, tracker, drift) = observe_one(policy, state, event, counters)
+    obs, (x, values, counters, cos, cat, hour, tracker, drift) = observe_one(policy, state, event, counters)
     action = policy._act_row(obs)  # the env action as Python floats (float32 values)
     # the strengths, changes and the counts' keep factor in Python floats (one_action: the core's arithmetic)
     strengths, changes, forgetting = one_action(action, policy._fixed_forgetting)
@@ -219,15 +220,14 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
         strengths[3] = policy._fixed_p
 
     # decision_transition, element for element: the running statistics from the cosines measured
-    # before the update, then L, S and the shadows moved in one update_profile call.
-    moved = cos.astype(np.float64)
-    moved[1] -= moved[0]  # cos(x, S) - cos(x, L), in float64 as the core subtracts the widened cosines
-    stats[_MOVED] = ema(stats[_MOVED], moved)
-    stats[STRENGTHS_SLICE] = strengths
-    rates = _RATES.copy()
-    rates[:2] = strengths[:2]
-    # x (d,) broadcasts against the (rows, d) block inside update_profile's element-wise maths
-    profiles = update_profile(state.profiles, x, rates)
+    # before the update (in Python floats: the float32 cosines widened exactly, float64 arithmetic as the core's),
+    # then L, S and the shadows moved in one update_profile_one call.
+    moved = [cos[0], cos[1] - cos[0], *cos[2:]]  # cos(x, S) - cos(x, L), as the core subtracts the widened cosines
+    for j, v in zip(_MOVED_AT, moved):
+        values[j] = ema(values[j], v)
+    values[STRENGTHS_SLICE] = strengths
+    stats = np.array(values, dtype=np.float64)
+    profiles = update_profile_one(state.profiles, x, [strengths[0], strengths[1], *SHADOW_STRENGTHS])
 
     counts, slot_counts, slot_factor = state.category_counts, state.slot_category_counts, state.slot_factor
     exposure = state.exposure
