@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -611,6 +612,60 @@ def test_sqlite_writers_of_several_processes_queue_on_the_lock_file_beside_the_d
     os.close(holder)
     assert store.user_info("u") == (b"state", 1)
     store.close()
+
+
+def test_a_sqlite_write_waits_at_most_its_busy_timeout_in_all_its_queues(tmp_path):
+    """One deadline per write: behind a stuck holder of SQLite's lock, writes queued on the process's lock fail each within
+    the timeout (not one timeout after another), and so does a write waiting for PATH.lock held by another process (flock
+    itself has no timeout). The message names the lock file; writes go through once the holder lets go."""
+    import fcntl
+    import sqlite3
+
+    from interestgym.serve.stores import SqliteStore, StoreUnavailableError, UserWrite
+
+    timeout = 0.6
+    store = SqliteStore(tmp_path / "s.db", busy_timeout_s=timeout)
+
+    def write(user: str) -> tuple[str, float]:
+        t = time.monotonic()
+        try:
+            store.transact({user: ["e1"]}, lambda snap: {user: UserWrite(b"state", {"e1": "d"}, {"e1": 1})})
+            outcome = "ok"
+        except StoreUnavailableError as exc:
+            outcome = str(exc)
+        return outcome, time.monotonic() - t
+
+    holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's writer, stuck
+    out: list[tuple[str, float]] = []
+    threads = [threading.Thread(target=lambda u=u: out.append(write(u))) for u in ("a", "b", "c", "d")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(out) == 4 and all(o != "ok" for o, _ in out)
+    assert max(seconds for _, seconds in out) < 2.5 * timeout, out  # one after another would be 4 x 0.6 s
+    assert any("database is locked" in o for o, _ in out) and any("this process's other writes" in o for o, _ in out), out
+    holder.execute("ROLLBACK")
+    holder.close()
+
+    lock = os.open(tmp_path / "s.db.lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    outcome, seconds = write("e")
+    assert "s.db.lock" in outcome and f"busy timeout ({timeout:g} s" in outcome and timeout * 0.9 < seconds < 3 * timeout, (outcome, seconds)
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    os.close(lock)
+    assert write("e")[0] == "ok" and store.user_info("e") == (b"state", 1)
+    store.close()
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-1", "nan", "7200"])
+def test_a_sqlite_busy_timeout_that_is_not_seconds_is_refused_naming_the_option(tmp_path, text):
+    from interestgym.serve.stores import StoreError
+
+    with pytest.raises(StoreError, match=rf"busy_timeout='{text}'; expected seconds in \(0, 3600\]"):
+        open_store(f"sqlite:///{tmp_path / 's.db'}?busy_timeout={text}")
+    assert open_store(f"sqlite:///{tmp_path / 's.db'}?busy_timeout=2.5").wait_timeout_s == 2.5
 
 
 @pytest.mark.parametrize("store_url", STORES, indirect=True)
@@ -1374,6 +1429,95 @@ def test_kill_9_during_load_then_restart_loses_no_acknowledged_event_and_applies
         state = UserState.from_bytes(blob)
         assert state.counter("n_events") == len(events) == n_ids, user  # none lost, none twice
         assert state == expected[user], user  # and the very state of applying each event once, in order
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of a process's children (Linux's /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the workers' pids from Linux's /proc")
+def test_workers_stop_when_the_serve_process_is_killed_and_a_restart_gets_the_port(fx, catalogue_dir, tmp_path):
+    """A review's find: after kill -9 of `serve --workers 2`, the two workers, adopted by init, kept serving on the port,
+    and the restart the README describes could not listen on it. Each worker now stops when its serve process is gone."""
+    import httpx
+
+    store = f"sqlite:///{tmp_path / 'serve.db'}"
+    server = ServerProcess(fx.export, store, args=["--items", str(catalogue_dir), "--workers", "2"],
+                           log=tmp_path / "server.log").start()
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(workers) < 2 and time.monotonic() < deadline:  # the two workers (and multiprocessing's helper)
+            workers = _children(server.proc.pid)
+            time.sleep(0.1)
+        assert len(workers) >= 2, workers
+        server.kill9()
+        deadline = time.monotonic() + 20
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, workers)), "the workers kept running after their serve process was killed"
+        server.start()  # the same port
+        assert httpx.post(f"{server.url}/v1/events", json={"events": [_event("e1", "u", 1_000_000)]}, timeout=10).json()["applied"] == 1
+    finally:
+        server.stop()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_during_a_store_stall_writes_fail_within_their_own_timeout_and_the_liveness_probe_answers(fx, catalogue_dir, tmp_path):
+    """A review's finds, on a real server: another process holds the SQLite store's write lock and 50 requests wait on
+    it. /livez and /metrics answered only once the 40 threads of the worker's pool were free again (a liveness probe
+    would restart a healthy worker during the outage), and the k-th queued write of a user failed only after k busy
+    timeouts. Now the probes answer at once and every write gets its 503 within its own timeouts."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    db = tmp_path / "serve.db"
+    timeout_s = 3.0
+    server = ServerProcess(fx.export, f"sqlite:///{db}?busy_timeout={timeout_s:g}", args=["--items", str(catalogue_dir)],
+                           log=tmp_path / "server.log").start()
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process's writer, stuck mid-transaction
+
+        def post(i: int) -> tuple[int, float]:
+            t = time.monotonic()
+            r = httpx.post(f"{server.url}/v1/events", json={"events": [_event(f"s{i}", f"u{i % 5}", 1_000_000 + i)]}, timeout=60)
+            return r.status_code, time.monotonic() - t
+
+        with ThreadPoolExecutor(50) as pool:
+            futures = [pool.submit(post, i) for i in range(50)]
+            time.sleep(1.0)  # the requests are in, every thread of the server's pool waits on the store
+            for path in ("/livez", "/metrics"):
+                t = time.monotonic()
+                assert httpx.get(f"{server.url}{path}", timeout=timeout_s).status_code == 200
+                assert time.monotonic() - t < 1.5, path
+            results = [f.result() for f in futures]
+        assert {code for code, _ in results} == {503}
+        # each within its own timeouts (the wait behind its user's other requests, then the store's; the last 10 also
+        # queue for a thread of the pool: 50 requests on 40), not one timeout after another (10 a user here: ~30 s)
+        assert max(seconds for _, seconds in results) < 4 * timeout_s, sorted(seconds for _, seconds in results)
+        holder.execute("ROLLBACK")
+        assert httpx.post(f"{server.url}/v1/events", json={"events": [_event("after", "u0", 2_000_000)]}, timeout=10).json()["applied"] == 1
+    finally:
+        holder.close()
+        server.stop()
 
 
 def test_several_worker_processes_share_the_store_the_policy_swap_and_the_metrics(fx, catalogue_dir, tmp_path):

@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -70,6 +72,8 @@ from interestgym.serve.stores import StoreUnavailableError
 log = logging.getLogger("interestgym.serve")
 #: Environment variable carrying the JSON :class:`ServeConfig` to uvicorn's worker processes.
 CONFIG_ENV = "INTERESTGYM_SERVE_CONFIG"
+#: The pid of the `interestgym serve` process whose workers read CONFIG_ENV (set by it with --workers > 1).
+SUPERVISOR_ENV = "INTERESTGYM_SERVE_SUPERVISOR"
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (403, 404, 409, 413, 422, 500, 503)}
 
 
@@ -370,8 +374,10 @@ def create_app(service: InterestService) -> FastAPI:
         or state layout differ from the stored states', or the catalogue does not meet its expectations."""
         return service.swap_policy(body.path)
 
+    # /livez and /metrics are coroutines: they answer on the event loop, not in the thread pool that the handlers
+    # waiting on a stalled store fill (40 threads), so a liveness probe and the metrics still answer during an outage.
     @app.get("/livez", tags=["ops"])
-    def livez() -> dict[str, Any]:
+    async def livez() -> dict[str, Any]:
         """200 while the process answers (a liveness probe): no store call, so a store outage does not get healthy
         workers restarted; readiness is /healthz."""
         return {"status": "alive", "policy": service.policy_id, "uptime_s": round(time.time() - service.started, 1)}
@@ -383,7 +389,7 @@ def create_app(service: InterestService) -> FastAPI:
         return service.health()
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         """Prometheus text exposition."""
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -421,4 +427,25 @@ def app_from_env() -> FastAPI:
         # traceback per respawn (uvicorn starts it again; the other workers keep serving)
         log.error("worker %d cannot start: %s", os.getpid(), exc)
         raise SystemExit(3) from None
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor and supervisor.isdigit() and int(supervisor) != os.getpid():  # a worker process the serve process started
+        if os.getppid() != int(supervisor):  # it was killed while this worker started (adopted already)
+            log.warning("worker %d: the serve process %s is gone; this worker does not start", os.getpid(), supervisor)
+            raise SystemExit(0)
+        _stop_with_supervisor(int(supervisor))
     return create_app(service)
+
+
+def _stop_with_supervisor(supervisor: int, every_s: float = 1.0) -> threading.Thread:
+    """A worker stops (SIGTERM to itself: uvicorn's graceful shutdown) when the `interestgym serve` process that started
+    it is gone, e.g. killed with SIGKILL: otherwise the workers, adopted by init, keep serving on the port and a restart
+    cannot listen on it. Checked every ``every_s`` seconds (the worker's parent pid changes when it is adopted)."""
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(every_s)
+        log.warning("worker %d: the serve process %d is gone; this worker stops", os.getpid(), supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="interestgym-supervisor-watch", daemon=True)
+    thread.start()
+    return thread

@@ -174,7 +174,7 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         import uvicorn
         from uvicorn.supervisors import Multiprocess
 
-        from interestgym.serve.app import CONFIG_ENV, create_app
+        from interestgym.serve.app import CONFIG_ENV, SUPERVISOR_ENV, create_app
         from interestgym.serve.service import InterestService, ServeConfig
     except ImportError as exc:
         raise click.ClickException(f"serving needs {exc.name}: pip install 'interestgym[serve]'") from None
@@ -229,6 +229,7 @@ def serve(export_dir: Path, store_url: str, items: str | None, embeddings: str |
         return
     service.close()
     os.environ[CONFIG_ENV] = config.to_json()
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # the workers stop when this process is gone (app._stop_with_supervisor)
     own_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="interestgym-metrics-")

@@ -50,7 +50,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -624,8 +624,7 @@ class InterestService:
 
         try:
             with contextlib.ExitStack() as held:  # the batch's users' stripes, in one order (no two batches deadlock)
-                for k in sorted({zlib.crc32(u.encode("utf-8")) % _USER_STRIPES for u in by_user}):
-                    held.enter_context(self._user_stripes[k])
+                self._hold_stripes(held, by_user)
                 policy_id = self._run_current(run)
         except CorruptStateError as exc:
             self._damaged(exc, "transaction")
@@ -651,6 +650,18 @@ class InterestService:
         out_of_order = sum(r["status"] == "out_of_order" for r in results)  # left out with late="skip"
         return {"applied": applied, "duplicates": len(results) - applied - out_of_order, "out_of_order": out_of_order,
                 "policy": policy_id, "results": results}
+
+    def _hold_stripes(self, held: contextlib.ExitStack, users: Iterable[str]) -> None:
+        """Take the users' stripes into ``held``, waiting at most the store's wait timeout for them all: behind a stalled
+        store, a request queued after the same user's others gets its 503 when its own time is up, not after theirs."""
+        timeout = self.store.wait_timeout_s
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for k in sorted({zlib.crc32(u.encode("utf-8")) % _USER_STRIPES for u in users}):
+            lock = self._user_stripes[k]
+            if not lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+                raise StoreUnavailableError(f"{self.store.kind} store: this worker's earlier requests for the same user "
+                                            f"held it for the store's wait timeout ({timeout:g} s): the store is not answering")
+            held.callback(lock.release)
 
     # ------------------------------------------------------------------------------ reads
     def rank(self, user_id: str, candidates: list[str], *, hour: int | None = None, ts: int | None = None,

@@ -123,6 +123,9 @@ class Store(ABC):
     """The interface every store implements (see the module docstring)."""
 
     kind: str = ""
+    #: How long a request may wait for the store before it gets a 503 (SQLite's busy timeout, Redis's socket timeout;
+    #: None: no bound). The service also bounds its wait behind the same user's requests by it.
+    wait_timeout_s: float | None = None
 
     def __init__(self) -> None:
         #: called on every optimistic-concurrency conflict (Redis), for the metrics
@@ -274,7 +277,7 @@ class SqliteStore(Store):
         if synchronous.lower() not in ("full", "normal"):
             raise StoreError(f"sqlite store {self.path}: synchronous={synchronous!r}; expected full or normal")
         self._synchronous = synchronous.upper()
-        self._timeout = busy_timeout_s
+        self._timeout = self.wait_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -355,29 +358,63 @@ class SqliteStore(Store):
     def _write(self, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
         conn = self._conn(op)
         # SQLite lets one writer in at a time; this process's threads queue on a lock of their own, and processes on an
-        # advisory lock of the file beside the database (woken as soon as the writer before them commits) instead of in
-        # SQLite's busy handler, which polls with sleeps of up to 100 ms. SQLite's own lock still decides: a writer
-        # without these locks (an earlier release) is serialised by it as before.
-        with self._write_lock:
+        # advisory lock of the file beside the database instead of in SQLite's busy handler, which polls with sleeps of
+        # up to 100 ms. SQLite's own lock still decides: a writer without these locks (an earlier release) is serialised
+        # by it as before. The whole wait, in the queues and in SQLite's lock, is bounded by ONE deadline per write (the
+        # busy timeout): a write queued behind others that wait on a stuck holder fails when its own time is up, not
+        # after theirs in turn.
+        deadline = time.monotonic() + self._timeout
+        if not self._write_lock.acquire(timeout=self._timeout):
+            raise self._locked(op, "this process's other writes held it")
+        try:
             if self._lock_fd is None:
-                return self._write_locked(conn, body, op)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                return self._write_locked(conn, body, op, deadline)
+            self._lock_file(op, deadline)
             try:
-                return self._write_locked(conn, body, op)
+                return self._write_locked(conn, body, op, deadline)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            self._write_lock.release()
 
-    def _write_locked(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any], op: str) -> Any:
-        self._check_file(op)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+    def _locked(self, op: str, why: str) -> StoreUnavailableError:
+        return StoreUnavailableError(f"sqlite store {self.path}: {op} failed: no write lock within the busy timeout "
+                                     f"({self._timeout:g} s; {why})")
+
+    def _lock_file(self, op: str, deadline: float) -> None:
+        """Take ``PATH.lock`` by ``deadline``. flock has no timeout of its own: a non-blocking try, then tries 0.5 to
+        2 ms apart (one thread a process tries: the others wait on the process's lock)."""
+        pause = 0.0005
+        while True:
             try:
-                result = body(conn)
-                conn.execute("COMMIT")
-                return result
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._locked(op, f"another process held {self.path.name}.lock") from None
+                time.sleep(min(pause, left))
+                pause = min(2 * pause, 0.002)
+
+    def _write_locked(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any], op: str,
+                      deadline: float) -> Any:
+        self._check_file(op)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise self._locked(op, "the queue before it took it all")
+        try:
+            conn.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")  # SQLite's own wait: what is left of it
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = body(conn)
+                    conn.execute("COMMIT")
+                    return result
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
             finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")  # reads wait the whole timeout
         except sqlite3.OperationalError as exc:
             raise StoreUnavailableError(f"sqlite store {self.path}: {op} failed ({exc})") from None
 
@@ -536,6 +573,7 @@ class RedisStore(Store):
         self.url = url
         self.prefix = prefix
         self.max_retries = max_retries
+        self.wait_timeout_s = timeout_s
         self._r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                        health_check_interval=30)
         self._meta_key = f"{prefix}meta"
@@ -697,7 +735,8 @@ class RedisStore(Store):
 
 # ------------------------------------------------------------------------------------ URLs
 def open_store(url: str) -> Store:
-    """``memory://``, ``sqlite:///relative.db`` / ``sqlite:////absolute.db`` (``?synchronous=normal``),
+    """``memory://``, ``sqlite:///relative.db`` / ``sqlite:////absolute.db`` (``?synchronous=normal``, ``?busy_timeout=SECONDS``:
+    how long a write waits for the store, 30 by default),
     ``redis://[:password@]host:port/db`` (``?prefix=ig:``)."""
     parts = urlparse(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -706,10 +745,19 @@ def open_store(url: str) -> Store:
     if parts.scheme == "sqlite":
         if parts.netloc or not parts.path or parts.path == "/":
             raise StoreError(f"store {url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
-        unknown = set(query) - {"synchronous"}
+        unknown = set(query) - {"synchronous", "busy_timeout"}
         if unknown:
-            raise StoreError(f"store {url!r}: unknown option(s) {', '.join(sorted(unknown))}; sqlite takes synchronous=full|normal")
-        return SqliteStore(parts.path[1:], synchronous=query.get("synchronous", "full"))
+            raise StoreError(f"store {url!r}: unknown option(s) {', '.join(sorted(unknown))}; sqlite takes "
+                             "synchronous=full|normal and busy_timeout=SECONDS")
+        timeout = query.get("busy_timeout", "30")
+        try:
+            busy = float(timeout)
+        except ValueError:
+            busy = float("nan")
+        if not 0 < busy <= 3600:  # NaN fails too
+            raise StoreError(f"store {url!r}: busy_timeout={timeout!r}; expected seconds in (0, 3600] (how long a write "
+                             "waits for the store's lock before a 503)")
+        return SqliteStore(parts.path[1:], synchronous=query.get("synchronous", "full"), busy_timeout_s=busy)
     if parts.scheme in ("redis", "rediss"):
         prefix = query.pop("prefix", "ig:")
         return RedisStore(urlunparse(parts._replace(query=urlencode(query))), prefix=prefix)
