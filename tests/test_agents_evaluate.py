@@ -53,6 +53,9 @@ def test_evaluate_run_writes_tables_and_paired_differences(run):
     assert f"- tuned_on: {doc['header']['tuned_on']} (the rules' grid search)\n" in md
     header, summary = doc["header"], doc["summary"]
     assert header["split"] == "test" and header["users"] == len(doc["users"]) > 0
+    # the bootstrap says its seed (every table's is 0: an evaluation run again gives the same CIs)
+    assert header["bootstrap"] == {"resamples": 500, "unit": "user", "confidence": 0.95, "seed": 0}
+    assert "- bootstrap: 500 resamples of users (seed 0), 95% percentile intervals\n" in md
     names = set(summary["policies"])
     assert names == {"ppo", "oracle", *BASELINES.split(",")}
     # the reference is the non-oracle baseline with the best validation score
