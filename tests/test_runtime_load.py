@@ -193,6 +193,10 @@ print("OTHER", sorted(installed() - before - {{"interestgym"}}))
     (lambda m: m["encoder"].update(dim="16"), r"encoder.dim '16'; expected a positive integer"),
     (lambda m: m["files"].update({"item_ids.json": "deadbeef"}), r"files\['item_ids.json'\] is 'deadbeef'; expected \{'sha256'"),
     (lambda m: m["files"].update({"extra.bin": "deadbeef"}), r"files\['extra.bin'\] is 'deadbeef'; expected \{'sha256'"),
+    # the DTW drift's window: -3 loaded and failed every event, 2.5 was read as 2, "abc" raised a bare ValueError
+    (lambda m: m["observation"].update(drift_window=-3), r"observation.drift_window -3; expected a whole number >= 1"),
+    (lambda m: m["observation"].update(drift_window=2.5), r"observation.drift_window 2.5; expected a whole number >= 1"),
+    (lambda m: m["observation"].update(drift_window="abc"), r"observation.drift_window 'abc'; expected a whole number >= 1"),
 ])
 def test_hand_edited_manifest_fields_of_the_wrong_type_are_named(export_copy, change, message):
     """A manifest edited with its digest recomputed gets past the checksum; a field of the wrong type is refused by
@@ -213,6 +217,41 @@ def _rewrite_file(directory, name, write) -> None:
         m["files"][name] = {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
 
     _rewrite_manifest(directory, reseal)
+
+
+@pytest.mark.parametrize(("width", "name", "dtype", "message"), [
+    (3, "action", "float", r"output 'action' of shape \[.*3\]; expected \[batch, 4\] \(a_L, a_S, w, p\) for an absolute policy"),
+    (9, "action", "float", r"output 'action' of shape \[.*9\]; expected \[batch, 4\]"),
+    (4, "out", "float", r"outputs \[\('out', 'tensor\(float\)'.*expected a float input and a float output 'action'"),
+    (4, "action", "double", r"input 'obs' tensor\(double\).*expected a float input"),
+    (4, "action", "float", None),  # a graph of the right kind loads
+])
+def test_a_graph_whose_output_is_not_the_policys_action_is_refused_at_load(export_copy, width, name, dtype, message):
+    """A review's find: only the graph's input was checked. A 3-wide absolute graph loaded, and update() then shortened the
+    state's strengths silently (a 4-slot slice given 3 values); a 9-wide one acted as levers the policy does not have; a
+    misnamed output or a float64 graph loaded and failed at the first event with onnxruntime's own error."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from interestgym.runtime.manifest import POLICY_FILE
+
+    n_obs = load_policy(export_copy).n_obs
+    elem = TensorProto.FLOAT if dtype == "float" else TensorProto.DOUBLE
+    weights = np.zeros((n_obs, width), dtype=np.float32 if dtype == "float" else np.float64)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "w"], [name])], "g",
+        [helper.make_tensor_value_info("obs", elem, ["batch", n_obs])],
+        [helper.make_tensor_value_info(name, elem, ["batch", width])],
+        [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    _rewrite_file(export_copy, POLICY_FILE, lambda path: onnx.save(model, str(path)))
+    if message is None:
+        policy = load_policy(export_copy)
+        assert policy.act(np.zeros((2, n_obs), np.float32)).shape == (2, 4)
+        return
+    with pytest.raises(ExportFileCorruptError, match=message):
+        load_policy(export_copy)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.25, 1.5])

@@ -236,3 +236,32 @@ def test_a_float64_vector_is_read_as_its_float32_rounding(policy):
         b = policy.update(s, Event(ts=ts, action="click", item_vector=x32, category="c1", hour=9, weekday=2))
         assert a == b and a.profiles.dtype == np.float32
         s = a
+
+
+@pytest.mark.parametrize("category", [float("nan"), None, 123, ("a",), b"news"])
+def test_a_category_that_is_not_a_str_is_refused_in_events_and_batches(policy, category):
+    """A review's find: Event.category was never checked. pandas' NaN for an item without a category was kept as a float,
+    and a stored state read it back as the name 'nan': the next observation then differed between a service that keeps
+    states in memory and one that stores them. "" is how an event says it has no category."""
+    from interestgym.runtime.table import EventBatch
+
+    x = _unit(np.random.default_rng(0))
+    with pytest.raises(InterestGymError, match=r"Event.category=.*expected a str \(\"\" when the item has none\)"):
+        Event(ts=100, action="click", item_vector=x, category=category)
+    categories = np.empty(2, dtype=object)
+    categories[0], categories[1] = "c1", category
+    with pytest.raises(InterestGymError, match=r"event 1 of the batch: category .*expected a str"):
+        EventBatch(ts=np.array([100, 101]), action=np.array(["click", "click"], dtype=object), item_vectors=np.stack([x, x]),
+                   category=categories)
+    state = policy.update(policy.new_state(), Event(ts=100, action="click", item_vector=x, category=""))
+    assert UserState.from_bytes(state.to_bytes()) == state
+
+
+def test_an_outcomes_hour_is_checked_before_the_users_first_decision_too(policy):
+    """A review's find: record_outcome returned (state, None) for a user without a decision whatever the hour, while
+    record_outcomes_table refused the same hour; both refuse it now."""
+    cands = np.stack([_unit(np.random.default_rng(i)) for i in range(3)])
+    new = policy.new_state()
+    assert policy.record_outcome(new, cands, [1, 0, 0], hour=5) == (new, None)  # not scored, as before
+    with pytest.raises(InterestGymError, match=r"hour \[99\]: expected integers in \[0, 23\]"):
+        policy.record_outcome(new, cands, [1, 0, 0], hour=99)

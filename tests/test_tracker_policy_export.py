@@ -480,3 +480,30 @@ def test_a_state_table_moves_the_tracker_and_drift_windows_as_the_one_user_path(
         policy.update_table(table, [0, 1], [Event(ts=1_800_000_000, action="click", item_vector=emb[0], item_id=ids[0]),
                                             Event(ts=1_800_000_000, action="click", item_vector=emb[1])])
     assert table.states() == before
+
+
+def test_the_stores_contract_names_the_trackers_catalogue_and_window(trained, tmp_path):
+    """A review's find: a tracker window keeps rows of its tracker's catalogue, and the store's contract did not record
+    which: an export whose catalogue is in another order (a retrain on a refreshed dataset) passed the swap check and read
+    every stored window as other items. The contract now records the catalogue's digest and the window's length; a store
+    written before it says nothing of them and is not refused for it."""
+    import hashlib
+
+    from interestgym.runtime import load_policy
+    from interestgym.serve.service import contract_differences, state_contract
+
+    _, _, run = trained
+    export_run(run, tmp_path / "export", which="final")
+    policy = load_policy(tmp_path / "export")
+    contract = state_contract(policy)
+    ids = json.loads((tmp_path / "export" / "tracker" / "item_ids.json").read_text())
+    assert contract["tracker"] == {"items_sha256": hashlib.sha256(json.dumps(ids, ensure_ascii=False).encode()).hexdigest(),
+                                   "window": policy.tracker.window}
+    assert contract_differences(contract, contract) == []
+    reordered = {**contract, "tracker": {**contract["tracker"], "items_sha256": "0" * 64}}
+    (diff,) = contract_differences(contract, reordered)
+    assert diff.startswith("sequence tracker catalogue sha256 0000000000000000... window") and "rows of its tracker's catalogue" in diff
+    assert "window 7 differs" in contract_differences(contract, {**contract, "tracker": {**contract["tracker"], "window": 7}})[0]
+    assert contract_differences(contract, {**contract, "tracker": None}) == ["no sequence tracker; the stored states hold its windows"]
+    assert contract_differences({**contract, "tracker": None}, contract) == ["a sequence tracker; the stored states have no window for it"]
+    assert contract_differences({k: v for k, v in contract.items() if k != "tracker"}, reordered) == []  # an older store

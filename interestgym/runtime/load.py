@@ -85,6 +85,10 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
             f"{directory / 'manifest.json'}: observation features {features} differ from this interestgym's "
             f"{expected}; export the policy again with this version"
         )
+    k = manifest["observation"].get("drift_window")
+    if k is not None and (type(k) is not int or k < 1):
+        raise ExportFileCorruptError(f"{directory / 'manifest.json'}: observation.drift_window {k!r}; expected a whole "
+                                     "number >= 1 (the DTW drift's window of item vectors)")
     if any(name in TRACKER_FEATURE_NAMES for name in extra) and manifest.get("tracker") is None:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: the policy observes a tracker but has no 'tracker' section; "
                                      "expected the tracker folder (re-export the run)")
@@ -262,4 +266,14 @@ def _load_graph(directory: Path, manifest: dict[str, Any], threads: int, n_obs: 
     shape = session.get_inputs()[0].shape
     if len(shape) != 2 or shape[1] != n_obs:
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {n_obs}]")
+    inp = session.get_inputs()[0]
+    action = next((o for o in session.get_outputs() if o.name == "action"), None)
+    if inp.type != "tensor(float)" or action is None or action.type != "tensor(float)" or len(action.shape) != 2:
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input {inp.name!r} {inp.type}, outputs "
+                                     f"{[(o.name, o.type, o.shape) for o in session.get_outputs()]}; expected a float input "
+                                     "and a float output 'action' of shape [batch, n]")
+    form = str((manifest.get("policy") or {}).get("form", "absolute"))
+    if form == "absolute" and action.shape[1] != 4:  # a residual graph's width is checked against its names
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: output 'action' of shape {action.shape}; expected "
+                                     "[batch, 4] (a_L, a_S, w, p) for an absolute policy")
     return session

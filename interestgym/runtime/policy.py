@@ -542,6 +542,8 @@ class ExportedPolicy:
         """
         cand = self._vectors(candidate_vectors, "candidate_vectors", 2)
         lab = _labels(labels, (cand.shape[0],), "one per candidate")
+        if hour is not None:
+            _ranking_hours([hour], 1)  # checked whether the user is scored or not, as record_outcomes_table checks it
         if state.counters[_C["n_decisions"]] == 0 or not (lab == 1).any() or not (lab == 0).any():
             return state, None
         ids = None if candidate_ids is None else [list(candidate_ids)]

@@ -85,7 +85,7 @@ class Event:
         dataset's clock (UTC shifted by the export's ``replay.tz_offset_hours``, as at training).
     :param weekday: 0 = Monday; ``None`` = from ``ts``, likewise.
     :param item_id: the item's id; needed only by a policy that scores with a sequence tracker (its
-        window holds the ids of the user's last decisions).
+        window holds the user's last decisions' items, as rows of the tracker's catalogue).
     """
 
     ts: int
@@ -112,6 +112,9 @@ class Event:
                 isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not -VALUE_MAX <= value <= VALUE_MAX):
             raise InterestGymError(f"Event.value={value!r}: expected a finite number (rating, quantity, read fraction) "
                                    f"within float32's range (|value| <= {VALUE_MAX:.4g})")
+        if not isinstance(self.category, str):  # e.g. pandas' NaN for an item without one
+            raise InterestGymError(f"Event.category={self.category!r}: expected a str (\"\" when the item has none): a state "
+                                   "keeps its categories by name, and a stored state would read another kind back as another name")
         for name, high in (("hour", 23), ("weekday", 6)):
             value = getattr(self, name)
             if value is None or type(value) is int and 0 <= value <= high:  # the common case, cheaply

@@ -339,6 +339,10 @@ class EventBatch:
                                        f"a finite number (rating, quantity, read fraction) within float32's range "
                                        f"(|value| <= {VALUE_MAX:.4g})")
         self.category = np.full(n, "", dtype=object) if self.category is None else self._column(self.category, "category", n)
+        odd = [i for i, c in enumerate(self.category.tolist()) if not isinstance(c, str)]
+        if odd:
+            raise InterestGymError(f"event {odd[0]} of the batch: category {self.category[odd[0]]!r}; expected a str (\"\" when "
+                                   "the item has none)")
         for name, high in (("hour", 23), ("weekday", 6)):
             given = getattr(self, name)
             column = np.full(n, -1, dtype=np.int64) if given is None else np.asarray(given)

@@ -172,7 +172,7 @@ def decision_extras(policy: ExportedPolicy, term: TrackerTerm | None, drift: np.
                                    "start users with policy.new_state()")
         if item_id is None:
             raise InterestGymError("an event without item_id: the policy scores with a sequence tracker, whose window "
-                                   "holds the ids of the user's last decisions; expected Event(..., item_id=...)")
+                                   "holds the items of the user's last decisions; expected Event(..., item_id=...)")
         # an item outside the tracker's catalogue (e.g. added to a service after the export) is not one
         # the tracker can read: its window stays as it is, as TrackerRuntime.update leaves it
         item = str(item_id)

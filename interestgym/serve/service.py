@@ -207,6 +207,11 @@ def state_contract(policy: ExportedPolicy) -> dict[str, Any]:
         "slot_profiles": float(policy.scoring.get("beta_ctx", 0.0)) != 0,
         "slot_category_counts": policy._slot_weight != 0,
         "exposure_counts": policy._exposure_prior != 0,
+        # a sequence tracker's window holds rows of ITS catalogue (the export's item order) and at most `window` of them:
+        # an export whose catalogue is in another order would read the stored windows as other items
+        "tracker": None if policy.tracker is None else {
+            "items_sha256": hashlib.sha256(json.dumps(list(policy.tracker.item_ids), ensure_ascii=False).encode("utf-8")).hexdigest(),
+            "window": int(policy.tracker.window)},
     }
 
 
@@ -233,6 +238,13 @@ def contract_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[st
     if bool(stored.get("exposure_counts")) != bool(new.get("exposure_counts")):
         out.append(f"counts of shown candidates (exposure) {'used' if new.get('exposure_counts') else 'not used'}; the stored "
                    f"states {'have' if stored.get('exposure_counts') else 'do not have'} them")
+    # absent from contracts written before it was recorded: not known, not checked
+    if "tracker" in stored and stored["tracker"] != new.get("tracker"):
+        a, b = stored["tracker"], new.get("tracker")
+        out.append("no sequence tracker; the stored states hold its windows" if b is None else
+                   "a sequence tracker; the stored states have no window for it" if a is None else
+                   f"sequence tracker catalogue sha256 {b['items_sha256'][:16]}... window {b['window']} differs from the stored "
+                   f"windows' {a['items_sha256'][:16]}... window {a['window']} (a window holds rows of its tracker's catalogue)")
     # this code reads every state version up to its own; a store of newer states needs a newer interestgym
     # (whether the states have what the policy needs is the fields' business, above)
     if stored.get("state_version") not in READABLE_STATE_VERSIONS:
