@@ -35,6 +35,26 @@ def write_users(path: Path, users: pd.DataFrame) -> None:
     manifest["split"]["users"] = {k: int((users["split"] == k).sum()) for k in SPLITS}
     manifest["split"]["users_sha256"] = split_sha256(users)
     (Path(path) / "manifest.json").write_text(json.dumps(manifest))
+    reseal_tables(path)
+
+
+def reseal_tables(path: Path) -> None:
+    """Record the tables' bytes as they are now in the manifest's ``tables_sha256``, as `prepare` records what it wrote:
+    a test that writes a table on purpose (a case prepare could write) reaches the checks behind the digest's."""
+    from interestgym.io import sha256_file
+
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    manifest["tables_sha256"] = {p.name: sha256_file(p) for p in sorted(Path(path).iterdir())
+                                 if p.is_file() and p.suffix in (".parquet", ".npy")}
+    (Path(path) / "manifest.json").write_text(json.dumps(manifest))
+
+
+def without_table_digests(path: Path) -> None:
+    """Drop ``tables_sha256`` from the manifest: a dataset prepared before it was recorded (its tables then meet only the
+    row-count, users and content checks)."""
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    manifest.pop("tables_sha256", None)
+    (Path(path) / "manifest.json").write_text(json.dumps(manifest))
 
 
 def make_items(n_items: int, n_categories: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import tiny_synthetic
+from env_fixtures import reseal_tables
 from interestgym.agents.train import TrainConfig, train_run
 
 from interestgym.cli import cli
@@ -233,6 +234,7 @@ def test_a_training_state_of_other_events_resumes_from_the_weights_with_a_note(t
     manifest = json.loads((data / "manifest.json").read_text())  # as `prepare` of the edited log writes it
     manifest["counts"]["events"] = len(fewer)
     (data / "manifest.json").write_text(json.dumps(manifest))
+    reseal_tables(data)
     capsys.readouterr()
     assert train_run(_config(data, tmp_path / "run"), resume=True)["num_timesteps"] == 256
     err = capsys.readouterr().err

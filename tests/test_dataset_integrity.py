@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from agents_fixtures import tiny_synthetic
+from env_fixtures import reseal_tables
 
 from interestgym.data.dataset import Dataset
 from interestgym.errors import ArtifactError
@@ -40,8 +41,43 @@ def test_a_table_with_other_rows_than_the_manifest_counts_is_refused(dataset, tm
         Dataset.open(data)
 
 
-def test_a_user_of_no_known_split_or_listed_twice_is_refused(dataset, tmp_path):
+@pytest.mark.parametrize(("table", "edit"), [
+    ("events", lambda t: t.assign(action=t["action"].where(t.index != 3, "teleport"))),  # an action no weight names
+    ("events", lambda t: t.assign(ts=t["ts"].to_numpy()[[1, 0, *range(2, len(t))]])),  # a user's events out of time order
+    ("events", lambda t: t.assign(user_id=t["user_id"].where(t.index != 0, "ghost"))),  # a user of no split
+    ("items", lambda t: t.assign(text=t["text"].where(t.index != 2, "edited"))),
+    ("users", lambda t: t.assign(note="x")),  # the same users and splits, another table
+])
+def test_a_table_edited_with_its_row_count_kept_is_refused_when_read(dataset, tmp_path, table, edit):
+    """A review's find: edits that keep a table's row count (an action renamed to one no weight names, times swapped, a user
+    renamed in the events only) were read as the dataset: the action weighed 0, the renamed user's events belonged to no
+    split. prepare records each table's sha256 (tables_sha256); every stage's read checks it."""
+    from env_fixtures import without_table_digests
+
     data = _copy(dataset, tmp_path)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert set(manifest["tables_sha256"]) >= {"events.parquet", "items.parquet", "users.parquet"}
+    path = data / f"{table}.parquet"
+    edit(pd.read_parquet(path)).to_parquet(path, index=False)
+    message = re.escape(f"{path}: its bytes are not those `interestgym prepare` wrote (manifest.json tables_sha256): the table "
+                        "was damaged, edited or replaced after prepare (prepare the dataset again)")
+    ds = Dataset.open(data)  # the row counts still match
+    with pytest.raises(ArtifactError, match=message):
+        getattr(ds, table)
+    if table == "events":
+        with pytest.raises(ArtifactError, match=message):
+            Dataset.open(data).read_events(["user_id"])
+        with pytest.raises(ArtifactError, match=message):
+            Dataset.open(data).read_user_rows("events.parquet", None, ["user_id"])
+    without_table_digests(data)  # a dataset prepared before the digests were recorded reads as before
+    assert len(getattr(Dataset.open(data), table)) == manifest["counts"][table]
+
+
+def test_a_user_of_no_known_split_or_listed_twice_is_refused(dataset, tmp_path):
+    from env_fixtures import without_table_digests
+
+    data = _copy(dataset, tmp_path)
+    without_table_digests(data)  # a dataset from before the tables' digests: the users checks are its guard
     path = data / "users.parquet"
     users = pd.read_parquet(path)
     first = str(users["user_id"].iloc[2])
@@ -60,9 +96,10 @@ def test_a_user_of_no_known_split_or_listed_twice_is_refused(dataset, tmp_path):
 def test_a_user_renamed_or_moved_to_another_split_by_hand_is_refused(dataset, tmp_path):
     """The same row count and valid splits, but not the users `prepare` wrote: a renamed user's events would belong to
     nobody, and a user moved to the test split by hand would be evaluated on what it trained on."""
-    from env_fixtures import write_users
+    from env_fixtures import without_table_digests, write_users
 
     data = _copy(dataset, tmp_path)
+    without_table_digests(data)  # a dataset from before the tables' digests: the users' digest is its guard
     path = data / "users.parquet"
     users = pd.read_parquet(path)
     for edit in ({"user_id": "ghost"}, {"split": "test" if users.loc[5, "split"] != "test" else "train"}):
@@ -86,6 +123,7 @@ def _unknown_items(data, split: str, positions: list[int]):
     rows = events.index[mine][positions]
     events.loc[rows, "item_id"] = "NOPE"
     events.to_parquet(data / "events.parquet", index=False)
+    reseal_tables(data)  # such a log as prepare would record it
     return mine, events, rows
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from env_fixtures import reseal_tables
 from interestgym.encoders.cache import EmbeddingCache, cache_dir, input_key
 from interestgym.encoders.cli import encode
 from interestgym.encoders.hashing import HashingEncoder
@@ -43,6 +44,7 @@ def edit_items(path: Path, texts: list[str], item_ids: list[str] | None = None) 
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["counts"]["items"] = len(ids)
     (path / "manifest.json").write_text(json.dumps(manifest))
+    reseal_tables(path)
 
 
 class CountingEncoder(HashingEncoder):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from env_fixtures import write_users
+from env_fixtures import reseal_tables, write_users
 from interestgym.encoders.cooc import CoocEncoder
 from interestgym.encoders.pipeline import encode_dataset
 
@@ -209,11 +209,13 @@ def test_vectors_fitted_on_another_split_or_other_events_are_refused(tmp_path):
     other_users = original.copy()
     other_users.loc[int(np.flatnonzero(~in_train)[0]), "item_id"] = "never"  # a test user's event: not what cooc read
     other_users.to_parquet(ds_path / "events.parquet", index=False, compression="gzip")  # another file, same training events
+    reseal_tables(ds_path)  # as prepare would record it
     assert Dataset.open(ds_path).events_file_sha256 != meta["encoder_details"]["events_file_sha256"]
     Dataset.open(ds_path).load_embeddings("cooc")
 
     changed = original.copy()
     changed.loc[int(np.flatnonzero(in_train)[0]), "item_id"] = "never"  # one training event changed; the manifest not
     changed.to_parquet(ds_path / "events.parquet", index=False)
+    reseal_tables(ds_path)
     with pytest.raises(ArtifactError, match=r"fitted on other training events than"):
         Dataset.open(ds_path).load_embeddings("cooc")

@@ -19,7 +19,7 @@ from agents_fixtures import (
     small_train_config,
     tiny_synthetic,
 )
-from env_fixtures import write_users
+from env_fixtures import reseal_tables, write_users
 from interestgym.agents.config import TrainConfig
 from interestgym.agents.rules import make_baseline
 from interestgym.agents.run_folder import (
@@ -210,6 +210,7 @@ def test_a_run_transfers_to_another_dataset_and_refuses_what_cannot(dataset, tmp
     pq.write_table(events.set_column(events.schema.get_field_index("action"), "action",
                                      pc.if_else(pc.equal(events["action"], "share"), pa.scalar("view"), events["action"])),
                    views / "events.parquet")
+    reseal_tables(views)  # a log of other actions, as prepare would record it
     text = evaluate_run(run, dataset=views, out=tmp_path / "tv", baselines="ema", n_boot=20, progress=False)
     caution = json.loads((tmp_path / "tv" / "evaluation.json").read_text())["header"]["transfer_actions"]
     assert caution.startswith(f"the actions of {views}'s events (click, like, view) are not those the run trained on (click, like, "
@@ -426,6 +427,7 @@ def test_an_evaluation_of_events_changed_since_is_left_out_of_the_export_and_sai
     events = pd.read_parquet(data / "events.parquet")
     events.loc[3, "value"] = events.loc[3, "value"] + 1.0  # the same rows, other contents
     events.to_parquet(data / "events.parquet", index=False)
+    reseal_tables(data)  # as prepare of the edited log records it
     after = export_run(run, tmp_path / "after", which="final", verify_observations=0)
     assert read_manifest(tmp_path / "after")["evaluation"] is None
     assert after.dataset_note == (f"{data}: its events.parquet changed since the run {run} was trained on it (the same users' "

@@ -391,6 +391,31 @@ def test_leftovers_of_a_killed_prepare_do_not_block_a_rerun(tmp_path: Path, caps
     assert not (partial / ".items.parquet.abc123.tmp").exists()
 
 
+def test_the_users_own_parquet_files_are_never_taken_for_dataset_tables(tmp_path, capsys):
+    """A review's find: a folder holding the user's own Parquet log and no manifest was called "an incomplete dataset"
+    with the advice to pass --overwrite, which then removed the log (the input itself). Only the names prepare writes
+    are a dataset's; any other .parquet / .npy is refused as the user's, and beside a real dataset it is carried over."""
+    mydata = tmp_path / "mydata"
+    mydata.mkdir()
+    log = mydata / "clicks.parquet"
+    pd.DataFrame({"user_id": ["1", "2", "1", "2"], "item_id": ["a", "b", "b", "a"], "ts": [1511544070, 1511544071, 1511544072, 1511544073],
+                  "action": ["click"] * 4, "text": ["x", "y", "y", "x"]}).to_parquet(log)
+    np.save(mydata / "mine.npy", np.arange(3))
+    before = log.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run(["prepare", "events", str(log), "--out", str(mydata), *extra], capsys)
+        assert code == 2 and "is not empty" in err and "--overwrite" not in err.split(";")[-1], err
+        assert log.read_bytes() == before and (mydata / "mine.npy").is_file()
+    # a real dataset with the user's files beside its tables: --overwrite keeps them
+    out = tmp_path / "ds"
+    assert run(["prepare", "events", str(log), "--out", str(out)], capsys)[0] == 0
+    shutil.copy(log, out / "raw.parquet")
+    np.save(out / "mine.npy", np.arange(3))
+    assert run(["prepare", "events", str(out / "raw.parquet"), "--out", str(out), "--overwrite"], capsys)[0] == 0
+    assert (out / "raw.parquet").read_bytes() == before and np.load(out / "mine.npy").tolist() == [0, 1, 2]
+    assert Dataset.open(out).events["item_id"].tolist()
+
+
 #: Runs the CLI with a SIGKILL-like death (os._exit: no cleanup, no finally) at one step of the swap:
 #: 1, 2, 3 = at the 1st / 2nd / 3rd rename (OUT -> old, new -> OUT, old -> del); 4 = half-way
 #: through removing the old dataset.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from env_fixtures import write_users
+from env_fixtures import reseal_tables, write_users
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agents_fixtures import small_train_config, tiny_synthetic
@@ -274,6 +274,7 @@ def test_a_run_refuses_its_dataset_split_again_and_notes_changed_events(tmp_path
     manifest = json.loads((data / "manifest.json").read_text())  # as `prepare` of the edited log writes it
     manifest["counts"]["events"] = len(events) - 1
     (data / "manifest.json").write_text(json.dumps(manifest))
+    reseal_tables(data)
     evaluate_run(run, out=tmp_path / "ev1", n_boot=10, baselines="ema", progress=False)
     assert f"note: {run.parent / 'data'}: its events.parquet changed since the run {run} was trained on it" in capsys.readouterr().err
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 import interestgym.envs  # noqa: F401  (registers the env id)
 from agents_fixtures import tiny_synthetic
-from env_fixtures import make_dataset
+from env_fixtures import make_dataset, without_table_digests
 from interestgym.agents.run_folder import read_tuned_baselines
 from interestgym.agents.train import TrainConfig, train_run
 from interestgym.envs.replay import InterestReplayEnv
@@ -218,6 +218,9 @@ def test_a_damaged_truth_file_names_the_file(tmp_path):
     path = tiny_synthetic(tmp_path / "tiny", users=10, events_per_user=6)
     raw = (path / "truth.npy").read_bytes()
     (path / "truth.npy").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ArtifactError, match=r"truth.npy: its bytes are not those `interestgym prepare` wrote .*damaged"):
+        _ = Dataset.open(path).truth
+    without_table_digests(path)  # a dataset prepared before the digests: the file's own reading says it
     with pytest.raises(ArtifactError, match=r"truth.npy: cannot be read as a .npy array: .*prepare the dataset again"):
         _ = Dataset.open(path).truth
 
@@ -226,6 +229,9 @@ def test_a_damaged_parquet_file_gives_a_one_line_error(tmp_path):
     path = tiny_synthetic(tmp_path / "tiny", users=10, events_per_user=6)
     raw = (path / "events.parquet").read_bytes()
     (path / "events.parquet").write_bytes(b"\x00garbage\xff" * 8 + raw[80:])
+    with pytest.raises(ArtifactError, match=r"events.parquet: its bytes are not those `interestgym prepare` wrote .*damaged"):
+        _ = Dataset.open(path).events
+    without_table_digests(path)  # a dataset prepared before the digests: the file's own reading says it
     with pytest.raises(ArtifactError, match=r"events.parquet: cannot be read as Parquet") as info:
         _ = Dataset.open(path).events
     assert "\n" not in str(info.value)

@@ -212,6 +212,10 @@ def write_dataset(
             _parquet(table, new / name)
         if truth is not None:
             save_npy_atomic(new / "truth.npy", truth)
+        # each table's bytes: a table edited after prepare with its row count kept (an action renamed, a user renamed,
+        # times swapped) is refused when a stage reads it (Dataset._verified)
+        manifest["tables_sha256"] = {p.name: sha256_file(p) for p in sorted(new.iterdir())
+                                     if p.is_file() and p.suffix in (".parquet", ".npy")}
         write_text_atomic(new / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects.rejects))
         write_json_atomic(new / MANIFEST, manifest)  # last: a folder with a manifest is a whole dataset
     return manifest
@@ -345,9 +349,29 @@ class Dataset:
         _check_row_counts(path, manifest)
         return cls(path=path, manifest=manifest)
 
+    def _verified(self, name: str) -> Path:
+        """The path of table ``name``, its bytes checked against the manifest's ``tables_sha256`` (recorded by `prepare`
+        since session 25; an older dataset's tables are not checked): a table edited after `prepare` with its row count
+        kept would otherwise be read as the dataset. Checked once per process for the file as it is (size, mtime)."""
+        path = self.path / name
+        expected = (self.manifest.get("tables_sha256") or {}).get(name)
+        if expected is None or not path.is_file():
+            return path
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, expected)
+        if key not in _VERIFIED:
+            from interestgym.io import sha256_file
+
+            if sha256_file(path) != expected:
+                raise ArtifactError(f"{path}: its bytes are not those `interestgym prepare` wrote ({MANIFEST} tables_sha256): "
+                                    "the table was damaged, edited or replaced after prepare (prepare the dataset again)")
+            _VERIFIED.add(key)
+        return path
+
     def _read(self, name: str) -> pd.DataFrame:
+        path = self._verified(name)
         try:
-            return pd.read_parquet(self.path / name)
+            return pd.read_parquet(path)
         except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
             # pyarrow's messages can span lines; the error stays one line
             raise ArtifactError(f"{self.path / name}: cannot be read as Parquet: {' '.join(str(exc).split())}") from None
@@ -378,7 +402,7 @@ class Dataset:
         the file's order (user, time, source order)."""
         import pyarrow.parquet as pq
 
-        path = self.path / "events.parquet"
+        path = self._verified("events.parquet")
         filters = None if users is None else [("user_id", "in", sorted({str(u) for u in users}))]
         try:
             table = pq.read_table(path, columns=columns, filters=filters)
@@ -402,7 +426,7 @@ class Dataset:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        path = self.path / name
+        path = self._verified(name)
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
@@ -469,7 +493,7 @@ class Dataset:
 
     @cached_property
     def truth(self) -> np.ndarray | None:
-        p = self.path / "truth.npy"
+        p = self._verified("truth.npy")
         if not p.is_file():
             return None
         try:
@@ -501,7 +525,7 @@ class Dataset:
         return out
 
     def _truth_map(self) -> np.ndarray | None:
-        p = self.path / "truth.npy"
+        p = self._verified("truth.npy")
         if not p.is_file():
             return None
         try:
@@ -660,6 +684,9 @@ class Dataset:
         return item_ids_sha256(self.items["item_id"])
 
 
+#: Tables whose bytes this process found as ``tables_sha256`` records them: (path, size, mtime_ns, sha256).
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
 #: The tables whose row count the manifest records under ``counts`` (impressions: datasets with a log of them).
 COUNTED_TABLES = {"events": "events.parquet", "items": "items.parquet", "users": "users.parquet", "impressions": "impressions.parquet"}
 
@@ -672,8 +699,11 @@ def _check_row_counts(path: Path, manifest: dict[str, Any]) -> None:
     counts = manifest.get("counts") or {}
     for key, name in COUNTED_TABLES.items():
         expected = counts.get(key)
-        if not isinstance(expected, int) or isinstance(expected, bool) or not (path / name).is_file():
+        if expected is None or not (path / name).is_file():
             continue  # manifests before a count was recorded; impressions only where the log had them
+        if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
+            raise ArtifactError(f"{path / MANIFEST}: counts.{key} is {expected!r}; expected the whole number of rows "
+                                f"`interestgym prepare` wrote to {name} (the manifest was edited)")
         try:
             found = pq.ParquetFile(path / name).metadata.num_rows
         except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file)

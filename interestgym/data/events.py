@@ -160,6 +160,11 @@ def _template_fields(template: str) -> list[str]:
             raise DataError(f"--item-text {template!r}: field {{{f}}}: expected a column name such as {{category}}")
     if not names:
         raise DataError(f"--item-text {template!r}: no {{column}} field; expected a template such as 'category {{category}}'")
+    try:  # every cell is text: a conversion or format spec that text does not take fails on any row, so on this one
+        template.format_map(_Fields({f: "text" for f in names}))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise DataError(f"--item-text {template!r}: {exc}; expected {{column}} fields, each read as text (a spec such as "
+                        "{title:.60} cuts it; conversions and number formats do not apply)") from None
     return names
 
 

@@ -54,7 +54,13 @@ from interestgym.data.readers import (
     utf8_reason,
     utf16_encoding,
 )
-from interestgym.data.tables import Table, cell, table_rows, wrong_field_count
+from interestgym.data.tables import (
+    Table,
+    cell,
+    check_cr_joined,
+    table_rows,
+    wrong_field_count,
+)
 from interestgym.data.times import hour_weekday
 from interestgym.data.validate import RejectLog
 
@@ -259,6 +265,9 @@ class _ColumnarReader:
                 log.duplicate(name, lineno, raw)
             else:
                 log.reject(name, lineno, reason, raw)
+        for file, spans in aside._spans.items():  # records the line reader read from several lines
+            for lineno, n_lines in spans:
+                log.spanned(file, lineno, n_lines)
 
     # ------------------------------------------------------------------------------------- rows
     def check_rows(self, by_arrow: np.ndarray, by_python: np.ndarray, side_rows: list[tuple[int, str, dict[str, Any]]],
@@ -272,6 +281,9 @@ class _ColumnarReader:
         L, rows, k = self.lines, self.rows, self.n_fields
         wrong, found, split = L.split(by_arrow, k, self.delimiter)
         by_python_fields = [L.text(i).split(self.delimiter) for i in by_python]
+        for i, f in zip(by_python.tolist(), by_python_fields):  # in line order: the line reader's first refusal
+            if len(f) != k:
+                check_cr_joined(self.table, i + 1, L.text(i))
         wrong_lines = np.concatenate([by_arrow[wrong], by_python[[len(f) != k for f in by_python_fields]]])
         for i, count in zip(wrong_lines.tolist(), found.tolist() + [len(f) for f in by_python_fields if len(f) != k]):
             entries.append((i + 1, "rejected", wrong_field_count(self.table, count), L.text(i)))

@@ -526,6 +526,8 @@ def delimited_records(
         if not seen.first_time(lineno, record_raw, n_lines):
             log.duplicate(name, lineno, text)
             continue
+        if n_lines > 1:
+            log.spanned(name, lineno, n_lines)
         yield lineno, text, fields
 
 

@@ -20,8 +20,9 @@ by ``encode``, or anything else) is carried into the new folder before the swap,
 where the file system allows (no copy, and the old folder stays whole until the swap): an
 embedding records the hash of the item ids it was made for and is refused if the items changed,
 and the encoder's cache is keyed by text, so both stay valid. The dataset's own files (see
-:data:`DATASET_FILES`, and any top-level ``.parquet`` / ``.npy``) are not carried: a table of the
-old dataset that the new one lacks (``truth.npy`` of an old synthetic dataset) must not survive.
+:data:`DATASET_FILES`) are not carried: a table of the old dataset that the new one lacks (``truth.npy`` of an old
+synthetic dataset) must not survive. Any other file is the user's (a raw log kept beside the dataset, say) and is
+carried, ``.parquet`` and ``.npy`` files included.
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ _PARTIAL = re.compile(r"\.(.+?)\.[^.]+\.tmp")
 
 def is_dataset_file(path: Path) -> bool:
     """Whether ``path`` (an entry of a dataset folder) is one of the dataset's own files (or a
-    half-written one)."""
+    half-written one). Only the names ``prepare`` writes: any other ``.parquet`` or ``.npy`` is the user's (``--overwrite``
+    once removed a raw log kept in the folder, input included)."""
     if not path.is_file() or path.is_symlink():
         return False
     partial = _PARTIAL.fullmatch(path.name)
     name = partial.group(1) if partial else path.name
-    return name in DATASET_FILES or Path(name).suffix in (".parquet", ".npy")
+    return name in DATASET_FILES
 
 
 def sibling(out: Path, kind: str, pid: int | None = None) -> Path:

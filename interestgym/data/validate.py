@@ -56,6 +56,8 @@ class RejectLog:
         self.rejects: list[dict[str, Any]] = []
         self.files: dict[str, FileStats] = {}
         self.notes: list[str] = []  # counted, reported facts that are not row rejects
+        #: per file, (first line, lines) of each kept record that spanned several lines (a quoted field with line breaks)
+        self._spans: dict[str, list[tuple[int, int]]] = {}
 
     def stats(self, file: str) -> FileStats:
         return self.files.setdefault(file, FileStats())
@@ -90,6 +92,22 @@ class RejectLog:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
+    def spanned(self, file: str, line: int, n_lines: int) -> None:
+        """A record read from ``n_lines`` > 1 lines from ``line`` on (a quoted field with line breaks): said in a note,
+        since a quote left open joins the lines after it into one field, whose records then vanish into a text."""
+        self._spans.setdefault(file, []).append((line, n_lines))
+
+    def span_notes(self) -> list[str]:
+        out = []
+        for file, spans in self._spans.items():
+            spans = sorted(spans)
+            shown = ", ".join(f"{a}-{a + n - 1}" for a, n in spans[:5]) + (", ..." if len(spans) > 5 else "")
+            longest = max(n for _, n in spans)
+            out.append(f"{file}: {len(spans):,} record{'s' if len(spans) > 1 else ''} spanned several lines (a quoted field "
+                       f"with line breaks; lines {shown}; the longest {longest:,} lines): read as one row each; if a quote was "
+                       "left open there, the rows after it are inside that field")
+        return out
+
     def report(self) -> dict[str, Any]:
         for name, st in self.files.items():
             total = st.kept + st.rejected + st.blank + st.duplicate
@@ -98,7 +116,7 @@ class RejectLog:
         return {
             "files": {name: st.as_dict() for name, st in self.files.items()},
             "rejected_total": sum(st.rejected for st in self.files.values()),
-            "notes": list(self.notes),
+            "notes": [*self.notes, *self.span_notes()],
         }
 
     def check_rate(self, max_reject_rate: float) -> None:
