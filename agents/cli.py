@@ -112,6 +112,10 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
     saved = _saved_settings(given) if resume else None
     if saved and given.get("dataset", (None, ""))[0] in (None, "") and saved.get("dataset"):
         given["dataset"] = (saved["dataset"], "the run's config.json")
+        if not Path(str(saved["dataset"])).is_dir():  # moved since: not "create one with prepare"
+            from interestgym.agents.run_folder import missing_dataset
+
+            raise missing_dataset(str(given["run_dir"][0]), saved["dataset"])
     for name, flag in (("dataset", "DATASET"), ("run_dir", "--run-dir")):
         if given.get(name, (None, ""))[0] in (None, ""):
             raise InterestGymError(f"{flag}: missing; give it on the command line or as `{name}` in --config FILE")
@@ -126,10 +130,19 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
         # --resume without --timesteps continues to the run's own total, not to today's default
         given["timesteps"] = (int(saved["timesteps"]), "the run's config.json")
     config = TrainConfig(**{name: value for name, (value, _) in given.items()})
-    validate_given(config, {name: source for name, (_, source) in given.items()})
     if saved:
+        # first: an option that differs from the run's is the error; then the settings checked are the run's with what
+        # was given, what the resumed run trains with (not today's defaults: --n-envs 2 said "--batch-size 512 ...")
         _refuse_changed_options_on_resume(config, given, saved)
-    elif config.tuned_baselines:
+        import dataclasses
+
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        resumed = TrainConfig(**{**{k: v for k, v in saved.items() if k in known},
+                                 **{name: value for name, (value, _) in given.items()}})
+        validate_given(resumed, {name: source for name, (_, source) in given.items()})
+    else:
+        validate_given(config, {name: source for name, (_, source) in given.items()})
+    if not saved and config.tuned_baselines:
         if config.reward_baseline:  # (without a reference the file is never read)
             _check_tracker_tuning(Path(config.tuned_baselines), config.sequence)
         # a dataset with logged impressions is replayed on them (protocol auto), where the exposure counts apply

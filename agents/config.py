@@ -445,6 +445,8 @@ def validate_given(config: TrainConfig, sources: typing.Mapping[str, str]) -> No
             source = sources.get(name)
             if source is not None and source != flag:
                 named.append(f"{name} in {source}")
+            elif source is None and message.startswith(flag) and hasattr(config, name):  # e.g. the default --batch-size
+                named.append(f"{flag} was not given: its default; give one that fits")
         if not named:
             raise
         raise InterestGymError(f"{message} ({'; '.join(named)})") from None

@@ -140,11 +140,15 @@ def run_train_config(run_dir: str | Path, saved: dict[str, Any] | None = None):
         # runs whose config.json predates storing the resolved name: the protocol records it
         config.embeddings = (saved.get("protocol") or {}).get("train", {}).get("embeddings")
     if not Path(config.dataset).is_dir():
-        # the path recorded at training: a run (or its dataset) moved since points nowhere
-        raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: the run was trained on the dataset {config.dataset}, which is not "
-                            "there (moved or removed?); expected that folder: put it back, or set 'config.dataset' in that "
-                            "file to where it is now")
+        raise missing_dataset(run_dir, config.dataset)
     return config
+
+
+def missing_dataset(run_dir: str | Path, dataset: str | Path) -> ArtifactError:
+    """The error of a run whose recorded dataset path points nowhere (the run, or its dataset, moved since training)."""
+    return ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: the run was trained on the dataset {dataset}, which is not "
+                         "there (moved or removed?); expected that folder: put it back, or set 'config.dataset' in that "
+                         "file to where it is now")
 
 
 def embedding_identity(config: Any) -> dict[str, Any]:

@@ -376,3 +376,23 @@ def main_ok(argv: list[str]) -> bool:
     except SystemExit as exc:
         return not exc.code
     return True
+
+
+def test_a_run_stopped_before_its_ship_decision_is_evaluated_with_a_note(run, tmp_path, capsys):
+    """A review's find: a run killed before it wrote shipped.json was evaluated by its best model without a word, where
+    the rule may have shipped; the header said `model: best` only. A note now says the model is unproven."""
+    import shutil
+
+    from interestgym.evaluation.run import evaluate_run
+
+    run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    evaluate_run(copy, out=tmp_path / "e1", baselines="ema", n_boot=20, progress=False)
+    assert "has no ship decision" not in capsys.readouterr().err
+    (copy / "shipped.json").unlink()
+    evaluate_run(copy, out=tmp_path / "e2", baselines="ema", n_boot=20, progress=False)
+    err = capsys.readouterr().err
+    assert (f"note: {copy} has no ship decision (shipped.json missing: the run stopped before making it, or is from before "
+            "ship decisions); this evaluates its best model, which validation has not proven against the rule") in err, err
+    assert json.loads((tmp_path / "e2" / "evaluation.json").read_text())["header"]["model"] == "best"

@@ -288,3 +288,31 @@ def test_a_run_refuses_its_dataset_split_again_and_notes_changed_events(tmp_path
     with pytest.raises(SystemExit):
         main(["train", str(data), "--run-dir", str(run), "--resume", "--timesteps", "128"])
     assert "its users are split differently" in capsys.readouterr().err
+
+
+def test_resume_says_what_is_wrong_with_the_runs_options_and_its_dataset(trained, tmp_path, capsys):
+    """A review's finds: `--resume --n-envs 2` on a run of 4 envs said "--batch-size 512: expected 2..n_envs*n_steps", an
+    option never given (today's default checked against the new --n-envs) instead of the refused change; a run whose
+    dataset folder moved was told to "create one with `interestgym prepare`"."""
+    from interestgym.cli import main
+
+    run = _copy(trained, tmp_path)
+    saved = json.loads((run / "config.json").read_text())["config"]
+    other = 2 if saved["n_envs"] != 2 else 3
+    with pytest.raises(SystemExit):
+        main(["train", "--run-dir", str(run), "--resume", "--n-envs", str(other)])
+    err = capsys.readouterr().err
+    assert f"--n-envs {other} (the run's: {saved['n_envs']})" in err and "--batch-size" not in err, err
+    conf = json.loads((run / "config.json").read_text())
+    conf["config"]["dataset"] = str(tmp_path / "moved")
+    (run / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(SystemExit):
+        main(["train", "--run-dir", str(run), "--resume"])
+    err = capsys.readouterr().err
+    assert (f"{run / 'config.json'}: the run was trained on the dataset {tmp_path / 'moved'}, which is not there (moved or "
+            "removed?); expected that folder: put it back, or set 'config.dataset' in that file") in err, err
+    with pytest.raises(SystemExit):  # a fresh run: a default that the given --n-envs does not fit is said to be the default
+        main(["train", str(saved["dataset"]), "--run-dir", str(tmp_path / "new"), "--n-envs", "2", "--n-steps", "8",
+              "--timesteps", "64"])
+    assert ("--batch-size 512: expected 2..n_envs*n_steps (16) (--batch-size was not given: its default; give one that "
+            "fits)") in capsys.readouterr().err

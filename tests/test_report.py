@@ -505,3 +505,29 @@ def test_a_user_id_no_installed_font_draws_is_written_with_escapes_in_the_figure
     if can_render(["用户"]):
         pytest.skip("a CJK font is installed here: the figure draws the id itself")
     assert drawable("用户026") == "\\u7528\\u6237026" and can_render([drawable("用户026")])
+
+
+def test_a_report_does_not_replay_a_run_on_its_dataset_split_again(run, tmp_path):
+    """A review's find: evaluate, export and train --resume refuse a run whose dataset was split again since training (its
+    test users may be users the policy trained on); report replayed the new split's "test users" without a word. It now
+    draws the rest and says why it did not replay."""
+    import shutil
+
+    import pandas as pd
+    from env_fixtures import write_users
+
+    run_dir, data = run
+    copy = _copy_run(run_dir, tmp_path / "run")
+    moved = tmp_path / "data"
+    shutil.copytree(data, moved)
+    conf = json.loads((copy / "config.json").read_text())
+    conf["config"]["dataset"] = str(moved)
+    (copy / "config.json").write_text(json.dumps(conf))
+    assert "actions" in build_report(copy, out=tmp_path / "same", timeline_users=0, progress=False).figures  # the same split
+    users = pd.read_parquet(moved / "users.parquet")
+    users["split"] = users["split"].map({"train": "test", "test": "train", "valid": "valid"})
+    write_users(moved, users)  # as prepare with another split writes it
+    result = build_report(copy, out=tmp_path / "other", timeline_users=0, progress=False)
+    assert "actions" not in result.figures and "learning_curves" in result.figures
+    assert any(s.startswith("timelines and actions: not replayed (") and "its users are split differently" in s
+               for s in result.skipped), result.skipped

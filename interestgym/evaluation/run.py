@@ -29,6 +29,7 @@ Protocol (printed above every table and stored in ``evaluation.json``):
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -487,6 +488,11 @@ def evaluate_run(
                              "model as it is now (evaluate again when training ends)\n")
         if which_model == "shipped" and run_folder.read_shipped(run_dir) is None:
             which_model = "best"  # a run from before shipping decisions, or still training
+            if holder is None:  # stopped before its decision: the best model is unproven, say so
+                sys.stderr.write(f"note: {run_dir} has no ship decision ({run_folder.SHIPPED_FILE} missing: the run stopped "
+                                 "before making it, or is from before ship decisions); this evaluates its best model, which "
+                                 "validation has not proven against the rule (`interestgym train --run-dir "
+                                 f"{shlex.quote(str(run_dir))} --resume` makes the decision)\n")
         if which_model == "shipped":
             run_folder.check_shipped_model(run_dir)
         ppo = run_folder.load_run_choice(run_dir, which_model, device=config.device)
