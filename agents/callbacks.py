@@ -336,7 +336,9 @@ class InterestTrainingCallback(BaseCallback):
         if writer is not None:
             writer.flush()  # every point up to this step on disk before a checkpoint names the step
         # SB3's window of finished episodes (rollout/ep_rew_mean), so a resumed run continues it
-        episodes = [{"r": float(e["r"]), "l": int(e["l"]), "t": float(e["t"])} for e in (self.model.ep_info_buffer or [])]
+        # (VecMonitor's returns are float32: recorded as such, so the resumed mean adds the same float32 values)
+        episodes = [{"r": float(e["r"]), "l": int(e["l"]), "t": float(e["t"]), **({"float32": True} if isinstance(e["r"], np.float32) else {})}
+                    for e in (self.model.ep_info_buffer or [])]
         write_checkpoint(self.run_dir, self.last_checkpoint_step, self.model, self.model.get_vec_normalize_env(),
                          {"callback": self.state_dict(), "episodes": episodes}, keep=self.keep_checkpoints)
 

@@ -5,7 +5,11 @@ Heavy imports (torch, stable-baselines3) happen inside the commands, so ``--help
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +42,7 @@ def _d(name: str):
 
 @click.command("train")
 @click.argument("dataset", type=click.Path(file_okay=False, path_type=Path), required=False)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A TOML file (or YAML, with PyYAML installed) of settings, named as the options (or as in RUN/config.json): e.g. `clip_range = 0.1`; paths in it are relative to the file. Options given on the command line win; unknown keys are refused.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A TOML file (or YAML, with PyYAML installed) of settings, named as the options (or as in the `config` part of RUN/config.json): e.g. `clip_range = 0.1`; paths in it are relative to the file. Options given on the command line win; unknown keys are refused.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output directory of the run (config, TensorBoard logs, checkpoints, models). Required (here or in --config).")
 @click.option("--embeddings", default=None, help="Embedding name in the dataset (default: the only one).")
 @click.option("--timesteps", type=int, default=_d("timesteps"), show_default=True, help="Total env steps (decisions) of the run; with --resume, the total to reach. PPO collects whole rollouts (n-envs x n-steps), so it rounds up to the next multiple.")
@@ -152,7 +156,8 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
                           has_varying_values(Path(config.dataset)))
     _note_unused_negatives(Path(config.dataset), given)
     try:
-        result = train_run(config, resume=resume, ray=ray)
+        with _terminate_as_interrupt():
+            result = train_run(config, resume=resume, ray=ray)
     except KeyboardInterrupt:
         click.echo(_interrupted_note(config), err=True)
         raise Interrupted from None
@@ -183,6 +188,24 @@ def _saved_settings(given: dict[str, tuple[object, str]]) -> dict[str, Any] | No
     if run_dir in (None, ""):
         return None
     return resumable_run_config(Path(str(run_dir)))["config"]
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch scheduler, ``docker stop``) ends training as Ctrl-C does: with the line that says
+    where the run can resume from. (Only in the main thread, where Python runs signal handlers.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupted_note(config: TrainConfig) -> str:

@@ -417,8 +417,8 @@ def coerce_setting(name: str, value: Any, where: str) -> Any:
         return value
     # net_arch: a list of layer sizes, or the command line's "64,64"
     if isinstance(value, str):
-        try:
-            value = [int(x) for x in value.split(",") if x.strip()]
+        try:  # an empty entry ("64,,64") is refused, not dropped: a layer meant there would be missing
+            value = [int(x) for x in value.split(",")] if value.strip() else []
         except ValueError:
             raise wrong("comma-separated layer sizes, e.g. 64,64") from None
     if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):

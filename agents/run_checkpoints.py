@@ -70,6 +70,9 @@ def write_checkpoint(run_dir: str | Path, step: int, model: Any, vecnorm: Any | 
     write_json_atomic(folder / CHECKPOINT_STATE, record)
     kept = set(_record_steps(folder)[: max(1, keep)]) | {int(step)}
     for p in folder.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):  # a temporary file a kill left before its rename (the run's
+            p.unlink(missing_ok=True)                           # lock is held: no other writer has one open here)
+            continue
         # numbered files of older checkpoints, and of ones a kill left without a record
         stem = p.name.split(".", 1)[0]
         prefix, _, tail = stem.rpartition("_")

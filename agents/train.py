@@ -490,7 +490,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
                                         note=lambda line: sys.stderr.write(line + "\n"))
         callback_state = dict(record.get("callback") or {})
         # SB3's window of finished episodes continues (rollout/ep_rew_mean)
-        model.ep_info_buffer.extend(record.get("episodes") or [])
+        model.ep_info_buffer.extend({"r": np.float32(e["r"]) if e.get("float32") else e["r"], "l": e["l"], "t": e["t"]}
+                                    for e in record.get("episodes") or [])
         best = read_json_or_none(run_dir / "best" / INFO_FILE) or {}
         if isinstance(best.get("value"), (int, float)) and (callback_state.get("best_value") is None or best["value"] > callback_state["best_value"]):
             # resumed from an older checkpoint than best/ (a later one was damaged): best/ stays the best

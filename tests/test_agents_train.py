@@ -273,6 +273,28 @@ def test_an_interrupted_train_says_what_to_resume_from(dataset, tmp_path, monkey
         assert result.exit_code != 0 and expected in result.output, result.output
 
 
+def test_sigterm_ends_train_as_ctrl_c_does_with_the_resume_line(dataset, tmp_path, monkeypatch):
+    """A review's find: SIGTERM (timeout, a batch scheduler, docker stop) ended `train` without the line that says where
+    the run can resume from; it ends it as Ctrl-C does now, and the handler is put back after."""
+    import os
+    import signal
+
+    import interestgym.agents.train as train_module
+
+    train_run(_config(dataset, tmp_path / "run", timesteps=128))
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(config, resume=False, ray=None):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread: its handler runs at the next bytecode
+        raise AssertionError("SIGTERM did not stop training")
+
+    monkeypatch.setattr(train_module, "train_run", terminated)
+    result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "run"), "--no-progress", "--resume"])
+    assert result.exit_code != 0 and (f"interrupted; the last checkpoint is at step 128: continue with `interestgym train "
+                                      f"{dataset} --run-dir {tmp_path / 'run'} --resume`") in result.output, result.output
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_fresh_train_refuses_an_existing_run_and_resume_needs_one(dataset, tmp_path):
     config = _config(dataset, tmp_path / "run", timesteps=64, eval_every=0, checkpoint_every=0, reward_baseline=None)
     train_run(config)

@@ -316,3 +316,14 @@ def test_resume_says_what_is_wrong_with_the_runs_options_and_its_dataset(trained
               "--timesteps", "64"])
     assert ("--batch-size 512: expected 2..n_envs*n_steps (16) (--batch-size was not given: its default; give one that "
             "fits)") in capsys.readouterr().err
+
+
+def test_a_temporary_file_a_kill_left_in_the_checkpoints_goes_with_the_next_checkpoint(trained, dataset, tmp_path):
+    """A review's find: a kill between writing a checkpoint file and its rename left `.model_N.zip.XXXX.tmp` behind for
+    good (pruning matched numbered names only). The next checkpoint, written under the run's lock, removes it."""
+    run = _copy(trained, tmp_path)
+    left = run / "checkpoints" / ".model_192.zip.abc123.tmp"
+    left.write_bytes(b"half a model")
+    train_run(_config(dataset, run, timesteps=192), resume=True)
+    assert not left.exists()
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]

@@ -96,6 +96,11 @@ def test_a_resume_after_a_kill_between_log_and_checkpoint_repeats_no_step(datase
     steps = _steps(run / "tb")
     assert not _repeated(steps)
     assert steps == _steps(straight / "tb")  # the same points as a run never interrupted
+    # and the same values: the episodes' float32 returns come back as float32 (as JSON floats their mean moved in the last
+    # digit after a resume)
+    for tag in ("rollout/ep_rew_mean", "rollout/ep_len_mean", "eval/ndcg@10"):
+        resumed = sorted((e.step, e.value) for e in _events(run / "tb").Scalars(tag))
+        assert resumed == sorted((e.step, e.value) for e in _events(straight / "tb").Scalars(tag)), tag
 
 
 # ---------------------------------------------------------------------------------- settings
@@ -339,3 +344,13 @@ def test_an_out_of_range_value_names_the_config_file_and_key_it_came_from(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert any(re.search(message, line) for line in err), err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["64,,64", ",64", "64,"])
+def test_a_layer_list_with_an_empty_entry_is_refused_not_shortened(text):
+    """A review's find: "64,,64" was read as [64, 64], a layer fewer than a typo may have meant."""
+    from interestgym.agents.config import coerce_setting
+
+    with pytest.raises(InterestGymError, match=r"expected comma-separated layer sizes, e.g. 64,64"):
+        coerce_setting("net_arch", text, "--net-arch")
+    assert coerce_setting("net_arch", "64, 32", "--net-arch") == [64, 32]
