@@ -190,6 +190,10 @@ print("OTHER", sorted(installed() - before - {{"interestgym"}}))
     (lambda m: m["replay"].update(tz_offset_hours="abc"), r"replay.tz_offset_hours 'abc'; expected a finite number"),
     (lambda m: m["replay"].update(positive_rating=float("nan")), r"replay.positive_rating nan; expected a finite number"),
     (lambda m: m["replay"].update(reward_metric=3), r"replay.reward_metric 3; expected a metric name"),
+    # loaded before, then failed at the first record_outcome / saturated a feature / overflowed at the first event
+    (lambda m: m["replay"].update(reward_metric="ndgc@10"), r"replay.reward_metric: metric 'ndgc@10': expected auc, mrr"),
+    (lambda m: m["replay"].update(max_action_weight=0), r"replay.max_action_weight 0; expected a positive number"),
+    (lambda m: m["replay"].update(tz_offset_hours=1e300), r"replay.tz_offset_hours 1e\+300; expected hours in -14..14"),
     (lambda m: m["encoder"].update(dim="16"), r"encoder.dim '16'; expected a positive integer"),
     (lambda m: m["files"].update({"item_ids.json": "deadbeef"}), r"files\['item_ids.json'\] is 'deadbeef'; expected \{'sha256'"),
     (lambda m: m["files"].update({"extra.bin": "deadbeef"}), r"files\['extra.bin'\] is 'deadbeef'; expected \{'sha256'"),

@@ -14,6 +14,7 @@ from interestgym.core.features import (
     TRACKER_FEATURE_NAMES,
     observation_features,
 )
+from interestgym.core.metrics import parse_metric
 from interestgym.core.numeric import finite_number
 from interestgym.core.protocol import RESIDUAL_LAYOUTS, residual_names_for_width
 from interestgym.core.rules import (
@@ -167,6 +168,15 @@ def _check_replay(directory: Path, manifest: dict[str, Any]) -> None:
             raise ExportFileCorruptError(f"{where}: replay.{field} {replay.get(field)!r}; expected a finite number")
     if not isinstance(replay.get("reward_metric"), str):
         raise ExportFileCorruptError(f"{where}: replay.reward_metric {replay.get('reward_metric')!r}; expected a metric name")
+    try:  # (an unknown one loaded and failed at the first record_outcome)
+        parse_metric(replay["reward_metric"])
+    except InterestGymError as exc:
+        raise ExportFileCorruptError(f"{where}: replay.reward_metric: {exc}") from None
+    if not replay["max_action_weight"] > 0:  # the action-weight feature divides by it (<= 0 saturated it at 1.0)
+        raise ExportFileCorruptError(f"{where}: replay.max_action_weight {replay['max_action_weight']!r}; expected a positive number")
+    if "tz_offset_hours" in replay and not -14 <= replay["tz_offset_hours"] <= 14:  # (1e300 overflowed at the first event)
+        raise ExportFileCorruptError(f"{where}: replay.tz_offset_hours {replay['tz_offset_hours']!r}; expected hours in -14..14, "
+                                     "as `prepare --tz-offset` takes them")
 
 
 def _read_popularity(path: Path, item_ids: list[str]) -> np.ndarray:
