@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -607,8 +608,26 @@ def load_model(run_dir: str | Path, which: str = "best", *, device: str = "cpu")
     """Load ``RUN/<which>/model.zip`` (+ its normaliser) and ``RUN/config.json``, checking both files
     against the checksums in ``info.json``; nothing is unpickled.
 
+    While the run is training, a read that meets ``<which>/`` being replaced (two renames: absent for an instant, or
+    ``info.json`` of one model and ``model.zip`` of the next) is tried again, for up to ~2 s, before it is an error.
+
     :raises ArtifactError: naming the missing, damaged, unexpected or unreadable file.
     """
+    from interestgym.agents.run_lock import training_holder
+
+    pause = 0.02
+    for attempt in range(8):
+        try:
+            return _load_model_once(run_dir, which, device=device)
+        except (ArtifactError, OSError):
+            if attempt == 7 or which not in MODEL_CHOICES or training_holder(Path(run_dir)) is None:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.5)
+    raise AssertionError("unreachable")
+
+
+def _load_model_once(run_dir: str | Path, which: str, *, device: str) -> TrainedModel:
     from interestgym.agents.sb3_policy import Normaliser, load_ppo
 
     run_dir = Path(run_dir)

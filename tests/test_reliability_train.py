@@ -327,3 +327,40 @@ def test_a_temporary_file_a_kill_left_in_the_checkpoints_goes_with_the_next_chec
     train_run(_config(dataset, run, timesteps=192), resume=True)
     assert not left.exists()
     assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_reading_best_while_training_replaces_it_is_tried_again_not_failed(trained, tmp_path, monkeypatch):
+    """A review's find: evaluate / report / export reading best/ while training swapped it (two renames) failed about one
+    read in twelve, with "damaged" or "a kill interrupted its replacement" (wrong while the run is alive). A read during
+    training is tried again; with no training it still fails at once."""
+    import threading
+
+    from interestgym.agents import sb3_policy
+    from interestgym.agents.run_folder import write_model_folder
+    from interestgym.agents.run_lock import RunLock
+
+    run = _copy(trained, tmp_path)
+    # two models' bytes (best's and final's), written by the real write_model_folder (model_bytes passes them through)
+    models = [((run / w / "model.zip").read_bytes(), json.loads((run / w / "info.json").read_text())["step"]) for w in ("best", "final")]
+    monkeypatch.setattr(sb3_policy, "model_bytes", lambda raw: raw)
+    stop = threading.Event()
+    written = [0]
+
+    def swap() -> None:  # what training does at each better validation, as fast as it can
+        while not stop.is_set():
+            raw, step = models[written[0] % 2]
+            write_model_folder(run / "best", raw, None, {"step": step})
+            written[0] += 1
+
+    with RunLock(run):
+        thread = threading.Thread(target=swap)
+        thread.start()
+        try:
+            steps = {load_model(run, "best").step for _ in range(100)}
+        finally:
+            stop.set()
+            thread.join()
+    assert written[0] > 20 and steps <= {step for _, step in models}, written
+    (run / "best" / "model.zip").write_bytes(b"damaged")  # not training: no retry, the error at once
+    with pytest.raises(ArtifactError, match=r"best/model.zip: damaged"):
+        load_model(run, "best")
