@@ -408,8 +408,7 @@ def build_report(
                                                            skipped, notes, timeline_users, users, progress, say)
         except ArtifactError as exc:  # e.g. the shipped model's folder is gone: the rest of the report still holds
             skipped.append(f"timelines and actions: the {which} policy cannot be loaded ({exc})")
-        except InterestGymError as exc:  # the run's dataset split again, its embedding re-encoded: not replayed
-            skipped.append(f"timelines and actions: not replayed ({exc})")
+
         if n_left_out:
             notes.append(f"actions.png: {n_left_out:,} first decisions of users (empty long-term profile, so no cosine yet) "
                          "are left out of the scatter panels; the histograms include them")
@@ -453,10 +452,14 @@ def _behaviour_figures(run_dir: Path, conf: dict[str, Any], evaluation: dict[str
     proto = (evaluation or {}).get("protocol", {})
     # what evaluate checks before it replays: the run's embedding as trained, its dataset's split as trained (a split made
     # again may put the policy's training users in the test split); a dataset whose events changed is said
-    if (proto.get("embeddings") or config.embeddings) == config.embeddings:
-        check_run_embedding(run_dir, conf, config)
-    if (note := check_run_dataset(run_dir, conf, config)) is not None:
-        notes.append(f"timelines and actions: {note}")
+    try:
+        if (proto.get("embeddings") or config.embeddings) == config.embeddings:
+            check_run_embedding(run_dir, conf, config)
+        if (note := check_run_dataset(run_dir, conf, config)) is not None:
+            notes.append(f"timelines and actions: {note}")
+    except InterestGymError as exc:  # the run's dataset split again, its embedding re-encoded: the rest is still drawn
+        skipped.append(f"timelines and actions: not replayed ({exc})")
+        return [], 0
     base = config.protocol_spec(split)
     spec = ProtocolSpec(split=split, n_negatives=int(proto.get("n_negatives", base.n_negatives)),
                         negatives=str(proto.get("negatives", base.negatives)), exclude=str(proto.get("exclude", base.exclude)),
