@@ -153,6 +153,28 @@ def test_records_that_span_several_lines_are_said_in_a_note(reader: str, tmp_pat
             "read as one row each; if a quote was left open there, the rows after it are inside that field") in notes, notes
 
 
+@pytest.mark.parametrize("reader", ["lines", "columnar"])
+def test_control_characters_at_the_ends_of_ids_are_refused_not_stripped(reader: str, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A review's find: Python's strip() counts the vertical tab, the form feed and U+001C-U+001F as whitespace, so
+    'a\\x1f' was read as the item 'a' (and 'u1\\x0b' merged into 'u1'), while a control character inside an id is refused.
+    Both ends are refused now, in both readers; spaces, tabs and no-break spaces are still stripped."""
+    log = tmp_path / "ctl.csv"
+    log.write_bytes(b"user_id,item_id,ts,action,text\nu1,a\x1f,1511544070,click,x\nu1\x0b,b,1511544071,click,y\n"
+                    b"u2,a\x1fb,1511544073,click,x\n\tu3\xc2\xa0, c ,1511544074,click,z\n")
+    code, _, err = run(["prepare", "events", str(log), "--out", str(tmp_path / "o"), "--reader", reader, "--max-reject-rate", "1"],
+                       capsys)
+    assert code == 0, err
+    rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (2, "bad item_id: 'a\\x1f' holds the control character U+001F at position 2; expected printable text"),
+        (3, "bad user_id: 'u1\\x0b' holds the control character U+000B at position 3; expected printable text"),
+        (4, "bad item_id: 'a\\x1fb' holds the control character U+001F at position 2; expected printable text"),
+    ]
+    events = pd.read_parquet(tmp_path / "o" / "events.parquet")
+    assert events[["user_id", "item_id"]].values.tolist() == [["u3", "c"]]
+
+
 def test_input_file_problems_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")

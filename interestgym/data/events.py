@@ -91,6 +91,7 @@ from interestgym.data.readers import (
 )
 from interestgym.data.schema import ACTIONS
 from interestgym.data.tables import (
+    CELL_STRIP,
     INPUT_FORMATS,
     Table,
     cell_text,
@@ -176,7 +177,7 @@ class _Fields(dict):
 
 
 def _render(template: str, row: dict[str, Any]) -> str:
-    return template.format_map(_Fields({k: cell_text(v) for k, v in row.items()})).strip()
+    return template.format_map(_Fields({k: cell_text(v) for k, v in row.items()})).strip(CELL_STRIP)
 
 
 def _check_template_fields(template: str | None, available: list[str] | None, where: str) -> None:

@@ -21,14 +21,15 @@ import pyarrow.compute as pc
 
 from interestgym.data.columns import id_reason
 from interestgym.data.fast_lines import first_equal, identity
-from interestgym.data.tables import cell
+from interestgym.data.tables import CELL_STRIP, cell
 from interestgym.data.times import TS_MAX, TS_MIN, TimeParser
 
 if TYPE_CHECKING:
     from interestgym.data.events import _RowChecker
 
-#: Python's whitespace (``str.isspace``), which ``str.strip`` removes from a cell, as an RE2 class.
-_WS = r"[\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+#: :data:`~interestgym.data.tables.CELL_STRIP` (Python's whitespace but its control characters), which a cell and a
+#: rendered item text are stripped of, as an RE2 class.
+_WS = r"[\t\n\r\x{20}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 #: The time formats :class:`TimeParser` counts under their own name (a strptime pattern is counted as itself).
 TIME_MODES = ("unix", "unix_ms", "iso")
 
@@ -182,14 +183,14 @@ class Template:
                         taken[field] = cells
                 pieces.append(taken[field] if taken is not None else cells)
         if not any(isinstance(p, pa.Array) for p in pieces):
-            text = "".join(p.as_py() for p in pieces).strip()
+            text = "".join(p.as_py() for p in pieces).strip(CELL_STRIP)
             return pa.array([text] * len(rows), pa.large_string())
         joined = pc.binary_join_element_wise(*pieces, pa.scalar("", pa.large_string()))
         # The rendered text is stripped. Cells are stripped already, so only a literal at an end, or one
         # that an empty cell leaves at an end, can put whitespace there: look (by regex) at those rows only.
         edge_literal = [self.parts[0][0][:1], self.parts[-1][0][-1:] if self.parts[-1][1] is None else ""]
         missing = any(f is not None and f not in columns for _, f, _, _ in self.parts)  # renders as ""
-        if missing or any(c.isspace() for c in edge_literal if c):
+        if missing or any(c in CELL_STRIP for c in edge_literal if c):
             suspect = np.arange(len(rows))
         else:
             empty = np.zeros(len(rows), dtype=bool)
@@ -201,7 +202,7 @@ class Template:
             ends = np.asarray(pc.fill_null(pc.match_substring_regex(take(joined, suspect), f"^{_WS}|{_WS}$"), False))
             at = suspect[ends]
             if len(at):
-                fixed = pa.array([v.strip() for v in take(joined, at).to_pylist()], pa.large_string())
+                fixed = pa.array([v.strip(CELL_STRIP) for v in take(joined, at).to_pylist()], pa.large_string())
                 joined = splice(joined, at, fixed, replace=True)
         return joined
 

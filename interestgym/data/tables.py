@@ -228,12 +228,18 @@ def looks_like_data(name: str) -> bool:
     return True
 
 
+#: What :func:`cell` strips from a string's ends: Python's whitespace but the control characters among it (vertical
+#: tab, form feed, the information separators U+001C-U+001F, U+0085), which stay to be refused where a control character
+#: is (an id: ``bad user_id``), not stripped away (``'a\x1f'`` was read as the item ``'a'``). Tab, CR and LF are stripped.
+CELL_STRIP = "".join(c for c in map(chr, range(0x110000)) if c.isspace() and c not in "\x0b\x0c\x1c\x1d\x1e\x1f\x85")
+
+
 def cell(value: Any) -> Any:
-    """Normalise a cell: strings stripped, missing (None / NaN) -> None, integral floats -> int."""
+    """Normalise a cell: strings stripped (of :data:`CELL_STRIP`), missing (None / NaN) -> None, integral floats -> int."""
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip()
+        return value.strip(CELL_STRIP)
     if isinstance(value, float):
         if math.isnan(value):
             return None
