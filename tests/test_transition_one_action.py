@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from interestgym.core.interest import update_profile, update_profile_one
+from interestgym.core.interest import update_profile
 from interestgym.core.protocol import action_to_strengths
 from interestgym.core.transition import (
     action_changes,
@@ -103,9 +103,9 @@ def test_fold_outcomes_one_user_form_equals_the_batched_form() -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("dim", [1, 7, 384])
-def test_update_profile_one_equals_the_engines_batched_call(dtype, dim: int) -> None:
-    """The runtime's one-user form against the engine's call (B users' (B, 5, d) profiles, items (B, 1, d), rates
-    (B, 5)), row for row to the bit: unit, zero and NaN rows; rates 0, -0.0, 1, NaN, one that rounds to 0 in float32."""
+def test_one_users_update_profile_equals_the_engines_batched_call(dtype, dim: int) -> None:
+    """The runtime's call (one user's (5, d) block, an item (d,), the rates as a list) against the engine's (B users'
+    (B, 5, d) profiles, items (B, 1, d), rates (B, 5)), row for row to the bit: unit, zero and NaN rows; rates 0, -0.0, 1, NaN, one that rounds to 0 in float32."""
     rng = np.random.default_rng(dim)
     n, k = 40, 5
     profiles = rng.normal(size=(n, k, dim))
@@ -122,12 +122,12 @@ def test_update_profile_one_equals_the_engines_batched_call(dtype, dim: int) -> 
     profiles, items = profiles.astype(dtype), items.astype(dtype)
     batched = update_profile(profiles, items[:, None, :], rates)
     for i in range(n):
-        got = update_profile_one(profiles[i], items[i], rates[i].tolist())
+        got = update_profile(profiles[i], items[i], rates[i].tolist())
         assert got.dtype == batched.dtype and got.shape == (k, dim)
         assert got.tobytes() == batched[i].tobytes(), i
-    assert not update_profile_one(profiles[7], items[7], rates[7].tolist())[0].any()  # the zero row stays zero
+    assert not update_profile(profiles[7], items[7], rates[7].tolist())[0].any()  # the zero row stays zero
     # a = 0 (and one rounding to 0 in float32) keeps the row's bytes
-    kept = update_profile_one(profiles[9], items[9], rates[9].tolist())
+    kept = update_profile(profiles[9], items[9], rates[9].tolist())
     assert kept[:2].tobytes() == profiles[9, :2].tobytes()
     if dtype is np.float32:
         assert kept[3].tobytes() == profiles[9, 3].tobytes()

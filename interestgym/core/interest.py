@@ -29,7 +29,6 @@ production runtime.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -140,15 +139,15 @@ def normalise_rows(vectors: np.ndarray, *, in_place: bool = False) -> np.ndarray
     array: for a caller's own temporary, e.g. :func:`update_profile`'s).
     """
     norm = np.sqrt(np.einsum("...d,...d->...", vectors, vectors))[..., None]
-    positive = norm > 0
-    if positive.all():  # the usual case: one plain division (the same values as the masked one below)
+    if norm.size == 0 or norm.min() > 0:  # the usual case: one plain division (the same values as the masked one below;
+        # min is NaN, so not > 0, when a norm is NaN: the masked path, as norm > 0 is False there)
         if in_place and norm.dtype == vectors.dtype:
             return np.divide(vectors, norm, out=vectors)
         return (vectors / norm).astype(vectors.dtype, copy=False)
     # one division, only where the norm is positive, into a zeroed output: the values of
     # where(norm > 0, v / norm, 0) without its temporaries (this runs at every decision of every row)
     out = np.zeros(vectors.shape, dtype=np.result_type(vectors, norm))
-    np.divide(vectors, norm, out=out, where=positive)
+    np.divide(vectors, norm, out=out, where=norm > 0)
     return out.astype(vectors.dtype, copy=False)
 
 
@@ -177,25 +176,6 @@ def update_profile(profile: np.ndarray, item: np.ndarray, strength: np.ndarray |
     if not a.all():  # the row mask only when some row has a = 0 (0 and -0.0 are falsy; NaN is not, nor equal to 0)
         keep = np.broadcast_to(a == 0, moved.shape[:-1] + (1,))[..., 0]
         moved[keep] = np.broadcast_to(profile, moved.shape)[keep]
-    return moved
-
-
-def update_profile_one(profile: np.ndarray, item: np.ndarray, rates: Sequence[float]) -> np.ndarray:
-    """:func:`update_profile` of ONE user's K profiles (K, d) moved by one item (d,) at ``rates`` (K Python floats):
-    the same operations on the same dtypes in the same order, so the same values to the bit
-    (``tests/test_transition_one_action.py``), without the general form's shape and dtype handling: the runtime's
-    one-event update, where each numpy call on a (5, d) block costs about what its arithmetic does."""
-    a = np.array(rates, dtype=profile.dtype).reshape(-1, 1)
-    moved = (1 - a) * profile
-    moved += a * item  # item (d,) of the profiles' dtype: the product has moved's shape and dtype, as update_profile adds it
-    norm = np.sqrt(np.einsum("...d,...d->...", moved, moved))
-    if norm.min() > 0:  # False for a zero row and for NaN (min propagates it): normalise_rows' masked path
-        np.divide(moved, norm[:, None], out=moved)
-    else:
-        moved = normalise_rows(moved, in_place=True)
-    if not a.all():  # a row with a = 0 (after the rounding to the profiles' dtype) keeps its profile bit for bit
-        keep = (a == 0)[:, 0]
-        moved[keep] = profile[keep]
     return moved
 
 

@@ -38,7 +38,7 @@ from interestgym.core.features import (
     encode_features,
     state_quantities,
 )
-from interestgym.core.interest import cosine_rows, update_profile, update_profile_one
+from interestgym.core.interest import cosine_rows, update_profile
 from interestgym.core.log_features import (
     RATING_ACTION,
     is_decision,
@@ -221,13 +221,13 @@ def update_one(policy: ExportedPolicy, state: UserState, event: Event) -> UserSt
 
     # decision_transition, element for element: the running statistics from the cosines measured
     # before the update (in Python floats: the float32 cosines widened exactly, float64 arithmetic as the core's),
-    # then L, S and the shadows moved in one update_profile_one call.
+    # then L, S and the shadows moved in one update_profile call (x (d,) broadcasts against the (rows, d) block).
     moved = [cos[0], cos[1] - cos[0], *cos[2:]]  # cos(x, S) - cos(x, L), as the core subtracts the widened cosines
     for j, v in zip(_MOVED_AT, moved):
         values[j] = ema(values[j], v)
     values[STRENGTHS_SLICE] = strengths
     stats = np.array(values, dtype=np.float64)
-    profiles = update_profile_one(state.profiles, x, [strengths[0], strengths[1], *SHADOW_STRENGTHS])
+    profiles = update_profile(state.profiles, x, [strengths[0], strengths[1], *SHADOW_STRENGTHS])
 
     counts, slot_counts, slot_factor = state.category_counts, state.slot_category_counts, state.slot_factor
     exposure = state.exposure
