@@ -6,6 +6,7 @@ Heavy imports (torch, stable-baselines3) happen inside the commands, so ``--help
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import signal
 import threading
@@ -138,8 +139,6 @@ def train(config_file: Path | None, resume: bool, ray: str | None, **options) ->
         # first: an option that differs from the run's is the error; then the settings checked are the run's with what
         # was given, what the resumed run trains with (not today's defaults: --n-envs 2 said "--batch-size 512 ...")
         _refuse_changed_options_on_resume(config, given, saved)
-        import dataclasses
-
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         resumed = TrainConfig(**{**{k: v for k, v in saved.items() if k in known},
                                  **{name: value for name, (value, _) in given.items()}})

@@ -93,7 +93,7 @@ def load_policy(directory: str | Path, *, encoder_fingerprint: str | None = None
     if any(name in TRACKER_FEATURE_NAMES for name in extra) and manifest.get("tracker") is None:
         raise ExportFileCorruptError(f"{directory / 'manifest.json'}: the policy observes a tracker but has no 'tracker' section; "
                                      "expected the tracker folder (re-export the run)")
-    session = None if form == "rule" else _load_graph(directory, manifest, threads, N_FEATURES + len(extra))
+    session = None if form == "rule" else _load_graph(directory, manifest, threads, N_FEATURES + len(extra), form)
     item_ids = read_string_list(directory / ITEMS_FILE, "item id", "the dataset's item ids, in embedding-row order", ExportFileCorruptError)
     categories = read_string_list(directory / CATEGORIES_FILE, "category", "the dataset's category names, in the category model's order",
                                   ExportFileCorruptError)
@@ -259,7 +259,7 @@ def _load_tracker(directory: Path, manifest: dict[str, Any], item_ids: list[str]
     return tracker
 
 
-def _load_graph(directory: Path, manifest: dict[str, Any], threads: int, n_obs: int) -> Any:
+def _load_graph(directory: Path, manifest: dict[str, Any], threads: int, n_obs: int, form: str) -> Any:
     """The export's ONNX graph in an onnxruntime session (checked against the manifest's checksums)."""
     import onnxruntime
 
@@ -273,16 +273,14 @@ def _load_graph(directory: Path, manifest: dict[str, Any], threads: int, n_obs: 
         session = onnxruntime.InferenceSession(str(directory / POLICY_FILE), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for a damaged graph
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
-    shape = session.get_inputs()[0].shape
-    if len(shape) != 2 or shape[1] != n_obs:
-        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {shape}; expected [batch, {n_obs}]")
     inp = session.get_inputs()[0]
+    if len(inp.shape) != 2 or inp.shape[1] != n_obs:
+        raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input shape {inp.shape}; expected [batch, {n_obs}]")
     action = next((o for o in session.get_outputs() if o.name == "action"), None)
     if inp.type != "tensor(float)" or action is None or action.type != "tensor(float)" or len(action.shape) != 2:
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: input {inp.name!r} {inp.type}, outputs "
                                      f"{[(o.name, o.type, o.shape) for o in session.get_outputs()]}; expected a float input "
                                      "and a float output 'action' of shape [batch, n]")
-    form = str((manifest.get("policy") or {}).get("form", "absolute"))
     if form == "absolute" and action.shape[1] != 4:  # a residual graph's width is checked against its names
         raise ExportFileCorruptError(f"{directory / POLICY_FILE}: output 'action' of shape {action.shape}; expected "
                                      "[batch, 4] (a_L, a_S, w, p) for an absolute policy")
