@@ -265,7 +265,7 @@ class _ColumnarReader:
                 log.duplicate(name, lineno, raw)
             else:
                 log.reject(name, lineno, reason, raw)
-        for file, spans in aside._spans.items():  # records the line reader read from several lines
+        for file, spans in aside.spans.items():  # records the line reader read from several lines
             for lineno, n_lines in spans:
                 log.spanned(file, lineno, n_lines)
 

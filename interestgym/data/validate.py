@@ -57,7 +57,7 @@ class RejectLog:
         self.files: dict[str, FileStats] = {}
         self.notes: list[str] = []  # counted, reported facts that are not row rejects
         #: per file, (first line, lines) of each kept record that spanned several lines (a quoted field with line breaks)
-        self._spans: dict[str, list[tuple[int, int]]] = {}
+        self.spans: dict[str, list[tuple[int, int]]] = {}
 
     def stats(self, file: str) -> FileStats:
         return self.files.setdefault(file, FileStats())
@@ -95,11 +95,11 @@ class RejectLog:
     def spanned(self, file: str, line: int, n_lines: int) -> None:
         """A record read from ``n_lines`` > 1 lines from ``line`` on (a quoted field with line breaks): said in a note,
         since a quote left open joins the lines after it into one field, whose records then vanish into a text."""
-        self._spans.setdefault(file, []).append((line, n_lines))
+        self.spans.setdefault(file, []).append((line, n_lines))
 
     def span_notes(self) -> list[str]:
         out = []
-        for file, spans in self._spans.items():
+        for file, spans in self.spans.items():
             spans = sorted(spans)
             shown = ", ".join(f"{a}-{a + n - 1}" for a, n in spans[:5]) + (", ..." if len(spans) > 5 else "")
             longest = max(n for _, n in spans)
