@@ -22,6 +22,11 @@ raise notes (a time with a UTC offset, an item id written as a float).
     python benchmarks/prepare_events.py                 # 1M rows, 0.1% bad, 3 rounds, 1 thread
     python benchmarks/prepare_events.py --rows 200000 --threads 2
     python benchmarks/prepare_events.py --clock cpu     # a loaded machine: CPU time of each side
+    python benchmarks/prepare_events.py --format parquet --clock cpu   # a Parquet log, against pyarrow's read_table
+
+With ``--format parquet`` the log is a Parquet file of typed columns (integer ids, category and time; the action as
+text; nulls, unknown actions, times in the wrong unit, duplicates), the reference is ``pyarrow.parquet.read_table``,
+and the columnar side is the Parquet reader (:mod:`interestgym.data.fast_parquet`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,42 @@ def generate(path: Path, rows: int, bad: float, seed: int = 0) -> None:
     path.write_bytes(b"\n".join(lines) + b"\n")
 
 
+def generate_parquet(path: Path, rows: int, bad: float, seed: int = 0) -> None:
+    """The same kind of log as a Parquet file of typed columns (integer ids, category and time; the action as text),
+    with ``bad`` of its rows malformed (unknown action, a time in milliseconds or out of range, a missing id or time)
+    or duplicated (a third of them), and a few good rows with a fractional time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, rows // 100 + 2, rows)
+    items = rng.integers(1, max(rows // 2, 2), rows)
+    cats = items % 5000 + 1000
+    acts = rng.choice(np.array(["pv", "cart", "fav", "buy"]), rows, p=[0.85, 0.07, 0.05, 0.03]).astype(object)
+    ts = (1511544070 + rng.integers(0, 9 * 86400, rows)).astype(np.float64)
+    user_null = np.zeros(rows, dtype=bool)
+    ts_null = np.zeros(rows, dtype=bool)
+    for k, at in enumerate(rng.choice(rows, int(rows * bad), replace=False).tolist()):
+        kind = k % 6
+        if kind in (0, 3):  # a duplicate of the row before it
+            src = max(at - 1, 0)
+            users[at], items[at], cats[at], acts[at], ts[at] = users[src], items[src], cats[src], acts[src], ts[src]
+            user_null[at], ts_null[at] = user_null[src], ts_null[src]
+        elif kind == 1:
+            acts[at] = "clik"
+        elif kind == 2:
+            ts[at] = ts[at] * 1000 if k % 4 else 5.0
+        elif kind == 4:
+            user_null[at] = True
+        else:
+            ts_null[at] = bool(k % 4)
+            ts[at] += 0.5
+    pq.write_table(pa.table({
+        "user_id": pa.array(users, mask=user_null), "item_id": pa.array(items), "category": pa.array(cats),
+        "action": pa.array(acts, pa.string()), "ts": pa.array(ts, mask=ts_null)}), path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -69,29 +110,36 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds of both sides before the timed ones")
     ap.add_argument("--threads", type=int, default=1, help="threads of Arrow / BLAS / torch, both sides")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                    help="parquet: a log of typed columns, against pyarrow.parquet.read_table")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall: perf_counter; cpu: process_time (with --threads 1, the work done, whatever the load)")
     args = ap.parse_args()
     pin_threads(args.threads)
     import pyarrow as pa
     import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
 
     from interestgym.data.events import EventsOptions, prepare_events, read_events
     from interestgym.data.validate import RejectLog
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ig-prepare-"))
     work.mkdir(parents=True, exist_ok=True)
-    log_path = work / f"log{args.rows}.csv"
+    parquet = args.format == "parquet"
+    log_path = work / f"log{args.rows}-{args.bad:g}.{'parquet' if parquet else 'csv'}"
     if not log_path.is_file():
-        generate(log_path, args.rows, args.bad)
+        (generate_parquet if parquet else generate)(log_path, args.rows, args.bad)
     print(f"log: {log_path} ({log_path.stat().st_size / 1e6:.1f} MB, {args.rows:,} rows, {args.bad:.2%} malformed); "
           f"threads pinned to {args.threads} (Arrow cpu count {pa.cpu_count()})")
     print(load_line("load before"))
 
     def options(reader: str) -> EventsOptions:
-        return EventsOptions(columns=COLUMNS, actions=ACTIONS, item_text="category {category}", reader=reader)
+        return EventsOptions(columns=None if parquet else COLUMNS, actions=ACTIONS, item_text="category {category}", reader=reader)
 
     def pyarrow_read() -> None:
+        if parquet:
+            pq.read_table(log_path, use_threads=args.threads > 1)
+            return
         pcsv.read_csv(log_path, read_options=pcsv.ReadOptions(column_names=COLUMNS, use_threads=args.threads > 1),
                       parse_options=pcsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
                       convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(COLUMNS, pa.binary())))
@@ -104,7 +152,8 @@ def main() -> None:
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"clock: {args.clock} ({clock.__name__})")
-    sides = {"pyarrow.csv.read_csv": pyarrow_read, "read_events columnar": columnar}
+    reference = "pyarrow.parquet.read_table" if parquet else "pyarrow.csv.read_csv"
+    sides = {reference: pyarrow_read, "read_events columnar": columnar}
     for _ in range(args.warmup):
         for side in sides.values():
             side()
@@ -113,7 +162,7 @@ def main() -> None:
     line_log = RejectLog()
     line_out = read_events(log_path, line_log, options("lines"))
     times["read_events lines (once)"] = [clock() - t0]
-    ref = times["pyarrow.csv.read_csv"]
+    ref = times[reference]
     for name, secs in times.items():
         print(ratio_line(name, secs, "pyarrow", ref))
     print(f"columnar reader: {median(ref) / median(times['read_events columnar']) * args.rows / median(ref) / 1e6:.2f} M rows/s; "

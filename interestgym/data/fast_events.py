@@ -21,13 +21,15 @@ How a file is read (all of it at once):
    each item) is computed for all rows at once.
 4. Rejects are sorted by line and written to the log; kept rows become the events frame.
 
-JSONL and Parquet logs, and zip members, are read by the line reader.
+Parquet logs have their own columnar reader (:mod:`interestgym.data.fast_parquet`), which shares step 3. JSONL logs
+and zip members are read by the line reader.
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,13 +72,18 @@ if TYPE_CHECKING:
 
 def columnar_rows(table: Table, log: RejectLog, rows: _RowChecker, *, force: bool = False) -> bool:
     """Check every row of ``table`` into ``rows`` (and ``log``) column-wise; False (nothing done) when
-    the file is not one this reader takes (JSONL, Parquet, a zip member, UTF-16, a damaged ``.gz``).
+    the file is not one these readers take (JSONL, a zip member, UTF-16, a damaged ``.gz``; a Parquet file with a
+    column :mod:`~interestgym.data.fast_parquet` leaves to the line reader).
 
     :param table: the opened events file.
     :param log: where rejects and counts go.
     :param rows: the line reader's row checker, whose state (times, catalogue, counts) this reader fills.
     :param force: unused (``--reader columnar`` and ``auto`` both take every file this reader can read).
     """
+    if table.fmt == "parquet":
+        from interestgym.data.fast_parquet import parquet_rows
+
+        return parquet_rows(table, log, rows)
     if table.fmt not in ("csv", "tsv") or table.source.member is not None or table.names is None:
         return False
     data = _file_bytes(table)
@@ -304,63 +311,87 @@ class _ColumnarReader:
         for j, nm in enumerate(self.names):
             if nm:
                 raw_columns[nm] = splice(split[j], at, pa.array([e[2].get(nm) for e in extra], pa.large_string()), replace=False)
-        columns = {nm: Column(col, attention) for nm, col in raw_columns.items()}  # ts too: a template may use it
-        reasons = Reasons(n_rows)
+        return check_columns(rows, self.template, lineno, raw_columns, dict.fromkeys(raw_columns, attention),
+                             lambda lines: [raw_of[line] if line in raw_of else L.text(line - 1) for line in lines], entries)
 
-        # ---- ids
-        user, item = columns.get("user_id"), columns.get("item_id")
-        none = np.ones(n_rows, dtype=bool)
-        reasons.reject(user.empty() if user else none, "missing user_id: expected a user id")
-        reasons.reject(item.empty() if item else none, "missing item_id: expected an item id")
-        for col, field in ((user, "user_id"), (item, "item_id")):
-            if col is not None:
-                bad, why = col.id_reasons(field)
-                reasons.reject(bad, why)
 
-        # ---- times (rows with both ids), action, value
-        times = TimeCheck(rows.times, raw_columns.get("ts"), n_rows)
-        times.check(reasons.ok(), reasons)
-        action_codes, action_names = check_actions(rows, columns.get("action"), n_rows, reasons)
-        is_rating = np.array([name == RATING_ACTION for name in action_names] + [False], dtype=bool)[action_codes] if n_rows \
-            else np.zeros(0, dtype=bool)
-        values, empty_values = check_values(columns.get("value"), n_rows, reasons, is_rating)
-        rows.empty_values += empty_values
-        rows.negative_values += int(np.count_nonzero((values < 0) & reasons.ok()))
+def check_columns(rows: _RowChecker, template: Template | None, lineno: np.ndarray, raw_columns: dict[str, pa.Array],
+                  attention: dict[str, np.ndarray], raw_texts: Callable[[list[int]], list[str]],
+                  entries: list[tuple[int, str, str, str]], time_check: TimeCheck | None = None) -> int:
+    """The line reader's row checks on whole columns (both columnar readers: CSV / TSV and Parquet); put the rejects
+    into ``entries``, the kept rows into ``rows.events``; return how many were kept.
 
-        # ---- items
-        items = None
-        if rows.catalogue is not None:
-            known = np.asarray(pc.is_in(item.stripped, value_set=pa.array(sorted(rows.known_items), pa.large_string())))
-            unknown = reasons.ok() & ~known
-            reasons.reject(unknown, {int(i): rows.unknown_item(item.text(i)) for i in np.flatnonzero(unknown)})
-        elif item is not None and n_rows:
-            items = ItemsFromRows(self.template, rows.opts.item_text)
-            items.check(columns, item, lineno, reasons)
-        times.commit()
+    :param lineno: each row's line (a Parquet file: its row number from 1), ascending.
+    :param raw_columns: each named column's cells as text (``large_string``), before :func:`~interestgym.data.tables.cell`
+        strips them: what the line reader's row dict holds, as :func:`~interestgym.data.tables.cell_text` writes it
+        (null: a Parquet cell ``cell`` makes None).
+    :param attention: per column, the rows whose cell may need Python's rules (see :class:`Column`).
+    :param raw_texts: the raw text of the given lines (what a reject shows).
+    :param time_check: the ``ts`` check (default: a :class:`~interestgym.data.fast_checks.TimeCheck` of the ``ts``
+        column's text; a Parquet timestamp column brings its own).
+    """
+    n_rows = len(lineno)
+    if n_rows:
+        rows.seen_keys.update(raw_columns)
+    # ts too: a template may use it (a null cell, Parquet's, is an empty one to every check but the time's)
+    columns = {nm: Column(pc.fill_null(col, "") if col.null_count else col, attention[nm]) for nm, col in raw_columns.items()}
+    reasons = Reasons(n_rows)
 
-        # ---- rejects and events
-        for r in np.flatnonzero(~reasons.ok()):
-            line = int(lineno[r])
-            entries.append((line, "rejected", reasons.of(r), raw_of[line] if line in raw_of else L.text(line - 1)))
-        keep = np.flatnonzero(reasons.ok())
-        names = pa.array(action_names, pa.large_string())
-        columns_out = {
-            "user_id": take(user.stripped, keep) if user else pa.array([], pa.large_string()),
-            "item_id": take(item.stripped, keep) if item else pa.array([], pa.large_string()),
-            "action": take(names, action_codes[keep]),
-            "ts": times.ts[keep], "value": values[keep], "seq": lineno[keep].astype(np.int64),
-        }
-        context = {nm: take(col.stripped, keep) for nm, col in columns.items()
-                   if nm not in rows.not_context and (rows.context_filter is None or nm in rows.context_filter)}
-        rows.events = _Events(columns_out, context)
-        if items is not None:
-            built = rows.built
-            # the items frame is built from these columns (items_frame takes any column pandas can read)
-            built.rows = {"item_id": str_series(items.item), "text": str_series(items.text),
-                          "category": str_series(items.category), "subcategory": str_series(items.subcategory)}
-            built.conflicts = items.conflicts
-            built.first_conflict = items.first_conflict
-        return len(keep)
+    # ---- ids
+    user, item = columns.get("user_id"), columns.get("item_id")
+    none = np.ones(n_rows, dtype=bool)
+    reasons.reject(user.empty() if user else none, "missing user_id: expected a user id")
+    reasons.reject(item.empty() if item else none, "missing item_id: expected an item id")
+    for col, field in ((user, "user_id"), (item, "item_id")):
+        if col is not None:
+            bad, why = col.id_reasons(field)
+            reasons.reject(bad, why)
+
+    # ---- times (rows with both ids), action, value
+    times = time_check or TimeCheck(rows.times, raw_columns.get("ts"), n_rows)
+    times.check(reasons.ok(), reasons)
+    action_codes, action_names = check_actions(rows, columns.get("action"), n_rows, reasons)
+    is_rating = np.array([name == RATING_ACTION for name in action_names] + [False], dtype=bool)[action_codes] if n_rows \
+        else np.zeros(0, dtype=bool)
+    values, empty_values = check_values(columns.get("value"), n_rows, reasons, is_rating)
+    rows.empty_values += empty_values
+    rows.negative_values += int(np.count_nonzero((values < 0) & reasons.ok()))
+
+    # ---- items
+    items = None
+    if rows.catalogue is not None:
+        known = np.asarray(pc.is_in(item.stripped, value_set=pa.array(sorted(rows.known_items), pa.large_string())))
+        unknown = reasons.ok() & ~known
+        reasons.reject(unknown, {int(i): rows.unknown_item(item.text(i)) for i in np.flatnonzero(unknown)})
+    elif item is not None and n_rows:
+        items = ItemsFromRows(template, rows.opts.item_text)
+        items.check(columns, item, lineno, reasons)
+    times.commit()
+
+    # ---- rejects and events
+    bad = np.flatnonzero(~reasons.ok())
+    bad_lines = lineno[bad].tolist()
+    for r, line, raw in zip(bad.tolist(), bad_lines, raw_texts(bad_lines)):
+        entries.append((line, "rejected", reasons.of(r), raw))
+    keep = np.flatnonzero(reasons.ok())
+    names = pa.array(action_names, pa.large_string())
+    columns_out = {
+        "user_id": take(user.stripped, keep) if user else pa.array([], pa.large_string()),
+        "item_id": take(item.stripped, keep) if item else pa.array([], pa.large_string()),
+        "action": take(names, action_codes[keep]),
+        "ts": times.ts[keep], "value": values[keep], "seq": lineno[keep].astype(np.int64),
+    }
+    context = {nm: take(col.stripped, keep) for nm, col in columns.items()
+               if nm not in rows.not_context and (rows.context_filter is None or nm in rows.context_filter)}
+    rows.events = _Events(columns_out, context)
+    if items is not None:
+        built = rows.built
+        # the items frame is built from these columns (items_frame takes any column pandas can read)
+        built.rows = {"item_id": str_series(items.item), "text": str_series(items.text),
+                      "category": str_series(items.category), "subcategory": str_series(items.subcategory)}
+        built.conflicts = items.conflicts
+        built.first_conflict = items.first_conflict
+    return len(keep)
 
 
 def _later_copies(same: np.ndarray, asked: np.ndarray) -> np.ndarray:
