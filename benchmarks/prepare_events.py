@@ -23,10 +23,13 @@ raise notes (a time with a UTC offset, an item id written as a float).
     python benchmarks/prepare_events.py --rows 200000 --threads 2
     python benchmarks/prepare_events.py --clock cpu     # a loaded machine: CPU time of each side
     python benchmarks/prepare_events.py --format parquet --clock cpu   # a Parquet log, against pyarrow's read_table
+    python benchmarks/prepare_events.py --format jsonl --clock cpu     # its rows as JSON Lines, against read_json
 
 With ``--format parquet`` the log is a Parquet file of typed columns (integer ids, category and time; the action as
 text; nulls, unknown actions, times in the wrong unit, duplicates), the reference is ``pyarrow.parquet.read_table``,
-and the columnar side is the Parquet reader (:mod:`interestgym.data.fast_parquet`).
+and the columnar side is the Parquet reader (:mod:`interestgym.data.fast_parquet`). ``--format jsonl`` writes the same
+rows as JSON Lines; the reference is ``pyarrow.json.read_json`` (which infers each column's type and reports no bad
+line: no reader of this contract), the columnar side :mod:`interestgym.data.fast_jsonl`.
 """
 
 from __future__ import annotations
@@ -102,6 +105,20 @@ def generate_parquet(path: Path, rows: int, bad: float, seed: int = 0) -> None:
         "action": pa.array(acts, pa.string()), "ts": pa.array(ts, mask=ts_null)}), path)
 
 
+def generate_jsonl(path: Path, rows: int, bad: float, seed: int = 0) -> None:
+    """The Parquet log's rows (:func:`generate_parquet`) as JSON Lines, one object per line (nulls as JSON null)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    typed = path.with_suffix(".parquet")
+    if not typed.is_file():
+        generate_parquet(typed, rows, bad, seed)
+    table = pq.read_table(typed).to_pylist()
+    dumps = json.dumps
+    path.write_text("".join(dumps({k: v for k, v in row.items()}) + "\n" for row in table), encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -110,14 +127,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds of both sides before the timed ones")
     ap.add_argument("--threads", type=int, default=1, help="threads of Arrow / BLAS / torch, both sides")
     ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--format", choices=["csv", "parquet"], default="csv",
-                    help="parquet: a log of typed columns, against pyarrow.parquet.read_table")
+    ap.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="csv",
+                    help="parquet: a log of typed columns, against pyarrow.parquet.read_table; jsonl: the same rows as JSON "
+                         "Lines, against pyarrow.json.read_json")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall: perf_counter; cpu: process_time (with --threads 1, the work done, whatever the load)")
     args = ap.parse_args()
     pin_threads(args.threads)
     import pyarrow as pa
     import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
     import pyarrow.parquet as pq
 
     from interestgym.data.events import EventsOptions, prepare_events, read_events
@@ -125,20 +144,23 @@ def main() -> None:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ig-prepare-"))
     work.mkdir(parents=True, exist_ok=True)
-    parquet = args.format == "parquet"
-    log_path = work / f"log{args.rows}-{args.bad:g}.{'parquet' if parquet else 'csv'}"
+    parquet, jsonl = args.format == "parquet", args.format == "jsonl"
+    log_path = work / f"log{args.rows}-{args.bad:g}.{args.format}"
     if not log_path.is_file():
-        (generate_parquet if parquet else generate)(log_path, args.rows, args.bad)
+        {"csv": generate, "parquet": generate_parquet, "jsonl": generate_jsonl}[args.format](log_path, args.rows, args.bad)
     print(f"log: {log_path} ({log_path.stat().st_size / 1e6:.1f} MB, {args.rows:,} rows, {args.bad:.2%} malformed); "
           f"threads pinned to {args.threads} (Arrow cpu count {pa.cpu_count()})")
     print(load_line("load before"))
 
     def options(reader: str) -> EventsOptions:
-        return EventsOptions(columns=None if parquet else COLUMNS, actions=ACTIONS, item_text="category {category}", reader=reader)
+        return EventsOptions(columns=None if parquet or jsonl else COLUMNS, actions=ACTIONS, item_text="category {category}", reader=reader)
 
     def pyarrow_read() -> None:
         if parquet:
             pq.read_table(log_path, use_threads=args.threads > 1)
+            return
+        if jsonl:
+            pjson.read_json(log_path, read_options=pjson.ReadOptions(use_threads=args.threads > 1))
             return
         pcsv.read_csv(log_path, read_options=pcsv.ReadOptions(column_names=COLUMNS, use_threads=args.threads > 1),
                       parse_options=pcsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
@@ -152,7 +174,7 @@ def main() -> None:
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"clock: {args.clock} ({clock.__name__})")
-    reference = "pyarrow.parquet.read_table" if parquet else "pyarrow.csv.read_csv"
+    reference = {"csv": "pyarrow.csv.read_csv", "parquet": "pyarrow.parquet.read_table", "jsonl": "pyarrow.json.read_json"}[args.format]
     sides = {reference: pyarrow_read, "read_events columnar": columnar}
     for _ in range(args.warmup):
         for side in sides.values():

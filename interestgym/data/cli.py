@@ -249,7 +249,7 @@ Examples:
 @click.option("--item-text", metavar="TEMPLATE", help="[events] Build item text from columns, e.g. 'category {category}'.")
 @click.option("--context", metavar="NAMES", help="[events] Context columns to keep (default: all non-event columns; '' for none).")
 @click.option("--reader", type=click.Choice(["auto", "lines", "columnar"]), default=None,
-              help="[events] auto (default): CSV / TSV / Parquet read column-wise, JSONL line by line; lines: line by line. "
+              help="[events] auto (default): CSV / TSV / Parquet / JSONL checked column-wise; lines: row by row. "
                    "Both give identical datasets and rejects.")
 @click.option("--users", type=int, default=None, help="[synthetic] Number of users (default 200).")
 @click.option("--seed", type=int, default=None, help="[synthetic] Generator seed (default 0).")

@@ -467,7 +467,7 @@ def _parse_value(row: dict[str, Any], action: str | None = None) -> tuple[float,
         return math.nan, missing_rating("value" in row)
     try:
         value = math.nan if isinstance(cell, bool) else float(cell)  # JSON true is no number (float(True) is 1.0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer past float's range
         value = math.nan
     if not math.isfinite(value):
         shown = f"{json_shown(cell)} (a boolean)" if isinstance(cell, bool) else repr(cell)

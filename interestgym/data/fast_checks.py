@@ -417,9 +417,13 @@ def check_actions(rows: _RowChecker, col: Column | None, n: int, reasons: Reason
     return col.codes, names
 
 
-def check_values(col: Column | None, n: int, reasons: Reasons, is_rating: np.ndarray) -> tuple[np.ndarray, int]:
+def check_values(col: Column | None, n: int, reasons: Reasons, is_rating: np.ndarray,
+                 present: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The value check; returns each row's value (1.0 where there is none) and how many rows reaching it had an
-    empty value cell (read as 1.0). A rating (``is_rating``) without a value is rejected."""
+    empty value cell (read as 1.0). A rating (``is_rating``) without a value is rejected.
+
+    :param present: the rows that have a value cell at all (JSON Lines: a row may lack the key; its reject says so,
+        and it is no empty value); None: every row when there is a value column, none without one."""
     from interestgym.data.events import _parse_value, missing_rating, no_value
 
     values = np.ones(n, dtype=np.float64)
@@ -434,11 +438,13 @@ def check_values(col: Column | None, n: int, reasons: Reasons, is_rating: np.nda
         if bad_u.any():
             bad = bad_u[col.codes]
             reasons.reject(bad, {int(i): parsed[col.codes[i]][1] for i in np.flatnonzero(bad & reasons.ok())})  # type: ignore[misc]
+    has = np.full(n, col is not None) if present is None else present
     missing = empty & is_rating
     if missing.any():
         values[missing] = np.nan
-        reasons.reject(missing, missing_rating(col is not None))
-    return values, (0 if col is None else int(np.count_nonzero(empty & reasons.ok())))
+        reasons.reject(missing & has, missing_rating(True))
+        reasons.reject(missing & ~has, missing_rating(False))
+    return values, int(np.count_nonzero(empty & has & reasons.ok()))
 
 
 class ItemsFromRows:

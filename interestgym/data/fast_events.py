@@ -21,8 +21,8 @@ How a file is read (all of it at once):
    each item) is computed for all rows at once.
 4. Rejects are sorted by line and written to the log; kept rows become the events frame.
 
-Parquet logs have their own columnar reader (:mod:`interestgym.data.fast_parquet`), which shares step 3. JSONL logs
-and zip members are read by the line reader.
+Parquet and JSON Lines logs have their own columnar readers (:mod:`interestgym.data.fast_parquet`,
+:mod:`interestgym.data.fast_jsonl`), which share step 3. Zip members are read by the line reader.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ if TYPE_CHECKING:
 
 def columnar_rows(table: Table, log: RejectLog, rows: _RowChecker, *, force: bool = False) -> bool:
     """Check every row of ``table`` into ``rows`` (and ``log``) column-wise; False (nothing done) when
-    the file is not one these readers take (JSONL, a zip member, UTF-16, a damaged ``.gz``; a Parquet file with a
-    column :mod:`~interestgym.data.fast_parquet` leaves to the line reader).
+    the file is not one these readers take (a zip member, UTF-16, a damaged ``.gz``; a Parquet or JSON Lines file
+    with a cell :mod:`~interestgym.data.fast_parquet` or :mod:`~interestgym.data.fast_jsonl` leaves to the line reader).
 
     :param table: the opened events file.
     :param log: where rejects and counts go.
@@ -84,6 +84,10 @@ def columnar_rows(table: Table, log: RejectLog, rows: _RowChecker, *, force: boo
         from interestgym.data.fast_parquet import parquet_rows
 
         return parquet_rows(table, log, rows)
+    if table.fmt == "jsonl":
+        from interestgym.data.fast_jsonl import jsonl_rows
+
+        return jsonl_rows(table, log, rows)
     if table.fmt not in ("csv", "tsv") or table.source.member is not None or table.names is None:
         return False
     data = _file_bytes(table)
@@ -317,7 +321,8 @@ class _ColumnarReader:
 
 def check_columns(rows: _RowChecker, template: Template | None, lineno: np.ndarray, raw_columns: dict[str, pa.Array],
                   attention: dict[str, np.ndarray], raw_texts: Callable[[list[int]], list[str]],
-                  entries: list[tuple[int, str, str, str]], time_check: TimeCheck | None = None) -> int:
+                  entries: list[tuple[int, str, str, str]], time_check: TimeCheck | None = None,
+                  value_present: np.ndarray | None = None) -> int:
     """The line reader's row checks on whole columns (both columnar readers: CSV / TSV and Parquet); put the rejects
     into ``entries``, the kept rows into ``rows.events``; return how many were kept.
 
@@ -329,6 +334,8 @@ def check_columns(rows: _RowChecker, template: Template | None, lineno: np.ndarr
     :param raw_texts: the raw text of the given lines (what a reject shows).
     :param time_check: the ``ts`` check (default: a :class:`~interestgym.data.fast_checks.TimeCheck` of the ``ts``
         column's text; a Parquet timestamp column brings its own).
+    :param value_present: the rows with a ``value`` cell (JSON Lines rows need not share their keys; None: all when
+        there is a ``value`` column).
     """
     n_rows = len(lineno)
     if n_rows:
@@ -353,7 +360,7 @@ def check_columns(rows: _RowChecker, template: Template | None, lineno: np.ndarr
     action_codes, action_names = check_actions(rows, columns.get("action"), n_rows, reasons)
     is_rating = np.array([name == RATING_ACTION for name in action_names] + [False], dtype=bool)[action_codes] if n_rows \
         else np.zeros(0, dtype=bool)
-    values, empty_values = check_values(columns.get("value"), n_rows, reasons, is_rating)
+    values, empty_values = check_values(columns.get("value"), n_rows, reasons, is_rating, value_present)
     rows.empty_values += empty_values
     rows.negative_values += int(np.count_nonzero((values < 0) & reasons.ok()))
 

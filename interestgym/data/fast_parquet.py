@@ -148,15 +148,21 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
         finite = np.isfinite(floats)
         odd = ~finite & ~np.isnan(floats)  # +-inf
         if field in _IDS:
-            odd |= finite & ((floats != np.floor(floats)) | (np.abs(floats) >= 2.0**53))  # cell() keeps it a float
+            with np.errstate(invalid="ignore"):
+                odd |= finite & ((floats != np.floor(floats)) | (np.abs(floats) >= 2.0**53))  # cell() keeps it a float
         elif field == "value":
             odd |= finite & (np.abs(floats) > VALUE_MAX)
         elif field == "ts" and time_format not in ("auto", "unix", "unix_ms"):
             odd |= finite
         if odd.any():
             return None
+        # a whole float below 2^53 is an integer (cell), in decimal; NaN and null are no cell
+        with np.errstate(invalid="ignore"):  # a signalling NaN
+            whole = finite & (floats == np.floor(floats)) & (np.abs(floats) < 2.0**53)
+        if (whole | np.isnan(floats)).all():
+            return pa.array(np.where(whole, floats, 0.0).astype(np.int64), pa.int64(), mask=~whole).cast(pa.large_string()), none
         encoded = pc.dictionary_encode(values)
-        # once per distinct value: Python's own spelling (repr), a whole float below 2^53 as an integer, NaN none
+        # the others once per distinct value: Python's own spelling (repr)
         spelled = pa.array([None if (c := cell(v)) is None else cell_text(c) for v in encoded.dictionary.to_pylist()],
                            pa.large_string())
         return spelled.take(encoded.indices), none

@@ -284,6 +284,10 @@ def wrong_field_count(table: Table, found: int) -> str:
     return f"wrong field count: expected {len(names)} {sep}-separated fields ({listed}), found {found}"
 
 
+#: The reject reason of a JSON line nested deeper than Python's parser goes (it raised RecursionError: a traceback).
+JSON_TOO_DEEP = "invalid JSON: nested too deeply to parse; expected one JSON object per line (of a few levels)"
+
+
 def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """Yield ``(line, raw, {name: cell})`` for every row worth validating; account for the others.
 
@@ -312,6 +316,9 @@ def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
                 log.reject(name, lineno, f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text)
+                continue
+            except RecursionError:
+                log.reject(name, lineno, JSON_TOO_DEEP, text)
                 continue
             if not isinstance(obj, dict):
                 log.reject(name, lineno, f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", text)

@@ -1,0 +1,288 @@
+"""The columnar reader of ``prepare events`` for JSON Lines logs.
+
+The line reader (:func:`~interestgym.data.tables.table_rows`) decodes each line, parses it, maps its keys to fields
+and checks the row in Python. This reader keeps the parse (``json.loads``, line by line: its values and its error
+messages are the line reader's by construction) and does the rest on columns, with the same results to the byte:
+
+1. Lines, blank lines, invalid UTF-8 and duplicate lines as the CSV / TSV reader finds them
+   (:class:`~interestgym.data.fast_lines.Lines`).
+2. Each line parsed; a line that is no JSON object is rejected with the line reader's reason. The first object's
+   keys decide the common names (as the line reader decides them), and every key maps to its field.
+3. Each field's values become one column: a column of one JSON type is read as a Parquet column of that type is
+   (:func:`~interestgym.data.fast_parquet._as_text`); a column of mixed types (``1`` here, ``"1"`` there) is spelled
+   value by value with :func:`~interestgym.data.tables.cell_text` and Python's rules. A row without a key has no cell
+   (a missing value is no empty one: the reject of a rating says which).
+4. The CSV reader's column checks (:func:`~interestgym.data.fast_events.check_columns`); context columns in the
+   order of their first kept row, as the line reader adds them.
+
+A file the line reader would read otherwise is left to it whole: a zip member, UTF-16, a damaged ``.gz``; a row with
+two keys for one field; a context key that clashes with a computed column (the line reader's error names the row);
+the first object's keys naming a field twice; and a cell that reads differently as text than as its JSON type (a
+boolean, list or object id, time, value or category; a float id with a fraction; an infinite value or time; an
+integer time or value past 2^53; a number read by an ISO or strptime ``--time-format``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from interestgym.core.log_features import VALUE_MAX
+from interestgym.data.columns import resolve_aliases
+from interestgym.data.fast_checks import Template, take
+from interestgym.data.fast_lines import Lines
+from interestgym.data.fast_parquet import _IDS, _NO_BOOL, _as_text
+from interestgym.data.readers import utf8_reason
+from interestgym.data.tables import JSON_TOO_DEEP, Table, cell, cell_text
+from interestgym.data.validate import RejectLog
+from interestgym.errors import DataError
+
+if TYPE_CHECKING:
+    from interestgym.data.events import _RowChecker
+
+#: JSON's whitespace (json.loads skips it around a value).
+_JSON_SPACE = " \t\n\r"
+
+#: The numeric time formats: any other reads a number's text, and its reject would show the number as text.
+_NUMERIC_TIMES = ("auto", "unix", "unix_ms")
+
+
+def jsonl_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
+    """Check every row of the JSON Lines ``table`` into ``rows`` (and ``log``) column-wise; False (nothing done, the
+    table untouched) when the file is one the line reader must read (see the module's docstring)."""
+    if table.source.member is not None:
+        return False
+    # a million parsed objects are a million containers the cyclic collector would walk again and again as they are
+    # made (a sixth of the read on a million rows); they hold no cycles, and the collector runs again at the end
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _read(table, log, rows)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
+    from interestgym.data.fast_events import _file_bytes, check_columns
+
+    data = _file_bytes(table)
+    if data is None:
+        return False
+    lines = Lines(data)
+    live = np.flatnonzero(lines.non_blank & ~lines.bad_utf8)
+    dup = np.zeros(lines.n, dtype=bool)
+    name = table.source.name
+
+    # 2. parse: json.loads's own scanner, called on each line (with its newline, JSON whitespace) without the
+    # wrappers around it; a line it does not take whole goes through json.loads itself, for the exact error. A line
+    # equal to an earlier one is a duplicate (valid UTF-8 lines: equal text is equal bytes), not parsed.
+    entries: list[tuple[int, str, str, str]] = []
+    objects: list[dict[str, Any]] = []
+    at: list[int] = []
+    scan = json.decoder.JSONDecoder().scan_once
+    texts = take(lines.with_newline, live).cast(pa.large_string()).to_pylist() if len(live) else []
+    seen: set[str] = set()
+    for i, text in zip(live.tolist(), texts):
+        if text in seen:
+            dup[i] = True
+            continue
+        seen.add(text)
+        try:
+            obj, end = scan(text, 0)
+            whole = end == len(text) - 1 or not text[end:].strip(_JSON_SPACE)
+        except (StopIteration, json.JSONDecodeError, RecursionError):
+            whole = False
+        if not whole:
+            text = lines.text(i)
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                entries.append((i + 1, "rejected", f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text))
+                continue
+            except RecursionError:
+                entries.append((i + 1, "rejected", JSON_TOO_DEEP, text))
+                continue
+        if type(obj) is not dict:
+            text = lines.text(i)
+            entries.append((i + 1, "rejected", f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", text))
+            continue
+        objects.append(obj)
+        at.append(i + 1)
+    fields = _fields(table, objects, at, rows)
+    if fields is None:
+        return False
+    aliases, keys_of, shapes = fields
+
+    # 3. columns
+    text: dict[str, pa.Array] = {}
+    attention: dict[str, np.ndarray] = {}
+    # every object with the same keys (most logs): each key's values by one C-level pass
+    shared = set(next(iter(shapes))) if len(shapes) == 1 else set()
+    for field, keys in keys_of.items():
+        got = _column(objects, keys, field, rows.times.fmt, shared)
+        if got is None:
+            return False
+        text[field], attention[field] = got
+    value_present = None
+    if "value" in keys_of:
+        value_present = _present(objects, keys_of["value"])
+
+    # 4. checks (nothing above touched the table, the log or the rows)
+    table.aliases = aliases
+    for shape in shapes:
+        table.base_names.update(shape)
+    lineno = np.asarray(at, dtype=np.int64)
+    template = Template(rows.opts.item_text) if rows.opts.item_text else None
+    kept = check_columns(rows, template, lineno, text, attention, lambda got: [lines.text(line - 1) for line in got],
+                         entries, value_present=value_present)
+    _order_context(rows, objects, lineno, keys_of)
+
+    stats = rows.stats
+    stats.read += lines.n
+    stats.blank += int(np.count_nonzero(~lines.non_blank))
+    stats.kept += kept
+    for i in np.flatnonzero(lines.non_blank & lines.bad_utf8):
+        raw = lines.raw(i)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            entries.append((int(i) + 1, "rejected", utf8_reason(exc), raw.decode("utf-8", "replace")))
+    entries += [(int(i) + 1, "duplicate", "", lines.text(i)) for i in np.flatnonzero(dup)]
+    for line, kind, reason, raw_text in sorted(entries, key=lambda e: e[0]):
+        if kind == "duplicate":
+            log.duplicate(name, line, raw_text)
+        else:
+            log.reject(name, line, reason, raw_text)
+    return True
+
+
+def _fields(table: Table, objects: list[dict[str, Any]], at: list[int], rows: _RowChecker
+            ) -> tuple[dict[str, str], dict[str, list[str]], set[tuple[str, ...]]] | None:
+    """The common names the first object decides, each field's keys in the file (in order of first appearance) and
+    the objects' shapes (their keys in order); None for a file the line reader must read."""
+    old_to_new = table.rename_old_to_new
+    aliases: dict[str, str] = {}
+    if objects:
+        try:
+            aliases = resolve_aliases([old_to_new.get(k, k) for k in objects[0]], f"{table.source.name} line {at[0]}",
+                                      table.alias_fields, fixed=old_to_new.values())
+        except DataError:
+            return None  # the line reader raises it, after the rejects of the lines before
+    field_of: dict[str, str] = {}
+    keys_of: dict[str, list[str]] = {}
+    shapes: set[tuple[str, ...]] = set()
+    for obj in objects:
+        shape = tuple(obj)
+        if shape in shapes:
+            continue
+        shapes.add(shape)
+        named = set()
+        for key in shape:
+            field = field_of.get(key)
+            if field is None:
+                new = old_to_new.get(key, key)
+                field = field_of[key] = aliases.get(new, new)
+                keys_of.setdefault(field, []).append(key)
+            if field in named:
+                return None  # two keys of one row for one field: the line reader keeps the later one
+            named.add(field)
+    from interestgym.data.events import RESERVED
+
+    context = [f for f in keys_of if f not in rows.not_context and (rows.context_filter is None or f in rows.context_filter)]
+    if any(f in RESERVED for f in context):
+        return None  # the line reader's error names the first kept row holding it
+    return aliases, keys_of, shapes
+
+
+def _present(objects: list[dict[str, Any]], keys: list[str]) -> np.ndarray:
+    """Which objects hold one of ``keys``."""
+    if len(keys) == 1:
+        key = keys[0]
+        return np.fromiter((key in o for o in objects), dtype=bool, count=len(objects))
+    return np.fromiter((any(k in o for k in keys) for o in objects), dtype=bool, count=len(objects))
+
+
+def _column(objects: list[dict[str, Any]], keys: list[str], field: str, time_format: str,
+            shared: set[str]) -> tuple[pa.Array, np.ndarray] | None:
+    """One field's cells as text (null: no cell, or one ``cell`` makes None) and the rows needing Python's stripping
+    rules; None when a cell reads differently as text than as its JSON value.
+
+    :param shared: the keys every object has."""
+    if len(keys) == 1 and keys[0] in shared:
+        values = list(map(itemgetter(keys[0]), objects))
+    elif len(keys) == 1:
+        key = keys[0]
+        values = [o.get(key) for o in objects]
+    else:
+        values = [next((o[k] for k in keys if k in o), None) for o in objects]
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    typed = {str: pa.large_string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+    if len(kinds) <= 1 and (not kinds or next(iter(kinds)) in typed):
+        kind = next(iter(kinds)) if kinds else None
+        try:
+            array = pa.array(values, typed[kind]) if kind is not None else pa.nulls(len(values), pa.large_string())
+        except (OverflowError, pa.ArrowException):
+            array = None  # an integer past int64: spelled in Python below
+        if array is not None:
+            if kind is int and field in ("ts", "value"):
+                ints = np.asarray(pc.fill_null(array, 0))
+                if np.any((ints > 2**53) | (ints < -(2**53))):
+                    return None
+            return _as_text(pa.chunked_array([array]), field, time_format)
+    # mixed types: each value spelled as the line reader's row dict holds it as text
+    spelled: list[str | None] = []
+    for v in values:
+        if _odd(v, field, time_format):
+            return None
+        c = cell(v)
+        spelled.append(None if c is None else cell_text(c))
+    strings = pa.array(spelled, pa.large_string())
+    odd = np.asarray(pc.fill_null(pc.match_substring_regex(strings, "[^!-~]"), False))
+    return strings, np.flatnonzero(odd)
+
+
+def _odd(v: Any, field: str, time_format: str) -> bool:
+    """Whether the JSON value ``v`` of ``field`` reads differently as text than as itself (see the module's docstring)."""
+    if isinstance(v, (bool, list, dict)):
+        return field in _NO_BOOL
+    if isinstance(v, float):
+        if math.isnan(v):
+            return False
+        if math.isinf(v):
+            return field in _IDS or field in ("ts", "value")
+        if field in _IDS:
+            return not v.is_integer() or abs(v) >= 2.0**53
+        if field == "value":
+            return abs(v) > VALUE_MAX
+        return field == "ts" and time_format not in _NUMERIC_TIMES
+    if isinstance(v, int):
+        if field == "ts":
+            return time_format not in _NUMERIC_TIMES or abs(v) > 2**53
+        return field == "value" and abs(v) > 2**53
+    return False
+
+
+def _order_context(rows: _RowChecker, objects: list[dict[str, Any]], lineno: np.ndarray, keys_of: dict[str, list[str]]) -> None:
+    """The kept events' context columns as the line reader adds them: a column from the first kept row that holds
+    it (in that row's key order), none for a key only rejected rows hold."""
+    events = rows.events
+    kept_rows = np.searchsorted(lineno, np.asarray(events.columns["seq"], dtype=np.int64))  # object index of each kept row
+    placed: list[tuple[tuple[int, int], str]] = []
+    for field in events.context:
+        keys = keys_of[field]
+        has = _present(objects, keys)[kept_rows]
+        if not has.any():
+            continue
+        first = int(kept_rows[np.argmax(has)])
+        obj = objects[first]
+        placed.append(((first, next(pos for pos, k in enumerate(obj) if k in keys)), field))
+    events.context = {field: events.context[field] for _, field in sorted(placed)}
