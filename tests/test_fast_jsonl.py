@@ -101,6 +101,17 @@ def test_random_jsonl_logs_read_identically(tmp_path: Path, seed: int, taken: li
     assert taken == [True]  # the columnar side read the file itself
 
 
+def test_duplicates_are_exact_when_every_line_shares_one_hash_and_blocks_are_small(
+        tmp_path: Path, taken: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_jsonl, "_hash", lambda text: 0)
+    monkeypatch.setattr(fast_jsonl, "_BLOCK", 7)  # keys first seen in a later block, shapes across blocks
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(_fuzz_jsonl(random.Random(5), 120))
+    log = assert_same_read(path, EventsOptions(**{**OPTS.__dict__, "item_text": "{category} {device}"}))
+    assert taken == [True]
+    assert log.files[str(path)].duplicate > 0
+
+
 # files the columnar reader leaves to the line reader whole (the same result: the line reader reads both sides)
 LEFT_TO_LINES = {
     "two keys for one field": b'{"user": 1, "item_id": "a", "ts": 1511544070, "action": "pv", "category": "c"}\n'

@@ -6,8 +6,9 @@ messages are the line reader's by construction) and does the rest on columns, wi
 
 1. Lines, blank lines, invalid UTF-8 and duplicate lines as the CSV / TSV reader finds them
    (:class:`~interestgym.data.fast_lines.Lines`).
-2. Each line parsed; a line that is no JSON object is rejected with the line reader's reason. The first object's
-   keys decide the common names (as the line reader decides them), and every key maps to its field.
+2. Each line parsed, a block of lines at a time (only one block's objects live at once); a line that is no JSON
+   object is rejected with the line reader's reason. The first object's keys decide the common names (as the line
+   reader decides them), and every key maps to its field.
 3. Each field's values become one column: a column of one JSON type is read as a Parquet column of that type is
    (:func:`~interestgym.data.fast_parquet._as_text`); a column of mixed types (``1`` here, ``"1"`` there) is spelled
    value by value with :func:`~interestgym.data.tables.cell_text` and Python's rules. A row without a key has no cell
@@ -70,6 +71,12 @@ def jsonl_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
             gc.enable()
 
 
+_hash = hash  # (a test makes every line's hash one)
+
+#: Lines parsed at a time: only one block's objects live at once (a million of them held together took 1.5 GB).
+_BLOCK = 65536
+
+
 def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     from interestgym.data.fast_events import _file_bytes, check_columns
 
@@ -81,69 +88,63 @@ def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     dup = np.zeros(lines.n, dtype=bool)
     name = table.source.name
 
-    # 2. parse: json.loads's own scanner, called on each line (with its newline, JSON whitespace) without the
-    # wrappers around it; a line it does not take whole goes through json.loads itself, for the exact error. A line
-    # equal to an earlier one is a duplicate (valid UTF-8 lines: equal text is equal bytes), not parsed.
+    # 2. parse, a block of lines at a time: json.loads's own scanner, called on each line (with its newline, JSON
+    # whitespace) without the wrappers around it; a line it does not take whole goes through json.loads itself, for
+    # the exact error. A line equal to an earlier one (valid UTF-8: equal text is equal bytes) is a duplicate.
     entries: list[tuple[int, str, str, str]] = []
-    objects: list[dict[str, Any]] = []
     at: list[int] = []
+    columns = _Columns(table, rows)
     scan = json.decoder.JSONDecoder().scan_once
-    texts = take(lines.with_newline, live).cast(pa.large_string()).to_pylist() if len(live) else []
-    seen: set[str] = set()
-    for i, text in zip(live.tolist(), texts):
-        if text in seen:
-            dup[i] = True
-            continue
-        seen.add(text)
-        try:
-            obj, end = scan(text, 0)
-            whole = end == len(text) - 1 or not text[end:].strip(_JSON_SPACE)
-        except (StopIteration, json.JSONDecodeError, RecursionError):
-            whole = False
-        if not whole:
-            text = lines.text(i)
+    seen: dict[int, int] = {}  # a line's hash -> the first line with it
+    seen_text: set[str] = set()  # the lines of a hash two different lines share (never seen)
+    for lo in range(0, len(live), _BLOCK):
+        block = live[lo: lo + _BLOCK]
+        objects: list[dict[str, Any]] = []
+        for i, text in zip(block.tolist(), take(lines.with_newline, block).cast(pa.large_string()).to_pylist()):
+            h = _hash(text)
+            first = seen.get(h)
+            if first is None:
+                seen[h] = i
+            elif text in seen_text or lines.text(first) + "\n" == text:
+                dup[i] = True
+                continue
+            else:  # another line with this hash: compare texts from now on
+                seen_text.update((lines.text(first) + "\n", text))
             try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                entries.append((i + 1, "rejected", f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text))
+                obj, end = scan(text, 0)
+                whole = end == len(text) - 1 or not text[end:].strip(_JSON_SPACE)
+            except (StopIteration, json.JSONDecodeError, RecursionError):
+                whole = False
+            if not whole:
+                text = lines.text(i)
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    entries.append((i + 1, "rejected", f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text))
+                    continue
+                except RecursionError:
+                    entries.append((i + 1, "rejected", JSON_TOO_DEEP, text))
+                    continue
+            if type(obj) is not dict:
+                entries.append((i + 1, "rejected", f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", lines.text(i)))
                 continue
-            except RecursionError:
-                entries.append((i + 1, "rejected", JSON_TOO_DEEP, text))
-                continue
-        if type(obj) is not dict:
-            text = lines.text(i)
-            entries.append((i + 1, "rejected", f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", text))
-            continue
-        objects.append(obj)
-        at.append(i + 1)
-    fields = _fields(table, objects, at, rows)
-    if fields is None:
-        return False
-    aliases, keys_of, shapes = fields
-
-    # 3. columns
-    text: dict[str, pa.Array] = {}
-    attention: dict[str, np.ndarray] = {}
-    # every object with the same keys (most logs): each key's values by one C-level pass
-    shared = set(next(iter(shapes))) if len(shapes) == 1 else set()
-    for field, keys in keys_of.items():
-        got = _column(objects, keys, field, rows.times.fmt, shared)
-        if got is None:
+            objects.append(obj)
+            at.append(i + 1)
+        if not columns.add(objects, at[-len(objects):] if objects else []):
             return False
-        text[field], attention[field] = got
-    value_present = None
-    if "value" in keys_of:
-        value_present = _present(objects, keys_of["value"])
+    if not columns.done():
+        return False
 
     # 4. checks (nothing above touched the table, the log or the rows)
-    table.aliases = aliases
-    for shape in shapes:
+    table.aliases = columns.aliases
+    for shape in columns.shapes:
         table.base_names.update(shape)
     lineno = np.asarray(at, dtype=np.int64)
     template = Template(rows.opts.item_text) if rows.opts.item_text else None
-    kept = check_columns(rows, template, lineno, text, attention, lambda got: [lines.text(line - 1) for line in got],
-                         entries, value_present=value_present)
-    _order_context(rows, objects, lineno, keys_of)
+    kept = check_columns(rows, template, lineno, columns.text, columns.attention,
+                         lambda got: [lines.text(line - 1) for line in got], entries,
+                         value_present=columns.present("value") if "value" in columns.keys_of else None)
+    columns.order_context(rows, lineno)
 
     stats = rows.stats
     stats.read += lines.n
@@ -164,65 +165,130 @@ def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     return True
 
 
-def _fields(table: Table, objects: list[dict[str, Any]], at: list[int], rows: _RowChecker
-            ) -> tuple[dict[str, str], dict[str, list[str]], set[tuple[str, ...]]] | None:
-    """The common names the first object decides, each field's keys in the file (in order of first appearance) and
-    the objects' shapes (their keys in order); None for a file the line reader must read."""
-    old_to_new = table.rename_old_to_new
-    aliases: dict[str, str] = {}
-    if objects:
-        try:
-            aliases = resolve_aliases([old_to_new.get(k, k) for k in objects[0]], f"{table.source.name} line {at[0]}",
-                                      table.alias_fields, fixed=old_to_new.values())
-        except DataError:
-            return None  # the line reader raises it, after the rejects of the lines before
-    field_of: dict[str, str] = {}
-    keys_of: dict[str, list[str]] = {}
-    shapes: set[tuple[str, ...]] = set()
-    for obj in objects:
-        shape = tuple(obj)
-        if shape in shapes:
-            continue
-        shapes.add(shape)
-        named = set()
+class _Columns:
+    """The objects' fields as text columns, built a block of objects at a time: the common names (decided by the first
+    object, as the line reader decides them), each field's keys in the file, each object's shape (its keys in order),
+    and per block each field's cells. Nothing of the table or the reader is changed here."""
+
+    def __init__(self, table: Table, rows: _RowChecker) -> None:
+        self.table, self.rows = table, rows
+        self.old_to_new = table.rename_old_to_new
+        self.aliases: dict[str, str] | None = None
+        self.field_of: dict[str, str] = {}
+        #: each field's keys in the file, in order of first appearance
+        self.keys_of: dict[str, list[str]] = {}
+        #: each shape (an object's keys in order) and its index
+        self.shapes: dict[tuple[str, ...], int] = {}
+        self.shape_fields: list[list[str]] = []  # per shape, the field of each key
+        self.shape_of: list[np.ndarray] = []  # per block, each object's shape
+        self.blocks: list[tuple[int, dict[str, tuple[pa.Array, np.ndarray]]]] = []
+        self.text: dict[str, pa.Array] = {}
+        self.attention: dict[str, np.ndarray] = {}
+
+    def add(self, objects: list[dict[str, Any]], at: list[int]) -> bool:
+        """Take a block of objects (``at``: their lines); False for a file the line reader must read."""
+        if not objects:
+            return True
+        if self.aliases is None:
+            try:
+                self.aliases = resolve_aliases([self.old_to_new.get(k, k) for k in objects[0]], f"{self.table.source.name} line {at[0]}",
+                                               self.table.alias_fields, fixed=self.old_to_new.values())
+            except DataError:
+                return False  # the line reader raises it, after the rejects of the lines before
+        shapes = self.shapes
+        index = []
+        for obj in objects:
+            shape = tuple(obj)
+            k = shapes.get(shape)
+            if k is None:
+                k = self._shape(shape)
+                if k is None:
+                    return False
+            index.append(k)
+        shape_of = np.asarray(index, dtype=np.int32)
+        self.shape_of.append(shape_of)
+        in_block = np.unique(shape_of).tolist()
+        cells: dict[str, tuple[pa.Array, np.ndarray]] = {}
+        for field, keys in self.keys_of.items():
+            holding = [k for k in in_block if field in self.shape_fields[k]]
+            if not holding:
+                continue  # no object of this block has it: all null, filled in at the end
+            if len(keys) == 1 and len(holding) == len(in_block):  # every object has the key: one C-level pass
+                values = list(map(itemgetter(keys[0]), objects))
+            elif len(keys) == 1:
+                key = keys[0]
+                values = [o.get(key) for o in objects]
+            else:
+                values = [next((o[k] for k in keys if k in o), None) for o in objects]
+            got = _to_text(values, field, self.rows.times.fmt)
+            if got is None:
+                return False
+            cells[field] = got
+        self.blocks.append((len(objects), cells))
+        return True
+
+    def _shape(self, shape: tuple[str, ...]) -> int | None:
+        fields = []
         for key in shape:
-            field = field_of.get(key)
+            field = self.field_of.get(key)
             if field is None:
-                new = old_to_new.get(key, key)
-                field = field_of[key] = aliases.get(new, new)
-                keys_of.setdefault(field, []).append(key)
-            if field in named:
+                new = self.old_to_new.get(key, key)
+                field = self.field_of[key] = self.aliases.get(new, new)  # type: ignore[union-attr]
+                self.keys_of.setdefault(field, []).append(key)
+            if field in fields:
                 return None  # two keys of one row for one field: the line reader keeps the later one
-            named.add(field)
-    from interestgym.data.events import RESERVED
+            fields.append(field)
+        self.shapes[shape] = len(self.shape_fields)
+        self.shape_fields.append(fields)
+        return self.shapes[shape]
 
-    context = [f for f in keys_of if f not in rows.not_context and (rows.context_filter is None or f in rows.context_filter)]
-    if any(f in RESERVED for f in context):
-        return None  # the line reader's error names the first kept row holding it
-    return aliases, keys_of, shapes
+    def done(self) -> bool:
+        """Join the blocks' cells into columns; False for a file the line reader must read."""
+        from interestgym.data.events import RESERVED
+
+        rows = self.rows
+        context = [f for f in self.keys_of if f not in rows.not_context and (rows.context_filter is None or f in rows.context_filter)]
+        if any(f in RESERVED for f in context):
+            return False  # the line reader's error names the first kept row holding it
+        if self.aliases is None:
+            self.aliases = {}
+        for field in self.keys_of:
+            pieces, attention, offset = [], [], 0
+            for n, cells in self.blocks:
+                text, att = cells.get(field, (None, None))
+                pieces.append(pa.nulls(n, pa.large_string()) if text is None else text.cast(pa.large_string()))
+                if att is not None and len(att):
+                    attention.append(att + offset)
+                offset += n
+            self.text[field] = pa.concat_arrays(pieces) if pieces else pa.array([], pa.large_string())
+            self.attention[field] = np.concatenate(attention) if attention else np.zeros(0, dtype=np.int64)
+        self.blocks = []
+        return True
+
+    def present(self, field: str) -> np.ndarray:
+        """Which objects hold ``field``."""
+        has = np.array([field in fields for fields in self.shape_fields] + [False], dtype=bool)
+        return has[np.concatenate(self.shape_of)] if self.shape_of else np.zeros(0, dtype=bool)
+
+    def order_context(self, rows: _RowChecker, lineno: np.ndarray) -> None:
+        """The kept events' context columns as the line reader adds them: a column from the first kept row that holds
+        it (in that row's key order), none for a key only rejected rows hold."""
+        events = rows.events
+        kept_rows = np.searchsorted(lineno, np.asarray(events.columns["seq"], dtype=np.int64))  # each kept row's object
+        shape_of = np.concatenate(self.shape_of) if self.shape_of else np.zeros(0, dtype=np.int32)
+        placed: list[tuple[tuple[int, int], str]] = []
+        for field in events.context:
+            has = self.present(field)[kept_rows]
+            if not has.any():
+                continue
+            first = int(kept_rows[np.argmax(has)])
+            placed.append(((first, self.shape_fields[shape_of[first]].index(field)), field))
+        events.context = {field: events.context[field] for _, field in sorted(placed)}
 
 
-def _present(objects: list[dict[str, Any]], keys: list[str]) -> np.ndarray:
-    """Which objects hold one of ``keys``."""
-    if len(keys) == 1:
-        key = keys[0]
-        return np.fromiter((key in o for o in objects), dtype=bool, count=len(objects))
-    return np.fromiter((any(k in o for k in keys) for o in objects), dtype=bool, count=len(objects))
-
-
-def _column(objects: list[dict[str, Any]], keys: list[str], field: str, time_format: str,
-            shared: set[str]) -> tuple[pa.Array, np.ndarray] | None:
+def _to_text(values: list[Any], field: str, time_format: str) -> tuple[pa.Array, np.ndarray] | None:
     """One field's cells as text (null: no cell, or one ``cell`` makes None) and the rows needing Python's stripping
-    rules; None when a cell reads differently as text than as its JSON value.
-
-    :param shared: the keys every object has."""
-    if len(keys) == 1 and keys[0] in shared:
-        values = list(map(itemgetter(keys[0]), objects))
-    elif len(keys) == 1:
-        key = keys[0]
-        values = [o.get(key) for o in objects]
-    else:
-        values = [next((o[k] for k in keys if k in o), None) for o in objects]
+    rules; None when a cell reads differently as text than as its JSON value."""
     kinds = set(map(type, values))
     kinds.discard(type(None))
     typed = {str: pa.large_string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -269,20 +335,3 @@ def _odd(v: Any, field: str, time_format: str) -> bool:
             return time_format not in _NUMERIC_TIMES or abs(v) > 2**53
         return field == "value" and abs(v) > 2**53
     return False
-
-
-def _order_context(rows: _RowChecker, objects: list[dict[str, Any]], lineno: np.ndarray, keys_of: dict[str, list[str]]) -> None:
-    """The kept events' context columns as the line reader adds them: a column from the first kept row that holds
-    it (in that row's key order), none for a key only rejected rows hold."""
-    events = rows.events
-    kept_rows = np.searchsorted(lineno, np.asarray(events.columns["seq"], dtype=np.int64))  # object index of each kept row
-    placed: list[tuple[tuple[int, int], str]] = []
-    for field in events.context:
-        keys = keys_of[field]
-        has = _present(objects, keys)[kept_rows]
-        if not has.any():
-            continue
-        first = int(kept_rows[np.argmax(has)])
-        obj = objects[first]
-        placed.append(((first, next(pos for pos, k in enumerate(obj) if k in keys)), field))
-    events.context = {field: events.context[field] for _, field in sorted(placed)}
