@@ -204,12 +204,32 @@ def test_random_jsonl_log_gives_the_same_dataset_bytes(tmp_path: Path) -> None:
     assert_same_dataset(path, OPTS, tmp_path)
 
 
-def test_a_line_nested_too_deeply_is_a_reject_in_both_readers(tmp_path: Path, taken: list[bool]) -> None:
-    from interestgym.data.tables import JSON_TOO_DEEP
+def test_lines_python_cannot_hold_are_rejects_in_both_readers(tmp_path: Path, taken: list[bool]) -> None:
+    from interestgym.data.tables import JSON_DEPTH_MAX, JSON_TOO_DEEP
 
+    def row(user: int, dev: str | None = None) -> str:
+        text = '{"user_id": ' + str(user) + ', "item_id": "a", "ts": 1511544070, "action": "pv", "category": "c"'
+        return text + ("" if dev is None else ', "dev": ' + dev) + "}"
+
+    def nested(depth: int) -> str:
+        return "[" * depth + "1" + "]" * depth
+
+    lines = [
+        row(1),
+        '{"user_id": ' + nested(100_000) + "}",  # past the parser: was a RecursionError traceback
+        row(1, nested(987)),  # parsed, then crashed writing the cell back as text
+        row(2, nested(JSON_DEPTH_MAX - 1)),  # kept
+        row(3, "1" + "0" * 5000),  # more digits than Python reads: was a traceback
+        '{"user_id": "\\ud800x", "item_id": "a", "ts": 1511544070, "action": "pv", "category": "c"}',  # a lone surrogate
+        '{"user_id": "\\ud83d\\ude00", "item_id": "b", "ts": 1511544070, "action": "pv", "category": "c"}',  # a pair: kept
+    ]
     path = tmp_path / "log.jsonl"
-    good = b'{"user_id": 1, "item_id": "a", "ts": 1511544070, "action": "pv", "category": "c"}\n'
-    path.write_bytes(good + b'{"user_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
-    log = assert_same_read(path, OPTS)  # was a RecursionError traceback from the line reader
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log = assert_same_read(path, EventsOptions(**{**OPTS.__dict__, "item_text": "{category} {dev}"}))
     assert taken == [True]
-    assert [(r["line"], r["reason"]) for r in log.rejects] == [(2, JSON_TOO_DEEP)]
+    reasons = {r["line"]: r["reason"] for r in log.rejects}
+    assert sorted(reasons) == [2, 3, 5, 6]
+    assert reasons[2] == reasons[3] == JSON_TOO_DEEP
+    assert "digits" in reasons[5] and "lone surrogate \\ud800" in reasons[6]
+    out = read_events(path, RejectLog(), OPTS)
+    assert sorted(out.events["user_id"]) == ["1", "2", "\U0001f600"]

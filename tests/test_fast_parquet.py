@@ -20,6 +20,7 @@ from test_scale_prepare import assert_same_dataset, assert_same_read
 from interestgym.data import fast_parquet, tables
 from interestgym.data.events import EventsOptions, read_events
 from interestgym.data.validate import RejectLog
+from interestgym.errors import DataError
 
 OPTS = EventsOptions(actions=TAOBAO_ACTIONS, item_text="category {category}")
 
@@ -193,6 +194,9 @@ LEFT_TO_LINES = {
     "zoned nanoseconds just below a second": {**GOOD, "ts": pa.array([1511544070_999_999_999, 1511544071 * 10**9, None],
                                                                    pa.timestamp("ns", tz="UTC"))},
     "date column": {**GOOD, "ts": pa.array([17495, 17496, 17497], pa.date32())},
+    # pandas' Timestamp.timestamp() is a float rounded to the microsecond: its floor is the next second here
+    "zoned nanoseconds a microsecond below a second": {**GOOD, "ts": pa.array([1500000000_999999_404, 1511544071 * 10**9, None],
+                                                                          pa.timestamp("ns", tz="UTC"))},
     "bool category": {**GOOD, "category": pa.array([True, False, None])},
     "list column": {**GOOD, "tags": pa.array([["x"], [], None])},
     "binary column": {**GOOD, "blob": pa.array([b"x", b"y", None], pa.binary())},
@@ -235,13 +239,14 @@ EDGE = {
     "timestamps in us, zoned": {**GOOD, "ts": pa.array([1511544070_000_001, 1511544071_000_000, 1511544072_500_000],
                                                         pa.timestamp("us", tz="+08:00"))},
     "timestamps in ns, a named zone across a DST change": {
-        **GOOD, "ts": pa.array([1509238800 * 10**9 - 1000, 1509238800 * 10**9, 1509238800 * 10**9 + 7],
+        **GOOD, "ts": pa.array([1509238800 * 10**9 - 2000, 1509238800 * 10**9, 1509238800 * 10**9 + 7],
                                pa.timestamp("ns", tz="Europe/Berlin"))},
     "milliseconds": {**GOOD, "ts": pa.array([1511544070123, 1511544071000, 1511544072999])},
     "float32 values": {**GOOD, "value": pa.array([0.1, -0.0, float("nan")], pa.float32())},
     # rows equal but in one cell: a duplicate only where JSON writes that cell the same
     "NaN versus null": {**SAME, "value": pa.array([float("nan"), None, float("nan")])},
     "zero and minus zero": {**SAME, "score": pa.array([0.0, -0.0, 0.0])},
+    "infinities in a context column": {**GOOD, "score": pa.array([float("inf"), float("-inf"), 1.5])},
     "NaNs of other bits": {**SAME, "score": pa.array(np.array([0x7FF8000000000000, 0xFFF8000000000001, 0x7FF0000000000001],
                                                               dtype=np.uint64).view(np.float64))},
     "null versus empty text": {**SAME, "device": pa.array(["", None, ""])},
@@ -299,3 +304,17 @@ def test_real_taobao_sample_as_parquet_gives_the_same_dataset_bytes_as_its_csv(t
                    deterministic=True, max_reject_rate=1.0, tz_offset_hours=8)
     for name in ("events.parquet", "items.parquet", "users.parquet"):  # the same events, whichever file held them
         assert (csv_out / name).read_bytes() == (tmp_path / "ds-columnar" / name).read_bytes(), name
+
+
+def test_a_text_column_that_is_not_utf8_is_an_error_naming_row_and_column(tmp_path: Path) -> None:
+    # a writer that did not check its strings (Arrow validates on read only when asked): was a UnicodeDecodeError
+    # traceback from the line reader, and bad bytes kept by the columnar one
+    bad = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(np.array([0, 2, 4], np.int32)), pa.py_buffer(b"u\xffu2")])
+    path = _write(tmp_path / "log.parquet", {**{k: v.slice(0, 2) for k, v in GOOD.items()}, "user_id": bad})
+    errors = []
+    for reader in ("lines", "columnar"):
+        with pytest.raises(DataError) as caught:
+            read_events(path, RejectLog(), EventsOptions(**{**OPTS.__dict__, "reader": reader}))
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    assert "row 1, column 'user_id'" in errors[0] and "byte 0xff at position 2" in errors[0]

@@ -339,8 +339,8 @@ def test_bad_options_name_the_field_and_what_was_expected(kwargs, field):
 
 
 def test_generation_and_reading_say_their_progress_in_a_log(tmp_path, monkeypatch, capsys):
-    """Off a terminal (a job under nohup, a CI log) the user simulation, a CSV read line by line and a Parquet log each
-    write plain progress lines (tqdm's own bar went silent there: minutes without a word at 100,000 users)."""
+    """Off a terminal (a job under nohup, a CI log) the user simulation, a CSV read line by line, a Parquet log read row
+    by row and a JSON Lines log read column-wise each write plain progress lines (tqdm's own bar went silent there: minutes without a word at 100,000 users)."""
     import sys
 
     import interestgym.progress
@@ -359,5 +359,8 @@ def test_generation_and_reading_say_their_progress_in_a_log(tmp_path, monkeypatc
     read_events(csv, RejectLog(), EventsOptions(reader="lines"))
     assert f"log.csv: {csv.stat().st_size}/{csv.stat().st_size} B (100%)" in capsys.readouterr().err
     pd.read_csv(csv).to_parquet(tmp_path / "log.parquet", index=False)
-    read_events(tmp_path / "log.parquet", RejectLog(), EventsOptions())
+    read_events(tmp_path / "log.parquet", RejectLog(), EventsOptions(reader="lines"))
     assert "log.parquet: 1/1 row (100%)" in capsys.readouterr().err
+    pd.read_csv(csv).to_json(tmp_path / "log.jsonl", orient="records", lines=True)
+    read_events(tmp_path / "log.jsonl", RejectLog(), EventsOptions())  # the columnar reader: a line per block of lines
+    assert "log.jsonl: 1/1 line (100%)" in capsys.readouterr().err

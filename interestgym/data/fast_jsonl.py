@@ -41,9 +41,17 @@ from interestgym.data.fast_checks import Template, take
 from interestgym.data.fast_lines import Lines
 from interestgym.data.fast_parquet import _IDS, _NO_BOOL, _as_text
 from interestgym.data.readers import utf8_reason
-from interestgym.data.tables import JSON_TOO_DEEP, Table, cell, cell_text
+from interestgym.data.tables import (
+    JSON_DEPTH_MAX,
+    Table,
+    cell,
+    cell_text,
+    json_value_reason,
+    parse_json_line,
+)
 from interestgym.data.validate import RejectLog
 from interestgym.errors import DataError
+from interestgym.progress import progress_bar
 
 if TYPE_CHECKING:
     from interestgym.data.events import _RowChecker
@@ -97,41 +105,40 @@ def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     scan = json.decoder.JSONDecoder().scan_once
     seen: dict[int, int] = {}  # a line's hash -> the first line with it
     seen_text: set[str] = set()  # the lines of a hash two different lines share (never seen)
-    for lo in range(0, len(live), _BLOCK):
-        block = live[lo: lo + _BLOCK]
-        objects: list[dict[str, Any]] = []
-        for i, text in zip(block.tolist(), take(lines.with_newline, block).cast(pa.large_string()).to_pylist()):
-            h = _hash(text)
-            first = seen.get(h)
-            if first is None:
-                seen[h] = i
-            elif text in seen_text or lines.text(first) + "\n" == text:
-                dup[i] = True
-                continue
-            else:  # another line with this hash: compare texts from now on
-                seen_text.update((lines.text(first) + "\n", text))
-            try:
-                obj, end = scan(text, 0)
-                whole = end == len(text) - 1 or not text[end:].strip(_JSON_SPACE)
-            except (StopIteration, json.JSONDecodeError, RecursionError):
-                whole = False
-            if not whole:
-                text = lines.text(i)
+    with progress_bar(total=len(live), unit="line", desc=table.source.basename) as bar:
+        for lo in range(0, len(live), _BLOCK):
+            block = live[lo: lo + _BLOCK]
+            objects: list[dict[str, Any]] = []
+            for i, text in zip(block.tolist(), take(lines.with_newline, block).cast(pa.large_string()).to_pylist()):
+                first = seen.setdefault(_hash(text), i)
+                if first == i:
+                    pass
+                elif text in seen_text or lines.text(first) + "\n" == text:
+                    dup[i] = True
+                    continue
+                else:  # another line with this hash: compare texts from now on
+                    seen_text.update((lines.text(first) + "\n", text))
                 try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    entries.append((i + 1, "rejected", f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text))
+                    obj, end = scan(text, 0)
+                    whole = end == len(text) - 1 or not text[end:].strip(_JSON_SPACE)
+                except (StopIteration, ValueError, RecursionError):  # ValueError: JSONDecodeError, too many digits
+                    whole = False
+                # (json_value_reason looks closer only at a line with a backslash, or long enough to nest that deep)
+                reason = json_value_reason(obj, text) if whole and ("\\" in text or len(text) > 2 * JSON_DEPTH_MAX) else None
+                if not whole or reason is not None:
+                    text = lines.text(i)
+                    obj, reason = parse_json_line(text)
+                    if reason is not None:
+                        entries.append((i + 1, "rejected", reason, text))
+                        continue
+                if type(obj) is not dict:
+                    entries.append((i + 1, "rejected", f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", lines.text(i)))
                     continue
-                except RecursionError:
-                    entries.append((i + 1, "rejected", JSON_TOO_DEEP, text))
-                    continue
-            if type(obj) is not dict:
-                entries.append((i + 1, "rejected", f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", lines.text(i)))
-                continue
-            objects.append(obj)
-            at.append(i + 1)
-        if not columns.add(objects, at[-len(objects):] if objects else []):
-            return False
+                objects.append(obj)
+                at.append(i + 1)
+            if not columns.add(objects, at[-len(objects):] if objects else []):
+                return False
+            bar.update(len(block))
     if not columns.done():
         return False
 
@@ -195,16 +202,16 @@ class _Columns:
                                                self.table.alias_fields, fixed=self.old_to_new.values())
             except DataError:
                 return False  # the line reader raises it, after the rejects of the lines before
-        shapes = self.shapes
-        index = []
-        for obj in objects:
-            shape = tuple(obj)
-            k = shapes.get(shape)
-            if k is None:
-                k = self._shape(shape)
+        keys = list(map(tuple, objects))
+        index = list(map(self.shapes.get, keys))
+        if None in index:  # shapes not seen before
+            for j, k in enumerate(index):
                 if k is None:
-                    return False
-            index.append(k)
+                    k = index[j] = self.shapes.get(keys[j])
+                if k is None:
+                    k = index[j] = self._shape(keys[j])
+                    if k is None:
+                        return False
         shape_of = np.asarray(index, dtype=np.int32)
         self.shape_of.append(shape_of)
         in_block = np.unique(shape_of).tolist()

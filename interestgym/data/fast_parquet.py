@@ -17,7 +17,7 @@ bad row with its row number, reason and JSON text, in order):
    timestamp ``ts`` column is read from its integers (:class:`Stamps`), as ``TimeParser`` reads a ``datetime``.
 
 Some cells read differently as text than as typed values: a boolean id, value, time or category; a float id with
-a fraction; a value or time that is infinite or out of float32's range; a number as time in an ISO or ``strptime``
+a fraction; an id, value or time that is infinite, a value out of float32's range; a number as time in an ISO or ``strptime``
 format; a timestamp outside 1990..2100; a date, list, struct or binary column. A file holding any of them is left to the line reader
 (whose reasons name the typed value), as is a zip member.
 """
@@ -128,6 +128,10 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
         kind = values.type
     n = len(values)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            values.validate(full=True)
+        except pa.ArrowInvalid:
+            return None  # bytes that are not UTF-8: the line reader's error names the row and the column
         strings = values.cast(pa.large_string())
         # anything but printable ASCII without a space: a control character, a Unicode space, a space at an end
         odd = np.asarray(pc.fill_null(pc.match_substring_regex(strings, "[^!-~]"), False))
@@ -146,7 +150,8 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
     if pa.types.is_floating(kind) and not pa.types.is_float16(kind):
         floats = np.asarray(pc.fill_null(values.cast(pa.float64()), np.nan))
         finite = np.isfinite(floats)
-        odd = ~finite & ~np.isnan(floats)  # +-inf
+        # +-inf: an id's or a value's reason shows it as a number, a time's too; elsewhere it is the text "inf"
+        odd = ~finite & ~np.isnan(floats) if field in _IDS or field in ("ts", "value") else np.zeros(len(floats), dtype=bool)
         if field in _IDS:
             with np.errstate(invalid="ignore"):
                 odd |= finite & ((floats != np.floor(floats)) | (np.abs(floats) >= 2.0**53))  # cell() keeps it a float
@@ -193,9 +198,10 @@ class Stamps:
         fraction = (raw % per != 0) & ~null
         bad = ~null & ((seconds < TS_MIN) | (seconds >= TS_MAX))
         if tz is not None and unit == "ns":
-            # pandas' Timestamp.timestamp() rounds to the microsecond: within half of one below a whole second its
-            # floor is the next second. Left to the line reader (never seen in a real log).
-            bad |= ~null & (raw % per >= per - 500)
+            # pandas' Timestamp.timestamp() divides by 1e9 in floats (a few hundred ns off at these magnitudes) and
+            # rounds to the microsecond: within about half of one below a whole second its floor is the next second.
+            # Left to the line reader, with a margin of a whole microsecond (never seen in a real log).
+            bad |= ~null & (raw % per >= per - 1000)
         if bad.any():
             return None
         offset = None

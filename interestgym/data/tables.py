@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,8 +285,58 @@ def wrong_field_count(table: Table, found: int) -> str:
     return f"wrong field count: expected {len(names)} {sep}-separated fields ({listed}), found {found}"
 
 
-#: The reject reason of a JSON line nested deeper than Python's parser goes (it raised RecursionError: a traceback).
-JSON_TOO_DEEP = "invalid JSON: nested too deeply to parse; expected one JSON object per line (of a few levels)"
+#: How deep a JSON Lines row may nest. Python's parser stops near 1,000 levels with a RecursionError (a traceback, once),
+#: and writing a value back as text (a context cell, a reject's shown value) recurses again from deeper in the stack,
+#: so a row a little below that limit parsed but crashed later: every row past this depth is a reject instead.
+JSON_DEPTH_MAX = 100
+JSON_TOO_DEEP = f"invalid JSON: nested more than {JSON_DEPTH_MAX} levels deep; expected one JSON object per line (of a few levels)"
+#: A ``\uD800``-``\uDFFF`` escape: half of a UTF-16 surrogate pair, which a string may hold only as a pair.
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def parse_json_line(text: str) -> tuple[Any, str | None]:
+    """``(value, None)`` for a JSON Lines line that parses, else ``(None, reject reason)``. Both readers parse with it
+    (the columnar one calls json's scanner first and comes here for what it does not take), so both say the same."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line"
+    except RecursionError:
+        return None, JSON_TOO_DEEP
+    except ValueError as exc:  # an integer past the digits Python converts (4,300)
+        shown = "a number of more digits than Python reads (4,300)" if "digits" in str(exc) else str(exc)
+        return None, f"invalid JSON: {shown}; expected one JSON object per line"
+    return value, json_value_reason(value, text)
+
+
+def json_value_reason(value: Any, text: str) -> str | None:
+    """Why a parsed line is refused all the same, else None: nested past :data:`JSON_DEPTH_MAX`, or a string holding a
+    lone surrogate (``"\\ud800"``: no UTF-8 text can hold it; it crashed the events frame). Only a line with that many
+    brackets, or with such an escape, is looked at closely."""
+    if text.count("[") + text.count("{") > JSON_DEPTH_MAX and _json_depth(value) > JSON_DEPTH_MAX:
+        return JSON_TOO_DEEP
+    if "\\" in text and _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            lone = exc.object[exc.start] if isinstance(exc.object, str) else "?"
+            return (f"invalid JSON: a string holds the lone surrogate \\u{ord(lone):04x} (half of a UTF-16 pair); "
+                    "expected text that UTF-8 can hold")
+    return None
+
+
+def _json_depth(value: Any) -> int:
+    """How many levels of arrays and objects ``value`` nests (a flat object: 1), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        elif not isinstance(v, list):
+            continue
+        deepest = max(deepest, d)
+        stack.extend((x, d + 1) for x in v if isinstance(x, (list, dict)))
+    return deepest
 
 
 def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -312,13 +363,9 @@ def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int
         keymap: dict[str, str] = {}  # key in the file -> name after --map and common names
         decided = False
         for lineno, text in text_lines(src, log):
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                log.reject(name, lineno, f"invalid JSON: {exc.msg} at column {exc.colno}; expected one JSON object per line", text)
-                continue
-            except RecursionError:
-                log.reject(name, lineno, JSON_TOO_DEEP, text)
+            obj, reason = parse_json_line(text)
+            if reason is not None:
+                log.reject(name, lineno, reason, text)
                 continue
             if not isinstance(obj, dict):
                 log.reject(name, lineno, f"not a JSON object: found {type(obj).__name__}; expected one JSON object per line", text)
@@ -357,7 +404,10 @@ def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict
     lineno = 0
     with progress_bar(total=pf.metadata.num_rows, unit="row", desc=src.basename) as bar:  # a line every 15 s in a log
         for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
-            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            try:
+                columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            except UnicodeDecodeError:
+                raise _bad_utf8(table, batch, lineno) from None
             for values in zip(*columns):
                 lineno += 1
                 stats.read += 1
@@ -370,6 +420,26 @@ def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict
                 yield lineno, raw, {k: cell(v) for k, v in zip(names, values)}
             bar.update(batch.num_rows)
 
+
+
+def _bad_utf8(table: Table, batch: Any, before: int) -> DataError:
+    """The error of a Parquet string column holding bytes that are not UTF-8 (a writer that did not check its strings):
+    the file is damaged, and no row of it can be read as text."""
+    import pyarrow as pa
+
+    for i in range(batch.num_columns):
+        column = batch.column(i)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        for r in range(len(column)):
+            try:
+                column[r].as_py()
+            except UnicodeDecodeError as exc:
+                name = (table.header_found or [])[i] if table.header_found else i
+                return DataError(f"{table.source.name} row {before + r + 1}, column {name!r}: a text cell that is not UTF-8 "
+                                 f"(byte 0x{exc.object[exc.start]:02x} at position {exc.start + 1}); expected UTF-8 text "
+                                 "(the file's writer did not check its strings: rewrite the column as UTF-8)")
+    return DataError(f"{table.source.name}: a text column after row {before} is not UTF-8; expected UTF-8 text")
 
 
 def check_rename(rename: dict[str, str], tables: list[Table]) -> None:
