@@ -261,21 +261,9 @@ class _ColumnarReader:
         st.read += int(plain.sum()) + side.read
         st.blank += int((plain & ~L.non_blank).sum()) + side.blank
         st.kept += kept
-        for i in np.flatnonzero(plain & L.non_blank & L.bad_utf8):
-            raw = L.raw(i)
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                entries.append((int(i) + 1, "rejected", utf8_reason(exc), raw.decode("utf-8", "replace")))
-        for i in np.flatnonzero(dup):
-            entries.append((int(i) + 1, "duplicate", "", L.text(i)))
+        entries += line_entries(L, plain & L.non_blank & L.bad_utf8, dup)
         entries += [(r["line"], r["kind"], r["reason"], r["raw"]) for r in aside.rejects]
-        # one outcome per line: sorted by line, the log reads as the line reader writes it
-        for lineno, kind, reason, raw in sorted(entries, key=lambda e: e[0]):
-            if kind == "duplicate":
-                log.duplicate(name, lineno, raw)
-            else:
-                log.reject(name, lineno, reason, raw)
+        write_entries(log, name, entries)
         for file, spans in aside.spans.items():  # records the line reader read from several lines
             for lineno, n_lines in spans:
                 log.spanned(file, lineno, n_lines)
@@ -399,6 +387,30 @@ def check_columns(rows: _RowChecker, template: Template | None, lineno: np.ndarr
         built.conflicts = items.conflicts
         built.first_conflict = items.first_conflict
     return len(keep)
+
+
+def line_entries(lines: Lines, bad_utf8: np.ndarray, dup: np.ndarray) -> list[tuple[int, str, str, str]]:
+    """The log entries of the lines in ``bad_utf8`` (rejected, with the line reader's reason) and in ``dup``
+    (duplicates), as ``(line, kind, reason, raw)``."""
+    entries = []
+    for i in np.flatnonzero(bad_utf8):
+        raw = lines.raw(i)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            entries.append((int(i) + 1, "rejected", utf8_reason(exc), raw.decode("utf-8", "replace")))
+    entries += [(int(i) + 1, "duplicate", "", lines.text(i)) for i in np.flatnonzero(dup)]
+    return entries
+
+
+def write_entries(log: RejectLog, name: str, entries: list[tuple[int, str, str, str]]) -> None:
+    """Write ``(line, kind, reason, raw)`` entries to the log sorted by line: one outcome per line, the log reads as the
+    line reader writes it."""
+    for lineno, kind, reason, raw in sorted(entries, key=lambda e: e[0]):
+        if kind == "duplicate":
+            log.duplicate(name, lineno, raw)
+        else:
+            log.reject(name, lineno, reason, raw)
 
 
 def _later_copies(same: np.ndarray, asked: np.ndarray) -> np.ndarray:

@@ -40,7 +40,6 @@ from interestgym.data.columns import resolve_aliases
 from interestgym.data.fast_checks import Template, take
 from interestgym.data.fast_lines import Lines
 from interestgym.data.fast_parquet import _IDS, _NO_BOOL, _as_text
-from interestgym.data.readers import utf8_reason
 from interestgym.data.tables import (
     JSON_DEPTH_MAX,
     Table,
@@ -86,7 +85,12 @@ _BLOCK = 65536
 
 
 def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
-    from interestgym.data.fast_events import _file_bytes, check_columns
+    from interestgym.data.fast_events import (
+        _file_bytes,
+        check_columns,
+        line_entries,
+        write_entries,
+    )
 
     data = _file_bytes(table)
     if data is None:
@@ -157,18 +161,7 @@ def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     stats.read += lines.n
     stats.blank += int(np.count_nonzero(~lines.non_blank))
     stats.kept += kept
-    for i in np.flatnonzero(lines.non_blank & lines.bad_utf8):
-        raw = lines.raw(i)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            entries.append((int(i) + 1, "rejected", utf8_reason(exc), raw.decode("utf-8", "replace")))
-    entries += [(int(i) + 1, "duplicate", "", lines.text(i)) for i in np.flatnonzero(dup)]
-    for line, kind, reason, raw_text in sorted(entries, key=lambda e: e[0]):
-        if kind == "duplicate":
-            log.duplicate(name, line, raw_text)
-        else:
-            log.reject(name, line, reason, raw_text)
+    write_entries(log, name, entries + line_entries(lines, lines.non_blank & lines.bad_utf8, dup))
     return True
 
 

@@ -79,7 +79,7 @@ def parquet_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
         text[nm], attention[nm] = got
     dup = _duplicates(data)
 
-    from interestgym.data.fast_events import check_columns
+    from interestgym.data.fast_events import check_columns, write_entries
 
     n = data.num_rows
     fed = np.flatnonzero(~dup)
@@ -105,14 +105,9 @@ def parquet_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     dup_lines = (np.flatnonzero(dup) + 1).tolist()
     entries += [(line, "duplicate", "", raw) for line, raw in zip(dup_lines, raw_texts(dup_lines))]
 
-    name = table.source.name
     rows.stats.read += n
     rows.stats.kept += kept
-    for lineno, kind, reason, raw in sorted(entries, key=lambda e: e[0]):
-        if kind == "duplicate":
-            log.duplicate(name, lineno, raw)
-        else:
-            log.reject(name, lineno, reason, raw)
+    write_entries(log, table.source.name, entries)
     return True
 
 
