@@ -231,6 +231,8 @@ EDGE = {
     "all duplicates": {k: pa.array([v[0].as_py()] * 4, v.type) for k, v in GOOD.items()},
     "null column": {**GOOD, "note": pa.nulls(3)},
     "nulls everywhere": {k: pa.array([None, v[1].as_py(), None], v.type) for k, v in GOOD.items()},
+    "string views": {**GOOD, "item_id": pa.array(["a", "b", "a"]).cast(pa.string_view()),
+                     "category": pa.array([" c1", None, "c2"]).cast(pa.string_view())},
     "dictionary ids": {**GOOD, "item_id": pa.array(["a", "b", "a"]).dictionary_encode(),
                        "action": pa.array(["pv", "buy", "pv"]).dictionary_encode()},
     "small ints and unsigned": {**GOOD, "user_id": pa.array([1, 2, 2], pa.int8()), "ts": pa.array([1511544070, 1511544071, 1511544072], pa.uint64())},
@@ -310,11 +312,13 @@ def test_a_text_column_that_is_not_utf8_is_an_error_naming_row_and_column(tmp_pa
     # a writer that did not check its strings (Arrow validates on read only when asked): was a UnicodeDecodeError
     # traceback from the line reader, and bad bytes kept by the columnar one
     bad = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(np.array([0, 2, 4], np.int32)), pa.py_buffer(b"u\xffu2")])
-    path = _write(tmp_path / "log.parquet", {**{k: v.slice(0, 2) for k, v in GOOD.items()}, "user_id": bad})
-    errors = []
-    for reader in ("lines", "columnar"):
-        with pytest.raises(DataError) as caught:
-            read_events(path, RejectLog(), EventsOptions(**{**OPTS.__dict__, "reader": reader}))
-        errors.append(str(caught.value))
-    assert errors[0] == errors[1]
-    assert "row 1, column 'user_id'" in errors[0] and "byte 0xff at position 2" in errors[0]
+    dictionary = pa.DictionaryArray.from_arrays(pa.array([1, 0], pa.int32()), bad)  # pandas' categorical, say
+    for column, row in ((bad, 1), (dictionary, 2)):
+        path = _write(tmp_path / "log.parquet", {**{k: v.slice(0, 2) for k, v in GOOD.items()}, "user_id": column})
+        errors = []
+        for reader in ("lines", "columnar"):
+            with pytest.raises(DataError) as caught:
+                read_events(path, RejectLog(), EventsOptions(**{**OPTS.__dict__, "reader": reader}))
+            errors.append(str(caught.value))
+        assert errors[0] == errors[1]
+        assert f"row {row}, column 'user_id'" in errors[0] and "byte 0xff at position 2" in errors[0]

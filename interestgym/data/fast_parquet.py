@@ -122,7 +122,7 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
         values = values.dictionary_decode()
         kind = values.type
     n = len(values)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         try:
             values.validate(full=True)
         except pa.ArrowInvalid:
@@ -253,6 +253,8 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         values = values.dictionary_decode()
     kind = values.type
     null = np.asarray(values.is_null())
+    if pa.types.is_string_view(kind):
+        values, kind = values.cast(pa.large_string()), pa.large_string()
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
         codes = np.asarray(pc.fill_null(pc.dictionary_encode(values).indices, 0)).astype(np.int64) \
             if not pa.types.is_null(kind) else np.zeros(len(values), dtype=np.int64)

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,7 +305,7 @@ def parse_json_line(text: str) -> tuple[Any, str | None]:
     except RecursionError:
         return None, JSON_TOO_DEEP
     except ValueError as exc:  # an integer past the digits Python converts (4,300)
-        shown = "a number of more digits than Python reads (4,300)" if "digits" in str(exc) else str(exc)
+        shown = f"a number of more digits than Python reads ({sys.get_int_max_str_digits():,})" if "digits" in str(exc) else str(exc)
         return None, f"invalid JSON: {shown}; expected one JSON object per line"
     return value, json_value_reason(value, text)
 
@@ -427,9 +428,14 @@ def _bad_utf8(table: Table, batch: Any, before: int) -> DataError:
     the file is damaged, and no row of it can be read as text."""
     import pyarrow as pa
 
+    def textual(kind: Any) -> bool:
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
     for i in range(batch.num_columns):
         column = batch.column(i)
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        if not textual(column.type):
             continue
         for r in range(len(column)):
             try:
