@@ -322,3 +322,22 @@ def test_a_text_column_that_is_not_utf8_is_an_error_naming_row_and_column(tmp_pa
             errors.append(str(caught.value))
         assert errors[0] == errors[1]
         assert f"row {row}, column 'user_id'" in errors[0] and "byte 0xff at position 2" in errors[0]
+
+
+def test_the_line_readers_progress_says_why_a_file_is_read_row_by_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import interestgym.progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(interestgym.progress, "LOG_EVERY_SECONDS", 0.0)
+    path = _write(tmp_path / "log.parquet", {**GOOD, "category": pa.array([True, None, None], pa.bool_())})
+    read_events(path, RejectLog(), EventsOptions(**{**OPTS.__dict__, "item_text": "{item_id}"}))
+    assert "log.parquet (row by row: column 'category' holds booleans): 3/3 rows (100%)" in capsys.readouterr().err
+    jsonl = tmp_path / "log.jsonl"
+    jsonl.write_text('{"user_id": 1.5, "item_id": "a", "ts": 1511544070, "action": "pv", "category": "c"}\n'
+                     '{"user_id": 2, "item_id": "a", "ts": 1511544070, "action": "pv", "category": "c"}\n', encoding="utf-8")
+    read_events(jsonl, RejectLog(), OPTS)
+    assert "log.jsonl (row by row: key 'user_id' holds 1.5, read differently as a JSON value than as text): " in capsys.readouterr().err
+    _write(path, GOOD)
+    read_events(path, RejectLog(), OPTS)  # read column-wise: no row-by-row progress
+    assert "row by row" not in capsys.readouterr().err

@@ -39,7 +39,7 @@ from interestgym.core.log_features import VALUE_MAX
 from interestgym.data.columns import resolve_aliases
 from interestgym.data.fast_checks import Template, take
 from interestgym.data.fast_lines import Lines
-from interestgym.data.fast_parquet import _IDS, _NO_BOOL, _as_text
+from interestgym.data.fast_parquet import _IDS, _NO_BOOL, RowByRow, _as_text
 from interestgym.data.tables import (
     JSON_DEPTH_MAX,
     Table,
@@ -64,8 +64,10 @@ _NUMERIC_TIMES = ("auto", "unix", "unix_ms")
 
 def jsonl_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     """Check every row of the JSON Lines ``table`` into ``rows`` (and ``log``) column-wise; False (nothing done, the
-    table untouched) when the file is one the line reader must read (see the module's docstring)."""
+    table untouched) when the file is one the line reader must read (see the module's docstring; ``table.row_by_row``
+    says why)."""
     if table.source.member is not None:
+        table.row_by_row = "a zip member"
         return False
     # a million parsed objects are a million containers the cyclic collector would walk again and again as they are
     # made (a sixth of the read on a million rows); they hold no cycles, and the collector runs again at the end
@@ -73,6 +75,9 @@ def jsonl_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     gc.disable()
     try:
         return _read(table, log, rows)
+    except RowByRow as why:
+        table.row_by_row = str(why)
+        return False
     finally:
         if enabled:
             gc.enable()
@@ -94,7 +99,7 @@ def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
 
     data = _file_bytes(table)
     if data is None:
-        return False
+        raise RowByRow("UTF-16, or a damaged .gz")  # the line reader's error says which
     lines = Lines(data)
     live = np.flatnonzero(lines.non_blank & ~lines.bad_utf8)
     dup = np.zeros(lines.n, dtype=bool)
@@ -140,11 +145,9 @@ def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
                     continue
                 objects.append(obj)
                 at.append(i + 1)
-            if not columns.add(objects, at[-len(objects):] if objects else []):
-                return False
+            columns.add(objects, at[-len(objects):] if objects else [])
             bar.update(len(block))
-    if not columns.done():
-        return False
+    columns.done()
 
     # 4. checks (nothing above touched the table, the log or the rows)
     table.aliases = columns.aliases
@@ -185,16 +188,16 @@ class _Columns:
         self.text: dict[str, pa.Array] = {}
         self.attention: dict[str, np.ndarray] = {}
 
-    def add(self, objects: list[dict[str, Any]], at: list[int]) -> bool:
-        """Take a block of objects (``at``: their lines); False for a file the line reader must read."""
+    def add(self, objects: list[dict[str, Any]], at: list[int]) -> None:
+        """Take a block of objects (``at``: their lines). :raises RowByRow: for a file the line reader must read."""
         if not objects:
-            return True
+            return
         if self.aliases is None:
             try:
                 self.aliases = resolve_aliases([self.old_to_new.get(k, k) for k in objects[0]], f"{self.table.source.name} line {at[0]}",
                                                self.table.alias_fields, fixed=self.old_to_new.values())
-            except DataError:
-                return False  # the line reader raises it, after the rejects of the lines before
+            except DataError as exc:  # the line reader raises it, after the rejects of the lines before
+                raise RowByRow(str(exc)) from None
         keys = list(map(tuple, objects))
         index = list(map(self.shapes.get, keys))
         if None in index:  # shapes not seen before
@@ -203,8 +206,6 @@ class _Columns:
                     k = index[j] = self.shapes.get(keys[j])
                 if k is None:
                     k = index[j] = self._shape(keys[j])
-                    if k is None:
-                        return False
         shape_of = np.asarray(index, dtype=np.int32)
         self.shape_of.append(shape_of)
         in_block = np.unique(shape_of).tolist()
@@ -220,14 +221,10 @@ class _Columns:
                 values = [o.get(key) for o in objects]
             else:
                 values = [next((o[k] for k in keys if k in o), None) for o in objects]
-            got = _to_text(values, field, self.rows.times.fmt)
-            if got is None:
-                return False
-            cells[field] = got
+            cells[field] = _to_text(values, field, self.rows.times.fmt)
         self.blocks.append((len(objects), cells))
-        return True
 
-    def _shape(self, shape: tuple[str, ...]) -> int | None:
+    def _shape(self, shape: tuple[str, ...]) -> int:
         fields = []
         for key in shape:
             field = self.field_of.get(key)
@@ -235,21 +232,22 @@ class _Columns:
                 new = self.old_to_new.get(key, key)
                 field = self.field_of[key] = self.aliases.get(new, new)  # type: ignore[union-attr]
                 self.keys_of.setdefault(field, []).append(key)
-            if field in fields:
-                return None  # two keys of one row for one field: the line reader keeps the later one
+            if field in fields:  # the line reader keeps the later one
+                raise RowByRow(f"a row has two keys for the field {field!r}")
             fields.append(field)
         self.shapes[shape] = len(self.shape_fields)
         self.shape_fields.append(fields)
         return self.shapes[shape]
 
-    def done(self) -> bool:
-        """Join the blocks' cells into columns; False for a file the line reader must read."""
+    def done(self) -> None:
+        """Join the blocks' cells into columns. :raises RowByRow: for a file the line reader must read."""
         from interestgym.data.events import RESERVED
 
         rows = self.rows
         context = [f for f in self.keys_of if f not in rows.not_context and (rows.context_filter is None or f in rows.context_filter)]
-        if any(f in RESERVED for f in context):
-            return False  # the line reader's error names the first kept row holding it
+        clash = [f for f in context if f in RESERVED]
+        if clash:  # the line reader's error names the first kept row holding it
+            raise RowByRow(f"the key {clash[0]!r} clashes with a computed column")
         if self.aliases is None:
             self.aliases = {}
         for field in self.keys_of:
@@ -263,7 +261,6 @@ class _Columns:
             self.text[field] = pa.concat_arrays(pieces) if pieces else pa.array([], pa.large_string())
             self.attention[field] = np.concatenate(attention) if attention else np.zeros(0, dtype=np.int64)
         self.blocks = []
-        return True
 
     def present(self, field: str) -> np.ndarray:
         """Which objects hold ``field``."""
@@ -286,9 +283,9 @@ class _Columns:
         events.context = {field: events.context[field] for _, field in sorted(placed)}
 
 
-def _to_text(values: list[Any], field: str, time_format: str) -> tuple[pa.Array, np.ndarray] | None:
+def _to_text(values: list[Any], field: str, time_format: str) -> tuple[pa.Array, np.ndarray]:
     """One field's cells as text (null: no cell, or one ``cell`` makes None) and the rows needing Python's stripping
-    rules; None when a cell reads differently as text than as its JSON value."""
+    rules. :raises RowByRow: a cell reads differently as text than as its JSON value."""
     kinds = set(map(type, values))
     kinds.discard(type(None))
     typed = {str: pa.large_string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -302,13 +299,13 @@ def _to_text(values: list[Any], field: str, time_format: str) -> tuple[pa.Array,
             if kind is int and field in ("ts", "value"):
                 ints = np.asarray(pc.fill_null(array, 0))
                 if np.any((ints > 2**53) | (ints < -(2**53))):
-                    return None
+                    raise RowByRow(f"key {field!r} holds an integer past 2^53")
             return _as_text(pa.chunked_array([array]), field, time_format)
     # mixed types: each value spelled as the line reader's row dict holds it as text
     spelled: list[str | None] = []
     for v in values:
         if _odd(v, field, time_format):
-            return None
+            raise RowByRow(f"key {field!r} holds {json.dumps(v)[:40]}, read differently as a JSON value than as text")
         c = cell(v)
         spelled.append(None if c is None else cell_text(c))
     strings = pa.array(spelled, pa.large_string())

@@ -47,19 +47,31 @@ _IDS = ("user_id", "item_id")
 _NO_BOOL = _IDS + ("ts", "value", "category", "subcategory")
 
 
+class RowByRow(Exception):
+    """A file the columnar reader leaves to the line reader, and why (the line reader's progress line says it)."""
+
+
 def parquet_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     """Check every row of the Parquet ``table`` into ``rows`` (and ``log``) column-wise; False (nothing done) when
-    the file is one the line reader must read (see the module's docstring)."""
+    the file is one the line reader must read (see the module's docstring; ``table.row_by_row`` says why)."""
+    try:
+        return _parquet_rows(table, log, rows)
+    except RowByRow as why:
+        table.row_by_row = str(why)
+        return False
+
+
+def _parquet_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     import pyarrow.parquet as pq
 
     if table.source.member is not None or table.names is None:
-        return False
+        raise RowByRow("a zip member")
     try:
         data = pq.read_table(table.source.path)
-    except (OSError, ValueError):
-        return False  # the line reader names the damage
+    except (OSError, ValueError) as exc:
+        raise RowByRow(f"Arrow cannot read it whole: {exc}") from None  # the line reader names the damage
     if data.schema.names != list(table.header_found or []):
-        return False
+        raise RowByRow("its columns read back under other names")
     names = table.names
     text: dict[str, pa.Array] = {}
     attention: dict[str, np.ndarray] = {}
@@ -69,13 +81,9 @@ def parquet_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
         column = data.column(i)
         if nm == "ts" and pa.types.is_timestamp(column.type):
             stamps = Stamps.of(column)
-            if stamps is None:
-                return False
             got = stamps.text(needed=template is not None and any(f == "ts" for _, f, _, _ in template.parts))
         else:
             got = _as_text(column, nm, rows.times.fmt)
-        if got is None:
-            return False
         text[nm], attention[nm] = got
     dup = _duplicates(data)
 
@@ -111,10 +119,10 @@ def parquet_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
     return True
 
 
-def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.Array, np.ndarray] | None:
+def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.Array, np.ndarray]:
     """The column's cells as the line reader's checks read them (``cell_text(cell(value))``, strings before
     stripping; null where ``cell`` gives None: a missing time is no empty one) and the rows whose string may need
-    Python's stripping rules; None when a cell reads differently as text than as its typed value (the module's
+    Python's stripping rules. :raises RowByRow: a cell reads differently as text than as its typed value (the module's
     docstring lists them)."""
     values = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     kind = values.type
@@ -126,7 +134,7 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
         try:
             values.validate(full=True)
         except pa.ArrowInvalid:
-            return None  # bytes that are not UTF-8: the line reader's error names the row and the column
+            raise RowByRow(f"column {field!r} holds text that is not UTF-8") from None  # the line reader's error names the row
         strings = values.cast(pa.large_string())
         # anything but printable ASCII without a space: a control character, a Unicode space, a space at an end
         odd = np.asarray(pc.fill_null(pc.match_substring_regex(strings, "[^!-~]"), False))
@@ -136,11 +144,12 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
         return pa.nulls(n, pa.large_string()), none
     if pa.types.is_integer(kind):
         if field == "ts" and time_format not in ("auto", "unix", "unix_ms"):
-            return None  # a number read by an ISO or strptime format: its reject shows it as a number, not as text
+            # a number read by an ISO or strptime format: its reject shows it as a number, not as text
+            raise RowByRow(f"column 'ts' holds numbers, read by --time-format {time_format!r}")
         return values.cast(pa.large_string()), none
     if pa.types.is_boolean(kind):
         if field in _NO_BOOL:
-            return None
+            raise RowByRow(f"column {field!r} holds booleans")
         return pc.if_else(values, "True", "False").cast(pa.large_string()), none
     if pa.types.is_floating(kind) and not pa.types.is_float16(kind):
         floats = np.asarray(pc.fill_null(values.cast(pa.float64()), np.nan))
@@ -155,7 +164,8 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
         elif field == "ts" and time_format not in ("auto", "unix", "unix_ms"):
             odd |= finite
         if odd.any():
-            return None
+            shown = floats[np.argmax(odd)]
+            raise RowByRow(f"column {field!r} holds the float {shown!r}, read differently as a number than as text")
         # a whole float below 2^53 is an integer (cell), in decimal; NaN and null are no cell
         with np.errstate(invalid="ignore"):  # a signalling NaN
             whole = finite & (floats == np.floor(floats)) & (np.abs(floats) < 2.0**53)
@@ -166,7 +176,7 @@ def _as_text(column: pa.ChunkedArray, field: str, time_format: str) -> tuple[pa.
         spelled = pa.array([None if (c := cell(v)) is None else cell_text(c) for v in encoded.dictionary.to_pylist()],
                            pa.large_string())
         return spelled.take(encoded.indices), none
-    return None
+    raise RowByRow(f"column {field!r} is of type {kind}")
 
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -183,7 +193,7 @@ class Stamps:
         self.values, self.seconds, self.fraction, self.null, self.offset = values, seconds, fraction, null, offset
 
     @classmethod
-    def of(cls, column: pa.ChunkedArray) -> Stamps | None:
+    def of(cls, column: pa.ChunkedArray) -> Stamps:
         values = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         unit, tz = values.type.unit, values.type.tz
         per = _PER_SECOND[unit]
@@ -198,7 +208,7 @@ class Stamps:
             # Left to the line reader, with a margin of a whole microsecond (never seen in a real log).
             bad |= ~null & (raw % per >= per - 1000)
         if bad.any():
-            return None
+            raise RowByRow("column 'ts' holds a time outside 1990..2100, or a zoned time within a microsecond of a second")
         offset = None
         if tz is not None:
             # each value's UTC offset, as its datetime gives it: a fixed zone's once, a named zone's (which moves)

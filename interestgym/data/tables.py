@@ -27,6 +27,7 @@ from interestgym.data.readers import (
     excerpt,
     first_line,
     line_digest,
+    raw_lines,
     require_file,
     split_csv_line,
     text_lines,
@@ -87,6 +88,13 @@ class Table:
     aliases: dict[str, str] = field(default_factory=dict)
     #: The field separator a user gave (``--delimiter``); None: the format's (comma for CSV, tab for TSV).
     sep: str | None = None
+    #: Why the columnar reader left this file to the line reader (its progress line says it), else None.
+    row_by_row: str | None = None
+
+    @property
+    def progress_desc(self) -> str:
+        """The line reader's progress line's name for this file: its name, and why it is read row by row."""
+        return self.source.basename + (f" (row by row: {self.row_by_row})" if self.row_by_row else "")
 
     def alias_note(self) -> str | None:
         """The validation note naming the columns taken by a common name, if any."""
@@ -363,7 +371,7 @@ def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int
         old_to_new = table.rename_old_to_new
         keymap: dict[str, str] = {}  # key in the file -> name after --map and common names
         decided = False
-        for lineno, text in text_lines(src, log):
+        for lineno, text in text_lines(src, log, lines=raw_lines(src, table.progress_desc)):
             obj, reason = parse_json_line(text)
             if reason is not None:
                 log.reject(name, lineno, reason, text)
@@ -403,7 +411,7 @@ def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict
     seen: set[bytes] = set()
     pf = pq.ParquetFile(src.path)
     lineno = 0
-    with progress_bar(total=pf.metadata.num_rows, unit="row", desc=src.basename) as bar:  # a line every 15 s in a log
+    with progress_bar(total=pf.metadata.num_rows, unit="row", desc=table.progress_desc) as bar:  # a line every 15 s in a log
         for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
             try:
                 columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
