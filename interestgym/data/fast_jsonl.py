@@ -4,8 +4,8 @@ The line reader (:func:`~interestgym.data.tables.table_rows`) decodes each line,
 and checks the row in Python. This reader keeps the parse (``json.loads``, line by line: its values and its error
 messages are the line reader's by construction) and does the rest on columns, with the same results to the byte:
 
-1. Lines, blank lines, invalid UTF-8 and duplicate lines as the CSV / TSV reader finds them
-   (:class:`~interestgym.data.fast_lines.Lines`).
+1. Lines, blank lines and invalid UTF-8 as the CSV / TSV reader finds them
+   (:class:`~interestgym.data.fast_lines.Lines`); a line whose text equals an earlier line's is a duplicate.
 2. Each line parsed, a block of lines at a time (only one block's objects live at once); a line that is no JSON
    object is rejected with the line reader's reason. The first object's keys decide the common names (as the line
    reader decides them), and every key maps to its field.
@@ -18,9 +18,10 @@ messages are the line reader's by construction) and does the rest on columns, wi
 
 A file the line reader would read otherwise is left to it whole: a zip member, UTF-16, a damaged ``.gz``; a row with
 two keys for one field; a context key that clashes with a computed column (the line reader's error names the row);
-the first object's keys naming a field twice; and a cell that reads differently as text than as its JSON type (a
+two keys of the first object that could both be one field (the line reader's error); and a cell that reads differently as text than as its JSON type (a
 boolean, list or object id, time, value or category; a float id with a fraction; an infinite value or time; an
-integer time or value past 2^53; a number read by an ISO or strptime ``--time-format``).
+integer time or value past 2^53; a number read by an ISO or strptime ``--time-format``). The line reader's progress
+line then says why (:class:`~interestgym.data.fast_parquet.RowByRow`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ bad row with its row number, reason and JSON text, in order):
 Some cells read differently as text than as typed values: a boolean id, value, time or category; a float id with
 a fraction; an id, value or time that is infinite, a value out of float32's range; a number as time in an ISO or ``strptime``
 format; a timestamp outside 1990..2100; a date, list, struct or binary column. A file holding any of them is left to the line reader
-(whose reasons name the typed value), as is a zip member.
+(whose reasons name the typed value), as is a zip member; the line reader's progress line then says why
+(:class:`RowByRow`).
 """
 
 from __future__ import annotations
