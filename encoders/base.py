@@ -30,6 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
 ZERO_NORM = 1e-12
 
 
+#: The largest ``--dim`` of the encoders that take one (hashing, tfidf, cooc): the vectors are a dense float32 matrix
+#: of items x dim (16,384 dimensions are 64 KB an item; a larger --dim ran out of memory with a traceback).
+MAX_DIM = 16_384
+
+
 class Encoder(ABC):
     """Item inputs -> float32 matrix (n, dim) with unit rows.
 

@@ -437,7 +437,8 @@ class BertEncoder(Encoder):
         self._check_finetuned_settings(pooling, max_length)
         if backend not in BACKENDS:
             raise InterestGymError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-        self.device = resolve_device(device)
+        # --backend onnx runs on the CPU: --device auto means the CPU for it, even where torch sees a GPU
+        self.device = "cpu" if backend == "onnx" and device == "auto" else resolve_device(device)
         self.precision = choose_precision(self.device, precision)
         if backend == "onnx" and (self.device != "cpu" or self.precision != "fp32"):
             raise InterestGymError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from interestgym.encoders.base import MAX_DIM
 from interestgym.encoders.registry import BUILTIN_ENCODERS
 
 from interestgym.scale.ray_backend import ray_option
@@ -30,7 +31,8 @@ from interestgym.scale.ray_backend import ray_option
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default=None,
               help="BERT with --backend onnx: int8 = onnxruntime dynamic int8 quantisation (faster on CPU; vectors differ "
                    "slightly from float32, so they get their own cache and default name NAME-int8).")
-@click.option("--dim", type=click.IntRange(min=2), default=None, help="hashing / tfidf / cooc: output dimension (defaults 512 / 256 / 64).")
+@click.option("--dim", type=click.IntRange(min=2, max=MAX_DIM), default=None,
+              help=f"hashing / tfidf / cooc: output dimension (defaults 512 / 256 / 64; at most {MAX_DIM:,}).")
 @click.option("--window", type=click.IntRange(min=1), default=None, help="cooc: co-occurrence window in events (default 5).")
 @click.option("--no-cache", is_flag=True, help="Encode every text, neither reading nor updating DATASET/cache/embeddings.")
 @click.option("--replace", is_flag=True, help="Write over an embedding of this --name made by another encoder (refused otherwise).")

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from interestgym.encoders.base import Encoder, fingerprint_of, l2_normalise_rows
+from interestgym.encoders.base import (
+    MAX_DIM,
+    Encoder,
+    fingerprint_of,
+    l2_normalise_rows,
+)
 from interestgym.encoders.tokenize import (
     TOKENIZER_VERSION,
     jieba_version,
@@ -38,8 +43,8 @@ class HashingEncoder(Encoder):
     name = "hashing"
 
     def __init__(self, dim: int = DEFAULT_HASHING_DIM) -> None:
-        if dim < 2:
-            raise ValueError(f"hashing dim {dim}: expected at least 2")
+        if not 2 <= dim <= MAX_DIM:
+            raise ValueError(f"hashing dim {dim}: expected 2 to {MAX_DIM:,} (a matrix of items x dim floats is kept)")
         self._dim = int(dim)
 
     @property

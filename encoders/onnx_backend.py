@@ -22,6 +22,7 @@ its batch: reproducible for the same texts and batch size, not bit-identical acr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -156,34 +157,75 @@ def _session(path: Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_digest(path: Path) -> None:
+    """Write the sha256 of a checked export beside it (``NAME.sha256``), so that a reuse can tell it is the same file."""
+    from interestgym.io import atomic_path
+
+    with atomic_path(_digest_path(path)) as tmp:
+        tmp.write_text(_file_sha256(path) + "\n", encoding="utf-8")
+
+
+def _reusable(path: Path, redo: str) -> bool:
+    """Whether an export kept from an earlier run may be reused: it exists and its bytes are those checked against torch
+    when it was made (a damaged file can still load and give wrong vectors, which the cache then keeps under the
+    encoder's fingerprint for every backend). A file without a recorded digest (from before digests) is made again."""
+    if not path.is_file():
+        return False
+    recorded = _digest_path(path)
+    try:
+        ok = recorded.read_text(encoding="utf-8").strip() == _file_sha256(path)
+    except (OSError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        why = "does not match the digest recorded when it was checked" if recorded.is_file() else "has no recorded digest"
+        print(f"{path}: {why} (damaged, or made by an earlier version); {redo}", file=sys.stderr)
+        for stale in (path, recorded):
+            stale.unlink(missing_ok=True)
+    return ok
+
+
 def load_onnx_session(encoder: BertEncoder, onnx_dir: Path | None) -> Any:
-    """The onnxruntime session for ``encoder``, exporting the model first if needed."""
+    """The onnxruntime session for ``encoder``, exporting the model first if needed. An export is reused only when its
+    bytes are the ones checked against torch when it was made (:func:`_reusable`)."""
     if onnx_dir is None:
         raise InterestGymError("--backend onnx needs a folder to keep the exported model (onnx_dir)")
     path = onnx_model_path(encoder, onnx_dir)
     threads = getattr(encoder, "threads", None)
     if encoder.quantize != "none":
         qpath = quantized_model_path(encoder, onnx_dir)
-        if qpath.is_file():
+        if _reusable(qpath, "quantising again"):
             try:
                 return _session(qpath, threads)
-            except Exception as exc:  # noqa: BLE001 - a truncated / damaged file, whatever onnxruntime raises for it
+            except Exception as exc:  # noqa: BLE001 - a damaged file, whatever onnxruntime raises for it
                 print(f"{qpath}: cannot be loaded by onnxruntime ({type(exc).__name__}); quantising again", file=sys.stderr)
                 os.unlink(qpath)
-    if path.is_file():
+    session = None
+    if _reusable(path, "exporting it again"):
         try:
             session = _session(path, threads)
-        except Exception as exc:  # noqa: BLE001 - a truncated / damaged file, whatever onnxruntime raises for it
+        except Exception as exc:  # noqa: BLE001 - a damaged file, whatever onnxruntime raises for it
             print(f"{path}: cannot be loaded by onnxruntime ({type(exc).__name__}); exporting it again", file=sys.stderr)
             os.unlink(path)
-            export_onnx(encoder, path)
-            session = _session(path, threads)
-    else:
+    if session is None:
         export_onnx(encoder, path)
+        _record_digest(path)
         session = _session(path, threads)
     if encoder.quantize == "none":
         return session
     quantize_model(encoder, path, qpath, session)
+    _record_digest(qpath)
     return _session(qpath, threads)
 
 

@@ -143,7 +143,8 @@ def encode_dataset(
     dim, fingerprint = encoder.dim, encoder.fingerprint
     if not replace:
         check_same_quantization(out_dir / f"{name}.json", name, quantization)
-        check_same_encoder(out_dir / f"{name}.json", name, encoder_spec or encoder.name, dim)
+        check_same_encoder(out_dir / f"{name}.json", name, encoder_spec or encoder.name, dim,
+                           None if encoder.needs_fit else fingerprint)
     cache = EmbeddingCache(cache_dir(ds.path), encoder.name, fingerprint, dim, warn=say) if use_cache else None
     todo = [k for k in first_row if cache is None or k not in cache]
     if encoder.kind in ("hashing", "tfidf"):  # bags of words: a text without one is the empty text's vector
@@ -240,12 +241,25 @@ def check_same_quantization(meta_path: Path, name: str, quantization: str) -> No
         )
 
 
-def check_same_encoder(meta_path: Path, name: str, spec: str, dim: int) -> None:
+def check_same_encoder(meta_path: Path, name: str, spec: str, dim: int, fingerprint: str | None = None) -> None:
     """Refuse to write over an embedding ``name`` that another encoder made (another ``--encoder``, e.g. a fine-tuned
     model under the base's name, or another dimension): a run trained on those vectors would be evaluated or served
-    on other ones under the same name. The same encoder again is fine: new or edited items, a re-fitted tfidf."""
+    on other ones under the same name. The same encoder again is fine: new or edited items, a re-fitted tfidf.
+
+    :param fingerprint: an encoder that is not fitted on the dataset (a BERT model, hashing) is the same encoder
+        exactly when its fingerprint is (its weights, pooling, maximum length...): another ``--pooling`` or changed
+        weights in the same folder are refused, and the same folder spelled another way is not. A fitted encoder
+        (tfidf, cooc) changes its fingerprint with the items, so it is judged by ``--encoder`` and ``dim``."""
     old = _existing_meta(meta_path)
     if old is None or "encoder" not in old:
+        return
+    if fingerprint is not None and old.get("fingerprint") is not None:
+        if old["fingerprint"] != fingerprint:
+            raise InterestGymError(
+                f"{meta_path}: embedding {name!r} holds vectors of --encoder {old['encoder']!r} (dim {old.get('dim')}, "
+                f"fingerprint {str(old['fingerprint'])[:12]}), not of {spec!r} (dim {dim}, fingerprint {fingerprint[:12]}: "
+                "another model, pooling, maximum length or dimension); expected a new --name for these vectors, or "
+                "--replace to write over them (runs trained on the old ones will then refuse them)")
         return
     if (str(old["encoder"]), old.get("dim")) != (spec, int(dim)):
         raise InterestGymError(

@@ -278,3 +278,47 @@ def test_onnx_backend_matches_torch_and_reuses_its_export(tiny_bert, tmp_path, c
     assert BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).fingerprint == BertEncoder(tiny_bert).fingerprint
     with pytest.raises(InterestGymError, match="--backend onnx runs on CPU in fp32"):
         BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir, precision="bf16")
+
+
+def test_a_damaged_onnx_export_is_made_again_not_reused(tiny_bert, tmp_path, capsys):
+    # a flipped run of bytes in the weights still loads, and gave wrong vectors that the cache then kept for torch too
+    importlib.import_module("onnxruntime")
+    importlib.import_module("onnxscript")
+    onnx_dir = tmp_path / "onnx"
+    vectors = BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).encode(TEXTS)
+    (exported,) = onnx_dir.glob("*.onnx")
+    data = bytearray(exported.read_bytes())
+    middle = len(data) // 2
+    data[middle: middle + 200] = bytes(200)  # inside the weights: onnxruntime loads it all the same
+    exported.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).encode(TEXTS)
+    err = capsys.readouterr().err
+    assert "does not match the digest recorded when it was checked" in err and "exporting tiny-bert to ONNX once" in err
+    np.testing.assert_allclose(again, vectors, atol=1e-6)
+    BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).encode(TEXTS[:1])  # and the new export is reused
+    assert "exporting" not in capsys.readouterr().err
+
+
+def test_an_embedding_name_is_kept_for_the_same_model_and_refused_to_another_pooling(tiny_bert, tmp_path):
+    # judged by the encoder's fingerprint: the same folder spelled another way is the same encoder; the same --encoder
+    # with another pooling wrote CLS vectors over mean-pooled ones without a word
+    from interestgym.encoders.pipeline import encode_dataset
+    from test_encoders_cache import make_dataset
+
+    ds = make_dataset(tmp_path / "ds", TEXTS)
+    encode_dataset(ds, BertEncoder(tiny_bert), name="m", encoder_spec=str(tiny_bert), log=None)
+    encode_dataset(ds, BertEncoder(tiny_bert), name="m", encoder_spec=str(tiny_bert) + "/", log=None)  # the same model
+    with pytest.raises(InterestGymError, match=r"holds vectors of --encoder .* another model, pooling, maximum length"):
+        encode_dataset(ds, BertEncoder(tiny_bert, pooling="cls"), name="m", encoder_spec=str(tiny_bert), log=None)
+
+
+def test_the_onnx_backend_takes_the_cpu_where_torch_sees_a_gpu(tiny_bert, tmp_path, monkeypatch):
+    # --device auto resolved to cuda first, and then --backend onnx refused it: the README's example failed on a GPU box
+    from interestgym.encoders import bert
+
+    monkeypatch.setattr(bert, "_cuda_available", lambda: True)
+    encoder = BertEncoder(tiny_bert, backend="onnx", onnx_dir=tmp_path / "onnx")
+    assert (encoder.device, encoder.precision) == ("cpu", "fp32")
+    with pytest.raises(InterestGymError, match="--backend onnx runs on CPU in fp32"):
+        BertEncoder(tiny_bert, backend="onnx", onnx_dir=tmp_path / "onnx", device="cuda")

@@ -246,8 +246,8 @@ def test_an_embedding_of_another_encoder_is_not_written_over_without_replace(tmp
     ds_path = make_dataset(tmp_path / "ds", TITLES)
     first = encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
     meta = ds_path / "embeddings" / "hashing.json"
-    with pytest.raises(InterestGymError, match=rf"{meta}: embedding 'hashing' holds vectors of --encoder 'hashing' \(dim 32\), "
-                                               r"not of 'hashing' \(dim 64\); expected a new --name .* or --replace"):
+    with pytest.raises(InterestGymError, match=rf"{meta}: embedding 'hashing' holds vectors of --encoder 'hashing' \(dim 32, "
+                                               r"fingerprint \w+\), not of 'hashing' \(dim 64, .*\); expected a new --name .* or --replace"):
         encode_dataset(ds_path, HashingEncoder(dim=64), log=None)
     np.testing.assert_array_equal(np.load(ds_path / "embeddings" / "hashing.npy"), first.matrix)  # untouched
     assert encode_dataset(ds_path, HashingEncoder(dim=32), log=None).from_cache == 5
@@ -362,3 +362,14 @@ def test_tfidf_through_the_pipeline_reencodes_all_after_an_edit(tmp_path):
     assert encode_dataset(ds_path, build_encoder("tfidf", dim=3), log=None).encoded == 0
     edit_items(ds_path, texts[:-1] + ["bank stocks slide again"])
     assert encode_dataset(ds_path, build_encoder("tfidf", dim=3), log=None).encoded == 6
+
+
+@pytest.mark.parametrize("spec", ["hashing", "cooc", "tfidf"])
+def test_a_dimension_past_the_limit_is_a_clear_error_not_an_allocation(tmp_path, spec):
+    # --dim 100000000 asked numpy for 286 GiB and died with a traceback (hashing; cooc allocated it before clamping)
+    from interestgym.encoders.base import MAX_DIM
+
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    result = CliRunner().invoke(encode, [str(ds_path), "--encoder", spec, "--dim", str(MAX_DIM + 1)])
+    assert result.exit_code == 2 and f"2<=x<={MAX_DIM}" in result.output
+    assert not (ds_path / "embeddings").exists() or not any((ds_path / "embeddings").iterdir())
