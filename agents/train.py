@@ -332,8 +332,11 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
         check_finished(config.sequence, "`train --sequence`")
         if (note := undertrained_note(config.sequence)) is not None:
             sys.stderr.write(f"note: {note}\n")
-    # Absolute, so that `evaluate RUN` works from any working directory.
+    # Absolute, so that `evaluate RUN` works from any working directory (the tracker of --sequence too; a resumed run
+    # keeps what it recorded).
     config.dataset = str(Path(config.dataset).resolve())
+    if config.sequence and not resume:
+        config.sequence = str(Path(config.sequence).resolve())
     if resume:  # the data the run learnt from: the same split and vectors (a changed split would train on test users)
         check_run_embedding(run_dir, saved, config)
         if (note := check_run_dataset(run_dir, saved, config)) is not None:

@@ -531,3 +531,19 @@ def test_a_report_does_not_replay_a_run_on_its_dataset_split_again(run, tmp_path
     assert "actions" not in result.figures and "learning_curves" in result.figures
     assert any(s.startswith("timelines and actions: not replayed (") and "its users are split differently" in s
                for s in result.skipped), result.skipped
+
+
+def test_an_evaluation_of_a_run_given_relatively_is_that_runs_from_any_folder(run, tmp_path, monkeypatch):
+    # the run was recorded as typed ("R"): a report run from another folder said the evaluation was of "another run"
+    from interestgym.report.build import evaluation_mismatches
+
+    run_dir, _ = run
+    monkeypatch.chdir(run_dir.parent)
+    out = tmp_path / "eval"
+    evaluate_run(run_dir.name, baselines=BASELINES, n_boot=20, progress=False, which_model="best", out=out)
+    header = json.loads((out / "evaluation.json").read_text())["header"]
+    assert header["run"] == str(run_dir.resolve()) and Path(header["data"]).is_absolute()
+    monkeypatch.chdir(tmp_path)
+    conf = json.loads((run_dir / "config.json").read_text())
+    assert not any("evaluated the run" in s for s in evaluation_mismatches(run_dir, conf, header, out / "evaluation.json",
+                                                                         "best", "test"))

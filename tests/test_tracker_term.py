@@ -211,15 +211,19 @@ def test_the_agents_sixth_component_sets_the_trackers_weight_per_decision(setup)
                                   metric(rule))  # 0.5 - 1 clips at 0: the rule alone
 
 
-def test_training_with_a_tracker_gives_the_agent_the_tracker_lever(paths, tmp_path):
+def test_training_with_a_tracker_gives_the_agent_the_tracker_lever(paths, tmp_path, monkeypatch):
     import json
+    import os
 
     from agents_fixtures import small_train_config
     from interestgym.agents.train import train_run
 
     data, run = paths
-    train_run(small_train_config(data, tmp_path / "ppo", reward_baseline="ema_two_profile", sequence=str(run)))
+    monkeypatch.chdir(tmp_path)  # the tracker given relatively: recorded absolute, so that the run works from anywhere
+    train_run(small_train_config(data, tmp_path / "ppo", reward_baseline="ema_two_profile",
+                                 sequence=os.path.relpath(run, tmp_path)))
     saved = json.loads((tmp_path / "ppo" / "config.json").read_text())
+    assert saved["config"]["sequence"] == str(Path(run).resolve())
     assert saved["action_space"]["names"][-2:] == ["keep_change", "tracker_change"]
     from interestgym.agents.run_folder import load_run_choice
 

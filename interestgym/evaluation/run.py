@@ -626,7 +626,8 @@ def evaluate_run(
     summary["grid_edges"] = {n: e for n, e in edges.items() if e}
     reference_params = params_text((tuned.get(reference) or {}).get("params") or {})
     header = {
-        "data": str(config.dataset),
+        # absolute, as a run records its dataset: a report or a comparison run from another folder reads the same paths
+        "data": str(Path(config.dataset).resolve()),
         "split": split,
         "encoder": protocol["embeddings"],
         "dim": protocol["dim"],
@@ -664,7 +665,7 @@ def evaluate_run(
                             + (f"tuned over {len(e['grid'])} grid points, " if e["grid"] else "")
                             + f"validation {metric} {e['valid_score']:.4f})" for e in custom) or None,
         "bootstrap": {"resamples": n_boot, "unit": "user", "confidence": 0.95, "seed": 0},  # every table's (summarise etc.)
-        "run": str(run_dir) if run_dir is not None else None,
+        "run": str(Path(run_dir).resolve()) if run_dir is not None else None,
         "trained_on": trained_on if trained_on and str(Path(trained_on).resolve()) != str(Path(config.dataset).resolve()) else None,
         "model": which_model if run_dir is not None else None,
         # the evaluated model's files (folder, step, sha256): an export or a report can tell an evaluation of a model
