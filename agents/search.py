@@ -238,6 +238,46 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], *, run_dir: Path,
     return TrainConfig(**values)
 
 
+def data_identity(dataset: str, embeddings: str | None) -> dict[str, Any]:
+    """What the trials learnt from, beyond the dataset's path: the tables' sha256 (as `prepare` recorded them) and the
+    vectors' (as `encode` did). A dataset prepared or encoded again at the same path is another search's data."""
+    from interestgym.data.dataset import Dataset
+
+    ds = Dataset.open(dataset)
+    name = ds.resolve_embeddings(embeddings)
+    meta_path = ds.embeddings_dir / f"{name}.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    return {"tables_sha256": ds.manifest.get("tables_sha256"), "embeddings": name,
+            "vectors_sha256": meta.get("matrix_sha256") if isinstance(meta, dict) else None}
+
+
+def _save_valid(run_dir: Path, users: Any, values: Any) -> None:
+    """A trial's per-user validation values, written whole or not at all."""
+    from interestgym.io import atomic_path
+
+    with atomic_path(run_dir / VALID_FILE) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, users=np.asarray(users, dtype=str), values=np.asarray(values, dtype=np.float64))
+
+
+def _load_valid(run_dir: Path, echo: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A trial's per-user validation values; None when the file is missing or damaged (said: it is replayed again)."""
+    path = run_dir / VALID_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            users, values = z["users"], z["values"]
+        if users.shape != values.shape or users.ndim != 1:
+            raise ValueError(f"users {users.shape} and values {values.shape}; expected two equal 1-d arrays")
+        return users, values
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        echo(f"note: {path}: damaged ({str(exc)[:80]}); replaying the trial's model on the validation users again")
+        return None
+
+
 def trial_score(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     """What a finished trial is ranked by: its selected model's validation score (all validation users,
     from ``shipped.json``) and its paired gain over the reference; without a reference rule the best
@@ -348,11 +388,21 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
                 "tuned_baselines": str(Path(tuned_baselines).resolve()) if tuned_baselines else None,
                 "selection": "validation users only (the trial's selected model replayed on every validation user); "
                              "the test split is never opened"}
+    settings["data"] = data_identity(base["dataset"], base.get("embeddings"))
     doc_path = out_dir / SEARCH_FILE
     done: dict[int, dict[str, Any]] = {}
     if doc_path.is_file():
-        previous = json.loads(doc_path.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(doc_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            previous = f"{exc}"
+        if not isinstance(previous, dict):
+            why = previous if isinstance(previous, str) else f"found {type(previous).__name__}, not an object"
+            raise InterestGymError(f"{doc_path}: cannot be read ({why}); expected the search's record as JSON: remove it to "
+                                   "start this search again (its trials are trained again), or choose another --run-dir")
         old = {k: v for k, v in previous.get("settings", {}).items() if k != "trials"}
+        if "data" not in old:  # a search recorded before the data's identity was: judged by the dataset path alone
+            old["data"] = settings["data"]
         if old != {k: v for k, v in settings.items() if k != "trials"}:
             differ = sorted(k for k in set(old) | set(settings) if k != "trials" and old.get(k) != settings.get(k))
 
@@ -389,7 +439,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
             t0 = time.perf_counter()
             result = train(config)
             users, values = replay(config, run_dir)
-            np.savez(run_dir / VALID_FILE, users=np.asarray(users, dtype=str), values=np.asarray(values, dtype=np.float64))
+            _save_valid(run_dir, users, values)
             record = {"trial": i, "status": "done", "params": params_i, "run_dir": str(run_dir),
                       **trial_score(run_dir, result), "best_step": result.get("best_step"),
                       "seconds": round(time.perf_counter() - t0, 1)}
@@ -398,12 +448,12 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
             echo(f"trial {i}: {_describe(params_i)} -> valid {record['score']:.4f}"
                  + (f" ({record['diff']:+.4f} vs {record['reference']})" if record["diff"] is not None else "")
                  + f", {record['seconds']:.0f} s")
-        if not (run_dir / VALID_FILE).is_file():  # a trial finished by a search without this file
+        valid_i = _load_valid(run_dir, echo)
+        if valid_i is None:  # a trial finished by a search without this file, or a damaged one: replayed again
             users, values = replay(trial_config(base, params_i, run_dir=run_dir, budget_steps=budget_steps,
                                                 tuned_baselines=shared), run_dir)
-            np.savez(run_dir / VALID_FILE, users=np.asarray(users, dtype=str), values=np.asarray(values, dtype=np.float64))
-        with np.load(run_dir / VALID_FILE) as z:
-            valid_i = (z["users"], z["values"])
+            _save_valid(run_dir, users, values)
+            valid_i = (np.asarray(users, dtype=str), np.asarray(values, dtype=np.float64))
         if i == 0:
             base_valid = valid_i
         _common, ours, theirs = align_users(valid_i[0], valid_i[1], base_valid[0], base_valid[1])

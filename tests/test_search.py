@@ -444,3 +444,29 @@ def test_the_default_pick_is_proven_for_the_whole_search_not_for_one_trial(tmp_p
     assert doc["trials"][1]["vs_base"]["lo"] == pytest.approx(alone.lo, abs=1e-12)
     assert doc["best_trial"] == 0
     assert "level 1 - 0.05/5: Bonferroni over the 5 trials" in (tmp_path / "s" / "trials.md").read_text()
+
+
+def test_a_damaged_record_a_damaged_trial_file_and_re_prepared_data_are_said_not_tracebacks(tmp_path):
+    import shutil
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    calls: list = []
+    kw = {"trials": 3, "budget_steps": 256, "params": ["learning_rate", "gamma"], "train": _fake_train(calls),
+          "replay": _fake_replay}
+    first = S.run_search(str(data), tmp_path / "s", echo=lambda _: None, **kw)
+    record = tmp_path / "s" / S.SEARCH_FILE
+    saved = record.read_text()
+    record.write_text("{")  # was a JSONDecodeError traceback
+    with pytest.raises(InterestGymError, match=rf"{record}: cannot be read .*; expected the search's record as JSON"):
+        S.run_search(str(data), tmp_path / "s", echo=lambda _: None, **kw)
+    record.write_text(saved)
+    (tmp_path / "s" / "trial-001" / S.VALID_FILE).write_bytes(b"xx")  # was a ValueError traceback
+    said: list[str] = []
+    calls.clear()
+    again = S.run_search(str(data), tmp_path / "s", echo=said.append, **kw)
+    assert calls == [] and any("trial-001" in s and "damaged" in s for s in said)  # replayed, not trained again
+    assert again["best_trial"] == first["best_trial"] and [t["score"] for t in again["trials"]] == [t["score"] for t in first["trials"]]
+    shutil.rmtree(data)
+    tiny_synthetic(data, users=14, events_per_user=8, seed=1)  # prepared again at the same path: other data
+    with pytest.raises(InterestGymError, match=r"a search with other settings is in this folder \(data: tables_sha256"):
+        S.run_search(str(data), tmp_path / "s", echo=lambda _: None, **kw)
