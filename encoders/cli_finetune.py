@@ -141,8 +141,9 @@ def finetune(ctx: click.Context, dataset: Path, base: str, out: Path, epochs: in
         raise Interrupted from None  # said what it left: the CLI adds no generic line
     click.echo(result.summary())
     if result.provenance.get("best_epoch") == 0:  # the folder holds the base model's weights: its vectors are the base's
-        click.echo(f"Nothing to encode: {out} gives the vectors of {result.provenance['base']['spec']} itself (no epoch "
-                   "beat it on validation); try more pairs or epochs, or keep the base encoder")
+        click.echo(f"Nothing to encode: {out} holds the weights of {result.provenance['base']['spec']} itself (no epoch "
+                   "beat it on validation), so its vectors are the base's up to its maximum length (texts longer than the "
+                   "folder's --max-length are cut there); try more pairs or epochs, or keep the base encoder")
         return
     copy = Path(f"{str(dataset).rstrip('/')}-{out.name}")
     click.echo(f"Next: encode a copy of the dataset (the original keeps its embedding, so commands without --embeddings "

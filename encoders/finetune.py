@@ -748,7 +748,8 @@ def finetune(
             else:
                 st.stale += 1
                 if st.stale >= cfg.patience and epoch < cfg.epochs:
-                    say(f"early stopping: no lower validation loss for {st.stale} epoch(s)")
+                    say(f"early stopping: no epoch kept for {st.stale} epoch(s) (a lower validation loss with a top-1 "
+                        "above the base's beyond its noise)")
                     st.stopped = True
             checkpoint()
         if st.best_loss is not None and st.best_epoch != st.epochs_run:
