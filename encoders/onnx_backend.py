@@ -196,6 +196,26 @@ def _reusable(path: Path, redo: str) -> bool:
     return ok
 
 
+#: A temporary export older than this is a killed run's (an export takes seconds to minutes): removed.
+_STALE_TEMPORARY_SECONDS = 3600
+
+
+def _remove_stale_temporaries(onnx_dir: Path) -> None:
+    """Remove what a killed export or quantisation left in ``onnx_dir`` (``.NAME.XXXX.tmp``, up to the model's size
+    each), once it is older than an hour: a younger one may be another process's export in progress."""
+    import time
+
+    if not onnx_dir.is_dir():
+        return
+    now = time.time()
+    for tmp in onnx_dir.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > _STALE_TEMPORARY_SECONDS:
+                tmp.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove
+
+
 def load_onnx_session(encoder: BertEncoder, onnx_dir: Path | None) -> Any:
     """The onnxruntime session for ``encoder``, exporting the model first if needed. An export is reused only when its
     bytes are the ones checked against torch when it was made (:func:`_reusable`)."""
@@ -203,6 +223,7 @@ def load_onnx_session(encoder: BertEncoder, onnx_dir: Path | None) -> Any:
         raise InterestGymError("--backend onnx needs a folder to keep the exported model (onnx_dir)")
     path = onnx_model_path(encoder, onnx_dir)
     threads = getattr(encoder, "threads", None)
+    _remove_stale_temporaries(Path(onnx_dir))
     if encoder.quantize != "none":
         qpath = quantized_model_path(encoder, onnx_dir)
         if _reusable(qpath, "quantising again"):

@@ -322,3 +322,19 @@ def test_the_onnx_backend_takes_the_cpu_where_torch_sees_a_gpu(tiny_bert, tmp_pa
     assert (encoder.device, encoder.precision) == ("cpu", "fp32")
     with pytest.raises(InterestGymError, match="--backend onnx runs on CPU in fp32"):
         BertEncoder(tiny_bert, backend="onnx", onnx_dir=tmp_path / "onnx", device="cuda")
+
+
+def test_a_killed_exports_temporary_file_is_removed_once_it_is_old(tiny_bert, tmp_path):
+    import os
+    import time
+
+    importlib.import_module("onnxruntime")
+    importlib.import_module("onnxscript")
+    onnx_dir = tmp_path / "onnx"
+    BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).encode(TEXTS[:1])
+    old, young = onnx_dir / ".x.onnx.abc.tmp", onnx_dir / ".x.onnx.def.tmp"  # as atomic_path names them
+    for tmp in (old, young):
+        tmp.write_bytes(b"half an export")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).encode(TEXTS[:1])
+    assert not old.exists() and young.exists()  # a young one may be another process's export in progress
