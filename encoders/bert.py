@@ -174,13 +174,41 @@ class ModelFolder:
         return min(candidates)
 
     def default_pooling(self) -> str:
-        """The pooling a sentence-transformers folder declares, else mean."""
+        """The pooling a sentence-transformers folder declares, else mean.
+
+        :raises ArtifactError: the folder declares only a pooling interestgym does not implement (max, mean_sqrt_len,
+            weightedmean): encoded as mean, its vectors would not be the model's (they were, without a word)."""
         cfg = self._json("1_Pooling/config.json")
         if cfg.get("pooling_mode_cls_token"):
             return "cls"
         if cfg.get("pooling_mode_lasttoken"):
             return "last"
+        other = [k.removeprefix("pooling_mode_") for k in ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+                                                             "pooling_mode_weightedmean_tokens") if cfg.get(k)]
+        if other and not cfg.get("pooling_mode_mean_tokens"):
+            raise ArtifactError(
+                f"{self.path / '1_Pooling' / 'config.json'}: declares pooling {', '.join(other)}, which interestgym does not "
+                f"implement (mean, cls, last); expected one of those: pass --pooling to choose one (the vectors are then not "
+                "the model's own), or use another model")
         return "mean"
+
+    def check_modules(self) -> None:
+        """Refuse a sentence-transformers folder whose ``modules.json`` holds a module after pooling that interestgym does
+        not apply (a Dense projection, as in LaBSE or distiluse): its vectors would silently not be the model's."""
+        p = self.path / "modules.json"
+        if not p.is_file():
+            return
+        try:
+            modules = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        known = (".Transformer", ".Pooling", ".Normalize")
+        extra = [str(m.get("type")) for m in modules if isinstance(m, dict) and not str(m.get("type", "")).endswith(known)] \
+            if isinstance(modules, list) else []
+        if extra:
+            raise ArtifactError(f"{p}: holds {', '.join(extra)} after the model, which interestgym does not apply (it "
+                                "runs the transformer, pooling and normalisation only); expected a folder without it, or "
+                                "another model")
 
     @property
     def hidden_size(self) -> int:
@@ -423,6 +451,7 @@ class BertEncoder(Encoder):
         self.name = self.base_name
         if self.quantize != "none" and not self.name.endswith(f"-{self.quantize}"):
             self.name = f"{self.name}-{self.quantize}"  # the default embedding name never collides with float32 vectors
+        self.folder.check_modules()
         self.pooling = pooling or self.folder.default_pooling()
         if self.pooling not in POOLINGS:
             raise InterestGymError(f"--pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")

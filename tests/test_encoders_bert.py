@@ -338,3 +338,22 @@ def test_a_killed_exports_temporary_file_is_removed_once_it_is_old(tiny_bert, tm
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     BertEncoder(tiny_bert, backend="onnx", onnx_dir=onnx_dir).encode(TEXTS[:1])
     assert not old.exists() and young.exists()  # a young one may be another process's export in progress
+
+
+def test_a_pooling_or_module_interestgym_does_not_apply_is_refused_not_replaced_by_mean(tiny_bert, tmp_path):
+    # a folder declaring max pooling was encoded with mean pooling, and a Dense layer after pooling was dropped, silently
+    import json
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
+    with pytest.raises(ArtifactError, match=r"declares pooling max_tokens, which interestgym does not implement"):
+        BertEncoder(folder)
+    assert BertEncoder(folder, pooling="mean").pooling == "mean"  # chosen explicitly: fine
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    with pytest.raises(ArtifactError, match=r"modules.json: holds sentence_transformers.models.Dense after the model"):
+        BertEncoder(folder, pooling="mean")
