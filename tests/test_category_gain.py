@@ -393,3 +393,21 @@ def test_the_vector_env_reports_the_keep_factor_as_applied(dataset):
     plain.reset()
     _, _, _, infos = plain.step(np.zeros((2, len(CONTEXT_NAMES)), dtype=np.float32))
     assert all("keep" not in info for info in infos)  # a rule without category counts has no keep factor
+
+
+def test_the_components_figure_bins_the_rule_as_it_bins_the_policy(tmp_path, monkeypatch):
+    # the rule was drawn as one flat line at its mean: a count gain that follows the value in the rule too looked learnt
+    from interestgym.report import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    rng = np.random.default_rng(0)
+    value = rng.uniform(0, 1, 400)
+    features = np.column_stack([value, rng.normal(size=400)])
+    rule = 0.3 + value  # the rule's own gain rises with the value
+    figures.plot_components({"count gain": (rule + 0.01, rule)}, features, ["feedback_value", "other"], tmp_path / "c.png")
+    (ax,) = [a for a in drawn["fig"].axes if a.get_title() == "count gain"]
+    (dashed,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert np.ptp(dashed.get_ydata()) > 0.7  # binned: it rises with the value as the rule does (was flat)
+    (ours,) = [line for line in ax.get_lines() if line.get_linestyle() != "--"]
+    np.testing.assert_allclose(np.asarray(ours.get_ydata()) - np.asarray(dashed.get_ydata()), 0.01, atol=1e-12)

@@ -380,7 +380,8 @@ def plot_components(columns: dict[str, tuple[np.ndarray, np.ndarray]], features:
                     title: str = "Every action component against the feature that drives it") -> Path:
     """One panel per action component (``columns``: name -> (the policy's values, the rule's) on the same
     decisions): the policy's mean in equal-count bins of the component's driver (:data:`COMPONENT_DRIVERS`),
-    one line per group (e.g. the synthetic user types) or one for all, and the rule's mean, dashed."""
+    one line per group (e.g. the synthetic user types) or one for all, and the rule's, dashed, in the same bins over
+    all decisions."""
     fi = {n: i for i, n in enumerate(feature_names)}
     shown = [(name, values) for name, values in columns.items() if COMPONENT_DRIVERS.get(name) in fi]
     group_names = sorted(set(groups.tolist())) if groups is not None else []
@@ -396,7 +397,10 @@ def plot_components(columns: dict[str, tuple[np.ndarray, np.ndarray]], features:
                 sel = np.ones(len(x), bool) if g is None else groups == g
                 cx, my, _ = _binned_means(x[sel], np.asarray(ours, np.float64)[sel], bins=8)
                 ax.plot(cx, my, marker="o", ms=3, lw=1.4, label="all decisions" if g is None else str(g))
-            ax.axhline(float(np.mean(theirs)), color="black", ls="--", lw=1.1, label="the rule (mean)")
+            # the rule binned the same way: a rule's component may follow the driver too (a count gain by the value),
+            # and a flat line at its mean made the policy's slope look learnt where the rule has it as well
+            rx, ry, _ = _binned_means(x, np.asarray(theirs, np.float64), bins=8)
+            ax.plot(rx, ry, color="black", ls="--", lw=1.1, label="the rule")
             ax.set_xlabel(driver)
             ax.set_ylabel(name)
             ax.set_title(name, fontsize=10)
@@ -406,5 +410,5 @@ def plot_components(columns: dict[str, tuple[np.ndarray, np.ndarray]], features:
             handles, labels = axes[0].get_legend_handles_labels()
             fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=8)
         fig.suptitle(f"{title}\n{len(features):,} decisions; binned means of the policy, by "
-                     + ("user type" if group_names else "all decisions") + "; dashed: the reference rule")
+                     + ("user type" if group_names else "all decisions") + "; dashed: the reference rule's, binned alike")
         return save_figure(fig, path)

@@ -64,8 +64,8 @@ class Page:
                 "the feature.")),
             "components": ("Every action component against its driver", (
                 "The learned policy's mean of each component in equal-count bins of the feature it most plausibly reads "
-                f"(per user type on synthetic data; {self.split} users); dashed: the reference rule's mean on the same "
-                "decisions.")),
+                f"(per user type on synthetic data; {self.split} users); dashed: the reference rule's mean in the same bins "
+                "over the same decisions.")),
         }[key]
 
 
