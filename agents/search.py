@@ -241,17 +241,14 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], *, run_dir: Path,
 def data_identity(dataset: str, embeddings: str | None) -> dict[str, Any]:
     """What the trials learnt from, beyond the dataset's path: the tables' sha256 (as `prepare` recorded them) and the
     vectors' (as `encode` did). A dataset prepared or encoded again at the same path is another search's data."""
+    from interestgym.encoders.pipeline import embedding_meta
+
     from interestgym.data.dataset import Dataset
 
     ds = Dataset.open(dataset)
     name = ds.resolve_embeddings(embeddings)
-    meta_path = ds.embeddings_dir / f"{name}.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = {}
-    return {"tables_sha256": ds.manifest.get("tables_sha256"), "embeddings": name,
-            "vectors_sha256": meta.get("matrix_sha256") if isinstance(meta, dict) else None}
+    meta = embedding_meta(ds.embeddings_dir / f"{name}.json") or {}
+    return {"tables_sha256": ds.manifest.get("tables_sha256"), "embeddings": name, "vectors_sha256": meta.get("matrix_sha256")}
 
 
 def _save_valid(run_dir: Path, users: Any, values: Any) -> None:

@@ -22,7 +22,6 @@ its batch: reproducible for the same texts and batch size, not bit-identical acr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import sys
@@ -161,20 +160,12 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _record_digest(path: Path) -> None:
     """Write the sha256 of a checked export beside it (``NAME.sha256``), so that a reuse can tell it is the same file."""
-    from interestgym.io import atomic_path
+    from interestgym.io import atomic_path, sha256_file
 
     with atomic_path(_digest_path(path)) as tmp:
-        tmp.write_text(_file_sha256(path) + "\n", encoding="utf-8")
+        tmp.write_text(sha256_file(path) + "\n", encoding="utf-8")
 
 
 def _reusable(path: Path, redo: str) -> bool:
@@ -183,9 +174,11 @@ def _reusable(path: Path, redo: str) -> bool:
     encoder's fingerprint for every backend). A file without a recorded digest (from before digests) is made again."""
     if not path.is_file():
         return False
+    from interestgym.io import sha256_file
+
     recorded = _digest_path(path)
     try:
-        ok = recorded.read_text(encoding="utf-8").strip() == _file_sha256(path)
+        ok = recorded.read_text(encoding="utf-8").strip() == sha256_file(path)
     except (OSError, UnicodeDecodeError):
         ok = False
     if not ok:

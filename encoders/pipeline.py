@@ -214,7 +214,7 @@ def _note_wordless_texts(ds: Dataset, inputs: list[str], new: list[str], say: Ca
             f"(only punctuation, symbols or stop words, e.g. {examples}): they all get the empty text's vector")
 
 
-def _existing_meta(meta_path: Path) -> dict[str, Any] | None:
+def embedding_meta(meta_path: Path) -> dict[str, Any] | None:
     """The metadata of the embedding about to be written over, or None (none, or damaged: simply replaced)."""
     if not meta_path.is_file():
         return None
@@ -231,7 +231,7 @@ def check_same_quantization(meta_path: Path, name: str, quantization: str) -> No
     A policy trained on float32 vectors must not silently be served int8 ones (or the reverse) under
     the name it was trained with. Metadata written before quantisation existed counts as ``none``.
     """
-    old = _existing_meta(meta_path)
+    old = embedding_meta(meta_path)
     found = "none" if old is None else old.get("quantization", "none")
     if old is not None and found != quantization:
         suggestion = f"{name}-{quantization}" if quantization != "none" else f"{name}-fp32"
@@ -250,7 +250,7 @@ def check_same_encoder(meta_path: Path, name: str, spec: str, dim: int, fingerpr
         exactly when its fingerprint is (its weights, pooling, maximum length...): another ``--pooling`` or changed
         weights in the same folder are refused, and the same folder spelled another way is not. A fitted encoder
         (tfidf, cooc) changes its fingerprint with the items, so it is judged by ``--encoder`` and ``dim``."""
-    old = _existing_meta(meta_path)
+    old = embedding_meta(meta_path)
     if old is None or "encoder" not in old:
         return
     if fingerprint is not None and old.get("fingerprint") is not None:

@@ -42,10 +42,10 @@ from interestgym.data.fast_checks import Template, take
 from interestgym.data.fast_lines import Lines
 from interestgym.data.fast_parquet import _IDS, _NO_BOOL, RowByRow, _as_text
 from interestgym.data.tables import (
-    JSON_DEPTH_MAX,
     Table,
     cell,
     cell_text,
+    json_may_be_refused,
     json_value_reason,
     parse_json_line,
 )
@@ -133,8 +133,7 @@ def _read(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
                     whole = end == len(text) - 1 or not text[end:].strip(_JSON_SPACE)
                 except (StopIteration, ValueError, RecursionError):  # ValueError: JSONDecodeError, too many digits
                     whole = False
-                # (json_value_reason looks closer only at a line with a backslash, or long enough to nest that deep)
-                reason = json_value_reason(obj, text) if whole and ("\\" in text or len(text) > 2 * JSON_DEPTH_MAX) else None
+                reason = json_value_reason(obj, text) if whole and json_may_be_refused(text) else None
                 if not whole or reason is not None:
                     text = lines.text(i)
                     obj, reason = parse_json_line(text)
@@ -185,6 +184,7 @@ class _Columns:
         self.shapes: dict[tuple[str, ...], int] = {}
         self.shape_fields: list[list[str]] = []  # per shape, the field of each key
         self.shape_of: list[np.ndarray] = []  # per block, each object's shape
+        self.row_shape = np.zeros(0, dtype=np.int32)  # every object's shape, joined by done()
         self.blocks: list[tuple[int, dict[str, tuple[pa.Array, np.ndarray]]]] = []
         self.text: dict[str, pa.Array] = {}
         self.attention: dict[str, np.ndarray] = {}
@@ -262,18 +262,19 @@ class _Columns:
             self.text[field] = pa.concat_arrays(pieces) if pieces else pa.array([], pa.large_string())
             self.attention[field] = np.concatenate(attention) if attention else np.zeros(0, dtype=np.int64)
         self.blocks = []
+        self.row_shape = np.concatenate(self.shape_of) if self.shape_of else np.zeros(0, dtype=np.int32)
 
     def present(self, field: str) -> np.ndarray:
         """Which objects hold ``field``."""
         has = np.array([field in fields for fields in self.shape_fields] + [False], dtype=bool)
-        return has[np.concatenate(self.shape_of)] if self.shape_of else np.zeros(0, dtype=bool)
+        return has[self.row_shape]
 
     def order_context(self, rows: _RowChecker, lineno: np.ndarray) -> None:
         """The kept events' context columns as the line reader adds them: a column from the first kept row that holds
         it (in that row's key order), none for a key only rejected rows hold."""
         events = rows.events
         kept_rows = np.searchsorted(lineno, np.asarray(events.columns["seq"], dtype=np.int64))  # each kept row's object
-        shape_of = np.concatenate(self.shape_of) if self.shape_of else np.zeros(0, dtype=np.int32)
+        shape_of = self.row_shape
         placed: list[tuple[tuple[int, int], str]] = []
         for field in events.context:
             has = self.present(field)[kept_rows]

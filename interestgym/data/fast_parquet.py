@@ -25,7 +25,6 @@ format; a timestamp outside 1990..2100; a date, list, struct or binary column. A
 
 from __future__ import annotations
 
-import json
 from datetime import timezone
 from typing import TYPE_CHECKING
 
@@ -35,7 +34,7 @@ import pyarrow.compute as pc
 
 from interestgym.core.log_features import VALUE_MAX
 from interestgym.data.fast_checks import Reasons, Template, TimeCheck, take
-from interestgym.data.tables import Table, cell, cell_text
+from interestgym.data.tables import Table, cell, cell_text, parquet_row_text
 from interestgym.data.times import TS_MAX, TS_MIN, TimeParser
 from interestgym.data.validate import RejectLog
 
@@ -100,7 +99,7 @@ def _parquet_rows(table: Table, log: RejectLog, rows: _RowChecker) -> bool:
             return []
         picked = data.take(pa.array(np.asarray(lines, dtype=np.int64) - 1))
         values = [picked.column(i).to_pylist() for i in range(picked.num_columns)]
-        return [json.dumps(dict(zip(json_names, row)), default=str, ensure_ascii=False) for row in zip(*values)]
+        return [parquet_row_text(json_names, row) for row in zip(*values)]
 
     entries: list[tuple[int, str, str, str]] = []
     raw_columns = {nm: take(col, fed) for nm, col in text.items()}

@@ -15,7 +15,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,10 +318,18 @@ def parse_json_line(text: str) -> tuple[Any, str | None]:
     return value, json_value_reason(value, text)
 
 
+def json_may_be_refused(text: str) -> bool:
+    """Whether :func:`json_value_reason` may refuse a line (a backslash, or long enough to nest past the limit): the
+    columnar reader asks this first, inline, on every line."""
+    return "\\" in text or len(text) > 2 * JSON_DEPTH_MAX
+
+
 def json_value_reason(value: Any, text: str) -> str | None:
     """Why a parsed line is refused all the same, else None: nested past :data:`JSON_DEPTH_MAX`, or a string holding a
     lone surrogate (``"\\ud800"``: no UTF-8 text can hold it; it crashed the events frame). Only a line with that many
     brackets, or with such an escape, is looked at closely."""
+    if not json_may_be_refused(text):
+        return None
     if text.count("[") + text.count("{") > JSON_DEPTH_MAX and _json_depth(value) > JSON_DEPTH_MAX:
         return JSON_TOO_DEEP
     if "\\" in text and _SURROGATE_ESCAPE.search(text):
@@ -398,6 +406,11 @@ def table_rows(table: Table, log: RejectLog, **chunk: Any) -> Iterator[tuple[int
         yield from _parquet_rows(table, log)
 
 
+def parquet_row_text(names: Sequence[str | None], values: Sequence[Any]) -> str:
+    """A Parquet row as text: what a reject shows, and what tells a duplicate row (both Parquet readers use it)."""
+    return json.dumps(dict(zip(names, values)), default=str, ensure_ascii=False)
+
+
 def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict[str, Any]]]:
     import pyarrow.parquet as pq
 
@@ -420,7 +433,7 @@ def _parquet_rows(table: Table, log: RejectLog) -> Iterator[tuple[int, str, dict
             for values in zip(*columns):
                 lineno += 1
                 stats.read += 1
-                raw = json.dumps(dict(zip(table.header_found or names, values)), default=str, ensure_ascii=False)
+                raw = parquet_row_text(table.header_found or names, values)
                 key = line_digest(raw.encode("utf-8"))
                 if key in seen:
                     log.duplicate(name, lineno, raw)
