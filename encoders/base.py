@@ -35,6 +35,12 @@ ZERO_NORM = 1e-12
 MAX_DIM = 16_384
 
 
+def check_dim(kind: str, dim: int) -> None:
+    """Refuse a ``dim`` outside 2 .. :data:`MAX_DIM` (the encoders that keep an items x dim matrix of their own)."""
+    if not 2 <= dim <= MAX_DIM:
+        raise ValueError(f"{kind} dim {dim}: expected 2 to {MAX_DIM:,} (a matrix of items x dim floats is kept)")
+
+
 class Encoder(ABC):
     """Item inputs -> float32 matrix (n, dim) with unit rows.
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from interestgym.encoders.base import (
-    MAX_DIM,
     Encoder,
+    check_dim,
     fingerprint_of,
     hashed_unit_vectors,
     l2_normalise_rows,
@@ -65,8 +65,7 @@ class CoocEncoder(Encoder):
     needs_fit = True
 
     def __init__(self, dim: int = DEFAULT_COOC_DIM, window: int = DEFAULT_COOC_WINDOW) -> None:
-        if not 2 <= dim <= MAX_DIM:
-            raise ValueError(f"cooc dim {dim}: expected 2 to {MAX_DIM:,} (a matrix of items x dim floats is kept)")
+        check_dim("cooc", dim)
         if window < 1:
             raise ValueError(f"cooc window {window}: expected at least 1")
         self.requested_dim = int(dim)

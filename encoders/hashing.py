@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 from interestgym.encoders.base import (
-    MAX_DIM,
     Encoder,
+    check_dim,
     fingerprint_of,
     l2_normalise_rows,
 )
@@ -43,8 +43,7 @@ class HashingEncoder(Encoder):
     name = "hashing"
 
     def __init__(self, dim: int = DEFAULT_HASHING_DIM) -> None:
-        if not 2 <= dim <= MAX_DIM:
-            raise ValueError(f"hashing dim {dim}: expected 2 to {MAX_DIM:,} (a matrix of items x dim floats is kept)")
+        check_dim("hashing", dim)
         self._dim = int(dim)
 
     @property
