@@ -129,8 +129,8 @@ def save_checkpoint(folder: Path, identity: dict[str, Any], threads: int | None,
         "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / CHECKPOINT_FILE) as tmp:
-        torch.save(doc, tmp)
+    with atomic_path(folder / CHECKPOINT_FILE) as tmp, open(tmp, "wb") as fh:  # a file, not a path: same bytes each time
+        torch.save(doc, fh)
 
 
 def read_checkpoint(folder: Path) -> dict[str, Any]:

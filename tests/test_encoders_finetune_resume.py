@@ -258,3 +258,17 @@ def test_a_checkpoint_left_after_the_model_was_written_is_removed_by_the_next_ru
     finetune(tiny_dataset, out, config(tiny_bert, epochs=1, max_pairs=16), overwrite=True, log=said.append)
     assert f"removing {checkpoint_dir(out)}: the checkpoint of a finished fine-tune whose model {out} was written after it" in said
     assert not checkpoint_dir(out).exists()
+
+
+def test_a_checkpoint_of_the_same_state_has_the_same_bytes_wherever_it_is_written(tmp_path):
+    # torch names a zip saved to a path after that path, and the checkpoint went through a random temporary name
+    from interestgym.encoders.finetune_checkpoint import TrainState, save_checkpoint
+
+    weight = torch.nn.Parameter(torch.arange(4.0))
+    optimizer = torch.optim.AdamW([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    torch.manual_seed(0)
+    for name in ("one", "two"):
+        save_checkpoint(tmp_path / name, {"base": "x"}, 1, TrainState(), [("w", weight)], optimizer, scheduler, None,
+                        "cpu", 1)
+    assert (tmp_path / "one" / CHECKPOINT_FILE).read_bytes() == (tmp_path / "two" / CHECKPOINT_FILE).read_bytes()

@@ -53,6 +53,16 @@ def test_training_writes_the_run_folder_without_pickles(trained):
     assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.pickle"))
 
 
+def test_a_second_identical_run_writes_the_same_weight_bytes(trained, tmp_path):
+    # torch names a zip saved to a path after that path; the weights went through a random temporary name, so two
+    # identical runs' model.pt differed in bytes (and in their recorded sha256) though not in any tensor
+    data, run, _ = trained
+    again = tmp_path / "again"
+    train_sequence(_config(data, again, model="sasrec"), log=lambda _: None)
+    for rel in ("best/model.pt", "final/model.pt", f"{CHECKPOINT_DIR}/model-2.pt", f"{CHECKPOINT_DIR}/optimizer-2.pt"):
+        assert (again / rel).read_bytes() == (run / rel).read_bytes(), rel
+
+
 def test_tensorboard_has_one_point_per_epoch_under_the_documented_tags(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

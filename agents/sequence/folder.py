@@ -94,9 +94,13 @@ def undertrained_note(run_dir: str | Path) -> str | None:
 
 
 def save_tensors(path: Path, tensors: dict[str, Any]) -> str:
-    """Write a dict of tensors (a state_dict) atomically; returns its sha256."""
-    with atomic_path(path) as tmp:
-        torch.save(tensors, tmp)
+    """Write a dict of tensors (a state_dict) atomically; returns its sha256.
+
+    Saved through an open file, not a path: torch names a zip written to a path after that path (here the temporary
+    one, random), so identical tensors gave different bytes; through a file object the archive is always ``archive``.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(tensors, fh)
     return sha256_file(path)
 
 
