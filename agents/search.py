@@ -25,7 +25,9 @@ configuration does not depend on the others) and ``tpe`` (Optuna's TPE sampler, 
 installed; like Optuna's default it draws its first 10 trials at random).
 
 Writes into ``DIR``: ``search.json`` (settings, every trial, the pick; rewritten after each trial, so an
-interrupted search continues where it stopped when run again with the same settings), ``trials.csv`` and
+interrupted search continues where it stopped when run again with the same settings; run again with a larger
+``--trials`` it adds trials, with a smaller one it sets the later finished trials aside in ``search.json``, to be
+reused, not trained again, if it grows again), ``trials.csv`` and
 ``trials.md`` (the table) and ``best.toml`` (the picked settings, for ``interestgym train --config``).
 """
 
@@ -412,7 +414,14 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
 
             raise InterestGymError(f"{doc_path}: a search with other settings is in this folder ({'; '.join(map(difference, differ))}); "
                                    "run it again with its own settings to continue it, or choose another --run-dir")
-        done = {int(t["trial"]): t for t in previous.get("trials", []) if t.get("status") == "done"}
+        done = {int(t["trial"]): t for t in previous.get("trials", []) + previous.get("set_aside", [])
+                if t.get("status") == "done"}
+    # finished trials past --trials (a search run again with fewer): kept in the record, reused if it grows again
+    set_aside = [done[k] for k in sorted(done) if k >= trials]
+    if set_aside:
+        echo(f"note: {len(set_aside)} finished trial(s) of this folder are past --trials {trials} (trial "
+             f"{', '.join(str(t['trial']) for t in set_aside)}): left out of this search's table and pick, kept in "
+             f"{SEARCH_FILE} and reused if --trials grows again")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     smp = make_sampler(sampler, space, sampler_seed)
@@ -465,7 +474,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
             shared = str((run_dir / "baselines.json").resolve())  # every later trial reuses trial 0's tuning
         smp.tell(i, params_i, record["score"])
         records.append(record)
-        doc = _document(settings, records, shared, pick)
+        doc = _document(settings, records, shared, pick, set_aside)
         write_json_atomic(doc_path, doc)
     write_outputs(out_dir, doc, base, {"timesteps": replaced["timesteps"]} if "timesteps" in replaced else None)
     return doc
@@ -484,9 +493,13 @@ def _describe(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
-def _document(settings: dict[str, Any], records: list[dict[str, Any]], shared: str | None, pick: str) -> dict[str, Any]:
-    return {"settings": settings, "tuned_baselines_used": shared, "trials": records, "pick": pick,
-            "best_trial": pick_trial(records, pick)}
+def _document(settings: dict[str, Any], records: list[dict[str, Any]], shared: str | None, pick: str,
+              set_aside: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    doc = {"settings": settings, "tuned_baselines_used": shared, "trials": records, "pick": pick,
+           "best_trial": pick_trial(records, pick)}
+    if set_aside:  # finished trials past --trials: not in this search, kept for a later, larger one
+        doc["set_aside"] = set_aside
+    return doc
 
 
 # --------------------------------------------------------------------------------------- outputs

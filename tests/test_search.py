@@ -234,6 +234,28 @@ def test_an_interrupted_search_continues_where_it_stopped_and_refuses_other_sett
                      echo=lambda _: None, train=_fake_train(calls), replay=_fake_replay)
 
 
+def test_a_search_shrunk_then_grown_again_reuses_its_finished_trials(tmp_path):
+    # --trials 2 on a folder of 4 finished trials dropped trials 2 and 3 from search.json; --trials 4 again then
+    # took their folders for an interrupted trial's and trained them again
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    calls: list = []
+    said: list[str] = []
+    kw = {"budget_steps": 256, "params": ["learning_rate", "gamma"], "train": _fake_train(calls), "replay": _fake_replay, "pick": "best"}
+    full = S.run_search(str(data), tmp_path / "s", trials=4, echo=lambda _: None, **kw)
+    assert len(calls) == 4
+    calls.clear()
+    small = S.run_search(str(data), tmp_path / "s", trials=2, echo=said.append, **kw)
+    assert not calls and [t["trial"] for t in small["trials"]] == [0, 1]
+    assert small["best_trial"] == expected_pick([expected_score(t["params"]) for t in small["trials"]], "best")
+    assert [t["trial"] for t in small["set_aside"]] == [2, 3]
+    assert any("past --trials 2 (trial 2, 3)" in line for line in said)
+    again = S.run_search(str(data), tmp_path / "s", trials=4, echo=lambda _: None, **kw)
+    assert not calls  # nothing trained again
+    assert [t["params"] for t in again["trials"]] == [t["params"] for t in full["trials"]]
+    assert [t["score"] for t in again["trials"]] == [t["score"] for t in full["trials"]]
+    assert again["best_trial"] == full["best_trial"] and "set_aside" not in again
+
+
 def test_tpe_sampler_is_seeded_and_stays_in_the_space(tmp_path):
     importlib.import_module("optuna")
     data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
