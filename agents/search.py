@@ -228,14 +228,15 @@ def trial_eval_every(budget_steps: int) -> int:
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], *, run_dir: Path, budget_steps: int,
-                 tuned_baselines: str | None):
-    """The TrainConfig of one trial: the base settings, the trial's parameters, the budget."""
+                 tuned_baselines: str | None, progress: bool = False):
+    """The TrainConfig of one trial: the base settings, the trial's parameters, the budget (``progress``: the
+    trial's training shows its progress bar, or log lines when the output is not a terminal)."""
     from interestgym.agents.config import TrainConfig, coerce_setting
 
     values = dict(base)
     for name, value in params.items():
         values[name] = coerce_setting(name, value, f"search parameter {name}")
-    values.update(run_dir=str(run_dir), timesteps=budget_steps, progress_bar=False, tuned_baselines=tuned_baselines,
+    values.update(run_dir=str(run_dir), timesteps=budget_steps, progress_bar=progress, tuned_baselines=tuned_baselines,
                   eval_every=trial_eval_every(budget_steps), checkpoint_every=0)
     return TrainConfig(**values)
 
@@ -325,9 +326,11 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
                tuned_baselines: str | None = None, pick: str = "beats-base", echo: Callable[[str], None] = print,
                train: Callable[..., dict[str, Any]] | None = None,
                replay: Callable[[Any, Path], tuple[np.ndarray, np.ndarray]] = replay_valid, ray: str | None = None,
-               sources: dict[str, str] | None = None) -> dict[str, Any]:
+               sources: dict[str, str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or continue) a search; returns the ``search.json`` document.
 
+    :param progress: each trial's training shows its progress (``search --progress``, the command's default); not
+        part of the search's settings.
     :param base: TrainConfig settings every trial starts from (e.g. a ``--config`` file's).
     :param sources: where settings of ``base`` came from (a ``--config`` file, an option), for its errors' messages.
     :param pick: ``beats-base`` or ``best`` (see the module's docstring).
@@ -441,7 +444,10 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
                 # left by an interrupted search (its record was never written): start that trial again
                 echo(f"trial {i}: {run_dir} is from an unfinished trial; training it again")
                 shutil.rmtree(run_dir)
-            config = trial_config(base, params_i, run_dir=run_dir, budget_steps=budget_steps, tuned_baselines=shared)
+            config = trial_config(base, params_i, run_dir=run_dir, budget_steps=budget_steps, tuned_baselines=shared,
+                                  progress=progress)
+            echo(f"trial {i} ({i + 1} of {trials}): {_describe(params_i)}, training {budget_steps:,} steps in {run_dir}"
+                 + (" (tuning the baselines on validation users first)" if i == 0 and shared is None else ""))
             t0 = time.perf_counter()
             result = train(config)
             users, values = replay(config, run_dir)
@@ -639,10 +645,12 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], base: dict[str, Any], extr
 @click.option("--tuned-baselines", type=click.Path(), default=None,
               help="Reuse a baselines.json, or a run folder's (same metric and protocol); otherwise trial 0 tunes them and every "
                    "later trial reuses its.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Each trial's training progress (a bar on a terminal, log lines otherwise).")
 @ray_option
 def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, sampler: str, sampler_seed: int,
            params: str | None, config_file: Path | None, pick: str, seed: int | None, embeddings: str | None,
-           tuned_baselines: str | None, ray: str | None) -> None:
+           tuned_baselines: str | None, progress: bool, ray: str | None) -> None:
     """Budgeted hyper-parameter search of PPO settings, scored and picked on VALIDATION users only.
 
     \b
@@ -674,7 +682,7 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
         doc = run_search(str(dataset) if dataset is not None else None, run_dir, trials=trials, budget_steps=budget_steps,
                          sampler=sampler, sampler_seed=sampler_seed, params=names, base=base,
                          tuned_baselines=tuned_baselines, pick=pick, echo=lambda line: click.echo(line, err=True), ray=ray,
-                         sources=sources)
+                         sources=sources, progress=progress)
     except KeyboardInterrupt:
         click.echo(f"interrupted: the finished trials are in {run_dir / SEARCH_FILE}; the same command continues the search "
                    "(the unfinished trial is trained again)", err=True)

@@ -336,6 +336,30 @@ def test_an_out_of_range_base_setting_names_its_config_file_and_key(tmp_path, ca
     assert not (tmp_path / "s" / S.SEARCH_FILE).exists()
 
 
+def test_each_trials_training_shows_its_progress_unless_asked_not_to(tmp_path, monkeypatch):
+    # the trials trained with their progress off: minutes of a search without a line between two trials
+    from click.testing import CliRunner
+
+    from interestgym import progress
+    from interestgym.cli import cli
+
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 0.0)  # a line at every update (the output is not a terminal)
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    (tmp_path / "base.toml").write_text(BASE_TOML)
+    outputs = {}
+    for flag in ("--progress", "--no-progress"):
+        result = CliRunner().invoke(cli, ["search", str(data), "--run-dir", str(tmp_path / flag), "--trials", "2",
+                                          "--budget-steps", "64", "--config", str(tmp_path / "base.toml"), flag],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs[flag] = result.output
+    for output in outputs.values():  # before each trial trains, a line says which and what
+        starts = [line for line in output.splitlines() if line.startswith(("trial 0 (1 of 2): ", "trial 1 (2 of 2): "))]
+        assert len(starts) == 2 and all("training 64 steps in " in line for line in starts), output
+    assert "training: 64/64 steps (100%)" in outputs["--progress"]
+    assert "training: " not in outputs["--no-progress"]
+
+
 def test_training_on_cuda_where_there_is_none_is_refused(tmp_path, capsys):
     import torch
 
