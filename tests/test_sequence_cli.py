@@ -74,3 +74,48 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, expected):
 def test_a_missing_dataset_is_a_one_line_error(tmp_path, capsys):
     code, err = _run(["train-sequence", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run"), "--no-progress"], capsys)
     assert code == 2 and err.startswith("error: ") and "nowhere" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_resume_keeps_the_runs_own_limits_unless_typed_again(tmp_path, capsys):
+    # a resume took --max-epochs / --patience / --max-minutes from the command line's defaults (200 epochs,
+    # patience 5, no time limit) when they were not typed, and wrote them into sequence.json
+    import json
+
+    data = make_dataset(tmp_path / "ds", n_users=24, n_items=40, dim=8)
+    run = tmp_path / "run"
+    common = ["--no-progress"]
+    code, err = _run(["train-sequence", str(data), "--model", "gru", "--run-dir", str(run), "--window", "6", "--hidden", "8",
+                      "--max-epochs", "1", "--patience", "50", "--n-negatives", "10", *common], capsys)
+    assert code == 0, err
+
+    def epochs_and_limits() -> tuple[list[int], int, int]:
+        state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+        spec = json.loads((run / "sequence.json").read_text())["config"]
+        return [h["epoch"] for h in state["history"]], spec["max_epochs"], spec["patience"]
+
+    code, err = _run(["train-sequence", str(data), "--run-dir", str(run), "--resume", *common], capsys)
+    assert code == 0, err
+    assert epochs_and_limits() == ([1], 1, 50)
+    code, err = _run(["train-sequence", str(data), "--run-dir", str(run), "--resume", "--max-epochs", "2", *common], capsys)
+    assert code == 0, err
+    assert epochs_and_limits() == ([1, 2], 2, 50)
+
+
+def test_a_run_started_without_embeddings_resumes_after_the_dataset_gained_another(tmp_path, capsys):
+    # the run's recorded embeddings stayed None, so the resume asked for --embeddings NAME, and refused it too
+    import shutil
+
+    data = make_dataset(tmp_path / "ds", n_users=24, n_items=40, dim=8)
+    run = tmp_path / "run"
+    args = ["train-sequence", str(data), "--model", "gru", "--run-dir", str(run), "--window", "6", "--hidden", "8",
+            "--n-negatives", "10", "--no-progress"]
+    code, err = _run([*args, "--max-epochs", "1"], capsys)
+    assert code == 0, err
+    emb = data / "embeddings"
+    shutil.copy(emb / "rand.npy", emb / "other.npy")
+    (emb / "other.json").write_text((emb / "rand.json").read_text())
+    for extra in ([], ["--embeddings", "rand"]):
+        code, err = _run(["train-sequence", str(data), "--run-dir", str(run), "--resume", "--max-epochs", "2", "--no-progress",
+                          *extra], capsys)
+        assert code == 0, err
+        assert "stopped after epoch 2" in err

@@ -63,19 +63,20 @@ def train_sequence(dataset: Path, run_dir: Path, resume: bool, eval_users: int, 
     Example (ml-100k, about 2-4 minutes on 2 CPU cores):
       interestgym train-sequence runs/data/ml-100k --model sasrec --run-dir runs/seq/sasrec
     """
-    from interestgym.agents.sequence.config import SequenceConfig
+    from click.core import ParameterSource
+    from interestgym.agents.sequence.config import RESUME_MAY_CHANGE, SequenceConfig
     from interestgym.agents.sequence.train import train_sequence as run
 
     # the dataset as an absolute path: the run reads it later from anywhere (evaluate, --resume), as train's runs do
     config = SequenceConfig(dataset=str(dataset.resolve()), run_dir=str(run_dir), eval_users=eval_users or None,
                             torch_threads=torch_threads or None, **options)
+    ctx = click.get_current_context()
     if resume:
-        _refuse_changed_settings_on_resume(click.get_current_context(), config)
-    run(config, resume=resume, log=lambda text: click.echo(text, err=True))
-
-
-#: What --resume may change: how long and how verbosely training goes on, and where it runs.
-_RESUME_MAY_CHANGE = ("max_epochs", "patience", "max_minutes", "progress_bar", "device", "torch_threads")
+        _refuse_changed_settings_on_resume(ctx, config)
+    # on resume the run keeps its own limits and device unless typed here (their defaults are no one's choice);
+    # the progress bar is this command's
+    typed = [n for n in RESUME_MAY_CHANGE if n in ctx.params and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    run(config, resume=resume, log=lambda text: click.echo(text, err=True), changes=sorted({"progress_bar", *typed}))
 
 
 def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
@@ -83,6 +84,7 @@ def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
     (they would otherwise be ignored without a word), as `interestgym train --resume` does."""
     from click.core import ParameterSource
     from interestgym.agents.config import resume_conflicts
+    from interestgym.agents.sequence.config import RESUME_MAY_CHANGE
     from interestgym.agents.sequence.folder import CONFIG_FILE, read_run_config
 
     from interestgym.errors import InterestGymError
@@ -97,9 +99,9 @@ def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
     mine = config.as_dict()
     given = {name: (mine[name], "--") for name in mine  # ("--": given on the command line)
              if name in ctx.params and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    differ = resume_conflicts(given, saved, _RESUME_MAY_CHANGE, dataset=config.dataset)
+    differ = resume_conflicts(given, saved, RESUME_MAY_CHANGE, dataset=config.dataset)
     if differ:
         raise InterestGymError(f"--resume continues {run_dir} with its own settings, but these differ from them: {'; '.join(differ)}; "
-                               f"drop them (only {', '.join(p.opts[0] for p in ctx.command.params if p.name in _RESUME_MAY_CHANGE)} "
+                               f"drop them (only {', '.join(p.opts[0] for p in ctx.command.params if p.name in RESUME_MAY_CHANGE)} "
                                "may change), "
                                "or train a new --run-dir")

@@ -19,6 +19,10 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: What a resume may change: how long and how verbosely training goes on, and where it runs.
+RESUME_MAY_CHANGE = ("max_epochs", "patience", "max_minutes", "progress_bar", "device", "torch_threads")
+
+
 @dataclass
 class SequenceConfig:
     """Settings of one tracker training run (``RUN_DIR/sequence.json`` keeps them)."""

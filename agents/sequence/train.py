@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from interestgym.agents.sequence.config import SequenceConfig
+from interestgym.agents.sequence.config import RESUME_MAY_CHANGE, SequenceConfig
 from interestgym.agents.sequence.data import (
     DecisionSequences,
     TrainingChunks,
@@ -113,8 +114,17 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
     make_out_dir(run_dir, "--run-dir")
 
 
-def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = print) -> dict[str, Any]:
-    """Train (or, with ``resume``, continue) a tracker; returns a summary (best epoch and score, seconds)."""
+def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = print,
+                   changes: Sequence[str] = RESUME_MAY_CHANGE) -> dict[str, Any]:
+    """Train (or, with ``resume``, continue) a tracker; returns a summary (best epoch and score, seconds).
+
+    :param changes: on resume, the settings of ``config`` that replace the run's own (among
+        :data:`RESUME_MAY_CHANGE`); every other setting is the run's. The command line passes those typed on it, so a
+        resume keeps the run's limits (``--max-epochs``, ``--patience``, ``--max-minutes``) unless told otherwise.
+    """
+    unknown = sorted(set(changes) - set(RESUME_MAY_CHANGE))
+    if unknown:
+        raise ValueError(f"changes {unknown}: a resume may change only {', '.join(RESUME_MAY_CHANGE)}")
     t_start = time.perf_counter()
     run_dir = Path(config.run_dir)
     from interestgym.data.dataset import Dataset
@@ -124,20 +134,22 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
     fresh = not run_dir.exists()
     _prepare_run_dir(run_dir, resume)
     try:
-        return _train(config, dataset, run_dir, resume, log, t_start)
+        return _train(config, dataset, run_dir, resume, log, t_start, tuple(changes))
     except BaseException:
         if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
         raise
 
 
-def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, log: Any, t_start: float) -> dict[str, Any]:
+def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, log: Any, t_start: float,
+           changes: tuple[str, ...]) -> dict[str, Any]:
     if resume:
-        saved, _, _ = read_run_config(run_dir)
-        # the run's settings win, except how long and how verbosely to go on
-        config = SequenceConfig.from_dict({**saved.as_dict(), **{k: getattr(config, k) for k in
-                                           ("max_epochs", "patience", "max_minutes", "progress_bar", "device", "torch_threads")}},
-                                          str(run_dir / CONFIG_FILE))
+        saved, _, doc = read_run_config(run_dir)
+        values = saved.as_dict()
+        if values.get("embeddings") is None:  # started without --embeddings: the one it resolved to is the run's
+            values["embeddings"] = (doc.get("dataset") or {}).get("embeddings")
+        # the run's settings win, except those ``changes`` names (how long and how verbosely to go on, where)
+        config = SequenceConfig.from_dict({**values, **{k: getattr(config, k) for k in changes}}, str(run_dir / CONFIG_FILE))
     if config.torch_threads:
         torch.set_num_threads(int(config.torch_threads))
     device = pick_device(config.device)
