@@ -520,3 +520,27 @@ def test_a_tracker_stopped_on_a_limit_while_improving_is_said_undertrained(train
     doc["summary"].update(epochs=3, best_epoch=2)
     (run / CONFIG_FILE).write_text(json.dumps(doc))
     assert undertrained_note(run) is None
+
+
+def test_evaluate_scores_a_trackers_best_model_whatever_model_of_a_run_it_is_asked_for(trained, tmp_path):
+    # --model final also switched every --sequence tracker to its final weights, under the same row name
+    import shutil
+
+    import torch
+    from interestgym.agents.sequence.folder import save_tensors
+
+    from interestgym.evaluation.run import evaluate_run
+
+    data, run, _ = trained
+    run = shutil.copytree(run, tmp_path / "run")
+    # a final model other than the best one (the fixture's best epoch may be its last)
+    tensors = torch.load(run / "final" / "model.pt", weights_only=True)
+    info = json.loads((run / "final" / "info.json").read_text())
+    info["sha256"]["model.pt"] = save_tensors(run / "final" / "model.pt", {k: v * 1.5 for k, v in tensors.items()})
+    (run / "final" / "info.json").write_text(json.dumps(info))
+    sha = {which: load_tracker(run, which).weights_sha256 for which in ("best", "final")}
+    assert sha["best"] != sha["final"]
+    evaluate_run(data, out=tmp_path / "ev", baselines="popularity", n_boot=10, progress=False, sequence_runs=(run,),
+                 which_model="final")
+    doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert doc["summary"]["policies"]["sasrec"]["params"]["weights_sha256"] == sha["best"]

@@ -417,7 +417,8 @@ def evaluate_run(
 
         for seq_dir in sequence_runs:
             check_finished(seq_dir, "evaluate --sequence")
-            trackers.append(load_tracker(seq_dir, "best" if which_model == "shipped" else which_model))
+            # its best model, the one early stopping kept (--model picks what of a PPO run, not of the trackers)
+            trackers.append(load_tracker(seq_dir, "best"))
     tracker_notes = [note for note in (undertrained_note(d) for d in sequence_runs) if note] if sequence_runs else []
 
     trained_on = saved.get("config", {}).get("dataset") if run_dir is not None else None

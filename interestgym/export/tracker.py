@@ -36,7 +36,8 @@ from interestgym.runtime.tracker import TRACKER_FORMAT, TRACKER_MANIFEST
 
 INPUTS = ("item_reps", "action", "gap", "length")
 OUTPUT = "state"
-ONNX_OPSET = 18
+#: The TorchScript exporter's opset (it writes opsets up to 17; the policy's torch.export graph is at 18).
+ONNX_OPSET = 17
 
 
 class _StateGraph(nn.Module):
@@ -79,7 +80,7 @@ def _export_onnx(graph: _StateGraph, window: int, hidden: int, path: Path) -> No
             # unrolls it), and a window has a fixed width k, so no dynamic shape but the batch is needed.
             torch.onnx.export(graph, example, str(path), input_names=list(INPUTS), output_names=[OUTPUT],
                               dynamic_axes={**{name: {0: "batch"} for name in INPUTS}, OUTPUT: {0: "batch"}},
-                              opset_version=17, dynamo=False)
+                              opset_version=ONNX_OPSET, dynamo=False)
     finally:
         registration_log.setLevel(level)
     import onnx
