@@ -544,3 +544,15 @@ def test_evaluate_scores_a_trackers_best_model_whatever_model_of_a_run_it_is_ask
                  which_model="final")
     doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert doc["summary"]["policies"]["sasrec"]["params"]["weights_sha256"] == sha["best"]
+
+
+def test_a_diverging_run_stops_with_its_cause_not_a_finished_run_without_a_best_model(tmp_path):
+    # a NaN loss went on for every epoch (each NaN validation score "no improvement"), and the run was written as
+    # finished with no best/ model; export and evaluate then said only "best/info.json: missing"
+    data = make_dataset(tmp_path / "ds", n_users=24, n_items=40, dim=8)
+    with pytest.raises(InterestGymError, match=r"training diverged in epoch 1: the loss became nan \(--learning-rate 1e\+06\)"):
+        train_sequence(_config(data, tmp_path / "run", model="sasrec", learning_rate=1e6), log=lambda _: None)
+    assert not (tmp_path / "run" / "final").exists()
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(InterestGymError, match="--learning-rate .*: expected a finite number > 0"):
+            _config(data, tmp_path / "other", learning_rate=bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,8 @@ class SequenceConfig:
         if self.model == "sasrec" and self.hidden % self.heads:
             raise InterestGymError(f"--hidden {self.hidden} is not divisible by --heads {self.heads}: each attention head takes "
                                    "hidden / heads of the width; expected a --hidden that is a multiple of --heads")
-        if not self.learning_rate > 0:
-            raise InterestGymError(f"--learning-rate {self.learning_rate!r}: expected a number > 0")
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise InterestGymError(f"--learning-rate {self.learning_rate!r}: expected a finite number > 0")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InterestGymError(f"--max-minutes {self.max_minutes!r}: expected a number > 0")
         if self.negatives not in ("uniform", "popularity"):

@@ -257,10 +257,18 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
             total, count = 0.0, 0
             for s in range(0, len(order), config.batch_size):
                 loss, n = chunk_loss(model, chunks, order[s: s + config.batch_size], device, sampled=sampled, rng=rng)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    done = f"epochs 1-{checkpointed} are checkpointed there" if checkpointed else "no epoch was checkpointed"
+                    raise InterestGymError(
+                        f"{config.name}: training diverged in epoch {epoch + 1}: the loss became {value} (--learning-rate "
+                        f"{config.learning_rate:g}); expected a finite loss: train again in a new --run-dir with a lower "
+                        f"--learning-rate (default {SequenceConfig.learning_rate:g}) ({run_dir}: {done}, and --resume "
+                        "would diverge again with the same settings)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach()) * n
+                total += value * n
                 count += n
                 bar.update(1)
             seconds = time.perf_counter() - t0
