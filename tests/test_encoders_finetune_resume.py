@@ -162,12 +162,12 @@ def test_an_interrupt_while_a_checkpoint_is_written_keeps_the_previous_one(tiny_
     out = tmp_path / "m"
     real_save, calls = torch.save, []
 
-    def save(obj, path, *args, **kwargs):
-        calls.append(path)
+    def save(obj, fh, *args, **kwargs):
+        calls.append(fh)
         if len(calls) == 3:  # the third checkpoint (after step 5's epoch end): half a file, then the interrupt
-            Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+            fh.write(b"PK\x03\x04 half a checkpoint")
             raise KeyboardInterrupt
-        return real_save(obj, path, *args, **kwargs)
+        return real_save(obj, fh, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
     with pytest.raises(KeyboardInterrupt):
