@@ -85,17 +85,14 @@ def _refuse_changed_settings_on_resume(ctx: click.Context, config) -> None:
     from click.core import ParameterSource
     from interestgym.agents.config import resume_conflicts
     from interestgym.agents.sequence.config import RESUME_MAY_CHANGE
-    from interestgym.agents.sequence.folder import CONFIG_FILE, read_run_config
+    from interestgym.agents.sequence.folder import CONFIG_FILE, run_settings
 
     from interestgym.errors import InterestGymError
 
     run_dir = Path(config.run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         return  # train_sequence says what is missing
-    settings, _, doc = read_run_config(run_dir)
-    saved = settings.as_dict()
-    if saved.get("embeddings") is None:  # started without --embeddings: the one it resolved to is the run's
-        saved["embeddings"] = (doc.get("dataset") or {}).get("embeddings")
+    saved = run_settings(run_dir)
     mine = config.as_dict()
     given = {name: (mine[name], "--") for name in mine  # ("--": given on the command line)
              if name in ctx.params and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}

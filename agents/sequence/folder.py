@@ -69,6 +69,16 @@ def read_run_config(run_dir: str | Path) -> tuple[SequenceConfig, ModelSpec, dic
     return (SequenceConfig.from_dict(doc["config"], str(path)), ModelSpec.from_dict(doc["spec"], str(path)), doc)
 
 
+def run_settings(run_dir: str | Path) -> dict[str, Any]:
+    """A tracker run's settings as a resume continues them: those of ``sequence.json``, with the embedding it resolved
+    to where it was started without ``--embeddings`` (the dataset may hold several since)."""
+    settings, _, doc = read_run_config(run_dir)
+    values = settings.as_dict()
+    if values.get("embeddings") is None:
+        values["embeddings"] = (doc.get("dataset") or {}).get("embeddings")
+    return values
+
+
 def check_finished(run_dir: str | Path, what: str) -> None:
     """Refuse a tracker run that has not finished training (its ``sequence.json`` has no summary yet): its
     best weights may still change, and whatever used them would no longer match."""

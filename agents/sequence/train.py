@@ -53,6 +53,7 @@ from interestgym.agents.sequence.folder import (
     TENSORBOARD_DIR,
     load_checkpoint,
     read_run_config,
+    run_settings,
     save_checkpoint,
     save_model,
     write_run_config,
@@ -144,12 +145,9 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
 def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, log: Any, t_start: float,
            changes: tuple[str, ...]) -> dict[str, Any]:
     if resume:
-        saved, _, doc = read_run_config(run_dir)
-        values = saved.as_dict()
-        if values.get("embeddings") is None:  # started without --embeddings: the one it resolved to is the run's
-            values["embeddings"] = (doc.get("dataset") or {}).get("embeddings")
         # the run's settings win, except those ``changes`` names (how long and how verbosely to go on, where)
-        config = SequenceConfig.from_dict({**values, **{k: getattr(config, k) for k in changes}}, str(run_dir / CONFIG_FILE))
+        config = SequenceConfig.from_dict({**run_settings(run_dir), **{k: getattr(config, k) for k in changes}},
+                                          str(run_dir / CONFIG_FILE))
     if config.torch_threads:
         torch.set_num_threads(int(config.torch_threads))
     device = pick_device(config.device)
