@@ -302,6 +302,8 @@ def _note_older_grids(path: Path, dataset: Path, slot_counts: bool = True, impre
         tuned = saved.get("baselines") or {}
     except (OSError, ValueError, AttributeError):
         return  # the tuning's own reader names what is wrong with the file
+    if not isinstance(tuned, dict):
+        return  # likewise (another JSON file, such as a run's config.json)
     if saved.get("dataset_identity") not in (None, dataset_identity(dataset)):
         return  # tuned on other data: the tuning's reader refuses it and says so; its grid is beside the point
     grids = note_grids(slot_counts, impressions, values_vary)

@@ -114,6 +114,18 @@ def test_a_config_json_without_its_config_object_is_refused(dataset, tmp_path):
         train_run(_config(dataset, run), resume=True)
 
 
+@pytest.mark.parametrize("baselines", ['"a string"', "[1]"])
+def test_train_refuses_a_json_file_whose_baselines_is_no_object_in_one_line(dataset, tmp_path, baselines):
+    # a run's config.json ({"baselines": "context_rule", ...}) as --tuned-baselines: the check for an older grid
+    # read it first and ended in a traceback
+    wrong = tmp_path / "config.json"
+    wrong.write_text(f'{{"baselines": {baselines}}}')
+    result = CliRunner().invoke(cli, ["train", str(dataset), "--run-dir", str(tmp_path / "run"), "--timesteps", "64",
+                                      "--tuned-baselines", str(wrong), "--no-progress"])
+    assert isinstance(result.exception, InterestGymError), result.exception  # the command line's one-line error
+    assert f"{wrong}: no 'baselines' object; expected a baselines.json" in str(result.exception)
+
+
 def test_tuned_baselines_must_be_a_baselines_file(dataset, tmp_path):
     with pytest.raises(InterestGymError, match=r"manifest.json: no 'baselines' object; expected a baselines.json"):
         train_run(_config(dataset, tmp_path / "run", reward_baseline="ema", tuned_baselines=str(dataset / "manifest.json")))
