@@ -122,3 +122,51 @@ def test_a_foreign_directory_is_never_replaced(tmp_path):
     (out / "manifest.json").write_text(json.dumps({"kind": "something-else"}))
     with pytest.raises(ArtifactError):
         write_export_directory(out, _writer(b"x"), {"kind": MANIFEST_KIND, "format_version": 1})
+
+
+def test_an_export_killed_between_its_two_renames_is_put_back_by_the_next_one(tmp_path):
+    # a kill after the old export was set aside left nothing at OUT (a service could not load it) and two hidden
+    # folders beside it that no later export removed
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "export"
+    write_export_directory(out, _writer(b"old"), {"kind": MANIFEST_KIND, "format_version": 1})
+    child = textwrap.dedent(f"""
+        import os
+        from interestgym.export import writer
+        real = os.replace
+        def replace(src, dst):
+            real(src, dst)
+            os._exit(9)  # killed right after the old export went aside
+        writer.os.replace = replace
+        def write(tmp):
+            (tmp / "blob.bin").write_bytes(b"new")
+        writer.write_export_directory({str(out)!r}, write, {{"kind": {MANIFEST_KIND!r}, "format_version": 1}})
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 9, done.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not out.exists() and [n.split("-")[0] for n in left] == ["export.old", "export.tmp"], left
+    with pytest.raises(ArtifactError, match=r"no such export directory, but export\.old-\d+ beside it is the previous export"):
+        read_verified_manifest(out)  # what a service loading it is told
+    notes: list[str] = []
+    from interestgym.export.writer import write_atomic_directory
+    from interestgym.runtime.manifest import (
+        is_export_manifest,
+        seal_manifest,
+        write_manifest,
+    )
+
+    def write_all(tmp):
+        (tmp / "blob.bin").write_bytes(b"third")
+        write_manifest(tmp, seal_manifest(tmp, {"kind": MANIFEST_KIND, "format_version": 1}))
+
+    write_atomic_directory(out, write_all, lambda d: is_export_manifest(d / "manifest.json"), "an interestgym export",
+                           note=notes.append)
+    assert any(n.startswith(f"restored {out} from export.old-") for n in notes), notes
+    assert any(n.startswith("removed export.tmp-") and n.endswith("left by an interrupted export") for n in notes), notes
+    assert (out / "blob.bin").read_bytes() == b"third"
+    read_verified_manifest(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -97,21 +97,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path, stage: str = "prepare") -> None:
     try:
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise DataError(f"{path}: cannot remove this leftover of an interrupted prepare ({exc.strerror or exc}); remove it by hand") from None
+        raise DataError(f"{path}: cannot remove this leftover of an interrupted {stage} ({exc.strerror or exc}); remove it by hand") from None
 
 
-def recover(out: str | Path) -> list[str]:
-    """Clean up after a ``prepare`` that was killed while writing ``out``; return what was done.
+def recover(out: str | Path, stage: str = "prepare") -> list[str]:
+    """Clean up after a ``stage`` (``prepare``, ``export``) that was killed while writing ``out``; return what was
+    done.
 
-    A ``.old-`` folder is the previous dataset, complete: put back when ``out`` is missing (the
+    A ``.old-`` folder is the previous folder, complete: put back when ``out`` is missing (the
     kill came between the two renames of the swap), else removed. ``.tmp-`` (a half-written new
-    dataset) and ``.del-`` (an old one half removed) folders are removed. Folders of a process that
+    folder) and ``.del-`` (an old one half removed) folders are removed. Folders of a process that
     still runs are left alone.
     """
     out = Path(out)
@@ -121,15 +122,16 @@ def recover(out: str | Path) -> list[str]:
             continue
         if kind == "old" and not out.exists() and not out.is_symlink():
             os.rename(path, out)
-            done.append(f"restored {out} from {path.name}, left by a prepare killed while swapping in a new dataset")
+            done.append(f"restored {out} from {path.name}, left by {'a prepare' if stage == 'prepare' else 'an ' + stage} "
+                        f"killed while swapping in a new {'dataset' if stage == 'prepare' else 'folder'}")
             continue
         if kind == "old":
             # Renamed first: were this removal killed half-way, the folder must not pass for a whole dataset.
             trash = sibling(out, "del", pid)
             os.rename(path, trash)
             path = trash
-        _remove(path)
-        done.append(f"removed {path.name}, left by an interrupted prepare")
+        _remove(path, stage)
+        done.append(f"removed {path.name}, left by an interrupted {stage}")
     return done
 
 

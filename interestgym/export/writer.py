@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from interestgym.data.swap import recover, sibling
 from interestgym.errors import ArtifactError
 from interestgym.runtime.manifest import (
     MANIFEST_NAME,
@@ -43,22 +44,28 @@ def write_export_directory(out: str | Path, write_files: Callable[[Path], Any], 
 
 
 def write_atomic_directory(out: str | Path, write_all: Callable[[Path], Any], recognised: Callable[[Path], bool],
-                           what: str) -> Path:
+                           what: str, note: Callable[[str], Any] | None = None) -> Path:
     """The mechanism behind :func:`write_export_directory`, for any folder an export stage writes:
     ``write_all(tmp_dir)`` fills a fresh temporary directory next to ``out`` (its manifest last), every
     file is made durable, and the directory is swapped in (:func:`_swap_in`). A non-empty ``out`` that
-    ``recognised(out)`` does not accept as ``what`` is refused rather than deleted."""
+    ``recognised(out)`` does not accept as ``what`` is refused rather than deleted.
+
+    The folders beside ``out`` are named as ``prepare``'s (``OUT.tmp-<pid>``, ``OUT.old-<pid>``, ``OUT.del-<pid>``:
+    :mod:`interestgym.data.swap`), so the leftovers of a killed export are recovered the same way first: the previous
+    export put back where a kill came between the two renames and left nothing at ``out``, the rest removed; each said
+    through ``note`` (default: standard error)."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for line in recover(out, "export"):
+        (note or (lambda text: print(f"note: {text}", file=sys.stderr)))(line)
     if out.exists():
         if not out.is_dir():
             raise ArtifactError(f"{out}: exists and is not a directory; expected a new directory or {what}")
         if any(out.iterdir()) and not recognised(out):
             raise ArtifactError(f"{out}: a non-empty directory that is not {what}; refusing to replace it (choose another --out)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make a shared export unreadable to its service
+    tmp = sibling(out, "tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()  # the umask's permissions, as any new folder (a shared export must be readable by its service)
     try:
         write_all(tmp)
         for path in sorted(tmp.rglob("*")):  # durable before the rename makes it visible
@@ -74,17 +81,18 @@ def write_atomic_directory(out: str | Path, write_all: Callable[[Path], Any], re
 
 def _swap_in(new: Path, out: Path) -> None:
     """Rename ``new`` onto ``out``; a previous ``out`` is set aside first and removed once ``new`` is
-    in place (put back if the rename fails)."""
+    in place (put back if the rename fails; a kill between the renames is undone by the next write's recovery)."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        old.rmdir()
+        old = sibling(out, "old")
         os.replace(out, old)
     try:
         os.replace(new, out)
-    except OSError:
+    except BaseException:
         if old is not None:  # put the previous export back rather than leave nothing at `out`
             os.replace(old, out)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        trash = sibling(out, "del")  # renamed first: a removal killed half-way must not pass for a whole export
+        os.replace(old, trash)
+        shutil.rmtree(trash, ignore_errors=True)

@@ -25,6 +25,7 @@ without torch, stable-baselines3, gymnasium or pandas.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -130,6 +131,12 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     other files' checksums: see :func:`verify_files`)."""
     directory = Path(directory)
     if not directory.is_dir():
+        aside = sorted(directory.parent.glob(f"{glob.escape(directory.name)}.old-*")) if directory.parent.is_dir() else []
+        if aside:  # an export killed between its two renames (interestgym.export.writer): the previous one, whole
+            raise ExportFileMissingError(
+                f"{directory}: no such export directory, but {aside[0].name} beside it is the previous export, set aside by "
+                "an export that was killed while swapping in a new one; `interestgym export RUN --out "
+                f"{directory}` again puts it back first and replaces it, or rename it to {directory.name}")
         raise ExportFileMissingError(f"{directory}: no such export directory (create one with `interestgym export RUN --out DIR`)")
     path = directory / MANIFEST_NAME
     if not path.is_file():
