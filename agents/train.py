@@ -41,6 +41,7 @@ from interestgym.agents.run_folder import (
     DATASET_MANIFEST,
     INFO_FILE,
     LOCK_FILE,
+    MODEL_FILE,
     TENSORBOARD_DIR,
     check_run_dataset,
     check_run_embedding,
@@ -499,6 +500,14 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
         if isinstance(best.get("value"), (int, float)) and (callback_state.get("best_value") is None or best["value"] > callback_state["best_value"]):
             # resumed from an older checkpoint than best/ (a later one was damaged): best/ stays the best
             callback_state.update(best_value=float(best["value"]), best_step=best.get("step"))
+        if callback_state.get("best_step") is not None and not (run_dir / "best" / MODEL_FILE).is_file():
+            # the model validation selected is gone: deciding on the final one instead would ship (or refuse) what
+            # validation never selected, under the same run
+            raise InterestGymError(
+                f"{run_dir / 'best' / MODEL_FILE}: missing, but the run's validation selected its model of step "
+                f"{callback_state['best_step']:,} ({config.reward} {callback_state.get('best_value', float('nan')):.4f}), and "
+                "its shipping decision and best model are that one; expected the run's best/ folder: put it back (from a "
+                "copy of the run), or train again in a new --run-dir")
         # Points logged after the checkpoint (a kill between a log and the next checkpoint) would be
         # logged again from here: drop them first.
         truncate_tensorboard(run_dir / TENSORBOARD_DIR, int(model.num_timesteps))

@@ -424,3 +424,17 @@ def test_resume_takes_the_dataset_from_the_run_and_a_run_stopped_while_tuning_sa
     assert info.value.code == 2
     assert (f"{stopped}: no config.json: the run was stopped before training started (while tuning the baselines); nothing "
             "to resume: run the same command without --resume") in capsys.readouterr().err
+
+
+def test_a_resume_refuses_a_run_whose_selected_best_model_is_gone(dataset, tmp_path):
+    # with best/ removed, a resume decided shipping on the final model instead, under the same run, without a word
+    run = tmp_path / "run"
+    train_run(_config(dataset, run, eval_every=64))
+    best = json.loads((run / "best" / "info.json").read_text())
+    assert (run / "best" / "model.zip").is_file()
+    shipped = (run / "shipped.json").read_bytes()
+    shutil.rmtree(run / "best")
+    with pytest.raises(InterestGymError, match=rf"best/model.zip: missing, but the run's validation selected its model of "
+                                               rf"step {best['step']:,} \(ndcg@10 {best['value']:.4f}\)"):
+        train_run(_config(dataset, run, eval_every=64), resume=True)
+    assert (run / "shipped.json").read_bytes() == shipped  # the decision on the selected model stands
