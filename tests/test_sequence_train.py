@@ -556,3 +556,19 @@ def test_a_diverging_run_stops_with_its_cause_not_a_finished_run_without_a_best_
     for bad in (float("inf"), float("nan")):
         with pytest.raises(InterestGymError, match="--learning-rate .*: expected a finite number > 0"):
             _config(data, tmp_path / "other", learning_rate=bad)
+
+
+def test_a_resume_refuses_a_damaged_best_model_and_leaves_the_run_as_it_was(trained, tmp_path):
+    # the resume said it wrote the run (rc 0) while best/ stayed damaged, which the next `train --sequence` refused
+    import shutil
+
+    data, run, _ = trained
+    copy = shutil.copytree(run, tmp_path / "run")
+    damaged = bytearray((copy / "best" / "model.pt").read_bytes())
+    damaged[300] ^= 0xFF
+    (copy / "best" / "model.pt").write_bytes(bytes(damaged))
+    settings = (copy / CONFIG_FILE).read_bytes()
+    with pytest.raises(InterestGymError, match=r"best/model.pt: sha256 does not match .*; the run kept its epoch-\d model "
+                                               r"there .*put best/ back from a copy of the run"):
+        train_sequence(_config(data, copy, max_epochs=3), resume=True, log=lambda _: None)
+    assert (copy / CONFIG_FILE).read_bytes() == settings  # still the finished run's record, summary included

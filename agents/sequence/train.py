@@ -52,6 +52,7 @@ from interestgym.agents.sequence.folder import (
     CONFIG_FILE,
     TENSORBOARD_DIR,
     load_checkpoint,
+    load_model_state,
     read_run_config,
     run_settings,
     save_checkpoint,
@@ -66,7 +67,7 @@ from interestgym.agents.sequence.models import (
 )
 from interestgym.agents.sequence.scoring import dataset_fingerprint, score_replay
 
-from interestgym.errors import InterestGymError, Interrupted
+from interestgym.errors import ArtifactError, InterestGymError, Interrupted
 from interestgym.io import make_out_dir
 from interestgym.progress import progress_bar
 
@@ -142,6 +143,21 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
         raise
 
 
+def _check_best(run_dir: Path, state: dict[str, Any], metric: str) -> None:
+    """A resume's check of the model early stopping kept (checkpoint ``state``): whole, or the run cannot be said
+    finished, nor resumed (its weights are in no checkpoint, so nothing can rebuild it)."""
+    best_epoch = int(state.get("best_epoch") or 0)
+    if best_epoch <= 0:
+        return
+    try:
+        load_model_state(run_dir, "best")
+    except ArtifactError as exc:
+        raise InterestGymError(
+            f"{exc}; the run kept its epoch-{best_epoch} model there ({metric} {float(state.get('best', math.nan)):.4f}), "
+            "which --resume cannot rebuild (its weights are in no checkpoint): put best/ back from a copy of the run, or "
+            "train again in a new --run-dir") from None
+
+
 def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, log: Any, t_start: float,
            changes: tuple[str, ...]) -> dict[str, Any]:
     if resume:
@@ -184,6 +200,8 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
         model.items.set_text_vectors(train_data.embeddings)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     fingerprint = dataset_fingerprint(train_data)
+    metric = config.metric.strip().lower()
+    checkpoint = None
     if resume:
         _, saved_spec, doc = read_run_config(run_dir)
         if saved_spec != spec or doc.get("dataset", {}).get("embeddings_sha256") != fingerprint["embeddings_sha256"]:
@@ -191,24 +209,24 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
                                    "start a new --run-dir")
         if doc.get("loss") in ("full", "sampled"):  # the loss the run started with (`auto` may resolve otherwise since)
             sampled = int(config.train_negatives) if doc["loss"] == "sampled" else None
+        checkpoint = load_checkpoint(run_dir, log)
+        if checkpoint is not None:
+            _check_best(run_dir, checkpoint[2], metric)  # before anything of the run is rewritten
     write_run_config(run_dir, config, spec, fingerprint, validation=valid_data.describe(), loss="sampled" if sampled else "full")
 
-    metric = config.metric.strip().lower()
     epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
     from torch.utils.tensorboard import SummaryWriter
 
-    if resume:
-        checkpoint = load_checkpoint(run_dir, log)
-        if checkpoint is not None:
-            model_state, optim_state, state = checkpoint
-            model.load_state_dict(model_state)
-            optimizer.load_state_dict(optim_state)
-            epoch, best, best_epoch, bad = int(state["epoch"]), float(state["best"]), int(state["best_epoch"]), int(state["bad"])
-            history = list(state.get("history", []))
-            from interestgym.agents.callbacks import truncate_tensorboard
+    if checkpoint is not None:
+        model_state, optim_state, state = checkpoint
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        epoch, best, best_epoch, bad = int(state["epoch"]), float(state["best"]), int(state["best_epoch"]), int(state["bad"])
+        history = list(state.get("history", []))
+        from interestgym.agents.callbacks import truncate_tensorboard
 
-            truncate_tensorboard(run_dir / TENSORBOARD_DIR, epoch)
-            log(f"resuming {run_dir} after epoch {epoch} (best {metric} {best:.4f} at epoch {best_epoch})")
+        truncate_tensorboard(run_dir / TENSORBOARD_DIR, epoch)
+        log(f"resuming {run_dir} after epoch {epoch} (best {metric} {best:.4f} at epoch {best_epoch})")
     writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
     if epoch == 0:
         writer.add_text("hyperparameters", _hyperparameter_markdown({**config.as_dict(), **spec.as_dict(),
