@@ -111,9 +111,25 @@ def test_loader_refuses_vectors_changed_after_encode(tmp_path):
     mat[2] = 0.0
     np.save(npy, mat)
     with pytest.raises(ArtifactError, match=r"hashing.npy: its vectors hash to [0-9a-f]{12}\.\.\., not to "
-                                            rf"{meta['matrix_sha256'][:12]}\.\.\. as .*hashing.json records: the file was "
-                                            r"changed after `interestgym encode` wrote it; re-run `interestgym encode"):
+                                            rf"{meta['matrix_sha256'][:12]}\.\.\. as .*hashing.json records: the file, or "
+                                            r"that field, was changed after `interestgym encode` wrote it; re-run `interestgym encode"):
         Dataset.open(ds_path).load_embeddings("hashing")
+
+
+def test_a_digest_edited_in_the_embeddings_record_is_shown_where_it_differs(tmp_path):
+    # one hex digit edited past the 12th showed both digests as the same 12 characters, and blamed items.parquet
+    ds_path = make_dataset(tmp_path / "ds", TITLES)
+    encode_dataset(ds_path, HashingEncoder(dim=32), log=None)
+    path = ds_path / "embeddings" / "hashing.json"
+    meta = json.loads(path.read_text())
+    true = meta["item_ids_sha256"]
+    edited = true[:20] + ("0" if true[20] != "0" else "1") + true[21:]
+    path.write_text(json.dumps({**meta, "item_ids_sha256": edited}))
+    with pytest.raises(ArtifactError) as refused:
+        Dataset.open(ds_path).load_embeddings("hashing")
+    message = str(refused.value)
+    assert f"field item_ids_sha256 is {edited[:24]}..., but items.parquet's item ids hash to {true[:24]}... " in message
+    assert "or this field was edited" in message
 
 
 def test_loader_refuses_vectors_of_other_texts_and_takes_the_same_texts_again(tmp_path):

@@ -318,6 +318,15 @@ def training_events_sha256(ev: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- read
+def _two_digests(a: Any, b: Any, shown: int = 12) -> tuple[str, str]:
+    """Two digests that differ, each cut to the same length, long enough to show where they differ (the first
+    ``shown`` characters alike were shown as the same value)."""
+    a, b = str(a), str(b)
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    width = max(shown, first + 4)
+    return (a[:width] + ("..." if len(a) > width else "")), (b[:width] + ("..." if len(b) > width else ""))
+
+
 @dataclass
 class Dataset:
     """A prepared dataset directory, read lazily.
@@ -626,21 +635,24 @@ class Dataset:
                 f"{meta_path}: field item_ids_sha256 is missing; expected the hash of the item ids the rows belong to; {rerun}"
             )
         if stored != self.item_ids_sha256:
+            was, now = _two_digests(stored, self.item_ids_sha256)
             raise ArtifactError(
-                f"{meta_path}: field item_ids_sha256 is {str(stored)[:12]}..., but items.parquet's item ids hash to "
-                f"{self.item_ids_sha256[:12]}... (the items changed since these embeddings were made); {rerun}"
+                f"{meta_path}: field item_ids_sha256 is {was}, but items.parquet's item ids hash to {now} (the items "
+                f"changed since these embeddings were made, or this field was edited); {rerun}"
             )
         texts = meta.get("item_texts_sha256")  # text encoders' vectors (embeddings from before the field: not checked)
         if meta.get("input") == "text" and texts is not None and texts != self.item_texts_sha256:
+            was, now = _two_digests(texts, self.item_texts_sha256)
             raise ArtifactError(
-                f"{meta_path}: field item_texts_sha256 is {str(texts)[:12]}..., but items.parquet's texts hash to "
-                f"{self.item_texts_sha256[:12]}... (the item texts changed since these vectors were encoded, e.g. prepared "
-                f"again with another --item-text); {rerun}"
+                f"{meta_path}: field item_texts_sha256 is {was}, but items.parquet's texts hash to {now} (the item texts "
+                f"changed since these vectors were encoded, e.g. prepared again with another --item-text, or this field "
+                f"was edited); {rerun}"
             )
         recorded = meta.get("matrix_sha256")  # embeddings encoded before session 22 did not record it
         if recorded is not None and recorded != (found := matrix_sha256(mat)):
-            raise ArtifactError(f"{self.embeddings_dir / name}.npy: its vectors hash to {found[:12]}..., not to {str(recorded)[:12]}... "
-                                f"as {meta_path} records: the file was changed after `interestgym encode` wrote it; {rerun}")
+            now, was = _two_digests(found, recorded)
+            raise ArtifactError(f"{self.embeddings_dir / name}.npy: its vectors hash to {now}, not to {was} as {meta_path} "
+                                f"records: the file, or that field, was changed after `interestgym encode` wrote it; {rerun}")
         self._check_fitted_on(meta, meta_path, rerun)
         return mat, meta
 
