@@ -4,6 +4,7 @@ resume, refusal of damaged or mismatched artifacts, and the comparison table bes
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -113,7 +114,9 @@ def test_a_damaged_or_mismatched_artifact_is_refused(trained, tmp_path):
     manifest = json.loads((resplit / "manifest.json").read_text())
     manifest["split"] = {**manifest["split"], "seed": 99}
     (resplit / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"split by user, fractions train 0.5 / valid 0.25 / test 0.25, seed 0, users .*, but .*resplit is now split .*seed 99, .*: its validation"):
+    # another folder (a copy split again): named, as the dataset the tracker was not trained on
+    with pytest.raises(ArtifactError, match=rf"the training users of {re.escape(str(data))}, split by user, fractions train 0.5 / "
+                                            r"valid 0.25 / test 0.25, seed 0, users .*, but .*resplit is split .*seed 99, .*: its validation"):
         load_tracker(run, "final").score(load_replay_data(resplit, None, ProtocolSpec(split="test", n_negatives=15)))
     (copy / CONFIG_FILE).write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):

@@ -292,9 +292,14 @@ class Tracker:
                                 "(interestgym train-sequence)")
         recorded_split = self.dataset.get("split")  # trackers trained before it was recorded: not checked
         if recorded_split is not None and recorded_split != ds.manifest.get("split"):
-            raise ArtifactError(f"{where}: the tracker was trained on the training users of the split {_split_words(recorded_split)}, "
-                                f"but {dataset_path} is now split {_split_words(ds.manifest.get('split'))}: its validation "
-                                "and test users include users the tracker trained on. Train the tracker again on this dataset")
+            trained_on = self.dataset.get("path")
+            same = trained_on is not None and Path(str(trained_on)).resolve() == Path(dataset_path).resolve()
+            raise ArtifactError(f"{where}: the tracker was trained on the training users of "
+                                + ("" if same or trained_on is None else f"{trained_on}, ")
+                                + f"split {_split_words(recorded_split)}, but {dataset_path} "
+                                + ("is now split" if same else "is split")
+                                + f" {_split_words(ds.manifest.get('split'))}: its validation and test users include users "
+                                "the tracker trained on. Train the tracker again on this dataset")
         if embeddings_sha != self.dataset.get("embeddings_sha256"):
             raise ArtifactError(f"{where}: the tracker was trained with embeddings {self.dataset.get('embeddings')!r} "
                                 f"(sha256 {str(self.dataset.get('embeddings_sha256'))[:12]}...), but {dataset_path}'s "
