@@ -502,7 +502,8 @@ def read_verified(path: Path, expected_sha: Any, named_by: Path) -> bytes:
     if not isinstance(expected_sha, str):
         raise ArtifactError(f"{named_by}: records no checksum of {path.name}; expected one per file (written by `interestgym train`)")
     if sha256_bytes(data) != expected_sha:
-        raise ArtifactError(f"{path}: damaged (its sha256 differs from the one recorded in {named_by.name} when it was written)")
+        raise ArtifactError(f"{path}: its sha256 differs from the one {named_by.name} recorded when it was written (the "
+                            f"file, or {named_by.name}, was damaged or changed since)")
     return data
 
 

@@ -141,7 +141,7 @@ def test_a_damaged_model_file_is_named_by_its_checksum(trained, tmp_path):
     run = _copy(trained, tmp_path)
     raw = (run / "final" / "model.zip").read_bytes()
     (run / "final" / "model.zip").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ArtifactError, match=r"final/model.zip: damaged \(its sha256 differs"):
+    with pytest.raises(ArtifactError, match=r"final/model.zip: its sha256 differs from the one info.json recorded when it was written \(the file, or info.json, was damaged"):
         load_model(run, "final")
 
 
@@ -193,7 +193,7 @@ def test_resume_with_no_intact_checkpoint_is_one_clear_error(dataset, trained, t
     for path in (run / "checkpoints").glob("model_*.zip"):
         _truncate(path)
     (run / "checkpoints" / "state.json").write_bytes(b"\x00not json")
-    with pytest.raises(ArtifactError, match=r"checkpoints: no intact checkpoint to resume from \(.*model_64.zip: damaged"):
+    with pytest.raises(ArtifactError, match=r"checkpoints: no intact checkpoint to resume from \(.*model_64.zip: its sha256 differs from the one checkpoint_64.json recorded"):
         train_run(_config(dataset, run, timesteps=192), resume=True)
 
 
@@ -362,5 +362,5 @@ def test_reading_best_while_training_replaces_it_is_tried_again_not_failed(train
             thread.join()
     assert written[0] > 20 and steps <= {step for _, step in models}, written
     (run / "best" / "model.zip").write_bytes(b"damaged")  # not training: no retry, the error at once
-    with pytest.raises(ArtifactError, match=r"best/model.zip: damaged"):
+    with pytest.raises(ArtifactError, match=r"best/model.zip: its sha256 differs from the one info.json recorded"):
         load_model(run, "best")
