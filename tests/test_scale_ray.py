@@ -276,3 +276,46 @@ def test_a_process_holding_ray_refuses_another_cluster_address(backend):
         with pytest.raises(InterestGymError, match=rf"--ray {address}: this process already holds Ray from --ray local:2"):
             connect(address)
     assert connect("auto").shards >= 1 and connect("local:2").shards >= 1
+
+
+def test_each_task_runs_with_the_drivers_threads_at_the_time_of_the_call(backend):
+    # the task's thread count was the driver's when it connected: `evaluate` pins one thread after connecting, and its
+    # tasks ran with the machine's default
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        seen = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            seen[n] = backend.run(lambda: __import__("torch").get_num_threads(), [()])[0]
+        assert seen == {1: 1, 2: 2}
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_backend_holds_only_the_last_object_it_put(backend):
+    # every chunk's replay data stayed in the driver and the object store until the command ended (evaluate
+    # --chunk-users promises one chunk's)
+    import gc
+    import weakref
+
+    first = np.arange(1000.0)
+    gone = weakref.ref(first)
+    ref = backend.put(first)
+    assert backend.put(first) is ref  # the same object again goes once
+    backend.put(np.ones(10))
+    del first, ref
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_cluster_without_a_cpu_is_refused_not_waited_on(backend, monkeypatch):
+    # a head started with --num-cpus 0 and no worker: every task waited for a CPU forever, the command said "1 CPUs"
+    ray = importlib.import_module("ray")
+    from interestgym.errors import InterestGymError
+    from interestgym.scale.ray_backend import connect
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"memory": 1e9})
+    with pytest.raises(InterestGymError, match=r"--ray auto: the cluster offers no CPU to run tasks on \(found 0;"):
+        connect("auto")

@@ -54,8 +54,9 @@ class RayBackend:
 
     address: str
     shards: int
-    #: torch threads in each task (the driver's by default): thread counts can change float results.
-    threads: int = 1
+    #: torch threads in each task; None (the default): the driver's at the time of each :meth:`run` (a command may pin
+    #: its own after connecting, as ``evaluate`` pins one): thread counts can change float results.
+    threads: int | None = None
 
     @property
     def ray(self) -> Any:
@@ -65,14 +66,25 @@ class RayBackend:
         """``fn(*args)`` for every ``args`` of ``calls`` as Ray tasks; results in the order of ``calls``."""
         ray = self.ray
         task = ray.remote(num_cpus=1)(_with_threads)
-        return ray.get([task.remote(self.threads, fn, *args) for args in calls])
+        threads = self.threads if self.threads is not None else _driver_threads()
+        return ray.get([task.remote(threads, fn, *args) for args in calls])
 
     def put(self, value: Any) -> Any:
-        """``value`` in the object store, once per object (the replay data of many calls go once)."""
-        refs = self.__dict__.setdefault("_refs", {})
-        if id(value) not in refs:
-            refs[id(value)] = (value, self.ray.put(value))  # the value kept: its id stays its own
-        return refs[id(value)][1]
+        """``value`` in the object store; the same object put again in a row goes once (the replay data of the many
+        policies a chunk evaluates). Only the last one is kept: a command that goes chunk by chunk holds one chunk's
+        data in the store, not every chunk's (``evaluate --chunk-users``)."""
+        last = self.__dict__.get("_last")
+        if last is None or last[0] is not value:
+            self.__dict__["_last"] = last = (value, self.ray.put(value))  # the value kept: its id stays its own
+        return last[1]
+
+
+def _driver_threads() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 1
+    return int(torch.get_num_threads())
 
 
 def _with_threads(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
@@ -163,15 +175,13 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
         _CONNECTED = address  # the value that started or joined this process's Ray
         # said once per process (a command's later steps reuse it): that the work is sharded, and where
         what = "started a local Ray instance" if local else f"joined the Ray cluster at {address}"
-        sys.stderr.write(f"--ray {address}: {what} ({int(ray.cluster_resources().get('CPU', 1))} CPUs)\n")
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    try:
-        import torch
-
-        threads = torch.get_num_threads()
-    except ImportError:
-        threads = 1
-    return RayBackend(address=address, shards=max(1, shards or cpus), threads=threads)
+        sys.stderr.write(f"--ray {address}: {what} ({int(ray.cluster_resources().get('CPU', 0))} CPUs)\n")
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if cpus < 1:  # every task asks for one CPU: none would ever run (Ray waits for one without a word here)
+        raise InterestGymError(f"--ray {address}: the cluster offers no CPU to run tasks on (found {cpus}; a head started "
+                               "with --num-cpus 0 and no worker joined, or every worker gone); expected at least 1: join "
+                               "a worker (`ray start --address HEAD:6379`) and run the command again")
+    return RayBackend(address=address, shards=max(1, shards or cpus))
 
 
 # ----------------------------------------------------------------------------------- evaluation
