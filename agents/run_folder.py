@@ -183,6 +183,18 @@ def contents_changed(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]
     return [what for key, what in CONTENTS_TEXT.items() if now.get(key) != recorded.get(key)]
 
 
+def refuse_inside_dataset(path: str | Path, option: str, expected: str) -> None:
+    """Refuse an output folder that is, or lies inside, a dataset folder (its manifest and events found there): a run,
+    a search or an evaluation written there mixes its files with the dataset's (``prepare --overwrite`` carries them
+    over as the user's own files). An export's folder also holds a manifest.json, but no events: not taken for one."""
+    here = Path(os.path.abspath(path))
+    for folder in (here, *here.parents):
+        if (folder / DATASET_MANIFEST).is_file() and (folder / "events.parquet").is_file():
+            where = "is" if folder == here else "lies inside"
+            raise InterestGymError(f"{option} {path}: {where} the dataset folder {folder} ({DATASET_MANIFEST} and events.parquet "
+                                   f"found); expected {expected} outside it")
+
+
 def check_run_dataset(run_dir: str | Path, saved: dict[str, Any], config: Any, now: dict[str, Any] | None = None) -> str | None:
     """Refuse a run whose dataset was split again since training (its test users may be the policy's training
     users); a note (else None) when the events or the replay's settings changed under the same split.

@@ -382,6 +382,13 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     space = select_space(params)
     _check_space_fits(space, checked)
     out_dir = Path(out_dir)
+    from interestgym.agents.run_folder import refuse_inside_dataset
+
+    refuse_inside_dataset(out_dir, "--run-dir", "a folder for the search")
+    for record, what in (("config.json", "a training run"), ("sequence.json", "a tracker run")):
+        if (out_dir / record).is_file():
+            raise InterestGymError(f"--run-dir {out_dir}: holds {what} ({record} found); expected a new folder for the search "
+                                   "(or a search's own, to continue it)")
     settings = {"dataset": base["dataset"], "trials": trials, "budget_steps": budget_steps, "sampler": sampler,
                 "sampler_seed": sampler_seed, "params": [p.name for p in space],
                 "space": [{"name": p.name, "kind": p.kind, **({"choices": list(p.choices)} if p.kind == "choice" else

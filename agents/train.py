@@ -38,7 +38,6 @@ from interestgym.agents.run_folder import (
     CHECKPOINT_DIR,
     CHECKPOINT_STATE,
     CONFIG_FILE,
-    DATASET_MANIFEST,
     INFO_FILE,
     LOCK_FILE,
     MODEL_FILE,
@@ -51,6 +50,7 @@ from interestgym.agents.run_folder import (
     read_json_or_none,
     read_run_config,
     recorded_config,
+    refuse_inside_dataset,
     run_reference,
     settle_model_folders,
     write_model_folder,
@@ -319,9 +319,8 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
                                   "device": config.device, "run_dir": str(run_dir)}, saved, run_dir)
     elif (run_dir / CONFIG_FILE).exists() or has_checkpoint(run_dir):
         raise InterestGymError(f"{run_dir}: already holds a training run; continue it with --resume or choose a new --run-dir")
-    elif (run_dir / DATASET_MANIFEST).exists():
-        # A run written into a dataset folder would mix run files with the dataset's own.
-        raise InterestGymError(f"--run-dir {run_dir}: is a dataset directory ({DATASET_MANIFEST} found); expected a new or empty folder for the run")
+    else:  # a run written into a dataset folder would mix run files with the dataset's own
+        refuse_inside_dataset(run_dir, "--run-dir", "a new or empty folder for the run")
     config.validate()
     if str(config.device).startswith("cuda"):  # training here (evaluating a CUDA-trained run on a CPU box stays possible)
         from interestgym.agents.sequence.models import pick_device

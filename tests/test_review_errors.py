@@ -81,7 +81,7 @@ def test_bad_training_options_are_refused_before_anything_is_written(tmp_path, o
 
 def test_training_into_a_dataset_directory_is_refused(dataset):
     before = sorted(p.name for p in dataset.iterdir())
-    with pytest.raises(InterestGymError, match=r"--run-dir .*: is a dataset directory \(manifest.json found\)"):
+    with pytest.raises(InterestGymError, match=r"--run-dir .*: is the dataset folder .* \(manifest.json and events.parquet found\)"):
         train_run(_config(dataset, dataset))
     assert sorted(p.name for p in dataset.iterdir()) == before
 
@@ -438,3 +438,25 @@ def test_a_resume_refuses_a_run_whose_selected_best_model_is_gone(dataset, tmp_p
                                                rf"step {best['step']:,} \(ndcg@10 {best['value']:.4f}\)"):
         train_run(_config(dataset, run, eval_every=64), resume=True)
     assert (run / "shipped.json").read_bytes() == shipped  # the decision on the selected model stands
+
+
+def test_outputs_inside_a_dataset_folder_or_a_run_are_refused_before_any_work(dataset, tmp_path):
+    # train refused --run-dir DATASET, but not DATASET/embeddings; search took a dataset or a finished run as its
+    # folder; evaluate --out DATASET wrote its tables among the dataset's files
+    from interestgym.agents.search import run_search
+
+    inside = dataset / "embeddings" / "run"
+    with pytest.raises(InterestGymError, match=rf"--run-dir {re.escape(str(inside))}: lies inside the dataset folder "
+                                               rf"{re.escape(str(dataset))} \(manifest.json and events.parquet found\)"):
+        train_run(_config(dataset, inside))
+    assert not inside.exists()
+    with pytest.raises(InterestGymError, match=r"--run-dir .*: is the dataset folder .*expected a folder for the search"):
+        run_search(str(dataset), dataset, trials=1, budget_steps=64, echo=lambda _: None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(InterestGymError, match=r"--run-dir .*run: holds a training run \(config.json found\)"):
+        run_search(str(dataset), run, trials=1, budget_steps=64, echo=lambda _: None)
+    with pytest.raises(InterestGymError, match=r"--out .*: is the dataset folder .*expected a folder for evaluation.json"):
+        evaluate_run(dataset, out=dataset, baselines="popularity", n_boot=10, progress=False)
+    assert not (dataset / "evaluation.json").exists()

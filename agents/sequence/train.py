@@ -104,8 +104,9 @@ def _hyperparameter_markdown(params: dict[str, Any]) -> str:
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    if (run_dir / "manifest.json").exists():
-        raise InterestGymError(f"{run_dir}: is a dataset directory; choose another --run-dir for the tracker")
+    from interestgym.agents.run_folder import refuse_inside_dataset
+
+    refuse_inside_dataset(run_dir, "--run-dir", "a new folder for the tracker")
     if resume:
         if not (run_dir / CONFIG_FILE).is_file():
             raise InterestGymError(f"{run_dir}: --resume but no tracker run there ({CONFIG_FILE} missing); start one without --resume")

@@ -402,6 +402,7 @@ def evaluate_run(
     out_dir = Path(out) if out is not None else run_dir
     assert out_dir is not None
     if out is not None:  # made now: a path it cannot be is said before the tuning and the replay, not after
+        run_folder.refuse_inside_dataset(out_dir, "--out", "a folder for evaluation.json / evaluation.md")
         make_out_dir(out_dir)
     names = list(baseline_names()) if baselines.strip() == "all" else [b.strip() for b in baselines.split(",") if b.strip()]
     if not names:
@@ -711,6 +712,8 @@ def evaluate_run(
                                                "source": policy_source(e["policy"])} for e in custom},
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    # the table of another evaluation must not stay beside this one's record (a kill between the two writes)
+    (out_dir / "evaluation.md").unlink(missing_ok=True)
     write_json_atomic(out_dir / "evaluation.json", doc)
     write_text_atomic(out_dir / "evaluation.md", md)
     return md + f"\nwrote {out_dir / 'evaluation.json'} and {out_dir / 'evaluation.md'}"
