@@ -361,12 +361,22 @@ def test_the_report_says_when_its_table_is_not_of_what_its_figures_show(run, tmp
     other = tmp_path / "elsewhere" / "evaluation.json"
     other.parent.mkdir()
     other.write_text(json.dumps(doc))
+    said: list[str] = []
     result = build_report(run_dir, out=tmp_path / "r", evaluation_path=other, which_model="final", split="test",
-                          timeline_users=1, progress=False)
+                          timeline_users=1, progress=False, log=said.append)
     md = result.markdown.read_text()
     notes = md.split("## Notes", 1)[1]
     assert f"`{other}` evaluated the run `{tmp_path / 'other-run'}`, not `{run_dir}` (train seed 7; this run's is 0)" in notes
-    assert f"The Results table is on `{tmp_path / 'other-data'}` (evaluated with `--dataset`)" in notes
+    # another run's evaluation on other data: no transfer evaluation of this run (`--dataset`) is implied
+    assert f"The Results table is on `{tmp_path / 'other-data'}`; the learning curves" in notes
+    # said on the console as the report is made, not only at the end of report.md
+    assert f"note: `{other}` evaluated the run `{tmp_path / 'other-run'}`, not `{run_dir}` (train seed 7; this run's is 0)" \
+        ": the Results table is that run's; the other sections are this run's." in said
+    # this run's own transfer evaluation (evaluate RUN --dataset OTHER --out DIR) is said to be one
+    doc["header"].update(run=str(run_dir))
+    other.write_text(json.dumps(doc))
+    transfer = build_report(run_dir, out=tmp_path / "t", evaluation_path=other, timeline_users=0, progress=False)
+    assert f"The Results table is on `{tmp_path / 'other-data'}` (evaluated with `--dataset`)" in transfer.markdown.read_text()
     assert f"of the run's own dataset `{data}`" in notes
     assert "The figures show the run's **final** model; the Results table evaluated its **best** model." in notes
     assert "The figures replay test users; the Results table is of valid users." in notes

@@ -235,7 +235,8 @@ def evaluation_mismatches(run_dir: Path, conf: dict[str, Any], header: dict[str,
                    "the other sections are this run's.")
     data = header.get("data")
     if data and c.get("dataset") and not _same_path(data, c["dataset"]):
-        out.append(f"The Results table is on `{data}` (evaluated with `--dataset`); the learning curves and the behaviour "
+        how = " (evaluated with `--dataset`)" if not ran or _same_path(ran, run_dir) else ""
+        out.append(f"The Results table is on `{data}`{how}; the learning curves and the behaviour "
                    f"figures are of the run's own dataset `{c['dataset']}`.")
     if header.get("model") and header["model"] != which:
         out.append(f"The figures show the run's **{which}** model; the Results table evaluated its **{header['model']}** model.")
@@ -368,6 +369,8 @@ def build_report(
     figures: dict[str, Path] = {}
     skipped: list[str] = []
     notes: list[str] = evaluation_mismatches(run_dir, conf, header, evaluation_file, which, split) if evaluation else []
+    for note in notes:  # said now too, not only at the end of report.md: the Results table is not what it seems
+        say(f"note: {note}")
     if evaluation is None:
         notes += shipping_lines(run_dir)
 
