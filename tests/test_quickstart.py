@@ -173,3 +173,11 @@ def test_an_interrupted_quickstart_says_how_to_continue(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["quickstart", "--out", str(tmp_path / "q"), *TINY])
     assert result.exit_code != 0
     assert "interrupted: run the same command again to continue" in result.output
+
+
+def test_another_n_boot_evaluates_again_instead_of_reusing_the_table(first_run):
+    # the evaluation of another --n-boot was reused without a word, its header still saying the old resamples
+    out, _ = first_run
+    text = _run(out, "--n-boot", "300")  # the last argument wins over TINY's 200
+    assert "has 200 bootstrap resamples, --n-boot asks 300: evaluating again" in text and "reusing evaluation" not in text
+    assert json.loads((out / "run" / "evaluation.json").read_text())["header"]["bootstrap"]["resamples"] == 300

@@ -268,10 +268,13 @@ def stage_evaluate(cfg: QuickstartConfig, run_dir: Path, say: Callable[[str], No
             doc = read_evaluation(run_dir)
         except ArtifactError:
             doc = None
+        resamples = (doc or {}).get("header", {}).get("bootstrap", {}).get("resamples")
         if doc is not None and doc["header"].get("model") == cfg.model and doc["header"].get("split") == "test" \
-                and all(b in doc["summary"]["policies"] for b in wanted):
+                and all(b in doc["summary"]["policies"] for b in wanted) and resamples == cfg.n_boot:
             say(f"reusing evaluation {path}")
             return "reused"
+        if doc is not None and resamples is not None and resamples != cfg.n_boot:
+            say(f"note: {path} has {resamples} bootstrap resamples, --n-boot asks {cfg.n_boot}: evaluating again")
     evaluate_run(run_dir, split="test", which_model=cfg.model, baselines=cfg.baselines, n_boot=cfg.n_boot,
                  progress=cfg.progress, ray=cfg.ray)
     say(f"evaluated the {cfg.model} policy and {len(wanted)} baselines on test users -> {path}, {run_dir / 'evaluation.md'}")
