@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -426,7 +427,8 @@ def test_a_tracker_is_refused_on_another_user_split_or_before_it_finished(traine
     (other / "manifest.json").write_text(json.dumps(manifest))
     from interestgym.agents.sequence.scoring import load_tracker
 
-    with pytest.raises(ArtifactError, match=r"sequence.json: the tracker was trained on the training users of the split"):
+    with pytest.raises(ArtifactError, match=rf"sequence.json: the tracker was trained on the training users of "
+                                            rf"{re.escape(str(data_path))}, split by user.* but .*resplit is split by user"):
         load_tracker(seq).score(load_replay_data(other, None, ProtocolSpec(split="test")))
 
     unfinished = tmp_path / "seq"
