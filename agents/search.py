@@ -25,7 +25,8 @@ configuration does not depend on the others) and ``tpe`` (Optuna's TPE sampler, 
 installed; like Optuna's default it draws its first 10 trials at random).
 
 Writes into ``DIR``: ``search.json`` (settings, every trial, the pick; rewritten after each trial, so an
-interrupted search continues where it stopped when run again with the same settings; run again with a larger
+interrupted search continues where it stopped when run again with the same settings, the trial it stopped in from its
+last checkpoint (a quarter of the budget apart); run again with a larger
 ``--trials`` it adds trials, with a smaller one it sets the later finished trials aside in ``search.json``, to be
 reused, not trained again, if it grows again), ``trials.csv`` and
 ``trials.md`` (the table) and ``best.toml`` (the picked settings, for ``interestgym train --config``).
@@ -49,7 +50,7 @@ from typing import Any
 import click
 import numpy as np
 
-from interestgym.errors import InterestGymError, Interrupted
+from interestgym.errors import ArtifactError, InterestGymError, Interrupted
 from interestgym.scale.ray_backend import ray_option
 
 SEARCH_FILE = "search.json"
@@ -236,8 +237,9 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], *, run_dir: Path,
     values = dict(base)
     for name, value in params.items():
         values[name] = coerce_setting(name, value, f"search parameter {name}")
+    # a checkpoint at each validation: an interrupted search continues the trial it stopped in
     values.update(run_dir=str(run_dir), timesteps=budget_steps, progress_bar=progress, tuned_baselines=tuned_baselines,
-                  eval_every=trial_eval_every(budget_steps), checkpoint_every=0)
+                  eval_every=trial_eval_every(budget_steps), checkpoint_every=trial_eval_every(budget_steps))
     return TrainConfig(**values)
 
 
@@ -341,6 +343,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     :param replay: per-user validation values of a finished trial (:func:`replay_valid`); likewise.
     """
     from interestgym.agents.config import TrainConfig, validate_given
+    from interestgym.agents.run_checkpoints import has_checkpoint
 
     from interestgym.core.stats import align_users, paired_bootstrap_diff
     from interestgym.io import write_json_atomic
@@ -447,16 +450,27 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
             record = done[i]
             echo(f"trial {i}: reusing {run_dir} (score {record['score']:.4f})")
         else:
-            if run_dir.exists():
-                # left by an interrupted search (its record was never written): start that trial again
-                echo(f"trial {i}: {run_dir} is from an unfinished trial; training it again")
-                shutil.rmtree(run_dir)
             config = trial_config(base, params_i, run_dir=run_dir, budget_steps=budget_steps, tuned_baselines=shared,
                                   progress=progress)
-            echo(f"trial {i} ({i + 1} of {trials}): {_describe(params_i)}, training {budget_steps:,} steps in {run_dir}"
-                 + (" (tuning the baselines on validation users first)" if i == 0 and shared is None else ""))
+            # left by an interrupted search (its record was never written): its training continues from its last
+            # checkpoint (the same model as a trial never stopped), or starts again where it wrote none
+            resume = run_dir.exists() and (run_dir / "config.json").is_file() and has_checkpoint(run_dir)
+            if run_dir.exists() and not resume:
+                echo(f"trial {i}: {run_dir} is from an unfinished trial that wrote no checkpoint; training it again")
+                shutil.rmtree(run_dir)
+            echo(f"trial {i} ({i + 1} of {trials}): {_describe(params_i)}, "
+                 + (f"resuming its interrupted training in {run_dir}" if resume else f"training {budget_steps:,} steps in {run_dir}")
+                 + (" (tuning the baselines on validation users first)" if i == 0 and shared is None and not resume else ""))
             t0 = time.perf_counter()
-            result = train(config)
+            result = None
+            if resume:
+                try:
+                    result = train(config, resume=True)
+                except ArtifactError as exc:  # no intact checkpoint after all
+                    echo(f"trial {i}: cannot resume {run_dir} ({exc}); training it again")
+                    shutil.rmtree(run_dir)
+            if result is None:
+                result = train(config)
             users, values = replay(config, run_dir)
             _save_valid(run_dir, users, values)
             record = {"trial": i, "status": "done", "params": params_i, "run_dir": str(run_dir),
@@ -692,7 +706,7 @@ def search(dataset: Path | None, run_dir: Path, trials: int, budget_steps: int, 
                          sources=sources, progress=progress)
     except KeyboardInterrupt:
         click.echo(f"interrupted: the finished trials are in {run_dir / SEARCH_FILE}; the same command continues the search "
-                   "(the unfinished trial is trained again)", err=True)
+                   "(the unfinished trial from its last checkpoint, a quarter of its budget apart)", err=True)
         raise Interrupted from None
     click.echo(markdown_table(doc))
     if (note := step_zero_note(doc)) is not None:

@@ -516,3 +516,49 @@ def test_a_damaged_record_a_damaged_trial_file_and_re_prepared_data_are_said_not
     tiny_synthetic(data, users=14, events_per_user=8, seed=1)  # prepared again at the same path: other data
     with pytest.raises(InterestGymError, match=r"a search with other settings is in this folder \(data: tables_sha256"):
         S.run_search(str(data), tmp_path / "s", echo=lambda _: None, **kw)
+
+
+def test_an_interrupted_trial_continues_from_its_checkpoint_to_the_uninterrupted_trials_model(tmp_path, monkeypatch):
+    # an interrupted trial was trained again from step 0: a search killed more often than a trial lasts made no progress
+    from interestgym.agents import callbacks
+    from interestgym.agents.train import train_run
+
+    data = tiny_synthetic(tmp_path / "tiny", users=12, events_per_user=8)
+    (tmp_path / "base.toml").write_text(BASE_TOML)
+    base = read_config_file(tmp_path / "base.toml")
+    kw = {"trials": 2, "budget_steps": 128, "params": ["learning_rate", "gamma"], "base": base, "echo": lambda _: None}
+    whole = S.run_search(str(data), tmp_path / "whole", **kw)
+    # the same search stopped in trial 1, right after the checkpoint of its first rollout
+    real = callbacks.write_checkpoint
+
+    def stop_after_the_first_checkpoint(run_dir, step, *args, **kwargs):
+        real(run_dir, step, *args, **kwargs)
+        if Path(run_dir).name == "trial-001":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks, "write_checkpoint", stop_after_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_search(str(data), tmp_path / "cut", **kw)
+    monkeypatch.undo()
+    assert [t["trial"] for t in json.loads((tmp_path / "cut" / S.SEARCH_FILE).read_text())["trials"]] == [0]
+    said: list[str] = []
+    trained: list[int] = []
+
+    def train(config, **options):
+        result = train_run(config, **options)
+        trained.append(result["timesteps_this_call"])
+        return result
+
+    cut = S.run_search(str(data), tmp_path / "cut", **{**kw, "echo": said.append, "train": train})
+    assert any(line.startswith("trial 1 (2 of 2): ") and "resuming its interrupted training" in line for line in said), said
+    assert trained == [64]  # trial 1's second half only (trial 0 reused)
+    for name in ("final/model.zip", "best/model.zip"):
+        assert (tmp_path / "cut" / "trial-001" / name).read_bytes() == (tmp_path / "whole" / "trial-001" / name).read_bytes()
+    assert [t["score"] for t in cut["trials"]] == [t["score"] for t in whole["trials"]]
+    # the checkpoints trials now write change nothing of what they train
+    plain = S.trial_config(base | {"dataset": str(data)}, whole["trials"][0]["params"], run_dir=tmp_path / "plain",
+                           budget_steps=128, tuned_baselines=str(tmp_path / "whole" / "trial-000" / "baselines.json"))
+    plain.checkpoint_every = 0
+    train_run(plain)
+    assert (tmp_path / "plain" / "final" / "model.zip").read_bytes() == \
+        (tmp_path / "whole" / "trial-000" / "final" / "model.zip").read_bytes()
