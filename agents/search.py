@@ -344,6 +344,7 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     """
     from interestgym.agents.config import TrainConfig, validate_given
     from interestgym.agents.run_checkpoints import has_checkpoint
+    from interestgym.agents.run_folder import refuse_inside_dataset
 
     from interestgym.core.stats import align_users, paired_bootstrap_diff
     from interestgym.io import write_json_atomic
@@ -385,8 +386,6 @@ def run_search(dataset: str | None, out_dir: str | Path, *, trials: int, budget_
     space = select_space(params)
     _check_space_fits(space, checked)
     out_dir = Path(out_dir)
-    from interestgym.agents.run_folder import refuse_inside_dataset
-
     refuse_inside_dataset(out_dir, "--run-dir", "a folder for the search")
     for record, what in (("config.json", "a training run"), ("sequence.json", "a tracker run")):
         if (out_dir / record).is_file():

@@ -122,8 +122,7 @@ def recover(out: str | Path, stage: str = "prepare") -> list[str]:
             continue
         if kind == "old" and not out.exists() and not out.is_symlink():
             os.rename(path, out)
-            done.append(f"restored {out} from {path.name}, left by {'a prepare' if stage == 'prepare' else 'an ' + stage} "
-                        f"killed while swapping in a new {'dataset' if stage == 'prepare' else 'folder'}")
+            done.append(f"restored {out} from {path.name}, left by a {stage} killed between the two renames that swap a new one in")
             continue
         if kind == "old":
             # Renamed first: were this removal killed half-way, the folder must not pass for a whole dataset.

@@ -63,8 +63,7 @@ def write_atomic_directory(out: str | Path, write_all: Callable[[Path], Any], re
             raise ArtifactError(f"{out}: exists and is not a directory; expected a new directory or {what}")
         if any(out.iterdir()) and not recognised(out):
             raise ArtifactError(f"{out}: a non-empty directory that is not {what}; refusing to replace it (choose another --out)")
-    tmp = sibling(out, "tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = sibling(out, "tmp")  # recover() removed any left by a process of this pid
     tmp.mkdir()  # the umask's permissions, as any new folder (a shared export must be readable by its service)
     try:
         write_all(tmp)

@@ -75,7 +75,7 @@ class RayBackend:
         data in the store, not every chunk's (``evaluate --chunk-users``)."""
         last = self.__dict__.get("_last")
         if last is None or last[0] is not value:
-            self.__dict__["_last"] = last = (value, self.ray.put(value))  # the value kept: its id stays its own
+            self.__dict__["_last"] = last = (value, self.ray.put(value))  # the value kept, to know it again by identity
         return last[1]
 
 
