@@ -350,9 +350,16 @@ class TrainConfig:
         (``--sequence``) and the extra observations it was trained with (tracker observations, DTW drift).
         Each depends on a user's own log only, so it can be attached chunk by chunk of users."""
         if self.sequence:
-            from interestgym.agents.sequence.term import attach_tracker, cached_tracker
+            from interestgym.agents.sequence.term import (
+                attach_tracker,
+                cached_folds,
+                cached_tracker,
+            )
 
-            data = attach_tracker(data, cached_tracker(self.sequence), observe=self.reward if self.tracker_observations else None)
+            # the tracker's own training users: scored by the trackers that never saw them, where it has folds
+            folds = cached_folds(self.sequence) if data.spec.split == "train" else None
+            data = attach_tracker(data, cached_tracker(self.sequence), observe=self.reward if self.tracker_observations else None,
+                                  out_of_fold=folds)
         if self.dtw_observation:
             from interestgym.agents.dtw_rule import attach_drift
 

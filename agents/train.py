@@ -327,11 +327,19 @@ def train_run(config: TrainConfig, *, resume: bool = False, ray: str | None = No
 
         pick_device(str(config.device))  # refuses CUDA where there is none, naming why
     if config.sequence and not resume:  # its best weights must not change under the run (checked again at export)
-        from interestgym.agents.sequence.folder import check_finished, undertrained_note
+        from interestgym.agents.sequence.folder import (
+            check_finished,
+            read_folds,
+            undertrained_note,
+        )
 
         check_finished(config.sequence, "`train --sequence`")
         if (note := undertrained_note(config.sequence)) is not None:
             sys.stderr.write(f"note: {note}\n")
+        if read_folds(config.sequence) is None:
+            sys.stderr.write(f"note: --sequence: the tracker {config.sequence} has no out-of-fold trackers, so the agent learns "
+                             "on the scores it gives its own training users, which it ranks better than users it never saw; "
+                             "`interestgym train-sequence ... --folds 5` trains them (docs/sequence.md)\n")
     # Absolute, so that `evaluate RUN` works from any working directory (the tracker of --sequence too; a resumed run
     # keeps what it recorded).
     config.dataset = str(Path(config.dataset).resolve())

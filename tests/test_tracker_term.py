@@ -131,7 +131,7 @@ def test_train_with_a_tracker_tunes_the_mixture_beside_the_rules(paths, tmp_path
     saved = json.loads((tmp_path / "ppo" / "config.json").read_text())
     competing = {n: v["valid_score"] for n, v in tuned.items() if n != "oracle"}
     assert saved["reference"]["name"] == max(competing, key=lambda n: (competing[n], -list(competing).index(n)))
-    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --sequence:")]
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --sequence: the mixture")]
     ref, mix = saved["reference"], tuned[mixes[0]]
     if ref["name"] == mixes[0]:
         assert notes == []

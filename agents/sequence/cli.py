@@ -20,7 +20,7 @@ def _d(name: str):
 @click.command("train-sequence")
 @click.argument("dataset", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--model", type=click.Choice(["gru", "sasrec"]), default=_d("model"), show_default=True, help="gru: GRU4Rec-style recurrent tracker; sasrec: SASRec-style causal Transformer.")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder: sequence.json, best/, final/, checkpoints/, tb/.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder: sequence.json, best/, final/, checkpoints/, tb/ (and folds/ with --folds).")
 @click.option("--name", default=None, help="Name in result tables (default: the model's).")
 @click.option("--embeddings", default=None, help="Embedding name in the dataset (default: the only one).")
 @click.option("--window", type=int, default=_d("window"), show_default=True, help="k: the tracker's state is the user's last k decisions.")
@@ -46,6 +46,7 @@ def _d(name: str):
 @click.option("--history-negatives", type=int, default=_d("history_negatives"), show_default=True, help="Up to this many validation negatives from the user's own earlier items, as `interestgym train --history-negatives`.")
 @click.option("--eval-users", type=int, default=0, show_default=True, help="Validation users scored for early stopping (a seeded sample of those with a scoring point; 0: all).")
 @click.option("--seed", type=int, default=_d("seed"), show_default=True)
+@click.option("--folds", type=int, default=_d("folds"), show_default=True, help="Also train this many trackers, each without one fold of the training users, so that `train --sequence` learns on scores of users the tracker never saw (out-of-fold); 0: none. Costs this many more trainings.")
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto (CUDA when available), cpu, cuda.")
 @click.option("--torch-threads", type=int, default=1, show_default=True, help="Torch CPU threads (0: torch's default). 1 is fastest for these small models on a shared machine.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint (same settings; --max-epochs etc. may grow).")
@@ -59,7 +60,8 @@ def train_sequence(dataset: Path, run_dir: Path, resume: bool, eval_users: int, 
     training users' decision sequences (next-item prediction), stops early on validation users'
     scoring points (the protocol `interestgym evaluate` uses), and never reads test users.
     Writes into --run-dir: sequence.json, best/ and final/ (weights + info.json), checkpoints/last/,
-    tb/ (TensorBoard: `tensorboard --logdir RUN_DIR/tb`).
+    tb/ (TensorBoard: `tensorboard --logdir RUN_DIR/tb`); with --folds K also folds.json and folds/1..K/
+    (one tracker run each).
     Example (ml-100k, about 2-4 minutes on 2 CPU cores):
       interestgym train-sequence runs/data/ml-100k --model sasrec --run-dir runs/seq/sasrec
     """

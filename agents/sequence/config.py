@@ -94,6 +94,11 @@ class SequenceConfig:
     2-core machine (several threads spin against each other under load: 10x slower measured)."""
     progress_bar: bool = True
     """Progress bar (log lines when output is not a terminal)."""
+    folds: int = 0
+    """After the tracker, train this many more, each on the training users outside one fold (a seeded
+    partition of them): ``train --sequence`` then gives every training user the scores of the tracker that never
+    saw them (out-of-fold), as validation and test users get the main tracker's. 0: none (the agent then learns
+    on scores the tracker fitted to)."""
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -124,6 +129,9 @@ class SequenceConfig:
             raise InterestGymError(f"--weight-decay {self.weight_decay!r}: expected a number >= 0")
         if self.torch_threads is not None and not (isinstance(self.torch_threads, int) and self.torch_threads >= 0):
             raise InterestGymError(f"--torch-threads {self.torch_threads!r}: expected an integer >= 0 (0: torch's default)")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 0 or self.folds == 1:
+            raise InterestGymError(f"--folds {self.folds!r}: expected 0 (no out-of-fold trackers) or an integer >= 2 (a fold is "
+                                   "left out of each one's training users)")
         if self.eval_users is not None and not (isinstance(self.eval_users, int) and self.eval_users >= 0):
             raise InterestGymError(f"--eval-users {self.eval_users!r}: expected an integer >= 0 (0: all validation users)")
         parse_metric(self.metric.strip().lower())  # here: a bad metric found after the run folder is written strands it

@@ -10,6 +10,8 @@
     RUN_DIR/checkpoints/last/      model-<epoch>.pt + optimizer-<epoch>.pt + state.json (epoch, best so far,
                                    history, the two files' names and sha256): what ``--resume`` continues from
     RUN_DIR/tb/                    TensorBoard scalars
+    RUN_DIR/folds.json             with ``--folds K``: the seeded partition of the training users into K folds
+    RUN_DIR/folds/<f>/             the tracker trained without fold f's users (a tracker run folder of its own)
 
 No pickle anywhere: weights are tensors saved with ``torch.save`` and read with ``weights_only=True``,
 everything else is JSON. Every file is written atomically (a temporary file renamed into place), and
@@ -46,6 +48,8 @@ STATE_FILE = "state.json"
 TENSORBOARD_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints/last"
 MODELS = ("best", "final")
+FOLDS_FILE = "folds.json"
+FOLDS_DIR = "folds"
 
 
 def is_sequence_run(path: str | Path) -> bool:
@@ -101,6 +105,29 @@ def undertrained_note(run_dir: str | Path) -> str | None:
     return (f"the tracker {run_dir} stopped at {limit} after epoch {epochs} while still improving (its best validation "
             f"score was at its last epoch): it may be undertrained; `interestgym train-sequence {dataset} --run-dir {run_dir} "
             f"--resume` with a larger {limit} continues it")
+
+
+def fold_run_dir(run_dir: str | Path, fold: int) -> Path:
+    """The folder of the tracker trained without fold ``fold``'s users (1-based, as the messages count)."""
+    return Path(run_dir) / FOLDS_DIR / str(fold)
+
+
+def write_folds(run_dir: Path, users: list[list[str]], seed: int) -> None:
+    write_json_atomic(run_dir / FOLDS_FILE, {"format": FORMAT, "k": len(users), "seed": seed, "users": users})
+
+
+def read_folds(run_dir: str | Path) -> list[list[str]] | None:
+    """The training users of each fold (``folds.json``), or None for a run without folds."""
+    path = Path(run_dir) / FOLDS_FILE
+    if not path.exists():
+        return None
+    doc = read_json_artifact(path, "the folds of a tracker run's training users")
+    users = doc.get("users") if isinstance(doc, dict) else None
+    if (not isinstance(users, list) or len(users) < 2 or not all(isinstance(f, list) and all(isinstance(u, str) for u in f) for f in users)
+            or doc.get("k") != len(users)):
+        raise ArtifactError(f"{path}: field users is not k >= 2 lists of user ids (k {doc.get('k') if isinstance(doc, dict) else None!r}); "
+                            "expected the file `interestgym train-sequence --folds K` writes (a damaged or edited file)")
+    return users
 
 
 def save_tensors(path: Path, tensors: dict[str, Any]) -> str:

@@ -210,22 +210,24 @@ def point_scores(data: Any, model: SequenceTracker, seqs: DecisionSequences | No
 
 @torch.inference_mode()
 def decision_confidence(data: Any, model: SequenceTracker, seqs: DecisionSequences | None = None,
-                        batch_size: int = 2048) -> dict[str, np.ndarray]:
-    """How sure the tracker is after every decision, from its softmax over the whole catalogue:
-    ``top1_prob`` (the most likely next item's probability) and ``entropy`` (divided by log(n_items),
-    so in [0, 1]); (n_decisions,) float32 each. Observations for an agent that decides how much to
+                        batch_size: int = 2048, decisions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """How sure the tracker is after every decision (or after ``decisions``, indices), from its softmax over the
+    whole catalogue: ``top1_prob`` (the most likely next item's probability) and ``entropy`` (divided by
+    log(n_items), so in [0, 1]); (n_decisions,) float32 each. Observations for an agent that decides how much to
     trust the tracker (issue 13, item 3)."""
     from interestgym.core.features import tracker_confidence
 
     seqs = seqs if seqs is not None else decision_sequences(data)
-    states = decision_states(model, seqs, np.arange(data.n_decisions))
+    decisions = np.arange(data.n_decisions) if decisions is None else np.asarray(decisions, dtype=np.int64)
+    n = len(decisions)
+    states = decision_states(model, seqs, decisions)
     table = np.ascontiguousarray(item_table(model), dtype=np.float32)
-    top1 = np.empty(data.n_decisions, dtype=np.float32)
-    entropy = np.empty(data.n_decisions, dtype=np.float32)
+    top1 = np.empty(n, dtype=np.float32)
+    entropy = np.empty(n, dtype=np.float32)
     # a batch holds (rows x catalogue) logits and two temporaries: at most 2^24 floats each (64 MB), so a
     # large catalogue gets fewer rows per batch rather than gigabytes of logits
     batch_size = max(1, min(batch_size, (1 << 24) // max(int(table.shape[0]), 1)))
-    for s in range(0, data.n_decisions, batch_size):
+    for s in range(0, n, batch_size):
         top1[s: s + batch_size], entropy[s: s + batch_size] = tracker_confidence(states[s: s + batch_size] @ table.T)
     return {"top1_prob": top1, "entropy": entropy}
 

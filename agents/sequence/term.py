@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,14 @@ import numpy as np
 from interestgym.core.features import TRACKER_FEATURE_NAMES
 from interestgym.core.interest import standardise_scores
 from interestgym.core.rules import RulePolicy, TrackerMixRule
+from interestgym.errors import InterestGymError
 
 #: Tracker weights tried on top of a tuned rule (0 = the rule itself).
 TRACKER_WEIGHTS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0)
 
 
-def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str | None = None) -> Any:
+def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str | None = None,
+                   out_of_fold: Sequence[tuple[Any, Sequence[str]]] | None = None) -> Any:
     """A copy of ``data`` with ``point_tracker_z`` (flat float32, aligned with ``point_candidates``) and
     ``tracker`` (which tracker: its run and weights) set; ``data`` itself is not modified.
 
@@ -39,9 +42,15 @@ def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str 
     :param result: ``tracker.score(data, keep_scores=True)`` when the caller has it already.
     :param observe: a step metric (e.g. ``ndcg@10``): also add the agent's tracker observations
         (:func:`tracker_observations`) to the data's extra observations.
+    :param out_of_fold: for the tracker's own training users (``data`` of the training split): ``(fold tracker,
+        its fold's user ids)`` pairs (:func:`cached_folds`); each user is scored, and observed, by the tracker trained
+        without the user's fold instead of ``tracker``. Every user of ``data`` must be in a fold.
     """
-    res = result if result is not None and result.scores is not None else tracker.score(data, keep_scores=True)
-    scores = res.scores
+    if out_of_fold is not None:
+        scores = _out_of_fold_scores(data, out_of_fold)
+    else:
+        res = result if result is not None and result.scores is not None else tracker.score(data, keep_scores=True)
+        scores = res.scores
     assert scores is not None
     valid = np.isfinite(scores)
     z = standardise_scores(np.where(valid, scores, 0.0), valid)
@@ -50,14 +59,47 @@ def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str 
         raise AssertionError(f"tracker scores for {len(flat)} candidates; the replay data has {len(data.point_candidates)}")
     info = {"name": tracker.name, "model": tracker.spec.model, "run": str(tracker.run_dir),
             "epoch": tracker.info.get("epoch"), "sha256": tracker.info.get("sha256")}
+    if out_of_fold is not None:
+        info["out_of_fold"] = len(out_of_fold)
     attached = dataclasses.replace(data, point_tracker_z=flat.astype(np.float32), tracker=info)
     if observe is not None:
-        obs = tracker_observations(attached, tracker, observe)
+        obs = tracker_observations(attached, tracker, observe, out_of_fold=out_of_fold)
         attached = attached.with_extra_observations(dict(zip(TRACKER_FEATURE_NAMES, obs.T)))
     return attached
 
 
-def tracker_observations(data: Any, tracker: Any, metric: str) -> np.ndarray:
+def _fold_members(data: Any, out_of_fold: Sequence[tuple[Any, Sequence[str]]]) -> list[np.ndarray]:
+    """Per fold, which of ``data``'s users (a boolean mask over ``data.user_ids``) it holds; refuses users in no fold."""
+    ids = np.asarray(data.user_ids, dtype=str)
+    members = [np.isin(ids, np.asarray(list(users), dtype=str)) for _, users in out_of_fold]
+    held = np.sum(members, axis=0) if members else np.zeros(len(ids), dtype=np.int64)
+    if (held != 1).any():
+        k = int(np.argmax(held != 1))
+        raise InterestGymError(f"out-of-fold tracker scores: user {str(ids[k])!r} of {data.dataset_path} ({data.spec.split} split) is in "
+                               f"{int(held[k])} of the tracker's {len(out_of_fold)} folds ({int((held != 1).sum())} such user(s)); "
+                               "expected every training user in exactly one (the folds were cut from other users: train the "
+                               "tracker again)")
+    return members
+
+
+def _out_of_fold_scores(data: Any, out_of_fold: Sequence[tuple[Any, Sequence[str]]]) -> np.ndarray:
+    """(n_points, C) candidate scores, NaN in padding, each point scored by the tracker of its user's fold."""
+    members = _fold_members(data, out_of_fold)
+    width = int(np.diff(data.point_offsets).max()) if data.n_points else 0
+    scores = np.full((data.n_points, width), np.nan, dtype=np.float32)
+    counts = data.decision_point_end - data.decision_point_start
+    point_user = data.decision_user[np.repeat(np.arange(data.n_decisions), counts)]
+    for (fold_tracker, _), member in zip(out_of_fold, members):
+        points = np.flatnonzero(member[point_user])  # ascending: score_replay's order for these users
+        if not len(points):
+            continue
+        res = fold_tracker.score(data, users=list(np.asarray(data.user_ids, dtype=str)[member]), keep_scores=True)
+        scores[points, : res.scores.shape[1]] = res.scores
+    return scores
+
+
+def tracker_observations(data: Any, tracker: Any, metric: str,
+                         out_of_fold: Sequence[tuple[Any, Sequence[str]]] | None = None) -> np.ndarray:
     """The tracker observations (:data:`~interestgym.core.features.TRACKER_FEATURE_NAMES`) of every decision of ``data`` (a tracker
     attached), (n_decisions, 3) float32 in [0, 1]:
 
@@ -91,7 +133,17 @@ def tracker_observations(data: Any, tracker: Any, metric: str) -> np.ndarray:
         for d in range(lo, hi):
             ema[d] = mean[0, 0]  # what the observation of decision d sees: steps before it
             mean = fold_outcomes(mean, sums[d: d + 1, None], counts[d: d + 1])
-    confidence = decision_confidence(data, tracker.model)
+    if out_of_fold is None:
+        confidence = decision_confidence(data, tracker.model)
+    else:  # each decision by its user's fold tracker
+        confidence = {"top1_prob": np.zeros(data.n_decisions, np.float32), "entropy": np.zeros(data.n_decisions, np.float32)}
+        for (fold_tracker, _), member in zip(out_of_fold, _fold_members(data, out_of_fold)):
+            decisions = np.flatnonzero(member[data.decision_user])
+            if len(decisions):
+                fold_tracker.bind(data)
+                part = decision_confidence(data, fold_tracker.model, decisions=decisions)
+                for key, values in part.items():
+                    confidence[key][decisions] = values
     out = np.stack([ema, confidence["top1_prob"], confidence["entropy"]], axis=1)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
@@ -102,6 +154,19 @@ def cached_tracker(run_dir: str) -> Any:
     from interestgym.agents.sequence.scoring import load_tracker
 
     return load_tracker(run_dir, "best")
+
+
+@functools.lru_cache(maxsize=4)
+def cached_folds(run_dir: str) -> tuple[tuple[Any, tuple[str, ...]], ...] | None:
+    """The out-of-fold trackers of ``run_dir`` (best weights) with their folds' user ids, loaded once per process; None
+    for a tracker trained without ``--folds``."""
+    from interestgym.agents.sequence.folder import fold_run_dir, read_folds
+    from interestgym.agents.sequence.scoring import load_tracker
+
+    users = read_folds(run_dir)
+    if users is None:
+        return None
+    return tuple((load_tracker(fold_run_dir(run_dir, f), "best"), tuple(fold)) for f, fold in enumerate(users, start=1))
 
 
 def tune_tracker_weight(data: Any, base: RulePolicy, metric: str = "ndcg@10", users: list[str] | None = None,

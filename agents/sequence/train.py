@@ -30,6 +30,7 @@ the same curves (points logged after it by a killed run are dropped).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -137,7 +138,10 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
     fresh = not run_dir.exists()
     _prepare_run_dir(run_dir, resume)
     try:
-        return _train(config, dataset, run_dir, resume, log, t_start, tuple(changes))
+        if resume:
+            config = _resumed(config, run_dir, tuple(changes))
+        folds = (lambda: _train_folds(config, dataset, run_dir, log, tuple(changes))) if config.folds else None
+        return _train(config, dataset, run_dir, resume, log, t_start, tuple(changes), after=folds)
     except BaseException:
         if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
@@ -159,19 +163,81 @@ def _check_best(run_dir: Path, state: dict[str, Any], metric: str) -> None:
             "train again in a new --run-dir") from None
 
 
+def _resumed(config: SequenceConfig, run_dir: Path, changes: tuple[str, ...]) -> SequenceConfig:
+    """The settings a resume continues with: the run's own, except those ``changes`` names (how long and how verbosely
+    to go on, where)."""
+    return SequenceConfig.from_dict({**run_settings(run_dir), **{k: getattr(config, k) for k in changes}},
+                                    str(run_dir / CONFIG_FILE))
+
+
+def fold_users(user_ids: np.ndarray, k: int, seed: int) -> list[list[str]]:
+    """A seeded partition of ``user_ids`` into ``k`` folds of sizes differing by at most one (each fold's ids in
+    ``user_ids`` order)."""
+    ids = np.asarray(user_ids, dtype=str)
+    if len(ids) < k:
+        raise InterestGymError(f"--folds {k}: the dataset has {len(ids)} training user(s) with a decision; expected at least "
+                               "one per fold")
+    fold = np.empty(len(ids), dtype=np.int64)
+    fold[np.random.default_rng([seed, k]).permutation(len(ids))] = np.arange(len(ids)) % k
+    return [ids[fold == f].tolist() for f in range(k)]
+
+
+def _train_folds(config: SequenceConfig, dataset: Any, run_dir: Path, log: Any, changes: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Train (or resume, or keep when finished) the ``config.folds`` trackers, each without one fold of the training
+    users, in ``RUN_DIR/folds/<f>``; returns each one's summary. The partition is written to ``folds.json`` first, and a
+    resume checks that it is the one the users would be cut into again."""
+    from interestgym.agents.sequence.folder import fold_run_dir, read_folds, write_folds
+
+    train_ids = np.asarray(config.replay_data("train").user_ids, dtype=str)
+    users = fold_users(train_ids, config.folds, config.seed)
+    saved = read_folds(run_dir)
+    if saved is None:
+        write_folds(run_dir, users, config.seed)
+    elif saved != users:
+        raise InterestGymError(f"{run_dir / 'folds.json'}: its folds are not the partition of this dataset's training users "
+                               "the run's settings give (the dataset's users changed since?); train again in a new --run-dir")
+    summaries = []
+    for f, held_out in enumerate(users, start=1):
+        folder = fold_run_dir(run_dir, f)
+        started = (folder / CONFIG_FILE).is_file()
+        if started and isinstance(read_run_config(folder)[2].get("summary"), dict):
+            summaries.append(read_run_config(folder)[2]["summary"])  # finished before an interruption of a later fold
+            continue
+        fold_config = dataclasses.replace(config, run_dir=str(folder), folds=0, name=f"{config.name}-fold{f}")
+        if started:
+            fold_config = _resumed(fold_config, folder, changes)
+        make_out_dir(folder, "--run-dir")
+        kept = train_ids[~np.isin(train_ids, np.asarray(held_out, dtype=str))]
+        log(f"{config.name}: out-of-fold tracker {f} of {config.folds}, trained without fold {f}'s {len(held_out):,} training "
+            "users" + (" (resumed)" if started else ""))
+        summaries.append(_train(fold_config, dataset, folder, started, log, time.perf_counter(), changes,
+                                train_users=kept, left_out={"fold": f, "of": config.folds, "users": len(held_out)},
+                                resume_dir=run_dir))
+    return summaries
+
+
 def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, log: Any, t_start: float,
-           changes: tuple[str, ...]) -> dict[str, Any]:
-    if resume:
-        # the run's settings win, except those ``changes`` names (how long and how verbosely to go on, where)
-        config = SequenceConfig.from_dict({**run_settings(run_dir), **{k: getattr(config, k) for k in changes}},
-                                          str(run_dir / CONFIG_FILE))
+           changes: tuple[str, ...], *, after: Any = None, train_users: np.ndarray | None = None,
+           left_out: dict[str, int] | None = None, resume_dir: Path | None = None) -> dict[str, Any]:
+    """One tracker's training (``config`` already the resumed run's settings on resume).
+
+    :param after: called when the tracker is trained, before the run is marked finished (its summary written); what it
+        returns is the summary's ``folds``.
+    :param train_users: train on these training users only (a fold's tracker; ``left_out`` says which fold it leaves out).
+    :param resume_dir: the run folder a ``--resume`` names (the parent of a fold's), for the interrupt's message.
+    """
     if config.torch_threads:
         torch.set_num_threads(int(config.torch_threads))
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
 
     # ---------------------------------------------------------------- data: training and validation users
-    train_data = config.replay_data("train")
+    if train_users is None:
+        train_data = config.replay_data("train")
+    else:
+        from interestgym.envs.replay_data import build_replay_data
+
+        train_data = build_replay_data(dataset, config.embeddings, config.protocol_spec("train"), users=train_users)
     valid_data = config.replay_data("valid")
     events = dataset.events
     train_seqs: DecisionSequences = decision_sequences(train_data, events)
@@ -213,7 +279,9 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
         checkpoint = load_checkpoint(run_dir, log)
         if checkpoint is not None:
             _check_best(run_dir, checkpoint[2], metric)  # before anything of the run is rewritten
-    write_run_config(run_dir, config, spec, fingerprint, validation=valid_data.describe(), loss="sampled" if sampled else "full")
+    extra = {} if left_out is None else {"left_out": left_out}
+    write_run_config(run_dir, config, spec, fingerprint, validation=valid_data.describe(), loss="sampled" if sampled else "full",
+                     **extra)
 
     epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
     from torch.utils.tensorboard import SummaryWriter
@@ -314,7 +382,7 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
         bar.close()
         done = f"epochs 1-{checkpointed} are checkpointed" if checkpointed else "no epoch was checkpointed"
         log(f"{config.name}: interrupted during epoch {checkpointed + 1}; {done}: continue with "
-            f"`interestgym train-sequence {config.dataset} --run-dir {run_dir} --resume`")
+            f"`interestgym train-sequence {config.dataset} --run-dir {resume_dir or run_dir} --resume`")
         raise Interrupted from None  # said what it left: the CLI adds no generic line
     finally:
         bar.close()
@@ -325,8 +393,15 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
                "seconds": round(time.perf_counter() - t_start, 1),
                "train_seconds": round(sum(h["seconds"] for h in history), 1),
                "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 3) if history else None}
+    said = (f"{config.name}: stopped after epoch {epoch} ({stop_reason}); best validation {metric} {best:.4f} at epoch "
+            f"{best_epoch}")
+    if after is not None:  # the run is finished (its summary written) only when its out-of-fold trackers are too
+        log(f"{said}; now its {config.folds} out-of-fold trackers")
+        summary["folds"] = folds = after()
+        summary["seconds"] = round(time.perf_counter() - t_start, 1)
+        scores = ", ".join(f"{fold['best_valid']:.4f}" for fold in folds)
+        said = f"{config.name}: {len(folds)} out-of-fold trackers trained (best validation {metric} {scores})"
     write_run_config(run_dir, config, spec, fingerprint, validation=valid_data.describe(), loss="sampled" if sampled else "full",
-                     summary=summary)
-    log(f"{config.name}: stopped after epoch {epoch} ({stop_reason}); best validation {metric} {best:.4f} at epoch {best_epoch}; "
-        f"{summary['seconds']} s in all, {summary['seconds_per_epoch']} s per epoch of training; wrote {run_dir}")
+                     summary=summary, **extra)
+    log(f"{said}; {summary['seconds']} s in all, {summary['seconds_per_epoch']} s per epoch of training; wrote {run_dir}")
     return summary
