@@ -239,10 +239,11 @@ def check_run_tracker(run_dir: str | Path, saved: dict[str, Any], config: Any) -
     trained with (retrained in place): its scores and observations would come from another model."""
     if not getattr(config, "sequence", None):
         return
-    recorded = (((saved.get("protocol") or {}).get("train") or {}).get("tracker") or {}).get("sha256")
+    trained = ((saved.get("protocol") or {}).get("train") or {}).get("tracker") or {}
+    recorded = trained.get("sha256")
     if not recorded:
         return  # runs from before the tracker's identity was recorded
-    from interestgym.agents.sequence.term import cached_tracker
+    from interestgym.agents.sequence.term import cached_folds, cached_tracker
 
     now = cached_tracker(str(config.sequence)).info.get("sha256")
     if now != recorded:
@@ -251,6 +252,16 @@ def check_run_tracker(run_dir: str | Path, saved: dict[str, Any], config: Any) -
             f"sha256 {recorded}; that folder now holds {now}: it was retrained after this run. Train the run again, "
             "or point config.sequence at the tracker it was trained with"
         )
+    # its training users were scored by the out-of-fold trackers it recorded (none: by the main tracker)
+    folds = cached_folds(str(config.sequence))
+    now_folds = None if folds is None else [fold.weights_sha256 for fold, _ in folds]
+    if now_folds != trained.get("out_of_fold"):
+        raise ArtifactError(
+            f"{Path(run_dir) / CONFIG_FILE}: the run's training users were scored by "
+            + (f"the out-of-fold trackers of {config.sequence} with weights {trained.get('out_of_fold')}"
+               if trained.get("out_of_fold") else f"the tracker {config.sequence} itself (no out-of-fold trackers)")
+            + "; that folder now has " + (f"out-of-fold trackers with weights {now_folds}" if now_folds else "none")
+            + ": they were trained, retrained or removed after this run. Train the run again, or restore the tracker folder")
 
 
 # ------------------------------------------------------------------------------ tuned baselines

@@ -123,7 +123,9 @@ def test_training_users_get_their_fold_trackers_scores_and_observations_other_sp
     data, run, _, _ = folded
     config = small_train_config(data, tmp_path / "ppo", sequence=str(run))
     train = config.replay_data("train")
-    assert train.tracker["out_of_fold"] == 3 and train.extra_obs[:1] == ("tracker_metric_ema",)
+    assert train.extra_obs[:1] == ("tracker_metric_ema",)
+    # the run records which trackers scored its training users
+    assert train.tracker["out_of_fold"] == [load_tracker(fold_run_dir(run, f)).weights_sha256 for f in (1, 2, 3)]
     main = load_tracker(run)
     in_sample = attach_tracker(load_replay_data(data, None, config.protocol_spec("train")), main)
     differs = 0
@@ -218,3 +220,99 @@ def test_train_with_a_tracker_without_folds_says_the_agent_learns_in_sample(fold
         train_run(small_train_config(data, tmp_path / f"ppo-{tracker.name}", sequence=str(tracker), timesteps=64))
         err = capsys.readouterr().err
         assert ("has no out-of-fold trackers, so the agent learns on the scores it gives its own training users" in err) is said
+
+
+def _epochs(run: Path) -> tuple[int, list[int]]:
+    doc = json.loads((run / CONFIG_FILE).read_text())
+    return doc["summary"]["epochs"], [f["epochs"] for f in doc["summary"]["folds"]]
+
+
+def test_a_resume_with_a_larger_limit_trains_the_folds_on_too(folded, tmp_path):
+    # a finished fold was kept as it was: the training users were then scored by trackers trained shorter than the
+    # main tracker that scores validation and test users
+    data, run, _, _ = folded
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert _epochs(copy) == (2, [2, 2, 2])
+    train_sequence(_config(data, copy, max_epochs=3), resume=True, log=lambda _: None)
+    assert _epochs(copy) == (3, [3, 3, 3])
+    for f in (1, 2, 3):
+        state = json.loads((fold_run_dir(copy, f) / "checkpoints" / "last" / "state.json").read_text())
+        assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+
+
+def test_a_resume_to_finish_the_folds_does_not_train_a_tracker_stopped_on_its_time_limit_further(folded, tmp_path, monkeypatch):
+    import interestgym.agents.sequence.train as train_module
+
+    data, _, _, _ = folded
+    run = tmp_path / "run"
+    original = train_module.chunk_loss
+    logs: list[str] = []
+
+    def interrupted(*args, **kwargs):  # the first batch of fold 2's tracker
+        if any("out-of-fold tracker 2 of 3" in line for line in logs):
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "chunk_loss", interrupted)
+    config = _config(data, run, max_epochs=50, max_minutes=1e-6)  # every tracker stops after its first epoch
+    with pytest.raises(Interrupted):
+        train_sequence(config, log=logs.append)
+    main_state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert main_state["epoch"] == 1 and main_state["stopped"] == "max_minutes"
+    monkeypatch.setattr(train_module, "chunk_loss", original)
+    logs.clear()
+    train_sequence(config, resume=True, log=logs.append)
+    assert any("it had stopped (max_minutes) and no limit changed: kept as it is" in line for line in logs)
+    assert _epochs(run) == (1, [1, 1, 1])  # neither the main tracker nor fold 1 trained another epoch
+
+
+def test_every_fold_tracker_is_built_as_the_main_one_with_or_without_item_ids(folded, tmp_path, monkeypatch):
+    # --item-ids auto was decided again on each fold's fewer users: a fold could come out without the id embeddings
+    # the main tracker has. Here `auto` says yes only for the whole training split.
+    import interestgym.agents.sequence.train as train_module
+
+    data, _, _, _ = folded
+    n_train = len(load_replay_data(data, None, ProtocolSpec(split="train")).user_ids)
+    monkeypatch.setattr(train_module, "ids_recur", lambda train, valid: len(train.start) == n_train)
+    run = tmp_path / "run"
+    train_sequence(_config(data, run, max_epochs=1), log=lambda _: None)
+    docs = [json.loads((fold_run_dir(run, f) / CONFIG_FILE).read_text()) for f in (1, 2, 3)]
+    assert json.loads((run / CONFIG_FILE).read_text())["spec"]["use_ids"] is True
+    assert [d["spec"]["use_ids"] for d in docs] == [True, True, True]
+    assert [d["config"]["item_ids"] for d in docs] == ["on", "on", "on"]
+
+
+def test_a_missing_fold_is_refused_up_front_saying_how_to_rebuild_it(folded, tmp_path):
+    data, run, _, _ = folded
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(fold_run_dir(copy, 2))
+    with pytest.raises(ArtifactError, match=rf"folds/2: the out-of-fold tracker 2 of 3 of {copy} is missing or unfinished; "
+                                            rf"`train --sequence` needs each one\. `interestgym train-sequence {data} --run-dir {copy} --resume`"):
+        check_finished(copy, "`train --sequence`")
+    train_sequence(_config(data, copy), resume=True, log=lambda _: None)
+    check_finished(copy, "`train --sequence`")
+    assert (fold_run_dir(copy, 2) / "best" / "model.pt").read_bytes() == (fold_run_dir(run, 2) / "best" / "model.pt").read_bytes()
+
+
+def test_an_agent_run_refuses_a_tracker_whose_folds_changed_after_it_was_trained(folded, tmp_path):
+    from agents_fixtures import small_train_config
+    from interestgym.agents.run_folder import check_run_tracker
+    from interestgym.agents.sequence.term import cached_folds, cached_tracker
+    from interestgym.agents.train import train_run
+
+    data, run, _, _ = folded
+    tracker = tmp_path / "tracker"
+    shutil.copytree(run, tracker)
+    config = small_train_config(data, tmp_path / "ppo", sequence=str(tracker), timesteps=64)
+    train_run(config)
+    saved = json.loads((tmp_path / "ppo" / "config.json").read_text())
+    check_run_tracker(tmp_path / "ppo", saved, config)  # as trained
+    (tracker / "folds.json").unlink()
+    shutil.rmtree(tracker / "folds")
+    cached_folds.cache_clear()
+    cached_tracker.cache_clear()
+    with pytest.raises(ArtifactError, match=r"the run's training users were scored by the out-of-fold trackers of .* with weights "
+                                            r"\['[0-9a-f]{64}', .*; that folder now has none: they were trained, retrained or removed"):
+        check_run_tracker(tmp_path / "ppo", saved, config)

@@ -90,21 +90,37 @@ def check_finished(run_dir: str | Path, what: str) -> None:
     if not isinstance(doc.get("summary"), dict):
         raise ArtifactError(f"{Path(run_dir) / CONFIG_FILE}: no summary: the tracker has not finished training (or was "
                             f"interrupted); {what} needs a finished tracker. Wait for `train-sequence`, or finish it with --resume")
+    folds = read_folds(run_dir)
+    for f in range(1, len(folds or []) + 1):
+        folder = fold_run_dir(run_dir, f)
+        try:
+            finished = isinstance(read_run_config(folder)[2].get("summary"), dict) and (folder / "best" / INFO_FILE).is_file()
+        except ArtifactError:
+            finished = False
+        if not finished:
+            dataset = (doc.get("config") or {}).get("dataset", "DATASET")
+            raise ArtifactError(f"{folder}: the out-of-fold tracker {f} of {len(folds or [])} of {run_dir} is missing or "
+                                f"unfinished; {what} needs each one. `interestgym train-sequence {dataset} --run-dir {run_dir} "
+                                "--resume` trains it again (the same tracker: it is seeded)")
 
 
 def undertrained_note(run_dir: str | Path) -> str | None:
     """A caution when a finished tracker run stopped on a limit (``--max-minutes``, ``--max-epochs``) while still
     improving (its best validation score at its last epoch): it may rank far below what it would learn; else None."""
     _, _, doc = read_run_config(run_dir)
-    summary = doc.get("summary") or {}
-    stopped, epochs, best = summary.get("stopped"), summary.get("epochs"), summary.get("best_epoch")
-    if stopped not in ("max_minutes", "max_epochs") or not epochs or best != epochs:
-        return None
-    limit = "--max-minutes" if stopped == "max_minutes" else "--max-epochs"
     dataset = (doc.get("config") or {}).get("dataset", "DATASET")
-    return (f"the tracker {run_dir} stopped at {limit} after epoch {epochs} while still improving (its best validation "
-            f"score was at its last epoch): it may be undertrained; `interestgym train-sequence {dataset} --run-dir {run_dir} "
-            f"--resume` with a larger {limit} continues it")
+    trackers = [(f"the tracker {run_dir}", doc.get("summary") or {})]
+    for f, summary in enumerate((doc.get("summary") or {}).get("folds") or [], start=1):
+        trackers.append((f"the out-of-fold tracker {f} of {run_dir}", summary if isinstance(summary, dict) else {}))
+    for who, summary in trackers:
+        stopped, epochs, best = summary.get("stopped"), summary.get("epochs"), summary.get("best_epoch")
+        if stopped not in ("max_minutes", "max_epochs") or not epochs or best != epochs:
+            continue
+        limit = "--max-minutes" if stopped == "max_minutes" else "--max-epochs"
+        return (f"{who} stopped at {limit} after epoch {epochs} while still improving (its best validation "
+                f"score was at its last epoch): it may be undertrained; `interestgym train-sequence {dataset} --run-dir {run_dir} "
+                f"--resume` with a larger {limit} continues it" + (" and its out-of-fold trackers" if len(trackers) > 1 else ""))
+    return None
 
 
 def fold_run_dir(run_dir: str | Path, fold: int) -> Path:

@@ -59,8 +59,8 @@ def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str 
         raise AssertionError(f"tracker scores for {len(flat)} candidates; the replay data has {len(data.point_candidates)}")
     info = {"name": tracker.name, "model": tracker.spec.model, "run": str(tracker.run_dir),
             "epoch": tracker.info.get("epoch"), "sha256": tracker.info.get("sha256")}
-    if out_of_fold is not None:
-        info["out_of_fold"] = len(out_of_fold)
+    if out_of_fold is not None:  # which trackers scored the training users: their weights' sha256, fold by fold
+        info["out_of_fold"] = [fold.weights_sha256 for fold, _ in out_of_fold]
     attached = dataclasses.replace(data, point_tracker_z=flat.astype(np.float32), tracker=info)
     if observe is not None:
         obs = tracker_observations(attached, tracker, observe, out_of_fold=out_of_fold)

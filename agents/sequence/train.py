@@ -138,10 +138,12 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
     fresh = not run_dir.exists()
     _prepare_run_dir(run_dir, resume)
     try:
+        grow = True
         if resume:
             config = _resumed(config, run_dir, tuple(changes))
+            grow = _limits_changed(config, run_dir)
         folds = (lambda: _train_folds(config, dataset, run_dir, log, tuple(changes))) if config.folds else None
-        return _train(config, dataset, run_dir, resume, log, t_start, tuple(changes), after=folds)
+        return _train(config, dataset, run_dir, resume, log, t_start, tuple(changes), after=folds, grow=grow)
     except BaseException:
         if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
@@ -170,6 +172,16 @@ def _resumed(config: SequenceConfig, run_dir: Path, changes: tuple[str, ...]) ->
                                     str(run_dir / CONFIG_FILE))
 
 
+#: The settings that bound a tracker's training: a resume that changes none of them does not train a stopped tracker on.
+LIMITS = ("max_epochs", "patience", "max_minutes")
+
+
+def _limits_changed(config: SequenceConfig, run_dir: Path) -> bool:
+    """Whether ``config`` (a resume's settings) bounds the training otherwise than the run's own settings do."""
+    saved = run_settings(run_dir)
+    return any(getattr(config, name) != saved.get(name) for name in LIMITS)
+
+
 def fold_users(user_ids: np.ndarray, k: int, seed: int) -> list[list[str]]:
     """A seeded partition of ``user_ids`` into ``k`` folds of sizes differing by at most one (each fold's ids in
     ``user_ids`` order)."""
@@ -196,30 +208,39 @@ def _train_folds(config: SequenceConfig, dataset: Any, run_dir: Path, log: Any, 
     elif saved != users:
         raise InterestGymError(f"{run_dir / 'folds.json'}: its folds are not the partition of this dataset's training users "
                                "the run's settings give (the dataset's users changed since?); train again in a new --run-dir")
+    # every fold's tracker is built as the main one is (item-id embeddings or not: `auto` decided on all training users)
+    use_ids = read_run_config(run_dir)[1].use_ids
     summaries = []
     for f, held_out in enumerate(users, start=1):
         folder = fold_run_dir(run_dir, f)
         started = (folder / CONFIG_FILE).is_file()
-        if started and isinstance(read_run_config(folder)[2].get("summary"), dict):
-            summaries.append(read_run_config(folder)[2]["summary"])  # finished before an interruption of a later fold
-            continue
-        fold_config = dataclasses.replace(config, run_dir=str(folder), folds=0, name=f"{config.name}-fold{f}")
+        fold_config = dataclasses.replace(config, run_dir=str(folder), folds=0, name=f"{config.name}-fold{f}",
+                                          item_ids="on" if use_ids else "off")
+        grow = True
         if started:
             fold_config = _resumed(fold_config, folder, changes)
+            grow = _limits_changed(fold_config, folder)
+            summary = read_run_config(folder)[2].get("summary")
+            if isinstance(summary, dict) and not grow:
+                summaries.append(summary)  # finished before an interruption of a later fold, and no limit changed since
+                continue
         make_out_dir(folder, "--run-dir")
         kept = train_ids[~np.isin(train_ids, np.asarray(held_out, dtype=str))]
         log(f"{config.name}: out-of-fold tracker {f} of {config.folds}, trained without fold {f}'s {len(held_out):,} training "
             "users" + (" (resumed)" if started else ""))
         summaries.append(_train(fold_config, dataset, folder, started, log, time.perf_counter(), changes,
                                 train_users=kept, left_out={"fold": f, "of": config.folds, "users": len(held_out)},
-                                resume_dir=run_dir))
+                                resume_dir=run_dir, grow=grow))
     return summaries
 
 
 def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, log: Any, t_start: float,
            changes: tuple[str, ...], *, after: Any = None, train_users: np.ndarray | None = None,
-           left_out: dict[str, int] | None = None, resume_dir: Path | None = None) -> dict[str, Any]:
+           left_out: dict[str, int] | None = None, resume_dir: Path | None = None, grow: bool = True) -> dict[str, Any]:
     """One tracker's training (``config`` already the resumed run's settings on resume).
+
+    :param grow: on resume, whether the resume changed a limit (:data:`LIMITS`): a tracker that had stopped trains on
+        only then (else, e.g. stopped at ``--max-minutes`` and resumed to finish its out-of-fold trackers, it is kept).
 
     :param after: called when the tracker is trained, before the run is marked finished (its summary written); what it
         returns is the summary's ``folds``.
@@ -295,7 +316,9 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
         from interestgym.agents.callbacks import truncate_tensorboard
 
         truncate_tensorboard(run_dir / TENSORBOARD_DIR, epoch)
-        log(f"resuming {run_dir} after epoch {epoch} (best {metric} {best:.4f} at epoch {best_epoch})")
+        stopped = state.get("stopped") if not grow else None
+        log(f"resuming {run_dir} after epoch {epoch} (best {metric} {best:.4f} at epoch {best_epoch})"
+            + (f"; it had stopped ({stopped}) and no limit changed: kept as it is" if stopped else ""))
     writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
     if epoch == 0:
         writer.add_text("hyperparameters", _hyperparameter_markdown({**config.as_dict(), **spec.as_dict(),
@@ -312,6 +335,9 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
     # an estimate until each epoch's chunks are cut (their count depends on the epoch's random offsets)
     batches_per_epoch = math.ceil(len(training_chunks(train_seqs, spec.window)) / config.batch_size)
     stop_reason = "max_epochs"
+    kept = checkpoint is not None and not grow and bool(checkpoint[2].get("stopped"))
+    if kept:
+        stop_reason = str(checkpoint[2]["stopped"])
     bar = progress_bar(total=config.max_epochs * batches_per_epoch, desc=f"training {config.name}", unit="batch",
                        enabled=None if config.progress_bar else False)
     bar.update(epoch * batches_per_epoch)
@@ -324,7 +350,7 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
                         f"stop it sooner{limit}")
     checkpointed = epoch  # the last epoch whose checkpoint is whole on disk
     try:
-        while epoch < config.max_epochs:
+        while epoch < config.max_epochs and not kept:
             if bad >= config.patience:
                 stop_reason = "early_stopping"
                 break
@@ -378,6 +404,9 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
             checkpointed = epoch
             bar.set_postfix_str(f"epoch {epoch}, loss {train_loss:.3f}, valid {metric} {score:.4f}, best {best:.4f} @ {best_epoch}{limit}")
         bar.total = bar.n  # stopped early (patience, time): the work is done
+        if epoch > 0 and not kept:  # the checkpoint says it stopped, and why: a resume does not train it on unasked
+            save_checkpoint(run_dir, model, optimizer, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                                                        "history": history, "stopped": stop_reason})
     except KeyboardInterrupt:
         bar.close()
         done = f"epochs 1-{checkpointed} are checkpointed" if checkpointed else "no epoch was checkpointed"
