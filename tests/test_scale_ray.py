@@ -227,6 +227,10 @@ def test_search_with_ray_gives_what_one_process_gives(data, backend, tmp_path, m
     jobs: list[str] = []
     real_run = ray_backend.RayBackend.run
     monkeypatch.setattr(ray_backend.RayBackend, "run", lambda self, fn, calls: jobs.append(fn.__name__) or real_run(self, fn, calls))
+    ray = importlib.import_module("ray")
+    put: list[int] = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda value, **kw: put.append(id(value)) or real_put(value, **kw))
     docs = []
     for name, args in (("one", []), ("sharded", ["--ray", "auto"])):
         result = CliRunner().invoke(cli, ["search", str(data.dataset_path), "--run-dir", str(tmp_path / name), "--trials", "2",
@@ -235,6 +239,7 @@ def test_search_with_ray_gives_what_one_process_gives(data, backend, tmp_path, m
         assert bool(jobs) == bool(args)
         docs.append(json.loads((tmp_path / name / "search.json").read_text()))
     assert "_score_shard" in jobs and jobs.count("_evaluate_shard") == 2, jobs  # trial 0's tuning; each trial's replay
+    assert len(put) == len(set(put)), put  # the validation data goes to the cluster once, not once per trial
     def outcome(doc):  # every trial's settings, score and paired gains, and the pick; not where it ran or how long
         return [{k: v for k, v in t.items() if k not in ("seconds", "run_dir")} for t in doc["trials"]], doc["best_trial"]
 
@@ -300,10 +305,15 @@ def test_the_backend_holds_only_the_last_object_it_put(backend):
     import gc
     import weakref
 
+    from interestgym.scale.ray_backend import connect
+
     first = np.arange(1000.0)
     gone = weakref.ref(first)
     ref = backend.put(first)
     assert backend.put(first) is ref  # the same object again goes once
+    # through another backend of the process too (a search connects again for every trial's validation replay, and
+    # shipped the same validation data each time)
+    assert connect("auto").put(first) is ref
     backend.put(np.ones(10))
     del first, ref
     gc.collect()

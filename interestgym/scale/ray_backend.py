@@ -70,13 +70,18 @@ class RayBackend:
         return ray.get([task.remote(threads, fn, *args) for args in calls])
 
     def put(self, value: Any) -> Any:
-        """``value`` in the object store; the same object put again in a row goes once (the replay data of the many
-        policies a chunk evaluates). Only the last one is kept: a command that goes chunk by chunk holds one chunk's
-        data in the store, not every chunk's (``evaluate --chunk-users``)."""
-        last = self.__dict__.get("_last")
-        if last is None or last[0] is not value:
-            self.__dict__["_last"] = last = (value, self.ray.put(value))  # the value kept, to know it again by identity
-        return last[1]
+        """``value`` in the object store; the same object put again in a row goes once, through any backend of this
+        process (the replay data of the many policies a chunk evaluates, and of every trial a search replays on
+        validation users: each trial connects anew). Only the last one is kept: a command that goes chunk by chunk
+        holds one chunk's data in the store, not every chunk's (``evaluate --chunk-users``)."""
+        global _LAST_PUT
+        if _LAST_PUT is None or _LAST_PUT[0] is not value:
+            _LAST_PUT = (value, self.ray.put(value))  # the value kept, to know it again by identity
+        return _LAST_PUT[1]
+
+
+#: The last object a backend of this process put in the object store and its reference (one process joins one Ray).
+_LAST_PUT: tuple[Any, Any] | None = None
 
 
 def _driver_threads() -> int:
