@@ -266,6 +266,32 @@ def _note_unused_tracker(reference: dict[str, Any], tuned: dict[str, Any], rewar
                      f"`{reference['name']}` and the agent does not score with the tracker\n")
 
 
+#: The reference's score on training users may exceed its score on validation users by this much (absolute, in the
+#: reward metric) before `train` says so: sampling alone moves a mean over ~100 users by a few hundredths.
+TRAINING_GAP = 0.1
+
+
+def reference_on_training_users(train_data: Any, reference_policy: Any, metric: str, n_users: int, seed: int) -> dict[str, Any]:
+    """The reference rule's mean ``metric`` over a seeded sample of ``n_users`` training users (those with a scoring point):
+    beside its validation score, how far the world the agent learns in differs from the one it is judged in."""
+    from interestgym.envs.vector import evaluate_policy
+
+    users = subsample_users(train_data.scored_user_ids, n_users, seed)
+    res = evaluate_policy(train_data, reference_policy, metric=metric, users=users, record_features=False, progress=False)
+    return {"score": mean_over_users(res, metric), "users": len(users) if users is not None else len(train_data.scored_user_ids)}
+
+
+def training_gap_note(name: str, metric: str, train: dict[str, Any], valid: float, valid_users: int) -> str | None:
+    """A note when the reference ranks training users far better than validation users (:data:`TRAINING_GAP`), else None."""
+    if not train["score"] - valid > TRAINING_GAP:
+        return None
+    return (f"the reference `{name}` scores {train['score']:.4f} {metric} on {train['users']:,} training users against "
+            f"{valid:.4f} on {valid_users:,} validation users: the agent learns where the rule is far better than where it "
+            "is judged, and what it learns there may not carry over. A usual cause: item vectors (or popularity) fitted on "
+            "the training users' own events, e.g. --embeddings cooc or a behaviour-fine-tuned encoder; vectors of the "
+            "items' text alone (hashing, minilm) are not (docs/experiments.md, \"The world the agent learns in\")")
+
+
 def _best_step(run_dir: Path) -> int | None:
     """The step the run's best model was saved at (None when unknown)."""
     try:
@@ -452,9 +478,17 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
 
     eval_users = subsample_users(valid_data.scored_user_ids, config.eval_users, config.seed)
     reference_valid = None
+    reference_train = None
     if reference_policy is not None:
         res = evaluate_policy(valid_data, reference_policy, metric=config.reward, users=eval_users, record_features=False, progress=False)
         reference_valid = mean_over_users(res, config.reward)
+        n_valid = len(eval_users) if eval_users is not None else len(valid_data.scored_user_ids)
+        if not resume:  # said once, when the run starts (a resume keeps what its config recorded)
+            reference_train = reference_on_training_users(train_data, reference_policy, config.reward, n_valid, config.seed)
+            reference_train["valid_score"], reference_train["valid_users"] = reference_valid, n_valid
+            note = training_gap_note(reference_policy.name, config.reward, reference_train, reference_valid, n_valid)
+            if note is not None:
+                sys.stderr.write(f"note: {note}\n")
 
     gain_lever, context_lever, slot_lever = (
         active_levers(config.category_gain, config.context_lever, reference_policy.scoring, config.slot_lever)
@@ -477,6 +511,8 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
             "config": config.as_dict(),
             "config_complete": True,  # every setting is in "config": one missing there is damage, not a default
             "reference": reference,
+            # the reference's score on a sample of training users beside its validation score (the agent's world vs the judge's)
+            **({"reference_on_training_users": reference_train} if reference_train is not None else {}),
             "agent_scoring": agent_scoring.as_dict(),
             "protocol": {"train": train_data.describe(), "valid": valid_data.describe()},
             "embedding": embedding_identity(config),
