@@ -166,27 +166,34 @@ def test_a_training_user_in_no_fold_is_refused_naming_it(folded, tmp_path):
         attach_tracker(train, load_tracker(run), out_of_fold=pairs)
 
 
-def test_an_interrupted_fold_resumes_and_the_run_is_unfinished_until_every_fold_is(folded, tmp_path, monkeypatch):
+def _interrupt_fold_2(monkeypatch, logs: list[str]):
+    """Training raises KeyboardInterrupt at the first batch of fold 2's tracker (once ``logs`` says it started); returns
+    the real batch loss, to put back."""
     import interestgym.agents.sequence.train as train_module
 
-    data, run, _, _ = folded
-    copy = tmp_path / "run"
     original = train_module.chunk_loss
-    logs: list[str] = []
 
-    def interrupted(*args, **kwargs):  # the first batch of fold 2's tracker
+    def interrupted(*args, **kwargs):
         if any("out-of-fold tracker 2 of 3" in line for line in logs):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "chunk_loss", interrupted)
+    return original
+
+
+def test_an_interrupted_fold_resumes_and_the_run_is_unfinished_until_every_fold_is(folded, tmp_path, monkeypatch):
+    data, run, _, _ = folded
+    copy = tmp_path / "run"
+    logs: list[str] = []
+    original = _interrupt_fold_2(monkeypatch, logs)
     with pytest.raises(Interrupted):
         train_sequence(_config(data, copy), log=logs.append)
     assert f"--run-dir {copy} --resume" in logs[-1] and "gru-fold2: interrupted during epoch 1" in logs[-1]
     with pytest.raises(ArtifactError, match="no summary: the tracker has not finished training"):
         check_finished(copy, "`train --sequence`")
     fold1 = (fold_run_dir(copy, 1) / "best" / "model.pt").read_bytes()
-    monkeypatch.setattr(train_module, "chunk_loss", original)
+    monkeypatch.setattr("interestgym.agents.sequence.train.chunk_loss", original)
     logs.clear()
     train_sequence(_config(data, copy), resume=True, log=logs.append)
     assert not any("fold 1 of 3" in line for line in logs)  # the finished fold is kept, not trained again
@@ -242,25 +249,16 @@ def test_a_resume_with_a_larger_limit_trains_the_folds_on_too(folded, tmp_path):
 
 
 def test_a_resume_to_finish_the_folds_does_not_train_a_tracker_stopped_on_its_time_limit_further(folded, tmp_path, monkeypatch):
-    import interestgym.agents.sequence.train as train_module
-
     data, _, _, _ = folded
     run = tmp_path / "run"
-    original = train_module.chunk_loss
     logs: list[str] = []
-
-    def interrupted(*args, **kwargs):  # the first batch of fold 2's tracker
-        if any("out-of-fold tracker 2 of 3" in line for line in logs):
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "chunk_loss", interrupted)
+    original = _interrupt_fold_2(monkeypatch, logs)
     config = _config(data, run, max_epochs=50, max_minutes=1e-6)  # every tracker stops after its first epoch
     with pytest.raises(Interrupted):
         train_sequence(config, log=logs.append)
     main_state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
     assert main_state["epoch"] == 1 and main_state["stopped"] == "max_minutes"
-    monkeypatch.setattr(train_module, "chunk_loss", original)
+    monkeypatch.setattr("interestgym.agents.sequence.train.chunk_loss", original)
     logs.clear()
     train_sequence(config, resume=True, log=logs.append)
     assert any("it had stopped (max_minutes) and no limit changed: kept as it is" in line for line in logs)
