@@ -75,6 +75,14 @@ def test_folds_partition_the_training_users_evenly_and_reproducibly():
         fold_users(ids, 11, seed=0)
 
 
+def test_more_folds_than_training_users_are_refused_before_anything_trains(folded, tmp_path):
+    data, _, _, _ = folded
+    n_train = len(load_replay_data(data, None, ProtocolSpec(split="train")).user_ids)
+    with pytest.raises(InterestGymError, match=rf"--folds {n_train + 1}: the dataset has {n_train} training user"):
+        train_sequence(_config(data, tmp_path / "run", folds=n_train + 1), log=lambda _: None)
+    assert not (tmp_path / "run").exists()  # refused before the main tracker trained (and before its folder was made)
+
+
 @pytest.mark.parametrize("folds", [1, -2, True])
 def test_a_fold_count_that_cannot_hold_users_out_is_refused(tmp_path, folds):
     with pytest.raises(InterestGymError, match=r"--folds .*expected 0 \(no out-of-fold trackers\) or an integer >= 2"):

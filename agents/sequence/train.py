@@ -135,6 +135,8 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
 
     dataset = Dataset.open(config.dataset)  # a missing or broken dataset fails before the run folder is made
     pick_device(config.device)  # likewise a device this machine lacks
+    if config.folds:  # and folds the training users cannot fill, before the main tracker's training, not after it
+        fold_users(config.replay_data("train").user_ids, config.folds, config.seed)
     fresh = not run_dir.exists()
     _prepare_run_dir(run_dir, resume)
     try:
