@@ -228,9 +228,9 @@ def test_search_with_ray_gives_what_one_process_gives(data, backend, tmp_path, m
     real_run = ray_backend.RayBackend.run
     monkeypatch.setattr(ray_backend.RayBackend, "run", lambda self, fn, calls: jobs.append(fn.__name__) or real_run(self, fn, calls))
     ray = importlib.import_module("ray")
-    put: list[int] = []
+    put: list[object] = []  # the objects themselves: kept alive, their ids cannot be reused
     real_put = ray.put
-    monkeypatch.setattr(ray, "put", lambda value, **kw: put.append(id(value)) or real_put(value, **kw))
+    monkeypatch.setattr(ray, "put", lambda value, **kw: put.append(value) or real_put(value, **kw))
     docs = []
     for name, args in (("one", []), ("sharded", ["--ray", "auto"])):
         result = CliRunner().invoke(cli, ["search", str(data.dataset_path), "--run-dir", str(tmp_path / name), "--trials", "2",
@@ -239,7 +239,7 @@ def test_search_with_ray_gives_what_one_process_gives(data, backend, tmp_path, m
         assert bool(jobs) == bool(args)
         docs.append(json.loads((tmp_path / name / "search.json").read_text()))
     assert "_score_shard" in jobs and jobs.count("_evaluate_shard") == 2, jobs  # trial 0's tuning; each trial's replay
-    assert len(put) == len(set(put)), put  # the validation data goes to the cluster once, not once per trial
+    assert put and len({id(v) for v in put}) == len(put)  # the validation data goes to the cluster once, not once per trial
     def outcome(doc):  # every trial's settings, score and paired gains, and the pick; not where it ran or how long
         return [{k: v for k, v in t.items() if k not in ("seconds", "run_dir")} for t in doc["trials"]], doc["best_trial"]
 
@@ -329,3 +329,20 @@ def test_a_cluster_without_a_cpu_is_refused_not_waited_on(backend, monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"memory": 1e9})
     with pytest.raises(InterestGymError, match=r"--ray auto: the cluster offers no CPU to run tasks on \(found 0;"):
         connect("auto")
+
+
+def test_a_reference_put_in_an_earlier_ray_session_is_not_handed_out_in_the_next(backend, monkeypatch):
+    # the last object put was remembered across ray.shutdown(): the next session got the old reference for the same
+    # (cached) replay data, and Ray refused it ("an application is trying to access a Ray object whose owner is unknown").
+    # The last test of the module: it ends the fixture's session and starts another.
+    ray = importlib.import_module("ray")
+    from interestgym.scale.ray_backend import connect
+
+    value = np.arange(100.0)
+    first = backend.put(value)
+    ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # as the fixture: a local instance of its own
+    again = connect("local:1")
+    second = again.put(value)
+    assert second is not first
+    np.testing.assert_array_equal(ray.get(second), value)

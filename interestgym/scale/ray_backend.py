@@ -75,13 +75,18 @@ class RayBackend:
         validation users: each trial connects anew). Only the last one is kept: a command that goes chunk by chunk
         holds one chunk's data in the store, not every chunk's (``evaluate --chunk-users``)."""
         global _LAST_PUT
-        if _LAST_PUT is None or _LAST_PUT[0] is not value:
-            _LAST_PUT = (value, self.ray.put(value))  # the value kept, to know it again by identity
-        return _LAST_PUT[1]
+        # this process's driver in this Ray session: a reference put before a ray.shutdown() is owned by a driver that
+        # is gone, and Ray refuses it in the next session
+        owner = self.ray.get_runtime_context().get_worker_id()
+        if _LAST_PUT is None or _LAST_PUT[0] is not value or _LAST_PUT[1] != owner:
+            _LAST_PUT = None  # the old value and reference go before the new one is put
+            _LAST_PUT = (value, owner, self.ray.put(value))  # the value kept, to know it again by identity
+        return _LAST_PUT[2]
 
 
-#: The last object a backend of this process put in the object store and its reference (one process joins one Ray).
-_LAST_PUT: tuple[Any, Any] | None = None
+#: The last object a backend of this process put in the object store, the driver that put it, and its reference (one
+#: process joins one Ray at a time).
+_LAST_PUT: tuple[Any, str, Any] | None = None
 
 
 def _driver_threads() -> int:
@@ -150,7 +155,7 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
         ``local`` / ``local:N`` (start one here with N CPUs; default: all), or a cluster address.
     :param shards: tasks per job (default: the cluster's CPUs).
     """
-    global _CONNECTED
+    global _CONNECTED, _LAST_PUT
     check_address(address)
     head, _, n = address.partition(":")
     local = head == "local"  # local, local:N (localhost:PORT is a cluster address)
@@ -178,6 +183,7 @@ def connect(address: str = "auto", *, shards: int | None = None) -> RayBackend:
                 raise InterestGymError(f"--ray {address}: {hint} ({exc}); start one with `ray start --head` "
                                        "or use --ray local") from None
         _CONNECTED = address  # the value that started or joined this process's Ray
+        _LAST_PUT = None  # what an earlier session put (and the value it keeps) is of no use in this one
         # said once per process (a command's later steps reuse it): that the work is sharded, and where
         what = "started a local Ray instance" if local else f"joined the Ray cluster at {address}"
         sys.stderr.write(f"--ray {address}: {what} ({int(ray.cluster_resources().get('CPU', 0))} CPUs)\n")
