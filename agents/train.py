@@ -271,11 +271,14 @@ def _note_unused_tracker(reference: dict[str, Any], tuned: dict[str, Any], rewar
 TRAINING_GAP = 0.1
 
 
-def reference_on_training_users(train_data: Any, reference_policy: Any, metric: str, n_users: int, seed: int) -> dict[str, Any]:
+def reference_on_training_users(train_data: Any, reference_policy: Any, metric: str, n_users: int, seed: int) -> dict[str, Any] | None:
     """The reference rule's mean ``metric`` over a seeded sample of ``n_users`` training users (those with a scoring point):
-    beside its validation score, how far the world the agent learns in differs from the one it is judged in."""
+    beside its validation score, how far the world the agent learns in differs from the one it is judged in. None when
+    no training user has a scoring point."""
     from interestgym.envs.vector import evaluate_policy
 
+    if not len(train_data.scored_user_ids):
+        return None
     users = subsample_users(train_data.scored_user_ids, n_users, seed)
     res = evaluate_policy(train_data, reference_policy, metric=metric, users=users, record_features=False, progress=False)
     return {"score": mean_over_users(res, metric), "users": len(users) if users is not None else len(train_data.scored_user_ids)}
@@ -287,9 +290,10 @@ def training_gap_note(name: str, metric: str, train: dict[str, Any], valid: floa
         return None
     return (f"the reference `{name}` scores {train['score']:.4f} {metric} on {train['users']:,} training users against "
             f"{valid:.4f} on {valid_users:,} validation users: the agent learns where the rule is far better than where it "
-            "is judged, and what it learns there may not carry over. A usual cause: item vectors (or popularity) fitted on "
-            "the training users' own events, e.g. --embeddings cooc or a behaviour-fine-tuned encoder; vectors of the "
-            "items' text alone (hashing, minilm) are not (docs/experiments.md, \"The world the agent learns in\")")
+            "is judged, and what it learns there may not carry over. A usual cause: something the rule scores with was "
+            "fitted on the training users' own events: item vectors (--embeddings cooc, a behaviour-fine-tuned encoder; "
+            "vectors of the items' text alone, hashing or minilm, know no user), popularity, or a --sequence tracker "
+            "trained without --folds (docs/experiments.md, \"The world the agent learns in\")")
 
 
 def _best_step(run_dir: Path) -> int | None:
@@ -485,10 +489,11 @@ def _train_locked(config: TrainConfig, saved: dict[str, Any], resume: bool, ray:
         n_valid = len(eval_users) if eval_users is not None else len(valid_data.scored_user_ids)
         if not resume:  # said once, when the run starts (a resume keeps what its config recorded)
             reference_train = reference_on_training_users(train_data, reference_policy, config.reward, n_valid, config.seed)
-            reference_train["valid_score"], reference_train["valid_users"] = reference_valid, n_valid
-            note = training_gap_note(reference_policy.name, config.reward, reference_train, reference_valid, n_valid)
-            if note is not None:
-                sys.stderr.write(f"note: {note}\n")
+            if reference_train is not None:
+                reference_train["valid_score"], reference_train["valid_users"] = reference_valid, n_valid
+                note = training_gap_note(reference_policy.name, config.reward, reference_train, reference_valid, n_valid)
+                if note is not None:
+                    sys.stderr.write(f"note: {note}\n")
 
     gain_lever, context_lever, slot_lever = (
         active_levers(config.category_gain, config.context_lever, reference_policy.scoring, config.slot_lever)

@@ -3,6 +3,7 @@ agent would learn in a world far easier than the one it is judged in (e.g. item 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -55,10 +56,11 @@ def test_a_reference_far_better_on_training_users_is_said_with_both_scores(data,
     lines = _note_lines(capsys.readouterr().err)
     assert lines == [(f"note: the reference `ema_two_profile` scores {recorded['score']:.4f} ndcg@10 on 5 training users against "
                      f"{recorded['valid_score']:.4f} on 5 validation users: the agent learns where the rule is far better than "
-                     "where it is judged, and what it learns there may not carry over. A usual cause: item vectors (or "
-                     "popularity) fitted on the training users' own events, e.g. --embeddings cooc or a behaviour-fine-tuned "
-                     "encoder; vectors of the items' text alone (hashing, minilm) are not (docs/experiments.md, \"The world "
-                     "the agent learns in\")")]
+                     "where it is judged, and what it learns there may not carry over. A usual cause: something the rule "
+                     "scores with was fitted on the training users' own events: item vectors (--embeddings cooc, a "
+                     "behaviour-fine-tuned encoder; vectors of the items' text alone, hashing or minilm, know no user), "
+                     "popularity, or a --sequence tracker trained without --folds (docs/experiments.md, \"The world the "
+                     "agent learns in\")")]
 
 
 def test_the_note_needs_a_gap_larger_than_sampling_gives():
@@ -67,3 +69,16 @@ def test_the_note_needs_a_gap_larger_than_sampling_gives():
     assert training_gap_note("r", "ndcg@10", {"score": 0.55, "users": 100}, 0.50, 100) is None
     assert training_gap_note("r", "ndcg@10", {"score": 0.50 + TRAINING_GAP + 1e-9, "users": 100}, 0.50, 100) is not None
     assert np.isclose(TRAINING_GAP, 0.1)
+
+
+def test_without_a_scored_training_user_nothing_is_recorded_rather_than_nan(data):
+    # the mean over no user is NaN, which json writes as a bare NaN (not JSON) into config.json
+    from interestgym.agents.config import TrainConfig
+    from interestgym.agents.rules import make_baseline
+    from interestgym.agents.train import reference_on_training_users
+
+    train = TrainConfig(dataset=str(data), run_dir="").replay_data("train")
+    rule = make_baseline("ema_two_profile")
+    assert reference_on_training_users(train, rule, "ndcg@10", 5, 0)["users"] == 5
+    none_scored = dataclasses.replace(train, decision_point_end=train.decision_point_start.copy())
+    assert reference_on_training_users(none_scored, rule, "ndcg@10", 5, 0) is None
