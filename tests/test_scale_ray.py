@@ -6,6 +6,7 @@ installed (it is the optional extra ``interestgym[ray]``, not part of ``test``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -266,20 +267,88 @@ def test_a_cluster_address_where_nothing_answers_is_refused_at_once():
     assert time.perf_counter() - t0 < 30
 
 
+@contextlib.contextmanager
+def _listener(reply: bytes | None):
+    """A loopback server that answers every connection's first bytes with ``reply`` and closes it (None: says nothing
+    and keeps it open until the test ends); yields its address."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if reply is None:
+                held.append(conn)
+                continue
+            with conn:
+                conn.recv(64)
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+#: An HTTP/2 server's first frame: an empty SETTINGS frame (what a gRPC server, Ray's head among them, sends at once).
+SETTINGS_FRAME = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def test_an_address_where_something_else_listens_is_refused_within_seconds(monkeypatch):
+    """Ray waited minutes on a port where a web server (or anything but Ray) listens; the probe greets it as a gRPC
+    client and refuses what does not answer as one, naming what it found."""
+    import time
+
+    from interestgym.errors import InterestGymError
+    from interestgym.scale import ray_backend
+
+    monkeypatch.setattr(ray_backend, "PROBE_SECONDS", 1.0)
+    t0 = time.perf_counter()
+    with _listener(b"HTTP/1.1 400 Bad Request\r\n\r\n") as address, pytest.raises(
+            InterestGymError, match=rf"--ray {address}: something listens at {address} but it is not a Ray "
+                                    r"cluster \(the answer b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n' to a gRPC"):
+        ray_backend.connect(address)
+    with _listener(None) as address, pytest.raises(
+            InterestGymError, match=r"not a Ray cluster \(no answer within 1 s to a gRPC client's greeting"):
+        ray_backend.connect(address)
+    assert time.perf_counter() - t0 < 10
+    with _listener(None) as address:  # with TLS the greeting is not plain: only the TCP connection is checked
+        monkeypatch.setenv("RAY_USE_TLS", "1")
+        ray_backend._probe(address)
+    monkeypatch.delenv("RAY_USE_TLS")
+    with _listener(SETTINGS_FRAME) as address:  # a gRPC server's answer passes the probe
+        ray_backend._probe(address)
+
+
+def test_a_ray_head_passes_the_probe(backend):
+    ray = importlib.import_module("ray")
+    from interestgym.scale.ray_backend import _probe
+
+    _probe(ray.get_runtime_context().gcs_address)  # the fixture's own head: a real Ray answers the greeting
+
+
 def test_a_process_holding_ray_refuses_another_cluster_address(backend):
     """A process that joined Ray through one --ray value is not quietly kept on it when asked for another cluster's
-    address (something listens there: this test's own socket); auto and local reuse it, as a command's later steps do."""
-    import socket
-
+    address (something that answers as a gRPC server listens there: this test's own socket); auto and local reuse it, as
+    a command's later steps do."""
     from interestgym.errors import InterestGymError
     from interestgym.scale.ray_backend import connect
 
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        address = f"127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(InterestGymError, match=rf"--ray {address}: this process already holds Ray from --ray local:2"):
-            connect(address)
+    with _listener(SETTINGS_FRAME) as address, pytest.raises(
+            InterestGymError, match=rf"--ray {address}: this process already holds Ray from --ray local:2"):
+        connect(address)
     assert connect("auto").shards >= 1 and connect("local:2").shards >= 1
 
 

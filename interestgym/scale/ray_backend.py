@@ -129,19 +129,47 @@ def check_address(address: str) -> str:
 PROBE_SECONDS = 5.0
 
 
+#: What a client sends first on an HTTP/2 connection (RFC 9113, 3.4): the preface, then an empty SETTINGS frame.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def _probe(address: str) -> None:
-    """An :class:`InterestGymError` at once when nothing accepts a TCP connection at a cluster address's host and port."""
+    """An :class:`InterestGymError` at once when nothing accepts a TCP connection at a cluster address's host and port,
+    or when what does is not a gRPC server: Ray's head (GCS) and its client server speak gRPC, i.e. HTTP/2, and answer a
+    client's preface with a SETTINGS frame; a web server, the dashboard or any other service does not (Ray itself waits
+    on such an address for minutes)."""
     import socket
 
     host, _, port = address.removeprefix("ray://").rpartition(":")
     host = host.strip("[]")  # [::1]:6379
     try:
-        with socket.create_connection((host, int(port)), timeout=PROBE_SECONDS):
-            return
+        sock = socket.create_connection((host, int(port)), timeout=PROBE_SECONDS)
     except OSError as exc:
         raise InterestGymError(f"--ray {address}: nothing answers at {host}:{port} within {PROBE_SECONDS:g} s "
                                f"({exc.strerror or exc}); expected a Ray cluster there (its head's `ray start` prints the "
                                "address), or use --ray local") from None
+    answer: bytes | None = b""
+    with sock:
+        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("", "0", "false"):
+            return  # a cluster with TLS answers a TLS handshake, not a plain greeting: the TCP connection is all we check
+        try:
+            sock.sendall(_HTTP2_HELLO)
+            while len(answer) < 9:  # a frame header: length (3 bytes), type, flags, stream (4 bytes)
+                chunk = sock.recv(64)  # more than a header: enough of another protocol's answer to name it
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            answer = None  # connected, but no answer to the greeting in time
+        except OSError:
+            pass  # reset after the greeting: what came before it is the answer
+    if answer is not None and len(answer) >= 9 and answer[3] == 4:  # its first frame SETTINGS: an HTTP/2 (gRPC) server
+        return
+    found = ("no answer within " + f"{PROBE_SECONDS:g} s") if answer is None else (
+        f"the answer {answer[:40]!r}" if answer else "the connection closed")
+    raise InterestGymError(f"--ray {address}: something listens at {host}:{port} but it is not a Ray cluster ({found} to a "
+                           "gRPC client's greeting; Ray's head answers one); expected the address its head's `ray start` "
+                           "prints (the GCS port, 6379 by default, or ray://HOST:10001 for Ray Client), or use --ray local")
 
 
 #: The --ray value this process started or joined Ray with (None: not through :func:`connect`).
