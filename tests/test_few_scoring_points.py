@@ -188,7 +188,10 @@ def test_train_and_evaluate_sample_users_with_a_scoring_point_and_say_when_they_
                          progress_bar=False, seed=0)
     train_run(config)
     scored = _scored_users(mind, "valid")
-    assert len(drawn_from) >= 2 and all(pop == scored for pop in drawn_from)  # the tuning's and the validation's
+    # the tuning's and the validation's draw from the validation users with a scoring point; the one other draw is the
+    # sample of training users (those with a scoring point) the reference is also replayed on (the training gap)
+    from_training = [pop for pop in drawn_from if pop != scored]
+    assert len(drawn_from) - len(from_training) >= 2 and from_training == [_scored_users(mind, "train")]
     err = capsys.readouterr().err
     assert (f"note: the valid split has {len(scored)} scoring points ({len(scored)} of its "
             f"{int((pd.read_parquet(mind / 'users.parquet')['split'] == 'valid').sum())} users have one)") in err
