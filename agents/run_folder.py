@@ -243,7 +243,11 @@ def check_run_tracker(run_dir: str | Path, saved: dict[str, Any], config: Any) -
     recorded = trained.get("sha256")
     if not recorded:
         return  # runs from before the tracker's identity was recorded
-    from interestgym.agents.sequence.term import cached_folds, cached_tracker
+    from interestgym.agents.sequence.term import (
+        cached_folds,
+        cached_tracker,
+        fold_weights,
+    )
 
     now = cached_tracker(str(config.sequence)).info.get("sha256")
     if now != recorded:
@@ -254,7 +258,7 @@ def check_run_tracker(run_dir: str | Path, saved: dict[str, Any], config: Any) -
         )
     # its training users were scored by the out-of-fold trackers it recorded (none: by the main tracker)
     folds = cached_folds(str(config.sequence))
-    now_folds = None if folds is None else [fold.weights_sha256 for fold, _ in folds]
+    now_folds = None if folds is None else fold_weights(folds)
     if now_folds != trained.get("out_of_fold"):
         raise ArtifactError(
             f"{Path(run_dir) / CONFIG_FILE}: the run's training users were scored by "

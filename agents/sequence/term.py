@@ -46,8 +46,10 @@ def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str 
         its fold's user ids)`` pairs (:func:`cached_folds`); each user is scored, and observed, by the tracker trained
         without the user's fold instead of ``tracker``. Every user of ``data`` must be in a fold.
     """
-    if out_of_fold is not None:
-        scores = _out_of_fold_scores(data, out_of_fold)
+    # each fold's tracker with the mask of its users among data's (every user in exactly one), found once
+    folds = None if out_of_fold is None else list(zip((t for t, _ in out_of_fold), _fold_members(data, out_of_fold)))
+    if folds is not None:
+        scores = _out_of_fold_scores(data, folds)
     else:
         res = result if result is not None and result.scores is not None else tracker.score(data, keep_scores=True)
         scores = res.scores
@@ -59,11 +61,11 @@ def attach_tracker(data: Any, tracker: Any, result: Any = None, *, observe: str 
         raise AssertionError(f"tracker scores for {len(flat)} candidates; the replay data has {len(data.point_candidates)}")
     info = {"name": tracker.name, "model": tracker.spec.model, "run": str(tracker.run_dir),
             "epoch": tracker.info.get("epoch"), "sha256": tracker.info.get("sha256")}
-    if out_of_fold is not None:  # which trackers scored the training users: their weights' sha256, fold by fold
-        info["out_of_fold"] = [fold.weights_sha256 for fold, _ in out_of_fold]
+    if out_of_fold is not None:  # which trackers scored the training users
+        info["out_of_fold"] = fold_weights(out_of_fold)
     attached = dataclasses.replace(data, point_tracker_z=flat.astype(np.float32), tracker=info)
     if observe is not None:
-        obs = tracker_observations(attached, tracker, observe, out_of_fold=out_of_fold)
+        obs = tracker_observations(attached, tracker, observe, folds=folds)
         attached = attached.with_extra_observations(dict(zip(TRACKER_FEATURE_NAMES, obs.T)))
     return attached
 
@@ -82,14 +84,19 @@ def _fold_members(data: Any, out_of_fold: Sequence[tuple[Any, Sequence[str]]]) -
     return members
 
 
-def _out_of_fold_scores(data: Any, out_of_fold: Sequence[tuple[Any, Sequence[str]]]) -> np.ndarray:
-    """(n_points, C) candidate scores, NaN in padding, each point scored by the tracker of its user's fold."""
-    members = _fold_members(data, out_of_fold)
+def fold_weights(out_of_fold: Sequence[tuple[Any, Sequence[str]]]) -> list[str | None]:
+    """Which out-of-fold trackers these are: their weights' sha256, fold by fold (what a run records and checks)."""
+    return [fold.weights_sha256 for fold, _ in out_of_fold]
+
+
+def _out_of_fold_scores(data: Any, folds: list[tuple[Any, np.ndarray]]) -> np.ndarray:
+    """(n_points, C) candidate scores, NaN in padding, each point scored by the tracker of its user's fold (``folds``:
+    each fold's tracker and the mask of its users over ``data.user_ids``)."""
     width = int(np.diff(data.point_offsets).max()) if data.n_points else 0
     scores = np.full((data.n_points, width), np.nan, dtype=np.float32)
     counts = data.decision_point_end - data.decision_point_start
     point_user = data.decision_user[np.repeat(np.arange(data.n_decisions), counts)]
-    for (fold_tracker, _), member in zip(out_of_fold, members):
+    for fold_tracker, member in folds:
         points = np.flatnonzero(member[point_user])  # ascending: score_replay's order for these users
         if not len(points):
             continue
@@ -98,8 +105,7 @@ def _out_of_fold_scores(data: Any, out_of_fold: Sequence[tuple[Any, Sequence[str
     return scores
 
 
-def tracker_observations(data: Any, tracker: Any, metric: str,
-                         out_of_fold: Sequence[tuple[Any, Sequence[str]]] | None = None) -> np.ndarray:
+def tracker_observations(data: Any, tracker: Any, metric: str, folds: list[tuple[Any, np.ndarray]] | None = None) -> np.ndarray:
     """The tracker observations (:data:`~interestgym.core.features.TRACKER_FEATURE_NAMES`) of every decision of ``data`` (a tracker
     attached), (n_decisions, 3) float32 in [0, 1]:
 
@@ -110,6 +116,9 @@ def tracker_observations(data: Any, tracker: Any, metric: str,
       decision (:func:`~interestgym.agents.sequence.scoring.decision_confidence`).
 
     None of them reads a policy's action: they are part of the log, computed once per replay data.
+
+    :param folds: out-of-fold trackers, each with the mask of its users over ``data.user_ids``: a user's confidence is
+        its fold tracker's (:func:`attach_tracker` finds them).
     """
     from interestgym.agents.sequence.scoring import decision_confidence
 
@@ -133,11 +142,11 @@ def tracker_observations(data: Any, tracker: Any, metric: str,
         for d in range(lo, hi):
             ema[d] = mean[0, 0]  # what the observation of decision d sees: steps before it
             mean = fold_outcomes(mean, sums[d: d + 1, None], counts[d: d + 1])
-    if out_of_fold is None:
+    if folds is None:
         confidence = decision_confidence(data, tracker.model)
     else:  # each decision by its user's fold tracker
         confidence = {"top1_prob": np.zeros(data.n_decisions, np.float32), "entropy": np.zeros(data.n_decisions, np.float32)}
-        for (fold_tracker, _), member in zip(out_of_fold, _fold_members(data, out_of_fold)):
+        for fold_tracker, member in folds:
             decisions = np.flatnonzero(member[data.decision_user])
             if len(decisions):
                 fold_tracker.bind(data)

@@ -142,8 +142,7 @@ def train_sequence(config: SequenceConfig, *, resume: bool = False, log: Any = p
     try:
         grow = True
         if resume:
-            config = _resumed(config, run_dir, tuple(changes))
-            grow = _limits_changed(config, run_dir)
+            config, grow = _resumed(config, run_dir, tuple(changes))
         folds = (lambda: _train_folds(config, dataset, run_dir, log, tuple(changes))) if config.folds else None
         return _train(config, dataset, run_dir, resume, log, t_start, tuple(changes), after=folds, grow=grow)
     except BaseException:
@@ -167,21 +166,16 @@ def _check_best(run_dir: Path, state: dict[str, Any], metric: str) -> None:
             "train again in a new --run-dir") from None
 
 
-def _resumed(config: SequenceConfig, run_dir: Path, changes: tuple[str, ...]) -> SequenceConfig:
-    """The settings a resume continues with: the run's own, except those ``changes`` names (how long and how verbosely
-    to go on, where)."""
-    return SequenceConfig.from_dict({**run_settings(run_dir), **{k: getattr(config, k) for k in changes}},
-                                    str(run_dir / CONFIG_FILE))
-
-
 #: The settings that bound a tracker's training: a resume that changes none of them does not train a stopped tracker on.
 LIMITS = ("max_epochs", "patience", "max_minutes")
 
 
-def _limits_changed(config: SequenceConfig, run_dir: Path) -> bool:
-    """Whether ``config`` (a resume's settings) bounds the training otherwise than the run's own settings do."""
+def _resumed(config: SequenceConfig, run_dir: Path, changes: tuple[str, ...]) -> tuple[SequenceConfig, bool]:
+    """The settings a resume continues with: the run's own, except those ``changes`` names (how long and how verbosely
+    to go on, where); and whether they bound the training otherwise than the run's own did (:data:`LIMITS`)."""
     saved = run_settings(run_dir)
-    return any(getattr(config, name) != saved.get(name) for name in LIMITS)
+    resumed = SequenceConfig.from_dict({**saved, **{k: getattr(config, k) for k in changes}}, str(run_dir / CONFIG_FILE))
+    return resumed, any(getattr(resumed, name) != saved.get(name) for name in LIMITS)
 
 
 def fold_users(user_ids: np.ndarray, k: int, seed: int) -> list[list[str]]:
@@ -220,8 +214,7 @@ def _train_folds(config: SequenceConfig, dataset: Any, run_dir: Path, log: Any, 
                                           item_ids="on" if use_ids else "off")
         grow = True
         if started:
-            fold_config = _resumed(fold_config, folder, changes)
-            grow = _limits_changed(fold_config, folder)
+            fold_config, grow = _resumed(fold_config, folder, changes)
             summary = read_run_config(folder)[2].get("summary")
             if isinstance(summary, dict) and not grow:
                 summaries.append(summary)  # finished before an interruption of a later fold, and no limit changed since
@@ -243,7 +236,6 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
 
     :param grow: on resume, whether the resume changed a limit (:data:`LIMITS`): a tracker that had stopped trains on
         only then (else, e.g. stopped at ``--max-minutes`` and resumed to finish its out-of-fold trackers, it is kept).
-
     :param after: called when the tracker is trained, before the run is marked finished (its summary written); what it
         returns is the summary's ``folds``.
     :param train_users: train on these training users only (a fold's tracker; ``left_out`` says which fold it leaves out).
@@ -307,6 +299,7 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
                      **extra)
 
     epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
+    kept_stop = None
     from torch.utils.tensorboard import SummaryWriter
 
     if checkpoint is not None:
@@ -318,9 +311,9 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
         from interestgym.agents.callbacks import truncate_tensorboard
 
         truncate_tensorboard(run_dir / TENSORBOARD_DIR, epoch)
-        stopped = state.get("stopped") if not grow else None
+        kept_stop = None if grow else state.get("stopped")  # why it had stopped, when no limit changed since
         log(f"resuming {run_dir} after epoch {epoch} (best {metric} {best:.4f} at epoch {best_epoch})"
-            + (f"; it had stopped ({stopped}) and no limit changed: kept as it is" if stopped else ""))
+            + (f"; it had stopped ({kept_stop}) and no limit changed: kept as it is" if kept_stop else ""))
     writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
     if epoch == 0:
         writer.add_text("hyperparameters", _hyperparameter_markdown({**config.as_dict(), **spec.as_dict(),
@@ -336,10 +329,8 @@ def _train(config: SequenceConfig, dataset: Any, run_dir: Path, resume: bool, lo
     n_targets_epoch = train_seqs.n_decisions - len(train_seqs.start)
     # an estimate until each epoch's chunks are cut (their count depends on the epoch's random offsets)
     batches_per_epoch = math.ceil(len(training_chunks(train_seqs, spec.window)) / config.batch_size)
-    stop_reason = "max_epochs"
-    kept = checkpoint is not None and not grow and bool(checkpoint[2].get("stopped"))
-    if kept:
-        stop_reason = str(checkpoint[2]["stopped"])
+    kept = bool(kept_stop)
+    stop_reason = str(kept_stop) if kept else "max_epochs"
     bar = progress_bar(total=config.max_epochs * batches_per_epoch, desc=f"training {config.name}", unit="batch",
                        enabled=None if config.progress_bar else False)
     bar.update(epoch * batches_per_epoch)

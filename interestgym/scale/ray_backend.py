@@ -165,8 +165,8 @@ def _probe(address: str) -> None:
             pass  # reset after the greeting: what came before it is the answer
     if answer is not None and len(answer) >= 9 and answer[3] == 4:  # its first frame SETTINGS: an HTTP/2 (gRPC) server
         return
-    found = ("no answer within " + f"{PROBE_SECONDS:g} s") if answer is None else (
-        f"the answer {answer[:40]!r}" if answer else "the connection closed")
+    found = (f"no answer within {PROBE_SECONDS:g} s" if answer is None else
+             f"the answer {answer[:40]!r}" if answer else "the connection closed")
     raise InterestGymError(f"--ray {address}: something listens at {host}:{port} but it is not a Ray cluster ({found} to a "
                            "gRPC client's greeting; Ray's head answers one); expected the address its head's `ray start` "
                            "prints (the GCS port, 6379 by default, or ray://HOST:10001 for Ray Client), or use --ray local")
